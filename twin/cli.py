@@ -1,0 +1,142 @@
+"""The ``twin`` command.
+
+Exit codes: 0 success, 1 the run failed (message says why), 2 bad input (every scenario
+error listed), 130 interrupted by Ctrl-C (tables written so far stay readable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twin", description="gridtwin: feeder digital twin with a local energy market on chain")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one scenario end to end and write its results folder")
+    r.add_argument("scenario", type=Path, help="scenario YAML file")
+    r.add_argument("--out", type=Path, required=True, help="results folder to write")
+    r.add_argument("--rpc-url", default=None, help="use this Ethereum JSON-RPC node instead of starting Anvil")
+    r.add_argument("--until", type=int, default=None, metavar="SECONDS",
+                   help="stop after this much simulated time (default: the scenario's duration)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    v = sub.add_parser("validate", help="check a scenario file and list every error")
+    v.add_argument("scenario", type=Path)
+
+    d = sub.add_parser("dashboard", help="open the Streamlit dashboard on a results folder")
+    d.add_argument("dir", type=Path, help="a run folder (with manifest.json)")
+    d.add_argument("--port", type=int, default=8501)
+    d.add_argument("--host", default="127.0.0.1")
+    return p
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"twin: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _load(path: Path) -> Any:
+    from twin.scenario import load_scenario
+
+    return load_scenario(path)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from twin.scenario import ScenarioError
+
+    try:
+        s = _load(args.scenario)
+    except ScenarioError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    print(f"{args.scenario}: ok ({s.name}, {s.n_intervals} intervals of {s.market.interval_s} s)")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from twin.errors import TwinError
+    from twin.run import run_scenario
+    from twin.scenario import ScenarioError
+
+    try:
+        scenario = _load(args.scenario)
+    except ScenarioError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    _quiet_mosaik()
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        outcome = run_scenario(
+            scenario, out_dir=args.out, scenario_path=str(args.scenario), rpc_url=args.rpc_url,
+            until_s=args.until, progress=progress,
+            on_status=lambda m: print(f"[twin] {m}", file=sys.stderr),
+        )
+    except KeyboardInterrupt:
+        print(f"\ntwin: interrupted; tables written so far are in {args.out} "
+              "(manifest.json says where the run stopped)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TwinError as exc:
+        return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)
+    _print_summary(outcome)
+    return EXIT_OK
+
+
+def _print_summary(outcome: Any) -> None:
+    k = outcome.kpis
+    tokens = "conserved" if k.get("tokens_conserved") == 1.0 else "NOT CONSERVED"
+    lines = [
+        f"energy traded        {k['energy_traded_kwh']:10.1f} kWh in {int(k['trades'])} trades",
+        f"mean clearing price  {k['mean_price_per_mwh']:10.2f} per MWh",
+        f"voltage              {k['vm_min_pu']:10.4f} .. {k['vm_max_pu']:.4f} p.u.",
+        f"max line loading     {k['max_line_loading_percent']:10.1f} %",
+        f"curtailed by DSO     {k['curtailed_kwh']:10.1f} kWh",
+        f"tokens               {tokens:>10} (total supply {k.get('total_supply', 0):,.0f} micro-units)",
+        f"wall time            {outcome.wall_s:10.1f} s",
+        f"results              {outcome.out_dir}",
+    ]
+    print("\n".join(["", "== gridtwin run summary ==", *lines]))
+
+
+def _quiet_mosaik() -> None:
+    """mosaik logs every start at INFO through loguru; keep the console for our summary."""
+    try:
+        from loguru import logger
+    except ImportError:  # pragma: no cover - loguru comes with mosaik
+        return
+    logger.disable("mosaik")
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    run_dir = args.dir.resolve()
+    if not (run_dir / "manifest.json").is_file():
+        return _fail(f"{run_dir}: no manifest.json here; is this a results folder of `twin run`?",
+                     EXIT_BAD_INPUT)
+    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    if not app.is_file():
+        return _fail(f"dashboard app not found at {app}", EXIT_FAILED)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+           "--server.address", args.host, "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--", "--dir", str(run_dir)]
+    print(f"twin: dashboard on http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        return subprocess.call(cmd, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "dashboard": _cmd_dashboard}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

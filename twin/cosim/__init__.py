@@ -1,0 +1,1 @@
+"""mosaik adapters: one thin simulator per core (agents, market, grid) and the world."""

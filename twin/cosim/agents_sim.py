@@ -1,0 +1,76 @@
+"""mosaik adapter over the Mesa feeder model (:class:`twin.agents.model.FeederModel`).
+
+Each step is one market interval ``k``: the model receives the cleared trades of ``k``
+(from the market, one step earlier), lets the DSO agent check and curtail them, dispatches
+every device, and returns the element powers (to the grid), the meter readings and
+curtailments of ``k`` and the orders for ``k + 1`` (to the market).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mosaik_api_v3
+from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
+
+from twin.cosim.codec import decode_trades, encode_orders, single
+
+META: Meta = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "Feeder": {
+            "public": True,
+            "params": [],
+            "attrs": ["trades", "element_power", "orders", "curtailments", "metered_wh"],
+        }
+    },
+}
+
+
+class AgentsSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self._out: dict[str, Any] = {}
+
+    def init(self, sid: str, time_resolution: float = 1.0, **sim_params: Any) -> Meta:
+        self.model = sim_params["model"]
+        self.recorder = sim_params["recorder"]
+        self.interval_s: int = sim_params["interval_s"]
+        return self.meta
+
+    def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
+        if num != 1:
+            raise ValueError("AgentsSim holds exactly one Feeder entity")
+        return [{"eid": "feeder", "type": model}]
+
+    def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
+        k = time // self.interval_s
+        market_msg = single(inputs.get("feeder", {}).get("trades"))
+        trades = decode_trades(market_msg["trades"]) if market_msg else []
+        prices = market_msg["price_history"] if market_msg else []
+        out = self.model.step_interval(interval=k, trades=trades, price_history=prices)
+        self.recorder.add("agents", out.agent_rows)
+        self.recorder.add("dso", out.dso_rows)
+        self._out = {
+            "element_power": {
+                "interval": k,
+                "load_p_mw": out.load_p_mw, "load_q_mvar": out.load_q_mvar,
+                "sgen_p_mw": out.sgen_p_mw, "sgen_q_mvar": out.sgen_q_mvar,
+                "storage_p_mw": out.storage_p_mw,
+            },
+            "orders": {"interval": k + 1, "orders": encode_orders(out.orders)},
+            "curtailments": {
+                "interval": k,
+                "curtailments": [
+                    {"trade_id": c.trade_id, "energy_wh": c.energy_wh, "reason": c.reason}
+                    for c in out.curtailments
+                ],
+            },
+            "metered_wh": {"interval": k, "metered_wh": dict(out.metered_wh)},
+        }
+        return time + self.interval_s
+
+    def get_data(self, outputs: OutputRequest) -> OutputData:
+        return {eid: {a: self._out.get(a) for a in attrs} for eid, attrs in outputs.items()}
+

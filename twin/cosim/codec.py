@@ -1,0 +1,39 @@
+"""Plain-data encoding of market records for mosaik connections.
+
+Data crossing a mosaik connection is kept JSON-compatible (lists of dicts), so any
+adapter could run out of process; these two helpers are the only translation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from twin.market.types import OrderIntent, Side, Trade
+
+__all__ = ["decode_orders", "decode_trades", "encode_orders", "encode_trades", "single"]
+
+
+def encode_trades(trades: list[Trade]) -> list[dict[str, Any]]:
+    return [asdict(t) for t in trades]
+
+
+def decode_trades(rows: list[dict[str, Any]] | None) -> list[Trade]:
+    return [Trade(**r) for r in rows or []]
+
+
+def encode_orders(orders: list[OrderIntent]) -> list[dict[str, Any]]:
+    return [asdict(o) | {"side": int(o.side)} for o in orders]
+
+
+def decode_orders(rows: list[dict[str, Any]] | None) -> list[OrderIntent]:
+    return [OrderIntent(**(r | {"side": Side(r["side"])})) for r in rows or []]
+
+
+def single(values: dict[str, Any] | None) -> Any:
+    """The one value of an input attribute (mosaik maps source full id -> value)."""
+    if not values:
+        return None
+    if len(values) != 1:
+        raise ValueError(f"expected one source, got {sorted(values)}")
+    return next(iter(values.values()))

@@ -1,0 +1,46 @@
+"""Headline KPIs of a run (flat name -> number), computed from the recorded tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twin.cosim.market_sim import MarketLog
+from twin.market.units import MICRO
+from twin.results import RunRecorder
+
+__all__ = ["compute_kpis"]
+
+
+def compute_kpis(*, recorder: RunRecorder, log: MarketLog, tokens: dict[str, Any] | None,
+                 interval_s: int) -> dict[str, float]:
+    """KPIs of the run so far (also for partial runs: they cover what was recorded)."""
+    trades = recorder.rows("trades")
+    bus = recorder.rows("bus")
+    line = recorder.rows("line")
+    agents = recorder.rows("agents")
+    settlements = recorder.rows("settlements")
+    traded_wh = sum(t["energy_wh"] for t in trades)
+    value = sum(t["energy_wh"] * t["price_per_mwh"] for t in trades)
+    consumed_wh = sum(a["metered_wh"] for a in agents if a["metered_wh"] and a["metered_wh"] > 0)
+    imported_wh = sum(s["imbalance_wh"] for s in settlements if s["imbalance_wh"] > 0)
+    vm = [b["vm_pu"] for b in bus]
+    kpis: dict[str, float] = {
+        "intervals_settled": float(log.last_settled + 1),
+        "orders": float(sum(log.n_orders.values())),
+        "trades": float(len(trades)),
+        "energy_traded_kwh": traded_wh / 1000,
+        "mean_price_per_mwh": (value / traded_wh / MICRO) if traded_wh else 0.0,
+        "curtailed_kwh": sum(log.curtailed_wh.values()) / 1000,
+        "metered_consumption_kwh": consumed_wh / 1000,
+        "imbalance_import_kwh": imported_wh / 1000,
+        "vm_min_pu": min(vm) if vm else 0.0,
+        "vm_max_pu": max(vm) if vm else 0.0,
+        "max_line_loading_percent": max((ln["loading_percent"] for ln in line), default=0.0),
+        "line_losses_kwh": sum(ln["pl_mw"] for ln in line) * interval_s / 3.6,
+    }
+    if consumed_wh:
+        kpis["local_market_share"] = traded_wh / consumed_wh
+    if tokens is not None:
+        kpis["tokens_conserved"] = 1.0 if tokens.get("conserved") else 0.0
+        kpis["total_supply"] = float(tokens.get("total_supply", 0))
+    return kpis

@@ -1,0 +1,167 @@
+"""The results folder: Arrow schemas, atomic Parquet writing, manifest, reading back.
+
+A run folder holds ``manifest.json``, ``kpis.json`` and one Parquet file per table
+(long format, one row per time and element). Every file is written to a temporary name
+in the same folder and renamed into place, so a reader never sees a half-written file and
+a killed run leaves the last complete version of each table. :class:`RunRecorder` keeps
+the rows of a running simulation and rewrites the tables at checkpoints and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "SCHEMAS",
+    "RunRecorder",
+    "read_json",
+    "read_table",
+    "write_json_atomic",
+    "write_table_atomic",
+]
+
+_i64 = pa.int64()
+_f64 = pa.float64()
+_str = pa.string()
+
+#: The tables of the results folder (shared/DESIGN.md) and their columns.
+SCHEMAS: dict[str, pa.Schema] = {
+    "bus": pa.schema(
+        [("time_s", _i64), ("bus", _i64), ("vm_pu", _f64), ("va_degree", _f64),
+         ("p_mw", _f64), ("q_mvar", _f64)]
+    ),
+    "line": pa.schema(
+        [("time_s", _i64), ("line", _i64), ("loading_percent", _f64), ("p_from_mw", _f64),
+         ("q_from_mvar", _f64), ("pl_mw", _f64)]
+    ),
+    "orders": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("order_id", _i64), ("device_id", _i64),
+         ("owner", _i64), ("side", _str), ("energy_wh", _i64), ("price_per_mwh", _i64)]
+    ),
+    "trades": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("trade_id", _i64), ("buy_order_id", _i64),
+         ("sell_order_id", _i64), ("buyer_device", _i64), ("seller_device", _i64),
+         ("cleared_wh", _i64), ("energy_wh", _i64), ("curtailed_wh", _i64),
+         ("price_per_mwh", _i64)]
+    ),
+    "settlements": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("device_id", _i64), ("owner", _i64),
+         ("traded_wh", _i64), ("metered_wh", _i64), ("imbalance_wh", _i64),
+         ("trade_amount", _i64), ("imbalance_amount", _i64), ("debt", _i64)]
+    ),
+    "market": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("price_per_mwh", _i64), ("volume_wh", _i64),
+         ("n_orders", _i64), ("n_trades", _i64), ("curtailed_wh", _i64)]
+    ),
+    "agents": pa.schema(
+        [("time_s", _i64), ("agent", _str), ("kind", _str), ("bus", _i64), ("soc", _f64),
+         ("p_mw", _f64), ("metered_wh", _i64)]
+    ),
+    "chain": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("tx_hash", _str), ("block", _i64),
+         ("gas_used", _i64), ("function", _str)]
+    ),
+    "dso": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("power_flows", _i64), ("violations_before", _i64),
+         ("violations_after", _i64), ("curtailed_wh", _i64), ("vm_min_pu", _f64),
+         ("vm_max_pu", _f64), ("max_loading_percent", _f64)]
+    ),
+}
+
+
+def _atomic_path(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` as Parquet to ``path`` via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_path(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(data: Any, path: Path) -> None:
+    """Write JSON (sorted keys, indented) via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_path(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_table(run_dir: Path, name: str) -> pa.Table:
+    """Read one table of a run folder; raises a clear error when it is missing or corrupt."""
+    path = Path(run_dir) / f"{name}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: table '{name}' not found in the results folder")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+class RunRecorder:
+    """Collects rows per table and writes them atomically at checkpoints.
+
+    Rows are validated against :data:`SCHEMAS` when they are written, so a wrong column
+    fails loudly, naming the table.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._rows: dict[str, list[Mapping[str, Any]]] = {name: [] for name in SCHEMAS}
+        self._dirty: set[str] = set(SCHEMAS)
+
+    def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        if table not in self._rows:
+            raise KeyError(f"unknown results table '{table}' (known: {sorted(SCHEMAS)})")
+        buf = self._rows[table]
+        before = len(buf)
+        buf.extend(rows)
+        if len(buf) != before:
+            self._dirty.add(table)
+
+    def n_rows(self, table: str) -> int:
+        return len(self._rows[table])
+
+    def rows(self, table: str) -> list[Mapping[str, Any]]:
+        return self._rows[table]
+
+    def to_table(self, table: str) -> pa.Table:
+        schema = SCHEMAS[table]
+        rows = self._rows[table]
+        try:
+            return pa.Table.from_pylist(
+                [{k: r.get(k) for k in schema.names} for r in rows], schema=schema
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ValueError(f"results table '{table}': rows do not match its schema ({exc})") from exc
+
+    def flush(self) -> None:
+        """Rewrite every table that changed since the last flush."""
+        for name in sorted(self._dirty):
+            write_table_atomic(self.to_table(name), self.out_dir / f"{name}.parquet")
+        self._dirty.clear()
