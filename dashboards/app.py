@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,7 +16,8 @@ import streamlit as st
 
 def _run_dir() -> Path:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dir", type=Path, default=Path("results/quickstart"))
+    parser.add_argument("--dir", type=Path,
+                        default=Path(os.environ.get("TWIN_RUN_DIR", "results/quickstart")))
     args, _ = parser.parse_known_args()
     return args.dir
 

@@ -22,6 +22,7 @@ import numpy as np
 from twin import __version__
 from twin.cosim.market_sim import MarketLog
 from twin.kpis import compute_kpis
+from twin.market.audit import drain_tx_log, token_audit
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.market.units import MICRO
 from twin.results import RunRecorder, write_json_atomic
@@ -149,21 +150,22 @@ def run_scenario(
         with _open_ledger(scenario, out_dir, n_accounts, rpc_url) as (ledger, chain_info):
             manifest["chain"] = chain_info
             t_chain = time.perf_counter()
-            _fund_and_register(ledger, scenario, model)
+            minted = _fund_and_register(ledger, scenario, model)
             timings["setup_ledger_s"] = time.perf_counter() - t_chain
             if chain_info["ledger"] == "chain":
                 _write_abis(ledger, out_dir)
             write_json_atomic(manifest, out_dir / "manifest.json")
-            recorder.add("chain", ledger.drain_tx_log())
+            recorder.add("chain", drain_tx_log(ledger))
             say(f"running {n_intervals} intervals under mosaik")
             try:
                 _run_world(mosaik, scenario, model=model, net=feeder.net, ledger=ledger,
                            recorder=recorder, log=log, n_intervals=n_intervals,
-                           duration_s=duration_s, progress=progress, out_dir=out_dir)
+                           duration_s=duration_s, progress=progress, timings=timings)
                 status = "complete"
             finally:
                 # Conservation is checked on the ledger's own books, even after an error.
-                manifest["tokens"] = ledger.conservation()
+                manifest["tokens"] = token_audit(ledger, accounts=range(n_accounts),
+                                                 minted=minted)
     except KeyboardInterrupt:
         status = "interrupted"
         error = "interrupted by the user (Ctrl-C)"
@@ -191,13 +193,18 @@ def run_scenario(
     return RunOutcome(out_dir=out_dir, kpis=kpis, wall_s=wall_s, timings_s=timings)
 
 
-def _fund_and_register(ledger: Any, scenario: Scenario, model: Any) -> None:
+def _fund_and_register(ledger: Any, scenario: Scenario, model: Any) -> int:
+    """Fund the DSO and every participant, register every device; return the amount minted."""
     m = scenario.market
-    ledger.deposit(account=DSO_ACCOUNT, amount=round(m.dso_balance * MICRO))
-    for account in model.accounts:
-        ledger.deposit(account=account, amount=round(m.initial_balance * MICRO))
+    funding = {DSO_ACCOUNT: round(m.dso_balance * MICRO)}
+    funding |= {a: round(m.initial_balance * MICRO) for a in model.accounts}
+    for account, amount in funding.items():
+        ledger.deposit(account, amount)
     for device in model.devices:
         ledger.register_device(device)
+    return sum(funding.values())
+
+
 
 
 def _write_abis(ledger: Any, out_dir: Path) -> None:
@@ -207,7 +214,7 @@ def _write_abis(ledger: Any, out_dir: Path) -> None:
 
 def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger: Any,
                recorder: RunRecorder, log: MarketLog, n_intervals: int, duration_s: int,
-               progress: bool, out_dir: Path) -> None:
+               progress: bool, timings: dict[str, float]) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
@@ -216,10 +223,12 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
     }
     checkpoint = _Checkpointer(recorder)
     with mosaik.World(sim_config, debug=False) as world:
-        agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s).Feeder()
+        agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
+                             timings=timings).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
-                             n_intervals=n_intervals, log=log).Market()
-        grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s).Grid()
+                             n_intervals=n_intervals, log=log, timings=timings).Market()
+        grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
+                           timings=timings).Grid()
         world.connect(agents, grid, "element_power")
         world.connect(agents, market, "orders", "curtailments", "metered_wh")
         world.connect(market, agents, "trades", time_shifted=True, initial_data={"trades": None})

@@ -13,7 +13,7 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.cosim.codec import decode_trades, encode_orders, single
+from twin.cosim.codec import decode_trades, encode_orders, single, timed
 
 META: Meta = {
     "api_version": "3.0",
@@ -37,6 +37,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.model = sim_params["model"]
         self.recorder = sim_params["recorder"]
         self.interval_s: int = sim_params["interval_s"]
+        self.timings: dict[str, float] = sim_params.get("timings", {})
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -45,6 +46,10 @@ class AgentsSim(mosaik_api_v3.Simulator):
         return [{"eid": "feeder", "type": model}]
 
     def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
+        with timed(self.timings, "agents_s"):
+            return self._step(time, inputs)
+
+    def _step(self, time: Time, inputs: InputData) -> Time:
         k = time // self.interval_s
         market_msg = single(inputs.get("feeder", {}).get("trades"))
         trades = decode_trades(market_msg["trades"]) if market_msg else []

@@ -6,12 +6,15 @@ adapter could run out of process; these two helpers are the only translation.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
 from twin.market.types import OrderIntent, Side, Trade
 
-__all__ = ["decode_orders", "decode_trades", "encode_orders", "encode_trades", "single"]
+__all__ = ["decode_orders", "decode_trades", "encode_orders", "encode_trades", "single", "timed"]
 
 
 def encode_trades(trades: list[Trade]) -> list[dict[str, Any]]:
@@ -37,3 +40,13 @@ def single(values: dict[str, Any] | None) -> Any:
     if len(values) != 1:
         raise ValueError(f"expected one source, got {sorted(values)}")
     return next(iter(values.values()))
+
+
+@contextmanager
+def timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Add the wall time of the block to ``timings[key]`` (per-simulator cost split)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0

@@ -8,7 +8,7 @@ import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.cosim.codec import single
+from twin.cosim.codec import single, timed
 from twin.grid.powerflow import run_snapshot
 
 META: Meta = {
@@ -27,6 +27,7 @@ class GridSim(mosaik_api_v3.Simulator):
         self.net = sim_params["net"]
         self.recorder = sim_params["recorder"]
         self.interval_s: int = sim_params["interval_s"]
+        self.timings: dict[str, float] = sim_params.get("timings", {})
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
         return self.meta
@@ -37,6 +38,10 @@ class GridSim(mosaik_api_v3.Simulator):
         return [{"eid": "grid", "type": model}]
 
     def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
+        with timed(self.timings, "grid_s"):
+            return self._step(time, inputs)
+
+    def _step(self, time: Time, inputs: InputData) -> Time:
         power = single(inputs.get("grid", {}).get("element_power"))
         if power is None:
             raise ValueError(f"grid: no element_power input at t={time}s")

@@ -14,7 +14,8 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.cosim.codec import decode_orders, encode_trades, single
+from twin.cosim.codec import decode_orders, encode_trades, single, timed
+from twin.market.audit import drain_tx_log
 from twin.market.types import Clearing, Side
 
 META: Meta = {
@@ -49,6 +50,7 @@ class MarketSim(mosaik_api_v3.Simulator):
         self.ledger = sim_params["ledger"]
         self.recorder = sim_params["recorder"]
         self.interval_s: int = sim_params["interval_s"]
+        self.timings: dict[str, float] = sim_params.get("timings", {})
         self.n_intervals: int = sim_params["n_intervals"]
         self.log: MarketLog = sim_params["log"]
         return self.meta
@@ -59,6 +61,10 @@ class MarketSim(mosaik_api_v3.Simulator):
         return [{"eid": "market", "type": model}]
 
     def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
+        with timed(self.timings, "market_s"):
+            return self._step(time, inputs)
+
+    def _step(self, time: Time, inputs: InputData) -> Time:
         k = time // self.interval_s
         data = inputs.get("market", {})
         self._deliver(k, single(data.get("curtailments")), single(data.get("metered_wh")))
@@ -129,6 +135,4 @@ class MarketSim(mosaik_api_v3.Simulator):
         }])
 
     def _drain_chain_log(self) -> None:
-        drain = getattr(self.ledger, "drain_tx_log", None)
-        if drain is not None:
-            self.recorder.add("chain", drain())
+        self.recorder.add("chain", drain_tx_log(self.ledger))

@@ -1,0 +1,33 @@
+"""Audits over any :class:`~twin.market.ledger.Ledger`: token conservation, transaction log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["drain_tx_log", "token_audit"]
+
+
+def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int) -> dict[str, Any]:
+    """Check that value was neither created nor destroyed.
+
+    Three identities must hold exactly: the token's total supply equals what the run minted;
+    it equals the wallets plus the market's holdings; and the market's holdings equal the
+    sum of all free and locked balances it books.
+    """
+    accounts = list(accounts)
+    supply = ledger.total_supply()
+    holdings = ledger.market_holdings()
+    wallets = sum(ledger.wallet(a) for a in accounts)
+    balances = [ledger.balance(a) for a in accounts]
+    booked = sum(b.free + b.locked for b in balances)
+    debt = sum(b.debt for b in balances)
+    conserved = supply == minted == wallets + holdings and holdings == booked
+    return {"conserved": conserved, "total_supply": supply, "minted": minted,
+            "wallets": wallets, "market_holdings": holdings, "booked": booked, "debt": debt}
+
+
+def drain_tx_log(ledger: Any) -> list[dict[str, Any]]:
+    """Transactions sent since the last call (the chain ledger keeps them; others have none)."""
+    drain = getattr(ledger, "drain_tx_log", None)
+    return list(drain()) if drain is not None else []
