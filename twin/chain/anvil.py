@@ -1,0 +1,227 @@
+"""Anvil lifecycle: start the pinned ``node_modules`` Anvil on a free loopback port, or use
+an external RPC URL; always stop what we started.
+
+>>> with AnvilNode(accounts=64, dump_state=out / "chain_state.json") as node:  # doctest: +SKIP
+...     w3 = node.web3()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from web3 import HTTPProvider, Web3
+
+from twin.chain.compile import project_root
+from twin.errors import TwinError
+
+__all__ = ["AnvilError", "AnvilNode", "anvil_binary"]
+
+_FIX = "run `make setup` (or `npm install` in the project root) to install the pinned Anvil (@foundry-rs/anvil)"
+
+
+class AnvilError(TwinError):
+    """Anvil is missing, failed to start, or the RPC endpoint does not answer."""
+
+
+def anvil_binary(node_modules: Path | None = None) -> Path:
+    """Path of the real Anvil binary inside ``node_modules`` (no npm shim, no download)."""
+    nm = node_modules or project_root() / "node_modules"
+    for candidate in sorted((nm / "@foundry-rs").glob("anvil-*/bin/anvil")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    shim = nm / ".bin" / "anvil"
+    if shim.exists():
+        return shim
+    raise AnvilError(f"Anvil not found under {nm}: {_FIX}")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rpc(url: str, method: str, params: list[Any], timeout: float = 2.0) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        doc = json.loads(resp.read())
+    if "error" in doc:
+        raise AnvilError(f"{method} failed: {doc['error']}")
+    return doc["result"]
+
+
+class AnvilNode:
+    """A running chain: a child Anvil process (default) or an external ``rpc_url``.
+
+    Use as a context manager; ``stop()`` is idempotent and runs on normal exit, errors and
+    ``KeyboardInterrupt``. With ``dump_state`` Anvil writes the final chain state (blocks,
+    logs) there when it stops (``anvil --load-state`` restores it).
+    """
+
+    def __init__(
+        self,
+        *,
+        accounts: int = 64,
+        balance_eth: int = 1_000_000,
+        dump_state: Path | None = None,
+        rpc_url: str | None = None,
+        gas_limit: int = 1_000_000_000,
+        chain_id: int | None = None,
+        startup_timeout_s: float = 20.0,
+        log_file: Path | None = None,
+        node_modules: Path | None = None,
+        keep_states: int | None = 512,
+    ) -> None:
+        self.accounts = accounts
+        self.balance_eth = balance_eth
+        self.dump_state = Path(dump_state) if dump_state is not None else None
+        self.external = rpc_url is not None
+        self.gas_limit = gas_limit
+        self.chain_id_override = chain_id
+        self.startup_timeout_s = startup_timeout_s
+        self.log_file = log_file
+        self.node_modules = node_modules
+        self.keep_states = keep_states
+        self.url: str = rpc_url or ""
+        self.port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+        self._stderr: Any = None
+
+    # --- lifecycle --------------------------------------------------------------------
+    def start(self) -> AnvilNode:
+        if self.external:
+            self._wait_ready(self.url, proc=None)
+            return self
+        if self._proc is not None:
+            return self
+        binary = anvil_binary(self.node_modules)
+        last_error = ""
+        for _attempt in range(3):  # the free port may be taken between probe and bind
+            self.port = _free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            cmd = [
+                str(binary),
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--accounts", str(self.accounts),
+                "--balance", str(self.balance_eth),
+                "--gas-limit", str(self.gas_limit),
+                "--base-fee", "0",
+                "--gas-price", "0",
+                "--disable-code-size-limit",
+            ]  # fmt: skip
+            if self.keep_states is not None:
+                # Keep this many recent block states in memory (blocks, receipts and logs are
+                # all kept): beyond its default of 256 Anvil writes old states to disk, which
+                # makes every later transaction slower. Revert decoding needs only the last one.
+                cmd += ["--prune-history", str(self.keep_states)]
+            if self.chain_id_override is not None:
+                cmd += ["--chain-id", str(self.chain_id_override)]
+            if self.dump_state is not None:
+                self.dump_state.parent.mkdir(parents=True, exist_ok=True)
+                cmd += ["--dump-state", str(self.dump_state)]
+            self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+            self._stderr = tempfile.TemporaryFile()  # not a pipe: a full pipe would block Anvil
+            try:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdout=self._log,
+                    stderr=self._stderr,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # Ctrl-C in the terminal reaches us, we stop Anvil
+                )
+            except OSError as exc:
+                raise AnvilError(f"cannot start {binary}: {exc}; {_FIX}") from exc
+            try:
+                self._wait_ready(self.url, proc=self._proc)
+                return self
+            except AnvilError as exc:
+                last_error = str(exc)
+                self.stop()
+        raise AnvilError(f"Anvil did not start: {last_error}")
+
+    def _wait_ready(self, url: str, *, proc: subprocess.Popen[bytes] | None) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if proc is not None and proc.poll() is not None:
+                err = ""
+                if self._stderr is not None:
+                    self._stderr.seek(0)
+                    err = self._stderr.read().decode(errors="replace")
+                raise AnvilError(f"Anvil exited with code {proc.returncode}: {err.strip()[-2000:]}")
+            try:
+                _rpc(url, "eth_chainId", [], timeout=1.0)
+                return
+            except (OSError, urllib.error.URLError, AnvilError, ValueError) as exc:
+                if time.monotonic() > deadline:
+                    raise AnvilError(
+                        f"no answer from {url} within {self.startup_timeout_s} s: {exc}"
+                    ) from exc
+                time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the child Anvil (SIGTERM, so ``--dump-state`` is written; SIGKILL if stuck)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait(timeout=5)
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._log = self._stderr = None
+
+    def __enter__(self) -> AnvilNode:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort: never leave an orphan Anvil
+        with contextlib.suppress(Exception):
+            self.stop(timeout_s=2.0)
+
+    # --- clients ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.external or (self._proc is not None and self._proc.poll() is None)
+
+    def web3(self, *, timeout_s: float = 120.0) -> Web3:
+        """A web3 client (HTTP keep-alive session) for this node."""
+        if not self.url:
+            raise AnvilError("node is not started")
+        return Web3(HTTPProvider(self.url, request_kwargs={"timeout": timeout_s}))
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        """One raw JSON-RPC call (e.g. ``evm_snapshot``)."""
+        return _rpc(self.url, method, list(params), timeout=60.0)

@@ -1,0 +1,202 @@
+"""Compile the Solidity contracts with solc-js from ``node_modules`` (standard-JSON).
+
+Artifacts (ABI + bytecode of every contract) are cached under ``.cache/solc/<key>.json``,
+keyed by the sha256 of the sources, the compiler settings and the solc package version, with
+a provenance header (compiler version, source hash, settings), so a build is reproducible
+from the pinned sources and compiler. Nothing is downloaded: solc comes from
+``package-lock.json`` (``make setup`` / ``npm install``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twin.errors import TwinError
+
+__all__ = [
+    "CONTRACTS",
+    "CONTRACTS_DIR",
+    "Artifact",
+    "CompileError",
+    "CompiledContracts",
+    "compile_contracts",
+    "project_root",
+]
+
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
+#: The deployable contracts, in deployment order.
+CONTRACTS = ("SettlementToken", "DeviceRegistry", "EnergyMarket")
+_SETTINGS: dict[str, Any] = {
+    "optimizer": {"enabled": True, "runs": 200},
+    "evmVersion": "cancun",
+    "viaIR": True,
+    "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+}
+_FIX = (
+    "run `make setup` (or `npm install` in the project root) to install the pinned solc and Anvil"
+)
+
+
+class CompileError(TwinError):
+    """The compiler is missing, failed, or reported errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """One compiled contract."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str  # 0x-prefixed creation code
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledContracts:
+    """Every contract of one compile, plus where it came from."""
+
+    artifacts: dict[str, Artifact]
+    compiler_version: str
+    source_hash: str
+    path: Path  # the cache file
+
+    def __getitem__(self, name: str) -> Artifact:
+        return self.artifacts[name]
+
+    def abis(self) -> dict[str, list[dict[str, Any]]]:
+        return {n: a.abi for n, a in self.artifacts.items()}
+
+
+def project_root() -> Path:
+    """The repository root (holds ``node_modules`` and ``.cache``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _sources(contracts_dir: Path) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(contracts_dir.glob("*.sol"))}
+
+
+def _solc_version(solc_js: Path) -> str:
+    meta = json.loads((solc_js.parent / "package.json").read_text(encoding="utf-8"))
+    return f"solc-js {meta['version']}"
+
+
+def compile_contracts(
+    *,
+    contracts_dir: Path = CONTRACTS_DIR,
+    node_modules: Path | None = None,
+    cache_dir: Path | None = None,
+    force: bool = False,
+) -> CompiledContracts:
+    """Compile (or load from cache) every ``*.sol`` in ``contracts_dir``.
+
+    Raises :class:`CompileError` naming the fix when node or solc is missing, and listing
+    every compiler error otherwise.
+    """
+    root = project_root()
+    node_modules = node_modules or root / "node_modules"
+    cache_dir = cache_dir or root / ".cache" / "solc"
+    solc_js = node_modules / "solc" / "solc.js"
+    if not solc_js.is_file():
+        raise CompileError(f"solc-js not found at {solc_js}: {_FIX}")
+    sources = _sources(contracts_dir)
+    if not sources:
+        raise CompileError(f"no Solidity sources in {contracts_dir}")
+    version = _solc_version(solc_js)
+    source_hash = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            {"sources": source_hash, "settings": _SETTINGS, "compiler": version}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:24]
+    path = cache_dir / f"{key}.json"
+    if path.is_file() and not force:
+        try:
+            return _load(path)
+        except (OSError, ValueError, KeyError):
+            pass  # corrupt cache entry: recompile
+    output = _run_solc(solc_js, sources)
+    artifacts: dict[str, Any] = {}
+    for file_contracts in output.get("contracts", {}).values():
+        for name, c in file_contracts.items():
+            artifacts[name] = {"abi": c["abi"], "bytecode": "0x" + c["evm"]["bytecode"]["object"]}
+    missing = [c for c in CONTRACTS if c not in artifacts]
+    if missing:
+        raise CompileError(f"compiler output lacks {missing}")
+    doc = {
+        "provenance": {
+            "compiler": version,
+            "source_hash": source_hash,
+            "sources": sorted(sources),
+            "settings": _SETTINGS,
+        },
+        "contracts": artifacts,
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    return _load(path)
+
+
+def _run_solc(solc_js: Path, sources: dict[str, str]) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None:
+        raise CompileError(f"`node` is not on PATH: install Node.js >= 18, then {_FIX}")
+    request = {
+        "language": "Solidity",
+        "sources": {name: {"content": text} for name, text in sources.items()},
+        "settings": _SETTINGS,
+    }
+    # stdout goes to a file: solcjs exits right after writing, which truncates a pipe at 64 KiB.
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as out_file:
+        try:
+            proc = subprocess.run(
+                [node, str(solc_js), "--standard-json"],
+                input=json.dumps(request),
+                stdout=out_file,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CompileError(f"running solc-js failed: {exc}; {_FIX}") from exc
+        out_file.seek(0)
+        out = out_file.read()
+    start = out.find("{")  # solcjs may print a notice line before the JSON
+    if proc.returncode != 0 or start < 0:
+        raise CompileError(
+            f"solc-js failed (exit {proc.returncode}): {proc.stderr.strip() or out.strip()}; {_FIX}"
+        )
+    try:
+        result: dict[str, Any] = json.loads(out[start:])
+    except json.JSONDecodeError as exc:
+        raise CompileError(f"solc-js printed no valid JSON: {exc}") from exc
+    errors = [e for e in result.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        text = "\n".join(e.get("formattedMessage") or e.get("message", "") for e in errors)
+        raise CompileError(f"Solidity compile errors:\n{text}")
+    return result
+
+
+def _load(path: Path) -> CompiledContracts:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    prov = doc["provenance"]
+    return CompiledContracts(
+        artifacts={
+            name: Artifact(name=name, abi=c["abi"], bytecode=c["bytecode"])
+            for name, c in doc["contracts"].items()
+        },
+        compiler_version=prov["compiler"],
+        source_hash=prov["source_hash"],
+        path=path,
+    )

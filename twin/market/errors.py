@@ -1,0 +1,275 @@
+"""Typed market errors, one class per Solidity custom error (same name, same arguments).
+
+Both ledgers raise these: :class:`~twin.market.reference.ReferenceLedger` directly, and
+:class:`~twin.chain.ledger.ChainLedger` after decoding a revert, adding the transaction's
+purpose (e.g. ``"place_orders: order for device 7 interval 3"``). Arguments that are
+addresses on chain are account indices here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from twin.errors import TwinError
+
+__all__ = [
+    "ERRORS",
+    "AlreadyCleared",
+    "AlreadySettled",
+    "BadAmount",
+    "BadEnergy",
+    "BadOrderList",
+    "BadPrice",
+    "BadReadings",
+    "CapacityExceeded",
+    "CurtailIncrease",
+    "DeviceExists",
+    "DeviceRevoked",
+    "InsufficientBalance",
+    "IntervalClosed",
+    "MarketError",
+    "MissingMeterReading",
+    "NotCleared",
+    "NotDSO",
+    "NotDeviceOwner",
+    "NotOperator",
+    "OppositeSide",
+    "UnknownDevice",
+    "UnknownTrade",
+]
+
+
+class MarketError(TwinError):
+    """Base of every market rule violation.
+
+    ``fields`` names the arguments (in Solidity order); ``values`` holds them as a dict.
+    ``purpose`` is set by the chain ledger (what the transaction tried to do).
+    """
+
+    fields: ClassVar[tuple[str, ...]] = ()
+    explanation: ClassVar[str] = ""
+
+    def __init__(self, *args: int, purpose: str | None = None, **kwargs: int) -> None:
+        if len(args) > len(self.fields):
+            raise TypeError(f"{type(self).__name__} takes {len(self.fields)} arguments")
+        values = dict(zip(self.fields, args, strict=False))
+        for key, value in kwargs.items():
+            if key not in self.fields or key in values:
+                raise TypeError(f"{type(self).__name__}: bad argument {key!r}")
+            values[key] = value
+        missing = [f for f in self.fields if f not in values]
+        if missing:
+            raise TypeError(f"{type(self).__name__}: missing {missing}")
+        self.values: dict[str, Any] = {f: values[f] for f in self.fields}
+        self.purpose = purpose
+        self.tx_hash: str | None = None  # set by the chain ledger
+        super().__init__(self._message())
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def signature(self) -> str:
+        """``Name(field=value, ...)`` as in the contract's custom error."""
+        inner = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        return f"{self.name}({inner})"
+
+    def _message(self) -> str:
+        text = self.signature()
+        if self.explanation:
+            text += f": {self.explanation}"
+        if self.purpose:
+            text = f"{self.purpose} reverted with {text}"
+        return text
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.values == self.values  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.values.items())))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self).__name__, self.values, self.purpose))
+
+
+def _rebuild(name: str, values: dict[str, Any], purpose: str | None) -> MarketError:
+    return ERRORS[name](purpose=purpose, **values)
+
+
+class NotOperator(MarketError):
+    """Only the market operator may do this."""
+
+    fields = ("account",)
+    explanation = "only the market operator may do this"
+
+
+class NotDSO(MarketError):
+    """Only the DSO may do this."""
+
+    fields = ("account",)
+    explanation = "only the DSO may do this"
+
+
+class NotDeviceOwner(MarketError):
+    """Account does not own (or act for the owner of) the device."""
+
+    fields = ("device", "account")
+    explanation = "account does not own (or act for the owner of) the device"
+
+
+class UnknownDevice(MarketError):
+    """Device is not registered."""
+
+    fields = ("device",)
+    explanation = "device is not registered"
+
+
+class DeviceExists(MarketError):
+    """Device id is already registered."""
+
+    fields = ("device",)
+    explanation = "device id is already registered"
+
+
+class DeviceRevoked(MarketError):
+    """Device was revoked by the DSO."""
+
+    fields = ("device",)
+    explanation = "device was revoked by the DSO"
+
+
+class BadEnergy(MarketError):
+    """Order energy_wh must be > 0."""
+
+    fields = ("device", "energy")
+    explanation = "order energy_wh must be > 0"
+
+
+class BadPrice(MarketError):
+    """Limit price must be in 1..PRICE_MAX."""
+
+    fields = ("device", "price")
+    explanation = "limit price must be in 1..PRICE_MAX"
+
+
+class BadAmount(MarketError):
+    """Amount must be > 0."""
+
+    fields = ("amount",)
+    explanation = "amount must be > 0"
+
+
+class IntervalClosed(MarketError):
+    """Interval is already cleared."""
+
+    fields = ("interval",)
+    explanation = "interval is already cleared"
+
+
+class CapacityExceeded(MarketError):
+    """Device's energy on this side and interval would exceed its cap."""
+
+    fields = ("device", "cap", "requested")
+    explanation = "device's energy on this side and interval would exceed its cap"
+
+
+class OppositeSide(MarketError):
+    """A device may not buy and sell in the same interval."""
+
+    fields = ("device", "interval")
+    explanation = "a device may not buy and sell in the same interval"
+
+
+class InsufficientBalance(MarketError):
+    """Free balance too low."""
+
+    fields = ("account", "needed", "available")
+    explanation = "free balance too low"
+
+
+class AlreadyCleared(MarketError):
+    """Interval was already cleared."""
+
+    fields = ("interval",)
+    explanation = "interval was already cleared"
+
+
+class NotCleared(MarketError):
+    """Interval is not cleared yet."""
+
+    fields = ("interval",)
+    explanation = "interval is not cleared yet"
+
+
+class AlreadySettled(MarketError):
+    """Interval was already settled."""
+
+    fields = ("interval",)
+    explanation = "interval was already settled"
+
+
+class BadOrderList(MarketError):
+    """Sorted order list is not the exact, ordered set of the interval's orders."""
+
+    fields = ("side", "position", "order")
+    explanation = "sorted order list is not the exact, ordered set of the interval's orders"
+
+
+class UnknownTrade(MarketError):
+    """No such trade."""
+
+    fields = ("trade",)
+    explanation = "no such trade"
+
+
+class CurtailIncrease(MarketError):
+    """Curtailment may only lower a trade's energy."""
+
+    fields = ("trade", "current", "requested")
+    explanation = "curtailment may only lower a trade's energy"
+
+
+class MissingMeterReading(MarketError):
+    """A device that traded has no meter reading."""
+
+    fields = ("device", "interval")
+    explanation = "a device that traded has no meter reading"
+
+
+class BadReadings(MarketError):
+    """Meter readings must be by strictly ascending device id."""
+
+    fields = ("position",)
+    explanation = "meter readings must be by strictly ascending device id"
+
+
+#: Every error class by name (the chain ledger decodes reverts through this).
+ERRORS: dict[str, type[MarketError]] = {
+    cls.__name__: cls
+    for cls in (
+        NotOperator,
+        NotDSO,
+        NotDeviceOwner,
+        UnknownDevice,
+        DeviceExists,
+        DeviceRevoked,
+        BadEnergy,
+        BadPrice,
+        BadAmount,
+        IntervalClosed,
+        CapacityExceeded,
+        OppositeSide,
+        InsufficientBalance,
+        AlreadyCleared,
+        NotCleared,
+        AlreadySettled,
+        BadOrderList,
+        UnknownTrade,
+        CurtailIncrease,
+        MissingMeterReading,
+        BadReadings,
+    )
+}

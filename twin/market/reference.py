@@ -1,0 +1,382 @@
+"""Pure-Python, integer-exact reference ledger: the market rules the contracts mirror.
+
+State is a handful of dicts; every operation either raises a
+:class:`~twin.market.errors.MarketError` before changing anything, or applies all of its
+effects (``place_orders`` is atomic over the whole batch, like the one transaction the
+chain ledger sends).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from twin.market import errors as e
+from twin.market.clearing import match_orders
+from twin.market.ledger import IntervalStatus
+from twin.market.types import (
+    DSO_ACCOUNT,
+    OPERATOR_ACCOUNT,
+    Balance,
+    Clearing,
+    Device,
+    Order,
+    OrderIntent,
+    SettlementRow,
+    Side,
+    Trade,
+)
+from twin.market.units import PRICE_MAX, payment
+
+__all__ = ["ReferenceLedger"]
+
+
+@dataclass(slots=True)
+class _Account:
+    wallet: int = 0
+    free: int = 0
+    locked: int = 0
+    debt: int = 0
+
+
+class ReferenceLedger:
+    """The market in plain Python (see :mod:`twin.market` for the rules)."""
+
+    def __init__(
+        self, *, interval_s: int, retail_price_per_mwh: int, feed_in_price_per_mwh: int
+    ) -> None:
+        if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
+            raise ValueError("interval_s must be > 0 and tariffs >= 0")
+        self._interval_s = interval_s
+        self._retail = retail_price_per_mwh
+        self._feed_in = feed_in_price_per_mwh
+        self._accounts: dict[int, _Account] = defaultdict(_Account)
+        self._devices: dict[int, Device] = {}
+        self._revoked: set[int] = set()
+        self._orders: dict[int, Order] = {}
+        self._orders_by_interval: dict[int, list[int]] = defaultdict(list)
+        self._escrow: dict[int, int] = {}  # buy order id -> escrow at placement
+        self._used: dict[tuple[int, int, Side], int] = defaultdict(
+            int
+        )  # (device, interval, side) -> Wh
+        self._trades: dict[int, Trade] = {}
+        self._trades_by_interval: dict[int, list[int]] = defaultdict(list)
+        self._status: dict[int, IntervalStatus] = {}
+        self._next_order = 1
+        self._next_trade = 1
+
+    # --- parameters -------------------------------------------------------------------
+    @property
+    def interval_s(self) -> int:
+        return self._interval_s
+
+    @property
+    def retail_price_per_mwh(self) -> int:
+        return self._retail
+
+    @property
+    def feed_in_price_per_mwh(self) -> int:
+        return self._feed_in
+
+    def cap_wh(self, device: Device) -> int:
+        """Per-interval energy cap of a device."""
+        return device.capacity_w * self._interval_s // 3600
+
+    # --- devices ----------------------------------------------------------------------
+    def register_device(self, device: Device, *, sender: int | None = None) -> None:
+        _require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        if device.device_id in self._devices:
+            raise e.DeviceExists(device.device_id)
+        self._devices[device.device_id] = device
+
+    def revoke_device(self, device_id: int, *, sender: int | None = None) -> None:
+        _require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        if device_id not in self._devices:
+            raise e.UnknownDevice(device_id)
+        if device_id in self._revoked:
+            raise e.DeviceRevoked(device_id)
+        self._revoked.add(device_id)
+
+    def device(self, device_id: int) -> Device:
+        if device_id not in self._devices:
+            raise e.UnknownDevice(device_id)
+        return self._devices[device_id]
+
+    def is_revoked(self, device_id: int) -> bool:
+        self.device(device_id)
+        return device_id in self._revoked
+
+    # --- money ------------------------------------------------------------------------
+    def deposit(self, account: int, amount: int) -> None:
+        """Mint ``amount`` to the account's wallet and move it into its free balance."""
+        if amount <= 0:
+            raise e.BadAmount(amount)
+        self._accounts[account].free += amount
+
+    def withdraw(self, account: int, amount: int) -> None:
+        """Move ``amount`` from the account's free balance to its wallet."""
+        if amount <= 0:
+            raise e.BadAmount(amount)
+        acc = self._accounts[account]
+        if acc.free < amount:
+            raise e.InsufficientBalance(account, amount, acc.free)
+        acc.free -= amount
+        acc.wallet += amount
+
+    # --- orders -----------------------------------------------------------------------
+    def place_orders(
+        self, intents: Sequence[OrderIntent], *, sender: int | None = None
+    ) -> list[Order]:
+        """Place a batch atomically; ``sender=None`` places each order as its device's owner."""
+        free_delta: dict[int, int] = defaultdict(int)
+        used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
+        placed: list[Order] = []
+        for k, it in enumerate(intents):
+            with _purpose(f"place_orders: order for device {it.device_id} interval {it.interval}"):
+                placed.append(
+                    self._check_order(it, sender, free_delta, used_delta, self._next_order + k)
+                )
+        # commit
+        for key, wh in used_delta.items():
+            self._used[key] += wh
+        for order in placed:
+            self._orders[order.order_id] = order
+            self._orders_by_interval[order.interval].append(order.order_id)
+            if order.side == Side.BUY:
+                esc = payment(order.energy_wh, order.price_per_mwh)
+                self._escrow[order.order_id] = esc
+                acc = self._accounts[order.owner]
+                acc.free -= esc
+                acc.locked += esc
+        self._next_order += len(placed)
+        return placed
+
+    def _check_order(
+        self,
+        it: OrderIntent,
+        sender: int | None,
+        free_delta: dict[int, int],
+        used_delta: dict[tuple[int, int, Side], int],
+        order_id: int,
+    ) -> Order:
+        """Validate one intent against state + the batch so far; record its tentative effects."""
+        dev = self._devices.get(it.device_id)
+        if dev is None:
+            raise e.UnknownDevice(it.device_id)
+        if it.device_id in self._revoked:
+            raise e.DeviceRevoked(it.device_id)
+        if sender is not None and sender != dev.owner:
+            raise e.NotDeviceOwner(it.device_id, sender)
+        if it.energy_wh <= 0:
+            raise e.BadEnergy(it.device_id, it.energy_wh)
+        if it.price_per_mwh <= 0 or it.price_per_mwh > PRICE_MAX:
+            raise e.BadPrice(it.device_id, it.price_per_mwh)
+        if self._status.get(it.interval, "open") != "open":
+            raise e.IntervalClosed(it.interval)
+        side = Side(it.side)
+        other = (it.device_id, it.interval, Side(1 - side))
+        if self._used[other] + used_delta[other] > 0:
+            raise e.OppositeSide(it.device_id, it.interval)
+        key = (it.device_id, it.interval, side)
+        cap = self.cap_wh(dev)
+        requested = self._used[key] + used_delta[key] + it.energy_wh
+        if requested > cap:
+            raise e.CapacityExceeded(it.device_id, cap, requested)
+        if side == Side.BUY:
+            need = payment(it.energy_wh, it.price_per_mwh)
+            available = self._accounts[dev.owner].free + free_delta[dev.owner]
+            if available < need:
+                raise e.InsufficientBalance(dev.owner, need, available)
+            free_delta[dev.owner] -= need
+        used_delta[key] += it.energy_wh
+        return Order(
+            order_id=order_id,
+            device_id=it.device_id,
+            owner=dev.owner,
+            interval=it.interval,
+            side=side,
+            energy_wh=it.energy_wh,
+            price_per_mwh=it.price_per_mwh,
+        )
+
+    # --- clearing ---------------------------------------------------------------------
+    def clear(self, interval: int, *, sender: int | None = None) -> Clearing:
+        with _purpose(f"clear: interval {interval}"):
+            return self._clear(interval, sender)
+
+    def _clear(self, interval: int, sender: int | None) -> Clearing:
+        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        if self._status.get(interval, "open") != "open":
+            raise e.AlreadyCleared(interval)
+        book = [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
+        result = match_orders(book)
+        price = result.price_per_mwh
+        kept: dict[int, int] = defaultdict(int)
+        trades: list[Trade] = []
+        for f in result.fills:
+            trade = Trade(
+                trade_id=self._next_trade,
+                interval=interval,
+                buy_order_id=f.buy_order_id,
+                sell_order_id=f.sell_order_id,
+                buyer_device=self._orders[f.buy_order_id].device_id,
+                seller_device=self._orders[f.sell_order_id].device_id,
+                cleared_wh=f.energy_wh,
+                energy_wh=f.energy_wh,
+                price_per_mwh=price,
+            )
+            self._next_trade += 1
+            self._trades[trade.trade_id] = trade
+            self._trades_by_interval[interval].append(trade.trade_id)
+            kept[f.buy_order_id] += payment(f.energy_wh, price)
+            trades.append(trade)
+        for oid in result.bid_ids:
+            release = self._escrow[oid] - kept[oid]
+            acc = self._accounts[self._orders[oid].owner]
+            acc.locked -= release
+            acc.free += release
+        self._status[interval] = "cleared"
+        return Clearing(
+            interval=interval, price_per_mwh=price, volume_wh=result.volume_wh, trades=tuple(trades)
+        )
+
+    # --- DSO curtailment --------------------------------------------------------------
+    def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
+        with _purpose(f"curtail: trade {trade_id} to {energy_wh} Wh"):
+            return self._curtail(trade_id, energy_wh, sender)
+
+    def _curtail(self, trade_id: int, energy_wh: int, sender: int | None) -> Trade:
+        _require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        trade = self._trades.get(trade_id)
+        if trade is None:
+            raise e.UnknownTrade(trade_id)
+        if self._status[trade.interval] == "settled":
+            raise e.AlreadySettled(trade.interval)
+        if energy_wh < 0:
+            raise e.BadEnergy(trade.buyer_device, energy_wh)
+        if energy_wh > trade.energy_wh:
+            raise e.CurtailIncrease(trade_id, trade.energy_wh, energy_wh)
+        release = payment(trade.energy_wh, trade.price_per_mwh) - payment(
+            energy_wh, trade.price_per_mwh
+        )
+        acc = self._accounts[self._orders[trade.buy_order_id].owner]
+        acc.locked -= release
+        acc.free += release
+        new = replace(trade, energy_wh=energy_wh)
+        self._trades[trade_id] = new
+        return new
+
+    # --- settlement -------------------------------------------------------------------
+    def settle(
+        self, interval: int, metered_wh: Mapping[int, int], *, sender: int | None = None
+    ) -> list[SettlementRow]:
+        with _purpose(f"settle: interval {interval}"):
+            return self._settle(interval, metered_wh, sender)
+
+    def _settle(
+        self, interval: int, metered_wh: Mapping[int, int], sender: int | None
+    ) -> list[SettlementRow]:
+        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        status = self._status.get(interval, "open")
+        if status == "open":
+            raise e.NotCleared(interval)
+        if status == "settled":
+            raise e.AlreadySettled(interval)
+        devices = sorted(metered_wh)
+        for d in devices:
+            if d not in self._devices:
+                raise e.UnknownDevice(d)
+        trades = [self._trades[t] for t in self._trades_by_interval.get(interval, [])]
+        traded_devices = {t.buyer_device for t in trades} | {t.seller_device for t in trades}
+        missing = sorted(traded_devices - set(metered_wh))
+        if missing:
+            raise e.MissingMeterReading(missing[0], interval)
+        net_wh: dict[int, int] = defaultdict(int)
+        money: dict[int, int] = defaultdict(int)
+        for t in trades:  # trade_id order
+            amount = payment(t.energy_wh, t.price_per_mwh)
+            buyer = self._accounts[self._orders[t.buy_order_id].owner]
+            seller = self._accounts[self._orders[t.sell_order_id].owner]
+            buyer.locked -= amount
+            seller.free += amount
+            net_wh[t.buyer_device] += t.energy_wh
+            net_wh[t.seller_device] -= t.energy_wh
+            money[t.buyer_device] -= amount
+            money[t.seller_device] += amount
+        rows: list[SettlementRow] = []
+        dso = self._accounts[DSO_ACCOUNT]
+        for d in devices:
+            owner = self._devices[d].owner
+            acc = self._accounts[owner]
+            imbalance = metered_wh[d] - net_wh[d]
+            moved = debt = 0
+            if imbalance > 0:
+                due = payment(imbalance, self._retail)
+                paid = min(due, acc.free)
+                acc.free -= paid
+                dso.free += paid
+                acc.debt += due - paid
+                moved, debt = -paid, due - paid
+            elif imbalance < 0:
+                due = payment(-imbalance, self._feed_in)
+                paid = min(due, dso.free)
+                dso.free -= paid
+                acc.free += paid
+                dso.debt += due - paid
+                moved, debt = paid, due - paid
+            rows.append(
+                SettlementRow(
+                    interval=interval,
+                    device_id=d,
+                    owner=owner,
+                    traded_wh=net_wh[d],
+                    metered_wh=metered_wh[d],
+                    imbalance_wh=imbalance,
+                    trade_amount=money[d],
+                    imbalance_amount=moved,
+                    debt=debt,
+                )
+            )
+        self._status[interval] = "settled"
+        return rows
+
+    # --- read-outs --------------------------------------------------------------------
+    def balance(self, account: int) -> Balance:
+        acc = self._accounts.get(account, _Account())
+        return Balance(free=acc.free, locked=acc.locked, debt=acc.debt)
+
+    def wallet(self, account: int) -> int:
+        return self._accounts.get(account, _Account()).wallet
+
+    def orders(self, interval: int) -> list[Order]:
+        return [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
+
+    def trades(self, interval: int) -> list[Trade]:
+        return [self._trades[i] for i in self._trades_by_interval.get(interval, [])]
+
+    def interval_status(self, interval: int) -> IntervalStatus:
+        return self._status.get(interval, "open")
+
+    def market_holdings(self) -> int:
+        return sum(a.free + a.locked for a in self._accounts.values())
+
+    def total_supply(self) -> int:
+        return sum(a.wallet for a in self._accounts.values()) + self.market_holdings()
+
+
+@contextmanager
+def _purpose(text: str) -> Iterator[None]:
+    """Attach what was being done to a market error raised inside."""
+    try:
+        yield
+    except e.MarketError as exc:
+        if exc.purpose is None:
+            exc.purpose = text
+        raise
+
+
+def _require_role(sender: int | None, role: int, error: type[e.MarketError]) -> None:
+    if sender is not None and sender != role:
+        raise error(sender)
