@@ -41,10 +41,10 @@ def _one(scenario, ledger: str) -> dict[str, float]:
         "orders": float(orders),
     }
     if ledger == "chain" and orders:
-        placed = chain[chain.function == "place_orders"]
+        placed = chain[chain.function == "EnergyMarket.placeOrders"]
         row["gas_per_order"] = float(placed.gas_used.sum()) / orders
         row["ms_per_order"] = 1000 * t.get("market_s", 0.0) / orders
-        clears = chain[chain.function == "clear"]
+        clears = chain[chain.function == "EnergyMarket.clear"]
         row["gas_per_clear"] = float(clears.gas_used.median()) if len(clears) else 0.0
         row["gas_total"] = float(chain.gas_used.sum())
     return row

@@ -61,7 +61,7 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
         scenario_from_dict([1, 2], source="l.yaml")
     f = tmp_path / "broken.yaml"
     f.write_text("name: [unclosed\n")
-    with pytest.raises(ScenarioError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(ScenarioError, match=r"broken\.yaml: not valid YAML"):
         load_scenario(f)
     with pytest.raises(ScenarioError, match="file not found"):
         load_scenario(tmp_path / "missing.yaml")

@@ -71,7 +71,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scenario = _load(args.scenario)
     except ScenarioError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
-    _quiet_mosaik()
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         outcome = run_scenario(
@@ -103,15 +102,6 @@ def _print_summary(outcome: Any) -> None:
         f"results              {outcome.out_dir}",
     ]
     print("\n".join(["", "== gridtwin run summary ==", *lines]))
-
-
-def _quiet_mosaik() -> None:
-    """mosaik logs every start at INFO through loguru; keep the console for our summary."""
-    try:
-        from loguru import logger
-    except ImportError:  # pragma: no cover - loguru comes with mosaik
-        return
-    logger.disable("mosaik")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from twin.cosim.market_sim import MarketLog
 from twin.kpis import compute_kpis
 from twin.market.audit import drain_tx_log, token_audit
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
-from twin.market.units import MICRO
+from twin.market.units import MICRO, price_from_per_mwh
 from twin.results import RunRecorder, write_json_atomic
 from twin.scenario import Scenario
 
@@ -56,29 +56,27 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                  rpc_url: str | None) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit."""
     m = scenario.market
-    tariffs = {
-        "interval_s": m.interval_s,
-        "retail_price_per_mwh": round(m.retail_price_per_mwh * MICRO),
-        "feed_in_price_per_mwh": round(m.feed_in_price_per_mwh * MICRO),
-    }
+    interval_s = m.interval_s
+    retail = price_from_per_mwh(m.retail_price_per_mwh)
+    feed_in = price_from_per_mwh(m.feed_in_price_per_mwh)
     if m.ledger == "reference":
         from twin.market.reference import ReferenceLedger
 
-        yield ReferenceLedger(**tariffs), {"ledger": "reference"}
+        yield ReferenceLedger(interval_s=interval_s, retail_price_per_mwh=retail,
+                              feed_in_price_per_mwh=feed_in), {"ledger": "reference"}
         return
 
     from twin.chain.anvil import AnvilNode
     from twin.chain.ledger import ChainLedger
 
     url = rpc_url or scenario.chain.rpc_url
-    if url:
-        ledger = ChainLedger.deploy(rpc_url=url, n_accounts=n_accounts, **tariffs)
-        yield ledger, _chain_manifest(ledger, rpc_url=url, state_file=None)
-        return
-    state_file = out_dir / "chain_state.json"
-    with AnvilNode(accounts=n_accounts, dump_state=state_file) as node:
-        ledger = ChainLedger.deploy(rpc_url=node.rpc_url, n_accounts=n_accounts, **tariffs)
-        yield ledger, _chain_manifest(ledger, rpc_url=None, state_file=state_file.name)
+    state_file = None if url else out_dir / "chain_state.json"
+    # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
+    with AnvilNode(rpc_url=url, accounts=n_accounts, dump_state=state_file) as node:
+        ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,
+                                    feed_in_price_per_mwh=feed_in)
+        yield ledger, _chain_manifest(ledger, rpc_url=url,
+                                      state_file=state_file.name if state_file else None)
 
 
 def _chain_manifest(ledger: Any, *, rpc_url: str | None, state_file: str | None) -> dict[str, Any]:
@@ -155,7 +153,7 @@ def run_scenario(
             if chain_info["ledger"] == "chain":
                 _write_abis(ledger, out_dir)
             write_json_atomic(manifest, out_dir / "manifest.json")
-            recorder.add("chain", drain_tx_log(ledger))
+            recorder.add("chain", drain_tx_log(ledger, interval_s=scenario.market.interval_s))
             say(f"running {n_intervals} intervals under mosaik")
             try:
                 _run_world(mosaik, scenario, model=model, net=feeder.net, ledger=ledger,
@@ -222,7 +220,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         "Grid": {"python": "twin.cosim.grid_sim:GridSim"},
     }
     checkpoint = _Checkpointer(recorder)
-    with mosaik.World(sim_config, debug=False) as world:
+    with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
                              timings=timings).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
@@ -231,7 +229,8 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                            timings=timings).Grid()
         world.connect(agents, grid, "element_power")
         world.connect(agents, market, "orders", "curtailments", "metered_wh")
-        world.connect(market, agents, "trades", time_shifted=True, initial_data={"trades": None})
+        world.connect(market, agents, "trades", time_shifted=True,
+                      initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         world.run(until=duration_s, print_progress=progress)
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "CommunityStorageSpec",
     "EVSpec",
     "GridSpec",
+    "HILDeviceSpec",
+    "HILSpec",
     "HouseholdBatterySpec",
     "HouseholdSpec",
     "MarketSpec",
@@ -160,6 +162,61 @@ class ChainSpec(_Spec):
     rpc_url: str | None = None
 
 
+
+# --- hardware in the loop (twin/hil) ------------------------------------------------------
+
+
+class HILDeviceSpec(_Spec):
+    """One SunSpec Modbus device served to external controllers (``twin hil serve``).
+
+    ``agent`` names what the device mirrors: ``household_<i>`` (its PV for a
+    ``pv_inverter``, its home battery for a ``battery``, its meter for a ``meter``),
+    ``storage_<j>`` (community battery), ``ev_<e>`` (EV charger); a ``meter`` without an
+    agent is the feeder's connection point (sum of all elements, losses excluded).
+    ``bus`` overrides the bus whose voltage the device reports.
+    """
+
+    unit_id: Annotated[int, Field(ge=1, le=247)]
+    kind: Literal["pv_inverter", "battery", "ev_charger", "meter"]
+    agent: Annotated[str, Field(pattern=r"^(household|storage|ev)_[0-9]+$")] | None = None
+    bus: Annotated[int, Field(ge=0)] | None = None
+    nameplate_kw: PosFloat | None = None  # default: the mirrored agent's rating
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _agent(self) -> HILDeviceSpec:
+        prefix = (self.agent or "").split("_")[0]
+        allowed = {"pv_inverter": {"household"}, "battery": {"household", "storage"},
+                   "ev_charger": {"ev"}, "meter": {"household", ""}}[self.kind]
+        if self.kind != "meter" and self.agent is None:
+            raise ValueError(f"a {self.kind} needs the agent it mirrors")
+        if prefix not in allowed:
+            raise ValueError(f"a {self.kind} cannot mirror {self.agent}")
+        if self.kind == "meter" and self.agent is None and self.nameplate_kw is None:
+            raise ValueError("a feeder meter needs nameplate_kw (its rating)")
+        return self
+
+
+class HILSpec(_Spec):
+    """HIL devices and timing; empty by default (``twin run`` ignores it)."""
+
+    devices: list[HILDeviceSpec] = []
+    #: HIL step (register refresh, controls, reversion timers); default: market.interval_s
+    step_s: Annotated[int, Field(gt=0)] | None = None
+    #: a step starting later than this after its real-time deadline is a deadline miss
+    deadline_tolerance_s: PosFloat = 0.1
+    max_connections: Annotated[int, Field(ge=1, le=1000)] = 16
+    idle_timeout_s: PosFloat = 60.0
+
+    @model_validator(mode="after")
+    def _units(self) -> HILSpec:
+        ids = [d.unit_id for d in self.devices]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"unit ids used more than once: {dup}")
+        return self
+
+
 class Scenario(_Spec):
     """A complete run description."""
 
@@ -172,11 +229,16 @@ class Scenario(_Spec):
     agents: AgentsSpec = AgentsSpec()
     market: MarketSpec = MarketSpec()
     chain: ChainSpec = ChainSpec()
+    hil: HILSpec = HILSpec()
 
     @model_validator(mode="after")
     def _time(self) -> Scenario:
         if self.start.tzinfo is None:
             raise ValueError("start must carry a time zone (e.g. 2016-06-15T00:00:00Z)")
+        if self.hil.step_s is not None and self.market.interval_s % self.hil.step_s:
+            raise ValueError(
+                f"hil.step_s ({self.hil.step_s}) must divide market.interval_s ({self.market.interval_s})"
+            )
         if self.duration_s % self.market.interval_s:
             raise ValueError(
                 f"duration_s ({self.duration_s}) must be a multiple of market.interval_s "

@@ -69,7 +69,8 @@ class MarketSim(mosaik_api_v3.Simulator):
         data = inputs.get("market", {})
         self._deliver(k, single(data.get("curtailments")), single(data.get("metered_wh")))
         orders_msg = single(data.get("orders"))
-        self._trades_msg = None
+        # Always answer (mosaik treats a missing output as an error): no orders, no trades.
+        self._trades_msg = {"interval": k + 1, "trades": [], "price_history": self._history()}
         if orders_msg is not None and orders_msg["interval"] < self.n_intervals:
             self._trades_msg = self._clear(orders_msg["interval"], orders_msg["orders"])
         self._drain_chain_log()
@@ -92,10 +93,13 @@ class MarketSim(mosaik_api_v3.Simulator):
         clearing = self.ledger.clear(interval=interval)
         self.log.clearings[interval] = clearing
         self.log.n_orders[interval] = len(orders)
-        history = [self.log.clearings[i].price_per_mwh for i in sorted(self.log.clearings)
-                   if self.log.clearings[i].volume_wh > 0]
         return {"interval": interval, "trades": encode_trades(list(clearing.trades)),
-                "price_history": history}
+                "price_history": self._history()}
+
+    def _history(self) -> list[int]:
+        """Clearing prices of the intervals that traded, oldest first."""
+        c = self.log.clearings
+        return [c[i].price_per_mwh for i in sorted(c) if c[i].volume_wh > 0]
 
     def _deliver(self, k: int, curtail_msg: dict[str, Any] | None,
                  meter_msg: dict[str, Any] | None) -> None:
@@ -135,4 +139,4 @@ class MarketSim(mosaik_api_v3.Simulator):
         }])
 
     def _drain_chain_log(self) -> None:
-        self.recorder.add("chain", drain_tx_log(self.ledger))
+        self.recorder.add("chain", drain_tx_log(self.ledger, interval_s=self.interval_s))

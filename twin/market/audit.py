@@ -27,7 +27,14 @@ def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int) -> dict[st
             "wallets": wallets, "market_holdings": holdings, "booked": booked, "debt": debt}
 
 
-def drain_tx_log(ledger: Any) -> list[dict[str, Any]]:
-    """Transactions sent since the last call (the chain ledger keeps them; others have none)."""
+def drain_tx_log(ledger: Any, *, interval_s: int) -> list[dict[str, Any]]:
+    """Transactions sent since the last call (the chain ledger keeps them; others have none).
+
+    Each row gets ``time_s``: the start of its market interval, 0 for set-up transactions.
+    """
     drain = getattr(ledger, "drain_tx_log", None)
-    return list(drain()) if drain is not None else []
+    rows = list(drain()) if drain is not None else []
+    for row in rows:
+        k = row.get("interval")
+        row["time_s"] = k * interval_s if k is not None else 0
+    return rows

@@ -1,0 +1,281 @@
+"""DSO agent: security check of a cleared schedule and curtailment of trades.
+
+The DSO applies the planned schedule of an interval (forecasts + cleared trades) to *its
+own copy* of the net, runs the power flow (:func:`twin.grid.powerflow.run_snapshot`) and
+checks every bus voltage against ``[vm_min_pu, vm_max_pu]`` and every line and trafo
+loading against ``max_loading_percent``. If something is violated it curtails trades that
+cause it, least-cost first:
+
+* overvoltage — and overloads while the feeder exports (reverse flow, PV backfeed):
+  *sell* trades of injecting devices (PV meters, community batteries), lowest seller limit
+  price first;
+* undervoltage and overloads while the feeder imports (and a diverging power flow, which
+  is treated by the same rule for the feeder's flow direction): *buy* trades of flexible
+  loads (EV chargers, community batteries), lowest buyer limit price first;
+
+ties by trade id, in steps of ``step_fraction`` of each trade, re-running the power flow.
+The smallest number of steps that removes the violation is found by a galloping
+(1, 2, 4, ...) then bisecting search over that ordered step list, so a check costs a few
+power flows instead of one per step. Curtailing a trade by ``x`` Wh lowers both sides'
+flexible physics by ``x`` (a PV seller exports less, an EV buyer charges less, a battery
+discharges / charges less), which is exactly how the agents dispatch a curtailed trade.
+When nothing is violated nothing is curtailed; when nothing is left to curtail the
+remaining violations are reported. An interval without trades is not checked (there is
+nothing to curtail; the grid simulator reports the actual state).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mesa
+import numpy as np
+
+from twin.grid.powerflow import GridState, run_snapshot
+from twin.market.types import Side, Trade
+from twin.scenario import GridSpec
+
+__all__ = ["Curtailment", "DSOAgent", "Effect", "SecurityCheck", "Violations"]
+
+#: (table, row, MW per Wh curtailed) — how curtailing one Wh moves one element's p_mw.
+Effect = tuple[str, int, float]
+
+_TABLES = ("load", "sgen", "storage")
+
+
+@dataclass(frozen=True, slots=True)
+class Curtailment:
+    """The DSO's decision on one trade: its new (post-curtailment) energy."""
+
+    trade_id: int
+    energy_wh: int
+    reason: str  # "overvoltage" | "undervoltage" | "overload" | "not_converged"
+
+
+@dataclass(frozen=True, slots=True)
+class Violations:
+    """Counts of limit violations in one grid state."""
+
+    converged: bool
+    overvoltage: int
+    undervoltage: int
+    overload: int
+
+    @property
+    def total(self) -> int:
+        return self.overvoltage + self.undervoltage + self.overload + (0 if self.converged else 1)
+
+    @property
+    def any(self) -> bool:
+        return self.total > 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SecurityCheck:
+    """Outcome of one interval's check."""
+
+    curtailments: list[Curtailment]
+    checks: int
+    found: Violations
+    remaining: Violations
+    state: GridState | None  # final planned state; None when there were no trades to check
+    curtailed_wh: int
+
+
+class DSOAgent(mesa.Agent):
+    """Security check + curtailment on a private copy of the feeder net."""
+
+    def __init__(self, model: Any, *, net: Any, grid: GridSpec, step_fraction: float = 0.25) -> None:
+        super().__init__(model)
+        self.net = copy.deepcopy(net)
+        self.vm_min_pu = grid.vm_min_pu
+        self.vm_max_pu = grid.vm_max_pu
+        self.max_loading_percent = grid.max_loading_percent
+        if not 0 < step_fraction <= 1:
+            raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
+        self.step_fraction = step_fraction
+
+    def violations(self, state: GridState) -> Violations:
+        if not state.converged:
+            return Violations(converged=False, overvoltage=0, undervoltage=0, overload=0)
+        vm = state.vm_pu[np.isfinite(state.vm_pu)]
+        loading = np.concatenate([state.line_loading_percent, state.trafo_loading_percent])
+        loading = loading[np.isfinite(loading)]
+        return Violations(
+            converged=True,
+            overvoltage=int(np.count_nonzero(vm > self.vm_max_pu)),
+            undervoltage=int(np.count_nonzero(vm < self.vm_min_pu)),
+            overload=int(np.count_nonzero(loading > self.max_loading_percent)),
+        )
+
+    def _solve(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> GridState:
+        return run_snapshot(
+            self.net,
+            load_p_mw=p["load"], load_q_mvar=q["load"],
+            sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
+            storage_p_mw=p["storage"], storage_q_mvar=q["storage"],
+        )
+
+    def check(
+        self,
+        *,
+        trades: Sequence[Trade],
+        element_p_mw: dict[str, np.ndarray],
+        element_q_mvar: dict[str, np.ndarray],
+        seller_effects: Callable[[int], list[Effect]],
+        buyer_effects: Callable[[int], list[Effect]],
+        limit_price: Callable[[int, Side], int],
+    ) -> SecurityCheck:
+        """Check the planned schedule; curtail trades until no violation remains.
+
+        ``element_p_mw`` / ``element_q_mvar`` map "load", "sgen", "storage" to the planned
+        set-points (row order). ``seller_effects(device)`` / ``buyer_effects(device)`` list
+        how curtailing one Wh of that device's sale / purchase moves element set-points
+        (empty for inflexible devices); ``limit_price(device, side)`` is the order's limit.
+        """
+        base = {k: np.asarray(element_p_mw[k], dtype=np.float64).copy() for k in _TABLES}
+        q = {k: np.asarray(element_q_mvar[k], dtype=np.float64) for k in _TABLES}
+        if not trades:  # nothing to review or curtail: no power flow
+            none = Violations(converged=True, overvoltage=0, undervoltage=0, overload=0)
+            return SecurityCheck(curtailments=[], checks=0, found=none, remaining=none,
+                                 state=None, curtailed_wh=0)
+        state = self._solve(base, q)
+        checks = 1
+        found = self.violations(state)
+        energy = {t.trade_id: t.energy_wh for t in trades}
+        reasons: dict[int, str] = {}
+        viol = found
+        tried: set[str] = set()
+        while viol.any:
+            side = self._side(viol, base)
+            if side in tried:
+                break
+            tried.add(side)
+            reason = self._reason(viol, side)
+            cands = self._candidates(trades, energy, side, seller_effects, buyer_effects, limit_price)
+            if not cands:
+                continue
+            steps = self._steps(cands, energy)
+            base, cut, state, viol, n = self._search(base, q, cands, steps, side)
+            checks += n
+            for tid, amount in cut.items():
+                if amount > 0:
+                    energy[tid] -= amount
+                    reasons[tid] = reason
+        curtailments = [
+            Curtailment(trade_id=t.trade_id, energy_wh=energy[t.trade_id], reason=reasons[t.trade_id])
+            for t in sorted(trades, key=lambda t: t.trade_id)
+            if energy[t.trade_id] < t.energy_wh
+        ]
+        return SecurityCheck(
+            curtailments=curtailments,
+            checks=checks,
+            found=found,
+            remaining=viol,
+            state=state,
+            curtailed_wh=sum(t.energy_wh - energy[t.trade_id] for t in trades),
+        )
+
+    def _apply(
+        self, base: dict[str, np.ndarray], cands: list[tuple[Trade, list[Effect]]],
+        steps: list[tuple[int, int]], j: int,
+    ) -> tuple[dict[str, np.ndarray], dict[int, int]]:
+        """Set-points and per-trade curtailed Wh after the first ``j`` steps."""
+        cut = dict.fromkeys((t.trade_id for t, _ in cands), 0)
+        for i, amount in steps[:j]:
+            cut[cands[i][0].trade_id] = amount
+        p = {k: v.copy() for k, v in base.items()}
+        for t, effects in cands:
+            for table, row, coef in effects:
+                p[table][row] += coef * cut[t.trade_id]
+        p["sgen"] = np.clip(p["sgen"], 0.0, None)
+        return p, cut
+
+    def _search(
+        self, base: dict[str, np.ndarray], q: dict[str, np.ndarray],
+        cands: list[tuple[Trade, list[Effect]]], steps: list[tuple[int, int]], side: str,
+    ) -> tuple[dict[str, np.ndarray], dict[int, int], GridState, Violations, int]:
+        """Fewest steps that clear the ``side`` violation (gallop, then bisect).
+
+        Returns the set-points, per-trade curtailed Wh, the state and violations after
+        those steps, and the number of power flows run. If even all steps leave the
+        violation, all steps are taken.
+        """
+        results: dict[int, tuple[dict[str, np.ndarray], dict[int, int], GridState, Violations]] = {}
+
+        def ok(j: int) -> bool:
+            if j not in results:
+                p, cut = self._apply(base, cands, steps, j)
+                st = self._solve(p, q)
+                results[j] = (p, cut, st, self.violations(st))
+            p, _, _, v = results[j]
+            return not (v.any and self._side(v, p) == side)
+
+        m = len(steps)
+        lo, hi = 0, 1
+        while hi < m and not ok(hi):
+            lo, hi = hi, min(2 * hi, m)
+        if ok(hi):
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if ok(mid):
+                    hi = mid
+                else:
+                    lo = mid
+        p, cut, st, v = results[hi]
+        return p, cut, st, v, len(results)
+
+    @staticmethod
+    def _side(v: Violations, p: dict[str, np.ndarray]) -> str:
+        """Which trades relieve ``v``: "sell" (too much injection) or "buy" (too much load)."""
+        exporting = float(p["sgen"].sum() - p["load"].sum() - p["storage"].sum()) > 0
+        if v.overvoltage or ((v.overload or not v.converged) and exporting and not v.undervoltage):
+            return "sell"
+        return "buy"
+
+    @staticmethod
+    def _reason(v: Violations, side: str) -> str:
+        if not v.converged:
+            return "not_converged"
+        if side == "sell":
+            return "overvoltage" if v.overvoltage else "overload"
+        return "undervoltage" if v.undervoltage else "overload"
+
+    @staticmethod
+    def _candidates(
+        trades: Sequence[Trade],
+        energy: dict[int, int],
+        side: str,
+        seller_effects: Callable[[int], list[Effect]],
+        buyer_effects: Callable[[int], list[Effect]],
+        limit_price: Callable[[int, Side], int],
+    ) -> list[tuple[Trade, list[Effect]]]:
+        keyed = []
+        for t in trades:
+            if energy[t.trade_id] <= 0:
+                continue
+            own = seller_effects(t.seller_device) if side == "sell" else buyer_effects(t.buyer_device)
+            if not own:
+                continue
+            effects = seller_effects(t.seller_device) + buyer_effects(t.buyer_device)
+            price = (limit_price(t.seller_device, Side.SELL) if side == "sell"
+                     else limit_price(t.buyer_device, Side.BUY))
+            keyed.append(((price, t.trade_id), t, effects))
+        keyed.sort(key=lambda x: x[0])
+        return [(t, e) for _, t, e in keyed]
+
+    def _steps(self, cands: list[tuple[Trade, list[Effect]]], energy: dict[int, int]) -> list[tuple[int, int]]:
+        """Ordered (candidate index, cumulative curtailed Wh) steps."""
+        steps: list[tuple[int, int]] = []
+        for i, (t, _) in enumerate(cands):
+            avail = energy[t.trade_id]
+            step = max(1, math.ceil(avail * self.step_fraction))
+            amount = 0
+            while amount < avail:
+                amount = min(avail, amount + step)
+                steps.append((i, amount))
+        return steps

@@ -1,0 +1,139 @@
+"""Community batteries (one market device each): buy cheap, sell dear.
+
+Price estimate: the mean of the last ``window`` non-zero clearing prices (the midpoint of
+the feed-in..retail spread while there are none). Each interval the battery offers to buy
+at ``estimate * (1 - margin)`` what it can still store and to sell at
+``estimate * (1 + margin)`` what it can still deliver (both capped by the power limit and
+clipped to the tariff band). A uniform price can never clear both orders of one battery
+(the buy limit is below the sell limit).
+
+Physics: the battery follows its (post-curtailment) trades — net ``bought - sold`` is
+charged (positive) or discharged — clipped to the power limit and the SOC band. Round-trip
+efficiency is split evenly, ``sqrt(eta)`` each way; stored energy changes by
+``charge * sqrt(eta) - discharge / sqrt(eta)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mesa
+import numpy as np
+
+from twin.agents._common import Tariffs, energy_cap_wh
+from twin.grid.feeders import Feeder
+from twin.market.types import OrderIntent, Side
+from twin.scenario import Scenario
+
+__all__ = ["CommunityStorage", "StorageAgent", "StorageDispatch"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StorageDispatch:
+    """One interval of every community battery (one entry per battery)."""
+
+    charge_wh: np.ndarray
+    discharge_wh: np.ndarray
+    metered_wh: np.ndarray  # charge - discharge (consumption positive)
+
+
+class CommunityStorage:
+    """Vectorized state and behaviour of all community batteries."""
+
+    def __init__(self, *, scenario: Scenario, feeder: Feeder, first_device_id: int,
+                 first_account: int, margin: float = 0.1, window: int = 96) -> None:
+        spec = scenario.agents.community_storage
+        n = feeder.n_storage
+        self.n = n
+        self.interval_s = scenario.market.interval_s
+        self.device_id = first_device_id + np.arange(n, dtype=np.int64)
+        self.account = first_account + np.arange(n, dtype=np.int64)
+        self.bus = feeder.storage_bus
+        self.capacity_w = np.full(n, round(spec.power_kw * 1000), dtype=np.int64)
+        self.cap_wh = energy_cap_wh(self.capacity_w, self.interval_s)
+        self.capacity_wh = spec.capacity_kwh * 1000.0
+        self.soc_min, self.soc_max = spec.soc_min, spec.soc_max
+        self.eta = float(np.sqrt(spec.efficiency))
+        self.energy_wh = np.full(n, self.capacity_wh * float(np.clip(spec.soc_init, spec.soc_min, spec.soc_max)))
+        self.tariffs = Tariffs(
+            feed_in_price_per_mwh=scenario.market.feed_in_price_per_mwh,
+            retail_price_per_mwh=scenario.market.retail_price_per_mwh,
+        )
+        self.margin = margin
+        self.window = window
+
+    @property
+    def soc(self) -> np.ndarray:
+        return self.energy_wh / self.capacity_wh
+
+    def _room_avail(self) -> tuple[np.ndarray, np.ndarray]:
+        """Most it may charge / discharge this interval, metered (AC) side Wh."""
+        cap = self.cap_wh.astype(np.float64)
+        room = np.clip(self.soc_max * self.capacity_wh - self.energy_wh, 0.0, None) / self.eta
+        avail = np.clip(self.energy_wh - self.soc_min * self.capacity_wh, 0.0, None) * self.eta
+        return np.minimum(cap, room), np.minimum(cap, avail)
+
+    def price_estimate(self, price_history: Sequence[int]) -> float:
+        recent = [p for p in list(price_history)[-self.window:] if p > 0]
+        if not recent:
+            return 0.5 * (self.tariffs.feed_in + self.tariffs.retail)
+        return float(np.mean(recent))
+
+    def plan(self, *, bought_wh: np.ndarray, sold_wh: np.ndarray) -> StorageDispatch:
+        room, avail = self._room_avail()
+        net = bought_wh - sold_wh
+        charge = np.clip(net, 0.0, room)
+        discharge = np.clip(-net, 0.0, avail)
+        return StorageDispatch(charge_wh=charge, discharge_wh=discharge, metered_wh=charge - discharge)
+
+    def dispatch(self, *, bought_wh: np.ndarray, sold_wh: np.ndarray) -> StorageDispatch:
+        out = self.plan(bought_wh=bought_wh, sold_wh=sold_wh)
+        self.energy_wh = np.clip(
+            self.energy_wh + out.charge_wh * self.eta - out.discharge_wh / self.eta,
+            self.soc_min * self.capacity_wh,
+            self.soc_max * self.capacity_wh,
+        )
+        return out
+
+    def orders(self, k: int, *, price_history: Sequence[int]) -> list[OrderIntent]:
+        est = self.price_estimate(price_history)
+        t = self.tariffs
+        buy_price = int(np.clip(round(est * (1 - self.margin)), t.feed_in, t.retail))
+        sell_price = int(np.clip(round(est * (1 + self.margin)), t.feed_in, t.retail))
+        if buy_price >= sell_price:  # estimate pinned at a tariff: keep the spread
+            buy_price, sell_price = t.feed_in, t.retail
+        room, avail = self._room_avail()
+        # One side per interval (market rule OppositeSide): buy while the latest clearing
+        # price is at or below the running estimate (cheap, e.g. midday PV surplus), sell
+        # when above it; without a price yet, fill up below half charge, else offer.
+        last = price_history[-1] if price_history else None
+        out: list[OrderIntent] = []
+        for i in range(self.n):
+            buy_wh, sell_wh = int(np.floor(room[i])), int(np.floor(avail[i]))
+            buying = (last <= est) if last is not None else buy_wh >= sell_wh
+            if buying and buy_wh >= 1:
+                out.append(OrderIntent(device_id=int(self.device_id[i]), interval=k, side=Side.BUY,
+                                       energy_wh=buy_wh, price_per_mwh=buy_price))
+            elif not buying and sell_wh >= 1:
+                out.append(OrderIntent(device_id=int(self.device_id[i]), interval=k, side=Side.SELL,
+                                       energy_wh=sell_wh, price_per_mwh=sell_price))
+        return out
+
+
+class StorageAgent(mesa.Agent):
+    """Mesa view of one community battery (its state lives in :class:`CommunityStorage`)."""
+
+    def __init__(self, model: Any, *, fleet: CommunityStorage, index: int) -> None:
+        super().__init__(model)
+        self.fleet = fleet
+        self.index = index
+
+    @property
+    def device_id(self) -> int:
+        return int(self.fleet.device_id[self.index])
+
+    @property
+    def soc(self) -> float:
+        return float(self.fleet.soc[self.index])

@@ -1,0 +1,392 @@
+"""Feeder builders: a pandapower net plus the element map the agents need.
+
+:func:`build_feeder` turns a :class:`~twin.scenario.Scenario` into a :class:`Feeder`:
+
+* ``grid.kind`` selects the net: ``"simbench"`` (``simbench.get_simbench_net(code)``, real
+  German grids with a year of 15-min profiles), ``"cigre_lv"`` or ``"case33bw"``
+  (pandapower's built-in nets, no profiles).
+* **Households.** SimBench: a seeded choice of the residential loads (profile ``H*``;
+  all loads if the grid has none) become households, keeping their own load row and
+  SimBench profile; if there are more households than such loads, the extra households are
+  new ``net.load`` rows at buses of residential loads with a seeded residential profile and
+  rated ``p_mw``. Other loads stay *background* loads with their own profiles.
+  CIGRE LV / case33bw: every household is a new ``net.load`` row at a seeded load bus
+  (residential ``Load R*`` buses first for CIGRE), with synthetic profiles; the original
+  (aggregated) loads stay background with a smooth deterministic daily shape, peak = rated.
+* **PV.** ``pv.share`` of the households get one new ``net.sgen`` row (type ``"PV"``) at
+  their bus, kWp drawn uniformly in [kwp_min, kwp_max] (0.1 kWp steps); per-unit output
+  from SimBench PV profiles or the synthetic generator. Existing sgens stay background.
+* **Home batteries.** ``battery.share`` of the PV households get one new ``net.storage``
+  row (type ``"home_battery"``) at their bus, behind the household meter.
+* **EVs.** One new ``net.load`` row (type ``"ev"``) per EV at its owning household's bus
+  (owners drawn without replacement while EVs <= households). EVs only charge (no V2G),
+  so a load row is the natural element.
+* **Community batteries.** One new ``net.storage`` row (type ``"community_battery"``)
+  each, at a seeded household bus.
+
+All ``*_row`` arrays are *positional* rows of their table (the order of
+``apply_injections`` arrays); ``*_bus`` arrays are ``net.bus.index`` labels. ``-1`` marks
+"none". Profiles are interval averages over the scenario window, shape (n, n_intervals).
+The returned net has no ``profiles`` table (the sliced profiles live in the Feeder), which
+keeps copies cheap. Randomness comes from the ``rng`` passed in; by default a generator
+seeded with ``[scenario.seed, 1]`` (a stream distinct from the model's own).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+import pandapower as pp
+import pandapower.networks as pn
+
+from twin.agents.profiles import (
+    aggregate_load_shape,
+    simbench_offset_s,
+    synthetic_household_load_p_mw,
+    synthetic_pv_pu,
+    window_average,
+)
+from twin.scenario import Scenario
+
+__all__ = ["Feeder", "build_feeder"]
+
+_I64 = np.int64
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Feeder:
+    """A built feeder: the pandapower net and the element map of every agent."""
+
+    net: Any = field(repr=False)
+    kind: str
+    name: str
+    interval_s: int
+    n_intervals: int
+    #: where the household profiles come from ("simbench" or "synthetic")
+    profile_source: Literal["simbench", "synthetic"]
+    # households (n_households,)
+    household_bus: np.ndarray
+    household_load_row: np.ndarray
+    household_sgen_row: np.ndarray  # -1: no PV
+    household_pv_kwp: np.ndarray  # 0.0: no PV
+    household_storage_row: np.ndarray  # -1: no home battery
+    # household base profiles (n_households, n_intervals)
+    household_load_p_mw: np.ndarray = field(repr=False)
+    household_load_q_mvar: np.ndarray = field(repr=False)
+    household_pv_pu: np.ndarray = field(repr=False)  # per unit of kWp, in [0, 1]
+    # EVs (n_evs,)
+    ev_household: np.ndarray
+    ev_bus: np.ndarray
+    ev_load_row: np.ndarray
+    # community batteries (n_storage,)
+    storage_bus: np.ndarray
+    storage_row: np.ndarray
+    # background elements with their own profiles
+    background_load_row: np.ndarray
+    background_load_p_mw: np.ndarray = field(repr=False)
+    background_load_q_mvar: np.ndarray = field(repr=False)
+    background_sgen_row: np.ndarray
+    background_sgen_p_mw: np.ndarray = field(repr=False)
+
+    @property
+    def n_households(self) -> int:
+        return int(self.household_bus.size)
+
+    @property
+    def n_evs(self) -> int:
+        return int(self.ev_bus.size)
+
+    @property
+    def n_storage(self) -> int:
+        return int(self.storage_bus.size)
+
+    @property
+    def n_load(self) -> int:
+        return len(self.net.load)
+
+    @property
+    def n_sgen(self) -> int:
+        return len(self.net.sgen)
+
+    @property
+    def n_storage_rows(self) -> int:
+        return len(self.net.storage)
+
+
+@lru_cache(maxsize=4)
+def _simbench_net(code: str) -> Any:
+    """Load a SimBench net once per process (a pure function of ``code``; ~4 s)."""
+    import simbench as sb
+
+    try:
+        return sb.get_simbench_net(code)
+    except Exception as exc:  # simbench raises plain errors for unknown codes
+        raise ValueError(f"grid.simbench_code: cannot load SimBench grid {code!r}: {exc}") from exc
+
+
+def _base_net(scenario: Scenario) -> Any:
+    kind = scenario.grid.kind
+    if kind == "simbench":
+        return copy.deepcopy(_simbench_net(scenario.grid.simbench_code))
+    if kind == "cigre_lv":
+        return pn.create_cigre_network_lv()
+    if kind == "case33bw":
+        return pn.case33bw()
+    raise ValueError(f"grid.kind: unknown feeder kind {kind!r}")
+
+
+def _pos(index: Any, labels: Any) -> np.ndarray:
+    return np.asarray(index.get_indexer(labels), dtype=_I64)
+
+
+def _readonly(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        a.setflags(write=False)
+
+
+def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) -> Feeder:
+    """Build the pandapower net and the element map of ``scenario`` (deterministic)."""
+    if rng is None:
+        rng = np.random.default_rng([scenario.seed, 1])
+    net = _base_net(scenario)
+    hh_spec = scenario.agents.households
+    n_hh = hh_spec.count
+    interval_s = scenario.market.interval_s
+    window = {
+        "offset_s": simbench_offset_s(scenario.start),
+        "duration_s": scenario.duration_s,
+        "interval_s": interval_s,
+    }
+    n_int = scenario.n_intervals
+    is_simbench = scenario.grid.kind == "simbench" and "profiles" in net
+    use_sb_profiles = is_simbench and hh_spec.profiles == "simbench"
+
+    load = net.load
+    orig_load_labels = list(load.index)
+    if is_simbench:
+        profile_col = load["profile"].astype(str)
+        residential = [lab for lab in orig_load_labels if profile_col[lab].startswith("H")]
+    elif scenario.grid.kind == "cigre_lv":
+        residential = [lab for lab in orig_load_labels if str(load.at[lab, "name"]).startswith("Load R")]
+    else:
+        residential = []
+    candidates = residential or orig_load_labels
+    if not candidates:
+        raise ValueError(f"grid: feeder {scenario.grid.kind!r} has no loads to attach households to")
+
+    # --- households: (load label, bus, simbench profile name or None, rated p/q)
+    hh_labels: list[int] = []
+    hh_profile: list[str | None] = []
+    if is_simbench:
+        n_reuse = min(n_hh, len(candidates))
+        chosen = rng.choice(len(candidates), size=n_reuse, replace=False)
+        for i in np.sort(chosen):
+            lab = candidates[int(i)]
+            hh_labels.append(lab)
+            hh_profile.append(str(load.at[lab, "profile"]))
+        n_extra = n_hh - n_reuse
+    else:
+        n_extra = n_hh
+    if n_extra:
+        cand_bus = np.array([int(load.at[lab, "bus"]) for lab in candidates])
+        order = rng.permutation(len(candidates))
+        picks = order[np.arange(n_extra) % len(candidates)]
+        if is_simbench:
+            res_profiles = sorted({str(load.at[lab, "profile"]) for lab in candidates})
+            prof_pick = rng.integers(len(res_profiles), size=n_extra)
+            p_pick = rng.integers(len(candidates), size=n_extra)
+        for j in range(n_extra):
+            bus = int(cand_bus[picks[j]])
+            if is_simbench:
+                src = candidates[int(p_pick[j])]
+                p_mw = float(load.at[src, "p_mw"])
+                q_mvar = float(load.at[src, "q_mvar"])
+                prof: str | None = res_profiles[int(prof_pick[j])]
+            else:
+                p_mw, q_mvar, prof = 0.0, 0.0, None
+            lab = pp.create_load(
+                net, bus=bus, p_mw=p_mw, q_mvar=q_mvar, name=f"household {len(hh_labels)}",
+                type="household",
+            )
+            if is_simbench:
+                net.load.at[lab, "profile"] = prof
+            hh_labels.append(int(lab))
+            hh_profile.append(prof)
+    load = net.load
+    hh_bus = np.array([int(load.at[lab, "bus"]) for lab in hh_labels], dtype=_I64)
+
+    # --- household profiles
+    if use_sb_profiles:
+        lp = net.profiles["load"]
+        p_pu = np.stack([lp[f"{p}_pload"].to_numpy(float) for p in hh_profile])
+        q_pu = np.stack([lp[f"{p}_qload"].to_numpy(float) for p in hh_profile])
+        rated_p = load.loc[hh_labels, "p_mw"].to_numpy(float)[:, None]
+        rated_q = load.loc[hh_labels, "q_mvar"].to_numpy(float)[:, None]
+        hh_p = window_average(p_pu, **window) * rated_p
+        hh_q = window_average(q_pu, **window) * rated_q
+        profile_source: Literal["simbench", "synthetic"] = "simbench"
+    else:
+        hh_p, hh_q = synthetic_household_load_p_mw(
+            rng, n=n_hh, start=scenario.start, duration_s=scenario.duration_s,
+            interval_s=interval_s, annual_kwh=hh_spec.annual_kwh,
+        )
+        profile_source = "synthetic"
+
+    # --- background loads and sgens (everything that exists before we add agents)
+    hh_set = set(hh_labels)
+    bg_load_labels = [lab for lab in orig_load_labels if lab not in hh_set]
+    bg_sgen_labels = list(net.sgen.index)
+    if is_simbench:
+        lp = net.profiles["load"]
+        rp = net.profiles["renewables"]
+        bl = load.loc[bg_load_labels]
+        if bg_load_labels:
+            bg_p = window_average(
+                np.stack([lp[f"{p}_pload"].to_numpy(float) for p in bl["profile"]]), **window
+            ) * bl["p_mw"].to_numpy(float)[:, None]
+            bg_q = window_average(
+                np.stack([lp[f"{p}_qload"].to_numpy(float) for p in bl["profile"]]), **window
+            ) * bl["q_mvar"].to_numpy(float)[:, None]
+        else:
+            bg_p = bg_q = np.zeros((0, n_int))
+        bs = net.sgen.loc[bg_sgen_labels]
+        if bg_sgen_labels:
+            cols = [p if p in rp.columns else None for p in bs["profile"].astype(str)]
+            series = np.stack(
+                [rp[c].to_numpy(float) if c else np.ones(len(rp)) for c in cols]
+            )
+            bg_sg = window_average(series, **window) * bs["p_mw"].to_numpy(float)[:, None]
+        else:
+            bg_sg = np.zeros((0, n_int))
+        pv_cols = [c for c in rp.columns if str(c).startswith("PV")]
+    else:
+        shape = aggregate_load_shape(
+            start=scenario.start, duration_s=scenario.duration_s, interval_s=interval_s
+        )
+        bl = load.loc[bg_load_labels]
+        bg_p = bl["p_mw"].to_numpy(float)[:, None] * shape[None, :]
+        bg_q = bl["q_mvar"].to_numpy(float)[:, None] * shape[None, :]
+        bg_sg = net.sgen["p_mw"].to_numpy(float)[:, None] * np.ones((1, n_int))
+        pv_cols = []
+
+    # --- PV
+    pv_spec = hh_spec.pv
+    n_pv = round(pv_spec.share * n_hh)
+    pv_idx = np.sort(rng.choice(n_hh, size=n_pv, replace=False)) if n_pv else np.zeros(0, _I64)
+    kwp = np.zeros(n_hh)
+    kwp[pv_idx] = np.round(rng.uniform(pv_spec.kwp_min, pv_spec.kwp_max, size=n_pv), 1)
+    kwp[pv_idx] = np.clip(kwp[pv_idx], pv_spec.kwp_min, pv_spec.kwp_max)
+    pv_pu = np.zeros((n_hh, n_int))
+    if n_pv:
+        if is_simbench and pv_cols:
+            rp = net.profiles["renewables"]
+            col_pick = rng.integers(len(pv_cols), size=n_pv)
+            series = np.stack([rp[pv_cols[int(c)]].to_numpy(float) for c in col_pick])
+            pv_pu[pv_idx] = np.clip(window_average(series, **window), 0.0, 1.0)
+        else:
+            pv_pu[pv_idx] = synthetic_pv_pu(
+                rng, n=n_pv, start=scenario.start, duration_s=scenario.duration_s,
+                interval_s=interval_s,
+            )
+    sgen_label = np.full(n_hh, -1, dtype=_I64)
+    for i in pv_idx:
+        sgen_label[i] = pp.create_sgen(
+            net, bus=int(hh_bus[i]), p_mw=0.0, q_mvar=0.0, sn_mva=kwp[i] / 1000.0,
+            name=f"household {i} PV", type="PV",
+        )
+
+    # --- home batteries (behind the meter of PV households)
+    bat = hh_spec.battery
+    n_bat = round(bat.share * n_pv)
+    bat_idx = np.sort(rng.choice(pv_idx, size=n_bat, replace=False)) if n_bat else np.zeros(0, _I64)
+    hh_storage_label = np.full(n_hh, -1, dtype=_I64)
+    for i in bat_idx:
+        hh_storage_label[i] = pp.create_storage(
+            net, bus=int(hh_bus[i]), p_mw=0.0, max_e_mwh=bat.capacity_kwh / 1000.0,
+            q_mvar=0.0, sn_mva=bat.power_kw / 1000.0, soc_percent=100.0 * bat.soc_init,
+            min_e_mwh=bat.soc_min * bat.capacity_kwh / 1000.0,
+            name=f"household {i} battery", type="home_battery",
+        )
+
+    # --- EVs
+    ev = scenario.agents.evs
+    if ev.count:
+        ev_hh = rng.choice(n_hh, size=ev.count, replace=ev.count > n_hh).astype(_I64)
+    else:
+        ev_hh = np.zeros(0, _I64)
+    ev_label = np.array(
+        [
+            pp.create_load(
+                net, bus=int(hh_bus[h]), p_mw=0.0, q_mvar=0.0, sn_mva=ev.charger_kw / 1000.0,
+                name=f"ev {j}", type="ev",
+            )
+            for j, h in enumerate(ev_hh)
+        ],
+        dtype=_I64,
+    )
+
+    # --- community batteries
+    cs = scenario.agents.community_storage
+    cs_bus = (
+        hh_bus[rng.choice(n_hh, size=cs.count, replace=cs.count > n_hh)].astype(_I64)
+        if cs.count
+        else np.zeros(0, _I64)
+    )
+    cs_label = np.array(
+        [
+            pp.create_storage(
+                net, bus=int(b), p_mw=0.0, max_e_mwh=cs.capacity_kwh / 1000.0, q_mvar=0.0,
+                sn_mva=cs.power_kw / 1000.0, soc_percent=100.0 * cs.soc_init,
+                min_e_mwh=cs.soc_min * cs.capacity_kwh / 1000.0,
+                name=f"community battery {j}", type="community_battery",
+            )
+            for j, b in enumerate(cs_bus)
+        ],
+        dtype=_I64,
+    )
+
+    if "profiles" in net:
+        del net["profiles"]
+
+    def rows(index: Any, labels: np.ndarray) -> np.ndarray:
+        out = np.full(labels.size, -1, dtype=_I64)
+        mask = labels >= 0
+        if mask.any():
+            out[mask] = _pos(index, labels[mask])
+        return out
+
+    feeder = Feeder(
+        net=net,
+        kind=scenario.grid.kind,
+        name=scenario.grid.simbench_code if scenario.grid.kind == "simbench" else scenario.grid.kind,
+        interval_s=interval_s,
+        n_intervals=n_int,
+        profile_source=profile_source,
+        household_bus=hh_bus,
+        household_load_row=_pos(net.load.index, hh_labels),
+        household_sgen_row=rows(net.sgen.index, sgen_label),
+        household_pv_kwp=kwp,
+        household_storage_row=rows(net.storage.index, hh_storage_label),
+        household_load_p_mw=np.clip(np.asarray(hh_p, float), 0.0, None),
+        household_load_q_mvar=np.asarray(hh_q, float),
+        household_pv_pu=pv_pu,
+        ev_household=ev_hh,
+        ev_bus=hh_bus[ev_hh] if ev_hh.size else np.zeros(0, _I64),
+        ev_load_row=rows(net.load.index, ev_label),
+        storage_bus=cs_bus,
+        storage_row=rows(net.storage.index, cs_label),
+        background_load_row=_pos(net.load.index, bg_load_labels),
+        background_load_p_mw=np.asarray(bg_p, float),
+        background_load_q_mvar=np.asarray(bg_q, float),
+        background_sgen_row=_pos(net.sgen.index, bg_sgen_labels),
+        background_sgen_p_mw=np.asarray(bg_sg, float),
+    )
+    _readonly(
+        *(getattr(feeder, f) for f in Feeder.__dataclass_fields__ if f not in {"net", "kind", "name",
+          "interval_s", "n_intervals", "profile_source"})
+    )
+    return feeder
