@@ -31,11 +31,26 @@ def _scenario(tmp_path: Path, *, ledger: str = "chain", duration_s: int = 6 * 90
     return path
 
 
+def _anvil_children() -> list[int]:
+    """Anvil processes whose parent is this test process."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().split()
+        except OSError:
+            continue
+        if fields[1] == "(anvil)" and int(fields[3]) == os.getpid():
+            pids.append(int(fields[0]))
+    return pids
+
+
 @pytest.fixture(scope="module")
 def chain_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     out = tmp / "out"
+    before = set(_anvil_children())
     assert main(["run", str(_scenario(tmp)), "--out", str(out), "--no-progress"]) == 0
+    assert set(_anvil_children()) == before, "twin run left an Anvil process behind"
     return out
 
 
@@ -99,6 +114,35 @@ def test_chain_table_traces_transactions(chain_run):
     assert (chain.gas_used > 0).all()
     assert {"EnergyMarket.placeOrders", "EnergyMarket.clear", "EnergyMarket.settle"} <= set(chain.function)
     assert (chain.time_s >= 0).all()
+
+
+def test_failed_run_stops_anvil_and_names_the_revert(tmp_path, monkeypatch, capsys):
+    """A contract revert mid-run: exit 1, decoded error in the message, Anvil stopped."""
+    from twin.agents.model import FeederModel
+    from twin.market.types import OrderIntent, Side
+
+    original = FeederModel.step_interval
+
+    def with_oversized_order(self, **kw):
+        out = original(self, **kw)
+        if kw["interval"] == 1:
+            dev = self.devices[0]
+            out.orders[:] = [OrderIntent(device_id=dev.device_id, interval=2, side=Side.BUY,
+                                         energy_wh=10**9, price_per_mwh=1)]
+        return out
+
+    monkeypatch.setattr(FeederModel, "step_interval", with_oversized_order)
+    out = tmp_path / "fail"
+    before = set(_anvil_children())
+    assert main(["run", str(_scenario(tmp_path)), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "CapacityExceeded" in err and "place_orders" in err
+    assert set(_anvil_children()) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "CapacityExceeded" in manifest["error"]
+    assert manifest["tokens"]["conserved"] is True
+    for name in SCHEMAS:
+        pq.read_table(out / f"{name}.parquet")
 
 
 def test_reference_ledger_gives_identical_market(chain_run, tmp_path):
