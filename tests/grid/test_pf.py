@@ -1,0 +1,402 @@
+"""BatchPowerFlow against pandapower runpp (the referee) and physics checks."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandapower as pp
+import pandapower.networks as pn
+import pytest
+from _pfnets import synthetic_feeder
+
+from twin.grid.pf import BatchPowerFlow, GridFormingUnit, PowerFlowResult
+
+# agreement required by issue 3
+TOL_VM = 1e-6
+TOL_VA = 1e-4
+TOL_LOADING = 1e-3
+SOLVE_TOL = 1e-11
+
+
+def _simbench(code: str) -> Any:
+    simbench = pytest.importorskip("simbench")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return simbench.get_simbench_net(code)
+
+
+def _sb_lv_with_storage() -> Any:
+    net = _simbench("1-LV-semiurb4--0-sw")
+    buses = net.load.bus.to_numpy()[::10]
+    for i, b in enumerate(buses):
+        pp.create_storage(net, int(b), p_mw=0.0, max_e_mwh=0.02, name=f"bat{i}")
+        pp.create_sgen(net, int(b), p_mw=0.005, name=f"pv{i}")
+    return net
+
+
+NETS: dict[str, Callable[[], Any]] = {
+    "case33bw": pn.case33bw,
+    "cigre_lv": pn.create_cigre_network_lv,
+    "cigre_mv_der": lambda: pn.create_cigre_network_mv(with_der="all"),
+    "kerber": pn.create_kerber_landnetz_kabel_1,
+    "mv_oberrhein": pn.mv_oberrhein,
+    "simbench_lv": _sb_lv_with_storage,
+    "simbench_mv": lambda: _simbench("1-MV-rural--0-sw"),
+    "synthetic_meshed": lambda: synthetic_feeder(150, n_ties=4, seed=1),
+}
+
+_cache: dict[str, Any] = {}
+
+
+def get_net(name: str) -> Any:
+    if name not in _cache:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _cache[name] = NETS[name]()
+    return copy.deepcopy(_cache[name])
+
+
+def random_scenarios(net: Any, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Random load/generation scenarios around the net's values (scaling applied)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for el, lo, hi in (("load", 0.2, 1.4), ("sgen", 0.0, 1.3)):
+        tab = net[el]
+        base_p = (tab.p_mw * tab.scaling).to_numpy()
+        base_q = (tab.q_mvar * tab.scaling).to_numpy()
+        f = rng.uniform(lo, hi, size=(n, len(tab)))
+        out[f"{el}_p_mw"] = base_p * f
+        out[f"{el}_q_mvar"] = base_q * f
+    sto = net.storage
+    cap = np.maximum(np.abs(sto.p_mw.to_numpy()), 0.01)
+    out["storage_p_mw"] = rng.uniform(-1.0, 1.0, size=(n, len(sto))) * cap
+    out["storage_q_mvar"] = rng.uniform(-0.2, 0.2, size=(n, len(sto))) * cap
+    return out
+
+
+def run_referee(net: Any, scen: dict[str, np.ndarray], b: int, **masks: np.ndarray) -> Any:
+    """pandapower runpp on scenario b (a copy of net with the scenario's values)."""
+    ref = copy.deepcopy(net)
+    for el in ("load", "sgen", "storage"):
+        if f"{el}_p_mw" in scen:
+            ref[el]["p_mw"] = scen[f"{el}_p_mw"][b]
+            ref[el]["q_mvar"] = scen[f"{el}_q_mvar"][b]
+            ref[el]["scaling"] = 1.0
+    if "line_in_service" in masks:
+        ref.line["in_service"] = masks["line_in_service"][b]
+    if "trafo_in_service" in masks:
+        ref.trafo["in_service"] = masks["trafo_in_service"][b]
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10, max_iteration=50)
+    return ref
+
+
+def assert_matches(res: PowerFlowResult, b: int, ref: Any) -> None:
+    vm_ref = ref.res_bus.vm_pu.to_numpy()
+    va_ref = ref.res_bus.va_degree.to_numpy()
+    dead = np.isnan(vm_ref)
+    assert res.converged[b]
+    np.testing.assert_array_equal(res.energized[b], ~dead)
+    assert np.all(res.vm_pu[b][dead] == 0.0)
+    np.testing.assert_allclose(res.vm_pu[b][~dead], vm_ref[~dead], rtol=0, atol=TOL_VM)
+    np.testing.assert_allclose(res.va_degree[b][~dead], va_ref[~dead], rtol=0, atol=TOL_VA)
+    ll_ref = np.nan_to_num(ref.res_line.loading_percent.to_numpy())
+    np.testing.assert_allclose(res.line_loading_percent[b], ll_ref, rtol=0, atol=TOL_LOADING)
+    np.testing.assert_allclose(
+        res.line_p_from_mw[b], np.nan_to_num(ref.res_line.p_from_mw.to_numpy()), rtol=0, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        res.line_pl_mw[b], np.nan_to_num(ref.res_line.pl_mw.to_numpy()), rtol=0, atol=1e-7
+    )
+    if len(ref.trafo):
+        tl_ref = np.nan_to_num(ref.res_trafo.loading_percent.to_numpy())
+        np.testing.assert_allclose(res.trafo_loading_percent[b], tl_ref, rtol=0, atol=TOL_LOADING)
+    eg_ref = np.nan_to_num(ref.res_ext_grid.p_mw.to_numpy())
+    np.testing.assert_allclose(res.ext_grid_p_mw[b], eg_ref, rtol=0, atol=1e-6)
+
+
+def assert_power_balance(net: Any, res: PowerFlowResult, scen: dict[str, np.ndarray]) -> None:
+    """Reference-unit supply + generation - consumption = branch losses, per scenario."""
+    bus_pos = {int(ix): i for i, ix in enumerate(net.bus.index)}
+    for b in range(res.batch_size):
+        en = res.energized[b]
+        total = res.ext_grid_p_mw[b].sum() + res.grid_forming_p_mw[b].sum()
+        for el, sign in (("load", -1.0), ("sgen", 1.0), ("storage", -1.0)):
+            tab = net[el]
+            if not len(tab):
+                continue
+            p = scen[f"{el}_p_mw"][min(b, len(scen[f"{el}_p_mw"]) - 1)]
+            on = en[[bus_pos[int(x)] for x in tab.bus]] & tab.in_service.to_numpy()
+            total += sign * float(np.sum(p * on))
+        if len(net.shunt):
+            pos = [bus_pos[int(x)] for x in net.shunt.bus]
+            total -= float(np.sum(net.shunt.p_mw.to_numpy() * net.shunt.step.to_numpy() * res.vm_pu[b][pos] ** 2))
+        assert total == pytest.approx(res.pl_mw[b], abs=1e-7)
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_random_scenarios_match_pandapower(name: str) -> None:
+    net = get_net(name)
+    scen = random_scenarios(net, 3, seed=hash(name) % 1000)
+    res = BatchPowerFlow(net).solve(**scen, tol=SOLVE_TOL)
+    assert res.vm_pu.shape == (3, len(net.bus))
+    assert res.converged.all()
+    for b in range(3):
+        assert_matches(res, b, run_referee(net, scen, b))
+    assert_power_balance(net, res, scen)
+
+
+@pytest.mark.parametrize("name", ["mv_oberrhein", "cigre_mv_der"])
+def test_defaults_are_the_net_values(name: str) -> None:
+    net = get_net(name)
+    res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
+    ref = copy.deepcopy(net)
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    assert res.batch_size == 1
+    assert_matches(res, 0, ref)
+
+
+def test_one_dimensional_inputs_broadcast() -> None:
+    net = get_net("case33bw")
+    pf = BatchPowerFlow(net)
+    p = net.load.p_mw.to_numpy()
+    r1 = pf.solve(load_p_mw=p)
+    r2 = pf.solve(load_p_mw=np.stack([p, 0.5 * p]), line_in_service=net.line.in_service.to_numpy())
+    assert r1.vm_pu.shape == (1, 33) and r2.vm_pu.shape == (2, 33)
+    np.testing.assert_allclose(r1.vm_pu[0], r2.vm_pu[0], atol=1e-12)
+    assert r2.vm_pu[1].min() > r2.vm_pu[0].min()
+
+
+def test_outages_islands_and_mixed_topologies() -> None:
+    """Several topologies in one batch, with de-energized islands and a closed tie line."""
+    net = get_net("case33bw")
+    n_line = len(net.line)
+    base = net.line.in_service.to_numpy()
+    masks = np.tile(base, (5, 1))
+    masks[1, 7] = False  # cuts off the downstream part of the feeder
+    masks[2, [7, 20]] = False
+    masks[3, 32] = True  # close a tie line: meshed
+    masks[4, :] = False  # everything out: only the slack bus is energized
+    scen = random_scenarios(net, 5, seed=3)
+    res = BatchPowerFlow(net).solve(**scen, line_in_service=masks, tol=SOLVE_TOL)
+    assert res.line_loading_percent.shape == (5, n_line)
+    for b in range(5):
+        ref = run_referee(net, scen, b, line_in_service=masks)
+        assert_matches(res, b, ref)
+    assert (~res.energized[1]).sum() > 0
+    assert res.energized[4].sum() == 1
+    assert np.all(res.line_p_from_mw[4] == 0)
+    assert_power_balance(net, res, scen)
+
+
+def test_n_minus_1_on_meshed_feeder() -> None:
+    net = get_net("synthetic_meshed")
+    n_line, n_trafo = len(net.line), len(net.trafo)
+    rng = np.random.default_rng(7)
+    outaged = rng.choice(n_line, size=6, replace=False)
+    lmask = np.ones((7, n_line), dtype=bool)
+    lmask[np.arange(6), outaged] = False
+    tmask = np.ones((7, n_trafo), dtype=bool)
+    tmask[6] = False  # loss of the substation trafo: everything below is de-energized
+    scen = random_scenarios(net, 7, seed=4)
+    res = BatchPowerFlow(net).solve(**scen, line_in_service=lmask, trafo_in_service=tmask, tol=SOLVE_TOL)
+    for b in (0, 3, 6):
+        assert_matches(res, b, run_referee(net, scen, b, line_in_service=lmask, trafo_in_service=tmask))
+    assert res.energized[6].sum() == 1
+    assert_power_balance(net, res, scen)
+
+
+def test_open_bus_bus_switch_separates() -> None:
+    net = get_net("cigre_lv")
+    net.switch.loc[net.switch.index[1], "closed"] = False
+    res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
+    ref = copy.deepcopy(net)
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    assert_matches(res, 0, ref)
+    assert (~res.energized[0]).any()
+
+
+def test_open_line_switch_keeps_charging_of_the_other_end() -> None:
+    net = get_net("synthetic_meshed")
+    line = int(net.line.index[5])
+    pp.create_switch(net, int(net.line.to_bus.at[line]), line, et="l", closed=False)
+    res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
+    ref = copy.deepcopy(net)
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    assert_matches(res, 0, ref)
+    assert res.line_q_from_mvar[0, 5] < 0  # the open-ended cable still produces reactive power
+
+
+def test_taps_phase_shift_and_shunt() -> None:
+    net = get_net("cigre_mv_der")
+    t0, t1 = net.trafo.index[:2]
+    net.trafo.loc[t0, ["tap_changer_type", "tap_side", "tap_neutral", "tap_pos", "tap_step_percent"]] = [
+        "Ratio", "lv", 0, 3, 1.25,
+    ]
+    net.trafo.loc[t1, ["tap_changer_type", "tap_side", "tap_neutral", "tap_pos", "tap_step_degree"]] = [
+        "Ideal", "hv", 0, -2, 2.0,
+    ]
+    net.trafo.loc[t1, "tap_step_percent"] = np.nan
+    pp.create_shunt(net, int(net.bus.index[5]), q_mvar=-0.3, p_mw=0.01)
+    res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
+    ref = copy.deepcopy(net)
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    assert_matches(res, 0, ref)
+
+
+def test_zip_loads() -> None:
+    """Voltage-dependent loads. pandapower applies the ZIP shares per bus to the bus's net
+    injection; on a net with one load per bus and no generation both models coincide."""
+    net = get_net("case33bw")
+    rng = np.random.default_rng(11)
+    n = len(net.load)
+    z = rng.uniform(0, 60, n)
+    net.load["const_z_p_percent"] = z
+    net.load["const_i_p_percent"] = rng.uniform(0, 100 - z)
+    net.load["const_z_q_percent"] = rng.uniform(0, 50, n)
+    net.load["const_i_q_percent"] = rng.uniform(0, 50, n)
+    res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
+    ref = copy.deepcopy(net)
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    assert_matches(res, 0, ref)
+    res_nr = BatchPowerFlow(net).solve(tol=SOLVE_TOL, max_iter=1)  # Newton path with ZIP
+    assert_matches(res_nr, 0, ref)
+
+
+def test_newton_fallback_matches() -> None:
+    net = get_net("simbench_lv")
+    scen = random_scenarios(net, 2, seed=9)
+    res = BatchPowerFlow(net).solve(**scen, tol=SOLVE_TOL, max_iter=2)
+    assert res.converged.all()
+    assert_matches(res, 1, run_referee(net, scen, 1))
+
+
+def test_non_convergence_is_reported_not_raised() -> None:
+    net = get_net("case33bw")
+    p = net.load.p_mw.to_numpy()
+    q = net.load.q_mvar.to_numpy()
+    res = BatchPowerFlow(net).solve(load_p_mw=np.stack([p, 40 * p]), load_q_mvar=np.stack([q, 40 * q]))
+    assert res.converged.tolist() == [True, False]
+    assert np.isnan(res.vm_pu[1][1:]).all()
+    assert np.isnan(res.line_loading_percent[1][net.line.in_service.to_numpy()]).all()
+    assert np.isnan(res.ext_grid_p_mw[1]).all()
+    assert np.isfinite(res.vm_pu[0]).all()
+
+
+def _islanded_mv() -> tuple[Any, int]:
+    """CIGRE MV with DER at a tenth of its load: islands a storage can carry."""
+    net = get_net("cigre_mv_der")
+    net.load["scaling"] = 0.1
+    sto = int(net.storage.index[0])
+    return net, sto
+
+
+def test_grid_forming_storage_forms_island() -> None:
+    net, sto = _islanded_mv()
+    gf = [GridFormingUnit("storage", sto, vm_pu=1.0)]
+    pf = BatchPowerFlow(net, grid_forming=gf)
+    scen = random_scenarios(net, 2, seed=5)
+    tmask = np.array([[True, True], [False, False]])
+    res = pf.solve(**scen, trafo_in_service=tmask, tol=SOLVE_TOL)
+    # connected: storage is an ordinary injection, no grid-forming power
+    assert res.grid_forming_p_mw[0, 0] == 0.0
+    # islanded: referee = pandapower with an ext_grid at the storage bus instead of the storage
+    ref = copy.deepcopy(net)
+    ref.ext_grid["in_service"] = False
+    pp.create_ext_grid(ref, int(net.storage.bus.at[sto]), vm_pu=1.0)
+    ref.storage.loc[sto, "in_service"] = False
+    for el in ("load", "sgen", "storage"):
+        ref[el]["p_mw"] = scen[f"{el}_p_mw"][1]
+        ref[el]["q_mvar"] = scen[f"{el}_q_mvar"][1]
+        ref[el]["scaling"] = 1.0
+    ref.trafo["in_service"] = False
+    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    vm_ref = ref.res_bus.vm_pu.to_numpy()
+    live = ~np.isnan(vm_ref)
+    hv = net.bus.index.get_indexer(net.ext_grid.bus)  # still fed by the upstream grid
+    np.testing.assert_array_equal(res.energized[1], live | np.isin(np.arange(len(live)), hv))
+    np.testing.assert_allclose(res.vm_pu[1][live], vm_ref[live], atol=TOL_VM)
+    np.testing.assert_allclose(res.va_degree[1][live], ref.res_bus.va_degree.to_numpy()[live], atol=TOL_VA)
+    np.testing.assert_allclose(res.grid_forming_p_mw[1, 0], ref.res_ext_grid.p_mw.iat[-1], atol=1e-6)
+    bal = {k: v.copy() for k, v in scen.items()}
+    bal["storage_p_mw"][1, int(net.storage.index.get_loc(sto))] = 0.0  # slack: no schedule
+    assert_power_balance(net, res, bal)
+
+
+def test_grid_forming_beyond_limits_collapses() -> None:
+    net, sto = _islanded_mv()
+    gf_ok = [GridFormingUnit("storage", sto, p_max_mw=50.0)]
+    ok = BatchPowerFlow(net, grid_forming=gf_ok).solve(trafo_in_service=[False, False])
+    assert ok.energized[0].sum() > 5 and 0.1 < ok.grid_forming_p_mw[0, 0] < 50.0
+    gf = [GridFormingUnit("storage", sto, p_max_mw=0.1, p_min_mw=-0.1)]
+    res = BatchPowerFlow(net, grid_forming=gf).solve(trafo_in_service=[False, False])
+    assert res.converged.all()
+    hv = net.bus.index.get_indexer(net.ext_grid.bus)
+    assert np.flatnonzero(res.energized[0]).tolist() == hv.tolist()  # only the ext_grid bus
+    assert np.all(res.line_p_from_mw[0] == 0)
+    assert res.grid_forming_p_mw[0, 0] == 0.0
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_name_the_argument() -> None:
+    net = get_net("case33bw")
+    pf = BatchPowerFlow(net)
+    p = np.tile(net.load.p_mw.to_numpy(), (2, 1))
+    p[1, 4] = np.nan
+    with pytest.raises(ValueError, match=r"load_p_mw: non-finite value in scenario 1 for load row 4"):
+        pf.solve(load_p_mw=p)
+    with pytest.raises(ValueError, match=r"sgen_p_mw: expected shape"):
+        pf.solve(sgen_p_mw=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"load_q_mvar: expected shape"):
+        pf.solve(load_q_mvar=np.zeros(5))
+    with pytest.raises(ValueError, match="inconsistent batch sizes"):
+        pf.solve(load_p_mw=np.zeros((2, 32)), load_q_mvar=np.zeros((3, 32)))
+    with pytest.raises(ValueError, match="line_in_service: must be boolean"):
+        pf.solve(line_in_service=np.full(37, 0.5))
+    with pytest.raises(ValueError, match="tol"):
+        pf.solve(tol=-1.0)
+
+
+def test_bad_nets_are_rejected() -> None:
+    net = get_net("case33bw")
+    net.ext_grid["in_service"] = False
+    with pytest.raises(ValueError, match="no in-service ext_grid"):
+        BatchPowerFlow(net)
+    net = get_net("case33bw")
+    net.line.loc[3, "length_km"] = -1.0
+    with pytest.raises(ValueError, match=r"line 3: non-positive or missing length_km"):
+        BatchPowerFlow(net)
+    net = get_net("case33bw")
+    net.line.loc[3, ["r_ohm_per_km", "x_ohm_per_km"]] = 0.0
+    with pytest.raises(ValueError, match=r"line 3"):
+        BatchPowerFlow(net)
+    net = get_net("kerber")
+    net.trafo.loc[net.trafo.index[0], "vk_percent"] = 0.0
+    with pytest.raises(ValueError, match=r"trafo 0: non-positive or missing vk_percent"):
+        BatchPowerFlow(net)
+    net = get_net("case33bw")
+    pp.create_gen(net, 5, p_mw=0.1)
+    with pytest.raises(NotImplementedError, match=r"net\.gen"):
+        BatchPowerFlow(net)
+    with pytest.raises(ValueError, match="storage 99 not found"):
+        BatchPowerFlow(get_net("case33bw"), grid_forming=[GridFormingUnit("storage", 99)])
+
+
+def test_large_batch_kernel_equals_scalar_kernel() -> None:
+    """The chunked parallel kernel (large B) gives the same answer as one-by-one solves."""
+    net = get_net("synthetic_meshed")
+    scen = random_scenarios(net, 37, seed=12)  # not a multiple of the chunk size
+    pf = BatchPowerFlow(net)
+    big = pf.solve(**scen, tol=SOLVE_TOL)
+    assert big.converged.all()
+    for b in (0, 17, 36):
+        one = pf.solve(**{k: v[b] for k, v in scen.items()}, tol=SOLVE_TOL)
+        np.testing.assert_allclose(big.vm_pu[b], one.vm_pu[0], atol=1e-10)
+        np.testing.assert_allclose(big.line_loading_percent[b], one.line_loading_percent[0], atol=1e-8)
+        assert abs(int(big.iterations[b]) - int(one.iterations[0])) <= 1
+    assert_matches(big, 36, run_referee(net, scen, 36))
