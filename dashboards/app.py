@@ -1,74 +1,44 @@
-"""gridtwin dashboard (foundation page): KPIs and voltages of one run folder.
+"""gridtwin dashboards: one page per concern over a run folder or a sweep folder.
 
-Started by ``twin dashboard DIR``; reads the results folder only (never writes).
+Started by ``twin dashboard DIR`` (``streamlit run dashboards/app.py -- --dir DIR``) or with
+``TWIN_RUN_DIR``. The folder kind is detected from its contents (``twindash.folder_kind``):
+a run folder gets the run pages; a sweep folder gets the Sweep page first and a run picker
+in the sidebar for the run pages. Read-only: nothing here writes to the results or the chain.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
+import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import streamlit as st
 
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:  # the views import twindash / dashui as top-level modules
+    sys.path.insert(0, str(_HERE))
 
-def _run_dir() -> Path:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dir", type=Path,
-                        default=Path(os.environ.get("TWIN_RUN_DIR", "results/quickstart")))
-    args, _ = parser.parse_known_args()
-    return args.dir
+import dashui  # noqa: E402
+import twindash as td  # noqa: E402
 
+st.set_page_config(page_title="gridtwin", layout="wide")
 
-@st.cache_data
-def _read_json(path: str) -> dict:
-    return json.loads(Path(path).read_text())
+_RUN_PAGES = [
+    ("views/overview.py", "Overview", ":material/dashboard:"),
+    ("views/feeder.py", "Feeder", ":material/hub:"),
+    ("views/market.py", "Market", ":material/candlestick_chart:"),
+    ("views/ledger.py", "Ledger", ":material/receipt_long:"),
+    ("views/resilience.py", "Resilience", ":material/bolt:"),
+    ("views/hil.py", "HIL", ":material/developer_board:"),
+]
+_SWEEP_PAGE = ("views/sweep.py", "Sweep", ":material/scatter_plot:")
 
-
-@st.cache_data
-def _read_table(path: str, columns: tuple[str, ...]):
-    return pq.read_table(path, columns=list(columns)).to_pandas()
-
-
-def main() -> None:
-    st.set_page_config(page_title="gridtwin", layout="wide")
-    run_dir = _run_dir()
-    st.title("gridtwin run overview")
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        st.error(f"No results folder at {run_dir} (manifest.json missing). Run `twin run` first.")
-        return
-    manifest = _read_json(str(manifest_path))
-    st.caption(f"{manifest.get('scenario_name')} · status {manifest.get('status')} · "
-               f"scenario {manifest.get('scenario_hash', '')[:12]} · seed {manifest.get('seed')}")
-    if manifest.get("status") != "complete":
-        st.warning(f"Run {manifest.get('status')}: {manifest.get('error')} "
-                   f"(stopped at t = {manifest.get('stopped_at_time_s')} s)")
-    kpi_path = run_dir / "kpis.json"
-    if kpi_path.is_file():
-        k = _read_json(str(kpi_path))
-        cols = st.columns(4)
-        cols[0].metric("Energy traded", f"{k.get('energy_traded_kwh', 0):.1f} kWh")
-        cols[1].metric("Mean clearing price", f"{k.get('mean_price_per_mwh', 0):.2f} /MWh")
-        cols[2].metric("Voltage range", f"{k.get('vm_min_pu', 0):.3f}–{k.get('vm_max_pu', 0):.3f} p.u.")
-        cols[3].metric("Curtailed by DSO", f"{k.get('curtailed_kwh', 0):.1f} kWh")
-        cols = st.columns(4)
-        cols[0].metric("Max line loading", f"{k.get('max_line_loading_percent', 0):.1f} %")
-        cols[1].metric("Trades", f"{int(k.get('trades', 0))}")
-        cols[2].metric("Tokens", "conserved" if k.get("tokens_conserved") == 1.0 else "check failed")
-        cols[3].metric("Wall time", f"{k.get('wall_time_s', 0):.1f} s")
-    bus_path = run_dir / "bus.parquet"
-    if bus_path.is_file():
-        st.subheader("Bus voltages over the day")
-        bus = _read_table(str(bus_path), ("time_s", "bus", "vm_pu"))
-        band = bus.groupby("time_s")["vm_pu"].agg(["min", "mean", "max"])
-        band.index = band.index / 3600.0
-        band.index.name = "hour"
-        st.line_chart(band, x_label="hour", y_label="vm_pu")
-    else:
-        st.info("bus.parquet not written yet.")
-
-
-main()
+folder = dashui.base_folder()
+kind = td.folder_kind(folder=folder)
+specs = [_SWEEP_PAGE, *_RUN_PAGES] if kind == "sweep" else [*_RUN_PAGES, _SWEEP_PAGE]
+pages = [st.Page(str(_HERE / path), title=title, icon=icon,
+                 url_path=Path(path).stem, default=(i == 0))
+         for i, (path, title, icon) in enumerate(specs)]
+st.sidebar.caption(f"{'Sweep' if kind == 'sweep' else 'Results'} folder: `{folder}`")
+if kind == "sweep":
+    dashui.select_run(sweep_dir=folder)
+st.navigation(pages).run()

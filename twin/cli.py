@@ -33,10 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a scenario file and list every error")
     v.add_argument("scenario", type=Path)
 
-    d = sub.add_parser("dashboard", help="open the Streamlit dashboard on a results folder")
-    d.add_argument("dir", type=Path, help="a run folder (with manifest.json)")
+    d = sub.add_parser("dashboard", help="open the Streamlit dashboards on a run or sweep folder")
+    d.add_argument("dir", type=Path, help="a run folder (manifest.json) or a sweep folder (kpis.parquet, runs/)")
     d.add_argument("--port", type=int, default=8501)
     d.add_argument("--host", default="127.0.0.1")
+
+    from twin.hil.cli import add_parsers as add_hil_parsers
+
+    add_hil_parsers(sub)  # twin hil serve | controller
+
+    from twin.regress import add_parser as add_regress_parser
+    from twin.sweep.cli import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)  # twin sweep (sets args.handler)
+    add_regress_parser(sub)  # twin regress (sets args.handler)
+
+    from twin.grid.resilience_cli import add_parser as add_resilience_parser
+
+    add_resilience_parser(sub)  # twin resilience (sets args.handler)
     return p
 
 
@@ -91,6 +105,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(outcome: Any) -> None:
     k = outcome.kpis
     tokens = "conserved" if k.get("tokens_conserved") == 1.0 else "NOT CONSERVED"
+    if "game_grand_value" in k:  # a cooperative-game scenario
+        units = [n.removeprefix("game_shapley_") for n in k if n.startswith("game_shapley_")]
+        print("\n".join(["", "== gridtwin game summary ==",
+                         f"marginal price       {k['game_price_per_mwh']:10.2f} per MWh",
+                         f"grand coalition      {k['game_grand_value']:10.2f} profit",
+                         *(f"{u:<8} dispatch {k['game_p_mw_' + u]:8.2f} MW  profit "
+                           f"{k['game_profit_' + u]:9.2f}  Shapley {k['game_shapley_' + u]:9.2f}"
+                           for u in units),
+                         f"tokens               {tokens:>10}", f"results              {outcome.out_dir}"]))
+        return
     lines = [
         f"energy traded        {k['energy_traded_kwh']:10.1f} kWh in {int(k['trades'])} trades",
         f"mean clearing price  {k['mean_price_per_mwh']:10.2f} per MWh",
@@ -106,15 +130,21 @@ def _print_summary(outcome: Any) -> None:
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     run_dir = args.dir.resolve()
-    if not (run_dir / "manifest.json").is_file():
-        return _fail(f"{run_dir}: no manifest.json here; is this a results folder of `twin run`?",
+    is_sweep = (run_dir / "kpis.parquet").is_file() or (run_dir / "runs").is_dir()
+    is_run = (run_dir / "manifest.json").is_file() or (run_dir / "cases.parquet").is_file()
+    if not is_sweep and not is_run:
+        return _fail(f"{run_dir}: neither a run folder (manifest.json; cases.parquet of a "
+                     "resilience study) nor a sweep folder (kpis.parquet, runs/); give the --out "
+                     "folder of `twin run`, `twin resilience` or `twin sweep`",
                      EXIT_BAD_INPUT)
     app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
     if not app.is_file():
         return _fail(f"dashboard app not found at {app}", EXIT_FAILED)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true",
-           "--browser.gatherUsageStats", "false", "--", "--dir", str(run_dir)]
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+           "--client.toolbarMode", "viewer",
+           "--", "--dir", str(run_dir)]
     print(f"twin: dashboard on http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
     try:
         return subprocess.call(cmd, env=os.environ.copy())
@@ -124,6 +154,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hil":
+        return int(args.hil_handler(args))
+    if args.command in {"sweep", "regress", "resilience"}:
+        return int(args.handler(args))
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "dashboard": _cmd_dashboard}
     return handlers[args.command](args)
 

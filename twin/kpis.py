@@ -40,6 +40,18 @@ def compute_kpis(*, recorder: RunRecorder, log: MarketLog, tokens: dict[str, Any
     }
     if consumed_wh:
         kpis["local_market_share"] = traded_wh / consumed_wh
+    # Self-sufficiency: share of the feeder's consumption (loads + storage charging, net of
+    # storage discharging) not drawn from the upstream grid: 1 - import / consumption.
+    grid = recorder.rows("grid")
+    if grid:
+        to_kwh = interval_s / 3.6  # MW over one interval -> kWh
+        import_kwh = sum(max(g["ext_grid_p_mw"], 0.0) for g in grid) * to_kwh
+        consumption_kwh = sum(max(g["load_p_mw"], 0.0) for g in grid) * to_kwh
+        kpis["grid_import_kwh"] = import_kwh
+        kpis["grid_export_kwh"] = sum(max(-g["ext_grid_p_mw"], 0.0) for g in grid) * to_kwh
+        kpis["local_generation_kwh"] = sum(g["sgen_p_mw"] for g in grid) * to_kwh
+        if consumption_kwh > 0:
+            kpis["self_sufficiency"] = max(0.0, 1.0 - import_kwh / consumption_kwh)
     if tokens is not None:
         kpis["tokens_conserved"] = 1.0 if tokens.get("conserved") else 0.0
         kpis["total_supply"] = float(tokens.get("total_supply", 0))

@@ -38,6 +38,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("time_s", _i64), ("bus", _i64), ("vm_pu", _f64), ("va_degree", _f64),
          ("p_mw", _f64), ("q_mvar", _f64)]
     ),
+    "grid": pa.schema(
+        [("time_s", _i64), ("ext_grid_p_mw", _f64), ("load_p_mw", _f64), ("sgen_p_mw", _f64),
+         ("line_pl_mw", _f64), ("vm_min_pu", _f64),
+         ("vm_max_pu", _f64), ("max_loading_percent", _f64)]
+    ),
     "line": pa.schema(
         [("time_s", _i64), ("line", _i64), ("loading_percent", _f64), ("p_from_mw", _f64),
          ("q_from_mvar", _f64), ("pl_mw", _f64)]
@@ -62,8 +67,9 @@ SCHEMAS: dict[str, pa.Schema] = {
          ("n_orders", _i64), ("n_trades", _i64), ("curtailed_wh", _i64)]
     ),
     "agents": pa.schema(
-        [("time_s", _i64), ("agent", _str), ("kind", _str), ("bus", _i64), ("soc", _f64),
-         ("p_mw", _f64), ("metered_wh", _i64)]
+        [("time_s", _i64), ("agent", _str), ("kind", _str), ("device_id", _i64), ("bus", _i64),
+         ("soc", _f64), ("p_mw", _f64), ("metered_wh", _i64), ("load_wh", _f64),
+         ("pv_available_wh", _f64), ("pv_wh", _f64), ("bought_wh", _f64), ("sold_wh", _f64)]
     ),
     "chain": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("tx_hash", _str), ("block", _i64),
@@ -73,6 +79,38 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("time_s", _i64), ("interval", _i64), ("power_flows", _i64), ("violations_before", _i64),
          ("violations_after", _i64), ("curtailed_wh", _i64), ("vm_min_pu", _f64),
          ("vm_max_pu", _f64), ("max_loading_percent", _f64)]
+    ),
+    # hardware in the loop (twin hil serve): per device and step, client writes, deadline misses
+    "hil": pa.schema(
+        [("time_s", _i64), ("unit_id", _i64), ("available_w", _f64), ("w", _f64), ("var", _f64),
+         ("v", _f64), ("w_max_w", _f64), ("w_set_w", _f64), ("reverted", _str)]
+    ),
+    "hil_writes": pa.schema(
+        [("time_s", _f64), ("wall_time", _f64), ("client", _str), ("unit_id", _i64),
+         ("address", _i64), ("count", _i64), ("exception_code", _i64), ("points", _str)]
+    ),
+    "hil_deadlines": pa.schema([("time_s", _i64), ("lateness_s", _f64), ("deadline_wall", _f64)]),
+    # agents (twin/agents): TSO demand-response calls, upstream-grid signals; VPP Shapley split
+    "events": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("kind", _str), ("agent", _str), ("value", _f64),
+         ("detail", _str)]
+    ),
+    "vpp": pa.schema(
+        [("agent", _str), ("device_id", _i64), ("standalone_value", _f64), ("shapley_value", _f64),
+         ("half_width", _f64), ("payout", _i64)]
+    ),
+    # cooperative games (twin run on a `game:` scenario, twin/market/game.py); money in currency
+    "game_coalitions": pa.schema(
+        [("coalition", _str), ("size", _i64), ("feasible", pa.bool_()), ("price_per_mwh", _f64),
+         ("cost", _f64), ("revenue", _f64), ("value", _f64)]
+    ),
+    "game_dispatch": pa.schema(
+        [("coalition", _str), ("unit", _str), ("p_mw", _f64), ("bid_per_mwh", _f64),
+         ("cost", _f64), ("profit", _f64)]
+    ),
+    "game_units": pa.schema(
+        [("unit", _str), ("grand_p_mw", _f64), ("grand_profit", _f64), ("shapley_value", _f64),
+         ("energy_wh", _i64), ("revenue", _i64), ("transfer", _i64)]
     ),
 }
 

@@ -27,6 +27,7 @@ from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.market.units import MICRO, price_from_per_mwh
 from twin.results import RunRecorder, write_json_atomic
 from twin.scenario import Scenario
+from twin.topology import write_topology
 
 __all__ = ["RunOutcome", "run_scenario"]
 
@@ -98,8 +99,20 @@ def run_scenario(
     until_s: int | None = None,
     progress: bool = True,
     on_status: Callable[[str], None] | None = None,
+    rt_factor: float | None = None,
+    extend_world: Callable[..., None] | None = None,
+    grid_step_s: int | None = None,
 ) -> RunOutcome:
-    """Run ``scenario`` and write its results folder to ``out_dir``."""
+    """Run ``scenario`` and write its results folder to ``out_dir``.
+
+    ``rt_factor``: wall seconds per simulated second (mosaik real-time mode; None: as fast
+    as possible). ``extend_world(world, agents=, grid=, model=, recorder=, timings=)`` adds
+    simulators and must connect the agents' ``element_power`` to the grid (``twin hil serve``
+    puts the HIL devices in between); without it the agents feed the grid directly.
+    ``grid_step_s``: power-flow cadence when finer than the market interval (HIL step).
+    """
+    if scenario.game is not None:  # a cooperative-game scenario: no feeder day
+        return _run_game(scenario, out_dir=Path(out_dir), scenario_path=scenario_path)
     import mosaik
 
     from twin.agents.model import FeederModel
@@ -138,6 +151,7 @@ def run_scenario(
     say("building feeder and agents")
     rng = np.random.default_rng(scenario.seed)
     feeder = build_feeder(scenario=scenario, rng=rng)
+    write_topology(feeder.net, out_dir)  # the dashboards draw the feeder without pandapower
     model = FeederModel(scenario=scenario, feeder=feeder, rng=rng)
     timings["setup_grid_agents_s"] = time.perf_counter() - t0
     n_accounts = max([OPERATOR_ACCOUNT, DSO_ACCOUNT, *model.accounts]) + 1
@@ -155,12 +169,16 @@ def run_scenario(
             write_json_atomic(manifest, out_dir / "manifest.json")
             recorder.add("chain", drain_tx_log(ledger, interval_s=scenario.market.interval_s))
             say(f"running {n_intervals} intervals under mosaik")
+            t_world = time.perf_counter()
             try:
                 _run_world(mosaik, scenario, model=model, net=feeder.net, ledger=ledger,
                            recorder=recorder, log=log, n_intervals=n_intervals,
-                           duration_s=duration_s, progress=progress, timings=timings)
+                           duration_s=duration_s, progress=progress, timings=timings,
+                           rt_factor=rt_factor, extend_world=extend_world,
+                           grid_step_s=grid_step_s)
                 status = "complete"
             finally:
+                timings["world_s"] = time.perf_counter() - t_world
                 # Conservation is checked on the ledger's own books, even after an error.
                 manifest["tokens"] = token_audit(ledger, accounts=range(n_accounts),
                                                  minted=minted)
@@ -172,7 +190,11 @@ def run_scenario(
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        if "world_s" in timings:  # token audit + stopping the ledger (Anvil dumps its state)
+            timings["teardown_s"] = time.perf_counter() - t_world - timings["world_s"]
+        t_flush = time.perf_counter()
         recorder.flush()
+        timings["flush_s"] = time.perf_counter() - t_flush
         wall_s = time.perf_counter() - t0
         kpis = compute_kpis(recorder=recorder, log=log, tokens=manifest.get("tokens"),
                             interval_s=scenario.market.interval_s)
@@ -189,6 +211,83 @@ def run_scenario(
         )
         write_json_atomic(manifest, out_dir / "manifest.json")
     return RunOutcome(out_dir=out_dir, kpis=kpis, wall_s=wall_s, timings_s=timings)
+
+
+def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -> RunOutcome:
+    """Play the scenario's cooperative game (twin/market/game.py) and write its results."""
+    from twin.market.game import GeneratorUnit, consortium_game, consortium_on_ledger
+    from twin.market.reference import ReferenceLedger
+
+    t0 = time.perf_counter()
+    g = scenario.game
+    assert g is not None
+    m = scenario.market
+    units = [GeneratorUnit(**u.model_dump()) for u in g.units]
+    res = consortium_game(units, demand_mwh=g.demand_mwh, period_h=g.period_h)
+    ledger = ReferenceLedger(interval_s=round(g.period_h * 3600),
+                             retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
+                             feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh))
+    st = consortium_on_ledger(res, ledger)
+    tokens = token_audit(ledger, accounts=range(len(st.devices) + 2), minted=st.minted)
+    rec = RunRecorder(out_dir)
+    key = {c: "+".join(sorted(c)) for c in res.coalitions}
+    rec.add("game_coalitions", [
+        {"coalition": key[c], "size": len(c), "feasible": o.feasible, "price_per_mwh": o.price_per_mwh,
+         "cost": o.cost, "revenue": o.revenue if o.feasible else 0.0, "value": o.value}
+        for c, o in res.coalitions.items()])
+    by = {u.name: u for u in units}
+    rec.add("game_dispatch", [
+        {"coalition": key[c], "unit": n, "p_mw": p, "bid_per_mwh": by[n].bid(p) if p else 0.0,
+         "cost": by[n].cost(p) * g.period_h, "profit": o.profit[n]}
+        for c, o in res.coalitions.items() for n, p in o.dispatch_mw.items()])
+    grand = res.grand
+    rec.add("game_units", [
+        {"unit": n, "grand_p_mw": grand.dispatch_mw[n], "grand_profit": grand.profit[n],
+         "shapley_value": res.shapley[n], "energy_wh": st.energy_wh[n], "revenue": st.revenue[n],
+         "transfer": st.transfers[n]} for n in by])
+    rec.add("orders", [{"time_s": 0, "interval": o.interval, "order_id": o.order_id,
+                        "device_id": o.device_id, "owner": o.owner, "side": o.side.name.lower(),
+                        "energy_wh": o.energy_wh, "price_per_mwh": o.price_per_mwh} for o in st.orders])
+    rec.add("trades", [{"time_s": 0, "interval": t.interval, "trade_id": t.trade_id,
+                        "buy_order_id": t.buy_order_id, "sell_order_id": t.sell_order_id,
+                        "buyer_device": t.buyer_device, "seller_device": t.seller_device,
+                        "cleared_wh": t.cleared_wh, "energy_wh": t.energy_wh,
+                        "curtailed_wh": t.curtailed_wh, "price_per_mwh": t.price_per_mwh}
+                       for t in st.clearing.trades])
+    rec.add("settlements", [{"time_s": 0, **{f: getattr(r, f) for f in (
+        "interval", "device_id", "owner", "traded_wh", "metered_wh", "imbalance_wh", "trade_amount",
+        "imbalance_amount", "debt")}} for r in st.settlements])
+    rec.add("market", [{"time_s": 0, "interval": 0, "price_per_mwh": st.clearing.price_per_mwh,
+                        "volume_wh": st.clearing.volume_wh, "n_orders": len(st.orders),
+                        "n_trades": len(st.clearing.trades), "curtailed_wh": 0}])
+    rec.flush()
+    kpis: dict[str, float] = {
+        "game_price_per_mwh": grand.price_per_mwh, "game_grand_value": grand.value,
+        "game_grand_cost": grand.cost, "game_buyer_payment": grand.revenue,
+        "energy_traded_kwh": st.clearing.volume_wh / 1000,
+        "mean_price_per_mwh": st.clearing.price_per_mwh / MICRO,
+        "tokens_conserved": 1.0 if tokens["conserved"] else 0.0,
+        "total_supply": float(tokens["total_supply"]),
+    }
+    for c in res.coalitions:
+        kpis[f"game_value_{key[c]}"] = res.value(c)
+    for n in by:
+        kpis[f"game_p_mw_{n}"] = grand.dispatch_mw[n]
+        kpis[f"game_profit_{n}"] = grand.profit[n]
+        kpis[f"game_shapley_{n}"] = res.shapley[n]
+    wall_s = time.perf_counter() - t0
+    kpis["wall_time_s"] = round(wall_s, 3)
+    write_json_atomic(kpis, out_dir / "kpis.json")
+    write_json_atomic({
+        "scenario_name": scenario.name, "scenario_file": scenario_path,
+        "scenario": scenario.model_dump(mode="json"), "scenario_hash": scenario.digest(),
+        "seed": scenario.seed, "package_version": __version__, "git_sha": _git_sha(),
+        "start_time": scenario.start.astimezone(UTC).isoformat(), "status": "complete",
+        "kind": "game", "chain": {"ledger": "reference"}, "tokens": tokens,
+        "finished_at": datetime.now(UTC).isoformat(),
+        "tables": sorted(p.stem for p in out_dir.glob("*.parquet")),
+    }, out_dir / "manifest.json")
+    return RunOutcome(out_dir=out_dir, kpis=kpis, wall_s=wall_s)
 
 
 def _fund_and_register(ledger: Any, scenario: Scenario, model: Any) -> int:
@@ -212,7 +311,9 @@ def _write_abis(ledger: Any, out_dir: Path) -> None:
 
 def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger: Any,
                recorder: RunRecorder, log: MarketLog, n_intervals: int, duration_s: int,
-               progress: bool, timings: dict[str, float]) -> None:
+               progress: bool, timings: dict[str, float], rt_factor: float | None = None,
+               extend_world: Callable[..., None] | None = None,
+               grid_step_s: int | None = None) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
@@ -226,12 +327,16 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
-                           timings=timings).Grid()
-        world.connect(agents, grid, "element_power")
+                           step_s=grid_step_s, timings=timings).Grid()
+        if extend_world is None:
+            world.connect(agents, grid, "element_power")
+        else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid
+            extend_world(world, agents=agents, grid=grid, model=model, recorder=recorder,
+                         timings=timings)
         world.connect(agents, market, "orders", "curtailments", "metered_wh")
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
-        world.run(until=duration_s, print_progress=progress)
+        world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
 
 
 class _Checkpointer:

@@ -25,15 +25,24 @@ __all__ = [
     "ChainSpec",
     "CommunityStorageSpec",
     "EVSpec",
+    "FlexLoadSpec",
+    "GameSpec",
+    "GeneratorUnitSpec",
     "GridSpec",
     "HILDeviceSpec",
     "HILSpec",
     "HouseholdBatterySpec",
     "HouseholdSpec",
+    "LearningSpec",
     "MarketSpec",
     "PVSpec",
+    "ResilienceSpec",
     "Scenario",
     "ScenarioError",
+    "Strategy",
+    "TSOSpec",
+    "UpstreamOutageSpec",
+    "VPPSpec",
     "load_scenario",
     "scenario_from_dict",
 ]
@@ -89,6 +98,43 @@ class HouseholdBatterySpec(_Spec):
     soc_max: Share = 0.95
     soc_init: Share = 0.5
 
+    @model_validator(mode="after")
+    def _soc(self) -> HouseholdBatterySpec:
+        return _soc_band(self)
+
+
+def _soc_band(spec: Any) -> Any:
+    if spec.soc_min >= spec.soc_max:
+        raise ValueError(f"soc_min ({spec.soc_min}) must be below soc_max ({spec.soc_max})")
+    if not spec.soc_min <= spec.soc_init <= spec.soc_max:
+        raise ValueError(f"soc_init ({spec.soc_init}) must lie in [soc_min, soc_max]")
+    return spec
+
+
+#: Bidding strategies (twin/agents/strategies.py).
+Strategy = Literal["truthful", "zi_c", "roth_erev"]
+
+
+class FlexLoadSpec(_Spec):
+    """Flexible load of a share of the households (shiftable appliances, heat-pump energy):
+    ``energy_kwh`` to consume every day inside the comfort window
+    ``[earliest_hour, latest_hour)`` (UTC hour of day; wraps past midnight when
+    ``latest_hour <= earliest_hour``) at up to ``power_kw``."""
+
+    share: Share = 0.0
+    energy_kwh: PosFloat = 3.0
+    power_kw: PosFloat = 2.0
+    earliest_hour: Annotated[float, Field(ge=0, lt=24)] = 8.0
+    latest_hour: Annotated[float, Field(ge=0, le=24)] = 20.0
+
+    @model_validator(mode="after")
+    def _fits(self) -> FlexLoadSpec:
+        span = (self.latest_hour - self.earliest_hour) % 24 or 24.0
+        if self.energy_kwh > self.power_kw * span:
+            raise ValueError(f"energy_kwh ({self.energy_kwh}) cannot be met at power_kw "
+                             f"({self.power_kw}) within a {span:g} h window")
+        return self
+
 
 class HouseholdSpec(_Spec):
     """Households: one meter each (a market device), load from profiles."""
@@ -99,8 +145,10 @@ class HouseholdSpec(_Spec):
     annual_kwh: PosFloat = 3500.0  # used by synthetic profiles
     pv: PVSpec = PVSpec()
     battery: HouseholdBatterySpec = HouseholdBatterySpec()
+    flex: FlexLoadSpec = FlexLoadSpec()
     #: willingness to pay / reservation price are drawn around the tariffs
     forecast_error: NonNegFloat = 0.05  # relative std-dev of the agents' own forecast
+    strategy: Strategy | None = None  # default: agents.strategy
 
 
 class EVSpec(_Spec):
@@ -115,6 +163,7 @@ class EVSpec(_Spec):
     departure_hour_std: NonNegFloat = 1.0
     energy_need_kwh_mean: PosFloat = 15.0
     energy_need_kwh_std: NonNegFloat = 5.0
+    strategy: Strategy | None = None  # default: agents.strategy
 
 
 class CommunityStorageSpec(_Spec):
@@ -127,13 +176,65 @@ class CommunityStorageSpec(_Spec):
     soc_min: Share = 0.1
     soc_max: Share = 0.95
     soc_init: Share = 0.5
+    #: can hold voltage and frequency in an island (read by the islanding studies)
+    grid_forming: bool = False
+
+    @model_validator(mode="after")
+    def _soc(self) -> CommunityStorageSpec:
+        return _soc_band(self)
+
+
+class LearningSpec(_Spec):
+    """Roth-Erev learner: markup choices, forgetting and experimentation."""
+
+    actions: Annotated[int, Field(ge=2, le=100)] = 10
+    recency: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    experimentation: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    initial_propensity: PosFloat = 0.05  # currency units, about one interval's surplus
+
+
+class TSOSpec(_Spec):
+    """TSO: demand-response calls when the forecast gap is large; imbalance prices."""
+
+    #: forecast net import (load - generation) of the feeder above which a DR event is
+    #: called for the next interval; null: never
+    gap_threshold_kw: PosFloat | None = None
+    #: compensation offered per curtailed MWh in a DR event
+    dr_price_per_mwh: NonNegFloat = 400.0
+    #: imbalance price = retail * (1 + imbalance_gain * max(0, gap / threshold - 1))
+    imbalance_gain: NonNegFloat = 0.5
+    #: loss of the upstream grid from this time (seconds since start); null: never
+    upstream_loss_s: Annotated[int, Field(ge=0)] | None = None
+    upstream_restore_s: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _loss(self) -> TSOSpec:
+        if self.upstream_restore_s is not None and (
+            self.upstream_loss_s is None or self.upstream_restore_s <= self.upstream_loss_s
+        ):
+            raise ValueError("upstream_restore_s needs an earlier upstream_loss_s")
+        return self
+
+
+class VPPSpec(_Spec):
+    """A VPP aggregator bundling PV households (with or without battery)."""
+
+    members: Annotated[int, Field(ge=0, le=10_000)] = 0  # 0: no VPP
+    strategy: Strategy | None = None  # default: agents.strategy
+    exact_max: Annotated[int, Field(ge=1, le=20)] = 12  # exact Shapley up to this many
+    n_permutations: Annotated[int, Field(ge=10)] = 500  # sampling beyond
+    delta: Annotated[float, Field(gt=0, lt=1)] = 0.05  # error-bound confidence 1 - delta
 
 
 class AgentsSpec(_Spec):
     households: HouseholdSpec = HouseholdSpec()
     evs: EVSpec = EVSpec()
     community_storage: CommunityStorageSpec = CommunityStorageSpec()
-    strategy: Literal["truthful"] = "truthful"
+    #: default bidding strategy of every group: truthful | zi_c | roth_erev
+    strategy: Strategy = "truthful"
+    learning: LearningSpec = LearningSpec()
+    tso: TSOSpec = TSOSpec()
+    vpp: VPPSpec = VPPSpec()
 
 
 class MarketSpec(_Spec):
@@ -161,6 +262,43 @@ class ChainSpec(_Spec):
 
     rpc_url: str | None = None
 
+
+
+# --- cooperative games (twin/market/game.py) ---------------------------------------------
+
+
+class GeneratorUnitSpec(_Spec):
+    """A generator unit: cost a p^2 + b p + c, bid k (2 a p + b), p in [p_min_mw, p_max_mw]."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    a: PosFloat
+    b: NonNegFloat
+    c: NonNegFloat = 0.0
+    p_min_mw: NonNegFloat
+    p_max_mw: PosFloat
+    k: Annotated[float, Field(ge=1)] = 1.0
+
+    @model_validator(mode="after")
+    def _range(self) -> GeneratorUnitSpec:
+        if self.p_min_mw > self.p_max_mw:
+            raise ValueError(f"p_min_mw ({self.p_min_mw}) must not exceed p_max_mw ({self.p_max_mw})")
+        return self
+
+
+class GameSpec(_Spec):
+    """A cooperative-game scenario (``twin run`` plays it instead of a feeder day)."""
+
+    kind: Literal["consortium_generators"] = "consortium_generators"
+    units: Annotated[list[GeneratorUnitSpec], Field(min_length=2, max_length=12)]
+    demand_mwh: PosFloat
+    period_h: PosFloat = 1.0
+
+    @model_validator(mode="after")
+    def _names(self) -> GameSpec:
+        names = [u.name for u in self.units]
+        if len(set(names)) != len(names):
+            raise ValueError(f"unit names must be distinct: {names}")
+        return self
 
 
 # --- hardware in the loop (twin/hil) ------------------------------------------------------
@@ -217,6 +355,33 @@ class HILSpec(_Spec):
         return self
 
 
+class UpstreamOutageSpec(_Spec):
+    """A loss of the upstream grid, seconds from the scenario start."""
+
+    start_s: Annotated[int, Field(ge=0)]
+    duration_s: Annotated[int, Field(gt=0)]
+
+
+class ResilienceSpec(_Spec):
+    """The study ``twin resilience`` runs (``twin run`` ignores it); see twin.grid.resilience.
+
+    Shedding priorities: lower is shed first.
+    """
+
+    n_minus_1: bool = True
+    n_minus_k: Annotated[int, Field(ge=2)] = 2
+    n_minus_k_samples: Annotated[int, Field(ge=0)] = 0
+    upstream_outages: list[UpstreamOutageSpec] = []
+    #: which storage forms islands: the community batteries, or none
+    grid_forming: Literal["community_storage", "none"] = "community_storage"
+    soc_initial: Share = 0.9
+    soc_min: Share = 0.1
+    efficiency: Annotated[float, Field(gt=0, le=1)] = 0.95
+    priority_ev: int = 0
+    priority_household: int = 1
+    priority_other: int = 2
+
+
 class Scenario(_Spec):
     """A complete run description."""
 
@@ -230,6 +395,8 @@ class Scenario(_Spec):
     market: MarketSpec = MarketSpec()
     chain: ChainSpec = ChainSpec()
     hil: HILSpec = HILSpec()
+    resilience: ResilienceSpec = ResilienceSpec()
+    game: GameSpec | None = None  # a cooperative-game scenario instead of a feeder day
 
     @model_validator(mode="after")
     def _time(self) -> Scenario:

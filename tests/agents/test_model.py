@@ -35,7 +35,7 @@ def test_devices_and_accounts(quickstart_day: Day) -> None:
     assert [d.owner for d in evs] == [hh[h].owner for h in f.ev_household]
     assert all(d.capacity_w == s.agents.evs.charger_kw * 1000 for d in evs)
     assert sum(d.kind == DeviceKind.STORAGE for d in devs) == f.n_storage
-    assert len(model.agents) == len(devs) + 1  # + the DSO
+    assert len(model.agents) == len(devs) + 2  # + the DSO and the TSO
 
 
 def test_day_runs_fast_and_rows_are_complete(quickstart_day: Day) -> None:

@@ -400,3 +400,47 @@ def test_large_batch_kernel_equals_scalar_kernel() -> None:
         np.testing.assert_allclose(big.line_loading_percent[b], one.line_loading_percent[0], atol=1e-8)
         assert abs(int(big.iterations[b]) - int(one.iterations[0])) <= 1
     assert_matches(big, 36, run_referee(net, scen, 36))
+
+
+def _fields(res: PowerFlowResult) -> dict[str, np.ndarray]:
+    return {k: np.asarray(getattr(res, k)) for k in res.__dataclass_fields__}
+
+
+@pytest.mark.parametrize("case", ["mixed_topologies", "grid_forming", "zip_and_divergence"])
+def test_numpy_path_equals_numba_kernels(case: str) -> None:
+    """The numpy/SuperLU path (small batches, no compile) and the numba kernels agree."""
+    gf: list[GridFormingUnit] = []
+    kw: dict[str, Any] = {}
+    if case == "mixed_topologies":
+        net = get_net("case33bw")
+        scen = random_scenarios(net, 20, seed=21)
+        masks = np.tile(net.line.in_service.to_numpy(), (20, 1))
+        masks[1::3, 7] = False
+        masks[2::3, 32] = True
+        kw["line_in_service"] = masks
+    elif case == "grid_forming":
+        net, sto = _islanded_mv()
+        gf = [GridFormingUnit("storage", sto, p_max_mw=2.0, p_min_mw=-2.0)]
+        scen = random_scenarios(net, 20, seed=22)
+        kw["trafo_in_service"] = np.tile([[True, True], [False, False]], (10, 1))
+    else:
+        net = get_net("case33bw")
+        net.load["const_z_p_percent"] = 30.0
+        net.load["const_i_q_percent"] = 20.0
+        scen = random_scenarios(net, 20, seed=23)
+        scen["load_p_mw"][3] *= 40  # no solution: reported, not raised
+        scen["load_q_mvar"][3] *= 40
+    res = {
+        k: _fields(BatchPowerFlow(net, grid_forming=gf, kernel=k).solve(**scen, **kw, tol=SOLVE_TOL))
+        for k in ("numpy", "numba")
+    }
+    for name, a in res["numpy"].items():
+        b = res["numba"][name]
+        if name == "iterations":
+            assert np.all(np.abs(a - b) <= 1), name
+        elif a.dtype == bool:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        else:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-8, err_msg=name)
+    if case == "zip_and_divergence":
+        assert not res["numpy"]["converged"][3] and res["numpy"]["converged"].sum() == 19

@@ -11,6 +11,7 @@ from twin.market.units import price_from_per_mwh
 
 __all__ = [
     "Tariffs",
+    "TradeArrays",
     "energy_cap_wh",
     "limit_prices",
     "net_trades",
@@ -53,27 +54,44 @@ def wh_to_mw(energy_wh: np.ndarray, interval_s: int) -> np.ndarray:
     return out
 
 
+class TradeArrays:
+    """The trades of one interval as arrays (one pass over the records, then numpy)."""
+
+    __slots__ = ("buyer", "cleared", "energy", "seller")
+
+    def __init__(self, trades: Iterable[Trade]) -> None:
+        ts = list(trades)
+        n = len(ts)
+        self.buyer = np.fromiter((t.buyer_device for t in ts), np.int64, n)
+        self.seller = np.fromiter((t.seller_device for t in ts), np.int64, n)
+        self.energy = np.fromiter((t.energy_wh for t in ts), np.int64, n)
+        self.cleared = np.fromiter((t.cleared_wh for t in ts), np.int64, n)
+
+
 def net_trades(
-    trades: Iterable[Trade], device_index: dict[int, int], n: int
+    trades: Iterable[Trade] | TradeArrays, device_index: dict[int, int], n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per device of one kind: bought Wh, sold Wh (after curtailment), and curtailed flags.
 
     Returns (bought_wh, sold_wh, buy_curtailed, sell_curtailed); ``device_index`` maps a
     device id to its position in the kind's arrays (other devices are ignored).
     """
-    bought = np.zeros(n)
-    sold = np.zeros(n)
-    buy_cut = np.zeros(n, dtype=bool)
-    sell_cut = np.zeros(n, dtype=bool)
-    for t in trades:
-        i = device_index.get(t.buyer_device)
-        if i is not None:
-            bought[i] += t.energy_wh
-            buy_cut[i] |= t.energy_wh < t.cleared_wh
-        j = device_index.get(t.seller_device)
-        if j is not None:
-            sold[j] += t.energy_wh
-            sell_cut[j] |= t.energy_wh < t.cleared_wh
+    ta = trades if isinstance(trades, TradeArrays) else TradeArrays(trades)
+    bought, sold = np.zeros(n), np.zeros(n)
+    buy_cut, sell_cut = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    if ta.energy.size == 0 or not device_index:
+        return bought, sold, buy_cut, sell_cut
+    ids = np.fromiter(device_index.keys(), np.int64, len(device_index))
+    pos = np.fromiter(device_index.values(), np.int64, len(device_index))
+    top = int(max(ids.max(), ta.buyer.max(), ta.seller.max())) + 1
+    lut = np.full(top, -1, dtype=np.int64)
+    lut[ids] = pos
+    cut = ta.energy < ta.cleared
+    for dev, total, flags in ((ta.buyer, bought, buy_cut), (ta.seller, sold, sell_cut)):
+        i = lut[dev]
+        mine = i >= 0
+        total += np.bincount(i[mine], weights=ta.energy[mine], minlength=n)[:n]
+        flags[i[mine & cut]] = True
     return bought, sold, buy_cut, sell_cut
 
 

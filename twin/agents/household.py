@@ -3,6 +3,11 @@
 State lives in numpy arrays on :class:`Households` (one entry per household); each
 :class:`HouseholdAgent` is the Mesa view of one entry.
 
+Flexible load (``households.flex``, a share of the households): a daily energy inside a
+comfort window, run at full power while the household's own forecast shows PV surplus and
+otherwise only as much as the window's end forces, so the energy is always met by the end
+of the window (the spec rejects windows too short for it). It is part of ``load``.
+
 Physics per interval ``k`` (energies in Wh, AC side):
 ``metered = load + battery_charge - battery_discharge - pv``, with
 ``0 <= pv <= pv_available <= kWp * interval`` and the home battery inside its SOC band.
@@ -14,12 +19,14 @@ Orders for ``k+1``: the forecast net meter energy (forecast = base profile times
 relative error ``1 + N(0, forecast_error)``, drawn once per household and interval;
 actual = base profile, so imbalances are real), with the battery's planned action, is
 bought (deficit) or sold (surplus), capped at the meter's registered capacity. Limit
-prices are each household's own willingness to pay (buy, drawn once in the upper half of
-the feed-in..retail spread) or reservation price (sell, lower half).
+prices follow the household group's strategy (:mod:`twin.agents.strategies`) from each
+household's own valuation: willingness to pay (buy, drawn once in the upper half of the
+feed-in..retail spread) or reservation price (sell, lower half).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +34,7 @@ import mesa
 import numpy as np
 
 from twin.agents._common import Tariffs, energy_cap_wh, limit_prices, self_consumption
+from twin.agents.strategies import make_strategy
 from twin.grid.feeders import Feeder
 from twin.market.types import DeviceKind, OrderIntent, Side
 from twin.scenario import Scenario
@@ -47,6 +55,7 @@ class HouseholdDispatch:
     battery_charge_wh: np.ndarray
     battery_discharge_wh: np.ndarray
     metered_wh: np.ndarray  # consumption positive
+    flex_wh: np.ndarray  # flexible load (part of load_wh)
 
 
 class Households:
@@ -92,6 +101,57 @@ class Households:
         )
         self.buy_price = limit_prices(rng, tariffs, n=n, low=0.5, high=1.0)
         self.sell_price = limit_prices(rng, tariffs, n=n, low=0.0, high=0.5)
+        self.strategy = make_strategy(
+            spec.strategy or scenario.agents.strategy, n=n, feed_in=tariffs.feed_in,
+            retail=tariffs.retail, rng=rng, learning=scenario.agents.learning,
+        )
+        #: False for VPP members: their aggregator places their orders
+        self.trades_own = np.ones(n, dtype=bool)
+        self._init_flex(spec.flex, scenario, rng)
+
+    def _init_flex(self, fx: Any, scenario: Scenario, rng: np.random.Generator) -> None:
+        """Flexible loads: who has one, the comfort window per interval, the daily energy."""
+        n, T = self.n, scenario.n_intervals
+        n_flex = round(fx.share * n)
+        self.has_flex = np.zeros(n, dtype=bool)
+        if n_flex:  # no draw without flexible loads (keeps other scenarios' streams)
+            self.has_flex[rng.choice(n, size=n_flex, replace=False)] = True
+        self.flex_energy_wh = np.where(self.has_flex, fx.energy_kwh * 1000.0, 0.0)
+        self.flex_power_wh = np.where(self.has_flex, fx.power_kw * 1000.0 * self.dt_h, 0.0)
+        s0 = scenario.start
+        hour = ((s0.hour * 3600 + s0.minute * 60 + s0.second + self.interval_s * np.arange(T)) / 3600.0) % 24
+        lo, hi = fx.earliest_hour, fx.latest_hour
+        inside = (hour >= lo) & (hour < hi) if lo < hi else (hour >= lo) | (hour < hi)
+        left = np.zeros(T, dtype=np.int64)  # in-window intervals from k to the window's end
+        run = 0
+        for k in range(T - 1, -1, -1):
+            run = run + 1 if inside[k] else 0
+            left[k] = run
+        self.flex_inside, self.flex_left = inside, left
+        self.flex_reset = inside & np.concatenate([[True], ~inside[:-1]])
+        window_len = max(round(((hi - lo) % 24 or 24) * 3600 / self.interval_s), 1)
+        first = min(1.0, left[0] / window_len) if T and inside[0] else 1.0
+        self._flex_first = first  # a window already running at the start: its remaining share
+        self.flex_remaining_wh = np.zeros(n)
+
+    def _flex_at(self, k: int) -> np.ndarray:
+        """Flexible energy still to consume at the start of ``k`` (state unchanged)."""
+        if self.flex_reset[k]:
+            return self.flex_energy_wh * (self._flex_first if k == 0 else 1.0)
+        return self.flex_remaining_wh
+
+    def _flex(self, k: int) -> np.ndarray:
+        """Flexible load of ``k``: at full power while the own forecast shows PV surplus,
+        otherwise only what the comfort window's end forces (Wh)."""
+        if not self.flex_inside[k]:
+            return np.zeros(self.n)
+        rem = self._flex_at(k)
+        power = self.flex_power_wh
+        forced = np.clip(rem - (self.flex_left[k] - 1) * power, 0.0, None)
+        surplus = self.pv_forecast_wh[:, k] > self.load_forecast_wh[:, k]
+        want = np.where(surplus, power, 0.0)
+        out: np.ndarray = np.minimum(np.maximum(forced, want), np.minimum(rem, power))
+        return out
 
     @property
     def soc(self) -> np.ndarray:
@@ -106,7 +166,8 @@ class Households:
         )
 
     def _dispatch(self, load_wh: np.ndarray, pv_wh: np.ndarray,
-                  export_cap_wh: np.ndarray) -> HouseholdDispatch:
+                  export_cap_wh: np.ndarray, flex_wh: np.ndarray) -> HouseholdDispatch:
+        load_wh = load_wh + flex_wh
         charge, discharge = self._battery(load_wh - pv_wh)
         export = pv_wh + discharge - load_wh - charge
         spill = np.clip(np.minimum(export - export_cap_wh, pv_wh), 0.0, None)
@@ -118,15 +179,29 @@ class Households:
             battery_charge_wh=charge,
             battery_discharge_wh=discharge,
             metered_wh=load_wh + charge - discharge - pv_out,
+            flex_wh=flex_wh,
         )
 
     def plan(self, k: int, *, export_cap_wh: np.ndarray) -> HouseholdDispatch:
         """Forecast dispatch of interval ``k`` from the current state (state unchanged)."""
-        return self._dispatch(self.load_forecast_wh[:, k], self.pv_forecast_wh[:, k], export_cap_wh)
+        return self._dispatch(self.load_forecast_wh[:, k], self.pv_forecast_wh[:, k], export_cap_wh,
+                              self._flex(k))
 
-    def dispatch(self, k: int, *, export_cap_wh: np.ndarray) -> HouseholdDispatch:
-        """Actual dispatch of interval ``k``; advances the battery state."""
-        out = self._dispatch(self.load_wh_base[:, k], self.pv_wh_base[:, k], export_cap_wh)
+    def dispatch(self, k: int, *, export_cap_wh: np.ndarray,
+                 pv_cap_wh: np.ndarray | None = None) -> HouseholdDispatch:
+        """Actual dispatch of interval ``k``; advances the battery state.
+
+        ``pv_cap_wh``: an external cap on each PV inverter's output (HIL controls, see
+        :meth:`twin.agents.model.FeederModel.step_interval`); the battery sees the capped PV.
+        """
+        pv_wh = self.pv_wh_base[:, k]
+        flex = self._flex(k)  # scheduled on the forecast, as planned
+        self.flex_remaining_wh = self._flex_at(k) - flex
+        if pv_cap_wh is None:
+            out = self._dispatch(self.load_wh_base[:, k], pv_wh, export_cap_wh, flex)
+        else:  # HIL: PV inverters capped by their controllers; "available" stays the resource
+            out = self._dispatch(self.load_wh_base[:, k], np.minimum(pv_wh, pv_cap_wh), export_cap_wh, flex)
+            out = dataclasses.replace(out, pv_available_wh=pv_wh)
         self.energy_wh = self.energy_wh + out.battery_charge_wh * self.eta - out.battery_discharge_wh / self.eta
         self.energy_wh = np.clip(
             self.energy_wh, self.soc_min * self.battery_capacity_wh, self.soc_max * self.battery_capacity_wh
@@ -138,19 +213,18 @@ class Households:
         plan = self.plan(k, export_cap_wh=np.full(self.n, np.inf))
         meter = np.rint(plan.metered_wh).astype(np.int64)
         energy = np.minimum(np.abs(meter), self.cap_wh)
-        out: list[OrderIntent] = []
-        for i in np.flatnonzero(energy >= 1):
-            buy = meter[i] > 0
-            out.append(
-                OrderIntent(
-                    device_id=int(self.device_id[i]),
-                    interval=k,
-                    side=Side.BUY if buy else Side.SELL,
-                    energy_wh=int(energy[i]),
-                    price_per_mwh=int(self.buy_price[i] if buy else self.sell_price[i]),
-                )
-            )
-        return out
+        idx = np.flatnonzero((energy >= 1) & self.trades_own)
+        buy = meter[idx] > 0
+        price = np.zeros(self.n, dtype=np.int64)
+        b, s = idx[buy], idx[~buy]
+        price[b] = self.strategy.prices("buy", interval=k, index=b, valuation=self.buy_price[b])
+        price[s] = self.strategy.prices("sell", interval=k, index=s, valuation=self.sell_price[s])
+        ids, e, p = self.device_id[idx].tolist(), energy[idx].tolist(), price[idx].tolist()
+        return [
+            OrderIntent(device_id=ids[j], interval=k, side=Side.BUY if buy[j] else Side.SELL,
+                        energy_wh=e[j], price_per_mwh=p[j])
+            for j in range(idx.size)
+        ]
 
 
 class HouseholdAgent(mesa.Agent):

@@ -18,20 +18,25 @@ community battery ``j`` is ``2 + n_households + j`` (0 operator, 1 DSO).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import mesa
 import numpy as np
 
-from twin.agents._common import net_trades, wh_to_mw
+from twin.agents._common import TradeArrays, net_trades, wh_to_mw
+from twin.agents.controls import DERControl
 from twin.agents.dso import Curtailment, DSOAgent, Effect
 from twin.agents.ev import EVAgent, EVFleet
 from twin.agents.household import HouseholdAgent, Households
 from twin.agents.storage import CommunityStorage, StorageAgent
+from twin.agents.strategies import make_strategy
+from twin.agents.tso import DemandResponseEvent, TSOAgent, TSOSignal
+from twin.agents.vpp import VPPAggregator
 from twin.grid.feeders import Feeder
 from twin.market.types import Device, DeviceKind, OrderIntent, Side, Trade
+from twin.market.units import price_from_per_mwh
 from twin.scenario import Scenario
 
 __all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "FeederModel", "IntervalOutput"]
@@ -40,7 +45,7 @@ __all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "FeederModel", "IntervalOutpu
 AGENT_ROW_COLUMNS = (
     "time_s", "interval", "agent", "kind", "device_id", "bus", "soc", "p_mw",
     "metered_wh", "load_wh", "pv_available_wh", "pv_wh", "battery_charge_wh",
-    "battery_discharge_wh", "bought_wh", "sold_wh", "plugged", "remaining_need_wh",
+    "battery_discharge_wh", "bought_wh", "sold_wh", "plugged", "remaining_need_wh", "flex_wh",
 )
 #: Keys of every ``dso_rows`` dict.
 DSO_ROW_COLUMNS = (
@@ -68,8 +73,21 @@ class IntervalOutput:
     metered_wh: dict[int, int]
     #: orders for the next interval (empty after the last one)
     orders: list[OrderIntent]
-    agent_rows: list[dict[str, Any]] = field(repr=False)
+    #: the ``agents`` rows as columns (keys :data:`AGENT_ROW_COLUMNS`, one entry per agent)
+    agent_columns: dict[str, np.ndarray] = field(repr=False)
     dso_rows: list[dict[str, Any]] = field(repr=False)
+    #: rows of the ``events`` table: EV arrivals/departures, TSO signals, DR calls/responses
+    event_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: rows of the ``vpp`` table (the Shapley split; filled at the last interval)
+    vpp_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: the TSO's signal for the next interval (None after the last one)
+    tso: TSOSignal | None = None
+
+    @property
+    def agent_rows(self) -> list[dict[str, Any]]:
+        """One dict per agent (keys :data:`AGENT_ROW_COLUMNS`), built on demand."""
+        cols = [self.agent_columns[c].tolist() for c in AGENT_ROW_COLUMNS]
+        return [dict(zip(AGENT_ROW_COLUMNS, vals, strict=True)) for vals in zip(*cols, strict=True)]
 
     # flat accessors (the names of :func:`twin.grid.powerflow.apply_injections`)
     @property
@@ -130,10 +148,34 @@ class FeederModel(mesa.Model):
         for i in range(self.storage.n):
             StorageAgent(self, fleet=self.storage, index=i)
         self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid)
+        spec = scenario.agents
+        mk = scenario.market
+        feed_in = price_from_per_mwh(mk.feed_in_price_per_mwh)
+        retail = price_from_per_mwh(mk.retail_price_per_mwh)
+        self.tso = TSOAgent(self, spec=spec.tso, interval_s=self.interval_s, retail=retail,
+                            dr_price=price_from_per_mwh(spec.tso.dr_price_per_mwh))
+        #: callables receiving every :class:`DemandResponseEvent` the TSO calls (e.g. the
+        #: market value layer paying the compensation)
+        self.demand_response_hooks: list[Any] = []
+        self._dr: dict[int, DemandResponseEvent] = {}
+        self._dr_baseline: dict[int, float] = {}
+        self.vpp: VPPAggregator | None = None
+        owner = self.households.account.copy()
+        pv_hh = np.flatnonzero(self.households.pv_kwp > 0)
+        if spec.vpp.members and pv_hh.size:
+            members = np.sort(gen.choice(pv_hh, size=min(spec.vpp.members, pv_hh.size), replace=False))
+            account = 2 + n_hh + self.storage.n
+            self.vpp = VPPAggregator(
+                self, spec=spec.vpp, members=members, account=account,
+                strategy=make_strategy(spec.vpp.strategy or spec.strategy, n=1, feed_in=feed_in,
+                                       retail=retail, rng=gen, learning=spec.learning),
+                feed_in=feed_in, retail=retail, n_intervals=self.n_intervals)
+            self.households.trades_own[members] = False
+            owner[members] = account
 
         hh, ev, cs = self.households, self.evs, self.storage
         devices = [
-            Device(device_id=int(hh.device_id[i]), owner=int(hh.account[i]),
+            Device(device_id=int(hh.device_id[i]), owner=int(owner[i]),
                    kind=DeviceKind(int(hh.kind[i])), bus=int(hh.bus[i]),
                    capacity_w=int(hh.capacity_w[i]))
             for i in range(hh.n)
@@ -150,6 +192,8 @@ class FeederModel(mesa.Model):
         ]
         self.devices: list[Device] = devices
         self.accounts: list[int] = sorted({d.owner for d in devices})
+        self._agent_names = ([f"household_{i}" for i in range(hh.n)] + [f"ev_{i}" for i in range(ev.n)]
+                             + [f"storage_{i}" for i in range(cs.n)])
         self._hh_index = {int(d): i for i, d in enumerate(hh.device_id)}
         self._ev_index = {int(d): i for i, d in enumerate(ev.device_id)}
         self._cs_index = {int(d): i for i, d in enumerate(cs.device_id)}
@@ -206,8 +250,13 @@ class FeederModel(mesa.Model):
 
     # ------------------------------------------------------------------ protocol
     def step_interval(self, *, interval: int, trades: Sequence[Trade],
-                      price_history: Sequence[int]) -> IntervalOutput:
-        """Check, dispatch and meter interval ``interval``; return orders for the next one."""
+                      price_history: Sequence[int],
+                      der_controls: Mapping[int, DERControl] | None = None) -> IntervalOutput:
+        """Check, dispatch and meter interval ``interval``; return orders for the next one.
+
+        ``der_controls``: external controls in force for this interval (HIL controllers),
+        by device id; see :meth:`_controlled`. The DSO check plans without them.
+        """
         k = interval
         if k != self._next_interval:
             raise ValueError(f"step_interval: expected interval {self._next_interval}, got {k}")
@@ -218,10 +267,12 @@ class FeederModel(mesa.Model):
         time_s = k * self.interval_s
 
         # --- DSO security check on the planned schedule (forecasts + cleared trades)
-        ev_b, _, _, _ = net_trades(trades, self._ev_index, ev.n)
-        cs_b, cs_s, _, _ = net_trades(trades, self._cs_index, cs.n)
+        planned = TradeArrays(trades)
+        ev_b, _, _, _ = net_trades(planned, self._ev_index, ev.n)
+        cs_b, cs_s, _, _ = net_trades(planned, self._cs_index, cs.n)
         hh_plan = hh.plan(k, export_cap_wh=np.full(hh.n, np.inf))
-        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=np.zeros(ev.n, dtype=bool))
+        dr = k in self._dr
+        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=np.zeros(ev.n, dtype=bool), dr=dr)
         cs_plan = cs.plan(bought_wh=cs_b, sold_wh=cs_s)
         p_plan, q_plan = self._elements(
             k, hh_plan.load_wh, hh_plan.pv_wh,
@@ -237,12 +288,18 @@ class FeederModel(mesa.Model):
                  else t for t in trades]
 
         # --- physical dispatch following the final trades
-        hh_b, hh_s, _, hh_cut = net_trades(final, self._hh_index, hh.n)
-        ev_b, _, ev_cut, _ = net_trades(final, self._ev_index, ev.n)
-        cs_b, cs_s, _, _ = net_trades(final, self._cs_index, cs.n)
-        hd = hh.dispatch(k, export_cap_wh=np.where(hh_cut, hh_s, np.inf))
-        ed = ev.dispatch(k, bought_wh=ev_b, curtailed=ev_cut)
-        sd = cs.dispatch(bought_wh=cs_b, sold_wh=cs_s)
+        dispatched = TradeArrays(final)
+        hh_b, hh_s, _, hh_cut = net_trades(dispatched, self._hh_index, hh.n)
+        ev_b, _, ev_cut, _ = net_trades(dispatched, self._ev_index, ev.n)
+        price_k = final[0].price_per_mwh if final else 0
+        hh.strategy.observe(interval=k, bought_wh=hh_b, sold_wh=hh_s, price_per_mwh=price_k)
+        ev.strategy.observe(interval=k, bought_wh=ev_b, sold_wh=np.zeros(ev.n), price_per_mwh=price_k)
+        cs_b, cs_s, _, _ = net_trades(dispatched, self._cs_index, cs.n)
+        pv_cap, ev_dispatch, cs_dispatch = self._controlled(
+            k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr)
+        hd = hh.dispatch(k, export_cap_wh=np.where(hh_cut, hh_s, np.inf), pv_cap_wh=pv_cap)
+        ed = ev.dispatch(k, bought_wh=ev_dispatch[0], curtailed=ev_dispatch[1], dr=dr)
+        sd = cs.dispatch(bought_wh=cs_dispatch[0], sold_wh=cs_dispatch[1])
         p, q = self._elements(k, hd.load_wh, hd.pv_wh, hd.battery_charge_wh - hd.battery_discharge_wh,
                               ed.charge_wh, sd.metered_wh)
 
@@ -253,16 +310,33 @@ class FeederModel(mesa.Model):
         for ids, vals in ((hh.device_id, hh_m), (ev.device_id, ev_m), (cs.device_id, cs_m)):
             metered.update(zip(ids.tolist(), vals.tolist(), strict=True))
 
-        # --- orders for k+1
+        events = self._event_rows(k, time_s, ed.charge_wh, sd.metered_wh)
+        if self.vpp is not None:
+            mem = self.vpp.members
+            self.vpp.record(k, bought_wh=hh_b[mem], sold_wh=hh_s[mem], metered_wh=hh_m[mem],
+                            price_per_mwh=price_k)
+
+        # --- TSO signal and orders for k+1
         orders: list[OrderIntent] = []
+        signal = None
         if k + 1 < self.n_intervals:
-            orders = hh.orders(k + 1) + ev.orders(k + 1) + cs.orders(k + 1, price_history=price_history)
+            signal = self._tso_signal(k + 1)
+            events += self._signal_rows(signal)
+            dr_next = signal.event is not None
+            orders = hh.orders(k + 1)
+            if self.vpp is not None:
+                mem = self.vpp.members
+                meter = np.rint(hh.plan(k + 1, export_cap_wh=np.full(hh.n, np.inf)).metered_wh[mem])
+                orders += self.vpp.orders(k + 1, device_id=hh.device_id[mem],
+                                          meter_wh=meter.astype(np.int64), cap_wh=hh.cap_wh[mem],
+                                          buy_price=hh.buy_price[mem], sell_price=hh.sell_price[mem])
+            orders += ev.orders(k + 1, dr=dr_next) + cs.orders(k + 1, price_history=price_history, dr=dr_next)
             for o in orders:
                 self._limit[(k + 1, o.device_id, o.side)] = o.price_per_mwh
         for key in [key for key in self._limit if key[0] <= k]:
             del self._limit[key]
 
-        rows = self._agent_rows(k, time_s, hd, ed, sd, hh_m, ev_m, cs_m, (hh_b, hh_s, ev_b, cs_b, cs_s))
+        cols = self._agent_columns(k, time_s, hd, ed, sd, hh_m, ev_m, cs_m, (hh_b, hh_s, ev_b, cs_b, cs_s))
         st = check.state
         nan = float("nan")
         dso_row = {
@@ -276,49 +350,140 @@ class FeederModel(mesa.Model):
             "vm_max_pu": st.vm_max_pu if st is not None else nan,
             "max_loading_percent": st.max_loading_percent if st is not None else nan,
         }
+        vpp_rows: list[dict[str, Any]] = []
+        if self.vpp is not None and k + 1 == self.n_intervals:
+            vpp_rows = self.vpp.split(rng=self.rng)
+            for r in vpp_rows:
+                r["device_id"] = int(hh.device_id[int(r["agent"].split("_")[1])])
         self._next_interval += 1
         return IntervalOutput(
             interval=k, time_s=time_s, curtailments=check.curtailments, trades=final,
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
-            agent_rows=rows, dso_rows=[dso_row],
+            agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
         )
 
-    def _agent_rows(self, k: int, time_s: int, hd: Any, ed: Any, sd: Any, hh_m: np.ndarray,
-                    ev_m: np.ndarray, cs_m: np.ndarray, traded: tuple[np.ndarray, ...]) -> list[dict[str, Any]]:
+    # ------------------------------------------------------------------ TSO and events
+    def _tso_signal(self, k: int) -> TSOSignal:
+        """Forecast net import of interval ``k`` (Wh) -> the TSO's signal; DR hooks fire."""
+        f, hh, ev = self.feeder, self.households, self.evs
+        wh = self.interval_s / 3600.0 * 1e6
+        hh_wh = float(hh.plan(k, export_cap_wh=np.full(hh.n, np.inf)).metered_wh.sum())
+        ev_plan = ev.plan(k, bought_wh=np.zeros(ev.n), curtailed=np.zeros(ev.n, dtype=bool))
+        bg = float(f.background_load_p_mw[:, k].sum() - f.background_sgen_p_mw[:, k].sum()) * wh
+        signal = self.tso.assess(k, forecast_gap_wh=hh_wh + float(ev_plan.sum()) + bg)
+        if signal.event is not None:
+            self._dr[k] = signal.event
+            self._dr_baseline[k] = float(ev_plan.sum())
+            for hook in self.demand_response_hooks:
+                hook(signal.event)
+        return signal
+
+    def _signal_rows(self, s: TSOSignal) -> list[dict[str, Any]]:
+        t = s.interval * self.interval_s
+        rows: list[dict[str, Any]] = [
+            {"time_s": t, "interval": s.interval, "kind": "imbalance_price", "agent": "tso",
+             "value": float(s.imbalance_price_per_mwh), "detail": f"forecast_gap_wh={s.forecast_gap_wh}"}]
+        if s.event is not None:
+            rows.append({"time_s": t, "interval": s.interval, "kind": "dr_call", "agent": "tso",
+                         "value": float(s.event.requested_wh),
+                         "detail": f"price_per_mwh={s.event.price_per_mwh}"})
+        if s.upstream_available != self.tso.upstream_available(s.interval - 1):
+            rows.append({"time_s": t, "interval": s.interval, "agent": "tso", "value": 0.0,
+                         "kind": "upstream_restore" if s.upstream_available else "upstream_loss",
+                         "detail": ""})
+        return rows
+
+    def _event_rows(self, k: int, time_s: int, ev_charge_wh: np.ndarray,
+                    cs_metered_wh: np.ndarray) -> list[dict[str, Any]]:
+        end = time_s + self.interval_s
+        if not hasattr(self, "_ev_events"):  # bucket the SimPy trip events by interval once
+            self._ev_events: dict[int, list[Any]] = {}
+            for e in self.evs.events:
+                self._ev_events.setdefault(int(e.time_s // self.interval_s), []).append(e)
+        rows = [{"time_s": int(e.time_s), "interval": k, "kind": e.kind, "agent": e.agent,
+                 "value": e.value, "detail": e.detail}
+                for e in self._ev_events.get(k, []) if time_s <= e.time_s < end]
+        event = self._dr.pop(k, None)
+        if event is not None:
+            base = self._dr_baseline.pop(k, 0.0)
+            delivered = (max(0.0, base - float(ev_charge_wh.sum()))
+                         + float(np.clip(-cs_metered_wh, 0, None).sum()))
+            rows.append({"time_s": time_s, "interval": k, "kind": "dr_response", "agent": "flex",
+                         "value": delivered, "detail": f"requested_wh={event.requested_wh}"})
+        return rows
+
+    # ------------------------------------------------------------------ external DER controls
+    def _controlled(
+        self, k: int, der_controls: Mapping[int, DERControl], *, ev_b: np.ndarray,
+        ev_cut: np.ndarray, cs_b: np.ndarray, cs_s: np.ndarray, dr: bool = False,
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Dispatch inputs of interval ``k`` under external controls (HIL, ``twin hil serve``).
+
+        By device id: a household's control acts on its PV inverter (a cap on its output,
+        the home battery then sees the capped PV); an EV's on its charger (a cap on the
+        charging the EV would do); a community battery's replaces its trade-following
+        dispatch (``w_set_w`` an exact set-point, generator convention, then ``w_max_w``;
+        the SOC band still holds). Metering, SOC and settlement follow what was dispatched;
+        trades stay as cleared, so a deviation is an imbalance. Returns
+        ``(pv_cap_wh or None, (ev bought, ev curtailed), (storage bought, storage sold))``.
+        """
+        if not der_controls:
+            return None, (ev_b, ev_cut), (cs_b, cs_s)
+        dt_h = self.interval_s / 3600.0
+        f, hh, ev, cs = self.feeder, self.households, self.evs, self.storage
+        pv_cap = np.full(hh.n, np.inf)
+        ev_b, ev_cut = ev_b.copy(), ev_cut.copy()
+        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=ev_cut, dr=dr)
+        cs_plan = cs.plan(bought_wh=cs_b, sold_wh=cs_s).metered_wh
+        cs_b, cs_s = cs_b.copy(), cs_s.copy()
+        for device, ctl in der_controls.items():
+            if (i := self._hh_index.get(device)) is not None:
+                w, _ = ctl.apply(available_w=float(f.household_pv_kwp[i]) * 1e3)
+                pv_cap[i] = max(w, 0.0) * dt_h
+            elif (e := self._ev_index.get(device)) is not None:
+                w, _ = ctl.apply(available_w=-float(ev_plan[e]) / dt_h)
+                charge = min(max(-w * dt_h, 0.0), float(ev_plan[e]))
+                if charge < ev_plan[e]:  # a curtailed EV charges min(bought, need, cap)
+                    ev_b[e], ev_cut[e] = charge, True
+            elif (j := self._cs_index.get(device)) is not None:
+                w, _ = ctl.apply(available_w=-float(cs_plan[j]) / dt_h, exact_set_point=True)
+                net_wh = -w * dt_h  # consumption positive; dispatch clips to power and SOC
+                cs_b[j], cs_s[j] = max(net_wh, 0.0), max(-net_wh, 0.0)
+            else:
+                raise ValueError(f"der_controls: device {device} is not a device of this feeder")
+        return pv_cap, (ev_b, ev_cut), (cs_b, cs_s)
+
+    def _agent_columns(self, k: int, time_s: int, hd: Any, ed: Any, sd: Any, hh_m: np.ndarray,
+                       ev_m: np.ndarray, cs_m: np.ndarray,
+                       traded: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+        """The ``agents`` rows of one interval as columns (households, EVs, batteries)."""
         hh, ev, cs, it = self.households, self.evs, self.storage, self.interval_s
         hh_b, hh_s, ev_b, cs_b, cs_s = traded
-        nan = float("nan")
-        rows: list[dict[str, Any]] = []
-        hh_soc, hh_p = hh.soc, wh_to_mw(hd.metered_wh, it)
-        for i in range(hh.n):
-            rows.append({
-                "time_s": time_s, "interval": k, "agent": f"household_{i}", "kind": "household",
-                "device_id": int(hh.device_id[i]), "bus": int(hh.bus[i]), "soc": float(hh_soc[i]),
-                "p_mw": float(hh_p[i]), "metered_wh": int(hh_m[i]), "load_wh": float(hd.load_wh[i]),
-                "pv_available_wh": float(hd.pv_available_wh[i]), "pv_wh": float(hd.pv_wh[i]),
-                "battery_charge_wh": float(hd.battery_charge_wh[i]),
-                "battery_discharge_wh": float(hd.battery_discharge_wh[i]),
-                "bought_wh": float(hh_b[i]), "sold_wh": float(hh_s[i]), "plugged": False,
-                "remaining_need_wh": nan,
-            })
-        ev_soc, ev_p = ev.soc, wh_to_mw(ed.charge_wh, it)
-        for i in range(ev.n):
-            rows.append({
-                "time_s": time_s, "interval": k, "agent": f"ev_{i}", "kind": "ev",
-                "device_id": int(ev.device_id[i]), "bus": int(ev.bus[i]), "soc": float(ev_soc[i]),
-                "p_mw": float(ev_p[i]), "metered_wh": int(ev_m[i]), "load_wh": float(ed.charge_wh[i]),
-                "pv_available_wh": nan, "pv_wh": nan, "battery_charge_wh": float(ed.charge_wh[i]),
-                "battery_discharge_wh": 0.0, "bought_wh": float(ev_b[i]), "sold_wh": 0.0,
-                "plugged": bool(ed.plugged[i]), "remaining_need_wh": float(ed.remaining_need_wh[i]),
-            })
-        cs_soc, cs_p = cs.soc, wh_to_mw(sd.metered_wh, it)
-        for i in range(cs.n):
-            rows.append({
-                "time_s": time_s, "interval": k, "agent": f"storage_{i}", "kind": "storage",
-                "device_id": int(cs.device_id[i]), "bus": int(cs.bus[i]), "soc": float(cs_soc[i]),
-                "p_mw": float(cs_p[i]), "metered_wh": int(cs_m[i]), "load_wh": nan,
-                "pv_available_wh": nan, "pv_wh": nan, "battery_charge_wh": float(sd.charge_wh[i]),
-                "battery_discharge_wh": float(sd.discharge_wh[i]), "bought_wh": float(cs_b[i]),
-                "sold_wh": float(cs_s[i]), "plugged": False, "remaining_need_wh": nan,
-            })
-        return rows
+        n_h, n_e, n_c = hh.n, ev.n, cs.n
+        nan_e, nan_c = np.full(n_e, np.nan), np.full(n_c, np.nan)
+
+        def cat(*parts: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(x) for x in parts])
+
+        n = n_h + n_e + n_c
+        return {
+            "time_s": np.full(n, time_s, dtype=np.int64),
+            "interval": np.full(n, k, dtype=np.int64),
+            "agent": np.array(self._agent_names, dtype=object),
+            "kind": np.array(["household"] * n_h + ["ev"] * n_e + ["storage"] * n_c, dtype=object),
+            "device_id": cat(hh.device_id, ev.device_id, cs.device_id).astype(np.int64),
+            "bus": cat(hh.bus, ev.bus, cs.bus).astype(np.int64),
+            "soc": cat(hh.soc, ev.soc, cs.soc).astype(np.float64),
+            "p_mw": cat(wh_to_mw(hd.metered_wh, it), wh_to_mw(ed.charge_wh, it), wh_to_mw(sd.metered_wh, it)),
+            "metered_wh": cat(hh_m, ev_m, cs_m).astype(np.int64),
+            "load_wh": cat(hd.load_wh, ed.charge_wh, nan_c).astype(np.float64),
+            "pv_available_wh": cat(hd.pv_available_wh, nan_e, nan_c).astype(np.float64),
+            "pv_wh": cat(hd.pv_wh, nan_e, nan_c).astype(np.float64),
+            "battery_charge_wh": cat(hd.battery_charge_wh, ed.charge_wh, sd.charge_wh).astype(np.float64),
+            "battery_discharge_wh": cat(hd.battery_discharge_wh, np.zeros(n_e), sd.discharge_wh).astype(np.float64),
+            "bought_wh": cat(hh_b, ev_b, cs_b).astype(np.float64),
+            "sold_wh": cat(hh_s, np.zeros(n_e), cs_s).astype(np.float64),
+            "plugged": cat(np.zeros(n_h, dtype=bool), ed.plugged, np.zeros(n_c, dtype=bool)).astype(bool),
+            "remaining_need_wh": cat(np.full(n_h, np.nan), ed.remaining_need_wh, nan_c).astype(np.float64),
+            "flex_wh": cat(hd.flex_wh, nan_e, nan_c).astype(np.float64),
+        }

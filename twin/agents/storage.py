@@ -23,6 +23,7 @@ import mesa
 import numpy as np
 
 from twin.agents._common import Tariffs, energy_cap_wh
+from twin.agents.strategies import price_forecast
 from twin.grid.feeders import Feeder
 from twin.market.types import OrderIntent, Side
 from twin.scenario import Scenario
@@ -63,6 +64,8 @@ class CommunityStorage:
         )
         self.margin = margin
         self.window = window
+        #: can hold voltage and frequency in an island (read by the islanding studies)
+        self.grid_forming = np.full(n, spec.grid_forming, dtype=bool)
 
     @property
     def soc(self) -> np.ndarray:
@@ -76,10 +79,8 @@ class CommunityStorage:
         return np.minimum(cap, room), np.minimum(cap, avail)
 
     def price_estimate(self, price_history: Sequence[int]) -> float:
-        recent = [p for p in list(price_history)[-self.window:] if p > 0]
-        if not recent:
-            return 0.5 * (self.tariffs.feed_in + self.tariffs.retail)
-        return float(np.mean(recent))
+        return price_forecast(price_history, window=self.window,
+                              default=0.5 * (self.tariffs.feed_in + self.tariffs.retail))
 
     def plan(self, *, bought_wh: np.ndarray, sold_wh: np.ndarray) -> StorageDispatch:
         room, avail = self._room_avail()
@@ -97,7 +98,8 @@ class CommunityStorage:
         )
         return out
 
-    def orders(self, k: int, *, price_history: Sequence[int]) -> list[OrderIntent]:
+    def orders(self, k: int, *, price_history: Sequence[int], dr: bool = False) -> list[OrderIntent]:
+        """Orders for ``k``; during a demand-response call (``dr``) the batteries only sell."""
         est = self.price_estimate(price_history)
         t = self.tariffs
         buy_price = int(np.clip(round(est * (1 - self.margin)), t.feed_in, t.retail))
@@ -113,6 +115,7 @@ class CommunityStorage:
         for i in range(self.n):
             buy_wh, sell_wh = int(np.floor(room[i])), int(np.floor(avail[i]))
             buying = (last <= est) if last is not None else buy_wh >= sell_wh
+            buying = buying and not dr
             if buying and buy_wh >= 1:
                 out.append(OrderIntent(device_id=int(self.device_id[i]), interval=k, side=Side.BUY,
                                        energy_wh=buy_wh, price_per_mwh=buy_price))

@@ -8,6 +8,7 @@ an external RPC URL; always stop what we started.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import signal
@@ -77,6 +78,7 @@ class AnvilNode:
         accounts: int = 64,
         balance_eth: int = 1_000_000,
         dump_state: Path | None = None,
+        load_state: Path | None = None,
         rpc_url: str | None = None,
         gas_limit: int = 1_000_000_000,
         chain_id: int | None = None,
@@ -88,6 +90,7 @@ class AnvilNode:
         self.accounts = accounts
         self.balance_eth = balance_eth
         self.dump_state = Path(dump_state) if dump_state is not None else None
+        self.load_state = Path(load_state) if load_state is not None else None
         self.external = rpc_url is not None
         self.gas_limit = gas_limit
         self.chain_id_override = chain_id
@@ -131,6 +134,10 @@ class AnvilNode:
                 cmd += ["--prune-history", str(self.keep_states)]
             if self.chain_id_override is not None:
                 cmd += ["--chain-id", str(self.chain_id_override)]
+            if self.load_state is not None:
+                if not self.load_state.is_file():
+                    raise AnvilError(f"no chain state to load at {self.load_state}")
+                cmd += ["--load-state", str(self.load_state)]
             if self.dump_state is not None:
                 self.dump_state.parent.mkdir(parents=True, exist_ok=True)
                 cmd += ["--dump-state", str(self.dump_state)]
@@ -225,3 +232,20 @@ class AnvilNode:
     def rpc(self, method: str, *params: Any) -> Any:
         """One raw JSON-RPC call (e.g. ``evm_snapshot``)."""
         return _rpc(self.url, method, list(params), timeout=60.0)
+
+    def checkpoint_state(self, path: Path) -> Path:
+        """Write the chain's current state (``anvil_dumpState``: accounts, code, storage,
+        blocks and logs) to ``path`` atomically, in the JSON format ``--load-state`` reads.
+
+        Unlike ``dump_state`` (written when Anvil stops), this survives a SIGKILL of Anvil:
+        a run calls it at each checkpoint, and ``AnvilNode(load_state=path)`` continues
+        from there (same contract addresses, balances, orders, trades and block numbers)."""
+        raw = bytes.fromhex(str(self.rpc("anvil_dumpState"))[2:])
+        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        return path

@@ -94,8 +94,10 @@ def compile_contracts(
     node_modules: Path | None = None,
     cache_dir: Path | None = None,
     force: bool = False,
+    required: tuple[str, ...] = CONTRACTS,
 ) -> CompiledContracts:
-    """Compile (or load from cache) every ``*.sol`` in ``contracts_dir``.
+    """Compile (or load from cache) every ``*.sol`` in ``contracts_dir``; ``required`` names
+    the contracts the output must hold (test fixtures compile their own directory).
 
     Raises :class:`CompileError` naming the fix when node or solc is missing, and listing
     every compiler error otherwise.
@@ -127,7 +129,7 @@ def compile_contracts(
     for file_contracts in output.get("contracts", {}).values():
         for name, c in file_contracts.items():
             artifacts[name] = {"abi": c["abi"], "bytecode": "0x" + c["evm"]["bytecode"]["object"]}
-    missing = [c for c in CONTRACTS if c not in artifacts]
+    missing = [c for c in required if c not in artifacts]
     if missing:
         raise CompileError(f"compiler output lacks {missing}")
     doc = {

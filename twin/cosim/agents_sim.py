@@ -13,7 +13,7 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.cosim.codec import decode_trades, encode_orders, single, timed
+from twin.cosim.codec import decode_der_controls, decode_trades, encode_orders, single, timed
 
 META: Meta = {
     "api_version": "3.0",
@@ -22,7 +22,8 @@ META: Meta = {
         "Feeder": {
             "public": True,
             "params": [],
-            "attrs": ["trades", "element_power", "orders", "curtailments", "metered_wh"],
+            "attrs": ["trades", "der_controls", "element_power", "orders", "curtailments",
+                      "metered_wh"],
         }
     },
 }
@@ -54,9 +55,14 @@ class AgentsSim(mosaik_api_v3.Simulator):
         market_msg = single(inputs.get("feeder", {}).get("trades"))
         trades = decode_trades(market_msg["trades"]) if market_msg else []
         prices = market_msg["price_history"] if market_msg else []
-        out = self.model.step_interval(interval=k, trades=trades, price_history=prices)
+        # external DER controls in force (twin hil serve; absent otherwise), by device id
+        controls = decode_der_controls(single(inputs.get("feeder", {}).get("der_controls")))
+        out = self.model.step_interval(interval=k, trades=trades, price_history=prices,
+                                       der_controls=controls or None)
         self.recorder.add("agents", out.agent_rows)
         self.recorder.add("dso", out.dso_rows)
+        self.recorder.add("events", out.event_rows)
+        self.recorder.add("vpp", out.vpp_rows)
         self._out = {
             "element_power": {
                 "interval": k,

@@ -12,9 +12,13 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
+from twin.agents.controls import DERControl
 from twin.market.types import OrderIntent, Side, Trade
 
-__all__ = ["decode_orders", "decode_trades", "encode_orders", "encode_trades", "single", "timed"]
+__all__ = [
+    "decode_der_controls", "decode_orders", "decode_trades", "encode_der_controls",
+    "encode_orders", "encode_trades", "single", "timed",
+]
 
 
 def encode_trades(trades: list[Trade]) -> list[dict[str, Any]]:
@@ -31,6 +35,15 @@ def encode_orders(orders: list[OrderIntent]) -> list[dict[str, Any]]:
 
 def decode_orders(rows: list[dict[str, Any]] | None) -> list[OrderIntent]:
     return [OrderIntent(**(r | {"side": Side(r["side"])})) for r in rows or []]
+
+
+def encode_der_controls(controls: dict[int, DERControl]) -> list[dict[str, Any]]:
+    return [{"device_id": int(d)} | asdict(c) for d, c in sorted(controls.items())]
+
+
+def decode_der_controls(rows: list[dict[str, Any]] | None) -> dict[int, DERControl]:
+    return {int(r["device_id"]): DERControl(**{k: v for k, v in r.items() if k != "device_id"})
+            for r in rows or []}
 
 
 def single(values: dict[str, Any] | None) -> Any:

@@ -27,6 +27,9 @@ class GridSim(mosaik_api_v3.Simulator):
         self.net = sim_params["net"]
         self.recorder = sim_params["recorder"]
         self.interval_s: int = sim_params["interval_s"]
+        # solve cadence (twin hil serve: the HIL step, so controllers see fresh voltages);
+        # the bus and line tables keep one row set per market interval either way
+        self.step_s: int = sim_params.get("step_s") or self.interval_s
         self.timings: dict[str, float] = sim_params.get("timings", {})
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
@@ -54,9 +57,18 @@ class GridSim(mosaik_api_v3.Simulator):
         if not state.converged:
             raise RuntimeError(f"grid: power flow did not converge at t={time}s")
         self._vm_pu = [float(v) for v in state.vm_pu]
-        self.recorder.add("bus", _bus_rows(time, self.bus_ids, state))
-        self.recorder.add("line", _line_rows(time, self.line_ids, state))
-        return time + self.interval_s
+        if time % self.interval_s == 0:
+            self.recorder.add("bus", _bus_rows(time, self.bus_ids, state))
+            self.recorder.add("line", _line_rows(time, self.line_ids, state))
+            self.recorder.add("grid", [{
+                "time_s": time, "ext_grid_p_mw": state.ext_grid_p_mw,
+                "load_p_mw": float(np.sum(power["load_p_mw"]) + np.sum(power["storage_p_mw"])),
+                "sgen_p_mw": float(np.sum(power["sgen_p_mw"])),
+                "line_pl_mw": float(np.nansum(state.line_pl_mw)),
+                "vm_min_pu": state.vm_min_pu, "vm_max_pu": state.vm_max_pu,
+                "max_loading_percent": state.max_loading_percent,
+            }])
+        return time + self.step_s
 
     def get_data(self, outputs: OutputRequest) -> OutputData:
         return {eid: {a: self._vm_pu for a in attrs} for eid, attrs in outputs.items()}

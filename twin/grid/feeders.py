@@ -128,6 +128,12 @@ def _simbench_net(code: str) -> Any:
         raise ValueError(f"grid.simbench_code: cannot load SimBench grid {code!r}: {exc}") from exc
 
 
+@lru_cache(maxsize=1)
+def _case33bw_net() -> Any:
+    """pandapower's case33bw, loaded once per process (it is read from a file)."""
+    return pn.case33bw()
+
+
 def _base_net(scenario: Scenario) -> Any:
     kind = scenario.grid.kind
     if kind == "simbench":
@@ -135,7 +141,7 @@ def _base_net(scenario: Scenario) -> Any:
     if kind == "cigre_lv":
         return pn.create_cigre_network_lv()
     if kind == "case33bw":
-        return pn.case33bw()
+        return copy.deepcopy(_case33bw_net())
     raise ValueError(f"grid.kind: unknown feeder kind {kind!r}")
 
 
@@ -199,23 +205,23 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
             res_profiles = sorted({str(load.at[lab, "profile"]) for lab in candidates})
             prof_pick = rng.integers(len(res_profiles), size=n_extra)
             p_pick = rng.integers(len(candidates), size=n_extra)
-        for j in range(n_extra):
-            bus = int(cand_bus[picks[j]])
-            if is_simbench:
-                src = candidates[int(p_pick[j])]
-                p_mw = float(load.at[src, "p_mw"])
-                q_mvar = float(load.at[src, "q_mvar"])
-                prof: str | None = res_profiles[int(prof_pick[j])]
-            else:
-                p_mw, q_mvar, prof = 0.0, 0.0, None
-            lab = pp.create_load(
-                net, bus=bus, p_mw=p_mw, q_mvar=q_mvar, name=f"household {len(hh_labels)}",
-                type="household",
-            )
-            if is_simbench:
-                net.load.at[lab, "profile"] = prof
-            hh_labels.append(int(lab))
-            hh_profile.append(prof)
+        buses = cand_bus[picks].astype(_I64)
+        if is_simbench:
+            srcs = [candidates[int(i)] for i in p_pick]
+            p_new = load.loc[srcs, "p_mw"].to_numpy(float)
+            q_new = load.loc[srcs, "q_mvar"].to_numpy(float)
+            profs: list[str | None] = [res_profiles[int(i)] for i in prof_pick]
+        else:
+            p_new, q_new, profs = np.zeros(n_extra), np.zeros(n_extra), [None] * n_extra
+        # one bulk insert (pandapower's per-element create is ~10 ms each)
+        labs = pp.create_loads(
+            net, buses=buses, p_mw=p_new, q_mvar=q_new,
+            name=[f"household {len(hh_labels) + j}" for j in range(n_extra)], type="household",
+        )
+        if is_simbench:
+            net.load.loc[labs, "profile"] = profs
+        hh_labels.extend(int(lab) for lab in labs)
+        hh_profile.extend(profs)
     load = net.load
     hh_bus = np.array([int(load.at[lab, "bus"]) for lab in hh_labels], dtype=_I64)
 
@@ -293,10 +299,10 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
                 interval_s=interval_s,
             )
     sgen_label = np.full(n_hh, -1, dtype=_I64)
-    for i in pv_idx:
-        sgen_label[i] = pp.create_sgen(
-            net, bus=int(hh_bus[i]), p_mw=0.0, q_mvar=0.0, sn_mva=kwp[i] / 1000.0,
-            name=f"household {i} PV", type="PV",
+    if n_pv:
+        sgen_label[pv_idx] = pp.create_sgens(
+            net, buses=hh_bus[pv_idx], p_mw=0.0, q_mvar=0.0, sn_mva=kwp[pv_idx] / 1000.0,
+            name=[f"household {i} PV" for i in pv_idx], type="PV", controllable=False,
         )
 
     # --- home batteries (behind the meter of PV households)
@@ -304,12 +310,12 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
     n_bat = round(bat.share * n_pv)
     bat_idx = np.sort(rng.choice(pv_idx, size=n_bat, replace=False)) if n_bat else np.zeros(0, _I64)
     hh_storage_label = np.full(n_hh, -1, dtype=_I64)
-    for i in bat_idx:
-        hh_storage_label[i] = pp.create_storage(
-            net, bus=int(hh_bus[i]), p_mw=0.0, max_e_mwh=bat.capacity_kwh / 1000.0,
+    if n_bat:
+        hh_storage_label[bat_idx] = pp.create_storages(
+            net, buses=hh_bus[bat_idx], p_mw=0.0, max_e_mwh=bat.capacity_kwh / 1000.0,
             q_mvar=0.0, sn_mva=bat.power_kw / 1000.0, soc_percent=100.0 * bat.soc_init,
             min_e_mwh=bat.soc_min * bat.capacity_kwh / 1000.0,
-            name=f"household {i} battery", type="home_battery",
+            name=[f"household {i} battery" for i in bat_idx], type="home_battery",
         )
 
     # --- EVs
@@ -318,16 +324,12 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         ev_hh = rng.choice(n_hh, size=ev.count, replace=ev.count > n_hh).astype(_I64)
     else:
         ev_hh = np.zeros(0, _I64)
-    ev_label = np.array(
-        [
-            pp.create_load(
-                net, bus=int(hh_bus[h]), p_mw=0.0, q_mvar=0.0, sn_mva=ev.charger_kw / 1000.0,
-                name=f"ev {j}", type="ev",
-            )
-            for j, h in enumerate(ev_hh)
-        ],
-        dtype=_I64,
-    )
+    ev_label = np.zeros(0, _I64)
+    if ev_hh.size:
+        ev_label = np.asarray(pp.create_loads(
+            net, buses=hh_bus[ev_hh], p_mw=0.0, q_mvar=0.0, sn_mva=ev.charger_kw / 1000.0,
+            name=[f"ev {j}" for j in range(ev_hh.size)], type="ev",
+        ), dtype=_I64)
 
     # --- community batteries
     cs = scenario.agents.community_storage

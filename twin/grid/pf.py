@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numba as nb
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
@@ -57,8 +56,10 @@ ComplexArray = NDArray[np.complex128]
 _SQRT3 = math.sqrt(3.0)
 _TOPOLOGY_CACHE_SIZE = 256
 _NR_MAX_ITER = 30
-# batches smaller than this (scenarios x (nodes + branches)) run on the calling thread
-_PARALLEL_WORK = 20_000
+# batches with at least this much work (scenarios x (nodes + branches)) run the numba
+# kernels (parallel over scenarios); smaller ones the numpy/SuperLU path, which needs no
+# numba import or compile (a cold start of the twin or of a test process stays short)
+_NUMBA_WORK = 20_000
 
 
 # --------------------------------------------------------------------------- public types
@@ -119,411 +120,6 @@ class PowerFlowResult:
         return int(self.converged.shape[0])
 
 
-# --------------------------------------------------------------------------- numba kernels
-#
-# Element "locations" per topology: loc >= 0 is a PQ position (in LU order), loc <= -2 the
-# slack position -loc - 2, loc == -1 means the element injects nothing (out of service,
-# de-energized, or a grid-forming unit acting as slack).
-
-
-@nb.njit(cache=True)
-def _add_element(
-    b: int, rows_p: Any, rows_q: Any, p: Any, q: Any, loc: Any, zip_: Any, use_zip: bool,
-    factor: float, slack_vm: Any, s: Any, si: Any, sz: Any, ss: Any,
-) -> None:  # pragma: no cover
-    rp = rows_p[b]
-    rq = rows_q[b]
-    for e in range(loc.shape[0]):
-        k = loc[e]
-        if k == -1:
-            continue
-        pe = factor * p[rp, e]
-        qe = factor * q[rq, e]
-        if use_zip:
-            zp, ip, zq, iq = zip_[e, 0], zip_[e, 1], zip_[e, 2], zip_[e, 3]
-            if k >= 0:
-                s[k] += complex(pe * (1.0 - zp - ip), qe * (1.0 - zq - iq))
-                si[k] += complex(pe * ip, qe * iq)
-                sz[k] += complex(pe * zp, qe * zq)
-            else:
-                vm = slack_vm[-k - 2]
-                ss[-k - 2] += complex(
-                    pe * (1.0 - zp - ip + ip * vm + zp * vm * vm),
-                    qe * (1.0 - zq - iq + iq * vm + zq * vm * vm),
-                )
-        elif k >= 0:
-            s[k] += complex(pe, qe)
-        else:
-            ss[-k - 2] += complex(pe, qe)
-
-
-@nb.njit(cache=True)
-def _injections(
-    b: int, load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
-    s: Any, si: Any, sz: Any, ss: Any,
-) -> None:  # pragma: no cover
-    """Per-unit injections (generation-positive) of scenario b at PQ and slack nodes."""
-    s[:] = 0.0
-    si[:] = 0.0
-    sz[:] = 0.0
-    ss[:] = 0.0
-    _add_element(b, load[0], load[1], load[2], load[3], load[4], load[5], use_zip, -inv_sn,
-                 slack_vm, s, si, sz, ss)
-    _add_element(b, sgen[0], sgen[1], sgen[2], sgen[3], sgen[4], sgen[5], False, inv_sn,
-                 slack_vm, s, si, sz, ss)
-    _add_element(b, storage[0], storage[1], storage[2], storage[3], storage[4], storage[5],
-                 False, -inv_sn, slack_vm, s, si, sz, ss)
-
-
-@nb.njit(cache=True)
-def _fixed_point_one(
-    b: int,
-    load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
-    v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
-    u_dinv: Any, tol: float, max_iter: int, v_out: Any, sched_out: Any, iters: Any, conv: Any,
-) -> None:  # pragma: no cover
-    """Z-bus fixed point ``V <- V0 + Y_LL^-1 conj(S(V)/V)`` for scenario (row) b.
-
-    Vectors are in the LU order of ``Y_LL``, so the triangular solves need no permutation.
-    """
-    n = v_out.shape[1]
-    n_s = sched_out.shape[1]
-    if True:
-        s = np.empty(n, dtype=np.complex128)
-        si = np.empty(n if use_zip else 0, dtype=np.complex128)
-        sz = np.empty(n if use_zip else 0, dtype=np.complex128)
-        ss = np.empty(n_s, dtype=np.complex128)
-        _injections(b, load, sgen, storage, use_zip, inv_sn, slack_vm, s, si, sz, ss)
-        for k in range(n_s):
-            sched_out[b, k] = ss[k]
-        sc = np.conj(s)
-        v = v0.copy()
-        w = np.empty(n, dtype=np.complex128)
-        ok = False
-        it = 0
-        while it < max_iter:
-            it += 1
-            for k in range(n):  # I = conj(S) / conj(V) = conj(S) V / |V|^2
-                vk = v[k]
-                m2 = vk.real * vk.real + vk.imag * vk.imag
-                sk = sc[k]
-                if use_zip:
-                    vm = math.sqrt(m2)
-                    sk = sk + np.conj(si[k]) * vm + np.conj(sz[k]) * m2
-                w[k] = sk * vk / m2
-            for i in range(n):  # L: unit diagonal, strictly lower part in CSR
-                acc = w[i]
-                for jj in range(l_ptr[i], l_ptr[i + 1]):
-                    acc -= l_val[jj] * w[l_idx[jj]]
-                w[i] = acc
-            for i in range(n - 1, -1, -1):  # U: strictly upper part in CSR, inverse diagonal
-                acc = w[i]
-                for jj in range(u_ptr[i], u_ptr[i + 1]):
-                    acc -= u_val[jj] * w[u_idx[jj]]
-                w[i] = acc * u_dinv[i]
-            err = 0.0
-            for k in range(n):
-                vn = v0[k] + w[k]
-                d = vn - v[k]
-                e = max(abs(d.real), abs(d.imag))
-                if not e <= err:  # also catches NaN
-                    err = e
-                v[k] = vn
-            if err < tol:
-                ok = True
-                break
-            if not err < 1e3:
-                break
-        for k in range(n):
-            v_out[b, k] = v[k]
-        iters[b] = it
-        conv[b] = ok
-
-
-@nb.njit(cache=True, parallel=True)
-def _fixed_point_par(
-    load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
-    v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
-    u_dinv: Any, tol: float, max_iter: int, v_out: Any, sched_out: Any, iters: Any, conv: Any,
-) -> None:  # pragma: no cover
-    """Fixed point for all scenarios, parallel over scenarios."""
-    for b in nb.prange(v_out.shape[0]):
-        _fixed_point_one(
-            b, load, sgen, storage, use_zip, inv_sn, slack_vm, v0, l_ptr, l_idx, l_val, u_ptr,
-            u_idx, u_val, u_dinv, tol, max_iter, v_out, sched_out, iters, conv,
-        )
-
-
-_K = 8  # scenarios per SIMD chunk of the parallel kernel
-
-
-@nb.njit(cache=True, parallel=True)
-def _fixed_point_chunked(
-    load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
-    v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
-    u_dinv: Any, tol: float, max_iter: int, v_out: Any, sched_out: Any, iters: Any, conv: Any,
-) -> None:  # pragma: no cover
-    """Same fixed point as ``_fixed_point_one``, on chunks of ``_K`` scenarios at once.
-
-    State is stored as (node, scenario) real/imaginary planes, so every inner loop runs over
-    the ``_K`` scenarios of a chunk: vectorizable, and the triangular solves' dependency
-    chains are hidden. Rows past the end of the batch repeat the last scenario.
-    """
-    n_b, n = v_out.shape
-    n_s = sched_out.shape[1]
-    n_chunk = (n_b + _K - 1) // _K
-    lr = l_val.real.copy()
-    li = l_val.imag.copy()
-    ur = u_val.real.copy()
-    ui = u_val.imag.copy()
-    dr = u_dinv.real.copy()
-    di = u_dinv.imag.copy()
-    for c in nb.prange(n_chunk):
-        s = np.empty(n, dtype=np.complex128)
-        si = np.empty(n if use_zip else 0, dtype=np.complex128)
-        sz = np.empty(n if use_zip else 0, dtype=np.complex128)
-        ss = np.empty(n_s, dtype=np.complex128)
-        pr = np.empty((n, _K))
-        pi = np.empty((n, _K))
-        ir_ = np.zeros((n if use_zip else 0, _K))
-        ii_ = np.zeros((n if use_zip else 0, _K))
-        zr = np.zeros((n if use_zip else 0, _K))
-        zi = np.zeros((n if use_zip else 0, _K))
-        for j in range(_K):
-            b = min(c * _K + j, n_b - 1)
-            _injections(b, load, sgen, storage, use_zip, inv_sn, slack_vm, s, si, sz, ss)
-            if c * _K + j < n_b:
-                for k in range(n_s):
-                    sched_out[b, k] = ss[k]
-            for k in range(n):  # store conj(S)
-                pr[k, j] = s[k].real
-                pi[k, j] = -s[k].imag
-                if use_zip:
-                    ir_[k, j] = si[k].real
-                    ii_[k, j] = -si[k].imag
-                    zr[k, j] = sz[k].real
-                    zi[k, j] = -sz[k].imag
-        vr = np.empty((n, _K))
-        vi = np.empty((n, _K))
-        for k in range(n):
-            for j in range(_K):
-                vr[k, j] = v0[k].real
-                vi[k, j] = v0[k].imag
-        wr = np.empty((n, _K))
-        wi = np.empty((n, _K))
-        err = np.empty(_K)
-        done = np.zeros(_K, dtype=np.bool_)
-        ok = np.zeros(_K, dtype=np.bool_)
-        its = np.full(_K, max_iter, dtype=np.int64)
-        it = 0
-        while it < max_iter:
-            it += 1
-            for k in range(n):
-                for j in range(_K):
-                    a = vr[k, j]
-                    bb = vi[k, j]
-                    m2 = a * a + bb * bb
-                    sr_ = pr[k, j]
-                    si_ = pi[k, j]
-                    if use_zip:
-                        vm = math.sqrt(m2)
-                        sr_ += ir_[k, j] * vm + zr[k, j] * m2
-                        si_ += ii_[k, j] * vm + zi[k, j] * m2
-                    wr[k, j] = (sr_ * a - si_ * bb) / m2
-                    wi[k, j] = (sr_ * bb + si_ * a) / m2
-            for i in range(n):
-                for jj in range(l_ptr[i], l_ptr[i + 1]):
-                    q = l_idx[jj]
-                    cr = lr[jj]
-                    ci = li[jj]
-                    for j in range(_K):
-                        xr = wr[q, j]
-                        xi = wi[q, j]
-                        wr[i, j] -= cr * xr - ci * xi
-                        wi[i, j] -= cr * xi + ci * xr
-            for i in range(n - 1, -1, -1):
-                for jj in range(u_ptr[i], u_ptr[i + 1]):
-                    q = u_idx[jj]
-                    cr = ur[jj]
-                    ci = ui[jj]
-                    for j in range(_K):
-                        xr = wr[q, j]
-                        xi = wi[q, j]
-                        wr[i, j] -= cr * xr - ci * xi
-                        wi[i, j] -= cr * xi + ci * xr
-                gr = dr[i]
-                gi = di[i]
-                for j in range(_K):
-                    xr = wr[i, j]
-                    xi = wi[i, j]
-                    wr[i, j] = gr * xr - gi * xi
-                    wi[i, j] = gr * xi + gi * xr
-            err[:] = 0.0
-            for k in range(n):
-                a0 = v0[k].real
-                b0 = v0[k].imag
-                for j in range(_K):
-                    nr = a0 + wr[k, j]
-                    ni = b0 + wi[k, j]
-                    e = max(abs(nr - vr[k, j]), abs(ni - vi[k, j]))
-                    if not e <= err[j]:
-                        err[j] = e
-                    vr[k, j] = nr
-                    vi[k, j] = ni
-            all_done = True
-            for j in range(_K):
-                if not done[j]:
-                    if err[j] < tol:
-                        done[j] = True
-                        ok[j] = True
-                        its[j] = it
-                    elif not err[j] < 1e3:
-                        done[j] = True
-                        its[j] = it
-                    else:
-                        all_done = False
-            if all_done:
-                break
-        for j in range(_K):
-            b = c * _K + j
-            if b < n_b:
-                for k in range(n):
-                    v_out[b, k] = complex(vr[k, j], vi[k, j])
-                iters[b] = its[j]
-                conv[b] = ok[j]
-
-
-@nb.njit(cache=True)
-def _fixed_point_ser(
-    load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
-    v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
-    u_dinv: Any, tol: float, max_iter: int, v_out: Any, sched_out: Any, iters: Any, conv: Any,
-) -> None:  # pragma: no cover
-    """Fixed point for all scenarios on the calling thread (small batches)."""
-    for b in range(v_out.shape[0]):
-        _fixed_point_one(
-            b, load, sgen, storage, use_zip, inv_sn, slack_vm, v0, l_ptr, l_idx, l_val, u_ptr,
-            u_idx, u_val, u_dinv, tol, max_iter, v_out, sched_out, iters, conv,
-        )
-
-
-@nb.njit(cache=True)
-def _injections_rows(
-    sel: Any, load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
-    n: int,
-) -> Any:  # pragma: no cover
-    """Injections (s, si, sz) of selected scenarios, for the Newton fallback."""
-    out = np.zeros((3, sel.shape[0], n), dtype=np.complex128)
-    ss = np.empty(slack_vm.shape[0], dtype=np.complex128)
-    si = np.empty(n, dtype=np.complex128)
-    sz = np.empty(n, dtype=np.complex128)
-    s = np.empty(n, dtype=np.complex128)
-    for j in range(sel.shape[0]):
-        _injections(sel[j], load, sgen, storage, use_zip, inv_sn, slack_vm, s, si, sz, ss)
-        out[0, j] = s
-        if use_zip:
-            out[1, j] = si
-            out[2, j] = sz
-    return out
-
-
-@nb.njit(cache=True)
-def _post_one(
-    b: int,
-    rows: Any, v_pq: Any, conv: Any, kill: Any, node_comp: Any, energized_node: Any,
-    pq_nodes: Any, slack_nodes: Any, slack_v: Any, bus_node: Any,
-    br_f: Any, br_t: Any, br_y: Any, br_on: Any, k_f: Any, k_t: Any, sn_mva: float,
-    vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any,
-) -> None:  # pragma: no cover
-    """Bus voltages, branch flows (MW, Mvar) and loadings for scenario b of a group."""
-    n_node = node_comp.shape[0]
-    rad2deg = 180.0 / math.pi
-    if True:
-        r = rows[b]
-        v = np.zeros(n_node, dtype=np.complex128)
-        for k in range(slack_nodes.shape[0]):
-            v[slack_nodes[k]] = slack_v[k]
-        for k in range(pq_nodes.shape[0]):
-            v[pq_nodes[k]] = v_pq[b, k]
-        if kill.shape[1] > 0:
-            for k in range(n_node):
-                if kill[b, node_comp[k]]:
-                    v[k] = 0.0
-        if not conv[b]:
-            for k in range(n_node):
-                if energized_node[k]:
-                    v[k] = complex(np.nan, np.nan)
-        for i in range(bus_node.shape[0]):
-            nd = bus_node[i]
-            if nd < 0:
-                vm_out[r, i] = 0.0
-                va_out[r, i] = 0.0
-                en_out[r, i] = False
-                continue
-            x = v[nd]
-            vm = math.sqrt(x.real * x.real + x.imag * x.imag)
-            vm_out[r, i] = vm
-            if vm > 0.0 or vm != vm:
-                va_out[r, i] = math.atan2(x.imag, x.real) * rad2deg
-                en_out[r, i] = True
-            else:
-                va_out[r, i] = 0.0
-                en_out[r, i] = False
-        for k in range(br_f.shape[0]):
-            if not br_on[k]:
-                pf_out[r, k] = 0.0
-                qf_out[r, k] = 0.0
-                pl_out[r, k] = 0.0
-                ld_out[r, k] = 0.0
-                continue
-            f = br_f[k]
-            t = br_t[k]
-            vf = v[f] if f >= 0 else 0.0j
-            vt = v[t] if t >= 0 else 0.0j
-            i_f = br_y[k, 0] * vf + br_y[k, 1] * vt
-            i_t = br_y[k, 2] * vf + br_y[k, 3] * vt
-            sf = vf * i_f.conjugate()
-            st = vt * i_t.conjugate()
-            pf_out[r, k] = sf.real * sn_mva
-            qf_out[r, k] = sf.imag * sn_mva
-            pl_out[r, k] = (sf.real + st.real) * sn_mva
-            a2 = (i_f.real * i_f.real + i_f.imag * i_f.imag) * k_f[k] * k_f[k]
-            b2 = (i_t.real * i_t.real + i_t.imag * i_t.imag) * k_t[k] * k_t[k]
-            ld_out[r, k] = math.sqrt(max(a2, b2)) if a2 == a2 and b2 == b2 else np.nan
-
-
-@nb.njit(cache=True, parallel=True)
-def _post_par(
-    rows: Any, v_pq: Any, conv: Any, kill: Any, node_comp: Any, energized_node: Any,
-    pq_nodes: Any, slack_nodes: Any, slack_v: Any, bus_node: Any,
-    br_f: Any, br_t: Any, br_y: Any, br_on: Any, k_f: Any, k_t: Any, sn_mva: float,
-    vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any,
-) -> None:  # pragma: no cover
-    """Post-processing for all scenarios, parallel over scenarios."""
-    for b in nb.prange(v_pq.shape[0]):
-        _post_one(
-            b, rows, v_pq, conv, kill, node_comp, energized_node, pq_nodes, slack_nodes, slack_v,
-            bus_node, br_f, br_t, br_y, br_on, k_f, k_t, sn_mva, vm_out, va_out, en_out, pf_out,
-            qf_out, pl_out, ld_out,
-        )
-
-
-@nb.njit(cache=True)
-def _post_ser(
-    rows: Any, v_pq: Any, conv: Any, kill: Any, node_comp: Any, energized_node: Any,
-    pq_nodes: Any, slack_nodes: Any, slack_v: Any, bus_node: Any,
-    br_f: Any, br_t: Any, br_y: Any, br_on: Any, k_f: Any, k_t: Any, sn_mva: float,
-    vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any,
-) -> None:  # pragma: no cover
-    """Post-processing for all scenarios on the calling thread (small batches)."""
-    for b in range(v_pq.shape[0]):
-        _post_one(
-            b, rows, v_pq, conv, kill, node_comp, energized_node, pq_nodes, slack_nodes, slack_v,
-            bus_node, br_f, br_t, br_y, br_on, k_f, k_t, sn_mva, vm_out, va_out, en_out, pf_out,
-            qf_out, pl_out, ld_out,
-        )
-
-
 # --------------------------------------------------------------------------- topology
 
 
@@ -551,6 +147,7 @@ class _Topology:
     y_s: Any  # dense (n_s, len(y_s_cols)) slack rows of Y
     v0: ComplexArray  # no-load PQ voltages (LU order)
     lu: tuple[Any, ...]  # CSR arrays of L and U for the numba triangular solves
+    lu_obj: Any  # SuperLU of y_ll (LU order) for the numpy path, None without PQ nodes
 
 
 def _factorize(a: Any) -> tuple[IntArray, Any, tuple[Any, ...], Any]:
@@ -701,6 +298,7 @@ def _build_topology(ga: GridArrays, gf: Sequence[_GF], br_on_in: BoolArray) -> _
         y_s=y_s,
         v0=np.ascontiguousarray(v0, dtype=np.complex128),
         lu=lu_arrays,
+        lu_obj=lu,
     )
 
 
@@ -759,6 +357,167 @@ def _newton(
     return v, False, max_iter
 
 
+# --------------------------------------------------------------------------- numpy path
+#
+# The same fixed point, injections and post-processing as the numba kernels
+# (``twin.grid._kernels``), vectorized over the scenarios of a group with numpy and SuperLU.
+# Used for small batches: no numba import or compile (cold start), and for B = 1 on feeders
+# of a few hundred buses it is as fast as the compiled kernels.
+
+
+def _numba_kernels() -> Any:
+    """The numba kernels module, imported on first use (numba import + cached compile)."""
+    from twin.grid import _kernels
+
+    return _kernels
+
+
+def _np_injections(
+    elements: tuple[Any, ...], use_zip: bool, inv_sn: float, slack_vm: FloatArray, n_pq: int,
+    sched_out: ComplexArray,
+) -> ComplexArray:
+    """Per-unit injections (generation-positive) of every scenario of a group.
+
+    Returns ``(3, n_g, n_pq)``: constant-power, constant-current and constant-impedance parts
+    at the PQ nodes (the latter two zero without ZIP loads); writes the scheduled injections
+    at the slack nodes (ZIP parts evaluated at the slack voltage) into ``sched_out``.
+    """
+    n_g, n_s = sched_out.shape
+    s3 = np.zeros((3, n_g, n_pq), dtype=np.complex128)
+    sched_out[:] = 0.0
+    for (rows_p, rows_q, p, q, loc, zip_), factor, zipped in zip(
+        elements, (-inv_sn, inv_sn, -inv_sn), (use_zip, False, False), strict=True
+    ):
+        if loc.shape[0] == 0:
+            continue
+        pe = factor * p[rows_p]
+        qe = factor * q[rows_q]
+        at_pq = loc >= 0
+        at_s = loc <= -2
+        parts: tuple[Any, ...]
+        if zipped:
+            zp, ip, zq, iq = zip_[:, 0], zip_[:, 1], zip_[:, 2], zip_[:, 3]
+            parts = (
+                pe * (1.0 - zp - ip) + 1j * (qe * (1.0 - zq - iq)),
+                pe * ip + 1j * (qe * iq),
+                pe * zp + 1j * (qe * zq),
+            )
+            if at_s.any():
+                vm = slack_vm[-loc[at_s] - 2]
+                e = at_s
+                s_at = (pe[:, e] * (1.0 - zp[e] - ip[e] + ip[e] * vm + zp[e] * vm * vm)
+                        + 1j * (qe[:, e] * (1.0 - zq[e] - iq[e] + iq[e] * vm + zq[e] * vm * vm)))
+                _scatter_add(sched_out, -loc[at_s] - 2, s_at, n_s)
+        else:
+            parts = (pe + 1j * qe,)
+            if at_s.any():
+                _scatter_add(sched_out, -loc[at_s] - 2, parts[0][:, at_s], n_s)
+        if at_pq.any():
+            for k, part in enumerate(parts):
+                _scatter_add(s3[k], loc[at_pq], part[:, at_pq], n_pq)
+    return s3
+
+
+def _scatter_add(target: ComplexArray, cols: IntArray, values: ComplexArray, n: int) -> None:
+    """``target[:, cols[e]] += values[:, e]`` summing duplicate columns."""
+    if target.shape[0] == 1:
+        target[0] += np.bincount(cols, weights=values[0].real, minlength=n) + 1j * np.bincount(
+            cols, weights=values[0].imag, minlength=n
+        )
+    else:
+        m = sp.csr_matrix((np.ones(cols.shape[0]), (np.arange(cols.shape[0]), cols)), shape=(cols.shape[0], n))
+        target += np.asarray(m.T @ values.T).T
+
+
+def _np_fixed_point(
+    topo: _Topology, s3: ComplexArray, use_zip: bool, tol: float, max_iter: int,
+    v_out: ComplexArray, iters: IntArray, conv: BoolArray,
+) -> None:
+    """Z-bus fixed point for all scenarios of a group (columns), with SuperLU solves.
+
+    Same update and stopping rule as the numba kernel: per scenario, stop when the largest
+    change of a real or imaginary part is below ``tol``; give up when it exceeds 1e3 or is
+    NaN (the Newton fallback then takes over).
+    """
+    n_g = v_out.shape[0]
+    conv[:] = False
+    if max_iter == 0 or v_out.shape[1] == 0:
+        iters[:] = 0
+        return
+    sc = np.conj(s3[0]).T.copy()  # (n_pq, n_g)
+    sci = np.conj(s3[1]).T.copy() if use_zip else None
+    scz = np.conj(s3[2]).T.copy() if use_zip else None
+    v0 = topo.v0[:, None]
+    v = np.repeat(v0, n_g, axis=1)
+    active = np.arange(n_g)
+    for it in range(1, max_iter + 1):
+        va = v[:, active]
+        m2 = va.real * va.real + va.imag * va.imag
+        sk = sc[:, active]
+        if sci is not None and scz is not None:
+            sk = sk + sci[:, active] * np.sqrt(m2) + scz[:, active] * m2
+        w = topo.lu_obj.solve(np.asfortranarray(sk * va / m2))
+        vn = v0 + w
+        d = vn - va
+        with np.errstate(invalid="ignore"):
+            err = np.maximum(np.abs(d.real), np.abs(d.imag)).max(axis=0)
+        v[:, active] = vn
+        iters[active] = it
+        with np.errstate(invalid="ignore"):
+            ok = err < tol
+            stop = ok | ~(err < 1e3)
+        conv[active[ok]] = True
+        active = active[~stop]
+        if active.size == 0:
+            break
+    v_out[:] = v.T
+
+
+def _np_post(
+    rows: IntArray, v_pq: ComplexArray, conv: BoolArray, kill: BoolArray, node_comp: IntArray,
+    energized_node: BoolArray, pq_nodes: IntArray, slack_nodes: IntArray, slack_v: ComplexArray,
+    bus_node: IntArray, br_f: IntArray, br_t: IntArray, br_y: ComplexArray, br_on: BoolArray,
+    k_f: FloatArray, k_t: FloatArray, sn_mva: float, vm_out: FloatArray, va_out: FloatArray,
+    en_out: BoolArray, pf_out: FloatArray, qf_out: FloatArray, pl_out: FloatArray,
+    ld_out: FloatArray,
+) -> None:
+    """Bus voltages, branch flows (MW, Mvar) and loadings: numpy twin of ``_post_one``."""
+    n_g = v_pq.shape[0]
+    n_node = node_comp.shape[0]
+    v = np.zeros((n_g, n_node + 1), dtype=np.complex128)  # last column: open end / no node
+    v[:, slack_nodes] = slack_v
+    v[:, pq_nodes] = v_pq
+    if kill.shape[1] > 0:
+        v[:, :n_node][kill[:, node_comp]] = 0.0
+    bad = ~conv
+    if bad.any():
+        v[np.ix_(bad, np.flatnonzero(energized_node))] = complex(np.nan, np.nan)
+    x = v[:, np.where(bus_node >= 0, bus_node, n_node)]
+    vm = np.abs(x)
+    with np.errstate(invalid="ignore"):
+        on = (vm > 0.0) | np.isnan(vm)
+    vm_out[rows] = vm
+    va_out[rows] = np.where(on, np.angle(x, deg=True), 0.0)
+    en_out[rows] = on
+    vf = v[:, np.where(br_f >= 0, br_f, n_node)]
+    vt = v[:, np.where(br_t >= 0, br_t, n_node)]
+    i_f = br_y[:, 0] * vf + br_y[:, 1] * vt
+    i_t = br_y[:, 2] * vf + br_y[:, 3] * vt
+    sf = vf * np.conj(i_f)
+    st = vt * np.conj(i_t)
+    off = ~br_on
+    a2 = (i_f.real**2 + i_f.imag**2) * (k_f * k_f)
+    b2 = (i_t.real**2 + i_t.imag**2) * (k_t * k_t)
+    with np.errstate(invalid="ignore"):
+        ld = np.sqrt(np.maximum(a2, b2))
+    for arr, val in (
+        (pf_out, sf.real * sn_mva), (qf_out, sf.imag * sn_mva),
+        (pl_out, (sf.real + st.real) * sn_mva), (ld_out, ld),
+    ):
+        val[:, off] = 0.0
+        arr[rows] = val
+
+
 # --------------------------------------------------------------------------- facade
 
 
@@ -781,6 +540,11 @@ class BatchPowerFlow:
     grid_forming:
         Storage or sgen units that may act as voltage reference of islands without an
         ext_grid.
+    kernel:
+        ``"numba"``: compiled kernels, parallel over scenarios (first use in a process imports
+        numba and loads or compiles the cached kernels: seconds); ``"numpy"``: numpy/SuperLU,
+        no compile; ``"auto"`` (default) picks numba for batches with at least
+        ``_NUMBA_WORK`` scenario x (node + branch) units of work. Results agree to ``tol``.
 
     Raises
     ------
@@ -791,7 +555,16 @@ class BatchPowerFlow:
         In-service elements the kernel does not model (gen, trafo3w, ...).
     """
 
-    def __init__(self, net: Any, *, grid_forming: Sequence[GridFormingUnit] | None = None) -> None:
+    def __init__(
+        self,
+        net: Any,
+        *,
+        grid_forming: Sequence[GridFormingUnit] | None = None,
+        kernel: Literal["auto", "numpy", "numba"] = "auto",
+    ) -> None:
+        if kernel not in ("auto", "numpy", "numba"):
+            raise ValueError(f"kernel: must be 'auto', 'numpy' or 'numba', got {kernel!r}")
+        self._kernel = kernel
         self._arrays = compile_net(net)
         ga = self._arrays
         units: list[_GF] = []
@@ -962,21 +735,30 @@ class BatchPowerFlow:
         iters = np.zeros(n_g, dtype=np.int64)
         conv = np.ones(n_g, dtype=bool)
         load, sgen, storage = elements
-        par = n_g * (ga.n_node + ga.n_branch) >= _PARALLEL_WORK
-        fixed_point: Any = _fixed_point_chunked if par and n_g >= 2 * _K else (
-            _fixed_point_par if par else _fixed_point_ser
+        use_numba = self._kernel == "numba" or (
+            self._kernel == "auto" and n_g * (ga.n_node + ga.n_branch) >= _NUMBA_WORK
         )
-        fixed_point(
-            load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
-            max_iter if n_pq else 0, v_pq, sched, iters, conv,
-        )
+        kern: Any = _numba_kernels() if use_numba else None
+        if kern is not None:
+            fixed_point: Any = kern.fixed_point_chunked if n_g >= kern.K else kern.fixed_point_par
+            fixed_point(
+                load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
+                max_iter if n_pq else 0, v_pq, sched, iters, conv,
+            )
+            s3: Any = None
+        else:
+            s3 = _np_injections(elements, use_zip, inv_sn, slack_vm, n_pq, sched)
+            _np_fixed_point(topo, s3, use_zip, tol, max_iter if n_pq else 0, v_pq, iters, conv)
         if n_pq == 0:
             conv[:] = True
         bad = np.flatnonzero(~conv)
         if bad.size:
-            s3 = _injections_rows(bad, load, sgen, storage, use_zip, inv_sn, slack_vm, n_pq)
+            if s3 is None:
+                s3b = kern.injections_rows(bad, load, sgen, storage, use_zip, inv_sn, slack_vm, n_pq)
+            else:
+                s3b = s3[:, bad]
             for j, b in enumerate(bad):
-                v_b, ok, it = _newton(topo, s3[0, j], s3[1, j], s3[2, j], v_pq[b], tol, _NR_MAX_ITER)
+                v_b, ok, it = _newton(topo, s3b[0, j], s3b[1, j], s3b[2, j], v_pq[b], tol, _NR_MAX_ITER)
                 v_pq[b] = v_b
                 conv[b] = ok
                 iters[b] += it
@@ -1011,7 +793,7 @@ class BatchPowerFlow:
         if kill.shape[1]:
             dead_unit = kill[:, np.maximum(topo.gf_comp, 0)] & (topo.gf_comp >= 0)[None, :]
             gf_s[dead_unit] = 0.0
-        post: Any = _post_par if par else _post_ser
+        post: Any = kern.post_par if kern is not None else _np_post
         post(
             rows, v_pq, conv, kill, topo.node_comp, topo.energized, topo.pq_nodes,
             topo.slack_nodes, topo.slack_v, ga.bus_node, ga.br_from, ga.br_to, ga.br_y,

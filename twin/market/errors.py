@@ -21,21 +21,31 @@ __all__ = [
     "BadOrderList",
     "BadPrice",
     "BadReadings",
+    "BadSignature",
+    "BookChanged",
     "CapacityExceeded",
+    "ClearingInProgress",
     "CurtailIncrease",
     "DeviceExists",
     "DeviceRevoked",
     "InsufficientBalance",
     "IntervalClosed",
     "MarketError",
+    "MeterOutOfRange",
     "MissingMeterReading",
+    "NotApproved",
     "NotCleared",
     "NotDSO",
     "NotDeviceOwner",
     "NotOperator",
+    "NotPoster",
+    "NotSettled",
     "OppositeSide",
+    "ReplayedNonce",
     "UnknownDevice",
+    "UnknownEvent",
     "UnknownTrade",
+    "UnsafeRecipient",
 ]
 
 
@@ -63,6 +73,7 @@ class MarketError(TwinError):
         self.values: dict[str, Any] = {f: values[f] for f in self.fields}
         self.purpose = purpose
         self.tx_hash: str | None = None  # set by the chain ledger
+        self.pre_send = False  # True: caught by a check before anything was sent
         super().__init__(self._message())
 
     @property
@@ -79,7 +90,8 @@ class MarketError(TwinError):
         if self.explanation:
             text += f": {self.explanation}"
         if self.purpose:
-            text = f"{self.purpose} reverted with {text}"
+            verb = "rejected before sending:" if self.pre_send else "reverted with"
+            text = f"{self.purpose} {verb} {text}"
         return text
 
     def __str__(self) -> str:
@@ -225,6 +237,20 @@ class UnknownTrade(MarketError):
     explanation = "no such trade"
 
 
+class ClearingInProgress(MarketError):
+    """Another interval's chunked clearing is under way (one at a time)."""
+
+    fields = ("interval",)
+    explanation = "finish the other interval's clearing first"
+
+
+class BookChanged(MarketError):
+    """Orders arrived between planning a chunked clearing and its first chunk."""
+
+    fields = ("interval", "planned", "actual")
+    explanation = "the book changed since the clearing was planned; plan again"
+
+
 class CurtailIncrease(MarketError):
     """Curtailment may only lower a trade's energy."""
 
@@ -244,6 +270,62 @@ class BadReadings(MarketError):
 
     fields = ("position",)
     explanation = "meter readings must be by strictly ascending device id"
+
+
+class BadSignature(MarketError):
+    """Signature does not recover to the device's registered key."""
+
+    fields = ("device",)
+    explanation = "signature does not recover to the device's registered key"
+
+
+class ReplayedNonce(MarketError):
+    """Signed order's nonce is not above the device's last nonce in that interval."""
+
+    fields = ("device", "interval", "nonce")
+    explanation = "signed order's nonce is not above the device's last one in that interval (replay)"
+
+
+class MeterOutOfRange(MarketError):
+    """A signed meter reading claims more energy than the device's registered capacity."""
+
+    fields = ("device", "cap", "metered")
+    explanation = "meter reading beyond the device's registered capacity for the interval"
+
+
+class NotPoster(MarketError):
+    """Only a registered event poster (TSO, DSO) may post demand-response events."""
+
+    fields = ("account",)
+    explanation = "only the TSO or DSO may post demand-response events"
+
+
+class UnknownEvent(MarketError):
+    """No such demand-response event."""
+
+    fields = ("event_id",)
+    explanation = "no such demand-response event"
+
+
+class NotSettled(MarketError):
+    """Interval is not settled yet (certificates need metered delivery)."""
+
+    fields = ("interval",)
+    explanation = "certificates are issued only after settlement on metered energy"
+
+
+class NotApproved(MarketError):
+    """Operator is not approved for the owner's certificates."""
+
+    fields = ("owner", "operator")
+    explanation = "caller is neither the owner nor approved for all"
+
+
+class UnsafeRecipient(MarketError):
+    """Recipient contract did not accept the ERC-1155 transfer."""
+
+    fields = ("to",)
+    explanation = "recipient does not accept ERC-1155 tokens"
 
 
 #: Every error class by name (the chain ledger decodes reverts through this).
@@ -271,5 +353,15 @@ ERRORS: dict[str, type[MarketError]] = {
         CurtailIncrease,
         MissingMeterReading,
         BadReadings,
+        BadSignature,
+        ReplayedNonce,
+        MeterOutOfRange,
+        ClearingInProgress,
+        BookChanged,
+        NotPoster,
+        UnknownEvent,
+        NotSettled,
+        NotApproved,
+        UnsafeRecipient,
     )
 }

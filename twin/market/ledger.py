@@ -17,7 +17,8 @@ from twin.market.types import Balance, Clearing, Device, Order, OrderIntent, Set
 
 __all__ = ["IntervalStatus", "Ledger"]
 
-IntervalStatus = Literal["open", "cleared", "settled"]
+#: "clearing": a chunked on-chain clearing is under way (closed to orders, not cleared yet).
+IntervalStatus = Literal["open", "cleared", "settled", "clearing"]
 
 
 @runtime_checkable

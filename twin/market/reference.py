@@ -16,6 +16,14 @@ from dataclasses import dataclass, replace
 from twin.market import errors as e
 from twin.market.clearing import match_orders
 from twin.market.ledger import IntervalStatus
+from twin.market.signing import (
+    ZERO_ADDRESS,
+    Domain,
+    SignedOrder,
+    SignedReading,
+    order_signer,
+    reading_signer,
+)
 from twin.market.types import (
     DSO_ACCOUNT,
     OPERATOR_ACCOUNT,
@@ -29,6 +37,7 @@ from twin.market.types import (
     Trade,
 )
 from twin.market.units import PRICE_MAX, payment
+from twin.market.validation import reject_malformed
 
 __all__ = ["ReferenceLedger"]
 
@@ -45,7 +54,12 @@ class ReferenceLedger:
     """The market in plain Python (see :mod:`twin.market` for the rules)."""
 
     def __init__(
-        self, *, interval_s: int, retail_price_per_mwh: int, feed_in_price_per_mwh: int
+        self,
+        *,
+        interval_s: int,
+        retail_price_per_mwh: int,
+        feed_in_price_per_mwh: int,
+        domain: Domain | None = None,
     ) -> None:
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -66,6 +80,9 @@ class ReferenceLedger:
         self._status: dict[int, IntervalStatus] = {}
         self._next_order = 1
         self._next_trade = 1
+        self._domain = domain or Domain(chain_id=0, verifying_contract=ZERO_ADDRESS)
+        self._signers: dict[int, str] = {}
+        self._nonces: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
 
     # --- parameters -------------------------------------------------------------------
     @property
@@ -79,6 +96,11 @@ class ReferenceLedger:
     @property
     def feed_in_price_per_mwh(self) -> int:
         return self._feed_in
+
+    @property
+    def domain(self) -> Domain:
+        """EIP-712 domain that device keys sign orders and readings under."""
+        return self._domain
 
     def cap_wh(self, device: Device) -> int:
         """Per-interval energy cap of a device."""
@@ -98,6 +120,19 @@ class ReferenceLedger:
         if device_id in self._revoked:
             raise e.DeviceRevoked(device_id)
         self._revoked.add(device_id)
+
+    def set_device_signer(
+        self, device_id: int, signer: str, *, sender: int | None = None
+    ) -> None:
+        """DSO binds the device's signing key (its address); ZERO_ADDRESS unbinds."""
+        _require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        if device_id not in self._devices:
+            raise e.UnknownDevice(device_id)
+        self._signers[device_id] = signer
+
+    def device_signer(self, device_id: int) -> str:
+        self.device(device_id)
+        return self._signers.get(device_id, ZERO_ADDRESS)
 
     def device(self, device_id: int) -> Device:
         if device_id not in self._devices:
@@ -130,15 +165,44 @@ class ReferenceLedger:
         self, intents: Sequence[OrderIntent], *, sender: int | None = None
     ) -> list[Order]:
         """Place a batch atomically; ``sender=None`` places each order as its device's owner."""
+        self._reject_malformed(intents, "place_orders")
+        return self._place(intents, sender, None)
+
+    def place_signed_orders(
+        self, signed: Sequence[SignedOrder], *, sender: int | None = None
+    ) -> list[Order]:
+        """Place a batch of device-signed orders atomically (any ``sender`` may relay them)."""
+        self._reject_malformed([s.intent for s in signed], "place_signed_orders")
+        return self._place([s.intent for s in signed], None, signed)
+
+    def _reject_malformed(self, intents: Sequence[OrderIntent], action: str) -> None:
+        reject_malformed(
+            intents,
+            is_registered=self._devices.__contains__,
+            is_closed=lambda i: self._status.get(i, "open") != "open",
+            action=action,
+        )
+
+    def _place(
+        self,
+        intents: Sequence[OrderIntent],
+        sender: int | None,
+        signed: Sequence[SignedOrder] | None,
+    ) -> list[Order]:
         free_delta: dict[int, int] = defaultdict(int)
         used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
+        nonces: dict[tuple[int, int], int] = {}
         placed: list[Order] = []
+        action = "place_orders" if signed is None else "place_signed_orders"
         for k, it in enumerate(intents):
-            with _purpose(f"place_orders: order for device {it.device_id} interval {it.interval}"):
+            with _purpose(f"{action}: order for device {it.device_id} interval {it.interval}"):
+                if signed is not None:
+                    self._check_signature(signed[k], nonces)
                 placed.append(
                     self._check_order(it, sender, free_delta, used_delta, self._next_order + k)
                 )
         # commit
+        self._nonces.update(nonces)
         for key, wh in used_delta.items():
             self._used[key] += wh
         for order in placed:
@@ -152,6 +216,20 @@ class ReferenceLedger:
                 acc.locked += esc
         self._next_order += len(placed)
         return placed
+
+    def _check_signature(self, so: SignedOrder, nonces: dict[tuple[int, int], int]) -> None:
+        it = so.intent
+        if it.device_id not in self._devices:
+            raise e.UnknownDevice(it.device_id)
+        if it.device_id in self._revoked:
+            raise e.DeviceRevoked(it.device_id)
+        signer = self._signers.get(it.device_id, ZERO_ADDRESS)
+        if signer == ZERO_ADDRESS or order_signer(so, self._domain) != signer:
+            raise e.BadSignature(it.device_id)
+        key = (it.device_id, it.interval)
+        if so.nonce <= nonces.get(key, self._nonces[key]):
+            raise e.ReplayedNonce(it.device_id, it.interval, so.nonce)
+        nonces[key] = so.nonce
 
     def _check_order(
         self,
@@ -274,6 +352,36 @@ class ReferenceLedger:
     ) -> list[SettlementRow]:
         with _purpose(f"settle: interval {interval}"):
             return self._settle(interval, metered_wh, sender)
+
+    def settle_signed(
+        self, interval: int, readings: Sequence[SignedReading], *, sender: int | None = None
+    ) -> list[SettlementRow]:
+        """Settle on meter readings signed by each device's key (any order of readings)."""
+        with _purpose(f"settle_signed: interval {interval}"):
+            _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+            status = self._status.get(interval, "open")
+            if status == "open":
+                raise e.NotCleared(interval)
+            if status == "settled":
+                raise e.AlreadySettled(interval)
+            by_device = sorted(readings, key=lambda r: r.device_id)
+            for k, r in enumerate(by_device):
+                if k > 0 and r.device_id == by_device[k - 1].device_id:
+                    raise e.BadReadings(k)
+                dev = self._devices.get(r.device_id)
+                if dev is None:
+                    raise e.UnknownDevice(r.device_id)
+                signer = self._signers.get(r.device_id, ZERO_ADDRESS)
+                if (
+                    r.interval != interval
+                    or signer == ZERO_ADDRESS
+                    or reading_signer(r, self._domain) != signer
+                ):
+                    raise e.BadSignature(r.device_id)
+                cap = self.cap_wh(dev)
+                if abs(r.metered_wh) > cap:
+                    raise e.MeterOutOfRange(r.device_id, cap, r.metered_wh)
+            return self._settle(interval, {r.device_id: r.metered_wh for r in by_device}, sender)
 
     def _settle(
         self, interval: int, metered_wh: Mapping[int, int], sender: int | None

@@ -20,10 +20,14 @@ contract DeviceRegistry {
 
     address public immutable dso;
     mapping(uint256 => Device) private _devices;
+    /// The device's own key: it signs the device's orders and meter readings (EIP-712).
+    /// address(0) = no key (the device can only trade through its owner or the owner's agent).
+    mapping(uint256 => address) public signerOf;
     uint256 public deviceCount;
 
     event DeviceRegistered(uint256 indexed device, address indexed owner, uint8 kind, uint32 bus, uint48 capacityW);
     event Revoked(uint256 indexed device);
+    event SignerSet(uint256 indexed device, address signer);
 
     error NotDSO(address account);
     error DeviceExists(uint256 device);
@@ -42,6 +46,14 @@ contract DeviceRegistry {
         emit DeviceRegistered(device, owner, kind, bus, capacityW);
     }
 
+    /// DSO binds (or rebinds, e.g. after a key compromise) the device's signing key.
+    function setSigner(uint64 device, address signer) external {
+        if (msg.sender != dso) revert NotDSO(msg.sender);
+        if (_devices[device].status == NONE) revert UnknownDevice(device);
+        signerOf[device] = signer;
+        emit SignerSet(device, signer);
+    }
+
     function revoke(uint64 device) external {
         if (msg.sender != dso) revert NotDSO(msg.sender);
         uint8 status = _devices[device].status;
@@ -54,5 +66,10 @@ contract DeviceRegistry {
     /// @return the device record (status NONE when unknown; no revert, the caller decides).
     function get(uint256 device) external view returns (Device memory) {
         return _devices[device];
+    }
+
+    /// The device record and its signing key in one call.
+    function getWithSigner(uint256 device) external view returns (Device memory, address) {
+        return (_devices[device], signerOf[device]);
     }
 }

@@ -11,7 +11,8 @@ import {DeviceRegistry} from "./DeviceRegistry.sol";
 /// token base units (micro-units). payment(e, p) = e * p / 1e6 (floor).
 /// @dev Sorting is done off-chain: clear() receives the bid and ask id lists and verifies
 /// in O(n) that each is strictly ordered by the rule, holds only orders of the interval
-/// and side, and has the full count — which proves it is the exact permutation.
+/// and side, and has the full count — which proves it is the exact permutation. For big
+/// books clearChunk() does the same in bounded transactions from a stored cursor.
 contract EnergyMarket {
     enum Side {
         BUY,
@@ -21,6 +22,7 @@ contract EnergyMarket {
     uint8 internal constant OPEN = 0;
     uint8 internal constant CLEARED = 1;
     uint8 internal constant SETTLED = 2;
+    uint8 internal constant CLEARING = 3; // clearChunk in progress: closed to orders, not cleared
 
     uint256 public constant PRICE_MAX = 100_000 * 1e6;
     uint256 public constant WH_PER_MWH = 1e6;
@@ -67,9 +69,12 @@ contract EnergyMarket {
         uint32 tradedDevices;
     }
 
+    /// One slot: energy used per side and the highest signed-order nonce seen, per
+    /// (interval, device) — replay protection for signed orders costs no extra storage.
     struct Usage {
         uint64 buyWh;
         uint64 sellWh;
+        uint64 nonce;
     }
 
     struct Position {
@@ -86,6 +91,34 @@ contract EnergyMarket {
         int256 price;
     }
 
+    /// An order signed off-chain by the device's own key (EIP-712, see ORDER_TYPEHASH) and
+    /// relayed in a batch by anyone (normally the operator): the signature is the authority.
+    struct SignedOrder {
+        uint64 device;
+        uint64 interval;
+        Side side;
+        int256 energyWh;
+        int256 price;
+        uint64 nonce; // > every earlier nonce of this device in this interval
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+    }
+
+    /// A meter reading signed by the device's key (EIP-712, see READING_TYPEHASH).
+    struct Sig {
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+    }
+
+    bytes32 public constant ORDER_TYPEHASH = keccak256(
+        "Order(uint64 device,uint64 interval,uint8 side,int256 energyWh,int256 price,uint64 nonce)"
+    );
+    bytes32 public constant READING_TYPEHASH = keccak256("MeterReading(uint64 device,uint64 interval,int256 meteredWh)");
+    uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+    bytes32 public immutable DOMAIN_SEPARATOR;
+
     mapping(address => Account) public accounts;
     /// owner => agent => may place orders for the owner's devices (escrow still from owner)
     mapping(address => mapping(address => bool)) public isAgent;
@@ -96,6 +129,9 @@ contract EnergyMarket {
     mapping(uint256 => IntervalState) public intervals;
     mapping(uint256 => mapping(uint256 => Usage)) public usage; // interval => device
     mapping(uint256 => mapping(uint256 => Position)) public positions; // interval => device
+    /// Metered injection of each selling device, written at settlement: the only source
+    /// GreenCertificate mints from (no certificate without metered delivery).
+    mapping(uint256 => mapping(uint256 => uint256)) public injectedWh; // interval => device
 
     event AgentSet(address indexed owner, address indexed agent, bool approved);
     event Deposited(address indexed account, uint256 amount);
@@ -155,6 +191,9 @@ contract EnergyMarket {
     error CurtailIncrease(uint256 trade, uint256 current, int256 requested);
     error MissingMeterReading(uint256 device, uint256 interval);
     error BadReadings(uint256 position);
+    error BadSignature(uint256 device);
+    error ReplayedNonce(uint256 device, uint256 interval, uint256 nonce);
+    error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
@@ -181,6 +220,15 @@ contract EnergyMarket {
         intervalS = intervalS_;
         retailPricePerMwh = retailPricePerMwh_;
         feedInPricePerMwh = feedInPricePerMwh_;
+        DOMAIN_SEPARATOR = keccak256(
+            abi.encode(
+                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256("gridtwin EnergyMarket"),
+                keccak256("1"),
+                block.chainid,
+                address(this)
+            )
+        );
     }
 
     /// The one payment-rounding rule (twin/market/units.py).
@@ -231,26 +279,74 @@ contract EnergyMarket {
         if (d.status == 0) revert UnknownDevice(o.device);
         if (d.status == 2) revert DeviceRevoked(o.device);
         if (msg.sender != d.owner && !isAgent[d.owner][msg.sender]) revert NotDeviceOwner(o.device, msg.sender);
-        if (o.energyWh <= 0) revert BadEnergy(o.device, o.energyWh);
-        if (o.price <= 0 || uint256(o.price) > PRICE_MAX) revert BadPrice(o.device, o.price);
-        IntervalState storage st = intervals[o.interval];
-        if (st.status != OPEN) revert IntervalClosed(o.interval);
+        _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, usage[o.interval][o.device]);
+    }
+
+    /// Place a batch of device-signed orders atomically (any relayer may send it). Each
+    /// order is checked like placeOrders, plus: the EIP-712 signature recovers to the
+    /// device's registered key, and its nonce is above every earlier one of the device in
+    /// that interval (a replayed or reordered-back order reverts).
+    function placeSignedOrders(SignedOrder[] calldata input) external returns (uint256 firstOrderId) {
+        firstOrderId = orderCount + 1;
+        uint256 id = orderCount;
+        for (uint256 k = 0; k < input.length; ++k) {
+            id += 1;
+            _placeSigned(id, input[k]);
+        }
+        orderCount = id;
+    }
+
+    function _placeSigned(uint256 id, SignedOrder calldata o) private {
+        (DeviceRegistry.Device memory d, address signer) = registry.getWithSigner(o.device);
+        if (d.status == 0) revert UnknownDevice(o.device);
+        if (d.status == 2) revert DeviceRevoked(o.device);
+        bytes32 structHash = keccak256(
+            abi.encode(ORDER_TYPEHASH, o.device, o.interval, uint8(o.side), o.energyWh, o.price, o.nonce)
+        );
+        if (signer == address(0) || _recover(structHash, o.r, o.s, o.v) != signer) revert BadSignature(o.device);
         Usage storage u = usage[o.interval][o.device];
+        if (o.nonce <= u.nonce) revert ReplayedNonce(o.device, o.interval, o.nonce);
+        u.nonce = o.nonce;
+        _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, u);
+    }
+
+    /// ecrecover of an EIP-712 struct hash under this market's domain; address(0) for a
+    /// malformed or malleable (high-s) signature.
+    function _recover(bytes32 structHash, bytes32 r, bytes32 s, uint8 v) private view returns (address) {
+        if (uint256(s) > HALF_N || (v != 27 && v != 28)) return address(0);
+        bytes32 digest = keccak256(abi.encodePacked(hex"1901", DOMAIN_SEPARATOR, structHash));
+        return ecrecover(digest, v, r, s);
+    }
+
+    function _book(
+        uint256 id,
+        DeviceRegistry.Device memory d,
+        uint64 device,
+        uint64 interval,
+        Side side,
+        int256 energyWh,
+        int256 priceIn,
+        Usage storage u
+    ) private {
+        if (energyWh <= 0) revert BadEnergy(device, energyWh);
+        if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) revert BadPrice(device, priceIn);
+        IntervalState storage st = intervals[interval];
+        if (st.status != OPEN) revert IntervalClosed(interval);
         uint256 used;
-        if (o.side == Side.BUY) {
-            if (u.sellWh > 0) revert OppositeSide(o.device, o.interval);
+        if (side == Side.BUY) {
+            if (u.sellWh > 0) revert OppositeSide(device, interval);
             used = u.buyWh;
         } else {
-            if (u.buyWh > 0) revert OppositeSide(o.device, o.interval);
+            if (u.buyWh > 0) revert OppositeSide(device, interval);
             used = u.sellWh;
         }
         uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
-        uint256 requested = used + uint256(o.energyWh); // used <= cap < 2**80: no overflow
-        if (requested > cap) revert CapacityExceeded(o.device, cap, requested);
-        uint256 energy = uint256(o.energyWh);
-        uint256 price = uint256(o.price);
+        uint256 requested = used + uint256(energyWh); // used < 2**64, energyWh < 2**255: no overflow
+        if (requested > cap) revert CapacityExceeded(device, cap, requested);
+        uint256 energy = uint256(energyWh);
+        uint256 price = uint256(priceIn);
         uint256 escrow;
-        if (o.side == Side.BUY) {
+        if (side == Side.BUY) {
             escrow = payment(energy, price);
             Account storage a = accounts[d.owner];
             if (a.free < escrow) revert InsufficientBalance(d.owner, escrow, a.free);
@@ -262,119 +358,257 @@ contract EnergyMarket {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
-        orders[id] = Order(d.owner, o.device, o.side, o.interval, uint64(energy), uint96(price));
-        emit OrderPlaced(id, o.interval, o.device, d.owner, o.side, energy, price, escrow);
+        orders[id] = Order(d.owner, device, side, interval, uint64(energy), uint96(price));
+        emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
     }
 
     // ------------------------------------------------------------------ clearing
 
-    struct Book {
-        uint256[] ids;
-        uint256[] energy;
-        uint256[] price;
+    /// Resumable matching state of the one interval being cleared (5 slots, written once per
+    /// chunk). During matching the last taken bid/ask is the current one of the walk.
+    struct Cursor {
+        uint32 bidsSeen;
+        uint32 asksSeen;
+        uint64 lastBid;
+        uint64 lastAsk;
+        bool done; // matching finished: the price is fixed
+        bool bidFilled; // the current bid has at least one fill
+        uint64 remB;
+        uint64 remA;
+        uint96 lastBidPrice;
+        uint96 lastAskPrice;
+        uint96 mBidPrice; // prices of the last matched pair
+        uint32 fills;
+        uint32 finalized; // trades already priced, announced and escrow-released
+        uint96 mAskPrice;
+        uint64 volume;
+        uint96 kept; // escrow the current finalize group's bid keeps
+        uint64 bidDevice;
+        uint64 askDevice;
+        uint32 tradedDevices;
     }
 
+    mapping(uint256 => Cursor) internal cursors;
+    /// interval + 1 of the interval whose clearing is in progress (0: none).
+    uint256 public clearingInterval;
+
+    error ClearingInProgress(uint256 interval);
+    error BookChanged(uint256 interval, uint256 planned, uint256 actual);
+
+    /// Clear an interval in one transaction: the full sorted bid and ask id lists (bounded
+    /// only by the block gas limit; clearChunk is the bounded form).
     function clear(uint64 interval, uint64[] calldata bidIds, uint64[] calldata askIds) external onlyOperator {
         IntervalState storage st = intervals[interval];
         if (st.status != OPEN) revert AlreadyCleared(interval);
-        Book memory bids = _loadBook(interval, Side.BUY, bidIds, st.buyCount);
-        Book memory asks = _loadBook(interval, Side.SELL, askIds, st.sellCount);
-
-        // Walk both lists (twin/market/clearing.py, match_orders).
-        uint256 nb = bids.ids.length;
-        uint256 na = asks.ids.length;
-        uint256 maxFills = nb + na;
-        uint256[] memory fb = new uint256[](maxFills);
-        uint256[] memory fa = new uint256[](maxFills);
-        uint256[] memory fq = new uint256[](maxFills);
-        uint256 n;
-        {
-            uint256 i;
-            uint256 j;
-            uint256 remB = nb > 0 ? bids.energy[0] : 0;
-            uint256 remA = na > 0 ? asks.energy[0] : 0;
-            while (i < nb && j < na && bids.price[i] >= asks.price[j]) {
-                uint256 q = remB < remA ? remB : remA;
-                fb[n] = i;
-                fa[n] = j;
-                fq[n] = q;
-                n += 1;
-                remB -= q;
-                remA -= q;
-                if (remB == 0) {
-                    i += 1;
-                    if (i < nb) remB = bids.energy[i];
-                }
-                if (remA == 0) {
-                    j += 1;
-                    if (j < na) remA = asks.energy[j];
-                }
-            }
-        }
-        uint256 price = n > 0 ? (bids.price[fb[n - 1]] + asks.price[fa[n - 1]]) / 2 : 0;
-        uint256[] memory kept = new uint256[](nb);
-        uint256 volume;
-        uint256 tid = tradeCount;
-        uint256 devicesTraded;
-        for (uint256 k = 0; k < n; ++k) {
-            tid += 1;
-            uint256 buyId = bids.ids[fb[k]];
-            uint256 sellId = asks.ids[fa[k]];
-            uint256 q = fq[k];
-            trades[tid] = Trade(uint64(buyId), uint64(sellId), uint64(q), uint64(q));
-            kept[fb[k]] += payment(q, price);
-            volume += q;
-            uint256 buyerDevice = orders[buyId].device;
-            uint256 sellerDevice = orders[sellId].device;
-            devicesTraded += _addPosition(interval, buyerDevice, int256(q));
-            devicesTraded += _addPosition(interval, sellerDevice, -int256(q));
-            emit TradeMatched(tid, interval, buyId, sellId, buyerDevice, sellerDevice, q, price);
-        }
-        // Release each bid's escrow beyond what its trades need.
-        for (uint256 k = 0; k < nb; ++k) {
-            uint256 release = payment(bids.energy[k], bids.price[k]) - kept[k];
-            if (release > 0) {
-                Account storage a = accounts[orders[bids.ids[k]].owner];
-                a.locked -= release;
-                a.free += release;
-            }
-        }
-        st.status = CLEARED;
-        st.price = uint96(price);
-        st.volumeWh = uint64(volume);
-        st.firstTrade = uint64(tradeCount + 1);
-        st.tradeCount = uint32(n);
-        st.tradedDevices = uint32(devicesTraded);
-        tradeCount = tid;
-        emit Cleared(interval, price, volume, tradeCount - n + 1, n);
+        if (bidIds.length != st.buyCount) revert BadOrderList(0, bidIds.length, 0);
+        if (askIds.length != st.sellCount) revert BadOrderList(1, askIds.length, 0);
+        _clearChunk(interval, bidIds, askIds, type(uint256).max);
     }
 
-    function _loadBook(uint64 interval, Side side, uint64[] calldata ids, uint256 count)
-        private
-        view
-        returns (Book memory b)
-    {
-        uint256 sideNo = uint256(side);
-        if (ids.length != count) revert BadOrderList(sideNo, ids.length, 0);
-        b.ids = new uint256[](count);
-        b.energy = new uint256[](count);
-        b.price = new uint256[](count);
-        for (uint256 k = 0; k < count; ++k) {
-            uint256 id = ids[k];
-            Order storage o = orders[id];
-            if (o.owner == address(0) || o.interval != interval || o.side != side) {
-                revert BadOrderList(sideNo, k, id);
-            }
-            uint256 p = o.price;
-            if (k > 0) {
-                uint256 p0 = b.price[k - 1];
-                bool better = side == Side.BUY ? p < p0 : p > p0;
-                if (!(better || (p == p0 && id > b.ids[k - 1]))) revert BadOrderList(sideNo, k, id);
-            }
-            b.ids[k] = id;
-            b.energy[k] = o.energyWh;
-            b.price[k] = p;
+    /// Bounded clearing: the operator sends the verified sorted lists (bids by price desc, id
+    /// asc; asks by price asc, id asc) in consecutive pieces. Each chunk verifies its ids
+    /// (order, interval, side, continuity with the previous chunk) and continues the walk
+    /// of twin/market/clearing.py from the stored cursor: the walk takes the next bid (ask)
+    /// only when the current one is exhausted, and pauses when it needs one the chunk did not
+    /// bring (then every id of the chunk must have been taken). Once the walk is over the
+    /// price is fixed; the remaining ids are only verified (unmatched bids get their escrow
+    /// back). When both lists are complete, up to ``maxTrades`` trades per call are priced,
+    /// announced (TradeMatched) and their bids' excess escrow released; the call that prices
+    /// the last one marks the interval cleared and returns true. Only one interval clears at
+    /// a time (trade ids stay consecutive per interval); orders stay closed from chunk one.
+    /// ``bookSize`` is the number of orders the operator's plan covers: the first chunk
+    /// reverts BookChanged if an order arrived since (the plan could never complete).
+    function clearChunk(
+        uint64 interval,
+        uint256 bookSize,
+        uint64[] calldata bidIds,
+        uint64[] calldata askIds,
+        uint256 maxTrades
+    ) external onlyOperator returns (bool finished) {
+        IntervalState storage st = intervals[interval];
+        if (st.status == OPEN && bookSize != uint256(st.buyCount) + st.sellCount) {
+            revert BookChanged(interval, bookSize, uint256(st.buyCount) + st.sellCount);
         }
+        return _clearChunk(interval, bidIds, askIds, maxTrades);
+    }
+
+    function _clearChunk(uint64 interval, uint64[] calldata bidIds, uint64[] calldata askIds, uint256 maxTrades)
+        private
+        returns (bool)
+    {
+        IntervalState storage st = intervals[interval];
+        if (st.status == OPEN) {
+            uint256 busy = clearingInterval;
+            if (busy != 0) revert ClearingInProgress(busy - 1);
+            clearingInterval = uint256(interval) + 1;
+            st.status = CLEARING;
+            st.firstTrade = uint64(tradeCount + 1);
+        } else if (st.status != CLEARING) {
+            revert AlreadyCleared(interval);
+        }
+        Cursor memory c = cursors[interval];
+        uint256 bi;
+        uint256 ai;
+        if (!c.done) {
+            (bi, ai) = _walk(interval, st, c, bidIds, askIds);
+            if (!c.done) {
+                if (bi < bidIds.length) revert BadOrderList(0, c.bidsSeen, bidIds[bi]);
+                if (ai < askIds.length) revert BadOrderList(1, c.asksSeen, askIds[ai]);
+            } else if (c.remB > 0 && !c.bidFilled) {
+                _releaseBid(c.lastBid, 0); // taken but never matched
+            }
+        }
+        for (; bi < bidIds.length; ++bi) {
+            uint256 id = bidIds[bi];
+            Order storage o = _verify(interval, Side.BUY, c, id);
+            c.bidsSeen += 1;
+            c.lastBid = uint64(id);
+            c.lastBidPrice = o.price;
+            _releaseBid(id, 0);
+        }
+        for (; ai < askIds.length; ++ai) {
+            uint256 id = askIds[ai];
+            Order storage o = _verify(interval, Side.SELL, c, id);
+            c.asksSeen += 1;
+            c.lastAsk = uint64(id);
+            c.lastAskPrice = o.price;
+        }
+        bool finished = c.done && c.bidsSeen == st.buyCount && c.asksSeen == st.sellCount
+            && _finalize(interval, st, c, maxTrades);
+        if (finished) {
+            delete cursors[interval];
+        } else {
+            cursors[interval] = c;
+        }
+        return finished;
+    }
+
+    /// The matching walk from the cursor over this chunk's ids; returns how many it took.
+    function _walk(
+        uint64 interval,
+        IntervalState storage st,
+        Cursor memory c,
+        uint64[] calldata bidIds,
+        uint64[] calldata askIds
+    ) private returns (uint256 bi, uint256 ai) {
+        uint256 nb = st.buyCount;
+        uint256 na = st.sellCount;
+        uint256 tid = tradeCount;
+        while (true) {
+            if (c.remB == 0) {
+                if (c.bidsSeen == nb) {
+                    c.done = true;
+                    break;
+                }
+                if (bi == bidIds.length) break;
+                uint256 id = bidIds[bi++];
+                Order storage o = _verify(interval, Side.BUY, c, id);
+                c.bidsSeen += 1;
+                c.lastBid = uint64(id);
+                c.lastBidPrice = o.price;
+                c.remB = o.energyWh;
+                c.bidDevice = o.device;
+                c.bidFilled = false;
+            }
+            if (c.remA == 0) {
+                if (c.asksSeen == na) {
+                    c.done = true;
+                    break;
+                }
+                if (ai == askIds.length) break;
+                uint256 id = askIds[ai++];
+                Order storage o = _verify(interval, Side.SELL, c, id);
+                c.asksSeen += 1;
+                c.lastAsk = uint64(id);
+                c.lastAskPrice = o.price;
+                c.remA = o.energyWh;
+                c.askDevice = o.device;
+            }
+            if (c.lastBidPrice < c.lastAskPrice) {
+                c.done = true;
+                break;
+            }
+            uint64 q = c.remB < c.remA ? c.remB : c.remA;
+            tid += 1;
+            trades[tid] = Trade(c.lastBid, c.lastAsk, q, q);
+            c.tradedDevices += uint32(
+                _addPosition(interval, c.bidDevice, int256(uint256(q)))
+                    + _addPosition(interval, c.askDevice, -int256(uint256(q)))
+            );
+            c.volume += q;
+            c.fills += 1;
+            c.mBidPrice = c.lastBidPrice;
+            c.mAskPrice = c.lastAskPrice;
+            c.bidFilled = true;
+            c.remB -= q;
+            c.remA -= q;
+        }
+        tradeCount = tid;
+    }
+
+    /// Check that ``id`` is an order of the interval and side that comes strictly after the
+    /// side's last verified id in the sort order.
+    function _verify(uint64 interval, Side side, Cursor memory c, uint256 id) private view returns (Order storage o) {
+        o = orders[id];
+        uint256 sideNo = uint256(side);
+        uint256 k = side == Side.BUY ? c.bidsSeen : c.asksSeen;
+        if (o.owner == address(0) || o.interval != interval || o.side != side) revert BadOrderList(sideNo, k, id);
+        if (k > 0) {
+            uint256 p = o.price;
+            uint256 p0 = side == Side.BUY ? c.lastBidPrice : c.lastAskPrice;
+            uint256 id0 = side == Side.BUY ? c.lastBid : c.lastAsk;
+            bool better = side == Side.BUY ? p < p0 : p > p0;
+            if (!(better || (p == p0 && id > id0))) revert BadOrderList(sideNo, k, id);
+        }
+        uint256 n = side == Side.BUY ? intervals[interval].buyCount : intervals[interval].sellCount;
+        if (k >= n) revert BadOrderList(sideNo, k, id);
+    }
+
+    /// Return a bid's escrow beyond ``kept`` to its owner's free balance.
+    function _releaseBid(uint256 id, uint256 kept) private {
+        Order storage o = orders[id];
+        uint256 release = payment(o.energyWh, o.price) - kept;
+        if (release > 0) {
+            Account storage a = accounts[o.owner];
+            a.locked -= release;
+            a.free += release;
+        }
+    }
+
+    /// Price, announce and release up to ``maxTrades`` trades; true when all are done.
+    function _finalize(uint64 interval, IntervalState storage st, Cursor memory c, uint256 maxTrades)
+        private
+        returns (bool)
+    {
+        uint256 price = c.fills > 0 ? (uint256(c.mBidPrice) + uint256(c.mAskPrice)) / 2 : 0;
+        uint256 first = st.firstTrade;
+        uint256 end = first + c.fills;
+        uint256 t = first + c.finalized;
+        uint256 stop = maxTrades >= end - t ? end : t + maxTrades;
+        uint256 kept = c.kept;
+        for (; t < stop; ++t) {
+            Trade storage tr = trades[t];
+            uint256 buyId = tr.buyOrder;
+            uint256 sellId = tr.sellOrder;
+            uint256 q = tr.clearedWh;
+            kept += payment(q, price);
+            emit TradeMatched(t, interval, buyId, sellId, orders[buyId].device, orders[sellId].device, q, price);
+            if (t + 1 == end || trades[t + 1].buyOrder != buyId) {
+                _releaseBid(buyId, kept); // a bid's fills are consecutive trades
+                kept = 0;
+            }
+        }
+        c.kept = uint96(kept);
+        c.finalized = uint32(stop - first);
+        if (stop != end) return false;
+        st.status = CLEARED;
+        st.price = uint96(price);
+        st.volumeWh = c.volume;
+        st.tradeCount = c.fills;
+        st.tradedDevices = c.tradedDevices;
+        clearingInterval = 0;
+        emit Cleared(interval, price, c.volume, first, c.fills);
+        return true;
     }
 
     function _addPosition(uint64 interval, uint256 device, int256 wh) private returns (uint256 newDevice) {
@@ -396,6 +630,7 @@ contract EnergyMarket {
         uint64 interval = b.interval;
         IntervalState storage st = intervals[interval];
         if (st.status == SETTLED) revert AlreadySettled(interval);
+        if (st.status == CLEARING) revert NotCleared(interval);
         if (energyWh < 0) revert BadEnergy(b.device, energyWh);
         uint256 old = t.energyWh;
         if (uint256(energyWh) > old) revert CurtailIncrease(tradeId, old, energyWh);
@@ -418,8 +653,39 @@ contract EnergyMarket {
     /// imbalance against the DSO at the fixed tariffs; a payer short of free balance pays
     /// what it has and the remainder becomes debt.
     function settle(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh) external onlyOperator {
+        _settle(interval, devices, meteredWh);
+    }
+
+    /// settle() on meter readings each signed by its device's key (EIP-712 MeterReading):
+    /// a reading that does not recover to the device's registered key reverts BadSignature,
+    /// and a device can only claim energy within its registered capacity for the interval.
+    /// Readings name their interval, and an interval settles once, so none can be replayed.
+    function settleSigned(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh, Sig[] calldata sigs)
+        external
+        onlyOperator
+    {
         IntervalState storage st = intervals[interval];
-        if (st.status == OPEN) revert NotCleared(interval);
+        if (st.status == OPEN || st.status == CLEARING) revert NotCleared(interval);
+        if (st.status == SETTLED) revert AlreadySettled(interval);
+        if (devices.length != meteredWh.length || devices.length != sigs.length) revert BadReadings(devices.length);
+        for (uint256 k = 0; k < devices.length; ++k) {
+            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
+            (DeviceRegistry.Device memory d, address signer) = registry.getWithSigner(devices[k]);
+            if (d.status == 0) revert UnknownDevice(devices[k]);
+            bytes32 structHash = keccak256(abi.encode(READING_TYPEHASH, devices[k], interval, meteredWh[k]));
+            if (signer == address(0) || _recover(structHash, sigs[k].r, sigs[k].s, sigs[k].v) != signer) {
+                revert BadSignature(devices[k]);
+            }
+            uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
+            int256 m = meteredWh[k];
+            if (m > int256(cap) || m < -int256(cap)) revert MeterOutOfRange(devices[k], cap, m); // cap < 2**80
+        }
+        _settle(interval, devices, meteredWh);
+    }
+
+    function _settle(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh) private {
+        IntervalState storage st = intervals[interval];
+        if (st.status == OPEN || st.status == CLEARING) revert NotCleared(interval);
         if (st.status == SETTLED) revert AlreadySettled(interval);
         if (devices.length != meteredWh.length) revert BadReadings(devices.length);
         address[] memory owners = new address[](devices.length);
@@ -466,6 +732,7 @@ contract EnergyMarket {
             moved = int256(paid);
             debt = unpaid;
         }
+        if (metered < 0 && p.netWh < 0) injectedWh[interval][device] = uint256(-metered); // a seller's metered delivery (GreenCertificate)
         emit Settled(interval, device, owner, p.netWh, metered, imbalance, p.money, moved, debt);
     }
 

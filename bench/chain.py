@@ -1,0 +1,233 @@
+"""On-chain market at scale: device-signed orders relayed in batches vs one tx per order.
+
+One fresh Anvil, ``PARTICIPANTS`` distinct owner accounts, one device each with its own
+secp256k1 key registered by the DSO. Measured in this one run:
+
+* **batched, end to end**: for each of ``INTERVALS`` intervals, ``ORDERS`` orders are signed
+  by their device keys (EIP-712), relayed by the operator in ``placeSignedOrders`` txs of
+  ``CHUNK`` orders, cleared (book sorted off-chain, verified on chain), and settled on
+  meter readings signed by each device key (``settleSigned``); every receipt is checked.
+  orders/s = orders / wall time of all of that; latency of an order = signing of its chunk
+  -> its receipt; gas per order of placeSignedOrders, first vs last interval (flat?).
+* **naive**: the same kind of order, one ``placeOrders`` web3 ``transact`` per order from
+  the owner's own account, waiting for each receipt.
+* **clearing gas** of one interval with 100 / 1,000 / 10,000 orders, cleared in bounded
+  ``clearChunk`` transactions each capped at 30 M gas (a chunk above the cap would fail):
+  total and per order (flat?), and the largest transaction against a 36 M mainnet block.
+  Then the interval's settlement (still one transaction) and its gas.
+* **Anvil memory** (RSS) over the long batched run.
+
+Medians over intervals; the last line is ``key=value`` pairs.
+``python bench/chain.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from twin.chain.anvil import AnvilNode
+from twin.chain.ledger import ChainLedger, PendingOrders
+from twin.market.signing import DeviceKey, SignedOrder
+from twin.market.types import Device, DeviceKind, OrderIntent, Side
+
+QUICK = "--quick" in sys.argv
+PARTICIPANTS = 210
+INTERVALS = 6 if QUICK else 30
+ORDERS = 2000
+CHUNK = 500
+NAIVE = 100 if QUICK else 300
+CLEAR_SIZES = (100, 1000, 10_000)
+MAINNET_BLOCK_GAS = 36_000_000
+CHUNK_TX_GAS = 30_000_000  # gas cap of every clearing transaction
+PARAMS = {"interval_s": 900, "retail_price_per_mwh": 250_000_000, "feed_in_price_per_mwh": 80_000_000}
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Market:
+    def __init__(self, led: ChainLedger, devices: list[Device], keys: dict[int, DeviceKey]) -> None:
+        self.led, self.devices, self.keys = led, devices, keys
+        self.nonce: dict[tuple[int, int], int] = {}
+
+    def intents(self, rng: np.random.Generator, interval: int, n: int) -> list[OrderIntent]:
+        sellers = {d.device_id for d in self.devices if rng.random() < 0.45}
+        out = []
+        for _ in range(n):
+            d = self.devices[int(rng.integers(len(self.devices)))]
+            out.append(
+                OrderIntent(
+                    device_id=d.device_id,
+                    interval=interval,
+                    side=Side.SELL if d.device_id in sellers else Side.BUY,
+                    energy_wh=int(rng.integers(1, 1000)),
+                    price_per_mwh=int(rng.integers(40, 160)) * 1_000_000,
+                )
+            )
+        return out
+
+    def sign(self, intents: list[OrderIntent]) -> list[SignedOrder]:
+        out = []
+        for it in intents:
+            key = (it.device_id, it.interval)
+            self.nonce[key] = self.nonce.get(key, 0) + 1
+            out.append(
+                self.keys[it.device_id].sign_order(it, nonce=self.nonce[key], domain=self.led.domain)
+            )
+        return out
+
+
+def main() -> None:
+    rng = np.random.default_rng(11)
+    devices = [
+        Device(device_id=1000 + k, owner=2 + k, kind=DeviceKind.PV, bus=k, capacity_w=20_000_000)
+        for k in range(PARTICIPANTS)
+    ]
+    keys = {d.device_id: DeviceKey.from_seed(d.device_id) for d in devices}
+    with AnvilNode(accounts=PARTICIPANTS + 2) as node:
+        assert node._proc is not None
+        pid = node._proc.pid
+        led = ChainLedger.deploy(node.web3(), **PARAMS)
+        t0 = time.perf_counter()
+        for d in devices:
+            led.register_device(d)
+            led.set_device_signer(d.device_id, keys[d.device_id].address)
+            led.deposit(d.owner, 10**12)
+        led.deposit(1, 10**12)
+        setup_s = time.perf_counter() - t0
+        m = Market(led, devices, keys)
+        rss0 = _rss_mb(pid)
+
+        # --- batched, end to end ------------------------------------------------------
+        per_interval_rate, latencies_ms, place_gas, clear_gas, settle_gas, rss = [], [], [], [], [], []
+        total_orders, total_s = 0, 0.0
+        for i in range(INTERVALS):
+            intents = m.intents(rng, i, ORDERS)
+            n_tx = len(led.transactions)
+            t_start = time.perf_counter()
+            # Pipelined: sign chunk k and send it while the node executes chunk k-1.
+            in_flight: list[tuple[float, PendingOrders]] = []
+            for c in range(0, ORDERS, CHUNK):
+                tc = time.perf_counter()
+                in_flight.append((tc, led.submit_signed_orders(m.sign(intents[c : c + CHUNK]))))
+                if len(in_flight) > 1:
+                    tp, p = in_flight.pop(0)
+                    led.confirm(p)
+                    latencies_ms += [(time.perf_counter() - tp) * 1000] * p.n
+            for tp, p in in_flight:
+                led.confirm(p)
+                latencies_ms += [(time.perf_counter() - tp) * 1000] * p.n
+            clearing = led.clear(i)
+            traded = {t.buyer_device for t in clearing.trades} | {t.seller_device for t in clearing.trades}
+            net: dict[int, int] = dict.fromkeys(traded, 0)
+            for t in clearing.trades:
+                net[t.buyer_device] += t.energy_wh
+                net[t.seller_device] -= t.energy_wh
+            readings = [
+                keys[d].sign_reading(device_id=d, interval=i, metered_wh=w + int(rng.integers(-50, 50)),
+                                     domain=led.domain)
+                for d, w in net.items()
+            ]
+            led.settle_signed(i, readings)
+            dt = time.perf_counter() - t_start
+            txs = led.transactions[n_tx:]
+            assert all(t.status == 1 for t in txs)
+            total_orders += ORDERS
+            total_s += dt
+            per_interval_rate.append(ORDERS / dt)
+            place_gas.append(sum(t.gas_used for t in txs if t.function.endswith("placeSignedOrders")) / ORDERS)
+            clear_gas.append(sum(t.gas_used for t in txs if t.function.startswith("EnergyMarket.clear")))
+            settle_gas.append(next(t.gas_used for t in txs if t.function.endswith("settleSigned")))
+            rss.append(_rss_mb(pid))
+        rate = statistics.median(per_interval_rate)
+        lat = np.array(latencies_ms)
+
+        # --- naive: one transact per order ----------------------------------------------
+        w3 = led.w3
+        naive_ivl = INTERVALS + 1
+        intents = m.intents(rng, naive_ivl, NAIVE)
+        fn = led.market.functions.placeOrders
+        t0 = time.perf_counter()
+        for it in intents:
+            owner = led.address_of(led.device(it.device_id).owner)
+            h = fn([(it.device_id, it.interval, int(it.side), it.energy_wh, it.price_per_mwh)]).transact(
+                {"from": owner, "gas": 2_000_000, "gasPrice": 0}
+            )
+            assert w3.eth.wait_for_transaction_receipt(h, poll_latency=0.001)["status"] == 1
+        naive_rate = NAIVE / (time.perf_counter() - t0)
+
+        # --- clearing gas by book size: bounded chunks under a 30 M gas cap per tx --------
+        clear_by_size: dict[int, tuple[int, int, int, int]] = {}  # n -> total, max chunk, chunks, trades
+        settle_by_size: dict[int, int] = {}
+        led.tx_gas = CHUNK_TX_GAS  # a chunk over the cap would revert out of gas: the bound is enforced
+        for k, n in enumerate(CLEAR_SIZES):
+            ivl = INTERVALS + 10 + k
+            led.tx_gas = 200_000_000
+            led.place_signed_orders(m.sign(m.intents(rng, ivl, n)), chunk_size=1000)
+            led.tx_gas = CHUNK_TX_GAS
+            n_tx = len(led.transactions)
+            cleared = led.clear(ivl)
+            gas = [t.gas_used for t in led.transactions[n_tx:]]
+            assert all(t.status == 1 for t in led.transactions[n_tx:])
+            clear_by_size[n] = (sum(gas), max(gas), len(gas), len(cleared.trades))
+            net_wh: dict[int, int] = {}
+            for t in cleared.trades:
+                net_wh[t.buyer_device] = net_wh.get(t.buyer_device, 0) + t.energy_wh
+                net_wh[t.seller_device] = net_wh.get(t.seller_device, 0) - t.energy_wh
+            led.tx_gas = 200_000_000  # settlement is still one transaction (not chunked yet)
+            led.settle(ivl, net_wh)
+            settle_by_size[n] = led.transactions[-1].gas_used
+        block_gas = int(w3.eth.get_block("latest")["gasLimit"])
+
+    print(f"{PARTICIPANTS} participant accounts with one keyed device each; setup {setup_s:.1f} s")
+    print(f"batched: {INTERVALS} intervals x {ORDERS} signed orders (chunks of {CHUNK}), "
+          f"sign+place+clear+settle(signed readings), receipts checked")
+    print(f"  orders/s end to end (signing pipelined with execution): median {rate:,.0f} (min {min(per_interval_rate):,.0f}, "
+          f"overall {total_orders / total_s:,.0f})")
+    print(f"  order latency (sign -> receipt of its chunk): p50 {np.percentile(lat, 50):.0f} ms, "
+          f"p99 {np.percentile(lat, 99):.0f} ms")
+    print(f"  gas/order placeSignedOrders: first interval {place_gas[0]:,.0f}, last {place_gas[-1]:,.0f}, "
+          f"median {statistics.median(place_gas):,.0f}")
+    print(f"  clear gas/interval median {statistics.median(clear_gas):,.0f}; "
+          f"settleSigned gas/interval median {statistics.median(settle_gas):,.0f}")
+    print(f"  Anvil RSS: {rss0:.0f} MB after setup -> {rss[len(rss) // 2]:.0f} MB mid -> {rss[-1]:.0f} MB "
+          f"after {total_orders:,} orders")
+    print(f"naive one transact per order: {naive_rate:,.0f} orders/s -> batched is {rate / naive_rate:.1f}x")
+    print(f"clearing in chunks (<= {led.clear_chunk_orders} orders or {led.clear_chunk_trades} trades per tx, "
+          f"tx gas cap {CHUNK_TX_GAS:,}; block limit here {block_gas:,}, mainnet {MAINNET_BLOCK_GAS:,}):")
+    for n, (g, g_max, n_chunks, n_trades) in clear_by_size.items():
+        print(f"  clear {n:>6,} orders ({n_trades:,} trades): {g:>13,} gas in {n_chunks} tx "
+              f"({g / n:,.0f}/order); largest tx {g_max:,} = {g_max / MAINNET_BLOCK_GAS:.0%} of a 36 M block")
+        print(f"    then settle (one tx): {settle_by_size[n]:,} gas = "
+              f"{settle_by_size[n] / MAINNET_BLOCK_GAS:.0%} of a 36 M block")
+    kv = {
+        "orders_per_s": round(rate),
+        "naive_orders_per_s": round(naive_rate),
+        "speedup": round(rate / naive_rate, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 1),
+        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "gas_per_order": round(statistics.median(place_gas)),
+        "gas_per_order_first": round(place_gas[0]),
+        "gas_per_order_last": round(place_gas[-1]),
+        **{f"clear_gas_{n}": g[0] for n, g in clear_by_size.items()},
+        **{f"clear_gas_per_order_{n}": round(g[0] / n) for n, g in clear_by_size.items()},
+        **{f"clear_max_tx_gas_{n}": g[1] for n, g in clear_by_size.items()},
+        **{f"settle_gas_{n}": g for n, g in settle_by_size.items()},
+        "anvil_rss_mb_start": round(rss0),
+        "anvil_rss_mb_end": round(rss[-1]),
+        "participants": PARTICIPANTS,
+    }
+    print(" ".join(f"{k}={v}" for k, v in kv.items()))
+
+
+if __name__ == "__main__":
+    main()

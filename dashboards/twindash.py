@@ -1,0 +1,190 @@
+"""Read-only data access for the dashboards: folder detection, cached and lazy table reads.
+
+Nothing here writes. Every read is cached by ``st.cache_data`` under the file's path *and*
+its modification stamp (mtime, size), so a table rewritten by a running ``twin run`` is
+read again, and an unchanged one never is. Tables are read lazily: only the columns a page
+asks for (column projection) and only the rows its filter keeps (pyarrow dataset filters,
+pushed down to Parquet row groups).
+
+Folder kinds (detected from the contents):
+
+* **sweep** — ``kpis.parquet`` and/or ``runs/<run_id>/`` (``twin sweep``); each folder
+  below ``runs/`` is a run folder;
+* **run** — otherwise ``manifest.json`` (``twin run``, ``twin hil serve``) or ``cases.parquet``
+  (``twin resilience``).
+
+Tables the dashboards read beyond the ones in :data:`twin.results.SCHEMAS` (written by other
+parts of the twin when they exist; each page says so when they are absent):
+
+* resilience (``twin resilience``, a folder of its own without manifest): ``cases`` and
+  ``steps`` (shapes in ``views/resilience.py``);
+* ledger extras: ``events`` and ``vpp`` (``twin.results.SCHEMAS``), ``certificates``,
+  ``dr_events``, ``assets``, ``asset_distributions`` (any columns; a ``tx_hash`` column links
+  rows to their transaction). Absent or empty: the Ledger page says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import streamlit as st
+
+__all__ = [
+    "MICRO",
+    "FolderKind",
+    "Stamp",
+    "folder_kind",
+    "list_runs",
+    "read_json",
+    "read_table",
+    "stamp",
+    "table_columns",
+    "table_rows",
+    "table_values",
+]
+
+#: Prices are micro-units per MWh and amounts micro-units of currency (twin/market/units.py).
+MICRO = 1_000_000
+
+FolderKind = Literal["run", "sweep", "missing"]
+#: (path, mtime_ns, size): the cache key of one file's current version; None when absent.
+Stamp = tuple[str, int, int]
+
+_CACHE_ENTRIES = 256
+
+
+def stamp(path: Path) -> Stamp | None:
+    """The cache key of ``path`` as it is now, or None when it does not exist."""
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return None
+    return (str(path), st_.st_mtime_ns, st_.st_size)
+
+
+def folder_kind(*, folder: Path) -> FolderKind:
+    """``run``, ``sweep`` or ``missing``, from what the folder holds."""
+    folder = Path(folder)
+    if (folder / "kpis.parquet").is_file() or (folder / "runs").is_dir():
+        return "sweep"  # checked first: a sweep may keep a manifest of its own
+    if (folder / "manifest.json").is_file() or (folder / "cases.parquet").is_file():
+        return "run"  # a run, or a resilience study (cases.parquet, steps.parquet, kpis.json)
+    return "missing"
+
+
+def list_runs(*, sweep_dir: Path) -> list[str]:
+    """Run ids of a sweep: from ``kpis.parquet`` when present, plus any folder under ``runs/``."""
+    ids: list[str] = []
+    kp = Path(sweep_dir) / "kpis.parquet"
+    key = stamp(kp)
+    if key is not None and "run_id" in table_columns(key=key):
+        col = _read(key=key, columns=("run_id",), filters=())["run_id"]
+        ids = [str(v) for v in col]
+    runs = Path(sweep_dir) / "runs"
+    if runs.is_dir():
+        seen = set(ids)
+        ids += sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name not in seen)
+    return ids
+
+
+@st.cache_data(max_entries=_CACHE_ENTRIES, show_spinner=False)
+def _read_json_cached(key: Stamp) -> Any:
+    return json.loads(Path(key[0]).read_text())
+
+
+def read_json(*, path: Path) -> Any:
+    """The JSON document at ``path`` (cached), or None when it is absent or unreadable."""
+    key = stamp(path)
+    if key is None:
+        return None
+    try:
+        return _read_json_cached(key)
+    except (OSError, ValueError):
+        return None
+
+
+@st.cache_data(max_entries=_CACHE_ENTRIES, show_spinner=False)
+def table_columns(*, key: Stamp) -> list[str]:
+    """Column names of a Parquet file, from its footer only."""
+    return list(pq.read_schema(key[0]).names)
+
+
+@st.cache_data(max_entries=_CACHE_ENTRIES, show_spinner=False)
+def _num_rows(*, key: Stamp) -> int:
+    return int(pq.ParquetFile(key[0]).metadata.num_rows)
+
+
+_OPS = {
+    "==": lambda f, v: f == v, "!=": lambda f, v: f != v, "<": lambda f, v: f < v,
+    "<=": lambda f, v: f <= v, ">": lambda f, v: f > v, ">=": lambda f, v: f >= v,
+    "in": lambda f, v: f.isin(list(v)),
+}
+
+
+def _expression(filters: Sequence[tuple[str, str, Any]]) -> ds.Expression | None:
+    expr: ds.Expression | None = None
+    for col, op, value in filters:
+        term = _OPS[op](ds.field(col), value)
+        expr = term if expr is None else expr & term
+    return expr
+
+
+@st.cache_data(max_entries=_CACHE_ENTRIES, show_spinner=False)
+def _read(*, key: Stamp, columns: tuple[str, ...], filters: tuple[tuple[str, str, Any], ...]
+          ) -> pd.DataFrame:
+    dataset = ds.dataset(key[0], format="parquet")
+    table: pa.Table = dataset.to_table(columns=list(columns), filter=_expression(filters))
+    return table.to_pandas()
+
+
+def _table_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"{name}.parquet"
+
+
+def table_rows(*, folder: Path, name: str) -> int | None:
+    """Number of rows of table ``name`` (from the footer), None when the table is absent or
+    unreadable."""
+    key = stamp(_table_path(folder, name))
+    if key is None:
+        return None
+    try:
+        return _num_rows(key=key)
+    except (pa.ArrowInvalid, OSError):
+        return None
+
+
+def read_table(*, folder: Path, name: str, columns: Sequence[str] | None = None,
+               filters: Sequence[tuple[str, str, Any]] = ()) -> pd.DataFrame | None:
+    """Table ``name`` of ``folder`` as a DataFrame, or None when absent or unreadable.
+
+    ``columns``: the columns to read (those missing from the file are skipped, so a page
+    keeps working on an older folder); None reads all. ``filters``: ``(column, op, value)``
+    triples (op one of ``== != < <= > >= in``) combined with AND and pushed down to Parquet.
+    """
+    key = stamp(_table_path(folder, name))
+    if key is None:
+        return None
+    try:
+        available = table_columns(key=key)
+        cols = tuple(available) if columns is None else tuple(c for c in columns if c in available)
+        usable = tuple((c, op, v if op != "in" else tuple(v)) for c, op, v in filters
+                       if c in available)
+        return _read(key=key, columns=cols, filters=usable)
+    except (pa.ArrowInvalid, OSError):
+        return None
+
+
+def table_values(*, folder: Path, name: str, column: str) -> list[Any]:
+    """Sorted distinct values of one column (e.g. the times of a table), [] when absent."""
+    df = read_table(folder=folder, name=name, columns=(column,))
+    if df is None or column not in df.columns:
+        return []
+    return sorted(df[column].dropna().unique().tolist())

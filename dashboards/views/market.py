@@ -1,0 +1,153 @@
+"""Market: clearing price and volume per interval, supply/demand curves of one interval,
+its trades, curtailments by the DSO, and revenue and cost per agent."""
+
+from __future__ import annotations
+
+import dashui
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import twindash as td
+from plotly.subplots import make_subplots
+
+ctx = dashui.run_context()
+dashui.page_header(title="Market", ctx=ctx)
+
+MICRO = td.MICRO
+
+
+def _step_curve(prices: np.ndarray, energy_wh: np.ndarray) -> tuple[list, list]:
+    """Cumulative energy (kWh) against price as a step curve."""
+    cum = np.concatenate([[0.0], np.cumsum(energy_wh) / 1000])
+    xs, ys = [], []
+    for i, p in enumerate(prices):
+        xs += [cum[i], cum[i + 1]]
+        ys += [p, p]
+    return xs, ys
+
+
+def _device_labels(folder) -> pd.Series:
+    """device id -> agent name, when the agents table carries device ids."""
+    ag = td.read_table(folder=folder, name="agents", columns=("agent", "kind", "device_id"),
+                       filters=(("time_s", "==", 0),))
+    if ag is None or "device_id" not in ag.columns:
+        return pd.Series(dtype=str)
+    return ag.dropna(subset=["device_id"]).drop_duplicates("device_id").set_index("device_id")["agent"]
+
+
+if ctx is not None:
+    market = td.read_table(folder=ctx.folder, name="market")
+    if market is None or market.empty:
+        dashui.no_data(what="market results (market.parquet)", folder=ctx.folder,
+                       hint="The run cleared no market interval yet.")
+    else:
+        market = market.sort_values("interval")
+        market["hour"] = dashui.hours(seconds=market["time_s"])
+        market["price"] = market["price_per_mwh"] / MICRO
+        market.loc[market["volume_wh"] == 0, "price"] = np.nan  # no trade: no price
+        c = st.columns(4)
+        c[0].metric("Intervals cleared", f"{len(market)}")
+        c[1].metric("Intervals with trades", f"{int((market['volume_wh'] > 0).sum())}")
+        c[2].metric("Volume", f"{market['volume_wh'].sum() / 1000:.1f} kWh")
+        c[3].metric("Curtailed by DSO", f"{market['curtailed_wh'].sum() / 1000:.1f} kWh")
+
+        st.subheader("Clearing price and volume per interval")
+        fig = make_subplots(specs=[[{"secondary_y": True}]])
+        fig.add_trace(go.Bar(x=market["hour"], y=market["volume_wh"] / 1000, name="volume (kWh)",
+                             marker_color="#9ecae1"), secondary_y=False)
+        fig.add_trace(go.Bar(x=market["hour"], y=market["curtailed_wh"] / 1000,
+                             name="curtailed by DSO (kWh)", marker_color="#de2d26"), secondary_y=False)
+        fig.add_trace(go.Scatter(x=market["hour"], y=market["price"], name="clearing price (/MWh)",
+                                 mode="lines+markers", line={"color": "#08519c"}), secondary_y=True)
+        fig.update_layout(barmode="stack", height=360, margin={"t": 10, "b": 10},
+                          legend={"orientation": "h", "y": 1.1}, xaxis_title="hour")
+        fig.update_yaxes(title_text="kWh", secondary_y=False)
+        fig.update_yaxes(title_text="price per MWh", secondary_y=True)
+        st.plotly_chart(fig, width="stretch", key="price_volume")
+
+        st.subheader("Supply and demand of one interval")
+        traded = market.loc[market["volume_wh"] > 0, "interval"].tolist()
+        options = market["interval"].tolist()
+        interval = st.selectbox(
+            "Interval", options=options, index=options.index(traded[0]) if traded else 0,
+            format_func=lambda k: f"{k} (starts {k * ctx.interval_s / 3600:.2f} h)",
+            key="market_interval")
+        orders = td.read_table(folder=ctx.folder, name="orders", filters=(("interval", "==", int(interval)),))
+        trades = td.read_table(folder=ctx.folder, name="trades", filters=(("interval", "==", int(interval)),))
+        if orders is None or orders.empty:
+            dashui.no_data(what=f"orders for interval {interval}", folder=ctx.folder,
+                           hint="Nobody bid or offered in it.")
+        else:
+            bids = orders[orders["side"] == "buy"].sort_values(["price_per_mwh", "order_id"],
+                                                                ascending=[False, True])
+            asks = orders[orders["side"] == "sell"].sort_values(["price_per_mwh", "order_id"],
+                                                                 ascending=[True, True])
+            fig = go.Figure()
+            for df, name, colour in ((bids, "demand (bids)", "#2166ac"), (asks, "supply (asks)", "#b2182b")):
+                xs, ys = _step_curve(df["price_per_mwh"].to_numpy() / MICRO, df["energy_wh"].to_numpy())
+                fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines",
+                                         line={"color": colour, "shape": "hv"}))
+            row = market[market["interval"] == interval].iloc[0]
+            if row["volume_wh"] > 0:
+                fig.add_trace(go.Scatter(x=[row["volume_wh"] / 1000], y=[row["price"]],
+                                         mode="markers", name="clearing point",
+                                         marker={"size": 12, "color": "black", "symbol": "x"}))
+            fig.update_layout(height=360, margin={"t": 10, "b": 10}, xaxis_title="cumulative kWh",
+                              yaxis_title="price per MWh", legend={"orientation": "h", "y": 1.1})
+            st.plotly_chart(fig, width="stretch", key="supply_demand")
+            st.caption(f"{len(bids)} bids, {len(asks)} asks; uniform price = mean of the last "
+                       "matched bid and ask.")
+        if trades is not None and not trades.empty:
+            shown = trades.assign(price=trades["price_per_mwh"] / MICRO).drop(columns=["price_per_mwh"])
+            st.markdown(f"**Trades of interval {interval}** ({len(trades)})")
+            st.dataframe(shown, hide_index=True, height=220, key="trades_table")
+
+        st.subheader("Curtailments by the DSO")
+        dso = td.read_table(folder=ctx.folder, name="dso")
+        curtailed = td.read_table(folder=ctx.folder, name="trades", filters=(("curtailed_wh", ">", 0),))
+        if dso is not None and not dso.empty:
+            dso = dso.assign(hour=dashui.hours(seconds=dso["time_s"]))
+            c = st.columns(3)
+            c[0].metric("Intervals with violations before the check",
+                        f"{int((dso['violations_before'].fillna(0) > 0).sum())}")
+            c[1].metric("Violations left after curtailment",
+                        f"{int(dso['violations_after'].fillna(0).sum())}")
+            c[2].metric("Trades curtailed", f"{0 if curtailed is None else len(curtailed)}")
+        if curtailed is not None and not curtailed.empty:
+            st.dataframe(curtailed, hide_index=True, height=200, key="curtailed_table")
+        else:
+            st.caption("The DSO curtailed no trade in this run: every cleared schedule passed the "
+                       "voltage and loading check.")
+
+        st.subheader("Revenue and cost per agent")
+        st_df = td.read_table(folder=ctx.folder, name="settlements",
+                              columns=("device_id", "owner", "trade_amount", "imbalance_amount",
+                                       "traded_wh", "metered_wh"))
+        if st_df is None or st_df.empty:
+            dashui.no_data(what="settlements (settlements.parquet)", folder=ctx.folder,
+                           hint="No interval was settled yet.")
+        else:
+            g = st_df.groupby("device_id").agg(
+                owner=("owner", "first"), market=("trade_amount", "sum"),
+                supplier=("imbalance_amount", "sum"), traded_kwh=("traded_wh", "sum"),
+                metered_kwh=("metered_wh", "sum")).reset_index()
+            g["market"] /= MICRO
+            g["supplier"] /= MICRO
+            g["net"] = g["market"] + g["supplier"]
+            g["traded_kwh"] /= 1000
+            g["metered_kwh"] /= 1000
+            labels = _device_labels(ctx.folder)
+            g["agent"] = [labels.get(d, f"device {d} (account {o})")
+                          for d, o in zip(g["device_id"], g["owner"], strict=True)]
+            g = g.sort_values("net")
+            fig = go.Figure()
+            fig.add_trace(go.Bar(y=g["agent"], x=g["market"], name="local market", orientation="h"))
+            fig.add_trace(go.Bar(y=g["agent"], x=g["supplier"], name="supplier / DSO (imbalance)",
+                                 orientation="h"))
+            fig.update_layout(barmode="relative", height=max(300, 14 * len(g)),
+                              margin={"t": 10, "b": 10}, xaxis_title="currency (+ revenue, − cost)",
+                              legend={"orientation": "h", "y": 1.02})
+            st.plotly_chart(fig, width="stretch", key="agent_revenue")
+            st.dataframe(g[["agent", "device_id", "owner", "traded_kwh", "metered_kwh", "market",
+                            "supplier", "net"]], hide_index=True, height=240, key="agent_table")

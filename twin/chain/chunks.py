@@ -1,0 +1,86 @@
+"""Split one interval's clearing into bounded ``EnergyMarket.clearChunk`` calls.
+
+The contract walks the sorted bid and ask lists exactly like
+:func:`twin.market.clearing.match_orders`, taking the next bid (ask) only when the current
+one is exhausted, and pauses when it needs an id the chunk did not bring. :func:`take_order`
+replays that walk and lists the ids in the order the contract takes them, then the ids the
+walk never reached (verified only, unmatched bids refunded). Any cut of that sequence is a
+valid chunk boundary, so chunks are simply consecutive slices of ``chunk_orders`` ids;
+after them come calls that only price and announce trades, ``chunk_trades`` at a time.
+Gas per call is then bounded by ``chunk_orders`` (each id adds at most one fill) or
+``chunk_trades``, whatever the size of the book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twin.market.types import Order, Side
+
+__all__ = ["ClearingChunk", "plan_clearing", "take_order"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingChunk:
+    """Arguments of one ``clearChunk`` call."""
+
+    bid_ids: tuple[int, ...]
+    ask_ids: tuple[int, ...]
+    max_trades: int
+
+
+def take_order(bids: Sequence[Order], asks: Sequence[Order]) -> list[tuple[Side, int]]:
+    """(side, order id) in the order the contract's walk takes them, then the rest."""
+    takes: list[tuple[Side, int]] = []
+    i = j = 0
+    rem_bid = rem_ask = 0
+    bid_price = ask_price = 0
+    while True:
+        if rem_bid == 0:
+            if i == len(bids):
+                break
+            takes.append((Side.BUY, bids[i].order_id))
+            rem_bid, bid_price = bids[i].energy_wh, bids[i].price_per_mwh
+            i += 1
+        if rem_ask == 0:
+            if j == len(asks):
+                break
+            takes.append((Side.SELL, asks[j].order_id))
+            rem_ask, ask_price = asks[j].energy_wh, asks[j].price_per_mwh
+            j += 1
+        if bid_price < ask_price:
+            break
+        q = min(rem_bid, rem_ask)
+        rem_bid -= q
+        rem_ask -= q
+    takes += [(Side.BUY, o.order_id) for o in bids[i:]]
+    takes += [(Side.SELL, o.order_id) for o in asks[j:]]
+    return takes
+
+
+def plan_clearing(
+    bids: Sequence[Order],
+    asks: Sequence[Order],
+    *,
+    n_trades: int,
+    chunk_orders: int,
+    chunk_trades: int,
+) -> list[ClearingChunk]:
+    """The ``clearChunk`` calls that clear the sorted book (see the module docstring)."""
+    if chunk_orders <= 0 or chunk_trades <= 0:
+        raise ValueError("chunk_orders and chunk_trades must be > 0")
+    takes = take_order(bids, asks)
+    chunks = [
+        ClearingChunk(
+            bid_ids=tuple(oid for side, oid in takes[k : k + chunk_orders] if side == Side.BUY),
+            ask_ids=tuple(oid for side, oid in takes[k : k + chunk_orders] if side == Side.SELL),
+            max_trades=0,
+        )
+        for k in range(0, len(takes), chunk_orders)
+    ] or [ClearingChunk(bid_ids=(), ask_ids=(), max_trades=0)]
+    chunks += [
+        ClearingChunk(bid_ids=(), ask_ids=(), max_trades=chunk_trades)
+        for _ in range(0, n_trades, chunk_trades)
+    ]
+    return chunks

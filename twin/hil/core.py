@@ -1,0 +1,172 @@
+"""The HIL core: all devices of a run, shared by the Modbus server and the twin.
+
+Pure (no sockets, no mosaik). Two sides use one :class:`HILBank`:
+
+* the Modbus server (its own thread) calls :meth:`HILBank.read` and :meth:`HILBank.write`;
+* the twin (the mosaik adapter, or a test) calls :meth:`HILBank.step` once per step with
+  each device's available power and measurements, and gets back the powers the devices
+  actually deliver under the controls written by clients.
+
+Reads never wait on the twin: each device publishes an immutable snapshot of its register
+image (:attr:`HILDevice.published`, swapped by reference) after every step and every
+accepted write; a read slices the snapshot without taking a lock, so a client never sees a
+torn 32- or 64-bit value or a half-updated device, and never waits for a step. One lock
+serializes what changes an image (client writes and twin steps). The clock (``now_s``, seconds of twin time) is
+passed in explicitly; the server uses :attr:`HILBank.clock`, a callable the adapter sets to
+twin time (a test sets it to a fake clock).
+
+Typical use (a test, no mosaik)::
+
+    bank = HILBank([DeviceSpec(unit_id=1, name="pv", kind="pv_inverter", nameplate_w=10e3)])
+    bank.write(1, addr, regs, client="127.0.0.1:50000")      # what a client does
+    out = bank.step(now_s=60.0, dt_s=60.0, inputs={1: DeviceInput(available_w=8e3, v=236.0)})
+    out[1].w   # 8e3 capped by WMaxLimPct, etc.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twin.hil.device import (
+    ILLEGAL_ADDRESS,
+    DERControl,
+    DeviceSpec,
+    HILDevice,
+    Measurement,
+    WriteRejected,
+)
+
+__all__ = ["DeviceInput", "DeviceOutput", "HILBank", "WriteRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInput:
+    """The twin's view of one device before HIL controls (generator convention for DER).
+
+    ``available_w``: what the device would do on its own (PV available power, the
+    agents' battery / EV dispatch; for a meter the measured import, load convention);
+    ``v``: line-to-neutral volts at its bus; ``soc``: state of charge when the twin knows it.
+    """
+
+    available_w: float
+    var: float = 0.0
+    v: float = 230.0
+    hz: float = 50.0
+    soc: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOutput:
+    """What the device delivers this step under the controls in force."""
+
+    unit_id: int
+    w: float
+    var: float
+    control: DERControl
+    reverted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """One client write (accepted or refused), for the ``hil_writes`` table."""
+
+    time_s: float
+    wall_time: float
+    client: str
+    unit_id: int
+    address: int
+    count: int
+    exception_code: int  # 0: accepted
+    points: str  # accepted point names, or the reason of the refusal
+
+
+class HILBank:
+    """All HIL devices of a run, by Modbus unit id."""
+
+    def __init__(self, specs: Iterable[DeviceSpec], *, clock: Callable[[], float] | None = None) -> None:
+        self.devices: dict[int, HILDevice] = {}
+        for spec in specs:
+            if not 1 <= spec.unit_id <= 247:
+                raise ValueError(f"{spec.name}: unit id {spec.unit_id} outside 1..247")
+            if spec.unit_id in self.devices:
+                raise ValueError(f"unit id {spec.unit_id} used twice")
+            self.devices[spec.unit_id] = HILDevice(spec)
+        self.lock = threading.Lock()
+        self.clock: Callable[[], float] = clock or (lambda: 0.0)
+        self._writes: list[WriteRecord] = []
+
+    # ------------------------------------------------------------------ server side
+    def read(self, unit_id: int, address: int, count: int) -> list[int]:
+        """Registers ``address .. address+count-1`` of a unit; :class:`WriteRejected` (0x02)."""
+        dev = self.devices.get(unit_id)
+        if dev is None:
+            raise KeyError(unit_id)
+        if not dev.map.contains(address, count):
+            raise WriteRejected(ILLEGAL_ADDRESS, f"registers {address}..{address + count - 1} outside the map")
+        o = address - dev.map.start
+        return list(dev.published[o:o + count])  # immutable snapshot: no lock, never torn
+
+    def write(self, unit_id: int, address: int, values: Sequence[int], *, client: str) -> int:
+        """Validate and apply a write as a whole; returns 0 or the Modbus exception code."""
+        dev = self.devices.get(unit_id)
+        if dev is None:
+            raise KeyError(unit_id)
+        now = self.clock()
+        with self.lock:
+            try:
+                points = dev.validate_write(address, values)
+            except WriteRejected as exc:
+                self._writes.append(WriteRecord(now, time.time(), client, unit_id, address,
+                                                len(values), exc.code, exc.reason))
+                return exc.code
+            names = dev.apply_write(points, now_s=now)
+            dev.publish()
+            self._writes.append(WriteRecord(now, time.time(), client, unit_id, address,
+                                            len(values), 0, ",".join(names)))
+        return 0
+
+    def drain_writes(self) -> list[WriteRecord]:
+        with self.lock:
+            out, self._writes = self._writes, []
+        return out
+
+    # ------------------------------------------------------------------ twin side
+    def step(self, *, now_s: float, dt_s: float,
+             inputs: Mapping[int, DeviceInput]) -> dict[int, DeviceOutput]:
+        """One twin step: expire timers, apply controls to ``inputs``, refresh registers."""
+        out: dict[int, DeviceOutput] = {}
+        with self.lock:
+            for uid, dev in self.devices.items():
+                inp = inputs.get(uid)
+                reverted = tuple(dev.tick(now_s))
+                ctl = dev.control()
+                if inp is None:
+                    dev.publish()  # timers ticked
+                    out[uid] = DeviceOutput(uid, dev.last_w, 0.0, ctl, reverted)
+                    continue
+                if dev.spec.kind == "meter":
+                    w, var = inp.available_w, inp.var
+                else:
+                    w, var = ctl.apply(available_w=inp.available_w,
+                                       exact_set_point=dev.spec.kind == "battery")
+                    if dev.spec.kind == "battery":
+                        if inp.soc is not None:
+                            dev.soc = inp.soc
+                        max_charge, max_discharge = dev.battery_limits_w()
+                        w = max(-max_charge, min(w, max_discharge))
+                dev.measure(Measurement(w=w, var=var, v=inp.v, hz=inp.hz, soc=None,
+                                        available_w=inp.available_w), dt_s=dt_s)
+                dev.publish()
+                out[uid] = DeviceOutput(uid, w, var, ctl, reverted)
+        return out
+
+    def controls(self) -> dict[int, DERControl]:
+        with self.lock:
+            return {uid: dev.control() for uid, dev in self.devices.items()}
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [dev.describe() for dev in self.devices.values()]

@@ -1,0 +1,215 @@
+"""Device identity: EIP-712 signed orders and meter readings.
+
+Each registered device may hold its own secp256k1 key (the DSO binds its address with
+``set_device_signer``). The device signs its orders and meter readings off-chain; a relayer
+(normally the market operator) submits them in batches; the contract
+(``EnergyMarket.placeSignedOrders`` / ``settleSigned``) and the reference ledger recover the
+signer and compare it with the registered key, so every order keeps its device's identity
+on chain without one transaction per device.
+
+Typed data (the contract's ``ORDER_TYPEHASH`` / ``READING_TYPEHASH``)::
+
+    EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)
+        name = "gridtwin EnergyMarket", version = "1"
+    Order(uint64 device,uint64 interval,uint8 side,int256 energyWh,int256 price,uint64 nonce)
+    MeterReading(uint64 device,uint64 interval,int256 meteredWh)
+
+Replay protection: an order's ``nonce`` must exceed every earlier nonce of that device in
+that interval (the contract keeps it in the same storage slot as the device's usage, so it
+costs no extra storage write); a reading names its interval, which settles only once.
+Signatures use low ``s`` (EIP-2), ``v`` in {27, 28}. Hashing and signing use coincurve
+(libsecp256k1): ~0.1 ms an order, so signing is no bottleneck at thousands of orders/s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import coincurve
+from eth_utils import keccak, to_checksum_address
+
+from twin.market.types import OrderIntent, Side
+
+__all__ = [
+    "ZERO_ADDRESS",
+    "DeviceKey",
+    "Domain",
+    "SignedOrder",
+    "SignedReading",
+    "order_struct_hash",
+    "reading_struct_hash",
+    "recover",
+]
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+)
+_ORDER_TYPEHASH = keccak(
+    text="Order(uint64 device,uint64 interval,uint8 side,int256 energyWh,int256 price,uint64 nonce)"
+)
+_READING_TYPEHASH = keccak(text="MeterReading(uint64 device,uint64 interval,int256 meteredWh)")
+_NAME_HASH = keccak(text="gridtwin EnergyMarket")
+_VERSION_HASH = keccak(text="1")
+
+
+def _u(x: int) -> bytes:
+    if not 0 <= x < 2**256:
+        raise ValueError(f"{x} does not fit uint256")
+    return x.to_bytes(32, "big")
+
+
+def _i(x: int) -> bytes:
+    if not -(2**255) <= x < 2**255:
+        raise ValueError(f"{x} does not fit int256")
+    return (x % 2**256).to_bytes(32, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """EIP-712 domain of one market deployment (chain id + market contract address)."""
+
+    chain_id: int
+    verifying_contract: str
+    separator: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sep = keccak(
+            _DOMAIN_TYPEHASH
+            + _NAME_HASH
+            + _VERSION_HASH
+            + _u(self.chain_id)
+            + bytes(12)
+            + bytes.fromhex(self.verifying_contract[2:])
+        )
+        object.__setattr__(self, "separator", sep)
+
+    def digest(self, struct_hash: bytes) -> bytes:
+        return keccak(b"\x19\x01" + self.separator + struct_hash)
+
+
+def _fits64(name: str, x: int) -> None:
+    if not 0 <= x < 2**64:
+        raise ValueError(f"{name} {x} does not fit uint64")
+
+
+def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
+    _fits64("device_id", intent.device_id)
+    _fits64("interval", intent.interval)
+    _fits64("nonce", nonce)
+    return keccak(
+        _ORDER_TYPEHASH
+        + _u(intent.device_id)
+        + _u(intent.interval)
+        + _u(int(Side(intent.side)))
+        + _i(intent.energy_wh)
+        + _i(intent.price_per_mwh)
+        + _u(nonce)
+    )
+
+
+def reading_struct_hash(device_id: int, interval: int, metered_wh: int) -> bytes:
+    _fits64("device_id", device_id)
+    _fits64("interval", interval)
+    return keccak(_READING_TYPEHASH + _u(device_id) + _u(interval) + _i(metered_wh))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOrder:
+    """An order intent with its nonce and the device key's 65-byte signature (r, s, v)."""
+
+    intent: OrderIntent
+    nonce: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignedReading:
+    """A meter reading (consumption positive) signed by the device key."""
+
+    device_id: int
+    interval: int
+    metered_wh: int
+    signature: bytes
+
+
+def recover(digest: bytes, signature: bytes) -> str:
+    """Signer address of ``digest`` (the zero address for a malformed or high-s signature),
+    exactly as the contract's ``_recover``."""
+    if len(signature) != 65:
+        return ZERO_ADDRESS
+    r, s, v = signature[:32], signature[32:64], signature[64]
+    if int.from_bytes(s, "big") > _N // 2 or v not in (27, 28):
+        return ZERO_ADDRESS
+    try:
+        pub = coincurve.PublicKey.from_signature_and_message(
+            r + s + bytes([v - 27]), digest, hasher=None
+        )
+    except ValueError:
+        return ZERO_ADDRESS
+    return to_checksum_address(keccak(pub.format(compressed=False)[1:])[12:])
+
+
+class DeviceKey:
+    """A device's signing key; ``address`` is what the DSO registers."""
+
+    __slots__ = ("_key", "address")
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != 32:
+            raise ValueError("a device key is 32 bytes")
+        self._key = coincurve.PrivateKey(secret)
+        self.address: str = to_checksum_address(
+            keccak(self._key.public_key.format(compressed=False)[1:])[12:]
+        )
+
+    @classmethod
+    def from_seed(cls, seed: int | str) -> DeviceKey:
+        """A deterministic key (tests, simulated devices): keccak of the seed."""
+        k = cls(keccak(text=f"gridtwin device key {seed}"))
+        return k
+
+    def __repr__(self) -> str:
+        return f"DeviceKey({self.address})"
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        sig = self._key.sign_recoverable(digest, hasher=None)  # r, s (low-s), recid
+        return sig[:64] + bytes([sig[64] + 27])
+
+    def sign_order(self, intent: OrderIntent, *, nonce: int, domain: Domain) -> SignedOrder:
+        digest = domain.digest(order_struct_hash(intent, nonce))
+        return SignedOrder(intent=intent, nonce=nonce, signature=self.sign_digest(digest))
+
+    def sign_reading(
+        self, *, device_id: int, interval: int, metered_wh: int, domain: Domain
+    ) -> SignedReading:
+        digest = domain.digest(reading_struct_hash(device_id, interval, metered_wh))
+        return SignedReading(
+            device_id=device_id,
+            interval=interval,
+            metered_wh=metered_wh,
+            signature=self.sign_digest(digest),
+        )
+
+
+def order_signer(signed: SignedOrder, domain: Domain) -> str:
+    """Recovered signer of a signed order (zero address if invalid)."""
+    try:
+        digest = domain.digest(order_struct_hash(signed.intent, signed.nonce))
+    except ValueError:
+        return ZERO_ADDRESS
+    return recover(digest, signed.signature)
+
+
+def reading_signer(reading: SignedReading, domain: Domain) -> str:
+    try:
+        digest = domain.digest(
+            reading_struct_hash(reading.device_id, reading.interval, reading.metered_wh)
+        )
+    except ValueError:
+        return ZERO_ADDRESS
+    return recover(digest, reading.signature)
+
+
+__all__ += ["order_signer", "reading_signer"]
