@@ -76,9 +76,11 @@ SCHEMAS: dict[str, pa.Schema] = {
          ("gas_used", _i64), ("function", _str)]
     ),
     "dso": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("power_flows", _i64), ("violations_before", _i64),
-         ("violations_after", _i64), ("curtailed_wh", _i64), ("vm_min_pu", _f64),
-         ("vm_max_pu", _f64), ("max_loading_percent", _f64)]
+        [("time_s", _i64), ("interval", _i64), ("checks", _i64), ("converged", pa.bool_()),
+         ("violations_found", _i64), ("violations_remaining", _i64), ("overvoltage", _i64),
+         ("undervoltage", _i64), ("overload", _i64), ("curtailed_trades", _i64),
+         ("curtailed_wh", _i64), ("vm_min_pu", _f64), ("vm_max_pu", _f64),
+         ("max_loading_percent", _f64)]
     ),
     # hardware in the loop (twin hil serve): per device and step, client writes, deadline misses
     "hil": pa.schema(

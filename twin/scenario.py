@@ -289,7 +289,7 @@ class GameSpec(_Spec):
     """A cooperative-game scenario (``twin run`` plays it instead of a feeder day)."""
 
     kind: Literal["consortium_generators"] = "consortium_generators"
-    units: Annotated[list[GeneratorUnitSpec], Field(min_length=2, max_length=12)]
+    units: Annotated[list[GeneratorUnitSpec], Field(min_length=2, max_length=8)]  # 3**n dispatches
     demand_mwh: PosFloat
     period_h: PosFloat = 1.0
 

@@ -110,9 +110,9 @@ if ctx is not None:
             dso = dso.assign(hour=dashui.hours(seconds=dso["time_s"]))
             c = st.columns(3)
             c[0].metric("Intervals with violations before the check",
-                        f"{int((dso['violations_before'].fillna(0) > 0).sum())}")
+                        f"{int((dso['violations_found'].fillna(0) > 0).sum())}")
             c[1].metric("Violations left after curtailment",
-                        f"{int(dso['violations_after'].fillna(0).sum())}")
+                        f"{int(dso['violations_remaining'].fillna(0).sum())}")
             c[2].metric("Trades curtailed", f"{0 if curtailed is None else len(curtailed)}")
         if curtailed is not None and not curtailed.empty:
             st.dataframe(curtailed, hide_index=True, height=200, key="curtailed_table")

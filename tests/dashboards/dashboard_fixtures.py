@@ -114,8 +114,8 @@ def make_run(folder: Path, *, name: str = "fixture", seed: int = 1, status: str 
         market.append({"time_s": t, "interval": k, "price_per_mwh": price, "volume_wh": vol,
                        "n_orders": len(interval_orders), "n_trades": 2,
                        "curtailed_wh": 20 if k == 4 else 0})
-        dso.append({"time_s": t, "interval": k, "power_flows": 2, "violations_before": int(k == 4),
-                    "violations_after": 0, "curtailed_wh": 20 if k == 4 else 0, "vm_min_pu": 0.98,
+        dso.append({"time_s": t, "interval": k, "checks": 2, "violations_found": int(k == 4),
+                    "violations_remaining": 0, "curtailed_wh": 20 if k == 4 else 0, "vm_min_pu": 0.98,
                     "vm_max_pu": 1.01, "max_loading_percent": 50.0})
         for d in range(1, 7):
             amount = int(rng.integers(-20_000, 20_000))

@@ -1,4 +1,5 @@
-"""The feeder's Mesa model: households, EVs, community batteries and the DSO.
+"""The feeder's Mesa model: households, EVs, community batteries, the DSO, the TSO and an
+optional VPP aggregator.
 
 Time runs in market intervals ``k = 0 .. n_intervals-1``. The market trades one interval
 ahead: at step ``k`` the model receives the cleared trades *for k* (placed at step
@@ -12,7 +13,14 @@ and returns the orders *for k+1*::
 Devices (device ids 1..): one meter per household (``PV`` when it has PV, else ``LOAD``),
 then one charger per EV (``EV``, owned by its household's account), then one per
 community battery (``STORAGE``, own account). Accounts: household ``i`` is ``2 + i``,
-community battery ``j`` is ``2 + n_households + j`` (0 operator, 1 DSO).
+community battery ``j`` is ``2 + n_households + j`` (0 operator, 1 DSO); a VPP's account is
+``2 + n_households + n_batteries`` and owns its members' meters.
+
+Each step also: the groups' bidding strategies learn from the interval's trades
+(:mod:`twin.agents.strategies`), the TSO assesses the forecast gap of ``k+1`` and may call
+demand response (:mod:`twin.agents.tso`; EVs and batteries answer in ``k+1``), the VPP books
+its members (:mod:`twin.agents.vpp`; its Shapley split comes with the last interval), and
+the output carries ``event_rows`` / ``vpp_rows`` for the ``events`` / ``vpp`` tables.
 """
 
 from __future__ import annotations
@@ -159,6 +167,9 @@ class FeederModel(mesa.Model):
         self.demand_response_hooks: list[Any] = []
         self._dr: dict[int, DemandResponseEvent] = {}
         self._dr_baseline: dict[int, float] = {}
+        self._ev_events: dict[int, list[Any]] = {}  # the SimPy trip events by interval
+        for e in self.evs.events:
+            self._ev_events.setdefault(int(e.time_s // self.interval_s), []).append(e)
         self.vpp: VPPAggregator | None = None
         owner = self.households.account.copy()
         pv_hh = np.flatnonzero(self.households.pv_kwp > 0)
@@ -396,10 +407,6 @@ class FeederModel(mesa.Model):
     def _event_rows(self, k: int, time_s: int, ev_charge_wh: np.ndarray,
                     cs_metered_wh: np.ndarray) -> list[dict[str, Any]]:
         end = time_s + self.interval_s
-        if not hasattr(self, "_ev_events"):  # bucket the SimPy trip events by interval once
-            self._ev_events: dict[int, list[Any]] = {}
-            for e in self.evs.events:
-                self._ev_events.setdefault(int(e.time_s // self.interval_s), []).append(e)
         rows = [{"time_s": int(e.time_s), "interval": k, "kind": e.kind, "agent": e.agent,
                  "value": e.value, "detail": e.detail}
                 for e in self._ev_events.get(k, []) if time_s <= e.time_s < end]

@@ -150,6 +150,55 @@ def _fixed_point_par(
         )
 
 
+@nb.njit(cache=True)
+def _add_element_lanes(
+    c: int, n_b: int, rows_p: Any, rows_q: Any, p: Any, q: Any, loc: Any, zip_: Any,
+    use_zip: bool, factor: float, slack_vm: Any, pr: Any, pi: Any, ir_: Any, ii_: Any, zr: Any,
+    zi: Any, sched_out: Any,
+) -> None:  # pragma: no cover
+    """``_add_element`` for the ``_K`` lanes of chunk c, into (node, lane) planes of conj(S)."""
+    rp = np.empty(_K, dtype=np.int64)
+    rq = np.empty(_K, dtype=np.int64)
+    for j in range(_K):
+        b = min(c * _K + j, n_b - 1)
+        rp[j] = rows_p[b]
+        rq[j] = rows_q[b]
+    for e in range(loc.shape[0]):
+        k = loc[e]
+        if k == -1:
+            continue
+        if k >= 0:
+            if use_zip:
+                zp, ip, zq, iq = zip_[e, 0], zip_[e, 1], zip_[e, 2], zip_[e, 3]
+                for j in range(_K):
+                    pe = factor * p[rp[j], e]
+                    qe = factor * q[rq[j], e]
+                    pr[k, j] += pe * (1.0 - zp - ip)
+                    pi[k, j] -= qe * (1.0 - zq - iq)
+                    ir_[k, j] += pe * ip
+                    ii_[k, j] -= qe * iq
+                    zr[k, j] += pe * zp
+                    zi[k, j] -= qe * zq
+            else:
+                for j in range(_K):
+                    pr[k, j] += factor * p[rp[j], e]
+                    pi[k, j] -= factor * q[rq[j], e]
+        else:
+            sk = -k - 2
+            vm = slack_vm[sk]
+            for j in range(_K):
+                b = c * _K + j
+                if b >= n_b:
+                    break
+                pe = factor * p[rp[j], e]
+                qe = factor * q[rq[j], e]
+                if use_zip:
+                    zp, ip, zq, iq = zip_[e, 0], zip_[e, 1], zip_[e, 2], zip_[e, 3]
+                    pe *= 1.0 - zp - ip + ip * vm + zp * vm * vm
+                    qe *= 1.0 - zq - iq + iq * vm + zq * vm * vm
+                sched_out[b, sk] += complex(pe, qe)
+
+
 _K = 32  # scenarios per chunk (lanes) of the parallel kernel
 
 
@@ -158,6 +207,7 @@ def _fixed_point_chunked(
     load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
     v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
     u_dinv: Any, tol: float, max_iter: int, v_out: Any, sched_out: Any, iters: Any, conv: Any,
+    v_init: Any,
 ) -> None:  # pragma: no cover
     """Same fixed point as ``_fixed_point_one``, on chunks of ``_K`` scenarios (lanes) at once.
 
@@ -166,7 +216,8 @@ def _fixed_point_chunked(
     chains (one long chain on a radial feeder) is spread over ``_K`` independent lanes. An
     iteration is two passes over the nodes: forward (currents ``conj(S/V)`` and the L solve)
     and backward (U solve, voltage update and convergence check). Lanes past the end of the
-    batch repeat the last scenario.
+    batch repeat the last scenario. Every lane starts from ``v_init`` (a warm start, e.g.
+    the solution of the batch's mean injections; ``v0`` for a cold start).
     """
     n_b, n = v_out.shape
     n_s = sched_out.shape[1]
@@ -178,36 +229,28 @@ def _fixed_point_chunked(
     dr = u_dinv.real.copy()
     di = u_dinv.imag.copy()
     for c in nb.prange(n_chunk):
-        s = np.empty(n, dtype=np.complex128)
-        si = np.empty(n if use_zip else 0, dtype=np.complex128)
-        sz = np.empty(n if use_zip else 0, dtype=np.complex128)
-        ss = np.empty(n_s, dtype=np.complex128)
-        pr = np.empty((n, _K))
-        pi = np.empty((n, _K))
+        pr = np.zeros((n, _K))
+        pi = np.zeros((n, _K))
         ir_ = np.zeros((n if use_zip else 0, _K))
         ii_ = np.zeros((n if use_zip else 0, _K))
         zr = np.zeros((n if use_zip else 0, _K))
         zi = np.zeros((n if use_zip else 0, _K))
         for j in range(_K):
-            b = min(c * _K + j, n_b - 1)
-            _injections(b, load, sgen, storage, use_zip, inv_sn, slack_vm, s, si, sz, ss)
             if c * _K + j < n_b:
                 for k in range(n_s):
-                    sched_out[b, k] = ss[k]
-            for k in range(n):  # store conj(S)
-                pr[k, j] = s[k].real
-                pi[k, j] = -s[k].imag
-                if use_zip:
-                    ir_[k, j] = si[k].real
-                    ii_[k, j] = -si[k].imag
-                    zr[k, j] = sz[k].real
-                    zi[k, j] = -sz[k].imag
+                    sched_out[c * _K + j, k] = 0.0
+        _add_element_lanes(c, n_b, load[0], load[1], load[2], load[3], load[4], load[5], use_zip,
+                           -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
+        _add_element_lanes(c, n_b, sgen[0], sgen[1], sgen[2], sgen[3], sgen[4], sgen[5], False,
+                           inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
+        _add_element_lanes(c, n_b, storage[0], storage[1], storage[2], storage[3], storage[4],
+                           storage[5], False, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
         vr = np.empty((n, _K))
         vi = np.empty((n, _K))
         for k in range(n):
             for j in range(_K):
-                vr[k, j] = v0[k].real
-                vi[k, j] = v0[k].imag
+                vr[k, j] = v_init[k].real
+                vi[k, j] = v_init[k].imag
         wr = np.empty((n, _K))
         wi = np.empty((n, _K))
         err = np.empty(_K)
@@ -284,13 +327,12 @@ def _fixed_point_chunked(
                         all_done = False
             if all_done:
                 break
-        for j in range(_K):
+        for j in range(min(_K, n_b - c * _K)):  # row by row: contiguous writes
             b = c * _K + j
-            if b < n_b:
-                for k in range(n):
-                    v_out[b, k] = complex(vr[k, j], vi[k, j])
-                iters[b] = its[j]
-                conv[b] = ok[j]
+            for k in range(n):
+                v_out[b, k] = complex(vr[k, j], vi[k, j])
+            iters[b] = its[j]
+            conv[b] = ok[j]
 
 
 @nb.njit(cache=True)
@@ -311,6 +353,42 @@ def _injections_rows(
             out[1, j] = si
             out[2, j] = sz
     return out
+
+
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1,
+           -1.228866684490136173410e2, -6.485021904942025371773e1)
+_ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+           4.853903996359136964868e2, 1.945506571482613964425e2)
+_MOREBITS = 6.123233995736765886130e-17
+
+
+@nb.njit(cache=True, inline="always")
+def _atan2(y: float, x: float) -> float:  # pragma: no cover
+    """``math.atan2`` without a libm call (Cephes ``atan``, within a few ulp), branch-free.
+
+    Inlined in the post-processing loops, where the library call cost more than the flows.
+    """
+    ax = abs(x)
+    ay = abs(y)
+    hi = max(ax, ay)
+    lo = min(ax, ay)
+    t = lo / hi if hi > 0.0 else 0.0
+    big = t > 0.66
+    z = (t - 1.0) / (t + 1.0) if big else t
+    zz = z * z
+    p_ = (((_ATAN_P[0] * zz + _ATAN_P[1]) * zz + _ATAN_P[2]) * zz + _ATAN_P[3]) * zz + _ATAN_P[4]
+    q_ = ((((zz + _ATAN_Q[0]) * zz + _ATAN_Q[1]) * zz + _ATAN_Q[2]) * zz + _ATAN_Q[3]) * zz + _ATAN_Q[4]
+    r = z + z * (zz * p_ / q_)
+    a = (0.25 * math.pi + (r + 0.5 * _MOREBITS)) if big else r
+    if ay > ax:
+        a = 0.5 * math.pi - a
+    if x < 0.0 or (x == 0.0 and math.copysign(1.0, x) < 0.0):
+        a = math.pi - a
+    if y < 0.0 or (y == 0.0 and math.copysign(1.0, y) < 0.0):
+        a = -a
+    if x != x or y != y:
+        a = np.nan
+    return a
 
 
 @nb.njit(cache=True)
@@ -350,7 +428,7 @@ def _post_one(
             vm = math.sqrt(x.real * x.real + x.imag * x.imag)
             vm_out[r, i] = vm
             if vm > 0.0 or vm != vm:
-                va_out[r, i] = math.atan2(x.imag, x.real) * rad2deg
+                va_out[r, i] = _atan2(x.imag, x.real) * rad2deg
                 en_out[r, i] = True
             else:
                 va_out[r, i] = 0.0

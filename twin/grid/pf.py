@@ -739,13 +739,19 @@ class BatchPowerFlow:
             self._kernel == "auto" and n_g * (ga.n_node + ga.n_branch) >= _NUMBA_WORK
         )
         kern: Any = _numba_kernels() if use_numba else None
-        if kern is not None:
-            fixed_point: Any = kern.fixed_point_chunked if n_g >= kern.K else kern.fixed_point_par
-            fixed_point(
+        if kern is not None and n_g >= kern.K:
+            v_init = _warm_start(topo, kern, elements, use_zip, inv_sn, slack_vm, n_g)
+            kern.fixed_point_chunked(
+                load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
+                max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init,
+            )
+            s3: Any = None
+        elif kern is not None:
+            kern.fixed_point_par(
                 load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
                 max_iter if n_pq else 0, v_pq, sched, iters, conv,
             )
-            s3: Any = None
+            s3 = None
         else:
             s3 = _np_injections(elements, use_zip, inv_sn, slack_vm, n_pq, sched)
             _np_fixed_point(topo, s3, use_zip, tol, max_iter if n_pq else 0, v_pq, iters, conv)
@@ -812,6 +818,41 @@ class BatchPowerFlow:
             out.gf[rows] = gf_s
         out.conv[rows] = conv
         out.iters[rows] = iters
+
+
+def _warm_start(
+    topo: _Topology, kern: Any, elements: tuple[Any, ...], use_zip: bool, inv_sn: float,
+    slack_vm: FloatArray, n_g: int,
+) -> ComplexArray:
+    """Start voltages for a large group: the solution at the group's mean injections.
+
+    Scenarios of a batch scatter around their mean, so starting from its solution instead
+    of the no-load voltages ``v0`` saves about two of the fixed point's iterations. Falls back
+    to ``v0`` when the mean case does not converge.
+    """
+    n_pq = topo.pq_nodes.shape[0]
+    if n_pq == 0:
+        return topo.v0
+    sample = np.unique(np.linspace(0, n_g - 1, min(n_g, _WARM_SAMPLE)).astype(np.int64))
+    s3 = kern.injections_rows(sample, *elements, use_zip, inv_sn, slack_vm, n_pq).mean(axis=1)
+    sc = np.conj(s3[0])
+    v = topo.v0.copy()
+    with np.errstate(all="ignore"):
+        for _ in range(_WARM_ITER):
+            m2 = v.real * v.real + v.imag * v.imag
+            sk = sc + np.conj(s3[1]) * np.sqrt(m2) + np.conj(s3[2]) * m2 if use_zip else sc
+            vn = topo.v0 + topo.lu_obj.solve(sk * v / m2)
+            err = float(np.max(np.abs(vn - v)))
+            v = vn
+            if not err > 1e-6:
+                break
+    if not (np.all(np.isfinite(v)) and err < 1e-6):
+        return topo.v0
+    return np.ascontiguousarray(v)
+
+
+_WARM_SAMPLE = 16  # scenarios averaged for the warm start
+_WARM_ITER = 30
 
 
 _NO_ZIP = np.zeros((0, 4))
