@@ -14,7 +14,9 @@ secp256k1 key registered by the DSO. Measured in this one run:
 * **clearing gas** of one interval with 100 / 1,000 / 10,000 orders, cleared in bounded
   ``clearChunk`` transactions each capped at 30 M gas (a chunk above the cap would fail):
   total and per order (flat?), and the largest transaction against a 36 M mainnet block.
-  Then the interval's settlement (still one transaction) and its gas.
+  Then the interval's settlement on meter readings, in bounded ``settleChunk``
+  transactions (trades paid by trade id, then readings by device id) under the same cap:
+  gas per chunk and the largest transaction.
 * **Anvil memory** (RSS) over the long batched run.
 
 Medians over intervals; the last line is ``key=value`` pairs.
@@ -146,7 +148,7 @@ def main() -> None:
             per_interval_rate.append(ORDERS / dt)
             place_gas.append(sum(t.gas_used for t in txs if t.function.endswith("placeSignedOrders")) / ORDERS)
             clear_gas.append(sum(t.gas_used for t in txs if t.function.startswith("EnergyMarket.clear")))
-            settle_gas.append(next(t.gas_used for t in txs if t.function.endswith("settleSigned")))
+            settle_gas.append(sum(t.gas_used for t in txs if ".settle" in t.function))
             rss.append(_rss_mb(pid))
         rate = statistics.median(per_interval_rate)
         lat = np.array(latencies_ms)
@@ -167,7 +169,8 @@ def main() -> None:
 
         # --- clearing gas by book size: bounded chunks under a 30 M gas cap per tx --------
         clear_by_size: dict[int, tuple[int, int, int, int]] = {}  # n -> total, max chunk, chunks, trades
-        settle_by_size: dict[int, int] = {}
+        settle_by_size: dict[int, list[int]] = {}  # n -> gas of each settlement tx
+        readings_by_size: dict[int, int] = {}
         led.tx_gas = CHUNK_TX_GAS  # a chunk over the cap would revert out of gas: the bound is enforced
         for k, n in enumerate(CLEAR_SIZES):
             ivl = INTERVALS + 10 + k
@@ -183,9 +186,13 @@ def main() -> None:
             for t in cleared.trades:
                 net_wh[t.buyer_device] = net_wh.get(t.buyer_device, 0) + t.energy_wh
                 net_wh[t.seller_device] = net_wh.get(t.seller_device, 0) - t.energy_wh
-            led.tx_gas = 200_000_000  # settlement is still one transaction (not chunked yet)
-            led.settle(ivl, net_wh)
-            settle_by_size[n] = led.transactions[-1].gas_used
+            metered = {d: w + int(rng.integers(-50, 50)) for d, w in net_wh.items()}
+            n_tx = len(led.transactions)
+            led.settle(ivl, metered)  # chunked under the same 30 M cap per tx
+            assert all(t.status == 1 for t in led.transactions[n_tx:])
+            assert led.interval_status(ivl) == "settled"
+            settle_by_size[n] = [t.gas_used for t in led.transactions[n_tx:]]
+            readings_by_size[n] = len(metered)
         block_gas = int(w3.eth.get_block("latest")["gasLimit"])
 
     print(f"{PARTICIPANTS} participant accounts with one keyed device each; setup {setup_s:.1f} s")
@@ -202,13 +209,16 @@ def main() -> None:
     print(f"  Anvil RSS: {rss0:.0f} MB after setup -> {rss[len(rss) // 2]:.0f} MB mid -> {rss[-1]:.0f} MB "
           f"after {total_orders:,} orders")
     print(f"naive one transact per order: {naive_rate:,.0f} orders/s -> batched is {rate / naive_rate:.1f}x")
+    print(f"settlement in chunks of <= {led.settle_chunk_trades} trades or {led.settle_chunk_devices} readings per tx")
     print(f"clearing in chunks (<= {led.clear_chunk_orders} orders or {led.clear_chunk_trades} trades per tx, "
           f"tx gas cap {CHUNK_TX_GAS:,}; block limit here {block_gas:,}, mainnet {MAINNET_BLOCK_GAS:,}):")
     for n, (g, g_max, n_chunks, n_trades) in clear_by_size.items():
         print(f"  clear {n:>6,} orders ({n_trades:,} trades): {g:>13,} gas in {n_chunks} tx "
               f"({g / n:,.0f}/order); largest tx {g_max:,} = {g_max / MAINNET_BLOCK_GAS:.0%} of a 36 M block")
-        print(f"    then settle (one tx): {settle_by_size[n]:,} gas = "
-              f"{settle_by_size[n] / MAINNET_BLOCK_GAS:.0%} of a 36 M block")
+        sg = settle_by_size[n]
+        print(f"    then settle ({readings_by_size[n]} readings) in {len(sg)} tx: {sum(sg):,} gas total, "
+              f"per chunk [{', '.join(f'{g / 1e6:.1f}M' for g in sg)}]; largest tx {max(sg):,} = "
+              f"{max(sg) / MAINNET_BLOCK_GAS:.0%} of a 36 M block")
     kv = {
         "orders_per_s": round(rate),
         "naive_orders_per_s": round(naive_rate),
@@ -221,7 +231,9 @@ def main() -> None:
         **{f"clear_gas_{n}": g[0] for n, g in clear_by_size.items()},
         **{f"clear_gas_per_order_{n}": round(g[0] / n) for n, g in clear_by_size.items()},
         **{f"clear_max_tx_gas_{n}": g[1] for n, g in clear_by_size.items()},
-        **{f"settle_gas_{n}": g for n, g in settle_by_size.items()},
+        **{f"settle_gas_{n}": sum(g) for n, g in settle_by_size.items()},
+        **{f"settle_max_tx_gas_{n}": max(g) for n, g in settle_by_size.items()},
+        **{f"settle_chunks_{n}": len(g) for n, g in settle_by_size.items()},
         "anvil_rss_mb_start": round(rss0),
         "anvil_rss_mb_end": round(rss[-1]),
         "participants": PARTICIPANTS,

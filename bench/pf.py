@@ -127,11 +127,22 @@ def _pp_start(net: Any) -> np.ndarray:
     return np.asarray(vm * np.exp(1j * va), dtype=np.complex128)
 
 
+def _numeric_limits(net: Any) -> Any:
+    """Copy of net with float limit columns (SimBench stores them as object; lightsim2grid fails)."""
+    work = copy.deepcopy(net)
+    for tab in ("load", "sgen", "storage", "ext_grid", "gen"):
+        df = work[tab]
+        for col in ("min_p_mw", "max_p_mw", "min_q_mvar", "max_q_mvar"):
+            if col in df.columns and df[col].dtype == object:
+                df[col] = df[col].astype(float)
+    return work
+
+
 def lightsim_runner(net: Any, sc: dict[str, np.ndarray]) -> Callable[[], Any]:
     from lightsim2grid.gridmodel import init_from_pandapower
     from lightsim2grid.lightsim2grid_cpp import InjectionSweepCPP
 
-    gm = init_from_pandapower(copy.deepcopy(net))
+    gm = init_from_pandapower(_numeric_limits(net))
     sweep = InjectionSweepCPP(gm)
     sweep.nb_thread = THREADS
     v0 = _pp_start(net)
@@ -313,7 +324,7 @@ def n1_bench(net: Any) -> tuple[float, float]:
         from lightsim2grid.gridmodel import init_from_pandapower
         from lightsim2grid.lightsim2grid_cpp import ContingencyAnalysisCPP
 
-        gm = init_from_pandapower(copy.deepcopy(net))
+        gm = init_from_pandapower(_numeric_limits(net))
         ca = ContingencyAnalysisCPP(gm)
         ca.nb_thread = THREADS
         ca.add_all_n1()
@@ -330,6 +341,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="B = 1 and 1000 only, fewer repeats")
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))
+    # numba's default 'omp' layer (GNU OpenMP) leaves its workers spinning after a parallel
+    # region; on 2 loaded cores they starve the main thread's serial work (measured 8x slower
+    # at B=1000 on case33bw). 'workqueue' only affects our kernels, not the peers.
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     warnings.filterwarnings("ignore")
     sizes = (1, 1000) if args.quick else (1, 1000, 10000)
     repeats = 3 if args.quick else 5

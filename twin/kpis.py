@@ -38,6 +38,11 @@ def compute_kpis(*, recorder: RunRecorder, log: MarketLog, tokens: dict[str, Any
         "max_line_loading_percent": max((ln["loading_percent"] for ln in line), default=0.0),
         "line_losses_kwh": sum(ln["pl_mw"] for ln in line) * interval_s / 3.6,
     }
+    # the DSO's local network fee on the traded energy (grid.tariff; recorded agent-side in
+    # the dso rows, not charged in settlement)
+    dso = recorder.rows("dso")
+    if dso:
+        kpis["network_fee_amount"] = float(sum(r.get("network_fee_amount") or 0.0 for r in dso))
     if consumed_wh:
         kpis["local_market_share"] = traded_wh / consumed_wh
     # Self-sufficiency: share of the feeder's consumption (loads + storage charging, net of

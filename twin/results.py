@@ -80,7 +80,10 @@ SCHEMAS: dict[str, pa.Schema] = {
          ("violations_found", _i64), ("violations_remaining", _i64), ("overvoltage", _i64),
          ("undervoltage", _i64), ("overload", _i64), ("curtailed_trades", _i64),
          ("curtailed_wh", _i64), ("vm_min_pu", _f64), ("vm_max_pu", _f64),
-         ("max_loading_percent", _f64)]
+         ("max_loading_percent", _f64),
+         # grid.tariff: the DSO's network fee of the interval and what it would collect on
+         # the final trades (recorded agent-side, not settled by the market)
+         ("network_fee_per_mwh", _f64), ("network_fee_amount", _f64)]
     ),
     # hardware in the loop (twin hil serve): per device and step, client writes, deadline misses
     "hil": pa.schema(

@@ -35,6 +35,7 @@ __all__ = [
     "HouseholdSpec",
     "LearningSpec",
     "MarketSpec",
+    "NetworkTariffSpec",
     "PVSpec",
     "ResilienceSpec",
     "Scenario",
@@ -56,6 +57,19 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+class NetworkTariffSpec(_Spec):
+    """Local network tariff published by the DSO: a time-of-use fee per MWh bought on the
+    local market, ``peak_fee_per_mwh`` in ``[peak_start_hour, peak_end_hour)`` (UTC hour of
+    day; wraps past midnight when ``peak_end_hour <= peak_start_hour``), else
+    ``offpeak_fee_per_mwh``. Buyers bid their willingness to pay net of the fee. All zero
+    (default): no fee, results as without a tariff."""
+
+    offpeak_fee_per_mwh: NonNegFloat = 0.0
+    peak_fee_per_mwh: NonNegFloat = 0.0
+    peak_start_hour: Annotated[float, Field(ge=0, lt=24)] = 17.0
+    peak_end_hour: Annotated[float, Field(ge=0, le=24)] = 21.0
+
+
 class GridSpec(_Spec):
     """The feeder and the DSO's operating limits."""
 
@@ -65,6 +79,8 @@ class GridSpec(_Spec):
     vm_min_pu: PosFloat = 0.95
     vm_max_pu: PosFloat = 1.05
     max_loading_percent: PosFloat = 100.0
+    #: local network tariff published by the DSO every interval
+    tariff: NetworkTariffSpec = NetworkTariffSpec()
 
     @model_validator(mode="after")
     def _band(self) -> GridSpec:
@@ -164,6 +180,14 @@ class EVSpec(_Spec):
     energy_need_kwh_mean: PosFloat = 15.0
     energy_need_kwh_std: NonNegFloat = 5.0
     strategy: Strategy | None = None  # default: agents.strategy
+    #: vehicle-to-grid: a plugged EV may sell (discharge to the grid) when it has slack
+    v2g: bool = False
+    #: round trip of a V2G cycle: delivering d Wh takes d / v2g_efficiency from the battery
+    v2g_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.9
+    #: V2G never discharges the battery below this state of charge
+    v2g_soc_min: Share = 0.2
+    #: battery wear added to the V2G reservation price, per MWh delivered
+    v2g_wear_per_mwh: NonNegFloat = 20.0
 
 
 class CommunityStorageSpec(_Spec):

@@ -21,7 +21,17 @@ flexible physics by ``x`` (a PV seller exports less, an EV buyer charges less, a
 discharges / charges less), which is exactly how the agents dispatch a curtailed trade.
 When nothing is violated nothing is curtailed; when nothing is left to curtail the
 remaining violations are reported. An interval without trades is not checked (there is
-nothing to curtail; the grid simulator reports the actual state).
+nothing to curtail; the grid simulator reports the actual state). A V2G EV selling
+(``agents.evs.v2g``) is an injecting device like the others: curtailing its sale lowers
+its discharge.
+
+Local network tariff (``grid.tariff``): the DSO publishes, each interval, the time-of-use
+network fee of the next interval (:meth:`DSOAgent.network_fee`, integer micro-units per
+MWh, peak in ``[peak_start_hour, peak_end_hour)`` UTC, else off-peak). Buyers bid their
+willingness to pay net of it. The fee is *not* charged in settlement (the market and the
+contracts know no network fee yet): the model records what it would collect — the fee
+times the energy of the interval's final (post-curtailment) trades — in the ``dso`` rows
+(``network_fee_per_mwh``, ``network_fee_amount``).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import numpy as np
 
 from twin.grid.powerflow import GridState, run_snapshot
 from twin.market.types import Side, Trade
+from twin.market.units import price_from_per_mwh
 from twin.scenario import GridSpec
 
 __all__ = ["Curtailment", "DSOAgent", "Effect", "SecurityCheck", "Violations"]
@@ -89,15 +100,40 @@ class SecurityCheck:
 class DSOAgent(mesa.Agent):
     """Security check + curtailment on a private copy of the feeder net."""
 
-    def __init__(self, model: Any, *, net: Any, grid: GridSpec, step_fraction: float = 0.25) -> None:
+    def __init__(self, model: Any, *, net: Any, grid: GridSpec, step_fraction: float = 0.25,
+                 start_s_of_day: float = 0.0, interval_s: int = 900) -> None:
         super().__init__(model)
         self.net = copy.deepcopy(net)
+        tariff = grid.tariff
+        self.offpeak_fee = price_from_per_mwh(tariff.offpeak_fee_per_mwh)
+        self.peak_fee = price_from_per_mwh(tariff.peak_fee_per_mwh)
+        self.peak_start_hour = tariff.peak_start_hour
+        self.peak_end_hour = tariff.peak_end_hour
+        self.start_s_of_day = float(start_s_of_day)
+        self.interval_s = int(interval_s)
+        #: interval -> published fee (micro-units per MWh)
+        self.published: dict[int, int] = {}
         self.vm_min_pu = grid.vm_min_pu
         self.vm_max_pu = grid.vm_max_pu
         self.max_loading_percent = grid.max_loading_percent
         if not 0 < step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
         self.step_fraction = step_fraction
+
+    def network_fee(self, k: int) -> int:
+        """Time-of-use network fee of interval ``k`` (by the hour of day at its start)."""
+        if self.offpeak_fee == self.peak_fee:
+            return self.offpeak_fee
+        hour = ((self.start_s_of_day + k * self.interval_s) % 86_400) / 3600.0
+        a, b = self.peak_start_hour, self.peak_end_hour
+        peak = (a <= hour < b) if a < b else (hour >= a or hour < b)
+        return self.peak_fee if peak else self.offpeak_fee
+
+    def publish_tariff(self, k: int) -> int:
+        """Publish (record) and return the network fee of interval ``k``."""
+        fee = self.network_fee(k)
+        self.published[k] = fee
+        return fee
 
     def violations(self, state: GridState) -> Violations:
         if not state.converged:

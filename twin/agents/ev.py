@@ -1,4 +1,4 @@
-"""EVs with a separately metered charger (one market device each); charge-only (no V2G).
+"""EVs with a separately metered charger (one market device each); optional V2G.
 
 Sessions come from the SimPy trip processes of :func:`twin.events.ev_trips` (seeded, per
 EV and day, from :class:`~twin.scenario.EVSpec`: arrival and departure hours, dwell in
@@ -14,7 +14,24 @@ everything it bought, and at least an even spread of the rest, so the departure 
 met. A curtailed buy trade caps charging at the post-curtailment bought energy instead.
 Orders for ``k+1``: buy ``min(C, R)`` at ``wtp + u * (retail - wtp)``, urgency
 ``u = R / (N * C)`` in [0, 1]: the less slack is left, the closer to retail it bids. That
-is the EV's valuation; the EV group's strategy (:mod:`twin.agents.strategies`) sets the bid.
+is the EV's valuation net of the DSO's network fee of ``k+1`` (``grid.tariff``; 0 by
+default); the EV group's strategy (:mod:`twin.agents.strategies`) sets the bid.
+
+V2G (``agents.evs.v2g``, off by default; off, an EV only ever buys and charges). A plugged
+EV may instead *sell* in ``k+1`` — one side per interval, never both (the market forbids
+it) — when the latest clearing price reached its reservation price
+``base / v2g_efficiency + v2g_wear`` (clipped to the tariff band; the group's strategy sets
+the ask from it). It offers at most ``D = min(C, eta * (E - soc_min * B),
+eta * (E - T + (N - 1) * C))`` Wh (``E`` battery energy, ``B`` capacity, ``T`` departure
+target, ``N`` plugged intervals left incl. this one, ``eta = v2g_efficiency``): the charger
+limit, the SOC floor ``v2g_soc_min`` and — after the discharge, charging at the charger
+limit in the remaining ``N - 1`` intervals must still reach ``T`` — the departure need. So
+an EV with any must-charge never sells. Charging stays lossless as without V2G (the metered
+charge is stored); the full round-trip loss is taken on discharge: delivering ``d`` Wh
+takes ``d / eta`` from the battery. In an interval with a sale the EV discharges
+``min(sold, D)`` (``sold`` after curtailment) and does not charge; the DSO may curtail the
+sale like any injection (a sale curtailed to nothing leaves the EV idle for the interval,
+which the departure need allows: a seller had slack). Metered energy is ``charge - discharge`` (consumption positive).
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ from twin.agents.strategies import make_strategy
 from twin.events import ev_trips
 from twin.grid.feeders import Feeder
 from twin.market.types import OrderIntent, Side
+from twin.market.units import price_from_per_mwh
 from twin.scenario import Scenario
 
 __all__ = ["EVAgent", "EVDispatch", "EVFleet"]
@@ -42,8 +60,15 @@ class EVDispatch:
     """One interval of every EV (one entry per EV)."""
 
     plugged: np.ndarray
-    charge_wh: np.ndarray  # metered, consumption positive
+    charge_wh: np.ndarray  # AC side, >= 0
     remaining_need_wh: np.ndarray  # after this interval
+    discharge_wh: np.ndarray  # V2G, AC side, >= 0 (delivered to the grid)
+
+    @property
+    def metered_wh(self) -> np.ndarray:
+        """Consumption positive: ``charge - discharge``."""
+        out: np.ndarray = self.charge_wh - self.discharge_wh
+        return out
 
 
 class EVFleet:
@@ -97,6 +122,13 @@ class EVFleet:
             spec.strategy or scenario.agents.strategy, n=n, feed_in=tariffs.feed_in,
             retail=tariffs.retail, rng=rng, learning=scenario.agents.learning,
         )
+        # V2G (no randomness: V2G off draws exactly what it drew before)
+        self.v2g = bool(spec.v2g)
+        self.v2g_eta = float(spec.v2g_efficiency)
+        self.v2g_floor_wh = spec.v2g_soc_min * self.battery_wh
+        wear = price_from_per_mwh(spec.v2g_wear_per_mwh)
+        self.sell_price = np.clip(np.rint(self.base_price / self.v2g_eta + wear).astype(np.int64),
+                                  tariffs.feed_in, tariffs.retail)
 
     @property
     def soc(self) -> np.ndarray:
@@ -111,6 +143,29 @@ class EVFleet:
         left = np.maximum(self.departure_k[:, k] - k, 1)
         return np.clip(need - (left - 1) * self.cap_wh.astype(np.float64), 0.0, None)
 
+    def sellable_wh(self, k: int, energy_wh: np.ndarray | None = None) -> np.ndarray:
+        """Most V2G discharge (AC Wh) in ``k`` that keeps the departure need and the SOC floor."""
+        if not self.v2g:
+            return np.zeros(self.n)
+        e = self._energy_at(k) if energy_wh is None else energy_wh
+        cap = self.cap_wh.astype(np.float64)
+        left = np.maximum(self.departure_k[:, k] - k, 1)
+        slack = e - self.target_wh + (left - 1) * cap  # stored Wh it may give up
+        d = np.minimum(cap, self.v2g_eta * np.minimum(e - self.v2g_floor_wh, slack))
+        return np.where(self.plugged[:, k], np.clip(d, 0.0, None), 0.0)
+
+    def _discharge(self, k: int, energy_wh: np.ndarray, sold_wh: np.ndarray | None,
+                   sell_curtailed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """V2G discharge (AC Wh) and which EVs sell (a sale, even one curtailed to 0)."""
+        if sold_wh is None or not self.v2g:
+            return None
+        selling = sold_wh > 0
+        if sell_curtailed is not None:
+            selling = selling | sell_curtailed
+        if not selling.any():
+            return None
+        return np.minimum(np.clip(sold_wh, 0.0, None), self.sellable_wh(k, energy_wh)), selling
+
     def _charge(self, k: int, energy_wh: np.ndarray, bought_wh: np.ndarray,
                 curtailed: np.ndarray, dr: bool = False) -> tuple[np.ndarray, np.ndarray]:
         plugged = self.plugged[:, k]
@@ -124,21 +179,44 @@ class EVFleet:
         return np.where(plugged, charge, 0.0), need
 
     def plan(self, k: int, *, bought_wh: np.ndarray, curtailed: np.ndarray,
-             dr: bool = False) -> np.ndarray:
-        """Planned charging (Wh) of interval ``k`` for the given trades (state unchanged)."""
-        return self._charge(k, self._energy_at(k), bought_wh, curtailed, dr)[0]
+             dr: bool = False, sold_wh: np.ndarray | None = None,
+             sell_curtailed: np.ndarray | None = None) -> np.ndarray:
+        """Planned metered energy (Wh, charge - V2G discharge) of interval ``k`` for the
+        given trades (state unchanged)."""
+        energy = self._energy_at(k)
+        charge = self._charge(k, energy, bought_wh, curtailed, dr)[0]
+        v2g = self._discharge(k, energy, sold_wh, sell_curtailed)
+        if v2g is None:
+            return charge
+        out: np.ndarray = np.where(v2g[1], -v2g[0], charge)
+        return out
 
     def dispatch(self, k: int, *, bought_wh: np.ndarray, curtailed: np.ndarray,
-                 dr: bool = False) -> EVDispatch:
-        """Charge during interval ``k``; advances the state."""
+                 dr: bool = False, sold_wh: np.ndarray | None = None,
+                 sell_curtailed: np.ndarray | None = None) -> EVDispatch:
+        """Charge (or, V2G, discharge) during interval ``k``; advances the state.
+
+        ``sold_wh``: post-curtailment V2G sales; ``sell_curtailed``: EVs whose sale the DSO
+        curtailed (they sell what is left, possibly nothing, and do not charge).
+        """
         self.energy_wh = self._energy_at(k)
         charge, need = self._charge(k, self.energy_wh, bought_wh, curtailed, dr)
-        self.energy_wh = self.energy_wh + charge
+        v2g = self._discharge(k, self.energy_wh, sold_wh, sell_curtailed)
+        if v2g is None:
+            discharge = np.zeros(self.n)
+        else:  # one side per interval: a selling EV does not charge
+            discharge = np.where(v2g[1], v2g[0], 0.0)
+            charge = np.where(v2g[1], 0.0, charge)
+        self.energy_wh = self.energy_wh + charge - discharge / self.v2g_eta
         return EVDispatch(plugged=self.plugged[:, k].copy(), charge_wh=charge,
-                          remaining_need_wh=need - charge)
+                          remaining_need_wh=need - charge + discharge / self.v2g_eta,
+                          discharge_wh=discharge)
 
-    def orders(self, k: int, *, dr: bool = False) -> list[OrderIntent]:
-        """Buy orders for interval ``k`` (needs after the state so far); ``dr``: only the must."""
+    def orders(self, k: int, *, dr: bool = False, fee: int = 0,
+               last_price: int | None = None) -> list[OrderIntent]:
+        """Orders for interval ``k`` (needs after the state so far); ``dr``: buy only the
+        must. ``fee``: the DSO's network fee of ``k`` (bids net of it); ``last_price``: the
+        latest clearing price (V2G sells when it reached the EV's reservation price)."""
         if k >= self.n_intervals:
             return []
         plugged = self.plugged[:, k]
@@ -150,13 +228,27 @@ class EVFleet:
         urgency = np.clip(need / (left * np.maximum(self.cap_wh, 1)), 0.0, 1.0)
         price = np.rint(self.base_price + urgency * (self.retail - self.base_price)).astype(np.int64)
         price = np.clip(price, self.base_price, self.retail)
-        idx = np.flatnonzero(energy >= 1)
+        if fee:
+            price = price - fee
+        selling = np.zeros(self.n, dtype=bool)
+        sell_wh = np.zeros(self.n, dtype=np.int64)
+        if self.v2g and last_price is not None and last_price > 0:
+            sell_wh = np.floor(self.sellable_wh(k)).astype(np.int64)
+            selling = (sell_wh >= 1) & (last_price >= self.sell_price)
+        idx = np.flatnonzero((energy >= 1) & ~selling)
         bid = self.strategy.prices("buy", interval=k, index=idx, valuation=price[idx])
         ids, e, p = self.device_id[idx].tolist(), energy[idx].tolist(), bid.tolist()
-        return [
+        out = [
             OrderIntent(device_id=ids[j], interval=k, side=Side.BUY, energy_wh=e[j], price_per_mwh=p[j])
             for j in range(idx.size)
         ]
+        if selling.any():
+            sdx = np.flatnonzero(selling)
+            ask = self.strategy.prices("sell", interval=k, index=sdx, valuation=self.sell_price[sdx])
+            out += [OrderIntent(device_id=int(self.device_id[i]), interval=k, side=Side.SELL,
+                                energy_wh=int(sell_wh[i]), price_per_mwh=int(a))
+                    for i, a in zip(sdx.tolist(), ask.tolist(), strict=True)]
+        return out
 
 
 class EVAgent(mesa.Agent):

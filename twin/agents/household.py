@@ -208,8 +208,9 @@ class Households:
         )
         return out
 
-    def orders(self, k: int) -> list[OrderIntent]:
-        """Orders for interval ``k`` from the forecast and the current battery state."""
+    def orders(self, k: int, *, fee: int = 0) -> list[OrderIntent]:
+        """Orders for interval ``k`` from the forecast and the current battery state;
+        bids at the willingness to pay net of the DSO's network fee ``fee`` of ``k``."""
         plan = self.plan(k, export_cap_wh=np.full(self.n, np.inf))
         meter = np.rint(plan.metered_wh).astype(np.int64)
         energy = np.minimum(np.abs(meter), self.cap_wh)
@@ -217,7 +218,7 @@ class Households:
         buy = meter[idx] > 0
         price = np.zeros(self.n, dtype=np.int64)
         b, s = idx[buy], idx[~buy]
-        price[b] = self.strategy.prices("buy", interval=k, index=b, valuation=self.buy_price[b])
+        price[b] = self.strategy.prices("buy", interval=k, index=b, valuation=self.buy_price[b] - fee)
         price[s] = self.strategy.prices("sell", interval=k, index=s, valuation=self.sell_price[s])
         ids, e, p = self.device_id[idx].tolist(), energy[idx].tolist(), price[idx].tolist()
         return [

@@ -21,6 +21,12 @@ Each step also: the groups' bidding strategies learn from the interval's trades
 demand response (:mod:`twin.agents.tso`; EVs and batteries answer in ``k+1``), the VPP books
 its members (:mod:`twin.agents.vpp`; its Shapley split comes with the last interval), and
 the output carries ``event_rows`` / ``vpp_rows`` for the ``events`` / ``vpp`` tables.
+
+The DSO publishes the network fee of ``k+1`` (``grid.tariff``) before the orders for ``k+1``
+are made; every buyer (households, VPP, EVs, community batteries) bids its willingness to
+pay net of it. The fee is recorded, not settled: each ``dso`` row carries the fee of its
+interval (``network_fee_per_mwh``, currency/MWh) and what it would collect on the final
+trades (``network_fee_amount``, currency units); the market does not charge it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from twin.agents.tso import DemandResponseEvent, TSOAgent, TSOSignal
 from twin.agents.vpp import VPPAggregator
 from twin.grid.feeders import Feeder
 from twin.market.types import Device, DeviceKind, OrderIntent, Side, Trade
-from twin.market.units import price_from_per_mwh
+from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
 from twin.scenario import Scenario
 
 __all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "FeederModel", "IntervalOutput"]
@@ -59,7 +65,7 @@ AGENT_ROW_COLUMNS = (
 DSO_ROW_COLUMNS = (
     "time_s", "interval", "checks", "converged", "violations_found", "violations_remaining",
     "overvoltage", "undervoltage", "overload", "curtailed_trades", "curtailed_wh",
-    "vm_min_pu", "vm_max_pu", "max_loading_percent",
+    "vm_min_pu", "vm_max_pu", "max_loading_percent", "network_fee_per_mwh", "network_fee_amount",
 )
 _TABLES = ("load", "sgen", "storage")
 
@@ -155,7 +161,9 @@ class FeederModel(mesa.Model):
             EVAgent(self, fleet=self.evs, index=i)
         for i in range(self.storage.n):
             StorageAgent(self, fleet=self.storage, index=i)
-        self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid)
+        start = scenario.start
+        self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid, interval_s=self.interval_s,
+                            start_s_of_day=start.hour * 3600 + start.minute * 60 + start.second)
         spec = scenario.agents
         mk = scenario.market
         feed_in = price_from_per_mwh(mk.feed_in_price_per_mwh)
@@ -224,6 +232,9 @@ class FeederModel(mesa.Model):
         j = self._cs_index.get(device)
         if j is not None:
             return [("storage", int(f.storage_row[j]), c)]
+        e = self._ev_index.get(device)
+        if e is not None:  # a V2G sale: curtailing it raises the EV's (negative) load
+            return [("load", int(f.ev_load_row[e]), c)]
         return []
 
     def _buyer_effects(self, device: int) -> list[Effect]:
@@ -279,11 +290,11 @@ class FeederModel(mesa.Model):
 
         # --- DSO security check on the planned schedule (forecasts + cleared trades)
         planned = TradeArrays(trades)
-        ev_b, _, _, _ = net_trades(planned, self._ev_index, ev.n)
+        ev_b, ev_s, _, _ = net_trades(planned, self._ev_index, ev.n)
         cs_b, cs_s, _, _ = net_trades(planned, self._cs_index, cs.n)
         hh_plan = hh.plan(k, export_cap_wh=np.full(hh.n, np.inf))
         dr = k in self._dr
-        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=np.zeros(ev.n, dtype=bool), dr=dr)
+        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=np.zeros(ev.n, dtype=bool), dr=dr, sold_wh=ev_s)
         cs_plan = cs.plan(bought_wh=cs_b, sold_wh=cs_s)
         p_plan, q_plan = self._elements(
             k, hh_plan.load_wh, hh_plan.pv_wh,
@@ -301,27 +312,28 @@ class FeederModel(mesa.Model):
         # --- physical dispatch following the final trades
         dispatched = TradeArrays(final)
         hh_b, hh_s, _, hh_cut = net_trades(dispatched, self._hh_index, hh.n)
-        ev_b, _, ev_cut, _ = net_trades(dispatched, self._ev_index, ev.n)
+        ev_b, ev_s, ev_cut, ev_s_cut = net_trades(dispatched, self._ev_index, ev.n)
         price_k = final[0].price_per_mwh if final else 0
         hh.strategy.observe(interval=k, bought_wh=hh_b, sold_wh=hh_s, price_per_mwh=price_k)
-        ev.strategy.observe(interval=k, bought_wh=ev_b, sold_wh=np.zeros(ev.n), price_per_mwh=price_k)
+        ev.strategy.observe(interval=k, bought_wh=ev_b, sold_wh=ev_s, price_per_mwh=price_k)
         cs_b, cs_s, _, _ = net_trades(dispatched, self._cs_index, cs.n)
         pv_cap, ev_dispatch, cs_dispatch = self._controlled(
-            k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr)
+            k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s)
         hd = hh.dispatch(k, export_cap_wh=np.where(hh_cut, hh_s, np.inf), pv_cap_wh=pv_cap)
-        ed = ev.dispatch(k, bought_wh=ev_dispatch[0], curtailed=ev_dispatch[1], dr=dr)
+        ed = ev.dispatch(k, bought_wh=ev_dispatch[0], curtailed=ev_dispatch[1], dr=dr,
+                         sold_wh=ev_dispatch[2], sell_curtailed=ev_s_cut | (ev_s > 0))
         sd = cs.dispatch(bought_wh=cs_dispatch[0], sold_wh=cs_dispatch[1])
         p, q = self._elements(k, hd.load_wh, hd.pv_wh, hd.battery_charge_wh - hd.battery_discharge_wh,
-                              ed.charge_wh, sd.metered_wh)
+                              ed.metered_wh, sd.metered_wh)
 
         hh_m = np.rint(hd.metered_wh).astype(np.int64)
-        ev_m = np.rint(ed.charge_wh).astype(np.int64)
+        ev_m = np.rint(ed.metered_wh).astype(np.int64)
         cs_m = np.rint(sd.metered_wh).astype(np.int64)
         metered: dict[int, int] = {}
         for ids, vals in ((hh.device_id, hh_m), (ev.device_id, ev_m), (cs.device_id, cs_m)):
             metered.update(zip(ids.tolist(), vals.tolist(), strict=True))
 
-        events = self._event_rows(k, time_s, ed.charge_wh, sd.metered_wh)
+        events = self._event_rows(k, time_s, ed.metered_wh, sd.metered_wh)
         if self.vpp is not None:
             mem = self.vpp.members
             self.vpp.record(k, bought_wh=hh_b[mem], sold_wh=hh_s[mem], metered_wh=hh_m[mem],
@@ -334,20 +346,28 @@ class FeederModel(mesa.Model):
             signal = self._tso_signal(k + 1)
             events += self._signal_rows(signal)
             dr_next = signal.event is not None
-            orders = hh.orders(k + 1)
+            fee = self.dso.publish_tariff(k + 1)
+            orders = hh.orders(k + 1, fee=fee)
             if self.vpp is not None:
                 mem = self.vpp.members
                 meter = np.rint(hh.plan(k + 1, export_cap_wh=np.full(hh.n, np.inf)).metered_wh[mem])
                 orders += self.vpp.orders(k + 1, device_id=hh.device_id[mem],
                                           meter_wh=meter.astype(np.int64), cap_wh=hh.cap_wh[mem],
-                                          buy_price=hh.buy_price[mem], sell_price=hh.sell_price[mem])
-            orders += ev.orders(k + 1, dr=dr_next) + cs.orders(k + 1, price_history=price_history, dr=dr_next)
+                                          buy_price=hh.buy_price[mem] - fee, sell_price=hh.sell_price[mem])
+            last = price_history[-1] if price_history else None
+            orders += (ev.orders(k + 1, dr=dr_next, fee=fee, last_price=last)
+                       + cs.orders(k + 1, price_history=price_history, dr=dr_next, fee=fee))
             for o in orders:
                 self._limit[(k + 1, o.device_id, o.side)] = o.price_per_mwh
         for key in [key for key in self._limit if key[0] <= k]:
             del self._limit[key]
 
-        cols = self._agent_columns(k, time_s, hd, ed, sd, hh_m, ev_m, cs_m, (hh_b, hh_s, ev_b, cs_b, cs_s))
+        cols = self._agent_columns(k, time_s, hd, ed, sd, hh_m, ev_m, cs_m,
+                                   (hh_b, hh_s, ev_b, ev_s, cs_b, cs_s))
+        fee_k = self.dso.published.pop(k, None)
+        if fee_k is None:  # interval 0 (no orders were made for it) or a restarted model
+            fee_k = self.dso.network_fee(k)
+        fee_amount = fee_k * sum(t.energy_wh for t in final) / WH_PER_MWH / MICRO
         st = check.state
         nan = float("nan")
         dso_row = {
@@ -360,6 +380,7 @@ class FeederModel(mesa.Model):
             "vm_min_pu": st.vm_min_pu if st is not None else nan,
             "vm_max_pu": st.vm_max_pu if st is not None else nan,
             "max_loading_percent": st.max_loading_percent if st is not None else nan,
+            "network_fee_per_mwh": fee_k / MICRO, "network_fee_amount": fee_amount,
         }
         vpp_rows: list[dict[str, Any]] = []
         if self.vpp is not None and k + 1 == self.n_intervals:
@@ -423,7 +444,9 @@ class FeederModel(mesa.Model):
     def _controlled(
         self, k: int, der_controls: Mapping[int, DERControl], *, ev_b: np.ndarray,
         ev_cut: np.ndarray, cs_b: np.ndarray, cs_s: np.ndarray, dr: bool = False,
-    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        ev_s: np.ndarray | None = None,
+    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray, np.ndarray | None],
+               tuple[np.ndarray, np.ndarray]]:
         """Dispatch inputs of interval ``k`` under external controls (HIL, ``twin hil serve``).
 
         By device id: a household's control acts on its PV inverter (a cap on its output,
@@ -431,22 +454,27 @@ class FeederModel(mesa.Model):
         charging the EV would do); a community battery's replaces its trade-following
         dispatch (``w_set_w`` an exact set-point, generator convention, then ``w_max_w``;
         the SOC band still holds). Metering, SOC and settlement follow what was dispatched;
-        trades stay as cleared, so a deviation is an imbalance. Returns
-        ``(pv_cap_wh or None, (ev bought, ev curtailed), (storage bought, storage sold))``.
+        trades stay as cleared, so a deviation is an imbalance. A V2G EV that sold has its
+        discharge capped the same way (generator convention). Returns ``(pv_cap_wh or None,
+        (ev bought, ev curtailed, ev sold), (storage bought, storage sold))``.
         """
         if not der_controls:
-            return None, (ev_b, ev_cut), (cs_b, cs_s)
+            return None, (ev_b, ev_cut, ev_s), (cs_b, cs_s)
         dt_h = self.interval_s / 3600.0
         f, hh, ev, cs = self.feeder, self.households, self.evs, self.storage
         pv_cap = np.full(hh.n, np.inf)
         ev_b, ev_cut = ev_b.copy(), ev_cut.copy()
-        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=ev_cut, dr=dr)
+        ev_s = None if ev_s is None else ev_s.copy()
+        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=ev_cut, dr=dr, sold_wh=ev_s)
         cs_plan = cs.plan(bought_wh=cs_b, sold_wh=cs_s).metered_wh
         cs_b, cs_s = cs_b.copy(), cs_s.copy()
         for device, ctl in der_controls.items():
             if (i := self._hh_index.get(device)) is not None:
                 w, _ = ctl.apply(available_w=float(f.household_pv_kwp[i]) * 1e3)
                 pv_cap[i] = max(w, 0.0) * dt_h
+            elif (e := self._ev_index.get(device)) is not None and ev_s is not None and ev_plan[e] < 0:
+                w, _ = ctl.apply(available_w=-float(ev_plan[e]) / dt_h)  # V2G discharge
+                ev_s[e] = min(max(w * dt_h, 0.0), -float(ev_plan[e]))
             elif (e := self._ev_index.get(device)) is not None:
                 w, _ = ctl.apply(available_w=-float(ev_plan[e]) / dt_h)
                 charge = min(max(-w * dt_h, 0.0), float(ev_plan[e]))
@@ -458,14 +486,14 @@ class FeederModel(mesa.Model):
                 cs_b[j], cs_s[j] = max(net_wh, 0.0), max(-net_wh, 0.0)
             else:
                 raise ValueError(f"der_controls: device {device} is not a device of this feeder")
-        return pv_cap, (ev_b, ev_cut), (cs_b, cs_s)
+        return pv_cap, (ev_b, ev_cut, ev_s), (cs_b, cs_s)
 
     def _agent_columns(self, k: int, time_s: int, hd: Any, ed: Any, sd: Any, hh_m: np.ndarray,
                        ev_m: np.ndarray, cs_m: np.ndarray,
                        traded: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
         """The ``agents`` rows of one interval as columns (households, EVs, batteries)."""
         hh, ev, cs, it = self.households, self.evs, self.storage, self.interval_s
-        hh_b, hh_s, ev_b, cs_b, cs_s = traded
+        hh_b, hh_s, ev_b, ev_s, cs_b, cs_s = traded
         n_h, n_e, n_c = hh.n, ev.n, cs.n
         nan_e, nan_c = np.full(n_e, np.nan), np.full(n_c, np.nan)
 
@@ -481,15 +509,15 @@ class FeederModel(mesa.Model):
             "device_id": cat(hh.device_id, ev.device_id, cs.device_id).astype(np.int64),
             "bus": cat(hh.bus, ev.bus, cs.bus).astype(np.int64),
             "soc": cat(hh.soc, ev.soc, cs.soc).astype(np.float64),
-            "p_mw": cat(wh_to_mw(hd.metered_wh, it), wh_to_mw(ed.charge_wh, it), wh_to_mw(sd.metered_wh, it)),
+            "p_mw": cat(wh_to_mw(hd.metered_wh, it), wh_to_mw(ed.metered_wh, it), wh_to_mw(sd.metered_wh, it)),
             "metered_wh": cat(hh_m, ev_m, cs_m).astype(np.int64),
             "load_wh": cat(hd.load_wh, ed.charge_wh, nan_c).astype(np.float64),
             "pv_available_wh": cat(hd.pv_available_wh, nan_e, nan_c).astype(np.float64),
             "pv_wh": cat(hd.pv_wh, nan_e, nan_c).astype(np.float64),
             "battery_charge_wh": cat(hd.battery_charge_wh, ed.charge_wh, sd.charge_wh).astype(np.float64),
-            "battery_discharge_wh": cat(hd.battery_discharge_wh, np.zeros(n_e), sd.discharge_wh).astype(np.float64),
+            "battery_discharge_wh": cat(hd.battery_discharge_wh, ed.discharge_wh, sd.discharge_wh).astype(np.float64),
             "bought_wh": cat(hh_b, ev_b, cs_b).astype(np.float64),
-            "sold_wh": cat(hh_s, np.zeros(n_e), cs_s).astype(np.float64),
+            "sold_wh": cat(hh_s, ev_s, cs_s).astype(np.float64),
             "plugged": cat(np.zeros(n_h, dtype=bool), ed.plugged, np.zeros(n_c, dtype=bool)).astype(bool),
             "remaining_need_wh": cat(np.full(n_h, np.nan), ed.remaining_need_wh, nan_c).astype(np.float64),
             "flex_wh": cat(hd.flex_wh, nan_e, nan_c).astype(np.float64),

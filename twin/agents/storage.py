@@ -4,8 +4,9 @@ Price estimate: the mean of the last ``window`` non-zero clearing prices (the mi
 the feed-in..retail spread while there are none). Each interval the battery offers to buy
 at ``estimate * (1 - margin)`` what it can still store and to sell at
 ``estimate * (1 + margin)`` what it can still deliver (both capped by the power limit and
-clipped to the tariff band). A uniform price can never clear both orders of one battery
-(the buy limit is below the sell limit).
+clipped to the tariff band; the buy limit net of the DSO's network fee, ``grid.tariff``).
+A uniform price can never clear both orders of one battery (the buy limit is below the
+sell limit).
 
 Physics: the battery follows its (post-curtailment) trades — net ``bought - sold`` is
 charged (positive) or discharged — clipped to the power limit and the SOC band. Round-trip
@@ -98,11 +99,13 @@ class CommunityStorage:
         )
         return out
 
-    def orders(self, k: int, *, price_history: Sequence[int], dr: bool = False) -> list[OrderIntent]:
-        """Orders for ``k``; during a demand-response call (``dr``) the batteries only sell."""
+    def orders(self, k: int, *, price_history: Sequence[int], dr: bool = False,
+               fee: int = 0) -> list[OrderIntent]:
+        """Orders for ``k``; during a demand-response call (``dr``) the batteries only sell.
+        Bids are net of the DSO's network fee ``fee`` of ``k``."""
         est = self.price_estimate(price_history)
         t = self.tariffs
-        buy_price = int(np.clip(round(est * (1 - self.margin)), t.feed_in, t.retail))
+        buy_price = int(np.clip(round(est * (1 - self.margin)) - fee, t.feed_in, t.retail))
         sell_price = int(np.clip(round(est * (1 + self.margin)), t.feed_in, t.retail))
         if buy_price >= sell_price:  # estimate pinned at a tariff: keep the spread
             buy_price, sell_price = t.feed_in, t.retail

@@ -9,6 +9,12 @@ valid chunk boundary, so chunks are simply consecutive slices of ``chunk_orders`
 after them come calls that only price and announce trades, ``chunk_trades`` at a time.
 Gas per call is then bounded by ``chunk_orders`` (each id adds at most one fill) or
 ``chunk_trades``, whatever the size of the book.
+
+Settlement (``EnergyMarket.settleChunk`` / ``settleSignedChunk``) is cut the same way by
+:func:`plan_settlement`: calls that pay ``chunk_trades`` trades each (trade id order), then
+calls that settle ``chunk_devices`` meter readings each (device id order); the last call
+closes the interval. The contract pays and settles in exactly the one-transaction order, so
+every cut gives the reference result.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 
 from twin.market.types import Order, Side
 
-__all__ = ["ClearingChunk", "plan_clearing", "take_order"]
+__all__ = ["ClearingChunk", "SettlementChunk", "plan_clearing", "plan_settlement", "take_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,4 +89,37 @@ def plan_clearing(
         ClearingChunk(bid_ids=(), ask_ids=(), max_trades=chunk_trades)
         for _ in range(0, n_trades, chunk_trades)
     ]
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementChunk:
+    """Arguments of one ``settleChunk`` call: trades to pay, readings[start:stop], last."""
+
+    max_trades: int
+    start: int
+    stop: int
+    last: bool
+
+
+def plan_settlement(
+    *, n_trades: int, n_readings: int, chunk_trades: int, chunk_devices: int
+) -> list[SettlementChunk]:
+    """The ``settleChunk`` calls that settle an interval (see the module docstring)."""
+    if chunk_trades <= 0 or chunk_devices <= 0:
+        raise ValueError("chunk_trades and chunk_devices must be > 0")
+    if n_trades < 0 or n_readings < 0:
+        raise ValueError("n_trades and n_readings must be >= 0")
+    chunks = [
+        SettlementChunk(max_trades=chunk_trades, start=0, stop=0, last=False)
+        for _ in range(0, n_trades, chunk_trades)
+    ]
+    chunks += [
+        SettlementChunk(max_trades=0, start=k, stop=min(k + chunk_devices, n_readings), last=False)
+        for k in range(0, n_readings, chunk_devices)
+    ]
+    if not chunks:
+        chunks = [SettlementChunk(max_trades=0, start=0, stop=0, last=False)]
+    tail = chunks[-1]
+    chunks[-1] = SettlementChunk(tail.max_trades, tail.start, tail.stop, last=True)
     return chunks

@@ -28,7 +28,7 @@ from eth_utils import keccak, to_checksum_address
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 
-from twin.chain.chunks import plan_clearing
+from twin.chain.chunks import plan_clearing, plan_settlement
 from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
 from twin.errors import TwinError
 from twin.market import errors as e
@@ -53,6 +53,8 @@ from twin.market.validation import reject_malformed
 __all__ = [
     "CLEAR_CHUNK_ORDERS",
     "CLEAR_CHUNK_TRADES",
+    "SETTLE_CHUNK_DEVICES",
+    "SETTLE_CHUNK_TRADES",
     "ChainLedger",
     "ChainRevert",
     "PendingOrders",
@@ -65,7 +67,14 @@ _MAX_UINT = 2**256 - 1
 #: chosen so a chunk stays far below a 30 M block gas limit (see bench/chain.py).
 CLEAR_CHUNK_ORDERS = 500
 CLEAR_CHUNK_TRADES = 1000
-_STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing")
+#: Default bound of one settlement transaction (trades paid / meter readings settled), chosen
+#: so a chunk stays far below a 30 M block gas limit (see bench/chain.py).
+SETTLE_CHUNK_TRADES = 2000
+SETTLE_CHUNK_DEVICES = 250
+#: Gas of the eth_call dry run of a chunked settlement (a call, not bound by a block: a
+#: missing reading is located by a scan over the interval's trades).
+_DRY_RUN_GAS = 200_000_000
+_STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing", "settling")
 
 
 class ChainRevert(TwinError):
@@ -151,10 +160,14 @@ class ChainLedger:
         gas_price: int = 0,
         clear_chunk_orders: int = CLEAR_CHUNK_ORDERS,
         clear_chunk_trades: int = CLEAR_CHUNK_TRADES,
+        settle_chunk_trades: int = SETTLE_CHUNK_TRADES,
+        settle_chunk_devices: int = SETTLE_CHUNK_DEVICES,
     ) -> None:
         """Attach to already deployed contracts (``deploy`` creates them)."""
         self.clear_chunk_orders = clear_chunk_orders
         self.clear_chunk_trades = clear_chunk_trades
+        self.settle_chunk_trades = settle_chunk_trades
+        self.settle_chunk_devices = settle_chunk_devices
         self.w3 = w3
         self.compiled = compiled or compile_contracts()
         self._accounts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
@@ -946,17 +959,89 @@ class ChainLedger:
 
     # --- settlement -------------------------------------------------------------------
     def settle(
-        self, interval: int, metered_wh: Mapping[int, int], *, sender: int | None = None
+        self,
+        interval: int,
+        metered_wh: Mapping[int, int],
+        *,
+        sender: int | None = None,
+        chunk_trades: int | None = None,
+        chunk_devices: int | None = None,
     ) -> list[SettlementRow]:
+        """Settle on meter readings: one ``settle`` transaction when the interval has at most
+        ``chunk_trades`` trades and ``chunk_devices`` readings (defaults: the ledger's
+        ``settle_chunk_trades`` / ``settle_chunk_devices``), else bounded ``settleChunk``
+        transactions (:func:`twin.chain.chunks.plan_settlement`) after a dry run of the
+        whole settlement's checks (``checkSettlement``)."""
         devices = sorted(metered_wh)
         for d in devices:
             if not 0 <= d < _UINT64:
                 raise e.UnknownDevice(d, purpose=f"settle: interval {interval}")
-        events = self._transact(
-            self.market, "settle", [interval, devices, [metered_wh[d] for d in devices]],
-            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
-            purpose=f"settle: interval {interval} ({len(devices)} meter readings)",
+        return self._settle_chunked(
+            interval, devices, [metered_wh[d] for d in devices], None, sender=sender,
+            chunk_trades=chunk_trades, chunk_devices=chunk_devices,
         )  # fmt: skip
+
+    def _settle_chunked(
+        self,
+        interval: int,
+        devices: list[int],
+        metered: list[int],
+        sigs: list[tuple[bytes, bytes, int]] | None,
+        *,
+        sender: int | None,
+        chunk_trades: int | None,
+        chunk_devices: int | None,
+    ) -> list[SettlementRow]:
+        signed = sigs is not None
+        what = "settle_signed" if signed else "settle"
+        kind = "signed readings" if signed else "meter readings"
+        who = OPERATOR_ACCOUNT if sender is None else sender
+        per_trades = chunk_trades or self.settle_chunk_trades
+        per_devices = chunk_devices or self.settle_chunk_devices
+        n_trades = int(self.market.functions.intervals(interval).call()[6])
+        if n_trades <= per_trades and len(devices) <= per_devices:
+            args: list[Any] = [interval, devices, metered] + ([sigs] if signed else [])
+            events = self._transact(
+                self.market, "settleSigned" if signed else "settle", args,
+                sender=who, interval=interval,
+                purpose=f"{what}: interval {interval} ({len(devices)} {kind})",
+            )  # fmt: skip
+        else:
+            purpose = f"{what}: interval {interval} ({len(devices)} {kind}, {n_trades} trades)"
+            check = {
+                "from": self.address_of(who), "to": self.market.address,
+                "gas": hex(max(self.tx_gas, _DRY_RUN_GAS)),
+                "data": self._encode(
+                    self.market, "checkSettlement",
+                    [interval, devices, metered, sigs or [], signed],
+                ),
+            }  # fmt: skip
+            dry = self._rpc("eth_call", [check, "latest"])
+            if "error" in dry:  # the whole plan could not complete: send nothing
+                self._raise_revert(dry["error"], purpose=purpose, tx_hash=None, error_context=None)
+            plan = plan_settlement(
+                n_trades=n_trades, n_readings=len(devices),
+                chunk_trades=per_trades, chunk_devices=per_devices,
+            )  # fmt: skip
+            pending = []
+            for k, c in enumerate(plan):
+                cut = slice(c.start, c.stop)
+                part: list[Any] = [interval, c.max_trades, devices[cut], metered[cut]]
+                if sigs is not None:
+                    part.append(sigs[cut])
+                pending.append(
+                    self._send(
+                        self.market, "settleSignedChunk" if signed else "settleChunk",
+                        [*part, c.last], sender=who, interval=interval,
+                        purpose=(
+                            f"{what}: interval {interval} chunk {k + 1}/{len(plan)} "
+                            f"({c.max_trades} trades, {c.stop - c.start} {kind})"
+                        ),
+                    )
+                )  # fmt: skip  # all sent first, confirmed in order
+            events = []
+            for p in pending:
+                events += self._finish(p)
         self._cleared_trades.pop(interval, None)
         return self._settlement_rows(events)
 
@@ -979,28 +1064,29 @@ class ChainLedger:
         ]
 
     def settle_signed(
-        self, interval: int, readings: Sequence[SignedReading], *, sender: int | None = None
+        self,
+        interval: int,
+        readings: Sequence[SignedReading],
+        *,
+        sender: int | None = None,
+        chunk_trades: int | None = None,
+        chunk_devices: int | None = None,
     ) -> list[SettlementRow]:
-        """``settleSigned``: settle on meter readings each signed by its device's key."""
+        """``settleSigned`` (or bounded ``settleSignedChunk`` calls, as in :meth:`settle`):
+        settle on meter readings each signed by its device's key."""
         by_device = sorted(readings, key=lambda r: r.device_id)
         for r in by_device:
             if not 0 <= r.device_id < _UINT64:
                 raise e.UnknownDevice(r.device_id, purpose=f"settle_signed: interval {interval}")
             if len(r.signature) != 65:
                 raise e.BadSignature(r.device_id, purpose=f"settle_signed: interval {interval}")
-        args = [
+        return self._settle_chunked(
             interval,
             [r.device_id for r in by_device],
             [r.metered_wh for r in by_device],
             [(r.signature[:32], r.signature[32:64], r.signature[64]) for r in by_device],
-        ]
-        events = self._transact(
-            self.market, "settleSigned", args,
-            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
-            purpose=f"settle_signed: interval {interval} ({len(by_device)} signed readings)",
+            sender=sender, chunk_trades=chunk_trades, chunk_devices=chunk_devices,
         )  # fmt: skip
-        self._cleared_trades.pop(interval, None)
-        return self._settlement_rows(events)
 
     # --- read-outs --------------------------------------------------------------------
     def balance(self, account: int) -> Balance:

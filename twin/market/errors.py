@@ -42,6 +42,8 @@ __all__ = [
     "NotSettled",
     "OppositeSide",
     "ReplayedNonce",
+    "SettlementInProgress",
+    "TradesUnpaid",
     "UnknownDevice",
     "UnknownEvent",
     "UnknownTrade",
@@ -251,6 +253,21 @@ class BookChanged(MarketError):
     explanation = "the book changed since the clearing was planned; plan again"
 
 
+class TradesUnpaid(MarketError):
+    """A settlement chunk brought meter readings (or closed the settlement) before every
+    trade of the interval was paid."""
+
+    fields = ("interval", "paid", "total")
+    explanation = "pay all of the interval's trades before its meter readings"
+
+
+class SettlementInProgress(MarketError):
+    """The interval's chunked settlement has started: its trades can no longer change."""
+
+    fields = ("interval",)
+    explanation = "curtail before settlement starts"
+
+
 class CurtailIncrease(MarketError):
     """Curtailment may only lower a trade's energy."""
 
@@ -358,6 +375,8 @@ ERRORS: dict[str, type[MarketError]] = {
         MeterOutOfRange,
         ClearingInProgress,
         BookChanged,
+        TradesUnpaid,
+        SettlementInProgress,
         NotPoster,
         UnknownEvent,
         NotSettled,

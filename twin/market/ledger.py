@@ -18,7 +18,9 @@ from twin.market.types import Balance, Clearing, Device, Order, OrderIntent, Set
 __all__ = ["IntervalStatus", "Ledger"]
 
 #: "clearing": a chunked on-chain clearing is under way (closed to orders, not cleared yet).
-IntervalStatus = Literal["open", "cleared", "settled", "clearing"]
+#: "settling": a chunked on-chain settlement is under way (cleared, no curtailment, not
+#: settled yet). The reference ledger settles in one call and never reports these two.
+IntervalStatus = Literal["open", "cleared", "settled", "clearing", "settling"]
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ contract EnergyMarket {
     uint8 internal constant CLEARED = 1;
     uint8 internal constant SETTLED = 2;
     uint8 internal constant CLEARING = 3; // clearChunk in progress: closed to orders, not cleared
+    uint8 internal constant SETTLING = 4; // settleChunk in progress: cleared, curtailment closed
 
     uint256 public constant PRICE_MAX = 100_000 * 1e6;
     uint256 public constant WH_PER_MWH = 1e6;
@@ -81,6 +82,7 @@ contract EnergyMarket {
         int96 netWh; // bought - sold, after curtailment
         int96 money; // net trade money, filled at settlement
         bool traded;
+        bool read; // a traded device's meter reading was settled (chunked settlement)
     }
 
     struct OrderInput {
@@ -631,6 +633,7 @@ contract EnergyMarket {
         IntervalState storage st = intervals[interval];
         if (st.status == SETTLED) revert AlreadySettled(interval);
         if (st.status == CLEARING) revert NotCleared(interval);
+        if (st.status == SETTLING) revert SettlementInProgress(interval);
         if (energyWh < 0) revert BadEnergy(b.device, energyWh);
         uint256 old = t.energyWh;
         if (uint256(energyWh) > old) revert CurtailIncrease(tradeId, old, energyWh);
@@ -648,12 +651,27 @@ contract EnergyMarket {
 
     // ------------------------------------------------------------------ settlement
 
+    /// Resumable settlement state of one interval (one slot): trades paid so far, then the
+    /// meter readings taken (strictly ascending device ids across all chunks).
+    struct SettleCursor {
+        uint32 paid;
+        uint32 covered; // traded devices among the readings so far
+        uint32 readings;
+        bool anyReading;
+        uint64 lastDevice;
+    }
+
+    mapping(uint256 => SettleCursor) internal settleCursors;
+
+    error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
+    error SettlementInProgress(uint256 interval);
+
     /// Settle an interval on metered energy (consumption positive), readings by strictly
-    /// ascending device id. Trades are paid first (trade id order), then each device's
-    /// imbalance against the DSO at the fixed tariffs; a payer short of free balance pays
-    /// what it has and the remainder becomes debt.
+    /// ascending device id, in one transaction (settleChunk is the bounded form). Trades are
+    /// paid first (trade id order), then each device's imbalance against the DSO at the fixed
+    /// tariffs; a payer short of free balance pays what it has and the remainder becomes debt.
     function settle(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh) external onlyOperator {
-        _settle(interval, devices, meteredWh);
+        _settleChunk(interval, type(uint256).max, devices, meteredWh, true);
     }
 
     /// settle() on meter readings each signed by its device's key (EIP-712 MeterReading):
@@ -664,9 +682,80 @@ contract EnergyMarket {
         external
         onlyOperator
     {
+        _checkSigned(interval, devices, meteredWh, sigs);
+        _settleChunk(interval, type(uint256).max, devices, meteredWh, true);
+    }
+
+    /// Bounded settlement: the operator sends consecutive chunks. Each pays up to
+    /// ``maxTrades`` more trades (trade id order, from the stored cursor), then settles the
+    /// chunk's readings, whose device ids continue the strictly ascending sequence of the
+    /// earlier chunks; readings are only accepted once every trade is paid (else
+    /// TradesUnpaid). The chunk with ``last`` set checks that every traded device had a
+    /// reading (MissingMeterReading) and marks the interval settled; it returns true. From
+    /// the first chunk on the interval is "settling": no curtailment, no one-shot restart.
+    /// Any cut gives the same result as settle() (the same arithmetic in the same order).
+    function settleChunk(
+        uint64 interval,
+        uint256 maxTrades,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        bool last
+    ) external onlyOperator returns (bool) {
+        return _settleChunk(interval, maxTrades, devices, meteredWh, last);
+    }
+
+    /// settleChunk() on device-signed readings (checked like settleSigned).
+    function settleSignedChunk(
+        uint64 interval,
+        uint256 maxTrades,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        Sig[] calldata sigs,
+        bool last
+    ) external onlyOperator returns (bool) {
+        _checkSigned(interval, devices, meteredWh, sigs);
+        return _settleChunk(interval, maxTrades, devices, meteredWh, last);
+    }
+
+    /// Dry run of a whole settlement's checks (status, readings order, known devices,
+    /// signatures and ranges if ``signed``, no missing reading): reverts with the error the
+    /// one-transaction settle()/settleSigned() would raise before paying anything. The
+    /// operator calls it (eth_call) before sending chunks, so a plan that cannot complete is
+    /// never started.
+    function checkSettlement(
+        uint64 interval,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        Sig[] calldata sigs,
+        bool signed
+    ) external view onlyOperator returns (bool) {
+        if (signed) _checkSigned(interval, devices, meteredWh, sigs);
         IntervalState storage st = intervals[interval];
+        _checkStatus(interval, st);
+        if (devices.length != meteredWh.length) revert BadReadings(devices.length);
+        uint256 covered;
+        for (uint256 k = 0; k < devices.length; ++k) {
+            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
+            if (registry.get(devices[k]).status == 0) revert UnknownDevice(devices[k]);
+            if (positions[interval][devices[k]].traded) covered += 1;
+        }
+        if (covered != st.tradedDevices) {
+            uint256 first = st.firstTrade;
+            _revertMissing(interval, devices, first, first + st.tradeCount);
+        }
+        return true;
+    }
+
+    function _checkStatus(uint64 interval, IntervalState storage st) private view {
         if (st.status == OPEN || st.status == CLEARING) revert NotCleared(interval);
         if (st.status == SETTLED) revert AlreadySettled(interval);
+    }
+
+    function _checkSigned(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh, Sig[] calldata sigs)
+        private
+        view
+    {
+        _checkStatus(interval, intervals[interval]);
         if (devices.length != meteredWh.length || devices.length != sigs.length) revert BadReadings(devices.length);
         for (uint256 k = 0; k < devices.length; ++k) {
             if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
@@ -680,42 +769,79 @@ contract EnergyMarket {
             int256 m = meteredWh[k];
             if (m > int256(cap) || m < -int256(cap)) revert MeterOutOfRange(devices[k], cap, m); // cap < 2**80
         }
-        _settle(interval, devices, meteredWh);
     }
 
-    function _settle(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh) private {
+    function _settleChunk(
+        uint64 interval,
+        uint256 maxTrades,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        bool last
+    ) private returns (bool) {
         IntervalState storage st = intervals[interval];
-        if (st.status == OPEN || st.status == CLEARING) revert NotCleared(interval);
-        if (st.status == SETTLED) revert AlreadySettled(interval);
+        _checkStatus(interval, st);
         if (devices.length != meteredWh.length) revert BadReadings(devices.length);
-        address[] memory owners = new address[](devices.length);
-        uint256 covered;
-        for (uint256 k = 0; k < devices.length; ++k) {
-            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
-            DeviceRegistry.Device memory d = registry.get(devices[k]);
-            if (d.status == 0) revert UnknownDevice(devices[k]);
-            owners[k] = d.owner;
-            if (positions[interval][devices[k]].traded) covered += 1;
-        }
+        st.status = SETTLING;
+        SettleCursor memory c = settleCursors[interval];
         uint256 first = st.firstTrade;
-        uint256 end = first + st.tradeCount;
-        if (covered != st.tradedDevices) _revertMissing(interval, devices, first, end);
-        uint256 price = st.price;
+        uint256 n = st.tradeCount;
+        if (c.paid < n) {
+            uint256 price = st.price;
+            uint256 end = first + n;
+            uint256 t = first + c.paid;
+            uint256 stop = maxTrades >= end - t ? end : t + maxTrades;
+            for (; t < stop; ++t) {
+                Trade storage tr = trades[t];
+                Order storage b = orders[tr.buyOrder];
+                Order storage s = orders[tr.sellOrder];
+                uint256 amount = payment(tr.energyWh, price);
+                accounts[b.owner].locked -= amount;
+                accounts[s.owner].free += amount;
+                positions[interval][b.device].money -= int96(int256(amount));
+                positions[interval][s.device].money += int96(int256(amount));
+            }
+            c.paid = uint32(stop - first);
+        }
+        if ((devices.length > 0 || last) && c.paid != n) revert TradesUnpaid(interval, c.paid, n);
+        for (uint256 k = 0; k < devices.length; ++k) {
+            uint64 dev = devices[k];
+            if (k > 0 ? dev <= devices[k - 1] : (c.anyReading && dev <= c.lastDevice)) revert BadReadings(k);
+            DeviceRegistry.Device memory d = registry.get(dev);
+            if (d.status == 0) revert UnknownDevice(dev);
+            Position storage p = positions[interval][dev];
+            if (p.traded) {
+                c.covered += 1;
+                p.read = true;
+            }
+            _settleDevice(interval, dev, d.owner, meteredWh[k]);
+        }
+        if (devices.length > 0) {
+            c.anyReading = true;
+            c.lastDevice = devices[devices.length - 1];
+            c.readings += uint32(devices.length);
+        }
+        if (!last) {
+            settleCursors[interval] = c;
+            return false;
+        }
+        if (c.covered != st.tradedDevices) _revertUnread(interval, first, first + n);
+        delete settleCursors[interval];
+        st.status = SETTLED;
+        emit IntervalSettled(interval, c.readings);
+        return true;
+    }
+
+    /// MissingMeterReading for the lowest traded device without a settled reading.
+    function _revertUnread(uint64 interval, uint256 first, uint256 end) private view {
+        uint256 best = type(uint256).max;
         for (uint256 tid = first; tid < end; ++tid) {
             Trade storage t = trades[tid];
-            Order storage b = orders[t.buyOrder];
-            Order storage s = orders[t.sellOrder];
-            uint256 amount = payment(t.energyWh, price);
-            accounts[b.owner].locked -= amount;
-            accounts[s.owner].free += amount;
-            positions[interval][b.device].money -= int96(int256(amount));
-            positions[interval][s.device].money += int96(int256(amount));
+            uint256 bd = orders[t.buyOrder].device;
+            uint256 sd = orders[t.sellOrder].device;
+            if (bd < best && !positions[interval][bd].read) best = bd;
+            if (sd < best && !positions[interval][sd].read) best = sd;
         }
-        for (uint256 k = 0; k < devices.length; ++k) {
-            _settleDevice(interval, devices[k], owners[k], meteredWh[k]);
-        }
-        st.status = SETTLED;
-        emit IntervalSettled(interval, devices.length);
+        revert MissingMeterReading(best, interval);
     }
 
     function _settleDevice(uint64 interval, uint256 device, address owner, int256 metered) private {
