@@ -153,6 +153,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # numba's default OpenMP layer leaves worker threads spinning after each parallel batch
+    # solve, starving the main thread on small machines; the command (not the library) picks
+    # the work-queue layer unless the user chose one.
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     args = _parser().parse_args(argv)
     if args.command == "hil":
         return int(args.hil_handler(args))
