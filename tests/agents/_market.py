@@ -1,50 +1,29 @@
-"""A minimal uniform-price double auction for driving the agents in tests.
+"""Drive the agents with the project's own clearing (twin.market.clearing), no ledger.
 
-Not the project's market (twin/market is the reference); only enough to produce realistic
-trades: buyers by price desc, sellers by price asc, ties by device id, matched while
-bid >= ask, price = midpoint of the last matched pair rounded down.
+Orders get sequential ids in the order the model emits them; the uniform-price double auction
+is :func:`twin.market.clearing.match_orders`, the same rule both ledgers use.
 """
 
 from __future__ import annotations
 
-from twin.market.types import OrderIntent, Side, Trade
+from twin.market.clearing import match_orders
+from twin.market.types import Order, OrderIntent, Trade
 
 
 def clear(orders: list[OrderIntent], *, interval: int, first_trade_id: int = 1) -> tuple[list[Trade], int]:
-    buys = sorted((o for o in orders if o.side == Side.BUY and o.interval == interval),
-                  key=lambda o: (-o.price_per_mwh, o.device_id))
-    sells = sorted((o for o in orders if o.side == Side.SELL and o.interval == interval),
-                   key=lambda o: (o.price_per_mwh, o.device_id))
-    pairs: list[tuple[OrderIntent, OrderIntent, int]] = []
-    bi = si = 0
-    b_left = buys[0].energy_wh if buys else 0
-    s_left = sells[0].energy_wh if sells else 0
-    while bi < len(buys) and si < len(sells) and buys[bi].price_per_mwh >= sells[si].price_per_mwh:
-        b, s = buys[bi], sells[si]
-        if b.device_id != s.device_id:
-            q = min(b_left, s_left)
-            pairs.append((b, s, q))
-        else:
-            q = min(b_left, s_left)
-        b_left -= q
-        s_left -= q
-        if b_left == 0:
-            bi += 1
-            b_left = buys[bi].energy_wh if bi < len(buys) else 0
-        if s_left == 0:
-            si += 1
-            s_left = sells[si].energy_wh if si < len(sells) else 0
-    if not pairs:
-        return [], 0
-    last_b, last_s, _ = pairs[-1]
-    price = (last_b.price_per_mwh + last_s.price_per_mwh) // 2
+    book = [Order(order_id=n + 1, device_id=o.device_id, owner=0, interval=o.interval, side=o.side,
+                  energy_wh=o.energy_wh, price_per_mwh=o.price_per_mwh)
+            for n, o in enumerate(orders) if o.interval == interval]
+    by_id = {o.order_id: o for o in book}
+    result = match_orders(book)
     trades = [
-        Trade(trade_id=first_trade_id + n, interval=interval, buy_order_id=0, sell_order_id=0,
-              buyer_device=b.device_id, seller_device=s.device_id, cleared_wh=q, energy_wh=q,
-              price_per_mwh=price)
-        for n, (b, s, q) in enumerate(pairs)
+        Trade(trade_id=first_trade_id + n, interval=interval, buy_order_id=f.buy_order_id,
+              sell_order_id=f.sell_order_id, buyer_device=by_id[f.buy_order_id].device_id,
+              seller_device=by_id[f.sell_order_id].device_id, cleared_wh=f.energy_wh,
+              energy_wh=f.energy_wh, price_per_mwh=result.price_per_mwh)
+        for n, f in enumerate(result.fills)
     ]
-    return trades, price
+    return trades, result.price_per_mwh
 
 
 def run_day(model, n_intervals: int):  # type: ignore[no-untyped-def]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import mesa
 import numpy as np
 
 from twin.market.types import Trade
 from twin.market.units import price_from_per_mwh
 
 __all__ = [
+    "FleetAgent",
     "Tariffs",
     "TradeArrays",
     "energy_cap_wh",
@@ -117,3 +120,24 @@ def self_consumption(
     charge = np.minimum(np.minimum(np.clip(-net_wh, 0.0, None), max_wh), room / eta_charge)
     discharge = np.minimum(np.minimum(np.clip(net_wh, 0.0, None), max_wh), avail * eta_discharge)
     return charge, discharge
+
+
+class FleetAgent(mesa.Agent):
+    """Mesa view of one member of a vectorized fleet; the state lives in the fleet's arrays.
+
+    Per-interval state is kept in numpy arrays on the fleet (see the agent modules); the
+    Mesa agent is a thin handle that reads its row.
+    """
+
+    def __init__(self, model: Any, *, fleet: Any, index: int) -> None:
+        super().__init__(model)
+        self.fleet = fleet
+        self.index = index
+
+    @property
+    def device_id(self) -> int:
+        return int(self.fleet.device_id[self.index])
+
+    @property
+    def soc(self) -> float:
+        return float(self.fleet.soc[self.index])

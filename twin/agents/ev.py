@@ -37,12 +37,10 @@ which the departure need allows: a seller had slack). Metered energy is ``charge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import mesa
 import numpy as np
 
-from twin.agents._common import Tariffs, energy_cap_wh, limit_prices
+from twin.agents._common import FleetAgent, Tariffs, energy_cap_wh, limit_prices
 from twin.agents.strategies import make_strategy
 from twin.events import ev_trips
 from twin.grid.feeders import Feeder
@@ -251,18 +249,7 @@ class EVFleet:
         return out
 
 
-class EVAgent(mesa.Agent):
+class EVAgent(FleetAgent):
     """Mesa view of one EV (its state lives in :class:`EVFleet`)."""
 
-    def __init__(self, model: Any, *, fleet: EVFleet, index: int) -> None:
-        super().__init__(model)
-        self.fleet = fleet
-        self.index = index
-
-    @property
-    def device_id(self) -> int:
-        return int(self.fleet.device_id[self.index])
-
-    @property
-    def soc(self) -> float:
-        return float(self.fleet.soc[self.index])
+    fleet: EVFleet

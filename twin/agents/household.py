@@ -30,10 +30,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import mesa
 import numpy as np
 
-from twin.agents._common import Tariffs, energy_cap_wh, limit_prices, self_consumption
+from twin.agents._common import FleetAgent, Tariffs, energy_cap_wh, limit_prices, self_consumption
 from twin.agents.strategies import make_strategy
 from twin.grid.feeders import Feeder
 from twin.market.types import DeviceKind, OrderIntent, Side
@@ -228,22 +227,11 @@ class Households:
         ]
 
 
-class HouseholdAgent(mesa.Agent):
+class HouseholdAgent(FleetAgent):
     """Mesa view of one household (its state lives in :class:`Households`)."""
 
-    def __init__(self, model: Any, *, fleet: Households, index: int) -> None:
-        super().__init__(model)
-        self.fleet = fleet
-        self.index = index
-
-    @property
-    def device_id(self) -> int:
-        return int(self.fleet.device_id[self.index])
+    fleet: Households
 
     @property
     def bus(self) -> int:
         return int(self.fleet.bus[self.index])
-
-    @property
-    def soc(self) -> float:
-        return float(self.fleet.soc[self.index])

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import mesa
 import numpy as np
 
-from twin.agents._common import Tariffs, energy_cap_wh
+from twin.agents._common import FleetAgent, Tariffs, energy_cap_wh
 from twin.agents.strategies import price_forecast
 from twin.grid.feeders import Feeder
 from twin.market.types import OrderIntent, Side
@@ -128,18 +126,7 @@ class CommunityStorage:
         return out
 
 
-class StorageAgent(mesa.Agent):
+class StorageAgent(FleetAgent):
     """Mesa view of one community battery (its state lives in :class:`CommunityStorage`)."""
 
-    def __init__(self, model: Any, *, fleet: CommunityStorage, index: int) -> None:
-        super().__init__(model)
-        self.fleet = fleet
-        self.index = index
-
-    @property
-    def device_id(self) -> int:
-        return int(self.fleet.device_id[self.index])
-
-    @property
-    def soc(self) -> float:
-        return float(self.fleet.soc[self.index])
+    fleet: CommunityStorage
