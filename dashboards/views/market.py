@@ -3,6 +3,8 @@ its trades, curtailments by the DSO, and revenue and cost per agent."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import dashui
 import numpy as np
 import pandas as pd
@@ -34,6 +36,13 @@ def _device_labels(folder) -> pd.Series:
     if ag is None or "device_id" not in ag.columns:
         return pd.Series(dtype=str)
     return ag.dropna(subset=["device_id"]).drop_duplicates("device_id").set_index("device_id")["agent"]
+
+
+def _col(frame: Any, name: str) -> Any:
+    """A numeric column, zeros when absent (folders written before the column existed)."""
+    if name in frame.columns:
+        return frame[name].fillna(0)
+    return frame["time_s"] * 0
 
 
 if ctx is not None:
@@ -110,9 +119,9 @@ if ctx is not None:
             dso = dso.assign(hour=dashui.hours(seconds=dso["time_s"]))
             c = st.columns(3)
             c[0].metric("Intervals with violations before the check",
-                        f"{int((dso['violations_found'].fillna(0) > 0).sum())}")
+                        f"{int((_col(dso, 'violations_found') > 0).sum())}")
             c[1].metric("Violations left after curtailment",
-                        f"{int(dso['violations_remaining'].fillna(0).sum())}")
+                        f"{int(_col(dso, 'violations_remaining').sum())}")
             c[2].metric("Trades curtailed", f"{0 if curtailed is None else len(curtailed)}")
         if curtailed is not None and not curtailed.empty:
             st.dataframe(curtailed, hide_index=True, height=200, key="curtailed_table")
