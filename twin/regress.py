@@ -31,6 +31,8 @@ GOLDEN_FILE = "expected_kpis.json"
 DEFAULT_ABS_TOL = 1e-9
 DEFAULT_REL_TOL = 1e-6
 IGNORED = frozenset({"wall_time_s"})
+#: what a case runs (``"command"`` in its golden file; default ``run``)
+COMMANDS = ("run", "resilience")
 #: Integer-exact quantities (counts, Wh and token sums): new goldens get a zero tolerance.
 EXACT = frozenset({"trades", "orders", "intervals_settled", "tokens_conserved", "total_supply",
                    "energy_traded_kwh", "curtailed_kwh", "metered_consumption_kwh",
@@ -44,6 +46,8 @@ class Case:
     folder: Path
     scenario: dict[str, Any]
     golden: dict[str, dict[str, float]]
+    #: ``run`` (twin run) or ``resilience`` (twin resilience): ``"command"`` in the golden file
+    command: str = "run"
 
 
 @dataclass(frozen=True)
@@ -81,20 +85,32 @@ def load_cases(root: Path, names: list[str] | None = None) -> tuple[list[Case], 
             errors.append(f"{folder.name}: {exc}")
             continue
         golden: dict[str, dict[str, float]] = {}
+        command = "run"
         gpath = folder / GOLDEN_FILE
         if gpath.is_file():
             try:
-                golden = json.loads(gpath.read_text())["kpis"]
+                doc = json.loads(gpath.read_text())
+                golden = doc["kpis"]
+                command = doc.get("command", "run")
                 for spec in golden.values():
                     float(spec["expected"])
             except (ValueError, KeyError, TypeError) as exc:
                 errors.append(f"{folder.name}/{GOLDEN_FILE}: not a golden KPI file ({exc!r})")
                 continue
+            if command not in COMMANDS:
+                errors.append(f"{folder.name}/{GOLDEN_FILE}: command: {command!r} is not one of "
+                              f"{', '.join(COMMANDS)}")
+                continue
         cases.append(Case(name=folder.name, folder=folder, scenario=scn.model_dump(mode="json"),
-                          golden=golden))
+                          golden=golden, command=command))
     if not folders and not errors:
         errors.append(f"{root}: no regression cases (folders with {SCENARIO_FILE})")
     return cases, errors
+
+
+def _numeric(value: Any) -> bool:
+    """KPIs are numbers; a study's kpis.json also names its scenario (text, not compared)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def compare(case: str, golden: dict[str, dict[str, float]], got: dict[str, float]) -> list[Check]:
@@ -110,7 +126,8 @@ def compare(case: str, golden: dict[str, dict[str, float]], got: dict[str, float
         ok = math.isfinite(value) and abs(value - exp) <= a + r * abs(exp)
         checks.append(Check(case, kpi, exp, float(value), a, r, "ok" if ok else "DRIFT"))
     checks += [Check(case, k, None, float(v), DEFAULT_ABS_TOL, DEFAULT_REL_TOL, "new")
-               for k, v in sorted(got.items()) if k not in golden and k not in IGNORED]
+               for k, v in sorted(got.items())
+               if k not in golden and k not in IGNORED and _numeric(v)]
     return checks
 
 
@@ -118,7 +135,7 @@ def _updated(golden: dict[str, dict[str, float]], got: dict[str, float]) -> tupl
     new: dict[str, Any] = {}
     changes = []
     for k, v in sorted(got.items()):
-        if k in IGNORED:
+        if k in IGNORED or not _numeric(v):
             continue
         old = golden.get(k)
         default = (0.0, 0.0) if k in EXACT else (DEFAULT_ABS_TOL, DEFAULT_REL_TOL)
@@ -146,7 +163,8 @@ def run_regress(root: Path, *, out_dir: Path, workers: int, names: list[str] | N
         return [], problems
     out = Path(out_dir).resolve()
     tasks = [RunTask(run_id=c.name, run_dir=str(out / c.name), scenario=c.scenario,
-                     timeout_s=timeout_s, scenario_path=str(c.folder / SCENARIO_FILE)) for c in cases]
+                     timeout_s=timeout_s, scenario_path=str(c.folder / SCENARIO_FILE), command=c.command)
+             for c in cases]
     echo(f"[regress] {len(cases)} case(s) on {min(workers, len(cases))} worker(s): "
          + ", ".join(c.name for c in cases), file=sys.stderr)
     records = {r["run_id"]: r for r in run_local(tasks, workers=workers, cancel=threading.Event())}
@@ -160,11 +178,12 @@ def run_regress(root: Path, *, out_dir: Path, workers: int, names: list[str] | N
         got = json.loads((out / c.name / "kpis.json").read_text())
         if update:
             new, changes = _updated(c.golden, got)
-            write_json_atomic({"scenario": SCENARIO_FILE, "kpis": new}, c.folder / GOLDEN_FILE)
+            write_json_atomic({"scenario": SCENARIO_FILE, "command": c.command, "kpis": new},
+                              c.folder / GOLDEN_FILE)
             echo(f"[regress] {c.name}: " + (f"{len(changes)} change(s)" if changes else "unchanged"))
             for line in changes:
                 echo(f"    {line}")
-            c = Case(c.name, c.folder, c.scenario, new)
+            c = Case(c.name, c.folder, c.scenario, new, c.command)
         elif not c.golden:
             problems.append(f"{c.name}: no {GOLDEN_FILE}; create it with `twin regress --update`")
         checks += compare(c.name, c.golden, got)

@@ -22,7 +22,10 @@ def test_shipped_cases_have_goldens() -> None:
     names = {c.name for c in cases}
     assert {"quickstart_reference", "quickstart_chain"} <= names
     for c in cases:
-        assert "energy_traded_kwh" in c.golden and "tokens_conserved" in c.golden
+        if c.command == "run":
+            assert "energy_traded_kwh" in c.golden and "tokens_conserved" in c.golden
+        else:
+            assert {"cases", "upstream_cases"} <= set(c.golden), c.name
 
 
 @pytest.mark.slow
@@ -44,3 +47,17 @@ def test_regress_passes_then_fails_on_drift(tmp_path: Path, capsys: pytest.Captu
     assert "DRIFT" in out.out
     assert "metered_consumption_kwh drift" in out.err
     shutil.rmtree(tmp_path / "out")
+
+
+def test_case_command_comes_from_the_golden_file(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2] / "scenarios" / "regression"
+    cases, problems = load_cases(root)
+    assert not problems
+    commands = {c.name: c.command for c in cases}
+    assert commands["resilience_study"] == "resilience"
+    assert commands["quickstart_reference"] == "run"
+    bad = tmp_path / "bad_case"
+    shutil.copytree(root / "quickstart_reference", bad)
+    (bad / GOLDEN_FILE).write_text(json.dumps({"command": "simulate", "kpis": {}}))
+    _, problems = load_cases(tmp_path)
+    assert problems == [f"bad_case/{GOLDEN_FILE}: command: 'simulate' is not one of run, resilience"]

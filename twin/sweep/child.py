@@ -71,13 +71,29 @@ def main(run_dir: str) -> int:
     try:
         task = json.loads((out / TASK_FILE).read_text())
         scenario = scenario_from_dict(task["scenario"], source=task["run_id"])
-        run_scenario(scenario, out_dir=out, scenario_path=task.get("scenario_path"),
-                     progress=False)
+        if task.get("command", "run") == "resilience":
+            _run_resilience(scenario, out)
+        else:
+            run_scenario(scenario, out_dir=out, scenario_path=task.get("scenario_path"),
+                         progress=False)
     except BaseException as exc:  # the record must say why, whatever it was
         tb = "".join(traceback.format_exception(exc)[-6:])
         (out / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}\n\n{tb}")
         return 1
     return 0
+
+
+def _run_resilience(scenario: Any, out: Path) -> None:
+    """``twin resilience`` in a run folder, with a manifest so the runner sees it complete."""
+    from datetime import UTC, datetime
+
+    from twin.grid.resilience_cli import run_resilience
+    from twin.results import write_json_atomic
+
+    run_resilience(scenario, out, progress=False)
+    write_json_atomic({"scenario_name": scenario.name, "scenario_hash": scenario.digest(),
+                       "command": "resilience", "status": "complete",
+                       "finished_at": datetime.now(UTC).isoformat()}, out / "manifest.json")
 
 
 def _forked_main(run_dir: str) -> None:

@@ -47,6 +47,8 @@ class RunTask:
     scenario: dict[str, Any]
     timeout_s: float
     scenario_path: str | None = None
+    #: what the child runs: ``run`` (twin run) or ``resilience`` (twin resilience)
+    command: str = "run"
 
 
 @dataclass
@@ -164,7 +166,7 @@ def execute_task(task: RunTask, *, cancel: threading.Event | None = None) -> dic
         shutil.rmtree(run_dir)  # a previous incomplete attempt leaves nothing behind
     run_dir.mkdir(parents=True)
     write_json_atomic({"run_id": task.run_id, "scenario": task.scenario,
-                       "scenario_path": task.scenario_path}, run_dir / "task.json")
+                       "scenario_path": task.scenario_path, "command": task.command}, run_dir / "task.json")
     warm_up()
     started = datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
