@@ -158,12 +158,17 @@ def _run_solc(solc_js: Path, sources: dict[str, str]) -> dict[str, Any]:
         "sources": {name: {"content": text} for name, text in sources.items()},
         "settings": _SETTINGS,
     }
-    # stdout goes to a file: solcjs exits right after writing, which truncates a pipe at 64 KiB.
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as out_file:
+    # Both ends are files, not pipes: solcjs exits right after writing, which truncates a
+    # stdout pipe at 64 KiB; and it reads stdin with readFileSync, which fails with EAGAIN
+    # on a pipe the writer has not filled yet (large requests, loaded machines).
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as in_file, \
+            tempfile.TemporaryFile("w+", encoding="utf-8") as out_file:
+        json.dump(request, in_file)
+        in_file.seek(0)
         try:
             proc = subprocess.run(
                 [node, str(solc_js), "--standard-json"],
-                input=json.dumps(request),
+                stdin=in_file,
                 stdout=out_file,
                 stderr=subprocess.PIPE,
                 text=True,
