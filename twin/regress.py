@@ -30,7 +30,7 @@ SCENARIO_FILE = "scenario.yaml"
 GOLDEN_FILE = "expected_kpis.json"
 DEFAULT_ABS_TOL = 1e-9
 DEFAULT_REL_TOL = 1e-6
-IGNORED = frozenset({"wall_time_s"})
+IGNORED = frozenset({"wall_time_s", "study_wall_time_s"})  # machine-dependent timings
 #: what a case runs (``"command"`` in its golden file; default ``run``)
 COMMANDS = ("run", "resilience")
 #: Integer-exact quantities (counts, Wh and token sums): new goldens get a zero tolerance.

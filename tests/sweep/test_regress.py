@@ -22,6 +22,7 @@ def test_shipped_cases_have_goldens() -> None:
     names = {c.name for c in cases}
     assert {"quickstart_reference", "quickstart_chain"} <= names
     for c in cases:
+        assert not [k for k in c.golden if "wall" in k], f"{c.name}: timings are not regression KPIs"
         if c.command == "run":
             assert "energy_traded_kwh" in c.golden and "tokens_conserved" in c.golden
         else:
