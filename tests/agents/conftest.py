@@ -1,29 +1,16 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from tests._quickstart import QUICKSTART, quickstart_with
 from twin.agents.model import FeederModel, IntervalOutput
 from twin.grid.feeders import Feeder, build_feeder
-from twin.scenario import Scenario, load_scenario, scenario_from_dict
+from twin.scenario import Scenario, load_scenario
 
 from ._market import run_day
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"
-
-
-def scenario(**changes: object) -> Scenario:
-    """The quickstart scenario with ``a__b=value`` changes."""
-    data = load_scenario(QUICKSTART).model_dump(mode="json")
-    for dotted, value in changes.items():
-        node = data
-        *path, last = dotted.split("__")
-        for key in path:
-            node = node[key]
-        node[last] = value
-    return scenario_from_dict(data)
+scenario = quickstart_with
 
 
 @pytest.fixture(scope="session")

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandapower as pp
 import pytest
 
+from tests._quickstart import QUICKSTART, quickstart_with
 from twin.agents.profiles import synthetic_household_load_p_mw, synthetic_pv_pu, window_average
 from twin.grid.feeders import Feeder, build_feeder
 from twin.grid.powerflow import apply_injections, run_snapshot
-from twin.scenario import Scenario, load_scenario, scenario_from_dict
+from twin.scenario import Scenario, load_scenario
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"
-
-
-def _scenario(**changes: object) -> Scenario:
-    data = load_scenario(QUICKSTART).model_dump(mode="json")
-    for dotted, value in changes.items():
-        node = data
-        *path, last = dotted.split("__")
-        for key in path:
-            node = node[key]
-        node[last] = value
-    return scenario_from_dict(data)
+_scenario = quickstart_with
 
 
 @pytest.fixture(scope="module")
