@@ -7,12 +7,14 @@ rule and every custom error is checked to be identical, decoded from the revert 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from web3 import Web3
 
+from tests._orders import buy, sell
+from tests._orders import cleared as _cleared
+from tests._orders import raises as _raises
 from twin.chain.anvil import AnvilError, AnvilNode
 from twin.chain.compile import CompiledContracts, CompileError, compile_contracts
 from twin.chain.ledger import ChainLedger, ChainRevert
@@ -24,7 +26,6 @@ from twin.market.types import (
     Balance,
     Device,
     DeviceKind,
-    OrderIntent,
     Side,
 )
 from twin.market.units import PRICE_MAX, payment
@@ -35,30 +36,8 @@ FEED_IN = 80_000_000
 P = 105_000_000  # clearing price of _cleared()
 
 
-def buy(device: int, wh: int, price: int, interval: int = 0) -> OrderIntent:
-    return OrderIntent(
-        device_id=device, interval=interval, side=Side.BUY, energy_wh=wh, price_per_mwh=price
-    )
 
 
-def sell(device: int, wh: int, price: int, interval: int = 0) -> OrderIntent:
-    return OrderIntent(
-        device_id=device, interval=interval, side=Side.SELL, energy_wh=wh, price_per_mwh=price
-    )
-
-
-def _cleared(led: Ledger) -> None:
-    led.place_orders(
-        [buy(12, 2000, 120_000_000), buy(13, 1500, 130_000_000), sell(14, 2500, 90_000_000)]
-    )
-    led.clear(0)
-
-
-def _raises(error: type[e.MarketError], fn: Callable[[], object], **values: int) -> e.MarketError:
-    with pytest.raises(error) as info:
-        fn()
-    assert info.value.values == values
-    return info.value
 
 
 # --- rules on both ledgers --------------------------------------------------------------

@@ -4,45 +4,25 @@ before sending; a failed transaction never booked."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests._orders import buy, sell
+from tests._orders import cleared as _cleared
+from tests._orders import raises as _raises
 from twin.chain.ledger import ChainLedger
 from twin.market import errors as e
 from twin.market.signing import ZERO_ADDRESS, DeviceKey, SignedOrder
-from twin.market.types import Balance, OrderIntent, Side
+from twin.market.types import Balance, Side
 from twin.market.units import PRICE_MAX, payment
 
 pytestmark = pytest.mark.chain
 KEYS = {d: DeviceKey.from_seed(d) for d in range(12, 18)}
 
 
-def buy(device: int, wh: int, price: int, interval: int = 0) -> OrderIntent:
-    return OrderIntent(
-        device_id=device, interval=interval, side=Side.BUY, energy_wh=wh, price_per_mwh=price
-    )
 
 
-def sell(device: int, wh: int, price: int, interval: int = 0) -> OrderIntent:
-    return OrderIntent(
-        device_id=device, interval=interval, side=Side.SELL, energy_wh=wh, price_per_mwh=price
-    )
-
-
-def _cleared(led: Any) -> None:
-    led.place_orders(
-        [buy(12, 2000, 120_000_000), buy(13, 1500, 130_000_000), sell(14, 2500, 90_000_000)]
-    )
-    led.clear(0)
-
-
-def _raises(error: type[e.MarketError], fn: Callable[[], object], **values: Any) -> e.MarketError:
-    with pytest.raises(error) as info:
-        fn()
-    assert info.value.values == values
-    return info.value
 
 
 def _keyed(led: Any) -> Any:

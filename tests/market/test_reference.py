@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests._orders import buy, sell
+from tests._orders import cleared as _cleared
 from twin.market import errors as e
 from twin.market.clearing import match_orders
 from twin.market.reference import ReferenceLedger
@@ -14,16 +16,6 @@ RETAIL = 250_000_000  # as in conftest.py
 FEED_IN = 80_000_000
 
 
-def buy(device: int, wh: int, price: int, interval: int = 0) -> OrderIntent:
-    return OrderIntent(
-        device_id=device, interval=interval, side=Side.BUY, energy_wh=wh, price_per_mwh=price
-    )
-
-
-def sell(device: int, wh: int, price: int, interval: int = 0) -> OrderIntent:
-    return OrderIntent(
-        device_id=device, interval=interval, side=Side.SELL, energy_wh=wh, price_per_mwh=price
-    )
 
 
 def _o(oid: int, side: Side, wh: int, price: int) -> Order:
@@ -204,12 +196,6 @@ def test_deposit_withdraw(ledger: ReferenceLedger) -> None:
 
 
 # --- curtailment and settlement --------------------------------------------------------
-def _cleared(ledger: ReferenceLedger) -> None:
-    ledger.place_orders(
-        [buy(12, 2000, 120_000_000), buy(13, 1500, 130_000_000), sell(14, 2500, 90_000_000)]
-    )
-    ledger.clear(0)  # price 105, trades: (13<-14 1500), (12<-14 1000)
-
 
 def test_curtail(ledger: ReferenceLedger) -> None:
     _cleared(ledger)
