@@ -2,8 +2,9 @@
 
 Started by ``twin dashboard DIR`` (``streamlit run dashboards/app.py -- --dir DIR``) or with
 ``TWIN_RUN_DIR``. The folder kind is detected from its contents (``twindash.folder_kind``):
-a run folder gets the run pages; a sweep folder gets the Sweep page first and a run picker
-in the sidebar for the run pages. Read-only: nothing here writes to the results or the chain.
+a run folder gets the run pages; a sweep folder gets the Sweep page first, a comparison
+folder (``twin compare``) the Compare page first, both with a run picker in the sidebar for
+the run pages. Read-only: nothing here writes to the results or the chain.
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ _RUN_PAGES = [
     ("views/hil.py", "HIL", ":material/developer_board:"),
 ]
 _SWEEP_PAGE = ("views/sweep.py", "Sweep", ":material/scatter_plot:")
+_COMPARE_PAGE = ("views/compare.py", "Compare", ":material/compare_arrows:")
 
 folder = dashui.base_folder()
 kind = td.folder_kind(folder=folder)
-specs = [_SWEEP_PAGE, *_RUN_PAGES] if kind == "sweep" else [*_RUN_PAGES, _SWEEP_PAGE]
+specs = {"sweep": [_SWEEP_PAGE, *_RUN_PAGES, _COMPARE_PAGE],
+         "compare": [_COMPARE_PAGE, *_RUN_PAGES, _SWEEP_PAGE]}.get(
+    kind, [*_RUN_PAGES, _SWEEP_PAGE, _COMPARE_PAGE])
 pages = [st.Page(str(_HERE / path), title=title, icon=icon,
                  url_path=Path(path).stem, default=(i == 0))
          for i, (path, title, icon) in enumerate(specs)]
-st.sidebar.caption(f"{'Sweep' if kind == 'sweep' else 'Results'} folder: `{folder}`")
-if kind == "sweep":
+st.sidebar.caption(f"{ {'sweep': 'Sweep', 'compare': 'Comparison'}.get(kind, 'Results')} "
+                   f"folder: `{folder}`")
+if kind in ("sweep", "compare"):
     dashui.select_run(sweep_dir=folder)
 st.navigation(pages).run()

@@ -1,7 +1,7 @@
 """Shared page furniture: which folder and run a page shows, headers, empty-data messages.
 
 The folder comes from ``--dir`` (``twin dashboard DIR`` passes it) or ``TWIN_RUN_DIR``. On a
-sweep folder the sidebar picks one run (``?run=<run_id>`` in the URL, so a run's pages can
+sweep or comparison folder the sidebar picks one run (``?run=<run_id>`` in the URL, so a run's pages can
 be linked); the run pages then show ``DIR/runs/<run_id>``.
 """
 
@@ -52,7 +52,7 @@ class RunContext:
 
 
 def select_run(*, sweep_dir: Path) -> str | None:
-    """Sidebar choice of one run of a sweep, kept in the URL as ``?run=``."""
+    """Sidebar choice of one run of a sweep or comparison, kept in the URL as ``?run=``."""
     runs = td.list_runs(sweep_dir=sweep_dir)
     if not runs:
         return None
@@ -63,7 +63,7 @@ def select_run(*, sweep_dir: Path) -> str | None:
         st.session_state[_RUN_KEY] = wanted
     if st.session_state.get(_RUN_KEY) not in runs:
         st.session_state[_RUN_KEY] = runs[0]
-    choice = st.sidebar.selectbox("Run of this sweep", options=runs, key=_RUN_KEY,
+    choice = st.sidebar.selectbox("Run of this folder", options=runs, key=_RUN_KEY,
                                   help="The run pages (Overview … HIL) show this run.")
     if wanted != choice:
         st.query_params["run"] = choice
@@ -77,20 +77,21 @@ def run_context() -> RunContext | None:
     kind = td.folder_kind(folder=folder)
     if kind == "missing":
         st.error(f"No results folder at {folder} (manifest.json missing, and no kpis.parquet or "
-                 "runs/ of a sweep). Run `twin run SCENARIO --out DIR` first.")
+                 "runs/ of a sweep, no compare.parquet of a comparison). Run `twin run SCENARIO --out DIR` first.")
         return None
     label = folder.name
-    if kind == "sweep":
+    if kind in ("sweep", "compare"):
+        what = "sweep" if kind == "sweep" else "comparison"
         run_id = st.session_state.get(_RUN_KEY)
         if run_id is None:
-            st.info(f"The sweep at {folder} has no runs yet.")
+            st.info(f"The {what} at {folder} has no runs yet.")
             return None
         folder = folder / "runs" / str(run_id)
-        label = f"run {run_id} of sweep {base_folder().name}"
+        label = f"run {run_id} of {what} {base_folder().name}"
         if not (folder / "manifest.json").is_file():
             st.warning(f"Run {run_id} has no results folder yet ({folder} has no manifest.json): "
                        "it has not started, or failed before writing anything. "
-                       "The Sweep page shows its status and error.")
+                       f"The {what.capitalize()} page shows its status and error.")
             return None
     manifest = td.read_json(path=folder / "manifest.json")
     kpis = td.read_json(path=folder / "kpis.json")

@@ -6,8 +6,10 @@ read again, and an unchanged one never is. Tables are read lazily: only the colu
 asks for (column projection) and only the rows its filter keeps (pyarrow dataset filters,
 pushed down to Parquet row groups).
 
-Folder kinds (detected from the contents):
+Folder kinds (detected from the contents, in this order):
 
+* **compare** — ``compare.parquet`` (``twin compare``; one row per scenario) and
+  ``runs/<scenario>/`` run folders;
 * **sweep** — ``kpis.parquet`` and/or ``runs/<run_id>/`` (``twin sweep``); each folder
   below ``runs/`` is a run folder;
 * **run** — otherwise ``manifest.json`` (``twin run``, ``twin hil serve``) or ``cases.parquet``
@@ -54,7 +56,7 @@ __all__ = [
 #: Prices are micro-units per MWh and amounts micro-units of currency (twin/market/units.py).
 MICRO = 1_000_000
 
-FolderKind = Literal["run", "sweep", "missing"]
+FolderKind = Literal["run", "sweep", "compare", "missing"]
 #: (path, mtime_ns, size): the cache key of one file's current version; None when absent.
 Stamp = tuple[str, int, int]
 
@@ -71,8 +73,10 @@ def stamp(path: Path) -> Stamp | None:
 
 
 def folder_kind(*, folder: Path) -> FolderKind:
-    """``run``, ``sweep`` or ``missing``, from what the folder holds."""
+    """``run``, ``sweep``, ``compare`` or ``missing``, from what the folder holds."""
     folder = Path(folder)
+    if (folder / "compare.parquet").is_file():
+        return "compare"  # checked before the sweep: a compare folder has runs/ too
     if (folder / "kpis.parquet").is_file() or (folder / "runs").is_dir():
         return "sweep"  # checked first: a sweep may keep a manifest of its own
     if (folder / "manifest.json").is_file() or (folder / "cases.parquet").is_file():
@@ -81,13 +85,17 @@ def folder_kind(*, folder: Path) -> FolderKind:
 
 
 def list_runs(*, sweep_dir: Path) -> list[str]:
-    """Run ids of a sweep: from ``kpis.parquet`` when present, plus any folder under ``runs/``."""
+    """Run ids of a sweep (``kpis.parquet``'s ``run_id``) or a comparison (``compare.parquet``'s
+    ``scenario``), in that table's order, plus any other folder under ``runs/``."""
     ids: list[str] = []
-    kp = Path(sweep_dir) / "kpis.parquet"
-    key = stamp(kp)
-    if key is not None and "run_id" in table_columns(key=key):
-        col = _read(key=key, columns=("run_id",), filters=())["run_id"]
-        ids = [str(v) for v in col]
+    for name, column in (("kpis", "run_id"), ("compare", "scenario")):
+        key = stamp(Path(sweep_dir) / f"{name}.parquet")
+        try:
+            if key is not None and column in table_columns(key=key):
+                ids = [str(v) for v in _read(key=key, columns=(column,), filters=())[column]]
+                break
+        except (pa.ArrowInvalid, OSError):
+            continue
     runs = Path(sweep_dir) / "runs"
     if runs.is_dir():
         seen = set(ids)

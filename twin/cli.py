@@ -23,8 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run one scenario end to end and write its results folder")
-    r.add_argument("scenario", type=Path, help="scenario YAML file")
-    r.add_argument("--out", type=Path, required=True, help="results folder to write")
+    r.add_argument("scenario", type=Path, nargs="?", help="scenario YAML file (not with --resume)")
+    r.add_argument("--out", type=Path, help="results folder to write")
+    r.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the stopped chain run in DIR from its last checkpoint")
     r.add_argument("--rpc-url", default=None, help="use this Ethereum JSON-RPC node instead of starting Anvil")
     r.add_argument("--until", type=int, default=None, metavar="SECONDS",
                    help="stop after this much simulated time (default: the scenario's duration)")
@@ -33,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a scenario file and list every error")
     v.add_argument("scenario", type=Path)
 
-    d = sub.add_parser("dashboard", help="open the Streamlit dashboards on a run or sweep folder")
-    d.add_argument("dir", type=Path, help="a run folder (manifest.json) or a sweep folder (kpis.parquet, runs/)")
+    d = sub.add_parser("dashboard", help="open the Streamlit dashboards on a run, sweep or comparison folder")
+    d.add_argument("dir", type=Path, help="a run folder (manifest.json), a sweep folder (kpis.parquet, "
+                   "runs/) or a comparison folder (compare.parquet)")
     d.add_argument("--port", type=int, default=8501)
     d.add_argument("--host", default="127.0.0.1")
 
@@ -47,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)  # twin sweep (sets args.handler)
     add_regress_parser(sub)  # twin regress (sets args.handler)
+
+    from twin.compare import add_parser as add_compare_parser
+
+    add_compare_parser(sub)  # twin compare (sets args.handler)
 
     from twin.grid.resilience_cli import add_parser as add_resilience_parser
 
@@ -81,6 +88,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from twin.run import run_scenario
     from twin.scenario import ScenarioError
 
+    if args.resume is not None:
+        return _cmd_resume(args)
+    if args.scenario is None or args.out is None:
+        return _fail("twin run needs a SCENARIO file and --out DIR (or --resume DIR)",
+                     EXIT_BAD_INPUT)
     try:
         scenario = _load(args.scenario)
     except ScenarioError as exc:
@@ -98,6 +110,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except TwinError as exc:
         return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)
+    _print_summary(outcome)
+    return EXIT_OK
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    """``twin run --resume DIR`` (twin/resume.py)."""
+    from twin.errors import TwinError
+    from twin.resume import resume_run
+
+    if args.scenario is not None or args.out not in (None, args.resume):
+        return _fail("--resume DIR continues DIR's own scenario into DIR: give no SCENARIO "
+                     "or other --out", EXIT_BAD_INPUT)
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        outcome = resume_run(args.resume, progress=progress,
+                             on_status=lambda m: print(f"[twin] {m}", file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"\ntwin: interrupted; tables written so far are in {args.resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TwinError as exc:
+        return _fail(f"{exc}\n(results written so far are in {args.resume})", EXIT_FAILED)
     _print_summary(outcome)
     return EXIT_OK
 
@@ -130,12 +163,14 @@ def _print_summary(outcome: Any) -> None:
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     run_dir = args.dir.resolve()
+    is_compare = (run_dir / "compare.parquet").is_file()
     is_sweep = (run_dir / "kpis.parquet").is_file() or (run_dir / "runs").is_dir()
     is_run = (run_dir / "manifest.json").is_file() or (run_dir / "cases.parquet").is_file()
-    if not is_sweep and not is_run:
+    if not is_compare and not is_sweep and not is_run:
         return _fail(f"{run_dir}: neither a run folder (manifest.json; cases.parquet of a "
-                     "resilience study) nor a sweep folder (kpis.parquet, runs/); give the --out "
-                     "folder of `twin run`, `twin resilience` or `twin sweep`",
+                     "resilience study), a sweep folder (kpis.parquet, runs/) nor a comparison "
+                     "folder (compare.parquet); give the --out folder of `twin run`, "
+                     "`twin resilience`, `twin sweep` or `twin compare`",
                      EXIT_BAD_INPUT)
     app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
     if not app.is_file():
@@ -160,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hil":
         return int(args.hil_handler(args))
-    if args.command in {"sweep", "regress", "resilience"}:
+    if args.command in {"sweep", "regress", "resilience", "compare"}:
         return int(args.handler(args))
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "dashboard": _cmd_dashboard}
     return handlers[args.command](args)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
+from twin.agents.forecast import forecast_kpis
 from twin.cosim.market_sim import MarketLog
+from twin.market.pilot_services import pilot_kpis
 from twin.market.units import MICRO
 from twin.results import RunRecorder
 
@@ -12,8 +15,10 @@ __all__ = ["compute_kpis"]
 
 
 def compute_kpis(*, recorder: RunRecorder, log: MarketLog, tokens: dict[str, Any] | None,
-                 interval_s: int) -> dict[str, float]:
-    """KPIs of the run so far (also for partial runs: they cover what was recorded)."""
+                 interval_s: int, services: Collection[str] = ()) -> dict[str, float]:
+    """KPIs of the run so far (also for partial runs: they cover what was recorded).
+
+    ``services``: the market services the scenario switches on (their KPIs are added)."""
     trades = recorder.rows("trades")
     bus = recorder.rows("bus")
     line = recorder.rows("line")
@@ -60,4 +65,36 @@ def compute_kpis(*, recorder: RunRecorder, log: MarketLog, tokens: dict[str, Any
     if tokens is not None:
         kpis["tokens_conserved"] = 1.0 if tokens.get("conserved") else 0.0
         kpis["total_supply"] = float(tokens.get("total_supply", 0))
+        if services:
+            kpis["value_holdings"] = float(tokens.get("value_holdings", 0))
+    kpis |= forecast_kpis(recorder.rows("forecasts"))  # agents.forecast (twin/agents/forecast.py)
+    kpis |= service_kpis(recorder, services)
     return kpis
+
+
+def service_kpis(recorder: RunRecorder, services: Collection[str]) -> dict[str, float]:
+    """KPIs of the value-layer services (money in currency units, energy in kWh)."""
+    out: dict[str, float] = {}
+    if "demand_response" in services:
+        ev = recorder.rows("dr_events")
+        settled = [r for r in ev if r["status"] == "settled"]
+        out["dr_events"] = float(len(ev))
+        out["dr_events_unfunded"] = float(len(ev) - len(settled))
+        out["dr_requested_kwh"] = sum(r["target_wh"] for r in ev) / 1000
+        out["dr_committed_kwh"] = sum(r["committed_wh"] for r in settled) / 1000
+        out["dr_reduction_kwh"] = sum(r["reduction_wh"] for r in settled) / 1000
+        out["dr_paid"] = sum(r["paid"] for r in settled) / MICRO
+        out["dr_refund"] = sum(r["refund"] for r in settled) / MICRO
+    if "certificates" in services:
+        certs = recorder.rows("certificates")
+        issued = [r for r in certs if r["action"] == "issued"]
+        out["certificates_issued"] = float(sum(r["count"] for r in issued))
+        out["certificates_retired"] = float(sum(r["count"] for r in certs if r["action"] == "retired"))
+        out["certified_renewable_kwh"] = sum(r["delivered_wh"] for r in issued) / 1000
+    if "assets" in services:
+        out["asset_revenue"] = sum(r["revenue"] for r in recorder.rows("asset_distributions")) / MICRO
+        out["asset_revenue_distributed"] = sum(
+            r["amount"] for r in recorder.rows("asset_distributions")) / MICRO
+        out["asset_claimed"] = sum(r["amount"] for r in recorder.rows("asset_claims")) / MICRO
+    out |= pilot_kpis(recorder.rows, services)  # green exchange, charger tariffs, green currency
+    return out

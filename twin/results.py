@@ -104,6 +104,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("agent", _str), ("device_id", _i64), ("standalone_value", _f64), ("shapley_value", _f64),
          ("half_width", _f64), ("payout", _i64)]
     ),
+    # forecasts (twin/agents/forecast.py, agents.forecast): per interval and target ("load",
+    # "pv", "vpp_net_load" in kW, feeder totals; "price" in currency/MWh) forecast vs actual
+    "forecasts": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("target", _str), ("forecast", _f64),
+         ("actual", _f64), ("method", _str)]
+    ),
     # cooperative games (twin run on a `game:` scenario, twin/market/game.py); money in currency
     "game_coalitions": pa.schema(
         [("coalition", _str), ("size", _i64), ("feasible", pa.bool_()), ("price_per_mwh", _f64),
@@ -116,6 +122,55 @@ SCHEMAS: dict[str, pa.Schema] = {
     "game_units": pa.schema(
         [("unit", _str), ("grand_p_mw", _f64), ("grand_profit", _f64), ("shapley_value", _f64),
          ("energy_wh", _i64), ("revenue", _i64), ("transfer", _i64)]
+    ),
+    # value-layer services (market.services, twin/market/value_services.py); money in
+    # micro-units, energy in Wh; tx_hash: the chain transaction ('' on the reference ledger)
+    "dr_events": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("event_id", _i64), ("poster", _i64),
+         ("target_wh", _i64), ("price_per_mwh", _i64), ("budget", _i64), ("committed_wh", _i64),
+         ("n_committed", _i64), ("paid", _i64), ("refund", _i64), ("reduction_wh", _i64),
+         ("status", _str), ("tx_hash", _str)]
+    ),
+    "dr_payouts": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("event_id", _i64), ("device_id", _i64),
+         ("owner", _i64), ("committed_wh", _i64), ("baseline_wh", _i64), ("metered_wh", _i64),
+         ("reduction_wh", _i64), ("amount", _i64), ("tx_hash", _str)]
+    ),
+    "certificates": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("vintage", _i64), ("action", _str),
+         ("trade_id", _i64), ("seller_device", _i64), ("seller", _i64), ("buyer_device", _i64),
+         ("holder", _i64), ("delivered_wh", _i64), ("count", _i64), ("tx_hash", _str)]
+    ),
+    "asset_distributions": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("asset", _str), ("asset_id", _i64),
+         ("device_id", _i64), ("issuer", _i64), ("revenue", _i64), ("amount", _i64),
+         ("tx_hash", _str)]
+    ),
+    "asset_claims": pa.schema(
+        [("time_s", _i64), ("asset", _str), ("asset_id", _i64), ("holder", _i64),
+         ("shares", _i64), ("amount", _i64), ("tx_hash", _str)]
+    ),
+    # pilot mechanisms (twin/market/pilot_services.py); money in micro-units, energy in Wh,
+    # green-exchange tokens in kWh, green currency in micro-tokens
+    "green_exchange": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("action", _str), ("device_id", _i64),
+         ("account", _i64), ("tokens", _i64), ("energy_wh", _i64), ("amount", _i64),
+         ("tx_hash", _str)]
+    ),
+    "charger_tariffs": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("charger", _i64), ("owner", _i64),
+         ("price_per_mwh", _i64), ("tx_hash", _str)]
+    ),
+    "charging_sessions": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("end_interval", _i64), ("session_id", _i64),
+         ("charger", _i64), ("owner", _i64), ("driver", _i64), ("price_per_mwh", _i64),
+         ("max_wh", _i64), ("locked", _i64), ("metered_wh", _i64), ("amount", _i64),
+         ("status", _str), ("tx_hash", _str)]
+    ),
+    "green_currency": pa.schema(
+        [("time_s", _i64), ("interval", _i64), ("reason", _str), ("ref", _i64),
+         ("device_id", _i64), ("owner", _i64), ("energy_wh", _i64), ("amount", _i64),
+         ("tx_hash", _str)]
     ),
 }
 

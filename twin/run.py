@@ -23,6 +23,7 @@ from twin import __version__
 from twin.cosim.market_sim import MarketLog
 from twin.kpis import compute_kpis
 from twin.market.audit import drain_tx_log, token_audit
+from twin.market.services import plan_services
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.market.units import MICRO, price_from_per_mwh
 from twin.results import RunRecorder, write_json_atomic
@@ -54,17 +55,25 @@ def _git_sha() -> str | None:
 
 @contextlib.contextmanager
 def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
-                 rpc_url: str | None) -> Iterator[tuple[Any, dict[str, Any]]]:
+                 rpc_url: str | None, resume: Any = None) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit."""
     m = scenario.market
+    if resume is not None:  # twin run --resume: the checkpointed chain, replayed (twin/resume.py)
+        with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s) as opened:
+            yield opened
+        return
     interval_s = m.interval_s
     retail = price_from_per_mwh(m.retail_price_per_mwh)
     feed_in = price_from_per_mwh(m.feed_in_price_per_mwh)
+    # the green-token exchange is a market service, not a matching rule: the ledger's
+    # (empty) P2P book clears as a uniform auction (twin/market/pilot_services.py)
+    mechanism = "uniform" if m.mechanism == "green_exchange" else m.mechanism
     if m.ledger == "reference":
         from twin.market.reference import ReferenceLedger
 
         yield ReferenceLedger(interval_s=interval_s, retail_price_per_mwh=retail,
-                              feed_in_price_per_mwh=feed_in), {"ledger": "reference"}
+                              feed_in_price_per_mwh=feed_in,
+                              mechanism=mechanism), {"ledger": "reference"}
         return
 
     from twin.chain.anvil import AnvilNode
@@ -75,7 +84,7 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
     with AnvilNode(rpc_url=url, accounts=n_accounts, dump_state=state_file) as node:
         ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,
-                                    feed_in_price_per_mwh=feed_in)
+                                    feed_in_price_per_mwh=feed_in, mechanism=mechanism)
         yield ledger, _chain_manifest(ledger, rpc_url=url,
                                       state_file=state_file.name if state_file else None)
 
@@ -102,6 +111,7 @@ def run_scenario(
     rt_factor: float | None = None,
     extend_world: Callable[..., None] | None = None,
     grid_step_s: int | None = None,
+    resume: Any = None,
 ) -> RunOutcome:
     """Run ``scenario`` and write its results folder to ``out_dir``.
 
@@ -155,17 +165,26 @@ def run_scenario(
     model = FeederModel(scenario=scenario, feeder=feeder, rng=rng)
     timings["setup_grid_agents_s"] = time.perf_counter() - t0
     n_accounts = max([OPERATOR_ACCOUNT, DSO_ACCOUNT, *model.accounts]) + 1
+    # market services (value layer): their extra accounts (asset investors) come after
+    plan = plan_services(scenario, model=model, first_account=n_accounts)
+    n_accounts += len(plan.all_accounts)
+    services: Any = None
     status = "failed"
     error: str | None = None
     try:
         say(f"starting the {scenario.market.ledger} ledger")
-        with _open_ledger(scenario, out_dir, n_accounts, rpc_url) as (ledger, chain_info):
+        with _open_ledger(scenario, out_dir, n_accounts, rpc_url, resume) as (ledger, chain_info):
             manifest["chain"] = chain_info
             t_chain = time.perf_counter()
             minted = _fund_and_register(ledger, scenario, model)
+            services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
             timings["setup_ledger_s"] = time.perf_counter() - t_chain
             if chain_info["ledger"] == "chain":
                 _write_abis(ledger, out_dir)
+                if services.contracts():
+                    chain_info["value_contracts"] = services.contracts()
+                    for name in sorted({n.split(":")[0] for n in services.contracts()}):
+                        write_json_atomic(ledger.compiled[name].abi, out_dir / "abi" / f"{name}.json")
             write_json_atomic(manifest, out_dir / "manifest.json")
             recorder.add("chain", drain_tx_log(ledger, interval_s=scenario.market.interval_s))
             say(f"running {n_intervals} intervals under mosaik")
@@ -175,13 +194,16 @@ def run_scenario(
                            recorder=recorder, log=log, n_intervals=n_intervals,
                            duration_s=duration_s, progress=progress, timings=timings,
                            rt_factor=rt_factor, extend_world=extend_world,
-                           grid_step_s=grid_step_s)
+                           grid_step_s=grid_step_s, services=services,
+                           on_flush=_chain_checkpoint(ledger, chain_info, out_dir, scenario))
                 status = "complete"
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
                 # Conservation is checked on the ledger's own books, even after an error.
-                manifest["tokens"] = token_audit(ledger, accounts=range(n_accounts),
-                                                 minted=minted)
+                manifest["tokens"] = token_audit(
+                    ledger, accounts=range(n_accounts), minted=minted,
+                    value_holdings=services.value_holdings() if services else 0,
+                    wallet_adjustments=services.wallet_adjustments() if services else None)
     except KeyboardInterrupt:
         status = "interrupted"
         error = "interrupted by the user (Ctrl-C)"
@@ -197,7 +219,7 @@ def run_scenario(
         timings["flush_s"] = time.perf_counter() - t_flush
         wall_s = time.perf_counter() - t0
         kpis = compute_kpis(recorder=recorder, log=log, tokens=manifest.get("tokens"),
-                            interval_s=scenario.market.interval_s)
+                            interval_s=scenario.market.interval_s, services=plan.enabled)
         kpis["wall_time_s"] = round(wall_s, 3)
         write_json_atomic(kpis, out_dir / "kpis.json")
         manifest.update(
@@ -313,19 +335,21 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                recorder: RunRecorder, log: MarketLog, n_intervals: int, duration_s: int,
                progress: bool, timings: dict[str, float], rt_factor: float | None = None,
                extend_world: Callable[..., None] | None = None,
-               grid_step_s: int | None = None) -> None:
+               grid_step_s: int | None = None, services: Any = None,
+               on_flush: Callable[[], None] | None = None) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
         "Market": {"python": "twin.cosim.market_sim:MarketSim"},
         "Grid": {"python": "twin.cosim.grid_sim:GridSim"},
     }
-    checkpoint = _Checkpointer(recorder)
+    checkpoint = _Checkpointer(recorder, on_flush=on_flush)
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
                              timings=timings).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
-                             n_intervals=n_intervals, log=log, timings=timings).Market()
+                             n_intervals=n_intervals, log=log, timings=timings,
+                             services=services).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings).Grid()
         if extend_world is None:
@@ -342,12 +366,25 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
 class _Checkpointer:
     """Recorder proxy for the agents adapter that flushes all tables every few seconds."""
 
-    def __init__(self, recorder: RunRecorder) -> None:
+    def __init__(self, recorder: RunRecorder, on_flush: Callable[[], None] | None = None) -> None:
         self._recorder = recorder
         self._last = time.monotonic()
+        self._on_flush = on_flush  # the chain checkpoint (twin/resume.py)
 
     def add(self, table: str, rows: Any) -> None:
         self._recorder.add(table, rows)
         if time.monotonic() - self._last > CHECKPOINT_WALL_S:
             self._recorder.flush()
+            if self._on_flush is not None:
+                self._on_flush()
             self._last = time.monotonic()
+
+
+def _chain_checkpoint(ledger: Any, chain_info: dict[str, Any], out_dir: Path,
+                      scenario: Scenario) -> Callable[[], None] | None:
+    """After each flush of a chain run: dump the chain state for ``twin run --resume``."""
+    if chain_info["ledger"] != "chain" or chain_info.get("rpc_url"):
+        return None
+    from twin.resume import ChainCheckpointer
+
+    return ChainCheckpointer(ledger=ledger, out_dir=out_dir, interval_s=scenario.market.interval_s)

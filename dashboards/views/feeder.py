@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import charts
 import dashui
 import numpy as np
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 import twindash as td
 
@@ -18,78 +17,78 @@ dashui.page_header(title="Feeder", ctx=ctx)
 
 #: Points of each duration curve (quantiles), whatever the run's length.
 _CURVE_POINTS = 201
-#: Loading bins for the line colours (one plotly trace per bin, since a trace has one colour).
-_LOADING_BINS = [(0, 25, "#2c7bb6"), (25, 50, "#74add1"), (50, 75, "#fdae61"),
-                 (75, 100, "#f46d43"), (100, float("inf"), "#a50026")]
 
 
-def feeder_figure(*, topology: dict[str, Any], vm: pd.Series, loading: pd.Series,
-                  vm_band: tuple[float, float]) -> go.Figure:
-    """The network: line segments binned by loading, buses coloured by ``vm`` (index: bus)."""
+def feeder_spec(*, topology: dict[str, Any], vm: pd.Series, loading: pd.Series,
+                vm_band: tuple[float, float], max_loading: float) -> dict[str, Any]:
+    """The network as a Vega-Lite spec: line segments coloured by loading (grey dashed when
+    there is no result), transformers in black, buses coloured by ``vm`` (index: bus)."""
     buses = pd.DataFrame(topology["buses"]).set_index("bus")
-    fig = go.Figure()
+    buses["vm_pu"] = buses.index.map(vm)
+    buses = buses.reset_index()
+    segs = []
     lines = pd.DataFrame(topology["lines"])
     if not lines.empty:
-        lines["loading"] = lines["line"].map(loading)
-        for lo, hi, colour in _LOADING_BINS:
-            sel = lines[(lines["loading"] >= lo) & (lines["loading"] < hi)]
-            if sel.empty:
-                continue
-            xs, ys = _segments(buses, sel["from_bus"], sel["to_bus"])
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": 3},
-                                     name=f"loading {lo}–{hi if hi != float('inf') else '…'} %",
-                                     hoverinfo="skip"))
-        unknown = lines[lines["loading"].isna()]
-        if not unknown.empty:
-            xs, ys = _segments(buses, unknown["from_bus"], unknown["to_bus"])
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="no result / out of service",
-                                     line={"color": "#bbbbbb", "width": 1, "dash": "dot"},
-                                     hoverinfo="skip"))
-        # invisible markers at line midpoints carry the hover text
-        fb, tb = buses.loc[lines["from_bus"]], buses.loc[lines["to_bus"]]
-        fig.add_trace(go.Scatter(
-            x=(fb["x"].to_numpy() + tb["x"].to_numpy()) / 2,
-            y=(fb["y"].to_numpy() + tb["y"].to_numpy()) / 2, mode="markers",
-            marker={"size": 6, "opacity": 0}, showlegend=False,
-            text=[f"line {r.line}: {r.loading:.1f} %" if pd.notna(r.loading) else f"line {r.line}"
-                  for r in lines.itertuples()], hoverinfo="text"))
+        lines["loading_percent"] = lines["line"].map(loading)
+        segs.append(_segments(buses, lines, "from_bus", "to_bus").assign(
+            element=[f"line {i}" for i in lines["line"]],
+            loading_percent=lines["loading_percent"].to_numpy()))
     trafos = pd.DataFrame(topology.get("trafos", []))
     if not trafos.empty:
-        xs, ys = _segments(buses, trafos["hv_bus"], trafos["lv_bus"])
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="transformer",
-                                 line={"color": "black", "width": 4}, hoverinfo="skip"))
-    bvm = buses.index.map(vm)
-    fig.add_trace(go.Scatter(
-        x=buses["x"], y=buses["y"], mode="markers", name="bus",
-        marker={"size": 11, "color": bvm, "colorscale": "RdBu_r", "cmin": vm_band[0],
-                "cmax": vm_band[1], "colorbar": {"title": "vm_pu"},
-                "line": {"color": "black", "width": 0.5}},
-        text=[f"bus {b} ({n}): {v:.4f} p.u." if pd.notna(v) else f"bus {b} ({n})"
-              for b, n, v in zip(buses.index, buses["name"], bvm, strict=True)],
-        hoverinfo="text"))
-    slack = [b for b in topology.get("slack_buses", []) if b in buses.index]
-    if slack:
-        fig.add_trace(go.Scatter(x=buses.loc[slack, "x"], y=buses.loc[slack, "y"], mode="markers",
-                                 name="upstream grid", marker={"symbol": "square", "size": 16,
-                                                               "color": "black"},
-                                 hoverinfo="name"))
-    geo = topology.get("layout") == "geodata"
-    fig.update_layout(height=560, margin={"t": 10, "b": 10, "l": 10, "r": 10},
-                      legend={"orientation": "h", "y": -0.05},
-                      xaxis={"visible": False}, yaxis={"visible": False})
-    if geo:
-        fig.update_yaxes(scaleanchor="x", scaleratio=1 / max(np.cos(np.radians(
-            float(buses["y"].mean()))), 0.1) if abs(buses["y"]).max() <= 90 else 1)
-    return fig
+        segs.append(_segments(buses, trafos, "hv_bus", "lv_bus").assign(
+            element=[f"transformer {i}" for i in trafos.get("trafo", trafos.index)],
+            loading_percent=np.nan))
+    seg = pd.concat(segs, ignore_index=True) if segs else pd.DataFrame(
+        columns=["x", "y", "x2", "y2", "element", "loading_percent"])
+    seg["kind"] = np.where(seg["element"].str.startswith("transformer"), "transformer",
+                           np.where(seg["loading_percent"].isna(), "no result", "line"))
+    slack = buses[buses["bus"].isin(topology.get("slack_buses", []))]
+    xy = {"x": _axis("x", buses["x"]), "y": _axis("y", buses["y"])}
+    hi_load = max(max_loading, float(np.nanmax(seg["loading_percent"])) if seg["kind"].eq("line").any() else 0)
+    layers = [
+        {"data": {"name": "seg"}, "transform": [{"filter": "datum.kind === 'line'"}],
+         "mark": {"type": "rule", "strokeWidth": 3},
+         "encoding": {**xy, "x2": {"field": "x2"}, "y2": {"field": "y2"},
+                      "color": charts.field("loading_percent", title="loading %",
+                                            scale={"domain": [0, hi_load], "scheme": "yelloworangered"}),
+                      "tooltip": [charts.field("element", kind="nominal"),
+                                  charts.field("loading_percent", format=".1f")]}},
+        {"data": {"name": "seg"}, "transform": [{"filter": "datum.kind === 'no result'"}],
+         "mark": {"type": "rule", "strokeWidth": 1, "strokeDash": [3, 3], "color": "#bbbbbb"},
+         "encoding": {**xy, "x2": {"field": "x2"}, "y2": {"field": "y2"},
+                      "tooltip": [charts.field("element", kind="nominal")]}},
+        {"data": {"name": "seg"}, "transform": [{"filter": "datum.kind === 'transformer'"}],
+         "mark": {"type": "rule", "strokeWidth": 4, "color": "black"},
+         "encoding": {**xy, "x2": {"field": "x2"}, "y2": {"field": "y2"},
+                      "tooltip": [charts.field("element", kind="nominal")]}},
+        {"data": {"name": "slack"}, "mark": {"type": "square", "size": 260, "color": "black"},
+         "encoding": {**xy, "tooltip": {"value": "upstream grid"}}},
+        {"data": {"name": "buses"},
+         "mark": {"type": "circle", "size": 90, "opacity": 1, "stroke": "black", "strokeWidth": 0.5},
+         "encoding": {**xy, "color": charts.field("vm_pu", title="vm_pu", scale={
+                          "domain": list(vm_band), "scheme": "redblue", "reverse": True}),
+                      "tooltip": [charts.field("bus"), charts.field("name", kind="nominal"),
+                                  charts.field("vm_pu", format=".4f")]}},
+    ]
+    spec = charts.layered(datasets={"seg": seg, "buses": buses[["bus", "name", "x", "y", "vm_pu"]],
+                                    "slack": slack[["x", "y"]]},
+                          layers=layers, height=560, resolve={"scale": {"color": "independent"}},
+                          legend_top=False)
+    return spec
 
 
-def _segments(buses: pd.DataFrame, a: pd.Series, b: pd.Series) -> tuple[list, list]:
-    xa, ya = buses.loc[a, "x"].to_numpy(), buses.loc[a, "y"].to_numpy()
-    xb, yb = buses.loc[b, "x"].to_numpy(), buses.loc[b, "y"].to_numpy()
-    n = len(xa)
-    xs = np.column_stack([xa, xb, np.full(n, np.nan)]).ravel()
-    ys = np.column_stack([ya, yb, np.full(n, np.nan)]).ravel()
-    return xs.tolist(), ys.tolist()
+def _axis(name: str, values: pd.Series) -> dict[str, Any]:
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.03 * (hi - lo or 1.0)
+    return {"field": name, "type": "quantitative", "axis": None,
+            "scale": {"domain": [lo - pad, hi + pad], "zero": False, "nice": False}}
+
+
+def _segments(buses: pd.DataFrame, rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    pos = buses.set_index("bus")
+    fa, fb = pos.loc[rows[a]], pos.loc[rows[b]]
+    return pd.DataFrame({"x": fa["x"].to_numpy(), "y": fa["y"].to_numpy(),
+                         "x2": fb["x"].to_numpy(), "y2": fb["y"].to_numpy()})
 
 
 if ctx is not None:
@@ -124,8 +123,9 @@ if ctx is not None:
         if isinstance(topology, dict) and topology.get("buses"):
             lo = min(vmin, float(vm.min()))
             hi = max(vmax, float(vm.max()))
-            st.plotly_chart(feeder_figure(topology=topology, vm=vm, loading=loading,
-                                          vm_band=(lo, hi)), width="stretch", key="feeder_map")
+            charts.show(spec=feeder_spec(topology=topology, vm=vm, loading=loading,
+                                         vm_band=(lo, hi), max_loading=max_loading),
+                        key="feeder_map")
             st.caption(f"Layout: {'bus geodata' if topology.get('layout') == 'geodata' else 'computed radial layout (the net has no geodata)'}; "
                        f"{len(topology['buses'])} buses, {len(topology['lines'])} lines. "
                        f"Colour scale spans the DSO band [{vmin}, {vmax}] p.u.")
@@ -138,20 +138,20 @@ if ctx is not None:
         left, right = st.columns(2)
         pct = np.linspace(0, 100, _CURVE_POINTS)  # quantiles: the curve's size is fixed
         vm_curve = np.quantile(all_vm["vm_pu"].to_numpy(), 1 - pct / 100)
-        fig = px.line(x=pct, y=vm_curve, labels={"x": "% of bus-intervals exceeding", "y": "vm_pu"},
-                      render_mode="svg")
-        fig.add_hrect(y0=vmin, y1=vmax, fillcolor="green", opacity=0.08, line_width=0)
-        fig.update_layout(height=320, margin={"t": 30, "b": 10}, title="Voltage (all buses)")
-        left.plotly_chart(fig, width="stretch", key="vm_duration")
+        curve = pd.DataFrame({"pct": pct, "vm_pu": vm_curve})
+        charts.show(spec=charts.lines(data=curve, x="pct", y="vm_pu", band=(vmin, vmax), height=320,
+                                      x_title="% of bus-intervals exceeding",
+                                      title="Voltage (all buses)"),
+                    key="vm_duration", where=left)
         lines_df = td.read_table(folder=ctx.folder, name="line", columns=("time_s", "loading_percent"))
         if lines_df is not None and len(lines_df):
             per_t = lines_df.groupby("time_s")["loading_percent"].max().to_numpy()
-            fig = px.line(x=pct, y=np.quantile(per_t, 1 - pct / 100), render_mode="svg",
-                          labels={"x": "% of intervals exceeding", "y": "max loading_percent"})
-            fig.add_hline(y=max_loading, line_dash="dot", line_color="red")
-            fig.update_layout(height=320, margin={"t": 30, "b": 10},
-                              title="Highest line loading per interval")
-            right.plotly_chart(fig, width="stretch", key="loading_duration")
+            curve = pd.DataFrame({"pct": pct, "max loading_percent": np.quantile(per_t, 1 - pct / 100)})
+            charts.show(spec=charts.lines(data=curve, x="pct", y="max loading_percent",
+                                          hlines=[max_loading], height=320,
+                                          x_title="% of intervals exceeding",
+                                          title="Highest line loading per interval"),
+                        key="loading_duration", where=right)
         else:
             with right:
                 dashui.no_data(what="line results (line.parquet)", folder=ctx.folder,

@@ -1,12 +1,25 @@
 """Ledger: blocks, transactions and gas per interval, token balances and the token audit,
-certificates, demand-response payouts and tokenized assets; every figure traces back to its
-transaction hash."""
+certificates issued and retired, demand-response events and payouts, tokenized assets and
+their distributions, and any other value-service table; every figure traces back to its
+transaction hash (a ``tx_hash`` column in every table, hover text on the charts, and a look-up
+of one hash across all ledger tables).
+
+Lazy: the sections are tabs that run only when opened (``st.tabs(on_change="rerun")``), so the
+first render reads ``chain.parquet`` alone; the summary counts come from Parquet footers.
+Value tables (``twin.results.SCHEMAS``: ``dr_events``, ``dr_payouts``, ``certificates``,
+``asset_distributions``, ``asset_claims``; other services' tables such as ``green_exchange``,
+``charger_tariffs``, ``charging_sessions``, ``green_currency``, whatever their columns) are
+shown when the run wrote them, with a "not in this run" message otherwise. Money columns are
+micro-units (shown /1e6).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import charts
 import dashui
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 import twindash as td
 
@@ -14,79 +27,104 @@ ctx = dashui.run_context()
 dashui.page_header(title="Ledger", ctx=ctx)
 
 MICRO = td.MICRO
-
-#: Optional ledger tables (written once the market grows these features), with what they are.
-_EXTRAS = [
-    ("certificates", "green certificates (issued and retired)"),
-    ("events", "demand-response calls and grid events"),
-    ("dr_events", "demand-response payouts"),
+#: Tables of value services beyond the ones with a section of their own (any columns).
+_OTHER_TABLES = [
+    ("green_exchange", "green-exchange trades"),
+    ("charger_tariffs", "EV charger tariffs"),
+    ("charging_sessions", "EV charging sessions"),
+    ("green_currency", "green-currency mints, transfers and redemptions"),
     ("vpp", "VPP coalition revenue shares (Shapley values and payouts)"),
     ("assets", "tokenized assets"),
-    ("asset_distributions", "tokenized-asset revenue distributions"),
 ]
+#: Every table that can carry a ``tx_hash`` (the hash look-up searches them all).
+_HASHED = ["chain", "certificates", "dr_events", "dr_payouts", "asset_distributions",
+           "asset_claims", *(name for name, _ in _OTHER_TABLES)]
+_SECTIONS = ["Transactions and gas", "Token balances", "Certificates", "Demand response",
+             "Tokenized assets", "Other services", "Look up a hash"]
 
-if ctx is not None:
-    chain_info = (ctx.manifest or {}).get("chain") or {}
-    if chain_info.get("ledger") == "reference":
-        st.info("This run used the pure-Python reference ledger: no blocks or transactions. "
-                "Token balances and the audit below come from its books.")
-    elif chain_info:
-        st.markdown(f"Chain id **{chain_info.get('chain_id')}**, state file "
-                    f"`{chain_info.get('state_file')}` (`anvil --load-state` restores it for an "
-                    "audit). Contracts:")
-        st.dataframe(pd.DataFrame([{"contract": k, "address": v}
-                                   for k, v in (chain_info.get("contracts") or {}).items()]),
-                     hide_index=True, key="contracts")
 
-    tx = td.read_table(folder=ctx.folder, name="chain")
+def _absent(*, folder: Any, name: str, what: str, service: str) -> bool:
+    """Say so and return True when table ``name`` is absent or empty."""
+    rows = td.table_rows(folder=folder, name=name)
+    if rows:
+        return False
+    state = "is empty" if rows == 0 else "is absent"
+    dashui.no_data(what=what, folder=folder,
+                   hint=f"Not in this run: {name}.parquet {state} (the scenario does not use "
+                        f"{service}, or the run was made before it existed).")
+    return True
+
+
+def _money(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """Micro-unit columns -> currency (copies)."""
+    out = df.copy()
+    for c in columns:
+        if c in out.columns:
+            out[c] = out[c] / MICRO
+    return out
+
+
+def _table(df: pd.DataFrame, *, key: str, height: int = 240) -> None:
+    """A table whose tx_hash column comes first (the link to the chain)."""
+    cols = (["tx_hash"] if "tx_hash" in df.columns else []) + [c for c in df.columns if c != "tx_hash"]
+    st.dataframe(df[cols], hide_index=True, height=height, key=key)
+
+
+def _transactions(folder: Any) -> None:
+    tx = td.read_table(folder=folder, name="chain")
     if tx is None or tx.empty:
-        dashui.no_data(what="chain transactions (chain.parquet)", folder=ctx.folder,
+        dashui.no_data(what="chain transactions (chain.parquet)", folder=folder,
                        hint="Runs on the chain ledger record every transaction there.")
-    else:
-        tx["phase"] = tx["interval"].map(lambda k: "setup" if pd.isna(k) else "market")
-        c = st.columns(4)
-        c[0].metric("Transactions", f"{len(tx):,}")
-        c[1].metric("Blocks", f"{tx['block'].nunique():,}",
-                    help=f"blocks {int(tx['block'].min())}–{int(tx['block'].max())}")
-        c[2].metric("Gas used", f"{tx['gas_used'].sum() / 1e6:,.1f} M")
-        c[3].metric("Gas per market interval",
-                    f"{tx.loc[tx['phase'] == 'market'].groupby('interval')['gas_used'].sum().mean() / 1e6:,.2f} M"
-                    if (tx["phase"] == "market").any() else "—")
+        return
+    market_tx = tx[tx["interval"].notna()]
+    c = st.columns(4)
+    c[0].metric("Transactions", f"{len(tx):,}",
+                help=f"{len(tx) - len(market_tx)} at setup (deployment, minting)")
+    c[1].metric("Blocks", f"{tx['block'].nunique():,}",
+                help=f"blocks {int(tx['block'].min())}–{int(tx['block'].max())}")
+    c[2].metric("Gas used", f"{tx['gas_used'].sum() / 1e6:,.1f} M")
+    c[3].metric("Gas per market interval",
+                f"{market_tx.groupby('interval')['gas_used'].sum().mean() / 1e6:,.2f} M"
+                if len(market_tx) else "—")
 
-        st.subheader("Gas and transactions per interval")
-        per = (tx[tx["phase"] == "market"].groupby(["interval", "function"])
-               .agg(gas_used=("gas_used", "sum"), transactions=("tx_hash", "count"),
-                    first_tx=("tx_hash", "first")).reset_index())
-        if not per.empty:
-            fig = px.bar(per, x="interval", y="gas_used", color="function",
-                         hover_data=["transactions", "first_tx"])
-            fig.update_layout(height=340, margin={"t": 10, "b": 10},
-                              legend={"orientation": "h", "y": 1.1})
-            st.plotly_chart(fig, width="stretch", key="gas_per_interval")
-        by_fn = (tx.groupby("function").agg(transactions=("tx_hash", "count"),
-                                            gas_total=("gas_used", "sum"),
-                                            gas_mean=("gas_used", "mean"))
-                 .sort_values("gas_total", ascending=False).reset_index())
-        st.dataframe(by_fn, hide_index=True, key="gas_by_function")
+    st.subheader("Blocks, transactions and gas per interval")
+    per = (market_tx.groupby(["interval", "function"])
+           .agg(gas_used=("gas_used", "sum"), transactions=("tx_hash", "count"),
+                blocks=("block", "nunique"), first_tx=("tx_hash", "first")).reset_index())
+    if not per.empty:
+        per["gas (M)"] = per["gas_used"] / 1e6
+        charts.show(spec=charts.bars(data=per, x="interval", y="gas (M)", color="function",
+                                     x_kind="ordinal", height=340,
+                                     tooltip=["transactions", "blocks", "first_tx"]),
+                    key="gas_per_interval")
+        st.caption("Hover a bar for its transactions and the hash of the first; the table "
+                   "below lists every hash.")
+    by_fn = (tx.groupby("function").agg(transactions=("tx_hash", "count"),
+                                        gas_total=("gas_used", "sum"),
+                                        gas_mean=("gas_used", "mean"))
+             .sort_values("gas_total", ascending=False).reset_index())
+    st.dataframe(by_fn, hide_index=True, key="gas_by_function")
 
-        st.markdown("**Transactions** (filter, then copy a hash to look it up on the restored chain)")
-        f1, f2 = st.columns(2)
-        functions = sorted(tx["function"].unique())
-        fn = f1.multiselect("Function", options=functions, default=[], key="ledger_fn")
-        intervals = ["all", "setup", *sorted(int(k) for k in tx["interval"].dropna().unique())]
-        which = f2.selectbox("Interval", options=intervals, key="ledger_interval")
-        shown = tx
-        if fn:
-            shown = shown[shown["function"].isin(fn)]
-        if which == "setup":
-            shown = shown[shown["phase"] == "setup"]
-        elif which != "all":
-            shown = shown[shown["interval"] == which]
-        st.dataframe(shown[["time_s", "interval", "block", "function", "gas_used", "tx_hash"]],
-                     hide_index=True, height=260, key="tx_table")
+    st.markdown("**Transactions** (filter, then copy a hash to look it up on the restored "
+                "chain or in the *Look up a hash* tab)")
+    f1, f2 = st.columns(2)
+    functions = sorted(tx["function"].unique())
+    fn = f1.multiselect("Function", options=functions, default=[], key="ledger_fn")
+    intervals = ["all", "setup", *sorted(int(k) for k in market_tx["interval"].unique())]
+    which = f2.selectbox("Interval", options=intervals, key="ledger_interval")
+    shown = tx
+    if fn:
+        shown = shown[shown["function"].isin(fn)]
+    if which == "setup":
+        shown = shown[shown["interval"].isna()]
+    elif which != "all":
+        shown = shown[shown["interval"] == which]
+    _table(shown[["time_s", "interval", "block", "function", "gas_used", "tx_hash"]],
+           key="tx_table", height=260)
 
-    st.subheader("Token balances")
-    audit = (ctx.manifest or {}).get("tokens")
+
+def _balances(folder: Any) -> None:
+    audit = (ctx.manifest or {}).get("tokens") if ctx is not None else None
     if isinstance(audit, dict):
         ok = audit.get("conserved")
         (st.success if ok else st.error)(
@@ -94,37 +132,194 @@ if ctx is not None:
             f"{audit.get('minted', 0) / MICRO:,.2f}, total supply {audit.get('total_supply', 0) / MICRO:,.2f}, "
             f"held by the market contract (escrow and balances) {audit.get('market_holdings', 0) / MICRO:,.2f}, "
             f"in wallets {audit.get('wallets', 0) / MICRO:,.2f}, recorded debt {audit.get('debt', 0) / MICRO:,.2f}.")
-    settle = td.read_table(folder=ctx.folder, name="settlements",
-                           columns=("time_s", "owner", "trade_amount", "imbalance_amount"))
+    settle = td.read_table(folder=folder, name="settlements",
+                           columns=("time_s", "interval", "owner", "trade_amount", "imbalance_amount"))
     if settle is None or settle.empty:
-        dashui.no_data(what="settlements (settlements.parquet)", folder=ctx.folder,
+        dashui.no_data(what="settlements (settlements.parquet)", folder=folder,
                        hint="Balances change only when an interval is settled.")
-    else:
-        market_cfg = ctx.scenario.get("market", {})
-        initial = float(market_cfg.get("initial_balance", 0))
-        flow = settle.assign(delta=(settle["trade_amount"] + settle["imbalance_amount"]) / MICRO)
-        per_t = flow.groupby(["time_s", "owner"])["delta"].sum().unstack(fill_value=0.0).cumsum()
-        balances = per_t + initial
-        balances.index = dashui.hours(seconds=balances.index)
-        top = balances.iloc[-1].sort_values()
-        pick = list(top.index[:5]) + list(top.index[-5:])
-        long = balances[sorted(set(pick))].reset_index().melt(id_vars="time_s", var_name="account",
-                                                             value_name="balance")
-        fig = px.line(long, x="time_s", y="balance", color="account",
-                      labels={"time_s": "hour", "balance": "balance (currency)"})
-        fig.update_layout(height=320, margin={"t": 10, "b": 10})
-        st.plotly_chart(fig, width="stretch", key="balances")
-        st.caption(f"Participants start with {initial:g}; the five accounts that lost most and the five "
-                   "that gained most. Balances include escrow held for open bids.")
+        return
+    initial = float(ctx.scenario.get("market", {}).get("initial_balance", 0)) if ctx else 0.0
+    flow = settle.assign(delta=(settle["trade_amount"] + settle["imbalance_amount"]) / MICRO)
+    per_t = flow.groupby(["time_s", "owner"])["delta"].sum().unstack(fill_value=0.0).cumsum()
+    balances = per_t + initial
+    balances.index = dashui.hours(seconds=balances.index)
+    top = balances.iloc[-1].sort_values()
+    pick = sorted(set(list(top.index[:5]) + list(top.index[-5:])))
+    long = balances[pick].reset_index().melt(id_vars="time_s", var_name="account",
+                                             value_name="balance")
+    long["account"] = long["account"].astype(str)
+    charts.show(spec=charts.lines(data=long, x="time_s", y="balance", color="account",
+                                  x_title="hour", y_title="balance (currency)", height=320),
+                key="balances")
+    st.caption(f"Participants start with {initial:g}; the five accounts that lost most and the "
+               "five that gained most. Balances include escrow held for open bids.")
 
-    st.subheader("Certificates, demand response and tokenized assets")
-    for name, what in _EXTRAS:
-        df = td.read_table(folder=ctx.folder, name=name)
-        if df is None or df.empty:
-            dashui.no_data(what=what, folder=ctx.folder,
-                           hint=f"({name}.parquet {'is empty' if df is not None else 'is absent'}; "
-                                "it is filled when the scenario uses them.)")
+    st.markdown("**One account's balance, interval by interval, with the settlement "
+                "transactions that moved it**")
+    accounts = sorted(int(a) for a in flow["owner"].unique())
+    account = st.selectbox("Account", options=accounts, key="ledger_account",
+                           index=accounts.index(int(top.index[0])) if int(top.index[0]) in accounts else 0)
+    mine = (flow[flow["owner"] == account].groupby("interval")
+            .agg(time_s=("time_s", "first"), change=("delta", "sum")).reset_index())
+    mine["balance"] = initial + mine["change"].cumsum()
+    tx = td.read_table(folder=folder, name="chain", columns=("interval", "function", "tx_hash"))
+    if tx is not None and not tx.empty:
+        settle_tx = (tx[tx["function"].str.contains("settle", case=False)]
+                     .groupby("interval")["tx_hash"].agg(", ".join))
+        mine["settlement tx_hash"] = mine["interval"].map(settle_tx)
+    st.dataframe(mine, hide_index=True, height=220, key="account_table")
+
+
+def _certificates(folder: Any) -> None:
+    if _absent(folder=folder, name="certificates", what="green certificates (issued and retired)",
+               service="market.services.certificates"):
+        return
+    cert = td.read_table(folder=folder, name="certificates")
+    n = cert["count"] if "count" in cert.columns else pd.Series(1, index=cert.index)
+    action = cert["action"].astype(str) if "action" in cert.columns else pd.Series("issued", index=cert.index)
+    c = st.columns(4)
+    issued, retired = int(n[action == "issued"].sum()), int(n[action == "retired"].sum())
+    c[0].metric("Certificates issued", f"{issued:,}")
+    c[1].metric("Retired", f"{retired:,}")
+    c[2].metric("Outstanding", f"{issued - retired:,}")
+    if "delivered_wh" in cert.columns:
+        c[3].metric("Green energy certified",
+                    f"{cert.loc[action == 'issued', 'delivered_wh'].sum() / 1000:,.1f} kWh")
+    x = "interval" if "interval" in cert.columns else "time_s"
+    per = (cert.assign(certificates=n, action=action).groupby([x, "action"])
+           .agg(certificates=("certificates", "sum"),
+                **({"first_tx": ("tx_hash", "first")} if "tx_hash" in cert.columns else {}))
+           .reset_index())
+    charts.show(spec=charts.bars(data=per, x=x, y="certificates", color="action", x_kind="ordinal",
+                                 height=300, tooltip=[c for c in ("first_tx",) if c in per.columns]),
+                key="cert_chart")
+    st.markdown(f"**Certificate transactions** ({len(cert):,} rows)")
+    _table(cert, key="cert_table")
+
+
+def _demand_response(folder: Any) -> None:
+    if not _absent(folder=folder, name="dr_events", what="demand-response events (dr_events.parquet)",
+                   service="market.services.demand_response"):
+        ev = _money(td.read_table(folder=folder, name="dr_events"), "budget", "paid", "refund",
+                    "price_per_mwh")
+        c = st.columns(4)
+        c[0].metric("Events posted", f"{len(ev):,}")
+        if "paid" in ev.columns:
+            c[1].metric("Paid out", f"{ev['paid'].sum():,.2f}",
+                        help=f"of a budget of {ev['budget'].sum():,.2f}" if "budget" in ev.columns else None)
+        if "reduction_wh" in ev.columns and "target_wh" in ev.columns:
+            c[2].metric("Reduction delivered", f"{ev['reduction_wh'].sum() / 1000:,.1f} kWh",
+                        help=f"target {ev['target_wh'].sum() / 1000:,.1f} kWh")
+        if "status" in ev.columns:
+            c[3].metric("Settled", f"{int((ev['status'] == 'settled').sum())} of {len(ev)}")
+        measures = [m for m in ("target_wh", "committed_wh", "reduction_wh") if m in ev.columns]
+        if measures and "event_id" in ev.columns:
+            long = ev.melt(id_vars=[c for c in ("event_id", "interval", "status", "paid", "tx_hash")
+                                    if c in ev.columns],
+                           value_vars=measures, var_name="measure", value_name="wh")
+            long["kWh"] = long["wh"] / 1000
+            spec = charts.bars(data=long, x="event_id", y="kWh", color="measure", x_kind="ordinal",
+                               height=300, tooltip=[c for c in ("interval", "status", "paid", "tx_hash")
+                                                    if c in long.columns])
+            spec["layer"][0]["encoding"]["xOffset"] = {"field": "measure"}
+            charts.show(spec=spec, key="dr_chart")
+        st.markdown(f"**Demand-response events** ({len(ev):,})")
+        _table(ev, key="dr_events_table", height=200)
+    if not _absent(folder=folder, name="dr_payouts", what="demand-response payouts (dr_payouts.parquet)",
+                   service="market.services.demand_response"):
+        pay = _money(td.read_table(folder=folder, name="dr_payouts"), "amount")
+        st.markdown(f"**Payouts per participant** ({len(pay):,} rows, each with its tx_hash)")
+        _table(pay, key="dr_payouts_table", height=200)
+    if not _absent(folder=folder, name="events", what="demand-response calls and grid events "
+                   "of the agents (events.parquet)", service="agents.tso / grid events"):
+        ev = td.read_table(folder=folder, name="events")
+        st.markdown(f"**Demand-response calls and grid events seen by the agents** ({len(ev):,}; "
+                    "off-chain signals, no tx_hash)")
+        st.dataframe(ev, hide_index=True, height=200, key="agent_events_table")
+
+
+def _assets(folder: Any) -> None:
+    if not _absent(folder=folder, name="asset_distributions",
+                   what="tokenized-asset revenue distributions (asset_distributions.parquet)",
+                   service="market.services.assets"):
+        dist = _money(td.read_table(folder=folder, name="asset_distributions"), "revenue", "amount")
+        c = st.columns(3)
+        c[0].metric("Tokenized assets", f"{dist['asset'].nunique() if 'asset' in dist.columns else '—'}")
+        if "amount" in dist.columns:
+            c[1].metric("Distributed to holders", f"{dist['amount'].sum():,.2f}")
+        if "revenue" in dist.columns:
+            c[2].metric("Revenue of the assets", f"{dist['revenue'].sum():,.2f}")
+        x = "interval" if "interval" in dist.columns else "time_s"
+        if "amount" in dist.columns:
+            per = (dist.groupby([x, "asset"] if "asset" in dist.columns else [x])
+                   .agg(amount=("amount", "sum"),
+                        **({"first_tx": ("tx_hash", "first")} if "tx_hash" in dist.columns else {}))
+                   .reset_index())
+            charts.show(spec=charts.bars(data=per, x=x, y="amount", x_kind="ordinal", height=300,
+                                         color="asset" if "asset" in per.columns else None,
+                                         y_title="distributed (currency)",
+                                         tooltip=[c for c in ("first_tx",) if c in per.columns]),
+                        key="asset_chart")
+        st.markdown(f"**Distributions** ({len(dist):,} rows)")
+        _table(dist, key="asset_dist_table", height=200)
+    if not _absent(folder=folder, name="asset_claims", what="tokenized-asset claims (asset_claims.parquet)",
+                   service="market.services.assets"):
+        claims = _money(td.read_table(folder=folder, name="asset_claims"), "amount")
+        st.markdown(f"**Claims by holders** ({len(claims):,} rows)")
+        _table(claims, key="asset_claims_table", height=200)
+
+
+def _others(folder: Any) -> None:
+    for name, what in _OTHER_TABLES:
+        if _absent(folder=folder, name=name, what=what, service=f"the service writing {name}"):
             continue
-        st.markdown(f"**{what[0].upper() + what[1:]}** ({len(df)} rows"
+        df = _money(td.read_table(folder=folder, name=name), "amount", "price_per_mwh", "locked",
+                    "payout")
+        st.markdown(f"**{what[0].upper() + what[1:]}** ({len(df):,} rows"
                     f"{', each with its tx_hash' if 'tx_hash' in df.columns else ''})")
-        st.dataframe(df, hide_index=True, height=200, key=f"extra_{name}")
+        _table(df, key=f"extra_{name}", height=200)
+
+
+def _lookup(folder: Any) -> None:
+    h = st.text_input("Transaction hash (0x…)", key="ledger_hash").strip().lower()
+    if not h:
+        st.caption("Paste a hash from any table of this page: every row of every ledger table "
+                   "that carries it is listed.")
+        return
+    found = 0
+    for name in _HASHED:
+        df = td.read_table(folder=folder, name=name, filters=(("tx_hash", "==", h),))
+        if df is None or "tx_hash" not in df.columns or df.empty:
+            continue
+        found += len(df)
+        st.markdown(f"**{name}** ({len(df)})")
+        st.dataframe(df, hide_index=True, key=f"hash_{name}")
+    if not found:
+        st.warning(f"No row of this run's ledger tables has the transaction hash {h}.")
+
+
+if ctx is not None:
+    chain_info = (ctx.manifest or {}).get("chain") or {}
+    if chain_info.get("ledger") == "reference":
+        st.info("This run used the pure-Python reference ledger: no blocks or transactions. "
+                "Token balances, the audit and the value services come from its books.")
+    elif chain_info:
+        with st.expander(f"Chain id {chain_info.get('chain_id')}, state file "
+                         f"`{chain_info.get('state_file')}`, "
+                         f"{len(chain_info.get('contracts') or {})} contracts"):
+            st.caption("`anvil --load-state` restores the chain for an audit.")
+            st.dataframe(pd.DataFrame([{"contract": k, "address": v}
+                                       for k, v in (chain_info.get("contracts") or {}).items()]),
+                         hide_index=True, key="contracts")
+    present = {name: td.table_rows(folder=ctx.folder, name=name) or 0
+               for name in ("chain", "certificates", "dr_events", "asset_distributions")}
+    st.caption(" · ".join(f"{label}: {present[name]:,} rows" if present[name] else f"{label}: not in this run"
+                          for name, label in (("chain", "transactions"), ("certificates", "certificates"),
+                                              ("dr_events", "demand-response events"),
+                                              ("asset_distributions", "asset distributions"))))
+    tabs = st.tabs(_SECTIONS, key="ledger_tab", on_change="rerun")
+    for tab, draw in zip(tabs, (_transactions, _balances, _certificates, _demand_response,
+                                _assets, _others, _lookup), strict=True):
+        if tab.open:
+            with tab:
+                draw(ctx.folder)

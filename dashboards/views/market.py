@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import charts
 import dashui
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import twindash as td
-from plotly.subplots import make_subplots
 
 ctx = dashui.run_context()
 dashui.page_header(title="Market", ctx=ctx)
@@ -62,18 +61,31 @@ if ctx is not None:
         c[3].metric("Curtailed by DSO", f"{market['curtailed_wh'].sum() / 1000:.1f} kWh")
 
         st.subheader("Clearing price and volume per interval")
-        fig = make_subplots(specs=[[{"secondary_y": True}]])
-        fig.add_trace(go.Bar(x=market["hour"], y=market["volume_wh"] / 1000, name="volume (kWh)",
-                             marker_color="#9ecae1"), secondary_y=False)
-        fig.add_trace(go.Bar(x=market["hour"], y=market["curtailed_wh"] / 1000,
-                             name="curtailed by DSO (kWh)", marker_color="#de2d26"), secondary_y=False)
-        fig.add_trace(go.Scatter(x=market["hour"], y=market["price"], name="clearing price (/MWh)",
-                                 mode="lines+markers", line={"color": "#08519c"}), secondary_y=True)
-        fig.update_layout(barmode="stack", height=360, margin={"t": 10, "b": 10},
-                          legend={"orientation": "h", "y": 1.1}, xaxis_title="hour")
-        fig.update_yaxes(title_text="kWh", secondary_y=False)
-        fig.update_yaxes(title_text="price per MWh", secondary_y=True)
-        st.plotly_chart(fig, width="stretch", key="price_volume")
+        vol = market.melt(id_vars=["hour", "interval"], value_vars=["volume_wh", "curtailed_wh"],
+                          var_name="series", value_name="wh")
+        vol["kWh"] = vol["wh"] / 1000
+        vol["series"] = vol["series"].map({"volume_wh": "volume", "curtailed_wh": "curtailed by DSO"})
+        bar_w = max(2.0, 600 / max(len(market), 1))
+        spec = charts.layered(
+            datasets={"vol": vol[["hour", "interval", "series", "kWh"]],
+                      "price": market[["hour", "interval", "price"]]},
+            height=360, resolve={"scale": {"y": "independent", "color": "independent"}},
+            layers=[
+                {"data": {"name": "vol"}, "mark": {"type": "bar", "size": bar_w},
+                 "encoding": {"x": charts.field("hour"),
+                              "y": charts.field("kWh", title="kWh", stack="zero"),
+                              "color": charts.field("series", kind="nominal", title=None, scale={
+                                  "domain": ["volume", "curtailed by DSO"],
+                                  "range": ["#9ecae1", "#de2d26"]}),
+                              "tooltip": [charts.field("interval"), charts.field("series", kind="nominal"),
+                                          charts.field("kWh", format=".2f")]}},
+                {"data": {"name": "price"}, "mark": {"type": "line", "point": True, "color": "#08519c"},
+                 "encoding": {"x": charts.field("hour"),
+                              "y": charts.field("price", title="clearing price per MWh",
+                                                scale={"zero": False}),
+                              "tooltip": [charts.field("interval"), charts.field("price", format=".2f")]}},
+            ])
+        charts.show(spec=spec, key="price_volume")
 
         st.subheader("Supply and demand of one interval")
         traded = market.loc[market["volume_wh"] > 0, "interval"].tolist()
@@ -92,19 +104,35 @@ if ctx is not None:
                                                                 ascending=[False, True])
             asks = orders[orders["side"] == "sell"].sort_values(["price_per_mwh", "order_id"],
                                                                  ascending=[True, True])
-            fig = go.Figure()
-            for df, name, colour in ((bids, "demand (bids)", "#2166ac"), (asks, "supply (asks)", "#b2182b")):
+            curves = []
+            for df, name in ((bids, "demand (bids)"), (asks, "supply (asks)")):
                 xs, ys = _step_curve(df["price_per_mwh"].to_numpy() / MICRO, df["energy_wh"].to_numpy())
-                fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines",
-                                         line={"color": colour, "shape": "hv"}))
+                curves.append(pd.DataFrame({"kWh": xs, "price": ys, "curve": name,
+                                            "step": range(len(xs))}))
             row = market[market["interval"] == interval].iloc[0]
+            point = pd.DataFrame({"kWh": [row["volume_wh"] / 1000], "price": [row["price"]],
+                                  "curve": ["clearing point"]})
+            layers = [{"data": {"name": "curves"}, "mark": {"type": "line"},
+                       "encoding": {"x": charts.field("kWh", title="cumulative kWh"),
+                                    "y": charts.field("price", title="price per MWh",
+                                                      scale={"zero": False}),
+                                    "order": charts.field("step"),
+                                    "color": charts.field("curve", kind="nominal", title=None, scale={
+                                        "domain": ["demand (bids)", "supply (asks)"],
+                                        "range": ["#2166ac", "#b2182b"]}),
+                                    "tooltip": [charts.field("curve", kind="nominal"),
+                                                charts.field("kWh", format=".2f"),
+                                                charts.field("price", format=".2f")]}}]
             if row["volume_wh"] > 0:
-                fig.add_trace(go.Scatter(x=[row["volume_wh"] / 1000], y=[row["price"]],
-                                         mode="markers", name="clearing point",
-                                         marker={"size": 12, "color": "black", "symbol": "x"}))
-            fig.update_layout(height=360, margin={"t": 10, "b": 10}, xaxis_title="cumulative kWh",
-                              yaxis_title="price per MWh", legend={"orientation": "h", "y": 1.1})
-            st.plotly_chart(fig, width="stretch", key="supply_demand")
+                layers.append({"data": {"name": "point"},
+                               "mark": {"type": "point", "shape": "cross", "size": 200,
+                                        "color": "black", "filled": True},
+                               "encoding": {"x": charts.field("kWh", title="cumulative kWh"),
+                                            "y": charts.field("price", title="price per MWh"),
+                                            "tooltip": [charts.field("kWh", format=".2f"),
+                                                        charts.field("price", format=".2f")]}})
+            charts.show(spec=charts.layered(datasets={"curves": pd.concat(curves), "point": point},
+                                            layers=layers, height=360), key="supply_demand")
             st.caption(f"{len(bids)} bids, {len(asks)} asks; uniform price = mean of the last "
                        "matched bid and ask.")
         if trades is not None and not trades.empty:
@@ -150,13 +178,13 @@ if ctx is not None:
             g["agent"] = [labels.get(d, f"device {d} (account {o})")
                           for d, o in zip(g["device_id"], g["owner"], strict=True)]
             g = g.sort_values("net")
-            fig = go.Figure()
-            fig.add_trace(go.Bar(y=g["agent"], x=g["market"], name="local market", orientation="h"))
-            fig.add_trace(go.Bar(y=g["agent"], x=g["supplier"], name="supplier / DSO (imbalance)",
-                                 orientation="h"))
-            fig.update_layout(barmode="relative", height=max(300, 14 * len(g)),
-                              margin={"t": 10, "b": 10}, xaxis_title="currency (+ revenue, − cost)",
-                              legend={"orientation": "h", "y": 1.02})
-            st.plotly_chart(fig, width="stretch", key="agent_revenue")
+            parts = g.melt(id_vars=["agent", "net"], value_vars=["market", "supplier"],
+                           var_name="side", value_name="amount")
+            parts["side"] = parts["side"].map({"market": "local market",
+                                               "supplier": "supplier / DSO (imbalance)"})
+            charts.show(spec=charts.bars(
+                data=parts, x="amount", y="agent", color="side", horizontal=True, y_kind="nominal",
+                x_title="currency (+ revenue, − cost)", y_title=None, tooltip=["net"],
+                sort=g["agent"].tolist(), height=max(300, 14 * len(g))), key="agent_revenue")
             st.dataframe(g[["agent", "device_id", "owner", "traded_kwh", "metered_kwh", "market",
                             "supplier", "net"]], hide_index=True, height=240, key="agent_table")

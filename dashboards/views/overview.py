@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import charts
 import dashui
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 import twindash as td
 
@@ -103,14 +103,12 @@ if ctx is not None and ctx.manifest is not None:
         bus = td.read_table(folder=ctx.folder, name="bus", columns=("time_s", "vm_pu"))
         band = bus.groupby("time_s")["vm_pu"].agg(["min", "mean", "max"]).reset_index()
         band["hour"] = dashui.hours(seconds=band["time_s"])
-        fig = px.line(band, x="hour", y=["min", "mean", "max"],
-                      labels={"value": "vm_pu", "variable": "over buses"})
+        long = band.melt(id_vars="hour", value_vars=["min", "mean", "max"], var_name="over buses",
+                         value_name="vm_pu")
         grid = ctx.scenario.get("grid", {})
-        for limit in (grid.get("vm_min_pu"), grid.get("vm_max_pu")):
-            if limit is not None:
-                fig.add_hline(y=limit, line_dash="dot", line_color="red")
-        fig.update_layout(height=320, margin={"t": 10, "b": 10})
-        st.plotly_chart(fig, width="stretch")
+        limits = [float(v) for v in (grid.get("vm_min_pu"), grid.get("vm_max_pu")) if v is not None]
+        charts.show(spec=charts.lines(data=long, x="hour", y="vm_pu", color="over buses",
+                                      hlines=limits, height=320), key="vm_band")
     else:
         dashui.no_data(what="bus voltages (bus.parquet)", folder=ctx.folder,
                        hint="The run wrote no power-flow results yet.")

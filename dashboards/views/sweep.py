@@ -1,6 +1,10 @@
 """Sweep: swept parameters against KPIs (scatter, parallel coordinates, heat map over two
 parameters), filters, and a table of runs linking to each run's pages.
 
+Scatter and heat map are Vega-Lite (``charts.py``); the parallel coordinates stay plotly (no
+Vega-Lite equivalent) and are drawn by default only up to 300 runs, so a large sweep's first
+render never loads plotly.js.
+
 Reads ``kpis.parquet`` of a sweep folder (one row per run: ``run_id``, each swept parameter,
 ``seed``, ``status``, each KPI). Parameters are the columns named in the sweep's own JSON
 (``sweep.json`` / ``sweep_manifest.json``: ``"parameters"``) when there is one, else the
@@ -11,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import charts
 import dashui
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 import twindash as td
@@ -50,7 +54,10 @@ def _codes(s: pd.Series) -> tuple[np.ndarray, dict[str, Any]]:
                                                           "ticktext": cats}
 
 
-if td.folder_kind(folder=folder) != "sweep":
+if td.folder_kind(folder=folder) == "compare":
+    st.info(f"{folder} is a comparison of scenarios (`twin compare`), not a sweep: the Compare "
+            "page shows it side by side.")
+elif td.folder_kind(folder=folder) != "sweep":
     st.info(f"{folder} is a single run folder, not a sweep (no kpis.parquet, no runs/). "
             "`twin sweep SWEEP.yaml --out DIR` makes a sweep folder; open it with "
             "`twin dashboard DIR`.")
@@ -111,10 +118,16 @@ else:
             y = b.selectbox("y (KPI)", options=kpis, index=kpis.index(default_kpi), key="sw_y")
             colour = cc.selectbox("colour", options=["(none)", *axes, *kpis], key="sw_colour",
                                   index=2 if len(axes) > 1 else 0)
-            fig = px.scatter(shown, x=x, y=y, color=None if colour == "(none)" else colour,
-                             hover_data=["run_id"], render_mode="svg")
-            fig.update_layout(height=380, margin={"t": 10, "b": 10})
-            st.plotly_chart(fig, width="stretch", key="sw_scatter")
+            cols = list(dict.fromkeys([x, y, "run_id", *([] if colour == "(none)" else [colour])]))
+            spec = charts.layered(datasets={"runs": shown[cols]}, height=380, layers=[{
+                "data": {"name": "runs"}, "mark": {"type": "point", "filled": True, "size": 40},
+                "encoding": {"x": charts.field(x, scale={"zero": False}),
+                             "y": charts.field(y, scale={"zero": False}),
+                             **({} if colour == "(none)" else {"color": charts.field(
+                                 colour, kind="quantitative" if pd.api.types.is_numeric_dtype(
+                                     shown[colour]) else "nominal")}),
+                             "tooltip": charts.tooltip(data=shown, columns=cols)}}])
+            charts.show(spec=spec, key="sw_scatter")
 
             st.subheader("Parallel coordinates")
             # parcoords draws with WebGL: costly without a GPU, so on demand for large sweeps
@@ -150,14 +163,17 @@ else:
                 if hx == hy:
                     st.caption("Pick two different parameters.")
                 else:
-                    grid = shown.pivot_table(index=hy, columns=hx, values=hz, aggfunc="mean")
-                    fig = px.imshow(grid, text_auto=".3g", aspect="auto",
-                                    labels={"x": hx, "y": hy, "color": hz},
-                                    color_continuous_scale="Viridis")
-                    fig.update_yaxes(type="category")
-                    fig.update_xaxes(type="category")
-                    fig.update_layout(height=380, margin={"t": 10, "b": 10})
-                    st.plotly_chart(fig, width="stretch", key="sw_heatmap")
+                    grid = (shown.groupby([hx, hy])[hz].agg(["mean", "count"]).reset_index()
+                            .rename(columns={"mean": hz, "count": "runs"}))
+                    enc = {"x": charts.field(hx, kind="ordinal"), "y": charts.field(hy, kind="ordinal",
+                                                                                    sort="descending")}
+                    spec = charts.layered(datasets={"grid": grid}, height=380, legend_top=False, layers=[
+                        {"data": {"name": "grid"}, "mark": {"type": "rect"},
+                         "encoding": {**enc, "color": charts.field(hz, scale={"scheme": "viridis"}),
+                                      "tooltip": charts.tooltip(data=grid, columns=[hx, hy, hz, "runs"])}},
+                        {"data": {"name": "grid"}, "mark": {"type": "text", "color": "white"},
+                         "encoding": {**enc, "text": charts.field(hz, format=".3g")}}])
+                    charts.show(spec=spec, key="sw_heatmap")
 
         st.subheader("Runs")
         table = shown.copy()

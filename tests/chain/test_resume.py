@@ -1,20 +1,38 @@
 """Crash and resume on the chain side: a checkpoint written with ``anvil_dumpState``
 survives a SIGKILL of Anvil, and a new Anvil loaded from it continues the same market —
 same contracts, balances, orders, trades (logs included) and block numbers; nothing lost or
-doubled, and the next interval trades on."""
+doubled, and the next interval trades on. A chunked clearing or settlement that stopped
+midway is finished by running it again (from the contract's cursor), with the reference
+result."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
+import twin.run
+from tests._quickstart import QUICKSTART
 from tests.chain.conftest import FEED_IN, INTERVAL_S, RETAIL, setup_market
 from twin.chain.anvil import AnvilError, AnvilNode
+from twin.chain.chunks import plan_clearing, plan_settlement
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
-from twin.market.types import OrderIntent, Side
+from twin.cli import main
+from twin.market import errors as e
+from twin.market.clearing import match_orders
+from twin.market.reference import ReferenceLedger
+from twin.market.types import OPERATOR_ACCOUNT, OrderIntent, Side
+from twin.resume import CHECKPOINT, ResumeError, load_resume_point
 
 pytestmark = pytest.mark.chain
 
@@ -68,3 +86,194 @@ def test_checkpoint_survives_sigkill_and_resumes(
 def test_missing_state_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AnvilError, match="no chain state to load"):
         AnvilNode(load_state=tmp_path / "nope.json").start()
+
+
+# --- an interrupted chunk sequence is resumed, never left half done --------------------------
+
+BOOK = [
+    OrderIntent(12, 0, Side.BUY, 500, 150_000_000),
+    OrderIntent(12, 0, Side.BUY, 400, 120_000_000),
+    OrderIntent(13, 0, Side.BUY, 700, 140_000_000),
+    OrderIntent(13, 0, Side.BUY, 300, 100_000_000),
+    OrderIntent(14, 0, Side.BUY, 600, 130_000_000),
+    OrderIntent(14, 0, Side.BUY, 200, 90_000_000),
+    OrderIntent(15, 0, Side.SELL, 450, 80_000_000),
+    OrderIntent(15, 0, Side.SELL, 350, 110_000_000),
+    OrderIntent(16, 0, Side.SELL, 800, 95_000_000),
+    OrderIntent(17, 0, Side.SELL, 300, 70_000_000),
+    OrderIntent(17, 0, Side.SELL, 500, 125_000_000),
+]
+METERED = {12: 850, 13: 1000, 14: 600, 15: -800, 16: -800, 17: -750}
+
+
+def _reference() -> ReferenceLedger:
+    ref = ReferenceLedger(
+        interval_s=INTERVAL_S, retail_price_per_mwh=RETAIL, feed_in_price_per_mwh=FEED_IN
+    )
+    setup_market(ref)
+    ref.place_orders(BOOK)
+    return ref
+
+
+def _operator_sends(led: ChainLedger, fn: str, *args: Any) -> None:
+    """The operator process sends one chunk itself, then 'dies' (no ledger bookkeeping)."""
+    tx = getattr(led.market.functions, fn)(*args).transact(
+        {"from": led.address_of(OPERATOR_ACCOUNT), "gas": 30_000_000, "gasPrice": 0}
+    )
+    assert led.w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+
+
+@pytest.mark.parametrize("done", [1, 4, 8])  # mid-walk, after the walk, mid-pricing
+def test_interrupted_chunked_clearing_resumes(
+    done: int, deploy: Callable[..., ChainLedger]
+) -> None:
+    led = deploy()
+    setup_market(led)
+    orders = led.place_orders(BOOK)
+    ref = _reference()
+    expected = ref.clear(0)
+    result = match_orders(orders)
+    by_id = {o.order_id: o for o in orders}
+    plan = plan_clearing(
+        [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
+        n_trades=len(result.fills), chunk_orders=2, chunk_trades=1,
+    )  # fmt: skip
+    assert len(plan) > done
+    for c in plan[:done]:
+        _operator_sends(led, "clearChunk", 0, len(orders), list(c.bid_ids), list(c.ask_ids),
+                        c.max_trades)  # fmt: skip
+    assert led.interval_status(0) == "clearing"
+    later = [OrderIntent(12, 1, Side.BUY, 10, 100_000_000)]
+    led.place_orders(later)
+    ref.place_orders(later)
+    with pytest.raises(e.ClearingInProgress):  # the stuck interval blocks every other one
+        led.clear(1)
+    with pytest.raises(e.IntervalClosed):
+        led.place_orders([OrderIntent(15, 0, Side.SELL, 10, 1_000_000)])
+    got = led.clear(0, chunk_orders=3, chunk_trades=2)  # run again, other chunk sizes
+    assert got == expected  # every trade once, same price, volume and ids
+    assert led.trades(0) == ref.trades(0)
+    assert [led.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
+    assert led.market.functions.clearingProgress(0).call() == [0, 0, False, 0, 0]
+    assert led.clear(1).volume_wh == 0  # the next interval clears again
+
+
+@pytest.mark.parametrize("done", [1, 3, 6])  # paying trades, after paying, mid-readings
+def test_interrupted_chunked_settlement_resumes(
+    done: int, deploy: Callable[..., ChainLedger]
+) -> None:
+    led = deploy()
+    setup_market(led)
+    led.place_orders(BOOK)
+    led.clear(0)
+    ref = _reference()
+    ref.clear(0)
+    expected = ref.settle(0, METERED)
+    n_trades = len(led.trades(0))
+    devices = sorted(METERED)
+    plan = plan_settlement(
+        n_trades=n_trades, n_readings=len(devices), chunk_trades=2, chunk_devices=1
+    )
+    assert len(plan) > done
+    for c in plan[:done]:
+        _operator_sends(led, "settleChunk", 0, c.max_trades, devices[c.start : c.stop],
+                        [METERED[d] for d in devices[c.start : c.stop]], c.last)  # fmt: skip
+    assert led.interval_status(0) == "settling"
+    with pytest.raises(e.SettlementInProgress):  # trades are frozen once settling began
+        led.curtail(1, 0)
+    with pytest.raises(e.MissingMeterReading):  # resuming still needs every reading
+        led.settle(0, {d: w for d, w in METERED.items() if d != 17}, chunk_devices=2)
+    rows = led.settle(0, METERED, chunk_trades=3, chunk_devices=2)
+    assert rows == expected  # every device once, earlier chunks' rows included
+    assert led.interval_status(0) == "settled"
+    assert [led.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
+    with pytest.raises(e.AlreadySettled):
+        led.settle(0, METERED)
+
+
+# --- twin run --resume: a run whose Anvil was SIGKILLed continues to the same result --------
+
+
+def _run_scenario_yaml(tmp_path: Path) -> Path:
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data.update(name="resume", start="2016-06-15T10:00:00Z", duration_s=8 * 900)
+    data["market"]["ledger"] = "chain"
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _kill_anvil_after(out: Path, steps: int, done: threading.Event) -> None:
+    """SIGKILL this process's Anvil once a checkpoint holds ``steps`` market steps."""
+    while not done.is_set():
+        try:
+            if json.loads((out / CHECKPOINT).read_text())["market_steps"] >= steps:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = stat.read_text().split()
+        if fields[1] == "(anvil)" and int(fields[3]) == os.getpid():
+            os.kill(int(fields[0]), signal.SIGKILL)
+
+
+def _table(out: Path, name: str, key: str) -> list[dict[str, Any]]:
+    rows = pq.read_table(out / f"{name}.parquet").to_pylist()
+    return sorted(rows, key=lambda r: (r["interval"], r[key]))
+
+
+@pytest.mark.slow
+def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(twin.run, "CHECKPOINT_WALL_S", 0.0)  # a checkpoint at every step
+    yaml_path = _run_scenario_yaml(tmp_path)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["run", str(yaml_path), "--out", str(full), "--no-progress"]) == 0
+
+    done = threading.Event()
+    killer = threading.Thread(target=_kill_anvil_after, args=(cut, 4, done), daemon=True)
+    killer.start()
+    try:
+        code = main(["run", str(yaml_path), "--out", str(cut), "--no-progress"])
+    finally:
+        done.set()
+        killer.join()
+    stopped = json.loads((cut / "manifest.json").read_text())
+    assert code == 1 and stopped["status"] == "failed"
+    point = json.loads((cut / CHECKPOINT).read_text())
+    assert point["market_steps"] >= 4
+
+    assert main(["run", "--resume", str(cut), "--no-progress"]) == 0
+    manifest = json.loads((cut / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["chain"]["resumed_from"]["market_steps"] == point["market_steps"]
+    assert manifest["tokens"]["conserved"] is True
+    # Every order, trade and settlement exactly as in the run that never stopped: none lost,
+    # none doubled (trade ids are the chain's, consecutive).
+    for name, key in (("orders", "order_id"), ("trades", "trade_id"),
+                      ("settlements", "device_id")):  # fmt: skip
+        got, want = _table(cut, name, key), _table(full, name, key)
+        assert got == want, name
+    trade_ids = [r["trade_id"] for r in _table(cut, "trades", "trade_id")]
+    assert trade_ids == list(range(1, len(trade_ids) + 1)) and trade_ids
+    txs = pq.read_table(cut / "chain.parquet").to_pylist()
+    assert len({t["tx_hash"] for t in txs}) == len(txs)  # no transaction twice in the table
+    assert json.loads((cut / "kpis.json").read_text())["energy_traded_kwh"] == pytest.approx(
+        json.loads((full / "kpis.json").read_text())["energy_traded_kwh"]
+    )
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
+    with pytest.raises(ResumeError, match="no readable manifest"):
+        load_resume_point(tmp_path)
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"status": "failed", "chain": {"ledger": "reference"}, "scenario": {}})
+    )
+    with pytest.raises(ResumeError, match="only chain runs"):
+        load_resume_point(tmp_path)
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"status": "failed", "chain": {"ledger": "chain"}, "scenario": {}})
+    )
+    with pytest.raises(ResumeError, match="before its first checkpoint"):
+        load_resume_point(tmp_path)
+    assert main(["run", "--resume", str(tmp_path), "--no-progress"]) == 1

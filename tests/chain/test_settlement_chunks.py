@@ -193,10 +193,14 @@ def test_interval_is_settling_between_chunks(chain_ledger: ChainLedger) -> None:
     with pytest.raises(e.MissingMeterReading) as missing:
         _chunk(led, 0, [], [], True)
     assert missing.value.values == {"device": traded[0], "interval": 0}
-    # The one-call form continues a started settlement too: from the cursor, so the
-    # readings below the last settled device are refused as out of order.
-    with pytest.raises(e.BadReadings):
+    # The one-call form resumes a started settlement from the cursor: it needs the complete
+    # readings (dry run first) and sends only those above the last settled device — here
+    # none, as the hand-sent chunk above skipped traded[0]: the interval cannot complete.
+    with pytest.raises(e.MissingMeterReading):
         led.settle(0, {d: metered[d] for d in traded[:-1]})
+    with pytest.raises(e.MissingMeterReading) as stuck:
+        led.settle(0, metered)
+    assert stuck.value.values == {"device": traded[0], "interval": 0}
     assert led.interval_status(0) == "settling"
 
 

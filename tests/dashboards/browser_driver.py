@@ -1,6 +1,6 @@
 """Drive ``twin dashboard`` in Debian's headless Chromium (Playwright, never ``playwright
 install``): start the server on a free loopback port, open each page, wait until its heading
-and its charts have rendered, check no exception is shown, take a screenshot.
+and its charts (plotly or Vega-Lite) have rendered, check no exception is shown, take a screenshot.
 
 Used by ``tests/dashboards/test_browser.py`` and ``bench/dashboard.py``.
 """
@@ -31,9 +31,12 @@ CHROMIUM_ARGS = [
 #: JS: the script run of the page has finished.
 _SCRIPT_DONE = ("() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
                 " return a && a.getAttribute('data-test-script-state') === 'notRunning'; }")
-#: JS expression: plotly charts drawn so far (a chart has several .main-svg layers).
-_DRAWN = ("Array.from(document.querySelectorAll('[data-testid=\"stPlotlyChart\"]'))"
-          ".filter(e => e.querySelector('.main-svg')).length")
+#: CSS: every chart element, plotly or Vega-Lite.
+_CHARTS = '[data-testid=\"stPlotlyChart\"], [data-testid=\"stVegaLiteChart\"]'
+#: JS expression: charts drawn so far (plotly: its .main-svg layers; Vega-Lite: its canvas
+#: or marks svg).
+_DRAWN = (f"Array.from(document.querySelectorAll('{_CHARTS}'))"
+          ".filter(e => e.querySelector('.main-svg, canvas, svg.marks')).length")
 #: What a page shows when Streamlit caught an exception.
 EXCEPTION_SELECTOR = '[data-testid="stException"]'
 
@@ -137,7 +140,7 @@ def check_page(ctx: Any, *, base_url: str, check: PageCheck, query: str = "",
             page.wait_for_function(f"n => ({_DRAWN}) >= n", arg=check.min_charts,
                                    timeout=timeout_s * 1000)
         page.wait_for_function(f"() => ({_DRAWN}) === document.querySelectorAll("
-                               "'[data-testid=\"stPlotlyChart\"]').length",
+                               f"'{_CHARTS}').length",
                                timeout=timeout_s * 1000)
         if check.text:
             page.get_by_text(check.text).first.wait_for(timeout=timeout_s * 1000)

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dashboard_fixtures, browser_driver
 
-from dashboard_fixtures import make_run, make_study, make_sweep
+from dashboard_fixtures import make_compare, make_run, make_study, make_sweep
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +35,9 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A resilience study folder as `twin resilience --out` writes it (no manifest)."""
     return make_study(tmp_path_factory.mktemp("dash") / "study")
+
+
+@pytest.fixture(scope="session")
+def compare(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three scenarios compared (twin compare): two with run folders, one failed."""
+    return make_compare(tmp_path_factory.mktemp("dash") / "compare")

@@ -5,7 +5,11 @@
   ``manifest.json``, ``kpis.json``, ``topology.json``); with ``hil=True`` also what
   ``twin hil serve`` adds (``hil_devices.json``, ``hil``, ``hil_writes``, ``hil_deadlines``);
   with ``resilience=True`` the tables of a resilience study (shapes in
-  ``dashboards/twindash.py``); with ``extras=True`` certificate and demand-response tables.
+  ``dashboards/twindash.py``); with ``extras=True`` the value-service tables (certificates,
+  demand response, tokenized assets).
+* :func:`make_compare` — a comparison folder as ``twin compare`` writes it (layout announced
+  by its author in /work/coord/NOTES.md): ``compare.parquet`` (one row per scenario),
+  ``compare.json`` and ``runs/<scenario>/``.
 * :func:`make_sweep` — a sweep folder as ``twin sweep`` writes it (issue 7): ``kpis.parquet``
   (one row per run: ``run_id``, swept parameters by field path, ``seed``, ``status``, KPIs)
   and ``runs/<run_id>/`` run folders.
@@ -139,11 +143,7 @@ def make_run(folder: Path, *, name: str = "fixture", seed: int = 1, status: str 
     if resilience:
         _add_resilience(folder, times)
     if extras:
-        _write(folder, "certificates", [
-            {"time_s": t, "device_id": 1, "energy_wh": 120, "action": "issued",
-             "tx_hash": "0x" + f"{i + 900:064x}"} for i, t in enumerate(times[1:])],
-            pa.schema([("time_s", pa.int64()), ("device_id", pa.int64()), ("energy_wh", pa.int64()),
-                       ("action", pa.string()), ("tx_hash", pa.string())]))
+        _add_value_services(folder, times)
     traded_wh = sum(t["energy_wh"] for t in trades)
     kpis = {"energy_traded_kwh": traded_wh / 1000, "mean_price_per_mwh": 183.5,
             "curtailed_kwh": 0.02, "vm_min_pu": min(b["vm_pu"] for b in bus),
@@ -168,6 +168,43 @@ def make_run(folder: Path, *, name: str = "fixture", seed: int = 1, status: str 
                 "tables": sorted(p.stem for p in folder.glob("*.parquet"))}
     write_json_atomic(manifest, folder / "manifest.json")
     return folder
+
+
+def _tx(n: int) -> str:
+    return "0x" + f"{n:064x}"
+
+
+def _add_value_services(folder: Path, times: list[int]) -> None:
+    """The value-layer tables of ``twin.results.SCHEMAS``: certificates, demand response,
+    tokenized assets (every row with its tx_hash)."""
+    cert = []
+    for k, t in enumerate(times[1:], start=1):
+        cert.append({"time_s": t, "interval": k, "vintage": k, "action": "issued", "trade_id": k,
+                     "seller_device": 1, "seller": 2, "buyer_device": 2, "holder": 3,
+                     "delivered_wh": 120, "count": 2, "tx_hash": _tx(900 + k)})
+        if k % 3 == 0:
+            cert.append({"time_s": t, "interval": k, "vintage": k - 1, "action": "retired",
+                         "trade_id": None, "seller_device": None, "seller": None,
+                         "buyer_device": 2, "holder": 3, "delivered_wh": 0, "count": 1,
+                         "tx_hash": _tx(950 + k)})
+    _write(folder, "certificates", cert)
+    _write(folder, "dr_events", [
+        {"time_s": times[e], "interval": e, "event_id": i, "poster": 1, "target_wh": 500,
+         "price_per_mwh": 400 * MICRO, "budget": 200_000, "committed_wh": 400, "n_committed": 2,
+         "paid": 120_000 + 10_000 * i, "refund": 80_000 - 10_000 * i, "reduction_wh": 300 + 50 * i,
+         "status": "settled", "tx_hash": _tx(1000 + i)} for i, e in enumerate((3, 5))])
+    _write(folder, "dr_payouts", [
+        {"time_s": times[e], "interval": e, "event_id": i, "device_id": d, "owner": d + 1,
+         "committed_wh": 200, "baseline_wh": 400, "metered_wh": 250, "reduction_wh": 150,
+         "amount": 60_000 + 5_000 * i, "tx_hash": _tx(1100 + 10 * i + d)}
+        for i, e in enumerate((3, 5)) for d in (2, 3)])
+    _write(folder, "asset_distributions", [
+        {"time_s": t, "interval": k, "asset": "solar_roof_1", "asset_id": 1, "device_id": 1,
+         "issuer": 2, "revenue": 30_000 + 1000 * k, "amount": 27_000 + 900 * k,
+         "tx_hash": _tx(1200 + k)} for k, t in enumerate(times[1:], start=1)])
+    _write(folder, "asset_claims", [
+        {"time_s": times[-1], "asset": "solar_roof_1", "asset_id": 1, "holder": h, "shares": s_,
+         "amount": 40_000 * s_, "tx_hash": _tx(1300 + h)} for h, s_ in ((3, 2), (4, 1), (5, 1))])
 
 
 def _add_hil(folder: Path, times: list[int]) -> None:
@@ -286,4 +323,43 @@ def make_sweep(folder: Path, *, n_pv: int = 3, n_ev: int = 2, n_seeds: int = 2,
                              ev_count=row["agents.evs.count"])
         else:
             shutil.copytree(first, target, dirs_exist_ok=True)
+    return folder
+
+
+#: KPI columns of compare.parquet (twin/compare_kpis.py), float64, NaN = not applicable.
+COMPARE_KPIS = ("self_sufficiency", "prosumer_revenue", "prosumer_revenue_per_mwh", "consumer_cost",
+                "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
+                "dso_curtailment_kwh", "voltage_violations", "energy_not_served_kwh",
+                "energy_traded_kwh", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini",
+                "participants")
+
+
+def make_compare(folder: Path) -> Path:
+    """Three scenarios compared: two complete (a chain run and a reference-ledger CDA run, each
+    with a run folder) and one failed before writing anything."""
+    folder = Path(folder)
+    scen = [("baseline", "chain", "uniform", "complete"), ("cda market", "reference", "cda", "complete"),
+            ("broken", "chain", "uniform", "failed")]
+    rows = []
+    for i, (name, ledger, mechanism, status) in enumerate(scen):
+        ok = status == "complete"
+        row: dict[str, Any] = {
+            "scenario": name, "file": f"scenarios/{name.replace(' ', '_')}.yaml", "kind": "feeder",
+            "ledger": ledger, "mechanism": mechanism, "grid": "-", "status": status,
+            "error": None if ok else "ScenarioError: market.interval_s: must be positive",
+            "wall_s": 12.5 + i if ok else 0.4, "run_dir": f"runs/{name}"}
+        for j, k in enumerate(COMPARE_KPIS):
+            row[k] = float("nan") if not ok or (k == "gas_per_kwh" and ledger == "reference") \
+                else float(10 * (j + 1) + 3 * i)
+        rows.append(row)
+        if ok:
+            make_run(folder / "runs" / name, name=name, seed=i + 1)
+    fields = [("scenario", pa.string()), ("file", pa.string()), ("kind", pa.string()),
+              ("ledger", pa.string()), ("mechanism", pa.string()), ("grid", pa.string()),
+              ("status", pa.string()), ("error", pa.string()), ("wall_s", pa.float64()),
+              ("run_dir", pa.string()), *[(k, pa.float64()) for k in COMPARE_KPIS]]
+    _write(folder, "compare", rows, pa.schema(fields))
+    write_json_atomic({"kpis": {k: f"{k.replace('_', ' ')} (fixture)" for k in COMPARE_KPIS},
+                       "chain_pricing": {"gas_price_gwei": 20.0, "native_price": 3000.0},
+                       "order": [r["scenario"] for r in rows]}, folder / "compare.json")
     return folder

@@ -1,5 +1,6 @@
 """Every dashboard page renders with Streamlit's AppTest on fixture folders: a full run, a
-plain run, a sweep, and missing or partial folders (a message, never a traceback)."""
+plain run, a sweep, a comparison, and missing or partial folders (a message, never a
+traceback)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from twin.results import write_json_atomic
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 RUN_PAGES = ["overview", "feeder", "market", "ledger", "resilience", "hil"]
-ALL_PAGES = [*RUN_PAGES, "sweep"]
+ALL_PAGES = [*RUN_PAGES, "sweep", "compare"]
+LEDGER_TABS = ["Transactions and gas", "Token balances", "Certificates", "Demand response",
+               "Tokenized assets", "Other services", "Look up a hash"]
 
 
 def _app(folder: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
@@ -29,7 +32,16 @@ def _page(at: AppTest, name: str) -> AppTest:
 
 
 def _charts(at: AppTest) -> int:
-    return len(at.get("plotly_chart"))
+    """Charts on the page: Vega-Lite (dashboards/charts.py) and plotly."""
+    return len(at.get("vega_lite_chart")) + len(at.get("plotly_chart"))
+
+
+def _tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Open a lazy tab (st.tabs(on_change="rerun")) by its label."""
+    at.session_state[key] = label
+    at.run()
+    assert not at.exception, f"{label}: {[e.value for e in at.exception]}"
+    return at
 
 
 def _frame(at: AppTest, *columns: str):
@@ -46,7 +58,7 @@ FULL_EXPECT = {
     "overview": ("Run overview", 1, 0),
     "feeder": ("Feeder", 3, 0),
     "market": ("Market", 3, 3),
-    "ledger": ("Ledger", 2, 4),
+    "ledger": ("Ledger", 1, 3),  # the first tab only: the others run when opened
     "resilience": ("Resilience", 3, 1),
     "hil": ("Hardware in the loop", 3, 3),
 }
@@ -107,12 +119,56 @@ def test_absent_tables_give_a_clear_message(plain_run, monkeypatch, name, messag
 
 def test_ledger_lists_missing_extras_and_traces_transactions(plain_run, monkeypatch):
     at = _page(_app(plain_run, monkeypatch), "ledger")
-    assert "No green certificates" in _infos(at)
+    assert [t.label for t in at.tabs] == LEDGER_TABS
     tx = _frame(at, "tx_hash", "block")
     assert tx["tx_hash"].str.startswith("0x").all()
     at.selectbox(key="ledger_interval").set_value(3).run()
     tx = _frame(at, "tx_hash", "block")
     assert set(tx["interval"]) == {3}
+    for label, message in (("Certificates", "No green certificates"),
+                           ("Demand response", "No demand-response events"),
+                           ("Tokenized assets", "No tokenized-asset revenue distributions"),
+                           ("Other services", "No green-exchange trades")):
+        _tab(at, "ledger_tab", label)
+        assert message in _infos(at) and "Not in this run" in _infos(at)
+        assert not at.error
+
+
+def test_ledger_tabs_show_value_services_each_traced_to_its_transaction(full_run, monkeypatch):
+    at = _page(_app(full_run, monkeypatch), "ledger")
+    assert _charts(at) == 1 and not at.get("text_input")  # lazy: only the first tab ran
+    _tab(at, "ledger_tab", "Token balances")
+    assert _charts(at) == 1
+    moves = _frame(at, "change", "balance", "settlement tx_hash")
+    assert moves["settlement tx_hash"].str.startswith("0x").all()  # each change -> its settle tx
+
+    _tab(at, "ledger_tab", "Certificates")
+    cards = {m.label: m.value for m in at.metric}
+    # fixture: 2 issued in each of 7 intervals, 1 retired in intervals 3 and 6
+    assert cards["Certificates issued"] == "14" and cards["Retired"] == "2"
+    assert cards["Outstanding"] == "12"
+    assert _frame(at, "action", "vintage")["tx_hash"].str.startswith("0x").all()
+    assert _charts(at) == 1
+
+    _tab(at, "ledger_tab", "Demand response")
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Events posted"] == "2" and cards["Paid out"] == "0.25"  # 0.12 + 0.13
+    payouts = _frame(at, "event_id", "device_id", "amount")
+    assert len(payouts) == 4 and payouts["amount"].sum() == pytest.approx(0.25)
+    assert _charts(at) == 1
+
+    _tab(at, "ledger_tab", "Tokenized assets")
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Tokenized assets"] == "1"
+    assert _frame(at, "holder", "shares")["tx_hash"].nunique() == 3
+
+    _tab(at, "ledger_tab", "Look up a hash")
+    wanted = "0x" + f"{1200 + 2:064x}"  # the distribution of interval 2
+    at.text_input(key="ledger_hash").input(wanted).run()
+    assert any("asset_distributions" in m.value for m in at.markdown)
+    assert _frame(at, "asset", "revenue")["interval"].tolist() == [2]
+    at.text_input(key="ledger_hash").input("0x" + "0" * 64).run()
+    assert "No row of this run's ledger tables" in at.warning[0].value
 
 
 def test_sweep_page_comes_first_and_plots_parameters_against_kpis(sweep, monkeypatch):
@@ -122,6 +178,7 @@ def test_sweep_page_comes_first_and_plots_parameters_against_kpis(sweep, monkeyp
     assert cards["Runs"] == "12" and cards["Failed or incomplete"] == "2"
     assert cards["Parameters"] == "2"
     assert _charts(at) == 3  # scatter, parallel coordinates, heat map
+    assert len(at.get("plotly_chart")) == 1  # only the parallel coordinates need plotly
     runs = _frame(at, "pages", "run_id")
     assert runs["pages"].iloc[0] == "./overview?run=r0000"
     at.multiselect(key="sw_status").set_value(["failed"]).run()
@@ -167,13 +224,14 @@ def test_missing_or_partial_folders_give_a_message(tmp_path, monkeypatch, state)
         _page(at, name)
         text = " | ".join(e.value for e in [*at.error, *at.warning, *at.info])
         if state == "missing":
-            assert "manifest.json missing" in text or "not a sweep" in text
+            assert ("manifest.json missing" in text or "not a sweep" in text
+                    or "not a comparison folder" in text)
         elif state == "interrupted" and name == "overview":
             assert "Run interrupted: Ctrl-C" in text
         elif state == "running" and name == "overview":
             assert "still running" in text
         elif state == "empty_sweep":
-            assert "no runs yet" in text or "kpis.parquet" in text
+            assert "no runs yet" in text or "kpis.parquet" in text or "not a comparison" in text
         else:
             assert text, f"{state}/{name}: the page says nothing"
 
@@ -192,3 +250,54 @@ def test_a_resilience_study_folder_opens_on_its_cases_map_and_storage(study, mon
     for name in ("feeder", "market", "ledger", "hil"):  # the other pages explain what is missing
         _page(at, name)
         assert not at.error and (at.info or at.warning)
+
+
+def test_compare_page_comes_first_with_kpis_side_by_side(compare, monkeypatch):
+    at = _app(compare, monkeypatch)  # default page of a comparison folder
+    assert [t.value for t in at.title] == ["Compare"]
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Scenarios"] == "3" and cards["Failed"] == "1" and cards["KPIs"] == "16"
+    assert "broken: failed — ScenarioError" in at.error[0].value  # the failure, said plainly
+    scen = _frame(at, "pages", "ledger")
+    assert scen["pages"].tolist() == ["./overview?run=baseline", "./overview?run=cda%20market",
+                                      "./overview?run=broken"]
+    kpis = _frame(at, "meaning", "baseline", "cda market")
+    assert kpis.loc["self_sufficiency", "baseline"] == 10.0
+    assert kpis.loc["self_sufficiency", "cda market"] == 13.0  # the fixture's value, column order kept
+    assert kpis["broken"].isna().all()
+    assert _charts(at) == 1  # one faceted bar chart: a panel per KPI
+    at.multiselect(key="cmp_chosen").set_value(["gas_per_kwh"]).run()
+    assert not at.exception and _charts(at) == 1
+
+
+def test_compare_run_pages_follow_the_scenario_picked(compare, monkeypatch):
+    monkeypatch.setenv("TWIN_RUN_DIR", str(compare))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "cda market"
+    at.run()
+    _page(at, "overview")
+    assert any("run cda market of comparison" in c.value for c in at.caption)
+    at.selectbox(key="twin_selected_run").set_value("broken").run()  # failed: no run folder
+    assert not at.exception
+    assert "has no results folder yet" in at.warning[0].value
+    _page(at, "sweep")
+    assert "not a sweep: the Compare page" in _infos(at)
+
+
+@pytest.mark.parametrize("name", ALL_PAGES)
+def test_every_page_renders_on_a_comparison(compare, monkeypatch, name):
+    at = _page(_app(compare, monkeypatch), name)
+    assert not at.exception
+
+
+def test_a_comparison_without_its_json_or_rows_gives_a_message(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from twin.results import write_table_atomic
+
+    write_table_atomic(pa.table({"scenario": pa.array([], pa.string())}), tmp_path / "compare.parquet")
+    at = _app(tmp_path, monkeypatch)
+    assert "No comparison rows" in _infos(at)
+    for name in RUN_PAGES:
+        _page(at, name)
+        assert at.info or at.warning

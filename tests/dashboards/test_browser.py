@@ -11,7 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
-from browser_driver import CHROMIUM, PageCheck, browser, check_page, dashboard_server
+from browser_driver import (
+    CHROMIUM,
+    EXCEPTION_SELECTOR,
+    PageCheck,
+    browser,
+    check_page,
+    dashboard_server,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,10 +32,11 @@ RUN_CHECKS = [
     PageCheck("", "Run overview", 1),  # the default page of a run folder
     PageCheck("feeder", "Feeder", 3),
     PageCheck("market", "Market", 3),
-    PageCheck("ledger", "Ledger", 2),
+    PageCheck("ledger", "Ledger", 1),  # lazy tabs: the first tab's chart
     PageCheck("resilience", "Resilience", 3),
     PageCheck("hil", "Hardware in the loop", 3),
     PageCheck("sweep", "Sweep", 0, text="is a single run folder, not a sweep"),
+    PageCheck("compare", "Compare", 0, text="is not a comparison folder"),
 ]
 SWEEP_CHECKS = [
     PageCheck("", "Sweep", 3),  # the default page of a sweep folder
@@ -42,6 +50,13 @@ def _shots(tmp_path: Path, name: str) -> Path:
     return (Path(root) if root else tmp_path) / name
 
 
+COMPARE_CHECKS = [
+    PageCheck("", "Compare", 1, text="KPIs side by side"),  # the default page of a comparison
+    PageCheck("ledger", "Ledger", 1),
+    PageCheck("sweep", "Sweep", 0, text="not a sweep: the Compare page"),
+]
+
+
 def test_every_page_in_chromium_on_a_run(full_run, tmp_path):
     shots = _shots(tmp_path, "run")
     with dashboard_server(full_run) as url, browser() as ctx:
@@ -49,6 +64,38 @@ def test_every_page_in_chromium_on_a_run(full_run, tmp_path):
     for r, c in zip(results, RUN_CHECKS, strict=True):
         assert r.charts >= c.min_charts
         assert r.screenshot is not None and r.screenshot.stat().st_size > 10_000
+
+
+def test_ledger_tabs_in_chromium(full_run, tmp_path):
+    """The lazy ledger tabs draw their charts when clicked, with no exception."""
+    with dashboard_server(full_run) as url, browser() as ctx:
+        page = ctx.new_page()
+        page.goto(f"{url}/ledger")
+        for label, text in (("Certificates", "Certificates issued"),
+                            ("Demand response", "Payouts per participant"),
+                            ("Tokenized assets", "Claims by holders")):
+            page.get_by_role("tab", name=label).click()
+            page.get_by_text(text).first.wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelectorAll("
+                                   "'[data-testid=\"stVegaLiteChart\"] canvas, "
+                                   "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= 1",
+                                   timeout=30_000)
+            assert page.locator(EXCEPTION_SELECTOR).count() == 0
+        shots = _shots(tmp_path, "run")
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "ledger_assets.png"))
+        page.close()
+
+
+def test_compare_pages_and_a_run_link_in_chromium(compare, tmp_path):
+    shots = _shots(tmp_path, "compare")
+    with dashboard_server(compare) as url, browser() as ctx:
+        for c in COMPARE_CHECKS:
+            check_page(ctx, base_url=url, check=c, screenshot_dir=shots)
+        page = ctx.new_page()
+        page.goto(f"{url}/market?run=cda%20market")  # a scenario's link opens its pages
+        page.get_by_text("run cda market of comparison").first.wait_for(timeout=30_000)
+        page.close()
 
 
 def test_sweep_pages_and_a_run_link_in_chromium(sweep, tmp_path):

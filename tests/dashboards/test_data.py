@@ -45,6 +45,7 @@ def test_absent_or_corrupt_tables_read_as_none(tmp_path):
 @pytest.mark.parametrize("contents,kind", [
     ((), "missing"), (("manifest.json",), "run"), (("kpis.parquet",), "sweep"),
     (("runs/",), "sweep"), (("manifest.json", "runs/"), "sweep"),
+    (("compare.parquet", "runs/"), "compare"),
 ])
 def test_folder_kind(tmp_path, contents, kind):
     for name in contents:

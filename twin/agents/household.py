@@ -15,9 +15,11 @@ The battery charges from surplus and discharges into deficit (self-consumption).
 sell trade of the household was curtailed by the DSO, its export is capped at the
 post-curtailment sold energy (PV is spilled, after the battery took what it could).
 
-Orders for ``k+1``: the forecast net meter energy (forecast = base profile times a seeded
-relative error ``1 + N(0, forecast_error)``, drawn once per household and interval;
-actual = base profile, so imbalances are real), with the battery's planned action, is
+Orders for ``k+1``: the forecast net meter energy (``agents.forecast.method``: ``noise``,
+the base profile times a seeded relative error ``1 + N(0, forecast_error)``, drawn once per
+household and interval; ``persistence`` / ``gbm``, the household's load and PV forecast
+day-ahead from SimBench history by :mod:`twin.agents.forecast`; actual = base profile, so
+imbalances are real), with the battery's planned action, is
 bought (deficit) or sold (surplus), capped at the meter's registered capacity. Limit
 prices follow the household group's strategy (:mod:`twin.agents.strategies`) from each
 household's own valuation: willingness to pay (buy, drawn once in the upper half of the
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from twin.agents._common import FleetAgent, Tariffs, energy_cap_wh, limit_prices, self_consumption
+from twin.agents.forecast import feeder_household_forecasts
 from twin.agents.strategies import make_strategy
 from twin.grid.feeders import Feeder
 from twin.market.types import DeviceKind, OrderIntent, Side
@@ -94,6 +97,13 @@ class Households:
             self.pv_wh_base * np.clip(1 + rng.normal(0, err, shape), 0, None),
             self.pv_kwp[:, None] * 1000.0 * self.dt_h,
         )
+        #: "noise" (above), "persistence" or "gbm" (twin.agents.forecast; the noise draws
+        #: above are made anyway so every method sees the same random stream)
+        self.forecast_method = scenario.agents.forecast.method
+        if self.forecast_method != "noise":
+            fc = feeder_household_forecasts(scenario=scenario, feeder=feeder, load_wh=self.load_wh_base,
+                                            pv_scale_wh=self.pv_kwp * 1000.0 * self.dt_h)
+            self.load_forecast_wh, self.pv_forecast_wh = fc.load_wh, fc.pv_wh
         tariffs = Tariffs(
             feed_in_price_per_mwh=scenario.market.feed_in_price_per_mwh,
             retail_price_per_mwh=scenario.market.retail_price_per_mwh,

@@ -43,6 +43,7 @@ from twin.agents._common import TradeArrays, net_trades, wh_to_mw
 from twin.agents.controls import DERControl
 from twin.agents.dso import Curtailment, DSOAgent, Effect
 from twin.agents.ev import EVAgent, EVFleet
+from twin.agents.forecast import PriceForecaster
 from twin.agents.household import HouseholdAgent, Households
 from twin.agents.storage import CommunityStorage, StorageAgent
 from twin.agents.strategies import make_strategy
@@ -94,6 +95,8 @@ class IntervalOutput:
     event_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     #: rows of the ``vpp`` table (the Shapley split; filled at the last interval)
     vpp_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: rows of the ``forecasts`` table: this interval's feeder forecasts and actuals
+    forecast_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     #: the TSO's signal for the next interval (None after the last one)
     tso: TSOSignal | None = None
 
@@ -170,10 +173,17 @@ class FeederModel(mesa.Model):
         retail = price_from_per_mwh(mk.retail_price_per_mwh)
         self.tso = TSOAgent(self, spec=spec.tso, interval_s=self.interval_s, retail=retail,
                             dr_price=price_from_per_mwh(spec.tso.dr_price_per_mwh))
+        #: clearing-price forecasts from the run's own history (agents.forecast.method);
+        #: the community batteries trade on them unless the method is "noise"
+        self.price_forecaster = PriceForecaster(spec.forecast.method, interval_s=self.interval_s,
+                                                start_s=int(start.timestamp()),
+                                                default=0.5 * (feed_in + retail))
+        self._price_forecast: dict[int, float] = {}
         #: callables receiving every :class:`DemandResponseEvent` the TSO calls (e.g. the
         #: market value layer paying the compensation)
         self.demand_response_hooks: list[Any] = []
         self._dr: dict[int, DemandResponseEvent] = {}
+        self._dr_offers: dict[int, dict[int, int]] = {}
         self._dr_baseline: dict[int, float] = {}
         self._ev_events: dict[int, list[Any]] = {}  # the SimPy trip events by interval
         for e in self.evs.events:
@@ -334,6 +344,7 @@ class FeederModel(mesa.Model):
             metered.update(zip(ids.tolist(), vals.tolist(), strict=True))
 
         events = self._event_rows(k, time_s, ed.metered_wh, sd.metered_wh)
+        forecast_rows = self._forecast_rows(k, time_s, trades)
         if self.vpp is not None:
             mem = self.vpp.members
             self.vpp.record(k, bought_wh=hh_b[mem], sold_wh=hh_s[mem], metered_wh=hh_m[mem],
@@ -355,8 +366,11 @@ class FeederModel(mesa.Model):
                                           meter_wh=meter.astype(np.int64), cap_wh=hh.cap_wh[mem],
                                           buy_price=hh.buy_price[mem] - fee, sell_price=hh.sell_price[mem])
             last = price_history[-1] if price_history else None
+            price_next = self._price_forecast[k + 1] = self.price_forecaster.predict(k + 1)
+            estimate = None if self.price_forecaster.method == "noise" else price_next
             orders += (ev.orders(k + 1, dr=dr_next, fee=fee, last_price=last)
-                       + cs.orders(k + 1, price_history=price_history, dr=dr_next, fee=fee))
+                       + cs.orders(k + 1, price_history=price_history, dr=dr_next, fee=fee,
+                                   estimate=estimate))
             for o in orders:
                 self._limit[(k + 1, o.device_id, o.side)] = o.price_per_mwh
         for key in [key for key in self._limit if key[0] <= k]:
@@ -392,7 +406,33 @@ class FeederModel(mesa.Model):
             interval=k, time_s=time_s, curtailments=check.curtailments, trades=final,
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
             agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
+            forecast_rows=forecast_rows,
         )
+
+    # ------------------------------------------------------------------ forecasts
+    def _forecast_rows(self, k: int, time_s: int, trades: Sequence[Trade]) -> list[dict[str, Any]]:
+        """Rows of the ``forecasts`` table for interval ``k`` (feeder totals, kW; the VPP's
+        members' net load, kW; the clearing price, currency/MWh, when one was forecast and
+        something traded) and the price observation for later forecasts."""
+        hh, kw = self.households, 3600.0 / self.interval_s / 1000.0  # Wh per interval -> kW
+        traded = sum(t.energy_wh for t in trades)
+        price = sum(t.energy_wh * t.price_per_mwh for t in trades) / traded if traded else None
+        self.price_forecaster.observe(k, price)
+        method = self.price_forecaster.method
+        fl, fp = hh.load_forecast_wh[:, k], hh.pv_forecast_wh[:, k]
+        al, ap = hh.load_wh_base[:, k], hh.pv_wh_base[:, k]
+        pairs = [("load", fl.sum(), al.sum()), ("pv", fp.sum(), ap.sum())]
+        if self.vpp is not None:
+            m = self.vpp.members
+            pairs.append(("vpp_net_load", self.vpp.portfolio_forecast_wh(load_forecast_wh=fl, pv_forecast_wh=fp),
+                          (al[m] - ap[m]).sum()))
+        rows = [{"time_s": time_s, "interval": k, "target": t, "forecast": float(f) * kw,
+                 "actual": float(a) * kw, "method": method} for t, f, a in pairs]
+        predicted = self._price_forecast.pop(k, None)
+        if predicted is not None and price is not None:
+            rows.append({"time_s": time_s, "interval": k, "target": "price", "method": method,
+                         "forecast": predicted / MICRO, "actual": price / MICRO})
+        return rows
 
     # ------------------------------------------------------------------ TSO and events
     def _tso_signal(self, k: int) -> TSOSignal:
@@ -406,9 +446,37 @@ class FeederModel(mesa.Model):
         if signal.event is not None:
             self._dr[k] = signal.event
             self._dr_baseline[k] = float(ev_plan.sum())
+            self._dr_offers[k] = self._flex_offers(k, signal.event.requested_wh, ev_plan)
             for hook in self.demand_response_hooks:
                 hook(signal.event)
         return signal
+
+    def agent_devices(self) -> dict[str, int]:
+        """Agent name (``household_3``, ``ev_0``, ``storage_0``) -> its market device id."""
+        return dict(zip(self._agent_names, (d.device_id for d in self.devices), strict=True))
+
+    def dr_offers(self, interval: int) -> dict[int, int]:
+        """Reductions (Wh) the flexible devices offer for the DR event of ``interval``, by
+        device id (what they commit on the ledger; empty without an event)."""
+        return dict(self._dr_offers.get(interval, {}))
+
+    def _flex_offers(self, k: int, requested_wh: int, ev_plan: np.ndarray) -> dict[int, int]:
+        """EV chargers offer the charging the DR call defers (planned charge without the call
+        minus the charge its departure forces), community batteries their power limit (they
+        stop buying and offer to sell); filled in device-id order up to the request."""
+        ev, cs = self.evs, self.storage
+        ev_dr = ev.plan(k, bought_wh=np.zeros(ev.n), curtailed=np.zeros(ev.n, dtype=bool), dr=True)
+        wh = np.floor(np.clip(ev_plan - ev_dr, 0.0, None)).astype(np.int64)
+        offers = list(zip(ev.device_id.tolist(), wh.tolist(), strict=True))
+        offers += list(zip(cs.device_id.tolist(), cs.cap_wh.tolist(), strict=True))
+        out: dict[int, int] = {}
+        left = int(requested_wh)
+        for device, offer in sorted(offers):
+            take = min(int(offer), left)
+            if take >= 1:
+                out[int(device)] = take
+                left -= take
+        return out
 
     def _signal_rows(self, s: TSOSignal) -> list[dict[str, Any]]:
         t = s.interval * self.interval_s
@@ -432,6 +500,7 @@ class FeederModel(mesa.Model):
                  "value": e.value, "detail": e.detail}
                 for e in self._ev_events.get(k, []) if time_s <= e.time_s < end]
         event = self._dr.pop(k, None)
+        self._dr_offers.pop(k, None)
         if event is not None:
             base = self._dr_baseline.pop(k, 0.0)
             delivered = (max(0.0, base - float(ev_charge_wh.sum()))

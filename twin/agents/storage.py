@@ -98,10 +98,11 @@ class CommunityStorage:
         return out
 
     def orders(self, k: int, *, price_history: Sequence[int], dr: bool = False,
-               fee: int = 0) -> list[OrderIntent]:
+               fee: int = 0, estimate: float | None = None) -> list[OrderIntent]:
         """Orders for ``k``; during a demand-response call (``dr``) the batteries only sell.
-        Bids are net of the DSO's network fee ``fee`` of ``k``."""
-        est = self.price_estimate(price_history)
+        Bids are net of the DSO's network fee ``fee`` of ``k``. ``estimate``: a price
+        forecast of ``k`` (``agents.forecast``) replacing the running mean."""
+        est = self.price_estimate(price_history) if estimate is None else float(estimate)
         t = self.tariffs
         buy_price = int(np.clip(round(est * (1 - self.margin)) - fee, t.feed_in, t.retail))
         sell_price = int(np.clip(round(est * (1 + self.margin)), t.feed_in, t.retail))

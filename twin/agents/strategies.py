@@ -27,7 +27,10 @@ Strategies (scenario ``agents.strategy`` or a group's ``strategy``):
 
 All randomness comes from the generator passed in (the model's), in a fixed order, so the
 same seed gives the same bids. :func:`price_forecast` is the price expectation the agents
-share (mean of recent clearing prices).
+share (mean of recent clearing prices); it is the ``noise`` method of
+:class:`twin.agents.forecast.PriceForecaster`, whose ``persistence`` / ``gbm`` methods
+(``agents.forecast.method``) forecast the next clearing price from the run's own history
+and replace it in the community batteries' buy/sell decision.
 """
 
 from __future__ import annotations

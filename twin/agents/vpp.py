@@ -7,6 +7,13 @@ places their orders and receives their money: each interval it bids every member
 forecast position with *one* price per side, from its own strategy (one agent of
 :mod:`twin.agents.strategies`, valuation = the mean of its members' valuations).
 
+Forecasts. A member's forecast position is its household plan for ``k`` (load and PV
+forecasts with the battery's planned action), so the VPP sizes its orders with the
+scenario's forecaster (``agents.forecast.method``: ``noise`` / ``persistence`` / ``gbm``,
+:mod:`twin.agents.forecast`); the model records the portfolio's forecast net load against
+the actual one (``forecasts`` target ``vpp_net_load``), the error the VPP settles as a
+balance group. :meth:`VPPAggregator.portfolio_forecast_wh` is that forecast.
+
 Revenue sharing by Shapley value. Per member ``i`` and interval ``k`` the VPP records the
 trade revenue ``r_ik = price_k * (sold_ik - bought_ik)`` and the deviation
 ``d_ik = metered_ik - (bought_ik - sold_ik)`` (Wh). As a balance group the VPP settles the
@@ -74,6 +81,12 @@ class VPPAggregator(mesa.Agent):
                         energy_wh=int(energy[j]), price_per_mwh=prices["buy" if buy[j] else "sell"])
             for j in np.flatnonzero(active)
         ]
+
+    def portfolio_forecast_wh(self, *, load_forecast_wh: np.ndarray, pv_forecast_wh: np.ndarray) -> float:
+        """The members' forecast net load (load - PV, Wh, before batteries) of one interval,
+        from the households' forecast arrays of that interval (household-indexed)."""
+        m = self.members
+        return float(load_forecast_wh[m].sum() - pv_forecast_wh[m].sum())
 
     def record(self, k: int, *, bought_wh: np.ndarray, sold_wh: np.ndarray, metered_wh: np.ndarray,
                price_per_mwh: int) -> None:

@@ -15,6 +15,14 @@ Settlement (``EnergyMarket.settleChunk`` / ``settleSignedChunk``) is cut the sam
 calls that settle ``chunk_devices`` meter readings each (device id order); the last call
 closes the interval. The contract pays and settles in exactly the one-transaction order, so
 every cut gives the reference result.
+
+Resuming: a chunk sequence that stops midway (a chunk reverts, the operator process or the
+node dies) leaves the interval "clearing" / "settling" with the contract's cursor intact,
+and every other interval's clearing waits for it (``ClearingInProgress``). Both plans take
+the cursor (``EnergyMarket.clearingProgress`` / ``settlementProgress``) and list only the
+calls still needed, so the operator simply runs the sequence again — with any chunk sizes —
+and it completes exactly as the uninterrupted sequence would have (restart is idempotent:
+what was done is never redone). Nothing is ever half-undone, so there is no abort.
 """
 
 from __future__ import annotations
@@ -72,11 +80,23 @@ def plan_clearing(
     n_trades: int,
     chunk_orders: int,
     chunk_trades: int,
+    bids_seen: int = 0,
+    asks_seen: int = 0,
+    finalized: int = 0,
 ) -> list[ClearingChunk]:
-    """The ``clearChunk`` calls that clear the sorted book (see the module docstring)."""
+    """The ``clearChunk`` calls that clear the sorted book (see the module docstring); from
+    a cursor that has verified the first ``bids_seen`` bids and ``asks_seen`` asks and
+    finalized ``finalized`` of the ``n_trades`` trades, only the calls still needed."""
     if chunk_orders <= 0 or chunk_trades <= 0:
         raise ValueError("chunk_orders and chunk_trades must be > 0")
-    takes = take_order(bids, asks)
+    if not (0 <= bids_seen <= len(bids) and 0 <= asks_seen <= len(asks)
+            and 0 <= finalized <= n_trades):  # fmt: skip
+        raise ValueError(
+            f"cursor (bids_seen={bids_seen}, asks_seen={asks_seen}, finalized={finalized}) "
+            f"does not fit a book of {len(bids)} bids, {len(asks)} asks, {n_trades} trades"
+        )
+    seen = {o.order_id for o in bids[:bids_seen]} | {o.order_id for o in asks[:asks_seen]}
+    takes = [t for t in take_order(bids, asks) if t[1] not in seen]
     chunks = [
         ClearingChunk(
             bid_ids=tuple(oid for side, oid in takes[k : k + chunk_orders] if side == Side.BUY),
@@ -87,8 +107,10 @@ def plan_clearing(
     ] or [ClearingChunk(bid_ids=(), ask_ids=(), max_trades=0)]
     chunks += [
         ClearingChunk(bid_ids=(), ask_ids=(), max_trades=chunk_trades)
-        for _ in range(0, n_trades, chunk_trades)
+        for _ in range(0, n_trades - finalized, chunk_trades)
     ]
+    if not takes and len(chunks) > 1:
+        chunks = chunks[1:]  # the empty id chunk is only needed when nothing else is sent
     return chunks
 
 

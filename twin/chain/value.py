@@ -6,7 +6,10 @@ pure-Python references in :mod:`twin.market.assets`, :mod:`twin.market.certifica
 Each client rides on a :class:`~twin.chain.ledger.ChainLedger` (its node, accounts, error
 decoding and transaction table). Accounts are the ledger's account indices; money is the
 market's settlement token, minted by the operator where a reference simply assumes it
-(revenue to distribute, an event's budget).
+(revenue to distribute, an event's budget) — unless the client is made with
+``mint_funds=False`` (a scenario run, twin/market/value_services.py): then the payer's
+wallet must already hold the money (withdrawn from the market), and nothing is minted.
+``last_tx_hash`` is the hash of the client's latest transaction (for result rows).
 """
 
 from __future__ import annotations
@@ -81,10 +84,12 @@ def _events(
 
 
 def _fund(
-    led: ChainLedger, account: int, amount: int, spender: Contract, approved: set[int]
+    led: ChainLedger, account: int, amount: int, spender: Contract, approved: set[int],
+    *, mint: bool = True,
 ) -> None:
-    """Operator mints ``amount`` to the account's wallet; the account approves ``spender``."""
-    if amount > 0:
+    """Operator mints ``amount`` to the account's wallet (unless ``mint`` is False); the
+    account approves ``spender``."""
+    if mint and amount > 0:
         led.transact_logs(
             led.token, "mint", [led.address_of(account), amount], sender=OPERATOR_ACCOUNT,
             purpose=f"mint {amount} to account {account}",
@@ -97,6 +102,20 @@ def _fund(
         approved.add(account)
 
 
+class _Client:
+    led: ChainLedger
+    _tx_mark: int = 0
+
+    def _mark(self) -> None:
+        self._tx_mark = len(self.led.transactions)
+
+    @property
+    def last_tx_hash(self) -> str:
+        """Hash of the latest transaction sent since the last ``_mark`` ('' if none)."""
+        txs = self.led.transactions
+        return txs[-1].tx_hash if len(txs) > self._tx_mark else ""
+
+
 def _negative(exc: type[e.MarketError], value: int, purpose: str) -> e.MarketError:
     """The reference's error for a negative value the ABI cannot carry, raised pre-send."""
     err = exc(value, purpose=purpose)
@@ -105,11 +124,12 @@ def _negative(exc: type[e.MarketError], value: int, purpose: str) -> e.MarketErr
     return err
 
 
-class ChainAssetToken:
+class ChainAssetToken(_Client):
     """:class:`~twin.market.assets.AssetLedger` on chain (``AssetToken.sol``)."""
 
-    def __init__(self, led: ChainLedger, contract: Contract) -> None:
+    def __init__(self, led: ChainLedger, contract: Contract, *, mint_funds: bool = True) -> None:
         self.led = led
+        self.mint_funds = mint_funds
         self.contract = contract
         self.asset_id = int(contract.functions.assetId().call())
         self.total_shares = int(contract.functions.totalShares().call())
@@ -117,7 +137,8 @@ class ChainAssetToken:
 
     @classmethod
     def deploy(
-        cls, led: ChainLedger, *, asset_id: int, issuer: int, total_shares: int
+        cls, led: ChainLedger, *, asset_id: int, issuer: int, total_shares: int,
+        mint_funds: bool = True,
     ) -> ChainAssetToken:
         if total_shares <= 0:
             raise _negative(e.BadAmount, total_shares, f"deploy asset {asset_id}")
@@ -126,6 +147,7 @@ class ChainAssetToken:
             deploy_contract(
                 led, "AssetToken", led.token.address, asset_id, led.address_of(issuer), total_shares
             ),
+            mint_funds=mint_funds,
         )
 
     @property
@@ -138,16 +160,19 @@ class ChainAssetToken:
     def transfer(self, sender: int, to: int, shares: int) -> None:
         if shares < 0:
             raise _negative(e.BadAmount, shares, "asset transfer")
+        self._mark()
         self.led.transact_logs(
             self.contract, "transfer", [self.led.address_of(to), shares], sender=sender,
             purpose=f"asset {self.asset_id}: {sender} transfers {shares} shares to {to}",
         )  # fmt: skip
 
     def distribute(self, amount: int, *, payer: int = OPERATOR_ACCOUNT) -> None:
-        """Revenue paid in by ``payer`` (the operator mints it to the payer first)."""
+        """Revenue paid in by ``payer`` (the operator mints it to the payer first, unless
+        ``mint_funds`` is False)."""
         if amount < 0:
             raise _negative(e.BadAmount, amount, "asset distribute")
-        _fund(self.led, payer, amount, self.contract, self._approved)
+        self._mark()
+        _fund(self.led, payer, amount, self.contract, self._approved, mint=self.mint_funds)
         self.led.transact_logs(
             self.contract, "distribute", [amount], sender=payer,
             purpose=f"asset {self.asset_id}: distribute {amount}",
@@ -160,6 +185,7 @@ class ChainAssetToken:
         return int(self.contract.functions.claimed(self.led.address_of(holder)).call())
 
     def claim(self, holder: int) -> int:
+        self._mark()
         logs = self.led.transact_logs(
             self.contract, "claim", [], sender=holder,
             purpose=f"asset {self.asset_id}: account {holder} claims",
@@ -168,7 +194,7 @@ class ChainAssetToken:
         return int(ev["amount"])
 
 
-class ChainCertificates:
+class ChainCertificates(_Client):
     """:class:`~twin.market.certificates.CertificateLedger` on chain (``GreenCertificate.sol``).
 
     ``issue`` reads trades and metered delivery from the market itself: certificates exist
@@ -203,6 +229,7 @@ class ChainCertificates:
         returns owner -> certificates, like the reference."""
         minted: dict[int, int] = defaultdict(int)
         done = False
+        self._mark()
         while not done:
             logs = self.led.transact_logs(
                 self.contract, "issue", [interval, max_trades], sender=sender, interval=interval,
@@ -216,6 +243,7 @@ class ChainCertificates:
     def transfer(self, sender: int, to: int, vintage: int, amount: int) -> None:
         if amount < 0:
             raise _negative(e.BadAmount, amount, "certificate transfer")
+        self._mark()
         self.led.transact_logs(
             self.contract, "safeTransferFrom",
             [self.led.address_of(sender), self.led.address_of(to), vintage, amount, b""],
@@ -225,26 +253,30 @@ class ChainCertificates:
     def retire(self, holder: int, vintage: int, amount: int) -> None:
         if amount < 0:
             raise _negative(e.BadAmount, amount, "certificate retire")
+        self._mark()
         self.led.transact_logs(
             self.contract, "retire", [vintage, amount], sender=holder,
             purpose=f"certificates: {holder} retires {amount} of {vintage}",
         )  # fmt: skip
 
 
-class ChainDemandResponse:
+class ChainDemandResponse(_Client):
     """:class:`~twin.market.demand_response.DemandResponseLedger` on chain
     (``DemandResponse.sol``): posters (TSO, DSO) post events, the DSO records meters and
     settles, device owners commit."""
 
-    def __init__(self, led: ChainLedger, contract: Contract) -> None:
+    def __init__(self, led: ChainLedger, contract: Contract, *, mint_funds: bool = True) -> None:
         self.led = led
         self.contract = contract
+        self.mint_funds = mint_funds
         self.baseline_n = int(contract.functions.baselineN().call())
         self._approved: set[int] = set()
+        self._interval: dict[int, int] = {}  # event id -> interval (tags its transactions)
 
     @classmethod
     def deploy(
-        cls, led: ChainLedger, *, baseline_n: int = 4, posters: Collection[int] = (DSO_ACCOUNT,)
+        cls, led: ChainLedger, *, baseline_n: int = 4, posters: Collection[int] = (DSO_ACCOUNT,),
+        mint_funds: bool = True,
     ) -> ChainDemandResponse:
         if baseline_n <= 0:
             raise ValueError("baseline_n must be > 0")
@@ -254,6 +286,7 @@ class ChainDemandResponse:
             deploy_contract(
                 led, "DemandResponse", led.token.address, led.registry.address, addrs, baseline_n
             ),
+            mint_funds=mint_funds,
         )
 
     @property
@@ -264,7 +297,8 @@ class ChainDemandResponse:
         self, *, event_id: int, poster: int, interval: int, target_wh: int, price_per_mwh: int
     ) -> DREvent:
         budget = payment(target_wh, price_per_mwh) if target_wh > 0 and price_per_mwh > 0 else 0
-        _fund(self.led, poster, budget, self.contract, self._approved)
+        self._mark()
+        _fund(self.led, poster, budget, self.contract, self._approved, mint=self.mint_funds)
         try:
             logs = self.led.transact_logs(
                 self.contract, "postEvent", [event_id, interval, target_wh, price_per_mwh],
@@ -275,19 +309,29 @@ class ChainDemandResponse:
                 raise _negative(e.BadAmount, target_wh, exc.purpose or "") from None
             raise
         (ev,) = _events(self.led, self.contract, logs, "EventPosted")
+        self._interval[event_id] = interval
         return DREvent(event_id, poster, interval, ev["targetWh"], ev["price"], ev["budget"])
 
     def commit(self, *, event_id: int, device_id: int, owner: int, reduction_wh: int) -> None:
+        self._mark()
         self.led.transact_logs(
             self.contract, "commit", [event_id, device_id, reduction_wh], sender=owner,
-            purpose=f"DR event {event_id}: device {device_id} commits {reduction_wh} Wh",
+            interval=self._interval.get(event_id), purpose=f"DR event {event_id}: device {device_id} commits {reduction_wh} Wh",
         )  # fmt: skip
 
     def record_meter(self, device_id: int, interval: int, metered_wh: int) -> None:
+        self.record_meters(interval, {device_id: metered_wh})
+
+    def record_meters(self, interval: int, metered_wh: Mapping[int, int]) -> None:
+        """Readings of one interval, all devices in one transaction (none: nothing sent)."""
+        if not metered_wh:
+            return
+        devices = sorted(metered_wh)
+        self._mark()
         self.led.transact_logs(
-            self.contract, "recordMeters", [interval, [device_id], [metered_wh]],
+            self.contract, "recordMeters", [interval, devices, [metered_wh[d] for d in devices]],
             sender=DSO_ACCOUNT, interval=interval,
-            purpose=f"DR meter: device {device_id} interval {interval}",
+            purpose=f"DR meters of interval {interval} ({len(devices)} devices)",
         )  # fmt: skip
 
     def baseline_wh(self, device_id: int, interval: int) -> int:
@@ -297,9 +341,11 @@ class ChainDemandResponse:
         self, event_id: int, metered_wh: Mapping[int, int]
     ) -> tuple[list[DRPayout], int]:
         devices = sorted(metered_wh)
+        self._mark()
         logs = self.led.transact_logs(
             self.contract, "settleEvent", [event_id, devices, [metered_wh[d] for d in devices]],
-            sender=DSO_ACCOUNT, purpose=f"settle DR event {event_id}",
+            sender=DSO_ACCOUNT, interval=self._interval.get(event_id),
+            purpose=f"settle DR event {event_id}",
         )  # fmt: skip
         payouts = sorted(
             (

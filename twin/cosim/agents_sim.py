@@ -63,6 +63,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.recorder.add("dso", out.dso_rows)
         self.recorder.add("events", out.event_rows)
         self.recorder.add("vpp", out.vpp_rows)
+        self.recorder.add("forecasts", out.forecast_rows)
         self._out = {
             "element_power": {
                 "interval": k,

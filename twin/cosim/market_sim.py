@@ -4,6 +4,11 @@ At step ``k`` (delivery interval ``k``) the market applies the DSO's curtailment
 ``k``, settles ``k`` on the meter readings, then takes the orders for ``k + 1``, clears
 them and sends the trades to the agents (who receive them at the next step). Interval 0
 has no trades: gate closure is one interval before delivery.
+
+Market services (``services``: :class:`twin.market.services.MarketServices`, the value
+layer) are called at fixed points of the step: ``on_settled`` after the settlement of ``k``
+(every step, with the meter readings of ``k``), ``on_cleared`` after the clearing of
+``k + 1``, ``finish`` after the last interval; their rows go to the recorder.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class MarketSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         self.n_intervals: int = sim_params["n_intervals"]
         self.log: MarketLog = sim_params["log"]
+        self.services: Any = sim_params.get("services")  # MarketServices or None
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -66,6 +72,7 @@ class MarketSim(mosaik_api_v3.Simulator):
 
     def _step(self, time: Time, inputs: InputData) -> Time:
         k = time // self.interval_s
+        self.ledger.set_time(now_s=time)  # block time = simulation time (gate closure)
         data = inputs.get("market", {})
         self._deliver(k, single(data.get("curtailments")), single(data.get("metered_wh")))
         orders_msg = single(data.get("orders"))
@@ -73,6 +80,11 @@ class MarketSim(mosaik_api_v3.Simulator):
         self._trades_msg = {"interval": k + 1, "trades": [], "price_history": self._history()}
         if orders_msg is not None and orders_msg["interval"] < self.n_intervals:
             self._trades_msg = self._clear(orders_msg["interval"], orders_msg["orders"])
+        if self.services:
+            if k == self.n_intervals - 1:
+                self.services.finish(interval=k)
+            for table, rows in self.services.rows().items():
+                self.recorder.add(table, rows)
         self._drain_chain_log()
         return time + self.interval_s
 
@@ -82,6 +94,8 @@ class MarketSim(mosaik_api_v3.Simulator):
     # -- the two halves of a step -------------------------------------------------------
 
     def _clear(self, interval: int, order_rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.services and not self.services.takes_orders:
+            order_rows = []  # e.g. the green-token exchange: no P2P orders, tariffs settle
         orders = self.ledger.place_orders(decode_orders(order_rows))
         time_s = interval * self.interval_s
         self.recorder.add("orders", [
@@ -91,6 +105,8 @@ class MarketSim(mosaik_api_v3.Simulator):
             for o in orders
         ])
         clearing = self.ledger.clear(interval=interval)
+        if self.services:
+            self.services.on_cleared(interval=interval, clearing=clearing)
         self.log.clearings[interval] = clearing
         self.log.n_orders[interval] = len(orders)
         return {"interval": interval, "trades": encode_trades(list(clearing.trades)),
@@ -104,8 +120,11 @@ class MarketSim(mosaik_api_v3.Simulator):
     def _deliver(self, k: int, curtail_msg: dict[str, Any] | None,
                  meter_msg: dict[str, Any] | None) -> None:
         clearing = self.log.clearings.get(k)
-        if clearing is None:
-            return  # nothing traded for this interval (interval 0)
+        if clearing is None:  # nothing traded for this interval (interval 0)
+            if self.services and meter_msg is not None and meter_msg["interval"] == k:
+                metered = {int(d): int(w) for d, w in meter_msg["metered_wh"].items()}
+                self.services.on_settled(interval=k, trades=[], rows=[], metered_wh=metered)
+            return
         if meter_msg is None or meter_msg["interval"] != k:
             raise ValueError(f"market: no meter readings for interval {k}")
         trades = {t.trade_id: t for t in clearing.trades}
@@ -137,6 +156,10 @@ class MarketSim(mosaik_api_v3.Simulator):
             "volume_wh": clearing.volume_wh, "n_orders": self.log.n_orders.get(k, 0),
             "n_trades": len(clearing.trades), "curtailed_wh": curtailed,
         }])
+        if self.services:
+            self.services.on_settled(
+                interval=k, trades=sorted(trades.values(), key=lambda t: t.trade_id), rows=rows,
+                metered_wh=metered)
 
     def _drain_chain_log(self) -> None:
         self.recorder.add("chain", drain_tx_log(self.ledger, interval_s=self.interval_s))

@@ -15,6 +15,12 @@ import numpy as np
 
 __all__ = ["K", "fixed_point_chunked", "fixed_point_par", "injections_rows", "post_par"]
 
+# error_model="numpy": a float division by zero gives inf/NaN instead of a Python-style
+# ZeroDivisionError check, whose branch stopped LLVM from vectorizing every loop with a
+# division (the currents conj(S/V), atan2); NaN/inf are caught by the convergence tests.
+# fastmath "contract" only allows fused multiply-adds (no reassociation, NaN semantics kept).
+_OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
+
 # --------------------------------------------------------------------------- numba kernels
 #
 # Element "locations" per topology: loc >= 0 is a PQ position (in LU order), loc <= -2 the
@@ -22,7 +28,7 @@ __all__ = ["K", "fixed_point_chunked", "fixed_point_par", "injections_rows", "po
 # de-energized, or a grid-forming unit acting as slack).
 
 
-@nb.njit(cache=True)
+@nb.njit(**_OPTS)
 def _add_element(
     b: int, rows_p: Any, rows_q: Any, p: Any, q: Any, loc: Any, zip_: Any, use_zip: bool,
     factor: float, slack_vm: Any, s: Any, si: Any, sz: Any, ss: Any,
@@ -53,7 +59,7 @@ def _add_element(
             ss[-k - 2] += complex(pe, qe)
 
 
-@nb.njit(cache=True)
+@nb.njit(**_OPTS)
 def _injections(
     b: int, load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
     s: Any, si: Any, sz: Any, ss: Any,
@@ -71,7 +77,7 @@ def _injections(
                  False, -inv_sn, slack_vm, s, si, sz, ss)
 
 
-@nb.njit(cache=True)
+@nb.njit(**_OPTS)
 def _fixed_point_one(
     b: int,
     load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
@@ -136,7 +142,7 @@ def _fixed_point_one(
         conv[b] = ok
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(parallel=True, **_OPTS)
 def _fixed_point_par(
     load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
     v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
@@ -150,7 +156,7 @@ def _fixed_point_par(
         )
 
 
-@nb.njit(cache=True)
+@nb.njit(**_OPTS)
 def _add_element_lanes(
     c: int, n_b: int, rows_p: Any, rows_q: Any, p: Any, q: Any, loc: Any, zip_: Any,
     use_zip: bool, factor: float, slack_vm: Any, pr: Any, pi: Any, ir_: Any, ii_: Any, zr: Any,
@@ -202,7 +208,7 @@ def _add_element_lanes(
 _K = 32  # scenarios per chunk (lanes) of the parallel kernel
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(parallel=True, **_OPTS)
 def _fixed_point_chunked(
     load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
     v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
@@ -335,7 +341,7 @@ def _fixed_point_chunked(
             conv[b] = ok[j]
 
 
-@nb.njit(cache=True)
+@nb.njit(**_OPTS)
 def _injections_rows(
     sel: Any, load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
     n: int,
@@ -362,7 +368,7 @@ _ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.3288106049129
 _MOREBITS = 6.123233995736765886130e-17
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **_OPTS)
 def _atan2(y: float, x: float) -> float:  # pragma: no cover
     """``math.atan2`` without a libm call (Cephes ``atan``, within a few ulp), branch-free.
 
@@ -391,72 +397,98 @@ def _atan2(y: float, x: float) -> float:  # pragma: no cover
     return a
 
 
-@nb.njit(cache=True)
+@nb.njit(**_OPTS)
 def _post_one(
     b: int,
     rows: Any, v_pq: Any, conv: Any, kill: Any, node_comp: Any, energized_node: Any,
     pq_nodes: Any, slack_nodes: Any, slack_v: Any, bus_node: Any,
-    br_f: Any, br_t: Any, br_y: Any, br_on: Any, k_f: Any, k_t: Any, sn_mva: float,
+    br_f: Any, br_t: Any, y8: Any, br_on: Any, k_f2: Any, k_t2: Any, sn_mva: float,
     vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any,
 ) -> None:  # pragma: no cover
-    """Bus voltages, branch flows (MW, Mvar) and loadings for scenario b of a group."""
+    """Bus voltages, branch flows (MW, Mvar) and loadings for scenario b of a group.
+
+    Node voltages go to real/imaginary arrays with one extra zero node (``n_node``: open
+    branch end, bus without node); the bus and branch loops then gather from them once and
+    run branch-free over contiguous arrays, so LLVM vectorizes them (atan2, flows).
+    """
     n_node = node_comp.shape[0]
     rad2deg = 180.0 / math.pi
-    if True:
-        r = rows[b]
-        v = np.zeros(n_node, dtype=np.complex128)
-        for k in range(slack_nodes.shape[0]):
-            v[slack_nodes[k]] = slack_v[k]
-        for k in range(pq_nodes.shape[0]):
-            v[pq_nodes[k]] = v_pq[b, k]
-        if kill.shape[1] > 0:
-            for k in range(n_node):
-                if kill[b, node_comp[k]]:
-                    v[k] = 0.0
-        if not conv[b]:
-            for k in range(n_node):
-                if energized_node[k]:
-                    v[k] = complex(np.nan, np.nan)
-        for i in range(bus_node.shape[0]):
-            nd = bus_node[i]
-            if nd < 0:
-                vm_out[r, i] = 0.0
-                va_out[r, i] = 0.0
-                en_out[r, i] = False
-                continue
-            x = v[nd]
-            vm = math.sqrt(x.real * x.real + x.imag * x.imag)
-            vm_out[r, i] = vm
-            if vm > 0.0 or vm != vm:
-                va_out[r, i] = _atan2(x.imag, x.real) * rad2deg
-                en_out[r, i] = True
-            else:
-                va_out[r, i] = 0.0
-                en_out[r, i] = False
-        for k in range(br_f.shape[0]):
-            if not br_on[k]:
-                pf_out[r, k] = 0.0
-                qf_out[r, k] = 0.0
-                pl_out[r, k] = 0.0
-                ld_out[r, k] = 0.0
-                continue
-            f = br_f[k]
-            t = br_t[k]
-            vf = v[f] if f >= 0 else 0.0j
-            vt = v[t] if t >= 0 else 0.0j
-            i_f = br_y[k, 0] * vf + br_y[k, 1] * vt
-            i_t = br_y[k, 2] * vf + br_y[k, 3] * vt
-            sf = vf * i_f.conjugate()
-            st = vt * i_t.conjugate()
-            pf_out[r, k] = sf.real * sn_mva
-            qf_out[r, k] = sf.imag * sn_mva
-            pl_out[r, k] = (sf.real + st.real) * sn_mva
-            a2 = (i_f.real * i_f.real + i_f.imag * i_f.imag) * k_f[k] * k_f[k]
-            b2 = (i_t.real * i_t.real + i_t.imag * i_t.imag) * k_t[k] * k_t[k]
-            ld_out[r, k] = math.sqrt(max(a2, b2)) if a2 == a2 and b2 == b2 else np.nan
+    r = rows[b]
+    vr = np.zeros(n_node + 1)
+    vi = np.zeros(n_node + 1)
+    for k in range(slack_nodes.shape[0]):
+        vr[slack_nodes[k]] = slack_v[k].real
+        vi[slack_nodes[k]] = slack_v[k].imag
+    for k in range(pq_nodes.shape[0]):
+        x = v_pq[b, k]
+        vr[pq_nodes[k]] = x.real
+        vi[pq_nodes[k]] = x.imag
+    if kill.shape[1] > 0:
+        for k in range(n_node):
+            if kill[b, node_comp[k]]:
+                vr[k] = 0.0
+                vi[k] = 0.0
+    if not conv[b]:
+        for k in range(n_node):
+            if energized_node[k]:
+                vr[k] = np.nan
+                vi[k] = np.nan
+    n_bus = bus_node.shape[0]
+    xr = np.empty(n_bus)
+    xi = np.empty(n_bus)
+    for i in range(n_bus):
+        xr[i] = vr[bus_node[i]]
+        xi[i] = vi[bus_node[i]]
+    vm_row = vm_out[r]
+    va_row = va_out[r]
+    en_row = en_out[r]
+    for i in range(n_bus):
+        x = xr[i]
+        y = xi[i]
+        vm = math.sqrt(x * x + y * y)
+        on = vm > 0.0 or vm != vm
+        vm_row[i] = vm
+        va_row[i] = _atan2(y, x) * rad2deg if on else 0.0
+        en_row[i] = on
+    n_br = br_f.shape[0]
+    fr = np.empty(n_br)
+    fi = np.empty(n_br)
+    tr = np.empty(n_br)
+    ti = np.empty(n_br)
+    for k in range(n_br):
+        fr[k] = vr[br_f[k]]
+        fi[k] = vi[br_f[k]]
+        tr[k] = vr[br_t[k]]
+        ti[k] = vi[br_t[k]]
+    pf_row = pf_out[r]
+    qf_row = qf_out[r]
+    pl_row = pl_out[r]
+    ld_row = ld_out[r]
+    for k in range(n_br):
+        a_r = fr[k]
+        a_i = fi[k]
+        b_r = tr[k]
+        b_i = ti[k]
+        y0r, y0i, y1r, y1i = y8[0, k], y8[1, k], y8[2, k], y8[3, k]
+        y2r, y2i, y3r, y3i = y8[4, k], y8[5, k], y8[6, k], y8[7, k]
+        ifr = y0r * a_r - y0i * a_i + y1r * b_r - y1i * b_i  # I_f = y_ff V_f + y_ft V_t
+        ifi = y0r * a_i + y0i * a_r + y1r * b_i + y1i * b_r
+        itr = y2r * a_r - y2i * a_i + y3r * b_r - y3i * b_i  # I_t = y_tf V_f + y_tt V_t
+        iti = y2r * a_i + y2i * a_r + y3r * b_i + y3i * b_r
+        sfr = a_r * ifr + a_i * ifi  # S_f = V_f conj(I_f)
+        sfi = a_i * ifr - a_r * ifi
+        st_r = b_r * itr + b_i * iti
+        a2 = (ifr * ifr + ifi * ifi) * k_f2[k]
+        b2 = (itr * itr + iti * iti) * k_t2[k]
+        on = br_on[k]
+        pf_row[k] = sfr * sn_mva if on else 0.0
+        qf_row[k] = sfi * sn_mva if on else 0.0
+        pl_row[k] = (sfr + st_r) * sn_mva if on else 0.0
+        ld = math.sqrt(max(a2, b2)) if a2 == a2 and b2 == b2 else np.nan
+        ld_row[k] = ld if on else 0.0
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(parallel=True, **_OPTS)
 def _post_par(
     rows: Any, v_pq: Any, conv: Any, kill: Any, node_comp: Any, energized_node: Any,
     pq_nodes: Any, slack_nodes: Any, slack_v: Any, bus_node: Any,
@@ -464,10 +496,22 @@ def _post_par(
     vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any,
 ) -> None:  # pragma: no cover
     """Post-processing for all scenarios, parallel over scenarios."""
+    n_node = node_comp.shape[0]
+    n_br = br_f.shape[0]
+    y8 = np.empty((8, n_br))  # re/im of y_ff, y_ft, y_tf, y_tt as contiguous rows
+    for k in range(n_br):
+        for m in range(4):
+            y8[2 * m, k] = br_y[k, m].real
+            y8[2 * m + 1, k] = br_y[k, m].imag
+    bus_n = np.where(bus_node >= 0, bus_node, n_node)
+    f_n = np.where(br_f >= 0, br_f, n_node)
+    t_n = np.where(br_t >= 0, br_t, n_node)
+    k_f2 = k_f * k_f
+    k_t2 = k_t * k_t
     for b in nb.prange(v_pq.shape[0]):
         _post_one(
             b, rows, v_pq, conv, kill, node_comp, energized_node, pq_nodes, slack_nodes, slack_v,
-            bus_node, br_f, br_t, br_y, br_on, k_f, k_t, sn_mva, vm_out, va_out, en_out, pf_out,
+            bus_n, f_n, t_n, y8, br_on, k_f2, k_t2, sn_mva, vm_out, va_out, en_out, pf_out,
             qf_out, pl_out, ld_out,
         )
 

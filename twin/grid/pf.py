@@ -36,6 +36,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -146,35 +147,65 @@ class _Topology:
     y_s_cols: IntArray  # nodes touched by the slack rows of Y
     y_s: Any  # dense (n_s, len(y_s_cols)) slack rows of Y
     v0: ComplexArray  # no-load PQ voltages (LU order)
-    lu: tuple[Any, ...]  # CSR arrays of L and U for the numba triangular solves
     lu_obj: Any  # SuperLU of y_ll (LU order) for the numpy path, None without PQ nodes
 
+    @cached_property
+    def lu(self) -> tuple[Any, ...]:
+        """CSR arrays of L and U for the numba triangular solves (built on first use only:
+        the numpy path, e.g. an N-1 sweep of one scenario per topology, never needs them)."""
+        return _lu_arrays(self.lu_obj)
 
-def _factorize(a: Any) -> tuple[IntArray, Any, tuple[Any, ...], Any]:
-    """Fill-reducing order ``q`` and LU factors of ``a[q][:, q]`` without pivoting."""
+
+def _node_rank(ga: GridArrays) -> IntArray:
+    """Elimination rank of every node: a fill-reducing order of the graph of all branches.
+
+    Computed once per net. Any topology's PQ nodes are factorized in the order this rank
+    induces: its graph is a subgraph of the full one, so the induced order's fill is a
+    subset of the full graph's fill; no per-topology ordering (a second SuperLU run) needed.
+    """
+    n = ga.n_node
+    f, t = ga.br_from, ga.br_to
+    both = ga.br_connectable & (f >= 0) & (t >= 0)
+    m = int(both.sum())
+    pattern = sp.coo_matrix(
+        (
+            np.concatenate([np.full(n, 4.0 * (m + 1)), -np.ones(2 * m)]),
+            (np.concatenate([np.arange(n), f[both], t[both]]), np.concatenate([np.arange(n), t[both], f[both]])),
+        ),
+        shape=(n, n),
+    ).tocsc()
+    lu = splu(pattern, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    return np.asarray(lu.perm_c, dtype=np.int64)  # node j is eliminated at position perm_c[j]
+
+
+def _factorize(a: Any) -> Any:
+    """SuperLU of ``a`` (already in a fill-reducing order) without pivoting; None if empty."""
+    if a.shape[0] == 0:
+        return None
     n = a.shape[0]
-    if n == 0:
-        z_i = np.zeros(1, dtype=np.int64)
-        e_i = np.zeros(0, dtype=np.int64)
-        e_c = np.zeros(0, dtype=np.complex128)
-        return np.zeros(0, dtype=np.int64), a, (z_i, e_i, e_c, z_i, e_i, e_c, e_c), None
-    opts = {"SymmetricMode": True}
-    first = splu(a.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=opts)
-    q = np.argsort(first.perm_c).astype(np.int64)
-    a_q = a[q][:, q].tocsc()
-    lu = splu(a_q, permc_spec="NATURAL", diag_pivot_thresh=0.0, options=opts)
+    lu = splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
     ident = np.arange(n)
     if not (np.array_equal(lu.perm_r, ident) and np.array_equal(lu.perm_c, ident)):
         raise RuntimeError("admittance matrix needed pivoting; it is probably singular")
+    if np.any(np.abs(lu.U.diagonal()) < 1e-14):
+        raise RuntimeError("singular admittance matrix (branch with zero admittance?)")
+    return lu
+
+
+def _lu_arrays(lu: Any) -> tuple[Any, ...]:
+    """CSR arrays (L strictly lower, U strictly upper, 1 / diag U) for the numba kernels."""
+    if lu is None:
+        z_i = np.zeros(1, dtype=np.int64)
+        e_i = np.zeros(0, dtype=np.int64)
+        e_c = np.zeros(0, dtype=np.complex128)
+        return (z_i, e_i, e_c, z_i, e_i, e_c, e_c)
     low = sp.tril(lu.L, k=-1, format="csr")
     up = lu.U.tocsr()
     diag = up.diagonal()
-    if np.any(np.abs(diag) < 1e-14):
-        raise RuntimeError("singular admittance matrix (branch with zero admittance?)")
     up = sp.triu(up, k=1, format="csr")
     low.sort_indices()
     up.sort_indices()
-    arrays = (
+    return (
         low.indptr.astype(np.int64),
         low.indices.astype(np.int64),
         low.data.astype(np.complex128),
@@ -183,7 +214,6 @@ def _factorize(a: Any) -> tuple[IntArray, Any, tuple[Any, ...], Any]:
         up.data.astype(np.complex128),
         (1.0 / diag).astype(np.complex128),
     )
-    return q, a_q, arrays, lu
 
 
 def _locations(node: IntArray, pq_pos: IntArray, slack_pos: IntArray) -> IntArray:
@@ -195,7 +225,9 @@ def _locations(node: IntArray, pq_pos: IntArray, slack_pos: IntArray) -> IntArra
     return loc
 
 
-def _build_topology(ga: GridArrays, gf: Sequence[_GF], br_on_in: BoolArray) -> _Topology:
+def _build_topology(
+    ga: GridArrays, gf: Sequence[_GF], br_on_in: BoolArray, rank: IntArray
+) -> _Topology:
     n = ga.n_node
     br_on = br_on_in & ga.br_connectable
     f, t = ga.br_from, ga.br_to
@@ -247,36 +279,36 @@ def _build_topology(ga: GridArrays, gf: Sequence[_GF], br_on_in: BoolArray) -> _
     is_slack[s_nodes] = True
     pq = np.flatnonzero(energized & ~is_slack).astype(np.int64)
 
-    # admittance matrix of the energized part
+    # admittance matrix of the energized part, as COO entries in node space; its blocks are
+    # built by mapping nodes to positions (no sparse fancy indexing: it dominated N-1 sweeps)
     y = ga.br_y
     on_f = br_on & (f >= 0)
     on_t = br_on & (t >= 0)
     sh = ga.shunt_node >= 0
-    ybus = sp.coo_matrix(
-        (
-            np.concatenate([y[on_f, 0], y[on_t, 3], y[both, 1], y[both, 2], ga.shunt_y[sh]]),
-            (
-                np.concatenate([f[on_f], t[on_t], f[both], t[both], ga.shunt_node[sh]]),
-                np.concatenate([f[on_f], t[on_t], t[both], f[both], ga.shunt_node[sh]]),
-            ),
-        ),
-        shape=(n, n),
-    ).tocsr()
-    q, y_ll, lu_arrays, lu = _factorize(ybus[pq][:, pq])
-    pq = pq[q]
-    y_ls = ybus[pq][:, s_nodes].tocsr()
-    y_s_full = ybus[s_nodes].tocsc()
-    cols = np.flatnonzero(np.diff(y_s_full.indptr)).astype(np.int64)
-    y_s = y_s_full[:, cols].toarray()
+    y_val = np.concatenate([y[on_f, 0], y[on_t, 3], y[both, 1], y[both, 2], ga.shunt_y[sh]])
+    y_row = np.concatenate([f[on_f], t[on_t], f[both], t[both], ga.shunt_node[sh]])
+    y_col = np.concatenate([f[on_f], t[on_t], t[both], f[both], ga.shunt_node[sh]])
+    pq = pq[np.argsort(rank[pq], kind="stable")]  # LU order
+    pq_pos = np.full(n, -1, dtype=np.int64)
+    pq_pos[pq] = np.arange(pq.size)
+    slack_pos = np.full(n, -1, dtype=np.int64)
+    slack_pos[s_nodes] = np.arange(s_nodes.size)
+    r_pq, c_pq, r_s = pq_pos[y_row], pq_pos[y_col], slack_pos[y_row]
+    ll = (r_pq >= 0) & (c_pq >= 0)
+    y_ll = sp.csc_matrix((y_val[ll], (r_pq[ll], c_pq[ll])), shape=(pq.size, pq.size))
+    lu = _factorize(y_ll)
+    ls = (r_pq >= 0) & (slack_pos[y_col] >= 0)
+    y_ls = sp.csr_matrix((y_val[ls], (r_pq[ls], slack_pos[y_col[ls]])), shape=(pq.size, s_nodes.size))
+    srow = r_s >= 0
+    cols, col_pos = np.unique(y_col[srow], return_inverse=True)
+    cols = cols.astype(np.int64)
+    y_s = np.zeros((s_nodes.size, cols.size), dtype=np.complex128)
+    np.add.at(y_s, (r_s[srow], col_pos.reshape(-1)), y_val[srow])
     v_s = np.array(slack_v, dtype=np.complex128)
     if pq.size:
         v0 = -lu.solve(np.asarray(y_ls @ v_s, dtype=np.complex128))
     else:
         v0 = np.zeros(0, dtype=np.complex128)
-    pq_pos = np.full(n, -1, dtype=np.int64)
-    pq_pos[pq] = np.arange(pq.size)
-    slack_pos = np.full(n, -1, dtype=np.int64)
-    slack_pos[s_nodes] = np.arange(s_nodes.size)
     return _Topology(
         br_on=br_on,
         node_comp=comp,
@@ -297,7 +329,6 @@ def _build_topology(ga: GridArrays, gf: Sequence[_GF], br_on_in: BoolArray) -> _
         y_s_cols=cols,
         y_s=y_s,
         v0=np.ascontiguousarray(v0, dtype=np.complex128),
-        lu=lu_arrays,
         lu_obj=lu,
     )
 
@@ -588,6 +619,7 @@ class BatchPowerFlow:
                 "net has no in-service ext_grid and no grid-forming unit: nothing can be energized"
             )
         self._cache: OrderedDict[bytes, _Topology] = OrderedDict()
+        self._rank = _node_rank(ga)
         # loading% = |I_pu| * k  (I in kA = |I_pu| * sn / (sqrt3 * vn_kv))
         with np.errstate(divide="ignore", invalid="ignore"):
             self._k_from = 100.0 * ga.sn_mva / (_SQRT3 * ga.br_vn_from_kv * ga.br_i_rated_ka_from)
@@ -602,7 +634,7 @@ class BatchPowerFlow:
         key = np.packbits(br_on).tobytes()
         topo = self._cache.get(key)
         if topo is None:
-            topo = _build_topology(self._arrays, self._gf, br_on)
+            topo = _build_topology(self._arrays, self._gf, br_on, self._rank)
             self._cache[key] = topo
             if len(self._cache) > _TOPOLOGY_CACHE_SIZE:
                 self._cache.popitem(last=False)

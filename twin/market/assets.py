@@ -50,8 +50,11 @@ class AssetLedger:
         self._correction[sender] += self._acc * shares
         self._correction[to] -= self._acc * shares
 
-    def distribute(self, amount: int) -> None:
-        """Revenue of the asset (micro-units) shared pro rata among the current holders."""
+    def distribute(self, amount: int, *, payer: int | None = None) -> None:
+        """Revenue of the asset (micro-units) shared pro rata among the current holders.
+
+        ``payer``: who pays it in (the chain pulls it from that wallet); the reference books
+        no wallets, so it only names the payer (a run's money moves: value_services.py)."""
         if amount <= 0:
             raise e.BadAmount(amount)
         self._acc += amount * MAGNITUDE // self.total_shares

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["drain_tx_log", "token_audit"]
 
 
-def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int) -> dict[str, Any]:
+def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int, value_holdings: int = 0,
+                wallet_adjustments: Mapping[int, int] | None = None) -> dict[str, Any]:
     """Check that value was neither created nor destroyed.
 
     Three identities must hold exactly: the token's total supply equals what the run minted;
-    it equals the wallets plus the market's holdings; and the market's holdings equal the
-    sum of all free and locked balances it books.
+    it equals the wallets plus the market's holdings plus the value contracts' holdings
+    (``value_holdings``: DR escrow, undistributed or unclaimed asset revenue); and the
+    market's holdings equal the sum of all free and locked balances it books.
+    ``wallet_adjustments``: wallet changes the ledger does not book itself (the reference
+    ledger has no wallet-to-wallet transfers; :class:`twin.market.services.MoneyRail`).
     """
     accounts = list(accounts)
+    adjust = wallet_adjustments or {}
     supply = ledger.total_supply()
     holdings = ledger.market_holdings()
-    wallets = sum(ledger.wallet(a) for a in accounts)
+    wallets = sum(ledger.wallet(a) + adjust.get(a, 0) for a in accounts)
     balances = [ledger.balance(a) for a in accounts]
     booked = sum(b.free + b.locked for b in balances)
     debt = sum(b.debt for b in balances)
-    conserved = supply == minted == wallets + holdings and holdings == booked
+    conserved = (supply == minted == wallets + holdings + value_holdings and holdings == booked
+                 and not set(adjust) - set(accounts))
     return {"conserved": conserved, "total_supply": supply, "minted": minted,
-            "wallets": wallets, "market_holdings": holdings, "booked": booked, "debt": debt}
+            "wallets": wallets, "market_holdings": holdings, "value_holdings": value_holdings,
+            "booked": booked, "debt": debt}
 
 
 def drain_tx_log(ledger: Any, *, interval_s: int) -> list[dict[str, Any]]:

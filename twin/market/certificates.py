@@ -7,24 +7,44 @@ injection)``, allocated to its trades in trade-id order; each trade's delivered 
 to the seller's carry and whole kWh of it are minted to the trade's buyer (the Wh remainder
 carries to the seller's next trade, so no Wh is counted twice and none is lost). Retiring
 burns a holder's certificates for good (a claim of green consumption).
+
+The contract mints straight to the buyer, so "issued to the seller, transferred with the
+trade" is one step; ``last_issue`` keeps, per trade of the latest ``issue``, the seller, the
+buyer, the Wh certified and the certificates minted (the rows of a run's ``certificates``
+table).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from twin.market import errors as e
 from twin.market.types import Device, DeviceKind, Trade
 
-__all__ = ["RENEWABLE", "WH_PER_CERTIFICATE", "CertificateLedger"]
+__all__ = ["RENEWABLE", "WH_PER_CERTIFICATE", "CertificateIssue", "CertificateLedger"]
 
 WH_PER_CERTIFICATE = 1000
 RENEWABLE = frozenset({DeviceKind.PV})
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateIssue:
+    """One renewable trade's part of an interval's issuance."""
+
+    trade_id: int
+    seller_device: int
+    seller: int  # owner account of the seller device
+    buyer_device: int
+    buyer: int  # owner account of the buyer device: the holder
+    delivered_wh: int  # metered delivery of the trade certified now
+    count: int  # certificates minted for it (carry + delivered) // 1000
+
+
 class CertificateLedger:
     def __init__(self) -> None:
+        self.last_issue: list[CertificateIssue] = []
         self._balance: dict[tuple[int, int], int] = defaultdict(int)  # (holder, vintage)
         self._carry_wh: dict[int, int] = defaultdict(int)  # seller device -> Wh not yet certified
         self._issued_intervals: set[int] = set()
@@ -46,6 +66,7 @@ class CertificateLedger:
             raise e.AlreadySettled(interval)
         injected = {d: max(0, -w) for d, w in metered_wh.items()}
         minted: dict[int, int] = defaultdict(int)
+        detail: list[CertificateIssue] = []
         for t in sorted(trades, key=lambda t: t.trade_id):
             seller = devices[t.seller_device]
             if seller.kind not in RENEWABLE or t.energy_wh <= 0:
@@ -54,12 +75,15 @@ class CertificateLedger:
             injected[t.seller_device] = injected.get(t.seller_device, 0) - delivered
             carry = self._carry_wh[t.seller_device] + delivered
             n, self._carry_wh[t.seller_device] = divmod(carry, WH_PER_CERTIFICATE)
+            buyer = devices[t.buyer_device].owner
+            detail.append(CertificateIssue(t.trade_id, t.seller_device, seller.owner,
+                                           t.buyer_device, buyer, delivered, n))
             if n:
-                buyer = devices[t.buyer_device].owner
                 self._balance[(buyer, interval)] += n
                 minted[buyer] += n
                 self.minted += n
         self._issued_intervals.add(interval)
+        self.last_issue = detail
         return dict(minted)
 
     def transfer(self, sender: int, to: int, vintage: int, amount: int) -> None:

@@ -5,7 +5,8 @@ orders sorted by (price asc, order_id asc). Both lists are walked while the curr
 limit is >= the current ask's: each step matches ``q = min(remaining bid, remaining ask)``
 and advances the exhausted order(s). The clearing price is
 ``(last matched bid price + last matched ask price) // 2``, every trade is at that price;
-no match gives price 0 and no trades. The contract
+no match gives price 0 and no trades. Other mechanisms (pay-as-bid continuous double
+auction, ...) sit behind :func:`twin.market.mechanisms.match`. The contract
 (``twin/chain/contracts/EnergyMarket.sol``, ``clear``) receives the two sorted id lists,
 verifies them in O(n) and runs the same walk.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from twin.market.types import Order, Side
 
-__all__ = ["Fill", "MatchResult", "match_orders", "sort_book"]
+__all__ = ["Fill", "MatchResult", "PricedFill", "match_orders", "sort_book"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,16 @@ class Fill:
     buy_order_id: int
     sell_order_id: int
     energy_wh: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedFill:
+    """One matched quantity and the price it trades at (every mechanism's output)."""
+
+    buy_order_id: int
+    sell_order_id: int
+    energy_wh: int
+    price_per_mwh: int
 
 
 @dataclass(frozen=True, slots=True)

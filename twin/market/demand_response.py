@@ -99,6 +99,11 @@ class DemandResponseLedger:
     def record_meter(self, device_id: int, interval: int, metered_wh: int) -> None:
         self._meter[device_id][interval] = metered_wh
 
+    def record_meters(self, interval: int, metered_wh: Mapping[int, int]) -> None:
+        """Readings of one interval for several devices (one transaction on chain)."""
+        for device_id, wh in metered_wh.items():
+            self.record_meter(device_id, interval, wh)
+
     def baseline_wh(self, device_id: int, interval: int) -> int:
         past = [self._meter[device_id].get(interval - k) for k in range(1, self.baseline_n + 1)]
         known = [w for w in past if w is not None]

@@ -28,6 +28,7 @@ __all__ = [
     "CurtailIncrease",
     "DeviceExists",
     "DeviceRevoked",
+    "GateClosed",
     "InsufficientBalance",
     "IntervalClosed",
     "MarketError",
@@ -181,6 +182,17 @@ class IntervalClosed(MarketError):
 
     fields = ("interval",)
     explanation = "interval is already cleared"
+
+
+class GateClosed(MarketError):
+    """Order placed after its interval's gate closed.
+
+    ``gate`` is the last time orders for the interval are accepted and ``time`` the time of
+    placement, both in seconds since the market's start (the start of interval 0's
+    delivery; on chain they are block timestamps, converted by the chain ledger)."""
+
+    fields = ("interval", "gate", "time")
+    explanation = "orders for an interval must be placed before its gate closes"
 
 
 class CapacityExceeded(MarketError):
@@ -359,6 +371,7 @@ ERRORS: dict[str, type[MarketError]] = {
         BadPrice,
         BadAmount,
         IntervalClosed,
+        GateClosed,
         CapacityExceeded,
         OppositeSide,
         InsufficientBalance,
@@ -384,3 +397,61 @@ ERRORS: dict[str, type[MarketError]] = {
         UnsafeRecipient,
     )
 }
+
+
+# --- pilot mechanisms: green-token exchange, shared-charger tariffs, green currency ---------
+
+
+class NotACharger(MarketError):
+    """Device is not an EV charger."""
+
+    fields = ("device",)
+    explanation = "only an EV charger can carry a charging tariff"
+
+
+class TariffOutOfRange(MarketError):
+    """Owner's tariff outside the bounds the operator set."""
+
+    fields = ("charger", "price", "min_price", "max_price")
+    explanation = "tariff must lie within the operator's bounds"
+
+
+class NoTariff(MarketError):
+    """The charger's owner has not set a tariff (the charger is not shared)."""
+
+    fields = ("charger",)
+    explanation = "the charger's owner has not set a tariff"
+
+
+class ChargerBusy(MarketError):
+    """The charger already has an open charging session."""
+
+    fields = ("charger", "session")
+    explanation = "the charger already has an open charging session"
+
+
+class UnknownSession(MarketError):
+    """No such charging session."""
+
+    fields = ("session",)
+    explanation = "no such charging session"
+
+
+class SessionClosed(MarketError):
+    """The charging session was already ended and paid."""
+
+    fields = ("session",)
+    explanation = "the charging session was already ended and paid"
+
+
+class AllowanceExceeded(MarketError):
+    """A spender moves more of an owner's tokens than approved."""
+
+    fields = ("owner", "spender", "needed", "available")
+    explanation = "spender is not approved for that many of the owner's tokens"
+
+
+_PILOT_ERRORS = (NotACharger, TariffOutOfRange, NoTariff, ChargerBusy, UnknownSession,
+                 SessionClosed, AllowanceExceeded)  # fmt: skip
+ERRORS.update({cls.__name__: cls for cls in _PILOT_ERRORS})
+__all__ += [cls.__name__ for cls in _PILOT_ERRORS]

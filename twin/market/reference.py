@@ -4,6 +4,16 @@ State is a handful of dicts; every operation either raises a
 :class:`~twin.market.errors.MarketError` before changing anything, or applies all of its
 effects (``place_orders`` is atomic over the whole batch, like the one transaction the
 chain ledger sends).
+
+Time and gate closure: the ledger has a clock, ``now_s`` seconds since the market's start
+(the start of interval 0's delivery; delivery of interval ``k`` spans
+``[k * interval_s, (k + 1) * interval_s)``). Orders for interval ``k`` are accepted while
+``now_s <= gate_s(k) = k * interval_s - gate_lead_s`` (default lead: one interval, the twin's
+"gate closure is one interval before delivery": the twin places and clears interval
+``k + 1`` at ``now_s = k * interval_s``, exactly at its gate), else
+:class:`~twin.market.errors.GateClosed`. ``set_time`` moves the clock forward only (a chain's
+clock cannot go back); before the first call it stands one interval before interval 0's
+gate, so every interval ``>= 0`` is open. The chain ledger has the same clock (block time).
 """
 
 from __future__ import annotations
@@ -14,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from twin.market import errors as e
-from twin.market.clearing import match_orders
 from twin.market.ledger import IntervalStatus
+from twin.market.mechanisms import Mechanism, check_mechanism, match
 from twin.market.signing import (
     ZERO_ADDRESS,
     Domain,
@@ -60,9 +70,17 @@ class ReferenceLedger:
         retail_price_per_mwh: int,
         feed_in_price_per_mwh: int,
         domain: Domain | None = None,
+        gate_lead_s: int | None = None,
+        mechanism: Mechanism = "uniform",
     ) -> None:
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
+        self._mechanism = check_mechanism(mechanism)  # twin.market.mechanisms
+        lead = interval_s if gate_lead_s is None else gate_lead_s
+        if lead < 0:
+            raise ValueError(f"gate_lead_s must be >= 0, got {gate_lead_s}")
+        self._gate_lead_s = lead
+        self._now_s = -(interval_s + lead)
         self._interval_s = interval_s
         self._retail = retail_price_per_mwh
         self._feed_in = feed_in_price_per_mwh
@@ -98,9 +116,37 @@ class ReferenceLedger:
         return self._feed_in
 
     @property
+    def mechanism(self) -> Mechanism:
+        """The market mechanism (:mod:`twin.market.mechanisms`)."""
+        return self._mechanism
+
+    @property
     def domain(self) -> Domain:
         """EIP-712 domain that device keys sign orders and readings under."""
         return self._domain
+
+    @property
+    def gate_lead_s(self) -> int:
+        return self._gate_lead_s
+
+    # --- clock ------------------------------------------------------------------------
+    @property
+    def now_s(self) -> int:
+        """The market clock: seconds since the start of interval 0's delivery."""
+        return self._now_s
+
+    def set_time(self, now_s: int) -> None:
+        """Move the clock forward to ``now_s`` (simulation seconds since the market's start)."""
+        if now_s < self._now_s:
+            raise ValueError(
+                f"set_time: now_s={now_s} is before the market clock ({self._now_s} s); "
+                "time only moves forward"
+            )
+        self._now_s = now_s
+
+    def gate_s(self, interval: int) -> int:
+        """Last clock time at which orders for ``interval`` are accepted."""
+        return interval * self._interval_s - self._gate_lead_s
 
     def cap_wh(self, device: Device) -> int:
         """Per-interval energy cap of a device."""
@@ -253,6 +299,8 @@ class ReferenceLedger:
             raise e.BadPrice(it.device_id, it.price_per_mwh)
         if self._status.get(it.interval, "open") != "open":
             raise e.IntervalClosed(it.interval)
+        if self._now_s > self.gate_s(it.interval):
+            raise e.GateClosed(it.interval, self.gate_s(it.interval), self._now_s)
         side = Side(it.side)
         other = (it.device_id, it.interval, Side(1 - side))
         if self._used[other] + used_delta[other] > 0:
@@ -289,8 +337,7 @@ class ReferenceLedger:
         if self._status.get(interval, "open") != "open":
             raise e.AlreadyCleared(interval)
         book = [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
-        result = match_orders(book)
-        price = result.price_per_mwh
+        result = match(book, mechanism=self._mechanism)
         kept: dict[int, int] = defaultdict(int)
         trades: list[Trade] = []
         for f in result.fills:
@@ -303,21 +350,24 @@ class ReferenceLedger:
                 seller_device=self._orders[f.sell_order_id].device_id,
                 cleared_wh=f.energy_wh,
                 energy_wh=f.energy_wh,
-                price_per_mwh=price,
+                price_per_mwh=f.price_per_mwh,
             )
             self._next_trade += 1
             self._trades[trade.trade_id] = trade
             self._trades_by_interval[interval].append(trade.trade_id)
-            kept[f.buy_order_id] += payment(f.energy_wh, price)
+            kept[f.buy_order_id] += payment(f.energy_wh, f.price_per_mwh)
             trades.append(trade)
-        for oid in result.bid_ids:
+        for oid in (o.order_id for o in book if o.side == Side.BUY):
             release = self._escrow[oid] - kept[oid]
             acc = self._accounts[self._orders[oid].owner]
             acc.locked -= release
             acc.free += release
         self._status[interval] = "cleared"
         return Clearing(
-            interval=interval, price_per_mwh=price, volume_wh=result.volume_wh, trades=tuple(trades)
+            interval=interval,
+            price_per_mwh=result.price_per_mwh,
+            volume_wh=result.volume_wh,
+            trades=tuple(trades),
         )
 
     # --- DSO curtailment --------------------------------------------------------------

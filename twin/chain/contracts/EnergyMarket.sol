@@ -3,9 +3,10 @@ pragma solidity 0.8.30;
 
 import {SettlementToken} from "./SettlementToken.sol";
 import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {CdaMatching} from "./CdaMatching.sol";
 
-/// @title EnergyMarket — local energy market with buyer escrow, uniform-price double
-/// auction, DSO curtailment and settlement on metered energy.
+/// @title EnergyMarket — local energy market with buyer escrow, uniform-price double auction or
+/// continuous double auction (library CdaMatching), DSO curtailment and settlement on metered energy.
 /// @notice Mirrors twin/market/reference.py exactly (same integer arithmetic, same ids,
 /// same custom errors). Units: energy in Wh, prices in micro-units per MWh, money in
 /// token base units (micro-units). payment(e, p) = e * p / 1e6 (floor).
@@ -35,6 +36,12 @@ contract EnergyMarket {
     uint256 public immutable intervalS;
     uint256 public immutable retailPricePerMwh;
     uint256 public immutable feedInPricePerMwh;
+    /// Gate closure: orders for delivery interval k are accepted while block.timestamp <=
+    /// gateTime(k) = marketStart + k * intervalS - gateLeadS (marketStart: chain time at which
+    /// delivery of interval 0 begins). With gateLeadS = intervalS the gate of k closes when
+    /// interval k - 1 begins — the twin's "gate closure is one interval before delivery".
+    uint256 public immutable marketStart;
+    uint256 public immutable gateLeadS;
 
     struct Account {
         uint256 free;
@@ -196,6 +203,7 @@ contract EnergyMarket {
     error BadSignature(uint256 device);
     error ReplayedNonce(uint256 device, uint256 interval, uint256 nonce);
     error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
+    error GateClosed(uint256 interval, uint256 gate, uint256 time);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
@@ -213,7 +221,9 @@ contract EnergyMarket {
         address operator_,
         uint256 intervalS_,
         uint256 retailPricePerMwh_,
-        uint256 feedInPricePerMwh_
+        uint256 feedInPricePerMwh_,
+        uint256 marketStart_,
+        uint256 gateLeadS_
     ) {
         token = token_;
         registry = registry_;
@@ -222,6 +232,8 @@ contract EnergyMarket {
         intervalS = intervalS_;
         retailPricePerMwh = retailPricePerMwh_;
         feedInPricePerMwh = feedInPricePerMwh_;
+        marketStart = marketStart_;
+        gateLeadS = gateLeadS_;
         DOMAIN_SEPARATOR = keccak256(
             abi.encode(
                 keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
@@ -320,6 +332,12 @@ contract EnergyMarket {
         return ecrecover(digest, v, r, s);
     }
 
+    /// Last chain time at which orders for ``interval`` are accepted (0: never).
+    function gateTime(uint256 interval) public view returns (uint256) {
+        uint256 start = marketStart + interval * intervalS;
+        return start > gateLeadS ? start - gateLeadS : 0;
+    }
+
     function _book(
         uint256 id,
         DeviceRegistry.Device memory d,
@@ -334,6 +352,8 @@ contract EnergyMarket {
         if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) revert BadPrice(device, priceIn);
         IntervalState storage st = intervals[interval];
         if (st.status != OPEN) revert IntervalClosed(interval);
+        uint256 gate = gateTime(interval);
+        if (block.timestamp > gate) revert GateClosed(interval, gate, block.timestamp);
         uint256 used;
         if (side == Side.BUY) {
             if (u.sellWh > 0) revert OppositeSide(device, interval);
@@ -396,6 +416,68 @@ contract EnergyMarket {
 
     error ClearingInProgress(uint256 interval);
     error BookChanged(uint256 interval, uint256 planned, uint256 actual);
+    error WrongMechanism(uint256 mechanism);
+
+    /// Market mechanism (twin/market/mechanisms.py): 0 uniform-price double auction
+    /// (clear/clearChunk), 1 continuous double auction, pay-as-bid (clearCda, library
+    /// CdaMatching). Chosen by the operator before the first order (setMechanism).
+    uint8 public mechanism;
+    mapping(uint256 => CdaMatching.Node) internal cdaNodes; // order id => resting node
+    mapping(uint256 => CdaMatching.Cursor) internal cdaCursors;
+
+    function setMechanism(uint8 m) external onlyOperator {
+        if (orderCount != 0 || m > 1) revert WrongMechanism(m);
+        mechanism = m;
+    }
+
+    /// Continuous double auction (see CdaMatching): the operator sends the interval's order
+    /// ids in ascending order with one insertion hint each, in consecutive chunks; each call
+    /// runs at most ``maxSteps`` fills / end-of-interval bid releases. Trades are announced
+    /// as they match, each at the resting order's price; the call that finishes returns
+    /// true and marks the interval cleared (interval price: volume-weighted mean).
+    function clearCda(
+        uint64 interval,
+        uint256 bookSize,
+        uint64[] calldata ids,
+        uint64[] calldata hints,
+        uint256 maxSteps
+    ) external onlyOperator returns (bool finished) {
+        if (mechanism != 1) revert WrongMechanism(mechanism);
+        IntervalState storage st = intervals[interval];
+        if (st.status == OPEN && bookSize != uint256(st.buyCount) + st.sellCount) {
+            revert BookChanged(interval, bookSize, uint256(st.buyCount) + st.sellCount);
+        }
+        _startClearing(interval, st);
+        uint256 tid;
+        (tid, finished) = CdaMatching.run(
+            orders, trades, accounts, positions, cdaNodes, cdaCursors, st, interval, ids, hints, maxSteps, tradeCount
+        );
+        tradeCount = tid;
+        if (finished) {
+            st.status = CLEARED;
+            clearingInterval = 0;
+        }
+    }
+
+    /// Open the clearing of ``interval`` (or continue it): one interval at a time.
+    function _startClearing(uint64 interval, IntervalState storage st) private {
+        if (st.status == OPEN) {
+            uint256 busy = clearingInterval;
+            if (busy != 0) revert ClearingInProgress(busy - 1);
+            clearingInterval = uint256(interval) + 1;
+            st.status = CLEARING;
+            st.firstTrade = uint64(tradeCount + 1);
+        } else if (st.status != CLEARING) {
+            revert AlreadyCleared(interval);
+        }
+    }
+
+    /// A trade's price: the interval's uniform price, or (CDA) the resting order's price —
+    /// the resting order is the one that arrived first, i.e. the lower order id.
+    function _tradePrice(Trade storage t, uint256 intervalPrice, bool cda) private view returns (uint256) {
+        if (!cda) return intervalPrice;
+        return orders[t.buyOrder < t.sellOrder ? t.buyOrder : t.sellOrder].price;
+    }
 
     /// Clear an interval in one transaction: the full sorted bid and ask id lists (bounded
     /// only by the block gas limit; clearChunk is the bounded form).
@@ -439,15 +521,8 @@ contract EnergyMarket {
         returns (bool)
     {
         IntervalState storage st = intervals[interval];
-        if (st.status == OPEN) {
-            uint256 busy = clearingInterval;
-            if (busy != 0) revert ClearingInProgress(busy - 1);
-            clearingInterval = uint256(interval) + 1;
-            st.status = CLEARING;
-            st.firstTrade = uint64(tradeCount + 1);
-        } else if (st.status != CLEARING) {
-            revert AlreadyCleared(interval);
-        }
+        if (mechanism != 0) revert WrongMechanism(mechanism);
+        _startClearing(interval, st);
         Cursor memory c = cursors[interval];
         uint256 bi;
         uint256 ai;
@@ -637,7 +712,7 @@ contract EnergyMarket {
         if (energyWh < 0) revert BadEnergy(b.device, energyWh);
         uint256 old = t.energyWh;
         if (uint256(energyWh) > old) revert CurtailIncrease(tradeId, old, energyWh);
-        uint256 price = st.price;
+        uint256 price = _tradePrice(t, st.price, mechanism == 1);
         uint256 release = payment(old, price) - payment(uint256(energyWh), price);
         Account storage a = accounts[b.owner];
         a.locked -= release;
@@ -787,6 +862,7 @@ contract EnergyMarket {
         uint256 n = st.tradeCount;
         if (c.paid < n) {
             uint256 price = st.price;
+            bool cda = mechanism == 1;
             uint256 end = first + n;
             uint256 t = first + c.paid;
             uint256 stop = maxTrades >= end - t ? end : t + maxTrades;
@@ -794,7 +870,7 @@ contract EnergyMarket {
                 Trade storage tr = trades[t];
                 Order storage b = orders[tr.buyOrder];
                 Order storage s = orders[tr.sellOrder];
-                uint256 amount = payment(tr.energyWh, price);
+                uint256 amount = payment(tr.energyWh, _tradePrice(tr, price, cda));
                 accounts[b.owner].locked -= amount;
                 accounts[s.owner].free += amount;
                 positions[interval][b.device].money -= int96(int256(amount));
@@ -896,6 +972,29 @@ contract EnergyMarket {
     }
 
     // ------------------------------------------------------------------ read-outs
+
+    /// Progress of an interval's chunked clearing (all zero when none is under way): ids
+    /// verified per side, whether matching is over, trades matched and trades finalized. The
+    /// operator resumes an interrupted chunk sequence from here (twin.chain.chunks).
+    function clearingProgress(uint64 interval)
+        external
+        view
+        returns (uint256 bidsSeen, uint256 asksSeen, bool done, uint256 fills, uint256 finalized)
+    {
+        Cursor storage c = cursors[interval];
+        return (c.bidsSeen, c.asksSeen, c.done, c.fills, c.finalized);
+    }
+
+    /// Progress of an interval's chunked settlement: trades paid, readings settled, and the
+    /// last settled device (valid when ``readings`` > 0).
+    function settlementProgress(uint64 interval)
+        external
+        view
+        returns (uint256 paid, uint256 readings, uint256 lastDevice)
+    {
+        SettleCursor storage c = settleCursors[interval];
+        return (c.paid, c.readings, c.lastDevice);
+    }
 
     function balanceOf(address account) external view returns (uint256 free, uint256 locked, uint256 debt) {
         Account storage a = accounts[account];

@@ -1,0 +1,286 @@
+"""Continue a run that stopped (``twin run --resume DIR``): Anvil killed, the process killed.
+
+While a chain run goes on, a table flush (every few seconds of wall time) is followed by a
+chain checkpoint (skipped while the last one is recent, so dumping costs at most ~10 % of the
+wall time: :class:`ChainCheckpointer`): the node's whole state (``anvil_dumpState``) goes to
+``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn), then ``DIR/checkpoint.json``
+names that file, its block and ``market_steps`` (steps ``0 .. market_steps - 1`` are done:
+each interval up to ``market_steps - 1`` settled and the next one cleared). A kill at any
+moment leaves ``checkpoint.json`` naming a complete dump. The flush happens in the agents'
+step ``k``, after the market's step ``k - 1`` and before its step ``k``, so a checkpoint
+always falls between two market steps.
+
+Resuming loads that chain state into a new Anvil (same contracts, balances, orders, trades,
+logs and block numbers) and runs the scenario again from its start, deterministically (same
+seed): for the market steps the checkpoint holds, :class:`ReplayLedger` sends nothing and
+answers from the chain's logs (the orders, clearings, curtailed trades and settlements that
+happened), checking that the replayed agents asked for exactly what is on chain; from the
+first step after the checkpoint on it is the live chain ledger. The agents and the grid thus
+reach the checkpoint in the same state, every table is rebuilt (the rows up to the last
+settled interval are the ones of the stopped run; the transaction table keeps the stopped
+run's rows up to the checkpoint's block), and no trade is lost or doubled: an order, trade or
+settlement sent after the checkpoint is not in the loaded chain and is sent again, once.
+
+Limits: chain ledger only (a reference run has no state to continue: run it again); runs
+without market services (value-layer contracts would need their own replay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from twin.errors import TwinError
+from twin.market.types import Clearing, Device, Order, OrderIntent, SettlementRow, Trade
+
+__all__ = [
+    "CHAIN_CHECKPOINT",
+    "CHECKPOINT",
+    "ChainCheckpointer",
+    "ReplayLedger",
+    "ResumeError",
+    "ResumePoint",
+    "load_resume_point",
+    "resume_run",
+    "write_checkpoint",
+]
+
+CHECKPOINT = "checkpoint.json"
+CHAIN_CHECKPOINT = ("chain_checkpoint_a.json", "chain_checkpoint_b.json")
+
+
+class ResumeError(TwinError):
+    """The folder cannot be resumed, or the replay did not reproduce what is on chain."""
+
+
+class ChainCheckpointer:
+    """Calls :func:`write_checkpoint` after a flush unless the last dump was recent: the
+    time since it must be at least ``10 x`` what it took, so dumping a large chain costs at
+    most about a tenth of the run's wall time."""
+
+    def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int) -> None:
+        self._args = {"ledger": ledger, "out_dir": out_dir, "interval_s": interval_s}
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        t0 = time.monotonic()
+        write_checkpoint(**self._args)
+        self._next = time.monotonic() + 10 * (time.monotonic() - t0)
+
+
+def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int) -> None:
+    """Dump the chain state, then record the checkpoint (call it right after a flush).
+
+    The market's clock stands at the last step it ran (``set_time``), so the steps done are
+    ``now_s // interval_s + 1`` (none before the first step)."""
+    now_s = int(ledger.now_s)
+    steps = now_s // interval_s + 1 if now_s >= 0 else 0
+    try:
+        last = json.loads((out_dir / CHECKPOINT).read_text())["state_file"]
+    except (OSError, ValueError, KeyError):
+        last = CHAIN_CHECKPOINT[1]
+    state_file = CHAIN_CHECKPOINT[0] if last == CHAIN_CHECKPOINT[1] else CHAIN_CHECKPOINT[1]
+    block = ledger.checkpoint_state(out_dir / state_file)
+    doc = {"market_steps": steps, "block": block, "time_s": steps * interval_s,
+           "state_file": state_file}  # fmt: skip
+    tmp = out_dir / (CHECKPOINT + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(out_dir / CHECKPOINT)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a stopped run is continued from (see the module docstring)."""
+
+    out_dir: Path
+    market_steps: int
+    block: int
+    state_file: str
+    contracts: dict[str, str]
+    chain_rows: list[dict[str, Any]]  # the stopped run's transactions up to ``block``
+
+    @contextlib.contextmanager
+    def open_ledger(
+        self, *, n_accounts: int, interval_s: int
+    ) -> Iterator[tuple[ReplayLedger, dict[str, Any]]]:
+        """A new Anvil on the checkpointed state and the replaying ledger over it (the hook
+        ``twin.run`` opens instead of a new chain)."""
+        from twin.chain.anvil import AnvilNode
+        from twin.chain.ledger import ChainLedger
+
+        state_file = self.out_dir / "chain_state.json"
+        with AnvilNode(
+            accounts=n_accounts, load_state=self.out_dir / self.state_file, dump_state=state_file
+        ) as node:
+            chain = ChainLedger(node.web3(), addresses=self.contracts)
+            if chain.w3.eth.block_number != self.block:
+                raise ResumeError(
+                    f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "
+                    f"{CHECKPOINT} says {self.block}"
+                )
+            info = {
+                "ledger": "chain", "chain_id": chain.chain_id, "contracts": chain.addresses(),
+                "rpc_url": None, "state_file": state_file.name,
+                "resumed_from": {"market_steps": self.market_steps, "block": self.block},
+            }  # fmt: skip
+            yield ReplayLedger(
+                chain, replay_steps=self.market_steps, interval_s=interval_s,
+                chain_rows=self.chain_rows,
+            ), info  # fmt: skip
+
+
+def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
+    """The stopped run's scenario (as in its manifest) and where to continue it."""
+    out_dir = Path(out_dir)
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"{out_dir}: no readable manifest.json to resume ({exc})") from exc
+    if manifest.get("status") == "complete":
+        raise ResumeError(f"{out_dir}: the run is complete; nothing to resume")
+    chain = manifest.get("chain") or {}
+    if chain.get("ledger") != "chain":
+        raise ResumeError(
+            f"{out_dir}: only chain runs can be resumed (this one used the "
+            f"{chain.get('ledger', 'unknown')} ledger); run it again instead"
+        )
+    try:
+        point = json.loads((out_dir / CHECKPOINT).read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(
+            f"{out_dir}: no chain checkpoint ({CHECKPOINT}); the run stopped before its first "
+            "checkpoint — run it again"
+        ) from exc
+    if not (out_dir / str(point.get("state_file"))).is_file():
+        raise ResumeError(f"{out_dir}: the chain state {point.get('state_file')} is missing")
+    rows: list[dict[str, Any]] = []
+    if (out_dir / "chain.parquet").is_file():
+        rows = [r for r in pq.read_table(out_dir / "chain.parquet").to_pylist()
+                if r["block"] <= point["block"]]  # fmt: skip
+    return manifest["scenario"], ResumePoint(
+        out_dir=out_dir, market_steps=int(point["market_steps"]), block=int(point["block"]),
+        state_file=str(point["state_file"]), contracts=dict(chain["contracts"]), chain_rows=rows,
+    )  # fmt: skip
+
+
+class ReplayLedger:
+    """The chain ledger, replaying the market steps a checkpoint holds (module docstring).
+
+    Every attribute not defined here is the chain ledger's."""
+
+    def __init__(
+        self, chain: Any, *, replay_steps: int, interval_s: int, chain_rows: list[dict[str, Any]]
+    ) -> None:
+        self.chain = chain
+        self.replay_steps = replay_steps
+        self._interval_s = interval_s
+        self._step = -1
+        self._old_rows: list[dict[str, Any]] | None = [
+            {k: v for k, v in r.items() if k != "time_s"} for r in chain_rows
+        ]
+        self._cleared: dict[int, dict[int, Trade]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.chain, name)
+
+    @property
+    def replaying(self) -> bool:
+        return self._step < self.replay_steps
+
+    def set_time(self, now_s: int) -> None:
+        self._step = now_s // self._interval_s
+        if not self.replaying:
+            self.chain.set_time(now_s)
+
+    def drain_tx_log(self) -> list[dict[str, Any]]:
+        """The stopped run's transactions first (once), then the new ones."""
+        old, self._old_rows = self._old_rows or [], None
+        return old + list(self.chain.drain_tx_log())
+
+    # --- set-up: on chain already ----------------------------------------------------------
+    def deposit(self, account: int, amount: int) -> None:
+        if not self.replaying:
+            self.chain.deposit(account, amount)
+
+    def register_device(self, device: Device, *, sender: int | None = None) -> None:
+        if not self.replaying:
+            self.chain.register_device(device, sender=sender)
+        elif self.chain.device(device.device_id) != device:
+            raise ResumeError(f"replay: device {device.device_id} differs from the one on chain")
+
+    # --- market steps ------------------------------------------------------------------------
+    def place_orders(self, intents: Sequence[OrderIntent], **kw: Any) -> list[Order]:
+        if not self.replaying:
+            return list(self.chain.place_orders(intents, **kw))
+        intervals = {it.interval for it in intents}
+        booked = [o for i in sorted(intervals) for o in self.chain.orders(i)]
+        asked = sorted((it.device_id, it.interval, int(it.side), it.energy_wh, it.price_per_mwh)
+                       for it in intents)  # fmt: skip
+        got = sorted((o.device_id, o.interval, int(o.side), o.energy_wh, o.price_per_mwh)
+                     for o in booked)  # fmt: skip
+        if asked != got:
+            raise ResumeError(
+                f"replay diverged at market step {self._step}: the agents asked for "
+                f"{len(asked)} orders, the chain holds {len(got)} different ones"
+            )
+        return booked
+
+    def clear(self, interval: int, **kw: Any) -> Clearing:
+        if not self.replaying:
+            return self.chain.clear(interval, **kw)  # type: ignore[no-any-return]
+        clearing: Clearing = self.chain.clearing(interval)
+        return clearing
+
+    def curtail(self, trade_id: int, energy_wh: int, **kw: Any) -> Trade:
+        if not self.replaying:
+            return self.chain.curtail(trade_id, energy_wh, **kw)  # type: ignore[no-any-return]
+        interval = self._step
+        if interval not in self._cleared:
+            self._cleared[interval] = {t.trade_id: t for t in self.chain.trades(interval)}
+        trade = self._cleared[interval].get(trade_id)
+        if trade is None or trade.energy_wh != energy_wh:
+            raise ResumeError(
+                f"replay diverged at market step {self._step}: curtailment of trade {trade_id} "
+                f"to {energy_wh} Wh is not what the chain holds"
+            )
+        return trade
+
+    def settle(self, interval: int, metered_wh: Mapping[int, int], **kw: Any) -> list[SettlementRow]:
+        if not self.replaying:
+            return list(self.chain.settle(interval, metered_wh, **kw))
+        rows: list[SettlementRow] = self.chain.settlement_rows(interval)
+        if {r.device_id: r.metered_wh for r in rows} != dict(metered_wh):
+            raise ResumeError(
+                f"replay diverged at market step {self._step}: the meter readings of interval "
+                f"{interval} differ from the ones settled on chain"
+            )
+        return rows
+
+
+def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None) -> Any:
+    """Continue the stopped run in ``out_dir`` to its planned end (``twin run --resume``)."""
+    from twin.market.services import builders
+    from twin.run import run_scenario
+    from twin.scenario import scenario_from_dict
+
+    data, point = load_resume_point(out_dir)
+    manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+    scenario = scenario_from_dict(data)
+    services = [b.name for b in builders() if b.enabled(scenario)]
+    if services:
+        raise ResumeError(f"{out_dir}: runs with market services ({', '.join(services)}) "
+                          "cannot be resumed yet")  # fmt: skip
+    return run_scenario(
+        scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
+        until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,
+        resume=point,
+    )  # fmt: skip
