@@ -31,7 +31,7 @@ import browser_driver as bd  # noqa: E402
 from dashboard_fixtures import make_compare, make_sweep  # noqa: E402
 
 RUN_PAGES = [bd.PageCheck("", "Run overview", 1), bd.PageCheck("feeder", "Feeder", 3),
-             bd.PageCheck("market", "Market", 3), bd.PageCheck("ledger", "Ledger", 1),
+             bd.PageCheck("market", "Market", 1), bd.PageCheck("ledger", "Ledger", 1),
              bd.PageCheck("resilience", "Resilience", 0), bd.PageCheck("hil", "Hardware in the loop", 0)]
 SWEEP_PAGE = bd.PageCheck("", "Sweep", 2)  # scatter + heat map; parallel coordinates on demand above 300 runs
 COMPARE_PAGE = bd.PageCheck("", "Compare", 1)  # one faceted chart, a panel per KPI

@@ -71,6 +71,19 @@ def select_run(*, sweep_dir: Path) -> str | None:
     return choice
 
 
+def _run_dir(*, base: Path, kind: str, run_id: str) -> str:
+    """A run's folder below ``base``: ``runs/<run_id>``, or the ``run_dir`` a comparison's
+    row gives (a scenario name need not be a folder name)."""
+    if kind == "compare":
+        rows = td.read_table(folder=base, name="compare", columns=("scenario", "run_dir"),
+                             filters=(("scenario", "==", run_id),))
+        if rows is not None and "run_dir" in rows.columns and len(rows) and rows["run_dir"].iloc[0]:
+            rel = str(rows["run_dir"].iloc[0])
+            if (base / rel).resolve().is_relative_to(base.resolve()):  # stay inside the folder
+                return rel
+    return f"runs/{run_id}"
+
+
 def run_context() -> RunContext | None:
     """The run the run pages show; writes a message and returns None when there is none."""
     folder = base_folder()
@@ -86,7 +99,7 @@ def run_context() -> RunContext | None:
         if run_id is None:
             st.info(f"The {what} at {folder} has no runs yet.")
             return None
-        folder = folder / "runs" / str(run_id)
+        folder = folder / _run_dir(base=folder, kind=kind, run_id=str(run_id))
         label = f"run {run_id} of {what} {base_folder().name}"
         if not (folder / "manifest.json").is_file():
             st.warning(f"Run {run_id} has no results folder yet ({folder} has no manifest.json): "

@@ -632,10 +632,11 @@ def _service_problems(sc: Scenario) -> list[tuple[str, str]]:
         if ag.tso.dr_price_per_mwh <= 0:
             out.append(("market.services.demand_response.enabled",
                         "demand response needs a compensation price (agents.tso.dr_price_per_mwh > 0)"))
-        if ag.evs.count == 0 and ag.community_storage.count == 0:
+        if (ag.evs.count == 0 and ag.community_storage.count == 0
+                and round(ag.households.flex.share * ag.households.count) == 0):
             out.append(("market.services.demand_response.enabled",
                         "no flexible device can commit (agents.evs.count and "
-                        "agents.community_storage.count are 0)"))
+                        "agents.community_storage.count are 0, no household has a flexible load)"))
     if sv.certificates.enabled and ag.households.pv.share == 0:
         out.append(("market.services.certificates.enabled",
                     "no renewable seller: agents.households.pv.share is 0"))

@@ -24,6 +24,9 @@ import twindash as td
 _META = ["scenario", "file", "kind", "ledger", "mechanism", "grid", "status", "error", "wall_s",
          "run_dir"]
 
+#: KPI panels drawn by default (the multiselect adds more).
+_DEFAULT_PANELS = 6
+
 folder = dashui.base_folder()
 st.title("Compare")
 
@@ -76,9 +79,10 @@ else:
 
             st.subheader("Each KPI across the scenarios")
             with_data = [k for k in kpis if df[k].notna().any()]
-            chosen = st.multiselect("KPIs", options=kpis, default=with_data, key="cmp_chosen",
-                                    help="KPIs that are NaN for every scenario are left out "
-                                         "by default")
+            chosen = st.multiselect("KPIs", options=kpis, default=with_data[:_DEFAULT_PANELS],
+                                    key="cmp_chosen",
+                                    help=f"the first {_DEFAULT_PANELS} KPIs with a value by "
+                                         "default (each panel costs drawing time)")
             if not chosen:
                 st.caption("Pick at least one KPI.")
             else:
@@ -91,11 +95,11 @@ else:
                     "facet": {"field": "kpi", "type": "nominal", "title": None,
                               "sort": chosen},
                     "columns": 3,
-                    "spec": {"width": 260, "height": 160, "mark": {"type": "bar"},
+                    "spec": {"width": 200, "height": 150, "mark": {"type": "bar"},
                              "encoding": {
                                  "x": charts.field("scenario", kind="nominal", sort=order,
-                                                   title=None, axis={"labelAngle": -30}),
-                                 "y": charts.field("value", title=None),
+                                                   axis={"labelAngle": -30}) | {"title": None},
+                                 "y": charts.field("value") | {"title": None},
                                  "color": charts.field("scenario", kind="nominal", sort=order,
                                                        legend=None),
                                  "tooltip": charts.tooltip(data=long, columns=[

@@ -304,13 +304,16 @@ if ctx is not None:
         st.info("This run used the pure-Python reference ledger: no blocks or transactions. "
                 "Token balances, the audit and the value services come from its books.")
     elif chain_info:
-        with st.expander(f"Chain id {chain_info.get('chain_id')}, state file "
-                         f"`{chain_info.get('state_file')}`, "
-                         f"{len(chain_info.get('contracts') or {})} contracts"):
-            st.caption("`anvil --load-state` restores the chain for an audit.")
-            st.dataframe(pd.DataFrame([{"contract": k, "address": v}
-                                       for k, v in (chain_info.get("contracts") or {}).items()]),
-                         hide_index=True, key="contracts")
+        box = st.expander(f"Chain id {chain_info.get('chain_id')}, state file "
+                          f"`{chain_info.get('state_file')}`, "
+                          f"{len(chain_info.get('contracts') or {})} contracts",
+                          key="ledger_contracts", on_change="rerun")
+        if box.open:  # lazy: built when opened
+            with box:
+                st.caption("`anvil --load-state` restores the chain for an audit.")
+                st.dataframe(pd.DataFrame([{"contract": k, "address": v} for k, v in
+                                           (chain_info.get("contracts") or {}).items()]),
+                             hide_index=True, key="contracts")
     present = {name: td.table_rows(folder=ctx.folder, name=name) or 0
                for name in ("chain", "certificates", "dr_events", "asset_distributions")}
     st.caption(" · ".join(f"{label}: {present[name]:,} rows" if present[name] else f"{label}: not in this run"

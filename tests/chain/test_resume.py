@@ -203,8 +203,22 @@ def _run_scenario_yaml(tmp_path: Path) -> Path:
     return path
 
 
-def _kill_anvil_after(out: Path, steps: int, done: threading.Event) -> None:
-    """SIGKILL this process's Anvil once a checkpoint holds ``steps`` market steps."""
+def _anvil_children() -> set[int]:
+    """Anvil processes whose parent is this test process."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().split()
+        except OSError:
+            continue
+        if fields[1] == "(anvil)" and int(fields[3]) == os.getpid():
+            pids.add(int(fields[0]))
+    return pids
+
+
+def _kill_run_anvil(out: Path, steps: int, others: set[int], done: threading.Event) -> None:
+    """SIGKILL the run's own Anvil (none of ``others``) once a checkpoint holds ``steps``
+    market steps."""
     while not done.is_set():
         try:
             if json.loads((out / CHECKPOINT).read_text())["market_steps"] >= steps:
@@ -212,10 +226,10 @@ def _kill_anvil_after(out: Path, steps: int, done: threading.Event) -> None:
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.05)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        fields = stat.read_text().split()
-        if fields[1] == "(anvil)" and int(fields[3]) == os.getpid():
-            os.kill(int(fields[0]), signal.SIGKILL)
+    else:
+        return
+    (pid,) = _anvil_children() - others
+    os.kill(pid, signal.SIGKILL)
 
 
 def _table(out: Path, name: str, key: str) -> list[dict[str, Any]]:
@@ -231,7 +245,8 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
     assert main(["run", str(yaml_path), "--out", str(full), "--no-progress"]) == 0
 
     done = threading.Event()
-    killer = threading.Thread(target=_kill_anvil_after, args=(cut, 4, done), daemon=True)
+    others = _anvil_children()  # e.g. the session's node: not ours to kill
+    killer = threading.Thread(target=_kill_run_anvil, args=(cut, 4, others, done), daemon=True)
     killer.start()
     try:
         code = main(["run", str(yaml_path), "--out", str(cut), "--no-progress"])

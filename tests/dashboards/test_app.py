@@ -14,6 +14,8 @@ from twin.results import write_json_atomic
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 RUN_PAGES = ["overview", "feeder", "market", "ledger", "resilience", "hil"]
 ALL_PAGES = [*RUN_PAGES, "sweep", "compare"]
+MARKET_TABS = ["Price and volume", "Supply and demand of one interval", "DSO curtailments",
+               "Revenue and cost per agent"]
 LEDGER_TABS = ["Transactions and gas", "Token balances", "Certificates", "Demand response",
                "Tokenized assets", "Other services", "Look up a hash"]
 
@@ -57,8 +59,8 @@ def _infos(at: AppTest) -> str:
 FULL_EXPECT = {
     "overview": ("Run overview", 1, 0),
     "feeder": ("Feeder", 3, 0),
-    "market": ("Market", 3, 3),
-    "ledger": ("Ledger", 1, 3),  # the first tab only: the others run when opened
+    "market": ("Market", 1, 0),  # the first tab only: the others run when opened
+    "ledger": ("Ledger", 1, 2),  # the first tab only: the others run when opened
     "resilience": ("Resilience", 3, 1),
     "hil": ("Hardware in the loop", 3, 3),
 }
@@ -99,11 +101,18 @@ def test_feeder_time_slider_redraws_the_network(full_run, monkeypatch):
 
 def test_market_interval_choice_shows_its_orders_and_trades(full_run, monkeypatch):
     at = _page(_app(full_run, monkeypatch), "market")
+    assert [t.label for t in at.tabs] == MARKET_TABS
+    _tab(at, "market_tab", "Supply and demand of one interval")
+    assert _charts(at) == 1  # the supply and demand curves
     at.selectbox(key="market_interval").set_value(4).run()
     assert not at.exception
     assert any("Trades of interval 4" in m.value for m in at.markdown)
     assert set(_frame(at, "trade_id", "price")["interval"]) == {4}
+    _tab(at, "market_tab", "DSO curtailments")
     assert (_frame(at, "trade_id", "curtailed_wh")["curtailed_wh"] > 0).all()  # DSO curtailments
+    _tab(at, "market_tab", "Revenue and cost per agent")
+    agents = _frame(at, "agent", "net")
+    assert len(agents) == 6 and _charts(at) == 1
 
 
 @pytest.mark.parametrize("name,message", [
@@ -137,6 +146,9 @@ def test_ledger_lists_missing_extras_and_traces_transactions(plain_run, monkeypa
 def test_ledger_tabs_show_value_services_each_traced_to_its_transaction(full_run, monkeypatch):
     at = _page(_app(full_run, monkeypatch), "ledger")
     assert _charts(at) == 1 and not at.get("text_input")  # lazy: only the first tab ran
+    at.session_state["ledger_contracts"] = True  # open the lazy contracts expander
+    at.run()
+    assert set(_frame(at, "contract", "address")["contract"]) == {"EnergyMarket", "SettlementToken"}
     _tab(at, "ledger_tab", "Token balances")
     assert _charts(at) == 1
     moves = _frame(at, "change", "balance", "settlement tx_hash")

@@ -32,6 +32,14 @@ takes ``d / eta`` from the battery. In an interval with a sale the EV discharges
 ``min(sold, D)`` (``sold`` after curtailment) and does not charge; the DSO may curtail the
 sale like any injection (a sale curtailed to nothing leaves the EV idle for the interval,
 which the departure need allows: a seller had slack). Metered energy is ``charge - discharge`` (consumption positive).
+
+Price forecast (``agents.forecast.method`` persistence / gbm): the model passes the run's
+clearing-price forecast of ``k+1`` (:class:`twin.agents.forecast.PriceForecaster`) as
+``estimate``; it replaces the latest clearing price as the V2G trigger (an EV sells into
+``k+1`` when the price expected *there* reaches its reservation price). Buy bids stay
+urgency-priced (buying less on a dear forecast would not lower charging: the EV charges at
+least its even spread, so the unbought part would be an imbalance). Under ``noise`` no
+estimate is passed and bidding is exactly as before.
 """
 
 from __future__ import annotations
@@ -211,10 +219,12 @@ class EVFleet:
                           discharge_wh=discharge)
 
     def orders(self, k: int, *, dr: bool = False, fee: int = 0,
-               last_price: int | None = None) -> list[OrderIntent]:
+               last_price: int | None = None, estimate: float | None = None) -> list[OrderIntent]:
         """Orders for interval ``k`` (needs after the state so far); ``dr``: buy only the
         must. ``fee``: the DSO's network fee of ``k`` (bids net of it); ``last_price``: the
-        latest clearing price (V2G sells when it reached the EV's reservation price)."""
+        latest clearing price (V2G sells when it reached the EV's reservation price);
+        ``estimate``: a clearing-price forecast of ``k`` (``agents.forecast``) replacing
+        ``last_price`` as the V2G trigger."""
         if k >= self.n_intervals:
             return []
         plugged = self.plugged[:, k]
@@ -228,11 +238,12 @@ class EVFleet:
         price = np.clip(price, self.base_price, self.retail)
         if fee:
             price = price - fee
+        trigger = last_price if estimate is None else round(estimate)
         selling = np.zeros(self.n, dtype=bool)
         sell_wh = np.zeros(self.n, dtype=np.int64)
-        if self.v2g and last_price is not None and last_price > 0:
+        if self.v2g and trigger is not None and trigger > 0:
             sell_wh = np.floor(self.sellable_wh(k)).astype(np.int64)
-            selling = (sell_wh >= 1) & (last_price >= self.sell_price)
+            selling = (sell_wh >= 1) & (trigger >= self.sell_price)
         idx = np.flatnonzero((energy >= 1) & ~selling)
         bid = self.strategy.prices("buy", interval=k, index=idx, valuation=price[idx])
         ids, e, p = self.device_id[idx].tolist(), energy[idx].tolist(), bid.tolist()

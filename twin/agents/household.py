@@ -8,6 +8,15 @@ comfort window, run at full power while the household's own forecast shows PV su
 otherwise only as much as the window's end forces, so the energy is always met by the end
 of the window (the spec rejects windows too short for it). It is part of ``load``.
 
+Demand response (the TSO calls an event for ``k+1`` at step ``k``): a household whose
+flexible load can wait offers its planned flexible energy of ``k+1``
+(:meth:`Households.dr_offer_wh`) — "can wait" means energy is left and the window's end
+does not force any of it into ``k+1`` (``remaining <= (intervals left - 1) * power``); a
+load that must run to finish on time offers nothing. What it commits
+(:meth:`Households.defer`, at most the offer) is taken off its flexible load of ``k+1``
+before its orders for ``k+1`` are made (it buys less) and stays in the remaining energy,
+so the window's end forces it into later intervals: the energy is still met in time.
+
 Physics per interval ``k`` (energies in Wh, AC side):
 ``metered = load + battery_charge - battery_discharge - pv``, with
 ``0 <= pv <= pv_available <= kWp * interval`` and the home battery inside its SOC band.
@@ -142,6 +151,7 @@ class Households:
         first = min(1.0, left[0] / window_len) if T and inside[0] else 1.0
         self._flex_first = first  # a window already running at the start: its remaining share
         self.flex_remaining_wh = np.zeros(n)
+        self.flex_deferred_wh: dict[int, np.ndarray] = {}  # DR commitments by interval
 
     def _flex_at(self, k: int) -> np.ndarray:
         """Flexible energy still to consume at the start of ``k`` (state unchanged)."""
@@ -149,18 +159,41 @@ class Households:
             return self.flex_energy_wh * (self._flex_first if k == 0 else 1.0)
         return self.flex_remaining_wh
 
-    def _flex(self, k: int) -> np.ndarray:
-        """Flexible load of ``k``: at full power while the own forecast shows PV surplus,
-        otherwise only what the comfort window's end forces (Wh)."""
+    def _flex_plan(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flexible load of ``k`` without a DR call and the part the window's end forces (Wh)."""
         if not self.flex_inside[k]:
-            return np.zeros(self.n)
+            return np.zeros(self.n), np.zeros(self.n)
         rem = self._flex_at(k)
         power = self.flex_power_wh
         forced = np.clip(rem - (self.flex_left[k] - 1) * power, 0.0, None)
         surplus = self.pv_forecast_wh[:, k] > self.load_forecast_wh[:, k]
         want = np.where(surplus, power, 0.0)
         out: np.ndarray = np.minimum(np.maximum(forced, want), np.minimum(rem, power))
+        return out, forced
+
+    def _flex(self, k: int) -> np.ndarray:
+        """Flexible load of ``k``: at full power while the own forecast shows PV surplus,
+        otherwise only what the comfort window's end forces, less what a DR call deferred (Wh)."""
+        flex, forced = self._flex_plan(k)
+        cut = self.flex_deferred_wh.get(k)
+        if cut is None:
+            return flex
+        out: np.ndarray = np.maximum(flex - cut, np.minimum(forced, flex))
         return out
+
+    def dr_offer_wh(self, k: int) -> np.ndarray:
+        """Reduction (Wh, whole) each household offers for a DR call in ``k``: its planned
+        flexible energy of ``k`` when the window's end forces none of it into ``k``, else 0."""
+        flex, forced = self._flex_plan(k)
+        return np.where(forced > 0, 0.0, np.floor(flex))
+
+    def defer(self, k: int, reduction_wh: np.ndarray) -> None:
+        """Commit DR reductions for ``k`` (Wh per household, capped at the offer): the
+        flexible load of ``k`` drops by them; the window's end forces them later."""
+        cut = np.minimum(np.clip(np.asarray(reduction_wh, dtype=np.float64), 0.0, None),
+                         self.dr_offer_wh(k))
+        if cut.any():
+            self.flex_deferred_wh[k] = cut
 
     @property
     def soc(self) -> np.ndarray:
@@ -206,6 +239,7 @@ class Households:
         pv_wh = self.pv_wh_base[:, k]
         flex = self._flex(k)  # scheduled on the forecast, as planned
         self.flex_remaining_wh = self._flex_at(k) - flex
+        self.flex_deferred_wh.pop(k, None)
         if pv_cap_wh is None:
             out = self._dispatch(self.load_wh_base[:, k], pv_wh, export_cap_wh, flex)
         else:  # HIL: PV inverters capped by their controllers; "available" stays the resource

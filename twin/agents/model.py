@@ -368,7 +368,7 @@ class FeederModel(mesa.Model):
             last = price_history[-1] if price_history else None
             price_next = self._price_forecast[k + 1] = self.price_forecaster.predict(k + 1)
             estimate = None if self.price_forecaster.method == "noise" else price_next
-            orders += (ev.orders(k + 1, dr=dr_next, fee=fee, last_price=last)
+            orders += (ev.orders(k + 1, dr=dr_next, fee=fee, last_price=last, estimate=estimate)
                        + cs.orders(k + 1, price_history=price_history, dr=dr_next, fee=fee,
                                    estimate=estimate))
             for o in orders:
@@ -460,14 +460,26 @@ class FeederModel(mesa.Model):
         device id (what they commit on the ledger; empty without an event)."""
         return dict(self._dr_offers.get(interval, {}))
 
+    def dr_devices(self) -> list[int]:
+        """Device ids that can answer a DR call: households with a flexible load, EV
+        chargers, community batteries (the DR service records their meters as baselines)."""
+        hh = self.households
+        return sorted([*hh.device_id[hh.has_flex].tolist(), *self.evs.device_id.tolist(),
+                       *self.storage.device_id.tolist()])
+
     def _flex_offers(self, k: int, requested_wh: int, ev_plan: np.ndarray) -> dict[int, int]:
-        """EV chargers offer the charging the DR call defers (planned charge without the call
-        minus the charge its departure forces), community batteries their power limit (they
-        stop buying and offer to sell); filled in device-id order up to the request."""
-        ev, cs = self.evs, self.storage
+        """Households with a flexible load offer its planned energy of ``k`` unless the
+        window's end forces it (:meth:`Households.dr_offer_wh`), EV chargers the charging
+        the DR call defers (planned charge without the call minus the charge its departure
+        forces), community batteries their power limit (they stop buying and offer to sell);
+        filled in device-id order up to the request. The households defer what they commit
+        (their plan and orders for ``k`` drop by it)."""
+        hh, ev, cs = self.households, self.evs, self.storage
         ev_dr = ev.plan(k, bought_wh=np.zeros(ev.n), curtailed=np.zeros(ev.n, dtype=bool), dr=True)
         wh = np.floor(np.clip(ev_plan - ev_dr, 0.0, None)).astype(np.int64)
-        offers = list(zip(ev.device_id.tolist(), wh.tolist(), strict=True))
+        hh_wh = hh.dr_offer_wh(k).astype(np.int64)
+        offers = [(d, w) for d, w in zip(hh.device_id.tolist(), hh_wh.tolist(), strict=True) if w >= 1]
+        offers += list(zip(ev.device_id.tolist(), wh.tolist(), strict=True))
         offers += list(zip(cs.device_id.tolist(), cs.cap_wh.tolist(), strict=True))
         out: dict[int, int] = {}
         left = int(requested_wh)
@@ -476,6 +488,11 @@ class FeederModel(mesa.Model):
             if take >= 1:
                 out[int(device)] = take
                 left -= take
+        cut = np.zeros(hh.n)
+        for device, take in out.items():
+            if (i := self._hh_index.get(device)) is not None:
+                cut[i] = take
+        hh.defer(k, cut)
         return out
 
     def _signal_rows(self, s: TSOSignal) -> list[dict[str, Any]]:

@@ -143,7 +143,7 @@ class _Topology:
     sgen_loc: IntArray
     storage_loc: IntArray
     y_ll: Any  # csc, LU order
-    y_ls: Any  # csr
+    i_s: ComplexArray  # (n_pq,) Y_LS V_S: current the slack voltages drive into the PQ nodes
     y_s_cols: IntArray  # nodes touched by the slack rows of Y
     y_s: Any  # dense (n_s, len(y_s_cols)) slack rows of Y
     v0: ComplexArray  # no-load PQ voltages (LU order)
@@ -297,16 +297,17 @@ def _build_topology(
     ll = (r_pq >= 0) & (c_pq >= 0)
     y_ll = sp.csc_matrix((y_val[ll], (r_pq[ll], c_pq[ll])), shape=(pq.size, pq.size))
     lu = _factorize(y_ll)
+    v_s = np.array(slack_v, dtype=np.complex128)
     ls = (r_pq >= 0) & (slack_pos[y_col] >= 0)
-    y_ls = sp.csr_matrix((y_val[ls], (r_pq[ls], slack_pos[y_col[ls]])), shape=(pq.size, s_nodes.size))
+    i_s = np.zeros(pq.size, dtype=np.complex128)
+    np.add.at(i_s, r_pq[ls], y_val[ls] * v_s[slack_pos[y_col[ls]]])
     srow = r_s >= 0
     cols, col_pos = np.unique(y_col[srow], return_inverse=True)
     cols = cols.astype(np.int64)
     y_s = np.zeros((s_nodes.size, cols.size), dtype=np.complex128)
     np.add.at(y_s, (r_s[srow], col_pos.reshape(-1)), y_val[srow])
-    v_s = np.array(slack_v, dtype=np.complex128)
     if pq.size:
-        v0 = -lu.solve(np.asarray(y_ls @ v_s, dtype=np.complex128))
+        v0 = -lu.solve(i_s)
     else:
         v0 = np.zeros(0, dtype=np.complex128)
     return _Topology(
@@ -325,7 +326,7 @@ def _build_topology(
         sgen_loc=_locations(sgen_node, pq_pos, slack_pos),
         storage_loc=_locations(storage_node, pq_pos, slack_pos),
         y_ll=y_ll,
-        y_ls=y_ls,
+        i_s=i_s,
         y_s_cols=cols,
         y_s=y_s,
         v0=np.ascontiguousarray(v0, dtype=np.complex128),
@@ -358,7 +359,7 @@ def _newton(
 ) -> tuple[ComplexArray, bool, int]:
     """Polar Newton-Raphson on the PQ nodes for one scenario (fallback path)."""
     y = topo.y_ll
-    i_s = np.asarray(topo.y_ls @ topo.slack_v)
+    i_s = topo.i_s
     v = v_start.copy() if np.all(np.isfinite(v_start)) else topo.v0.copy()
     if np.any(np.abs(v) < 0.3) or np.any(np.abs(v) > 3.0):
         v = topo.v0.copy()

@@ -118,6 +118,9 @@ class ServiceContext:
     interval_s: int
     #: interval -> the flexible devices' offered DR reductions (Wh by device id)
     dr_offers: Callable[[int], Mapping[int, int]]
+    #: device ids that can answer a DR call (flexible households, EVs, batteries); the DR
+    #: service records their meters as baselines (empty: the EV and battery devices)
+    dr_devices: tuple[int, ...] = ()
     #: services of the run by name, for services that read another's results (a service
     #: registers itself when it is built; hooks run in builder order)
     shared: dict[str, Any] = field(default_factory=dict)
@@ -267,6 +270,7 @@ class ServicePlan:
             agent_devices=model.agent_devices(),
             interval_s=self.scenario.market.interval_s,
             dr_offers=model.dr_offers,
+            dr_devices=tuple(model.dr_devices()),
         )
         services: list[MarketService] = []
         for b in builders():

@@ -4,8 +4,10 @@
 **Demand response.** Every event the TSO calls for ``k + 1`` (at the agents' step ``k``) is
 posted in the market's step ``k``, after the settlement of ``k``: the DSO withdraws the
 budget ``payment(target, price)`` from its market balance and the DemandResponse ledger
-escrows it; then each flexible device (EV chargers, community batteries) commits the
-reduction the agents model offers (:meth:`twin.agents.model.FeederModel.dr_offers`). Every
+escrows it; then each flexible device (households with a flexible load, EV chargers,
+community batteries: ``ServiceContext.dr_devices``) commits the reduction the agents model
+offers (:meth:`twin.agents.model.FeederModel.dr_offers`; households defer that much of
+their flexible load). Every
 step the flexible devices' meter readings are recorded (the baselines); when ``k + 1``
 settles, the event settles on those readings: pay per device ``payment(min(max(baseline -
 metered, 0), committed), price)`` to its owner's wallet, the rest back to the DSO's wallet.
@@ -81,7 +83,8 @@ class DemandResponseService(MarketService):
             self.backend = DemandResponseLedger(baseline_n=baseline_intervals,
                                                 posters={DSO_ACCOUNT})
             ctx.rail.register("DemandResponse")
-        self.flexible = sorted(d for d, dev in ctx.devices.items() if dev.kind in FLEXIBLE)
+        self.flexible = sorted(ctx.dr_devices or (d for d, dev in ctx.devices.items()
+                                                  if dev.kind in FLEXIBLE))
         self._calls: list[tuple[Any, dict[int, int]]] = []
         self._posted: dict[int, _Posted] = {}  # by interval
         self._next_id = 1
