@@ -94,9 +94,9 @@ KPI_COLUMNS = (
 #: One line per KPI: unit and meaning (the header notes of compare.md).
 KPI_NOTES = {
     "self_sufficiency": "share of consumption not imported (0..1)",
-    "prosumer_revenue": "money received for energy sold (market + feed-in), currency",
+    "prosumer_revenue": "money received for energy sold (market, feed-in, green tokens, charging), currency",
     "prosumer_revenue_per_mwh": "prosumer revenue per MWh injected, currency/MWh",
-    "consumer_cost": "money paid for energy bought (market + retail), currency",
+    "consumer_cost": "money paid for energy bought (market, retail, green tokens, charging), currency",
     "consumer_cost_per_mwh": "consumer cost per MWh consumed, currency/MWh",
     "service_income": "net money market services moved to participants (DR, assets, green tokens, charging), currency",
     "net_benefit": "sum of participants' gain vs the no-market tariff baseline, currency",

@@ -64,6 +64,15 @@ def _money(df: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return out
 
 
+def _traced(df: pd.DataFrame) -> str:
+    """How the rows of ``df`` link to the chain (a phrase for a heading)."""
+    if "tx_hash" not in df.columns:
+        return ""
+    if df["tx_hash"].fillna("").astype(str).str.len().gt(0).any():
+        return ", each with its tx_hash"
+    return "; no tx_hash: the reference ledger has no transactions"
+
+
 def _table(df: pd.DataFrame, *, key: str, height: int = 240) -> None:
     """A table whose tx_hash column comes first (the link to the chain)."""
     cols = (["tx_hash"] if "tx_hash" in df.columns else []) + [c for c in df.columns if c != "tx_hash"]
@@ -228,7 +237,7 @@ def _demand_response(folder: Any) -> None:
     if not _absent(folder=folder, name="dr_payouts", what="demand-response payouts (dr_payouts.parquet)",
                    service="market.services.demand_response"):
         pay = _money(td.read_table(folder=folder, name="dr_payouts"), "amount")
-        st.markdown(f"**Payouts per participant** ({len(pay):,} rows, each with its tx_hash)")
+        st.markdown(f"**Payouts per participant** ({len(pay):,} rows{_traced(pay)})")
         _table(pay, key="dr_payouts_table", height=200)
     if not _absent(folder=folder, name="events", what="demand-response calls and grid events "
                    "of the agents (events.parquet)", service="agents.tso / grid events"):
@@ -276,7 +285,7 @@ def _others(folder: Any) -> None:
         df = _money(td.read_table(folder=folder, name=name), "amount", "price_per_mwh", "locked",
                     "payout")
         st.markdown(f"**{what[0].upper() + what[1:]}** ({len(df):,} rows"
-                    f"{', each with its tx_hash' if 'tx_hash' in df.columns else ''})")
+                    f"{_traced(df)})")
         _table(df, key=f"extra_{name}", height=200)
 
 
