@@ -210,9 +210,14 @@ class CommunityStorageSpec(_Spec):
     soc_init: Share = 0.5
     #: can hold voltage and frequency in an island (read by the islanding studies)
     grid_forming: bool = False
+    #: state of charge held back for demand-response calls: outside a DR interval the
+    #: battery sells only above max(soc_min, dr_reserve_soc); 0 = no reservation
+    dr_reserve_soc: Share = 0.0
 
     @model_validator(mode="after")
     def _soc(self) -> CommunityStorageSpec:
+        if self.dr_reserve_soc > self.soc_max:
+            raise ValueError(f"dr_reserve_soc ({self.dr_reserve_soc}) must not exceed soc_max ({self.soc_max})")
         return _soc_band(self)
 
 
@@ -296,8 +301,9 @@ class AgentsSpec(_Spec):
 class DemandResponseServiceSpec(_Spec):
     """DemandResponse on the ledger (twin/market/value_services.py): every DR event the TSO
     calls is posted by the DSO (target and price from the TSO signal, budget escrowed),
-    the flexible devices (EV chargers, community batteries) commit, and compensation is
-    paid on the metered reduction below the baseline when the interval settles."""
+    the flexible devices (households with a flexible load, EV chargers, community batteries)
+    commit, and compensation is paid on the metered reduction below the baseline when the
+    interval settles."""
 
     enabled: bool = False
     #: baseline = floor mean of the device's metered consumption over this many intervals

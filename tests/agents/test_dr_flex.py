@@ -38,7 +38,8 @@ def _scenario() -> Scenario:
     return quickstart_with(start="2016-06-15T10:00:00Z", duration_s=3 * 3600, market__ledger="reference",
                            agents__tso__gap_threshold_kw=1.0, agents__households__flex=FLEX,
                            market__services={"demand_response": {"enabled": True,
-                                                                 "baseline_intervals": BASELINE_N}})
+                                                                 "baseline_intervals": BASELINE_N},
+                                             "green_currency": {"enabled": True, "tokens_per_kwh_dr": 2.0}})
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,54 @@ def test_flex_households_commit_are_paid_on_their_meter_and_meet_the_window(
     ev = events.set_index("event_id")
     paid = hh_rows.groupby("event_id")["amount"].sum()
     assert (paid <= ev.loc[paid.index, "paid"]).all()
+
+
+def test_green_currency_rewards_household_dr_like_the_dr_service(dr_run: tuple[Scenario, Path]) -> None:
+    """Green-currency DR awards cover the DR service's device set (flexible households
+    included): each paid reduction earns tokens on exactly the same Wh."""
+    sc, out = dr_run
+    hh = _model(sc).households
+    flex_ids = set(hh.device_id[hh.has_flex].tolist())
+    payouts = _t(out, "dr_payouts")
+    gc = _t(out, "green_currency")
+    dr = gc[gc["reason"] == "dr"].set_index(["interval", "device_id"])["energy_wh"]
+    paid = payouts[payouts["reduction_wh"] > 0].set_index(["interval", "device_id"])["reduction_wh"]
+    assert paid.index.get_level_values("device_id").isin(flex_ids).sum() >= 3
+    assert dr.index.get_level_values("device_id").isin(flex_ids).sum() >= 3
+    assert dr.sort_index().to_dict() == paid.sort_index().to_dict()
+
+
+def test_dr_response_row_counts_household_deferral() -> None:
+    """The ``dr_response`` event row = EV charging deferred + community battery export +
+    the flexible load households deferred (their commitments)."""
+    sc = _scenario()
+    model = _model(sc)
+    ev, cs = model.evs, model.storage
+    trades: list = []
+    prices: list[int] = []
+    pending: tuple[float, int] | None = None  # (EV baseline, household commits) of the next interval
+    checked = 0
+    for k in range(sc.n_intervals):
+        out = model.step_interval(interval=k, trades=trades, price_history=list(prices))
+        rows = [r for r in out.event_rows if r["kind"] == "dr_response"]
+        if pending is None:
+            assert not rows
+        else:
+            base, hh_wh = pending
+            ev_wh = sum(out.metered_wh[int(d)] for d in ev.device_id)
+            cs_out = sum(max(0, -out.metered_wh[int(d)]) for d in cs.device_id)
+            (row,) = rows
+            assert row["value"] == pytest.approx(max(0.0, base - ev_wh) + cs_out + hh_wh, abs=1.0)
+            checked += hh_wh > 0
+        pending = None
+        if k + 1 < sc.n_intervals:
+            trades, p = clear(out.orders, interval=k + 1, first_trade_id=1 + 1000 * k)
+            prices.append(p)
+            if out.tso is not None and out.tso.event is not None:
+                commits = model.dr_offers(k + 1)
+                hh_wh = sum(w for d, w in commits.items() if d in model._hh_index)
+                pending = (model._dr_baseline[k + 1], hh_wh)
+    assert checked >= 3
 
 
 def test_committed_households_defer_in_plan_meter_and_orders() -> None:

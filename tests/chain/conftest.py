@@ -7,16 +7,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from web3 import Web3
 
+from tests.chain._helpers import FEED_IN, INTERVAL_S, RETAIL, reverted
 from twin.chain.anvil import AnvilNode
 from twin.chain.compile import CompiledContracts, compile_contracts
 from twin.chain.ledger import ChainLedger
 from twin.market.ledger import Ledger
 from twin.market.reference import ReferenceLedger
 from twin.market.types import Device, DeviceKind
-
-INTERVAL_S = 900
-RETAIL = 250_000_000
-FEED_IN = 80_000_000
 
 pytestmark = pytest.mark.chain
 
@@ -88,3 +85,11 @@ def chain_ledger(deploy: Callable[..., ChainLedger]) -> ChainLedger:
     led = deploy()
     setup_market(led)
     return led
+
+
+@pytest.fixture
+def snap(base: tuple[AnvilNode, ChainLedger]) -> Iterator[ChainLedger]:
+    """The ledger of the test module's ``base`` fixture, reverted after the test."""
+    anvil, led = base
+    with reverted(anvil):
+        yield led

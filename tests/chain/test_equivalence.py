@@ -4,29 +4,23 @@ and settlement (hypothesis, real Anvil, one snapshot per example)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.chain._helpers import PARAMS, both, module_ledger, reverted
 from twin.chain.anvil import AnvilNode
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
-from twin.market.errors import MarketError
 from twin.market.ledger import Ledger
 from twin.market.reference import ReferenceLedger
 from twin.market.types import Device, DeviceKind, OrderIntent, Side
 
 pytestmark = pytest.mark.chain
-T = TypeVar("T")
 
-PARAMS = {
-    "interval_s": 900,
-    "retail_price_per_mwh": 250_000_000,
-    "feed_in_price_per_mwh": 80_000_000,
-}
 CAPACITY_W = {
     20: 11_000,
     21: 7_000,
@@ -55,26 +49,7 @@ def _base(led: Ledger) -> None:
 
 @pytest.fixture(scope="module")
 def base(anvil: AnvilNode, compiled: CompiledContracts) -> Iterator[tuple[AnvilNode, ChainLedger]]:
-    outer = anvil.rpc("evm_snapshot")
-    led = ChainLedger.deploy(anvil.web3(), compiled=compiled, **PARAMS)
-    _base(led)
-    yield anvil, led
-    anvil.rpc("evm_revert", outer)
-
-
-def _both(ref: Callable[[], T], chain: Callable[[], T]) -> T | None:
-    """Run one operation on both ledgers: same result, or the same error."""
-    try:
-        expected = ref()
-    except MarketError as exc:
-        with pytest.raises(type(exc)) as info:
-            chain()
-        assert info.value == exc, (str(info.value), str(exc))
-        event(f"error {exc.name}")
-        return None
-    got = chain()
-    assert got == expected
-    return expected
+    yield from module_ledger(anvil, compiled, setup=_base)
 
 
 def _assert_same_state(ref: ReferenceLedger, led: ChainLedger, intervals: range) -> None:
@@ -134,24 +109,23 @@ def test_random_books_match_reference(
     data: st.DataObject,
 ) -> None:
     anvil, led = base
-    snap = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         ref = ReferenceLedger(**PARAMS)
         _base(ref)
         for a, amount in zip(ACCOUNTS, deposits, strict=True):
             if amount:
-                _both(
+                both(
                     lambda a=a, amount=amount: ref.deposit(a, amount),
                     lambda a=a, amount=amount: led.deposit(a, amount),
                 )
         for batch in batches:
-            _both(lambda b=batch: ref.place_orders(b), lambda b=batch: led.place_orders(b))
+            both(lambda b=batch: ref.place_orders(b), lambda b=batch: led.place_orders(b))
         # Small chunks force several clearChunk transactions (bounded clearing): the result
         # must not depend on where the book is cut.
         chunk = data.draw(st.sampled_from([None, 1, 2, 3, 7]), label="clear chunk orders")
         per_call = data.draw(st.sampled_from([None, 1, 2, 5]), label="clear chunk trades")
         for i in (0, 1):
-            _both(
+            both(
                 lambda i=i: ref.clear(i),
                 lambda i=i: led.clear(i, chunk_orders=chunk, chunk_trades=per_call),
             )
@@ -164,7 +138,7 @@ def test_random_books_match_reference(
             else []
         ):
             wh = data.draw(st.integers(0, t.energy_wh + 1), label=f"trade {t.trade_id} Wh")
-            _both(
+            both(
                 lambda t=t, wh=wh: ref.curtail(t.trade_id, wh),
                 lambda t=t, wh=wh: led.curtail(t.trade_id, wh),
             )
@@ -177,7 +151,5 @@ def test_random_books_match_reference(
                 for t in ref.trades(i):
                     metered.setdefault(t.buyer_device, t.energy_wh)
                     metered.setdefault(t.seller_device, -t.energy_wh)
-            _both(lambda i=i, m=metered: ref.settle(i, m), lambda i=i, m=metered: led.settle(i, m))
+            both(lambda i=i, m=metered: ref.settle(i, m), lambda i=i, m=metered: led.settle(i, m))
         _assert_same_state(ref, led, range(2))
-    finally:
-        anvil.rpc("evm_revert", snap)

@@ -4,13 +4,13 @@ GreenCurrency vs GreenCurrency — result for result, error for error, money for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.chain._helpers import both_call, devices, module_ledger, reverted
 from twin.chain.anvil import AnvilNode
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
@@ -28,9 +28,6 @@ from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Device, DeviceKind
 from twin.market.wallets import Wallets
 
 pytestmark = pytest.mark.chain
-T = TypeVar("T")
-PARAMS = {"interval_s": 900, "retail_price_per_mwh": 250_000_000,
-          "feed_in_price_per_mwh": 80_000_000}  # fmt: skip
 #: device -> (owner, kind)
 DEVICES = {40: (2, DeviceKind.PV), 41: (3, DeviceKind.PV), 42: (4, DeviceKind.LOAD),
            43: (5, DeviceKind.LOAD), 44: (6, DeviceKind.STORAGE), 45: (6, DeviceKind.EV),
@@ -42,42 +39,17 @@ SLOW = settings(
 
 
 def _devices() -> dict[int, Device]:
-    return {d: Device(device_id=d, owner=o, kind=k, bus=0, capacity_w=11_000)
-            for d, (o, k) in DEVICES.items()}  # fmt: skip
+    return devices(DEVICES, bus=0)
+
+
+def _register(led: ChainLedger) -> None:
+    for dev in _devices().values():
+        led.register_device(dev)
 
 
 @pytest.fixture(scope="module")
 def base(anvil: AnvilNode, compiled: CompiledContracts) -> Iterator[tuple[AnvilNode, ChainLedger]]:
-    outer = anvil.rpc("evm_snapshot")
-    led = ChainLedger.deploy(anvil.web3(), compiled=compiled, **PARAMS)
-    for dev in _devices().values():
-        led.register_device(dev)
-    yield anvil, led
-    anvil.rpc("evm_revert", outer)
-
-
-@pytest.fixture
-def snap(base: tuple[AnvilNode, ChainLedger]) -> Iterator[ChainLedger]:
-    anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
-        yield led
-    finally:
-        anvil.rpc("evm_revert", s)
-
-
-def _both(ref: Callable[[], T], chain: Callable[[], T]) -> T | None:
-    try:
-        expected = ref()
-    except e.MarketError as exc:
-        with pytest.raises(type(exc)) as info:
-            chain()
-        assert info.value == exc, (str(info.value), str(exc))
-        event(f"error {exc.name}")
-        return None
-    got = chain()
-    assert got == expected
-    return expected
+    yield from module_ledger(anvil, compiled, setup=_register)
 
 
 def _money(led: ChainLedger, cash: dict[int, int]) -> tuple[ChainWallets, Wallets]:
@@ -135,8 +107,7 @@ def test_green_exchange_matches_reference(
     base: tuple[AnvilNode, ChainLedger], ops: list[tuple], prices: tuple[int, int], dso_cash: int
 ) -> None:
     anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         cash = {DSO_ACCOUNT: dso_cash} | {a: 400_000 for a in range(2, 8)}
         wallets, money = _money(led, cash)
         buy, sell = (p * 1_000_000 for p in prices)
@@ -145,17 +116,13 @@ def test_green_exchange_matches_reference(
         ex = ChainGreenExchange.deploy(led, buy_price_per_mwh=buy, sell_price_per_mwh=sell)
         for op in ops:
             if op[0] == "meters":
-                _both(lambda o=op: ref.record_meters(o[1], o[2]),
-                      lambda o=op: ex.record_meters(o[1], o[2], chunk=o[3]))  # fmt: skip
+                both_call(ref, ex, "record_meters", op[1], op[2], chain_kw={"chunk": op[3]})
             elif op[0] in ("sell", "buy"):
-                _both(lambda o=op: getattr(ref, o[0])(o[1], o[2]),
-                      lambda o=op: getattr(ex, o[0])(o[1], o[2]))  # fmt: skip
+                both_call(ref, ex, op[0], op[1], op[2])
             elif op[0] == "redeem":
-                _both(lambda o=op: ref.redeem(o[1], o[3], sender=o[2]),
-                      lambda o=op: ex.redeem(o[1], o[3], sender=o[2]))  # fmt: skip
+                both_call(ref, ex, "redeem", op[1], op[3], sender=op[2])
             else:
-                _both(lambda o=op: ref.transfer(o[1], o[2], o[3]),
-                      lambda o=op: ex.transfer(o[1], o[2], o[3]))  # fmt: skip
+                both_call(ref, ex, "transfer", op[1], op[2], op[3])
         for a in ACCOUNTS:
             assert ex.balance_of(a) == ref.balance_of(a)
             assert wallets.balance_of(a) == money.balance_of(a)
@@ -168,8 +135,6 @@ def test_green_exchange_matches_reference(
                        ref.received)  # fmt: skip
         assert int(led.token.functions.balanceOf(ex.contract.address).call()) == 0
         event(f"tokens redeemed: {bool(ref.redeemed)}, sold: {bool(ref.paid)}")
-    finally:
-        anvil.rpc("evm_revert", s)
 
 
 def test_green_exchange_roles_and_bad_input(snap: ChainLedger) -> None:
@@ -225,8 +190,7 @@ def test_charger_tariffs_match_reference(
 ) -> None:
     anvil, led = base
     bounds, ops = scenario
-    s = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         wallets, money = _money(led, {a: 1_000_000 for a in range(2, 8)})
         lo, hi = (b * 1_000_000 for b in bounds)
         ref = ChargerTariffs(devices=_devices(), money=money, tariff_min_per_mwh=lo,
@@ -235,18 +199,13 @@ def test_charger_tariffs_match_reference(
         ended = 0
         for op in ops:
             if op[0] == "tariff":
-                _both(lambda o=op: ref.set_tariff(o[1], o[3], sender=o[2]),
-                      lambda o=op: ct.set_tariff(o[1], o[3], sender=o[2]))  # fmt: skip
+                both_call(ref, ct, "set_tariff", op[1], op[3], sender=op[2])
             elif op[0] in ("deposit", "withdraw"):
-                _both(lambda o=op: getattr(ref, o[0])(o[1], o[2]),
-                      lambda o=op: getattr(ct, o[0])(o[1], o[2]))  # fmt: skip
+                both_call(ref, ct, op[0], op[1], op[2])
             elif op[0] == "start":
-                _both(lambda o=op: ref.start_session(o[1], o[3], driver=o[2]),
-                      lambda o=op: ct.start_session(o[1], o[3], driver=o[2]))  # fmt: skip
+                both_call(ref, ct, "start_session", op[1], op[3], driver=op[2])
             else:
-                out = _both(lambda o=op: ref.end_session(o[1], o[2], sender=o[3]),
-                            lambda o=op: ct.end_session(o[1], o[2], sender=o[3]))  # fmt: skip
-                ended += out is not None
+                ended += both_call(ref, ct, "end_session", op[1], op[2], sender=op[3]) is not None
         for c in (45, 46):
             assert ct.tariff(c) == ref.tariff(c)
             assert ct.open_session(c) == ref.open_session(c)
@@ -255,8 +214,6 @@ def test_charger_tariffs_match_reference(
             assert wallets.balance_of(a) == money.balance_of(a)
         assert ct.holdings == ref.holdings == money.balance_of(CONTRACT_WALLET)
         event(f"sessions paid: {min(ended, 2)}")
-    finally:
-        anvil.rpc("evm_revert", s)
 
 
 def test_charger_tariff_change_applies_to_later_sessions_only(snap: ChainLedger) -> None:
@@ -319,26 +276,17 @@ def test_green_currency_matches_reference(
     base: tuple[AnvilNode, ChainLedger], ops: list[tuple], rates: tuple[int, int]
 ) -> None:
     anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         ref = GreenCurrency(devices=_devices(), tokens_per_kwh_renewable=rates[0],
                             tokens_per_kwh_dr=rates[1])  # fmt: skip
         gc = ChainGreenCurrency.deploy(led, tokens_per_kwh_renewable=rates[0],
                                        tokens_per_kwh_dr=rates[1])  # fmt: skip
         for op in ops:
             if op[0] == "reward":
-                ref_fn = ref.reward_renewable if op[1] == RENEWABLE else ref.reward_dr
-                chain_fn = gc.reward_renewable if op[1] == RENEWABLE else gc.reward_dr
-                _both(lambda o=op, f=ref_fn: f(o[2], o[3], sender=o[5]),
-                      lambda o=op, f=chain_fn: f(o[2], o[3], sender=o[5], chunk=o[4]))  # fmt: skip
-            elif op[0] == "transfer_from":
-                _both(lambda o=op: ref.transfer_from(o[1], o[2], o[3], o[4]),
-                      lambda o=op: gc.transfer_from(o[1], o[2], o[3], o[4]))  # fmt: skip
-            elif op[0] == "burn":
-                _both(lambda o=op: ref.burn(o[1], o[2]), lambda o=op: gc.burn(o[1], o[2]))
-            else:
-                _both(lambda o=op: getattr(ref, o[0])(o[1], o[2], o[3]),
-                      lambda o=op: getattr(gc, o[0])(o[1], o[2], o[3]))  # fmt: skip
+                method = "reward_renewable" if op[1] == RENEWABLE else "reward_dr"
+                both_call(ref, gc, method, op[2], op[3], sender=op[5], chain_kw={"chunk": op[4]})
+            else:  # transfer, approve, transfer_from, burn: the op's arguments as they are
+                both_call(ref, gc, op[0], *op[1:])
         for a in ACCOUNTS:
             assert gc.balance_of(a) == ref.balance_of(a)
             for b in ACCOUNTS:
@@ -348,5 +296,3 @@ def test_green_currency_matches_reference(
                 assert gc.carry(reason, d) == ref.carry(reason, d)
         assert (gc.minted, gc.burned, gc.total_supply) == (ref.minted, ref.burned, ref.total_supply)
         event(f"minted: {bool(ref.minted)}")
-    finally:
-        anvil.rpc("evm_revert", s)

@@ -29,6 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests.chain._helpers import PARAMS, module_ledger
 from twin.chain.anvil import AnvilNode
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
@@ -41,11 +42,6 @@ from twin.market.units import payment
 pytestmark = pytest.mark.chain
 T = TypeVar("T")
 
-PARAMS = {
-    "interval_s": 900,
-    "retail_price_per_mwh": 250_000_000,
-    "feed_in_price_per_mwh": 80_000_000,
-}
 CAPACITY_W = {30: 11_000, 31: 7_000, 32: 3_000, 33: 20_000, 34: 5_000, 35: 9_000}
 OWNER = {30: 2, 31: 3, 32: 4, 33: 5, 34: 6, 35: 2}
 KEYS = {d: DeviceKey.from_seed(f"stateful-{d}") for d in CAPACITY_W}
@@ -73,11 +69,7 @@ def _base(led: Any) -> None:
 
 @pytest.fixture(scope="module")
 def base(anvil: AnvilNode, compiled: CompiledContracts) -> Iterator[tuple[AnvilNode, ChainLedger]]:
-    outer = anvil.rpc("evm_snapshot")
-    led = ChainLedger.deploy(anvil.web3(), compiled=compiled, **PARAMS)
-    _base(led)
-    yield anvil, led
-    anvil.rpc("evm_revert", outer)
+    yield from module_ledger(anvil, compiled, setup=_base)
 
 
 @st.composite

@@ -5,15 +5,15 @@ for error, and tokens conserved. Plus role checks and a reentrancy attack on cla
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from eth_utils import keccak
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.chain._helpers import PARAMS, both, devices, module_ledger, reverted
 from twin.chain.anvil import AnvilNode
 from twin.chain.compile import CompiledContracts, compile_contracts
 from twin.chain.ledger import ChainLedger, ChainRevert
@@ -28,15 +28,9 @@ from twin.market.assets import AssetLedger
 from twin.market.certificates import CertificateLedger
 from twin.market.demand_response import DemandResponseLedger
 from twin.market.reference import ReferenceLedger
-from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Device, DeviceKind, OrderIntent, Side
+from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, DeviceKind, OrderIntent, Side
 
 pytestmark = pytest.mark.chain
-T = TypeVar("T")
-PARAMS = {
-    "interval_s": 900,
-    "retail_price_per_mwh": 250_000_000,
-    "feed_in_price_per_mwh": 80_000_000,
-}
 HOLDERS = range(2, 7)
 #: device -> (owner, kind): PV sellers and LOAD buyers, 11 kW (2750 Wh per interval)
 DEVICES = {30: (2, DeviceKind.PV), 31: (3, DeviceKind.PV), 32: (4, DeviceKind.STORAGE),
@@ -46,15 +40,8 @@ SLOW = settings(
 )
 
 
-def _devices() -> dict[int, Device]:
-    return {
-        d: Device(device_id=d, owner=o, kind=k, bus=d, capacity_w=11_000)
-        for d, (o, k) in DEVICES.items()
-    }
-
-
 def _setup(led: ChainLedger | ReferenceLedger) -> None:
-    for dev in _devices().values():
+    for dev in devices(DEVICES).values():
         led.register_device(dev)
     for a in range(2, 8):
         led.deposit(a, 5_000_000)
@@ -62,35 +49,7 @@ def _setup(led: ChainLedger | ReferenceLedger) -> None:
 
 @pytest.fixture(scope="module")
 def base(anvil: AnvilNode, compiled: CompiledContracts) -> Iterator[tuple[AnvilNode, ChainLedger]]:
-    outer = anvil.rpc("evm_snapshot")
-    led = ChainLedger.deploy(anvil.web3(), compiled=compiled, **PARAMS)
-    _setup(led)
-    yield anvil, led
-    anvil.rpc("evm_revert", outer)
-
-
-@pytest.fixture
-def snap(base: tuple[AnvilNode, ChainLedger]) -> Iterator[ChainLedger]:
-    anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
-        yield led
-    finally:
-        anvil.rpc("evm_revert", s)
-
-
-def _both(ref: Callable[[], T], chain: Callable[[], T]) -> T | None:
-    try:
-        expected = ref()
-    except e.MarketError as exc:
-        with pytest.raises(type(exc)) as info:
-            chain()
-        assert info.value == exc, (str(info.value), str(exc))
-        event(f"error {exc.name}")
-        return None
-    got = chain()
-    assert got == expected
-    return expected
+    yield from module_ledger(anvil, compiled, setup=_setup)
 
 
 # ----------------------------------------------------------------------------- AssetToken
@@ -115,21 +74,20 @@ def test_asset_token_matches_reference(
     base: tuple[AnvilNode, ChainLedger], total: int, ops: list[tuple]
 ) -> None:
     anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         ref = AssetLedger(asset_id=9, issuer=2, total_shares=total)
         chain = ChainAssetToken.deploy(led, asset_id=9, issuer=2, total_shares=total)
         wallets = {h: led.wallet(h) for h in HOLDERS}
         for op in ops:
             if op[0] == "distribute":
-                _both(lambda a=op[1]: ref.distribute(a), lambda a=op[1]: chain.distribute(a))
+                both(lambda a=op[1]: ref.distribute(a), lambda a=op[1]: chain.distribute(a))
             elif op[0] == "transfer":
-                _both(
+                both(
                     lambda o=op: ref.transfer(o[1], o[2], o[3]),
                     lambda o=op: chain.transfer(o[1], o[2], o[3]),
                 )
             else:
-                _both(lambda h=op[1]: ref.claim(h), lambda h=op[1]: chain.claim(h))
+                both(lambda h=op[1]: ref.claim(h), lambda h=op[1]: chain.claim(h))
         for h in HOLDERS:  # everyone pulls in the end: twice, the second pays nothing
             assert chain.claim(h) == ref.claim(h)
             assert chain.claim(h) == ref.claim(h) == 0
@@ -143,8 +101,6 @@ def test_asset_token_matches_reference(
         held = int(led.token.functions.balanceOf(chain.contract.address).call())
         assert held == ref.distributed - sum(ref.claimed(h) for h in HOLDERS)
         assert held - sum(ref.claimable(h) for h in HOLDERS) == ref.dust() >= 0
-    finally:
-        anvil.rpc("evm_revert", s)
 
 
 def test_claim_reentrancy_attack_fails(snap: ChainLedger) -> None:
@@ -215,13 +171,12 @@ def test_green_certificates_match_reference(
     moves: list[int],
 ) -> None:
     anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         ref = ReferenceLedger(**PARAMS)
         _setup(ref)
         certs_ref = CertificateLedger()
         certs = ChainCertificates.deploy(led)
-        devices = _devices()
+        registry = devices(DEVICES)
         for interval, (orders, cuts, metered) in enumerate((first, second)):
             orders = [
                 OrderIntent(o.device_id, interval, o.side, o.energy_wh, o.price_per_mwh)
@@ -238,23 +193,23 @@ def test_green_certificates_match_reference(
                 wh = t.energy_wh * pct // 100
                 assert led.curtail(t.trade_id, wh) == ref.curtail(t.trade_id, wh)
             assert led.settle(interval, metered) == ref.settle(interval, metered)
-            _both(
-                lambda i=interval, m=metered: certs_ref.issue(i, ref.trades(i), m, devices),
+            both(
+                lambda i=interval, m=metered: certs_ref.issue(i, ref.trades(i), m, registry),
                 lambda i=interval: certs.issue(i, max_trades=2),
             )
-            _both(
-                lambda i=interval, m=metered: certs_ref.issue(i, ref.trades(i), m, devices),
+            both(
+                lambda i=interval, m=metered: certs_ref.issue(i, ref.trades(i), m, registry),
                 lambda i=interval: certs.issue(i),
             )  # once per interval
         assert certs.minted == certs_ref.minted
         event(f"certificates minted: {min(certs.minted, 3)}+")
         for k, amount in enumerate(moves):  # buyers pass on and retire some
             holder, vintage = 5 + k % 3, k % 2
-            _both(
+            both(
                 lambda h=holder, v=vintage, a=amount: certs_ref.transfer(h, 2, v, a),
                 lambda h=holder, v=vintage, a=amount: certs.transfer(h, 2, v, a),
             )
-            _both(
+            both(
                 lambda v=vintage, a=amount: certs_ref.retire(2, v, a),
                 lambda v=vintage, a=amount: certs.retire(2, v, a),
             )
@@ -263,8 +218,6 @@ def test_green_certificates_match_reference(
                 assert certs.balance_of(holder, vintage) == certs_ref.balance_of(holder, vintage)
         assert certs.retired == certs_ref.retired
         assert certs.outstanding() == certs_ref.outstanding()
-    finally:
-        anvil.rpc("evm_revert", s)
 
 
 def test_certificate_transfer_needs_owner_or_approval(snap: ChainLedger) -> None:
@@ -334,8 +287,7 @@ def test_demand_response_matches_reference(
     base: tuple[AnvilNode, ChainLedger], ops: list[tuple]
 ) -> None:
     anvil, led = base
-    s = anvil.rpc("evm_snapshot")
-    try:
+    with reverted(anvil):
         ref = DemandResponseLedger(baseline_n=3, posters={DSO_ACCOUNT})
         dr = ChainDemandResponse.deploy(led, baseline_n=3, posters={DSO_ACCOUNT})
         owners = {d: o for d, (o, _) in DEVICES.items()}
@@ -346,16 +298,16 @@ def test_demand_response_matches_reference(
             if op[0] == "post":
                 kw = {"event_id": op[1], "poster": DSO_ACCOUNT, "interval": op[2],
                       "target_wh": op[3], "price_per_mwh": op[4]}  # fmt: skip
-                _both(lambda kw=kw: ref.post_event(**kw), lambda kw=kw: dr.post_event(**kw))
+                both(lambda kw=kw: ref.post_event(**kw), lambda kw=kw: dr.post_event(**kw))
             elif op[0] == "commit":
                 kw = {"event_id": op[1], "device_id": op[2], "owner": owners[op[2]],
                       "reduction_wh": op[3]}  # fmt: skip
-                _both(lambda kw=kw: ref.commit(**kw), lambda kw=kw: dr.commit(**kw))
+                both(lambda kw=kw: ref.commit(**kw), lambda kw=kw: dr.commit(**kw))
             elif op[0] == "meter":
                 ref.record_meter(op[1], op[2], op[3])
                 dr.record_meter(op[1], op[2], op[3])
             else:
-                out = _both(
+                out = both(
                     lambda o=op: ref.settle_event(o[1], o[2]),
                     lambda o=op: dr.settle_event(o[1], o[2]),
                 )
@@ -372,8 +324,6 @@ def test_demand_response_matches_reference(
         assert held == ref.escrow  # escrow fully backed, nothing created or lost
         for a in range(2, 8):
             assert led.wallet(a) - wallets[a] == paid.get(a, 0)
-    finally:
-        anvil.rpc("evm_revert", s)
 
 
 def test_demand_response_roles(snap: ChainLedger) -> None:

@@ -466,3 +466,39 @@ def test_numpy_path_equals_numba_kernels(case: str) -> None:
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-8, err_msg=name)
     if case == "zip_and_divergence":
         assert not res["numpy"]["converged"][3] and res["numpy"]["converged"].sum() == 19
+
+
+def test_contingency_kernel_equals_per_topology_path() -> None:
+    """An N-1 sweep (one topology per scenario) runs in the contingency kernel; it equals the
+    per-topology path and pandapower, with ZIP loads, a load at the slack, tie lines closed
+    (meshed), de-energized subtrees and a diverging scenario (re-solved, reported)."""
+    net = get_net("case33bw")
+    net.load["const_z_p_percent"] = 30.0
+    net.load["const_i_q_percent"] = 20.0
+    pp.create_load(net, int(net.ext_grid.bus.iloc[0]), p_mw=0.5, q_mvar=0.1, const_z_p_percent=50.0)
+    n_line = len(net.line)
+    base = net.line.in_service.to_numpy().copy()
+    base[[32, 34]] = True  # two tie lines closed
+    masks = np.tile(base, (n_line, 1))
+    masks[np.arange(n_line), np.arange(n_line)] = False
+    scen = random_scenarios(net, n_line, seed=41)
+    scen["load_p_mw"][5] *= 40  # no solution: reported, not raised
+    scen["load_q_mvar"][5] *= 40
+    pf = BatchPowerFlow(net)
+    fast = _fields(pf.solve(**scen, line_in_service=masks, tol=SOLVE_TOL))
+    assert pf._pattern is not None  # the contingency kernel ran
+    slow = _fields(BatchPowerFlow(net, kernel="numpy").solve(**scen, line_in_service=masks, tol=SOLVE_TOL))
+    for name, a in slow.items():
+        b = fast[name]
+        if name == "iterations":
+            assert np.all(np.abs(a - b) <= 1), name
+        elif a.dtype == bool:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        else:
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-8, err_msg=name)
+    assert not fast["converged"][5] and fast["converged"].sum() == n_line - 1
+    cut = np.flatnonzero((~fast["energized"]).any(axis=1))
+    assert cut.size > 0  # some radial outages cut off a subtree
+    res = pf.solve(**scen, line_in_service=masks, tol=SOLVE_TOL)
+    for b in (int(cut[0]), 20):
+        assert_matches(res, b, run_referee(net, scen, b, line_in_service=masks))

@@ -38,12 +38,19 @@ def _try(fn: Callable[[], object]) -> None:
         pass
 
 
+def _wallets(each: int, *, dso_cash: int | None = None) -> Wallets:
+    """Accounts 2-7 hold ``each``; the DSO ``dso_cash`` (None: no DSO wallet)."""
+    money = Wallets()
+    if dso_cash is not None:
+        money.mint(DSO_ACCOUNT, dso_cash)
+    for a in range(2, 8):
+        money.mint(a, each)
+    return money
+
+
 # ------------------------------------------------------------------ green-token exchange
 def _exchange(dso_cash: int = 10**9) -> tuple[GreenExchange, Wallets]:
-    money = Wallets()
-    money.mint(DSO_ACCOUNT, dso_cash)
-    for a in range(2, 8):
-        money.mint(a, 5_000_000)
+    money = _wallets(5_000_000, dso_cash=dso_cash)
     ex = GreenExchange(devices=_devices(), money=money, buy_price_per_mwh=90_000_000,
                        sell_price_per_mwh=110_000_000)  # fmt: skip
     return ex, money
@@ -149,9 +156,7 @@ def test_green_exchange_identities(ops: list[tuple], dso_cash: int) -> None:
 
 # ------------------------------------------------------------------ shared-charger tariffs
 def _chargers() -> tuple[ChargerTariffs, Wallets]:
-    money = Wallets()
-    for a in range(2, 8):
-        money.mint(a, 3_000_000)
+    money = _wallets(3_000_000)
     ct = ChargerTariffs(devices=_devices(), money=money, tariff_min_per_mwh=100_000_000,
                         tariff_max_per_mwh=500_000_000)  # fmt: skip
     return ct, money

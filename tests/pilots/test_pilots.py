@@ -120,6 +120,43 @@ def test_rwa_vpp_distributes_storage_revenue_to_token_holders(compared: dict[str
     assert r["participants"] >= 60
 
 
+def test_rwa_vpp_storage_keeps_a_dr_reserve_and_is_paid_for_dr(tmp_path: Path) -> None:
+    """The evening's first DR calls (15:00 UTC): the storage systems held their DR reserve
+    until then, commit what they can deliver and are paid on their metered reduction."""
+    data = yaml.safe_load((PILOTS / "rwa_vpp.yaml").read_text())
+    data["start"], data["duration_s"] = "2016-06-15T14:45:00+00:00", 3600
+    sc = scenario_from_dict(data, source="rwa_vpp")
+    reserve = sc.agents.community_storage.dr_reserve_soc
+    assert reserve > sc.agents.community_storage.soc_min
+    bad = {**data, "agents": {**data["agents"], "community_storage": {
+        **data["agents"]["community_storage"], "dr_reserve_soc": 0.99}}}
+    with pytest.raises(ScenarioError, match=r"agents\.community_storage: dr_reserve_soc .* soc_max"):
+        scenario_from_dict(bad)
+    out = tmp_path / "run"
+    assert main(["run", str(_write(tmp_path, data)), "--out", str(out)]) == 0
+    k = json.loads((out / "kpis.json").read_text())
+    events = pq.read_table(out / "dr_events.parquet").to_pandas()
+    payouts = pq.read_table(out / "dr_payouts.parquet").to_pandas()
+    agents = pq.read_table(out / "agents.parquet").to_pandas()
+    assert k["dr_events"] >= 1 and k["dr_paid"] > 0 and k["dr_reduction_kwh"] > 0
+    storage = agents[agents["kind"] == "storage"]
+    first = int(events["interval"].min())
+    before = storage[storage["time_s"] < first * sc.market.interval_s]
+    assert len(before) and (before["soc"] >= reserve - 1e-9).all()  # not sold below the reserve
+    paid = payouts[payouts["amount"] > 0]
+    assert set(paid["device_id"]) <= set(storage["device_id"])
+    assert paid["amount"].sum() == events["paid"].sum() == round(k["dr_paid"] * 1_000_000)
+    # a commitment never exceeds what the battery could deliver at its power limit
+    cap_wh = sc.agents.community_storage.power_kw * 1000 * sc.market.interval_s / 3600
+    assert (payouts["committed_wh"] <= cap_wh).all()
+
+
+def _write(tmp: Path, data: dict[str, Any]) -> Path:
+    path = tmp / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def test_scanergy_pays_green_surplus_in_tokens(compared: dict[str, Any]) -> None:
     k, r = compared["kpis"]["scanergy"], compared["rows"]["scanergy"]
     assert r["mechanism"] == "green_exchange" and k["trades"] == 0  # no P2P auction

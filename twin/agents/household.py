@@ -67,6 +67,8 @@ class HouseholdDispatch:
     battery_discharge_wh: np.ndarray
     metered_wh: np.ndarray  # consumption positive
     flex_wh: np.ndarray  # flexible load (part of load_wh)
+    #: flexible load a DR commitment moved out of this interval (planned - run; 0 otherwise)
+    deferred_wh: np.ndarray | None = None
 
 
 class Households:
@@ -238,6 +240,7 @@ class Households:
         """
         pv_wh = self.pv_wh_base[:, k]
         flex = self._flex(k)  # scheduled on the forecast, as planned
+        deferred = self._flex_plan(k)[0] - flex  # what a DR commitment took out of k
         self.flex_remaining_wh = self._flex_at(k) - flex
         self.flex_deferred_wh.pop(k, None)
         if pv_cap_wh is None:
@@ -245,6 +248,7 @@ class Households:
         else:  # HIL: PV inverters capped by their controllers; "available" stays the resource
             out = self._dispatch(self.load_wh_base[:, k], np.minimum(pv_wh, pv_cap_wh), export_cap_wh, flex)
             out = dataclasses.replace(out, pv_available_wh=pv_wh)
+        out = dataclasses.replace(out, deferred_wh=deferred)
         self.energy_wh = self.energy_wh + out.battery_charge_wh * self.eta - out.battery_discharge_wh / self.eta
         self.energy_wh = np.clip(
             self.energy_wh, self.soc_min * self.battery_capacity_wh, self.soc_max * self.battery_capacity_wh

@@ -343,7 +343,7 @@ class FeederModel(mesa.Model):
         for ids, vals in ((hh.device_id, hh_m), (ev.device_id, ev_m), (cs.device_id, cs_m)):
             metered.update(zip(ids.tolist(), vals.tolist(), strict=True))
 
-        events = self._event_rows(k, time_s, ed.metered_wh, sd.metered_wh)
+        events = self._event_rows(k, time_s, ed.metered_wh, sd.metered_wh, hh_deferred_wh=hd.deferred_wh)
         forecast_rows = self._forecast_rows(k, time_s, trades)
         if self.vpp is not None:
             mem = self.vpp.members
@@ -471,7 +471,8 @@ class FeederModel(mesa.Model):
         """Households with a flexible load offer its planned energy of ``k`` unless the
         window's end forces it (:meth:`Households.dr_offer_wh`), EV chargers the charging
         the DR call defers (planned charge without the call minus the charge its departure
-        forces), community batteries their power limit (they stop buying and offer to sell);
+        forces), community batteries what they can deliver (power limit, charge above
+        ``soc_min``; they stop buying and offer to sell);
         filled in device-id order up to the request. The households defer what they commit
         (their plan and orders for ``k`` drop by it)."""
         hh, ev, cs = self.households, self.evs, self.storage
@@ -480,7 +481,8 @@ class FeederModel(mesa.Model):
         hh_wh = hh.dr_offer_wh(k).astype(np.int64)
         offers = [(d, w) for d, w in zip(hh.device_id.tolist(), hh_wh.tolist(), strict=True) if w >= 1]
         offers += list(zip(ev.device_id.tolist(), wh.tolist(), strict=True))
-        offers += list(zip(cs.device_id.tolist(), cs.cap_wh.tolist(), strict=True))
+        offers += [(d, w) for d, w in zip(cs.device_id.tolist(), cs.dr_offer_wh().tolist(), strict=True)
+                   if w >= 1]
         out: dict[int, int] = {}
         left = int(requested_wh)
         for device, offer in sorted(offers):
@@ -510,8 +512,11 @@ class FeederModel(mesa.Model):
                          "detail": ""})
         return rows
 
-    def _event_rows(self, k: int, time_s: int, ev_charge_wh: np.ndarray,
-                    cs_metered_wh: np.ndarray) -> list[dict[str, Any]]:
+    def _event_rows(self, k: int, time_s: int, ev_charge_wh: np.ndarray, cs_metered_wh: np.ndarray,
+                    hh_deferred_wh: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Agent events of ``k`` (EV arrivals/departures) and, for a DR event, the delivered
+        reduction: EV charging the call deferred + community battery export + household
+        flexible load deferred by its commitment (``hh_deferred_wh``)."""
         end = time_s + self.interval_s
         rows = [{"time_s": int(e.time_s), "interval": k, "kind": e.kind, "agent": e.agent,
                  "value": e.value, "detail": e.detail}
@@ -522,6 +527,8 @@ class FeederModel(mesa.Model):
             base = self._dr_baseline.pop(k, 0.0)
             delivered = (max(0.0, base - float(ev_charge_wh.sum()))
                          + float(np.clip(-cs_metered_wh, 0, None).sum()))
+            if hh_deferred_wh is not None:
+                delivered += float(np.clip(hh_deferred_wh, 0, None).sum())
             rows.append({"time_s": time_s, "interval": k, "kind": "dr_response", "agent": "flex",
                          "value": delivered, "detail": f"requested_wh={event.requested_wh}"})
         return rows

@@ -8,6 +8,14 @@ clipped to the tariff band; the buy limit net of the DSO's network fee, ``grid.t
 A uniform price can never clear both orders of one battery (the buy limit is below the
 sell limit).
 
+Demand-response reservation (``agents.community_storage.dr_reserve_soc``): outside a DR
+call the battery offers to sell only the energy above ``max(soc_min, dr_reserve_soc)``, so
+it does not sell the charge a TSO call would need in the market beforehand (the evening
+peak follows the afternoon's high prices); in an interval the TSO called DR for it offers
+everything down to ``soc_min``. Resting at the reserve its meter reads ~0, so the DR
+service's baseline is ~0 and the DR export is the metered reduction it is paid for. The
+reserve is static (held all day); 0 (default) = no reservation.
+
 Physics: the battery follows its (post-curtailment) trades — net ``bought - sold`` is
 charged (positive) or discharged — clipped to the power limit and the SOC band. Round-trip
 efficiency is split evenly, ``sqrt(eta)`` each way; stored energy changes by
@@ -57,6 +65,8 @@ class CommunityStorage:
         self.soc_min, self.soc_max = spec.soc_min, spec.soc_max
         self.eta = float(np.sqrt(spec.efficiency))
         self.energy_wh = np.full(n, self.capacity_wh * float(np.clip(spec.soc_init, spec.soc_min, spec.soc_max)))
+        #: lowest SOC it sells down to outside DR calls (DR reservation)
+        self.dr_reserve = float(np.clip(spec.dr_reserve_soc, spec.soc_min, spec.soc_max))
         self.tariffs = Tariffs(
             feed_in_price_per_mwh=scenario.market.feed_in_price_per_mwh,
             retail_price_per_mwh=scenario.market.retail_price_per_mwh,
@@ -76,6 +86,11 @@ class CommunityStorage:
         room = np.clip(self.soc_max * self.capacity_wh - self.energy_wh, 0.0, None) / self.eta
         avail = np.clip(self.energy_wh - self.soc_min * self.capacity_wh, 0.0, None) * self.eta
         return np.minimum(cap, room), np.minimum(cap, avail)
+
+    def dr_offer_wh(self) -> np.ndarray:
+        """Reduction (Wh, whole) each battery can offer a DR call of the next interval: what
+        it can still deliver down to ``soc_min`` at its power limit (an empty battery: 0)."""
+        return np.floor(self._room_avail()[1]).astype(np.int64)
 
     def price_estimate(self, price_history: Sequence[int]) -> float:
         return price_forecast(price_history, window=self.window,
@@ -109,6 +124,9 @@ class CommunityStorage:
         if buy_price >= sell_price:  # estimate pinned at a tariff: keep the spread
             buy_price, sell_price = t.feed_in, t.retail
         room, avail = self._room_avail()
+        if not dr and self.dr_reserve > self.soc_min:  # keep the DR reserve
+            above = np.clip(self.energy_wh - self.dr_reserve * self.capacity_wh, 0.0, None) * self.eta
+            avail = np.minimum(avail, above)
         # One side per interval (market rule OppositeSide): buy while the latest clearing
         # price is at or below the running estimate (cheap, e.g. midday PV surplus), sell
         # when above it; without a price yet, fill up below half charge, else offer.

@@ -8,8 +8,9 @@ loads minus background generation; W averaged over the interval). When the gap e
 excess, at ``dr_price_per_mwh`` compensation (the seed's "when supply and demand diverge,
 the platform organizes users through smart contracts"). The event is published to every
 hook in ``FeederModel.demand_response_hooks`` (e.g. the market value layer that pays the
-compensation) and answered by the flexible agents: EVs charge only what their departure
-needs force in that interval, community batteries offer to sell instead of buying.
+compensation) and answered by the flexible agents: households with a flexible load defer
+what the comfort window's end does not force into that interval, EVs charge only what their
+departure needs force in that interval, community batteries offer to sell instead of buying.
 
 Imbalance price of ``k + 1``: ``retail * (1 + imbalance_gain * max(0, gap / threshold - 1))``
 (the tariff when there is no threshold or no excess). Loss of the upstream grid: between

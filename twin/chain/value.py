@@ -10,6 +10,11 @@ market's settlement token, minted by the operator where a reference simply assum
 ``mint_funds=False`` (a scenario run, twin/market/value_services.py): then the payer's
 wallet must already hold the money (withdrawn from the market), and nothing is minted.
 ``last_tx_hash`` is the hash of the client's latest transaction (for result rows).
+
+The helpers are public because the pilot clients (:mod:`twin.chain.services_chain`) use them
+too: ``ChainClient`` (``last_tx_hash``, ``_send``, ``_uint``, ``_events``),
+``deploy_contract``, ``decode_events``, ``fund`` (= ``mint_to`` + ``approve_once``),
+``negative_error`` and ``pre_send_error`` (the reference's error, raised before sending).
 """
 
 from __future__ import annotations
@@ -29,7 +34,19 @@ from twin.market.demand_response import DREvent, DRPayout
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.market.units import payment
 
-__all__ = ["ChainAssetToken", "ChainCertificates", "ChainDemandResponse", "deploy_contract"]
+__all__ = [
+    "ChainAssetToken",
+    "ChainCertificates",
+    "ChainClient",
+    "ChainDemandResponse",
+    "approve_once",
+    "decode_events",
+    "deploy_contract",
+    "fund",
+    "mint_to",
+    "negative_error",
+    "pre_send_error",
+]
 
 _MAX_UINT = 2**256 - 1
 
@@ -56,7 +73,7 @@ def deploy_contract(
     return contract
 
 
-def _events(
+def decode_events(
     led: ChainLedger, contract: Contract, logs: Sequence[Mapping[str, Any]], name: str
 ) -> list[dict[str, Any]]:
     """Decode the ``name`` events ``contract`` emitted (addresses -> account indices)."""
@@ -83,17 +100,17 @@ def _events(
     return out
 
 
-def _fund(
-    led: ChainLedger, account: int, amount: int, spender: Contract, approved: set[int],
-    *, mint: bool = True,
-) -> None:
-    """Operator mints ``amount`` to the account's wallet (unless ``mint`` is False); the
-    account approves ``spender``."""
-    if mint and amount > 0:
-        led.transact_logs(
-            led.token, "mint", [led.address_of(account), amount], sender=OPERATOR_ACCOUNT,
-            purpose=f"mint {amount} to account {account}",
-        )  # fmt: skip
+def mint_to(led: ChainLedger, *, account: int, amount: int) -> None:
+    """The operator mints ``amount`` settlement tokens to the account's wallet."""
+    led.transact_logs(
+        led.token, "mint", [led.address_of(account), amount], sender=OPERATOR_ACCOUNT,
+        purpose=f"mint {amount} to account {account}",
+    )  # fmt: skip
+
+
+def approve_once(led: ChainLedger, *, account: int, spender: Contract, approved: set[int]) -> None:
+    """The account approves ``spender`` for all its settlement tokens, unless it is already
+    in ``approved`` (the caller's record, updated here)."""
     if account not in approved:
         led.transact_logs(
             led.token, "approve", [spender.address, _MAX_UINT], sender=account,
@@ -102,8 +119,28 @@ def _fund(
         approved.add(account)
 
 
-class _Client:
+def fund(
+    led: ChainLedger,
+    *,
+    account: int,
+    amount: int,
+    spender: Contract,
+    approved: set[int],
+    mint: bool = True,
+) -> None:
+    """Operator mints ``amount`` to the account's wallet (unless ``mint`` is False); the
+    account approves ``spender``."""
+    if mint and amount > 0:
+        mint_to(led, account=account, amount=amount)
+    approve_once(led, account=account, spender=spender, approved=approved)
+
+
+class ChainClient:
+    """Base of the contract clients: ``led`` and ``contract``, ``last_tx_hash``, and the
+    shared ways to send to and read from the contract."""
+
     led: ChainLedger
+    contract: Contract
     _tx_mark: int = 0
 
     def _mark(self) -> None:
@@ -115,16 +152,38 @@ class _Client:
         txs = self.led.transactions
         return txs[-1].tx_hash if len(txs) > self._tx_mark else ""
 
+    def _send(
+        self, fn: str, args: list[Any], *, sender: int, purpose: str, interval: int | None = None
+    ) -> list[dict[str, Any]]:
+        """``_mark``, then one transaction to the contract; its receipt's raw logs."""
+        self._mark()
+        return self.led.transact_logs(
+            self.contract, fn, args, sender=sender, purpose=purpose, interval=interval
+        )
 
-def _negative(exc: type[e.MarketError], value: int, purpose: str) -> e.MarketError:
+    def _uint(self, fn: str, *args: Any) -> int:
+        """The contract's view ``fn(*args)`` as an int."""
+        return int(getattr(self.contract.functions, fn)(*args).call())
+
+    def _events(self, logs: Sequence[Mapping[str, Any]], name: str) -> list[dict[str, Any]]:
+        """The ``name`` events of the contract in ``logs``, decoded."""
+        return decode_events(self.led, self.contract, logs, name)
+
+
+def pre_send_error(exc: e.MarketError, *, purpose: str) -> e.MarketError:
+    """``exc`` (the reference's error) marked as raised by a check before anything was sent."""
+    exc.purpose = purpose
+    exc.pre_send = True
+    exc.args = (str(exc),)
+    return exc
+
+
+def negative_error(exc: type[e.MarketError], value: int, *, purpose: str) -> e.MarketError:
     """The reference's error for a negative value the ABI cannot carry, raised pre-send."""
-    err = exc(value, purpose=purpose)
-    err.pre_send = True
-    err.args = (str(err),)
-    return err
+    return pre_send_error(exc(value), purpose=purpose)
 
 
-class ChainAssetToken(_Client):
+class ChainAssetToken(ChainClient):
     """:class:`~twin.market.assets.AssetLedger` on chain (``AssetToken.sol``)."""
 
     def __init__(self, led: ChainLedger, contract: Contract, *, mint_funds: bool = True) -> None:
@@ -141,7 +200,7 @@ class ChainAssetToken(_Client):
         mint_funds: bool = True,
     ) -> ChainAssetToken:
         if total_shares <= 0:
-            raise _negative(e.BadAmount, total_shares, f"deploy asset {asset_id}")
+            raise negative_error(e.BadAmount, total_shares, purpose=f"deploy asset {asset_id}")
         return cls(
             led,
             deploy_contract(
@@ -159,7 +218,7 @@ class ChainAssetToken(_Client):
 
     def transfer(self, sender: int, to: int, shares: int) -> None:
         if shares < 0:
-            raise _negative(e.BadAmount, shares, "asset transfer")
+            raise negative_error(e.BadAmount, shares, purpose="asset transfer")
         self._mark()
         self.led.transact_logs(
             self.contract, "transfer", [self.led.address_of(to), shares], sender=sender,
@@ -170,9 +229,12 @@ class ChainAssetToken(_Client):
         """Revenue paid in by ``payer`` (the operator mints it to the payer first, unless
         ``mint_funds`` is False)."""
         if amount < 0:
-            raise _negative(e.BadAmount, amount, "asset distribute")
+            raise negative_error(e.BadAmount, amount, purpose="asset distribute")
         self._mark()
-        _fund(self.led, payer, amount, self.contract, self._approved, mint=self.mint_funds)
+        fund(
+            self.led, account=payer, amount=amount, spender=self.contract,
+            approved=self._approved, mint=self.mint_funds,
+        )  # fmt: skip
         self.led.transact_logs(
             self.contract, "distribute", [amount], sender=payer,
             purpose=f"asset {self.asset_id}: distribute {amount}",
@@ -190,11 +252,11 @@ class ChainAssetToken(_Client):
             self.contract, "claim", [], sender=holder,
             purpose=f"asset {self.asset_id}: account {holder} claims",
         )  # fmt: skip
-        (ev,) = _events(self.led, self.contract, logs, "RevenueClaimed")
+        (ev,) = decode_events(self.led, self.contract, logs, "RevenueClaimed")
         return int(ev["amount"])
 
 
-class ChainCertificates(_Client):
+class ChainCertificates(ChainClient):
     """:class:`~twin.market.certificates.CertificateLedger` on chain (``GreenCertificate.sol``).
 
     ``issue`` reads trades and metered delivery from the market itself: certificates exist
@@ -235,14 +297,14 @@ class ChainCertificates(_Client):
                 self.contract, "issue", [interval, max_trades], sender=sender, interval=interval,
                 purpose=f"issue certificates of interval {interval}",
             )  # fmt: skip
-            for ev in _events(self.led, self.contract, logs, "TransferSingle"):
+            for ev in decode_events(self.led, self.contract, logs, "TransferSingle"):
                 minted[ev["to"]] += ev["value"]
-            done = bool(_events(self.led, self.contract, logs, "Issued")[0]["done"])
+            done = bool(decode_events(self.led, self.contract, logs, "Issued")[0]["done"])
         return dict(minted)
 
     def transfer(self, sender: int, to: int, vintage: int, amount: int) -> None:
         if amount < 0:
-            raise _negative(e.BadAmount, amount, "certificate transfer")
+            raise negative_error(e.BadAmount, amount, purpose="certificate transfer")
         self._mark()
         self.led.transact_logs(
             self.contract, "safeTransferFrom",
@@ -252,7 +314,7 @@ class ChainCertificates(_Client):
 
     def retire(self, holder: int, vintage: int, amount: int) -> None:
         if amount < 0:
-            raise _negative(e.BadAmount, amount, "certificate retire")
+            raise negative_error(e.BadAmount, amount, purpose="certificate retire")
         self._mark()
         self.led.transact_logs(
             self.contract, "retire", [vintage, amount], sender=holder,
@@ -260,7 +322,7 @@ class ChainCertificates(_Client):
         )  # fmt: skip
 
 
-class ChainDemandResponse(_Client):
+class ChainDemandResponse(ChainClient):
     """:class:`~twin.market.demand_response.DemandResponseLedger` on chain
     (``DemandResponse.sol``): posters (TSO, DSO) post events, the DSO records meters and
     settles, device owners commit."""
@@ -298,7 +360,10 @@ class ChainDemandResponse(_Client):
     ) -> DREvent:
         budget = payment(target_wh, price_per_mwh) if target_wh > 0 and price_per_mwh > 0 else 0
         self._mark()
-        _fund(self.led, poster, budget, self.contract, self._approved, mint=self.mint_funds)
+        fund(
+            self.led, account=poster, amount=budget, spender=self.contract,
+            approved=self._approved, mint=self.mint_funds,
+        )  # fmt: skip
         try:
             logs = self.led.transact_logs(
                 self.contract, "postEvent", [event_id, interval, target_wh, price_per_mwh],
@@ -306,9 +371,9 @@ class ChainDemandResponse(_Client):
             )  # fmt: skip
         except e.BadAmount as exc:  # the ABI's uint256 shows a negative target as 2**256 - x
             if exc.values["amount"] >= 2**255:
-                raise _negative(e.BadAmount, target_wh, exc.purpose or "") from None
+                raise negative_error(e.BadAmount, target_wh, purpose=exc.purpose or "") from None
             raise
-        (ev,) = _events(self.led, self.contract, logs, "EventPosted")
+        (ev,) = decode_events(self.led, self.contract, logs, "EventPosted")
         self._interval[event_id] = interval
         return DREvent(event_id, poster, interval, ev["targetWh"], ev["price"], ev["budget"])
 
@@ -358,9 +423,9 @@ class ChainDemandResponse(_Client):
                     v["reductionWh"],
                     v["amount"],
                 )
-                for v in _events(self.led, self.contract, logs, "Compensated")
+                for v in decode_events(self.led, self.contract, logs, "Compensated")
             ),
             key=lambda p: p.device_id,
         )
-        (settled,) = _events(self.led, self.contract, logs, "EventSettled")
+        (settled,) = decode_events(self.led, self.contract, logs, "EventSettled")
         return payouts, int(settled["refund"])

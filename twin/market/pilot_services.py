@@ -35,7 +35,9 @@ interval the operator mints to the owner of each buying device its renewable con
 the Wh it bought from PV sellers, delivered on metered injection in trade-id order
 (``min(traded, injection left)``) — under the green exchange, the green kWh it redeemed —
 at ``tokens_per_kwh_renewable``; and for each demand-response event the TSO called, the
-metered reduction of each offering flexible device below its baseline (floor mean of its
+metered reduction of each offering flexible device (the DR service's set,
+``ServiceContext.dr_devices``: households with a flexible load, EV chargers, community
+batteries) below its baseline (floor mean of its
 last ``market.services.demand_response.baseline_intervals`` readings, capped at the offer)
 at ``tokens_per_kwh_dr`` — whether or not the DR compensation service runs.
 """
@@ -354,8 +356,9 @@ class GreenCurrencyService(MarketService):
             ctx.rail.register("GreenCurrency")
         self.exchange_mode = scenario.market.mechanism == "green_exchange"
         n = scenario.market.services.demand_response.baseline_intervals
-        self.flexible = sorted(d for d, dev in ctx.devices.items()
-                               if dev.kind in (DeviceKind.EV, DeviceKind.STORAGE))
+        # the DR service's device set (flexible households + EVs + batteries)
+        self.flexible = sorted(ctx.dr_devices or (d for d, dev in ctx.devices.items()
+                                                  if dev.kind in (DeviceKind.EV, DeviceKind.STORAGE)))
         self._history: dict[int, deque[int]] = {d: deque(maxlen=n) for d in self.flexible}
         self._events: dict[int, tuple[int, dict[int, int]]] = {}  # interval -> (id, offers)
         self._next_event = 1
