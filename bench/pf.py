@@ -10,6 +10,7 @@ the headline figures as key=value pairs.
 
     .venv/bin/python bench/pf.py            # full run (a few minutes)
     .venv/bin/python bench/pf.py --quick    # B = 1 and 1000 only, fewer repeats
+    .venv/bin/python bench/pf.py --quick --n1-only   # only the N-1 comparison (oberrhein half)
 """
 
 from __future__ import annotations
@@ -339,6 +340,7 @@ def n1_bench(net: Any) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="B = 1 and 1000 only, fewer repeats")
+    ap.add_argument("--n1-only", action="store_true", help="only the N-1 comparison")
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))
     # numba's default 'omp' layer (GNU OpenMP) leaves its workers spinning after a parallel
@@ -360,7 +362,7 @@ def main() -> None:
         f"{'network':16s} {'B':>6s} {'ours':>9s} {'ours_cpu1':>9s} {'pandapower':>11s} "
         f"{'lightsim2grid':>13s} {'pgm':>9s} {'best/ours':>9s}"
     )
-    for name, net in networks().items():
+    for name, net in networks().items() if not args.n1_only else ():
         big = scenarios(net, max(sizes))
         for n_b in sizes:
             sc = {k: v[:n_b] for k, v in big.items()}

@@ -20,6 +20,13 @@ and numba-compiled triangular solves, in parallel over scenarios. The fill-reduc
 order is computed once per net on the graph of all branches and reused by every topology
 (an outage only removes edges, so the induced order stays fill-reducing): a new topology
 costs one numeric factorisation, which matters for N-1 sweeps with one topology per row.
+A batch with many distinct topologies (``_CONTINGENCY_GROUPS`` or more; N-1/N-k sweeps) and
+no grid-forming unit skips the per-topology Python work altogether: one parallel numba call
+(``_kernels.contingencies_par``) finds each scenario's components by union-find, assembles
+its ``Y_LL`` into the fill pattern of the full branch graph in that global order (computed
+once, :class:`_Pattern`; non-PQ nodes get an identity row), factorizes it numerically on
+that shared pattern and runs the same fixed point and post-processing. Scenarios it leaves
+unconverged are re-solved on the per-topology path (Newton fallback).
 For radial and weakly meshed distribution feeders this converges in a handful of
 iterations; a scenario that has not converged after ``max_iter`` iterations (or diverges)
 is retried with Newton-Raphson.
@@ -65,6 +72,13 @@ _NR_MAX_ITER = 30
 # kernels (parallel over scenarios); smaller ones the numpy/SuperLU path, which needs no
 # numba import or compile (a cold start of the twin or of a test process stays short)
 _NUMBA_WORK = 20_000
+# batches with at least this many distinct topologies (and no grid-forming unit) run the
+# contingency kernel: one parallel call, no per-topology Python work
+_CONTINGENCY_GROUPS = 8
+# ... and at most this many scenarios per topology on average: a topology costs ~1-2 ms on
+# the per-topology path, a scenario ~30 us in the contingency kernel vs a few us in the
+# chunked one, so big groups (time series with a few outage states) stay per topology
+_CONTINGENCY_ROWS = 32
 
 
 # --------------------------------------------------------------------------- public types
@@ -349,6 +363,136 @@ class _GF:
     s_max: float
 
 
+@dataclass(frozen=True, eq=False)
+class _Pattern:
+    """Fill pattern of the LU of the full branch graph in the global elimination order.
+
+    Entries are numbered (diagonal of position k is entry k); every topology's ``Y_LL``
+    (non-PQ nodes given an identity row) fits in it, so a contingency needs only the
+    numeric factorisation. ``tr_*``: the right-looking update ``a[tgt] -= a[l] * a[u]`` of
+    each elimination step; ``l_*``/``u_*``: CSR rows of the strict lower and upper parts.
+    """
+
+    pos: IntArray  # (n_node,) elimination position of each node
+    node_of: IntArray  # (n_node,) node at each position
+    idx4: IntArray  # (n_br, 4) entries of y_ff, y_ft, y_tf, y_tt (-1: open end)
+    ent_r: IntArray
+    ent_c: IntArray
+    d_idx: IntArray
+    lk_ptr: IntArray
+    lk_idx: IntArray
+    tr_ptr: IntArray
+    tr_tgt: IntArray
+    tr_l: IntArray
+    tr_u: IntArray
+    l_ptr: IntArray
+    l_idx: IntArray
+    l_col: IntArray
+    u_ptr: IntArray
+    u_idx: IntArray
+    u_col: IntArray
+
+
+def _fill_pattern(ga: GridArrays, rank: IntArray) -> _Pattern:
+    """Symbolic elimination of the graph of all connectable branches (once per net)."""
+    n = ga.n_node
+    pos = np.asarray(rank, dtype=np.int64)
+    f, t = ga.br_from, ga.br_to
+    adj: list[set[int]] = [set() for _ in range(n)]
+    for a, b in zip(f.tolist(), t.tolist(), strict=True):
+        if a >= 0 and b >= 0 and a != b:
+            pa, pb = int(pos[a]), int(pos[b])
+            adj[pa].add(pb)
+            adj[pb].add(pa)
+    ent_r = list(range(n))
+    ent_c = list(range(n))
+    idx: dict[tuple[int, int], int] = {(k, k): k for k in range(n)}
+    higher: list[list[int]] = []
+    for k in range(n):
+        hi = sorted(j for j in adj[k] if j > k)
+        higher.append(hi)
+        for i in hi:
+            adj[i].update(j for j in hi if j != i)
+            for rc in ((i, k), (k, i)):
+                idx[rc] = len(ent_r)
+                ent_r.append(rc[0])
+                ent_c.append(rc[1])
+    lk_ptr, lk_idx, tr_ptr, tr_tgt, tr_l, tr_u = [0], [], [0], [], [], []
+    l_rows: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    u_ptr, u_idx, u_col = [0], [], []
+    for k in range(n):
+        for i in higher[k]:
+            lk_idx.append(idx[(i, k)])
+            l_rows[i].append((k, idx[(i, k)]))
+            u_col.append(i)
+            u_idx.append(idx[(k, i)])
+            for j in higher[k]:
+                tr_tgt.append(idx[(i, j)])
+                tr_l.append(idx[(i, k)])
+                tr_u.append(idx[(k, j)])
+        lk_ptr.append(len(lk_idx))
+        tr_ptr.append(len(tr_tgt))
+        u_ptr.append(len(u_idx))
+    l_ptr, l_idx, l_col = [0], [], []
+    for i in range(n):
+        for k, q in l_rows[i]:
+            l_col.append(k)
+            l_idx.append(q)
+        l_ptr.append(len(l_idx))
+    idx4 = np.full((f.shape[0], 4), -1, dtype=np.int64)
+    for k, (a, b) in enumerate(zip(f.tolist(), t.tolist(), strict=True)):
+        pa = int(pos[a]) if a >= 0 else -1
+        pb = int(pos[b]) if b >= 0 else -1
+        if pa >= 0:
+            idx4[k, 0] = pa
+        if pb >= 0:
+            idx4[k, 3] = pb
+        if pa >= 0 and pb >= 0:
+            idx4[k, 1] = idx[(pa, pb)]
+            idx4[k, 2] = idx[(pb, pa)]
+
+    def arr(x: list[int]) -> IntArray:
+        return np.asarray(x, dtype=np.int64)
+
+    node_of = np.empty(n, dtype=np.int64)
+    node_of[pos] = np.arange(n)
+    return _Pattern(
+        pos=pos, node_of=node_of, idx4=idx4, ent_r=arr(ent_r), ent_c=arr(ent_c),
+        d_idx=np.arange(n, dtype=np.int64), lk_ptr=arr(lk_ptr), lk_idx=arr(lk_idx),
+        tr_ptr=arr(tr_ptr), tr_tgt=arr(tr_tgt), tr_l=arr(tr_l), tr_u=arr(tr_u),
+        l_ptr=arr(l_ptr), l_idx=arr(l_idx), l_col=arr(l_col), u_ptr=arr(u_ptr),
+        u_idx=arr(u_idx), u_col=arr(u_col),
+    )
+
+
+def _distinct_rows(br_mask: BoolArray) -> int:
+    """Number of distinct rows (topologies), from a 64-bit hash of each row (cheap; a rare
+    collision only undercounts, which merely picks the per-topology path)."""
+    packed = np.packbits(br_mask, axis=1)
+    pad = (-packed.shape[1]) % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros((packed.shape[0], pad), dtype=np.uint8)], axis=1)
+    words = np.ascontiguousarray(packed).view(np.uint64)
+    mult = (np.arange(words.shape[1], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        h = (words * mult).sum(axis=1, dtype=np.uint64)
+        h ^= h >> np.uint64(29)
+    return int(np.unique(h).shape[0])
+
+
+def _group_rows(br_mask: BoolArray, rows: IntArray) -> list[tuple[BoolArray, IntArray]]:
+    """Scenarios (``rows``, one per row of ``br_mask``) grouped by identical topology."""
+    packed = np.packbits(br_mask, axis=1)
+    uniq, inverse = np.unique(packed, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(uniq.shape[0] + 1))
+    return [
+        (br_mask[order[bounds[g]]], rows[order[bounds[g] : bounds[g + 1]]])
+        for g in range(uniq.shape[0])
+    ]
+
+
 # --------------------------------------------------------------------------- Newton-Raphson
 
 
@@ -625,6 +769,7 @@ class BatchPowerFlow:
             )
         self._cache: OrderedDict[bytes, _Topology] = OrderedDict()
         self._rank = _node_rank(ga)
+        self._pattern: _Pattern | None = None  # built on the first contingency batch
         # loading% = |I_pu| * k  (I in kA = |I_pu| * sn / (sqrt3 * vn_kv))
         with np.errstate(divide="ignore", invalid="ignore"):
             self._k_from = 100.0 * ga.sn_mva / (_SQRT3 * ga.br_vn_from_kv * ga.br_i_rated_ka_from)
@@ -722,18 +867,15 @@ class BatchPowerFlow:
         br_mask = np.empty((n_b, ga.n_branch), dtype=bool)
         br_mask[:, : ga.n_line] = masks["line_in_service"]
         br_mask[:, ga.n_line :] = masks["trafo_in_service"]
-        if n_b == 1 or masks["line_in_service"].shape[0] == masks["trafo_in_service"].shape[0] == 1:
+        single = n_b == 1 or masks["line_in_service"].shape[0] == masks["trafo_in_service"].shape[0] == 1
+        batched = False
+        if not single and not self._gf and self._kernel != "numpy":
+            n_topo = _distinct_rows(br_mask)
+            batched = n_topo >= _CONTINGENCY_GROUPS and n_b <= _CONTINGENCY_ROWS * n_topo
+        if single:
             groups = [(br_mask[0], np.arange(n_b, dtype=np.int64))]
-        else:
-            packed = np.packbits(br_mask, axis=1)
-            uniq, inverse = np.unique(packed, axis=0, return_inverse=True)
-            inverse = inverse.reshape(-1)
-            order = np.argsort(inverse, kind="stable")
-            bounds = np.searchsorted(inverse[order], np.arange(uniq.shape[0] + 1))
-            groups = [
-                (br_mask[order[bounds[g]]], order[bounds[g] : bounds[g + 1]].astype(np.int64))
-                for g in range(uniq.shape[0])
-            ]
+        elif not batched:
+            groups = _group_rows(br_mask, np.arange(n_b, dtype=np.int64))
 
         out = _Output(n_b, ga, len(self._gf))
         elems = {
@@ -741,6 +883,12 @@ class BatchPowerFlow:
             "sgen": ("sgen_p_mw", "sgen_q_mvar", _NO_ZIP),
             "storage": ("storage_p_mw", "storage_q_mvar", _NO_ZIP),
         }
+        if batched:
+            # one kernel call for all topologies; the rare non-converged scenario is
+            # re-solved below on the per-topology path (Newton fallback)
+            self._solve_contingencies(br_mask, inj, row_of, tol, max_iter, out)
+            bad = np.flatnonzero(~out.conv)
+            groups = _group_rows(br_mask[bad], bad.astype(np.int64)) if bad.size else []
         for br_on, rows in groups:
             topo = self._topology(br_on)
             locs = {"load": topo.load_loc, "sgen": topo.sgen_loc, "storage": topo.storage_loc}
@@ -750,6 +898,57 @@ class BatchPowerFlow:
             )
             self._solve_group(topo, rows, args, tol, max_iter, out)
         return out.result(ga)
+
+    def _solve_contingencies(
+        self,
+        br_mask: BoolArray,
+        inj: dict[str, FloatArray],
+        row_of: dict[str, IntArray],
+        tol: float,
+        max_iter: int,
+        out: _Output,
+    ) -> None:
+        """All scenarios at once, each with its own topology (see ``_kernels`` contingencies)."""
+        ga = self._arrays
+        kern = _numba_kernels()
+        if self._pattern is None:
+            self._pattern = _fill_pattern(ga, self._rank)
+        pat = self._pattern
+        n_b = br_mask.shape[0]
+        br_on = np.ascontiguousarray(br_mask & ga.br_connectable[None, :])
+        n_node = ga.n_node
+        eg_ok = ga.ext_grid_node >= 0
+        slack_nodes = np.unique(ga.ext_grid_node[eg_ok]).astype(np.int64)
+        slack_of_node = np.full(n_node, -1, dtype=np.int64)
+        slack_of_node[slack_nodes] = np.arange(slack_nodes.size)
+        slack_v = np.zeros(slack_nodes.size, dtype=np.complex128)
+        eg_slack = np.full(ga.ext_grid_node.shape[0], -1, dtype=np.int64)
+        for e in np.flatnonzero(eg_ok)[::-1]:  # the first ext_grid at a node sets its voltage
+            slack_v[slack_of_node[ga.ext_grid_node[e]]] = ga.ext_grid_v[e]
+            eg_slack[e] = slack_of_node[ga.ext_grid_node[e]]
+        units = np.zeros(slack_nodes.size)
+        np.add.at(units, eg_slack[eg_slack >= 0], 1.0)
+        elements = tuple(
+            (row_of[kp], row_of[kq], inj[kp], inj[kq], node, zp)
+            for kp, kq, node, zp in (
+                ("load_p_mw", "load_q_mvar", ga.load_node, ga.load_zip),
+                ("sgen_p_mw", "sgen_q_mvar", ga.sgen_node, _NO_ZIP),
+                ("storage_p_mw", "storage_q_mvar", ga.storage_node, _NO_ZIP),
+            )
+        )
+        v_full = np.zeros((n_b, n_node), dtype=np.complex128)
+        en_node = np.zeros((n_b, n_node), dtype=bool)
+        sched = np.zeros((n_b, slack_nodes.size), dtype=np.complex128)
+        kern.contingencies_par(
+            br_on, ga.br_from, ga.br_to, ga.br_y, pat.pos, pat.node_of, pat.idx4,
+            ga.shunt_node, ga.shunt_y, pat.ent_r, pat.ent_c, pat.d_idx, pat.lk_ptr, pat.lk_idx,
+            pat.tr_ptr, pat.tr_tgt, pat.tr_l, pat.tr_u, pat.l_ptr, pat.l_idx, pat.l_col,
+            pat.u_ptr, pat.u_idx, pat.u_col, slack_of_node, slack_nodes, slack_v, units,
+            ga.ext_grid_node, eg_slack, *elements, ga.has_zip_loads, 1.0 / ga.sn_mva, tol,
+            max_iter, ga.bus_node, self._k_from, self._k_to, ga.sn_mva, v_full, en_node, sched,
+            out.conv, out.iters, out.eg, out.vm, out.va, out.energized, out.p_f, out.q_f,
+            out.pl, out.loading,
+        )
 
     def _solve_group(
         self,
