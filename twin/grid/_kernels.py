@@ -495,6 +495,25 @@ def _post_one(
         ld_row[k] = ld if on else 0.0
 
 
+@nb.njit(**_OPTS)
+def _branch_arrays(
+    br_y: Any, br_f: Any, br_t: Any, bus_node: Any, k_f: Any, k_t: Any, n_node: int,
+) -> Any:  # pragma: no cover
+    """Branch data laid out for the post-processing kernels: re/im of y_ff, y_ft, y_tf,
+    y_tt as contiguous rows, bus/branch-end nodes with -1 mapped to the ground slot
+    ``n_node``, and squared tap ratios."""
+    n_br = br_f.shape[0]
+    y8 = np.empty((8, n_br))
+    for k in range(n_br):
+        for m in range(4):
+            y8[2 * m, k] = br_y[k, m].real
+            y8[2 * m + 1, k] = br_y[k, m].imag
+    bus_n = np.where(bus_node >= 0, bus_node, n_node)
+    f_n = np.where(br_f >= 0, br_f, n_node)
+    t_n = np.where(br_t >= 0, br_t, n_node)
+    return y8, bus_n, f_n, t_n, k_f * k_f, k_t * k_t
+
+
 @nb.njit(parallel=True, **_OPTS)
 def _post_par(
     rows: Any, v_pq: Any, conv: Any, kill: Any, node_comp: Any, energized_node: Any,
@@ -504,17 +523,7 @@ def _post_par(
 ) -> None:  # pragma: no cover
     """Post-processing for all scenarios, parallel over scenarios."""
     n_node = node_comp.shape[0]
-    n_br = br_f.shape[0]
-    y8 = np.empty((8, n_br))  # re/im of y_ff, y_ft, y_tf, y_tt as contiguous rows
-    for k in range(n_br):
-        for m in range(4):
-            y8[2 * m, k] = br_y[k, m].real
-            y8[2 * m + 1, k] = br_y[k, m].imag
-    bus_n = np.where(bus_node >= 0, bus_node, n_node)
-    f_n = np.where(br_f >= 0, br_f, n_node)
-    t_n = np.where(br_t >= 0, br_t, n_node)
-    k_f2 = k_f * k_f
-    k_t2 = k_t * k_t
+    y8, bus_n, f_n, t_n, k_f2, k_t2 = _branch_arrays(br_y, br_f, br_t, bus_node, k_f, k_t, n_node)
     for b in nb.prange(v_pq.shape[0]):
         _post_one(
             b, rows, v_pq, conv, kill, node_comp, energized_node, pq_nodes, slack_nodes, slack_v,
@@ -764,17 +773,7 @@ def _contingencies_par(
     ``conv`` False; the caller re-solves them on the per-topology path (Newton fallback).
     """
     n_node = pos.shape[0]
-    n_br = br_f.shape[0]
-    y8 = np.empty((8, n_br))
-    for k in range(n_br):
-        for m in range(4):
-            y8[2 * m, k] = br_y[k, m].real
-            y8[2 * m + 1, k] = br_y[k, m].imag
-    bus_n = np.where(bus_node >= 0, bus_node, n_node)
-    f_n = np.where(br_f >= 0, br_f, n_node)
-    t_n = np.where(br_t >= 0, br_t, n_node)
-    k_f2 = k_f * k_f
-    k_t2 = k_t * k_t
+    y8, bus_n, f_n, t_n, k_f2, k_t2 = _branch_arrays(br_y, br_f, br_t, bus_node, k_f, k_t, n_node)
     n_b = br_on.shape[0]
     rows = np.arange(n_b)
     kill = np.zeros((n_b, 0), dtype=np.bool_)
