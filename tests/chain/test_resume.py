@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import twin.run
+from tests._procs import anvil_children
 from tests._quickstart import QUICKSTART
 from tests.chain.conftest import FEED_IN, INTERVAL_S, RETAIL, setup_market
 from twin.chain.anvil import AnvilError, AnvilNode
@@ -203,19 +204,6 @@ def _run_scenario_yaml(tmp_path: Path) -> Path:
     return path
 
 
-def _anvil_children() -> set[int]:
-    """Anvil processes whose parent is this test process."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().split()
-        except OSError:
-            continue
-        if fields[1] == "(anvil)" and int(fields[3]) == os.getpid():
-            pids.add(int(fields[0]))
-    return pids
-
-
 def _kill_run_anvil(out: Path, steps: int, others: set[int], done: threading.Event) -> None:
     """SIGKILL the run's own Anvil (none of ``others``) once a checkpoint holds ``steps``
     market steps."""
@@ -228,7 +216,7 @@ def _kill_run_anvil(out: Path, steps: int, others: set[int], done: threading.Eve
         time.sleep(0.05)
     else:
         return
-    (pid,) = _anvil_children() - others
+    (pid,) = anvil_children() - others
     os.kill(pid, signal.SIGKILL)
 
 
@@ -245,7 +233,7 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
     assert main(["run", str(yaml_path), "--out", str(full), "--no-progress"]) == 0
 
     done = threading.Event()
-    others = _anvil_children()  # e.g. the session's node: not ours to kill
+    others = anvil_children()  # e.g. the session's node: not ours to kill
     killer = threading.Thread(target=_kill_run_anvil, args=(cut, 4, others, done), daemon=True)
     killer.start()
     try:

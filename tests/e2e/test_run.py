@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests._procs import anvil_children
 from twin.cli import main
 from twin.results import SCHEMAS
 
@@ -31,26 +32,13 @@ def _scenario(tmp_path: Path, *, ledger: str = "chain", duration_s: int = 6 * 90
     return path
 
 
-def _anvil_children() -> list[int]:
-    """Anvil processes whose parent is this test process."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().split()
-        except OSError:
-            continue
-        if fields[1] == "(anvil)" and int(fields[3]) == os.getpid():
-            pids.append(int(fields[0]))
-    return pids
-
-
 @pytest.fixture(scope="module")
 def chain_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     out = tmp / "out"
-    before = set(_anvil_children())
+    before = anvil_children()
     assert main(["run", str(_scenario(tmp)), "--out", str(out), "--no-progress"]) == 0
-    assert set(_anvil_children()) == before, "twin run left an Anvil process behind"
+    assert anvil_children() == before, "twin run left an Anvil process behind"
     return out
 
 
@@ -133,11 +121,11 @@ def test_failed_run_stops_anvil_and_names_the_revert(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(FeederModel, "step_interval", with_oversized_order)
     out = tmp_path / "fail"
-    before = set(_anvil_children())
+    before = anvil_children()
     assert main(["run", str(_scenario(tmp_path)), "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "CapacityExceeded" in err and "place_orders" in err
-    assert set(_anvil_children()) == before
+    assert anvil_children() == before
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "CapacityExceeded" in manifest["error"]
     assert manifest["tokens"]["conserved"] is True

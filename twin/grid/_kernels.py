@@ -84,6 +84,21 @@ def _injections(
                  False, -inv_sn, slack_vm, s, si, sz, ss)
 
 
+@nb.njit(inline="always", **_OPTS)
+def _step_v(v: Any, v0: Any, w: Any, n: int) -> float:  # pragma: no cover
+    """One fixed-point update ``v <- v0 + w`` in place; returns the largest change of a
+    real or imaginary part (NaN propagates: ``not e <= err`` also catches it)."""
+    err = 0.0
+    for k in range(n):
+        vn = v0[k] + w[k]
+        d = vn - v[k]
+        e = max(abs(d.real), abs(d.imag))
+        if not e <= err:
+            err = e
+        v[k] = vn
+    return err
+
+
 @nb.njit(**_OPTS)
 def _fixed_point_one(
     b: int,
@@ -130,14 +145,7 @@ def _fixed_point_one(
                 for jj in range(u_ptr[i], u_ptr[i + 1]):
                     acc -= u_val[jj] * w[u_idx[jj]]
                 w[i] = acc * u_dinv[i]
-            err = 0.0
-            for k in range(n):
-                vn = v0[k] + w[k]
-                d = vn - v[k]
-                e = max(abs(d.real), abs(d.imag))
-                if not e <= err:  # also catches NaN
-                    err = e
-                v[k] = vn
+            err = _step_v(v, v0, w, n)
             if err < tol:
                 ok = True
                 break
@@ -684,14 +692,7 @@ def _contingency_one(
             else:
                 w[k] = 0j
         _lu_solve(w, l_ptr, l_idx, l_col, u_ptr, u_idx, u_col, dinv, vals)
-        err = 0.0
-        for k in range(n):
-            vn = v0[k] + w[k]
-            d = vn - v[k]
-            e = max(abs(d.real), abs(d.imag))
-            if not e <= err:
-                err = e
-            v[k] = vn
+        err = _step_v(v, v0, w, n)
         if err < tol:
             good = True
             break
