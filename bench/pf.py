@@ -341,6 +341,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="B = 1 and 1000 only, fewer repeats")
     ap.add_argument("--n1-only", action="store_true", help="only the N-1 comparison")
+    ap.add_argument("--nets", default="", help="comma-separated subset of the networks (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))
     # numba's default 'omp' layer (GNU OpenMP) leaves its workers spinning after a parallel
@@ -362,7 +363,14 @@ def main() -> None:
         f"{'network':16s} {'B':>6s} {'ours':>9s} {'ours_cpu1':>9s} {'pandapower':>11s} "
         f"{'lightsim2grid':>13s} {'pgm':>9s} {'best/ours':>9s}"
     )
-    for name, net in networks().items() if not args.n1_only else ():
+    nets = networks()
+    chosen = [n for n in args.nets.split(",") if n]
+    unknown = sorted(set(chosen) - set(nets))
+    if unknown:
+        ap.error(f"--nets: unknown network(s) {unknown}; known: {sorted(nets)}")
+    for name, net in nets.items() if not args.n1_only else ():
+        if chosen and name not in chosen:
+            continue
         big = scenarios(net, max(sizes))
         for n_b in sizes:
             sc = {k: v[:n_b] for k, v in big.items()}
@@ -401,7 +409,7 @@ def main() -> None:
         dv = max_dv_vs_pandapower(net, big, 3)
         print(f"{name:16s} max|dV| vs pandapower = {dv:.1e} pu")
         headline[f"{name}_max_dv_pu"] = f"{dv:.1e}"
-    n1_net = networks()["radial_1000"] if not args.quick else networks()["oberrhein_half"]
+    n1_net = nets["radial_1000"] if not args.quick else nets["oberrhein_half"]
     t_o, t_l = n1_bench(n1_net)
     print(f"N-1 ({len(n1_net.line)} line outages): ours {t_o:.1f} µs/case, lightsim2grid {t_l:.1f} µs/case")
     headline["n1_us_per_case"] = f"{t_o:.1f}"

@@ -51,7 +51,8 @@ DEFAULT_PRICING = ChainPricing()
 INFO_COLUMNS = ("scenario", "file", "kind", "ledger", "mechanism", "grid", "status", "error",
                 "wall_s", "run_dir")
 #: the tables the KPIs read (only those a run wrote)
-_TABLES = ("grid", "bus", "market", "settlements", "trades", "chain", "game_units", *SERVICE_FLOWS)
+_TABLES = ("grid", "bus", "market", "settlements", "trades", "chain", "game_units", "game_security",
+           *SERVICE_FLOWS)
 
 
 @dataclass
@@ -95,7 +96,8 @@ def _info(s: Scenario) -> dict[str, Any]:
     game = s.game is not None
     return {"kind": "game" if game else "feeder", "ledger": "reference" if game else s.market.ledger,
             "mechanism": "game" if game else s.market.mechanism,
-            "grid": "-" if game else (s.grid.simbench_code if s.grid.kind == "simbench" else s.grid.kind)}
+            "grid": (s.game.grid.simbench_code if s.game.grid else "-") if s.game is not None
+            else (s.grid.simbench_code if s.grid.kind == "simbench" else s.grid.kind)}
 
 
 def _read_tables(run_dir: Path) -> dict[str, pa.Table]:

@@ -46,6 +46,11 @@ A cooperative-game scenario (``game:``) has no feeder: its KPIs are mapped from 
 (``game_units``, ``settlements``, ``trades``) where a meaning exists -- prosumer revenue is the
 units' market revenue, consumer cost the buyer's bill, fairness the Gini of the units'
 Shapley payoffs (their net benefit against not trading, which is 0) -- and NaN elsewhere.
+With ``game.grid`` (the DSO security check, ``game_security`` table) the grid KPIs are the
+grand coalition's power flow at the game's hour: peak import = its upstream import (kW),
+voltage violations = its buses outside the band, DSO curtailment = the trade's energy if the
+check rejected it (else 0), energy not served = the trade's energy if its flow did not
+converge (else 0).
 """
 
 from __future__ import annotations
@@ -384,4 +389,17 @@ def game_kpis(tables: Mapping[str, pa.Table]) -> dict[str, float]:
         fairness_gini=gini(shapley),
         participants=float(shapley.size),
     )
+    sec = tables.get("game_security")
+    if sec is not None and sec.num_rows:  # game.grid: the grand coalition's flow at its hour
+        size = _icol(sec, "size")
+        g = int(np.argmax(size))  # the grand coalition is the largest
+        secure = bool(sec.column("secure")[g].as_py())
+        converged = bool(sec.column("converged")[g].as_py())
+        energy_kwh = float(_col(sec, "energy_mwh")[g]) * 1000.0
+        out.update(
+            peak_import_kw=float(_col(sec, "ext_grid_p_mw")[g]) * 1000.0,
+            voltage_violations=float(_icol(sec, "voltage_violations")[g]),
+            dso_curtailment_kwh=0.0 if secure else energy_kwh,
+            energy_not_served_kwh=0.0 if converged else energy_kwh,
+        )
     return out

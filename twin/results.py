@@ -123,6 +123,15 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("unit", _str), ("grand_p_mw", _f64), ("grand_profit", _f64), ("shapley_value", _f64),
          ("energy_wh", _i64), ("revenue", _i64), ("transfer", _i64)]
     ),
+    # DSO security check of every coalition's dispatch on game.grid (twin/market/game_security.py);
+    # coalition "" is the reference (background only); value = market_value, or 0 when rejected
+    "game_security": pa.schema(
+        [("coalition", _str), ("size", _i64), ("feasible_dispatch", pa.bool_()), ("secure", pa.bool_()),
+         ("converged", pa.bool_()), ("vm_min_pu", _f64), ("vm_max_pu", _f64),
+         ("max_line_loading_percent", _f64), ("max_trafo_loading_percent", _f64),
+         ("voltage_violations", _i64), ("overloaded_branches", _i64), ("ext_grid_p_mw", _f64),
+         ("energy_mwh", _f64), ("market_value", _f64), ("value", _f64), ("reason", _str)]
+    ),
     # value-layer services (market.services, twin/market/value_services.py); money in
     # micro-units, energy in Wh; tx_hash: the chain transaction ('' on the reference ledger)
     "dr_events": pa.schema(

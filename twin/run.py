@@ -244,8 +244,36 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
     g = scenario.game
     assert g is not None
     m = scenario.market
-    units = [GeneratorUnit(**u.model_dump()) for u in g.units]
+    units = [GeneratorUnit(**u.model_dump(exclude={"bus"})) for u in g.units]
     res = consortium_game(units, demand_mwh=g.demand_mwh, period_h=g.period_h)
+    security_rows: list[dict[str, Any]] = []
+    security_kpis: dict[str, float] = {}
+    if g.grid is not None:  # DSO security check of every coalition (twin/market/game_security.py)
+        from twin.market import game_security as gs
+        from twin.market.game import secure_game
+
+        unit_bus = [(u.name, u.bus) for u in g.units if u.bus is not None]
+        assert g.buyer_bus is not None and len(unit_bus) == len(g.units)  # scenario validation
+        feeder = gs.game_feeder(simbench_code=g.grid.simbench_code, start=scenario.start,
+                                period_h=g.period_h, unit_bus=unit_bus, buyer_bus=g.buyer_bus,
+                                source=Path(scenario_path).name if scenario_path else scenario.name)
+        checks = gs.check_coalitions(feeder, res.coalitions, demand_mw=g.demand_mwh / g.period_h,
+                                     period_h=g.period_h, limits=gs.SecurityLimits(
+                                         vm_min_pu=g.grid.vm_min_pu, vm_max_pu=g.grid.vm_max_pu,
+                                         max_loading_percent=g.grid.max_loading_percent))
+        res = secure_game(res, rejected=[c for c, k in checks.items()
+                                         if c and k.feasible_dispatch and not k.secure])
+        security_rows = gs.security_rows(checks, market_value={c: res.market_value(c) for c in checks},
+                                         value={c: res.value(c) for c in checks})
+        grand_check = checks[frozenset(u.name for u in units)]
+        if not grand_check.secure:  # keep every coalition's verdict, then stop
+            rejected_rec = RunRecorder(out_dir)
+            rejected_rec.add("game_security", security_rows)
+            rejected_rec.flush()
+            raise gs.SecurityRejected(f"game.grid: the DSO security check rejects the grand "
+                                      f"coalition's dispatch ({grand_check.reason}); nothing can be "
+                                      f"traded (every coalition's verdict: {out_dir / 'game_security.parquet'})")
+        security_kpis = gs.security_kpis(checks, grand=frozenset(u.name for u in units))
     ledger = ReferenceLedger(interval_s=round(g.period_h * 3600),
                              retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
                              feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh))
@@ -255,8 +283,9 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
     key = {c: "+".join(sorted(c)) for c in res.coalitions}
     rec.add("game_coalitions", [
         {"coalition": key[c], "size": len(c), "feasible": o.feasible, "price_per_mwh": o.price_per_mwh,
-         "cost": o.cost, "revenue": o.revenue if o.feasible else 0.0, "value": o.value}
+         "cost": o.cost, "revenue": o.revenue if o.feasible else 0.0, "value": res.value(c)}
         for c, o in res.coalitions.items()])
+    rec.add("game_security", security_rows)
     by = {u.name: u for u in units}
     rec.add("game_dispatch", [
         {"coalition": key[c], "unit": n, "p_mw": p, "bid_per_mwh": by[n].bid(p) if p else 0.0,
@@ -293,6 +322,9 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
     }
     for c in res.coalitions:
         kpis[f"game_value_{key[c]}"] = res.value(c)
+        if security_kpis:
+            kpis[f"game_market_value_{key[c]}"] = res.market_value(c)
+    kpis.update(security_kpis)
     for n in by:
         kpis[f"game_p_mw_{n}"] = grand.dispatch_mw[n]
         kpis[f"game_profit_{n}"] = grand.profit[n]

@@ -31,6 +31,7 @@ __all__ = [
     "EVSpec",
     "FlexLoadSpec",
     "ForecastSpec",
+    "GameGridSpec",
     "GameSpec",
     "GeneratorUnitSpec",
     "GreenCurrencyServiceSpec",
@@ -453,11 +454,30 @@ class GeneratorUnitSpec(_Spec):
     p_min_mw: NonNegFloat
     p_max_mw: PosFloat
     k: Annotated[float, Field(ge=1)] = 1.0
+    #: its bus (``net.bus`` label) on ``game.grid``; required there, unused without it
+    bus: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _range(self) -> GeneratorUnitSpec:
         if self.p_min_mw > self.p_max_mw:
             raise ValueError(f"p_min_mw ({self.p_min_mw}) must not exceed p_max_mw ({self.p_max_mw})")
+        return self
+
+
+class GameGridSpec(_Spec):
+    """The game's feeder for the DSO security check (twin/market/game_security.py): a
+    SimBench grid at the hour ``start`` (its real profiles as background) and the DSO's
+    limits (same names and defaults as ``grid:``)."""
+
+    simbench_code: Annotated[str, Field(min_length=1)]
+    vm_min_pu: PosFloat = 0.95
+    vm_max_pu: PosFloat = 1.05
+    max_loading_percent: PosFloat = 100.0
+
+    @model_validator(mode="after")
+    def _band(self) -> GameGridSpec:
+        if self.vm_min_pu >= self.vm_max_pu:
+            raise ValueError(f"vm_min_pu ({self.vm_min_pu}) must be below vm_max_pu ({self.vm_max_pu})")
         return self
 
 
@@ -468,6 +488,10 @@ class GameSpec(_Spec):
     units: Annotated[list[GeneratorUnitSpec], Field(min_length=2, max_length=8)]  # 3**n dispatches
     demand_mwh: PosFloat
     period_h: PosFloat = 1.0
+    #: feeder of the DSO security check (null: the game has no network)
+    grid: GameGridSpec | None = None
+    #: the buyer's bus on ``grid`` (``net.bus`` label)
+    buyer_bus: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
     def _names(self) -> GameSpec:
@@ -475,6 +499,23 @@ class GameSpec(_Spec):
         if len(set(names)) != len(names):
             raise ValueError(f"unit names must be distinct: {names}")
         return self
+
+
+def _game_problems(g: GameSpec | None) -> list[tuple[str, str]]:
+    """Buses without a game grid or a game grid without buses, as (field path, message);
+    whether a bus exists in the grid is checked when the grid is loaded (twin run)."""
+    if g is None:
+        return []
+    if g.grid is None:
+        return ([(f"game.units.{i}.bus", "only used with game.grid (set game.grid or drop the bus)")
+                 for i, u in enumerate(g.units) if u.bus is not None]
+                + ([("game.buyer_bus", "only used with game.grid (set game.grid or drop it)")]
+                   if g.buyer_bus is not None else []))
+    out = [(f"game.units.{i}.bus", f"unit {u.name} needs its bus on game.grid")
+           for i, u in enumerate(g.units) if u.bus is None]
+    if g.buyer_bus is None:
+        out.append(("game.buyer_bus", "the buyer needs its bus on game.grid"))
+    return out
 
 
 # --- hardware in the loop (twin/hil) ------------------------------------------------------
@@ -606,6 +647,13 @@ class Scenario(_Spec):
             raise ValueError(f"agents.forecast.train_days: {fc.train_days} training days plus a week "
                              f"of lags must lie before start (day {day} of the SimBench year); "
                              f"lower train_days or start later")
+        return self
+
+    @model_validator(mode="after")
+    def _game(self) -> Scenario:
+        problems = _game_problems(self.game)
+        if problems:
+            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
 
     @model_validator(mode="after")

@@ -188,7 +188,9 @@ def test_wuhan_game_maps_what_exists(compared: dict[str, Any]) -> None:
     assert r["kind"] == "game"
     assert r["prosumer_revenue"] == pytest.approx(r["consumer_cost"])  # the buyer pays the units
     assert 0 <= r["fairness_gini"] <= 1 and r["participants"] == 3
-    assert math.isnan(r["self_sufficiency"]) and math.isnan(r["voltage_violations"])
+    assert math.isnan(r["self_sufficiency"])  # no prosumers: nothing to be self-sufficient in
+    # the DSO security check runs the grand coalition's dispatch on SimBench 1-HV-urban
+    assert r["voltage_violations"] == 0 and r["peak_import_kw"] > 0
 
 
 def test_compare_again_on_two_pilots_reuses_the_runs(compared: dict[str, Any],

@@ -975,11 +975,21 @@ class BatchPowerFlow:
             self._kernel == "auto" and n_g * (ga.n_node + ga.n_branch) >= _NUMBA_WORK
         )
         kern: Any = _numba_kernels() if use_numba else None
+        # post-processed inside the chunked kernel: groups where no island can collapse
+        fused = kern is not None and n_g >= kern.K and not np.any(topo.gf_slack_pos >= 0)
         if kern is not None and n_g >= kern.K:
-            v_init = _warm_start(topo, kern, elements, use_zip, inv_sn, slack_vm, n_g)
+            if n_pq:
+                sample = np.unique(np.linspace(0, n_g - 1, min(n_g, _WARM_SAMPLE)).astype(np.int64))
+                v_init = kern.mean_start(sample, load, sgen, storage, use_zip, inv_sn, slack_vm,
+                                         topo.v0, *topo.lu)
+            else:
+                v_init = topo.v0
             kern.fixed_point_chunked(
                 load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
-                max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init,
+                max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init, fused, rows,
+                topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v,
+                ga.bus_node, ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to,
+                ga.sn_mva, out.vm, out.va, out.energized, out.p_f, out.q_f, out.pl, out.loading,
             )
             s3: Any = None
         elif kern is not None:
@@ -994,6 +1004,7 @@ class BatchPowerFlow:
         if n_pq == 0:
             conv[:] = True
         bad = np.flatnonzero(~conv)
+        done = conv.copy() if fused else None  # post-processed by the kernel
         if bad.size:
             if s3 is None:
                 s3b = kern.injections_rows(bad, load, sgen, storage, use_zip, inv_sn, slack_vm, n_pq)
@@ -1036,12 +1047,14 @@ class BatchPowerFlow:
             dead_unit = kill[:, np.maximum(topo.gf_comp, 0)] & (topo.gf_comp >= 0)[None, :]
             gf_s[dead_unit] = 0.0
         post: Any = kern.post_par if kern is not None else _np_post
-        post(
-            rows, v_pq, conv, kill, topo.node_comp, topo.energized, topo.pq_nodes,
-            topo.slack_nodes, topo.slack_v, ga.bus_node, ga.br_from, ga.br_to, ga.br_y,
-            topo.br_on, self._k_from, self._k_to, ga.sn_mva, out.vm, out.va, out.energized,
-            out.p_f, out.q_f, out.pl, out.loading,
-        )
+        sel = slice(None) if done is None else np.flatnonzero(~done)
+        if done is None or sel.size:  # type: ignore[union-attr]
+            post(
+                rows[sel], v_pq[sel], conv[sel], kill[sel], topo.node_comp, topo.energized,
+                topo.pq_nodes, topo.slack_nodes, topo.slack_v, ga.bus_node, ga.br_from, ga.br_to,
+                ga.br_y, topo.br_on, self._k_from, self._k_to, ga.sn_mva, out.vm, out.va,
+                out.energized, out.p_f, out.q_f, out.pl, out.loading,
+            )
         eg_pos = topo.eg_slack_pos
         act = eg_pos >= 0
         if act.any():
@@ -1056,39 +1069,7 @@ class BatchPowerFlow:
         out.iters[rows] = iters
 
 
-def _warm_start(
-    topo: _Topology, kern: Any, elements: tuple[Any, ...], use_zip: bool, inv_sn: float,
-    slack_vm: FloatArray, n_g: int,
-) -> ComplexArray:
-    """Start voltages for a large group: the solution at the group's mean injections.
-
-    Scenarios of a batch scatter around their mean, so starting from its solution instead
-    of the no-load voltages ``v0`` saves about two of the fixed point's iterations. Falls back
-    to ``v0`` when the mean case does not converge.
-    """
-    n_pq = topo.pq_nodes.shape[0]
-    if n_pq == 0:
-        return topo.v0
-    sample = np.unique(np.linspace(0, n_g - 1, min(n_g, _WARM_SAMPLE)).astype(np.int64))
-    s3 = kern.injections_rows(sample, *elements, use_zip, inv_sn, slack_vm, n_pq).mean(axis=1)
-    sc = np.conj(s3[0])
-    v = topo.v0.copy()
-    with np.errstate(all="ignore"):
-        for _ in range(_WARM_ITER):
-            m2 = v.real * v.real + v.imag * v.imag
-            sk = sc + np.conj(s3[1]) * np.sqrt(m2) + np.conj(s3[2]) * m2 if use_zip else sc
-            vn = topo.v0 + topo.lu_obj.solve(sk * v / m2)
-            err = float(np.max(np.abs(vn - v)))
-            v = vn
-            if not err > 1e-6:
-                break
-    if not (np.all(np.isfinite(v)) and err < 1e-6):
-        return topo.v0
-    return np.ascontiguousarray(v)
-
-
 _WARM_SAMPLE = 16  # scenarios averaged for the warm start
-_WARM_ITER = 30
 
 
 _NO_ZIP = np.zeros((0, 4))

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,6 +69,7 @@ __all__ = [
     "consortium_on_ledger",
     "dispatch_coalition",
     "integer_allocation",
+    "secure_game",
     "shapley",
     "shapley_sample",
     "shapley_values",
@@ -351,13 +352,20 @@ class ConsortiumResult:
     period_h: float
     coalitions: dict[frozenset[str], CoalitionOutcome]
     shapley: dict[str, float]
+    #: coalitions whose dispatch a security check rejected (value 0; see :func:`secure_game`)
+    rejected: frozenset[frozenset[str]] = frozenset()
 
     @property
     def grand(self) -> CoalitionOutcome:
         return self.coalitions[frozenset(u.name for u in self.units)]
 
-    def value(self, coalition: frozenset[str]) -> float:
+    def market_value(self, coalition: frozenset[str]) -> float:
+        """The coalition's profit from the market alone (before any security check)."""
         return self.coalitions[coalition].value if coalition else 0.0
+
+    def value(self, coalition: frozenset[str]) -> float:
+        """The coalition's worth in the game: its market value, 0 when rejected."""
+        return 0.0 if coalition in self.rejected else self.market_value(coalition)
 
 
 def consortium_game(units: Sequence[GeneratorUnit], *, demand_mwh: float,
@@ -377,6 +385,24 @@ def consortium_game(units: Sequence[GeneratorUnit], *, demand_mwh: float,
     phi = shapley_values(values, names)
     return ConsortiumResult(units=tuple(units), demand_mwh=demand_mwh, period_h=period_h,
                             coalitions=coalitions, shapley=phi)
+
+
+def secure_game(result: ConsortiumResult, *, rejected: Iterable[frozenset[str]]) -> ConsortiumResult:
+    """``result`` with the ``rejected`` coalitions worth 0 and the exact Shapley split redone.
+
+    A security check (e.g. :mod:`twin.market.game_security`) that rejects a coalition's
+    dispatch stops that coalition from trading, so it is worth nothing; the dispatch, price
+    and market profits stay as they were (they describe what the coalition *would* do).
+    """
+    rej = frozenset(frozenset(c) for c in rejected)
+    unknown = [sorted(c) for c in rej if c not in result.coalitions]
+    if unknown:
+        raise ValueError(f"rejected coalitions are not coalitions of the game: {unknown}")
+    names = [u.name for u in result.units]
+    values = {c: (0.0 if c in rej else o.value) for c, o in result.coalitions.items()}
+    return ConsortiumResult(units=result.units, demand_mwh=result.demand_mwh,
+                            period_h=result.period_h, coalitions=result.coalitions,
+                            shapley=shapley_values(values, names), rejected=rej)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
