@@ -304,6 +304,25 @@ def _add_element_lanes(
 _K = 32  # scenarios per chunk (lanes) of the parallel kernel
 
 
+@nb.njit(**_OPTS)
+def _staggered(size: int, count: int) -> Any:  # pragma: no cover
+    """One buffer holding ``count`` planes of ``size`` doubles, and each plane's offset.
+
+    Separately allocated planes of a power-of-two size start at the same offset modulo
+    4 KiB, and the CPU then takes a load from one plane for a store to another at the same
+    offset ("4K aliasing"): the chunked fixed point ran at half speed in some processes and
+    not in others. Plane p starts 576 * p bytes (9 cache lines) apart modulo 4 KiB.
+    """
+    offs = np.empty(count, dtype=np.int64)
+    at = 0
+    for p in range(count):
+        want = (p * 72) % 512  # in doubles: 72 doubles = 576 bytes; 512 doubles = 4 KiB
+        at += (want - at % 512) % 512
+        offs[p] = at
+        at += size
+    return np.empty(at + 8), offs
+
+
 @nb.njit(parallel=True, **_OPTS)
 def _fixed_point_chunked(
     load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
@@ -312,7 +331,8 @@ def _fixed_point_chunked(
     v_init: Any, post: bool, rows: Any, node_comp: Any, energized_node: Any, pq_nodes: Any,
     slack_nodes: Any, slack_v: Any, bus_node: Any, br_f: Any, br_t: Any, br_y: Any, br_on: Any,
     k_f: Any, k_t: Any, sn_mva: float, vm_out: Any, va_out: Any, en_out: Any, pf_out: Any,
-    qf_out: Any, pl_out: Any, ld_out: Any,
+    qf_out: Any, pl_out: Any, ld_out: Any, y_s: Any, y_s_loc: Any, units_at_slack: Any,
+    s_unit_out: Any,
 ) -> None:  # pragma: no cover
     """Same fixed point as ``_fixed_point_one``, on chunks of ``_K`` scenarios (lanes) at once.
 
@@ -327,7 +347,9 @@ def _fixed_point_chunked(
     With ``post`` the converged lanes are post-processed (``_post_one``) right after their
     chunk, while its voltages are still in cache; the caller post-processes the others
     (after its Newton fallback). Only for groups without grid-forming units (no island can
-    collapse after the solve).
+    collapse after the solve). ``s_unit_out`` gets the power each reference unit supplies
+    (MVA): the network injection at its slack node (slack rows ``y_s`` of Y, columns at PQ
+    position ``y_s_loc`` or slack ``-loc - 2``) minus the node's scheduled injections.
     """
     n_b, n = v_out.shape
     n_node = node_comp.shape[0]
@@ -342,12 +364,24 @@ def _fixed_point_chunked(
     dr = u_dinv.real.copy()
     di = u_dinv.imag.copy()
     for c in nb.prange(n_chunk):
-        pr = np.zeros((n, _K))
-        pi = np.zeros((n, _K))
-        ir_ = np.zeros((n if use_zip else 0, _K))
-        ii_ = np.zeros((n if use_zip else 0, _K))
-        zr = np.zeros((n if use_zip else 0, _K))
-        zi = np.zeros((n if use_zip else 0, _K))
+        buf, offs = _staggered(n * _K, 10)
+        pr = buf[offs[0]:offs[0] + n * _K].reshape((n, _K))
+        pi = buf[offs[1]:offs[1] + n * _K].reshape((n, _K))
+        vr = buf[offs[2]:offs[2] + n * _K].reshape((n, _K))
+        vi = buf[offs[3]:offs[3] + n * _K].reshape((n, _K))
+        wr = buf[offs[4]:offs[4] + n * _K].reshape((n, _K))
+        wi = buf[offs[5]:offs[5] + n * _K].reshape((n, _K))
+        nz = n * _K if use_zip else 0
+        ir_ = buf[offs[6]:offs[6] + nz].reshape((nz // _K, _K))
+        ii_ = buf[offs[7]:offs[7] + nz].reshape((nz // _K, _K))
+        zr = buf[offs[8]:offs[8] + nz].reshape((nz // _K, _K))
+        zi = buf[offs[9]:offs[9] + nz].reshape((nz // _K, _K))
+        pr[:] = 0.0
+        pi[:] = 0.0
+        ir_[:] = 0.0
+        ii_[:] = 0.0
+        zr[:] = 0.0
+        zi[:] = 0.0
         for j in range(_K):
             if c * _K + j < n_b:
                 for k in range(n_s):
@@ -358,14 +392,10 @@ def _fixed_point_chunked(
                            inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
         _add_element_lanes(c, n_b, storage[0], storage[1], storage[2], storage[3], storage[4],
                            storage[5], False, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
-        vr = np.empty((n, _K))
-        vi = np.empty((n, _K))
         for k in range(n):
             for j in range(_K):
                 vr[k, j] = v_init[k].real
                 vi[k, j] = v_init[k].imag
-        wr = np.empty((n, _K))
-        wi = np.empty((n, _K))
         err = np.empty(_K)
         done = np.zeros(_K, dtype=np.bool_)
         ok = np.zeros(_K, dtype=np.bool_)
@@ -446,6 +476,14 @@ def _fixed_point_chunked(
                 v_out[b, k] = complex(vr[k, j], vi[k, j])
             iters[b] = its[j]
             conv[b] = ok[j]
+            for k in range(n_s):
+                acc = 0j
+                for cc in range(y_s_loc.shape[0]):
+                    loc = y_s_loc[cc]
+                    vv = complex(vr[loc, j], vi[loc, j]) if loc >= 0 else slack_v[-loc - 2]
+                    acc += y_s[k, cc] * vv
+                s_net = slack_v[k] * np.conj(acc)
+                s_unit_out[b, k] = (s_net - sched_out[b, k]) * (sn_mva / units_at_slack[k])
         if post:
             scratch = _post_scratch(n_node, bus_n.shape[0], f_n.shape[0])
             for j in range(min(_K, n_b - c * _K)):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -125,7 +126,7 @@ class GridArrays:
         """Number of branches (lines + two-winding transformers)."""
         return self.n_line + self.n_trafo
 
-    @property
+    @cached_property
     def has_zip_loads(self) -> bool:
         """True when any load has a constant-impedance or constant-current share."""
         return bool(np.any(self.load_zip != 0.0))
