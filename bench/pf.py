@@ -129,7 +129,9 @@ def scenarios(net: Any, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 def ours(net: Any, sc: dict[str, np.ndarray]) -> Callable[[], Any]:
     from twin.grid.pf import BatchPowerFlow
 
-    pf = BatchPowerFlow(net)
+    # the compiled kernels: what "auto" runs for batches, and for single scenarios once a
+    # solver has been called _AUTO_NUMBA_CALLS times (before that it avoids numba's import)
+    pf = BatchPowerFlow(net, kernel="numba")
     return lambda: pf.solve(**sc)
 
 

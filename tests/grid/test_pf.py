@@ -502,3 +502,53 @@ def test_contingency_kernel_equals_per_topology_path() -> None:
     res = pf.solve(**scen, line_in_service=masks, tol=SOLVE_TOL)
     for b in (int(cut[0]), 20):
         assert_matches(res, b, run_referee(net, scen, b, line_in_service=masks))
+
+
+@pytest.mark.parametrize("name", ["case33bw", "cigre_mv_der", "mv_oberrhein", "simbench_lv"])
+def test_single_scenario_path_equals_batch_path_and_pandapower(name: str) -> None:
+    """One scenario with 1-D inputs runs in one serial numba call (kernel="numba", or "auto"
+    after many solves); it equals the batch path and pandapower, outages included."""
+    net = get_net(name)
+    scen = random_scenarios(net, 2, seed=31)
+    one = {k: v[0].copy() for k, v in scen.items()}
+    pf = BatchPowerFlow(net, kernel="numba")
+    batch = _fields(pf.solve(**scen, tol=SOLVE_TOL))
+    single = _fields(pf.solve(**one, tol=SOLVE_TOL))
+    assert pf._single is not None  # the fast path ran (and cached the default topology)
+    for field, b in batch.items():
+        s = single[field]
+        assert s.shape == (1, *b.shape[1:]), field
+        if b.dtype == bool or field == "iterations":
+            np.testing.assert_array_equal(s[0], b[0], err_msg=field)
+        else:
+            np.testing.assert_allclose(s[0], b[0], rtol=0, atol=1e-9, err_msg=field)
+    assert_matches(pf.solve(**one, tol=SOLVE_TOL), 0, run_referee(net, scen, 0))
+    # an outage (1-D mask) goes through the same path with its own topology
+    lines = net.line.in_service.to_numpy().copy()
+    lines[np.flatnonzero(lines)[-1]] = False
+    out1 = _fields(pf.solve(**one, line_in_service=lines, tol=SOLVE_TOL))
+    outb = _fields(pf.solve(**{k: v[:1] for k, v in scen.items()}, line_in_service=lines[None, :],
+                            tol=SOLVE_TOL))
+    for field, b in outb.items():
+        np.testing.assert_allclose(out1[field], b, rtol=0, atol=1e-9, err_msg=field)
+
+
+def test_single_scenario_fallbacks_and_auto_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twin.grid.pf as pfm
+
+    net = get_net("case33bw")
+    p = net.load.p_mw.to_numpy()
+    q = net.load.q_mvar.to_numpy()
+    pf = BatchPowerFlow(net, kernel="numba")
+    bad = pf.solve(load_p_mw=40 * p, load_q_mvar=40 * q)  # no solution: general path reports it
+    assert not bad.converged[0] and np.isnan(bad.vm_pu[0, 1:]).all()
+    with pytest.raises(ValueError, match="load_p_mw: non-finite value in scenario 0 for load row 3"):
+        pf.solve(load_p_mw=np.where(np.arange(p.size) == 3, np.nan, p))
+    monkeypatch.setattr(pfm, "_AUTO_NUMBA_CALLS", 2)
+    auto = BatchPowerFlow(net)
+    first = auto.solve(load_p_mw=p)  # numpy path
+    assert auto._single is None
+    for _ in range(2):
+        last = auto.solve(load_p_mw=p)
+    assert auto._single is not None  # moved to the serial numba call
+    np.testing.assert_allclose(last.vm_pu, first.vm_pu, rtol=0, atol=1e-9)

@@ -53,8 +53,8 @@ def _keep_freed_memory() -> None:
 _keep_freed_memory()
 
 __all__ = [
-    "K", "contingencies_par", "fixed_point_chunked", "fixed_point_par", "injections_rows", "mean_start",
-    "post_par",
+    "K", "branch_arrays", "contingencies_par", "fixed_point_chunked", "fixed_point_par", "injections_rows",
+    "mean_start", "post_par", "solve_single",
 ]
 
 # error_model="numpy": a float division by zero gives inf/NaN instead of a Python-style
@@ -692,6 +692,49 @@ def _post_par(
             )
 
 
+@nb.njit(**_OPTS)
+def _solve_single(
+    load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
+    v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
+    u_dinv: Any, tol: float, max_iter: int, node_comp: Any, energized_node: Any, pq_nodes: Any,
+    slack_nodes: Any, slack_v: Any, bus_n: Any, f_n: Any, t_n: Any, y8: Any, br_on: Any,
+    k_f2: Any, k_t2: Any, sn_mva: float, y_s: Any, y_s_loc: Any, units_at_slack: Any,
+    vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any,
+    eg_pos: Any, eg_p_out: Any, eg_q_out: Any, pl_sum_out: Any, iters: Any, conv: Any,
+) -> None:  # pragma: no cover
+    """One scenario, serially (no thread launch): fixed point, ext_grid power (``eg_pos``:
+    slack position of each ext_grid, -1 when not acting) and, when converged, the
+    post-processing and total losses. ``y8`` ... ``k_t2`` come from ``_branch_arrays``.
+    A scenario that does not converge is left to the caller (Newton fallback)."""
+    v_out = np.empty((1, v0.shape[0]), dtype=np.complex128)
+    sched_out = np.empty((1, slack_v.shape[0]), dtype=np.complex128)
+    s_unit = np.empty(slack_v.shape[0], dtype=np.complex128)
+    _fixed_point_one(0, load, sgen, storage, use_zip, inv_sn, slack_vm, v0, l_ptr, l_idx,
+                     l_val, u_ptr, u_idx, u_val, u_dinv, tol, max_iter, v_out, sched_out, iters,
+                     conv)
+    if not conv[0]:
+        return
+    for k in range(sched_out.shape[1]):
+        acc = 0j
+        for cc in range(y_s_loc.shape[0]):
+            loc = y_s_loc[cc]
+            acc += y_s[k, cc] * (v_out[0, loc] if loc >= 0 else slack_v[-loc - 2])
+        s_unit[k] = (slack_v[k] * np.conj(acc) - sched_out[0, k]) * (sn_mva / units_at_slack[k])
+    for e in range(eg_pos.shape[0]):
+        su = s_unit[eg_pos[e]] if eg_pos[e] >= 0 else 0j
+        eg_p_out[0, e] = su.real
+        eg_q_out[0, e] = su.imag
+    rows = np.zeros(1, dtype=np.int64)
+    _post_one(0, rows, v_out, conv, np.zeros((1, 0), dtype=np.bool_), node_comp, energized_node,
+              pq_nodes, slack_nodes, slack_v, bus_n, f_n, t_n, y8, br_on, k_f2, k_t2, sn_mva,
+              vm_out, va_out, en_out, pf_out, qf_out, pl_out, ld_out,
+              _post_scratch(node_comp.shape[0], bus_n.shape[0], f_n.shape[0]))
+    tot = 0.0
+    for k in range(pl_out.shape[1]):
+        tot += pl_out[0, k]
+    pl_sum_out[0] = tot
+
+
 # --------------------------------------------------------------------------- contingencies
 #
 # A batch where (almost) every scenario has its own topology (an N-1 sweep) runs in one
@@ -952,7 +995,9 @@ def _contingencies_par(
 
 
 K = _K
+branch_arrays = _branch_arrays
 mean_start = _mean_start
+solve_single = _solve_single
 contingencies_par = _contingencies_par
 fixed_point_par = _fixed_point_par
 fixed_point_chunked = _fixed_point_chunked
