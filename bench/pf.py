@@ -381,12 +381,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="B = 1 and 1000 only, fewer repeats")
     ap.add_argument("--n1-only", action="store_true", help="only the N-1 comparison")
     ap.add_argument("--nets", default="", help="comma-separated subset of the networks (default: all)")
+    ap.add_argument("--threading", default="omp", choices=("omp", "workqueue"),
+                    help="numba threading layer for our kernels (default omp: a dedicated machine)")
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))
-    # numba's default 'omp' layer (GNU OpenMP) leaves its workers spinning after a parallel
-    # region; on 2 loaded cores they starve the main thread's serial work (measured 8x slower
-    # at B=1000 on case33bw). 'workqueue' only affects our kernels, not the peers.
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    # A benchmark machine is dedicated: numba's OpenMP layer (workers spin briefly between
+    # parallel regions, GOMP_SPINCOUNT 30000 set by twin.grid._kernels) instead of the
+    # library's default 'workqueue', whose sleeping workers join short kernels late on a VM
+    # (see twin/grid/_kernels.py for both figures). --threading workqueue measures the default.
+    os.environ["NUMBA_THREADING_LAYER"] = args.threading
     warnings.filterwarnings("ignore")
     sizes = (1, 1000) if args.quick else (1, 1000, 10000)
     repeats = 7 if args.quick else 11
@@ -396,7 +399,7 @@ def main() -> None:
     headline: dict[str, str] = {}
     print(
         f"# µs per power flow, wall-clock median of {repeats} samples (>= {SAMPLE_S * 1000:.0f} ms each, solvers"
-        f" sampled in turn), {THREADS} threads; ours_cpu1:"
+        f" sampled in turn), {THREADS} threads, numba layer {os.environ['NUMBA_THREADING_LAYER']}; ours_cpu1:"
         f" single-thread CPU µs; pandapower from min(B, 3) runs; load average {os.getloadavg()[0]:.1f}"
     )
     print(

@@ -515,6 +515,9 @@ def test_single_scenario_path_equals_batch_path_and_pandapower(name: str) -> Non
     batch = _fields(pf.solve(**scen, tol=SOLVE_TOL))
     single = _fields(pf.solve(**one, tol=SOLVE_TOL))
     assert pf._single is not None  # the fast path ran (and cached the default topology)
+    rows = _fields(pf.solve(**{k: v[:1] for k, v in scen.items()}, tol=SOLVE_TOL))  # (1, n) too
+    for field, r in rows.items():
+        np.testing.assert_array_equal(r, single[field], err_msg=field)
     for field, b in batch.items():
         s = single[field]
         assert s.shape == (1, *b.shape[1:]), field

@@ -14,11 +14,19 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-# numba's default OpenMP layer leaves its workers spinning after a parallel region; on a
-# small loaded machine they starve the serial work between kernel calls (measured 5x slower
-# on 2 busy cores). 'workqueue' has no spinning workers. Set before any parallel launch; an
-# explicit NUMBA_THREADING_LAYER in the environment still wins.
+# Threading layer. numba's OpenMP layer keeps its workers spinning after a parallel region;
+# 'workqueue' puts them to sleep. Measured on the 2-vCPU machine, case33bw B=1000 (bench):
+#   idle machine:            workqueue 2.4 us/pf, omp 1.4-1.7 us/pf (a sleeping vCPU of a VM
+#                            takes long to wake: the second worker joins late in short kernels)
+#   one core busy elsewhere: workqueue 2.8 us/pf, omp 15.8 us/pf (the spinning worker starves
+#                            the serial work between calls), omp with GOMP_SPINCOUNT=30000 5.2
+# So the default is 'workqueue' (robust where the machine is shared: CI, a laptop, the twin's
+# other processes); a dedicated sweep or benchmark machine sets NUMBA_THREADING_LAYER=omp.
+# With omp and no GOMP_SPINCOUNT given, spinning is bounded (30000) before libgomp loads.
+# Set before any parallel launch; the environment wins.
 nb.config.THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER", "workqueue")  # type: ignore[attr-defined]
+if nb.config.THREADING_LAYER == "omp":  # type: ignore[attr-defined]
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
 
 
 def _keep_freed_memory() -> None:

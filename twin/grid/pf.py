@@ -86,6 +86,11 @@ _CONTINGENCY_ROWS = 32
 # within the next ~1000 solves of a long run or a controller loop)
 _AUTO_NUMBA_CALLS = 200
 _ZERO_ROW = np.zeros(1, dtype=np.int64)
+# branch arguments of the chunked kernel without branches (its post-processing then skips them)
+_NO_BRANCHES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                np.zeros((0, 4), dtype=np.complex128), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0))
+_BRANCH_FIELDS = ("line_loading_percent", "line_p_from_mw", "line_q_from_mvar", "line_pl_mw",
+                  "trafo_loading_percent", "trafo_p_hv_mw", "trafo_q_hv_mvar", "trafo_pl_mw", "pl_mw")
 
 
 # --------------------------------------------------------------------------- public types
@@ -870,6 +875,7 @@ class BatchPowerFlow:
         trafo_in_service: ArrayLike | None = None,
         tol: float = 1e-8,
         max_iter: int = 100,
+        branch_flows: bool = True,
     ) -> PowerFlowResult:
         """Solve B power flows.
 
@@ -883,7 +889,35 @@ class BatchPowerFlow:
         ``tol`` bounds the last voltage update (pu, per real and imaginary part) of the
         fixed point and the power mismatch (pu) of the Newton fallback; ``max_iter`` bounds
         the fixed-point iterations before the Newton-Raphson fallback.
+
+        ``branch_flows=False`` is for screening on voltages (e.g. a voltage-band check of
+        many scenarios): branch flows, loadings and losses are not computed and are NaN;
+        voltages, energized buses, ext_grid and grid-forming powers are as usual. On small
+        feeders that saves about a third of the time.
         """
+        res = self._solve(
+            load_p_mw, load_q_mvar, sgen_p_mw, sgen_q_mvar, storage_p_mw, storage_q_mvar,
+            line_in_service, trafo_in_service, tol, max_iter, branch_flows,
+        )
+        if not branch_flows:
+            for name in _BRANCH_FIELDS:
+                getattr(res, name)[...] = np.nan
+        return res
+
+    def _solve(
+        self,
+        load_p_mw: ArrayLike | None,
+        load_q_mvar: ArrayLike | None,
+        sgen_p_mw: ArrayLike | None,
+        sgen_q_mvar: ArrayLike | None,
+        storage_p_mw: ArrayLike | None,
+        storage_q_mvar: ArrayLike | None,
+        line_in_service: ArrayLike | None,
+        trafo_in_service: ArrayLike | None,
+        tol: float,
+        max_iter: int,
+        branch_flows: bool,
+    ) -> PowerFlowResult:
         ga = self._arrays
         if not (tol > 0 and math.isfinite(tol)):
             raise ValueError(f"tol: must be a positive number, got {tol}")
@@ -971,8 +1005,12 @@ class BatchPowerFlow:
                 (row_of[kp][rows], row_of[kq][rows], inj[kp], inj[kq], locs[el], zp)
                 for el, (kp, kq, zp) in elems.items()
             )
-            self._solve_group(topo, rows, args, tol, max_iter, out)
+            self._solve_group(topo, rows, args, tol, max_iter, out, branch_flows)
         return out.result(ga)
+
+    def _branch_data(self, topo: _Topology) -> tuple[Any, ...]:
+        ga = self._arrays
+        return ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to
 
     def _solve_single(
         self,
@@ -997,14 +1035,18 @@ class BatchPowerFlow:
                 arrs.append(default[None, :])
                 continue
             a = val if isinstance(val, np.ndarray) else np.asarray(val)
-            if a.shape != default.shape or a.dtype != np.float64 or not math.isfinite(float(a.sum())):
+            if a.ndim == 1:
+                a = a[None, :]
+            if a.shape != (1, default.shape[0]) or a.dtype != np.float64 or not math.isfinite(float(a.sum())):
                 return None  # a batch, other dtypes or bad values: the general path checks
-            arrs.append(a[None, :])
+            arrs.append(a)
         br_on = ga.br_default_in_service
         for val, lo, hi in ((line_in_service, 0, ga.n_line), (trafo_in_service, ga.n_line, ga.n_branch)):
             if val is None:
                 continue
             m = val if isinstance(val, np.ndarray) else np.asarray(val)
+            if m.ndim == 2 and m.shape[0] == 1:
+                m = m[0]
             if m.shape != (hi - lo,) or m.dtype != np.bool_:
                 return None
             if br_on is ga.br_default_in_service:
@@ -1125,6 +1167,7 @@ class BatchPowerFlow:
         tol: float,
         max_iter: int,
         out: _Output,
+        branch_flows: bool = True,
     ) -> None:
         ga = self._arrays
         n_g = rows.shape[0]
@@ -1157,7 +1200,7 @@ class BatchPowerFlow:
                 load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
                 max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init, fused, rows,
                 topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v,
-                ga.bus_node, ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to,
+                ga.bus_node, *(self._branch_data(topo) if branch_flows else _NO_BRANCHES),
                 ga.sn_mva, out.vm, out.va, out.energized, out.p_f, out.q_f, out.pl, out.loading,
                 topo.y_s, topo.y_s_loc, topo.units_at_slack, s_unit,
             )
