@@ -555,3 +555,19 @@ def test_single_scenario_fallbacks_and_auto_switch(monkeypatch: pytest.MonkeyPat
         last = auto.solve(load_p_mw=p)
     assert auto._single is not None  # moved to the serial numba call
     np.testing.assert_allclose(last.vm_pu, first.vm_pu, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel,n", [("numba", 64), ("numpy", 3), ("numba", 1)])
+def test_branch_flows_false_keeps_voltages(kernel: str, n: int) -> None:
+    net = get_net("cigre_mv_der")
+    scen = random_scenarios(net, n, seed=41)
+    if n == 1:
+        scen = {k: v[0] for k, v in scen.items()}
+    pf = BatchPowerFlow(net, kernel=kernel)  # type: ignore[arg-type]
+    full = _fields(pf.solve(**scen))
+    volt = _fields(pf.solve(**scen, branch_flows=False))
+    for name, a in full.items():
+        if name.startswith(("line_", "trafo_")) or name == "pl_mw":
+            assert np.isnan(volt[name]).all(), name
+        else:
+            np.testing.assert_array_equal(volt[name], a, err_msg=name)
