@@ -142,6 +142,20 @@ def _step_v(v: Any, v0: Any, w: Any, n: int) -> float:  # pragma: no cover
     return err
 
 
+@nb.njit(inline="always", **_OPTS)
+def _node_current(vk: complex, sc: Any, si: Any, sz: Any, k: int, use_zip: bool) -> complex:  # pragma: no cover
+    """Injected current conj(S(V)) / conj(V) = conj(S) V / |V|^2 at node k (``sc`` is
+    conj(S) of the constant-power part; ``si``/``sz`` the constant-current/impedance parts)."""
+    m2 = vk.real * vk.real + vk.imag * vk.imag
+    sk = sc[k]
+    if use_zip:
+        vm = math.sqrt(m2)
+        sk = sk + np.conj(si[k]) * vm + np.conj(sz[k]) * m2
+    inv2 = 1.0 / m2
+    return complex((sk.real * vk.real - sk.imag * vk.imag) * inv2,
+                   (sk.real * vk.imag + sk.imag * vk.real) * inv2)
+
+
 @nb.njit(**_OPTS)
 def _fp_scalar(
     s: Any, si: Any, sz: Any, use_zip: bool, v0: Any, l_ptr: Any, l_idx: Any, l_val: Any,
@@ -159,14 +173,8 @@ def _fp_scalar(
     it = 0
     while it < max_iter:
         it += 1
-        for k in range(n):  # I = conj(S) / conj(V) = conj(S) V / |V|^2
-            vk = v[k]
-            m2 = vk.real * vk.real + vk.imag * vk.imag
-            sk = sc[k]
-            if use_zip:
-                vm = math.sqrt(m2)
-                sk = sk + np.conj(si[k]) * vm + np.conj(sz[k]) * m2
-            w[k] = sk * vk / m2
+        for k in range(n):
+            w[k] = _node_current(v[k], sc, si, sz, k, use_zip)
         for i in range(n):  # L: unit diagonal, strictly lower part in CSR
             acc = w[i]
             for jj in range(l_ptr[i], l_ptr[i + 1]):
@@ -883,15 +891,7 @@ def _contingency_one(
         it += 1
         for k in range(n):
             if is_pq[k]:
-                vk = v[k]
-                m2 = vk.real * vk.real + vk.imag * vk.imag
-                sk = sc[k]
-                if use_zip:
-                    vm = math.sqrt(m2)
-                    sk = sk + np.conj(si[k]) * vm + np.conj(sz[k]) * m2
-                inv2 = 1.0 / m2
-                w[k] = complex((sk.real * vk.real - sk.imag * vk.imag) * inv2,
-                               (sk.real * vk.imag + sk.imag * vk.real) * inv2)
+                w[k] = _node_current(v[k], sc, si, sz, k, use_zip)
             else:
                 w[k] = 0j
         _lu_solve(w, l_ptr, l_idx, l_col, u_ptr, u_idx, u_col, dinv, vals)
