@@ -892,8 +892,8 @@ class BatchPowerFlow:
 
         ``branch_flows=False`` is for screening on voltages (e.g. a voltage-band check of
         many scenarios): branch flows, loadings and losses are not computed and are NaN;
-        voltages, energized buses, ext_grid and grid-forming powers are as usual. On small
-        feeders that saves about a third of the time.
+        voltages, energized buses, ext_grid and grid-forming powers are as usual (measured
+        about 10 % less time on case33bw at B=1000, 2.87 -> 2.58 µs per flow).
         """
         res = self._solve(
             load_p_mw, load_q_mvar, sgen_p_mw, sgen_q_mvar, storage_p_mw, storage_q_mvar,
