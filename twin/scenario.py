@@ -16,7 +16,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -79,23 +79,28 @@ class NetworkTariffSpec(_Spec):
     peak_end_hour: Annotated[float, Field(ge=0, le=24)] = 21.0
 
 
-class GridSpec(_Spec):
+class _DsoLimitsSpec(_Spec):
+    """The DSO's operating limits (voltage band, branch loading) of a grid."""
+
+    vm_min_pu: PosFloat = 0.95
+    vm_max_pu: PosFloat = 1.05
+    max_loading_percent: PosFloat = 100.0
+
+    @model_validator(mode="after")
+    def _band(self) -> Self:
+        if self.vm_min_pu >= self.vm_max_pu:
+            raise ValueError(f"vm_min_pu ({self.vm_min_pu}) must be below vm_max_pu ({self.vm_max_pu})")
+        return self
+
+
+class GridSpec(_DsoLimitsSpec):
     """The feeder and the DSO's operating limits."""
 
     kind: Literal["simbench", "cigre_lv", "case33bw"] = "simbench"
     #: SimBench grid code (used when kind is "simbench").
     simbench_code: str = "1-LV-semiurb4--0-sw"
-    vm_min_pu: PosFloat = 0.95
-    vm_max_pu: PosFloat = 1.05
-    max_loading_percent: PosFloat = 100.0
     #: local network tariff published by the DSO every interval
     tariff: NetworkTariffSpec = NetworkTariffSpec()
-
-    @model_validator(mode="after")
-    def _band(self) -> GridSpec:
-        if self.vm_min_pu >= self.vm_max_pu:
-            raise ValueError(f"vm_min_pu ({self.vm_min_pu}) must be below vm_max_pu ({self.vm_max_pu})")
-        return self
 
 
 class PVSpec(_Spec):
@@ -464,21 +469,12 @@ class GeneratorUnitSpec(_Spec):
         return self
 
 
-class GameGridSpec(_Spec):
+class GameGridSpec(_DsoLimitsSpec):
     """The game's feeder for the DSO security check (twin/market/game_security.py): a
     SimBench grid at the hour ``start`` (its real profiles as background) and the DSO's
     limits (same names and defaults as ``grid:``)."""
 
     simbench_code: Annotated[str, Field(min_length=1)]
-    vm_min_pu: PosFloat = 0.95
-    vm_max_pu: PosFloat = 1.05
-    max_loading_percent: PosFloat = 100.0
-
-    @model_validator(mode="after")
-    def _band(self) -> GameGridSpec:
-        if self.vm_min_pu >= self.vm_max_pu:
-            raise ValueError(f"vm_min_pu ({self.vm_min_pu}) must be below vm_max_pu ({self.vm_max_pu})")
-        return self
 
 
 class GameSpec(_Spec):

@@ -114,12 +114,16 @@ class SecurityCheck:
 
 @lru_cache(maxsize=2)
 def _simbench(code: str) -> tuple[Any, dict[tuple[str, str], Any]]:
-    """SimBench net and its absolute profiles, once per process (read-only; ~5 s)."""
+    """SimBench net (the process-wide one of :mod:`twin.grid.feeders`) and its absolute
+    profiles, once per process (read-only; ~5 s)."""
     import simbench as sb
 
-    net = sb.get_simbench_net(code)
-    profiles = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
-    del net["profiles"]  # the absolute values above replace them; keeps copies cheap
+    from twin.grid.feeders import _simbench_net
+
+    shared = _simbench_net(code)
+    profiles = sb.get_absolute_values(shared, profiles_instead_of_study_cases=True)
+    net = copy.copy(shared)  # shallow: the shared net keeps its profiles
+    del net["profiles"]  # the absolute values above replace them; keeps deep copies cheap
     return net, profiles
 
 
@@ -163,9 +167,10 @@ def game_feeder(*, simbench_code: str, start: datetime, period_h: float,
 
     try:
         base, profiles = _simbench(simbench_code)
-    except Exception as exc:  # simbench raises plain errors for unknown codes
+    except ValueError as exc:  # twin.grid.feeders wraps simbench's error for an unknown code
         raise GameGridError(source, [("game.grid.simbench_code",
-                                      f"cannot load SimBench grid {simbench_code!r}: {exc}")]) from None
+                                      f"cannot load SimBench grid {simbench_code!r}: "
+                                      f"{exc.__cause__ or exc}")]) from None
     problems = feeder_problems(base, unit_bus=unit_bus, buyer_bus=buyer_bus)
     if problems:
         raise GameGridError(source, problems)
