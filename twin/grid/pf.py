@@ -683,9 +683,9 @@ def _np_fixed_point(
 ) -> None:
     """Z-bus fixed point for all scenarios of a group (columns), with SuperLU solves.
 
-    Same update and stopping rule as the numba kernel: per scenario, stop when the largest
-    change of a real or imaginary part is below ``tol``; give up when it exceeds 1e3 or is
-    NaN (the Newton fallback then takes over).
+    Same update and stopping rule as the numba kernels: per scenario, stop when the largest
+    power mismatch at a node is below ``tol`` (pu); give up when a voltage change exceeds 1e3
+    or is NaN (the Newton fallback then takes over).
     """
     n_g = v_out.shape[0]
     conv[:] = False
@@ -707,12 +707,20 @@ def _np_fixed_point(
         w = topo.lu_obj.solve(np.asfortranarray(sk * va / m2))
         vn = v0 + w
         d = vn - va
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):
             err = np.maximum(np.abs(d.real), np.abs(d.imag)).max(axis=0)
+            # power mismatch of the new voltages (see the kernels' _mismatch)
+            ad = np.abs(d)
+            mis = np.abs(sc[:, active]) * ad / np.sqrt(m2)
+            if sci is not None and scz is not None:
+                vm_new = np.abs(vn)
+                mis += 2.0 * np.abs(sci[:, active]) * ad * vm_new / np.sqrt(m2)
+                mis += np.abs(scz[:, active]) * vm_new * ad
+            mis_max = np.where(np.isnan(mis).any(axis=0), np.nan, mis.max(axis=0))
         v[:, active] = vn
         iters[active] = it
         with np.errstate(invalid="ignore"):
-            ok = err < tol
+            ok = (mis_max < tol) & (err < 1e3)
             stop = ok | ~(err < 1e3)
         conv[active[ok]] = True
         active = active[~stop]
@@ -886,9 +894,11 @@ class BatchPowerFlow:
         nothing. ``line_in_service`` / ``trafo_in_service`` replace the net's ``in_service``
         columns (open switches still apply).
 
-        ``tol`` bounds the last voltage update (pu, per real and imaginary part) of the
-        fixed point and the power mismatch (pu) of the Newton fallback; ``max_iter`` bounds
-        the fixed-point iterations before the Newton-Raphson fallback.
+        ``tol`` bounds the power mismatch at every node, in per unit of ``net.sn_mva`` (what
+        pandapower compares its ``tolerance_mva`` with): the fixed point stops when the
+        mismatch |dS| of every node is below it (computed exactly from the last update, see
+        ``twin.grid._kernels._mismatch``), the Newton fallback when every |dP| and |dQ| is.
+        ``max_iter`` bounds the fixed-point iterations before the Newton-Raphson fallback.
 
         ``branch_flows=False`` is for screening on voltages (e.g. a voltage-band check of
         many scenarios): branch flows, loadings and losses are not computed and are NaN;

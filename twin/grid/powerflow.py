@@ -233,7 +233,7 @@ def run_snapshot(
     The injections are written into the net (as before, so the net always holds what was
     solved) and the cached batch solver of the net (:func:`solver_for`) runs on the net's
     set-points. ``max_iteration`` bounds the fixed-point iterations before the
-    Newton-Raphson fallback, ``tol_pu`` the last voltage update.
+    Newton-Raphson fallback, ``tol_pu`` the power mismatch at every node (pu of ``net.sn_mva``).
     """
     apply_injections(
         net,
