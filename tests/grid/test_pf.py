@@ -352,6 +352,17 @@ def test_bad_inputs_name_the_argument() -> None:
         pf.solve(load_p_mw=p)
     with pytest.raises(ValueError, match=r"sgen_p_mw: expected shape"):
         pf.solve(sgen_p_mw=np.zeros((2, 3)))
+    # a batch through the chunked kernel checks its inputs in the kernel's own pass
+    big = BatchPowerFlow(net, kernel="numba")
+    p64 = np.tile(net.load.p_mw.to_numpy(), (64, 1))
+    net.load.loc[net.load.index[7], "in_service"] = False
+    off = BatchPowerFlow(net, kernel="numba")
+    for solver, row, col in ((big, 40, 4), (big, 63, 0), (off, 33, 7)):  # col 7: out of service
+        bad = p64.copy()
+        bad[row, col] = np.inf if row % 2 else -np.inf
+        with pytest.raises(ValueError, match=rf"load_p_mw: non-finite value in scenario {row} for load row {col}"):
+            solver.solve(load_p_mw=bad)
+    assert big.solve(load_p_mw=p64).converged.all()
     with pytest.raises(ValueError, match=r"load_q_mvar: expected shape"):
         pf.solve(load_q_mvar=np.zeros(5))
     with pytest.raises(ValueError, match="inconsistent batch sizes"):

@@ -146,12 +146,15 @@ def _mismatch(sp2: float, si2: float, sz2: float, m_old2: float, m_new2: float, 
 
 
 @nb.njit(inline="always", **_OPTS)
-def _step_v(v: Any, v0: Any, w: Any, n: int, sc: Any, si: Any, sz: Any, use_zip: bool) -> Any:  # pragma: no cover
+def _step_v(v: Any, v0: Any, w: Any, n: int, sc: Any, si: Any, sz: Any, use_zip: bool,
+            tol: float) -> Any:  # pragma: no cover
     """One fixed-point update ``v <- v0 + w`` in place; returns the largest change of a
-    real or imaginary part and the largest power mismatch of the new voltages
-    (``_mismatch``; NaN propagates: ``not e <= err`` also catches it)."""
+    real or imaginary part (NaN propagates: ``not e <= err`` also catches it) and whether
+    the power mismatch of the new voltages (``_mismatch``) is below ``tol`` at every node
+    (for constant power tested squared and times |V_old|^2: no root, no division)."""
     err = 0.0
-    mis = 0.0
+    ok = True
+    tol2 = tol * tol
     for k in range(n):
         vn = v0[k] + w[k]
         vk = v[k]
@@ -160,18 +163,17 @@ def _step_v(v: Any, v0: Any, w: Any, n: int, sc: Any, si: Any, sz: Any, use_zip:
         if not e <= err:
             err = e
         sk = sc[k]
-        si2 = 0.0
-        sz2 = 0.0
+        sp2 = sk.real * sk.real + sk.imag * sk.imag
+        d2 = d.real * d.real + d.imag * d.imag
+        m2 = vk.real * vk.real + vk.imag * vk.imag
         if use_zip:
             si2 = si[k].real * si[k].real + si[k].imag * si[k].imag
             sz2 = sz[k].real * sz[k].real + sz[k].imag * sz[k].imag
-        m = _mismatch(sk.real * sk.real + sk.imag * sk.imag, si2, sz2,
-                      vk.real * vk.real + vk.imag * vk.imag, vn.real * vn.real + vn.imag * vn.imag,
-                      d.real * d.real + d.imag * d.imag, use_zip)
-        if not m <= mis:
-            mis = m
+            ok &= _mismatch(sp2, si2, sz2, m2, vn.real * vn.real + vn.imag * vn.imag, d2, True) < tol
+        else:
+            ok &= sp2 * d2 <= tol2 * m2
         v[k] = vn
-    return err, mis
+    return err, ok
 
 
 @nb.njit(inline="always", **_OPTS)
@@ -217,8 +219,8 @@ def _fp_scalar(
             for jj in range(u_ptr[i], u_ptr[i + 1]):
                 acc -= u_val[jj] * w[u_idx[jj]]
             w[i] = acc * u_dinv[i]
-        err, mis = _step_v(v, v0, w, n, sc, si, sz, use_zip)
-        if mis < tol:
+        err, done = _step_v(v, v0, w, n, sc, si, sz, use_zip, tol)
+        if done and err < 1e3:
             ok = True
             break
         if not err < 1e3:
@@ -304,9 +306,12 @@ def _fixed_point_par(
 def _add_element_lanes(
     c: int, n_b: int, rows_p: Any, rows_q: Any, p: Any, q: Any, loc: Any, zip_: Any,
     use_zip: bool, factor: float, slack_vm: Any, pr: Any, pi: Any, ir_: Any, ii_: Any, zr: Any,
-    zi: Any, sched_out: Any,
+    zi: Any, sched_out: Any, bad: Any,
 ) -> None:  # pragma: no cover
     """``_add_element`` for the ``_K`` lanes of chunk c, into (node, lane) planes of conj(S).
+
+    ``bad[j]`` turns NaN when a value of lane j's rows (any element, in service or not) is
+    not finite: the caller's input check, fused into the one pass over the inputs.
 
     Lane by lane: each scenario's row of ``p`` and ``q`` is read front to back and scattered
     into the lane's column of the planes (in cache). Element by element, each value was a
@@ -318,7 +323,9 @@ def _add_element_lanes(
         b = min(c * _K + j, n_b - 1)
         prow = p[rows_p[b]]
         qrow = q[rows_q[b]]
+        chk = 0.0
         for e in range(loc.shape[0]):
+            chk += (prow[e] - prow[e]) + (qrow[e] - qrow[e])  # 0, or NaN for NaN/inf
             k = loc[e]
             if k < 0:
                 continue
@@ -335,6 +342,7 @@ def _add_element_lanes(
             else:
                 pr[k, j] += pe
                 pi[k, j] -= qe
+        bad[j] += chk
     for e in range(loc.shape[0]):
         k = loc[e]
         if k > -2:
@@ -383,7 +391,7 @@ def _fixed_point_chunked(
     slack_nodes: Any, slack_v: Any, bus_node: Any, br_f: Any, br_t: Any, br_y: Any, br_on: Any,
     k_f: Any, k_t: Any, sn_mva: float, vm_out: Any, va_out: Any, en_out: Any, pf_out: Any,
     qf_out: Any, pl_out: Any, ld_out: Any, y_s: Any, y_s_loc: Any, units_at_slack: Any,
-    s_unit_out: Any,
+    s_unit_out: Any, finite_out: Any,
 ) -> None:  # pragma: no cover
     """Same fixed point as ``_fixed_point_one``, on chunks of ``_K`` scenarios (lanes) at once.
 
@@ -404,6 +412,8 @@ def _fixed_point_chunked(
     collapse after the solve). ``s_unit_out`` gets the power each reference unit supplies
     (MVA): the network injection at its slack node (slack rows ``y_s`` of Y, columns at PQ
     position ``y_s_loc`` or slack ``-loc - 2``) minus the node's scheduled injections.
+    ``finite_out[b]`` is False when an input value of scenario b is NaN or infinite (the
+    caller then reports where; the kernel reads every input once anyway).
     """
     n_b, n = v_out.shape
     n_node = node_comp.shape[0]
@@ -440,12 +450,15 @@ def _fixed_point_chunked(
             if c * _K + j < n_b:
                 for k in range(n_s):
                     sched_out[c * _K + j, k] = 0.0
+        bad = np.zeros(_K)
         _add_element_lanes(c, n_b, load[0], load[1], load[2], load[3], load[4], load[5], use_zip,
-                           -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
+                           -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out, bad)
         _add_element_lanes(c, n_b, sgen[0], sgen[1], sgen[2], sgen[3], sgen[4], sgen[5], False,
-                           inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
+                           inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out, bad)
         _add_element_lanes(c, n_b, storage[0], storage[1], storage[2], storage[3], storage[4],
-                           storage[5], False, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out)
+                           storage[5], False, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi, sched_out, bad)
+        for j in range(min(_K, n_b - c * _K)):
+            finite_out[c * _K + j] = bad[j] == 0.0
         sp2max = np.empty(n)
         for k in range(n):
             x = 0.0
@@ -978,8 +991,8 @@ def _contingency_one(
             else:
                 w[k] = 0j
         _lu_solve(w, l_ptr, l_idx, l_col, u_ptr, u_idx, u_col, dinv, vals)
-        err, mis = _step_v(v, v0, w, n, sc, si, sz, use_zip)
-        if mis < tol:
+        err, done = _step_v(v, v0, w, n, sc, si, sz, use_zip, tol)
+        if done and err < 1e3:
             good = True
             break
         if not err < 1e3:

@@ -777,6 +777,17 @@ def _np_post(
 # --------------------------------------------------------------------------- facade
 
 
+def _check_finite(specs: Any, inj: dict[str, FloatArray]) -> None:
+    """Raise on the first NaN or infinite injection given, naming argument, scenario, row."""
+    for name, val, _, table in specs:
+        a = inj[name]
+        # a finite sum proves every value finite (one pass, no temporary); a non-finite
+        # sum can also be an overflow of huge finite values: then nothing is reported
+        if val is not None and not math.isfinite(float(a.sum())) and not np.all(np.isfinite(a)):
+            b, j = np.argwhere(~np.isfinite(a))[0]
+            raise ValueError(f"{name}: non-finite value in scenario {b} for {table} row {j}")
+
+
 def _as_batch(name: str, value: ArrayLike, n_col: int, dtype: Any) -> NDArray[Any]:
     arr = np.asarray(value, dtype=dtype)
     if arr.ndim == 1:
@@ -971,19 +982,15 @@ class BatchPowerFlow:
             shapes = {k: v.shape for k, v in (*inj.items(), *masks.items())}
             raise ValueError(f"inconsistent batch sizes: {shapes}")
         n_b = sizes.pop() if sizes else 1
-        for name, val, _, table in specs:
-            a = inj[name]
-            # a finite sum proves every value finite (one pass, no temporary); a non-finite
-            # sum can also be an overflow of huge finite values: then nothing is reported
-            if val is not None and not math.isfinite(float(a.sum())) and not np.all(np.isfinite(a)):
-                b, j = np.argwhere(~np.isfinite(a))[0]
-                raise ValueError(
-                    f"{name}: non-finite value in scenario {b} for {table} row {j}"
-                )
+        single = n_b == 1 or masks["line_in_service"].shape[0] == masks["trafo_in_service"].shape[0] == 1
+        # one topology through the chunked kernel: it checks the inputs in its own pass over
+        # them (out.finite) and the error is raised after it; otherwise check them here
+        deferred = single and self._chunked(n_b)
+        if not deferred:
+            _check_finite(specs, inj)
         # broadcast rows: index arrays instead of copies
         row_of = {k: (np.zeros(n_b, dtype=np.int64) if v.shape[0] == 1 else np.arange(n_b)) for k, v in inj.items()}
 
-        single = n_b == 1 or masks["line_in_service"].shape[0] == masks["trafo_in_service"].shape[0] == 1
         br_mask = np.empty((1 if single else n_b, ga.n_branch), dtype=bool)
         br_mask[:, : ga.n_line] = masks["line_in_service"][:1] if single else masks["line_in_service"]
         br_mask[:, ga.n_line :] = masks["trafo_in_service"][:1] if single else masks["trafo_in_service"]
@@ -1016,7 +1023,20 @@ class BatchPowerFlow:
                 for el, (kp, kq, zp) in elems.items()
             )
             self._solve_group(topo, rows, args, tol, max_iter, out, branch_flows)
+        if deferred and not out.finite.all():
+            _check_finite(specs, inj)
         return out.result(ga)
+
+    def _uses_numba(self, n_g: int) -> bool:
+        """Whether a group of ``n_g`` scenarios runs the numba kernels."""
+        ga = self._arrays
+        return self._kernel == "numba" or (
+            self._kernel == "auto" and n_g * (ga.n_node + ga.n_branch) >= _NUMBA_WORK
+        )
+
+    def _chunked(self, n_g: int) -> bool:
+        """Whether a group of ``n_g`` scenarios runs the chunked kernel (lanes of ``K``)."""
+        return self._uses_numba(n_g) and n_g >= _numba_kernels().K
 
     def _branch_data(self, topo: _Topology) -> tuple[Any, ...]:
         ga = self._arrays
@@ -1192,10 +1212,7 @@ class BatchPowerFlow:
         conv = np.ones(n_g, dtype=bool)
         load, sgen, storage = elements
         s_unit: ComplexArray | None = None  # computed by the chunked kernel
-        use_numba = self._kernel == "numba" or (
-            self._kernel == "auto" and n_g * (ga.n_node + ga.n_branch) >= _NUMBA_WORK
-        )
-        kern: Any = _numba_kernels() if use_numba else None
+        kern: Any = _numba_kernels() if self._uses_numba(n_g) else None
         # post-processed inside the chunked kernel: groups where no island can collapse
         fused = kern is not None and n_g >= kern.K and not np.any(topo.gf_slack_pos >= 0)
         if kern is not None and n_g >= kern.K:
@@ -1206,14 +1223,16 @@ class BatchPowerFlow:
             else:
                 v_init = topo.v0
             s_unit = np.empty((n_g, n_s), dtype=np.complex128)
+            finite = np.empty(n_g, dtype=bool)
             kern.fixed_point_chunked(
                 load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
                 max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init, fused, rows,
                 topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v,
                 ga.bus_node, *(self._branch_data(topo) if branch_flows else _NO_BRANCHES),
                 ga.sn_mva, out.vm, out.va, out.energized, out.p_f, out.q_f, out.pl, out.loading,
-                topo.y_s, topo.y_s_loc, topo.units_at_slack, s_unit,
+                topo.y_s, topo.y_s_loc, topo.units_at_slack, s_unit, finite,
             )
+            out.finite[rows] = finite
             s3: Any = None
         elif kern is not None:
             kern.fixed_point_par(
@@ -1308,6 +1327,7 @@ class _Output:
         self.gf = np.zeros((n_b, n_gf), dtype=np.complex128)
         self.conv = np.zeros(n_b, dtype=bool)
         self.iters = np.zeros(n_b, dtype=np.int64)
+        self.finite = np.ones(n_b, dtype=bool)  # inputs checked by the chunked kernel
 
     def result(self, ga: GridArrays) -> PowerFlowResult:
         nl = ga.n_line
