@@ -499,7 +499,7 @@ def _fixed_point_chunked(
                         xi = wi[q, j]
                         wr[i, j] -= cr * xr - ci * xi
                         wi[i, j] -= cr * xi + ci * xr
-            # backward: w <- U^-1 w, V <- V0 + w, largest change per lane
+            # backward: w <- U^-1 w, V <- V0 + w, largest squared change and mismatch test per lane
             err[:] = 0.0
             mq[:] = -np.inf
             for i in range(n - 1, -1, -1):
@@ -530,9 +530,8 @@ def _fixed_point_chunked(
                     ai = vi[i, j]
                     dr_ = nr - ar
                     di_ = ni - ai
-                    e = max(abs(dr_), abs(di_))
-                    err[j] = e if not e <= err[j] else err[j]  # NaN propagates
                     d2 = dr_ * dr_ + di_ * di_
+                    err[j] = d2 if not d2 <= err[j] else err[j]  # squared; NaN propagates
                     m2 = ar * ar + ai * ai
                     if use_zip:
                         sp2 = pr[i, j] * pr[i, j] + pi[i, j] * pi[i, j]
@@ -548,11 +547,11 @@ def _fixed_point_chunked(
             all_done = True
             for j in range(_K):
                 if not done[j]:
-                    if mq[j] <= 0.0 and err[j] < 1e3:
+                    if mq[j] <= 0.0 and err[j] < 1e6:
                         done[j] = True
                         ok[j] = True
                         its[j] = it
-                    elif not err[j] < 1e3:
+                    elif not err[j] < 1e6:  # a step of 1e3 pu: diverged
                         done[j] = True
                         its[j] = it
                     else:
@@ -699,6 +698,8 @@ def _post_nodes(
 ) -> None:  # pragma: no cover
     """Row r of the results from the node voltages in ``scratch[0]``, ``scratch[1]``.
 
+    When ``pl_out`` has a column more than there are branches, it gets the row's total.
+
     The bus and branch loops gather from the node arrays once and then run branch-free over
     contiguous arrays, so LLVM vectorizes them (atan2, flows).
     """
@@ -751,6 +752,19 @@ def _post_nodes(
         pl_row[k] = (sfr + st_r) * sn_mva if on else 0.0
         ld = math.sqrt(max(a2, b2)) if a2 == a2 and b2 == b2 else np.nan
         ld_row[k] = ld if on else 0.0
+    if pl_row.shape[0] > n_br:  # a row-sum column: total losses (four sums: no serial chain)
+        t0 = t1 = t2 = t3 = 0.0
+        k = 0
+        while k + 4 <= n_br:
+            t0 += pl_row[k]
+            t1 += pl_row[k + 1]
+            t2 += pl_row[k + 2]
+            t3 += pl_row[k + 3]
+            k += 4
+        while k < n_br:
+            t0 += pl_row[k]
+            k += 1
+        pl_row[pl_row.shape[0] - 1] = (t0 + t1) + (t2 + t3)
 
 
 @nb.njit(**_OPTS)

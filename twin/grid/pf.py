@@ -771,7 +771,9 @@ def _np_post(
         (pl_out, (sf.real + st.real) * sn_mva), (ld_out, ld),
     ):
         val[:, off] = 0.0
-        arr[rows] = val
+        arr[rows, : val.shape[1]] = val
+    if pl_out.shape[1] > br_on.shape[0]:  # the row-sum column (see _Output)
+        pl_out[rows, -1] = pl_out[rows, :-1].sum(axis=1)
 
 
 # --------------------------------------------------------------------------- facade
@@ -1321,7 +1323,9 @@ class _Output:
         shape = (n_b, ga.n_branch)
         self.p_f = np.empty(shape)
         self.q_f = np.empty(shape)
-        self.pl = np.empty(shape)
+        # one column more: the post-processing writes each row's total losses there (no
+        # second pass over the B x n_branch losses)
+        self.pl = np.empty((n_b, ga.n_branch + 1))
         self.loading = np.empty(shape)
         self.eg = np.zeros((n_b, ga.ext_grid_node.shape[0]), dtype=np.complex128)
         self.gf = np.zeros((n_b, n_gf), dtype=np.complex128)
@@ -1342,8 +1346,8 @@ class _Output:
             trafo_loading_percent=self.loading[:, nl:],
             trafo_p_hv_mw=self.p_f[:, nl:],
             trafo_q_hv_mvar=self.q_f[:, nl:],
-            trafo_pl_mw=self.pl[:, nl:],
-            pl_mw=self.pl.sum(axis=1),
+            trafo_pl_mw=self.pl[:, nl:-1],
+            pl_mw=self.pl[:, -1].copy(),
             ext_grid_p_mw=self.eg.real.copy(),
             ext_grid_q_mvar=self.eg.imag.copy(),
             grid_forming_p_mw=self.gf.real.copy(),
