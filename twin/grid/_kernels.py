@@ -421,6 +421,17 @@ def _fixed_point_chunked(
     n_s = sched_out.shape[1]
     n_chunk = (n_b + _K - 1) // _K
     tol2 = tol * tol
+    # plane row of every node (and of the ground slot): PQ position, n + slack, or the zero row
+    n_s_nodes = slack_nodes.shape[0]
+    n_ext = n + n_s_nodes + 1
+    row_of = np.full(n_node + 1, n_ext - 1, dtype=np.int64)
+    for k in range(n):
+        row_of[pq_nodes[k]] = k
+    for k in range(n_s_nodes):
+        row_of[slack_nodes[k]] = n + k
+    bus_p = row_of[bus_n]
+    f_p = row_of[f_n]
+    t_p = row_of[t_n]
     lr = l_val.real.copy()
     li = l_val.imag.copy()
     ur = u_val.real.copy()
@@ -428,11 +439,17 @@ def _fixed_point_chunked(
     dr = u_dinv.real.copy()
     di = u_dinv.imag.copy()
     for c in nb.prange(n_chunk):
-        buf, offs = _staggered(n * _K, 10)
+        # vr, vi: PQ rows, then the slack voltages and a zero row (post-processing gathers)
+        buf, offs = _staggered(n_ext * _K, 10)
         pr = buf[offs[0]:offs[0] + n * _K].reshape((n, _K))
         pi = buf[offs[1]:offs[1] + n * _K].reshape((n, _K))
-        vr = buf[offs[2]:offs[2] + n * _K].reshape((n, _K))
-        vi = buf[offs[3]:offs[3] + n * _K].reshape((n, _K))
+        vr = buf[offs[2]:offs[2] + n_ext * _K].reshape((n_ext, _K))
+        vi = buf[offs[3]:offs[3] + n_ext * _K].reshape((n_ext, _K))
+        for k in range(n_s_nodes):
+            vr[n + k] = slack_v[k].real
+            vi[n + k] = slack_v[k].imag
+        vr[n_ext - 1] = 0.0
+        vi[n_ext - 1] = 0.0
         wr = buf[offs[4]:offs[4] + n * _K].reshape((n, _K))
         wi = buf[offs[5]:offs[5] + n * _K].reshape((n, _K))
         nz = n * _K if use_zip else 0
@@ -574,20 +591,12 @@ def _fixed_point_chunked(
                 s_net = slack_v[k] * np.conj(acc)
                 s_unit_out[b, k] = (s_net - sched_out[b, k]) * (sn_mva / units_at_slack[k])
         if post:  # converged lanes straight from the planes (no kill: no grid-forming units)
-            scratch = _post_scratch(n_node, bus_n.shape[0], f_n.shape[0])
-            nr_, ni_ = scratch[0], scratch[1]
-            nr_[:] = 0.0  # nodes without a reference and the ground slot stay 0
-            ni_[:] = 0.0
-            for k in range(slack_nodes.shape[0]):
-                nr_[slack_nodes[k]] = slack_v[k].real
-                ni_[slack_nodes[k]] = slack_v[k].imag
+            scratch = _post_scratch(0, bus_n.shape[0], f_n.shape[0])
             for j in range(min(_K, n_b - c * _K)):
                 if ok[j]:
-                    for k in range(n):
-                        nr_[pq_nodes[k]] = vr[k, j]
-                        ni_[pq_nodes[k]] = vi[k, j]
-                    _post_nodes(rows[c * _K + j], bus_n, f_n, t_n, y8, br_on, k_f2, k_t2, sn_mva,
-                                vm_out, va_out, en_out, pf_out, qf_out, pl_out, ld_out, scratch)
+                    _post_nodes(rows[c * _K + j], vr, vi, j, bus_p, f_p, t_p, y8, br_on, k_f2,
+                                k_t2, sn_mva, vm_out, va_out, en_out, pf_out, qf_out, pl_out,
+                                ld_out, scratch)
 
 
 @nb.njit(**_OPTS)
@@ -686,17 +695,19 @@ def _post_one(
             if energized_node[k]:
                 vr[k] = np.nan
                 vi[k] = np.nan
-    _post_nodes(rows[b], bus_node, br_f, br_t, y8, br_on, k_f2, k_t2, sn_mva, vm_out, va_out,
-                en_out, pf_out, qf_out, pl_out, ld_out, scratch)
+    _post_nodes(rows[b], vr.reshape((n_node + 1, 1)), vi.reshape((n_node + 1, 1)), 0, bus_node,
+                br_f, br_t, y8, br_on, k_f2, k_t2, sn_mva, vm_out, va_out, en_out, pf_out, qf_out,
+                pl_out, ld_out, scratch)
 
 
 @nb.njit(**_OPTS)
 def _post_nodes(
-    r: int, bus_node: Any, br_f: Any, br_t: Any, y8: Any, br_on: Any, k_f2: Any, k_t2: Any,
-    sn_mva: float, vm_out: Any, va_out: Any, en_out: Any, pf_out: Any, qf_out: Any,
-    pl_out: Any, ld_out: Any, scratch: Any,
+    r: int, src_r: Any, src_i: Any, lane: int, bus_node: Any, br_f: Any, br_t: Any, y8: Any,
+    br_on: Any, k_f2: Any, k_t2: Any, sn_mva: float, vm_out: Any, va_out: Any, en_out: Any,
+    pf_out: Any, qf_out: Any, pl_out: Any, ld_out: Any, scratch: Any,
 ) -> None:  # pragma: no cover
-    """Row r of the results from the node voltages in ``scratch[0]``, ``scratch[1]``.
+    """Row r of the results from the node voltages in column ``lane`` of ``src_r``,
+    ``src_i`` (rows indexed by ``bus_node``, ``br_f``, ``br_t``).
 
     When ``pl_out`` has a column more than there are branches, it gets the row's total.
 
@@ -704,11 +715,11 @@ def _post_nodes(
     contiguous arrays, so LLVM vectorizes them (atan2, flows).
     """
     rad2deg = 180.0 / math.pi
-    vr, vi, xr, xi, fr, fi, tr, ti = scratch
+    _, _, xr, xi, fr, fi, tr, ti = scratch
     n_bus = bus_node.shape[0]
     for i in range(n_bus):
-        xr[i] = vr[bus_node[i]]
-        xi[i] = vi[bus_node[i]]
+        xr[i] = src_r[bus_node[i], lane]
+        xi[i] = src_i[bus_node[i], lane]
     vm_row = vm_out[r]
     va_row = va_out[r]
     en_row = en_out[r]
@@ -722,10 +733,10 @@ def _post_nodes(
         en_row[i] = on
     n_br = br_f.shape[0]
     for k in range(n_br):
-        fr[k] = vr[br_f[k]]
-        fi[k] = vi[br_f[k]]
-        tr[k] = vr[br_t[k]]
-        ti[k] = vi[br_t[k]]
+        fr[k] = src_r[br_f[k], lane]
+        fi[k] = src_i[br_f[k], lane]
+        tr[k] = src_r[br_t[k], lane]
+        ti[k] = src_i[br_t[k], lane]
     pf_row = pf_out[r]
     qf_row = qf_out[r]
     pl_row = pl_out[r]
