@@ -1235,6 +1235,8 @@ class BatchPowerFlow:
                 topo.y_s, topo.y_s_loc, topo.units_at_slack, s_unit, finite,
             )
             out.finite[rows] = finite
+            if not finite.all():  # bad input: the caller raises; no Newton on NaN rows
+                return
             s3: Any = None
         elif kern is not None:
             kern.fixed_point_par(
