@@ -387,8 +387,8 @@ def _fixed_point_chunked(
     load: Any, sgen: Any, storage: Any, use_zip: bool, inv_sn: float, slack_vm: Any,
     v0: Any, l_ptr: Any, l_idx: Any, l_val: Any, u_ptr: Any, u_idx: Any, u_val: Any,
     u_dinv: Any, tol: float, max_iter: int, v_out: Any, sched_out: Any, iters: Any, conv: Any,
-    v_init: Any, post: bool, rows: Any, node_comp: Any, energized_node: Any, pq_nodes: Any,
-    slack_nodes: Any, slack_v: Any, bus_node: Any, br_f: Any, br_t: Any, br_y: Any, br_on: Any,
+    v_init: Any, post: bool, rows: Any, node_comp: Any, pq_nodes: Any, slack_nodes: Any,
+    slack_v: Any, bus_node: Any, br_f: Any, br_t: Any, br_y: Any, br_on: Any,
     k_f: Any, k_t: Any, sn_mva: float, vm_out: Any, va_out: Any, en_out: Any, pf_out: Any,
     qf_out: Any, pl_out: Any, ld_out: Any, y_s: Any, y_s_loc: Any, units_at_slack: Any,
     s_unit_out: Any, finite_out: Any,
@@ -408,10 +408,11 @@ def _fixed_point_chunked(
 
     With ``post`` the converged lanes are post-processed (``_post_nodes``) right after their
     chunk, straight from the lane planes while they are still in cache, and their ``v_out``
-    rows are not written; the caller post-processes the others (after its Newton fallback). Only for groups without grid-forming units (no island can
-    collapse after the solve). ``s_unit_out`` gets the power each reference unit supplies
-    (MVA): the network injection at its slack node (slack rows ``y_s`` of Y, columns at PQ
-    position ``y_s_loc`` or slack ``-loc - 2``) minus the node's scheduled injections.
+    rows are not written; the caller post-processes the others (after its Newton fallback).
+    Only for groups without grid-forming units (no island can collapse after the solve).
+    ``s_unit_out`` gets the power each reference unit supplies (MVA): the network injection
+    at its slack node (slack rows ``y_s`` of Y, columns at PQ position ``y_s_loc`` or slack
+    ``-loc - 2``) minus the node's scheduled injections.
     ``finite_out[b]`` is False when an input value of scenario b is NaN or infinite (the
     caller then reports where; the kernel reads every input once anyway).
     """

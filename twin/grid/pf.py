@@ -1216,8 +1216,9 @@ class BatchPowerFlow:
         s_unit: ComplexArray | None = None  # computed by the chunked kernel
         kern: Any = _numba_kernels() if self._uses_numba(n_g) else None
         # post-processed inside the chunked kernel: groups where no island can collapse
-        fused = kern is not None and n_g >= kern.K and not np.any(topo.gf_slack_pos >= 0)
-        if kern is not None and n_g >= kern.K:
+        chunked = self._chunked(n_g)
+        fused = chunked and not np.any(topo.gf_slack_pos >= 0)
+        if chunked:
             if n_pq:
                 sample = np.arange(0, n_g, max(1, n_g // _WARM_SAMPLE), dtype=np.int64)
                 v_init = kern.mean_start(sample, load, sgen, storage, use_zip, inv_sn, slack_vm,
@@ -1229,7 +1230,7 @@ class BatchPowerFlow:
             kern.fixed_point_chunked(
                 load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
                 max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init, fused, rows,
-                topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v,
+                topo.node_comp, topo.pq_nodes, topo.slack_nodes, topo.slack_v,
                 ga.bus_node, *(self._branch_data(topo) if branch_flows else _NO_BRANCHES),
                 ga.sn_mva, out.vm, out.va, out.energized, out.p_f, out.q_f, out.pl, out.loading,
                 topo.y_s, topo.y_s_loc, topo.units_at_slack, s_unit, finite,
