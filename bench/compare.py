@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from twin.compare import markdown_table, run_compare, run_kpis  # noqa: E402
-from twin.compare_kpis import ChainPricing  # noqa: E402
+from twin.kpis.metrics import ChainPricing  # noqa: E402
 from twin.scenario import load_scenario  # noqa: E402
 
 

@@ -117,7 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     """``twin run --resume DIR`` (twin/resume.py)."""
     from twin.errors import TwinError
-    from twin.resume import resume_run
+    from twin.run import resume_run
 
     if args.scenario is not None or args.out not in (None, args.resume):
         return _fail("--resume DIR continues DIR's own scenario into DIR: give no SCENARIO "

@@ -2,7 +2,7 @@
 
 Runs every scenario through the sweep machinery (:func:`twin.sweep.backends.run_local`: one
 process per run, ``workers`` at a time, per-run timeout), then computes the same KPIs for all
-of them from their Parquet tables (:mod:`twin.compare_kpis`) and writes::
+of them from their Parquet tables (:mod:`twin.kpis`) and writes::
 
     DIR/compare.parquet   one row per scenario: scenario, file, kind, ledger, mechanism, grid,
                           status, error, wall_s, run_dir, then every KPI (NaN = NA)
@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from twin.compare_kpis import (
+from twin.kpis.metrics import (
     KPI_COLUMNS,
     KPI_NOTES,
     SERVICE_FLOWS,
@@ -41,6 +41,7 @@ from twin.compare_kpis import (
     game_kpis,
 )
 from twin.scenario import Scenario, ScenarioError, load_scenario
+from twin.services.base import enabled_services
 
 __all__ = ["CompareResult", "add_parser", "markdown_table", "run_compare"]
 
@@ -48,8 +49,8 @@ RUNS = "runs"
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_PRICING = ChainPricing()
 #: columns before the KPIs
-INFO_COLUMNS = ("scenario", "file", "kind", "ledger", "mechanism", "grid", "status", "error",
-                "wall_s", "run_dir")
+INFO_COLUMNS = ("scenario", "file", "kind", "ledger", "mechanism", "services", "grid", "status",
+                "error", "wall_s", "run_dir")
 #: the tables the KPIs read (only those a run wrote)
 _TABLES = ("grid", "bus", "market", "settlements", "trades", "chain", "game_units", "game_security",
            *SERVICE_FLOWS)
@@ -96,6 +97,7 @@ def _info(s: Scenario) -> dict[str, Any]:
     game = s.game is not None
     return {"kind": "game" if game else "feeder", "ledger": "reference" if game else s.market.ledger,
             "mechanism": "game" if game else s.market.mechanism,
+            "services": "" if game else ",".join(enabled_services(s)),
             "grid": (s.game.grid.simbench_code if s.game.grid else "-") if s.game is not None
             else (s.grid.simbench_code if s.grid.kind == "simbench" else s.grid.kind)}
 
@@ -109,18 +111,10 @@ def _read_tables(run_dir: Path) -> dict[str, pa.Table]:
 
 def run_kpis(run_dir: Path, scenario: Scenario, *, pricing: ChainPricing) -> dict[str, float]:
     """The compared KPIs of one finished run folder."""
-    from twin.market.units import price_from_per_mwh
-
     tables = _read_tables(run_dir)
     if scenario.game is not None:
         return game_kpis(tables)
-    m = scenario.market
-    inputs = RunInputs(interval_s=m.interval_s, vm_min_pu=scenario.grid.vm_min_pu,
-                       vm_max_pu=scenario.grid.vm_max_pu,
-                       retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
-                       feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
-                       ledger=m.ledger)
-    return feeder_kpis(tables, inputs=inputs, pricing=pricing)
+    return feeder_kpis(tables, inputs=RunInputs.of(scenario), pricing=pricing)
 
 
 def run_compare(paths: Sequence[Path], *, out_dir: Path, workers: int,
@@ -218,7 +212,7 @@ def _write(out: Path, table: pa.Table, *, pricing: ChainPricing) -> None:
              "(no chain, no gas); chain cost at "
              f"{pricing.gas_price_gwei:g} gwei per gas and {pricing.native_price:g} currency per "
              "native coin. Game scenarios have no feeder: grid KPIs are NA. Definitions: "
-             "twin/compare_kpis.py.", ""]
+             "twin/kpis/metrics.py.", ""]
     tmp_md = out / ".compare.md.tmp"
     tmp_md.write_text("# twin compare\n\n" + markdown_table(table) + "\n" + "\n".join(notes))
     tmp_md.replace(out / "compare.md")

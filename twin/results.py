@@ -19,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from twin.services.registry import service_tables
+
 __all__ = [
     "SCHEMAS",
     "RunRecorder",
@@ -33,7 +35,7 @@ _f64 = pa.float64()
 _str = pa.string()
 
 #: The tables of the results folder (shared/DESIGN.md) and their columns.
-SCHEMAS: dict[str, pa.Schema] = {
+_CORE_SCHEMAS: dict[str, pa.Schema] = {
     "bus": pa.schema(
         [("time_s", _i64), ("bus", _i64), ("vm_pu", _f64), ("va_degree", _f64),
          ("p_mw", _f64), ("q_mvar", _f64)]
@@ -132,56 +134,9 @@ SCHEMAS: dict[str, pa.Schema] = {
          ("voltage_violations", _i64), ("overloaded_branches", _i64), ("ext_grid_p_mw", _f64),
          ("energy_mwh", _f64), ("market_value", _f64), ("value", _f64), ("reason", _str)]
     ),
-    # value-layer services (market.services, twin/market/value_services.py); money in
-    # micro-units, energy in Wh; tx_hash: the chain transaction ('' on the reference ledger)
-    "dr_events": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("event_id", _i64), ("poster", _i64),
-         ("target_wh", _i64), ("price_per_mwh", _i64), ("budget", _i64), ("committed_wh", _i64),
-         ("n_committed", _i64), ("paid", _i64), ("refund", _i64), ("reduction_wh", _i64),
-         ("status", _str), ("tx_hash", _str)]
-    ),
-    "dr_payouts": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("event_id", _i64), ("device_id", _i64),
-         ("owner", _i64), ("committed_wh", _i64), ("baseline_wh", _i64), ("metered_wh", _i64),
-         ("reduction_wh", _i64), ("amount", _i64), ("tx_hash", _str)]
-    ),
-    "certificates": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("vintage", _i64), ("action", _str),
-         ("trade_id", _i64), ("seller_device", _i64), ("seller", _i64), ("buyer_device", _i64),
-         ("holder", _i64), ("delivered_wh", _i64), ("count", _i64), ("tx_hash", _str)]
-    ),
-    "asset_distributions": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("asset", _str), ("asset_id", _i64),
-         ("device_id", _i64), ("issuer", _i64), ("revenue", _i64), ("amount", _i64),
-         ("tx_hash", _str)]
-    ),
-    "asset_claims": pa.schema(
-        [("time_s", _i64), ("asset", _str), ("asset_id", _i64), ("holder", _i64),
-         ("shares", _i64), ("amount", _i64), ("tx_hash", _str)]
-    ),
-    # pilot mechanisms (twin/market/pilot_services.py); money in micro-units, energy in Wh,
-    # green-exchange tokens in kWh, green currency in micro-tokens
-    "green_exchange": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("action", _str), ("device_id", _i64),
-         ("account", _i64), ("tokens", _i64), ("energy_wh", _i64), ("amount", _i64),
-         ("tx_hash", _str)]
-    ),
-    "charger_tariffs": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("charger", _i64), ("owner", _i64),
-         ("price_per_mwh", _i64), ("tx_hash", _str)]
-    ),
-    "charging_sessions": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("end_interval", _i64), ("session_id", _i64),
-         ("charger", _i64), ("owner", _i64), ("driver", _i64), ("price_per_mwh", _i64),
-         ("max_wh", _i64), ("locked", _i64), ("metered_wh", _i64), ("amount", _i64),
-         ("status", _str), ("tx_hash", _str)]
-    ),
-    "green_currency": pa.schema(
-        [("time_s", _i64), ("interval", _i64), ("reason", _str), ("ref", _i64),
-         ("device_id", _i64), ("owner", _i64), ("energy_wh", _i64), ("amount", _i64),
-         ("tx_hash", _str)]
-    ),
 }
+#: Every results table: the core ones above plus each market service's (twin/services).
+SCHEMAS: dict[str, pa.Schema] = {**_CORE_SCHEMAS, **service_tables()}
 
 
 def _atomic_path(path: Path) -> Path:

@@ -48,7 +48,6 @@ __all__ = [
     "ResumeError",
     "ResumePoint",
     "load_resume_point",
-    "resume_run",
     "write_checkpoint",
 ]
 
@@ -264,23 +263,3 @@ class ReplayLedger:
                 f"{interval} differ from the ones settled on chain"
             )
         return rows
-
-
-def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None) -> Any:
-    """Continue the stopped run in ``out_dir`` to its planned end (``twin run --resume``)."""
-    from twin.market.services import builders
-    from twin.run import run_scenario
-    from twin.scenario import scenario_from_dict
-
-    data, point = load_resume_point(out_dir)
-    manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
-    scenario = scenario_from_dict(data)
-    services = [b.name for b in builders() if b.enabled(scenario)]
-    if services:
-        raise ResumeError(f"{out_dir}: runs with market services ({', '.join(services)}) "
-                          "cannot be resumed yet")  # fmt: skip
-    return run_scenario(
-        scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
-        until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,
-        resume=point,
-    )  # fmt: skip

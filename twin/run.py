@@ -9,6 +9,7 @@ are flushed atomically, the manifest says where the run stopped, and Anvil is st
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +21,18 @@ from typing import Any
 import numpy as np
 
 from twin import __version__
-from twin.cosim.market_sim import MarketLog
-from twin.kpis import compute_kpis
+from twin.kpis import RunInputs, compute_kpis, read_tables
 from twin.market.audit import drain_tx_log, token_audit
-from twin.market.services import plan_services
+from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
+from twin.market.step import MarketLog
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.market.units import MICRO, price_from_per_mwh
 from twin.results import RunRecorder, write_json_atomic
 from twin.scenario import Scenario
+from twin.services.base import enabled_services, plan_services
 from twin.topology import write_topology
 
-__all__ = ["RunOutcome", "run_scenario"]
+__all__ = ["RunOutcome", "resume_run", "run_scenario"]
 
 #: Tables are rewritten at most this often (seconds of wall time) while a run goes on.
 CHECKPOINT_WALL_S = 10.0
@@ -65,9 +67,7 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
     interval_s = m.interval_s
     retail = price_from_per_mwh(m.retail_price_per_mwh)
     feed_in = price_from_per_mwh(m.feed_in_price_per_mwh)
-    # the green-token exchange is a market service, not a matching rule: the ledger's
-    # (empty) P2P book clears as a uniform auction (twin/market/pilot_services.py)
-    mechanism = "uniform" if m.mechanism == "green_exchange" else m.mechanism
+    mechanism = m.mechanism
     if m.ledger == "reference":
         from twin.market.reference import ReferenceLedger
 
@@ -218,8 +218,8 @@ def run_scenario(
         recorder.flush()
         timings["flush_s"] = time.perf_counter() - t_flush
         wall_s = time.perf_counter() - t0
-        kpis = compute_kpis(recorder=recorder, log=log, tokens=manifest.get("tokens"),
-                            interval_s=scenario.market.interval_s, services=plan.enabled)
+        kpis = compute_kpis(read_tables(out_dir), inputs=RunInputs.of(scenario),
+                            tokens=manifest.get("tokens"), services=plan.enabled)
         kpis["wall_time_s"] = round(wall_s, 3)
         write_json_atomic(kpis, out_dir / "kpis.json")
         manifest.update(
@@ -296,21 +296,12 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
         {"unit": n, "grand_p_mw": grand.dispatch_mw[n], "grand_profit": grand.profit[n],
          "shapley_value": res.shapley[n], "energy_wh": st.energy_wh[n], "revenue": st.revenue[n],
          "transfer": st.transfers[n]} for n in by])
-    rec.add("orders", [{"time_s": 0, "interval": o.interval, "order_id": o.order_id,
-                        "device_id": o.device_id, "owner": o.owner, "side": o.side.name.lower(),
-                        "energy_wh": o.energy_wh, "price_per_mwh": o.price_per_mwh} for o in st.orders])
-    rec.add("trades", [{"time_s": 0, "interval": t.interval, "trade_id": t.trade_id,
-                        "buy_order_id": t.buy_order_id, "sell_order_id": t.sell_order_id,
-                        "buyer_device": t.buyer_device, "seller_device": t.seller_device,
-                        "cleared_wh": t.cleared_wh, "energy_wh": t.energy_wh,
-                        "curtailed_wh": t.curtailed_wh, "price_per_mwh": t.price_per_mwh}
-                       for t in st.clearing.trades])
-    rec.add("settlements", [{"time_s": 0, **{f: getattr(r, f) for f in (
-        "interval", "device_id", "owner", "traded_wh", "metered_wh", "imbalance_wh", "trade_amount",
-        "imbalance_amount", "debt")}} for r in st.settlements])
-    rec.add("market", [{"time_s": 0, "interval": 0, "price_per_mwh": st.clearing.price_per_mwh,
-                        "volume_wh": st.clearing.volume_wh, "n_orders": len(st.orders),
-                        "n_trades": len(st.clearing.trades), "curtailed_wh": 0}])
+    # the market tables, built by the same row builders as a feeder run's market step
+    rec.add("orders", order_rows(st.orders, time_s=0))
+    rec.add("trades", trade_rows(st.clearing.trades, time_s=0))
+    rec.add("settlements", settlement_rows(st.settlements, time_s=0))
+    rec.add("market", [market_row(st.clearing, time_s=0, interval=0, n_orders=len(st.orders),
+                                  curtailed_wh=0)])
     rec.flush()
     kpis: dict[str, float] = {
         "game_price_per_mwh": grand.price_per_mwh, "game_grand_value": grand.value,
@@ -389,7 +380,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid
             extend_world(world, agents=agents, grid=grid, model=model, recorder=recorder,
                          timings=timings)
-        world.connect(agents, market, "orders", "curtailments", "metered_wh")
+        world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
@@ -420,3 +411,23 @@ def _chain_checkpoint(ledger: Any, chain_info: dict[str, Any], out_dir: Path,
     from twin.resume import ChainCheckpointer
 
     return ChainCheckpointer(ledger=ledger, out_dir=out_dir, interval_s=scenario.market.interval_s)
+
+
+def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None) -> Any:
+    """Continue the stopped run in ``out_dir`` to its planned end (``twin run --resume``; the
+    chain replay lives in :mod:`twin.resume`)."""
+    from twin.resume import ResumeError, load_resume_point
+    from twin.scenario import scenario_from_dict
+
+    data, point = load_resume_point(out_dir)
+    manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+    scenario = scenario_from_dict(data)
+    services = enabled_services(scenario)
+    if services:
+        raise ResumeError(f"{out_dir}: runs with market services ({', '.join(services)}) "
+                          "cannot be resumed yet")  # fmt: skip
+    return run_scenario(
+        scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
+        until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,
+        resume=point,
+    )  # fmt: skip

@@ -16,26 +16,23 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+
+from twin.services.registry import SERVICES
+from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
 
 __all__ = [
-    "AssetServiceSpec",
-    "CertificatesServiceSpec",
     "ChainSpec",
-    "ChargerTariffsServiceSpec",
     "CommunityStorageSpec",
-    "DemandResponseServiceSpec",
     "EVSpec",
     "FlexLoadSpec",
     "ForecastSpec",
     "GameGridSpec",
     "GameSpec",
     "GeneratorUnitSpec",
-    "GreenCurrencyServiceSpec",
-    "GreenExchangeServiceSpec",
     "GridSpec",
     "HILDeviceSpec",
     "HILSpec",
@@ -57,13 +54,9 @@ __all__ = [
     "scenario_from_dict",
 ]
 
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Share = Annotated[float, Field(ge=0, le=1)]
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+_Spec = SpecModel
 
 
 class NetworkTariffSpec(_Spec):
@@ -304,112 +297,20 @@ class AgentsSpec(_Spec):
         return self
 
 
-class DemandResponseServiceSpec(_Spec):
-    """DemandResponse on the ledger (twin/market/value_services.py): every DR event the TSO
-    calls is posted by the DSO (target and price from the TSO signal, budget escrowed),
-    the flexible devices (households with a flexible load, EV chargers, community batteries)
-    commit, and compensation is paid on the metered reduction below the baseline when the
-    interval settles."""
-
-    enabled: bool = False
-    #: baseline = floor mean of the device's metered consumption over this many intervals
-    baseline_intervals: Annotated[int, Field(gt=0, le=96)] = 4
+def _market_services_model() -> type[SpecModel]:
+    """``market.services``: one optional section per registered market service
+    (:data:`twin.services.registry.SERVICES`), each off by default."""
+    fields: dict[str, Any] = {d.name: (d.spec, d.default) for d in SERVICES}
+    return create_model("MarketServicesSpec", __base__=SpecModel,
+                        __doc__="Market services on the ledger (twin/services), each off by default.",
+                        **fields)
 
 
-class CertificatesServiceSpec(_Spec):
-    """GreenCertificate: one certificate per delivered renewable kWh (metered PV injection
-    sold on the market, after curtailment), to the trade's buyer; buyers retire
-    ``retire_share`` of what they receive (floor)."""
-
-    enabled: bool = False
-    retire_share: Share = 1.0
-
-
-#: agents that can be tokenized: ``storage_<j>`` (alias ``community_storage_<j>``),
-#: ``household_<i>`` (its meter: PV sales), ``ev_<e>`` (V2G sales)
-AssetAgent = Annotated[str, Field(pattern=r"^(household|ev|storage|community_storage)_[0-9]+$")]
-
-
-class AssetServiceSpec(_Spec):
-    """AssetToken over one agent's market device: ``shares`` split among ``investors`` new
-    accounts; the device's market revenue of each interval distributed pro rata; holders
-    claim at the end of the run."""
-
-    asset: AssetAgent
-    investors: Annotated[int, Field(gt=0, le=1000)] = 4
-    shares: Annotated[int, Field(gt=0, le=10**12)] = 1000
-
-    @model_validator(mode="after")
-    def _split(self) -> AssetServiceSpec:
-        if self.shares < self.investors:
-            raise ValueError(f"shares ({self.shares}) must be at least investors ({self.investors})")
-        return self
-
-    @property
-    def agent(self) -> str:
-        """The model's agent name (``community_storage_<j>`` -> ``storage_<j>``)."""
-        return self.asset.removeprefix("community_")
-
-
-class GreenExchangeServiceSpec(_Spec):
-    """Fixed prices of the green-token exchange (``market.mechanism: green_exchange``, the
-    EU Scanergy pilot; twin/market/green_exchange.py): the DSO buys prosumers' metered PV
-    surplus as tokens (1 token = 1 kWh) at ``buy_price_per_mwh`` and sells tokens to
-    consumers at ``sell_price_per_mwh``, who redeem them against their metered consumption.
-    Prices are for the green token; the energy itself still settles at the market's retail
-    and feed-in tariffs (set ``market.feed_in_price_per_mwh: 0`` to pay surplus only here)."""
-
-    buy_price_per_mwh: PosFloat = 100.0
-    sell_price_per_mwh: PosFloat = 120.0
-
-
-class ChargerTariffsServiceSpec(_Spec):
-    """Shared private EV chargers with owner-set tariffs (the Share&Charge pilot;
-    twin/market/charger_tariffs.py): the first ``shared_share`` of the EV chargers (by
-    device id) are shared; their owners post a tariff within the bounds, visiting drivers
-    pay each charging session on its metered energy from their escrow."""
-
-    enabled: bool = False
-    shared_share: Share = 1.0
-    tariff_min_per_mwh: NonNegFloat = 100.0
-    tariff_max_per_mwh: PosFloat = 600.0
-
-    @model_validator(mode="after")
-    def _bounds(self) -> ChargerTariffsServiceSpec:
-        if self.tariff_min_per_mwh > self.tariff_max_per_mwh:
-            raise ValueError(f"tariff_min_per_mwh ({self.tariff_min_per_mwh}) must not exceed "
-                             f"tariff_max_per_mwh ({self.tariff_max_per_mwh})")
-        return self
-
-
-class GreenCurrencyServiceSpec(_Spec):
-    """Green-currency incentives (the Shanghai VPP platform; twin/market/green_currency.py):
-    tokens minted per kWh of renewable consumption (bought from PV sellers, or redeemed green
-    tokens under the green exchange) and per kWh of metered demand-response reduction."""
-
-    enabled: bool = False
-    tokens_per_kwh_renewable: Annotated[float, Field(ge=0, le=1e6)] = 1.0
-    tokens_per_kwh_dr: Annotated[float, Field(ge=0, le=1e6)] = 2.0
-
-
-class MarketServicesSpec(_Spec):
-    """Market services on the ledger (twin/market/services.py), each off by default."""
-
-    demand_response: DemandResponseServiceSpec = DemandResponseServiceSpec()
-    certificates: CertificatesServiceSpec = CertificatesServiceSpec()
-    assets: list[AssetServiceSpec] = []
-    #: pilot mechanisms (twin/market/pilot_services.py)
-    green_exchange: GreenExchangeServiceSpec = GreenExchangeServiceSpec()
-    charger_tariffs: ChargerTariffsServiceSpec = ChargerTariffsServiceSpec()
-    green_currency: GreenCurrencyServiceSpec = GreenCurrencyServiceSpec()
-
-    @model_validator(mode="after")
-    def _distinct(self) -> MarketServicesSpec:
-        names = [a.agent for a in self.assets]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"assets: tokenized more than once: {dup}")
-        return self
+if TYPE_CHECKING:
+    class MarketServicesSpec(SpecModel):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    MarketServicesSpec = _market_services_model()
 
 
 class MarketSpec(_Spec):
@@ -419,15 +320,24 @@ class MarketSpec(_Spec):
     ledger: Literal["chain", "reference"] = "chain"
     #: matching rule (twin/market/mechanisms.py): uniform-price double auction, or
     #: continuous double auction, pay-as-bid (the market table's price is then the
-    #: volume-weighted mean trade price); or green_exchange: no P2P orders, prosumers'
-    #: surplus goes to the DSO for green tokens (market.services.green_exchange)
-    mechanism: Literal["uniform", "cda", "green_exchange"] = "uniform"
+    #: volume-weighted mean trade price). The green-token exchange is a market service
+    #: (market.services.green_exchange), not a matching rule.
+    mechanism: Literal["uniform", "cda"] = "uniform"
     retail_price_per_mwh: PosFloat = 300.0
     feed_in_price_per_mwh: NonNegFloat = 80.0
     initial_balance: PosFloat = 1000.0  # currency units per participant
     dso_balance: PosFloat = 1_000_000.0
-    #: value-layer services: demand response, green certificates, tokenized assets
+    #: market services (twin/services): demand response, certificates, assets, ...
     services: MarketServicesSpec = MarketServicesSpec()
+
+    @field_validator("mechanism", mode="before")
+    @classmethod
+    def _mechanism(cls, value: Any) -> Any:
+        if value == "green_exchange":
+            raise ValueError("green_exchange is a market service, not a matching rule: set "
+                             "market.services.green_exchange.enabled: true and leave mechanism "
+                             "uniform (or cda)")
+        return value
 
     @model_validator(mode="after")
     def _tariffs(self) -> MarketSpec:
@@ -551,7 +461,7 @@ class HILDeviceSpec(_Spec):
 class HILSpec(_Spec):
     """HIL devices and timing; empty by default (``twin run`` ignores it)."""
 
-    devices: list[HILDeviceSpec] = []
+    devices: list[HILDeviceSpec] = Field(default_factory=list)
     #: HIL step (register refresh, controls, reversion timers); default: market.interval_s
     step_s: Annotated[int, Field(gt=0)] | None = None
     #: a step starting later than this after its real-time deadline is a deadline miss
@@ -584,7 +494,7 @@ class ResilienceSpec(_Spec):
     n_minus_1: bool = True
     n_minus_k: Annotated[int, Field(ge=2)] = 2
     n_minus_k_samples: Annotated[int, Field(ge=0)] = 0
-    upstream_outages: list[UpstreamOutageSpec] = []
+    upstream_outages: list[UpstreamOutageSpec] = Field(default_factory=list)
     #: which storage forms islands: the community batteries, or none
     grid_forming: Literal["community_storage", "none"] = "community_storage"
     soc_initial: Share = 0.9
@@ -673,66 +583,10 @@ class Scenario(_Spec):
 
 def _service_problems(sc: Scenario) -> list[tuple[str, str]]:
     """Market services the rest of the scenario cannot support, as (field path, message)."""
-    sv, ag = sc.market.services, sc.agents
     out: list[tuple[str, str]] = []
-    if sv.demand_response.enabled:
-        if ag.tso.gap_threshold_kw is None:
-            out.append(("market.services.demand_response.enabled",
-                        "demand response needs a TSO that calls events (agents.tso.gap_threshold_kw)"))
-        if ag.tso.dr_price_per_mwh <= 0:
-            out.append(("market.services.demand_response.enabled",
-                        "demand response needs a compensation price (agents.tso.dr_price_per_mwh > 0)"))
-        if (ag.evs.count == 0 and ag.community_storage.count == 0
-                and round(ag.households.flex.share * ag.households.count) == 0):
-            out.append(("market.services.demand_response.enabled",
-                        "no flexible device can commit (agents.evs.count and "
-                        "agents.community_storage.count are 0, no household has a flexible load)"))
-    if sv.certificates.enabled and ag.households.pv.share == 0:
-        out.append(("market.services.certificates.enabled",
-                    "no renewable seller: agents.households.pv.share is 0"))
-    counts = {"household": ag.households.count, "ev": ag.evs.count,
-              "storage": ag.community_storage.count}
-    for i, a in enumerate(sv.assets):
-        kind, index = a.agent.rsplit("_", 1)
-        if int(index) >= counts[kind]:
-            out.append((f"market.services.assets.{i}.asset",
-                        f"the scenario has no agent {a.asset!r} ({counts[kind]} {kind} agent(s))"))
-    out += _pilot_problems(sc)
-    return out
-
-
-def _pilot_problems(sc: Scenario) -> list[tuple[str, str]]:
-    """The pilot mechanisms (green exchange, charger tariffs, green currency) against the
-    rest of the scenario, as (field path, message)."""
-    m, ag = sc.market, sc.agents
-    sv = m.services
-    out: list[tuple[str, str]] = []
-    if m.mechanism == "green_exchange":
-        if ag.households.pv.share == 0:
-            out.append(("market.mechanism", "green_exchange needs green sellers: "
-                        "agents.households.pv.share is 0"))
-        if sv.certificates.enabled:
-            out.append(("market.services.certificates.enabled",
-                        "cannot be combined with market.mechanism green_exchange: its tokens "
-                        "already claim the green kWh (double counting of green claims)"))
-    if sv.charger_tariffs.enabled:
-        if ag.evs.count == 0:
-            out.append(("market.services.charger_tariffs.enabled",
-                        "no charger to share: agents.evs.count is 0"))
-        elif int(sv.charger_tariffs.shared_share * ag.evs.count + 0.5) == 0:
-            out.append(("market.services.charger_tariffs.shared_share",
-                        f"shares none of the {ag.evs.count} EV chargers"))
-    gc = sv.green_currency
-    if gc.enabled:
-        if gc.tokens_per_kwh_renewable == 0 and gc.tokens_per_kwh_dr == 0:
-            out.append(("market.services.green_currency.enabled",
-                        "both tokens_per_kwh_renewable and tokens_per_kwh_dr are 0"))
-        if gc.tokens_per_kwh_renewable > 0 and ag.households.pv.share == 0:
-            out.append(("market.services.green_currency.tokens_per_kwh_renewable",
-                        "no renewable seller: agents.households.pv.share is 0"))
-        if gc.tokens_per_kwh_dr > 0 and ag.tso.gap_threshold_kw is None:
-            out.append(("market.services.green_currency.tokens_per_kwh_dr",
-                        "no demand response is ever called (agents.tso.gap_threshold_kw is null)"))
+    for d in SERVICES:
+        if d.enabled(getattr(sc.market.services, d.name)):
+            out += d.problems(sc)
     return out
 
 
@@ -762,6 +616,9 @@ def scenario_from_dict(data: Any, *, source: str = "<scenario>") -> Scenario:
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
+                if tuple(err["loc"][:2]) == ("market", "services") and len(err["loc"]) == 3:
+                    msg = (f"unknown market service (known: "
+                           f"{', '.join(d.name for d in SERVICES)})")
             errors.append((_path(err["loc"]), msg))
         raise ScenarioError(source, errors) from None
 

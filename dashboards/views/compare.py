@@ -21,11 +21,25 @@ import streamlit as st
 import twindash as td
 
 #: Descriptive columns of compare.parquet (everything else numeric is a KPI).
-_META = ["scenario", "file", "kind", "ledger", "mechanism", "grid", "status", "error", "wall_s",
-         "run_dir"]
+_META = ["scenario", "file", "kind", "ledger", "mechanism", "services", "grid", "status", "error",
+         "wall_s", "run_dir"]
 
 #: KPI panels drawn by default (the multiselect adds more).
 _DEFAULT_PANELS = 6
+
+
+def _cell(value: object) -> str:
+    """A KPI value as the table shows it: 4 significant digits with thousands separators,
+    "n/a" where the KPI does not apply (NaN)."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    if v != v:
+        return "n/a"
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}"
+    return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
 
 folder = dashui.base_folder()
 st.title("Compare")
@@ -72,9 +86,9 @@ else:
             st.warning("compare.parquet has no numeric KPI columns.")
         else:
             st.subheader("KPIs side by side")
-            table = df.set_index("scenario")[kpis].T
+            table = df.set_index("scenario")[kpis].T.map(_cell)
             table.index.name = "kpi"
-            table.insert(0, "meaning", [str(notes.get(k, "")) for k in kpis])
+            table.insert(0, "meaning, unit", [str(notes.get(k, "")) for k in kpis])
             st.dataframe(table, key="cmp_kpis", height=min(40 + 35 * len(kpis), 600))
 
             st.subheader("Each KPI across the scenarios")
@@ -93,19 +107,25 @@ else:
                     "datasets": {"kpis": long},
                     "data": {"name": "kpis"},
                     "facet": {"field": "kpi", "type": "nominal", "title": None,
-                              "sort": chosen},
+                              "sort": chosen, "header": {"labelLimit": 0}},
                     "columns": 3,
                     "spec": {"width": 200, "height": 150, "mark": {"type": "bar"},
                              "encoding": {
                                  "x": charts.field("scenario", kind="nominal", sort=order,
-                                                   axis={"labelAngle": -30}) | {"title": None},
+                                                   axis={"labelAngle": -30, "labelLimit": 0,
+                                                         "labelOverlap": False})
+                                      | {"title": None},
                                  "y": charts.field("value") | {"title": None},
                                  "color": charts.field("scenario", kind="nominal", sort=order,
-                                                       legend=None),
+                                                       legend={"title": "scenario",
+                                                               "orient": "top",
+                                                               "labelLimit": 0}),
                                  "tooltip": charts.tooltip(data=long, columns=[
                                      "scenario", "kpi", "value", "meaning"])}},
                     "resolve": {"scale": {"y": "independent"}},
                 }
+                st.caption("Each panel's unit is in the table's \"meaning, unit\" column (and "
+                           "in the bars' tooltips).")
                 st.vega_lite_chart(spec=spec, key="cmp_bars")
                 missing = [k for k in chosen if k not in set(long["kpi"])]
                 if missing:

@@ -23,19 +23,18 @@ import pandas as pd
 import streamlit as st
 import twindash as td
 
+from twin.services.registry import table_pages
+
 ctx = dashui.run_context()
 dashui.page_header(title="Ledger", ctx=ctx)
 
 MICRO = td.MICRO
-#: Tables of value services beyond the ones with a section of their own (any columns).
-_OTHER_TABLES = [
-    ("green_exchange", "green-exchange trades"),
-    ("charger_tariffs", "EV charger tariffs"),
-    ("charging_sessions", "EV charging sessions"),
-    ("green_currency", "green-currency mints, transfers and redemptions"),
-    ("vpp", "VPP coalition revenue shares (Shapley values and payouts)"),
-    ("assets", "tokenized assets"),
-]
+#: Service tables with a section of their own below.
+_OWN_SECTIONS = {"certificates", "dr_events", "dr_payouts", "asset_distributions", "asset_claims"}
+#: Tables of market services (twin/services/registry.py) beyond the ones with a section of
+#: their own (any columns), and the VPP's.
+_OTHER_TABLES = [*((t, what) for t, what in table_pages().items() if t not in _OWN_SECTIONS),
+                 ("vpp", "VPP coalition revenue shares (Shapley values and payouts)")]
 #: Every table that can carry a ``tx_hash`` (the hash look-up searches them all).
 _HASHED = ["chain", "certificates", "dr_events", "dr_payouts", "asset_distributions",
            "asset_claims", *(name for name, _ in _OTHER_TABLES)]

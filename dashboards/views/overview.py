@@ -68,18 +68,15 @@ if ctx is not None and ctx.manifest is not None:
     k = ctx.kpis or {}
     if not k:
         st.warning("kpis.json not written (the run stopped before its end); KPI cards are empty.")
-    consumption = k.get("metered_consumption_kwh")
-    imported = k.get("imbalance_import_kwh")
-    self_suff = (1 - float(imported) / float(consumption)) if consumption and imported is not None else None
     tokens = k.get("tokens_conserved")
     cols = st.columns(4)
     cols[0].metric("Energy traded", _fmt(k, "energy_traded_kwh", "{:.1f} kWh"),
                    help=f"{int(k.get('trades', 0))} trades on the local market")
     cols[1].metric("Mean clearing price", _fmt(k, "mean_price_per_mwh", "{:.2f} /MWh"),
                    help="volume-weighted over all trades")
-    cols[2].metric("Self-sufficiency", "—" if self_suff is None else f"{100 * self_suff:.1f} %",
-                   help="share of the metered consumption not imported from the supplier "
-                        "(1 − imbalance import / metered consumption)")
+    cols[2].metric("Self-sufficiency", _fmt(k, "self_sufficiency", "{:.1f} %", 100),
+                   help="share of the feeder's consumption not imported from upstream "
+                        "(1 − grid import / consumption; kpis.json self_sufficiency)")
     cols[3].metric("Curtailed by DSO", _fmt(k, "curtailed_kwh", "{:.1f} kWh"))
     cols = st.columns(4)
     cols[0].metric("Min voltage", _fmt(k, "vm_min_pu", "{:.4f} p.u."))
@@ -92,7 +89,8 @@ if ctx is not None and ctx.manifest is not None:
                    help="minted = balances + escrow + recorded debt, on the ledger's own books")
     cols[1].metric("Trades", _fmt(k, "trades", "{:,.0f}"), help=_fmt(k, "orders", "{:,.0f} orders"))
     cols[2].metric("Local market share", _fmt(k, "local_market_share", "{:.1f} %", 100),
-                   help="energy traded locally / metered consumption")
+                   help="share of the participants' metered consumption bought on the local "
+                        "market (kpis.json local_market_share)")
     cols[3].metric("Wall time", _fmt(k, "wall_time_s", "{:.1f} s"))
     if tokens is not None and tokens != 1.0:
         st.error(f"Token audit failed: {m.get('tokens')}")

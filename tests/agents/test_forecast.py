@@ -21,7 +21,7 @@ from twin.agents.forecast import (
     forecast_kpis,
     rolling_forecast,
 )
-from twin.agents.profiles import simbench_offset_s, window_average
+from twin.grid.profiles import simbench_offset_s, window_average
 from twin.scenario import ScenarioError
 
 S = 96  # 15-minute steps per day

@@ -41,13 +41,13 @@ def test_upstream_loss_signal() -> None:
 def test_demand_response_in_the_model() -> None:
     s = small(tso={"gap_threshold_kw": 5})
     model = FeederModel(scenario=s, feeder=build_feeder(s), rng=np.random.default_rng(s.seed))
-    calls = []
-    model.demand_response_hooks.append(calls.append)
     outs = run_day(model, s.n_intervals)
+    calls = [c for o in outs for c in o.dr_calls]  # sent to the market as mosaik attributes
     ev_rows = [r for o in outs for r in o.event_rows]
     dr = [r for r in ev_rows if r["kind"] == "dr_call"]
     assert dr and len(dr) == len(calls)
     assert {r["interval"] for r in dr} == {c.interval for c in calls}
+    assert all(sum(c.offers.values()) <= c.requested_wh for c in calls)
     responses = [r for r in ev_rows if r["kind"] == "dr_response"]
     assert len(responses) == len(dr) and all(r["value"] >= 0 for r in responses)
     assert any(r["kind"] == "ev_arrival" for r in ev_rows)

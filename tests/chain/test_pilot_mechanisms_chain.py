@@ -12,20 +12,18 @@ from hypothesis import strategies as st
 
 from tests.chain._helpers import both_call, devices, module_ledger, reverted
 from twin.chain.anvil import AnvilNode
+from twin.chain.clients import ChainWallets
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
-from twin.chain.services_chain import (
-    ChainChargerTariffs,
-    ChainGreenCurrency,
-    ChainGreenExchange,
-    ChainWallets,
-)
 from twin.market import errors as e
-from twin.market.charger_tariffs import CONTRACT_WALLET, ChargerTariffs
-from twin.market.green_currency import DR, RENEWABLE, GreenCurrency
-from twin.market.green_exchange import GreenExchange
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Device, DeviceKind
 from twin.market.wallets import Wallets
+from twin.services.charger_tariffs.chain import ChainChargerTariffs
+from twin.services.charger_tariffs.rules import CONTRACT_WALLET, ChargerTariffs
+from twin.services.green_currency.chain import ChainGreenCurrency
+from twin.services.green_currency.rules import DR, RENEWABLE, GreenCurrency
+from twin.services.green_exchange.chain import ChainGreenExchange
+from twin.services.green_exchange.rules import GreenExchange
 
 pytestmark = pytest.mark.chain
 #: device -> (owner, kind)

@@ -15,20 +15,18 @@ from hypothesis import strategies as st
 
 from tests.chain._helpers import PARAMS, both, devices, module_ledger, reverted
 from twin.chain.anvil import AnvilNode
+from twin.chain.clients import deploy_contract
 from twin.chain.compile import CompiledContracts, compile_contracts
 from twin.chain.ledger import ChainLedger, ChainRevert
-from twin.chain.value import (
-    ChainAssetToken,
-    ChainCertificates,
-    ChainDemandResponse,
-    deploy_contract,
-)
 from twin.market import errors as e
-from twin.market.assets import AssetLedger
-from twin.market.certificates import CertificateLedger
-from twin.market.demand_response import DemandResponseLedger
 from twin.market.reference import ReferenceLedger
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, DeviceKind, OrderIntent, Side
+from twin.services.assets.chain import ChainAssetToken
+from twin.services.assets.rules import AssetLedger
+from twin.services.certificates.chain import ChainCertificates
+from twin.services.certificates.rules import CertificateLedger
+from twin.services.demand_response.chain import ChainDemandResponse
+from twin.services.demand_response.rules import DemandResponseLedger
 
 pytestmark = pytest.mark.chain
 HOLDERS = range(2, 7)

@@ -329,7 +329,7 @@ def make_sweep(folder: Path, *, n_pv: int = 3, n_ev: int = 2, n_seeds: int = 2,
 #: KPI columns of compare.parquet (twin/compare_kpis.py), float64, NaN = not applicable.
 COMPARE_KPIS = ("self_sufficiency", "prosumer_revenue", "prosumer_revenue_per_mwh", "consumer_cost",
                 "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
-                "dso_curtailment_kwh", "voltage_violations", "energy_not_served_kwh",
+                "curtailed_kwh", "voltage_violations", "energy_not_served_kwh",
                 "energy_traded_kwh", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini",
                 "participants")
 

@@ -273,10 +273,10 @@ def test_compare_page_comes_first_with_kpis_side_by_side(compare, monkeypatch):
     scen = _frame(at, "pages", "ledger")
     assert scen["pages"].tolist() == ["./overview?run=baseline", "./overview?run=cda%20market",
                                       "./overview?run=broken"]
-    kpis = _frame(at, "meaning", "baseline", "cda market")
-    assert kpis.loc["self_sufficiency", "baseline"] == 10.0
-    assert kpis.loc["self_sufficiency", "cda market"] == 13.0  # the fixture's value, column order kept
-    assert kpis["broken"].isna().all()
+    kpis = _frame(at, "meaning, unit", "baseline", "cda market")
+    assert kpis.loc["self_sufficiency", "baseline"] == "10"  # formatted for reading
+    assert kpis.loc["self_sufficiency", "cda market"] == "13"  # the fixture's value, column order kept
+    assert (kpis["broken"] == "n/a").all()  # not applicable, said in words
     assert _charts(at) == 1  # one faceted bar chart: a panel per KPI
     at.multiselect(key="cmp_chosen").set_value(["gas_per_kwh"]).run()
     assert not at.exception and _charts(at) == 1

@@ -27,8 +27,8 @@ CURRENCY = {"enabled": True, "tokens_per_kwh_renewable": 1.0, "tokens_per_kwh_dr
 CASES = {
     # 11:00-14:00: PV surplus for the exchange, consumption to redeem it against
     "exchange": dict(start="2016-06-15T11:00:00Z", duration_s=3 * 3600,
-                     market__mechanism="green_exchange", agents__tso__gap_threshold_kw=60.0,
-                     market__services={"green_exchange": {"buy_price_per_mwh": 90,
+                     agents__tso__gap_threshold_kw=60.0,
+                     market__services={"green_exchange": {"enabled": True, "buy_price_per_mwh": 90,
                                                           "sell_price_per_mwh": 110},
                                        "green_currency": CURRENCY}),
     # 16:00-19:00: EVs arrive and charge at shared chargers; the tariff rises with the
@@ -39,10 +39,12 @@ CASES = {
                      market__services={"charger_tariffs": {"enabled": True, "shared_share": 0.5,
                                                            "tariff_min_per_mwh": 100,
                                                            "tariff_max_per_mwh": 340},
-                                       "green_currency": CURRENCY}),
+                                       "green_currency": CURRENCY,
+                                       # the DSO charges its published fee in settlement
+                                       "network_fee": {"enabled": True}}),
 }
 TABLES = {"exchange": ("green_exchange", "green_currency"),
-          "chargers": ("charger_tariffs", "charging_sessions", "green_currency")}
+          "chargers": ("charger_tariffs", "charging_sessions", "green_currency", "network_fees")}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,8 @@ def _t(out: Path, name: str) -> pd.DataFrame:
 def _kpis(out: Path) -> dict[str, float]:
     k = json.loads((out / "kpis.json").read_text())
     k.pop("wall_time_s")
+    for chain_only in ("gas_per_kwh", "chain_cost_per_kwh"):  # NA on the reference ledger
+        k.pop(chain_only, None)
     return k
 
 
@@ -83,6 +87,7 @@ def test_both_ledgers_give_identical_results(runs: dict[tuple[str, str], Path], 
     expect = {"exchange": {"GreenTokenExchange", "GreenCurrency"},
               "chargers": {"ChargerTariffs", "GreenCurrency"}}[case]
     assert set(value) == expect
+    expect |= {"SettlementToken"}  # network fees: plain token transfers to the DSO
     sent = dict(zip(*(_t(chain, "chain")[c] for c in ("tx_hash", "function")), strict=True))
     for name in TABLES[case]:  # every row names a transaction of its own contract
         assert all(sent[h].split(".")[0] in expect for h in _t(chain, name)["tx_hash"])
@@ -154,10 +159,15 @@ def _errors(**changes: object) -> list[tuple[str, str]]:
 
 
 def test_scenario_errors_name_the_fields(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    text = " ".join(m for _, m in _errors(market__mechanism="green_exchange",
-                                          market__services={"certificates": {"enabled": True}}))
-    assert "market.services.certificates.enabled: cannot be combined with market.mechanism " \
-           "green_exchange" in text
+    text = " ".join(m for _, m in _errors(market__services={"green_exchange": {"enabled": True},
+                                                            "certificates": {"enabled": True}}))
+    assert "market.services.certificates.enabled: cannot be combined with " \
+           "market.services.green_exchange" in text
+    # the exchange was a matching rule once: naming it there is an error that says where it went
+    errs = _errors(market__mechanism="green_exchange")
+    assert errs[0][0] == "market.mechanism" and "market.services.green_exchange" in errs[0][1]
+    errs = _errors(market__services={"p2p_bonus": {"enabled": True}})
+    assert errs[0][0] == "market.services.p2p_bonus" and "unknown market service" in errs[0][1]
     text = " ".join(m for _, m in _errors(agents__evs__count=0,
                                           market__services={"charger_tariffs": {"enabled": True}}))
     assert "market.services.charger_tariffs.enabled: no charger to share" in text
@@ -171,9 +181,30 @@ def test_scenario_errors_name_the_fields(tmp_path: Path, capsys: pytest.CaptureF
     assert _errors(market__mechanism="p2p")[0][0] == "market.mechanism"
     data = yaml.safe_load(QUICKSTART.read_text())
     data["agents"]["households"]["pv"]["share"] = 0
-    data["market"]["mechanism"] = "green_exchange"
+    data["market"].setdefault("services", {})["green_exchange"] = {"enabled": True}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
-    assert "market.mechanism: green_exchange needs green sellers" in capsys.readouterr().err
+    assert "market.services.green_exchange.enabled: the green exchange needs green sellers" \
+        in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_network_fee_charges_the_published_tariff_in_settlement(
+        runs: dict[tuple[str, str], Path]) -> None:
+    """Each buying device pays the DSO the fee of the interval (0 before 17:00, 50/MWh from
+    17:00) on the energy its trades delivered, from its free market balance."""
+    out = runs[("chargers", "reference")]
+    fees, trades = _t(out, "network_fees"), _t(out, "trades")
+    assert len(fees) > 0 and (fees["interval"] >= 4).all()  # no fee before the 17:00 peak
+    bought = trades[trades["interval"] >= 4].groupby(["interval", "buyer_device"])["energy_wh"].sum()
+    bought = bought[bought > 0]
+    got = fees.set_index(["interval", "device_id"])
+    assert sorted(got.index) == sorted(i for i in bought.index if payment(int(bought[i]), 50_000_000))
+    for (k, d), r in got.iterrows():
+        assert r["energy_wh"] == bought[(k, d)] and r["fee_per_mwh"] == 50_000_000
+        assert r["due"] == payment(int(r["energy_wh"]), 50_000_000)
+        assert r["amount"] == r["due"] and r["status"] == "paid"
+    k = _kpis(out)
+    assert k["network_fee_charged"] == pytest.approx(fees["amount"].sum() / 1e6)
+    assert k["network_fee_short"] == 0

@@ -62,6 +62,7 @@ def test_both_ledgers_give_identical_value_layer(runs: dict[str, Path]) -> None:
         pd.testing.assert_frame_equal(a.drop(columns="tx_hash"), b.drop(columns="tx_hash"))
     ka, kb = _kpis(ref), _kpis(chain)
     ka.pop("wall_time_s"), kb.pop("wall_time_s")
+    assert kb.pop("gas_per_kwh") > 0 and kb.pop("chain_cost_per_kwh") > 0  # NA on the reference
     assert ka == kb
     for key in ("dr_paid", "dr_reduction_kwh", "certificates_issued", "certificates_retired",
                 "asset_revenue_distributed", "asset_claimed"):

@@ -9,9 +9,9 @@ import pandapower as pp
 import pytest
 
 from tests._quickstart import QUICKSTART, quickstart_with
-from twin.agents.profiles import synthetic_household_load_p_mw, synthetic_pv_pu, window_average
 from twin.grid.feeders import Feeder, build_feeder
 from twin.grid.powerflow import apply_injections, run_snapshot
+from twin.grid.profiles import synthetic_household_load_p_mw, synthetic_pv_pu, window_average
 from twin.scenario import Scenario, load_scenario
 
 _scenario = quickstart_with

@@ -176,13 +176,13 @@ def test_pilot_runs_end_to_end(pilot: dict[str, Any], tmp_path: Path) -> None:
     assert k["tokens_conserved"] == 1.0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert "game_security" in manifest["tables"]
-    from twin.compare_kpis import game_kpis
+    from twin.kpis.metrics import game_kpis
 
     tables = {n: pq.read_table(tmp_path / "run" / f"{n}.parquet")
               for n in ("game_units", "settlements", "trades", "market", "game_security")}
     c = game_kpis(tables)
     assert c["peak_import_kw"] == pytest.approx(k["game_grand_import_mw"] * 1000)
-    assert c["voltage_violations"] == 0 and c["dso_curtailment_kwh"] == 0
+    assert c["voltage_violations"] == 0 and c["curtailed_kwh"] == 0
     assert c["energy_not_served_kwh"] == 0 and math.isnan(c["self_sufficiency"])
 
 

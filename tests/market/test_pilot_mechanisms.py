@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twin.market import errors as e
-from twin.market.charger_tariffs import CONTRACT_WALLET, ChargerTariffs
-from twin.market.green_currency import DR, RENEWABLE, GreenCurrency
-from twin.market.green_exchange import WH_PER_TOKEN, GreenExchange
 from twin.market.types import DSO_ACCOUNT, Device, DeviceKind
 from twin.market.units import payment
 from twin.market.wallets import Wallets
+from twin.services.charger_tariffs.rules import CONTRACT_WALLET, ChargerTariffs
+from twin.services.green_currency.rules import DR, RENEWABLE, GreenCurrency
+from twin.services.green_exchange.rules import WH_PER_TOKEN, GreenExchange
 
 #: device -> (owner, kind)
 DEVICES = {10: (2, DeviceKind.PV), 11: (3, DeviceKind.PV), 12: (4, DeviceKind.LOAD),

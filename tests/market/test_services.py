@@ -10,14 +10,17 @@ from collections.abc import Mapping
 import pytest
 
 from tests._quickstart import quickstart_with
-from twin.agents.tso import DemandResponseEvent
 from twin.market.audit import token_audit
 from twin.market.reference import ReferenceLedger
-from twin.market.services import MarketServices, MoneyRail, ServiceContext
-from twin.market.types import DSO_ACCOUNT, Device, DeviceKind, OrderIntent, Side
+from twin.market.types import DSO_ACCOUNT, Device, DeviceKind, DRCall, OrderIntent, Side
 from twin.market.units import payment
-from twin.market.value_services import AssetService, CertificateService, DemandResponseService
-from twin.scenario import AssetServiceSpec, ScenarioError
+from twin.scenario import ScenarioError
+from twin.services.assets.service import AssetService
+from twin.services.assets.spec import AssetServiceSpec
+from twin.services.base import MarketServices, MoneyRail, ServiceContext
+from twin.services.certificates.service import CertificateService
+from twin.services.demand_response.service import DemandResponseService
+from twin.services.network_fee.service import NetworkFeeService
 
 RETAIL, FEED_IN, PRICE = 250_000_000, 80_000_000, 400_000_000
 #: device -> (owner, kind, agent name)
@@ -42,9 +45,15 @@ def _ctx(offers: Mapping[int, Mapping[int, int]] | None = None,
     ctx = ServiceContext(
         ledger=led, chain=False, rail=MoneyRail(led, chain=False), devices=devices,
         agent_devices={name: d for d, (_, _, name) in DEVICES.items()}, interval_s=900,
-        dr_offers=lambda k: dict((offers or {}).get(k, {})),
     )
     return ctx, minted
+
+
+def _call(interval: int, requested_wh: int, offers: Mapping[int, Mapping[int, int]] | None,
+          price_per_mwh: int = PRICE) -> DRCall:
+    """The DR call the agents send for ``interval`` with the offers of the test."""
+    return DRCall(interval=interval, requested_wh=requested_wh, price_per_mwh=price_per_mwh,
+                  offers=dict((offers or {}).get(interval, {})))
 
 
 def _audit(ctx: ServiceContext, services: MarketServices, minted: int, n_accounts: int = 12) -> dict:
@@ -71,8 +80,7 @@ def test_demand_response_posts_commits_and_pays_metered_reduction() -> None:
     base = {5: [1000, 1400], 6: [500, 700]}  # baselines: EV 1200, battery 600
     for k in range(2):
         services.on_settled(interval=k, trades=[], rows=[], metered_wh={5: base[5][k], 6: base[6][k], 1: -50})
-    event = DemandResponseEvent(interval=3, requested_wh=2500, forecast_gap_wh=9000, price_per_mwh=PRICE)
-    services.on_dr_call(event)
+    services.on_dr_call(_call(3, 2500, offers))
     free_before = ctx.ledger.balance(DSO_ACCOUNT).free
     services.on_settled(interval=2, trades=[], rows=[], metered_wh={5: 1200, 6: 600})  # posts
     budget = payment(2500, PRICE)
@@ -102,8 +110,7 @@ def test_demand_response_posts_commits_and_pays_metered_reduction() -> None:
 def test_demand_response_event_the_dso_cannot_fund_is_not_posted() -> None:
     ctx, minted = _ctx({1: {5: 500}}, dso_funds=10)
     services = MarketServices([DemandResponseService(ctx, baseline_intervals=4)], rail=ctx.rail)
-    services.on_dr_call(DemandResponseEvent(interval=1, requested_wh=5000, forecast_gap_wh=9000,
-                                            price_per_mwh=PRICE))
+    services.on_dr_call(_call(1, 5000, {1: {5: 500}}))
     services.on_settled(interval=0, trades=[], rows=[], metered_wh={5: 10, 6: 0})
     services.on_settled(interval=1, trades=[], rows=[], metered_wh={5: 0, 6: 0})
     (row,) = services.rows()["dr_events"]
@@ -114,8 +121,7 @@ def test_demand_response_event_the_dso_cannot_fund_is_not_posted() -> None:
 def test_demand_response_event_past_the_run_end_stays_escrowed() -> None:
     ctx, minted = _ctx({1: {5: 500}})
     services = MarketServices([DemandResponseService(ctx, baseline_intervals=4)], rail=ctx.rail)
-    services.on_dr_call(DemandResponseEvent(interval=1, requested_wh=600, forecast_gap_wh=9000,
-                                            price_per_mwh=PRICE))
+    services.on_dr_call(_call(1, 600, {1: {5: 500}}))
     services.on_settled(interval=0, trades=[], rows=[], metered_wh={5: 10, 6: 0})
     services.finish(interval=0)  # the run ends before interval 1
     (row,) = services.rows()["dr_events"]
@@ -175,6 +181,37 @@ def test_asset_revenue_distributed_pro_rata_and_claimed_at_the_end() -> None:
     assert audit["conserved"] and audit["value_holdings"] == dust
 
 
+def test_network_fee_charges_buyers_the_published_fee_and_conserves_tokens() -> None:
+    """Peak fee 50/MWh from 17:00 (interval 0 starts at 16:45): the buyer pays nothing in
+    interval 0, payment(bought, fee) afterwards, as far as its free balance goes."""
+    ctx, minted = _ctx()
+    sc = quickstart_with(start="2016-06-15T16:45:00Z",
+                         grid__tariff={"offpeak_fee_per_mwh": 0, "peak_fee_per_mwh": 50},
+                         market__services={"network_fee": {"enabled": True}})
+    fee = NetworkFeeService(ctx, scenario=sc)
+    services = MarketServices([fee], rail=ctx.rail)
+    led = ctx.ledger
+    for k, wh in enumerate([2000, 1234]):
+        metered = {1: -wh, 3: wh}
+        trades, rows = _trade(led, k, 1, 3, wh, metered)
+        services.on_settled(interval=k, trades=trades, rows=rows, metered_wh=metered)
+    (row,) = services.rows()["network_fees"]
+    assert (row["interval"], row["device_id"], row["payer"], row["energy_wh"]) == (1, 3, 4, 1234)
+    assert row["due"] == row["amount"] == payment(1234, 50_000_000) and row["status"] == "paid"
+    adj = services.wallet_adjustments()  # the DSO's wallet got what the buyer's market paid
+    assert adj[DSO_ACCOUNT] == row["amount"] == -adj[4]
+    assert led.wallet(4) + adj[4] == 0  # withdrawn from the market, paid on at once
+    audit = _audit(ctx, services, minted)
+    assert audit["conserved"] and audit["value_holdings"] == 0
+    # a buyer whose free balance cannot cover the fee pays what it has: status short
+    trades, rows = _trade(led, 2, 1, 3, 1000, {1: -1000, 3: 1000})
+    led.withdraw(4, led.balance(4).free)
+    services.on_settled(interval=2, trades=trades, rows=rows, metered_wh={1: -1000, 3: 1000})
+    (short,) = services.rows()["network_fees"]
+    assert short["status"] == "short" and short["amount"] == 0 < short["due"]
+    assert _audit(ctx, services, minted)["conserved"]
+
+
 @pytest.mark.parametrize(("changes", "path", "words"), [
     ({"market__services": {"assets": [{"asset": "storage_3"}]}},
      "market.services.assets.0.asset", "no agent 'storage_3'"),
@@ -183,7 +220,7 @@ def test_asset_revenue_distributed_pro_rata_and_claimed_at_the_end() -> None:
     ({"market__services": {"assets": [{"asset": "storage_0", "investors": 5, "shares": 3}]}},
      "market.services.assets.0", "shares (3) must be at least investors (5)"),
     ({"market__services": {"assets": [{"asset": "storage_0"}, {"asset": "community_storage_0"}]}},
-     "market.services", "tokenized more than once"),
+     "market.services.assets", "tokenized more than once"),
     ({"market__services": {"demand_response": {"enabled": True}}},
      "market.services.demand_response.enabled", "agents.tso.gap_threshold_kw"),
     ({"market__services": {"demand_response": {"enabled": True}}, "agents__tso__gap_threshold_kw": 5,
@@ -193,7 +230,7 @@ def test_asset_revenue_distributed_pro_rata_and_claimed_at_the_end() -> None:
      "market.services.certificates.enabled", "no renewable seller"),
     ({"market__services": {"certificates": {"retire_share": 1.5}}},
      "market.services.certificates.retire_share", "less than or equal to 1"),
-    ({"market__services": {"bonus": True}}, "market.services.bonus", "unknown field"),
+    ({"market__services": {"bonus": True}}, "market.services.bonus", "unknown market service"),
 ])
 def test_services_the_scenario_cannot_support_are_scenario_errors(
     changes: dict, path: str, words: str

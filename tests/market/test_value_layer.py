@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twin.market import errors as e
-from twin.market.assets import AssetLedger
-from twin.market.certificates import CertificateLedger
-from twin.market.demand_response import DemandResponseLedger
 from twin.market.types import Device, DeviceKind, Trade
 from twin.market.units import payment
+from twin.services.assets.rules import AssetLedger
+from twin.services.certificates.rules import CertificateLedger
+from twin.services.demand_response.rules import DemandResponseLedger
 
 _ops = st.lists(
     st.one_of(

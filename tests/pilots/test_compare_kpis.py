@@ -1,4 +1,4 @@
-"""twin.compare_kpis on hand-made tables: each KPI against a value worked out by hand."""
+"""twin.kpis.metrics on hand-made tables: each KPI against a value worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from twin.compare_kpis import (
+from twin.kpis.metrics import (
     KPI_COLUMNS,
     RunInputs,
     consumer_cost,
@@ -140,7 +140,7 @@ def test_service_income_signs() -> None:
     assert got == {4: 700 + 150_000, 5: 300 - 150_000, 6: -1000, 7: 600, 8: 399, 3: 200_000, 2: -120_000}
 
 
-def test_services_paying_for_energy_count_as_revenue_cost_and_traded_energy() -> None:
+def test_services_paying_for_energy_count_as_revenue_cost_and_service_energy() -> None:
     inputs = RunInputs(interval_s=900, vm_min_pu=0.95, vm_max_pu=1.05, retail_price_per_mwh=RETAIL,
                        feed_in_price_per_mwh=FEED_IN, ledger="reference")
     plain = feeder_kpis({"settlements": _two_households()}, inputs=inputs)
@@ -149,7 +149,8 @@ def test_services_paying_for_energy_count_as_revenue_cost_and_traded_energy() ->
     # session paid (0.15) are cost; DR pay and asset money are income only
     assert k["prosumer_revenue"] == pytest.approx(plain["prosumer_revenue"] + 0.35)
     assert k["consumer_cost"] == pytest.approx(plain["consumer_cost"] + 0.27)
-    assert k["energy_traded_kwh"] == pytest.approx(2.5)  # 2 kWh of tokens + 0.5 kWh charged
+    assert k["energy_traded_kwh"] == 0.0  # P2P only: these tables hold no trades
+    assert k["service_energy_kwh"] == pytest.approx(2.5)  # 2 kWh of tokens + 0.5 kWh charged
     assert k["service_income"] == pytest.approx(sum(service_income(_service_tables()).values()) / 1e6)
     assert k["participants"] == 7  # owners 2, 3 and the service-only accounts 4..8
 
@@ -172,7 +173,7 @@ def test_feeder_kpis_together() -> None:
     }
     k = feeder_kpis(tables, inputs=inputs)
     assert set(k) == set(KPI_COLUMNS)
-    assert k["dso_curtailment_kwh"] == 1.0
+    assert k["curtailed_kwh"] == 1.0
     assert k["energy_traded_kwh"] == 1.0
     assert k["consumer_cost_per_mwh"] == pytest.approx(0.35 / 1.5e-3)
     assert k["prosumer_revenue_per_mwh"] == pytest.approx(0.28 / 2e-3)

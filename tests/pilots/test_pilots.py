@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from twin.cli import main
-from twin.compare_kpis import KPI_COLUMNS
+from twin.kpis.metrics import KPI_COLUMNS
 from twin.scenario import ScenarioError, load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,8 @@ def test_every_pilot_runs_and_conserves_tokens(compared: dict[str, Any]) -> None
     assert compared["code"] == 0
     for name, k in compared["kpis"].items():
         assert k["tokens_conserved"] == 1.0, name
-        assert rows[name]["energy_traded_kwh"] > 0, name  # on the market or through a service
+        r = rows[name]  # energy on the market or through a service
+        assert r["energy_traded_kwh"] + (r["service_energy_kwh"] if r["kind"] == "feeder" else 0) > 0, name
 
 
 def test_compare_table_has_every_kpi(compared: dict[str, Any]) -> None:
@@ -159,7 +160,7 @@ def _write(tmp: Path, data: dict[str, Any]) -> Path:
 
 def test_scanergy_pays_green_surplus_in_tokens(compared: dict[str, Any]) -> None:
     k, r = compared["kpis"]["scanergy"], compared["rows"]["scanergy"]
-    assert r["mechanism"] == "green_exchange" and k["trades"] == 0  # no P2P auction
+    assert r["services"] == "green_exchange" and k["trades"] == 0  # no P2P auction
     assert k["green_tokens_minted"] > 0 and k["green_exchange_dso_paid"] > 0
     # the tokens sold to the DSO are the prosumers' only revenue (feed-in tariff 0)
     assert r["prosumer_revenue"] == pytest.approx(k["green_exchange_dso_paid"])
@@ -168,7 +169,7 @@ def test_scanergy_pays_green_surplus_in_tokens(compared: dict[str, Any]) -> None
 def test_share_and_charge_drivers_pay_hosts_on_chain(compared: dict[str, Any]) -> None:
     k, r = compared["kpis"]["share_and_charge"], compared["rows"]["share_and_charge"]
     assert r["ledger"] == "chain" and k["charging_sessions"] > 0 and k["charging_paid"] > 0
-    assert r["energy_traded_kwh"] >= k["charging_energy_kwh"]
+    assert r["service_energy_kwh"] >= k["charging_energy_kwh"]
 
 
 def test_shekou_buyers_get_green_certificates(compared: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ import mesa
 import numpy as np
 
 from twin.grid.powerflow import GridState, run_snapshot
+from twin.market.tariffs import NetworkTariff
 from twin.market.types import Side, Trade
 from twin.market.units import price_from_per_mwh
 from twin.scenario import GridSpec
@@ -111,6 +112,10 @@ class DSOAgent(mesa.Agent):
         self.peak_end_hour = tariff.peak_end_hour
         self.start_s_of_day = float(start_s_of_day)
         self.interval_s = int(interval_s)
+        self.tariff = NetworkTariff(
+            offpeak_fee_per_mwh=self.offpeak_fee, peak_fee_per_mwh=self.peak_fee,
+            peak_start_hour=self.peak_start_hour, peak_end_hour=self.peak_end_hour,
+            start_s_of_day=int(start_s_of_day), interval_s=self.interval_s)
         #: interval -> published fee (micro-units per MWh)
         self.published: dict[int, int] = {}
         self.vm_min_pu = grid.vm_min_pu
@@ -121,13 +126,8 @@ class DSOAgent(mesa.Agent):
         self.step_fraction = step_fraction
 
     def network_fee(self, k: int) -> int:
-        """Time-of-use network fee of interval ``k`` (by the hour of day at its start)."""
-        if self.offpeak_fee == self.peak_fee:
-            return self.offpeak_fee
-        hour = ((self.start_s_of_day + k * self.interval_s) % 86_400) / 3600.0
-        a, b = self.peak_start_hour, self.peak_end_hour
-        peak = (a <= hour < b) if a < b else (hour >= a or hour < b)
-        return self.peak_fee if peak else self.offpeak_fee
+        """Time-of-use network fee of interval ``k`` (:class:`twin.market.tariffs.NetworkTariff`)."""
+        return self.tariff.fee_per_mwh(k)
 
     def publish_tariff(self, k: int) -> int:
         """Publish (record) and return the network fee of interval ``k``."""

@@ -351,7 +351,7 @@ class HouseholdForecasts:
 
 
 def _window(series: np.ndarray, *, offset_s: int, n: int, interval_s: int) -> np.ndarray:
-    from twin.agents.profiles import window_average
+    from twin.grid.profiles import window_average
 
     return window_average(series, offset_s=offset_s, duration_s=n * interval_s, interval_s=interval_s)
 
@@ -420,8 +420,8 @@ def feeder_household_forecasts(*, scenario: Any, feeder: Any, load_wh: np.ndarra
                                pv_scale_wh: np.ndarray) -> HouseholdForecasts:
     """:func:`household_forecasts` for the households of a SimBench ``feeder`` (adapter:
     profile names from the net's load table, PV columns from the SimBench net)."""
-    from twin.agents.profiles import simbench_offset_s
     from twin.grid.feeders import _simbench_net
+    from twin.grid.profiles import simbench_offset_s
 
     code = scenario.grid.simbench_code
     names = feeder.net.load["profile"].to_numpy(dtype=object)[feeder.household_load_row]

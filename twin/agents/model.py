@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import mesa
@@ -41,101 +40,24 @@ import numpy as np
 
 from twin.agents._common import TradeArrays, net_trades, wh_to_mw
 from twin.agents.controls import DERControl
-from twin.agents.dso import Curtailment, DSOAgent, Effect
+from twin.agents.dso import DSOAgent, Effect
 from twin.agents.ev import EVAgent, EVFleet
 from twin.agents.forecast import PriceForecaster
 from twin.agents.household import HouseholdAgent, Households
+from twin.agents.output import AGENT_ROW_COLUMNS, DSO_ROW_COLUMNS, IntervalOutput
 from twin.agents.storage import CommunityStorage, StorageAgent
 from twin.agents.strategies import make_strategy
 from twin.agents.tso import DemandResponseEvent, TSOAgent, TSOSignal
 from twin.agents.vpp import VPPAggregator
 from twin.grid.feeders import Feeder
-from twin.market.types import Device, DeviceKind, OrderIntent, Side, Trade
+from twin.market.types import Device, DeviceKind, DRCall, OrderIntent, Side, Trade
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
 from twin.scenario import Scenario
 
 __all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "FeederModel", "IntervalOutput"]
 
-#: Keys of every ``agent_rows`` dict (NaN where a column does not apply to the kind).
-AGENT_ROW_COLUMNS = (
-    "time_s", "interval", "agent", "kind", "device_id", "bus", "soc", "p_mw",
-    "metered_wh", "load_wh", "pv_available_wh", "pv_wh", "battery_charge_wh",
-    "battery_discharge_wh", "bought_wh", "sold_wh", "plugged", "remaining_need_wh", "flex_wh",
-)
-#: Keys of every ``dso_rows`` dict.
-DSO_ROW_COLUMNS = (
-    "time_s", "interval", "checks", "converged", "violations_found", "violations_remaining",
-    "overvoltage", "undervoltage", "overload", "curtailed_trades", "curtailed_wh",
-    "vm_min_pu", "vm_max_pu", "max_loading_percent", "network_fee_per_mwh", "network_fee_amount",
-)
+
 _TABLES = ("load", "sgen", "storage")
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class IntervalOutput:
-    """Everything one ``step_interval`` produces."""
-
-    interval: int
-    time_s: int
-    #: DSO decisions on this interval's cleared trades
-    curtailments: list[Curtailment]
-    #: this interval's trades after curtailment (the ones dispatched)
-    trades: list[Trade]
-    #: "load" / "sgen" / "storage" -> set-points in table row order (pandapower signs)
-    element_p_mw: dict[str, np.ndarray]
-    element_q_mvar: dict[str, np.ndarray]
-    #: device id -> metered energy of this interval, Wh, consumption positive
-    metered_wh: dict[int, int]
-    #: orders for the next interval (empty after the last one)
-    orders: list[OrderIntent]
-    #: the ``agents`` rows as columns (keys :data:`AGENT_ROW_COLUMNS`, one entry per agent)
-    agent_columns: dict[str, np.ndarray] = field(repr=False)
-    dso_rows: list[dict[str, Any]] = field(repr=False)
-    #: rows of the ``events`` table: EV arrivals/departures, TSO signals, DR calls/responses
-    event_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    #: rows of the ``vpp`` table (the Shapley split; filled at the last interval)
-    vpp_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    #: rows of the ``forecasts`` table: this interval's feeder forecasts and actuals
-    forecast_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    #: the TSO's signal for the next interval (None after the last one)
-    tso: TSOSignal | None = None
-
-    @property
-    def agent_rows(self) -> list[dict[str, Any]]:
-        """One dict per agent (keys :data:`AGENT_ROW_COLUMNS`), built on demand."""
-        cols = [self.agent_columns[c].tolist() for c in AGENT_ROW_COLUMNS]
-        return [dict(zip(AGENT_ROW_COLUMNS, vals, strict=True)) for vals in zip(*cols, strict=True)]
-
-    # flat accessors (the names of :func:`twin.grid.powerflow.apply_injections`)
-    @property
-    def load_p_mw(self) -> np.ndarray:
-        return self.element_p_mw["load"]
-
-    @property
-    def load_q_mvar(self) -> np.ndarray:
-        return self.element_q_mvar["load"]
-
-    @property
-    def sgen_p_mw(self) -> np.ndarray:
-        return self.element_p_mw["sgen"]
-
-    @property
-    def sgen_q_mvar(self) -> np.ndarray:
-        return self.element_q_mvar["sgen"]
-
-    @property
-    def storage_p_mw(self) -> np.ndarray:
-        return self.element_p_mw["storage"]
-
-    @property
-    def storage_q_mvar(self) -> np.ndarray:
-        return self.element_q_mvar["storage"]
-
-    def injections(self) -> dict[str, np.ndarray]:
-        """Keyword arguments for :func:`twin.grid.powerflow.apply_injections`."""
-        out = {f"{t}_p_mw": self.element_p_mw[t] for t in _TABLES}
-        out.update({f"{t}_q_mvar": self.element_q_mvar[t] for t in _TABLES})
-        return out
 
 
 class FeederModel(mesa.Model):
@@ -179,9 +101,8 @@ class FeederModel(mesa.Model):
                                                 start_s=int(start.timestamp()),
                                                 default=0.5 * (feed_in + retail))
         self._price_forecast: dict[int, float] = {}
-        #: callables receiving every :class:`DemandResponseEvent` the TSO calls (e.g. the
-        #: market value layer paying the compensation)
-        self.demand_response_hooks: list[Any] = []
+        #: the DR calls of the current step (sent to the market as the ``dr_calls`` attribute)
+        self._dr_calls: list[DRCall] = []
         self._dr: dict[int, DemandResponseEvent] = {}
         self._dr_offers: dict[int, dict[int, int]] = {}
         self._dr_baseline: dict[int, float] = {}
@@ -402,11 +323,12 @@ class FeederModel(mesa.Model):
             for r in vpp_rows:
                 r["device_id"] = int(hh.device_id[int(r["agent"].split("_")[1])])
         self._next_interval += 1
+        calls, self._dr_calls = self._dr_calls, []
         return IntervalOutput(
             interval=k, time_s=time_s, curtailments=check.curtailments, trades=final,
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
             agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
-            forecast_rows=forecast_rows,
+            forecast_rows=forecast_rows, dr_calls=calls,
         )
 
     # ------------------------------------------------------------------ forecasts
@@ -447,8 +369,10 @@ class FeederModel(mesa.Model):
             self._dr[k] = signal.event
             self._dr_baseline[k] = float(ev_plan.sum())
             self._dr_offers[k] = self._flex_offers(k, signal.event.requested_wh, ev_plan)
-            for hook in self.demand_response_hooks:
-                hook(signal.event)
+            ev_ = signal.event
+            self._dr_calls.append(DRCall(interval=ev_.interval, requested_wh=ev_.requested_wh,
+                                         price_per_mwh=ev_.price_per_mwh,
+                                         offers=dict(self._dr_offers[k])))
         return signal
 
     def agent_devices(self) -> dict[str, int]:

@@ -1,1 +1,3 @@
-"""mosaik adapters: one thin simulator per core (agents, market, grid) and the world."""
+"""Thin mosaik adapters, one per core (agents, market step, grid, HIL devices): they decode
+inputs, call the pure core and encode its outputs (``codec.py``), nothing else. The world is
+wired in :mod:`twin.run`."""

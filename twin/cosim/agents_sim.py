@@ -3,7 +3,8 @@
 Each step is one market interval ``k``: the model receives the cleared trades of ``k``
 (from the market, one step earlier), lets the DSO agent check and curtail them, dispatches
 every device, and returns the element powers (to the grid), the meter readings and
-curtailments of ``k`` and the orders for ``k + 1`` (to the market).
+curtailments of ``k``, the orders for ``k + 1`` and the demand-response calls the TSO made
+for ``k + 1`` with the flexible devices' offers (to the market).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.cosim.codec import decode_der_controls, decode_trades, encode_orders, single, timed
+from twin.cosim.codec import (
+    decode_der_controls,
+    decode_trades,
+    encode_dr_calls,
+    encode_orders,
+    single,
+    timed,
+)
 
 META: Meta = {
     "api_version": "3.0",
@@ -23,7 +31,7 @@ META: Meta = {
             "public": True,
             "params": [],
             "attrs": ["trades", "der_controls", "element_power", "orders", "curtailments",
-                      "metered_wh"],
+                      "metered_wh", "dr_calls"],
         }
     },
 }
@@ -80,6 +88,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
                 ],
             },
             "metered_wh": {"interval": k, "metered_wh": dict(out.metered_wh)},
+            "dr_calls": {"interval": k, "calls": encode_dr_calls(out.dr_calls)},
         }
         return time + self.interval_s
 

@@ -1,7 +1,7 @@
 """Plain-data encoding of market records for mosaik connections.
 
 Data crossing a mosaik connection is kept JSON-compatible (lists of dicts), so any
-adapter could run out of process; these two helpers are the only translation.
+adapter could run out of process; these helpers are the only translation.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from dataclasses import asdict
 from typing import Any
 
 from twin.agents.controls import DERControl
-from twin.market.types import OrderIntent, Side, Trade
+from twin.market.types import DRCall, OrderIntent, Side, Trade
 
 __all__ = [
-    "decode_der_controls", "decode_orders", "decode_trades", "encode_der_controls",
-    "encode_orders", "encode_trades", "single", "timed",
+    "decode_der_controls", "decode_dr_calls", "decode_orders", "decode_trades",
+    "encode_der_controls", "encode_dr_calls", "encode_orders", "encode_trades", "single",
+    "timed",
 ]
 
 
@@ -44,6 +45,19 @@ def encode_der_controls(controls: dict[int, DERControl]) -> list[dict[str, Any]]
 def decode_der_controls(rows: list[dict[str, Any]] | None) -> dict[int, DERControl]:
     return {int(r["device_id"]): DERControl(**{k: v for k, v in r.items() if k != "device_id"})
             for r in rows or []}
+
+
+def encode_dr_calls(calls: list[DRCall]) -> list[dict[str, Any]]:
+    # offers keyed by str: JSON object keys (mosaik may serialize inputs)
+    return [{"interval": c.interval, "requested_wh": c.requested_wh,
+             "price_per_mwh": c.price_per_mwh,
+             "offers": {str(d): int(w) for d, w in sorted(c.offers.items())}} for c in calls]
+
+
+def decode_dr_calls(rows: list[dict[str, Any]] | None) -> list[DRCall]:
+    return [DRCall(interval=int(r["interval"]), requested_wh=int(r["requested_wh"]),
+                   price_per_mwh=int(r["price_per_mwh"]),
+                   offers={int(d): int(w) for d, w in r["offers"].items()}) for r in rows or []]
 
 
 def single(values: dict[str, Any] | None) -> Any:

@@ -43,7 +43,7 @@ import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 
-from twin.agents.profiles import (
+from twin.grid.profiles import (
     aggregate_load_shape,
     simbench_offset_s,
     synthetic_household_load_p_mw,

@@ -455,3 +455,14 @@ _PILOT_ERRORS = (NotACharger, TariffOutOfRange, NoTariff, ChargerBusy, UnknownSe
                  SessionClosed, AllowanceExceeded)  # fmt: skip
 ERRORS.update({cls.__name__: cls for cls in _PILOT_ERRORS})
 __all__ += [cls.__name__ for cls in _PILOT_ERRORS]
+
+#: Custom errors of the contracts that are not market rules (no reference counterpart): the
+#: settlement token's own balance and allowance checks, a reentrancy guard, a library's
+#: hint check and a mechanism switch. The chain client raises them as ``ChainRevert``.
+CHAIN_ONLY_ERRORS: dict[str, str] = {
+    "InsufficientTokens": "SettlementToken: a wallet pays more than it holds",
+    "InsufficientAllowance": "SettlementToken: a spender moves more than approved",
+    "Reentrancy": "AssetToken: reentrancy guard",
+    "BadHint": "CdaMatching: an insertion hint that does not fit the book",
+    "WrongMechanism": "EnergyMarket: a call of the other matching rule",
+}

@@ -6,7 +6,7 @@ real grid at one hour of the SimBench year:
 
 * **Feeder** (:func:`game_feeder`, the adapter): the SimBench net of ``simbench_code`` with
   its loads, sgens and storages at their *real* profile values, averaged over the game's
-  period ``[start, start + period_h)`` (:func:`twin.agents.profiles.window_average`, the same
+  period ``[start, start + period_h)`` (:func:`twin.grid.profiles.window_average`, the same
   mapping of a date onto the SimBench year as the feeder runs). Each generator unit is a new
   ``sgen`` row at its bus and the buyer a new ``load`` row at its bus, both at unity power
   factor (the game has no reactive power). The returned net holds that background state
@@ -143,7 +143,7 @@ def feeder_problems(net: Any, *, unit_bus: Sequence[tuple[str, int]],
 
 
 def _hour_values(table: Any, *, offset_s: int, period_s: int) -> np.ndarray:
-    from twin.agents.profiles import window_average
+    from twin.grid.profiles import window_average
 
     values = np.asarray(table.to_numpy(float)).T  # (n_elements, n_steps)
     if values.shape[0] == 0:
@@ -163,7 +163,7 @@ def game_feeder(*, simbench_code: str, start: datetime, period_h: float,
     """
     import pandapower as pp
 
-    from twin.agents.profiles import simbench_offset_s
+    from twin.grid.profiles import simbench_offset_s
 
     try:
         base, profiles = _simbench(simbench_code)

@@ -7,7 +7,8 @@ the chain ledger maps each index to one Anvil account.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 __all__ = [
@@ -133,3 +134,15 @@ class Balance:
     free: int
     locked: int  # buyer escrow
     debt: int  # unpaid settlement charges (a counter: no tokens back it)
+
+
+@dataclass(frozen=True, slots=True)
+class DRCall:
+    """A demand-response call for ``interval`` as it travels from the agents to the market
+    (a mosaik attribute): the TSO's request and price, and the reductions the flexible
+    devices offer (Wh by device id, filled in device order up to the request)."""
+
+    interval: int
+    requested_wh: int
+    price_per_mwh: int  # compensation, micro-units per MWh
+    offers: Mapping[int, int] = field(default_factory=dict)

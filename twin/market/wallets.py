@@ -2,7 +2,7 @@
 
 On chain the pilot contracts (``GreenTokenExchange``, ``ChargerTariffs``) move the
 settlement token between wallets (ERC-20 ``transferFrom``); their pure-Python references in
-:mod:`twin.market.green_exchange` and :mod:`twin.market.charger_tariffs` move money through
+:mod:`twin.services.green_exchange.rules` and :mod:`twin.services.charger_tariffs.rules` move money through
 an object with the same two operations, :class:`Money`. :class:`Wallets` is the plain one
 (a dict, funded with :meth:`Wallets.mint`); a run may pass any other object with
 ``balance_of`` and ``transfer``.
@@ -15,7 +15,10 @@ from typing import Protocol, runtime_checkable
 
 from twin.market import errors as e
 
-__all__ = ["Money", "Wallets"]
+__all__ = ["CONTRACT_WALLET", "Money", "Wallets"]
+
+#: A service contract's own wallet in :class:`Money` transfers (holds its escrow).
+CONTRACT_WALLET = -1
 
 
 @runtime_checkable

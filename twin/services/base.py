@@ -1,12 +1,16 @@
-"""Market services: value-layer add-ons that ride on the market of a scenario run.
+"""The service layer's common parts: hooks, context, money rail, backend switch, registry entry.
+
+Market services are value-layer add-ons that ride on the market of a scenario run.
 
 A service (demand response, green certificates, tokenized assets — and H5's green-token
 exchange, charger tariffs, green currency) is a :class:`MarketService` with a few hooks the
 market adapter (:mod:`twin.cosim.market_sim`) calls at fixed points of each mosaik step
 ``k`` — mosaik stays the only time loop:
 
-* ``on_dr_call(event)``: the TSO called demand response for ``event.interval`` (fired by
-  the agents model during its step ``k`` for ``k + 1``; the service queues it);
+* ``on_dr_call(call)``: the TSO called demand response for ``call.interval`` (a
+  :class:`~twin.market.types.DRCall` with the flexible devices' offers, sent by the agents
+  model's step ``k`` for ``k + 1`` as the mosaik attribute ``dr_calls``; the service
+  queues it);
 * ``on_settled(interval=k, trades=, rows=, metered_wh=)``: after the settlement of ``k``
   (``trades`` after curtailment, ``rows`` the settlement rows; both empty when ``k`` had
   no clearing) — every step, with every device's meter reading of ``k``;
@@ -18,8 +22,8 @@ adapter, which records them; ``kpis()`` and ``value_holdings()`` feed ``kpis.jso
 token audit.
 
 **One service, two ledgers.** A service takes either the pure-Python reference class
-(``twin/market/demand_response.py`` ...) or its on-chain client (``twin/chain/value.py``):
-same method names, same results. Money is the market's settlement token on both: a payer
+(``twin/services/<name>/rules.py``) or its on-chain client (``twin/services/<name>/chain.py``):
+same method names, same results; :meth:`ServiceContext.backend` is the one switch. Money is the market's settlement token on both: a payer
 first withdraws from its market balance to its wallet (:meth:`MoneyRail.withdraw`), the
 value contract pulls it from there and pays out to wallets. On chain the contracts move the
 tokens themselves; the reference ledger books no wallet-to-wallet transfers, so
@@ -28,8 +32,9 @@ holdings. Either way the token audit closes: supply == wallets + market + value 
 
 **Building.** :func:`plan_services` (before the ledger starts: it reserves the extra
 participant accounts, e.g. asset investors, so Anvil has enough) then
-:meth:`ServicePlan.build` (with the ledger). A new kind of service adds one
-:class:`ServiceBuilder` to :func:`builders`.
+:meth:`ServicePlan.build` (with the ledger). A new kind of service is one folder under
+``twin/services/`` whose ``__init__`` defines a :class:`ServiceDef`, plus one line in
+:data:`twin.services.registry.SERVICES`.
 """
 
 from __future__ import annotations
@@ -37,20 +42,31 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twin.market.types import Clearing, Device, SettlementRow, Trade
-from twin.scenario import Scenario
+import pyarrow as pa
+
+from twin.market.types import Clearing, Device, DRCall, SettlementRow, Trade
+from twin.market.wallets import CONTRACT_WALLET
+
+if TYPE_CHECKING:
+    from twin.scenario import Scenario
 
 __all__ = [
     "MarketService",
     "MarketServices",
     "MoneyRail",
-    "ServiceBuilder",
+    "RailMoney",
     "ServiceContext",
+    "ServiceDef",
+    "ServiceFlow",
     "ServicePlan",
-    "builders",
+    "cash",
+    "enabled_services",
+    "last_tx",
     "plan_services",
+    "spec_of",
+    "wallet",
 ]
 
 
@@ -116,14 +132,69 @@ class ServiceContext:
     #: agent name (``household_3``, ``ev_0``, ``storage_0``) -> its market device id
     agent_devices: dict[str, int]
     interval_s: int
-    #: interval -> the flexible devices' offered DR reductions (Wh by device id)
-    dr_offers: Callable[[int], Mapping[int, int]]
     #: device ids that can answer a DR call (flexible households, EVs, batteries); the DR
     #: service records their meters as baselines (empty: the EV and battery devices)
     dr_devices: tuple[int, ...] = ()
     #: services of the run by name, for services that read another's results (a service
-    #: registers itself when it is built; hooks run in builder order)
+    #: registers itself when it is built; hooks run in registry order)
     shared: dict[str, Any] = field(default_factory=dict)
+
+    def backend(self, contract: str, *, reference: Callable[[], Any],
+                chain: Callable[[], Any]) -> Any:
+        """The one backend switch: the on-chain client (``chain()``; a client with a
+        ``contract`` of its own has it registered on the money rail with its address) or the
+        reference (``reference()``)."""
+        if self.chain:
+            client = chain()
+            own = getattr(client, "contract", None)
+            if own is not None:
+                self.rail.register(contract, own.address)
+            return client
+        self.rail.register(contract)
+        return reference()
+
+
+def last_tx(backend: Any) -> str:
+    """Hash of the backend's latest transaction ('' for a reference)."""
+    return str(getattr(backend, "last_tx_hash", ""))
+
+
+def wallet(ctx: ServiceContext, account: int) -> int:
+    """The account's wallet: the ledger's plus the money rail's bookings (reference)."""
+    return int(ctx.ledger.wallet(account)) + ctx.rail.wallet_adjustment(account)
+
+
+def cash(ctx: ServiceContext, account: int, amount: int) -> int:
+    """Bring the account's wallet up to ``amount`` from its free market balance as far as it
+    goes; returns what the wallet then holds, capped at ``amount``."""
+    have = wallet(ctx, account)
+    if have >= amount:
+        return amount
+    take = min(amount - have, int(ctx.ledger.balance(account).free))
+    if take > 0:
+        ctx.rail.withdraw(account, take)
+    return have + max(take, 0)
+
+
+class RailMoney:
+    """:class:`~twin.market.wallets.Money` of a reference service over the run's money
+    rail: wallet-to-wallet payments and the contract's escrow (``CONTRACT_WALLET``) are
+    booked as the contract pulling in and paying out."""
+
+    def __init__(self, ctx: ServiceContext, contract: str) -> None:
+        self.ctx = ctx
+        self.contract = contract
+
+    def balance_of(self, account: int) -> int:
+        return wallet(self.ctx, account)
+
+    def transfer(self, sender: int, to: int, amount: int) -> None:
+        if amount <= 0:
+            return
+        if sender != CONTRACT_WALLET:
+            self.ctx.rail.pay_in(self.contract, sender, amount)
+        if to != CONTRACT_WALLET:
+            self.ctx.rail.pay_out(self.contract, to, amount)
 
 
 class MarketService:
@@ -139,7 +210,7 @@ class MarketService:
     def __init__(self) -> None:
         self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
-    def on_dr_call(self, event: Any) -> None:
+    def on_dr_call(self, call: DRCall) -> None:
         return None
 
     def on_settled(self, *, interval: int, trades: Sequence[Trade],
@@ -185,9 +256,9 @@ class MarketServices:
     def names(self) -> list[str]:
         return [s.name for s in self.services]
 
-    def on_dr_call(self, event: Any) -> None:
+    def on_dr_call(self, call: DRCall) -> None:
         for s in self.services:
-            s.on_dr_call(event)
+            s.on_dr_call(call)
 
     def on_settled(self, *, interval: int, trades: Sequence[Trade],
                    rows: Sequence[SettlementRow], metered_wh: Mapping[int, int]) -> None:
@@ -221,26 +292,73 @@ class MarketServices:
 
 
 @dataclass(frozen=True)
-class ServiceBuilder:
-    """How one kind of service comes into a run.
+class ServiceFlow:
+    """Money a service moves outside the market's settlement, read from one of its tables:
+    ``sign`` * column ``amount`` to column ``account``, on the rows where ``where`` (column,
+    value) holds. ``energy``: the money pays for energy (green tokens, charging sessions,
+    network fees), so it counts in prosumer revenue / consumer cost too; else it is other
+    income (DR pay, assets). ``energy_wh``: column of the energy (Wh) this money paid for,
+    counted as service energy (one flow per transfer)."""
 
-    ``enabled(scenario)``: whether the scenario switches it on (its KPIs are then given);
-    ``accounts(scenario)``: extra participant accounts it needs (reserved before the ledger
-    starts); ``build(scenario, ctx, accounts)``: its services (called only when enabled).
+    table: str
+    account: str
+    amount: str
+    sign: int
+    energy: bool = False
+    where: tuple[str, str] | None = None
+    energy_wh: str | None = None
+
+
+#: rows of one results table by name (the KPI module passes the run's tables)
+Rows = Callable[[str], Sequence[Mapping[str, Any]]]
+
+
+def _no_problems(scenario: Any) -> list[tuple[str, str]]:
+    return []
+
+
+def _no_kpis(rows: Rows) -> dict[str, float]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    """Everything the twin knows of one kind of market service (its folder's ``SERVICE``).
+
+    ``spec``/``default``: the type and default of ``market.services.<name>`` in the scenario;
+    ``enabled(spec)``: whether the scenario switches it on; ``accounts(spec)``: extra
+    participant accounts it needs (reserved before the ledger starts); ``build(scenario,
+    ctx, accounts)``: its services (called only when enabled; imports its run hooks and chain
+    client lazily); ``problems(scenario)``: cross-field checks as (field path, message);
+    ``tables``: its results tables and their Arrow schemas; ``kpis(rows)``: its KPIs from
+    those tables; ``kpi_notes``: unit and meaning of each; ``flows``: money it moves outside
+    the market's settlement (``twin compare``); ``pages``: its tables the dashboard's ledger
+    page lists (table -> what it holds).
     """
 
     name: str
-    enabled: Callable[[Scenario], bool]
-    accounts: Callable[[Scenario], int]
+    spec: Any
+    default: Any
+    enabled: Callable[[Any], bool]
     build: Callable[[Scenario, ServiceContext, list[int]], list[MarketService]]
+    tables: Mapping[str, pa.Schema]
+    accounts: Callable[[Any], int] = lambda spec: 0
+    problems: Callable[[Scenario], list[tuple[str, str]]] = _no_problems
+    kpis: Callable[[Rows], dict[str, float]] = _no_kpis
+    kpi_notes: Mapping[str, str] = field(default_factory=dict)
+    flows: tuple[ServiceFlow, ...] = ()
+    pages: Mapping[str, str] = field(default_factory=dict)
 
 
-def builders() -> list[ServiceBuilder]:
-    """Every kind of service, in the order their hooks run."""
-    from twin.market.pilot_services import PILOT_BUILDERS
-    from twin.market.value_services import VALUE_BUILDERS
+def spec_of(scenario: Scenario, name: str) -> Any:
+    """The scenario's ``market.services.<name>`` section."""
+    return getattr(scenario.market.services, name)
 
-    return [*VALUE_BUILDERS, *PILOT_BUILDERS]
+
+def _registry() -> tuple[ServiceDef, ...]:
+    from twin.services.registry import SERVICES
+
+    return SERVICES
 
 
 @dataclass
@@ -249,7 +367,7 @@ class ServicePlan:
 
     scenario: Scenario
     model: Any
-    #: extra participant accounts (after the model's), by builder name
+    #: extra participant accounts (after the model's), by service name
     accounts: dict[str, list[int]] = field(default_factory=dict)
 
     @property
@@ -259,7 +377,7 @@ class ServicePlan:
     @property
     def enabled(self) -> list[str]:
         """Names of the services the scenario switches on (KPIs are given for these)."""
-        return [b.name for b in builders() if b.enabled(self.scenario)]
+        return enabled_services(self.scenario)
 
     def build(self, *, ledger: Any, chain: bool) -> MarketServices:
         model = self.model
@@ -269,25 +387,27 @@ class ServicePlan:
             devices={d.device_id: d for d in model.devices},
             agent_devices=model.agent_devices(),
             interval_s=self.scenario.market.interval_s,
-            dr_offers=model.dr_offers,
             dr_devices=tuple(model.dr_devices()),
         )
         services: list[MarketService] = []
-        for b in builders():
-            if b.enabled(self.scenario):
-                services += b.build(self.scenario, ctx, self.accounts.get(b.name, []))
-        out = MarketServices(services, rail=rail)
-        if out:
-            model.demand_response_hooks.append(out.on_dr_call)
-        return out
+        for d in _registry():
+            if d.enabled(spec_of(self.scenario, d.name)):
+                services += d.build(self.scenario, ctx, self.accounts.get(d.name, []))
+        return MarketServices(services, rail=rail)
+
+
+def enabled_services(scenario: Scenario) -> list[str]:
+    """Names of the services the scenario switches on, in registry order."""
+    return [d.name for d in _registry() if d.enabled(spec_of(scenario, d.name))]
 
 
 def plan_services(scenario: Scenario, *, model: Any, first_account: int) -> ServicePlan:
     """Reserve the extra accounts of the scenario's services, from ``first_account`` on."""
     plan = ServicePlan(scenario=scenario, model=model)
     nxt = first_account
-    for b in builders():
-        n = b.accounts(scenario) if b.enabled(scenario) else 0
-        plan.accounts[b.name] = list(range(nxt, nxt + n))
+    for d in _registry():
+        spec = spec_of(scenario, d.name)
+        n = d.accounts(spec) if d.enabled(spec) else 0
+        plan.accounts[d.name] = list(range(nxt, nxt + n))
         nxt += n
     return plan

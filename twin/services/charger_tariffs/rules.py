@@ -30,12 +30,10 @@ from dataclasses import dataclass
 from twin.market import errors as e
 from twin.market.types import DSO_ACCOUNT, Device, DeviceKind
 from twin.market.units import PRICE_MAX, payment
-from twin.market.wallets import Money
+from twin.market.wallets import CONTRACT_WALLET, Money
 
 __all__ = ["CONTRACT_WALLET", "ChargerTariffs", "ChargingSession", "check_bounds"]
 
-#: The contract's own wallet in :class:`~twin.market.wallets.Money` (holds the escrow).
-CONTRACT_WALLET = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,18 @@
-"""The KPIs of ``twin compare``: one definition for every scenario, from its Parquet tables.
+"""The KPIs of a run, one definition each, computed from its results tables.
 
-Pure functions over Arrow tables (no file access; :mod:`twin.compare` reads the run folders).
+Pure functions over Arrow tables (no file access: :func:`twin.kpis.read_tables` reads a run
+folder). ``kpis.json`` (:func:`twin.kpis.compute_kpis`), ``twin compare``, sweeps, ``twin
+regress`` and the dashboards all read these numbers.
 Every market design is judged by the same numbers, computed the same way from the tables
 every feeder run writes (``grid``, ``bus``, ``market``, ``settlements``, ``trades``,
 ``chain``), so a pilot cannot look better because its own KPI code is kinder:
 
-* ``self_sufficiency`` -- ``1 - import / consumption`` over the ``grid`` table (as
-  :mod:`twin.kpis`): the share of the feeder's consumption not drawn from upstream.
+* ``self_sufficiency`` -- ``1 - import / consumption`` over the ``grid`` table: the share
+  of the feeder's consumption (loads and storage charging, net of discharging) not drawn
+  from upstream (0..1).
+* ``local_market_share`` -- the share of the participants' metered consumption covered by
+  energy they bought on the local market: per settlement row ``min(bought, consumed)``
+  (``traded_wh`` and ``metered_wh`` when positive), summed, over the consumed sum (0..1).
 * ``prosumer_revenue`` -- money (currency units) received for energy sold: positive
   ``trade_amount`` of settlement rows, the feed-in paid by the DSO for surplus, and service
   money paid for energy (green tokens sold, charging sessions hosted).
@@ -18,24 +24,27 @@ every feeder run writes (``grid``, ``bus``, ``market``, ``settlements``, ``trade
   per-MWh figures across pilots, the totals within one feeder.
 * ``service_income`` -- net money market services moved to participants outside the market's
   settlement (:data:`SERVICE_FLOWS`: demand-response pay, asset-token revenue, green tokens
-  sold to / bought from the DSO, charging sessions paid by drivers to hosts). Money that pays
-  for energy (green tokens, charging) also counts in prosumer revenue / consumer cost, and its
-  energy in ``energy_traded_kwh``. Green-currency rewards are tokens, not money: not counted.
+  sold to / bought from the DSO, charging sessions paid by drivers to hosts, network fees
+  paid to the DSO). Money that pays for energy (green tokens, charging, network fees) also
+  counts in prosumer revenue / consumer cost, and its energy in ``service_energy_kwh``. Green-currency rewards are tokens, not money: not counted.
 * ``net_benefit`` -- the sum over participants of their money with the market (trades,
   imbalance, services) minus their money under the *no-market tariff baseline*: every
   metered Wh bought at the retail tariff, every injected Wh paid at the feed-in tariff (the
   billing counterfactual: same meter readings, no local market).
 * ``peak_import_kw`` -- highest upstream import of one interval (``grid.ext_grid_p_mw``).
-* ``dso_curtailment_kwh`` -- energy of cleared trades the DSO curtailed (``market.curtailed_wh``).
+* ``curtailed_kwh`` -- energy of cleared trades the DSO curtailed (``market.curtailed_wh``).
 * ``voltage_violations`` -- bus-intervals with a voltage outside ``[vm_min_pu, vm_max_pu]``
   (buses without a voltage are counted in energy not served, not here).
 * ``energy_not_served_kwh`` -- load at buses without a voltage (de-energized, or an unsolved
   power flow), interval energy.
-* ``energy_traded_kwh`` -- local-market trades plus the energy of service flows that pay for
-  energy (green tokens sold to the DSO, charging sessions).
+* ``energy_traded_kwh`` -- energy of the local market's trades after curtailment
+  (``trades.energy_wh``), P2P only.
+* ``service_energy_kwh`` -- energy paid for through market services outside the auction
+  (green tokens sold to the DSO, charging sessions).
 * ``gas_per_kwh`` and ``chain_cost_per_kwh`` -- gas of every ledger transaction of the run
-  (``chain`` table: deployment and registration included) per kWh traded, and its cost at a stated gas price and native-coin price (currency
-  per kWh). NaN (NA) on the reference ledger: it has no chain, so no gas.
+  (``chain`` table: deployments and registration included) per kWh traded or paid through
+  services, and its cost at a stated gas price and native-coin price (currency per kWh).
+  NaN (NA) on the reference ledger: it has no chain, so no gas.
 * ``fairness_gini`` -- Gini coefficient of the participants' net benefits. Net benefits can be
   negative, so the Gini is normalised by the mean *absolute* value,
   ``G = sum_ij |x_i - x_j| / (2 n sum_i |x_i|)``: the usual Gini for non-negative values,
@@ -48,7 +57,7 @@ units' market revenue, consumer cost the buyer's bill, fairness the Gini of the 
 Shapley payoffs (their net benefit against not trading, which is 0) -- and NaN elsewhere.
 With ``game.grid`` (the DSO security check, ``game_security`` table) the grid KPIs are the
 grand coalition's power flow at the game's hour: peak import = its upstream import (kW),
-voltage violations = its buses outside the band, DSO curtailment = the trade's energy if the
+voltage violations = its buses outside the band, curtailed energy = the trade's energy if the
 check rejected it (else 0), energy not served = the trade's energy if its flow did not
 converge (else 0).
 """
@@ -57,11 +66,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from twin.market.units import MICRO, WH_PER_MWH
+from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
+from twin.services.base import ServiceFlow
+from twin.services.registry import service_flows as registry_flows
 
 __all__ = [
     "KPI_COLUMNS",
@@ -70,12 +82,13 @@ __all__ = [
     "RunInputs",
     "ServiceFlow",
     "consumer_cost",
-    "dso_curtailment_kwh",
+    "curtailed_kwh",
     "energy_not_served_kwh",
     "feeder_kpis",
     "game_kpis",
     "gas_per_kwh",
     "gini",
+    "local_market_share",
     "net_benefits",
     "peak_import_kw",
     "prosumer_revenue",
@@ -92,8 +105,8 @@ NON_PARTICIPANTS = frozenset({0, 1})
 KPI_COLUMNS = (
     "self_sufficiency", "prosumer_revenue", "prosumer_revenue_per_mwh", "consumer_cost",
     "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
-    "dso_curtailment_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
-    "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
+    "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
+    "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
 )
 
 #: One line per KPI: unit and meaning (the header notes of compare.md).
@@ -106,11 +119,13 @@ KPI_NOTES = {
     "service_income": "net money market services moved to participants (DR, assets, green tokens, charging), currency",
     "net_benefit": "sum of participants' gain vs the no-market tariff baseline, currency",
     "peak_import_kw": "highest upstream import of one interval, kW",
-    "dso_curtailment_kwh": "cleared trade energy curtailed by the DSO security check, kWh",
+    "curtailed_kwh": "cleared trade energy curtailed by the DSO security check, kWh",
     "voltage_violations": "bus-intervals outside the voltage band",
     "energy_not_served_kwh": "load at buses without voltage, kWh",
-    "energy_traded_kwh": "energy traded: local market, green tokens sold, charging sessions, kWh",
-    "gas_per_kwh": "gas of all ledger transactions per kWh traded (NA: reference ledger)",
+    "energy_traded_kwh": "energy traded on the local market (P2P, after curtailment), kWh",
+    "service_energy_kwh": "energy paid through services (green tokens sold, charging sessions), kWh",
+    "local_market_share": "share of participants' metered consumption bought locally (0..1)",
+    "gas_per_kwh": "gas of all ledger transactions (deployments included) per kWh traded or paid through services (NA: reference ledger)",
     "chain_cost_per_kwh": "that gas at the stated gas and coin prices, currency/kWh (NA: reference ledger)",
     "fairness_gini": "Gini of per-participant net benefit (0 = equal; normalised by mean absolute value)",
     "participants": "accounts that settled (operator and DSO excluded)",
@@ -141,6 +156,16 @@ class RunInputs:
     retail_price_per_mwh: int  # micro-units per MWh
     feed_in_price_per_mwh: int  # micro-units per MWh
     ledger: str  # "chain" | "reference"
+
+    @classmethod
+    def of(cls, scenario: Any) -> RunInputs:
+        """The inputs of a feeder scenario."""
+        m = scenario.market
+        return cls(interval_s=m.interval_s, vm_min_pu=scenario.grid.vm_min_pu,
+                   vm_max_pu=scenario.grid.vm_max_pu,
+                   retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
+                   feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
+                   ledger=m.ledger)
 
 
 def _col(table: pa.Table, name: str) -> np.ndarray:
@@ -185,8 +210,19 @@ def peak_import_kw(grid: pa.Table) -> float:
     return float(max(p.max(), 0.0) * 1000.0) if p.size else NA
 
 
-def dso_curtailment_kwh(market: pa.Table) -> float:
+def curtailed_kwh(market: pa.Table) -> float:
+    """Energy of cleared trades the DSO curtailed, kWh."""
     return float(_icol(market, "curtailed_wh").sum() / 1000.0)
+
+
+def local_market_share(settlements: pa.Table) -> float:
+    """Share of the participants' metered consumption bought on the local market (0..1;
+    NaN without consumption): ``sum min(bought, consumed) / sum consumed`` over settlement
+    rows."""
+    metered = np.clip(_icol(settlements, "metered_wh"), 0, None)
+    bought = np.clip(_icol(settlements, "traded_wh"), 0, None)
+    consumed = int(metered.sum())
+    return float(np.minimum(bought, metered).sum() / consumed) if consumed > 0 else NA
 
 
 def voltage_violations(bus: pa.Table, *, vm_min_pu: float, vm_max_pu: float) -> int:
@@ -263,38 +299,17 @@ def net_benefits(settlements: pa.Table, *, retail_price_per_mwh: int, feed_in_pr
     return {o: v / MICRO for o, v in sorted(out.items())}
 
 
-@dataclass(frozen=True)
-class ServiceFlow:
-    """Money a market service moves to (``sign`` +1) or from (-1) the account in column
-    ``account`` of its results table, ``amount`` micro-units, on rows where ``where`` (column,
-    value) holds. ``energy``: the money pays for energy (green tokens, charging sessions), so it
-    counts in prosumer revenue / consumer cost too; else it is other income (DR pay, assets)."""
-
-    account: str
-    amount: str
-    sign: int
-    energy: bool = False
-    where: tuple[str, str] | None = None
-    #: column of the energy (Wh) this money paid for, counted as traded (one flow per transfer)
-    energy_wh: str | None = None
-
-
-#: Money that market services move outside the market's settlement, per results table. Only
-#: the tables a run wrote are read. Asset tokens: the issuer hands its asset's revenue to the
+#: Money that market services move outside the market's settlement, per results table
+#: (each service declares its flows: ``ServiceDef.flows`` in twin/services/<name>). Only the
+#: tables a run wrote are read. Asset tokens: the issuer hands its asset's revenue to the
 #: contract (``asset_distributions``), the investors claim it (``asset_claims``); the share
 #: purchase price is not modelled, so investors' net benefit is their claims. Green exchange:
 #: the DSO pays for the tokens prosumers sell and is paid for the tokens consumers buy.
-#: Charging sessions: the driver pays the charger's host. Green currency is an incentive
-#: token, not money: it is not counted.
-SERVICE_FLOWS: dict[str, tuple[ServiceFlow, ...]] = {
-    "dr_payouts": (ServiceFlow("owner", "amount", +1),),
-    "asset_distributions": (ServiceFlow("issuer", "amount", -1),),
-    "asset_claims": (ServiceFlow("holder", "amount", +1),),
-    "green_exchange": (ServiceFlow("account", "amount", +1, True, ("action", "sold"), "energy_wh"),
-                       ServiceFlow("account", "amount", -1, True, ("action", "bought"))),
-    "charging_sessions": (ServiceFlow("owner", "amount", +1, True, None, "metered_wh"),
-                          ServiceFlow("driver", "amount", -1, True)),
-}
+#: Charging sessions: the driver pays the charger's host. Network fees: buyers pay the DSO.
+#: Green currency is an incentive token, not money: it is not counted.
+SERVICE_FLOWS: dict[str, tuple[ServiceFlow, ...]] = {}
+for _f in registry_flows():
+    SERVICE_FLOWS[_f.table] = (*SERVICE_FLOWS.get(_f.table, ()), _f)
 
 
 def service_flows(tables: Mapping[str, pa.Table]) -> list[tuple[int, int, bool, int]]:
@@ -336,7 +351,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
     injected_mwh = float(np.clip(-metered, 0, None).sum() / WH_PER_MWH)
     consumed_mwh = float(np.clip(metered, 0, None).sum() / WH_PER_MWH)
     all_flows = service_flows(tables)
-    traded_kwh += sum(wh for *_, wh in all_flows) / 1000.0
+    service_kwh = sum(wh for *_, wh in all_flows) / 1000.0
     flows = [(a, v, e) for a, v, e, _ in all_flows if a not in NON_PARTICIPANTS]
     rev = prosumer_revenue(s) + sum(v for _, v, e in flows if e and v > 0) / MICRO
     cost = consumer_cost(s) - sum(v for _, v, e in flows if e and v < 0) / MICRO
@@ -346,7 +361,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
     benefits = net_benefits(s, retail_price_per_mwh=inputs.retail_price_per_mwh,
                             feed_in_price_per_mwh=inputs.feed_in_price_per_mwh,
                             service_income=income)
-    gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh, ledger=inputs.ledger)
+    gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh + service_kwh, ledger=inputs.ledger)
     return {
         "self_sufficiency": self_sufficiency(t("grid")),
         "prosumer_revenue": rev,
@@ -356,11 +371,13 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         "service_income": sum(income.values()) / MICRO,
         "net_benefit": float(sum(benefits.values())),
         "peak_import_kw": peak_import_kw(t("grid")),
-        "dso_curtailment_kwh": dso_curtailment_kwh(t("market")),
+        "curtailed_kwh": curtailed_kwh(t("market")),
         "voltage_violations": float(voltage_violations(t("bus"), vm_min_pu=inputs.vm_min_pu,
                                                        vm_max_pu=inputs.vm_max_pu)),
         "energy_not_served_kwh": energy_not_served_kwh(t("bus"), interval_s=inputs.interval_s),
         "energy_traded_kwh": traded_kwh,
+        "service_energy_kwh": service_kwh,
+        "local_market_share": local_market_share(s),
         "gas_per_kwh": gas,
         "chain_cost_per_kwh": gas * pricing.cost_per_gas() if np.isfinite(gas) else NA,
         "fairness_gini": gini(list(benefits.values())),
@@ -384,7 +401,8 @@ def game_kpis(tables: Mapping[str, pa.Table]) -> dict[str, float]:
         prosumer_revenue_per_mwh=rev / injected_mwh if injected_mwh > 0 else NA,
         consumer_cost=cost,
         consumer_cost_per_mwh=cost / consumed_mwh if consumed_mwh > 0 else NA,
-        dso_curtailment_kwh=dso_curtailment_kwh(tables.get("market", pa.table({}))),
+        curtailed_kwh=curtailed_kwh(tables.get("market", pa.table({}))),
+        service_energy_kwh=0.0,
         energy_traded_kwh=float(_icol(tables.get("trades", pa.table({})), "energy_wh").sum() / 1000.0),
         fairness_gini=gini(shapley),
         participants=float(shapley.size),
@@ -399,7 +417,7 @@ def game_kpis(tables: Mapping[str, pa.Table]) -> dict[str, float]:
         out.update(
             peak_import_kw=float(_col(sec, "ext_grid_p_mw")[g]) * 1000.0,
             voltage_violations=float(_icol(sec, "voltage_violations")[g]),
-            dso_curtailment_kwh=0.0 if secure else energy_kwh,
+            curtailed_kwh=0.0 if secure else energy_kwh,
             energy_not_served_kwh=0.0 if converged else energy_kwh,
         )
     return out

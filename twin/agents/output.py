@@ -1,0 +1,98 @@
+"""What the feeder model returns for one interval (:class:`IntervalOutput`) and the columns
+of its rows (``agents``, ``dso`` tables)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from twin.agents.dso import Curtailment
+from twin.agents.tso import TSOSignal
+from twin.market.types import DRCall, OrderIntent, Trade
+
+__all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "IntervalOutput"]
+
+AGENT_ROW_COLUMNS = (
+    "time_s", "interval", "agent", "kind", "device_id", "bus", "soc", "p_mw",
+    "metered_wh", "load_wh", "pv_available_wh", "pv_wh", "battery_charge_wh",
+    "battery_discharge_wh", "bought_wh", "sold_wh", "plugged", "remaining_need_wh", "flex_wh",
+)
+#: Keys of every ``dso_rows`` dict.
+DSO_ROW_COLUMNS = (
+    "time_s", "interval", "checks", "converged", "violations_found", "violations_remaining",
+    "overvoltage", "undervoltage", "overload", "curtailed_trades", "curtailed_wh",
+    "vm_min_pu", "vm_max_pu", "max_loading_percent", "network_fee_per_mwh", "network_fee_amount",
+)
+_TABLES = ("load", "sgen", "storage")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class IntervalOutput:
+    """Everything one ``step_interval`` produces."""
+
+    interval: int
+    time_s: int
+    #: DSO decisions on this interval's cleared trades
+    curtailments: list[Curtailment]
+    #: this interval's trades after curtailment (the ones dispatched)
+    trades: list[Trade]
+    #: "load" / "sgen" / "storage" -> set-points in table row order (pandapower signs)
+    element_p_mw: dict[str, np.ndarray]
+    element_q_mvar: dict[str, np.ndarray]
+    #: device id -> metered energy of this interval, Wh, consumption positive
+    metered_wh: dict[int, int]
+    #: orders for the next interval (empty after the last one)
+    orders: list[OrderIntent]
+    #: the ``agents`` rows as columns (keys :data:`AGENT_ROW_COLUMNS`, one entry per agent)
+    agent_columns: dict[str, np.ndarray] = field(repr=False)
+    dso_rows: list[dict[str, Any]] = field(repr=False)
+    #: rows of the ``events`` table: EV arrivals/departures, TSO signals, DR calls/responses
+    event_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: rows of the ``vpp`` table (the Shapley split; filled at the last interval)
+    vpp_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: rows of the ``forecasts`` table: this interval's feeder forecasts and actuals
+    forecast_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: the TSO's signal for the next interval (None after the last one)
+    tso: TSOSignal | None = None
+    #: demand-response calls the TSO made in this step (for the next interval), with the
+    #: flexible devices' offers: the market's services post and pay them
+    dr_calls: list[DRCall] = field(default_factory=list)
+
+    @property
+    def agent_rows(self) -> list[dict[str, Any]]:
+        """One dict per agent (keys :data:`AGENT_ROW_COLUMNS`), built on demand."""
+        cols = [self.agent_columns[c].tolist() for c in AGENT_ROW_COLUMNS]
+        return [dict(zip(AGENT_ROW_COLUMNS, vals, strict=True)) for vals in zip(*cols, strict=True)]
+
+    # flat accessors (the names of :func:`twin.grid.powerflow.apply_injections`)
+    @property
+    def load_p_mw(self) -> np.ndarray:
+        return self.element_p_mw["load"]
+
+    @property
+    def load_q_mvar(self) -> np.ndarray:
+        return self.element_q_mvar["load"]
+
+    @property
+    def sgen_p_mw(self) -> np.ndarray:
+        return self.element_p_mw["sgen"]
+
+    @property
+    def sgen_q_mvar(self) -> np.ndarray:
+        return self.element_q_mvar["sgen"]
+
+    @property
+    def storage_p_mw(self) -> np.ndarray:
+        return self.element_p_mw["storage"]
+
+    @property
+    def storage_q_mvar(self) -> np.ndarray:
+        return self.element_q_mvar["storage"]
+
+    def injections(self) -> dict[str, np.ndarray]:
+        """Keyword arguments for :func:`twin.grid.powerflow.apply_injections`."""
+        out = {f"{t}_p_mw": self.element_p_mw[t] for t in _TABLES}
+        out.update({f"{t}_q_mvar": self.element_q_mvar[t] for t in _TABLES})
+        return out

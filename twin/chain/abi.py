@@ -1,0 +1,197 @@
+"""ABI helpers: canonical types, calldata, event and custom-error decoding, library linking.
+
+Pure functions and small tables over compiled ABIs (no node access). Calldata and logs are
+encoded and decoded with eth_abi directly (web3's contract helpers cost ~5 ms a call), and
+static words by slicing (:func:`decode_static`, 10x faster than eth_abi for logs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+
+__all__ = [
+    "ErrorTable",
+    "EventCodec",
+    "abi_type",
+    "decode_event_logs",
+    "decode_static",
+    "encode_call",
+    "encode_signed_orders",
+    "function_spec",
+    "link",
+]
+
+AccountOf = Callable[[str], Any]
+
+
+def abi_type(item: Mapping[str, Any]) -> str:
+    """The canonical type of an ABI input (tuples spelled out)."""
+    t = str(item["type"])
+    if t.startswith("tuple"):
+        inner = ",".join(abi_type(c) for c in item["components"])
+        return f"({inner}){t[5:]}"
+    return t
+
+
+def function_spec(abi: Sequence[Mapping[str, Any]], fn: str) -> tuple[bytes, list[str]]:
+    """Selector and input types of function ``fn`` (exactly one overload)."""
+    (item,) = [i for i in abi if i.get("type") == "function" and i.get("name") == fn]
+    types = [abi_type(i) for i in item["inputs"]]
+    return keccak(text=f"{fn}({','.join(types)})")[:4], types
+
+
+def encode_call(spec: tuple[bytes, list[str]], args: Sequence[Any]) -> str:
+    """Calldata (hex) of one call."""
+    return "0x" + (spec[0] + abi_encode(spec[1], list(args))).hex()
+
+
+def decode_static(types: Sequence[str], data: bytes) -> tuple[Any, ...]:
+    """ABI-decode a head of static words by slicing (10x faster than eth_abi for logs)."""
+    out: list[Any] = []
+    for k, t in enumerate(types):
+        word = data[32 * k : 32 * k + 32]
+        if t.startswith("uint"):
+            out.append(int.from_bytes(word, "big"))
+        elif t.startswith("int"):
+            out.append(int.from_bytes(word, "big", signed=True))
+        elif t == "address":
+            out.append("0x" + word[12:].hex())
+        elif t == "bool":
+            out.append(word[31] == 1)
+        else:
+            return tuple(abi_decode(list(types), data))
+    return tuple(out)
+
+
+def link(bytecode: str, library: str, address: str) -> str:
+    """Put ``address`` where solc left the placeholder of ``<library>.sol:<library>``."""
+    placeholder = "__$" + keccak(text=f"{library}.sol:{library}").hex()[:34] + "$__"
+    if placeholder not in bytecode:
+        raise ValueError(f"bytecode has no link placeholder for library {library}")
+    return bytecode.replace(placeholder, address[2:].lower())
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    name: str
+    indexed: tuple[tuple[str, str], ...]
+    data: tuple[tuple[str, str], ...]
+
+
+class EventCodec:
+    """Decodes the events of one contract's ABI from raw logs (emitted at ``address``)."""
+
+    def __init__(self, abi: Sequence[Mapping[str, Any]], *, address: str) -> None:
+        self.address = address.lower()
+        self._events: dict[bytes, _Event] = {}
+        #: event name -> topic0 (hex)
+        self.topics: dict[str, str] = {}
+        for item in abi:
+            if item["type"] != "event":
+                continue
+            sig = f"{item['name']}({','.join(abi_type(i) for i in item['inputs'])})"
+            topic = keccak(text=sig)
+            self._events[topic] = _Event(
+                name=item["name"],
+                indexed=tuple((i["name"], abi_type(i)) for i in item["inputs"] if i["indexed"]),
+                data=tuple((i["name"], abi_type(i)) for i in item["inputs"] if not i["indexed"]),
+            )
+            self.topics[item["name"]] = "0x" + topic.hex()
+
+    def decode(self, logs: Sequence[Mapping[str, Any]],
+               account_of: AccountOf) -> list[tuple[str, dict[str, Any]]]:
+        """``(event name, values)`` of every known event of the contract in ``logs`` (data
+        addresses mapped through ``account_of``)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for log in logs:
+            if str(log["address"]).lower() != self.address or not log["topics"]:
+                continue
+            topics = [bytes.fromhex(str(t)[2:]) for t in log["topics"]]
+            ev = self._events.get(topics[0])
+            if ev is None:
+                continue
+            values: dict[str, Any] = {}
+            for (name, typ), topic in zip(ev.indexed, topics[1:], strict=True):
+                values[name] = decode_static([typ], topic)[0]
+            data = bytes.fromhex(str(log["data"])[2:])
+            decoded = decode_static([t for _, t in ev.data], data)
+            for (name, typ), v in zip(ev.data, decoded, strict=True):
+                values[name] = account_of(v) if typ == "address" else v
+            out.append((ev.name, values))
+        return out
+
+
+def decode_event_logs(contract: Any, logs: Sequence[Mapping[str, Any]], name: str, *,
+                      account_of: AccountOf) -> list[dict[str, Any]]:
+    """Decode the ``name`` events ``contract`` emitted (every address -> ``account_of``)."""
+    abi = cast(list[dict[str, Any]], contract.abi)
+    (item,) = [i for i in abi if i.get("type") == "event" and i.get("name") == name]
+    inputs = item["inputs"]
+    topic0 = "0x" + keccak(text=f"{name}({','.join(abi_type(i) for i in inputs)})").hex()
+    indexed = [i for i in inputs if i["indexed"]]
+    plain = [i for i in inputs if not i["indexed"]]
+    out = []
+    for log in logs:
+        topics = [str(t) for t in log["topics"]]
+        if str(log["address"]).lower() != contract.address.lower() or topics[:1] != [topic0]:
+            continue
+        values: dict[str, Any] = {}
+        for spec, topic in zip(indexed, topics[1:], strict=True):
+            values[spec["name"]] = abi_decode([abi_type(spec)], bytes.fromhex(topic[2:]))[0]
+        decoded = abi_decode([abi_type(i) for i in plain], bytes.fromhex(str(log["data"])[2:]))
+        values |= {spec["name"]: v for spec, v in zip(plain, decoded, strict=True)}
+        for spec in inputs:
+            if spec["type"] == "address":
+                values[spec["name"]] = account_of(values[spec["name"]])
+        out.append(values)
+    return out
+
+
+class ErrorTable:
+    """The custom errors of a set of ABIs by selector: ``name``, field names, types."""
+
+    def __init__(self, abis: Sequence[Sequence[Mapping[str, Any]]]) -> None:
+        self.by_selector: dict[bytes, tuple[str, list[str], list[str]]] = {}
+        for abi in abis:
+            for item in abi:
+                if item["type"] == "error":
+                    types = [abi_type(i) for i in item["inputs"]]
+                    sel = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+                    self.by_selector[sel] = (item["name"], [i["name"] for i in item["inputs"]], types)
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any], list[str]] | None:
+        """``(name, values by field, types)`` of revert data, or None if unknown."""
+        sel, body = data[:4], data[4:]
+        if sel in self.by_selector:
+            name, fields, types = self.by_selector[sel]
+            decoded = abi_decode(types, body)
+            return name, dict(zip(fields, decoded, strict=True)), types
+        if sel == bytes.fromhex("08c379a0"):
+            return "Error", {"reason": abi_decode(["string"], body)[0]}, ["string"]
+        if sel == bytes.fromhex("4e487b71"):
+            return "Panic", {"code": hex(abi_decode(["uint256"], body)[0])}, ["uint256"]
+        return None
+
+
+def _w(x: int) -> bytes:
+    return (x % 2**256).to_bytes(32, "big")
+
+
+def encode_signed_orders(selector: bytes, signed: Sequence[Any]) -> str:
+    """Calldata of ``placeSignedOrders(SignedOrder[])`` by hand: a static tuple array."""
+    parts = [selector, _w(32), _w(len(signed))]
+    for so in signed:
+        it, sig = so.intent, so.signature
+        if len(sig) != 65:
+            raise ValueError(f"device {it.device_id}: a signature is 65 bytes, got {len(sig)}")
+        parts += [
+            _w(it.device_id), _w(it.interval), _w(int(it.side)), _w(it.energy_wh),
+            _w(it.price_per_mwh), _w(so.nonce), sig[:32], sig[32:64], _w(sig[64]),
+        ]  # fmt: skip
+    return "0x" + b"".join(parts).hex()

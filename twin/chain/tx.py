@@ -1,0 +1,333 @@
+"""The transaction client: raw JSON-RPC to the node, sending, receipts, revert decoding and
+the transaction log.
+
+:class:`TxClient` is what every chain-side module sends through (the market ledger
+:mod:`twin.chain.ledger`, the service clients :mod:`twin.chain.clients`). Transactions are
+sent from the node's unlocked accounts (``eth_sendTransaction``; account index ``i`` is the
+node's ``i``-th account) over one keep-alive HTTP session, and every one — deployments
+included — is recorded in :attr:`TxClient.transactions` (hash, block, gas, function,
+interval), which feeds the results ``chain`` table and ``gas_per_kwh``.
+
+A revert raises the same :class:`~twin.market.errors.MarketError` subclass the reference
+raises, decoded from the custom error of any compiled contract, with the transaction's
+purpose in the message; other reverts (token errors, panics, out of gas) raise
+:class:`ChainRevert`; a node that stops answering raises :class:`ChainUnavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, cast
+
+import requests
+from eth_abi import encode as abi_encode
+from eth_utils import to_checksum_address
+from web3 import HTTPProvider, Web3
+from web3.contract import Contract
+
+from twin.chain.abi import ErrorTable, abi_type, encode_call, function_spec
+from twin.chain.compile import CompiledContracts
+from twin.errors import TwinError
+from twin.market import errors as e
+
+__all__ = ["ChainRevert", "ChainUnavailable", "Pending", "TxClient", "TxRecord"]
+
+#: Gas of an eth_call dry run (a call, not bound by a block).
+DRY_RUN_GAS = 200_000_000
+
+
+class ChainUnavailable(TwinError):
+    """The chain node does not answer (killed, crashed, unreachable)."""
+
+
+class ChainRevert(TwinError):
+    """A revert that is not a market rule (token error, panic, out of gas, RPC error)."""
+
+    def __init__(
+        self, name: str, values: dict[str, Any], *, purpose: str, tx_hash: str | None = None
+    ) -> None:
+        self.name = name
+        self.values = values
+        self.purpose = purpose
+        self.tx_hash = tx_hash
+        inner = ", ".join(f"{k}={v}" for k, v in values.items())
+        super().__init__(
+            f"{purpose} reverted with {name}({inner})" + (f" [tx {tx_hash}]" if tx_hash else "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """One sent transaction, for the results ``chain`` table."""
+
+    tx_hash: str
+    block: int
+    gas_used: int
+    function: str  # Contract.function (Contract.constructor for a deployment)
+    interval: int | None
+    sender: int
+    status: int  # 1 ok, 0 reverted
+    purpose: str
+    wall_ms: float  # send -> receipt, as seen by the client
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A sent transaction whose receipt has not been read yet."""
+
+    tx: dict[str, Any]
+    tx_hash: str
+    t0: float
+    fn: str
+    sender: int
+    purpose: str
+    interval: int | None
+    error_context: Any
+
+
+class TxClient:
+    """Sending to and reading from one node (see the module docstring)."""
+
+    def __init__(self, w3: Web3, *, compiled: CompiledContracts, accounts: Sequence[str] | None = None,
+                 tx_gas: int = 200_000_000, gas_price: int = 0) -> None:
+        self.w3 = w3
+        self.compiled = compiled
+        self.tx_gas = tx_gas
+        self.gas_price = gas_price
+        self.accounts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
+        self._index = {a.lower(): i for i, a in enumerate(self.accounts)}
+        self._names: dict[str, str] = {}
+        # Raw JSON-RPC over one keep-alive session that ignores proxy environment variables
+        # (requests re-reads them on every call: ~0.5 ms each); other providers go via web3.
+        self._session: requests.Session | None = None
+        self._url = ""
+        self._rpc_id = 0
+        self.rpc_timeout_s = 300.0
+        if isinstance(w3.provider, HTTPProvider) and w3.provider.endpoint_uri:
+            self._url = str(w3.provider.endpoint_uri)
+            self._session = requests.Session()
+            self._session.trust_env = False
+        self.transactions: list[TxRecord] = []
+        self._drained = 0
+        #: (number, hash) of the block of the latest receipt read
+        self.last_block: tuple[int, str] = (0, "")
+        self._fn_specs: dict[tuple[str, str], tuple[bytes, list[str]]] = {}
+        self.errors = ErrorTable([compiled[n].abi for n in compiled.artifacts])
+        #: custom error name -> rewrites its decoded values (e.g. block times -> market clock)
+        self.error_hooks: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+    # --- accounts and names -------------------------------------------------------------
+    def address_of(self, account: int) -> str:
+        if not 0 <= account < len(self.accounts):
+            raise ValueError(
+                f"account index {account} has no chain account (node has {len(self.accounts)}); "
+                "start Anvil with more accounts"
+            )
+        return self.accounts[account]
+
+    def account_of(self, address: str) -> int | str:
+        return self._index.get(address.lower(), address)
+
+    def track(self, name: str, contract: Contract) -> None:
+        """Name a contract in the transaction table."""
+        self._names[contract.address] = name
+
+    # --- the transaction log ------------------------------------------------------------
+    def drain(self) -> list[dict[str, Any]]:
+        """Rows of the transactions sent since the last call (for streaming the chain table)."""
+        rows = [asdict(t) for t in self.transactions[self._drained :]]
+        self._drained = len(self.transactions)
+        return rows
+
+    def table(self) -> list[dict[str, Any]]:
+        """Every transaction as a row (tx_hash, block, gas_used, function, interval, ...)."""
+        return [asdict(t) for t in self.transactions]
+
+    def relabel_last(self, *, interval: int) -> None:
+        """Set the interval of the latest transaction (known only from its events)."""
+        self.transactions[-1] = replace(self.transactions[-1], interval=interval)
+
+    # --- JSON-RPC -------------------------------------------------------------------------
+    def rpc(self, method: str, params: list[Any]) -> dict[str, Any]:
+        if self._session is None:
+            return cast(dict[str, Any], self.w3.provider.make_request(method, params))  # type: ignore[arg-type]
+        self._rpc_id += 1
+        body: dict[str, Any] = {
+            "jsonrpc": "2.0", "id": self._rpc_id, "method": method, "params": params,
+        }  # fmt: skip
+        try:
+            resp = self._session.post(self._url, json=body, timeout=self.rpc_timeout_s)
+            resp.raise_for_status()
+            return cast(dict[str, Any], resp.json())
+        except (requests.RequestException, ValueError) as exc:
+            raise ChainUnavailable(
+                f"the chain node at {self._url} stopped answering during {method} "
+                f"(was Anvil killed?): {exc}"
+            ) from exc
+
+    def spec(self, contract: Contract, fn: str) -> tuple[bytes, list[str]]:
+        """Selector and input types of ``contract.fn`` (cached)."""
+        key = (contract.address, fn)
+        spec = self._fn_specs.get(key)
+        if spec is None:
+            spec = function_spec(cast(list[dict[str, Any]], contract.abi), fn)
+            self._fn_specs[key] = spec
+        return spec
+
+    def encode(self, contract: Contract, fn: str, args: Sequence[Any]) -> str:
+        """Calldata by eth_abi directly (web3's encode_abi costs ~5 ms a call)."""
+        return encode_call(self.spec(contract, fn), args)
+
+    # --- sending ----------------------------------------------------------------------------
+    def send(
+        self,
+        contract: Contract,
+        fn: str,
+        args: Sequence[Any],
+        *,
+        sender: int,
+        purpose: str,
+        interval: int | None = None,
+        error_context: Any = None,
+        calldata: str | None = None,
+    ) -> Pending:
+        """Send a transaction without waiting for its receipt (:meth:`receipt` waits)."""
+        tx = {
+            "from": self.address_of(sender),
+            "to": contract.address,
+            "data": calldata if calldata is not None else self.encode(contract, fn, args),
+            "gas": hex(self.tx_gas),
+            "gasPrice": hex(self.gas_price),
+        }
+        fname = f"{self._names.get(contract.address, contract.address)}.{fn}"
+        return self._send_raw(tx, fn=fname, sender=sender, purpose=purpose, interval=interval,
+                              error_context=error_context)
+
+    def _send_raw(self, tx: dict[str, Any], *, fn: str, sender: int, purpose: str,
+                  interval: int | None, error_context: Any) -> Pending:
+        t0 = time.perf_counter()
+        sent = self.rpc("eth_sendTransaction", [tx])
+        if "error" in sent:
+            self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
+                              error_context=error_context)
+        return Pending(tx=tx, tx_hash=sent["result"], t0=t0, fn=fn, sender=sender,
+                       purpose=purpose, interval=interval, error_context=error_context)
+
+    def receipt(self, p: Pending) -> dict[str, Any]:
+        """Wait for the receipt, record the transaction; a revert raises its decoded error."""
+        tx, tx_hash, purpose, error_context = p.tx, p.tx_hash, p.purpose, p.error_context
+        receipt = self._wait(tx_hash)
+        wall_ms = (time.perf_counter() - p.t0) * 1000
+        status = int(receipt["status"], 16)
+        block = int(receipt["blockNumber"], 16)
+        self.last_block = (block, str(receipt["blockHash"]))
+        self.transactions.append(TxRecord(
+            tx_hash=tx_hash, block=block, gas_used=int(receipt["gasUsed"], 16), function=p.fn,
+            interval=p.interval, sender=p.sender, status=status, purpose=purpose,
+            wall_ms=wall_ms))
+        if status != 1:
+            # Replay on the state before the block, at the block's own time (gate closure).
+            head = self.rpc("eth_getBlockByNumber", [hex(block), False]).get("result") or {}
+            overrides = {"time": head["timestamp"]} if "timestamp" in head else {}
+            replay = self.rpc(
+                "eth_call",
+                [{k: v for k, v in tx.items() if k != "gasPrice"}, hex(block - 1), {}, overrides],
+            )
+            err = replay.get("error") or {
+                "message": "reverted (replay succeeded: state changed in the same block)"
+            }
+            self.raise_revert(err, purpose=purpose, tx_hash=tx_hash, error_context=error_context)
+        return receipt
+
+    def transact_logs(self, contract: Contract, fn: str, args: Sequence[Any], *, sender: int,
+                      purpose: str, interval: int | None = None) -> list[dict[str, Any]]:
+        """Send one transaction to any contract, wait, return its receipt's raw logs (a revert
+        raises the decoded custom error)."""
+        pending = self.send(contract, fn, args, sender=sender, purpose=purpose, interval=interval)
+        return cast(list[dict[str, Any]], self.receipt(pending)["logs"])
+
+    def dry_run(self, contract: Contract, fn: str, args: Sequence[Any], *, sender: int,
+                purpose: str) -> None:
+        """Run the call as ``eth_call`` (gas not bound by a block); a revert raises its
+        decoded error before anything is sent."""
+        tx = {"from": self.address_of(sender), "to": contract.address,
+              "data": self.encode(contract, fn, args), "gas": hex(DRY_RUN_GAS)}
+        out = self.rpc("eth_call", [tx, "latest"])
+        if "error" in out:
+            self.raise_revert(out["error"], purpose=purpose, tx_hash=None, error_context=None)
+
+    def call(self, contract: Contract, fn: str, args: Sequence[Any]) -> bytes:
+        """The raw return data of a view call (a revert raises its decoded error)."""
+        r = self.rpc("eth_call", [{"to": contract.address, "data": self.encode(contract, fn, args)},
+                                  "latest"])
+        if "error" in r:
+            self.raise_revert(r["error"], purpose=f"reading {fn}", tx_hash=None, error_context=None)
+        return bytes.fromhex(str(r["result"])[2:])
+
+    def deploy(self, name: str, abi: list[dict[str, Any]], bytecode: str, args: Sequence[Any], *,
+               sender: int) -> Contract:
+        """Deploy a contract (its gas is recorded as ``<name>.constructor``); a failed
+        constructor raises ChainRevert."""
+        ctor = [i for i in abi if i.get("type") == "constructor"]
+        types = [abi_type(inp) for i in ctor for inp in i["inputs"]]
+        data = bytecode if bytecode.startswith("0x") else "0x" + bytecode
+        data += abi_encode(types, list(args)).hex() if types else ""
+        tx = {"from": self.address_of(sender), "data": data, "gas": hex(self.tx_gas),
+              "gasPrice": hex(self.gas_price)}
+        pending = self._send_raw(tx, fn=f"{name}.constructor", sender=sender,
+                                 purpose=f"deploy {name}", interval=None, error_context=None)
+        try:
+            receipt = self.receipt(pending)
+        except (ChainRevert, e.MarketError) as exc:
+            raise ChainRevert("DeployFailed", {"contract": name}, purpose=f"deploy {name}",
+                              tx_hash=pending.tx_hash) from exc
+        address = receipt.get("contractAddress")
+        if not address:
+            raise ChainRevert("DeployFailed", {"contract": name}, purpose=f"deploy {name}",
+                              tx_hash=pending.tx_hash)
+        contract = self.w3.eth.contract(address=to_checksum_address(address), abi=abi)
+        self.track(name, contract)
+        return contract
+
+    def _wait(self, tx_hash: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 120.0
+        pause = 0.0002
+        while time.monotonic() < deadline:
+            r = self.rpc("eth_getTransactionReceipt", [tx_hash])
+            if r.get("result"):
+                return cast(dict[str, Any], r["result"])
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        raise ChainRevert(
+            "NoReceipt", {"tx": tx_hash}, purpose="waiting for receipt", tx_hash=tx_hash
+        )
+
+    # --- reverts ------------------------------------------------------------------------
+    def raise_revert(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
+                     error_context: Any) -> None:
+        """Raise the decoded revert: the reference's MarketError for a market rule (its
+        purpose refined by ``error_context(exc)``), else ChainRevert."""
+        data = error.get("data")
+        if isinstance(data, dict):  # some nodes nest it
+            data = data.get("data")
+        name, values = "Revert", {"message": error.get("message", "")}
+        if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+            decoded = self.errors.decode(bytes.fromhex(data[2:]))
+            if decoded is not None:
+                name, raw, types = decoded
+                values = {f: (self.account_of(v) if t == "address" else v)
+                          for (f, v), t in zip(raw.items(), types, strict=True)}
+                hook = self.error_hooks.get(name)
+                if hook is not None:
+                    hook(values)
+        if name in e.ERRORS:
+            exc = e.ERRORS[name](**values)
+            if error_context is not None:
+                purpose = error_context(exc)
+            exc.purpose = purpose
+            exc.tx_hash = tx_hash
+            exc.args = (str(exc),)
+            raise exc
+        raise ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)

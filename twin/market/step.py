@@ -1,0 +1,134 @@
+"""The market's protocol for one step, without mosaik: curtail, settle, take orders, clear.
+
+:class:`MarketStep` is the pure core the mosaik adapter (:mod:`twin.cosim.market_sim`) only
+calls. At step ``k`` (delivery interval ``k``) it applies the DSO's curtailments of ``k``,
+settles ``k`` on the meter readings, then takes the orders for ``k + 1``, clears them and
+returns the trades (the agents receive them at the next step). Interval 0 has no trades:
+gate closure is one interval before delivery.
+
+Market services (``services``: :class:`twin.services.base.MarketServices` or None) are
+called at fixed points of the step: ``on_dr_call`` for each demand-response call of the
+step (before the settlement), ``on_settled`` after the settlement of ``k`` (every step,
+with the meter readings of ``k``), ``on_cleared`` after the clearing of ``k + 1``,
+``finish`` after the last interval. Every result row of the step comes back in
+:attr:`StepResult.rows` (table -> rows), built by :mod:`twin.market.rows`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twin.market.audit import drain_tx_log
+from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
+from twin.market.types import Clearing, DRCall, OrderIntent, Trade
+
+__all__ = ["Curtailment", "MarketLog", "MarketStep", "StepResult"]
+
+
+@dataclass
+class MarketLog:
+    """What the market did, for the summary and KPIs (filled as the run goes)."""
+
+    clearings: dict[int, Clearing] = field(default_factory=dict)
+    curtailed_wh: dict[int, int] = field(default_factory=dict)
+    n_orders: dict[int, int] = field(default_factory=dict)
+    last_settled: int = -1
+
+    def price_history(self) -> list[int]:
+        """Clearing prices of the intervals that traded, oldest first."""
+        c = self.clearings
+        return [c[i].price_per_mwh for i in sorted(c) if c[i].volume_wh > 0]
+
+
+@dataclass(frozen=True, slots=True)
+class Curtailment:
+    trade_id: int
+    energy_wh: int
+
+
+@dataclass
+class StepResult:
+    #: the interval whose trades these are (``k + 1``) and its trades after clearing
+    interval: int
+    trades: list[Trade]
+    price_history: list[int]
+    #: results table -> new rows of this step
+    rows: dict[str, list[dict[str, Any]]]
+
+
+class MarketStep:
+    """One ledger's market, stepped interval by interval (module docstring)."""
+
+    def __init__(self, *, ledger: Any, interval_s: int, n_intervals: int, log: MarketLog,
+                 services: Any = None) -> None:
+        self.ledger = ledger
+        self.interval_s = interval_s
+        self.n_intervals = n_intervals
+        self.log = log
+        self.services = services
+
+    def step(self, k: int, *, orders_interval: int | None, orders: Sequence[OrderIntent],
+             curtailments: Sequence[Curtailment], metered_wh: Mapping[int, int] | None,
+             metered_interval: int | None, dr_calls: Sequence[DRCall] = ()) -> StepResult:
+        """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out."""
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.ledger.set_time(now_s=k * self.interval_s)  # block time = simulation time
+        if self.services:
+            for call in dr_calls:
+                self.services.on_dr_call(call)
+        metered = None if metered_wh is None or metered_interval != k else dict(metered_wh)
+        self._deliver(k, curtailments, metered, rows)
+        result = StepResult(interval=k + 1, trades=[], price_history=self.log.price_history(),
+                            rows=rows)
+        if orders_interval is not None and orders_interval < self.n_intervals:
+            result = self._clear(orders_interval, orders, rows)
+        if self.services:
+            if k == self.n_intervals - 1:
+                self.services.finish(interval=k)
+            for table, new in self.services.rows().items():
+                rows[table].extend(new)
+        rows["chain"].extend(drain_tx_log(self.ledger, interval_s=self.interval_s))
+        return result
+
+    def _clear(self, interval: int, intents: Sequence[OrderIntent],
+               rows: dict[str, list[dict[str, Any]]]) -> StepResult:
+        if self.services and not self.services.takes_orders:
+            intents = []  # e.g. the green-token exchange: no P2P orders, tariffs settle
+        orders = self.ledger.place_orders(list(intents))
+        rows["orders"] += order_rows(orders, time_s=interval * self.interval_s)
+        clearing = self.ledger.clear(interval=interval)
+        if self.services:
+            self.services.on_cleared(interval=interval, clearing=clearing)
+        self.log.clearings[interval] = clearing
+        self.log.n_orders[interval] = len(orders)
+        return StepResult(interval=interval, trades=list(clearing.trades),
+                          price_history=self.log.price_history(), rows=rows)
+
+    def _deliver(self, k: int, curtailments: Sequence[Curtailment],
+                 metered: dict[int, int] | None, rows: dict[str, list[dict[str, Any]]]) -> None:
+        clearing = self.log.clearings.get(k)
+        if clearing is None:  # nothing traded for this interval (interval 0)
+            if self.services and metered is not None:
+                self.services.on_settled(interval=k, trades=[], rows=[], metered_wh=metered)
+            return
+        if metered is None:
+            raise ValueError(f"market: no meter readings for interval {k}")
+        trades = {t.trade_id: t for t in clearing.trades}
+        for c in curtailments:
+            trades[c.trade_id] = self.ledger.curtail(trade_id=c.trade_id, energy_wh=c.energy_wh)
+        settled = self.ledger.settle(interval=k, metered_wh=metered)
+        time_s = k * self.interval_s
+        curtailed = sum(t.curtailed_wh for t in trades.values())
+        self.log.curtailed_wh[k] = curtailed
+        self.log.last_settled = k
+        final = sorted(trades.values(), key=lambda t: t.trade_id)
+        rows["trades"] += trade_rows(final, time_s=time_s)
+        rows["settlements"] += settlement_rows(settled, time_s=time_s)
+        rows["market"].append(market_row(clearing, time_s=time_s, interval=k,
+                                         n_orders=self.log.n_orders.get(k, 0),
+                                         curtailed_wh=curtailed))
+        if self.services:
+            self.services.on_settled(interval=k, trades=final, rows=settled, metered_wh=metered)

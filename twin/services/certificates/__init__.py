@@ -1,0 +1,34 @@
+"""Green certificates: one per delivered renewable kWh, to the trade's buyer, who retires a
+share of them.
+
+This folder: ``spec`` (the scenario section and its cross-field checks), ``rules`` (the
+pure reference), ``chain`` (the on-chain client), ``service`` (the run hooks), ``results``
+(tables and KPIs); :data:`SERVICE` registers it (:mod:`twin.services.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twin.services.base import MarketService, ServiceContext, ServiceDef, spec_of
+from twin.services.certificates.results import KPI_NOTES, TABLES, kpis
+from twin.services.certificates.spec import CertificatesServiceSpec, problems
+
+if TYPE_CHECKING:
+    from twin.scenario import Scenario
+
+__all__ = ["SERVICE"]
+
+
+def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list[MarketService]:
+    from twin.services.certificates.service import CertificateService
+
+    return [CertificateService(ctx, retire_share=spec_of(scenario, "certificates").retire_share)]
+
+
+SERVICE = ServiceDef(
+    name="certificates", spec=CertificatesServiceSpec, default=CertificatesServiceSpec(),
+    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
+    kpis=kpis, kpi_notes=KPI_NOTES,
+    pages={"certificates": "green certificates issued and retired"},
+)

@@ -1,0 +1,158 @@
+"""Shared EV chargers with owner-set tariffs in a scenario run: the run hooks (rules:
+:mod:`.rules`, chain: :mod:`.chain`).
+
+**Charger tariffs** (``market.services.charger_tariffs``, Share&Charge). The first
+``round(shared_share * n)`` EV chargers by device id are shared. Their owners (the hosts,
+whose meters pay the energy in the market) post a tariff for every interval: the retail
+price plus the DSO's time-of-use network fee of that interval (``grid.tariff``), clamped to
+the bounds — posted only when it changes. The car charging at a shared charger belongs to a
+visiting driver: the ``j``-th shared charger's driver is the ``j``-th (cyclically)
+household account that owns no EV charger (if every household has one: the next host). A
+session is a run of consecutive intervals in which the charger's meter consumes; it starts
+at the tariff in force for its first interval with an energy cap of the EV battery
+(``agents.evs.battery_kwh``), locking ``payment(cap, tariff)`` of the driver's escrow (the
+driver tops its escrow up from its market balance; a driver who cannot is recorded as
+``unfunded`` and that interval is not paid); it ends at the first interval without
+consumption (or when the cap would be exceeded, or at the end of the run) and the meter
+operator pays the host on the session's metered energy. At the end every driver withdraws
+its free escrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twin.market.tariffs import NetworkTariff
+from twin.market.types import DSO_ACCOUNT, DeviceKind, SettlementRow, Trade
+from twin.market.units import payment, price_from_per_mwh
+from twin.services.base import MarketService, RailMoney, ServiceContext, cash, last_tx, spec_of
+from twin.services.charger_tariffs.rules import ChargerTariffs
+
+if TYPE_CHECKING:
+    from twin.scenario import Scenario
+
+__all__ = ["ChargerTariffService"]
+
+
+def _chain() -> Any:
+    from twin.services.charger_tariffs.chain import ChainChargerTariffs
+
+    return ChainChargerTariffs
+
+
+@dataclass
+class _Session:
+    session_id: int
+    start: int  # interval
+    price_per_mwh: int
+    locked: int
+    energy_wh: int
+
+
+class ChargerTariffService(MarketService):
+    name = "charger_tariffs"
+    tables = ("charger_tariffs", "charging_sessions")
+
+    def __init__(self, ctx: ServiceContext, *, scenario: Scenario) -> None:
+        super().__init__()
+        self.ctx = ctx
+        spec = spec_of(scenario, "charger_tariffs")
+        lo = price_from_per_mwh(spec.tariff_min_per_mwh)
+        hi = price_from_per_mwh(spec.tariff_max_per_mwh)
+        self.backend: Any = ctx.backend(
+            "ChargerTariffs",
+            reference=lambda: ChargerTariffs(devices=ctx.devices,
+                                             money=RailMoney(ctx, "ChargerTariffs"),
+                                             tariff_min_per_mwh=lo, tariff_max_per_mwh=hi),
+            chain=lambda: _chain().deploy(ctx.ledger, tariff_min_per_mwh=lo,
+                                          tariff_max_per_mwh=hi))
+        self.bounds = (lo, hi)
+        evs = sorted(d for d, dev in ctx.devices.items() if dev.kind == DeviceKind.EV)
+        self.chargers = evs[: int(spec.shared_share * len(evs) + 0.5)]
+        self.host = {c: ctx.devices[c].owner for c in self.chargers}
+        hosts = {ctx.devices[d].owner for d in evs}
+        households = sorted({ctx.devices[d].owner for name, d in ctx.agent_devices.items()
+                             if name.startswith("household_")} - hosts - {DSO_ACCOUNT})
+        pool = households or sorted(set(self.host.values()))
+        self.driver = {c: pool[(j + (0 if households else 1)) % len(pool)]
+                       for j, c in enumerate(self.chargers)}
+        self.cap_wh = round(scenario.agents.evs.battery_kwh * 1000)
+        self.retail = price_from_per_mwh(scenario.market.retail_price_per_mwh)
+        self._fee = NetworkTariff.of(scenario)
+        self._posted: dict[int, int] = {}
+        self._open: dict[int, _Session] = {}
+        self._post(0)
+
+    def tariff(self, k: int) -> int:
+        """The hosts' tariff for interval ``k``: retail + the DSO's network fee, clamped
+        (the fee rule of :class:`twin.market.tariffs.NetworkTariff`)."""
+        fee = self._fee.fee_per_mwh(k)
+        return min(max(self.retail + fee, self.bounds[0]), self.bounds[1])
+
+    def _post(self, k: int) -> None:
+        price = self.tariff(k)
+        for c in self.chargers:
+            if self._posted.get(c) != price:
+                self.backend.set_tariff(c, price, sender=self.host[c])
+                self._posted[c] = price
+                self.record("charger_tariffs", {
+                    "time_s": k * self.ctx.interval_s, "interval": k, "charger": c,
+                    "owner": self.host[c], "price_per_mwh": price, "tx_hash": last_tx(self.backend)})
+
+    def on_settled(self, *, interval: int, trades: Sequence[Trade],
+                   rows: Sequence[SettlementRow], metered_wh: Mapping[int, int]) -> None:
+        k = interval
+        for c in self.chargers:
+            wh = max(int(metered_wh.get(c, 0)), 0)
+            s = self._open.get(c)
+            if s is not None and (wh == 0 or s.energy_wh + wh > self.cap_wh):
+                self._end(c, end=k - 1)
+                s = None
+            if wh == 0:
+                continue
+            if s is None:
+                s = self._start(c, k, wh)
+                if s is None:
+                    continue
+            s.energy_wh += wh
+        self._post(k + 1)
+
+    def _start(self, c: int, k: int, wh: int) -> _Session | None:
+        driver, price = self.driver[c], self._posted[c]
+        lock = payment(self.cap_wh, price)
+        free = self.backend.escrow(driver)[0]
+        if free < lock:
+            need = lock - free
+            got = cash(self.ctx, driver, need)
+            if got < need:
+                self.record("charging_sessions", {
+                    "time_s": k * self.ctx.interval_s, "interval": k, "end_interval": k,
+                    "session_id": None, "charger": c, "owner": self.host[c], "driver": driver,
+                    "price_per_mwh": price, "max_wh": self.cap_wh, "locked": 0,
+                    "metered_wh": wh, "amount": 0, "status": "unfunded", "tx_hash": ""})
+                return None
+            self.backend.deposit(driver, need)
+        started = self.backend.start_session(c, self.cap_wh, driver=driver)
+        s = _Session(started.session_id, k, started.price_per_mwh, started.locked, 0)
+        self._open[c] = s
+        return s
+
+    def _end(self, c: int, *, end: int) -> None:
+        s = self._open.pop(c)
+        done = self.backend.end_session(s.session_id, s.energy_wh)
+        self.record("charging_sessions", {
+            "time_s": s.start * self.ctx.interval_s, "interval": s.start, "end_interval": end,
+            "session_id": s.session_id, "charger": c, "owner": done.owner, "driver": done.driver,
+            "price_per_mwh": done.price_per_mwh, "max_wh": done.max_wh, "locked": done.locked,
+            "metered_wh": done.metered_wh, "amount": done.amount, "status": "paid",
+            "tx_hash": last_tx(self.backend)})
+
+    def finish(self, *, interval: int) -> None:
+        for c in sorted(self._open):
+            self._end(c, end=interval)
+        for driver in sorted(set(self.driver.values())):
+            free = self.backend.escrow(driver)[0]
+            if free > 0:
+                self.backend.withdraw(driver, free)

@@ -1,0 +1,46 @@
+"""``market.services.charger_tariffs``:
+the spec and its checks against the rest of the scenario."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import model_validator
+
+from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
+
+if TYPE_CHECKING:
+    from twin.scenario import Scenario
+
+__all__ = ["ChargerTariffsServiceSpec", "problems"]
+
+
+class ChargerTariffsServiceSpec(SpecModel):
+    """Shared private EV chargers with owner-set tariffs (the Share&Charge pilot;
+    twin/services/charger_tariffs): the first ``shared_share`` of the EV chargers (by
+    device id) are shared; their owners post a tariff within the bounds, visiting drivers
+    pay each charging session on its metered energy from their escrow."""
+
+    enabled: bool = False
+    shared_share: Share = 1.0
+    tariff_min_per_mwh: NonNegFloat = 100.0
+    tariff_max_per_mwh: PosFloat = 600.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ChargerTariffsServiceSpec:
+        if self.tariff_min_per_mwh > self.tariff_max_per_mwh:
+            raise ValueError(f"tariff_min_per_mwh ({self.tariff_min_per_mwh}) must not exceed "
+                             f"tariff_max_per_mwh ({self.tariff_max_per_mwh})")
+        return self
+
+
+def problems(sc: Scenario) -> list[tuple[str, str]]:
+    """What the rest of the scenario cannot support, as (field path, message)."""
+    ag, spec = sc.agents, sc.market.services.charger_tariffs
+    if ag.evs.count == 0:
+        return [("market.services.charger_tariffs.enabled",
+                 "no charger to share: agents.evs.count is 0")]
+    if int(spec.shared_share * ag.evs.count + 0.5) == 0:
+        return [("market.services.charger_tariffs.shared_share",
+                 f"shares none of the {ag.evs.count} EV chargers")]
+    return []
