@@ -24,8 +24,8 @@ from typing import Any
 
 from web3 import HTTPProvider, Web3
 
-from twin.chain.compile import project_root
 from twin.errors import TwinError
+from twin.lifecycle import die_with_parent
 
 __all__ = ["AnvilError", "AnvilNode", "anvil_binary"]
 
@@ -37,15 +37,14 @@ class AnvilError(TwinError):
 
 
 def anvil_binary(node_modules: Path | None = None) -> Path:
-    """Path of the real Anvil binary inside ``node_modules`` (no npm shim, no download)."""
-    nm = node_modules or project_root() / "node_modules"
-    for candidate in sorted((nm / "@foundry-rs").glob("anvil-*/bin/anvil")):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    shim = nm / ".bin" / "anvil"
-    if shim.exists():
-        return shim
-    raise AnvilError(f"Anvil not found under {nm}: {_FIX}")
+    """Path of the Anvil binary: TWIN_ANVIL, ``node_modules`` (no npm shim when the real
+    binary is there, no download) or PATH (twin/tools.py)."""
+    from twin.tools import ToolMissing, find_anvil
+
+    try:
+        return find_anvil(node_modules)
+    except ToolMissing as exc:
+        raise AnvilError(str(exc)) from exc
 
 
 def _free_port() -> int:
@@ -150,6 +149,7 @@ class AnvilNode:
                     stderr=self._stderr,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C in the terminal reaches us, we stop Anvil
+                    preexec_fn=die_with_parent,  # and it dies with us, even on kill -9
                 )
             except OSError as exc:
                 raise AnvilError(f"cannot start {binary}: {exc}; {_FIX}") from exc
