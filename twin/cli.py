@@ -130,6 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from twin.errors import TwinError
     from twin.lifecycle import interrupt_exit_code, interrupt_reason
     from twin.outdir import OutDirError, prepare_out_dir
+    from twin.rpc_check import NodeRequirementError
     from twin.run import run_scenario
     from twin.scenario import ScenarioError
 
@@ -160,6 +161,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"\ntwin: {interrupt_reason(exc)}; tables written so far are in {args.out} "
               "(manifest.json says where the run stopped)", file=sys.stderr)
         return interrupt_exit_code(exc)
+    except NodeRequirementError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
     except TwinError as exc:
         return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)
     _print_summary(outcome)

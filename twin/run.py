@@ -85,6 +85,10 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
     from twin.chain.ledger import ChainLedger
 
     url = rpc_url or scenario.chain.rpc_url
+    if url:
+        from twin.rpc_check import check_rpc_node
+
+        check_rpc_node(url, accounts=n_accounts)
     state_file = None if url else out_dir / "chain_state.json"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
     with AnvilNode(rpc_url=url, accounts=n_accounts, dump_state=state_file) as node:
