@@ -67,7 +67,7 @@ def test_full_disk_keeps_written_tables_and_says_so(tmp_path: Path, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(twin.results.pq, "write_table", no_space)
-    with pytest.raises(twin.results.DiskFull, match="disk full writing .*market.parquet"):
+    with pytest.raises(twin.results.DiskFull, match=r"disk full writing .*market\.parquet"):
         rec.flush()
     assert read_parquet(tmp_path / "market.parquet").equals(before)  # still the old, valid one
     assert not list(tmp_path.glob(".*.tmp"))  # no debris
@@ -75,7 +75,7 @@ def test_full_disk_keeps_written_tables_and_says_so(tmp_path: Path, monkeypatch)
     monkeypatch.undo()
     monkeypatch.setattr(twin.results.shutil, "disk_usage",
                         lambda _p: type("U", (), {"free": 1000})())
-    with pytest.raises(twin.results.DiskFull, match="need about .* MB, 0.0 MB free"):
+    with pytest.raises(twin.results.DiskFull, match=r"need about .* MB, 0\.0 MB free"):
         rec.flush()
 
 
@@ -83,9 +83,10 @@ def test_full_disk_keeps_written_tables_and_says_so(tmp_path: Path, monkeypatch)
 def test_disk_full_at_the_end_of_a_run_fails_it_naming_the_path(tmp_path: Path, monkeypatch,
                                                                 capsys) -> None:
     data = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
-    data.update(name="full", start="2016-06-15T10:00:00Z", duration_s=4 * 900)
+    data.update(name="full", start="2016-06-15T10:00:00Z", duration_s=3 * 900)
     data["market"]["ledger"] = "reference"
-    data["agents"]["households"]["count"] = 8
+    data["grid"] = {"kind": "cigre_lv"}
+    data["agents"]["households"].update(count=8, profiles="synthetic")
     scen = tmp_path / "full.yaml"
     scen.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"

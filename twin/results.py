@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from twin.errors import TwinError
+
 __all__ = [
     "SCHEMAS",
     "CorruptTableError",
@@ -205,7 +207,7 @@ class CorruptTableError(ValueError):
         self.path = Path(path)
 
 
-class DiskFull(OSError):
+class DiskFull(OSError, TwinError):
     """No room left for a results file; the files already written stay as they were."""
 
     def __init__(self, path: Path, detail: str) -> None:

@@ -22,13 +22,15 @@ from twin.resume import CHAIN_CHECKPOINT, CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
-N_INTERVALS = 12
+N_INTERVALS = 8
 
 
 def _scenario(tmp: Path, name: str = "life", **changes: object) -> Path:
     data = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
     data.update(name=name, start="2016-06-15T08:00:00Z", duration_s=N_INTERVALS * 900, **changes)
-    data["agents"]["households"]["count"] = 12  # small: the processes, not the market, are tested
+    # small and quick to build: the processes, not the market, are tested here
+    data["grid"] = {"kind": "cigre_lv"}
+    data["agents"]["households"].update(count=12, profiles="synthetic")
     data["agents"]["evs"]["count"] = 3
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -147,3 +149,49 @@ def test_sigkill_leaves_no_orphan_shows_crashed_and_resumes(tmp_path: Path) -> N
     assert not any((out / n).exists() for n in (CHECKPOINT, *CHAIN_CHECKPOINT))
     _no_anvil_left(out)
     assert os.path.getsize(out / "chain_state.json") > 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_dashboard_sigterm_stops_streamlit(tmp_path: Path) -> None:
+    import socket
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete"}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _twin("dashboard", str(tmp_path), "--port", str(port))
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    streamlit = _children(proc.pid)
+    assert streamlit
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    deadline = time.monotonic() + 15
+    while any(map(_alive, streamlit)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, streamlit)), "Streamlit outlived `twin dashboard`"

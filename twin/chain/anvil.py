@@ -63,6 +63,26 @@ def _rpc(url: str, method: str, params: list[Any], timeout: float = 2.0) -> Any:
     return doc["result"]
 
 
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def _commit_dump(path: Path) -> None:
+    """Move Anvil's finished ``--dump-state`` into place; drop a truncated one (full disk)."""
+    partial = _partial(path)
+    try:
+        size = partial.stat().st_size
+        with open(partial, "rb") as fh:
+            fh.seek(max(0, size - 64))
+            complete = size > 0 and fh.read().rstrip().endswith(b"}")
+    except OSError:
+        return
+    if complete:
+        os.replace(partial, path)
+    else:
+        partial.unlink(missing_ok=True)
+
+
 class AnvilNode:
     """A running chain: a child Anvil process (default) or an external ``rpc_url``.
 
@@ -139,7 +159,9 @@ class AnvilNode:
                 cmd += ["--load-state", str(self.load_state)]
             if self.dump_state is not None:
                 self.dump_state.parent.mkdir(parents=True, exist_ok=True)
-                cmd += ["--dump-state", str(self.dump_state)]
+                # Anvil writes to a partial file; stop() renames it when complete, so a full
+                # disk never leaves a truncated state over the last good one
+                cmd += ["--dump-state", str(_partial(self.dump_state))]
             self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
             self._stderr = tempfile.TemporaryFile()  # not a pipe: a full pipe would block Anvil
             try:
@@ -193,6 +215,8 @@ class AnvilNode:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     proc.wait(timeout=5)
+        if proc is not None and self.dump_state is not None:
+            _commit_dump(self.dump_state)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         if self._stderr is not None:
@@ -245,7 +269,11 @@ class AnvilNode:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # e.g. a full disk: the last checkpoint stays
+            raise
         return path
