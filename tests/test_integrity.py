@@ -172,3 +172,13 @@ def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.startswith("gridtwin ")
+
+
+def test_a_resumable_stopped_run_is_not_cleared_without_force(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"status": "interrupted", "scenario_hash": "a", "stopped_at_time_s": 900}))
+    (tmp_path / "checkpoint.json").write_text("{}")
+    with pytest.raises(OutDirError, match="twin run --resume"):
+        prepare_out_dir(tmp_path, scenario_hash="a")
+    prepare_out_dir(tmp_path, scenario_hash="a", force=True)
+    assert list(tmp_path.iterdir()) == []

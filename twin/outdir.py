@@ -5,7 +5,8 @@
 * a path naming a file, or a folder that cannot be created or written, is a bad input;
 * an empty or new folder is used as it is;
 * a folder holding a run of the *same* scenario (same scenario hash) is cleared and rerun
-  (``make demo`` twice), unless that run's process is still writing to it;
+  (``make demo`` twice), unless that run's process is still writing to it, or it stopped
+  with a resume checkpoint (``twin run --resume`` continues it; ``--force`` starts over);
 * a folder holding another run (another scenario hash), or files that are not a run, is
   refused unless ``--force``, which clears it first (a folder without any twin run is never
   cleared, ``--force`` or not).
@@ -81,6 +82,12 @@ def prepare_out_dir(out: Path, *, scenario_hash: str, force: bool = False,
                 f"{manifest.get('scenario_name', '?')!r}, hash {other[:12]}, run id "
                 f"{manifest.get('run_id', '?')}); this scenario's hash is {scenario_hash[:12]}. "
                 "Give another folder, or add --force to clear it first")
+        status = effective_status(manifest)
+        if not force and status != "complete" and (out / "checkpoint.json").is_file():
+            raise OutDirError(
+                f"{flag} {out}: holds a stopped run of this scenario (status {status}, stopped "
+                f"at t = {manifest.get('stopped_at_time_s')} s) that can be resumed: "
+                f"`twin run --resume {out}`; add --force to start over")
         try:
             _clear(out)
         except OSError as exc:
