@@ -16,6 +16,8 @@ from typing import Any
 import streamlit as st
 import twindash as td
 
+from twin.lifecycle import effective_status
+
 __all__ = ["RunContext", "base_folder", "no_data", "page_header", "run_context", "select_run"]
 
 _RUN_KEY = "twin_selected_run"
@@ -114,6 +116,11 @@ def run_context() -> RunContext | None:
     if not isinstance(manifest, dict):
         st.error(f"{folder / 'manifest.json'} is not readable JSON (is a run still starting?).")
         return None
+    # a `running` manifest whose process is gone is shown as crashed (twin/lifecycle.py)
+    manifest = {**manifest, "status": effective_status(manifest)}
+    st.session_state["_corrupt_reported"] = set()
+    for name, error in td.corrupt_tables(folder=folder).items():
+        td.report_corrupt(folder / name, error)
     return RunContext(folder=folder, manifest=manifest,
                       kpis=kpis if isinstance(kpis, dict) else None, label=label)
 

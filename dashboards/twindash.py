@@ -4,7 +4,9 @@ Nothing here writes. Every read is cached by ``st.cache_data`` under the file's 
 its modification stamp (mtime, size), so a table rewritten by a running ``twin run`` is
 read again, and an unchanged one never is. Tables are read lazily: only the columns a page
 asks for (column projection) and only the rows its filter keeps (pyarrow dataset filters,
-pushed down to Parquet row groups).
+pushed down to Parquet row groups). Page checksums are verified on every read: a damaged
+table is reported on the page by its file name (:func:`corrupt_tables`), never shown as
+missing or read with wrong numbers.
 
 Folder kinds (detected from the contents, in this order):
 
@@ -43,10 +45,12 @@ __all__ = [
     "MICRO",
     "FolderKind",
     "Stamp",
+    "corrupt_tables",
     "folder_kind",
     "list_runs",
     "read_json",
     "read_table",
+    "report_corrupt",
     "stamp",
     "table_columns",
     "table_rows",
@@ -145,10 +149,45 @@ def _expression(filters: Sequence[tuple[str, str, Any]]) -> ds.Expression | None
     return expr
 
 
+_VERIFIED = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
+
+
+def report_corrupt(path: Path, error: BaseException | str) -> None:
+    """Say on the page which table is damaged (once per page run and file)."""
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    seen = st.session_state.setdefault("_corrupt_reported", set())
+    if str(path) not in seen:
+        seen.add(str(path))
+        st.error(f"{path}: corrupt table ({detail}). Its numbers are not shown; run the "
+                 "scenario again to rewrite it.", icon=":material/broken_image:")
+
+
+def corrupt_tables(*, folder: Path) -> dict[str, str]:
+    """The Parquet files of ``folder`` whose footer or page checksums do not verify: name ->
+    what the reader said."""
+    bad = {}
+    for path in sorted(Path(folder).glob("*.parquet")):
+        key = stamp(path)
+        error = _verify(key=key) if key is not None else None
+        if error is not None:
+            bad[path.name] = error
+    return bad
+
+
+@st.cache_data(max_entries=_CACHE_ENTRIES, show_spinner=False)
+def _verify(*, key: Stamp) -> str | None:
+    try:
+        pq.read_table(key[0], page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        return str(exc)
+    return None
+
+
 @st.cache_data(max_entries=_CACHE_ENTRIES, show_spinner=False)
 def _read(*, key: Stamp, columns: tuple[str, ...], filters: tuple[tuple[str, str, Any], ...]
           ) -> pd.DataFrame:
-    dataset = ds.dataset(key[0], format="parquet")
+    dataset = ds.dataset(key[0], format=_VERIFIED)
     table: pa.Table = dataset.to_table(columns=list(columns), filter=_expression(filters))
     return table.to_pandas()
 
@@ -186,7 +225,8 @@ def read_table(*, folder: Path, name: str, columns: Sequence[str] | None = None,
         usable = tuple((c, op, v if op != "in" else tuple(v)) for c, op, v in filters
                        if c in available)
         return _read(key=key, columns=cols, filters=usable)
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError) as exc:
+        report_corrupt(_table_path(folder, name), exc)
         return None
 
 

@@ -45,7 +45,8 @@ def test_every_error_listed_with_path_and_file():
     [
         ({"grid": {"vm_min_pu": 1.1, "vm_max_pu": 1.0}}, "grid", "vm_min_pu"),
         ({"market": {"feed_in_price_per_mwh": 500}}, "market", "feed_in_price_per_mwh"),
-        ({"duration_s": 1000}, "", "multiple of market.interval_s"),
+        ({"duration_s": 1000}, "duration_s", "multiple of market.interval_s"),
+        ({"grid": {"simbench_code": "1-LV-semiurb9--0-sw"}}, "grid.simbench_code", "semiurb4"),
         ({"agents": {"households": {"pv": {"kwp_min": 9, "kwp_max": 3}}}}, "agents.households.pv", "kwp_min"),
     ],
 )
@@ -54,6 +55,13 @@ def test_cross_field_rules(data, path, needle):
         scenario_from_dict({"name": "x", **data}, source="s.yaml")
     (got_path, msg), = info.value.errors
     assert got_path == path and needle in msg
+
+
+def test_cross_field_errors_come_with_field_errors_in_one_pass():
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict({"name": "x", "duration_s": 1000, "seed": -1,
+                            "agents": {"households": {"count": -3}}}, source="s.yaml")
+    assert {p for p, _ in info.value.errors} == {"seed", "agents.households.count", "duration_s"}
 
 
 def test_not_a_mapping_and_bad_yaml(tmp_path):

@@ -1,7 +1,8 @@
 """The ``twin`` command.
 
 Exit codes: 0 success, 1 the run failed (message says why), 2 bad input (every scenario
-error listed), 130 interrupted by Ctrl-C (tables written so far stay readable).
+error listed), 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (tables written so far
+stay readable; twin/lifecycle.py). No traceback reaches the user without ``--debug``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _parser() -> argparse.ArgumentParser:
+    from twin import __version__
+
     p = argparse.ArgumentParser(prog="twin", description="gridtwin: feeder digital twin with a local energy market on chain")
+    p.add_argument("--version", action="version", version=f"gridtwin {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks of unexpected errors (also after the command)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run one scenario end to end and write its results folder")
@@ -31,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--until", type=int, default=None, metavar="SECONDS",
                    help="stop after this much simulated time (default: the scenario's duration)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--force", action="store_true",
+                   help="--out may hold another run: clear it first")
+    r.add_argument("--checkpoint-every-s", type=float, default=None, metavar="SECONDS",
+                   help="flush tables and checkpoint the chain at least this often in wall time "
+                   "(default 10)")
+    r.add_argument("--checkpoint-every-intervals", type=int, default=None, metavar="N",
+                   help="... and at least every N market intervals (default 8)")
 
     v = sub.add_parser("validate", help="check a scenario file and list every error")
     v.add_argument("scenario", type=Path)
@@ -83,8 +96,41 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_until(args: argparse.Namespace, scenario: Any) -> str | None:
+    """``--until``: positive, a whole number of market intervals (the error, or None)."""
+    if args.until is None:
+        return None
+    step = scenario.market.interval_s
+    if args.until <= 0:
+        return f"--until {args.until}: must be a positive number of seconds (a multiple of the market interval, {step} s)"
+    if args.until % step:
+        return (f"--until {args.until}: must be a multiple of the market interval ({step} s), "
+                f"e.g. {max(step, args.until - args.until % step)}")
+    return None
+
+
+def _check_checkpoint_args(args: argparse.Namespace) -> str | None:
+    if args.checkpoint_every_s is not None and args.checkpoint_every_s < 0:
+        return f"--checkpoint-every-s {args.checkpoint_every_s}: must be >= 0"
+    if args.checkpoint_every_intervals is not None and args.checkpoint_every_intervals < 1:
+        return f"--checkpoint-every-intervals {args.checkpoint_every_intervals}: must be >= 1"
+    return None
+
+
+def _checkpoint_kw(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if args.checkpoint_every_s is not None:
+        kw["checkpoint_every_s"] = args.checkpoint_every_s
+    if args.checkpoint_every_intervals is not None:
+        kw["checkpoint_every_intervals"] = args.checkpoint_every_intervals
+    return kw
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from twin.errors import TwinError
+    from twin.lifecycle import interrupt_exit_code, interrupt_reason
+    from twin.outdir import OutDirError, prepare_out_dir
+    from twin.rpc_check import NodeRequirementError
     from twin.run import run_scenario
     from twin.scenario import ScenarioError
 
@@ -97,17 +143,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scenario = _load(args.scenario)
     except ScenarioError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
+    problem = _check_until(args, scenario) or _check_checkpoint_args(args)
+    if problem:
+        return _fail(problem, EXIT_BAD_INPUT)
+    try:
+        prepare_out_dir(args.out, scenario_hash=scenario.digest(), force=args.force)
+    except OutDirError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         outcome = run_scenario(
             scenario, out_dir=args.out, scenario_path=str(args.scenario), rpc_url=args.rpc_url,
             until_s=args.until, progress=progress,
-            on_status=lambda m: print(f"[twin] {m}", file=sys.stderr),
+            on_status=lambda m: print(f"[twin] {m}", file=sys.stderr), **_checkpoint_kw(args),
         )
-    except KeyboardInterrupt:
-        print(f"\ntwin: interrupted; tables written so far are in {args.out} "
+    except KeyboardInterrupt as exc:
+        print(f"\ntwin: {interrupt_reason(exc)}; tables written so far are in {args.out} "
               "(manifest.json says where the run stopped)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupt_exit_code(exc)
+    except NodeRequirementError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
     except TwinError as exc:
         return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)
     _print_summary(outcome)
@@ -117,18 +172,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     """``twin run --resume DIR`` (twin/resume.py)."""
     from twin.errors import TwinError
+    from twin.lifecycle import interrupt_exit_code, interrupt_reason
+    from twin.resume import ResumeError, load_resume_point
     from twin.run import resume_run
 
     if args.scenario is not None or args.out not in (None, args.resume):
         return _fail("--resume DIR continues DIR's own scenario into DIR: give no SCENARIO "
                      "or other --out", EXIT_BAD_INPUT)
+    problem = _check_checkpoint_args(args)
+    if problem:
+        return _fail(problem, EXIT_BAD_INPUT)
+    try:  # a folder that cannot be resumed is a bad input, and nothing in it is touched
+        load_resume_point(args.resume)
+    except ResumeError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
         outcome = resume_run(args.resume, progress=progress,
-                             on_status=lambda m: print(f"[twin] {m}", file=sys.stderr))
-    except KeyboardInterrupt:
-        print(f"\ntwin: interrupted; tables written so far are in {args.resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+                             on_status=lambda m: print(f"[twin] {m}", file=sys.stderr),
+                             **_checkpoint_kw(args))
+    except KeyboardInterrupt as exc:
+        print(f"\ntwin: {interrupt_reason(exc)}; tables written so far are in {args.resume}",
+              file=sys.stderr)
+        return interrupt_exit_code(exc)
     except TwinError as exc:
         return _fail(f"{exc}\n(results written so far are in {args.resume})", EXIT_FAILED)
     _print_summary(outcome)
@@ -172,33 +238,95 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
                      "folder (compare.parquet); give the --out folder of `twin run`, "
                      "`twin resilience`, `twin sweep` or `twin compare`",
                      EXIT_BAD_INPUT)
-    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
-    if not app.is_file():
-        return _fail(f"dashboard app not found at {app}", EXIT_FAILED)
+    from twin.lifecycle import Terminated, die_with_parent
+    from twin.tools import ToolMissing, dashboard_app
+
+    try:
+        app = dashboard_app()
+    except ToolMissing as exc:
+        return _fail(str(exc), EXIT_FAILED)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
            "--client.toolbarMode", "viewer",
            "--", "--dir", str(run_dir)]
     print(f"twin: dashboard on http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    # Streamlit dies with us, even on kill -9 (twin/lifecycle.py); SIGTERM/SIGHUP stop it.
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), preexec_fn=die_with_parent)
     try:
-        return subprocess.call(cmd, env=os.environ.copy())
-    except KeyboardInterrupt:
-        return EXIT_OK
+        return proc.wait()
+    except KeyboardInterrupt as exc:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 128 + exc.signum if isinstance(exc, Terminated) else EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    # numba's default OpenMP layer leaves worker threads spinning after each parallel batch
-    # solve, starving the main thread on small machines; the command (not the library) picks
-    # the work-queue layer unless the user chose one.
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-    args = _parser().parse_args(argv)
+def _quiet_asyncio() -> None:
+    """No "Task was destroyed but it is pending!" blocks after a failed run (the command's
+    choice, not the library's: mosaik's pending tasks are abandoned with the failed world)."""
+    import logging
+
+    class _NoPendingTaskNoise(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("Task was destroyed but it is pending")
+
+    logging.getLogger("asyncio").addFilter(_NoPendingTaskNoise())
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "hil":
         return int(args.hil_handler(args))
     if args.command in {"sweep", "regress", "resilience", "compare"}:
         return int(args.handler(args))
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "dashboard": _cmd_dashboard}
     return handlers[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from twin.errors import TwinError
+    from twin.lifecycle import (
+        handle_termination,
+        interrupt_exit_code,
+        interrupt_reason,
+        received_signal,
+    )
+
+    # numba's default OpenMP layer leaves worker threads spinning after each parallel batch
+    # solve, starving the main thread on small machines; the command (not the library) picks
+    # the work-queue layer unless the user chose one.
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args = _parser().parse_args([a for a in argv if a != "--debug"])
+    _quiet_asyncio()
+    try:
+        with handle_termination():
+            code = _dispatch(args)
+    except KeyboardInterrupt as exc:  # a command without its own Ctrl-C message
+        print(f"\ntwin: {interrupt_reason(exc)}", file=sys.stderr)
+        return interrupt_exit_code(exc)
+    except TwinError as exc:
+        if debug:
+            raise
+        return _fail(str(exc), EXIT_FAILED)
+    except Exception as exc:
+        if debug:
+            raise
+        return _fail(f"{_internal_error(exc)} (add --debug for the traceback)", EXIT_FAILED)
+    sig = received_signal()
+    if code == EXIT_INTERRUPTED and sig is not None:  # SIGTERM/SIGHUP: 143/129, not 130
+        return 128 + sig
+    return code
+
+
+def _internal_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":  # pragma: no cover

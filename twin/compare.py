@@ -103,9 +103,9 @@ def _info(s: Scenario) -> dict[str, Any]:
 
 
 def _read_tables(run_dir: Path) -> dict[str, pa.Table]:
-    import pyarrow.parquet as pq
+    from twin.results import read_parquet  # page checksums verified: a damaged table is named
 
-    return {n: pq.read_table(run_dir / f"{n}.parquet") for n in _TABLES
+    return {n: read_parquet(run_dir / f"{n}.parquet") for n in _TABLES
             if (run_dir / f"{n}.parquet").is_file()}
 
 
@@ -130,7 +130,11 @@ def run_compare(paths: Sequence[Path], *, out_dir: Path, workers: int,
     out = Path(out_dir).resolve()
     (out / RUNS).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    skipped = [s.name for _, s in loaded if check_run(out / RUNS / s.name, s.digest()) is None]
+    reasons = {s.name: check_run(out / RUNS / s.name, s.digest()) for _, s in loaded}
+    skipped = [name for name, why in reasons.items() if why is None]
+    for name, why in reasons.items():
+        if why is not None and (out / RUNS / name / "manifest.json").is_file():
+            say(f"[compare] {name}: not reused ({why}); running it again")
     tasks = [RunTask(run_id=s.name, run_dir=str(out / RUNS / s.name), scenario=s.model_dump(mode="json"),
                      timeout_s=timeout_s, scenario_path=str(p.resolve()))
              for p, s in loaded if s.name not in skipped]
@@ -155,7 +159,8 @@ def run_compare(paths: Sequence[Path], *, out_dir: Path, workers: int,
             try:
                 kpis.update(run_kpis(run_dir, s, pricing=pricing))
             except (OSError, ValueError, KeyError, pa.ArrowInvalid) as exc:
-                row.update(status="failed", error=f"KPIs: {type(exc).__name__}: {exc}")
+                row.update(status="failed", error=f"KPIs: {exc}; run the same `twin compare` "
+                           "again to rerun it")
         rows.append(row | {k: float(kpis[k]) for k in KPI_COLUMNS})
     table = _to_table(rows)
     _write(out, table, pricing=pricing)

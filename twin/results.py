@@ -5,12 +5,21 @@ A run folder holds ``manifest.json``, ``kpis.json`` and one Parquet file per tab
 in the same folder and renamed into place, so a reader never sees a half-written file and
 a killed run leaves the last complete version of each table. :class:`RunRecorder` keeps
 the rows of a running simulation and rewrites the tables at checkpoints and at the end.
+
+Integrity: Parquet pages carry CRC checksums (``write_page_checksum``) and
+:func:`read_parquet` verifies them, so a damaged table raises :class:`CorruptTableError`
+naming the file instead of returning wrong numbers. Before a flush, :meth:`RunRecorder.flush`
+checks the free space against an estimate of what it will write; a full disk
+(:class:`DiskFull`) leaves every table already written as it was. Result files get the
+ordinary permissions of new files (``0666`` minus the umask).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,12 +28,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from twin.errors import TwinError
 from twin.services.registry import service_tables
 
 __all__ = [
     "SCHEMAS",
+    "CorruptTableError",
+    "DiskFull",
     "RunRecorder",
+    "check_table",
     "read_json",
+    "read_parquet",
     "read_table",
     "write_json_atomic",
     "write_table_atomic",
@@ -139,19 +153,56 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
 SCHEMAS: dict[str, pa.Schema] = {**_CORE_SCHEMAS, **service_tables()}
 
 
+class CorruptTableError(ValueError):
+    """A Parquet file that cannot be read back intact (bad footer, page checksum mismatch)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"{path}: corrupt table ({detail})")
+        self.path = Path(path)
+
+
+class DiskFull(OSError, TwinError):
+    """No room left for a results file; the files already written stay as they were."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(errno.ENOSPC, f"disk full: {detail}", str(path))
+        self.path = Path(path)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"disk full writing {self.path}: {self.detail}"
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_path(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _file_mode())  # mkstemp makes 0600; a results file is an ordinary file
     return Path(tmp)
 
 
+def _disk_full(exc: OSError, path: Path) -> OSError:
+    if isinstance(exc, DiskFull) or (exc.errno != errno.ENOSPC
+                                     and "No space left" not in str(exc)):
+        return exc
+    return DiskFull(path, "no space left on the device")
+
+
 def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` as Parquet to ``path`` via a temporary file and a rename."""
+    """Write ``table`` as Parquet (page checksums) to ``path`` via a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_path(path)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_full(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -164,6 +215,9 @@ def write_json_atomic(data: Any, path: Path) -> None:
     try:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_full(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -173,15 +227,35 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_parquet(path: Path, *, columns: Iterable[str] | None = None) -> pa.Table:
+    """Read a Parquet file, verifying its page checksums; :class:`CorruptTableError` names it."""
+    path = Path(path)
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None,
+                             page_checksum_verification=True)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptTableError(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+
+def check_table(path: Path) -> str | None:
+    """None when ``path`` reads back intact (every page checksum), else why not."""
+    try:
+        read_parquet(path)
+    except CorruptTableError as exc:
+        return str(exc)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    return None
+
+
 def read_table(run_dir: Path, name: str) -> pa.Table:
     """Read one table of a run folder; raises a clear error when it is missing or corrupt."""
     path = Path(run_dir) / f"{name}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: table '{name}' not found in the results folder")
-    try:
-        return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return read_parquet(path)
 
 
 class RunRecorder:
@@ -222,8 +296,36 @@ class RunRecorder:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"results table '{table}': rows do not match its schema ({exc})") from exc
 
+    def estimate_flush_bytes(self) -> int:
+        """What :meth:`flush` will write: each changed table at the size per row of its file
+        on disk (or 8 bytes per value when it has none yet), plus a margin."""
+        total = 1 << 20
+        for name in self._dirty:
+            rows = len(self._rows[name])
+            path = self.out_dir / f"{name}.parquet"
+            per_row = 8.0 * len(SCHEMAS[name])
+            try:
+                n_old = pq.read_metadata(path).num_rows
+                if n_old:
+                    per_row = path.stat().st_size / n_old
+            except (OSError, pa.ArrowException):
+                pass
+            total += int(rows * per_row) + 4096
+        return total
+
     def flush(self) -> None:
-        """Rewrite every table that changed since the last flush."""
+        """Rewrite every table that changed since the last flush; :class:`DiskFull` (before
+        writing anything when the estimate does not fit) leaves the tables as they were."""
+        if not self._dirty:
+            return
+        need = self.estimate_flush_bytes()
+        try:
+            free = shutil.disk_usage(self.out_dir).free
+        except OSError:
+            free = need
+        if free < need:
+            raise DiskFull(self.out_dir, f"the tables need about {need / 1e6:.1f} MB, "
+                           f"{free / 1e6:.1f} MB free")
         for name in sorted(self._dirty):
             write_table_atomic(self.to_table(name), self.out_dir / f"{name}.parquet")
-        self._dirty.clear()
+            self._dirty.discard(name)

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from twin.errors import TwinError
+from twin.lifecycle import effective_status
 from twin.market.types import Clearing, Device, Order, OrderIntent, SettlementRow, Trade
+from twin.results import read_parquet, write_json_atomic
 
 __all__ = [
     "CHAIN_CHECKPOINT",
@@ -62,22 +62,27 @@ class ResumeError(TwinError):
 class ChainCheckpointer:
     """Calls :func:`write_checkpoint` after a flush unless the last dump was recent: the
     time since it must be at least ``10 x`` what it took, so dumping a large chain costs at
-    most about a tenth of the run's wall time."""
+    most about a tenth of the run's wall time. ``force`` (a flush due by market intervals,
+    ``--checkpoint-every-intervals``) dumps regardless."""
 
-    def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int) -> None:
-        self._args = {"ledger": ledger, "out_dir": out_dir, "interval_s": interval_s}
+    def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
+                 scenario_hash: str) -> None:
+        self._args = {"ledger": ledger, "out_dir": out_dir, "interval_s": interval_s,
+                      "run_id": run_id, "scenario_hash": scenario_hash}
         self._next = 0.0
 
-    def __call__(self) -> None:
-        if time.monotonic() < self._next:
+    def __call__(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() < self._next:
             return
         t0 = time.monotonic()
         write_checkpoint(**self._args)
         self._next = time.monotonic() + 10 * (time.monotonic() - t0)
 
 
-def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int) -> None:
-    """Dump the chain state, then record the checkpoint (call it right after a flush).
+def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
+                     scenario_hash: str) -> None:
+    """Dump the chain state, then record the checkpoint (call it right after a flush); the
+    checkpoint names the run (``run_id``, ``scenario_hash``) so a resume refuses a foreign one.
 
     The market's clock stands at the last step it ran (``set_time``), so the steps done are
     ``now_s // interval_s + 1`` (none before the first step)."""
@@ -90,10 +95,8 @@ def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int) -> None:
     state_file = CHAIN_CHECKPOINT[0] if last == CHAIN_CHECKPOINT[1] else CHAIN_CHECKPOINT[1]
     block = ledger.checkpoint_state(out_dir / state_file)
     doc = {"market_steps": steps, "block": block, "time_s": steps * interval_s,
-           "state_file": state_file}  # fmt: skip
-    tmp = out_dir / (CHECKPOINT + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out_dir / CHECKPOINT)
+           "state_file": state_file, "run_id": run_id, "scenario_hash": scenario_hash}  # fmt: skip
+    write_json_atomic(doc, out_dir / CHECKPOINT)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ class ResumePoint:
     state_file: str
     contracts: dict[str, str]
     chain_rows: list[dict[str, Any]]  # the stopped run's transactions up to ``block``
+    run_id: str = ""
+    stopped_at_time_s: int = 0  # the stopped run's tables reach this far: kept until passed
 
     @contextlib.contextmanager
     def open_ledger(
@@ -144,8 +149,13 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
         manifest = json.loads((out_dir / "manifest.json").read_text())
     except (OSError, ValueError) as exc:
         raise ResumeError(f"{out_dir}: no readable manifest.json to resume ({exc})") from exc
-    if manifest.get("status") == "complete":
+    status = effective_status(manifest)
+    if status == "complete":
         raise ResumeError(f"{out_dir}: the run is complete; nothing to resume")
+    if status == "running":
+        proc = manifest.get("process") or {}
+        raise ResumeError(f"{out_dir}: the run is still going (pid {proc.get('pid', '?')} on "
+                          f"{proc.get('host', '?')}); stop it first")
     chain = manifest.get("chain") or {}
     if chain.get("ledger") != "chain":
         raise ResumeError(
@@ -159,15 +169,26 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
             f"{out_dir}: no chain checkpoint ({CHECKPOINT}); the run stopped before its first "
             "checkpoint — run it again"
         ) from exc
+    mine = (manifest.get("run_id"), manifest.get("scenario_hash"))
+    theirs = (point.get("run_id"), point.get("scenario_hash"))
+    if mine != theirs:
+        raise ResumeError(
+            f"{out_dir}: {CHECKPOINT} belongs to another run (run id {theirs[0]}, scenario hash "
+            f"{str(theirs[1])[:12]}) than manifest.json (run id {mine[0]}, scenario hash "
+            f"{str(mine[1])[:12]}); nothing was changed — run the scenario again into a new folder")
     if not (out_dir / str(point.get("state_file"))).is_file():
         raise ResumeError(f"{out_dir}: the chain state {point.get('state_file')} is missing")
     rows: list[dict[str, Any]] = []
     if (out_dir / "chain.parquet").is_file():
-        rows = [r for r in pq.read_table(out_dir / "chain.parquet").to_pylist()
-                if r["block"] <= point["block"]]  # fmt: skip
+        try:
+            table = read_parquet(out_dir / "chain.parquet")
+        except ValueError as exc:
+            raise ResumeError(f"{exc}; the run cannot be resumed: run it again") from exc
+        rows = [r for r in table.to_pylist() if r["block"] <= point["block"]]  # fmt: skip
     return manifest["scenario"], ResumePoint(
         out_dir=out_dir, market_steps=int(point["market_steps"]), block=int(point["block"]),
         state_file=str(point["state_file"]), contracts=dict(chain["contracts"]), chain_rows=rows,
+        run_id=str(manifest["run_id"]), stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0),
     )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,20 +23,24 @@ import numpy as np
 
 from twin import __version__
 from twin.kpis import RunInputs, compute_kpis, read_tables
+from twin.lifecycle import interrupt_reason, process_identity
 from twin.market.audit import drain_tx_log, token_audit
 from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
 from twin.market.step import MarketLog
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.market.units import MICRO, price_from_per_mwh
-from twin.results import RunRecorder, write_json_atomic
+from twin.results import DiskFull, RunRecorder, write_json_atomic
 from twin.scenario import Scenario
 from twin.services.base import enabled_services, plan_services
 from twin.topology import write_topology
 
 __all__ = ["RunOutcome", "resume_run", "run_scenario"]
 
-#: Tables are rewritten at most this often (seconds of wall time) while a run goes on.
+#: While a run goes on, the tables are flushed (and a chain run checkpointed for
+#: ``twin run --resume``) when this much wall time has passed since the last flush ...
 CHECKPOINT_WALL_S = 10.0
+#: ... or after this many market intervals, whichever comes first.
+CHECKPOINT_INTERVALS = 8
 
 
 @dataclass
@@ -80,6 +85,10 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
     from twin.chain.ledger import ChainLedger
 
     url = rpc_url or scenario.chain.rpc_url
+    if url:
+        from twin.rpc_check import check_rpc_node
+
+        check_rpc_node(url, accounts=n_accounts)
     state_file = None if url else out_dir / "chain_state.json"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
     with AnvilNode(rpc_url=url, accounts=n_accounts, dump_state=state_file) as node:
@@ -112,6 +121,8 @@ def run_scenario(
     extend_world: Callable[..., None] | None = None,
     grid_step_s: int | None = None,
     resume: Any = None,
+    checkpoint_every_s: float | None = None,
+    checkpoint_every_intervals: int | None = None,
 ) -> RunOutcome:
     """Run ``scenario`` and write its results folder to ``out_dir``.
 
@@ -120,6 +131,10 @@ def run_scenario(
     simulators and must connect the agents' ``element_power`` to the grid (``twin hil serve``
     puts the HIL devices in between); without it the agents feed the grid directly.
     ``grid_step_s``: power-flow cadence when finer than the market interval (HIL step).
+    ``checkpoint_every_s`` / ``checkpoint_every_intervals``: flush and checkpoint at least
+    this often (defaults :data:`CHECKPOINT_WALL_S`, :data:`CHECKPOINT_INTERVALS`).
+    A resumed run (``resume``) rewrites no table before its replay has passed the point
+    where the stopped run stopped; a complete run deletes its resume checkpoints.
     """
     if scenario.game is not None:  # a cooperative-game scenario: no feeder day
         return _run_game(scenario, out_dir=Path(out_dir), scenario_path=scenario_path)
@@ -142,6 +157,8 @@ def run_scenario(
         "scenario_file": scenario_path,
         "scenario": scenario.model_dump(mode="json"),
         "scenario_hash": scenario.digest(),
+        "run_id": resume.run_id if resume is not None else uuid.uuid4().hex[:16],
+        "process": process_identity(),  # a reader shows a `running` run whose process is gone as crashed
         "seed": scenario.seed,
         "package_version": __version__,
         "git_sha": _git_sha(),
@@ -150,13 +167,19 @@ def run_scenario(
         "duration_s": duration_s,
         "interval_s": scenario.market.interval_s,
         "status": "running",
-        "stopped_at_time_s": 0,
+        "stopped_at_time_s": int(resume.stopped_at_time_s) if resume is not None else 0,
         "tables": [],
     }
     write_json_atomic(manifest, out_dir / "manifest.json")
     recorder = RunRecorder(out_dir)
     log = MarketLog()
     timings: dict[str, float] = {}
+    interval_s = scenario.market.interval_s
+    resume_from_s = int(resume.stopped_at_time_s) if resume is not None else 0
+
+    def held() -> bool:
+        """A resumed run keeps the stopped run's tables until its replay has passed them."""
+        return (log.last_settled + 1) * interval_s < resume_from_s
 
     say("building feeder and agents")
     rng = np.random.default_rng(scenario.seed)
@@ -195,7 +218,13 @@ def run_scenario(
                            duration_s=duration_s, progress=progress, timings=timings,
                            rt_factor=rt_factor, extend_world=extend_world,
                            grid_step_s=grid_step_s, services=services,
-                           on_flush=_chain_checkpoint(ledger, chain_info, out_dir, scenario))
+                           checkpoints=_Checkpoints(
+                               every_s=CHECKPOINT_WALL_S if checkpoint_every_s is None
+                               else checkpoint_every_s,
+                               every_intervals=checkpoint_every_intervals or CHECKPOINT_INTERVALS,
+                               held=held, chain=_chain_checkpoint(
+                                   ledger, chain_info, out_dir, scenario,
+                                   run_id=manifest["run_id"])))
                 status = "complete"
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
@@ -204,9 +233,12 @@ def run_scenario(
                     ledger, accounts=range(n_accounts), minted=minted,
                     value_holdings=services.value_holdings() if services else 0,
                     wallet_adjustments=services.wallet_adjustments() if services else None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "interrupted"
-        error = "interrupted by the user (Ctrl-C)"
+        error = interrupt_reason(exc)
+        raise
+    except DiskFull as exc:
+        error = str(exc)
         raise
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -215,24 +247,51 @@ def run_scenario(
         if "world_s" in timings:  # token audit + stopping the ledger (Anvil dumps its state)
             timings["teardown_s"] = time.perf_counter() - t_world - timings["world_s"]
         t_flush = time.perf_counter()
-        recorder.flush()
-        timings["flush_s"] = time.perf_counter() - t_flush
+        kept = held()
+        disk_full: DiskFull | None = None
+        kpis: dict[str, float] = {}
         wall_s = time.perf_counter() - t0
-        kpis = compute_kpis(read_tables(out_dir), inputs=RunInputs.of(scenario),
-                            tokens=manifest.get("tokens"), services=plan.enabled)
-        kpis["wall_time_s"] = round(wall_s, 3)
-        write_json_atomic(kpis, out_dir / "kpis.json")
+        try:
+            if not kept:
+                recorder.flush()
+                timings["flush_s"] = time.perf_counter() - t_flush
+                wall_s = time.perf_counter() - t0
+                kpis = compute_kpis(read_tables(out_dir), inputs=RunInputs.of(scenario),
+                                    tokens=manifest.get("tokens"), services=plan.enabled)
+                kpis["wall_time_s"] = round(wall_s, 3)
+                write_json_atomic(kpis, out_dir / "kpis.json")
+        except DiskFull as exc:  # the tables already on disk stay as they were
+            disk_full, status, error = exc, "failed", str(exc)
+        if kept and status != "complete":
+            error = (f"{error}; the resumed run stopped before passing the point where the "
+                     f"stopped run had stopped ({resume_from_s} s): its tables are unchanged")
+        if status == "complete":
+            _delete_checkpoints(out_dir)
         manifest.update(
             status=status,
             error=error,
-            stopped_at_time_s=(log.last_settled + 1) * scenario.market.interval_s
+            stopped_at_time_s=max((log.last_settled + 1) * interval_s, resume_from_s)
             if status != "complete" else duration_s,
             finished_at=datetime.now(UTC).isoformat(),
             tables=sorted(p.stem for p in out_dir.glob("*.parquet")),
             timings_s={k: round(v, 3) for k, v in timings.items()},
         )
-        write_json_atomic(manifest, out_dir / "manifest.json")
+        try:
+            write_json_atomic(manifest, out_dir / "manifest.json")
+        except DiskFull:  # the manifest stays `running`; readers show the run as crashed
+            if disk_full is None:
+                raise
+        if disk_full is not None:
+            raise disk_full
     return RunOutcome(out_dir=out_dir, kpis=kpis, wall_s=wall_s, timings_s=timings)
+
+
+def _delete_checkpoints(out_dir: Path) -> None:
+    """A complete run needs no resume checkpoint (the final chain state stays)."""
+    from twin.resume import CHAIN_CHECKPOINT, CHECKPOINT
+
+    for name in (CHECKPOINT, *CHAIN_CHECKPOINT):
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -> RunOutcome:
@@ -359,14 +418,14 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                progress: bool, timings: dict[str, float], rt_factor: float | None = None,
                extend_world: Callable[..., None] | None = None,
                grid_step_s: int | None = None, services: Any = None,
-               on_flush: Callable[[], None] | None = None) -> None:
+               checkpoints: _Checkpoints | None = None) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
         "Market": {"python": "twin.cosim.market_sim:MarketSim"},
         "Grid": {"python": "twin.cosim.grid_sim:GridSim"},
     }
-    checkpoint = _Checkpointer(recorder, on_flush=on_flush)
+    checkpoint = _Checkpointer(recorder, checkpoints or _Checkpoints())
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
                              timings=timings).Feeder()
@@ -386,34 +445,56 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
 
 
-class _Checkpointer:
-    """Recorder proxy for the agents adapter that flushes all tables every few seconds."""
+@dataclass
+class _Checkpoints:
+    """When to flush the tables (and checkpoint the chain) while a run goes on."""
 
-    def __init__(self, recorder: RunRecorder, on_flush: Callable[[], None] | None = None) -> None:
+    every_s: float = CHECKPOINT_WALL_S
+    every_intervals: int = CHECKPOINT_INTERVALS
+    held: Callable[[], bool] = lambda: False  # a resumed run still replaying: no flush
+    chain: Callable[..., None] | None = None  # the chain checkpoint (twin/resume.py)
+
+
+class _Checkpointer:
+    """Recorder proxy for the agents adapter: flushes all tables every ``every_s`` seconds
+    of wall time or every ``every_intervals`` market intervals (an agents step is one)."""
+
+    def __init__(self, recorder: RunRecorder, plan: _Checkpoints) -> None:
         self._recorder = recorder
+        self._plan = plan
         self._last = time.monotonic()
-        self._on_flush = on_flush  # the chain checkpoint (twin/resume.py)
+        self._steps = 0
 
     def add(self, table: str, rows: Any) -> None:
         self._recorder.add(table, rows)
-        if time.monotonic() - self._last > CHECKPOINT_WALL_S:
-            self._recorder.flush()
-            if self._on_flush is not None:
-                self._on_flush()
-            self._last = time.monotonic()
+        if table != "agents":  # the first table of an agents step: one decision per step
+            return
+        self._steps += 1
+        by_steps = self._steps >= self._plan.every_intervals
+        if not by_steps and time.monotonic() - self._last <= self._plan.every_s:
+            return
+        if self._plan.held():
+            return
+        self._recorder.flush()
+        if self._plan.chain is not None:
+            self._plan.chain(force=by_steps)
+        self._last = time.monotonic()
+        self._steps = 0
 
 
 def _chain_checkpoint(ledger: Any, chain_info: dict[str, Any], out_dir: Path,
-                      scenario: Scenario) -> Callable[[], None] | None:
+                      scenario: Scenario, *, run_id: str) -> Callable[..., None] | None:
     """After each flush of a chain run: dump the chain state for ``twin run --resume``."""
     if chain_info["ledger"] != "chain" or chain_info.get("rpc_url"):
         return None
     from twin.resume import ChainCheckpointer
 
-    return ChainCheckpointer(ledger=ledger, out_dir=out_dir, interval_s=scenario.market.interval_s)
+    return ChainCheckpointer(ledger=ledger, out_dir=out_dir, interval_s=scenario.market.interval_s,
+                             run_id=run_id, scenario_hash=scenario.digest())
 
 
-def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None) -> Any:
+def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None,
+               **checkpoint_kw: Any) -> Any:
     """Continue the stopped run in ``out_dir`` to its planned end (``twin run --resume``; the
     chain replay lives in :mod:`twin.resume`)."""
     from twin.resume import ResumeError, load_resume_point
@@ -429,5 +510,5 @@ def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None) -
     return run_scenario(
         scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
         until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,
-        resume=point,
+        resume=point, **checkpoint_kw,
     )  # fmt: skip

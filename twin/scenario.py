@@ -22,6 +22,7 @@ import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from twin.services.registry import SERVICES
+from twin.simbench_codes import simbench_code_problem
 from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
 
 __all__ = [
@@ -94,6 +95,13 @@ class GridSpec(_DsoLimitsSpec):
     simbench_code: str = "1-LV-semiurb4--0-sw"
     #: local network tariff published by the DSO every interval
     tariff: NetworkTariffSpec = NetworkTariffSpec()
+
+    @model_validator(mode="after")
+    def _code(self) -> GridSpec:
+        problem = simbench_code_problem(self.simbench_code) if self.kind == "simbench" else None
+        if problem:
+            raise CrossFieldError([("simbench_code", problem)])
+        return self
 
 
 class PVSpec(_Spec):
@@ -386,6 +394,13 @@ class GameGridSpec(_DsoLimitsSpec):
 
     simbench_code: Annotated[str, Field(min_length=1)]
 
+    @model_validator(mode="after")
+    def _code(self) -> GameGridSpec:
+        problem = simbench_code_problem(self.simbench_code)
+        if problem:
+            raise CrossFieldError([("simbench_code", problem)])
+        return self
+
 
 class GameSpec(_Spec):
     """A cooperative-game scenario (``twin run`` plays it instead of a feeder day)."""
@@ -522,51 +537,12 @@ class Scenario(_Spec):
     game: GameSpec | None = None  # a cooperative-game scenario instead of a feeder day
 
     @model_validator(mode="after")
-    def _time(self) -> Scenario:
-        if self.start.tzinfo is None:
-            raise ValueError("start must carry a time zone (e.g. 2016-06-15T00:00:00Z)")
-        if self.hil.step_s is not None and self.market.interval_s % self.hil.step_s:
-            raise ValueError(
-                f"hil.step_s ({self.hil.step_s}) must divide market.interval_s ({self.market.interval_s})"
-            )
-        if self.duration_s % self.market.interval_s:
-            raise ValueError(
-                f"duration_s ({self.duration_s}) must be a multiple of market.interval_s "
-                f"({self.market.interval_s})"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _forecast(self) -> Scenario:
-        fc, where = self.agents.forecast, "agents.forecast.method"
-        if fc.method == "noise":
-            return self
-        if self.grid.kind != "simbench" or self.agents.households.profiles != "simbench":
-            raise ValueError(f"{where}: {fc.method!r} learns from SimBench history and needs "
-                             f"grid.kind 'simbench' and agents.households.profiles 'simbench'")
-        if 86_400 % self.market.interval_s:
-            raise ValueError(f"{where}: {fc.method!r} needs market.interval_s to divide one day "
-                             f"(86400 s), got {self.market.interval_s}")
-        start = self.start.astimezone(UTC)
-        day = (start - datetime(start.year, 1, 1, tzinfo=UTC)).days
-        if day < fc.train_days + 7:
-            raise ValueError(f"agents.forecast.train_days: {fc.train_days} training days plus a week "
-                             f"of lags must lie before start (day {day} of the SimBench year); "
-                             f"lower train_days or start later")
-        return self
-
-    @model_validator(mode="after")
-    def _game(self) -> Scenario:
-        problems = _game_problems(self.game)
+    def _cross_field(self) -> Scenario:
+        """Rules across fields, each with its own field path (:class:`CrossFieldError`)."""
+        problems = [*_time_problems(self), *_forecast_problems(self),
+                    *_game_problems(self.game), *_service_problems(self)]
         if problems:
-            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
-        return self
-
-    @model_validator(mode="after")
-    def _services(self) -> Scenario:
-        problems = _service_problems(self)
-        if problems:
-            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
+            raise CrossFieldError(problems)
         return self
 
     @property
@@ -579,6 +555,46 @@ class Scenario(_Spec):
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+class CrossFieldError(ValueError):
+    """Cross-field rules a scenario breaks, as ``(field path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+        self.problems = problems
+
+
+def _time_problems(sc: Scenario) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if sc.start.tzinfo is None:
+        out.append(("start", "must carry a time zone (e.g. 2016-06-15T00:00:00Z)"))
+    if sc.hil.step_s is not None and sc.market.interval_s % sc.hil.step_s:
+        out.append(("hil.step_s", f"({sc.hil.step_s}) must divide market.interval_s "
+                    f"({sc.market.interval_s})"))
+    if sc.duration_s % sc.market.interval_s:
+        out.append(("duration_s", f"({sc.duration_s}) must be a multiple of market.interval_s "
+                    f"({sc.market.interval_s})"))
+    return out
+
+
+def _forecast_problems(sc: Scenario) -> list[tuple[str, str]]:
+    fc, where = sc.agents.forecast, "agents.forecast.method"
+    if fc.method == "noise":
+        return []
+    if sc.grid.kind != "simbench" or sc.agents.households.profiles != "simbench":
+        return [(where, f"{fc.method!r} learns from SimBench history and needs grid.kind "
+                 "'simbench' and agents.households.profiles 'simbench'")]
+    if 86_400 % sc.market.interval_s:
+        return [(where, f"{fc.method!r} needs market.interval_s to divide one day (86400 s), "
+                 f"got {sc.market.interval_s}")]
+    start = sc.start.astimezone(UTC) if sc.start.tzinfo else sc.start.replace(tzinfo=UTC)
+    day = (start - datetime(start.year, 1, 1, tzinfo=UTC)).days
+    if day < fc.train_days + 7:
+        return [("agents.forecast.train_days", f"{fc.train_days} training days plus a week of "
+                 f"lags must lie before start (day {day} of the SimBench year); lower "
+                 "train_days or start later")]
+    return []
 
 
 def _service_problems(sc: Scenario) -> list[tuple[str, str]]:
@@ -604,23 +620,62 @@ def _path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _errors(exc: ValidationError) -> list[tuple[str, str]]:
+    errors: list[tuple[str, str]] = []
+    for err in exc.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, CrossFieldError):
+            prefix = _path(err["loc"])
+            errors += [(f"{prefix}.{path}" if prefix else path, msg) for path, msg in cause.problems]
+            continue
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+            if tuple(err["loc"][:2]) == ("market", "services") and len(err["loc"]) == 3:
+                msg = f"unknown market service (known: {', '.join(d.name for d in SERVICES)})"
+        errors.append((_path(err["loc"]), msg))
+    return errors
+
+
+def _without(data: Any, locs: list[tuple[Any, ...]]) -> Any:
+    """``data`` with the values at ``locs`` removed (their defaults apply)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for loc in locs:
+        node = out
+        for key in loc[:-1]:
+            node = node[key] if isinstance(node, dict | list) and _has(node, key) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and loc and loc[-1] in node:
+            del node[loc[-1]]
+    return out
+
+
+def _has(node: Any, key: Any) -> bool:
+    return key in node if isinstance(node, dict) else isinstance(key, int) and 0 <= key < len(node)
+
+
 def scenario_from_dict(data: Any, *, source: str = "<scenario>") -> Scenario:
-    """Validate a mapping; raise :class:`ScenarioError` listing every problem."""
+    """Validate a mapping; raise :class:`ScenarioError` listing every problem: field errors
+    and, in the same pass, the cross-field rules (checked with the bad fields at their
+    defaults), each with its field path."""
     if not isinstance(data, dict):
         raise ScenarioError(source, [("", f"top level must be a mapping, got {type(data).__name__}")])
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-                if tuple(err["loc"][:2]) == ("market", "services") and len(err["loc"]) == 3:
-                    msg = (f"unknown market service (known: "
-                           f"{', '.join(d.name for d in SERVICES)})")
-            errors.append((_path(err["loc"]), msg))
-        raise ScenarioError(source, errors) from None
+        errors = _errors(exc)
+        field_locs = [tuple(e["loc"]) for e in exc.errors() if e["loc"]]
+    if field_locs:
+        try:
+            Scenario.model_validate(_without(data, field_locs))
+        except ValidationError as again:
+            bad = {_path(loc) for loc in field_locs}
+            errors += [e for e in _errors(again) if e not in errors
+                       and not any(e[0] == b or e[0].startswith(b + ".") for b in bad)]
+    raise ScenarioError(source, errors) from None
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -631,5 +686,8 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ScenarioError(p.name, [("", f"not valid YAML: {exc}")]) from None
+        text = " ".join(str(exc).replace('"<unicode string>"', str(p)).split())
+        raise ScenarioError(p.name, [("", f"not valid YAML: {text}")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(str(p), [("", f"cannot read the file ({exc})")]) from None
     return scenario_from_dict(data, source=p.name)

@@ -279,4 +279,4 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
     )
     with pytest.raises(ResumeError, match="before its first checkpoint"):
         load_resume_point(tmp_path)
-    assert main(["run", "--resume", str(tmp_path), "--no-progress"]) == 1
+    assert main(["run", "--resume", str(tmp_path), "--no-progress"]) == 2

@@ -152,3 +152,11 @@ def test_run_snapshot_and_non_convergence() -> None:
     assert not bad.converged and np.isnan(bad.vm_pu).all()
     with pytest.raises(ValueError, match="load_p_mw"):
         apply_injections(net, load_p_mw=np.array([0.01, 0.02]))
+
+
+def test_simbench_code_list_is_simbench_s():
+    import simbench as sb
+
+    from twin.simbench_codes import SIMBENCH_CODES
+
+    assert set(sb.collect_all_simbench_codes()) == SIMBENCH_CODES

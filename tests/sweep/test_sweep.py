@@ -107,14 +107,14 @@ def test_killed_sweep_resumes_exactly_the_missing_runs(tmp_path: Path) -> None:
 
 
 def test_crashing_variant_is_isolated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # a SimBench code that does not exist passes validation and fails when the feeder is built
-    spec = write_spec(tmp_path, parameters={"grid.kind": ["cigre_lv", "simbench"]}, seeds=1,
-                      set={"grid.simbench_code": "no-such-grid"})
+    # a node nobody listens on passes validation and fails when the chain ledger opens
+    spec = write_spec(tmp_path, parameters={"market.ledger": ["reference", "chain"]}, seeds=1,
+                      set={"chain.rpc_url": "http://127.0.0.1:9"})
     out = tmp_path / "out"
     assert main(["sweep", str(spec), "--out", str(out), "--no-progress"]) == 1
-    rows = {r["grid.kind"]: r for r in read_kpis(out).to_pylist()}
-    assert rows["cigre_lv"]["status"] == "complete"
-    assert rows["simbench"]["status"] == "failed" and rows["simbench"]["error"]
+    rows = {r["market.ledger"]: r for r in read_kpis(out).to_pylist()}
+    assert rows["reference"]["status"] == "complete"
+    assert rows["chain"]["status"] == "failed" and "127.0.0.1:9" in rows["chain"]["error"]
     assert "failed" in capsys.readouterr().out
     assert main(["sweep", str(spec), "--out", str(out), "--no-progress", "--allow-failures"]) == 0
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from web3 import HTTPProvider, Web3
 
-from twin.chain.compile import project_root
 from twin.errors import TwinError
+from twin.lifecycle import die_with_parent
 
 __all__ = ["AnvilError", "AnvilNode", "anvil_binary"]
 
@@ -37,15 +37,14 @@ class AnvilError(TwinError):
 
 
 def anvil_binary(node_modules: Path | None = None) -> Path:
-    """Path of the real Anvil binary inside ``node_modules`` (no npm shim, no download)."""
-    nm = node_modules or project_root() / "node_modules"
-    for candidate in sorted((nm / "@foundry-rs").glob("anvil-*/bin/anvil")):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    shim = nm / ".bin" / "anvil"
-    if shim.exists():
-        return shim
-    raise AnvilError(f"Anvil not found under {nm}: {_FIX}")
+    """Path of the Anvil binary: TWIN_ANVIL, ``node_modules`` (no npm shim when the real
+    binary is there, no download) or PATH (twin/tools.py)."""
+    from twin.tools import ToolMissing, find_anvil
+
+    try:
+        return find_anvil(node_modules)
+    except ToolMissing as exc:
+        raise AnvilError(str(exc)) from exc
 
 
 def _free_port() -> int:
@@ -62,6 +61,26 @@ def _rpc(url: str, method: str, params: list[Any], timeout: float = 2.0) -> Any:
     if "error" in doc:
         raise AnvilError(f"{method} failed: {doc['error']}")
     return doc["result"]
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def _commit_dump(path: Path) -> None:
+    """Move Anvil's finished ``--dump-state`` into place; drop a truncated one (full disk)."""
+    partial = _partial(path)
+    try:
+        size = partial.stat().st_size
+        with open(partial, "rb") as fh:
+            fh.seek(max(0, size - 64))
+            complete = size > 0 and fh.read().rstrip().endswith(b"}")
+    except OSError:
+        return
+    if complete:
+        os.replace(partial, path)
+    else:
+        partial.unlink(missing_ok=True)
 
 
 class AnvilNode:
@@ -140,7 +159,9 @@ class AnvilNode:
                 cmd += ["--load-state", str(self.load_state)]
             if self.dump_state is not None:
                 self.dump_state.parent.mkdir(parents=True, exist_ok=True)
-                cmd += ["--dump-state", str(self.dump_state)]
+                # Anvil writes to a partial file; stop() renames it when complete, so a full
+                # disk never leaves a truncated state over the last good one
+                cmd += ["--dump-state", str(_partial(self.dump_state))]
             self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
             self._stderr = tempfile.TemporaryFile()  # not a pipe: a full pipe would block Anvil
             try:
@@ -150,6 +171,7 @@ class AnvilNode:
                     stderr=self._stderr,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C in the terminal reaches us, we stop Anvil
+                    preexec_fn=die_with_parent,  # and it dies with us, even on kill -9
                 )
             except OSError as exc:
                 raise AnvilError(f"cannot start {binary}: {exc}; {_FIX}") from exc
@@ -193,6 +215,8 @@ class AnvilNode:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     proc.wait(timeout=5)
+        if proc is not None and self.dump_state is not None:
+            _commit_dump(self.dump_state)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         if self._stderr is not None:
@@ -245,7 +269,11 @@ class AnvilNode:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # e.g. a full disk: the last checkpoint stays
+            raise
         return path

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -83,11 +82,6 @@ def _sources(contracts_dir: Path) -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(contracts_dir.glob("*.sol"))}
 
 
-def _solc_version(solc_js: Path) -> str:
-    meta = json.loads((solc_js.parent / "package.json").read_text(encoding="utf-8"))
-    return f"solc-js {meta['version']}"
-
-
 def compile_contracts(
     *,
     contracts_dir: Path = CONTRACTS_DIR,
@@ -102,16 +96,18 @@ def compile_contracts(
     Raises :class:`CompileError` naming the fix when node or solc is missing, and listing
     every compiler error otherwise.
     """
-    root = project_root()
-    node_modules = node_modules or root / "node_modules"
-    cache_dir = cache_dir or root / ".cache" / "solc"
-    solc_js = node_modules / "solc" / "solc.js"
-    if not solc_js.is_file():
-        raise CompileError(f"solc-js not found at {solc_js}: {_FIX}")
+    from twin.tools import ToolMissing, find_solc
+    from twin.tools import cache_dir as default_cache_dir
+
+    cache_dir = cache_dir or default_cache_dir() / "solc"
+    try:
+        solc = find_solc(node_modules)
+    except ToolMissing as exc:
+        raise CompileError(str(exc)) from exc
     sources = _sources(contracts_dir)
     if not sources:
         raise CompileError(f"no Solidity sources in {contracts_dir}")
-    version = _solc_version(solc_js)
+    version = solc.version
     source_hash = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
     key = hashlib.sha256(
         json.dumps(
@@ -124,7 +120,7 @@ def compile_contracts(
             return _load(path)
         except (OSError, ValueError, KeyError):
             pass  # corrupt cache entry: recompile
-    output = _run_solc(solc_js, sources)
+    output = _run_solc(solc.command, sources)
     artifacts: dict[str, Any] = {}
     for file_contracts in output.get("contracts", {}).values():
         for name, c in file_contracts.items():
@@ -149,10 +145,7 @@ def compile_contracts(
     return _load(path)
 
 
-def _run_solc(solc_js: Path, sources: dict[str, str]) -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None:
-        raise CompileError(f"`node` is not on PATH: install Node.js >= 18, then {_FIX}")
+def _run_solc(command: tuple[str, ...], sources: dict[str, str]) -> dict[str, Any]:
     request = {
         "language": "Solidity",
         "sources": {name: {"content": text} for name, text in sources.items()},
@@ -167,7 +160,7 @@ def _run_solc(solc_js: Path, sources: dict[str, str]) -> dict[str, Any]:
         in_file.seek(0)
         try:
             proc = subprocess.run(
-                [node, str(solc_js), "--standard-json"],
+                [*command, "--standard-json"],
                 stdin=in_file,
                 stdout=out_file,
                 stderr=subprocess.PIPE,

@@ -20,6 +20,7 @@ raises them together as :class:`SweepError`, like :class:`twin.scenario.Scenario
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -80,8 +81,12 @@ class Parameter:
         return self.values is not None
 
 
+_TYPE_TAG = re.compile(r"^(constrained-)?(int|float|str|bool|list|dict|function-\w+)(\[.*\])?$")
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc)
+    """The field path, without pydantic's union-member tags (``seeds.constrained-int``)."""
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and _TYPE_TAG.match(p)))
 
 
 def parse_spec(data: Any) -> tuple[SweepSpec | None, list[Error]]:
@@ -91,11 +96,18 @@ def parse_spec(data: Any) -> tuple[SweepSpec | None, list[Error]]:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
+        by_path: dict[str, list[str]] = {}
+        paths = [_loc(e["loc"]) for e in exc.errors()]
+        for err, path in zip(exc.errors(), paths, strict=True):
+            if path != ".".join(map(str, err["loc"])) and any(
+                    q.startswith(path + ".") for q in paths):
+                continue  # the union member that does not fit; its sibling says what's wrong
             msg = "unknown field" if err["type"] == "extra_forbidden" else str(err["msg"])
-            errors.append((_loc(err["loc"]), msg.removeprefix("Value error, ")))
-        return None, errors
+            msgs = by_path.setdefault(path, [])
+            if msg.removeprefix("Value error, ") not in msgs:
+                msgs.append(msg.removeprefix("Value error, "))
+        # a union (seeds: count or list) fails once per member: one line, both expectations
+        return None, [(path, " or ".join(msgs)) for path, msgs in by_path.items()]
     return spec, []
 
 

@@ -26,7 +26,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from twin.results import SCHEMAS, write_json_atomic, write_table_atomic
+from twin.lifecycle import effective_status
+from twin.results import SCHEMAS, check_table, read_parquet, write_json_atomic, write_table_atomic
 
 __all__ = [
     "KPIS_FILE",
@@ -51,14 +52,15 @@ def check_run(run_dir: Path, digest: str) -> str | None:
     """Why the run in ``run_dir`` is not complete and valid for scenario ``digest`` (None if it is).
 
     Complete means: manifest status ``complete`` for this very scenario, readable kpis.json,
-    and every table the manifest lists present with a valid Parquet footer.
+    and every table the manifest lists present and intact (footer and page checksums).
     """
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return "no readable manifest.json"
-    if manifest.get("status") != "complete":
-        return f"manifest status is {manifest.get('status')!r}"
+    status = effective_status(manifest)
+    if status != "complete":
+        return f"manifest status is {status!r}"
     if manifest.get("scenario_hash") != digest:
         return "manifest is for another scenario"
     try:
@@ -68,10 +70,9 @@ def check_run(run_dir: Path, digest: str) -> str | None:
     if not isinstance(kpis, dict):
         return "kpis.json is not a mapping"
     for table in manifest.get("tables", []):
-        try:
-            pq.read_metadata(run_dir / f"{table}.parquet")
-        except (OSError, pa.ArrowInvalid) as exc:
-            return f"{table}.parquet unreadable ({exc})"
+        problem = check_table(run_dir / f"{table}.parquet")
+        if problem is not None:
+            return problem
     return None
 
 
@@ -156,12 +157,9 @@ def write_kpis(out: Path, rows: list[dict[str, Any]], *, parameters: Sequence[st
 def read_kpis(out: Path) -> pa.Table:
     """``DIR/kpis.parquet`` (one row per run); a clear error when missing or corrupt."""
     path = Path(out) / KPIS_FILE
-    try:
-        return pq.read_table(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no kpis.parquet; is this a `twin sweep` folder?") from None
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no kpis.parquet; is this a `twin sweep` folder?")
+    return read_parquet(path)
 
 
 def _scalar_expr(name: str, value: Any, typ: pa.DataType) -> ds.Expression:
@@ -184,7 +182,8 @@ def open_dataset(out: Path, table: str, *, status: str | None = "complete") -> d
     keys = ["run_id", *params, "seed"]
     key_fields = [index.schema.field(k) for k in keys]
     schema = pa.schema(list(SCHEMAS[table]) + key_fields)
-    fmt = ds.ParquetFileFormat()
+    fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+        page_checksum_verification=True))
     fs = pafs.LocalFileSystem()
     fragments, bad = [], []
     for row in index.to_pylist():
