@@ -37,7 +37,7 @@ def _engine() -> Any:
 
 def _yprim(ckt: Any) -> np.ndarray:
     raw = np.asarray(ckt.ActiveCktElement.Yprim, dtype=float)
-    m = int(round(math.sqrt(raw.size // 2)))
+    m = round(math.sqrt(raw.size // 2))
     return (raw[0::2] + 1j * raw[1::2]).reshape(m, m)
 
 
@@ -158,7 +158,7 @@ def _add_vsource(ckt: Any, full: str, nt: tuple[list[int], list[int]], node_of: 
                  vbase: list[float], add_element: Any, fixed_node: list[int], fixed_v: list[complex],
                  errors: list[str]) -> None:
     """A Vsource: EMF nodes (fixed) behind its Thevenin admittance (an element)."""
-    nodes, term = nt
+    nodes, _term = nt
     n_c = len(nodes) // 2
     if any(n >= 0 for n in nodes[n_c:]):
         errors.append(f"{full}: a Vsource whose bus2 is not ground is not supported")

@@ -73,7 +73,7 @@ def import_pandapower(cls: Any, net_in: Any) -> Any:
     errors = [f"net.{el}[{idx}]: pandapower element '{el}' is not supported by the three-phase import"
               for el in _UNSUPPORTED if el in net_in and len(net_in[el]) and "in_service" in net_in[el]
               for idx in net_in[el].index[net_in[el].in_service.astype(bool)]]
-    eg = net_in.ext_grid[net_in.ext_grid.in_service.astype(bool)] if "ext_grid" in net_in else []
+    eg: Any = net_in.ext_grid[net_in.ext_grid.in_service.astype(bool)] if "ext_grid" in net_in else []
     if len(eg) == 0:
         errors.append("net.ext_grid: no in-service ext_grid (the slack of runpp_3ph)")
     if errors:
@@ -83,7 +83,7 @@ def import_pandapower(cls: Any, net_in: Any) -> Any:
         ppc1, ppcis, ys = _sequence_matrices(net)
     except Exception as exc:
         raise FeederImportError(f"pandapower could not build the sequence networks: {exc}") from exc
-    ppci0, ppci1, ppci2 = ppcis
+    _ppci0, ppci1, _ppci2 = ppcis
     base_mva = float(ppci1["baseMVA"])
     n_ppci = ppci1["bus"].shape[0]
     lookup = np.asarray(net._pd2ppc_lookups["bus"])
@@ -108,12 +108,12 @@ def import_pandapower(cls: Any, net_in: Any) -> Any:
     vbase = np.concatenate([vbase, np.array(extra)])
 
     # branches: one 6x6 element each (in-service ppc rows keep their order in ppci)
-    names = []
+    names: list[str] = []
     for el, (a, b) in net._pd2ppc_lookups["branch"].items():
         idx = net[el].index.to_numpy()
         names.extend(f"{el}.{i}" for i in idx[: b - a])
     on = ppc1["branch"][:, BR_STATUS].real > 0
-    names = [nm for nm, o in zip(names, on) if o]
+    names = [nm for nm, o in zip(names, on, strict=False) if o]
     vec = [branch_vectors(p["branch"], p["branch"].shape[0]) for p in ppcis]  # per seq: Ytt, Yff, Yft, Ytf
     br = ppci1["branch"]
     e_y, e_nodes, e_term, e_imax = [], [], [], []
@@ -142,8 +142,8 @@ def import_pandapower(cls: Any, net_in: Any) -> Any:
 
     v1 = ppci1["bus"][ref, VM] * np.exp(1j * np.radians(ppci1["bus"][ref, VA]))
     eg_v = {int(lookup[b]): (vm * np.exp(1j * np.radians(va)))
-            for b, vm, va in zip(eg.bus, eg.vm_pu, eg.va_degree)}
-    v1 = np.array([eg_v.get(int(r), v) for r, v in zip(ref, v1)], dtype=complex)
+            for b, vm, va in zip(eg.bus, eg.vm_pu, eg.va_degree, strict=False)}
+    v1 = np.array([eg_v.get(int(r), v) for r, v in zip(ref, v1, strict=False)], dtype=complex)
 
     loads = _loads(net_in, node_of, buses)
     return cls(
@@ -191,7 +191,7 @@ def _loads(net: Any, node_of: Any, buses: Any) -> dict[str, list[Any]]:
             else:
                 s = [complex(row.p_mw, row.q_mvar) / 3.0] * 3
             nodes = node_of[pos[row.bus]]
-            for (a, b), s_ph in zip(pairs[typ], s):
+            for (a, b), s_ph in zip(pairs[typ], s, strict=False):
                 if s_ph == 0:
                     continue
                 out["name"].append(f"{el}.{idx}")

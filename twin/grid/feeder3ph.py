@@ -32,7 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-__all__ = ["Feeder3ph", "FeederImportError", "LOAD_CONST_I", "LOAD_CONST_PQ", "LOAD_CONST_Z"]
+__all__ = ["LOAD_CONST_I", "LOAD_CONST_PQ", "LOAD_CONST_Z", "Feeder3ph", "FeederImportError"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]

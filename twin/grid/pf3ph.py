@@ -26,7 +26,6 @@ are consumption-positive; phases a, b, c are the last axis; angles in degrees.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -215,6 +214,8 @@ class BatchPowerFlow3ph:
                                 shape=(n_cond, f.n_node)) if n_cond else sp.csr_matrix((0, f.n_node), dtype=complex)
         self._cond_ibase_ka = f.sn_mva / cond_vb
         self._cond_elem = np.repeat(np.arange(self._n_elem), np.diff(f.elem_ptr))
+        self._cond_to_elem = sp.csr_matrix((np.ones(n_cond), (np.arange(n_cond), self._cond_elem)),
+                                           shape=(n_cond, self._n_elem))
         ph = np.where(f.elem_nodes >= 0, node_phase[np.maximum(f.elem_nodes, 0)], -1)
         self._cond_first = (f.elem_terminal == 0) & (ph >= 0)
         self._cond_phase = ph
@@ -223,7 +224,7 @@ class BatchPowerFlow3ph:
         s_pu = f.load_s_mva / f.sn_mva
         u = f.load_u_nom_pu
         self._ld_p = np.select([f.load_model == 0, f.load_model == 1], [2.0, 1.0], 0.0)
-        self._ld_k = np.conj(s_pu) / u ** (2.0 - self._ld_p)
+        self._ld_k: ComplexArray = np.asarray(np.conj(s_pu) / u ** (2.0 - self._ld_p), dtype=np.complex128)
         self._ld_lo = np.maximum(f.load_vmin_pu * u, 1e-6)
         self._ld_hi = f.load_vmax_pu * u
         self._ld_i = f.load_i
@@ -293,7 +294,7 @@ class BatchPowerFlow3ph:
         s_node = np.zeros((n_b, f.n_node), dtype=complex)
         has = f.node_of >= 0
         s_node[:, f.node_of[has]] = s_bus[:, has] / f.sn_mva
-        ld_k = self._ld_k if base_loads else np.zeros_like(self._ld_k)
+        ld_k: ComplexArray = self._ld_k if base_loads else np.zeros_like(self._ld_k)
         s_node[:, ~topo.energized] = 0.0
         use_numba = self._use_numba if self._use_numba is not None else n_b * f.n_node >= _NUMBA_WORK
         if topo.lu is None:
@@ -347,6 +348,10 @@ class BatchPowerFlow3ph:
 
     # ------------------------------------------------------------------ results
 
+    def _y_src(self, topo: _Topology) -> Any:
+        src = np.flatnonzero(topo.source_node)
+        return (topo.y - sp.csr_matrix(self.feeder.shunt_y))[src]
+
     def _post(self, topo: _Topology, v: ComplexArray, iters: IntArray, conv: BoolArray, s_node: ComplexArray,
               ld_k: ComplexArray) -> PowerFlow3phResult:
         f = self.feeder
@@ -365,10 +370,7 @@ class BatchPowerFlow3ph:
         i_cond = (self._g @ v0.T).T  # (B, n_cond)
         vg = np.concatenate([v0, np.zeros((n_b, 1))], axis=1)
         s_cond = vg[:, np.where(f.elem_nodes >= 0, f.elem_nodes, f.n_node)] * np.conj(i_cond)
-        pl = np.zeros((n_b, self._n_elem))
-        if s_cond.shape[1]:
-            np.add.at(pl.T, self._cond_elem, s_cond.real.T)
-        pl *= f.sn_mva
+        pl = np.asarray(s_cond.real @ self._cond_to_elem) * f.sn_mva
         i_ka = np.full((n_b, self._n_elem, 3), np.nan)
         load_pc = np.full((n_b, self._n_elem, 3), np.nan)
         sel = self._cond_first
@@ -379,10 +381,12 @@ class BatchPowerFlow3ph:
         off = ~np.isfinite(v).any(axis=1)
         i_ka[off] = np.nan
         load_pc[off] = np.nan
-        # source power: the KCL residual at source nodes
-        inj = self._currents(v0, s_node, ld_k)
-        res = (topo.y @ v0.T).T - inj
-        s_src = (v0 * np.conj(res))[:, topo.source_node].sum(axis=1) * f.sn_mva
+        # source power: the KCL residual at the source nodes, without shunts there (a
+        # sequence slack's short-circuit admittance is the source's own, as in pandapower)
+        src = np.flatnonzero(topo.source_node)
+        inj = self._currents(v0, s_node, ld_k)[:, src]
+        res = (self._y_src(topo) @ v0.T).T - inj
+        s_src = (v0[:, src] * np.conj(res)).sum(axis=1) * f.sn_mva
         pl_tot = np.where(self._not_source_elem[None], pl, 0.0).sum(axis=1)
         nan_rows = ~conv
         pl[nan_rows] = np.nan
