@@ -96,7 +96,7 @@ def test_small_lv_net_random_phase_loads_match_runpp_3ph() -> None:
     net = small_lv_net()
     feeder = Feeder3ph.from_pandapower(net)
     rng = np.random.default_rng(7)
-    n_b = 3
+    n_b = 2
     p = rng.uniform(-0.004, 0.01, (n_b, feeder.n_bus, 3))
     q = rng.uniform(-0.002, 0.003, (n_b, feeder.n_bus, 3))
     p[:, 0] = q[:, 0] = 0.0  # nothing on the MV bus

@@ -104,7 +104,7 @@ def import_opendss(cls: Any, path: Path, *, commands: tuple[str, ...], sn_mva: f
     e_ptr = [0]
     e_imax: list[float] = []
     e_y: list[np.ndarray] = []
-    loads: dict[str, list[Any]] = {k: [] for k in ("name", "i", "j", "s", "model", "u", "vmin", "vmax")}
+    loads: dict[str, list[Any]] = {k: [] for k in ("name", "i", "j", "s", "model", "u", "vmin", "vmax", "vlow")}
     fixed_node: list[int] = []
     fixed_v: list[complex] = []
 
@@ -148,6 +148,7 @@ def import_opendss(cls: Any, path: Path, *, commands: tuple[str, ...], sn_mva: f
         load_j=np.array(loads["j"], dtype=np.int64), load_s_mva=np.array(loads["s"], dtype=complex),
         load_model=np.array(loads["model"], dtype=np.int64), load_u_nom_pu=np.array(loads["u"], dtype=float),
         load_vmin_pu=np.array(loads["vmin"], dtype=float), load_vmax_pu=np.array(loads["vmax"], dtype=float),
+        load_vlow_pu=np.array(loads["vlow"], dtype=float),
         fixed_node=np.array(fixed_node, dtype=np.int64), fixed_v_pu=np.array(fixed_v, dtype=complex),
         seq_slack_nodes=np.zeros((0, 3), dtype=np.int64), seq_slack_v1_pu=np.zeros(0, dtype=complex),
         source=str(path), ignored=tuple(ignored),
@@ -193,6 +194,10 @@ def _add_load(ckt: Any, full: str, nodes: list[int], vbase: list[float], sn_mva:
         return
     n_ph = int(ld.Phases)
     delta = bool(ld.IsDelta)
+    try:
+        vlow = float(ckt.ActiveCktElement.Properties("vlowpu").Val)
+    except Exception:  # older engines: OpenDSS's default
+        vlow = 0.5
     kv = float(ld.kV)
     s_mva = complex(float(ld.kW), float(ld.kvar)) / 1e3
     if delta:
@@ -222,3 +227,4 @@ def _add_load(ckt: Any, full: str, nodes: list[int], vbase: list[float], sn_mva:
         loads["u"].append(u_kv / vbase[i])
         loads["vmin"].append(float(ld.Vminpu))
         loads["vmax"].append(float(ld.Vmaxpu))
+        loads["vlow"].append(vlow)

@@ -155,7 +155,7 @@ def import_pandapower(cls: Any, net_in: Any) -> Any:
         load_j=np.array(loads["j"], dtype=np.int64), load_s_mva=np.array(loads["s"], dtype=complex),
         load_model=np.full(len(loads["name"]), LOAD_CONST_PQ, dtype=np.int64),
         load_u_nom_pu=np.array(loads["u"], dtype=float), load_vmin_pu=np.zeros(len(loads["name"])),
-        load_vmax_pu=np.full(len(loads["name"]), np.inf),
+        load_vmax_pu=np.full(len(loads["name"]), np.inf), load_vlow_pu=np.zeros(len(loads["name"])),
         fixed_node=np.zeros(0, dtype=np.int64), fixed_v_pu=np.zeros(0, dtype=complex),
         seq_slack_nodes=slack_nodes, seq_slack_v1_pu=v1, source="pandapower",
     )

@@ -68,7 +68,8 @@ class Feeder3ph:
                          model (``LOAD_CONST_PQ`` / ``_I`` / ``_Z``), nominal voltage across
                          the load ``load_u_nom_pu`` and the band ``load_vmin_pu`` ..
                          ``load_vmax_pu`` outside which PQ and I loads become impedances
-                         (OpenDSS's ``Vminpu`` / ``Vmaxpu``);
+                         (OpenDSS's ``Vminpu`` / ``Vmaxpu``; between ``load_vlow_pu`` and
+                         ``load_vmin_pu`` the current is interpolated as OpenDSS does);
     ``fixed_node``, ``fixed_v_pu``   ideal voltage sources;
     ``seq_slack_nodes`` (k, 3), ``seq_slack_v1_pu`` (k,)   positive-sequence slacks.
     """
@@ -92,6 +93,7 @@ class Feeder3ph:
     load_u_nom_pu: FloatArray
     load_vmin_pu: FloatArray
     load_vmax_pu: FloatArray
+    load_vlow_pu: FloatArray
     fixed_node: IntArray
     fixed_v_pu: ComplexArray
     seq_slack_nodes: IntArray

@@ -26,6 +26,7 @@ are consumption-positive; phases a, b, c are the last axis; angles in degrees.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +184,7 @@ class BatchPowerFlow3ph:
         self.feeder = feeder
         self._use_numba = use_numba
         self._cache: OrderedDict[bytes, _Topology] = OrderedDict()
+        self._ysrc_cache: dict[int, Any] = {}
         f = feeder
         self._n_elem = len(f.elem_names)
         node_phase = np.full(f.n_node, -1, dtype=np.int64)
@@ -220,13 +222,12 @@ class BatchPowerFlow3ph:
         self._cond_first = (f.elem_terminal == 0) & (ph >= 0)
         self._cond_phase = ph
         self._not_source_elem = np.array([not n.lower().startswith("vsource.") for n in f.elem_names], dtype=bool)
-        # loads: I = k U / clip(|U|, lo, hi)^p, U = V_i - V_j, injected -I at i and +I at j
-        s_pu = f.load_s_mva / f.sn_mva
+        # loads: I = Yeq f(|U| / u) U, U = V_i - V_j, injected -I at i and +I at j (f: _kernels3ph.load_factor)
         u = f.load_u_nom_pu
-        self._ld_p = np.select([f.load_model == 0, f.load_model == 1], [2.0, 1.0], 0.0)
-        self._ld_k: ComplexArray = np.asarray(np.conj(s_pu) / u ** (2.0 - self._ld_p), dtype=np.complex128)
-        self._ld_lo = np.maximum(f.load_vmin_pu * u, 1e-6)
-        self._ld_hi = f.load_vmax_pu * u
+        self._ld_k: ComplexArray = np.asarray(np.conj(f.load_s_mva / f.sn_mva) / u**2, dtype=np.complex128)
+        self._ld_params = (np.asarray(u, dtype=float), f.load_model.astype(np.int64),
+                           np.asarray(f.load_vlow_pu, dtype=float), np.asarray(f.load_vmin_pu, dtype=float),
+                           np.asarray(f.load_vmax_pu, dtype=float))
         self._ld_i = f.load_i
         self._ld_j = np.where(f.load_j >= 0, f.load_j, f.n_node)  # ground -> a zero column
         n1 = f.n_node + 1
@@ -296,7 +297,9 @@ class BatchPowerFlow3ph:
         s_node[:, f.node_of[has]] = s_bus[:, has] / f.sn_mva
         ld_k: ComplexArray = self._ld_k if base_loads else np.zeros_like(self._ld_k)
         s_node[:, ~topo.energized] = 0.0
-        use_numba = self._use_numba if self._use_numba is not None else n_b * f.n_node >= _NUMBA_WORK
+        use_numba = self._use_numba
+        if use_numba is None:  # numba for big batches, or once its kernels are loaded anyway
+            use_numba = n_b * f.n_node >= _NUMBA_WORK or "twin.grid._kernels3ph" in sys.modules
         if topo.lu is None:
             v = np.tile(topo.v_fix, (n_b, 1))
             iters = np.zeros(n_b, dtype=np.int64)
@@ -307,6 +310,8 @@ class BatchPowerFlow3ph:
             v, iters, conv = _kernels3ph.solve_batch(topo, self, s_node, ld_k, tol, max_iter)
         else:
             v, iters, conv = self._np_fixed_point(topo, s_node, ld_k, tol, max_iter)
+        if use_numba:
+            return self._post_numba(topo, v, iters, conv, s_node, ld_k)
         return self._post(topo, v, iters, conv, s_node, ld_k)
 
     def _currents(self, v: ComplexArray, s_node: ComplexArray, ld_k: ComplexArray) -> ComplexArray:
@@ -314,8 +319,8 @@ class BatchPowerFlow3ph:
         n_b = v.shape[0]
         vg = np.concatenate([v, np.zeros((n_b, 1), dtype=complex)], axis=1)
         u = vg[:, self._ld_i] - vg[:, self._ld_j]
-        a = np.clip(np.abs(u), self._ld_lo, self._ld_hi)
-        i_ld = ld_k * u / a**self._ld_p
+        i_ld = self._ld_k if ld_k is None else ld_k
+        i_ld = i_ld * _load_factor(np.abs(u) / self._ld_params[0], *self._ld_params[1:]) * u
         inj = (self._ld_inc.T @ i_ld.T).T[:, :-1] if i_ld.shape[1] else np.zeros((n_b, v.shape[1]), dtype=complex)
         with np.errstate(divide="ignore", invalid="ignore"):
             wye = np.where(s_node != 0, np.conj(s_node / np.where(v != 0, v, 1.0)), 0.0)
@@ -349,8 +354,47 @@ class BatchPowerFlow3ph:
     # ------------------------------------------------------------------ results
 
     def _y_src(self, topo: _Topology) -> Any:
-        src = np.flatnonzero(topo.source_node)
-        return (topo.y - sp.csr_matrix(self.feeder.shunt_y))[src]
+        ys = self._ysrc_cache.get(id(topo))
+        if ys is None:
+            src = np.flatnonzero(topo.source_node)
+            ys = (topo.y - sp.csr_matrix(self.feeder.shunt_y))[src].tocsr()
+            ys.sort_indices()
+            self._ysrc_cache[id(topo)] = ys
+        return ys
+
+    def _post_numba(self, topo: _Topology, v: ComplexArray, iters: IntArray, conv: BoolArray,
+                    s_node: ComplexArray, ld_k: ComplexArray) -> PowerFlow3phResult:
+        from twin.grid import _kernels3ph
+
+        f = self.feeder
+        n_b = v.shape[0]
+        v = np.where(conv[:, None] & topo.energized[None], v, np.nan + 0j)
+        nan = np.nan
+        vm = np.full((n_b, f.n_bus, 3), nan)
+        va = np.full((n_b, f.n_bus, 3), nan)
+        vuf = np.full((n_b, f.n_bus), nan)
+        i_ka = np.full((n_b, self._n_elem, 3), nan)
+        load_pc = np.full((n_b, self._n_elem, 3), nan)
+        pl = np.where(conv[:, None], 0.0, nan) * np.ones((1, self._n_elem))
+        pl_tot = np.full(n_b, nan)
+        s_src = np.full(n_b, nan + 0j)
+        ys = self._y_src(topo)
+        g = self._g
+        cond_node = np.where(f.elem_nodes >= 0, f.elem_nodes, f.n_node)
+        post = _kernels3ph.post_par if n_b * f.n_node >= _kernels3ph._PARALLEL_WORK else _kernels3ph.post_ser
+        post(
+            v, conv, f.node_of, g.indptr.astype(np.int64), g.indices.astype(np.int64), g.data,
+            cond_node, self._cond_elem, np.maximum(self._cond_phase, 0), self._cond_first, self._cond_ibase_ka,
+            f.elem_i_max_ka, self._not_source_elem, ys.indptr.astype(np.int64), ys.indices.astype(np.int64),
+            ys.data.astype(np.complex128), np.flatnonzero(topo.source_node), s_node, self._ld_i, self._ld_j,
+            np.ascontiguousarray(ld_k, dtype=np.complex128), *self._ld_params, float(f.sn_mva),
+            vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src,
+        )
+        return PowerFlow3phResult(
+            vm_pu=vm, va_degree=va, vuf_percent=vuf, branch_i_ka=i_ka, branch_loading_percent=load_pc,
+            branch_pl_mw=pl, pl_mw=pl_tot, source_p_mw=s_src.real, source_q_mvar=s_src.imag,
+            converged=conv, iterations=iters, v_node=v, bus_names=f.bus_names, branch_names=f.elem_names,
+        )
 
     def _post(self, topo: _Topology, v: ComplexArray, iters: IntArray, conv: BoolArray, s_node: ComplexArray,
               ld_k: ComplexArray) -> PowerFlow3phResult:
@@ -397,6 +441,18 @@ class BatchPowerFlow3ph:
             branch_pl_mw=pl, pl_mw=pl_tot, source_p_mw=s_src.real, source_q_mvar=s_src.imag,
             converged=conv, iterations=iters, v_node=v, bus_names=f.bus_names, branch_names=f.elem_names,
         )
+
+
+def _load_factor(a: FloatArray, model: IntArray, vlow: FloatArray, vmin: FloatArray, vmax: FloatArray) -> FloatArray:
+    """numpy twin of :func:`twin.grid._kernels3ph.load_factor` (loads in the columns)."""
+    pq = model == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        band = np.where(pq, 1.0 / a**2, 1.0 / a)
+        high = np.where(pq, 1.0 / vmax**2, 1.0 / vmax)
+        i_top = np.where(pq, 1.0 / vmin, 1.0)
+        mid = (vlow + (i_top - vlow) * (a - vlow) / (vmin - vlow)) / a
+        out = np.where(a > vmax, high, np.where(a >= vmin, band, mid))
+    return np.asarray(np.where((model == 2) | (a <= vlow), 1.0, out))
 
 
 def sequence_components(v_abc: ComplexArray) -> ComplexArray:
