@@ -185,6 +185,7 @@ class BatchPowerFlow3ph:
         self._use_numba = use_numba
         self._cache: OrderedDict[bytes, _Topology] = OrderedDict()
         self._ysrc_cache: dict[int, Any] = {}
+        self._calls = 0
         f = feeder
         self._n_elem = len(f.elem_names)
         node_phase = np.full(f.n_node, -1, dtype=np.int64)
@@ -298,8 +299,10 @@ class BatchPowerFlow3ph:
         ld_k: ComplexArray = self._ld_k if base_loads else np.zeros_like(self._ld_k)
         s_node[:, ~topo.energized] = 0.0
         use_numba = self._use_numba
-        if use_numba is None:  # numba for big batches, or once its kernels are loaded anyway
-            use_numba = n_b * f.n_node >= _NUMBA_WORK or "twin.grid._kernels3ph" in sys.modules
+        if use_numba is None:  # numba for big batches, or from the solver's third call on
+            self._calls += 1
+            use_numba = (n_b * f.n_node >= _NUMBA_WORK or self._calls > 2
+                         or "twin.grid._kernels3ph" in sys.modules)
         if topo.lu is None:
             v = np.tile(topo.v_fix, (n_b, 1))
             iters = np.zeros(n_b, dtype=np.int64)
