@@ -145,7 +145,13 @@ class DssPeer:
 
 def pgm_model(net: Any) -> tuple[Any, Any]:
     """The European LV net in power-grid-model (asymmetric loads; source behind runpp_3ph's c = 1.1 impedance)."""
-    from power_grid_model import ComponentType, DatasetType, LoadGenType, PowerGridModel, initialize_array
+    from power_grid_model import (
+        ComponentType,
+        DatasetType,
+        LoadGenType,
+        PowerGridModel,
+        initialize_array,
+    )
 
     ids = {int(b): i for i, b in enumerate(net.bus.index)}
     nb = len(net.bus)
@@ -278,16 +284,16 @@ def main() -> None:
             pf = BatchPowerFlow3ph(feeder)
             pf.solve(p_mw=p[:4], q_mvar=q[:4])  # numba compile / cache load
             pf.solve(p_mw=p[:1], q_mvar=q[:1])
-            t1 = _median(lambda: pf.solve(p_mw=p[:1], q_mvar=q[:1]), reps * 5)
+            t1 = _median(lambda: pf.solve(p_mw=p[:1], q_mvar=q[:1]), reps * 5)  # noqa: B023 (called in this iteration)
             res = pf.solve(p_mw=p, q_mvar=q)
-            tb = _median(lambda: pf.solve(p_mw=p, q_mvar=q), reps) / big
+            tb = _median(lambda: pf.solve(p_mw=p, q_mvar=q), reps) / big  # noqa: B023 (called in this iteration)
             ours_v = _complex(res)
             assert res.converged.all(), f"{name}: not all scenarios converged"
             peers: dict[str, tuple[float, float, float]] = {}
             if deck is not None:
                 dss = DssPeer(deck, cmds, feeder)
                 v_d = dss.solve(p[:1], q[:1])
-                d1 = _median(lambda: dss.solve(p[:1], q[:1]), reps * 5)
+                d1 = _median(lambda: dss.solve(p[:1], q[:1]), reps * 5)  # noqa: B023 (called in this iteration)
                 t = time.perf_counter()
                 v_d = dss.solve(p[:n_dss], q[:n_dss])
                 db = (time.perf_counter() - t) / n_dss
@@ -295,7 +301,7 @@ def main() -> None:
             else:
                 def run_pp(b: int) -> np.ndarray:
                     from _pf3ph_nets import add_phase_loads, runpp_3ph_voltages
-                    return runpp_3ph_voltages(add_phase_loads(net, p[b], q[b]))
+                    return runpp_3ph_voltages(add_phase_loads(net, p[b], q[b]))  # noqa: B023
                 v_pp = run_pp(0)
                 n_pp = 2 if args.quick else 3
                 t = time.perf_counter()

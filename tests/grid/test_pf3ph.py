@@ -109,6 +109,9 @@ def test_small_lv_net_random_phase_loads_match_runpp_3ph() -> None:
             ref = runpp_3ph_voltages(add_phase_loads(net, p[b], q[b]))
             assert np.abs(_complex(res, b) - ref).max() < 1e-6
             assert _node_mismatch(pf, res, b, p[b] + 1j * q[b]) < 1e-10
+            # power balance: the source delivers the (constant-power) loads plus the losses
+            load_mw = feeder.load_s_mva.real.sum() + p[b].sum()
+            assert abs(res.source_p_mw[b] - load_mw - res.pl_mw[b]) < 1e-9
 
 
 def test_european_lv_feeder_matches_runpp_3ph() -> None:
@@ -171,3 +174,17 @@ def test_rejected_elements_are_named(tmp_path) -> None:
     pp.create_gen(net, 3, p_mw=0.01)
     with pytest.raises(FeederImportError, match=r"net\.gen\[0\]"):
         Feeder3ph.from_pandapower(net)
+
+
+def test_numpy_and_numba_paths_agree_with_outage() -> None:
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=IEEE13_FIXED_TAPS)
+    p = np.random.default_rng(2).uniform(0.0, 0.05, (4, feeder.n_bus, 3)) * feeder.bus_phases
+    on = np.array([name != "Line.684652" for name in feeder.elem_names])  # bus 652 dark
+    kw = {"p_mw": p, "q_mvar": 0.3 * p, "elem_in_service": on, "tol": 1e-10}
+    a = BatchPowerFlow3ph(feeder, use_numba=False).solve(**kw)
+    b = BatchPowerFlow3ph(feeder, use_numba=True).solve(**kw)
+    assert np.isnan(a.vm_pu[:, feeder.bus_index("652")]).all() and a.converged.all() and b.converged.all()
+    for name in ("vm_pu", "va_degree", "vuf_percent", "branch_i_ka", "branch_pl_mw", "pl_mw", "source_p_mw"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        assert np.nanmax(np.abs(x - y)) < 1e-6, name
