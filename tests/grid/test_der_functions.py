@@ -107,3 +107,19 @@ def test_bad_curves_report_field_paths() -> None:
         DerFunctions(s_rated_mva=1.0, freq_watt=FrequencyWatt(k_of=0.5))
     with pytest.raises(DerFunctionError, match=r"constant_pf.pf"):
         DerFunctions(s_rated_mva=1.0, reactive=ConstantPowerFactor(pf=1.2))
+
+
+def test_scenario_der_block_errors_name_the_field() -> None:
+    from twin.scenario import ScenarioError, load_scenario, scenario_from_dict
+
+    sc = load_scenario("scenarios/pv_overvoltage_voltvar.yaml")
+    assert sc.agents.households.pv.der_functions is not None
+    bad = {"agents": {"households": {"pv": {"der_functions": {
+        "volt_var": {"v_pu": [0.92, 0.98, 1.02, 1.08], "q_pu": [0.44, 0.0, 0.1, -0.44]},
+        "constant_pf": {"pf": 0.9}}}}}}
+    with pytest.raises(ScenarioError) as e:
+        scenario_from_dict(bad)
+    assert "agents.households.pv.der_functions" in str(e.value) and "at most one reactive-power mode" in str(e.value)
+    bad["agents"]["households"]["pv"]["der_functions"].pop("constant_pf")  # type: ignore[index]
+    with pytest.raises(ScenarioError, match=r"agents.households.pv.der_functions.*volt_var.q_pu: must be non-increasing"):
+        scenario_from_dict(bad)

@@ -56,9 +56,10 @@ _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sens
 
 @dataclass(frozen=True)
 class DerDevice:
-    """One inverter of the net: ``element`` table, ``row`` position in it, its functions."""
+    """One inverter of the net: ``element`` table, ``row`` position in it, its functions
+    (``load`` rows: a V2G charger metered as a load, consumption-positive like storage)."""
 
-    element: Literal["sgen", "storage"]
+    element: Literal["sgen", "storage", "load"]
     row: int
     functions: DerFunctions
 
@@ -72,6 +73,8 @@ class ControlledResult:
     sgen_q_mvar: FloatArray
     storage_p_mw: FloatArray  # (B, n_storage) consumption-positive
     storage_q_mvar: FloatArray
+    load_p_mw: FloatArray  # (B, n_load) consumption-positive (V2G chargers written in)
+    load_q_mvar: FloatArray
     der_p_mw: FloatArray  # (B, N) device set-points, generator convention
     der_q_mvar: FloatArray
     der_vm_pu: FloatArray  # (B, N) terminal voltages
@@ -109,17 +112,14 @@ class ControlledPowerFlow:
         ga = solver.arrays
         self._devices = tuple(devices)
         n = len(self._devices)
-        self._is_storage = np.zeros(n, dtype=bool)
         self._row = np.zeros(n, dtype=np.int64)
         node = np.zeros(n, dtype=np.int64)
+        tables = {"sgen": ga.sgen_node, "storage": ga.storage_node, "load": ga.load_node}
+        self._of = {k: np.array([d.element == k for d in self._devices], dtype=bool) for k in tables}
         for i, d in enumerate(self._devices):
-            if d.element == "sgen":
-                nodes = ga.sgen_node
-            elif d.element == "storage":
-                nodes = ga.storage_node
-                self._is_storage[i] = True
-            else:
-                raise ValueError(f"devices[{i}].element: must be 'sgen' or 'storage', got {d.element!r}")
+            if d.element not in tables:
+                raise ValueError(f"devices[{i}].element: must be 'sgen', 'storage' or 'load', got {d.element!r}")
+            nodes = tables[d.element]
             if not 0 <= d.row < nodes.shape[0]:
                 raise ValueError(f"devices[{i}].row: {d.row} is not a row of net.{d.element}")
             self._row[i] = d.row
@@ -131,8 +131,6 @@ class ControlledPowerFlow:
                 first_bus[ga.bus_node[b]] = b
         self._bus = np.where(node >= 0, first_bus[np.maximum(node, 0)], -1)
         self._fleet = DerFleet.from_functions([d.functions for d in self._devices])
-        self._sgen_cols = self._row[~self._is_storage]
-        self._storage_cols = self._row[self._is_storage]
         self._sens: FloatArray | None = None
 
     @property
@@ -150,15 +148,13 @@ class ControlledPowerFlow:
     def _apply(self, base: dict[str, FloatArray], p: FloatArray, q: FloatArray) -> dict[str, FloatArray]:
         """Injection arrays with the device set-points (generator convention) written in."""
         out = dict(base)
-        s, st = ~self._is_storage, self._is_storage
-        if s.any():
-            sp, sq = base["sgen_p_mw"].copy(), base["sgen_q_mvar"].copy()
-            sp[:, self._sgen_cols], sq[:, self._sgen_cols] = p[:, s], q[:, s]
-            out["sgen_p_mw"], out["sgen_q_mvar"] = sp, sq
-        if st.any():
-            tp, tq = base["storage_p_mw"].copy(), base["storage_q_mvar"].copy()
-            tp[:, self._storage_cols], tq[:, self._storage_cols] = -p[:, st], -q[:, st]
-            out["storage_p_mw"], out["storage_q_mvar"] = tp, tq
+        for table, sign in (("sgen", 1.0), ("storage", -1.0), ("load", -1.0)):
+            m = self._of[table]
+            if m.any():
+                kp, kq = f"{table}_p_mw", f"{table}_q_mvar"
+                tp, tq = base[kp].copy(), base[kq].copy()
+                tp[:, self._row[m]], tq[:, self._row[m]] = sign * p[:, m], sign * q[:, m]
+                out[kp], out[kq] = tp, tq
         return out
 
     def _vm(self, res: PowerFlowResult) -> FloatArray:
@@ -338,6 +334,7 @@ class ControlledPowerFlow:
         return ControlledResult(
             pf=out, sgen_p_mw=final["sgen_p_mw"], sgen_q_mvar=final["sgen_q_mvar"],
             storage_p_mw=final["storage_p_mw"], storage_q_mvar=final["storage_q_mvar"],
+            load_p_mw=final["load_p_mw"], load_q_mvar=final["load_q_mvar"],
             der_p_mw=x_p, der_q_mvar=x_q, der_vm_pu=vm_dev, controls_converged=conv,
             outer_iterations=iters, pf_solves=calls,
         )
