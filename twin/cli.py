@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     from twin.grid.resilience_cli import add_parser as add_resilience_parser
 
     add_resilience_parser(sub)  # twin resilience (sets args.handler)
+    from twin.grid.hosting_cli import add_parser as add_hosting_parser
+    add_hosting_parser(sub)  # twin hosting (sets args.handler)
     return p
 
 
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hil":
         return int(args.hil_handler(args))
-    if args.command in {"sweep", "regress", "resilience", "compare"}:
+    if args.command in {"sweep", "regress", "resilience", "compare", "hosting"}:
         return int(args.handler(args))
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "dashboard": _cmd_dashboard}
     return handlers[args.command](args)

@@ -50,7 +50,7 @@ __all__ = ["ControlledPowerFlow", "ControlledResult", "DerDevice"]
 FloatArray = NDArray[np.float64]
 _FD_H = 1e-5  # voltage step (pu) for the curve slopes (forward difference)
 _INNER_MAX = 12  # Newton steps on the linearized network per outer iteration
-_INNER_TOL = 1e-9  # pu voltage
+_INNER_TOL = 1e-7  # pu voltage
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -182,30 +182,51 @@ class ControlledPowerFlow:
 
     def _device_newton(self, v_k: FloatArray, x_p: FloatArray, x_q: FloatArray, avail: FloatArray,
                        freq: FloatArray | None, prev: tuple[FloatArray, FloatArray] | None,
-                       dt_s: float | None, sens: FloatArray) -> tuple[FloatArray, FloatArray]:
+                       dt_s: float | None, sens: FloatArray, on: Any) -> tuple[FloatArray, FloatArray]:
         """Set-points on the curves at the voltages that solve the linearized network
         ``v = v_k + S (G(v) - x_k)`` (Newton on the device voltages, exact curves)."""
         n = self._fleet.size
         eye = np.eye(n)
         x = np.concatenate([x_p, x_q], axis=1)
         v = v_k.copy()
+        act = np.arange(v.shape[0])  # lanes still iterating
         for _ in range(_INNER_MAX):
-            g_p, g_q = self._target(v, avail, freq, prev, dt_s)
-            h = v - v_k - (np.concatenate([g_p, g_q], axis=1) - x) @ sens.T
-            if np.max(np.abs(h)) < _INNER_TOL:
+            a_ = act
+            fa = None if freq is None else freq[a_]
+            pa = None if prev is None else (prev[0][a_], prev[1][a_])
+            oa = _rows(on, a_)
+            va, av = v[a_], avail[a_]
+            g_p, g_q = self._target(va, av, fa, pa, dt_s, oa)
+            h = va - v_k[a_] - (np.concatenate([g_p, g_q], axis=1) - x[a_]) @ sens.T
+            left = np.max(np.abs(h), axis=1) >= _INNER_TOL
+            if not left.any():
                 break
-            hp, hq = self._target(v + _FD_H, avail, freq, prev, dt_s)
+            act, h, va, av, g_p, g_q = a_[left], h[left], va[left], av[left], g_p[left], g_q[left]
+            fa = None if fa is None else fa[left]
+            pa = None if pa is None else (pa[0][left], pa[1][left])
+            oa = _rows(oa, np.flatnonzero(left))
+            hp, hq = self._target(va + _FD_H, av, fa, pa, dt_s, oa)
             d_p, d_q = (hp - g_p) / _FD_H, (hq - g_q) / _FD_H
             a_mat = eye[None] - sens[None, :, :n] * d_p[:, None, :] - sens[None, :, n:] * d_q[:, None, :]
-            v = v - np.linalg.solve(a_mat, h[:, :, None])[:, :, 0]
-        return self._target(v, avail, freq, prev, dt_s)
+            v[act] = va - np.linalg.solve(a_mat, h[:, :, None])[:, :, 0]
+        return self._target(v, avail, freq, prev, dt_s, on)
 
     def _target(self, vm: FloatArray, p_avail: FloatArray, freq: FloatArray | None,
-                prev: tuple[FloatArray, FloatArray] | None, dt_s: float | None) -> tuple[FloatArray, FloatArray]:
-        p, q = self._fleet.targets(vm, p_avail, freq)
+                prev: tuple[FloatArray, FloatArray] | None, dt_s: float | None,
+                on: Any = None) -> tuple[FloatArray, FloatArray]:
+        """Device outputs at voltages ``vm``; ``on`` = (in-service mask, rating scale) of
+        the lanes, either may be None."""
+        mask, scale = (None, None) if on is None else on
+        if scale is None:
+            p, q = self._fleet.targets(vm, p_avail, freq)
+        else:
+            p, q = self._fleet.targets(vm, p_avail / scale, freq)
+            p, q = p * scale, q * scale
         if prev is not None and dt_s is not None:
             p = first_order_lag(prev[0], p, dt_s=dt_s, response_time_s=self._fleet.p_response_s)
             q = first_order_lag(prev[1], q, dt_s=dt_s, response_time_s=self._fleet.q_response_s)
+        if mask is not None:
+            p, q = np.where(mask, p, 0.0), np.where(mask, q, 0.0)
         return p, q
 
     # ----------------------------------------------------------------- solve
@@ -224,6 +245,8 @@ class ControlledPowerFlow:
         trafo_in_service: ArrayLike | None = None,
         freq_hz: ArrayLike | None = None,
         previous: tuple[ArrayLike, ArrayLike] | None = None,
+        der_in_service: ArrayLike | None = None,
+        der_scale: ArrayLike | None = None,
         dt_s: float | None = None,
         tol_pu: float = 1e-4,
         max_outer: int = 30,
@@ -236,7 +259,10 @@ class ControlledPowerFlow:
         convention (PV: available power; battery or V2G: its schedule, discharging positive);
         the device rows of ``sgen_*`` / ``storage_*`` are overwritten by the solved set-points.
         ``freq_hz`` (B,) drives frequency-watt. ``previous`` (p, q) (B, N) and ``dt_s`` apply
-        the open-loop response times. Other arguments as :meth:`BatchPowerFlow.solve`.
+        the open-loop response times. ``der_in_service`` (B, N) bool switches devices off per
+        lane (no P, no Q: e.g. hosting studies where a placement has no PV at a bus);
+        ``der_scale`` (B, N) multiplies every device's ratings per lane (the functions are then
+        given per unit of that scale; the tolerance scales with it). Other arguments as :meth:`BatchPowerFlow.solve`.
         """
         if not (tol_pu > 0 and np.isfinite(tol_pu)):
             raise ValueError(f"tol_pu: must be a positive number, got {tol_pu}")
@@ -264,6 +290,9 @@ class ControlledPowerFlow:
         for v in masks.values():
             if v is not None and np.ndim(v) == 2:
                 sizes.add(np.shape(v)[0])
+        for extra in (der_in_service, der_scale):
+            if extra is not None and np.ndim(extra) == 2:
+                sizes.add(np.shape(extra)[0])
         sizes.discard(1)
         if len(sizes) > 1:
             raise ValueError(f"inconsistent batch sizes: {sorted(sizes)}")
@@ -272,6 +301,10 @@ class ControlledPowerFlow:
         avail = np.broadcast_to(avail, (n_b, n)).copy()
         if freq is not None:
             freq = np.broadcast_to(freq, (n_b,))[:, None]
+        on = None
+        if der_in_service is not None or der_scale is not None:
+            on = (None if der_in_service is None else np.broadcast_to(np.asarray(der_in_service, dtype=bool), (n_b, n)),
+                  None if der_scale is None else np.broadcast_to(np.asarray(der_scale, dtype=np.float64), (n_b, n)))
         prev = None
         if previous is not None:
             prev = (np.broadcast_to(np.asarray(previous[0], dtype=np.float64), (n_b, n)),
@@ -282,8 +315,10 @@ class ControlledPowerFlow:
             return v if v is None or np.ndim(v) < 2 or np.shape(v)[0] == 1 else np.asarray(v)[rows]
 
         # start: the functions at the voltage of a flat 1 pu (no network call)
-        x_p, x_q = self._target(np.ones((n_b, n)), avail, freq, prev, dt_s)
+        x_p, x_q = self._target(np.ones((n_b, n)), avail, freq, prev, dt_s, on)
         tol_mva = tol_pu * fl.s_rated_mva
+        if der_scale is not None:
+            tol_mva = tol_mva * np.broadcast_to(np.asarray(der_scale, dtype=np.float64), (n_b, n))
         w = np.ones((n_b, 1))
         last_res = np.full(n_b, np.inf)
         done = np.zeros(n_b, dtype=bool)
@@ -303,9 +338,10 @@ class ControlledPowerFlow:
             vm_dev[active] = vm
             fa = None if freq is None else freq[active]
             pa = None if prev is None else (prev[0][active], prev[1][active])
-            g_p, g_q = self._target(vm, avail[active], fa, pa, dt_s)
+            g_p, g_q = self._target(vm, avail[active], fa, pa, dt_s, _rows(on, active))
             r_p, r_q = g_p - x_p[active], g_q - x_q[active]
-            resid = np.max(np.maximum(np.abs(r_p), np.abs(r_q)) / tol_mva, axis=1)
+            tol_a = tol_mva[active] if tol_mva.ndim == 2 else tol_mva
+            resid = np.max(np.maximum(np.abs(r_p), np.abs(r_q)) / tol_a, axis=1)
             ok = (resid <= 1.0) | ~res.converged
             done[active[ok]] = True
             # quasi-Newton on x: J = dG/dV S - I with the measured sensitivity S and each
@@ -323,7 +359,8 @@ class ControlledPowerFlow:
             pk = None if prev is None else (prev[0][sub], prev[1][sub])
             if it == max_outer - 1:
                 break  # the returned set-points stay those of the last power flow
-            new_p, new_q = self._device_newton(vk, x_p[sub], x_q[sub], ak, fk, pk, dt_s, sens)
+            new_p, new_q = self._device_newton(vk, x_p[sub], x_q[sub], ak, fk, pk, dt_s, sens,
+                                               _rows(on, sub))
             wk = w[sub]
             x_p[sub] += wk * (new_p - x_p[sub])
             x_q[sub] += wk * (new_q - x_q[sub])
@@ -338,6 +375,12 @@ class ControlledPowerFlow:
             der_p_mw=x_p, der_q_mvar=x_q, der_vm_pu=vm_dev, controls_converged=conv,
             outer_iterations=iters, pf_solves=calls,
         )
+
+
+def _rows(on: Any, rows: NDArray[np.int64]) -> Any:
+    if on is None:
+        return None
+    return tuple(None if a is None else a[rows] for a in on)
 
 
 def _merge(full: PowerFlowResult, part: PowerFlowResult, rows: NDArray[np.int64]) -> PowerFlowResult:
