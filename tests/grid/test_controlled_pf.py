@@ -74,3 +74,23 @@ def test_response_time_lag() -> None:
     _, q_target = cpf.fleet.targets(vm, avail[None, :])
     np.testing.assert_allclose(lag.der_q_mvar, 0.9 * q_target, atol=1e-6)
     assert np.all(np.abs(lag.der_q_mvar) < np.abs(steady.der_q_mvar) + 1e-9)
+
+
+def test_numba_device_kernels_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twin.grid.controlled_pf as cmod
+
+    net = lv_feeder(6)
+    f = DerFunctions(s_rated_mva=1.1, p_rated_mw=1.0, reactive=VoltVar.category("B"), volt_watt=VoltWatt.category("B"))
+    cpf = _controlled(net, f)
+    rng = np.random.default_rng(3)
+    on = rng.random((64, 6)) < 0.7
+    size = rng.uniform(0.02, 0.04, (64, 6))
+    avail = size * rng.uniform(0.5, 1.0, (64, 6))
+    runs = []
+    for work in (10**9, 1):  # numpy, then numba
+        monkeypatch.setattr(cmod, "_NUMBA_DEVICE_WORK", work)
+        runs.append(cpf.solve(der_p_avail_mw=avail, der_in_service=on, der_scale=size, tol_pu=1e-5))
+    assert all(r.converged.all() for r in runs)
+    np.testing.assert_allclose(runs[1].der_q_mvar, runs[0].der_q_mvar, atol=1e-5 * 0.044)
+    np.testing.assert_allclose(runs[1].pf.vm_pu, runs[0].pf.vm_pu, atol=1e-6)
+    assert np.all(runs[1].der_q_mvar[~on] == 0.0)

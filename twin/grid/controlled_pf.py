@@ -49,8 +49,9 @@ __all__ = ["ControlledPowerFlow", "ControlledResult", "DerDevice"]
 
 FloatArray = NDArray[np.float64]
 _FD_H = 1e-5  # voltage step (pu) for the curve slopes (forward difference)
-_INNER_MAX = 12  # Newton steps on the linearized network per outer iteration
+_INNER_MAX = 4  # Newton steps on the linearized network per outer iteration (the outer loop corrects)
 _INNER_TOL = 1e-7  # pu voltage
+_NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -132,6 +133,10 @@ class ControlledPowerFlow:
         self._bus = np.where(node >= 0, first_bus[np.maximum(node, 0)], -1)
         self._fleet = DerFleet.from_functions([d.functions for d in self._devices])
         self._sens: FloatArray | None = None
+        fl = self._fleet
+        self._nb_fleet = (fl.s_rated_mva, fl.p_rated_mw, fl.q_max_pu, fl.p_min_pu, fl.reactive_priority, fl.q_mode,
+                          fl.vv_v, fl.vv_q, fl.wv_p, fl.wv_q, fl.pf_tan, fl.const_q_pu, fl.vw_on, fl.vw_v, fl.vw_p)
+        self._use_nb = False  # set per solve: the numba device kernels
 
     @property
     def fleet(self) -> DerFleet:
@@ -185,6 +190,13 @@ class ControlledPowerFlow:
                        dt_s: float | None, sens: FloatArray, on: Any) -> tuple[FloatArray, FloatArray]:
         """Set-points on the curves at the voltages that solve the linearized network
         ``v = v_k + S (G(v) - x_k)`` (Newton on the device voltages, exact curves)."""
+        if self._use_nb and freq is None and prev is None:
+            kern = _der_kernels()
+            out_p, out_q = np.empty_like(v_k), np.empty_like(v_k)
+            x = np.ascontiguousarray(np.concatenate([x_p, x_q], axis=1))
+            kern.device_newton(np.ascontiguousarray(v_k), x, np.ascontiguousarray(avail), on[0], on[1], sens,
+                               self._nb_fleet, _INNER_MAX, _INNER_TOL, _FD_H, out_p, out_q)
+            return out_p, out_q
         n = self._fleet.size
         eye = np.eye(n)
         x = np.concatenate([x_p, x_q], axis=1)
@@ -217,6 +229,12 @@ class ControlledPowerFlow:
         """Device outputs at voltages ``vm``; ``on`` = (in-service mask, rating scale) of
         the lanes, either may be None."""
         mask, scale = (None, None) if on is None else on
+        if self._use_nb and freq is None and prev is None:
+            kern = _der_kernels()
+            out_p, out_q = np.empty(vm.shape), np.empty(vm.shape)
+            kern.targets(np.ascontiguousarray(vm), np.ascontiguousarray(p_avail), mask, scale, self._nb_fleet,
+                         out_p, out_q)
+            return out_p, out_q
         if scale is None:
             p, q = self._fleet.targets(vm, p_avail, freq)
         else:
@@ -305,6 +323,12 @@ class ControlledPowerFlow:
         if der_in_service is not None or der_scale is not None:
             on = (None if der_in_service is None else np.broadcast_to(np.asarray(der_in_service, dtype=bool), (n_b, n)),
                   None if der_scale is None else np.broadcast_to(np.asarray(der_scale, dtype=np.float64), (n_b, n)))
+        # big batches without frequency-watt input or lag: device work in numba
+        self._use_nb = freq is None and previous is None and n_b * max(n, 1) >= _NUMBA_DEVICE_WORK and n > 0
+        if self._use_nb:
+            mask = np.ones((n_b, n), dtype=bool) if on is None or on[0] is None else np.ascontiguousarray(on[0])
+            scale = np.ones((n_b, n)) if on is None or on[1] is None else np.ascontiguousarray(on[1], dtype=np.float64)
+            on = (mask, scale)
         prev = None
         if previous is not None:
             prev = (np.broadcast_to(np.asarray(previous[0], dtype=np.float64), (n_b, n)),
@@ -375,6 +399,12 @@ class ControlledPowerFlow:
             der_p_mw=x_p, der_q_mvar=x_q, der_vm_pu=vm_dev, controls_converged=conv,
             outer_iterations=iters, pf_solves=calls,
         )
+
+
+def _der_kernels() -> Any:
+    from twin.grid import _der_kernels as k  # numba import and compile on first use only
+
+    return k
 
 
 def _rows(on: Any, rows: NDArray[np.int64]) -> Any:
