@@ -108,6 +108,47 @@ def run_ours(f: dict[str, Any], on: np.ndarray, kw: np.ndarray, *, chunk: int = 
             "day_steps": float(day.size)}
 
 
+def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str, float]:
+    """Median time of a controlled snapshot batch over a plain one (same injections), at
+    B = 1 (one placement at noon) and B = 100 (all placements at noon)."""
+    from twin.grid.controlled_pf import ControlledPowerFlow, DerDevice
+    from twin.grid.der_functions import DerFunctions, VoltVar
+    from twin.grid.pf import BatchPowerFlow
+
+    net = f["net"]
+    solver = BatchPowerFlow(net)
+    fn = DerFunctions(s_rated_mva=1.1, p_rated_mw=1.0, reactive=VoltVar.category("B"))
+    cpf = ControlledPowerFlow(solver, devices=[DerDevice("sgen", int(r), fn) for r in f["rows"]])
+    t = int(np.argmax(f["pv"]))
+    n_sgen = len(net.sgen)
+    out = {}
+    for b in (1, on.shape[0]):
+        avail = f["pv"][t] * kw[:b] / 1000.0
+        size = np.where(kw[:b] > 0, kw[:b] / 1000.0, 1.0)
+        sg = np.zeros((b, n_sgen))
+        sg[:, f["rows"]] = avail
+
+        def ctl(avail: np.ndarray = avail, size: np.ndarray = size, b: int = b) -> Any:
+            return cpf.solve(der_p_avail_mw=avail, der_scale=size, der_in_service=on[:b],
+                             load_p_mw=f["load_p"][t], load_q_mvar=f["load_q"][t], sgen_p_mw=np.zeros((1, n_sgen)))
+
+        def plain(sg: np.ndarray = sg) -> Any:
+            return solver.solve(load_p_mw=f["load_p"][t], load_q_mvar=f["load_q"][t], sgen_p_mw=sg)
+
+        tc, tp = [], []
+        ctl(), plain()
+        for _ in range(15):
+            t0 = time.perf_counter()
+            r = ctl()
+            tc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            plain()
+            tp.append(time.perf_counter() - t0)
+        out[f"b{b}"] = float(np.median(tc) / np.median(tp))
+        out[f"b{b}_outer"] = float(r.outer_iterations.mean())
+    return out
+
+
 def run_opendss(f: dict[str, Any], on: np.ndarray, kw: np.ndarray, steps: int) -> dict[str, Any]:
     """One placement-year (``steps``) per placement in DSS-Python yearly mode; wall times."""
     from dss import DSS as dss_engine
@@ -181,6 +222,9 @@ def main() -> None:
     print(f"ours     wall {ours['wall_s']:8.2f} s  power flows {ours['flows']:.0f} "
           f"({ours['flows'] / ours['wall_s']:.0f} pf/s)  converged {bool(ours['converged'])}  "
           f"per placement-year {per_pl_year_ours:.3f} s")
+    snap = snapshot_cost(f, on, kw)
+    print(f"snapshot with volt-var / plain power flow: B=1 {snap['b1']:.1f}x ({snap['b1_outer']:.1f} power flows), "
+          f"B={args.placements} {snap[f'b{args.placements}']:.1f}x ({snap[f'b{args.placements}_outer']:.2f} per lane)")
     dss = run_opendss(f, on[:n_dss], kw[:n_dss], steps)
     per_pl_year_dss = float(np.median(dss["wall_s"])) * STEPS_YEAR / steps
     print(f"OpenDSS  wall per placement {np.round(dss['wall_s'], 2).tolist()} s (yearly mode, InvControl) "
@@ -189,7 +233,8 @@ def main() -> None:
     year_wall = ours["wall_s"] * STEPS_YEAR / steps
     print(f"hosting_wall_s={ours['wall_s']:.2f} year_100_placements_s={year_wall:.1f} "
           f"pf_per_s={ours['flows'] / ours['wall_s']:.0f} steps={steps} placements={args.placements} "
-          f"x_opendss={ratio:.1f}")
+          f"x_opendss={ratio:.1f} snapshot_b1_x_plain={snap['b1']:.1f} "
+          f"snapshot_b{args.placements}_x_plain={snap[f'b{args.placements}']:.1f}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from _lvnets import lv_feeder
+
 from twin.grid.der_functions import DerFunctions, VoltVar
 from twin.grid.hosting import HostingInputs, run_hosting
 
