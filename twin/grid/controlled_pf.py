@@ -15,7 +15,7 @@ devices exactly against the *linearized* network: ``v = v_k + S (G(v) - x_k)`` b
 method on the N device voltages (slopes of the curves by forward difference; exact curves, so
 kinks and limits are respected), then ``x_{k+1} = x_k + w (G(v) - x_k)``. ``w`` starts at 1 and
 halves in a lane whose residual grew (damping). Only lanes not yet converged are solved again: on
-distribution feeders a batch takes three power flows per lane (measured in ``bench/hosting.py``
+distribution feeders a batch takes two to three power flows per lane (measured in ``bench/hosting.py``
 and the tests).
 
 Stopping rule (stated tolerance): a lane has converged when every device's set-point is within
