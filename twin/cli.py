@@ -68,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)  # twin compare (sets args.handler)
 
-    from twin.grid.resilience_cli import add_parser as add_resilience_parser
+    from twin.studies.resilience_cli import add_parser as add_resilience_parser
 
     add_resilience_parser(sub)  # twin resilience (sets args.handler)
+    from twin.studies.hosting_cli import add_parser as add_hosting_parser
+    add_hosting_parser(sub)  # twin hosting (sets args.handler)
     return p
 
 
@@ -280,7 +282,7 @@ def _quiet_asyncio() -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "hil":
         return int(args.hil_handler(args))
-    if args.command in {"sweep", "regress", "resilience", "compare"}:
+    if args.command in {"sweep", "regress", "resilience", "compare", "hosting"}:
         return int(args.handler(args))
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "dashboard": _cmd_dashboard}
     return handlers[args.command](args)

@@ -57,7 +57,9 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
     "grid": pa.schema(
         [("time_s", _i64), ("ext_grid_p_mw", _f64), ("load_p_mw", _f64), ("sgen_p_mw", _f64),
          ("line_pl_mw", _f64), ("vm_min_pu", _f64),
-         ("vm_max_pu", _f64), ("max_loading_percent", _f64)]
+         ("vm_max_pu", _f64), ("max_loading_percent", _f64),
+         # DER grid-support functions (twin/grid/der_runtime.py) and the OLTC (-1: none)
+         ("der_q_mvar", _f64), ("der_curtailed_mw", _f64), ("oltc_tap", _i64)]
     ),
     "line": pa.schema(
         [("time_s", _i64), ("line", _i64), ("loading_percent", _f64), ("p_from_mw", _f64),

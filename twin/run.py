@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from twin import __version__
+from twin.grid.der_runtime import feeder_der_devices
 from twin.kpis import RunInputs, compute_kpis, read_tables
 from twin.lifecycle import interrupt_reason, process_identity
 from twin.market.audit import drain_tx_log, token_audit
@@ -433,7 +434,10 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                              n_intervals=n_intervals, log=log, timings=timings,
                              services=services).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
-                           step_s=grid_step_s, timings=timings).Grid()
+                           step_s=grid_step_s, timings=timings,
+                           der_devices=feeder_der_devices(scenario, model.feeder),
+                           frequency_hz=[model.tso.frequency_hz(k) for k in range(n_intervals)],
+                           oltc=scenario.grid.oltc).Grid()
         if extend_world is None:
             world.connect(agents, grid, "element_power")
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid

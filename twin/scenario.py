@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 import yaml
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
+from twin.grid.der_spec import DerFunctionsSpec, OltcSpec
 from twin.services.registry import SERVICES
 from twin.simbench_codes import simbench_code_problem
 from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
@@ -95,6 +96,8 @@ class GridSpec(_DsoLimitsSpec):
     simbench_code: str = "1-LV-semiurb4--0-sw"
     #: local network tariff published by the DSO every interval
     tariff: NetworkTariffSpec = NetworkTariffSpec()
+    #: on-load tap changer on the feeder transformer (twin/grid/tap_control.py); null: fixed tap
+    oltc: OltcSpec | None = None
 
     @model_validator(mode="after")
     def _code(self) -> GridSpec:
@@ -110,6 +113,8 @@ class PVSpec(_Spec):
     share: Share = 0.4
     kwp_min: PosFloat = 4.0
     kwp_max: PosFloat = 12.0
+    #: IEEE 1547 grid-support functions of the PV inverters (twin/grid/der_spec.py); null: none
+    der_functions: DerFunctionsSpec | None = None
 
     @model_validator(mode="after")
     def _range(self) -> PVSpec:
@@ -128,6 +133,8 @@ class HouseholdBatterySpec(_Spec):
     soc_min: Share = 0.1
     soc_max: Share = 0.95
     soc_init: Share = 0.5
+    #: IEEE 1547 grid-support functions of the battery inverters; null: none
+    der_functions: DerFunctionsSpec | None = None
 
     @model_validator(mode="after")
     def _soc(self) -> HouseholdBatterySpec:
@@ -203,6 +210,8 @@ class EVSpec(_Spec):
     v2g_soc_min: Share = 0.2
     #: battery wear added to the V2G reservation price, per MWh delivered
     v2g_wear_per_mwh: NonNegFloat = 20.0
+    #: IEEE 1547 grid-support functions of the (V2G) chargers; null: none
+    der_functions: DerFunctionsSpec | None = None
 
 
 class CommunityStorageSpec(_Spec):
@@ -220,6 +229,8 @@ class CommunityStorageSpec(_Spec):
     #: state of charge held back for demand-response calls: outside a DR interval the
     #: battery sells only above max(soc_min, dr_reserve_soc); 0 = no reservation
     dr_reserve_soc: Share = 0.0
+    #: IEEE 1547 grid-support functions of the battery inverters; null: none
+    der_functions: DerFunctionsSpec | None = None
 
     @model_validator(mode="after")
     def _soc(self) -> CommunityStorageSpec:
@@ -250,6 +261,10 @@ class TSOSpec(_Spec):
     #: loss of the upstream grid from this time (seconds since start); null: never
     upstream_loss_s: Annotated[int, Field(ge=0)] | None = None
     upstream_restore_s: Annotated[int, Field(gt=0)] | None = None
+    #: quasi-static system frequency the TSO publishes per market interval (Hz), repeated
+    #: when shorter than the run; drives frequency-watt (der_functions.freq_watt); null: nominal
+    frequency_hz: list[Annotated[float, Field(ge=45, le=65)]] | None = None
+    nominal_frequency_hz: Literal[50, 60] = 50
 
     @model_validator(mode="after")
     def _loss(self) -> TSOSpec:

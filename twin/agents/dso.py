@@ -19,7 +19,9 @@ The smallest number of steps that removes the violation is found by a galloping
 power flows instead of one per step. Curtailing a trade by ``x`` Wh lowers both sides'
 flexible physics by ``x`` (a PV seller exports less, an EV buyer charges less, a battery
 discharges / charges less), which is exactly how the agents dispatch a curtailed trade.
-When nothing is violated nothing is curtailed; when nothing is left to curtail the
+With DER grid-support functions (``der_functions`` of an inverter group) the check solves
+them with the network (:mod:`twin.grid.controlled_pf`): volt-var and volt-watt act first,
+and only what they leave is curtailed. When nothing is violated nothing is curtailed; when nothing is left to curtail the
 remaining violations are reported. An interval without trades is not checked (there is
 nothing to curtail; the grid simulator reports the actual state). A V2G EV selling
 (``agents.evs.v2g``) is an injecting device like the others: curtailing its sale lowers
@@ -45,6 +47,7 @@ from typing import Any
 import mesa
 import numpy as np
 
+from twin.grid.der_runtime import ControlledSnapshot
 from twin.grid.powerflow import GridState, run_snapshot
 from twin.market.tariffs import NetworkTariff
 from twin.market.types import Side, Trade
@@ -102,9 +105,14 @@ class DSOAgent(mesa.Agent):
     """Security check + curtailment on a private copy of the feeder net."""
 
     def __init__(self, model: Any, *, net: Any, grid: GridSpec, step_fraction: float = 0.25,
-                 start_s_of_day: float = 0.0, interval_s: int = 900) -> None:
+                 start_s_of_day: float = 0.0, interval_s: int = 900,
+                 der_devices: Sequence[Any] = ()) -> None:
         super().__init__(model)
         self.net = copy.deepcopy(net)
+        #: inverters with IEEE 1547 functions: the check solves them with the network
+        self._controlled = ControlledSnapshot(self.net, list(der_devices)) if der_devices else None
+        #: frequency of the interval being checked (frequency-watt), set by :meth:`check`
+        self._freq_hz: float | None = None
         tariff = grid.tariff
         self.offpeak_fee = price_from_per_mwh(tariff.offpeak_fee_per_mwh)
         self.peak_fee = price_from_per_mwh(tariff.peak_fee_per_mwh)
@@ -149,6 +157,11 @@ class DSOAgent(mesa.Agent):
         )
 
     def _solve(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> GridState:
+        if self._controlled is not None:
+            state, _ = self._controlled.solve(
+                load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], freq_hz=self._freq_hz)
+            return state
         return run_snapshot(
             self.net,
             load_p_mw=p["load"], load_q_mvar=q["load"],
@@ -165,6 +178,7 @@ class DSOAgent(mesa.Agent):
         seller_effects: Callable[[int], list[Effect]],
         buyer_effects: Callable[[int], list[Effect]],
         limit_price: Callable[[int, Side], int],
+        freq_hz: float | None = None,
     ) -> SecurityCheck:
         """Check the planned schedule; curtail trades until no violation remains.
 
@@ -173,6 +187,7 @@ class DSOAgent(mesa.Agent):
         how curtailing one Wh of that device's sale / purchase moves element set-points
         (empty for inflexible devices); ``limit_price(device, side)`` is the order's limit.
         """
+        self._freq_hz = freq_hz
         base = {k: np.asarray(element_p_mw[k], dtype=np.float64).copy() for k in _TABLES}
         q = {k: np.asarray(element_q_mvar[k], dtype=np.float64) for k in _TABLES}
         if not trades:  # nothing to review or curtail: no power flow

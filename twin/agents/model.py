@@ -49,6 +49,7 @@ from twin.agents.storage import CommunityStorage, StorageAgent
 from twin.agents.strategies import make_strategy
 from twin.agents.tso import DemandResponseEvent, TSOAgent, TSOSignal
 from twin.agents.vpp import VPPAggregator
+from twin.grid.der_runtime import feeder_der_devices
 from twin.grid.feeders import Feeder
 from twin.market.types import Device, DeviceKind, DRCall, OrderIntent, Side, Trade
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
@@ -88,7 +89,8 @@ class FeederModel(mesa.Model):
             StorageAgent(self, fleet=self.storage, index=i)
         start = scenario.start
         self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid, interval_s=self.interval_s,
-                            start_s_of_day=start.hour * 3600 + start.minute * 60 + start.second)
+                            start_s_of_day=start.hour * 3600 + start.minute * 60 + start.second,
+                            der_devices=feeder_der_devices(scenario, feeder))
         spec = scenario.agents
         mk = scenario.market
         feed_in = price_from_per_mwh(mk.feed_in_price_per_mwh)
@@ -234,7 +236,7 @@ class FeederModel(mesa.Model):
         check = self.dso.check(
             trades=trades, element_p_mw=p_plan, element_q_mvar=q_plan,
             seller_effects=self._seller_effects, buyer_effects=self._buyer_effects,
-            limit_price=self._limit_price(k),
+            limit_price=self._limit_price(k), freq_hz=self.tso.frequency_hz(k),
         )
         new_energy = {c.trade_id: c.energy_wh for c in check.curtailments}
         final = [dataclasses.replace(t, energy_wh=new_energy[t.trade_id]) if t.trade_id in new_energy

@@ -1,5 +1,5 @@
 """TSO agent: watches the area's forecast supply-demand gap, calls demand response, sets
-imbalance prices, and signals loss of the upstream grid.
+imbalance prices, signals loss of the upstream grid, and publishes the system frequency.
 
 Each step ``k`` the model hands the TSO the forecast net import of the feeder for
 ``k + 1`` (household forecasts with their batteries' plans, planned EV charging, background
@@ -63,6 +63,14 @@ class TSOAgent(mesa.Agent):
         self.dr_price = dr_price
         self.threshold_wh = (spec.gap_threshold_kw * 1000.0 * interval_s / 3600.0
                              if spec.gap_threshold_kw is not None else None)
+
+    def frequency_hz(self, interval: int) -> float:
+        """Quasi-static system frequency published for ``interval`` (``frequency_hz`` series,
+        repeated; nominal without one). Drives the inverters' frequency-watt droop."""
+        series = self.spec.frequency_hz
+        if not series:
+            return float(self.spec.nominal_frequency_hz)
+        return float(series[interval % len(series)])
 
     def upstream_available(self, interval: int) -> bool:
         s = self.spec

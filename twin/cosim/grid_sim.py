@@ -9,7 +9,9 @@ import numpy as np
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
 from twin.cosim.codec import single, timed
+from twin.grid.der_runtime import ControlledSnapshot
 from twin.grid.powerflow import run_snapshot
+from twin.grid.tap_control import TapController, oltc_from_trafo
 
 META: Meta = {
     "api_version": "3.0",
@@ -33,6 +35,18 @@ class GridSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
+        # IEEE 1547 functions of the inverters, solved with the network; the TSO's frequency
+        devices = sim_params.get("der_devices") or []
+        self.controls = ControlledSnapshot(self.net, list(devices)) if devices else None
+        self.frequency_hz: list[float] = list(sim_params.get("frequency_hz") or [])
+        # on-load tap changer: acts step by step (band, delay) on the voltage it regulates
+        oltc = sim_params.get("oltc")
+        self.taps: TapController | None = None
+        if oltc is not None and len(self.net.trafo):
+            ch = oltc_from_trafo(self.net, 0, v_set_pu=oltc.v_set_pu, band_pu=oltc.band_pu,
+                                 delay_s=oltc.delay_s, path="grid.oltc")
+            tap0 = self.net.trafo.tap_pos.iat[0]
+            self.taps = TapController([ch], taps=[int(tap0) if np.isfinite(tap0) else 0])
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -48,14 +62,33 @@ class GridSim(mosaik_api_v3.Simulator):
         power = single(inputs.get("grid", {}).get("element_power"))
         if power is None:
             raise ValueError(f"grid: no element_power input at t={time}s")
-        state = run_snapshot(
-            self.net,
-            load_p_mw=power["load_p_mw"], load_q_mvar=power["load_q_mvar"],
-            sgen_p_mw=power["sgen_p_mw"], sgen_q_mvar=power["sgen_q_mvar"],
-            storage_p_mw=power["storage_p_mw"],
-        )
+        der_q = der_cut = 0.0
+        if self.controls is not None:
+            k = time // self.interval_s
+            freq = self.frequency_hz[k] if k < len(self.frequency_hz) else None
+            state, ctl = self.controls.solve(
+                load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
+                sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
+                storage_p_mw=np.asarray(power["storage_p_mw"], float), freq_hz=freq)
+            if not ctl.converged:
+                raise RuntimeError(f"grid: DER functions did not converge at t={time}s "
+                                   f"({ctl.outer_iterations} outer iterations)")
+            der_q, der_cut = float(ctl.q_mvar.sum()), ctl.curtailed_mw
+        else:
+            state = run_snapshot(
+                self.net,
+                load_p_mw=power["load_p_mw"], load_q_mvar=power["load_q_mvar"],
+                sgen_p_mw=power["sgen_p_mw"], sgen_q_mvar=power["sgen_q_mvar"],
+                storage_p_mw=power["storage_p_mw"],
+            )
         if not state.converged:
             raise RuntimeError(f"grid: power flow did not converge at t={time}s")
+        tap = -1
+        if self.taps is not None:
+            tap = int(self.taps.taps[0])
+            moves = self.taps.step(state.vm_pu[self.taps.buses], dt_s=float(self.step_s))
+            if moves.any():  # acts from the next step (the solver recompiles on the new tap)
+                self.net.trafo.iat[0, self.net.trafo.columns.get_loc("tap_pos")] = float(self.taps.taps[0])
         self._vm_pu = [float(v) for v in state.vm_pu]
         if time % self.interval_s == 0:
             self.recorder.add("bus", _bus_rows(time, self.bus_ids, state))
@@ -67,6 +100,7 @@ class GridSim(mosaik_api_v3.Simulator):
                 "line_pl_mw": float(np.nansum(state.line_pl_mw)),
                 "vm_min_pu": state.vm_min_pu, "vm_max_pu": state.vm_max_pu,
                 "max_loading_percent": state.max_loading_percent,
+                "der_q_mvar": der_q, "der_curtailed_mw": der_cut, "oltc_tap": tap,
             }])
         return time + self.step_s
 

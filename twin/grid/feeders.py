@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandapower as pp
@@ -50,7 +50,9 @@ from twin.grid.profiles import (
     synthetic_pv_pu,
     window_average,
 )
-from twin.scenario import Scenario
+
+if TYPE_CHECKING:  # the scenario spec imports the grid (DER specs), not the other way round
+    from twin.scenario import Scenario
 
 __all__ = ["Feeder", "build_feeder"]
 

@@ -87,8 +87,8 @@ def _run_resilience(scenario: Any, out: Path) -> None:
     """``twin resilience`` in a run folder, with a manifest so the runner sees it complete."""
     from datetime import UTC, datetime
 
-    from twin.grid.resilience_cli import run_resilience
     from twin.results import write_json_atomic
+    from twin.studies.resilience_cli import run_resilience
 
     run_resilience(scenario, out, progress=False)
     write_json_atomic({"scenario_name": scenario.name, "scenario_hash": scenario.digest(),

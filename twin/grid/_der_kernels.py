@@ -1,0 +1,158 @@
+"""numba kernels of the controlled power flow's device-space work (parallel over lanes).
+
+Same arithmetic as :class:`twin.grid.der_functions.DerFleet` (``targets``: volt-watt, the
+reactive-power mode, the apparent-power limit) and the inner Newton of
+:meth:`twin.grid.controlled_pf.ControlledPowerFlow._device_newton`, for the case without
+frequency-watt input and without response-time lag (what hosting studies and snapshots use);
+the numpy path covers the rest. Compiled on first use (cached on disk).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _pw(x: float, xs: np.ndarray, ys: np.ndarray, i: int) -> float:
+    k_n = xs.shape[1]
+    if x <= xs[i, 0]:
+        return float(ys[i, 0])
+    for k in range(k_n - 1):
+        if x <= xs[i, k + 1]:
+            dx = xs[i, k + 1] - xs[i, k]
+            if dx <= 0.0:
+                return float(ys[i, k + 1])
+            return float(ys[i, k] + (ys[i, k + 1] - ys[i, k]) * (x - xs[i, k]) / dx)
+    return float(ys[i, k_n - 1])
+
+
+@njit(cache=True)
+def _target(i: int, v: float, p_av: float, sc: float, f: tuple) -> tuple[float, float]:  # type: ignore[type-arg]
+    (s_rated, p_rated, q_max, p_min_pu, rpri, q_mode, vv_v, vv_q, wv_p, wv_q, pf_tan, cq, vw_on, vw_v, vw_p) = f
+    pr = p_rated[i] * sc
+    sr = s_rated[i] * sc
+    p = p_av
+    p_min = p_min_pu[i] * pr
+    if vw_on[i]:
+        cap = _pw(v, vw_v, vw_p, i) * pr
+        p = max(min(p, cap), p_min)
+    m = q_mode[i]
+    q = 0.0
+    if m == 1:
+        q = _pw(v, vv_v, vv_q, i) * sr
+    elif m == 2:
+        q = _pw(p / pr, wv_p, wv_q, i) * sr
+    elif m == 3:
+        q = abs(p) * pf_tan[i]
+    elif m == 4:
+        q = cq[i] * sr
+    qc = q_max[i] * sr
+    q = min(max(q, -qc), qc)
+    if rpri[i]:
+        q = min(max(q, -sr), sr)
+        room = math.sqrt(max(sr * sr - q * q, 0.0))
+        p = min(max(p, -room), room)
+    else:
+        p = min(max(p, -sr), sr)
+        room = math.sqrt(max(sr * sr - p * p, 0.0))
+        q = min(max(q, -room), room)
+    return p, q
+
+
+@njit(cache=True, parallel=True)
+def targets(vm: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray, f: tuple,  # type: ignore[type-arg]
+            out_p: np.ndarray, out_q: np.ndarray) -> None:
+    """Device outputs (generator convention, MW/Mvar) of every lane at voltages ``vm``."""
+    b, n = vm.shape
+    for r in prange(b):
+        for i in range(n):
+            if on[r, i]:
+                p, q = _target(i, vm[r, i], avail[r, i], scale[r, i], f)
+                out_p[r, i] = p
+                out_q[r, i] = q
+            else:
+                out_p[r, i] = 0.0
+                out_q[r, i] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def device_newton(v_k: np.ndarray, x: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray,
+                  sens: np.ndarray, f: tuple, inner_max: int, tol: float, fd_h: float,  # type: ignore[type-arg]
+                  out_p: np.ndarray, out_q: np.ndarray) -> None:
+    """Per lane: solve ``v = v_k + S (G(v) - x)`` by Newton (dense LU with partial pivoting),
+    then write ``G(v)``."""
+    b, n = v_k.shape
+    for r in prange(b):
+        v = v_k[r].copy()
+        gp = np.zeros(n)
+        gq = np.zeros(n)
+        dp = np.zeros(n)
+        dq = np.zeros(n)
+        hv = np.zeros(n)
+        a = np.zeros((n, n))
+        for _ in range(inner_max):
+            for i in range(n):
+                if on[r, i]:
+                    gp[i], gq[i] = _target(i, v[i], avail[r, i], scale[r, i], f)
+                else:
+                    gp[i] = 0.0
+                    gq[i] = 0.0
+            err = 0.0
+            for j in range(n):
+                s = 0.0
+                for i in range(n):
+                    s += sens[j, i] * (gp[i] - x[r, i]) + sens[j, n + i] * (gq[i] - x[r, n + i])
+                hv[j] = v[j] - v_k[r, j] - s
+                err = max(err, abs(hv[j]))
+            if err < tol:
+                break
+            for i in range(n):
+                if on[r, i]:
+                    pp, qq = _target(i, v[i] + fd_h, avail[r, i], scale[r, i], f)
+                    dp[i] = (pp - gp[i]) / fd_h
+                    dq[i] = (qq - gq[i]) / fd_h
+                else:
+                    dp[i] = 0.0
+                    dq[i] = 0.0
+            for j in range(n):
+                for i in range(n):
+                    a[j, i] = (1.0 if i == j else 0.0) - sens[j, i] * dp[i] - sens[j, n + i] * dq[i]
+            # Gaussian elimination with partial pivoting, solving a dv = hv in place
+            for c in range(n):
+                piv = c
+                for j in range(c + 1, n):
+                    if abs(a[j, c]) > abs(a[piv, c]):
+                        piv = j
+                if piv != c:
+                    for k in range(n):
+                        t = a[c, k]
+                        a[c, k] = a[piv, k]
+                        a[piv, k] = t
+                    t = hv[c]
+                    hv[c] = hv[piv]
+                    hv[piv] = t
+                d = a[c, c]
+                if d == 0.0:
+                    continue
+                for j in range(c + 1, n):
+                    m = a[j, c] / d
+                    if m != 0.0:
+                        for k in range(c, n):
+                            a[j, k] -= m * a[c, k]
+                        hv[j] -= m * hv[c]
+            for c in range(n - 1, -1, -1):
+                s = hv[c]
+                for k in range(c + 1, n):
+                    s -= a[c, k] * hv[k]
+                hv[c] = s / a[c, c] if a[c, c] != 0.0 else 0.0
+            for j in range(n):
+                v[j] -= hv[j]
+        for i in range(n):
+            if on[r, i]:
+                out_p[r, i], out_q[r, i] = _target(i, v[i], avail[r, i], scale[r, i], f)
+            else:
+                out_p[r, i] = 0.0
+                out_q[r, i] = 0.0
