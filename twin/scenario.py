@@ -558,6 +558,12 @@ class HILSpec(_Spec):
     deadline_tolerance_s: PosFloat = 0.1
     max_connections: Annotated[int, Field(ge=1, le=1000)] = 16
     idle_timeout_s: PosFloat = 60.0
+    #: a frame must be complete this long after its first byte (a slow drip cannot extend it)
+    frame_timeout_s: PosFloat = 2.0
+    #: requests per second and connection; above it the server answers exception 0x06
+    max_requests_per_s: Annotated[int, Field(ge=1, le=100_000)] = 100
+    #: address of the lab's controller: one of max_connections is kept for it
+    controller_host: str | None = None
 
     @model_validator(mode="after")
     def _units(self) -> HILSpec:
@@ -565,6 +571,8 @@ class HILSpec(_Spec):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"unit ids used more than once: {dup}")
+        if self.controller_host is not None and self.max_connections < 2:
+            raise ValueError("max_connections must be at least 2 with a controller_host")
         return self
 
 

@@ -115,7 +115,10 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
         bank = HILBank([m.spec for m in mirrored])
         server = ModbusServer(bank, host=host, port=port,
                               max_connections=scenario.hil.max_connections,
-                              idle_timeout_s=scenario.hil.idle_timeout_s)
+                              idle_timeout_s=scenario.hil.idle_timeout_s,
+                              frame_timeout_s=scenario.hil.frame_timeout_s,
+                              max_requests_per_s=scenario.hil.max_requests_per_s,
+                              controller_host=scenario.hil.controller_host)
         server.start()
         state["server"] = server
         table = [m.describe() | {"models": list(bank.devices[m.spec.unit_id].map.model_ids),
