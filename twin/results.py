@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import pyarrow.parquet as pq
 __all__ = [
     "SCHEMAS",
     "RunRecorder",
+    "StreamedTable",
     "read_json",
     "read_table",
     "write_json_atomic",
@@ -229,11 +233,95 @@ def read_table(run_dir: Path, name: str) -> pa.Table:
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
+class StreamedTable:
+    """A table appended as Parquet row groups by a background thread; memory stays flat.
+
+    :meth:`add` only queues the rows (the caller's thread never converts or writes); the
+    thread writes a row group once ``batch_rows`` rows are queued or the oldest queued row
+    is ``max_age_s`` old, to ``.<name>.parquet.part`` (page checksums, zstd). :meth:`close`
+    writes the rest and renames the file to ``<name>.parquet``, so the table appears
+    complete or not at all (a run killed with SIGKILL leaves only the ``.part`` file).
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, *, batch_rows: int = 8192,
+                 max_age_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.batch_rows = batch_rows
+        self.max_age_s = max_age_s
+        self.part = self.path.with_name(f".{self.path.name}.part")
+        self.n_rows = 0
+        self.row_groups = 0
+        self.error: BaseException | None = None
+        self._q: queue.Queue[list[Mapping[str, Any]] | None] = queue.Queue()
+        self._writer: pq.ParquetWriter | None = None
+        self._thread = threading.Thread(target=self._run, name=f"results-{self.path.stem}", daemon=True)
+        self._thread.start()
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        batch = list(rows)
+        if batch:
+            if self.error is not None:
+                raise ValueError(f"results table '{self.path.stem}': {self.error}") from self.error
+            self.n_rows += len(batch)
+            self._q.put(batch)
+
+    def _write(self, rows: list[Mapping[str, Any]]) -> None:
+        names = self.schema.names
+        table = pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows], schema=self.schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.part, self.schema, compression="zstd",
+                                            write_page_checksum=True)
+        self._writer.write_table(table)
+        self.row_groups += 1
+
+    def _run(self) -> None:
+        pending: list[Mapping[str, Any]] = []
+        first = 0.0
+        while True:
+            timeout = None if not pending else max(0.0, first + self.max_age_s - time.monotonic())
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                item = []
+            try:
+                if item is None:  # close
+                    if pending or self._writer is None:
+                        self._write(pending)
+                    assert self._writer is not None
+                    self._writer.close()
+                    os.replace(self.part, self.path)
+                    return
+                if item and not pending:
+                    first = time.monotonic()
+                pending.extend(item)
+                if pending and (len(pending) >= self.batch_rows
+                                or time.monotonic() - first >= self.max_age_s):
+                    self._write(pending)
+                    pending = []
+            except BaseException as exc:  # reported by add() / close()
+                self.error = exc
+                pending = []
+                if item is None:
+                    return
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Write what is queued and put the table in place (idempotent)."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout_s)
+        if self.error is not None:
+            raise ValueError(f"results table '{self.path.stem}': rows do not match its schema "
+                             f"({self.error})") from self.error
+
+
 class RunRecorder:
     """Collects rows per table and writes them atomically at checkpoints.
 
     Rows are validated against :data:`SCHEMAS` when they are written, so a wrong column
-    fails loudly, naming the table.
+    fails loudly, naming the table. A table put in :meth:`stream` mode is not kept in
+    memory: its rows are appended as row groups off the caller's thread
+    (:class:`StreamedTable`) and the file appears at :meth:`close`.
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -241,8 +329,24 @@ class RunRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list[Mapping[str, Any]]] = {name: [] for name in SCHEMAS}
         self._dirty: set[str] = set(SCHEMAS)
+        self._streams: dict[str, StreamedTable] = {}
+
+    def stream(self, table: str, **options: Any) -> StreamedTable:
+        """Append ``table`` incrementally from now on (rows added before are kept)."""
+        if table not in SCHEMAS:
+            raise KeyError(f"unknown results table '{table}' (known: {sorted(SCHEMAS)})")
+        if table not in self._streams:
+            st = StreamedTable(self.out_dir / f"{table}.parquet", SCHEMAS[table], **options)
+            st.add(self._rows[table])
+            self._rows[table] = []
+            self._dirty.discard(table)
+            self._streams[table] = st
+        return self._streams[table]
 
     def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        if table in self._streams:
+            self._streams[table].add(rows)
+            return
         if table not in self._rows:
             raise KeyError(f"unknown results table '{table}' (known: {sorted(SCHEMAS)})")
         buf = self._rows[table]
@@ -252,6 +356,8 @@ class RunRecorder:
             self._dirty.add(table)
 
     def n_rows(self, table: str) -> int:
+        if table in self._streams:
+            return self._streams[table].n_rows
         return len(self._rows[table])
 
     def rows(self, table: str) -> list[Mapping[str, Any]]:
@@ -272,3 +378,15 @@ class RunRecorder:
         for name in sorted(self._dirty):
             write_table_atomic(self.to_table(name), self.out_dir / f"{name}.parquet")
         self._dirty.clear()
+
+    def close(self) -> None:
+        """The final flush: every table written, streamed tables put in place."""
+        errors = []
+        for st in self._streams.values():
+            try:
+                st.close()
+            except ValueError as exc:
+                errors.append(exc)
+        self.flush()
+        if errors:
+            raise errors[0]

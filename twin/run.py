@@ -215,7 +215,7 @@ def run_scenario(
         if "world_s" in timings:  # token audit + stopping the ledger (Anvil dumps its state)
             timings["teardown_s"] = time.perf_counter() - t_world - timings["world_s"]
         t_flush = time.perf_counter()
-        recorder.flush()
+        recorder.close()  # streamed tables (twin hil serve) are put in place here
         timings["flush_s"] = time.perf_counter() - t_flush
         wall_s = time.perf_counter() - t0
         kpis = compute_kpis(recorder=recorder, log=log, tokens=manifest.get("tokens"),

@@ -70,6 +70,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         logger.disable("mosaik")
     except ImportError:  # pragma: no cover
         pass
+    import signal
+
+    def _term(signum: int, frame: Any) -> None:  # SIGTERM ends the run like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _term)
     try:
         out = serve(scenario, out_dir=args.out, host=args.host, port=args.port,
                     rt_factor=args.rt_factor or None, rt_strict=args.rt_strict, until_s=args.until,
@@ -82,13 +88,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except (TwinError, RuntimeError, ValueError) as exc:
         return _fail(f"{type(exc).__name__}: {exc}\n(results written so far are in {args.out})", EXIT_FAILED)
-    late = sorted(out.lateness_s)
-    p99 = late[int(0.99 * (len(late) - 1))] if late else float("nan")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     k = out.run.kpis
     print(f"\n== gridtwin hil serve ==\nvoltage              {k['vm_min_pu']:.4f} .. {k['vm_max_pu']:.4f} p.u.\n"
-          f"steps                {len(late)} (lateness p99 {p99 * 1e3:.1f} ms; "
-          f"mosaik behind schedule {int(out.rt_behind['count'])}x, "
-          f"worst {out.rt_behind['max_s'] * 1e3:.0f} ms)\n"
+          f"steps                {out.step_timing.summary()}\n"
+          f"mosaik behind        {int(out.rt_behind['count'])}x, worst {out.rt_behind['max_s'] * 1e3:.0f} ms\n"
           f"modbus               {out.server_stats}\nresults              {out.run.out_dir}")
     return EXIT_OK
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from twin.hil.core import HILBank
 from twin.hil.server import ModbusServer
+from twin.hil.timing import StepTiming
 from twin.hil.twin_side import HILCoupling, MirroredDevice, market_device_ids, resolve_devices
 from twin.results import write_json_atomic
 from twin.scenario import Scenario
@@ -31,7 +32,7 @@ class ServeOutcome:
     run: Any  # twin.run.RunOutcome
     devices: list[dict[str, Any]]
     port: int
-    lateness_s: list[float] = field(default_factory=list)
+    step_timing: StepTiming = field(default_factory=StepTiming)
     server_stats: dict[str, int] = field(default_factory=dict)
     #: mosaik's real-time warnings ("Simulation too slow"): how many, and the worst lag
     rt_behind: dict[str, float] = field(default_factory=lambda: {"count": 0, "max_s": 0.0})
@@ -106,13 +107,15 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
     say = on_status or (lambda _m: None)
     out_dir = Path(out_dir)
     state: dict[str, Any] = {}
-    lateness: list[float] = []
+    step_timing = StepTiming(tolerance_s=scenario.hil.deadline_tolerance_s)
     step_s = scenario.hil.step_s or scenario.market.interval_s
 
     def extend(world: Any, *, agents: Any, grid: Any, model: Any, recorder: Any,
                timings: dict[str, float]) -> None:
         mirrored: list[MirroredDevice] = resolve_devices(scenario, model.feeder)
         bank = HILBank([m.spec for m in mirrored])
+        for name in ("hil", "hil_writes", "hil_deadlines"):  # row groups, off this thread
+            recorder.stream(name)
         server = ModbusServer(bank, host=host, port=port,
                               max_connections=scenario.hil.max_connections,
                               idle_timeout_s=scenario.hil.idle_timeout_s,
@@ -140,7 +143,8 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
         hil = world.start("HIL", coupling=HILCoupling(bank, mirrored), recorder=recorder,
                           step_s=step_s, rt_factor=rt_factor, rt_strict=rt_strict,
                           deadline_tolerance_s=scenario.hil.deadline_tolerance_s,
-                          timings=timings, lateness_s=lateness,
+                          timings=timings, step_timing=step_timing,
+                          interval_s=scenario.market.interval_s,
                           device_ids=market_device_ids(mirrored, model)).HIL()
         world.connect(agents, hil, "element_power")
         world.connect(hil, grid, "element_power")
@@ -164,4 +168,4 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
     stats = vars(state["server"].stats) if "server" in state else {}
     return ServeOutcome(run=outcome, devices=state.get("devices", []),
                         port=state["server"].port if "server" in state else port,
-                        lateness_s=lateness, server_stats=dict(stats), rt_behind=rt_behind)
+                        step_timing=step_timing, server_stats=dict(stats), rt_behind=rt_behind)
