@@ -92,7 +92,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     # hardware in the loop (twin hil serve): per device and step, client writes, deadline misses
     "hil": pa.schema(
         [("time_s", _i64), ("unit_id", _i64), ("available_w", _f64), ("w", _f64), ("var", _f64),
-         ("v", _f64), ("w_max_w", _f64), ("w_set_w", _f64), ("reverted", _str)]
+         ("v", _f64), ("hz", _f64), ("w_max_w", _f64), ("w_set_w", _f64), ("q_mode", _str),
+         ("in_service", pa.bool_()), ("reverted", _str)]
     ),
     "hil_writes": pa.schema(
         [("time_s", _f64), ("wall_time", _f64), ("client", _str), ("unit_id", _i64),

@@ -118,7 +118,8 @@ class HILSim(mosaik_api_v3.Simulator):
                                              vm_pu=self._vm_pu)
         self.recorder.add("hil", [
             {"time_s": int(time), "unit_id": u, "available_w": i.available_w, "w": o.w,
-             "var": o.var, "v": i.v, "w_max_w": o.control.w_max_w, "w_set_w": o.control.w_set_w,
+             "var": o.var, "v": i.v, "hz": i.hz, "w_max_w": o.control.w_max_w,
+             "w_set_w": o.control.w_set_w, "q_mode": o.mode, "in_service": o.in_service,
              "reverted": ",".join(o.reverted)}
             for u, (i, o) in sorted(rows.items())
         ])
