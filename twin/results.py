@@ -316,21 +316,32 @@ class StreamedTable:
                              f"({self.error})") from self.error
 
 
+#: rows a table keeps as Python dicts before they are packed into an Arrow chunk
+CHUNK_ROWS = 8192
+
+
 class RunRecorder:
     """Collects rows per table and writes them atomically at checkpoints.
 
     Rows are validated against :data:`SCHEMAS` when they are written, so a wrong column
-    fails loudly, naming the table. A table put in :meth:`stream` mode is not kept in
-    memory: its rows are appended as row groups off the caller's thread
-    (:class:`StreamedTable`) and the file appears at :meth:`close`.
+    fails loudly, naming the table. Every :data:`CHUNK_ROWS` rows of a table are packed into
+    an Arrow chunk (columnar: ~10x less memory than dicts, and a checkpoint concatenates
+    chunks instead of converting every row again). A table put in :meth:`stream` mode is
+    not kept in memory at all: its rows are appended as row groups off the caller's thread
+    (:class:`StreamedTable`) and the file appears at :meth:`close`. ``flush(wait=False)``
+    snapshots the tables on the caller's thread and writes them from a background thread.
     """
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list[Mapping[str, Any]]] = {name: [] for name in SCHEMAS}
+        self._chunks: dict[str, list[pa.Table]] = {name: [] for name in SCHEMAS}
         self._dirty: set[str] = set(SCHEMAS)
         self._streams: dict[str, StreamedTable] = {}
+        self._writes: queue.Queue[tuple[pa.Table, Path] | None] | None = None
+        self._writer: threading.Thread | None = None
+        self._write_error: BaseException | None = None
 
     def stream(self, table: str, **options: Any) -> StreamedTable:
         """Append ``table`` incrementally from now on (rows added before are kept)."""
@@ -338,8 +349,9 @@ class RunRecorder:
             raise KeyError(f"unknown results table '{table}' (known: {sorted(SCHEMAS)})")
         if table not in self._streams:
             st = StreamedTable(self.out_dir / f"{table}.parquet", SCHEMAS[table], **options)
-            st.add(self._rows[table])
+            st.add(self.rows(table))
             self._rows[table] = []
+            self._chunks[table] = []
             self._dirty.discard(table)
             self._streams[table] = st
         return self._streams[table]
@@ -355,18 +367,24 @@ class RunRecorder:
         buf.extend(rows)
         if len(buf) != before:
             self._dirty.add(table)
+        if len(buf) >= CHUNK_ROWS:
+            self._chunks[table].append(self._arrow(table, buf))
+            self._rows[table] = []
 
     def n_rows(self, table: str) -> int:
         if table in self._streams:
             return self._streams[table].n_rows
-        return len(self._rows[table])
+        return sum(c.num_rows for c in self._chunks[table]) + len(self._rows[table])
 
     def rows(self, table: str) -> list[Mapping[str, Any]]:
-        return self._rows[table]
+        """Every row of ``table`` (packed chunks come back as dicts of the schema's columns)."""
+        if not self._chunks[table]:
+            return self._rows[table]
+        out: list[Mapping[str, Any]] = [r for c in self._chunks[table] for r in c.to_pylist()]
+        return out + self._rows[table]
 
-    def to_table(self, table: str) -> pa.Table:
+    def _arrow(self, table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
         schema = SCHEMAS[table]
-        rows = self._rows[table]
         try:
             return pa.Table.from_pylist(
                 [{k: r.get(k) for k in schema.names} for r in rows], schema=schema
@@ -374,11 +392,47 @@ class RunRecorder:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"results table '{table}': rows do not match its schema ({exc})") from exc
 
-    def flush(self) -> None:
-        """Rewrite every table that changed since the last flush."""
-        for name in sorted(self._dirty):
-            write_table_atomic(self.to_table(name), self.out_dir / f"{name}.parquet")
+    def to_table(self, table: str) -> pa.Table:
+        tail = self._arrow(table, self._rows[table])
+        if not self._chunks[table]:
+            return tail
+        return pa.concat_tables([*self._chunks[table], tail])
+
+    def _write_loop(self) -> None:
+        assert self._writes is not None
+        while (item := self._writes.get()) is not None:
+            try:
+                write_table_atomic(*item)
+            except BaseException as exc:  # reported by the next flush
+                self._write_error = exc
+            finally:
+                self._writes.task_done()
+        self._writes.task_done()
+
+    def flush(self, *, wait: bool = True) -> None:
+        """Rewrite every table that changed since the last flush.
+
+        ``wait=False``: the tables are snapshot here (immutable Arrow tables) and written by
+        a background thread, in order; the next ``flush()`` (or :meth:`close`) waits for it.
+        """
+        if self._write_error is not None:
+            err, self._write_error = self._write_error, None
+            raise OSError(f"writing the results tables failed: {err}") from err
+        jobs = [(self.to_table(name), self.out_dir / f"{name}.parquet") for name in sorted(self._dirty)]
         self._dirty.clear()
+        if wait:
+            if self._writes is not None:
+                self._writes.join()
+            for job in jobs:
+                write_table_atomic(*job)
+            return
+        if self._writer is None:
+            self._writes = queue.Queue()
+            self._writer = threading.Thread(target=self._write_loop, name="results-flush", daemon=True)
+            self._writer.start()
+        assert self._writes is not None
+        for job in jobs:
+            self._writes.put(job)
 
     def close(self) -> None:
         """The final flush: every table written, streamed tables put in place."""
@@ -389,5 +443,9 @@ class RunRecorder:
             except ValueError as exc:
                 errors.append(exc)
         self.flush()
+        if self._writes is not None:
+            self._writes.put(None)
+            self._writes.join()
+            self._writes, self._writer = None, None
         if errors:
             raise errors[0]

@@ -406,7 +406,8 @@ class _Checkpointer:
     def add(self, table: str, rows: Any) -> None:
         self._recorder.add(table, rows)
         if time.monotonic() - self._last > CHECKPOINT_WALL_S:
-            self._recorder.flush()
+            # off this thread unless a chain checkpoint must follow the tables on disk
+            self._recorder.flush(wait=self._on_flush is not None)
             if self._on_flush is not None:
                 self._on_flush()
             self._last = time.monotonic()

@@ -10,6 +10,7 @@ results folder is the one of ``twin run`` plus ``hil_devices.json`` and the tabl
 from __future__ import annotations
 
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -156,6 +157,10 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                       initial_data={"der_controls": []})
 
     rt_behind: dict[str, float] = {"count": 0, "max_s": 0.0}
+    # the Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
+    # bounds how long a request waits behind a step; restored when the run ends
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, 0.001))
     try:
         with _MosaikWarnings(rt_behind):
             outcome = run_scenario(scenario, out_dir=out_dir, scenario_path=scenario_path,
@@ -163,6 +168,7 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                                    rt_factor=None,  # the HIL adapter paces (see hil_sim)
                                    extend_world=extend, grid_step_s=step_s)
     finally:
+        sys.setswitchinterval(switch)
         server = state.get("server")
         if server is not None:
             server.stop()
