@@ -181,12 +181,15 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
     # allocations are done), so that the growth is what a longer run adds
     warm = [mb for t, mb in rss if t >= wall_s / 24]
     state["rss0"] = warm[0] if warm else float("nan")
+    half = [mb for t, mb in rss if t >= wall_s / 2]
+    state["rss_mid"] = half[0] if half else float("nan")
     return {
         "read_p50_ms": float(np.percentile(lat, 50)), "read_p99_ms": float(np.percentile(lat, 99)),
         "reads": float(len(lat)), "write_p99_ms": float(np.percentile(wr, 99)), "writes": float(len(wr)),
         "writes_recorded": float(n_writes), "steps": float(st.steps), "misses": float(st.misses),
         "late_p99_ms": st.percentile_s(99) * 1e3, "late_max_ms": st.max_s * 1e3,
         "late_boundary_max_ms": st.boundary_max_s * 1e3, "rss_start_mb": state.get("rss0", float("nan")),
+        "rss_mid_mb": state.get("rss_mid", float("nan")),
         "rss_end_mb": rss_end, "rss_max_mb": max((mb for _, mb in rss), default=rss_end), "wall_s": wall, "rt_factor": rt,
     }
 
@@ -229,7 +232,7 @@ def main() -> int:
           f"(market-boundary steps max {r['late_boundary_max_ms']:.1f} ms; misses > 100 ms: "
           f"{r['misses']:.0f})  target max < 20 ms")
     print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
-          f"{r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
+          f"{r['rss_mid_mb']:.0f} MB at noon, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
           f"{r['rss_end_mb'] - r['rss_start_mb']:+.1f} MB  target < 50 MB")
     wall, n_steps = afap()
     sps = n_steps / wall
