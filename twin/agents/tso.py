@@ -99,7 +99,7 @@ class TSOAgent(mesa.Agent):
                                if sc is not None else 0)
         self._frequency: np.ndarray | None = None
 
-    def frequency_hz(self, time_s: float) -> float:
+    def system_frequency_hz(self, time_s: float) -> float:
         """The system frequency the TSO publishes at ``time_s`` (seconds since the start).
 
         Drawn once, lazily, from a generator spawned off the model's (the model's own

@@ -141,7 +141,7 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
             say("client connected; starting the clock" if server.stats.accepted
                 else f"no client after {wait_client_s:g} s; starting the clock anyway")
         world.sim_config["HIL"] = {"python": "twin.cosim.hil_sim:HILSim"}
-        coupling = HILCoupling(bank, mirrored, frequency_hz=model.tso.frequency_hz)
+        coupling = HILCoupling(bank, mirrored, frequency_hz=model.tso.system_frequency_hz)
         hil = world.start("HIL", coupling=coupling, recorder=recorder,
                           step_s=step_s, rt_factor=rt_factor, rt_strict=rt_strict,
                           deadline_tolerance_s=scenario.hil.deadline_tolerance_s,
