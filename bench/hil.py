@@ -1,18 +1,22 @@
-"""HIL benchmark: Modbus read latency while the twin steps, real-time step jitter, AFAP rate.
+"""HIL benchmark: a simulated day served to 100 pollers and one writer, then the AFAP rate.
 
-    .venv/bin/python bench/hil.py [--clients 10] [--hz 10] [--rt-seconds 30]
+    .venv/bin/python bench/hil.py [--clients 100] [--hz 10] [--writes-per-s 10]
+                                  [--day-wall-s 180] [--step-s 60]
 
-1. real time, as the issue states it: ``scenarios/hil_demo.yaml`` served with **1-second
-   HIL steps at rt_factor 1.0** (grid solved every step; agents + market every 15 s, a
-   market interval shortened so the run includes boundaries) for ``--rt-seconds``. Meanwhile ``--clients`` Modbus TCP clients in a *separate process*
-   (asyncio, raw MBAP frames, so client-side GIL contention is not counted) each read 125
-   registers at ``--hz`` from the served devices.
-   - read latency p50/p99 (target p99 < 5 ms on loopback);
-   - step lateness p99: how late each HIL step starts against its wall-clock deadline
-     (target p99 < 20 ms); steps at a market-interval boundary, where the agents and the
-     market step first, are reported separately as well.
-2. as fast as possible: the same scenario (60-s HIL steps, one hour) without real time,
-   HIL server attached: HIL steps per wall second.
+1. A simulated day of ``scenarios/hil_demo.yaml`` (midnight to midnight, ``--step-s`` HIL
+   steps, the power flow at every HIL step, agents + market every 5 min) served at a high
+   real-time factor (``--day-wall-s`` wall seconds for the 86,400 s; rt factor =
+   day-wall-s / 86,400). Meanwhile, in a *separate process* (asyncio, raw MBAP frames, so
+   client-side GIL contention is not counted), ``--clients`` connections each read 125
+   registers at ``--hz`` from the served devices, and one controller connection writes
+   ``WMaxLimPctEna`` + ``WMaxLimPct`` (with a reversion timer) at ``--writes-per-s``.
+   - read latency p50/p99 (target p99 < 5 ms on loopback), write latency p99;
+   - step lateness against each step's scaled wall-clock deadline, p99 and max (target
+     max < 20 ms), deadline misses (> 100 ms);
+   - the serving process's resident memory at the first step and at the end of the day
+     (target growth < 50 MB): every write and every HIL row is streamed to Parquet.
+2. As fast as possible: the same scenario (60-s HIL steps, one hour) without real time:
+   HIL steps per wall second.
 
 The last line is ``key=value`` pairs. Figures depend on the machine's load: run it idle.
 """
@@ -26,20 +30,18 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-#: market interval of the real-time run: short, so that 30 wall seconds include two
-#: interval boundaries (agents + market + DSO check step there), not just the first
-RT_INTERVAL_S = 15
 sys.path.insert(0, str(ROOT))
 
 
 # ---------------------------------------------------------------------- client process
-async def _client(port: int, unit: int, hz: float, seconds: float, out: list[float]) -> None:
+async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[float]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     tid = 0
     t_next = time.perf_counter()
@@ -47,9 +49,8 @@ async def _client(port: int, unit: int, hz: float, seconds: float, out: list[flo
     try:
         while t_next < t_end:
             tid = (tid + 1) & 0xFFFF
-            frame = struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, 40070, 125)
             t0 = time.perf_counter()
-            writer.write(frame)
+            writer.write(struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, 40070, 125))
             head = await reader.readexactly(9)
             if head[7] != 3:
                 raise RuntimeError(f"exception response {head[8]:#x}")
@@ -61,13 +62,30 @@ async def _client(port: int, unit: int, hz: float, seconds: float, out: list[flo
         writer.close()
 
 
-async def _clients(port: int, units: list[int], n: int, hz: float, seconds: float) -> list[float]:
-    out: list[float] = []
-    await asyncio.gather(*(_client(port, units[i % len(units)], hz, seconds, out) for i in range(n)))
-    return out
+async def _writer(port: int, unit: int, addr: int, rate: float, seconds: float, out: list[float]) -> None:
+    """A controller: WMaxLimPctEna, WMaxLimPct (two registers) at ``rate`` writes/s."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t_next = time.perf_counter()
+    t_end = t_next + seconds
+    i = 0
+    try:
+        while t_next < t_end:
+            i += 1
+            pct = 500 + (i % 500)  # 50.0 .. 99.9 %
+            t0 = time.perf_counter()
+            writer.write(struct.pack(">HHHBBHHBHH", i & 0xFFFF, 0, 11, unit, 16, addr, 2, 4, 1, pct))
+            head = await reader.readexactly(8)
+            if head[7] != 16:
+                raise RuntimeError(f"write refused: {await reader.readexactly(1)!r}")
+            await reader.readexactly(4)
+            out.append(time.perf_counter() - t0)
+            t_next += 1.0 / rate
+            await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
+    finally:
+        writer.close()
 
 
-def client_main(devices_json: str, n: int, hz: float, seconds: float) -> int:
+def client_main(devices_json: str, n: int, hz: float, writes: float, seconds: float) -> int:
     f = Path(devices_json)
     for _ in range(6000):  # the serve process publishes the port once it listens
         if f.is_file():
@@ -75,51 +93,104 @@ def client_main(devices_json: str, n: int, hz: float, seconds: float) -> int:
         time.sleep(0.05)
     info = json.loads(f.read_text())
     units = [d["unit_id"] for d in info["devices"] if d["kind"] != "meter"]
-    time.sleep(1.0)  # let the twin start its clock
-    lat = asyncio.run(_clients(info["port"], units, n, hz, seconds))
-    print(json.dumps(lat))
+    pv = next(d["unit_id"] for d in info["devices"] if d["kind"] == "pv_inverter")
+
+    async def run() -> tuple[list[float], list[float]]:
+        reads: list[float] = []
+        wr: list[float] = []
+        await asyncio.gather(*(_poller(info["port"], units[i % len(units)], hz, seconds, reads)
+                               for i in range(n)),
+                             _writer(info["port"], pv, info["wmaxlimpct_ena_addr"], writes, seconds, wr))
+        return reads, wr
+
+    reads, wr = asyncio.run(run())
+    print(json.dumps({"reads": reads, "writes": wr}))
     return 0
 
 
 # ---------------------------------------------------------------------- twin side
-def _scenario(step_s: int, interval_s: int | None = None) -> object:
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
     from twin.scenario import load_scenario, scenario_from_dict
 
     data = load_scenario(ROOT / "scenarios" / "hil_demo.yaml").model_dump(mode="json")
     data["hil"]["step_s"] = step_s
-    if interval_s is not None:
-        data["market"]["interval_s"] = interval_s
+    data["hil"]["max_connections"] = max(16, clients + 4)
+    if day:
+        data["start"] = "2016-06-15T00:00:00Z"
+        data["duration_s"] = 86_400
     return scenario_from_dict(data)
 
 
-def real_time(*, clients: int, hz: float, seconds: int) -> dict[str, float]:
+def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -> dict[str, float]:
     from twin.hil.serve import serve
+    from twin.hil.sunspec_map import build_register_map
 
-    sc = _scenario(1, RT_INTERVAL_S)
+    sc = _scenario(step_s, day=True, clients=clients)
+    rt = wall_s / 86_400
+    rss: list[tuple[float, float]] = []  # (wall s since serving, MB)
+    stop = threading.Event()
+
+    def sample() -> None:
+        t_s = time.perf_counter()
+        while not stop.wait(1.0):
+            rss.append((time.perf_counter() - t_s, _rss_mb()))
+
     with tempfile.TemporaryDirectory() as d:
-        out_dir = Path(d) / "rt"
+        out_dir = Path(d) / "day"
+        out_dir.mkdir()
+        info = out_dir / "bench_clients.json"
         cproc = subprocess.Popen(
-            [sys.executable, __file__, "--_clients", str(out_dir / "hil_devices.json"),
-             str(clients), str(hz), str(max(1.0, seconds - 3.0))],
-            stdout=subprocess.PIPE, text=True)
+            [sys.executable, __file__, "--_clients", str(info), str(clients), str(hz), str(writes),
+             str(max(1.0, wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
+        state: dict[str, float] = {}
+
+        def on_status(msg: str) -> None:
+            if msg.startswith("Modbus TCP on"):  # serving: tell the client process, start sampling
+                devices = json.loads((out_dir / "hil_devices.json").read_text())
+                devices["wmaxlimpct_ena_addr"] = build_register_map("pv_inverter").point(
+                    704, "WMaxLimPctEna").addr
+                info.write_text(json.dumps(devices))
+                threading.Thread(target=sample, daemon=True).start()
+
+        t0 = time.perf_counter()
         try:
-            out = serve(sc, out_dir=out_dir, port=0, rt_factor=1.0, until_s=seconds)  # type: ignore[arg-type]
-            lat_out, _ = cproc.communicate(timeout=60)
+            out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status)  # type: ignore[arg-type]
+            wall = time.perf_counter() - t0
+            rss_end = _rss_mb()
+            stop.set()
+            lat_out, _ = cproc.communicate(timeout=120)
         finally:
+            stop.set()
             if cproc.poll() is None:
                 cproc.kill()
-    lat = np.asarray(json.loads(lat_out)) * 1e3
-    late = np.asarray(out.lateness_s) * 1e3
-    interval = sc.market.interval_s  # type: ignore[attr-defined]
-    boundary = np.arange(len(late)) % interval == 0  # HIL step i is at twin time i s
+        import pyarrow.parquet as pq
+
+        n_writes = pq.read_metadata(out_dir / "hil_writes.parquet").num_rows
+    res = json.loads(lat_out)
+    lat = np.asarray(res["reads"]) * 1e3
+    wr = np.asarray(res["writes"]) * 1e3
+    st = out.step_timing
+    # start: after the first simulated hour (imports, JIT compilation and first-interval
+    # allocations are done), so that the growth is what a longer run adds
+    warm = [mb for t, mb in rss if t >= wall_s / 24]
+    state["rss0"] = warm[0] if warm else float("nan")
+    half = [mb for t, mb in rss if t >= wall_s / 2]
+    state["rss_mid"] = half[0] if half else float("nan")
     return {
         "read_p50_ms": float(np.percentile(lat, 50)), "read_p99_ms": float(np.percentile(lat, 99)),
-        "reads": float(len(lat)), "steps": float(len(late)),
-        "late_p50_ms": float(np.percentile(late, 50)), "late_p99_ms": float(np.percentile(late, 99)),
-        "late_max_ms": float(late.max()),
-        "late_boundary_max_ms": float(late[boundary].max()) if boundary.any() else float("nan"),
-        "late_inner_p99_ms": float(np.percentile(late[~boundary], 99)),
-        "mosaik_behind": float(out.rt_behind["count"]),
+        "reads": float(len(lat)), "write_p99_ms": float(np.percentile(wr, 99)), "writes": float(len(wr)),
+        "writes_recorded": float(n_writes), "steps": float(st.steps), "misses": float(st.misses),
+        "late_p99_ms": st.percentile_s(99) * 1e3, "late_max_ms": st.max_s * 1e3,
+        "late_boundary_max_ms": st.boundary_max_s * 1e3, "rss_start_mb": state.get("rss0", float("nan")),
+        "rss_mid_mb": state.get("rss_mid", float("nan")),
+        "rss_end_mb": rss_end, "rss_max_mb": max((mb for _, mb in rss), default=rss_end), "wall_s": wall, "rt_factor": rt,
     }
 
 
@@ -128,7 +199,7 @@ def afap() -> tuple[float, int]:
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        out = serve(_scenario(60), out_dir=Path(d), port=0, rt_factor=None, until_s=3600)  # type: ignore[arg-type]
+        out = serve(_scenario(60, day=False), out_dir=Path(d), port=0, rt_factor=None, until_s=3600)  # type: ignore[arg-type]
         wall = time.perf_counter() - t0
     setup = sum(v for k, v in out.run.timings_s.items() if k.startswith("setup"))
     return wall - setup, 3600 // 60
@@ -136,30 +207,40 @@ def afap() -> tuple[float, int]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--_clients":
-        return client_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
+        return client_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]),
+                           float(sys.argv[6]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--hz", type=float, default=10.0)
-    ap.add_argument("--rt-seconds", type=int, default=30, help="twin (= wall) seconds of the real-time run")
+    ap.add_argument("--writes-per-s", type=float, default=10.0)
+    ap.add_argument("--day-wall-s", type=float, default=180.0, help="wall seconds for the simulated day")
+    ap.add_argument("--step-s", type=int, default=60, help="HIL step of the day run (divides 300)")
     args = ap.parse_args()
     from loguru import logger
 
     logger.disable("mosaik")
-    rt = real_time(clients=args.clients, hz=args.hz, seconds=args.rt_seconds)
-    print(f"read latency, {args.clients} clients at {args.hz:g} Hz (other process), 125 registers, "
-          f"twin stepping: p50 {rt['read_p50_ms']:.2f} ms  p99 {rt['read_p99_ms']:.2f} ms  "
-          f"({rt['reads']:.0f} reads)  target p99 < 5 ms")
-    print(f"real-time step lateness, 1-s steps at rt 1.0, {rt['steps']:.0f} steps: "
-          f"p50 {rt['late_p50_ms']:.1f} ms  p99 {rt['late_p99_ms']:.1f} ms  max {rt['late_max_ms']:.1f} ms "
-          f"(market-boundary steps max {rt['late_boundary_max_ms']:.1f} ms; other steps p99 "
-          f"{rt['late_inner_p99_ms']:.1f} ms)  target p99 < 20 ms")
+    r = day(clients=args.clients, hz=args.hz, writes=args.writes_per_s, wall_s=args.day_wall_s,
+            step_s=args.step_s)
+    print(f"simulated day in {r['wall_s']:.0f} s (rt factor {r['rt_factor']:.5f}, {r['steps']:.0f} HIL steps "
+          f"of {args.step_s} s, power flow every step)")
+    print(f"reads, {args.clients} clients at {args.hz:g} Hz (other process), 125 registers: "
+          f"p50 {r['read_p50_ms']:.2f} ms  p99 {r['read_p99_ms']:.2f} ms  ({r['reads']:.0f} reads)  "
+          f"target p99 < 5 ms")
+    print(f"writes, one controller at {args.writes_per_s:g}/s: p99 {r['write_p99_ms']:.2f} ms "
+          f"({r['writes']:.0f} answered, {r['writes_recorded']:.0f} rows in hil_writes)")
+    print(f"step lateness: p99 {r['late_p99_ms']:.1f} ms  max {r['late_max_ms']:.1f} ms  "
+          f"(market-boundary steps max {r['late_boundary_max_ms']:.1f} ms; misses > 100 ms: "
+          f"{r['misses']:.0f})  target max < 20 ms")
+    print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
+          f"{r['rss_mid_mb']:.0f} MB at noon, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
+          f"{r['rss_end_mb'] - r['rss_start_mb']:+.1f} MB  target < 50 MB")
     wall, n_steps = afap()
     sps = n_steps / wall
     print(f"as fast as possible (hil_demo, 60-s HIL steps, grid + agents + market + server): "
           f"{n_steps} HIL steps in {wall:.2f} s = {sps:.1f} steps/s")
-    print(f"read_p50_ms={rt['read_p50_ms']:.3f} read_p99_ms={rt['read_p99_ms']:.3f} "
-          f"rt_late_p99_ms={rt['late_p99_ms']:.2f} rt_late_max_ms={rt['late_max_ms']:.2f} "
-          f"afap_steps_per_s={sps:.2f}")
+    print(f"read_p50_ms={r['read_p50_ms']:.3f} read_p99_ms={r['read_p99_ms']:.3f} "
+          f"late_p99_ms={r['late_p99_ms']:.2f} late_max_ms={r['late_max_ms']:.2f} "
+          f"rss_growth_mb={r['rss_end_mb'] - r['rss_start_mb']:.1f} afap_steps_per_s={sps:.2f}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -39,3 +41,34 @@ def test_read_table_errors_are_clear(tmp_path):
         read_table(tmp_path, "line")
     write_json_atomic({"b": 1, "a": 2}, tmp_path / "x.json")
     assert (tmp_path / "x.json").read_text().startswith('{\n  "a": 2')
+
+
+def test_recorder_packs_chunks_and_flushes_off_thread(tmp_path: Path) -> None:
+    from twin.results import CHUNK_ROWS
+
+    rec = RunRecorder(tmp_path)
+    n = 2 * CHUNK_ROWS + 5
+    rec.add("bus", ({"time_s": i, "bus": i % 7, "vm_pu": 1.0 + i * 1e-6, "va_degree": 0.0,
+                     "p_mw": 0.1, "q_mvar": 0.0} for i in range(n)))
+    assert rec.n_rows("bus") == n and not rec._rows["bus"]  # packed into an Arrow chunk
+    assert rec.rows("bus")[CHUNK_ROWS + 1]["time_s"] == CHUNK_ROWS + 1
+    rec.flush(wait=False)
+    rec.add("bus", [{"time_s": n, "bus": 0, "vm_pu": 1.0, "va_degree": 0.0, "p_mw": 0.0, "q_mvar": 0.0}])
+    rec.close()
+    t = pq.read_table(tmp_path / "bus.parquet")
+    assert t.num_rows == n + 1 and t.column("time_s").to_pylist() == list(range(n + 1))
+
+
+def test_streamed_table_appears_at_close(tmp_path: Path) -> None:
+
+    rec = RunRecorder(tmp_path)
+    st = rec.stream("hil_writes", batch_rows=3)
+    rows = [{"time_s": float(i), "wall_time": 0.0, "client": "127.0.0.1:1", "unit_id": 1, "address": 40000,
+             "count": 1, "exception_code": 0, "points": "x"} for i in range(10)]
+    for r in rows:
+        rec.add("hil_writes", [r])
+    assert not (tmp_path / "hil_writes.parquet").exists()
+    rec.close()
+    f = pq.ParquetFile(tmp_path / "hil_writes.parquet")
+    assert f.metadata.num_rows == 10 and st.row_groups == f.metadata.num_row_groups == 4
+    assert not list(tmp_path.glob(".*.part"))

@@ -254,7 +254,7 @@ def run_scenario(
         wall_s = time.perf_counter() - t0
         try:
             if not kept:
-                recorder.flush()
+                recorder.close()  # streamed tables (twin hil serve) are put in place here
                 timings["flush_s"] = time.perf_counter() - t_flush
                 wall_s = time.perf_counter() - t0
                 kpis = compute_kpis(read_tables(out_dir), inputs=RunInputs.of(scenario),
@@ -479,7 +479,8 @@ class _Checkpointer:
             return
         if self._plan.held():
             return
-        self._recorder.flush()
+        # off this thread unless a chain checkpoint must follow the tables on disk
+        self._recorder.flush(wait=self._plan.chain is not None)
         if self._plan.chain is not None:
             self._plan.chain(force=by_steps)
         self._last = time.monotonic()

@@ -32,6 +32,8 @@ __all__ = [
     "EVSpec",
     "FlexLoadSpec",
     "ForecastSpec",
+    "FrequencyEventSpec",
+    "FrequencySpec",
     "GameGridSpec",
     "GameSpec",
     "GeneratorUnitSpec",
@@ -248,8 +250,35 @@ class LearningSpec(_Spec):
     initial_propensity: PosFloat = 0.05  # currency units, about one interval's surplus
 
 
+class FrequencyEventSpec(_Spec):
+    """A frequency excursion added to the series: ``delta_hz`` from ``start_s`` for ``duration_s``."""
+
+    start_s: Annotated[int, Field(ge=0)]
+    duration_s: Annotated[int, Field(gt=0)]
+    delta_hz: Annotated[float, Field(ge=-5.0, le=5.0)]
+
+
+class FrequencySpec(_Spec):
+    """The system frequency the TSO publishes (HIL devices report it and act on it).
+
+    Synthetic and seeded: an Ornstein-Uhlenbeck process (standard deviation ``std_hz``,
+    correlation time ``tau_s``) around ``nominal_hz``, plus the deterministic deviations at
+    hour changes of interconnected systems (a ramp to ``hour_change_hz`` and back within
+    ``hour_change_s`` of each full hour, sign alternating) and the scenario's ``events``.
+    """
+
+    nominal_hz: Literal[50, 60] = 50
+    std_hz: NonNegFloat = 0.02
+    tau_s: PosFloat = 120.0
+    hour_change_hz: Annotated[float, Field(ge=0.0, le=0.5)] = 0.04
+    hour_change_s: Annotated[int, Field(gt=0, le=1800)] = 300
+    resolution_s: Annotated[int, Field(gt=0, le=3600)] = 1
+    events: list[FrequencyEventSpec] = Field(default_factory=list)
+
+
 class TSOSpec(_Spec):
-    """TSO: demand-response calls when the forecast gap is large; imbalance prices."""
+    """TSO: demand-response calls when the forecast gap is large; imbalance prices; the
+    system frequency (``frequency``)."""
 
     #: forecast net import (load - generation) of the feeder above which a DR event is
     #: called for the next interval; null: never
@@ -265,6 +294,7 @@ class TSOSpec(_Spec):
     #: when shorter than the run; drives frequency-watt (der_functions.freq_watt); null: nominal
     frequency_hz: list[Annotated[float, Field(ge=45, le=65)]] | None = None
     nominal_frequency_hz: Literal[50, 60] = 50
+    frequency: FrequencySpec = FrequencySpec()
 
     @model_validator(mode="after")
     def _loss(self) -> TSOSpec:
@@ -498,6 +528,15 @@ class HILSpec(_Spec):
     deadline_tolerance_s: PosFloat = 0.1
     max_connections: Annotated[int, Field(ge=1, le=1000)] = 16
     idle_timeout_s: PosFloat = 60.0
+    #: a frame must be complete this long after its first byte (a slow drip cannot extend it)
+    frame_timeout_s: PosFloat = 2.0
+    #: requests per second and connection; above it the server answers exception 0x06
+    max_requests_per_s: Annotated[int, Field(ge=1, le=100_000)] = 100
+    #: address of the lab's controller: one of max_connections is kept for it
+    controller_host: str | None = None
+    #: once a controller wrote a heartbeat (715 ControllerHb, 802 CtrlHb), this long
+    #: without a new one reverts the device's timed controls (communication loss)
+    heartbeat_timeout_s: PosFloat = 60.0
 
     @model_validator(mode="after")
     def _units(self) -> HILSpec:
@@ -505,6 +544,8 @@ class HILSpec(_Spec):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"unit ids used more than once: {dup}")
+        if self.controller_host is not None and self.max_connections < 2:
+            raise ValueError("max_connections must be at least 2 with a controller_host")
         return self
 
 

@@ -78,13 +78,9 @@ def test_more_than_125_registers_is_an_exception(server: ModbusServer) -> None:
 @pytest.mark.parametrize("payload", [
     struct.pack(">HHHBBHH", 1, 7, 6, PV, 3, BASE_ADDR, 2),  # protocol id not 0
     struct.pack(">HHHBB", 1, 0, 300, PV, 3) + b"\0" * 4,  # length field above 254
-    struct.pack(">HHHBBHH", 1, 0, 5, PV, 3, BASE_ADDR, 2),  # length says 5, PDU has 5 + extra
-    struct.pack(">HHHBBHHB", 1, 0, 7, PV, 3, BASE_ADDR, 2, 0),  # FC3 PDU one byte too long
-    struct.pack(">HHHBB", 1, 0, 2, PV, 0x64),  # 0x64 is no Modbus function code
-    _read_req(1, PV, BASE_ADDR, 2) * 2,  # two frames in one segment
-    _read_req(1, PV, BASE_ADDR, 2) + b"\xde\xad",  # trailing garbage
+    struct.pack(">HHHBB", 1, 0, 1, PV, 3),  # length field below 2 (no function code)
 ])
-def test_bad_frames_drop_the_connection_only(server: ModbusServer, payload: bytes) -> None:
+def test_unframeable_headers_drop_the_connection_only(server: ModbusServer, payload: bytes) -> None:
     other = _sock(server)
     bad = _sock(server)
     try:
@@ -96,6 +92,107 @@ def test_bad_frames_drop_the_connection_only(server: ModbusServer, payload: byte
     finally:
         bad.close()
         other.close()
+
+
+def test_outstanding_requests_are_answered_in_order(server: ModbusServer) -> None:
+    s = _sock(server)
+    try:
+        # three requests in one segment, then one split over three segments
+        s.sendall(_read_req(1, PV, BASE_ADDR, 2) + _read_req(2, PV, BASE_ADDR + 2, 1)
+                  + struct.pack(">HHHBB", 3, 0, 2, PV, 0x64))
+        frames = [_recv_frame(s) for _ in range(3)]
+        assert [struct.unpack(">H", f[:2])[0] for f in frames] == [1, 2, 3]
+        assert frames[0][-4:] == b"SunS" and frames[1][-2:] == b"\x00\x01"  # model 1's ID
+        assert frames[2][7:] == b"\xe4\x01"  # 0x64 is no Modbus function: exception 0x01
+        req = _read_req(4, PV, BASE_ADDR, 2)
+        for part in (req[:3], req[3:9], req[9:]):
+            s.sendall(part)
+            time.sleep(0.02)
+        assert _recv_frame(s)[-4:] == b"SunS"
+        # a PDU that does not fit its function code: 0x03, the stream stays in sync
+        s.sendall(struct.pack(">HHHBBHHB", 5, 0, 7, PV, 3, BASE_ADDR, 2, 0) + _read_req(6, PV, BASE_ADDR, 2))
+        assert _recv_frame(s)[7:] == b"\x83\x03"
+        assert _recv_frame(s)[-4:] == b"SunS"
+    finally:
+        s.close()
+
+
+def test_every_unknown_function_code_is_exception_0x01(bank: HILBank) -> None:
+    with ModbusServer(bank, port=0, max_requests_per_s=1000) as srv:
+        s = _sock(srv)
+        try:
+            codes = [fc for fc in range(256) if fc not in (3, 6, 16)]
+            s.sendall(b"".join(struct.pack(">HHHBB", fc, 0, 2, PV, fc) for fc in codes))
+            for fc in codes:
+                f = _recv_frame(s)
+                assert struct.unpack(">H", f[:2])[0] == fc
+                assert f[7:] == bytes((fc | 0x80, 0x01))
+            _still_serves(srv)
+        finally:
+            s.close()
+
+
+def test_slow_drip_cannot_extend_the_frame_deadline(server: ModbusServer) -> None:
+    s = _sock(server)
+    t0 = time.monotonic()
+    try:
+        req = _read_req(1, PV, BASE_ADDR, 2)
+        closed = False
+        for b in req[:-1]:  # one byte every 0.1 s: the 0.5-s frame deadline passes mid-frame
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.1)
+        assert closed or _closed(s)
+        assert time.monotonic() - t0 < 1.3
+    finally:
+        s.close()
+    _still_serves(server)
+
+
+def test_rate_limit_answers_0x06(bank: HILBank) -> None:
+    with ModbusServer(bank, port=0, max_requests_per_s=20) as srv:
+        s = _sock(srv)
+        try:
+            s.sendall(b"".join(_read_req(i, PV, BASE_ADDR, 2) for i in range(40)))
+            codes = [_recv_frame(s)[7] for _ in range(40)]
+            assert codes.count(3) >= 20 and codes.count(0x83) >= 15
+            assert srv.stats.rate_limited == codes.count(0x83)
+            time.sleep(0.3)  # the budget refills
+            s.sendall(_read_req(99, PV, BASE_ADDR, 2))
+            assert _recv_frame(s)[-4:] == b"SunS"
+        finally:
+            s.close()
+        c = ModbusTcpClient("127.0.0.1", port=srv.port, timeout=2, retries=0)
+        c.connect()
+        try:
+            assert c.read_holding_registers(BASE_ADDR, count=2, device_id=PV).registers == [0x5375, 0x6E53]
+        finally:
+            c.close()
+
+
+def test_controller_keeps_its_reserved_slot(bank: HILBank) -> None:
+    with ModbusServer(bank, port=0, max_connections=4, controller_host="127.0.0.2") as srv:
+        others = [_sock(srv) for _ in range(3)]
+        try:
+            for s in others:
+                s.sendall(_read_req(1, PV, BASE_ADDR, 2))
+                assert _recv_frame(s)[-4:] == b"SunS"
+            extra = _sock(srv)  # a fourth general client: the last slot is the controller's
+            assert _closed(extra)
+            extra.close()
+            ctl = socket.create_connection(("127.0.0.1", srv.port), timeout=2,
+                                           source_address=("127.0.0.2", 0))
+            try:
+                ctl.sendall(_read_req(7, PV, BASE_ADDR, 2))
+                assert _recv_frame(ctl)[-4:] == b"SunS"
+            finally:
+                ctl.close()
+        finally:
+            for s in others:
+                s.close()
 
 
 def test_truncated_mbap_and_half_open_connections_time_out(server: ModbusServer) -> None:

@@ -250,8 +250,10 @@ class FeederModel(mesa.Model):
         hh.strategy.observe(interval=k, bought_wh=hh_b, sold_wh=hh_s, price_per_mwh=price_k)
         ev.strategy.observe(interval=k, bought_wh=ev_b, sold_wh=ev_s, price_per_mwh=price_k)
         cs_b, cs_s, _, _ = net_trades(dispatched, self._cs_index, cs.n)
+        free: dict[str, dict[int, float]] = {}
         pv_cap, ev_dispatch, cs_dispatch = self._controlled(
-            k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s)
+            k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s,
+            free=free)
         hd = hh.dispatch(k, export_cap_wh=np.where(hh_cut, hh_s, np.inf), pv_cap_wh=pv_cap)
         ed = ev.dispatch(k, bought_wh=ev_dispatch[0], curtailed=ev_dispatch[1], dr=dr,
                          sold_wh=ev_dispatch[2], sell_curtailed=ev_s_cut | (ev_s > 0))
@@ -330,7 +332,7 @@ class FeederModel(mesa.Model):
             interval=k, time_s=time_s, curtailments=check.curtailments, trades=final,
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
             agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
-            forecast_rows=forecast_rows, dr_calls=calls,
+            forecast_rows=forecast_rows, dr_calls=calls, free_p_mw=free,
         )
 
     # ------------------------------------------------------------------ forecasts
@@ -459,11 +461,20 @@ class FeederModel(mesa.Model):
                          "value": delivered, "detail": f"requested_wh={event.requested_wh}"})
         return rows
 
+    def storage_soc_by_row(self) -> dict[str, float]:
+        """State of charge of every battery now, by storage element row (HIL's 802 / 713)."""
+        f = self.feeder
+        out = {str(int(r)): float(x) for r, x in zip(f.storage_row, self.storage.soc, strict=True)}
+        has = f.household_storage_row >= 0
+        out |= {str(int(r)): float(x) for r, x in zip(f.household_storage_row[has],
+                                                       self.households.soc[has], strict=True)}
+        return out
+
     # ------------------------------------------------------------------ external DER controls
     def _controlled(
         self, k: int, der_controls: Mapping[int, DERControl], *, ev_b: np.ndarray,
         ev_cut: np.ndarray, cs_b: np.ndarray, cs_s: np.ndarray, dr: bool = False,
-        ev_s: np.ndarray | None = None,
+        ev_s: np.ndarray | None = None, free: dict[str, dict[int, float]] | None = None,
     ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray, np.ndarray | None],
                tuple[np.ndarray, np.ndarray]]:
         """Dispatch inputs of interval ``k`` under external controls (HIL, ``twin hil serve``).
@@ -475,7 +486,8 @@ class FeederModel(mesa.Model):
         the SOC band still holds). Metering, SOC and settlement follow what was dispatched;
         trades stay as cleared, so a deviation is an imbalance. A V2G EV that sold has its
         discharge capped the same way (generator convention). Returns ``(pv_cap_wh or None,
-        (ev bought, ev curtailed, ev sold), (storage bought, storage sold))``.
+        (ev bought, ev curtailed, ev sold), (storage bought, storage sold))``; ``free`` gets
+        each controlled device's dispatch without controls (element MW, by table and row).
         """
         if not der_controls:
             return None, (ev_b, ev_cut, ev_s), (cs_b, cs_s)
@@ -487,6 +499,16 @@ class FeederModel(mesa.Model):
         ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=ev_cut, dr=dr, sold_wh=ev_s)
         cs_plan = cs.plan(bought_wh=cs_b, sold_wh=cs_s).metered_wh
         cs_b, cs_s = cs_b.copy(), cs_s.copy()
+        free = {} if free is None else free
+        for device in der_controls:
+            if (i := self._hh_index.get(device)) is not None and f.household_sgen_row[i] >= 0:
+                free.setdefault("sgen", {})[int(f.household_sgen_row[i])] = float(wh_to_mw(
+                    hh.pv_wh_base[i, k], self.interval_s))
+            elif (e := self._ev_index.get(device)) is not None:
+                free.setdefault("load", {})[int(f.ev_load_row[e])] = float(wh_to_mw(ev_plan[e], self.interval_s))
+            elif (j := self._cs_index.get(device)) is not None:
+                free.setdefault("storage", {})[int(f.storage_row[j])] = float(wh_to_mw(cs_plan[j],
+                                                                                        self.interval_s))
         for device, ctl in der_controls.items():
             if (i := self._hh_index.get(device)) is not None:
                 w, _ = ctl.apply(available_w=float(f.household_pv_kwp[i]) * 1e3)

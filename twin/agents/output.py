@@ -59,6 +59,10 @@ class IntervalOutput:
     #: demand-response calls the TSO made in this step (for the next interval), with the
     #: flexible devices' offers: the market's services post and pay them
     dr_calls: list[DRCall] = field(default_factory=list)
+    #: HIL (``der_controls``): each controlled device's own dispatch without its controls,
+    #: by table and element row (element convention, MW), so that a control lifted within
+    #: the interval is lifted at the next HIL step
+    free_p_mw: dict[str, dict[int, float]] = field(default_factory=dict, repr=False)
 
     @property
     def agent_rows(self) -> list[dict[str, Any]]:

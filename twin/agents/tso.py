@@ -20,14 +20,44 @@ Imbalance price of ``k + 1``: ``retail * (1 + imbalance_gain * max(0, gap / thre
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import mesa
+import numpy as np
 
-from twin.scenario import TSOSpec
+from twin.scenario import FrequencySpec, TSOSpec
 
-__all__ = ["DemandResponseEvent", "TSOAgent", "TSOSignal"]
+__all__ = ["DemandResponseEvent", "TSOAgent", "TSOSignal", "synthetic_frequency"]
+
+
+def synthetic_frequency(spec: FrequencySpec, *, duration_s: int, rng: np.random.Generator,
+                        start_s_of_day: int = 0) -> np.ndarray:
+    """System frequency (Hz) every ``spec.resolution_s`` over ``duration_s`` (pure, seeded).
+
+    Exact discretization of the Ornstein-Uhlenbeck process (stationary from the first
+    sample), the hour-change deviations (a triangle of ``hour_change_hz`` centred on each
+    full hour of the day, sign alternating with the hour) and the scenario's events.
+    """
+    dt = spec.resolution_s
+    n = duration_s // dt + 2
+    a = math.exp(-dt / spec.tau_s)
+    noise = rng.standard_normal(n) * spec.std_hz * math.sqrt(1.0 - a * a)
+    x = np.empty(n)
+    x[0] = rng.standard_normal() * spec.std_hz
+    for i in range(1, n):  # a plain recursion: n is a day of seconds at most a few times
+        x[i] = a * x[i - 1] + noise[i]
+    t = np.arange(n) * dt
+    if spec.hour_change_hz > 0:
+        tod = (t + start_s_of_day) % 86_400
+        hour = np.rint(tod / 3600.0)
+        dist = np.abs(tod - hour * 3600.0)
+        sign = np.where(hour.astype(np.int64) % 2 == 0, 1.0, -1.0)
+        x += sign * spec.hour_change_hz * np.clip(1.0 - dist / spec.hour_change_s, 0.0, None)
+    for e in spec.events:
+        x[(t >= e.start_s) & (t < e.start_s + e.duration_s)] += e.delta_hz
+    return spec.nominal_hz + x
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +93,24 @@ class TSOAgent(mesa.Agent):
         self.dr_price = dr_price
         self.threshold_wh = (spec.gap_threshold_kw * 1000.0 * interval_s / 3600.0
                              if spec.gap_threshold_kw is not None else None)
+        self.duration_s = int(getattr(model, "n_intervals", 96)) * interval_s
+        sc = getattr(model, "scenario", None)
+        self.start_s_of_day = (sc.start.hour * 3600 + sc.start.minute * 60 + sc.start.second
+                               if sc is not None else 0)
+        self._frequency: np.ndarray | None = None
+
+    def system_frequency_hz(self, time_s: float) -> float:
+        """The system frequency the TSO publishes at ``time_s`` (seconds since the start).
+
+        Drawn once, lazily, from a generator spawned off the model's (the model's own
+        stream is not advanced, so runs without HIL are unchanged)."""
+        if self._frequency is None:
+            fs = self.spec.frequency
+            rng = self.model.rng.spawn(1)[0]
+            self._frequency = synthetic_frequency(fs, duration_s=self.duration_s, rng=rng,
+                                                  start_s_of_day=self.start_s_of_day)
+        i = int(time_s // self.spec.frequency.resolution_s)
+        return float(self._frequency[min(max(i, 0), len(self._frequency) - 1)])
 
     def frequency_hz(self, interval: int) -> float:
         """Quasi-static system frequency published for ``interval`` (``frequency_hz`` series,

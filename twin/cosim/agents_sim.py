@@ -65,6 +65,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         prices = market_msg["price_history"] if market_msg else []
         # external DER controls in force (twin hil serve; absent otherwise), by device id
         controls = decode_der_controls(single(inputs.get("feeder", {}).get("der_controls")))
+        soc_start = self.model.storage_soc_by_row()  # HIL: batteries at the interval's start
         out = self.model.step_interval(interval=k, trades=trades, price_history=prices,
                                        der_controls=controls or None)
         self.recorder.add("agents", out.agent_rows)
@@ -78,6 +79,10 @@ class AgentsSim(mosaik_api_v3.Simulator):
                 "load_p_mw": out.load_p_mw, "load_q_mvar": out.load_q_mvar,
                 "sgen_p_mw": out.sgen_p_mw, "sgen_q_mvar": out.sgen_q_mvar,
                 "storage_p_mw": out.storage_p_mw,
+                # HIL: own dispatch of the devices under external control, and the batteries'
+                # state of charge at the interval's start (fractions, by storage row)
+                "free_p_mw": {t: {str(r): v for r, v in rows.items()} for t, rows in out.free_p_mw.items()},
+                "storage_soc": soc_start,
             },
             "orders": {"interval": k + 1, "orders": encode_orders(out.orders)},
             "curtailments": {

@@ -26,6 +26,7 @@ import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
 from twin.cosim.codec import encode_der_controls, single, timed
+from twin.hil.timing import StepTiming
 
 META: Meta = {
     "api_version": "3.0",
@@ -56,7 +57,8 @@ class HILSim(mosaik_api_v3.Simulator):
         self.rt_strict: bool = sim_params.get("rt_strict", False)
         self.tolerance_s: float = sim_params.get("deadline_tolerance_s", 0.1)
         self.timings: dict[str, float] = sim_params.get("timings", {})
-        self.lateness_s: list[float] = sim_params.get("lateness_s", [])
+        self.step_timing: StepTiming = sim_params.get("step_timing") or StepTiming(self.tolerance_s)
+        self.interval_s: int = sim_params.get("interval_s", self.step_s)
         self.bank = self.coupling.bank
         #: unit id -> market device id, for the controls the agents apply to their books
         self.device_ids: dict[int, int] = sim_params.get("device_ids", {})
@@ -86,8 +88,7 @@ class HILSim(mosaik_api_v3.Simulator):
                 _time.sleep(deadline - now)
                 now = _time.perf_counter()
             late = now - deadline
-            self.lateness_s.append(late)
-            if late > self.tolerance_s:
+            if self.step_timing.record(late, boundary=time % self.interval_s == 0):
                 self.recorder.add("hil_deadlines", [{
                     "time_s": int(time), "lateness_s": late,
                     "deadline_wall": self._wall0 + time * self.rt_factor,
@@ -96,6 +97,8 @@ class HILSim(mosaik_api_v3.Simulator):
                     raise DeadlineMiss(
                         f"HIL step at t={time}s started {late * 1e3:.1f} ms after its real-time "
                         f"deadline (tolerance {self.tolerance_s * 1e3:.0f} ms, --rt-strict)")
+        else:
+            self.step_timing.count()
         with timed(self.timings, "hil_s"):
             return self._step(time, inputs)
 
@@ -115,7 +118,8 @@ class HILSim(mosaik_api_v3.Simulator):
                                              vm_pu=self._vm_pu)
         self.recorder.add("hil", [
             {"time_s": int(time), "unit_id": u, "available_w": i.available_w, "w": o.w,
-             "var": o.var, "v": i.v, "w_max_w": o.control.w_max_w, "w_set_w": o.control.w_set_w,
+             "var": o.var, "v": i.v, "hz": i.hz, "w_max_w": o.control.w_max_w,
+             "w_set_w": o.control.w_set_w, "q_mode": o.mode, "in_service": o.in_service,
              "reverted": ",".join(o.reverted)}
             for u, (i, o) in sorted(rows.items())
         ])

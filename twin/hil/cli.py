@@ -34,7 +34,11 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=5020)
     c.add_argument("--unit", type=int, required=True, help="unit id of the controlled device")
-    c.add_argument("--mode", choices=["volt-watt", "peak-shave"], default="volt-watt")
+    c.add_argument("--mode", choices=["volt-watt", "volt-var", "peak-shave"], default="volt-watt")
+    c.add_argument("--vv-v", default="92,98,102,108",
+                   help="volt-var: curve voltages, %% of VNom (comma separated)")
+    c.add_argument("--vv-q", default="44,0,0,-44",
+                   help="volt-var: reactive power at those voltages, %% of VarMax (> 0 injecting)")
     c.add_argument("--v-start", type=float, default=1.03, help="volt-watt: p.u. where curtailment starts")
     c.add_argument("--v-stop", type=float, default=1.06, help="volt-watt: p.u. where output reaches 0")
     c.add_argument("--meter-unit", type=int, default=None, help="peak-shave: unit id of the meter")
@@ -70,6 +74,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         logger.disable("mosaik")
     except ImportError:  # pragma: no cover
         pass
+    import signal
+
+    def _term(signum: int, frame: Any) -> None:  # SIGTERM ends the run like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _term)
     try:
         out = serve(scenario, out_dir=args.out, host=args.host, port=args.port,
                     rt_factor=args.rt_factor or None, rt_strict=args.rt_strict, until_s=args.until,
@@ -82,13 +92,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_FAILED)
     except (TwinError, RuntimeError, ValueError) as exc:
         return _fail(f"{type(exc).__name__}: {exc}\n(results written so far are in {args.out})", EXIT_FAILED)
-    late = sorted(out.lateness_s)
-    p99 = late[int(0.99 * (len(late) - 1))] if late else float("nan")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     k = out.run.kpis
     print(f"\n== gridtwin hil serve ==\nvoltage              {k['vm_min_pu']:.4f} .. {k['vm_max_pu']:.4f} p.u.\n"
-          f"steps                {len(late)} (lateness p99 {p99 * 1e3:.1f} ms; "
-          f"mosaik behind schedule {int(out.rt_behind['count'])}x, "
-          f"worst {out.rt_behind['max_s'] * 1e3:.0f} ms)\n"
+          f"steps                {out.step_timing.summary()}\n"
+          f"mosaik behind        {int(out.rt_behind['count'])}x, worst {out.rt_behind['max_s'] * 1e3:.0f} ms\n"
           f"modbus               {out.server_stats}\nresults              {out.run.out_dir}")
     return EXIT_OK
 
@@ -100,6 +109,8 @@ def _cmd_controller(args: argparse.Namespace) -> int:
         return run_controller(host=args.host, port=args.port, unit=args.unit, mode=args.mode,
                               v_start_pu=args.v_start, v_stop_pu=args.v_stop,
                               meter_unit=args.meter_unit, import_limit_w=args.import_limit_kw * 1e3,
-                              period_s=args.period, revert_s=args.revert_s, duration_s=args.duration)
+                              period_s=args.period, revert_s=args.revert_s, duration_s=args.duration,
+                              vv_v_pct=tuple(float(x) for x in args.vv_v.split(",")),
+                              vv_q_pct=tuple(float(x) for x in args.vv_q.split(",")))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

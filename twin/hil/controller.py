@@ -11,6 +11,11 @@ Modes:
   0 % at ``v_stop`` (p.u. of 230 V). The limit only ever tightens while the voltage stays
   above ``v_start`` (a curtailed inverter lowers its own voltage; relaxing at once would
   oscillate) and relaxes by at most 5 %-points per cycle below it.
+* ``volt-var`` (any inverter): writes a volt-var curve (``vv_v_pct``, ``vv_q_pct``: % of
+  VNom, % of VarMax) into curve 2 of model 705, adopts it (``AdptCrvReq``), sets the
+  reversion (``RvrtTms``, ``RvrtCrv`` 0: disabled on timeout) and enables it; then renews
+  the function (705 ``Ena``) and its heartbeat (715 ``ControllerHb``) every cycle. The
+  inverter runs the curve itself at every step (no emulation through 704).
 * ``peak-shave`` (battery + a meter): reads the meter's import (213 ``W``, load convention)
   and writes a discharge set-point (704 ``WSet``, ``WSetEna``) for the part above the
   import limit; ``WSetEna`` off when not needed.
@@ -77,6 +82,29 @@ _704 = {"WMaxLimPctEna": 14, "WMaxLimPct": 15, "WMaxLimPctEnaRvrt": 17, "WMaxLim
 _213 = {"W": 2 + 26}
 _701_SPAN = max(_701.values()) + 1  # one read covers every 701 point used (<= 125)
 _702 = {"WMaxRtg": 2, "W_SF": 45}
+# 705: header (Ena 2, AdptCrvReq 3, NPt 5, RvrtTms 7, RvrtCrv 11, V_SF 12, DeptRef_SF 13),
+# then NCrv curves of 10 registers + NPt (V, Var) pairs; 715: ControllerHb at 5 (uint32)
+_705 = {"Ena": 2, "AdptCrvReq": 3, "NPt": 5, "RvrtTms": 7, "RvrtCrv": 11, "V_SF": 12, "DeptRef_SF": 13,
+        "Crv": 15}
+_715 = {"ControllerHb": 5}
+
+
+def _volt_var_setup(dev: SunSpecClient, v_pct: list[float], q_pct: list[float], revert_s: int) -> None:
+    a = dev.models[705]
+    hdr = dev._read(a, _705["Crv"])
+    npt, v_sf, q_sf = hdr[_705["NPt"]], _s16(hdr[_705["V_SF"]]), _s16(hdr[_705["DeptRef_SF"]])
+    if len(v_pct) != len(q_pct) or not 1 <= len(v_pct) <= npt:
+        raise OSError(f"volt-var: {len(v_pct)} voltages, {len(q_pct)} var values (device: up to {npt})")
+    crv2 = a + _705["Crv"] + 10 + 2 * npt
+    dev._write(crv2, [len(v_pct)])  # ActPt
+    regs: list[int] = []
+    for v, q in zip(v_pct, q_pct, strict=True):
+        regs += [round(v / 10.0**v_sf) & 0xFFFF, round(q / 10.0**q_sf) & 0xFFFF]
+    dev._write(crv2 + 10, regs)
+    dev._write(a + _705["RvrtTms"], [revert_s >> 16, revert_s & 0xFFFF])
+    dev._write(a + _705["RvrtCrv"], [0])  # on timeout: the function is disabled
+    dev._write(a + _705["AdptCrvReq"], [2])  # refused (0x03) when the curve breaks 1547's rules
+    dev._write(a + _705["Ena"], [1])
 
 
 def _s16(v: int) -> int:
@@ -93,7 +121,9 @@ def _offsets_ok(sc: SunSpecClient) -> None:
 def run_controller(*, host: str, port: int, unit: int, mode: str = "volt-watt",
                    v_start_pu: float = 1.03, v_stop_pu: float = 1.06, meter_unit: int | None = None,
                    import_limit_w: float = 20e3, period_s: float = 0.2, revert_s: int = 30,
-                   duration_s: float | None = None, v_nom: float = 230.0) -> int:
+                   duration_s: float | None = None, v_nom: float = 230.0,
+                   vv_v_pct: tuple[float, ...] = (92.0, 98.0, 102.0, 108.0),
+                   vv_q_pct: tuple[float, ...] = (44.0, 0.0, 0.0, -44.0)) -> int:
     """Control loop; returns an exit code (0 after ``duration_s`` or when the server ends)."""
     client = ModbusTcpClient(host, port=port, timeout=2, retries=1)
     t_end = None if duration_s is None else time.monotonic() + duration_s
@@ -120,7 +150,13 @@ def run_controller(*, host: str, port: int, unit: int, mode: str = "volt-watt",
         pct_sf = _s16(dev._read(a704 + _704["WMaxLimPct_SF"], 1)[0])
         w_sf = _s16(dev._read(a704 + _704["WSet_SF"], 1)[0])
         rvrt = [revert_s >> 16, revert_s & 0xFFFF]
-        if mode == "volt-watt":
+        hb = 0
+        if mode == "volt-var":
+            if 705 not in dev.models:
+                print(f"controller: unit {unit} has no volt-var model (705)", file=sys.stderr)
+                return 2
+            _volt_var_setup(dev, list(vv_v_pct), list(vv_q_pct), revert_s)
+        elif mode == "volt-watt":
             # enable reversion first (timer), then the function
             dev._write(a704 + _704["WMaxLimPctEnaRvrt"], [1 if revert_s else 0, *rvrt])
         else:
@@ -132,7 +168,12 @@ def run_controller(*, host: str, port: int, unit: int, mode: str = "volt-watt",
         print(f"controller: unit {unit} models {sorted(dev.models)}; mode {mode}", flush=True)
         while t_end is None or time.monotonic() < t_end:
             t0 = time.monotonic()
-            if mode == "volt-watt":
+            if mode == "volt-var":  # renew the function (its reversion timer) and the heartbeat
+                hb = (hb + 1) & 0xFFFFFFFF
+                dev._write(dev.models[705] + _705["Ena"], [1])
+                if 715 in dev.models:
+                    dev._write(dev.models[715] + _715["ControllerHb"], [hb >> 16, hb & 0xFFFF])
+            elif mode == "volt-watt":
                 regs = dev._read(a701, _701_SPAN)
                 if regs[_701["LNV"]] == 0xFFFF:  # SunSpec "not implemented": no measurement yet
                     time.sleep(period_s)

@@ -25,6 +25,7 @@ Typical use (a test, no mosaik)::
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,8 @@ from twin.hil.device import (
 )
 
 __all__ = ["DeviceInput", "DeviceOutput", "HILBank", "WriteRecord"]
+
+_log = logging.getLogger("twin.hil")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class DeviceOutput:
     var: float
     control: DERControl
     reverted: tuple[str, ...] = ()
+    mode: str = ""  # reactive-power mode in force
+    in_service: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,10 @@ class HILBank:
             except WriteRejected as exc:
                 self._writes.append(WriteRecord(now, time.time(), client, unit_id, address,
                                                 len(values), exc.code, exc.reason))
+                _log.warning("hil: write from %s to unit %d at %d (%d registers) refused with "
+                             "0x%02x: %s", client, unit_id, address, len(values), exc.code, exc.reason)
+                if dev.adoption_failed(address, len(values)):
+                    dev.publish()
                 return exc.code
             names = dev.apply_write(points, now_s=now)
             dev.publish()
@@ -149,19 +158,19 @@ class HILBank:
                     out[uid] = DeviceOutput(uid, dev.last_w, 0.0, ctl, reverted)
                     continue
                 if dev.spec.kind == "meter":
-                    w, var = inp.available_w, inp.var
-                else:
-                    w, var = ctl.apply(available_w=inp.available_w,
-                                       exact_set_point=dev.spec.kind == "battery")
-                    if dev.spec.kind == "battery":
-                        if inp.soc is not None:
-                            dev.soc = inp.soc
-                        max_charge, max_discharge = dev.battery_limits_w()
-                        w = max(-max_charge, min(w, max_discharge))
-                dev.measure(Measurement(w=w, var=var, v=inp.v, hz=inp.hz, soc=None,
-                                        available_w=inp.available_w), dt_s=dt_s)
+                    dev.measure(Measurement(w=inp.available_w, var=inp.var, v=inp.v, hz=inp.hz),
+                                dt_s=dt_s)
+                    dev.publish()
+                    out[uid] = DeviceOutput(uid, inp.available_w, inp.var, ctl, reverted)
+                    continue
+                res = dev.step_der(available_w=inp.available_w, v=inp.v, hz=inp.hz, soc=inp.soc,
+                                   now_s=now_s, dt_s=dt_s)
+                dev.measure(Measurement(w=res.w, var=res.var, v=inp.v, hz=inp.hz, soc=inp.soc,
+                                        available_w=inp.available_w, in_service=res.in_service),
+                            dt_s=dt_s)
+                dev.put_point(703, "ESDlyRemTms", round(res.es_delay_rem_s))
                 dev.publish()
-                out[uid] = DeviceOutput(uid, w, var, ctl, reverted)
+                out[uid] = DeviceOutput(uid, res.w, res.var, ctl, reverted, res.mode, res.in_service)
         return out
 
     def controls(self) -> dict[int, DERControl]:

@@ -10,6 +10,7 @@ results folder is the one of ``twin run`` plus ``hil_devices.json`` and the tabl
 from __future__ import annotations
 
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 from twin.hil.core import HILBank
 from twin.hil.server import ModbusServer
+from twin.hil.timing import StepTiming
 from twin.hil.twin_side import HILCoupling, MirroredDevice, market_device_ids, resolve_devices
 from twin.results import write_json_atomic
 from twin.scenario import Scenario
@@ -31,7 +33,7 @@ class ServeOutcome:
     run: Any  # twin.run.RunOutcome
     devices: list[dict[str, Any]]
     port: int
-    lateness_s: list[float] = field(default_factory=list)
+    step_timing: StepTiming = field(default_factory=StepTiming)
     server_stats: dict[str, int] = field(default_factory=dict)
     #: mosaik's real-time warnings ("Simulation too slow"): how many, and the worst lag
     rt_behind: dict[str, float] = field(default_factory=lambda: {"count": 0, "max_s": 0.0})
@@ -106,16 +108,21 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
     say = on_status or (lambda _m: None)
     out_dir = Path(out_dir)
     state: dict[str, Any] = {}
-    lateness: list[float] = []
+    step_timing = StepTiming(tolerance_s=scenario.hil.deadline_tolerance_s)
     step_s = scenario.hil.step_s or scenario.market.interval_s
 
     def extend(world: Any, *, agents: Any, grid: Any, model: Any, recorder: Any,
                timings: dict[str, float]) -> None:
         mirrored: list[MirroredDevice] = resolve_devices(scenario, model.feeder)
         bank = HILBank([m.spec for m in mirrored])
+        for name in ("hil", "hil_writes", "hil_deadlines"):  # row groups, off this thread
+            recorder.stream(name)
         server = ModbusServer(bank, host=host, port=port,
                               max_connections=scenario.hil.max_connections,
-                              idle_timeout_s=scenario.hil.idle_timeout_s)
+                              idle_timeout_s=scenario.hil.idle_timeout_s,
+                              frame_timeout_s=scenario.hil.frame_timeout_s,
+                              max_requests_per_s=scenario.hil.max_requests_per_s,
+                              controller_host=scenario.hil.controller_host)
         server.start()
         state["server"] = server
         table = [m.describe() | {"models": list(bank.devices[m.spec.unit_id].map.model_ids),
@@ -134,10 +141,12 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
             say("client connected; starting the clock" if server.stats.accepted
                 else f"no client after {wait_client_s:g} s; starting the clock anyway")
         world.sim_config["HIL"] = {"python": "twin.cosim.hil_sim:HILSim"}
-        hil = world.start("HIL", coupling=HILCoupling(bank, mirrored), recorder=recorder,
+        coupling = HILCoupling(bank, mirrored, frequency_hz=model.tso.system_frequency_hz)
+        hil = world.start("HIL", coupling=coupling, recorder=recorder,
                           step_s=step_s, rt_factor=rt_factor, rt_strict=rt_strict,
                           deadline_tolerance_s=scenario.hil.deadline_tolerance_s,
-                          timings=timings, lateness_s=lateness,
+                          timings=timings, step_timing=step_timing,
+                          interval_s=scenario.market.interval_s,
                           device_ids=market_device_ids(mirrored, model)).HIL()
         world.connect(agents, hil, "element_power")
         world.connect(hil, grid, "element_power")
@@ -148,6 +157,10 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                       initial_data={"der_controls": []})
 
     rt_behind: dict[str, float] = {"count": 0, "max_s": 0.0}
+    # the Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
+    # bounds how long a request waits behind a step; restored when the run ends
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, 0.001))
     try:
         with _MosaikWarnings(rt_behind):
             outcome = run_scenario(scenario, out_dir=out_dir, scenario_path=scenario_path,
@@ -155,10 +168,11 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                                    rt_factor=None,  # the HIL adapter paces (see hil_sim)
                                    extend_world=extend, grid_step_s=step_s)
     finally:
+        sys.setswitchinterval(switch)
         server = state.get("server")
         if server is not None:
             server.stop()
     stats = vars(state["server"].stats) if "server" in state else {}
     return ServeOutcome(run=outcome, devices=state.get("devices", []),
                         port=state["server"].port if "server" in state else port,
-                        lateness_s=lateness, server_stats=dict(stats), rt_behind=rt_behind)
+                        step_timing=step_timing, server_stats=dict(stats), rt_behind=rt_behind)

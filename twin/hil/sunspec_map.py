@@ -24,8 +24,10 @@ from sunspec2 import device as _ss_device
 
 __all__ = [
     "BASE_ADDR",
+    "DER_MODELS",
     "DEVICE_MODELS",
     "END_MODEL_ID",
+    "GROUP_COUNTS",
     "DeviceKind",
     "ModelBlock",
     "Point",
@@ -44,12 +46,23 @@ END_MODEL_ID: Final = 0xFFFF
 
 DeviceKind = Literal["pv_inverter", "battery", "ev_charger", "meter"]
 
-#: Models of each device kind after model 1 (IEEE 1547 DER models; 802 battery; 213 meter).
+#: The IEEE 1547 SunSpec DER model set every inverter-based device carries.
+DER_MODELS: Final = (701, 702, 703, 704, 705, 706, 707, 708, 709, 710, 711, 712)
+#: Models of each device kind after model 1 (713 storage capacity; 714 DC measurements;
+#: 715 DER control; 802 battery base model; 213 meter).
 DEVICE_MODELS: Final[dict[str, tuple[int, ...]]] = {
-    "pv_inverter": (701, 702, 704),
-    "battery": (701, 702, 704, 802),
-    "ev_charger": (701, 702, 704),
+    "pv_inverter": (*DER_MODELS, 714, 715),
+    "battery": (*DER_MODELS, 713, 714, 715, 802),
+    "ev_charger": (*DER_MODELS, 714, 715),
     "meter": (213,),
+}
+#: Repetitions of each repeating group, by the point that counts them (the point's value
+#: in the image): 3 curves (curve 1 the active one, read-only), 4 volt-var points, 2
+#: volt-watt points, 3 watt-var points, 4 points per trip curve, 2 trip curve sets, one DC port.
+GROUP_COUNTS: Final[dict[int, dict[str, int]]] = {
+    705: {"NCrv": 3, "NPt": 4}, 706: {"NCrv": 3, "NPt": 2}, 712: {"NCrv": 3, "NPt": 3},
+    707: {"NCrvSet": 2, "NPt": 4}, 708: {"NCrvSet": 2, "NPt": 4}, 709: {"NCrvSet": 2, "NPt": 4},
+    710: {"NCrvSet": 2, "NPt": 4}, 711: {"NCtl": 3}, 714: {"NPrt": 1},
 }
 
 #: Register count and "not implemented" raw value of each fixed-size SunSpec type.
@@ -70,7 +83,9 @@ class Point:
     """One point of a model: absolute address, type and access, as pysunspec2 defines it."""
 
     model_id: int
-    name: str  # group points are dotted: "PFWInj.PF"
+    #: group points are dotted, repeated groups carry their 1-based index: "PFWInj.PF",
+    #: "Crv[2].Pt[1].V" (curve 2, point 1)
+    name: str
     type: str
     addr: int
     size: int
@@ -119,8 +134,16 @@ def _points(model_id: int, group: dict[str, Any], addr: int, prefix: str) -> tup
         addr += size
     for g in group.get("groups", []):
         count = g.get("count", 1) or 1
-        if not isinstance(count, int) or count != 1:
-            raise ValueError(f"model {model_id}: repeating group {g['name']} is not supported")
+        if isinstance(count, str):  # repeated: as many times as GROUP_COUNTS says
+            n = GROUP_COUNTS.get(model_id, {}).get(count)
+            if n is None:
+                raise ValueError(f"model {model_id}: no count for repeating group {g['name']} ({count})")
+            for i in range(1, n + 1):
+                sub, addr = _points(model_id, g, addr, f"{prefix}{g['name']}[{i}].")
+                out.extend(sub)
+            continue
+        if count != 1:
+            raise ValueError(f"model {model_id}: group {g['name']} repeats {count} times")
         sub, addr = _points(model_id, g, addr, prefix + g["name"] + ".")
         out.extend(sub)
     return out, addr

@@ -12,7 +12,7 @@ Conventions: element powers are pandapower's (``sgen`` generation positive, ``lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -114,7 +114,8 @@ def resolve_devices(scenario: Any, feeder: Any) -> list[MirroredDevice]:
             rating = 30e3  # a household meter without a stated rating
         spec = DeviceSpec(unit_id=d.unit_id, name=d.name or agent or "feeder_meter", kind=d.kind,
                           nameplate_w=rating, capacity_wh=capacity_wh, soc_min=soc[0],
-                          soc_max=soc[1], soc_init=soc[2], serial=f"{scenario.name}-{d.unit_id}")
+                          soc_max=soc[1], soc_init=soc[2], serial=f"{scenario.name}-{d.unit_id}",
+                          heartbeat_timeout_s=scenario.hil.heartbeat_timeout_s)
         out.append(MirroredDevice(spec=spec, agent=agent, table=table, row=row, bus=bus,
                                   bus_pos=pos[bus], meter_rows=meter_rows))
     return out
@@ -147,15 +148,29 @@ _SIGN = {"sgen": 1.0, "load": -1.0, "storage": -1.0}  # element p_mw -> generato
 class HILCoupling:
     """One step of HIL on element-power arrays (pure; the mosaik adapter calls it)."""
 
-    def __init__(self, bank: HILBank, devices: Sequence[MirroredDevice]) -> None:
+    def __init__(self, bank: HILBank, devices: Sequence[MirroredDevice], *,
+                 frequency_hz: Callable[[float], float] | None = None) -> None:
         self.bank = bank
         self.devices = list(devices)
         self._der = [d for d in devices if d.table is not None]
         self._meters = [d for d in devices if d.table is None]
+        #: system frequency at a twin time (the TSO's series); None: nominal
+        self.frequency_hz = frequency_hz
+        self._soc_seen: dict[int, float] = {}
 
     def step(self, *, now_s: float, dt_s: float, power: Mapping[str, Any],
              vm_pu: Sequence[float] | None) -> tuple[dict[str, Any], dict[int, tuple[DeviceInput, DeviceOutput]]]:
-        """``(controlled element power, {unit: (input, output)})`` for one step."""
+        """``(controlled element power, {unit: (input, output)})`` for one step.
+
+        A device's input is its own dispatch: the agents' element power, or, for a device
+        whose controls the agents applied this interval, its dispatch without them
+        (``free_p_mw``), so that a control lifted now is lifted at this step. A battery
+        starts each market interval at the agents' state of charge (``storage_soc``) and
+        integrates what it delivers in between.
+        """
+        hz = self.frequency_hz(now_s) if self.frequency_hz is not None else 50.0
+        free = power.get("free_p_mw") or {}
+        socs = power.get("storage_soc") or {}
         p = {t: np.array(power[f"{t}_p_mw"], dtype=float) for t in _SIGN}
         q = {t: np.array(power[f"{t}_q_mvar"], dtype=float) if f"{t}_q_mvar" in power
              else np.zeros_like(p[t]) for t in _SIGN}
@@ -167,16 +182,23 @@ class HILCoupling:
         for d in self._der:
             assert d.table is not None
             s = _SIGN[d.table]
-            inputs[d.spec.unit_id] = DeviceInput(available_w=s * p[d.table][d.row] * 1e6,
-                                                 var=s * q[d.table][d.row] * 1e6, v=volts(d))
+            own = free.get(d.table, {}).get(str(d.row), p[d.table][d.row])
+            soc = None
+            if d.table == "storage" and str(d.row) in socs:
+                x = float(socs[str(d.row)])
+                if self._soc_seen.get(d.spec.unit_id) != x:  # a new interval's books
+                    soc = self._soc_seen[d.spec.unit_id] = x
+            inputs[d.spec.unit_id] = DeviceInput(available_w=s * float(own) * 1e6,
+                                                 var=s * q[d.table][d.row] * 1e6, v=volts(d),
+                                                 hz=hz, soc=soc)
         outs = self.bank.step(now_s=now_s, dt_s=dt_s, inputs=inputs)
         for d in self._der:
             assert d.table is not None
             o = outs[d.spec.unit_id]
             s = _SIGN[d.table]
             p[d.table][d.row] = s * o.w / 1e6
-            if d.table == "sgen":
-                q[d.table][d.row] = o.var / 1e6
+            if d.table in ("sgen", "load"):  # the grid takes no reactive power of storage
+                q[d.table][d.row] = s * o.var / 1e6
         m_inputs = {}
         for d in self._meters:
             if d.meter_rows is None:
@@ -187,11 +209,11 @@ class HILCoupling:
                 w = p["load"][lr] - (p["sgen"][sr] if sr >= 0 else 0.0) + (p["storage"][br] if br >= 0 else 0.0)
                 var = q["load"][lr] - (q["sgen"][sr] if sr >= 0 else 0.0)
                 w, var = w * 1e6, var * 1e6
-            m_inputs[d.spec.unit_id] = DeviceInput(available_w=float(w), var=float(var), v=volts(d))
+            m_inputs[d.spec.unit_id] = DeviceInput(available_w=float(w), var=float(var), v=volts(d), hz=hz)
         if m_inputs:
             outs.update({u: o for u, o in self.bank.step(now_s=now_s, dt_s=dt_s, inputs=m_inputs).items()
                          if u in m_inputs})
-        out_power = dict(power)
+        out_power = {k: v for k, v in power.items() if k not in ("free_p_mw", "storage_soc")}
         for t in _SIGN:
             out_power[f"{t}_p_mw"] = p[t]
             out_power[f"{t}_q_mvar"] = q[t]
