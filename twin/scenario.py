@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from twin.services.registry import SERVICES
+from twin.services.registry import SERVICES, market_services_model, service_problems
 from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
 
 __all__ = [
@@ -297,20 +297,11 @@ class AgentsSpec(_Spec):
         return self
 
 
-def _market_services_model() -> type[SpecModel]:
-    """``market.services``: one optional section per registered market service
-    (:data:`twin.services.registry.SERVICES`), each off by default."""
-    fields: dict[str, Any] = {d.name: (d.spec, d.default) for d in SERVICES}
-    return create_model("MarketServicesSpec", __base__=SpecModel,
-                        __doc__="Market services on the ledger (twin/services), each off by default.",
-                        **fields)
-
-
 if TYPE_CHECKING:
     class MarketServicesSpec(SpecModel):
         def __getattr__(self, name: str) -> Any: ...
 else:
-    MarketServicesSpec = _market_services_model()
+    MarketServicesSpec = market_services_model()
 
 
 class MarketSpec(_Spec):
@@ -564,7 +555,7 @@ class Scenario(_Spec):
 
     @model_validator(mode="after")
     def _services(self) -> Scenario:
-        problems = _service_problems(self)
+        problems = service_problems(self)
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
@@ -579,15 +570,6 @@ class Scenario(_Spec):
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
-
-
-def _service_problems(sc: Scenario) -> list[tuple[str, str]]:
-    """Market services the rest of the scenario cannot support, as (field path, message)."""
-    out: list[tuple[str, str]] = []
-    for d in SERVICES:
-        if d.enabled(getattr(sc.market.services, d.name)):
-            out += d.problems(sc)
-    return out
 
 
 class ScenarioError(ValueError):
