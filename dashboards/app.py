@@ -31,14 +31,23 @@ _RUN_PAGES = [
     ("views/resilience.py", "Resilience", ":material/bolt:"),
     ("views/hil.py", "HIL", ":material/developer_board:"),
 ]
+_GAME_PAGE = ("views/game.py", "Game", ":material/groups:")
 _SWEEP_PAGE = ("views/sweep.py", "Sweep", ":material/scatter_plot:")
 _COMPARE_PAGE = ("views/compare.py", "Compare", ":material/compare_arrows:")
 
 folder = dashui.base_folder()
 kind = td.folder_kind(folder=folder)
-specs = {"sweep": [_SWEEP_PAGE, *_RUN_PAGES, _COMPARE_PAGE],
-         "compare": [_COMPARE_PAGE, *_RUN_PAGES, _SWEEP_PAGE]}.get(
-    kind, [*_RUN_PAGES, _SWEEP_PAGE, _COMPARE_PAGE])
+_RESILIENCE = _RUN_PAGES[4]
+run_kind = td.run_kind(folder=folder) if kind == "run" else "feeder"
+if run_kind == "game":  # a cooperative game opens on its page
+    run_specs = [_GAME_PAGE, *_RUN_PAGES]
+elif run_kind == "resilience":  # a resilience study opens on its page
+    run_specs = [_RESILIENCE, *(p for p in _RUN_PAGES if p != _RESILIENCE), _GAME_PAGE]
+else:
+    run_specs = [*_RUN_PAGES, _GAME_PAGE]
+specs = {"sweep": [_SWEEP_PAGE, *_RUN_PAGES, _GAME_PAGE, _COMPARE_PAGE],
+         "compare": [_COMPARE_PAGE, *_RUN_PAGES, _GAME_PAGE, _SWEEP_PAGE]}.get(
+    kind, [*run_specs, _SWEEP_PAGE, _COMPARE_PAGE])
 pages = [st.Page(str(_HERE / path), title=title, icon=icon,
                  url_path=Path(path).stem, default=(i == 0))
          for i, (path, title, icon) in enumerate(specs)]

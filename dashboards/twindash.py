@@ -88,6 +88,39 @@ def folder_kind(*, folder: Path) -> FolderKind:
     return "missing"
 
 
+def run_kind(*, folder: Path) -> Literal["game", "resilience", "feeder"]:
+    """What a run folder holds: a cooperative game, a resilience study or a feeder run."""
+    folder = Path(folder)
+    if (folder / "cases.parquet").is_file() and not (folder / "manifest.json").is_file():
+        return "resilience"  # twin resilience --out: cases, steps, kpis.json, no manifest
+    manifest = read_json(path=folder / "manifest.json")
+    if isinstance(manifest, dict):
+        if manifest.get("kind") == "game":
+            return "game"
+        if manifest.get("study") == "resilience":
+            return "resilience"
+    return "feeder"
+
+
+def account_names(*, folder: Path) -> dict[int, str]:
+    """Market account -> the agents it owns (``household_3``; ``household_3+ev_1`` for an owner
+    of several devices), from the ``agents`` and ``settlements`` tables; 0 is the operator,
+    1 the DSO. Accounts without a device (asset investors) are absent."""
+    names: dict[int, str] = {0: "operator", 1: "DSO"}
+    agents = read_table(folder=folder, name="agents", columns=("agent", "device_id"))
+    owners = read_table(folder=folder, name="settlements", columns=("device_id", "owner"))
+    if agents is None or owners is None or agents.empty or owners.empty:
+        return names
+    agent_of = agents.drop_duplicates("device_id").set_index("device_id")["agent"]
+    pairs = owners.drop_duplicates("device_id")
+    by_owner: dict[int, list[str]] = {}
+    for d, o in zip(pairs["device_id"], pairs["owner"], strict=True):
+        if d in agent_of.index:
+            by_owner.setdefault(int(o), []).append(str(agent_of[d]))
+    names.update({o: "+".join(sorted(a)) for o, a in by_owner.items() if o not in names})
+    return names
+
+
 def list_runs(*, sweep_dir: Path) -> list[str]:
     """Run ids of a sweep (``kpis.parquet``'s ``run_id``) or a comparison (``compare.parquet``'s
     ``scenario``), in that table's order, plus any other folder under ``runs/``."""

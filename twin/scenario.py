@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from twin.grid.der_spec import DerFunctionsSpec, OltcSpec
-from twin.services.registry import SERVICES
+from twin.services.registry import SERVICES, market_services_model, service_problems
 from twin.simbench_codes import simbench_code_problem
 from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
 
@@ -350,20 +350,11 @@ class AgentsSpec(_Spec):
         return self
 
 
-def _market_services_model() -> type[SpecModel]:
-    """``market.services``: one optional section per registered market service
-    (:data:`twin.services.registry.SERVICES`), each off by default."""
-    fields: dict[str, Any] = {d.name: (d.spec, d.default) for d in SERVICES}
-    return create_model("MarketServicesSpec", __base__=SpecModel,
-                        __doc__="Market services on the ledger (twin/services), each off by default.",
-                        **fields)
-
-
 if TYPE_CHECKING:
     class MarketServicesSpec(SpecModel):
         def __getattr__(self, name: str) -> Any: ...
 else:
-    MarketServicesSpec = _market_services_model()
+    MarketServicesSpec = market_services_model()
 
 
 class MarketSpec(_Spec):
@@ -596,7 +587,7 @@ class Scenario(_Spec):
     def _cross_field(self) -> Scenario:
         """Rules across fields, each with its own field path (:class:`CrossFieldError`)."""
         problems = [*_time_problems(self), *_forecast_problems(self),
-                    *_game_problems(self.game), *_service_problems(self)]
+                    *_game_problems(self.game), *service_problems(self)]
         if problems:
             raise CrossFieldError(problems)
         return self
@@ -651,15 +642,6 @@ def _forecast_problems(sc: Scenario) -> list[tuple[str, str]]:
                  f"lags must lie before start (day {day} of the SimBench year); lower "
                  "train_days or start later")]
     return []
-
-
-def _service_problems(sc: Scenario) -> list[tuple[str, str]]:
-    """Market services the rest of the scenario cannot support, as (field path, message)."""
-    out: list[tuple[str, str]] = []
-    for d in SERVICES:
-        if d.enabled(getattr(sc.market.services, d.name)):
-            out += d.problems(sc)
-    return out
 
 
 class ScenarioError(ValueError):

@@ -26,6 +26,8 @@ import twindash as td
 from twin.services.registry import table_pages
 
 ctx = dashui.run_context()
+#: account id -> agent names (twindash.account_names)
+NAMES: dict[int, str] = td.account_names(folder=ctx.folder) if ctx is not None else {}
 dashui.page_header(title="Ledger", ctx=ctx)
 
 MICRO = td.MICRO
@@ -72,8 +74,18 @@ def _traced(df: pd.DataFrame) -> str:
     return "; no tx_hash: the reference ledger has no transactions"
 
 
+#: columns that hold market account ids (shown with the agent names next to them)
+_ACCOUNT_COLUMNS = ("owner", "holder", "account", "payer", "driver", "issuer", "poster", "seller",
+                    "buyer", "sender")
+
+
 def _table(df: pd.DataFrame, *, key: str, height: int = 240) -> None:
-    """A table whose tx_hash column comes first (the link to the chain)."""
+    """A table whose tx_hash column comes first (the link to the chain), with the agent name of
+    every account column."""
+    df = df.copy()
+    for c in [c for c in _ACCOUNT_COLUMNS if c in df.columns]:
+        df.insert(df.columns.get_loc(c) + 1, f"{c} agent",
+                  df[c].map(lambda a: NAMES.get(int(a), "") if pd.notna(a) else ""))
     cols = (["tx_hash"] if "tx_hash" in df.columns else []) + [c for c in df.columns if c != "tx_hash"]
     st.dataframe(df[cols], hide_index=True, height=height, key=key)
 
@@ -155,7 +167,7 @@ def _balances(folder: Any) -> None:
     pick = sorted(set(list(top.index[:5]) + list(top.index[-5:])))
     long = balances[pick].reset_index().melt(id_vars="time_s", var_name="account",
                                              value_name="balance")
-    long["account"] = long["account"].astype(str)
+    long["account"] = long["account"].map(lambda a: NAMES.get(int(a), f"account {a}"))
     charts.show(spec=charts.lines(data=long, x="time_s", y="balance", color="account",
                                   x_title="hour", y_title="balance (currency)", height=320),
                 key="balances")
@@ -166,6 +178,7 @@ def _balances(folder: Any) -> None:
                 "transactions that moved it**")
     accounts = sorted(int(a) for a in flow["owner"].unique())
     account = st.selectbox("Account", options=accounts, key="ledger_account",
+                           format_func=lambda a: f"{NAMES.get(a, 'account')} ({a})",
                            index=accounts.index(int(top.index[0])) if int(top.index[0]) in accounts else 0)
     mine = (flow[flow["owner"] == account].groupby("interval")
             .agg(time_s=("time_s", "first"), change=("delta", "sum")).reset_index())

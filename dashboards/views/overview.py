@@ -54,6 +54,12 @@ if ctx is not None and ctx.manifest is not None:
         st.dataframe(pd.DataFrame([{"kpi": key, "value": v} for key, v in (ctx.kpis or {}).items()
                                    if isinstance(v, int | float)]), hide_index=True, key="study_kpis")
         st.stop()
+    if m.get("kind") == "game":
+        st.info("This folder holds a cooperative game (`game:` scenario): see the Game page for "
+                "the coalitions and the Shapley split. Its KPIs:")
+        st.dataframe(pd.DataFrame([{"kpi": key, "value": v} for key, v in (ctx.kpis or {}).items()
+                                   if isinstance(v, int | float)]), hide_index=True, key="game_kpis")
+        st.stop()
     if status == "complete":
         st.success(f"Run complete: {(m.get('duration_s') or 0) / 3600:g} h simulated.", icon=":material/check_circle:")
     elif status == "running":

@@ -23,12 +23,22 @@ import plotly.graph_objects as go
 import streamlit as st
 import twindash as td
 
+from twin.kpis.reference import KPIS
+
 #: Up to this many runs (after the filters) the parallel-coordinates chart is drawn by default.
 _PARCOORDS_AUTO = 300
 _META = {"run_id", "seed", "status", "error", "run_dir", "started_at", "finished_at"}
 
 folder = dashui.base_folder()
 st.title("Sweep")
+
+
+def _titled(column: str) -> str:
+    """An axis title: the KPI's name and its unit (twin.kpis.KPIS), else the column."""
+    meaning = KPIS.get(column, "")
+    unit = meaning.rsplit(", ", 1)[1] if ", " in meaning else ""
+    return f"{column} ({unit})" if unit and len(unit) < 20 else column
+
 
 
 def _parameters(df: pd.DataFrame) -> list[str]:
@@ -119,13 +129,20 @@ else:
             colour = cc.selectbox("colour", options=["(none)", *axes, *kpis], key="sw_colour",
                                   index=2 if len(axes) > 1 else 0)
             cols = list(dict.fromkeys([x, y, "run_id", *([] if colour == "(none)" else [colour])]))
+            numeric_colour = colour != "(none)" and pd.api.types.is_numeric_dtype(shown[colour])
+            # every point visible on white: a scheme without its pale end, a thin white edge
+            # so overlapping runs stay apart
+            colour_scale = {"scheme": {"name": "plasma", "extent": [0.0, 0.85]}}
             spec = charts.layered(datasets={"runs": shown[cols]}, height=380, layers=[{
-                "data": {"name": "runs"}, "mark": {"type": "point", "filled": True, "size": 40},
-                "encoding": {"x": charts.field(x, scale={"zero": False}),
-                             "y": charts.field(y, scale={"zero": False}),
+                "data": {"name": "runs"},
+                "mark": {"type": "point", "filled": True, "size": 50, "opacity": 0.9,
+                         "stroke": "white", "strokeWidth": 0.5},
+                "encoding": {"x": charts.field(x, title=_titled(x), scale={"zero": False}),
+                             "y": charts.field(y, title=_titled(y), scale={"zero": False}),
                              **({} if colour == "(none)" else {"color": charts.field(
-                                 colour, kind="quantitative" if pd.api.types.is_numeric_dtype(
-                                     shown[colour]) else "nominal")}),
+                                 colour, title=_titled(colour),
+                                 kind="quantitative" if numeric_colour else "nominal",
+                                 **({"scale": colour_scale} if numeric_colour else {}))}),
                              "tooltip": charts.tooltip(data=shown, columns=cols)}}])
             charts.show(spec=spec, key="sw_scatter")
 

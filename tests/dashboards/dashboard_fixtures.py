@@ -150,7 +150,8 @@ def make_run(folder: Path, *, name: str = "fixture", seed: int = 1, status: str 
             "vm_max_pu": max(b["vm_pu"] for b in bus),
             "max_line_loading_percent": max(ln["loading_percent"] for ln in line),
             "imbalance_import_kwh": 1.0, "metered_consumption_kwh": 4.0, "trades": float(len(trades)),
-            "tokens_conserved": 1.0, "wall_time_s": 1.5, "intervals_settled": float(N_INT - 1)}
+            "tokens_conserved": 1.0, "wall_time_s": 1.5, "intervals_settled": float(N_INT - 1),
+            "self_sufficiency": 0.75}  # twin.kpis: 1 - grid import / consumption
     if resilience:
         kpis |= {"energy_not_served_kwh": 12.5}
     write_json_atomic(kpis, folder / "kpis.json")
@@ -326,7 +327,7 @@ def make_sweep(folder: Path, *, n_pv: int = 3, n_ev: int = 2, n_seeds: int = 2,
     return folder
 
 
-#: KPI columns of compare.parquet (twin/compare_kpis.py), float64, NaN = not applicable.
+#: KPI columns of compare.parquet (twin/kpis/metrics.py), float64, NaN = not applicable.
 COMPARE_KPIS = ("self_sufficiency", "prosumer_revenue", "prosumer_revenue_per_mwh", "consumer_cost",
                 "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
                 "curtailed_kwh", "voltage_violations", "energy_not_served_kwh",

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from twin.results import write_json_atomic
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
-RUN_PAGES = ["overview", "feeder", "market", "ledger", "resilience", "hil"]
+RUN_PAGES = ["overview", "feeder", "market", "ledger", "resilience", "hil", "game"]
 ALL_PAGES = [*RUN_PAGES, "sweep", "compare"]
 MARKET_TABS = ["Price and volume", "Supply and demand of one interval", "DSO curtailments",
                "Revenue and cost per agent"]
@@ -63,6 +63,7 @@ FULL_EXPECT = {
     "ledger": ("Ledger", 1, 2),  # the first tab only: the others run when opened
     "resilience": ("Resilience", 3, 1),
     "hil": ("Hardware in the loop", 3, 3),
+    "game": ("Cooperative game", 0, 0),  # a feeder run: the page says it holds no game
 }
 
 
@@ -83,7 +84,7 @@ def test_overview_shows_the_kpi_cards_and_the_scenario(full_run, monkeypatch):
                   "Min voltage", "Max voltage", "Max line loading", "Energy not served", "Tokens"):
         assert label in cards
     assert cards["Tokens"] == "conserved"
-    assert cards["Self-sufficiency"] == "75.0 %"  # 1 - 1.0 kWh imported / 4.0 kWh consumed
+    assert cards["Self-sufficiency"] == "75.0 %"  # kpis.json self_sufficiency, not recomputed
     assert cards["Energy not served"] == "12.5 kWh"
     assert any("households" in m.value and "cigre_lv" in m.value for m in at.markdown)
     assert any("complete" in s.value for s in at.success)
@@ -250,6 +251,8 @@ def test_missing_or_partial_folders_give_a_message(tmp_path, monkeypatch, state)
 
 def test_a_resilience_study_folder_opens_on_its_cases_map_and_storage(study, monkeypatch):
     at = _app(study, monkeypatch)
+    assert "Resilience" in at.title[0].value  # opens on its own page
+    _page(at, "overview")
     assert any("resilience study" in i.value for i in at.info)  # the overview says what it is
     at = _page(at, "resilience")
     cards = {m.label: m.value for m in at.metric}
@@ -313,3 +316,18 @@ def test_a_comparison_without_its_json_or_rows_gives_a_message(tmp_path, monkeyp
     for name in RUN_PAGES:
         _page(at, name)
         assert at.info or at.warning
+
+
+def test_a_game_run_opens_on_its_page_with_the_shapley_split(tmp_path, monkeypatch):
+    from twin.run import run_scenario
+    from twin.scenario import load_scenario
+
+    root = Path(APP).parents[1]
+    out = tmp_path / "game"
+    run_scenario(load_scenario(root / "scenarios" / "consortium_generators.yaml"), out_dir=out)
+    at = _app(out, monkeypatch)
+    cards = {m.label: m.value for m in at.metric}
+    assert "Grand coalition value" in cards and cards["Coalitions"] != "0"
+    assert _charts(at) == 1  # the Shapley split
+    units = _frame(at, "unit", "Shapley value (currency)")
+    assert len(units) >= 2

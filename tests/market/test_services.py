@@ -231,6 +231,11 @@ def test_network_fee_charges_buyers_the_published_fee_and_conserves_tokens() -> 
     ({"market__services": {"certificates": {"retire_share": 1.5}}},
      "market.services.certificates.retire_share", "less than or equal to 1"),
     ({"market__services": {"bonus": True}}, "market.services.bonus", "unknown market service"),
+    # the green exchange is a service, not a matching rule: naming it there says where it went
+    ({"market__mechanism": "green_exchange"}, "market.mechanism",
+     "set market.services.green_exchange.enabled"),
+    ({"market__services": {"network_fee": {"enabled": True}}},
+     "market.services.network_fee.enabled", "the DSO publishes no fee"),
 ])
 def test_services_the_scenario_cannot_support_are_scenario_errors(
     changes: dict, path: str, words: str

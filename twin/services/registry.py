@@ -9,8 +9,10 @@ schemas, the KPIs, ``twin compare``'s money flows, the dashboards and the run al
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+from pydantic import create_model
 
 from twin.services import (
     assets,
@@ -21,9 +23,14 @@ from twin.services import (
     green_exchange,
     network_fee,
 )
-from twin.services.base import ServiceDef, ServiceFlow
+from twin.services.base import ServiceDef, ServiceFlow, spec_of
+from twin.spec_base import SpecModel
 
-__all__ = ["SERVICES", "by_name", "service_flows", "service_tables", "table_pages"]
+if TYPE_CHECKING:
+    from twin.scenario import Scenario
+
+__all__ = ["SERVICES", "by_name", "market_services_model", "service_flows", "service_problems",
+           "service_tables", "table_pages"]
 
 SERVICES: tuple[ServiceDef, ...] = (
     demand_response.SERVICE,
@@ -59,3 +66,22 @@ def service_flows() -> tuple[ServiceFlow, ...]:
 def table_pages() -> Mapping[str, str]:
     """Service tables the dashboards list (table -> what it holds), in registry order."""
     return {t: what for d in SERVICES for t, what in d.pages.items()}
+
+
+def market_services_model() -> type[SpecModel]:
+    """``market.services`` of the scenario: one optional section per service, each off by
+    default (:class:`twin.scenario.MarketServicesSpec`)."""
+    fields: dict[str, Any] = {d.name: (d.spec, d.default) for d in SERVICES}
+    return create_model("MarketServicesSpec", __base__=SpecModel,
+                        __doc__="Market services on the ledger (twin/services), each off by default.",
+                        **fields)
+
+
+def service_problems(scenario: Scenario) -> list[tuple[str, str]]:
+    """What the rest of the scenario cannot support of the services it switches on, as
+    (field path, message)."""
+    out: list[tuple[str, str]] = []
+    for d in SERVICES:
+        if d.enabled(spec_of(scenario, d.name)):
+            out += d.problems(scenario)
+    return out

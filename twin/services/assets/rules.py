@@ -54,7 +54,7 @@ class AssetLedger:
         """Revenue of the asset (micro-units) shared pro rata among the current holders.
 
         ``payer``: who pays it in (the chain pulls it from that wallet); the reference books
-        no wallets, so it only names the payer (a run's money moves: value_services.py)."""
+        no wallets, so it only names the payer (a run's money moves: twin/services/assets/service.py)."""
         if amount <= 0:
             raise e.BadAmount(amount)
         self._acc += amount * MAGNITUDE // self.total_shares
