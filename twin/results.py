@@ -56,18 +56,24 @@ _str = pa.string()
 _CORE_SCHEMAS: dict[str, pa.Schema] = {
     "bus": pa.schema(
         [("time_s", _i64), ("bus", _i64), ("vm_pu", _f64), ("va_degree", _f64),
-         ("p_mw", _f64), ("q_mvar", _f64)]
+         ("p_mw", _f64), ("q_mvar", _f64),
+         # three-phase runs (grid.phases: 3; vm_pu is then the worst phase); null otherwise
+         ("vm_a_pu", _f64), ("vm_b_pu", _f64), ("vm_c_pu", _f64), ("vuf_percent", _f64)]
     ),
     "grid": pa.schema(
         [("time_s", _i64), ("ext_grid_p_mw", _f64), ("load_p_mw", _f64), ("sgen_p_mw", _f64),
          ("line_pl_mw", _f64), ("vm_min_pu", _f64),
          ("vm_max_pu", _f64), ("max_loading_percent", _f64),
          # DER grid-support functions (twin/grid/der_runtime.py) and the OLTC (-1: none)
-         ("der_q_mvar", _f64), ("der_curtailed_mw", _f64), ("oltc_tap", _i64)]
+         ("der_q_mvar", _f64), ("der_curtailed_mw", _f64), ("oltc_tap", _i64),
+         # three-phase runs: the highest voltage-unbalance factor, %; null otherwise
+         ("vuf_max_percent", _f64)]
     ),
     "line": pa.schema(
         [("time_s", _i64), ("line", _i64), ("loading_percent", _f64), ("p_from_mw", _f64),
-         ("q_from_mvar", _f64), ("pl_mw", _f64)]
+         ("q_from_mvar", _f64), ("pl_mw", _f64),
+         # three-phase runs (loading_percent is then the highest phase); null otherwise
+         ("loading_a_percent", _f64), ("loading_b_percent", _f64), ("loading_c_percent", _f64)]
     ),
     "orders": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("order_id", _i64), ("device_id", _i64),
@@ -103,6 +109,8 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
          ("undervoltage", _i64), ("overload", _i64), ("curtailed_trades", _i64),
          ("curtailed_wh", _i64), ("vm_min_pu", _f64), ("vm_max_pu", _f64),
          ("max_loading_percent", _f64),
+         # three-phase runs: buses above the unbalance limit after the check, highest VUF
+         ("unbalance", _i64), ("vuf_max_percent", _f64),
          # grid.tariff: the DSO's network fee of the interval and what it would collect on
          # the final trades (recorded agent-side, not settled by the market)
          ("network_fee_per_mwh", _f64), ("network_fee_amount", _f64)]

@@ -22,6 +22,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from twin.grid.der_spec import DerFunctionsSpec, OltcSpec
+from twin.grid.phase_spec import PhaseConnectionSpec, phase_problems
 from twin.services.registry import SERVICES, market_services_model, service_problems
 from twin.simbench_codes import simbench_code_problem
 from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
@@ -93,7 +94,11 @@ class _DsoLimitsSpec(_Spec):
 class GridSpec(_DsoLimitsSpec):
     """The feeder and the DSO's operating limits."""
 
-    kind: Literal["simbench", "cigre_lv", "case33bw"] = "simbench"
+    kind: Literal["simbench", "cigre_lv", "case33bw", "ieee_eu_lv"] = "simbench"
+    #: 3: solve the feeder per phase (twin/grid/phase_spec.py, snapshot3ph.py); 1: balanced
+    phases: Literal[1, 3] = 1
+    vuf_max_percent: Annotated[float, Field(gt=0)] = 2.0  # voltage-unbalance limit (EN 50160)
+    phase_connection: PhaseConnectionSpec = PhaseConnectionSpec()
     #: SimBench grid code (used when kind is "simbench").
     simbench_code: str = "1-LV-semiurb4--0-sw"
     #: local network tariff published by the DSO every interval
@@ -587,7 +592,8 @@ class Scenario(_Spec):
     def _cross_field(self) -> Scenario:
         """Rules across fields, each with its own field path (:class:`CrossFieldError`)."""
         problems = [*_time_problems(self), *_forecast_problems(self),
-                    *_game_problems(self.game), *service_problems(self)]
+                    *_game_problems(self.game), *service_problems(self),
+                    *phase_problems(self)]
         if problems:
             raise CrossFieldError(problems)
         return self

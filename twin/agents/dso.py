@@ -48,7 +48,9 @@ import mesa
 import numpy as np
 
 from twin.grid.der_runtime import ControlledSnapshot
+from twin.grid.phase_spec import PHASE_ABC
 from twin.grid.powerflow import GridState, run_snapshot
+from twin.grid.snapshot3ph import PhaseSnapshot
 from twin.market.tariffs import NetworkTariff
 from twin.market.types import Side, Trade
 from twin.market.units import price_from_per_mwh
@@ -68,7 +70,7 @@ class Curtailment:
 
     trade_id: int
     energy_wh: int
-    reason: str  # "overvoltage" | "undervoltage" | "overload" | "not_converged"
+    reason: str  # "overvoltage" | "undervoltage" | "overload" | "unbalance" | "not_converged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +81,15 @@ class Violations:
     overvoltage: int
     undervoltage: int
     overload: int
+    #: three-phase buses above the voltage-unbalance limit (three-phase grids only)
+    unbalance: int = 0
+    #: the phase (0/1/2 = a/b/c) of the worst violation; -1 for a balanced grid
+    hot_phase: int = -1
 
     @property
     def total(self) -> int:
-        return self.overvoltage + self.undervoltage + self.overload + (0 if self.converged else 1)
+        return (self.overvoltage + self.undervoltage + self.overload + self.unbalance
+                + (0 if self.converged else 1))
 
     @property
     def any(self) -> bool:
@@ -106,9 +113,12 @@ class DSOAgent(mesa.Agent):
 
     def __init__(self, model: Any, *, net: Any, grid: GridSpec, step_fraction: float = 0.25,
                  start_s_of_day: float = 0.0, interval_s: int = 900,
-                 der_devices: Sequence[Any] = ()) -> None:
+                 der_devices: Sequence[Any] = (), element_phase: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(model)
         self.net = copy.deepcopy(net)
+        #: three-phase grid: each element row on its phase (twin/grid/snapshot3ph.py)
+        self._phases = PhaseSnapshot(self.net, phase=element_phase) if element_phase is not None else None
+        self.vuf_max_percent = grid.vuf_max_percent
         #: inverters with IEEE 1547 functions: the check solves them with the network
         self._controlled = ControlledSnapshot(self.net, list(der_devices)) if der_devices else None
         #: frequency of the interval being checked (frequency-watt), set by :meth:`check`
@@ -146,6 +156,8 @@ class DSOAgent(mesa.Agent):
     def violations(self, state: GridState) -> Violations:
         if not state.converged:
             return Violations(converged=False, overvoltage=0, undervoltage=0, overload=0)
+        if state.vm_abc_pu is not None:
+            return self._violations_3ph(state)
         vm = state.vm_pu[np.isfinite(state.vm_pu)]
         loading = np.concatenate([state.line_loading_percent, state.trafo_loading_percent])
         loading = loading[np.isfinite(loading)]
@@ -156,7 +168,36 @@ class DSOAgent(mesa.Agent):
             overload=int(np.count_nonzero(loading > self.max_loading_percent)),
         )
 
+    def _violations_3ph(self, state: GridState) -> Violations:
+        """Per phase: phase-to-neutral band, per-phase loading, unbalance (VUF) limit."""
+        vm = np.asarray(state.vm_abc_pu)
+        vuf = np.asarray(state.vuf_percent)
+        parts = [a for a in (state.line_loading_abc_percent, state.trafo_loading_abc_percent) if a is not None]
+        ld = np.concatenate(parts) if parts else np.zeros((0, 3))
+        with np.errstate(invalid="ignore"):
+            over, under = vm > self.vm_max_pu, vm < self.vm_min_pu
+            hot_ld = ld > self.max_loading_percent
+            unb = vuf > self.vuf_max_percent
+        dev = np.where(np.isfinite(vm), vm, 1.0)
+        if over.any():
+            hot = int(np.unravel_index(np.argmax(dev), dev.shape)[1])
+        elif under.any():
+            hot = int(np.unravel_index(np.argmin(dev), dev.shape)[1])
+        elif unb.any():  # the phase farthest from nominal at the most unbalanced bus
+            k = int(np.nanargmax(np.where(np.isfinite(vuf), vuf, -1.0)))
+            hot = int(np.argmax(np.abs(dev[k] - 1.0)))
+        elif hot_ld.any():
+            hot = int(np.unravel_index(np.argmax(np.where(np.isfinite(ld), ld, -1.0)), ld.shape)[1])
+        else:
+            hot = -1
+        return Violations(converged=True, overvoltage=int(over.sum()), undervoltage=int(under.sum()),
+                          overload=int(hot_ld.sum()), unbalance=int(unb.sum()), hot_phase=hot)
+
     def _solve(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> GridState:
+        if self._phases is not None:
+            return self._phases.solve(
+                load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"])
         if self._controlled is not None:
             state, _ = self._controlled.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
@@ -207,7 +248,8 @@ class DSOAgent(mesa.Agent):
                 break
             tried.add(side)
             reason = self._reason(viol, side)
-            cands = self._candidates(trades, energy, side, seller_effects, buyer_effects, limit_price)
+            cands = self._candidates(trades, energy, side, seller_effects, buyer_effects, limit_price,
+                                     phase_rank=self._phase_rank(viol.hot_phase))
             if not cands:
                 continue
             steps = self._steps(cands, energy)
@@ -280,11 +322,24 @@ class DSOAgent(mesa.Agent):
         p, cut, st, v = results[hi]
         return p, cut, st, v, len(results)
 
+    def _phase_rank(self, hot: int) -> Callable[[list[Effect]], int] | None:
+        """Rank of a device's effects for a violation on phase ``hot``: 0 on that phase,
+        1 three-phase, 2 another phase (None on a balanced grid: price order only)."""
+        if self._phases is None or hot < 0:
+            return None
+        phase = self._phases.phase
+
+        def rank(effects: list[Effect]) -> int:
+            codes = {int(phase[table][row]) for table, row, _ in effects}
+            return 0 if hot in codes else (1 if PHASE_ABC in codes else 2)
+        return rank
+
     @staticmethod
     def _side(v: Violations, p: dict[str, np.ndarray]) -> str:
         """Which trades relieve ``v``: "sell" (too much injection) or "buy" (too much load)."""
         exporting = float(p["sgen"].sum() - p["load"].sum() - p["storage"].sum()) > 0
-        if v.overvoltage or ((v.overload or not v.converged) and exporting and not v.undervoltage):
+        if v.overvoltage or ((v.overload or v.unbalance or not v.converged) and exporting
+                             and not v.undervoltage):
             return "sell"
         return "buy"
 
@@ -293,8 +348,8 @@ class DSOAgent(mesa.Agent):
         if not v.converged:
             return "not_converged"
         if side == "sell":
-            return "overvoltage" if v.overvoltage else "overload"
-        return "undervoltage" if v.undervoltage else "overload"
+            return "overvoltage" if v.overvoltage else ("overload" if v.overload else "unbalance")
+        return "undervoltage" if v.undervoltage else ("overload" if v.overload else "unbalance")
 
     @staticmethod
     def _candidates(
@@ -304,7 +359,10 @@ class DSOAgent(mesa.Agent):
         seller_effects: Callable[[int], list[Effect]],
         buyer_effects: Callable[[int], list[Effect]],
         limit_price: Callable[[int, Side], int],
+        phase_rank: Callable[[list[Effect]], int] | None = None,
     ) -> list[tuple[Trade, list[Effect]]]:
+        """Trades whose ``side`` device can be curtailed, least-cost first (on a three-phase
+        grid: devices on the violated phase first, then three-phase ones, then the rest)."""
         keyed = []
         for t in trades:
             if energy[t.trade_id] <= 0:
@@ -315,7 +373,8 @@ class DSOAgent(mesa.Agent):
             effects = seller_effects(t.seller_device) + buyer_effects(t.buyer_device)
             price = (limit_price(t.seller_device, Side.SELL) if side == "sell"
                      else limit_price(t.buyer_device, Side.BUY))
-            keyed.append(((price, t.trade_id), t, effects))
+            rank = phase_rank(own) if phase_rank is not None else 0
+            keyed.append(((rank, price, t.trade_id), t, effects))
         keyed.sort(key=lambda x: x[0])
         return [(t, e) for _, t, e in keyed]
 

@@ -90,7 +90,8 @@ class FeederModel(mesa.Model):
         start = scenario.start
         self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid, interval_s=self.interval_s,
                             start_s_of_day=start.hour * 3600 + start.minute * 60 + start.second,
-                            der_devices=feeder_der_devices(scenario, feeder))
+                            der_devices=feeder_der_devices(scenario, feeder),
+                            element_phase=feeder.element_phase)
         spec = scenario.agents
         mk = scenario.market
         feed_in = price_from_per_mwh(mk.feed_in_price_per_mwh)
@@ -309,12 +310,15 @@ class FeederModel(mesa.Model):
         fee_amount = fee_k * sum(t.energy_wh for t in final) / WH_PER_MWH / MICRO
         st = check.state
         nan = float("nan")
+        feeder_3ph = self.feeder.element_phase is not None
         dso_row = {
             "time_s": time_s, "interval": k, "checks": check.checks,
             "converged": st.converged if st is not None else True, "violations_found": check.found.total,
             "violations_remaining": check.remaining.total,
             "overvoltage": check.remaining.overvoltage, "undervoltage": check.remaining.undervoltage,
             "overload": check.remaining.overload, "curtailed_trades": len(check.curtailments),
+            "unbalance": check.remaining.unbalance if feeder_3ph else None,
+            "vuf_max_percent": st.vuf_max_percent if feeder_3ph and st is not None else None,
             "curtailed_wh": check.curtailed_wh,
             "vm_min_pu": st.vm_min_pu if st is not None else nan,
             "vm_max_pu": st.vm_max_pu if st is not None else nan,

@@ -11,6 +11,7 @@ from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, Outpu
 from twin.cosim.codec import single, timed
 from twin.grid.der_runtime import ControlledSnapshot
 from twin.grid.powerflow import run_snapshot
+from twin.grid.snapshot3ph import PhaseSnapshot
 from twin.grid.tap_control import TapController, oltc_from_trafo
 
 META: Meta = {
@@ -33,6 +34,9 @@ class GridSim(mosaik_api_v3.Simulator):
         # the bus and line tables keep one row set per market interval either way
         self.step_s: int = sim_params.get("step_s") or self.interval_s
         self.timings: dict[str, float] = sim_params.get("timings", {})
+        # grid.phases: 3 -- each element row on its phase, solved in the phase frame
+        phase = sim_params.get("element_phase")
+        self.phases = PhaseSnapshot(self.net, phase=phase) if phase is not None else None
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
         # IEEE 1547 functions of the inverters, solved with the network; the TSO's frequency
@@ -63,7 +67,12 @@ class GridSim(mosaik_api_v3.Simulator):
         if power is None:
             raise ValueError(f"grid: no element_power input at t={time}s")
         der_q = der_cut = 0.0
-        if self.controls is not None:
+        if self.phases is not None:
+            state = self.phases.solve(
+                load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
+                sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
+                storage_p_mw=np.asarray(power["storage_p_mw"], float))
+        elif self.controls is not None:
             k = time // self.interval_s
             freq = self.frequency_hz[k] if k < len(self.frequency_hz) else None
             state, ctl = self.controls.solve(
@@ -101,6 +110,7 @@ class GridSim(mosaik_api_v3.Simulator):
                 "vm_min_pu": state.vm_min_pu, "vm_max_pu": state.vm_max_pu,
                 "max_loading_percent": state.max_loading_percent,
                 "der_q_mvar": der_q, "der_curtailed_mw": der_cut, "oltc_tap": tap,
+                "vuf_max_percent": state.vuf_max_percent if self.phases is not None else None,
             }])
         return time + self.step_s
 
@@ -111,13 +121,21 @@ class GridSim(mosaik_api_v3.Simulator):
 def _bus_rows(time_s: int, bus_ids: np.ndarray, state: Any) -> list[dict[str, Any]]:
     cols = zip(bus_ids.tolist(), state.vm_pu.tolist(), state.va_degree.tolist(),
                state.bus_p_mw.tolist(), state.bus_q_mvar.tolist(), strict=True)
-    return [{"time_s": time_s, "bus": b, "vm_pu": v, "va_degree": a, "p_mw": p, "q_mvar": q}
+    rows = [{"time_s": time_s, "bus": b, "vm_pu": v, "va_degree": a, "p_mw": p, "q_mvar": q}
             for b, v, a, p, q in cols]
+    if state.vm_abc_pu is not None:  # three-phase run: per-phase columns
+        for r, (va_, vb_, vc_), u in zip(rows, state.vm_abc_pu.tolist(), state.vuf_percent.tolist(), strict=True):
+            r.update(vm_a_pu=va_, vm_b_pu=vb_, vm_c_pu=vc_, vuf_percent=u)
+    return rows
 
 
 def _line_rows(time_s: int, line_ids: np.ndarray, state: Any) -> list[dict[str, Any]]:
     cols = zip(line_ids.tolist(), state.line_loading_percent.tolist(),
                state.line_p_from_mw.tolist(), state.line_q_from_mvar.tolist(),
                state.line_pl_mw.tolist(), strict=True)
-    return [{"time_s": time_s, "line": i, "loading_percent": ld, "p_from_mw": p,
+    rows = [{"time_s": time_s, "line": i, "loading_percent": ld, "p_from_mw": p,
              "q_from_mvar": q, "pl_mw": pl} for i, ld, p, q, pl in cols]
+    if state.line_loading_abc_percent is not None:
+        for r, (la, lb, lc) in zip(rows, state.line_loading_abc_percent.tolist(), strict=True):
+            r.update(loading_a_percent=la, loading_b_percent=lb, loading_c_percent=lc)
+    return rows

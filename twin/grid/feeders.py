@@ -43,6 +43,7 @@ import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 
+from twin.grid.phase_spec import PHASE_ABC, assign_phases
 from twin.grid.profiles import (
     aggregate_load_shape,
     simbench_offset_s,
@@ -93,6 +94,10 @@ class Feeder:
     background_load_q_mvar: np.ndarray = field(repr=False)
     background_sgen_row: np.ndarray
     background_sgen_p_mw: np.ndarray = field(repr=False)
+    #: 3: solved per phase (grid.phases); element_phase maps "load" / "sgen" / "storage" to
+    #: each row's phase code (0/1/2 = a/b/c, 3 = abc; twin/grid/phase_spec.py), None if 1
+    phases: int = 1
+    element_phase: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n_households(self) -> int:
@@ -131,6 +136,21 @@ def _simbench_net(code: str) -> Any:
 
 
 @lru_cache(maxsize=1)
+def _ieee_eu_lv_net() -> Any:
+    """pandapower's IEEE European LV feeder (906 buses, 55 single-phase loads), loads as rows.
+
+    Its asymmetric loads become zero ``net.load`` rows at their buses (the households'
+    buses; the balanced engine cannot hold asymmetric loads), in the deck's order.
+    """
+    net = pn.ieee_european_lv_asymmetric("on_peak_566")
+    asym = net.asymmetric_load
+    pp.create_loads(net, buses=asym.bus.to_numpy(), p_mw=0.0, q_mvar=0.0, name=list(asym.name),
+                    type="household")
+    net.asymmetric_load.drop(net.asymmetric_load.index, inplace=True)
+    return net
+
+
+@lru_cache(maxsize=1)
 def _case33bw_net() -> Any:
     """pandapower's case33bw, loaded once per process (it is read from a file)."""
     return pn.case33bw()
@@ -144,6 +164,8 @@ def _base_net(scenario: Scenario) -> Any:
         return pn.create_cigre_network_lv()
     if kind == "case33bw":
         return copy.deepcopy(_case33bw_net())
+    if kind == "ieee_eu_lv":
+        return copy.deepcopy(_ieee_eu_lv_net())
     raise ValueError(f"grid.kind: unknown feeder kind {kind!r}")
 
 
@@ -154,6 +176,29 @@ def _pos(index: Any, labels: Any) -> np.ndarray:
 def _readonly(*arrays: np.ndarray) -> None:
     for a in arrays:
         a.setflags(write=False)
+
+
+def _element_phases(scenario: Scenario, *, net: Any, rng: np.random.Generator, hh_labels: list[int],
+                    pv_idx: np.ndarray, sgen_label: np.ndarray, bat_idx: np.ndarray,
+                    hh_storage_label: np.ndarray, ev_hh: np.ndarray, ev_label: np.ndarray,
+                    cs_label: np.ndarray) -> dict[str, np.ndarray]:
+    """Phase code of every load / sgen / storage row (background elements: abc)."""
+    ph = assign_phases(scenario.grid.phase_connection, rng=rng, n_households=len(hh_labels),
+                       pv_household=np.asarray(pv_idx, _I64), battery_household=np.asarray(bat_idx, _I64),
+                       ev_household=ev_hh, n_storage=cs_label.size)
+    out = {t: np.full(len(net[t]), PHASE_ABC, dtype=_I64) for t in ("load", "sgen", "storage")}
+    out["load"][_pos(net.load.index, hh_labels)] = ph["household"]
+    if ev_label.size:
+        out["load"][_pos(net.load.index, ev_label)] = ph["ev"]
+    if len(pv_idx):
+        out["sgen"][_pos(net.sgen.index, sgen_label[pv_idx])] = ph["pv"]
+    if len(bat_idx):
+        out["storage"][_pos(net.storage.index, hh_storage_label[bat_idx])] = ph["battery"]
+    if cs_label.size:
+        out["storage"][_pos(net.storage.index, cs_label)] = ph["community_storage"]
+    for a in out.values():
+        a.setflags(write=False)
+    return out
 
 
 def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) -> Feeder:
@@ -178,6 +223,8 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
     if is_simbench:
         profile_col = load["profile"].astype(str)
         residential = [lab for lab in orig_load_labels if profile_col[lab].startswith("H")]
+    elif scenario.grid.kind == "ieee_eu_lv":  # households replace the deck's (zero) loads
+        residential = orig_load_labels
     elif scenario.grid.kind == "cigre_lv":
         residential = [lab for lab in orig_load_labels if str(load.at[lab, "name"]).startswith("Load R")]
     else:
@@ -363,6 +410,13 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
             out[mask] = _pos(index, labels[mask])
         return out
 
+    element_phase = None
+    if scenario.grid.phases == 3:  # drawn last: the balanced feeder's draws stay as they were
+        element_phase = _element_phases(
+            scenario, net=net, rng=rng, hh_labels=hh_labels, pv_idx=pv_idx, sgen_label=sgen_label,
+            bat_idx=bat_idx, hh_storage_label=hh_storage_label, ev_hh=ev_hh, ev_label=ev_label,
+            cs_label=cs_label)
+
     feeder = Feeder(
         net=net,
         kind=scenario.grid.kind,
@@ -388,9 +442,11 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         background_load_q_mvar=np.asarray(bg_q, float),
         background_sgen_row=_pos(net.sgen.index, bg_sgen_labels),
         background_sgen_p_mw=np.asarray(bg_sg, float),
+        phases=scenario.grid.phases,
+        element_phase=element_phase,
     )
     _readonly(
         *(getattr(feeder, f) for f in Feeder.__dataclass_fields__ if f not in {"net", "kind", "name",
-          "interval_s", "n_intervals", "profile_source"})
+          "interval_s", "n_intervals", "profile_source", "phases", "element_phase"})
     )
     return feeder

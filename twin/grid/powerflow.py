@@ -58,14 +58,25 @@ class GridState:
     trafo_loading_percent: np.ndarray
     #: power drawn from the upstream grid (sum over ext_grids; negative = export upstream)
     ext_grid_p_mw: float = float("nan")
+    # three-phase runs (twin.grid.snapshot3ph); None for the balanced engine. There the
+    # balanced fields hold the worst phase (vm_pu farthest from 1 p.u., highest loading)
+    vm_abc_pu: np.ndarray | None = None  # (n_bus, 3) phase-to-neutral, NaN where absent
+    vuf_percent: np.ndarray | None = None  # (n_bus,) negative / positive sequence, %
+    line_loading_abc_percent: np.ndarray | None = None  # (n_line, 3)
+    trafo_loading_abc_percent: np.ndarray | None = None  # (n_trafo, 3)
 
     @property
     def vm_min_pu(self) -> float:
-        return _nan_extreme(self.vm_pu, np.nanmin)
+        return _nan_extreme(self.vm_pu if self.vm_abc_pu is None else self.vm_abc_pu, np.nanmin)
 
     @property
     def vm_max_pu(self) -> float:
-        return _nan_extreme(self.vm_pu, np.nanmax)
+        return _nan_extreme(self.vm_pu if self.vm_abc_pu is None else self.vm_abc_pu, np.nanmax)
+
+    @property
+    def vuf_max_percent(self) -> float:
+        """Highest voltage-unbalance factor (NaN for a balanced state)."""
+        return float("nan") if self.vuf_percent is None else _nan_extreme(self.vuf_percent, np.nanmax)
 
     @property
     def max_loading_percent(self) -> float:

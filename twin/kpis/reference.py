@@ -22,6 +22,10 @@ RUN_NOTES: dict[str, str] = {
     "imbalance_import_kwh": "consumption settled against the DSO at retail (not traded), kWh",
     "vm_min_pu": "lowest bus voltage, p.u.",
     "vm_max_pu": "highest bus voltage, p.u.",
+    "vm_phase_min_pu": "lowest phase-to-neutral voltage of any bus and phase, p.u. (three-phase runs)",
+    "vm_phase_max_pu": "highest phase-to-neutral voltage of any bus and phase, p.u. (three-phase runs)",
+    "max_vuf_percent": "highest voltage-unbalance factor (negative / positive sequence) of any "
+                       "three-phase bus, % (three-phase runs; EN 50160 limit 2 %)",
     "max_line_loading_percent": "highest line loading, %",
     "line_losses_kwh": "line losses, kWh",
     "grid_import_kwh": "energy imported from upstream, kWh",

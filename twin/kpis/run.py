@@ -41,6 +41,21 @@ def _rows(tables: Mapping[str, pa.Table]) -> Any:
     return rows
 
 
+def phase_kpis(bus: pa.Table) -> dict[str, float]:
+    """Phase voltage extremes and the highest unbalance of a three-phase run (grid.phases: 3;
+    the per-phase columns are null in balanced runs, which then get none of these)."""
+    if "vm_a_pu" not in bus.column_names or bus.num_rows == 0:
+        return {}
+    vm = np.concatenate([_col(bus, c) for c in ("vm_a_pu", "vm_b_pu", "vm_c_pu")])
+    vm = vm[np.isfinite(vm)]
+    vuf = _col(bus, "vuf_percent")
+    vuf = vuf[np.isfinite(vuf)]
+    if not vm.size:
+        return {}
+    return {"vm_phase_min_pu": float(vm.min()), "vm_phase_max_pu": float(vm.max()),
+            "max_vuf_percent": float(vuf.max()) if vuf.size else float("nan")}
+
+
 def compute_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
                  tokens: Mapping[str, Any] | None, services: Collection[str] = (),
                  pricing: ChainPricing | None = None) -> dict[str, float]:
@@ -83,6 +98,7 @@ def compute_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         kpis["grid_import_kwh"] = float(np.clip(ext, 0.0, None).sum() * to_kwh)
         kpis["grid_export_kwh"] = float(np.clip(-ext, 0.0, None).sum() * to_kwh)
         kpis["local_generation_kwh"] = float(_col(grid, "sgen_p_mw").sum() * to_kwh)
+    kpis |= phase_kpis(t("bus"))
     kpis |= feeder_kpis(tables, inputs=inputs, pricing=pricing or ChainPricing())
     if tokens is not None:
         kpis["tokens_conserved"] = 1.0 if tokens.get("conserved") else 0.0
