@@ -1,0 +1,145 @@
+"""grid.phases: 3 -- element rows on their phases (runpp_3ph as referee), the per-phase DSO
+check (curtails the violated phase's trades), phase-connection errors, a 3ph run end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandapower as pp
+import pyarrow.parquet as pq
+import pytest
+
+from twin.agents.dso import DSOAgent, Effect
+from twin.grid.phase_spec import PHASE_ABC
+from twin.grid.snapshot3ph import PhaseSnapshot
+from twin.market.types import Trade
+from twin.scenario import GridSpec, ScenarioError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+MW_PER_WH = 4 / 1e6  # 15-min interval
+
+
+def _lv_net() -> object:
+    """ext grid -- Dyn trafo -- 300 m of cable -- bus 2 with two PV systems and a house (zero-sequence data)."""
+    net = pp.create_empty_network()
+    b0 = pp.create_bus(net, vn_kv=10.0)
+    b1, b2 = pp.create_bus(net, vn_kv=0.4), pp.create_bus(net, vn_kv=0.4)
+    pp.create_ext_grid(net, bus=b0, vm_pu=1.03, s_sc_max_mva=100.0, rx_max=0.1, x0x_max=1.0, r0x0_max=0.1)
+    pp.create_transformer_from_parameters(
+        net, hv_bus=b0, lv_bus=b1, sn_mva=0.4, vn_hv_kv=10.0, vn_lv_kv=0.4, vkr_percent=1.0, vk_percent=4.0,
+        pfe_kw=0.0, i0_percent=0.0, vector_group="Dyn", vk0_percent=4.0, vkr0_percent=1.0, mag0_percent=100,
+        mag0_rx=0, si0_hv_partial=0.9)
+    pp.create_line_from_parameters(net, from_bus=b1, to_bus=b2, length_km=0.3, r_ohm_per_km=0.32,
+                                   x_ohm_per_km=0.08, c_nf_per_km=0.0, max_i_ka=0.2, r0_ohm_per_km=1.2,
+                                   x0_ohm_per_km=0.3, c0_nf_per_km=0.0)
+    pp.create_load(net, bus=b2, p_mw=0.0, name="house")
+    pp.create_sgen(net, bus=b2, p_mw=0.0, name="pv a")
+    pp.create_sgen(net, bus=b2, p_mw=0.0, name="pv b")
+    return net
+
+
+PHASES = {"load": np.array([PHASE_ABC]), "sgen": np.array([0, 1]), "storage": np.zeros(0, np.int64)}
+
+
+def test_rows_on_their_phases_match_runpp_3ph() -> None:
+    net = _lv_net()
+    snap = PhaseSnapshot(net, phase=PHASES)
+    st = snap.solve(load_p_mw=np.array([0.009]), load_q_mvar=np.array([0.003]), sgen_p_mw=np.array([0.02, 0.005]),
+                    sgen_q_mvar=np.zeros(2), storage_p_mw=np.zeros(0))
+    ref = _lv_net()  # the same injections as pandapower's asymmetric elements
+    pp.create_asymmetric_load(ref, bus=2, p_a_mw=0.003, p_b_mw=0.003, p_c_mw=0.003,
+                              q_a_mvar=0.001, q_b_mvar=0.001, q_c_mvar=0.001)
+    pp.create_asymmetric_sgen(ref, bus=2, p_a_mw=0.02, p_b_mw=0.005, p_c_mw=0.0)
+    pp.runpp_3ph(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    want = ref.res_bus_3ph[["vm_a_pu", "vm_b_pu", "vm_c_pu"]].to_numpy()
+    assert st.vm_abc_pu is not None and st.vuf_percent is not None
+    np.testing.assert_allclose(st.vm_abc_pu, want, atol=1e-6)
+    assert st.vm_abc_pu[2, 0] > st.vm_abc_pu[2, 1]  # phase a carries the big PV
+    assert st.vuf_percent[2] > 0.5
+    assert st.vm_max_pu == pytest.approx(float(np.nanmax(want)))
+
+
+def _trade(tid: int, seller: int, wh: int) -> Trade:
+    return Trade(trade_id=tid, interval=3, buy_order_id=tid, sell_order_id=tid, buyer_device=99,
+                 seller_device=seller, cleared_wh=wh, energy_wh=wh, price_per_mwh=100)
+
+
+def test_dso_curtails_the_violated_phase_first() -> None:
+    import mesa
+
+    net = _lv_net()
+    grid = GridSpec(kind="ieee_eu_lv", phases=3, vm_max_pu=1.10, vuf_max_percent=2.0)
+    dso = DSOAgent(mesa.Model(rng=np.random.default_rng(0)), net=net, grid=grid, element_phase=PHASES)
+
+    def seller(device: int) -> list[Effect]:
+        return [("sgen", device, -MW_PER_WH)] if device in (0, 1) else []
+
+    # 40 kW on phase a, 10 kW on phase b; the phase-b seller asks the lower price
+    trades = [_trade(1, 0, 10_000), _trade(2, 1, 2500)]
+    res = dso.check(trades=trades,
+                    element_p_mw={"load": np.array([0.002]), "sgen": np.array([0.04, 0.01]), "storage": np.zeros(0)},
+                    element_q_mvar={"load": np.zeros(1), "sgen": np.zeros(2), "storage": np.zeros(0)},
+                    seller_effects=seller, buyer_effects=lambda d: [],
+                    limit_price=lambda device, side: 50 if device == 1 else 70)
+    assert res.found.overvoltage > 0 or res.found.unbalance > 0
+    assert res.found.hot_phase == 0
+    assert not res.remaining.any
+    cut = {c.trade_id: c for c in res.curtailments}
+    assert 1 in cut and 2 not in cut  # the phase-a trade, although the phase-b one is cheaper
+    assert cut[1].energy_wh < 10_000
+    # the balanced engine sees the 50 kW spread over three phases: no violation at all
+    flat = DSOAgent(mesa.Model(rng=np.random.default_rng(0)), net=_lv_net(),
+                    grid=GridSpec(kind="ieee_eu_lv", vm_max_pu=1.10))
+    res1 = flat.check(trades=trades,
+                      element_p_mw={"load": np.array([0.002]), "sgen": np.array([0.04, 0.01]), "storage": np.zeros(0)},
+                      element_q_mvar={"load": np.zeros(1), "sgen": np.zeros(2), "storage": np.zeros(0)},
+                      seller_effects=seller, buyer_effects=lambda d: [], limit_price=lambda d, s: 0)
+    assert not res1.found.any and res1.curtailed_wh == 0
+
+
+def _errors(tmp_path: Path, text: str) -> list[tuple[str, str]]:
+    base = (ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml").read_text()
+    p = tmp_path / "s.yaml"
+    p.write_text(base + text)
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(p)
+    return exc.value.errors
+
+
+def test_phase_connection_errors_name_their_field(tmp_path: Path) -> None:
+    base = (ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(base.replace("kwp_max: 4.6", "kwp_max: 7.0")
+                                     .replace("charger_kw: 3.7", "charger_kw: 11"))
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(tmp_path / "a.yaml")
+    paths = [p for p, _ in exc.value.errors]
+    assert "agents.households.pv.kwp_max" in paths and "agents.evs.charger_kw" in paths
+    assert "single_phase_max_kva" in dict(exc.value.errors)["agents.evs.charger_kw"]
+    (tmp_path / "b.yaml").write_text(base.replace("phases: 3", "phases: 1"))  # connections on a balanced grid
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(tmp_path / "b.yaml")
+    assert [p for p, _ in exc.value.errors] == ["grid.phase_connection"]
+    (tmp_path / "c.yaml").write_text(base.replace("kind: ieee_eu_lv", "kind: cigre_lv")
+                                     .replace("pv: a", "pv: d"))
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(tmp_path / "c.yaml")
+    paths = [p for p, _ in exc.value.errors]
+    assert "grid.phase_connection.pv" in paths
+
+
+def test_three_phase_run_curtails_and_records_phases(tmp_path: Path) -> None:
+    from twin.run import run_scenario
+
+    sc = load_scenario(ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml")
+    sc = sc.model_copy(update={"duration_s": 3 * 900})
+    out = run_scenario(sc, out_dir=tmp_path / "run", progress=False)
+    bus = pq.read_table(tmp_path / "run" / "bus.parquet").to_pandas()
+    line = pq.read_table(tmp_path / "run" / "line.parquet").to_pandas()
+    dso = pq.read_table(tmp_path / "run" / "dso.parquet").to_pandas()
+    assert bus[["vm_a_pu", "vm_b_pu", "vm_c_pu", "vuf_percent"]].notna().any().all()
+    assert line[["loading_a_percent", "loading_b_percent", "loading_c_percent"]].notna().any().all()
+    assert (bus.vm_a_pu - bus.vm_b_pu).abs().max() > 0.01  # unbalanced
+    assert dso.curtailed_wh.sum() > 0 and dso.vuf_max_percent.max() > 0
+    assert out.kpis["max_vuf_percent"] > 1.0 and out.kpis["curtailed_kwh"] > 0
+    assert out.kpis["vm_phase_max_pu"] > sc.grid.vm_max_pu >= out.kpis["vm_max_pu"] - 0.05
