@@ -142,4 +142,5 @@ def test_three_phase_run_curtails_and_records_phases(tmp_path: Path) -> None:
     assert (bus.vm_a_pu - bus.vm_b_pu).abs().max() > 0.01  # unbalanced
     assert dso.curtailed_wh.sum() > 0 and dso.vuf_max_percent.max() > 0
     assert out.kpis["max_vuf_percent"] > 1.0 and out.kpis["curtailed_kwh"] > 0
-    assert out.kpis["vm_phase_max_pu"] > sc.grid.vm_max_pu >= out.kpis["vm_max_pu"] - 0.05
+    assert dso.violations_found.sum() > 0  # found per phase (the balanced model sees none here)
+    assert out.kpis["vm_phase_max_pu"] > out.kpis["vm_phase_min_pu"] + 0.03
