@@ -27,6 +27,14 @@ nothing to curtail; the grid simulator reports the actual state). A V2G EV selli
 (``agents.evs.v2g``) is an injecting device like the others: curtailing its sale lowers
 its discharge.
 
+Three-phase grids (``grid.phases: 3``, :mod:`twin.grid.snapshot3ph`): each element row sits
+on its phase; the check counts phase-to-neutral voltages outside the band, per-phase line
+and trafo loadings and three-phase buses whose voltage-unbalance factor exceeds
+``grid.vuf_max_percent`` (:class:`Violations` ``unbalance``, and ``hot_phase``, the phase of
+the worst violation). An unbalance is relieved like an overload (sell trades while the
+feeder exports, else buy trades), and the candidates are ranked by phase before price:
+devices on the violated phase first, then three-phase devices, then the other phases.
+
 Local network tariff (``grid.tariff``): the DSO publishes, each interval, the time-of-use
 network fee of the next interval (:meth:`DSOAgent.network_fee`, integer micro-units per
 MWh, peak in ``[peak_start_hour, peak_end_hour)`` UTC, else off-peak). Buyers bid their
