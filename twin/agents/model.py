@@ -38,10 +38,10 @@ from typing import Any
 import mesa
 import numpy as np
 
-from twin.agents._common import TradeArrays, net_trades, wh_to_mw
+from twin.agents._common import TradeArrays, energy_cap_wh, net_trades, wh_to_mw
 from twin.agents.controls import DERControl
 from twin.agents.dso import DSOAgent, Effect
-from twin.agents.envelope_policy import EnvelopePublisher
+from twin.agents.envelope_policy import EnvelopePublisher, PublishedEnvelope
 from twin.agents.ev import EVAgent, EVFleet
 from twin.agents.forecast import PriceForecaster
 from twin.agents.household import HouseholdAgent, Households
@@ -146,6 +146,7 @@ class FeederModel(mesa.Model):
         ]
         self.devices: list[Device] = devices
         self.accounts: list[int] = sorted({d.owner for d in devices})
+        self._cap_wh = {d.device_id: int(energy_cap_wh(d.capacity_w, self.interval_s)) for d in devices}
         self._agent_names = ([f"household_{i}" for i in range(hh.n)] + [f"ev_{i}" for i in range(ev.n)]
                              + [f"storage_{i}" for i in range(cs.n)])
         self._hh_index = {int(d): i for i, d in enumerate(hh.device_id)}
@@ -206,7 +207,7 @@ class FeederModel(mesa.Model):
         p["storage"][f.storage_row] = wh_to_mw(cs_wh, it)
         return p, q
 
-    def _publish_envelopes(self, k: int) -> None:
+    def _publish_envelopes(self, k: int) -> PublishedEnvelope:
         """Envelopes of interval ``k`` from its forecast without trades (envelope_policy)."""
         assert self.envelopes is not None
         f, hh, ev, cs = self.feeder, self.households, self.evs, self.storage
@@ -227,7 +228,7 @@ class FeederModel(mesa.Model):
         imports += [Connection(device_id=int(cs.device_id[j]), table="storage", row=int(f.storage_row[j]),
                                coef=1.0, capacity_mw=cs.capacity_w[j] / 1e6, potential_mw=cs.capacity_w[j] / 1e6)
                     for j in range(cs.n)]
-        self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports)
+        return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports)
 
     def _limit_price(self, k: int) -> Any:
         def lookup(device: int, side: Side) -> int:
@@ -286,6 +287,8 @@ class FeederModel(mesa.Model):
             k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s,
             free=free)
         export_cap = np.where(hh_cut, hh_s, np.inf)
+        if self.envelopes is not None and k not in self.envelopes.published:  # the first interval
+            self._publish_envelopes(k)
         if self.envelopes is not None:  # the published export limits hold physically too
             export_cap = np.minimum(export_cap, self.envelopes.export_cap_wh(k, hh.device_id))
         hd = hh.dispatch(k, export_cap_wh=export_cap, pv_cap_wh=pv_cap)
@@ -311,6 +314,7 @@ class FeederModel(mesa.Model):
 
         # --- TSO signal and orders for k+1
         orders: list[OrderIntent] = []
+        envelopes: dict[str, dict[int, int]] | None = None
         signal = None
         if k + 1 < self.n_intervals:
             signal = self._tso_signal(k + 1)
@@ -331,7 +335,11 @@ class FeederModel(mesa.Model):
                        + cs.orders(k + 1, price_history=price_history, dr=dr_next, fee=fee,
                                    estimate=estimate))
             if self.envelopes is not None:  # before gate closure: publish, orders within them
-                self._publish_envelopes(k + 1)
+                pub = self._publish_envelopes(k + 1)
+                # per device both sides (the ledgers' form): an unlimited side is the device's cap
+                limited = sorted({*pub.export_wh, *pub.import_wh})
+                envelopes = {"export": {d: pub.export_wh.get(d, self._cap_wh[d]) for d in limited},
+                             "import": {d: pub.import_wh.get(d, self._cap_wh[d]) for d in limited}}
                 orders = self.envelopes.cap_orders(orders)
             for o in orders:
                 self._limit[(k + 1, o.device_id, o.side)] = o.price_per_mwh
@@ -369,7 +377,7 @@ class FeederModel(mesa.Model):
             interval=k, time_s=time_s, curtailments=check.curtailments, trades=final,
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
             agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
-            forecast_rows=forecast_rows, dr_calls=calls, free_p_mw=free,
+            forecast_rows=forecast_rows, dr_calls=calls, free_p_mw=free, envelopes=envelopes,
         )
 
     # ------------------------------------------------------------------ forecasts

@@ -41,7 +41,7 @@ def _problem(net: pp.pandapowerNet) -> dict:
 def _vm_max(net: pp.pandapowerNet, sgen_mw: list[float]) -> float:
     net.sgen["p_mw"] = sgen_mw
     net.load.loc[3, "p_mw"] = 0.0
-    pp.runpp(net, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(net, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     return float(net.res_bus.vm_pu.max())
 
 
