@@ -34,3 +34,21 @@ def test_orders_beyond_the_envelope_are_rejected(ledger: Ledger) -> None:
 def test_only_the_dso_publishes_envelopes(ledger: Ledger) -> None:
     with pytest.raises(e.NotDSO):
         ledger.set_envelopes(1, export_wh={14: 1}, import_wh={14: 1}, sender=3)  # type: ignore[attr-defined]
+
+
+def test_market_step_publishes_envelopes_before_the_orders(ledger: Ledger) -> None:
+    """The run's market step (twin/market/step.py) sets the DSO's envelopes of k + 1 first,
+    then books the agents' orders: one beyond them is refused by the ledger itself."""
+    from twin.market.step import MarketLog, MarketStep
+
+    step = MarketStep(ledger=ledger, interval_s=ledger.interval_s, n_intervals=4, log=MarketLog())
+    env = {"export": {14: 400}, "import": {14: 0}}
+    res = step.step(0, orders_interval=1, orders=[sell(14, 400, 90_000_000, interval=1),
+                                                  buy(12, 400, 120_000_000, interval=1)],
+                    curtailments=[], metered_wh=None, metered_interval=None, envelopes=env)
+    assert sum(t.energy_wh for t in res.trades) == 400
+    raises(e.EnvelopeExceeded,
+           lambda: step.step(1, orders_interval=2, orders=[sell(14, 401, 90_000_000, interval=2)],
+                             curtailments=[], metered_wh={12: 400, 14: -400}, metered_interval=1,
+                             envelopes={"export": {14: 400}, "import": {14: 0}}),
+           device=14, limit=400, requested=401)
