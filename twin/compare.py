@@ -52,7 +52,7 @@ DEFAULT_PRICING = ChainPricing()
 INFO_COLUMNS = ("scenario", "file", "kind", "ledger", "mechanism", "services", "grid", "status",
                 "error", "wall_s", "run_dir")
 #: the tables the KPIs read (only those a run wrote)
-_TABLES = ("grid", "bus", "market", "settlements", "trades", "chain", "game_units", "game_security",
+_TABLES = ("grid", "bus", "agents", "market", "settlements", "trades", "chain", "game_units", "game_security",
            *SERVICE_FLOWS)
 
 

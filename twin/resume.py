@@ -238,6 +238,10 @@ class ReplayLedger:
             raise ResumeError(f"replay: device {device.device_id} differs from the one on chain")
 
     # --- market steps ------------------------------------------------------------------------
+    def set_envelopes(self, interval: int, **kw: Any) -> None:
+        if not self.replaying:  # replayed: the chain holds them already
+            self.chain.set_envelopes(interval, **kw)
+
     def place_orders(self, intents: Sequence[OrderIntent], **kw: Any) -> list[Order]:
         if not self.replaying:
             return list(self.chain.place_orders(intents, **kw))

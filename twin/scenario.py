@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from twin.grid.der_spec import DerFunctionsSpec, OltcSpec
+from twin.grid.der_spec import DerFunctionsSpec, DsoSpec, OltcSpec
 from twin.grid.phase_spec import PhaseConnectionSpec, phase_problems
 from twin.services.registry import SERVICES, market_services_model, service_problems
 from twin.simbench_codes import simbench_code_problem
@@ -586,6 +586,8 @@ class Scenario(_Spec):
     chain: ChainSpec = ChainSpec()
     hil: HILSpec = HILSpec()
     resilience: ResilienceSpec = ResilienceSpec()
+    #: the DSO's policy: curtail after the market, envelopes before it, or both
+    dso: DsoSpec = DsoSpec()
     game: GameSpec | None = None  # a cooperative-game scenario instead of a feeder day
 
     @model_validator(mode="after")

@@ -38,9 +38,10 @@ from typing import Any
 import mesa
 import numpy as np
 
-from twin.agents._common import TradeArrays, net_trades, wh_to_mw
+from twin.agents._common import TradeArrays, energy_cap_wh, net_trades, wh_to_mw
 from twin.agents.controls import DERControl
 from twin.agents.dso import DSOAgent, Effect
+from twin.agents.envelope_policy import EnvelopePublisher, PublishedEnvelope
 from twin.agents.ev import EVAgent, EVFleet
 from twin.agents.forecast import PriceForecaster
 from twin.agents.household import HouseholdAgent, Households
@@ -50,6 +51,7 @@ from twin.agents.strategies import make_strategy
 from twin.agents.tso import DemandResponseEvent, TSOAgent, TSOSignal
 from twin.agents.vpp import VPPAggregator
 from twin.grid.der_runtime import feeder_der_devices
+from twin.grid.envelopes import Connection
 from twin.grid.feeders import Feeder
 from twin.market.types import Device, DeviceKind, DRCall, OrderIntent, Side, Trade
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
@@ -145,6 +147,7 @@ class FeederModel(mesa.Model):
         ]
         self.devices: list[Device] = devices
         self.accounts: list[int] = sorted({d.owner for d in devices})
+        self._cap_wh = {d.device_id: int(energy_cap_wh(d.capacity_w, self.interval_s)) for d in devices}
         self._agent_names = ([f"household_{i}" for i in range(hh.n)] + [f"ev_{i}" for i in range(ev.n)]
                              + [f"storage_{i}" for i in range(cs.n)])
         self._hh_index = {int(d): i for i, d in enumerate(hh.device_id)}
@@ -155,6 +158,12 @@ class FeederModel(mesa.Model):
         n_load, n_sgen, n_sto = feeder.n_load, feeder.n_sgen, feeder.n_storage_rows
         self._zeros = {"load": np.zeros(n_load), "sgen": np.zeros(n_sgen), "storage": np.zeros(n_sto)}
         self._mw_per_wh = 3600.0 / self.interval_s / 1e6
+        #: dso.policy: curtail cleared trades (curtail, both), publish envelopes (envelopes, both)
+        self._curtail = scenario.dso.policy != "envelopes"
+        g = scenario.grid
+        self.envelopes = None if scenario.dso.policy == "curtail" else EnvelopePublisher(
+            net=feeder.net, spec=scenario.dso.envelopes, vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
+            max_loading_percent=g.max_loading_percent, interval_s=self.interval_s)
 
     # ------------------------------------------------------------------ helpers
     def _seller_effects(self, device: int) -> list[Effect]:
@@ -199,6 +208,29 @@ class FeederModel(mesa.Model):
         p["storage"][f.storage_row] = wh_to_mw(cs_wh, it)
         return p, q
 
+    def _publish_envelopes(self, k: int) -> PublishedEnvelope:
+        """Envelopes of interval ``k`` from its forecast without trades (envelope_policy)."""
+        assert self.envelopes is not None
+        f, hh, ev, cs = self.feeder, self.households, self.evs, self.storage
+        hp = hh.plan(k, export_cap_wh=np.full(hh.n, np.inf))
+        p, q = self._elements(k, hp.load_wh, hp.pv_wh, hp.battery_charge_wh - hp.battery_discharge_wh,
+                              np.zeros(ev.n), np.zeros(cs.n))
+        surplus = np.clip(-wh_to_mw(hp.metered_wh, self.interval_s), 0.0, None)
+        exports = [Connection(device_id=int(hh.device_id[i]), table="sgen", row=int(f.household_sgen_row[i]),
+                              coef=1.0, capacity_mw=hh.capacity_w[i] / 1e6, potential_mw=float(surplus[i]),
+                              base_mw=float(surplus[i]))
+                   for i in range(hh.n) if f.household_sgen_row[i] >= 0]
+        exports += [Connection(device_id=int(cs.device_id[j]), table="storage", row=int(f.storage_row[j]),
+                               coef=-1.0, capacity_mw=cs.capacity_w[j] / 1e6, potential_mw=cs.capacity_w[j] / 1e6)
+                    for j in range(cs.n)]
+        imports = [Connection(device_id=int(ev.device_id[e]), table="load", row=int(f.ev_load_row[e]),
+                              coef=1.0, capacity_mw=ev.capacity_w[e] / 1e6, potential_mw=ev.capacity_w[e] / 1e6)
+                   for e in range(ev.n)]
+        imports += [Connection(device_id=int(cs.device_id[j]), table="storage", row=int(f.storage_row[j]),
+                               coef=1.0, capacity_mw=cs.capacity_w[j] / 1e6, potential_mw=cs.capacity_w[j] / 1e6)
+                    for j in range(cs.n)]
+        return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports)
+
     def _limit_price(self, k: int) -> Any:
         def lookup(device: int, side: Side) -> int:
             return self._limit.get((k, device, side), 0)
@@ -235,7 +267,7 @@ class FeederModel(mesa.Model):
             hh_plan.battery_charge_wh - hh_plan.battery_discharge_wh, ev_plan, cs_plan.metered_wh,
         )
         check = self.dso.check(
-            trades=trades, element_p_mw=p_plan, element_q_mvar=q_plan,
+            trades=trades if self._curtail else [], element_p_mw=p_plan, element_q_mvar=q_plan,
             seller_effects=self._seller_effects, buyer_effects=self._buyer_effects,
             limit_price=self._limit_price(k), freq_hz=self.tso.frequency_hz(k),
         )
@@ -255,7 +287,12 @@ class FeederModel(mesa.Model):
         pv_cap, ev_dispatch, cs_dispatch = self._controlled(
             k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s,
             free=free)
-        hd = hh.dispatch(k, export_cap_wh=np.where(hh_cut, hh_s, np.inf), pv_cap_wh=pv_cap)
+        export_cap = np.where(hh_cut, hh_s, np.inf)
+        if self.envelopes is not None and k not in self.envelopes.published:  # the first interval
+            self._publish_envelopes(k)
+        if self.envelopes is not None:  # the published export limits hold physically too
+            export_cap = np.minimum(export_cap, self.envelopes.export_cap_wh(k, hh.device_id))
+        hd = hh.dispatch(k, export_cap_wh=export_cap, pv_cap_wh=pv_cap)
         ed = ev.dispatch(k, bought_wh=ev_dispatch[0], curtailed=ev_dispatch[1], dr=dr,
                          sold_wh=ev_dispatch[2], sell_curtailed=ev_s_cut | (ev_s > 0))
         sd = cs.dispatch(bought_wh=cs_dispatch[0], sold_wh=cs_dispatch[1])
@@ -278,6 +315,7 @@ class FeederModel(mesa.Model):
 
         # --- TSO signal and orders for k+1
         orders: list[OrderIntent] = []
+        envelopes: dict[str, dict[int, int]] | None = None
         signal = None
         if k + 1 < self.n_intervals:
             signal = self._tso_signal(k + 1)
@@ -297,6 +335,13 @@ class FeederModel(mesa.Model):
             orders += (ev.orders(k + 1, dr=dr_next, fee=fee, last_price=last, estimate=estimate)
                        + cs.orders(k + 1, price_history=price_history, dr=dr_next, fee=fee,
                                    estimate=estimate))
+            if self.envelopes is not None:  # before gate closure: publish, orders within them
+                pub = self._publish_envelopes(k + 1)
+                # per device both sides (the ledgers' form): an unlimited side is the device's cap
+                limited = sorted({*pub.export_wh, *pub.import_wh})
+                envelopes = {"export": {d: pub.export_wh.get(d, self._cap_wh[d]) for d in limited},
+                             "import": {d: pub.import_wh.get(d, self._cap_wh[d]) for d in limited}}
+                orders = self.envelopes.cap_orders(orders)
             for o in orders:
                 self._limit[(k + 1, o.device_id, o.side)] = o.price_per_mwh
         for key in [key for key in self._limit if key[0] <= k]:
@@ -336,7 +381,7 @@ class FeederModel(mesa.Model):
             interval=k, time_s=time_s, curtailments=check.curtailments, trades=final,
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
             agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
-            forecast_rows=forecast_rows, dr_calls=calls, free_p_mw=free,
+            forecast_rows=forecast_rows, dr_calls=calls, free_p_mw=free, envelopes=envelopes,
         )
 
     # ------------------------------------------------------------------ forecasts

@@ -55,6 +55,9 @@ class IntervalOutput:
     #: rows of the ``forecasts`` table: this interval's feeder forecasts and actuals
     forecast_rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     #: the TSO's signal for the next interval (None after the last one)
+    #: operating envelopes the DSO published for the next interval (dso.policy envelopes |
+    #: both): ("export" | "import") -> device id -> Wh; None otherwise
+    envelopes: dict[str, dict[int, int]] | None = None
     tso: TSOSignal | None = None
     #: demand-response calls the TSO made in this step (for the next interval), with the
     #: flexible devices' offers: the market's services post and pay them

@@ -447,6 +447,21 @@ class ChainLedger(LedgerBase):
             price_per_mwh=v["price"],
         )
 
+    # --- DSO operating envelopes -------------------------------------------------------
+    def set_envelopes(self, interval: int, *, export_wh: Mapping[int, int], import_wh: Mapping[int, int],
+                      sender: int | None = None) -> None:
+        """``EnergyMarket.setEnvelopes``: one transaction for every device (same rules as the
+        reference ledger: orders beyond revert with EnvelopeExceeded)."""
+        if set(export_wh) != set(import_wh):
+            raise e.BadAmount(len(export_wh), purpose="set_envelopes: export and import name different devices")
+        devices = sorted(export_wh)
+        self._transact(
+            self.market, "setEnvelopes",
+            [interval, devices, [int(export_wh[d]) for d in devices], [int(import_wh[d]) for d in devices]],
+            sender=DSO_ACCOUNT if sender is None else sender, interval=interval,
+            purpose=f"set_envelopes: interval {interval}, {len(devices)} devices",
+        )  # fmt: skip
+
     # --- DSO curtailment --------------------------------------------------------------
     def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
         if not 0 <= trade_id < UINT64:

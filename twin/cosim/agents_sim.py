@@ -84,7 +84,10 @@ class AgentsSim(mosaik_api_v3.Simulator):
                 "free_p_mw": {t: {str(r): v for r, v in rows.items()} for t, rows in out.free_p_mw.items()},
                 "storage_soc": soc_start,
             },
-            "orders": {"interval": k + 1, "orders": encode_orders(out.orders)},
+            "orders": {"interval": k + 1, "orders": encode_orders(out.orders),
+                       # the DSO's operating envelopes of k + 1 (dso.policy), published first
+                       **({"envelopes": {s: {str(d): w for d, w in m.items()} for s, m in out.envelopes.items()}}
+                          if out.envelopes is not None else {})},
             "curtailments": {
                 "interval": k,
                 "curtailments": [

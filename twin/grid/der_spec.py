@@ -36,7 +36,7 @@ from twin.grid.der_functions import (
     WattVar,
 )
 
-__all__ = ["DerFunctionsSpec", "OltcSpec"]
+__all__ = ["DerFunctionsSpec", "DsoSpec", "EnvelopeSpec", "OltcSpec"]
 
 _Resp = Annotated[float, Field(ge=0)] | None
 
@@ -152,3 +152,23 @@ class OltcSpec(_Spec):
     #: total dead band; default 1.5 tap steps
     band_pu: Annotated[float, Field(gt=0)] | None = None
     delay_s: Annotated[float, Field(ge=0)] = 30.0
+
+
+class EnvelopeSpec(_Spec):
+    """How the DSO computes dynamic operating envelopes (:mod:`twin.grid.envelopes`)."""
+
+    #: fair share of the headroom: the same kW for everyone (``equal``) or the same share of
+    #: each connection's capacity (``proportional``)
+    rule: Literal["equal", "proportional"] = "equal"
+    #: levels screened in the batch (0, 1/levels, ..., 1): the envelope's resolution
+    levels: Annotated[int, Field(ge=1, le=1000)] = 32
+    #: the forecast without trades already violates: publish zero limits, or stop the run
+    negative: Literal["zero", "error"] = "zero"
+
+
+class DsoSpec(_Spec):
+    """The DSO's policy: curtail cleared trades after the market, publish envelopes before
+    it (the market clears within them), or both."""
+
+    policy: Literal["curtail", "envelopes", "both"] = "curtail"
+    envelopes: EnvelopeSpec = EnvelopeSpec()

@@ -107,6 +107,7 @@ KPI_COLUMNS = (
     "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
     "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
     "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
+    "limited_pv_kwh", "limited_pv_jain",
 )
 
 #: One line per KPI: unit and meaning (the header notes of compare.md).
@@ -129,6 +130,8 @@ KPI_NOTES = {
     "chain_cost_per_kwh": "that gas at the stated gas and coin prices, currency/kWh (NA: reference ledger)",
     "fairness_gini": "Gini of per-participant net benefit (0 = equal; normalised by mean absolute value)",
     "participants": "accounts that settled (operator and DSO excluded)",
+    "limited_pv_kwh": "PV energy the DSO held back (curtailed trades or operating envelopes), kWh",
+    "limited_pv_jain": "Jain index of PV energy held back per PV household (1: equal burden; 1/n: one carries all; 1 when nothing is held back)",
 }
 
 NA = float("nan")
@@ -213,6 +216,31 @@ def peak_import_kw(grid: pa.Table) -> float:
 def curtailed_kwh(market: pa.Table) -> float:
     """Energy of cleared trades the DSO curtailed, kWh."""
     return float(_icol(market, "curtailed_wh").sum() / 1000.0)
+
+
+def limited_pv_wh(agents: pa.Table) -> np.ndarray:
+    """PV energy held back per PV household over the run (available - produced), Wh.
+
+    What curtailment (the export cap of a curtailed seller) or an operating envelope (the
+    export limit) spilled; households without PV are left out."""
+    if not agents.num_rows or "pv_available_wh" not in agents.column_names:
+        return np.zeros(0)
+    hh = np.asarray(agents.column("kind").to_pylist()) == "household"
+    dev = _icol(agents, "device_id")[hh]
+    avail = _col(agents, "pv_available_wh")[hh]
+    lost = np.clip(avail - _col(agents, "pv_wh")[hh], 0.0, None)
+    ids, inv = np.unique(dev, return_inverse=True)
+    has_pv = np.bincount(inv, weights=avail, minlength=ids.size) > 0
+    return np.bincount(inv, weights=lost, minlength=ids.size)[has_pv]
+
+
+def jain_index(values: np.ndarray | list[float]) -> float:
+    """Jain's fairness index (sum x)^2 / (n sum x^2) in [1/n, 1]; 1 for all zeros; NaN if empty."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return NA
+    sq = float((x * x).sum())
+    return 1.0 if sq == 0 else float(x.sum() ** 2 / (x.size * sq))
 
 
 def local_market_share(settlements: pa.Table) -> float:
@@ -382,6 +410,8 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         "chain_cost_per_kwh": gas * pricing.cost_per_gas() if np.isfinite(gas) else NA,
         "fairness_gini": gini(list(benefits.values())),
         "participants": float(len(benefits)),
+        "limited_pv_kwh": float(limited_pv_wh(t("agents")).sum() / 1000.0),
+        "limited_pv_jain": jain_index(limited_pv_wh(t("agents"))),
     }
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "CurtailIncrease",
     "DeviceExists",
     "DeviceRevoked",
+    "EnvelopeExceeded",
     "GateClosed",
     "InsufficientBalance",
     "IntervalClosed",
@@ -202,6 +203,13 @@ class CapacityExceeded(MarketError):
     explanation = "device's energy on this side and interval would exceed its cap"
 
 
+class EnvelopeExceeded(MarketError):
+    """An order beyond the DSO's operating envelope of its device and interval."""
+
+    fields = ("device", "limit", "requested")
+    explanation = "order exceeds the DSO's operating envelope (Wh) for the device in that interval"
+
+
 class OppositeSide(MarketError):
     """A device may not buy and sell in the same interval."""
 
@@ -373,6 +381,7 @@ ERRORS: dict[str, type[MarketError]] = {
         IntervalClosed,
         GateClosed,
         CapacityExceeded,
+        EnvelopeExceeded,
         OppositeSide,
         InsufficientBalance,
         AlreadyCleared,

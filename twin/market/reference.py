@@ -101,6 +101,8 @@ class ReferenceLedger:
         self._domain = domain or Domain(chain_id=0, verifying_contract=ZERO_ADDRESS)
         self._signers: dict[int, str] = {}
         self._nonces: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
+        #: (device, interval, side) -> the DSO's operating envelope, Wh (dso.policy envelopes)
+        self._envelope: dict[tuple[int, int, Side], int] = {}
 
     # --- parameters -------------------------------------------------------------------
     @property
@@ -310,6 +312,9 @@ class ReferenceLedger:
         requested = self._used[key] + used_delta[key] + it.energy_wh
         if requested > cap:
             raise e.CapacityExceeded(it.device_id, cap, requested)
+        env = self._envelope.get(key)
+        if env is not None and requested > env:
+            raise e.EnvelopeExceeded(it.device_id, env, requested)
         if side == Side.BUY:
             need = payment(it.energy_wh, it.price_per_mwh)
             available = self._accounts[dev.owner].free + free_delta[dev.owner]
@@ -328,6 +333,25 @@ class ReferenceLedger:
         )
 
     # --- clearing ---------------------------------------------------------------------
+    def set_envelopes(self, interval: int, *, export_wh: Mapping[int, int], import_wh: Mapping[int, int],
+                      sender: int | None = None) -> None:
+        """The DSO publishes the operating envelopes of an open interval (Wh per device and
+        side; both maps name the same devices); orders beyond them raise EnvelopeExceeded."""
+        _require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        if set(export_wh) != set(import_wh):
+            raise e.BadAmount(len(export_wh))
+        if self._status.get(interval, "open") != "open":
+            raise e.IntervalClosed(interval)
+        for dev in sorted(export_wh):
+            ex, im = int(export_wh[dev]), int(import_wh[dev])
+            if not (0 <= ex < 2**32 - 1 and 0 <= im < 2**32 - 1):
+                raise e.BadAmount(ex if not 0 <= ex < 2**32 - 1 else im)
+            if self._used[(dev, interval, Side.SELL)] > ex or self._used[(dev, interval, Side.BUY)] > im:
+                raise e.BadAmount(dev)
+        for dev in export_wh:
+            self._envelope[(dev, interval, Side.SELL)] = int(export_wh[dev])
+            self._envelope[(dev, interval, Side.BUY)] = int(import_wh[dev])
+
     def clear(self, interval: int, *, sender: int | None = None) -> Clearing:
         with _purpose(f"clear: interval {interval}"):
             return self._clear(interval, sender)

@@ -72,7 +72,8 @@ class MarketStep:
 
     def step(self, k: int, *, orders_interval: int | None, orders: Sequence[OrderIntent],
              curtailments: Sequence[Curtailment], metered_wh: Mapping[int, int] | None,
-             metered_interval: int | None, dr_calls: Sequence[DRCall] = ()) -> StepResult:
+             metered_interval: int | None, dr_calls: Sequence[DRCall] = (),
+             envelopes: Mapping[str, Mapping[int, int]] | None = None) -> StepResult:
         """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out."""
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.ledger.set_time(now_s=k * self.interval_s)  # block time = simulation time
@@ -84,6 +85,9 @@ class MarketStep:
         result = StepResult(interval=k + 1, trades=[], price_history=self.log.price_history(),
                             rows=rows)
         if orders_interval is not None and orders_interval < self.n_intervals:
+            if envelopes is not None:  # the DSO's envelopes first: the ledger checks orders on them
+                self.ledger.set_envelopes(orders_interval, export_wh=envelopes["export"],
+                                          import_wh=envelopes["import"])
             result = self._clear(orders_interval, orders, rows)
         if self.services:
             if k == self.n_intervals - 1:

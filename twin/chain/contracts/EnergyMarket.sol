@@ -78,11 +78,15 @@ contract EnergyMarket {
     }
 
     /// One slot: energy used per side and the highest signed-order nonce seen, per
-    /// (interval, device) — replay protection for signed orders costs no extra storage.
+    /// (interval, device) — replay protection for signed orders costs no extra storage —
+    /// and the DSO's operating envelope (limit + 1 Wh per side; 0: no envelope), checked at
+    /// order time in the same slot.
     struct Usage {
         uint64 buyWh;
         uint64 sellWh;
         uint64 nonce;
+        uint32 importEnvWh;
+        uint32 exportEnvWh;
     }
 
     struct Position {
@@ -190,6 +194,7 @@ contract EnergyMarket {
     error BadAmount(uint256 amount);
     error IntervalClosed(uint256 interval);
     error CapacityExceeded(uint256 device, uint256 cap, uint256 requested);
+    error EnvelopeExceeded(uint256 device, uint256 limit, uint256 requested);
     error OppositeSide(uint256 device, uint256 interval);
     error InsufficientBalance(address account, uint256 needed, uint256 available);
     error AlreadyCleared(uint256 interval);
@@ -365,6 +370,8 @@ contract EnergyMarket {
         uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
         uint256 requested = used + uint256(energyWh); // used < 2**64, energyWh < 2**255: no overflow
         if (requested > cap) revert CapacityExceeded(device, cap, requested);
+        uint256 env = side == Side.BUY ? u.importEnvWh : u.exportEnvWh;
+        if (env != 0 && requested > env - 1) revert EnvelopeExceeded(device, env - 1, requested);
         uint256 energy = uint256(energyWh);
         uint256 price = uint256(priceIn);
         uint256 escrow;
@@ -699,6 +706,26 @@ contract EnergyMarket {
     }
 
     // ------------------------------------------------------------------ curtailment
+
+    event EnvelopeSet(uint256 indexed interval, uint256 indexed device, uint256 exportWh, uint256 importWh);
+
+    /// The DSO publishes operating envelopes of an open interval before gate closure: per
+    /// device the most it may sell (export) and buy (import) in that interval, Wh; orders
+    /// beyond revert with EnvelopeExceeded. Envelopes may only tighten what is already booked
+    /// to nothing less than it (BadAmount otherwise).
+    function setEnvelopes(uint64 interval, uint64[] calldata devices, uint32[] calldata exportWh,
+                          uint32[] calldata importWh) external onlyDSO {
+        if (devices.length != exportWh.length || devices.length != importWh.length) revert BadAmount(devices.length);
+        if (intervals[interval].status != OPEN) revert IntervalClosed(interval);
+        for (uint256 i = 0; i < devices.length; i++) {
+            Usage storage u = usage[interval][devices[i]];
+            if (exportWh[i] == type(uint32).max || importWh[i] == type(uint32).max) revert BadAmount(exportWh[i]);
+            if (u.sellWh > exportWh[i] || u.buyWh > importWh[i]) revert BadAmount(devices[i]);
+            u.exportEnvWh = exportWh[i] + 1;
+            u.importEnvWh = importWh[i] + 1;
+            emit EnvelopeSet(interval, devices[i], exportWh[i], importWh[i]);
+        }
+    }
 
     function curtail(uint256 tradeId, int256 energyWh) external onlyDSO {
         if (tradeId == 0 || tradeId > tradeCount) revert UnknownTrade(tradeId);
