@@ -484,6 +484,11 @@ class GameSpec(_Spec):
     units: Annotated[list[GeneratorUnitSpec], Field(min_length=2, max_length=8)]  # 3**n dispatches
     demand_mwh: PosFloat
     period_h: PosFloat = 1.0
+    #: how a coalition is valued: ``profit`` (revenue minus the cost of the paper's equation
+    #: (1), each coalition priced by its own units) or ``paper`` (the seed paper's Table 3:
+    #: the consortium's Fig. 7 price for every coalition, profit counted against each unit's
+    #: marginal cost at its dispatch); see twin/market/game_paper.py
+    valuation: Literal["profit", "paper"] = "profit"
     #: feeder of the DSO security check (null: the game has no network)
     grid: GameGridSpec | None = None
     #: the buyer's bus on ``grid`` (``net.bus`` label)
@@ -498,17 +503,24 @@ class GameSpec(_Spec):
 
 
 def _game_problems(g: GameSpec | None) -> list[tuple[str, str]]:
-    """Buses without a game grid or a game grid without buses, as (field path, message);
-    whether a bus exists in the grid is checked when the grid is loaded (twin run)."""
+    """Buses without a game grid or a game grid without buses, a demand off the paper's bid
+    curve, as (field path, message); whether a bus exists in the grid is checked when the
+    grid is loaded (twin run)."""
     if g is None:
         return []
+    out: list[tuple[str, str]] = []
+    q0, q1 = sum(u.p_min_mw for u in g.units), sum(u.p_max_mw for u in g.units)
+    if g.valuation == "paper" and not q0 <= g.demand_mwh / g.period_h <= q1:
+        out.append(("game.demand_mwh", f"the paper's valuation prices the demand on the consortium's "
+                    f"bid curve, defined for {q0:g}..{q1:g} MW (sum of p_min .. sum of p_max); "
+                    f"{g.demand_mwh / g.period_h:g} MW is outside"))
     if g.grid is None:
-        return ([(f"game.units.{i}.bus", "only used with game.grid (set game.grid or drop the bus)")
-                 for i, u in enumerate(g.units) if u.bus is not None]
+        return (out + [(f"game.units.{i}.bus", "only used with game.grid (set game.grid or drop the bus)")
+                       for i, u in enumerate(g.units) if u.bus is not None]
                 + ([("game.buyer_bus", "only used with game.grid (set game.grid or drop it)")]
                    if g.buyer_bus is not None else []))
-    out = [(f"game.units.{i}.bus", f"unit {u.name} needs its bus on game.grid")
-           for i, u in enumerate(g.units) if u.bus is None]
+    out += [(f"game.units.{i}.bus", f"unit {u.name} needs its bus on game.grid")
+            for i, u in enumerate(g.units) if u.bus is None]
     if g.buyer_bus is None:
         out.append(("game.buyer_bus", "the buyer needs its bus on game.grid"))
     return out
