@@ -55,7 +55,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("time_s", _i64), ("interval", _i64), ("trade_id", _i64), ("buy_order_id", _i64),
          ("sell_order_id", _i64), ("buyer_device", _i64), ("seller_device", _i64),
          ("cleared_wh", _i64), ("energy_wh", _i64), ("curtailed_wh", _i64),
-         ("price_per_mwh", _i64)]
+         ("price_per_mwh", _i64), ("creator", _i64), ("created_s", _i64)]
     ),
     "settlements": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("device_id", _i64), ("owner", _i64),

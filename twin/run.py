@@ -320,7 +320,8 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
                         "buy_order_id": t.buy_order_id, "sell_order_id": t.sell_order_id,
                         "buyer_device": t.buyer_device, "seller_device": t.seller_device,
                         "cleared_wh": t.cleared_wh, "energy_wh": t.energy_wh,
-                        "curtailed_wh": t.curtailed_wh, "price_per_mwh": t.price_per_mwh}
+                        "curtailed_wh": t.curtailed_wh, "price_per_mwh": t.price_per_mwh,
+                        "creator": t.creator, "created_s": t.created_s}
                        for t in st.clearing.trades])
     rec.add("settlements", [{"time_s": 0, **{f: getattr(r, f) for f in (
         "interval", "device_id", "owner", "traded_wh", "metered_wh", "imbalance_wh", "trade_amount",

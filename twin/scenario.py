@@ -127,9 +127,19 @@ class HouseholdBatterySpec(_Spec):
     soc_min: Share = 0.1
     soc_max: Share = 0.95
     soc_init: Share = 0.5
+    #: home batteries answer demand-response calls (offer to stop charging and discharge
+    #: down to soc_min; the TenneT pilot's residential batteries)
+    dr: bool = False
+    #: with ``dr``: outside a DR call self-consumption discharges only above
+    #: max(soc_min, dr_reserve_soc), keeping the rest for the calls; 0 = no reservation
+    dr_reserve_soc: Share = 0.0
 
     @model_validator(mode="after")
     def _soc(self) -> HouseholdBatterySpec:
+        if self.dr_reserve_soc > self.soc_max:
+            raise ValueError(f"dr_reserve_soc ({self.dr_reserve_soc}) must not exceed soc_max ({self.soc_max})")
+        if self.dr_reserve_soc > 0 and not self.dr:
+            raise ValueError("dr_reserve_soc keeps energy for DR calls: set dr: true or drop it")
         return _soc_band(self)
 
 
@@ -695,10 +705,13 @@ def _service_problems(sc: Scenario) -> list[tuple[str, str]]:
             out.append(("market.services.demand_response.enabled",
                         "demand response needs a compensation price (agents.tso.dr_price_per_mwh > 0)"))
         if (ag.evs.count == 0 and ag.community_storage.count == 0
-                and round(ag.households.flex.share * ag.households.count) == 0):
+                and round(ag.households.flex.share * ag.households.count) == 0
+                and not (ag.households.battery.dr and ag.households.battery.share > 0
+                         and ag.households.pv.share > 0)):
             out.append(("market.services.demand_response.enabled",
                         "no flexible device can commit (agents.evs.count and "
-                        "agents.community_storage.count are 0, no household has a flexible load)"))
+                        "agents.community_storage.count are 0, no household has a flexible load "
+                        "or a home battery with agents.households.battery.dr)"))
     if sv.certificates.enabled and ag.households.pv.share == 0:
         out.append(("market.services.certificates.enabled",
                     "no renewable seller: agents.households.pv.share is 0"))

@@ -247,6 +247,7 @@ class ChainLedger:
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
         self._devices: dict[int, Device] = {}
+        self._block_times: dict[int, int] = {}  # block number -> market clock (trade tickets)
         self._prepared: set[int] = set()
         # Orders this ledger placed, by interval: clear() uses them when the on-chain
         # counts agree (no eth_getLogs over the whole chain, whose cost grows with its length).
@@ -679,6 +680,8 @@ class ChainLedger:
             decoded = _decode_static([t for _, t in ev.data], data)
             for (name, typ), v in zip(ev.data, decoded, strict=True):
                 values[name] = self.account_of(v) if typ == "address" else v
+            if ev.name == "TradeMatched" and log.get("blockNumber") is not None:
+                values["_block"] = int(str(log["blockNumber"]), 16)  # the trade's creation time
             out.append((ev.name, values))
         return out
 
@@ -1112,8 +1115,11 @@ class ChainLedger:
             trades=trades,
         )
 
-    @staticmethod
-    def _trade(v: Mapping[str, Any]) -> Trade:
+    def _trade(self, v: Mapping[str, Any]) -> Trade:
+        """A ``TradeMatched`` event as a trade ticket: its creator is the owner of the later
+        order's device, its creation time its block's timestamp on the market clock."""
+        later = v["buyerDevice"] if v["buyOrder"] > v["sellOrder"] else v["sellerDevice"]
+        block = v.get("_block")
         return Trade(
             trade_id=v["tradeId"],
             interval=v["interval"],
@@ -1124,7 +1130,16 @@ class ChainLedger:
             cleared_wh=v["energyWh"],
             energy_wh=v["energyWh"],
             price_per_mwh=v["price"],
+            creator=self.device(later).owner,
+            created_s=self.now_s if block is None else self._block_time_s(int(block)),
         )
+
+    def _block_time_s(self, block: int) -> int:
+        """A block's timestamp on the market clock (cached: blocks never change once final)."""
+        if block not in self._block_times:
+            head = self._rpc("eth_getBlockByNumber", [hex(block), False])["result"]
+            self._block_times[block] = int(head["timestamp"], 16) - self._market_start
+        return self._block_times[block]
 
     # --- DSO curtailment --------------------------------------------------------------
     def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
