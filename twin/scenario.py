@@ -371,6 +371,14 @@ class GreenExchangeServiceSpec(_Spec):
 
     buy_price_per_mwh: PosFloat = 100.0
     sell_price_per_mwh: PosFloat = 120.0
+    #: the token at a market rate: after each interval the DSO moves both prices by
+    #: ``rate_adjustment x (demand - supply) / (demand + supply)`` (relative; demand: the
+    #: whole kWh of uncovered consumption, supply: the tokens offered plus the DSO's stock),
+    #: within ``rate_min``..``rate_max`` times the prices above. 0: fixed prices (the pilot's
+    #: published rule, a special case)
+    rate_adjustment: Annotated[float, Field(ge=0, le=1)] = 0.0
+    rate_min: Annotated[float, Field(gt=0, le=1)] = 0.25
+    rate_max: Annotated[float, Field(ge=1, le=100)] = 4.0
 
 
 class ChargerTariffsServiceSpec(_Spec):
