@@ -34,6 +34,7 @@ participant accounts, e.g. asset investors, so Anvil has enough) then
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,8 @@ class ServiceContext:
     #: services of the run by name, for services that read another's results (a service
     #: registers itself when it is built; hooks run in builder order)
     shared: dict[str, Any] = field(default_factory=dict)
+    #: bus -> (x, y) in km from the feeder's geodata (empty without); drivers' distances
+    bus_xy_km: Mapping[int, tuple[float, float]] = field(default_factory=dict)
 
 
 class MarketService:
@@ -271,6 +274,7 @@ class ServicePlan:
             interval_s=self.scenario.market.interval_s,
             dr_offers=model.dr_offers,
             dr_devices=tuple(model.dr_devices()),
+            bus_xy_km=_bus_xy_km(getattr(getattr(model, "feeder", None), "net", None)),
         )
         services: list[MarketService] = []
         for b in builders():
@@ -280,6 +284,20 @@ class ServicePlan:
         if out:
             model.demand_response_hooks.append(out.on_dr_call)
         return out
+
+
+def _bus_xy_km(net: Any) -> dict[int, tuple[float, float]]:
+    """Bus positions in km (equirectangular around the feeder) from ``net.bus.geo``."""
+    if net is None or "geo" not in net.bus.columns:
+        return {}
+    from twin.topology import _point
+
+    pts = {int(b): p for b, g in net.bus["geo"].items() if (p := _point(g)) is not None}
+    if not pts:
+        return {}
+    lat0 = sum(p[1] for p in pts.values()) / len(pts)
+    kx = 111.32 * math.cos(math.radians(lat0))
+    return {b: (lon * kx, lat * 110.57) for b, (lon, lat) in pts.items()}
 
 
 def plan_services(scenario: Scenario, *, model: Any, first_account: int) -> ServicePlan:
