@@ -179,7 +179,8 @@ class GreenExchangeService(MarketService):
         lo, hi = self.rate_bounds
         self.rate = min(max(self.rate * (1 + self.rate_adjustment * (demand - supply) / (demand + supply)),
                             lo), hi)
-        buy, sell = (max(1, round(p * self.rate)) for p in self._base)
+        # whole thousandths of a currency unit per MWh: a token's (kWh's) price stays whole
+        buy, sell = (max(1000, round(p * self.rate / 1000) * 1000) for p in self._base)
         if (buy, sell) == (self.buy_price, self.sell_price):
             return
         self.backend.set_prices(buy, sell, sender=DSO_ACCOUNT)
