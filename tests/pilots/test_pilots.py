@@ -35,7 +35,7 @@ WINDOWS = {
     "shanghai_vpp": (16, 4),
     "wuhan_consortium": (0, 1),
     "rwa_vpp": (10, 3),
-    "israel_microgrid": (10, 3),
+    "israel_microgrid": (7, 3),
 }
 
 
