@@ -31,7 +31,7 @@ WINDOWS = {
     "scanergy": (10, 3),
     "tennet_ev": (18, 4),
     "share_and_charge": (17, 3),
-    "shekou": (10, 3),
+    "shekou": (7, 3),
     "shanghai_vpp": (16, 4),
     "wuhan_consortium": (0, 1),
     "rwa_vpp": (10, 3),
@@ -246,6 +246,7 @@ def test_bad_input_names_the_fields(tmp_path: Path, capsys: pytest.CaptureFixtur
     data = yaml.safe_load((PILOTS / "tennet_ev.yaml").read_text())
     data["agents"]["evs"]["count"] = 0
     data["agents"]["community_storage"]["count"] = 0
+    data["agents"]["households"]["battery"] = {"share": 0.0}  # no home batteries answering DR
     with pytest.raises(ScenarioError, match=r"market\.services\.demand_response\.enabled"):
         scenario_from_dict(data)
     rwa = yaml.safe_load((PILOTS / "rwa_vpp.yaml").read_text())
