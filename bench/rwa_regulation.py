@@ -2,7 +2,7 @@
 
 The one-stop VPP paper (seed 000, §6) reports monthly revenue of about 48 % market trading,
 32 % frequency regulation and 20 % demand response. Regulation is not yet wired into runs
-(twin/market/ancillary.py holds its reference rules), so this script estimates it *offline*
+(twin/services/ancillary/rules.py holds its reference rules), so this script estimates it *offline*
 from a finished ``rwa_vpp`` run:
 
 * per interval, each community battery's symmetric headroom around what it actually did
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from twin.market.ancillary import (
+from twin.services.ancillary.rules import (
     dispatch,
     performance_score,
     procure,

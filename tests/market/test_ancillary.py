@@ -1,4 +1,4 @@
-"""Frequency-regulation reference rules (twin/market/ancillary.py): signal statistics, headroom
+"""Frequency-regulation reference rules (twin/services/ancillary/rules.py): signal statistics, headroom
 that really holds an interval of full regulation, procurement in whole watts, dispatch within
 the SOC band, and a settlement that conserves money exactly."""
 
@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twin.market.ancillary import (
+from twin.market.types import DSO_ACCOUNT
+from twin.market.wallets import Wallets
+from twin.services.ancillary.rules import (
     AncillaryError,
     check_product,
     dispatch,
@@ -22,8 +24,6 @@ from twin.market.ancillary import (
     storage_headroom_kw,
     synthetic_signal,
 )
-from twin.market.types import DSO_ACCOUNT
-from twin.market.wallets import Wallets
 
 INTERVAL_S, STEP_S = 900, 60
 

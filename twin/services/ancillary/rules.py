@@ -2,7 +2,7 @@
 
 Seed: the one-stop VPP + RWA paper (§6) earns from market trading, **frequency regulation**
 and demand response. This module is the reference of that service, self-contained so that it
-becomes a plugin of the market-services layout (``twin/services/<name>/``) without change:
+is the ``rules`` of the market-service plugin ``twin/services/ancillary`` (not yet registered):
 the TSO procures symmetric regulation capacity per market interval, the VPP offers its
 resources' headroom, a regulation signal drives their dispatch inside the interval, and the
 TSO pays for capacity and for performance. Everything is arrays in, arrays out; money is
