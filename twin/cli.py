@@ -207,13 +207,18 @@ def _print_summary(outcome: Any) -> None:
     k = outcome.kpis
     tokens = "conserved" if k.get("tokens_conserved") == 1.0 else "NOT CONSERVED"
     if "game_grand_value" in k:  # a cooperative-game scenario
-        units = [n.removeprefix("game_shapley_") for n in k if n.startswith("game_shapley_")]
+        units = [n.removeprefix("game_p_mw_") for n in k if n.startswith("game_p_mw_")]
+        checks = [f"{v:<8} superadditive {'yes' if k[f'game_superadditive_{v}'] else 'no':>3}  core "
+                  f"{'non-empty' if k[f'game_core_nonempty_{v}'] else 'empty':>9}  Shapley in core "
+                  f"{'yes' if k[f'game_shapley_in_core_{v}'] else 'no'}"
+                  for v in ("profit", "paper") if f"game_superadditive_{v}" in k]
         print("\n".join(["", "== gridtwin game summary ==",
                          f"marginal price       {k['game_price_per_mwh']:10.2f} per MWh",
-                         f"grand coalition      {k['game_grand_value']:10.2f} profit",
+                         f"grand coalition      {k['game_grand_value']:10.2f} value",
                          *(f"{u:<8} dispatch {k['game_p_mw_' + u]:8.2f} MW  profit "
                            f"{k['game_profit_' + u]:9.2f}  Shapley {k['game_shapley_' + u]:9.2f}"
                            for u in units),
+                         *checks,
                          f"tokens               {tokens:>10}", f"results              {outcome.out_dir}"]))
         return
     lines = [

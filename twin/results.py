@@ -83,7 +83,7 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
         [("time_s", _i64), ("interval", _i64), ("trade_id", _i64), ("buy_order_id", _i64),
          ("sell_order_id", _i64), ("buyer_device", _i64), ("seller_device", _i64),
          ("cleared_wh", _i64), ("energy_wh", _i64), ("curtailed_wh", _i64),
-         ("price_per_mwh", _i64)]
+         ("price_per_mwh", _i64), ("creator", _i64), ("created_s", _i64)]
     ),
     "settlements": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("device_id", _i64), ("owner", _i64),
@@ -153,6 +153,23 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
     "game_units": pa.schema(
         [("unit", _str), ("grand_p_mw", _f64), ("grand_profit", _f64), ("shapley_value", _f64),
          ("energy_wh", _i64), ("revenue", _i64), ("transfer", _i64)]
+    ),
+    # superadditivity and core under each valuation (game.valuation; twin/market/game_properties.py)
+    "game_checks": pa.schema(
+        [("valuation", _str), ("played", pa.bool_()), ("grand_value", _f64), ("superadditive", pa.bool_()),
+         ("n_violations", _i64), ("worst_gap", _f64), ("worst_pair", _str), ("core_nonempty", pa.bool_()),
+         ("least_core_epsilon", _f64), ("shapley_in_core", pa.bool_()), ("shapley_max_excess", _f64),
+         ("blocking_coalition", _str)]
+    ),
+    # the consortium's bid curves and price (the seed paper's Fig. 7; twin/market/game_paper.py):
+    # one row per (total, unit), and the curve's segments with the unit that sets the price
+    "game_price_curve": pa.schema(
+        [("total_mwh", _f64), ("unit", _str), ("p_mw", _f64), ("bid_per_mwh", _f64),
+         ("price_per_mwh", _f64), ("is_setter", pa.bool_())]
+    ),
+    "game_price_segments": pa.schema(
+        [("segment", _i64), ("from_mwh", _f64), ("to_mwh", _f64), ("setter", _str),
+         ("setter_at_max", pa.bool_()), ("price_from_per_mwh", _f64), ("price_to_per_mwh", _f64)]
     ),
     # DSO security check of every coalition's dispatch on game.grid (twin/market/game_security.py);
     # coalition "" is the reference (background only); value = market_value, or 0 when rejected

@@ -305,9 +305,10 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
     assert g is not None
     m = scenario.market
     units = [GeneratorUnit(**u.model_dump(exclude={"bus"})) for u in g.units]
-    res = consortium_game(units, demand_mwh=g.demand_mwh, period_h=g.period_h)
+    res = consortium_game(units, demand_mwh=g.demand_mwh, period_h=g.period_h, valuation=g.valuation)
     security_rows: list[dict[str, Any]] = []
     security_kpis: dict[str, float] = {}
+    rejected_for: Any = None  # the DSO's verdicts on another valuation's dispatch
     if g.grid is not None:  # DSO security check of every coalition (twin/market/game_security.py)
         from twin.market import game_security as gs
         from twin.market.game import secure_game
@@ -317,10 +318,16 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
         feeder = gs.game_feeder(simbench_code=g.grid.simbench_code, start=scenario.start,
                                 period_h=g.period_h, unit_bus=unit_bus, buyer_bus=g.buyer_bus,
                                 source=Path(scenario_path).name if scenario_path else scenario.name)
+        limits = gs.SecurityLimits(vm_min_pu=g.grid.vm_min_pu, vm_max_pu=g.grid.vm_max_pu,
+                                   max_loading_percent=g.grid.max_loading_percent)
         checks = gs.check_coalitions(feeder, res.coalitions, demand_mw=g.demand_mwh / g.period_h,
-                                     period_h=g.period_h, limits=gs.SecurityLimits(
-                                         vm_min_pu=g.grid.vm_min_pu, vm_max_pu=g.grid.vm_max_pu,
-                                         max_loading_percent=g.grid.max_loading_percent))
+                                     period_h=g.period_h, limits=limits)
+
+        def rejected_for(r: Any) -> list[frozenset[str]]:
+            ch = gs.check_coalitions(feeder, r.coalitions, demand_mw=g.demand_mwh / g.period_h,
+                                     period_h=g.period_h, limits=limits)
+            return [c for c, k in ch.items() if c and k.feasible_dispatch and not k.secure]
+
         res = secure_game(res, rejected=[c for c, k in checks.items()
                                          if c and k.feasible_dispatch and not k.secure])
         security_rows = gs.security_rows(checks, market_value={c: res.market_value(c) for c in checks},
@@ -334,6 +341,8 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
                                       f"coalition's dispatch ({grand_check.reason}); nothing can be "
                                       f"traded (every coalition's verdict: {out_dir / 'game_security.parquet'})")
         security_kpis = gs.security_kpis(checks, grand=frozenset(u.name for u in units))
+    check_rows, check_kpis = _game_checks(units, res, demand_mwh=g.demand_mwh, period_h=g.period_h,
+                                          rejected_for=rejected_for)
     ledger = ReferenceLedger(interval_s=round(g.period_h * 3600),
                              retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
                              feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh))
@@ -346,6 +355,14 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
          "cost": o.cost, "revenue": o.revenue if o.feasible else 0.0, "value": res.value(c)}
         for c, o in res.coalitions.items()])
     rec.add("game_security", security_rows)
+    rec.add("game_checks", check_rows)
+    from twin.market.game_paper import price_curve_rows, price_segments
+
+    rec.add("game_price_curve", price_curve_rows(units, period_h=g.period_h))
+    rec.add("game_price_segments", [
+        {"segment": j, "from_mwh": sg.from_mw * g.period_h, "to_mwh": sg.to_mw * g.period_h,
+         "setter": sg.setter, "setter_at_max": sg.setter_at_max, "price_from_per_mwh": sg.price_from,
+         "price_to_per_mwh": sg.price_to} for j, sg in enumerate(price_segments(units))])
     by = {u.name: u for u in units}
     rec.add("game_dispatch", [
         {"coalition": key[c], "unit": n, "p_mw": p, "bid_per_mwh": by[n].bid(p) if p else 0.0,
@@ -376,6 +393,7 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
         if security_kpis:
             kpis[f"game_market_value_{key[c]}"] = res.market_value(c)
     kpis.update(security_kpis)
+    kpis.update(check_kpis)
     for n in by:
         kpis[f"game_p_mw_{n}"] = grand.dispatch_mw[n]
         kpis[f"game_profit_{n}"] = grand.profit[n]
@@ -393,6 +411,52 @@ def _run_game(scenario: Scenario, *, out_dir: Path, scenario_path: str | None) -
         "tables": sorted(p.stem for p in out_dir.glob("*.parquet")),
     }, out_dir / "manifest.json")
     return RunOutcome(out_dir=out_dir, kpis=kpis, wall_s=wall_s)
+
+
+def _game_checks(units: list[Any], res: Any, *, demand_mwh: float, period_h: float,
+                 rejected_for: Any = None) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Superadditivity and core of the game under both valuations (the scenario's one as
+    played, security rejections included; the other's dispatch checked by ``rejected_for``,
+    the DSO's check, when the game has a grid), as table rows and KPIs
+    ``game_<check>_<valuation>``."""
+    from twin.market.game import VALUATIONS, consortium_game, secure_game
+    from twin.market.game_paper import curve_price, curve_range_mw
+    from twin.market.game_properties import core_check, superadditivity
+
+    names = [u.name for u in units]
+    rows: list[dict[str, Any]] = []
+    kpis: dict[str, float] = {}
+    q0, q1 = curve_range_mw(units)
+    if q0 <= demand_mwh / period_h <= q1:
+        kpis["game_curve_price_per_mwh"] = curve_price(units, demand_mwh / period_h)[0]
+    for val in VALUATIONS:
+        if val == res.valuation:
+            r = res
+        elif val == "paper" and "game_curve_price_per_mwh" not in kpis:
+            continue  # the demand is off the consortium's bid curve: no paper price
+        else:
+            r = consortium_game(units, demand_mwh=demand_mwh, period_h=period_h, valuation=val)
+            if rejected_for is not None:
+                r = secure_game(r, rejected=rejected_for(r))
+        values = {c: r.value(c) for c in r.coalitions}
+        sa = superadditivity(values, names)
+        cc = core_check(values, names, r.shapley)
+        worst = sa.violations[0] if sa.violations else None
+        rows.append({
+            "valuation": val, "played": val == res.valuation, "grand_value": r.value(frozenset(names)),
+            "superadditive": sa.superadditive, "n_violations": len(sa.violations),
+            "worst_gap": sa.worst_gap,
+            "worst_pair": f"{'+'.join(sorted(worst[0]))} | {'+'.join(sorted(worst[1]))}" if worst else "",
+            "core_nonempty": cc.core_nonempty, "least_core_epsilon": cc.least_core_epsilon,
+            "shapley_in_core": cc.allocation_in_core, "shapley_max_excess": cc.max_excess,
+            "blocking_coalition": "+".join(sorted(cc.blocking))})
+        kpis |= {f"game_superadditive_{val}": float(sa.superadditive),
+                 f"game_core_nonempty_{val}": float(cc.core_nonempty),
+                 f"game_shapley_in_core_{val}": float(cc.allocation_in_core),
+                 f"game_least_core_epsilon_{val}": cc.least_core_epsilon,
+                 f"game_grand_value_{val}": r.value(frozenset(names))}
+        kpis |= {f"game_shapley_{val}_{n}": r.shapley[n] for n in names}
+    return rows, kpis
 
 
 def _fund_and_register(ledger: Any, scenario: Scenario, model: Any) -> int:

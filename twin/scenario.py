@@ -142,9 +142,19 @@ class HouseholdBatterySpec(_Spec):
     soc_init: Share = 0.5
     #: IEEE 1547 grid-support functions of the battery inverters; null: none
     der_functions: DerFunctionsSpec | None = None
+    #: home batteries answer demand-response calls (offer to stop charging and discharge
+    #: down to soc_min; the TenneT pilot's residential batteries)
+    dr: bool = False
+    #: with ``dr``: outside a DR call self-consumption discharges only above
+    #: max(soc_min, dr_reserve_soc), keeping the rest for the calls; 0 = no reservation
+    dr_reserve_soc: Share = 0.0
 
     @model_validator(mode="after")
     def _soc(self) -> HouseholdBatterySpec:
+        if self.dr_reserve_soc > self.soc_max:
+            raise ValueError(f"dr_reserve_soc ({self.dr_reserve_soc}) must not exceed soc_max ({self.soc_max})")
+        if self.dr_reserve_soc > 0 and not self.dr:
+            raise ValueError("dr_reserve_soc keeps energy for DR calls: set dr: true or drop it")
         return _soc_band(self)
 
 
@@ -450,6 +460,11 @@ class GameSpec(_Spec):
     units: Annotated[list[GeneratorUnitSpec], Field(min_length=2, max_length=8)]  # 3**n dispatches
     demand_mwh: PosFloat
     period_h: PosFloat = 1.0
+    #: how a coalition is valued: ``profit`` (revenue minus the cost of the paper's equation
+    #: (1), each coalition priced by its own units) or ``paper`` (the seed paper's Table 3:
+    #: the consortium's Fig. 7 price for every coalition, profit counted against each unit's
+    #: marginal cost at its dispatch); see twin/market/game_paper.py
+    valuation: Literal["profit", "paper"] = "profit"
     #: feeder of the DSO security check (null: the game has no network)
     grid: GameGridSpec | None = None
     #: the buyer's bus on ``grid`` (``net.bus`` label)
@@ -464,17 +479,24 @@ class GameSpec(_Spec):
 
 
 def _game_problems(g: GameSpec | None) -> list[tuple[str, str]]:
-    """Buses without a game grid or a game grid without buses, as (field path, message);
-    whether a bus exists in the grid is checked when the grid is loaded (twin run)."""
+    """Buses without a game grid or a game grid without buses, a demand off the paper's bid
+    curve, as (field path, message); whether a bus exists in the grid is checked when the
+    grid is loaded (twin run)."""
     if g is None:
         return []
+    out: list[tuple[str, str]] = []
+    q0, q1 = sum(u.p_min_mw for u in g.units), sum(u.p_max_mw for u in g.units)
+    if g.valuation == "paper" and not q0 <= g.demand_mwh / g.period_h <= q1:
+        out.append(("game.demand_mwh", f"the paper's valuation prices the demand on the consortium's "
+                    f"bid curve, defined for {q0:g}..{q1:g} MW (sum of p_min .. sum of p_max); "
+                    f"{g.demand_mwh / g.period_h:g} MW is outside"))
     if g.grid is None:
-        return ([(f"game.units.{i}.bus", "only used with game.grid (set game.grid or drop the bus)")
-                 for i, u in enumerate(g.units) if u.bus is not None]
+        return (out + [(f"game.units.{i}.bus", "only used with game.grid (set game.grid or drop the bus)")
+                       for i, u in enumerate(g.units) if u.bus is not None]
                 + ([("game.buyer_bus", "only used with game.grid (set game.grid or drop it)")]
                    if g.buyer_bus is not None else []))
-    out = [(f"game.units.{i}.bus", f"unit {u.name} needs its bus on game.grid")
-           for i, u in enumerate(g.units) if u.bus is None]
+    out += [(f"game.units.{i}.bus", f"unit {u.name} needs its bus on game.grid")
+            for i, u in enumerate(g.units) if u.bus is None]
     if g.buyer_bus is None:
         out.append(("game.buyer_bus", "the buyer needs its bus on game.grid"))
     return out

@@ -9,26 +9,18 @@ leaf order on y), and ``layout`` says which.
 
 from __future__ import annotations
 
-import json
-import math
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
+
+from twin.geo import geo_point
 
 __all__ = ["feeder_topology", "write_topology"]
 
 TOPOLOGY_VERSION = 1
 
 
-def _point(geo: Any) -> tuple[float, float] | None:
-    if not isinstance(geo, str) or not geo:
-        return None
-    try:
-        x, y = json.loads(geo)["coordinates"][:2]
-        x, y = float(x), float(y)
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
-    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
+_point = geo_point
 
 
 def _radial_layout(buses: list[int], edges: list[tuple[int, int]],

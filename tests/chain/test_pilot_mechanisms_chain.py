@@ -149,6 +149,13 @@ def test_green_exchange_roles_and_bad_input(snap: ChainLedger) -> None:
     with pytest.raises(e.BadAmount) as bad:
         ex.sell(2, -3)
     assert bad.value.pre_send
+    # a market rate: only the DSO moves the prices, within the same bounds as the constructor
+    with pytest.raises(e.NotDSO):
+        ex.set_prices(5 * 10**7, 6 * 10**7, sender=2)
+    with pytest.raises(e.BadPrice):
+        ex.set_prices(0, 6 * 10**7)
+    ex.set_prices(5 * 10**7, 6 * 10**7)
+    assert (ex._uint("buyPricePerMwh"), ex._uint("sellPricePerMwh")) == (5 * 10**7, 6 * 10**7)
 
 
 # ------------------------------------------------------------------ shared-charger tariffs

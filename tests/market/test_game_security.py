@@ -30,7 +30,7 @@ def pilot() -> dict[str, Any]:
     g = s.game
     assert g is not None and g.grid is not None and g.buyer_bus is not None
     units = [GeneratorUnit(**u.model_dump(exclude={"bus"})) for u in g.units]
-    res = consortium_game(units, demand_mwh=g.demand_mwh, period_h=g.period_h)
+    res = consortium_game(units, demand_mwh=g.demand_mwh, period_h=g.period_h, valuation=g.valuation)
     feeder = gs.game_feeder(simbench_code=g.grid.simbench_code, start=s.start, period_h=g.period_h,
                             unit_bus=[(u.name, int(u.bus or 0)) for u in g.units], buyer_bus=g.buyer_bus)
     limits = gs.SecurityLimits(vm_min_pu=g.grid.vm_min_pu, vm_max_pu=g.grid.vm_max_pu,

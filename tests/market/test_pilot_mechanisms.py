@@ -87,6 +87,21 @@ def test_green_exchange_trades_at_fixed_prices_and_redeems_consumption() -> None
     assert money.balance_of(DSO_ACCOUNT) == 10**9 - 270_000 + 220_000
 
 
+def test_green_exchange_at_a_market_rate() -> None:
+    # the fixed prices are the special case of a rate the DSO never moves
+    ex, money = _exchange()
+    ex.record_meters(0, [(10, -3000)])
+    with pytest.raises(e.NotDSO):
+        ex.set_prices(50_000_000, 60_000_000, sender=2)
+    with pytest.raises(e.BadPrice):
+        ex.set_prices(0, 60_000_000)
+    assert ex.sell(2, 1) == payment(1000, 90_000_000)
+    ex.set_prices(45_000_000, 55_000_000)  # a token glut halves the rate
+    assert ex.sell(2, 2) == payment(2000, 45_000_000)
+    assert ex.buy(4, 3) == payment(3000, 55_000_000)
+    assert money.balance_of(DSO_ACCOUNT) == 10**9 - 90_000 - 90_000 + 165_000
+
+
 def test_green_exchange_errors() -> None:
     ex, _ = _exchange(dso_cash=100)
     with pytest.raises(e.NotDSO):

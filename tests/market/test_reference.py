@@ -269,3 +269,19 @@ def test_error_message_names_things() -> None:
         "place_orders: order for device 7 interval 3 reverted with CapacityExceeded(device=7, cap=2750, requested=3000)"
     )
     assert err == e.CapacityExceeded(device=7, cap=2750, requested=3000)
+
+
+def test_trade_ticket_carries_creator_and_creation_time(ledger: ReferenceLedger) -> None:
+    # the seed paper's trade ticket: either side may initiate; the creator is the owner of
+    # the later order (it met the one already in the book), created at the clearing time
+    ledger.place_orders([sell(14, 1000, 90_000_000)])  # owner 4, first in the book
+    ledger.place_orders([buy(12, 600, 120_000_000), buy(13, 400, 110_000_000)])  # owners 2, 3
+    now = ledger.now_s
+    trades = ledger.clear(0).trades
+    assert {(t.buyer_device, t.creator, t.created_s) for t in trades} == {(12, 2, now), (13, 3, now)}
+    ledger.place_orders([buy(12, 500, 120_000_000, interval=1)])
+    ledger.set_time(now + 600)
+    ledger.place_orders([sell(14, 500, 90_000_000, interval=1)])
+    (t,) = ledger.clear(1).trades
+    assert (t.creator, t.created_s) == (4, now + 600)  # the seller initiated this one
+    assert ledger.trades(1) == [t]

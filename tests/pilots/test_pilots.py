@@ -31,10 +31,11 @@ WINDOWS = {
     "scanergy": (10, 3),
     "tennet_ev": (18, 4),
     "share_and_charge": (17, 3),
-    "shekou": (10, 3),
+    "shekou": (7, 3),
     "shanghai_vpp": (16, 4),
     "wuhan_consortium": (0, 1),
     "rwa_vpp": (10, 3),
+    "israel_microgrid": (7, 3),
 }
 
 
@@ -112,6 +113,14 @@ def test_tennet_pays_ev_owners_for_paused_charging(compared: dict[str, Any]) -> 
     k = compared["kpis"]["tennet_ev"]
     assert k["dr_events"] > 0 and k["dr_paid"] > 0
     assert compared["rows"]["tennet_ev"]["service_income"] == pytest.approx(k["dr_paid"])
+    # home batteries (households.battery.dr) commit beside the EVs and are paid
+    run = compared["out"] / "runs" / "tennet_ev"
+    agents = pq.read_table(run / "agents.parquet").to_pandas()
+    batteries = set(agents[(agents["kind"] == "household") & agents["soc"].notna()]["device_id"])
+    evs = set(agents[agents["kind"] == "ev"]["device_id"])
+    payouts = pq.read_table(run / "dr_payouts.parquet").to_pandas()
+    assert batteries and set(payouts["device_id"]) & batteries and set(payouts["device_id"]) & evs
+    assert payouts[payouts["device_id"].isin(batteries)]["amount"].sum() > 0
 
 
 def test_rwa_vpp_distributes_storage_revenue_to_token_holders(compared: dict[str, Any]) -> None:
@@ -166,10 +175,37 @@ def test_scanergy_pays_green_surplus_in_tokens(compared: dict[str, Any]) -> None
     assert r["prosumer_revenue"] == pytest.approx(k["green_exchange_dso_paid"])
 
 
+def test_scanergy_token_trades_at_a_market_rate(compared: dict[str, Any]) -> None:
+    ex = pq.read_table(compared["out"] / "runs" / "scanergy" / "green_exchange.parquet").to_pandas()
+    sold = ex[ex["action"] == "sold"]
+    assert len(ex[ex["action"] == "priced_buy"]) > 0
+    assert sold["price_per_mwh"].nunique() > 1  # the DSO moved the rate during the window
+    # every sale paid at the rate posted then: amount = payment(tokens kWh, price)
+    assert (sold["amount"] == sold["energy_wh"] * sold["price_per_mwh"] // 1_000_000).all()
+
+
+def test_israel_microgrid_forecasts_certifies_and_trades(compared: dict[str, Any]) -> None:
+    k, r = compared["kpis"]["israel_microgrid"], compared["rows"]["israel_microgrid"]
+    assert r["mechanism"] == "uniform" and k["trades"] > 0
+    assert 0 < k["forecast_nmae_pv"] < 1 and math.isfinite(k["forecast_nmae_load"])  # gbm forecasts
+    assert k["certificates_issued"] > 0 and k["certificates_retired"] == k["certificates_issued"]
+
+
 def test_share_and_charge_drivers_pay_hosts_on_chain(compared: dict[str, Any]) -> None:
     k, r = compared["kpis"]["share_and_charge"], compared["rows"]["share_and_charge"]
     assert r["ledger"] == "chain" and k["charging_sessions"] > 0 and k["charging_paid"] > 0
     assert r["service_energy_kwh"] >= k["charging_energy_kwh"]
+
+
+def test_share_and_charge_drivers_choose_among_owner_priced_chargers(compared: dict[str, Any]) -> None:
+    run = compared["out"] / "runs" / "share_and_charge"
+    tariffs = pq.read_table(run / "charger_tariffs.parquet").to_pandas()
+    sessions = pq.read_table(run / "charging_sessions.parquet").to_pandas()
+    assert tariffs.groupby("charger")["price_per_mwh"].first().nunique() > 1  # hosts' own prices
+    paid = sessions[sessions["status"] == "paid"]
+    assert len(paid) and not set(paid["driver"]) & set(paid["owner"])  # visiting drivers
+    for _, g in paid.sort_values("interval").groupby("driver"):  # one car: one session at a time
+        assert (g["interval"].to_numpy()[1:] > g["end_interval"].to_numpy()[:-1]).all()
 
 
 def test_shekou_buyers_get_green_certificates(compared: dict[str, Any]) -> None:
@@ -211,6 +247,7 @@ def test_bad_input_names_the_fields(tmp_path: Path, capsys: pytest.CaptureFixtur
     data = yaml.safe_load((PILOTS / "tennet_ev.yaml").read_text())
     data["agents"]["evs"]["count"] = 0
     data["agents"]["community_storage"]["count"] = 0
+    data["agents"]["households"]["battery"] = {"share": 0.0}  # no home batteries answering DR
     with pytest.raises(ScenarioError, match=r"market\.services\.demand_response\.enabled"):
         scenario_from_dict(data)
     rwa = yaml.safe_load((PILOTS / "rwa_vpp.yaml").read_text())

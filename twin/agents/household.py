@@ -16,6 +16,11 @@ load that must run to finish on time offers nothing. What it commits
 (:meth:`Households.defer`, at most the offer) is taken off its flexible load of ``k+1``
 before its orders for ``k+1`` are made (it buys less) and stays in the remaining energy,
 so the window's end forces it into later intervals: the energy is still met in time.
+Home batteries with ``households.battery.dr`` offer too: the charge they planned for ``k+1``
+(they stop charging) plus the discharge they can still add (power limit, energy down to
+``soc_min``); a commitment discharges them by it in ``k+1`` (the meter imports less or exports).
+With ``dr_reserve_soc`` their self-consumption stops at that state of charge outside a call,
+keeping the rest for the calls.
 
 Physics per interval ``k`` (energies in Wh, AC side):
 ``metered = load + battery_charge - battery_discharge - pv``, with
@@ -96,6 +101,10 @@ class Households:
         self.soc_min, self.soc_max = bat.soc_min, bat.soc_max
         self.eta = float(np.sqrt(bat.efficiency))  # one way
         self.energy_wh = self.battery_capacity_wh * np.clip(bat.soc_init, bat.soc_min, bat.soc_max)
+        self.battery_dr = bool(bat.dr)
+        #: self-consumption's floor outside DR calls (the DR reserve when there is one)
+        self.soc_floor = max(bat.soc_min, bat.dr_reserve_soc) if bat.dr else bat.soc_min
+        self.battery_dr_wh: dict[int, np.ndarray] = {}  # DR commitments of home batteries by interval
         peak_kw = self.load_wh_base.max(axis=1, initial=0.0) / self.dt_h / 1000.0
         bat_kw = np.where(self.has_battery, bat.power_kw, 0.0)
         cap_kw = np.maximum(HOUSE_CONNECTION_KW, np.maximum(peak_kw, self.pv_kwp) + bat_kw)
@@ -183,36 +192,66 @@ class Households:
         out: np.ndarray = np.maximum(flex - cut, np.minimum(forced, flex))
         return out
 
-    def dr_offer_wh(self, k: int) -> np.ndarray:
-        """Reduction (Wh, whole) each household offers for a DR call in ``k``: its planned
-        flexible energy of ``k`` when the window's end forces none of it into ``k``, else 0."""
+    def flex_offer_wh(self, k: int) -> np.ndarray:
+        """Planned flexible energy of ``k`` (Wh, whole) unless the window's end forces it."""
         flex, forced = self._flex_plan(k)
         return np.where(forced > 0, 0.0, np.floor(flex))
 
+    def battery_offer_wh(self, k: int) -> np.ndarray:
+        """What each home battery can take off its meter in ``k`` (Wh, whole; 0 without
+        ``battery.dr``): its planned charge plus the discharge it can add down to soc_min."""
+        if not self.battery_dr or not self.has_battery.any():
+            return np.zeros(self.n)
+        plan = self.plan(k, export_cap_wh=np.full(self.n, np.inf))
+        avail = np.clip(self.energy_wh - self.soc_min * self.battery_capacity_wh, 0.0, None) * self.eta
+        extra = np.clip(np.minimum(self.battery_max_wh, avail) - plan.battery_discharge_wh, 0.0, None)
+        return np.where(self.has_battery, np.floor(plan.battery_charge_wh + extra), 0.0)
+
+    def dr_offer_wh(self, k: int) -> np.ndarray:
+        """Reduction (Wh, whole) each household offers for a DR call in ``k``: its planned
+        flexible energy of ``k`` when the window's end forces none of it into ``k``, plus what
+        its home battery can deliver (:meth:`battery_offer_wh`)."""
+        return self.flex_offer_wh(k) + self.battery_offer_wh(k)
+
     def defer(self, k: int, reduction_wh: np.ndarray) -> None:
         """Commit DR reductions for ``k`` (Wh per household, capped at the offer): the
-        flexible load of ``k`` drops by them; the window's end forces them later."""
-        cut = np.minimum(np.clip(np.asarray(reduction_wh, dtype=np.float64), 0.0, None),
-                         self.dr_offer_wh(k))
+        flexible load of ``k`` drops first (the window's end forces it later), the home
+        battery delivers the rest."""
+        want = np.clip(np.asarray(reduction_wh, dtype=np.float64), 0.0, None)
+        bat_offer = self.battery_offer_wh(k)  # before the flexible cut changes the plan
+        cut = np.minimum(want, self.flex_offer_wh(k))
         if cut.any():
             self.flex_deferred_wh[k] = cut
+        bat = np.minimum(want - cut, bat_offer)
+        if bat.any():
+            self.battery_dr_wh[k] = bat
 
     @property
     def soc(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.has_battery, self.energy_wh / self.battery_capacity_wh, np.nan)
 
-    def _battery(self, net_wh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self_consumption(
+    def _battery(self, net_wh: np.ndarray, dr_wh: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        charge, discharge = self_consumption(
             net_wh, self.energy_wh, capacity_wh=self.battery_capacity_wh,
-            max_wh=self.battery_max_wh, soc_min=self.soc_min, soc_max=self.soc_max,
+            max_wh=self.battery_max_wh, soc_min=self.soc_floor, soc_max=self.soc_max,
             eta_charge=self.eta, eta_discharge=self.eta,
         )
+        if dr_wh is None:
+            return charge, discharge
+        # a DR commitment: stop charging first, then discharge more, down to soc_min
+        stop = np.minimum(charge, dr_wh)
+        charge = charge - stop
+        avail = np.clip(self.energy_wh - self.soc_min * self.battery_capacity_wh, 0.0, None) * self.eta
+        room = np.clip(np.minimum(self.battery_max_wh, avail) - discharge, 0.0, None)
+        discharge = discharge + np.minimum(dr_wh - stop, room)
+        return charge, discharge
 
     def _dispatch(self, load_wh: np.ndarray, pv_wh: np.ndarray,
-                  export_cap_wh: np.ndarray, flex_wh: np.ndarray) -> HouseholdDispatch:
+                  export_cap_wh: np.ndarray, flex_wh: np.ndarray,
+                  dr_wh: np.ndarray | None = None) -> HouseholdDispatch:
         load_wh = load_wh + flex_wh
-        charge, discharge = self._battery(load_wh - pv_wh)
+        charge, discharge = self._battery(load_wh - pv_wh, dr_wh)
         export = pv_wh + discharge - load_wh - charge
         spill = np.clip(np.minimum(export - export_cap_wh, pv_wh), 0.0, None)
         pv_out = pv_wh - spill
@@ -229,7 +268,7 @@ class Households:
     def plan(self, k: int, *, export_cap_wh: np.ndarray) -> HouseholdDispatch:
         """Forecast dispatch of interval ``k`` from the current state (state unchanged)."""
         return self._dispatch(self.load_forecast_wh[:, k], self.pv_forecast_wh[:, k], export_cap_wh,
-                              self._flex(k))
+                              self._flex(k), self.battery_dr_wh.get(k))
 
     def dispatch(self, k: int, *, export_cap_wh: np.ndarray,
                  pv_cap_wh: np.ndarray | None = None) -> HouseholdDispatch:
@@ -243,10 +282,12 @@ class Households:
         deferred = self._flex_plan(k)[0] - flex  # what a DR commitment took out of k
         self.flex_remaining_wh = self._flex_at(k) - flex
         self.flex_deferred_wh.pop(k, None)
+        dr_wh = self.battery_dr_wh.pop(k, None)
         if pv_cap_wh is None:
-            out = self._dispatch(self.load_wh_base[:, k], pv_wh, export_cap_wh, flex)
+            out = self._dispatch(self.load_wh_base[:, k], pv_wh, export_cap_wh, flex, dr_wh)
         else:  # HIL: PV inverters capped by their controllers; "available" stays the resource
-            out = self._dispatch(self.load_wh_base[:, k], np.minimum(pv_wh, pv_cap_wh), export_cap_wh, flex)
+            out = self._dispatch(self.load_wh_base[:, k], np.minimum(pv_wh, pv_cap_wh), export_cap_wh, flex,
+                                 dr_wh)
             out = dataclasses.replace(out, pv_available_wh=pv_wh)
         out = dataclasses.replace(out, deferred_wh=deferred)
         self.energy_wh = self.energy_wh + out.battery_charge_wh * self.eta - out.battery_discharge_wh / self.eta

@@ -438,34 +438,50 @@ class FeederModel(mesa.Model):
         return dict(self._dr_offers.get(interval, {}))
 
     def dr_devices(self) -> list[int]:
-        """Device ids that can answer a DR call: households with a flexible load, EV
-        chargers, community batteries (the DR service records their meters as baselines)."""
+        """Device ids that can answer a DR call: households with a flexible load or a home
+        battery answering DR (``battery.dr``), EV chargers, community batteries (the DR
+        service records their meters as baselines)."""
         hh = self.households
-        return sorted([*hh.device_id[hh.has_flex].tolist(), *self.evs.device_id.tolist(),
+        can = hh.has_flex | (hh.has_battery & hh.battery_dr)
+        return sorted([*hh.device_id[can].tolist(), *self.evs.device_id.tolist(),
                        *self.storage.device_id.tolist()])
 
     def _flex_offers(self, k: int, requested_wh: int, ev_plan: np.ndarray) -> dict[int, int]:
         """Households with a flexible load offer its planned energy of ``k`` unless the
-        window's end forces it (:meth:`Households.dr_offer_wh`), EV chargers the charging
+        window's end forces it, and their home batteries (with ``battery.dr``) what they can
+        deliver (:meth:`Households.dr_offer_wh`), EV chargers the charging
         the DR call defers (planned charge without the call minus the charge its departure
         forces), community batteries what they can deliver (power limit, charge above
         ``soc_min``; they stop buying and offer to sell);
-        filled in device-id order up to the request. The households defer what they commit
-        (their plan and orders for ``k`` drop by it)."""
+        filled in device-id order up to the request; home batteries answering DR take the
+        request's share of their offers in the total, and what the others leave.
+        The households defer what they commit (their plan and orders for ``k`` drop by it)."""
         hh, ev, cs = self.households, self.evs, self.storage
         ev_dr = ev.plan(k, bought_wh=np.zeros(ev.n), curtailed=np.zeros(ev.n, dtype=bool), dr=True)
         wh = np.floor(np.clip(ev_plan - ev_dr, 0.0, None)).astype(np.int64)
-        hh_wh = hh.dr_offer_wh(k).astype(np.int64)
+        hh_wh = hh.flex_offer_wh(k).astype(np.int64)
         offers = [(d, w) for d, w in zip(hh.device_id.tolist(), hh_wh.tolist(), strict=True) if w >= 1]
         offers += list(zip(ev.device_id.tolist(), wh.tolist(), strict=True))
         offers += [(d, w) for d, w in zip(cs.device_id.tolist(), cs.dr_offer_wh().tolist(), strict=True)
                    if w >= 1]
+        # home batteries (battery.dr) take the request's share of their offers (the rest is
+        # filled as without them), then whatever the others leave
+        bat = hh.battery_offer_wh(k).astype(np.int64)
+        bat_offers = [(d, w) for d, w in zip(hh.device_id.tolist(), bat.tolist(), strict=True) if w >= 1]
+        bat_total, other_total = sum(w for _, w in bat_offers), sum(max(w, 0) for _, w in offers)
+        bat_share = (int(requested_wh) * bat_total // (bat_total + other_total)) if bat_total else 0
         out: dict[int, int] = {}
-        left = int(requested_wh)
+        left = int(requested_wh) - bat_share
         for device, offer in sorted(offers):
             take = min(int(offer), left)
             if take >= 1:
                 out[int(device)] = take
+                left -= take
+        left += bat_share
+        for device, offer in bat_offers:
+            take = min(int(offer), left)
+            if take >= 1:
+                out[int(device)] = out.get(int(device), 0) + take
                 left -= take
         cut = np.zeros(hh.n)
         for device, take in out.items():

@@ -87,8 +87,11 @@ class _Event:
 class EventCodec:
     """Decodes the events of one contract's ABI from raw logs (emitted at ``address``)."""
 
-    def __init__(self, abi: Sequence[Mapping[str, Any]], *, address: str) -> None:
+    def __init__(self, abi: Sequence[Mapping[str, Any]], *, address: str,
+                 with_block: frozenset[str] = frozenset()) -> None:
         self.address = address.lower()
+        #: events whose values also carry ``_block``: the number of the block that emitted them
+        self.with_block = with_block
         self._events: dict[bytes, _Event] = {}
         #: event name -> topic0 (hex)
         self.topics: dict[str, str] = {}
@@ -123,6 +126,8 @@ class EventCodec:
             decoded = decode_static([t for _, t in ev.data], data)
             for (name, typ), v in zip(ev.data, decoded, strict=True):
                 values[name] = account_of(v) if typ == "address" else v
+            if ev.name in self.with_block and log.get("blockNumber") is not None:
+                values["_block"] = int(str(log["blockNumber"]), 16)
             out.append((ev.name, values))
         return out
 

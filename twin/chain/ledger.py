@@ -433,8 +433,11 @@ class ChainLedger(LedgerBase):
             trades=trades,
         )
 
-    @staticmethod
-    def _trade(v: Mapping[str, Any]) -> Trade:
+    def _trade(self, v: Mapping[str, Any]) -> Trade:
+        """A ``TradeMatched`` event as a trade ticket: its creator is the owner of the later
+        order's device, its creation time its block's timestamp on the market clock."""
+        later = v["buyerDevice"] if v["buyOrder"] > v["sellOrder"] else v["sellerDevice"]
+        block = v.get("_block")
         return Trade(
             trade_id=v["tradeId"],
             interval=v["interval"],
@@ -445,6 +448,8 @@ class ChainLedger(LedgerBase):
             cleared_wh=v["energyWh"],
             energy_wh=v["energyWh"],
             price_per_mwh=v["price"],
+            creator=self.device(later).owner,
+            created_s=self.now_s if block is None else self._block_time_s(int(block)),
         )
 
     # --- DSO operating envelopes -------------------------------------------------------
@@ -461,6 +466,13 @@ class ChainLedger(LedgerBase):
             sender=DSO_ACCOUNT if sender is None else sender, interval=interval,
             purpose=f"set_envelopes: interval {interval}, {len(devices)} devices",
         )  # fmt: skip
+
+    def _block_time_s(self, block: int) -> int:
+        """A block's timestamp on the market clock (cached: blocks never change once final)."""
+        if block not in self._block_times:
+            head = self._rpc("eth_getBlockByNumber", [hex(block), False])["result"]
+            self._block_times[block] = int(head["timestamp"], 16) - self._market_start
+        return self._block_times[block]
 
     # --- DSO curtailment --------------------------------------------------------------
     def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:

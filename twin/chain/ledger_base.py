@@ -128,6 +128,7 @@ class LedgerBase:
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
         self._devices: dict[int, Device] = {}
+        self._block_times: dict[int, int] = {}  # block number -> market clock (trade tickets)
         self._prepared: set[int] = set()
         # Orders this ledger placed, by interval: clear() uses them when the on-chain
         # counts agree (no eth_getLogs over the whole chain, whose cost grows with its length).
@@ -138,7 +139,8 @@ class LedgerBase:
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
         self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address)
         self._market_events = EventCodec(self.compiled["EnergyMarket"].abi,
-                                         address=self.market.address)
+                                         address=self.market.address,
+                                         with_block=frozenset({"TradeMatched"}))  # trade tickets
         self.tx.error_hooks["GateClosed"] = self._gate_closed_values
 
     def _gate_closed_values(self, values: dict[str, Any]) -> None:

@@ -40,6 +40,12 @@ cost times a markup ``k >= 1``); one buyer asks ``demand_mwh`` for the period.
 * *Coalition value* ``v(S) = sum_{i in S} (lambda_S p_i - f_i(p_i))`` and the *Shapley
   split* of the grand coalition's profit ``v(N)``.
 
+That is ``valuation="profit"`` (the default: profit against the cost of the paper's own
+equation (1), each coalition priced by its own committed units). ``valuation="paper"`` is the
+seed paper's Table 3 (:mod:`twin.market.game_paper`): every coalition priced at the whole
+consortium's Fig. 7 price ``lambda(demand)``, each unit's profit counted against its marginal
+cost at its dispatch, ``(lambda - f_i'(p_i)) p_i``, and the dispatch that maximises it.
+
 :func:`consortium_game` returns all of it; :func:`consortium_orders` the orders that make
 the project's market (uniform-price double auction, :mod:`twin.market.clearing`) clear the
 grand coalition's dispatch at exactly ``lambda`` (each unit offers its dispatch at its own
@@ -52,18 +58,22 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from twin.market.allocation import integer_allocation
+
 __all__ = [
     "EXACT_MAX_PLAYERS",
+    "VALUATIONS",
     "CoalitionOutcome",
     "ConsortiumResult",
     "ConsortiumSettlement",
     "GeneratorUnit",
     "ShapleyEstimate",
+    "Valuation",
     "Value",
     "consortium_game",
     "consortium_on_ledger",
@@ -81,6 +91,10 @@ Value = Mapping[frozenset[Any], float] | Callable[[frozenset[Any]], float]
 
 #: Largest game solved exactly by default (2**20 coalitions).
 EXACT_MAX_PLAYERS = 20
+
+#: How a coalition of the consortium game is valued (module docstring).
+Valuation = Literal["profit", "paper"]
+VALUATIONS: tuple[Valuation, ...] = ("profit", "paper")
 
 
 def _value_fn(value: Value) -> Callable[[frozenset[Any]], float]:
@@ -209,33 +223,6 @@ def shapley(value: Value, players: Sequence[P], *, rng: np.random.Generator | No
     return shapley_sample(value, ps, n_permutations=n_permutations, rng=rng, delta=delta)
 
 
-def integer_allocation(shares: Mapping[P, float], total: int) -> dict[P, int]:
-    """Integers close to ``shares`` that sum to exactly ``total`` (largest remainder).
-
-    Each player gets ``floor(share)``; the difference to ``total`` is handed out one unit
-    at a time by largest fractional part (taken back by smallest when negative), ties by
-    the mapping's order. Shares need not sum to ``total`` exactly (floating point).
-    """
-    keys = list(shares)
-    if not keys:
-        if total:
-            raise ValueError("cannot allocate a non-zero total to nobody")
-        return {}
-    floors = {p: math.floor(shares[p]) for p in keys}
-    frac = {p: shares[p] - floors[p] for p in keys}
-    rest = int(total) - sum(floors.values())
-    order = sorted(range(len(keys)), key=lambda j: (-frac[keys[j]], j))
-    if rest < 0:
-        order = sorted(range(len(keys)), key=lambda j: (frac[keys[j]], j))
-    step = 1 if rest > 0 else -1
-    whole, part = divmod(abs(rest), len(keys))
-    for p in keys:
-        floors[p] += step * whole
-    for t in range(part):
-        floors[keys[order[t]]] += step
-    return floors
-
-
 # --------------------------------------------------------------------- consortium game
 
 
@@ -279,13 +266,20 @@ class CoalitionOutcome:
     feasible: bool
     dispatch_mw: dict[str, float]  # 0 for uncommitted members
     price_per_mwh: float  # 0 when infeasible
-    cost: float
+    cost: float  # production cost of equation (1), sum f_i(p_i) over the period
     revenue: float
-    profit: dict[str, float]
+    profit: dict[str, float]  # per unit, as the valuation counts it
+    valuation: str = "profit"
+    period_h: float = 1.0
 
     @property
     def value(self) -> float:
         return float(sum(self.profit.values()))
+
+    def counted_cost(self, name: str) -> float:
+        """What the valuation subtracts from unit ``name``'s revenue over the period:
+        ``f(p)`` (profit) or ``f'(p) p`` (paper)."""
+        return self.price_per_mwh * self.dispatch_mw[name] * self.period_h - self.profit[name]
 
 
 def _equal_mc(units: Sequence[GeneratorUnit], demand: float) -> list[float]:
@@ -313,8 +307,18 @@ def _equal_mc(units: Sequence[GeneratorUnit], demand: float) -> list[float]:
 
 
 def dispatch_coalition(units: Sequence[GeneratorUnit], demand_mwh: float,
-                       period_h: float = 1.0) -> CoalitionOutcome:
-    """Best dispatch, marginal price and value of the coalition ``units`` (module docstring)."""
+                       period_h: float = 1.0, *, valuation: Valuation = "profit",
+                       price_per_mwh: float | None = None) -> CoalitionOutcome:
+    """Best dispatch, price and value of the coalition ``units`` (module docstring).
+
+    ``valuation="paper"`` needs ``price_per_mwh``, the consortium's price
+    (:func:`twin.market.game_paper.curve_price` at the demand over *all* its units).
+    """
+    if valuation not in VALUATIONS:
+        raise ValueError(f"unknown valuation {valuation!r} (known: {', '.join(VALUATIONS)})")
+    paper = valuation == "paper"
+    if paper and price_per_mwh is None:
+        raise ValueError("the paper's valuation needs the consortium's price_per_mwh")
     names = tuple(u.name for u in units)
     demand_mw = demand_mwh / period_h
     best: tuple[float, list[GeneratorUnit], list[float]] | None = None
@@ -322,25 +326,35 @@ def dispatch_coalition(units: Sequence[GeneratorUnit], demand_mwh: float,
         for on in itertools.combinations(units, r):
             if not sum(u.p_min_mw for u in on) <= demand_mw <= sum(u.p_max_mw for u in on):
                 continue
-            p = _equal_mc(on, demand_mw)
-            cost = sum(u.cost(x) for u, x in zip(on, p, strict=True))
+            if paper:  # minimise sum f'(p) p = sum 2a p^2 + b p: least cost with a doubled
+                p = _equal_mc([replace(u, a=2 * u.a, c=0.0) for u in on], demand_mw)
+                cost = sum(u.marginal_cost(x) * x for u, x in zip(on, p, strict=True))
+            else:
+                p = _equal_mc(on, demand_mw)
+                cost = sum(u.cost(x) for u, x in zip(on, p, strict=True))
             if best is None or cost < best[0] - 1e-12:
                 best = (cost, list(on), p)
     if best is None:
         zero = dict.fromkeys(names, 0.0)
         return CoalitionOutcome(members=names, feasible=False, dispatch_mw=zero, price_per_mwh=0.0,
-                                cost=0.0, revenue=0.0, profit=dict(zero))
+                                cost=0.0, revenue=0.0, profit=dict(zero), valuation=valuation,
+                                period_h=period_h)
     _, committed, p = best
     dispatch = dict.fromkeys(names, 0.0)
-    dispatch.update({u.name: x for u, x in zip(committed, p, strict=True)})
-    price = max(u.min_price(x) for u, x in zip(committed, p, strict=True))
-    h = period_h
+    dispatch.update({u.name: float(x) for u, x in zip(committed, p, strict=True)})
     by_name = {u.name: u for u in units}
-    profit = {n: (price * dispatch[n] - by_name[n].cost(dispatch[n])) * h for n in names}
-    dispatch = {n: float(x) for n, x in dispatch.items()}
+    h = period_h
+    if paper:
+        assert price_per_mwh is not None
+        price = float(price_per_mwh)
+        profit = {n: (price - by_name[n].marginal_cost(dispatch[n])) * dispatch[n] * h for n in names}
+    else:
+        price = max(u.min_price(x) for u, x in zip(committed, p, strict=True))
+        profit = {n: (price * dispatch[n] - by_name[n].cost(dispatch[n])) * h for n in names}
     cost = sum(by_name[n].cost(dispatch[n]) for n in names) * h
     return CoalitionOutcome(members=names, feasible=True, dispatch_mw=dispatch, price_per_mwh=price,
-                            cost=cost, revenue=price * demand_mwh, profit=profit)
+                            cost=cost, revenue=price * demand_mwh, profit=profit, valuation=valuation,
+                            period_h=period_h)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -354,6 +368,7 @@ class ConsortiumResult:
     shapley: dict[str, float]
     #: coalitions whose dispatch a security check rejected (value 0; see :func:`secure_game`)
     rejected: frozenset[frozenset[str]] = frozenset()
+    valuation: str = "profit"
 
     @property
     def grand(self) -> CoalitionOutcome:
@@ -369,22 +384,30 @@ class ConsortiumResult:
 
 
 def consortium_game(units: Sequence[GeneratorUnit], *, demand_mwh: float,
-                    period_h: float = 1.0) -> ConsortiumResult:
-    """All coalitions' best dispatch and values, and the exact Shapley split."""
+                    period_h: float = 1.0, valuation: Valuation = "profit") -> ConsortiumResult:
+    """All coalitions' best dispatch and values under ``valuation``, and the exact Shapley split."""
     names = [u.name for u in units]
     if len(set(names)) != len(names):
         raise ValueError("unit names must be distinct")
     if demand_mwh <= 0 or period_h <= 0:
         raise ValueError("demand_mwh and period_h must be positive")
+    if valuation not in VALUATIONS:
+        raise ValueError(f"unknown valuation {valuation!r} (known: {', '.join(VALUATIONS)})")
+    price: float | None = None
+    if valuation == "paper":  # one price for every coalition: the consortium's Fig. 7 curve
+        from twin.market.game_paper import curve_price
+
+        price = curve_price(units, demand_mwh / period_h)[0]
     coalitions: dict[frozenset[str], CoalitionOutcome] = {}
     for r in range(1, len(units) + 1):
         for members in itertools.combinations(units, r):
-            out = dispatch_coalition(members, demand_mwh, period_h)
+            out = dispatch_coalition(members, demand_mwh, period_h, valuation=valuation,
+                                     price_per_mwh=price)
             coalitions[frozenset(out.members)] = out
     values = {c: o.value for c, o in coalitions.items()}
     phi = shapley_values(values, names)
     return ConsortiumResult(units=tuple(units), demand_mwh=demand_mwh, period_h=period_h,
-                            coalitions=coalitions, shapley=phi)
+                            coalitions=coalitions, shapley=phi, valuation=valuation)
 
 
 def secure_game(result: ConsortiumResult, *, rejected: Iterable[frozenset[str]]) -> ConsortiumResult:
@@ -402,7 +425,8 @@ def secure_game(result: ConsortiumResult, *, rejected: Iterable[frozenset[str]])
     values = {c: (0.0 if c in rej else o.value) for c, o in result.coalitions.items()}
     return ConsortiumResult(units=result.units, demand_mwh=result.demand_mwh,
                             period_h=result.period_h, coalitions=result.coalitions,
-                            shapley=shapley_values(values, names), rejected=rej)
+                            shapley=shapley_values(values, names), rejected=rej,
+                            valuation=result.valuation)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -428,7 +452,8 @@ def consortium_on_ledger(result: ConsortiumResult, ledger: Any, *,
     owner n+2). Each committed unit offers its dispatch (Wh, largest-remainder rounded so
     the offers sum to the demand exactly) at ``ceil(min_price * 10**6)``; the buyer bids the
     demand at the highest of these asks, so the uniform price is that ask (the marginal
-    price in micro-units). Settlement on meters equal to the dispatch (no imbalance).
+    price in micro-units); under the paper's valuation every unit asks the consortium's
+    price instead. Settlement on meters equal to the dispatch (no imbalance).
     """
     from twin.market.types import Device, DeviceKind, OrderIntent, Side
     from twin.market.units import MICRO, WH_PER_MWH, payment
@@ -444,8 +469,11 @@ def consortium_on_ledger(result: ConsortiumResult, ledger: Any, *,
     energy = integer_allocation({n: g.dispatch_mw[n] * result.period_h * WH_PER_MWH for n in names},
                                 demand_wh)
     by_name = {u.name: u for u in result.units}
-    asks = {n: math.ceil(by_name[n].min_price(g.dispatch_mw[n]) * MICRO)
-            for n in names if energy[n] > 0}
+    if result.valuation == "paper":  # every unit takes the consortium's price
+        asks = {n: math.ceil(g.price_per_mwh * MICRO) for n in names if energy[n] > 0}
+    else:
+        asks = {n: math.ceil(by_name[n].min_price(g.dispatch_mw[n]) * MICRO)
+                for n in names if energy[n] > 0}
     price = max(asks.values())
     devices = [Device(device_id=j + 1, owner=j + 2, kind=DeviceKind.GENERATOR, bus=0,
                       capacity_w=math.ceil(u.p_max_mw * 1e6)) for j, u in enumerate(result.units)]
@@ -468,9 +496,9 @@ def consortium_on_ledger(result: ConsortiumResult, ledger: Any, *,
     for r in rows:
         if r.device_id <= len(names):
             revenue[names[r.device_id - 1]] += r.trade_amount + r.imbalance_amount
-    # Shapley payout: unit i keeps cost_i + phi_i; the side payment is phi_i - its own profit
-    profit_micro = {n: revenue[n] - by_name[n].cost(g.dispatch_mw[n]) * result.period_h * MICRO
-                    for n in names}
+    # Shapley payout: unit i keeps its counted cost + phi_i; the side payment is phi_i minus
+    # its own profit as the valuation counts it (so the payments sum to 0 up to rounding)
+    profit_micro = {n: revenue[n] - g.counted_cost(n) * MICRO for n in names}
     transfers = integer_allocation({n: result.shapley[n] * MICRO - profit_micro[n] for n in names}, 0)
     return ConsortiumSettlement(devices=tuple(devices), orders=orders, clearing=clearing,
                                 settlements=rows, energy_wh=energy, price_per_mwh=clearing.price_per_mwh,

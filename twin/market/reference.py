@@ -375,6 +375,8 @@ class ReferenceLedger:
                 cleared_wh=f.energy_wh,
                 energy_wh=f.energy_wh,
                 price_per_mwh=f.price_per_mwh,
+                creator=self._orders[max(f.buy_order_id, f.sell_order_id)].owner,
+                created_s=self._now_s,
             )
             self._next_trade += 1
             self._trades[trade.trade_id] = trade

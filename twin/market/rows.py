@@ -26,7 +26,8 @@ def trade_rows(trades: Iterable[Trade], *, time_s: int) -> list[Row]:
              "buy_order_id": t.buy_order_id, "sell_order_id": t.sell_order_id,
              "buyer_device": t.buyer_device, "seller_device": t.seller_device,
              "cleared_wh": t.cleared_wh, "energy_wh": t.energy_wh,
-             "curtailed_wh": t.curtailed_wh, "price_per_mwh": t.price_per_mwh}
+             "curtailed_wh": t.curtailed_wh, "price_per_mwh": t.price_per_mwh,
+             "creator": t.creator, "created_s": t.created_s}
             for t in sorted(trades, key=lambda t: t.trade_id)]
 
 

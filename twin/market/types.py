@@ -83,7 +83,14 @@ class Order:
 
 @dataclass(frozen=True, slots=True)
 class Trade:
-    """A matched pair at the interval's uniform price; ``energy_wh`` is after curtailment."""
+    """A matched pair at the interval's uniform price; ``energy_wh`` is after curtailment.
+
+    Like the seed paper's trade ticket (creator, creation time, parties, energy, price) it
+    carries its **creator**, the account that initiated it -- the owner of the later of its
+    two orders (either side may initiate: its order met the one already in the book) -- and
+    its **creation time** ``created_s``, the market clock when it was matched (the clearing;
+    on chain the timestamp of the block that emitted it, minus the market start). ``-1``:
+    not known (a trade built outside a ledger)."""
 
     trade_id: int
     interval: int
@@ -94,6 +101,8 @@ class Trade:
     cleared_wh: int
     energy_wh: int
     price_per_mwh: int
+    creator: int = -1
+    created_s: int = -1
 
     @property
     def curtailed_wh(self) -> int:

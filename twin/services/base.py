@@ -39,6 +39,7 @@ participant accounts, e.g. asset investors, so Anvil has enough) then
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from twin.geo import geo_point
 from twin.market.types import Clearing, Device, DRCall, SettlementRow, Trade
 from twin.market.wallets import CONTRACT_WALLET
 
@@ -138,6 +140,8 @@ class ServiceContext:
     #: services of the run by name, for services that read another's results (a service
     #: registers itself when it is built; hooks run in registry order)
     shared: dict[str, Any] = field(default_factory=dict)
+    #: bus -> (x, y) in km from the feeder's geodata (empty without); drivers' distances
+    bus_xy_km: Mapping[int, tuple[float, float]] = field(default_factory=dict)
 
     def backend(self, contract: str, *, reference: Callable[[], Any],
                 chain: Callable[[], Any]) -> Any:
@@ -388,6 +392,7 @@ class ServicePlan:
             agent_devices=model.agent_devices(),
             interval_s=self.scenario.market.interval_s,
             dr_devices=tuple(model.dr_devices()),
+            bus_xy_km=_bus_xy_km(getattr(getattr(model, "feeder", None), "net", None)),
         )
         services: list[MarketService] = []
         for d in _registry():
@@ -399,6 +404,18 @@ class ServicePlan:
 def enabled_services(scenario: Scenario) -> list[str]:
     """Names of the services the scenario switches on, in registry order."""
     return [d.name for d in _registry() if d.enabled(spec_of(scenario, d.name))]
+
+
+def _bus_xy_km(net: Any) -> dict[int, tuple[float, float]]:
+    """Bus positions in km (equirectangular around the feeder) from ``net.bus.geo``."""
+    if net is None or "geo" not in net.bus.columns:
+        return {}
+    pts = {int(b): p for b, g in net.bus["geo"].items() if (p := geo_point(g)) is not None}
+    if not pts:
+        return {}
+    lat0 = sum(p[1] for p in pts.values()) / len(pts)
+    kx = 111.32 * math.cos(math.radians(lat0))
+    return {b: (lon * kx, lat * 110.57) for b, (lon, lat) in pts.items()}
 
 
 def plan_services(scenario: Scenario, *, model: Any, first_account: int) -> ServicePlan:

@@ -27,8 +27,8 @@ contract GreenTokenExchange {
     SettlementToken public immutable token;
     DeviceRegistry public immutable registry;
     address public immutable dso;
-    uint256 public immutable buyPricePerMwh;
-    uint256 public immutable sellPricePerMwh;
+    uint256 public buyPricePerMwh; // the DSO may move both (setPrices): a market rate
+    uint256 public sellPricePerMwh;
 
     mapping(address => uint256) public balanceOf;
     mapping(uint256 => uint256) public carryWh; // device => green Wh not yet minted
@@ -45,6 +45,7 @@ contract GreenTokenExchange {
     event GreenDelivered(uint256 indexed interval, uint256 indexed device, address owner, uint256 injectedWh, uint256 tokens);
     event Traded(address indexed account, bool toDso, uint256 tokens, uint256 amount);
     event Redeemed(uint256 indexed device, address indexed owner, uint256 tokens);
+    event PricesSet(uint256 buyPricePerMwh, uint256 sellPricePerMwh);
 
     error NotDSO(address account);
     error BadReadings(uint256 position);
@@ -63,6 +64,16 @@ contract GreenTokenExchange {
         dso = registry_.dso();
         buyPricePerMwh = buyPrice;
         sellPricePerMwh = sellPrice;
+    }
+
+    /// The DSO moves the token's prices (a market rate; fixed prices never call this).
+    function setPrices(uint256 buyPrice, uint256 sellPrice) external {
+        if (msg.sender != dso) revert NotDSO(msg.sender);
+        if (buyPrice == 0 || buyPrice > 1e11) revert BadPrice(0, int256(buyPrice));
+        if (sellPrice == 0 || sellPrice > 1e11) revert BadPrice(0, int256(sellPrice));
+        buyPricePerMwh = buyPrice;
+        sellPricePerMwh = sellPrice;
+        emit PricesSet(buyPrice, sellPrice);
     }
 
     function payment(uint256 energyWh, uint256 pricePerMwh) public pure returns (uint256) {

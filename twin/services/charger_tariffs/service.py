@@ -15,11 +15,18 @@ driver tops its escrow up from its market balance; a driver who cannot is record
 ``unfunded`` and that interval is not paid); it ends at the first interval without
 consumption (or when the cap would be exceeded, or at the end of the run) and the meter
 operator pays the host on the session's metered energy. At the end every driver withdraws
-its free escrow.
+its free escrow. Owners' own prices (``host_markup``): host ``j`` posts the common tariff
+times ``1 + host_markup x frac(j x golden ratio)``. Drivers' choice (``driver_choice``): the
+chargers whose sessions start in ``k`` are matched to the free visiting drivers, each (from a
+rotating offset) taking the one with the lowest ``payment(battery, tariff) + 2 x distance x
+km_cost`` (distance: straight line from its home bus to the charger's bus, feeder geodata); a
+charger no free driver took keeps its fixed driver. The car's load stays at the charger's
+meter (the agents model ties each EV to its charger): the choice decides who pays whom.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,6 +56,7 @@ class _Session:
     price_per_mwh: int
     locked: int
     energy_wh: int
+    driver: int = -1
 
 
 class ChargerTariffService(MarketService):
@@ -78,6 +86,17 @@ class ChargerTariffService(MarketService):
         pool = households or sorted(set(self.host.values()))
         self.driver = {c: pool[(j + (0 if households else 1)) % len(pool)]
                        for j, c in enumerate(self.chargers)}
+        # hosts' own prices: a fixed spread of markups (golden-ratio sequence, no randomness)
+        self.markup = {c: spec.host_markup * ((j * 0.6180339887498949) % 1.0)
+                       for j, c in enumerate(self.chargers)}
+        # drivers choosing by price and distance: the visiting drivers and their home buses
+        self.choice = spec.driver_choice
+        self.km_cost = price_from_per_mwh(spec.km_cost)  # micro-units per km
+        home = {ctx.devices[d].owner: ctx.devices[d].bus for name, d in sorted(ctx.agent_devices.items())
+                if name.startswith("household_")}
+        self.drivers = sorted(set(self.driver.values()))
+        self.home_bus = {a: home[a] for a in self.drivers if a in home}
+        self.busy: set[int] = set()  # drivers with an open session
         self.cap_wh = round(scenario.agents.evs.battery_kwh * 1000)
         self.retail = price_from_per_mwh(scenario.market.retail_price_per_mwh)
         self._fee = NetworkTariff.of(scenario)
@@ -91,9 +110,38 @@ class ChargerTariffService(MarketService):
         fee = self._fee.fee_per_mwh(k)
         return min(max(self.retail + fee, self.bounds[0]), self.bounds[1])
 
+    def host_tariff(self, c: int, k: int) -> int:
+        """Charger ``c``'s own tariff for ``k``: the common tariff with its host's markup."""
+        return min(max(round(self.tariff(k) * (1.0 + self.markup[c])), self.bounds[0]), self.bounds[1])
+
+    def distance_km(self, driver: int, c: int) -> float:
+        """Straight-line distance from the driver's home to the charger (0 without geodata)."""
+        a = self.ctx.bus_xy_km.get(self.home_bus.get(driver, -1))
+        b = self.ctx.bus_xy_km.get(self.ctx.devices[c].bus)
+        return 0.0 if a is None or b is None else math.hypot(a[0] - b[0], a[1] - b[1])
+
+    def _choose(self, k: int, starting: list[int]) -> dict[int, int]:
+        """Drivers choose among the chargers starting a session in ``k``: each free driver,
+        from a rotating offset, takes the open charger with the lowest expected cost
+        ``payment(battery, tariff) + 2 x distance x km_cost``; a charger nobody chose keeps
+        its fixed driver."""
+        free = [d for d in self.drivers if d not in self.busy]
+        if free:
+            start = k % len(free)
+            free = free[start:] + free[:start]
+        left, out = list(starting), {}
+        for d in free:
+            if not left:
+                break
+            c = min(left, key=lambda c: (payment(self.cap_wh, self._posted[c])
+                                         + 2 * self.distance_km(d, c) * self.km_cost, c))
+            out[c] = d
+            left.remove(c)
+        return out | {c: self.driver[c] for c in left}
+
     def _post(self, k: int) -> None:
-        price = self.tariff(k)
         for c in self.chargers:
+            price = self.host_tariff(c, k)
             if self._posted.get(c) != price:
                 self.backend.set_tariff(c, price, sender=self.host[c])
                 self._posted[c] = price
@@ -104,23 +152,30 @@ class ChargerTariffService(MarketService):
     def on_settled(self, *, interval: int, trades: Sequence[Trade],
                    rows: Sequence[SettlementRow], metered_wh: Mapping[int, int]) -> None:
         k = interval
+        starting: list[int] = []
         for c in self.chargers:
             wh = max(int(metered_wh.get(c, 0)), 0)
             s = self._open.get(c)
             if s is not None and (wh == 0 or s.energy_wh + wh > self.cap_wh):
                 self._end(c, end=k - 1)
                 s = None
+            if wh > 0 and s is None:
+                starting.append(c)
+        chosen = self._choose(k, starting) if self.choice else {c: self.driver[c] for c in starting}
+        for c in self.chargers:
+            wh = max(int(metered_wh.get(c, 0)), 0)
             if wh == 0:
                 continue
+            s = self._open.get(c)
             if s is None:
-                s = self._start(c, k, wh)
+                s = self._start(c, k, wh, driver=chosen[c])
                 if s is None:
                     continue
             s.energy_wh += wh
         self._post(k + 1)
 
-    def _start(self, c: int, k: int, wh: int) -> _Session | None:
-        driver, price = self.driver[c], self._posted[c]
+    def _start(self, c: int, k: int, wh: int, *, driver: int) -> _Session | None:
+        price = self._posted[c]
         lock = payment(self.cap_wh, price)
         free = self.backend.escrow(driver)[0]
         if free < lock:
@@ -135,12 +190,15 @@ class ChargerTariffService(MarketService):
                 return None
             self.backend.deposit(driver, need)
         started = self.backend.start_session(c, self.cap_wh, driver=driver)
-        s = _Session(started.session_id, k, started.price_per_mwh, started.locked, 0)
+        s = _Session(started.session_id, k, started.price_per_mwh, started.locked, 0, driver)
         self._open[c] = s
+        self.busy.add(driver)
         return s
 
     def _end(self, c: int, *, end: int) -> None:
         s = self._open.pop(c)
+        if all(o.driver != s.driver for o in self._open.values()):
+            self.busy.discard(s.driver)
         done = self.backend.end_session(s.session_id, s.energy_wh)
         self.record("charging_sessions", {
             "time_s": s.start * self.ctx.interval_s, "interval": s.start, "end_interval": end,

@@ -3,9 +3,9 @@ the spec and its checks against the rest of the scenario."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
 
@@ -25,6 +25,14 @@ class ChargerTariffsServiceSpec(SpecModel):
     shared_share: Share = 1.0
     tariff_min_per_mwh: NonNegFloat = 100.0
     tariff_max_per_mwh: PosFloat = 600.0
+    #: hosts set their own prices: host j posts the common tariff x (1 + host_markup x f_j),
+    #: f_j = frac(j x golden ratio) spread over [0, 1) (clamped to the bounds); 0: one tariff
+    host_markup: Annotated[float, Field(ge=0, le=10)] = 0.0
+    #: drivers choose among the chargers starting a session (by price and distance): each
+    #: free visiting driver, in a rotating order, takes the one with the lowest
+    #: tariff x battery + 2 x distance_km x km_cost; false: a fixed driver per charger
+    driver_choice: bool = False
+    km_cost: NonNegFloat = 0.3  # currency per km driven to a charger and back
 
     @model_validator(mode="after")
     def _bounds(self) -> ChargerTariffsServiceSpec:

@@ -40,7 +40,10 @@ def problems(sc: Scenario) -> list[tuple[str, str]]:
         out.append((FIELD, "demand response needs a compensation price "
                            "(agents.tso.dr_price_per_mwh > 0)"))
     if (ag.evs.count == 0 and ag.community_storage.count == 0
-            and round(ag.households.flex.share * ag.households.count) == 0):
+            and round(ag.households.flex.share * ag.households.count) == 0
+            and not (ag.households.battery.dr and ag.households.battery.share > 0
+                     and ag.households.pv.share > 0)):
         out.append((FIELD, "no flexible device can commit (agents.evs.count and "
-                           "agents.community_storage.count are 0, no household has a flexible load)"))
+                           "agents.community_storage.count are 0, no household has a flexible load "
+                           "or a home battery with agents.households.battery.dr)"))
     return out

@@ -26,7 +26,9 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
 
     spec = spec_of(scenario, "green_exchange")
     return [GreenExchangeService(ctx, buy_price_per_mwh=price_from_per_mwh(spec.buy_price_per_mwh),
-                                 sell_price_per_mwh=price_from_per_mwh(spec.sell_price_per_mwh))]
+                                 sell_price_per_mwh=price_from_per_mwh(spec.sell_price_per_mwh),
+                                 rate_adjustment=spec.rate_adjustment,
+                                 rate_bounds=(spec.rate_min, spec.rate_max))]
 
 
 SERVICE = ServiceDef(

@@ -73,6 +73,16 @@ class ChainGreenExchange(CheckedClient):
             for v in self._events(logs, "GreenDelivered")
         ]
 
+    def set_prices(self, buy_price_per_mwh: int, sell_price_per_mwh: int, *,
+                   sender: int = DSO_ACCOUNT) -> None:
+        """The DSO moves the token's prices (a market rate; errors as the reference)."""
+        check_prices(buy_price_per_mwh, sell_price_per_mwh)
+        self._send(
+            "setPrices", [buy_price_per_mwh, sell_price_per_mwh], sender=sender,
+            purpose=f"green exchange: prices {buy_price_per_mwh} / {sell_price_per_mwh} per MWh",
+        )  # fmt: skip
+        self.buy_price_per_mwh, self.sell_price_per_mwh = buy_price_per_mwh, sell_price_per_mwh
+
     def sell(self, account: int, tokens: int) -> int:
         not_negative(tokens, "green exchange: sell")
         logs = self._send(

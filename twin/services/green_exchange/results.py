@@ -19,7 +19,7 @@ TABLES: Mapping[str, pa.Schema] = {
     "green_exchange": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("action", _str), ("device_id", _i64),
          ("account", _i64), ("tokens", _i64), ("energy_wh", _i64), ("amount", _i64),
-         ("tx_hash", _str)]
+         ("tx_hash", _str), ("price_per_mwh", _i64)]
     ),
 }
 

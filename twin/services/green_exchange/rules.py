@@ -10,6 +10,8 @@ Green tokens, 1 token = 1 kWh (``WH_PER_TOKEN`` = 1000 Wh), no decimals:
   redeemed. Injection of other kinds (storage, V2G) mints nothing: it is not green.
   Readings go by strictly ascending device id within an interval, across calls
   (``BadReadings``), so an interval can be recorded in chunks but no reading counts twice.
+* ``set_prices`` (the DSO): moves both prices -- the token exchanged at a market rate
+  (``market.services.green_exchange.rate_adjustment``); fixed prices never call it.
 * ``sell``: a holder sells tokens to the DSO at the fixed ``buy_price_per_mwh`` (the DSO
   buys the green surplus): tokens to the DSO, ``payment(tokens * 1000, buy_price)`` money
   from the DSO's wallet to the seller.
@@ -102,6 +104,15 @@ class GreenExchange:
     # --- read-outs --------------------------------------------------------------------
     def balance_of(self, account: int) -> int:
         return self._balance.get(account, 0)
+
+    def set_prices(self, buy_price_per_mwh: int, sell_price_per_mwh: int, *,
+                   sender: int = DSO_ACCOUNT) -> None:
+        """The DSO moves the token's prices (``NotDSO``, ``BadPrice`` as the constructor)."""
+        if sender != self.dso:
+            raise e.NotDSO(sender)
+        check_prices(buy_price_per_mwh, sell_price_per_mwh)
+        self.buy_price_per_mwh = buy_price_per_mwh
+        self.sell_price_per_mwh = sell_price_per_mwh
 
     @property
     def total_supply(self) -> int:

@@ -11,7 +11,11 @@ DSO's free balance pays); then every device with at least 1 kWh of uncovered con
 — in device-id order, starting at a rotating offset ``k mod n`` so no meter always comes
 first — buys as many tokens as it can redeem, the DSO's stock holds and its owner's free
 market balance pays, and redeems them (green-supplied kWh). Payers withdraw exactly the
-money they need from their market balance to their wallet first.
+money they need from their market balance to their wallet first. With a market rate
+(``rate_adjustment`` > 0) the DSO then moves both prices by
+``rate_adjustment x (demand - supply) / (demand + supply)`` (demand: whole kWh of uncovered
+consumption; supply: the tokens offered plus its stock), within the rate bounds, and posts
+them (``set_prices``); fixed prices are the special case 0.
 """
 
 from __future__ import annotations
@@ -48,11 +52,15 @@ class GreenExchangeService(MarketService):
     takes_orders = False
 
     def __init__(self, ctx: ServiceContext, *, buy_price_per_mwh: int,
-                 sell_price_per_mwh: int) -> None:
+                 sell_price_per_mwh: int, rate_adjustment: float = 0.0,
+                 rate_bounds: tuple[float, float] = (0.25, 4.0)) -> None:
         super().__init__()
         self.ctx = ctx
         self.buy_price = buy_price_per_mwh
         self.sell_price = sell_price_per_mwh
+        self._base = (buy_price_per_mwh, sell_price_per_mwh)
+        self.rate = 1.0  # the token's market rate, a multiple of the initial prices
+        self.rate_adjustment, self.rate_bounds = rate_adjustment, rate_bounds
         self.backend: Any = ctx.backend(
             "GreenTokenExchange",
             reference=lambda: GreenExchange(
@@ -67,11 +75,29 @@ class GreenExchangeService(MarketService):
         self.redeemed_wh: dict[int, dict[int, int]] = {}
 
     def _row(self, k: int, action: str, device: int | None, account: int, tokens: int,
-             energy_wh: int, amount: int) -> None:
+             energy_wh: int, amount: int, price: int | None = None) -> None:
         self.record("green_exchange", {
             "time_s": k * self.ctx.interval_s, "interval": k, "action": action,
             "device_id": device, "account": account, "tokens": tokens, "energy_wh": energy_wh,
-            "amount": amount, "tx_hash": last_tx(self.backend)})
+            "amount": amount, "tx_hash": last_tx(self.backend),
+            "price_per_mwh": self.buy_price if price is None and action == "sold"
+            else self.sell_price if price is None and action == "bought" else price})
+
+    def _reprice(self, k: int, *, supply: int, demand: int) -> None:
+        """Move the token's rate by the interval's imbalance and post the new prices."""
+        if self.rate_adjustment == 0 or supply + demand == 0:
+            return
+        lo, hi = self.rate_bounds
+        self.rate = min(max(self.rate * (1 + self.rate_adjustment * (demand - supply) / (demand + supply)),
+                            lo), hi)
+        # whole thousandths of a currency unit per MWh: a token's (kWh's) price stays whole
+        buy, sell = (max(1000, round(p * self.rate / 1000) * 1000) for p in self._base)
+        if (buy, sell) == (self.buy_price, self.sell_price):
+            return
+        self.backend.set_prices(buy, sell, sender=DSO_ACCOUNT)
+        self.buy_price, self.sell_price = buy, sell
+        self._row(k, "priced_buy", None, DSO_ACCOUNT, supply, 0, 0, price=buy)
+        self._row(k, "priced_sell", None, DSO_ACCOUNT, demand, 0, 0, price=sell)
 
     def on_settled(self, *, interval: int, trades: Sequence[Trade],
                    rows: Sequence[SettlementRow], metered_wh: Mapping[int, int]) -> None:
@@ -84,6 +110,9 @@ class GreenExchangeService(MarketService):
             if w > 0:
                 self._uncovered[d] += w
         sellers = sorted(({d.owner for d in deliveries} | self._unsold) - {DSO_ACCOUNT})
+        if self.rate_adjustment:
+            self._reprice(k, supply=ex.balance_of(DSO_ACCOUNT) + sum(ex.balance_of(o) for o in sellers),
+                          demand=sum(w // WH_PER_TOKEN for w in self._uncovered.values()))
         self._unsold = set()
         for owner in sellers:
             held = n = ex.balance_of(owner)

@@ -3,7 +3,9 @@ the spec and its checks against the rest of the scenario."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
 
 from twin.spec_base import PosFloat, SpecModel
 
@@ -24,6 +26,14 @@ class GreenExchangeServiceSpec(SpecModel):
     enabled: bool = False
     buy_price_per_mwh: PosFloat = 100.0
     sell_price_per_mwh: PosFloat = 120.0
+    #: the token at a market rate: after each interval the DSO moves both prices by
+    #: ``rate_adjustment x (demand - supply) / (demand + supply)`` (relative; demand: the
+    #: whole kWh of uncovered consumption, supply: the tokens offered plus the DSO's stock),
+    #: within ``rate_min``..``rate_max`` times the prices above. 0: fixed prices (the pilot's
+    #: published rule, a special case)
+    rate_adjustment: Annotated[float, Field(ge=0, le=1)] = 0.0
+    rate_min: Annotated[float, Field(gt=0, le=1)] = 0.25
+    rate_max: Annotated[float, Field(ge=1, le=100)] = 4.0
 
 
 def problems(sc: Scenario) -> list[tuple[str, str]]:
