@@ -3,7 +3,8 @@
 While a chain run goes on, a table flush (every few seconds of wall time) is followed by a
 chain checkpoint (skipped while the last one is recent, so dumping costs at most ~10 % of the
 wall time: :class:`ChainCheckpointer`): the node's whole state (``anvil_dumpState``) goes to
-``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn), then ``DIR/checkpoint.json``
+``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn; the older one is deleted once
+the new one is named, so one copy stays at rest), then ``DIR/checkpoint.json``
 names that file, its block and ``market_steps`` (steps ``0 .. market_steps - 1`` are done:
 each interval up to ``market_steps - 1`` settled and the next one cleared). A kill at any
 moment leaves ``checkpoint.json`` naming a complete dump. The flush happens in the agents'
@@ -97,6 +98,9 @@ def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int, run_id: str
     doc = {"market_steps": steps, "block": block, "time_s": steps * interval_s,
            "state_file": state_file, "run_id": run_id, "scenario_hash": scenario_hash}  # fmt: skip
     write_json_atomic(doc, out_dir / CHECKPOINT)
+    # the older slot is no longer named by any checkpoint: one chain state on disk at rest
+    (out_dir / (CHAIN_CHECKPOINT[1] if state_file == CHAIN_CHECKPOINT[0] else CHAIN_CHECKPOINT[0])
+     ).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
