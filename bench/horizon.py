@@ -1,8 +1,9 @@
 """Chain cost over the horizon: the quickstart on Anvil for ``DAYS`` simulated days.
 
 One ``twin run`` of the quickstart stretched to ``DAYS`` days (plus two hours, so the last
-day's end falls on a checkpoint). While it runs we poll ``checkpoint.json`` (a forced
-checkpoint every 8 market intervals lands on each quarter day) and the Anvil child's RSS:
+day's end falls on a flush). While it runs we poll the rows of ``grid.parquet`` (one per
+interval; the tables are flushed every 8 intervals, so a flush lands on each quarter day)
+and the Anvil child's RSS:
 
 * wall seconds per simulated day, from the quarter days: median of the first three
   (after the set-up) against the last three, and their ratio (flat = 1.0);
@@ -16,7 +17,6 @@ checkpoint every 8 market intervals lands on each quarter day) and the Anvil chi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +61,8 @@ def main() -> None:
     ap.add_argument("--timeout-s", type=float, default=1800.0)
     args = ap.parse_args()
     doc = yaml.safe_load(Path(args.scenario).read_text())
-    doc["duration_s"] = args.days * DAY_S + 8 * int(doc["market"]["interval_s"])
+    interval_s = int(doc["market"]["interval_s"])
+    doc["duration_s"] = args.days * DAY_S + 8 * interval_s
     with tempfile.TemporaryDirectory(prefix="horizon-") as tmp:
         scen = Path(tmp) / "horizon.yaml"
         scen.write_text(yaml.safe_dump(doc))
@@ -80,9 +83,9 @@ def main() -> None:
                 raise SystemExit(f"timed out after {args.timeout_s} s; marks {marks}")
             rss = _anvil_rss_mb(ps)
             rss_max = max(rss_max, rss)
-            try:
-                time_s = int(json.loads((out / "checkpoint.json").read_text())["time_s"])
-            except (OSError, ValueError, KeyError):
+            try:  # one grid row per interval; tables are flushed every 8 intervals
+                time_s = pq.read_metadata(out / "grid.parquet").num_rows * interval_s
+            except (OSError, pa.ArrowException):
                 time_s = -1
             q = time_s // QUARTER_S
             if time_s >= 0 and q >= 1 and q not in marks and q <= 4 * args.days:
