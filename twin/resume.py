@@ -3,7 +3,8 @@
 While a chain run goes on, a table flush (every few seconds of wall time) is followed by a
 chain checkpoint (skipped while the last one is recent, so dumping costs at most ~10 % of the
 wall time: :class:`ChainCheckpointer`): the node's whole state (``anvil_dumpState``) goes to
-``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn), then ``DIR/checkpoint.json``
+``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn; the older one is deleted once
+the new one is named, so one copy stays at rest), then ``DIR/checkpoint.json``
 names that file, its block and ``market_steps`` (steps ``0 .. market_steps - 1`` are done:
 each interval up to ``market_steps - 1`` settled and the next one cleared). A kill at any
 moment leaves ``checkpoint.json`` naming a complete dump. The flush happens in the agents'
@@ -63,20 +64,29 @@ class ChainCheckpointer:
     """Calls :func:`write_checkpoint` after a flush unless the last dump was recent: the
     time since it must be at least ``10 x`` what it took, so dumping a large chain costs at
     most about a tenth of the run's wall time. ``force`` (a flush due by market intervals,
-    ``--checkpoint-every-intervals``) dumps regardless."""
+    ``--checkpoint-every-intervals``) dumps unless the time since the last dump is under
+    ``4 x`` what it took: a dump's cost grows with the chain, and forced dumps at a fixed
+    pace made each simulated day cost more than the one before (at most a fifth of the wall
+    time goes to forced dumps; while dumps are cheap, every forced one happens)."""
+
+    FORCED_GAP_X = 4.0
+    GAP_X = 10.0
 
     def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
                  scenario_hash: str) -> None:
         self._args = {"ledger": ledger, "out_dir": out_dir, "interval_s": interval_s,
                       "run_id": run_id, "scenario_hash": scenario_hash}
-        self._next = 0.0
+        self._last_end = -float("inf")
+        self._took = 0.0
 
     def __call__(self, *, force: bool = False) -> None:
-        if not force and time.monotonic() < self._next:
+        gap = time.monotonic() - self._last_end
+        if gap < (self.FORCED_GAP_X if force else self.GAP_X) * self._took:
             return
         t0 = time.monotonic()
         write_checkpoint(**self._args)
-        self._next = time.monotonic() + 10 * (time.monotonic() - t0)
+        self._last_end = time.monotonic()
+        self._took = self._last_end - t0
 
 
 def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
@@ -97,6 +107,9 @@ def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int, run_id: str
     doc = {"market_steps": steps, "block": block, "time_s": steps * interval_s,
            "state_file": state_file, "run_id": run_id, "scenario_hash": scenario_hash}  # fmt: skip
     write_json_atomic(doc, out_dir / CHECKPOINT)
+    # the older slot is no longer named by any checkpoint: one chain state on disk at rest
+    (out_dir / (CHAIN_CHECKPOINT[1] if state_file == CHAIN_CHECKPOINT[0] else CHAIN_CHECKPOINT[0])
+     ).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,12 @@ import pytest
 from tests._quickstart import QUICKSTART, quickstart_with
 from twin.grid.feeders import Feeder, build_feeder
 from twin.grid.powerflow import apply_injections, run_snapshot
-from twin.grid.profiles import synthetic_household_load_p_mw, synthetic_pv_pu, window_average
+from twin.grid.profiles import (
+    shared_window_average,
+    synthetic_household_load_p_mw,
+    synthetic_pv_pu,
+    window_average,
+)
 from twin.scenario import Scenario, load_scenario
 
 _scenario = quickstart_with
@@ -124,6 +129,26 @@ def test_window_average_is_exact() -> None:
     assert np.allclose(wrapped, [[6, 7, 0, 1]])
     shifted = window_average(values, offset_s=450, duration_s=900, interval_s=900)
     assert np.allclose(shifted, [[0.5]])
+
+
+def test_shared_profiles_same_values_as_per_row_copies() -> None:
+    """Profiles averaged once per distinct SimBench column and indexed per household give
+    bit for bit what a full-year copy per household gave (the old path)."""
+    from twin.grid.feeders import _simbench_net
+
+    lp = _simbench_net("1-LV-semiurb4--0-sw").profiles["load"]
+    cols = [c for c in lp.columns if str(c).endswith("_pload")][:4]
+    rng = np.random.default_rng(3)
+    picks = [cols[int(i)] for i in rng.integers(len(cols), size=300)] + [None]
+    window = {"offset_s": 3 * 86_400 + 450, "duration_s": 2 * 86_400, "interval_s": 300}
+    old = window_average(
+        np.stack([lp[c].to_numpy(float) if c else np.full(len(lp), 1.0) for c in picks]), **window
+    )
+    new = shared_window_average(lp, picks, **window)
+    assert new.shape == (301, 576)
+    assert np.array_equal(new, old)
+    assert np.array_equal(new[-1], np.ones(576))  # a missing column: constant 1
+    assert shared_window_average(lp, [], **window).shape == (0, 576)
 
 
 def test_synthetic_generators_are_seeded_and_physical() -> None:

@@ -27,9 +27,15 @@ from web3 import HTTPProvider, Web3
 from twin.errors import TwinError
 from twin.lifecycle import die_with_parent
 
-__all__ = ["AnvilError", "AnvilNode", "anvil_binary"]
+__all__ = ["KEEP_STATES", "AnvilError", "AnvilNode", "anvil_binary"]
 
 _FIX = "run `make setup` (or `npm install` in the project root) to install the pinned Anvil (@foundry-rs/anvil)"
+
+
+#: block states Anvil keeps in memory (``--prune-history``). Each is a full copy-on-write
+#: state: 512 of them held ~1 GB per simulated day of the quickstart; revert decoding and
+#: ``eth_call`` at ``latest`` need only the last one.
+KEEP_STATES = 16
 
 
 class AnvilError(TwinError):
@@ -63,32 +69,13 @@ def _rpc(url: str, method: str, params: list[Any], timeout: float = 2.0) -> Any:
     return doc["result"]
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
-def _commit_dump(path: Path) -> None:
-    """Move Anvil's finished ``--dump-state`` into place; drop a truncated one (full disk)."""
-    partial = _partial(path)
-    try:
-        size = partial.stat().st_size
-        with open(partial, "rb") as fh:
-            fh.seek(max(0, size - 64))
-            complete = size > 0 and fh.read().rstrip().endswith(b"}")
-    except OSError:
-        return
-    if complete:
-        os.replace(partial, path)
-    else:
-        partial.unlink(missing_ok=True)
-
-
 class AnvilNode:
     """A running chain: a child Anvil process (default) or an external ``rpc_url``.
 
     Use as a context manager; ``stop()`` is idempotent and runs on normal exit, errors and
-    ``KeyboardInterrupt``. With ``dump_state`` Anvil writes the final chain state (blocks,
-    logs) there when it stops (``anvil --load-state`` restores it).
+    ``KeyboardInterrupt``. With ``dump_state`` ``stop()`` writes the final chain state (blocks,
+    logs) there, atomically, over RPC before stopping Anvil (``anvil --load-state`` restores
+    it); a failure is kept in ``dump_error``.
     """
 
     def __init__(
@@ -104,7 +91,7 @@ class AnvilNode:
         startup_timeout_s: float = 20.0,
         log_file: Path | None = None,
         node_modules: Path | None = None,
-        keep_states: int | None = 512,
+        keep_states: int | None = KEEP_STATES,
     ) -> None:
         self.accounts = accounts
         self.balance_eth = balance_eth
@@ -122,6 +109,8 @@ class AnvilNode:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
         self._stderr: Any = None
+        #: why the final state could not be written at stop() (None: written or not asked)
+        self.dump_error: str | None = None
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> AnvilNode:
@@ -158,10 +147,9 @@ class AnvilNode:
                     raise AnvilError(f"no chain state to load at {self.load_state}")
                 cmd += ["--load-state", str(self.load_state)]
             if self.dump_state is not None:
+                # No `--dump-state`: with it Anvil also dumps the whole chain every 60 s
+                # (a cost that grows with the chain); stop() writes it once over RPC instead.
                 self.dump_state.parent.mkdir(parents=True, exist_ok=True)
-                # Anvil writes to a partial file; stop() renames it when complete, so a full
-                # disk never leaves a truncated state over the last good one
-                cmd += ["--dump-state", str(_partial(self.dump_state))]
             self._log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
             self._stderr = tempfile.TemporaryFile()  # not a pipe: a full pipe would block Anvil
             try:
@@ -205,6 +193,11 @@ class AnvilNode:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the child Anvil (SIGTERM, so ``--dump-state`` is written; SIGKILL if stuck)."""
         proc, self._proc = self._proc, None
+        if proc is not None and self.dump_state is not None and proc.poll() is None:
+            try:  # atomic: a failed write (full disk) leaves the last good state in place
+                self.checkpoint_state(self.dump_state)
+            except (OSError, AnvilError, ValueError) as exc:
+                self.dump_error = f"{type(exc).__name__}: {exc}"
         if proc is not None:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -215,8 +208,6 @@ class AnvilNode:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     proc.wait(timeout=5)
-        if proc is not None and self.dump_state is not None:
-            _commit_dump(self.dump_state)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         if self._stderr is not None:

@@ -9,10 +9,37 @@ import numpy as np
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
 from twin.cosim.codec import single, timed
+from twin.errors import TwinError
 from twin.grid.der_runtime import ControlledSnapshot
 from twin.grid.powerflow import run_snapshot
 from twin.grid.snapshot3ph import PhaseSnapshot
 from twin.grid.tap_control import TapController, oltc_from_trafo
+
+#: voltages outside this band (p.u.) are no operating point but a power flow that "solved" a
+#: feeder loaded far beyond what it can carry: the run stops instead of recording them
+VM_PLAUSIBLE_PU = (0.7, 1.3)
+_HINT = ("; the feeder cannot carry this load (fewer households, less PV or EV power, or a "
+         "bigger grid: grid.simbench_code)")
+
+
+class GridDiverged(TwinError):
+    """The power flow diverged or gave implausible voltages: the run fails, naming when."""
+
+
+def check_plausible(vm_pu: Any, *, bus_ids: Any, time_s: int) -> None:
+    """Raise :class:`GridDiverged` naming the worst bus when a voltage is NaN or outside
+    :data:`VM_PLAUSIBLE_PU`."""
+    vm = np.asarray(vm_pu, dtype=float)
+    lo, hi = VM_PLAUSIBLE_PU
+    bad = ~np.isfinite(vm) | (vm < lo) | (vm > hi)
+    if not bad.any():
+        return
+    dev = np.where(np.isfinite(vm), np.abs(vm - 1.0), np.inf)
+    k = int(np.argmax(np.where(bad, dev, -1.0)))
+    raise GridDiverged(
+        f"grid: implausible voltage {vm[k]:.3f} p.u. at bus {bus_ids[k]} at t={time_s}s "
+        f"({int(bad.sum())} buses outside {lo}-{hi} p.u.){_HINT}"
+    )
 
 META: Meta = {
     "api_version": "3.0",
@@ -91,7 +118,8 @@ class GridSim(mosaik_api_v3.Simulator):
                 storage_p_mw=power["storage_p_mw"],
             )
         if not state.converged:
-            raise RuntimeError(f"grid: power flow did not converge at t={time}s")
+            raise GridDiverged(f"grid: power flow did not converge at t={time}s{_HINT}")
+        check_plausible(state.vm_pu, bus_ids=self.bus_ids, time_s=int(time))
         tap = -1
         if self.taps is not None:
             tap = int(self.taps.taps[0])

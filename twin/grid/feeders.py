@@ -46,10 +46,10 @@ import pandapower.networks as pn
 from twin.grid.phase_spec import PHASE_ABC, assign_phases
 from twin.grid.profiles import (
     aggregate_load_shape,
+    shared_window_average,
     simbench_offset_s,
     synthetic_household_load_p_mw,
     synthetic_pv_pu,
-    window_average,
 )
 
 if TYPE_CHECKING:  # the scenario spec imports the grid (DER specs), not the other way round
@@ -276,13 +276,13 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
 
     # --- household profiles
     if use_sb_profiles:
+        # one window average per distinct SimBench profile, indexed per household (no
+        # full-year copy per household)
         lp = net.profiles["load"]
-        p_pu = np.stack([lp[f"{p}_pload"].to_numpy(float) for p in hh_profile])
-        q_pu = np.stack([lp[f"{p}_qload"].to_numpy(float) for p in hh_profile])
         rated_p = load.loc[hh_labels, "p_mw"].to_numpy(float)[:, None]
         rated_q = load.loc[hh_labels, "q_mvar"].to_numpy(float)[:, None]
-        hh_p = window_average(p_pu, **window) * rated_p
-        hh_q = window_average(q_pu, **window) * rated_q
+        hh_p = shared_window_average(lp, [f"{p}_pload" for p in hh_profile], **window) * rated_p
+        hh_q = shared_window_average(lp, [f"{p}_qload" for p in hh_profile], **window) * rated_q
         profile_source: Literal["simbench", "synthetic"] = "simbench"
     else:
         hh_p, hh_q = synthetic_household_load_p_mw(
@@ -300,21 +300,18 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         rp = net.profiles["renewables"]
         bl = load.loc[bg_load_labels]
         if bg_load_labels:
-            bg_p = window_average(
-                np.stack([lp[f"{p}_pload"].to_numpy(float) for p in bl["profile"]]), **window
+            bg_p = shared_window_average(
+                lp, [f"{p}_pload" for p in bl["profile"]], **window
             ) * bl["p_mw"].to_numpy(float)[:, None]
-            bg_q = window_average(
-                np.stack([lp[f"{p}_qload"].to_numpy(float) for p in bl["profile"]]), **window
+            bg_q = shared_window_average(
+                lp, [f"{p}_qload" for p in bl["profile"]], **window
             ) * bl["q_mvar"].to_numpy(float)[:, None]
         else:
             bg_p = bg_q = np.zeros((0, n_int))
         bs = net.sgen.loc[bg_sgen_labels]
         if bg_sgen_labels:
             cols = [p if p in rp.columns else None for p in bs["profile"].astype(str)]
-            series = np.stack(
-                [rp[c].to_numpy(float) if c else np.ones(len(rp)) for c in cols]
-            )
-            bg_sg = window_average(series, **window) * bs["p_mw"].to_numpy(float)[:, None]
+            bg_sg = shared_window_average(rp, cols, **window) * bs["p_mw"].to_numpy(float)[:, None]
         else:
             bg_sg = np.zeros((0, n_int))
         pv_cols = [c for c in rp.columns if str(c).startswith("PV")]
@@ -340,8 +337,8 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         if is_simbench and pv_cols:
             rp = net.profiles["renewables"]
             col_pick = rng.integers(len(pv_cols), size=n_pv)
-            series = np.stack([rp[pv_cols[int(c)]].to_numpy(float) for c in col_pick])
-            pv_pu[pv_idx] = np.clip(window_average(series, **window), 0.0, 1.0)
+            pv_pu[pv_idx] = np.clip(shared_window_average(
+                rp, [pv_cols[int(c)] for c in col_pick], **window), 0.0, 1.0)
         else:
             pv_pu[pv_idx] = synthetic_pv_pu(
                 rng, n=n_pv, start=scenario.start, duration_s=scenario.duration_s,

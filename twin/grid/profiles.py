@@ -14,13 +14,16 @@ The synthetic generator draws from the generator passed in (never from module st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "SIMBENCH_STEP_S",
     "aggregate_load_shape",
+    "shared_window_average",
     "simbench_offset_s",
     "synthetic_household_load_p_mw",
     "synthetic_pv_pu",
@@ -68,6 +71,38 @@ def window_average(
     j, within_s = np.divmod(rem_s, step_s)
     energy = n_periods * cum[:, -1:] + cum[:, j] + values[:, j] * within_s
     out: np.ndarray = np.diff(energy, axis=1) / interval_s
+    return out
+
+
+def shared_window_average(
+    table: Any,
+    columns: Sequence[str | None],
+    *,
+    offset_s: int,
+    duration_s: int,
+    interval_s: int,
+    step_s: int = SIMBENCH_STEP_S,
+    missing: float = 1.0,
+) -> np.ndarray:
+    """:func:`window_average` of ``table[columns[i]]`` for each row ``i``, computed once per
+    distinct column and then indexed: memory follows the distinct profiles (a few dozen
+    SimBench columns), not the rows (10,000 households would otherwise each copy a year).
+
+    ``table``: a mapping of column name -> 1-D step series (e.g. a SimBench profile
+    DataFrame); a ``None`` column stands for a constant ``missing`` series. Same values as
+    ``window_average(np.stack([table[c] for c in columns]), ...)``, row by row."""
+    pos: dict[str | None, int] = {}
+    index = np.array([pos.setdefault(c, len(pos)) for c in columns], dtype=np.int64)
+    names = list(pos)
+    n_intervals = duration_s // interval_s
+    if not names:
+        return np.zeros((0, n_intervals))
+    n_steps = next((len(table[c]) for c in names if c is not None), 1)
+    uniq = np.stack([np.asarray(table[c], dtype=np.float64) if c is not None
+                     else np.full(n_steps, missing) for c in names])
+    avg = window_average(uniq, offset_s=offset_s, duration_s=duration_s, interval_s=interval_s,
+                         step_s=step_s)
+    out: np.ndarray = avg[index]
     return out
 
 

@@ -1,0 +1,126 @@
+"""Chain cost over the horizon: the quickstart on Anvil for ``DAYS`` simulated days.
+
+One ``twin run`` of the quickstart stretched to ``DAYS`` days (plus two hours, so the last
+day's end falls on a flush). While it runs we poll the rows of ``grid.parquet`` (one per
+interval; the tables are flushed every 8 intervals, so a flush lands on each quarter day)
+and the Anvil child's RSS:
+
+* wall seconds per simulated day, from the quarter days: median of the first three
+  (after the set-up) against the last three, and their ratio (flat = 1.0);
+* a least-squares fit of cumulative wall time ``W(T) = a*T + b*T^2`` (T in days): ``b``
+  near 0 means the cost per day does not grow with the chain;
+* Anvil RSS at each day boundary (max), results folder size at the end, MB per day.
+
+``python bench/horizon.py [--days 2] [--root OLD_TREE]``; last line ``key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DAY_S = 86_400
+QUARTER_S = DAY_S // 4  # 24 intervals of 15 min: a forced checkpoint lands on each
+
+
+def _anvil_rss_mb(proc: psutil.Process) -> float:
+    total = 0.0
+    try:
+        for child in proc.children(recursive=True):
+            try:
+                if "anvil" in child.name():
+                    total += child.memory_info().rss / 1e6
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+def _folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--days", type=int, default=2)
+    ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "quickstart.yaml"))
+    ap.add_argument("--root", default=str(ROOT), help="project tree to run (e.g. an older checkout)")
+    ap.add_argument("--timeout-s", type=float, default=1800.0)
+    args = ap.parse_args()
+    doc = yaml.safe_load(Path(args.scenario).read_text())
+    interval_s = int(doc["market"]["interval_s"])
+    doc["duration_s"] = args.days * DAY_S + 8 * interval_s
+    with tempfile.TemporaryDirectory(prefix="horizon-") as tmp:
+        scen = Path(tmp) / "horizon.yaml"
+        scen.write_text(yaml.safe_dump(doc))
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out), "--no-progress"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=args.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": args.root})
+        ps = psutil.Process(proc.pid)
+        marks: dict[int, float] = {}  # quarter day -> wall s when its end was checkpointed
+        rss_at: dict[int, float] = {}
+        folder_at: dict[int, float] = {}
+        rss_max = 0.0
+        while proc.poll() is None:
+            if time.perf_counter() - t0 > args.timeout_s:
+                proc.terminate()
+                proc.wait()
+                raise SystemExit(f"timed out after {args.timeout_s} s; marks {marks}")
+            rss = _anvil_rss_mb(ps)
+            rss_max = max(rss_max, rss)
+            try:  # one grid row per interval; tables are flushed every 8 intervals
+                time_s = pq.read_metadata(out / "grid.parquet").num_rows * interval_s
+            except (OSError, pa.ArrowException):
+                time_s = -1
+            q = time_s // QUARTER_S
+            if time_s >= 0 and q >= 1 and q not in marks and q <= 4 * args.days:
+                marks[q] = time.perf_counter() - t0
+                rss_at[q] = rss
+                folder_at[q] = _folder_mb(out)
+                print(f"  t={time_s / DAY_S:5.2f} d wall={marks[q]:7.1f} s anvil={rss:6.0f} MB "
+                      f"folder={folder_at[q]:6.1f} MB", flush=True)
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.returncode != 0:
+            raise SystemExit(f"run failed ({proc.returncode}): {err[-2000:]}")
+        size_mb = _folder_mb(out)
+    qs = sorted(marks)
+    per_q = {q: marks[q] - marks[q - 1] for q in qs if q - 1 in marks}
+    if len(per_q) < 4:
+        raise SystemExit(f"too few quarter-day marks: {marks}")
+    # seconds per simulated day from the quarter days (the first quarter holds the set-up)
+    first = 4 * float(np.median([per_q[q] for q in sorted(per_q)[:3]]))
+    last = 4 * float(np.median([per_q[q] for q in sorted(per_q)[-3:]]))
+    t_days = np.array(sorted(per_q), dtype=float) / 4.0
+    w = np.array([marks[q] for q in sorted(per_q)])
+    # cumulative wall W(T) = c + a*T + b*T^2 (T in days): b ~ 0 when a day costs the same
+    c, a, b = np.linalg.lstsq(np.vstack([np.ones_like(t_days), t_days, t_days**2]).T, w,
+                              rcond=None)[0]
+    print(f"fit W(T) = {c:.1f} + {a:.2f}*T + {b:.2f}*T^2 s (T days)")
+    print(f"results folder at the end {size_mb:.1f} MB, max during the run "
+          f"{max(folder_at.values()):.1f} MB; Anvil RSS max {rss_max:.0f} MB; wall {wall:.1f} s")
+    print(f"days={args.days} s_per_day_first={first:.1f} s_per_day_last={last:.1f} "
+          f"last_x_first={last / first:.2f} fit_a_s={a:.2f} fit_b_s={b:.2f} "
+          f"anvil_rss_max_mb={rss_max:.0f} anvil_rss_growth_mb_per_day="
+          f"{(rss_at[qs[-1]] - rss_at[qs[0]]) / ((qs[-1] - qs[0]) / 4):.0f} "
+          f"folder_mb_per_day={size_mb / args.days:.2f} wall_s={wall:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The town: 10,000 households on SimBench 1-MVLV-semiurb-all-0-sw (scenarios/town.yaml).
+
+One ``twin run`` of the town on the reference ledger for ``--hours`` simulated hours (24: a
+day); the whole process tree's peak RSS is sampled every 0.2 s. Reports wall time, set-up
+time and the set-up's share, peak RSS, results folder size and the run's status (a feeder
+that cannot carry the town fails with GridDiverged instead of "succeeding").
+
+``python bench/town.py [--hours 24] [--ledger chain]``; last line ``key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree_rss_mb(proc: psutil.Process) -> float:
+    total = 0.0
+    try:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss / 1e6
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--ledger", default="reference", choices=["reference", "chain"])
+    ap.add_argument("--households", type=int, default=None, help="override the town's count")
+    args = ap.parse_args()
+    doc = yaml.safe_load((ROOT / "scenarios" / "town.yaml").read_text())
+    doc["market"]["ledger"] = args.ledger
+    if args.households:
+        doc["agents"]["households"]["count"] = args.households
+    with tempfile.TemporaryDirectory(prefix="town-") as tmp:
+        scen = Path(tmp) / "town.yaml"
+        scen.write_text(yaml.safe_dump(doc))
+        out = Path(tmp) / "run"
+        until = int(args.hours * 3600)
+        cmd = [sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out),
+               "--no-progress", "--until", str(until)]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ps = psutil.Process(proc.pid)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss_mb(ps))
+            time.sleep(0.2)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        manifest = json.loads((out / "manifest.json").read_text())
+        size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    timings = manifest.get("timings_s", {})
+    print(f"status {manifest['status']} error {manifest.get('error')}")
+    if proc.returncode:
+        print(err.strip().splitlines()[-1] if err.strip() else "")
+    print(f"timings {timings}")
+    print(f"households={doc['agents']['households']['count']} ledger={args.ledger} "
+          f"hours={args.hours:g} status={manifest['status']} wall_s={wall:.1f} "
+          f"setup_s={timings.get('setup_grid_agents_s', float('nan')):.1f} "
+          f"world_s={timings.get('world_s', float('nan')):.1f} peak_rss_mb={peak:.0f} "
+          f"results_mb={size_mb:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Anvil's start flags bound its memory and keep its cost flat in the chain's length."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from twin.chain.anvil import KEEP_STATES, AnvilNode
+
+
+def test_anvil_prunes_states_and_writes_its_state_once(tmp_path: Path) -> None:
+    state = tmp_path / "chain_state.json"
+    with AnvilNode(accounts=2, dump_state=state) as node:
+        assert node._proc is not None
+        args = [str(a) for a in node._proc.args]  # type: ignore[union-attr]
+        assert args[args.index("--prune-history") + 1] == str(KEEP_STATES) == "16"
+        assert "--dump-state" not in args  # Anvil would also dump the whole chain every 60 s
+        w3 = node.web3()
+        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 1})
+        assert not state.exists()  # nothing written while the run goes on
+    doc = json.loads(state.read_text())  # written once at stop, complete JSON
+    assert doc["best_block_number"] == 1 and node.dump_error is None
+    with AnvilNode(accounts=2, load_state=state) as again:
+        assert again.web3().eth.block_number == 1
