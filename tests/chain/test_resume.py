@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+import twin.resume
 import twin.run
 from tests._procs import anvil_children
 from tests._quickstart import QUICKSTART
@@ -204,22 +203,6 @@ def _run_scenario_yaml(tmp_path: Path) -> Path:
     return path
 
 
-def _kill_run_anvil(out: Path, steps: int, others: set[int], done: threading.Event) -> None:
-    """SIGKILL the run's own Anvil (none of ``others``) once a checkpoint holds ``steps``
-    market steps."""
-    while not done.is_set():
-        try:
-            if json.loads((out / CHECKPOINT).read_text())["market_steps"] >= steps:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    else:
-        return
-    (pid,) = anvil_children() - others
-    os.kill(pid, signal.SIGKILL)
-
-
 def _table(out: Path, name: str, key: str) -> list[dict[str, Any]]:
     rows = pq.read_table(out / f"{name}.parquet").to_pylist()
     return sorted(rows, key=lambda r: (r["interval"], r[key]))
@@ -232,15 +215,22 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["run", str(yaml_path), "--out", str(full), "--no-progress"]) == 0
 
-    done = threading.Event()
+    # Anvil dies right after the first checkpoint that holds 4 market steps: synchronously,
+    # inside the run, so a loaded machine cannot let the run finish first.
     others = anvil_children()  # e.g. the session's node: not ours to kill
-    killer = threading.Thread(target=_kill_run_anvil, args=(cut, 4, others, done), daemon=True)
-    killer.start()
-    try:
+    write = twin.resume.write_checkpoint
+
+    def write_then_kill(**kw: Any) -> None:
+        write(**kw)
+        if json.loads((cut / CHECKPOINT).read_text())["market_steps"] >= 4:
+            (pid,) = anvil_children() - others
+            os.kill(pid, signal.SIGKILL)
+
+    with monkeypatch.context() as m:
+        m.setattr(twin.resume, "write_checkpoint", write_then_kill)
+        m.setattr(twin.resume.ChainCheckpointer, "GAP_X", 0.0)
+        m.setattr(twin.resume.ChainCheckpointer, "FORCED_GAP_X", 0.0)
         code = main(["run", str(yaml_path), "--out", str(cut), "--no-progress"])
-    finally:
-        done.set()
-        killer.join()
     stopped = json.loads((cut / "manifest.json").read_text())
     assert code == 1 and stopped["status"] == "failed"
     point = json.loads((cut / CHECKPOINT).read_text())
