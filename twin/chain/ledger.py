@@ -40,6 +40,7 @@ from twin.chain.abi import encode_signed_orders, link
 from twin.chain.cda_chunks import CDA_CHUNK, plan_cda
 from twin.chain.chunks import ClearingChunk, plan_clearing, plan_settlement
 from twin.chain.compile import CompiledContracts, compile_contracts
+from twin.chain.keys import TxKey
 from twin.chain.ledger_base import (
     CLEAR_CHUNK_ORDERS,
     CLEAR_CHUNK_TRADES,
@@ -102,8 +103,9 @@ class ChainLedger(LedgerBase):
         feed_in_price_per_mwh: int,
         compiled: CompiledContracts | None = None,
         accounts: Sequence[str] | None = None,
-        tx_gas: int = 200_000_000,
+        tx_gas: int = 30_000_000,
         gas_price: int = 0,
+        keys: Sequence[TxKey] | None = None,
         gate_lead_s: int | None = None,
         market_start_s: int | None = None,
         mechanism: Mechanism = "uniform",
@@ -129,12 +131,16 @@ class ChainLedger(LedgerBase):
         if start < 0:
             raise ValueError(f"market_start_s must be >= 0, got {market_start_s}")
         compiled = compiled or compile_contracts()
-        accts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
+        if keys:
+            accts = [k.address for k in keys]
+        else:
+            accts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
         if len(accts) < 2:
             raise ValueError("the chain needs at least 2 accounts (operator, DSO)")
         operator, dso = accts[OPERATOR_ACCOUNT], accts[DSO_ACCOUNT]
 
-        tx = TxClient(w3, compiled=compiled, accounts=accts, tx_gas=tx_gas, gas_price=gas_price)
+        tx = TxClient(w3, compiled=compiled, accounts=accts, tx_gas=tx_gas, gas_price=gas_price,
+                      keys=keys)
 
         def _deploy(name: str, *args: Any, bytecode: str | None = None) -> Contract:
             art = compiled[name]

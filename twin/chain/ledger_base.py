@@ -77,7 +77,7 @@ class LedgerBase:
         compiled: CompiledContracts | None = None,
         accounts: Sequence[str] | None = None,
         deploy_block: int = 0,
-        tx_gas: int = 200_000_000,
+        tx_gas: int = 30_000_000,
         gas_price: int = 0,
         clear_chunk_orders: int = CLEAR_CHUNK_ORDERS,
         clear_chunk_trades: int = CLEAR_CHUNK_TRADES,
