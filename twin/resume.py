@@ -114,18 +114,20 @@ class ResumePoint:
 
     @contextlib.contextmanager
     def open_ledger(
-        self, *, n_accounts: int, interval_s: int
+        self, *, n_accounts: int, interval_s: int, seed: int | str = 0
     ) -> Iterator[tuple[ReplayLedger, dict[str, Any]]]:
         """A new Anvil on the checkpointed state and the replaying ledger over it (the hook
         ``twin.run`` opens instead of a new chain)."""
         from twin.chain.anvil import AnvilNode
+        from twin.chain.keys import derive_keys
         from twin.chain.ledger import ChainLedger
 
         state_file = self.out_dir / "chain_state.json"
         with AnvilNode(
-            accounts=n_accounts, load_state=self.out_dir / self.state_file, dump_state=state_file
+            accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:
-            chain = ChainLedger(node.web3(), addresses=self.contracts)
+            chain = ChainLedger(node.web3(), addresses=self.contracts,
+                                keys=derive_keys(seed, n_accounts))
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "

@@ -106,6 +106,8 @@ class ChainLedger(LedgerBase):
         tx_gas: int = 30_000_000,
         gas_price: int = 0,
         keys: Sequence[TxKey] | None = None,
+        funder: TxKey | None = None,
+        fund_wei: int = 10 * 10**18,
         gate_lead_s: int | None = None,
         market_start_s: int | None = None,
         mechanism: Mechanism = "uniform",
@@ -117,7 +119,8 @@ class ChainLedger(LedgerBase):
         0's delivery start; default: latest block time + one interval + the lead) set the gate
         rule (module docstring). The node's block clock is frozen (only ``set_time`` moves it).
         ``mechanism`` (:mod:`twin.market.mechanisms`) is set by the operator right after
-        deployment (``setMechanism``); the CDA's matching runs in the linked library
+        deployment (``setMechanism``); ``keys``: the run's own account keys (every
+        transaction is signed with them), ``funder``: the key that pays each ``fund_wei``; the CDA's matching runs in the linked library
         ``CdaMatching`` (deployed first), which keeps EnergyMarket under the EIP-170 limit."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
@@ -141,6 +144,8 @@ class ChainLedger(LedgerBase):
 
         tx = TxClient(w3, compiled=compiled, accounts=accts, tx_gas=tx_gas, gas_price=gas_price,
                       keys=keys)
+        if funder is not None:  # gas money for the run's own keys, from one funded key
+            tx.fund(funder, accts, value_wei=fund_wei)
 
         def _deploy(name: str, *args: Any, bytecode: str | None = None) -> Contract:
             art = compiled[name]

@@ -19,6 +19,7 @@ from web3.contract import Contract
 
 from twin.chain.abi import EventCodec, decode_static
 from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
+from twin.chain.keys import TxKey
 from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus
@@ -84,6 +85,7 @@ class LedgerBase:
         settle_chunk_trades: int = SETTLE_CHUNK_TRADES,
         settle_chunk_devices: int = SETTLE_CHUNK_DEVICES,
         tx: TxClient | None = None,
+        keys: Sequence[TxKey] | None = None,
     ) -> None:
         """Attach to already deployed contracts (``deploy`` creates them); ``tx``: the
         transaction client to send through (default: a new one over ``w3``)."""
@@ -95,7 +97,7 @@ class LedgerBase:
         self.compiled = compiled or (tx.compiled if tx is not None else compile_contracts())
         #: the transaction client (node, accounts, sending, receipts, errors, tx log)
         self.tx = tx or TxClient(w3, compiled=self.compiled, accounts=accounts, tx_gas=tx_gas,
-                                 gas_price=gas_price)
+                                 gas_price=gas_price, keys=keys)
         self._addresses = {name: to_checksum_address(a) for name, a in addresses.items()}
         self.token: Contract = w3.eth.contract(
             address=self._addresses["SettlementToken"], abi=self.compiled["SettlementToken"].abi

@@ -176,6 +176,18 @@ class TxClient:
             value=value, data=bytes.fromhex(str(tx["data"])[2:]))
         return "0x" + raw.hex(), tx_hash
 
+    def fund(self, funder: TxKey, addresses: Sequence[str], *, value_wei: int) -> None:
+        """Pay each address ``value_wei`` of gas money from ``funder`` (one funded key); an
+        unfunded funder raises one clear line."""
+        have = int(self.rpc("eth_getBalance", [funder.address, "latest"]).get("result", "0x0"), 16)
+        need = value_wei * len(addresses) + 21_000 * len(addresses) * self._max_fee()
+        if have < need:
+            raise ChainRevert("FunderUnfunded", {"funder": funder.address, "balance_wei": have,
+                                                 "needed_wei": need},
+                              purpose=f"funding {len(addresses)} run accounts at {self._url}")
+        for a in addresses:
+            self.transfer_eth(sender=funder, to=a, value_wei=value_wei, purpose=f"funding {a}")
+
     def transfer_eth(self, *, sender: int | TxKey, to: str, value_wei: int, purpose: str) -> None:
         """A plain value transfer (funding a run's accounts with gas money)."""
         if isinstance(sender, TxKey):
