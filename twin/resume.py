@@ -239,7 +239,23 @@ class ReplayLedger:
         elif self.chain.device(device.device_id) != device:
             raise ResumeError(f"replay: device {device.device_id} differs from the one on chain")
 
+    def set_device_signer(self, device_id: int, signer: str, **kw: Any) -> None:
+        if not self.replaying:
+            self.chain.set_device_signer(device_id, signer, **kw)
+        elif self.chain.device_signer(device_id) != signer:
+            raise ResumeError(f"replay: device {device_id}'s key differs from the one on chain")
+
     # --- market steps ------------------------------------------------------------------------
+    def place_signed_orders(self, signed: Sequence[Any], **kw: Any) -> list[Order]:
+        if not self.replaying:
+            return list(self.chain.place_signed_orders(signed, **kw))
+        return self.place_orders([so.intent for so in signed])
+
+    def settle_signed(self, interval: int, readings: Sequence[Any], **kw: Any) -> list[SettlementRow]:
+        if not self.replaying:
+            return list(self.chain.settle_signed(interval, readings, **kw))
+        return self.settle(interval, {r.device_id: r.metered_wh for r in readings})
+
     def place_orders(self, intents: Sequence[OrderIntent], **kw: Any) -> list[Order]:
         if not self.replaying:
             return list(self.chain.place_orders(intents, **kw))

@@ -27,6 +27,7 @@ from twin.grid.der_runtime import feeder_der_devices
 from twin.kpis import RunInputs, compute_kpis, read_tables
 from twin.lifecycle import interrupt_reason, process_identity
 from twin.market.audit import drain_tx_log, token_audit
+from twin.market.device_signers import DeviceSigners
 from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
 from twin.market.step import MarketLog
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
@@ -219,6 +220,10 @@ def run_scenario(
             manifest["chain"] = chain_info
             t_chain = time.perf_counter()
             minted = _fund_and_register(ledger, scenario, model)
+            # every device signs its own orders and meter readings; the operator relays them
+            signers = DeviceSigners(seed=scenario.seed,
+                                    device_ids=[d.device_id for d in model.devices])
+            signers.bind(ledger)
             services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
             timings["setup_ledger_s"] = time.perf_counter() - t_chain
             if chain_info["ledger"] == "chain":
@@ -236,7 +241,7 @@ def run_scenario(
                            recorder=recorder, log=log, n_intervals=n_intervals,
                            duration_s=duration_s, progress=progress, timings=timings,
                            rt_factor=rt_factor, extend_world=extend_world,
-                           grid_step_s=grid_step_s, services=services,
+                           grid_step_s=grid_step_s, services=services, signers=signers,
                            checkpoints=_Checkpoints(
                                every_s=CHECKPOINT_WALL_S if checkpoint_every_s is None
                                else checkpoint_every_s,
@@ -436,7 +441,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                recorder: RunRecorder, log: MarketLog, n_intervals: int, duration_s: int,
                progress: bool, timings: dict[str, float], rt_factor: float | None = None,
                extend_world: Callable[..., None] | None = None,
-               grid_step_s: int | None = None, services: Any = None,
+               grid_step_s: int | None = None, services: Any = None, signers: Any = None,
                checkpoints: _Checkpoints | None = None) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
@@ -450,7 +455,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                              timings=timings).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
-                             services=services).Market()
+                             services=services, signers=signers).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),
