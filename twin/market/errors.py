@@ -465,4 +465,6 @@ CHAIN_ONLY_ERRORS: dict[str, str] = {
     "Reentrancy": "AssetToken: reentrancy guard",
     "BadHint": "CdaMatching: an insertion hint that does not fit the book",
     "WrongMechanism": "EnergyMarket: a call of the other matching rule",
+    "ZeroOwner": "DeviceRegistry: a device registered to address 0x0 (the reference's owners "
+                 "are account indices, which always have an address)",
 }
