@@ -127,7 +127,7 @@ class ResumePoint:
             accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:
             chain = ChainLedger(node.web3(), addresses=self.contracts,
-                                keys=derive_keys(seed, n_accounts))
+                                keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "

@@ -112,6 +112,7 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,
                                     keys=keys, funder=funder, fund_wei=FUND_WEI)
+        ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
         yield ledger, _chain_manifest(ledger, rpc_url=url,
                                       state_file=state_file.name if state_file else None)
 

@@ -86,10 +86,15 @@ class LedgerBase:
         settle_chunk_devices: int = SETTLE_CHUNK_DEVICES,
         tx: TxClient | None = None,
         keys: Sequence[TxKey] | None = None,
+        operator_is_agent: bool = True,
     ) -> None:
         """Attach to already deployed contracts (``deploy`` creates them); ``tx``: the
         transaction client to send through (default: a new one over ``w3``)."""
         self.clear_chunk_orders = clear_chunk_orders
+        #: whether each account makes the operator its order agent (``setAgent``) when it is
+        #: first funded; ``twin run`` turns this off: orders there are device-signed and relayed,
+        #: so the operator holds no spending rights over anyone's escrow
+        self.operator_is_agent = operator_is_agent
         self.clear_chunk_trades = clear_chunk_trades
         self.settle_chunk_trades = settle_chunk_trades
         self.settle_chunk_devices = settle_chunk_devices
@@ -329,7 +334,7 @@ class LedgerBase:
             sender=account,
             purpose=f"prepare account {account}: approve market",
         )
-        if account != OPERATOR_ACCOUNT:
+        if account != OPERATOR_ACCOUNT and self.operator_is_agent:
             self._transact(
                 self.market,
                 "setAgent",
