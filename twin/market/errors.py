@@ -416,6 +416,13 @@ class TariffOutOfRange(MarketError):
     explanation = "tariff must lie within the operator's bounds"
 
 
+class TariffAboveLimit(MarketError):
+    """The charger's tariff is above the driver's limit (raised in front of the session)."""
+
+    fields = ("charger", "price", "max_price")
+    explanation = "the charger's tariff is above the driver's maximum price"
+
+
 class NoTariff(MarketError):
     """The charger's owner has not set a tariff (the charger is not shared)."""
 
@@ -451,7 +458,7 @@ class AllowanceExceeded(MarketError):
     explanation = "spender is not approved for that many of the owner's tokens"
 
 
-_PILOT_ERRORS = (NotACharger, TariffOutOfRange, NoTariff, ChargerBusy, UnknownSession,
+_PILOT_ERRORS = (NotACharger, TariffOutOfRange, TariffAboveLimit, NoTariff, ChargerBusy, UnknownSession,
                  SessionClosed, AllowanceExceeded)  # fmt: skip
 ERRORS.update({cls.__name__: cls for cls in _PILOT_ERRORS})
 __all__ += [cls.__name__ for cls in _PILOT_ERRORS]
