@@ -83,6 +83,10 @@ __all__ = [
 ]
 
 
+#: Signed orders per placeSignedOrders transaction (~70,000 gas each: ~21 M of a 30 M block).
+SIGNED_ORDER_CHUNK = 300
+
+
 @dataclass(frozen=True, slots=True)
 class PendingOrders:
     """Signed orders sent in one transaction, not yet confirmed (``ChainLedger.confirm``)."""
@@ -246,13 +250,14 @@ class ChainLedger(LedgerBase):
     ) -> list[Order]:
         """Relay device-signed orders (``placeSignedOrders``), by default as the operator.
 
-        One transaction per ``chunk_size`` orders (default: all in one), each atomic; a
+        One transaction per ``chunk_size`` orders (default :data:`SIGNED_ORDER_CHUNK`, so each
+        fits a standard 30 M gas block at ~70,000 gas an order), each atomic; a
         malformed order is rejected before anything is sent. Every order's owner and escrow
         payer is its device's owner, authorised by the device key's EIP-712 signature."""
         if not signed:
             return []
         self._reject_malformed([so.intent for so in signed], "place_signed_orders")
-        size = chunk_size or len(signed)
+        size = chunk_size or SIGNED_ORDER_CHUNK
         pending = [
             self.submit_signed_orders(signed[k : k + size], sender=sender, checked=True)
             for k in range(0, len(signed), size)
