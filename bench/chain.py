@@ -173,7 +173,7 @@ def main() -> None:
         for k, n in enumerate(CLEAR_SIZES):
             ivl = INTERVALS + 10 + k
             led.tx_gas = 200_000_000
-            led.place_signed_orders(m.sign(m.intents(rng, ivl, n)), chunk_size=1000)
+            led.place_signed_orders(m.sign(m.intents(rng, ivl, n)), chunk_size=CHUNK)
             led.tx_gas = CHUNK_TX_GAS
             n_tx = len(led.transactions)
             cleared = led.clear(ivl)
