@@ -151,6 +151,9 @@ def main() -> None:
     ap.add_argument("--ledger", default="reference", choices=["reference", "chain"])
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from twin.runtime import configure
+
+    configure()  # the twin command's set-up: numba's work-queue layer, malloc tuning
     if args.one:
         row = _one_reference(args) if args.ledger == "reference" else _one_chain(args)
         print(json.dumps(row))

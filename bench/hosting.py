@@ -211,6 +211,9 @@ def main() -> None:
     ap.add_argument("--placements", type=int, default=100)
     ap.add_argument("--dss-placements", type=int, default=None)
     args = ap.parse_args()
+    from twin.runtime import configure
+
+    configure()  # the twin command's set-up: numba's work-queue layer, malloc tuning
     steps = 2688 if args.quick else STEPS_YEAR
     n_dss = args.dss_placements or (1 if args.quick else 2)
     f = feeder(steps)

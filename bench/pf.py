@@ -386,10 +386,12 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("NUMBA_NUM_THREADS", str(THREADS))
     # A benchmark machine is dedicated: numba's OpenMP layer (workers spin briefly between
-    # parallel regions, GOMP_SPINCOUNT 30000 set by twin.grid._kernels) instead of the
-    # library's default 'workqueue', whose sleeping workers join short kernels late on a VM
-    # (see twin/grid/_kernels.py for both figures). --threading workqueue measures the default.
-    os.environ["NUMBA_THREADING_LAYER"] = args.threading
+    # parallel regions, GOMP_SPINCOUNT 30000 set by twin.runtime.configure) instead of the
+    # twin's default 'workqueue', whose sleeping workers join short kernels late on a VM
+    # (see twin/runtime.py for both figures). --threading workqueue measures the default.
+    from twin.runtime import configure
+
+    configure(threading=args.threading)
     warnings.filterwarnings("ignore")
     sizes = (1, 1000) if args.quick else (1, 1000, 10000)
     repeats = 7 if args.quick else 11

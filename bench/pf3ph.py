@@ -252,6 +252,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats; OpenDSS B=1000 timed on 200 solves")
     args = ap.parse_args()
+    from twin.runtime import configure
+
+    configure()  # the twin command's set-up: numba's work-queue layer, malloc tuning
     warnings.filterwarnings("ignore")
     import pandapower as pp
     import pandapower.networks as pn

@@ -33,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from twin.runtime import configure  # noqa: E402
 from twin.sweep import plan_sweep, run_sweep  # noqa: E402
 from twin.sweep.runner import warm_up  # noqa: E402
 from twin.sweep.store import kpi_rows, write_kpis  # noqa: E402
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chain-runs", type=int, default=2)
     args = ap.parse_args()
+    configure()  # the twin command's set-up (the runs' forkserver inherits the environment)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import twin.sweep.child"], check=True, cwd=ROOT)
     cold_import_s = time.perf_counter() - t

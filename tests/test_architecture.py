@@ -118,3 +118,27 @@ def test_the_check_sees_a_cycle(tmp_path: Path) -> None:
     """The cycle finder itself: a -> b -> c -> a is one cycle, d -> a none."""
     g = {"a": {"b": []}, "b": {"c": []}, "c": {"a": []}, "d": {"a": []}}
     assert _cycles(g) == [["a", "b", "c"]]
+
+
+def test_importing_the_kernels_changes_no_process_state() -> None:
+    """No side effects at import: the numba layer, OpenMP spinning and malloc are set by
+    :func:`twin.runtime.configure` only (called by the CLI and the benchmarks)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numba\n"
+        "for k in ('NUMBA_THREADING_LAYER', 'GOMP_SPINCOUNT'): os.environ.pop(k, None)\n"
+        "layer = numba.config.THREADING_LAYER\n"
+        "import twin.grid, twin.grid.pf, twin.grid.pf3ph, twin.grid._kernels, twin.grid._kernels3ph\n"
+        "assert 'NUMBA_THREADING_LAYER' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ\n"
+        "assert numba.config.THREADING_LAYER == layer, numba.config.THREADING_LAYER\n"
+        "from twin.runtime import configure\n"
+        "s = configure(threading='omp', malloc_tune=False)\n"
+        "assert (s.threading, s.malloc_tuned) == ('omp', False)\n"
+        "assert numba.config.THREADING_LAYER == 'omp' and os.environ['GOMP_SPINCOUNT'] == '30000'\n"
+        "try:\n    configure(threading='fast')\nexcept ValueError as e:\n    assert 'fast' in str(e)\n"
+        "else:\n    raise AssertionError('no error')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TWIN.parent)
+    assert proc.returncode == 0, proc.stderr

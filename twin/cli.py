@@ -304,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         interrupt_reason,
         received_signal,
     )
+    from twin.runtime import configure
 
-    # numba's default OpenMP layer leaves worker threads spinning after each parallel batch
-    # solve, starving the main thread on small machines; the command (not the library) picks
-    # the work-queue layer unless the user chose one.
-    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    # numba's OpenMP layer leaves worker threads spinning after each parallel batch solve,
+    # starving the main thread on small machines; the command (not the library) picks the
+    # work-queue layer unless the user chose one (NUMBA_THREADING_LAYER), and tunes malloc.
+    configure()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     args = _parser().parse_args([a for a in argv if a != "--debug"])

@@ -2,63 +2,19 @@
 
 Imported lazily by :mod:`twin.grid.pf` only for batches big enough to pay for numba
 (its import and, on a fresh clone, its compile); small batches run the numpy path there.
-Every kernel is ``cache=True``: compiled once per machine into ``__pycache__``.
+Every kernel is ``cache=True``: compiled once per machine into ``__pycache__``. Importing
+this module changes no process state: the threading layer and malloc tuning are the
+caller's choice (:func:`twin.runtime.configure`); the kernels give the same results with any
+numba threading layer.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numba as nb
 import numpy as np
-
-# Threading layer. numba's OpenMP layer keeps its workers spinning after a parallel region;
-# 'workqueue' puts them to sleep. Measured on the 2-vCPU machine, case33bw B=1000 (bench):
-#   idle machine:            workqueue 2.4 us/pf, omp 1.4-1.7 us/pf (a sleeping vCPU of a VM
-#                            takes long to wake: the second worker joins late in short kernels)
-#   one core busy elsewhere: workqueue 2.8 us/pf, omp 15.8 us/pf (the spinning worker starves
-#                            the serial work between calls), omp with GOMP_SPINCOUNT=30000 5.2
-# So the default is 'workqueue' (robust where the machine is shared: CI, a laptop, the twin's
-# other processes); a dedicated sweep or benchmark machine sets NUMBA_THREADING_LAYER=omp.
-# With omp and no GOMP_SPINCOUNT given, spinning is bounded (30000) before libgomp loads.
-# Set before any parallel launch; the environment wins.
-nb.config.THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER", "workqueue")  # type: ignore[attr-defined]
-if nb.config.THREADING_LAYER == "omp":  # type: ignore[attr-defined]
-    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of handing it back to the OS.
-
-    A batch solve returns about 10 arrays of B x n values. By default glibc serves each
-    from a fresh ``mmap`` (or trims the heap after it is freed), so every solve page-faults
-    its results in again: on small nets that cost as much as the power flows (case33bw,
-    B=1000: about 1 µs of 2-3 µs per flow). With the mmap threshold at 64 MiB and the trim
-    threshold at 256 MiB, freed result arrays are reused by the next solve. Process-wide
-    (it also helps any other numpy code); ``TWIN_MALLOC_TUNE=0`` leaves glibc alone. No
-    effect where the C library is not glibc.
-    """
-    if os.environ.get("TWIN_MALLOC_TUNE", "1") == "0":
-        return
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return
-    if mallopt is None:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 64 << 20)
-    mallopt(m_trim_threshold, 256 << 20)
-
-
-_keep_freed_memory()
 
 __all__ = [
     "K", "branch_arrays", "contingencies_par", "fixed_point_chunked", "fixed_point_par", "injections_rows",

@@ -12,8 +12,6 @@ from typing import Any
 import numpy as np
 from numba import njit, prange
 
-import twin.grid._kernels  # noqa: F401  (the shared numba threading-layer choice, set before any launch)
-
 # batches below this much work (scenarios x nodes) run serially: waking threads costs more
 _PARALLEL_WORK = 20_000
 

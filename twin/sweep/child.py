@@ -24,6 +24,7 @@ import mosaik  # noqa: F401  (preloaded for the forked runs)
 import twin.agents.model
 import twin.grid.feeders  # noqa: F401
 from twin.run import run_scenario
+from twin.runtime import configure
 from twin.scenario import scenario_from_dict
 
 __all__ = ["TASK_FILE", "Terminated", "main"]
@@ -63,6 +64,7 @@ def main(run_dir: str) -> int:
     _die_with_parent()
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep decides when a run stops
+    configure()  # the run's process: numba layer (inherited environment) and malloc tuning
     _one_thread()
     out = Path(run_dir)
     log = os.open(out / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
