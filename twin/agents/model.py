@@ -362,13 +362,13 @@ class FeederModel(mesa.Model):
             "violations_remaining": check.remaining.total,
             "overvoltage": check.remaining.overvoltage, "undervoltage": check.remaining.undervoltage,
             "overload": check.remaining.overload, "curtailed_trades": len(check.curtailments),
-            "unbalance": check.remaining.unbalance if feeder_3ph else None,
-            "vuf_max_percent": st.vuf_max_percent if feeder_3ph and st is not None else None,
             "curtailed_wh": check.curtailed_wh,
             "vm_min_pu": st.vm_min_pu if st is not None else nan,
             "vm_max_pu": st.vm_max_pu if st is not None else nan,
             "max_loading_percent": st.max_loading_percent if st is not None else nan,
             "network_fee_per_mwh": fee_k / MICRO, "network_fee_amount": fee_amount,
+            "unbalance": check.remaining.unbalance if feeder_3ph else None,
+            "vuf_max_percent": st.vuf_max_percent if feeder_3ph and st is not None else None,
         }
         vpp_rows: list[dict[str, Any]] = []
         if self.vpp is not None and k + 1 == self.n_intervals:

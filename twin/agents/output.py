@@ -24,6 +24,7 @@ DSO_ROW_COLUMNS = (
     "time_s", "interval", "checks", "converged", "violations_found", "violations_remaining",
     "overvoltage", "undervoltage", "overload", "curtailed_trades", "curtailed_wh",
     "vm_min_pu", "vm_max_pu", "max_loading_percent", "network_fee_per_mwh", "network_fee_amount",
+    "unbalance", "vuf_max_percent",
 )
 _TABLES = ("load", "sgen", "storage")
 
