@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", type=Path, default=None, metavar="DIR",
                    help="continue the stopped chain run in DIR from its last checkpoint")
     r.add_argument("--rpc-url", default=None, help="use this Ethereum JSON-RPC node instead of starting Anvil")
+    r.add_argument("--funder-key", default=None,
+                   help="hex private key that pays the run's accounts their gas money on --rpc-url "
+                        "(default: $TWIN_FUNDER_KEY)")
     r.add_argument("--until", type=int, default=None, metavar="SECONDS",
                    help="stop after this much simulated time (default: the scenario's duration)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -156,7 +159,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         outcome = run_scenario(
             scenario, out_dir=args.out, scenario_path=str(args.scenario), rpc_url=args.rpc_url,
-            until_s=args.until, progress=progress,
+            funder_key=args.funder_key, until_s=args.until, progress=progress,
             on_status=lambda m: print(f"[twin] {m}", file=sys.stderr), **_checkpoint_kw(args),
         )
     except KeyboardInterrupt as exc:

@@ -127,18 +127,20 @@ class ResumePoint:
 
     @contextlib.contextmanager
     def open_ledger(
-        self, *, n_accounts: int, interval_s: int
+        self, *, n_accounts: int, interval_s: int, seed: int | str = 0
     ) -> Iterator[tuple[ReplayLedger, dict[str, Any]]]:
         """A new Anvil on the checkpointed state and the replaying ledger over it (the hook
         ``twin.run`` opens instead of a new chain)."""
         from twin.chain.anvil import AnvilNode
+        from twin.chain.keys import derive_keys
         from twin.chain.ledger import ChainLedger
 
         state_file = self.out_dir / "chain_state.json"
         with AnvilNode(
-            accounts=n_accounts, load_state=self.out_dir / self.state_file, dump_state=state_file
+            accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:
-            chain = ChainLedger(node.web3(), addresses=self.contracts)
+            chain = ChainLedger(node.web3(), addresses=self.contracts,
+                                keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "
@@ -250,10 +252,26 @@ class ReplayLedger:
         elif self.chain.device(device.device_id) != device:
             raise ResumeError(f"replay: device {device.device_id} differs from the one on chain")
 
+    def set_device_signer(self, device_id: int, signer: str, **kw: Any) -> None:
+        if not self.replaying:
+            self.chain.set_device_signer(device_id, signer, **kw)
+        elif self.chain.device_signer(device_id) != signer:
+            raise ResumeError(f"replay: device {device_id}'s key differs from the one on chain")
+
     # --- market steps ------------------------------------------------------------------------
     def set_envelopes(self, interval: int, **kw: Any) -> None:
         if not self.replaying:  # replayed: the chain holds them already
             self.chain.set_envelopes(interval, **kw)
+
+    def place_signed_orders(self, signed: Sequence[Any], **kw: Any) -> list[Order]:
+        if not self.replaying:
+            return list(self.chain.place_signed_orders(signed, **kw))
+        return self.place_orders([so.intent for so in signed])
+
+    def settle_signed(self, interval: int, readings: Sequence[Any], **kw: Any) -> list[SettlementRow]:
+        if not self.replaying:
+            return list(self.chain.settle_signed(interval, readings, **kw))
+        return self.settle(interval, {r.device_id: r.metered_wh for r in readings})
 
     def place_orders(self, intents: Sequence[OrderIntent], **kw: Any) -> list[Order]:
         if not self.replaying:

@@ -12,10 +12,6 @@ from twin.errors import TwinError
 
 __all__ = ["NodeRequirementError", "check_rpc_node"]
 
-#: The gas of the twin's largest transactions (twin.chain.ledger: ``tx_gas``).
-TX_GAS = 200_000_000
-
-
 class NodeRequirementError(TwinError):
     """The node at ``--rpc-url`` cannot run the twin's market (a bad input: exit 2)."""
 
@@ -30,22 +26,18 @@ def _rpc(url: str, method: str, params: list[Any]) -> Any:
     return doc["result"]
 
 
-def check_rpc_node(url: str, *, accounts: int, tx_gas: int = TX_GAS) -> None:
-    """Raise :class:`NodeRequirementError` naming every requirement the node misses."""
+def check_rpc_node(url: str, *, funder: str, need_wei: int) -> None:
+    """Raise :class:`NodeRequirementError` unless the node answers and ``funder`` (the address
+    of ``--funder-key``) can pay ``need_wei`` of gas money to the run's accounts. Nothing else
+    is assumed of the node: the twin signs every transaction itself."""
     try:
         _rpc(url, "eth_chainId", [])
-        gas_limit = int(_rpc(url, "eth_getBlockByNumber", ["latest", False])["gasLimit"], 16)
-        unlocked = len(_rpc(url, "eth_accounts", []) or [])
+        _rpc(url, "eth_getBlockByNumber", ["latest", False])
+        balance = int(_rpc(url, "eth_getBalance", [funder, "latest"]), 16)
     except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
         raise NodeRequirementError(f"--rpc-url {url}: no Ethereum JSON-RPC answer ({exc})") from exc
-    problems = []
-    if gas_limit < tx_gas:
-        problems.append(f"its block gas limit is {gas_limit:,}, the twin sends transactions of up "
-                        f"to {tx_gas:,} gas (anvil --gas-limit 1000000000)")
-    if unlocked < accounts:
-        problems.append(f"it unlocks {unlocked} account(s), this scenario needs {accounts} "
-                        f"(anvil --accounts {accounts})")
-    if problems:
-        raise NodeRequirementError(f"--rpc-url {url}: the node cannot run this scenario: "
-                                   + "; ".join(problems)
-                                   + " — or leave out --rpc-url and the twin starts its own Anvil")
+    if balance < need_wei:
+        raise NodeRequirementError(
+            f"--rpc-url {url}: the funder key's account {funder} holds {balance} wei, the run's "
+            f"accounts need {need_wei} wei of gas money (pass a funded --funder-key or set "
+            "TWIN_FUNDER_KEY)")

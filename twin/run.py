@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -26,6 +27,7 @@ from twin.grid.der_runtime import feeder_der_devices
 from twin.kpis import RunInputs, compute_kpis, read_tables
 from twin.lifecycle import interrupt_reason, process_identity
 from twin.market.audit import drain_tx_log, token_audit
+from twin.market.device_signers import DeviceSigners
 from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
 from twin.market.step import MarketLog
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
@@ -42,6 +44,8 @@ __all__ = ["RunOutcome", "resume_run", "run_scenario"]
 CHECKPOINT_WALL_S = 10.0
 #: ... or after this many market intervals, whichever comes first.
 CHECKPOINT_INTERVALS = 8
+#: Gas money each of a chain run's accounts gets from the funder key (wei).
+FUND_WEI = 10 * 10**18
 
 
 @dataclass
@@ -63,11 +67,13 @@ def _git_sha() -> str | None:
 
 @contextlib.contextmanager
 def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
-                 rpc_url: str | None, resume: Any = None) -> Iterator[tuple[Any, dict[str, Any]]]:
+                 rpc_url: str | None, resume: Any = None,
+                 funder_key: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit."""
     m = scenario.market
     if resume is not None:  # twin run --resume: the checkpointed chain, replayed (twin/resume.py)
-        with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s) as opened:
+        with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s,
+                                seed=scenario.seed) as opened:
             yield opened
         return
     interval_s = m.interval_s
@@ -83,18 +89,30 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         return
 
     from twin.chain.anvil import AnvilNode
+    from twin.chain.keys import ANVIL_DEV_KEY, TxKey, derive_keys
     from twin.chain.ledger import ChainLedger
 
     url = rpc_url or scenario.chain.rpc_url
+    # Every account of the run is its own key made from the seed; one funded key pays them gas
+    keys = derive_keys(scenario.seed, n_accounts)
+    key_hex = funder_key or os.environ.get("TWIN_FUNDER_KEY") or (None if url else ANVIL_DEV_KEY)
+    if key_hex is None:
+        from twin.rpc_check import NodeRequirementError
+
+        raise NodeRequirementError(f"--rpc-url {url}: pass --funder-key HEX (or set "
+                                   "TWIN_FUNDER_KEY): a funded key that pays the run's accounts")
+    funder = TxKey.from_hex(key_hex)
     if url:
         from twin.rpc_check import check_rpc_node
 
-        check_rpc_node(url, accounts=n_accounts)
+        check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
     state_file = None if url else out_dir / "chain_state.json"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
-    with AnvilNode(rpc_url=url, accounts=n_accounts, dump_state=state_file) as node:
+    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node:
         ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,
-                                    feed_in_price_per_mwh=feed_in, mechanism=mechanism)
+                                    feed_in_price_per_mwh=feed_in, mechanism=mechanism,
+                                    keys=keys, funder=funder, fund_wei=FUND_WEI)
+        ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
         yield ledger, _chain_manifest(ledger, rpc_url=url,
                                       state_file=state_file.name if state_file else None)
 
@@ -115,6 +133,7 @@ def run_scenario(
     out_dir: Path,
     scenario_path: str | None = None,
     rpc_url: str | None = None,
+    funder_key: str | None = None,
     until_s: int | None = None,
     progress: bool = True,
     on_status: Callable[[str], None] | None = None,
@@ -197,10 +216,15 @@ def run_scenario(
     error: str | None = None
     try:
         say(f"starting the {scenario.market.ledger} ledger")
-        with _open_ledger(scenario, out_dir, n_accounts, rpc_url, resume) as (ledger, chain_info):
+        with _open_ledger(scenario, out_dir, n_accounts, rpc_url, resume,
+                          funder_key=funder_key) as (ledger, chain_info):
             manifest["chain"] = chain_info
             t_chain = time.perf_counter()
             minted = _fund_and_register(ledger, scenario, model)
+            # every device signs its own orders and meter readings; the operator relays them
+            signers = DeviceSigners(seed=scenario.seed,
+                                    device_ids=[d.device_id for d in model.devices])
+            signers.bind(ledger)
             services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
             timings["setup_ledger_s"] = time.perf_counter() - t_chain
             if chain_info["ledger"] == "chain":
@@ -218,7 +242,7 @@ def run_scenario(
                            recorder=recorder, log=log, n_intervals=n_intervals,
                            duration_s=duration_s, progress=progress, timings=timings,
                            rt_factor=rt_factor, extend_world=extend_world,
-                           grid_step_s=grid_step_s, services=services,
+                           grid_step_s=grid_step_s, services=services, signers=signers,
                            checkpoints=_Checkpoints(
                                every_s=CHECKPOINT_WALL_S if checkpoint_every_s is None
                                else checkpoint_every_s,
@@ -482,7 +506,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                recorder: RunRecorder, log: MarketLog, n_intervals: int, duration_s: int,
                progress: bool, timings: dict[str, float], rt_factor: float | None = None,
                extend_world: Callable[..., None] | None = None,
-               grid_step_s: int | None = None, services: Any = None,
+               grid_step_s: int | None = None, services: Any = None, signers: Any = None,
                checkpoints: _Checkpoints | None = None) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
@@ -496,7 +520,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                              timings=timings).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
-                             services=services).Market()
+                             services=services, signers=signers).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),

@@ -108,7 +108,7 @@ def test_green_exchange_matches_reference(
     with reverted(anvil):
         cash = {DSO_ACCOUNT: dso_cash} | {a: 400_000 for a in range(2, 8)}
         wallets, money = _money(led, cash)
-        buy, sell = (p * 1_000_000 for p in prices)
+        buy, sell = sorted(p * 1_000_000 for p in prices)  # the DSO never buys above its sell price
         ref = GreenExchange(devices=_devices(), money=money, buy_price_per_mwh=buy,
                             sell_price_per_mwh=sell)  # fmt: skip
         ex = ChainGreenExchange.deploy(led, buy_price_per_mwh=buy, sell_price_per_mwh=sell)

@@ -100,7 +100,10 @@ def test_chain_table_traces_transactions(chain_run):
     chain = _t(chain_run, "chain")
     assert len(chain) > 0 and chain.tx_hash.str.match(r"^0x[0-9a-f]{64}$").all()
     assert (chain.gas_used > 0).all()
-    assert {"EnergyMarket.placeOrders", "EnergyMarket.clear", "EnergyMarket.settle"} <= set(chain.function)
+    # orders and meter readings are device-signed; the operator only relays them
+    assert {"EnergyMarket.placeSignedOrders", "EnergyMarket.clear",
+            "EnergyMarket.settleSigned"} <= set(chain.function)
+    assert not {"EnergyMarket.placeOrders", "EnergyMarket.settle"} & set(chain.function)
     assert (chain.time_s >= 0).all()
 
 
@@ -124,7 +127,7 @@ def test_failed_run_stops_anvil_and_names_the_revert(tmp_path, monkeypatch, caps
     before = anvil_children()
     assert main(["run", str(_scenario(tmp_path)), "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert "CapacityExceeded" in err and "place_orders" in err
+    assert "CapacityExceeded" in err and "place_signed_orders" in err
     assert anvil_children() == before
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "CapacityExceeded" in manifest["error"]

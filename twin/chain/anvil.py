@@ -86,7 +86,7 @@ class AnvilNode:
         dump_state: Path | None = None,
         load_state: Path | None = None,
         rpc_url: str | None = None,
-        gas_limit: int = 1_000_000_000,
+        gas_limit: int | None = None,
         chain_id: int | None = None,
         startup_timeout_s: float = 20.0,
         log_file: Path | None = None,
@@ -130,11 +130,10 @@ class AnvilNode:
                 "--port", str(self.port),
                 "--accounts", str(self.accounts),
                 "--balance", str(self.balance_eth),
-                "--gas-limit", str(self.gas_limit),
-                "--base-fee", "0",
-                "--gas-price", "0",
-                "--disable-code-size-limit",
             ]  # fmt: skip
+            # Standard limits: the default 30 M gas block, EIP-170 code size, EIP-1559 fees
+            if self.gas_limit is not None:
+                cmd += ["--gas-limit", str(self.gas_limit)]
             if self.keep_states is not None:
                 # Keep this many recent block states in memory (blocks, receipts and logs are
                 # all kept): beyond its default of 256 Anvil writes old states to disk, which

@@ -40,6 +40,7 @@ from twin.chain.abi import encode_signed_orders, link
 from twin.chain.cda_chunks import CDA_CHUNK, plan_cda
 from twin.chain.chunks import ClearingChunk, plan_clearing, plan_settlement
 from twin.chain.compile import CompiledContracts, compile_contracts
+from twin.chain.keys import TxKey
 from twin.chain.ledger_base import (
     CLEAR_CHUNK_ORDERS,
     CLEAR_CHUNK_TRADES,
@@ -82,6 +83,10 @@ __all__ = [
 ]
 
 
+#: Signed orders per placeSignedOrders transaction (~70,000 gas each: ~21 M of a 30 M block).
+SIGNED_ORDER_CHUNK = 300
+
+
 @dataclass(frozen=True, slots=True)
 class PendingOrders:
     """Signed orders sent in one transaction, not yet confirmed (``ChainLedger.confirm``)."""
@@ -102,8 +107,11 @@ class ChainLedger(LedgerBase):
         feed_in_price_per_mwh: int,
         compiled: CompiledContracts | None = None,
         accounts: Sequence[str] | None = None,
-        tx_gas: int = 200_000_000,
+        tx_gas: int = 30_000_000,
         gas_price: int = 0,
+        keys: Sequence[TxKey] | None = None,
+        funder: TxKey | None = None,
+        fund_wei: int = 10 * 10**18,
         gate_lead_s: int | None = None,
         market_start_s: int | None = None,
         mechanism: Mechanism = "uniform",
@@ -115,7 +123,8 @@ class ChainLedger(LedgerBase):
         0's delivery start; default: latest block time + one interval + the lead) set the gate
         rule (module docstring). The node's block clock is frozen (only ``set_time`` moves it).
         ``mechanism`` (:mod:`twin.market.mechanisms`) is set by the operator right after
-        deployment (``setMechanism``); the CDA's matching runs in the linked library
+        deployment (``setMechanism``); ``keys``: the run's own account keys (every
+        transaction is signed with them), ``funder``: the key that pays each ``fund_wei``; the CDA's matching runs in the linked library
         ``CdaMatching`` (deployed first), which keeps EnergyMarket under the EIP-170 limit."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
@@ -129,12 +138,18 @@ class ChainLedger(LedgerBase):
         if start < 0:
             raise ValueError(f"market_start_s must be >= 0, got {market_start_s}")
         compiled = compiled or compile_contracts()
-        accts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
+        if keys:
+            accts = [k.address for k in keys]
+        else:
+            accts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
         if len(accts) < 2:
             raise ValueError("the chain needs at least 2 accounts (operator, DSO)")
         operator, dso = accts[OPERATOR_ACCOUNT], accts[DSO_ACCOUNT]
 
-        tx = TxClient(w3, compiled=compiled, accounts=accts, tx_gas=tx_gas, gas_price=gas_price)
+        tx = TxClient(w3, compiled=compiled, accounts=accts, tx_gas=tx_gas, gas_price=gas_price,
+                      keys=keys)
+        if funder is not None:  # gas money for the run's own keys, from one funded key
+            tx.fund(funder, accts, value_wei=fund_wei)
 
         def _deploy(name: str, *args: Any, bytecode: str | None = None) -> Contract:
             art = compiled[name]
@@ -235,13 +250,14 @@ class ChainLedger(LedgerBase):
     ) -> list[Order]:
         """Relay device-signed orders (``placeSignedOrders``), by default as the operator.
 
-        One transaction per ``chunk_size`` orders (default: all in one), each atomic; a
+        One transaction per ``chunk_size`` orders (default :data:`SIGNED_ORDER_CHUNK`, so each
+        fits a standard 30 M gas block at ~70,000 gas an order), each atomic; a
         malformed order is rejected before anything is sent. Every order's owner and escrow
         payer is its device's owner, authorised by the device key's EIP-712 signature."""
         if not signed:
             return []
         self._reject_malformed([so.intent for so in signed], "place_signed_orders")
-        size = chunk_size or len(signed)
+        size = chunk_size or SIGNED_ORDER_CHUNK
         pending = [
             self.submit_signed_orders(signed[k : k + size], sender=sender, checked=True)
             for k in range(0, len(signed), size)

@@ -19,6 +19,7 @@ from web3.contract import Contract
 
 from twin.chain.abi import EventCodec, decode_static
 from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
+from twin.chain.keys import TxKey
 from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus
@@ -77,17 +78,23 @@ class LedgerBase:
         compiled: CompiledContracts | None = None,
         accounts: Sequence[str] | None = None,
         deploy_block: int = 0,
-        tx_gas: int = 200_000_000,
+        tx_gas: int = 30_000_000,
         gas_price: int = 0,
         clear_chunk_orders: int = CLEAR_CHUNK_ORDERS,
         clear_chunk_trades: int = CLEAR_CHUNK_TRADES,
         settle_chunk_trades: int = SETTLE_CHUNK_TRADES,
         settle_chunk_devices: int = SETTLE_CHUNK_DEVICES,
         tx: TxClient | None = None,
+        keys: Sequence[TxKey] | None = None,
+        operator_is_agent: bool = True,
     ) -> None:
         """Attach to already deployed contracts (``deploy`` creates them); ``tx``: the
         transaction client to send through (default: a new one over ``w3``)."""
         self.clear_chunk_orders = clear_chunk_orders
+        #: whether each account makes the operator its order agent (``setAgent``) when it is
+        #: first funded; ``twin run`` turns this off: orders there are device-signed and relayed,
+        #: so the operator holds no spending rights over anyone's escrow
+        self.operator_is_agent = operator_is_agent
         self.clear_chunk_trades = clear_chunk_trades
         self.settle_chunk_trades = settle_chunk_trades
         self.settle_chunk_devices = settle_chunk_devices
@@ -95,7 +102,7 @@ class LedgerBase:
         self.compiled = compiled or (tx.compiled if tx is not None else compile_contracts())
         #: the transaction client (node, accounts, sending, receipts, errors, tx log)
         self.tx = tx or TxClient(w3, compiled=self.compiled, accounts=accounts, tx_gas=tx_gas,
-                                 gas_price=gas_price)
+                                 gas_price=gas_price, keys=keys)
         self._addresses = {name: to_checksum_address(a) for name, a in addresses.items()}
         self.token: Contract = w3.eth.contract(
             address=self._addresses["SettlementToken"], abi=self.compiled["SettlementToken"].abi
@@ -329,7 +336,7 @@ class LedgerBase:
             sender=account,
             purpose=f"prepare account {account}: approve market",
         )
-        if account != OPERATOR_ACCOUNT:
+        if account != OPERATOR_ACCOUNT and self.operator_is_agent:
             self._transact(
                 self.market,
                 "setAgent",

@@ -3,8 +3,11 @@ the transaction log.
 
 :class:`TxClient` is what every chain-side module sends through (the market ledger
 :mod:`twin.chain.ledger`, the service clients :mod:`twin.chain.clients`). Transactions are
-sent from the node's unlocked accounts (``eth_sendTransaction``; account index ``i`` is the
-node's ``i``-th account) over one keep-alive HTTP session, and every one — deployments
+signed here with each account's own key (:mod:`twin.chain.keys`: a run's keys come from its
+seed) and sent raw (``eth_sendRawTransaction``, EIP-1559 fees paid by the sender) over one
+keep-alive HTTP session; no account on the node needs to be unlocked. Without explicit keys the
+client signs for the node's listed accounts with the keys of the standard development mnemonic
+(Anvil's and Hardhat's default accounts). Every transaction — deployments
 included — is recorded in :attr:`TxClient.transactions` (hash, block, gas, function,
 interval), which feeds the results ``chain`` table and ``gas_per_kwh``.
 
@@ -29,6 +32,7 @@ from web3.contract import Contract
 
 from twin.chain.abi import ErrorTable, abi_type, encode_call, function_spec
 from twin.chain.compile import CompiledContracts
+from twin.chain.keys import TxKey, dev_key, sign_eip1559
 from twin.errors import TwinError
 from twin.market import errors as e
 
@@ -36,6 +40,8 @@ __all__ = ["ChainRevert", "ChainUnavailable", "Pending", "TxClient", "TxRecord"]
 
 #: Gas of an eth_call dry run (a call, not bound by a block).
 DRY_RUN_GAS = 200_000_000
+#: Gas limit of a block on a standard chain (and Anvil's default): no transaction exceeds it.
+BLOCK_GAS = 30_000_000
 
 
 class ChainUnavailable(TwinError):
@@ -91,12 +97,18 @@ class TxClient:
     """Sending to and reading from one node (see the module docstring)."""
 
     def __init__(self, w3: Web3, *, compiled: CompiledContracts, accounts: Sequence[str] | None = None,
-                 tx_gas: int = 200_000_000, gas_price: int = 0) -> None:
+                 tx_gas: int = BLOCK_GAS, gas_price: int = 0,
+                 keys: Sequence[TxKey] | None = None) -> None:
         self.w3 = w3
         self.compiled = compiled
-        self.tx_gas = tx_gas
         self.gas_price = gas_price
-        self.accounts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
+        #: account index -> signing key (explicit keys, else the dev mnemonic's, derived lazily)
+        self._keys: dict[int, TxKey] = dict(enumerate(keys or ()))
+        if keys:
+            self.accounts = [k.address for k in keys]
+        else:
+            self.accounts = [to_checksum_address(a) for a in (accounts or w3.eth.accounts)]
+        self._dev_keys = not keys
         self._index = {a.lower(): i for i, a in enumerate(self.accounts)}
         self._names: dict[str, str] = {}
         # Raw JSON-RPC over one keep-alive session that ignores proxy environment variables
@@ -117,9 +129,84 @@ class TxClient:
         self.errors = ErrorTable([compiled[n].abi for n in compiled.artifacts])
         #: custom error name -> rewrites its decoded values (e.g. block times -> market clock)
         self.error_hooks: dict[str, Callable[[dict[str, Any]], None]] = {}
+        self.chain_id = int(w3.eth.chain_id)
+        latest = self.rpc("eth_getBlockByNumber", ["latest", False]).get("result") or {}
+        self.block_gas_limit = int(latest.get("gasLimit", hex(BLOCK_GAS)), 16)
+        #: gas limit of every transaction: the smaller of the request and the block's limit
+        self.tx_gas = min(tx_gas, self.block_gas_limit)
+        self._base_fee = int(latest.get("baseFeePerGas", "0x0"), 16)
+        self._sends_since_fee = 0
+        #: wei paid in fees by all transactions sent (gasUsed x effectiveGasPrice)
+        self.fees_wei = 0
+
+    # --- keys ---------------------------------------------------------------------------
+    def key_of(self, account: int) -> TxKey:
+        key = self._keys.get(account)
+        if key is None:
+            address = self.address_of(account)
+            key = dev_key(account) if self._dev_keys else None
+            if key is None or key.address != address:
+                raise ValueError(
+                    f"no signing key for account {account} ({address}): pass keys= (the run's "
+                    "keys) or use a dev node whose accounts are the standard mnemonic's")
+            self._keys[account] = key
+        return key
+
+    def _max_fee(self) -> int:
+        """maxFeePerGas: twice the latest base fee (+1 gwei), refreshed every 32 sends."""
+        self._sends_since_fee += 1
+        if self._sends_since_fee >= 32:
+            self._sends_since_fee = 0
+            head = self.rpc("eth_getBlockByNumber", ["latest", False]).get("result") or {}
+            self._base_fee = int(head.get("baseFeePerGas", "0x0"), 16)
+        return max(self.gas_price, 2 * self._base_fee + 10**9)
+
+    def sign(self, tx: dict[str, Any], *, sender: int, value: int = 0) -> tuple[str, str]:
+        """Sign ``tx`` (to, data, gas) for ``sender``: ``(raw hex, tx hash)``; the nonce is the
+        node's pending count of the sender (robust to reverts of the chain's state)."""
+        key = self.key_of(sender)
+        r = self.rpc("eth_getTransactionCount", [key.address, "pending"])
+        if "error" in r:
+            raise ChainUnavailable(f"the chain node at {self._url} refused "
+                                   f"eth_getTransactionCount: {r['error']}")
+        to = tx.get("to")
+        raw, tx_hash = sign_eip1559(
+            key, chain_id=self.chain_id, nonce=int(r["result"], 16), max_priority_fee=0,
+            max_fee=self._max_fee(), gas=int(tx["gas"], 16), to=str(to) if to else None,
+            value=value, data=bytes.fromhex(str(tx["data"])[2:]))
+        return "0x" + raw.hex(), tx_hash
+
+    def fund(self, funder: TxKey, addresses: Sequence[str], *, value_wei: int) -> None:
+        """Pay each address ``value_wei`` of gas money from ``funder`` (one funded key); an
+        unfunded funder raises one clear line."""
+        have = int(self.rpc("eth_getBalance", [funder.address, "latest"]).get("result", "0x0"), 16)
+        need = value_wei * len(addresses) + 21_000 * len(addresses) * self._max_fee()
+        if have < need:
+            raise ChainRevert("FunderUnfunded", {"funder": funder.address, "balance_wei": have,
+                                                 "needed_wei": need},
+                              purpose=f"funding {len(addresses)} run accounts at {self._url}")
+        for a in addresses:
+            self.transfer_eth(sender=funder, to=a, value_wei=value_wei, purpose=f"funding {a}")
+
+    def transfer_eth(self, *, sender: int | TxKey, to: str, value_wei: int, purpose: str) -> None:
+        """A plain value transfer (funding a run's accounts with gas money)."""
+        if isinstance(sender, TxKey):
+            self._keys[-1] = sender
+            sender = -1
+        tx = {"to": to, "data": "0x", "gas": hex(21_000)}
+        raw, tx_hash = self.sign(tx, sender=sender, value=value_wei)
+        sent = self.rpc("eth_sendRawTransaction", [raw])
+        if "error" in sent:
+            raise ChainRevert("TransferFailed", {"message": sent["error"].get("message", "")},
+                              purpose=purpose)
+        receipt = self._wait(tx_hash)
+        if int(receipt["status"], 16) != 1:
+            raise ChainRevert("TransferFailed", {"to": to}, purpose=purpose, tx_hash=tx_hash)
 
     # --- accounts and names -------------------------------------------------------------
     def address_of(self, account: int) -> str:
+        if account == -1 and -1 in self._keys:
+            return self._keys[-1].address
         if not 0 <= account < len(self.accounts):
             raise ValueError(
                 f"account index {account} has no chain account (node has {len(self.accounts)}); "
@@ -199,7 +286,6 @@ class TxClient:
             "to": contract.address,
             "data": calldata if calldata is not None else self.encode(contract, fn, args),
             "gas": hex(self.tx_gas),
-            "gasPrice": hex(self.gas_price),
         }
         fname = f"{self._names.get(contract.address, contract.address)}.{fn}"
         return self._send_raw(tx, fn=fname, sender=sender, purpose=purpose, interval=interval,
@@ -208,11 +294,12 @@ class TxClient:
     def _send_raw(self, tx: dict[str, Any], *, fn: str, sender: int, purpose: str,
                   interval: int | None, error_context: Any) -> Pending:
         t0 = time.perf_counter()
-        sent = self.rpc("eth_sendTransaction", [tx])
+        raw, tx_hash = self.sign(tx, sender=sender)
+        sent = self.rpc("eth_sendRawTransaction", [raw])
         if "error" in sent:
             self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
                               error_context=error_context)
-        return Pending(tx=tx, tx_hash=sent["result"], t0=t0, fn=fn, sender=sender,
+        return Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender,
                        purpose=purpose, interval=interval, error_context=error_context)
 
     def receipt(self, p: Pending) -> dict[str, Any]:
@@ -223,6 +310,7 @@ class TxClient:
         status = int(receipt["status"], 16)
         block = int(receipt["blockNumber"], 16)
         self.last_block = (block, str(receipt["blockHash"]))
+        self.fees_wei += int(receipt["gasUsed"], 16) * int(receipt.get("effectiveGasPrice", "0x0"), 16)
         self.transactions.append(TxRecord(
             tx_hash=tx_hash, block=block, gas_used=int(receipt["gasUsed"], 16), function=p.fn,
             interval=p.interval, sender=p.sender, status=status, purpose=purpose,
@@ -233,7 +321,7 @@ class TxClient:
             overrides = {"time": head["timestamp"]} if "timestamp" in head else {}
             replay = self.rpc(
                 "eth_call",
-                [{k: v for k, v in tx.items() if k != "gasPrice"}, hex(block - 1), {}, overrides],
+                [tx, hex(block - 1), {}, overrides],
             )
             err = replay.get("error") or {
                 "message": "reverted (replay succeeded: state changed in the same block)"
@@ -274,8 +362,7 @@ class TxClient:
         types = [abi_type(inp) for i in ctor for inp in i["inputs"]]
         data = bytecode if bytecode.startswith("0x") else "0x" + bytecode
         data += abi_encode(types, list(args)).hex() if types else ""
-        tx = {"from": self.address_of(sender), "data": data, "gas": hex(self.tx_gas),
-              "gasPrice": hex(self.gas_price)}
+        tx = {"from": self.address_of(sender), "data": data, "gas": hex(self.tx_gas)}
         pending = self._send_raw(tx, fn=f"{name}.constructor", sender=sender,
                                  purpose=f"deploy {name}", interval=None, error_context=None)
         try:

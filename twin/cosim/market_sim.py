@@ -41,7 +41,8 @@ class MarketSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         self.core = MarketStep(ledger=sim_params["ledger"], interval_s=self.interval_s,
                                n_intervals=sim_params["n_intervals"], log=sim_params["log"],
-                               services=sim_params.get("services"))
+                               services=sim_params.get("services"),
+                               signers=sim_params.get("signers"))
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:

@@ -425,6 +425,13 @@ class TariffOutOfRange(MarketError):
     explanation = "tariff must lie within the operator's bounds"
 
 
+class TariffAboveLimit(MarketError):
+    """The charger's tariff is above the driver's limit (raised in front of the session)."""
+
+    fields = ("charger", "price", "max_price")
+    explanation = "the charger's tariff is above the driver's maximum price"
+
+
 class NoTariff(MarketError):
     """The charger's owner has not set a tariff (the charger is not shared)."""
 
@@ -460,7 +467,7 @@ class AllowanceExceeded(MarketError):
     explanation = "spender is not approved for that many of the owner's tokens"
 
 
-_PILOT_ERRORS = (NotACharger, TariffOutOfRange, NoTariff, ChargerBusy, UnknownSession,
+_PILOT_ERRORS = (NotACharger, TariffOutOfRange, TariffAboveLimit, NoTariff, ChargerBusy, UnknownSession,
                  SessionClosed, AllowanceExceeded)  # fmt: skip
 ERRORS.update({cls.__name__: cls for cls in _PILOT_ERRORS})
 __all__ += [cls.__name__ for cls in _PILOT_ERRORS]
@@ -474,4 +481,6 @@ CHAIN_ONLY_ERRORS: dict[str, str] = {
     "Reentrancy": "AssetToken: reentrancy guard",
     "BadHint": "CdaMatching: an insertion hint that does not fit the book",
     "WrongMechanism": "EnergyMarket: a call of the other matching rule",
+    "ZeroOwner": "DeviceRegistry: a device registered to address 0x0 (the reference's owners "
+                 "are account indices, which always have an address)",
 }

@@ -63,8 +63,10 @@ class MarketStep:
     """One ledger's market, stepped interval by interval (module docstring)."""
 
     def __init__(self, *, ledger: Any, interval_s: int, n_intervals: int, log: MarketLog,
-                 services: Any = None) -> None:
+                 services: Any = None, signers: Any = None) -> None:
         self.ledger = ledger
+        #: the devices' keys (twin.market.device_signers): orders and readings device-signed
+        self.signers = signers
         self.interval_s = interval_s
         self.n_intervals = n_intervals
         self.log = log
@@ -101,7 +103,11 @@ class MarketStep:
                rows: dict[str, list[dict[str, Any]]]) -> StepResult:
         if self.services and not self.services.takes_orders:
             intents = []  # e.g. the green-token exchange: no P2P orders, tariffs settle
-        orders = self.ledger.place_orders(list(intents))
+        if self.signers is not None:  # the operator relays what each device signed
+            orders = self.ledger.place_signed_orders(
+                self.signers.sign_orders(list(intents), domain=self.ledger.domain))
+        else:
+            orders = self.ledger.place_orders(list(intents))
         rows["orders"] += order_rows(orders, time_s=interval * self.interval_s)
         clearing = self.ledger.clear(interval=interval)
         if self.services:
@@ -123,7 +129,11 @@ class MarketStep:
         trades = {t.trade_id: t for t in clearing.trades}
         for c in curtailments:
             trades[c.trade_id] = self.ledger.curtail(trade_id=c.trade_id, energy_wh=c.energy_wh)
-        settled = self.ledger.settle(interval=k, metered_wh=metered)
+        if self.signers is not None:
+            settled = self.ledger.settle_signed(k, self.signers.sign_readings(
+                interval=k, metered_wh=metered, domain=self.ledger.domain))
+        else:
+            settled = self.ledger.settle(interval=k, metered_wh=metered)
         time_s = k * self.interval_s
         curtailed = sum(t.curtailed_wh for t in trades.values())
         self.log.curtailed_wh[k] = curtailed

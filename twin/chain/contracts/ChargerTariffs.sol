@@ -66,6 +66,7 @@ contract ChargerTariffs {
     error UnknownSession(uint256 session);
     error SessionClosed(uint256 session);
     error MeterOutOfRange(uint256 device, uint256 cap, uint256 metered);
+    error TariffAboveLimit(uint256 charger, uint256 price, uint256 max_price);
 
     constructor(SettlementToken token_, DeviceRegistry registry_, uint256 min_, uint256 max_) {
         if (min_ > 1e11) revert BadPrice(0, int256(min_));
@@ -116,11 +117,14 @@ contract ChargerTariffs {
         token.transfer(msg.sender, amount);
     }
 
-    /// The caller (driver) starts a session with an energy cap, at the tariff now in force.
-    function startSession(uint64 charger, int256 maxWh) external returns (uint256 sessionId) {
+    /// The caller (driver) starts a session with an energy cap, at the tariff now in force,
+    /// which must not exceed the driver's ``maxPrice`` (an owner raising the tariff in front
+    /// of the driver's transaction makes it revert, not overcharge); the price is then locked.
+    function startSession(uint64 charger, int256 maxWh, uint256 maxPrice) external returns (uint256 sessionId) {
         DeviceRegistry.Device memory d = _charger(charger);
         Tariff memory t = tariffs[charger];
         if (!t.set) revert NoTariff(charger);
+        if (t.price > maxPrice) revert TariffAboveLimit(charger, t.price, maxPrice);
         uint256 busy = _openPlusOne[charger];
         if (busy != 0) revert ChargerBusy(charger, busy - 1);
         if (maxWh <= 0 || maxWh >= 2 ** 64) revert BadEnergy(charger, maxWh);

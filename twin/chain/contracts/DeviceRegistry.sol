@@ -33,6 +33,7 @@ contract DeviceRegistry {
     error DeviceExists(uint256 device);
     error UnknownDevice(uint256 device);
     error DeviceRevoked(uint256 device);
+    error ZeroOwner(uint256 device);
 
     constructor(address dso_) {
         dso = dso_;
@@ -41,6 +42,8 @@ contract DeviceRegistry {
     function register(uint64 device, address owner, uint8 kind, uint32 bus, uint48 capacityW) external {
         if (msg.sender != dso) revert NotDSO(msg.sender);
         if (_devices[device].status != NONE) revert DeviceExists(device);
+        // an owner nobody can act for would make every interval it trades in unclearable
+        if (owner == address(0)) revert ZeroOwner(device);
         _devices[device] = Device(owner, kind, ACTIVE, bus, capacityW);
         deviceCount += 1;
         emit DeviceRegistered(device, owner, kind, bus, capacityW);

@@ -59,6 +59,8 @@ contract GreenTokenExchange {
     constructor(SettlementToken token_, DeviceRegistry registry_, uint256 buyPrice, uint256 sellPrice) {
         if (buyPrice == 0 || buyPrice > 1e11) revert BadPrice(0, int256(buyPrice));
         if (sellPrice == 0 || sellPrice > 1e11) revert BadPrice(0, int256(sellPrice));
+        // buying above the selling price would let anyone buy-then-sell the DSO's money away
+        if (buyPrice > sellPrice) revert BadPrice(0, int256(buyPrice));
         token = token_;
         registry = registry_;
         dso = registry_.dso();

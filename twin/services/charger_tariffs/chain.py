@@ -88,9 +88,10 @@ class ChainChargerTariffs(CheckedClient):
             purpose=f"charger tariffs: driver {driver} withdraws {amount}",
         )  # fmt: skip
 
-    def start_session(self, charger: int, max_wh: int, *, driver: int) -> ChargingSession:
+    def start_session(self, charger: int, max_wh: int, *, driver: int,
+                      max_price_per_mwh: int = 2**256 - 1) -> ChargingSession:
         logs = self._send(
-            "startSession", [charger, max_wh], sender=driver,
+            "startSession", [charger, max_wh, max_price_per_mwh], sender=driver,
             purpose=f"charger {charger}: driver {driver} starts a session (max {max_wh} Wh)",
         )  # fmt: skip
         (ev,) = self._events(logs, "SessionStarted")

@@ -142,11 +142,16 @@ class ChargerTariffs:
         self.money.transfer(CONTRACT_WALLET, driver, amount)
 
     # --- sessions -----------------------------------------------------------------------
-    def start_session(self, charger: int, max_wh: int, *, driver: int) -> ChargingSession:
+    def start_session(self, charger: int, max_wh: int, *, driver: int,
+                      max_price_per_mwh: int = 2**256 - 1) -> ChargingSession:
+        """A session at the tariff in force, refused above the driver's ``max_price_per_mwh``
+        (``TariffAboveLimit``: a tariff raised in front of the session); the price is locked."""
         self._charger(charger)
         price = self._tariff.get(charger)
         if price is None:
             raise e.NoTariff(charger)
+        if price > max_price_per_mwh:
+            raise e.TariffAboveLimit(charger, price, max_price_per_mwh)
         busy = self._open.get(charger)
         if busy is not None:
             raise e.ChargerBusy(charger, busy)

@@ -189,7 +189,9 @@ class ChargerTariffService(MarketService):
                     "metered_wh": wh, "amount": 0, "status": "unfunded", "tx_hash": ""})
                 return None
             self.backend.deposit(driver, need)
-        started = self.backend.start_session(c, self.cap_wh, driver=driver)
+        # the driver accepts the tariff it saw posted, no more
+        started = self.backend.start_session(c, self.cap_wh, driver=driver,
+                                             max_price_per_mwh=price)
         s = _Session(started.session_id, k, started.price_per_mwh, started.locked, 0, driver)
         self._open[c] = s
         self.busy.add(driver)

@@ -66,10 +66,13 @@ class GreenDelivery:
 
 
 def check_prices(buy_price_per_mwh: int, sell_price_per_mwh: int) -> None:
-    """Both fixed prices in 1..PRICE_MAX (``BadPrice(0, price)``)."""
+    """Both fixed prices in 1..PRICE_MAX and the DSO's buy price at most its sell price
+    (else buy-then-sell drains the DSO): ``BadPrice(0, price)``."""
     for price in (buy_price_per_mwh, sell_price_per_mwh):
         if not 0 < price <= PRICE_MAX:
             raise e.BadPrice(0, price)
+    if buy_price_per_mwh > sell_price_per_mwh:
+        raise e.BadPrice(0, buy_price_per_mwh)
 
 
 class GreenExchange:
