@@ -105,11 +105,6 @@ class Households:
         #: self-consumption's floor outside DR calls (the DR reserve when there is one)
         self.soc_floor = max(bat.soc_min, bat.dr_reserve_soc) if bat.dr else bat.soc_min
         self.battery_dr_wh: dict[int, np.ndarray] = {}  # DR commitments of home batteries by interval
-        peak_kw = self.load_wh_base.max(axis=1, initial=0.0) / self.dt_h / 1000.0
-        bat_kw = np.where(self.has_battery, bat.power_kw, 0.0)
-        cap_kw = np.maximum(HOUSE_CONNECTION_KW, np.maximum(peak_kw, self.pv_kwp) + bat_kw)
-        self.capacity_w = np.ceil(cap_kw * 1000.0).astype(np.int64)
-        self.cap_wh = energy_cap_wh(self.capacity_w, self.interval_s)
         shape = self.load_wh_base.shape
         err = spec.forecast_error
         self.load_forecast_wh = self.load_wh_base * np.clip(1 + rng.normal(0, err, shape), 0, None)
@@ -137,6 +132,15 @@ class Households:
         #: False for VPP members: their aggregator places their orders
         self.trades_own = np.ones(n, dtype=bool)
         self._init_flex(spec.flex, scenario, rng)
+        # The meter's registered capacity: the larger of import (peak base load + flexible
+        # load + battery charging) and export (PV + battery discharging), at least a house
+        # connection. Settlement rejects a reading beyond it (MeterOutOfRange).
+        peak_kw = self.load_wh_base.max(axis=1, initial=0.0) / self.dt_h / 1000.0
+        flex_kw = self.flex_power_wh / self.dt_h / 1000.0
+        bat_kw = np.where(self.has_battery, bat.power_kw, 0.0)
+        cap_kw = np.maximum(HOUSE_CONNECTION_KW, np.maximum(peak_kw + flex_kw, self.pv_kwp) + bat_kw)
+        self.capacity_w = np.ceil(cap_kw * 1000.0).astype(np.int64)
+        self.cap_wh = energy_cap_wh(self.capacity_w, self.interval_s)
 
     def _init_flex(self, fx: Any, scenario: Scenario, rng: np.random.Generator) -> None:
         """Flexible loads: who has one, the comfort window per interval, the daily energy."""
