@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["NonNegFloat", "PosFloat", "Share", "SpecModel"]
+__all__ = ["CrossFieldError", "NonNegFloat", "PosFloat", "Share", "SpecModel"]
 
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -20,3 +20,11 @@ class SpecModel(BaseModel):
     validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class CrossFieldError(ValueError):
+    """Cross-field rules a scenario breaks, as ``(field path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+        self.problems = problems

@@ -1,0 +1,64 @@
+"""Scenario spec of the local market (matching rule, tariffs, funding, market services) and
+of where its ledger runs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from twin.services.registry import market_services_model
+from twin.spec_base import NonNegFloat, PosFloat, SpecModel
+
+__all__ = ["ChainSpec", "MarketServicesSpec", "MarketSpec"]
+
+_Spec = SpecModel
+
+
+if TYPE_CHECKING:
+    class MarketServicesSpec(SpecModel):
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    MarketServicesSpec = market_services_model()
+
+
+class MarketSpec(_Spec):
+    """Local market: interval, tariffs against the DSO/supplier, funding."""
+
+    interval_s: Annotated[int, Field(gt=0, le=86_400)] = 900
+    ledger: Literal["chain", "reference"] = "chain"
+    #: matching rule (twin/market/mechanisms.py): uniform-price double auction, or
+    #: continuous double auction, pay-as-bid (the market table's price is then the
+    #: volume-weighted mean trade price). The green-token exchange is a market service
+    #: (market.services.green_exchange), not a matching rule.
+    mechanism: Literal["uniform", "cda"] = "uniform"
+    retail_price_per_mwh: PosFloat = 300.0
+    feed_in_price_per_mwh: NonNegFloat = 80.0
+    initial_balance: PosFloat = 1000.0  # currency units per participant
+    dso_balance: PosFloat = 1_000_000.0
+    #: market services (twin/services): demand response, certificates, assets, ...
+    services: MarketServicesSpec = MarketServicesSpec()
+
+    @field_validator("mechanism", mode="before")
+    @classmethod
+    def _mechanism(cls, value: Any) -> Any:
+        if value == "green_exchange":
+            raise ValueError("green_exchange is a market service, not a matching rule: set "
+                             "market.services.green_exchange.enabled: true and leave mechanism "
+                             "uniform (or cda)")
+        return value
+
+    @model_validator(mode="after")
+    def _tariffs(self) -> MarketSpec:
+        if self.feed_in_price_per_mwh >= self.retail_price_per_mwh:
+            raise ValueError(
+                f"feed_in_price_per_mwh ({self.feed_in_price_per_mwh}) must be below "
+                f"retail_price_per_mwh ({self.retail_price_per_mwh})"
+            )
+        return self
+
+
+class ChainSpec(_Spec):
+    """Where the ledger runs: a twin-managed Anvil (default) or an external RPC URL."""
+
+    rpc_url: str | None = None
