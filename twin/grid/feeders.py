@@ -51,6 +51,7 @@ from twin.grid.profiles import (
     synthetic_household_load_p_mw,
     synthetic_pv_pu,
 )
+from twin.grid.zero_sequence import fill_zero_sequence
 
 if TYPE_CHECKING:  # the scenario spec imports the grid (DER specs), not the other way round
     from twin.scenario import Scenario
@@ -206,6 +207,8 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
     if rng is None:
         rng = np.random.default_rng([scenario.seed, 1])
     net = _base_net(scenario)
+    if scenario.grid.phases == 3 and scenario.grid.zero_sequence is not None:
+        fill_zero_sequence(net, scenario.grid.zero_sequence)
     hh_spec = scenario.agents.households
     n_hh = hh_spec.count
     interval_s = scenario.market.interval_s

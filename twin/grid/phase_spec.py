@@ -62,13 +62,18 @@ def phase_problems(scenario: Any) -> list[tuple[str, str]]:
     """Rules of the phase connection (``(field path, message)``); ``scenario`` is a Scenario."""
     g = scenario.grid
     out: list[tuple[str, str]] = []
+    zero_sequence = getattr(g, "zero_sequence", None)
     if g.phases == 1:
         if g.phase_connection != PhaseConnectionSpec():
             out.append(("grid.phase_connection", "phase connections need a three-phase grid (grid.phases: 3)"))
+        if zero_sequence is not None:
+            out.append(("grid.zero_sequence", "zero-sequence assumptions are used by a three-phase solve "
+                                              "only (grid.phases: 3)"))
         return out
-    if g.kind not in THREE_PHASE_KINDS:
+    if g.kind not in THREE_PHASE_KINDS and zero_sequence is None:
         out.append(("grid.phases", f"grid.kind {g.kind!r} has no zero-sequence line data for a three-phase "
-                                   f"solve; use one of {list(THREE_PHASE_KINDS)}"))
+                                   f"solve; use one of {list(THREE_PHASE_KINDS)}, or state what to assume "
+                                   "with grid.zero_sequence (e.g. {r0_per_r1: 4.0, x0_per_x1: 4.0})"))
     der = [path for path, spec in (("agents.households.pv", scenario.agents.households.pv),
                                    ("agents.households.battery", scenario.agents.households.battery),
                                    ("agents.evs", scenario.agents.evs), ("agents.community_storage", scenario.agents.community_storage))

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from twin.grid.der_spec import OltcSpec
 from twin.grid.phase_spec import PhaseConnectionSpec
+from twin.grid.zero_sequence import ZeroSequenceSpec
 from twin.simbench_codes import simbench_code_problem
 from twin.spec_base import CrossFieldError, NonNegFloat, PosFloat, SpecModel
 
@@ -51,6 +52,9 @@ class GridSpec(_DsoLimitsSpec):
     phases: Literal[1, 3] = 1
     vuf_max_percent: Annotated[float, Field(gt=0)] = 2.0  # voltage-unbalance limit (EN 50160)
     phase_connection: PhaseConnectionSpec = PhaseConnectionSpec()
+    #: what to assume for a three-phase solve of a feeder without zero-sequence data
+    #: (SimBench, CIGRE LV, case33bw; twin/grid/zero_sequence.py); null: only feeders with it
+    zero_sequence: ZeroSequenceSpec | None = None
     #: SimBench grid code (used when kind is "simbench").
     simbench_code: str = "1-LV-semiurb4--0-sw"
     #: local network tariff published by the DSO every interval
