@@ -51,6 +51,7 @@ __all__ = ["RegulationDesk", "RegulationReport", "regulation_desk"]
 
 #: a stream of its own (the model's generator is not advanced: runs without it are unchanged)
 _SIGNAL_STREAM = 0xA5C
+_METER_MARGIN_WH = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,9 @@ class RegulationDesk:
                 plan, forced = hh._flex_plan(k)
                 rem = hh._flex_at(k)
                 up = plan - np.minimum(forced, plan)
-                down = np.minimum(hh.flex_power_wh - plan, rem - plan)
+                # 2 Wh below the flexible load's power: the meter's registered capacity is
+                # peak load + flexible power, whole Wh after rounding
+                down = np.minimum(hh.flex_power_wh - plan, rem - plan) - _METER_MARGIN_WH
                 c_wh = np.minimum(np.minimum(up, down), self.spec.flex_share * hh.flex_power_wh)
                 hh_kw = np.where(hh.has_flex, np.clip(c_wh, 0.0, None), 0.0) / h / 1000.0
         head = {int(d): float(v) for d, v in zip(cs.device_id, cs_kw, strict=True) if v > 0}

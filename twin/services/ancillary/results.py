@@ -65,7 +65,6 @@ def kpis(rows: Rows) -> dict[str, float]:
         "anc_performance_score": score,
         "anc_capacity_paid": sum(r["capacity_amount"] for r in paid) / MICRO,
         "anc_performance_paid": sum(r["performance_amount"] for r in paid) / MICRO,
-        "ancillary_revenue": sum(r["amount"] for r in res) / MICRO,
     }
     streams = revenue_by_stream(rows)
     total = sum(streams.values())
@@ -81,7 +80,6 @@ KPI_NOTES = {
     "anc_performance_score": "precision score of the regulation, capacity-weighted mean, 0-1",
     "anc_capacity_paid": "capacity payments for regulation, currency",
     "anc_performance_paid": "performance (mileage) payments for regulation, currency",
-    "ancillary_revenue": "regulation revenue of the VPP's resources, currency",
     "revenue_share_market": "share of the flexible portfolio's revenue from the energy market (VPP "
                             "members' sales, batteries' net trading), 0-1",
     "revenue_share_demand_response": "share of the flexible portfolio's revenue from demand "
