@@ -5,8 +5,8 @@ At step ``k`` of the feeder model, after the TSO's signal for ``k + 1`` and befo
 for ``k + 1`` (:meth:`RegulationDesk.reserve`):
 
 * each community battery offers ``storage_share`` of its power limit, cut to what it can
-  hold for a whole interval of full up or down regulation inside its SOC band from its
-  state now (:func:`~twin.services.ancillary.rules.storage_headroom_kw`); each household's
+  hold for a whole interval of full up or down regulation inside its SOC band (above its DR
+  reserve, ``community_storage.dr_reserve_soc``, when it keeps one) from its state now (:func:`~twin.services.ancillary.rules.storage_headroom_kw`); each household's
   flexible load offers, around its planned run of ``k + 1``, what it can pause (its plan
   less what the comfort window's end forces) and what it can add (power and energy left),
   the smaller of both, at most ``flex_share`` of its power;
@@ -106,7 +106,7 @@ class RegulationDesk:
             if cs.n and self.spec.storage_share > 0:
                 cs_kw = np.minimum(
                     storage_headroom_kw(energy_wh=cs.energy_wh, capacity_wh=np.full(cs.n, cs.capacity_wh),
-                                        power_kw=cs.capacity_w / 1000.0, soc_min=cs.soc_min,
+                                        power_kw=cs.capacity_w / 1000.0, soc_min=cs.dr_reserve,
                                         soc_max=cs.soc_max, interval_s=self.interval_s, eta=cs.eta),
                     self.spec.storage_share * cs.capacity_w / 1000.0)
             if hh.has_flex.any() and self.spec.flex_share > 0 and hh.flex_inside[k]:
@@ -140,7 +140,7 @@ class RegulationDesk:
         resources: list[dict[str, Any]] = []
         if cs_w.any():
             req, out, e_after = dispatch(sig, cs_w, step_s=self.step_s, energy_wh=cs.energy_wh,
-                                         capacity_wh=np.full(cs.n, cs.capacity_wh), soc_min=cs.soc_min,
+                                         capacity_wh=np.full(cs.n, cs.capacity_wh), soc_min=cs.dr_reserve,
                                          soc_max=cs.soc_max, eta=cs.eta)
             up_wh = out.sum(axis=0) * step_h  # terminal energy, up (discharge) positive
             cs.energy_wh = e_after

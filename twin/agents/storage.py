@@ -134,6 +134,7 @@ class CommunityStorage:
         room, avail = self._room_avail()
         if not dr and self.dr_reserve > self.soc_min:  # keep the DR reserve
             above = np.clip(self.energy_wh - self.dr_reserve * self.capacity_wh, 0.0, None) * self.eta
+            above = np.clip(above - self.reserved_w * (self.interval_s / 3600.0), 0.0, None)
             avail = np.minimum(avail, above)
         # One side per interval (market rule OppositeSide): buy while the latest clearing
         # price is at or below the running estimate (cheap, e.g. midday PV surplus), sell
