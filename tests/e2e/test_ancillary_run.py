@@ -1,5 +1,5 @@
 """End to end: frequency regulation (market.services.ancillary) in a short quickstart run with
-two community batteries, flexible loads and a VPP, once on the reference ledger and once on
+two community batteries, EV chargers, flexible loads and a VPP, once on the reference ledger and once on
 a real Anvil (AncillaryServices.sol): identical tables (but tx hashes) and KPIs, every payment
 re-derived from the recorded rows, the batteries inside their SOC band with the procured
 headroom never sold on the energy market, and the token audit closed on both ledgers."""
@@ -20,7 +20,8 @@ from twin.services.ancillary.rules import PPM, regulation_amounts
 pytestmark = pytest.mark.slow
 
 CHANGES = dict(
-    start="2016-06-15T10:00:00Z", duration_s=2 * 3600,
+    # 17:00-19:00: EVs home and plugged, flexible loads inside their window
+    start="2016-06-15T17:00:00Z", duration_s=2 * 3600,
     agents__community_storage__count=2, agents__vpp={"members": 5},
     agents__households__flex={"share": 0.2, "energy_kwh": 5, "power_kw": 3,
                               "earliest_hour": 8, "latest_hour": 20},
@@ -94,9 +95,10 @@ def test_regulation_is_procured_followed_and_paid_by_the_rules(runs: dict[str, P
     assert bat["soc"].between(0.1 - 1e-9, 0.9 + 1e-9).all()
     power_wh = 30_000 * 900 / 3600
     traded = sett.set_index(["device_id", "interval"])["traded_wh"]
-    for r in reg[reg["kind"] == "storage"].itertuples():
+    assert {"storage", "ev"} <= set(reg["kind"])
+    for r in reg[reg["kind"] != "flex"].itertuples():  # batteries 30 kW, chargers 11 kW
         t = abs(int(traded.get((r.device_id, r.interval), 0)))
-        assert t + r.capacity_w * 900 / 3600 <= power_wh + 1
+        assert t + r.capacity_w * 900 / 3600 <= (power_wh if r.kind == "storage" else 2750) + 1
         # the meter reads the market energy plus the regulation energy (up = discharge)
     assert reg["delivered_wh"].abs().sum() > 0
 

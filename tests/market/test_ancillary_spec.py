@@ -41,9 +41,10 @@ def test_a_valid_section_loads_and_each_bad_field_is_named(tmp_path: Path) -> No
     no_vpp = _data()
     no_vpp["agents"]["vpp"]["members"] = 0
     assert "VPP" in _errors(no_vpp)["agents.vpp.members"]
-    # no capable resource: no storage and no flexible load
+    # no capable resource: no storage, EV or flexible load
     none = _data()
     none["agents"]["community_storage"]["count"] = 0
+    none["agents"]["evs"]["count"] = 0
     assert "without any capable resource" in _errors(none)[f"{FIELD}.enabled"]
     # a signal file that does not exist, with the wrong length or the wrong columns
     path = f"{FIELD}.signal.file"

@@ -115,7 +115,8 @@ class FeederModel(mesa.Model):
         self._ev_events: dict[int, list[Any]] = {}  # the SimPy trip events by interval
         for e in self.evs.events:
             self._ev_events.setdefault(int(e.time_s // self.interval_s), []).append(e)
-        self.regulation = regulation_desk(scenario, households=self.households, storage=self.storage)
+        self.regulation = regulation_desk(scenario, households=self.households, storage=self.storage,
+                                          evs=self.evs)
         self.vpp: VPPAggregator | None = None
         owner = self.households.account.copy()
         pv_hh = np.flatnonzero(self.households.pv_kwp > 0)
@@ -300,7 +301,7 @@ class FeederModel(mesa.Model):
         sd = cs.dispatch(bought_wh=cs_dispatch[0], sold_wh=cs_dispatch[1])
         regulation = None
         if self.regulation is not None:  # the resources follow the TSO's signal (ancillary)
-            hd, sd, report = self.regulation.follow(k, hd=hd, sd=sd)
+            hd, ed, sd, report = self.regulation.follow(k, hd=hd, ed=ed, sd=sd)
             regulation = report.encode()
         p, q = self._elements(k, hd.load_wh, hd.pv_wh, hd.battery_charge_wh - hd.battery_discharge_wh,
                               ed.metered_wh, sd.metered_wh)

@@ -34,7 +34,7 @@ class RegulationSignalSpec(SpecModel):
 class AncillaryServiceSpec(SpecModel):
     """Frequency regulation for the VPP (twin/services/ancillary): each interval the TSO
     procures up to ``requested_kw`` of symmetric regulation capacity; the VPP aggregator
-    offers its community batteries' and flexible loads' headroom (the share of
+    offers its community batteries', EV chargers' and flexible loads' headroom (the share of
     each resource's power given below, inside its energy limits); the reserved headroom is
     withheld from the energy market; the resources follow the regulation signal inside the
     interval; the TSO (through the DSO's account) pays capacity and performance, scaled by
@@ -51,6 +51,8 @@ class AncillaryServiceSpec(SpecModel):
     storage_share: Share = 0.5
     #: share of each flexible load's power it offers (around its planned run)
     flex_share: Share = 1.0
+    #: share of each EV charger's power it offers (around the charging it does anyway)
+    ev_share: Share = 1.0
     signal: RegulationSignalSpec = RegulationSignalSpec()
 
 
@@ -67,10 +69,11 @@ def problems(sc: Scenario) -> list[tuple[str, str]]:
     if ag.vpp.members == 0 or ag.households.pv.share == 0:
         out.append(("agents.vpp.members", "ancillary services need a VPP aggregator to offer the "
                                           "headroom (agents.vpp.members > 0, with PV households)"))
-    shares = (spec.storage_share * ag.community_storage.count, spec.flex_share * round(ag.households.flex.share * ag.households.count))
+    shares = (spec.storage_share * ag.community_storage.count, spec.ev_share * ag.evs.count,
+              spec.flex_share * round(ag.households.flex.share * ag.households.count))
     if not any(shares):
         out.append((f"{FIELD}.enabled", "regulation product without any capable resource (no "
-                                        "community storage or flexible load with a share > 0)"))
+                                        "community storage, EV or flexible load with a share > 0)"))
     sig = spec.signal
     if sc.market.interval_s % sig.step_s:
         out.append((f"{FIELD}.signal.step_s", f"{sig.step_s} s does not divide the market interval "
