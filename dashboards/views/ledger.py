@@ -15,6 +15,7 @@ micro-units (shown /1e6).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import charts
@@ -32,16 +33,17 @@ dashui.page_header(title="Ledger", ctx=ctx)
 
 MICRO = td.MICRO
 #: Service tables with a section of their own below.
-_OWN_SECTIONS = {"certificates", "dr_events", "dr_payouts", "asset_distributions", "asset_claims"}
+_OWN_SECTIONS = {"certificates", "dr_events", "dr_payouts", "asset_distributions", "asset_claims",
+                 "regulation", "regulation_intervals"}
 #: Tables of market services (twin/services/registry.py) beyond the ones with a section of
 #: their own (any columns), and the VPP's.
 _OTHER_TABLES = [*((t, what) for t, what in table_pages().items() if t not in _OWN_SECTIONS),
                  ("vpp", "VPP coalition revenue shares (Shapley values and payouts)")]
 #: Every table that can carry a ``tx_hash`` (the hash look-up searches them all).
 _HASHED = ["chain", "certificates", "dr_events", "dr_payouts", "asset_distributions",
-           "asset_claims", *(name for name, _ in _OTHER_TABLES)]
+           "asset_claims", "regulation", "regulation_intervals", *(name for name, _ in _OTHER_TABLES)]
 _SECTIONS = ["Transactions and gas", "Token balances", "Certificates", "Demand response",
-             "Tokenized assets", "Other services", "Look up a hash"]
+             "Tokenized assets", "Frequency regulation", "Other services", "Look up a hash"]
 
 
 def _absent(*, folder: Any, name: str, what: str, service: str) -> bool:
@@ -290,6 +292,50 @@ def _assets(folder: Any) -> None:
         _table(claims, key="asset_claims_table", height=200)
 
 
+def _regulation(folder: Any) -> None:
+    """Frequency regulation (market.services.ancillary): capacity offered and procured per
+    interval, the precision score, the payments and the VPP's revenue by stream."""
+    if _absent(folder=folder, name="regulation_intervals",
+               what="frequency regulation (regulation_intervals.parquet)",
+               service="market.services.ancillary"):
+        return
+    iv = _money(td.read_table(folder=folder, name="regulation_intervals"), "capacity_amount",
+                "performance_amount")
+    kpis = td.read_json(path=Path(folder) / "kpis.json") or {}
+    step_h = float(iv["time_s"].diff().dropna().min()) / 3600.0 if len(iv) > 1 else 0.25
+    c = st.columns(4)
+    c[0].metric("Capacity procured", f"{iv['procured_w'].sum() / 1e6 * step_h:,.2f} MW·h",
+                help="procured capacity × interval length, summed over the run")
+    c[1].metric("Paid", f"{(iv['capacity_amount'] + iv['performance_amount']).sum():,.2f}",
+                help=f"capacity {iv['capacity_amount'].sum():,.2f}, performance "
+                     f"{iv['performance_amount'].sum():,.2f} (currency)")
+    settled = iv[iv["status"] == "settled"] if "status" in iv.columns else iv
+    c[2].metric("Mean precision score", f"{settled['score'].mean():.3f}" if len(settled) else "—")
+    shares = {s: kpis.get(f"revenue_share_{s}") for s in ("market", "demand_response", "ancillary")}
+    if all(v is not None for v in shares.values()):
+        c[3].metric("Revenue split (market / DR / regulation)",
+                    " / ".join(f"{100 * float(v):.0f} %" for v in shares.values()))
+    iv["hour"] = iv["time_s"] / 3600.0
+    long = iv.melt(id_vars=["hour", "status"], value_vars=["requested_w", "offered_w", "procured_w"],
+                   var_name="capacity", value_name="w")
+    long["kW"] = long["w"] / 1000.0
+    charts.show(spec=charts.lines(data=long, x="hour", y="kW", color="capacity", height=300,
+                                  x_title="hour since start (h)", y_title="regulation capacity (kW)",
+                                  tooltip=["status"]), key="reg_capacity_chart")
+    iv["paid"] = iv["capacity_amount"] + iv["performance_amount"]
+    charts.show(spec=charts.bars(data=iv, x="interval", y="paid", x_kind="ordinal", height=260,
+                                 x_title="market interval (index)", y_title="regulation paid (currency)", tooltip=["score", "status"]),
+                key="reg_paid_chart")
+    st.markdown(f"**Regulation per interval** ({len(iv):,} rows{_traced(iv)})")
+    _table(iv, key="reg_intervals_table", height=200)
+    if not _absent(folder=folder, name="regulation", what="regulation payments (regulation.parquet)",
+                   service="market.services.ancillary"):
+        pay = _money(td.read_table(folder=folder, name="regulation"), "capacity_amount",
+                     "performance_amount", "amount")
+        st.markdown(f"**Payments per resource** ({len(pay):,} rows{_traced(pay)})")
+        _table(pay, key="reg_table", height=200)
+
+
 def _others(folder: Any) -> None:
     for name, what in _OTHER_TABLES:
         if _absent(folder=folder, name=name, what=what, service=f"the service writing {name}"):
@@ -343,7 +389,7 @@ if ctx is not None:
                                               ("asset_distributions", "asset distributions"))))
     tabs = st.tabs(_SECTIONS, key="ledger_tab", on_change="rerun")
     for tab, draw in zip(tabs, (_transactions, _balances, _certificates, _demand_response,
-                                _assets, _others, _lookup), strict=True):
+                                _assets, _regulation, _others, _lookup), strict=True):
         if tab.open:
             with tab:
                 draw(ctx.folder)

@@ -203,6 +203,19 @@ def _add_value_services(folder: Path, times: list[int]) -> None:
         {"time_s": t, "interval": k, "asset": "solar_roof_1", "asset_id": 1, "device_id": 1,
          "issuer": 2, "revenue": 30_000 + 1000 * k, "amount": 27_000 + 900 * k,
          "tx_hash": _tx(1200 + k)} for k, t in enumerate(times[1:], start=1)])
+    # frequency regulation: 20 kW procured of 25 offered in intervals 1-3, score 1, 0.5 + 0.25
+    # paid per interval to device 2
+    _write(folder, "regulation_intervals", [
+        {"time_s": times[k], "interval": k, "requested_w": 30_000, "offered_w": 25_000 if k else 0,
+         "procured_w": 20_000 if k else 0, "signal_mean": 0.1, "score": 1.0 if k else 0.0,
+         "capacity_amount": 500_000 if k else 0, "performance_amount": 250_000 if k else 0,
+         "status": "settled" if k else "none", "tx_hash": _tx(1400 + k) if k else ""}
+        for k in range(4)])
+    _write(folder, "regulation", [
+        {"time_s": times[k], "interval": k, "device_id": 2, "owner": 3, "kind": "storage",
+         "capacity_w": 20_000, "mileage_w": 125_000, "score_ppm": 1_000_000, "requested_wh": 10.0,
+         "delivered_wh": 10.0, "capacity_amount": 500_000, "performance_amount": 250_000,
+         "amount": 750_000, "tx_hash": _tx(1400 + k)} for k in range(1, 4)])
     _write(folder, "asset_claims", [
         {"time_s": times[-1], "asset": "solar_roof_1", "asset_id": 1, "holder": h, "shares": s_,
          "amount": 40_000 * s_, "tx_hash": _tx(1300 + h)} for h, s_ in ((3, 2), (4, 1), (5, 1))])

@@ -17,7 +17,7 @@ ALL_PAGES = [*RUN_PAGES, "sweep", "compare"]
 MARKET_TABS = ["Price and volume", "Supply and demand of one interval", "DSO curtailments",
                "Revenue and cost per agent"]
 LEDGER_TABS = ["Transactions and gas", "Token balances", "Certificates", "Demand response",
-               "Tokenized assets", "Other services", "Look up a hash"]
+               "Tokenized assets", "Frequency regulation", "Other services", "Look up a hash"]
 
 
 def _app(folder: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
@@ -138,6 +138,7 @@ def test_ledger_lists_missing_extras_and_traces_transactions(plain_run, monkeypa
     for label, message in (("Certificates", "No green certificates"),
                            ("Demand response", "No demand-response events"),
                            ("Tokenized assets", "No tokenized-asset revenue distributions"),
+                           ("Frequency regulation", "No frequency regulation"),
                            ("Other services", "No green-exchange trades")):
         _tab(at, "ledger_tab", label)
         assert message in _infos(at) and "Not in this run" in _infos(at)
@@ -174,6 +175,12 @@ def test_ledger_tabs_show_value_services_each_traced_to_its_transaction(full_run
     cards = {m.label: m.value for m in at.metric}
     assert cards["Tokenized assets"] == "1"
     assert _frame(at, "holder", "shares")["tx_hash"].nunique() == 3
+
+    _tab(at, "ledger_tab", "Frequency regulation")
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Paid"] == "2.25" and cards["Mean precision score"] == "1.000"  # 3 x 0.75
+    assert _charts(at) == 2  # capacity (kW) per hour, pay per interval
+    assert _frame(at, "device_id", "mileage_w")["tx_hash"].nunique() == 3
 
     _tab(at, "ledger_tab", "Look up a hash")
     wanted = "0x" + f"{1200 + 2:064x}"  # the distribution of interval 2

@@ -130,6 +130,17 @@ def test_rwa_vpp_distributes_storage_revenue_to_token_holders(compared: dict[str
     assert r["participants"] >= 60
 
 
+def test_rwa_vpp_earns_from_frequency_regulation_and_splits_revenue_by_stream(
+        compared: dict[str, Any]) -> None:
+    """The pilot's third stream (the paper: ~48 / 32 / 20 % market / regulation / DR): the
+    TSO procures regulation from the VPP every interval of the window and pays it."""
+    k, r = compared["kpis"]["rwa_vpp"], compared["rows"]["rwa_vpp"]
+    assert k["anc_capacity_mw_h"] > 0 and k["ancillary_revenue"] > 0
+    assert r["ancillary_revenue"] == k["ancillary_revenue"]  # a twin compare row
+    shares = [k[f"revenue_share_{s}"] for s in ("market", "demand_response", "ancillary")]
+    assert abs(sum(shares) - 1) < 1e-9 and k["revenue_share_ancillary"] > 0
+
+
 def test_rwa_vpp_storage_keeps_a_dr_reserve_and_is_paid_for_dr(tmp_path: Path) -> None:
     """The evening's first DR calls (15:00 UTC): the storage systems held their DR reserve
     until then, commit what they can deliver and are paid on their metered reduction."""

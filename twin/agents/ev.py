@@ -129,6 +129,9 @@ class EVFleet:
             retail=tariffs.retail, rng=rng, learning=scenario.agents.learning,
         )
         # V2G (no randomness: V2G off draws exactly what it drew before)
+        #: regulation capacity procured for the interval being planned (Wh per interval;
+        #: twin/agents/regulation.py): the orders leave it free below the need and the charger
+        self.reserved_wh = np.zeros(n)
         self.v2g = bool(spec.v2g)
         self.v2g_eta = float(spec.v2g_efficiency)
         self.v2g_floor_wh = spec.v2g_soc_min * self.battery_wh
@@ -184,6 +187,16 @@ class EVFleet:
             charge = np.minimum(charge, self._must(k, need))
         return np.where(plugged, charge, 0.0), need
 
+    def regulation_band_wh(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(least, most, must)`` charge of ``k`` (Wh) without trades: the even spread of the
+        need it charges anyway, the charger or the need, and what the departure forces."""
+        plugged = self.plugged[:, k]
+        need = np.where(plugged, np.clip(self.target_wh - self._energy_at(k), 0.0, None), 0.0)
+        left = np.maximum(self.departure_k[:, k] - k, 1)
+        most = np.minimum(self.cap_wh.astype(np.float64), need)
+        least = np.minimum(most, need / left)
+        return least, most, self._must(k, need)
+
     def plan(self, k: int, *, bought_wh: np.ndarray, curtailed: np.ndarray,
              dr: bool = False, sold_wh: np.ndarray | None = None,
              sell_curtailed: np.ndarray | None = None) -> np.ndarray:
@@ -231,6 +244,10 @@ class EVFleet:
         need = np.where(plugged, np.clip(self.target_wh - self._energy_at(k), 0.0, None), 0.0)
         left = np.maximum(self.departure_k[:, k] - k, 1)
         energy = np.minimum(np.floor(need + 0.5).astype(np.int64), self.cap_wh)
+        if self.reserved_wh.any():  # regulation headroom stays out of the market
+            room = np.minimum(self.cap_wh.astype(np.float64), need) - self.reserved_wh
+            energy = np.where(self.reserved_wh > 0, np.minimum(energy, np.floor(np.clip(room, 0.0, None))),
+                              energy).astype(np.int64)
         if dr:
             energy = np.minimum(energy, np.ceil(self._must(k, need)).astype(np.int64))
         urgency = np.clip(need / (left * np.maximum(self.cap_wh, 1)), 0.0, 1.0)

@@ -46,6 +46,7 @@ from twin.agents.ev import EVAgent, EVFleet
 from twin.agents.forecast import PriceForecaster
 from twin.agents.household import HouseholdAgent, Households
 from twin.agents.output import AGENT_ROW_COLUMNS, DSO_ROW_COLUMNS, IntervalOutput
+from twin.agents.regulation import regulation_desk
 from twin.agents.storage import CommunityStorage, StorageAgent
 from twin.agents.strategies import make_strategy
 from twin.agents.tso import DemandResponseEvent, TSOAgent, TSOSignal
@@ -114,6 +115,8 @@ class FeederModel(mesa.Model):
         self._ev_events: dict[int, list[Any]] = {}  # the SimPy trip events by interval
         for e in self.evs.events:
             self._ev_events.setdefault(int(e.time_s // self.interval_s), []).append(e)
+        self.regulation = regulation_desk(scenario, households=self.households, storage=self.storage,
+                                          evs=self.evs)
         self.vpp: VPPAggregator | None = None
         owner = self.households.account.copy()
         pv_hh = np.flatnonzero(self.households.pv_kwp > 0)
@@ -296,6 +299,10 @@ class FeederModel(mesa.Model):
         ed = ev.dispatch(k, bought_wh=ev_dispatch[0], curtailed=ev_dispatch[1], dr=dr,
                          sold_wh=ev_dispatch[2], sell_curtailed=ev_s_cut | (ev_s > 0))
         sd = cs.dispatch(bought_wh=cs_dispatch[0], sold_wh=cs_dispatch[1])
+        regulation = None
+        if self.regulation is not None:  # the resources follow the TSO's signal (ancillary)
+            hd, ed, sd, report = self.regulation.follow(k, hd=hd, ed=ed, sd=sd)
+            regulation = report.encode()
         p, q = self._elements(k, hd.load_wh, hd.pv_wh, hd.battery_charge_wh - hd.battery_discharge_wh,
                               ed.metered_wh, sd.metered_wh)
 
@@ -321,6 +328,8 @@ class FeederModel(mesa.Model):
             signal = self._tso_signal(k + 1)
             events += self._signal_rows(signal)
             dr_next = signal.event is not None
+            if self.regulation is not None:  # the TSO procures k + 1's regulation capacity
+                self.regulation.reserve(k + 1, dr=dr_next)
             fee = self.dso.publish_tariff(k + 1)
             orders = hh.orders(k + 1, fee=fee)
             if self.vpp is not None:
@@ -382,6 +391,7 @@ class FeederModel(mesa.Model):
             element_p_mw=p, element_q_mvar=q, metered_wh=metered, orders=orders,
             agent_columns=cols, dso_rows=[dso_row], event_rows=events, vpp_rows=vpp_rows, tso=signal,
             forecast_rows=forecast_rows, dr_calls=calls, free_p_mw=free, envelopes=envelopes,
+            regulation=regulation,
         )
 
     # ------------------------------------------------------------------ forecasts

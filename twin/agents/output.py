@@ -67,6 +67,9 @@ class IntervalOutput:
     #: by table and element row (element convention, MW), so that a control lifted within
     #: the interval is lifted at the next HIL step
     free_p_mw: dict[str, dict[int, float]] = field(default_factory=dict, repr=False)
+    #: the regulation report of this interval (ancillary service,
+    #: :class:`twin.agents.regulation.RegulationReport` encoded); None without the service
+    regulation: dict[str, Any] | None = None
 
     @property
     def agent_rows(self) -> list[dict[str, Any]]:

@@ -16,6 +16,10 @@ everything down to ``soc_min``. Resting at the reserve its meter reads ~0, so th
 service's baseline is ~0 and the DR export is the metered reduction it is paid for. The
 reserve is static (held all day); 0 (default) = no reservation.
 
+Regulation (``market.services.ancillary``): capacity the TSO procured for an interval
+(``reserved_w``) is kept free of the energy market at both ends of the power limit and the
+SOC band (:mod:`twin.agents.regulation`).
+
 Physics: the battery follows its (post-curtailment) trades — net ``bought - sold`` is
 charged (positive) or discharged — clipped to the power limit and the SOC band. Round-trip
 efficiency is split evenly, ``sqrt(eta)`` each way; stored energy changes by
@@ -73,6 +77,8 @@ class CommunityStorage:
         )
         self.margin = margin
         self.window = window
+        #: regulation capacity procured for the interval being planned (W; twin/agents/regulation.py)
+        self.reserved_w = np.zeros(n, dtype=np.int64)
         #: can hold voltage and frequency in an island (read by the islanding studies)
         self.grid_forming = np.full(n, spec.grid_forming, dtype=bool)
 
@@ -81,11 +87,13 @@ class CommunityStorage:
         return self.energy_wh / self.capacity_wh
 
     def _room_avail(self) -> tuple[np.ndarray, np.ndarray]:
-        """Most it may charge / discharge this interval, metered (AC) side Wh."""
-        cap = self.cap_wh.astype(np.float64)
-        room = np.clip(self.soc_max * self.capacity_wh - self.energy_wh, 0.0, None) / self.eta
-        avail = np.clip(self.energy_wh - self.soc_min * self.capacity_wh, 0.0, None) * self.eta
-        return np.minimum(cap, room), np.minimum(cap, avail)
+        """Most it may charge / discharge this interval, metered (AC) side Wh; regulation
+        capacity reserved for the interval (``reserved_w``) stays free at both ends."""
+        res = self.reserved_w * (self.interval_s / 3600.0)
+        cap = self.cap_wh.astype(np.float64) - res
+        room = np.clip(self.soc_max * self.capacity_wh - self.energy_wh, 0.0, None) / self.eta - res
+        avail = np.clip(self.energy_wh - self.soc_min * self.capacity_wh, 0.0, None) * self.eta - res
+        return np.clip(np.minimum(cap, room), 0.0, None), np.clip(np.minimum(cap, avail), 0.0, None)
 
     def dr_offer_wh(self) -> np.ndarray:
         """Reduction (Wh, whole) each battery can offer a DR call of the next interval: what
@@ -126,6 +134,7 @@ class CommunityStorage:
         room, avail = self._room_avail()
         if not dr and self.dr_reserve > self.soc_min:  # keep the DR reserve
             above = np.clip(self.energy_wh - self.dr_reserve * self.capacity_wh, 0.0, None) * self.eta
+            above = np.clip(above - self.reserved_w * (self.interval_s / 3600.0), 0.0, None)
             avail = np.minimum(avail, above)
         # One side per interval (market rule OppositeSide): buy while the latest clearing
         # price is at or below the running estimate (cheap, e.g. midday PV surplus), sell

@@ -95,7 +95,9 @@ class AgentsSim(mosaik_api_v3.Simulator):
                     for c in out.curtailments
                 ],
             },
-            "metered_wh": {"interval": k, "metered_wh": dict(out.metered_wh)},
+            "metered_wh": {"interval": k, "metered_wh": dict(out.metered_wh),
+                           # the regulation report of k (ancillary service; absent without)
+                           **({"regulation": out.regulation} if out.regulation is not None else {})},
             "dr_calls": {"interval": k, "calls": encode_dr_calls(out.dr_calls)},
         }
         return time + self.interval_s

@@ -70,6 +70,7 @@ class MarketSim(mosaik_api_v3.Simulator):
             metered_wh=({int(d): int(w) for d, w in meter_msg["metered_wh"].items()}
                         if meter_msg is not None else None),
             metered_interval=meter_msg["interval"] if meter_msg is not None else None,
+            regulation=meter_msg.get("regulation") if meter_msg is not None else None,
             dr_calls=decode_dr_calls(dr_msg.get("calls")),
             envelopes=({s: {int(d): int(w) for d, w in m.items()} for s, m in orders_msg["envelopes"].items()}
                        if orders_msg is not None and "envelopes" in orders_msg else None))

@@ -107,7 +107,7 @@ KPI_COLUMNS = (
     "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
     "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
     "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
-    "limited_pv_kwh", "limited_pv_jain",
+    "limited_pv_kwh", "limited_pv_jain", "ancillary_revenue",
 )
 
 #: One line per KPI: unit and meaning (the header notes of compare.md).
@@ -131,6 +131,7 @@ KPI_NOTES = {
     "fairness_gini": "Gini of per-participant net benefit (0 = equal; normalised by mean absolute value)",
     "participants": "accounts that settled (operator and DSO excluded)",
     "limited_pv_kwh": "PV energy the DSO held back (curtailed trades or operating envelopes), kWh",
+    "ancillary_revenue": "frequency-regulation pay to the VPP's resources (capacity and performance; market.services.ancillary), currency",
     "limited_pv_jain": "Jain index of PV energy held back per PV household (1: equal burden; 1/n: one carries all; 1 when nothing is held back)",
 }
 
@@ -412,6 +413,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         "participants": float(len(benefits)),
         "limited_pv_kwh": float(limited_pv_wh(t("agents")).sum() / 1000.0),
         "limited_pv_jain": jain_index(limited_pv_wh(t("agents"))),
+        "ancillary_revenue": float(_icol(t("regulation"), "amount").sum() / MICRO),
     }
 
 

@@ -75,14 +75,19 @@ class MarketStep:
     def step(self, k: int, *, orders_interval: int | None, orders: Sequence[OrderIntent],
              curtailments: Sequence[Curtailment], metered_wh: Mapping[int, int] | None,
              metered_interval: int | None, dr_calls: Sequence[DRCall] = (),
-             envelopes: Mapping[str, Mapping[int, int]] | None = None) -> StepResult:
-        """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out."""
+             envelopes: Mapping[str, Mapping[int, int]] | None = None,
+             regulation: Mapping[str, Any] | None = None) -> StepResult:
+        """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out.
+        ``regulation``: the agents' regulation report of ``k`` (ancillary service), handed to
+        the services before the settlement of ``k``."""
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.ledger.set_time(now_s=k * self.interval_s)  # block time = simulation time
         if self.services:
             for call in dr_calls:
                 self.services.on_dr_call(call)
         metered = None if metered_wh is None or metered_interval != k else dict(metered_wh)
+        if self.services and regulation is not None and metered is not None:
+            self.services.on_regulation(dict(regulation))
         self._deliver(k, curtailments, metered, rows)
         result = StepResult(interval=k + 1, trades=[], price_history=self.log.price_history(),
                             rows=rows)

@@ -15,6 +15,8 @@ market adapter (:mod:`twin.cosim.market_sim`) calls at fixed points of each mosa
   (``trades`` after curtailment, ``rows`` the settlement rows; both empty when ``k`` had
   no clearing) — every step, with every device's meter reading of ``k``;
 * ``on_cleared(interval=k + 1, clearing=)``: after the clearing of ``k + 1``;
+* ``on_regulation(report)``: before the settlement of ``k``, the agents' regulation report
+  of ``k`` (:class:`twin.agents.regulation.RegulationReport` as a dict; ancillary service);
 * ``finish(interval=)``: after the last interval's ``on_settled`` (end-of-run claims).
 
 ``rows()`` hands the new result rows (table -> rows, tables in ``twin/results.py``) to the
@@ -224,6 +226,9 @@ class MarketService:
     def on_cleared(self, *, interval: int, clearing: Clearing) -> None:
         return None
 
+    def on_regulation(self, report: Mapping[str, Any]) -> None:
+        return None
+
     def finish(self, *, interval: int) -> None:
         return None
 
@@ -272,6 +277,10 @@ class MarketServices:
     def on_cleared(self, *, interval: int, clearing: Clearing) -> None:
         for s in self.services:
             s.on_cleared(interval=interval, clearing=clearing)
+
+    def on_regulation(self, report: Mapping[str, Any]) -> None:
+        for s in self.services:
+            s.on_regulation(report)
 
     def finish(self, *, interval: int) -> None:
         for s in self.services:

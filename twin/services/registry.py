@@ -15,6 +15,7 @@ import pyarrow as pa
 from pydantic import create_model
 
 from twin.services import (
+    ancillary,
     assets,
     certificates,
     charger_tariffs,
@@ -40,6 +41,7 @@ SERVICES: tuple[ServiceDef, ...] = (
     charger_tariffs.SERVICE,
     green_currency.SERVICE,
     network_fee.SERVICE,
+    ancillary.SERVICE,
 )
 
 

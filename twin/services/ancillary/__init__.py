@@ -1,12 +1,42 @@
 """Frequency regulation for VPPs (ancillary services): the TSO procures symmetric regulation
-capacity per market interval, the VPP's resources follow a regulation signal, the TSO pays
-for capacity and performance.
+capacity per market interval, the VPP's resources (community batteries, flexible loads)
+follow a regulation signal, the TSO pays for capacity and performance.
 
-This folder so far holds only ``rules`` (the pure reference: signal, headroom, procurement,
-dispatch, performance score, exact payment split; tests/market/test_ancillary.py). It is not
-yet a registered service (no ``SERVICE``, not in :mod:`twin.services.registry`): the spec
-under ``market.services``, the run hooks (the TSO's request per interval, the headroom from
-the agents' plans, the batteries' SOC moved by the regulation energy, settlement on both
-ledgers), tables and KPIs remain to be written. ``bench/rwa_regulation.py`` applies the rules
-offline to a finished ``rwa_vpp`` run.
+This folder: ``spec`` (the scenario section and its cross-field checks), ``rules`` (the
+pure reference: signal, headroom, procurement, dispatch, score, payments, the reference
+ledger), ``chain`` (the ``AncillaryServices`` contract's client), ``service`` (the run
+hooks), ``results`` (tables, KPIs, revenue by stream); the agents' side (reservation and
+signal following) is :mod:`twin.agents.regulation`. :data:`SERVICE` registers it
+(:mod:`twin.services.registry`).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twin.services.ancillary.results import KPI_NOTES, TABLES, kpis
+from twin.services.ancillary.spec import AncillaryServiceSpec, problems
+from twin.services.base import MarketService, ServiceContext, ServiceDef, ServiceFlow, spec_of
+
+if TYPE_CHECKING:
+    from twin.scenario import Scenario
+
+__all__ = ["SERVICE"]
+
+
+def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list[MarketService]:
+    from twin.services.ancillary.service import AncillaryService
+
+    spec = spec_of(scenario, "ancillary")
+    return [AncillaryService(ctx, capacity_price_per_mw_h=spec.capacity_price_per_mw_h,
+                             performance_price_per_mw=spec.performance_price_per_mw)]
+
+
+SERVICE = ServiceDef(
+    name="ancillary", spec=AncillaryServiceSpec, default=AncillaryServiceSpec(),
+    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
+    kpis=kpis, kpi_notes=KPI_NOTES,
+    flows=(ServiceFlow("regulation", "owner", "amount", +1),),
+    pages={"regulation": "frequency-regulation payments per resource",
+           "regulation_intervals": "frequency regulation per interval"},
+)

@@ -48,11 +48,15 @@ from pathlib import Path
 
 import numpy as np
 
+from twin.market import errors as e
 from twin.market.allocation import integer_allocation
 from twin.market.units import MICRO
 
 __all__ = [
+    "PPM",
     "AncillaryError",
+    "AncillaryLedger",
+    "RegulationPayment",
     "RegulationSettlement",
     "check_product",
     "dispatch",
@@ -61,6 +65,7 @@ __all__ = [
     "load_signal",
     "performance_score",
     "procure",
+    "regulation_amounts",
     "settle_regulation",
     "storage_headroom_kw",
     "synthetic_signal",
@@ -101,9 +106,20 @@ def load_signal(path: str | Path, *, n_intervals: int, interval_s: int, step_s: 
     if not p.is_file():
         raise AncillaryError(field, f"signal file {p} does not exist")
     try:
-        x = np.loadtxt(p, delimiter=",", ndmin=1, dtype=np.float64)
-    except ValueError as exc:
-        raise AncillaryError(field, f"{p} is not one number a line ({exc})") from exc
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AncillaryError(field, f"cannot read {p} ({exc})") from exc
+    col = 0
+    if lines and not _is_number(lines[0].split(",")[0]):  # a header: the column 'signal'
+        header = [h.strip().lower() for h in lines[0].split(",")]
+        if "signal" not in header:
+            raise AncillaryError(field, f"{p} has columns {header}; it needs a column 'signal' "
+                                        "(or no header and one number a line)")
+        col, lines = header.index("signal"), lines[1:]
+    try:
+        x = np.array([float(ln.split(",")[col]) for ln in lines], dtype=np.float64)
+    except (ValueError, IndexError) as exc:
+        raise AncillaryError(field, f"{p} is not one number a line in column {col} ({exc})") from exc
     if step_s <= 0 or interval_s % step_s:
         raise AncillaryError(field, f"resolution {step_s} s does not divide the interval ({interval_s} s)")
     need = n_intervals * (interval_s // step_s)
@@ -113,6 +129,14 @@ def load_signal(path: str | Path, *, n_intervals: int, interval_s: int, step_s: 
     if not np.isfinite(x).all() or np.abs(x).max() > 1:
         raise AncillaryError(field, f"{p}: values must be finite and within [-1, 1]")
     return x.reshape(n_intervals, interval_s // step_s)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_product(capable: Mapping[str, int], *, field: str) -> None:
@@ -252,3 +276,84 @@ def settle_regulation(*, resources: Sequence[int], capacity_w: np.ndarray, reque
     by = {int(r): int(c + p) for r, c, p in zip(resources, cap_amt, perf_amt, strict=True)}
     return RegulationSettlement(capacity_amount=int(cap_amt.sum()), performance_amount=int(perf_amt.sum()),
                                 by_resource=by)
+
+
+# ------------------------------------------------------------------ settlement on a ledger
+#: score resolution: parts per million
+PPM = 1_000_000
+
+
+def regulation_amounts(*, capacity_w: int, mileage_w: int, score_ppm: int, interval_s: int,
+                       capacity_price_per_mw_h: int, performance_price_per_mw: int) -> tuple[int, int]:
+    """Integer ``(capacity, performance)`` payment of one resource for one interval (micro-units),
+    the formula ``AncillaryServices.sol`` computes: ``floor(capacity_w x interval_s x price x
+    score_ppm / (3600 x 1e6 x 1e6))`` and ``floor(mileage_w x price x score_ppm / 1e12)``."""
+    cap = capacity_w * interval_s * capacity_price_per_mw_h * score_ppm // (3600 * MICRO * PPM)
+    perf = mileage_w * performance_price_per_mw * score_ppm // (MICRO * PPM)
+    return cap, perf
+
+
+@dataclass(frozen=True, slots=True)
+class RegulationPayment:
+    """One resource's payment for one interval (micro-units)."""
+
+    interval: int
+    device_id: int
+    owner: int
+    capacity_w: int
+    mileage_w: int
+    score_ppm: int
+    capacity_amount: int
+    performance_amount: int
+
+    @property
+    def amount(self) -> int:
+        return self.capacity_amount + self.performance_amount
+
+
+class AncillaryLedger:
+    """Reference of ``AncillaryServices.sol``: the payer (the DSO's account, paying for the
+    TSO) settles one interval's regulation at the prices fixed at deployment; each resource's
+    owner is paid :func:`regulation_amounts` from the payer's wallet, once per interval.
+    Errors are the market's (:mod:`twin.market.errors`), the same the contract reverts with."""
+
+    def __init__(self, *, owners: Mapping[int, int], payer: int, interval_s: int,
+                 capacity_price_per_mw_h: int, performance_price_per_mw: int) -> None:
+        if capacity_price_per_mw_h < 0:
+            raise e.BadPrice(0, capacity_price_per_mw_h)
+        if performance_price_per_mw < 0:
+            raise e.BadPrice(0, performance_price_per_mw)
+        self.owners = dict(owners)
+        self.payer = payer
+        self.interval_s = interval_s
+        self.capacity_price_per_mw_h = capacity_price_per_mw_h
+        self.performance_price_per_mw = performance_price_per_mw
+        self._settled: set[int] = set()
+        self.paid = 0
+
+    def settle(self, *, sender: int, interval: int, devices: Sequence[int], capacity_w: Sequence[int],
+               mileage_w: Sequence[int], score_ppm: Sequence[int]) -> list[RegulationPayment]:
+        """Pay one interval (the caller moves ``sum(amount)`` from the payer to the owners)."""
+        if sender != self.payer:
+            raise e.NotDSO(sender)
+        if interval in self._settled:
+            raise e.AlreadySettled(interval)
+        n = len(devices)
+        if not len(capacity_w) == len(mileage_w) == len(score_ppm) == n:
+            raise e.BadReadings(n)
+        out: list[RegulationPayment] = []
+        for d, c, m, s in zip(devices, capacity_w, mileage_w, score_ppm, strict=True):
+            if d not in self.owners:
+                raise e.UnknownDevice(d)
+            for v in (c, m):
+                if v < 0:
+                    raise e.BadAmount(v)
+            if not 0 <= s <= PPM:
+                raise e.BadAmount(s)
+            ca, pa = regulation_amounts(capacity_w=c, mileage_w=m, score_ppm=s, interval_s=self.interval_s,
+                                        capacity_price_per_mw_h=self.capacity_price_per_mw_h,
+                                        performance_price_per_mw=self.performance_price_per_mw)
+            out.append(RegulationPayment(interval, d, self.owners[d], c, m, s, ca, pa))
+        self._settled.add(interval)
+        self.paid += sum(p.amount for p in out)
+        return out
