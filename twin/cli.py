@@ -95,6 +95,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     try:
         s = _load(args.scenario)
+        if s.faults is not None:  # fault targets against the built feeder (twin/faults)
+            from twin.faults.setup import check_targets
+
+            check_targets(s, source=str(args.scenario))
     except ScenarioError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     print(f"{args.scenario}: ok ({s.name}, {s.n_intervals} intervals of {s.market.interval_s} s)")
@@ -166,7 +170,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"\ntwin: {interrupt_reason(exc)}; tables written so far are in {args.out} "
               "(manifest.json says where the run stopped)", file=sys.stderr)
         return interrupt_exit_code(exc)
-    except NodeRequirementError as exc:
+    except (NodeRequirementError, ScenarioError) as exc:  # e.g. fault targets the feeder lacks
         return _fail(str(exc), EXIT_BAD_INPUT)
     except TwinError as exc:
         return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)

@@ -205,9 +205,14 @@ def run_scenario(
     rng = np.random.default_rng(scenario.seed)
     feeder = build_feeder(scenario=scenario, rng=rng)
     from twin.faults.setup import attach, prepare
+    from twin.scenario import ScenarioError
 
-    # faults: (twin/faults) targets checked, ties added, SimPy fault processes run up front
-    faults = prepare(scenario, feeder=feeder, rng=rng, duration_s=duration_s, source=scenario_path)
+    try:  # faults: (twin/faults) targets checked, ties added, SimPy fault processes run up front
+        faults = prepare(scenario, feeder=feeder, rng=rng, duration_s=duration_s, source=scenario_path)
+    except ScenarioError as exc:  # nothing ran: the manifest says why
+        manifest.update(status="failed", error=str(exc), finished_at=datetime.now(UTC).isoformat())
+        write_json_atomic(manifest, out_dir / "manifest.json")
+        raise
     write_topology(feeder.net, out_dir)  # the dashboards draw the feeder without pandapower
     model = FeederModel(scenario=scenario, feeder=feeder, rng=rng)
     if faults is not None:

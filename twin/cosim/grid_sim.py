@@ -145,6 +145,12 @@ class GridSim(mosaik_api_v3.Simulator):
                 self.net.trafo.iat[0, self.net.trafo.columns.get_loc("tap_pos")] = float(self.taps.taps[0])
         self._vm_pu = [float(v) for v in state.vm_pu]
         if time % self.interval_s == 0:
+            if faults is not None and self.faulted is not None:  # the islands' slack, dead buses
+                self.recorder.add("fault_grid", [{
+                    "time_s": time, "energized_buses": int(np.isfinite(state.vm_pu).sum()),
+                    "dead_buses": int((~np.isfinite(state.vm_pu)).sum()),
+                    "grid_forming_p_mw": float(self.faulted.last_grid_forming_p_mw.sum()),
+                    "ext_grid_p_mw": state.ext_grid_p_mw, "line_pl_mw": float(np.nansum(state.line_pl_mw))}])
             self.recorder.add("bus", _bus_rows(time, self.bus_ids, state))
             self.recorder.add("line", _line_rows(time, self.line_ids, state))
             self.recorder.add("grid", [{

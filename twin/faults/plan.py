@@ -167,6 +167,8 @@ class _Graph:
     trafo_on: np.ndarray
     bus_links: np.ndarray  # (m, 2) closed bus-bus switches
     sources: np.ndarray  # ext_grid bus positions
+    up_lines: np.ndarray  # branches between an ext_grid bus and the feeder (cut when it is lost)
+    up_trafos: np.ndarray
 
     @classmethod
     def of(cls, net: Any) -> _Graph:
@@ -187,9 +189,11 @@ class _Graph:
             elif et == "b" and closed:
                 links.append((pos[int(b)], pos[int(el)]))
         eg = net.ext_grid[net.ext_grid.in_service.astype(bool)]
+        src = np.array([pos[int(b)] for b in eg.bus], dtype=np.int64)
         return cls(n_bus=len(pos), line_ends=le, trafo_ends=te, line_on=line_on, trafo_on=trafo_on,
-                   bus_links=np.array(links, dtype=np.int64).reshape(-1, 2),
-                   sources=np.array([pos[int(b)] for b in eg.bus], dtype=np.int64))
+                   bus_links=np.array(links, dtype=np.int64).reshape(-1, 2), sources=src,
+                   up_lines=np.flatnonzero(np.isin(le, src).sum(axis=1) == 1),
+                   up_trafos=np.flatnonzero(np.isin(te, src).sum(axis=1) == 1))
 
     def components(self, state: FaultState) -> np.ndarray:
         line_on = self.line_on.copy()
@@ -197,6 +201,9 @@ class _Graph:
         line_on[list(state.ties_closed)] = True
         trafo_on = self.trafo_on.copy()
         trafo_on[list(state.trafos_out)] = False
+        if state.upstream_lost:  # as the power flow: the ext_grid's branches open
+            line_on[self.up_lines] = False
+            trafo_on[self.up_trafos] = False
         e = np.concatenate([self.line_ends[line_on], self.trafo_ends[trafo_on], self.bus_links])
         g = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(self.n_bus, self.n_bus))
         return connected_components(g, directed=False)[1]

@@ -24,7 +24,7 @@ from twin.faults.plan import (
     net_problems,
 )
 
-__all__ = ["FaultSetup", "attach", "prepare"]
+__all__ = ["FaultSetup", "attach", "check_targets", "prepare"]
 
 
 @dataclass
@@ -64,6 +64,17 @@ def prepare(scenario: Any, *, feeder: Any, rng: np.random.Generator, duration_s:
                                            demand_mw=demand, interval_s=scenario.market.interval_s,
                                            duration_s=duration_s)
     return FaultSetup(plan=plan)
+
+
+def check_targets(scenario: Any, *, source: str | None = None) -> None:
+    """``twin validate``: build the feeder and check the fault targets against it."""
+    from twin.grid.feeders import build_feeder
+    from twin.scenario import ScenarioError
+
+    feeder = build_feeder(scenario=scenario, rng=np.random.default_rng(scenario.seed))
+    problems = net_problems(scenario.faults, feeder.net)
+    if problems:
+        raise ScenarioError(source or scenario.name, problems)
 
 
 def attach(setup: FaultSetup, *, model: Any, scenario: Any) -> FaultSetup:
