@@ -185,6 +185,17 @@ class OutageOverlay:
 
         # without supply: off (their energy not served is counted in exact times from the
         # fault events, table interruptions)
+        cols = out.agent_columns
+        ev_charge = cols["battery_charge_wh"][hh.n:hh.n + ev.n].copy()
+        ev_dis = cols["battery_discharge_wh"][hh.n:hh.n + ev.n].copy()
+
+        def undo_ev(e: int) -> None:
+            """A shed charger did not charge (or discharge): the EV keeps its energy and need."""
+            p["load"][f.ev_load_row[e]] = 0.0
+            met[int(ev.device_id[e])] = 0
+            ev.energy_wh[e] += -ev_charge[e] + ev_dis[e] / ev.v2g_eta
+            ev_charge[e] = ev_dis[e] = 0.0
+
         for i in np.flatnonzero(hh_off):
             drop_household(int(i))
         for r in f.background_load_row[bg_off]:
@@ -219,8 +230,7 @@ class OutageOverlay:
             shed = bal.shed
             n_e, n_h, n_g = ei.size, hi.size, gi.size
             for e in ei[shed[:n_e]]:
-                p["load"][f.ev_load_row[e]] = 0.0
-                met[int(ev.device_id[e])] = 0  # the charger did not charge (its need stays)
+                undo_ev(int(e))
                 shed_dev.add(int(ev.device_id[e]))
             for j, i in enumerate(hi):
                 if shed[n_e + j]:
@@ -243,8 +253,7 @@ class OutageOverlay:
                 p["sgen"][f.background_sgen_row[s]] *= bal.gen_scale
             if bal.collapsed:
                 for e in ei:
-                    p["load"][f.ev_load_row[e]] = 0.0
-                    met[int(ev.device_id[e])] = 0
+                    undo_ev(int(e))
                 for j in ci:
                     p["storage"][f.storage_row[j]] = 0.0
                     cs.energy_wh[j] = cs_e0[j]
@@ -267,6 +276,8 @@ class OutageOverlay:
                 "shed_classes": int(bal.shed_class), "collapsed": bool(bal.collapsed),
                 "pv_curtailed_mw": float(gen.sum() * (1.0 - bal.gen_scale)),
             })
+        cols["battery_charge_wh"][hh.n:hh.n + ev.n] = ev_charge
+        cols["battery_discharge_wh"][hh.n:hh.n + ev.n] = ev_dis
         self._fix_agent_rows(out, pv_off=pv_off | off_hh)
         # trades of shed devices: nothing was delivered, the DSO curtails them to 0
         if shed_dev:
@@ -299,6 +310,7 @@ class OutageOverlay:
         n_h, n_e = m.households.n, m.evs.n
         soc = cols["soc"].copy()
         soc[:n_h] = m.households.soc
+        soc[n_h:n_h + n_e] = m.evs.soc
         soc[n_h + n_e:] = m.storage.soc
         cols["soc"] = soc
         n_h = m.households.n
