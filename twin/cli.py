@@ -96,9 +96,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         s = _load(args.scenario)
         if s.faults is not None:  # fault targets against the built feeder (twin/faults)
-            from twin.faults.setup import check_targets
+            import numpy as np
 
-            check_targets(s, source=str(args.scenario))
+            from twin.faults.plan import net_problems
+            from twin.grid.feeders import build_feeder
+
+            feeder = build_feeder(scenario=s, rng=np.random.default_rng(s.seed))
+            if problems := net_problems(s.faults, feeder.net):
+                raise ScenarioError(str(args.scenario), problems)
     except ScenarioError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     print(f"{args.scenario}: ok ({s.name}, {s.n_intervals} intervals of {s.market.interval_s} s)")

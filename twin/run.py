@@ -204,15 +204,17 @@ def run_scenario(
     say("building feeder and agents")
     rng = np.random.default_rng(scenario.seed)
     feeder = build_feeder(scenario=scenario, rng=rng)
-    from twin.faults.setup import attach, prepare
+    from twin.agents.outages import attach
+    from twin.faults.setup import FaultTargetError, prepare
     from twin.scenario import ScenarioError
 
     try:  # faults: (twin/faults) targets checked, ties added, SimPy fault processes run up front
-        faults = prepare(scenario, feeder=feeder, rng=rng, duration_s=duration_s, source=scenario_path)
-    except ScenarioError as exc:  # nothing ran: the manifest says why
-        manifest.update(status="failed", error=str(exc), finished_at=datetime.now(UTC).isoformat())
+        faults = prepare(scenario, feeder=feeder, rng=rng, duration_s=duration_s)
+    except FaultTargetError as exc:  # nothing ran: the manifest says why
+        err = ScenarioError(scenario_path or scenario.name, exc.problems)
+        manifest.update(status="failed", error=str(err), finished_at=datetime.now(UTC).isoformat())
         write_json_atomic(manifest, out_dir / "manifest.json")
-        raise
+        raise err from None
     write_topology(feeder.net, out_dir)  # the dashboards draw the feeder without pandapower
     model = FeederModel(scenario=scenario, feeder=feeder, rng=rng)
     if faults is not None:

@@ -150,7 +150,7 @@ class DSOAgent(mesa.Agent):
         if not 0 < step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
         self.step_fraction = step_fraction
-        #: faults inside a run (twin/faults/overlay.py): while set, the check solves the
+        #: faults inside a run (twin/agents/outages.py): while set, the check solves the
         #: faulted topology with it (islands held by their grid-forming battery)
         self.fault_solver: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], GridState] | None = None
 

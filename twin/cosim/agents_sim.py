@@ -47,7 +47,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.recorder = sim_params["recorder"]
         self.interval_s: int = sim_params["interval_s"]
         self.timings: dict[str, float] = sim_params.get("timings", {})
-        #: faults inside the run (twin/faults/overlay.py): the model's step under a fault state
+        #: faults inside the run (twin/agents/outages.py): the model's step under a fault state
         self.outages = sim_params.get("outages")
         return self.meta
 

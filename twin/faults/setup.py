@@ -3,9 +3,8 @@
 :func:`prepare` runs before anything else of the run (after the feeder is built): it checks
 the fault targets against the feeder (a :class:`twin.scenario.ScenarioError` naming each
 field path), adds the normally-open ties to the net and runs the SimPy fault processes with a
-child of the run's generator (the parent's draws are unchanged). :func:`attach` builds the
-overlay on the agents model and returns what :func:`twin.run._run_world` needs: the extra
-simulator parameters and the fault simulator's wiring.
+child of the run's generator (the parent's draws are unchanged). :func:`twin.agents.outages.attach`
+then builds the overlay on the agents model and the grid's faulted solver.
 """
 
 from __future__ import annotations
@@ -23,8 +22,17 @@ from twin.faults.plan import (
     interruption_rows,
     net_problems,
 )
+from twin.faults.spec import grid_forming_rows
 
-__all__ = ["FaultSetup", "attach", "check_targets", "prepare"]
+__all__ = ["FaultSetup", "FaultTargetError", "prepare"]
+
+
+class FaultTargetError(ValueError):
+    """Fault targets or ties the built feeder does not have: ``problems`` as (path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
+        self.problems = problems
 
 
 @dataclass
@@ -34,20 +42,18 @@ class FaultSetup:
     grid_snapshot: Any = None
 
 
-def prepare(scenario: Any, *, feeder: Any, rng: np.random.Generator, duration_s: int,
-            source: str | None = None) -> FaultSetup | None:
-    """Check, add ties and plan the faults of ``scenario`` (None when it has none)."""
+def prepare(scenario: Any, *, feeder: Any, rng: np.random.Generator,
+            duration_s: int) -> FaultSetup | None:
+    """Check, add ties and plan the faults of ``scenario`` (None when it has none); fault
+    targets the feeder lacks raise :class:`FaultTargetError` (the caller makes it a scenario
+    error naming the file)."""
     spec = scenario.faults
     if spec is None:
         return None
-    from twin.scenario import ScenarioError
-
     problems = net_problems(spec, feeder.net)
     if problems:
-        raise ScenarioError(source or scenario.name, problems)
+        raise FaultTargetError(problems)
     tie_rows = add_ties(feeder.net, spec.reconfiguration.ties)
-    from twin.faults.overlay import grid_forming_rows
-
     net = feeder.net
     bpos = {int(b): i for i, b in enumerate(net.bus.index)}
     gf_bus = np.array([bpos[int(feeder.storage_bus[j])] for j in grid_forming_rows(scenario)], dtype=np.int64)
@@ -64,26 +70,3 @@ def prepare(scenario: Any, *, feeder: Any, rng: np.random.Generator, duration_s:
                                            demand_mw=demand, interval_s=scenario.market.interval_s,
                                            duration_s=duration_s)
     return FaultSetup(plan=plan)
-
-
-def check_targets(scenario: Any, *, source: str | None = None) -> None:
-    """``twin validate``: build the feeder and check the fault targets against it."""
-    from twin.grid.feeders import build_feeder
-    from twin.scenario import ScenarioError
-
-    feeder = build_feeder(scenario=scenario, rng=np.random.default_rng(scenario.seed))
-    problems = net_problems(scenario.faults, feeder.net)
-    if problems:
-        raise ScenarioError(source or scenario.name, problems)
-
-
-def attach(setup: FaultSetup, *, model: Any, scenario: Any) -> FaultSetup:
-    """The overlay on ``model`` and the grid's faulted solver."""
-    from twin.faults.grid import FaultedSnapshot
-    from twin.faults.overlay import OutageOverlay, grid_forming_rows
-
-    setup.overlay = OutageOverlay(model=model, scenario=scenario)
-    f = model.feeder
-    setup.grid_snapshot = FaultedSnapshot(f.net, grid_forming=[
-        int(f.net.storage.index[f.storage_row[j]]) for j in grid_forming_rows(scenario)])
-    return setup

@@ -30,6 +30,7 @@ __all__ = [
     "TieSpec",
     "UpstreamLossSpec",
     "fault_problems",
+    "grid_forming_rows",
 ]
 
 _Spec = SpecModel
@@ -181,3 +182,13 @@ def fault_problems(sc: Any) -> list[tuple[str, str]]:
             out.append(("faults.islands.market", "per_island island books need market.ledger: "
                         "reference (the contracts clear one book per interval); or set 'none'"))
     return out
+
+
+def grid_forming_rows(scenario: Any) -> list[int]:
+    """Community battery indices that form islands (``faults.islands.grid_forming``, or
+    ``agents.community_storage.grid_forming``)."""
+    n = scenario.agents.community_storage.count
+    names = scenario.faults.islands.grid_forming if scenario.faults is not None else []
+    if "community_storage" in names or scenario.agents.community_storage.grid_forming:
+        return list(range(n))
+    return sorted({int(s.split("_")[1]) for s in names if s.startswith("storage_")})

@@ -36,20 +36,11 @@ from twin.agents.dso import Curtailment
 from twin.faults.grid import FaultedSnapshot
 from twin.faults.island import balance_island
 from twin.faults.plan import FaultState, Islands, _Graph, books_of, islands
+from twin.faults.spec import grid_forming_rows
 
-__all__ = ["OutageOverlay", "grid_forming_rows"]
+__all__ = ["OutageOverlay", "attach"]
 
 _OFF = DERControl(connected=False)
-
-
-def grid_forming_rows(scenario: Any) -> list[int]:
-    """Community battery indices that form islands (``faults.islands.grid_forming``, or
-    ``agents.community_storage.grid_forming``)."""
-    n = scenario.agents.community_storage.count
-    names = scenario.faults.islands.grid_forming if scenario.faults is not None else []
-    if "community_storage" in names or scenario.agents.community_storage.grid_forming:
-        return list(range(n))
-    return sorted({int(s.split("_")[1]) for s in names if s.startswith("storage_")})
 
 
 class OutageOverlay:
@@ -317,3 +308,13 @@ class OutageOverlay:
         avail = cols["pv_available_wh"].copy()
         avail[:n_h] = np.where(pv_off, cols["pv_wh"][:n_h], avail[:n_h])
         cols["pv_available_wh"] = avail
+
+
+def attach(setup: Any, *, model: Any, scenario: Any) -> Any:
+    """The overlay on ``model`` and the grid's faulted solver, into ``setup``
+    (:class:`twin.faults.setup.FaultSetup`)."""
+    setup.overlay = OutageOverlay(model=model, scenario=scenario)
+    f = model.feeder
+    setup.grid_snapshot = FaultedSnapshot(f.net, grid_forming=[
+        int(f.net.storage.index[f.storage_row[j]]) for j in grid_forming_rows(scenario)])
+    return setup
