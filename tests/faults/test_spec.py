@@ -71,3 +71,9 @@ def test_targets_missing_from_the_feeder_fail_validate_and_run(tmp_path: Path,
     assert "faults.reconfiguration.ties[0].to_bus: no bus 500" in err
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "no line 99" in capsys.readouterr().err
+
+
+def test_grid_faults_need_the_balanced_engine() -> None:
+    data = _demo()
+    data["grid"]["phases"] = 3
+    assert "grid.phases: 1" in _errors(data)["faults"]

@@ -456,6 +456,7 @@ def interruption_rows(plan: FaultPlan, *, graph: _Graph, gf_bus: np.ndarray, cus
                 if lap > 0:
                     ens += float(np.clip(demand_mw[dead, k], 0.0, None).sum()) * lap / 3600.0 * 1e6
             rows.append({"time_s": t0, "end_s": t1, "interval": int(t0 // interval_s),
+                         "customers_total": int(customer_bus.size),
                          "customers_off": int(dead.sum()), "new_interruptions": int((dead & ~prev).sum()),
                          "ens_wh": ens, "dead_buses": int((b < 0).sum())})
         prev = dead

@@ -173,6 +173,9 @@ def fault_problems(sc: Any) -> list[tuple[str, str]]:
             out.append((where, f"{name!r} does not exist ({counts['storage']} community batteries)"))
         else:
             gf_ok = True
+    if f.grid_faults and getattr(sc.grid, "phases", 1) == 3:
+        out.append(("faults", "line, transformer and upstream faults need grid.phases: 1 (a faulted "
+                    "topology is solved by the balanced engine)"))
     if f.islands.market == "per_island" and f.grid_faults:
         if not gf_ok:
             out.append(("faults.islands.grid_forming", "island trading (faults.islands.market: "

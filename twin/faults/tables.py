@@ -22,7 +22,7 @@ def fault_tables() -> dict[str, pa.Schema]:
         "faults": pa.schema([("time_s", _f64), ("interval", _i64), ("kind", _str), ("element_kind", _str),
                              ("element", _i64), ("fault_id", _i64), ("fault_kind", _str)]),
         "interruptions": pa.schema([("time_s", _f64), ("end_s", _f64), ("interval", _i64),
-                                    ("customers_off", _i64), ("new_interruptions", _i64), ("ens_wh", _f64),
+                                    ("customers_total", _i64), ("customers_off", _i64), ("new_interruptions", _i64), ("ens_wh", _f64),
                                     ("dead_buses", _i64)]),
         "outages": pa.schema([("time_s", _i64), ("interval", _i64), ("customers_shed", _i64),
                               ("customers_total", _i64), ("new_interruptions", _i64), ("ens_wh", _f64),

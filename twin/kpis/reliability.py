@@ -52,9 +52,9 @@ def reliability_kpis(tables: Mapping[str, pa.Table], *, interval_s: int) -> dict
 
     out = dict.fromkeys(RELIABILITY_COLUMNS, NA)
     intr, outg, isl, mkt, flt = t("interruptions"), t("outages"), t("islands"), t("island_market"), t("faults")
-    total = _c(outg, "customers_total")
-    if total.size and total[0] > 0:
-        n = float(total[0])
+    total = np.concatenate([_c(outg, "customers_total"), _c(intr, "customers_total")])
+    if total.size and total.max() > 0:
+        n = float(total.max())
         cmin = float((_c(intr, "customers_off") * (_c(intr, "end_s") - _c(intr, "time_s"))).sum() / 60.0
                      + _c(outg, "customers_shed").sum() * interval_s / 60.0)
         events = float(_c(intr, "new_interruptions").sum() + _c(outg, "new_interruptions").sum())

@@ -111,7 +111,8 @@ class MarketStep:
                                           import_wh=envelopes["import"])
             if books is not None:
                 orders = [o for o in orders if o.device_id in books]
-                self.ledger.set_books(orders_interval, books)
+                if len(set(books.values())) > 1:  # one book needs no split (any ledger)
+                    self.ledger.set_books(orders_interval, books)
             result = self._clear(orders_interval, orders, rows)
             if books is not None:
                 rows["island_market"] += island_market_rows(
