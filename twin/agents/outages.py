@@ -6,7 +6,8 @@ when the interval's :class:`~twin.faults.plan.FaultState` is not the normal one:
 1. Before the model's step: every device on a de-energized bus, every tripped inverter and
    failed charger gets an external control ``connected=False`` (the model's own path for
    external controls, :meth:`FeederModel._controlled`), so its dispatch, state of charge and
-   meter follow; trades of devices without supply are curtailed to 0 (reason ``outage``);
+   meter follow; trades of devices without supply, or whose two sides are now in different
+   islands, are curtailed to 0 (reason ``outage``);
    the DSO's security check of the interval solves the faulted topology (islands with their
    grid-forming battery as reference, :class:`twin.faults.grid.FaultedSnapshot`).
 2. After it: households on de-energized buses are disconnected (load, PV and home battery
@@ -126,8 +127,14 @@ class OutageOverlay:
             | set(cs.device_id[cs_off].tolist())
         cuts: list[Curtailment] = []
         kept: list[Any] = []
+        where = books_of(isl, self.device_bus, market="per_island")  # each live device's island
+
+        def split(t: Any) -> bool:  # no supply, or the two sides in different islands now
+            return (t.buyer_device in dead or t.seller_device in dead
+                    or where.get(t.buyer_device) != where.get(t.seller_device))
+
         for t in trades:
-            if t.interval == k and t.energy_wh > 0 and (t.buyer_device in dead or t.seller_device in dead):
+            if t.interval == k and t.energy_wh > 0 and split(t):
                 cuts.append(Curtailment(trade_id=t.trade_id, energy_wh=0, reason="outage"))
                 t = dataclasses.replace(t, energy_wh=0)
             kept.append(t)
