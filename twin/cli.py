@@ -95,6 +95,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     try:
         s = _load(args.scenario)
+        if s.faults is not None:  # fault targets against the built feeder (twin/faults)
+            import numpy as np
+
+            from twin.faults.plan import net_problems
+            from twin.grid.feeders import build_feeder
+
+            feeder = build_feeder(scenario=s, rng=np.random.default_rng(s.seed))
+            if problems := net_problems(s.faults, feeder.net):
+                raise ScenarioError(str(args.scenario), problems)
     except ScenarioError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     print(f"{args.scenario}: ok ({s.name}, {s.n_intervals} intervals of {s.market.interval_s} s)")
@@ -166,7 +175,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"\ntwin: {interrupt_reason(exc)}; tables written so far are in {args.out} "
               "(manifest.json says where the run stopped)", file=sys.stderr)
         return interrupt_exit_code(exc)
-    except NodeRequirementError as exc:
+    except (NodeRequirementError, ScenarioError) as exc:  # e.g. fault targets the feeder lacks
         return _fail(str(exc), EXIT_BAD_INPUT)
     except TwinError as exc:
         return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)

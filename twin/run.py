@@ -204,8 +204,21 @@ def run_scenario(
     say("building feeder and agents")
     rng = np.random.default_rng(scenario.seed)
     feeder = build_feeder(scenario=scenario, rng=rng)
+    from twin.agents.outages import attach
+    from twin.faults.setup import FaultTargetError, prepare
+    from twin.scenario import ScenarioError
+
+    try:  # faults: (twin/faults) targets checked, ties added, SimPy fault processes run up front
+        faults = prepare(scenario, feeder=feeder, rng=rng, duration_s=duration_s)
+    except FaultTargetError as exc:  # nothing ran: the manifest says why
+        err = ScenarioError(scenario_path or scenario.name, exc.problems)
+        manifest.update(status="failed", error=str(err), finished_at=datetime.now(UTC).isoformat())
+        write_json_atomic(manifest, out_dir / "manifest.json")
+        raise err from None
     write_topology(feeder.net, out_dir)  # the dashboards draw the feeder without pandapower
     model = FeederModel(scenario=scenario, feeder=feeder, rng=rng)
+    if faults is not None:
+        attach(faults, model=model, scenario=scenario)
     timings["setup_grid_agents_s"] = time.perf_counter() - t0
     n_accounts = max([OPERATOR_ACCOUNT, DSO_ACCOUNT, *model.accounts]) + 1
     # market services (value layer): their extra accounts (asset investors) come after
@@ -243,7 +256,7 @@ def run_scenario(
                            duration_s=duration_s, progress=progress, timings=timings,
                            rt_factor=rt_factor, extend_world=extend_world,
                            grid_step_s=grid_step_s, services=services, signers=signers,
-                           checkpoints=_Checkpoints(
+                           faults=faults, checkpoints=_Checkpoints(
                                every_s=CHECKPOINT_WALL_S if checkpoint_every_s is None
                                else checkpoint_every_s,
                                every_intervals=checkpoint_every_intervals or CHECKPOINT_INTERVALS,
@@ -507,17 +520,18 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                progress: bool, timings: dict[str, float], rt_factor: float | None = None,
                extend_world: Callable[..., None] | None = None,
                grid_step_s: int | None = None, services: Any = None, signers: Any = None,
-               checkpoints: _Checkpoints | None = None) -> None:
+               checkpoints: _Checkpoints | None = None, faults: Any = None) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
         "Market": {"python": "twin.cosim.market_sim:MarketSim"},
         "Grid": {"python": "twin.cosim.grid_sim:GridSim"},
+        "Faults": {"python": "twin.cosim.faults_sim:FaultsSim"},
     }
     checkpoint = _Checkpointer(recorder, checkpoints or _Checkpoints())
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
-                             timings=timings).Feeder()
+                             timings=timings, outages=faults.overlay if faults else None).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
                              services=services, signers=signers).Market()
@@ -525,7 +539,8 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),
                            frequency_hz=[model.tso.frequency_hz(k) for k in range(n_intervals)],
-                           oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase).Grid()
+                           oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase,
+                           faulted=faults.grid_snapshot if faults else None).Grid()
         if extend_world is None:
             world.connect(agents, grid, "element_power")
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid
@@ -534,6 +549,12 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
+        if faults is not None:  # the fault processes reach grid, agents and market via mosaik
+            fsim = world.start("Faults", plan=faults.plan, books=faults.overlay.device_books,
+                               recorder=recorder, interval_s=interval_s, timings=timings).Faults()
+            world.connect(fsim, agents, "fault_state")
+            world.connect(fsim, grid, "fault_state")
+            world.connect(fsim, market, "books")
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
 
 

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from twin.faults.spec import FaultsSpec, fault_problems
 from twin.grid.der_spec import DsoSpec
 from twin.grid.phase_spec import phase_problems
 from twin.services.registry import SERVICES, service_problems
@@ -51,6 +52,7 @@ __all__ = [
     "CommunityStorageSpec",
     "CrossFieldError",
     "EVSpec",
+    "FaultsSpec",
     "FlexLoadSpec",
     "ForecastSpec",
     "FrequencyEventSpec",
@@ -99,13 +101,15 @@ class Scenario(_Spec):
     #: the DSO's policy: curtail after the market, envelopes before it, or both
     dso: DsoSpec = DsoSpec()
     game: GameSpec | None = None  # a cooperative-game scenario instead of a feeder day
+    #: faults and repairs inside the run, islands (twin/faults); None: a sunny day
+    faults: FaultsSpec | None = None
 
     @model_validator(mode="after")
     def _cross_field(self) -> Scenario:
         """Rules across fields, each with its own field path (:class:`CrossFieldError`)."""
         problems = [*_time_problems(self), *_forecast_problems(self),
                     *game_problems(self.game), *service_problems(self),
-                    *phase_problems(self)]
+                    *phase_problems(self), *fault_problems(self)]
         if problems:
             raise CrossFieldError(problems)
         return self
@@ -116,7 +120,10 @@ class Scenario(_Spec):
 
     def canonical_json(self) -> str:
         """Stable JSON of the full scenario (defaults included) for hashing and manifests."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data.get("faults") is None:  # a scenario without faults keeps its digest
+            data.pop("faults", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()

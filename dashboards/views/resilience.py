@@ -1,5 +1,6 @@
 """Resilience: contingency results (energy not served, customers interrupted), islands on the
-map, and storage state of charge during a blackout.
+map, and storage state of charge during a blackout; for a `twin run` with ``faults:``, the
+faults that happened in the run (dashboards/faults_view.py).
 
 Reads the folder of ``twin resilience SCENARIO --out DIR`` (``twin/grid/resilience.py``):
 ``cases`` (one row per case: ``case``, ``kind``, ``lines_out``, ``trafos_out`` as row positions,
@@ -16,6 +17,7 @@ from collections import deque
 from typing import Any
 
 import dashui
+import faults_view
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -111,7 +113,9 @@ def _map(topology: dict[str, Any], case: pd.Series) -> go.Figure:
 if ctx is not None:
     cases = next((df for name in ("cases", "resilience_cases")
                   if (df := td.read_table(folder=ctx.folder, name=name)) is not None), None)
-    if cases is None:
+    if cases is None and faults_view.has_faults(ctx.folder):  # a twin run with faults:
+        faults_view.show_faults(folder=ctx.folder, kpis=ctx.kpis)
+    elif cases is None:
         dashui.no_data(what="resilience study (cases.parquet)", folder=ctx.folder,
                        hint="`twin resilience SCENARIO --out DIR` writes contingency results; "
                             "open that folder with `twin dashboard DIR`.")

@@ -150,6 +150,9 @@ class DSOAgent(mesa.Agent):
         if not 0 < step_fraction <= 1:
             raise ValueError(f"step_fraction must be in (0, 1], got {step_fraction}")
         self.step_fraction = step_fraction
+        #: faults inside a run (twin/agents/outages.py): while set, the check solves the
+        #: faulted topology with it (islands held by their grid-forming battery)
+        self.fault_solver: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], GridState] | None = None
 
     def network_fee(self, k: int) -> int:
         """Time-of-use network fee of interval ``k`` (:class:`twin.market.tariffs.NetworkTariff`)."""
@@ -202,6 +205,8 @@ class DSOAgent(mesa.Agent):
                           overload=int(hot_ld.sum()), unbalance=int(unb.sum()), hot_phase=hot)
 
     def _solve(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> GridState:
+        if self.fault_solver is not None:
+            return self.fault_solver(p, q)
         if self._phases is not None:
             return self._phases.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],

@@ -30,8 +30,8 @@ META: Meta = {
         "Feeder": {
             "public": True,
             "params": [],
-            "attrs": ["trades", "der_controls", "element_power", "orders", "curtailments",
-                      "metered_wh", "dr_calls"],
+            "attrs": ["trades", "der_controls", "fault_state", "element_power", "orders",
+                      "curtailments", "metered_wh", "dr_calls"],
         }
     },
 }
@@ -47,6 +47,8 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.recorder = sim_params["recorder"]
         self.interval_s: int = sim_params["interval_s"]
         self.timings: dict[str, float] = sim_params.get("timings", {})
+        #: faults inside the run (twin/agents/outages.py): the model's step under a fault state
+        self.outages = sim_params.get("outages")
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -66,8 +68,18 @@ class AgentsSim(mosaik_api_v3.Simulator):
         # external DER controls in force (twin hil serve; absent otherwise), by device id
         controls = decode_der_controls(single(inputs.get("feeder", {}).get("der_controls")))
         soc_start = self.model.storage_soc_by_row()  # HIL: batteries at the interval's start
-        out = self.model.step_interval(interval=k, trades=trades, price_history=prices,
-                                       der_controls=controls or None)
+        fault_msg = single(inputs.get("feeder", {}).get("fault_state"))
+        if self.outages is not None:
+            from twin.faults.plan import FaultState
+
+            state = FaultState.from_msg(fault_msg) if fault_msg is not None else None
+            out, fault_rows = self.outages.step(interval=k, trades=trades, price_history=prices,
+                                                der_controls=controls or None, state=state)
+            for table, rows in fault_rows.items():
+                self.recorder.add(table, rows)
+        else:
+            out = self.model.step_interval(interval=k, trades=trades, price_history=prices,
+                                           der_controls=controls or None)
         self.recorder.add("agents", out.agent_rows)
         self.recorder.add("dso", out.dso_rows)
         self.recorder.add("events", out.event_rows)

@@ -44,7 +44,7 @@ def check_plausible(vm_pu: Any, *, bus_ids: Any, time_s: int) -> None:
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
-    "models": {"Grid": {"public": True, "params": [], "attrs": ["element_power", "vm_pu"]}},
+    "models": {"Grid": {"public": True, "params": [], "attrs": ["element_power", "fault_state", "vm_pu"]}},
 }
 
 
@@ -71,6 +71,8 @@ class GridSim(mosaik_api_v3.Simulator):
         self.controls = ControlledSnapshot(self.net, list(devices)) if devices else None
         self.frequency_hz: list[float] = list(sim_params.get("frequency_hz") or [])
         # on-load tap changer: acts step by step (band, delay) on the voltage it regulates
+        #: faults inside the run: the faulted topology's solver (twin/faults/grid.py)
+        self.faulted = sim_params.get("faulted")
         oltc = sim_params.get("oltc")
         self.taps: TapController | None = None
         if oltc is not None and len(self.net.trafo):
@@ -94,7 +96,21 @@ class GridSim(mosaik_api_v3.Simulator):
         if power is None:
             raise ValueError(f"grid: no element_power input at t={time}s")
         der_q = der_cut = 0.0
-        if self.phases is not None:
+        fault_msg = single(inputs.get("grid", {}).get("fault_state"))
+        faults = None
+        if self.faulted is not None and fault_msg is not None:
+            from twin.faults.plan import FaultState
+
+            faults = FaultState.from_msg(fault_msg)
+            if faults.topology_normal:
+                faults = None
+        state: Any
+        if faults is not None and self.faulted is not None:  # branches out / islands: own solve
+            state = self.faulted.solve(
+                faults, load_p_mw=power["load_p_mw"], load_q_mvar=power["load_q_mvar"],
+                sgen_p_mw=power["sgen_p_mw"], sgen_q_mvar=power["sgen_q_mvar"],
+                storage_p_mw=power["storage_p_mw"])
+        elif self.phases is not None:
             state = self.phases.solve(
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
@@ -119,7 +135,8 @@ class GridSim(mosaik_api_v3.Simulator):
             )
         if not state.converged:
             raise GridDiverged(f"grid: power flow did not converge at t={time}s{_HINT}")
-        check_plausible(state.vm_pu, bus_ids=self.bus_ids, time_s=int(time))
+        live = np.isfinite(state.vm_pu) if fault_msg is not None else slice(None)
+        check_plausible(state.vm_pu[live], bus_ids=self.bus_ids[live], time_s=int(time))
         tap = -1
         if self.taps is not None:
             tap = int(self.taps.taps[0])
@@ -128,6 +145,12 @@ class GridSim(mosaik_api_v3.Simulator):
                 self.net.trafo.iat[0, self.net.trafo.columns.get_loc("tap_pos")] = float(self.taps.taps[0])
         self._vm_pu = [float(v) for v in state.vm_pu]
         if time % self.interval_s == 0:
+            if faults is not None and self.faulted is not None:  # the islands' slack, dead buses
+                self.recorder.add("fault_grid", [{
+                    "time_s": time, "energized_buses": int(np.isfinite(state.vm_pu).sum()),
+                    "dead_buses": int((~np.isfinite(state.vm_pu)).sum()),
+                    "grid_forming_p_mw": float(self.faulted.last_grid_forming_p_mw.sum()),
+                    "ext_grid_p_mw": state.ext_grid_p_mw, "line_pl_mw": float(np.nansum(state.line_pl_mw))}])
             self.recorder.add("bus", _bus_rows(time, self.bus_ids, state))
             self.recorder.add("line", _line_rows(time, self.line_ids, state))
             self.recorder.add("grid", [{

@@ -24,7 +24,7 @@ META: Meta = {
         "Market": {
             "public": True,
             "params": [],
-            "attrs": ["orders", "curtailments", "metered_wh", "dr_calls", "trades"],
+            "attrs": ["orders", "curtailments", "metered_wh", "dr_calls", "trades", "books"],
         }
     },
 }
@@ -61,6 +61,7 @@ class MarketSim(mosaik_api_v3.Simulator):
         curtail_msg = single(data.get("curtailments")) or {}
         meter_msg = single(data.get("metered_wh"))
         dr_msg = single(data.get("dr_calls")) or {}
+        books_msg = single(data.get("books"))  # faults: island books while the feeder is split
         result = self.core.step(
             k,
             orders_interval=orders_msg["interval"] if orders_msg is not None else None,
@@ -73,7 +74,9 @@ class MarketSim(mosaik_api_v3.Simulator):
             regulation=meter_msg.get("regulation") if meter_msg is not None else None,
             dr_calls=decode_dr_calls(dr_msg.get("calls")),
             envelopes=({s: {int(d): int(w) for d, w in m.items()} for s, m in orders_msg["envelopes"].items()}
-                       if orders_msg is not None and "envelopes" in orders_msg else None))
+                       if orders_msg is not None and "envelopes" in orders_msg else None),
+            books=({int(d): int(b) for d, b in books_msg["books"].items()}
+                   if books_msg and books_msg.get("books") is not None else None))
         for table, rows in result.rows.items():
             self.recorder.add(table, rows)
         # Always answer (mosaik treats a missing output as an error): no orders, no trades.

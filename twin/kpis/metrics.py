@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from twin.kpis.reliability import FAULT_KINDS, RELIABILITY_COLUMNS, reliability_kpis
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
 from twin.services.base import ServiceFlow
 from twin.services.registry import service_flows as registry_flows
@@ -108,6 +109,8 @@ KPI_COLUMNS = (
     "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
     "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
     "limited_pv_kwh", "limited_pv_jain", "ancillary_revenue",
+    # faults inside the run (twin/kpis/reliability.py); NA without faults
+    *RELIABILITY_COLUMNS,
 )
 
 #: One line per KPI: unit and meaning (the header notes of compare.md).
@@ -122,7 +125,7 @@ KPI_NOTES = {
     "peak_import_kw": "highest upstream import of one interval, kW",
     "curtailed_kwh": "cleared trade energy curtailed by the DSO security check, kWh",
     "voltage_violations": "bus-intervals outside the voltage band",
-    "energy_not_served_kwh": "load at buses without voltage, kWh",
+    "energy_not_served_kwh": "load at buses without voltage, plus demand without supply or shed in islands under faults, kWh",
     "energy_traded_kwh": "energy traded on the local market (P2P, after curtailment), kWh",
     "service_energy_kwh": "energy paid through services (green tokens sold, charging sessions), kWh",
     "local_market_share": "share of participants' metered consumption bought locally (0..1)",
@@ -132,6 +135,17 @@ KPI_NOTES = {
     "participants": "accounts that settled (operator and DSO excluded)",
     "limited_pv_kwh": "PV energy the DSO held back (curtailed trades or operating envelopes), kWh",
     "ancillary_revenue": "frequency-regulation pay to the VPP's resources (capacity and performance; market.services.ancillary), currency",
+    "energy_not_served_faults_kwh": "demand without supply (exact times between fault events) or shed in islands, kWh (faults)",
+    "saidi_min": "customer-minutes of interruption per customer (SAIDI over the run), min (faults)",
+    "saifi": "interruptions per customer (SAIFI over the run) (faults)",
+    "customers_interrupted": "customer interruptions, each loss of supply counted (faults)",
+    "island_survival_min": "shortest life of an island held by a grid-forming battery before it first collapsed, min (faults)",
+    "island_collapsed_intervals": "intervals an island collapsed, its batteries short even after shedding every load (faults)",
+    "island_trades": "trades cleared on island books (faults.islands.market: per_island)",
+    "island_energy_traded_kwh": "energy traded on island books, kWh (faults)",
+    "island_price_per_mwh": "volume-weighted price of the island books, currency/MWh (faults)",
+    **{f"mttr_{k}_min": f"mean time to repair a {k} fault (repaired within the run), min (faults)"
+       for k in FAULT_KINDS},
     "limited_pv_jain": "Jain index of PV energy held back per PV household (1: equal burden; 1/n: one carries all; 1 when nothing is held back)",
 }
 
@@ -391,6 +405,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
                             feed_in_price_per_mwh=inputs.feed_in_price_per_mwh,
                             service_income=income)
     gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh + service_kwh, ledger=inputs.ledger)
+    reliability = reliability_kpis(tables, interval_s=inputs.interval_s)
     return {
         "self_sufficiency": self_sufficiency(t("grid")),
         "prosumer_revenue": rev,
@@ -403,7 +418,8 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         "curtailed_kwh": curtailed_kwh(t("market")),
         "voltage_violations": float(voltage_violations(t("bus"), vm_min_pu=inputs.vm_min_pu,
                                                        vm_max_pu=inputs.vm_max_pu)),
-        "energy_not_served_kwh": energy_not_served_kwh(t("bus"), interval_s=inputs.interval_s),
+        "energy_not_served_kwh": energy_not_served_kwh(t("bus"), interval_s=inputs.interval_s)
+        + float(np.nan_to_num(reliability["energy_not_served_faults_kwh"])),
         "energy_traded_kwh": traded_kwh,
         "service_energy_kwh": service_kwh,
         "local_market_share": local_market_share(s),
@@ -414,6 +430,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         "limited_pv_kwh": float(limited_pv_wh(t("agents")).sum() / 1000.0),
         "limited_pv_jain": jain_index(limited_pv_wh(t("agents"))),
         "ancillary_revenue": float(_icol(t("regulation"), "amount").sum() / MICRO),
+        **reliability,
     }
 
 

@@ -103,6 +103,8 @@ class ReferenceLedger:
         self._nonces: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
         #: (device, interval, side) -> the DSO's operating envelope, Wh (dso.policy envelopes)
         self._envelope: dict[tuple[int, int, Side], int] = {}
+        #: interval -> device -> book (electrical island) while the feeder is split
+        self._books: dict[int, dict[int, int]] = {}
 
     # --- parameters -------------------------------------------------------------------
     @property
@@ -352,6 +354,16 @@ class ReferenceLedger:
             self._envelope[(dev, interval, Side.SELL)] = int(export_wh[dev])
             self._envelope[(dev, interval, Side.BUY)] = int(import_wh[dev])
 
+    def set_books(self, interval: int, books: Mapping[int, int], *, sender: int | None = None) -> None:
+        """While the feeder is split into electrical islands, the operator clears one book
+        per island: ``books`` maps each device to its island (book). Orders of devices
+        without a book are not matched (their escrow comes back at clearing); each book
+        clears on its own, with its own price."""
+        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        if self._status.get(interval, "open") != "open":
+            raise e.IntervalClosed(interval)
+        self._books[interval] = {int(d): int(b) for d, b in books.items()}
+
     def clear(self, interval: int, *, sender: int | None = None) -> Clearing:
         with _purpose(f"clear: interval {interval}"):
             return self._clear(interval, sender)
@@ -361,10 +373,21 @@ class ReferenceLedger:
         if self._status.get(interval, "open") != "open":
             raise e.AlreadyCleared(interval)
         book = [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
-        result = match(book, mechanism=self._mechanism)
+        books = self._books.pop(interval, None)
+        if books is None:
+            result = match(book, mechanism=self._mechanism)
+            fills, price, volume = list(result.fills), result.price_per_mwh, result.volume_wh
+        else:  # one clearing per island book, books in order; the price of the largest
+            fills, price, volume, best = [], 0, 0, -1
+            for b in sorted({books[o.device_id] for o in book if o.device_id in books}):
+                r = match([o for o in book if books.get(o.device_id) == b], mechanism=self._mechanism)
+                fills += list(r.fills)
+                volume += r.volume_wh
+                if r.volume_wh > best:
+                    best, price = r.volume_wh, r.price_per_mwh
         kept: dict[int, int] = defaultdict(int)
         trades: list[Trade] = []
-        for f in result.fills:
+        for f in fills:
             trade = Trade(
                 trade_id=self._next_trade,
                 interval=interval,
@@ -391,8 +414,8 @@ class ReferenceLedger:
         self._status[interval] = "cleared"
         return Clearing(
             interval=interval,
-            price_per_mwh=result.price_per_mwh,
-            volume_wh=result.volume_wh,
+            price_per_mwh=price,
+            volume_wh=volume,
             trades=tuple(trades),
         )
 

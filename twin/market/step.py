@@ -25,7 +25,21 @@ from twin.market.audit import drain_tx_log
 from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
 from twin.market.types import Clearing, DRCall, OrderIntent, Trade
 
-__all__ = ["Curtailment", "MarketLog", "MarketStep", "StepResult"]
+__all__ = ["Curtailment", "MarketLog", "MarketStep", "StepResult", "island_market_rows"]
+
+
+def island_market_rows(trades: Sequence[Trade], books: Mapping[int, int], *, interval: int,
+                       time_s: int) -> list[dict[str, Any]]:
+    """One row per island book of a split interval: trades, volume (Wh) and the book's
+    uniform price (micro-units per MWh; 0 without trades)."""
+    out = []
+    for b in sorted(set(books.values())):
+        mine = [t for t in trades if books.get(t.buyer_device) == b]
+        vol = sum(t.cleared_wh for t in mine)
+        out.append({"time_s": time_s, "interval": interval, "island": b,
+                    "devices": sum(1 for v in books.values() if v == b), "trades": len(mine),
+                    "volume_wh": vol, "price_per_mwh": mine[0].price_per_mwh if mine else 0})
+    return out
 
 
 @dataclass
@@ -76,10 +90,15 @@ class MarketStep:
              curtailments: Sequence[Curtailment], metered_wh: Mapping[int, int] | None,
              metered_interval: int | None, dr_calls: Sequence[DRCall] = (),
              envelopes: Mapping[str, Mapping[int, int]] | None = None,
-             regulation: Mapping[str, Any] | None = None) -> StepResult:
+             regulation: Mapping[str, Any] | None = None,
+             books: Mapping[int, int] | None = None) -> StepResult:
         """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out.
+
         ``regulation``: the agents' regulation report of ``k`` (ancillary service), handed to
-        the services before the settlement of ``k``."""
+        the services before the settlement of ``k``. ``books``: while the feeder is split into
+        electrical islands (twin/faults), device -> island book: only devices with a book
+        trade, each book clears on its own (``island_market`` rows: one per book, its price
+        and volume)."""
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.ledger.set_time(now_s=k * self.interval_s)  # block time = simulation time
         if self.services:
@@ -95,7 +114,15 @@ class MarketStep:
             if envelopes is not None:  # the DSO's envelopes first: the ledger checks orders on them
                 self.ledger.set_envelopes(orders_interval, export_wh=envelopes["export"],
                                           import_wh=envelopes["import"])
+            if books is not None:
+                orders = [o for o in orders if o.device_id in books]
+                if len(set(books.values())) > 1:  # one book needs no split (any ledger)
+                    self.ledger.set_books(orders_interval, books)
             result = self._clear(orders_interval, orders, rows)
+            if books is not None:
+                rows["island_market"] += island_market_rows(
+                    result.trades, books, interval=orders_interval,
+                    time_s=orders_interval * self.interval_s)
         if self.services:
             if k == self.n_intervals - 1:
                 self.services.finish(interval=k)
