@@ -538,7 +538,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),
-                           frequency_hz=[model.tso.frequency_hz(k) for k in range(n_intervals)],
+                           frequency_hz=model.tso.system_frequency_hz,
                            oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase,
                            faulted=faults.grid_snapshot if faults else None).Grid()
         if extend_world is None:

@@ -103,19 +103,23 @@ else:
                 long = df.melt(id_vars=["scenario"], value_vars=chosen, var_name="kpi",
                                value_name="value").dropna(subset=["value"])
                 long["meaning"] = long["kpi"].map(lambda k: str(notes.get(k, "")))
+                # each panel's title names its KPI and unit ("meaning, unit"): the y axes share one title
+                panel = {k: f"{k} ({str(notes.get(k, '')).rsplit(', ', 1)[1]})"
+                         if ", " in str(notes.get(k, "")) else k for k in chosen}
+                long["panel"] = long["kpi"].map(panel)
                 spec = {
                     "datasets": {"kpis": long},
                     "data": {"name": "kpis"},
-                    "facet": {"field": "kpi", "type": "nominal", "title": None,
-                              "sort": chosen, "header": {"labelLimit": 0}},
+                    "facet": {"field": "panel", "type": "nominal", "title": None,
+                              "sort": [panel[k] for k in chosen], "header": {"labelLimit": 0}},
                     "columns": 3,
                     "spec": {"width": 200, "height": 150, "mark": {"type": "bar"},
                              "encoding": {
                                  "x": charts.field("scenario", kind="nominal", sort=order,
                                                    axis={"labelAngle": -30, "labelLimit": 0,
                                                          "labelOverlap": False})
-                                      | {"title": None},
-                                 "y": charts.field("value") | {"title": None},
+                                      | {"title": "scenario"},
+                                 "y": charts.field("value", title="value (unit in the panel's title)"),
                                  "color": charts.field("scenario", kind="nominal", sort=order,
                                                        legend={"title": "scenario",
                                                                "orient": "top",

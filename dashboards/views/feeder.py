@@ -65,7 +65,7 @@ def feeder_spec(*, topology: dict[str, Any], vm: pd.Series, loading: pd.Series,
          "encoding": {**xy, "tooltip": {"value": "upstream grid"}}},
         {"data": {"name": "buses"},
          "mark": {"type": "circle", "size": 90, "opacity": 1, "stroke": "black", "strokeWidth": 0.5},
-         "encoding": {**xy, "color": charts.field("vm_pu", title="vm_pu", scale={
+         "encoding": {**xy, "color": charts.field("vm_pu", title="voltage (pu)", scale={
                           "domain": list(vm_band), "scheme": "redblue", "reverse": True}),
                       "tooltip": [charts.field("bus"), charts.field("name", kind="nominal"),
                                   charts.field("vm_pu", format=".4f")]}},
@@ -140,7 +140,7 @@ if ctx is not None:
         vm_curve = np.quantile(all_vm["vm_pu"].to_numpy(), 1 - pct / 100)
         curve = pd.DataFrame({"pct": pct, "vm_pu": vm_curve})
         charts.show(spec=charts.lines(data=curve, x="pct", y="vm_pu", band=(vmin, vmax), height=320,
-                                      x_title="% of bus-intervals exceeding",
+                                      x_title="% of bus-intervals exceeding", y_title="voltage (pu)",
                                       title="Voltage (all buses)"),
                     key="vm_duration", where=left)
         lines_df = td.read_table(folder=ctx.folder, name="line", columns=("time_s", "loading_percent"))
@@ -150,6 +150,7 @@ if ctx is not None:
             charts.show(spec=charts.lines(data=curve, x="pct", y="max loading_percent",
                                           hlines=[max_loading], height=320,
                                           x_title="% of intervals exceeding",
+                                          y_title="highest line loading (%)",
                                           title="Highest line loading per interval"),
                         key="loading_duration", where=right)
         else:

@@ -63,7 +63,9 @@ if ctx is not None:
             if shown_cols:
                 long = steps.melt(id_vars=["hour", "device"], value_vars=shown_cols,
                                   var_name="quantity", value_name="value")
-                fig = px.line(long, x="hour", y="value", color="device", line_dash="quantity")
+                fig = px.line(long, x="hour", y="value", color="device", line_dash="quantity",
+                              labels={"hour": "time since start (h)",
+                                      "value": "value (W, var or V: see quantity)"})
                 fig.update_layout(height=360, margin={"t": 10, "b": 10})
                 st.plotly_chart(fig, width="stretch", key="hil_steps")
             if "reverted" in steps.columns:

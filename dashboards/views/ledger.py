@@ -171,7 +171,7 @@ def _balances(folder: Any) -> None:
                                              value_name="balance")
     long["account"] = long["account"].map(lambda a: NAMES.get(int(a), f"account {a}"))
     charts.show(spec=charts.lines(data=long, x="time_s", y="balance", color="account",
-                                  x_title="hour", y_title="balance (currency)", height=320),
+                                  x_title="time since start (h)", y_title="balance (currency)", height=320),
                 key="balances")
     st.caption(f"Participants start with {initial:g}; the five accounts that lost most and the "
                "five that gained most. Balances include escrow held for open bids.")

@@ -82,16 +82,16 @@ if ctx is not None:
                     height=360, resolve={"scale": {"y": "independent", "color": "independent"}},
                     layers=[
                         {"data": {"name": "vol"}, "mark": {"type": "bar", "size": bar_w},
-                         "encoding": {"x": charts.field("hour"),
-                                      "y": charts.field("kWh", title="kWh", stack="zero"),
+                         "encoding": {"x": charts.field("hour", title="time since start (h)"),
+                                      "y": charts.field("kWh", title="energy (kWh)", stack="zero"),
                                       "color": charts.field("series", kind="nominal", title=None, scale={
                                           "domain": ["volume", "curtailed by DSO"],
                                           "range": ["#9ecae1", "#de2d26"]}),
                                       "tooltip": [charts.field("interval"), charts.field("series", kind="nominal"),
                                                   charts.field("kWh", format=".2f")]}},
                         {"data": {"name": "price"}, "mark": {"type": "line", "point": True, "color": "#08519c"},
-                         "encoding": {"x": charts.field("hour"),
-                                      "y": charts.field("price", title="clearing price per MWh",
+                         "encoding": {"x": charts.field("hour", title="time since start (h)"),
+                                      "y": charts.field("price", title="clearing price (currency per MWh)",
                                                         scale={"zero": False}),
                                       "tooltip": [charts.field("interval"), charts.field("price", format=".2f")]}},
                     ])
@@ -125,8 +125,8 @@ if ctx is not None:
                     point = pd.DataFrame({"kWh": [row["volume_wh"] / 1000], "price": [row["price"]],
                                           "curve": ["clearing point"]})
                     layers = [{"data": {"name": "curves"}, "mark": {"type": "line"},
-                               "encoding": {"x": charts.field("kWh", title="cumulative kWh"),
-                                            "y": charts.field("price", title="price per MWh",
+                               "encoding": {"x": charts.field("kWh", title="cumulative energy (kWh)"),
+                                            "y": charts.field("price", title="price (currency per MWh)",
                                                               scale={"zero": False}),
                                             "order": charts.field("step"),
                                             "color": charts.field("curve", kind="nominal", title=None, scale={
@@ -139,8 +139,8 @@ if ctx is not None:
                         layers.append({"data": {"name": "point"},
                                        "mark": {"type": "point", "shape": "cross", "size": 200,
                                                 "color": "black", "filled": True},
-                                       "encoding": {"x": charts.field("kWh", title="cumulative kWh"),
-                                                    "y": charts.field("price", title="price per MWh"),
+                                       "encoding": {"x": charts.field("kWh", title="cumulative energy (kWh)"),
+                                                    "y": charts.field("price", title="price (currency per MWh)"),
                                                     "tooltip": [charts.field("kWh", format=".2f"),
                                                                 charts.field("price", format=".2f")]}})
                     charts.show(spec=charts.layered(datasets={"curves": pd.concat(curves), "point": point},

@@ -112,6 +112,7 @@ if ctx is not None and ctx.manifest is not None:
         grid = ctx.scenario.get("grid", {})
         limits = [float(v) for v in (grid.get("vm_min_pu"), grid.get("vm_max_pu")) if v is not None]
         charts.show(spec=charts.lines(data=long, x="hour", y="vm_pu", color="over buses",
+                                      x_title="time since start (h)", y_title="voltage (pu)",
                                       hlines=limits, height=320), key="vm_band")
     else:
         dashui.no_data(what="bus voltages (bus.parquet)", folder=ctx.folder,

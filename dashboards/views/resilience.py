@@ -154,7 +154,7 @@ if ctx is not None:
                          color="kind" if "kind" in ranked.columns else None,
                          labels={metric: labels[metric]})
             fig.update_layout(height=max(300, 18 * len(ranked)), margin={"t": 10, "b": 10},
-                              yaxis={"autorange": "reversed"})
+                              yaxis={"autorange": "reversed", "type": "category"})
             st.plotly_chart(fig, width="stretch", key="cases_chart")
         st.dataframe(cases.assign(**{c_: cases[c_].map(lambda v: " ".join(map(str, _as_list(v))))
                                      for c_ in ("lines_out", "trafos_out") if c_ in cases.columns}),
@@ -183,17 +183,18 @@ if ctx is not None:
             steps = steps.assign(hour=steps["time_s"] / 3600)
             left, right = st.columns(2)
             if "soc" in steps.columns and steps["soc"].notna().any():
-                fig = px.line(steps, x="hour", y="soc", labels={"soc": "grid-forming storage SOC"})
+                fig = px.line(steps, x="hour", y=steps["soc"] * 100,
+                              labels={"y": "grid-forming storage SOC (%)", "hour": "time since start (h)"})
                 if "islanded" in steps.columns and steps["islanded"].any():
                     isl = steps.loc[steps["islanded"], "hour"]
                     fig.add_vrect(x0=isl.min(), x1=isl.max(), fillcolor="orange", opacity=0.15,
                                   line_width=0, annotation_text="islanded")
-                fig.update_layout(height=320, margin={"t": 10, "b": 10}, yaxis_range=[0, 1])
+                fig.update_layout(height=320, margin={"t": 10, "b": 10}, yaxis_range=[0, 100])
                 left.plotly_chart(fig, width="stretch", key="soc_chart")
             else:
                 left.caption("No grid-forming storage in this study.")
             if "unserved_mw" in steps.columns:
                 fig = px.area(steps, x="hour", y=steps["unserved_mw"] * 1000,
-                              labels={"y": "unserved load (kW)"})
+                              labels={"y": "unserved load (kW)", "hour": "time since start (h)"})
                 fig.update_layout(height=320, margin={"t": 10, "b": 10})
                 right.plotly_chart(fig, width="stretch", key="unserved_chart")

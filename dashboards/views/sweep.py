@@ -33,10 +33,20 @@ folder = dashui.base_folder()
 st.title("Sweep")
 
 
+#: a scenario parameter's unit from the end of its field path (the scenario's unit names)
+_PARAM_UNITS = (("_per_mwh", "currency per MWh"), ("_kwh", "kWh"), ("_kwp", "kWp"), ("_kw", "kW"),
+                ("_pu", "pu"), ("_hz", "Hz"), ("_percent", "%"), ("_s", "s"), ("_hour", "h"),
+                ("share", "share, 0-1"), ("soc", "share, 0-1"), ("count", "count"),
+                ("members", "count"), ("seed", "count"))
+
+
 def _titled(column: str) -> str:
-    """An axis title: the KPI's name and its unit (twin.kpis.KPIS), else the column."""
+    """An axis title: the KPI's name and its unit (twin.kpis.KPIS), a scenario parameter's
+    unit from its name, else the column."""
     meaning = KPIS.get(column, "")
     unit = meaning.rsplit(", ", 1)[1] if ", " in meaning else ""
+    if not unit:
+        unit = next((u for end, u in _PARAM_UNITS if column.lower().endswith(end)), "")
     return f"{column} ({unit})" if unit and len(unit) < 20 else column
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from axis_audit import chart_problems
 from streamlit.testing.v1 import AppTest
 
 from twin.results import write_json_atomic
@@ -24,17 +25,27 @@ def _app(folder: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("TWIN_RUN_DIR", str(folder))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
+    _audit(at, "first page")
     return at
+
+
+def _audit(at: AppTest, where: str) -> None:
+    """Every chart on the page has axis titles in words with units (``axis_audit``)."""
+    problems = chart_problems(at, where)
+    assert not problems, problems
 
 
 def _page(at: AppTest, name: str) -> AppTest:
     at.switch_page(f"views/{name}.py").run()
     assert not at.exception, f"{name}: {[e.value for e in at.exception]}"
+    _audit(at, name)
     return at
 
 
 def _charts(at: AppTest) -> int:
-    """Charts on the page: Vega-Lite (dashboards/charts.py) and plotly."""
+    """Charts on the page: Vega-Lite (dashboards/charts.py) and plotly; every one of them has
+    axis titles in words with units (``axis_audit``)."""
+    _audit(at, "page")
     return len(at.get("vega_lite_chart")) + len(at.get("plotly_chart"))
 
 
@@ -43,6 +54,7 @@ def _tab(at: AppTest, key: str, label: str) -> AppTest:
     at.session_state[key] = label
     at.run()
     assert not at.exception, f"{label}: {[e.value for e in at.exception]}"
+    _audit(at, label)
     return at
 
 

@@ -27,7 +27,7 @@ def _run(devices: list[DerDevice], oltc: OltcSpec | None, steps: int = 3) -> lis
     sim = GridSim()
     rec = _Rows()
     sim.init("Grid-0", net=net, recorder=rec, interval_s=900, der_devices=devices, oltc=oltc,
-             frequency_hz=[50.0] * steps)
+             frequency_hz=lambda time_s: 50.0)
     power = {"load_p_mw": net.load.p_mw.to_numpy(), "load_q_mvar": net.load.q_mvar.to_numpy(),
              "sgen_p_mw": net.sgen.p_mw.to_numpy(), "sgen_q_mvar": np.zeros(len(net.sgen)),
              "storage_p_mw": np.zeros(0)}

@@ -625,7 +625,7 @@ def test_kernel_atan2_matches_libm() -> None:
     quadrant, signed zeros and NaN as libm."""
     import math
 
-    from twin.grid._kernels import _atan2
+    from twin.grid._kernels.post import _atan2
 
     rng = np.random.default_rng(3)
     pts = rng.normal(size=(5000, 2)) * rng.choice([1e-6, 1.0, 1e6], size=(5000, 1))

@@ -91,10 +91,12 @@ class FeederModel(mesa.Model):
         for i in range(self.storage.n):
             StorageAgent(self, fleet=self.storage, index=i)
         start = scenario.start
+        der_devices = feeder_der_devices(scenario, feeder)
+        #: inverters with 1547 functions read the TSO's frequency in the DSO's check
+        self._reads_frequency = bool(der_devices)
         self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid, interval_s=self.interval_s,
                             start_s_of_day=start.hour * 3600 + start.minute * 60 + start.second,
-                            der_devices=feeder_der_devices(scenario, feeder),
-                            element_phase=feeder.element_phase)
+                            der_devices=der_devices, element_phase=feeder.element_phase)
         spec = scenario.agents
         mk = scenario.market
         feed_in = price_from_per_mwh(mk.feed_in_price_per_mwh)
@@ -234,6 +236,10 @@ class FeederModel(mesa.Model):
                     for j in range(cs.n)]
         return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports)
 
+    def _frequency_hz(self, time_s: int) -> float | None:
+        """The TSO's system frequency for the DSO's check (None: no inverter reads it)."""
+        return self.tso.system_frequency_hz(time_s) if self._reads_frequency else None
+
     def _limit_price(self, k: int) -> Any:
         def lookup(device: int, side: Side) -> int:
             return self._limit.get((k, device, side), 0)
@@ -272,7 +278,7 @@ class FeederModel(mesa.Model):
         check = self.dso.check(
             trades=trades if self._curtail else [], element_p_mw=p_plan, element_q_mvar=q_plan,
             seller_effects=self._seller_effects, buyer_effects=self._buyer_effects,
-            limit_price=self._limit_price(k), freq_hz=self.tso.frequency_hz(k),
+            limit_price=self._limit_price(k), freq_hz=self._frequency_hz(time_s),
         )
         new_energy = {c.trade_id: c.energy_wh for c in check.curtailments}
         final = [dataclasses.replace(t, energy_wh=new_energy[t.trade_id]) if t.trade_id in new_energy

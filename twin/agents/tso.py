@@ -1,5 +1,6 @@
 """TSO agent: watches the area's forecast supply-demand gap, calls demand response, sets
-imbalance prices, signals loss of the upstream grid, and publishes the system frequency.
+imbalance prices, signals loss of the upstream grid, and publishes the system frequency
+(:meth:`TSOAgent.system_frequency_hz`, the one frequency every consumer reads).
 
 Each step ``k`` the model hands the TSO the forecast net import of the feeder for
 ``k + 1`` (household forecasts with their batteries' plans, planned EV charging, background
@@ -100,25 +101,24 @@ class TSOAgent(mesa.Agent):
         self._frequency: np.ndarray | None = None
 
     def system_frequency_hz(self, time_s: float) -> float:
-        """The system frequency the TSO publishes at ``time_s`` (seconds since the start).
+        """The system frequency the TSO publishes at ``time_s`` (seconds since the start):
+        the one source of the inverters' frequency-watt droop (grid, DSO check) and of the
+        HIL devices (``agents.tso.frequency``, :class:`~twin.scenario.FrequencySpec`).
 
-        Drawn once, lazily, from a generator spawned off the model's (the model's own
-        stream is not advanced, so runs without HIL are unchanged)."""
+        A synthetic frequency is drawn once, lazily, from a generator spawned off the
+        model's (the model's own stream is not advanced, so the draw changes nothing else)."""
+        fs = self.spec.frequency
+        if fs.source == "nominal":
+            return float(fs.nominal_hz)
+        if fs.source == "series":
+            assert fs.series_hz is not None  # FrequencySpec checks it
+            return float(fs.series_hz[int(time_s // self.interval_s) % len(fs.series_hz)])
         if self._frequency is None:
-            fs = self.spec.frequency
             rng = self.model.rng.spawn(1)[0]
             self._frequency = synthetic_frequency(fs, duration_s=self.duration_s, rng=rng,
                                                   start_s_of_day=self.start_s_of_day)
-        i = int(time_s // self.spec.frequency.resolution_s)
+        i = int(time_s // fs.resolution_s)
         return float(self._frequency[min(max(i, 0), len(self._frequency) - 1)])
-
-    def frequency_hz(self, interval: int) -> float:
-        """Quasi-static system frequency published for ``interval`` (``frequency_hz`` series,
-        repeated; nominal without one). Drives the inverters' frequency-watt droop."""
-        series = self.spec.frequency_hz
-        if not series:
-            return float(self.spec.nominal_frequency_hz)
-        return float(series[interval % len(series)])
 
     def upstream_available(self, interval: int) -> bool:
         s = self.spec

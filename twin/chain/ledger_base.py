@@ -22,7 +22,7 @@ from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
 from twin.chain.keys import TxKey
 from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
-from twin.market.ledger import IntervalStatus
+from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import CHAIN_CODE, Mechanism
 from twin.market.signing import Domain
 from twin.market.types import (
@@ -67,7 +67,7 @@ STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing", 
 
 
 
-class LedgerBase:
+class LedgerBase(MarketParameters):
     """State and plumbing of :class:`~twin.chain.ledger.ChainLedger`."""
 
     def __init__(
@@ -193,22 +193,6 @@ class LedgerBase:
                                      interval=interval)
 
     # --- parameters -------------------------------------------------------------------
-    @property
-    def interval_s(self) -> int:
-        return self._interval_s
-
-    @property
-    def retail_price_per_mwh(self) -> int:
-        return self._retail
-
-    @property
-    def feed_in_price_per_mwh(self) -> int:
-        return self._feed_in
-
-    @property
-    def gate_lead_s(self) -> int:
-        return self._gate_lead_s
-
     @property
     def market_start(self) -> int:
         """Chain time (unix seconds) at which interval 0's delivery starts."""

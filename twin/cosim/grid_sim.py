@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mosaik_api_v3
@@ -69,7 +70,8 @@ class GridSim(mosaik_api_v3.Simulator):
         # IEEE 1547 functions of the inverters, solved with the network; the TSO's frequency
         devices = sim_params.get("der_devices") or []
         self.controls = ControlledSnapshot(self.net, list(devices)) if devices else None
-        self.frequency_hz: list[float] = list(sim_params.get("frequency_hz") or [])
+        #: the TSO's system frequency at a time (s since the start); None: nominal
+        self.frequency_hz: Callable[[float], float] | None = sim_params.get("frequency_hz")
         # on-load tap changer: acts step by step (band, delay) on the voltage it regulates
         #: faults inside the run: the faulted topology's solver (twin/faults/grid.py)
         self.faulted = sim_params.get("faulted")
@@ -116,8 +118,7 @@ class GridSim(mosaik_api_v3.Simulator):
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
                 storage_p_mw=np.asarray(power["storage_p_mw"], float))
         elif self.controls is not None:
-            k = time // self.interval_s
-            freq = self.frequency_hz[k] if k < len(self.frequency_hz) else None
+            freq = self.frequency_hz(time) if self.frequency_hz is not None else None
             state, ctl = self.controls.solve(
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),

@@ -133,14 +133,14 @@ def np_fixed_point(
 
 
 def np_post(
-    rows: IntArray, v_pq: ComplexArray, conv: BoolArray, kill: BoolArray, node_comp: IntArray,
-    energized_node: BoolArray, pq_nodes: IntArray, slack_nodes: IntArray, slack_v: ComplexArray,
-    bus_node: IntArray, br_f: IntArray, br_t: IntArray, br_y: ComplexArray, br_on: BoolArray,
-    k_f: FloatArray, k_t: FloatArray, sn_mva: float, vm_out: FloatArray, va_out: FloatArray,
-    en_out: BoolArray, pf_out: FloatArray, qf_out: FloatArray, pl_out: FloatArray,
-    ld_out: FloatArray,
+    rows: IntArray, v_pq: ComplexArray, conv: BoolArray, kill: BoolArray, nodes: tuple[Any, ...],
+    branches: tuple[Any, ...], sn_mva: float, res: tuple[Any, ...],
 ) -> None:
-    """Bus voltages, branch flows (MW, Mvar) and loadings: numpy twin of ``_post_one``."""
+    """Bus voltages, branch flows (MW, Mvar) and loadings: numpy twin of the kernels'
+    ``post_par`` (same tuples: see :mod:`twin.grid._kernels`)."""
+    node_comp, energized_node, pq_nodes, slack_nodes, slack_v = nodes
+    bus_node, br_f, br_t, br_y, br_on, k_f, k_t = branches
+    vm_out, va_out, en_out, pf_out, qf_out, pl_out, ld_out = res
     n_g = v_pq.shape[0]
     n_node = node_comp.shape[0]
     v = np.zeros((n_g, n_node + 1), dtype=np.complex128)  # last column: open end / no node

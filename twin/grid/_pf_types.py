@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -104,6 +104,10 @@ class ResultArrays:
         self.conv = np.zeros(n_b, dtype=bool)
         self.iters = np.zeros(n_b, dtype=np.int64)
         self.finite = np.ones(n_b, dtype=bool)  # inputs checked by the chunked kernel
+
+    def results(self) -> tuple[Any, ...]:
+        """The kernels' ``res`` tuple (vm, va, energized, p_from, q_from, losses, loading)."""
+        return self.vm, self.va, self.energized, self.p_f, self.q_f, self.pl, self.loading
 
     def result(self, ga: GridArrays) -> PowerFlowResult:
         nl = ga.n_line

@@ -464,7 +464,7 @@ class DerFleet:
         """Active power (generator convention) after frequency-watt and volt-watt.
 
         ``p_avail_mw`` (B, N) is what the device would do unconstrained (PV: available
-        power; battery: its schedule, which may be negative); ``freq_hz`` (B,) or scalar.
+        power; battery: its schedule, which may be negative); ``freq_hz`` (B,), (B, 1) or scalar.
         Volt-watt caps it at ``P(V)``; frequency-watt moves it by the droop, within
         ``p_min_pu * p_rated`` and (PV) the available power.
         """
@@ -472,7 +472,7 @@ class DerFleet:
         p_min = self.p_min_pu * self.p_rated_mw
         if freq_hz is not None and self.fw_on.any():
             f = np.asarray(freq_hz, dtype=np.float64)
-            f = f[..., None] if f.ndim else f
+            f = f[:, None] if f.ndim == 1 else f  # (B,) -> (B, 1); (B, 1) as given
             fn, dbo, dbu, ko, ku = (self.fw[:, k] for k in range(5))
             over = np.maximum(f - (fn + dbo), 0.0) / (fn * ko)
             under = np.maximum((fn - dbu) - f, 0.0) / (fn * ku)

@@ -249,7 +249,7 @@ class BatchPowerFlow:
         ``tol`` bounds the power mismatch at every node, in per unit of ``net.sn_mva`` (what
         pandapower compares its ``tolerance_mva`` with): the fixed point stops when the
         mismatch |dS| of every node is below it (computed exactly from the last update, see
-        ``twin.grid._kernels._mismatch``), the Newton fallback when every |dP| and |dQ| is.
+        ``twin.grid._kernels.fixed_point.mismatch``), the Newton fallback when every |dP| and |dQ| is.
         ``max_iter`` bounds the fixed-point iterations before the Newton-Raphson fallback.
 
         ``branch_flows=False`` is for screening on voltages (e.g. a voltage-band check of
@@ -380,8 +380,9 @@ class BatchPowerFlow:
         return self._uses_numba(n_g) and n_g >= _numba_kernels().K
 
     def _branch_data(self, topo: Topology) -> tuple[Any, ...]:
+        """The kernels' ``branches`` tuple (bus_node, br_f, br_t, br_y, br_on, k_f, k_t)."""
         ga = self._arrays
-        return ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to
+        return ga.bus_node, ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to
 
     def _solve_single(
         self,
@@ -432,21 +433,17 @@ class BatchPowerFlow:
             if topo.pq_nodes.shape[0] == 0:
                 return None
             if self._post_arrays is None:
-                self._post_arrays = kern.branch_arrays(
-                    ga.br_y, ga.br_from, ga.br_to, ga.bus_node, self._k_from, self._k_to, ga.n_node
-                )
-            y8, bus_n, f_n, t_n, k_f2, k_t2 = self._post_arrays
+                self._post_arrays = kern.branch_arrays(self._branch_data(topo), ga.n_node)
+            bus_n, f_n, t_n, y8, _, k_f2, k_t2 = self._post_arrays
             static = (
-                ga.has_zip_loads, 1.0 / ga.sn_mva, topo.slack_vm, topo.v0, *topo.lu, tol,
-                max_iter, topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes,
-                topo.slack_v, bus_n, f_n, t_n, y8, topo.br_on, k_f2, k_t2, ga.sn_mva, topo.y_s,
-                topo.y_s_loc, topo.units_at_slack,
+                ga.has_zip_loads, 1.0 / ga.sn_mva, topo.slack_vm, topo.v0, topo.lu,
+                (topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v),
+                (bus_n, f_n, t_n, y8, topo.br_on, k_f2, k_t2),
+                (topo.y_s, topo.y_s_loc, topo.units_at_slack),
             ), topo.load_loc, topo.sgen_loc, topo.storage_loc, topo.eg_slack_pos
             if is_default:
                 self._single = (kern, static)
-        consts, load_loc, sgen_loc, storage_loc, eg_pos = static
-        if consts[11] != tol or consts[12] != max_iter:
-            consts = (*consts[:11], tol, max_iter, *consts[13:])
+        (use_zip, inv_sn, slack_vm, v0, lu, nodes, post_br, ref), load_loc, sgen_loc, storage_loc, eg_pos = static
         nb_, nbr, neg = ga.n_bus, ga.n_branch, eg_pos.shape[0]
         buf = np.empty((1, 2 * nb_ + 4 * nbr + 2 * neg + 1))
         c1, c2, c3 = 2 * nb_, 2 * nb_ + 4 * nbr, 2 * nb_ + 4 * nbr + 2 * neg
@@ -459,11 +456,11 @@ class BatchPowerFlow:
         conv = np.zeros(1, dtype=bool)
         zero = _ZERO_ROW
         kern.solve_single(
-            (zero, zero, arrs[0], arrs[1], load_loc, ga.load_zip),
-            (zero, zero, arrs[2], arrs[3], sgen_loc, _NO_ZIP),
-            (zero, zero, arrs[4], arrs[5], storage_loc, _NO_ZIP),
-            *consts, vm, va, energized, p_f, q_f, pl, loading, eg_pos, eg_p, eg_q, pl_sum[0],
-            iters, conv,
+            ((zero, zero, arrs[0], arrs[1], load_loc, ga.load_zip),
+             (zero, zero, arrs[2], arrs[3], sgen_loc, _NO_ZIP),
+             (zero, zero, arrs[4], arrs[5], storage_loc, _NO_ZIP), use_zip, inv_sn, slack_vm),
+            v0, lu, (tol, max_iter), nodes, post_br, ga.sn_mva, ref,
+            (vm, va, energized, p_f, q_f, pl, loading), (eg_pos, eg_p, eg_q, pl_sum[0]), (iters, conv),
         )
         if not conv[0]:
             return None
@@ -520,14 +517,14 @@ class BatchPowerFlow:
         en_node = np.zeros((n_b, n_node), dtype=bool)
         sched = np.zeros((n_b, slack_nodes.size), dtype=np.complex128)
         kern.contingencies_par(
-            br_on, ga.br_from, ga.br_to, ga.br_y, pat.pos, pat.node_of, pat.idx4,
-            ga.shunt_node, ga.shunt_y, pat.ent_r, pat.ent_c, pat.d_idx, pat.lk_ptr, pat.lk_idx,
-            pat.tr_ptr, pat.tr_tgt, pat.tr_l, pat.tr_u, pat.l_ptr, pat.l_idx, pat.l_col,
-            pat.u_ptr, pat.u_idx, pat.u_col, slack_of_node, slack_nodes, slack_v, units,
-            ga.ext_grid_node, eg_slack, *elements, ga.has_zip_loads, 1.0 / ga.sn_mva, tol,
-            max_iter, ga.bus_node, self._k_from, self._k_to, ga.sn_mva, v_full, en_node, sched,
-            out.conv, out.iters, out.eg, out.vm, out.va, out.energized, out.p_f, out.q_f,
-            out.pl, out.loading,
+            br_on, (ga.br_from, ga.br_to, ga.br_y, ga.shunt_node, ga.shunt_y),
+            (pat.pos, pat.node_of, pat.idx4, pat.ent_r, pat.ent_c, pat.d_idx, pat.lk_ptr,
+             pat.lk_idx, pat.tr_ptr, pat.tr_tgt, pat.tr_l, pat.tr_u, pat.l_ptr, pat.l_idx,
+             pat.l_col, pat.u_ptr, pat.u_idx, pat.u_col),
+            (slack_of_node, slack_nodes, slack_v, units, ga.ext_grid_node, eg_slack),
+            (*elements, ga.has_zip_loads, 1.0 / ga.sn_mva), (tol, max_iter),
+            (ga.bus_node, self._k_from, self._k_to), ga.sn_mva,
+            (v_full, en_node, sched, out.conv, out.iters, out.eg), out.results(),
         )
 
     def _solve_group(
@@ -551,7 +548,9 @@ class BatchPowerFlow:
         sched = np.empty((n_g, n_s), dtype=np.complex128)
         iters = np.zeros(n_g, dtype=np.int64)
         conv = np.ones(n_g, dtype=bool)
-        load, sgen, storage = elements
+        inj = (*elements, use_zip, inv_sn, slack_vm)
+        stop = (tol, max_iter if n_pq else 0)
+        nodes = (topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v)
         s_unit: ComplexArray | None = None  # computed by the chunked kernel
         kern: Any = _numba_kernels() if self._uses_numba(n_g) else None
         # post-processed inside the chunked kernel: groups where no island can collapse
@@ -560,29 +559,23 @@ class BatchPowerFlow:
         if chunked:
             if n_pq:
                 sample = np.arange(0, n_g, max(1, n_g // _WARM_SAMPLE), dtype=np.int64)
-                v_init = kern.mean_start(sample, load, sgen, storage, use_zip, inv_sn, slack_vm,
-                                         topo.v0, *topo.lu)
+                v_init = kern.mean_start(sample, inj, topo.v0, topo.lu)
             else:
                 v_init = topo.v0
             s_unit = np.empty((n_g, n_s), dtype=np.complex128)
             finite = np.empty(n_g, dtype=bool)
             kern.fixed_point_chunked(
-                load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
-                max_iter if n_pq else 0, v_pq, sched, iters, conv, v_init, fused, rows,
-                topo.node_comp, topo.pq_nodes, topo.slack_nodes, topo.slack_v,
-                ga.bus_node, *(self._branch_data(topo) if branch_flows else _NO_BRANCHES),
-                ga.sn_mva, out.vm, out.va, out.energized, out.p_f, out.q_f, out.pl, out.loading,
-                topo.y_s, topo.y_s_loc, topo.units_at_slack, s_unit, finite,
+                inj, topo.v0, topo.lu, stop, (v_pq, sched, iters, conv), v_init, fused, rows,
+                nodes, self._branch_data(topo) if branch_flows else (ga.bus_node, *_NO_BRANCHES),
+                ga.sn_mva, out.results(), (topo.y_s, topo.y_s_loc, topo.units_at_slack), s_unit,
+                finite,
             )
             out.finite[rows] = finite
             if not finite.all():  # bad input: the caller raises; no Newton on NaN rows
                 return
             s3: Any = None
         elif kern is not None:
-            kern.fixed_point_par(
-                load, sgen, storage, use_zip, inv_sn, slack_vm, topo.v0, *topo.lu, tol,
-                max_iter if n_pq else 0, v_pq, sched, iters, conv,
-            )
+            kern.fixed_point_par(inj, topo.v0, topo.lu, stop, (v_pq, sched, iters, conv))
             s3 = None
         else:
             s3 = np_injections(elements, use_zip, inv_sn, slack_vm, n_pq, sched)
@@ -593,7 +586,7 @@ class BatchPowerFlow:
         done = conv.copy() if fused else None  # post-processed by the kernel
         if bad.size:
             if s3 is None:
-                s3b = kern.injections_rows(bad, load, sgen, storage, use_zip, inv_sn, slack_vm, n_pq)
+                s3b = kern.injections_rows(bad, inj, n_pq)
             else:
                 s3b = s3[:, bad]
             for j, b in enumerate(bad):
@@ -626,12 +619,8 @@ class BatchPowerFlow:
         post: Any = kern.post_par if kern is not None else np_post
         sel = slice(None) if done is None else np.flatnonzero(~done)
         if done is None or sel.size:  # type: ignore[union-attr]
-            post(
-                rows[sel], v_pq[sel], conv[sel], kill[sel], topo.node_comp, topo.energized,
-                topo.pq_nodes, topo.slack_nodes, topo.slack_v, ga.bus_node, ga.br_from, ga.br_to,
-                ga.br_y, topo.br_on, self._k_from, self._k_to, ga.sn_mva, out.vm, out.va,
-                out.energized, out.p_f, out.q_f, out.pl, out.loading,
-            )
+            post(rows[sel], v_pq[sel], conv[sel], kill[sel], nodes, self._branch_data(topo), ga.sn_mva,
+                 out.results())
         # the only group of the batch covers every row in order: slices, no scatter
         full = n_g == out.conv.shape[0] and bool(np.all(rows[1:] > rows[:-1]))
         at: Any = slice(None) if full else rows

@@ -15,7 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from twin.market.types import Balance, Clearing, Device, Order, OrderIntent, SettlementRow, Trade
 
-__all__ = ["IntervalStatus", "Ledger"]
+__all__ = ["IntervalStatus", "Ledger", "MarketParameters"]
 
 #: "clearing": a chunked on-chain clearing is under way (closed to orders, not cleared yet).
 #: "settling": a chunked on-chain settlement is under way (cleared, no curtailment, not
@@ -58,3 +58,29 @@ class Ledger(Protocol):
     def interval_status(self, interval: int) -> IntervalStatus: ...
     def total_supply(self) -> int: ...
     def market_holdings(self) -> int: ...
+
+
+class MarketParameters:
+    """The market's fixed parameters as the :class:`Ledger` protocol reads them, shared by
+    both ledgers (each sets ``_interval_s``, ``_retail``, ``_feed_in`` and ``_gate_lead_s``)."""
+
+    _interval_s: int
+    _retail: int
+    _feed_in: int
+    _gate_lead_s: int
+
+    @property
+    def interval_s(self) -> int:
+        return self._interval_s
+
+    @property
+    def retail_price_per_mwh(self) -> int:
+        return self._retail
+
+    @property
+    def feed_in_price_per_mwh(self) -> int:
+        return self._feed_in
+
+    @property
+    def gate_lead_s(self) -> int:
+        return self._gate_lead_s

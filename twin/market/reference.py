@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from twin.market import errors as e
-from twin.market.ledger import IntervalStatus
+from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import Mechanism, check_mechanism, match
 from twin.market.signing import (
     ZERO_ADDRESS,
@@ -60,7 +60,7 @@ class _Account:
     debt: int = 0
 
 
-class ReferenceLedger:
+class ReferenceLedger(MarketParameters):
     """The market in plain Python (see :mod:`twin.market` for the rules)."""
 
     def __init__(
@@ -108,18 +108,6 @@ class ReferenceLedger:
 
     # --- parameters -------------------------------------------------------------------
     @property
-    def interval_s(self) -> int:
-        return self._interval_s
-
-    @property
-    def retail_price_per_mwh(self) -> int:
-        return self._retail
-
-    @property
-    def feed_in_price_per_mwh(self) -> int:
-        return self._feed_in
-
-    @property
     def mechanism(self) -> Mechanism:
         """The market mechanism (:mod:`twin.market.mechanisms`)."""
         return self._mechanism
@@ -128,10 +116,6 @@ class ReferenceLedger:
     def domain(self) -> Domain:
         """EIP-712 domain that device keys sign orders and readings under."""
         return self._domain
-
-    @property
-    def gate_lead_s(self) -> int:
-        return self._gate_lead_s
 
     # --- clock ------------------------------------------------------------------------
     @property

@@ -362,6 +362,19 @@ class ServiceDef:
     flows: tuple[ServiceFlow, ...] = ()
     pages: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def switched(
+        cls, name: str, *, spec: Any, results: Any,
+        build: Callable[[Scenario, ServiceContext, list[int]], list[MarketService]],
+        problems: Callable[[Scenario], list[tuple[str, str]]] = _no_problems, **extra: Any,
+    ) -> ServiceDef:
+        """A service its spec's ``enabled`` flag switches on (default: the spec's defaults),
+        with the tables, KPIs and KPI notes of its ``results`` module (``TABLES``, ``kpis``,
+        ``KPI_NOTES``): the shape of most services' ``SERVICE``."""
+        return cls(name=name, spec=spec, default=spec(), enabled=lambda s: bool(s.enabled),
+                   build=build, problems=problems, tables=results.TABLES, kpis=results.kpis,
+                   kpi_notes=results.KPI_NOTES, **extra)
+
 
 def spec_of(scenario: Scenario, name: str) -> Any:
     """The scenario's ``market.services.<name>`` section."""

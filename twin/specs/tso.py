@@ -3,11 +3,11 @@ system frequency it publishes."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from twin.spec_base import NonNegFloat, PosFloat, SpecModel
+from twin.spec_base import CrossFieldError, NonNegFloat, PosFloat, SpecModel
 
 __all__ = ["FrequencyEventSpec", "FrequencySpec", "TSOSpec"]
 
@@ -23,14 +23,20 @@ class FrequencyEventSpec(_Spec):
 
 
 class FrequencySpec(_Spec):
-    """The system frequency the TSO publishes (HIL devices report it and act on it).
+    """The system frequency the TSO publishes: the one source that both the inverters'
+    frequency-watt droop (``der_functions.freq_watt``, in the grid and in the DSO's check) and
+    the HIL devices (SunSpec 701 ``Hz``, their 1547 functions) read, through
+    :meth:`twin.agents.tso.TSOAgent.system_frequency_hz`.
 
-    Synthetic and seeded: an Ornstein-Uhlenbeck process (standard deviation ``std_hz``,
-    correlation time ``tau_s``) around ``nominal_hz``, plus the deterministic deviations at
-    hour changes of interconnected systems (a ramp to ``hour_change_hz`` and back within
-    ``hour_change_s`` of each full hour, sign alternating) and the scenario's ``events``.
+    ``source``: ``synthetic`` (default; seeded): an Ornstein-Uhlenbeck process (standard
+    deviation ``std_hz``, correlation time ``tau_s``) around ``nominal_hz``, plus the
+    deterministic deviations at hour changes of interconnected systems (a ramp to
+    ``hour_change_hz`` and back within ``hour_change_s`` of each full hour, sign
+    alternating) and the scenario's ``events``; ``series``: ``series_hz``, one value per
+    market interval, repeated when shorter than the run; ``nominal``: ``nominal_hz``.
     """
 
+    source: Literal["synthetic", "series", "nominal"] = "synthetic"
     nominal_hz: Literal[50, 60] = 50
     std_hz: NonNegFloat = 0.02
     tau_s: PosFloat = 120.0
@@ -38,6 +44,27 @@ class FrequencySpec(_Spec):
     hour_change_s: Annotated[int, Field(gt=0, le=1800)] = 300
     resolution_s: Annotated[int, Field(gt=0, le=3600)] = 1
     events: list[FrequencyEventSpec] = Field(default_factory=list)
+    #: with ``source: series``: the frequency of each market interval (Hz), repeated
+    series_hz: Annotated[list[Annotated[float, Field(ge=45, le=65)]], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _series(self) -> FrequencySpec:
+        if self.source == "series" and self.series_hz is None:
+            raise CrossFieldError([("series_hz", "source: series needs series_hz (one value per market "
+                                    "interval, Hz)")])
+        if self.source != "series" and self.series_hz is not None:
+            raise CrossFieldError([("series_hz", f"only read with source: series (source is {self.source}); "
+                                    "set source: series or drop series_hz")])
+        return self
+
+
+#: keys of the TSO's section that moved into ``frequency`` (#22: one frequency), and what to
+#: write instead
+_MOVED = {
+    "frequency_hz": "moved: write agents.tso.frequency: {source: series, series_hz: [...]} "
+                    "(the same per-interval values)",
+    "nominal_frequency_hz": "moved: write agents.tso.frequency.nominal_hz",
+}
 
 
 class TSOSpec(_Spec):
@@ -54,11 +81,17 @@ class TSOSpec(_Spec):
     #: loss of the upstream grid from this time (seconds since start); null: never
     upstream_loss_s: Annotated[int, Field(ge=0)] | None = None
     upstream_restore_s: Annotated[int, Field(gt=0)] | None = None
-    #: quasi-static system frequency the TSO publishes per market interval (Hz), repeated
-    #: when shorter than the run; drives frequency-watt (der_functions.freq_watt); null: nominal
-    frequency_hz: list[Annotated[float, Field(ge=45, le=65)]] | None = None
-    nominal_frequency_hz: Literal[50, 60] = 50
+    #: the system frequency (one source for frequency-watt and the HIL devices)
     frequency: FrequencySpec = FrequencySpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [(k, msg) for k, msg in _MOVED.items() if k in data]
+            if moved:
+                raise CrossFieldError(moved)
+        return data
 
     @model_validator(mode="after")
     def _loss(self) -> TSOSpec:

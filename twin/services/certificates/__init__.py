@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twin.services.base import MarketService, ServiceContext, ServiceDef, spec_of
-from twin.services.certificates.results import KPI_NOTES, TABLES, kpis
+from twin.services.certificates import results
 from twin.services.certificates.spec import CertificatesServiceSpec, problems
 
 if TYPE_CHECKING:
@@ -26,9 +26,7 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
     return [CertificateService(ctx, retire_share=spec_of(scenario, "certificates").retire_share)]
 
 
-SERVICE = ServiceDef(
-    name="certificates", spec=CertificatesServiceSpec, default=CertificatesServiceSpec(),
-    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
-    kpis=kpis, kpi_notes=KPI_NOTES,
+SERVICE = ServiceDef.switched(
+    "certificates", spec=CertificatesServiceSpec, results=results, build=_build, problems=problems,
     pages={"certificates": "green certificates issued and retired"},
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twin.services.base import MarketService, ServiceContext, ServiceDef, ServiceFlow
-from twin.services.charger_tariffs.results import KPI_NOTES, TABLES, kpis
+from twin.services.charger_tariffs import results
 from twin.services.charger_tariffs.spec import ChargerTariffsServiceSpec, problems
 
 if TYPE_CHECKING:
@@ -26,10 +26,8 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
     return [ChargerTariffService(ctx, scenario=scenario)]
 
 
-SERVICE = ServiceDef(
-    name="charger_tariffs", spec=ChargerTariffsServiceSpec, default=ChargerTariffsServiceSpec(),
-    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
-    kpis=kpis, kpi_notes=KPI_NOTES,
+SERVICE = ServiceDef.switched(
+    "charger_tariffs", spec=ChargerTariffsServiceSpec, results=results, build=_build, problems=problems,
     flows=(ServiceFlow("charging_sessions", "owner", "amount", +1, True, None, "metered_wh"),
            ServiceFlow("charging_sessions", "driver", "amount", -1, True)),
     pages={"charger_tariffs": "EV charger tariffs", "charging_sessions": "EV charging sessions"},

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twin.services.base import MarketService, ServiceContext, ServiceDef, ServiceFlow, spec_of
-from twin.services.demand_response.results import KPI_NOTES, TABLES, kpis
+from twin.services.demand_response import results
 from twin.services.demand_response.spec import DemandResponseServiceSpec, problems
 
 if TYPE_CHECKING:
@@ -28,10 +28,8 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
     return [DemandResponseService(ctx, baseline_intervals=spec.baseline_intervals)]
 
 
-SERVICE = ServiceDef(
-    name="demand_response", spec=DemandResponseServiceSpec, default=DemandResponseServiceSpec(),
-    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
-    kpis=kpis, kpi_notes=KPI_NOTES,
+SERVICE = ServiceDef.switched(
+    "demand_response", spec=DemandResponseServiceSpec, results=results, build=_build, problems=problems,
     flows=(ServiceFlow("dr_payouts", "owner", "amount", +1),),
     pages={"dr_events": "demand-response events", "dr_payouts": "demand-response payouts"},
 )

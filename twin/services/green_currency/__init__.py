@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twin.services.base import MarketService, ServiceContext, ServiceDef
-from twin.services.green_currency.results import KPI_NOTES, TABLES, kpis
+from twin.services.green_currency import results
 from twin.services.green_currency.spec import GreenCurrencyServiceSpec, problems
 
 if TYPE_CHECKING:
@@ -26,9 +26,7 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
     return [GreenCurrencyService(ctx, scenario=scenario)]
 
 
-SERVICE = ServiceDef(
-    name="green_currency", spec=GreenCurrencyServiceSpec, default=GreenCurrencyServiceSpec(),
-    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
-    kpis=kpis, kpi_notes=KPI_NOTES,
+SERVICE = ServiceDef.switched(
+    "green_currency", spec=GreenCurrencyServiceSpec, results=results, build=_build, problems=problems,
     pages={"green_currency": "green-currency mints, transfers and redemptions"},
 )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from twin.market.units import price_from_per_mwh
 from twin.services.base import MarketService, ServiceContext, ServiceDef, ServiceFlow, spec_of
-from twin.services.green_exchange.results import KPI_NOTES, TABLES, kpis
+from twin.services.green_exchange import results
 from twin.services.green_exchange.spec import GreenExchangeServiceSpec, problems
 
 if TYPE_CHECKING:
@@ -31,10 +31,8 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
                                  rate_bounds=(spec.rate_min, spec.rate_max))]
 
 
-SERVICE = ServiceDef(
-    name="green_exchange", spec=GreenExchangeServiceSpec, default=GreenExchangeServiceSpec(),
-    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
-    kpis=kpis, kpi_notes=KPI_NOTES,
+SERVICE = ServiceDef.switched(
+    "green_exchange", spec=GreenExchangeServiceSpec, results=results, build=_build, problems=problems,
     flows=(ServiceFlow("green_exchange", "account", "amount", +1, True, ("action", "sold"),
                        "energy_wh"),
            ServiceFlow("green_exchange", "account", "amount", -1, True, ("action", "bought"))),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twin.services.base import MarketService, ServiceContext, ServiceDef, ServiceFlow
-from twin.services.network_fee.results import KPI_NOTES, TABLES, kpis
+from twin.services.network_fee import results
 from twin.services.network_fee.spec import NetworkFeeServiceSpec, problems
 
 if TYPE_CHECKING:
@@ -26,10 +26,8 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
     return [NetworkFeeService(ctx, scenario=scenario)]
 
 
-SERVICE = ServiceDef(
-    name="network_fee", spec=NetworkFeeServiceSpec, default=NetworkFeeServiceSpec(),
-    enabled=lambda spec: spec.enabled, build=_build, problems=problems, tables=TABLES,
-    kpis=kpis, kpi_notes=KPI_NOTES,
+SERVICE = ServiceDef.switched(
+    "network_fee", spec=NetworkFeeServiceSpec, results=results, build=_build, problems=problems,
     flows=(ServiceFlow("network_fees", "payer", "amount", -1, True),),
     pages={"network_fees": "network fees charged to buyers"},
 )

@@ -1,0 +1,237 @@
+"""Clearing on chain (uniform price, in one transaction or bounded chunks, resumable; the
+continuous double auction), the DSO's envelopes and curtailment, and reading trades and
+clearings from the logs; a layer of :class:`~twin.chain.ledger.ChainLedger`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from twin.chain.cda_chunks import CDA_CHUNK, plan_cda
+from twin.chain.chunks import ClearingChunk, plan_clearing
+from twin.chain.ledger_base import CLEARING_PROGRESS, INTERVAL_STATE, STATUS, UINT64
+from twin.chain.ledger_orders import OrderLedger
+from twin.market import errors as e
+from twin.market.cda import continuous_double_auction
+from twin.market.clearing import match_orders
+from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Clearing, Order, Trade
+
+__all__ = ["ClearingLedger"]
+
+
+class ClearingLedger(OrderLedger):
+    """Clearing, envelopes, curtailment (see :class:`~twin.chain.ledger.ChainLedger`)."""
+
+    # --- clearing ---------------------------------------------------------------------
+    def clear(
+        self,
+        interval: int,
+        *,
+        sender: int | None = None,
+        chunk_orders: int | None = None,
+        chunk_trades: int | None = None,
+    ) -> Clearing:
+        """Sort the interval's book off-chain, let the contract verify and match it.
+
+        A book of at most ``chunk_orders`` orders with at most ``chunk_trades`` trades
+        (defaults: the ledger's ``clear_chunk_orders`` / ``clear_chunk_trades``) clears in one
+        ``clear`` transaction; a bigger one in bounded ``clearChunk`` transactions
+        (:mod:`twin.chain.chunks`), all sent at once and confirmed in order.
+
+        An interval left "clearing" by an interrupted chunk sequence is resumed from the
+        contract's cursor: only the remaining chunks are sent (any chunk sizes)."""
+        book: list[Order] | None = None
+        cached = self._book.get(interval)
+        state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
+        if cached is not None and self._canonical(cached[1]):
+            if state[3] + state[4] == len(cached[0]):  # nobody else placed orders
+                book = cached[0]
+        orders = self.orders(interval) if book is None else book
+        if STATUS[state[0]] == "clearing" and self.mechanism != "cda":
+            return self._resume_clearing(
+                interval, orders, sender=sender, chunk_orders=chunk_orders or self.clear_chunk_orders,
+                chunk_trades=chunk_trades or self.clear_chunk_trades,
+            )  # fmt: skip
+        if self.mechanism == "cda":
+            return self._clear_cda(interval, orders, sender=sender, chunk=chunk_orders or CDA_CHUNK)
+        result = match_orders(orders)
+        size = chunk_orders or self.clear_chunk_orders
+        per_call = chunk_trades or self.clear_chunk_trades
+        if len(orders) <= size and len(result.fills) <= per_call:
+            return self.submit_clearing(
+                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender
+            )
+        by_id = {o.order_id: o for o in orders}
+        plan = plan_clearing(
+            [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
+            n_trades=len(result.fills), chunk_orders=size, chunk_trades=per_call,
+        )  # fmt: skip
+        return self._cleared(interval, self._send_clearing(interval, plan, len(orders), sender))
+
+    def _send_clearing(
+        self, interval: int, plan: Sequence[ClearingChunk], n_orders: int, sender: int | None,
+        what: str = "chunk",
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Send a clearing plan's ``clearChunk`` calls at once, confirm them in order."""
+        pending = [
+            self._send(
+                self.market, "clearChunk",
+                [interval, n_orders, list(c.bid_ids), list(c.ask_ids), c.max_trades],
+                sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
+                purpose=(
+                    f"clear: interval {interval} {what} {k + 1}/{len(plan)} "
+                    f"({len(c.bid_ids)} bids, {len(c.ask_ids)} asks, {c.max_trades} trades)"
+                ),
+            )
+            for k, c in enumerate(plan)
+        ]  # fmt: skip
+        events: list[tuple[str, dict[str, Any]]] = []
+        for p in pending:
+            events += self._finish(p)
+        return events
+
+    def _resume_clearing(
+        self, interval: int, orders: Sequence[Order], *, sender: int | None,
+        chunk_orders: int, chunk_trades: int,
+    ) -> Clearing:
+        """Finish an interrupted chunked clearing from the contract's cursor."""
+        bids_seen, asks_seen, _done, _fills, finalized = (
+            self._view(self.market, "clearingProgress", [interval], CLEARING_PROGRESS)
+        )
+        result = match_orders(orders)
+        by_id = {o.order_id: o for o in orders}
+        plan = plan_clearing(
+            [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
+            n_trades=len(result.fills), chunk_orders=chunk_orders, chunk_trades=chunk_trades,
+            bids_seen=bids_seen, asks_seen=asks_seen, finalized=finalized,
+        )  # fmt: skip
+        events = self._send_clearing(interval, plan, len(orders), sender, what="resumed chunk")
+        cleared = [ev for ev in events if ev[0] == "Cleared"]  # trades: from every chunk
+        return self._cleared(interval, self._logs(["TradeMatched"], topic2=interval) + cleared)
+
+    def _clear_cda(
+        self, interval: int, orders: Sequence[Order], *, sender: int | None, chunk: int
+    ) -> Clearing:
+        """Replay the CDA off-chain for the insertion hints, send bounded ``clearCda`` calls
+        (:mod:`twin.chain.cda_chunks`), all at once, confirmed in order."""
+        plan = plan_cda(continuous_double_auction(orders), chunk=chunk)
+        pending = [
+            self._send(
+                self.market, "clearCda",
+                [interval, len(orders), list(c.ids), list(c.hints), c.max_steps],
+                sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
+                purpose=f"clear: interval {interval} (cda) chunk {k + 1}/{len(plan)} "
+                f"({len(c.ids)} orders, {c.max_steps} steps)",
+            )
+            for k, c in enumerate(plan)
+        ]  # fmt: skip
+        events: list[tuple[str, dict[str, Any]]] = []
+        for p in pending:
+            events += self._finish(p)
+        return self._cleared(interval, events)
+
+    def submit_clearing(
+        self,
+        interval: int,
+        *,
+        bid_ids: Sequence[int],
+        ask_ids: Sequence[int],
+        sender: int | None = None,
+    ) -> Clearing:
+        """Send ``clear`` with explicit sorted id lists (the contract verifies them)."""
+        events = self._transact(
+            self.market, "clear", [interval, list(bid_ids), list(ask_ids)],
+            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
+            purpose=f"clear: interval {interval} ({len(bid_ids)} bids, {len(ask_ids)} asks)",
+        )  # fmt: skip
+        return self._cleared(interval, events)
+
+    def _cleared(self, interval: int, events: Sequence[tuple[str, dict[str, Any]]]) -> Clearing:
+        trades = tuple(self._trade(v) for name, v in events if name == "TradeMatched")
+        cleared = next(v for name, v in events if name == "Cleared")
+        self._book.pop(interval, None)
+        self._cleared_trades[interval] = ({t.trade_id: t for t in trades}, self._last_block)
+        return Clearing(
+            interval=interval,
+            price_per_mwh=cleared["price"],
+            volume_wh=cleared["volumeWh"],
+            trades=trades,
+        )
+
+    def _trade(self, v: Mapping[str, Any]) -> Trade:
+        """A ``TradeMatched`` event as a trade ticket: its creator is the owner of the later
+        order's device, its creation time its block's timestamp on the market clock."""
+        later = v["buyerDevice"] if v["buyOrder"] > v["sellOrder"] else v["sellerDevice"]
+        block = v.get("_block")
+        return Trade(
+            trade_id=v["tradeId"],
+            interval=v["interval"],
+            buy_order_id=v["buyOrder"],
+            sell_order_id=v["sellOrder"],
+            buyer_device=v["buyerDevice"],
+            seller_device=v["sellerDevice"],
+            cleared_wh=v["energyWh"],
+            energy_wh=v["energyWh"],
+            price_per_mwh=v["price"],
+            creator=self.device(later).owner,
+            created_s=self.now_s if block is None else self._block_time_s(int(block)),
+        )
+
+    # --- DSO operating envelopes -------------------------------------------------------
+    def set_envelopes(self, interval: int, *, export_wh: Mapping[int, int], import_wh: Mapping[int, int],
+                      sender: int | None = None) -> None:
+        """``EnergyMarket.setEnvelopes``: one transaction for every device (same rules as the
+        reference ledger: orders beyond revert with EnvelopeExceeded)."""
+        if set(export_wh) != set(import_wh):
+            raise e.BadAmount(len(export_wh), purpose="set_envelopes: export and import name different devices")
+        devices = sorted(export_wh)
+        self._transact(
+            self.market, "setEnvelopes",
+            [interval, devices, [int(export_wh[d]) for d in devices], [int(import_wh[d]) for d in devices]],
+            sender=DSO_ACCOUNT if sender is None else sender, interval=interval,
+            purpose=f"set_envelopes: interval {interval}, {len(devices)} devices",
+        )  # fmt: skip
+
+    def _block_time_s(self, block: int) -> int:
+        """A block's timestamp on the market clock (cached: blocks never change once final)."""
+        if block not in self._block_times:
+            head = self._rpc("eth_getBlockByNumber", [hex(block), False])["result"]
+            self._block_times[block] = int(head["timestamp"], 16) - self._market_start
+        return self._block_times[block]
+
+    # --- DSO curtailment --------------------------------------------------------------
+    def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
+        if not 0 <= trade_id < UINT64:
+            raise e.UnknownTrade(trade_id, purpose=f"curtail: trade {trade_id}")
+        events = self._transact(
+            self.market, "curtail", [trade_id, energy_wh],
+            sender=DSO_ACCOUNT if sender is None else sender,
+            purpose=f"curtail: trade {trade_id} to {energy_wh} Wh",
+        )  # fmt: skip
+        curtailed = next(v for name, v in events if name == "Curtailed")
+        trade = None
+        cached = self._cleared_trades.get(curtailed["interval"])
+        if cached is not None and self._canonical(cached[1]):
+            trade = cached[0].get(trade_id)
+        if trade is None:
+            trade = self._trade(self._logs(["TradeMatched"], topic1=trade_id)[0][1])
+        self.tx.relabel_last(interval=curtailed["interval"])
+        return Trade(**{**asdict(trade), "energy_wh": curtailed["newWh"]})
+
+    def trades(self, interval: int) -> list[Trade]:
+        trades: dict[int, Trade] = {}
+        for name, v in self._logs(["TradeMatched", "Curtailed"], topic2=interval):
+            if name == "TradeMatched":
+                trades[v["tradeId"]] = self._trade(v)
+            else:
+                t = trades[v["tradeId"]]
+                trades[t.trade_id] = Trade(**{**asdict(t), "energy_wh": v["newWh"]})
+        return [trades[k] for k in sorted(trades)]
+
+    def clearing(self, interval: int) -> Clearing:
+        """An interval's clearing as announced (trades before curtailment), from the logs."""
+        cleared = self._logs(["Cleared"], topic1=interval)
+        if not cleared:
+            raise e.NotCleared(interval, purpose=f"reading the clearing of interval {interval}")
+        return self._cleared(interval, self._logs(["TradeMatched"], topic2=interval) + cleared)

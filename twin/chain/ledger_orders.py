@@ -1,0 +1,159 @@
+"""The order book on chain: placing batches (operator-agent or device-signed orders,
+submitted and confirmed separately) and reading the book from the logs; a layer of
+:class:`~twin.chain.ledger.ChainLedger`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from twin.chain.abi import encode_signed_orders
+from twin.chain.ledger_base import LedgerBase
+from twin.chain.tx import ChainRevert, Pending
+from twin.market import errors as e
+from twin.market.signing import SignedOrder
+from twin.market.types import OPERATOR_ACCOUNT, Order, OrderIntent, Side
+
+__all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
+
+
+#: Signed orders per placeSignedOrders transaction (~70,000 gas each: ~21 M of a 30 M block).
+SIGNED_ORDER_CHUNK = 300
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOrders:
+    """Signed orders sent in one transaction, not yet confirmed (``ChainLedger.confirm``)."""
+
+    tx: Pending
+    n: int
+
+
+class OrderLedger(LedgerBase):
+    """Orders: placement and the book (see :class:`~twin.chain.ledger.ChainLedger`)."""
+
+    def place_orders(
+        self, intents: Sequence[OrderIntent], *, sender: int | None = None
+    ) -> list[Order]:
+        """Place a batch atomically in one transaction (see the module docstring)."""
+        if not intents:
+            return []
+        self._reject_malformed(intents, "place_orders")
+        if sender is None:
+            owners = set()
+            for it in intents:
+                try:
+                    owners.add(self.device(it.device_id).owner)
+                except e.UnknownDevice:
+                    owners.add(-1)
+            sender = owners.pop() if len(owners) == 1 and -1 not in owners else OPERATOR_ACCOUNT
+        intervals = {it.interval for it in intents}
+        interval = next(iter(intervals)) if len(intervals) == 1 else None
+        args = [
+            [
+                (it.device_id, it.interval, int(it.side), it.energy_wh, it.price_per_mwh)
+                for it in intents
+            ]
+        ]
+
+        def context(exc: e.MarketError) -> str:
+            dev = exc.values.get("device")
+            ivl = exc.values.get("interval")
+            for it in intents:
+                if (dev is None or it.device_id == dev) and (ivl is None or it.interval == ivl):
+                    return f"place_orders: order for device {it.device_id} interval {it.interval}"
+            return f"place_orders: batch of {len(intents)} orders"
+
+        events = self._transact(
+            self.market, "placeOrders", args, sender=sender, interval=interval,
+            purpose=f"place_orders: batch of {len(intents)} orders", error_context=context,
+        )  # fmt: skip
+        return self._booked(events, len(intents))
+
+    def _booked(self, events: Sequence[tuple[str, dict[str, Any]]], n: int) -> list[Order]:
+        placed = [self._order(v) for name, v in events if name == "OrderPlaced"]
+        if len(placed) != n:
+            raise ChainRevert(
+                "MissingEvents", {"expected": n, "got": len(placed)}, purpose="placing orders"
+            )
+        for o in placed:
+            book, _ = self._book.get(o.interval, ([], self._last_block))
+            book.append(o)
+            self._book[o.interval] = (book, self._last_block)
+        return placed
+
+    def place_signed_orders(
+        self,
+        signed: Sequence[SignedOrder],
+        *,
+        sender: int | None = None,
+        chunk_size: int | None = None,
+    ) -> list[Order]:
+        """Relay device-signed orders (``placeSignedOrders``), by default as the operator.
+
+        One transaction per ``chunk_size`` orders (default :data:`SIGNED_ORDER_CHUNK`, so each
+        fits a standard 30 M gas block at ~70,000 gas an order), each atomic; a
+        malformed order is rejected before anything is sent. Every order's owner and escrow
+        payer is its device's owner, authorised by the device key's EIP-712 signature."""
+        if not signed:
+            return []
+        self._reject_malformed([so.intent for so in signed], "place_signed_orders")
+        size = chunk_size or SIGNED_ORDER_CHUNK
+        pending = [
+            self.submit_signed_orders(signed[k : k + size], sender=sender, checked=True)
+            for k in range(0, len(signed), size)
+        ]  # all sent first: the node executes chunk k while chunk k+1 is on its way
+        placed: list[Order] = []
+        for p in pending:
+            placed += self.confirm(p)
+        return placed
+
+    def submit_signed_orders(
+        self, signed: Sequence[SignedOrder], *, sender: int | None = None, checked: bool = False
+    ) -> PendingOrders:
+        """Send one ``placeSignedOrders`` transaction and return at once; ``confirm`` waits
+        for it (lets a caller sign the next batch while the node executes this one)."""
+        if not checked:
+            self._reject_malformed([so.intent for so in signed], "place_signed_orders")
+        selector = self.tx.spec(self.market, "placeSignedOrders")[0]
+        chunk = signed
+        intervals = {so.intent.interval for so in chunk}
+
+        def context(exc: e.MarketError, chunk: Sequence[SignedOrder] = chunk) -> str:
+            dev, ivl = exc.values.get("device"), exc.values.get("interval")
+            for so in chunk:
+                it = so.intent
+                if (dev is None or it.device_id == dev) and (ivl is None or it.interval == ivl):
+                    return (
+                        f"place_signed_orders: order for device {it.device_id} "
+                        f"interval {it.interval} nonce {so.nonce}"
+                    )
+            return f"place_signed_orders: batch of {len(chunk)} orders"
+
+        tx = self._send(
+            self.market, "placeSignedOrders", [],
+            calldata=encode_signed_orders(selector, chunk),
+            sender=OPERATOR_ACCOUNT if sender is None else sender,
+            interval=next(iter(intervals)) if len(intervals) == 1 else None,
+            purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
+        )  # fmt: skip
+        return PendingOrders(tx=tx, n=len(signed))
+
+    def confirm(self, pending: PendingOrders) -> list[Order]:
+        """Wait for a submitted batch: its orders, or its decoded revert raised."""
+        return self._booked(self._finish(pending.tx), pending.n)
+
+    def _order(self, v: Mapping[str, Any]) -> Order:
+        return Order(
+            order_id=v["orderId"],
+            device_id=v["device"],
+            owner=cast(int, v["owner"]),
+            interval=v["interval"],
+            side=Side(v["side"]),
+            energy_wh=v["energyWh"],
+            price_per_mwh=v["price"],
+        )
+
+    def orders(self, interval: int) -> list[Order]:
+        return [self._order(v) for _, v in self._logs(["OrderPlaced"], topic2=interval)]

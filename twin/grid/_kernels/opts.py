@@ -1,0 +1,14 @@
+"""numba options shared by the batch power flow's kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# error_model="numpy": a float division by zero gives inf/NaN instead of a Python-style
+# ZeroDivisionError check, whose branch stopped LLVM from vectorizing every loop with a
+# division (the currents conj(S/V), atan2); NaN/inf are caught by the convergence tests.
+# fastmath "contract" only allows fused multiply-adds (no reassociation, NaN semantics kept).
+OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
+
+K = 32  # scenarios per chunk (lanes) of the parallel kernel
+
