@@ -104,12 +104,16 @@ class ControlledPowerFlow3ph:
     """Three-phase batch power flow with DER functions and regulators (see the module doc)."""
 
     def __init__(self, feeder: Feeder3ph, *, devices: Sequence[Der3phDevice] = (),
-                 regulators: Sequence[Regulator3ph] = (), use_numba: bool | None = None) -> None:
+                 regulators: Sequence[Regulator3ph] = (), use_numba: bool | None = None,
+                 solver: BatchPowerFlow3ph | None = None) -> None:
         self.feeder = feeder
         self.devices = tuple(devices)
         self.regulators = tuple(regulators)
         self._use_numba = use_numba
         self._solvers: OrderedDict[tuple[int, ...], BatchPowerFlow3ph] = OrderedDict()
+        self._own = solver  # ``solver``: an existing solver of ``feeder`` (its LU cache is shared)
+        if solver is not None and solver.feeder is not feeder:
+            raise ValueError("solver: must be a BatchPowerFlow3ph of the same feeder")
         has = feeder.node_of >= 0
         dev, bus, wv, scale, funcs = [], [], [], [], []
         for i, d in enumerate(self.devices):
@@ -171,8 +175,10 @@ class ControlledPowerFlow3ph:
         if s is None:
             f = self.feeder
             if self.regulators and taps != tuple(self.tap0()):
-                f = dataclasses.replace(f, elem_y=scaled_elem_y(f, self.regulators, taps))
-            s = BatchPowerFlow3ph(f, use_numba=self._use_numba)
+                s = BatchPowerFlow3ph(dataclasses.replace(f, elem_y=scaled_elem_y(f, self.regulators, taps)),
+                                      use_numba=self._use_numba)
+            else:
+                s = self._own if self._own is not None else BatchPowerFlow3ph(f, use_numba=self._use_numba)
             self._solvers[taps] = s
             if len(self._solvers) > _SOLVERS:
                 self._solvers.popitem(last=False)
@@ -400,7 +406,7 @@ class ControlledPowerFlow3ph:
             resid = np.max(np.maximum(np.abs(g_p - x_p[active]), np.abs(g_q - x_q[active])) / tol_mva, axis=1)
             good = (resid <= 1.0) | ~res.converged
             ok[active] = resid <= 1.0
-            grew = resid > last[active]
+            grew = resid > 0.9 * last[active]  # too slow a decrease (or a 2-cycle): damp the lane
             w[active[grew]] *= 0.5
             last[active] = resid
             if good.all() or it == max_outer - 1:
