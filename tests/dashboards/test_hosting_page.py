@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pandapower as pp
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -19,8 +19,8 @@ from twin.studies.hosting_cli import write_hosting_tables
 from twin.topology import write_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboards"))
-import hostingdata as hd  # noqa: E402
-import twindash as td  # noqa: E402
+import hostingdata as hd
+import twindash as td
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
 
