@@ -28,6 +28,7 @@ Conventions: ``p_mw`` / ``q_mvar`` (B, n_bus, 3) are consumption-positive per-ph
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class _Units(ControlledPowerFlow):
         self._fleet = fleet
         self._use_nb = False
         self._sens = None
+        fl = fleet
+        self._nb_fleet = (fl.s_rated_mva, fl.p_rated_mw, fl.q_max_pu, fl.p_min_pu, fl.reactive_priority, fl.q_mode,
+                          fl.vv_v, fl.vv_q, fl.wv_p, fl.wv_q, fl.pf_tan, fl.const_q_pu, fl.vw_on, fl.vw_v, fl.vw_p)
 
 
 class ControlledPowerFlow3ph:
@@ -302,7 +306,14 @@ class ControlledPowerFlow3ph:
                          armed=np.zeros((n_b, n_reg), dtype=bool))
         u_avail = avail[:, self._unit_dev] * self._scale
         n_u = self.n_units
-        on = (None, np.broadcast_to(self._scale, (n_b, n_u))) if n_u else None
+        on: Any = (None, np.broadcast_to(self._scale, (n_b, n_u))) if n_u else None
+        if self._units is not None:  # device work in numba once its kernels are loaded (or for big batches)
+            from twin.grid.controlled_pf import _NUMBA_DEVICE_WORK
+
+            nb = n_b * n_u >= _NUMBA_DEVICE_WORK or "twin.grid._der_kernels" in sys.modules
+            self._units._use_nb = nb
+            if nb:
+                on = (np.ones((n_b, n_u), dtype=bool), np.ascontiguousarray(np.broadcast_to(self._scale, (n_b, n_u))))
         if self._units is not None:
             x_p, x_q = self._units._target(np.ones((n_b, n_u)), u_avail, None, None, None, on)
         else:
