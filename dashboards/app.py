@@ -32,6 +32,7 @@ _RUN_PAGES = [
     ("views/hil.py", "HIL", ":material/developer_board:"),
 ]
 _GAME_PAGE = ("views/game.py", "Game", ":material/groups:")
+_HOSTING_PAGE = ("views/hosting.py", "Hosting", ":material/solar_power:")
 _SWEEP_PAGE = ("views/sweep.py", "Sweep", ":material/scatter_plot:")
 _COMPARE_PAGE = ("views/compare.py", "Compare", ":material/compare_arrows:")
 
@@ -41,6 +42,8 @@ _RESILIENCE = _RUN_PAGES[4]
 run_kind = td.run_kind(folder=folder) if kind == "run" else "feeder"
 if run_kind == "game":  # a cooperative game opens on its page
     run_specs = [_GAME_PAGE, *_RUN_PAGES]
+elif run_kind == "hosting":  # a hosting study opens on its page (and has only that)
+    run_specs = [_HOSTING_PAGE]
 elif run_kind == "resilience":  # a resilience study opens on its page
     run_specs = [_RESILIENCE, *(p for p in _RUN_PAGES if p != _RESILIENCE), _GAME_PAGE]
 else:

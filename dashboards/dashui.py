@@ -113,6 +113,8 @@ def run_context() -> RunContext | None:
     if not (folder / "manifest.json").is_file() and (folder / "cases.parquet").is_file():
         manifest = {"scenario_name": (kpis or {}).get("scenario", folder.name), "status": "study",
                     "scenario_hash": (kpis or {}).get("scenario_hash", ""), "study": "resilience"}
+    if not (folder / "manifest.json").is_file() and (folder / "feeder_hosting.parquet").is_file():
+        manifest = {"scenario_name": folder.name, "status": "study", "scenario_hash": "", "study": "hosting"}
     if not isinstance(manifest, dict):
         st.error(f"{folder / 'manifest.json'} is not readable JSON (is a run still starting?).")
         return None

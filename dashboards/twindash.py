@@ -83,14 +83,17 @@ def folder_kind(*, folder: Path) -> FolderKind:
         return "compare"  # checked before the sweep: a compare folder has runs/ too
     if (folder / "kpis.parquet").is_file() or (folder / "runs").is_dir():
         return "sweep"  # checked first: a sweep may keep a manifest of its own
-    if (folder / "manifest.json").is_file() or (folder / "cases.parquet").is_file():
-        return "run"  # a run, or a resilience study (cases.parquet, steps.parquet, kpis.json)
+    if ((folder / "manifest.json").is_file() or (folder / "cases.parquet").is_file()
+            or (folder / "feeder_hosting.parquet").is_file()):
+        return "run"  # a run, a resilience study (cases.parquet, ...) or a hosting study
     return "missing"
 
 
-def run_kind(*, folder: Path) -> Literal["game", "resilience", "feeder"]:
-    """What a run folder holds: a cooperative game, a resilience study or a feeder run."""
+def run_kind(*, folder: Path) -> Literal["game", "resilience", "hosting", "feeder"]:
+    """What a run folder holds: a cooperative game, a resilience or hosting study, or a feeder run."""
     folder = Path(folder)
+    if (folder / "feeder_hosting.parquet").is_file() and not (folder / "manifest.json").is_file():
+        return "hosting"  # twin hosting --out: lanes, feeder_hosting, bus_hosting, kpis.json
     if (folder / "cases.parquet").is_file() and not (folder / "manifest.json").is_file():
         return "resilience"  # twin resilience --out: cases, steps, kpis.json, no manifest
     manifest = read_json(path=folder / "manifest.json")

@@ -144,3 +144,36 @@ def test_three_phase_run_curtails_and_records_phases(tmp_path: Path) -> None:
     assert out.kpis["max_vuf_percent"] > 1.0 and out.kpis["curtailed_kwh"] > 0
     assert dso.violations_found.sum() > 0  # found per phase (the balanced model sees none here)
     assert out.kpis["vm_phase_max_pu"] > out.kpis["vm_phase_min_pu"] + 0.03
+
+
+def test_der_functions_per_phase_in_the_phase_snapshot() -> None:
+    from twin.grid.controlled_pf import DerDevice
+    from twin.grid.der_functions import DerFleet, DerFunctions
+
+    funcs = [DerFunctions.category("B", s_rated_mva=0.025, p_rated_mw=0.025, path="pv a"),
+             DerFunctions.category("B", s_rated_mva=0.01, p_rated_mw=0.01, path="pv b")]
+    devices = [DerDevice("sgen", 0, funcs[0]), DerDevice("sgen", 1, funcs[1])]
+    snap = PhaseSnapshot(_lv_net(), phase=PHASES, der_devices=devices)
+    kw = {"load_p_mw": np.array([0.003]), "load_q_mvar": np.zeros(1), "sgen_p_mw": np.array([0.025, 0.004]),
+          "sgen_q_mvar": np.zeros(2), "storage_p_mw": np.zeros(0)}
+    st, ctl = snap.solve_controlled(**kw, tol_pu=1e-6)
+    plain = PhaseSnapshot(_lv_net(), phase=PHASES).solve(**kw)
+    assert ctl.converged and st.vm_abc_pu is not None and plain.vm_abc_pu is not None
+    # the same flow as the plain snapshot at the solved set-points; each inverter answers its own phase
+    again = PhaseSnapshot(_lv_net(), phase=PHASES).solve(**{**kw, "sgen_p_mw": ctl.p_mw, "sgen_q_mvar": ctl.q_mvar})
+    assert again.vm_abc_pu is not None
+    np.testing.assert_allclose(st.vm_abc_pu, again.vm_abc_pu, atol=1e-9)
+    g_p, g_q = DerFleet.from_functions(funcs).targets(st.vm_abc_pu[2, :2][None], np.array([[0.025, 0.004]]))
+    np.testing.assert_allclose(ctl.q_mvar, g_q[0], atol=1e-6 * 0.025)
+    np.testing.assert_allclose(ctl.p_mw, g_p[0], atol=1e-6 * 0.025)
+    assert ctl.q_mvar[0] < 0 and st.vm_abc_pu[2, 0] < plain.vm_abc_pu[2, 0]  # phase a absorbs and drops
+    assert ctl.curtailed_mw > 0  # reactive priority (and volt-watt) hold P back on phase a
+
+
+def test_der_functions_load_on_three_phases_but_frequency_watt_is_balanced_only(tmp_path: Path) -> None:
+    base = (ROOT / "scenarios/regression/lv_unbalanced_voltvar/scenario.yaml").read_text()
+    assert load_scenario(ROOT / "scenarios/regression/lv_unbalanced_voltvar/scenario.yaml").grid.phases == 3
+    (tmp_path / "f.yaml").write_text(base.replace("volt_watt: {}}", "volt_watt: {}, freq_watt: {}}"))
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(tmp_path / "f.yaml")
+    assert [p for p, _ in exc.value.errors] == ["agents.households.pv.der_functions.freq_watt"]

@@ -125,7 +125,8 @@ class DSOAgent(mesa.Agent):
         super().__init__(model)
         self.net = copy.deepcopy(net)
         #: three-phase grid: each element row on its phase (twin/grid/snapshot3ph.py)
-        self._phases = PhaseSnapshot(self.net, phase=element_phase) if element_phase is not None else None
+        self._phases = (PhaseSnapshot(self.net, phase=element_phase, der_devices=der_devices)
+                        if element_phase is not None else None)
         self.vuf_max_percent = grid.vuf_max_percent
         #: inverters with IEEE 1547 functions: the check solves them with the network
         self._controlled = ControlledSnapshot(self.net, list(der_devices)) if der_devices else None
@@ -207,6 +208,11 @@ class DSOAgent(mesa.Agent):
     def _solve(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> GridState:
         if self.fault_solver is not None:
             return self.fault_solver(p, q)
+        if self._phases is not None and self._phases.der_devices:
+            state3, _ = self._phases.solve_controlled(
+                load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"])
+            return state3
         if self._phases is not None:
             return self._phases.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],

@@ -64,12 +64,12 @@ class GridSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         # grid.phases: 3 -- each element row on its phase, solved in the phase frame
         phase = sim_params.get("element_phase")
-        self.phases = PhaseSnapshot(self.net, phase=phase) if phase is not None else None
+        devices = sim_params.get("der_devices") or []
+        self.phases = PhaseSnapshot(self.net, phase=phase, der_devices=devices) if phase is not None else None
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
         # IEEE 1547 functions of the inverters, solved with the network; the TSO's frequency
-        devices = sim_params.get("der_devices") or []
-        self.controls = ControlledSnapshot(self.net, list(devices)) if devices else None
+        self.controls = ControlledSnapshot(self.net, list(devices)) if devices and phase is None else None
         #: the TSO's system frequency at a time (s since the start); None: nominal
         self.frequency_hz: Callable[[float], float] | None = sim_params.get("frequency_hz")
         # on-load tap changer: acts step by step (band, delay) on the voltage it regulates
@@ -112,6 +112,15 @@ class GridSim(mosaik_api_v3.Simulator):
                 faults, load_p_mw=power["load_p_mw"], load_q_mvar=power["load_q_mvar"],
                 sgen_p_mw=power["sgen_p_mw"], sgen_q_mvar=power["sgen_q_mvar"],
                 storage_p_mw=power["storage_p_mw"])
+        elif self.phases is not None and self.phases.der_devices:  # per-phase DER functions
+            state, ctl = self.phases.solve_controlled(
+                load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
+                sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
+                storage_p_mw=np.asarray(power["storage_p_mw"], float))
+            if not ctl.converged:
+                raise RuntimeError(f"grid: DER functions did not converge at t={time}s "
+                                   f"({ctl.outer_iterations} outer iterations)")
+            der_q, der_cut = float(ctl.q_mvar.sum()), ctl.curtailed_mw
         elif self.phases is not None:
             state = self.phases.solve(
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),

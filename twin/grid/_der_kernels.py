@@ -156,3 +156,9 @@ def device_newton(v_k: np.ndarray, x: np.ndarray, avail: np.ndarray, on: np.ndar
             else:
                 out_p[r, i] = 0.0
                 out_q[r, i] = 0.0
+
+
+# the same kernels without threads: small batches (a snapshot, a few lanes) where a parallel
+# launch costs more than the work, the more so on a loaded machine
+targets_ser = njit(cache=True)(targets.py_func)
+device_newton_ser = njit(cache=True)(device_newton.py_func)

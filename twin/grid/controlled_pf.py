@@ -35,6 +35,7 @@ convention and this module converts.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -52,6 +53,7 @@ _FD_H = 1e-5  # voltage step (pu) for the curve slopes (forward difference)
 _INNER_MAX = 4  # Newton steps on the linearized network per outer iteration (the outer loop corrects)
 _INNER_TOL = 1e-7  # pu voltage
 _NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
+_PARALLEL_DEVICE_WORK = 20_000  # ... and in parallel (below: the serial kernels)
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -194,7 +196,8 @@ class ControlledPowerFlow:
             kern = _der_kernels()
             out_p, out_q = np.empty_like(v_k), np.empty_like(v_k)
             x = np.ascontiguousarray(np.concatenate([x_p, x_q], axis=1))
-            kern.device_newton(np.ascontiguousarray(v_k), x, np.ascontiguousarray(avail), on[0], on[1], sens,
+            newton = kern.device_newton if v_k.size >= _PARALLEL_DEVICE_WORK else kern.device_newton_ser
+            newton(np.ascontiguousarray(v_k), x, np.ascontiguousarray(avail), on[0], on[1], sens,
                                self._nb_fleet, _INNER_MAX, _INNER_TOL, _FD_H, out_p, out_q)
             return out_p, out_q
         n = self._fleet.size
@@ -232,7 +235,8 @@ class ControlledPowerFlow:
         if self._use_nb and freq is None and prev is None:
             kern = _der_kernels()
             out_p, out_q = np.empty(vm.shape), np.empty(vm.shape)
-            kern.targets(np.ascontiguousarray(vm), np.ascontiguousarray(p_avail), mask, scale, self._nb_fleet,
+            tgt = kern.targets if vm.size >= _PARALLEL_DEVICE_WORK else kern.targets_ser
+            tgt(np.ascontiguousarray(vm), np.ascontiguousarray(p_avail), mask, scale, self._nb_fleet,
                          out_p, out_q)
             return out_p, out_q
         if scale is None:
@@ -266,6 +270,7 @@ class ControlledPowerFlow:
         der_in_service: ArrayLike | None = None,
         der_scale: ArrayLike | None = None,
         dt_s: float | None = None,
+        start: tuple[ArrayLike, ArrayLike, ArrayLike] | None = None,
         tol_pu: float = 1e-4,
         max_outer: int = 30,
         tol: float = 1e-8,
@@ -280,7 +285,11 @@ class ControlledPowerFlow:
         the open-loop response times. ``der_in_service`` (B, N) bool switches devices off per
         lane (no P, no Q: e.g. hosting studies where a placement has no PV at a bus);
         ``der_scale`` (B, N) multiplies every device's ratings per lane (the functions are then
-        given per unit of that scale; the tolerance scales with it). Other arguments as :meth:`BatchPowerFlow.solve`.
+        given per unit of that scale; the tolerance scales with it). ``start`` (p, q, vm) (B, N):
+        a solution of a nearby case (e.g. the previous step's ``der_p_mw``, ``der_q_mvar``,
+        ``der_vm_pu``): the first set-points then solve the devices against the network
+        linearized there with today's ``der_p_avail_mw`` (warm start; the stopping rule is
+        unchanged). Other arguments as :meth:`BatchPowerFlow.solve`.
         """
         if not (tol_pu > 0 and np.isfinite(tol_pu)):
             raise ValueError(f"tol_pu: must be a positive number, got {tol_pu}")
@@ -324,7 +333,9 @@ class ControlledPowerFlow:
             on = (None if der_in_service is None else np.broadcast_to(np.asarray(der_in_service, dtype=bool), (n_b, n)),
                   None if der_scale is None else np.broadcast_to(np.asarray(der_scale, dtype=np.float64), (n_b, n)))
         # big batches without frequency-watt input or lag: device work in numba
-        self._use_nb = freq is None and previous is None and n_b * max(n, 1) >= _NUMBA_DEVICE_WORK and n > 0
+        # (or any batch once the kernels are loaded in this process: no compile cost left)
+        self._use_nb = freq is None and previous is None and n > 0 and (
+            n_b * n >= _NUMBA_DEVICE_WORK or "twin.grid._der_kernels" in sys.modules)
         if self._use_nb:
             mask = np.ones((n_b, n), dtype=bool) if on is None or on[0] is None else np.ascontiguousarray(on[0])
             scale = np.ones((n_b, n)) if on is None or on[1] is None else np.ascontiguousarray(on[1], dtype=np.float64)
@@ -338,8 +349,12 @@ class ControlledPowerFlow:
         def rows_of(v: Any, rows: NDArray[np.int64]) -> Any:
             return v if v is None or np.ndim(v) < 2 or np.shape(v)[0] == 1 else np.asarray(v)[rows]
 
-        # start: the functions at the voltage of a flat 1 pu (no network call)
-        x_p, x_q = self._target(np.ones((n_b, n)), avail, freq, prev, dt_s, on)
+        if start is None:  # start: the functions at the voltage of a flat 1 pu (no network call)
+            x_p, x_q = self._target(np.ones((n_b, n)), avail, freq, prev, dt_s, on)
+        else:  # warm start: the devices against the network linearized at a known solution
+            s_p, s_q, s_v = (np.broadcast_to(np.asarray(a, dtype=np.float64), (n_b, n)) for a in start)
+            x_p, x_q = self._device_newton(np.ascontiguousarray(s_v), np.ascontiguousarray(s_p),
+                                           np.ascontiguousarray(s_q), avail, freq, prev, dt_s, sens, on)
         tol_mva = tol_pu * fl.s_rated_mva
         if der_scale is not None:
             tol_mva = tol_mva * np.broadcast_to(np.asarray(der_scale, dtype=np.float64), (n_b, n))

@@ -1,4 +1,9 @@
-"""PV hosting capacity: quasi-static time series over many placements, with and without controls.
+"""PV and EV hosting capacity: quasi-static time series over many placements, with and without controls.
+
+``HostingInputs.kind`` says what is placed: ``"pv"`` (a PV sgen per candidate bus, the
+controls apply) or ``"ev"`` (a home charger per candidate bus, added to a load row of that
+bus; ``pv_pu`` is then the chargers' draw per unit of their rating, one column per
+candidate; no inverter functions: ``controls`` must be ``{"none": None}``).
 
 Pure core (arrays in, arrays out) over a compiled net:
 
@@ -48,13 +53,14 @@ class HostingInputs:
     net: Any
     load_p_mw: FloatArray
     load_q_mvar: FloatArray
-    pv_pu: FloatArray  # (T,) PV shape, per unit of peak
-    sgen_rows: NDArray[np.int64]  # (n_cand,) sgen row of the PV candidate at each bus (p 0 in the net)
+    pv_pu: FloatArray  # (T,) PV shape, per unit of peak, or (T, n_cand) one profile per candidate
+    sgen_rows: NDArray[np.int64]  # (n_cand,) sgen row of the PV candidate (kind "ev": the load row) at each bus
     pv_kw: FloatArray  # (n_cand,) PV size at each candidate bus
     bus_label: NDArray[np.int64]  # (n_cand,) bus index label of each candidate
     vm_min_pu: float = 0.95
     vm_max_pu: float = 1.05
     max_loading_percent: float = 100.0
+    kind: str = "pv"  # "pv": generation at sgen rows; "ev": charging added to load rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,6 +111,14 @@ def run_hosting(
         raise ValueError(f"samples: must be >= 1, got {samples}")
     n_t = inp.pv_pu.shape[0]
     n_c = inp.sgen_rows.shape[0]
+    if inp.kind not in ("pv", "ev"):
+        raise ValueError(f"kind: must be 'pv' or 'ev', got {inp.kind!r}")
+    if inp.kind == "ev" and any(fn is not None for fn in controls.values()):
+        raise ValueError("controls: EV chargers run no inverter functions here; use the mode 'none' only")
+    prof = np.asarray(inp.pv_pu, dtype=np.float64)
+    prof2 = prof[:, None] if prof.ndim == 1 else prof  # (T, 1) or (T, n_c)
+    if prof2.shape[1] not in (1, n_c):
+        raise ValueError(f"pv_pu: expected shape ({n_t},) or ({n_t}, {n_c}), got {prof.shape}")
     solver = BatchPowerFlow(inp.net)
     n_sgen = solver.arrays.sgen_p_mw.shape[0]
     rng = np.random.default_rng(seed)
@@ -137,7 +151,7 @@ def run_hosting(
         else np.where(on, pv_mw[None, :], 0.0)
     n_lane = all_on.shape[0]
     # steps without PV are the base case in every lane (no new violation): skipped
-    day = np.flatnonzero(inp.pv_pu > 1e-6)
+    day = np.flatnonzero((prof2 > 1e-6).any(axis=1))
     total_work = len(controls) * day.size
     done_work = 0
     lanes: dict[str, dict[str, np.ndarray]] = {}
@@ -158,9 +172,14 @@ def run_hosting(
         for c0 in range(0, day.size, steps_per_chunk):
             ts = day[c0:c0 + steps_per_chunk]
             t_idx = np.repeat(ts, n_lane)
-            p_dev = (inp.pv_pu[ts][:, None, None] * all_kw[None, :, :]).reshape(-1, n_c)
+            p_dev = (prof2[ts][:, None, :] * all_kw[None, :, :]).reshape(-1, n_c)
             lp, lq = inp.load_p_mw[t_idx], inp.load_q_mvar[t_idx]
-            if cpf is None:
+            if inp.kind == "ev":  # chargers draw on their bus's load row (unity power factor)
+                lp = lp.copy()
+                np.add.at(lp.T, inp.sgen_rows, p_dev.T)
+                res = solver.solve(load_p_mw=lp, load_q_mvar=lq, sgen_p_mw=np.zeros((1, n_sgen)))
+                flows += t_idx.size
+            elif cpf is None:
                 sg = np.zeros((t_idx.size, n_sgen))
                 sg[:, inp.sgen_rows] = p_dev
                 res = solver.solve(load_p_mw=lp, load_q_mvar=lq, sgen_p_mw=sg)

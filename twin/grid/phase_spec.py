@@ -77,9 +77,10 @@ def phase_problems(scenario: Any) -> list[tuple[str, str]]:
     der = [path for path, spec in (("agents.households.pv", scenario.agents.households.pv),
                                    ("agents.households.battery", scenario.agents.households.battery),
                                    ("agents.evs", scenario.agents.evs), ("agents.community_storage", scenario.agents.community_storage))
-           if getattr(spec, "der_functions", None) is not None]
-    out += [(f"{path}.der_functions", "DER grid-support functions are solved with the balanced engine "
-                                      "only (grid.phases: 1)") for path in der]
+           if getattr(getattr(spec, "der_functions", None), "freq_watt", None) is not None]
+    # volt-var, volt-watt, watt-var, constant PF/var are solved per phase (twin/grid/controlled_pf3ph.py)
+    out += [(f"{path}.der_functions.freq_watt", "frequency-watt is solved with the balanced engine "
+                                                "only (grid.phases: 1)") for path in der]
     if g.oltc is not None:
         out.append(("grid.oltc", "the tap changer is simulated with the balanced engine only (grid.phases: 1)"))
     pc: PhaseConnectionSpec = g.phase_connection

@@ -13,6 +13,12 @@ phase (``vm_pu``: the phase voltage farthest from 1 p.u.; loadings: the highest 
 whose three-phase fields hold ``vm_abc_pu`` (n_bus, 3), ``vuf_percent`` (n_bus,) and the
 per-phase line / trafo loadings. ``line_p_from_mw`` / ``line_q_from_mvar`` are NaN (the
 phase-frame engine reports currents and losses, not end powers).
+
+With ``der_devices`` (the balanced run's :class:`twin.grid.controlled_pf.DerDevice` rows),
+:meth:`PhaseSnapshot.solve_controlled` solves the inverters' IEEE 1547 functions inside the
+phase-frame flow (:class:`twin.grid.controlled_pf3ph.ControlledPowerFlow3ph`): a single-phase
+inverter answers its own phase's voltage; one split over the three phases answers each
+phase's voltage with a third of its ratings.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from twin.grid.controlled_pf3ph import ControlledPowerFlow3ph, Der3phDevice
+from twin.grid.der_runtime import SnapshotControls
 from twin.grid.feeder3ph import Feeder3ph
 from twin.grid.pf3ph import BatchPowerFlow3ph
 from twin.grid.phase_spec import PHASE_ABC
@@ -59,7 +67,7 @@ def _network(net: Any) -> tuple[Feeder3ph, BatchPowerFlow3ph]:
 class PhaseSnapshot:
     """Solve snapshots of ``net`` with each element row on its phase (see the module doc)."""
 
-    def __init__(self, net: Any, *, phase: dict[str, np.ndarray]) -> None:
+    def __init__(self, net: Any, *, phase: dict[str, np.ndarray], der_devices: Any = ()) -> None:
         self.net = net
         self.feeder, self.solver = _network(net)
         bus_pos = {int(b): k for k, b in enumerate(net.bus.index)}
@@ -77,6 +85,19 @@ class PhaseSnapshot:
         self._line_elem = np.array([names.get(f"line.{i}", -1) for i in net.line.index], dtype=np.int64)
         self._trafo_elem = np.array([names.get(f"trafo.{i}", -1) for i in net.trafo.index], dtype=np.int64)
         self.phase = {t: self._rows[t][1] for t in _TABLES}
+        self.der_devices = list(der_devices)
+        self._cpf: ControlledPowerFlow3ph | None = None
+        if self.der_devices:
+            devs = []
+            for d in self.der_devices:
+                if d.element not in self._rows:
+                    raise ValueError(f"der_devices: element table {d.element!r} is not one of {_TABLES}")
+                pos, ph = self._rows[d.element]
+                phases = (0, 1, 2) if ph[d.row] == PHASE_ABC else (int(ph[d.row]),)
+                devs.append(Der3phDevice(bus=int(pos[d.row]), phases=phases, functions=d.functions))
+            self._cpf = ControlledPowerFlow3ph(self.feeder, devices=devs, solver=self.solver)
+            self._dev_el = [d.element for d in self.der_devices]
+            self._dev_row = np.array([d.row for d in self.der_devices], dtype=np.int64)
 
     def injections(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Per-phase consumption-positive (n_bus, 3) P and Q of row-order set-points."""
@@ -108,6 +129,37 @@ class PhaseSnapshot:
         p_bus, q_bus = self.injections(p, q)
         res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=False, tol=1e-9)
         return self._state(res, p_bus, q_bus)
+
+    def solve_controlled(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
+                         sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
+                         storage_q_mvar: np.ndarray | None = None, tol_pu: float = 1e-4) -> tuple[GridState, SnapshotControls]:
+        """As :meth:`solve`, with the DER functions solved in; the device rows of the arrays are
+        what the devices would do unconstrained. Returns the state and a
+        :class:`twin.grid.der_runtime.SnapshotControls`."""
+        if self._cpf is None:
+            raise ValueError("solve_controlled: this snapshot has no der_devices")
+        sto_q = np.zeros(len(self.net.storage)) if storage_q_mvar is None else storage_q_mvar
+        p = {"load": np.array(load_p_mw, dtype=np.float64), "sgen": np.array(sgen_p_mw, dtype=np.float64),
+             "storage": np.array(storage_p_mw, dtype=np.float64)}
+        q = {"load": np.array(load_q_mvar, dtype=np.float64), "sgen": np.array(sgen_q_mvar, dtype=np.float64),
+             "storage": np.array(sto_q, dtype=np.float64)}
+        sign = {"sgen": 1.0, "storage": -1.0, "load": -1.0}  # generator convention of the devices
+        avail = np.array([sign[e] * p[e][r] for e, r in zip(self._dev_el, self._dev_row, strict=True)])
+        for e, r in zip(self._dev_el, self._dev_row, strict=True):
+            p[e][r] = 0.0
+            q[e][r] = 0.0
+        p_bus, q_bus = self.injections(p, q)
+        res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=False, tol=1e-9,
+                              tol_pu=tol_pu)
+        for i, (e, r) in enumerate(zip(self._dev_el, self._dev_row, strict=True)):
+            p[e][r] = sign[e] * res.der_p_mw[0, i]
+            q[e][r] = sign[e] * res.der_q_mvar[0, i]
+        apply_injections(self.net, load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"],
+                         sgen_q_mvar=q["sgen"], storage_p_mw=p["storage"], storage_q_mvar=q["storage"])
+        p_bus, q_bus = self.injections(p, q)
+        ctl = SnapshotControls(converged=bool(res.controls_converged[0]), outer_iterations=int(res.outer_iterations[0]),
+                               p_avail_mw=avail, p_mw=res.der_p_mw[0], q_mvar=res.der_q_mvar[0])
+        return self._state(res.pf, p_bus, q_bus), ctl
 
     def _state(self, res: Any, p_bus: np.ndarray, q_bus: np.ndarray) -> GridState:
         nb, nl, nt = len(self._bus_index), self._line_elem.size, self._trafo_elem.size

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_parser", "build_inputs", "run_hosting_study"]
+__all__ = ["add_parser", "build_inputs", "ev_profiles", "run_hosting_study", "write_hosting_tables"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -33,17 +33,42 @@ def add_parser(sub: Any) -> None:
     h.add_argument("--out", type=Path, required=True, help="folder for the Parquet tables and kpis.json")
     h.add_argument("--samples", type=int, default=20, help="Monte Carlo placements per level (default 20)")
     h.add_argument("--levels", type=int, default=10, help="penetration levels 1/n .. 1 of the household buses")
-    h.add_argument("--controls", default="none,volt_var,volt_var_watt",
-                   help="comma-separated modes among none, volt_var, volt_var_watt")
+    h.add_argument("--controls", default=None,
+                   help="comma-separated modes among none, volt_var, volt_var_watt (default: all three for "
+                        "PV, none for EV)")
     h.add_argument("--bus-sizes-kw", default="5,10,20,30,50,75,100",
                    help="PV sizes tried alone at each bus for the per-bus hosting capacity ('' for none)")
+    h.add_argument("--der", choices=("pv", "ev"), default="pv",
+                   help="what is placed: rooftop PV (default) or home EV chargers (agents.evs: charger_kw, "
+                        "arrival and energy-need distributions)")
     h.add_argument("--seed", type=int, default=None, help="placement seed (default: the scenario's)")
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(handler=_cmd_hosting)
 
 
-def build_inputs(scenario: Any) -> tuple[Any, Any]:
-    """(HostingInputs, pv DerFunctionsSpec or None) of ``scenario``."""
+def ev_profiles(scenario: Any, *, n_cand: int, n_steps: int, interval_s: int) -> np.ndarray:
+    """(T, n_cand) draw of one home charger per candidate bus, per unit of its rating: every
+    day a session (seeded) arrives at ``N(arrival_hour_mean, arrival_hour_std)`` and charges
+    at full power until ``N(energy_need_kwh_mean, _std)`` (at least 1 kWh) is delivered."""
+    ev = scenario.agents.evs
+    rng = np.random.default_rng([scenario.seed, 18, 2])
+    dt_h = interval_s / 3600.0
+    start_h = scenario.start.hour + scenario.start.minute / 60.0
+    t0 = start_h + np.arange(n_steps) * dt_h  # hours since midnight of the first day, per step start
+    out = np.zeros((n_steps, n_cand))
+    n_days = int(np.ceil((start_h + n_steps * dt_h) / 24.0)) + 1
+    for d in range(-1, n_days):
+        arrive = 24.0 * d + rng.normal(ev.arrival_hour_mean, ev.arrival_hour_std, size=n_cand)
+        need = np.maximum(rng.normal(ev.energy_need_kwh_mean, ev.energy_need_kwh_std, size=n_cand), 1.0)
+        end = arrive + need / ev.charger_kw
+        overlap = np.minimum(t0[:, None] + dt_h, end[None]) - np.maximum(t0[:, None], arrive[None])
+        out += np.clip(overlap, 0.0, dt_h) / dt_h
+    return np.asarray(np.minimum(out, 1.0))
+
+
+def build_inputs(scenario: Any, *, der: str = "pv") -> tuple[Any, Any]:
+    """(HostingInputs, pv DerFunctionsSpec or None) of ``scenario``; ``der="ev"`` places home
+    chargers (``agents.evs.charger_kw``) on the household buses instead of PV."""
     from twin.grid.feeders import build_feeder
     from twin.grid.hosting import HostingInputs
 
@@ -64,6 +89,19 @@ def build_inputs(scenario: Any) -> tuple[Any, Any]:
     if shape.max() > 0:
         shape = shape / shape.max()
     buses = np.unique(feeder.household_bus)
+    g = scenario.grid
+    if der == "ev":
+        from twin.grid.hosting import HostingInputs as _Inputs
+
+        first_row = {int(b): int(r) for b, r in zip(feeder.household_bus[::-1], feeder.household_load_row[::-1],
+                                                     strict=True)}
+        prof = ev_profiles(scenario, n_cand=buses.size, n_steps=T, interval_s=feeder.interval_s)
+        inp_ev = _Inputs(net=net, load_p_mw=load_p, load_q_mvar=load_q, pv_pu=prof,
+                         sgen_rows=np.array([first_row[int(b)] for b in buses], dtype=np.int64),
+                         pv_kw=np.full(buses.size, float(scenario.agents.evs.charger_kw)),
+                         bus_label=buses.astype(np.int64), vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
+                         max_loading_percent=g.max_loading_percent, kind="ev")
+        return inp_ev, None
     import pandapower as pp
 
     rows_before = len(net.sgen)
@@ -71,7 +109,6 @@ def build_inputs(scenario: Any) -> tuple[Any, Any]:
     spec = scenario.agents.households.pv
     rng = np.random.default_rng([scenario.seed, 18])
     kw = np.round(rng.uniform(spec.kwp_min, spec.kwp_max, size=buses.size), 1)
-    g = scenario.grid
     inp = HostingInputs(net=net, load_p_mw=load_p, load_q_mvar=load_q, pv_pu=shape,
                         sgen_rows=np.arange(rows_before, rows_before + buses.size, dtype=np.int64),
                         pv_kw=kw, bus_label=buses.astype(np.int64), vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
@@ -104,21 +141,22 @@ def control_modes(names: list[str], spec: Any) -> dict[str, Any]:
 
 
 def run_hosting_study(scenario: Any, *, out_dir: Path, samples: int, levels: int, modes: list[str],
-                      bus_sizes_kw: list[float], seed: int | None, progress: bool) -> dict[str, float]:
+                      bus_sizes_kw: list[float], seed: int | None, progress: bool,
+                      der: str = "pv") -> dict[str, float]:
     """Run the study and write its tables; returns the KPIs."""
-    import pyarrow as pa
+    from twin.grid.hosting import levels_default, run_hosting
+    from twin.topology import write_topology
 
-    from twin.grid.hosting import levels_default, limit_name, run_hosting
-    from twin.results import write_json_atomic, write_table_atomic
-
-    inp, spec = build_inputs(scenario)
+    inp, spec = build_inputs(scenario, der=der)
+    if der == "ev" and modes != ["none"]:
+        raise ValueError(f"--controls: EV chargers run no inverter functions; use --controls none (got {','.join(modes)})")
     controls = control_modes(modes, spec)
     bar: Any = None
     cb = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(controls) * inp.pv_pu.shape[0], unit="step", desc="hosting", file=sys.stderr)
+        bar = tqdm(total=len(controls) * inp.pv_pu.shape[0], unit="step", desc=f"hosting ({der})", file=sys.stderr)
 
         def cb(done: int, total: int) -> None:
             bar.n = done
@@ -131,12 +169,26 @@ def run_hosting_study(scenario: Any, *, out_dir: Path, samples: int, levels: int
     finally:
         if bar is not None:
             bar.close()
+    kpis = write_hosting_tables(res, out_dir=out_dir, der=der, steps=int(inp.pv_pu.shape[0]), samples=samples)
+    write_topology(inp.net, out_dir)  # the dashboard's map
+    return kpis
+
+
+def write_hosting_tables(res: Any, *, out_dir: Path, der: str, steps: int, samples: int) -> dict[str, float]:
+    """Write ``lanes``, ``feeder_hosting``, ``bus_hosting`` and ``kpis.json`` of a
+    :class:`twin.grid.hosting.HostingResult` into ``out_dir``; returns the KPIs."""
+    import pyarrow as pa
+
+    from twin.grid.hosting import limit_name
+    from twin.results import write_json_atomic, write_table_atomic
+
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def table(parts: dict[str, dict[str, np.ndarray]], name: str) -> None:
         cols: dict[str, list[Any]] = {}
         for mode, c in parts.items():
             n = len(next(iter(c.values())))
+            cols.setdefault("der", []).extend([der] * n)
             cols.setdefault("mode", []).extend([mode] * n)
             for k, v in c.items():
                 if k in ("violation", "limiting"):
@@ -149,9 +201,9 @@ def run_hosting_study(scenario: Any, *, out_dir: Path, samples: int, levels: int
     table(res.feeder, "feeder_hosting")
     if res.bus:
         table(res.bus, "bus_hosting")
-    kpis: dict[str, float] = {"power_flows": float(res.power_flows), "wall_s": res.wall_s,
+    kpis: dict[str, float] = {"ev": float(der == "ev"), "power_flows": float(res.power_flows), "wall_s": res.wall_s,
                               "pf_per_s": res.power_flows / max(res.wall_s, 1e-9),
-                              "steps": float(inp.pv_pu.shape[0]), "samples": float(samples)}
+                              "steps": float(steps), "samples": float(samples)}
     for mode, f in res.feeder.items():
         hc = f["hosting_kw"]
         kpis[f"hosting_kw_median_{mode}"] = float(np.median(hc))
@@ -174,11 +226,13 @@ def _cmd_hosting(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         sizes = [float(x) for x in args.bus_sizes_kw.split(",") if x.strip()]
-        modes = [m.strip() for m in args.controls.split(",") if m.strip()]
+        controls = args.controls if args.controls is not None else (
+            "none" if args.der == "ev" else "none,volt_var,volt_var_watt")
+        modes = [m.strip() for m in controls.split(",") if m.strip()]
         if args.samples < 1 or args.levels < 1:
             raise ValueError("--samples and --levels must be >= 1")
         kpis = run_hosting_study(scenario, out_dir=args.out, samples=args.samples, levels=args.levels,
-                                 modes=modes, bus_sizes_kw=sizes, seed=args.seed,
+                                 modes=modes, bus_sizes_kw=sizes, seed=args.seed, der=args.der,
                                  progress=not args.no_progress and sys.stderr.isatty())
     except ValueError as exc:
         print(f"twin: error: {exc}", file=sys.stderr)
