@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from twin.errors import TwinError
+from twin.faults.tables import FAULT_TABLES
 from twin.services.registry import service_tables
 
 __all__ = [
@@ -182,7 +183,7 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 #: Every results table: the core ones above plus each market service's (twin/services).
-SCHEMAS: dict[str, pa.Schema] = {**_CORE_SCHEMAS, **service_tables()}
+SCHEMAS: dict[str, pa.Schema] = {**_CORE_SCHEMAS, **service_tables(), **FAULT_TABLES}
 
 
 class CorruptTableError(ValueError):

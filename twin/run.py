@@ -9,6 +9,7 @@ are flushed atomically, the manifest says where the run stopped, and Anvil is st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -281,7 +282,8 @@ def run_scenario(
                 recorder.close()  # streamed tables (twin hil serve) are put in place here
                 timings["flush_s"] = time.perf_counter() - t_flush
                 wall_s = time.perf_counter() - t0
-                kpis = compute_kpis(read_tables(out_dir), inputs=RunInputs.of(scenario),
+                kpis = compute_kpis(read_tables(out_dir), inputs=dataclasses.replace(
+                                        RunInputs.of(scenario), n_intervals=n_intervals),
                                     tokens=manifest.get("tokens"), services=plan.enabled)
                 kpis["wall_time_s"] = round(wall_s, 3)
                 write_json_atomic(kpis, out_dir / "kpis.json")
@@ -513,14 +515,17 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
         "Market": {"python": "twin.cosim.market_sim:MarketSim"},
         "Grid": {"python": "twin.cosim.grid_sim:GridSim"},
+        "Meters": {"python": "twin.cosim.meters_sim:MetersSim"},
     }
+    data_faults = scenario.faults.data if scenario.faults is not None else None
     checkpoint = _Checkpointer(recorder, checkpoints or _Checkpoints())
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
                              timings=timings).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
-                             services=services, signers=signers).Market()
+                             services=services, signers=signers,
+                             desk=_meter_desk(data_faults)).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),
@@ -531,10 +536,27 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid
             extend_world(world, agents=agents, grid=grid, model=model, recorder=recorder,
                          timings=timings)
-        world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
+        if data_faults is None:
+            world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
+        else:  # meter data faults: the readings reach the market through the head-end
+            meters = world.start("Meters", spec=data_faults, seed=scenario.seed,
+                                 n_intervals=n_intervals,
+                                 recorder=recorder, interval_s=interval_s, timings=timings).Meters()
+            world.connect(agents, meters, "metered_wh")
+            world.connect(meters, market, "metered_wh")
+            world.connect(agents, market, "orders", "curtailments", "dr_calls")
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
+
+
+def _meter_desk(data_faults: Any) -> Any:
+    """The operator's meter desk (provisional settlement, true-ups) under faults.data."""
+    if data_faults is None:
+        return None
+    from twin.market.provisional import MeterDesk
+
+    return MeterDesk(estimate=data_faults.estimate)
 
 
 @dataclass

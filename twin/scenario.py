@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from twin.faults.spec import FaultsSpec, faults_problems
 from twin.grid.der_spec import DsoSpec
 from twin.grid.phase_spec import phase_problems
 from twin.services.registry import SERVICES, service_problems
@@ -51,6 +52,7 @@ __all__ = [
     "CommunityStorageSpec",
     "CrossFieldError",
     "EVSpec",
+    "FaultsSpec",
     "FlexLoadSpec",
     "ForecastSpec",
     "FrequencyEventSpec",
@@ -99,13 +101,15 @@ class Scenario(_Spec):
     #: the DSO's policy: curtail after the market, envelopes before it, or both
     dso: DsoSpec = DsoSpec()
     game: GameSpec | None = None  # a cooperative-game scenario instead of a feeder day
+    #: faults inside the run (twin/faults): meter data, a flaky chain
+    faults: FaultsSpec | None = None
 
     @model_validator(mode="after")
     def _cross_field(self) -> Scenario:
         """Rules across fields, each with its own field path (:class:`CrossFieldError`)."""
         problems = [*_time_problems(self), *_forecast_problems(self),
                     *game_problems(self.game), *service_problems(self),
-                    *phase_problems(self)]
+                    *phase_problems(self), *faults_problems(self)]
         if problems:
             raise CrossFieldError(problems)
         return self

@@ -71,6 +71,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from twin.faults.kpis import (
+    FAULT_KPI_COLUMNS,
+    FAULT_KPI_NOTES,
+    fault_kpis,
+    settlements_after_trueup,
+)
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
 from twin.services.base import ServiceFlow
 from twin.services.registry import service_flows as registry_flows
@@ -107,7 +113,7 @@ KPI_COLUMNS = (
     "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
     "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
     "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
-    "limited_pv_kwh", "limited_pv_jain",
+    "limited_pv_kwh", "limited_pv_jain", *FAULT_KPI_COLUMNS,
 )
 
 #: One line per KPI: unit and meaning (the header notes of compare.md).
@@ -132,6 +138,7 @@ KPI_NOTES = {
     "participants": "accounts that settled (operator and DSO excluded)",
     "limited_pv_kwh": "PV energy the DSO held back (curtailed trades or operating envelopes), kWh",
     "limited_pv_jain": "Jain index of PV energy held back per PV household (1: equal burden; 1/n: one carries all; 1 when nothing is held back)",
+    **FAULT_KPI_NOTES,
 }
 
 NA = float("nan")
@@ -159,6 +166,8 @@ class RunInputs:
     retail_price_per_mwh: int  # micro-units per MWh
     feed_in_price_per_mwh: int  # micro-units per MWh
     ledger: str  # "chain" | "reference"
+    #: intervals the run was planned for (market availability); None: not known
+    n_intervals: int | None = None
 
     @classmethod
     def of(cls, scenario: Any) -> RunInputs:
@@ -168,7 +177,7 @@ class RunInputs:
                    vm_max_pu=scenario.grid.vm_max_pu,
                    retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
                    feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
-                   ledger=m.ledger)
+                   ledger=m.ledger, n_intervals=scenario.n_intervals)
 
 
 def _col(table: pa.Table, name: str) -> np.ndarray:
@@ -373,7 +382,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
     def t(name: str) -> pa.Table:
         return tables.get(name, pa.table({}))
 
-    s = t("settlements")
+    s = settlements_after_trueup(t("settlements"), tables.get("trueups"))  # faults.data
     metered = _icol(s, "metered_wh")
     traded_kwh = float(_icol(t("trades"), "energy_wh").sum() / 1000.0)
     injected_mwh = float(np.clip(-metered, 0, None).sum() / WH_PER_MWH)
@@ -390,7 +399,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
                             feed_in_price_per_mwh=inputs.feed_in_price_per_mwh,
                             service_income=income)
     gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh + service_kwh, ledger=inputs.ledger)
-    return {
+    return fault_kpis(tables, n_intervals=inputs.n_intervals) | {
         "self_sufficiency": self_sufficiency(t("grid")),
         "prosumer_revenue": rev,
         "prosumer_revenue_per_mwh": rev / injected_mwh if injected_mwh > 0 else NA,
