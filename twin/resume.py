@@ -127,7 +127,7 @@ class ResumePoint:
 
     @contextlib.contextmanager
     def open_ledger(
-        self, *, n_accounts: int, interval_s: int, seed: int | str = 0
+        self, *, n_accounts: int, interval_s: int, seed: int | str = 0, via: Any = None
     ) -> Iterator[tuple[ReplayLedger, dict[str, Any]]]:
         """A new Anvil on the checkpointed state and the replaying ledger over it (the hook
         ``twin.run`` opens instead of a new chain)."""
@@ -139,7 +139,11 @@ class ResumePoint:
         with AnvilNode(
             accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:
-            chain = ChainLedger(node.web3(), addresses=self.contracts,
+            # ``via(node)``: a context giving the web3 to talk through (the faults.chain proxy)
+            w3_ctx = via(node) if via is not None else contextlib.nullcontext(node.web3())
+            stack = contextlib.ExitStack()
+            w3 = stack.enter_context(w3_ctx)
+            chain = ChainLedger(w3, addresses=self.contracts,
                                 keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
@@ -151,10 +155,11 @@ class ResumePoint:
                 "rpc_url": None, "state_file": state_file.name,
                 "resumed_from": {"market_steps": self.market_steps, "block": self.block},
             }  # fmt: skip
-            yield ReplayLedger(
-                chain, replay_steps=self.market_steps, interval_s=interval_s,
-                chain_rows=self.chain_rows,
-            ), info  # fmt: skip
+            with stack:
+                yield ReplayLedger(
+                    chain, replay_steps=self.market_steps, interval_s=interval_s,
+                    chain_rows=self.chain_rows,
+                ), info  # fmt: skip
 
 
 def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:

@@ -72,10 +72,21 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                  funder_key: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit."""
     m = scenario.market
+    chain_faults = scenario.faults.chain if scenario.faults is not None else None
+    proxies: list[Any] = []
+    via = None
+    if chain_faults is not None:  # a flaky chain: the fault-injecting proxy before the node
+        from twin.faults.chain_faults import faulty, proxied_web3
+
+        skip = int(resume.stopped_at_time_s) if resume is not None else -1
+
+        def via(node: Any) -> Any:
+            return proxied_web3(node, chain_faults, seed=scenario.seed, skip_before_s=skip,
+                                holder=proxies)
     if resume is not None:  # twin run --resume: the checkpointed chain, replayed (twin/resume.py)
         with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s,
-                                seed=scenario.seed) as opened:
-            yield opened
+                                seed=scenario.seed, via=via) as (ledger, info):
+            yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
         return
     interval_s = m.interval_s
     retail = price_from_per_mwh(m.retail_price_per_mwh)
@@ -109,13 +120,14 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
     state_file = None if url else out_dir / "chain_state.json"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
-    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node:
-        ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,
+    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node, (
+            via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
+        ledger = ChainLedger.deploy(w3, interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,
                                     keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
-        yield ledger, _chain_manifest(ledger, rpc_url=url,
-                                      state_file=state_file.name if state_file else None)
+        info = _chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)
+        yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
 
 
 def _chain_manifest(ledger: Any, *, rpc_url: str | None, state_file: str | None) -> dict[str, Any]:
@@ -254,6 +266,7 @@ def run_scenario(
                 status = "complete"
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
+                _drain_fault_log(ledger, recorder, k=log.last_settled + 1, interval_s=interval_s)
                 # Conservation is checked on the ledger's own books, even after an error.
                 manifest["tokens"] = token_audit(
                     ledger, accounts=range(n_accounts), minted=minted,
@@ -267,7 +280,11 @@ def run_scenario(
         error = str(exc)
         raise
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        if getattr(exc, "resumable", False):  # faults.chain: a chain outage beyond its deadline
+            status, error = "interrupted", f"chain outage: {exc}"
+            manifest["resumable"] = True
+        else:
+            error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         if "world_s" in timings:  # token audit + stopping the ledger (Anvil dumps its state)
@@ -548,6 +565,14 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
+
+
+def _drain_fault_log(ledger: Any, recorder: RunRecorder, *, k: int, interval_s: int) -> None:
+    """The chain incidents still open when the world stops (faults.chain)."""
+    drain = getattr(ledger, "drain_fault_log", None)
+    if drain is not None:
+        for table, rows in drain(time_s=k * interval_s, interval=k, final=True).items():
+            recorder.add(table, rows)
 
 
 def _meter_desk(data_faults: Any) -> Any:

@@ -82,24 +82,25 @@ class DataFaultsSpec(SpecModel):
 
 
 class OutageWindowSpec(SpecModel):
-    """The JSON-RPC endpoint answers nothing from ``start_s`` (wall seconds after the world
-    starts) for ``duration_s``."""
+    """The JSON-RPC endpoint answers nothing from the market step at ``start_s`` (seconds from
+    the scenario start) for ``duration_s`` wall seconds."""
 
-    start_s: NonNegFloat
+    start_s: _NonNegInt
     duration_s: Annotated[float, Field(gt=0)]
 
 
 class GasSpikeSpec(SpecModel):
-    """``eth_gasPrice`` answers ``factor`` times the node's price during the window."""
+    """Gas prices and base fees read ``factor`` times higher from the market step at
+    ``start_s`` (scenario seconds) for ``duration_s`` wall seconds."""
 
-    start_s: NonNegFloat
+    start_s: _NonNegInt
     duration_s: Annotated[float, Field(gt=0)]
     factor: Annotated[float, Field(ge=1, le=1000)] = 10.0
 
 
 class ChainFaultsSpec(SpecModel):
-    """A flaky chain between the twin and its node (module docstring); times are wall
-    seconds after the run's world starts (a chain fault is a fault of the real node)."""
+    """A flaky chain between the twin and its node (module docstring): faults start at the
+    market step of their scenario time and last wall seconds (a fault of the real node)."""
 
     outages: list[OutageWindowSpec] = Field(default_factory=list)
     #: share of raw transactions the proxy swallows (answers a hash, never forwards)
@@ -107,8 +108,8 @@ class ChainFaultsSpec(SpecModel):
     #: share of raw transactions held back ``delay_s`` before forwarding
     delay_rate: Share = 0.0
     delay_s: NonNegFloat = 2.0
-    #: wall seconds at which the node is stopped, and restarted from its dumped state
-    restarts_s: list[NonNegFloat] = Field(default_factory=list)
+    #: scenario seconds at which the node is stopped and restarted from its dumped state
+    restarts_s: list[_NonNegInt] = Field(default_factory=list)
     gas_spikes: list[GasSpikeSpec] = Field(default_factory=list)
     #: how long the twin waits out an unreachable node before it stops the run (resumable)
     deadline_s: Annotated[float, Field(gt=0)] = 600.0
@@ -149,8 +150,9 @@ def comm_problems(*, data: DataFaultsSpec | None, chain: ChainFaultsSpec | None,
         if chain.resend_after_s >= chain.deadline_s:
             out.append(("faults.chain.resend_after_s", f"({chain.resend_after_s} s) must be "
                         f"below deadline_s ({chain.deadline_s} s)"))
-        for j, w in enumerate(chain.outages):
-            for k, v in enumerate(chain.outages[:j]):
-                if w.start_s < v.start_s + v.duration_s and v.start_s < w.start_s + w.duration_s:
-                    out.append((f"faults.chain.outages.{j}", f"overlaps outages.{k}"))
+        starts = [(f"outages.{j}.start_s", o.start_s) for j, o in enumerate(chain.outages)]
+        starts += [(f"restarts_s.{j}", r) for j, r in enumerate(chain.restarts_s)]
+        starts += [(f"gas_spikes.{j}.start_s", g.start_s) for j, g in enumerate(chain.gas_spikes)]
+        out += [(f"faults.chain.{p}", f"({t}) is after the run's end (duration_s = {duration_s})")
+                for p, t in starts if t >= duration_s]
     return out

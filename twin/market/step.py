@@ -107,6 +107,10 @@ class MarketStep:
             for table, new in self.services.rows().items():
                 rows[table].extend(new)
         rows["chain"].extend(drain_tx_log(self.ledger, interval_s=self.interval_s))
+        faults = getattr(self.ledger, "drain_fault_log", None)  # a flaky chain (faults.chain)
+        if faults is not None:
+            for table, new in faults(time_s=k * self.interval_s, interval=k).items():
+                rows[table].extend(new)
         return result
 
     def _clear(self, interval: int, intents: Sequence[OrderIntent],
