@@ -205,6 +205,8 @@ def run_scenario(
     }
     write_json_atomic(manifest, out_dir / "manifest.json")
     recorder = RunRecorder(out_dir)
+    if resume is not None:  # the stopped run's chain incidents (the outage that stopped it)
+        _carry_fault_rows(out_dir, recorder)
     log = MarketLog()
     timings: dict[str, float] = {}
     interval_s = scenario.market.interval_s
@@ -565,6 +567,18 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
+
+
+def _carry_fault_rows(out_dir: Path, recorder: RunRecorder) -> None:
+    """A resumed run keeps the stopped run's ``chain_incidents`` and ``tx_latency`` rows: its
+    replayed steps send nothing, so they have none of their own."""
+    from twin.results import read_parquet
+
+    for table in ("chain_incidents", "tx_latency"):
+        path = out_dir / f"{table}.parquet"
+        if path.is_file():
+            with contextlib.suppress(ValueError, OSError):  # a damaged table: rebuilt empty
+                recorder.add(table, read_parquet(path).to_pylist())
 
 
 def _drain_fault_log(ledger: Any, recorder: RunRecorder, *, k: int, interval_s: int) -> None:

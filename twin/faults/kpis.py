@@ -78,7 +78,8 @@ def fault_kpis(tables: Mapping[str, pa.Table], *, n_intervals: int | None = None
         "market_availability": min(1.0, settled_intervals / due) if due else NA,
         "tx_latency_p50_s": float(np.percentile(latency, 50)) if latency.size else NA,
         "tx_latency_p99_s": float(np.percentile(latency, 99)) if latency.size else NA,
-        "chain_mttr_s": float(np.nanmean(duration)) if duration.size else NA,
+        "chain_mttr_s": float(duration[np.isfinite(duration)].mean())
+        if np.isfinite(duration).any() else NA,
         "provisional_kwh": float(np.abs(_col(prov, "estimated_wh")).sum() / 1000) if prov is not None else NA,
         "trueup_amount": float(_col(tu, "amount").sum() / MICRO) if tu is not None else NA,
     }
@@ -98,7 +99,8 @@ def fault_kpis(tables: Mapping[str, pa.Table], *, n_intervals: int | None = None
         kinds = inc.column("kind").to_pylist()
         for kind in sorted(set(kinds)):
             d = duration[np.array([k == kind for k in kinds])]
-            out[f"chain_mttr_{kind}_s"] = float(np.nanmean(d)) if d.size else NA
+            d = d[np.isfinite(d)]  # an incident the run did not recover from has no time
+            out[f"chain_mttr_{kind}_s"] = float(d.mean()) if d.size else NA
     return out
 
 
