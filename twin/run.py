@@ -83,6 +83,15 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         def via(node: Any) -> Any:
             return proxied_web3(node, chain_faults, seed=scenario.seed, skip_before_s=skip,
                                 holder=proxies)
+    if resume is not None and getattr(resume, "kind", "chain") == "reference":
+        from twin.market.reference import ReferenceLedger  # replayed from the start, checked
+
+        with resume.open_reference(ReferenceLedger(
+                interval_s=m.interval_s, retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
+                feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
+                mechanism=m.mechanism), n_accounts=n_accounts) as opened:
+            yield opened
+        return
     if resume is not None:  # twin run --resume: the checkpointed chain, replayed (twin/resume.py)
         with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s,
                                 seed=scenario.seed, via=via) as (ledger, info):
@@ -241,6 +250,8 @@ def run_scenario(
                                     device_ids=[d.device_id for d in model.devices])
             signers.bind(ledger)
             services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
+            if hasattr(ledger, "checked"):  # a resumed reference run checks them too
+                ledger.services = services
             timings["setup_ledger_s"] = time.perf_counter() - t_chain
             if chain_info["ledger"] == "chain":
                 _write_abis(ledger, out_dir)
@@ -264,7 +275,8 @@ def run_scenario(
                                every_intervals=checkpoint_every_intervals or CHECKPOINT_INTERVALS,
                                held=held, chain=_chain_checkpoint(
                                    ledger, chain_info, out_dir, scenario,
-                                   run_id=manifest["run_id"])))
+                                   run_id=manifest["run_id"], n_accounts=n_accounts,
+                                   services=services)))
                 status = "complete"
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
@@ -637,8 +649,17 @@ class _Checkpointer:
 
 
 def _chain_checkpoint(ledger: Any, chain_info: dict[str, Any], out_dir: Path,
-                      scenario: Scenario, *, run_id: str) -> Callable[..., None] | None:
-    """After each flush of a chain run: dump the chain state for ``twin run --resume``."""
+                      scenario: Scenario, *, run_id: str, n_accounts: int = 0,
+                      services: Any = None) -> Callable[..., None] | None:
+    """After each flush: dump the chain state (a chain run) or record the reference ledger's
+    fingerprint (twin/resume_reference.py) for ``twin run --resume``."""
+    if chain_info["ledger"] == "reference":
+        from twin.resume_reference import ReferenceCheckpointer
+
+        return ReferenceCheckpointer(ledger=ledger, out_dir=out_dir,
+                                     interval_s=scenario.market.interval_s, run_id=run_id,
+                                     scenario_hash=scenario.digest(), n_accounts=n_accounts,
+                                     services=services)
     if chain_info["ledger"] != "chain" or chain_info.get("rpc_url"):
         return None
     from twin.resume import ChainCheckpointer
@@ -658,9 +679,9 @@ def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None,
     manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     scenario = scenario_from_dict(data)
     services = enabled_services(scenario)
-    if services:
-        raise ResumeError(f"{out_dir}: runs with market services ({', '.join(services)}) "
-                          "cannot be resumed yet")  # fmt: skip
+    if services and scenario.market.ledger == "chain":
+        raise ResumeError(f"{out_dir}: chain runs with market services ({', '.join(services)}) "
+                          "cannot be resumed yet (reference-ledger runs can)")  # fmt: skip
     return run_scenario(
         scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
         until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,

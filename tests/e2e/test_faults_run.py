@@ -5,6 +5,10 @@ completes it with every trade once; scenario errors of faults name their field p
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +80,48 @@ def test_bad_fault_settings_are_scenario_errors_with_paths() -> None:
         scenario_from_dict({"name": "x", "market": {"ledger": "reference", "interval_s": 300},
                             "faults": {"data": {"polling": {"deadline_s": 300}}}})
     assert "must end before the next interval" in dict(info.value.errors)["faults.data.polling.deadline_s"]
+
+
+def _wait(out: Path, proc: subprocess.Popen[str], steps: int) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads((out / "checkpoint.json").read_text())["market_steps"] >= steps:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint of {steps} steps (exit {proc.poll()})")
+
+
+@pytest.mark.slow
+def test_reference_run_with_services_and_data_faults_resumes_to_the_uninterrupted_result(
+        tmp_path: Path) -> None:
+    """SIGTERM after a checkpoint, then --resume: the replay meets the checkpoint's
+    fingerprint and the result equals an uninterrupted run's (services and true-ups too)."""
+    scen = _scenario(tmp_path, data={"loss_rate": 0.05, "delay_rate": 0.05, "delay_s": 1200})
+    data = yaml.safe_load(scen.read_text())
+    data["market"].update(ledger="reference", services={
+        "demand_response": {"enabled": True}, "certificates": {"enabled": True}})
+    data["agents"]["tso"] = {"gap_threshold_kw": 5, "dr_price_per_mwh": 400}
+    data["duration_s"] = 12 * 900
+    scen.write_text(yaml.safe_dump(data))
+    out, ref = tmp_path / "stopped", tmp_path / "whole"
+    assert main(["run", str(scen), "--out", str(ref), "--no-progress"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out),
+                             "--no-progress", "--checkpoint-every-intervals", "1"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait(out, proc, 4)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted"
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["chain"]["resumed_from"]["market_steps"] >= 4
+    a, b = (json.loads((d / "kpis.json").read_text()) for d in (out, ref))
+    a.pop("wall_time_s"), b.pop("wall_time_s")
+    assert a == b
+    for table in ("trades", "settlements", "trueups", "dr_payouts", "certificates"):
+        if (ref / f"{table}.parquet").is_file():
+            assert read_parquet(out / f"{table}.parquet").equals(read_parquet(ref / f"{table}.parquet")), table
