@@ -9,7 +9,7 @@ between two market steps. Resuming restores that state the way the chain resume 
 the agents and the grid: the scenario runs again from its start with the same seed, which
 rebuilds the ledger and the services deterministically; when the replay reaches the
 checkpoint's market step, :class:`ReferenceReplay` checks the rebuilt state against the
-fingerprint (a different one raises :class:`~twin.resume.ResumeError`: the code or its inputs
+fingerprint (a different one raises :class:`ReplayMismatch`: the code or its inputs
 changed) and the run continues. As with a chain run, no table is rewritten before the replay
 has passed the point where the stopped run stopped.
 """
@@ -25,11 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twin.errors import TwinError
 from twin.results import write_json_atomic
 
-__all__ = ["ReferenceCheckpointer", "ReferenceReplay", "ReferenceResumePoint", "fingerprint"]
+__all__ = ["ReferenceCheckpointer", "ReferenceReplay", "ReferenceResumePoint", "ReplayMismatch",
+           "fingerprint"]
 
 CHECKPOINT = "checkpoint.json"
+
+
+class ReplayMismatch(TwinError):
+    """The replay of a resumed reference run did not rebuild the checkpoint's state."""
 
 
 def fingerprint(ledger: Any, *, n_accounts: int, services: Any = None) -> str:
@@ -85,13 +91,11 @@ class ReferenceReplay:
         return getattr(self._ledger, name)
 
     def set_time(self, now_s: int) -> None:
-        from twin.resume import ResumeError
-
         step = now_s // self._ledger.interval_s
         if not self.checked and step >= self._point.market_steps:
             got = fingerprint(self._ledger, n_accounts=self._n, services=self.services)
             if got != self._point.fingerprint:
-                raise ResumeError(
+                raise ReplayMismatch(
                     f"{self._point.out_dir}: the replay reached market step "
                     f"{self._point.market_steps} with a ledger state different from the "
                     "checkpoint's (the code or its inputs changed since the run stopped); "
