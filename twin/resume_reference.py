@@ -58,7 +58,10 @@ def fingerprint(ledger: Any, *, n_accounts: int, services: Any = None) -> str:
 
 class ReferenceCheckpointer:
     """After each flush of a reference run: record the market steps done and the state's
-    fingerprint in ``checkpoint.json`` (cheap: no dump)."""
+    fingerprint in ``checkpoint.json`` (cheap: no dump; the replay rebuilds every table, so
+    the flush need not be on disk first)."""
+
+    needs_flushed_tables = False
 
     def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
                  scenario_hash: str, n_accounts: int, services: Any = None) -> None:

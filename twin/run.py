@@ -641,7 +641,8 @@ class _Checkpointer:
         if self._plan.held():
             return
         # off this thread unless a chain checkpoint must follow the tables on disk
-        self._recorder.flush(wait=self._plan.chain is not None)
+        self._recorder.flush(wait=self._plan.chain is not None and getattr(
+            self._plan.chain, "needs_flushed_tables", True))
         if self._plan.chain is not None:
             self._plan.chain(force=by_steps)
         self._last = time.monotonic()

@@ -16,7 +16,7 @@ from twin.chain.compile import compile_contracts
 from twin.chain.ledger import ChainLedger
 from twin.chain.tx import ChainOutage
 from twin.faults.chain_faults import faulty, proxied_web3
-from twin.faults.comm_spec import ChainFaultsSpec, OutageWindowSpec
+from twin.faults.comm_spec import ChainFaultsSpec, GasSpikeSpec, OutageWindowSpec
 from twin.market.reference import ReferenceLedger
 from twin.market.types import Device, DeviceKind, OrderIntent, Side
 
@@ -51,6 +51,7 @@ def _market_day(led: object, n: int) -> None:
 def test_drops_delays_restart_and_outage_leave_the_books_of_the_reference() -> None:
     spec = ChainFaultsSpec(drop_rate=0.15, delay_rate=0.15, delay_s=0.4, resend_after_s=0.8,
                            restarts_s=[900], outages=[OutageWindowSpec(start_s=1800, duration_s=1.5)],
+                           gas_spikes=[GasSpikeSpec(start_s=900, duration_s=0.5, factor=5)],
                            deadline_s=30)
     compiled = compile_contracts()
     ref = ReferenceLedger(**PARAMS)
@@ -73,7 +74,7 @@ def test_drops_delays_restart_and_outage_leave_the_books_of_the_reference() -> N
             assert w3.eth.get_transaction_count(addr) == count, addr
         log = led.drain_fault_log(time_s=0, interval=0, final=True)
         kinds = {r["kind"] for r in log["chain_incidents"]}
-        assert {"restart", "outage", "dropped_tx", "delayed_tx"} <= kinds
+        assert {"restart", "outage", "dropped_tx", "delayed_tx", "gas_spike"} <= kinds
         for r in log["chain_incidents"]:
             assert math.isfinite(r["duration_s"]) and r["duration_s"] >= 0
         outage = next(r for r in log["chain_incidents"] if r["kind"] == "outage")
