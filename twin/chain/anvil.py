@@ -203,7 +203,11 @@ class AnvilNode:
         finally:
             self.dump_state = keep
         self.load_state = state
-        self.start()
+        try:
+            self.start()
+        finally:
+            state.unlink(missing_ok=True)  # loaded at start; nothing left in the run folder
+            self.load_state = None
         return self.url
 
     def stop(self, timeout_s: float = 15.0) -> None:
