@@ -1,8 +1,9 @@
 """The ``twin`` command.
 
 Exit codes: 0 success, 1 the run failed (message says why), 2 bad input (every scenario
-error listed), 130 interrupted by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP (tables written so far
-stay readable; twin/lifecycle.py). No traceback reaches the user without ``--debug``.
+error listed), 75 a chain outage outlasted ``faults.chain.deadline_s`` (the run stopped
+cleanly: ``twin run --resume DIR`` continues it), 130 interrupted by Ctrl-C, 143 by SIGTERM,
+129 by SIGHUP (tables written so far stay readable; twin/lifecycle.py). No traceback reaches the user without ``--debug``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CHAIN_OUTAGE = 75  # EX_TEMPFAIL: stopped by a chain outage, resumable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,6 +180,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (NodeRequirementError, ScenarioError) as exc:  # e.g. fault targets the feeder lacks
         return _fail(str(exc), EXIT_BAD_INPUT)
     except TwinError as exc:
+        if getattr(exc, "resumable", False):
+            return _fail(f"{exc}\n(results written so far are in {args.out}; continue with "
+                         f"`twin run --resume {args.out}`)", EXIT_CHAIN_OUTAGE)
         return _fail(f"{exc}\n(results written so far are in {args.out})", EXIT_FAILED)
     _print_summary(outcome)
     return EXIT_OK
@@ -210,6 +215,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return interrupt_exit_code(exc)
     except TwinError as exc:
+        if getattr(exc, "resumable", False):
+            return _fail(f"{exc}\n(results written so far are in {args.resume}; continue with "
+                         f"`twin run --resume {args.resume}`)", EXIT_CHAIN_OUTAGE)
         return _fail(f"{exc}\n(results written so far are in {args.resume})", EXIT_FAILED)
     _print_summary(outcome)
     return EXIT_OK

@@ -31,6 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from twin.faults.kpis import FAULT_TABLES_READ
 from twin.kpis.metrics import (
     KPI_COLUMNS,
     KPI_NOTES,
@@ -53,7 +54,7 @@ INFO_COLUMNS = ("scenario", "file", "kind", "ledger", "mechanism", "services", "
                 "error", "wall_s", "run_dir")
 #: the tables the KPIs read (only those a run wrote)
 _TABLES = ("grid", "bus", "agents", "market", "settlements", "trades", "chain", "game_units", "game_security",
-           *SERVICE_FLOWS)
+           *SERVICE_FLOWS, *FAULT_TABLES_READ)
 
 
 @dataclass

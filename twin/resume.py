@@ -22,8 +22,9 @@ settled interval are the ones of the stopped run; the transaction table keeps th
 run's rows up to the checkpoint's block), and no trade is lost or doubled: an order, trade or
 settlement sent after the checkpoint is not in the loaded chain and is sent again, once.
 
-Limits: chain ledger only (a reference run has no state to continue: run it again); runs
-without market services (value-layer contracts would need their own replay).
+Reference-ledger runs (market services included) resume by the same deterministic replay,
+checked against a fingerprint of the ledger's state (:mod:`twin.resume_reference`).
+Limits: chain runs with market services (value-layer contracts would need their own replay).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class ResumePoint:
 
     @contextlib.contextmanager
     def open_ledger(
-        self, *, n_accounts: int, interval_s: int, seed: int | str = 0
+        self, *, n_accounts: int, interval_s: int, seed: int | str = 0, via: Any = None
     ) -> Iterator[tuple[ReplayLedger, dict[str, Any]]]:
         """A new Anvil on the checkpointed state and the replaying ledger over it (the hook
         ``twin.run`` opens instead of a new chain)."""
@@ -139,7 +140,11 @@ class ResumePoint:
         with AnvilNode(
             accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:
-            chain = ChainLedger(node.web3(), addresses=self.contracts,
+            # ``via(node)``: a context giving the web3 to talk through (the faults.chain proxy)
+            w3_ctx = via(node) if via is not None else contextlib.nullcontext(node.web3())
+            stack = contextlib.ExitStack()
+            w3 = stack.enter_context(w3_ctx)
+            chain = ChainLedger(w3, addresses=self.contracts,
                                 keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
@@ -151,10 +156,11 @@ class ResumePoint:
                 "rpc_url": None, "state_file": state_file.name,
                 "resumed_from": {"market_steps": self.market_steps, "block": self.block},
             }  # fmt: skip
-            yield ReplayLedger(
-                chain, replay_steps=self.market_steps, interval_s=interval_s,
-                chain_rows=self.chain_rows,
-            ), info  # fmt: skip
+            with stack:
+                yield ReplayLedger(
+                    chain, replay_steps=self.market_steps, interval_s=interval_s,
+                    chain_rows=self.chain_rows,
+                ), info  # fmt: skip
 
 
 def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
@@ -172,16 +178,16 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
         raise ResumeError(f"{out_dir}: the run is still going (pid {proc.get('pid', '?')} on "
                           f"{proc.get('host', '?')}); stop it first")
     chain = manifest.get("chain") or {}
-    if chain.get("ledger") != "chain":
+    if chain.get("ledger") not in ("chain", "reference"):
         raise ResumeError(
-            f"{out_dir}: only chain runs can be resumed (this one used the "
+            f"{out_dir}: only chain and reference-ledger runs can be resumed (this one used the "
             f"{chain.get('ledger', 'unknown')} ledger); run it again instead"
         )
     try:
         point = json.loads((out_dir / CHECKPOINT).read_text())
     except (OSError, ValueError) as exc:
         raise ResumeError(
-            f"{out_dir}: no chain checkpoint ({CHECKPOINT}); the run stopped before its first "
+            f"{out_dir}: no checkpoint ({CHECKPOINT}); the run stopped before its first "
             "checkpoint — run it again"
         ) from exc
     mine = (manifest.get("run_id"), manifest.get("scenario_hash"))
@@ -191,6 +197,13 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
             f"{out_dir}: {CHECKPOINT} belongs to another run (run id {theirs[0]}, scenario hash "
             f"{str(theirs[1])[:12]}) than manifest.json (run id {mine[0]}, scenario hash "
             f"{str(mine[1])[:12]}); nothing was changed — run the scenario again into a new folder")
+    if chain.get("ledger") == "reference":  # twin/resume_reference.py
+        from twin.resume_reference import ReferenceResumePoint
+
+        return manifest["scenario"], ReferenceResumePoint(  # type: ignore[return-value]
+            out_dir=out_dir, market_steps=int(point["market_steps"]),
+            fingerprint=str(point["fingerprint"]), run_id=str(manifest["run_id"]),
+            stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0))
     if not (out_dir / str(point.get("state_file"))).is_file():
         raise ResumeError(f"{out_dir}: the chain state {point.get('state_file')} is missing")
     rows: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ are flushed atomically, the manifest says where the run stopped, and Anvil is st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -71,10 +72,30 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                  funder_key: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
     """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit."""
     m = scenario.market
+    chain_faults = scenario.faults.chain if scenario.faults is not None else None
+    proxies: list[Any] = []
+    via = None
+    if chain_faults is not None:  # a flaky chain: the fault-injecting proxy before the node
+        from twin.faults.chain_faults import faulty, proxied_web3
+
+        skip = int(resume.stopped_at_time_s) if resume is not None else -1
+
+        def via(node: Any) -> Any:
+            return proxied_web3(node, chain_faults, seed=scenario.seed, skip_before_s=skip,
+                                holder=proxies)
+    if resume is not None and getattr(resume, "kind", "chain") == "reference":
+        from twin.market.reference import ReferenceLedger  # replayed from the start, checked
+
+        with resume.open_reference(ReferenceLedger(
+                interval_s=m.interval_s, retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
+                feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
+                mechanism=m.mechanism), n_accounts=n_accounts) as opened:
+            yield opened
+        return
     if resume is not None:  # twin run --resume: the checkpointed chain, replayed (twin/resume.py)
         with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s,
-                                seed=scenario.seed) as opened:
-            yield opened
+                                seed=scenario.seed, via=via) as (ledger, info):
+            yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
         return
     interval_s = m.interval_s
     retail = price_from_per_mwh(m.retail_price_per_mwh)
@@ -108,13 +129,14 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
     state_file = None if url else out_dir / "chain_state.json"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
-    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node:
-        ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,
+    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node, (
+            via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
+        ledger = ChainLedger.deploy(w3, interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,
                                     keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
-        yield ledger, _chain_manifest(ledger, rpc_url=url,
-                                      state_file=state_file.name if state_file else None)
+        info = _chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)
+        yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
 
 
 def _chain_manifest(ledger: Any, *, rpc_url: str | None, state_file: str | None) -> dict[str, Any]:
@@ -192,6 +214,8 @@ def run_scenario(
     }
     write_json_atomic(manifest, out_dir / "manifest.json")
     recorder = RunRecorder(out_dir)
+    if resume is not None:  # the stopped run's chain incidents (the outage that stopped it)
+        _carry_fault_rows(out_dir, recorder)
     log = MarketLog()
     timings: dict[str, float] = {}
     interval_s = scenario.market.interval_s
@@ -239,6 +263,8 @@ def run_scenario(
                                     device_ids=[d.device_id for d in model.devices])
             signers.bind(ledger)
             services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
+            if hasattr(ledger, "checked"):  # a resumed reference run checks them too
+                ledger.services = services
             timings["setup_ledger_s"] = time.perf_counter() - t_chain
             if chain_info["ledger"] == "chain":
                 _write_abis(ledger, out_dir)
@@ -262,10 +288,12 @@ def run_scenario(
                                every_intervals=checkpoint_every_intervals or CHECKPOINT_INTERVALS,
                                held=held, chain=_chain_checkpoint(
                                    ledger, chain_info, out_dir, scenario,
-                                   run_id=manifest["run_id"])))
+                                   run_id=manifest["run_id"], n_accounts=n_accounts,
+                                   services=services)))
                 status = "complete"
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
+                _drain_fault_log(ledger, recorder, k=log.last_settled + 1, interval_s=interval_s)
                 # Conservation is checked on the ledger's own books, even after an error.
                 manifest["tokens"] = token_audit(
                     ledger, accounts=range(n_accounts), minted=minted,
@@ -279,7 +307,11 @@ def run_scenario(
         error = str(exc)
         raise
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        if getattr(exc, "resumable", False):  # faults.chain: a chain outage beyond its deadline
+            status, error = "interrupted", f"chain outage: {exc}"
+            manifest["resumable"] = True
+        else:
+            error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         if "world_s" in timings:  # token audit + stopping the ledger (Anvil dumps its state)
@@ -294,7 +326,8 @@ def run_scenario(
                 recorder.close()  # streamed tables (twin hil serve) are put in place here
                 timings["flush_s"] = time.perf_counter() - t_flush
                 wall_s = time.perf_counter() - t0
-                kpis = compute_kpis(read_tables(out_dir), inputs=RunInputs.of(scenario),
+                kpis = compute_kpis(read_tables(out_dir), inputs=dataclasses.replace(
+                                        RunInputs.of(scenario), n_intervals=n_intervals),
                                     tokens=manifest.get("tokens"), services=plan.enabled)
                 kpis["wall_time_s"] = round(wall_s, 3)
                 write_json_atomic(kpis, out_dir / "kpis.json")
@@ -527,14 +560,17 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         "Market": {"python": "twin.cosim.market_sim:MarketSim"},
         "Grid": {"python": "twin.cosim.grid_sim:GridSim"},
         "Faults": {"python": "twin.cosim.faults_sim:FaultsSim"},
+        "Meters": {"python": "twin.cosim.meters_sim:MetersSim"},
     }
+    data_faults = scenario.faults.data if scenario.faults is not None else None
     checkpoint = _Checkpointer(recorder, checkpoints or _Checkpoints())
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
                              timings=timings, outages=faults.overlay if faults else None).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
-                             services=services, signers=signers).Market()
+                             services=services, signers=signers,
+                             desk=_meter_desk(data_faults)).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),
@@ -546,7 +582,15 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid
             extend_world(world, agents=agents, grid=grid, model=model, recorder=recorder,
                          timings=timings)
-        world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
+        if data_faults is None:
+            world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
+        else:  # meter data faults: the readings reach the market through the head-end
+            meters = world.start("Meters", spec=data_faults, seed=scenario.seed,
+                                 n_intervals=n_intervals,
+                                 recorder=recorder, interval_s=interval_s, timings=timings).Meters()
+            world.connect(agents, meters, "metered_wh")
+            world.connect(meters, market, "metered_wh")
+            world.connect(agents, market, "orders", "curtailments", "dr_calls")
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         if faults is not None:  # the fault processes reach grid, agents and market via mosaik
@@ -556,6 +600,35 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
             world.connect(fsim, grid, "fault_state")
             world.connect(fsim, market, "books")
         world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
+
+
+def _carry_fault_rows(out_dir: Path, recorder: RunRecorder) -> None:
+    """A resumed run keeps the stopped run's ``chain_incidents`` and ``tx_latency`` rows: its
+    replayed steps send nothing, so they have none of their own."""
+    from twin.results import read_parquet
+
+    for table in ("chain_incidents", "tx_latency"):
+        path = out_dir / f"{table}.parquet"
+        if path.is_file():
+            with contextlib.suppress(ValueError, OSError):  # a damaged table: rebuilt empty
+                recorder.add(table, read_parquet(path).to_pylist())
+
+
+def _drain_fault_log(ledger: Any, recorder: RunRecorder, *, k: int, interval_s: int) -> None:
+    """The chain incidents still open when the world stops (faults.chain)."""
+    drain = getattr(ledger, "drain_fault_log", None)
+    if drain is not None:
+        for table, rows in drain(time_s=k * interval_s, interval=k, final=True).items():
+            recorder.add(table, rows)
+
+
+def _meter_desk(data_faults: Any) -> Any:
+    """The operator's meter desk (provisional settlement, true-ups) under faults.data."""
+    if data_faults is None:
+        return None
+    from twin.market.provisional import MeterDesk
+
+    return MeterDesk(estimate=data_faults.estimate)
 
 
 @dataclass
@@ -589,7 +662,8 @@ class _Checkpointer:
         if self._plan.held():
             return
         # off this thread unless a chain checkpoint must follow the tables on disk
-        self._recorder.flush(wait=self._plan.chain is not None)
+        self._recorder.flush(wait=self._plan.chain is not None and getattr(
+            self._plan.chain, "needs_flushed_tables", True))
         if self._plan.chain is not None:
             self._plan.chain(force=by_steps)
         self._last = time.monotonic()
@@ -597,8 +671,17 @@ class _Checkpointer:
 
 
 def _chain_checkpoint(ledger: Any, chain_info: dict[str, Any], out_dir: Path,
-                      scenario: Scenario, *, run_id: str) -> Callable[..., None] | None:
-    """After each flush of a chain run: dump the chain state for ``twin run --resume``."""
+                      scenario: Scenario, *, run_id: str, n_accounts: int = 0,
+                      services: Any = None) -> Callable[..., None] | None:
+    """After each flush: dump the chain state (a chain run) or record the reference ledger's
+    fingerprint (twin/resume_reference.py) for ``twin run --resume``."""
+    if chain_info["ledger"] == "reference":
+        from twin.resume_reference import ReferenceCheckpointer
+
+        return ReferenceCheckpointer(ledger=ledger, out_dir=out_dir,
+                                     interval_s=scenario.market.interval_s, run_id=run_id,
+                                     scenario_hash=scenario.digest(), n_accounts=n_accounts,
+                                     services=services)
     if chain_info["ledger"] != "chain" or chain_info.get("rpc_url"):
         return None
     from twin.resume import ChainCheckpointer
@@ -618,9 +701,9 @@ def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None,
     manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     scenario = scenario_from_dict(data)
     services = enabled_services(scenario)
-    if services:
-        raise ResumeError(f"{out_dir}: runs with market services ({', '.join(services)}) "
-                          "cannot be resumed yet")  # fmt: skip
+    if services and scenario.market.ledger == "chain":
+        raise ResumeError(f"{out_dir}: chain runs with market services ({', '.join(services)}) "
+                          "cannot be resumed yet (reference-ledger runs can)")  # fmt: skip
     return run_scenario(
         scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
         until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,

@@ -101,7 +101,7 @@ class Scenario(_Spec):
     #: the DSO's policy: curtail after the market, envelopes before it, or both
     dso: DsoSpec = DsoSpec()
     game: GameSpec | None = None  # a cooperative-game scenario instead of a feeder day
-    #: faults and repairs inside the run, islands (twin/faults); None: a sunny day
+    #: faults inside the run (twin/faults): grid faults and repairs, islands, meter data, a flaky chain; None: a sunny day
     faults: FaultsSpec | None = None
 
     @model_validator(mode="after")

@@ -261,9 +261,14 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path: Path) -> None:
     with pytest.raises(ResumeError, match="no readable manifest"):
         load_resume_point(tmp_path)
     (tmp_path / "manifest.json").write_text(
+        json.dumps({"status": "failed", "chain": {"ledger": "other"}, "scenario": {}})
+    )
+    with pytest.raises(ResumeError, match="only chain and reference-ledger runs"):
+        load_resume_point(tmp_path)
+    (tmp_path / "manifest.json").write_text(  # reference runs resume too (resume_reference)
         json.dumps({"status": "failed", "chain": {"ledger": "reference"}, "scenario": {}})
     )
-    with pytest.raises(ResumeError, match="only chain runs"):
+    with pytest.raises(ResumeError, match="before its first checkpoint"):
         load_resume_point(tmp_path)
     (tmp_path / "manifest.json").write_text(
         json.dumps({"status": "failed", "chain": {"ledger": "chain"}, "scenario": {}})

@@ -189,6 +189,27 @@ class AnvilNode:
                     ) from exc
                 time.sleep(0.05)
 
+    def restart(self) -> str:
+        """A node restart with state reload: dump the state, stop, start a new node from it
+        (a new port; the mempool is lost); return the new URL (twin.faults.rpc_proxy)."""
+        if self.external:
+            raise AnvilError("cannot restart an external node")
+        where = self.dump_state.parent if self.dump_state is not None else Path(tempfile.gettempdir())
+        state = where / f".restart_state_{os.getpid()}.json"
+        self.checkpoint_state(state)
+        keep, self.dump_state = self.dump_state, None
+        try:
+            self.stop()
+        finally:
+            self.dump_state = keep
+        self.load_state = state
+        try:
+            self.start()
+        finally:
+            state.unlink(missing_ok=True)  # loaded at start; nothing left in the run folder
+            self.load_state = None
+        return self.url
+
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the child Anvil (SIGTERM, so ``--dump-state`` is written; SIGKILL if stuck)."""
         proc, self._proc = self._proc, None

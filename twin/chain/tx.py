@@ -36,7 +36,8 @@ from twin.chain.keys import TxKey, dev_key, sign_eip1559
 from twin.errors import TwinError
 from twin.market import errors as e
 
-__all__ = ["ChainRevert", "ChainUnavailable", "Pending", "TxClient", "TxRecord"]
+__all__ = ["ChainOutage", "ChainRevert", "ChainUnavailable", "Pending", "RetryPolicy", "TxClient",
+           "TxRecord"]
 
 #: Gas of an eth_call dry run (a call, not bound by a block).
 DRY_RUN_GAS = 200_000_000
@@ -46,6 +47,23 @@ BLOCK_GAS = 30_000_000
 
 class ChainUnavailable(TwinError):
     """The chain node does not answer (killed, crashed, unreachable)."""
+
+
+class ChainOutage(ChainUnavailable):
+    """The node stayed unreachable (or a transaction without receipt) longer than the
+    retry policy's deadline (``faults.chain.deadline_s``): the run stops, resumably."""
+
+    resumable = True  # twin run records the stop as interrupted, resumable (exit 75)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the client rides through a flaky chain (``faults.chain``): an unreachable node is
+    retried until ``deadline_s``; a transaction without a receipt after ``resend_after_s`` is
+    sent again as the same signed bytes (same nonce: it can execute once only)."""
+
+    deadline_s: float
+    resend_after_s: float
 
 
 class ChainRevert(TwinError):
@@ -91,6 +109,7 @@ class Pending:
     purpose: str
     interval: int | None
     error_context: Any
+    raw: str = ""  # the signed bytes (resent unchanged under a retry policy)
 
 
 class TxClient:
@@ -100,6 +119,7 @@ class TxClient:
                  tx_gas: int = BLOCK_GAS, gas_price: int = 0,
                  keys: Sequence[TxKey] | None = None) -> None:
         self.w3 = w3
+        self.retry: RetryPolicy | None = None  # set by twin.faults.chain_faults
         self.compiled = compiled
         self.gas_price = gas_price
         #: account index -> signing key (explicit keys, else the dev mnemonic's, derived lazily)
@@ -138,6 +158,10 @@ class TxClient:
         self._sends_since_fee = 0
         #: wei paid in fees by all transactions sent (gasUsed x effectiveGasPrice)
         self.fees_wei = 0
+        #: a flaky chain's answer (faults.chain): retries, resends, incidents, latencies
+        self.incidents: list[dict[str, Any]] = []  # kind, start, end (monotonic), attempts, method
+        self.latencies: list[dict[str, Any]] = []  # tx_hash, function, interval, latency_s, sends
+        self._next_nonce: dict[int, int] = {}
 
     # --- keys ---------------------------------------------------------------------------
     def key_of(self, account: int) -> TxKey:
@@ -170,8 +194,12 @@ class TxClient:
             raise ChainUnavailable(f"the chain node at {self._url} refused "
                                    f"eth_getTransactionCount: {r['error']}")
         to = tx.get("to")
+        nonce = int(r["result"], 16)
+        if self.retry is not None:  # a dropped tx is not pending on the node: count our own
+            nonce = max(nonce, self._next_nonce.get(sender, 0))
+            self._next_nonce[sender] = nonce + 1
         raw, tx_hash = sign_eip1559(
-            key, chain_id=self.chain_id, nonce=int(r["result"], 16), max_priority_fee=0,
+            key, chain_id=self.chain_id, nonce=nonce, max_priority_fee=0,
             max_fee=self._max_fee(), gas=int(tx["gas"], 16), to=str(to) if to else None,
             value=value, data=bytes.fromhex(str(tx["data"])[2:]))
         return "0x" + raw.hex(), tx_hash
@@ -238,6 +266,30 @@ class TxClient:
 
     # --- JSON-RPC -------------------------------------------------------------------------
     def rpc(self, method: str, params: list[Any]) -> dict[str, Any]:
+        if self.retry is None:
+            return self._rpc_once(method, params)
+        t0, attempts, pause = time.monotonic(), 0, 0.02
+        while True:
+            attempts += 1
+            try:
+                out = self._rpc_once(method, params)
+            except ChainUnavailable as exc:
+                if time.monotonic() - t0 > self.retry.deadline_s:
+                    self.incidents.append({"kind": "unreachable", "start": t0, "end": float("nan"),
+                                           "attempts": attempts, "method": method})
+                    raise ChainOutage(
+                        f"the chain node at {self._url} stayed unreachable for more than "
+                        f"faults.chain.deadline_s ({self.retry.deadline_s:g} s) during {method}; "
+                        "the run stops here and can be resumed (twin run --resume)") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                continue
+            if attempts > 1:
+                self.incidents.append({"kind": "unreachable", "start": t0, "end": time.monotonic(),
+                                       "attempts": attempts, "method": method})
+            return out
+
+    def _rpc_once(self, method: str, params: list[Any]) -> dict[str, Any]:
         if self._session is None:
             return cast(dict[str, Any], self.w3.provider.make_request(method, params))  # type: ignore[arg-type]
         self._rpc_id += 1
@@ -296,16 +348,16 @@ class TxClient:
         t0 = time.perf_counter()
         raw, tx_hash = self.sign(tx, sender=sender)
         sent = self.rpc("eth_sendRawTransaction", [raw])
-        if "error" in sent:
+        if "error" in sent and not (self.retry is not None and _already_there(sent["error"])):
             self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
                               error_context=error_context)
         return Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender,
-                       purpose=purpose, interval=interval, error_context=error_context)
+                       purpose=purpose, interval=interval, error_context=error_context, raw=raw)
 
     def receipt(self, p: Pending) -> dict[str, Any]:
         """Wait for the receipt, record the transaction; a revert raises its decoded error."""
         tx, tx_hash, purpose, error_context = p.tx, p.tx_hash, p.purpose, p.error_context
-        receipt = self._wait(tx_hash)
+        receipt = self._wait(tx_hash, pending=p)
         wall_ms = (time.perf_counter() - p.t0) * 1000
         status = int(receipt["status"], 16)
         block = int(receipt["blockNumber"], 16)
@@ -378,18 +430,42 @@ class TxClient:
         self.track(name, contract)
         return contract
 
-    def _wait(self, tx_hash: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 120.0
+    def _wait(self, tx_hash: str, pending: Pending | None = None) -> dict[str, Any]:
+        policy = self.retry if pending is not None and pending.raw else None
+        start = time.monotonic()
+        deadline = start + (policy.deadline_s if policy is not None else 120.0)
         pause = 0.0002
+        sends, last_send = 1, start
         while time.monotonic() < deadline:
             r = self.rpc("eth_getTransactionReceipt", [tx_hash])
             if r.get("result"):
+                if policy is not None and pending is not None:
+                    self._record_latency(pending, sends=sends, start=start)
                 return cast(dict[str, Any], r["result"])
+            if policy is not None and pending is not None and (
+                    time.monotonic() - last_send > policy.resend_after_s):
+                # the same signed bytes again: the node takes it once at most (same nonce)
+                self.rpc("eth_sendRawTransaction", [pending.raw])  # "already known" is fine
+                sends, last_send = sends + 1, time.monotonic()
             time.sleep(pause)
             pause = min(pause * 2, 0.01)
+        if policy is not None:
+            self.incidents.append({"kind": "no_receipt", "start": start, "end": float("nan"),
+                                   "attempts": sends, "method": "eth_getTransactionReceipt"})
+            raise ChainOutage(f"no receipt for {tx_hash} within faults.chain.deadline_s "
+                              f"({policy.deadline_s:g} s) after {sends} sends; the run stops "
+                              "here and can be resumed (twin run --resume)")
         raise ChainRevert(
             "NoReceipt", {"tx": tx_hash}, purpose="waiting for receipt", tx_hash=tx_hash
         )
+
+    def _record_latency(self, p: Pending, *, sends: int, start: float) -> None:
+        now = time.monotonic()
+        self.latencies.append({"tx_hash": p.tx_hash, "function": p.fn, "interval": p.interval,
+                               "latency_s": time.perf_counter() - p.t0, "sends": sends})
+        if sends > 1:
+            self.incidents.append({"kind": "resent_tx", "start": start, "end": now,
+                                   "attempts": sends, "method": p.fn})
 
     # --- reverts ------------------------------------------------------------------------
     def raise_revert(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
@@ -418,3 +494,10 @@ class TxClient:
             exc.args = (str(exc),)
             raise exc
         raise ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)
+
+
+def _already_there(error: Mapping[str, Any]) -> bool:
+    """A resent signed transaction the node has already (pending or mined): not an error
+    under a retry policy (the first send reached the node before its answer was lost)."""
+    msg = str(error.get("message", "")).lower()
+    return "already known" in msg or "nonce too low" in msg or "already imported" in msg

@@ -42,7 +42,8 @@ class MarketSim(mosaik_api_v3.Simulator):
         self.core = MarketStep(ledger=sim_params["ledger"], interval_s=self.interval_s,
                                n_intervals=sim_params["n_intervals"], log=sim_params["log"],
                                services=sim_params.get("services"),
-                               signers=sim_params.get("signers"))
+                               signers=sim_params.get("signers"),
+                               desk=sim_params.get("desk"))
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -76,7 +77,11 @@ class MarketSim(mosaik_api_v3.Simulator):
             envelopes=({s: {int(d): int(w) for d, w in m.items()} for s, m in orders_msg["envelopes"].items()}
                        if orders_msg is not None and "envelopes" in orders_msg else None),
             books=({int(d): int(b) for d, b in books_msg["books"].items()}
-                   if books_msg and books_msg.get("books") is not None else None))
+                   if books_msg and books_msg.get("books") is not None else None),
+            # meter-data faults (twin.cosim.meters_sim): expected devices and late readings
+            expected=([int(d) for d in meter_msg["expected"]]
+                      if meter_msg is not None and "expected" in meter_msg else None),
+            late=[[int(x) for x in r] for r in (meter_msg or {}).get("late", [])])
         for table, rows in result.rows.items():
             self.recorder.add(table, rows)
         # Always answer (mosaik treats a missing output as an error): no orders, no trades.

@@ -3,8 +3,8 @@
 Every class is a strict pydantic section (unknown keys are errors, field paths in every
 message). :class:`FaultsSpec` is the section: grid faults (``lines``, ``transformers``), loss
 of the upstream grid (``upstream``), device failures (``devices``), protection and switching
-(``reconfiguration``) and islanded operation (``islands``). Other fault families (meter data,
-a flaky chain) are further fields of the same class, each defaulting to "none".
+(``reconfiguration``), islanded operation (``islands``), meter-data faults (``data``) and a
+flaky chain (``chain``; both in :mod:`twin.faults.comm_spec`), each defaulting to "none".
 
 Times are seconds since the scenario start; a repair time is drawn per fault from
 :class:`RepairSpec`. A fault is either at fixed times (``at_s``) or random with a failure rate
@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from twin.faults.comm_spec import ChainFaultsSpec, DataFaultsSpec, comm_problems
 from twin.spec_base import PosFloat, Share, SpecModel
 
 __all__ = [
@@ -130,6 +131,10 @@ class FaultsSpec(_Spec):
     devices: list[DeviceFaultSpec] = Field(default_factory=list)
     reconfiguration: ReconfigurationSpec = ReconfigurationSpec()
     islands: IslandSpec = IslandSpec()
+    #: meter-data faults (lost, late, duplicated readings) and the twin's answer (twin/faults/meter_data.py)
+    data: DataFaultsSpec | None = None
+    #: a flaky chain: RPC outages, dropped and delayed transactions, restarts, gas spikes
+    chain: ChainFaultsSpec | None = None
 
     @property
     def grid_faults(self) -> bool:
@@ -143,7 +148,8 @@ def fault_problems(sc: Any) -> list[tuple[str, str]]:
     f = sc.faults
     if f is None:
         return []
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = comm_problems(data=f.data, chain=f.chain, interval_s=sc.market.interval_s,
+                                               duration_s=sc.duration_s, ledger=sc.market.ledger)
     a = sc.agents
     counts = {"household": a.households.count, "ev": a.evs.count, "storage": a.community_storage.count}
     for i, d in enumerate(f.devices):

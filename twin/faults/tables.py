@@ -17,7 +17,9 @@ def fault_tables() -> dict[str, pa.Schema]:
     one row per (interval, island held by a grid-forming battery); ``fault_grid``: the power
     flow of each interval with a changed topology (the grid-forming batteries' power as the
     islands' slack, MW, generator convention); ``island_market``: one row
-    per (interval, market book) while the market clears per island (price micro/MWh)."""
+    per (interval, market book) while the market clears per island (price micro/MWh); then the
+    meter-data and chain tables (``meter_data``, ``provisional``, ``trueups``,
+    ``chain_incidents``, ``tx_latency``)."""
     return {
         "faults": pa.schema([("time_s", _f64), ("interval", _i64), ("kind", _str), ("element_kind", _str),
                              ("element", _i64), ("fault_id", _i64), ("fault_kind", _str)]),
@@ -36,4 +38,30 @@ def fault_tables() -> dict[str, pa.Schema]:
                                  ("grid_forming_p_mw", _f64), ("ext_grid_p_mw", _f64), ("line_pl_mw", _f64)]),
         "island_market": pa.schema([("time_s", _i64), ("interval", _i64), ("island", _i64), ("devices", _i64),
                                     ("trades", _i64), ("volume_wh", _i64), ("price_per_mwh", _i64)]),
+        # one row per expected meter reading (twin.faults.meter_data)
+        "meter_data": pa.schema(
+            [("time_s", _i64), ("interval", _i64), ("device_id", _i64), ("acquired", pa.bool_()),
+             ("attempts", _i64), ("latency_s", _f64), ("cause", _str), ("arrives_interval", _i64)]
+        ),
+        # devices settled on an estimate (twin.market.provisional)
+        "provisional": pa.schema(
+            [("time_s", _i64), ("interval", _i64), ("device_id", _i64), ("estimated_wh", _i64),
+             ("traded_wh", _i64)]
+        ),
+        "trueups": pa.schema(
+            [("time_s", _i64), ("interval", _i64), ("device_id", _i64), ("owner", _i64),
+             ("estimated_wh", _i64), ("metered_wh", _i64), ("delta_wh", _i64), ("amount", _i64),
+             ("paid", _i64), ("debt", _i64)]
+        ),
+        # every incident of a flaky chain (twin.faults.chain_retry): what, when, how long
+        "chain_incidents": pa.schema(
+            [("time_s", _i64), ("interval", _i64), ("kind", _str), ("started_wall_s", _f64),
+             ("recovered_wall_s", _f64), ("duration_s", _f64), ("attempts", _i64),
+             ("method", _str), ("detail", _str)]
+        ),
+        # submission -> receipt of every transaction the twin sent (chain runs with faults.chain)
+        "tx_latency": pa.schema(
+            [("time_s", _i64), ("interval", _i64), ("tx_hash", _str), ("function", _str),
+             ("latency_s", _f64), ("sends", _i64)]
+        ),
     }

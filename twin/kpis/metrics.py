@@ -71,6 +71,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from twin.faults.kpis import (
+    FAULT_KPI_COLUMNS,
+    FAULT_KPI_NOTES,
+    fault_kpis,
+    settlements_after_trueup,
+)
 from twin.kpis.reliability import FAULT_KINDS, RELIABILITY_COLUMNS, reliability_kpis
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
 from twin.services.base import ServiceFlow
@@ -108,7 +114,7 @@ KPI_COLUMNS = (
     "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
     "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
     "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
-    "limited_pv_kwh", "limited_pv_jain", "ancillary_revenue",
+    "limited_pv_kwh", "limited_pv_jain", "ancillary_revenue", *FAULT_KPI_COLUMNS,
     # faults inside the run (twin/kpis/reliability.py); NA without faults
     *RELIABILITY_COLUMNS,
 )
@@ -147,6 +153,7 @@ KPI_NOTES = {
     **{f"mttr_{k}_min": f"mean time to repair a {k} fault (repaired within the run), min (faults)"
        for k in FAULT_KINDS},
     "limited_pv_jain": "Jain index of PV energy held back per PV household (1: equal burden; 1/n: one carries all; 1 when nothing is held back)",
+    **FAULT_KPI_NOTES,
 }
 
 NA = float("nan")
@@ -174,6 +181,8 @@ class RunInputs:
     retail_price_per_mwh: int  # micro-units per MWh
     feed_in_price_per_mwh: int  # micro-units per MWh
     ledger: str  # "chain" | "reference"
+    #: intervals the run was planned for (market availability); None: not known
+    n_intervals: int | None = None
 
     @classmethod
     def of(cls, scenario: Any) -> RunInputs:
@@ -183,7 +192,7 @@ class RunInputs:
                    vm_max_pu=scenario.grid.vm_max_pu,
                    retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
                    feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
-                   ledger=m.ledger)
+                   ledger=m.ledger, n_intervals=scenario.n_intervals)
 
 
 def _col(table: pa.Table, name: str) -> np.ndarray:
@@ -388,7 +397,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
     def t(name: str) -> pa.Table:
         return tables.get(name, pa.table({}))
 
-    s = t("settlements")
+    s = settlements_after_trueup(t("settlements"), tables.get("trueups"))  # faults.data
     metered = _icol(s, "metered_wh")
     traded_kwh = float(_icol(t("trades"), "energy_wh").sum() / 1000.0)
     injected_mwh = float(np.clip(-metered, 0, None).sum() / WH_PER_MWH)
@@ -406,7 +415,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
                             service_income=income)
     gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh + service_kwh, ledger=inputs.ledger)
     reliability = reliability_kpis(tables, interval_s=inputs.interval_s)
-    return {
+    return fault_kpis(tables, n_intervals=inputs.n_intervals) | {
         "self_sufficiency": self_sufficiency(t("grid")),
         "prosumer_revenue": rev,
         "prosumer_revenue_per_mwh": rev / injected_mwh if injected_mwh > 0 else NA,

@@ -7,6 +7,7 @@ README's KPI reference shows (a test keeps the two equal).
 
 from __future__ import annotations
 
+from twin.faults.kpis import RUN_FAULT_NOTES
 from twin.kpis.metrics import KPI_NOTES
 from twin.services.registry import SERVICES
 
@@ -41,7 +42,7 @@ RUN_NOTES: dict[str, str] = {
 
 #: name -> meaning (unit included), every KPI ``kpis.json`` can hold except the forecast
 #: errors (``forecast_<metric>_<target>``, twin/agents/forecast.py)
-KPIS: dict[str, str] = {**RUN_NOTES, **KPI_NOTES,
+KPIS: dict[str, str] = {**RUN_NOTES, **KPI_NOTES, **RUN_FAULT_NOTES,
                         **{k: v for d in SERVICES for k, v in d.kpi_notes.items()}}
 
 

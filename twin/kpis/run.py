@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from twin.agents.forecast import forecast_kpis
+from twin.faults.kpis import fault_kpis, settlements_after_trueup
 from twin.kpis.metrics import ChainPricing, RunInputs, _col, _icol, feeder_kpis
 from twin.market.units import MICRO
 from twin.services.registry import SERVICES
@@ -68,7 +69,8 @@ def compute_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
     traded_wh = int(_icol(trades, "energy_wh").sum())
     value = int((_icol(trades, "energy_wh") * _icol(trades, "price_per_mwh")).sum())
     metered = _col(agents, "metered_wh") if agents.num_rows else np.zeros(0)
-    imbalance = _icol(t("settlements"), "imbalance_wh")
+    imbalance = _icol(settlements_after_trueup(t("settlements"), tables.get("trueups")),
+                      "imbalance_wh")
     vm = _col(t("bus"), "vm_pu")
     vm = vm[np.isfinite(vm)]
     line = t("line")
@@ -100,6 +102,7 @@ def compute_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         kpis["local_generation_kwh"] = float(_col(grid, "sgen_p_mw").sum() * to_kwh)
     kpis |= phase_kpis(t("bus"))
     kpis |= feeder_kpis(tables, inputs=inputs, pricing=pricing or ChainPricing())
+    kpis |= fault_kpis(tables, n_intervals=inputs.n_intervals, run=True)  # twin/faults
     if tokens is not None:
         kpis["tokens_conserved"] = 1.0 if tokens.get("conserved") else 0.0
         kpis["total_supply"] = float(tokens.get("total_supply", 0))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import Mechanism, check_mechanism, match
+from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imbalance_value
 from twin.market.signing import (
     ZERO_ADDRESS,
     Domain,
@@ -105,6 +106,9 @@ class ReferenceLedger(MarketParameters):
         self._envelope: dict[tuple[int, int, Side], int] = {}
         #: interval -> device -> book (electrical island) while the feeder is split
         self._books: dict[int, dict[int, int]] = {}
+        #: (interval, device) -> (estimate_wh, traded_wh) settled provisionally (true_up)
+        self._provisional: dict[tuple[int, int], tuple[int, int]] = {}
+        self._trued_up: set[tuple[int, int]] = set()
 
     # --- parameters -------------------------------------------------------------------
     @property
@@ -431,15 +435,21 @@ class ReferenceLedger(MarketParameters):
 
     # --- settlement -------------------------------------------------------------------
     def settle(
-        self, interval: int, metered_wh: Mapping[int, int], *, sender: int | None = None
+        self, interval: int, metered_wh: Mapping[int, int], *, sender: int | None = None,
+        estimated_wh: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
+        """Settle on meter readings; ``estimated_wh``: devices without a reading settled
+        provisionally on the operator's estimate (:mod:`twin.market.provisional`)."""
         with _purpose(f"settle: interval {interval}"):
-            return self._settle(interval, metered_wh, sender)
+            return self._settle(interval, self._with_estimates(interval, metered_wh, estimated_wh),
+                                sender, estimated=estimated_wh or {})
 
     def settle_signed(
-        self, interval: int, readings: Sequence[SignedReading], *, sender: int | None = None
+        self, interval: int, readings: Sequence[SignedReading], *, sender: int | None = None,
+        estimated_wh: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
-        """Settle on meter readings signed by each device's key (any order of readings)."""
+        """Settle on meter readings signed by each device's key (any order of readings);
+        ``estimated_wh`` as in :meth:`settle`."""
         with _purpose(f"settle_signed: interval {interval}"):
             _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
             status = self._status.get(interval, "open")
@@ -464,10 +474,27 @@ class ReferenceLedger(MarketParameters):
                 cap = self.cap_wh(dev)
                 if abs(r.metered_wh) > cap:
                     raise e.MeterOutOfRange(r.device_id, cap, r.metered_wh)
-            return self._settle(interval, {r.device_id: r.metered_wh for r in by_device}, sender)
+            metered = {r.device_id: r.metered_wh for r in by_device}
+            return self._settle(interval, self._with_estimates(interval, metered, estimated_wh),
+                                sender, estimated=estimated_wh or {})
+
+    def _with_estimates(self, interval: int, metered_wh: Mapping[int, int],
+                        estimated_wh: Mapping[int, int] | None) -> dict[int, int]:
+        out = dict(metered_wh)
+        for d, wh in sorted((estimated_wh or {}).items()):
+            dev = self._devices.get(d)
+            if dev is None:
+                raise e.UnknownDevice(d)
+            if d in out:
+                raise e.BadReadings(d)
+            if abs(wh) > self.cap_wh(dev):
+                raise e.MeterOutOfRange(d, self.cap_wh(dev), wh)
+            out[d] = int(wh)
+        return out
 
     def _settle(
-        self, interval: int, metered_wh: Mapping[int, int], sender: int | None
+        self, interval: int, metered_wh: Mapping[int, int], sender: int | None,
+        estimated: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
         _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
         status = self._status.get(interval, "open")
@@ -530,8 +557,52 @@ class ReferenceLedger(MarketParameters):
                     debt=debt,
                 )
             )
+        for d in estimated or {}:  # provisional until the real reading is trued up
+            self._provisional[(interval, d)] = (int(metered_wh[d]), net_wh[d])
         self._status[interval] = "settled"
         return rows
+
+    # --- true-up of provisional settlements (twin.market.provisional) -------------------
+    def true_up(self, interval: int, device_id: int, metered_wh: int, *,
+                sender: int | None = None) -> TrueUp:
+        """Settle the difference between a provisional estimate and the real reading, once."""
+        with _purpose(f"true_up: interval {interval} device {device_id}"):
+            _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+            key = (interval, device_id)
+            if key in self._trued_up:
+                raise AlreadyTruedUp(device_id, interval)
+            if key not in self._provisional:
+                raise NotProvisional(device_id, interval)
+            dev = self.device(device_id)
+            if abs(metered_wh) > self.cap_wh(dev):
+                raise e.MeterOutOfRange(device_id, self.cap_wh(dev), metered_wh)
+            estimate, traded = self._provisional.pop(key)
+            prices = {"retail_price_per_mwh": self._retail, "feed_in_price_per_mwh": self._feed_in}
+            amount = (imbalance_value(metered_wh - traded, **prices)
+                      - imbalance_value(estimate - traded, **prices))
+            payer, payee = ((DSO_ACCOUNT, dev.owner) if amount > 0 else (dev.owner, DSO_ACCOUNT))
+            src, dst = self._accounts[payer], self._accounts[payee]
+            paid = min(abs(amount), src.free)
+            src.free -= paid
+            dst.free += paid
+            src.debt += abs(amount) - paid
+            self._trued_up.add(key)
+            return TrueUp(interval=interval, device_id=device_id, owner=dev.owner,
+                          estimated_wh=estimate, metered_wh=int(metered_wh),
+                          delta_wh=int(metered_wh) - estimate, amount=amount,
+                          paid=paid if amount > 0 else -paid, debt=abs(amount) - paid)
+
+    def true_up_signed(self, reading: SignedReading, *, sender: int | None = None) -> TrueUp:
+        """:meth:`true_up` on the device-signed real reading."""
+        with _purpose(f"true_up_signed: interval {reading.interval} device {reading.device_id}"):
+            signer = self._signers.get(reading.device_id, ZERO_ADDRESS)
+            if signer == ZERO_ADDRESS or reading_signer(reading, self._domain) != signer:
+                raise e.BadSignature(reading.device_id)
+        return self.true_up(reading.interval, reading.device_id, reading.metered_wh, sender=sender)
+
+    def provisional(self) -> dict[tuple[int, int], int]:
+        """``(interval, device) -> estimate_wh`` settled provisionally, not yet trued up."""
+        return {k: v[0] for k, v in self._provisional.items()}
 
     # --- read-outs --------------------------------------------------------------------
     def balance(self, account: int) -> Balance:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twin.market.audit import drain_tx_log
+from twin.market.provisional import MeterDesk
 from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
 from twin.market.types import Clearing, DRCall, OrderIntent, Trade
 
@@ -77,8 +78,11 @@ class MarketStep:
     """One ledger's market, stepped interval by interval (module docstring)."""
 
     def __init__(self, *, ledger: Any, interval_s: int, n_intervals: int, log: MarketLog,
-                 services: Any = None, signers: Any = None) -> None:
+                 services: Any = None, signers: Any = None,
+                 desk: MeterDesk | None = None) -> None:
         self.ledger = ledger
+        #: meter data faults (scenario faults.data): provisional settlement and true-ups
+        self.desk = desk
         #: the devices' keys (twin.market.device_signers): orders and readings device-signed
         self.signers = signers
         self.interval_s = interval_s
@@ -91,14 +95,17 @@ class MarketStep:
              metered_interval: int | None, dr_calls: Sequence[DRCall] = (),
              envelopes: Mapping[str, Mapping[int, int]] | None = None,
              regulation: Mapping[str, Any] | None = None,
-             books: Mapping[int, int] | None = None) -> StepResult:
+             books: Mapping[int, int] | None = None,
+             expected: Sequence[int] | None = None,
+             late: Sequence[Sequence[int]] = ()) -> StepResult:
         """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out.
 
         ``regulation``: the agents' regulation report of ``k`` (ancillary service), handed to
         the services before the settlement of ``k``. ``books``: while the feeder is split into
         electrical islands (twin/faults), device -> island book: only devices with a book
         trade, each book clears on its own (``island_market`` rows: one per book, its price
-        and volume)."""
+        and volume). ``expected`` / ``late``: meter-data faults (twin/cosim/meters_sim.py): the
+        devices whose reading was due, and late readings that true up a provisional settlement."""
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.ledger.set_time(now_s=k * self.interval_s)  # block time = simulation time
         if self.services:
@@ -107,7 +114,11 @@ class MarketStep:
         metered = None if metered_wh is None or metered_interval != k else dict(metered_wh)
         if self.services and regulation is not None and metered is not None:
             self.services.on_regulation(dict(regulation))
-        self._deliver(k, curtailments, metered, rows)
+        if self.desk is not None and metered is not None:
+            metered = self.desk.take(interval=k, readings=metered)
+        self._deliver(k, curtailments, metered, rows, expected=expected)
+        if self.desk is not None:
+            self._true_up(k, late, rows)
         result = StepResult(interval=k + 1, trades=[], price_history=self.log.price_history(),
                             rows=rows)
         if orders_interval is not None and orders_interval < self.n_intervals:
@@ -129,6 +140,10 @@ class MarketStep:
             for table, new in self.services.rows().items():
                 rows[table].extend(new)
         rows["chain"].extend(drain_tx_log(self.ledger, interval_s=self.interval_s))
+        faults = getattr(self.ledger, "drain_fault_log", None)  # a flaky chain (faults.chain)
+        if faults is not None:
+            for table, new in faults(time_s=k * self.interval_s, interval=k).items():
+                rows[table].extend(new)
         return result
 
     def _clear(self, interval: int, intents: Sequence[OrderIntent],
@@ -150,7 +165,8 @@ class MarketStep:
                           price_history=self.log.price_history(), rows=rows)
 
     def _deliver(self, k: int, curtailments: Sequence[Curtailment],
-                 metered: dict[int, int] | None, rows: dict[str, list[dict[str, Any]]]) -> None:
+                 metered: dict[int, int] | None, rows: dict[str, list[dict[str, Any]]],
+                 expected: Sequence[int] | None = None) -> None:
         clearing = self.log.clearings.get(k)
         if clearing is None:  # nothing traded for this interval (interval 0)
             if self.services and metered is not None:
@@ -161,12 +177,25 @@ class MarketStep:
         trades = {t.trade_id: t for t in clearing.trades}
         for c in curtailments:
             trades[c.trade_id] = self.ledger.curtail(trade_id=c.trade_id, energy_wh=c.energy_wh)
+        kw: dict[str, Any] = {}
+        estimates: dict[int, int] = {}
+        if self.desk is not None:  # readings missing at the deadline: settled on estimates
+            estimates = self.desk.estimates(interval=k, expected=expected or sorted(metered),
+                                            readings=metered, trades=list(trades.values()))
+            kw = {"estimated_wh": estimates}
         if self.signers is not None:
             settled = self.ledger.settle_signed(k, self.signers.sign_readings(
-                interval=k, metered_wh=metered, domain=self.ledger.domain))
+                interval=k, metered_wh=metered, domain=self.ledger.domain), **kw)
         else:
-            settled = self.ledger.settle(interval=k, metered_wh=metered)
+            settled = self.ledger.settle(interval=k, metered_wh=metered, **kw)
         time_s = k * self.interval_s
+        if self.desk is not None:
+            self.desk.settled_on(interval=k, estimates=estimates)
+            traded = {r.device_id: r.traded_wh for r in settled}
+            rows["provisional"] += [{"time_s": time_s, "interval": k, "device_id": d,
+                                     "estimated_wh": wh, "traded_wh": traded.get(d, 0)}
+                                    for d, wh in sorted(estimates.items())]
+            metered = metered | estimates
         curtailed = sum(t.curtailed_wh for t in trades.values())
         self.log.curtailed_wh[k] = curtailed
         self.log.last_settled = k
@@ -178,3 +207,20 @@ class MarketStep:
                                          curtailed_wh=curtailed))
         if self.services:
             self.services.on_settled(interval=k, trades=final, rows=settled, metered_wh=metered)
+
+    def _true_up(self, k: int, late: Sequence[Sequence[int]],
+                 rows: dict[str, list[dict[str, Any]]]) -> None:
+        """True up the provisional settlements whose real readings arrived at step ``k``."""
+        assert self.desk is not None
+        for interval, d, wh in self.desk.late(late):
+            if self.signers is not None:
+                reading = self.signers.sign_readings(interval=interval, metered_wh={d: wh},
+                                                     domain=self.ledger.domain)[0]
+                tu = self.ledger.true_up_signed(reading)
+            else:
+                tu = self.ledger.true_up(interval, d, wh)
+            rows["trueups"].append({"time_s": k * self.interval_s, "interval": tu.interval,
+                                    "device_id": tu.device_id, "owner": tu.owner,
+                                    "estimated_wh": tu.estimated_wh, "metered_wh": tu.metered_wh,
+                                    "delta_wh": tu.delta_wh, "amount": tu.amount,
+                                    "paid": tu.paid, "debt": tu.debt})

@@ -1,0 +1,127 @@
+"""``twin run`` with faults, end to end: an RPC outage longer than faults.chain.deadline_s
+stops the run cleanly (exit 75, manifest interrupted and resumable) and ``--resume``
+completes it with every trade once; scenario errors of faults name their field paths."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from twin.cli import EXIT_CHAIN_OUTAGE, main
+from twin.results import read_parquet
+from twin.scenario import ScenarioError, scenario_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+N_INTERVALS = 6
+
+
+def _scenario(tmp: Path, **faults: object) -> Path:
+    data = yaml.safe_load((ROOT / "scenarios" / "quickstart.yaml").read_text())
+    data.update(name="faults_e2e", start="2016-06-15T10:00:00Z", duration_s=N_INTERVALS * 900,
+                faults=faults)
+    data["grid"] = {"kind": "cigre_lv"}
+    data["agents"]["households"].update(count=8, profiles="synthetic")
+    data["agents"]["evs"]["count"] = 2
+    path = tmp / "faults_e2e.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.chain
+def test_outage_beyond_deadline_exits_75_resumably_and_resume_completes(tmp_path: Path) -> None:
+    scen, out = _scenario(tmp_path, chain={
+        "outages": [{"start_s": 2700, "duration_s": 30}], "deadline_s": 2, "resend_after_s": 1,
+        "drop_rate": 0.05}), tmp_path / "run"
+    code = main(["run", str(scen), "--out", str(out), "--no-progress",
+                 "--checkpoint-every-intervals", "1"])
+    assert code == EXIT_CHAIN_OUTAGE == 75
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted" and m["resumable"] is True
+    assert "chain outage" in m["error"] and m["stopped_at_time_s"] <= 2700
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["tokens"]["conserved"] is True
+    ids = sorted(t["trade_id"] for t in read_parquet(out / "trades.parquet").to_pylist())
+    assert ids == list(range(1, len(ids) + 1)) and ids  # none lost, none doubled
+    incidents = read_parquet(out / "chain_incidents.parquet").to_pylist()
+    assert "outage" in {r["kind"] for r in incidents}  # the stopping outage is kept
+    kpis = json.loads((out / "kpis.json").read_text())
+    assert kpis["market_availability"] == 1.0 and kpis["tx_latency_p99_s"] > 0
+
+
+def test_bad_fault_settings_are_scenario_errors_with_paths() -> None:
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict({"name": "x", "market": {"ledger": "reference"}, "faults": {
+            "data": {"loss_rate": -0.01, "duplicate_rate": 1.5, "delay_rate": 0.1,
+                     "polling": {"retries": 12, "retry_interval_s": 60, "deadline_s": 600}},
+            "chain": {"drop_rate": -1, "deadline_s": 0}}})
+    paths = {p for p, _ in info.value.errors}
+    assert {"faults.data.loss_rate", "faults.data.duplicate_rate", "faults.chain.drop_rate",
+            "faults.chain.deadline_s"} <= paths
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict({"name": "x", "market": {"ledger": "reference", "interval_s": 900},
+                            "faults": {"data": {"delay_rate": 0.1, "polling": {
+                                "retries": 12, "retry_interval_s": 60, "deadline_s": 600}},
+                                "chain": {"outages": [{"start_s": 99999999, "duration_s": 1}]}}})
+    errors = dict(info.value.errors)
+    assert "cannot finish before deadline_s" in errors["faults.data.polling.retries"]
+    assert "faults.data.delay_s" in errors
+    assert "needs market.ledger: chain" in errors["faults.chain"]
+    assert "after the run's end" in errors["faults.chain.outages.0.start_s"]
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict({"name": "x", "market": {"ledger": "reference", "interval_s": 300},
+                            "faults": {"data": {"polling": {"deadline_s": 300}}}})
+    assert "must end before the next interval" in dict(info.value.errors)["faults.data.polling.deadline_s"]
+
+
+def _wait(out: Path, proc: subprocess.Popen[str], steps: int) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads((out / "checkpoint.json").read_text())["market_steps"] >= steps:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint of {steps} steps (exit {proc.poll()})")
+
+
+@pytest.mark.slow
+def test_reference_run_with_services_and_data_faults_resumes_to_the_uninterrupted_result(
+        tmp_path: Path) -> None:
+    """SIGTERM after a checkpoint, then --resume: the replay meets the checkpoint's
+    fingerprint and the result equals an uninterrupted run's (services and true-ups too)."""
+    scen = _scenario(tmp_path, data={"loss_rate": 0.05, "delay_rate": 0.05, "delay_s": 1200})
+    data = yaml.safe_load(scen.read_text())
+    data["market"].update(ledger="reference", services={
+        "demand_response": {"enabled": True}, "certificates": {"enabled": True}})
+    data["agents"]["tso"] = {"gap_threshold_kw": 5, "dr_price_per_mwh": 400}
+    data["duration_s"] = 12 * 900
+    scen.write_text(yaml.safe_dump(data))
+    out, ref = tmp_path / "stopped", tmp_path / "whole"
+    assert main(["run", str(scen), "--out", str(ref), "--no-progress"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out),
+                             "--no-progress", "--checkpoint-every-intervals", "1"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait(out, proc, 4)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "interrupted"
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["chain"]["resumed_from"]["market_steps"] >= 4
+    a, b = (json.loads((d / "kpis.json").read_text()) for d in (out, ref))
+    a.pop("wall_time_s"), b.pop("wall_time_s")
+    assert a == b
+    for table in ("trades", "settlements", "trueups", "dr_payouts", "certificates"):
+        if (ref / f"{table}.parquet").is_file():
+            assert read_parquet(out / f"{table}.parquet").equals(read_parquet(ref / f"{table}.parquet")), table

@@ -1,0 +1,125 @@
+"""Resume for runs on the reference ledger, market services included (``twin run --resume``).
+
+The reference ledger and the services' reference rules live in the run's process, so their
+checkpoint is a *fingerprint* of their state written after each table flush (like the chain
+checkpoint, into ``checkpoint.json``, ``"ledger": "reference"``): every account's free,
+locked and debt balance and wallet, every interval's status, the ledger's counters, the
+provisional settlements open, and the services' token holdings and wallet adjustments, taken
+between two market steps. Resuming restores that state the way the chain resume restores
+the agents and the grid: the scenario runs again from its start with the same seed, which
+rebuilds the ledger and the services deterministically; when the replay reaches the
+checkpoint's market step, :class:`ReferenceReplay` checks the rebuilt state against the
+fingerprint (a different one raises :class:`ReplayMismatch`: the code or its inputs
+changed) and the run continues. As with a chain run, no table is rewritten before the replay
+has passed the point where the stopped run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twin.errors import TwinError
+from twin.results import write_json_atomic
+
+__all__ = ["ReferenceCheckpointer", "ReferenceReplay", "ReferenceResumePoint", "ReplayMismatch",
+           "fingerprint"]
+
+CHECKPOINT = "checkpoint.json"
+
+
+class ReplayMismatch(TwinError):
+    """The replay of a resumed reference run did not rebuild the checkpoint's state."""
+
+
+def fingerprint(ledger: Any, *, n_accounts: int, services: Any = None) -> str:
+    """A digest of the reference ledger's (and the services') state (module docstring)."""
+    led = getattr(ledger, "_ledger", ledger)  # under a wrapper: the ledger itself
+    state: dict[str, Any] = {
+        "balances": [[led.balance(a).free, led.balance(a).locked, led.balance(a).debt,
+                      led.wallet(a)] for a in range(n_accounts)],
+        "status": sorted((int(k), str(v)) for k, v in getattr(led, "_status", {}).items()),
+        "counters": [getattr(led, "_next_order", 0), getattr(led, "_next_trade", 0)],
+        "provisional": sorted([list(k), v] for k, v in led.provisional().items())
+        if hasattr(led, "provisional") else [],
+        "supply": led.total_supply(),
+    }
+    if services is not None:
+        state["services"] = [services.value_holdings(),
+                             sorted((services.wallet_adjustments() or {}).items())]
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ReferenceCheckpointer:
+    """After each flush of a reference run: record the market steps done and the state's
+    fingerprint in ``checkpoint.json`` (cheap: no dump; the replay rebuilds every table, so
+    the flush need not be on disk first)."""
+
+    needs_flushed_tables = False
+
+    def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
+                 scenario_hash: str, n_accounts: int, services: Any = None) -> None:
+        self._ledger, self._out, self._interval_s = ledger, Path(out_dir), interval_s
+        self._ids = {"run_id": run_id, "scenario_hash": scenario_hash}
+        self._n, self._services = n_accounts, services
+
+    def __call__(self, *, force: bool = False) -> None:
+        now_s = int(self._ledger.now_s)
+        steps = now_s // self._interval_s + 1 if now_s >= 0 else 0
+        doc = {"ledger": "reference", "market_steps": steps, "time_s": steps * self._interval_s,
+               "fingerprint": fingerprint(self._ledger, n_accounts=self._n, services=self._services),
+               "written_at": time.time(), **self._ids}
+        write_json_atomic(doc, self._out / CHECKPOINT)
+
+
+class ReferenceReplay:
+    """The reference ledger of a resumed run: checks the rebuilt state against the
+    checkpoint's fingerprint when the replay reaches its market step (every attribute not
+    defined here is the ledger's)."""
+
+    def __init__(self, ledger: Any, *, point: ReferenceResumePoint, n_accounts: int) -> None:
+        self._ledger = ledger
+        self._point = point
+        self._n = n_accounts
+        self.services: Any = None  # set once the run has built them
+        self.checked = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def set_time(self, now_s: int) -> None:
+        step = now_s // self._ledger.interval_s
+        if not self.checked and step >= self._point.market_steps:
+            got = fingerprint(self._ledger, n_accounts=self._n, services=self.services)
+            if got != self._point.fingerprint:
+                raise ReplayMismatch(
+                    f"{self._point.out_dir}: the replay reached market step "
+                    f"{self._point.market_steps} with a ledger state different from the "
+                    "checkpoint's (the code or its inputs changed since the run stopped); "
+                    "run the scenario again into a new folder")
+            self.checked = True
+        self._ledger.set_time(now_s)
+
+
+@dataclass(frozen=True)
+class ReferenceResumePoint:
+    """Where a stopped reference run is continued from."""
+
+    out_dir: Path
+    market_steps: int
+    fingerprint: str
+    run_id: str = ""
+    stopped_at_time_s: int = 0
+    kind: str = "reference"
+
+    @contextlib.contextmanager
+    def open_reference(self, ledger: Any, *, n_accounts: int
+                       ) -> Iterator[tuple[ReferenceReplay, dict[str, Any]]]:
+        yield ReferenceReplay(ledger, point=self, n_accounts=n_accounts), {
+            "ledger": "reference", "resumed_from": {"market_steps": self.market_steps}}
