@@ -525,7 +525,8 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                            step_s=grid_step_s, timings=timings,
                            der_devices=feeder_der_devices(scenario, model.feeder),
                            frequency_hz=[model.tso.frequency_hz(k) for k in range(n_intervals)],
-                           oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase).Grid()
+                           oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase,
+                           phase_network=model.feeder.phase_network).Grid()
         if extend_world is None:
             world.connect(agents, grid, "element_power")
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid

@@ -63,7 +63,8 @@ class GridSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         # grid.phases: 3 -- each element row on its phase, solved in the phase frame
         phase = sim_params.get("element_phase")
-        self.phases = PhaseSnapshot(self.net, phase=phase) if phase is not None else None
+        self.phases = (PhaseSnapshot(self.net, phase=phase, network=sim_params.get("phase_network"))
+                       if phase is not None else None)
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
         # IEEE 1547 functions of the inverters, solved with the network; the TSO's frequency
