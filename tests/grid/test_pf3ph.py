@@ -128,6 +128,13 @@ def test_european_lv_feeder_matches_runpp_3ph() -> None:
     lines = [k for k, n in enumerate(feeder.elem_names) if n.startswith("line.")]
     assert np.nanmax(np.abs(res.branch_i_ka[0, lines, 0] - net.res_line_3ph.i_a_from_ka.to_numpy())) < 1e-6
     assert abs(res.source_p_mw[0] - net.res_ext_grid_3ph[["p_a_mw", "p_b_mw", "p_c_mw"]].to_numpy().sum()) < 1e-8
+    # per-phase line flows at the from bus, numba and numpy paths (MW / Mvar; loads of a few kW)
+    res_np = BatchPowerFlow3ph(feeder, use_numba=False).solve(tol=1e-12)
+    for r in (res, res_np):
+        for p, ph in enumerate("abc"):
+            for ours, col in ((r.branch_p_from_mw, "p"), (r.branch_q_from_mvar, "q")):
+                want = net.res_line_3ph[f"{col}_{ph}_from_{'mw' if col == 'p' else 'mvar'}"].to_numpy()
+                assert np.abs(ours[0, lines, p] - want).max() < 1e-8, (col, ph)  # 0.01 W
 
 
 def test_balanced_load_on_transposed_feeder_is_the_balanced_answer() -> None:
@@ -184,7 +191,8 @@ def test_numpy_and_numba_paths_agree_with_outage() -> None:
     a = BatchPowerFlow3ph(feeder, use_numba=False).solve(**kw)
     b = BatchPowerFlow3ph(feeder, use_numba=True).solve(**kw)
     assert np.isnan(a.vm_pu[:, feeder.bus_index("652")]).all() and a.converged.all() and b.converged.all()
-    for name in ("vm_pu", "va_degree", "vuf_percent", "branch_i_ka", "branch_pl_mw", "pl_mw", "source_p_mw"):
+    for name in ("vm_pu", "va_degree", "vuf_percent", "branch_i_ka", "branch_pl_mw", "pl_mw", "source_p_mw",
+                 "branch_p_from_mw", "branch_q_from_mvar"):
         x, y = getattr(a, name), getattr(b, name)
         assert np.array_equal(np.isnan(x), np.isnan(y)), name
         assert np.nanmax(np.abs(x - y)) < 1e-6, name

@@ -167,4 +167,7 @@ def _line_rows(time_s: int, line_ids: np.ndarray, state: Any) -> list[dict[str, 
     if state.line_loading_abc_percent is not None:
         for r, (la, lb, lc) in zip(rows, state.line_loading_abc_percent.tolist(), strict=True):
             r.update(loading_a_percent=la, loading_b_percent=lb, loading_c_percent=lc)
+    if state.line_p_abc_from_mw is not None:
+        for r, (pa, pb, pc) in zip(rows, state.line_p_abc_from_mw.tolist(), strict=True):
+            r.update(p_a_from_mw=pa, p_b_from_mw=pb, p_c_from_mw=pc)
     return rows

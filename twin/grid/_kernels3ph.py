@@ -200,12 +200,18 @@ def solve_batch(topo: Any, pf: Any, s_node: Any, ld_k: Any, tol: float, max_iter
 
 
 @njit(cache=True)
-def _post_one(b: int, v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_val: Any, cond_node: Any, cond_elem: Any,
-             cond_phase: Any, cond_first: Any, cond_ibase: Any, cond_imax: Any, not_src_elem: Any, ys_ptr: Any,
-             ys_idx: Any, ys_val: Any, src: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
-             ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any, sn: float, vm: Any, va: Any, vuf: Any, i_ka: Any, load_pc: Any, pl: Any,
-             pl_tot: Any, s_src: Any) -> None:  # pragma: no cover - numba
-    """Results of scenario ``b`` from its node voltages (see ``BatchPowerFlow3ph._post``)."""
+def _post_one(b: int, v: Any, net: Any, loads: Any, s_node: Any, sn: float, out: Any) -> None:  # pragma: no cover
+    """Results of scenario ``b`` from its node voltages (see ``BatchPowerFlow3ph._post``).
+
+    ``net`` = (node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase,
+    cond_imax, not_src_elem, ys_ptr, ys_idx, ys_val, src); ``loads`` = (ld_i, ld_j, ld_k, ld_u,
+    ld_model, ld_vlow, ld_vmin, ld_vmax); ``out`` = (vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src,
+    p_from, q_from).
+    """
+    (node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase, cond_imax,
+     not_src_elem, ys_ptr, ys_idx, ys_val, src) = net
+    ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax = loads
+    vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src, p_from, q_from = out
     n = v.shape[1]
     n_bus = node_of.shape[0]
     a = np.exp(2j * np.pi / 3)
@@ -246,8 +252,11 @@ def _post_one(b: int, v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_v
             tot += s.real * sn
         if cond_first[c]:
             mag = np.abs(cur) * cond_ibase[c]
-            i_ka[b, e, cond_phase[c]] = mag
-            load_pc[b, e, cond_phase[c]] = mag / cond_imax[c] * 100.0
+            ph = cond_phase[c]
+            i_ka[b, e, ph] = mag
+            load_pc[b, e, ph] = mag / cond_imax[c] * 100.0
+            p_from[b, e, ph] = s.real * sn
+            q_from[b, e, ph] = s.imag * sn
     pl_tot[b] = tot
     inj = np.zeros(n, dtype=np.complex128)
     _injections(vb, s_node[b], ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, inj)
@@ -262,24 +271,16 @@ def _post_one(b: int, v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_v
 
 
 @njit(parallel=True, cache=True)
-def post_par(v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_val: Any, cond_node: Any, cond_elem: Any,
-             cond_phase: Any, cond_first: Any, cond_ibase: Any, cond_imax: Any, not_src_elem: Any, ys_ptr: Any,
-             ys_idx: Any, ys_val: Any, src: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
-             ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any, sn: float, vm: Any, va: Any, vuf: Any, i_ka: Any, load_pc: Any, pl: Any,
-             pl_tot: Any, s_src: Any) -> None:  # pragma: no cover - numba
+def post_par(v: Any, ok: Any, net: Any, loads: Any, s_node: Any, sn: float, out: Any) -> None:  # pragma: no cover
     """Per-scenario results in parallel; rows that did not converge stay NaN."""
     for b in prange(v.shape[0]):
         if ok[b]:
-            _post_one(b, v, ok, node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase, cond_imax, not_src_elem, ys_ptr, ys_idx, ys_val, src, s_node, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, sn, vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src)
+            _post_one(b, v, net, loads, s_node, sn, out)
 
 
 @njit(cache=True)
-def post_ser(v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_val: Any, cond_node: Any, cond_elem: Any,
-             cond_phase: Any, cond_first: Any, cond_ibase: Any, cond_imax: Any, not_src_elem: Any, ys_ptr: Any,
-             ys_idx: Any, ys_val: Any, src: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
-             ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any, sn: float, vm: Any, va: Any, vuf: Any, i_ka: Any, load_pc: Any, pl: Any,
-             pl_tot: Any, s_src: Any) -> None:  # pragma: no cover - numba
-    """Serial twin of :func:`post_par`."""
+def post_ser(v: Any, ok: Any, net: Any, loads: Any, s_node: Any, sn: float, out: Any) -> None:  # pragma: no cover
+    """Serial twin of :func:`post_par` (no thread wake-up for small batches)."""
     for b in range(v.shape[0]):
         if ok[b]:
-            _post_one(b, v, ok, node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase, cond_imax, not_src_elem, ys_ptr, ys_idx, ys_val, src, s_node, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, sn, vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src)
+            _post_one(b, v, net, loads, s_node, sn, out)

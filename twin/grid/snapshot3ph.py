@@ -16,8 +16,8 @@ phases is split over the phases the bus has.
 The result is a :class:`twin.grid.powerflow.GridState` whose balanced fields hold the worst
 phase (``vm_pu``: the phase voltage farthest from 1 p.u.; loadings: the highest phase) and
 whose three-phase fields hold ``vm_abc_pu`` (n_bus, 3), ``vuf_percent`` (n_bus,) and the
-per-phase line / trafo loadings. ``line_p_from_mw`` / ``line_q_from_mvar`` are NaN (the
-phase-frame engine reports currents and losses, not end powers).
+per-phase line / trafo loadings; ``line_p_from_mw`` / ``line_q_from_mvar`` sum the phases of
+the power into each line at its from bus, ``line_p_abc_from_mw`` (n_line, 3) holds them per phase.
 """
 
 from __future__ import annotations
@@ -167,18 +167,29 @@ class PhaseSnapshot:
 
         line3, trafo3 = loading(self._line_elem, nl), loading(self._trafo_elem, nt)
         pl = np.full(nl, np.nan)
-        if ok and (self._line_elem >= 0).any():
-            pl[self._line_elem >= 0] = res.branch_pl_mw[0][self._line_elem[self._line_elem >= 0]]
-        nan_nl = np.full(nl, np.nan)
+        p3, q3 = np.full((nl, 3), np.nan), np.full((nl, 3), np.nan)
+        on = self._line_elem >= 0
+        if ok and on.any():
+            pl[on] = res.branch_pl_mw[0][self._line_elem[on]]
+            p3[on] = res.branch_p_from_mw[0][self._line_elem[on]]
+            q3[on] = res.branch_q_from_mvar[0][self._line_elem[on]]
         return GridState(
             converged=ok, bus=self._bus_index.copy(), vm_pu=vm, va_degree=va,
             bus_p_mw=p_bus.sum(axis=1), bus_q_mvar=q_bus.sum(axis=1),
-            line_loading_percent=_row_max(line3), line_p_from_mw=nan_nl, line_q_from_mvar=nan_nl.copy(),
+            line_loading_percent=_row_max(line3), line_p_from_mw=_row_sum(p3), line_q_from_mvar=_row_sum(q3),
             line_pl_mw=pl, trafo_loading_percent=_row_max(trafo3),
             ext_grid_p_mw=float(res.source_p_mw[0]) if ok else float("nan"),
             vm_abc_pu=vm3, vuf_percent=res.vuf_percent[0] if ok else np.full(nb, np.nan),
-            line_loading_abc_percent=line3, trafo_loading_abc_percent=trafo3,
+            line_loading_abc_percent=line3, trafo_loading_abc_percent=trafo3, line_p_abc_from_mw=p3,
         )
+
+
+def _row_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over the phases a line has (NaN if none)."""
+    out = np.full(a.shape[0], np.nan)
+    fin = np.isfinite(a).any(axis=1)
+    out[fin] = np.nansum(a[fin], axis=1)
+    return out
 
 
 def _row_max(a: np.ndarray) -> np.ndarray:
