@@ -196,3 +196,32 @@ def test_numpy_and_numba_paths_agree_with_outage() -> None:
         x, y = getattr(a, name), getattr(b, name)
         assert np.array_equal(np.isnan(x), np.isnan(y)), name
         assert np.nanmax(np.abs(x - y)) < 1e-6, name
+
+
+def test_two_sources_match_their_referees() -> None:
+    """A second Vsource at a far bus of IEEE 13 (OpenDSS) and a second ext_grid on an LV bus (runpp_3ph)."""
+    cmds = (*IEEE13_FIXED_TAPS, "new vsource.src2 bus1=675 basekv=4.16 pu=1.01 angle=-5 mvasc3=20 mvasc1=18")
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=cmds)
+    assert feeder.fixed_node.size == 6  # two three-phase EMFs
+    res = BatchPowerFlow3ph(feeder).solve(tol=1e-12)
+    ref = _opendss_voltages(str(IEEE13), cmds, feeder.bus_names)
+    assert res.converged.all() and np.nanmax(np.abs(_complex(res) - ref)) < 1e-6
+    net = small_lv_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v_one = runpp_3ph_voltages(net)
+        va = float(np.degrees(np.angle(v_one[6, 0]))) + 1.0  # behind the Dyn5 shift, a degree ahead
+        pp.create_ext_grid(net, 6, vm_pu=1.0, va_degree=va, s_sc_max_mva=2.0, rx_max=0.2, x0x_max=1.0,
+                           r0x0_max=0.2)
+        ref = runpp_3ph_voltages(net)
+    feeder = Feeder3ph.from_pandapower(net)
+    assert feeder.seq_slack_nodes.shape == (2, 3)
+    pf = BatchPowerFlow3ph(feeder)
+    res = pf.solve(tol=1e-12)
+    assert res.converged.all() and np.abs(_complex(res) - ref).max() < 1e-6
+    # the sources deliver the loads plus the losses (pandapower's res_ext_grid_3ph leaves out the
+    # loads at an ext_grid's own bus: 0.011 MW at bus 6 here)
+    assert abs(res.source_p_mw[0] - feeder.load_s_mva.real.sum() - res.pl_mw[0]) < 1e-9
+    eg = net.res_ext_grid_3ph[["p_a_mw", "p_b_mw", "p_c_mw"]].to_numpy().sum()
+    at6 = feeder.load_s_mva.real[np.isin(feeder.load_i, feeder.node_of[6])].sum()
+    assert abs(res.source_p_mw[0] - (eg + at6)) < 1e-8
