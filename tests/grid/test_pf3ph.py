@@ -171,12 +171,14 @@ def test_rejected_elements_are_named(tmp_path) -> None:
     deck = tmp_path / "pv.dss"
     deck.write_text(
         "clear\nnew circuit.x basekv=12.47\nnew line.l1 bus1=sourcebus bus2=b r1=0.1 x1=0.1\n"
-        "new pvsystem.pv1 bus1=b kv=12.47 pmpp=100 kva=100\nnew load.ld bus1=b kv=12.47 kw=10 model=3\n"
+        "new generator.g1 bus1=b kv=12.47 kw=100 conn=delta\nnew load.ld bus1=b kv=12.47 kw=10 model=3\n"
+        "new isource.i1 bus1=b amps=1\n"
         "set voltagebases=[12.47]\ncalcv\n"
     )
     with pytest.raises(FeederImportError) as err:
         Feeder3ph.from_opendss(deck)
-    assert "PVSystem.pv1" in str(err.value) and "Load.ld: load model 3" in str(err.value)
+    assert "Generator.g1: a delta" in str(err.value) and "Load.ld: load model 3" in str(err.value)
+    assert "Isource.i1: OpenDSS class Isource cannot be modelled" in str(err.value)
     net = small_lv_net()
     pp.create_gen(net, 3, p_mw=0.01)
     with pytest.raises(FeederImportError, match=r"net\.gen\[0\]"):
@@ -225,3 +227,20 @@ def test_two_sources_match_their_referees() -> None:
     eg = net.res_ext_grid_3ph[["p_a_mw", "p_b_mw", "p_c_mw"]].to_numpy().sum()
     at6 = feeder.load_s_mva.real[np.isin(feeder.load_i, feeder.node_of[6])].sum()
     assert abs(res.source_p_mw[0] - (eg + at6)) < 1e-8
+
+
+def test_generator_pv_and_storage_are_constant_phase_powers() -> None:
+    """Generator (model 1), PVSystem and Storage in the IEEE 13 deck, against OpenDSS."""
+    cmds = (*IEEE13_FIXED_TAPS,
+            "new generator.g1 bus1=675 phases=3 kv=4.16 kw=300 kvar=50 model=1",
+            "new pvsystem.pv1 bus1=611.3 phases=1 kv=2.4 kva=100 pmpp=80 irradiance=1 pf=1",
+            "new storage.s1 bus1=692 phases=3 kv=4.16 kwrated=100 kwhrated=400 %stored=50 state=discharging "
+            "%discharge=50")
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=cmds)
+    gen = {n: feeder.load_s_mva[[m == n for m in feeder.load_names]] for n in ("Generator.g1", "PVSystem.pv1",
+                                                                             "Storage.s1")}
+    assert abs(gen["Generator.g1"].sum() - (-0.3 - 0.05j)) < 1e-6 and gen["PVSystem.pv1"].size == 1
+    assert abs(gen["PVSystem.pv1"].sum().real + 0.08) < 1e-4 and abs(gen["Storage.s1"].sum().real + 0.05) < 1e-4
+    res = BatchPowerFlow3ph(feeder).solve(tol=1e-12)
+    ref = _opendss_voltages(str(IEEE13), cmds, feeder.bus_names)
+    assert np.nanmax(np.abs(_complex(res) - ref)) < 1e-6
