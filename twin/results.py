@@ -74,7 +74,8 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
         [("time_s", _i64), ("line", _i64), ("loading_percent", _f64), ("p_from_mw", _f64),
          ("q_from_mvar", _f64), ("pl_mw", _f64),
          # three-phase runs (loading_percent is then the highest phase); null otherwise
-         ("loading_a_percent", _f64), ("loading_b_percent", _f64), ("loading_c_percent", _f64)]
+         ("loading_a_percent", _f64), ("loading_b_percent", _f64), ("loading_c_percent", _f64),
+         ("p_a_from_mw", _f64), ("p_b_from_mw", _f64), ("p_c_from_mw", _f64)]
     ),
     "orders": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("order_id", _i64), ("device_id", _i64),

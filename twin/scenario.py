@@ -245,4 +245,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(p.name, [("", f"not valid YAML: {text}")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(p), [("", f"cannot read the file ({exc})")]) from None
+    if isinstance(data, dict):  # grid.opendss.deck is relative to the scenario file
+        from twin.grid.opendss_grid import resolve_deck_path
+
+        data = resolve_deck_path(data, p.parent)
     return scenario_from_dict(data, source=p.name)

@@ -128,6 +128,13 @@ def test_european_lv_feeder_matches_runpp_3ph() -> None:
     lines = [k for k, n in enumerate(feeder.elem_names) if n.startswith("line.")]
     assert np.nanmax(np.abs(res.branch_i_ka[0, lines, 0] - net.res_line_3ph.i_a_from_ka.to_numpy())) < 1e-6
     assert abs(res.source_p_mw[0] - net.res_ext_grid_3ph[["p_a_mw", "p_b_mw", "p_c_mw"]].to_numpy().sum()) < 1e-8
+    # per-phase line flows at the from bus, numba and numpy paths (MW / Mvar; loads of a few kW)
+    res_np = BatchPowerFlow3ph(feeder, use_numba=False).solve(tol=1e-12)
+    for r in (res, res_np):
+        for p, ph in enumerate("abc"):
+            for ours, col in ((r.branch_p_from_mw, "p"), (r.branch_q_from_mvar, "q")):
+                want = net.res_line_3ph[f"{col}_{ph}_from_{'mw' if col == 'p' else 'mvar'}"].to_numpy()
+                assert np.abs(ours[0, lines, p] - want).max() < 1e-8, (col, ph)  # 0.01 W
 
 
 def test_balanced_load_on_transposed_feeder_is_the_balanced_answer() -> None:
@@ -164,12 +171,14 @@ def test_rejected_elements_are_named(tmp_path) -> None:
     deck = tmp_path / "pv.dss"
     deck.write_text(
         "clear\nnew circuit.x basekv=12.47\nnew line.l1 bus1=sourcebus bus2=b r1=0.1 x1=0.1\n"
-        "new pvsystem.pv1 bus1=b kv=12.47 pmpp=100 kva=100\nnew load.ld bus1=b kv=12.47 kw=10 model=3\n"
+        "new generator.g1 bus1=b kv=12.47 kw=100 conn=delta\nnew load.ld bus1=b kv=12.47 kw=10 model=3\n"
+        "new isource.i1 bus1=b amps=1\n"
         "set voltagebases=[12.47]\ncalcv\n"
     )
     with pytest.raises(FeederImportError) as err:
         Feeder3ph.from_opendss(deck)
-    assert "PVSystem.pv1" in str(err.value) and "Load.ld: load model 3" in str(err.value)
+    assert "Generator.g1: a delta" in str(err.value) and "Load.ld: load model 3" in str(err.value)
+    assert "Isource.i1: OpenDSS class Isource cannot be modelled" in str(err.value)
     net = small_lv_net()
     pp.create_gen(net, 3, p_mw=0.01)
     with pytest.raises(FeederImportError, match=r"net\.gen\[0\]"):
@@ -184,7 +193,54 @@ def test_numpy_and_numba_paths_agree_with_outage() -> None:
     a = BatchPowerFlow3ph(feeder, use_numba=False).solve(**kw)
     b = BatchPowerFlow3ph(feeder, use_numba=True).solve(**kw)
     assert np.isnan(a.vm_pu[:, feeder.bus_index("652")]).all() and a.converged.all() and b.converged.all()
-    for name in ("vm_pu", "va_degree", "vuf_percent", "branch_i_ka", "branch_pl_mw", "pl_mw", "source_p_mw"):
+    for name in ("vm_pu", "va_degree", "vuf_percent", "branch_i_ka", "branch_pl_mw", "pl_mw", "source_p_mw",
+                 "branch_p_from_mw", "branch_q_from_mvar"):
         x, y = getattr(a, name), getattr(b, name)
         assert np.array_equal(np.isnan(x), np.isnan(y)), name
         assert np.nanmax(np.abs(x - y)) < 1e-6, name
+
+
+def test_two_sources_match_their_referees() -> None:
+    """A second Vsource at a far bus of IEEE 13 (OpenDSS) and a second ext_grid on an LV bus (runpp_3ph)."""
+    cmds = (*IEEE13_FIXED_TAPS, "new vsource.src2 bus1=675 basekv=4.16 pu=1.01 angle=-5 mvasc3=20 mvasc1=18")
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=cmds)
+    assert feeder.fixed_node.size == 6  # two three-phase EMFs
+    res = BatchPowerFlow3ph(feeder).solve(tol=1e-12)
+    ref = _opendss_voltages(str(IEEE13), cmds, feeder.bus_names)
+    assert res.converged.all() and np.nanmax(np.abs(_complex(res) - ref)) < 1e-6
+    net = small_lv_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v_one = runpp_3ph_voltages(net)
+        va = float(np.degrees(np.angle(v_one[6, 0]))) + 1.0  # behind the Dyn5 shift, a degree ahead
+        pp.create_ext_grid(net, 6, vm_pu=1.0, va_degree=va, s_sc_max_mva=2.0, rx_max=0.2, x0x_max=1.0,
+                           r0x0_max=0.2)
+        ref = runpp_3ph_voltages(net)
+    feeder = Feeder3ph.from_pandapower(net)
+    assert feeder.seq_slack_nodes.shape == (2, 3)
+    pf = BatchPowerFlow3ph(feeder)
+    res = pf.solve(tol=1e-12)
+    assert res.converged.all() and np.abs(_complex(res) - ref).max() < 1e-6
+    # the sources deliver the loads plus the losses (pandapower's res_ext_grid_3ph leaves out the
+    # loads at an ext_grid's own bus: 0.011 MW at bus 6 here)
+    assert abs(res.source_p_mw[0] - feeder.load_s_mva.real.sum() - res.pl_mw[0]) < 1e-9
+    eg = net.res_ext_grid_3ph[["p_a_mw", "p_b_mw", "p_c_mw"]].to_numpy().sum()
+    at6 = feeder.load_s_mva.real[np.isin(feeder.load_i, feeder.node_of[6])].sum()
+    assert abs(res.source_p_mw[0] - (eg + at6)) < 1e-8
+
+
+def test_generator_pv_and_storage_are_constant_phase_powers() -> None:
+    """Generator (model 1), PVSystem and Storage in the IEEE 13 deck, against OpenDSS."""
+    cmds = (*IEEE13_FIXED_TAPS,
+            "new generator.g1 bus1=675 phases=3 kv=4.16 kw=300 kvar=50 model=1",
+            "new pvsystem.pv1 bus1=611.3 phases=1 kv=2.4 kva=100 pmpp=80 irradiance=1 pf=1",
+            "new storage.s1 bus1=692 phases=3 kv=4.16 kwrated=100 kwhrated=400 %stored=50 state=discharging "
+            "%discharge=50")
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=cmds)
+    gen = {n: feeder.load_s_mva[[m == n for m in feeder.load_names]] for n in ("Generator.g1", "PVSystem.pv1",
+                                                                             "Storage.s1")}
+    assert abs(gen["Generator.g1"].sum() - (-0.3 - 0.05j)) < 1e-6 and gen["PVSystem.pv1"].size == 1
+    assert abs(gen["PVSystem.pv1"].sum().real + 0.08) < 1e-4 and abs(gen["Storage.s1"].sum().real + 0.05) < 1e-4
+    res = BatchPowerFlow3ph(feeder).solve(tol=1e-12)
+    ref = _opendss_voltages(str(IEEE13), cmds, feeder.bus_names)
+    assert np.nanmax(np.abs(_complex(res) - ref)) < 1e-6

@@ -58,6 +58,12 @@ def test_rows_on_their_phases_match_runpp_3ph() -> None:
     assert st.vm_abc_pu[2, 0] > st.vm_abc_pu[2, 1]  # phase a carries the big PV
     assert st.vuf_percent[2] > 0.5
     assert st.vm_max_pu == pytest.approx(float(np.nanmax(want)))
+    p3 = ref.res_line_3ph[["p_a_from_mw", "p_b_from_mw", "p_c_from_mw"]].to_numpy()
+    assert st.line_p_abc_from_mw is not None
+    np.testing.assert_allclose(st.line_p_abc_from_mw, p3, atol=1e-9)
+    np.testing.assert_allclose(st.line_p_from_mw, p3.sum(axis=1), atol=1e-9)
+    np.testing.assert_allclose(st.line_q_from_mvar, ref.res_line_3ph[["q_a_from_mvar", "q_b_from_mvar",
+                                                                      "q_c_from_mvar"]].to_numpy().sum(axis=1), atol=1e-9)
 
 
 def _trade(tid: int, seller: int, wh: int) -> Trade:

@@ -65,7 +65,9 @@ class GridSim(mosaik_api_v3.Simulator):
         # grid.phases: 3 -- each element row on its phase, solved in the phase frame
         phase = sim_params.get("element_phase")
         devices = sim_params.get("der_devices") or []
-        self.phases = PhaseSnapshot(self.net, phase=phase, der_devices=devices) if phase is not None else None
+        self.phases = (PhaseSnapshot(self.net, phase=phase, der_devices=devices,
+                                     network=sim_params.get("phase_network"))
+                       if phase is not None else None)
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
         # IEEE 1547 functions of the inverters, solved with the network; the TSO's frequency
@@ -199,4 +201,7 @@ def _line_rows(time_s: int, line_ids: np.ndarray, state: Any) -> list[dict[str, 
     if state.line_loading_abc_percent is not None:
         for r, (la, lb, lc) in zip(rows, state.line_loading_abc_percent.tolist(), strict=True):
             r.update(loading_a_percent=la, loading_b_percent=lb, loading_c_percent=lc)
+    if state.line_p_abc_from_mw is not None:
+        for r, (pa, pb, pc) in zip(rows, state.line_p_abc_from_mw.tolist(), strict=True):
+            r.update(p_a_from_mw=pa, p_b_from_mw=pb, p_c_from_mw=pc)
     return rows

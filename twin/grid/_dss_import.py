@@ -23,6 +23,7 @@ _PD_CLASSES = {"line", "transformer", "capacitor", "reactor", "autotrans"}
 _IGNORED_CLASSES = {"regcontrol", "capcontrol", "energymeter", "monitor", "sensor", "fuse", "recloser", "relay",
                     "swtcontrol"}
 _LOAD_MODELS = {1: LOAD_CONST_PQ, 2: LOAD_CONST_Z, 5: LOAD_CONST_I}
+_INJECTION_CLASSES = {"generator", "pvsystem", "storage"}
 
 
 def _engine() -> Any:
@@ -53,6 +54,10 @@ def import_opendss(cls: Any, path: Path, *, commands: tuple[str, ...], sn_mva: f
         for cmd in commands:
             text.Command = cmd
         ckt = ctx.ActiveCircuit
+        if any(e.split(".")[0].lower() in _INJECTION_CLASSES for e in ckt.AllElementNames):
+            # their per-phase output is read from the solved state: solve it tightly
+            text.Command = "set tolerance=1e-12"
+            text.Command = "set maxiterations=1000"
         ckt.Solution.SolveNoControl()  # builds every element's Yprim in the current state
     except Exception as exc:  # DSSException: OpenDSS's own message, with file and line
         raise FeederImportError(f"OpenDSS could not compile {str(path)!r}: {exc}") from exc
@@ -134,6 +139,8 @@ def import_opendss(cls: Any, path: Path, *, commands: tuple[str, ...], sn_mva: f
                          errors)
         elif cls_name == "load":
             _add_load(ckt, full, terminal_nodes(full)[0], vbase, sn_mva, loads, errors)
+        elif cls_name in _INJECTION_CLASSES:
+            _add_injection(ckt, full, terminal_nodes(full)[0], loads, errors)
         else:
             errors.append(f"{full}: OpenDSS class {full.split('.')[0]} cannot be modelled by the phase-frame power flow")
     if errors:
@@ -182,6 +189,37 @@ def _add_vsource(ckt: Any, full: str, nt: tuple[list[int], list[int]], node_of: 
         fixed_v.append(vmag_kv / vbase[k] * complex(math.cos(ang - 2 * math.pi * c / n_ph),
                                                    math.sin(ang - 2 * math.pi * c / n_ph)))
     add_element(full, internal + nodes[:n_c], [1] * n_c + [0] * n_c, np.block([[y, -y], [-y, y]]), 0.0)
+
+
+def _add_injection(ckt: Any, full: str, nodes: list[int], loads: dict[str, list[Any]], errors: list[str]) -> None:
+    """A Generator / PVSystem / Storage: each phase's power at the solved state, constant (wye only)."""
+    elem = ckt.ActiveCktElement
+    if not bool(ckt.Solution.Converged):
+        errors.append(f"{full}: the deck's own snapshot solve did not converge, so its output is unknown")
+        return
+    try:
+        conn = str(elem.Properties("conn").Val).strip().lower()
+    except Exception:  # pragma: no cover - every power-conversion class has conn
+        conn = "wye"
+    n_ph = int(elem.NumPhases)
+    if conn.startswith("d") or any(n >= 0 for n in nodes[n_ph:]):
+        errors.append(f"{full}: a delta or ungrounded-neutral {full.split('.')[0]} is not supported "
+                      "(only wye with a grounded neutral, as constant per-phase powers)")
+        return
+    pw = np.asarray(elem.Powers, dtype=float)  # kW, kvar into the element, per conductor of terminal 1
+    for c in range(n_ph):
+        if nodes[c] < 0:
+            errors.append(f"{full}: a phase connected to ground")
+            return
+        loads["name"].append(full)
+        loads["i"].append(nodes[c])
+        loads["j"].append(-1)
+        loads["s"].append(complex(pw[2 * c], pw[2 * c + 1]) / 1e3)  # consumption-positive MVA
+        loads["model"].append(LOAD_CONST_PQ)
+        loads["u"].append(1.0)
+        loads["vmin"].append(0.0)
+        loads["vmax"].append(math.inf)
+        loads["vlow"].append(0.0)
 
 
 def _add_load(ckt: Any, full: str, nodes: list[int], vbase: list[float], sn_mva: float,

@@ -7,34 +7,15 @@ is large enough to pay for numba (compiled functions are cached on disk).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numba import njit, prange
 
 # batches below this much work (scenarios x nodes) run serially: waking threads costs more
 _PARALLEL_WORK = 20_000
-
-
-
-@njit(cache=True)
-def _lu_solve(b: Any, lp: Any, li: Any, lx: Any, up: Any, ui: Any, ux: Any, dinv: Any, perm_r: Any, perm_c: Any,
-              w: Any, out: Any) -> None:  # pragma: no cover - numba
-    n = b.shape[0]
-    for i in range(n):
-        w[perm_r[i]] = b[i]
-    for i in range(n):
-        acc = w[i]
-        for k in range(lp[i], lp[i + 1]):
-            acc -= lx[k] * w[li[k]]
-        w[i] = acc
-    for i in range(n - 1, -1, -1):
-        acc = w[i]
-        for k in range(up[i], up[i + 1]):
-            acc -= ux[k] * w[ui[k]]
-        w[i] = acc * dinv[i]
-    for i in range(n):
-        out[i] = w[perm_c[i]]
 
 
 @njit(cache=True)
@@ -78,40 +59,89 @@ def _injections(v: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
 
 
 @njit(cache=True)
-def _fp_one(s_b: Any, c: Any, v_fix: Any, t_ptr: Any, t_idx: Any, t_val: Any, r_ptr: Any, r_idx: Any, r_val: Any,
-            lp: Any, li: Any, lx: Any, up: Any, ui: Any, ux: Any, dinv: Any, perm_r: Any, perm_c: Any,
-            ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any, ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any,
-            tol: float, max_iter: int, warm: bool, v: Any, inj: Any, inj_new: Any, rhs: Any, w: Any, z: Any,
-            v_out: Any) -> tuple[int, bool]:  # pragma: no cover - numba
+def _inj_active(v: Any, s_b: Any, act: Any, n_act: int, loads: Any, inj: Any) -> None:  # pragma: no cover - numba
+    """Current injections of the active nodes ``act[:n_act]`` (wye powers and every load terminal)."""
+    ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax = loads
+    n = inj.shape[0]
+    for a in range(n_act):
+        k = act[a]
+        s = s_b[k]
+        if s.real != 0.0 or s.imag != 0.0:
+            vk = v[k]
+            inj[k] = -(s.conjugate() * vk) / (vk.real * vk.real + vk.imag * vk.imag)
+        else:
+            inj[k] = 0.0
+    for e in range(ld_i.shape[0]):
+        i = ld_i[e]
+        j = ld_j[e]
+        u = v[i] - v[j]
+        a_ = np.sqrt(u.real * u.real + u.imag * u.imag) / ld_u[e]
+        cur = ld_k[e] * load_factor(a_, ld_model[e], ld_vlow[e], ld_vmin[e], ld_vmax[e]) * u
+        inj[i] -= cur
+        if j < n:
+            inj[j] += cur
+
+
+@njit(cache=True)
+def _fp_one(s_b: Any, system: Any, loads: Any, tol: float, max_iter: int, warm: bool, v: Any, inj: Any,
+            inj_new: Any, y: Any, act: Any, v_out: Any) -> tuple[int, bool]:  # pragma: no cover - numba
     """One scenario's fixed point; scratch arrays given; returns (iterations, converged).
 
+    ``system`` (see :func:`_system`) holds the LU factors with their permutations folded into
+    ``c``, ``R`` (by node) and ``T``, so an iteration is: the right-hand side from the active
+    nodes' injections, two triangular solves in place, the voltages of the active nodes only
+    (nodes with a wye power or a load terminal; only they can have a mismatch), their
+    injections and mismatch. All node voltages are formed once, at the end.
     Cold: from the no-load solution (iteration 0). ``warm``: from the voltages left in ``v``
     by the previous scenario of the chunk (neighbouring scenarios are alike: fewer iterations).
     """
+    c, v_fix, t_ptr, t_idx, t_val, rc_ptr, rc_idx, rc_val, lp, li, lx, up, ui, ux, dinv, load_node = system
     n = v_fix.shape[0]
     n_z = c.shape[0]
+    n_act = 0
+    for k in range(n):
+        s = s_b[k]
+        if s.real != 0.0 or s.imag != 0.0 or load_node[k]:
+            act[n_act] = k
+            n_act += 1
     conv = False
     it = 0
     start = 0
     if warm:
-        _injections(v, s_b, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, inj)
+        _inj_active(v, s_b, act, n_act, loads, inj)
         start = 1
+    else:
+        for a in range(n_act):
+            inj[act[a]] = 0.0
     for it in range(start, max_iter + 1):
         for r in range(n_z):
-            acc = c[r]
-            if it > 0:
-                for k in range(r_ptr[r], r_ptr[r + 1]):
-                    acc += r_val[k] * inj[r_idx[k]]
-            rhs[r] = acc
-        _lu_solve(rhs, lp, li, lx, up, ui, ux, dinv, perm_r, perm_c, w, z)
-        for k in range(n):
+            y[r] = c[r]
+        if it > 0:
+            for a in range(n_act):
+                k = act[a]
+                ik = inj[k]
+                for q in range(rc_ptr[k], rc_ptr[k + 1]):
+                    y[rc_idx[q]] += rc_val[q] * ik
+        for i in range(n_z):  # L (unit diagonal)
+            acc = y[i]
+            for q in range(lp[i], lp[i + 1]):
+                acc -= lx[q] * y[li[q]]
+            y[i] = acc
+        for i in range(n_z - 1, -1, -1):  # U
+            acc = y[i]
+            for q in range(up[i], up[i + 1]):
+                acc -= ux[q] * y[ui[q]]
+            y[i] = acc * dinv[i]
+        for a in range(n_act):
+            k = act[a]
             acc = v_fix[k]
             for q in range(t_ptr[k], t_ptr[k + 1]):
-                acc += t_val[q] * z[t_idx[q]]
+                acc += t_val[q] * y[t_idx[q]]
             v[k] = acc
-        _injections(v, s_b, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, inj_new)
+        _inj_active(v, s_b, act, n_act, loads, inj_new)
         mis = 0.0
-        for k in range(n):
+        for a in range(n_act):
+            k = act[a]
             d = inj_new[k] - inj[k]
             m2 = (d.real * d.real + d.imag * d.imag) * (v[k].real * v[k].real + v[k].imag * v[k].imag)
             if m2 > mis or m2 != m2:
@@ -123,63 +153,81 @@ def _fp_one(s_b: Any, c: Any, v_fix: Any, t_ptr: Any, t_idx: Any, t_val: Any, r_
         if mis != mis:
             break
     for k in range(n):
-        v_out[k] = v[k]
+        acc = v_fix[k]
+        for q in range(t_ptr[k], t_ptr[k + 1]):
+            acc += t_val[q] * y[t_idx[q]]
+        v[k] = acc
+        v_out[k] = acc
     return it, conv
 
 
-@njit(parallel=True, cache=True)
-def fixed_point_par(c: Any, v_fix: Any, t_ptr: Any, t_idx: Any, t_val: Any, r_ptr: Any, r_idx: Any, r_val: Any,
-                    lp: Any, li: Any, lx: Any, up: Any, ui: Any, ux: Any, dinv: Any, perm_r: Any, perm_c: Any,
-                    ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any, ld_model: Any, ld_vlow: Any, ld_vmin: Any,
-                    ld_vmax: Any, s_node: Any, tol: float, max_iter: int, n_chunks: int, v_out: Any, iters: Any,
-                    conv: Any) -> None:  # pragma: no cover - numba
-    """All scenarios, ``n_chunks`` strided chunks in parallel (scratch allocated once per chunk)."""
-    n_b = s_node.shape[0]
-    n = v_fix.shape[0]
-    n_z = c.shape[0]
-    per = (n_b + n_chunks - 1) // n_chunks  # contiguous chunks: neighbours warm-start each other
-    for ch in prange(n_chunks):
-        v = np.zeros(n + 1, dtype=np.complex128)  # v[n] is ground
-        inj = np.zeros(n, dtype=np.complex128)
-        inj_new = np.zeros(n, dtype=np.complex128)
-        rhs = np.empty(n_z, dtype=np.complex128)
-        w = np.empty(n_z, dtype=np.complex128)
-        z = np.empty(n_z, dtype=np.complex128)
-        warm = False
-        for b in range(ch * per, min(n_b, (ch + 1) * per)):
-            inj[:] = 0.0
-            it, ok = _fp_one(s_node[b], c, v_fix, t_ptr, t_idx, t_val, r_ptr, r_idx, r_val, lp, li, lx, up, ui, ux,
-                             dinv, perm_r, perm_c, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, tol,
-                             max_iter, warm, v, inj, inj_new, rhs, w, z, v_out[b])
-            iters[b] = it
-            conv[b] = ok
-            warm = ok
-
-
 @njit(cache=True)
-def fixed_point_ser(c: Any, v_fix: Any, t_ptr: Any, t_idx: Any, t_val: Any, r_ptr: Any, r_idx: Any, r_val: Any,
-                    lp: Any, li: Any, lx: Any, up: Any, ui: Any, ux: Any, dinv: Any, perm_r: Any, perm_c: Any,
-                    ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any, ld_model: Any, ld_vlow: Any, ld_vmin: Any,
-                    ld_vmax: Any, s_node: Any, tol: float, max_iter: int, n_chunks: int, v_out: Any, iters: Any,
-                    conv: Any) -> None:  # pragma: no cover - numba
-    """Serial twin of :func:`fixed_point_par` for small batches (no thread wake-up)."""
-    n = v_fix.shape[0]
-    n_z = c.shape[0]
-    v = np.zeros(n + 1, dtype=np.complex128)
+def _fp_range(lo: int, hi: int, s_node: Any, system: Any, loads: Any, tol: float, max_iter: int, v_out: Any,
+              iters: Any, conv: Any) -> None:  # pragma: no cover - numba
+    """Scenarios ``lo .. hi-1`` in order, each warm-started from the previous one."""
+    n = system[1].shape[0]
+    n_z = system[0].shape[0]
+    v = np.zeros(n + 1, dtype=np.complex128)  # v[n] is ground
     inj = np.zeros(n, dtype=np.complex128)
     inj_new = np.zeros(n, dtype=np.complex128)
-    rhs = np.empty(n_z, dtype=np.complex128)
-    w = np.empty(n_z, dtype=np.complex128)
-    z = np.empty(n_z, dtype=np.complex128)
+    y = np.empty(n_z, dtype=np.complex128)
+    act = np.empty(n, dtype=np.int64)
     warm = False
-    for b in range(s_node.shape[0]):
-        inj[:] = 0.0
-        it, ok = _fp_one(s_node[b], c, v_fix, t_ptr, t_idx, t_val, r_ptr, r_idx, r_val, lp, li, lx, up, ui, ux,
-                         dinv, perm_r, perm_c, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, tol,
-                         max_iter, warm, v, inj, inj_new, rhs, w, z, v_out[b])
+    for b in range(lo, hi):
+        it, ok = _fp_one(s_node[b], system, loads, tol, max_iter, warm, v, inj, inj_new, y, act, v_out[b])
         iters[b] = it
         conv[b] = ok
         warm = ok
+
+
+@njit(parallel=True, cache=True)
+def fixed_point_par(s_node: Any, system: Any, loads: Any, tol: float, max_iter: int, n_chunks: int, v_out: Any,
+                    iters: Any, conv: Any) -> None:  # pragma: no cover - numba
+    """All scenarios in ``n_chunks`` contiguous chunks in parallel (neighbours warm-start each other)."""
+    n_b = s_node.shape[0]
+    per = (n_b + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
+        _fp_range(ch * per, min(n_b, (ch + 1) * per), s_node, system, loads, tol, max_iter, v_out, iters, conv)
+
+
+@njit(cache=True)
+def fixed_point_ser(s_node: Any, system: Any, loads: Any, tol: float, max_iter: int, n_chunks: int, v_out: Any,
+                    iters: Any, conv: Any) -> None:  # pragma: no cover - numba
+    """Serial twin of :func:`fixed_point_par` for small batches (no thread wake-up)."""
+    _fp_range(0, s_node.shape[0], s_node, system, loads, tol, max_iter, v_out, iters, conv)
+
+
+_SYSTEMS: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def _system(topo: Any, pf: Any) -> tuple[Any, ...]:
+    """The kernel's view of one topology (cached): permutations folded into c, R and T.
+
+    ``Pr M Pc = L U``: the right-hand side ``c + R I`` enters the solves at rows ``perm_r`` and
+    the unknowns are ``z[i] = y[perm_c[i]]``, so ``R`` (kept by node, CSC) gets its rows and
+    ``T`` its columns renumbered once instead of two permutation passes per iteration.
+    """
+    hit = _SYSTEMS.get(topo)
+    if hit is not None:
+        return hit
+    lp, li, lx, up, ui, ux, dinv, perm_r, perm_c = topo.lu_arrays
+    n = topo.v_fix.shape[0]
+    n_z = topo.c.shape[0]
+    c = np.empty(n_z, dtype=np.complex128)
+    c[perm_r] = topo.c
+    r = topo.r_mat.tocoo()
+    rc = sp.csc_matrix((r.data.astype(np.complex128), (perm_r[r.row], r.col)), shape=(n_z, n))
+    rc.sort_indices()
+    t = sp.csr_matrix(topo.t_mat)
+    t.sort_indices()
+    load_node = np.zeros(n + 1, dtype=np.bool_)
+    load_node[pf._ld_i] = True
+    load_node[pf._ld_j] = True
+    hit = (c, np.ascontiguousarray(topo.v_fix, dtype=np.complex128), t.indptr.astype(np.int64),
+           perm_c[t.indices].astype(np.int64), t.data.astype(np.complex128), rc.indptr.astype(np.int64),
+           rc.indices.astype(np.int64), rc.data.astype(np.complex128), lp, li, lx, up, ui, ux, dinv, load_node[:n])
+    _SYSTEMS[topo] = hit
+    return hit
 
 
 def solve_batch(topo: Any, pf: Any, s_node: Any, ld_k: Any, tol: float, max_iter: int) -> tuple[Any, Any, Any]:
@@ -188,24 +236,26 @@ def solve_batch(topo: Any, pf: Any, s_node: Any, ld_k: Any, tol: float, max_iter
     v = np.zeros((n_b, n), dtype=np.complex128)
     iters = np.zeros(n_b, dtype=np.int64)
     conv = np.zeros(n_b, dtype=np.bool_)
-    t, r = topo.t_mat, topo.r_mat
+    loads = (pf._ld_i, pf._ld_j, np.ascontiguousarray(ld_k, dtype=np.complex128), *pf._ld_params)
     kernel = fixed_point_par if n_b * n >= _PARALLEL_WORK else fixed_point_ser
-    kernel(  # type: ignore[call-arg]
-        topo.c, topo.v_fix, t.indptr.astype(np.int64), t.indices.astype(np.int64), t.data.astype(np.complex128),
-        r.indptr.astype(np.int64), r.indices.astype(np.int64), r.data.astype(np.complex128), *topo.lu_arrays,
-        pf._ld_i, pf._ld_j, np.ascontiguousarray(ld_k, dtype=np.complex128), *pf._ld_params,
-        np.ascontiguousarray(s_node), float(tol), int(max_iter), min(n_b, 8), v, iters, conv,
-    )
+    kernel(np.ascontiguousarray(s_node), _system(topo, pf), loads, float(tol), int(max_iter), min(n_b, 8), v, iters,
+           conv)
     return v, iters, conv
 
 
 @njit(cache=True)
-def _post_one(b: int, v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_val: Any, cond_node: Any, cond_elem: Any,
-             cond_phase: Any, cond_first: Any, cond_ibase: Any, cond_imax: Any, not_src_elem: Any, ys_ptr: Any,
-             ys_idx: Any, ys_val: Any, src: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
-             ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any, sn: float, vm: Any, va: Any, vuf: Any, i_ka: Any, load_pc: Any, pl: Any,
-             pl_tot: Any, s_src: Any) -> None:  # pragma: no cover - numba
-    """Results of scenario ``b`` from its node voltages (see ``BatchPowerFlow3ph._post``)."""
+def _post_one(b: int, v: Any, net: Any, loads: Any, s_node: Any, sn: float, out: Any) -> None:  # pragma: no cover
+    """Results of scenario ``b`` from its node voltages (see ``BatchPowerFlow3ph._post``).
+
+    ``net`` = (node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase,
+    cond_imax, not_src_elem, ys_ptr, ys_idx, ys_val, src); ``loads`` = (ld_i, ld_j, ld_k, ld_u,
+    ld_model, ld_vlow, ld_vmin, ld_vmax); ``out`` = (vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src,
+    p_from, q_from).
+    """
+    (node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase, cond_imax,
+     not_src_elem, ys_ptr, ys_idx, ys_val, src) = net
+    ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax = loads
+    vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src, p_from, q_from = out
     n = v.shape[1]
     n_bus = node_of.shape[0]
     a = np.exp(2j * np.pi / 3)
@@ -246,8 +296,11 @@ def _post_one(b: int, v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_v
             tot += s.real * sn
         if cond_first[c]:
             mag = np.abs(cur) * cond_ibase[c]
-            i_ka[b, e, cond_phase[c]] = mag
-            load_pc[b, e, cond_phase[c]] = mag / cond_imax[c] * 100.0
+            ph = cond_phase[c]
+            i_ka[b, e, ph] = mag
+            load_pc[b, e, ph] = mag / cond_imax[c] * 100.0
+            p_from[b, e, ph] = s.real * sn
+            q_from[b, e, ph] = s.imag * sn
     pl_tot[b] = tot
     inj = np.zeros(n, dtype=np.complex128)
     _injections(vb, s_node[b], ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, inj)
@@ -262,24 +315,16 @@ def _post_one(b: int, v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_v
 
 
 @njit(parallel=True, cache=True)
-def post_par(v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_val: Any, cond_node: Any, cond_elem: Any,
-             cond_phase: Any, cond_first: Any, cond_ibase: Any, cond_imax: Any, not_src_elem: Any, ys_ptr: Any,
-             ys_idx: Any, ys_val: Any, src: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
-             ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any, sn: float, vm: Any, va: Any, vuf: Any, i_ka: Any, load_pc: Any, pl: Any,
-             pl_tot: Any, s_src: Any) -> None:  # pragma: no cover - numba
+def post_par(v: Any, ok: Any, net: Any, loads: Any, s_node: Any, sn: float, out: Any) -> None:  # pragma: no cover
     """Per-scenario results in parallel; rows that did not converge stay NaN."""
     for b in prange(v.shape[0]):
         if ok[b]:
-            _post_one(b, v, ok, node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase, cond_imax, not_src_elem, ys_ptr, ys_idx, ys_val, src, s_node, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, sn, vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src)
+            _post_one(b, v, net, loads, s_node, sn, out)
 
 
 @njit(cache=True)
-def post_ser(v: Any, ok: Any, node_of: Any, g_ptr: Any, g_idx: Any, g_val: Any, cond_node: Any, cond_elem: Any,
-             cond_phase: Any, cond_first: Any, cond_ibase: Any, cond_imax: Any, not_src_elem: Any, ys_ptr: Any,
-             ys_idx: Any, ys_val: Any, src: Any, s_node: Any, ld_i: Any, ld_j: Any, ld_k: Any, ld_u: Any,
-             ld_model: Any, ld_vlow: Any, ld_vmin: Any, ld_vmax: Any, sn: float, vm: Any, va: Any, vuf: Any, i_ka: Any, load_pc: Any, pl: Any,
-             pl_tot: Any, s_src: Any) -> None:  # pragma: no cover - numba
-    """Serial twin of :func:`post_par`."""
+def post_ser(v: Any, ok: Any, net: Any, loads: Any, s_node: Any, sn: float, out: Any) -> None:  # pragma: no cover
+    """Serial twin of :func:`post_par` (no thread wake-up for small batches)."""
     for b in range(v.shape[0]):
         if ok[b]:
-            _post_one(b, v, ok, node_of, g_ptr, g_idx, g_val, cond_node, cond_elem, cond_phase, cond_first, cond_ibase, cond_imax, not_src_elem, ys_ptr, ys_idx, ys_val, src, s_node, ld_i, ld_j, ld_k, ld_u, ld_model, ld_vlow, ld_vmin, ld_vmax, sn, vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src)
+            _post_one(b, v, net, loads, s_node, sn, out)

@@ -99,6 +99,9 @@ class Feeder:
     #: each row's phase code (0/1/2 = a/b/c, 3 = abc; twin/grid/phase_spec.py), None if 1
     phases: int = 1
     element_phase: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: grid.kind "opendss": the deck's phase-frame feeder (solved with its own loads; the net
+    #: is then only the element map, twin/grid/opendss_grid.py); None otherwise
+    phase_network: Any = field(default=None, repr=False)
 
     @property
     def n_households(self) -> int:
@@ -167,6 +170,12 @@ def _base_net(scenario: Scenario) -> Any:
         return copy.deepcopy(_case33bw_net())
     if kind == "ieee_eu_lv":
         return copy.deepcopy(_ieee_eu_lv_net())
+    if kind == "opendss":
+        from twin.grid.opendss_grid import deck_feeder, element_map_net
+
+        if scenario.grid.opendss is None:
+            raise ValueError("grid.opendss: grid.kind opendss needs a deck")
+        return element_map_net(deck_feeder(scenario.grid.opendss))
     raise ValueError(f"grid.kind: unknown feeder kind {kind!r}")
 
 
@@ -182,11 +191,18 @@ def _readonly(*arrays: np.ndarray) -> None:
 def _element_phases(scenario: Scenario, *, net: Any, rng: np.random.Generator, hh_labels: list[int],
                     pv_idx: np.ndarray, sgen_label: np.ndarray, bat_idx: np.ndarray,
                     hh_storage_label: np.ndarray, ev_hh: np.ndarray, ev_label: np.ndarray,
-                    cs_label: np.ndarray) -> dict[str, np.ndarray]:
+                    cs_label: np.ndarray, network: Any = None) -> dict[str, np.ndarray]:
     """Phase code of every load / sgen / storage row (background elements: abc)."""
+    hh_mask = cs_mask = None
+    if network is not None:  # an OpenDSS deck: buses may lack phases
+        pos = {int(b): k for k, b in enumerate(net.bus.index)}
+        has = network.bus_phases
+        hh_mask = has[[pos[int(net.load.at[lab, "bus"])] for lab in hh_labels]]
+        cs_mask = has[[pos[int(net.storage.at[lab, "bus"])] for lab in cs_label]].reshape(-1, 3)
     ph = assign_phases(scenario.grid.phase_connection, rng=rng, n_households=len(hh_labels),
                        pv_household=np.asarray(pv_idx, _I64), battery_household=np.asarray(bat_idx, _I64),
-                       ev_household=ev_hh, n_storage=cs_label.size)
+                       ev_household=ev_hh, n_storage=cs_label.size, household_phases=hh_mask,
+                       storage_phases=cs_mask)
     out = {t: np.full(len(net[t]), PHASE_ABC, dtype=_I64) for t in ("load", "sgen", "storage")}
     out["load"][_pos(net.load.index, hh_labels)] = ph["household"]
     if ev_label.size:
@@ -226,7 +242,7 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
     if is_simbench:
         profile_col = load["profile"].astype(str)
         residential = [lab for lab in orig_load_labels if profile_col[lab].startswith("H")]
-    elif scenario.grid.kind == "ieee_eu_lv":  # households replace the deck's (zero) loads
+    elif scenario.grid.kind in ("ieee_eu_lv", "opendss"):  # households replace the deck's (zero) loads
         residential = orig_load_labels
     elif scenario.grid.kind == "cigre_lv":
         residential = [lab for lab in orig_load_labels if str(load.at[lab, "name"]).startswith("Load R")]
@@ -411,11 +427,16 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         return out
 
     element_phase = None
+    network = None
+    if scenario.grid.kind == "opendss" and scenario.grid.opendss is not None:
+        from twin.grid.opendss_grid import deck_feeder
+
+        network = deck_feeder(scenario.grid.opendss)
     if scenario.grid.phases == 3:  # drawn last: the balanced feeder's draws stay as they were
         element_phase = _element_phases(
             scenario, net=net, rng=rng, hh_labels=hh_labels, pv_idx=pv_idx, sgen_label=sgen_label,
             bat_idx=bat_idx, hh_storage_label=hh_storage_label, ev_hh=ev_hh, ev_label=ev_label,
-            cs_label=cs_label)
+            cs_label=cs_label, network=network)
 
     feeder = Feeder(
         net=net,
@@ -444,9 +465,11 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         background_sgen_p_mw=np.asarray(bg_sg, float),
         phases=scenario.grid.phases,
         element_phase=element_phase,
+        phase_network=network,
     )
     _readonly(
         *(getattr(feeder, f) for f in Feeder.__dataclass_fields__ if f not in {"net", "kind", "name",
-          "interval_s", "n_intervals", "profile_source", "phases", "element_phase"})
+          "interval_s", "n_intervals", "profile_source", "phases", "element_phase",
+          "phase_network"})
     )
     return feeder

@@ -64,6 +64,8 @@ class PowerFlow3phResult:
     over positive-sequence voltage of three-phase buses (NaN otherwise);
     ``branch_i_ka`` / ``branch_loading_percent`` (B, n_elem, 3): current per phase at each
     element's first terminal and its ratio to the rated current (NaN without a rating);
+    ``branch_p_from_mw`` / ``branch_q_from_mvar`` (B, n_elem, 3): power per phase flowing into
+    each element at its first terminal (a line's from bus, a transformer's first winding);
     ``branch_pl_mw`` (B, n_elem) losses per element; ``pl_mw`` (B,) total losses of the
     network (source impedances excluded); ``source_p_mw`` / ``source_q_mvar`` (B,) the power
     the sources deliver into the network; ``converged`` (B,), ``iterations`` (B,);
@@ -77,6 +79,8 @@ class PowerFlow3phResult:
     branch_loading_percent: FloatArray
     branch_pl_mw: FloatArray
     pl_mw: FloatArray
+    branch_p_from_mw: FloatArray
+    branch_q_from_mvar: FloatArray
     source_p_mw: FloatArray
     source_q_mvar: FloatArray
     converged: BoolArray
@@ -384,18 +388,19 @@ class BatchPowerFlow3ph:
         ys = self._y_src(topo)
         g = self._g
         cond_node = np.where(f.elem_nodes >= 0, f.elem_nodes, f.n_node)
+        p_from = np.full((n_b, self._n_elem, 3), nan)
+        q_from = np.full((n_b, self._n_elem, 3), nan)
         post = _kernels3ph.post_par if n_b * f.n_node >= _kernels3ph._PARALLEL_WORK else _kernels3ph.post_ser
-        post(
-            v, conv, f.node_of, g.indptr.astype(np.int64), g.indices.astype(np.int64), g.data,
-            cond_node, self._cond_elem, np.maximum(self._cond_phase, 0), self._cond_first, self._cond_ibase_ka,
-            f.elem_i_max_ka, self._not_source_elem, ys.indptr.astype(np.int64), ys.indices.astype(np.int64),
-            ys.data.astype(np.complex128), np.flatnonzero(topo.source_node), s_node, self._ld_i, self._ld_j,
-            np.ascontiguousarray(ld_k, dtype=np.complex128), *self._ld_params, float(f.sn_mva),
-            vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src,
-        )
+        net = (f.node_of, g.indptr.astype(np.int64), g.indices.astype(np.int64), g.data, cond_node,
+               self._cond_elem, np.maximum(self._cond_phase, 0), self._cond_first, self._cond_ibase_ka,
+               f.elem_i_max_ka, self._not_source_elem, ys.indptr.astype(np.int64), ys.indices.astype(np.int64),
+               ys.data.astype(np.complex128), np.flatnonzero(topo.source_node))
+        loads = (self._ld_i, self._ld_j, np.ascontiguousarray(ld_k, dtype=np.complex128), *self._ld_params)
+        post(v, conv, net, loads, s_node, float(f.sn_mva), (vm, va, vuf, i_ka, load_pc, pl, pl_tot, s_src, p_from, q_from))
         return PowerFlow3phResult(
             vm_pu=vm, va_degree=va, vuf_percent=vuf, branch_i_ka=i_ka, branch_loading_percent=load_pc,
             branch_pl_mw=pl, pl_mw=pl_tot, source_p_mw=s_src.real, source_q_mvar=s_src.imag,
+            branch_p_from_mw=p_from, branch_q_from_mvar=q_from,
             converged=conv, iterations=iters, v_node=v, bus_names=f.bus_names, branch_names=f.elem_names,
         )
 
@@ -425,9 +430,13 @@ class BatchPowerFlow3ph:
         i_ka[:, self._cond_elem[sel], self._cond_phase[sel]] = i_abs
         with np.errstate(divide="ignore", invalid="ignore"):
             load_pc[:, self._cond_elem[sel], self._cond_phase[sel]] = i_abs / f.elem_i_max_ka[sel] * 100.0
+        p_from = np.full((n_b, self._n_elem, 3), np.nan)
+        q_from = np.full((n_b, self._n_elem, 3), np.nan)
+        p_from[:, self._cond_elem[sel], self._cond_phase[sel]] = s_cond[:, sel].real * f.sn_mva
+        q_from[:, self._cond_elem[sel], self._cond_phase[sel]] = s_cond[:, sel].imag * f.sn_mva
         off = ~np.isfinite(v).any(axis=1)
-        i_ka[off] = np.nan
-        load_pc[off] = np.nan
+        for a in (i_ka, load_pc, p_from, q_from):
+            a[off] = np.nan
         # source power: the KCL residual at the source nodes, without shunts there (a
         # sequence slack's short-circuit admittance is the source's own, as in pandapower)
         src = np.flatnonzero(topo.source_node)
@@ -442,6 +451,7 @@ class BatchPowerFlow3ph:
         return PowerFlow3phResult(
             vm_pu=vm, va_degree=va, vuf_percent=vuf, branch_i_ka=i_ka, branch_loading_percent=load_pc,
             branch_pl_mw=pl, pl_mw=pl_tot, source_p_mw=s_src.real, source_q_mvar=s_src.imag,
+            branch_p_from_mw=p_from, branch_q_from_mvar=q_from,
             converged=conv, iterations=iters, v_node=v, bus_names=f.bus_names, branch_names=f.elem_names,
         )
 

@@ -64,6 +64,7 @@ class GridState:
     vuf_percent: np.ndarray | None = None  # (n_bus,) negative / positive sequence, %
     line_loading_abc_percent: np.ndarray | None = None  # (n_line, 3)
     trafo_loading_abc_percent: np.ndarray | None = None  # (n_trafo, 3)
+    line_p_abc_from_mw: np.ndarray | None = None  # (n_line, 3) per phase at the from bus
 
     @property
     def vm_min_pu(self) -> float:

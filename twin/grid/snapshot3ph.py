@@ -8,11 +8,16 @@ phases). :class:`PhaseSnapshot` imports the net's lines, transformers and source
 solves each snapshot with :class:`twin.grid.pf3ph.BatchPowerFlow3ph`: per-phase wye
 constant-power injections, consumption-positive (sgens negative).
 
+An OpenDSS feeder (``network``, :mod:`twin.grid.opendss_grid`) is solved as the deck has it,
+its own loads included; the net is then only the element map (its buses in the deck's order,
+line and trafo rows named after the deck's elements). A three-phase row on a bus with fewer
+phases is split over the phases the bus has.
+
 The result is a :class:`twin.grid.powerflow.GridState` whose balanced fields hold the worst
 phase (``vm_pu``: the phase voltage farthest from 1 p.u.; loadings: the highest phase) and
 whose three-phase fields hold ``vm_abc_pu`` (n_bus, 3), ``vuf_percent`` (n_bus,) and the
-per-phase line / trafo loadings. ``line_p_from_mw`` / ``line_q_from_mvar`` are NaN (the
-phase-frame engine reports currents and losses, not end powers).
+per-phase line / trafo loadings; ``line_p_from_mw`` / ``line_q_from_mvar`` sum the phases of
+the power into each line at its from bus, ``line_p_abc_from_mw`` (n_line, 3) holds them per phase.
 
 With ``der_devices`` (the balanced run's :class:`twin.grid.controlled_pf.DerDevice` rows),
 :meth:`PhaseSnapshot.solve_controlled` solves the inverters' IEEE 1547 functions inside the
@@ -64,12 +69,36 @@ def _network(net: Any) -> tuple[Feeder3ph, BatchPowerFlow3ph]:
     return hit
 
 
+# id(deck feeder) -> (feeder, solver): the DSO and the grid simulator share one LU cache
+_DECKS: OrderedDict[int, tuple[Feeder3ph, BatchPowerFlow3ph]] = OrderedDict()
+
+
+def _deck_network(feeder: Feeder3ph) -> tuple[Feeder3ph, BatchPowerFlow3ph]:
+    hit = _DECKS.get(id(feeder))
+    if hit is None or hit[0] is not feeder:
+        hit = (feeder, BatchPowerFlow3ph(feeder))
+        _DECKS[id(feeder)] = hit
+        while len(_DECKS) > 4:
+            _DECKS.popitem(last=False)
+    return hit
+
+
 class PhaseSnapshot:
     """Solve snapshots of ``net`` with each element row on its phase (see the module doc)."""
 
-    def __init__(self, net: Any, *, phase: dict[str, np.ndarray], der_devices: Any = ()) -> None:
+    def __init__(self, net: Any, *, phase: dict[str, np.ndarray], der_devices: Any = (),
+                 network: Feeder3ph | None = None) -> None:
         self.net = net
-        self.feeder, self.solver = _network(net)
+        if network is None:
+            self.feeder, self.solver = _network(net)
+        else:
+            self.feeder, self.solver = _deck_network(network)
+            if self.feeder.n_bus != len(net.bus):
+                raise ValueError(f"network: {self.feeder.n_bus} buses, the net has {len(net.bus)}")
+        self._base_loads = network is not None
+        has = self.feeder.bus_phases
+        self._n_phases = has.sum(axis=1).astype(np.float64)
+        self._has = has.astype(np.float64)
         bus_pos = {int(b): k for k, b in enumerate(net.bus.index)}
         self._bus_index = np.asarray(net.bus.index, dtype=np.int64)
         self._rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -80,10 +109,20 @@ class PhaseSnapshot:
             if ph.size and (ph.min() < 0 or ph.max() > PHASE_ABC):
                 raise ValueError(f"phase[{t!r}]: codes must be 0, 1, 2 (a, b, c) or {PHASE_ABC} (abc)")
             pos = np.array([bus_pos[int(b)] for b in net[t]["bus"]], dtype=np.int64)
+            one = ph < PHASE_ABC
+            lacks = one & ~has[pos, np.minimum(ph, 2)] if pos.size else np.zeros(0, bool)
+            if lacks.any():
+                r = int(np.flatnonzero(lacks)[0])
+                raise ValueError(f"phase[{t!r}][{r}]: phase {'abc'[ph[r]]} on bus {self.feeder.bus_names[pos[r]]!r}, "
+                                 f"which has phases {''.join(p for p, h in zip('abc', has[pos[r]], strict=True) if h)}")
             self._rows[t] = (pos, ph)
         names = {n: i for i, n in enumerate(self.feeder.elem_names)}
-        self._line_elem = np.array([names.get(f"line.{i}", -1) for i in net.line.index], dtype=np.int64)
-        self._trafo_elem = np.array([names.get(f"trafo.{i}", -1) for i in net.trafo.index], dtype=np.int64)
+        if network is None:
+            line_keys, trafo_keys = [f"line.{i}" for i in net.line.index], [f"trafo.{i}" for i in net.trafo.index]
+        else:  # the element map's rows carry the deck's element names
+            line_keys, trafo_keys = list(net.line.name), list(net.trafo.name)
+        self._line_elem = np.array([names.get(k, -1) for k in line_keys], dtype=np.int64)
+        self._trafo_elem = np.array([names.get(k, -1) for k in trafo_keys], dtype=np.int64)
         self.phase = {t: self._rows[t][1] for t in _TABLES}
         self.der_devices = list(der_devices)
         self._cpf: ControlledPowerFlow3ph | None = None
@@ -113,8 +152,10 @@ class PhaseSnapshot:
             one = ph < PHASE_ABC
             np.add.at(p_bus, (pos[one], ph[one]), pv[one])
             np.add.at(q_bus, (pos[one], ph[one]), qv[one])
-            np.add.at(p_bus, pos[~one], np.repeat(pv[~one, None] / 3.0, 3, axis=1))
-            np.add.at(q_bus, pos[~one], np.repeat(qv[~one, None] / 3.0, 3, axis=1))
+            # three-phase rows: split over the phases the bus has (all three on a pandapower net)
+            n_ph, has = self._n_phases[pos[~one], None], self._has[pos[~one]]
+            np.add.at(p_bus, pos[~one], pv[~one, None] / n_ph * has)
+            np.add.at(q_bus, pos[~one], qv[~one, None] / n_ph * has)
         return p_bus, q_bus
 
     def solve(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
@@ -127,7 +168,7 @@ class PhaseSnapshot:
         p = {"load": load_p_mw, "sgen": sgen_p_mw, "storage": storage_p_mw}
         q = {"load": load_q_mvar, "sgen": sgen_q_mvar, "storage": sto_q}
         p_bus, q_bus = self.injections(p, q)
-        res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=False, tol=1e-9)
+        res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=self._base_loads, tol=1e-9)
         return self._state(res, p_bus, q_bus)
 
     def solve_controlled(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
@@ -149,7 +190,7 @@ class PhaseSnapshot:
             p[e][r] = 0.0
             q[e][r] = 0.0
         p_bus, q_bus = self.injections(p, q)
-        res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=False, tol=1e-9,
+        res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=self._base_loads, tol=1e-9,
                               tol_pu=tol_pu)
         for i, (e, r) in enumerate(zip(self._dev_el, self._dev_row, strict=True)):
             p[e][r] = sign[e] * res.der_p_mw[0, i]
@@ -165,7 +206,7 @@ class PhaseSnapshot:
         nb, nl, nt = len(self._bus_index), self._line_elem.size, self._trafo_elem.size
         ok = bool(res.converged[0])
         vm3 = res.vm_pu[0] if ok else np.full((nb, 3), np.nan)
-        dev = np.abs(np.where(np.isfinite(vm3), vm3 - 1.0, -np.inf))
+        dev = np.where(np.isfinite(vm3), np.abs(vm3 - 1.0), -np.inf)  # a phase the bus lacks never
         worst = np.argmax(dev, axis=1)
         vm = np.take_along_axis(vm3, worst[:, None], axis=1)[:, 0]
         va = np.take_along_axis(res.va_degree[0], worst[:, None], axis=1)[:, 0] if ok else np.full(nb, np.nan)
@@ -179,18 +220,29 @@ class PhaseSnapshot:
 
         line3, trafo3 = loading(self._line_elem, nl), loading(self._trafo_elem, nt)
         pl = np.full(nl, np.nan)
-        if ok and (self._line_elem >= 0).any():
-            pl[self._line_elem >= 0] = res.branch_pl_mw[0][self._line_elem[self._line_elem >= 0]]
-        nan_nl = np.full(nl, np.nan)
+        p3, q3 = np.full((nl, 3), np.nan), np.full((nl, 3), np.nan)
+        on = self._line_elem >= 0
+        if ok and on.any():
+            pl[on] = res.branch_pl_mw[0][self._line_elem[on]]
+            p3[on] = res.branch_p_from_mw[0][self._line_elem[on]]
+            q3[on] = res.branch_q_from_mvar[0][self._line_elem[on]]
         return GridState(
             converged=ok, bus=self._bus_index.copy(), vm_pu=vm, va_degree=va,
             bus_p_mw=p_bus.sum(axis=1), bus_q_mvar=q_bus.sum(axis=1),
-            line_loading_percent=_row_max(line3), line_p_from_mw=nan_nl, line_q_from_mvar=nan_nl.copy(),
+            line_loading_percent=_row_max(line3), line_p_from_mw=_row_sum(p3), line_q_from_mvar=_row_sum(q3),
             line_pl_mw=pl, trafo_loading_percent=_row_max(trafo3),
             ext_grid_p_mw=float(res.source_p_mw[0]) if ok else float("nan"),
             vm_abc_pu=vm3, vuf_percent=res.vuf_percent[0] if ok else np.full(nb, np.nan),
-            line_loading_abc_percent=line3, trafo_loading_abc_percent=trafo3,
+            line_loading_abc_percent=line3, trafo_loading_abc_percent=trafo3, line_p_abc_from_mw=p3,
         )
+
+
+def _row_sum(a: np.ndarray) -> np.ndarray:
+    """Sum over the phases a line has (NaN if none)."""
+    out = np.full(a.shape[0], np.nan)
+    fin = np.isfinite(a).any(axis=1)
+    out[fin] = np.nansum(a[fin], axis=1)
+    return out
 
 
 def _row_max(a: np.ndarray) -> np.ndarray:

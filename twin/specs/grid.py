@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 
 from twin.grid.der_spec import OltcSpec
+from twin.grid.opendss_grid import OpenDssSpec
 from twin.grid.phase_spec import PhaseConnectionSpec
 from twin.grid.zero_sequence import ZeroSequenceSpec
 from twin.simbench_codes import simbench_code_problem
@@ -47,7 +48,9 @@ class _DsoLimitsSpec(_Spec):
 class GridSpec(_DsoLimitsSpec):
     """The feeder and the DSO's operating limits."""
 
-    kind: Literal["simbench", "cigre_lv", "case33bw", "ieee_eu_lv"] = "simbench"
+    kind: Literal["simbench", "cigre_lv", "case33bw", "ieee_eu_lv", "opendss"] = "simbench"
+    #: the deck of grid.kind "opendss" (twin/grid/opendss_grid.py)
+    opendss: OpenDssSpec | None = None
     #: 3: solve the feeder per phase (twin/grid/phase_spec.py, snapshot3ph.py); 1: balanced
     phases: Literal[1, 3] = 1
     vuf_max_percent: Annotated[float, Field(gt=0)] = 2.0  # voltage-unbalance limit (EN 50160)
