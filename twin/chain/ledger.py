@@ -28,6 +28,7 @@ seconds since the market's start.
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
@@ -51,6 +52,7 @@ from twin.chain.ledger_base import (
     STATUS,
     UINT64,
     LedgerBase,
+    _memo,
     freeze_clock,
 )
 from twin.chain.tx import ChainRevert, ChainUnavailable, Pending, TxClient, TxRecord
@@ -58,7 +60,7 @@ from twin.market import errors as e
 from twin.market.cda import continuous_double_auction
 from twin.market.clearing import match_orders
 from twin.market.mechanisms import CHAIN_CODE, Mechanism, check_mechanism
-from twin.market.signing import SignedOrder, SignedReading
+from twin.market.signing import Rejection, SignedCancel, SignedOrder, SignedReading
 from twin.market.types import (
     DSO_ACCOUNT,
     OPERATOR_ACCOUNT,
@@ -69,6 +71,7 @@ from twin.market.types import (
     Side,
     Trade,
 )
+from twin.market.validation import check_intents
 
 __all__ = [
     "CLEAR_CHUNK_ORDERS",
@@ -93,6 +96,7 @@ class PendingOrders:
 
     tx: Pending
     n: int
+    orders: tuple[SignedOrder, ...] = ()
 
 class ChainLedger(LedgerBase):
     """The market on chain (see the module docstring)."""
@@ -115,6 +119,7 @@ class ChainLedger(LedgerBase):
         gate_lead_s: int | None = None,
         market_start_s: int | None = None,
         mechanism: Mechanism = "uniform",
+        salt: bytes | None = None,
     ) -> ChainLedger:
         """Deploy SettlementToken, DeviceRegistry and EnergyMarket (operator = account 0,
         DSO = account 1) and return a ledger over them.
@@ -125,7 +130,9 @@ class ChainLedger(LedgerBase):
         ``mechanism`` (:mod:`twin.market.mechanisms`) is set by the operator right after
         deployment (``setMechanism``); ``keys``: the run's own account keys (every
         transaction is signed with them), ``funder``: the key that pays each ``fund_wei``; the CDA's matching runs in the linked library
-        ``CdaMatching`` (deployed first), which keeps EnergyMarket under the EIP-170 limit."""
+        ``CdaMatching`` and settlement in ``MarketSettlement`` (deployed first), which keeps
+        EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712 domain salt (default:
+        32 random bytes, so no signature of one deployment is valid in another)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -160,6 +167,11 @@ class ChainLedger(LedgerBase):
         first_block = tx.transactions[-1].block
         registry = _deploy("DeviceRegistry", dso)
         library = _deploy("CdaMatching")
+        settlement = _deploy("MarketSettlement")
+        salt = os.urandom(32) if salt is None else salt
+        if len(salt) != 32:
+            raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
+        code = link(compiled["EnergyMarket"].bytecode, "CdaMatching", library.address)
         market = _deploy(
             "EnergyMarket",
             token.address,
@@ -170,7 +182,8 @@ class ChainLedger(LedgerBase):
             feed_in_price_per_mwh,
             start,
             lead,
-            bytecode=link(compiled["EnergyMarket"].bytecode, "CdaMatching", library.address),
+            salt,
+            bytecode=link(code, "MarketSettlement", settlement.address),
         )
         if mechanism != "uniform":
             tx.receipt(tx.send(market, "setMechanism", [CHAIN_CODE[mechanism]],
@@ -247,24 +260,46 @@ class ChainLedger(LedgerBase):
         *,
         sender: int | None = None,
         chunk_size: int | None = None,
+        strict: bool = True,
     ) -> list[Order]:
-        """Relay device-signed orders (``placeSignedOrders``), by default as the operator.
+        """Relay device-signed orders (``placeSignedOrders``), by default as the operator;
+        return the placed ones.
 
         One transaction per ``chunk_size`` orders (default :data:`SIGNED_ORDER_CHUNK`, so each
-        fits a standard 30 M gas block at ~70,000 gas an order), each atomic; a
-        malformed order is rejected before anything is sent. Every order's owner and escrow
-        payer is its device's owner, authorised by the device key's EIP-712 signature."""
+        fits a standard 30 M gas block at ~70,000 gas an order). An order that fails its
+        checks is skipped by the contract and reported (``OrderRejected``, in
+        :attr:`rejected` with its decoded error): no order can void the rest of a batch.
+        ``strict`` (default): a malformed batch is refused before anything is sent, and the
+        first rejection is raised once the batch went through (as the reference ledger).
+        Every order's owner and escrow payer is its device's owner, authorised by the device
+        key's EIP-712 signature."""
+        self.rejected = []
         if not signed:
             return []
-        self._reject_malformed([so.intent for so in signed], "place_signed_orders")
+        intents = [so.intent for so in signed]
+        index = list(range(len(signed)))
+        if strict:
+            self._reject_malformed(intents, "place_signed_orders")
+        else:  # what cannot even be encoded or is refused anyway: reported, not sent
+            bad = {p.index: p.error for p in check_intents(
+                intents, is_registered=self._is_registered, is_closed=_memo(self._is_closed))}
+            self.rejected = [Rejection(k, signed[k], err) for k, err in sorted(bad.items())]
+            index = [k for k in index if k not in bad]
         size = chunk_size or SIGNED_ORDER_CHUNK
         pending = [
-            self.submit_signed_orders(signed[k : k + size], sender=sender, checked=True)
-            for k in range(0, len(signed), size)
+            (index[k : k + size], self.submit_signed_orders(
+                [signed[j] for j in index[k : k + size]], sender=sender, checked=True))
+            for k in range(0, len(index), size)
         ]  # all sent first: the node executes chunk k while chunk k+1 is on its way
         placed: list[Order] = []
-        for p in pending:
-            placed += self.confirm(p)
+        for where, p in pending:
+            got, rejected = self._confirm(p)
+            placed += got
+            self.rejected += [Rejection(where[r.index], signed[where[r.index]], r.error)
+                              for r in rejected]
+        self.rejected.sort(key=lambda r: r.index)
+        if strict and self.rejected:
+            raise self.rejected[0].error
         return placed
 
     def submit_signed_orders(
@@ -296,11 +331,53 @@ class ChainLedger(LedgerBase):
             interval=next(iter(intervals)) if len(intervals) == 1 else None,
             purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
         )  # fmt: skip
-        return PendingOrders(tx=tx, n=len(signed))
+        return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed))
 
     def confirm(self, pending: PendingOrders) -> list[Order]:
-        """Wait for a submitted batch: its orders, or its decoded revert raised."""
-        return self._booked(self._finish(pending.tx), pending.n)
+        """Wait for a submitted batch: its placed orders (the rejected ones, with their
+        decoded errors, in :attr:`last_rejected`), or its decoded revert raised."""
+        placed, self.last_rejected = self._confirm(pending)
+        return placed
+
+    def _confirm(self, pending: PendingOrders) -> tuple[list[Order], list[Rejection]]:
+        events = self._finish(pending.tx)
+        rejected = []
+        for name, v in events:
+            if name == "OrderRejected":
+                exc = self.tx.revert_error(
+                    {"data": "0x" + bytes(v["reason"]).hex()}, tx_hash=pending.tx.tx_hash,
+                    purpose=(f"place_signed_orders: order for device {v['device']} interval "
+                             f"{v['interval']} nonce {v['nonce']}"), error_context=None)
+                if not isinstance(exc, e.MarketError):
+                    raise exc
+                rejected.append(Rejection(v["position"], pending.orders[v["position"]], exc))
+        return self._booked(events, pending.n - len(rejected)), rejected
+
+    def cancel_orders(self, cancel: SignedCancel, *, sender: int | None = None) -> None:
+        """Relay a device key's ``cancelOrders`` (its orders of the interval with nonces up
+        to ``cancel.nonce`` are void), by default as the operator."""
+        if not (0 <= cancel.device_id < UINT64 and 0 <= cancel.interval < UINT64
+                and 0 <= cancel.nonce < UINT64) or len(cancel.signature) != 65:
+            raise e.BadSignature(cancel.device_id, purpose="cancel_orders: malformed")
+        sig = cancel.signature
+        self._transact(
+            self.market, "cancelOrders",
+            [cancel.device_id, cancel.interval, cancel.nonce, (sig[:32], sig[32:64], sig[64])],
+            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=cancel.interval,
+            purpose=f"cancel_orders: device {cancel.device_id} interval {cancel.interval}",
+        )  # fmt: skip
+
+    def reclaim_after_s(self, interval: int) -> int:
+        """Deadline after which an uncleared interval's escrow is reclaimable."""
+        return self.gate_s(interval) + self._interval_s
+
+    def reclaim(self, account: int, order_ids: Sequence[int]) -> None:
+        """``reclaim``: the owner takes back the escrow of its buy orders of intervals whose
+        clearing did not start by their deadline (the first reclaim voids the interval)."""
+        self._transact(
+            self.market, "reclaim", [list(order_ids)], sender=account,
+            purpose=f"reclaim: account {account}, {len(order_ids)} orders",
+        )  # fmt: skip
 
     def _order(self, v: Mapping[str, Any]) -> Order:
         return Order(
@@ -321,6 +398,7 @@ class ChainLedger(LedgerBase):
         sender: int | None = None,
         chunk_orders: int | None = None,
         chunk_trades: int | None = None,
+        wait: bool = True,
     ) -> Clearing:
         """Sort the interval's book off-chain, let the contract verify and match it.
 
@@ -330,7 +408,13 @@ class ChainLedger(LedgerBase):
         (:mod:`twin.chain.chunks`), all sent at once and confirmed in order.
 
         An interval left "clearing" by an interrupted chunk sequence is resumed from the
-        contract's cursor: only the remaining chunks are sent (any chunk sizes)."""
+        contract's cursor: only the remaining chunks are sent (any chunk sizes).
+
+        An interval clears only after its gate closed (``GateOpen`` otherwise), so its book
+        is final when the operator plans the clearing; with ``wait`` (default) the clock is
+        first moved to one second after the gate, as an operator would wait for it."""
+        if wait and self.now_s <= self.gate_s(interval):
+            self.set_time(self.gate_s(interval) + 1)
         book: list[Order] | None = None
         cached = self._book.get(interval)
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)

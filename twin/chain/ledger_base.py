@@ -24,7 +24,7 @@ from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus
 from twin.market.mechanisms import CHAIN_CODE, Mechanism
-from twin.market.signing import Domain
+from twin.market.signing import Domain, Rejection
 from twin.market.types import (
     DSO_ACCOUNT,
     OPERATOR_ACCOUNT,
@@ -63,7 +63,7 @@ SETTLE_CHUNK_DEVICES = 250
 #: Output types of EnergyMarket.intervals(k) and clearingProgress(k).
 INTERVAL_STATE = ("uint8", "uint96", "uint64", "uint32", "uint32", "uint64", "uint32", "uint32")
 CLEARING_PROGRESS = ("uint256", "uint256", "bool", "uint256", "uint256")
-STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing", "settling")
+STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing", "settling", "void")
 
 
 
@@ -117,6 +117,9 @@ class LedgerBase:
                         ("EnergyMarket", self.market)):
             self.tx.track(name, c)
         self.deploy_block = deploy_block
+        #: signed orders the last place_signed_orders / confirm skipped, with their errors
+        self.rejected: list[Rejection] = []
+        self.last_rejected: list[Rejection] = []
         self.tx_gas = self.tx.tx_gas
         self.gas_price = self.tx.gas_price
         self.chain_id: int = w3.eth.chain_id
@@ -144,16 +147,20 @@ class LedgerBase:
         # evm_revert or a reorg invalidates it).
         self._book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
-        self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address)
+        self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address,
+                             salt=bytes(self.market.functions.salt().call()))
         self._market_events = EventCodec(self.compiled["EnergyMarket"].abi,
                                          address=self.market.address,
                                          with_block=frozenset({"TradeMatched"}))  # trade tickets
-        self.tx.error_hooks["GateClosed"] = self._gate_closed_values
+        for name in ("GateClosed", "GateOpen", "NotReclaimable"):
+            self.tx.error_hooks[name] = self._gate_closed_values
 
     def _gate_closed_values(self, values: dict[str, Any]) -> None:
-        """A GateClosed revert's block times -> seconds since the market's start."""
-        values["gate"] -= self._market_start
-        values["time"] -= self._market_start
+        """A GateClosed / GateOpen / NotReclaimable revert's block times -> seconds since the
+        market's start."""
+        for key in ("gate", "deadline", "time"):
+            if key in values:
+                values[key] -= self._market_start
 
     def track(self, name: str, contract: Contract) -> None:
         """Name another contract (value layer) in the transaction table."""
@@ -483,7 +490,7 @@ class LedgerBase:
 
     def balance(self, account: int) -> Balance:
         free, locked, debt = self._view(
-            self.market, "balanceOf", [self.address_of(account)], ("uint256",) * 3
+            self.market, "accounts", [self.address_of(account)], ("uint256",) * 3
         )
         return Balance(free=free, locked=locked, debt=debt)
 

@@ -396,6 +396,12 @@ class TxClient:
                      error_context: Any) -> None:
         """Raise the decoded revert: the reference's MarketError for a market rule (its
         purpose refined by ``error_context(exc)``), else ChainRevert."""
+        raise self.revert_error(error, purpose=purpose, tx_hash=tx_hash,
+                                error_context=error_context)
+
+    def revert_error(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
+                     error_context: Any) -> Exception:
+        """The decoded revert (``raise_revert``) as an exception object."""
         data = error.get("data")
         if isinstance(data, dict):  # some nodes nest it
             data = data.get("data")
@@ -416,5 +422,5 @@ class TxClient:
             exc.purpose = purpose
             exc.tx_hash = tx_hash
             exc.args = (str(exc),)
-            raise exc
-        raise ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)
+            return exc
+        return ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)
