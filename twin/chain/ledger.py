@@ -413,8 +413,8 @@ class ChainLedger(LedgerBase):
         An interval clears only after its gate closed (``GateOpen`` otherwise), so its book
         is final when the operator plans the clearing; with ``wait`` (default) the clock is
         first moved to one second after the gate, as an operator would wait for it."""
-        if wait and self.now_s <= self.gate_s(interval):
-            self.set_time(self.gate_s(interval) + 1)
+        if wait:
+            self.wait_for_gate(interval)
         book: list[Order] | None = None
         cached = self._book.get(interval)
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
@@ -434,7 +434,8 @@ class ChainLedger(LedgerBase):
         per_call = chunk_trades or self.clear_chunk_trades
         if len(orders) <= size and len(result.fills) <= per_call:
             return self.submit_clearing(
-                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender
+                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
+                wait=wait,
             )
         by_id = {o.order_id: o for o in orders}
         plan = plan_clearing(
@@ -505,6 +506,11 @@ class ChainLedger(LedgerBase):
             events += self._finish(p)
         return self._cleared(interval, events)
 
+    def wait_for_gate(self, interval: int) -> None:
+        """Move the clock one second past the interval's gate if it is not past it yet."""
+        if self.now_s <= self.gate_s(interval):
+            self.set_time(self.gate_s(interval) + 1)
+
     def submit_clearing(
         self,
         interval: int,
@@ -512,8 +518,12 @@ class ChainLedger(LedgerBase):
         bid_ids: Sequence[int],
         ask_ids: Sequence[int],
         sender: int | None = None,
+        wait: bool = True,
     ) -> Clearing:
-        """Send ``clear`` with explicit sorted id lists (the contract verifies them)."""
+        """Send ``clear`` with explicit sorted id lists (the contract verifies them), after
+        the gate (``wait``, as in :meth:`clear`)."""
+        if wait:
+            self.wait_for_gate(interval)
         events = self._transact(
             self.market, "clear", [interval, list(bid_ids), list(ask_ids)],
             sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
