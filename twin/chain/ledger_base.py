@@ -137,6 +137,7 @@ class LedgerBase:
         self._gate_lead_s = int(self.market.functions.gateLeadS().call())
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
+        self._pin_each_tx = False
         self._devices: dict[int, Device] = {}
         self._block_times: dict[int, int] = {}  # block number -> market clock (trade tickets)
         self._prepared: set[int] = set()
@@ -243,11 +244,13 @@ class LedgerBase:
                 "time only moves forward"
             )
         if not self._frozen:
-            freeze_clock(self.w3)
+            self._pin_each_tx = not freeze_clock(self.w3)
             self._frozen = True
         r = self._rpc("evm_setNextBlockTimestamp", [self._market_start + now_s])
         if "error" in r:
             raise ChainRevert("SetTimeFailed", dict(r["error"]), purpose=f"set_time: {now_s} s")
+        if self._pin_each_tx:  # e.g. Hardhat: every block of the step gets the step's time
+            self.tx.pinned_time = self._market_start + now_s
         self._clock_set = now_s
 
     def gate_s(self, interval: int) -> int:
@@ -523,10 +526,12 @@ class LedgerBase:
 
 
 
-def freeze_clock(w3: Web3) -> None:
-    """Stop the node's block clock following the wall clock (Anvil only; other nodes keep
-    theirs and ``set_time`` still moves it)."""
-    w3.provider.make_request("anvil_setBlockTimestampInterval", [0])  # type: ignore[arg-type]
+def freeze_clock(w3: Web3) -> bool:
+    """Stop the node's block clock following the wall clock; False if the node cannot
+    (Anvil can; on other nodes, e.g. Hardhat, ``set_time`` then pins each transaction's
+    block time instead, which needs blocks that may share a timestamp)."""
+    r = w3.provider.make_request("anvil_setBlockTimestampInterval", [0])  # type: ignore[arg-type]
+    return "error" not in r
 
 
 def _memo(fn: Callable[[int], bool]) -> Callable[[int], bool]:

@@ -138,6 +138,10 @@ class TxClient:
         self._sends_since_fee = 0
         #: wei paid in fees by all transactions sent (gasUsed x effectiveGasPrice)
         self.fees_wei = 0
+        #: block time every transaction's block gets (unix s; None: the node's own clock).
+        #: Set on nodes whose clock cannot be frozen (Hardhat): each send first pins the
+        #: next block's timestamp with ``evm_setNextBlockTimestamp``.
+        self.pinned_time: int | None = None
 
     # --- keys ---------------------------------------------------------------------------
     def key_of(self, account: int) -> TxKey:
@@ -295,6 +299,10 @@ class TxClient:
                   interval: int | None, error_context: Any) -> Pending:
         t0 = time.perf_counter()
         raw, tx_hash = self.sign(tx, sender=sender)
+        if self.pinned_time is not None:  # a node whose block clock follows the wall clock
+            pin = self.rpc("evm_setNextBlockTimestamp", [self.pinned_time])
+            if "error" in pin:
+                raise ChainRevert("SetTimeFailed", dict(pin["error"]), purpose=purpose)
         sent = self.rpc("eth_sendRawTransaction", [raw])
         if "error" in sent:
             self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
