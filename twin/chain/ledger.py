@@ -508,8 +508,11 @@ class ChainLedger(LedgerBase):
 
     def wait_for_gate(self, interval: int) -> None:
         """Move the clock one second past the interval's gate if it is not past it yet."""
-        if self.now_s <= self.gate_s(interval):
-            self.set_time(self.gate_s(interval) + 1)
+        gate = self.gate_s(interval)
+        if self.now_s <= gate:
+            self.set_time(gate + 1)
+        elif self._block_now_s() <= gate:  # the chain went back (evm_revert) behind our clock
+            self.force_time(gate + 1)
 
     def submit_clearing(
         self,

@@ -253,6 +253,13 @@ class LedgerBase:
             self.tx.pinned_time = self._market_start + now_s
         self._clock_set = now_s
 
+    def force_time(self, now_s: int) -> None:
+        """``set_time`` without the forward-only check against this ledger's own clock (the
+        chain may have gone back behind it, e.g. by ``evm_revert``; the node still refuses a
+        time before its latest block)."""
+        self._clock_set = None
+        self.set_time(now_s)
+
     def gate_s(self, interval: int) -> int:
         """Last clock time at which orders for ``interval`` are accepted."""
         return max(self._market_start + interval * self._interval_s - self._gate_lead_s, 0) - (
