@@ -18,9 +18,15 @@ secp256k1 key registered by the DSO. Measured in this one run:
   transactions (trades paid by trade id, then readings by device id) under the same cap:
   gas per chunk and the largest transaction.
 * **Anvil memory** (RSS) over the long batched run.
+* **where the time goes** in the batched run: signing (EIP-712, device keys), sending the
+  raw transactions (``eth_sendRawTransaction``: with automine the node executes the block
+  before it answers), waiting for and decoding receipts, clearing, settlement.
 
-Medians over intervals; the last line is ``key=value`` pairs.
-``python bench/chain.py [--quick]``
+The run's accounts are their own keys (from a seed), funded by the node's public dev key,
+and every transaction is signed client-side and sent raw — the path ``twin run`` uses — so
+``--node hardhat`` runs the same on Hardhat's node (npm ``hardhat`` 2.x, clearing sizes
+100 and 1,000 only). Medians over intervals; the last line is ``key=value`` pairs.
+``python bench/chain.py [--quick] [--node anvil|hardhat]``
 """
 
 from __future__ import annotations
@@ -31,19 +37,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+from web3 import HTTPProvider, Web3
 
 from twin.chain.anvil import AnvilNode
+from twin.chain.hardhat import HardhatNode
+from twin.chain.keys import ANVIL_DEV_KEY, TxKey, derive_keys
 from twin.chain.ledger import ChainLedger, PendingOrders
 from twin.market.signing import DeviceKey, SignedOrder
 from twin.market.types import Device, DeviceKind, OrderIntent, Side
 
 QUICK = "--quick" in sys.argv
+NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
 PARTICIPANTS = 210
 INTERVALS = 6 if QUICK else 30
 ORDERS = 2000
 CHUNK = 300  # ~70,000 gas an order: a chunk fits a standard 30 M gas block
 NAIVE = 100 if QUICK else 300
-CLEAR_SIZES = (100, 1000, 10_000)
+CLEAR_SIZES = (100, 1000, 10_000) if NODE == "anvil" else (100, 1000)
 MAINNET_BLOCK_GAS = 36_000_000
 CHUNK_TX_GAS = 30_000_000  # gas cap of every clearing transaction
 PARAMS = {"interval_s": 900, "retail_price_per_mwh": 250_000_000, "feed_in_price_per_mwh": 80_000_000}
@@ -95,10 +105,15 @@ def main() -> None:
         for k in range(PARTICIPANTS)
     ]
     keys = {d.device_id: DeviceKey.from_seed(d.device_id) for d in devices}
-    with AnvilNode(accounts=PARTICIPANTS + 2) as node:
-        assert node._proc is not None
-        pid = node._proc.pid
-        led = ChainLedger.deploy(node.web3(), **PARAMS)
+    if NODE not in ("anvil", "hardhat"):
+        raise SystemExit(f"--node must be anvil or hardhat, got {NODE!r}")
+    node_cm = AnvilNode(accounts=1) if NODE == "anvil" else HardhatNode()
+    with node_cm as node:
+        proc = getattr(node, "_proc", None)
+        pid = proc.pid if proc is not None else 0
+        w3 = node.web3() if isinstance(node, AnvilNode) else Web3(HTTPProvider(node.url))
+        led = ChainLedger.deploy(w3, keys=derive_keys("bench/chain.py", PARTICIPANTS + 2),
+                                 funder=TxKey.from_hex(ANVIL_DEV_KEY), **PARAMS)
         t0 = time.perf_counter()
         for d in devices:
             led.register_device(d)
@@ -107,11 +122,12 @@ def main() -> None:
         led.deposit(1, 10**12)
         setup_s = time.perf_counter() - t0
         m = Market(led, devices, keys)
-        rss0 = _rss_mb(pid)
+        rss0 = _rss_mb(pid) if NODE == "anvil" else float("nan")
 
         # --- batched, end to end ------------------------------------------------------
         per_interval_rate, latencies_ms, place_gas, clear_gas, settle_gas, rss = [], [], [], [], [], []
         total_orders, total_s = 0, 0.0
+        spent = dict.fromkeys(("sign", "send", "confirm", "clear", "settle"), 0.0)
         for i in range(INTERVALS):
             intents = m.intents(rng, i, ORDERS)
             n_tx = len(led.transactions)
@@ -120,26 +136,38 @@ def main() -> None:
             in_flight: list[tuple[float, PendingOrders]] = []
             for c in range(0, ORDERS, CHUNK):
                 tc = time.perf_counter()
-                in_flight.append((tc, led.submit_signed_orders(m.sign(intents[c : c + CHUNK]))))
+                signed = m.sign(intents[c : c + CHUNK])
+                ts = time.perf_counter()
+                in_flight.append((tc, led.submit_signed_orders(signed)))
+                tf = time.perf_counter()
+                spent["sign"] += ts - tc
+                spent["send"] += tf - ts
                 if len(in_flight) > 1:
                     tp, p = in_flight.pop(0)
                     led.confirm(p)
                     latencies_ms += [(time.perf_counter() - tp) * 1000] * p.n
+                spent["confirm"] += time.perf_counter() - tf
+            tf = time.perf_counter()
             for tp, p in in_flight:
                 led.confirm(p)
                 latencies_ms += [(time.perf_counter() - tp) * 1000] * p.n
+            tc = time.perf_counter()
+            spent["confirm"] += tc - tf
             clearing = led.clear(i)
+            spent["clear"] += time.perf_counter() - tc
             traded = {t.buyer_device for t in clearing.trades} | {t.seller_device for t in clearing.trades}
             net: dict[int, int] = dict.fromkeys(traded, 0)
             for t in clearing.trades:
                 net[t.buyer_device] += t.energy_wh
                 net[t.seller_device] -= t.energy_wh
+            tc = time.perf_counter()
             readings = [
                 keys[d].sign_reading(device_id=d, interval=i, metered_wh=w + int(rng.integers(-50, 50)),
                                      domain=led.domain)
                 for d, w in net.items()
             ]
             led.settle_signed(i, readings)
+            spent["settle"] += time.perf_counter() - tc
             dt = time.perf_counter() - t_start
             txs = led.transactions[n_tx:]
             assert all(t.status == 1 for t in txs)
@@ -149,7 +177,7 @@ def main() -> None:
             place_gas.append(sum(t.gas_used for t in txs if t.function.endswith("placeSignedOrders")) / ORDERS)
             clear_gas.append(sum(t.gas_used for t in txs if t.function.startswith("EnergyMarket.clear")))
             settle_gas.append(sum(t.gas_used for t in txs if ".settle" in t.function))
-            rss.append(_rss_mb(pid))
+            rss.append(_rss_mb(pid) if NODE == "anvil" else float("nan"))
         rate = statistics.median(per_interval_rate)
         lat = np.array(latencies_ms)
 
@@ -192,8 +220,10 @@ def main() -> None:
             settle_by_size[n] = [t.gas_used for t in led.transactions[n_tx:]]
             readings_by_size[n] = len(metered)
         block_gas = int(led.w3.eth.get_block("latest")["gasLimit"])
+        client = w3.client_version
 
-    print(f"{PARTICIPANTS} participant accounts with one keyed device each; setup {setup_s:.1f} s")
+    print(f"node: {NODE} ({client}); {PARTICIPANTS} participant accounts with one "
+          f"keyed device each; setup {setup_s:.1f} s")
     print(f"batched: {INTERVALS} intervals x {ORDERS} signed orders (chunks of {CHUNK}), "
           f"sign+place+clear+settle(signed readings), receipts checked")
     print(f"  orders/s end to end (signing pipelined with execution): median {rate:,.0f} (min {min(per_interval_rate):,.0f}, "
@@ -204,6 +234,8 @@ def main() -> None:
           f"median {statistics.median(place_gas):,.0f}")
     print(f"  clear gas/interval median {statistics.median(clear_gas):,.0f}; "
           f"settleSigned gas/interval median {statistics.median(settle_gas):,.0f}")
+    print("  where the time goes: " + ", ".join(
+        f"{k} {v:.1f} s ({v / total_s:.0%})" for k, v in spent.items()))
     print(f"  Anvil RSS: {rss0:.0f} MB after setup -> {rss[len(rss) // 2]:.0f} MB mid -> {rss[-1]:.0f} MB "
           f"after {total_orders:,} orders")
     print(f"naive one transact per order: {naive_rate:,.0f} orders/s -> batched is {rate / naive_rate:.1f}x")
@@ -218,6 +250,7 @@ def main() -> None:
               f"per chunk [{', '.join(f'{g / 1e6:.1f}M' for g in sg)}]; largest tx {max(sg):,} = "
               f"{max(sg) / MAINNET_BLOCK_GAS:.0%} of a 36 M block")
     kv = {
+        "node": NODE,
         "orders_per_s": round(rate),
         "naive_orders_per_s": round(naive_rate),
         "speedup": round(rate / naive_rate, 1),
@@ -232,8 +265,9 @@ def main() -> None:
         **{f"settle_gas_{n}": sum(g) for n, g in settle_by_size.items()},
         **{f"settle_max_tx_gas_{n}": max(g) for n, g in settle_by_size.items()},
         **{f"settle_chunks_{n}": len(g) for n, g in settle_by_size.items()},
-        "anvil_rss_mb_start": round(rss0),
-        "anvil_rss_mb_end": round(rss[-1]),
+        **{f"time_{k}_s": round(v, 1) for k, v in spent.items()},
+        "anvil_rss_mb_start": round(rss0) if NODE == "anvil" else "na",
+        "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
         "participants": PARTICIPANTS,
     }
     print(" ".join(f"{k}={v}" for k, v in kv.items()))

@@ -79,6 +79,7 @@ def test_interval_is_closed_and_exclusive_while_clearing(chain_ledger: ChainLedg
     result = match_orders(orders0)
     plan = plan_clearing(bids, asks, n_trades=len(result.fills), chunk_orders=5, chunk_trades=4)
     first = plan[0]
+    led.wait_for_gate(0)  # no clearing path starts while the gate is open
     # A chunk bringing an id the walk does not reach yet is refused.
     takes = take_order(bids, asks)
     extra = next(oid for s, oid in takes[5:] if s == Side.BUY)

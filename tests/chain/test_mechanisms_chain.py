@@ -66,6 +66,8 @@ def test_cda_verifies_hints_and_the_id_list(deploy: Callable[..., ChainLedger]) 
     led.place_orders([sell(12, 10, 50), sell(13, 10, 40), sell(14, 10, 40)])
     op = {"from": led.address_of(0)}
     fn = led.market.functions.clearCda
+    led.wait_for_gate(0)
+    led.tx.rpc("evm_mine", [])  # the calls below run on the latest block: one past the gate
 
     def selector(sig: str) -> str:
         return "0x" + keccak(text=sig)[:4].hex()

@@ -140,6 +140,7 @@ def test_interrupted_chunked_clearing_resumes(
         n_trades=len(result.fills), chunk_orders=2, chunk_trades=1,
     )  # fmt: skip
     assert len(plan) > done
+    led.wait_for_gate(0)
     for c in plan[:done]:
         _operator_sends(led, "clearChunk", 0, len(orders), list(c.bid_ids), list(c.ask_ids),
                         c.max_trades)  # fmt: skip

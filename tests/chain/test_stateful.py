@@ -46,8 +46,10 @@ CAPACITY_W = {30: 11_000, 31: 7_000, 32: 3_000, 33: 20_000, 34: 5_000, 35: 9_000
 OWNER = {30: 2, 31: 3, 32: 4, 33: 5, 34: 6, 35: 2}
 KEYS = {d: DeviceKey.from_seed(f"stateful-{d}") for d in CAPACITY_W}
 ACCOUNTS = range(8)
-INTERVALS = range(4)  # the random operations' intervals
-CYCLE = 4  # the interval each example first trades through a whole cycle (``cycle``)
+INTERVALS = range(1, 5)  # the random operations' intervals
+#: the interval each example first trades through a whole cycle (``cycle``): the first, as
+#: its clearing moves the clock past its gate (and not past the random intervals' gates)
+CYCLE = 0
 BASE_DEPOSIT = 200_000
 PRICES = {  # bids and asks that often cross
     Side.BUY: st.sampled_from([90_000_000, 120_000_000, 150_000_000]),
@@ -81,7 +83,7 @@ def _intent(draw: st.DrawFn, open_intervals: list[int], side: Side | None = None
     side = Side(draw(st.sampled_from([0, 1])) if wild else dev % 2)
     return OrderIntent(
         device_id=dev,
-        interval=draw(st.sampled_from(list(INTERVALS) if wild else open_intervals or [0])),
+        interval=draw(st.sampled_from(list(INTERVALS) if wild else open_intervals or [INTERVALS[0]])),
         side=side,
         energy_wh=draw(st.integers(-1, 3000) if wild else st.integers(1, 500)),
         price_per_mwh=draw(st.integers(1, 2 * 10**8) if wild else PRICES[side]),

@@ -276,12 +276,12 @@ def test_trade_ticket_carries_creator_and_creation_time(ledger: ReferenceLedger)
     # the later order (it met the one already in the book), created at the clearing time
     ledger.place_orders([sell(14, 1000, 90_000_000)])  # owner 4, first in the book
     ledger.place_orders([buy(12, 600, 120_000_000), buy(13, 400, 110_000_000)])  # owners 2, 3
-    now = ledger.now_s
+    now = ledger.gate_s(0) + 1  # an interval clears once its gate closed
     trades = ledger.clear(0).trades
     assert {(t.buyer_device, t.creator, t.created_s) for t in trades} == {(12, 2, now), (13, 3, now)}
     ledger.place_orders([buy(12, 500, 120_000_000, interval=1)])
     ledger.set_time(now + 600)
     ledger.place_orders([sell(14, 500, 90_000_000, interval=1)])
     (t,) = ledger.clear(1).trades
-    assert (t.creator, t.created_s) == (4, now + 600)  # the seller initiated this one
+    assert (t.creator, t.created_s) == (4, ledger.gate_s(1) + 1)  # the seller initiated this one
     assert ledger.trades(1) == [t]

@@ -31,6 +31,7 @@ clock, views), :mod:`twin.chain.ledger_orders`, :mod:`twin.chain.ledger_clearing
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,6 +90,7 @@ class ChainLedger(SettlingLedger):
         gate_lead_s: int | None = None,
         market_start_s: int | None = None,
         mechanism: Mechanism = "uniform",
+        salt: bytes | None = None,
     ) -> ChainLedger:
         """Deploy SettlementToken, DeviceRegistry and EnergyMarket (operator = account 0,
         DSO = account 1) and return a ledger over them.
@@ -99,7 +101,9 @@ class ChainLedger(SettlingLedger):
         ``mechanism`` (:mod:`twin.market.mechanisms`) is set by the operator right after
         deployment (``setMechanism``); ``keys``: the run's own account keys (every
         transaction is signed with them), ``funder``: the key that pays each ``fund_wei``; the CDA's matching runs in the linked library
-        ``CdaMatching`` (deployed first), which keeps EnergyMarket under the EIP-170 limit."""
+        ``CdaMatching`` and settlement in ``MarketSettlement`` (deployed first), which keeps
+        EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712 domain salt (default:
+        32 random bytes, so no signature of one deployment is valid in another)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -134,6 +138,11 @@ class ChainLedger(SettlingLedger):
         first_block = tx.transactions[-1].block
         registry = _deploy("DeviceRegistry", dso)
         library = _deploy("CdaMatching")
+        settlement = _deploy("MarketSettlement")
+        salt = os.urandom(32) if salt is None else salt
+        if len(salt) != 32:
+            raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
+        code = link(compiled["EnergyMarket"].bytecode, "CdaMatching", library.address)
         market = _deploy(
             "EnergyMarket",
             token.address,
@@ -144,7 +153,8 @@ class ChainLedger(SettlingLedger):
             feed_in_price_per_mwh,
             start,
             lead,
-            bytecode=link(compiled["EnergyMarket"].bytecode, "CdaMatching", library.address),
+            salt,
+            bytecode=link(code, "MarketSettlement", settlement.address),
         )
         if mechanism != "uniform":
             tx.receipt(tx.send(market, "setMechanism", [CHAIN_CODE[mechanism]],

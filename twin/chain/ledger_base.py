@@ -24,7 +24,7 @@ from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import CHAIN_CODE, Mechanism
-from twin.market.signing import Domain
+from twin.market.signing import Domain, Rejection
 from twin.market.types import (
     DSO_ACCOUNT,
     OPERATOR_ACCOUNT,
@@ -63,7 +63,7 @@ SETTLE_CHUNK_DEVICES = 250
 #: Output types of EnergyMarket.intervals(k) and clearingProgress(k).
 INTERVAL_STATE = ("uint8", "uint96", "uint64", "uint32", "uint32", "uint64", "uint32", "uint32")
 CLEARING_PROGRESS = ("uint256", "uint256", "bool", "uint256", "uint256")
-STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing", "settling")
+STATUS: tuple[IntervalStatus, ...] = ("open", "cleared", "settled", "clearing", "settling", "void")
 
 
 
@@ -117,6 +117,9 @@ class LedgerBase(MarketParameters):
                         ("EnergyMarket", self.market)):
             self.tx.track(name, c)
         self.deploy_block = deploy_block
+        #: signed orders the last place_signed_orders / confirm skipped, with their errors
+        self.rejected: list[Rejection] = []
+        self.last_rejected: list[Rejection] = []
         self.tx_gas = self.tx.tx_gas
         self.gas_price = self.tx.gas_price
         self.chain_id: int = w3.eth.chain_id
@@ -134,6 +137,7 @@ class LedgerBase(MarketParameters):
         self._gate_lead_s = int(self.market.functions.gateLeadS().call())
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
+        self._pin_each_tx = False
         self._devices: dict[int, Device] = {}
         self._block_times: dict[int, int] = {}  # block number -> market clock (trade tickets)
         self._prepared: set[int] = set()
@@ -144,16 +148,20 @@ class LedgerBase(MarketParameters):
         # evm_revert or a reorg invalidates it).
         self._book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
-        self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address)
+        self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address,
+                             salt=bytes(self.market.functions.salt().call()))
         self._market_events = EventCodec(self.compiled["EnergyMarket"].abi,
                                          address=self.market.address,
                                          with_block=frozenset({"TradeMatched"}))  # trade tickets
-        self.tx.error_hooks["GateClosed"] = self._gate_closed_values
+        for name in ("GateClosed", "GateOpen", "NotReclaimable"):
+            self.tx.error_hooks[name] = self._gate_closed_values
 
     def _gate_closed_values(self, values: dict[str, Any]) -> None:
-        """A GateClosed revert's block times -> seconds since the market's start."""
-        values["gate"] -= self._market_start
-        values["time"] -= self._market_start
+        """A GateClosed / GateOpen / NotReclaimable revert's block times -> seconds since the
+        market's start."""
+        for key in ("gate", "deadline", "time"):
+            if key in values:
+                values[key] -= self._market_start
 
     def track(self, name: str, contract: Contract) -> None:
         """Name another contract (value layer) in the transaction table."""
@@ -220,12 +228,21 @@ class LedgerBase(MarketParameters):
                 "time only moves forward"
             )
         if not self._frozen:
-            freeze_clock(self.w3)
+            self._pin_each_tx = not freeze_clock(self.w3)
             self._frozen = True
         r = self._rpc("evm_setNextBlockTimestamp", [self._market_start + now_s])
         if "error" in r:
             raise ChainRevert("SetTimeFailed", dict(r["error"]), purpose=f"set_time: {now_s} s")
+        if self._pin_each_tx:  # e.g. Hardhat: every block of the step gets the step's time
+            self.tx.pinned_time = self._market_start + now_s
         self._clock_set = now_s
+
+    def force_time(self, now_s: int) -> None:
+        """``set_time`` without the forward-only check against this ledger's own clock (the
+        chain may have gone back behind it, e.g. by ``evm_revert``; the node still refuses a
+        time before its latest block)."""
+        self._clock_set = None
+        self.set_time(now_s)
 
     def gate_s(self, interval: int) -> int:
         """Last clock time at which orders for ``interval`` are accepted."""
@@ -467,7 +484,7 @@ class LedgerBase(MarketParameters):
 
     def balance(self, account: int) -> Balance:
         free, locked, debt = self._view(
-            self.market, "balanceOf", [self.address_of(account)], ("uint256",) * 3
+            self.market, "accounts", [self.address_of(account)], ("uint256",) * 3
         )
         return Balance(free=free, locked=locked, debt=debt)
 
@@ -500,10 +517,12 @@ class LedgerBase(MarketParameters):
 
 
 
-def freeze_clock(w3: Web3) -> None:
-    """Stop the node's block clock following the wall clock (Anvil only; other nodes keep
-    theirs and ``set_time`` still moves it)."""
-    w3.provider.make_request("anvil_setBlockTimestampInterval", [0])  # type: ignore[arg-type]
+def freeze_clock(w3: Web3) -> bool:
+    """Stop the node's block clock following the wall clock; False if the node cannot
+    (Anvil can; on other nodes, e.g. Hardhat, ``set_time`` then pins each transaction's
+    block time instead, which needs blocks that may share a timestamp)."""
+    r = w3.provider.make_request("anvil_setBlockTimestampInterval", [0])  # type: ignore[arg-type]
+    return "error" not in r
 
 
 def _memo(fn: Callable[[int], bool]) -> Callable[[int], bool]:

@@ -31,6 +31,7 @@ class ClearingLedger(OrderLedger):
         sender: int | None = None,
         chunk_orders: int | None = None,
         chunk_trades: int | None = None,
+        wait: bool = True,
     ) -> Clearing:
         """Sort the interval's book off-chain, let the contract verify and match it.
 
@@ -40,7 +41,13 @@ class ClearingLedger(OrderLedger):
         (:mod:`twin.chain.chunks`), all sent at once and confirmed in order.
 
         An interval left "clearing" by an interrupted chunk sequence is resumed from the
-        contract's cursor: only the remaining chunks are sent (any chunk sizes)."""
+        contract's cursor: only the remaining chunks are sent (any chunk sizes).
+
+        An interval clears only after its gate closed (``GateOpen`` otherwise), so its book
+        is final when the operator plans the clearing; with ``wait`` (default) the clock is
+        first moved to one second after the gate, as an operator would wait for it."""
+        if wait:
+            self.wait_for_gate(interval)
         book: list[Order] | None = None
         cached = self._book.get(interval)
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
@@ -60,7 +67,8 @@ class ClearingLedger(OrderLedger):
         per_call = chunk_trades or self.clear_chunk_trades
         if len(orders) <= size and len(result.fills) <= per_call:
             return self.submit_clearing(
-                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender
+                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
+                wait=wait,
             )
         by_id = {o.order_id: o for o in orders}
         plan = plan_clearing(
@@ -131,6 +139,14 @@ class ClearingLedger(OrderLedger):
             events += self._finish(p)
         return self._cleared(interval, events)
 
+    def wait_for_gate(self, interval: int) -> None:
+        """Move the clock one second past the interval's gate if it is not past it yet."""
+        gate = self.gate_s(interval)
+        if self.now_s <= gate:
+            self.set_time(gate + 1)
+        elif self._block_now_s() <= gate:  # the chain went back (evm_revert) behind our clock
+            self.force_time(gate + 1)
+
     def submit_clearing(
         self,
         interval: int,
@@ -138,8 +154,12 @@ class ClearingLedger(OrderLedger):
         bid_ids: Sequence[int],
         ask_ids: Sequence[int],
         sender: int | None = None,
+        wait: bool = True,
     ) -> Clearing:
-        """Send ``clear`` with explicit sorted id lists (the contract verifies them)."""
+        """Send ``clear`` with explicit sorted id lists (the contract verifies them), after
+        the gate (``wait``, as in :meth:`clear`)."""
+        if wait:
+            self.wait_for_gate(interval)
         events = self._transact(
             self.market, "clear", [interval, list(bid_ids), list(ask_ids)],
             sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,

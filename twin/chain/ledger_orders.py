@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twin.chain.abi import encode_signed_orders
-from twin.chain.ledger_base import LedgerBase
+from twin.chain.ledger_base import UINT64, LedgerBase, _memo
 from twin.chain.tx import ChainRevert, Pending
 from twin.market import errors as e
-from twin.market.signing import SignedOrder
+from twin.market.signing import Rejection, SignedCancel, SignedOrder
 from twin.market.types import OPERATOR_ACCOUNT, Order, OrderIntent, Side
+from twin.market.validation import check_intents
 
 __all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
 
@@ -28,6 +29,7 @@ class PendingOrders:
 
     tx: Pending
     n: int
+    orders: tuple[SignedOrder, ...] = ()
 
 
 class OrderLedger(LedgerBase):
@@ -89,24 +91,46 @@ class OrderLedger(LedgerBase):
         *,
         sender: int | None = None,
         chunk_size: int | None = None,
+        strict: bool = True,
     ) -> list[Order]:
-        """Relay device-signed orders (``placeSignedOrders``), by default as the operator.
+        """Relay device-signed orders (``placeSignedOrders``), by default as the operator;
+        return the placed ones.
 
         One transaction per ``chunk_size`` orders (default :data:`SIGNED_ORDER_CHUNK`, so each
-        fits a standard 30 M gas block at ~70,000 gas an order), each atomic; a
-        malformed order is rejected before anything is sent. Every order's owner and escrow
-        payer is its device's owner, authorised by the device key's EIP-712 signature."""
+        fits a standard 30 M gas block at ~70,000 gas an order). An order that fails its
+        checks is skipped by the contract and reported (``OrderRejected``, in
+        :attr:`rejected` with its decoded error): no order can void the rest of a batch.
+        ``strict`` (default): a malformed batch is refused before anything is sent, and the
+        first rejection is raised once the batch went through (as the reference ledger).
+        Every order's owner and escrow payer is its device's owner, authorised by the device
+        key's EIP-712 signature."""
+        self.rejected = []
         if not signed:
             return []
-        self._reject_malformed([so.intent for so in signed], "place_signed_orders")
+        intents = [so.intent for so in signed]
+        index = list(range(len(signed)))
+        if strict:
+            self._reject_malformed(intents, "place_signed_orders")
+        else:  # what cannot even be encoded or is refused anyway: reported, not sent
+            bad = {p.index: p.error for p in check_intents(
+                intents, is_registered=self._is_registered, is_closed=_memo(self._is_closed))}
+            self.rejected = [Rejection(k, signed[k], err) for k, err in sorted(bad.items())]
+            index = [k for k in index if k not in bad]
         size = chunk_size or SIGNED_ORDER_CHUNK
         pending = [
-            self.submit_signed_orders(signed[k : k + size], sender=sender, checked=True)
-            for k in range(0, len(signed), size)
+            (index[k : k + size], self.submit_signed_orders(
+                [signed[j] for j in index[k : k + size]], sender=sender, checked=True))
+            for k in range(0, len(index), size)
         ]  # all sent first: the node executes chunk k while chunk k+1 is on its way
         placed: list[Order] = []
-        for p in pending:
-            placed += self.confirm(p)
+        for where, p in pending:
+            got, rejected = self._confirm(p)
+            placed += got
+            self.rejected += [Rejection(where[r.index], signed[where[r.index]], r.error)
+                              for r in rejected]
+        self.rejected.sort(key=lambda r: r.index)
+        if strict and self.rejected:
+            raise self.rejected[0].error
         return placed
 
     def submit_signed_orders(
@@ -138,11 +162,53 @@ class OrderLedger(LedgerBase):
             interval=next(iter(intervals)) if len(intervals) == 1 else None,
             purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
         )  # fmt: skip
-        return PendingOrders(tx=tx, n=len(signed))
+        return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed))
 
     def confirm(self, pending: PendingOrders) -> list[Order]:
-        """Wait for a submitted batch: its orders, or its decoded revert raised."""
-        return self._booked(self._finish(pending.tx), pending.n)
+        """Wait for a submitted batch: its placed orders (the rejected ones, with their
+        decoded errors, in :attr:`last_rejected`), or its decoded revert raised."""
+        placed, self.last_rejected = self._confirm(pending)
+        return placed
+
+    def _confirm(self, pending: PendingOrders) -> tuple[list[Order], list[Rejection]]:
+        events = self._finish(pending.tx)
+        rejected = []
+        for name, v in events:
+            if name == "OrderRejected":
+                exc = self.tx.revert_error(
+                    {"data": "0x" + bytes(v["reason"]).hex()}, tx_hash=pending.tx.tx_hash,
+                    purpose=(f"place_signed_orders: order for device {v['device']} interval "
+                             f"{v['interval']} nonce {v['nonce']}"), error_context=None)
+                if not isinstance(exc, e.MarketError):
+                    raise exc
+                rejected.append(Rejection(v["position"], pending.orders[v["position"]], exc))
+        return self._booked(events, pending.n - len(rejected)), rejected
+
+    def cancel_orders(self, cancel: SignedCancel, *, sender: int | None = None) -> None:
+        """Relay a device key's ``cancelOrders`` (its orders of the interval with nonces up
+        to ``cancel.nonce`` are void), by default as the operator."""
+        if not (0 <= cancel.device_id < UINT64 and 0 <= cancel.interval < UINT64
+                and 0 <= cancel.nonce < UINT64) or len(cancel.signature) != 65:
+            raise e.BadSignature(cancel.device_id, purpose="cancel_orders: malformed")
+        sig = cancel.signature
+        self._transact(
+            self.market, "cancelOrders",
+            [cancel.device_id, cancel.interval, cancel.nonce, (sig[:32], sig[32:64], sig[64])],
+            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=cancel.interval,
+            purpose=f"cancel_orders: device {cancel.device_id} interval {cancel.interval}",
+        )  # fmt: skip
+
+    def reclaim_after_s(self, interval: int) -> int:
+        """Deadline after which an uncleared interval's escrow is reclaimable."""
+        return self.gate_s(interval) + self._interval_s
+
+    def reclaim(self, account: int, order_ids: Sequence[int]) -> None:
+        """``reclaim``: the owner takes back the escrow of its buy orders of intervals whose
+        clearing did not start by their deadline (the first reclaim voids the interval)."""
+        self._transact(
+            self.market, "reclaim", [list(order_ids)], sender=account,
+            purpose=f"reclaim: account {account}, {len(order_ids)} orders",
+        )  # fmt: skip
 
     def _order(self, v: Mapping[str, Any]) -> Order:
         return Order(

@@ -162,6 +162,10 @@ class TxClient:
         self.incidents: list[dict[str, Any]] = []  # kind, start, end (monotonic), attempts, method
         self.latencies: list[dict[str, Any]] = []  # tx_hash, function, interval, latency_s, sends
         self._next_nonce: dict[int, int] = {}
+        #: block time every transaction's block gets (unix s; None: the node's own clock).
+        #: Set on nodes whose clock cannot be frozen (Hardhat): each send first pins the
+        #: next block's timestamp with ``evm_setNextBlockTimestamp``.
+        self.pinned_time: int | None = None
 
     # --- keys ---------------------------------------------------------------------------
     def key_of(self, account: int) -> TxKey:
@@ -347,6 +351,10 @@ class TxClient:
                   interval: int | None, error_context: Any) -> Pending:
         t0 = time.perf_counter()
         raw, tx_hash = self.sign(tx, sender=sender)
+        if self.pinned_time is not None:  # a node whose block clock follows the wall clock
+            pin = self.rpc("evm_setNextBlockTimestamp", [self.pinned_time])
+            if "error" in pin:
+                raise ChainRevert("SetTimeFailed", dict(pin["error"]), purpose=purpose)
         sent = self.rpc("eth_sendRawTransaction", [raw])
         if "error" in sent and not (self.retry is not None and _already_there(sent["error"])):
             self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
@@ -472,6 +480,12 @@ class TxClient:
                      error_context: Any) -> None:
         """Raise the decoded revert: the reference's MarketError for a market rule (its
         purpose refined by ``error_context(exc)``), else ChainRevert."""
+        raise self.revert_error(error, purpose=purpose, tx_hash=tx_hash,
+                                error_context=error_context)
+
+    def revert_error(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
+                     error_context: Any) -> Exception:
+        """The decoded revert (``raise_revert``) as an exception object."""
         data = error.get("data")
         if isinstance(data, dict):  # some nodes nest it
             data = data.get("data")
@@ -492,8 +506,8 @@ class TxClient:
             exc.purpose = purpose
             exc.tx_hash = tx_hash
             exc.args = (str(exc),)
-            raise exc
-        raise ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)
+            return exc
+        return ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)
 
 
 def _already_there(error: Mapping[str, Any]) -> bool:

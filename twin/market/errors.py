@@ -30,6 +30,8 @@ __all__ = [
     "DeviceRevoked",
     "EnvelopeExceeded",
     "GateClosed",
+    "GateOpen",
+    "InDebt",
     "InsufficientBalance",
     "IntervalClosed",
     "MarketError",
@@ -41,6 +43,7 @@ __all__ = [
     "NotDeviceOwner",
     "NotOperator",
     "NotPoster",
+    "NotReclaimable",
     "NotSettled",
     "OppositeSide",
     "ReplayedNonce",
@@ -194,6 +197,30 @@ class GateClosed(MarketError):
 
     fields = ("interval", "gate", "time")
     explanation = "orders for an interval must be placed before its gate closes"
+
+
+class GateOpen(MarketError):
+    """Clearing started while the interval's gate is still open (times as in GateClosed):
+    the book is final, and the operator's plan safe from late orders, only after the gate."""
+
+    fields = ("interval", "gate", "time")
+    explanation = "an interval clears only after its gate closed"
+
+
+class InDebt(MarketError):
+    """The account owes unpaid settlement charges: no withdrawal nor buy order until paid
+    (every credit to it pays the debt first)."""
+
+    fields = ("account", "debt")
+    explanation = "an indebted account can neither withdraw nor buy until its debt is paid"
+
+
+class NotReclaimable(MarketError):
+    """Escrow reclaimed from an interval that is not void: it is cleared, being cleared, or
+    its deadline (``reclaimAfter``, times as in GateClosed) has not passed."""
+
+    fields = ("interval", "deadline", "time")
+    explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"
 
 
 class CapacityExceeded(MarketError):
@@ -380,6 +407,9 @@ ERRORS: dict[str, type[MarketError]] = {
         BadAmount,
         IntervalClosed,
         GateClosed,
+        GateOpen,
+        InDebt,
+        NotReclaimable,
         CapacityExceeded,
         EnvelopeExceeded,
         OppositeSide,

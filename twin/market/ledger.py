@@ -20,7 +20,7 @@ __all__ = ["IntervalStatus", "Ledger", "MarketParameters"]
 #: "clearing": a chunked on-chain clearing is under way (closed to orders, not cleared yet).
 #: "settling": a chunked on-chain settlement is under way (cleared, no curtailment, not
 #: settled yet). The reference ledger settles in one call and never reports these two.
-IntervalStatus = Literal["open", "cleared", "settled", "clearing", "settling"]
+IntervalStatus = Literal["open", "cleared", "settled", "clearing", "settling", "void"]
 
 
 @runtime_checkable

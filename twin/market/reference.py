@@ -30,8 +30,11 @@ from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imba
 from twin.market.signing import (
     ZERO_ADDRESS,
     Domain,
+    Rejection,
+    SignedCancel,
     SignedOrder,
     SignedReading,
+    cancel_signer,
     order_signer,
     reading_signer,
 )
@@ -48,7 +51,7 @@ from twin.market.types import (
     Trade,
 )
 from twin.market.units import PRICE_MAX, payment
-from twin.market.validation import reject_malformed
+from twin.market.validation import check_intents, reject_malformed
 
 __all__ = ["ReferenceLedger"]
 
@@ -109,6 +112,8 @@ class ReferenceLedger(MarketParameters):
         #: (interval, device) -> (estimate_wh, traded_wh) settled provisionally (true_up)
         self._provisional: dict[tuple[int, int], tuple[int, int]] = {}
         self._trued_up: set[tuple[int, int]] = set()
+        #: the signed orders the last place_signed_orders call skipped, with their errors
+        self.rejected: list[Rejection] = []
 
     # --- parameters -------------------------------------------------------------------
     @property
@@ -186,13 +191,28 @@ class ReferenceLedger(MarketParameters):
         """Mint ``amount`` to the account's wallet and move it into its free balance."""
         if amount <= 0:
             raise e.BadAmount(amount)
-        self._accounts[account].free += amount
+        acc = self._accounts[account]
+        pay = 0 if account == DSO_ACCOUNT else min(acc.debt, amount)
+        acc.debt -= pay  # an indebted account's deposit pays its debt to the DSO first
+        self._accounts[DSO_ACCOUNT].free += pay
+        acc.free += amount - pay
+
+    def _credit(self, account: int, amount: int) -> None:
+        """Credit ``amount`` to the free balance; an indebted account (not the DSO) pays its
+        debt to the DSO from it first (the contract's DebtPaid)."""
+        acc = self._accounts[account]
+        pay = 0 if account == DSO_ACCOUNT else min(acc.debt, amount)
+        acc.debt -= pay
+        acc.free += amount - pay
+        self._accounts[DSO_ACCOUNT].free += pay
 
     def withdraw(self, account: int, amount: int) -> None:
         """Move ``amount`` from the account's free balance to its wallet."""
         if amount <= 0:
             raise e.BadAmount(amount)
         acc = self._accounts[account]
+        if acc.debt > 0:
+            raise e.InDebt(account, acc.debt)
         if acc.free < amount:
             raise e.InsufficientBalance(account, amount, acc.free)
         acc.free -= amount
@@ -207,11 +227,75 @@ class ReferenceLedger(MarketParameters):
         return self._place(intents, sender, None)
 
     def place_signed_orders(
-        self, signed: Sequence[SignedOrder], *, sender: int | None = None
+        self, signed: Sequence[SignedOrder], *, sender: int | None = None, strict: bool = True
     ) -> list[Order]:
-        """Place a batch of device-signed orders atomically (any ``sender`` may relay them)."""
-        self._reject_malformed([s.intent for s in signed], "place_signed_orders")
-        return self._place([s.intent for s in signed], None, signed)
+        """Place a batch of device-signed orders (any ``sender`` may relay them); return the
+        placed ones.
+
+        An order that fails its checks is skipped and reported in :attr:`rejected` (with the
+        error it alone would raise), so no order can void the rest of the batch (as the
+        contract's ``OrderRejected``). ``strict`` (default): a malformed batch is refused
+        before anything is placed, and the first rejection is raised after the others were
+        placed; ``strict=False`` (a relayer's mode) never raises for an order."""
+        intents = [s.intent for s in signed]
+        self.rejected = []
+        if strict:
+            self._reject_malformed(intents, "place_signed_orders")
+        else:
+            bad = {p.index: p.error for p in check_intents(
+                intents, is_registered=self._devices.__contains__,
+                is_closed=lambda i: self._status.get(i, "open") != "open")}
+            kept = [k for k in range(len(signed)) if k not in bad]
+            malformed = [Rejection(k, signed[k], err) for k, err in sorted(bad.items())]
+            signed = [signed[k] for k in kept]
+            intents = [s.intent for s in signed]
+        placed = self._place(intents, None, signed)
+        if not strict:  # positions in the caller's batch
+            self.rejected = sorted(malformed + [replace(r, index=kept[r.index]) for r in self.rejected],
+                                   key=lambda r: r.index)
+        if strict and self.rejected:
+            raise self.rejected[0].error
+        return placed
+
+    def cancel_orders(self, cancel: SignedCancel) -> None:
+        """The device key voids its orders of an interval with nonces up to ``cancel.nonce``
+        (any relayer may send it)."""
+        with _purpose(f"cancel_orders: device {cancel.device_id} interval {cancel.interval}"):
+            signer = self._signers.get(cancel.device_id, ZERO_ADDRESS)
+            if signer == ZERO_ADDRESS or cancel_signer(cancel, self._domain) != signer:
+                raise e.BadSignature(cancel.device_id)
+            key = (cancel.device_id, cancel.interval)
+            if cancel.nonce <= self._nonces[key]:
+                raise e.ReplayedNonce(cancel.device_id, cancel.interval, cancel.nonce)
+            self._nonces[key] = cancel.nonce
+
+    def reclaim_after_s(self, interval: int) -> int:
+        """Deadline after which an uncleared interval's escrow is reclaimable."""
+        return self.gate_s(interval) + self._interval_s
+
+    def reclaim(self, account: int, order_ids: Sequence[int]) -> None:
+        """The owner takes back the escrow of its buy orders of intervals whose clearing did
+        not start by :meth:`reclaim_after_s` (the first reclaim voids the interval)."""
+        with _purpose(f"reclaim: account {account}"):
+            status = dict(self._status)
+            for oid in order_ids:
+                o = self._orders.get(oid)
+                if o is None or o.owner != account or o.side != Side.BUY:
+                    raise e.NotDeviceOwner(0 if o is None else o.device_id, account)
+                st = status.get(o.interval, "open")
+                deadline = self.reclaim_after_s(o.interval)
+                if st == "open":
+                    if self._now_s <= deadline:
+                        raise e.NotReclaimable(o.interval, deadline, self._now_s)
+                    status[o.interval] = "void"
+                elif st != "void":
+                    raise e.NotReclaimable(o.interval, deadline, self._now_s)
+            self._status = status
+            acc = self._accounts[account]
+            for oid in order_ids:
+                esc, self._escrow[oid] = self._escrow[oid], 0
+                acc.locked -= esc
+                acc.free += esc
 
     def _reject_malformed(self, intents: Sequence[OrderIntent], action: str) -> None:
         reject_malformed(
@@ -234,11 +318,20 @@ class ReferenceLedger(MarketParameters):
         action = "place_orders" if signed is None else "place_signed_orders"
         for k, it in enumerate(intents):
             with _purpose(f"{action}: order for device {it.device_id} interval {it.interval}"):
-                if signed is not None:
-                    self._check_signature(signed[k], nonces)
-                placed.append(
-                    self._check_order(it, sender, free_delta, used_delta, self._next_order + k)
-                )
+                if signed is None:
+                    placed.append(self._check_order(it, sender, free_delta, used_delta,
+                                                    self._next_order + len(placed)))
+                    continue
+                try:  # a failing signed order is skipped and reported, not fatal to the batch
+                    nkey = self._check_signature(signed[k], nonces)
+                    placed.append(self._check_order(it, sender, free_delta, used_delta,
+                                                    self._next_order + len(placed)))
+                    nonces[nkey] = signed[k].nonce
+                except e.MarketError as exc:
+                    exc.purpose = (f"{action}: order for device {it.device_id} interval "
+                                   f"{it.interval} nonce {signed[k].nonce}")
+                    exc.args = (str(exc),)
+                    self.rejected.append(Rejection(k, signed[k], exc))
         # commit
         self._nonces.update(nonces)
         for key, wh in used_delta.items():
@@ -255,7 +348,9 @@ class ReferenceLedger(MarketParameters):
         self._next_order += len(placed)
         return placed
 
-    def _check_signature(self, so: SignedOrder, nonces: dict[tuple[int, int], int]) -> None:
+    def _check_signature(
+        self, so: SignedOrder, nonces: dict[tuple[int, int], int]
+    ) -> tuple[int, int]:
         it = so.intent
         if it.device_id not in self._devices:
             raise e.UnknownDevice(it.device_id)
@@ -267,7 +362,7 @@ class ReferenceLedger(MarketParameters):
         key = (it.device_id, it.interval)
         if so.nonce <= nonces.get(key, self._nonces[key]):
             raise e.ReplayedNonce(it.device_id, it.interval, so.nonce)
-        nonces[key] = so.nonce
+        return key
 
     def _check_order(
         self,
@@ -307,6 +402,8 @@ class ReferenceLedger(MarketParameters):
             raise e.EnvelopeExceeded(it.device_id, env, requested)
         if side == Side.BUY:
             need = payment(it.energy_wh, it.price_per_mwh)
+            if self._accounts[dev.owner].debt > 0:
+                raise e.InDebt(dev.owner, self._accounts[dev.owner].debt)
             available = self._accounts[dev.owner].free + free_delta[dev.owner]
             if available < need:
                 raise e.InsufficientBalance(dev.owner, need, available)
@@ -352,14 +449,20 @@ class ReferenceLedger(MarketParameters):
             raise e.IntervalClosed(interval)
         self._books[interval] = {int(d): int(b) for d, b in books.items()}
 
-    def clear(self, interval: int, *, sender: int | None = None) -> Clearing:
+    def clear(self, interval: int, *, sender: int | None = None, wait: bool = True) -> Clearing:
+        """Clear an interval; it clears only after its gate closed, so with ``wait`` the
+        operator first waits for the gate (the clock moves to one second after it)."""
         with _purpose(f"clear: interval {interval}"):
+            if wait and self._now_s <= self.gate_s(interval):
+                self.set_time(self.gate_s(interval) + 1)
             return self._clear(interval, sender)
 
     def _clear(self, interval: int, sender: int | None) -> Clearing:
         _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
         if self._status.get(interval, "open") != "open":
             raise e.AlreadyCleared(interval)
+        if self._now_s <= self.gate_s(interval):
+            raise e.GateOpen(interval, self.gate_s(interval), self._now_s)
         book = [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
         books = self._books.pop(interval, None)
         if books is None:
@@ -453,7 +556,7 @@ class ReferenceLedger(MarketParameters):
         with _purpose(f"settle_signed: interval {interval}"):
             _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
             status = self._status.get(interval, "open")
-            if status == "open":
+            if status in ("open", "void"):
                 raise e.NotCleared(interval)
             if status == "settled":
                 raise e.AlreadySettled(interval)
@@ -498,7 +601,7 @@ class ReferenceLedger(MarketParameters):
     ) -> list[SettlementRow]:
         _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
         status = self._status.get(interval, "open")
-        if status == "open":
+        if status in ("open", "void"):
             raise e.NotCleared(interval)
         if status == "settled":
             raise e.AlreadySettled(interval)
@@ -516,9 +619,8 @@ class ReferenceLedger(MarketParameters):
         for t in trades:  # trade_id order
             amount = payment(t.energy_wh, t.price_per_mwh)
             buyer = self._accounts[self._orders[t.buy_order_id].owner]
-            seller = self._accounts[self._orders[t.sell_order_id].owner]
             buyer.locked -= amount
-            seller.free += amount
+            self._credit(self._orders[t.sell_order_id].owner, amount)
             net_wh[t.buyer_device] += t.energy_wh
             net_wh[t.seller_device] -= t.energy_wh
             money[t.buyer_device] -= amount
@@ -541,8 +643,8 @@ class ReferenceLedger(MarketParameters):
                 due = payment(-imbalance, self._feed_in)
                 paid = min(due, dso.free)
                 dso.free -= paid
-                acc.free += paid
                 dso.debt += due - paid
+                self._credit(owner, paid)
                 moved, debt = paid, due - paid
             rows.append(
                 SettlementRow(

@@ -9,13 +9,18 @@ on chain without one transaction per device.
 
 Typed data (the contract's ``ORDER_TYPEHASH`` / ``READING_TYPEHASH``)::
 
-    EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)
-        name = "gridtwin EnergyMarket", version = "1"
+    EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)
+        name = "gridtwin EnergyMarket", version = "1", salt: random per deployment
     Order(uint64 device,uint64 interval,uint8 side,int256 energyWh,int256 price,uint64 nonce)
     MeterReading(uint64 device,uint64 interval,int256 meteredWh)
+    CancelOrders(uint64 device,uint64 interval,uint64 nonce)
+
+The salt makes every deployment's domain its own: a signature from one run (same seed, same
+keys, same chain id and contract address) is worthless in the next.
 
 Replay protection: an order's ``nonce`` must exceed every earlier nonce of that device in
-that interval (the contract keeps it in the same storage slot as the device's usage, so it
+that interval (a signed ``CancelOrders`` raises that floor: the device key voids its orders
+not yet relayed) (the contract keeps it in the same storage slot as the device's usage, so it
 costs no extra storage write); a reading names its interval, which settles only once.
 Signatures use low ``s`` (EIP-2), ``v`` in {27, 28}. Hashing and signing use coincurve
 (libsecp256k1): ~0.1 ms an order, so signing is no bottleneck at thousands of orders/s.
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 import coincurve
 from eth_utils import keccak, to_checksum_address
 
+from twin.market.errors import MarketError
 from twin.market.types import OrderIntent, Side
 
 __all__ = [
@@ -44,8 +50,10 @@ __all__ = [
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _DOMAIN_TYPEHASH = keccak(
-    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,"
+    "bytes32 salt)"
 )
+_CANCEL_TYPEHASH = keccak(text="CancelOrders(uint64 device,uint64 interval,uint64 nonce)")
 _ORDER_TYPEHASH = keccak(
     text="Order(uint64 device,uint64 interval,uint8 side,int256 energyWh,int256 price,uint64 nonce)"
 )
@@ -68,10 +76,11 @@ def _i(x: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Domain:
-    """EIP-712 domain of one market deployment (chain id + market contract address)."""
+    """EIP-712 domain of one market deployment (chain id, market contract address, salt)."""
 
     chain_id: int
     verifying_contract: str
+    salt: bytes = bytes(32)
     separator: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +91,10 @@ class Domain:
             + _u(self.chain_id)
             + bytes(12)
             + bytes.fromhex(self.verifying_contract[2:])
+            + self.salt
         )
+        if len(self.salt) != 32:
+            raise ValueError(f"an EIP-712 salt is 32 bytes, got {len(self.salt)}")
         object.__setattr__(self, "separator", sep)
 
     def digest(self, struct_hash: bytes) -> bytes:
@@ -115,6 +127,23 @@ def reading_struct_hash(device_id: int, interval: int, metered_wh: int) -> bytes
     return keccak(_READING_TYPEHASH + _u(device_id) + _u(interval) + _i(metered_wh))
 
 
+def cancel_struct_hash(device_id: int, interval: int, nonce: int) -> bytes:
+    _fits64("device_id", device_id)
+    _fits64("interval", interval)
+    _fits64("nonce", nonce)
+    return keccak(_CANCEL_TYPEHASH + _u(device_id) + _u(interval) + _u(nonce))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCancel:
+    """A device key's cancellation of its orders of ``interval`` with nonces up to ``nonce``."""
+
+    device_id: int
+    interval: int
+    nonce: int
+    signature: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class SignedOrder:
     """An order intent with its nonce and the device key's 65-byte signature (r, s, v)."""
@@ -122,6 +151,16 @@ class SignedOrder:
     intent: OrderIntent
     nonce: int
     signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A signed order of a relayed batch that failed its checks and was skipped: its
+    position in the batch, the order and the error it alone would raise."""
+
+    index: int
+    order: SignedOrder
+    error: MarketError
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +220,12 @@ class DeviceKey:
         digest = domain.digest(order_struct_hash(intent, nonce))
         return SignedOrder(intent=intent, nonce=nonce, signature=self.sign_digest(digest))
 
+    def sign_cancel(self, *, device_id: int, interval: int, nonce: int,
+                    domain: Domain) -> SignedCancel:
+        digest = domain.digest(cancel_struct_hash(device_id, interval, nonce))
+        return SignedCancel(device_id=device_id, interval=interval, nonce=nonce,
+                            signature=self.sign_digest(digest))
+
     def sign_reading(
         self, *, device_id: int, interval: int, metered_wh: int, domain: Domain
     ) -> SignedReading:
@@ -212,4 +257,12 @@ def reading_signer(reading: SignedReading, domain: Domain) -> str:
     return recover(digest, reading.signature)
 
 
-__all__ += ["order_signer", "reading_signer"]
+def cancel_signer(cancel: SignedCancel, domain: Domain) -> str:
+    try:
+        digest = domain.digest(cancel_struct_hash(cancel.device_id, cancel.interval, cancel.nonce))
+    except ValueError:
+        return ZERO_ADDRESS
+    return recover(digest, cancel.signature)
+
+
+__all__ += ["Rejection", "SignedCancel", "cancel_signer", "cancel_struct_hash", "order_signer", "reading_signer"]

@@ -42,3 +42,23 @@ def test_exchange_buying_above_its_selling_price_is_refused(chain_ledger: ChainL
         GreenExchange(devices={}, money=None, buy_price_per_mwh=buy,  # type: ignore[arg-type]
                       sell_price_per_mwh=sell)
     check_prices(sell, sell)  # equal prices are fine
+
+
+def test_tokens_cannot_be_sent_to_the_zero_address(chain_ledger: ChainLedger) -> None:
+    """ERC-20 edge case: a transfer or mint to 0x0 would make tokens vanish from every balance
+    (SettlementToken: still counted in totalSupply; GreenCurrency: outside its burn count)."""
+    led = chain_ledger
+    supply = led.total_supply()
+    with pytest.raises(e.UnsafeRecipient) as caught:
+        led.transact_logs(led.token, "transfer", [ZERO_ADDRESS, 1], sender=2,
+                          purpose="transfer to 0x0")
+    assert caught.value.values == {"to": ZERO_ADDRESS}
+    with pytest.raises(e.UnsafeRecipient):
+        led.transact_logs(led.token, "mint", [ZERO_ADDRESS, 1], sender=0, purpose="mint to 0x0")
+    led.transact_logs(led.token, "transfer", [led.address_of(3), 0], sender=2,
+                      purpose="a zero transfer is a normal transfer (ERC-20)")
+    assert led.total_supply() == supply
+    currency = deploy_contract(led, "GreenCurrency", led.registry.address, led.address_of(0), 1, 1)
+    with pytest.raises(e.UnsafeRecipient):
+        led.transact_logs(currency, "transfer", [ZERO_ADDRESS, 1], sender=2,
+                          purpose="green currency to 0x0")

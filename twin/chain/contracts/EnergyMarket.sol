@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {SettlementToken} from "./SettlementToken.sol";
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {CdaMatching} from "./CdaMatching.sol";
+import {MarketSettlement} from "./MarketSettlement.sol";
 
 /// @title EnergyMarket — local energy market with buyer escrow, uniform-price double auction or
 /// continuous double auction (library CdaMatching), DSO curtailment and settlement on metered energy.
@@ -25,9 +26,10 @@ contract EnergyMarket {
     uint8 internal constant SETTLED = 2;
     uint8 internal constant CLEARING = 3; // clearChunk in progress: closed to orders, not cleared
     uint8 internal constant SETTLING = 4; // settleChunk in progress: cleared, curtailment closed
+    uint8 internal constant VOID = 5; // not cleared by its deadline: owners reclaim their escrow
 
-    uint256 public constant PRICE_MAX = 100_000 * 1e6;
-    uint256 public constant WH_PER_MWH = 1e6;
+    uint256 internal constant PRICE_MAX = 100_000 * 1e6;
+    uint256 internal constant WH_PER_MWH = 1e6;
 
     SettlementToken public immutable token;
     DeviceRegistry public immutable registry;
@@ -118,23 +120,26 @@ contract EnergyMarket {
         uint8 v;
     }
 
-    /// A meter reading signed by the device's key (EIP-712, see READING_TYPEHASH).
+    /// A meter reading signed by the device's key (EIP-712 MeterReading, see MarketSettlement).
     struct Sig {
         bytes32 r;
         bytes32 s;
         uint8 v;
     }
 
-    bytes32 public constant ORDER_TYPEHASH = keccak256(
+    bytes32 internal constant ORDER_TYPEHASH = keccak256(
         "Order(uint64 device,uint64 interval,uint8 side,int256 energyWh,int256 price,uint64 nonce)"
     );
-    bytes32 public constant READING_TYPEHASH = keccak256("MeterReading(uint64 device,uint64 interval,int256 meteredWh)");
+    /// A device key's cancellation of its orders in an interval up to ``nonce`` (not yet placed).
+    bytes32 internal constant CANCEL_TYPEHASH = keccak256("CancelOrders(uint64 device,uint64 interval,uint64 nonce)");
+    /// Per-deployment EIP-712 salt: a signature of one run is worthless in any other.
+    bytes32 public immutable salt;
     uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
-    bytes32 public immutable DOMAIN_SEPARATOR;
+    bytes32 internal immutable DOMAIN_SEPARATOR;
 
     mapping(address => Account) public accounts;
     /// owner => agent => may place orders for the owner's devices (escrow still from owner)
-    mapping(address => mapping(address => bool)) public isAgent;
+    mapping(address => mapping(address => bool)) internal isAgent;
     mapping(uint256 => Order) public orders;
     uint256 public orderCount;
     mapping(uint256 => Trade) public trades;
@@ -183,6 +188,16 @@ contract EnergyMarket {
         uint256 debt
     );
     event IntervalSettled(uint256 indexed interval, uint256 devices);
+    event SettlementStarted(uint256 indexed interval, uint256 trades);
+    event DebtPaid(address indexed account, uint256 amount);
+    /// A signed order of a relayed batch that failed its checks: skipped, with the error the
+    /// order alone would revert with (the rest of the batch is placed).
+    event OrderRejected(uint256 indexed interval, uint256 indexed device, uint256 position, uint256 nonce, bytes reason);
+    event OrdersCancelled(uint256 indexed interval, uint256 indexed device, uint256 nonce);
+    event ClearingStarted(uint256 indexed interval, uint256 bids, uint256 asks);
+    event EscrowReleased(uint256 indexed orderId, address indexed owner, uint256 amount);
+    event IntervalVoided(uint256 indexed interval);
+    event MechanismSet(uint256 mechanism);
 
     error NotOperator(address account);
     error NotDSO(address account);
@@ -209,6 +224,9 @@ contract EnergyMarket {
     error ReplayedNonce(uint256 device, uint256 interval, uint256 nonce);
     error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
     error GateClosed(uint256 interval, uint256 gate, uint256 time);
+    error GateOpen(uint256 interval, uint256 gate, uint256 time);
+    error InDebt(address account, uint256 debt);
+    error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
@@ -228,7 +246,8 @@ contract EnergyMarket {
         uint256 retailPricePerMwh_,
         uint256 feedInPricePerMwh_,
         uint256 marketStart_,
-        uint256 gateLeadS_
+        uint256 gateLeadS_,
+        bytes32 salt_
     ) {
         token = token_;
         registry = registry_;
@@ -239,13 +258,17 @@ contract EnergyMarket {
         feedInPricePerMwh = feedInPricePerMwh_;
         marketStart = marketStart_;
         gateLeadS = gateLeadS_;
+        salt = salt_;
         DOMAIN_SEPARATOR = keccak256(
             abi.encode(
-                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256(
+                    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)"
+                ),
                 keccak256("gridtwin EnergyMarket"),
                 keccak256("1"),
                 block.chainid,
-                address(this)
+                address(this),
+                salt_
             )
         );
     }
@@ -266,13 +289,22 @@ contract EnergyMarket {
     function deposit(uint256 amount) external {
         if (amount == 0) revert BadAmount(amount);
         token.transferFrom(msg.sender, address(this), amount);
-        accounts[msg.sender].free += amount;
+        Account storage a = accounts[msg.sender];
+        uint256 owed = a.debt;
+        uint256 pay = msg.sender == dso ? 0 : (owed < amount ? owed : amount);
+        if (pay > 0) {
+            a.debt = owed - pay; // an indebted account's deposit pays its debt to the DSO first
+            accounts[dso].free += pay;
+            emit DebtPaid(msg.sender, pay);
+        }
+        a.free += amount - pay;
         emit Deposited(msg.sender, amount);
     }
 
     function withdraw(uint256 amount) external {
         if (amount == 0) revert BadAmount(amount);
         Account storage a = accounts[msg.sender];
+        if (a.debt > 0) revert InDebt(msg.sender, a.debt);
         if (a.free < amount) revert InsufficientBalance(msg.sender, amount, a.free);
         a.free -= amount;
         token.transfer(msg.sender, amount);
@@ -288,45 +320,70 @@ contract EnergyMarket {
         uint256 id = orderCount;
         for (uint256 k = 0; k < input.length; ++k) {
             id += 1;
-            _placeOne(id, input[k]);
+            OrderInput calldata o = input[k];
+            DeviceRegistry.Device memory d = registry.get(o.device);
+            bytes memory err;
+            if (d.status == 0) err = abi.encodeWithSelector(UnknownDevice.selector, o.device);
+            else if (d.status == 2) err = abi.encodeWithSelector(DeviceRevoked.selector, o.device);
+            else if (msg.sender != d.owner && !isAgent[d.owner][msg.sender]) {
+                err = abi.encodeWithSelector(NotDeviceOwner.selector, o.device, msg.sender);
+            } else {
+                err = _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, usage[o.interval][o.device]);
+            }
+            if (err.length > 0) {
+                assembly {
+                    revert(add(err, 32), mload(err))
+                }
+            }
         }
         orderCount = id;
     }
 
-    function _placeOne(uint256 id, OrderInput calldata o) private {
-        DeviceRegistry.Device memory d = registry.get(o.device);
-        if (d.status == 0) revert UnknownDevice(o.device);
-        if (d.status == 2) revert DeviceRevoked(o.device);
-        if (msg.sender != d.owner && !isAgent[d.owner][msg.sender]) revert NotDeviceOwner(o.device, msg.sender);
-        _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, usage[o.interval][o.device]);
-    }
-
-    /// Place a batch of device-signed orders atomically (any relayer may send it). Each
-    /// order is checked like placeOrders, plus: the EIP-712 signature recovers to the
-    /// device's registered key, and its nonce is above every earlier one of the device in
-    /// that interval (a replayed or reordered-back order reverts).
+    /// Place a batch of device-signed orders (any relayer may send it). Each order is checked
+    /// like placeOrders, plus: the EIP-712 signature recovers to the device's registered key,
+    /// and its nonce is above every earlier one of the device in that interval (a replayed
+    /// or reordered-back order fails). An order that fails is skipped and reported
+    /// (OrderRejected, with its error) — it cannot void the rest of the batch; the placed
+    /// orders get consecutive ids from ``firstOrderId``.
     function placeSignedOrders(SignedOrder[] calldata input) external returns (uint256 firstOrderId) {
         firstOrderId = orderCount + 1;
         uint256 id = orderCount;
         for (uint256 k = 0; k < input.length; ++k) {
-            id += 1;
-            _placeSigned(id, input[k]);
+            SignedOrder calldata o = input[k];
+            bytes memory err = _placeSigned(id + 1, o);
+            if (err.length == 0) id += 1;
+            else emit OrderRejected(o.interval, o.device, k, o.nonce, err);
         }
         orderCount = id;
     }
 
-    function _placeSigned(uint256 id, SignedOrder calldata o) private {
+    function _placeSigned(uint256 id, SignedOrder calldata o) private returns (bytes memory err) {
         (DeviceRegistry.Device memory d, address signer) = registry.getWithSigner(o.device);
-        if (d.status == 0) revert UnknownDevice(o.device);
-        if (d.status == 2) revert DeviceRevoked(o.device);
+        if (d.status == 0) return abi.encodeWithSelector(UnknownDevice.selector, o.device);
+        if (d.status == 2) return abi.encodeWithSelector(DeviceRevoked.selector, o.device);
         bytes32 structHash = keccak256(
             abi.encode(ORDER_TYPEHASH, o.device, o.interval, uint8(o.side), o.energyWh, o.price, o.nonce)
         );
-        if (signer == address(0) || _recover(structHash, o.r, o.s, o.v) != signer) revert BadSignature(o.device);
+        if (signer == address(0) || _recover(structHash, o.r, o.s, o.v) != signer) {
+            return abi.encodeWithSelector(BadSignature.selector, o.device);
+        }
         Usage storage u = usage[o.interval][o.device];
-        if (o.nonce <= u.nonce) revert ReplayedNonce(o.device, o.interval, o.nonce);
-        u.nonce = o.nonce;
-        _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, u);
+        if (o.nonce <= u.nonce) return abi.encodeWithSelector(ReplayedNonce.selector, o.device, o.interval, o.nonce);
+        err = _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, u);
+        if (err.length == 0) u.nonce = o.nonce;
+    }
+
+    /// The device key cancels its not yet placed orders of ``interval`` up to ``nonce``
+    /// (EIP-712 CancelOrders, relayed by anyone): every signed order with a nonce at most
+    /// ``nonce`` is void from then on.
+    function cancelOrders(uint64 device, uint64 interval, uint64 nonce, Sig calldata sig) external {
+        (, address signer) = registry.getWithSigner(device);
+        bytes32 structHash = keccak256(abi.encode(CANCEL_TYPEHASH, device, interval, nonce));
+        if (signer == address(0) || _recover(structHash, sig.r, sig.s, sig.v) != signer) revert BadSignature(device);
+        Usage storage u = usage[interval][device];
+        if (nonce <= u.nonce) revert ReplayedNonce(device, interval, nonce);
+        u.nonce = nonce;
+        emit OrdersCancelled(interval, device, nonce);
     }
 
     /// ecrecover of an EIP-712 struct hash under this market's domain; address(0) for a
@@ -343,6 +400,7 @@ contract EnergyMarket {
         return start > gateLeadS ? start - gateLeadS : 0;
     }
 
+    /// Book one order after its authority was checked; the error it fails with (empty: booked).
     function _book(
         uint256 id,
         DeviceRegistry.Device memory d,
@@ -352,33 +410,36 @@ contract EnergyMarket {
         int256 energyWh,
         int256 priceIn,
         Usage storage u
-    ) private {
-        if (energyWh <= 0) revert BadEnergy(device, energyWh);
-        if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) revert BadPrice(device, priceIn);
+    ) private returns (bytes memory) {
+        if (energyWh <= 0) return abi.encodeWithSelector(BadEnergy.selector, device, energyWh);
+        if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) return abi.encodeWithSelector(BadPrice.selector, device, priceIn);
         IntervalState storage st = intervals[interval];
-        if (st.status != OPEN) revert IntervalClosed(interval);
+        if (st.status != OPEN) return abi.encodeWithSelector(IntervalClosed.selector, interval);
         uint256 gate = gateTime(interval);
-        if (block.timestamp > gate) revert GateClosed(interval, gate, block.timestamp);
+        if (block.timestamp > gate) return abi.encodeWithSelector(GateClosed.selector, interval, gate, block.timestamp);
         uint256 used;
         if (side == Side.BUY) {
-            if (u.sellWh > 0) revert OppositeSide(device, interval);
+            if (u.sellWh > 0) return abi.encodeWithSelector(OppositeSide.selector, device, interval);
             used = u.buyWh;
         } else {
-            if (u.buyWh > 0) revert OppositeSide(device, interval);
+            if (u.buyWh > 0) return abi.encodeWithSelector(OppositeSide.selector, device, interval);
             used = u.sellWh;
         }
         uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
         uint256 requested = used + uint256(energyWh); // used < 2**64, energyWh < 2**255: no overflow
-        if (requested > cap) revert CapacityExceeded(device, cap, requested);
+        if (requested > cap) return abi.encodeWithSelector(CapacityExceeded.selector, device, cap, requested);
         uint256 env = side == Side.BUY ? u.importEnvWh : u.exportEnvWh;
-        if (env != 0 && requested > env - 1) revert EnvelopeExceeded(device, env - 1, requested);
+        if (env != 0 && requested > env - 1) {
+            return abi.encodeWithSelector(EnvelopeExceeded.selector, device, env - 1, requested);
+        }
         uint256 energy = uint256(energyWh);
         uint256 price = uint256(priceIn);
         uint256 escrow;
         if (side == Side.BUY) {
             escrow = payment(energy, price);
             Account storage a = accounts[d.owner];
-            if (a.free < escrow) revert InsufficientBalance(d.owner, escrow, a.free);
+            if (a.debt > 0) return abi.encodeWithSelector(InDebt.selector, d.owner, a.debt);
+            if (a.free < escrow) return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, escrow, a.free);
             a.free -= escrow;
             a.locked += escrow;
             u.buyWh = uint64(requested);
@@ -389,6 +450,41 @@ contract EnergyMarket {
         }
         orders[id] = Order(d.owner, device, side, interval, uint64(energy), uint96(price));
         emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
+        return "";
+    }
+
+    /// Deadline after which the owners of an interval's buy orders may reclaim their escrow
+    /// if the operator has not started its clearing: one interval after its gate.
+    function reclaimAfter(uint256 interval) public view returns (uint256) {
+        return gateTime(interval) + intervalS;
+    }
+
+    /// An owner takes back the escrow of its buy orders of intervals the operator did not
+    /// start clearing by their deadline (reclaimAfter): the first reclaim voids the interval
+    /// (IntervalVoided; it never clears nor settles), each order's escrow returns once.
+    function reclaim(uint64[] calldata orderIds) external {
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            Order storage o = orders[orderIds[k]];
+            if (o.owner != msg.sender || o.side != Side.BUY) revert NotDeviceOwner(o.device, msg.sender);
+            uint64 interval = o.interval;
+            IntervalState storage st = intervals[interval];
+            if (st.status == OPEN) {
+                uint256 deadline = reclaimAfter(interval);
+                if (block.timestamp <= deadline) revert NotReclaimable(interval, deadline, block.timestamp);
+                st.status = VOID;
+                emit IntervalVoided(interval);
+            } else if (st.status != VOID) {
+                revert NotReclaimable(interval, reclaimAfter(interval), block.timestamp);
+            }
+            uint256 escrow = payment(o.energyWh, o.price);
+            o.energyWh = 0;
+            if (escrow > 0) {
+                Account storage a = accounts[msg.sender];
+                a.locked -= escrow;
+                a.free += escrow;
+                emit EscrowReleased(orderIds[k], msg.sender, escrow);
+            }
+        }
     }
 
     // ------------------------------------------------------------------ clearing
@@ -435,6 +531,7 @@ contract EnergyMarket {
     function setMechanism(uint8 m) external onlyOperator {
         if (orderCount != 0 || m > 1) revert WrongMechanism(m);
         mechanism = m;
+        emit MechanismSet(m);
     }
 
     /// Continuous double auction (see CdaMatching): the operator sends the interval's order
@@ -469,11 +566,14 @@ contract EnergyMarket {
     /// Open the clearing of ``interval`` (or continue it): one interval at a time.
     function _startClearing(uint64 interval, IntervalState storage st) private {
         if (st.status == OPEN) {
+            uint256 gate = gateTime(interval); // the book is final only once the gate closed
+            if (block.timestamp <= gate) revert GateOpen(interval, gate, block.timestamp);
             uint256 busy = clearingInterval;
             if (busy != 0) revert ClearingInProgress(busy - 1);
             clearingInterval = uint256(interval) + 1;
             st.status = CLEARING;
             st.firstTrade = uint64(tradeCount + 1);
+            emit ClearingStarted(interval, st.buyCount, st.sellCount);
         } else if (st.status != CLEARING) {
             revert AlreadyCleared(interval);
         }
@@ -656,6 +756,7 @@ contract EnergyMarket {
             Account storage a = accounts[o.owner];
             a.locked -= release;
             a.free += release;
+            emit EscrowReleased(id, o.owner, release);
         }
     }
 
@@ -768,10 +869,18 @@ contract EnergyMarket {
     error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
     error SettlementInProgress(uint256 interval);
 
+    function _ctx() private view returns (MarketSettlement.Ctx memory) {
+        return MarketSettlement.Ctx(
+            registry, dso, retailPricePerMwh, feedInPricePerMwh, intervalS, mechanism == 1, DOMAIN_SEPARATOR
+        );
+    }
+
     /// Settle an interval on metered energy (consumption positive), readings by strictly
     /// ascending device id, in one transaction (settleChunk is the bounded form). Trades are
     /// paid first (trade id order), then each device's imbalance against the DSO at the fixed
-    /// tariffs; a payer short of free balance pays what it has and the remainder becomes debt.
+    /// tariffs; a payer short of free balance pays what it has and the remainder becomes debt
+    /// (library MarketSettlement). An indebted account cannot withdraw nor place buy orders,
+    /// and every credit to it (deposit, trade money, feed-in) pays the debt to the DSO first.
     function settle(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh) external onlyOperator {
         _settleChunk(interval, type(uint256).max, devices, meteredWh, true);
     }
@@ -784,7 +893,7 @@ contract EnergyMarket {
         external
         onlyOperator
     {
-        _checkSigned(interval, devices, meteredWh, sigs);
+        MarketSettlement.checkSigned(_ctx(), interval, intervals[interval].status, devices, meteredWh, sigs);
         _settleChunk(interval, type(uint256).max, devices, meteredWh, true);
     }
 
@@ -815,7 +924,7 @@ contract EnergyMarket {
         Sig[] calldata sigs,
         bool last
     ) external onlyOperator returns (bool) {
-        _checkSigned(interval, devices, meteredWh, sigs);
+        MarketSettlement.checkSigned(_ctx(), interval, intervals[interval].status, devices, meteredWh, sigs);
         return _settleChunk(interval, maxTrades, devices, meteredWh, last);
     }
 
@@ -831,46 +940,12 @@ contract EnergyMarket {
         Sig[] calldata sigs,
         bool signed
     ) external view onlyOperator returns (bool) {
-        if (signed) _checkSigned(interval, devices, meteredWh, sigs);
-        IntervalState storage st = intervals[interval];
-        _checkStatus(interval, st);
-        if (devices.length != meteredWh.length) revert BadReadings(devices.length);
-        uint256 covered;
-        for (uint256 k = 0; k < devices.length; ++k) {
-            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
-            if (registry.get(devices[k]).status == 0) revert UnknownDevice(devices[k]);
-            if (positions[interval][devices[k]].traded) covered += 1;
-        }
-        if (covered != st.tradedDevices) {
-            uint256 first = st.firstTrade;
-            _revertMissing(interval, devices, first, first + st.tradeCount);
-        }
+        MarketSettlement.Ctx memory x = _ctx();
+        if (signed) MarketSettlement.checkSigned(x, interval, intervals[interval].status, devices, meteredWh, sigs);
+        MarketSettlement.checkSettlement(
+            x, intervals[interval], trades, orders, positions[interval], interval, devices, meteredWh
+        );
         return true;
-    }
-
-    function _checkStatus(uint64 interval, IntervalState storage st) private view {
-        if (st.status == OPEN || st.status == CLEARING) revert NotCleared(interval);
-        if (st.status == SETTLED) revert AlreadySettled(interval);
-    }
-
-    function _checkSigned(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh, Sig[] calldata sigs)
-        private
-        view
-    {
-        _checkStatus(interval, intervals[interval]);
-        if (devices.length != meteredWh.length || devices.length != sigs.length) revert BadReadings(devices.length);
-        for (uint256 k = 0; k < devices.length; ++k) {
-            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
-            (DeviceRegistry.Device memory d, address signer) = registry.getWithSigner(devices[k]);
-            if (d.status == 0) revert UnknownDevice(devices[k]);
-            bytes32 structHash = keccak256(abi.encode(READING_TYPEHASH, devices[k], interval, meteredWh[k]));
-            if (signer == address(0) || _recover(structHash, sigs[k].r, sigs[k].s, sigs[k].v) != signer) {
-                revert BadSignature(devices[k]);
-            }
-            uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
-            int256 m = meteredWh[k];
-            if (m > int256(cap) || m < -int256(cap)) revert MeterOutOfRange(devices[k], cap, m); // cap < 2**80
-        }
     }
 
     function _settleChunk(
@@ -880,122 +955,21 @@ contract EnergyMarket {
         int256[] calldata meteredWh,
         bool last
     ) private returns (bool) {
-        IntervalState storage st = intervals[interval];
-        _checkStatus(interval, st);
-        if (devices.length != meteredWh.length) revert BadReadings(devices.length);
-        st.status = SETTLING;
-        SettleCursor memory c = settleCursors[interval];
-        uint256 first = st.firstTrade;
-        uint256 n = st.tradeCount;
-        if (c.paid < n) {
-            uint256 price = st.price;
-            bool cda = mechanism == 1;
-            uint256 end = first + n;
-            uint256 t = first + c.paid;
-            uint256 stop = maxTrades >= end - t ? end : t + maxTrades;
-            for (; t < stop; ++t) {
-                Trade storage tr = trades[t];
-                Order storage b = orders[tr.buyOrder];
-                Order storage s = orders[tr.sellOrder];
-                uint256 amount = payment(tr.energyWh, _tradePrice(tr, price, cda));
-                accounts[b.owner].locked -= amount;
-                accounts[s.owner].free += amount;
-                positions[interval][b.device].money -= int96(int256(amount));
-                positions[interval][s.device].money += int96(int256(amount));
-            }
-            c.paid = uint32(stop - first);
-        }
-        if ((devices.length > 0 || last) && c.paid != n) revert TradesUnpaid(interval, c.paid, n);
-        for (uint256 k = 0; k < devices.length; ++k) {
-            uint64 dev = devices[k];
-            if (k > 0 ? dev <= devices[k - 1] : (c.anyReading && dev <= c.lastDevice)) revert BadReadings(k);
-            DeviceRegistry.Device memory d = registry.get(dev);
-            if (d.status == 0) revert UnknownDevice(dev);
-            Position storage p = positions[interval][dev];
-            if (p.traded) {
-                c.covered += 1;
-                p.read = true;
-            }
-            _settleDevice(interval, dev, d.owner, meteredWh[k]);
-        }
-        if (devices.length > 0) {
-            c.anyReading = true;
-            c.lastDevice = devices[devices.length - 1];
-            c.readings += uint32(devices.length);
-        }
-        if (!last) {
-            settleCursors[interval] = c;
-            return false;
-        }
-        if (c.covered != st.tradedDevices) _revertUnread(interval, first, first + n);
-        delete settleCursors[interval];
-        st.status = SETTLED;
-        emit IntervalSettled(interval, c.readings);
-        return true;
-    }
-
-    /// MissingMeterReading for the lowest traded device without a settled reading.
-    function _revertUnread(uint64 interval, uint256 first, uint256 end) private view {
-        uint256 best = type(uint256).max;
-        for (uint256 tid = first; tid < end; ++tid) {
-            Trade storage t = trades[tid];
-            uint256 bd = orders[t.buyOrder].device;
-            uint256 sd = orders[t.sellOrder].device;
-            if (bd < best && !positions[interval][bd].read) best = bd;
-            if (sd < best && !positions[interval][sd].read) best = sd;
-        }
-        revert MissingMeterReading(best, interval);
-    }
-
-    function _settleDevice(uint64 interval, uint256 device, address owner, int256 metered) private {
-        Position storage p = positions[interval][device];
-        int256 imbalance = metered - p.netWh;
-        int256 moved;
-        uint256 debt;
-        if (imbalance > 0) {
-            (uint256 paid, uint256 unpaid) = _charge(owner, dso, payment(uint256(imbalance), retailPricePerMwh));
-            moved = -int256(paid);
-            debt = unpaid;
-        } else if (imbalance < 0) {
-            (uint256 paid, uint256 unpaid) = _charge(dso, owner, payment(uint256(-imbalance), feedInPricePerMwh));
-            moved = int256(paid);
-            debt = unpaid;
-        }
-        if (metered < 0 && p.netWh < 0) injectedWh[interval][device] = uint256(-metered); // a seller's metered delivery (GreenCertificate)
-        emit Settled(interval, device, owner, p.netWh, metered, imbalance, p.money, moved, debt);
-    }
-
-    function _charge(address payer, address payee, uint256 due) private returns (uint256 paid, uint256 unpaid) {
-        Account storage a = accounts[payer];
-        paid = a.free < due ? a.free : due;
-        unpaid = due - paid;
-        a.free -= paid;
-        a.debt += unpaid;
-        accounts[payee].free += paid;
-    }
-
-    function _revertMissing(uint64 interval, uint64[] calldata devices, uint256 first, uint256 end) private view {
-        uint256 best = type(uint256).max;
-        for (uint256 tid = first; tid < end; ++tid) {
-            Trade storage t = trades[tid];
-            uint256 bd = orders[t.buyOrder].device;
-            uint256 sd = orders[t.sellOrder].device;
-            if (bd < best && !_contains(devices, bd)) best = bd;
-            if (sd < best && !_contains(devices, sd)) best = sd;
-        }
-        revert MissingMeterReading(best, interval);
-    }
-
-    function _contains(uint64[] calldata sorted, uint256 x) private pure returns (bool) {
-        uint256 lo = 0;
-        uint256 hi = sorted.length;
-        while (lo < hi) {
-            uint256 mid = (lo + hi) / 2;
-            if (sorted[mid] == x) return true;
-            if (sorted[mid] < x) lo = mid + 1;
-            else hi = mid;
-        }
-        return false;
+        return MarketSettlement.settleChunk(
+            _ctx(),
+            intervals[interval],
+            settleCursors[interval],
+            trades,
+            orders,
+            accounts,
+            positions[interval],
+            injectedWh[interval],
+            interval,
+            maxTrades,
+            devices,
+            meteredWh,
+            last
+        );
     }
 
     // ------------------------------------------------------------------ read-outs
@@ -1023,8 +997,4 @@ contract EnergyMarket {
         return (c.paid, c.readings, c.lastDevice);
     }
 
-    function balanceOf(address account) external view returns (uint256 free, uint256 locked, uint256 debt) {
-        Account storage a = accounts[account];
-        return (a.free, a.locked, a.debt);
-    }
 }

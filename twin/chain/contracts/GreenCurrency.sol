@@ -41,6 +41,8 @@ contract GreenCurrency {
     error BadAmount(uint256 amount);
     error InsufficientBalance(address account, uint256 needed, uint256 available);
     error AllowanceExceeded(address owner, address spender, uint256 needed, uint256 available);
+    /// A transfer to 0x0 would destroy tokens outside ``burn`` (which counts them).
+    error UnsafeRecipient(address to);
 
     constructor(DeviceRegistry registry_, address operator_, uint256 rateRenewable_, uint256 rateDr_) {
         if (rateRenewable_ > RATE_MAX) revert BadAmount(rateRenewable_);
@@ -115,6 +117,7 @@ contract GreenCurrency {
     }
 
     function _move(address from, address to, uint256 amount) private {
+        if (to == address(0)) revert UnsafeRecipient(to);
         uint256 have = balanceOf[from];
         if (have < amount) revert InsufficientBalance(from, amount, have);
         balanceOf[from] = have - amount;

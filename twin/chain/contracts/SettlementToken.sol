@@ -20,6 +20,8 @@ contract SettlementToken {
     error NotOperator(address account);
     error InsufficientTokens(address account, uint256 needed, uint256 available);
     error InsufficientAllowance(address account, address spender, uint256 needed, uint256 available);
+    /// Tokens sent or minted to 0x0 would vanish from every balance but stay in totalSupply.
+    error UnsafeRecipient(address to);
 
     constructor(address operator_) {
         operator = operator_;
@@ -27,6 +29,7 @@ contract SettlementToken {
 
     function mint(address to, uint256 amount) external {
         if (msg.sender != operator) revert NotOperator(msg.sender);
+        if (to == address(0)) revert UnsafeRecipient(to);
         totalSupply += amount;
         balanceOf[to] += amount;
         emit Transfer(address(0), to, amount);
@@ -54,6 +57,7 @@ contract SettlementToken {
     }
 
     function _transfer(address from, address to, uint256 amount) private {
+        if (to == address(0)) revert UnsafeRecipient(to);
         uint256 have = balanceOf[from];
         if (have < amount) revert InsufficientTokens(from, amount, have);
         unchecked {

@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {EnergyMarket} from "./EnergyMarket.sol";
+
+/// @title MarketSettlement — EnergyMarket's settlement on metered energy, as an external
+/// library (DELEGATECALL: it works on the market's storage, its events are the market's).
+/// Mirrors the settlement of twin/market/reference.py exactly.
+/// @dev A separate library keeps EnergyMarket under the EIP-170 code size limit. Trades are
+/// paid first (trade id order), then each device's imbalance against the DSO at the fixed
+/// tariffs; a payer short of free balance pays what it has and the remainder becomes debt.
+/// Every credit to an indebted account (a seller's trade money, a feed-in payment) pays its
+/// debt to the DSO first (DebtPaid).
+library MarketSettlement {
+    uint8 internal constant OPEN = 0;
+    uint8 internal constant SETTLED = 2;
+    uint8 internal constant CLEARING = 3;
+    uint8 internal constant SETTLING = 4;
+    uint8 internal constant VOID = 5;
+    uint256 internal constant WH_PER_MWH = 1e6;
+    uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+    bytes32 internal constant READING_TYPEHASH = keccak256("MeterReading(uint64 device,uint64 interval,int256 meteredWh)");
+
+    /// The market's storage the settlement works on, and its parameters.
+    struct Ctx {
+        DeviceRegistry registry;
+        address dso;
+        uint256 retail;
+        uint256 feedIn;
+        uint256 intervalS;
+        bool cda;
+        bytes32 domain;
+    }
+
+    event Settled(
+        uint256 indexed interval,
+        uint256 indexed device,
+        address owner,
+        int256 tradedWh,
+        int256 meteredWh,
+        int256 imbalanceWh,
+        int256 tradeAmount,
+        int256 imbalanceAmount,
+        uint256 debt
+    );
+    event IntervalSettled(uint256 indexed interval, uint256 devices);
+    event SettlementStarted(uint256 indexed interval, uint256 trades);
+    event DebtPaid(address indexed account, uint256 amount);
+
+    error NotCleared(uint256 interval);
+    error AlreadySettled(uint256 interval);
+    error UnknownDevice(uint256 device);
+    error BadReadings(uint256 position);
+    error BadSignature(uint256 device);
+    error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
+    error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
+    error MissingMeterReading(uint256 device, uint256 interval);
+
+    function _payment(uint256 energyWh, uint256 price) private pure returns (uint256) {
+        return (energyWh * price) / WH_PER_MWH;
+    }
+
+    function checkStatus(uint64 interval, uint8 status) internal pure {
+        if (status == OPEN || status == CLEARING || status == VOID) revert NotCleared(interval);
+        if (status == SETTLED) revert AlreadySettled(interval);
+    }
+
+    /// Signed readings: each recovers to its device's key and lies within its capacity.
+    function checkSigned(
+        Ctx memory x,
+        uint64 interval,
+        uint8 status,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        EnergyMarket.Sig[] calldata sigs
+    ) external view {
+        checkStatus(interval, status);
+        if (devices.length != meteredWh.length || devices.length != sigs.length) revert BadReadings(devices.length);
+        for (uint256 k = 0; k < devices.length; ++k) {
+            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
+            (DeviceRegistry.Device memory d, address signer) = x.registry.getWithSigner(devices[k]);
+            if (d.status == 0) revert UnknownDevice(devices[k]);
+            bytes32 structHash = keccak256(abi.encode(READING_TYPEHASH, devices[k], interval, meteredWh[k]));
+            if (signer == address(0) || _recover(x.domain, structHash, sigs[k]) != signer) {
+                revert BadSignature(devices[k]);
+            }
+            uint256 cap = (uint256(d.capacityW) * x.intervalS) / 3600;
+            int256 m = meteredWh[k];
+            if (m > int256(cap) || m < -int256(cap)) revert MeterOutOfRange(devices[k], cap, m); // cap < 2**80
+        }
+    }
+
+    function _recover(bytes32 domain, bytes32 structHash, EnergyMarket.Sig calldata sig) private pure returns (address) {
+        if (uint256(sig.s) > HALF_N || (sig.v != 27 && sig.v != 28)) return address(0);
+        bytes32 digest = keccak256(abi.encodePacked(hex"1901", domain, structHash));
+        return ecrecover(digest, sig.v, sig.r, sig.s);
+    }
+
+    /// The dry run of a whole settlement (EnergyMarket.checkSettlement).
+    function checkSettlement(
+        Ctx memory x,
+        EnergyMarket.IntervalState storage st,
+        mapping(uint256 => EnergyMarket.Trade) storage trades,
+        mapping(uint256 => EnergyMarket.Order) storage orders,
+        mapping(uint256 => EnergyMarket.Position) storage positions,
+        uint64 interval,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh
+    ) external view {
+        checkStatus(interval, st.status);
+        if (devices.length != meteredWh.length) revert BadReadings(devices.length);
+        uint256 covered;
+        for (uint256 k = 0; k < devices.length; ++k) {
+            if (k > 0 && devices[k] <= devices[k - 1]) revert BadReadings(k);
+            if (x.registry.get(devices[k]).status == 0) revert UnknownDevice(devices[k]);
+            if (positions[devices[k]].traded) covered += 1;
+        }
+        if (covered != st.tradedDevices) {
+            uint256 best = type(uint256).max;
+            uint256 end = uint256(st.firstTrade) + st.tradeCount;
+            for (uint256 tid = st.firstTrade; tid < end; ++tid) {
+                EnergyMarket.Trade storage t = trades[tid];
+                uint256 bd = orders[t.buyOrder].device;
+                uint256 sd = orders[t.sellOrder].device;
+                if (bd < best && !_contains(devices, bd)) best = bd;
+                if (sd < best && !_contains(devices, sd)) best = sd;
+            }
+            revert MissingMeterReading(best, interval);
+        }
+    }
+
+    function _contains(uint64[] calldata sorted, uint256 x) private pure returns (bool) {
+        uint256 lo = 0;
+        uint256 hi = sorted.length;
+        while (lo < hi) {
+            uint256 mid = (lo + hi) / 2;
+            if (sorted[mid] == x) return true;
+            if (sorted[mid] < x) lo = mid + 1;
+            else hi = mid;
+        }
+        return false;
+    }
+
+    /// One settlement chunk (EnergyMarket.settleChunk documents the rules).
+    function settleChunk(
+        Ctx memory x,
+        EnergyMarket.IntervalState storage st,
+        EnergyMarket.SettleCursor storage cursor,
+        mapping(uint256 => EnergyMarket.Trade) storage trades,
+        mapping(uint256 => EnergyMarket.Order) storage orders,
+        mapping(address => EnergyMarket.Account) storage accounts,
+        mapping(uint256 => EnergyMarket.Position) storage positions,
+        mapping(uint256 => uint256) storage injectedWh,
+        uint64 interval,
+        uint256 maxTrades,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        bool last
+    ) external returns (bool) {
+        checkStatus(interval, st.status);
+        if (devices.length != meteredWh.length) revert BadReadings(devices.length);
+        EnergyMarket.SettleCursor memory c = cursor;
+        uint256 first = st.firstTrade;
+        uint256 n = st.tradeCount;
+        if (st.status != SETTLING) {
+            st.status = SETTLING;
+            emit SettlementStarted(interval, n);
+        }
+        if (c.paid < n) {
+            uint256 price = st.price;
+            uint256 end = first + n;
+            uint256 t = first + c.paid;
+            uint256 stop = maxTrades >= end - t ? end : t + maxTrades;
+            for (; t < stop; ++t) {
+                EnergyMarket.Trade storage tr = trades[t];
+                EnergyMarket.Order storage b = orders[tr.buyOrder];
+                EnergyMarket.Order storage s = orders[tr.sellOrder];
+                uint256 p = price;
+                if (x.cda) p = orders[tr.buyOrder < tr.sellOrder ? tr.buyOrder : tr.sellOrder].price;
+                uint256 amount = _payment(tr.energyWh, p);
+                accounts[b.owner].locked -= amount;
+                _credit(accounts, x.dso, s.owner, amount);
+                positions[b.device].money -= int96(int256(amount));
+                positions[s.device].money += int96(int256(amount));
+            }
+            c.paid = uint32(stop - first);
+        }
+        if ((devices.length > 0 || last) && c.paid != n) revert TradesUnpaid(interval, c.paid, n);
+        for (uint256 k = 0; k < devices.length; ++k) {
+            uint64 dev = devices[k];
+            if (k > 0 ? dev <= devices[k - 1] : (c.anyReading && dev <= c.lastDevice)) revert BadReadings(k);
+            DeviceRegistry.Device memory d = x.registry.get(dev);
+            if (d.status == 0) revert UnknownDevice(dev);
+            EnergyMarket.Position storage p = positions[dev];
+            if (p.traded) {
+                c.covered += 1;
+                p.read = true;
+            }
+            _settleDevice(x, accounts, p, injectedWh, interval, dev, d.owner, meteredWh[k]);
+        }
+        if (devices.length > 0) {
+            c.anyReading = true;
+            c.lastDevice = devices[devices.length - 1];
+            c.readings += uint32(devices.length);
+        }
+        if (!last) {
+            cursor.paid = c.paid;
+            cursor.covered = c.covered;
+            cursor.readings = c.readings;
+            cursor.anyReading = c.anyReading;
+            cursor.lastDevice = c.lastDevice;
+            return false;
+        }
+        if (c.covered != st.tradedDevices) _revertUnread(trades, orders, positions, interval, first, first + n);
+        delete cursor.paid;
+        delete cursor.covered;
+        delete cursor.readings;
+        delete cursor.anyReading;
+        delete cursor.lastDevice;
+        st.status = SETTLED;
+        emit IntervalSettled(interval, c.readings);
+        return true;
+    }
+
+    /// MissingMeterReading for the lowest traded device without a settled reading.
+    function _revertUnread(
+        mapping(uint256 => EnergyMarket.Trade) storage trades,
+        mapping(uint256 => EnergyMarket.Order) storage orders,
+        mapping(uint256 => EnergyMarket.Position) storage positions,
+        uint64 interval,
+        uint256 first,
+        uint256 end
+    ) private view {
+        uint256 best = type(uint256).max;
+        for (uint256 tid = first; tid < end; ++tid) {
+            EnergyMarket.Trade storage t = trades[tid];
+            uint256 bd = orders[t.buyOrder].device;
+            uint256 sd = orders[t.sellOrder].device;
+            if (bd < best && !positions[bd].read) best = bd;
+            if (sd < best && !positions[sd].read) best = sd;
+        }
+        revert MissingMeterReading(best, interval);
+    }
+
+    function _settleDevice(
+        Ctx memory x,
+        mapping(address => EnergyMarket.Account) storage accounts,
+        EnergyMarket.Position storage p,
+        mapping(uint256 => uint256) storage injectedWh,
+        uint64 interval,
+        uint256 device,
+        address owner,
+        int256 metered
+    ) private {
+        int256 netWh = p.netWh;
+        int256 imbalance = metered - netWh;
+        int256 moved;
+        uint256 debt;
+        if (imbalance > 0) {
+            (uint256 paid, uint256 unpaid) =
+                _charge(accounts, x.dso, owner, x.dso, _payment(uint256(imbalance), x.retail));
+            moved = -int256(paid);
+            debt = unpaid;
+        } else if (imbalance < 0) {
+            (uint256 paid, uint256 unpaid) =
+                _charge(accounts, x.dso, x.dso, owner, _payment(uint256(-imbalance), x.feedIn));
+            moved = int256(paid);
+            debt = unpaid;
+        }
+        if (metered < 0 && netWh < 0) injectedWh[device] = uint256(-metered); // a seller's metered delivery (GreenCertificate)
+        emit Settled(interval, device, owner, netWh, metered, imbalance, p.money, moved, debt);
+    }
+
+    function _charge(
+        mapping(address => EnergyMarket.Account) storage accounts,
+        address dso,
+        address payer,
+        address payee,
+        uint256 due
+    ) private returns (uint256 paid, uint256 unpaid) {
+        EnergyMarket.Account storage a = accounts[payer];
+        paid = a.free < due ? a.free : due;
+        unpaid = due - paid;
+        a.free -= paid;
+        a.debt += unpaid;
+        _credit(accounts, dso, payee, paid);
+    }
+
+    /// Credit ``amount`` to ``account``'s free balance; an indebted account (not the DSO)
+    /// pays its debt to the DSO from it first.
+    function _credit(mapping(address => EnergyMarket.Account) storage accounts, address dso, address account, uint256 amount)
+        private
+    {
+        EnergyMarket.Account storage a = accounts[account];
+        uint256 owed = a.debt;
+        if (owed == 0 || account == dso || amount == 0) {
+            a.free += amount;
+            return;
+        }
+        uint256 pay = owed < amount ? owed : amount;
+        a.debt = owed - pay;
+        a.free += amount - pay;
+        accounts[dso].free += pay;
+        emit DebtPaid(account, pay);
+    }
+}
