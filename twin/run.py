@@ -559,6 +559,13 @@ class _Checkpointer:
 
     def add(self, table: str, rows: Any) -> None:
         self._recorder.add(table, rows)
+        self._after(table)
+
+    def add_columns(self, table: str, columns: Any, **kw: Any) -> None:
+        self._recorder.add_columns(table, columns, **kw)
+        self._after(table)
+
+    def _after(self, table: str) -> None:
         if table != "agents":  # the first table of an agents step: one decision per step
             return
         self._steps += 1
