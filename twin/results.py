@@ -243,12 +243,15 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write JSON (sorted keys, indented) via a temporary file and a rename."""
+def write_json_atomic(data: Any, path: Path, *, indent: int | None = 2) -> None:
+    """Write JSON (sorted keys, indented unless ``indent=None``) via a temporary file and a
+    rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_path(path)
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        text = json.dumps(data, indent=indent, sort_keys=True, default=str,
+                          separators=None if indent is not None else (",", ":"))
+        tmp.write_text(text + "\n")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -135,7 +135,7 @@ class ResumePoint:
         from twin.chain.keys import derive_keys
         from twin.chain.ledger import ChainLedger
 
-        state_file = self.out_dir / "chain_state.json"
+        state_file = self.out_dir / "chain_state.json.gz"
         with AnvilNode(
             accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:

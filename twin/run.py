@@ -106,7 +106,7 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         from twin.rpc_check import check_rpc_node
 
         check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
-    state_file = None if url else out_dir / "chain_state.json"
+    state_file = None if url else out_dir / "chain_state.json.gz"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
     with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node:
         ledger = ChainLedger.deploy(node.web3(), interval_s=interval_s, retail_price_per_mwh=retail,

@@ -118,4 +118,4 @@ def write_topology(net: Any, out_dir: Path) -> None:
     """Write ``topology.json`` (atomically) into the results folder ``out_dir``."""
     from twin.results import write_json_atomic
 
-    write_json_atomic(feeder_topology(net), Path(out_dir) / "topology.json")
+    write_json_atomic(feeder_topology(net), Path(out_dir) / "topology.json", indent=None)
