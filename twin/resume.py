@@ -3,7 +3,7 @@
 While a chain run goes on, a table flush (every few seconds of wall time) is followed by a
 chain checkpoint (skipped while the last one is recent, so dumping costs at most ~10 % of the
 wall time: :class:`ChainCheckpointer`): the node's whole state (``anvil_dumpState``) goes to
-``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn; the older one is deleted once
+``DIR/chain_checkpoint_{a,b}.json.gz`` (no call traces, gzipped; two slots, used in turn; the older one is deleted once
 the new one is named, so one copy stays at rest), then ``DIR/checkpoint.json``
 names that file, its block and ``market_steps`` (steps ``0 .. market_steps - 1`` are done:
 each interval up to ``market_steps - 1`` settled and the next one cleared). A kill at any
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.json"
-CHAIN_CHECKPOINT = ("chain_checkpoint_a.json", "chain_checkpoint_b.json")
+CHAIN_CHECKPOINT = ("chain_checkpoint_a.json.gz", "chain_checkpoint_b.json.gz")
 
 
 class ResumeError(TwinError):
