@@ -38,7 +38,10 @@ def _headline(cmd: list[str], prefix: str, timeout_s: float) -> dict[str, str]:
     for line in out[:-1]:
         print(f"   {line}")
     last = out[-1] if out else ""
-    pairs = dict(kv.split("=", 1) for kv in last.split() if "=" in kv)
+    tokens = last.split()
+    # a headline is key=value tokens only (a progress line such as "t= 1.07 d" is not)
+    ok = bool(tokens) and all("=" in t and t.split("=", 1)[1] for t in tokens)
+    pairs = dict(t.split("=", 1) for t in tokens) if ok else {}
     if not pairs:
         print(f"   failed: {err[-1] if err else 'no output'}")
         return {f"{prefix}status": "failed", f"{prefix}bench_s": f"{time.perf_counter() - t0:.0f}"}
