@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_FILES = ("chain_checkpoint_a.json", "chain_checkpoint_b.json", "checkpoint.json")
+CHECKPOINT_FILES = ("chain_checkpoint_a.json.gz", "chain_checkpoint_b.json.gz", "checkpoint.json")
 
 
 def _size(folder: Path, names: tuple[str, ...] | None = None) -> int:

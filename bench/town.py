@@ -45,8 +45,12 @@ def main() -> None:
     args = ap.parse_args()
     doc = yaml.safe_load((ROOT / "scenarios" / "town.yaml").read_text())
     doc["market"]["ledger"] = args.ledger
-    if args.households:
+    if args.households:  # EVs and community batteries in the town's proportions
+        share = args.households / doc["agents"]["households"]["count"]
         doc["agents"]["households"]["count"] = args.households
+        doc["agents"]["evs"]["count"] = round(doc["agents"]["evs"]["count"] * share)
+        doc["agents"]["community_storage"]["count"] = max(
+            1, round(doc["agents"]["community_storage"]["count"] * share))
     with tempfile.TemporaryDirectory(prefix="town-") as tmp:
         scen = Path(tmp) / "town.yaml"
         scen.write_text(yaml.safe_dump(doc))

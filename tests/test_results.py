@@ -72,3 +72,64 @@ def test_streamed_table_appears_at_close(tmp_path: Path) -> None:
     f = pq.ParquetFile(tmp_path / "hil_writes.parquet")
     assert f.metadata.num_rows == 10 and st.row_groups == f.metadata.num_row_groups == 4
     assert not list(tmp_path.glob(".*.part"))
+
+
+def _bus_columns(t: int, n: int) -> dict:
+    import numpy as np
+
+    return {"time_s": t, "bus": np.arange(n), "vm_pu": 1.0 + np.arange(n) * 1e-5, "va_degree": 0.0,
+            "p_mw": np.full(n, 0.1), "q_mvar": [0.0] * n}
+
+
+def test_big_tables_are_appended_one_row_group_per_flush(tmp_path: Path, monkeypatch) -> None:
+    import twin.results
+
+    monkeypatch.setattr(twin.results, "APPEND_MIN_ROWS", 100)
+    rec = RunRecorder(tmp_path)
+    rec.add_columns("bus", _bus_columns(0, 30))
+    rec.flush()  # small: rewritten whole
+    for k in range(1, 6):
+        rec.add_columns("bus", _bus_columns(900 * k, 50))
+        rec.add("bus", [{"time_s": 900 * k, "bus": 99, "vm_pu": 1.0, "va_degree": 0.0, "p_mw": 0.0,
+                         "q_mvar": 0.0}])
+        rec.flush(wait=k % 2 == 0)
+        rec.flush()  # waits for the background write
+        f = pq.ParquetFile(tmp_path / "bus.parquet", page_checksum_verification=True)
+        assert f.metadata.num_rows == 30 + 51 * k == rec.n_rows("bus")
+        if k >= 2:  # appended: one new row group per flush, the rows left memory
+            assert f.metadata.num_row_groups == k - 1 and not rec._chunks["bus"]
+        t = f.read()
+        assert t.column("time_s").to_pylist()[-1] == 900 * k and t.column("bus").to_pylist()[-1] == 99
+    assert sorted(p.name for p in tmp_path.glob(".bus*"))  # hidden A/B files while running
+    rec.close()
+    assert not list(tmp_path.glob(".*"))
+    t = read_table(tmp_path, "bus")
+    assert t.num_rows == 30 + 5 * 51 and t.column("vm_pu").to_pylist()[:2] == [1.0, 1.00001]
+    with pytest.raises(ValueError, match=r"results table 'bus': columns do not match"):
+        rec.add_columns("bus", {"time_s": 0, "bus": [1, 2], "vm_pu": ["x", "y"]})
+
+
+def test_an_appended_table_that_cannot_be_published_keeps_the_last_version(tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    import errno
+
+    import twin.parquet_append
+    import twin.results
+
+    monkeypatch.setattr(twin.results, "APPEND_MIN_ROWS", 10)
+    rec = RunRecorder(tmp_path)
+    rec.add_columns("bus", _bus_columns(0, 20))
+    rec.flush()
+    before = read_table(tmp_path, "bus")
+
+    def no_space(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(twin.parquet_append.AppendedParquet, "footer", no_space)
+    rec.add_columns("bus", _bus_columns(900, 20))
+    with pytest.raises(twin.results.DiskFull, match=r"bus\.parquet"):
+        rec.flush()
+    assert read_table(tmp_path, "bus").equals(before)  # the published file is untouched
+    monkeypatch.undo()
+    rec.close()  # the rows appended before the failure are published now
+    assert read_table(tmp_path, "bus").column("time_s").to_pylist() == [0] * 20 + [900] * 20

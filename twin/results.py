@@ -4,7 +4,8 @@ A run folder holds ``manifest.json``, ``kpis.json`` and one Parquet file per tab
 (long format, one row per time and element). Every file is written to a temporary name
 in the same folder and renamed into place, so a reader never sees a half-written file and
 a killed run leaves the last complete version of each table. :class:`RunRecorder` keeps
-the rows of a running simulation and rewrites the tables at checkpoints and at the end.
+the rows of a running simulation; at checkpoints it rewrites small tables and appends the
+new rows of big ones as row groups (:mod:`twin.parquet_append`), published atomically too.
 
 Integrity: Parquet pages carry CRC checksums (``write_page_checksum``) and
 :func:`read_parquet` verifies them, so a damaged table raises :class:`CorruptTableError`
@@ -28,11 +29,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from twin.errors import TwinError
 from twin.faults.tables import fault_tables
+from twin.parquet_append import AppendedParquet
 from twin.services.registry import service_tables
 
 __all__ = [
@@ -242,12 +245,15 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write JSON (sorted keys, indented) via a temporary file and a rename."""
+def write_json_atomic(data: Any, path: Path, *, indent: int | None = 2) -> None:
+    """Write JSON (sorted keys, indented unless ``indent=None``) via a temporary file and a
+    rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_path(path)
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        text = json.dumps(data, indent=indent, sort_keys=True, default=str,
+                          separators=None if indent is not None else (",", ":"))
+        tmp.write_text(text + "\n")
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -376,18 +382,39 @@ class StreamedTable:
 
 #: rows a table keeps as Python dicts before they are packed into an Arrow chunk
 CHUNK_ROWS = 8192
+#: a table with at least this many rows is appended (new row groups at each flush) instead of
+#: rewritten whole; below it a flush rewrites the small table in one row group
+APPEND_MIN_ROWS = 65536
+
+
+def _column(name: str, typ: pa.DataType, value: Any, n: int) -> pa.Array:
+    if value is None:
+        return pa.nulls(n, type=typ)
+    if isinstance(value, pa.Array | pa.ChunkedArray):
+        return value.cast(typ) if value.type != typ else value  # type: ignore[return-value]
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return pa.array(value.tolist(), type=typ)
+        return pa.array(value, type=typ)
+    if isinstance(value, list | tuple):
+        return pa.array(value, type=typ)
+    return pa.array([value] * n, type=typ)  # a scalar: the same value in every row
 
 
 class RunRecorder:
-    """Collects rows per table and writes them atomically at checkpoints.
+    """Collects rows per table and writes them at checkpoints, atomically and incrementally.
 
-    Rows are validated against :data:`SCHEMAS` when they are written, so a wrong column
-    fails loudly, naming the table. Every :data:`CHUNK_ROWS` rows of a table are packed into
-    an Arrow chunk (columnar: ~10x less memory than dicts, and a checkpoint concatenates
-    chunks instead of converting every row again). A table put in :meth:`stream` mode is
-    not kept in memory at all: its rows are appended as row groups off the caller's thread
-    (:class:`StreamedTable`) and the file appears at :meth:`close`. ``flush(wait=False)``
-    snapshots the tables on the caller's thread and writes them from a background thread.
+    Rows come as dicts (:meth:`add`) or as columns (:meth:`add_columns`: arrays, no Python
+    object per row); they are validated against :data:`SCHEMAS` when they are packed, so a
+    wrong column fails loudly, naming the table. Every :data:`CHUNK_ROWS` dict rows of a
+    table are packed into an Arrow chunk. A table below :data:`APPEND_MIN_ROWS` rows is
+    rewritten whole at each :meth:`flush` (temporary file + rename); a bigger one is
+    *appended*: each flush encodes only its new rows as a row group and publishes the grown
+    file atomically (:class:`twin.parquet_append.AppendedParquet`), and the rows leave
+    memory. Writing costs O(rows) over the run and memory follows the flush period.
+    A table put in :meth:`stream` mode is appended off the caller's thread as it goes
+    (:class:`StreamedTable`) and appears at :meth:`close`. ``flush(wait=False)`` snapshots
+    the tables on the caller's thread and writes them from a background thread.
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -395,9 +422,10 @@ class RunRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list[Mapping[str, Any]]] = {name: [] for name in SCHEMAS}
         self._chunks: dict[str, list[pa.Table]] = {name: [] for name in SCHEMAS}
+        self._appended: dict[str, AppendedParquet] = {}
         self._dirty: set[str] = set(SCHEMAS)
         self._streams: dict[str, StreamedTable] = {}
-        self._writes: queue.Queue[tuple[pa.Table, Path] | None] | None = None
+        self._writes: queue.Queue[tuple[str, str, pa.Table | None] | None] | None = None
         self._writer: threading.Thread | None = None
         self._write_error: BaseException | None = None
 
@@ -426,19 +454,58 @@ class RunRecorder:
         if len(buf) != before:
             self._dirty.add(table)
         if len(buf) >= CHUNK_ROWS:
-            self._chunks[table].append(self._arrow(table, buf))
+            self._pack(table)
+
+    def add_columns(self, table: str, columns: Mapping[str, Any], *, n: int | None = None) -> None:
+        """Add ``n`` rows given as columns: numpy/Arrow arrays or lists (one value per row),
+        scalars (the same value in every row) or None (nulls); a column of the schema that
+        is missing is null, keys that are not columns of the table are ignored."""
+        if table not in SCHEMAS:
+            raise KeyError(f"unknown results table '{table}' (known: {sorted(SCHEMAS)})")
+        if n is None:
+            n = next((len(v) for v in columns.values()
+                      if isinstance(v, np.ndarray | list | tuple | pa.Array | pa.ChunkedArray)), 1)
+        if not n:
+            return
+        schema = SCHEMAS[table]
+        try:
+            arrays = [_column(f.name, f.type, columns.get(f.name), n) for f in schema]
+            lengths = {len(a) for a in arrays}
+            if lengths != {n}:
+                bad = [f.name for f, a in zip(schema, arrays, strict=True) if len(a) != n]
+                raise ValueError(f"columns {bad} do not have {n} rows")
+            chunk = pa.Table.from_arrays(arrays, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise ValueError(f"results table '{table}': columns do not match its schema ({exc})") from exc
+        if table in self._streams:
+            self._streams[table].add(chunk.to_pylist())
+            return
+        self._pack(table)  # dict rows added before keep their place
+        self._chunks[table].append(chunk)
+        self._dirty.add(table)
+
+    def _pack(self, table: str) -> None:
+        if self._rows[table]:
+            self._chunks[table].append(self._arrow(table, self._rows[table]))
             self._rows[table] = []
 
     def n_rows(self, table: str) -> int:
         if table in self._streams:
             return self._streams[table].n_rows
-        return sum(c.num_rows for c in self._chunks[table]) + len(self._rows[table])
+        done = self._appended[table].num_rows if table in self._appended else 0
+        return done + sum(c.num_rows for c in self._chunks[table]) + len(self._rows[table])
 
     def rows(self, table: str) -> list[Mapping[str, Any]]:
-        """Every row of ``table`` (packed chunks come back as dicts of the schema's columns)."""
-        if not self._chunks[table]:
+        """Every row of ``table`` (packed chunks and rows already appended to its file come
+        back as dicts of the schema's columns)."""
+        out: list[Mapping[str, Any]] = []
+        if table in self._appended:
+            if self._writes is not None:
+                self._writes.join()
+            out = read_parquet(self.out_dir / f"{table}.parquet").to_pylist()
+        if not self._chunks[table] and not out:
             return self._rows[table]
-        out: list[Mapping[str, Any]] = [r for c in self._chunks[table] for r in c.to_pylist()]
+        out += [r for c in self._chunks[table] for r in c.to_pylist()]
         return out + self._rows[table]
 
     def _arrow(self, table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
@@ -451,7 +518,8 @@ class RunRecorder:
             raise ValueError(f"results table '{table}': rows do not match its schema ({exc})") from exc
 
     def estimate_flush_bytes(self) -> int:
-        """What :meth:`flush` will write: each changed table at the size per row of its file
+        """What :meth:`flush` will write: each changed table's rows in memory (all of a
+        rewritten table, the new ones of an appended one) at the size per row of its file
         on disk (or 8 bytes per value when it has none yet), plus a margin."""
         total = 1 << 20
         for name in self._dirty:
@@ -468,25 +536,55 @@ class RunRecorder:
         return total
 
     def to_table(self, table: str) -> pa.Table:
+        """The rows of ``table`` held in memory (all of them unless the table is appended)."""
         tail = self._arrow(table, self._rows[table])
         if not self._chunks[table]:
             return tail
         return pa.concat_tables([*self._chunks[table], tail])
 
+    def _job(self, name: str) -> tuple[str, str, pa.Table | None]:
+        """Snapshot one changed table: ("write", whole table) or ("append", new rows)."""
+        table = self.to_table(name)
+        if name not in self._appended and table.num_rows < APPEND_MIN_ROWS:
+            return ("write", name, table)
+        if name not in self._appended:
+            self._appended[name] = AppendedParquet(self.out_dir / f"{name}.parquet", SCHEMAS[name])
+        self._rows[name], self._chunks[name] = [], []  # the rows now live in the file
+        return ("append", name, table)
+
+    def _do(self, job: tuple[str, str, pa.Table | None]) -> None:
+        kind, name, table = job
+        path = self.out_dir / f"{name}.parquet"
+        if kind == "write":
+            assert table is not None
+            write_table_atomic(table, path)
+            return
+        ap = self._appended[name]
+        if table is not None and table.num_rows:
+            try:
+                ap.append(table)
+            except BaseException:
+                self._chunks[name].insert(0, table)  # appended at the next flush
+                raise
+        try:
+            ap.publish()
+        except OSError as exc:
+            raise _disk_full(exc, path) from exc
+
     def _write_loop(self) -> None:
         assert self._writes is not None
         while (item := self._writes.get()) is not None:
             try:
-                write_table_atomic(*item)
+                self._do(item)
             except BaseException as exc:  # reported by the next flush
                 self._write_error = exc
-                self._dirty.add(item[1].stem)
+                self._dirty.add(item[1])
             finally:
                 self._writes.task_done()
         self._writes.task_done()
 
     def flush(self, *, wait: bool = True) -> None:
-        """Rewrite every table that changed since the last flush.
+        """Write every table that changed since the last flush (rewritten or appended).
 
         ``wait=False``: the tables are snapshot here (immutable Arrow tables) and written by
         a background thread, in order; the next ``flush()`` (or :meth:`close`) waits for it.
@@ -509,14 +607,14 @@ class RunRecorder:
             raise DiskFull(self.out_dir, f"the tables need about {need / 1e6:.1f} MB, "
                            f"{free / 1e6:.1f} MB free")
         names = sorted(self._dirty)
-        jobs = [(self.to_table(name), self.out_dir / f"{name}.parquet") for name in names]
         if wait:
             if self._writes is not None:
                 self._writes.join()
-            for name, job in zip(names, jobs, strict=True):
-                write_table_atomic(*job)  # a table that fails stays dirty for the next flush
+            for name in names:
+                self._do(self._job(name))  # a table that fails stays dirty for the next flush
                 self._dirty.discard(name)
             return
+        jobs = [self._job(name) for name in names]
         self._dirty.clear()  # a background write that fails marks its table dirty again
         if self._writer is None:
             self._writes = queue.Queue()
@@ -527,7 +625,8 @@ class RunRecorder:
             self._writes.put(job)
 
     def close(self) -> None:
-        """The final flush: every table written, streamed tables put in place."""
+        """The final flush: every table written, streamed tables put in place, the hidden
+        files of appended tables removed."""
         errors = []
         for st in self._streams.values():
             try:
@@ -539,5 +638,7 @@ class RunRecorder:
             self._writes.put(None)
             self._writes.join()
             self._writes, self._writer = None, None
+        for ap in self._appended.values():
+            ap.close()
         if errors:
             raise errors[0]

@@ -3,7 +3,7 @@
 While a chain run goes on, a table flush (every few seconds of wall time) is followed by a
 chain checkpoint (skipped while the last one is recent, so dumping costs at most ~10 % of the
 wall time: :class:`ChainCheckpointer`): the node's whole state (``anvil_dumpState``) goes to
-``DIR/chain_checkpoint_{a,b}.json`` (two slots, used in turn; the older one is deleted once
+``DIR/chain_checkpoint_{a,b}.json.gz`` (no call traces, gzipped; two slots, used in turn; the older one is deleted once
 the new one is named, so one copy stays at rest), then ``DIR/checkpoint.json``
 names that file, its block and ``market_steps`` (steps ``0 .. market_steps - 1`` are done:
 each interval up to ``market_steps - 1`` settled and the next one cleared). A kill at any
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.json"
-CHAIN_CHECKPOINT = ("chain_checkpoint_a.json", "chain_checkpoint_b.json")
+CHAIN_CHECKPOINT = ("chain_checkpoint_a.json.gz", "chain_checkpoint_b.json.gz")
 
 
 class ResumeError(TwinError):
@@ -136,7 +136,7 @@ class ResumePoint:
         from twin.chain.keys import derive_keys
         from twin.chain.ledger import ChainLedger
 
-        state_file = self.out_dir / "chain_state.json"
+        state_file = self.out_dir / "chain_state.json.gz"
         with AnvilNode(
             accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
         ) as node:

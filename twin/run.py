@@ -127,7 +127,7 @@ def _open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         from twin.rpc_check import check_rpc_node
 
         check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
-    state_file = None if url else out_dir / "chain_state.json"
+    state_file = None if url else out_dir / "chain_state.json.gz"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
     with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node, (
             via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
@@ -654,6 +654,13 @@ class _Checkpointer:
 
     def add(self, table: str, rows: Any) -> None:
         self._recorder.add(table, rows)
+        self._after(table)
+
+    def add_columns(self, table: str, columns: Any, **kw: Any) -> None:
+        self._recorder.add_columns(table, columns, **kw)
+        self._after(table)
+
+    def _after(self, table: str) -> None:
         if table != "agents":  # the first table of an agents step: one decision per step
             return
         self._steps += 1

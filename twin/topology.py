@@ -70,23 +70,31 @@ def _radial_layout(buses: list[int], edges: list[tuple[int, int]],
 def feeder_topology(net: Any) -> dict[str, Any]:
     """Buses (with coordinates), lines, transformers, switches and slack buses of ``net``."""
     bus_ids = [int(b) for b in net.bus.index]
-    geo = net.bus["geo"] if "geo" in net.bus.columns else None
-    points = {b: _point(geo.at[b]) if geo is not None else None for b in bus_ids}
+    geo = net.bus["geo"].tolist() if "geo" in net.bus.columns else None
+    points = dict(zip(bus_ids, (_point(g) for g in geo), strict=True)) if geo is not None \
+        else dict.fromkeys(bus_ids)
+    ln = net.line
+    names = ln["name"].tolist() if "name" in ln.columns else [None] * len(ln)
+    # column lists, not iterrows: a town feeder has thousands of lines
     lines: list[dict[str, Any]] = [
-        {"line": int(i), "from_bus": int(r.from_bus), "to_bus": int(r.to_bus),
-         "length_km": float(r.length_km), "in_service": bool(r.in_service),
-         "name": None if r.get("name") is None else str(r.get("name"))}
-        for i, r in net.line.iterrows()
+        {"line": int(i), "from_bus": int(fb), "to_bus": int(tb), "length_km": float(km),
+         "in_service": bool(ins), "name": None if nm is None else str(nm)}
+        for i, fb, tb, km, ins, nm in zip(ln.index.tolist(), ln.from_bus.tolist(), ln.to_bus.tolist(),
+                                          ln.length_km.tolist(), ln.in_service.tolist(), names,
+                                          strict=True)
     ]
+    tr = net.trafo
     trafos: list[dict[str, Any]] = [
-        {"trafo": int(i), "hv_bus": int(r.hv_bus), "lv_bus": int(r.lv_bus),
-         "sn_mva": float(r.sn_mva), "in_service": bool(r.in_service)}
-        for i, r in net.trafo.iterrows()
+        {"trafo": int(i), "hv_bus": int(hv), "lv_bus": int(lv), "sn_mva": float(sn),
+         "in_service": bool(ins)}
+        for i, hv, lv, sn, ins in zip(tr.index.tolist(), tr.hv_bus.tolist(), tr.lv_bus.tolist(),
+                                      tr.sn_mva.tolist(), tr.in_service.tolist(), strict=True)
     ]
+    sw = net.switch
     switches: list[dict[str, Any]] = [
-        {"switch": int(i), "bus": int(r.bus), "element": int(r.element), "et": str(r.et),
-         "closed": bool(r.closed)}
-        for i, r in net.switch.iterrows()
+        {"switch": int(i), "bus": int(b), "element": int(el), "et": str(et), "closed": bool(c)}
+        for i, b, el, et, c in zip(sw.index.tolist(), sw.bus.tolist(), sw.element.tolist(),
+                                   sw.et.tolist(), sw.closed.tolist(), strict=True)
     ]
     slack = sorted({int(b) for b in net.ext_grid.bus})
     located = {b: p for b, p in points.items() if p is not None}
@@ -99,9 +107,8 @@ def feeder_topology(net: Any) -> dict[str, Any]:
         edges += [(int(s["bus"]), int(s["element"])) for s in switches if s["et"] == "b"]
         layout, pos = "computed", _radial_layout(bus_ids, edges, slack)
     buses = [
-        {"bus": b, "name": str(net.bus.at[b, "name"]), "vn_kv": float(net.bus.at[b, "vn_kv"]),
-         "x": pos[b][0], "y": pos[b][1]}
-        for b in bus_ids
+        {"bus": b, "name": str(nm), "vn_kv": float(kv), "x": pos[b][0], "y": pos[b][1]}
+        for b, nm, kv in zip(bus_ids, net.bus["name"].tolist(), net.bus["vn_kv"].tolist(), strict=True)
     ]
     return {"version": TOPOLOGY_VERSION, "layout": layout, "buses": buses, "lines": lines,
             "trafos": trafos, "switches": switches, "slack_buses": slack}
@@ -111,4 +118,4 @@ def write_topology(net: Any, out_dir: Path) -> None:
     """Write ``topology.json`` (atomically) into the results folder ``out_dir``."""
     from twin.results import write_json_atomic
 
-    write_json_atomic(feeder_topology(net), Path(out_dir) / "topology.json")
+    write_json_atomic(feeder_topology(net), Path(out_dir) / "topology.json", indent=None)

@@ -204,3 +204,16 @@ def test_curtailed_trades_drive_dispatch(quickstart_feeder: tuple[Scenario, Feed
     assert row["pv_wh"] < row["pv_available_wh"]  # PV was spilled
     # without curtailment the same household would export more
     assert row["pv_available_wh"] - row["load_wh"] > 100
+
+
+def test_agent_columns_record_the_same_table_as_agent_rows(quickstart_day: Day, tmp_path) -> None:
+    from twin.results import RunRecorder
+
+    _, outs, _ = quickstart_day
+    by_rows, by_cols = RunRecorder(tmp_path / "rows"), RunRecorder(tmp_path / "cols")
+    for o in outs[:6]:
+        by_rows.add("agents", o.agent_rows)
+        by_cols.add_columns("agents", o.agent_columns)
+    a, b = by_cols.to_table("agents"), by_rows.to_table("agents")
+    assert a.schema.equals(b.schema) and a.num_rows == b.num_rows > 0
+    assert a.to_pandas().equals(b.to_pandas())  # NaN where NaN

@@ -148,7 +148,7 @@ def test_sigkill_leaves_no_orphan_shows_crashed_and_resumes(tmp_path: Path) -> N
     # a complete run keeps no resume checkpoint
     assert not any((out / n).exists() for n in (CHECKPOINT, *CHAIN_CHECKPOINT))
     _no_anvil_left(out)
-    assert os.path.getsize(out / "chain_state.json") > 0
+    assert os.path.getsize(out / "chain_state.json.gz") > 0
 
 
 def _children(pid: int) -> list[int]:

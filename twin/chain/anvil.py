@@ -27,7 +27,7 @@ from web3 import HTTPProvider, Web3
 from twin.errors import TwinError
 from twin.lifecycle import die_with_parent
 
-__all__ = ["KEEP_STATES", "AnvilError", "AnvilNode", "anvil_binary"]
+__all__ = ["KEEP_STATES", "AnvilError", "AnvilNode", "anvil_binary", "compact_state"]
 
 _FIX = "run `make setup` (or `npm install` in the project root) to install the pinned Anvil (@foundry-rs/anvil)"
 
@@ -51,6 +51,21 @@ def anvil_binary(node_modules: Path | None = None) -> Path:
         return find_anvil(node_modules)
     except ToolMissing as exc:
         raise AnvilError(str(exc)) from exc
+
+
+def compact_state(data: bytes) -> bytes:
+    """A state dump (``anvil_dumpState`` JSON) without the call traces of its transactions.
+
+    Traces are ~70 % of a dump (every internal call of every past transaction) and nothing
+    reads them back: a loaded chain keeps its accounts, code, storage, blocks, receipts and
+    logs (what ``twin run --resume`` replays from); only ``debug_trace*`` of a transaction
+    mined before the dump has nothing left to show."""
+    doc = json.loads(data)
+    for tx in doc.get("transactions") or []:
+        info = tx.get("info") if isinstance(tx, dict) else None
+        if isinstance(info, dict) and info.get("traces"):
+            info["traces"] = []
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _free_port() -> int:
@@ -111,6 +126,7 @@ class AnvilNode:
         self._stderr: Any = None
         #: why the final state could not be written at stop() (None: written or not asked)
         self.dump_error: str | None = None
+        self._unpacked: Path | None = None  # a .gz load_state unpacked for --load-state
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> AnvilNode:
@@ -144,7 +160,7 @@ class AnvilNode:
             if self.load_state is not None:
                 if not self.load_state.is_file():
                     raise AnvilError(f"no chain state to load at {self.load_state}")
-                cmd += ["--load-state", str(self.load_state)]
+                cmd += ["--load-state", str(self._plain_state(self.load_state))]
             if self.dump_state is not None:
                 # No `--dump-state`: with it Anvil also dumps the whole chain every 60 s
                 # (a cost that grows with the chain); stop() writes it once over RPC instead.
@@ -169,6 +185,17 @@ class AnvilNode:
                 last_error = str(exc)
                 self.stop()
         raise AnvilError(f"Anvil did not start: {last_error}")
+
+    def _plain_state(self, path: Path) -> Path:
+        """``--load-state`` reads plain JSON: a ``.gz`` state is unpacked to a temporary file
+        (removed at stop)."""
+        if path.suffix != ".gz":
+            return path
+        fd, tmp = tempfile.mkstemp(prefix=".anvil-load-", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(gzip.decompress(path.read_bytes()))
+        self._unpacked = Path(tmp)
+        return self._unpacked
 
     def _wait_ready(self, url: str, *, proc: subprocess.Popen[bytes] | None) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -228,6 +255,9 @@ class AnvilNode:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     proc.wait(timeout=5)
+        if self._unpacked is not None:
+            self._unpacked.unlink(missing_ok=True)
+            self._unpacked = None
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()
         if self._stderr is not None:
@@ -270,14 +300,17 @@ class AnvilNode:
 
     def checkpoint_state(self, path: Path) -> Path:
         """Write the chain's current state (``anvil_dumpState``: accounts, code, storage,
-        blocks and logs) to ``path`` atomically, in the JSON format ``--load-state`` reads.
+        blocks and logs; no call traces: :func:`compact_state`) to ``path`` atomically, in
+        the JSON format ``--load-state`` reads (gzipped when ``path`` ends in ``.gz``).
 
         Unlike ``dump_state`` (written when Anvil stops), this survives a SIGKILL of Anvil:
         a run calls it at each checkpoint, and ``AnvilNode(load_state=path)`` continues
         from there (same contract addresses, balances, orders, trades and block numbers)."""
         raw = bytes.fromhex(str(self.rpc("anvil_dumpState"))[2:])
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        data = compact_state(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
         path = Path(path)
+        if path.suffix == ".gz":  # a state at rest: ~6x smaller; load_state unpacks it
+            data = gzip.compress(data, compresslevel=6)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:

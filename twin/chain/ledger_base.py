@@ -18,6 +18,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from twin.chain.abi import EventCodec, decode_static
+from twin.chain.anvil import compact_state
 from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
 from twin.chain.keys import TxKey
 from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
@@ -492,14 +493,17 @@ class LedgerBase(MarketParameters):
         return int(self._view(self.token, "balanceOf", [self.address_of(account)], ("uint256",))[0])
 
     def checkpoint_state(self, path: Path) -> int:
-        """Write the node's whole chain state (``anvil_dumpState``, the format ``anvil
-        --load-state`` reads) to ``path`` atomically; return the block number it holds."""
+        """Write the node's whole chain state (``anvil_dumpState`` without call traces, the
+        format ``anvil --load-state`` reads; gzipped when ``path`` ends in ``.gz``, which
+        ``AnvilNode(load_state=)`` unpacks) to ``path`` atomically; return its block number."""
         block = int(self._rpc("eth_blockNumber", [])["result"], 16)
         r = self._rpc("anvil_dumpState", [])
         if "error" in r:
             raise ChainRevert("DumpStateFailed", dict(r["error"]), purpose="checkpoint")
         raw = bytes.fromhex(str(r["result"])[2:])
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        data = compact_state(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        if path.suffix == ".gz":  # fast level: a checkpoint is written every few seconds
+            data = gzip.compress(data, compresslevel=1)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)

@@ -80,7 +80,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         else:
             out = self.model.step_interval(interval=k, trades=trades, price_history=prices,
                                            der_controls=controls or None)
-        self.recorder.add("agents", out.agent_rows)
+        self.recorder.add_columns("agents", out.agent_columns)
         self.recorder.add("dso", out.dso_rows)
         self.recorder.add("events", out.event_rows)
         self.recorder.add("vpp", out.vpp_rows)

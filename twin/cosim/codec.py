@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from twin.agents.controls import DERControl
@@ -22,8 +22,14 @@ __all__ = [
 ]
 
 
+# flat records: their fields by name (``asdict`` deep-copies each value, ~10x slower, and a
+# town sends 10,000 orders an interval)
+_TRADE_FIELDS = tuple(f.name for f in fields(Trade))
+_ORDER_FIELDS = tuple(f.name for f in fields(OrderIntent))
+
+
 def encode_trades(trades: list[Trade]) -> list[dict[str, Any]]:
-    return [asdict(t) for t in trades]
+    return [{k: getattr(t, k) for k in _TRADE_FIELDS} for t in trades]
 
 
 def decode_trades(rows: list[dict[str, Any]] | None) -> list[Trade]:
@@ -31,7 +37,7 @@ def decode_trades(rows: list[dict[str, Any]] | None) -> list[Trade]:
 
 
 def encode_orders(orders: list[OrderIntent]) -> list[dict[str, Any]]:
-    return [asdict(o) | {"side": int(o.side)} for o in orders]
+    return [{k: getattr(o, k) for k in _ORDER_FIELDS} | {"side": int(o.side)} for o in orders]
 
 
 def decode_orders(rows: list[dict[str, Any]] | None) -> list[OrderIntent]:

@@ -1,4 +1,4 @@
-"""mosaik adapter over the grid core: element powers in, one power flow, bus/line rows out."""
+"""mosaik adapter over the grid core: element powers in, one power flow, bus/line columns out."""
 
 from __future__ import annotations
 
@@ -163,8 +163,10 @@ class GridSim(mosaik_api_v3.Simulator):
                     "dead_buses": int((~np.isfinite(state.vm_pu)).sum()),
                     "grid_forming_p_mw": float(self.faulted.last_grid_forming_p_mw.sum()),
                     "ext_grid_p_mw": state.ext_grid_p_mw, "line_pl_mw": float(np.nansum(state.line_pl_mw))}])
-            self.recorder.add("bus", _bus_rows(time, self.bus_ids, state))
-            self.recorder.add("line", _line_rows(time, self.line_ids, state))
+            self.recorder.add_columns("bus", _bus_columns(time, self.bus_ids, state),
+                                      n=len(self.bus_ids))
+            self.recorder.add_columns("line", _line_columns(time, self.line_ids, state),
+                                      n=len(self.line_ids))
             self.recorder.add("grid", [{
                 "time_s": time, "ext_grid_p_mw": state.ext_grid_p_mw,
                 "load_p_mw": float(np.sum(power["load_p_mw"]) + np.sum(power["storage_p_mw"])),
@@ -181,27 +183,29 @@ class GridSim(mosaik_api_v3.Simulator):
         return {eid: {a: self._vm_pu for a in attrs} for eid, attrs in outputs.items()}
 
 
-def _bus_rows(time_s: int, bus_ids: np.ndarray, state: Any) -> list[dict[str, Any]]:
-    cols = zip(bus_ids.tolist(), state.vm_pu.tolist(), state.va_degree.tolist(),
-               state.bus_p_mw.tolist(), state.bus_q_mvar.tolist(), strict=True)
-    rows = [{"time_s": time_s, "bus": b, "vm_pu": v, "va_degree": a, "p_mw": p, "q_mvar": q}
-            for b, v, a, p, q in cols]
+def _bus_columns(time_s: int, bus_ids: np.ndarray, state: Any) -> dict[str, Any]:
+    """The ``bus`` rows of one solve as columns (no Python object per bus)."""
+    cols: dict[str, Any] = {"time_s": time_s, "bus": bus_ids, "vm_pu": state.vm_pu,
+                            "va_degree": state.va_degree, "p_mw": state.bus_p_mw,
+                            "q_mvar": state.bus_q_mvar}
     if state.vm_abc_pu is not None:  # three-phase run: per-phase columns
-        for r, (va_, vb_, vc_), u in zip(rows, state.vm_abc_pu.tolist(), state.vuf_percent.tolist(), strict=True):
-            r.update(vm_a_pu=va_, vm_b_pu=vb_, vm_c_pu=vc_, vuf_percent=u)
-    return rows
+        abc = np.asarray(state.vm_abc_pu, dtype=float)
+        cols.update(vm_a_pu=abc[:, 0], vm_b_pu=abc[:, 1], vm_c_pu=abc[:, 2],
+                    vuf_percent=state.vuf_percent)
+    return cols
 
 
-def _line_rows(time_s: int, line_ids: np.ndarray, state: Any) -> list[dict[str, Any]]:
-    cols = zip(line_ids.tolist(), state.line_loading_percent.tolist(),
-               state.line_p_from_mw.tolist(), state.line_q_from_mvar.tolist(),
-               state.line_pl_mw.tolist(), strict=True)
-    rows = [{"time_s": time_s, "line": i, "loading_percent": ld, "p_from_mw": p,
-             "q_from_mvar": q, "pl_mw": pl} for i, ld, p, q, pl in cols]
+def _line_columns(time_s: int, line_ids: np.ndarray, state: Any) -> dict[str, Any]:
+    """The ``line`` rows of one solve as columns."""
+    cols: dict[str, Any] = {"time_s": time_s, "line": line_ids,
+                            "loading_percent": state.line_loading_percent,
+                            "p_from_mw": state.line_p_from_mw, "q_from_mvar": state.line_q_from_mvar,
+                            "pl_mw": state.line_pl_mw}
     if state.line_loading_abc_percent is not None:
-        for r, (la, lb, lc) in zip(rows, state.line_loading_abc_percent.tolist(), strict=True):
-            r.update(loading_a_percent=la, loading_b_percent=lb, loading_c_percent=lc)
+        abc = np.asarray(state.line_loading_abc_percent, dtype=float)
+        cols.update(loading_a_percent=abc[:, 0], loading_b_percent=abc[:, 1],
+                    loading_c_percent=abc[:, 2])
     if state.line_p_abc_from_mw is not None:
-        for r, (pa, pb, pc) in zip(rows, state.line_p_abc_from_mw.tolist(), strict=True):
-            r.update(p_a_from_mw=pa, p_b_from_mw=pb, p_c_from_mw=pc)
-    return rows
+        pabc = np.asarray(state.line_p_abc_from_mw, dtype=float)
+        cols.update(p_a_from_mw=pabc[:, 0], p_b_from_mw=pabc[:, 1], p_c_from_mw=pabc[:, 2])
+    return cols

@@ -29,8 +29,11 @@ Signatures use low ``s`` (EIP-2), ``v`` in {27, 28}. Hashing and signing use coi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import coincurve
+from Crypto.Hash.keccak import _raw_keccak_lib  # type: ignore[attr-defined]
+from Crypto.Util import _raw_api
 from eth_utils import keccak, to_checksum_address
 
 from twin.market.errors import MarketError
@@ -60,6 +63,36 @@ _ORDER_TYPEHASH = keccak(
 _READING_TYPEHASH = keccak(text="MeterReading(uint64 device,uint64 interval,int256 meteredWh)")
 _NAME_HASH = keccak(text="gridtwin EnergyMarket")
 _VERSION_HASH = keccak(text="1")
+
+
+def _keccak(data: bytes) -> bytes:
+    """keccak-256 straight from pycryptodome's C core (what ``eth_utils.keccak`` calls,
+    without its per-call Python layers: the hot path hashes every order and reading)."""
+    raw: Any = _raw_api  # pycryptodome's cffi helpers (untyped)
+    state = raw.VoidPointer()
+    _raw_keccak_lib.keccak_init(state.address_of(), raw.c_size_t(64), raw.c_ubyte(24))
+    st = state.get()
+    try:
+        _raw_keccak_lib.keccak_absorb(st, data, raw.c_size_t(len(data)))
+        out = raw.create_string_buffer(32)
+        _raw_keccak_lib.keccak_digest(st, out, raw.c_size_t(32), raw.c_ubyte(0x01))
+        return bytes(raw.get_raw_buffer(out))
+    finally:
+        _raw_keccak_lib.keccak_destroy(st)
+
+
+#: checksummed addresses by their 20 bytes: a run recovers the same few thousand signers
+#: every interval, and EIP-55 checksumming costs a keccak and string work each time
+_CHECKSUMMED: dict[bytes, str] = {}
+
+
+def _checksum(raw: bytes) -> str:
+    out = _CHECKSUMMED.get(raw)
+    if out is None:
+        if len(_CHECKSUMMED) >= 1 << 20:
+            _CHECKSUMMED.clear()
+        out = _CHECKSUMMED[raw] = to_checksum_address(raw)
+    return out
 
 
 def _u(x: int) -> bytes:
@@ -98,7 +131,7 @@ class Domain:
         object.__setattr__(self, "separator", sep)
 
     def digest(self, struct_hash: bytes) -> bytes:
-        return keccak(b"\x19\x01" + self.separator + struct_hash)
+        return _keccak(b"\x19\x01" + self.separator + struct_hash)
 
 
 def _fits64(name: str, x: int) -> None:
@@ -110,7 +143,7 @@ def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
     _fits64("device_id", intent.device_id)
     _fits64("interval", intent.interval)
     _fits64("nonce", nonce)
-    return keccak(
+    return _keccak(
         _ORDER_TYPEHASH
         + _u(intent.device_id)
         + _u(intent.interval)
@@ -124,7 +157,7 @@ def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
 def reading_struct_hash(device_id: int, interval: int, metered_wh: int) -> bytes:
     _fits64("device_id", device_id)
     _fits64("interval", interval)
-    return keccak(_READING_TYPEHASH + _u(device_id) + _u(interval) + _i(metered_wh))
+    return _keccak(_READING_TYPEHASH + _u(device_id) + _u(interval) + _i(metered_wh))
 
 
 def cancel_struct_hash(device_id: int, interval: int, nonce: int) -> bytes:
@@ -187,7 +220,7 @@ def recover(digest: bytes, signature: bytes) -> str:
         )
     except ValueError:
         return ZERO_ADDRESS
-    return to_checksum_address(keccak(pub.format(compressed=False)[1:])[12:])
+    return _checksum(_keccak(pub.format(compressed=False)[1:])[12:])
 
 
 class DeviceKey:
