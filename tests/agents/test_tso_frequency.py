@@ -73,6 +73,9 @@ def test_grid_droop_and_hil_devices_read_the_same_frequency() -> None:
             if name == "grid":
                 self.rows += rows
 
+        def add_columns(self, name: str, columns: dict[str, Any], *, n: int | None = None) -> None:
+            pass  # bus / line columns: not what this test reads
+
     rec = Rows()
     sim.init("Grid-0", net=net, recorder=rec, interval_s=INTERVAL_S,
              der_devices=[DerDevice("sgen", i, fn) for i in range(6)], frequency_hz=tso.system_frequency_hz)

@@ -68,7 +68,7 @@ def both(ref: Callable[[], T], chain: Callable[[], T]) -> T | None:
         event(f"error {exc.name}")
         return None
     got = chain()
-    assert got == expected
+    assert got == expected, (got, expected)
     return expected
 
 

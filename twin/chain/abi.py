@@ -128,6 +128,7 @@ class EventCodec:
                 values[name] = account_of(v) if typ == "address" else v
             if ev.name in self.with_block and log.get("blockNumber") is not None:
                 values["_block"] = int(str(log["blockNumber"]), 16)
+                values["_block_hash"] = str(log.get("blockHash") or "")
             out.append((ev.name, values))
         return out
 

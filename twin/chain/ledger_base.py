@@ -140,7 +140,7 @@ class LedgerBase(MarketParameters):
         self._frozen = False
         self._pin_each_tx = False
         self._devices: dict[int, Device] = {}
-        self._block_times: dict[int, int] = {}  # block number -> market clock (trade tickets)
+        self._block_times: dict[str, int] = {}  # block hash -> market clock (trade tickets)
         self._prepared: set[int] = set()
         # Orders this ledger placed, by interval: clear() uses them when the on-chain
         # counts agree (no eth_getLogs over the whole chain, whose cost grows with its length).

@@ -195,7 +195,7 @@ class ClearingLedger(OrderLedger):
             energy_wh=v["energyWh"],
             price_per_mwh=v["price"],
             creator=self.device(later).owner,
-            created_s=self.now_s if block is None else self._block_time_s(int(block)),
+            created_s=self.now_s if block is None else self._block_time_s(int(block), v.get("_block_hash", "")),
         )
 
     # --- DSO operating envelopes -------------------------------------------------------
@@ -213,12 +213,17 @@ class ClearingLedger(OrderLedger):
             purpose=f"set_envelopes: interval {interval}, {len(devices)} devices",
         )  # fmt: skip
 
-    def _block_time_s(self, block: int) -> int:
-        """A block's timestamp on the market clock (cached: blocks never change once final)."""
-        if block not in self._block_times:
-            head = self._rpc("eth_getBlockByNumber", [hex(block), False])["result"]
-            self._block_times[block] = int(head["timestamp"], 16) - self._market_start
-        return self._block_times[block]
+    def _block_time_s(self, block: int, block_hash: str = "") -> int:
+        """A block's timestamp on the market clock, cached by block hash (a number alone is
+        not final: after ``evm_revert`` or a reorg the same number is another block)."""
+        key = block_hash or f"#{block}"
+        if key not in self._block_times:
+            head = (self._rpc("eth_getBlockByHash", [block_hash, False]) if block_hash
+                    else self._rpc("eth_getBlockByNumber", [hex(block), False]))["result"]
+            if not block_hash:  # uncacheable: the number's block may change
+                return int(head["timestamp"], 16) - self._market_start
+            self._block_times[key] = int(head["timestamp"], 16) - self._market_start
+        return self._block_times[key]
 
     # --- DSO curtailment --------------------------------------------------------------
     def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
