@@ -20,6 +20,9 @@ class _Rows:
     def add(self, name: str, rows: list[dict[str, Any]]) -> None:
         self.tables.setdefault(name, []).extend(rows)
 
+    def add_columns(self, name: str, columns: dict[str, Any], *, n: int | None = None) -> None:
+        self.tables.setdefault(name, []).append(dict(columns))  # bus / line columns (unused here)
+
 
 def _run(devices: list[DerDevice], oltc: OltcSpec | None, steps: int = 3) -> list[dict[str, Any]]:
     net = lv_feeder(6, pv_kw=35.0)

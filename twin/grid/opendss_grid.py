@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from twin.grid.feeder3ph import Feeder3ph, FeederImportError
