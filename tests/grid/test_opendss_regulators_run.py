@@ -98,3 +98,6 @@ def test_unsupported_regcontrol_setting_is_a_scenario_error(tmp_path: Path) -> N
     err = dict(exc.value.errors)
     assert "RegControl.reg2.vlimit='125'" in err["grid.opendss.regulators"]
     assert "not supported" in err["grid.opendss.regulators"]
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(_scenario(tmp_path, commands=[*RESET, "set controlmode=off"]))
+    assert "contradicts 'set controlmode=off'" in dict(exc.value.errors)["grid.opendss.regulators"]

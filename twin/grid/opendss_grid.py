@@ -141,6 +141,11 @@ def opendss_problems(scenario: Any) -> list[tuple[str, str]]:
     if g.opendss.regulators == "deck":
         from twin.grid.regcontrol3ph import RegulatorError
 
+        off = [c for c in g.opendss.commands if "".join(c.lower().split()).endswith("controlmode=off")]
+        if off:
+            out.append(("grid.opendss.regulators", f"'deck' contradicts {off[0]!r} in grid.opendss.commands "
+                                                   "(the regulators would act while the deck's controls are off); "
+                                                   "drop one of them"))
         try:
             if not deck_regulators(g.opendss):
                 out.append(("grid.opendss.regulators", f"'deck': the deck {g.opendss.deck!r} has no RegControl"))
