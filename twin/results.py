@@ -73,6 +73,8 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
          # three-phase runs: the highest voltage-unbalance factor, %; null otherwise
          ("vuf_max_percent", _f64)]
     ),
+    # grid.opendss.regulators: deck -- each RegControl's tap after the interval's solve
+    "regulators": pa.schema([("time_s", _i64), ("regulator", _str), ("tap", _i64), ("tap_pu", _f64)]),
     "line": pa.schema(
         [("time_s", _i64), ("line", _i64), ("loading_percent", _f64), ("p_from_mw", _f64),
          ("q_from_mvar", _f64), ("pl_mw", _f64),

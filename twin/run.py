@@ -577,7 +577,8 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                            frequency_hz=model.tso.system_frequency_hz,
                            oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase,
                            faulted=faults.grid_snapshot if faults else None,
-                           phase_network=model.feeder.phase_network).Grid()
+                           phase_network=model.feeder.phase_network,
+                           phase_regulators=model.feeder.phase_regulators).Grid()
         if extend_world is None:
             world.connect(agents, grid, "element_power")
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid

@@ -122,12 +122,12 @@ class DSOAgent(mesa.Agent):
     def __init__(self, model: Any, *, net: Any, grid: GridSpec, step_fraction: float = 0.25,
                  start_s_of_day: float = 0.0, interval_s: int = 900,
                  der_devices: Sequence[Any] = (), element_phase: dict[str, np.ndarray] | None = None,
-                 phase_network: Any = None) -> None:
+                 phase_network: Any = None, phase_regulators: Sequence[Any] = ()) -> None:
         super().__init__(model)
         self.net = copy.deepcopy(net)
         #: three-phase grid: each element row on its phase (twin/grid/snapshot3ph.py)
         self._phases = (PhaseSnapshot(self.net, phase=element_phase, der_devices=der_devices,
-                                      network=phase_network)
+                                      network=phase_network, regulators=phase_regulators)
                         if element_phase is not None else None)
         self.vuf_max_percent = grid.vuf_max_percent
         #: inverters with IEEE 1547 functions: the check solves them with the network

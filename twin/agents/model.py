@@ -97,7 +97,7 @@ class FeederModel(mesa.Model):
         self.dso = DSOAgent(self, net=feeder.net, grid=scenario.grid, interval_s=self.interval_s,
                             start_s_of_day=start.hour * 3600 + start.minute * 60 + start.second,
                             der_devices=der_devices, element_phase=feeder.element_phase,
-                            phase_network=feeder.phase_network)
+                            phase_network=feeder.phase_network, phase_regulators=feeder.phase_regulators)
         spec = scenario.agents
         mk = scenario.market
         feed_in = price_from_per_mwh(mk.feed_in_price_per_mwh)

@@ -66,7 +66,8 @@ class GridSim(mosaik_api_v3.Simulator):
         phase = sim_params.get("element_phase")
         devices = sim_params.get("der_devices") or []
         self.phases = (PhaseSnapshot(self.net, phase=phase, der_devices=devices,
-                                     network=sim_params.get("phase_network"))
+                                     network=sim_params.get("phase_network"),
+                                     regulators=sim_params.get("phase_regulators") or ())
                        if phase is not None else None)
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
@@ -147,6 +148,9 @@ class GridSim(mosaik_api_v3.Simulator):
             )
         if not state.converged:
             raise GridDiverged(f"grid: power flow did not converge at t={time}s{_HINT}")
+        if self.phases is not None and not self.phases.regulators_converged:
+            raise RuntimeError(f"grid: the regulators did not settle at t={time}s (taps "
+                               f"{[r['tap'] for r in self.phases.tap_rows()]} after 15 control rounds)")
         live = np.isfinite(state.vm_pu) if fault_msg is not None else slice(None)
         check_plausible(state.vm_pu[live], bus_ids=self.bus_ids[live], time_s=int(time))
         tap = -1
@@ -167,6 +171,8 @@ class GridSim(mosaik_api_v3.Simulator):
                                       n=len(self.bus_ids))
             self.recorder.add_columns("line", _line_columns(time, self.line_ids, state),
                                       n=len(self.line_ids))
+            if self.phases is not None and self.phases.regulators:  # grid.opendss.regulators: deck
+                self.recorder.add("regulators", [{"time_s": time, **r} for r in self.phases.tap_rows()])
             self.recorder.add("grid", [{
                 "time_s": time, "ext_grid_p_mw": state.ext_grid_p_mw,
                 "load_p_mw": float(np.sum(power["load_p_mw"]) + np.sum(power["storage_p_mw"])),

@@ -102,6 +102,8 @@ class Feeder:
     #: grid.kind "opendss": the deck's phase-frame feeder (solved with its own loads; the net
     #: is then only the element map, twin/grid/opendss_grid.py); None otherwise
     phase_network: Any = field(default=None, repr=False)
+    #: grid.opendss.regulators "deck": the deck's RegControls (twin/grid/regcontrol3ph.py)
+    phase_regulators: tuple[Any, ...] = field(default=(), repr=False)
 
     @property
     def n_households(self) -> int:
@@ -428,10 +430,12 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
 
     element_phase = None
     network = None
+    regulators: tuple[Any, ...] = ()
     if scenario.grid.kind == "opendss" and scenario.grid.opendss is not None:
-        from twin.grid.opendss_grid import deck_feeder
+        from twin.grid.opendss_grid import deck_feeder, deck_regulators
 
         network = deck_feeder(scenario.grid.opendss)
+        regulators = deck_regulators(scenario.grid.opendss)
     if scenario.grid.phases == 3:  # drawn last: the balanced feeder's draws stay as they were
         element_phase = _element_phases(
             scenario, net=net, rng=rng, hh_labels=hh_labels, pv_idx=pv_idx, sgen_label=sgen_label,
@@ -466,10 +470,11 @@ def build_feeder(scenario: Scenario, *, rng: np.random.Generator | None = None) 
         phases=scenario.grid.phases,
         element_phase=element_phase,
         phase_network=network,
+        phase_regulators=regulators,
     )
     _readonly(
         *(getattr(feeder, f) for f in Feeder.__dataclass_fields__ if f not in {"net", "kind", "name",
           "interval_s", "n_intervals", "profile_source", "phases", "element_phase",
-          "phase_network"})
+          "phase_network", "phase_regulators"})
     )
     return feeder

@@ -8,6 +8,13 @@
       opendss:
         deck: decks/13Bus/IEEE13Nodeckt.dss   # relative to the scenario file
         commands: ["Transformer.Reg1.Taps=[1.0 1.0625]", "set controlmode=off"]
+        regulators: off                       # deck: the deck's RegControls act in the run
+
+With ``regulators: deck`` the deck's RegControls (:func:`twin.grid.regcontrol3ph.
+regulators_from_opendss`) act inside the run, quasi-statically: each solve (the grid
+simulator's step, each of the DSO's check solves) runs OpenDSS's static control loop from the
+taps its previous solve ended on, starting from the deck's taps (after ``commands``). ``off``
+(the default) keeps the deck's taps fixed.
 
 The deck is solved by the phase-frame engine (:class:`twin.grid.feeder3ph.Feeder3ph`, its own
 loads included, with their models and connections). The agents need a pandapower net as
@@ -30,14 +37,14 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from twin.grid.feeder3ph import Feeder3ph, FeederImportError
 
-__all__ = ["OpenDssSpec", "deck_feeder", "element_map_net", "opendss_problems", "resolve_deck_path"]
+__all__ = ["OpenDssSpec", "deck_feeder", "deck_regulators", "element_map_net", "opendss_problems", "resolve_deck_path"]
 
 
 class OpenDssSpec(BaseModel):
@@ -48,6 +55,8 @@ class OpenDssSpec(BaseModel):
 
     deck: str = Field(min_length=1)
     commands: tuple[str, ...] = ()
+    #: "deck": the deck's RegControls act in the run (quasi-static); "off": fixed taps
+    regulators: Literal["deck", "off"] = "off"
 
 
 def resolve_deck_path(data: Any, base_dir: Path) -> Any:
@@ -78,6 +87,24 @@ def deck_feeder(spec: OpenDssSpec) -> Feeder3ph:
     except OSError:
         raise FeederImportError(f"OpenDSS deck {spec.deck!r} not found") from None
     return _deck_feeder(path, mtime, tuple(spec.commands))
+
+
+@lru_cache(maxsize=4)
+def _deck_regulators(path: str, mtime_ns: int, commands: tuple[str, ...]) -> tuple[Any, ...]:
+    from twin.grid.regcontrol3ph import regulators_from_opendss
+
+    feeder = _deck_feeder(path, mtime_ns, commands)
+    return tuple(regulators_from_opendss(feeder, path, commands=commands))
+
+
+def deck_regulators(spec: OpenDssSpec) -> tuple[Any, ...]:
+    """The deck's RegControls on :func:`deck_feeder`'s feeder (``()`` with ``regulators: off``);
+    an unsupported setting raises :class:`twin.grid.regcontrol3ph.RegulatorError`."""
+    if spec.regulators == "off":
+        return ()
+    deck_feeder(spec)  # the deck's own errors first
+    path = os.path.abspath(spec.deck)
+    return _deck_regulators(path, os.stat(path).st_mtime_ns, tuple(spec.commands))
 
 
 def _phases(mask: np.ndarray) -> str:
@@ -111,6 +138,19 @@ def opendss_problems(scenario: Any) -> list[tuple[str, str]]:
         feeder = deck_feeder(g.opendss)
     except FeederImportError as exc:
         return [*out, ("grid.opendss.deck", str(exc))]
+    if g.opendss.regulators == "deck":
+        from twin.grid.regcontrol3ph import RegulatorError
+
+        off = [c for c in g.opendss.commands if "".join(c.lower().split()).endswith("controlmode=off")]
+        if off:
+            out.append(("grid.opendss.regulators", f"'deck' contradicts {off[0]!r} in grid.opendss.commands "
+                                                   "(the regulators would act while the deck's controls are off); "
+                                                   "drop one of them"))
+        try:
+            if not deck_regulators(g.opendss):
+                out.append(("grid.opendss.regulators", f"'deck': the deck {g.opendss.deck!r} has no RegControl"))
+        except (RegulatorError, FeederImportError) as exc:
+            out.append(("grid.opendss.regulators", f"'deck': {exc}"))
     buses = load_buses(feeder)
     if not buses:
         return [*out, ("grid.opendss.deck", f"the deck {g.opendss.deck!r} has no loads to attach households to")]

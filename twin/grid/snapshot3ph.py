@@ -24,6 +24,12 @@ With ``der_devices`` (the balanced run's :class:`twin.grid.controlled_pf.DerDevi
 phase-frame flow (:class:`twin.grid.controlled_pf3ph.ControlledPowerFlow3ph`): a single-phase
 inverter answers its own phase's voltage; one split over the three phases answers each
 phase's voltage with a third of its ratings.
+
+With ``regulators`` (:class:`twin.grid.regcontrol3ph.Regulator3ph`, an OpenDSS deck's
+RegControls) every solve runs OpenDSS's static control loop (with the DER functions, if any)
+from the taps the previous solve ended on (:attr:`PhaseSnapshot.taps`, starting from the
+deck's): quasi-static time series. :attr:`PhaseSnapshot.regulators_converged` tells whether
+the last solve's regulators settled within OpenDSS's default 15 control rounds.
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ class PhaseSnapshot:
     """Solve snapshots of ``net`` with each element row on its phase (see the module doc)."""
 
     def __init__(self, net: Any, *, phase: dict[str, np.ndarray], der_devices: Any = (),
-                 network: Feeder3ph | None = None) -> None:
+                 network: Feeder3ph | None = None, regulators: Any = ()) -> None:
         self.net = net
         if network is None:
             self.feeder, self.solver = _network(net)
@@ -126,17 +132,23 @@ class PhaseSnapshot:
         self.phase = {t: self._rows[t][1] for t in _TABLES}
         self.der_devices = list(der_devices)
         self._cpf: ControlledPowerFlow3ph | None = None
+        self.regulators = tuple(regulators)
+        devs: list[Der3phDevice] = []
         if self.der_devices:
-            devs = []
             for d in self.der_devices:
                 if d.element not in self._rows:
                     raise ValueError(f"der_devices: element table {d.element!r} is not one of {_TABLES}")
                 pos, ph = self._rows[d.element]
                 phases = (0, 1, 2) if ph[d.row] == PHASE_ABC else (int(ph[d.row]),)
                 devs.append(Der3phDevice(bus=int(pos[d.row]), phases=phases, functions=d.functions))
-            self._cpf = ControlledPowerFlow3ph(self.feeder, devices=devs, solver=self.solver)
             self._dev_el = [d.element for d in self.der_devices]
             self._dev_row = np.array([d.row for d in self.der_devices], dtype=np.int64)
+        if devs or self.regulators:
+            self._cpf = ControlledPowerFlow3ph(self.feeder, devices=devs, regulators=self.regulators,
+                                               solver=self.solver)
+        #: (R,) the regulators' tap numbers: where the next solve starts, the last one ended
+        self.taps = self._cpf.tap0() if self._cpf is not None else np.zeros(0, dtype=np.int64)
+        self.regulators_converged = True
 
     def injections(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Per-phase consumption-positive (n_bus, 3) P and Q of row-order set-points."""
@@ -168,8 +180,24 @@ class PhaseSnapshot:
         p = {"load": load_p_mw, "sgen": sgen_p_mw, "storage": storage_p_mw}
         q = {"load": load_q_mvar, "sgen": sgen_q_mvar, "storage": sto_q}
         p_bus, q_bus = self.injections(p, q)
+        if self.regulators:
+            assert self._cpf is not None
+            r = self._cpf.solve(p_bus[None], q_bus[None], taps=self.taps, base_loads=self._base_loads, tol=1e-9)
+            self._settle(r)
+            return self._state(r.pf, p_bus, q_bus)
         res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=self._base_loads, tol=1e-9)
         return self._state(res, p_bus, q_bus)
+
+    def _settle(self, res: Any) -> None:
+        """Keep a regulated solve's taps for the next solve (quasi-static)."""
+        if self.regulators and bool(res.pf.converged[0]):
+            self.taps = np.asarray(res.taps[0], dtype=np.int64).copy()
+        self.regulators_converged = bool(res.regulators_converged[0])
+
+    def tap_rows(self) -> list[dict[str, Any]]:
+        """One row per regulator: its name, tap number and tap ratio (the last solve's)."""
+        return [{"regulator": g.name, "tap": int(t), "tap_pu": float(g.tap_pu(int(t)))}
+                for g, t in zip(self.regulators, self.taps, strict=True)]
 
     def solve_controlled(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
                          sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
@@ -177,7 +205,7 @@ class PhaseSnapshot:
         """As :meth:`solve`, with the DER functions solved in; the device rows of the arrays are
         what the devices would do unconstrained. Returns the state and a
         :class:`twin.grid.der_runtime.SnapshotControls`."""
-        if self._cpf is None:
+        if self._cpf is None or not self.der_devices:
             raise ValueError("solve_controlled: this snapshot has no der_devices")
         sto_q = np.zeros(len(self.net.storage)) if storage_q_mvar is None else storage_q_mvar
         p = {"load": np.array(load_p_mw, dtype=np.float64), "sgen": np.array(sgen_p_mw, dtype=np.float64),
@@ -191,7 +219,8 @@ class PhaseSnapshot:
             q[e][r] = 0.0
         p_bus, q_bus = self.injections(p, q)
         res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=self._base_loads, tol=1e-9,
-                              tol_pu=tol_pu)
+                              tol_pu=tol_pu, taps=self.taps if self.regulators else None)
+        self._settle(res)
         for i, (e, r) in enumerate(zip(self._dev_el, self._dev_row, strict=True)):
             p[e][r] = sign[e] * res.der_p_mw[0, i]
             q[e][r] = sign[e] * res.der_q_mvar[0, i]

@@ -1,0 +1,103 @@
+"""grid.opendss.regulators: deck -- the deck's RegControls act inside a three-phase run
+(grid simulator and DSO check), against OpenDSS's own control loop on the same loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from twin.grid.snapshot3ph import PhaseSnapshot
+from twin.scenario import ScenarioError, load_scenario
+
+dss = pytest.importorskip("dss")
+ROOT = Path(__file__).resolve().parents[2]
+DECK = ROOT / "scenarios" / "decks" / "13Bus" / "IEEE13Nodeckt.dss"
+# taps back at 1.0 after the deck's own solve: the run's regulators have to find [9, 6, 9] themselves
+RESET = tuple(f"Transformer.Reg{k}.Taps=[1.0 1.0]" for k in (1, 2, 3))
+
+
+def _scenario(tmp_path: Path, **opendss: Any) -> Path:
+    d = yaml.safe_load((ROOT / "scenarios" / "ieee13_opendss.yaml").read_text())
+    d["grid"]["opendss"] = {"deck": str(DECK), "commands": list(RESET), "regulators": "deck", **opendss}
+    d["duration_s"] = 2 * 900
+    p = tmp_path / "ieee13_regs.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def _opendss(snap: PhaseSnapshot, p_bus: np.ndarray, q_bus: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """OpenDSS from taps 1.0 with controls on and the agents' per-phase loads added: taps, voltages."""
+    f = snap.feeder
+    ctx = dss.DSS.NewContext()
+    ctx.AllowChangeDir = False
+    cmds = [f'redirect "{DECK}"', *RESET]
+    for k, p in zip(*np.nonzero((p_bus != 0) | (q_bus != 0)), strict=True):
+        kv = f.node_vbase_kv[f.node_of[k, p]]
+        cmds.append(f"new load.x{k}_{p} bus1={f.bus_names[k]}.{p + 1} phases=1 kv={kv:.9g} "
+                    f"kw={p_bus[k, p] * 1e3:.12g} kvar={q_bus[k, p] * 1e3:.12g} model=1 vminpu=0.5 vmaxpu=2")
+    for cmd in (*cmds, "set tolerance=1e-12", "set maxiterations=1000", "solve"):
+        ctx.Text.Command = cmd
+    ckt = ctx.ActiveCircuit
+    assert ckt.Solution.Converged
+    taps = []
+    for name in ("reg1", "reg2", "reg3"):
+        ckt.Transformers.Name = name
+        ckt.Transformers.Wdg = 2
+        taps.append(round((ckt.Transformers.Tap - 1.0) / 0.00625))
+    vm = np.full((f.n_bus, 3), np.nan)
+    for k, name in enumerate(f.bus_names):
+        ckt.SetActiveBus(name)
+        for nd, v in zip(ckt.ActiveBus.Nodes, ckt.ActiveBus.puVmagAngle[0::2], strict=False):
+            vm[k, nd - 1] = v
+    return taps, vm
+
+
+def test_deck_regulators_act_in_the_run_as_opendss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from twin.run import run_scenario
+
+    solves: list[tuple[PhaseSnapshot, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    state = PhaseSnapshot._state
+
+    def spy(self: PhaseSnapshot, res: Any, p_bus: np.ndarray, q_bus: np.ndarray) -> Any:
+        out = state(self, res, p_bus, q_bus)
+        solves.append((self, self.taps.copy(), p_bus.copy(), q_bus.copy(), out.vm_abc_pu))
+        return out
+
+    monkeypatch.setattr(PhaseSnapshot, "_state", spy)  # records what each solve put on the deck
+    sc = load_scenario(_scenario(tmp_path))
+    run_scenario(sc, out_dir=tmp_path / "run", progress=False)
+    regs = pq.read_table(tmp_path / "run" / "regulators.parquet").to_pandas()
+    bus = pq.read_table(tmp_path / "run" / "bus.parquet").to_pandas()
+    assert list(regs.regulator[:3]) == ["reg1", "reg2", "reg3"] and sorted(set(regs.time_s)) == [0, 900]
+    assert list(regs.tap[regs.time_s == 0]) == [9, 6, 9]  # OpenDSS's own solution of the deck's loads
+    np.testing.assert_allclose(regs.tap_pu[regs.time_s == 0], [1.05625, 1.0375, 1.05625])
+    # both the grid simulator's and the DSO's snapshots regulate; each one's first solve (from taps
+    # 0) against OpenDSS with the same per-phase loads: same taps, voltages to 1e-6 p.u.
+    firsts = {id(s): x for x in reversed(solves) for s in [x[0]]}
+    assert len(firsts) == 2
+    for snap, taps, p_bus, q_bus, vm in firsts.values():
+        ref_taps, ref_vm = _opendss(snap, p_bus, q_bus)
+        assert taps.tolist() == ref_taps == [9, 6, 9]
+        assert np.array_equal(np.isnan(vm), np.isnan(ref_vm))
+        assert np.nanmax(np.abs(vm - ref_vm)) < 1e-6
+    # the bus table's first rows are one of those OpenDSS-checked solves (the grid simulator's)
+    b0 = bus[bus.time_s == 0].sort_values("bus")[["vm_a_pu", "vm_b_pu", "vm_c_pu"]].to_numpy()
+    assert any(np.allclose(b0, x[4], rtol=0, atol=1e-12, equal_nan=True) for x in firsts.values())
+    # quasi-static: the later solves start from the taps an earlier one ended on, never from 0 again
+    assert all(x[1].tolist() != [0, 0, 0] for x in solves if firsts[id(x[0])] is not x)
+
+def test_unsupported_regcontrol_setting_is_a_scenario_error(tmp_path: Path) -> None:
+    p = _scenario(tmp_path, commands=[*RESET, "RegControl.Reg2.vlimit=125"])
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(p)
+    err = dict(exc.value.errors)
+    assert "RegControl.reg2.vlimit='125'" in err["grid.opendss.regulators"]
+    assert "not supported" in err["grid.opendss.regulators"]
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(_scenario(tmp_path, commands=[*RESET, "set controlmode=off"]))
+    assert "contradicts 'set controlmode=off'" in dict(exc.value.errors)["grid.opendss.regulators"]
