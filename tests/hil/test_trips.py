@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sunspec2.modbus.modbus import ModbusClientException
 
 from tests.hil.test_conformance import PV, Lab, setattr_cvalue
 
@@ -90,3 +91,15 @@ def test_hv_momentary_cessation_resumes_without_delay(lab: Lab) -> None:
     for _ in range(6):
         m = lab.step(PV, v_pu=1.19, avail_w=8_000, dt_s=0.1)
     assert m["W"] == 0 and m["ConnSt"] == 0 and m["InvSt"] == FAULT and _alarm(lab) == AC_OVER_VOLT
+
+
+def test_must_trip_inside_the_may_trip_region_is_refused(lab: Lab) -> None:
+    dev = lab.bank.devices[PV]
+    before = dev.get(708, "Crv[1].MustTrip.Pt[2].V")
+    with pytest.raises(ModbusClientException, match="exception: 3"):  # adoption refused
+        _adopt_hv(lab, {"MustTrip": [(118.0, 0.5), (110.0, 5.0)], "MayTrip": [(111.0, 1.0)],
+                        "MomCess": [(116.0, 0.0)]})
+    assert dev.get(708, "AdptCrvRslt") == 2
+    assert dev.get(708, "Crv[1].MustTrip.Pt[2].V") == before  # the active curve is unchanged
+    refused = [w for w in lab.bank.drain_writes() if w.exception_code]
+    assert len(refused) == 1 and "ride-through region" in refused[0].points

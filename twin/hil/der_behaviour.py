@@ -130,6 +130,16 @@ def _trip_errors(get: Getter, model: int, c: int) -> list[str]:
                        f"along the curve, got {xs}")
         if any(b < a for a, b in itertools.pairwise(ts)):
             out.append(f"{path}: clearing times must not decrease along the curve, got {ts}")
+    # the must-trip region lies beyond the may-trip region (1547: ride through, may trip, must trip)
+    must, _ = _pts(get, model, c, x, "Tms", "MustTrip.")
+    may, _ = _pts(get, model, c, x, "Tms", "MayTrip.")
+    if must and may:
+        under = model in (707, 709)
+        m_edge, y_edge = (max(must), max(may)) if under else (min(must), min(may))
+        unit = "% of VNom" if x == "V" else "Hz"
+        if (m_edge > y_edge) if under else (m_edge < y_edge):
+            out.append(f"{model}.Crv[{c}].MustTrip: must trip from {m_edge:g} {unit} starts inside "
+                       f"the ride-through region (may trip from {y_edge:g} {unit}); it must lie beyond it")
     return out
 
 
