@@ -103,3 +103,16 @@ def test_must_trip_inside_the_may_trip_region_is_refused(lab: Lab) -> None:
     assert dev.get(708, "Crv[1].MustTrip.Pt[2].V") == before  # the active curve is unchanged
     refused = [w for w in lab.bank.drain_writes() if w.exception_code]
     assert len(refused) == 1 and "ride-through region" in refused[0].points
+
+
+def test_under_frequency_must_trip_with_the_default_curve(lab: Lab) -> None:
+    es = lab.dev(PV).DEREnterService[0]
+    es.ESDlyTms.cvalue, es.ESRmpTms.cvalue = 60, 0
+    es.write()
+    assert lab.step(PV, avail_w=8_000)["W"] == pytest.approx(8_000, abs=10)
+    m = lab.step(PV, hz=48.6, avail_w=8_000, dt_s=200.0)  # below 48.75 Hz, 200 s < 300 s
+    assert m["W"] == pytest.approx(8_000, abs=10) and m["Hz"] == pytest.approx(48.6)
+    m = lab.step(PV, hz=48.6, avail_w=8_000, dt_s=120.0)  # 320 s > 300 s: must trip
+    assert m["W"] == 0 and m["InvSt"] == FAULT and _alarm(lab) == 1 << 9  # UNDER_FREQUENCY
+    m = lab.step(PV, hz=50.0, avail_w=8_000, dt_s=60.0)
+    assert m["W"] == pytest.approx(8_000, abs=10) and _alarm(lab) == 0
