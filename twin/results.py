@@ -126,7 +126,7 @@ _CORE_SCHEMAS: dict[str, pa.Schema] = {
     "hil": pa.schema(
         [("time_s", _i64), ("unit_id", _i64), ("available_w", _f64), ("w", _f64), ("var", _f64),
          ("v", _f64), ("hz", _f64), ("w_max_w", _f64), ("w_set_w", _f64), ("q_mode", _str),
-         ("in_service", pa.bool_()), ("reverted", _str)]
+         ("in_service", pa.bool_()), ("state", _str), ("reverted", _str)]
     ),
     "hil_writes": pa.schema(
         [("time_s", _f64), ("wall_time", _f64), ("client", _str), ("unit_id", _i64),

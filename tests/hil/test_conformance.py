@@ -207,7 +207,7 @@ def test_trip_and_enter_service(lab: Lab) -> None:
     es.write()
     assert lab.step(PV, avail_w=8_000)["W"] == pytest.approx(8_000, abs=10)
     m = lab.step(PV, v_pu=0.60, avail_w=8_000, dt_s=3.0)  # below 70 % for 3 s > 2 s: must trip
-    assert m["W"] == 0 and m["ConnSt"] == 0 and m["InvSt"] == 0
+    assert m["W"] == 0 and m["ConnSt"] == 0 and m["InvSt"] == 6  # FAULT (tripped)
     m = lab.step(PV, v_pu=1.0, avail_w=8_000, dt_s=10.0)  # back in the window, delay running
     assert m["W"] == 0 and lab.bank.devices[PV].get(703, "ESDlyRemTms") == 10
     m = lab.step(PV, v_pu=1.0, avail_w=8_000, dt_s=10.0)  # 20 s in the window: enter, ramp from 0

@@ -120,6 +120,7 @@ class HILSim(mosaik_api_v3.Simulator):
             {"time_s": int(time), "unit_id": u, "available_w": i.available_w, "w": o.w,
              "var": o.var, "v": i.v, "hz": i.hz, "w_max_w": o.control.w_max_w,
              "w_set_w": o.control.w_set_w, "q_mode": o.mode, "in_service": o.in_service,
+             "state": o.state,
              "reverted": ",".join(o.reverted)}
             for u, (i, o) in sorted(rows.items())
         ])

@@ -73,6 +73,7 @@ class DeviceOutput:
     reverted: tuple[str, ...] = ()
     mode: str = ""  # reactive-power mode in force
     in_service: bool = True
+    state: str = ""  # why it is not energizing (StepResult.state): "tripped:708", "ceased:707", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +167,13 @@ class HILBank:
                 res = dev.step_der(available_w=inp.available_w, v=inp.v, hz=inp.hz, soc=inp.soc,
                                    now_s=now_s, dt_s=dt_s)
                 dev.measure(Measurement(w=res.w, var=res.var, v=inp.v, hz=inp.hz, soc=inp.soc,
-                                        available_w=inp.available_w, in_service=res.in_service),
+                                        available_w=inp.available_w, in_service=res.in_service,
+                                        state=res.state),
                             dt_s=dt_s)
                 dev.put_point(703, "ESDlyRemTms", round(res.es_delay_rem_s))
                 dev.publish()
-                out[uid] = DeviceOutput(uid, res.w, res.var, ctl, reverted, res.mode, res.in_service)
+                out[uid] = DeviceOutput(uid, res.w, res.var, ctl, reverted, res.mode, res.in_service,
+                                        res.state)
         return out
 
     def controls(self) -> dict[int, DERControl]:

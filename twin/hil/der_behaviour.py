@@ -37,7 +37,7 @@ from twin.grid.der_functions import (
 )
 from twin.hil.der_defaults import HZ_NOM
 
-__all__ = ["CURVE_MODELS", "FN_704", "TRIP_MODELS", "Getter", "StepResult", "TripState",
+__all__ = ["CURVE_MODELS", "FN_704", "TRIP_ALARM_BIT", "TRIP_MODELS", "Getter", "StepResult", "TripState",
            "curve_errors", "der_functions", "evaluate"]
 
 Getter = Callable[[int, str], Any]
@@ -130,6 +130,16 @@ def _trip_errors(get: Getter, model: int, c: int) -> list[str]:
                        f"along the curve, got {xs}")
         if any(b < a for a, b in itertools.pairwise(ts)):
             out.append(f"{path}: clearing times must not decrease along the curve, got {ts}")
+    # the must-trip region lies beyond the may-trip region (1547: ride through, may trip, must trip)
+    must, _ = _pts(get, model, c, x, "Tms", "MustTrip.")
+    may, _ = _pts(get, model, c, x, "Tms", "MayTrip.")
+    if must and may:
+        under = model in (707, 709)
+        m_edge, y_edge = (max(must), max(may)) if under else (min(must), min(may))
+        unit = "% of VNom" if x == "V" else "Hz"
+        if (m_edge > y_edge) if under else (m_edge < y_edge):
+            out.append(f"{model}.Crv[{c}].MustTrip: must trip from {m_edge:g} {unit} starts inside "
+                       f"the ride-through region (may trip from {y_edge:g} {unit}); it must lie beyond it")
     return out
 
 
@@ -183,31 +193,57 @@ def der_functions(get: Getter, *, can_absorb: bool, absorbing: bool) -> tuple[De
 
 @dataclass
 class TripState:
-    """Must-trip timers, service state and the enter-service delay and ramp of one device."""
+    """Trip-curve timers, service state and the enter-service delay and ramp of one device.
+
+    Per 707-710 curve 1: beyond a ``MustTrip`` point for its ``Tms`` the device trips (out
+    of service until 703 lets it re-enter); beyond a ``MomCess`` point for its ``Tms`` it
+    ceases to energize but stays connected, and resumes at the first step back inside;
+    beyond a ``MayTrip`` point (1547: ride through or trip) it rides through, reported in
+    ``may_trip``.
+    """
 
     in_service: bool = True
-    #: seconds each must-trip point has been violated, by (model, point index)
-    violated_s: dict[tuple[int, int], float] = field(default_factory=dict)
+    #: seconds each curve point has been violated, by (model, group, point index)
+    violated_s: dict[tuple[int, str, int], float] = field(default_factory=dict)
     es_ok_s: float = 0.0  # seconds the enter-service window has held while out of service
     ramp_from_s: float | None = None  # twin time the enter-service ramp started
     tripped_by: str = ""
+    ceased_by: str = ""  # momentary cessation in force (the model), this step
+    may_trip: str = ""  # riding through a may-trip region (the model), this step
+    ceased_prev: bool = False  # momentary cessation in force at the previous step
+
+
+#: 701 ``Alrm`` bit of a trip by each model (AC_UNDER_VOLT, AC_OVER_VOLT, UNDER_/OVER_FREQUENCY)
+TRIP_ALARM_BIT = {707: 11, 708: 10, 709: 9, 710: 8}
 
 
 def _update_trips(get: Getter, st: TripState, *, v_pct: float, hz: float, dt_s: float) -> str:
-    """Advance must-trip timers; the model that trips (``''``: none)."""
+    """Advance the trip-curve timers; the model that must trip (``''``: none).
+
+    Also sets ``st.ceased_by`` (momentary cessation) and ``st.may_trip`` for this step."""
+    tripped, st.ceased_by, st.may_trip = "", "", ""
     for m in TRIP_MODELS:
         if get(m, "Ena") != 1:
             continue
         x = v_pct if m in (707, 708) else hz
         name = "V" if m in (707, 708) else "Hz"
-        xs, ts = _pts(get, m, 1, name, "Tms", "MustTrip.")
-        for i, (thr, tms) in enumerate(zip(xs, ts, strict=True)):
-            bad = x < thr if m in (707, 709) else x > thr
-            key = (m, i)
-            st.violated_s[key] = st.violated_s.get(key, 0.0) + dt_s if bad else 0.0
-            if bad and st.violated_s[key] >= tms:
-                return f"{m}"
-    return ""
+        for grp in ("MustTrip", "MomCess", "MayTrip"):
+            xs, ts = _pts(get, m, 1, name, "Tms", grp + ".")
+            hit = False
+            for i, (thr, tms) in enumerate(zip(xs, ts, strict=True)):
+                bad = x < thr if m in (707, 709) else x > thr
+                key = (m, grp, i)
+                st.violated_s[key] = st.violated_s.get(key, 0.0) + dt_s if bad else 0.0
+                hit = hit or (bad and st.violated_s[key] >= tms)
+            if not hit:
+                continue
+            if grp == "MustTrip":
+                tripped = tripped or f"{m}"
+            elif grp == "MomCess":
+                st.ceased_by = st.ceased_by or f"{m}"
+            else:
+                st.may_trip = st.may_trip or f"{m}"
+    return tripped
 
 
 @dataclass(frozen=True)
@@ -217,6 +253,9 @@ class StepResult:
     mode: str
     in_service: bool
     es_delay_rem_s: float = 0.0
+    #: why the device is not energizing: "" (it is, or it has nothing to deliver),
+    #: "tripped:<model>", "ceased:<model>" (momentary cessation), "permit_off", "starting"
+    state: str = ""
 
 
 def evaluate(get: Getter, st: TripState, fleet: DerFleet, *, mode: str, w_in: float, v: float,
@@ -225,11 +264,13 @@ def evaluate(get: Getter, st: TripState, fleet: DerFleet, *, mode: str, w_in: fl
     v_nom = float(get(702, "VNom") or 230.0)
     v_pct = 100.0 * v / v_nom
     tripped = _update_trips(get, st, v_pct=v_pct, hz=hz, dt_s=dt_s)
+    # back from momentary cessation: restore output at once (1547 6.4.2.7), not at WRmp
+    resuming, st.ceased_prev = st.ceased_prev and not st.ceased_by, bool(st.ceased_by)
     if tripped and st.in_service:
         st.in_service, st.tripped_by, st.es_ok_s, st.ramp_from_s = False, tripped, 0.0, None
     permit = get(703, "ES") == 1
     if not permit:  # permit service off: cease to energize
-        st.in_service, st.es_ok_s = False, 0.0
+        st.in_service, st.es_ok_s, st.tripped_by = False, 0.0, ""
     delay = float(get(703, "ESDlyTms") or 0.0)
     if not st.in_service:
         window = (float(get(703, "ESVLo")) <= v_pct <= float(get(703, "ESVHi"))
@@ -238,7 +279,11 @@ def evaluate(get: Getter, st: TripState, fleet: DerFleet, *, mode: str, w_in: fl
         if permit and window and not tripped and st.es_ok_s >= delay:
             st.in_service, st.ramp_from_s, st.tripped_by = True, now_s, ""
         else:
-            return StepResult(0.0, 0.0, mode, False, max(0.0, delay - st.es_ok_s))
+            why = ("permit_off" if not permit else f"tripped:{st.tripped_by}"
+                   if (st.tripped_by and not st.es_ok_s) else "starting")
+            return StepResult(0.0, 0.0, mode, False, max(0.0, delay - st.es_ok_s), why)
+    if st.ceased_by:  # momentary cessation: connected, not energizing, no re-entry delay
+        return StepResult(0.0, 0.0, mode, True, 0.0, f"ceased:{st.ceased_by}")
     vm = np.array([[v / v_nom]])
     p = fleet.p_limit_mw(vm, np.array([[w_in / 1e6]]), hz)
     wmax = float(get(702, "WMax") or 0.0)
@@ -249,7 +294,7 @@ def evaluate(get: Getter, st: TripState, fleet: DerFleet, *, mode: str, w_in: fl
             st.ramp_from_s = None
         else:
             p = np.minimum(p, max(frac, 0.0) * wmax / 1e6)
-    if dt_s > 0:  # 704 WRmp: increase of active power, % of WMax per second
+    if dt_s > 0 and not resuming:  # 704 WRmp: increase of active power, % of WMax per second
         up = float(get(704, "WRmp") or 0.0) / 100.0 * wmax * dt_s
         if up > 0 and p[0, 0] * 1e6 > w_prev + up and w_prev >= 0:
             p = np.array([[(w_prev + up) / 1e6]])

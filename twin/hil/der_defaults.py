@@ -216,7 +216,7 @@ def fill_defaults(put: Put, *, kind: str, rated_w: float, capacity_wh: float, w_
             if c > 1:
                 w[(711, pre + name)] = rule
 
-    # --- 707-710 trip curves (must trip acted on; may trip / momentary cessation stored)
+    # --- 707-710 trip curves (must trip, momentary cessation acted on; may trip: ride through)
     trips = {707: ("V", _LV_TRIP, (0.0, 100.0, "% of VNom")),
              708: ("V", _HV_TRIP, (100.0, 150.0, "% of VNom")),
              709: ("Hz", _LF_TRIP, (40.0, HZ_NOM, "Hz")),

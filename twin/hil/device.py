@@ -36,6 +36,7 @@ from twin.grid.der_functions import DerFleet, DerFunctionError
 from twin.hil.der_behaviour import (
     CURVE_MODELS,
     FN_704,
+    TRIP_ALARM_BIT,
     TRIP_MODELS,
     StepResult,
     TripState,
@@ -105,6 +106,8 @@ class Measurement:
     soc: float | None = None  # fraction; None: the device integrates its own
     available_w: float | None = None  # what the device would do on its own
     in_service: bool = True
+    #: :attr:`twin.hil.der_behaviour.StepResult.state` ("tripped:708", "ceased:707", ...)
+    state: str = ""
 
 
 class HILDevice:
@@ -474,9 +477,14 @@ class HILDevice:
         avail = m.available_w
         throttled = avail is not None and abs(w) < abs(avail) - 1.0
         running = abs(w) > 0.5
-        inv_st = 0 if not m.in_service else (4 if throttled else 3) if running else 7
-        ll = v * math.sqrt(3)
+        kind, _, by = m.state.partition(":")
+        # a trip is a FAULT (with its 701 Alrm bit) until 703 lets the device re-enter;
+        # momentary cessation STANDBY (still connected); the enter-service delay STARTING
+        inv_st = ({"tripped": 6, "starting": 2, "ceased": 7}.get(kind, 0) if kind or not m.in_service
+                  else (4 if throttled else 3) if running else 7)
         put = self._put
+        put(r, 701, "Alrm", 1 << TRIP_ALARM_BIT[int(by)] if kind == "tripped" else 0)
+        ll = v * math.sqrt(3)
         for name, val in (("St", 1 if m.in_service else 0), ("InvSt", inv_st),
                           ("ConnSt", 1 if m.in_service else 0), ("W", w), ("VA", va), ("Var", var),
                           ("PF", pf), ("A", amps), ("LNV", v), ("LLV", ll), ("Hz", m.hz),
