@@ -310,21 +310,25 @@ def fault_plan(spec: Any, *, net: Any, rng: np.random.Generator, duration_s: int
                 events.append(FaultEvent(env.now, "tie_close", "tie", row, fid))
                 return
 
+    def next_fault(times: Any, timing: Any, gen: np.random.Generator) -> tuple[float, float] | None:
+        """Wait until the next fault (fixed ``times`` or the failure rate) and its repair
+        time, drawn in that order; None when no further fault starts within the run."""
+        if times is not None:
+            t = next(times, None)
+            if t is None:
+                return None
+            wait = max(t - env.now, 0.0)
+        else:
+            wait = float(gen.exponential(_DAY_S / timing.rate_per_day))
+        rep = _repair_s(gen, timing.repair)
+        return None if env.now + wait >= duration_s else (wait, rep)
+
     def branch(kind: str, row: int, label: int, timing: Any, gen: np.random.Generator,
                fixed: bool) -> Generator[simpy.Event, Any, None]:
         down = down_line if kind == "line" else down_trafo
         times = iter(sorted(timing.at_s)) if fixed else None
-        while True:
-            if times is not None:
-                t = next(times, None)
-                if t is None:
-                    return
-                wait = max(t - env.now, 0.0)
-            else:
-                wait = float(gen.exponential(_DAY_S / timing.rate_per_day))
-            rep = _repair_s(gen, timing.repair)
-            if env.now + wait >= duration_s:
-                return
+        while (nxt := next_fault(times, timing, gen)) is not None:
+            wait, rep = nxt
             yield env.timeout(wait)
             fid = next(ids)
             down[row] = down.get(row, 0) + 1
@@ -360,17 +364,8 @@ def fault_plan(spec: Any, *, net: Any, rng: np.random.Generator, duration_s: int
         down = down_inv if kind == "inverter_trip" else down_chg
         el = "inverter" if kind == "inverter_trip" else "charger"
         times = iter(sorted(timing.at_s)) if fixed else None
-        while True:
-            if times is not None:
-                t = next(times, None)
-                if t is None:
-                    return
-                wait = max(t - env.now, 0.0)
-            else:
-                wait = float(gen.exponential(_DAY_S / timing.rate_per_day))
-            rep = _repair_s(gen, timing.repair)
-            if env.now + wait >= duration_s:
-                return
+        while (nxt := next_fault(times, timing, gen)) is not None:
+            wait, rep = nxt
             yield env.timeout(wait)
             fid = next(ids)
             down[index] = down.get(index, 0) + 1
