@@ -25,6 +25,7 @@ __all__ = [
     "BookChanged",
     "CapacityExceeded",
     "ClearingInProgress",
+    "CommitClosed",
     "CurtailIncrease",
     "DeviceExists",
     "DeviceRevoked",
@@ -223,6 +224,15 @@ class NotReclaimable(MarketError):
     explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"
 
 
+class CommitClosed(MarketError):
+    """A demand-response commitment after its event interval's delivery began (``close`` =
+    interval * interval_s, ``time``: the market clock, both in seconds since the market's
+    start): nobody commits knowing part of the interval's metering."""
+
+    fields = ("event_id", "close", "time")
+    explanation = "demand-response commitments close when the event interval begins"
+
+
 class CapacityExceeded(MarketError):
     """Device's energy on this side and interval would exceed its cap."""
 
@@ -408,6 +418,7 @@ ERRORS: dict[str, type[MarketError]] = {
         IntervalClosed,
         GateClosed,
         GateOpen,
+        CommitClosed,
         InDebt,
         NotReclaimable,
         CapacityExceeded,
