@@ -35,6 +35,7 @@ __all__ = [
     "InDebt",
     "InsufficientBalance",
     "IntervalClosed",
+    "LockBelowMinimum",
     "MarketError",
     "MeterOutOfRange",
     "MissingMeterReading",
@@ -222,6 +223,14 @@ class NotReclaimable(MarketError):
 
     fields = ("interval", "deadline", "time")
     explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"
+
+
+class LockBelowMinimum(MarketError):
+    """A charging session locking less than the charger contract's minimum: holding a
+    charger ties up at least ``min_lock`` of the driver's money."""
+
+    fields = ("charger", "lock", "min_lock")
+    explanation = "a charging session must lock at least the contract's minimum"
 
 
 class CommitClosed(MarketError):
@@ -419,6 +428,7 @@ ERRORS: dict[str, type[MarketError]] = {
         GateClosed,
         GateOpen,
         CommitClosed,
+        LockBelowMinimum,
         InDebt,
         NotReclaimable,
         CapacityExceeded,
