@@ -90,6 +90,8 @@ class ReferenceLedger(MarketParameters):
         self._feed_in = feed_in_price_per_mwh
         self._accounts: dict[int, _Account] = defaultdict(_Account)
         self._devices: dict[int, Device] = {}
+        self.operator = OPERATOR_ACCOUNT  # moves in two steps: transfer_operator, accept_operator
+        self.pending_operator: int | None = None
         self._revoked: set[int] = set()
         self._orders: dict[int, Order] = {}
         self._orders_by_interval: dict[int, list[int]] = defaultdict(list)
@@ -125,6 +127,19 @@ class ReferenceLedger(MarketParameters):
     def domain(self) -> Domain:
         """EIP-712 domain that device keys sign orders and readings under."""
         return self._domain
+
+    # --- operator role ------------------------------------------------------------------
+    def transfer_operator(self, next_operator: int, *, sender: int) -> None:
+        """Step one of handing over the operator role: the operator names its successor
+        (naming another replaces it); the role moves only when that account accepts."""
+        _require_role(sender, self.operator, e.NotOperator)
+        self.pending_operator = next_operator
+
+    def accept_operator(self, *, sender: int) -> None:
+        """Step two: the named successor takes the role."""
+        if sender != self.pending_operator:
+            raise e.NotOperator(sender)
+        self.operator, self.pending_operator = sender, None
 
     # --- clock ------------------------------------------------------------------------
     @property
@@ -444,7 +459,7 @@ class ReferenceLedger(MarketParameters):
         per island: ``books`` maps each device to its island (book). Orders of devices
         without a book are not matched (their escrow comes back at clearing); each book
         clears on its own, with its own price."""
-        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        _require_role(sender, self.operator, e.NotOperator)
         if self._status.get(interval, "open") != "open":
             raise e.IntervalClosed(interval)
         self._books[interval] = {int(d): int(b) for d, b in books.items()}
@@ -458,7 +473,7 @@ class ReferenceLedger(MarketParameters):
             return self._clear(interval, sender)
 
     def _clear(self, interval: int, sender: int | None) -> Clearing:
-        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        _require_role(sender, self.operator, e.NotOperator)
         if self._status.get(interval, "open") != "open":
             raise e.AlreadyCleared(interval)
         if self._now_s <= self.gate_s(interval):
@@ -554,7 +569,7 @@ class ReferenceLedger(MarketParameters):
         """Settle on meter readings signed by each device's key (any order of readings);
         ``estimated_wh`` as in :meth:`settle`."""
         with _purpose(f"settle_signed: interval {interval}"):
-            _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+            _require_role(sender, self.operator, e.NotOperator)
             status = self._status.get(interval, "open")
             if status in ("open", "void"):
                 raise e.NotCleared(interval)
@@ -599,7 +614,7 @@ class ReferenceLedger(MarketParameters):
         self, interval: int, metered_wh: Mapping[int, int], sender: int | None,
         estimated: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
-        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        _require_role(sender, self.operator, e.NotOperator)
         status = self._status.get(interval, "open")
         if status in ("open", "void"):
             raise e.NotCleared(interval)
@@ -669,7 +684,7 @@ class ReferenceLedger(MarketParameters):
                 sender: int | None = None) -> TrueUp:
         """Settle the difference between a provisional estimate and the real reading, once."""
         with _purpose(f"true_up: interval {interval} device {device_id}"):
-            _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+            _require_role(sender, self.operator, e.NotOperator)
             key = (interval, device_id)
             if key in self._trued_up:
                 raise AlreadyTruedUp(device_id, interval)

@@ -33,7 +33,10 @@ contract EnergyMarket {
 
     SettlementToken public immutable token;
     DeviceRegistry public immutable registry;
-    address public immutable operator;
+    /// The operator role moves in two steps (transferOperator, then acceptOperator by the new
+    /// operator): a mistyped address never loses the role.
+    address public operator;
+    address public pendingOperator;
     address public immutable dso;
     uint256 public immutable intervalS;
     uint256 public immutable retailPricePerMwh;
@@ -198,6 +201,7 @@ contract EnergyMarket {
     event EscrowReleased(uint256 indexed orderId, address indexed owner, uint256 amount);
     event IntervalVoided(uint256 indexed interval);
     event MechanismSet(uint256 mechanism);
+    event OperatorTransfer(address indexed from, address indexed to, bool accepted);
 
     error NotOperator(address account);
     error NotDSO(address account);
@@ -231,6 +235,18 @@ contract EnergyMarket {
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
         _;
+    }
+
+    function transferOperator(address next) external onlyOperator {
+        pendingOperator = next;
+        emit OperatorTransfer(msg.sender, next, false);
+    }
+
+    function acceptOperator() external {
+        if (msg.sender != pendingOperator) revert NotOperator(msg.sender);
+        emit OperatorTransfer(operator, msg.sender, true);
+        operator = msg.sender;
+        delete pendingOperator;
     }
 
     modifier onlyDSO() {
