@@ -50,6 +50,7 @@ __all__ = [
     "OppositeSide",
     "ReplayedNonce",
     "SettlementInProgress",
+    "TooManyOrders",
     "TradesUnpaid",
     "UnknownDevice",
     "UnknownEvent",
@@ -223,6 +224,14 @@ class NotReclaimable(MarketError):
 
     fields = ("interval", "deadline", "time")
     explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"
+
+
+class TooManyOrders(MarketError):
+    """A device's order beyond the most orders per device and interval (``MAX_ORDERS``):
+    nobody floods an interval's book (and its clearing) with tiny orders."""
+
+    fields = ("device", "interval", "max_orders")
+    explanation = "a device places at most MAX_ORDERS orders per interval"
 
 
 class LockBelowMinimum(MarketError):
@@ -429,6 +438,7 @@ ERRORS: dict[str, type[MarketError]] = {
         GateOpen,
         CommitClosed,
         LockBelowMinimum,
+        TooManyOrders,
         InDebt,
         NotReclaimable,
         CapacityExceeded,

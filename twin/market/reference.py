@@ -50,7 +50,7 @@ from twin.market.types import (
     Side,
     Trade,
 )
-from twin.market.units import PRICE_MAX, payment
+from twin.market.units import MAX_ORDERS, NONCE_LIMIT, PRICE_MAX, payment
 from twin.market.validation import check_intents, reject_malformed
 
 __all__ = ["ReferenceLedger"]
@@ -107,6 +107,8 @@ class ReferenceLedger(MarketParameters):
         self._domain = domain or Domain(chain_id=0, verifying_contract=ZERO_ADDRESS)
         self._signers: dict[int, str] = {}
         self._nonces: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
+        self._n_orders: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
+        self._batch_orders: dict[tuple[int, int], int] = defaultdict(int)
         #: (device, interval, side) -> the DSO's operating envelope, Wh (dso.policy envelopes)
         self._envelope: dict[tuple[int, int, Side], int] = {}
         #: interval -> device -> book (electrical island) while the feeder is split
@@ -280,7 +282,7 @@ class ReferenceLedger(MarketParameters):
             if signer == ZERO_ADDRESS or cancel_signer(cancel, self._domain) != signer:
                 raise e.BadSignature(cancel.device_id)
             key = (cancel.device_id, cancel.interval)
-            if cancel.nonce <= self._nonces[key]:
+            if cancel.nonce <= self._nonces[key] or cancel.nonce >= NONCE_LIMIT:
                 raise e.ReplayedNonce(cancel.device_id, cancel.interval, cancel.nonce)
             self._nonces[key] = cancel.nonce
 
@@ -329,6 +331,7 @@ class ReferenceLedger(MarketParameters):
         free_delta: dict[int, int] = defaultdict(int)
         used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
         nonces: dict[tuple[int, int], int] = {}
+        self._batch_orders.clear()
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
         for k, it in enumerate(intents):
@@ -349,6 +352,9 @@ class ReferenceLedger(MarketParameters):
                     self.rejected.append(Rejection(k, signed[k], exc))
         # commit
         self._nonces.update(nonces)
+        for dkey, n in self._batch_orders.items():
+            self._n_orders[dkey] += n
+        self._batch_orders.clear()
         for key, wh in used_delta.items():
             self._used[key] += wh
         for order in placed:
@@ -375,7 +381,7 @@ class ReferenceLedger(MarketParameters):
         if signer == ZERO_ADDRESS or order_signer(so, self._domain) != signer:
             raise e.BadSignature(it.device_id)
         key = (it.device_id, it.interval)
-        if so.nonce <= nonces.get(key, self._nonces[key]):
+        if so.nonce <= nonces.get(key, self._nonces[key]) or so.nonce >= NONCE_LIMIT:
             raise e.ReplayedNonce(it.device_id, it.interval, so.nonce)
         return key
 
@@ -407,6 +413,9 @@ class ReferenceLedger(MarketParameters):
         other = (it.device_id, it.interval, Side(1 - side))
         if self._used[other] + used_delta[other] > 0:
             raise e.OppositeSide(it.device_id, it.interval)
+        dkey = (it.device_id, it.interval)
+        if self._n_orders[dkey] + self._batch_orders[dkey] >= MAX_ORDERS:
+            raise e.TooManyOrders(it.device_id, it.interval, MAX_ORDERS)
         key = (it.device_id, it.interval, side)
         cap = self.cap_wh(dev)
         requested = self._used[key] + used_delta[key] + it.energy_wh
@@ -424,6 +433,7 @@ class ReferenceLedger(MarketParameters):
                 raise e.InsufficientBalance(dev.owner, need, available)
             free_delta[dev.owner] -= need
         used_delta[key] += it.energy_wh
+        self._batch_orders[dkey] += 1
         return Order(
             order_id=order_id,
             device_id=it.device_id,
