@@ -286,7 +286,8 @@ def test_demand_response_matches_reference(
 ) -> None:
     anvil, led = base
     with reverted(anvil):
-        ref = DemandResponseLedger(baseline_n=3, posters={DSO_ACCOUNT})
+        ref = DemandResponseLedger(baseline_n=3, posters={DSO_ACCOUNT}, devices=led.device,
+                                   interval_s=led.interval_s, clock=lambda: led.now_s)
         dr = ChainDemandResponse.deploy(led, baseline_n=3, posters={DSO_ACCOUNT})
         owners = {d: o for d, (o, _) in DEVICES.items()}
         wallets = {a: led.wallet(a) for a in range(1, 8)}

@@ -92,7 +92,8 @@ def test_certificates_only_for_metered_renewable_delivery() -> None:
 def test_demand_response_pays_metered_reduction_within_budget(
     history: list[int], metered: int, commit: int
 ) -> None:
-    dr = DemandResponseLedger(baseline_n=4)
+    dr = DemandResponseLedger(baseline_n=4, devices={5: Device(5, 3, DeviceKind.LOAD, 1, 10_000)},
+                              interval_s=900, clock=lambda: 0)
     for k, w in enumerate(history):
         dr.record_meter(5, 10 - len(history) + k, w)
     ev = dr.post_event(event_id=1, poster=1, interval=10, target_wh=2000, price_per_mwh=500_000_000)

@@ -179,6 +179,26 @@ class LedgerBase(MarketParameters):
     def address_of(self, account: int) -> str:
         return self.tx.address_of(account)
 
+    @property
+    def operator(self) -> int | str:
+        """The market's operator (an account index when it is one of the run's)."""
+        return self.account_of(self.market.functions.operator().call())
+
+    @property
+    def pending_operator(self) -> int | str | None:
+        addr = self.market.functions.pendingOperator().call()
+        return None if int(addr, 16) == 0 else self.account_of(addr)
+
+    def transfer_operator(self, next_operator: int, *, sender: int) -> None:
+        """Step one of handing over the operator role (``EnergyMarket.transferOperator``)."""
+        self.transact_logs(self.market, "transferOperator", [self.address_of(next_operator)],
+                           sender=sender, purpose=f"name account {next_operator} operator")
+
+    def accept_operator(self, *, sender: int) -> None:
+        """Step two: the named successor takes the role (``EnergyMarket.acceptOperator``)."""
+        self.transact_logs(self.market, "acceptOperator", [], sender=sender,
+                           purpose=f"account {sender} accepts the operator role")
+
     def account_of(self, address: str) -> int | str:
         return self.tx.account_of(address)
 

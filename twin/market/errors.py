@@ -25,6 +25,7 @@ __all__ = [
     "BookChanged",
     "CapacityExceeded",
     "ClearingInProgress",
+    "CommitClosed",
     "CurtailIncrease",
     "DeviceExists",
     "DeviceRevoked",
@@ -34,6 +35,7 @@ __all__ = [
     "InDebt",
     "InsufficientBalance",
     "IntervalClosed",
+    "LockBelowMinimum",
     "MarketError",
     "MeterOutOfRange",
     "MissingMeterReading",
@@ -48,6 +50,7 @@ __all__ = [
     "OppositeSide",
     "ReplayedNonce",
     "SettlementInProgress",
+    "TooManyOrders",
     "TradesUnpaid",
     "UnknownDevice",
     "UnknownEvent",
@@ -221,6 +224,31 @@ class NotReclaimable(MarketError):
 
     fields = ("interval", "deadline", "time")
     explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"
+
+
+class TooManyOrders(MarketError):
+    """A device's order beyond the most orders per device and interval (``MAX_ORDERS``):
+    nobody floods an interval's book (and its clearing) with tiny orders."""
+
+    fields = ("device", "interval", "max_orders")
+    explanation = "a device places at most MAX_ORDERS orders per interval"
+
+
+class LockBelowMinimum(MarketError):
+    """A charging session locking less than the charger contract's minimum: holding a
+    charger ties up at least ``min_lock`` of the driver's money."""
+
+    fields = ("charger", "lock", "min_lock")
+    explanation = "a charging session must lock at least the contract's minimum"
+
+
+class CommitClosed(MarketError):
+    """A demand-response commitment after its event interval's delivery began (``close`` =
+    interval * interval_s, ``time``: the market clock, both in seconds since the market's
+    start): nobody commits knowing part of the interval's metering."""
+
+    fields = ("event_id", "close", "time")
+    explanation = "demand-response commitments close when the event interval begins"
 
 
 class CapacityExceeded(MarketError):
@@ -408,6 +436,9 @@ ERRORS: dict[str, type[MarketError]] = {
         IntervalClosed,
         GateClosed,
         GateOpen,
+        CommitClosed,
+        LockBelowMinimum,
+        TooManyOrders,
         InDebt,
         NotReclaimable,
         CapacityExceeded,

@@ -50,7 +50,7 @@ from twin.market.types import (
     Side,
     Trade,
 )
-from twin.market.units import PRICE_MAX, payment
+from twin.market.units import MAX_ORDERS, NONCE_LIMIT, PRICE_MAX, payment
 from twin.market.validation import check_intents, reject_malformed
 
 __all__ = ["ReferenceLedger"]
@@ -90,6 +90,8 @@ class ReferenceLedger(MarketParameters):
         self._feed_in = feed_in_price_per_mwh
         self._accounts: dict[int, _Account] = defaultdict(_Account)
         self._devices: dict[int, Device] = {}
+        self.operator = OPERATOR_ACCOUNT  # moves in two steps: transfer_operator, accept_operator
+        self.pending_operator: int | None = None
         self._revoked: set[int] = set()
         self._orders: dict[int, Order] = {}
         self._orders_by_interval: dict[int, list[int]] = defaultdict(list)
@@ -105,6 +107,8 @@ class ReferenceLedger(MarketParameters):
         self._domain = domain or Domain(chain_id=0, verifying_contract=ZERO_ADDRESS)
         self._signers: dict[int, str] = {}
         self._nonces: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
+        self._n_orders: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
+        self._batch_orders: dict[tuple[int, int], int] = defaultdict(int)
         #: (device, interval, side) -> the DSO's operating envelope, Wh (dso.policy envelopes)
         self._envelope: dict[tuple[int, int, Side], int] = {}
         #: interval -> device -> book (electrical island) while the feeder is split
@@ -125,6 +129,19 @@ class ReferenceLedger(MarketParameters):
     def domain(self) -> Domain:
         """EIP-712 domain that device keys sign orders and readings under."""
         return self._domain
+
+    # --- operator role ------------------------------------------------------------------
+    def transfer_operator(self, next_operator: int, *, sender: int) -> None:
+        """Step one of handing over the operator role: the operator names its successor
+        (naming another replaces it); the role moves only when that account accepts."""
+        _require_role(sender, self.operator, e.NotOperator)
+        self.pending_operator = next_operator
+
+    def accept_operator(self, *, sender: int) -> None:
+        """Step two: the named successor takes the role."""
+        if sender != self.pending_operator:
+            raise e.NotOperator(sender)
+        self.operator, self.pending_operator = sender, None
 
     # --- clock ------------------------------------------------------------------------
     @property
@@ -265,7 +282,7 @@ class ReferenceLedger(MarketParameters):
             if signer == ZERO_ADDRESS or cancel_signer(cancel, self._domain) != signer:
                 raise e.BadSignature(cancel.device_id)
             key = (cancel.device_id, cancel.interval)
-            if cancel.nonce <= self._nonces[key]:
+            if cancel.nonce <= self._nonces[key] or cancel.nonce >= NONCE_LIMIT:
                 raise e.ReplayedNonce(cancel.device_id, cancel.interval, cancel.nonce)
             self._nonces[key] = cancel.nonce
 
@@ -314,6 +331,7 @@ class ReferenceLedger(MarketParameters):
         free_delta: dict[int, int] = defaultdict(int)
         used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
         nonces: dict[tuple[int, int], int] = {}
+        self._batch_orders.clear()
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
         for k, it in enumerate(intents):
@@ -334,6 +352,9 @@ class ReferenceLedger(MarketParameters):
                     self.rejected.append(Rejection(k, signed[k], exc))
         # commit
         self._nonces.update(nonces)
+        for dkey, n in self._batch_orders.items():
+            self._n_orders[dkey] += n
+        self._batch_orders.clear()
         for key, wh in used_delta.items():
             self._used[key] += wh
         for order in placed:
@@ -360,7 +381,7 @@ class ReferenceLedger(MarketParameters):
         if signer == ZERO_ADDRESS or order_signer(so, self._domain) != signer:
             raise e.BadSignature(it.device_id)
         key = (it.device_id, it.interval)
-        if so.nonce <= nonces.get(key, self._nonces[key]):
+        if so.nonce <= nonces.get(key, self._nonces[key]) or so.nonce >= NONCE_LIMIT:
             raise e.ReplayedNonce(it.device_id, it.interval, so.nonce)
         return key
 
@@ -392,6 +413,9 @@ class ReferenceLedger(MarketParameters):
         other = (it.device_id, it.interval, Side(1 - side))
         if self._used[other] + used_delta[other] > 0:
             raise e.OppositeSide(it.device_id, it.interval)
+        dkey = (it.device_id, it.interval)
+        if self._n_orders[dkey] + self._batch_orders[dkey] >= MAX_ORDERS:
+            raise e.TooManyOrders(it.device_id, it.interval, MAX_ORDERS)
         key = (it.device_id, it.interval, side)
         cap = self.cap_wh(dev)
         requested = self._used[key] + used_delta[key] + it.energy_wh
@@ -409,6 +433,7 @@ class ReferenceLedger(MarketParameters):
                 raise e.InsufficientBalance(dev.owner, need, available)
             free_delta[dev.owner] -= need
         used_delta[key] += it.energy_wh
+        self._batch_orders[dkey] += 1
         return Order(
             order_id=order_id,
             device_id=it.device_id,
@@ -444,7 +469,7 @@ class ReferenceLedger(MarketParameters):
         per island: ``books`` maps each device to its island (book). Orders of devices
         without a book are not matched (their escrow comes back at clearing); each book
         clears on its own, with its own price."""
-        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        _require_role(sender, self.operator, e.NotOperator)
         if self._status.get(interval, "open") != "open":
             raise e.IntervalClosed(interval)
         self._books[interval] = {int(d): int(b) for d, b in books.items()}
@@ -458,7 +483,7 @@ class ReferenceLedger(MarketParameters):
             return self._clear(interval, sender)
 
     def _clear(self, interval: int, sender: int | None) -> Clearing:
-        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        _require_role(sender, self.operator, e.NotOperator)
         if self._status.get(interval, "open") != "open":
             raise e.AlreadyCleared(interval)
         if self._now_s <= self.gate_s(interval):
@@ -554,7 +579,7 @@ class ReferenceLedger(MarketParameters):
         """Settle on meter readings signed by each device's key (any order of readings);
         ``estimated_wh`` as in :meth:`settle`."""
         with _purpose(f"settle_signed: interval {interval}"):
-            _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+            _require_role(sender, self.operator, e.NotOperator)
             status = self._status.get(interval, "open")
             if status in ("open", "void"):
                 raise e.NotCleared(interval)
@@ -599,7 +624,7 @@ class ReferenceLedger(MarketParameters):
         self, interval: int, metered_wh: Mapping[int, int], sender: int | None,
         estimated: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
-        _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+        _require_role(sender, self.operator, e.NotOperator)
         status = self._status.get(interval, "open")
         if status in ("open", "void"):
             raise e.NotCleared(interval)
@@ -669,7 +694,7 @@ class ReferenceLedger(MarketParameters):
                 sender: int | None = None) -> TrueUp:
         """Settle the difference between a provisional estimate and the real reading, once."""
         with _purpose(f"true_up: interval {interval} device {device_id}"):
-            _require_role(sender, OPERATOR_ACCOUNT, e.NotOperator)
+            _require_role(sender, self.operator, e.NotOperator)
             key = (interval, device_id)
             if key in self._trued_up:
                 raise AlreadyTruedUp(device_id, interval)

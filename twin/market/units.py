@@ -30,6 +30,11 @@ MICRO = 1_000_000
 WH_PER_MWH = 1_000_000
 #: Highest limit price accepted (100,000 currency units per MWh), on chain and off.
 PRICE_MAX = 100_000 * MICRO
+#: Most orders per device and interval (``TooManyOrders``), on chain and off: a device cannot
+#: flood the book with tiny orders; the book holds at most this many orders per device.
+MAX_ORDERS = 16
+#: Signed-order and cancellation nonces are below this (a larger one is ``ReplayedNonce``).
+NONCE_LIMIT = 2**56
 
 
 def payment(energy_wh: int, price_per_mwh: int) -> int:

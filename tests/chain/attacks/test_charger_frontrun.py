@@ -43,3 +43,27 @@ def test_tariff_raised_in_front_of_a_session_is_refused(chain_ledger: ChainLedge
         s = ct.start_session(CHARGER, 10_000, driver=DRIVER, max_price_per_mwh=SEEN)
         ct.set_tariff(CHARGER, RAISED, sender=OWNER)  # too late: the session's price is locked
         assert ct.end_session(s.session_id, 5_000).price_per_mwh == SEEN
+
+
+def test_tiny_session_cannot_hold_a_charger_cheaply(chain_ledger: ChainLedger) -> None:
+    """A driver blocking the charger with a 1 Wh session (``ChargerBusy`` for everyone else)
+    is refused: a session locks at least the contract's minimum."""
+    charger = Device(device_id=CHARGER, owner=OWNER, kind=DeviceKind.EV, bus=1, capacity_w=11_000)
+    chain_ledger.register_device(charger)
+    ChainWallets(chain_ledger).mint(DRIVER, 5_000_000)
+    money = Wallets()
+    money.mint(DRIVER, 5_000_000)
+    min_lock = 1_000_000  # 5 kWh at SEEN
+    chain = ChainChargerTariffs.deploy(chain_ledger, tariff_min_per_mwh=10**8,
+                                       tariff_max_per_mwh=RAISED, min_lock=min_lock)
+    ref = ChargerTariffs(devices={CHARGER: charger}, money=money, tariff_min_per_mwh=10**8,
+                         tariff_max_per_mwh=RAISED, min_lock=min_lock)
+    for ct in (chain, ref):
+        ct.set_tariff(CHARGER, SEEN, sender=OWNER)
+        ct.deposit(DRIVER, 3_000_000)
+        with pytest.raises(e.LockBelowMinimum) as caught:
+            ct.start_session(CHARGER, 1, driver=DRIVER, max_price_per_mwh=SEEN)
+        assert caught.value.values == {"charger": CHARGER, "lock": 200, "min_lock": min_lock}
+        assert ct.escrow(DRIVER) == (3_000_000, 0)
+        s = ct.start_session(CHARGER, 5_000, driver=DRIVER, max_price_per_mwh=SEEN)
+        assert s.locked == min_lock

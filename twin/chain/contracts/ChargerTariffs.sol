@@ -39,6 +39,7 @@ contract ChargerTariffs {
     address public immutable meterOperator;
     uint256 public immutable tariffMin;
     uint256 public immutable tariffMax;
+    uint256 public immutable minLock;
 
     mapping(uint256 => Tariff) public tariffs;
     mapping(uint256 => uint256) internal _openPlusOne; // charger => open session id + 1
@@ -67,8 +68,9 @@ contract ChargerTariffs {
     error SessionClosed(uint256 session);
     error MeterOutOfRange(uint256 device, uint256 cap, uint256 metered);
     error TariffAboveLimit(uint256 charger, uint256 price, uint256 max_price);
+    error LockBelowMinimum(uint256 charger, uint256 lock, uint256 min_lock);
 
-    constructor(SettlementToken token_, DeviceRegistry registry_, uint256 min_, uint256 max_) {
+    constructor(SettlementToken token_, DeviceRegistry registry_, uint256 min_, uint256 max_, uint256 minLock_) {
         if (min_ > 1e11) revert BadPrice(0, int256(min_));
         if (max_ < min_ || max_ > 1e11) revert BadPrice(0, int256(max_));
         token = token_;
@@ -76,6 +78,7 @@ contract ChargerTariffs {
         meterOperator = registry_.dso();
         tariffMin = min_;
         tariffMax = max_;
+        minLock = minLock_;
     }
 
     function payment(uint256 energyWh, uint256 pricePerMwh) public pure returns (uint256) {
@@ -117,6 +120,8 @@ contract ChargerTariffs {
         token.transfer(msg.sender, amount);
     }
 
+    /// A session locks at least ``minLock`` (LockBelowMinimum): holding a charger with a 1 Wh
+    /// session ties up at least ``minLock`` of the driver's money until the session ends.
     /// The caller (driver) starts a session with an energy cap, at the tariff now in force,
     /// which must not exceed the driver's ``maxPrice`` (an owner raising the tariff in front
     /// of the driver's transaction makes it revert, not overcharge); the price is then locked.
@@ -129,6 +134,7 @@ contract ChargerTariffs {
         if (busy != 0) revert ChargerBusy(charger, busy - 1);
         if (maxWh <= 0 || maxWh >= 2 ** 64) revert BadEnergy(charger, maxWh);
         uint256 lock = payment(uint256(maxWh), t.price);
+        if (lock < minLock) revert LockBelowMinimum(charger, lock, minLock);
         uint256 free = freeOf[msg.sender];
         if (free < lock) revert InsufficientBalance(msg.sender, lock, free);
         freeOf[msg.sender] = free - lock;

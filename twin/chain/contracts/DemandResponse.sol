@@ -12,6 +12,12 @@ import {DeviceRegistry} from "./DeviceRegistry.sol";
 /// readings over the baselineN intervals before the event; paid reduction =
 /// min(max(baseline - metered, 0), committed); pay = payment(reduction, price); the unspent
 /// budget goes back to the poster (budget == paid + refund), once per event.
+/// Commitments (#19): a device commits at most its energy cap in the event interval
+/// (capacityW * intervalS / 3600, as in the market); commitments close when the event
+/// interval's delivery starts (block time >= marketStart + interval * intervalS); a commit
+/// escrows a bond = payment(committed, price) * penaltyBps / 10000 from the owner, and at
+/// settlement the penalty payment(committed - paid reduction, price) * penaltyBps / 10000 goes
+/// from the bond to the poster, the rest of the bond back to the owner.
 /// @dev Roles: posters (TSO, DSO) post events; the meter operator (the DSO) records readings
 /// and settles events with the event interval's readings; a device's owner commits it.
 contract DemandResponse {
@@ -21,6 +27,9 @@ contract DemandResponse {
     DeviceRegistry public immutable registry;
     address public immutable meterOperator;
     uint256 public immutable baselineN;
+    uint256 public immutable marketStart;
+    uint256 public immutable intervalS;
+    uint256 public immutable penaltyBps;
 
     struct DREvent {
         address poster;
@@ -36,6 +45,7 @@ contract DemandResponse {
     struct Commit {
         address owner;
         uint64 wh;
+        uint256 bond;
     }
 
     struct Reading {
@@ -60,9 +70,10 @@ contract DemandResponse {
         int256 baselineWh,
         int256 meteredWh,
         uint256 reductionWh,
-        uint256 amount
+        uint256 amount,
+        uint256 penalty
     );
-    event EventSettled(uint256 indexed eventId, uint256 paid, uint256 refund);
+    event EventSettled(uint256 indexed eventId, uint256 paid, uint256 refund, uint256 penalties);
 
     error NotPoster(address account);
     error NotDSO(address account);
@@ -77,9 +88,23 @@ contract DemandResponse {
     error AlreadySettled(uint256 interval);
     error MissingMeterReading(uint256 device, uint256 interval);
     error BadReadings(uint256 position);
+    error CommitClosed(uint256 event_id, uint256 close, uint256 time);
 
-    constructor(SettlementToken token_, DeviceRegistry registry_, address[] memory posters, uint256 baselineN_) {
+    constructor(
+        SettlementToken token_,
+        DeviceRegistry registry_,
+        address[] memory posters,
+        uint256 baselineN_,
+        uint256 marketStart_,
+        uint256 intervalS_,
+        uint256 penaltyBps_
+    ) {
         if (baselineN_ == 0) revert BadAmount(0);
+        if (intervalS_ == 0) revert BadAmount(0);
+        if (penaltyBps_ > 10000) revert BadAmount(penaltyBps_);
+        marketStart = marketStart_;
+        intervalS = intervalS_;
+        penaltyBps = penaltyBps_;
         token = token_;
         registry = registry_;
         meterOperator = registry_.dso();
@@ -91,6 +116,11 @@ contract DemandResponse {
 
     function payment(uint256 energyWh, uint256 pricePerMwh) public pure returns (uint256) {
         return (energyWh * pricePerMwh) / WH_PER_MWH;
+    }
+
+    /// Bond of a commitment, and penalty of a shortfall: payment(wh, price) * penaltyBps / 10000.
+    function bondOf(uint256 wh, uint256 pricePerMwh) public view returns (uint256) {
+        return (payment(wh, pricePerMwh) * penaltyBps) / 10000;
     }
 
     /// Post an event; its budget is pulled from the poster (approved) into escrow.
@@ -115,13 +145,29 @@ contract DemandResponse {
         if (!ev.exists) revert UnknownEvent(eventId);
         if (ev.settled) revert AlreadySettled(ev.interval);
         if (reductionWh <= 0) revert BadEnergy(device, reductionWh);
+        {
+            uint256 close = uint256(ev.interval) * intervalS;
+            if (block.timestamp >= marketStart + close) revert CommitClosed(eventId, close, block.timestamp - marketStart);
+        }
+        uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
+        if (uint256(reductionWh) > cap) revert CapacityExceeded(device, cap, uint256(reductionWh));
         Commit storage c = commits[eventId][device];
         uint256 total = uint256(ev.committedWh) - c.wh + uint256(reductionWh);
         if (total > ev.targetWh) revert CapacityExceeded(device, ev.targetWh, total);
         if (c.wh == 0) _committed[eventId].push(device);
+        uint256 oldBond = c.bond;
+        uint256 bond = bondOf(uint256(reductionWh), ev.price);
         c.owner = d.owner;
         c.wh = uint64(uint256(reductionWh));
+        c.bond = bond;
         ev.committedWh = uint64(total);
+        if (bond > oldBond) {
+            escrow += bond - oldBond;
+            token.transferFrom(msg.sender, address(this), bond - oldBond);
+        } else if (oldBond > bond) {
+            escrow -= oldBond - bond;
+            token.transfer(msg.sender, oldBond - bond);
+        }
         emit Committed(eventId, device, d.owner, uint256(reductionWh));
     }
 
@@ -179,6 +225,7 @@ contract DemandResponse {
         ev.settled = true;
         uint256 price = ev.price;
         uint256 paid;
+        uint256 penalties;
         for (uint256 k = 0; k < n; ++k) {
             uint256 device = committed[k];
             Commit storage c = commits[eventId][device];
@@ -186,14 +233,18 @@ contract DemandResponse {
             int256 cut = base - metered[k];
             uint256 reduction = cut <= 0 ? 0 : (uint256(cut) < c.wh ? uint256(cut) : c.wh);
             uint256 amount = payment(reduction, price);
+            uint256 penalty = bondOf(c.wh - reduction, price);
             paid += amount;
-            if (amount > 0) token.transfer(c.owner, amount);
-            emit Compensated(eventId, device, c.owner, base, metered[k], reduction, amount);
+            penalties += penalty;
+            escrow -= c.bond;
+            uint256 toOwner = amount + c.bond - penalty;
+            if (toOwner > 0) token.transfer(c.owner, toOwner);
+            emit Compensated(eventId, device, c.owner, base, metered[k], reduction, amount, penalty);
         }
         uint256 refund = ev.budget - paid;
         escrow -= ev.budget;
-        if (refund > 0) token.transfer(ev.poster, refund);
-        emit EventSettled(eventId, paid, refund);
+        if (refund + penalties > 0) token.transfer(ev.poster, refund + penalties);
+        emit EventSettled(eventId, paid, refund, penalties);
     }
 
     function committedDevices(uint256 eventId) external view returns (uint64[] memory) {

@@ -33,9 +33,15 @@ contract EnergyMarket {
 
     SettlementToken public immutable token;
     DeviceRegistry public immutable registry;
-    address public immutable operator;
+    /// The operator role moves in two steps (transferOperator, then acceptOperator by the new
+    /// operator): a mistyped address never loses the role.
+    address public operator;
+    address public pendingOperator;
     address public immutable dso;
     uint256 public immutable intervalS;
+    /// Most orders per device and interval (TooManyOrders): bounds the book, and so the
+    /// clearing work, at MAX_ORDERS per device however small the orders.
+    uint256 public constant MAX_ORDERS = 16;
     uint256 public immutable retailPricePerMwh;
     uint256 public immutable feedInPricePerMwh;
     /// Gate closure: orders for delivery interval k are accepted while block.timestamp <=
@@ -86,7 +92,8 @@ contract EnergyMarket {
     struct Usage {
         uint64 buyWh;
         uint64 sellWh;
-        uint64 nonce;
+        uint56 nonce; // signed-order nonces are < 2**56
+        uint8 orders; // orders placed, <= MAX_ORDERS (a device cannot flood the book)
         uint32 importEnvWh;
         uint32 exportEnvWh;
     }
@@ -198,6 +205,7 @@ contract EnergyMarket {
     event EscrowReleased(uint256 indexed orderId, address indexed owner, uint256 amount);
     event IntervalVoided(uint256 indexed interval);
     event MechanismSet(uint256 mechanism);
+    event OperatorTransfer(address indexed from, address indexed to, bool accepted);
 
     error NotOperator(address account);
     error NotDSO(address account);
@@ -227,10 +235,23 @@ contract EnergyMarket {
     error GateOpen(uint256 interval, uint256 gate, uint256 time);
     error InDebt(address account, uint256 debt);
     error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);
+    error TooManyOrders(uint256 device, uint256 interval, uint256 max_orders);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
         _;
+    }
+
+    function transferOperator(address next) external onlyOperator {
+        pendingOperator = next;
+        emit OperatorTransfer(msg.sender, next, false);
+    }
+
+    function acceptOperator() external {
+        if (msg.sender != pendingOperator) revert NotOperator(msg.sender);
+        emit OperatorTransfer(operator, msg.sender, true);
+        operator = msg.sender;
+        delete pendingOperator;
     }
 
     modifier onlyDSO() {
@@ -368,9 +389,9 @@ contract EnergyMarket {
             return abi.encodeWithSelector(BadSignature.selector, o.device);
         }
         Usage storage u = usage[o.interval][o.device];
-        if (o.nonce <= u.nonce) return abi.encodeWithSelector(ReplayedNonce.selector, o.device, o.interval, o.nonce);
+        if (o.nonce <= u.nonce || o.nonce >> 56 != 0) return abi.encodeWithSelector(ReplayedNonce.selector, o.device, o.interval, o.nonce);
         err = _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, u);
-        if (err.length == 0) u.nonce = o.nonce;
+        if (err.length == 0) u.nonce = uint56(o.nonce);
     }
 
     /// The device key cancels its not yet placed orders of ``interval`` up to ``nonce``
@@ -381,8 +402,8 @@ contract EnergyMarket {
         bytes32 structHash = keccak256(abi.encode(CANCEL_TYPEHASH, device, interval, nonce));
         if (signer == address(0) || _recover(structHash, sig.r, sig.s, sig.v) != signer) revert BadSignature(device);
         Usage storage u = usage[interval][device];
-        if (nonce <= u.nonce) revert ReplayedNonce(device, interval, nonce);
-        u.nonce = nonce;
+        if (nonce <= u.nonce || nonce >> 56 != 0) revert ReplayedNonce(device, interval, nonce);
+        u.nonce = uint56(nonce);
         emit OrdersCancelled(interval, device, nonce);
     }
 
@@ -425,6 +446,7 @@ contract EnergyMarket {
             if (u.buyWh > 0) return abi.encodeWithSelector(OppositeSide.selector, device, interval);
             used = u.sellWh;
         }
+        if (u.orders >= MAX_ORDERS) return abi.encodeWithSelector(TooManyOrders.selector, device, interval, MAX_ORDERS);
         uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
         uint256 requested = used + uint256(energyWh); // used < 2**64, energyWh < 2**255: no overflow
         if (requested > cap) return abi.encodeWithSelector(CapacityExceeded.selector, device, cap, requested);
@@ -448,6 +470,7 @@ contract EnergyMarket {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
+        u.orders += 1;
         orders[id] = Order(d.owner, device, side, interval, uint64(energy), uint96(price));
         emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
         return "";

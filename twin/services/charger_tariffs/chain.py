@@ -26,12 +26,16 @@ class ChainChargerTariffs(CheckedClient):
 
     @classmethod
     def deploy(
-        cls, led: ChainLedger, *, tariff_min_per_mwh: int, tariff_max_per_mwh: int
+        cls, led: ChainLedger, *, tariff_min_per_mwh: int, tariff_max_per_mwh: int,
+        min_lock: int = 0,
     ) -> ChainChargerTariffs:
+        if min_lock < 0:
+            raise ValueError("min_lock must be >= 0")
         return cls(led, cls._deploy_checked(
             led, "ChargerTariffs",
             check=lambda: check_bounds(tariff_min_per_mwh, tariff_max_per_mwh),
-            args=(led.token.address, led.registry.address, tariff_min_per_mwh, tariff_max_per_mwh),
+            args=(led.token.address, led.registry.address, tariff_min_per_mwh, tariff_max_per_mwh,
+                  min_lock),
         ))  # fmt: skip
 
     # --- read-outs --------------------------------------------------------------------

@@ -71,8 +71,14 @@ class ChargerTariffs:
         tariff_min_per_mwh: int,
         tariff_max_per_mwh: int,
         meter_operator: int = DSO_ACCOUNT,
+        min_lock: int = 0,
     ) -> None:
+        """``min_lock``: the least money a session locks (``LockBelowMinimum``), so holding a
+        charger with a tiny session ties up real money."""
         check_bounds(tariff_min_per_mwh, tariff_max_per_mwh)
+        if min_lock < 0:
+            raise ValueError("min_lock must be >= 0")
+        self.min_lock = min_lock
         self.devices = devices
         self.money = money
         self.tariff_min_per_mwh = tariff_min_per_mwh
@@ -158,6 +164,8 @@ class ChargerTariffs:
         if max_wh <= 0:
             raise e.BadEnergy(charger, max_wh)
         lock = payment(max_wh, price)
+        if lock < self.min_lock:
+            raise e.LockBelowMinimum(charger, lock, self.min_lock)
         free = self._free.get(driver, 0)
         if free < lock:
             raise e.InsufficientBalance(driver, lock, free)

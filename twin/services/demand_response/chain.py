@@ -31,18 +31,26 @@ class ChainDemandResponse(ChainClient):
     @classmethod
     def deploy(
         cls, led: ChainLedger, *, baseline_n: int = 4, posters: Collection[int] = (DSO_ACCOUNT,),
-        mint_funds: bool = True,
+        mint_funds: bool = True, penalty_bps: int = 0,
     ) -> ChainDemandResponse:
+        """Commitments close by the market's clock (its ``marketStart`` and ``intervalS``)."""
         if baseline_n <= 0:
             raise ValueError("baseline_n must be > 0")
+        if not 0 <= penalty_bps <= 10_000:
+            raise ValueError("penalty_bps must be in [0, 10000]")
         addrs = [led.address_of(p) for p in sorted(posters)]
+        market = led.market.functions
         return cls(
             led,
             deploy_contract(
-                led, "DemandResponse", led.token.address, led.registry.address, addrs, baseline_n
+                led, "DemandResponse", led.token.address, led.registry.address, addrs, baseline_n,
+                int(market.marketStart().call()), int(market.intervalS().call()), penalty_bps,
             ),
             mint_funds=mint_funds,
-        )
+        )  # fmt: skip
+
+    def bond_of(self, wh: int, price_per_mwh: int) -> int:
+        return int(self.contract.functions.bondOf(wh, price_per_mwh).call())
 
     @property
     def escrow(self) -> int:
@@ -70,12 +78,22 @@ class ChainDemandResponse(ChainClient):
         self._interval[event_id] = interval
         return DREvent(event_id, poster, interval, ev["targetWh"], ev["price"], ev["budget"])
 
-    def commit(self, *, event_id: int, device_id: int, owner: int, reduction_wh: int) -> None:
+    def commit(self, *, event_id: int, device_id: int, owner: int, reduction_wh: int) -> int:
+        """Returns the bond change pulled from the owner (negative: returned)."""
+        (_, _, old_bond) = self.contract.functions.commits(event_id, device_id).call()
+        price = int(self.contract.functions.events(event_id).call()[6])
+        bond = self.bond_of(reduction_wh, price) if reduction_wh > 0 else 0
         self._mark()
+        if bond > old_bond:
+            fund(
+                self.led, account=owner, amount=bond - old_bond, spender=self.contract,
+                approved=self._approved, mint=self.mint_funds,
+            )  # fmt: skip
         self.led.transact_logs(
             self.contract, "commit", [event_id, device_id, reduction_wh], sender=owner,
             interval=self._interval.get(event_id), purpose=f"DR event {event_id}: device {device_id} commits {reduction_wh} Wh",
         )  # fmt: skip
+        return bond - int(old_bond)
 
     def record_meter(self, device_id: int, interval: int, metered_wh: int) -> None:
         self.record_meters(interval, {device_id: metered_wh})
@@ -115,6 +133,7 @@ class ChainDemandResponse(ChainClient):
                     v["meteredWh"],
                     v["reductionWh"],
                     v["amount"],
+                    v["penalty"],
                 )
                 for v in decode_events(self.led, self.contract, logs, "Compensated")
             ),

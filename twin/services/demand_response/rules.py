@@ -3,8 +3,13 @@ participants commit a device, compensation is paid automatically on the metered 
 against the device's baseline.
 
 * ``post_event`` escrows the event budget ``payment(target_wh, price)`` from the poster.
-* ``commit`` (before the event's interval is settled) registers a device with its
-  committed reduction; commitments beyond the target are refused.
+* ``commit`` registers a device with its committed reduction: at most the device's energy
+  cap in the interval (``capacity_w * interval_s // 3600``, as in the market) and the
+  event's target in total (else ``CapacityExceeded``), and only before the event interval's
+  delivery begins (clock ``< interval * interval_s``, else ``CommitClosed``). A commit
+  escrows a bond ``payment(committed, price) * penalty_bps // 10000`` from the owner; at
+  settlement the penalty ``payment(committed - paid reduction, price) * penalty_bps //
+  10000`` goes from the bond to the poster, the rest of the bond back to the owner.
 * Baseline: the mean metered consumption (floor) of the device over the ``baseline_n``
   intervals before the event, from the readings given to ``record_meter``.
 * ``settle_event``: each committed device is paid ``payment(min(max(baseline - metered, 0),
@@ -15,10 +20,11 @@ against the device's baseline.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from twin.market import errors as e
+from twin.market.types import Device
 from twin.market.units import payment
 
 __all__ = ["DREvent", "DRPayout", "DemandResponseLedger"]
@@ -43,19 +49,35 @@ class DRPayout:
     metered_wh: int
     reduction_wh: int  # paid reduction (<= committed)
     amount: int
+    penalty: int = 0  # from the owner's bond to the poster (shortfall of the commitment)
 
 
 class DemandResponseLedger:
-    def __init__(self, *, baseline_n: int = 4, posters: Collection[int] | None = None) -> None:
-        """``posters``: accounts allowed to post events (TSO, DSO); None: anyone."""
+    def __init__(
+        self, *, baseline_n: int = 4, posters: Collection[int] | None = None,
+        devices: Mapping[int, Device] | Callable[[int], Device], interval_s: int,
+        clock: Callable[[], int], penalty_bps: int = 0,
+    ) -> None:  # fmt: skip
+        """``posters``: accounts allowed to post events (TSO, DSO); None: anyone.
+        ``devices``: the registry (a mapping or the market ledger's ``device``); ``clock``:
+        the market clock in seconds since its start (the market ledger's ``now_s``)."""
         if baseline_n <= 0:
             raise ValueError("baseline_n must be > 0")
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        if not 0 <= penalty_bps <= 10_000:
+            raise ValueError("penalty_bps must be in [0, 10000]")
+        self._device = devices.__getitem__ if isinstance(devices, Mapping) else devices
+        self.interval_s = interval_s
+        self._clock = clock
+        self.penalty_bps = penalty_bps
         self.baseline_n = baseline_n
         self.posters = None if posters is None else frozenset(posters)
         self._events: dict[int, DREvent] = {}
         self._commits: dict[int, dict[int, tuple[int, int]]] = defaultdict(
             dict
         )  # dev -> (owner, wh)
+        self.bonds: dict[int, dict[int, int]] = defaultdict(dict)  # event -> device -> bond
         self._settled: set[int] = set()
         self._meter: dict[int, dict[int, int]] = defaultdict(dict)  # device -> interval -> Wh
         self.escrow = 0
@@ -84,17 +106,40 @@ class DemandResponseLedger:
             raise e.UnknownEvent(event_id)
         return ev
 
-    def commit(self, *, event_id: int, device_id: int, owner: int, reduction_wh: int) -> None:
+    def bond_of(self, wh: int, price_per_mwh: int) -> int:
+        """Bond of a commitment of ``wh``, and penalty of a shortfall of ``wh``."""
+        return payment(wh, price_per_mwh) * self.penalty_bps // 10_000
+
+    def commit(self, *, event_id: int, device_id: int, owner: int, reduction_wh: int) -> int:
+        """Commit (or re-commit) ``device_id``; returns the bond change pulled from the owner
+        (negative: returned to it)."""
+        try:
+            dev = self._device(device_id)
+        except KeyError:
+            raise e.UnknownDevice(device_id) from None
+        if dev.owner != owner:
+            raise e.NotDeviceOwner(device_id, owner)
         ev = self._event(event_id)
         if event_id in self._settled:
             raise e.AlreadySettled(ev.interval)
         if reduction_wh <= 0:
             raise e.BadEnergy(device_id, reduction_wh)
+        close, now = ev.interval * self.interval_s, self._clock()
+        if now >= close:
+            raise e.CommitClosed(event_id, close, now)
+        cap = dev.capacity_w * self.interval_s // 3600
+        if reduction_wh > cap:
+            raise e.CapacityExceeded(device_id, cap, reduction_wh)
         committed = sum(wh for _, wh in self._commits[event_id].values())
         prior = self._commits[event_id].get(device_id, (owner, 0))[1]
         if committed - prior + reduction_wh > ev.target_wh:
             raise e.CapacityExceeded(device_id, ev.target_wh, committed - prior + reduction_wh)
         self._commits[event_id][device_id] = (owner, reduction_wh)
+        bond = self.bond_of(reduction_wh, ev.price_per_mwh)
+        delta = bond - self.bonds[event_id].get(device_id, 0)
+        self.bonds[event_id][device_id] = bond
+        self.escrow += delta
+        return delta
 
     def record_meter(self, device_id: int, interval: int, metered_wh: int) -> None:
         self._meter[device_id][interval] = metered_wh
@@ -112,7 +157,8 @@ class DemandResponseLedger:
     def settle_event(
         self, event_id: int, metered_wh: Mapping[int, int]
     ) -> tuple[list[DRPayout], int]:
-        """Payouts of the event and the refund to its poster."""
+        """Payouts of the event and the refund of its budget to the poster (who also gets
+        the payouts' penalties; each owner gets ``amount + bond - penalty``)."""
         ev = self._event(event_id)
         if event_id in self._settled:
             raise e.AlreadySettled(ev.interval)
@@ -131,8 +177,10 @@ class DemandResponseLedger:
                     metered_wh[dev],
                     reduction,
                     payment(reduction, ev.price_per_mwh),
+                    self.bond_of(committed - reduction, ev.price_per_mwh),
                 )
             )
+            self.escrow -= self.bonds[event_id].get(dev, 0)
         paid = sum(p.amount for p in payouts)
         refund = ev.budget - paid
         self.escrow -= ev.budget

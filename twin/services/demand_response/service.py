@@ -56,8 +56,9 @@ class DemandResponseService(MarketService):
         self.ctx = ctx
         self.backend: Any = ctx.backend(
             "DemandResponse",
-            reference=lambda: DemandResponseLedger(baseline_n=baseline_intervals,
-                                                   posters={DSO_ACCOUNT}),
+            reference=lambda: DemandResponseLedger(
+                baseline_n=baseline_intervals, posters={DSO_ACCOUNT}, devices=ctx.ledger.device,
+                interval_s=ctx.interval_s, clock=lambda: ctx.ledger.now_s),
             chain=lambda: _chain().deploy(ctx.ledger, baseline_n=baseline_intervals,
                                           posters=(DSO_ACCOUNT,), mint_funds=False))
         self.flexible = sorted(ctx.dr_devices or (d for d, dev in ctx.devices.items()
@@ -99,9 +100,10 @@ class DemandResponseService(MarketService):
         rail.pay_in("DemandResponse", DSO_ACCOUNT, budget)
         tx = last_tx(self.backend)
         commits: dict[int, int] = {}
-        left = target  # offers are filled in device order up to the target
+        left = target  # offers are filled in device order up to the target and device caps
         for device, wh in sorted(call.offers.items()):
-            take = min(int(wh), left)
+            cap = self.ctx.devices[device].capacity_w * self.ctx.interval_s // 3600
+            take = min(int(wh), left, cap)
             if take >= 1:
                 self.backend.commit(event_id=event_id, device_id=device,
                                     owner=self.ctx.devices[device].owner, reduction_wh=take)
