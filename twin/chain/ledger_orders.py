@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twin.chain.abi import encode_signed_orders
-from twin.chain.ledger_base import UINT64, LedgerBase, _memo
+from twin.chain.ledger_base import UINT64, _memo
+from twin.chain.ledger_setup import SetupLedger
 from twin.chain.tx import ChainRevert, Pending
 from twin.market import errors as e
 from twin.market.signing import Rejection, SignedCancel, SignedOrder
@@ -34,7 +35,7 @@ class PendingOrders:
     orders: tuple[SignedOrder, ...] = ()
 
 
-class OrderLedger(LedgerBase):
+class OrderLedger(SetupLedger):
     """Orders: placement and the book (see :class:`~twin.chain.ledger.ChainLedger`)."""
 
     def place_orders(

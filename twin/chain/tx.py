@@ -189,16 +189,15 @@ class TxClient:
             self._base_fee = int(head.get("baseFeePerGas", "0x0"), 16)
         return max(self.gas_price, 2 * self._base_fee + 10**9)
 
-    def sign(self, tx: dict[str, Any], *, sender: int, value: int = 0) -> tuple[str, str]:
+    def sign(self, tx: dict[str, Any], *, sender: int, value: int = 0,
+             nonce: int | None = None) -> tuple[str, str]:
         """Sign ``tx`` (to, data, gas) for ``sender``: ``(raw hex, tx hash)``; the nonce is the
-        node's pending count of the sender (robust to reverts of the chain's state)."""
+        node's pending count of the sender (robust to reverts of the chain's state) unless
+        given (a caller pipelining many transactions of one sender counts them itself)."""
         key = self.key_of(sender)
-        r = self.rpc("eth_getTransactionCount", [key.address, "pending"])
-        if "error" in r:
-            raise ChainUnavailable(f"the chain node at {self._url} refused "
-                                   f"eth_getTransactionCount: {r['error']}")
         to = tx.get("to")
-        nonce = int(r["result"], 16)
+        if nonce is None:
+            nonce = self._pending_nonce(key.address)
         if self.retry is not None:  # a dropped tx is not pending on the node: count our own
             nonce = max(nonce, self._next_nonce.get(sender, 0))
             self._next_nonce[sender] = nonce + 1
@@ -217,20 +216,43 @@ class TxClient:
             raise ChainRevert("FunderUnfunded", {"funder": funder.address, "balance_wei": have,
                                                  "needed_wei": need},
                               purpose=f"funding {len(addresses)} run accounts at {self._url}")
-        for a in addresses:
-            self.transfer_eth(sender=funder, to=a, value_wei=value_wei, purpose=f"funding {a}")
+        # pipelined: every transfer signed with the funder's next nonce and sent, then all
+        # confirmed together (one receipt wait per transfer, no round trip in between)
+        self._keys[-1] = funder
+        nonce = self._pending_nonce(funder.address)
+        sent = [self._send_transfer(sender=-1, to=a, value_wei=value_wei,
+                                    purpose=f"funding {a}", nonce=nonce + i)
+                for i, a in enumerate(addresses)]
+        for to, tx_hash, purpose in sent:
+            self._confirm_transfer(to=to, tx_hash=tx_hash, purpose=purpose)
+
+    def _pending_nonce(self, address: str) -> int:
+        r = self.rpc("eth_getTransactionCount", [address, "pending"])
+        if "error" in r:
+            raise ChainUnavailable(f"the chain node at {self._url} refused "
+                                   f"eth_getTransactionCount: {r['error']}")
+        return int(r["result"], 16)
 
     def transfer_eth(self, *, sender: int | TxKey, to: str, value_wei: int, purpose: str) -> None:
         """A plain value transfer (funding a run's accounts with gas money)."""
         if isinstance(sender, TxKey):
             self._keys[-1] = sender
             sender = -1
+        _, tx_hash, _ = self._send_transfer(sender=sender, to=to, value_wei=value_wei,
+                                            purpose=purpose)
+        self._confirm_transfer(to=to, tx_hash=tx_hash, purpose=purpose)
+
+    def _send_transfer(self, *, sender: int, to: str, value_wei: int, purpose: str,
+                       nonce: int | None = None) -> tuple[str, str, str]:
         tx = {"to": to, "data": "0x", "gas": hex(21_000)}
-        raw, tx_hash = self.sign(tx, sender=sender, value=value_wei)
+        raw, tx_hash = self.sign(tx, sender=sender, value=value_wei, nonce=nonce)
         sent = self.rpc("eth_sendRawTransaction", [raw])
         if "error" in sent:
             raise ChainRevert("TransferFailed", {"message": sent["error"].get("message", "")},
                               purpose=purpose)
+        return to, tx_hash, purpose
+
+    def _confirm_transfer(self, *, to: str, tx_hash: str, purpose: str) -> None:
         receipt = self._wait(tx_hash)
         if int(receipt["status"], 16) != 1:
             raise ChainRevert("TransferFailed", {"to": to}, purpose=purpose, tx_hash=tx_hash)

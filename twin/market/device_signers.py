@@ -25,6 +25,9 @@ class DeviceSigners:
 
     def bind(self, ledger: object) -> None:
         """The DSO registers every device's key (``set_device_signer``)."""
+        if hasattr(ledger, "set_device_signers"):  # the chain: in batch transactions
+            ledger.set_device_signers({d: k.address for d, k in self.keys.items()})
+            return
         for d, key in self.keys.items():
             ledger.set_device_signer(d, key.address)  # type: ignore[attr-defined]
 

@@ -34,6 +34,9 @@ contract DeviceRegistry {
     error UnknownDevice(uint256 device);
     error DeviceRevoked(uint256 device);
     error ZeroOwner(uint256 device);
+    /// A batch whose arrays differ in length (``field``: 1 owners, 2 kinds, 3 buses,
+    /// 4 capacities, 5 signers; ``length`` its length, ``devices`` the devices' length).
+    error BatchLengths(uint8 field, uint256 length, uint256 devices);
 
     constructor(address dso_) {
         dso = dso_;
@@ -41,17 +44,55 @@ contract DeviceRegistry {
 
     function register(uint64 device, address owner, uint8 kind, uint32 bus, uint48 capacityW) external {
         if (msg.sender != dso) revert NotDSO(msg.sender);
+        _register(device, owner, kind, bus, capacityW);
+        deviceCount += 1;
+    }
+
+    /// Many devices in one transaction, each exactly as ``register`` would (same checks, same
+    /// event); the first bad entry reverts the whole batch with its own error naming it.
+    function registerDevices(
+        uint64[] calldata devices,
+        address[] calldata owners,
+        uint8[] calldata kinds,
+        uint32[] calldata buses,
+        uint48[] calldata capacitiesW
+    ) external {
+        if (msg.sender != dso) revert NotDSO(msg.sender);
+        uint256 n = devices.length;
+        if (owners.length != n) revert BatchLengths(1, owners.length, n);
+        if (kinds.length != n) revert BatchLengths(2, kinds.length, n);
+        if (buses.length != n) revert BatchLengths(3, buses.length, n);
+        if (capacitiesW.length != n) revert BatchLengths(4, capacitiesW.length, n);
+        for (uint256 i = 0; i < n; ++i) {
+            _register(devices[i], owners[i], kinds[i], buses[i], capacitiesW[i]);
+        }
+        deviceCount += n;
+    }
+
+    function _register(uint64 device, address owner, uint8 kind, uint32 bus, uint48 capacityW) private {
         if (_devices[device].status != NONE) revert DeviceExists(device);
         // an owner nobody can act for would make every interval it trades in unclearable
         if (owner == address(0)) revert ZeroOwner(device);
         _devices[device] = Device(owner, kind, ACTIVE, bus, capacityW);
-        deviceCount += 1;
         emit DeviceRegistered(device, owner, kind, bus, capacityW);
     }
 
     /// DSO binds (or rebinds, e.g. after a key compromise) the device's signing key.
     function setSigner(uint64 device, address signer) external {
         if (msg.sender != dso) revert NotDSO(msg.sender);
+        _setSigner(device, signer);
+    }
+
+    /// ``setSigner`` for many devices in one transaction (the first unknown device reverts it).
+    function setSigners(uint64[] calldata devices, address[] calldata signers) external {
+        if (msg.sender != dso) revert NotDSO(msg.sender);
+        if (signers.length != devices.length) revert BatchLengths(5, signers.length, devices.length);
+        for (uint256 i = 0; i < devices.length; ++i) {
+            _setSigner(devices[i], signers[i]);
+        }
+    }
+
+    function _setSigner(uint64 device, address signer) private {
         if (_devices[device].status == NONE) revert UnknownDevice(device);
         signerOf[device] = signer;
         emit SignerSet(device, signer);

@@ -22,6 +22,7 @@ contract SettlementToken {
     error InsufficientAllowance(address account, address spender, uint256 needed, uint256 available);
     /// Tokens sent or minted to 0x0 would vanish from every balance but stay in totalSupply.
     error UnsafeRecipient(address to);
+    error MintBatchLengths(uint256 recipients, uint256 amounts);
 
     constructor(address operator_) {
         operator = operator_;
@@ -29,6 +30,19 @@ contract SettlementToken {
 
     function mint(address to, uint256 amount) external {
         if (msg.sender != operator) revert NotOperator(msg.sender);
+        _mint(to, amount);
+    }
+
+    /// ``mint`` to many wallets in one transaction (the first unsafe recipient reverts it).
+    function mintBatch(address[] calldata to, uint256[] calldata amounts) external {
+        if (msg.sender != operator) revert NotOperator(msg.sender);
+        if (amounts.length != to.length) revert MintBatchLengths(to.length, amounts.length);
+        for (uint256 i = 0; i < to.length; ++i) {
+            _mint(to[i], amounts[i]);
+        }
+    }
+
+    function _mint(address to, uint256 amount) private {
         if (to == address(0)) revert UnsafeRecipient(to);
         totalSupply += amount;
         balanceOf[to] += amount;
