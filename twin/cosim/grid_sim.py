@@ -119,7 +119,8 @@ class GridSim(mosaik_api_v3.Simulator):
             state, ctl = self.phases.solve_controlled(
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
-                storage_p_mw=np.asarray(power["storage_p_mw"], float))
+                storage_p_mw=np.asarray(power["storage_p_mw"], float),
+                freq_hz=self.frequency_hz(time) if self.frequency_hz is not None else None)
             if not ctl.converged:
                 raise RuntimeError(f"grid: DER functions did not converge at t={time}s "
                                    f"({ctl.outer_iterations} outer iterations)")

@@ -143,13 +143,6 @@ def phase_problems(scenario: Any) -> list[tuple[str, str]]:
         out.append(("grid.phases", f"grid.kind {g.kind!r} has no zero-sequence line data for a three-phase "
                                    f"solve; use one of {list(THREE_PHASE_KINDS)}, or state what to assume "
                                    "with grid.zero_sequence (e.g. {r0_per_r1: 4.0, x0_per_x1: 4.0})"))
-    der = [path for path, spec in (("agents.households.pv", scenario.agents.households.pv),
-                                   ("agents.households.battery", scenario.agents.households.battery),
-                                   ("agents.evs", scenario.agents.evs), ("agents.community_storage", scenario.agents.community_storage))
-           if getattr(getattr(spec, "der_functions", None), "freq_watt", None) is not None]
-    # volt-var, volt-watt, watt-var, constant PF/var are solved per phase (twin/grid/controlled_pf3ph.py)
-    out += [(f"{path}.der_functions.freq_watt", "frequency-watt is solved with the balanced engine "
-                                                "only (grid.phases: 1)") for path in der]
     if g.oltc is not None:
         out.append(("grid.oltc", "the tap changer is simulated with the balanced engine only (grid.phases: 1)"))
     pc: PhaseConnectionSpec = g.phase_connection

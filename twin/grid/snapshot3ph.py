@@ -201,9 +201,11 @@ class PhaseSnapshot:
 
     def solve_controlled(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
                          sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
-                         storage_q_mvar: np.ndarray | None = None, tol_pu: float = 1e-4) -> tuple[GridState, SnapshotControls]:
+                         storage_q_mvar: np.ndarray | None = None, tol_pu: float = 1e-4,
+                         freq_hz: float | None = None) -> tuple[GridState, SnapshotControls]:
         """As :meth:`solve`, with the DER functions solved in; the device rows of the arrays are
-        what the devices would do unconstrained. Returns the state and a
+        what the devices would do unconstrained; ``freq_hz``: the TSO's system frequency
+        (frequency-watt; None: nominal). Returns the state and a
         :class:`twin.grid.der_runtime.SnapshotControls`."""
         if self._cpf is None or not self.der_devices:
             raise ValueError("solve_controlled: this snapshot has no der_devices")
@@ -219,7 +221,8 @@ class PhaseSnapshot:
             q[e][r] = 0.0
         p_bus, q_bus = self.injections(p, q)
         res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=self._base_loads, tol=1e-9,
-                              tol_pu=tol_pu, taps=self.taps if self.regulators else None)
+                              tol_pu=tol_pu, taps=self.taps if self.regulators else None,
+                              freq_hz=None if freq_hz is None else [freq_hz])
         self._settle(res)
         for i, (e, r) in enumerate(zip(self._dev_el, self._dev_row, strict=True)):
             p[e][r] = sign[e] * res.der_p_mw[0, i]
