@@ -164,3 +164,33 @@ def test_bad_oltc_settings_name_the_field() -> None:
     reg, _, _ = oltc_from_pandapower(feeder, net, 0)
     with pytest.raises(ValueError, match=r"taps\[:, 0\]: regulator 'grid.oltc' has taps -4..4"):
         ControlledPowerFlow3ph(feeder, regulators=[reg]).solve(taps=[9])
+
+
+def test_time_series_steps_after_the_delay_then_holds() -> None:
+    """PhaseSnapshot (the grid simulator's solve): the changer is held in each solve and
+    stepped after it -- out of band for ``delay_s`` (accumulated) before it acts."""
+    from twin.grid.der_spec import OltcSpec
+    from twin.grid.phase_spec import PHASE_ABC
+    from twin.grid.snapshot3ph import PhaseSnapshot
+
+    net = _pp_net("hv")
+    net.asymmetric_load.drop(net.asymmetric_load.index, inplace=True)
+    pp.create_load(net, bus=2, p_mw=0.0)
+    pp.create_load(net, bus=2, p_mw=0.0)
+    phase = {"load": np.array([0, PHASE_ABC]), "sgen": np.zeros(0, np.int64), "storage": np.zeros(0, np.int64)}
+    snap = PhaseSnapshot(net, phase=phase, oltc=OltcSpec(delay_s=60.0, control_phase="a"))
+    assert snap.oltc_tap == 1
+    kw = {"load_p_mw": np.array([0.05, 0.03]), "load_q_mvar": np.array([0.01, 0.0]), "sgen_p_mw": np.zeros(0),
+          "sgen_q_mvar": np.zeros(0), "storage_p_mw": np.zeros(0)}
+    seen = []
+    for _ in range(4):
+        st = snap.solve(**kw)
+        assert st.vm_abc_pu is not None
+        seen.append((snap.oltc_tap, snap.oltc_vm_pu(), float(st.vm_abc_pu[1, 0])))
+        snap.step_oltc(dt_s=30.0)
+    (t0, v0, a0), (t1, v1, _), (t2, v2, _), (t3, _, _) = seen
+    assert v0 == pytest.approx(a0, abs=1e-12) and v0 < 1.0 - 0.0225 / 2  # phase a of the LV bus sags
+    assert t0 == t1 == 1 and v1 == pytest.approx(v0)  # 30 s out of band: waits
+    assert t2 < t1 and abs(v2 - 1.0) <= 0.0225 / 2  # 60 s: lowers the HV tap into band, from the next solve
+    assert t3 == t2  # in band: holds
+    assert snap.regulators_converged and snap.tap_rows()[0]["regulator"] == "grid.oltc"

@@ -253,7 +253,7 @@ class ControlledPowerFlow3ph:
         *,
         der_p_avail_mw: ArrayLike | None = None,
         taps: ArrayLike | None = None,
-        regulate: bool = True,
+        regulate: bool | Sequence[bool] = True,
         freq_hz: ArrayLike | None = None,
         base_loads: bool = True,
         tol: float = 1e-8,
@@ -267,7 +267,8 @@ class ControlledPowerFlow3ph:
         positive); ``der_p_avail_mw`` (B, N) or (N,): what each device would do unconstrained
         (generator convention: PV available power, battery schedule); ``taps`` (B, R) or (R,):
         the regulators' starting tap numbers (default: the feeder's); ``regulate=False`` keeps
-        them. ``freq_hz`` (B,) or scalar: the system frequency the devices' frequency-watt
+        them, a sequence of R bools keeps those that are False (e.g. a changer stepped in time
+        series by its own controller). ``freq_hz`` (B,) or scalar: the system frequency the devices' frequency-watt
         droop answers (None: nominal, no droop). ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
         unit's rating), ``max_control_iter`` bounds the regulator rounds (OpenDSS's
         ``maxcontroliter``).
@@ -300,6 +301,8 @@ class ControlledPowerFlow3ph:
         if len(sizes) > 1:
             raise ValueError(f"inconsistent batch sizes: {sorted(sizes)}")
         n_b = sizes.pop() if sizes else 1
+        held = ~np.broadcast_to(np.asarray(regulate, dtype=bool), (n_reg,)) if n_reg else np.zeros(0, dtype=bool)
+        acting = bool(n_reg) and not held.all()
         fq = None if freq is None else np.broadcast_to(freq, (n_b,))[:, None].copy()  # (B, 1)
 
         def batch(a: ArrayLike | None) -> FloatArray:
@@ -331,11 +334,11 @@ class ControlledPowerFlow3ph:
         der_ok = np.ones(n_b, dtype=bool)
         outer = np.zeros(n_b, dtype=np.int64)
         rounds = np.zeros(n_b, dtype=np.int64)
-        reg_ok = np.ones(n_b, dtype=bool) if not (n_reg and regulate) else np.zeros(n_b, dtype=bool)
+        reg_ok = np.ones(n_b, dtype=bool) if not acting else np.zeros(n_b, dtype=bool)
         out: PowerFlow3phResult | None = None
         calls = 0
         lanes = np.arange(n_b, dtype=np.int64)
-        for _ in range(max_control_iter if (n_reg and regulate) else 1):
+        for _ in range(max_control_iter if acting else 1):
             res, c = self._der_fixed_point(lanes, p, q, state.taps, u_avail, on, x_p, x_q, vm_u, der_ok, outer,
                                            base_loads, tol, tol_pu, max_outer, fq)
             calls += c
@@ -344,13 +347,15 @@ class ControlledPowerFlow3ph:
             if out is not res:
                 _put(out, res, lanes)
             rounds[lanes] += 1
-            if not (n_reg and regulate):
+            if not acting:
                 break
             v_act = control_voltage_v(self.regulators, res.v_node, self._ct_currents(res.v_node, state.taps[lanes]))
             moved = np.zeros(lanes.size, dtype=bool)
             sub = np.arange(lanes.size)
             for _k in range(n_reg + 1):  # actions that moved no tap: sample again at the same voltages
                 sample(self.regulators, state, v_act[sub], lanes[sub])
+                if held.any():
+                    state.armed[np.ix_(lanes[sub], np.flatnonzero(held))] = False
                 busy = state.armed[lanes[sub]].any(axis=1)
                 reg_ok[lanes[sub[~busy]]] = True
                 sub = sub[busy]
