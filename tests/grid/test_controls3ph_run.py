@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,6 +22,7 @@ def _write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
 
 
 def test_over_frequency_curtails_pv_and_the_oltc_steps_in_a_three_phase_run(tmp_path: Path) -> None:
+    from twin.grid.feeders import build_feeder
     from twin.run import run_scenario
 
     text = BASE.read_text().replace("volt_watt: {}}", "volt_watt: {}, freq_watt: {}}")
@@ -35,11 +37,17 @@ def test_over_frequency_curtails_pv_and_the_oltc_steps_in_a_three_phase_run(tmp_
     # phase voltages high at noon: the changer (no delay) raises the HV tap after the first solve
     assert grid.oltc_tap.tolist()[0] == 0 and grid.oltc_tap.tolist()[1] > 0
     assert set(regs.regulator) == {"grid.oltc"} and regs.tap.tolist() == grid.oltc_tap.tolist()
-    # 50.536 Hz: 0.5 Hz beyond the dead band at 5 % droop takes 0.2 pu of every PV's rating
+    # 50.536 Hz: 0.5 Hz beyond the dead band at 5 % droop takes 0.2 pu of each PV's rating,
+    # down to 0: sum(min(available, 0.2 kWp)) over the PV (volt-watt is idle, voltages <= 1.05)
+    feeder = build_feeder(scenario=sc, rng=np.random.default_rng(sc.seed))
+    agents = pq.read_table(tmp_path / "run" / "agents.parquet").to_pandas()
+    hh = agents[(agents.time_s == 900) & (agents.kind == "household")]
+    kwp = feeder.household_pv_kwp[hh.agent.str.removeprefix("household_").astype(int).to_numpy()]
+    avail_mw = hh.pv_available_wh.to_numpy() * 4e-6
     cut = grid.der_curtailed_mw.to_numpy()
-    pv_mw = sc.agents.households.pv
-    assert cut[1] > cut[0] + 0.2 * pv_mw.kwp_min / 1000.0
-    assert out.kpis["curtailed_kwh"] >= 0
+    assert cut[0] == pytest.approx(0.0, abs=1e-12) and grid.vm_max_pu.iloc[1] < 1.06
+    assert cut[1] == pytest.approx(np.minimum(avail_mw, 0.2 * kwp / 1000.0).sum(), abs=1e-9)
+    assert cut[1] > 0.5 * grid.sgen_p_mw.iloc[1] and out.kpis["curtailed_kwh"] >= 0
 
 
 def test_bad_oltc_and_phase_settings_name_the_field(tmp_path: Path) -> None:
