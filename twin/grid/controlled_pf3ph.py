@@ -292,6 +292,7 @@ class ControlledPowerFlow3ph:
             if (t0[:, r] < lo).any() or (t0[:, r] > hi).any():
                 raise ValueError(f"taps[:, {r}]: regulator {reg.name!r} has taps {lo}..{hi}")
         sizes = {a.shape[0] for a in arrs if a.ndim == 3} | {avail.shape[0], t0.shape[0]}
+        sizes.discard(1)
         freq = None if freq_hz is None else np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
         if freq is not None:
             if freq.ndim != 1 or not np.isfinite(freq).all():
@@ -304,6 +305,8 @@ class ControlledPowerFlow3ph:
         held = ~np.broadcast_to(np.asarray(regulate, dtype=bool), (n_reg,)) if n_reg else np.zeros(0, dtype=bool)
         acting = bool(n_reg) and not held.all()
         fq = None if freq is None else np.broadcast_to(freq, (n_b,))[:, None].copy()  # (B, 1)
+        if self._units is None or not self._units.fleet.fw_on.any():
+            fq = None  # no device droops: the frequency changes nothing (and numba stays usable)
 
         def batch(a: ArrayLike | None) -> FloatArray:
             if a is None:
