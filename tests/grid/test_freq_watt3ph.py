@@ -90,3 +90,18 @@ def test_droop_with_volt_var_matches_the_balanced_engine() -> None:
     # over-frequency lowers P, so the voltage at the end of the feeder, so volt-var absorbs less
     assert c3.p_mw.sum() == pytest.approx((0.6 + 0.3) * P_RATED, abs=1e-8)
     assert q[0] < q[1] < 0
+
+
+def test_one_frequency_per_lane_and_bad_frequency_input() -> None:
+    from twin.grid.controlled_pf3ph import ControlledPowerFlow3ph, Der3phDevice
+
+    snap = PhaseSnapshot(_balanced_net(), phase=ABC)
+    fn = _devices(False)[0].functions
+    cpf = ControlledPowerFlow3ph(snap.feeder, devices=[Der3phDevice(snap.feeder.bus_index("3"), (0, 1, 2), fn)])
+    p = np.zeros((snap.feeder.n_bus, 3))
+    res = cpf.solve(p, p, der_p_avail_mw=[0.8 * P_RATED], freq_hz=[50.0, 50.536, 49.5], base_loads=False)
+    np.testing.assert_allclose(res.der_p_mw[:, 0], np.array([0.8, 0.6, 0.8]) * P_RATED, atol=1e-12)
+    with pytest.raises(ValueError, match=r"freq_hz: expected finite"):
+        cpf.solve(p, p, der_p_avail_mw=[P_RATED], freq_hz=[np.nan])
+    with pytest.raises(ValueError, match=r"inconsistent batch sizes: \[2, 3\]"):
+        cpf.solve(p, p, der_p_avail_mw=[[P_RATED], [P_RATED]], freq_hz=[50.0, 50.1, 50.2])
