@@ -213,7 +213,7 @@ class DSOAgent(mesa.Agent):
         if self._phases is not None and self._phases.der_devices:
             state3, _ = self._phases.solve_controlled(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
-                storage_p_mw=p["storage"], storage_q_mvar=q["storage"])
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], freq_hz=self._freq_hz)
             return state3
         if self._phases is not None:
             return self._phases.solve(

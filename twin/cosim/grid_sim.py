@@ -65,9 +65,11 @@ class GridSim(mosaik_api_v3.Simulator):
         # grid.phases: 3 -- each element row on its phase, solved in the phase frame
         phase = sim_params.get("element_phase")
         devices = sim_params.get("der_devices") or []
+        oltc = sim_params.get("oltc")
         self.phases = (PhaseSnapshot(self.net, phase=phase, der_devices=devices,
                                      network=sim_params.get("phase_network"),
-                                     regulators=sim_params.get("phase_regulators") or ())
+                                     regulators=sim_params.get("phase_regulators") or (),
+                                     oltc=oltc if len(self.net.trafo) else None)
                        if phase is not None else None)
         self.bus_ids = np.asarray(self.net.bus.index, dtype=np.int64)
         self.line_ids = np.asarray(self.net.line.index, dtype=np.int64)
@@ -78,9 +80,8 @@ class GridSim(mosaik_api_v3.Simulator):
         # on-load tap changer: acts step by step (band, delay) on the voltage it regulates
         #: faults inside the run: the faulted topology's solver (twin/faults/grid.py)
         self.faulted = sim_params.get("faulted")
-        oltc = sim_params.get("oltc")
         self.taps: TapController | None = None
-        if oltc is not None and len(self.net.trafo):
+        if oltc is not None and len(self.net.trafo) and self.phases is None:  # 3 phases: PhaseSnapshot.oltc
             ch = oltc_from_trafo(self.net, 0, v_set_pu=oltc.v_set_pu, band_pu=oltc.band_pu,
                                  delay_s=oltc.delay_s, path="grid.oltc")
             tap0 = self.net.trafo.tap_pos.iat[0]
@@ -119,7 +120,8 @@ class GridSim(mosaik_api_v3.Simulator):
             state, ctl = self.phases.solve_controlled(
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
-                storage_p_mw=np.asarray(power["storage_p_mw"], float))
+                storage_p_mw=np.asarray(power["storage_p_mw"], float),
+                freq_hz=self.frequency_hz(time) if self.frequency_hz is not None else None)
             if not ctl.converged:
                 raise RuntimeError(f"grid: DER functions did not converge at t={time}s "
                                    f"({ctl.outer_iterations} outer iterations)")
@@ -154,6 +156,10 @@ class GridSim(mosaik_api_v3.Simulator):
         live = np.isfinite(state.vm_pu) if fault_msg is not None else slice(None)
         check_plausible(state.vm_pu[live], bus_ids=self.bus_ids[live], time_s=int(time))
         tap = -1
+        reg_rows = self.phases.tap_rows() if self.phases is not None and self.phases.regulators else None
+        if self.phases is not None and self.phases.oltc is not None:  # gang-operated, on its control phase
+            tap = self.phases.oltc_tap
+            self.phases.step_oltc(dt_s=float(self.step_s))
         if self.taps is not None:
             tap = int(self.taps.taps[0])
             moves = self.taps.step(state.vm_pu[self.taps.buses], dt_s=float(self.step_s))
@@ -171,8 +177,8 @@ class GridSim(mosaik_api_v3.Simulator):
                                       n=len(self.bus_ids))
             self.recorder.add_columns("line", _line_columns(time, self.line_ids, state),
                                       n=len(self.line_ids))
-            if self.phases is not None and self.phases.regulators:  # grid.opendss.regulators: deck
-                self.recorder.add("regulators", [{"time_s": time, **r} for r in self.phases.tap_rows()])
+            if reg_rows is not None:  # grid.opendss.regulators: deck, grid.oltc (3 phases)
+                self.recorder.add("regulators", [{"time_s": time, **r} for r in reg_rows])
             self.recorder.add("grid", [{
                 "time_s": time, "ext_grid_p_mw": state.ext_grid_p_mw,
                 "load_p_mw": float(np.sum(power["load_p_mw"]) + np.sum(power["storage_p_mw"])),

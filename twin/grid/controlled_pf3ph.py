@@ -253,7 +253,8 @@ class ControlledPowerFlow3ph:
         *,
         der_p_avail_mw: ArrayLike | None = None,
         taps: ArrayLike | None = None,
-        regulate: bool = True,
+        regulate: bool | Sequence[bool] = True,
+        freq_hz: ArrayLike | None = None,
         base_loads: bool = True,
         tol: float = 1e-8,
         tol_pu: float = 1e-4,
@@ -266,7 +267,9 @@ class ControlledPowerFlow3ph:
         positive); ``der_p_avail_mw`` (B, N) or (N,): what each device would do unconstrained
         (generator convention: PV available power, battery schedule); ``taps`` (B, R) or (R,):
         the regulators' starting tap numbers (default: the feeder's); ``regulate=False`` keeps
-        them. ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
+        them, a sequence of R bools keeps those that are False (e.g. a changer stepped in time
+        series by its own controller). ``freq_hz`` (B,) or scalar: the system frequency the devices' frequency-watt
+        droop answers (None: nominal, no droop). ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
         unit's rating), ``max_control_iter`` bounds the regulator rounds (OpenDSS's
         ``maxcontroliter``).
         """
@@ -290,9 +293,20 @@ class ControlledPowerFlow3ph:
                 raise ValueError(f"taps[:, {r}]: regulator {reg.name!r} has taps {lo}..{hi}")
         sizes = {a.shape[0] for a in arrs if a.ndim == 3} | {avail.shape[0], t0.shape[0]}
         sizes.discard(1)
+        freq = None if freq_hz is None else np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
+        if freq is not None:
+            if freq.ndim != 1 or not np.isfinite(freq).all():
+                raise ValueError(f"freq_hz: expected finite (B,) or a scalar, got shape {freq.shape}")
+            sizes.add(freq.shape[0])
+            sizes.discard(1)
         if len(sizes) > 1:
             raise ValueError(f"inconsistent batch sizes: {sorted(sizes)}")
         n_b = sizes.pop() if sizes else 1
+        held = ~np.broadcast_to(np.asarray(regulate, dtype=bool), (n_reg,)) if n_reg else np.zeros(0, dtype=bool)
+        acting = bool(n_reg) and not held.all()
+        fq = None if freq is None else np.broadcast_to(freq, (n_b,))[:, None].copy()  # (B, 1)
+        if self._units is None or not self._units.fleet.fw_on.any():
+            fq = None  # no device droops: the frequency changes nothing (and numba stays usable)
 
         def batch(a: ArrayLike | None) -> FloatArray:
             if a is None:
@@ -310,38 +324,41 @@ class ControlledPowerFlow3ph:
         if self._units is not None:  # device work in numba once its kernels are loaded (or for big batches)
             from twin.grid.controlled_pf import _NUMBA_DEVICE_WORK
 
-            nb = n_b * n_u >= _NUMBA_DEVICE_WORK or "twin.grid._der_kernels" in sys.modules
+            # the numba device kernels have no frequency input: frequency-watt runs in numpy
+            nb = fq is None and (n_b * n_u >= _NUMBA_DEVICE_WORK or "twin.grid._der_kernels" in sys.modules)
             self._units._use_nb = nb
             if nb:
                 on = (np.ones((n_b, n_u), dtype=bool), np.ascontiguousarray(np.broadcast_to(self._scale, (n_b, n_u))))
         if self._units is not None:
-            x_p, x_q = self._units._target(np.ones((n_b, n_u)), u_avail, None, None, None, on)
+            x_p, x_q = self._units._target(np.ones((n_b, n_u)), u_avail, fq, None, None, on)
         else:
             x_p, x_q = np.zeros((n_b, 0)), np.zeros((n_b, 0))
         vm_u = np.ones((n_b, n_u))
         der_ok = np.ones(n_b, dtype=bool)
         outer = np.zeros(n_b, dtype=np.int64)
         rounds = np.zeros(n_b, dtype=np.int64)
-        reg_ok = np.ones(n_b, dtype=bool) if not (n_reg and regulate) else np.zeros(n_b, dtype=bool)
+        reg_ok = np.ones(n_b, dtype=bool) if not acting else np.zeros(n_b, dtype=bool)
         out: PowerFlow3phResult | None = None
         calls = 0
         lanes = np.arange(n_b, dtype=np.int64)
-        for _ in range(max_control_iter if (n_reg and regulate) else 1):
+        for _ in range(max_control_iter if acting else 1):
             res, c = self._der_fixed_point(lanes, p, q, state.taps, u_avail, on, x_p, x_q, vm_u, der_ok, outer,
-                                           base_loads, tol, tol_pu, max_outer)
+                                           base_loads, tol, tol_pu, max_outer, fq)
             calls += c
             if out is None:
                 out = res if lanes.size == n_b else _alloc(res, n_b)
             if out is not res:
                 _put(out, res, lanes)
             rounds[lanes] += 1
-            if not (n_reg and regulate):
+            if not acting:
                 break
             v_act = control_voltage_v(self.regulators, res.v_node, self._ct_currents(res.v_node, state.taps[lanes]))
             moved = np.zeros(lanes.size, dtype=bool)
             sub = np.arange(lanes.size)
             for _k in range(n_reg + 1):  # actions that moved no tap: sample again at the same voltages
                 sample(self.regulators, state, v_act[sub], lanes[sub])
+                if held.any():
+                    state.armed[np.ix_(lanes[sub], np.flatnonzero(held))] = False
                 busy = state.armed[lanes[sub]].any(axis=1)
                 reg_ok[lanes[sub[~busy]]] = True
                 sub = sub[busy]
@@ -384,7 +401,7 @@ class ControlledPowerFlow3ph:
     def _der_fixed_point(self, lanes: IntArray, p: FloatArray, q: FloatArray, taps: IntArray, u_avail: FloatArray,
                          on: Any, x_p: FloatArray, x_q: FloatArray, vm_u: FloatArray, ok: BoolArray,
                          outer: IntArray, base_loads: bool, tol: float, tol_pu: float,
-                         max_outer: int) -> tuple[PowerFlow3phResult, int]:
+                         max_outer: int, freq: FloatArray | None = None) -> tuple[PowerFlow3phResult, int]:
         """The DER functions' fixed point on ``lanes`` at their taps, from the set-points in
         ``x_p`` / ``x_q`` (updated in place, as ``vm_u``, ``ok``, ``outer``)."""
         units = self._units
@@ -413,7 +430,8 @@ class ControlledPowerFlow3ph:
             vm = self._vm_units(res)
             vm_u[active] = vm
             oa = _rows(on, active)
-            g_p, g_q = units._target(vm, u_avail[active], None, None, None, oa)
+            fa = None if freq is None else freq[active]
+            g_p, g_q = units._target(vm, u_avail[active], fa, None, None, oa)
             resid = np.max(np.maximum(np.abs(g_p - x_p[active]), np.abs(g_q - x_q[active])) / tol_mva, axis=1)
             good = (resid <= 1.0) | ~res.converged
             ok[active] = resid <= 1.0
@@ -423,7 +441,8 @@ class ControlledPowerFlow3ph:
             if good.all() or it == max_outer - 1:
                 break
             sub = active[~good]
-            new_p, new_q = units._device_newton(vm[~good], x_p[sub], x_q[sub], u_avail[sub], None, None, None, sens,
+            new_p, new_q = units._device_newton(vm[~good], x_p[sub], x_q[sub], u_avail[sub],
+                                                None if freq is None else freq[sub], None, None, sens,
                                                 _rows(on, sub))
             x_p[sub] += w[sub] * (new_p - x_p[sub])
             x_q[sub] += w[sub] * (new_q - x_q[sub])

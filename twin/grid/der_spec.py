@@ -152,6 +152,9 @@ class OltcSpec(_Spec):
     #: total dead band; default 1.5 tap steps
     band_pu: Annotated[float, Field(gt=0)] | None = None
     delay_s: Annotated[float, Field(ge=0)] = 30.0
+    #: grid.phases: 3 only -- the phase whose LV voltage the gang-operated changer regulates,
+    #: or the highest / lowest of the three (OpenDSS PTphase 1..3 / MAX / MIN); null: a
+    control_phase: Literal["a", "b", "c", "max", "min"] | None = None
 
 
 class EnvelopeSpec(_Spec):

@@ -134,6 +134,9 @@ def phase_problems(scenario: Any) -> list[tuple[str, str]]:
         if zero_sequence is not None:
             out.append(("grid.zero_sequence", "zero-sequence assumptions are used by a three-phase solve "
                                               "only (grid.phases: 3)"))
+        if g.oltc is not None and g.oltc.control_phase is not None:
+            out.append(("grid.oltc.control_phase", "a balanced grid has one voltage per bus; the control "
+                                                   "phase is read with grid.phases: 3 only"))
         return out
     if g.kind == "opendss":
         from twin.grid.opendss_grid import opendss_problems
@@ -143,15 +146,9 @@ def phase_problems(scenario: Any) -> list[tuple[str, str]]:
         out.append(("grid.phases", f"grid.kind {g.kind!r} has no zero-sequence line data for a three-phase "
                                    f"solve; use one of {list(THREE_PHASE_KINDS)}, or state what to assume "
                                    "with grid.zero_sequence (e.g. {r0_per_r1: 4.0, x0_per_x1: 4.0})"))
-    der = [path for path, spec in (("agents.households.pv", scenario.agents.households.pv),
-                                   ("agents.households.battery", scenario.agents.households.battery),
-                                   ("agents.evs", scenario.agents.evs), ("agents.community_storage", scenario.agents.community_storage))
-           if getattr(getattr(spec, "der_functions", None), "freq_watt", None) is not None]
-    # volt-var, volt-watt, watt-var, constant PF/var are solved per phase (twin/grid/controlled_pf3ph.py)
-    out += [(f"{path}.der_functions.freq_watt", "frequency-watt is solved with the balanced engine "
-                                                "only (grid.phases: 1)") for path in der]
-    if g.oltc is not None:
-        out.append(("grid.oltc", "the tap changer is simulated with the balanced engine only (grid.phases: 1)"))
+    if g.oltc is not None and g.kind == "opendss":
+        out.append(("grid.oltc", "an OpenDSS feeder's tap changers are its own RegControls: drop grid.oltc "
+                                 "and set grid.opendss.regulators: deck"))
     pc: PhaseConnectionSpec = g.phase_connection
     lim = pc.single_phase_max_kva
     a = scenario.agents

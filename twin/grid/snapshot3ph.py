@@ -30,6 +30,12 @@ RegControls) every solve runs OpenDSS's static control loop (with the DER functi
 from the taps the previous solve ended on (:attr:`PhaseSnapshot.taps`, starting from the
 deck's): quasi-static time series. :attr:`PhaseSnapshot.regulators_converged` tells whether
 the last solve's regulators settled within OpenDSS's default 15 control rounds.
+
+With ``oltc`` (``grid.oltc``, a pandapower net's trafo row 0) the transformer's gang-operated
+tap changer (:mod:`twin.grid.oltc3ph`) is held during each solve and stepped after it by
+:meth:`PhaseSnapshot.step_oltc` (band, delay accumulated over the steps; the balanced run's
+:class:`twin.grid.tap_control.TapController`) on the voltage of its control phase:
+step by step in time series, acting from the next solve.
 """
 
 from __future__ import annotations
@@ -43,9 +49,11 @@ import numpy as np
 from twin.grid.controlled_pf3ph import ControlledPowerFlow3ph, Der3phDevice
 from twin.grid.der_runtime import SnapshotControls
 from twin.grid.feeder3ph import Feeder3ph
+from twin.grid.oltc3ph import control_voltage_pu, oltc_from_pandapower
 from twin.grid.pf3ph import BatchPowerFlow3ph
 from twin.grid.phase_spec import PHASE_ABC
 from twin.grid.powerflow import GridState, _fingerprint, apply_injections
+from twin.grid.tap_control import TapController, oltc_from_trafo
 
 __all__ = ["PhaseSnapshot"]
 
@@ -93,8 +101,11 @@ class PhaseSnapshot:
     """Solve snapshots of ``net`` with each element row on its phase (see the module doc)."""
 
     def __init__(self, net: Any, *, phase: dict[str, np.ndarray], der_devices: Any = (),
-                 network: Feeder3ph | None = None, regulators: Any = ()) -> None:
+                 network: Feeder3ph | None = None, regulators: Any = (), oltc: Any = None) -> None:
         self.net = net
+        if oltc is not None and network is None and len(net.trafo):  # checks; a tap acting in the import
+            oltc_from_trafo(net, 0, v_set_pu=oltc.v_set_pu, band_pu=oltc.band_pu, delay_s=oltc.delay_s,
+                            path="grid.oltc")
         if network is None:
             self.feeder, self.solver = _network(net)
         else:
@@ -133,6 +144,19 @@ class PhaseSnapshot:
         self.der_devices = list(der_devices)
         self._cpf: ControlledPowerFlow3ph | None = None
         self.regulators = tuple(regulators)
+        #: grid.oltc: the trafo's changer, stepped in time by its controller (not by the solve)
+        self.oltc: TapController | None = None
+        self._oltc_offset = 0
+        self._last_v: np.ndarray | None = None
+        if oltc is not None:
+            if network is not None or not len(net.trafo):
+                raise ValueError("oltc: needs a pandapower net with a trafo (an OpenDSS deck brings its RegControls)")
+            reg, ch, self._oltc_offset = oltc_from_pandapower(
+                self.feeder, net, 0, v_set_pu=oltc.v_set_pu, band_pu=oltc.band_pu, delay_s=oltc.delay_s,
+                control_phase=oltc.control_phase or "a", path="grid.oltc")
+            self.oltc = TapController([ch], taps=[reg.tap_number(reg.tap0_pu) + self._oltc_offset])
+            self.regulators = (*self.regulators, reg)
+        self._regulate = [True] * (len(self.regulators) - (oltc is not None)) + [False] * (oltc is not None)
         devs: list[Der3phDevice] = []
         if self.der_devices:
             for d in self.der_devices:
@@ -182,7 +206,8 @@ class PhaseSnapshot:
         p_bus, q_bus = self.injections(p, q)
         if self.regulators:
             assert self._cpf is not None
-            r = self._cpf.solve(p_bus[None], q_bus[None], taps=self.taps, base_loads=self._base_loads, tol=1e-9)
+            r = self._cpf.solve(p_bus[None], q_bus[None], taps=self.taps, base_loads=self._base_loads, tol=1e-9,
+                                regulate=self._regulate)
             self._settle(r)
             return self._state(r.pf, p_bus, q_bus)
         res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=self._base_loads, tol=1e-9)
@@ -192,7 +217,30 @@ class PhaseSnapshot:
         """Keep a regulated solve's taps for the next solve (quasi-static)."""
         if self.regulators and bool(res.pf.converged[0]):
             self.taps = np.asarray(res.taps[0], dtype=np.int64).copy()
+            self._last_v = np.asarray(res.pf.v_node[:1])
         self.regulators_converged = bool(res.regulators_converged[0])
+
+    @property
+    def oltc_tap(self) -> int:
+        """The OLTC's tap position (pandapower's numbering; -1 without one)."""
+        return int(self.oltc.taps[0]) if self.oltc is not None else -1
+
+    def oltc_vm_pu(self) -> float:
+        """The voltage the OLTC regulates in the last solve (NaN before one)."""
+        if self.oltc is None or self._last_v is None:
+            return float("nan")
+        return float(control_voltage_pu(self.regulators[-1], self._last_v)[0])
+
+    def step_oltc(self, *, dt_s: float) -> int:
+        """Time-series step of the OLTC on the last solve's control voltage held for ``dt_s``:
+        returns the tap moves made (they act from the next solve)."""
+        if self.oltc is None or self._last_v is None:
+            return 0
+        moves = self.oltc.step(np.array([self.oltc_vm_pu()]), dt_s=dt_s)
+        if moves.any():
+            self.taps = self.taps.copy()
+            self.taps[-1] = int(self.oltc.taps[0]) - self._oltc_offset
+        return int(moves[0])
 
     def tap_rows(self) -> list[dict[str, Any]]:
         """One row per regulator: its name, tap number and tap ratio (the last solve's)."""
@@ -201,9 +249,11 @@ class PhaseSnapshot:
 
     def solve_controlled(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
                          sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
-                         storage_q_mvar: np.ndarray | None = None, tol_pu: float = 1e-4) -> tuple[GridState, SnapshotControls]:
+                         storage_q_mvar: np.ndarray | None = None, tol_pu: float = 1e-4,
+                         freq_hz: float | None = None) -> tuple[GridState, SnapshotControls]:
         """As :meth:`solve`, with the DER functions solved in; the device rows of the arrays are
-        what the devices would do unconstrained. Returns the state and a
+        what the devices would do unconstrained; ``freq_hz``: the TSO's system frequency
+        (frequency-watt; None: nominal). Returns the state and a
         :class:`twin.grid.der_runtime.SnapshotControls`."""
         if self._cpf is None or not self.der_devices:
             raise ValueError("solve_controlled: this snapshot has no der_devices")
@@ -219,7 +269,8 @@ class PhaseSnapshot:
             q[e][r] = 0.0
         p_bus, q_bus = self.injections(p, q)
         res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=self._base_loads, tol=1e-9,
-                              tol_pu=tol_pu, taps=self.taps if self.regulators else None)
+                              tol_pu=tol_pu, taps=self.taps if self.regulators else None, regulate=self._regulate,
+                              freq_hz=None if freq_hz is None else [freq_hz])
         self._settle(res)
         for i, (e, r) in enumerate(zip(self._dev_el, self._dev_row, strict=True)):
             p[e][r] = sign[e] * res.der_p_mw[0, i]
