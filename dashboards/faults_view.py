@@ -4,7 +4,7 @@ Reads the run's fault tables (twin/faults/tables.py): ``faults`` (events), ``int
 (customers without supply between fault events, exact times), ``outages`` (customers shed in
 islands per interval), ``islands`` (the grid-forming battery's power and state of charge per
 island and interval) and ``island_market`` (each island book's price and volume); KPIs from
-``kpis.json`` (twin/kpis/reliability.py). Vega-Lite charts, every axis titled with its unit.
+``kpis.json`` (twin/kpis/reliability.py, each KPI's unit and meaning there). Vega-Lite charts, every axis titled with its unit.
 """
 
 from __future__ import annotations
