@@ -97,3 +97,17 @@ def test_reliability_kpis(run: Path) -> None:
     assert k["island_energy_traded_kwh"] > 0 and k["island_trades"] > 0
     assert k["island_survival_min"] == pytest.approx(120.0)
     assert k["tokens_conserved"] == 1.0
+
+
+def test_twin_compare_reads_the_same_reliability_kpis(run: Path) -> None:
+    """One definition: the KPIs ``twin compare`` computes from the folder are kpis.json's."""
+    from twin.compare import DEFAULT_PRICING, run_kpis
+    from twin.kpis.reliability import RELIABILITY_COLUMNS
+    from twin.scenario import scenario_from_dict
+
+    k = json.loads((run / "kpis.json").read_text())
+    scenario = scenario_from_dict(json.loads((run / "manifest.json").read_text())["scenario"])
+    got = run_kpis(run, scenario, pricing=DEFAULT_PRICING)
+    shown = [c for c in RELIABILITY_COLUMNS if c in k]
+    assert {"saidi_min", "island_trades", "mttr_line_min"} <= set(shown)
+    assert {c: got[c] for c in shown} == pytest.approx({c: k[c] for c in shown})
