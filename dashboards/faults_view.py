@@ -4,7 +4,8 @@ Reads the run's fault tables (twin/faults/tables.py): ``faults`` (events), ``int
 (customers without supply between fault events, exact times), ``outages`` (customers shed in
 islands per interval), ``islands`` (the grid-forming battery's power and state of charge per
 island and interval) and ``island_market`` (each island book's price and volume); KPIs from
-``kpis.json`` (twin/kpis/reliability.py). Vega-Lite charts, every axis titled with its unit.
+``kpis.json``, each card's help the KPI's one definition (twin/kpis/reliability.py). Vega-Lite
+charts, every axis titled with its unit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import charts
 import pandas as pd
 import streamlit as st
 import twindash as td
+
+from twin.kpis.reliability import COMPARED_NOTES, RUN_NOTES
 
 __all__ = ["has_faults", "show_faults"]
 
@@ -47,20 +50,27 @@ def show_faults(*, folder: Any, kpis: dict[str, float] | None) -> None:
     k = kpis or {}
     st.subheader("Faults in this run")
 
-    def card(col: Any, label: str, key: str, fmt: str, help_: str) -> None:
-        col.metric(label, fmt.format(k[key]) if key in k else "—", help=help_)
+    def card(col: Any, label: str, key: str, fmt: str) -> None:
+        """A KPI card; its help is the KPI's one definition (twin/kpis/reliability.py)."""
+        col.metric(label, fmt.format(k[key]) if key in k else "—",
+                   help=COMPARED_NOTES.get(key) or RUN_NOTES.get(key))
 
     c = st.columns(6)
-    card(c[0], "Energy not served", "energy_not_served_faults_kwh", "{:.1f} kWh",
-         "demand without supply or shed in islands")
-    card(c[1], "SAIDI", "saidi_min", "{:.1f} min", "customer-minutes of interruption per customer")
-    card(c[2], "SAIFI", "saifi", "{:.2f}", "interruptions per customer")
-    card(c[3], "Island survival", "island_survival_min", "{:.0f} min",
-         "shortest life of an island before it collapsed (or its whole stretch)")
-    card(c[4], "Island trades", "island_energy_traded_kwh", "{:.1f} kWh", "energy traded on island books")
+    card(c[0], "Energy not served", "energy_not_served_faults_kwh", "{:.1f} kWh")
+    card(c[1], "SAIDI", "saidi_min", "{:.1f} min")
+    card(c[2], "SAIFI", "saifi", "{:.2f}")
+    card(c[3], "Island survival", "island_survival_min", "{:.0f} min")
+    card(c[4], "Island trades", "island_energy_traded_kwh", "{:.1f} kWh")
     mttr = {key[5:-4]: v for key, v in k.items() if key.startswith("mttr_") and key.endswith("_min")}
     c[5].metric("MTTR", " · ".join(f"{n} {v:.0f}" for n, v in mttr.items()) + " min" if mttr else "—",
-                help="mean time to repair per fault kind")
+                help="; ".join(COMPARED_NOTES[f"mttr_{n}_min"] for n in mttr) or None)
+    pilots = ("data_acquisition_rate", "market_availability", "tx_latency_p99_s", "provisional_kwh")
+    if any(key in k for key in pilots):  # meter-data or chain faults too
+        c = st.columns(4)
+        card(c[0], "Data acquisition", "data_acquisition_rate", "{:.2%}")
+        card(c[1], "Market availability", "market_availability", "{:.2%}")
+        card(c[2], "Tx latency p99", "tx_latency_p99_s", "{:.2f} s")
+        card(c[3], "Settled on estimates", "provisional_kwh", "{:.2f} kWh")
     cust = _customers(t["interruptions"], t["outages"])
     left, right = st.columns(2)
     if not cust.empty:

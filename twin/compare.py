@@ -31,7 +31,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from twin.faults.kpis import FAULT_TABLES_READ
 from twin.kpis.metrics import (
     KPI_COLUMNS,
     KPI_NOTES,
@@ -41,6 +40,7 @@ from twin.kpis.metrics import (
     feeder_kpis,
     game_kpis,
 )
+from twin.kpis.reliability import TABLES_READ as FAULT_TABLES_READ
 from twin.scenario import Scenario, ScenarioError, load_scenario
 from twin.services.base import enabled_services
 

@@ -23,8 +23,10 @@ run's rows up to the checkpoint's block), and no trade is lost or doubled: an or
 settlement sent after the checkpoint is not in the loaded chain and is sent again, once.
 
 Reference-ledger runs (market services included) resume by the same deterministic replay,
-checked against a fingerprint of the ledger's state (:mod:`twin.resume_reference`).
-Limits: chain runs with market services (value-layer contracts would need their own replay).
+checked against a fingerprint of the ledger's state (:mod:`twin.resume_reference`). So do
+chain runs with market services: their value-layer contracts and the services' own state are
+rebuilt by replaying the run on a new chain from its start (same keys, same transactions),
+checked against the fingerprint at the checkpoint's step (:mod:`twin.resume_reference`).
 """
 
 from __future__ import annotations
@@ -197,13 +199,15 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
             f"{out_dir}: {CHECKPOINT} belongs to another run (run id {theirs[0]}, scenario hash "
             f"{str(theirs[1])[:12]}) than manifest.json (run id {mine[0]}, scenario hash "
             f"{str(mine[1])[:12]}); nothing was changed — run the scenario again into a new folder")
-    if chain.get("ledger") == "reference":  # twin/resume_reference.py
-        from twin.resume_reference import ReferenceResumePoint
+    if chain.get("ledger") == "reference" or point.get("replay") == "fresh":
+        from twin.resume_reference import ReferenceResumePoint  # twin/resume_reference.py
 
         return manifest["scenario"], ReferenceResumePoint(  # type: ignore[return-value]
             out_dir=out_dir, market_steps=int(point["market_steps"]),
             fingerprint=str(point["fingerprint"]), run_id=str(manifest["run_id"]),
-            stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0))
+            stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0),
+            kind="reference" if chain.get("ledger") == "reference" else "chain_fresh",
+            interval_s=int(manifest.get("interval_s") or 900))
     if not (out_dir / str(point.get("state_file"))).is_file():
         raise ResumeError(f"{out_dir}: the chain state {point.get('state_file')} is missing")
     rows: list[dict[str, Any]] = []
@@ -266,8 +270,14 @@ class ReplayLedger:
             raise ResumeError(f"replay: device {device.device_id} differs from the one on chain")
 
     def deposit_many(self, funding: Mapping[int, int]) -> None:
+        """The batched set-up (twin/chain/ledger_setup.py): on chain already while replaying;
+        the accounts count as prepared (their ``approve`` is on chain too)."""
         if not self.replaying:
             self.chain.deposit_many(funding)
+            return
+        prepared = getattr(self.chain, "_prepared", None)
+        if prepared is not None:
+            prepared.update(funding)
 
     def register_devices(self, devices: Sequence[Device], *, sender: int | None = None) -> None:
         if not self.replaying:

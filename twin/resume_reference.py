@@ -12,6 +12,16 @@ checkpoint's market step, :class:`ReferenceReplay` checks the rebuilt state agai
 fingerprint (a different one raises :class:`ReplayMismatch`: the code or its inputs
 changed) and the run continues. As with a chain run, no table is rewritten before the replay
 has passed the point where the stopped run stopped.
+
+Chain runs with market services resume the same way (``"ledger": "chain"``, ``"replay":
+"fresh"``): the value-layer contracts' state and the services' Python state are rebuilt by
+running the scenario again from its start on a *new* chain. Every account's key comes from
+the seed and every transaction is signed by the twin, so the replay sends the same
+transactions with the same nonces (a transaction of the stopped run can only ever be one of
+these); at the checkpoint's market step the new chain must hold the same block number,
+balances, wallets, supply and value-contract holdings (the fingerprint) as the stopped one.
+The replayed part costs its chain time again (no ``anvil_dumpState`` is loaded, none is
+written either: the checkpoint is the fingerprint alone).
 """
 
 from __future__ import annotations
@@ -50,6 +60,9 @@ def fingerprint(ledger: Any, *, n_accounts: int, services: Any = None) -> str:
         if hasattr(led, "provisional") else [],
         "supply": led.total_supply(),
     }
+    w3 = getattr(led, "w3", None)
+    if w3 is not None:  # a chain: the same number of transactions (one per block) too
+        state["block"] = int(w3.eth.block_number)
     if services is not None:
         state["services"] = [services.value_holdings(),
                              sorted((services.wallet_adjustments() or {}).items())]
@@ -64,15 +77,17 @@ class ReferenceCheckpointer:
     needs_flushed_tables = False
 
     def __init__(self, *, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
-                 scenario_hash: str, n_accounts: int, services: Any = None) -> None:
+                 scenario_hash: str, n_accounts: int, services: Any = None,
+                 kind: str = "reference") -> None:
         self._ledger, self._out, self._interval_s = ledger, Path(out_dir), interval_s
+        self._kind = kind  # "reference", or "chain" (a chain run with services: fresh replay)
         self._ids = {"run_id": run_id, "scenario_hash": scenario_hash}
         self._n, self._services = n_accounts, services
 
     def __call__(self, *, force: bool = False) -> None:
         now_s = int(self._ledger.now_s)
         steps = now_s // self._interval_s + 1 if now_s >= 0 else 0
-        doc = {"ledger": "reference", "market_steps": steps, "time_s": steps * self._interval_s,
+        doc = {"ledger": self._kind, "replay": "fresh", "market_steps": steps, "time_s": steps * self._interval_s,
                "fingerprint": fingerprint(self._ledger, n_accounts=self._n, services=self._services),
                "written_at": time.time(), **self._ids}
         write_json_atomic(doc, self._out / CHECKPOINT)
@@ -93,8 +108,18 @@ class ReferenceReplay:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
 
+    def drain_fault_log(self, **kw: Any) -> dict[str, list[dict[str, Any]]]:
+        """A flaky chain's incident rows (a fresh chain replay): the ones of the replayed part
+        before the point where the stopped run stopped are that run's, kept from its tables."""
+        drain = getattr(self._ledger, "drain_fault_log", None)
+        if drain is None:  # not a flaky chain
+            return {}
+        tables: dict[str, list[dict[str, Any]]] = drain(**kw)
+        cut = self._point.stopped_at_time_s
+        return {t: [r for r in rows if int(r["time_s"]) >= cut] for t, rows in tables.items()}
+
     def set_time(self, now_s: int) -> None:
-        step = now_s // self._ledger.interval_s
+        step = now_s // self._point.interval_s
         if not self.checked and step >= self._point.market_steps:
             got = fingerprint(self._ledger, n_accounts=self._n, services=self.services)
             if got != self._point.fingerprint:
@@ -116,10 +141,17 @@ class ReferenceResumePoint:
     fingerprint: str
     run_id: str = ""
     stopped_at_time_s: int = 0
-    kind: str = "reference"
+    kind: str = "reference"  # or "chain_fresh": a chain run with services, on a new chain
+    interval_s: int = 900
 
     @contextlib.contextmanager
     def open_reference(self, ledger: Any, *, n_accounts: int
                        ) -> Iterator[tuple[ReferenceReplay, dict[str, Any]]]:
         yield ReferenceReplay(ledger, point=self, n_accounts=n_accounts), {
             "ledger": "reference", "resumed_from": {"market_steps": self.market_steps}}
+
+    def wrap_chain(self, ledger: Any, info: dict[str, Any], *, n_accounts: int
+                   ) -> tuple[ReferenceReplay, dict[str, Any]]:
+        """A fresh chain's ledger (and its manifest entry) for a replayed chain run."""
+        return ReferenceReplay(ledger, point=self, n_accounts=n_accounts), {
+            **info, "resumed_from": {"market_steps": self.market_steps, "replay": "fresh"}}

@@ -398,13 +398,14 @@ def _chain_checkpoint(ledger: Any, chain_info: dict[str, Any], out_dir: Path,
                       services: Any = None) -> Callable[..., None] | None:
     """After each flush: dump the chain state (a chain run) or record the reference ledger's
     fingerprint (twin/resume_reference.py) for ``twin run --resume``."""
-    if chain_info["ledger"] == "reference":
+    fresh = chain_info["ledger"] == "chain" and bool(services) and not chain_info.get("rpc_url")
+    if chain_info["ledger"] == "reference" or fresh:  # fresh: replayed on a new chain
         from twin.resume_reference import ReferenceCheckpointer
 
         return ReferenceCheckpointer(ledger=ledger, out_dir=out_dir,
                                      interval_s=scenario.market.interval_s, run_id=run_id,
                                      scenario_hash=scenario.digest(), n_accounts=n_accounts,
-                                     services=services)
+                                     services=services, kind=chain_info["ledger"])
     if chain_info["ledger"] != "chain" or chain_info.get("rpc_url"):
         return None
     from twin.resume import ChainCheckpointer
@@ -424,9 +425,9 @@ def resume_run(out_dir: Path, *, progress: bool = True, on_status: Any = None,
     manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     scenario = scenario_from_dict(data)
     services = enabled_services(scenario)
-    if services and scenario.market.ledger == "chain":
-        raise ResumeError(f"{out_dir}: chain runs with market services ({', '.join(services)}) "
-                          "cannot be resumed yet (reference-ledger runs can)")  # fmt: skip
+    if services and scenario.market.ledger == "chain" and getattr(point, "kind", "") != "chain_fresh":
+        raise ResumeError(f"{out_dir}: a chain run with market services ({', '.join(services)}) "
+                          "needs a fresh-replay checkpoint (written by this version); run it again")
     return run_scenario(
         scenario, out_dir=Path(out_dir), scenario_path=manifest.get("scenario_file"),
         until_s=int(manifest["duration_s"]), progress=progress, on_status=on_status,

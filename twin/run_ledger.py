@@ -24,16 +24,18 @@ FUND_WEI = 10 * 10**18
 @contextlib.contextmanager
 def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                  rpc_url: str | None, resume: Any = None,
-                 funder_key: str | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit."""
+                 funder_key: str | None = None, skip_faults_before_s: int = -1,
+                 ) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Yield ``(ledger, chain_manifest)``; a chain ledger's Anvil is stopped on exit.
+    ``skip_faults_before_s``: the flaky chain's scheduled faults up to then happened in the
+    stopped run a fresh replay continues (not injected again)."""
     m = scenario.market
     chain_faults = scenario.faults.chain if scenario.faults is not None else None
     proxies: list[Any] = []
     via = None
+    skip = int(resume.stopped_at_time_s) if resume is not None else skip_faults_before_s
     if chain_faults is not None:  # a flaky chain: the fault-injecting proxy before the node
         from twin.faults.chain_faults import faulty, proxied_web3
-
-        skip = int(resume.stopped_at_time_s) if resume is not None else -1
 
         def via(node: Any) -> Any:
             return proxied_web3(node, chain_faults, seed=scenario.seed, skip_before_s=skip,
@@ -46,6 +48,13 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                 feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
                 mechanism=m.mechanism), n_accounts=n_accounts) as opened:
             yield opened
+        return
+    if resume is not None and getattr(resume, "kind", "chain") == "chain_fresh":
+        # a chain run with market services: replayed from its start on a new chain, checked
+        # at the checkpoint against the stopped run's fingerprint (twin/resume_reference.py)
+        with open_ledger(scenario, out_dir, n_accounts, rpc_url, None,
+                         funder_key=funder_key, skip_faults_before_s=skip) as (ledger, info):
+            yield resume.wrap_chain(ledger, info, n_accounts=n_accounts)
         return
     if resume is not None:  # twin run --resume: the checkpointed chain, replayed (twin/resume.py)
         with resume.open_ledger(n_accounts=n_accounts, interval_s=m.interval_s,

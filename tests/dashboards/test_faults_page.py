@@ -8,6 +8,7 @@ import pytest
 from dashboard_fixtures import make_run
 from streamlit.testing.v1 import AppTest
 
+from twin.kpis.reliability import COMPARED_NOTES
 from twin.results import RunRecorder, write_json_atomic
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboards" / "app.py")
@@ -33,14 +34,19 @@ def test_resilience_page_shows_the_runs_faults(tmp_path: Path, monkeypatch: pyte
                                "volume_wh": 700, "price_per_mwh": 190_000_000} for t in (3600, 4500)])
     rec.close()
     write_json_atomic({"saidi_min": 12.0, "saifi": 0.6, "energy_not_served_faults_kwh": 0.7,
-                       "island_survival_min": 30.0, "island_energy_traded_kwh": 1.4, "mttr_line_min": 30.0},
+                       "island_survival_min": 30.0, "island_energy_traded_kwh": 1.4, "mttr_line_min": 30.0,
+                       "data_acquisition_rate": 0.99, "market_availability": 1.0},
                       run / "kpis.json")
     monkeypatch.setenv("TWIN_RUN_DIR", str(run))
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.switch_page("views/resilience.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Faults in this run" in [h.value for h in at.subheader]
-    assert {m.label: m.value for m in at.metric}["SAIDI"] == "12.0 min"
+    cards = {m.label: m for m in at.metric}
+    assert cards["SAIDI"].value == "12.0 min" and cards["Data acquisition"].value == "99.00%"
+    # each card's help is the KPI's one definition (twin/kpis/reliability.py)
+    assert cards["SAIDI"].help == COMPARED_NOTES["saidi_min"]
+    assert cards["Tx latency p99"].value == "—"
     specs = [c.proto.spec for c in at.get("vega_lite_chart")]
     assert len(specs) == 4
     for title in ("customers off (count)", "grid-forming battery power, supplied (kW)",

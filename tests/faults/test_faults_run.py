@@ -29,7 +29,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("faults")
     data = yaml.safe_load((ROOT / "scenarios" / "faults_demo.yaml").read_text())
     data.update(name="faults_e2e", start="2016-06-15T17:00:00Z", duration_s=4 * 3600)
-    f = data["faults"]
+    data["market"]["ledger"] = "reference"  # the demo's grid faults (its data and chain
+    f = data["faults"]                      # faults have tests of their own)
+    del f["data"], f["chain"]
     f["lines"] = [{"element": 39, "at_s": [0], "repair": {"mean_s": 1800}}]
     f["upstream"] = [{"start_s": 3600, "duration_s": 7200}]
     f["devices"] = [{"kind": "charger_outage", "target": "ev_2", "at_s": [0], "repair": {"mean_s": 3600}}]
@@ -95,3 +97,17 @@ def test_reliability_kpis(run: Path) -> None:
     assert k["island_energy_traded_kwh"] > 0 and k["island_trades"] > 0
     assert k["island_survival_min"] == pytest.approx(120.0)
     assert k["tokens_conserved"] == 1.0
+
+
+def test_twin_compare_reads_the_same_reliability_kpis(run: Path) -> None:
+    """One definition: the KPIs ``twin compare`` computes from the folder are kpis.json's."""
+    from twin.compare import DEFAULT_PRICING, run_kpis
+    from twin.kpis.reliability import RELIABILITY_COLUMNS
+    from twin.scenario import scenario_from_dict
+
+    k = json.loads((run / "kpis.json").read_text())
+    scenario = scenario_from_dict(json.loads((run / "manifest.json").read_text())["scenario"])
+    got = run_kpis(run, scenario, pricing=DEFAULT_PRICING)
+    shown = [c for c in RELIABILITY_COLUMNS if c in k]
+    assert {"saidi_min", "island_trades", "mttr_line_min"} <= set(shown)
+    assert {c: got[c] for c in shown} == pytest.approx({c: k[c] for c in shown})

@@ -105,17 +105,46 @@ class FaultyChainLedger:
                 "detail": detail}
 
 
+def _riding_provider(url: str, *, deadline_s: float) -> Any:
+    """An HTTP provider that waits out an unreachable node up to ``deadline_s`` (then
+    :class:`~twin.chain.tx.ChainOutage`, resumable): the reads web3 contract objects make
+    themselves (the market services' clients) ride through an outage like the ledger's own
+    calls. Only connection failures are retried; every request is a read or the resend of the
+    same signed bytes, so a retry never does anything twice."""
+    import requests
+    from web3 import HTTPProvider
+
+    from twin.chain.tx import ChainOutage
+
+    class RidingProvider(HTTPProvider):
+        def make_request(self, method: Any, params: Any) -> Any:
+            t0, pause = time.monotonic(), 0.02
+            while True:
+                try:
+                    return super().make_request(method, params)
+                except requests.exceptions.ConnectionError as exc:
+                    if time.monotonic() - t0 > deadline_s:
+                        raise ChainOutage(
+                            f"the chain node at {url} stayed unreachable for more than "
+                            f"faults.chain.deadline_s ({deadline_s:g} s) during {method}; the run "
+                            "stops here and can be resumed (twin run --resume)") from exc
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+
+    return RidingProvider(url, request_kwargs={"timeout": 120.0})
+
+
 @contextlib.contextmanager
 def proxied_web3(node: Any, spec: ChainFaultsSpec, *, seed: int, skip_before_s: int,
                  holder: list[RpcProxy]) -> Iterator[Any]:
     """The proxy in front of ``node`` (restarts go through ``node.restart``) and a web3 over
     it; the proxy is appended to ``holder`` for :class:`FaultyChainLedger`."""
-    from web3 import HTTPProvider, Web3
+    from web3 import Web3
 
     with RpcProxy(spec, upstream=node.url, seed=seed, restart=node.restart,
                   skip_before_s=skip_before_s) as proxy:
         holder.append(proxy)
-        yield Web3(HTTPProvider(proxy.url, request_kwargs={"timeout": 120.0}))
+        yield Web3(_riding_provider(proxy.url, deadline_s=spec.deadline_s))
 
 
 def faulty(ledger: Any, spec: ChainFaultsSpec, proxy: RpcProxy) -> FaultyChainLedger:

@@ -71,13 +71,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from twin.faults.kpis import (
-    FAULT_KPI_COLUMNS,
-    FAULT_KPI_NOTES,
-    fault_kpis,
-    settlements_after_trueup,
-)
-from twin.kpis.reliability import FAULT_KINDS, RELIABILITY_COLUMNS, reliability_kpis
+from twin.kpis.reliability import COMPARED_NOTES as RELIABILITY_NOTES
+from twin.kpis.reliability import RELIABILITY_COLUMNS, reliability_kpis, settlements_after_trueup
 from twin.market.units import MICRO, WH_PER_MWH, price_from_per_mwh
 from twin.services.base import ServiceFlow
 from twin.services.registry import service_flows as registry_flows
@@ -114,8 +109,8 @@ KPI_COLUMNS = (
     "consumer_cost_per_mwh", "service_income", "net_benefit", "peak_import_kw",
     "curtailed_kwh", "voltage_violations", "energy_not_served_kwh", "energy_traded_kwh",
     "service_energy_kwh", "local_market_share", "gas_per_kwh", "chain_cost_per_kwh", "fairness_gini", "participants",
-    "limited_pv_kwh", "limited_pv_jain", "ancillary_revenue", *FAULT_KPI_COLUMNS,
-    # faults inside the run (twin/kpis/reliability.py); NA without faults
+    "limited_pv_kwh", "limited_pv_jain", "ancillary_revenue",
+    # faults inside the run, data and chain faults (twin/kpis/reliability.py); NA without
     *RELIABILITY_COLUMNS,
 )
 
@@ -141,19 +136,8 @@ KPI_NOTES = {
     "participants": "accounts that settled (operator and DSO excluded)",
     "limited_pv_kwh": "PV energy the DSO held back (curtailed trades or operating envelopes), kWh",
     "ancillary_revenue": "frequency-regulation pay to the VPP's resources (capacity and performance; market.services.ancillary), currency",
-    "energy_not_served_faults_kwh": "demand without supply (exact times between fault events) or shed in islands, kWh (faults)",
-    "saidi_min": "customer-minutes of interruption per customer (SAIDI over the run), min (faults)",
-    "saifi": "interruptions per customer (SAIFI over the run) (faults)",
-    "customers_interrupted": "customer interruptions, each loss of supply counted (faults)",
-    "island_survival_min": "shortest life of an island held by a grid-forming battery before it first collapsed, min (faults)",
-    "island_collapsed_intervals": "intervals an island collapsed, its batteries short even after shedding every load (faults)",
-    "island_trades": "trades cleared on island books (faults.islands.market: per_island)",
-    "island_energy_traded_kwh": "energy traded on island books, kWh (faults)",
-    "island_price_per_mwh": "volume-weighted price of the island books, currency/MWh (faults)",
-    **{f"mttr_{k}_min": f"mean time to repair a {k} fault (repaired within the run), min (faults)"
-       for k in FAULT_KINDS},
     "limited_pv_jain": "Jain index of PV energy held back per PV household (1: equal burden; 1/n: one carries all; 1 when nothing is held back)",
-    **FAULT_KPI_NOTES,
+    **RELIABILITY_NOTES,  # twin/kpis/reliability.py: each reliability KPI's unit and meaning
 }
 
 NA = float("nan")
@@ -414,8 +398,9 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
                             feed_in_price_per_mwh=inputs.feed_in_price_per_mwh,
                             service_income=income)
     gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh + service_kwh, ledger=inputs.ledger)
-    reliability = reliability_kpis(tables, interval_s=inputs.interval_s)
-    return fault_kpis(tables, n_intervals=inputs.n_intervals) | {
+    reliability = reliability_kpis(tables, interval_s=inputs.interval_s,
+                                   n_intervals=inputs.n_intervals)
+    return {
         "self_sufficiency": self_sufficiency(t("grid")),
         "prosumer_revenue": rev,
         "prosumer_revenue_per_mwh": rev / injected_mwh if injected_mwh > 0 else NA,

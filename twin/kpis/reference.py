@@ -7,8 +7,8 @@ README's KPI reference shows (a test keeps the two equal).
 
 from __future__ import annotations
 
-from twin.faults.kpis import RUN_FAULT_NOTES
 from twin.kpis.metrics import KPI_NOTES
+from twin.kpis.reliability import RUN_NOTES as RUN_FAULT_NOTES
 from twin.services.registry import SERVICES
 
 __all__ = ["KPIS", "RUN_NOTES", "kpi_reference"]

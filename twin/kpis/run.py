@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from twin.agents.forecast import forecast_kpis
-from twin.faults.kpis import fault_kpis, settlements_after_trueup
 from twin.kpis.metrics import ChainPricing, RunInputs, _col, _icol, feeder_kpis
+from twin.kpis.reliability import reliability_kpis, settlements_after_trueup
 from twin.market.units import MICRO
 from twin.services.registry import SERVICES
 
@@ -102,7 +102,8 @@ def compute_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         kpis["local_generation_kwh"] = float(_col(grid, "sgen_p_mw").sum() * to_kwh)
     kpis |= phase_kpis(t("bus"))
     kpis |= feeder_kpis(tables, inputs=inputs, pricing=pricing or ChainPricing())
-    kpis |= fault_kpis(tables, n_intervals=inputs.n_intervals, run=True)  # twin/faults
+    kpis |= reliability_kpis(tables, interval_s=inputs.interval_s, n_intervals=inputs.n_intervals,
+                             run=True)  # faults: the run-only reliability KPIs too
     if tokens is not None:
         kpis["tokens_conserved"] = 1.0 if tokens.get("conserved") else 0.0
         kpis["total_supply"] = float(tokens.get("total_supply", 0))
