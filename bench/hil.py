@@ -1,7 +1,7 @@
 """HIL benchmark: a simulated day served to 100 pollers and one writer, then the AFAP rate.
 
     .venv/bin/python bench/hil.py [--clients 100] [--hz 10] [--writes-per-s 10]
-                                  [--day-wall-s 180] [--step-s 60]
+                                  [--day-wall-s 180] [--step-s 60] [--repeat 3] [--no-afap]
 
 1. A simulated day of ``scenarios/hil_demo.yaml`` (midnight to midnight, ``--step-s`` HIL
    steps, the power flow at every HIL step, agents + market every 5 min) served at a high
@@ -18,7 +18,9 @@
 2. As fast as possible: the same scenario (60-s HIL steps, one hour) without real time:
    HIL steps per wall second.
 
-The last line is ``key=value`` pairs. Figures depend on the machine's load: run it idle.
+``--repeat N`` runs the day N times and reports each figure's median (every run's figures
+are printed too), with the load average before and after. The last line is ``key=value``
+pairs. Figures depend on the machine's load: run it idle.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -215,12 +218,27 @@ def main() -> int:
     ap.add_argument("--writes-per-s", type=float, default=10.0)
     ap.add_argument("--day-wall-s", type=float, default=180.0, help="wall seconds for the simulated day")
     ap.add_argument("--step-s", type=int, default=60, help="HIL step of the day run (divides 300)")
+    ap.add_argument("--repeat", type=int, default=1, help="days to run; figures are medians")
+    ap.add_argument("--no-afap", action="store_true", help="skip the as-fast-as-possible part")
     args = ap.parse_args()
     from loguru import logger
 
     logger.disable("mosaik")
-    r = day(clients=args.clients, hz=args.hz, writes=args.writes_per_s, wall_s=args.day_wall_s,
-            step_s=args.step_s)
+    load0 = os.getloadavg()
+    runs = []
+    for i in range(max(1, args.repeat)):
+        runs.append(day(clients=args.clients, hz=args.hz, writes=args.writes_per_s,
+                        wall_s=args.day_wall_s, step_s=args.step_s))
+        x = runs[-1]
+        print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
+              f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
+              f"{x['rss_end_mb'] - x['rss_start_mb']:+.1f} MB; load {os.getloadavg()[0]:.2f}", flush=True)
+    r = {k: float(np.median([x[k] for x in runs])) for k in runs[0]}
+    r["rss_growth"] = float(np.median([x["rss_end_mb"] - x["rss_start_mb"] for x in runs]))
+    load1 = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
+          f"after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} on {os.cpu_count()} cores; "
+          f"figures below: median of {len(runs)}")
     print(f"simulated day in {r['wall_s']:.0f} s (rt factor {r['rt_factor']:.5f}, {r['steps']:.0f} HIL steps "
           f"of {args.step_s} s, power flow every step)")
     print(f"reads, {args.clients} clients at {args.hz:g} Hz (other process), 125 registers: "
@@ -233,14 +251,17 @@ def main() -> int:
           f"{r['misses']:.0f})  target max < 20 ms")
     print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
           f"{r['rss_mid_mb']:.0f} MB at noon, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
-          f"{r['rss_end_mb'] - r['rss_start_mb']:+.1f} MB  target < 50 MB")
-    wall, n_steps = afap()
-    sps = n_steps / wall
-    print(f"as fast as possible (hil_demo, 60-s HIL steps, grid + agents + market + server): "
-          f"{n_steps} HIL steps in {wall:.2f} s = {sps:.1f} steps/s")
+          f"{r['rss_growth']:+.1f} MB  target < 50 MB")
+    sps = float("nan")
+    if not args.no_afap:
+        wall, n_steps = afap()
+        sps = n_steps / wall
+        print(f"as fast as possible (hil_demo, 60-s HIL steps, grid + agents + market + server): "
+              f"{n_steps} HIL steps in {wall:.2f} s = {sps:.1f} steps/s")
     print(f"read_p50_ms={r['read_p50_ms']:.3f} read_p99_ms={r['read_p99_ms']:.3f} "
           f"late_p99_ms={r['late_p99_ms']:.2f} late_max_ms={r['late_max_ms']:.2f} "
-          f"rss_growth_mb={r['rss_end_mb'] - r['rss_start_mb']:.1f} afap_steps_per_s={sps:.2f}")
+          f"rss_growth_mb={r['rss_growth']:.1f} afap_steps_per_s={sps:.2f} runs={len(runs)} "
+          f"load1_before={load0[0]:.2f} load1_after={load1[0]:.2f}")
     return 0
 
 
