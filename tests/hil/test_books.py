@@ -24,11 +24,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import sunspec2.modbus.client as ss
 
+from twin.agents.delivered import apply_storage_delta, corrected_readings
+from twin.agents.model import FeederModel
+from twin.grid.feeders import build_feeder
 from twin.hil import twin_side
+from twin.hil.books import BookedElement, DeliveredBook, IntervalBooks
 from twin.hil.serve import serve
 from twin.scenario import load_scenario
 
@@ -143,3 +148,42 @@ def test_settled_energy_and_soc_follow_the_delivered_power(tmp_path: Path,
     row = settled[(settled.interval == 1) & (settled.device_id == int(st.device_id))]
     if len(row):  # settled when it traded: its reading carries the extra discharge
         assert int(row.metered_wh.iloc[0]) == pytest.approx(int(st.metered_wh) - extra_wh, abs=1.0)
+
+
+def test_interval_books_integrate_per_step_and_close_at_the_interval_end() -> None:
+    books = IntervalBooks([BookedElement(unit_id=1, table="sgen", row=0, device_id=7),
+                           BookedElement(unit_id=2, table="storage", row=0, device_id=8)],
+                          interval_s=300)
+    plan = {"sgen_p_mw": np.array([0.004]), "storage_p_mw": np.array([0.0])}
+    closed = []
+    for t in range(0, 300, 30):  # PV halved and battery discharging 6 kW over the 2nd half
+        got = {"sgen_p_mw": np.array([0.002 if t >= 150 else 0.004]),
+               "storage_p_mw": np.array([-0.006 if t >= 150 else 0.0])}
+        closed.append(books.add(now_s=t, hold_s=30, dispatched=plan, delivered=got))
+    assert closed[:-1] == [None] * 9
+    last = closed[-1]
+    assert last is not None
+    book = DeliveredBook.decode(last.encode())  # the mosaik message round-trips
+    assert book is not None and book.interval == 0
+    assert book.meter_delta_wh == pytest.approx({7: 2_000 * 150 / HOUR_S, 8: -6_000 * 150 / HOUR_S})
+    assert book.storage_delta_wh == pytest.approx({0: -250.0})
+    assert book.delivered_wh[1] == pytest.approx(4_000 * 150 / HOUR_S + 2_000 * 150 / HOUR_S)
+    with pytest.raises(ValueError, match="interval_s"):
+        IntervalBooks([], interval_s=0)
+
+
+def test_books_reject_devices_and_rows_the_feeder_does_not_have() -> None:
+    assert corrected_readings({1: 100, 2: -5}, {1: -49.6}) == {1: 50, 2: -5}
+    with pytest.raises(ValueError, match=r"meter_delta_wh: devices \[9\]"):
+        corrected_readings({1: 100}, {9: 1.0})
+
+    s = load_scenario(SCENARIO)
+    f = build_feeder(s)
+    m = FeederModel(scenario=s, feeder=f, rng=np.random.default_rng(s.seed))
+    row = int(f.storage_row[0])
+    e0 = float(m.storage.energy_wh[0])
+    soc = apply_storage_delta(m, {row: -1_000.0})  # 1 kWh more discharged (AC side)
+    assert float(m.storage.energy_wh[0]) == pytest.approx(e0 - 1_000.0 / m.storage.eta)
+    assert soc[row] == pytest.approx(float(m.storage.soc[0]))
+    with pytest.raises(ValueError, match="storage row 999"):
+        apply_storage_delta(m, {999: 1.0})

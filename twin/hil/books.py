@@ -76,8 +76,8 @@ class IntervalBooks:
         self.interval_s = interval_s
         self._open: DeliveredBook | None = None
 
-    def add(self, *, now_s: float, hold_s: float, dispatched: Mapping[str, Sequence[float]],
-            delivered: Mapping[str, Sequence[float]]) -> DeliveredBook | None:
+    def add(self, *, now_s: float, hold_s: float, dispatched: Mapping[str, Any],
+            delivered: Mapping[str, Any]) -> DeliveredBook | None:
         """Book one HIL step at ``now_s`` whose powers hold for ``hold_s`` seconds.
 
         ``dispatched`` / ``delivered``: element MW by table (``sgen_p_mw`` ...). Returns the
