@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/hil.py [--clients 100] [--hz 10] [--writes-per-s 10]
                                   [--day-wall-s 180] [--step-s 60] [--repeat 3] [--no-afap]
+                                  [--hours 24]
 
 1. A simulated day of ``scenarios/hil_demo.yaml`` (midnight to midnight, ``--step-s`` HIL
    steps, the power flow at every HIL step, agents + market every 5 min) served at a high
@@ -18,7 +19,8 @@
 2. As fast as possible: the same scenario (60-s HIL steps, one hour) without real time:
    HIL steps per wall second.
 
-``--repeat N`` runs the day N times and reports each figure's median (every run's figures
+``--hours H`` simulates only the day's first H hours at the same rt factor (a quicker
+look, e.g. with and without ``--clients``). ``--repeat N`` runs the day N times and reports each figure's median (every run's figures
 are printed too), with the load average before and after. The last line is ``key=value``
 pairs. Figures depend on the machine's load: run it idle.
 """
@@ -131,12 +133,14 @@ def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
     return scenario_from_dict(data)
 
 
-def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -> dict[str, float]:
+def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
+        hours: float = 24.0) -> dict[str, float]:
     from twin.hil.serve import serve
     from twin.hil.sunspec_map import build_register_map
 
     sc = _scenario(step_s, day=True, clients=clients)
     rt = wall_s / 86_400
+    run_wall_s = wall_s * hours / 24.0  # the first ``hours`` of the day at the same rt factor
     rss: list[tuple[float, float]] = []  # (wall s since serving, MB)
     stop = threading.Event()
 
@@ -151,7 +155,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
         info = out_dir / "bench_clients.json"
         cproc = subprocess.Popen(
             [sys.executable, __file__, "--_clients", str(info), str(clients), str(hz), str(writes),
-             str(max(1.0, wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
+             str(max(1.0, run_wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
         state: dict[str, float] = {}
 
         def on_status(msg: str) -> None:
@@ -164,7 +168,8 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
 
         t0 = time.perf_counter()
         try:
-            out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status)  # type: ignore[arg-type]
+            out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status,  # type: ignore[arg-type]
+                        until_s=int(hours * 3600))
             wall = time.perf_counter() - t0
             rss_end = _rss_mb()
             stop.set()
@@ -184,7 +189,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
     # allocations are done), so that the growth is what a longer run adds
     warm = [mb for t, mb in rss if t >= wall_s / 24]
     state["rss0"] = warm[0] if warm else float("nan")
-    half = [mb for t, mb in rss if t >= wall_s / 2]
+    half = [mb for t, mb in rss if t >= run_wall_s / 2]
     state["rss_mid"] = half[0] if half else float("nan")
     return {
         "read_p50_ms": float(np.percentile(lat, 50)), "read_p99_ms": float(np.percentile(lat, 99)),
@@ -219,6 +224,8 @@ def main() -> int:
     ap.add_argument("--day-wall-s", type=float, default=180.0, help="wall seconds for the simulated day")
     ap.add_argument("--step-s", type=int, default=60, help="HIL step of the day run (divides 300)")
     ap.add_argument("--repeat", type=int, default=1, help="days to run; figures are medians")
+    ap.add_argument("--hours", type=float, default=24.0,
+                    help="simulate only the day's first hours (same rt factor; a quicker look)")
     ap.add_argument("--no-afap", action="store_true", help="skip the as-fast-as-possible part")
     args = ap.parse_args()
     from loguru import logger
@@ -228,7 +235,7 @@ def main() -> int:
     runs = []
     for i in range(max(1, args.repeat)):
         runs.append(day(clients=args.clients, hz=args.hz, writes=args.writes_per_s,
-                        wall_s=args.day_wall_s, step_s=args.step_s))
+                        wall_s=args.day_wall_s, step_s=args.step_s, hours=args.hours))
         x = runs[-1]
         print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
               f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
@@ -239,7 +246,7 @@ def main() -> int:
     print(f"load average (1, 5, 15 min) before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
           f"after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} on {os.cpu_count()} cores; "
           f"figures below: median of {len(runs)}")
-    print(f"simulated day in {r['wall_s']:.0f} s (rt factor {r['rt_factor']:.5f}, {r['steps']:.0f} HIL steps "
+    print(f"simulated {args.hours:g} h in {r['wall_s']:.0f} s (rt factor {r['rt_factor']:.5f}, {r['steps']:.0f} HIL steps "
           f"of {args.step_s} s, power flow every step)")
     print(f"reads, {args.clients} clients at {args.hz:g} Hz (other process), 125 registers: "
           f"p50 {r['read_p50_ms']:.2f} ms  p99 {r['read_p99_ms']:.2f} ms  ({r['reads']:.0f} reads)  "
@@ -250,7 +257,7 @@ def main() -> int:
           f"(market-boundary steps max {r['late_boundary_max_ms']:.1f} ms; misses > 100 ms: "
           f"{r['misses']:.0f})  target max < 20 ms")
     print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
-          f"{r['rss_mid_mb']:.0f} MB at noon, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
+          f"{r['rss_mid_mb']:.0f} MB half way, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
           f"{r['rss_growth']:+.1f} MB  target < 50 MB")
     sps = float("nan")
     if not args.no_afap:
