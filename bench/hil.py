@@ -167,10 +167,12 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
                 threading.Thread(target=sample, daemon=True).start()
 
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         try:
             out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status,  # type: ignore[arg-type]
                         until_s=int(hours * 3600))
             wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0  # twin + Modbus server threads of this process
             rss_end = _rss_mb()
             stop.set()
             lat_out, _ = cproc.communicate(timeout=120)
@@ -199,6 +201,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
         "late_boundary_max_ms": st.boundary_max_s * 1e3, "rss_start_mb": state.get("rss0", float("nan")),
         "rss_mid_mb": state.get("rss_mid", float("nan")),
         "rss_end_mb": rss_end, "rss_max_mb": max((mb for _, mb in rss), default=rss_end), "wall_s": wall, "rt_factor": rt,
+        "cpu_share": cpu / wall,  # of one core: what the machine gave the serving process
     }
 
 
@@ -239,7 +242,8 @@ def main() -> int:
         x = runs[-1]
         print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
               f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
-              f"{x['rss_end_mb'] - x['rss_start_mb']:+.1f} MB; load {os.getloadavg()[0]:.2f}", flush=True)
+              f"{x['rss_end_mb'] - x['rss_start_mb']:+.1f} MB; CPU {100 * x['cpu_share']:.0f} % of a core; "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
     r = {k: float(np.median([x[k] for x in runs])) for k in runs[0]}
     r["rss_growth"] = float(np.median([x["rss_end_mb"] - x["rss_start_mb"] for x in runs]))
     load1 = os.getloadavg()
@@ -259,6 +263,8 @@ def main() -> int:
     print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
           f"{r['rss_mid_mb']:.0f} MB half way, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
           f"{r['rss_growth']:+.1f} MB  target < 50 MB")
+    print(f"CPU the serving process got: {100 * r['cpu_share']:.0f} % of one core over the run "
+          f"(its CPU time / wall time; twin and Modbus server threads together)")
     sps = float("nan")
     if not args.no_afap:
         wall, n_steps = afap()
@@ -268,6 +274,7 @@ def main() -> int:
     print(f"read_p50_ms={r['read_p50_ms']:.3f} read_p99_ms={r['read_p99_ms']:.3f} "
           f"late_p99_ms={r['late_p99_ms']:.2f} late_max_ms={r['late_max_ms']:.2f} "
           f"rss_growth_mb={r['rss_growth']:.1f} afap_steps_per_s={sps:.2f} runs={len(runs)} "
+          f"cpu_share={r['cpu_share']:.2f} "
           f"load1_before={load0[0]:.2f} load1_after={load1[0]:.2f}")
     return 0
 
