@@ -184,8 +184,8 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
 
         n_writes = pq.read_metadata(out_dir / "hil_writes.parquet").num_rows
     res = json.loads(lat_out)
-    lat = np.asarray(res["reads"]) * 1e3
-    wr = np.asarray(res["writes"]) * 1e3
+    lat = np.asarray(res["reads"] or [np.nan]) * 1e3  # --clients 0: no reads
+    wr = np.asarray(res["writes"] or [np.nan]) * 1e3
     st = out.step_timing
     # start: after the first simulated hour (imports, JIT compilation and first-interval
     # allocations are done), so that the growth is what a longer run adds
