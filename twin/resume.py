@@ -265,6 +265,24 @@ class ReplayLedger:
         elif self.chain.device(device.device_id) != device:
             raise ResumeError(f"replay: device {device.device_id} differs from the one on chain")
 
+    def deposit_many(self, funding: Mapping[int, int]) -> None:
+        if not self.replaying:
+            self.chain.deposit_many(funding)
+
+    def register_devices(self, devices: Sequence[Device], *, sender: int | None = None) -> None:
+        if not self.replaying:
+            self.chain.register_devices(devices, sender=sender)
+            return
+        for device in devices:
+            self.register_device(device, sender=sender)
+
+    def set_device_signers(self, signers: Mapping[int, str], **kw: Any) -> None:
+        if not self.replaying:
+            self.chain.set_device_signers(signers, **kw)
+            return
+        for device_id, signer in signers.items():
+            self.set_device_signer(device_id, signer, **kw)
+
     def set_device_signer(self, device_id: int, signer: str, **kw: Any) -> None:
         if not self.replaying:
             self.chain.set_device_signer(device_id, signer, **kw)

@@ -181,17 +181,18 @@ def test_thousand_order_cda_interval_fits_blocks(deploy: Callable[..., ChainLedg
         mechanism="cda",
     )  # fmt: skip
     for ledger in (led, ref):
-        for a in range(2, 14):  # 2..7 buy, 8..13 sell; 4 MW each: 1 MWh per interval
-            ledger.register_device(
-                Device(device_id=a, owner=a, kind=DeviceKind.GENERATOR, bus=a, capacity_w=4_000_000)
-            )
+        for a in range(2, 14):  # owners 2..7 buy, 8..13 sell
             ledger.deposit(a, 10**12)
+        for a in range(2, 82):  # devices 2..41 buy, 42..81 sell; 4 MW each: 1 MWh per interval
+            owner = 2 + (a - 2) % 6 if a < 42 else 8 + (a - 42) % 6
+            ledger.register_device(Device(device_id=a, owner=owner, kind=DeviceKind.GENERATOR,
+                                          bus=a, capacity_w=4_000_000))
     rng = random.Random(7)
     intents = []
-    for _ in range(1000):
-        dev = rng.randrange(2, 14)
+    for i in range(1000):  # 12-13 orders per device: within MAX_ORDERS per interval
+        dev = 2 + (i * 37) % 80
         price = rng.randrange(60, 141) * 1_000_000
-        intents.append((buy if dev < 8 else sell)(dev, rng.randrange(50, 2000), price))
+        intents.append((buy if dev < 42 else sell)(dev, rng.randrange(50, 2000), price))
     for k in range(0, 1000, 100):
         led.place_orders(intents[k : k + 100])
         ref.place_orders(intents[k : k + 100])

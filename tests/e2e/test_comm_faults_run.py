@@ -38,7 +38,7 @@ def _scenario(tmp: Path, **faults: object) -> Path:
 @pytest.mark.chain
 def test_outage_beyond_deadline_exits_75_resumably_and_resume_completes(tmp_path: Path) -> None:
     scen, out = _scenario(tmp_path, chain={
-        "outages": [{"start_s": 2700, "duration_s": 30}], "deadline_s": 2, "resend_after_s": 1,
+        "outages": [{"start_s": 2700, "duration_s": 30}], "deadline_s": 2, "resend_after_s": 0.4,
         "drop_rate": 0.05}), tmp_path / "run"
     code = main(["run", str(scen), "--out", str(out), "--no-progress",
                  "--checkpoint-every-intervals", "1"])

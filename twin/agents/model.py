@@ -43,9 +43,10 @@ from twin.agents.controls import DERControl
 from twin.agents.dso import DSOAgent, Effect
 from twin.agents.envelope_policy import EnvelopePublisher, PublishedEnvelope
 from twin.agents.ev import EVAgent, EVFleet
+from twin.agents.external_controls import controlled_dispatch
 from twin.agents.forecast import PriceForecaster
 from twin.agents.household import HouseholdAgent, Households
-from twin.agents.output import AGENT_ROW_COLUMNS, DSO_ROW_COLUMNS, IntervalOutput
+from twin.agents.output import AGENT_ROW_COLUMNS, DSO_ROW_COLUMNS, IntervalOutput, agent_columns
 from twin.agents.regulation import regulation_desk
 from twin.agents.storage import CommunityStorage, StorageAgent
 from twin.agents.strategies import make_strategy
@@ -253,7 +254,7 @@ class FeederModel(mesa.Model):
         """Check, dispatch and meter interval ``interval``; return orders for the next one.
 
         ``der_controls``: external controls in force for this interval (HIL controllers),
-        by device id; see :meth:`_controlled`. The DSO check plans without them.
+        by device id; see :func:`~twin.agents.external_controls.controlled_dispatch`. The DSO check plans without them.
         """
         k = interval
         if k != self._next_interval:
@@ -294,8 +295,10 @@ class FeederModel(mesa.Model):
         ev.strategy.observe(interval=k, bought_wh=ev_b, sold_wh=ev_s, price_per_mwh=price_k)
         cs_b, cs_s, _, _ = net_trades(dispatched, self._cs_index, cs.n)
         free: dict[str, dict[int, float]] = {}
-        pv_cap, ev_dispatch, cs_dispatch = self._controlled(
-            k, der_controls or {}, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s,
+        pv_cap, ev_dispatch, cs_dispatch = controlled_dispatch(
+            k, der_controls or {}, feeder=self.feeder, households=hh, evs=ev, storage=cs,
+            interval_s=self.interval_s, hh_index=self._hh_index, ev_index=self._ev_index,
+            cs_index=self._cs_index, ev_b=ev_b, ev_cut=ev_cut, cs_b=cs_b, cs_s=cs_s, dr=dr, ev_s=ev_s,
             free=free)
         export_cap = np.where(hh_cut, hh_s, np.inf)
         if self.envelopes is not None and k not in self.envelopes.published:  # the first interval
@@ -363,8 +366,9 @@ class FeederModel(mesa.Model):
         for key in [key for key in self._limit if key[0] <= k]:
             del self._limit[key]
 
-        cols = self._agent_columns(k, time_s, hd, ed, sd, hh_m, ev_m, cs_m,
-                                   (hh_b, hh_s, ev_b, ev_s, cs_b, cs_s))
+        cols = agent_columns(k, time_s, hd, ed, sd, hh_m, ev_m, cs_m,
+                             (hh_b, hh_s, ev_b, ev_s, cs_b, cs_s), households=hh, evs=ev,
+                             storage=cs, interval_s=self.interval_s, agent_names=self._agent_names)
         fee_k = self.dso.published.pop(k, None)
         if fee_k is None:  # interval 0 (no orders were made for it) or a restarted model
             fee_k = self.dso.network_fee(k)
@@ -551,97 +555,3 @@ class FeederModel(mesa.Model):
         out |= {str(int(r)): float(x) for r, x in zip(f.household_storage_row[has],
                                                        self.households.soc[has], strict=True)}
         return out
-
-    # ------------------------------------------------------------------ external DER controls
-    def _controlled(
-        self, k: int, der_controls: Mapping[int, DERControl], *, ev_b: np.ndarray,
-        ev_cut: np.ndarray, cs_b: np.ndarray, cs_s: np.ndarray, dr: bool = False,
-        ev_s: np.ndarray | None = None, free: dict[str, dict[int, float]] | None = None,
-    ) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray, np.ndarray | None],
-               tuple[np.ndarray, np.ndarray]]:
-        """Dispatch inputs of interval ``k`` under external controls (HIL, ``twin hil serve``).
-
-        By device id: a household's control acts on its PV inverter (a cap on its output,
-        the home battery then sees the capped PV); an EV's on its charger (a cap on the
-        charging the EV would do); a community battery's replaces its trade-following
-        dispatch (``w_set_w`` an exact set-point, generator convention, then ``w_max_w``;
-        the SOC band still holds). Metering, SOC and settlement follow what was dispatched;
-        trades stay as cleared, so a deviation is an imbalance. A V2G EV that sold has its
-        discharge capped the same way (generator convention). Returns ``(pv_cap_wh or None,
-        (ev bought, ev curtailed, ev sold), (storage bought, storage sold))``; ``free`` gets
-        each controlled device's dispatch without controls (element MW, by table and row).
-        """
-        if not der_controls:
-            return None, (ev_b, ev_cut, ev_s), (cs_b, cs_s)
-        dt_h = self.interval_s / 3600.0
-        f, hh, ev, cs = self.feeder, self.households, self.evs, self.storage
-        pv_cap = np.full(hh.n, np.inf)
-        ev_b, ev_cut = ev_b.copy(), ev_cut.copy()
-        ev_s = None if ev_s is None else ev_s.copy()
-        ev_plan = ev.plan(k, bought_wh=ev_b, curtailed=ev_cut, dr=dr, sold_wh=ev_s)
-        cs_plan = cs.plan(bought_wh=cs_b, sold_wh=cs_s).metered_wh
-        cs_b, cs_s = cs_b.copy(), cs_s.copy()
-        free = {} if free is None else free
-        for device in der_controls:
-            if (i := self._hh_index.get(device)) is not None and f.household_sgen_row[i] >= 0:
-                free.setdefault("sgen", {})[int(f.household_sgen_row[i])] = float(wh_to_mw(
-                    hh.pv_wh_base[i, k], self.interval_s))
-            elif (e := self._ev_index.get(device)) is not None:
-                free.setdefault("load", {})[int(f.ev_load_row[e])] = float(wh_to_mw(ev_plan[e], self.interval_s))
-            elif (j := self._cs_index.get(device)) is not None:
-                free.setdefault("storage", {})[int(f.storage_row[j])] = float(wh_to_mw(cs_plan[j],
-                                                                                        self.interval_s))
-        for device, ctl in der_controls.items():
-            if (i := self._hh_index.get(device)) is not None:
-                w, _ = ctl.apply(available_w=float(f.household_pv_kwp[i]) * 1e3)
-                pv_cap[i] = max(w, 0.0) * dt_h
-            elif (e := self._ev_index.get(device)) is not None and ev_s is not None and ev_plan[e] < 0:
-                w, _ = ctl.apply(available_w=-float(ev_plan[e]) / dt_h)  # V2G discharge
-                ev_s[e] = min(max(w * dt_h, 0.0), -float(ev_plan[e]))
-            elif (e := self._ev_index.get(device)) is not None:
-                w, _ = ctl.apply(available_w=-float(ev_plan[e]) / dt_h)
-                charge = min(max(-w * dt_h, 0.0), float(ev_plan[e]))
-                if charge < ev_plan[e]:  # a curtailed EV charges min(bought, need, cap)
-                    ev_b[e], ev_cut[e] = charge, True
-            elif (j := self._cs_index.get(device)) is not None:
-                w, _ = ctl.apply(available_w=-float(cs_plan[j]) / dt_h, exact_set_point=True)
-                net_wh = -w * dt_h  # consumption positive; dispatch clips to power and SOC
-                cs_b[j], cs_s[j] = max(net_wh, 0.0), max(-net_wh, 0.0)
-            else:
-                raise ValueError(f"der_controls: device {device} is not a device of this feeder")
-        return pv_cap, (ev_b, ev_cut, ev_s), (cs_b, cs_s)
-
-    def _agent_columns(self, k: int, time_s: int, hd: Any, ed: Any, sd: Any, hh_m: np.ndarray,
-                       ev_m: np.ndarray, cs_m: np.ndarray,
-                       traded: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
-        """The ``agents`` rows of one interval as columns (households, EVs, batteries)."""
-        hh, ev, cs, it = self.households, self.evs, self.storage, self.interval_s
-        hh_b, hh_s, ev_b, ev_s, cs_b, cs_s = traded
-        n_h, n_e, n_c = hh.n, ev.n, cs.n
-        nan_e, nan_c = np.full(n_e, np.nan), np.full(n_c, np.nan)
-
-        def cat(*parts: Any) -> np.ndarray:
-            return np.concatenate([np.asarray(x) for x in parts])
-
-        n = n_h + n_e + n_c
-        return {
-            "time_s": np.full(n, time_s, dtype=np.int64),
-            "interval": np.full(n, k, dtype=np.int64),
-            "agent": np.array(self._agent_names, dtype=object),
-            "kind": np.array(["household"] * n_h + ["ev"] * n_e + ["storage"] * n_c, dtype=object),
-            "device_id": cat(hh.device_id, ev.device_id, cs.device_id).astype(np.int64),
-            "bus": cat(hh.bus, ev.bus, cs.bus).astype(np.int64),
-            "soc": cat(hh.soc, ev.soc, cs.soc).astype(np.float64),
-            "p_mw": cat(wh_to_mw(hd.metered_wh, it), wh_to_mw(ed.metered_wh, it), wh_to_mw(sd.metered_wh, it)),
-            "metered_wh": cat(hh_m, ev_m, cs_m).astype(np.int64),
-            "load_wh": cat(hd.load_wh, ed.charge_wh, nan_c).astype(np.float64),
-            "pv_available_wh": cat(hd.pv_available_wh, nan_e, nan_c).astype(np.float64),
-            "pv_wh": cat(hd.pv_wh, nan_e, nan_c).astype(np.float64),
-            "battery_charge_wh": cat(hd.battery_charge_wh, ed.charge_wh, sd.charge_wh).astype(np.float64),
-            "battery_discharge_wh": cat(hd.battery_discharge_wh, ed.discharge_wh, sd.discharge_wh).astype(np.float64),
-            "bought_wh": cat(hh_b, ev_b, cs_b).astype(np.float64),
-            "sold_wh": cat(hh_s, ev_s, cs_s).astype(np.float64),
-            "plugged": cat(np.zeros(n_h, dtype=bool), ed.plugged, np.zeros(n_c, dtype=bool)).astype(bool),
-            "remaining_need_wh": cat(np.full(n_h, np.nan), ed.remaining_need_wh, nan_c).astype(np.float64),
-            "flex_wh": cat(hd.flex_wh, nan_e, nan_c).astype(np.float64),
-        }

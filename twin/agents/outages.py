@@ -5,8 +5,8 @@ when the interval's :class:`~twin.faults.plan.FaultState` is not the normal one:
 
 1. Before the model's step: every device on a de-energized bus, every tripped inverter and
    failed charger gets an external control ``connected=False`` (the model's own path for
-   external controls, :meth:`FeederModel._controlled`), so its dispatch, state of charge and
-   meter follow; trades of devices without supply, or whose two sides are now in different
+   external controls, :func:`twin.agents.external_controls.controlled_dispatch`), so its
+   dispatch, state of charge and meter follow; trades of devices without supply, or whose two sides are now in different
    islands, are curtailed to 0 (reason ``outage``);
    the DSO's security check of the interval solves the faulted topology (islands with their
    grid-forming battery as reference, :class:`twin.faults.grid.FaultedSnapshot`).

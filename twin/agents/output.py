@@ -3,16 +3,18 @@ of its rows (``agents``, ``dso`` tables)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from twin.agents._common import wh_to_mw
 from twin.agents.dso import Curtailment
 from twin.agents.tso import TSOSignal
 from twin.market.types import DRCall, OrderIntent, Trade
 
-__all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "IntervalOutput"]
+__all__ = ["AGENT_ROW_COLUMNS", "DSO_ROW_COLUMNS", "IntervalOutput", "agent_columns"]
 
 AGENT_ROW_COLUMNS = (
     "time_s", "interval", "agent", "kind", "device_id", "bus", "soc", "p_mw",
@@ -107,3 +109,40 @@ class IntervalOutput:
         out = {f"{t}_p_mw": self.element_p_mw[t] for t in _TABLES}
         out.update({f"{t}_q_mvar": self.element_q_mvar[t] for t in _TABLES})
         return out
+
+
+def agent_columns(k: int, time_s: int, hd: Any, ed: Any, sd: Any, hh_m: np.ndarray,
+                  ev_m: np.ndarray, cs_m: np.ndarray, traded: tuple[np.ndarray, ...], *,
+                  households: Any, evs: Any, storage: Any, interval_s: int,
+                  agent_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``agents`` rows of one interval as columns (households, EVs, batteries)."""
+    hh, ev, cs, it = households, evs, storage, interval_s
+    hh_b, hh_s, ev_b, ev_s, cs_b, cs_s = traded
+    n_h, n_e, n_c = hh.n, ev.n, cs.n
+    nan_e, nan_c = np.full(n_e, np.nan), np.full(n_c, np.nan)
+
+    def cat(*parts: Any) -> np.ndarray:
+        return np.concatenate([np.asarray(x) for x in parts])
+
+    n = n_h + n_e + n_c
+    return {
+        "time_s": np.full(n, time_s, dtype=np.int64),
+        "interval": np.full(n, k, dtype=np.int64),
+        "agent": np.array(agent_names, dtype=object),
+        "kind": np.array(["household"] * n_h + ["ev"] * n_e + ["storage"] * n_c, dtype=object),
+        "device_id": cat(hh.device_id, ev.device_id, cs.device_id).astype(np.int64),
+        "bus": cat(hh.bus, ev.bus, cs.bus).astype(np.int64),
+        "soc": cat(hh.soc, ev.soc, cs.soc).astype(np.float64),
+        "p_mw": cat(wh_to_mw(hd.metered_wh, it), wh_to_mw(ed.metered_wh, it), wh_to_mw(sd.metered_wh, it)),
+        "metered_wh": cat(hh_m, ev_m, cs_m).astype(np.int64),
+        "load_wh": cat(hd.load_wh, ed.charge_wh, nan_c).astype(np.float64),
+        "pv_available_wh": cat(hd.pv_available_wh, nan_e, nan_c).astype(np.float64),
+        "pv_wh": cat(hd.pv_wh, nan_e, nan_c).astype(np.float64),
+        "battery_charge_wh": cat(hd.battery_charge_wh, ed.charge_wh, sd.charge_wh).astype(np.float64),
+        "battery_discharge_wh": cat(hd.battery_discharge_wh, ed.discharge_wh, sd.discharge_wh).astype(np.float64),
+        "bought_wh": cat(hh_b, ev_b, cs_b).astype(np.float64),
+        "sold_wh": cat(hh_s, ev_s, cs_s).astype(np.float64),
+        "plugged": cat(np.zeros(n_h, dtype=bool), ed.plugged, np.zeros(n_c, dtype=bool)).astype(bool),
+        "remaining_need_wh": cat(np.full(n_h, np.nan), ed.remaining_need_wh, nan_c).astype(np.float64),
+        "flex_wh": cat(hd.flex_wh, nan_e, nan_c).astype(np.float64),
+    }

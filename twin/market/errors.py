@@ -544,4 +544,8 @@ CHAIN_ONLY_ERRORS: dict[str, str] = {
     "WrongMechanism": "EnergyMarket: a call of the other matching rule",
     "ZeroOwner": "DeviceRegistry: a device registered to address 0x0 (the reference's owners "
                  "are account indices, which always have an address)",
+    "BatchLengths": "DeviceRegistry: a batch call whose arrays differ in length (the "
+                    "reference registers one device per call)",
+    "MintBatchLengths": "SettlementToken: mintBatch with recipients and amounts of "
+                        "different lengths",
 }

@@ -1,0 +1,310 @@
+"""The reference ledger's clearing, DSO curtailment, settlement on meter readings and
+true-up of provisional settlements (:class:`ReferenceSettlement`, a base of
+:class:`~twin.market.reference.ReferenceLedger`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from twin.market import errors as e
+from twin.market.mechanisms import match
+from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imbalance_value
+from twin.market.reference_state import ReferenceState, purpose, require_role
+from twin.market.signing import ZERO_ADDRESS, SignedReading, reading_signer
+from twin.market.types import DSO_ACCOUNT, Clearing, SettlementRow, Side, Trade
+from twin.market.units import payment
+
+__all__ = ["ReferenceSettlement"]
+
+
+class ReferenceSettlement(ReferenceState):
+    """Clearing, curtailment, settlement and true-up on the reference ledger's state."""
+
+    # --- clearing ---------------------------------------------------------------------
+    def set_envelopes(self, interval: int, *, export_wh: Mapping[int, int], import_wh: Mapping[int, int],
+                      sender: int | None = None) -> None:
+        """The DSO publishes the operating envelopes of an open interval (Wh per device and
+        side; both maps name the same devices); orders beyond them raise EnvelopeExceeded."""
+        require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        if set(export_wh) != set(import_wh):
+            raise e.BadAmount(len(export_wh))
+        if self._status.get(interval, "open") != "open":
+            raise e.IntervalClosed(interval)
+        for dev in sorted(export_wh):
+            ex, im = int(export_wh[dev]), int(import_wh[dev])
+            if not (0 <= ex < 2**32 - 1 and 0 <= im < 2**32 - 1):
+                raise e.BadAmount(ex if not 0 <= ex < 2**32 - 1 else im)
+            if self._used[(dev, interval, Side.SELL)] > ex or self._used[(dev, interval, Side.BUY)] > im:
+                raise e.BadAmount(dev)
+        for dev in export_wh:
+            self._envelope[(dev, interval, Side.SELL)] = int(export_wh[dev])
+            self._envelope[(dev, interval, Side.BUY)] = int(import_wh[dev])
+
+    def set_books(self, interval: int, books: Mapping[int, int], *, sender: int | None = None) -> None:
+        """While the feeder is split into electrical islands, the operator clears one book
+        per island: ``books`` maps each device to its island (book). Orders of devices
+        without a book are not matched (their escrow comes back at clearing); each book
+        clears on its own, with its own price."""
+        require_role(sender, self.operator, e.NotOperator)
+        if self._status.get(interval, "open") != "open":
+            raise e.IntervalClosed(interval)
+        self._books[interval] = {int(d): int(b) for d, b in books.items()}
+
+    def clear(self, interval: int, *, sender: int | None = None, wait: bool = True) -> Clearing:
+        """Clear an interval; it clears only after its gate closed, so with ``wait`` the
+        operator first waits for the gate (the clock moves to one second after it)."""
+        with purpose(f"clear: interval {interval}"):
+            if wait and self._now_s <= self.gate_s(interval):
+                self.set_time(self.gate_s(interval) + 1)
+            return self._clear(interval, sender)
+
+    def _clear(self, interval: int, sender: int | None) -> Clearing:
+        require_role(sender, self.operator, e.NotOperator)
+        if self._status.get(interval, "open") != "open":
+            raise e.AlreadyCleared(interval)
+        if self._now_s <= self.gate_s(interval):
+            raise e.GateOpen(interval, self.gate_s(interval), self._now_s)
+        book = [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
+        books = self._books.pop(interval, None)
+        if books is None:
+            result = match(book, mechanism=self._mechanism)
+            fills, price, volume = list(result.fills), result.price_per_mwh, result.volume_wh
+        else:  # one clearing per island book, books in order; the price of the largest
+            fills, price, volume, best = [], 0, 0, -1
+            for b in sorted({books[o.device_id] for o in book if o.device_id in books}):
+                r = match([o for o in book if books.get(o.device_id) == b], mechanism=self._mechanism)
+                fills += list(r.fills)
+                volume += r.volume_wh
+                if r.volume_wh > best:
+                    best, price = r.volume_wh, r.price_per_mwh
+        kept: dict[int, int] = defaultdict(int)
+        trades: list[Trade] = []
+        for f in fills:
+            trade = Trade(
+                trade_id=self._next_trade,
+                interval=interval,
+                buy_order_id=f.buy_order_id,
+                sell_order_id=f.sell_order_id,
+                buyer_device=self._orders[f.buy_order_id].device_id,
+                seller_device=self._orders[f.sell_order_id].device_id,
+                cleared_wh=f.energy_wh,
+                energy_wh=f.energy_wh,
+                price_per_mwh=f.price_per_mwh,
+                creator=self._orders[max(f.buy_order_id, f.sell_order_id)].owner,
+                created_s=self._now_s,
+            )
+            self._next_trade += 1
+            self._trades[trade.trade_id] = trade
+            self._trades_by_interval[interval].append(trade.trade_id)
+            kept[f.buy_order_id] += payment(f.energy_wh, f.price_per_mwh)
+            trades.append(trade)
+        for oid in (o.order_id for o in book if o.side == Side.BUY):
+            release = self._escrow[oid] - kept[oid]
+            acc = self._accounts[self._orders[oid].owner]
+            acc.locked -= release
+            acc.free += release
+        self._status[interval] = "cleared"
+        return Clearing(
+            interval=interval,
+            price_per_mwh=price,
+            volume_wh=volume,
+            trades=tuple(trades),
+        )
+
+    # --- DSO curtailment --------------------------------------------------------------
+    def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
+        with purpose(f"curtail: trade {trade_id} to {energy_wh} Wh"):
+            return self._curtail(trade_id, energy_wh, sender)
+
+    def _curtail(self, trade_id: int, energy_wh: int, sender: int | None) -> Trade:
+        require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        trade = self._trades.get(trade_id)
+        if trade is None:
+            raise e.UnknownTrade(trade_id)
+        if self._status[trade.interval] == "settled":
+            raise e.AlreadySettled(trade.interval)
+        if energy_wh < 0:
+            raise e.BadEnergy(trade.buyer_device, energy_wh)
+        if energy_wh > trade.energy_wh:
+            raise e.CurtailIncrease(trade_id, trade.energy_wh, energy_wh)
+        release = payment(trade.energy_wh, trade.price_per_mwh) - payment(
+            energy_wh, trade.price_per_mwh
+        )
+        acc = self._accounts[self._orders[trade.buy_order_id].owner]
+        acc.locked -= release
+        acc.free += release
+        new = replace(trade, energy_wh=energy_wh)
+        self._trades[trade_id] = new
+        return new
+
+    # --- settlement -------------------------------------------------------------------
+    def settle(
+        self, interval: int, metered_wh: Mapping[int, int], *, sender: int | None = None,
+        estimated_wh: Mapping[int, int] | None = None,
+    ) -> list[SettlementRow]:
+        """Settle on meter readings; ``estimated_wh``: devices without a reading settled
+        provisionally on the operator's estimate (:mod:`twin.market.provisional`)."""
+        with purpose(f"settle: interval {interval}"):
+            return self._settle(interval, self._with_estimates(interval, metered_wh, estimated_wh),
+                                sender, estimated=estimated_wh or {})
+
+    def settle_signed(
+        self, interval: int, readings: Sequence[SignedReading], *, sender: int | None = None,
+        estimated_wh: Mapping[int, int] | None = None,
+    ) -> list[SettlementRow]:
+        """Settle on meter readings signed by each device's key (any order of readings);
+        ``estimated_wh`` as in :meth:`settle`."""
+        with purpose(f"settle_signed: interval {interval}"):
+            require_role(sender, self.operator, e.NotOperator)
+            status = self._status.get(interval, "open")
+            if status in ("open", "void"):
+                raise e.NotCleared(interval)
+            if status == "settled":
+                raise e.AlreadySettled(interval)
+            by_device = sorted(readings, key=lambda r: r.device_id)
+            for k, r in enumerate(by_device):
+                if k > 0 and r.device_id == by_device[k - 1].device_id:
+                    raise e.BadReadings(k)
+                dev = self._devices.get(r.device_id)
+                if dev is None:
+                    raise e.UnknownDevice(r.device_id)
+                signer = self._signers.get(r.device_id, ZERO_ADDRESS)
+                if (
+                    r.interval != interval
+                    or signer == ZERO_ADDRESS
+                    or reading_signer(r, self._domain) != signer
+                ):
+                    raise e.BadSignature(r.device_id)
+                cap = self.cap_wh(dev)
+                if abs(r.metered_wh) > cap:
+                    raise e.MeterOutOfRange(r.device_id, cap, r.metered_wh)
+            metered = {r.device_id: r.metered_wh for r in by_device}
+            return self._settle(interval, self._with_estimates(interval, metered, estimated_wh),
+                                sender, estimated=estimated_wh or {})
+
+    def _with_estimates(self, interval: int, metered_wh: Mapping[int, int],
+                        estimated_wh: Mapping[int, int] | None) -> dict[int, int]:
+        out = dict(metered_wh)
+        for d, wh in sorted((estimated_wh or {}).items()):
+            dev = self._devices.get(d)
+            if dev is None:
+                raise e.UnknownDevice(d)
+            if d in out:
+                raise e.BadReadings(d)
+            if abs(wh) > self.cap_wh(dev):
+                raise e.MeterOutOfRange(d, self.cap_wh(dev), wh)
+            out[d] = int(wh)
+        return out
+
+    def _settle(
+        self, interval: int, metered_wh: Mapping[int, int], sender: int | None,
+        estimated: Mapping[int, int] | None = None,
+    ) -> list[SettlementRow]:
+        require_role(sender, self.operator, e.NotOperator)
+        status = self._status.get(interval, "open")
+        if status in ("open", "void"):
+            raise e.NotCleared(interval)
+        if status == "settled":
+            raise e.AlreadySettled(interval)
+        devices = sorted(metered_wh)
+        for d in devices:
+            if d not in self._devices:
+                raise e.UnknownDevice(d)
+        trades = [self._trades[t] for t in self._trades_by_interval.get(interval, [])]
+        traded_devices = {t.buyer_device for t in trades} | {t.seller_device for t in trades}
+        missing = sorted(traded_devices - set(metered_wh))
+        if missing:
+            raise e.MissingMeterReading(missing[0], interval)
+        net_wh: dict[int, int] = defaultdict(int)
+        money: dict[int, int] = defaultdict(int)
+        for t in trades:  # trade_id order
+            amount = payment(t.energy_wh, t.price_per_mwh)
+            buyer = self._accounts[self._orders[t.buy_order_id].owner]
+            buyer.locked -= amount
+            self._credit(self._orders[t.sell_order_id].owner, amount)
+            net_wh[t.buyer_device] += t.energy_wh
+            net_wh[t.seller_device] -= t.energy_wh
+            money[t.buyer_device] -= amount
+            money[t.seller_device] += amount
+        rows: list[SettlementRow] = []
+        dso = self._accounts[DSO_ACCOUNT]
+        for d in devices:
+            owner = self._devices[d].owner
+            acc = self._accounts[owner]
+            imbalance = metered_wh[d] - net_wh[d]
+            moved = debt = 0
+            if imbalance > 0:
+                due = payment(imbalance, self._retail)
+                paid = min(due, acc.free)
+                acc.free -= paid
+                dso.free += paid
+                acc.debt += due - paid
+                moved, debt = -paid, due - paid
+            elif imbalance < 0:
+                due = payment(-imbalance, self._feed_in)
+                paid = min(due, dso.free)
+                dso.free -= paid
+                dso.debt += due - paid
+                self._credit(owner, paid)
+                moved, debt = paid, due - paid
+            rows.append(
+                SettlementRow(
+                    interval=interval,
+                    device_id=d,
+                    owner=owner,
+                    traded_wh=net_wh[d],
+                    metered_wh=metered_wh[d],
+                    imbalance_wh=imbalance,
+                    trade_amount=money[d],
+                    imbalance_amount=moved,
+                    debt=debt,
+                )
+            )
+        for d in estimated or {}:  # provisional until the real reading is trued up
+            self._provisional[(interval, d)] = (int(metered_wh[d]), net_wh[d])
+        self._status[interval] = "settled"
+        return rows
+
+    # --- true-up of provisional settlements (twin.market.provisional) -------------------
+    def true_up(self, interval: int, device_id: int, metered_wh: int, *,
+                sender: int | None = None) -> TrueUp:
+        """Settle the difference between a provisional estimate and the real reading, once."""
+        with purpose(f"true_up: interval {interval} device {device_id}"):
+            require_role(sender, self.operator, e.NotOperator)
+            key = (interval, device_id)
+            if key in self._trued_up:
+                raise AlreadyTruedUp(device_id, interval)
+            if key not in self._provisional:
+                raise NotProvisional(device_id, interval)
+            dev = self.device(device_id)
+            if abs(metered_wh) > self.cap_wh(dev):
+                raise e.MeterOutOfRange(device_id, self.cap_wh(dev), metered_wh)
+            estimate, traded = self._provisional.pop(key)
+            prices = {"retail_price_per_mwh": self._retail, "feed_in_price_per_mwh": self._feed_in}
+            amount = (imbalance_value(metered_wh - traded, **prices)
+                      - imbalance_value(estimate - traded, **prices))
+            payer, payee = ((DSO_ACCOUNT, dev.owner) if amount > 0 else (dev.owner, DSO_ACCOUNT))
+            src, dst = self._accounts[payer], self._accounts[payee]
+            paid = min(abs(amount), src.free)
+            src.free -= paid
+            dst.free += paid
+            src.debt += abs(amount) - paid
+            self._trued_up.add(key)
+            return TrueUp(interval=interval, device_id=device_id, owner=dev.owner,
+                          estimated_wh=estimate, metered_wh=int(metered_wh),
+                          delta_wh=int(metered_wh) - estimate, amount=amount,
+                          paid=paid if amount > 0 else -paid, debt=abs(amount) - paid)
+
+    def true_up_signed(self, reading: SignedReading, *, sender: int | None = None) -> TrueUp:
+        """:meth:`true_up` on the device-signed real reading."""
+        with purpose(f"true_up_signed: interval {reading.interval} device {reading.device_id}"):
+            signer = self._signers.get(reading.device_id, ZERO_ADDRESS)
+            if signer == ZERO_ADDRESS or reading_signer(reading, self._domain) != signer:
+                raise e.BadSignature(reading.device_id)
+        return self.true_up(reading.interval, reading.device_id, reading.metered_wh, sender=sender)
+
+    def provisional(self) -> dict[tuple[int, int], int]:
+        """``(interval, device) -> estimate_wh`` settled provisionally, not yet trued up."""
+        return {k: v[0] for k, v in self._provisional.items()}
