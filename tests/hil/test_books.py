@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 import sunspec2.modbus.client as ss
 
-from twin.agents.delivered import apply_storage_delta, corrected_readings
+from twin.agents.delivered import apply_ev_delta, apply_storage_delta, corrected_readings
 from twin.agents.model import FeederModel
 from twin.grid.feeders import build_feeder
 from twin.hil import twin_side
@@ -152,21 +152,26 @@ def test_settled_energy_and_soc_follow_the_delivered_power(tmp_path: Path,
 
 def test_interval_books_integrate_per_step_and_close_at_the_interval_end() -> None:
     books = IntervalBooks([BookedElement(unit_id=1, table="sgen", row=0, device_id=7),
-                           BookedElement(unit_id=2, table="storage", row=0, device_id=8)],
+                           BookedElement(unit_id=2, table="storage", row=0, device_id=8),
+                           BookedElement(unit_id=3, table="load", row=1, device_id=9)],
                           interval_s=300)
-    plan = {"sgen_p_mw": np.array([0.004]), "storage_p_mw": np.array([0.0])}
+    plan = {"sgen_p_mw": np.array([0.004]), "storage_p_mw": np.array([0.0]),
+            "load_p_mw": np.array([0.0, 0.011])}
     closed = []
     for t in range(0, 300, 30):  # PV halved and battery discharging 6 kW over the 2nd half
         got = {"sgen_p_mw": np.array([0.002 if t >= 150 else 0.004]),
-               "storage_p_mw": np.array([-0.006 if t >= 150 else 0.0])}
+               "storage_p_mw": np.array([-0.006 if t >= 150 else 0.0]),
+               "load_p_mw": np.array([0.0, 0.0055 if t >= 150 else 0.011])}  # EV charging halved
         closed.append(books.add(now_s=t, hold_s=30, dispatched=plan, delivered=got))
     assert closed[:-1] == [None] * 9
     last = closed[-1]
     assert last is not None
     book = DeliveredBook.decode(last.encode())  # the mosaik message round-trips
     assert book is not None and book.interval == 0
-    assert book.meter_delta_wh == pytest.approx({7: 2_000 * 150 / HOUR_S, 8: -6_000 * 150 / HOUR_S})
+    assert book.meter_delta_wh == pytest.approx({7: 2_000 * 150 / HOUR_S, 8: -6_000 * 150 / HOUR_S,
+                                                 9: -5_500 * 150 / HOUR_S})
     assert book.storage_delta_wh == pytest.approx({0: -250.0})
+    assert book.ev_delta_wh == pytest.approx({1: -5_500 * 150 / HOUR_S})
     assert book.delivered_wh[1] == pytest.approx(4_000 * 150 / HOUR_S + 2_000 * 150 / HOUR_S)
     with pytest.raises(ValueError, match="interval_s"):
         IntervalBooks([], interval_s=0)
@@ -187,3 +192,9 @@ def test_books_reject_devices_and_rows_the_feeder_does_not_have() -> None:
     assert soc[row] == pytest.approx(float(m.storage.soc[0]))
     with pytest.raises(ValueError, match="storage row 999"):
         apply_storage_delta(m, {999: 1.0})
+    ev_row = int(f.ev_load_row[0])
+    ev0 = float(m.evs.energy_wh[0])
+    apply_ev_delta(m, {ev_row: 500.0})  # the EV charged 500 Wh more than planned
+    assert float(m.evs.energy_wh[0]) == pytest.approx(min(ev0 + 500.0, m.evs.battery_wh))
+    with pytest.raises(ValueError, match="load row 999 is not an EV"):
+        apply_ev_delta(m, {999: 1.0})

@@ -14,7 +14,7 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.agents.delivered import apply_storage_delta, corrected_readings
+from twin.agents.delivered import apply_ev_delta, apply_storage_delta, corrected_readings
 from twin.cosim.codec import (
     decode_der_controls,
     decode_trades,
@@ -133,8 +133,8 @@ class AgentsSim(mosaik_api_v3.Simulator):
         return time + self.interval_s
 
     def _settle_held(self, k: int, msg: dict[str, Any] | None) -> dict[str, Any]:
-        """Interval ``k - 1``'s readings (delivered energy) and curtailments; batteries'
-        stored energy moved by what the HIL devices delivered in ``k - 1``."""
+        """Interval ``k - 1``'s readings (delivered energy) and curtailments; batteries' and
+        EVs' stored energy moved by what the HIL devices delivered in ``k - 1``."""
         held = dict(self._held)
         book = DeliveredBook.decode(msg)
         meter = held["metered_wh"]
@@ -143,6 +143,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
                 raise ValueError(f"agents: no HIL books for interval {k - 1} at t={k * self.interval_s}s")
             return held
         apply_storage_delta(self.model, book.storage_delta_wh)
+        apply_ev_delta(self.model, book.ev_delta_wh)
         planned = {int(d): int(w) for d, w in meter["metered_wh"].items()}
         held["metered_wh"] = {**meter, "metered_wh": corrected_readings(planned, book.meter_delta_wh)}
         return held

@@ -7,8 +7,9 @@ the power the agents dispatched for it (before), over the time that step's power
 (``[t, t + step_s)``, what the grid sees). When a step closes an interval ``k`` it returns
 :class:`DeliveredBook` for ``k``: by market device id the meter correction (Wh,
 consumption positive, the agents' convention: add it to the interval's reading) and by
-storage element row the extra AC energy the battery took in (Wh, consumption positive),
-from which the agents' state of charge at ``(k + 1)·T`` follows. Interval ``k`` is then
+storage element row (and by EV charger load row) the extra AC energy the battery (the EV)
+took in (Wh, consumption positive), from which the agents' state of charge at
+``(k + 1)·T`` follows. Interval ``k`` is then
 settled at ``(k + 1)·T`` on ``planned + delta`` (``twin hil serve``).
 
 Element powers are pandapower's (MW; ``sgen`` generation positive, ``load`` and
@@ -35,6 +36,8 @@ class DeliveredBook:
     meter_delta_wh: dict[int, float] = field(default_factory=dict)
     #: storage element row -> extra AC energy the battery took in (Wh, consumption +)
     storage_delta_wh: dict[int, float] = field(default_factory=dict)
+    #: load element row of an EV charger -> extra AC energy the EV took in (Wh, consumption +)
+    ev_delta_wh: dict[int, float] = field(default_factory=dict)
     #: unit id -> energy the device delivered over the interval (Wh, element convention)
     delivered_wh: dict[int, float] = field(default_factory=dict)
 
@@ -43,6 +46,7 @@ class DeliveredBook:
         return {"interval": self.interval,
                 "meter_delta_wh": {str(d): w for d, w in self.meter_delta_wh.items()},
                 "storage_delta_wh": {str(r): w for r, w in self.storage_delta_wh.items()},
+                "ev_delta_wh": {str(r): w for r, w in self.ev_delta_wh.items()},
                 "delivered_wh": {str(u): w for u, w in self.delivered_wh.items()}}
 
     @staticmethod
@@ -53,6 +57,7 @@ class DeliveredBook:
             interval=int(msg["interval"]),
             meter_delta_wh={int(d): float(w) for d, w in msg["meter_delta_wh"].items()},
             storage_delta_wh={int(r): float(w) for r, w in msg["storage_delta_wh"].items()},
+            ev_delta_wh={int(r): float(w) for r, w in msg.get("ev_delta_wh", {}).items()},
             delivered_wh={int(u): float(w) for u, w in msg.get("delivered_wh", {}).items()})
 
 
@@ -97,6 +102,8 @@ class IntervalBooks:
                 book.meter_delta_wh[e.device_id] = book.meter_delta_wh.get(e.device_id, 0.0) + wh
             if e.table == "storage":
                 book.storage_delta_wh[e.row] = book.storage_delta_wh.get(e.row, 0.0) + wh
+            elif e.table == "load":  # a mirrored load is an EV charger
+                book.ev_delta_wh[e.row] = book.ev_delta_wh.get(e.row, 0.0) + wh
         if now_s + hold_s >= (k + 1) * self.interval_s - 1e-9:
             self._open = None
             return book
