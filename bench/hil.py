@@ -1,7 +1,8 @@
 """HIL benchmark: a simulated day served to 100 pollers and one writer, then the AFAP rate.
 
     .venv/bin/python bench/hil.py [--clients 100] [--hz 10] [--writes-per-s 10]
-                                  [--day-wall-s 180] [--step-s 60]
+                                  [--day-wall-s 180] [--step-s 60] [--repeat 3] [--no-afap]
+                                  [--hours 24]
 
 1. A simulated day of ``scenarios/hil_demo.yaml`` (midnight to midnight, ``--step-s`` HIL
    steps, the power flow at every HIL step, agents + market every 5 min) served at a high
@@ -18,7 +19,10 @@
 2. As fast as possible: the same scenario (60-s HIL steps, one hour) without real time:
    HIL steps per wall second.
 
-The last line is ``key=value`` pairs. Figures depend on the machine's load: run it idle.
+``--hours H`` simulates only the day's first H hours at the same rt factor (a quicker
+look, e.g. with and without ``--clients``). ``--repeat N`` runs the day N times and reports each figure's median (every run's figures
+are printed too), with the load average before and after. The last line is ``key=value``
+pairs. Figures depend on the machine's load: run it idle.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -33,6 +38,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,19 +134,28 @@ def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
     return scenario_from_dict(data)
 
 
-def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -> dict[str, float]:
+def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
+        hours: float = 24.0) -> dict[str, float]:
     from twin.hil.serve import serve
     from twin.hil.sunspec_map import build_register_map
 
     sc = _scenario(step_s, day=True, clients=clients)
     rt = wall_s / 86_400
-    rss: list[tuple[float, float]] = []  # (wall s since serving, MB)
+    run_wall_s = wall_s * hours / 24.0  # the first ``hours`` of the day at the same rt factor
+    rss: list[tuple[float, float]] = []  # (twin time of the latest HIL step, MB)
     stop = threading.Event()
+    from twin.cosim import hil_sim
+
+    twin_now = [0.0]  # the serving process falls behind on a loaded machine: mark by twin time
+    real_step = hil_sim.HILSim.step
+
+    def step(self: Any, t: int, inputs: Any, max_advance: int) -> Any:
+        twin_now[0] = float(t)
+        return real_step(self, t, inputs, max_advance)
 
     def sample() -> None:
-        t_s = time.perf_counter()
         while not stop.wait(1.0):
-            rss.append((time.perf_counter() - t_s, _rss_mb()))
+            rss.append((twin_now[0], _rss_mb()))
 
     with tempfile.TemporaryDirectory() as d:
         out_dir = Path(d) / "day"
@@ -148,7 +163,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
         info = out_dir / "bench_clients.json"
         cproc = subprocess.Popen(
             [sys.executable, __file__, "--_clients", str(info), str(clients), str(hz), str(writes),
-             str(max(1.0, wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
+             str(max(1.0, run_wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
         state: dict[str, float] = {}
 
         def on_status(msg: str) -> None:
@@ -160,13 +175,18 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
                 threading.Thread(target=sample, daemon=True).start()
 
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        hil_sim.HILSim.step = step  # type: ignore[method-assign]
         try:
-            out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status)  # type: ignore[arg-type]
+            out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status,  # type: ignore[arg-type]
+                        until_s=int(hours * 3600))
             wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0  # twin + Modbus server threads of this process
             rss_end = _rss_mb()
             stop.set()
             lat_out, _ = cproc.communicate(timeout=120)
         finally:
+            hil_sim.HILSim.step = real_step  # type: ignore[method-assign]
             stop.set()
             if cproc.poll() is None:
                 cproc.kill()
@@ -174,14 +194,14 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
 
         n_writes = pq.read_metadata(out_dir / "hil_writes.parquet").num_rows
     res = json.loads(lat_out)
-    lat = np.asarray(res["reads"]) * 1e3
-    wr = np.asarray(res["writes"]) * 1e3
+    lat = np.asarray(res["reads"] or [np.nan]) * 1e3  # --clients 0: no reads
+    wr = np.asarray(res["writes"] or [np.nan]) * 1e3
     st = out.step_timing
     # start: after the first simulated hour (imports, JIT compilation and first-interval
     # allocations are done), so that the growth is what a longer run adds
-    warm = [mb for t, mb in rss if t >= wall_s / 24]
+    warm = [mb for t, mb in rss if t >= 3600]
     state["rss0"] = warm[0] if warm else float("nan")
-    half = [mb for t, mb in rss if t >= wall_s / 2]
+    half = [mb for t, mb in rss if t >= hours * 3600 / 2]
     state["rss_mid"] = half[0] if half else float("nan")
     return {
         "read_p50_ms": float(np.percentile(lat, 50)), "read_p99_ms": float(np.percentile(lat, 99)),
@@ -191,6 +211,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int) -
         "late_boundary_max_ms": st.boundary_max_s * 1e3, "rss_start_mb": state.get("rss0", float("nan")),
         "rss_mid_mb": state.get("rss_mid", float("nan")),
         "rss_end_mb": rss_end, "rss_max_mb": max((mb for _, mb in rss), default=rss_end), "wall_s": wall, "rt_factor": rt,
+        "cpu_share": cpu / wall,  # of one core: what the machine gave the serving process
     }
 
 
@@ -215,13 +236,31 @@ def main() -> int:
     ap.add_argument("--writes-per-s", type=float, default=10.0)
     ap.add_argument("--day-wall-s", type=float, default=180.0, help="wall seconds for the simulated day")
     ap.add_argument("--step-s", type=int, default=60, help="HIL step of the day run (divides 300)")
+    ap.add_argument("--repeat", type=int, default=1, help="days to run; figures are medians")
+    ap.add_argument("--hours", type=float, default=24.0,
+                    help="simulate only the day's first hours (same rt factor; a quicker look)")
+    ap.add_argument("--no-afap", action="store_true", help="skip the as-fast-as-possible part")
     args = ap.parse_args()
     from loguru import logger
 
     logger.disable("mosaik")
-    r = day(clients=args.clients, hz=args.hz, writes=args.writes_per_s, wall_s=args.day_wall_s,
-            step_s=args.step_s)
-    print(f"simulated day in {r['wall_s']:.0f} s (rt factor {r['rt_factor']:.5f}, {r['steps']:.0f} HIL steps "
+    load0 = os.getloadavg()
+    runs = []
+    for i in range(max(1, args.repeat)):
+        runs.append(day(clients=args.clients, hz=args.hz, writes=args.writes_per_s,
+                        wall_s=args.day_wall_s, step_s=args.step_s, hours=args.hours))
+        x = runs[-1]
+        print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
+              f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
+              f"{x['rss_end_mb'] - x['rss_start_mb']:+.1f} MB; CPU {100 * x['cpu_share']:.0f} % of a core; "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
+    r = {k: float(np.median([x[k] for x in runs])) for k in runs[0]}
+    r["rss_growth"] = float(np.median([x["rss_end_mb"] - x["rss_start_mb"] for x in runs]))
+    load1 = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
+          f"after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} on {os.cpu_count()} cores; "
+          f"figures below: median of {len(runs)}")
+    print(f"simulated {args.hours:g} h in {r['wall_s']:.0f} s (rt factor {r['rt_factor']:.5f}, {r['steps']:.0f} HIL steps "
           f"of {args.step_s} s, power flow every step)")
     print(f"reads, {args.clients} clients at {args.hz:g} Hz (other process), 125 registers: "
           f"p50 {r['read_p50_ms']:.2f} ms  p99 {r['read_p99_ms']:.2f} ms  ({r['reads']:.0f} reads)  "
@@ -232,15 +271,21 @@ def main() -> int:
           f"(market-boundary steps max {r['late_boundary_max_ms']:.1f} ms; misses > 100 ms: "
           f"{r['misses']:.0f})  target max < 20 ms")
     print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
-          f"{r['rss_mid_mb']:.0f} MB at noon, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
-          f"{r['rss_end_mb'] - r['rss_start_mb']:+.1f} MB  target < 50 MB")
-    wall, n_steps = afap()
-    sps = n_steps / wall
-    print(f"as fast as possible (hil_demo, 60-s HIL steps, grid + agents + market + server): "
-          f"{n_steps} HIL steps in {wall:.2f} s = {sps:.1f} steps/s")
+          f"{r['rss_mid_mb']:.0f} MB half way, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
+          f"{r['rss_growth']:+.1f} MB  target < 50 MB")
+    print(f"CPU the serving process got: {100 * r['cpu_share']:.0f} % of one core over the run "
+          f"(its CPU time / wall time; twin and Modbus server threads together)")
+    sps = float("nan")
+    if not args.no_afap:
+        wall, n_steps = afap()
+        sps = n_steps / wall
+        print(f"as fast as possible (hil_demo, 60-s HIL steps, grid + agents + market + server): "
+              f"{n_steps} HIL steps in {wall:.2f} s = {sps:.1f} steps/s")
     print(f"read_p50_ms={r['read_p50_ms']:.3f} read_p99_ms={r['read_p99_ms']:.3f} "
           f"late_p99_ms={r['late_p99_ms']:.2f} late_max_ms={r['late_max_ms']:.2f} "
-          f"rss_growth_mb={r['rss_end_mb'] - r['rss_start_mb']:.1f} afap_steps_per_s={sps:.2f}")
+          f"rss_growth_mb={r['rss_growth']:.1f} afap_steps_per_s={sps:.2f} runs={len(runs)} "
+          f"cpu_share={r['cpu_share']:.2f} "
+          f"load1_before={load0[0]:.2f} load1_after={load1[0]:.2f}")
     return 0
 
 

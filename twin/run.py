@@ -59,6 +59,7 @@ def run_scenario(
     rt_factor: float | None = None,
     extend_world: Callable[..., None] | None = None,
     grid_step_s: int | None = None,
+    settle_at_end: bool = False,
     resume: Any = None,
     checkpoint_every_s: float | None = None,
     checkpoint_every_intervals: int | None = None,
@@ -70,6 +71,8 @@ def run_scenario(
     simulators and must connect the agents' ``element_power`` to the grid (``twin hil serve``
     puts the HIL devices in between); without it the agents feed the grid directly.
     ``grid_step_s``: power-flow cadence when finer than the market interval (HIL step).
+    ``settle_at_end``: interval ``k`` settles at ``(k + 1)·T`` on readings the agents correct
+    by the HIL's ``hil_books`` (the world runs one settlement step past the end).
     ``checkpoint_every_s`` / ``checkpoint_every_intervals``: flush and checkpoint at least
     this often (defaults :data:`CHECKPOINT_WALL_S`, :data:`CHECKPOINT_INTERVALS`).
     A resumed run (``resume``) rewrites no table before its replay has passed the point
@@ -179,7 +182,7 @@ def run_scenario(
                            duration_s=duration_s, progress=progress, timings=timings,
                            rt_factor=rt_factor, extend_world=extend_world,
                            grid_step_s=grid_step_s, services=services, signers=signers,
-                           faults=faults, checkpoints=_Checkpoints(
+                           faults=faults, settle_at_end=settle_at_end, checkpoints=_Checkpoints(
                                every_s=CHECKPOINT_WALL_S if checkpoint_every_s is None
                                else checkpoint_every_s,
                                every_intervals=checkpoint_every_intervals or CHECKPOINT_INTERVALS,
@@ -267,7 +270,8 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                progress: bool, timings: dict[str, float], rt_factor: float | None = None,
                extend_world: Callable[..., None] | None = None,
                grid_step_s: int | None = None, services: Any = None, signers: Any = None,
-               checkpoints: _Checkpoints | None = None, faults: Any = None) -> None:
+               checkpoints: _Checkpoints | None = None, faults: Any = None,
+               settle_at_end: bool = False) -> None:
     interval_s = scenario.market.interval_s
     sim_config = {
         "Agents": {"python": "twin.cosim.agents_sim:AgentsSim"},
@@ -280,13 +284,15 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
     checkpoint = _Checkpointer(recorder, checkpoints or _Checkpoints())
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
-                             timings=timings, outages=faults.overlay if faults else None).Feeder()
+                             timings=timings, outages=faults.overlay if faults else None,
+                             end_s=duration_s if settle_at_end else None).Feeder()
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
                              services=services, signers=signers,
-                             desk=_meter_desk(data_faults)).Market()
+                             desk=_meter_desk(data_faults), settle_at_end=settle_at_end).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
+                           end_s=duration_s if settle_at_end else None,
                            der_devices=feeder_der_devices(scenario, model.feeder),
                            frequency_hz=model.tso.system_frequency_hz,
                            oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase,
@@ -315,7 +321,9 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
             world.connect(fsim, agents, "fault_state")
             world.connect(fsim, grid, "fault_state")
             world.connect(fsim, market, "books")
-        world.run(until=duration_s, print_progress=progress, rt_factor=rt_factor)
+        # settle_at_end: the last interval settles at duration_s (agents and market only)
+        world.run(until=duration_s + (1 if settle_at_end else 0), print_progress=progress,
+                  rt_factor=rt_factor)
 
 
 def _carry_fault_rows(out_dir: Path, recorder: RunRecorder) -> None:

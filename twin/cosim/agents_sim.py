@@ -14,6 +14,7 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
+from twin.agents.delivered import apply_ev_delta, apply_storage_delta, corrected_readings
 from twin.cosim.codec import (
     decode_der_controls,
     decode_trades,
@@ -22,6 +23,7 @@ from twin.cosim.codec import (
     single,
     timed,
 )
+from twin.hil.books import DeliveredBook
 
 META: Meta = {
     "api_version": "3.0",
@@ -30,8 +32,8 @@ META: Meta = {
         "Feeder": {
             "public": True,
             "params": [],
-            "attrs": ["trades", "der_controls", "fault_state", "element_power", "orders",
-                      "curtailments", "metered_wh", "dr_calls"],
+            "attrs": ["trades", "der_controls", "fault_state", "hil_books", "element_power",
+                      "orders", "curtailments", "metered_wh", "dr_calls"],
         }
     },
 }
@@ -49,6 +51,13 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         #: faults inside the run (twin/agents/outages.py): the model's step under a fault state
         self.outages = sim_params.get("outages")
+        #: HIL (twin hil serve, ``end_s`` given): interval k's readings, corrected by what the
+        #: HIL devices delivered (``hil_books``), and its curtailments go to the market at
+        #: (k + 1)·T; the step at ``end_s`` only hands over the last interval's
+        self.end_s: int | None = sim_params.get("end_s")
+        self.settle_at_end = self.end_s is not None
+        self._held: dict[str, Any] = {"metered_wh": None,
+                                      "curtailments": {"interval": -1, "curtailments": []}}
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -62,6 +71,12 @@ class AgentsSim(mosaik_api_v3.Simulator):
 
     def _step(self, time: Time, inputs: InputData) -> Time:
         k = time // self.interval_s
+        if self.settle_at_end:
+            held = self._settle_held(k, single(inputs.get("feeder", {}).get("hil_books")))
+            if self.end_s is not None and time >= self.end_s:  # the last interval settles; no more
+                self._out = {**self._out, **held, "orders": {"interval": k + 1, "orders": []},
+                             "dr_calls": {"interval": k, "calls": []}}
+                return time + self.interval_s  # past the world's end
         market_msg = single(inputs.get("feeder", {}).get("trades"))
         trades = decode_trades(market_msg["trades"]) if market_msg else []
         prices = market_msg["price_history"] if market_msg else []
@@ -112,7 +127,26 @@ class AgentsSim(mosaik_api_v3.Simulator):
                            **({"regulation": out.regulation} if out.regulation is not None else {})},
             "dr_calls": {"interval": k, "calls": encode_dr_calls(out.dr_calls)},
         }
+        if self.settle_at_end:  # k's readings wait for what the HIL delivers; k - 1's go now
+            self._held = {"metered_wh": self._out["metered_wh"], "curtailments": self._out["curtailments"]}
+            self._out |= held
         return time + self.interval_s
+
+    def _settle_held(self, k: int, msg: dict[str, Any] | None) -> dict[str, Any]:
+        """Interval ``k - 1``'s readings (delivered energy) and curtailments; batteries' and
+        EVs' stored energy moved by what the HIL devices delivered in ``k - 1``."""
+        held = dict(self._held)
+        book = DeliveredBook.decode(msg)
+        meter = held["metered_wh"]
+        if meter is None or book is None or book.interval != k - 1:
+            if meter is not None:
+                raise ValueError(f"agents: no HIL books for interval {k - 1} at t={k * self.interval_s}s")
+            return held
+        apply_storage_delta(self.model, book.storage_delta_wh)
+        apply_ev_delta(self.model, book.ev_delta_wh)
+        planned = {int(d): int(w) for d, w in meter["metered_wh"].items()}
+        held["metered_wh"] = {**meter, "metered_wh": corrected_readings(planned, book.meter_delta_wh)}
+        return held
 
     def get_data(self, outputs: OutputRequest) -> OutputData:
         return {eid: {a: self._out.get(a) for a in attrs} for eid, attrs in outputs.items()}

@@ -62,6 +62,8 @@ class GridSim(mosaik_api_v3.Simulator):
         # the bus and line tables keep one row set per market interval either way
         self.step_s: int = sim_params.get("step_s") or self.interval_s
         self.timings: dict[str, float] = sim_params.get("timings", {})
+        #: last solve before this time (HIL: the world runs one settlement step past the end)
+        self.end_s: int | None = sim_params.get("end_s")
         # grid.phases: 3 -- each element row on its phase, solved in the phase frame
         phase = sim_params.get("element_phase")
         devices = sim_params.get("der_devices") or []
@@ -189,6 +191,8 @@ class GridSim(mosaik_api_v3.Simulator):
                 "der_q_mvar": der_q, "der_curtailed_mw": der_cut, "oltc_tap": tap,
                 "vuf_max_percent": state.vuf_max_percent if self.phases is not None else None,
             }])
+        if self.end_s is not None and time + self.step_s >= self.end_s:
+            return self.end_s + 1  # past the world's end: no solve at end_s (settlement only)
         return time + self.step_s
 
     def get_data(self, outputs: OutputRequest) -> OutputData:

@@ -32,7 +32,7 @@ META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {"HIL": {"public": True, "params": [],
-                       "attrs": ["element_power", "vm_pu", "der_controls"]}},
+                       "attrs": ["element_power", "vm_pu", "der_controls", "hil_books"]}},
 }
 
 
@@ -63,6 +63,11 @@ class HILSim(mosaik_api_v3.Simulator):
         #: unit id -> market device id, for the controls the agents apply to their books
         self.device_ids: dict[int, int] = sim_params.get("device_ids", {})
         self._controls: list[dict[str, Any]] = []
+        #: per-interval books of the delivered energy (twin.hil.books.IntervalBooks) and the
+        #: last closed interval's message to the agents; ``end_s``: no step at or after it
+        self.books = sim_params.get("books")
+        self._books_msg: dict[str, Any] = {}  # none closed yet
+        self.end_s: int | None = sim_params.get("end_s")
         self.bank.clock = self._clock
         return self.meta
 
@@ -127,11 +132,19 @@ class HILSim(mosaik_api_v3.Simulator):
         self._controls = encode_der_controls({
             self.device_ids[u]: o.control for u, (_, o) in rows.items()
             if u in self.device_ids and not o.control.is_default})
+        if self.books is not None:  # this step's powers hold until the next HIL step
+            book = self.books.add(now_s=float(time), hold_s=float(self.step_s),
+                                  dispatched=self._power, delivered=self._out)
+            if book is not None:
+                self._books_msg = book.encode()
         self._drain_writes()
+        if self.end_s is not None and time + self.step_s >= self.end_s:
+            return self.end_s + 1  # past the world's end: no step at end_s (settlement only)
         return time + self.step_s
 
     def get_data(self, outputs: OutputRequest) -> OutputData:
-        data = {"element_power": self._out, "der_controls": self._controls}
+        data = {"element_power": self._out, "der_controls": self._controls,
+                "hil_books": self._books_msg}
         return {eid: {a: data[a] for a in attrs if a in data} for eid, attrs in outputs.items()}
 
     def finalize(self) -> None:

@@ -44,6 +44,8 @@ class MarketSim(mosaik_api_v3.Simulator):
                                services=sim_params.get("services"),
                                signers=sim_params.get("signers"),
                                desk=sim_params.get("desk"))
+        #: HIL (twin hil serve): interval k settles at (k + 1)·T on the delivered energy
+        self.settle_at_end: bool = sim_params.get("settle_at_end", False)
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -81,7 +83,8 @@ class MarketSim(mosaik_api_v3.Simulator):
             # meter-data faults (twin.cosim.meters_sim): expected devices and late readings
             expected=([int(d) for d in meter_msg["expected"]]
                       if meter_msg is not None and "expected" in meter_msg else None),
-            late=[[int(x) for x in r] for r in (meter_msg or {}).get("late", [])])
+            late=[[int(x) for x in r] for r in (meter_msg or {}).get("late", [])],
+            settle_interval=k - 1 if self.settle_at_end else k)
         for table, rows in result.rows.items():
             self.recorder.add(table, rows)
         # Always answer (mosaik treats a missing output as an error): no orders, no trades.

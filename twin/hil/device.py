@@ -510,8 +510,8 @@ class HILDevice:
         if s.kind == "battery":
             if m.soc is not None:
                 self.soc = float(m.soc)
-            elif s.capacity_wh > 0:
-                self.soc = min(1.0, max(0.0, self.soc - w * hours / s.capacity_wh))
+            elif s.capacity_wh > 0:  # the power of the step before held over dt_s
+                self.soc = min(1.0, max(0.0, self.soc - self.last_w * hours / s.capacity_wh))
             st = 3 if w > 0.5 else 4 if w < -0.5 else 6
             if self.soc >= s.soc_max - 1e-6 and w <= 0.5:
                 st = 5

@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from twin.hil.books import IntervalBooks
 from twin.hil.core import HILBank
 from twin.hil.server import ModbusServer
 from twin.hil.timing import StepTiming
-from twin.hil.twin_side import HILCoupling, MirroredDevice, market_device_ids, resolve_devices
+from twin.hil.twin_side import (
+    HILCoupling,
+    MirroredDevice,
+    book_elements,
+    market_device_ids,
+    resolve_devices,
+)
 from twin.results import write_json_atomic
 from twin.scenario import Scenario
 
@@ -105,11 +112,16 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
 
     if not scenario.hil.devices:
         raise ValueError("the scenario declares no HIL devices (hil.devices is empty)")
+    if scenario.faults is not None:
+        raise ValueError("faults: twin hil serve does not run fault processes (a HIL run settles "
+                         "each interval at its end on the energy delivered per HIL step)")
     say = on_status or (lambda _m: None)
     out_dir = Path(out_dir)
     state: dict[str, Any] = {}
     step_timing = StepTiming(tolerance_s=scenario.hil.deadline_tolerance_s)
     step_s = scenario.hil.step_s or scenario.market.interval_s
+    end_s = min(until_s or scenario.duration_s, scenario.duration_s)  # as twin.run computes it
+    end_s -= end_s % scenario.market.interval_s
 
     def extend(world: Any, *, agents: Any, grid: Any, model: Any, recorder: Any,
                timings: dict[str, float]) -> None:
@@ -142,7 +154,9 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                 else f"no client after {wait_client_s:g} s; starting the clock anyway")
         world.sim_config["HIL"] = {"python": "twin.cosim.hil_sim:HILSim"}
         coupling = HILCoupling(bank, mirrored, frequency_hz=model.tso.system_frequency_hz)
-        hil = world.start("HIL", coupling=coupling, recorder=recorder,
+        books = IntervalBooks(book_elements(mirrored, model), interval_s=scenario.market.interval_s)
+        hil = world.start("HIL", coupling=coupling, recorder=recorder, books=books,
+                          end_s=end_s,
                           step_s=step_s, rt_factor=rt_factor, rt_strict=rt_strict,
                           deadline_tolerance_s=scenario.hil.deadline_tolerance_s,
                           timings=timings, step_timing=step_timing,
@@ -151,10 +165,11 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
         world.connect(agents, hil, "element_power")
         world.connect(hil, grid, "element_power")
         world.connect(grid, hil, "vm_pu", time_shifted=True, initial_data={"vm_pu": None})
-        # the controls in force reach the agents' books (SOC, meters, settlement) at their
-        # next interval; the element powers above carry them at the next HIL step
-        world.connect(hil, agents, "der_controls", time_shifted=True,
-                      initial_data={"der_controls": []})
+        # the controls in force reach the agents' dispatch at their next interval; the
+        # element powers above carry them at the next HIL step; what the devices delivered
+        # over interval k (hil_books) corrects k's readings and the batteries' SOC at (k+1)·T
+        world.connect(hil, agents, "der_controls", "hil_books", time_shifted=True,
+                      initial_data={"der_controls": [], "hil_books": {}})
 
     rt_behind: dict[str, float] = {"count": 0, "max_s": 0.0}
     # the Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
@@ -166,7 +181,7 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
             outcome = run_scenario(scenario, out_dir=out_dir, scenario_path=scenario_path,
                                    until_s=until_s, progress=progress, on_status=say,
                                    rt_factor=None,  # the HIL adapter paces (see hil_sim)
-                                   extend_world=extend, grid_step_s=step_s)
+                                   extend_world=extend, grid_step_s=step_s, settle_at_end=True)
     finally:
         sys.setswitchinterval(switch)
         server = state.get("server")

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from twin.hil.books import BookedElement
 from twin.hil.core import DeviceInput, DeviceOutput, HILBank
 from twin.hil.device import V_NOM, DeviceSpec
 
-__all__ = ["HILCoupling", "MirroredDevice", "market_device_ids", "resolve_devices"]
+__all__ = ["HILCoupling", "MirroredDevice", "book_elements", "market_device_ids", "resolve_devices"]
 
 Table = Literal["sgen", "load", "storage"]
 
@@ -139,6 +140,29 @@ def market_device_ids(devices: Sequence[MirroredDevice], model: Any) -> dict[int
             out[d.spec.unit_id] = int(model.evs.device_id[i])
         elif d.spec.kind == "battery" and d.agent.startswith("storage"):
             out[d.spec.unit_id] = int(model.storage.device_id[i])
+    return out
+
+
+def book_elements(devices: Sequence[MirroredDevice], model: Any) -> list[BookedElement]:
+    """The mirrored DER elements with the market device whose meter each one is behind.
+
+    Unlike :func:`market_device_ids` a household's home battery is included: it is behind
+    the household's meter, so what it delivers moves that reading (and its own SOC).
+    """
+    out: list[BookedElement] = []
+    for d in devices:
+        if d.table is None:
+            continue
+        device: int | None = None
+        if d.agent is not None:
+            i = _index(d.agent)
+            if d.spec.kind == "ev_charger":
+                device = int(model.evs.device_id[i])
+            elif d.spec.kind == "battery" and d.agent.startswith("storage"):
+                device = int(model.storage.device_id[i])
+            else:  # a household's PV inverter or home battery
+                device = int(model.households.device_id[i])
+        out.append(BookedElement(unit_id=d.spec.unit_id, table=d.table, row=d.row, device_id=device))
     return out
 
 

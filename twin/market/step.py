@@ -97,7 +97,8 @@ class MarketStep:
              regulation: Mapping[str, Any] | None = None,
              books: Mapping[int, int] | None = None,
              expected: Sequence[int] | None = None,
-             late: Sequence[Sequence[int]] = ()) -> StepResult:
+             late: Sequence[Sequence[int]] = (),
+             settle_interval: int | None = None) -> StepResult:
         """Step ``k``: the inputs of the agents' step ``k`` in, the trades of ``k + 1`` out.
 
         ``regulation``: the agents' regulation report of ``k`` (ancillary service), handed to
@@ -105,18 +106,23 @@ class MarketStep:
         electrical islands (twin/faults), device -> island book: only devices with a book
         trade, each book clears on its own (``island_market`` rows: one per book, its price
         and volume). ``expected`` / ``late``: meter-data faults (twin/cosim/meters_sim.py): the
-        devices whose reading was due, and late readings that true up a provisional settlement."""
+        devices whose reading was due, and late readings that true up a provisional settlement.
+        ``settle_interval``: the interval whose readings are settled now (default ``k``; HIL
+        runs settle ``k - 1`` at ``k·T`` on the energy delivered per HIL step, nothing when
+        negative)."""
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.ledger.set_time(now_s=k * self.interval_s)  # block time = simulation time
         if self.services:
             for call in dr_calls:
                 self.services.on_dr_call(call)
-        metered = None if metered_wh is None or metered_interval != k else dict(metered_wh)
+        s = k if settle_interval is None else settle_interval
+        metered = None if metered_wh is None or metered_interval != s else dict(metered_wh)
         if self.services and regulation is not None and metered is not None:
             self.services.on_regulation(dict(regulation))
         if self.desk is not None and metered is not None:
             metered = self.desk.take(interval=k, readings=metered)
-        self._deliver(k, curtailments, metered, rows, expected=expected)
+        if s >= 0:
+            self._deliver(s, curtailments, metered, rows, expected=expected)
         if self.desk is not None:
             self._true_up(k, late, rows)
         result = StepResult(interval=k + 1, trades=[], price_history=self.log.price_history(),
@@ -135,8 +141,8 @@ class MarketStep:
                     result.trades, books, interval=orders_interval,
                     time_s=orders_interval * self.interval_s)
         if self.services:
-            if k == self.n_intervals - 1:
-                self.services.finish(interval=k)
+            if s == self.n_intervals - 1:
+                self.services.finish(interval=s)
             for table, new in self.services.rows().items():
                 rows[table].extend(new)
         rows["chain"].extend(drain_tx_log(self.ledger, interval_s=self.interval_s))
