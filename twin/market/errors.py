@@ -219,8 +219,9 @@ class InDebt(MarketError):
 
 
 class NotReclaimable(MarketError):
-    """Escrow reclaimed from an interval that is not void: it is cleared, being cleared, or
-    its deadline (``reclaimAfter``, times as in GateClosed) has not passed."""
+    """Escrow reclaimed from an interval that is not void: it is cleared, its clearing's
+    matching walk is over (its trades stand; past the deadline anyone may finish it), or its
+    deadline (``reclaimAfter``, times as in GateClosed) has not passed."""
 
     fields = ("interval", "deadline", "time")
     explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"

@@ -61,7 +61,8 @@ class ReferenceSettlement(ReferenceState):
             return self._clear(interval, sender)
 
     def _clear(self, interval: int, sender: int | None) -> Clearing:
-        require_role(sender, self.operator, e.NotOperator)
+        if self._now_s <= self.reclaim_after_s(interval):  # past it anyone may clear
+            require_role(sender, self.operator, e.NotOperator)
         if self._status.get(interval, "open") != "open":
             raise e.AlreadyCleared(interval)
         if self._now_s <= self.gate_s(interval):

@@ -477,37 +477,33 @@ contract EnergyMarket {
     }
 
     /// Deadline after which the owners of an interval's buy orders may reclaim their escrow
-    /// if the operator has not started its clearing: one interval after its gate.
+    /// if its clearing has not started, or stopped before its matching walk was over: one
+    /// interval after its gate. From then on anyone may also clear it (_clearer).
     function reclaimAfter(uint256 interval) public view returns (uint256) {
         return gateTime(interval) + intervalS;
     }
 
-    /// An owner takes back the escrow of its buy orders of intervals the operator did not
-    /// start clearing by their deadline (reclaimAfter): the first reclaim voids the interval
-    /// (IntervalVoided; it never clears nor settles), each order's escrow returns once.
+    /// An owner takes back the escrow of its buy orders of intervals not cleared by their
+    /// deadline (reclaimAfter) whose clearing did not start, or (uniform price) stopped with
+    /// its matching walk unfinished — no trade priced, no escrow released yet. The first
+    /// reclaim voids the interval (IntervalVoided; it never clears nor settles; a stopped
+    /// walk's unpriced matches are dropped and their trade ids reused), each order's escrow
+    /// returns once. Once a walk is over its trades stand: anyone may finish the clearing.
+    /// The loop is MarketSettlement.reclaim (code size).
     function reclaim(uint64[] calldata orderIds) external {
-        for (uint256 k = 0; k < orderIds.length; ++k) {
-            Order storage o = orders[orderIds[k]];
-            if (o.owner != msg.sender || o.side != Side.BUY) revert NotDeviceOwner(o.device, msg.sender);
-            uint64 interval = o.interval;
-            IntervalState storage st = intervals[interval];
-            if (st.status == OPEN) {
-                uint256 deadline = reclaimAfter(interval);
-                if (block.timestamp <= deadline) revert NotReclaimable(interval, deadline, block.timestamp);
-                st.status = VOID;
-                emit IntervalVoided(interval);
-            } else if (st.status != VOID) {
-                revert NotReclaimable(interval, reclaimAfter(interval), block.timestamp);
-            }
-            uint256 escrow = payment(o.energyWh, o.price);
-            o.energyWh = 0;
-            if (escrow > 0) {
-                Account storage a = accounts[msg.sender];
-                a.locked -= escrow;
-                a.free += escrow;
-                emit EscrowReleased(orderIds[k], msg.sender, escrow);
-            }
+        uint256 first = MarketSettlement.reclaim(
+            orders, intervals, accounts, cursors, orderIds, marketStart, gateLeadS, intervalS, mechanism == 0
+        );
+        if (first != 0) {
+            tradeCount = first - 1; // one interval clears at a time: its trades are the last
+            clearingInterval = 0;
         }
+    }
+
+    /// The operator clears an interval; past its reclaim deadline anyone may (the verified
+    /// sorted book fixes the outcome, so a stalled operator cannot keep escrow locked).
+    function _clearer(uint64 interval) private view {
+        if (msg.sender != operator && block.timestamp <= reclaimAfter(interval)) revert NotOperator(msg.sender);
     }
 
     // ------------------------------------------------------------------ clearing
@@ -568,7 +564,8 @@ contract EnergyMarket {
         uint64[] calldata ids,
         uint64[] calldata hints,
         uint256 maxSteps
-    ) external onlyOperator returns (bool finished) {
+    ) external returns (bool finished) {
+        _clearer(interval);
         if (mechanism != 1) revert WrongMechanism(mechanism);
         IntervalState storage st = intervals[interval];
         if (st.status == OPEN && bookSize != uint256(st.buyCount) + st.sellCount) {
@@ -611,7 +608,8 @@ contract EnergyMarket {
 
     /// Clear an interval in one transaction: the full sorted bid and ask id lists (bounded
     /// only by the block gas limit; clearChunk is the bounded form).
-    function clear(uint64 interval, uint64[] calldata bidIds, uint64[] calldata askIds) external onlyOperator {
+    function clear(uint64 interval, uint64[] calldata bidIds, uint64[] calldata askIds) external {
+        _clearer(interval);
         IntervalState storage st = intervals[interval];
         if (st.status != OPEN) revert AlreadyCleared(interval);
         if (bidIds.length != st.buyCount) revert BadOrderList(0, bidIds.length, 0);
@@ -638,7 +636,8 @@ contract EnergyMarket {
         uint64[] calldata bidIds,
         uint64[] calldata askIds,
         uint256 maxTrades
-    ) external onlyOperator returns (bool finished) {
+    ) external returns (bool finished) {
+        _clearer(interval);
         IntervalState storage st = intervals[interval];
         if (st.status == OPEN && bookSize != uint256(st.buyCount) + st.sellCount) {
             revert BookChanged(interval, bookSize, uint256(st.buyCount) + st.sellCount);

@@ -304,4 +304,54 @@ library MarketSettlement {
         accounts[dso].free += pay;
         emit DebtPaid(account, pay);
     }
+
+    event EscrowReleased(uint256 indexed orderId, address indexed owner, uint256 amount);
+    event IntervalVoided(uint256 indexed interval);
+
+    error NotDeviceOwner(uint256 device, address account);
+    error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);
+
+    /// EnergyMarket.reclaim (deadlines as EnergyMarket.reclaimAfter). Voids an open interval,
+    /// or a uniform-price clearing whose walk is unfinished (then its cursor is deleted and
+    /// the interval's first trade id returned, so the market drops its unpriced matches).
+    function reclaim(
+        mapping(uint256 => EnergyMarket.Order) storage orders,
+        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
+        mapping(address => EnergyMarket.Account) storage accounts,
+        mapping(uint256 => EnergyMarket.Cursor) storage cursors,
+        uint64[] calldata orderIds,
+        uint256 marketStart,
+        uint256 gateLeadS,
+        uint256 intervalS,
+        bool uniform
+    ) external returns (uint256 voidedFirstTrade) {
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            EnergyMarket.Order storage o = orders[orderIds[k]];
+            if (o.owner != msg.sender || o.side != EnergyMarket.Side.BUY) revert NotDeviceOwner(o.device, msg.sender);
+            uint64 interval = o.interval;
+            EnergyMarket.IntervalState storage st = intervals[interval];
+            uint8 s = st.status;
+            uint256 start = marketStart + interval * intervalS;
+            uint256 deadline = (start > gateLeadS ? start - gateLeadS : 0) + intervalS;
+            if (s == OPEN || (s == CLEARING && uniform && !cursors[interval].done)) {
+                if (block.timestamp <= deadline) revert NotReclaimable(interval, deadline, block.timestamp);
+                if (s == CLEARING) {
+                    delete cursors[interval];
+                    voidedFirstTrade = st.firstTrade;
+                }
+                st.status = VOID;
+                emit IntervalVoided(interval);
+            } else if (s != VOID) {
+                revert NotReclaimable(interval, deadline, block.timestamp);
+            }
+            uint256 escrow = _payment(o.energyWh, o.price);
+            o.energyWh = 0;
+            if (escrow > 0) {
+                EnergyMarket.Account storage a = accounts[msg.sender];
+                a.locked -= escrow;
+                a.free += escrow;
+                emit EscrowReleased(orderIds[k], msg.sender, escrow);
+            }
+        }
+    }
 }

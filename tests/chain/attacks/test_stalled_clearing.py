@@ -1,0 +1,104 @@
+"""#19: an operator that stops in the middle of a chunked clearing cannot keep escrow locked.
+
+Past the interval's reclaim deadline (its gate + one interval) a clearing whose matching walk
+is unfinished (nothing priced, nothing released) is voided by the first owner who reclaims,
+exactly like an interval never cleared; one whose walk is over has fixed trades, which stand:
+anyone may then finish it. Performed on a real Anvil, compared with the reference ledger."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests._orders import buy, sell
+from tests.chain.conftest import FEED_IN, INTERVAL_S, RETAIL, setup_market
+from twin.chain.chunks import plan_clearing
+from twin.chain.ledger import ChainLedger
+from twin.market import errors as e
+from twin.market.clearing import match_orders, sort_book
+from twin.market.reference import ReferenceLedger
+from twin.market.types import OPERATOR_ACCOUNT
+
+pytestmark = pytest.mark.chain
+
+
+def _reference() -> ReferenceLedger:
+    return setup_market(ReferenceLedger(interval_s=INTERVAL_S, retail_price_per_mwh=RETAIL,
+                                        feed_in_price_per_mwh=FEED_IN))
+
+
+def _first_chunk(led: ChainLedger, interval: int, n_orders: int, *, whole: bool = False) -> None:
+    """The operator sends one chunk, then stops: the plan's first chunk (one order per side),
+    or (``whole``) every id but no trade priced (max_trades 0)."""
+    orders = led.orders(interval)
+    bids, asks = sort_book(orders)
+    if whole:
+        bid_ids, ask_ids = [o.order_id for o in bids], [o.order_id for o in asks]
+    else:
+        plan = plan_clearing(bids, asks, n_trades=len(match_orders(orders).fills), chunk_orders=2,
+                             chunk_trades=1)
+        bid_ids, ask_ids = list(plan[0].bid_ids), list(plan[0].ask_ids)
+    led._transact(led.market, "clearChunk", [interval, n_orders, bid_ids, ask_ids, 0],
+                  sender=OPERATOR_ACCOUNT, purpose="one chunk, then the operator stops")
+
+
+def _same_money(chain: ChainLedger, ref: ReferenceLedger) -> None:
+    for a in range(8):
+        assert chain.balance(a) == ref.balance(a), a
+    assert chain.market_holdings() == ref.market_holdings()
+
+
+def test_owners_reclaim_from_a_clearing_stopped_mid_walk(chain_ledger: ChainLedger) -> None:
+    chain, ref = chain_ledger, _reference()
+    book = [buy(12, 1000, 150_000_000, interval=2), buy(13, 1000, 140_000_000, interval=2),
+            buy(14, 1000, 130_000_000, interval=2), sell(15, 1000, 100_000_000, interval=2),
+            sell(16, 1000, 110_000_000, interval=2), sell(17, 1000, 120_000_000, interval=2)]
+    for led in (chain, ref):
+        led.place_orders(book)
+    chain.wait_for_gate(2)
+    _first_chunk(chain, 2, len(book))  # one pair matched, the walk paused: then the operator stops
+    assert chain.interval_status(2) == "clearing"
+    assert chain.market.functions.tradeCount().call() == 1
+    bids = [o.order_id for o in chain.orders(2) if o.side.name == "BUY"]
+    deadline = chain.reclaim_after_s(2)
+    for led in (chain, ref):
+        led.set_time(deadline)
+        with pytest.raises(e.NotReclaimable):  # the operator still has time
+            led.reclaim(2, bids[:1])
+        led.set_time(deadline + 1)
+        for account, oid in zip((2, 3, 4), bids, strict=True):
+            led.reclaim(account, [oid])
+        assert led.interval_status(2) == "void"
+        with pytest.raises(e.AlreadyCleared):  # the stopped clearing can never resume
+            led.clear(2)
+    _same_money(chain, ref)  # every bid's escrow back, nothing paid, nothing created
+    assert chain.market.functions.clearingInterval().call() == 0
+    assert chain.market.functions.tradeCount().call() == 0  # the unpriced match is dropped
+    nxt = [buy(12, 500, 150_000_000, interval=5), sell(15, 500, 100_000_000, interval=5)]
+    for led in (chain, ref):
+        led.place_orders(nxt)
+    assert chain.clear(5) == ref.clear(5)  # the next interval clears, same trade ids
+    _same_money(chain, ref)
+
+
+def test_a_finished_walk_stands_and_anyone_may_finish_it(chain_ledger: ChainLedger) -> None:
+    chain, ref = chain_ledger, _reference()
+    book = [buy(12, 1000, 150_000_000, interval=2), sell(15, 600, 100_000_000, interval=2),
+            sell(16, 1000, 200_000_000, interval=2)]
+    for led in (chain, ref):
+        led.place_orders(book)
+    chain.wait_for_gate(2)
+    _first_chunk(chain, 2, len(book), whole=True)  # walk over (price fixed), no trade priced yet
+    assert chain.market.functions.clearingProgress(2).call()[2] is True
+    bid = next(o.order_id for o in chain.orders(2) if o.side.name == "BUY")
+    deadline = chain.reclaim_after_s(2)
+    for led in (chain, ref):
+        led.set_time(deadline)
+        with pytest.raises(e.NotOperator):  # until the deadline only the operator clears
+            led.clear(2, sender=3)
+        led.set_time(deadline + 1)
+    with pytest.raises(e.NotReclaimable):  # the matched trade stands: no reclaim
+        chain.reclaim(2, [bid])
+    got = chain.clear(2, sender=3)  # a stranger finishes the stalled clearing
+    assert got == ref.clear(2, sender=3) and len(got.trades) == 1
+    assert chain.interval_status(2) == "cleared"
+    _same_money(chain, ref)
