@@ -107,6 +107,44 @@ def test_demand_response_posts_commits_and_pays_metered_reduction() -> None:
     assert ctx.ledger.wallet(DSO_ACCOUNT) + adj[DSO_ACCOUNT] == ev_row["refund"]
 
 
+def test_demand_response_bond_pays_the_poster_for_non_delivery() -> None:
+    """#19: a commitment escrows a bond (penalty_bps of its pay) from the owner's free
+    balance; the shortfall's share goes to the DSO, the rest of the bond back; tokens are
+    conserved; an owner who cannot post the bond does not commit."""
+    offers = {3: {5: 800, 6: 2000}}
+    ctx, minted = _ctx(offers)
+    dr = DemandResponseService(ctx, baseline_intervals=2, penalty_bps=1000)
+    services = MarketServices([dr], rail=ctx.rail)
+    for k, (ev, bat) in enumerate([(1000, 500), (1400, 700)]):
+        services.on_settled(interval=k, trades=[], rows=[], metered_wh={5: ev, 6: bat})
+    services.on_dr_call(_call(3, 2500, offers))
+    free6 = ctx.ledger.balance(6).free
+    services.on_settled(interval=2, trades=[], rows=[], metered_wh={5: 1200, 6: 600})  # posts
+    bond6 = payment(1700, PRICE) * 1000 // 10_000
+    assert ctx.ledger.balance(6).free == free6 - bond6 and _audit(ctx, services, minted)["conserved"]
+    services.on_settled(interval=3, trades=[], rows=[], metered_wh={5: 100, 6: -300})
+    rows = services.rows()
+    pay = {r["device_id"]: r for r in rows["dr_payouts"]}
+    (ev_row,) = rows["dr_events"]
+    penalty = payment(1700 - 950, PRICE) * 1000 // 10_000  # the battery cut 950 of 1700
+    assert pay[5]["penalty"] == 0 and pay[6]["penalty"] == penalty > 0
+    adj = services.wallet_adjustments()
+    assert adj[6] == pay[6]["amount"] - penalty
+    assert ctx.ledger.wallet(DSO_ACCOUNT) + adj[DSO_ACCOUNT] == ev_row["refund"] + penalty
+    audit = _audit(ctx, services, minted)
+    assert audit["conserved"] and audit["value_holdings"] == 0
+    # an owner without the bond's free balance does not commit
+    ctx2, _ = _ctx(offers)
+    ctx2.ledger.withdraw(6, ctx2.ledger.balance(6).free)
+    services2 = MarketServices([DemandResponseService(ctx2, baseline_intervals=2, penalty_bps=1000)],
+                               rail=ctx2.rail)
+    services2.on_dr_call(_call(3, 2500, offers))
+    services2.on_settled(interval=2, trades=[], rows=[], metered_wh={5: 1200, 6: 600})
+    services2.finish(interval=2)
+    (open_row,) = services2.rows()["dr_events"]
+    assert open_row["committed_wh"] == 800  # only the EV's owner posted a bond
+
+
 def test_demand_response_event_the_dso_cannot_fund_is_not_posted() -> None:
     ctx, minted = _ctx({1: {5: 500}}, dso_funds=10)
     services = MarketServices([DemandResponseService(ctx, baseline_intervals=4)], rail=ctx.rail)
@@ -236,6 +274,9 @@ def test_network_fee_charges_buyers_the_published_fee_and_conserves_tokens() -> 
      "set market.services.green_exchange.enabled"),
     ({"market__services": {"network_fee": {"enabled": True}}},
      "market.services.network_fee.enabled", "the DSO publishes no fee"),
+    ({"agents__evs__count": 2, "agents__evs__battery_kwh": 0.5,
+      "market__services": {"charger_tariffs": {"enabled": True}}},
+     "market.services.charger_tariffs.min_lock_kwh", "no session could lock it"),
 ])
 def test_services_the_scenario_cannot_support_are_scenario_errors(
     changes: dict, path: str, words: str

@@ -357,6 +357,8 @@ def service_flows(tables: Mapping[str, pa.Table]) -> list[tuple[int, int, bool, 
         if t is None or t.num_rows == 0:
             continue
         for f in flows:
+            if f.amount not in t.column_names:  # a table written before the column existed
+                continue
             keep = np.ones(t.num_rows, dtype=bool)
             if f.where is not None:
                 keep = np.asarray(t.column(f.where[0]).to_pylist(), dtype=object) == f.where[1]

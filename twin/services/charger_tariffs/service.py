@@ -69,13 +69,15 @@ class ChargerTariffService(MarketService):
         spec = spec_of(scenario, "charger_tariffs")
         lo = price_from_per_mwh(spec.tariff_min_per_mwh)
         hi = price_from_per_mwh(spec.tariff_max_per_mwh)
+        min_lock = payment(round(spec.min_lock_kwh * 1000), lo)
         self.backend: Any = ctx.backend(
             "ChargerTariffs",
             reference=lambda: ChargerTariffs(devices=ctx.devices,
                                              money=RailMoney(ctx, "ChargerTariffs"),
-                                             tariff_min_per_mwh=lo, tariff_max_per_mwh=hi),
+                                             tariff_min_per_mwh=lo, tariff_max_per_mwh=hi,
+                                             min_lock=min_lock),
             chain=lambda: _chain().deploy(ctx.ledger, tariff_min_per_mwh=lo,
-                                          tariff_max_per_mwh=hi))
+                                          tariff_max_per_mwh=hi, min_lock=min_lock))
         self.bounds = (lo, hi)
         evs = sorted(d for d, dev in ctx.devices.items() if dev.kind == DeviceKind.EV)
         self.chargers = evs[: int(spec.shared_share * len(evs) + 0.5)]

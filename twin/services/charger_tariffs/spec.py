@@ -33,6 +33,9 @@ class ChargerTariffsServiceSpec(SpecModel):
     #: tariff x battery + 2 x distance_km x km_cost; false: a fixed driver per charger
     driver_choice: bool = False
     km_cost: NonNegFloat = 0.3  # currency per km driven to a charger and back
+    #: a session locks at least this energy's price at tariff_min_per_mwh (the contracts'
+    #: ``minLock``): holding a charger with a tiny session ties up real money (#19)
+    min_lock_kwh: Annotated[float, Field(ge=0, le=1000)] = 1.0
 
     @model_validator(mode="after")
     def _bounds(self) -> ChargerTariffsServiceSpec:
@@ -48,6 +51,10 @@ def problems(sc: Scenario) -> list[tuple[str, str]]:
     if ag.evs.count == 0:
         return [("market.services.charger_tariffs.enabled",
                  "no charger to share: agents.evs.count is 0")]
+    if spec.min_lock_kwh > ag.evs.battery_kwh:
+        return [("market.services.charger_tariffs.min_lock_kwh",
+                 f"{spec.min_lock_kwh} kWh exceeds the EV battery (agents.evs.battery_kwh = "
+                 f"{ag.evs.battery_kwh}): no session could lock it")]
     if int(spec.shared_share * ag.evs.count + 0.5) == 0:
         return [("market.services.charger_tariffs.shared_share",
                  f"shares none of the {ag.evs.count} EV chargers")]

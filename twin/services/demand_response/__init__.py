@@ -25,11 +25,13 @@ def _build(scenario: Scenario, ctx: ServiceContext, accounts: list[int]) -> list
     from twin.services.demand_response.service import DemandResponseService
 
     spec = spec_of(scenario, "demand_response")
-    return [DemandResponseService(ctx, baseline_intervals=spec.baseline_intervals)]
+    return [DemandResponseService(ctx, baseline_intervals=spec.baseline_intervals,
+                                  penalty_bps=spec.penalty_bps)]
 
 
 SERVICE = ServiceDef.switched(
     "demand_response", spec=DemandResponseServiceSpec, results=results, build=_build, problems=problems,
-    flows=(ServiceFlow("dr_payouts", "owner", "amount", +1),),
+    flows=(ServiceFlow("dr_payouts", "owner", "amount", +1),
+           ServiceFlow("dr_payouts", "owner", "penalty", -1)),
     pages={"dr_events": "demand-response events", "dr_payouts": "demand-response payouts"},
 )

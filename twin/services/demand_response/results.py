@@ -25,7 +25,7 @@ TABLES: Mapping[str, pa.Schema] = {
     "dr_payouts": pa.schema(
         [("time_s", _i64), ("interval", _i64), ("event_id", _i64), ("device_id", _i64),
          ("owner", _i64), ("committed_wh", _i64), ("baseline_wh", _i64), ("metered_wh", _i64),
-         ("reduction_wh", _i64), ("amount", _i64), ("tx_hash", _str)]
+         ("reduction_wh", _i64), ("amount", _i64), ("penalty", _i64), ("tx_hash", _str)]
     ),
 }
 
@@ -41,6 +41,7 @@ def kpis(rows: Rows) -> dict[str, float]:
         "dr_reduction_kwh": sum(r["reduction_wh"] for r in settled) / 1000,
         "dr_paid": sum(r["paid"] for r in settled) / MICRO,
         "dr_refund": sum(r["refund"] for r in settled) / MICRO,
+        "dr_penalties": sum(int(r.get("penalty") or 0) for r in rows("dr_payouts")) / MICRO,
     }
 
 
@@ -52,4 +53,5 @@ KPI_NOTES = {
     "dr_reduction_kwh": "metered reduction below the baselines (settled events), kWh",
     "dr_paid": "compensation paid to device owners, currency",
     "dr_refund": "unspent budget back to the DSO, currency",
+    "dr_penalties": "non-delivery penalties from the owners' bonds to the DSO, currency",
 }

@@ -45,22 +45,24 @@ class _Posted:
     budget: int
     commits: dict[int, int]
     tx_hash: str
+    bonds: dict[int, int]
 
 
 class DemandResponseService(MarketService):
     name = "demand_response"
     tables = ("dr_events", "dr_payouts")
 
-    def __init__(self, ctx: ServiceContext, *, baseline_intervals: int) -> None:
+    def __init__(self, ctx: ServiceContext, *, baseline_intervals: int, penalty_bps: int = 0) -> None:
         super().__init__()
         self.ctx = ctx
         self.backend: Any = ctx.backend(
             "DemandResponse",
             reference=lambda: DemandResponseLedger(
                 baseline_n=baseline_intervals, posters={DSO_ACCOUNT}, devices=ctx.ledger.device,
-                interval_s=ctx.interval_s, clock=lambda: ctx.ledger.now_s),
+                interval_s=ctx.interval_s, clock=lambda: ctx.ledger.now_s, penalty_bps=penalty_bps),
             chain=lambda: _chain().deploy(ctx.ledger, baseline_n=baseline_intervals,
-                                          posters=(DSO_ACCOUNT,), mint_funds=False))
+                                          posters=(DSO_ACCOUNT,), mint_funds=False,
+                                          penalty_bps=penalty_bps))
         self.flexible = sorted(ctx.dr_devices or (d for d, dev in ctx.devices.items()
                                                   if dev.kind in FLEXIBLE))
         self._calls: list[DRCall] = []
@@ -100,31 +102,38 @@ class DemandResponseService(MarketService):
         rail.pay_in("DemandResponse", DSO_ACCOUNT, budget)
         tx = last_tx(self.backend)
         commits: dict[int, int] = {}
+        bonds: dict[int, int] = {}
         left = target  # offers are filled in device order up to the target and device caps
         for device, wh in sorted(call.offers.items()):
             cap = self.ctx.devices[device].capacity_w * self.ctx.interval_s // 3600
             take = min(int(wh), left, cap)
-            if take >= 1:
-                self.backend.commit(event_id=event_id, device_id=device,
-                                    owner=self.ctx.devices[device].owner, reduction_wh=take)
-                commits[device] = take
-                left -= take
-        self._posted[k] = _Posted(event_id, k, target, price, budget, commits, tx)
+            if take < 1:
+                continue
+            owner = self.ctx.devices[device].owner
+            bond = self.backend.bond_of(take, price)
+            if bond > led.balance(owner).free:  # cannot post the non-delivery bond
+                continue
+            rail.withdraw(owner, bond)
+            self.backend.commit(event_id=event_id, device_id=device, owner=owner, reduction_wh=take)
+            rail.pay_in("DemandResponse", owner, bond)
+            commits[device], bonds[device] = take, bond
+            left -= take
+        self._posted[k] = _Posted(event_id, k, target, price, budget, commits, tx, bonds)
 
     def _settle(self, p: _Posted, readings: Mapping[int, int]) -> None:
         payouts, refund = self.backend.settle_event(p.event_id, readings)
         tx = last_tx(self.backend)
         rail = self.ctx.rail
         time_s = p.interval * self.ctx.interval_s
-        for po in payouts:
-            rail.pay_out("DemandResponse", po.owner, po.amount)
+        for po in payouts:  # pay, plus the bond less the non-delivery penalty
+            rail.pay_out("DemandResponse", po.owner, po.amount + p.bonds.get(po.device_id, 0) - po.penalty)
             self.record("dr_payouts", {
                 "time_s": time_s, "interval": p.interval, "event_id": p.event_id,
                 "device_id": po.device_id, "owner": po.owner,
                 "committed_wh": p.commits.get(po.device_id, 0), "baseline_wh": po.baseline_wh,
                 "metered_wh": po.metered_wh, "reduction_wh": po.reduction_wh,
-                "amount": po.amount, "tx_hash": tx})
-        rail.pay_out("DemandResponse", DSO_ACCOUNT, refund)
+                "amount": po.amount, "penalty": po.penalty, "tx_hash": tx})
+        rail.pay_out("DemandResponse", DSO_ACCOUNT, refund + sum(po.penalty for po in payouts))
         self._event_row(p, paid=sum(po.amount for po in payouts), refund=refund,
                         reduction_wh=sum(po.reduction_wh for po in payouts), status="settled")
 

@@ -27,6 +27,10 @@ class DemandResponseServiceSpec(SpecModel):
     enabled: bool = False
     #: baseline = floor mean of the device's metered consumption over this many intervals
     baseline_intervals: Annotated[int, Field(gt=0, le=96)] = 4
+    #: non-delivery bond (#19): a commitment escrows this share (basis points) of its full
+    #: pay from the owner's free balance (an owner who cannot post it does not commit); the
+    #: same share of the undelivered part's pay goes to the poster, the rest comes back
+    penalty_bps: Annotated[int, Field(ge=0, le=10_000)] = 1000
 
 
 def problems(sc: Scenario) -> list[tuple[str, str]]:
