@@ -174,10 +174,6 @@ class ReferenceLedger(ReferenceSettlement):
                 raise e.ReplayedNonce(cancel.device_id, cancel.interval, cancel.nonce)
             self._nonces[key] = cancel.nonce
 
-    def reclaim_after_s(self, interval: int) -> int:
-        """Deadline after which an uncleared interval's escrow is reclaimable."""
-        return self.gate_s(interval) + self._interval_s
-
     def reclaim(self, account: int, order_ids: Sequence[int]) -> None:
         """The owner takes back the escrow of its buy orders of intervals whose clearing did
         not start by :meth:`reclaim_after_s` (the first reclaim voids the interval)."""

@@ -113,6 +113,11 @@ class ReferenceState(MarketParameters):
         """Last clock time at which orders for ``interval`` are accepted."""
         return interval * self._interval_s - self._gate_lead_s
 
+    def reclaim_after_s(self, interval: int) -> int:
+        """Deadline after which an uncleared interval's escrow is reclaimable (and after
+        which anyone may clear it)."""
+        return self.gate_s(interval) + self._interval_s
+
     def cap_wh(self, device: Device) -> int:
         """Per-interval energy cap of a device."""
         return device.capacity_w * self._interval_s // 3600
