@@ -49,6 +49,8 @@ class RunTask:
     scenario_path: str | None = None
     #: what the child runs: ``run`` (twin run) or ``resilience`` (twin resilience)
     command: str = "run"
+    #: the variant's scenario digest: a run folder already complete for it is final (never rerun)
+    digest: str | None = None
 
 
 @dataclass
@@ -156,12 +158,27 @@ def _manifest_status(run_dir: Path) -> tuple[str | None, str | None]:
     return m.get("status"), m.get("error")
 
 
+def _final_record(run_dir: Path, digest: str | None) -> dict[str, Any] | None:
+    """The record of a run folder that is complete and valid for ``digest``, else None."""
+    from twin.sweep.store import check_run, read_record
+
+    if digest is None or not (run_dir / RECORD_FILE).is_file():
+        return None
+    rec = read_record(run_dir)
+    if rec is None or rec.get("status") != "complete" or check_run(run_dir, digest) is not None:
+        return None
+    return rec
+
+
 def execute_task(task: RunTask, *, cancel: threading.Event | None = None) -> dict[str, Any]:
     """Run ``task`` in a fresh process into a clean ``task.run_dir``; return its record as a dict.
 
     Never raises for a failing run: the failure is the record's ``status`` and ``error``.
     """
     run_dir = Path(task.run_dir)
+    final = _final_record(run_dir, task.digest)
+    if final is not None:  # e.g. recomputed by Dask after a worker died: leave it as it is
+        return final
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a previous incomplete attempt leaves nothing behind
     run_dir.mkdir(parents=True)
