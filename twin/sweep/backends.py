@@ -25,7 +25,7 @@ def failed_record(task: RunTask, error: str, status: str = "failed") -> dict[str
     now = datetime.now(UTC).isoformat()
     return {"run_id": task.run_id, "status": status, "error": error, "wall_s": None,
             "started_at": None, "finished_at": now, "exit_code": None, "host": None,
-            "isolation": None}
+            "isolation": None, "worker": None}
 
 
 def run_local(tasks: Sequence[RunTask], *, workers: int,

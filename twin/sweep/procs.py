@@ -52,6 +52,13 @@ class ExternalCluster:
         self.workers.append(proc)
         return proc
 
+    def wait(self, n: int, timeout_s: float = 60.0) -> None:
+        """Until ``n`` workers have joined the scheduler."""
+        from distributed import Client
+
+        with Client(self.address, timeout=timeout_s) as client:
+            client.wait_for_workers(n, timeout=timeout_s)
+
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL a worker's whole session: nanny, worker, its forkserver and runs."""
         with contextlib.suppress(ProcessLookupError):
@@ -73,8 +80,6 @@ class ExternalCluster:
 def external_cluster(workers: int, *, extra: Sequence[str] = (), log_dir: Path | None = None,
                      timeout_s: float = 60.0) -> Iterator[ExternalCluster]:
     """A scheduler and ``workers`` plain ``dask worker`` processes; waits until all joined."""
-    from distributed import Client
-
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     log = open(log_dir / "scheduler.log", "wb") if log_dir else subprocess.DEVNULL
@@ -85,8 +90,8 @@ def external_cluster(workers: int, *, extra: Sequence[str] = (), log_dir: Path |
     try:
         for _ in range(workers):
             cluster.add_worker(extra=extra)
-        with Client(address, timeout=timeout_s) as client:
-            client.wait_for_workers(workers, timeout=timeout_s)
+        if workers:
+            cluster.wait(workers, timeout_s)
         yield cluster
     finally:
         cluster.close()

@@ -66,6 +66,7 @@ class RunRecord:
     exit_code: int | None
     host: str
     isolation: str  # forkserver | subprocess
+    worker: str | None = None  # the Dask worker's name (None in the local pool)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +159,17 @@ def _manifest_status(run_dir: Path) -> tuple[str | None, str | None]:
     return m.get("status"), m.get("error")
 
 
+def _dask_worker_name() -> str | None:
+    """The name of the Dask worker running this task, if any (without importing Dask)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        return str(distributed.get_worker().name)
+    except ValueError:  # not in a worker's task
+        return None
+
+
 def _final_record(run_dir: Path, digest: str | None) -> dict[str, Any] | None:
     """The record of a run folder that is complete and valid for ``digest``, else None."""
     from twin.sweep.store import check_run, read_record
@@ -216,6 +228,7 @@ def execute_task(task: RunTask, *, cancel: threading.Event | None = None) -> dic
             error = _error_text(run_dir) or manifest_error or f"exit code {code}, manifest status {manifest_status}"
     record = RunRecord(run_id=task.run_id, status=status, error=error, wall_s=round(wall_s, 3),
                        started_at=started, finished_at=datetime.now(UTC).isoformat(),
-                       exit_code=code, host=socket.gethostname(), isolation=child.isolation)
+                       exit_code=code, host=socket.gethostname(), isolation=child.isolation,
+                       worker=_dask_worker_name())
     write_json_atomic(record.to_dict(), run_dir / RECORD_FILE)
     return record.to_dict()
