@@ -21,7 +21,7 @@ import pytest
 from tests.sweep._specs import write_spec
 from twin.cli import main
 from twin.sweep import backends, load_sweep, run_sweep
-from twin.sweep.procs import ExternalCluster, _free_port, external_cluster
+from twin.sweep.procs import ExternalCluster, external_cluster, free_port
 from twin.sweep.store import RUNS, read_record
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def _fingerprint(run_dir: Path) -> dict[str, tuple[int, str]]:
 def test_bad_scheduler_is_one_line_before_anything_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(backends, "CONNECT_TIMEOUT_S", 2.0)
-    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     rc = main(["sweep", str(write_spec(tmp_path)), "--out", str(tmp_path / "out"),
                "--scheduler", address, "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -17,11 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ExternalCluster", "external_cluster"]
+__all__ = ["ExternalCluster", "external_cluster", "free_port"]
 
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -49,6 +50,8 @@ class ExternalCluster:
         log = open(self.log_dir / f"{name}.log", "wb") if self.log_dir else subprocess.DEVNULL
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
+        if not isinstance(log, int):
+            log.close()  # the worker has its own copy
         self.workers.append(proc)
         return proc
 
@@ -80,12 +83,14 @@ class ExternalCluster:
 def external_cluster(workers: int, *, extra: Sequence[str] = (), log_dir: Path | None = None,
                      timeout_s: float = 60.0) -> Iterator[ExternalCluster]:
     """A scheduler and ``workers`` plain ``dask worker`` processes; waits until all joined."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     log = open(log_dir / "scheduler.log", "wb") if log_dir else subprocess.DEVNULL
     sched = subprocess.Popen([*_dask_cli(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                               "--no-dashboard"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                              start_new_session=True)
+    if not isinstance(log, int):
+        log.close()
     cluster = ExternalCluster(address=address, scheduler=sched, log_dir=log_dir)
     try:
         for _ in range(workers):
