@@ -19,8 +19,8 @@ from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Clearing, Order, Tr
 
 __all__ = ["CURTAIL_CHUNK", "ClearingLedger"]
 
-#: Curtailments per curtailBatch transaction: about 100 k gas each at worst (fresh slots),
-#: so a chunk stays well inside a 30 M gas block.
+#: Curtailments per curtailBatch transaction: about 75 k gas each with fresh slots
+#: (bench/curtail_batch.py), so a chunk (about 11 M gas) stays well inside a 30 M gas block.
 CURTAIL_CHUNK = 150
 
 
