@@ -4,9 +4,13 @@ pragma solidity 0.8.30;
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 
-/// @title MarketSettlement — EnergyMarket's settlement on metered energy, as an external
-/// library (DELEGATECALL: it works on the market's storage, its events are the market's).
-/// Mirrors the settlement of twin/market/reference.py exactly.
+/// @title MarketSettlement — EnergyMarket's DSO curtailment (curtailBatch) and settlement on
+/// metered energy, as an external library (DELEGATECALL: it works on the market's storage, its
+/// events are the market's). Mirrors twin/market/reference_settlement.py exactly.
+/// Curtailment at the trade price: the DSO pays a curtailed seller the curtailed energy at the
+/// trade's price; a buyer pays at most the trade's price for curtailed energy it consumes
+/// anyway (pro rata of its curtailed value, retail beyond); a seller is paid nothing for
+/// curtailed energy it injects anyway. The DSO's balance never rises from a curtailment.
 /// @dev A separate library keeps EnergyMarket under the EIP-170 code size limit. Trades are
 /// paid first (trade id order), then each device's imbalance against the DSO at the fixed
 /// tariffs; a payer short of free balance pays what it has and the remainder becomes debt.
