@@ -136,6 +136,7 @@ class LedgerBase(MarketParameters):
         self.cda_library: str | None = None
         self._market_start = int(self.market.functions.marketStart().call())
         self._gate_lead_s = int(self.market.functions.gateLeadS().call())
+        self._min_order_wh = int(self.market.functions.minOrderWh().call())
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
         self._pin_each_tx = False

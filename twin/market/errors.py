@@ -48,6 +48,7 @@ __all__ = [
     "NotReclaimable",
     "NotSettled",
     "OppositeSide",
+    "OrderTooSmall",
     "ReplayedNonce",
     "SettlementInProgress",
     "TooManyOrders",
@@ -232,6 +233,14 @@ class TooManyOrders(MarketError):
 
     fields = ("device", "interval", "max_orders")
     explanation = "a device places at most MAX_ORDERS orders per interval"
+
+
+class OrderTooSmall(MarketError):
+    """An order below the market's minimum order energy (``min_order_wh``): with
+    ``MAX_ORDERS`` it bounds what free order spam costs the book and the clearing."""
+
+    fields = ("device", "min_wh", "energy")
+    explanation = "an order's energy_wh must be at least the market's min_order_wh"
 
 
 class LockBelowMinimum(MarketError):
@@ -439,6 +448,7 @@ ERRORS: dict[str, type[MarketError]] = {
         CommitClosed,
         LockBelowMinimum,
         TooManyOrders,
+        OrderTooSmall,
         InDebt,
         NotReclaimable,
         CapacityExceeded,
@@ -544,8 +554,7 @@ CHAIN_ONLY_ERRORS: dict[str, str] = {
     "WrongMechanism": "EnergyMarket: a call of the other matching rule",
     "ZeroOwner": "DeviceRegistry: a device registered to address 0x0 (the reference's owners "
                  "are account indices, which always have an address)",
-    "BatchLengths": "DeviceRegistry: a batch call whose arrays differ in length (the "
-                    "reference registers one device per call)",
-    "MintBatchLengths": "SettlementToken: mintBatch with recipients and amounts of "
-                        "different lengths",
+    "BatchLengths": "DeviceRegistry: registerDevices/setSigners arrays of different lengths "
+                    "(the client builds them from one list)",
+    "MintBatchLengths": "SettlementToken: mintBatch arrays of different lengths",
 }
