@@ -101,8 +101,9 @@ class ChainLedger(SettlingLedger):
         ``mechanism`` (:mod:`twin.market.mechanisms`) is set by the operator right after
         deployment (``setMechanism``); ``keys``: the run's own account keys (every
         transaction is signed with them), ``funder``: the key that pays each ``fund_wei``; the CDA's matching runs in the linked library
-        ``CdaMatching`` and settlement in ``MarketSettlement`` (deployed first), which keeps
-        EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712 domain salt (default:
+        ``CdaMatching``, settlement in ``MarketSettlement`` and settlement on estimates with
+        true-ups in ``ProvisionalSettlement`` (reached through EnergyMarket's fallback; all
+        deployed first), which keeps EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712 domain salt (default:
         32 random bytes, so no signature of one deployment is valid in another)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
@@ -139,6 +140,8 @@ class ChainLedger(SettlingLedger):
         registry = _deploy("DeviceRegistry", dso)
         library = _deploy("CdaMatching")
         settlement = _deploy("MarketSettlement")
+        provisional = _deploy("ProvisionalSettlement", bytecode=link(
+            compiled["ProvisionalSettlement"].bytecode, "MarketSettlement", settlement.address))
         salt = os.urandom(32) if salt is None else salt
         if len(salt) != 32:
             raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
@@ -154,7 +157,8 @@ class ChainLedger(SettlingLedger):
             start,
             lead,
             salt,
-            bytecode=link(code, "MarketSettlement", settlement.address),
+            bytecode=link(link(code, "MarketSettlement", settlement.address),
+                          "ProvisionalSettlement", provisional.address),
         )
         if mechanism != "uniform":
             tx.receipt(tx.send(market, "setMechanism", [CHAIN_CODE[mechanism]],
