@@ -5,13 +5,16 @@ true-ups to the fault-free run's books; true-ups count once; tokens are conserve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from eth_utils import keccak
 
 from tests.chain._helpers import FEED_IN, INTERVAL_S, RETAIL
+from twin.chain.compile import CONTRACTS_DIR
 from twin.chain.ledger import ChainLedger
 from twin.faults.comm_spec import DataFaultsSpec, PollingSpec
 from twin.faults.meter_data import MeterDataFaults
@@ -125,3 +128,49 @@ def test_chain_true_up_refuses_a_reading_the_device_did_not_sign(
     tu = chain.true_up_signed(real)
     assert (tu.estimated_wh, tu.metered_wh, tu.delta_wh) == (-1000, -1200, -200)
     assert tu.amount == 200 * FEED_IN // 1_000_000 and chain.provisional() == {}
+
+
+def test_library_slot_constants_match_energy_markets_storage(
+        deploy: Callable[..., ChainLedger]) -> None:
+    """ProvisionalSettlement reaches the market's storage by slot number: each constant must
+    hold what EnergyMarket's getter of that variable reads (a variable added above it moves it)."""
+    src = (CONTRACTS_DIR / "ProvisionalSettlement.sol").read_text()
+    slot = {m[1]: int(m[2]) for m in re.finditer(r"constant (\w+)_SLOT = (\d+);", src)}
+    chain = deploy()
+    signers = DeviceSigners(seed=SEED, device_ids=DEVICES)
+    _setup(chain, signers)
+    chain.place_signed_orders(signers.sign_orders(
+        [OrderIntent(device_id=10, interval=1, side=Side.BUY, energy_wh=1000, price_per_mwh=200_000_000),
+         OrderIntent(device_id=11, interval=1, side=Side.SELL, energy_wh=1000, price_per_mwh=100_000_000)],
+        domain=chain.domain))
+    chain.clear(interval=1)
+    chain.set_time(now_s=2 * INTERVAL_S)
+    m, w3 = chain.market, chain.w3
+    zero = b"\0" * 32
+
+    def chunk(device: int, wh: int, v: int, last: bool) -> None:
+        chain._transact(chain._provisional_market, "settleProvisionalChunk",
+                        [1, 2**64, [device], [wh], [zero], [zero], [v], last], sender=0, purpose="test")
+
+    def word(s: int) -> int:
+        return int.from_bytes(w3.eth.get_storage_at(m.address, s), "big")
+
+    def at(key: int, s: int) -> int:
+        return int.from_bytes(keccak(key.to_bytes(32, "big") + s.to_bytes(32, "big")), "big")
+
+    assert word(at(1, slot["SETTLE_CURSORS"])) == 0
+    chunk(10, 900, 1, False)  # half a settlement: the cursor holds paid 1, last device 10
+    cursor = word(at(1, slot["SETTLE_CURSORS"]))
+    assert (cursor & (2**32 - 1), cursor >> 104 & (2**64 - 1)) == (1, 10)
+    assert m.functions.settlementProgress(1).call() == [1, 1, 10]
+    chunk(11, -1000, 0, True)
+    assert chain.provisional() == {(1, 11): -1000}
+    owner = int(chain.address_of(DEVICES[11]), 16)
+    assert word(slot["OPERATOR"]) == int(m.functions.operator().call(), 16)
+    assert word(at(owner, slot["ACCOUNTS"])) == m.functions.accounts(chain.address_of(DEVICES[11])).call()[0]
+    assert word(at(1, slot["ORDERS"])) & (2**160 - 1) == int(m.functions.orders(1).call()[0], 16)
+    assert word(at(1, slot["TRADES"])) & (2**64 - 1) == m.functions.trades(1).call()[0]
+    assert word(at(1, slot["INTERVALS"])) & 0xFF == m.functions.intervals(1).call()[0] == 2
+    assert word(at(11, at(1, slot["POSITIONS"]))) & (2**96 - 1) == 2**96 - 1000  # int96 -1000
+    assert word(at(11, at(1, slot["INJECTED"]))) == m.functions.injectedWh(1, 11).call() == 1000
+    assert word(slot["MECHANISM"]) & 0xFF == m.functions.mechanism().call()
