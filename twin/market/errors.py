@@ -16,6 +16,7 @@ __all__ = [
     "ERRORS",
     "AlreadyCleared",
     "AlreadySettled",
+    "AlreadyTruedUp",
     "BadAmount",
     "BadEnergy",
     "BadOrderList",
@@ -45,6 +46,7 @@ __all__ = [
     "NotDeviceOwner",
     "NotOperator",
     "NotPoster",
+    "NotProvisional",
     "NotReclaimable",
     "NotSettled",
     "OppositeSide",
@@ -429,6 +431,20 @@ class UnsafeRecipient(MarketError):
     explanation = "recipient does not accept ERC-1155 tokens"
 
 
+class NotProvisional(MarketError):
+    """A true-up for a device that was not settled on an estimate (twin.market.provisional)."""
+
+    fields = ("device", "interval")
+    explanation = "the device was not settled provisionally in this interval"
+
+
+class AlreadyTruedUp(MarketError):
+    """A second true-up of the same device and interval (twin.market.provisional)."""
+
+    fields = ("device", "interval")
+    explanation = "the provisional settlement was already trued up"
+
+
 #: Every error class by name (the chain ledger decodes reverts through this).
 ERRORS: dict[str, type[MarketError]] = {
     cls.__name__: cls
@@ -473,6 +489,8 @@ ERRORS: dict[str, type[MarketError]] = {
         NotPoster,
         UnknownEvent,
         NotSettled,
+        NotProvisional,
+        AlreadyTruedUp,
         NotApproved,
         UnsafeRecipient,
     )

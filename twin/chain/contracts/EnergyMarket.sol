@@ -5,6 +5,7 @@ import {SettlementToken} from "./SettlementToken.sol";
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {CdaMatching} from "./CdaMatching.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
+import {ProvisionalSettlement} from "./ProvisionalSettlement.sol";
 
 /// @title EnergyMarket — local energy market with buyer escrow, uniform-price double auction or
 /// continuous double auction (library CdaMatching), DSO curtailment and settlement on metered energy.
@@ -973,6 +974,19 @@ contract EnergyMarket {
             meteredWh,
             last
         );
+    }
+
+    /// Calls this contract does not implement run in the linked library ProvisionalSettlement
+    /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups.
+    fallback() external {
+        address ext = address(ProvisionalSettlement);
+        assembly {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), ext, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+            return(0, returndatasize())
+        }
     }
 
     // ------------------------------------------------------------------ read-outs
