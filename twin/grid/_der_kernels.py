@@ -78,84 +78,94 @@ def targets(vm: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray
                 out_q[r, i] = 0.0
 
 
+@njit(cache=True)
+def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.ndarray, on: np.ndarray,
+                scale: np.ndarray, sens: np.ndarray, f: tuple, inner_max: int, tol: float,  # type: ignore[type-arg]
+                fd_h: float, out_p: np.ndarray, out_q: np.ndarray) -> None:
+    """One lane (1-D arrays over the devices): solve ``v = v_k + S (G(v) - x)`` by Newton
+    (dense LU with partial pivoting), then write ``G(v)``."""
+    n = v_k.shape[0]
+    v = v_k.copy()
+    gp = np.zeros(n)
+    gq = np.zeros(n)
+    dp = np.zeros(n)
+    dq = np.zeros(n)
+    hv = np.zeros(n)
+    a = np.zeros((n, n))
+    for _ in range(inner_max):
+        for i in range(n):
+            if on[i]:
+                gp[i], gq[i] = _target(i, v[i], avail[i], scale[i], f)
+            else:
+                gp[i] = 0.0
+                gq[i] = 0.0
+        err = 0.0
+        for j in range(n):
+            s = 0.0
+            for i in range(n):
+                s += sens[j, i] * (gp[i] - x_p[i]) + sens[j, n + i] * (gq[i] - x_q[i])
+            hv[j] = v[j] - v_k[j] - s
+            err = max(err, abs(hv[j]))
+        if err < tol:
+            break
+        for i in range(n):
+            if on[i]:
+                pp, qq = _target(i, v[i] + fd_h, avail[i], scale[i], f)
+                dp[i] = (pp - gp[i]) / fd_h
+                dq[i] = (qq - gq[i]) / fd_h
+            else:
+                dp[i] = 0.0
+                dq[i] = 0.0
+        for j in range(n):
+            for i in range(n):
+                a[j, i] = (1.0 if i == j else 0.0) - sens[j, i] * dp[i] - sens[j, n + i] * dq[i]
+        # Gaussian elimination with partial pivoting, solving a dv = hv in place
+        for c in range(n):
+            piv = c
+            for j in range(c + 1, n):
+                if abs(a[j, c]) > abs(a[piv, c]):
+                    piv = j
+            if piv != c:
+                for k in range(n):
+                    t = a[c, k]
+                    a[c, k] = a[piv, k]
+                    a[piv, k] = t
+                t = hv[c]
+                hv[c] = hv[piv]
+                hv[piv] = t
+            d = a[c, c]
+            if d == 0.0:
+                continue
+            for j in range(c + 1, n):
+                m = a[j, c] / d
+                if m != 0.0:
+                    for k in range(c, n):
+                        a[j, k] -= m * a[c, k]
+                    hv[j] -= m * hv[c]
+        for c in range(n - 1, -1, -1):
+            s = hv[c]
+            for k in range(c + 1, n):
+                s -= a[c, k] * hv[k]
+            hv[c] = s / a[c, c] if a[c, c] != 0.0 else 0.0
+        for j in range(n):
+            v[j] -= hv[j]
+    for i in range(n):
+        if on[i]:
+            out_p[i], out_q[i] = _target(i, v[i], avail[i], scale[i], f)
+        else:
+            out_p[i] = 0.0
+            out_q[i] = 0.0
+
+
 @njit(cache=True, parallel=True)
 def device_newton(v_k: np.ndarray, x: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray,
                   sens: np.ndarray, f: tuple, inner_max: int, tol: float, fd_h: float,  # type: ignore[type-arg]
                   out_p: np.ndarray, out_q: np.ndarray) -> None:
-    """Per lane: solve ``v = v_k + S (G(v) - x)`` by Newton (dense LU with partial pivoting),
-    then write ``G(v)``."""
+    """Per lane: :func:`newton_lane` (``x`` = (B, 2N): P then Q set-points)."""
     b, n = v_k.shape
     for r in prange(b):
-        v = v_k[r].copy()
-        gp = np.zeros(n)
-        gq = np.zeros(n)
-        dp = np.zeros(n)
-        dq = np.zeros(n)
-        hv = np.zeros(n)
-        a = np.zeros((n, n))
-        for _ in range(inner_max):
-            for i in range(n):
-                if on[r, i]:
-                    gp[i], gq[i] = _target(i, v[i], avail[r, i], scale[r, i], f)
-                else:
-                    gp[i] = 0.0
-                    gq[i] = 0.0
-            err = 0.0
-            for j in range(n):
-                s = 0.0
-                for i in range(n):
-                    s += sens[j, i] * (gp[i] - x[r, i]) + sens[j, n + i] * (gq[i] - x[r, n + i])
-                hv[j] = v[j] - v_k[r, j] - s
-                err = max(err, abs(hv[j]))
-            if err < tol:
-                break
-            for i in range(n):
-                if on[r, i]:
-                    pp, qq = _target(i, v[i] + fd_h, avail[r, i], scale[r, i], f)
-                    dp[i] = (pp - gp[i]) / fd_h
-                    dq[i] = (qq - gq[i]) / fd_h
-                else:
-                    dp[i] = 0.0
-                    dq[i] = 0.0
-            for j in range(n):
-                for i in range(n):
-                    a[j, i] = (1.0 if i == j else 0.0) - sens[j, i] * dp[i] - sens[j, n + i] * dq[i]
-            # Gaussian elimination with partial pivoting, solving a dv = hv in place
-            for c in range(n):
-                piv = c
-                for j in range(c + 1, n):
-                    if abs(a[j, c]) > abs(a[piv, c]):
-                        piv = j
-                if piv != c:
-                    for k in range(n):
-                        t = a[c, k]
-                        a[c, k] = a[piv, k]
-                        a[piv, k] = t
-                    t = hv[c]
-                    hv[c] = hv[piv]
-                    hv[piv] = t
-                d = a[c, c]
-                if d == 0.0:
-                    continue
-                for j in range(c + 1, n):
-                    m = a[j, c] / d
-                    if m != 0.0:
-                        for k in range(c, n):
-                            a[j, k] -= m * a[c, k]
-                        hv[j] -= m * hv[c]
-            for c in range(n - 1, -1, -1):
-                s = hv[c]
-                for k in range(c + 1, n):
-                    s -= a[c, k] * hv[k]
-                hv[c] = s / a[c, c] if a[c, c] != 0.0 else 0.0
-            for j in range(n):
-                v[j] -= hv[j]
-        for i in range(n):
-            if on[r, i]:
-                out_p[r, i], out_q[r, i] = _target(i, v[i], avail[r, i], scale[r, i], f)
-            else:
-                out_p[r, i] = 0.0
-                out_q[r, i] = 0.0
+        newton_lane(v_k[r], x[r, :n], x[r, n:], avail[r], on[r], scale[r], sens, f, inner_max, tol, fd_h,
+                    out_p[r], out_q[r])
 
 
 # the same kernels without threads: small batches (a snapshot, a few lanes) where a parallel

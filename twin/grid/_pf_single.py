@@ -14,9 +14,11 @@ from twin.grid._pf_topology import Topology
 from twin.grid._pf_types import BoolArray, FloatArray, PowerFlowResult
 from twin.grid.arrays import GridArrays
 
-__all__ = ["NO_ZIP", "lane_outputs", "lane_result", "single_inputs", "single_static"]
+__all__ = ["BRANCH_FIELDS", "NO_ZIP", "lane_outputs", "lane_result", "single_inputs", "single_static"]
 
 NO_ZIP = np.zeros((0, 4))
+BRANCH_FIELDS = ("line_loading_percent", "line_p_from_mw", "line_q_from_mvar", "line_pl_mw",
+                  "trafo_loading_percent", "trafo_p_hv_mw", "trafo_q_hv_mvar", "trafo_pl_mw", "pl_mw")
 
 
 def single_inputs(

@@ -55,7 +55,14 @@ from numpy.typing import ArrayLike, NDArray
 from twin.grid._pf_contingency import solve_contingencies
 from twin.grid._pf_newton import newton
 from twin.grid._pf_numpy import np_fixed_point, np_injections, np_post
-from twin.grid._pf_single import NO_ZIP, lane_outputs, lane_result, single_inputs, single_static
+from twin.grid._pf_single import (
+    BRANCH_FIELDS,
+    NO_ZIP,
+    lane_outputs,
+    lane_result,
+    single_inputs,
+    single_static,
+)
 from twin.grid._pf_topology import (
     FillPattern,
     FormingUnit,
@@ -105,8 +112,6 @@ _WARM_SAMPLE = 16  # scenarios averaged for the warm start
 # branch arguments of the chunked kernel without branches (its post-processing then skips them)
 _NO_BRANCHES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                 np.zeros((0, 4), dtype=np.complex128), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0))
-_BRANCH_FIELDS = ("line_loading_percent", "line_p_from_mw", "line_q_from_mvar", "line_pl_mw",
-                  "trafo_loading_percent", "trafo_p_hv_mw", "trafo_q_hv_mvar", "trafo_pl_mw", "pl_mw")
 
 
 def _numba_kernels() -> Any:
@@ -212,6 +217,16 @@ class BatchPowerFlow:
         """The compiled network arrays."""
         return self._arrays
 
+    @property
+    def kernel(self) -> str:
+        """The kernel choice given: ``"auto"``, ``"numpy"`` or ``"numba"``."""
+        return self._kernel
+
+    @property
+    def grid_forming_units(self) -> int:
+        """How many grid-forming units the solver was given."""
+        return len(self._gf)
+
     def _topology(self, br_on: BoolArray) -> Topology:
         key = np.packbits(br_on).tobytes()
         topo = self._cache.get(key)
@@ -263,7 +278,7 @@ class BatchPowerFlow:
             line_in_service, trafo_in_service, tol, max_iter, branch_flows,
         )
         if not branch_flows:
-            for name in _BRANCH_FIELDS:
+            for name in BRANCH_FIELDS:
                 getattr(res, name)[...] = np.nan
         return res
 
@@ -385,7 +400,7 @@ class BatchPowerFlow:
         ga = self._arrays
         return ga.bus_node, ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to
 
-    def _single_numba(self) -> bool:
+    def single_numba(self) -> bool:
         """Whether single scenarios run the serial numba kernel (policy of ``kernel``)."""
         return not self._gf and (self._kernel == "numba" or (
             self._kernel == "auto" and self._calls > _AUTO_NUMBA_CALLS))
@@ -424,7 +439,7 @@ class BatchPowerFlow:
         controller in the loop solves one snapshot per step); None when the general path
         must run: a batch, grid-forming units, the numpy kernel, input to be reported as bad,
         or a scenario the fixed point does not converge (Newton fallback)."""
-        if not self._single_numba():
+        if not self.single_numba():
             return None
         ga = self._arrays
         got = single_inputs(ga, values, line_in_service, trafo_in_service)
