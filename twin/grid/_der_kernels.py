@@ -10,12 +10,18 @@ the numpy path covers the rest. Compiled on first use (cached on disk).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
+# as the power flow's kernels: no Python-style division checks (their branches kept LLVM from
+# optimizing the curve evaluations; measured ~3x faster device work), fused multiply-adds only;
+# the curve evaluation is inlined into the lane loops
+_OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
 
-@njit(cache=True, inline="always")
+
+@njit(inline="always", **_OPTS)
 def _pw(x: float, xs: np.ndarray, ys: np.ndarray, i: int) -> float:
     k_n = xs.shape[1]
     if x <= xs[i, 0]:
@@ -29,7 +35,7 @@ def _pw(x: float, xs: np.ndarray, ys: np.ndarray, i: int) -> float:
     return float(ys[i, k_n - 1])
 
 
-@njit(cache=True)
+@njit(inline="always", **_OPTS)
 def _target(i: int, v: float, p_av: float, sc: float, f: tuple) -> tuple[float, float]:  # type: ignore[type-arg]
     (s_rated, p_rated, q_max, p_min_pu, rpri, q_mode, vv_v, vv_q, wv_p, wv_q, pf_tan, cq, vw_on, vw_v, vw_p) = f
     pr = p_rated[i] * sc
@@ -62,7 +68,7 @@ def _target(i: int, v: float, p_av: float, sc: float, f: tuple) -> tuple[float, 
     return p, q
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_OPTS)
 def targets(vm: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray, f: tuple,  # type: ignore[type-arg]
             out_p: np.ndarray, out_q: np.ndarray) -> None:
     """Device outputs (generator convention, MW/Mvar) of every lane at voltages ``vm``."""
@@ -78,7 +84,7 @@ def targets(vm: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray
                 out_q[r, i] = 0.0
 
 
-@njit(cache=True)
+@njit(**_OPTS)
 def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.ndarray, on: np.ndarray,
                 scale: np.ndarray, sens: np.ndarray, f: tuple, inner_max: int, tol: float,  # type: ignore[type-arg]
                 fd_h: float, out_p: np.ndarray, out_q: np.ndarray) -> None:
@@ -157,7 +163,7 @@ def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.nda
             out_q[i] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(parallel=True, **_OPTS)
 def device_newton(v_k: np.ndarray, x: np.ndarray, avail: np.ndarray, on: np.ndarray, scale: np.ndarray,
                   sens: np.ndarray, f: tuple, inner_max: int, tol: float, fd_h: float,  # type: ignore[type-arg]
                   out_p: np.ndarray, out_q: np.ndarray) -> None:
@@ -170,5 +176,5 @@ def device_newton(v_k: np.ndarray, x: np.ndarray, avail: np.ndarray, on: np.ndar
 
 # the same kernels without threads: small batches (a snapshot, a few lanes) where a parallel
 # launch costs more than the work, the more so on a loaded machine
-targets_ser = njit(cache=True)(targets.py_func)
-device_newton_ser = njit(cache=True)(device_newton.py_func)
+targets_ser = njit(**_OPTS)(targets.py_func)
+device_newton_ser = njit(**_OPTS)(device_newton.py_func)
