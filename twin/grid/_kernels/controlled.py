@@ -1,7 +1,8 @@
 """A few lanes of the controlled power flow in one serial call: per lane, the outer
 quasi-Newton loop of :class:`twin.grid.controlled_pf.ControlledPowerFlow` around the Z-bus
-fixed point, each power flow warm-started from the previous one's voltages (a snapshot with
-a controller in the loop: no Python between the power flows)."""
+fixed point, each power flow warm-started from the previous one's voltages (the first one of
+a lane from the last lane's: the lanes of a batch are nearby cases), so a snapshot with a
+controller in the loop runs no Python between its power flows."""
 
 from __future__ import annotations
 
@@ -85,8 +86,9 @@ def controlled_lanes(
                 else:
                     xp[b, i] = 0.0
                     xq[b, i] = 0.0
-        for k in range(n_pq):
-            v[k] = v0[k]
+        if b == 0 or not conv[b - 1]:  # later lanes start from the last lane's voltages
+            for k in range(n_pq):
+                v[k] = v0[k]
         w = 1.0
         last = math.inf
         done = False
