@@ -82,7 +82,7 @@ def test_dso_check_runs_at_the_grid_simulators_oltc_tap() -> None:
 def test_bad_taps_message_names_the_field() -> None:
     net = lv_feeder(2)
     dso = DSOAgent(mesa.Model(rng=np.random.default_rng(0)), net=net, grid=GridSpec(kind="cigre_lv"))
-    with pytest.raises(ValueError, match="taps.trafo_tap_pos: trafo row 3"):
+    with pytest.raises(ValueError, match=r"taps\.trafo_tap_pos: trafo row 3"):
         dso.follow_taps(trafo_tap_pos={3: 1})
-    with pytest.raises(ValueError, match="taps.regulator_taps: 2 taps for the DSO's 0 regulators"):
+    with pytest.raises(ValueError, match=r"taps\.regulator_taps: 2 taps for the DSO's 0 regulators"):
         dso.follow_taps(regulator_taps=[1, 2])
