@@ -86,3 +86,25 @@ def test_bad_taps_message_names_the_field() -> None:
         dso.follow_taps(trafo_tap_pos={3: 1})
     with pytest.raises(ValueError, match=r"taps\.regulator_taps: 2 taps for the DSO's 0 regulators"):
         dso.follow_taps(regulator_taps=[1, 2])
+
+
+def test_envelopes_on_the_dsos_net_follow_the_tap() -> None:
+    from twin.agents.envelope_policy import EnvelopePublisher
+    from twin.grid.der_spec import EnvelopeSpec
+    from twin.grid.envelopes import Connection
+
+    net = lv_feeder(N, pv_kw=35.0)
+    net.trafo["tap_pos"] = 0.0
+    grid = GridSpec(kind="cigre_lv", oltc=OltcSpec(v_set_pu=1.0, band_pu=0.04, delay_s=0.0), vm_max_pu=1.09,
+                    max_loading_percent=300)
+    dso = DSOAgent(mesa.Model(rng=np.random.default_rng(0)), net=net, grid=grid)
+    pub = EnvelopePublisher(net=dso.net, spec=EnvelopeSpec(), vm_min_pu=0.9, vm_max_pu=1.09,
+                            max_loading_percent=300, interval_s=900)
+    p = {"load": net.load.p_mw.to_numpy(), "sgen": np.zeros(N), "storage": np.zeros(0)}
+    q = {"load": net.load.q_mvar.to_numpy(), "sgen": np.zeros(N), "storage": np.zeros(0)}
+    pv = [Connection(device_id=i, table="sgen", row=i, coef=1.0, capacity_mw=0.035, potential_mw=0.035)
+          for i in range(N)]
+    at0 = pub.publish(1, p_mw=p, q_mvar=q, exports=pv, imports=[])
+    dso.follow_taps(trafo_tap_pos={0: 1})  # the grid's tap: the HV tap up lowers the feeder voltage
+    at1 = pub.publish(2, p_mw=p, q_mvar=q, exports=pv, imports=[])
+    assert sum(at1.export_wh.values()) > sum(at0.export_wh.values())  # more headroom to export
