@@ -94,7 +94,7 @@ def main() -> None:
         print(
             f"clear:        {statistics.mean(gas('clear')):,.0f} gas/interval (max {max(gas('clear')):,}), {t_clear / INTERVALS * 1000:.1f} ms/interval (getLogs + sort + tx)"
         )
-        print(f"curtail:      {statistics.mean(gas('curtail')):,.0f} gas/trade")
+        print(f"curtail:      {statistics.mean(gas('curtailBatch')):,.0f} gas/trade")
         print(
             f"settle:       {statistics.mean(gas('settle')):,.0f} gas/interval ({PARTICIPANTS} readings), {t_settle / INTERVALS * 1000:.1f} ms/interval"
         )

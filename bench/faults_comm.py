@@ -3,8 +3,9 @@ the acquisition KPI reads 99 % within its sampling error, and the settlement aft
 equals the fault-free run's; also the wall-time ratio of the two runs.
 
 Runs ``scenarios/faults_comm_demo.yaml`` and the same scenario without ``faults``
-(``--hours`` shortens both). ``.venv/bin/python bench/faults_comm.py [--hours 24]``; the last
-line is key=value.
+(``--hours`` shortens both, ``--start-hour`` moves their start within the day, ``--ledger
+chain`` settles and trues up on Anvil). ``.venv/bin/python bench/faults_comm.py [--hours 24]
+[--start-hour 0] [--ledger reference|chain]``; the last line is key=value.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ def _run(scenario: dict, out: Path) -> tuple[dict, dict]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hours", type=int, default=24)
+    ap.add_argument("--start-hour", type=int, default=0)
+    ap.add_argument("--ledger", choices=("reference", "chain"), default="reference")
     args = ap.parse_args()
     faulty = yaml.safe_load((ROOT / "scenarios/faults_comm_demo.yaml").read_text())
     faulty["duration_s"] = args.hours * 3600
+    faulty["start"] = faulty["start"].replace("T00:", f"T{args.start_hour:02d}:")
+    faulty["market"]["ledger"] = args.ledger
     clean = {k: v for k, v in faulty.items() if k != "faults"} | {"name": "faults_comm_clean"}
     with tempfile.TemporaryDirectory() as tmp:
         kf, _ = _run(faulty, Path(tmp) / "faulty")
@@ -62,7 +67,7 @@ def main() -> int:
     ratio = kf["wall_time_s"] / kc["wall_time_s"]
     print(f"acquisition_rate={rate:.5f} sampling_sigma={sigma:.5f} within_3sigma={int(within)} "
           f"settlement_equal={int(not diffs)} trueups_kwh={kf.get('trueup_kwh', 0):.3f} "
-          f"wall_faults_x_clean={ratio:.2f}")
+          f"wall_faults_x_clean={ratio:.2f} ledger={args.ledger}")
     return 0 if within and not diffs else 1
 
 

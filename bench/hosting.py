@@ -9,8 +9,10 @@ placement is then the base case). OpenDSS: the same circuit in DSS-Python, ``mod
 with its own ``InvControl`` (VOLTVAR, same curve) on ``--dss-placements`` placements; its time
 per placement-year is compared with ours (ours: wall time / 100).
 
-    .venv/bin/python bench/hosting.py --quick   # 4 weeks (2,688 steps), OpenDSS on 1 placement
+    .venv/bin/python bench/hosting.py --quick   # 4 weeks (2,688 steps), OpenDSS on 1 placement,
+                                                # 3 interleaved runs of both sides (medians)
     .venv/bin/python bench/hosting.py           # the full year, OpenDSS on 2 placements
+    .venv/bin/python bench/hosting.py --snapshot-only   # only the snapshot / plain flow ratios
 
 The last line holds the headline figures as key=value pairs.
 """
@@ -109,14 +111,15 @@ def run_ours(f: dict[str, Any], on: np.ndarray, kw: np.ndarray, *, chunk: int = 
 
 
 def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str, float]:
-    """Median time of a controlled snapshot batch over a plain one (same injections), at
-    B = 1 (one placement at noon) and B = 100 (all placements at noon)."""
+    """Median time of a controlled snapshot batch over a plain one (same injections, same
+    solver, both on numba: the plain flow at its fastest), at B = 1 (one placement at noon)
+    and B = 100 (all placements at noon), timed interleaved."""
     from twin.grid.controlled_pf import ControlledPowerFlow, DerDevice
     from twin.grid.der_functions import DerFunctions, VoltVar
     from twin.grid.pf import BatchPowerFlow
 
     net = f["net"]
-    solver = BatchPowerFlow(net)
+    solver = BatchPowerFlow(net, kernel="numba")
     fn = DerFunctions(s_rated_mva=1.1, p_rated_mw=1.0, reactive=VoltVar.category("B"))
     cpf = ControlledPowerFlow(solver, devices=[DerDevice("sgen", int(r), fn) for r in f["rows"]])
     t = int(np.argmax(f["pv"]))
@@ -136,8 +139,9 @@ def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str
             return solver.solve(load_p_mw=f["load_p"][t], load_q_mvar=f["load_q"][t], sgen_p_mw=sg)
 
         tc, tp = [], []
-        ctl(), plain()
-        for _ in range(15):
+        for _ in range(5):
+            ctl(), plain()
+        for _ in range(31):
             t0 = time.perf_counter()
             r = ctl()
             tc.append(time.perf_counter() - t0)
@@ -231,6 +235,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="4 weeks, OpenDSS on 1 placement")
     ap.add_argument("--placements", type=int, default=100)
     ap.add_argument("--dss-placements", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="interleaved runs of both sides (medians); default 3 with --quick, else 1")
+    ap.add_argument("--snapshot-only", action="store_true",
+                    help="only the controlled-snapshot / plain power flow ratios (seconds)")
     args = ap.parse_args()
     from twin.runtime import configure
 
@@ -239,7 +247,23 @@ def main() -> None:
     n_dss = args.dss_placements or (1 if args.quick else 2)
     f = feeder(steps)
     on, kw = placements(f["buses"].size, args.placements, seed=18)
-    ours = run_ours(f, on, kw)
+    if args.snapshot_only:
+        import twin.grid._kernels  # noqa: F401  (loaded as in a run that already solved batches)
+
+        snap = snapshot_cost(f, on, kw)
+        b = args.placements
+        print(f"snapshot_b1_x_plain={snap['b1']:.2f} snapshot_b{b}_x_plain={snap[f'b{b}']:.2f} "
+              f"series_b1_x_plain={snap['series_b1']:.2f} series_b{b}_x_plain={snap[f'series_b{b}']:.2f} "
+              f"b1_outer={snap['b1_outer']:.2f} b{b}_outer={snap[f'b{b}_outer']:.2f}")
+        return
+    repeats = args.repeats or (3 if args.quick else 1)
+    ours_walls, dss_walls = [], []
+    for _ in range(repeats):  # interleaved, so a loaded machine hits both sides alike
+        ours = run_ours(f, on, kw)
+        dss = run_opendss(f, on[:n_dss], kw[:n_dss], steps)
+        ours_walls.append(ours["wall_s"])
+        dss_walls.append(float(np.median(dss["wall_s"])))
+    ours["wall_s"] = float(np.median(ours_walls))
     per_pl_year_ours = ours["wall_s"] / args.placements * STEPS_YEAR / steps
     print(f"feeder {CODE}: {f['buses'].size} PV candidate buses, {steps} steps ({int(ours['day_steps'])} with sun), "
           f"{args.placements} placements, volt-var Cat B")
@@ -252,10 +276,11 @@ def main() -> None:
           f"a series of 16 steps, warm-started: B=1 {snap['series_b1']:.1f}x ({snap['series_b1_outer']:.2f}), "
           f"B={args.placements} {snap[f'series_b{args.placements}']:.1f}x "
           f"({snap[f'series_b{args.placements}_outer']:.2f})")
-    dss = run_opendss(f, on[:n_dss], kw[:n_dss], steps)
-    per_pl_year_dss = float(np.median(dss["wall_s"])) * STEPS_YEAR / steps
-    print(f"OpenDSS  wall per placement {np.round(dss['wall_s'], 2).tolist()} s (yearly mode, InvControl) "
-          f"per placement-year {per_pl_year_dss:.3f} s")
+    per_pl_year_dss = float(np.median(dss_walls)) * STEPS_YEAR / steps
+    print(f"OpenDSS  wall per placement {np.round(dss_walls, 2).tolist()} s (yearly mode, InvControl; median of "
+          f"{n_dss} placement(s) per run) per placement-year {per_pl_year_dss:.3f} s")
+    print(f"runs: ours wall {np.round(ours_walls, 2).tolist()} s, x_opendss per run "
+          f"{np.round(np.array(dss_walls) / np.array(ours_walls) * args.placements, 1).tolist()}; medians below")
     ratio = per_pl_year_dss / per_pl_year_ours
     year_wall = ours["wall_s"] * STEPS_YEAR / steps
     print(f"hosting_wall_s={ours['wall_s']:.2f} year_100_placements_s={year_wall:.1f} "

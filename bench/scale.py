@@ -6,11 +6,13 @@ process, and its ``key=value`` headline line is collected under a prefix.
   (bench/town.py: wall time, set-up, peak RSS of the process tree, results folder size);
 * ``chain<N>d_``: the quickstart on chain for N = 1 and 7 simulated days, 30 with ``--full``
   (bench/horizon.py: wall time per simulated day first/last, Anvil RSS, folder MB per day);
-* ``hh1000_``: 1,000 households of the town on chain for ``--chain-hours`` (24: a day).
+* ``hh1000_``: 1,000 households of the town on chain for ``--chain-hours`` (24: a day);
+* ``sweep_``: the sweep demo on two external ``dask worker`` processes against ``--workers 2``,
+  medians of 3 (bench/sweep_cluster.py: ``sweep_x_local``, target <= 1.3).
 
 ``--quick``: the town for 2 h, the quickstart on chain for 1 day, 1,000 households for 2 h.
-``python bench/scale.py [--quick] [--full]``; last line ``key=value``; a part that fails
-reports ``<prefix>status=failed`` and the others still run.
+``python bench/scale.py [--quick] [--full] [--parts town,chain,hh1000,sweep]``; last line
+``key=value``; a part that fails reports ``<prefix>status=failed`` and the others still run.
 """
 
 from __future__ import annotations
@@ -54,17 +56,27 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short horizons (see the docstring)")
     ap.add_argument("--full", action="store_true", help="also the quickstart on chain for 30 days")
     ap.add_argument("--timeout-s", type=float, default=7200.0, help="per part")
+    ap.add_argument("--parts", default="town,chain,hh1000,sweep",
+                    help="comma-separated subset of town, chain, hh1000, sweep")
     args = ap.parse_args()
     py = sys.executable
     town_h, chain_h = (2, 2) if args.quick else (24, 24)
     days = [1] if args.quick else [1, 7] + ([30] if args.full else [])
+    parts = set(args.parts.split(","))
+    if parts - {"town", "chain", "hh1000", "sweep"}:
+        raise SystemExit(f"--parts: unknown {sorted(parts - {'town', 'chain', 'hh1000', 'sweep'})}")
     figures: dict[str, str] = {}
-    figures |= _headline([py, "bench/town.py", "--hours", str(town_h)], "town_", args.timeout_s)
-    for d in days:
+    if "town" in parts:
+        figures |= _headline([py, "bench/town.py", "--hours", str(town_h)], "town_", args.timeout_s)
+    for d in days if "chain" in parts else []:
         figures |= _headline([py, "bench/horizon.py", "--days", str(d),
                               "--timeout-s", str(args.timeout_s)], f"chain{d}d_", args.timeout_s)
-    figures |= _headline([py, "bench/town.py", "--hours", str(chain_h), "--ledger", "chain",
-                          "--households", "1000"], "hh1000_", args.timeout_s)
+    if "hh1000" in parts:
+        figures |= _headline([py, "bench/town.py", "--hours", str(chain_h), "--ledger", "chain",
+                              "--households", "1000"], "hh1000_", args.timeout_s)
+    if "sweep" in parts:
+        figures |= _headline([py, "bench/sweep_cluster.py", "--repeats", "3"], "sweep_",
+                             args.timeout_s)
     print(" ".join(f"{k}={v}" for k, v in figures.items()))
 
 

@@ -350,6 +350,11 @@ class ReplayLedger:
             )
         return trade
 
+    def curtail_batch(self, curtailments: Sequence[tuple[int, int]], **kw: Any) -> list[Trade]:
+        if not self.replaying:
+            return self.chain.curtail_batch(curtailments, **kw)  # type: ignore[no-any-return]
+        return [self.curtail(t, wh) for t, wh in curtailments]
+
     def settle(self, interval: int, metered_wh: Mapping[int, int], **kw: Any) -> list[SettlementRow]:
         if not self.replaying:
             return list(self.chain.settle(interval, metered_wh, **kw))

@@ -313,6 +313,9 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
             world.connect(agents, meters, "metered_wh")
             world.connect(meters, market, "metered_wh")
             world.connect(agents, market, "orders", "curtailments", "dr_calls")
+        # the taps the grid's next solve uses reach the DSO's check (twin/agents/dso.py)
+        world.connect(grid, agents, "taps", time_shifted=True,
+                      initial_data={"taps": {"trafo_tap_pos": {}, "regulator_taps": []}})
         world.connect(market, agents, "trades", time_shifted=True,
                       initial_data={"trades": {"interval": 0, "trades": [], "price_history": []}})
         if faults is not None:  # the fault processes reach grid, agents and market via mosaik

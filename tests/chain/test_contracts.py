@@ -180,9 +180,10 @@ def test_clear_curtail_settle(ledger: Ledger) -> None:
         )
         for r in rows
     ] == [
-        (12, 2, 400, 100, -payment(400, P), -payment(100, RETAIL), 0),
+        # curtailed energy: consumed anyway at the trade price; the seller paid in full
+        (12, 2, 400, 100, -payment(400, P), -payment(100, P), 0),
         (13, 3, 1500, 0, -payment(1500, P), 0, 0),
-        (14, 4, -1900, 0, payment(1500, P) + payment(400, P), 0, 0),
+        (14, 4, -1900, 0, payment(1500, P) + payment(1000, P), 0, 0),
         (15, 5, 0, -100, 0, payment(100, FEED_IN), 0),
         (16, 6, 0, 0, 0, 0, 0),
     ]
@@ -262,7 +263,7 @@ def test_events_tx_table_and_manifest(chain_ledger: ChainLedger, w3: Web3) -> No
     assert funcs[-4:] == [
         "EnergyMarket.placeOrders",
         "EnergyMarket.clear",
-        "EnergyMarket.curtail",
+        "EnergyMarket.curtailBatch",
         "EnergyMarket.settle",
     ]
     assert all(t.status == 1 and t.gas_used > 21_000 and t.block > 0 for t in led.transactions)

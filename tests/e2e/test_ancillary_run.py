@@ -2,7 +2,8 @@
 two community batteries, EV chargers, flexible loads and a VPP, once on the reference ledger and once on
 a real Anvil (AncillaryServices.sol): identical tables (but tx hashes) and KPIs, every payment
 re-derived from the recorded rows, the batteries inside their SOC band with the procured
-headroom never sold on the energy market, and the token audit closed on both ledgers."""
+headroom never sold on the energy market, and the token audit closed on both ledgers; with an
+upward reserve product beside regulation, activated in two listed intervals."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from tests._quickstart import quickstart_with
 from twin.run import run_scenario
+from twin.services.ancillary.reserve import reserve_amounts
 from twin.services.ancillary.rules import PPM, regulation_amounts
 
 pytestmark = pytest.mark.slow
@@ -26,9 +28,11 @@ CHANGES = dict(
     agents__households__flex={"share": 0.2, "energy_kwh": 5, "power_kw": 3,
                               "earliest_hour": 8, "latest_hour": 20},
     market__services={"ancillary": {"enabled": True, "requested_kw": 40,
-                                    "capacity_price_per_mw_h": 40, "performance_price_per_mw": 2}},
+                                    "capacity_price_per_mw_h": 40, "performance_price_per_mw": 2,
+                                    "reserve": {"enabled": True, "requested_kw": 20, "activated_intervals": [3, 6],
+                                                "capacity_price_per_mw_h": 10, "energy_price_per_mwh": 150}}},
 )
-TABLES = ("regulation", "regulation_intervals")
+TABLES = ("regulation", "regulation_intervals", "reserve")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,7 @@ def test_both_ledgers_settle_regulation_identically_and_conserve(runs: dict[str,
     assert (paid["tx_hash"] != "").all() and (_t(ref, "regulation")["tx_hash"] == "").all()
     sent = dict(zip(*(_t(chain, "chain")[c] for c in ("tx_hash", "function")), strict=True))
     assert {sent[h] for h in paid["tx_hash"]} == {"AncillaryServices.settle"}
+    assert {sent[h] for h in _t(chain, "reserve")["tx_hash"]} == {"AncillaryServices.settleReserve"}
     assert _kpis(ref) == _kpis(chain)
     for out in (ref, chain):
         tokens = json.loads((out / "manifest.json").read_text())["tokens"]
@@ -107,3 +112,29 @@ def test_revenue_split_by_stream_adds_up(runs: dict[str, Path]) -> None:
     k = _kpis(runs["reference"])
     shares = [k[f"revenue_share_{s}"] for s in ("market", "demand_response", "ancillary")]
     assert abs(sum(shares) - 1) < 1e-9
+
+
+def test_reserve_is_held_after_regulation_activated_and_paid_by_the_rules(runs: dict[str, Path]) -> None:
+    out = runs["reference"]
+    k = _kpis(out)
+    rs, reg = _t(out, "reserve"), _t(out, "regulation")
+    assert (rs["status"] == "settled").all() and set(rs["interval"]) == set(range(1, 8))
+    assert set(rs.loc[rs["activated"], "interval"]) == {3, 6} and k["anc_reserve_activations"] == 2
+    by_iv = rs.groupby("interval")["capacity_w"].sum()
+    assert (by_iv <= 20_000).all() and (by_iv <= rs.groupby("interval")["offered_w"].first()).all()
+    # activated: each battery delivers its whole capacity for the interval; else nothing
+    act = rs[rs["activated"]]
+    assert (act["energy_wh"] == (act["capacity_w"] * 900 // 3600)).all()
+    assert (rs.loc[~rs["activated"], "energy_wh"] == 0).all()
+    for r in rs.itertuples():
+        assert (r.capacity_amount, r.energy_amount) == reserve_amounts(
+            capacity_w=r.capacity_w, energy_wh=r.energy_wh, interval_s=900,
+            capacity_price_per_mw_h=10_000_000, energy_price_per_mwh=150_000_000)
+    assert abs(rs["amount"].sum() / 1e6 - k["anc_reserve_paid"]) < 1e-9
+    # a battery's reserve sits on top of its regulation: both and its market sales fit its power
+    traded = _t(out, "settlements").set_index(["device_id", "interval"])["traded_wh"]
+    reg_w = reg[reg["kind"] == "storage"].set_index(["device_id", "interval"])["capacity_w"]
+    for r in rs.itertuples():
+        sold = max(0, -int(traded.get((r.device_id, r.interval), 0)))
+        held_wh = (r.capacity_w + int(reg_w.get((r.device_id, r.interval), 0))) * 900 / 3600
+        assert sold + held_wh <= 30_000 * 900 / 3600 + 1

@@ -87,6 +87,7 @@ def test_numba_device_kernels_match_numpy(monkeypatch: pytest.MonkeyPatch) -> No
     size = rng.uniform(0.02, 0.04, (64, 6))
     avail = size * rng.uniform(0.5, 1.0, (64, 6))
     runs = []
+    monkeypatch.setattr(cmod, "_FUSED_LANES", 0)  # the batch path's device work
     for work in (10**9, 1):  # numpy, then numba
         monkeypatch.setattr(cmod, "_NUMBA_DEVICE_WORK", work)
         runs.append(cpf.solve(der_p_avail_mw=avail, der_in_service=on, der_scale=size, tol_pu=1e-5))
@@ -94,3 +95,50 @@ def test_numba_device_kernels_match_numpy(monkeypatch: pytest.MonkeyPatch) -> No
     np.testing.assert_allclose(runs[1].der_q_mvar, runs[0].der_q_mvar, atol=1e-5 * 0.044)
     np.testing.assert_allclose(runs[1].pf.vm_pu, runs[0].pf.vm_pu, atol=1e-6)
     assert np.all(runs[1].der_q_mvar[~on] == 0.0)
+
+
+def test_fused_lanes_equal_the_batch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few lanes in one numba call (power flows warm-started inside the outer loop) give the
+    batch path's set-points and flows within the tolerances; sgen, storage and V2G load rows."""
+    import twin.grid.controlled_pf as cmod
+
+    net = lv_feeder(5)
+    pp.create_storage(net, 3, p_mw=0.0, max_e_mwh=0.02)
+    f = DerFunctions(s_rated_mva=1.1, p_rated_mw=1.0, reactive=VoltVar.category("B"), volt_watt=VoltWatt.category("B"))
+    bat = DerFunctions(s_rated_mva=0.01, reactive=VoltVar.category("B"), p_min_pu=-1.0, q_max_pu=1.0)
+    devices = ([DerDevice("sgen", i, f) for i in range(5)] + [DerDevice("storage", 0, bat)]
+               + [DerDevice("load", 2, bat)])
+    cpf = ControlledPowerFlow(BatchPowerFlow(net, kernel="numba"), devices=devices)
+    rng = np.random.default_rng(5)
+    size = np.concatenate([rng.uniform(0.02, 0.04, (3, 5)), np.ones((3, 2))], axis=1)
+    avail = size * np.concatenate([rng.uniform(0.6, 1.0, (3, 5)), np.zeros((3, 2))], axis=1)
+    avail[:, 5:] = [-0.008, 0.005]  # the battery charges, the V2G charger discharges
+    on = rng.random((3, 7)) < 0.8
+    runs = {}
+    for lanes, b in ((0, 3), (128, 3), (128, 1)):
+        monkeypatch.setattr(cmod, "_FUSED_LANES", lanes)
+        runs[lanes, b] = cpf.solve(der_p_avail_mw=avail[:b], der_in_service=on[:b], der_scale=size[:b], tol_pu=1e-5,
+                                   branch_flows=b == 3)
+    ref = runs[0, 3]
+    assert ref.pf_solves > 1 and ref.converged.all()
+    for (_lanes, b), r in runs.items():
+        assert r.converged.all()
+        np.testing.assert_array_equal(r.outer_iterations, ref.outer_iterations[:b])
+        for name in ("der_p_mw", "der_q_mvar", "sgen_q_mvar", "storage_p_mw", "storage_q_mvar", "load_p_mw",
+                     "load_q_mvar"):
+            np.testing.assert_allclose(getattr(r, name), getattr(ref, name)[:b], atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(r.pf.vm_pu, ref.pf.vm_pu[:b], atol=1e-8)
+        np.testing.assert_allclose(r.pf.ext_grid_p_mw, ref.pf.ext_grid_p_mw[:b], atol=1e-7)
+    np.testing.assert_allclose(runs[128, 3].pf.line_p_from_mw, ref.pf.line_p_from_mw, atol=1e-7)
+    assert np.isnan(runs[128, 1].pf.line_p_from_mw).all()  # branch_flows=False
+    assert runs[128, 3].storage_p_mw[0, 0] == pytest.approx(0.008 if on[0, 5] else 0.0)
+    # warm start from the solution of a nearby case, and max_outer=1 reported as not converged
+    start = (ref.der_p_mw, ref.der_q_mvar, ref.der_vm_pu)
+    warm = cpf.solve(der_p_avail_mw=avail * 0.98, der_in_service=on, der_scale=size, tol_pu=1e-5, start=start)
+    monkeypatch.setattr(cmod, "_FUSED_LANES", 0)
+    warm0 = cpf.solve(der_p_avail_mw=avail * 0.98, der_in_service=on, der_scale=size, tol_pu=1e-5, start=start)
+    np.testing.assert_allclose(warm.der_q_mvar, warm0.der_q_mvar, atol=1e-8)
+    np.testing.assert_array_equal(warm.outer_iterations, warm0.outer_iterations)
+    monkeypatch.setattr(cmod, "_FUSED_LANES", 128)
+    one = cpf.solve(der_p_avail_mw=avail, der_in_service=on, der_scale=size, max_outer=1)
+    assert not one.controls_converged.any() and one.pf.converged.all() and (one.outer_iterations == 1).all()

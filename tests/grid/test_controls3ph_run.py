@@ -27,6 +27,8 @@ def test_over_frequency_curtails_pv_and_the_oltc_steps_in_a_three_phase_run(tmp_
 
     text = BASE.read_text().replace("volt_watt: {}}", "volt_watt: {}, freq_watt: {}}")
     text = text.replace("count: 55", "count: 24").replace("count: 20", "count: 0")
+    # perfect forecasts: the DSO's planned schedule is what the agents dispatch
+    text = text.replace("    count: 24\n", "    count: 24\n    forecast_error: 0.0\n")
     text = text.replace("  vuf_max_percent: 2.0\n", "  vuf_max_percent: 2.0\n"
                         "  oltc: {v_set_pu: 1.0, delay_s: 0, control_phase: max}\n")
     text = text.replace("agents:\n", "agents:\n  tso:\n    frequency: {source: series, series_hz: [50.0, 50.536]}\n")
@@ -37,6 +39,12 @@ def test_over_frequency_curtails_pv_and_the_oltc_steps_in_a_three_phase_run(tmp_
     # phase voltages high at noon: the changer (no delay) raises the HV tap after the first solve
     assert grid.oltc_tap.tolist()[0] == 0 and grid.oltc_tap.tolist()[1] > 0
     assert set(regs.regulator) == {"grid.oltc"} and regs.tap.tolist() == grid.oltc_tap.tolist()
+    # the DSO checked interval 1 at the grid's moved tap (mosaik `taps`): nothing curtailed, so
+    # its state is the cleared schedule's, and its phase voltages are the grid's (1e-9 pu)
+    dso = pq.read_table(tmp_path / "run" / "dso.parquet").to_pandas().sort_values("time_s")
+    assert dso.checks.iloc[1] >= 1 and dso.curtailed_wh.iloc[1] == 0
+    for col in ("vm_min_pu", "vm_max_pu", "vuf_max_percent"):
+        assert dso[col].iloc[1] == pytest.approx(grid[col].iloc[1], abs=1e-9), col
     # 50.536 Hz: 0.5 Hz beyond the dead band at 5 % droop takes 0.2 pu of each PV's rating,
     # down to 0: sum(min(available, 0.2 kWp)) over the PV (volt-watt is idle, voltages <= 1.05)
     feeder = build_feeder(scenario=sc, rng=np.random.default_rng(sc.seed))

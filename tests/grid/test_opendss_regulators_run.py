@@ -25,6 +25,7 @@ def _scenario(tmp_path: Path, **opendss: Any) -> Path:
     d = yaml.safe_load((ROOT / "scenarios" / "ieee13_opendss.yaml").read_text())
     d["grid"]["opendss"] = {"deck": str(DECK), "commands": list(RESET), "regulators": "deck", **opendss}
     d["duration_s"] = 2 * 900
+    d["agents"]["households"]["forecast_error"] = 0.0  # the DSO plans what the agents dispatch
     p = tmp_path / "ieee13_regs.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
@@ -90,6 +91,13 @@ def test_deck_regulators_act_in_the_run_as_opendss(tmp_path: Path, monkeypatch: 
     assert any(np.allclose(b0, x[4], rtol=0, atol=1e-12, equal_nan=True) for x in firsts.values())
     # quasi-static: the later solves start from the taps an earlier one ended on, never from 0 again
     assert all(x[1].tolist() != [0, 0, 0] for x in solves if firsts[id(x[0])] is not x)
+    # the DSO's check of interval 1 starts from the grid's taps (mosaik `taps`) and regulates as
+    # the grid's solve does: with nothing curtailed its voltages are the grid's (1e-9 pu)
+    grid = pq.read_table(tmp_path / "run" / "grid.parquet").to_pandas().sort_values("time_s")
+    dso = pq.read_table(tmp_path / "run" / "dso.parquet").to_pandas().sort_values("time_s")
+    assert dso.checks.iloc[1] >= 1 and dso.curtailed_wh.iloc[1] == 0
+    for col in ("vm_min_pu", "vm_max_pu", "vuf_max_percent"):
+        assert dso[col].iloc[1] == pytest.approx(grid[col].iloc[1], abs=1e-9), col
 
 def test_unsupported_regcontrol_setting_is_a_scenario_error(tmp_path: Path) -> None:
     p = _scenario(tmp_path, commands=[*RESET, "RegControl.Reg2.vlimit=125"])

@@ -86,3 +86,44 @@ def test_reference_ledger_pays_once_and_checks_like_the_contract() -> None:
     with pytest.raises(e.BadPrice):
         AncillaryLedger(owners={}, payer=DSO_ACCOUNT, interval_s=900, capacity_price_per_mw_h=-1,
                         performance_price_per_mw=0)
+
+
+def test_reserve_product_needs_a_capable_resource_and_names_each_bad_field() -> None:
+    ok = _data(reserve={"enabled": True, "requested_kw": 20, "activated_intervals": [1]})
+    ok["agents"]["community_storage"]["count"] = 1
+    rs = scenario_from_dict(ok).market.services.ancillary.reserve  # type: ignore[attr-defined]
+    assert rs.enabled and rs.activated_intervals == [1]
+    no_storage = _data(reserve={"enabled": True, "requested_kw": 20})
+    no_storage["agents"]["community_storage"]["count"] = 0
+    assert "without any capable resource" in _errors(no_storage)[f"{FIELD}.reserve.enabled"]
+    assert f"{FIELD}.reserve.energy_price_per_mwh" in _errors(
+        _data(reserve={"enabled": True, "requested_kw": 20, "energy_price_per_mwh": -1}))
+    errs = _errors(_data(reserve={"enabled": True, "requested_kw": None, "storage_share": 0,
+                                  "activated_intervals": [3, 4]}))
+    assert f"{FIELD}.reserve.requested_kw" in errs and f"{FIELD}.reserve.enabled" in errs
+    assert "past the run" in errs[f"{FIELD}.reserve.activated_intervals"]  # an hour: 4 intervals
+    alone = _data(reserve={"enabled": True, "requested_kw": 20})
+    alone["market"]["services"]["ancillary"]["enabled"] = False  # reserve without the service
+    assert "part of the ancillary service" in _errors(alone)[f"{FIELD}.enabled"]
+
+
+def test_reference_ledger_pays_reserve_capacity_and_activated_energy_once() -> None:
+    led = AncillaryLedger(owners={5: 3, 6: 4}, payer=DSO_ACCOUNT, interval_s=900,
+                          capacity_price_per_mw_h=40_000_000, performance_price_per_mw=2_000_000,
+                          reserve_capacity_price_per_mw_h=10_000_000, reserve_energy_price_per_mwh=150_000_000)
+    paid = led.settle_reserve(sender=DSO_ACCOUNT, interval=1, devices=[5, 6], capacity_w=[20_000, 7],
+                              energy_wh=[4_999, 0])
+    # 20 kW held a quarter hour at 10 per MW-h = 0.05; 4.999 kWh at 150 per MWh = 0.74985;
+    # 7 W: 7 x 900 x 10 / 3600 = 17.5 micro-units, floored
+    assert [(p.owner, p.capacity_amount, p.energy_amount) for p in paid] == [(3, 50_000, 749_850), (4, 17, 0)]
+    assert led.paid == 50_000 + 749_850 + 17
+    # regulation of the same interval is settled apart; the reserve only once
+    led.settle(sender=DSO_ACCOUNT, interval=1, devices=[], capacity_w=[], mileage_w=[], score_ppm=[])
+    with pytest.raises(e.AlreadySettled):
+        led.settle_reserve(sender=DSO_ACCOUNT, interval=1, devices=[], capacity_w=[], energy_wh=[])
+    with pytest.raises(e.NotDSO):
+        led.settle_reserve(sender=3, interval=2, devices=[], capacity_w=[], energy_wh=[])
+    with pytest.raises(e.BadReadings):
+        led.settle_reserve(sender=DSO_ACCOUNT, interval=2, devices=[5], capacity_w=[1], energy_wh=[])
+    with pytest.raises(e.UnknownDevice):
+        led.settle_reserve(sender=DSO_ACCOUNT, interval=2, devices=[9], capacity_w=[1], energy_wh=[1])

@@ -154,6 +154,6 @@ def test_reference_ledger_cda_escrow_and_settlement_use_trade_prices() -> None:
     assert led.balance(2).locked == kept - payment(100, 100_000_000)
     rows = {r.device_id: r for r in led.settle(0, {12: 800, 13: -200, 14: -600})}
     assert rows[14].trade_amount == payment(600, 80_000_000)
-    assert rows[13].trade_amount == payment(200, 100_000_000)
+    assert rows[13].trade_amount == payment(300, 100_000_000)  # curtailed 100 Wh paid by the DSO
     assert rows[12].trade_amount == -(payment(600, 80_000_000) + payment(200, 100_000_000))
     assert led.balance(2).locked == 0

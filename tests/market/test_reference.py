@@ -225,12 +225,12 @@ def test_settle_pays_trades_then_imbalance(ledger: ReferenceLedger) -> None:
     p = 105_000_000
     assert [r.device_id for r in rows] == [12, 13, 14, 15]
     assert by[12].traded_wh == 400 and by[12].imbalance_wh == 100
-    assert by[12].trade_amount == -payment(400, p) and by[12].imbalance_amount == -payment(
-        100, RETAIL
-    )
+    # curtailed energy consumed anyway costs the trade price, not retail
+    assert by[12].trade_amount == -payment(400, p) and by[12].imbalance_amount == -payment(100, p)
     assert by[13].imbalance_wh == 0 and by[13].imbalance_amount == 0
     assert by[14].traded_wh == -1900 and by[14].imbalance_wh == 0
-    assert by[14].trade_amount == payment(1500, p) + payment(400, p)
+    # the curtailed seller is whole: the DSO pays the curtailed 600 Wh at the trade price
+    assert by[14].trade_amount == payment(1500, p) + payment(1000, p)
     assert by[15].traded_wh == 0 and by[15].imbalance_amount == -payment(100, RETAIL)
     assert all(ledger.balance(a).locked == 0 for a in range(8))
     assert ledger.market_holdings() == ledger.total_supply() == 65_000_000

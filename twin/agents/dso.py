@@ -35,6 +35,19 @@ the worst violation). An unbalance is relieved like an overload (sell trades whi
 feeder exports, else buy trades), and the candidates are ranked by phase before price:
 devices on the violated phase first, then three-phase devices, then the other phases.
 
+Tap changers: the check runs at the taps the grid simulator is at. The grid publishes, after
+each solve, the taps its next solve starts from (mosaik attribute ``taps`` from the grid to
+the agents, :func:`twin.cosim.grid_sim.taps_message`) and :meth:`DSOAgent.follow_taps` sets
+them on the DSO's copy: the balanced OLTC's ``tap_pos`` (``grid.oltc``), and on the
+three-phase engine the gang-operated OLTC's and an OpenDSS deck's RegControls' tap numbers
+(``grid.opendss.regulators: deck``). Within the interval the check does what the grid's solve
+of that interval does: an OLTC holds its tap (it steps after the solve, acting from the next
+interval), and a deck's regulators act to convergence from the grid's taps in every trial
+solve (OpenDSS's static control loop), so for the same injections the check's voltages are
+the grid simulator's. (With a grid step shorter than the interval, ``twin hil serve``, the
+check assumes the taps at the interval's start hold through it; the faulted topology's solver
+does not follow taps.)
+
 Local network tariff (``grid.tariff``): the DSO publishes, each interval, the time-of-use
 network fee of the next interval (:meth:`DSOAgent.network_fee`, integer micro-units per
 MWh, peak in ``[peak_start_hour, peak_end_hour)`` UTC, else off-peak). Buyers bid their
@@ -59,6 +72,7 @@ from twin.grid.der_runtime import ControlledSnapshot
 from twin.grid.phase_spec import PHASE_ABC
 from twin.grid.powerflow import GridState, run_snapshot
 from twin.grid.snapshot3ph import PhaseSnapshot
+from twin.grid.tap_control import oltc_from_trafo
 from twin.market.tariffs import NetworkTariff
 from twin.market.types import Side, Trade
 from twin.market.units import price_from_per_mwh
@@ -125,10 +139,18 @@ class DSOAgent(mesa.Agent):
                  phase_network: Any = None, phase_regulators: Sequence[Any] = ()) -> None:
         super().__init__(model)
         self.net = copy.deepcopy(net)
+        # grid.oltc as the grid simulator has it: on the feeder trafo (row 0) of a pandapower net
+        oltc = grid.oltc if grid.oltc is not None and len(self.net.trafo) and phase_network is None else None
         #: three-phase grid: each element row on its phase (twin/grid/snapshot3ph.py)
         self._phases = (PhaseSnapshot(self.net, phase=element_phase, der_devices=der_devices,
-                                      network=phase_network, regulators=phase_regulators)
+                                      network=phase_network, regulators=phase_regulators, oltc=oltc)
                         if element_phase is not None else None)
+        if oltc is not None and self._phases is None:  # its tap acts in the power flow (SimBench)
+            oltc_from_trafo(self.net, 0, v_set_pu=oltc.v_set_pu, band_pu=oltc.band_pu,
+                            delay_s=oltc.delay_s, path="grid.oltc")
+        #: three-phase regulators' tap numbers every solve starts from (the grid's, follow_taps)
+        self._regulator_taps = (self._phases.taps.copy() if self._phases is not None and self._phases.regulators
+                                else None)
         self.vuf_max_percent = grid.vuf_max_percent
         #: inverters with IEEE 1547 functions: the check solves them with the network
         self._controlled = ControlledSnapshot(self.net, list(der_devices)) if der_devices else None
@@ -156,6 +178,28 @@ class DSOAgent(mesa.Agent):
         #: faults inside a run (twin/agents/outages.py): while set, the check solves the
         #: faulted topology with it (islands held by their grid-forming battery)
         self.fault_solver: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], GridState] | None = None
+
+    def follow_taps(self, *, trafo_tap_pos: dict[int, int] | None = None,
+                    regulator_taps: Sequence[int] | None = None) -> None:
+        """Check at the grid simulator's taps: ``trafo_tap_pos`` {trafo row: pandapower tap
+        position} (balanced engine), ``regulator_taps`` the three-phase engine's regulator tap
+        numbers in the grid's order (:func:`twin.cosim.grid_sim.taps_message`)."""
+        col = self.net.trafo.columns.get_loc("tap_pos") if len(self.net.trafo) else -1
+        for row, pos in (trafo_tap_pos or {}).items():
+            if not 0 <= int(row) < len(self.net.trafo):
+                raise ValueError(f"taps.trafo_tap_pos: trafo row {row} is not in the DSO's net "
+                                 f"({len(self.net.trafo)} trafos)")
+            if self._phases is not None:
+                raise ValueError("taps.trafo_tap_pos: a three-phase grid's OLTC comes as regulator_taps")
+            if self.net.trafo.iat[int(row), col] != float(pos):
+                self.net.trafo["tap_pos"] = self.net.trafo["tap_pos"].astype(np.float64)
+                self.net.trafo.iat[int(row), col] = float(pos)  # the solvers recompile on it
+        if regulator_taps:
+            mine = self._regulator_taps
+            if mine is None or len(regulator_taps) != len(mine):
+                raise ValueError(f"taps.regulator_taps: {len(regulator_taps)} taps for the DSO's "
+                                 f"{0 if mine is None else len(mine)} regulators")
+            self._regulator_taps = np.asarray(regulator_taps, dtype=np.int64).copy()
 
     def network_fee(self, k: int) -> int:
         """Time-of-use network fee of interval ``k`` (:class:`twin.market.tariffs.NetworkTariff`)."""
@@ -210,6 +254,9 @@ class DSOAgent(mesa.Agent):
     def _solve(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> GridState:
         if self.fault_solver is not None:
             return self.fault_solver(p, q)
+        if self._regulator_taps is not None:  # every trial solve from the grid's taps
+            assert self._phases is not None
+            self._phases.taps = self._regulator_taps.copy()
         if self._phases is not None and self._phases.der_devices:
             state3, _ = self._phases.solve_controlled(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],

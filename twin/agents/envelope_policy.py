@@ -14,7 +14,10 @@ are checked against them at order time (:meth:`EnvelopePublisher.cap_orders`: an
 the envelope is capped to it, one with nothing left is dropped, and a list of what was
 capped is kept) so the market clears within them, and the households' physical export in
 ``k+1`` is limited to them (PV beyond is spilled). Household loads and PV meters' purchases
-are not limited (inflexible). DER grid-support functions are not modelled in the envelope
+are not limited (inflexible). The batch runs on ``net`` as it is at publication: the model
+passes the DSO's copy, which follows the grid simulator's OLTC tap
+(:meth:`twin.agents.dso.DSOAgent.follow_taps`; the tap in force when ``k+1``'s envelopes
+are computed, i.e. the one the grid's solve of ``k`` used). DER grid-support functions are not modelled in the envelope
 batch (it plans on fixed power factors); the curtailment check of ``both`` still solves them.
 """
 
@@ -30,6 +33,7 @@ import numpy as np
 from twin.grid.der_spec import EnvelopeSpec
 from twin.grid.envelopes import Connection, Envelopes, compute_envelopes
 from twin.grid.pf import BatchPowerFlow
+from twin.grid.powerflow import _fingerprint
 from twin.market.types import OrderIntent, Side
 
 __all__ = ["EnvelopePublisher", "PublishedEnvelope"]
@@ -54,6 +58,8 @@ class EnvelopePublisher:
 
     def __init__(self, *, net: Any, spec: EnvelopeSpec, vm_min_pu: float, vm_max_pu: float,
                  max_loading_percent: float, interval_s: int) -> None:
+        self.net = net
+        self._fingerprint = _fingerprint(net)
         self.solver = BatchPowerFlow(net, kernel="numpy")
         self.spec = spec
         self.vm_min_pu, self.vm_max_pu = vm_min_pu, vm_max_pu
@@ -69,6 +75,9 @@ class EnvelopePublisher:
     def publish(self, k: int, *, p_mw: dict[str, np.ndarray], q_mvar: dict[str, np.ndarray],
                 exports: Sequence[Connection], imports: Sequence[Connection]) -> PublishedEnvelope:
         """Compute and publish the envelope of interval ``k`` from its forecast."""
+        fp = _fingerprint(self.net)
+        if fp != self._fingerprint:  # a tap moved: recompile
+            self.solver, self._fingerprint = BatchPowerFlow(self.net, kernel="numpy"), fp
         env = compute_envelopes(
             self.solver, p_mw=p_mw, q_mvar=q_mvar, exports=exports, imports=imports,
             rule=self.spec.rule, n_levels=self.spec.levels, vm_min_pu=self.vm_min_pu,

@@ -169,7 +169,7 @@ class FeederModel(mesa.Model):
         self._curtail = scenario.dso.policy != "envelopes"
         g = scenario.grid
         self.envelopes = None if scenario.dso.policy == "curtail" else EnvelopePublisher(
-            net=feeder.net, spec=scenario.dso.envelopes, vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
+            net=self.dso.net, spec=scenario.dso.envelopes, vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
             max_loading_percent=g.max_loading_percent, interval_s=self.interval_s)
 
     # ------------------------------------------------------------------ helpers

@@ -30,12 +30,20 @@ the window); an EV charger moves its charging around what the market made it cha
 what its departure forces and up to its charger and need (a V2G seller does not regulate). The meters read the regulation energy too. The report of ``k`` (capacity,
 mileage, precision score per resource) goes to the market with the meter readings and is
 settled by the ancillary service.
+
+The optional upward reserve (``reserve``, :mod:`twin.services.ancillary.reserve`): at
+:meth:`RegulationDesk.reserve`, after regulation, each battery offers what it can still
+discharge for the whole interval on top of its regulation capacity; the TSO procures it pro
+rata and it is withheld from the market's discharge side (:attr:`CommunityStorage.reserved_up_w`).
+At :meth:`RegulationDesk.follow`, after the regulation signal, an activated interval has every
+reserving battery discharge its reserve capacity for the whole interval (as far as its SOC
+band above the DR reserve allows); the report carries capacity and delivered energy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +51,7 @@ import numpy as np
 from twin.agents.ev import EVDispatch, EVFleet
 from twin.agents.household import HouseholdDispatch, Households
 from twin.agents.storage import CommunityStorage, StorageDispatch
+from twin.services.ancillary.reserve import activations, reserve_headroom_kw
 from twin.services.ancillary.rules import (
     PPM,
     dispatch,
@@ -57,6 +66,7 @@ __all__ = ["RegulationDesk", "RegulationReport", "regulation_desk"]
 
 #: a stream of its own (the model's generator is not advanced: runs without it are unchanged)
 _SIGNAL_STREAM = 0xA5C
+_RESERVE_STREAM = 0xA5D
 _METER_MARGIN_WH = 2.0
 
 
@@ -70,6 +80,13 @@ class RegulationReport:
     signal_mean: float
     #: per resource: device_id, kind, capacity_w, mileage_w, score_ppm, requested_wh, delivered_wh
     resources: list[dict[str, Any]]
+    #: the upward reserve product (market.services.ancillary.reserve): the TSO's request, the
+    #: batteries' headroom after regulation, whether it activated it, and per battery:
+    #: device_id, kind, capacity_w, requested_wh, energy_wh (delivered, whole Wh)
+    reserve_requested_w: int = 0
+    reserve_offered_w: int = 0
+    reserve_activated: bool = False
+    reserve: list[dict[str, Any]] = field(default_factory=list)
 
     def encode(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,6 +118,12 @@ class RegulationDesk:
         self._hh_w: dict[int, np.ndarray] = {}  # interval -> procured W per household
         self._ev_w: dict[int, np.ndarray] = {}  # interval -> procured W per EV charger
         self._offered: dict[int, int] = {}
+        res = spec.reserve
+        self.reserve_kw = float(res.requested_kw or 0.0) if res.enabled else 0.0
+        self.activated = activations(np.random.default_rng((seed, _RESERVE_STREAM)), n_intervals=n_intervals,
+                                     probability=res.activation_probability, listed=res.activated_intervals)
+        self._rs_w: dict[int, np.ndarray] = {}  # interval -> reserve W per battery
+        self._rs_offered: dict[int, int] = {}
 
     # -------------------------------------------------------------------- step k: k + 1
     def reserve(self, k: int, *, dr: bool) -> None:
@@ -141,6 +164,17 @@ class RegulationDesk:
         self._ev_w[k] = np.array([got.get(int(d), 0) for d in ev.device_id], dtype=np.int64)
         cs.reserved_w = self._cs_w[k].copy()
         ev.reserved_wh = self._ev_w[k] * h
+        if self.reserve_kw > 0 and not dr and cs.n:  # upward reserve on top of regulation
+            rs_kw = np.minimum(
+                reserve_headroom_kw(energy_wh=cs.energy_wh, capacity_wh=cs.capacity_wh,
+                                    power_kw=cs.capacity_w / 1000.0, regulation_kw=self._cs_w[k] / 1000.0,
+                                    soc_min=cs.dr_reserve, interval_s=self.interval_s, eta=cs.eta),
+                self.spec.reserve.storage_share * cs.capacity_w / 1000.0)
+            rs_head = {int(d): float(v) for d, v in zip(cs.device_id, rs_kw, strict=True) if v > 0}
+            rs_got = procure(self.reserve_kw, rs_head) if rs_head else {}
+            self._rs_offered[k] = sum(int(np.floor(v * 1000)) for v in rs_head.values())
+            self._rs_w[k] = np.array([rs_got.get(int(d), 0) for d in cs.device_id], dtype=np.int64)
+            cs.reserved_up_w = self._rs_w[k].copy()
 
     # -------------------------------------------------------------------- step k: follow
     def follow(self, k: int, *, hd: HouseholdDispatch, ed: EVDispatch, sd: StorageDispatch
@@ -153,19 +187,25 @@ class RegulationDesk:
         hh_w = self._hh_w.pop(k, np.zeros(hh.n, dtype=np.int64))
         offered = self._offered.pop(k, 0)
         ev_w = self._ev_w.pop(k, np.zeros(ev.n, dtype=np.int64))
+        rs_w = self._rs_w.pop(k, np.zeros(cs.n, dtype=np.int64))
+        rs_offered = self._rs_offered.pop(k, 0)
         cs.reserved_w = np.zeros(cs.n, dtype=np.int64)  # DR offers for k + 1 see the whole battery
+        cs.reserved_up_w = np.zeros(cs.n, dtype=np.int64)
         ev.reserved_wh = np.zeros(ev.n)
         resources: list[dict[str, Any]] = []
         if cs_w.any():
-            req, out, e_after = dispatch(sig, cs_w, step_s=self.step_s, energy_wh=cs.energy_wh,
-                                         capacity_wh=np.full(cs.n, cs.capacity_wh), soc_min=cs.dr_reserve,
-                                         soc_max=cs.soc_max, eta=cs.eta)
-            up_wh = out.sum(axis=0) * step_h  # terminal energy, up (discharge) positive
-            cs.energy_wh = e_after
-            metered = sd.metered_wh - up_wh
-            sd = StorageDispatch(charge_wh=np.clip(metered, 0.0, None),
-                                 discharge_wh=np.clip(-metered, 0.0, None), metered_wh=metered)
+            req, out, sd = self._follow_storage(sig, cs_w, sd)
             resources += _rows("storage", cs.device_id, cs_w, req, out, step_h)
+        reserve: list[dict[str, Any]] = []
+        active = bool(self.activated[k]) and bool(rs_w.any())
+        if rs_w.any():  # activated: every reserving battery discharges its capacity all interval
+            req_wh, got_wh = np.zeros(cs.n), np.zeros(cs.n)
+            if active:
+                req, out, sd = self._follow_storage(np.ones(sig.size), rs_w, sd)
+                req_wh, got_wh = req.sum(axis=0) * step_h, out.sum(axis=0) * step_h
+            reserve = [{"device_id": int(cs.device_id[i]), "kind": "storage", "capacity_w": int(rs_w[i]),
+                        "requested_wh": float(req_wh[i]), "energy_wh": int(np.floor(got_wh[i] + 1e-9))}
+                       for i in np.flatnonzero(rs_w > 0)]
         if hh_w.any():
             req, out, _ = dispatch(sig, hh_w, step_s=self.step_s)
             up_wh = out.sum(axis=0) * step_h  # consumes less
@@ -178,8 +218,24 @@ class RegulationDesk:
             resources += _rows("ev", ev.device_id, ev_w, req, out, step_h)
         report = RegulationReport(interval=k, requested_w=round(self.requested_kw * 1000),
                                   offered_w=int(offered), signal_mean=float(sig.mean()),
-                                  resources=resources)
+                                  resources=resources, reserve_requested_w=round(self.reserve_kw * 1000),
+                                  reserve_offered_w=int(rs_offered), reserve_activated=active,
+                                  reserve=reserve)
         return hd, ed, sd, report
+
+    def _follow_storage(self, level: np.ndarray, cap_w: np.ndarray, sd: StorageDispatch
+                        ) -> tuple[np.ndarray, np.ndarray, StorageDispatch]:
+        """Batteries follow ``level x capacity`` (up = discharge) from their state now, inside
+        the SOC band above the DR reserve; the meter reads it on top of the market's energy."""
+        cs = self.cs
+        req, out, e_after = dispatch(level, cap_w, step_s=self.step_s, energy_wh=cs.energy_wh,
+                                     capacity_wh=np.full(cs.n, cs.capacity_wh), soc_min=cs.dr_reserve,
+                                     soc_max=cs.soc_max, eta=cs.eta)
+        up_wh = out.sum(axis=0) * (self.step_s / 3600.0)  # terminal energy, up (discharge) positive
+        cs.energy_wh = e_after
+        metered = sd.metered_wh - up_wh
+        return req, out, StorageDispatch(charge_wh=np.clip(metered, 0.0, None),
+                                         discharge_wh=np.clip(-metered, 0.0, None), metered_wh=metered)
 
     def _follow_ev(self, k: int, ed: EVDispatch, cap_w: np.ndarray,
                    sig: np.ndarray) -> tuple[EVDispatch, np.ndarray, np.ndarray]:

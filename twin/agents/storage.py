@@ -79,6 +79,8 @@ class CommunityStorage:
         self.window = window
         #: regulation capacity procured for the interval being planned (W; twin/agents/regulation.py)
         self.reserved_w = np.zeros(n, dtype=np.int64)
+        #: upward reserve capacity procured for it (W): kept free on the discharge side
+        self.reserved_up_w = np.zeros(n, dtype=np.int64)
         #: can hold voltage and frequency in an island (read by the islanding studies)
         self.grid_forming = np.full(n, spec.grid_forming, dtype=bool)
 
@@ -88,12 +90,15 @@ class CommunityStorage:
 
     def _room_avail(self) -> tuple[np.ndarray, np.ndarray]:
         """Most it may charge / discharge this interval, metered (AC) side Wh; regulation
-        capacity reserved for the interval (``reserved_w``) stays free at both ends."""
-        res = self.reserved_w * (self.interval_s / 3600.0)
+        capacity reserved for the interval (``reserved_w``) stays free at both ends, upward
+        reserve (``reserved_up_w``) on the discharge side."""
+        h = self.interval_s / 3600.0
+        res = self.reserved_w * h
+        up = self.reserved_up_w * h
         cap = self.cap_wh.astype(np.float64) - res
         room = np.clip(self.soc_max * self.capacity_wh - self.energy_wh, 0.0, None) / self.eta - res
-        avail = np.clip(self.energy_wh - self.soc_min * self.capacity_wh, 0.0, None) * self.eta - res
-        return np.clip(np.minimum(cap, room), 0.0, None), np.clip(np.minimum(cap, avail), 0.0, None)
+        avail = np.clip(self.energy_wh - self.soc_min * self.capacity_wh, 0.0, None) * self.eta - res - up
+        return np.clip(np.minimum(cap, room), 0.0, None), np.clip(np.minimum(cap - up, avail), 0.0, None)
 
     def dr_offer_wh(self) -> np.ndarray:
         """Reduction (Wh, whole) each battery can offer a DR call of the next interval: what
@@ -134,7 +139,8 @@ class CommunityStorage:
         room, avail = self._room_avail()
         if not dr and self.dr_reserve > self.soc_min:  # keep the DR reserve
             above = np.clip(self.energy_wh - self.dr_reserve * self.capacity_wh, 0.0, None) * self.eta
-            above = np.clip(above - self.reserved_w * (self.interval_s / 3600.0), 0.0, None)
+            above = np.clip(above - (self.reserved_w + self.reserved_up_w) * (self.interval_s / 3600.0),
+                            0.0, None)
             avail = np.minimum(avail, above)
         # One side per interval (market rule OppositeSide): buy while the latest clearing
         # price is at or below the running estimate (cheap, e.g. midday PV surplus), sell

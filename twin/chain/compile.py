@@ -188,13 +188,35 @@ def _run_solc(command: tuple[str, ...], sources: dict[str, str]) -> dict[str, An
     return result
 
 
+#: Contracts whose linked libraries run by DELEGATECALL and emit their events at the
+#: contract's address: the libraries' events join the contract's ABI (declared once, in the
+#: library, e.g. EnergyMarket's Settled and Curtailed in MarketSettlement).
+_LINKED_EVENTS = {"EnergyMarket": ("MarketSettlement",)}
+
+
+def _with_library_events(contracts: dict[str, Any]) -> dict[str, Any]:
+    out = dict(contracts)
+    for host, libraries in _LINKED_EVENTS.items():
+        if host not in out:
+            continue
+        abi = list(out[host]["abi"])
+        names = {i.get("name") for i in abi if i.get("type") == "event"}
+        for lib in libraries:
+            for item in out.get(lib, {}).get("abi", []):
+                if item.get("type") == "event" and item["name"] not in names:
+                    abi.append(item)
+                    names.add(item["name"])
+        out[host] = {**out[host], "abi": abi}
+    return out
+
+
 def _load(path: Path) -> CompiledContracts:
     doc = json.loads(path.read_text(encoding="utf-8"))
     prov = doc["provenance"]
     return CompiledContracts(
         artifacts={
             name: Artifact(name=name, abi=c["abi"], bytecode=c["bytecode"])
-            for name, c in doc["contracts"].items()
+            for name, c in _with_library_events(doc["contracts"]).items()
         },
         compiler_version=prov["compiler"],
         source_hash=prov["source_hash"],

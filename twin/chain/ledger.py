@@ -91,6 +91,7 @@ class ChainLedger(SettlingLedger):
         market_start_s: int | None = None,
         mechanism: Mechanism = "uniform",
         salt: bytes | None = None,
+        min_order_wh: int = 1,
     ) -> ChainLedger:
         """Deploy SettlementToken, DeviceRegistry and EnergyMarket (operator = account 0,
         DSO = account 1) and return a ledger over them.
@@ -101,15 +102,19 @@ class ChainLedger(SettlingLedger):
         ``mechanism`` (:mod:`twin.market.mechanisms`) is set by the operator right after
         deployment (``setMechanism``); ``keys``: the run's own account keys (every
         transaction is signed with them), ``funder``: the key that pays each ``fund_wei``; the CDA's matching runs in the linked library
-        ``CdaMatching`` and settlement in ``MarketSettlement`` (deployed first), which keeps
-        EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712 domain salt (default:
-        32 random bytes, so no signature of one deployment is valid in another)."""
+        ``CdaMatching``, settlement in ``MarketSettlement`` and settlement on estimates with
+        true-ups in ``ProvisionalSettlement`` (reached through EnergyMarket's fallback; all
+        deployed first), which keeps EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712
+        domain salt (default: 32 random bytes, so no signature of one deployment is valid in
+        another). ``min_order_wh``: the smallest order energy (OrderTooSmall below it)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
         lead = interval_s if gate_lead_s is None else gate_lead_s
         if lead < 0:
             raise ValueError(f"gate_lead_s must be >= 0, got {gate_lead_s}")
+        if not 1 <= min_order_wh < 2**64:
+            raise ValueError(f"min_order_wh must be in 1..2**64-1, got {min_order_wh}")
         freeze_clock(w3)
         latest = int(w3.eth.get_block("latest")["timestamp"])
         start = latest + interval_s + lead if market_start_s is None else market_start_s
@@ -139,6 +144,8 @@ class ChainLedger(SettlingLedger):
         registry = _deploy("DeviceRegistry", dso)
         library = _deploy("CdaMatching")
         settlement = _deploy("MarketSettlement")
+        provisional = _deploy("ProvisionalSettlement", bytecode=link(
+            compiled["ProvisionalSettlement"].bytecode, "MarketSettlement", settlement.address))
         salt = os.urandom(32) if salt is None else salt
         if len(salt) != 32:
             raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
@@ -153,8 +160,10 @@ class ChainLedger(SettlingLedger):
             feed_in_price_per_mwh,
             start,
             lead,
+            min_order_wh,
             salt,
-            bytecode=link(code, "MarketSettlement", settlement.address),
+            bytecode=link(link(code, "MarketSettlement", settlement.address),
+                          "ProvisionalSettlement", provisional.address),
         )
         if mechanism != "uniform":
             tx.receipt(tx.send(market, "setMechanism", [CHAIN_CODE[mechanism]],

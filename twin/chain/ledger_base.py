@@ -136,6 +136,7 @@ class LedgerBase(MarketParameters):
         self.cda_library: str | None = None
         self._market_start = int(self.market.functions.marketStart().call())
         self._gate_lead_s = int(self.market.functions.gateLeadS().call())
+        self._min_order_wh = int(self.market.functions.minOrderWh().call())
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
         self._pin_each_tx = False
@@ -151,7 +152,9 @@ class LedgerBase(MarketParameters):
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
         self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address,
                              salt=bytes(self.market.functions.salt().call()))
-        self._market_events = EventCodec(self.compiled["EnergyMarket"].abi,
+        # ProvisionalSettlement runs on the market's storage (its fallback): its events are the market's
+        self._market_events = EventCodec(self.compiled["EnergyMarket"].abi + [
+            i for i in self.compiled["ProvisionalSettlement"].abi if i["type"] == "event"],
                                          address=self.market.address,
                                          with_block=frozenset({"TradeMatched"}))  # trade tickets
         for name in ("GateClosed", "GateOpen", "NotReclaimable"):

@@ -17,7 +17,11 @@ from twin.market.cda import continuous_double_auction
 from twin.market.clearing import match_orders
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Clearing, Order, Trade
 
-__all__ = ["ClearingLedger"]
+__all__ = ["CURTAIL_CHUNK", "ClearingLedger"]
+
+#: Curtailments per curtailBatch transaction: about 75 k gas each with fresh slots
+#: (bench/curtail_batch.py), so a chunk (about 11 M gas) stays well inside a 30 M gas block.
+CURTAIL_CHUNK = 150
 
 
 class ClearingLedger(OrderLedger):
@@ -227,22 +231,37 @@ class ClearingLedger(OrderLedger):
 
     # --- DSO curtailment --------------------------------------------------------------
     def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade:
-        if not 0 <= trade_id < UINT64:
-            raise e.UnknownTrade(trade_id, purpose=f"curtail: trade {trade_id}")
-        events = self._transact(
-            self.market, "curtail", [trade_id, energy_wh],
-            sender=DSO_ACCOUNT if sender is None else sender,
-            purpose=f"curtail: trade {trade_id} to {energy_wh} Wh",
-        )  # fmt: skip
-        curtailed = next(v for name, v in events if name == "Curtailed")
-        trade = None
-        cached = self._cleared_trades.get(curtailed["interval"])
-        if cached is not None and self._canonical(cached[1]):
-            trade = cached[0].get(trade_id)
-        if trade is None:
-            trade = self._trade(self._logs(["TradeMatched"], topic1=trade_id)[0][1])
-        self.tx.relabel_last(interval=curtailed["interval"])
-        return Trade(**{**asdict(trade), "energy_wh": curtailed["newWh"]})
+        return self.curtail_batch([(trade_id, energy_wh)], sender=sender)[0]
+
+    def curtail_batch(self, curtailments: Sequence[tuple[int, int]], *, sender: int | None = None,
+                      chunk: int = CURTAIL_CHUNK) -> list[Trade]:
+        """``(trade_id, energy_wh)`` curtailments in ``curtailBatch`` transactions of at most
+        ``chunk`` entries (one transaction for an interval's usual few; each chunk is all or
+        none); the curtailed trades, in order."""
+        out: list[Trade] = []
+        for k in range(0, len(curtailments), max(int(chunk), 1)):
+            part = [(int(t), int(wh)) for t, wh in curtailments[k:k + max(int(chunk), 1)]]
+            bad = next((t for t, _ in part if not 0 <= t < UINT64), None)
+            if bad is not None:
+                raise e.UnknownTrade(bad, purpose=f"curtail: trade {bad}")
+            what = (f"trade {part[0][0]} to {part[0][1]} Wh" if len(part) == 1
+                    else f"{len(part)} trades from {part[0][0]}")
+            events = self._transact(
+                self.market, "curtailBatch", [[t for t, _ in part], [wh for _, wh in part]],
+                sender=DSO_ACCOUNT if sender is None else sender, purpose=f"curtail: {what}",
+            )  # fmt: skip
+            done = [v for name, v in events if name == "Curtailed"]
+            for v in done:
+                trade = None
+                cached = self._cleared_trades.get(v["interval"])
+                if cached is not None and self._canonical(cached[1]):
+                    trade = cached[0].get(v["tradeId"])
+                if trade is None:
+                    trade = self._trade(self._logs(["TradeMatched"], topic1=v["tradeId"])[0][1])
+                out.append(Trade(**{**asdict(trade), "energy_wh": v["newWh"]}))
+            if done:
+                self.tx.relabel_last(interval=done[0]["interval"])
+        return out
 
     def trades(self, interval: int) -> list[Trade]:
         trades: dict[int, Trade] = {}

@@ -12,6 +12,7 @@ from twin.chain.chunks import plan_settlement
 from twin.chain.ledger_base import INTERVAL_STATE, STATUS, UINT64
 from twin.chain.ledger_clearing import ClearingLedger
 from twin.market import errors as e
+from twin.market.provisional import TrueUp
 from twin.market.signing import SignedReading
 from twin.market.types import OPERATOR_ACCOUNT, SettlementRow
 
@@ -30,6 +31,7 @@ class SettlingLedger(ClearingLedger):
         sender: int | None = None,
         chunk_trades: int | None = None,
         chunk_devices: int | None = None,
+        estimated_wh: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
         """Settle on meter readings: one ``settle`` transaction when the interval has at most
         ``chunk_trades`` trades and ``chunk_devices`` readings (defaults: the ledger's
@@ -39,14 +41,43 @@ class SettlingLedger(ClearingLedger):
 
         An interval left "settling" by an interrupted chunk sequence is resumed from the
         contract's cursor (pass the same readings: those already settled are skipped); the
-        rows returned are those of every chunk."""
+        rows returned are those of every chunk.
+
+        ``estimated_wh``: devices without a reading, settled provisionally on the operator's
+        estimate (``settleProvisionalChunk`` of library ProvisionalSettlement; :meth:`true_up`
+        settles the real reading later)."""
         devices = sorted(metered_wh)
         for d in devices:
             if not 0 <= d < UINT64:
                 raise e.UnknownDevice(d, purpose=f"settle: interval {interval}")
+        if estimated_wh:  # real readings stated by the operator (v = 1), estimates v = 0
+            return self._settle_provisional(
+                interval, {d: (metered_wh[d], (b"", b"", 1)) for d in devices}, estimated_wh,
+                sender=sender, chunk_trades=chunk_trades, chunk_devices=chunk_devices)
         return self._settle_chunked(
             interval, devices, [metered_wh[d] for d in devices], None, sender=sender,
             chunk_trades=chunk_trades, chunk_devices=chunk_devices,
+        )  # fmt: skip
+
+    def _settle_provisional(
+        self, interval: int, readings: Mapping[int, tuple[int, tuple[bytes, bytes, int]]],
+        estimated_wh: Mapping[int, int], *, sender: int | None, chunk_trades: int | None,
+        chunk_devices: int | None,
+    ) -> list[SettlementRow]:
+        """Readings (device -> (Wh, (r, s, v))) and estimates (v = 0) merged by device id."""
+        where = f"settle: interval {interval}"
+        merged = dict(readings)
+        for d, wh in estimated_wh.items():
+            if not 0 <= d < UINT64:
+                raise e.UnknownDevice(d, purpose=where)
+            if d in merged:
+                raise e.BadReadings(d, purpose=f"{where}: device {d} has a reading and an estimate")
+            merged[d] = (int(wh), (b"", b"", 0))
+        devices = sorted(merged)
+        return self._settle_chunked(
+            interval, devices, [merged[d][0] for d in devices], [merged[d][1] for d in devices],
+            sender=sender, chunk_trades=chunk_trades, chunk_devices=chunk_devices,
+            provisional=True,
         )  # fmt: skip
 
     def _settle_chunked(
@@ -59,17 +90,25 @@ class SettlingLedger(ClearingLedger):
         sender: int | None,
         chunk_trades: int | None,
         chunk_devices: int | None,
+        provisional: bool = False,
     ) -> list[SettlementRow]:
-        signed = sigs is not None
+        signed = sigs is not None and not provisional
         what = "settle_signed" if signed else "settle"
         kind = "signed readings" if signed else "meter readings"
+        if provisional:
+            kind += " and estimates"
         who = OPERATOR_ACCOUNT if sender is None else sender
         per_trades = chunk_trades or self.settle_chunk_trades
         per_devices = chunk_devices or self.settle_chunk_devices
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
         n_trades = int(state[6])
         resume = STATUS[state[0]] == "settling"  # an interrupted chunk sequence
-        if not resume and n_trades <= per_trades and len(devices) <= per_devices:
+        fn, contract = "settleProvisionalChunk", self.market
+        if provisional:  # ProvisionalSettlement via the market's fallback, in chunks
+            assert sigs is not None
+            contract = self._provisional_market
+            sigs = [(r.rjust(32, b"\0"), s.rjust(32, b"\0"), v) for r, s, v in sigs]
+        if not resume and n_trades <= per_trades and len(devices) <= per_devices and not provisional:
             args: list[Any] = [interval, devices, metered] + ([sigs] if signed else [])
             events = self._transact(
                 self.market, "settleSigned" if signed else "settle", args,
@@ -80,7 +119,7 @@ class SettlingLedger(ClearingLedger):
             purpose = f"{what}: interval {interval} ({len(devices)} {kind}, {n_trades} trades)"
             # the whole plan must be able to complete, else nothing is sent
             self.tx.dry_run(self.market, "checkSettlement",
-                            [interval, devices, metered, sigs or [], signed],
+                            [interval, devices, metered, sigs if signed else [], signed],
                             sender=who, purpose=purpose)
             paid = start = 0
             if resume:  # continue from the cursor: readings up to its last device are settled
@@ -96,11 +135,14 @@ class SettlingLedger(ClearingLedger):
             for k, c in enumerate(plan):
                 cut = slice(start + c.start, start + c.stop)
                 part: list[Any] = [interval, c.max_trades, devices[cut], metered[cut]]
-                if sigs is not None:
+                if provisional and sigs is not None:
+                    part += [[x[i] for x in sigs[cut]] for i in range(3)]  # rs, ss, vs
+                elif sigs is not None:
                     part.append(sigs[cut])
                 pending.append(
                     self._send(
-                        self.market, "settleSignedChunk" if signed else "settleChunk",
+                        contract,
+                        fn if provisional else "settleSignedChunk" if signed else "settleChunk",
                         [*part, c.last], sender=who, interval=interval,
                         purpose=(
                             f"{what}: interval {interval} chunk {k + 1}/{len(plan)} "
@@ -142,15 +184,23 @@ class SettlingLedger(ClearingLedger):
         sender: int | None = None,
         chunk_trades: int | None = None,
         chunk_devices: int | None = None,
+        estimated_wh: Mapping[int, int] | None = None,
     ) -> list[SettlementRow]:
         """``settleSigned`` (or bounded ``settleSignedChunk`` calls, as in :meth:`settle`):
-        settle on meter readings each signed by its device's key."""
+        settle on meter readings each signed by its device's key; ``estimated_wh`` as in
+        :meth:`settle`."""
         by_device = sorted(readings, key=lambda r: r.device_id)
         for r in by_device:
             if not 0 <= r.device_id < UINT64:
                 raise e.UnknownDevice(r.device_id, purpose=f"settle_signed: interval {interval}")
             if len(r.signature) != 65:
                 raise e.BadSignature(r.device_id, purpose=f"settle_signed: interval {interval}")
+        if estimated_wh:
+            if len({r.device_id for r in by_device}) != len(by_device):
+                raise e.BadReadings(len(by_device), purpose=f"settle_signed: interval {interval}")
+            return self._settle_provisional(
+                interval, {r.device_id: (r.metered_wh, _rsv(r.signature)) for r in by_device},
+                estimated_wh, sender=sender, chunk_trades=chunk_trades, chunk_devices=chunk_devices)
         return self._settle_chunked(
             interval,
             [r.device_id for r in by_device],
@@ -162,3 +212,74 @@ class SettlingLedger(ClearingLedger):
     def settlement_rows(self, interval: int) -> list[SettlementRow]:
         """An interval's settlement rows (device id order), from the logs."""
         return self._settlement_rows(self._logs(["Settled"], topic1=interval))
+
+    # --- provisional settlements and true-ups (library ProvisionalSettlement) ----------
+    @property
+    def _provisional_market(self) -> Any:
+        """The market's address under ProvisionalSettlement's ABI (its fallback runs it)."""
+        c = getattr(self, "_provisional_contract", None)
+        if c is None:
+            c = self.w3.eth.contract(address=self.market.address, abi=[
+                *self.compiled["ProvisionalSettlement"].abi, *_PROVISIONAL_FUNCTIONS])
+            self._provisional_contract = c
+        return c
+
+    def true_up(self, interval: int, device_id: int, metered_wh: int, *,
+                sender: int | None = None) -> TrueUp:
+        """Settle the difference between a provisional estimate and the real reading (stated
+        by the operator), once: ``trueUp`` (the rules of :mod:`twin.market.provisional`)."""
+        return self._true_up(interval, device_id, metered_wh, (b"", b"", 1), sender=sender)
+
+    def true_up_signed(self, reading: SignedReading, *, sender: int | None = None) -> TrueUp:
+        """:meth:`true_up` on the device-signed real reading."""
+        if len(reading.signature) != 65:
+            raise e.BadSignature(reading.device_id,
+                                 purpose=f"true_up_signed: interval {reading.interval}")
+        return self._true_up(reading.interval, reading.device_id, reading.metered_wh,
+                             _rsv(reading.signature), sender=sender)
+
+    def _true_up(self, interval: int, device_id: int, metered_wh: int,
+                 sig: tuple[bytes, bytes, int], *, sender: int | None) -> TrueUp:
+        what = f"true_up: interval {interval} device {device_id}"
+        if not (0 <= interval < UINT64 and 0 <= device_id < UINT64):
+            raise e.NotProvisional(device_id, interval, purpose=what)
+        r, s, v = sig
+        events = self._transact(
+            self._provisional_market, "trueUp",
+            [interval, device_id, int(metered_wh), r.rjust(32, b"\0"), s.rjust(32, b"\0"), v],
+            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval, purpose=what,
+        )  # fmt: skip
+        t = next(v for name, v in events if name == "TruedUp")
+        return TrueUp(interval=t["interval"], device_id=t["device"], owner=cast(int, t["owner"]),
+                      estimated_wh=t["estimatedWh"], metered_wh=t["meteredWh"],
+                      delta_wh=t["meteredWh"] - t["estimatedWh"], amount=t["amount"],
+                      paid=t["paid"], debt=t["debt"])
+
+    def provisional(self) -> dict[tuple[int, int], int]:
+        """``(interval, device) -> estimate_wh`` settled provisionally, not yet trued up
+        (from the ProvisionalSettled and TruedUp logs)."""
+        out: dict[tuple[int, int], int] = {}
+        for name, v in self._logs(["ProvisionalSettled", "TruedUp"]):
+            if name == "ProvisionalSettled":
+                out[(v["interval"], v["device"])] = v["estimatedWh"]
+            else:
+                out.pop((v["interval"], v["device"]), None)
+        return out
+
+
+def _fn(name: str, *types: str) -> dict[str, Any]:
+    return {"type": "function", "name": name, "stateMutability": "nonpayable", "outputs": [],
+            "inputs": [{"name": f"a{k}", "type": t} for k, t in enumerate(types)]}
+
+
+#: solc leaves a library's state-changing functions out of its ABI (plain ABI types here, so
+#: their selectors are the usual ones)
+_PROVISIONAL_FUNCTIONS = (
+    _fn("settleProvisionalChunk", "uint64", "uint256", "uint64[]", "int256[]", "bytes32[]",
+        "bytes32[]", "uint8[]", "bool"),
+    _fn("trueUp", "uint64", "uint64", "int256", "bytes32", "bytes32", "uint8"),
+)
+
+
+def _rsv(signature: bytes) -> tuple[bytes, bytes, int]:
+    return signature[:32], signature[32:64], signature[64]

@@ -4,7 +4,9 @@ Each step is one market interval ``k``: the model receives the cleared trades of
 (from the market, one step earlier), lets the DSO agent check and curtail them, dispatches
 every device, and returns the element powers (to the grid), the meter readings and
 curtailments of ``k``, the orders for ``k + 1`` and the demand-response calls the TSO made
-for ``k + 1`` with the flexible devices' offers (to the market).
+for ``k + 1`` with the flexible devices' offers (to the market). The grid's ``taps`` (the
+tap positions its solve of ``k`` will use, :func:`twin.cosim.grid_sim.taps_message`) reach
+the DSO's check before it runs.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ META: Meta = {
         "Feeder": {
             "public": True,
             "params": [],
-            "attrs": ["trades", "der_controls", "fault_state", "hil_books", "element_power",
-                      "orders", "curtailments", "metered_wh", "dr_calls"],
+            "attrs": ["trades", "der_controls", "fault_state", "hil_books", "taps",
+                      "element_power", "orders", "curtailments", "metered_wh", "dr_calls"],
         }
     },
 }
@@ -82,6 +84,10 @@ class AgentsSim(mosaik_api_v3.Simulator):
         prices = market_msg["price_history"] if market_msg else []
         # external DER controls in force (twin hil serve; absent otherwise), by device id
         controls = decode_der_controls(single(inputs.get("feeder", {}).get("der_controls")))
+        taps = single(inputs.get("feeder", {}).get("taps"))
+        if taps is not None:  # the grid simulator's taps: the DSO checks at them
+            self.model.dso.follow_taps(trafo_tap_pos={int(r): int(t) for r, t in taps["trafo_tap_pos"].items()},
+                                       regulator_taps=taps["regulator_taps"])
         soc_start = self.model.storage_soc_by_row()  # HIL: batteries at the interval's start
         fault_msg = single(inputs.get("feeder", {}).get("fault_state"))
         if self.outages is not None:

@@ -1,4 +1,10 @@
-"""mosaik adapter over the grid core: element powers in, one power flow, bus/line columns out."""
+"""mosaik adapter over the grid core: element powers in, one power flow, bus/line columns out.
+
+Besides the bus voltages (``vm_pu``) the grid publishes ``taps``: the tap positions its next
+solve will use (:func:`taps_message`; the OLTC stepped after this solve, an OpenDSS deck's
+regulators where this solve left them), which the DSO's security check follows
+(:meth:`twin.agents.dso.DSOAgent.follow_taps`).
+"""
 
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ def check_plausible(vm_pu: Any, *, bus_ids: Any, time_s: int) -> None:
 META: Meta = {
     "api_version": "3.0",
     "type": "time-based",
-    "models": {"Grid": {"public": True, "params": [], "attrs": ["element_power", "fault_state", "vm_pu"]}},
+    "models": {"Grid": {"public": True, "params": [], "attrs": ["element_power", "fault_state", "vm_pu", "taps"]}},
 }
 
 
@@ -53,6 +59,7 @@ class GridSim(mosaik_api_v3.Simulator):
     def __init__(self) -> None:
         super().__init__(META)
         self._vm_pu: list[float] = []
+        self._taps: dict[str, Any] = {"trafo_tap_pos": {}, "regulator_taps": []}
 
     def init(self, sid: str, time_resolution: float = 1.0, **sim_params: Any) -> Meta:
         self.net = sim_params["net"]
@@ -168,6 +175,7 @@ class GridSim(mosaik_api_v3.Simulator):
             if moves.any():  # acts from the next step (the solver recompiles on the new tap)
                 self.net.trafo.iat[0, self.net.trafo.columns.get_loc("tap_pos")] = float(self.taps.taps[0])
         self._vm_pu = [float(v) for v in state.vm_pu]
+        self._taps = taps_message(self, time_s=int(time))
         if time % self.interval_s == 0:
             if faults is not None and self.faulted is not None:  # the islands' slack, dead buses
                 self.recorder.add("fault_grid", [{
@@ -196,7 +204,21 @@ class GridSim(mosaik_api_v3.Simulator):
         return time + self.step_s
 
     def get_data(self, outputs: OutputRequest) -> OutputData:
-        return {eid: {a: self._vm_pu for a in attrs} for eid, attrs in outputs.items()}
+        return {eid: {a: self._taps if a == "taps" else self._vm_pu for a in attrs}
+                for eid, attrs in outputs.items()}
+
+
+def taps_message(sim: GridSim, *, time_s: int) -> dict[str, Any]:
+    """The taps the grid's next solve starts from (empty without a tap changer):
+    ``trafo_tap_pos`` {trafo row: pandapower tap position} of the balanced OLTC,
+    ``regulator_taps`` the three-phase engine's regulator tap numbers (an OpenDSS deck's
+    RegControls, then the gang-operated OLTC), ``oltc_tap`` the OLTC's position."""
+    reg = sim.phases.taps if sim.phases is not None and sim.phases.regulators else None
+    oltc = (int(sim.taps.taps[0]) if sim.taps is not None
+            else sim.phases.oltc_tap if sim.phases is not None else -1)
+    return {"time_s": time_s, "oltc_tap": oltc,
+            "trafo_tap_pos": {"0": int(sim.taps.taps[0])} if sim.taps is not None else {},
+            "regulator_taps": [int(t) for t in reg] if reg is not None else []}
 
 
 def _bus_columns(time_s: int, bus_ids: np.ndarray, state: Any) -> dict[str, Any]:

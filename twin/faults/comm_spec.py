@@ -141,9 +141,6 @@ def comm_problems(*, data: DataFaultsSpec | None, chain: ChainFaultsSpec | None,
                 for i, d in enumerate(b.devices):
                     if d not in device_ids:
                         out.append((f"faults.data.bursts.{j}.devices.{i}", f"no device {d}"))
-        if ledger != "reference":
-            out.append(("faults.data", "provisional settlement and true-up are implemented on "
-                        "the reference ledger only (market.ledger: reference)"))
     if chain is not None:
         if ledger != "chain":
             out.append(("faults.chain", "needs market.ledger: chain"))

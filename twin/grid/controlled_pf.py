@@ -35,6 +35,7 @@ convention and this module converts.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from twin.grid._pf_single import BRANCH_FIELDS, NO_ZIP, lane_outputs, lane_result
 from twin.grid.der_functions import DerFleet, DerFunctions, first_order_lag
 from twin.grid.pf import BatchPowerFlow, PowerFlowResult
 
@@ -54,6 +56,7 @@ _INNER_MAX = 4  # Newton steps on the linearized network per outer iteration (th
 _INNER_TOL = 1e-7  # pu voltage
 _NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
 _PARALLEL_DEVICE_WORK = 20_000  # ... and in parallel (below: the serial kernels)
+_FUSED_LANES = 128  # batches up to this size solve every lane in one serial numba call
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -133,6 +136,9 @@ class ControlledPowerFlow:
             if ga.bus_node[b] >= 0:
                 first_bus[ga.bus_node[b]] = b
         self._bus = np.where(node >= 0, first_bus[np.maximum(node, 0)], -1)
+        self._node = node
+        self._kind = np.array([("sgen", "storage", "load").index(d.element) for d in self._devices], dtype=np.int64)
+        self._loc: NDArray[np.int64] | None = None  # device node in the default topology (fused path)
         self._fleet = DerFleet.from_functions([d.functions for d in self._devices])
         self._sens: FloatArray | None = None
         fl = self._fleet
@@ -251,6 +257,122 @@ class ControlledPowerFlow:
             p, q = np.where(mask, p, 0.0), np.where(mask, q, 0.0)
         return p, q
 
+    def _fused_ok(self) -> bool:
+        """Whether the fused kernel may run: numba wanted by the solver's policy (or its
+        kernels already loaded in this process), and every device on an energized node of
+        the net's own topology."""
+        pf = self._pf
+        if self._fleet.size == 0 or pf.kernel == "numpy" or pf.grid_forming_units:
+            return False
+        if pf.kernel == "auto" and not pf.single_numba() and "twin.grid._kernels" not in sys.modules:
+            return False
+        if self._loc is None:
+            topo = pf.default_topology()
+            pos = np.full(max(pf.arrays.n_node, 1), -1, dtype=np.int64)
+            pos[topo.pq_nodes] = np.arange(topo.pq_nodes.shape[0])
+            pos[topo.slack_nodes] = -2 - np.arange(topo.slack_nodes.shape[0])
+            loc = np.where(self._node >= 0, pos[np.maximum(self._node, 0)], -1)
+            self._loc = loc if np.all(loc != -1) else np.zeros(0, dtype=np.int64)
+        return self._loc.shape[0] == self._fleet.size
+
+    def _fused_inputs(self, values: dict[str, ArrayLike | None], avail: ArrayLike,
+                      der_in_service: ArrayLike | None, der_scale: ArrayLike | None) -> tuple[Any, ...] | None:
+        """(B, n) writable copies of the injections, and avail, mask, scale (B, N); None
+        for anything but plain finite float rows of one batch size (the general path checks
+        and reports it)."""
+        ga = self._pf.arrays
+        n = self._fleet.size
+        defaults = {"load_p_mw": ga.load_p_mw, "load_q_mvar": ga.load_q_mvar, "sgen_p_mw": ga.sgen_p_mw,
+                    "sgen_q_mvar": ga.sgen_q_mvar, "storage_p_mw": ga.storage_p_mw,
+                    "storage_q_mvar": ga.storage_q_mvar}
+        n_b = 1
+        arrs: list[NDArray[Any] | None] = []
+        given: list[bool] = []
+        for name, default in defaults.items():
+            v = values[name]
+            arrs.append(default if v is None else np.asarray(v, dtype=np.float64))
+            given.append(v is not None)
+        arrs += [np.asarray(avail, dtype=np.float64),
+                 None if der_in_service is None else np.asarray(der_in_service, dtype=bool),
+                 None if der_scale is None else np.asarray(der_scale, dtype=np.float64)]
+        given += [True, False, der_scale is not None]
+        widths = [d.shape[0] for d in defaults.values()] + [n, n, n]
+        for a, m in zip(arrs, widths, strict=True):
+            if a is None:
+                continue
+            if a.shape[-1:] != (m,) or a.ndim > 2:
+                return None
+            if a.ndim == 2 and a.shape[0] != 1:
+                if n_b not in (1, a.shape[0]):
+                    return None
+                n_b = a.shape[0]
+        out: list[Any] = []
+        for a, m, g in zip(arrs, widths, given, strict=True):
+            if a is None:
+                out.append(None)
+                continue
+            c = np.empty((n_b, m), dtype=a.dtype)
+            c[...] = a
+            if g and not math.isfinite(float(c.sum())):
+                return None
+            out.append(c)
+        return n_b, out
+
+    def _solve_fused(self, values: dict[str, ArrayLike | None], avail_in: ArrayLike,
+                     der_in_service: ArrayLike | None, der_scale: ArrayLike | None,
+                     start: tuple[ArrayLike, ArrayLike, ArrayLike] | None, tol_pu: float,
+                     max_outer: int, tol: float, branch_flows: bool) -> ControlledResult | None:
+        """Every lane in one serial numba call (:func:`twin.grid._kernels.controlled.controlled_lanes`,
+        the same outer iteration as :meth:`solve`, with no Python between the power flows);
+        None when it cannot run (more than ``_FUSED_LANES`` lanes, inputs the general path
+        must check) or a lane's power flow did not converge (the general path's Newton
+        fallback)."""
+        sens = self._sens
+        got = self._fused_inputs(values, avail_in, der_in_service, der_scale)
+        if got is None or sens is None or got[0] > _FUSED_LANES:
+            return None
+        n_b, (load_p, load_q, sgen_p, sgen_q, sto_p, sto_q, avail, mask, scale) = got
+        pf = self._pf
+        ga = pf.arrays
+        st = pf.single_static(ga.br_default_in_service)
+        if st is None:
+            return None
+        (use_zip, inv_sn, slack_vm, v0, lu, nodes, post_br, ref), load_loc, sgen_loc, storage_loc, eg_pos = st[1]
+        n = avail.shape[1]
+        rows = np.arange(n_b, dtype=np.int64)
+        res, eg, status = lane_outputs(ga, n_b, eg_pos.shape[0])
+        tol_mva = np.empty((n_b, n))
+        tol_mva[...] = tol_pu * self._fleet.s_rated_mva
+        if scale is None:
+            scale = np.ones((n_b, n))
+        else:
+            tol_mva *= scale
+        if mask is None:
+            mask = np.ones((n_b, n), dtype=bool)
+        x_p, x_q, vm = np.empty((n_b, n)), np.empty((n_b, n)), np.empty((n_b, n))
+        if start is not None:
+            for dst, a in zip((x_p, x_q, vm), start, strict=True):
+                dst[...] = np.asarray(a, dtype=np.float64)
+        ctl_conv, outer = np.zeros(n_b, dtype=bool), np.zeros(n_b, dtype=np.int64)
+        _controlled_kernel().controlled_lanes(
+            ((rows, rows, load_p, load_q, load_loc, ga.load_zip), (rows, rows, sgen_p, sgen_q, sgen_loc, NO_ZIP),
+             (rows, rows, sto_p, sto_q, storage_loc, NO_ZIP), use_zip, inv_sn, slack_vm),
+            v0, lu, (tol, 100), nodes, post_br, ga.sn_mva, ref, res, (eg_pos, *eg), status,
+            (self._kind, self._row, self._loc, avail, mask, scale, sens, tol_mva),
+            self._nb_fleet, (max_outer, _INNER_MAX, _INNER_TOL, _FD_H, start is not None), (x_p, x_q, vm),
+            (ctl_conv, outer))
+        if not status[1].all():
+            return None
+        out = lane_result(ga, res, eg, status)
+        if not branch_flows:
+            for name in BRANCH_FIELDS:
+                getattr(out, name)[...] = np.nan
+        return ControlledResult(
+            pf=out, sgen_p_mw=sgen_p, sgen_q_mvar=sgen_q, storage_p_mw=sto_p, storage_q_mvar=sto_q,
+            load_p_mw=load_p, load_q_mvar=load_q, der_p_mw=x_p, der_q_mvar=x_q, der_vm_pu=vm,
+            controls_converged=ctl_conv, outer_iterations=outer, pf_solves=int(outer.max()),
+        )
+
     # ----------------------------------------------------------------- solve
 
     def solve(
@@ -295,6 +417,18 @@ class ControlledPowerFlow:
             raise ValueError(f"tol_pu: must be a positive number, got {tol_pu}")
         if max_outer < 1:
             raise ValueError(f"max_outer: must be >= 1, got {max_outer}")
+        fused_args: tuple[Any, ...] | None = None
+        if (freq_hz is None and previous is None and line_in_service is None and trafo_in_service is None
+                and self._fused_ok()):
+            values = {"load_p_mw": load_p_mw, "load_q_mvar": load_q_mvar, "sgen_p_mw": sgen_p_mw,
+                      "sgen_q_mvar": sgen_q_mvar, "storage_p_mw": storage_p_mw, "storage_q_mvar": storage_q_mvar}
+            fused_args = (values, der_p_avail_mw, der_in_service, der_scale, start, tol_pu, max_outer, tol,
+                          branch_flows)
+            if self._sens is not None:
+                fused = self._solve_fused(*fused_args)
+                if fused is not None:
+                    return fused
+                fused_args = None
         ga = self._pf.arrays
         fl = self._fleet
         n = fl.size
@@ -345,6 +479,10 @@ class ControlledPowerFlow:
             prev = (np.broadcast_to(np.asarray(previous[0], dtype=np.float64), (n_b, n)),
                     np.broadcast_to(np.asarray(previous[1], dtype=np.float64), (n_b, n)))
         sens = self._sensitivity(base, masks, tol)
+        if fused_args is not None:  # the sensitivity is known now
+            fused = self._solve_fused(*fused_args)
+            if fused is not None:
+                return fused
 
         def rows_of(v: Any, rows: NDArray[np.int64]) -> Any:
             return v if v is None or np.ndim(v) < 2 or np.shape(v)[0] == 1 else np.asarray(v)[rows]
@@ -418,6 +556,12 @@ class ControlledPowerFlow:
 
 def _der_kernels() -> Any:
     from twin.grid import _der_kernels as k  # numba import and compile on first use only
+
+    return k
+
+
+def _controlled_kernel() -> Any:
+    from twin.grid._kernels import controlled as k  # numba import and compile on first use only
 
     return k
 

@@ -52,8 +52,17 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from twin.grid._pf_contingency import solve_contingencies
 from twin.grid._pf_newton import newton
 from twin.grid._pf_numpy import np_fixed_point, np_injections, np_post
+from twin.grid._pf_single import (
+    BRANCH_FIELDS,
+    NO_ZIP,
+    lane_outputs,
+    lane_result,
+    single_inputs,
+    single_static,
+)
 from twin.grid._pf_topology import (
     FillPattern,
     FormingUnit,
@@ -100,12 +109,9 @@ _CONTINGENCY_ROWS = 32
 _AUTO_NUMBA_CALLS = 200
 _ZERO_ROW = np.zeros(1, dtype=np.int64)
 _WARM_SAMPLE = 16  # scenarios averaged for the warm start
-_NO_ZIP = np.zeros((0, 4))
 # branch arguments of the chunked kernel without branches (its post-processing then skips them)
 _NO_BRANCHES = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
                 np.zeros((0, 4), dtype=np.complex128), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0))
-_BRANCH_FIELDS = ("line_loading_percent", "line_p_from_mw", "line_q_from_mvar", "line_pl_mw",
-                  "trafo_loading_percent", "trafo_p_hv_mw", "trafo_q_hv_mvar", "trafo_pl_mw", "pl_mw")
 
 
 def _numba_kernels() -> Any:
@@ -211,6 +217,16 @@ class BatchPowerFlow:
         """The compiled network arrays."""
         return self._arrays
 
+    @property
+    def kernel(self) -> str:
+        """The kernel choice given: ``"auto"``, ``"numpy"`` or ``"numba"``."""
+        return self._kernel
+
+    @property
+    def grid_forming_units(self) -> int:
+        """How many grid-forming units the solver was given."""
+        return len(self._gf)
+
     def _topology(self, br_on: BoolArray) -> Topology:
         key = np.packbits(br_on).tobytes()
         topo = self._cache.get(key)
@@ -262,7 +278,7 @@ class BatchPowerFlow:
             line_in_service, trafo_in_service, tol, max_iter, branch_flows,
         )
         if not branch_flows:
-            for name in _BRANCH_FIELDS:
+            for name in BRANCH_FIELDS:
                 getattr(res, name)[...] = np.nan
         return res
 
@@ -347,8 +363,8 @@ class BatchPowerFlow:
         out = ResultArrays(n_b, ga, len(self._gf))
         elems = {
             "load": ("load_p_mw", "load_q_mvar", ga.load_zip),
-            "sgen": ("sgen_p_mw", "sgen_q_mvar", _NO_ZIP),
-            "storage": ("storage_p_mw", "storage_q_mvar", _NO_ZIP),
+            "sgen": ("sgen_p_mw", "sgen_q_mvar", NO_ZIP),
+            "storage": ("storage_p_mw", "storage_q_mvar", NO_ZIP),
         }
         if batched:
             # one kernel call for all topologies; the rare non-converged scenario is
@@ -384,6 +400,33 @@ class BatchPowerFlow:
         ga = self._arrays
         return ga.bus_node, ga.br_from, ga.br_to, ga.br_y, topo.br_on, self._k_from, self._k_to
 
+    def single_numba(self) -> bool:
+        """Whether single scenarios run the serial numba kernel (policy of ``kernel``)."""
+        return not self._gf and (self._kernel == "numba" or (
+            self._kernel == "auto" and self._calls > _AUTO_NUMBA_CALLS))
+
+    def single_static(self, br_on: BoolArray) -> tuple[Any, tuple[Any, ...]] | None:
+        """(kernels module, static arguments of :func:`twin.grid._pf_single.single_static`)
+        of the topology ``br_on`` for the single-lane kernels; None without PQ nodes."""
+        ga = self._arrays
+        is_default = br_on is ga.br_default_in_service
+        if is_default and self._single is not None:
+            return self._single
+        kern = _numba_kernels()
+        topo = self._topology(br_on)
+        if topo.pq_nodes.shape[0] == 0:
+            return None
+        if self._post_arrays is None:
+            self._post_arrays = kern.branch_arrays(self._branch_data(topo), ga.n_node)
+        out = (kern, single_static(ga, topo, self._post_arrays))
+        if is_default:
+            self._single = out
+        return out
+
+    def default_topology(self) -> Topology:
+        """The topology of the net's own in-service branches."""
+        return self._topology(self._arrays.br_default_in_service)
+
     def _solve_single(
         self,
         values: tuple[ArrayLike | None, ...],
@@ -396,85 +439,29 @@ class BatchPowerFlow:
         controller in the loop solves one snapshot per step); None when the general path
         must run: a batch, grid-forming units, the numpy kernel, input to be reported as bad,
         or a scenario the fixed point does not converge (Newton fallback)."""
-        ga = self._arrays
-        use_numba = self._kernel == "numba" or (self._kernel == "auto" and self._calls > _AUTO_NUMBA_CALLS)
-        if self._gf or not use_numba:
+        if not self.single_numba():
             return None
-        cols = (ga.load_p_mw, ga.load_q_mvar, ga.sgen_p_mw, ga.sgen_q_mvar, ga.storage_p_mw, ga.storage_q_mvar)
-        arrs = []
-        for val, default in zip(values, cols, strict=True):
-            if val is None:
-                arrs.append(default[None, :])
-                continue
-            a = val if isinstance(val, np.ndarray) else np.asarray(val)
-            if a.ndim == 1:
-                a = a[None, :]
-            if a.shape != (1, default.shape[0]) or a.dtype != np.float64 or not math.isfinite(float(a.sum())):
-                return None  # a batch, other dtypes or bad values: the general path checks
-            arrs.append(a)
-        br_on = ga.br_default_in_service
-        for val, lo, hi in ((line_in_service, 0, ga.n_line), (trafo_in_service, ga.n_line, ga.n_branch)):
-            if val is None:
-                continue
-            m = val if isinstance(val, np.ndarray) else np.asarray(val)
-            if m.ndim == 2 and m.shape[0] == 1:
-                m = m[0]
-            if m.shape != (hi - lo,) or m.dtype != np.bool_:
-                return None
-            if br_on is ga.br_default_in_service:
-                br_on = br_on.copy()
-            br_on[lo:hi] = m
-        is_default = br_on is ga.br_default_in_service
-        if is_default and self._single is not None:
-            kern, static = self._single
-        else:
-            kern = _numba_kernels()
-            topo = self._topology(br_on)
-            if topo.pq_nodes.shape[0] == 0:
-                return None
-            if self._post_arrays is None:
-                self._post_arrays = kern.branch_arrays(self._branch_data(topo), ga.n_node)
-            bus_n, f_n, t_n, y8, _, k_f2, k_t2 = self._post_arrays
-            static = (
-                ga.has_zip_loads, 1.0 / ga.sn_mva, topo.slack_vm, topo.v0, topo.lu,
-                (topo.node_comp, topo.energized, topo.pq_nodes, topo.slack_nodes, topo.slack_v),
-                (bus_n, f_n, t_n, y8, topo.br_on, k_f2, k_t2),
-                (topo.y_s, topo.y_s_loc, topo.units_at_slack),
-            ), topo.load_loc, topo.sgen_loc, topo.storage_loc, topo.eg_slack_pos
-            if is_default:
-                self._single = (kern, static)
+        ga = self._arrays
+        got = single_inputs(ga, values, line_in_service, trafo_in_service)
+        if got is None:
+            return None
+        arrs, br_on = got
+        st = self.single_static(br_on)
+        if st is None:
+            return None
+        kern, static = st
         (use_zip, inv_sn, slack_vm, v0, lu, nodes, post_br, ref), load_loc, sgen_loc, storage_loc, eg_pos = static
-        nb_, nbr, neg = ga.n_bus, ga.n_branch, eg_pos.shape[0]
-        buf = np.empty((1, 2 * nb_ + 4 * nbr + 2 * neg + 1))
-        c1, c2, c3 = 2 * nb_, 2 * nb_ + 4 * nbr, 2 * nb_ + 4 * nbr + 2 * neg
-        vm, va = buf[:, :nb_], buf[:, nb_:c1]
-        p_f, q_f = buf[:, c1:c1 + nbr], buf[:, c1 + nbr:c1 + 2 * nbr]
-        pl, loading = buf[:, c1 + 2 * nbr:c2 - nbr], buf[:, c2 - nbr:c2]
-        eg_p, eg_q, pl_sum = buf[:, c2:c2 + neg], buf[:, c2 + neg:c3], buf[:, c3:]
-        energized = np.empty((1, nb_), dtype=bool)
-        iters = np.zeros(1, dtype=np.int64)
-        conv = np.zeros(1, dtype=bool)
+        res, (eg_p, eg_q, pl_sum), status = lane_outputs(ga, 1, eg_pos.shape[0])
         zero = _ZERO_ROW
         kern.solve_single(
             ((zero, zero, arrs[0], arrs[1], load_loc, ga.load_zip),
-             (zero, zero, arrs[2], arrs[3], sgen_loc, _NO_ZIP),
-             (zero, zero, arrs[4], arrs[5], storage_loc, _NO_ZIP), use_zip, inv_sn, slack_vm),
-            v0, lu, (tol, max_iter), nodes, post_br, ga.sn_mva, ref,
-            (vm, va, energized, p_f, q_f, pl, loading), (eg_pos, eg_p, eg_q, pl_sum[0]), (iters, conv),
+             (zero, zero, arrs[2], arrs[3], sgen_loc, NO_ZIP),
+             (zero, zero, arrs[4], arrs[5], storage_loc, NO_ZIP), use_zip, inv_sn, slack_vm),
+            v0, lu, (tol, max_iter), nodes, post_br, ga.sn_mva, ref, res, (eg_pos, eg_p, eg_q, pl_sum), status,
         )
-        if not conv[0]:
+        if not status[1][0]:
             return None
-        nl = ga.n_line
-        no_gf = np.zeros((1, 0))
-        return PowerFlowResult(
-            vm_pu=vm, va_degree=va, energized=energized,
-            line_loading_percent=loading[:, :nl], line_p_from_mw=p_f[:, :nl],
-            line_q_from_mvar=q_f[:, :nl], line_pl_mw=pl[:, :nl],
-            trafo_loading_percent=loading[:, nl:], trafo_p_hv_mw=p_f[:, nl:],
-            trafo_q_hv_mvar=q_f[:, nl:], trafo_pl_mw=pl[:, nl:], pl_mw=pl_sum[:, 0],
-            ext_grid_p_mw=eg_p, ext_grid_q_mvar=eg_q, grid_forming_p_mw=no_gf,
-            grid_forming_q_mvar=no_gf, converged=conv, iterations=iters,
-        )
+        return lane_result(ga, res, (eg_p, eg_q, pl_sum), status)
 
     def _solve_contingencies(
         self,
@@ -486,46 +473,10 @@ class BatchPowerFlow:
         out: ResultArrays,
     ) -> None:
         """All scenarios at once, each with its own topology (see ``_kernels`` contingencies)."""
-        ga = self._arrays
-        kern = _numba_kernels()
         if self._pattern is None:
-            self._pattern = fill_pattern(ga, self._rank)
-        pat = self._pattern
-        n_b = br_mask.shape[0]
-        br_on = np.ascontiguousarray(br_mask & ga.br_connectable[None, :])
-        n_node = ga.n_node
-        eg_ok = ga.ext_grid_node >= 0
-        slack_nodes = np.unique(ga.ext_grid_node[eg_ok]).astype(np.int64)
-        slack_of_node = np.full(n_node, -1, dtype=np.int64)
-        slack_of_node[slack_nodes] = np.arange(slack_nodes.size)
-        slack_v = np.zeros(slack_nodes.size, dtype=np.complex128)
-        eg_slack = np.full(ga.ext_grid_node.shape[0], -1, dtype=np.int64)
-        for e in np.flatnonzero(eg_ok)[::-1]:  # the first ext_grid at a node sets its voltage
-            slack_v[slack_of_node[ga.ext_grid_node[e]]] = ga.ext_grid_v[e]
-            eg_slack[e] = slack_of_node[ga.ext_grid_node[e]]
-        units = np.zeros(slack_nodes.size)
-        np.add.at(units, eg_slack[eg_slack >= 0], 1.0)
-        elements = tuple(
-            (row_of[kp], row_of[kq], inj[kp], inj[kq], node, zp)
-            for kp, kq, node, zp in (
-                ("load_p_mw", "load_q_mvar", ga.load_node, ga.load_zip),
-                ("sgen_p_mw", "sgen_q_mvar", ga.sgen_node, _NO_ZIP),
-                ("storage_p_mw", "storage_q_mvar", ga.storage_node, _NO_ZIP),
-            )
-        )
-        v_full = np.zeros((n_b, n_node), dtype=np.complex128)
-        en_node = np.zeros((n_b, n_node), dtype=bool)
-        sched = np.zeros((n_b, slack_nodes.size), dtype=np.complex128)
-        kern.contingencies_par(
-            br_on, (ga.br_from, ga.br_to, ga.br_y, ga.shunt_node, ga.shunt_y),
-            (pat.pos, pat.node_of, pat.idx4, pat.ent_r, pat.ent_c, pat.d_idx, pat.lk_ptr,
-             pat.lk_idx, pat.tr_ptr, pat.tr_tgt, pat.tr_l, pat.tr_u, pat.l_ptr, pat.l_idx,
-             pat.l_col, pat.u_ptr, pat.u_idx, pat.u_col),
-            (slack_of_node, slack_nodes, slack_v, units, ga.ext_grid_node, eg_slack),
-            (*elements, ga.has_zip_loads, 1.0 / ga.sn_mva), (tol, max_iter),
-            (ga.bus_node, self._k_from, self._k_to), ga.sn_mva,
-            (v_full, en_node, sched, out.conv, out.iters, out.eg), out.results(),
-        )
+            self._pattern = fill_pattern(self._arrays, self._rank)
+        solve_contingencies(self._arrays, self._pattern, (self._k_from, self._k_to), br_mask, inj, row_of,
+                            (tol, max_iter), out)
 
     def _solve_group(
         self,

@@ -16,6 +16,7 @@ __all__ = [
     "ERRORS",
     "AlreadyCleared",
     "AlreadySettled",
+    "AlreadyTruedUp",
     "BadAmount",
     "BadEnergy",
     "BadOrderList",
@@ -45,9 +46,11 @@ __all__ = [
     "NotDeviceOwner",
     "NotOperator",
     "NotPoster",
+    "NotProvisional",
     "NotReclaimable",
     "NotSettled",
     "OppositeSide",
+    "OrderTooSmall",
     "ReplayedNonce",
     "SettlementInProgress",
     "TooManyOrders",
@@ -233,6 +236,14 @@ class TooManyOrders(MarketError):
 
     fields = ("device", "interval", "max_orders")
     explanation = "a device places at most MAX_ORDERS orders per interval"
+
+
+class OrderTooSmall(MarketError):
+    """An order below the market's minimum order energy (``min_order_wh``): with
+    ``MAX_ORDERS`` it bounds what free order spam costs the book and the clearing."""
+
+    fields = ("device", "min_wh", "energy")
+    explanation = "an order's energy_wh must be at least the market's min_order_wh"
 
 
 class LockBelowMinimum(MarketError):
@@ -421,6 +432,20 @@ class UnsafeRecipient(MarketError):
     explanation = "recipient does not accept ERC-1155 tokens"
 
 
+class NotProvisional(MarketError):
+    """A true-up for a device that was not settled on an estimate (twin.market.provisional)."""
+
+    fields = ("device", "interval")
+    explanation = "the device was not settled provisionally in this interval"
+
+
+class AlreadyTruedUp(MarketError):
+    """A second true-up of the same device and interval (twin.market.provisional)."""
+
+    fields = ("device", "interval")
+    explanation = "the provisional settlement was already trued up"
+
+
 #: Every error class by name (the chain ledger decodes reverts through this).
 ERRORS: dict[str, type[MarketError]] = {
     cls.__name__: cls
@@ -440,6 +465,7 @@ ERRORS: dict[str, type[MarketError]] = {
         CommitClosed,
         LockBelowMinimum,
         TooManyOrders,
+        OrderTooSmall,
         InDebt,
         NotReclaimable,
         CapacityExceeded,
@@ -464,6 +490,8 @@ ERRORS: dict[str, type[MarketError]] = {
         NotPoster,
         UnknownEvent,
         NotSettled,
+        NotProvisional,
+        AlreadyTruedUp,
         NotApproved,
         UnsafeRecipient,
     )
@@ -545,8 +573,7 @@ CHAIN_ONLY_ERRORS: dict[str, str] = {
     "WrongMechanism": "EnergyMarket: a call of the other matching rule",
     "ZeroOwner": "DeviceRegistry: a device registered to address 0x0 (the reference's owners "
                  "are account indices, which always have an address)",
-    "BatchLengths": "DeviceRegistry: a batch call whose arrays differ in length (the "
-                    "reference registers one device per call)",
-    "MintBatchLengths": "SettlementToken: mintBatch with recipients and amounts of "
-                        "different lengths",
+    "BatchLengths": "DeviceRegistry: registerDevices/setSigners arrays of different lengths "
+                    "(the client builds them from one list)",
+    "MintBatchLengths": "SettlementToken: mintBatch arrays of different lengths",
 }

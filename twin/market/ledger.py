@@ -47,6 +47,8 @@ class Ledger(Protocol):
     ) -> list[Order]: ...
     def clear(self, interval: int, *, sender: int | None = None) -> Clearing: ...
     def curtail(self, trade_id: int, energy_wh: int, *, sender: int | None = None) -> Trade: ...
+    def curtail_batch(self, curtailments: Sequence[tuple[int, int]], *,
+                      sender: int | None = None) -> list[Trade]: ...
     def settle(
         self, interval: int, metered_wh: Mapping[int, int], *, sender: int | None = None
     ) -> list[SettlementRow]: ...
@@ -68,6 +70,7 @@ class MarketParameters:
     _retail: int
     _feed_in: int
     _gate_lead_s: int
+    _min_order_wh: int = 1
 
     @property
     def interval_s(self) -> int:
@@ -84,3 +87,8 @@ class MarketParameters:
     @property
     def gate_lead_s(self) -> int:
         return self._gate_lead_s
+
+    @property
+    def min_order_wh(self) -> int:
+        """Smallest order energy (``OrderTooSmall`` below it)."""
+        return self._min_order_wh

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twin.market.errors import MarketError
+from twin.market.errors import AlreadyTruedUp, NotProvisional
 from twin.market.units import payment
 
 __all__ = [
@@ -34,20 +34,6 @@ __all__ = [
     "TrueUp",
     "imbalance_value",
 ]
-
-
-class NotProvisional(MarketError):
-    """A true-up for a device that was not settled on an estimate."""
-
-    fields = ("device", "interval")
-    explanation = "the device was not settled provisionally in this interval"
-
-
-class AlreadyTruedUp(MarketError):
-    """A second true-up of the same device and interval."""
-
-    fields = ("device", "interval")
-    explanation = "the provisional settlement was already trued up"
 
 
 def imbalance_value(imbalance_wh: int, *, retail_price_per_mwh: int,

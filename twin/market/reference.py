@@ -287,6 +287,8 @@ class ReferenceLedger(ReferenceSettlement):
             raise e.NotDeviceOwner(it.device_id, sender)
         if it.energy_wh <= 0:
             raise e.BadEnergy(it.device_id, it.energy_wh)
+        if it.energy_wh < self._min_order_wh:
+            raise e.OrderTooSmall(it.device_id, self._min_order_wh, it.energy_wh)
         if it.price_per_mwh <= 0 or it.price_per_mwh > PRICE_MAX:
             raise e.BadPrice(it.device_id, it.price_per_mwh)
         if self._status.get(it.interval, "open") != "open":

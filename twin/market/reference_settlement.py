@@ -119,8 +119,18 @@ class ReferenceSettlement(ReferenceState):
         with purpose(f"curtail: trade {trade_id} to {energy_wh} Wh"):
             return self._curtail(trade_id, energy_wh, sender)
 
-    def _curtail(self, trade_id: int, energy_wh: int, sender: int | None) -> Trade:
-        require_role(sender, DSO_ACCOUNT, e.NotDSO)
+    def curtail_batch(self, curtailments: Sequence[tuple[int, int]], *,
+                      sender: int | None = None) -> list[Trade]:
+        """``(trade_id, energy_wh)`` curtailments in order, all or none (the contract's
+        ``curtailBatch``): a failing entry raises before anything changes."""
+        with purpose(f"curtail_batch: {len(curtailments)} trades"):
+            require_role(sender, DSO_ACCOUNT, e.NotDSO)
+            current: dict[int, int] = {}
+            for trade_id, energy_wh in curtailments:
+                current[trade_id] = self._check_curtail(trade_id, energy_wh, current.get(trade_id))
+            return [self._curtail(t, wh, sender) for t, wh in curtailments]
+
+    def _check_curtail(self, trade_id: int, energy_wh: int, current: int | None) -> int:
         trade = self._trades.get(trade_id)
         if trade is None:
             raise e.UnknownTrade(trade_id)
@@ -128,8 +138,15 @@ class ReferenceSettlement(ReferenceState):
             raise e.AlreadySettled(trade.interval)
         if energy_wh < 0:
             raise e.BadEnergy(trade.buyer_device, energy_wh)
-        if energy_wh > trade.energy_wh:
-            raise e.CurtailIncrease(trade_id, trade.energy_wh, energy_wh)
+        old = trade.energy_wh if current is None else current
+        if energy_wh > old:
+            raise e.CurtailIncrease(trade_id, old, energy_wh)
+        return energy_wh
+
+    def _curtail(self, trade_id: int, energy_wh: int, sender: int | None) -> Trade:
+        require_role(sender, DSO_ACCOUNT, e.NotDSO)
+        self._check_curtail(trade_id, energy_wh, None)
+        trade = self._trades[trade_id]
         release = payment(trade.energy_wh, trade.price_per_mwh) - payment(
             energy_wh, trade.price_per_mwh
         )
@@ -220,17 +237,32 @@ class ReferenceSettlement(ReferenceState):
             raise e.MissingMeterReading(missing[0], interval)
         net_wh: dict[int, int] = defaultdict(int)
         money: dict[int, int] = defaultdict(int)
+        # DSO curtailment (curtail): Wh taken off each device's trades, and for a buyer the
+        # trade-price value of that energy (the escrow released by curtail)
+        cut_buy: dict[int, int] = defaultdict(int)
+        cut_buy_money: dict[int, int] = defaultdict(int)
+        cut_sell: dict[int, int] = defaultdict(int)
+        dso = self._accounts[DSO_ACCOUNT]
         for t in trades:  # trade_id order
             amount = payment(t.energy_wh, t.price_per_mwh)
             buyer = self._accounts[self._orders[t.buy_order_id].owner]
             buyer.locked -= amount
-            self._credit(self._orders[t.sell_order_id].owner, amount)
+            seller = self._orders[t.sell_order_id].owner
+            self._credit(seller, amount)
+            comp = payment(t.cleared_wh, t.price_per_mwh) - amount  # the DSO pays curtailed energy
+            if comp > 0:
+                paid = min(comp, dso.free)
+                dso.free -= paid
+                dso.debt += comp - paid
+                self._credit(seller, paid)
+            cut_buy[t.buyer_device] += t.cleared_wh - t.energy_wh
+            cut_buy_money[t.buyer_device] += comp
+            cut_sell[t.seller_device] += t.cleared_wh - t.energy_wh
             net_wh[t.buyer_device] += t.energy_wh
             net_wh[t.seller_device] -= t.energy_wh
             money[t.buyer_device] -= amount
-            money[t.seller_device] += amount
+            money[t.seller_device] += amount + comp
         rows: list[SettlementRow] = []
-        dso = self._accounts[DSO_ACCOUNT]
         for d in devices:
             owner = self._devices[d].owner
             acc = self._accounts[owner]
@@ -238,13 +270,16 @@ class ReferenceSettlement(ReferenceState):
             moved = debt = 0
             if imbalance > 0:
                 due = payment(imbalance, self._retail)
+                if cut_buy[d] > 0:  # curtailed energy consumed anyway: at most its trade price
+                    k = min(imbalance, cut_buy[d])
+                    due = cut_buy_money[d] * k // cut_buy[d] + payment(imbalance - k, self._retail)
                 paid = min(due, acc.free)
                 acc.free -= paid
                 dso.free += paid
                 acc.debt += due - paid
                 moved, debt = -paid, due - paid
-            elif imbalance < 0:
-                due = payment(-imbalance, self._feed_in)
+            elif imbalance < 0:  # curtailed energy injected anyway earns nothing
+                due = payment(max(-imbalance - cut_sell[d], 0), self._feed_in)
                 paid = min(due, dso.free)
                 dso.free -= paid
                 dso.debt += due - paid

@@ -40,6 +40,7 @@ class ReferenceState(MarketParameters):
         domain: Domain | None = None,
         gate_lead_s: int | None = None,
         mechanism: Mechanism = "uniform",
+        min_order_wh: int = 1,
     ) -> None:
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -48,6 +49,9 @@ class ReferenceState(MarketParameters):
         if lead < 0:
             raise ValueError(f"gate_lead_s must be >= 0, got {gate_lead_s}")
         self._gate_lead_s = lead
+        if not 1 <= min_order_wh < 2**64:
+            raise ValueError(f"min_order_wh must be in 1..2**64-1, got {min_order_wh}")
+        self._min_order_wh = int(min_order_wh)
         self._now_s = -(interval_s + lead)
         self._interval_s = interval_s
         self._retail = retail_price_per_mwh

@@ -181,8 +181,9 @@ class MarketStep:
         if metered is None:
             raise ValueError(f"market: no meter readings for interval {k}")
         trades = {t.trade_id: t for t in clearing.trades}
-        for c in curtailments:
-            trades[c.trade_id] = self.ledger.curtail(trade_id=c.trade_id, energy_wh=c.energy_wh)
+        if curtailments:  # one curtailBatch transaction (chunked) for the interval's curtailments
+            for t in self.ledger.curtail_batch([(c.trade_id, c.energy_wh) for c in curtailments]):
+                trades[t.trade_id] = t
         kw: dict[str, Any] = {}
         estimates: dict[int, int] = {}
         if self.desk is not None:  # readings missing at the deadline: settled on estimates

@@ -36,6 +36,9 @@ class MarketSpec(_Spec):
     feed_in_price_per_mwh: NonNegFloat = 80.0
     initial_balance: PosFloat = 1000.0  # currency units per participant
     dso_balance: PosFloat = 1_000_000.0
+    #: smallest order energy the market accepts (OrderTooSmall below it, contract and
+    #: reference alike); 1 Wh = any positive order
+    min_order_wh: Annotated[int, Field(ge=1, lt=2**32)] = 1
     #: market services (twin/services): demand response, certificates, assets, ...
     services: MarketServicesSpec = MarketServicesSpec()
 

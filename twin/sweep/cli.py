@@ -50,10 +50,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for v in plan.variants:
             print(f"  {v.run_id}  seed={v.seed}  " + "  ".join(f"{k}={x!r}" for k, x in v.params.items()))
         return EXIT_OK
+    from twin.sweep.backends import ClusterError
+
     try:
         result = run_sweep(plan, out_dir=args.out, workers=args.workers, scheduler=args.scheduler,
                            dask_local=args.dask_local, timeout_s=args.timeout,
                            progress=not args.no_progress)
+    except ClusterError as exc:
+        print(f"twin: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"\ntwin: sweep interrupted; run the same command again to resume ({args.out})",
               file=sys.stderr)

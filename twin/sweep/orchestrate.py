@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from twin.sweep.backends import run_dask, run_local
+from twin.sweep.backends import DaskCluster, connect_dask, run_dask, run_local
 from twin.sweep.plan import SweepPlan
 from twin.sweep.runner import RunTask
 from twin.sweep.store import RUNS, check_run, kpi_rows, write_kpis, write_plan
@@ -95,14 +95,17 @@ def run_sweep(plan: SweepPlan, *, out_dir: Path, workers: int | None = None,
     (out / RUNS).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     params = [p.path for p in plan.parameters]
-    write_plan(out, spec=plan.spec.model_dump(mode="json"), parameters=params,
-               variants=[{"run_id": v.run_id, "params": v.params, "seed": v.seed,
-                          "digest": v.digest} for v in plan.variants])
     timeout = timeout_s or plan.spec.timeout_s
     skipped = [v.run_id for v in plan.variants if check_run(out / RUNS / v.run_id, v.digest) is None]
     done = set(skipped)
     tasks = [RunTask(run_id=v.run_id, run_dir=str(out / RUNS / v.run_id), scenario=v.scenario,
-                     timeout_s=timeout) for v in plan.variants if v.run_id not in done]
+                     timeout_s=timeout, digest=v.digest) for v in plan.variants if v.run_id not in done]
+    dask_cluster: DaskCluster | None = None
+    if (scheduler or dask_local) and tasks:  # unreachable, no workers, folder not shared: raise now
+        dask_cluster = connect_dask(scheduler=scheduler, local_workers=dask_local, out_dir=out)
+    write_plan(out, spec=plan.spec.model_dump(mode="json"), parameters=params,
+               variants=[{"run_id": v.run_id, "params": v.params, "seed": v.seed,
+                          "digest": v.digest} for v in plan.variants])
     backend = ("dask " + (scheduler or f"LocalCluster({dask_local} workers)")
                if scheduler or dask_local else f"local pool ({workers or default_workers()} workers)")
     say(f"[sweep] {plan.spec.name}: {len(plan.variants)} runs, {len(skipped)} already complete, "
@@ -111,8 +114,8 @@ def run_sweep(plan: SweepPlan, *, out_dir: Path, workers: int | None = None,
     bar = _Progress(len(tasks), enabled=progress, echo=say)
     cancel = threading.Event()
     records: Iterator[dict[str, Any]]
-    if scheduler or dask_local:
-        records = run_dask(tasks, scheduler=scheduler, local_workers=dask_local)
+    if dask_cluster is not None:
+        records = run_dask(tasks, dask_cluster)
     else:
         records = run_local(tasks, workers=workers or default_workers(), cancel=cancel)
     last_write = time.monotonic()
@@ -136,6 +139,8 @@ def run_sweep(plan: SweepPlan, *, out_dir: Path, workers: int | None = None,
         close = getattr(records, "close", None)
         if close is not None:
             close()  # stops the pool or the Dask client
+        if dask_cluster is not None:
+            dask_cluster.close()  # also when no record was asked for
         result.kpis = write_kpis(out, kpi_rows(out, plan.variants, rows_cache), parameters=params)
         result.wall_s = time.perf_counter() - t0
     return result

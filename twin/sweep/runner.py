@@ -49,6 +49,8 @@ class RunTask:
     scenario_path: str | None = None
     #: what the child runs: ``run`` (twin run) or ``resilience`` (twin resilience)
     command: str = "run"
+    #: the variant's scenario digest: a run folder already complete for it is final (never rerun)
+    digest: str | None = None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RunRecord:
     exit_code: int | None
     host: str
     isolation: str  # forkserver | subprocess
+    worker: str | None = None  # the Dask worker's name (None in the local pool)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,12 +159,38 @@ def _manifest_status(run_dir: Path) -> tuple[str | None, str | None]:
     return m.get("status"), m.get("error")
 
 
+def _dask_worker_name() -> str | None:
+    """The name of the Dask worker running this task, if any (without importing Dask)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        return str(distributed.get_worker().name)
+    except ValueError:  # not in a worker's task
+        return None
+
+
+def _final_record(run_dir: Path, digest: str | None) -> dict[str, Any] | None:
+    """The record of a run folder that is complete and valid for ``digest``, else None."""
+    from twin.sweep.store import check_run, read_record
+
+    if digest is None or not (run_dir / RECORD_FILE).is_file():
+        return None
+    rec = read_record(run_dir)
+    if rec is None or rec.get("status") != "complete" or check_run(run_dir, digest) is not None:
+        return None
+    return rec
+
+
 def execute_task(task: RunTask, *, cancel: threading.Event | None = None) -> dict[str, Any]:
     """Run ``task`` in a fresh process into a clean ``task.run_dir``; return its record as a dict.
 
     Never raises for a failing run: the failure is the record's ``status`` and ``error``.
     """
     run_dir = Path(task.run_dir)
+    final = _final_record(run_dir, task.digest)
+    if final is not None:  # e.g. recomputed by Dask after a worker died: leave it as it is
+        return final
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a previous incomplete attempt leaves nothing behind
     run_dir.mkdir(parents=True)
@@ -199,6 +228,7 @@ def execute_task(task: RunTask, *, cancel: threading.Event | None = None) -> dic
             error = _error_text(run_dir) or manifest_error or f"exit code {code}, manifest status {manifest_status}"
     record = RunRecord(run_id=task.run_id, status=status, error=error, wall_s=round(wall_s, 3),
                        started_at=started, finished_at=datetime.now(UTC).isoformat(),
-                       exit_code=code, host=socket.gethostname(), isolation=child.isolation)
+                       exit_code=code, host=socket.gethostname(), isolation=child.isolation,
+                       worker=_dask_worker_name())
     write_json_atomic(record.to_dict(), run_dir / RECORD_FILE)
     return record.to_dict()

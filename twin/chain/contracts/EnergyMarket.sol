@@ -5,6 +5,7 @@ import {SettlementToken} from "./SettlementToken.sol";
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {CdaMatching} from "./CdaMatching.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
+import {ProvisionalSettlement} from "./ProvisionalSettlement.sol";
 
 /// @title EnergyMarket — local energy market with buyer escrow, uniform-price double auction or
 /// continuous double auction (library CdaMatching), DSO curtailment and settlement on metered energy.
@@ -50,6 +51,9 @@ contract EnergyMarket {
     /// interval k - 1 begins — the twin's "gate closure is one interval before delivery".
     uint256 public immutable marketStart;
     uint256 public immutable gateLeadS;
+    /// Smallest order energy (OrderTooSmall): with MAX_ORDERS it bounds what a device's
+    /// free spam can cost the book and the clearing.
+    uint256 public immutable minOrderWh;
 
     struct Account {
         uint256 free;
@@ -103,6 +107,10 @@ contract EnergyMarket {
         int96 money; // net trade money, filled at settlement
         bool traded;
         bool read; // a traded device's meter reading was settled (chunked settlement)
+        // DSO curtailment of the device's trades (MarketSettlement.curtail), second slot:
+        uint64 curtailedWh; // energy taken off its trades
+        uint96 curtailedMoney; // a buyer's: the trade-price value of that energy (escrow released)
+        bool curtailedSell; // the device sold (its sales were curtailed)
     }
 
     struct OrderInput {
@@ -182,20 +190,8 @@ contract EnergyMarket {
         uint256 price
     );
     event Cleared(uint256 indexed interval, uint256 price, uint256 volumeWh, uint256 firstTrade, uint256 tradeCount);
-    event Curtailed(uint256 indexed tradeId, uint256 indexed interval, uint256 oldWh, uint256 newWh, uint256 released);
-    event Settled(
-        uint256 indexed interval,
-        uint256 indexed device,
-        address owner,
-        int256 tradedWh,
-        int256 meteredWh,
-        int256 imbalanceWh,
-        int256 tradeAmount,
-        int256 imbalanceAmount,
-        uint256 debt
-    );
-    event IntervalSettled(uint256 indexed interval, uint256 devices);
-    event SettlementStarted(uint256 indexed interval, uint256 trades);
+    // Curtailed, Settled, IntervalSettled and SettlementStarted are declared (and emitted, at
+    // this address) by the library MarketSettlement; twin.chain.compile adds them to this ABI.
     event DebtPaid(address indexed account, uint256 amount);
     /// A signed order of a relayed batch that failed its checks: skipped, with the error the
     /// order alone would revert with (the rest of the batch is placed).
@@ -236,6 +232,7 @@ contract EnergyMarket {
     error InDebt(address account, uint256 debt);
     error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);
     error TooManyOrders(uint256 device, uint256 interval, uint256 max_orders);
+    error OrderTooSmall(uint256 device, uint256 min_wh, int256 energy);
 
     modifier onlyOperator() {
         if (msg.sender != operator) revert NotOperator(msg.sender);
@@ -268,6 +265,7 @@ contract EnergyMarket {
         uint256 feedInPricePerMwh_,
         uint256 marketStart_,
         uint256 gateLeadS_,
+        uint256 minOrderWh_,
         bytes32 salt_
     ) {
         token = token_;
@@ -279,6 +277,7 @@ contract EnergyMarket {
         feedInPricePerMwh = feedInPricePerMwh_;
         marketStart = marketStart_;
         gateLeadS = gateLeadS_;
+        minOrderWh = minOrderWh_;
         salt = salt_;
         DOMAIN_SEPARATOR = keccak256(
             abi.encode(
@@ -433,6 +432,7 @@ contract EnergyMarket {
         Usage storage u
     ) private returns (bytes memory) {
         if (energyWh <= 0) return abi.encodeWithSelector(BadEnergy.selector, device, energyWh);
+        if (uint256(energyWh) < minOrderWh) return abi.encodeWithSelector(OrderTooSmall.selector, device, minOrderWh, energyWh);
         if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) return abi.encodeWithSelector(BadPrice.selector, device, priceIn);
         IntervalState storage st = intervals[interval];
         if (st.status != OPEN) return abi.encodeWithSelector(IntervalClosed.selector, interval);
@@ -597,13 +597,6 @@ contract EnergyMarket {
         } else if (st.status != CLEARING) {
             revert AlreadyCleared(interval);
         }
-    }
-
-    /// A trade's price: the interval's uniform price, or (CDA) the resting order's price —
-    /// the resting order is the one that arrived first, i.e. the lower order id.
-    function _tradePrice(Trade storage t, uint256 intervalPrice, bool cda) private view returns (uint256) {
-        if (!cda) return intervalPrice;
-        return orders[t.buyOrder < t.sellOrder ? t.buyOrder : t.sellOrder].price;
     }
 
     /// Clear an interval in one transaction: the full sorted bid and ask id lists (bounded
@@ -850,28 +843,16 @@ contract EnergyMarket {
         }
     }
 
-    function curtail(uint256 tradeId, int256 energyWh) external onlyDSO {
-        if (tradeId == 0 || tradeId > tradeCount) revert UnknownTrade(tradeId);
-        Trade storage t = trades[tradeId];
-        Order storage b = orders[t.buyOrder];
-        uint64 interval = b.interval;
-        IntervalState storage st = intervals[interval];
-        if (st.status == SETTLED) revert AlreadySettled(interval);
-        if (st.status == CLEARING) revert NotCleared(interval);
-        if (st.status == SETTLING) revert SettlementInProgress(interval);
-        if (energyWh < 0) revert BadEnergy(b.device, energyWh);
-        uint256 old = t.energyWh;
-        if (uint256(energyWh) > old) revert CurtailIncrease(tradeId, old, energyWh);
-        uint256 price = _tradePrice(t, st.price, mechanism == 1);
-        uint256 release = payment(old, price) - payment(uint256(energyWh), price);
-        Account storage a = accounts[b.owner];
-        a.locked -= release;
-        a.free += release;
-        int96 delta = int96(int256(old) - energyWh);
-        positions[interval][b.device].netWh -= delta;
-        positions[interval][orders[t.sellOrder].device].netWh += delta;
-        t.energyWh = uint64(uint256(energyWh));
-        emit Curtailed(tradeId, interval, old, uint256(energyWh), release);
+    /// DSO curtailment of cleared trades, any number in one transaction (library
+    /// MarketSettlement.curtail; the twin's DSO sends an interval's curtailments in chunks
+    /// that fit a block): trade ``tradeIds[k]`` is lowered to ``energyWh[k]`` Wh. The buyer's
+    /// escrow for the curtailed energy is released; at settlement the DSO pays the seller the
+    /// curtailed energy at the trade's price, the buyer pays at most that price for curtailed
+    /// energy it consumes anyway, and a seller gets nothing for curtailed energy it injects
+    /// anyway — so curtailing never earns the DSO anything.
+    function curtailBatch(uint256[] calldata tradeIds, int256[] calldata energyWh) external onlyDSO {
+        MarketSettlement.curtail(trades, orders, intervals, positions, accounts, tradeCount, mechanism == 1,
+                                 tradeIds, energyWh);
     }
 
     // ------------------------------------------------------------------ settlement
@@ -992,6 +973,19 @@ contract EnergyMarket {
             meteredWh,
             last
         );
+    }
+
+    /// Calls this contract does not implement run in the linked library ProvisionalSettlement
+    /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups.
+    fallback() external {
+        address ext = address(ProvisionalSettlement);
+        assembly {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), ext, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+            return(0, returndatasize())
+        }
     }
 
     // ------------------------------------------------------------------ read-outs

@@ -4,9 +4,13 @@ pragma solidity 0.8.30;
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 
-/// @title MarketSettlement — EnergyMarket's settlement on metered energy, as an external
-/// library (DELEGATECALL: it works on the market's storage, its events are the market's).
-/// Mirrors the settlement of twin/market/reference.py exactly.
+/// @title MarketSettlement — EnergyMarket's DSO curtailment (curtailBatch) and settlement on
+/// metered energy, as an external library (DELEGATECALL: it works on the market's storage, its
+/// events are the market's). Mirrors twin/market/reference_settlement.py exactly.
+/// Curtailment at the trade price: the DSO pays a curtailed seller the curtailed energy at the
+/// trade's price; a buyer pays at most the trade's price for curtailed energy it consumes
+/// anyway (pro rata of its curtailed value, retail beyond); a seller is paid nothing for
+/// curtailed energy it injects anyway. The DSO's balance never rises from a curtailment.
 /// @dev A separate library keeps EnergyMarket under the EIP-170 code size limit. Trades are
 /// paid first (trade id order), then each device's imbalance against the DSO at the fixed
 /// tariffs; a payer short of free balance pays what it has and the remainder becomes debt.
@@ -47,6 +51,7 @@ library MarketSettlement {
     event IntervalSettled(uint256 indexed interval, uint256 devices);
     event SettlementStarted(uint256 indexed interval, uint256 trades);
     event DebtPaid(address indexed account, uint256 amount);
+    event Curtailed(uint256 indexed tradeId, uint256 indexed interval, uint256 oldWh, uint256 newWh, uint256 released);
 
     error NotCleared(uint256 interval);
     error AlreadySettled(uint256 interval);
@@ -56,6 +61,11 @@ library MarketSettlement {
     error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
     error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
     error MissingMeterReading(uint256 device, uint256 interval);
+    error UnknownTrade(uint256 trade);
+    error BadEnergy(uint256 device, int256 energy);
+    error BadAmount(uint256 amount);
+    error CurtailIncrease(uint256 trade, uint256 current, int256 requested);
+    error SettlementInProgress(uint256 interval);
 
     function _payment(uint256 energyWh, uint256 price) private pure returns (uint256) {
         return (energyWh * price) / WH_PER_MWH;
@@ -95,6 +105,67 @@ library MarketSettlement {
         if (uint256(sig.s) > HALF_N || (sig.v != 27 && sig.v != 28)) return address(0);
         bytes32 digest = keccak256(abi.encodePacked(hex"1901", domain, structHash));
         return ecrecover(digest, sig.v, sig.r, sig.s);
+    }
+
+    /// A trade's price: the interval's uniform price, or (CDA) the resting order's price —
+    /// the resting order is the one that arrived first, i.e. the lower order id.
+    function _price(
+        mapping(uint256 => EnergyMarket.Order) storage orders,
+        EnergyMarket.Trade storage t,
+        uint256 intervalPrice,
+        bool cda
+    ) private view returns (uint256) {
+        if (!cda) return intervalPrice;
+        return orders[t.buyOrder < t.sellOrder ? t.buyOrder : t.sellOrder].price;
+    }
+
+    /// DSO curtailments (EnergyMarket.curtailBatch): each trade lowered, in the given order;
+    /// the buyer's escrow for the curtailed energy is released now, and both devices'
+    /// positions and curtailment records (settled by _settleDevice and the trade payments)
+    /// move by the curtailed energy. Any failing entry reverts the whole batch.
+    function curtail(
+        mapping(uint256 => EnergyMarket.Trade) storage trades,
+        mapping(uint256 => EnergyMarket.Order) storage orders,
+        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
+        mapping(uint256 => mapping(uint256 => EnergyMarket.Position)) storage positions,
+        mapping(address => EnergyMarket.Account) storage accounts,
+        uint256 tradeCount,
+        bool cda,
+        uint256[] calldata tradeIds,
+        int256[] calldata energyWh
+    ) external {
+        if (tradeIds.length != energyWh.length) revert BadAmount(energyWh.length);
+        for (uint256 k = 0; k < tradeIds.length; ++k) {
+            uint256 tradeId = tradeIds[k];
+            int256 e = energyWh[k];
+            if (tradeId == 0 || tradeId > tradeCount) revert UnknownTrade(tradeId);
+            EnergyMarket.Trade storage t = trades[tradeId];
+            EnergyMarket.Order storage b = orders[t.buyOrder];
+            uint64 interval = b.interval;
+            EnergyMarket.IntervalState storage st = intervals[interval];
+            if (st.status == SETTLED) revert AlreadySettled(interval);
+            if (st.status == CLEARING) revert NotCleared(interval);
+            if (st.status == SETTLING) revert SettlementInProgress(interval);
+            if (e < 0) revert BadEnergy(b.device, e);
+            uint256 old = t.energyWh;
+            if (uint256(e) > old) revert CurtailIncrease(tradeId, old, e);
+            uint256 price = _price(orders, t, st.price, cda);
+            uint256 release = _payment(old, price) - _payment(uint256(e), price);
+            EnergyMarket.Account storage a = accounts[b.owner];
+            a.locked -= release;
+            a.free += release;
+            uint64 delta = uint64(old - uint256(e));
+            EnergyMarket.Position storage pb = positions[interval][b.device];
+            pb.netWh -= int96(int64(delta));
+            pb.curtailedWh += delta;
+            pb.curtailedMoney += uint96(release);
+            EnergyMarket.Position storage ps = positions[interval][orders[t.sellOrder].device];
+            ps.netWh += int96(int64(delta));
+            ps.curtailedWh += delta;
+            ps.curtailedSell = true;
+            t.energyWh = uint64(uint256(e));
+            emit Curtailed(tradeId, interval, old, uint256(e), release);
+        }
     }
 
     /// The dry run of a whole settlement (EnergyMarket.checkSettlement).
@@ -176,13 +247,15 @@ library MarketSettlement {
                 EnergyMarket.Trade storage tr = trades[t];
                 EnergyMarket.Order storage b = orders[tr.buyOrder];
                 EnergyMarket.Order storage s = orders[tr.sellOrder];
-                uint256 p = price;
-                if (x.cda) p = orders[tr.buyOrder < tr.sellOrder ? tr.buyOrder : tr.sellOrder].price;
+                uint256 p = _price(orders, tr, price, x.cda);
                 uint256 amount = _payment(tr.energyWh, p);
                 accounts[b.owner].locked -= amount;
                 _credit(accounts, x.dso, s.owner, amount);
+                // curtailed energy: the DSO pays the seller the trade's price for it
+                uint256 comp = _payment(tr.clearedWh, p) - amount;
+                if (comp > 0) _charge(accounts, x.dso, x.dso, s.owner, comp);
                 positions[b.device].money -= int96(int256(amount));
-                positions[s.device].money += int96(int256(amount));
+                positions[s.device].money += int96(int256(amount + comp));
             }
             c.paid = uint32(stop - first);
         }
@@ -257,14 +330,20 @@ library MarketSettlement {
         int256 imbalance = metered - netWh;
         int256 moved;
         uint256 debt;
+        uint256 cw = p.curtailedWh;
         if (imbalance > 0) {
-            (uint256 paid, uint256 unpaid) =
-                _charge(accounts, x.dso, owner, x.dso, _payment(uint256(imbalance), x.retail));
+            uint256 due = _payment(uint256(imbalance), x.retail);
+            if (cw > 0 && !p.curtailedSell) { // curtailed energy consumed anyway: at most its trade price
+                uint256 k = uint256(imbalance) < cw ? uint256(imbalance) : cw;
+                due = (uint256(p.curtailedMoney) * k) / cw + _payment(uint256(imbalance) - k, x.retail);
+            }
+            (uint256 paid, uint256 unpaid) = _charge(accounts, x.dso, owner, x.dso, due);
             moved = -int256(paid);
             debt = unpaid;
         } else if (imbalance < 0) {
-            (uint256 paid, uint256 unpaid) =
-                _charge(accounts, x.dso, x.dso, owner, _payment(uint256(-imbalance), x.feedIn));
+            uint256 inj = uint256(-imbalance); // curtailed energy injected anyway earns nothing
+            if (p.curtailedSell) inj = inj > cw ? inj - cw : 0;
+            (uint256 paid, uint256 unpaid) = _charge(accounts, x.dso, x.dso, owner, _payment(inj, x.feedIn));
             moved = int256(paid);
             debt = unpaid;
         }

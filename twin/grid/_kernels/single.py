@@ -14,6 +14,38 @@ from twin.grid._kernels.post import post_one, post_scratch
 
 
 @nb.njit(**OPTS)
+def finish_lane(
+    b: int, v_out: Any, sched_out: Any, conv: Any, nodes: Any, post_br: Any, sn_mva: float, ref: Any,
+    res: Any, eg: Any,
+) -> None:  # pragma: no cover
+    """Row b of a converged lane: ext_grid power, post-processing and total losses from its
+    PQ voltages ``v_out[b]`` and scheduled slack injections ``sched_out[b]`` (arguments as
+    :func:`solve_single`)."""
+    node_comp, slack_v = nodes[0], nodes[4]
+    y_s, y_s_loc, units_at_slack = ref
+    eg_pos, eg_p_out, eg_q_out, pl_sum_out = eg
+    pl_out = res[5]
+    s_unit = np.empty(slack_v.shape[0], dtype=np.complex128)
+    for k in range(sched_out.shape[1]):
+        acc = 0j
+        for cc in range(y_s_loc.shape[0]):
+            loc = y_s_loc[cc]
+            acc += y_s[k, cc] * (v_out[b, loc] if loc >= 0 else slack_v[-loc - 2])
+        s_unit[k] = (slack_v[k] * np.conj(acc) - sched_out[b, k]) * (sn_mva / units_at_slack[k])
+    for e in range(eg_pos.shape[0]):
+        su = s_unit[eg_pos[e]] if eg_pos[e] >= 0 else 0j
+        eg_p_out[b, e] = su.real
+        eg_q_out[b, e] = su.imag
+    rows = np.arange(v_out.shape[0])
+    post_one(b, rows, v_out, conv, np.zeros((v_out.shape[0], 0), dtype=np.bool_), nodes, post_br, sn_mva, res,
+             post_scratch(node_comp.shape[0], post_br[0].shape[0], post_br[1].shape[0]))
+    tot = 0.0
+    for k in range(pl_out.shape[1]):
+        tot += pl_out[b, k]
+    pl_sum_out[b] = tot
+
+
+@nb.njit(**OPTS)
 def solve_single(
     inj: Any, v0: Any, lu: Any, stop: Any, nodes: Any, post_br: Any, sn_mva: float, ref: Any,
     res: Any, eg: Any, status: Any,
@@ -24,31 +56,11 @@ def solve_single(
     eg_p_out, eg_q_out, pl_sum_out), ``eg_pos`` the slack position of each ext_grid (-1 when
     not acting); ``status`` = (iters, conv); ``post_br`` from ``branch_arrays``.
     A scenario that does not converge is left to the caller (Newton fallback)."""
-    node_comp, slack_v = nodes[0], nodes[4]
-    y_s, y_s_loc, units_at_slack = ref
-    eg_pos, eg_p_out, eg_q_out, pl_sum_out = eg
+    slack_v = nodes[4]
     iters, conv = status
-    pl_out = res[5]
     v_out = np.empty((1, v0.shape[0]), dtype=np.complex128)
     sched_out = np.empty((1, slack_v.shape[0]), dtype=np.complex128)
-    s_unit = np.empty(slack_v.shape[0], dtype=np.complex128)
     fixed_point_one(0, inj, v0, lu, stop, (v_out, sched_out, iters, conv))
     if not conv[0]:
         return
-    for k in range(sched_out.shape[1]):
-        acc = 0j
-        for cc in range(y_s_loc.shape[0]):
-            loc = y_s_loc[cc]
-            acc += y_s[k, cc] * (v_out[0, loc] if loc >= 0 else slack_v[-loc - 2])
-        s_unit[k] = (slack_v[k] * np.conj(acc) - sched_out[0, k]) * (sn_mva / units_at_slack[k])
-    for e in range(eg_pos.shape[0]):
-        su = s_unit[eg_pos[e]] if eg_pos[e] >= 0 else 0j
-        eg_p_out[0, e] = su.real
-        eg_q_out[0, e] = su.imag
-    rows = np.zeros(1, dtype=np.int64)
-    post_one(0, rows, v_out, conv, np.zeros((1, 0), dtype=np.bool_), nodes, post_br, sn_mva, res,
-             post_scratch(node_comp.shape[0], post_br[0].shape[0], post_br[1].shape[0]))
-    tot = 0.0
-    for k in range(pl_out.shape[1]):
-        tot += pl_out[0, k]
-    pl_sum_out[0] = tot
+    finish_lane(0, v_out, sched_out, conv, nodes, post_br, sn_mva, ref, res, eg)

@@ -51,6 +51,7 @@ import numpy as np
 from twin.market import errors as e
 from twin.market.allocation import integer_allocation
 from twin.market.units import MICRO
+from twin.services.ancillary.reserve import ReservePayment, reserve_amounts
 
 __all__ = [
     "PPM",
@@ -318,17 +319,21 @@ class AncillaryLedger:
     Errors are the market's (:mod:`twin.market.errors`), the same the contract reverts with."""
 
     def __init__(self, *, owners: Mapping[int, int], payer: int, interval_s: int,
-                 capacity_price_per_mw_h: int, performance_price_per_mw: int) -> None:
-        if capacity_price_per_mw_h < 0:
-            raise e.BadPrice(0, capacity_price_per_mw_h)
-        if performance_price_per_mw < 0:
-            raise e.BadPrice(0, performance_price_per_mw)
+                 capacity_price_per_mw_h: int, performance_price_per_mw: int,
+                 reserve_capacity_price_per_mw_h: int = 0, reserve_energy_price_per_mwh: int = 0) -> None:
+        for price in (capacity_price_per_mw_h, performance_price_per_mw, reserve_capacity_price_per_mw_h,
+                      reserve_energy_price_per_mwh):
+            if price < 0:
+                raise e.BadPrice(0, price)
         self.owners = dict(owners)
         self.payer = payer
         self.interval_s = interval_s
         self.capacity_price_per_mw_h = capacity_price_per_mw_h
         self.performance_price_per_mw = performance_price_per_mw
+        self.reserve_capacity_price_per_mw_h = reserve_capacity_price_per_mw_h
+        self.reserve_energy_price_per_mwh = reserve_energy_price_per_mwh
         self._settled: set[int] = set()
+        self._reserve_settled: set[int] = set()
         self.paid = 0
 
     def settle(self, *, sender: int, interval: int, devices: Sequence[int], capacity_w: Sequence[int],
@@ -355,5 +360,31 @@ class AncillaryLedger:
                                         performance_price_per_mw=self.performance_price_per_mw)
             out.append(RegulationPayment(interval, d, self.owners[d], c, m, s, ca, pa))
         self._settled.add(interval)
+        self.paid += sum(p.amount for p in out)
+        return out
+
+    def settle_reserve(self, *, sender: int, interval: int, devices: Sequence[int],
+                       capacity_w: Sequence[int], energy_wh: Sequence[int]) -> list[ReservePayment]:
+        """Pay one interval's upward reserve (capacity held, energy activated), once per
+        interval, like :meth:`settle` (:mod:`.reserve`)."""
+        if sender != self.payer:
+            raise e.NotDSO(sender)
+        if interval in self._reserve_settled:
+            raise e.AlreadySettled(interval)
+        n = len(devices)
+        if not len(capacity_w) == len(energy_wh) == n:
+            raise e.BadReadings(n)
+        out: list[ReservePayment] = []
+        for d, c, w in zip(devices, capacity_w, energy_wh, strict=True):
+            if d not in self.owners:
+                raise e.UnknownDevice(d)
+            for v in (c, w):
+                if v < 0:
+                    raise e.BadAmount(v)
+            ca, ea = reserve_amounts(capacity_w=c, energy_wh=w, interval_s=self.interval_s,
+                                     capacity_price_per_mw_h=self.reserve_capacity_price_per_mw_h,
+                                     energy_price_per_mwh=self.reserve_energy_price_per_mwh)
+            out.append(ReservePayment(interval, d, self.owners[d], c, w, ca, ea))
+        self._reserve_settled.add(interval)
         self.paid += sum(p.amount for p in out)
         return out

@@ -8,6 +8,8 @@ score per resource) arrives with the meter readings of ``k`` (:meth:`on_regulati
 interval's total from its market balance and the AncillaryServices ledger pays every
 resource's owner its capacity and performance amounts. An interval the DSO cannot fund is
 recorded ``unfunded`` and not paid; one without procured capacity is recorded ``none``.
+The upward reserve of ``k`` (capacity held, energy activated) is settled the same way, apart
+(``AncillaryServices.settleReserve``), into the table ``reserve``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from twin.market.types import DSO_ACCOUNT, SettlementRow, Trade
 from twin.market.units import price_from_per_mwh
+from twin.services.ancillary.reserve import reserve_amounts
 from twin.services.ancillary.rules import AncillaryLedger, regulation_amounts
 from twin.services.base import MarketService, ServiceContext, last_tx
 
@@ -33,24 +36,28 @@ def _chain() -> Any:
 
 class AncillaryService(MarketService):
     name = "ancillary"
-    tables = ("regulation", "regulation_intervals")
+    tables = ("regulation", "regulation_intervals", "reserve")
 
     def __init__(self, ctx: ServiceContext, *, capacity_price_per_mw_h: float,
-                 performance_price_per_mw: float) -> None:
+                 performance_price_per_mw: float, reserve_capacity_price_per_mw_h: float = 0.0,
+                 reserve_energy_price_per_mwh: float = 0.0) -> None:
         super().__init__()
         self.ctx = ctx
-        # prices in micro-units (per MW-hour of capacity, per MW of mileage)
-        self.cap_price = price_from_per_mwh(capacity_price_per_mw_h)
-        self.perf_price = price_from_per_mwh(performance_price_per_mw)
+        # prices in micro-units (per MW-hour of capacity, per MW of mileage, per MWh)
+        prices = {"capacity_price_per_mw_h": price_from_per_mwh(capacity_price_per_mw_h),
+                  "performance_price_per_mw": price_from_per_mwh(performance_price_per_mw),
+                  "reserve_capacity_price_per_mw_h": price_from_per_mwh(reserve_capacity_price_per_mw_h),
+                  "reserve_energy_price_per_mwh": price_from_per_mwh(reserve_energy_price_per_mwh)}
+        self.cap_price = prices["capacity_price_per_mw_h"]
+        self.perf_price = prices["performance_price_per_mw"]
+        self.rs_cap_price = prices["reserve_capacity_price_per_mw_h"]
+        self.rs_energy_price = prices["reserve_energy_price_per_mwh"]
         owners = {d: dev.owner for d, dev in ctx.devices.items()}
         self.backend: Any = ctx.backend(
             CONTRACT,
             reference=lambda: AncillaryLedger(owners=owners, payer=DSO_ACCOUNT, interval_s=ctx.interval_s,
-                                              capacity_price_per_mw_h=self.cap_price,
-                                              performance_price_per_mw=self.perf_price),
-            chain=lambda: _chain().deploy(ctx.ledger, interval_s=ctx.interval_s,
-                                          capacity_price_per_mw_h=self.cap_price,
-                                          performance_price_per_mw=self.perf_price))
+                                              **prices),
+            chain=lambda: _chain().deploy(ctx.ledger, interval_s=ctx.interval_s, **prices))
         self._reports: dict[int, Mapping[str, Any]] = {}
 
     def on_regulation(self, report: Mapping[str, Any]) -> None:
@@ -61,6 +68,11 @@ class AncillaryService(MarketService):
         rep = self._reports.pop(interval, None)
         if rep is None:
             return
+        self._settle_regulation(interval, rep)
+        if rep.get("reserve"):
+            self._settle_reserve(interval, rep)
+
+    def _settle_regulation(self, interval: int, rep: Mapping[str, Any]) -> None:
         res = [r for r in rep["resources"] if r["capacity_w"] > 0]
         time_s = interval * self.ctx.interval_s
         due = [regulation_amounts(capacity_w=r["capacity_w"], mileage_w=r["mileage_w"],
@@ -105,3 +117,39 @@ class AncillaryService(MarketService):
             **iv, "capacity_amount": sum(p.capacity_amount for p in paid),
             "performance_amount": sum(p.performance_amount for p in paid), "status": "settled",
             "tx_hash": tx})
+
+    def _settle_reserve(self, interval: int, rep: Mapping[str, Any]) -> None:
+        """The DSO's account pays the reserve of ``interval`` (capacity held, energy activated)."""
+        res = rep["reserve"]
+        time_s = interval * self.ctx.interval_s
+        due = [reserve_amounts(capacity_w=r["capacity_w"], energy_wh=r["energy_wh"],
+                               interval_s=self.ctx.interval_s, capacity_price_per_mw_h=self.rs_cap_price,
+                               energy_price_per_mwh=self.rs_energy_price) for r in res]
+        total = sum(c + w for c, w in due)
+        common = {"time_s": time_s, "interval": interval, "requested_w": int(rep["reserve_requested_w"]),
+                  "offered_w": int(rep["reserve_offered_w"]), "activated": bool(rep["reserve_activated"])}
+        led, rail = self.ctx.ledger, self.ctx.rail
+        if led.balance(DSO_ACCOUNT).free < total:
+            for r in res:
+                self.record("reserve", {**common, "device_id": r["device_id"], "owner": -1,
+                                        "capacity_w": r["capacity_w"], "requested_wh": r["requested_wh"],
+                                        "energy_wh": r["energy_wh"], "capacity_amount": 0,
+                                        "energy_amount": 0, "amount": 0, "status": "unfunded",
+                                        "tx_hash": ""})
+            return
+        rail.withdraw(DSO_ACCOUNT, total)
+        paid = self.backend.settle_reserve(sender=DSO_ACCOUNT, interval=interval,
+                                           devices=[r["device_id"] for r in res],
+                                           capacity_w=[r["capacity_w"] for r in res],
+                                           energy_wh=[r["energy_wh"] for r in res])
+        tx = last_tx(self.backend)
+        rail.pay_in(CONTRACT, DSO_ACCOUNT, sum(p.amount for p in paid))
+        by_dev = {r["device_id"]: r for r in res}
+        for p in paid:
+            rail.pay_out(CONTRACT, p.owner, p.amount)
+            self.record("reserve", {**common, "device_id": p.device_id, "owner": p.owner,
+                                    "capacity_w": p.capacity_w,
+                                    "requested_wh": float(by_dev[p.device_id]["requested_wh"]),
+                                    "energy_wh": p.energy_wh, "capacity_amount": p.capacity_amount,
+                                    "energy_amount": p.energy_amount, "amount": p.amount,
+                                    "status": "settled", "tx_hash": tx})

@@ -11,7 +11,7 @@ from twin.spec_base import NonNegFloat, PosFloat, Share, SpecModel
 if TYPE_CHECKING:
     from twin.scenario import Scenario
 
-__all__ = ["AncillaryServiceSpec", "RegulationSignalSpec", "problems"]
+__all__ = ["AncillaryServiceSpec", "RegulationSignalSpec", "ReserveProductSpec", "problems"]
 
 FIELD = "market.services.ancillary"
 
@@ -29,6 +29,28 @@ class RegulationSignalSpec(SpecModel):
     step_s: Annotated[int, Field(gt=0, le=3600)] = 60
     tau_s: PosFloat = 300.0
     sigma: Annotated[float, Field(gt=0, le=1)] = 0.35
+
+
+class ReserveProductSpec(SpecModel):
+    """An upward reserve product beside regulation (:mod:`twin.services.ancillary.reserve`):
+    each interval the TSO procures up to ``requested_kw`` of capacity the community batteries
+    hold back, on top of their regulation capacity, to discharge for the whole interval when
+    the TSO activates it (rarely: a seeded draw with ``activation_probability``, or the
+    ``activated_intervals`` listed); paid for the capacity held and the energy activated."""
+
+    enabled: bool = False
+    #: reserve capacity the TSO procures each interval, kW (null: none -- an error when enabled)
+    requested_kw: PosFloat | None = None
+    #: capacity price, currency per MW of reserve held per hour
+    capacity_price_per_mw_h: NonNegFloat = 10.0
+    #: activated energy price, currency per MWh delivered
+    energy_price_per_mwh: NonNegFloat = 150.0
+    #: chance that the TSO activates the reserve in an interval (seeded)
+    activation_probability: Share = 0.05
+    #: intervals (0-based) the TSO activates it in, instead of the seeded draw
+    activated_intervals: list[Annotated[int, Field(ge=0)]] | None = None
+    #: share of each community battery's power it may offer as reserve (after regulation)
+    storage_share: Share = 1.0
 
 
 class AncillaryServiceSpec(SpecModel):
@@ -54,6 +76,7 @@ class AncillaryServiceSpec(SpecModel):
     #: share of each EV charger's power it offers (around the charging it does anyway)
     ev_share: Share = 1.0
     signal: RegulationSignalSpec = RegulationSignalSpec()
+    reserve: ReserveProductSpec = ReserveProductSpec()
 
 
 def problems(sc: Scenario) -> list[tuple[str, str]]:
@@ -74,6 +97,21 @@ def problems(sc: Scenario) -> list[tuple[str, str]]:
     if not any(shares):
         out.append((f"{FIELD}.enabled", "regulation product without any capable resource (no "
                                         "community storage, EV or flexible load with a share > 0)"))
+    res = spec.reserve
+    if res.enabled and not spec.enabled:
+        out.append((f"{FIELD}.enabled", "the reserve product is part of the ancillary service "
+                                        "(set market.services.ancillary.enabled: true)"))
+    if res.enabled:
+        if res.requested_kw is None:
+            out.append((f"{FIELD}.reserve.requested_kw", "the reserve product needs the TSO's request "
+                                                         "(capacity it procures per interval, kW)"))
+        if res.storage_share * ag.community_storage.count == 0:
+            out.append((f"{FIELD}.reserve.enabled", "reserve product without any capable resource (it "
+                                                    "needs community storage with reserve.storage_share > 0)"))
+        late = [k for k in res.activated_intervals or [] if k >= sc.n_intervals]
+        if late:
+            out.append((f"{FIELD}.reserve.activated_intervals", f"intervals {late} are past the run's "
+                                                                f"last interval ({sc.n_intervals - 1})"))
     sig = spec.signal
     if sc.market.interval_s % sig.step_s:
         out.append((f"{FIELD}.signal.step_s", f"{sig.step_s} s does not divide the market interval "

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSettlement} from "./MarketSettlement.sol";
+
+/// @title ProvisionalSettlement — settlement on estimated meter readings and their true-up,
+/// run on EnergyMarket's storage: EnergyMarket's fallback DELEGATECALLs every call it does not
+/// implement to this linked library (so the market stays under EIP-170). Mirrors
+/// twin/market/reference_settlement.py (settle with estimates, true_up) and the rules of
+/// twin/market/provisional.py exactly.
+/// @dev A reading whose signature has ``v == 0`` is the operator's estimate: the operator's
+/// transaction states it (no device signed it), the library records it as provisional
+/// (ProvisionalSettled) and it settles like any reading. ``v == 1``: a real reading the
+/// operator states (as in the unsigned settle()); 27/28: signed by the device's key.
+/// ``trueUp`` settles the difference between the estimate and the real reading once: the
+/// imbalance money the real reading implies minus what the estimate moved, paid between the
+/// owner's and the DSO's free balances (the rest as debt). A second true-up reverts
+/// AlreadyTruedUp, one of a device settled on a real reading NotProvisional: a late or
+/// duplicated reading never counts twice; tokens only move between free balances.
+/// The market's storage is reached by its slot numbers (EnergyMarket's storage layout,
+/// checked by tests/chain/test_provisional_chain.py), its immutables through its getters.
+library ProvisionalSettlement {
+    // EnergyMarket's storage layout (solc storageLayout)
+    uint256 internal constant OPERATOR_SLOT = 0;
+    uint256 internal constant ACCOUNTS_SLOT = 2;
+    uint256 internal constant ORDERS_SLOT = 4;
+    uint256 internal constant TRADES_SLOT = 6;
+    uint256 internal constant INTERVALS_SLOT = 8;
+    uint256 internal constant POSITIONS_SLOT = 10;
+    uint256 internal constant INJECTED_SLOT = 11;
+    uint256 internal constant MECHANISM_SLOT = 14;
+    uint256 internal constant SETTLE_CURSORS_SLOT = 17;
+    /// This library's own records, at a namespaced slot no EnergyMarket variable can reach.
+    bytes32 internal constant STORE_SLOT = keccak256("gridtwin.ProvisionalSettlement.v1");
+    uint8 internal constant SETTLED = 2;
+    uint8 internal constant OPEN_ESTIMATE = 1;
+    uint8 internal constant TRUED_UP = 2;
+    uint256 internal constant WH_PER_MWH = 1e6;
+
+    struct Entry {
+        int96 estimateWh;
+        uint8 state; // 0 none, 1 settled on the estimate, 2 trued up
+    }
+
+    struct Store {
+        mapping(uint256 => mapping(uint256 => Entry)) entries; // interval => device
+    }
+
+    /// ``device`` was settled in ``interval`` on the operator's estimate (provisional).
+    event ProvisionalSettled(uint256 indexed interval, uint256 indexed device, int256 estimatedWh, int256 tradedWh);
+    /// The real reading trued up the provisional settlement: ``amount`` > 0 paid to the owner by
+    /// the DSO, < 0 paid by the owner; ``paid`` what moved (signed likewise), ``debt`` the rest.
+    event TruedUp(
+        uint256 indexed interval,
+        uint256 indexed device,
+        address owner,
+        int256 estimatedWh,
+        int256 meteredWh,
+        int256 amount,
+        int256 paid,
+        uint256 debt
+    );
+
+    error NotOperator(address account);
+    error NotProvisional(uint256 device, uint256 interval);
+    error AlreadyTruedUp(uint256 device, uint256 interval);
+    error BadReadings(uint256 position);
+    error BadSignature(uint256 device);
+    error UnknownDevice(uint256 device);
+    error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
+
+    function _store() private pure returns (Store storage s) {
+        bytes32 slot = STORE_SLOT;
+        assembly {
+            s.slot := slot
+        }
+    }
+
+    function _at(uint256 key, uint256 slot) private pure returns (uint256) {
+        return uint256(keccak256(abi.encode(key, slot)));
+    }
+
+    function _onlyOperator() private view {
+        address op;
+        assembly {
+            op := sload(OPERATOR_SLOT)
+        }
+        if (msg.sender != op) revert NotOperator(msg.sender);
+    }
+
+    function _ctx() private view returns (MarketSettlement.Ctx memory x) {
+        EnergyMarket m = EnergyMarket(address(this));
+        uint256 mech;
+        assembly {
+            mech := and(sload(MECHANISM_SLOT), 0xff)
+        }
+        x = MarketSettlement.Ctx(
+            m.registry(), m.dso(), m.retailPricePerMwh(), m.feedInPricePerMwh(), m.intervalS(), mech == 1, _domain(m)
+        );
+    }
+
+    function _domain(EnergyMarket m) private view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                keccak256(
+                    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)"
+                ),
+                keccak256("gridtwin EnergyMarket"),
+                keccak256("1"),
+                block.chainid,
+                address(this),
+                m.salt()
+            )
+        );
+    }
+
+    function _interval(uint64 interval) private pure returns (EnergyMarket.IntervalState storage st) {
+        uint256 slot = _at(interval, INTERVALS_SLOT);
+        assembly {
+            st.slot := slot
+        }
+    }
+
+    function _positions(uint64 interval)
+        private
+        pure
+        returns (mapping(uint256 => EnergyMarket.Position) storage p)
+    {
+        uint256 slot = _at(interval, POSITIONS_SLOT);
+        assembly {
+            p.slot := slot
+        }
+    }
+
+    function _accounts() private pure returns (mapping(address => EnergyMarket.Account) storage a) {
+        assembly {
+            a.slot := ACCOUNTS_SLOT
+        }
+    }
+
+    function _cursor(uint64 interval) private pure returns (EnergyMarket.SettleCursor storage c) {
+        uint256 slot = _at(interval, SETTLE_CURSORS_SLOT);
+        assembly {
+            c.slot := slot
+        }
+    }
+
+    function _trades() private pure returns (mapping(uint256 => EnergyMarket.Trade) storage t) {
+        assembly {
+            t.slot := TRADES_SLOT
+        }
+    }
+
+    function _orders() private pure returns (mapping(uint256 => EnergyMarket.Order) storage o) {
+        assembly {
+            o.slot := ORDERS_SLOT
+        }
+    }
+
+    function _injected(uint64 interval) private pure returns (mapping(uint256 => uint256) storage m) {
+        uint256 slot = _at(interval, INJECTED_SLOT);
+        assembly {
+            m.slot := slot
+        }
+    }
+
+    /// A reading's authority: 0 the operator's estimate, 1 a real reading the operator
+    /// states, else the device's key (reverts BadSignature); then its range (but for 1).
+    function _check(
+        MarketSettlement.Ctx memory x,
+        uint64 interval,
+        uint64 device,
+        int256 metered,
+        bytes32 r,
+        bytes32 s,
+        uint8 v
+    ) private view {
+        DeviceRegistry.Device memory d = _authority(x, interval, device, metered, r, s, v);
+        if (v != 1) _range(x, d, device, metered);
+    }
+
+    function _authority(
+        MarketSettlement.Ctx memory x,
+        uint64 interval,
+        uint64 device,
+        int256 metered,
+        bytes32 r,
+        bytes32 s,
+        uint8 v
+    ) private view returns (DeviceRegistry.Device memory d) {
+        address signer;
+        (d, signer) = x.registry.getWithSigner(device);
+        if (d.status == 0) revert UnknownDevice(device);
+        if (v > 1) {
+            bytes32 structHash = keccak256(abi.encode(MarketSettlement.READING_TYPEHASH, device, interval, metered));
+            if (signer == address(0) || _recover(x.domain, structHash, r, s, v) != signer) revert BadSignature(device);
+        }
+    }
+
+    function _range(MarketSettlement.Ctx memory x, DeviceRegistry.Device memory d, uint64 device, int256 metered)
+        private
+        pure
+    {
+        uint256 cap = (uint256(d.capacityW) * x.intervalS) / 3600;
+        if (metered > int256(cap) || metered < -int256(cap)) revert MeterOutOfRange(device, cap, metered);
+    }
+
+    function _recover(bytes32 domain, bytes32 structHash, bytes32 r, bytes32 s, uint8 v)
+        private
+        pure
+        returns (address)
+    {
+        if (uint256(s) > MarketSettlement.HALF_N || (v != 27 && v != 28)) return address(0);
+        return ecrecover(keccak256(abi.encodePacked(hex"1901", domain, structHash)), v, r, s);
+    }
+
+    /// EnergyMarket.settleSignedChunk where readings with ``v == 0`` are the operator's
+    /// estimates, settled provisionally (contract docstring); any cut of the readings into
+    /// chunks settles as one settle() would. Signatures as parallel arrays (plain ABI types:
+    /// a library's selector names a struct parameter by its qualified name).
+    function settleProvisionalChunk(
+        uint64 interval,
+        uint256 maxTrades,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        bytes32[] calldata rs,
+        bytes32[] calldata ss,
+        uint8[] calldata vs,
+        bool last
+    ) external returns (bool) {
+        _onlyOperator();
+        MarketSettlement.Ctx memory x = _ctx();
+        EnergyMarket.IntervalState storage st = _interval(interval);
+        MarketSettlement.checkStatus(interval, st.status);
+        uint256 n = devices.length;
+        if (n != meteredWh.length || n != rs.length || n != ss.length || n != vs.length) revert BadReadings(n);
+        mapping(uint256 => EnergyMarket.Position) storage positions = _positions(interval);
+        Store storage store = _store();
+        for (uint256 k = 0; k < n; ++k) {
+            _check(x, interval, devices[k], meteredWh[k], rs[k], ss[k], vs[k]);
+            if (vs[k] == 0) {
+                store.entries[interval][devices[k]] = Entry(int96(meteredWh[k]), OPEN_ESTIMATE);
+                emit ProvisionalSettled(interval, devices[k], meteredWh[k], positions[devices[k]].netWh);
+            }
+        }
+        return _settle(x, st, interval, maxTrades, devices, meteredWh, last);
+    }
+
+    function _settle(
+        MarketSettlement.Ctx memory x,
+        EnergyMarket.IntervalState storage st,
+        uint64 interval,
+        uint256 maxTrades,
+        uint64[] calldata devices,
+        int256[] calldata meteredWh,
+        bool last
+    ) private returns (bool) {
+        return MarketSettlement.settleChunk(
+            x, st, _cursor(interval), _trades(), _orders(), _accounts(), _positions(interval), _injected(interval),
+            interval, maxTrades, devices, meteredWh, last
+        );
+    }
+
+    /// True up ``device``'s provisional settlement of ``interval`` on its real reading, once
+    /// (contract docstring); ``sig`` as for a reading (``v == 0`` is refused: an estimate
+    /// cannot true up an estimate).
+    function trueUp(uint64 interval, uint64 device, int256 meteredWh, bytes32 r, bytes32 s, uint8 v) external {
+        _onlyOperator();
+        if (v == 0) revert BadSignature(device);
+        MarketSettlement.Ctx memory x = _ctx();
+        DeviceRegistry.Device memory d = _authority(x, interval, device, meteredWh, r, s, v);
+        Entry storage en = _store().entries[interval][device];
+        if (en.state == TRUED_UP) revert AlreadyTruedUp(device, interval);
+        if (en.state != OPEN_ESTIMATE || _interval(interval).status != SETTLED) revert NotProvisional(device, interval);
+        _range(x, d, device, meteredWh);
+        address owner = d.owner;
+        en.state = TRUED_UP;
+        int256 traded = _positions(interval)[device].netWh;
+        int256 estimate = en.estimateWh;
+        int256 amount = _value(x, meteredWh - traded) - _value(x, estimate - traded);
+        (address payer, address payee) = amount > 0 ? (x.dso, owner) : (owner, x.dso);
+        uint256 due = uint256(amount < 0 ? -amount : amount);
+        mapping(address => EnergyMarket.Account) storage accounts = _accounts();
+        EnergyMarket.Account storage src = accounts[payer];
+        uint256 paid = src.free < due ? src.free : due;
+        src.free -= paid;
+        accounts[payee].free += paid;
+        src.debt += due - paid;
+        emit TruedUp(
+            interval, device, owner, estimate, meteredWh, amount, amount > 0 ? int256(paid) : -int256(paid), due - paid
+        );
+    }
+
+    /// What settling ``imbalanceWh`` is worth to the owner (twin.market.provisional.imbalance_value).
+    function _value(MarketSettlement.Ctx memory x, int256 imbalanceWh) private pure returns (int256) {
+        if (imbalanceWh > 0) return -int256((uint256(imbalanceWh) * x.retail) / WH_PER_MWH);
+        if (imbalanceWh < 0) return int256((uint256(-imbalanceWh) * x.feedIn) / WH_PER_MWH);
+        return 0;
+    }
+
+    /// A device's provisional record of an interval: 0 none, 1 settled on ``estimateWh``,
+    /// 2 trued up.
+    function provisionalState(uint64 interval, uint64 device) external view returns (uint8 state, int256 estimateWh) {
+        Entry storage en = _store().entries[interval][device];
+        return (en.state, en.estimateWh);
+    }
+}
