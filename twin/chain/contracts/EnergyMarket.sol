@@ -470,8 +470,9 @@ contract EnergyMarket {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
+        // registry owners never change: written once, looked up once per device and interval
+        if (u.orders == 0 && deviceOwner[device] == address(0)) deviceOwner[device] = d.owner;
         u.orders += 1;
-        if (deviceOwner[device] == address(0)) deviceOwner[device] = d.owner; // registry owners never change
         orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
         emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
         return "";
