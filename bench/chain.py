@@ -51,7 +51,7 @@ NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvi
 PARTICIPANTS = 210
 INTERVALS = 6 if QUICK else 30
 ORDERS = 2000
-CHUNK = 300  # ~70,000 gas an order: a chunk fits a standard 30 M gas block
+CHUNK = 300  # ~54,000 gas an order: a chunk fits a standard 30 M gas block
 NAIVE = 100 if QUICK else 300
 MAX_ORDERS = 16  # EnergyMarket.MAX_ORDERS: orders per device and interval
 CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTICIPANTS * MAX_ORDERS
