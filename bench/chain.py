@@ -11,7 +11,7 @@ secp256k1 key registered by the DSO. Measured in this one run:
   -> its receipt; gas per order of placeSignedOrders, first vs last interval (flat?).
 * **naive**: the same kind of order, one ``placeOrders`` web3 ``transact`` per order from
   the owner's own account, waiting for each receipt.
-* **clearing gas** of one interval with 100 / 1,000 / 10,000 orders, cleared in bounded
+* **clearing gas** of one interval with 100 / 1,000 / 3,000 orders (at most 16 per device), cleared in bounded
   ``clearChunk`` transactions each capped at 30 M gas (a chunk above the cap would fail):
   total and per order (flat?), and the largest transaction against a 36 M mainnet block.
   Then the interval's settlement on meter readings, in bounded ``settleChunk``
@@ -51,9 +51,10 @@ NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvi
 PARTICIPANTS = 210
 INTERVALS = 6 if QUICK else 30
 ORDERS = 2000
-CHUNK = 300  # ~70,000 gas an order: a chunk fits a standard 30 M gas block
+CHUNK = 300  # ~54,000 gas an order: a chunk fits a standard 30 M gas block
 NAIVE = 100 if QUICK else 300
-CLEAR_SIZES = (100, 1000, 10_000) if NODE == "anvil" else (100, 1000)
+MAX_ORDERS = 16  # EnergyMarket.MAX_ORDERS: orders per device and interval
+CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTICIPANTS * MAX_ORDERS
 MAINNET_BLOCK_GAS = 36_000_000
 CHUNK_TX_GAS = 30_000_000  # gas cap of every clearing transaction
 PARAMS = {"interval_s": 900, "retail_price_per_mwh": 250_000_000, "feed_in_price_per_mwh": 80_000_000}
@@ -74,8 +75,12 @@ class Market:
     def intents(self, rng: np.random.Generator, interval: int, n: int) -> list[OrderIntent]:
         sellers = {d.device_id for d in self.devices if rng.random() < 0.45}
         out = []
+        count: dict[int, int] = {}
         for _ in range(n):
             d = self.devices[int(rng.integers(len(self.devices)))]
+            while count.get(d.device_id, 0) >= MAX_ORDERS:  # the contract's per-device cap
+                d = self.devices[int(rng.integers(len(self.devices)))]
+            count[d.device_id] = count.get(d.device_id, 0) + 1
             out.append(
                 OrderIntent(
                     device_id=d.device_id,

@@ -168,7 +168,10 @@ def test_library_slot_constants_match_energy_markets_storage(
     owner = int(chain.address_of(DEVICES[11]), 16)
     assert word(slot["OPERATOR"]) == int(m.functions.operator().call(), 16)
     assert word(at(owner, slot["ACCOUNTS"])) == m.functions.accounts(chain.address_of(DEVICES[11])).call()[0]
-    assert word(at(1, slot["ORDERS"])) & (2**160 - 1) == int(m.functions.orders(1).call()[0], 16)
+    assert word(at(1, slot["ORDERS"])) & (2**64 - 1) == m.functions.orders(1).call()[0] == 10
+    assert word(at(11, slot["DEVICE_OWNERS"])) == owner  # the owner of device 11's orders
+    for lib in ("CdaMatching.sol", "MarketSettlement.sol"):  # they read deviceOwner by slot too
+        assert f"DEVICE_OWNERS_SLOT = {slot['DEVICE_OWNERS']};" in (CONTRACTS_DIR / lib).read_text()
     assert word(at(1, slot["TRADES"])) & (2**64 - 1) == m.functions.trades(1).call()[0]
     assert word(at(1, slot["INTERVALS"])) & 0xFF == m.functions.intervals(1).call()[0] == 2
     assert word(at(11, at(1, slot["POSITIONS"]))) & (2**96 - 1) == 2**96 - 1000  # int96 -1000

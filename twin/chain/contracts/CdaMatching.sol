@@ -78,6 +78,16 @@ library CdaMatching {
     uint256 internal constant WH_PER_MWH = 1e6;
     uint256 internal constant ANY_SIDE = 2; // BadOrderList side for the id-ordered list
 
+    /// EnergyMarket's ``deviceOwner`` mapping (its storage slot; tests/chain/test_provisional_chain.py).
+    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
+
+    function _owner(uint256 device) private view returns (address a) {
+        bytes32 slot = keccak256(abi.encode(device, DEVICE_OWNERS_SLOT));
+        assembly {
+            a := sload(slot)
+        }
+    }
+
     function _pay(uint256 energyWh, uint256 pricePerMwh) private pure returns (uint256) {
         return (energyWh * pricePerMwh) / WH_PER_MWH;
     }
@@ -122,7 +132,7 @@ library CdaMatching {
             }
             uint256 id = ids[k];
             EnergyMarket.Order storage o = orders[id];
-            if (o.owner == address(0) || o.interval != interval || (c.taken > 0 && id <= c.lastId)) {
+            if (o.price == 0 || o.interval != interval || (c.taken > 0 && id <= c.lastId)) {
                 revert BadOrderList(ANY_SIDE, c.taken, id);
             }
             x = _load(o);
@@ -163,7 +173,7 @@ library CdaMatching {
     }
 
     function _load(EnergyMarket.Order storage o) private view returns (Incoming memory x) {
-        x.owner = o.owner;
+        x.owner = _owner(o.device);
         x.device = o.device;
         x.isBuy = o.side == EnergyMarket.Side.BUY;
         x.price = o.price;
@@ -280,7 +290,7 @@ library CdaMatching {
     function _releaseBid(mapping(address => EnergyMarket.Account) storage accounts, EnergyMarket.Order storage o, uint256 kept)
         private
     {
-        _release(accounts, o.owner, _pay(o.energyWh, o.price) - kept);
+        _release(accounts, _owner(o.device), _pay(o.energyWh, o.price) - kept);
     }
 
     function _release(mapping(address => EnergyMarket.Account) storage accounts, address owner, uint256 amount) private {

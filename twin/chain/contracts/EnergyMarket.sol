@@ -61,14 +61,14 @@ contract EnergyMarket {
         uint256 debt; // unpaid settlement charges (a counter, no tokens)
     }
 
-    /// Two slots: (owner 20, device 8, side 1) and (interval 8, energy 8, price 12).
+    /// One slot (device 8, interval 8, side 1, energy 8, price 7): a placed order has a price
+    /// > 0 (<= PRICE_MAX < 2**56). Its owner is its device's (deviceOwner, fixed at registration).
     struct Order {
-        address owner;
         uint64 device;
-        Side side;
         uint64 interval;
+        Side side;
         uint64 energyWh;
-        uint96 price;
+        uint56 price;
     }
 
     struct Trade {
@@ -470,8 +470,10 @@ contract EnergyMarket {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
+        // registry owners never change: written once, looked up once per device and interval
+        if (u.orders == 0 && deviceOwner[device] == address(0)) deviceOwner[device] = d.owner;
         u.orders += 1;
-        orders[id] = Order(d.owner, device, side, interval, uint64(energy), uint96(price));
+        orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
         emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
         return "";
     }
@@ -751,7 +753,7 @@ contract EnergyMarket {
         o = orders[id];
         uint256 sideNo = uint256(side);
         uint256 k = side == Side.BUY ? c.bidsSeen : c.asksSeen;
-        if (o.owner == address(0) || o.interval != interval || o.side != side) revert BadOrderList(sideNo, k, id);
+        if (o.price == 0 || o.interval != interval || o.side != side) revert BadOrderList(sideNo, k, id);
         if (k > 0) {
             uint256 p = o.price;
             uint256 p0 = side == Side.BUY ? c.lastBidPrice : c.lastAskPrice;
@@ -768,10 +770,11 @@ contract EnergyMarket {
         Order storage o = orders[id];
         uint256 release = payment(o.energyWh, o.price) - kept;
         if (release > 0) {
-            Account storage a = accounts[o.owner];
+            address owner = deviceOwner[o.device];
+            Account storage a = accounts[owner];
             a.locked -= release;
             a.free += release;
-            emit EscrowReleased(id, o.owner, release);
+            emit EscrowReleased(id, owner, release);
         }
     }
 
@@ -868,6 +871,9 @@ contract EnergyMarket {
     }
 
     mapping(uint256 => SettleCursor) internal settleCursors;
+    /// device => its registry owner, written at its first order: the owner of each of its
+    /// orders (libraries read it at DEVICE_OWNERS_SLOT; keep it the last variable).
+    mapping(uint256 => address) internal deviceOwner;
 
     error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
     error SettlementInProgress(uint256 interval);

@@ -67,6 +67,16 @@ library MarketSettlement {
     error CurtailIncrease(uint256 trade, uint256 current, int256 requested);
     error SettlementInProgress(uint256 interval);
 
+    /// EnergyMarket's ``deviceOwner`` mapping (its storage slot; tests/chain/test_provisional_chain.py).
+    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
+
+    function _owner(uint256 device) private view returns (address a) {
+        bytes32 slot = keccak256(abi.encode(device, DEVICE_OWNERS_SLOT));
+        assembly {
+            a := sload(slot)
+        }
+    }
+
     function _payment(uint256 energyWh, uint256 price) private pure returns (uint256) {
         return (energyWh * price) / WH_PER_MWH;
     }
@@ -151,7 +161,7 @@ library MarketSettlement {
             if (uint256(e) > old) revert CurtailIncrease(tradeId, old, e);
             uint256 price = _price(orders, t, st.price, cda);
             uint256 release = _payment(old, price) - _payment(uint256(e), price);
-            EnergyMarket.Account storage a = accounts[b.owner];
+            EnergyMarket.Account storage a = accounts[_owner(b.device)];
             a.locked -= release;
             a.free += release;
             uint64 delta = uint64(old - uint256(e));
@@ -249,11 +259,11 @@ library MarketSettlement {
                 EnergyMarket.Order storage s = orders[tr.sellOrder];
                 uint256 p = _price(orders, tr, price, x.cda);
                 uint256 amount = _payment(tr.energyWh, p);
-                accounts[b.owner].locked -= amount;
-                _credit(accounts, x.dso, s.owner, amount);
+                accounts[_owner(b.device)].locked -= amount;
+                _credit(accounts, x.dso, _owner(s.device), amount);
                 // curtailed energy: the DSO pays the seller the trade's price for it
                 uint256 comp = _payment(tr.clearedWh, p) - amount;
-                if (comp > 0) _charge(accounts, x.dso, x.dso, s.owner, comp);
+                if (comp > 0) _charge(accounts, x.dso, x.dso, _owner(s.device), comp);
                 positions[b.device].money -= int96(int256(amount));
                 positions[s.device].money += int96(int256(amount + comp));
             }
@@ -406,7 +416,9 @@ library MarketSettlement {
     ) external returns (uint256 voidedFirstTrade) {
         for (uint256 k = 0; k < orderIds.length; ++k) {
             EnergyMarket.Order storage o = orders[orderIds[k]];
-            if (o.owner != msg.sender || o.side != EnergyMarket.Side.BUY) revert NotDeviceOwner(o.device, msg.sender);
+            if (o.price == 0 || _owner(o.device) != msg.sender || o.side != EnergyMarket.Side.BUY) {
+                revert NotDeviceOwner(o.device, msg.sender);
+            }
             uint64 interval = o.interval;
             EnergyMarket.IntervalState storage st = intervals[interval];
             uint8 s = st.status;

@@ -32,6 +32,8 @@ library ProvisionalSettlement {
     uint256 internal constant INJECTED_SLOT = 11;
     uint256 internal constant MECHANISM_SLOT = 14;
     uint256 internal constant SETTLE_CURSORS_SLOT = 17;
+    /// deviceOwner (the owner of a device's orders), read by CdaMatching and MarketSettlement
+    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
     /// This library's own records, at a namespaced slot no EnergyMarket variable can reach.
     bytes32 internal constant STORE_SLOT = keccak256("gridtwin.ProvisionalSettlement.v1");
     uint8 internal constant SETTLED = 2;
