@@ -178,7 +178,8 @@ class ClearingLedger(OrderLedger):
             bid_ids += r.bid_ids
             ask_ids += r.ask_ids
         events = self._transact(  # the market's fallback runs ProvisionalSettlement.clearBooks
-            self._provisional_market, "clearBooks", [interval, n_bids, n_asks, bid_ids, ask_ids],
+            self._provisional_market, "clearBooks",  # type: ignore[attr-defined]
+            [interval, n_bids, n_asks, bid_ids, ask_ids],
             sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
             purpose=f"clear: interval {interval} ({len(n_bids)} island books, {len(bid_ids)} bids, "
                     f"{len(ask_ids)} asks)",
