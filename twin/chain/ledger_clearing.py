@@ -52,6 +52,9 @@ class ClearingLedger(OrderLedger):
         first moved to one second after the gate, as an operator would wait for it."""
         if wait:
             self.wait_for_gate(interval)
+        books = getattr(self, "_island_books", {}).pop(interval, None)
+        if books is not None:
+            return self._clear_books(interval, self.orders(interval), books, sender=sender)
         book: list[Order] | None = None
         cached = self._book.get(interval)
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
@@ -141,6 +144,46 @@ class ClearingLedger(OrderLedger):
         events: list[tuple[str, dict[str, Any]]] = []
         for p in pending:
             events += self._finish(p)
+        return self._cleared(interval, events)
+
+    def set_books(self, interval: int, books: Mapping[int, int], *, sender: int | None = None) -> None:
+        """While the feeder is split into electrical islands the interval clears one book per
+        island (``books``: device -> island book; the reference ledger's ``set_books``): the
+        next :meth:`clear` of ``interval`` sends ``clearBooks`` (library IslandBooks behind the
+        market's fallback), which checks every order is in exactly one sorted book, clears
+        each at its own price and stores each trade's price (settlement and curtailment pay
+        it). Every order of the interval must be of a device with a book."""
+        if sender not in (None, OPERATOR_ACCOUNT):
+            raise e.NotOperator(sender)
+        if not hasattr(self, "_island_books"):
+            self._island_books: dict[int, dict[int, int]] = {}
+        self._island_books[interval] = {int(d): int(b) for d, b in books.items()}
+
+    def _clear_books(self, interval: int, orders: Sequence[Order], books: Mapping[int, int], *,
+                     sender: int | None) -> Clearing:
+        """``clearBooks``: each island's sorted bids and asks, books in order (one transaction)."""
+        stray = next((o for o in orders if o.device_id not in books), None)
+        if stray is not None:
+            raise e.BadAmount(stray.device_id, purpose=(
+                f"clear: interval {interval}: order {stray.order_id} of device {stray.device_id} "
+                "is in no island book"))
+        n_bids: list[int] = []
+        n_asks: list[int] = []
+        bid_ids: list[int] = []
+        ask_ids: list[int] = []
+        for b in sorted({books[o.device_id] for o in orders}):
+            r = match_orders([o for o in orders if books[o.device_id] == b])
+            n_bids.append(len(r.bid_ids))
+            n_asks.append(len(r.ask_ids))
+            bid_ids += r.bid_ids
+            ask_ids += r.ask_ids
+        events = self._transact(  # the market's fallback runs ProvisionalSettlement.clearBooks
+            self._provisional_market, "clearBooks",  # type: ignore[attr-defined]
+            [interval, n_bids, n_asks, bid_ids, ask_ids],
+            sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
+            purpose=f"clear: interval {interval} ({len(n_bids)} island books, {len(bid_ids)} bids, "
+                    f"{len(ask_ids)} asks)",
+        )  # fmt: skip
         return self._cleared(interval, events)
 
     def wait_for_gate(self, interval: int) -> None:

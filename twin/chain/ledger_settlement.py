@@ -278,6 +278,7 @@ _PROVISIONAL_FUNCTIONS = (
     _fn("settleProvisionalChunk", "uint64", "uint256", "uint64[]", "int256[]", "bytes32[]",
         "bytes32[]", "uint8[]", "bool"),
     _fn("trueUp", "uint64", "uint64", "int256", "bytes32", "bytes32", "uint8"),
+    _fn("clearBooks", "uint64", "uint32[]", "uint32[]", "uint64[]", "uint64[]"),
 )
 
 

@@ -109,8 +109,8 @@ class IslandSpec(_Spec):
 
     ``grid_forming``: ``community_storage`` (every community battery) or the agent names of
     the community batteries that form islands (``storage_0``). ``market``: ``per_island``
-    clears one book per electrical island while islanded (needs a grid-forming unit and the
-    reference ledger); ``none`` lets nobody trade in an island. Shedding: lower priority
+    clears one book per electrical island while islanded (needs a grid-forming unit; on chain
+    the library IslandBooks clears the books); ``none`` lets nobody trade in an island. Shedding: lower priority
     is shed first.
     """
 
@@ -187,9 +187,6 @@ def fault_problems(sc: Any) -> list[tuple[str, str]]:
             out.append(("faults.islands.grid_forming", "island trading (faults.islands.market: "
                         "per_island) needs a grid-forming unit: no community battery "
                         "(agents.community_storage.count is 0) and no battery named"))
-        if sc.market.ledger != "reference":
-            out.append(("faults.islands.market", "per_island island books need market.ledger: "
-                        "reference (the contracts clear one book per interval); or set 'none'"))
     return out
 
 

@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {IslandBooks} from "./IslandBooks.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 
 /// @title MarketSettlement — EnergyMarket's DSO curtailment (curtailBatch) and settlement on
@@ -117,7 +118,8 @@ library MarketSettlement {
         return ecrecover(digest, sig.v, sig.r, sig.s);
     }
 
-    /// A trade's price: the interval's uniform price, or (CDA) the resting order's price —
+    /// A trade's price: its island book's price when one is stored (IslandBooks), the
+    /// interval's uniform price, or (CDA) the resting order's price —
     /// the resting order is the one that arrived first, i.e. the lower order id.
     function _price(
         mapping(uint256 => EnergyMarket.Order) storage orders,
@@ -125,7 +127,14 @@ library MarketSettlement {
         uint256 intervalPrice,
         bool cda
     ) private view returns (uint256) {
-        if (!cda) return intervalPrice;
+        if (!cda) {
+            uint256 slot;
+            assembly ("memory-safe") {
+                slot := t.slot
+            }
+            (uint256 own, bool found) = IslandBooks.tradePrice(slot); // an island book's trade
+            return found ? own : intervalPrice;
+        }
         return orders[t.buyOrder < t.sellOrder ? t.buyOrder : t.sellOrder].price;
     }
 

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {IslandBooks} from "./IslandBooks.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
 
 /// @title ProvisionalSettlement — settlement on estimated meter readings and their true-up,
@@ -304,6 +305,20 @@ library ProvisionalSettlement {
 
     /// A device's provisional record of an interval: 0 none, 1 settled on ``estimateWh``,
     /// 2 trued up.
+    /// One uniform-price book per electrical island while the feeder is split (library
+    /// IslandBooks, on the market's storage): per book ``nBids[b]`` bids and ``nAsks[b]`` asks,
+    /// concatenated in book order, each book sorted like clear()'s lists. Operator only.
+    function clearBooks(
+        uint64 interval,
+        uint32[] calldata nBids,
+        uint32[] calldata nAsks,
+        uint64[] calldata bidIds,
+        uint64[] calldata askIds
+    ) external {
+        _onlyOperator();
+        IslandBooks.clear(interval, nBids, nAsks, bidIds, askIds);
+    }
+
     function provisionalState(uint64 interval, uint64 device) external view returns (uint8 state, int256 estimateWh) {
         Entry storage en = _store().entries[interval][device];
         return (en.state, en.estimateWh);
