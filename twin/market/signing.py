@@ -28,10 +28,14 @@ Signatures use low ``s`` (EIP-2), ``v`` in {27, 28}. Hashing and signing use coi
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import coincurve
+from coincurve._libsecp256k1 import ffi as _SFFI
+from coincurve._libsecp256k1 import lib as _SLIB
+from coincurve.context import GLOBAL_CONTEXT as _SCTX
 from Crypto.Hash.keccak import _raw_keccak_lib  # type: ignore[attr-defined]
 from Crypto.Util import _raw_api
 from eth_utils import keccak, to_checksum_address
@@ -65,20 +69,31 @@ _NAME_HASH = keccak(text="gridtwin EnergyMarket")
 _VERSION_HASH = keccak(text="1")
 
 
+_KFFI: Any = _raw_api.ffi  # pycryptodome's cffi handle (untyped)
+_KLIB: Any = _raw_keccak_lib
+_KSTATE = threading.local()  # one keccak state per thread, reset per hash (cffi drops the GIL)
+
+
+def _keccak_state() -> Any:
+    pp = _KFFI.new("void **")
+    if _KLIB.keccak_init(pp, 64, 24):  # capacity 64 bytes (keccak-256), 24 rounds
+        raise RuntimeError("keccak_init failed")
+    st = _KSTATE.st = (_KFFI.gc(pp[0], _KLIB.keccak_destroy), _KFFI.new("uint8_t[32]"))
+    return st
+
+
 def _keccak(data: bytes) -> bytes:
     """keccak-256 straight from pycryptodome's C core (what ``eth_utils.keccak`` calls,
-    without its per-call Python layers: the hot path hashes every order and reading)."""
-    raw: Any = _raw_api  # pycryptodome's cffi helpers (untyped)
-    state = raw.VoidPointer()
-    _raw_keccak_lib.keccak_init(state.address_of(), raw.c_size_t(64), raw.c_ubyte(24))
-    st = state.get()
+    without its per-call Python layers and allocations: the hot path hashes every order and
+    reading twice). One state per thread, reset before each hash."""
     try:
-        _raw_keccak_lib.keccak_absorb(st, data, raw.c_size_t(len(data)))
-        out = raw.create_string_buffer(32)
-        _raw_keccak_lib.keccak_digest(st, out, raw.c_size_t(32), raw.c_ubyte(0x01))
-        return bytes(raw.get_raw_buffer(out))
-    finally:
-        _raw_keccak_lib.keccak_destroy(st)
+        st, out = _KSTATE.st
+    except AttributeError:
+        st, out = _keccak_state()
+    _KLIB.keccak_reset(st)
+    _KLIB.keccak_absorb(st, data, len(data))
+    _KLIB.keccak_digest(st, out, 32, 0x01)
+    return _KFFI.buffer(out)[:]
 
 
 #: checksummed addresses by their 20 bytes: a run recovers the same few thousand signers
@@ -206,32 +221,50 @@ class SignedReading:
     signature: bytes
 
 
+#: checksummed signer addresses by the recovered 64-byte public key (x, y): the signers of a
+#: run sign every interval, and keccak + EIP-55 of the key cost more than the lookup
+_ADDRESS_OF_PUB: dict[bytes, str] = {}
+_HALF_N = _N // 2
+
+
 def recover(digest: bytes, signature: bytes) -> str:
     """Signer address of ``digest`` (the zero address for a malformed or high-s signature),
-    exactly as the contract's ``_recover``."""
-    if len(signature) != 65:
+    exactly as the contract's ``_recover``. libsecp256k1 through coincurve's cffi handle,
+    without its per-call Python objects."""
+    if len(signature) != 65 or len(digest) != 32:
         return ZERO_ADDRESS
-    r, s, v = signature[:32], signature[32:64], signature[64]
-    if int.from_bytes(s, "big") > _N // 2 or v not in (27, 28):
+    v = signature[64]
+    if (v != 27 and v != 28) or int.from_bytes(signature[32:64], "big") > _HALF_N:
         return ZERO_ADDRESS
-    try:
-        pub = coincurve.PublicKey.from_signature_and_message(
-            r + s + bytes([v - 27]), digest, hasher=None
-        )
-    except ValueError:
+    rsig = _SFFI.new("secp256k1_ecdsa_recoverable_signature *")
+    if not _SLIB.secp256k1_ecdsa_recoverable_signature_parse_compact(
+            _SCTX.ctx, rsig, signature[:64], v - 27):
+        return ZERO_ADDRESS  # r or s not below the group order
+    pub = _SFFI.new("secp256k1_pubkey *")
+    if not _SLIB.secp256k1_ecdsa_recover(_SCTX.ctx, pub, rsig, digest):
         return ZERO_ADDRESS
-    return _checksum(_keccak(pub.format(compressed=False)[1:])[12:])
+    out = _SFFI.new("unsigned char[65]")
+    outlen = _SFFI.new("size_t *", 65)
+    _SLIB.secp256k1_ec_pubkey_serialize(_SCTX.ctx, out, outlen, pub, _SLIB.SECP256K1_EC_UNCOMPRESSED)
+    xy = _SFFI.buffer(out)[1:65]
+    addr = _ADDRESS_OF_PUB.get(xy)
+    if addr is None:
+        if len(_ADDRESS_OF_PUB) >= 1 << 17:
+            _ADDRESS_OF_PUB.clear()
+        addr = _ADDRESS_OF_PUB[xy] = _checksum(_keccak(xy)[12:])
+    return addr
 
 
 class DeviceKey:
     """A device's signing key; ``address`` is what the DSO registers."""
 
-    __slots__ = ("_key", "address")
+    __slots__ = ("_key", "_secret", "address")
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != 32:
             raise ValueError("a device key is 32 bytes")
         self._key = coincurve.PrivateKey(secret)
+        self._secret: bytes = self._key.secret
         self.address: str = to_checksum_address(
             keccak(self._key.public_key.format(compressed=False)[1:])[12:]
         )
@@ -246,8 +279,19 @@ class DeviceKey:
         return f"DeviceKey({self.address})"
 
     def sign_digest(self, digest: bytes) -> bytes:
-        sig = self._key.sign_recoverable(digest, hasher=None)  # r, s (low-s), recid
-        return sig[:64] + bytes([sig[64] + 27])
+        """65-byte r, s (low s), v in {27, 28}: libsecp256k1's RFC 6979 signature, what
+        ``coincurve.PrivateKey.sign_recoverable`` gives, without its per-call Python objects."""
+        if len(digest) != 32:
+            raise ValueError(f"a digest is 32 bytes, got {len(digest)}")
+        rsig = _SFFI.new("secp256k1_ecdsa_recoverable_signature *")
+        if not _SLIB.secp256k1_ecdsa_sign_recoverable(
+                _SCTX.ctx, rsig, digest, self._secret, _SFFI.NULL, _SFFI.NULL):
+            raise ValueError("libsecp256k1 could not sign (invalid key)")
+        out = _SFFI.new("unsigned char[65]")
+        recid = _SFFI.new("int *")
+        _SLIB.secp256k1_ecdsa_recoverable_signature_serialize_compact(_SCTX.ctx, out, recid, rsig)
+        out[64] = recid[0] + 27
+        return _SFFI.buffer(out)[:]
 
     def sign_order(self, intent: OrderIntent, *, nonce: int, domain: Domain) -> SignedOrder:
         digest = domain.digest(order_struct_hash(intent, nonce))
