@@ -82,6 +82,18 @@ def _keccak_state() -> Any:
     return st
 
 
+def _scratch() -> tuple[Any, Any, Any, Any, Any]:
+    """This thread's libsecp256k1 buffers: recoverable signature, public key, 65 bytes out,
+    its length, recovery id (allocated once: ``ffi.new`` costs more than the hash)."""
+    try:
+        return _KSTATE.ec  # type: ignore[no-any-return]
+    except AttributeError:
+        ec = _KSTATE.ec = (_SFFI.new("secp256k1_ecdsa_recoverable_signature *"),
+                           _SFFI.new("secp256k1_pubkey *"), _SFFI.new("unsigned char[65]"),
+                           _SFFI.new("size_t *"), _SFFI.new("int *"))
+        return ec
+
+
 def _keccak(data: bytes) -> bytes:
     """keccak-256 straight from pycryptodome's C core (what ``eth_utils.keccak`` calls,
     without its per-call Python layers and allocations: the hot path hashes every order and
@@ -236,15 +248,13 @@ def recover(digest: bytes, signature: bytes) -> str:
     v = signature[64]
     if (v != 27 and v != 28) or int.from_bytes(signature[32:64], "big") > _HALF_N:
         return ZERO_ADDRESS
-    rsig = _SFFI.new("secp256k1_ecdsa_recoverable_signature *")
+    rsig, pub, out, outlen, _ = _scratch()
     if not _SLIB.secp256k1_ecdsa_recoverable_signature_parse_compact(
             _SCTX.ctx, rsig, signature[:64], v - 27):
         return ZERO_ADDRESS  # r or s not below the group order
-    pub = _SFFI.new("secp256k1_pubkey *")
     if not _SLIB.secp256k1_ecdsa_recover(_SCTX.ctx, pub, rsig, digest):
         return ZERO_ADDRESS
-    out = _SFFI.new("unsigned char[65]")
-    outlen = _SFFI.new("size_t *", 65)
+    outlen[0] = 65
     _SLIB.secp256k1_ec_pubkey_serialize(_SCTX.ctx, out, outlen, pub, _SLIB.SECP256K1_EC_UNCOMPRESSED)
     xy = _SFFI.buffer(out)[1:65]
     addr = _ADDRESS_OF_PUB.get(xy)
@@ -283,12 +293,10 @@ class DeviceKey:
         ``coincurve.PrivateKey.sign_recoverable`` gives, without its per-call Python objects."""
         if len(digest) != 32:
             raise ValueError(f"a digest is 32 bytes, got {len(digest)}")
-        rsig = _SFFI.new("secp256k1_ecdsa_recoverable_signature *")
+        rsig, _, out, _, recid = _scratch()
         if not _SLIB.secp256k1_ecdsa_sign_recoverable(
                 _SCTX.ctx, rsig, digest, self._secret, _SFFI.NULL, _SFFI.NULL):
             raise ValueError("libsecp256k1 could not sign (invalid key)")
-        out = _SFFI.new("unsigned char[65]")
-        recid = _SFFI.new("int *")
         _SLIB.secp256k1_ecdsa_recoverable_signature_serialize_compact(_SCTX.ctx, out, recid, rsig)
         out[64] = recid[0] + 27
         return _SFFI.buffer(out)[:]
