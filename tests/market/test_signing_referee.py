@@ -102,3 +102,28 @@ def test_malformed_signatures_recover_zero() -> None:
     assert recover(digest[:31], sig) == ZERO_ADDRESS
     flipped = sig[:64] + bytes([55 - v])
     assert recover(digest, flipped) not in (key.address,)
+
+
+def test_struct_hash_fast_path_equals_general_path() -> None:
+    from twin.market import signing as sg
+
+    rng = random.Random(7)
+    edges = [0, 1, 2**64 - 1, 2**63]
+    for _ in range(200):
+        d, k, n = (rng.choice([*edges, rng.randrange(2**64)]) for _ in range(3))
+        e, p = (rng.choice([-(2**255), 2**255 - 1, rng.randrange(-(2**255), 2**255)]) for _ in range(2))
+        it = OrderIntent(device_id=d, interval=k, side=rng.choice([Side.BUY, Side.SELL]),
+                         energy_wh=e, price_per_mwh=p)
+        assert sg.order_struct_hash(it, n) == sg._checked_order_struct_hash(it, n)
+        assert sg.reading_struct_hash(d, k, e) == sg._keccak(
+            sg._READING_TYPEHASH + sg._u(d) + sg._u(k) + sg._i(e))
+    bad = OrderIntent(device_id=2**64, interval=1, side=Side.BUY, energy_wh=1, price_per_mwh=1)
+    for call, field_name in ((lambda: sg.order_struct_hash(bad, 1), "device_id"),
+                             (lambda: sg.reading_struct_hash(1, -1, 5), "interval"),
+                             (lambda: sg.reading_struct_hash(1, 1, 2**255), "int256")):
+        try:
+            call()
+        except ValueError as err:
+            assert field_name in str(err)
+        else:
+            raise AssertionError(f"{field_name} out of range was accepted")

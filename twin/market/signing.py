@@ -166,7 +166,7 @@ def _fits64(name: str, x: int) -> None:
         raise ValueError(f"{name} {x} does not fit uint64")
 
 
-def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
+def _checked_order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
     _fits64("device_id", intent.device_id)
     _fits64("interval", intent.interval)
     _fits64("nonce", nonce)
@@ -181,7 +181,34 @@ def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
     )
 
 
+_SIDE_WORD = {Side.BUY: bytes(32), Side.SELL: (1).to_bytes(32, "big")}
+_U64 = 1 << 64
+_I256 = 1 << 255
+
+
+def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
+    """EIP-712 ``hashStruct(Order)``; a field out of its type's range raises ``ValueError``
+    naming it. The common case (int fields in range, a ``Side``) in one join."""
+    d, k, e, p = intent.device_id, intent.interval, intent.energy_wh, intent.price_per_mwh
+    side = _SIDE_WORD.get(intent.side) if type(intent.side) is Side else None
+    if (side is None or type(d) is not int or type(k) is not int or type(nonce) is not int
+            or type(e) is not int or type(p) is not int
+            or not (0 <= d < _U64 and 0 <= k < _U64 and 0 <= nonce < _U64
+                    and -_I256 <= e < _I256 and -_I256 <= p < _I256)):
+        return _checked_order_struct_hash(intent, nonce)  # the general path and its errors
+    return _keccak(b"".join((
+        _ORDER_TYPEHASH, d.to_bytes(32, "big"), k.to_bytes(32, "big"), side,
+        e.to_bytes(32, "big", signed=True), p.to_bytes(32, "big", signed=True),
+        nonce.to_bytes(32, "big"))))
+
+
 def reading_struct_hash(device_id: int, interval: int, metered_wh: int) -> bytes:
+    """EIP-712 ``hashStruct(MeterReading)``; out of range raises ``ValueError``."""
+    if (type(device_id) is int and type(interval) is int and type(metered_wh) is int
+            and 0 <= device_id < _U64 and 0 <= interval < _U64 and -_I256 <= metered_wh < _I256):
+        return _keccak(b"".join((
+            _READING_TYPEHASH, device_id.to_bytes(32, "big"), interval.to_bytes(32, "big"),
+            metered_wh.to_bytes(32, "big", signed=True))))
     _fits64("device_id", device_id)
     _fits64("interval", interval)
     return _keccak(_READING_TYPEHASH + _u(device_id) + _u(interval) + _i(metered_wh))
