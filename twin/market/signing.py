@@ -28,10 +28,14 @@ Signatures use low ``s`` (EIP-2), ``v`` in {27, 28}. Hashing and signing use coi
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import coincurve
+from coincurve._libsecp256k1 import ffi as _SFFI
+from coincurve._libsecp256k1 import lib as _SLIB
+from coincurve.context import GLOBAL_CONTEXT as _SCTX
 from Crypto.Hash.keccak import _raw_keccak_lib  # type: ignore[attr-defined]
 from Crypto.Util import _raw_api
 from eth_utils import keccak, to_checksum_address
@@ -65,20 +69,43 @@ _NAME_HASH = keccak(text="gridtwin EnergyMarket")
 _VERSION_HASH = keccak(text="1")
 
 
+_KFFI: Any = _raw_api.ffi  # pycryptodome's cffi handle (untyped)
+_KLIB: Any = _raw_keccak_lib
+_KSTATE = threading.local()  # one keccak state per thread, reset per hash (cffi drops the GIL)
+
+
+def _keccak_state() -> Any:
+    pp = _KFFI.new("void **")
+    if _KLIB.keccak_init(pp, 64, 24):  # capacity 64 bytes (keccak-256), 24 rounds
+        raise RuntimeError("keccak_init failed")
+    st = _KSTATE.st = (_KFFI.gc(pp[0], _KLIB.keccak_destroy), _KFFI.new("uint8_t[32]"))
+    return st
+
+
+def _scratch() -> tuple[Any, Any, Any, Any, Any]:
+    """This thread's libsecp256k1 buffers: recoverable signature, public key, 65 bytes out,
+    its length, recovery id (allocated once: ``ffi.new`` costs more than the hash)."""
+    try:
+        return _KSTATE.ec  # type: ignore[no-any-return]
+    except AttributeError:
+        ec = _KSTATE.ec = (_SFFI.new("secp256k1_ecdsa_recoverable_signature *"),
+                           _SFFI.new("secp256k1_pubkey *"), _SFFI.new("unsigned char[65]"),
+                           _SFFI.new("size_t *"), _SFFI.new("int *"))
+        return ec
+
+
 def _keccak(data: bytes) -> bytes:
     """keccak-256 straight from pycryptodome's C core (what ``eth_utils.keccak`` calls,
-    without its per-call Python layers: the hot path hashes every order and reading)."""
-    raw: Any = _raw_api  # pycryptodome's cffi helpers (untyped)
-    state = raw.VoidPointer()
-    _raw_keccak_lib.keccak_init(state.address_of(), raw.c_size_t(64), raw.c_ubyte(24))
-    st = state.get()
+    without its per-call Python layers and allocations: the hot path hashes every order and
+    reading twice). One state per thread, reset before each hash."""
     try:
-        _raw_keccak_lib.keccak_absorb(st, data, raw.c_size_t(len(data)))
-        out = raw.create_string_buffer(32)
-        _raw_keccak_lib.keccak_digest(st, out, raw.c_size_t(32), raw.c_ubyte(0x01))
-        return bytes(raw.get_raw_buffer(out))
-    finally:
-        _raw_keccak_lib.keccak_destroy(st)
+        st, out = _KSTATE.st
+    except AttributeError:
+        st, out = _keccak_state()
+    _KLIB.keccak_reset(st)
+    _KLIB.keccak_absorb(st, data, len(data))
+    _KLIB.keccak_digest(st, out, 32, 0x01)
+    return _KFFI.buffer(out)[:]
 
 
 #: checksummed addresses by their 20 bytes: a run recovers the same few thousand signers
@@ -139,7 +166,7 @@ def _fits64(name: str, x: int) -> None:
         raise ValueError(f"{name} {x} does not fit uint64")
 
 
-def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
+def _checked_order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
     _fits64("device_id", intent.device_id)
     _fits64("interval", intent.interval)
     _fits64("nonce", nonce)
@@ -154,7 +181,34 @@ def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
     )
 
 
+_SIDE_WORD = {Side.BUY: bytes(32), Side.SELL: (1).to_bytes(32, "big")}
+_U64 = 1 << 64
+_I256 = 1 << 255
+
+
+def order_struct_hash(intent: OrderIntent, nonce: int) -> bytes:
+    """EIP-712 ``hashStruct(Order)``; a field out of its type's range raises ``ValueError``
+    naming it. The common case (int fields in range, a ``Side``) in one join."""
+    d, k, e, p = intent.device_id, intent.interval, intent.energy_wh, intent.price_per_mwh
+    side = _SIDE_WORD.get(intent.side) if type(intent.side) is Side else None
+    if (side is None or type(d) is not int or type(k) is not int or type(nonce) is not int
+            or type(e) is not int or type(p) is not int
+            or not (0 <= d < _U64 and 0 <= k < _U64 and 0 <= nonce < _U64
+                    and -_I256 <= e < _I256 and -_I256 <= p < _I256)):
+        return _checked_order_struct_hash(intent, nonce)  # the general path and its errors
+    return _keccak(b"".join((
+        _ORDER_TYPEHASH, d.to_bytes(32, "big"), k.to_bytes(32, "big"), side,
+        e.to_bytes(32, "big", signed=True), p.to_bytes(32, "big", signed=True),
+        nonce.to_bytes(32, "big"))))
+
+
 def reading_struct_hash(device_id: int, interval: int, metered_wh: int) -> bytes:
+    """EIP-712 ``hashStruct(MeterReading)``; out of range raises ``ValueError``."""
+    if (type(device_id) is int and type(interval) is int and type(metered_wh) is int
+            and 0 <= device_id < _U64 and 0 <= interval < _U64 and -_I256 <= metered_wh < _I256):
+        return _keccak(b"".join((
+            _READING_TYPEHASH, device_id.to_bytes(32, "big"), interval.to_bytes(32, "big"),
+            metered_wh.to_bytes(32, "big", signed=True))))
     _fits64("device_id", device_id)
     _fits64("interval", interval)
     return _keccak(_READING_TYPEHASH + _u(device_id) + _u(interval) + _i(metered_wh))
@@ -206,32 +260,48 @@ class SignedReading:
     signature: bytes
 
 
+#: checksummed signer addresses by the recovered 64-byte public key (x, y): the signers of a
+#: run sign every interval, and keccak + EIP-55 of the key cost more than the lookup
+_ADDRESS_OF_PUB: dict[bytes, str] = {}
+_HALF_N = _N // 2
+
+
 def recover(digest: bytes, signature: bytes) -> str:
     """Signer address of ``digest`` (the zero address for a malformed or high-s signature),
-    exactly as the contract's ``_recover``."""
-    if len(signature) != 65:
+    exactly as the contract's ``_recover``. libsecp256k1 through coincurve's cffi handle,
+    without its per-call Python objects."""
+    if len(signature) != 65 or len(digest) != 32:
         return ZERO_ADDRESS
-    r, s, v = signature[:32], signature[32:64], signature[64]
-    if int.from_bytes(s, "big") > _N // 2 or v not in (27, 28):
+    v = signature[64]
+    if (v != 27 and v != 28) or int.from_bytes(signature[32:64], "big") > _HALF_N:
         return ZERO_ADDRESS
-    try:
-        pub = coincurve.PublicKey.from_signature_and_message(
-            r + s + bytes([v - 27]), digest, hasher=None
-        )
-    except ValueError:
+    rsig, pub, out, outlen, _ = _scratch()
+    if not _SLIB.secp256k1_ecdsa_recoverable_signature_parse_compact(
+            _SCTX.ctx, rsig, signature[:64], v - 27):
+        return ZERO_ADDRESS  # r or s not below the group order
+    if not _SLIB.secp256k1_ecdsa_recover(_SCTX.ctx, pub, rsig, digest):
         return ZERO_ADDRESS
-    return _checksum(_keccak(pub.format(compressed=False)[1:])[12:])
+    outlen[0] = 65
+    _SLIB.secp256k1_ec_pubkey_serialize(_SCTX.ctx, out, outlen, pub, _SLIB.SECP256K1_EC_UNCOMPRESSED)
+    xy = _SFFI.buffer(out)[1:65]
+    addr = _ADDRESS_OF_PUB.get(xy)
+    if addr is None:
+        if len(_ADDRESS_OF_PUB) >= 1 << 17:
+            _ADDRESS_OF_PUB.clear()
+        addr = _ADDRESS_OF_PUB[xy] = _checksum(_keccak(xy)[12:])
+    return addr
 
 
 class DeviceKey:
     """A device's signing key; ``address`` is what the DSO registers."""
 
-    __slots__ = ("_key", "address")
+    __slots__ = ("_key", "_secret", "address")
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != 32:
             raise ValueError("a device key is 32 bytes")
         self._key = coincurve.PrivateKey(secret)
+        self._secret: bytes = self._key.secret
         self.address: str = to_checksum_address(
             keccak(self._key.public_key.format(compressed=False)[1:])[12:]
         )
@@ -246,8 +316,17 @@ class DeviceKey:
         return f"DeviceKey({self.address})"
 
     def sign_digest(self, digest: bytes) -> bytes:
-        sig = self._key.sign_recoverable(digest, hasher=None)  # r, s (low-s), recid
-        return sig[:64] + bytes([sig[64] + 27])
+        """65-byte r, s (low s), v in {27, 28}: libsecp256k1's RFC 6979 signature, what
+        ``coincurve.PrivateKey.sign_recoverable`` gives, without its per-call Python objects."""
+        if len(digest) != 32:
+            raise ValueError(f"a digest is 32 bytes, got {len(digest)}")
+        rsig, _, out, _, recid = _scratch()
+        if not _SLIB.secp256k1_ecdsa_sign_recoverable(
+                _SCTX.ctx, rsig, digest, self._secret, _SFFI.NULL, _SFFI.NULL):
+            raise ValueError("libsecp256k1 could not sign (invalid key)")
+        _SLIB.secp256k1_ecdsa_recoverable_signature_serialize_compact(_SCTX.ctx, out, recid, rsig)
+        out[64] = recid[0] + 27
+        return _SFFI.buffer(out)[:]
 
     def sign_order(self, intent: OrderIntent, *, nonce: int, domain: Domain) -> SignedOrder:
         digest = domain.digest(order_struct_hash(intent, nonce))

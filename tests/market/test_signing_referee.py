@@ -1,0 +1,129 @@
+"""The signing hot path (libsecp256k1 straight through cffi, keccak from pycryptodome's C
+core, pre-hashed EIP-712 types) gives byte for byte what eth_account
+(and eth_keys' pure-Python backend) gives: the same digests,
+the same deterministic (RFC 6979) signatures and the same recovered signers; malformed
+signatures recover the zero address as the contract's ``_recover`` does."""
+
+from __future__ import annotations
+
+import random
+
+from eth_account import Account
+from eth_keys import KeyAPI
+from eth_keys.backends import NativeECCBackend
+
+from twin.market.signing import (
+    ZERO_ADDRESS,
+    DeviceKey,
+    Domain,
+    cancel_signer,
+    order_signer,
+    reading_signer,
+    recover,
+)
+from twin.market.types import OrderIntent, Side
+
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"},
+    {"name": "salt", "type": "bytes32"},
+]
+_TYPES = {
+    "Order": [{"name": "device", "type": "uint64"}, {"name": "interval", "type": "uint64"},
+              {"name": "side", "type": "uint8"}, {"name": "energyWh", "type": "int256"},
+              {"name": "price", "type": "int256"}, {"name": "nonce", "type": "uint64"}],
+    "MeterReading": [{"name": "device", "type": "uint64"}, {"name": "interval", "type": "uint64"},
+                     {"name": "meteredWh", "type": "int256"}],
+    "CancelOrders": [{"name": "device", "type": "uint64"}, {"name": "interval", "type": "uint64"},
+                     {"name": "nonce", "type": "uint64"}],
+}
+
+
+def _typed(dom: Domain, kind: str, msg: dict[str, int]) -> dict[str, object]:
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE, kind: _TYPES[kind]},
+        "primaryType": kind,
+        "domain": {"name": "gridtwin EnergyMarket", "version": "1", "chainId": dom.chain_id,
+                   "verifyingContract": dom.verifying_contract, "salt": dom.salt},
+        "message": msg,
+    }
+
+
+def test_signatures_and_signers_equal_eth_account() -> None:
+    rng = random.Random(24)
+    for trial in range(40):
+        dom = Domain(chain_id=rng.randrange(1, 2**40),
+                     verifying_contract=Account.create().address, salt=rng.randbytes(32))
+        key = DeviceKey(rng.randbytes(32))
+        secret = key._key.secret
+        assert Account.from_key(secret).address == key.address
+        dev, k = rng.randrange(2**64), rng.randrange(2**64)
+        nonce, wh = rng.randrange(1, 2**64), rng.randrange(-(2**255), 2**255)
+        if trial % 3 == 0:
+            it = OrderIntent(device_id=dev, interval=k, side=rng.choice([Side.BUY, Side.SELL]),
+                             energy_wh=rng.randrange(1, 2**200), price_per_mwh=rng.randrange(-(2**200), 2**200))
+            so = key.sign_order(it, nonce=nonce, domain=dom)
+            ref = Account.sign_typed_data(secret, full_message=_typed(dom, "Order", {
+                "device": dev, "interval": k, "side": int(it.side), "energyWh": it.energy_wh,
+                "price": it.price_per_mwh, "nonce": nonce}))
+            sig, signer = so.signature, order_signer(so, dom)
+        elif trial % 3 == 1:
+            sr = key.sign_reading(device_id=dev, interval=k, metered_wh=wh, domain=dom)
+            ref = Account.sign_typed_data(secret, full_message=_typed(
+                dom, "MeterReading", {"device": dev, "interval": k, "meteredWh": wh}))
+            sig, signer = sr.signature, reading_signer(sr, dom)
+        else:
+            sc = key.sign_cancel(device_id=dev, interval=k, nonce=nonce, domain=dom)
+            ref = Account.sign_typed_data(secret, full_message=_typed(
+                dom, "CancelOrders", {"device": dev, "interval": k, "nonce": nonce}))
+            sig, signer = sc.signature, cancel_signer(sc, dom)
+        assert sig == bytes(ref.signature), trial
+        native = KeyAPI(NativeECCBackend).PrivateKey(secret).sign_msg_hash(bytes(ref.message_hash))
+        assert sig == native.to_bytes()[:64] + bytes([native.v + 27])  # pure-Python RFC 6979
+        assert signer == key.address
+        assert recover(bytes(ref.message_hash), sig) == key.address
+        assert Account._recover_hash(bytes(ref.message_hash), signature=sig) == key.address
+        # another message under the same signature recovers someone else
+        assert recover(bytes(32 - len(b"x")) + b"x", sig) != key.address
+
+
+def test_malformed_signatures_recover_zero() -> None:
+    key = DeviceKey.from_seed("referee")
+    digest = bytes(range(32))
+    sig = key.sign_digest(digest)
+    r, s, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    high_s = r + (_N - s).to_bytes(32, "big") + bytes([55 - v])  # same point, high s: EIP-2
+    assert Account._recover_hash(digest, signature=high_s) == key.address  # ecrecover accepts
+    for bad in (high_s, sig[:64] + b"\x00", sig[:64] + b"\x1d", sig[:64], sig + b"\x00",
+                bytes(32) + sig[32:], _N.to_bytes(32, "big") + sig[32:],
+                r + bytes(32) + sig[64:], bytes(65)):
+        assert recover(digest, bad) == ZERO_ADDRESS, bad.hex()
+    assert recover(digest[:31], sig) == ZERO_ADDRESS
+    flipped = sig[:64] + bytes([55 - v])
+    assert recover(digest, flipped) not in (key.address,)
+
+
+def test_struct_hash_fast_path_equals_general_path() -> None:
+    from twin.market import signing as sg
+
+    rng = random.Random(7)
+    edges = [0, 1, 2**64 - 1, 2**63]
+    for _ in range(200):
+        d, k, n = (rng.choice([*edges, rng.randrange(2**64)]) for _ in range(3))
+        e, p = (rng.choice([-(2**255), 2**255 - 1, rng.randrange(-(2**255), 2**255)]) for _ in range(2))
+        it = OrderIntent(device_id=d, interval=k, side=rng.choice([Side.BUY, Side.SELL]),
+                         energy_wh=e, price_per_mwh=p)
+        assert sg.order_struct_hash(it, n) == sg._checked_order_struct_hash(it, n)
+        assert sg.reading_struct_hash(d, k, e) == sg._keccak(
+            sg._READING_TYPEHASH + sg._u(d) + sg._u(k) + sg._i(e))
+    bad = OrderIntent(device_id=2**64, interval=1, side=Side.BUY, energy_wh=1, price_per_mwh=1)
+    for call, field_name in ((lambda: sg.order_struct_hash(bad, 1), "device_id"),
+                             (lambda: sg.reading_struct_hash(1, -1, 5), "interval"),
+                             (lambda: sg.reading_struct_hash(1, 1, 2**255), "int256")):
+        try:
+            call()
+        except ValueError as err:
+            assert field_name in str(err)
+        else:
+            raise AssertionError(f"{field_name} out of range was accepted")
