@@ -25,6 +25,8 @@ library IslandBooks {
     uint256 internal constant POSITIONS_SLOT = 10;
     uint256 internal constant CLEARING_INTERVAL_SLOT = 13;
     uint256 internal constant MECHANISM_SLOT = 14;
+    /// EnergyMarket's ``deviceOwner`` mapping (an order's owner is its device's).
+    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
     /// trade's storage slot => its island book's price + 1 (0: the interval's price).
     bytes32 internal constant PRICE_NS = keccak256("gridtwin.IslandBooks.price.v1");
     uint256 internal constant WH_PER_MWH = 1e6;
@@ -66,6 +68,10 @@ library IslandBooks {
 
     function _at(uint256 key, uint256 slot) private pure returns (uint256) {
         return uint256(keccak256(abi.encode(key, slot)));
+    }
+
+    function _owner(uint256 device) private view returns (address) {
+        return address(uint160(_load(_at(device, DEVICE_OWNERS_SLOT))));
     }
 
     function _load(uint256 slot) private view returns (uint256 v) {
@@ -139,7 +145,7 @@ library IslandBooks {
         for (uint256 k = from; k < to; ++k) {
             uint256 id = ids[k];
             EnergyMarket.Order storage o = orders[id];
-            if (o.owner == address(0) || o.interval != interval || uint256(uint8(o.side)) != side) {
+            if (o.price == 0 || o.interval != interval || uint256(uint8(o.side)) != side) {
                 revert BadOrderList(side, k, id);
             }
             uint256 p = o.price;
@@ -237,10 +243,11 @@ library IslandBooks {
         EnergyMarket.Order storage o = _orders()[id];
         uint256 release = (uint256(o.energyWh) * o.price) / WH_PER_MWH - kept;
         if (release > 0) {
-            EnergyMarket.Account storage a = _accounts()[o.owner];
+            address owner = _owner(o.device);
+            EnergyMarket.Account storage a = _accounts()[owner];
             a.locked -= release;
             a.free += release;
-            emit EscrowReleased(id, o.owner, release);
+            emit EscrowReleased(id, owner, release);
         }
     }
 
