@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from twin.grid.controlled_pf import ControlledPowerFlow, ControlledResult, DerDevice
-from twin.grid.powerflow import GridState, run_snapshot, solver_for
+from twin.grid.powerflow import GridState, snapshot_state, solver_for
 
 __all__ = ["ControlledSnapshot", "SnapshotControls", "feeder_der_devices"]
 
@@ -67,6 +67,9 @@ class SnapshotControls:
         return float(np.maximum(self.p_avail_mw - self.p_mw, 0.0).sum())
 
 
+_SNAPSHOT_TOL = 1e-10  # run_snapshot's power mismatch (pu)
+
+
 class ControlledSnapshot:
     """Controlled snapshots of one net with fixed devices (see the module docstring)."""
 
@@ -97,9 +100,10 @@ class ControlledSnapshot:
         res: ControlledResult = self._controlled().solve(
             der_p_avail_mw=avail, load_p_mw=load_p_mw, load_q_mvar=load_q_mvar, sgen_p_mw=sgen_p_mw,
             sgen_q_mvar=sgen_q_mvar, storage_p_mw=storage_p_mw, storage_q_mvar=sq,
-            freq_hz=None if freq_hz is None else np.array([freq_hz]), tol_pu=self.tol_pu)
-        state = run_snapshot(
-            self.net, load_p_mw=res.load_p_mw[0], load_q_mvar=res.load_q_mvar[0], sgen_p_mw=res.sgen_p_mw[0],
+            freq_hz=None if freq_hz is None else np.array([freq_hz]), tol_pu=self.tol_pu, tol=_SNAPSHOT_TOL)
+        # the controlled power flow's own last flow, at run_snapshot's tolerance: no second solve
+        state = snapshot_state(
+            self.net, res.pf, load_p_mw=res.load_p_mw[0], load_q_mvar=res.load_q_mvar[0], sgen_p_mw=res.sgen_p_mw[0],
             sgen_q_mvar=res.sgen_q_mvar[0], storage_p_mw=res.storage_p_mw[0], storage_q_mvar=res.storage_q_mvar[0])
         ctl = SnapshotControls(converged=bool(res.controls_converged[0]), outer_iterations=int(res.outer_iterations[0]),
                                p_avail_mw=avail, p_mw=res.der_p_mw[0], q_mvar=res.der_q_mvar[0])

@@ -270,6 +270,17 @@ def run_snapshot(
     return _state(entry, res, sp)
 
 
+def snapshot_state(net: Any, res: Any, **injections: np.ndarray) -> GridState:
+    """:func:`run_snapshot`'s result from lane 0 of ``res``, a power flow the caller already
+    solved on :func:`solver_for` of ``net`` with ``injections`` (keyword arguments of
+    :func:`apply_injections`, written into the net as :func:`run_snapshot` does)."""
+    apply_injections(net, **injections)
+    entry = _compiled(net)
+    if not res.converged[0]:
+        return _nan_state(net)
+    return _state(entry, res, {el: _setpoints(net[el]) for el in _INJ_TABLES})
+
+
 def _state(entry: _Compiled, res: Any, sp: dict[str, tuple[np.ndarray, np.ndarray]]) -> GridState:
     """GridState of scenario 0 of ``res``, with pandapower's ``res_bus`` conventions."""
     ga = entry.solver.arrays
