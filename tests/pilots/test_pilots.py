@@ -112,7 +112,10 @@ def test_brooklyn_trades_on_chain(compared: dict[str, Any]) -> None:
 def test_tennet_pays_ev_owners_for_paused_charging(compared: dict[str, Any]) -> None:
     k = compared["kpis"]["tennet_ev"]
     assert k["dr_events"] > 0 and k["dr_paid"] > 0
-    assert compared["rows"]["tennet_ev"]["service_income"] == pytest.approx(k["dr_paid"])
+    # owners' income from DR: the pay less the non-delivery penalties kept from their bonds
+    assert k["dr_penalties"] > 0
+    assert compared["rows"]["tennet_ev"]["service_income"] == pytest.approx(
+        k["dr_paid"] - k["dr_penalties"])
     # home batteries (households.battery.dr) commit beside the EVs and are paid
     run = compared["out"] / "runs" / "tennet_ev"
     agents = pq.read_table(run / "agents.parquet").to_pandas()

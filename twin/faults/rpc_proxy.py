@@ -172,7 +172,19 @@ class RpcProxy:
             down, (spike_until, factor) = now < self._down_until, self._spike
         if down:
             return None
-        req = json.loads(body)
+        parsed = json.loads(body)
+        if isinstance(parsed, list):  # a JSON-RPC batch: each request meets the faults alone
+            answers = [self._one(req, now=now, spike_until=spike_until, factor=factor)
+                       for req in parsed]
+            if any(a is None for a in answers):
+                return None
+            return json.dumps(answers).encode()
+        out = self._one(parsed, now=now, spike_until=spike_until, factor=factor)
+        return None if out is None else json.dumps(out).encode()
+
+    def _one(self, req: dict[str, Any], *, now: float, spike_until: float,
+             factor: float) -> dict[str, Any] | None:
+        """One request's answer (None: the node went away)."""
         method = req.get("method")
         if method in _SETTINGS:
             self._settings[method] = req.get("params", [])
@@ -183,7 +195,7 @@ class RpcProxy:
             if u[0] < self.spec.drop_rate:
                 self.injected.append({"kind": "dropped_tx", "start": now, "end": now,
                                       "detail": tx_hash})
-                return json.dumps({"jsonrpc": "2.0", "id": req.get("id"), "result": tx_hash}).encode()
+                return {"jsonrpc": "2.0", "id": req.get("id"), "result": tx_hash}
             if u[1] < self.spec.delay_rate:
                 self.injected.append({"kind": "delayed_tx", "start": now,
                                       "end": now + self.spec.delay_s, "detail": tx_hash})
@@ -191,14 +203,14 @@ class RpcProxy:
                 timer.daemon = True
                 self._timers.append(timer)
                 timer.start()
-                return json.dumps({"jsonrpc": "2.0", "id": req.get("id"), "result": tx_hash}).encode()
+                return {"jsonrpc": "2.0", "id": req.get("id"), "result": tx_hash}
         try:
             out = self._forward(req)
         except (requests.RequestException, ValueError):
             return None  # the node went away under us (a restart): unreachable
         if now < spike_until:
             _spike(out, method, factor)
-        return json.dumps(out).encode()
+        return out
 
     def _late_forward(self, req: dict[str, Any]) -> None:
         while time.monotonic() < self._down_until:  # a delayed tx waits out an outage too
