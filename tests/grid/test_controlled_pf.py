@@ -115,10 +115,8 @@ def test_fused_lanes_equal_the_batch_path(monkeypatch: pytest.MonkeyPatch) -> No
     avail[:, 5:] = [-0.008, 0.005]  # the battery charges, the V2G charger discharges
     on = rng.random((3, 7)) < 0.8
     runs = {}
-    for lanes, b in ((0, 3), (128, 3), (128, 1), (-1, 3)):  # -1: in parallel, blocks of 2 lanes
-        monkeypatch.setattr(cmod, "_FUSED_LANES", abs(lanes) * 128)
-        monkeypatch.setattr(cmod, "_FUSED_PAR_LANES", 1 if lanes < 0 else 32)
-        monkeypatch.setattr(cmod, "_FUSED_BLOCK", 2)
+    for lanes, b in ((0, 3), (128, 3), (128, 1)):
+        monkeypatch.setattr(cmod, "_FUSED_LANES", lanes)
         runs[lanes, b] = cpf.solve(der_p_avail_mw=avail[:b], der_in_service=on[:b], der_scale=size[:b], tol_pu=1e-5,
                                    branch_flows=b == 3)
     ref = runs[0, 3]
@@ -131,14 +129,12 @@ def test_fused_lanes_equal_the_batch_path(monkeypatch: pytest.MonkeyPatch) -> No
             np.testing.assert_allclose(getattr(r, name), getattr(ref, name)[:b], atol=1e-8, err_msg=name)
         np.testing.assert_allclose(r.pf.vm_pu, ref.pf.vm_pu[:b], atol=1e-8)
         np.testing.assert_allclose(r.pf.ext_grid_p_mw, ref.pf.ext_grid_p_mw[:b], atol=1e-7)
-    for lanes in (128, -1):
-        np.testing.assert_allclose(runs[lanes, 3].pf.line_p_from_mw, ref.pf.line_p_from_mw, atol=1e-7)
+    np.testing.assert_allclose(runs[128, 3].pf.line_p_from_mw, ref.pf.line_p_from_mw, atol=1e-7)
     assert np.isnan(runs[128, 1].pf.line_p_from_mw).all()  # branch_flows=False
     assert runs[128, 3].storage_p_mw[0, 0] == pytest.approx(0.008 if on[0, 5] else 0.0)
     # warm start from the solution of a nearby case, and max_outer=1 reported as not converged
     start = (ref.der_p_mw, ref.der_q_mvar, ref.der_vm_pu)
     warm = cpf.solve(der_p_avail_mw=avail * 0.98, der_in_service=on, der_scale=size, tol_pu=1e-5, start=start)
-    monkeypatch.setattr(cmod, "_FUSED_PAR_LANES", 32)
     monkeypatch.setattr(cmod, "_FUSED_LANES", 0)
     warm0 = cpf.solve(der_p_avail_mw=avail * 0.98, der_in_service=on, der_scale=size, tol_pu=1e-5, start=start)
     np.testing.assert_allclose(warm.der_q_mvar, warm0.der_q_mvar, atol=1e-8)

@@ -56,9 +56,7 @@ _INNER_MAX = 4  # Newton steps on the linearized network per outer iteration (th
 _INNER_TOL = 1e-7  # pu voltage
 _NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
 _PARALLEL_DEVICE_WORK = 20_000  # ... and in parallel (below: the serial kernels)
-_FUSED_LANES = 128  # batches up to this size solve every lane in one numba call
-_FUSED_PAR_LANES = 32  # ... in parallel over blocks of _FUSED_BLOCK lanes from this size
-_FUSED_BLOCK = 16
+_FUSED_LANES = 128  # batches up to this size solve every lane in one serial numba call
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -356,18 +354,13 @@ class ControlledPowerFlow:
             for dst, a in zip((x_p, x_q, vm), start, strict=True):
                 dst[...] = np.asarray(a, dtype=np.float64)
         ctl_conv, outer = np.zeros(n_b, dtype=bool), np.zeros(n_b, dtype=np.int64)
-        args = (
+        _controlled_kernel().controlled_lanes(
             ((rows, rows, load_p, load_q, load_loc, ga.load_zip), (rows, rows, sgen_p, sgen_q, sgen_loc, NO_ZIP),
              (rows, rows, sto_p, sto_q, storage_loc, NO_ZIP), use_zip, inv_sn, slack_vm),
             v0, lu, (tol, 100), nodes, post_br, ga.sn_mva, ref, res, (eg_pos, *eg), status,
             (self._kind, self._row, self._loc, avail, mask, scale, sens, tol_mva),
             self._nb_fleet, (max_outer, _INNER_MAX, _INNER_TOL, _FD_H, start is not None), (x_p, x_q, vm),
             (ctl_conv, outer))
-        kern = _controlled_kernel()
-        if n_b >= _FUSED_PAR_LANES:
-            kern.controlled_lanes_par(*args, _FUSED_BLOCK)
-        else:
-            kern.controlled_lanes(*args)
         if not status[1].all():
             return None
         out = lane_result(ga, res, eg, status)

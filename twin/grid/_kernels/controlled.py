@@ -53,41 +53,6 @@ def controlled_lanes(
     ``warm``, on exit the set-points and device voltages; ``ctl_out`` = (controls converged,
     power flows per lane). ``status`` = (fixed-point iterations, power flow converged): a
     lane whose power flow did not converge is left for the caller (Newton fallback)."""
-    n_b = x[0].shape[0]
-    v_out = np.empty((n_b, v0.shape[0]), dtype=np.complex128)
-    sched_out = np.empty((n_b, nodes[4].shape[0]), dtype=np.complex128)
-    _lane_range(0, n_b, inj, v0, lu, stop, nodes, post_br, sn_mva, ref, res, eg, status, dev, fleet, ctl, x,
-                ctl_out, v_out, sched_out)
-
-
-@nb.njit(parallel=True, **OPTS)
-def controlled_lanes_par(
-    inj: Any, v0: Any, lu: Any, stop: Any, nodes: Any, post_br: Any, sn_mva: float, ref: Any,
-    res: Any, eg: Any, status: Any, dev: Any, fleet: Any, ctl: Any, x: Any, ctl_out: Any, block: int,
-) -> None:  # pragma: no cover
-    """:func:`controlled_lanes` in parallel over blocks of ``block`` consecutive lanes (each
-    lane's outer loop is independent; within a block a lane's first power flow starts from the
-    previous lane's voltages, the first lane of a block from ``v0``). The blocks are fixed by
-    ``block``, not by the thread count, so the result does not depend on the threads."""
-    n_b = x[0].shape[0]
-    v_out = np.empty((n_b, v0.shape[0]), dtype=np.complex128)
-    sched_out = np.empty((n_b, nodes[4].shape[0]), dtype=np.complex128)
-    # numba passes only flat tuples into a prange body: ``inj`` is rebuilt inside
-    load, sgen, storage, use_zip, inv_sn, slack_vm = inj
-    for c in nb.prange((n_b + block - 1) // block):
-        _lane_range(c * block, min(n_b, (c + 1) * block), (load, sgen, storage, use_zip, inv_sn, slack_vm), v0, lu,
-                    stop, nodes, post_br, sn_mva, ref, res, eg, status, dev, fleet, ctl, x, ctl_out, v_out,
-                    sched_out)
-
-
-@nb.njit(**OPTS)
-def _lane_range(
-    lo: int, hi: int, inj: Any, v0: Any, lu: Any, stop: Any, nodes: Any, post_br: Any, sn_mva: float, ref: Any,
-    res: Any, eg: Any, status: Any, dev: Any, fleet: Any, ctl: Any, x: Any, ctl_out: Any, v_out: Any,
-    sched_out: Any,
-) -> None:  # pragma: no cover
-    """Lanes ``lo..hi-1`` of :func:`controlled_lanes` (scratch of their own; rows of the
-    outputs and of the (B, n) injection arrays of these lanes only)."""
     max_outer, inner_max, inner_tol, fd_h, warm = ctl
     kind, row, loc, avail, on, scale, sens, tol_mva = dev
     xp, xq, vm_dev = x
@@ -96,8 +61,10 @@ def _lane_range(
     tol, max_iter = stop
     use_zip = inj[3]
     slack_v = nodes[4]
-    n = xp.shape[1]
+    n_b, n = xp.shape
     n_pq = v0.shape[0]
+    v_out = np.empty((n_b, n_pq), dtype=np.complex128)
+    sched_out = np.empty((n_b, slack_v.shape[0]), dtype=np.complex128)
     s = np.empty(n_pq, dtype=np.complex128)
     si = np.empty(n_pq if use_zip else 0, dtype=np.complex128)
     sz = np.empty(n_pq if use_zip else 0, dtype=np.complex128)
@@ -105,7 +72,7 @@ def _lane_range(
     v = np.empty(n_pq, dtype=np.complex128)
     new_p = np.empty(n)
     new_q = np.empty(n)
-    for b in range(lo, hi):
+    for b in range(n_b):
         if warm:
             newton_lane(vm_dev[b], xp[b].copy(), xq[b].copy(), avail[b], on[b], scale[b], sens, fleet,
                         inner_max, inner_tol, fd_h, new_p, new_q)
@@ -119,7 +86,7 @@ def _lane_range(
                 else:
                     xp[b, i] = 0.0
                     xq[b, i] = 0.0
-        if b == lo or not conv[b - 1]:  # later lanes start from the last lane's voltages
+        if b == 0 or not conv[b - 1]:  # later lanes start from the last lane's voltages
             for k in range(n_pq):
                 v[k] = v0[k]
         w = 1.0
