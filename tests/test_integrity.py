@@ -147,6 +147,31 @@ def test_out_folder_rules(tmp_path: Path) -> None:
         prepare_out_dir(run, scenario_hash="a", force=True)
 
 
+def test_a_complete_run_of_the_same_scenario_file_is_rerun_after_it_changed(tmp_path: Path) -> None:
+    """``make demo`` after an upgrade: same file, new hash (edited, or new spec defaults)."""
+    scen = tmp_path / "demo.yaml"
+    scen.write_text("name: demo\n")
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def manifest(status: str) -> None:
+        (run / "manifest.json").write_text(json.dumps({
+            "status": status, "scenario_hash": "a" * 64, "run_id": "r1", "scenario_name": "demo",
+            "scenario_file": str(scen), "stopped_at_time_s": 900}))
+        (run / "checkpoint.json").write_text("{}")
+
+    manifest("interrupted")  # a stopped run of the old version: kept, resume cannot continue it
+    with pytest.raises(OutDirError, match="holds another run"):
+        prepare_out_dir(run, scenario_hash="b" * 64, scenario_file=str(scen))
+    with pytest.raises(OutDirError, match="holds another run"):  # another file: refused
+        prepare_out_dir(run, scenario_hash="b" * 64, scenario_file=str(tmp_path / "x.yaml"))
+    manifest("complete")
+    with pytest.raises(OutDirError, match="holds another run"):
+        prepare_out_dir(run, scenario_hash="b" * 64, scenario_file=str(tmp_path / "x.yaml"))
+    prepare_out_dir(run, scenario_hash="b" * 64, scenario_file=str(scen))
+    assert list(run.iterdir()) == []
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--until", "0"], "--until 0: must be a positive"),
     (["--until", "-5"], "--until -5: must be a positive"),

@@ -163,7 +163,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem, EXIT_BAD_INPUT)
     try:
-        prepare_out_dir(args.out, scenario_hash=scenario.digest(), force=args.force)
+        prepare_out_dir(args.out, scenario_hash=scenario.digest(), force=args.force,
+                        scenario_file=str(args.scenario))
     except OutDirError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     progress = not args.no_progress and sys.stderr.isatty()

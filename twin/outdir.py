@@ -7,6 +7,9 @@
 * a folder holding a run of the *same* scenario (same scenario hash) is cleared and rerun
   (``make demo`` twice), unless that run's process is still writing to it, or it stopped
   with a resume checkpoint (``twin run --resume`` continues it; ``--force`` starts over);
+* a folder holding a complete run of the same scenario *file* whose content (or the twin's
+  spec defaults) changed since is cleared and rerun as well: it is what ``make demo`` after an
+  upgrade means (a stopped, resumable run of it is still kept: resume cannot continue it);
 * a folder holding another run (another scenario hash), or files that are not a run, is
   refused unless ``--force``, which clears it first (a folder without any twin run is never
   cleared, ``--force`` or not).
@@ -57,8 +60,17 @@ def _check_writable(folder: Path, flag: str) -> None:
         raise OutDirError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from exc
 
 
+def _same_file(recorded: object, scenario_file: str | None) -> bool:
+    if not recorded or not scenario_file:
+        return False
+    try:
+        return Path(str(recorded)).resolve() == Path(scenario_file).resolve()
+    except OSError:
+        return False
+
+
 def prepare_out_dir(out: Path, *, scenario_hash: str, force: bool = False,
-                    flag: str = "--out") -> None:
+                    flag: str = "--out", scenario_file: str | None = None) -> None:
     """Make ``out`` ready for a new run of the scenario with ``scenario_hash`` (module doc)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -76,7 +88,10 @@ def prepare_out_dir(out: Path, *, scenario_hash: str, force: bool = False,
                 f"{flag} {out}: another twin run (pid {proc.get('pid', '?')} on "
                 f"{proc.get('host', '?')}) is still writing to this folder")
         other = str(manifest.get("scenario_hash", "?"))
-        if other != scenario_hash and not force:
+        rerun_of_file = (other != scenario_hash
+                         and _same_file(manifest.get("scenario_file"), scenario_file)
+                         and effective_status(manifest) == "complete")
+        if other != scenario_hash and not force and not rerun_of_file:
             raise OutDirError(
                 f"{flag} {out}: holds another run (scenario "
                 f"{manifest.get('scenario_name', '?')!r}, hash {other[:12]}, run id "
