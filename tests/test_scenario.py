@@ -83,3 +83,22 @@ def test_cli_exit_code_2_lists_every_error(tmp_path, capsys):
     assert "typo.yaml: agents.evs.count" in err and "typo.yaml: market.intervl_s: unknown field" in err
     assert not (tmp_path / "out").exists()
     assert main(["validate", str(ROOT / "scenarios" / "quickstart.yaml")]) == 0
+
+
+def test_an_opendss_scenario_digest_follows_the_deck_content_not_the_checkout_path(
+        tmp_path: Path) -> None:
+    import shutil
+
+    from twin.scenario import load_scenario
+
+    here = load_scenario("scenarios/ieee13_opendss.yaml").digest()
+    for name in ("one", "two"):
+        shutil.copytree("scenarios/decks", tmp_path / name / "decks")
+        shutil.copy("scenarios/ieee13_opendss.yaml", tmp_path / name)
+    one = tmp_path / "one" / "ieee13_opendss.yaml"
+    assert load_scenario(one).digest() == here
+    assert load_scenario(tmp_path / "two" / "ieee13_opendss.yaml").digest() == here
+    # a redirected file is part of the deck: editing it is another scenario
+    codes = tmp_path / "one" / "decks" / "13Bus" / "IEEELineCodes.DSS"
+    codes.write_text(codes.read_text() + "\n! edited\n")
+    assert load_scenario(one).digest() != here

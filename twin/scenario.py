@@ -126,7 +126,16 @@ class Scenario(_Spec):
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        """sha256 of :meth:`canonical_json`, with an OpenDSS deck entering by its content
+        (:func:`~twin.grid.opendss_grid.deck_fingerprint`), not by where the checkout lives."""
+        if self.grid.opendss is None:
+            return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        from twin.grid.opendss_grid import deck_fingerprint
+
+        data = json.loads(self.canonical_json())
+        data["grid"]["opendss"]["deck"] = "sha256:" + deck_fingerprint(self.grid.opendss.deck)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+                              ).hexdigest()
 
 
 def _time_problems(sc: Scenario) -> list[tuple[str, str]]:

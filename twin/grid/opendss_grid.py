@@ -33,8 +33,10 @@ sits only on candidate buses that have that phase (the bus and its phases are na
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +74,34 @@ def resolve_deck_path(data: Any, base_dir: Path) -> Any:
     out["grid"]["opendss"] = dict(data["grid"]["opendss"])
     out["grid"]["opendss"]["deck"] = str((base_dir / deck).resolve())
     return out
+
+
+_INCLUDE = re.compile(r"^\s*(?:redirect|compile)\s+(\"[^\"]+\"|'[^']+'|\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def deck_fingerprint(path: str) -> str:
+    """sha256 over the deck's master file and every file it ``redirect``s or ``compile``s
+    (recursively, in order): what the deck *says*, wherever the checkout lives. A file that
+    cannot be read enters as its name, so the fingerprint of a broken deck is still stable."""
+    digest = hashlib.sha256()
+    seen: set[Path] = set()
+
+    def feed(file: Path) -> None:
+        file = file.resolve()
+        if file in seen:
+            return
+        seen.add(file)
+        try:
+            text = file.read_bytes()
+        except OSError:
+            digest.update(b"missing:" + file.name.encode())
+            return
+        digest.update(text)
+        for match in _INCLUDE.finditer(text.decode("utf-8", "replace")):
+            feed(file.parent / match.group(1).strip("\"'"))
+
+    feed(Path(path))
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=4)
