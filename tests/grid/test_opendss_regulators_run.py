@@ -120,3 +120,12 @@ def test_unsupported_regcontrol_setting_is_a_scenario_error(tmp_path: Path) -> N
     with pytest.raises(ScenarioError) as exc:
         load_scenario(_scenario(tmp_path, commands=[*RESET, "set controlmode=off"]))
     assert "contradicts 'set controlmode=off'" in dict(exc.value.errors)["grid.opendss.regulators"]
+
+
+def test_capcontrol_problems_are_scenario_errors(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(_scenario(tmp_path, commands=[*RESET, *CAPCTL, "CapControl.cc2.type=time"]))
+    assert "CapControl.cc2.type='Time' is not modelled" in dict(exc.value.errors)["grid.opendss.capacitors"]
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(_scenario(tmp_path, commands=list(RESET)))
+    assert "has no CapControl" in dict(exc.value.errors)["grid.opendss.capacitors"]
