@@ -108,3 +108,98 @@ def test_envelopes_on_the_dsos_net_follow_the_tap() -> None:
     dso.follow_taps(trafo_tap_pos={0: 1})  # the grid's tap: the HV tap up lowers the feeder voltage
     at1 = pub.publish(2, p_mw=p, q_mvar=q, exports=pv, imports=[])
     assert sum(at1.export_wh.values()) > sum(at0.export_wh.values())  # more headroom to export
+
+
+def test_faulted_topology_check_follows_the_tap() -> None:
+    import copy
+
+    import pandapower as pp
+
+    from twin.faults.grid import FaultedSnapshot
+    from twin.faults.plan import FaultState
+
+    net = lv_feeder(N, pv_kw=35.0)
+    net.trafo["tap_pos"] = 0.0
+    grid = GridSpec(kind="cigre_lv", oltc=OltcSpec(v_set_pu=1.0, band_pu=0.04, delay_s=0.0), vm_max_pu=1.07,
+                    max_loading_percent=300)
+    dso = DSOAgent(mesa.Model(rng=np.random.default_rng(0)), net=net, grid=grid)
+    state = FaultState(lines_out=(N - 1,))  # the last house cut off: peak 1.082 pu at tap 0, 1.059 at tap 1
+    faulted = FaultedSnapshot(dso.net)
+    dso.fault_solver = lambda p, q: faulted.solve(state, load_p_mw=p["load"], load_q_mvar=q["load"],
+                                                  sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
+                                                  storage_p_mw=p["storage"])
+    power = {"load_p_mw": net.load.p_mw.to_numpy(), "load_q_mvar": net.load.q_mvar.to_numpy(),
+             "sgen_p_mw": net.sgen.p_mw.to_numpy(), "sgen_q_mvar": np.zeros(N), "storage_p_mw": np.zeros(0)}
+
+    def runpp(tap: int) -> np.ndarray:
+        ref = copy.deepcopy(net)
+        ref.trafo["tap_pos"] = float(tap)
+        ref.line.loc[ref.line.index[N - 1], "in_service"] = False
+        pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
+        return ref.res_bus.vm_pu.to_numpy()
+
+    at0 = _check(dso, net, power)
+    dso.follow_taps(trafo_tap_pos={0: 1})  # the grid's OLTC moved: the faulted check solves at tap 1
+    at1 = _check(dso, net, power)
+    assert at0.curtailed_wh > 0 and at0.found.overvoltage > 0  # at tap 0 the PV overvoltage is curtailed
+    assert at1.curtailed_wh == 0 and not at1.found.any and at1.checks == 1
+    want = runpp(1)  # pandapower on the faulted topology at tap 1: the schedule as planned
+    assert np.isnan(at1.state.vm_pu[-1]) and np.isnan(want[-1])  # the cut-off bus is de-energized
+    np.testing.assert_allclose(at1.state.vm_pu, want, rtol=0, atol=1e-8)
+    assert float(np.nanmax(np.abs(runpp(0) - want))) > 0.01
+
+
+def test_three_phase_oltc_tap_reaches_the_envelopes() -> None:
+    import copy
+
+    import pandapower as pp
+
+    from twin.agents.envelope_policy import EnvelopePublisher
+    from twin.grid.der_spec import EnvelopeSpec
+    from twin.grid.envelopes import Connection
+    from twin.grid.phase_spec import PHASE_ABC
+
+    net = pp.create_empty_network()
+    b0 = pp.create_bus(net, vn_kv=10.0)
+    b1, b2 = pp.create_bus(net, vn_kv=0.4), pp.create_bus(net, vn_kv=0.4)
+    pp.create_ext_grid(net, bus=b0, vm_pu=1.03, s_sc_max_mva=100.0, rx_max=0.1, x0x_max=1.0, r0x0_max=0.1)
+    pp.create_transformer_from_parameters(
+        net, hv_bus=b0, lv_bus=b1, sn_mva=0.4, vn_hv_kv=10.0, vn_lv_kv=0.4, vkr_percent=1.0, vk_percent=4.0,
+        pfe_kw=0.0, i0_percent=0.0, vector_group="Dyn", vk0_percent=4.0, vkr0_percent=1.0, mag0_percent=100,
+        mag0_rx=0, si0_hv_partial=0.9, tap_side="hv", tap_neutral=0, tap_min=-4, tap_max=4, tap_step_percent=1.5,
+        tap_pos=0, tap_changer_type="Ratio")
+    pp.create_line_from_parameters(net, from_bus=b1, to_bus=b2, length_km=0.3, r_ohm_per_km=0.32,
+                                   x_ohm_per_km=0.08, c_nf_per_km=0.0, max_i_ka=0.2, r0_ohm_per_km=1.2,
+                                   x0_ohm_per_km=0.3, c0_nf_per_km=0.0)
+    pp.create_load(net, bus=b2, p_mw=0.002)
+    pp.create_sgen(net, bus=b2, p_mw=0.0)
+    pp.create_sgen(net, bus=b2, p_mw=0.0)
+    grid = GridSpec(kind="ieee_eu_lv", phases=3, oltc=OltcSpec(v_set_pu=1.0, band_pu=0.04, delay_s=0.0),
+                    vm_max_pu=1.06, max_loading_percent=300)
+    phases = {"load": np.array([PHASE_ABC]), "sgen": np.array([0, 1]), "storage": np.zeros(0, dtype=np.int64)}
+    dso = DSOAgent(mesa.Model(rng=np.random.default_rng(0)), net=net, grid=grid, element_phase=phases)
+
+    def publisher(on: Any) -> EnvelopePublisher:
+        return EnvelopePublisher(net=on, spec=EnvelopeSpec(), vm_min_pu=0.9, vm_max_pu=1.06,
+                                 max_loading_percent=300, interval_s=900)
+
+    pub = publisher(dso.net)
+    p = {"load": np.array([0.002]), "sgen": np.zeros(2), "storage": np.zeros(0)}
+    q = {"load": np.zeros(1), "sgen": np.zeros(2), "storage": np.zeros(0)}
+    pv = [Connection(device_id=i, table="sgen", row=i, coef=1.0, capacity_mw=0.15, potential_mw=0.15)
+          for i in range(2)]
+    at0 = pub.publish(1, p_mw=p, q_mvar=q, exports=pv, imports=[])
+    assert dso._phases is not None and dso._phases.oltc is not None
+    dso.follow_taps(regulator_taps=[2 - dso._phases._oltc_offset])  # the grid's three-phase OLTC at position 2 (HV up: LV down)
+    assert dso.net.trafo.tap_pos.iat[0] == 2.0
+    at2 = pub.publish(2, p_mw=p, q_mvar=q, exports=pv, imports=[])
+    assert sum(at2.export_wh.values()) > sum(at0.export_wh.values())
+    # the envelope batch at that tap is the own engine's on a net at tap 2, which is pandapower's
+    ref = copy.deepcopy(net)
+    ref.trafo["tap_pos"] = 2.0
+    assert publisher(ref).publish(2, p_mw=p, q_mvar=q, exports=pv, imports=[]).export_wh == at2.export_wh
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
+    mine = pub.solver.solve(load_p_mw=ref.load.p_mw.to_numpy(), load_q_mvar=ref.load.q_mvar.to_numpy(),
+                            sgen_p_mw=np.zeros(2), sgen_q_mvar=np.zeros(2), storage_p_mw=np.zeros(0),
+                            storage_q_mvar=np.zeros(0), tol=1e-10)
+    np.testing.assert_allclose(mine.vm_pu[0], ref.res_bus.vm_pu.to_numpy(), atol=1e-8)

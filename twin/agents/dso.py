@@ -42,11 +42,14 @@ them on the DSO's copy: the balanced OLTC's ``tap_pos`` (``grid.oltc``), and on 
 three-phase engine the gang-operated OLTC's and an OpenDSS deck's RegControls' tap numbers
 (``grid.opendss.regulators: deck``). Within the interval the check does what the grid's solve
 of that interval does: an OLTC holds its tap (it steps after the solve, acting from the next
-interval), and a deck's regulators act to convergence from the grid's taps in every trial
-solve (OpenDSS's static control loop), so for the same injections the check's voltages are
-the grid simulator's. (With a grid step shorter than the interval, ``twin hil serve``, the
-check assumes the taps at the interval's start hold through it; the faulted topology's solver
-does not follow taps.)
+interval), and a deck's regulators and switched capacitors act to convergence from the grid's
+taps and states in every trial solve (OpenDSS's static control loop), so for the same
+injections the check's voltages are the grid simulator's. The checks of a faulted topology
+(:class:`twin.faults.grid.FaultedSnapshot` on the DSO's copy) and the operating envelopes
+(:mod:`twin.agents.envelope_policy`, on the DSO's copy) run at the same taps: on a three-phase
+grid the OLTC's tap number is also set as ``tap_pos`` of trafo row 0 of the DSO's balanced copy.
+(With a grid step shorter than the interval, ``twin hil serve``, the check assumes the taps at
+the interval's start hold through it.)
 
 Local network tariff (``grid.tariff``): the DSO publishes, each interval, the time-of-use
 network fee of the next interval (:meth:`DSOAgent.network_fee`, integer micro-units per
@@ -200,6 +203,12 @@ class DSOAgent(mesa.Agent):
                 raise ValueError(f"taps.regulator_taps: {len(regulator_taps)} taps for the DSO's "
                                  f"{0 if mine is None else len(mine)} regulators")
             self._regulator_taps = np.asarray(regulator_taps, dtype=np.int64).copy()
+            ph = self._phases
+            if ph is not None and ph.oltc is not None:  # grid.oltc: the last regulator is trafo row 0's changer
+                pos_0 = float(self._regulator_taps[-1] + ph._oltc_offset)
+                if self.net.trafo.iat[0, col] != pos_0:  # the balanced copy (envelopes, faulted topology) follows
+                    self.net.trafo["tap_pos"] = self.net.trafo["tap_pos"].astype(np.float64)
+                    self.net.trafo.iat[0, col] = pos_0
 
     def network_fee(self, k: int) -> int:
         """Time-of-use network fee of interval ``k`` (:class:`twin.market.tariffs.NetworkTariff`)."""

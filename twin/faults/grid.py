@@ -6,7 +6,9 @@
 service, closed ties in service, the ext_grid's branches out while the upstream grid is lost,
 and the grid-forming batteries as the voltage reference of every island without the
 upstream grid (:class:`twin.grid.pf.GridFormingUnit`). Buses nobody supplies are
-de-energized (NaN voltage, zero power), as in pandapower.
+de-energized (NaN voltage, zero power), as in pandapower. It solves at the net's present
+transformer taps: the DSO's copy follows the grid simulator's OLTC, so the DSO's checks of a
+faulted topology do too.
 """
 
 from __future__ import annotations
@@ -28,17 +30,9 @@ class FaultedSnapshot:
     """One net, its grid-forming storages (index labels), solved per fault state."""
 
     def __init__(self, net: Any, *, grid_forming: Sequence[int] = ()) -> None:
-        import weakref
-
         self.net = net
-        units = [GridFormingUnit("storage", int(i)) for i in grid_forming]
-        self.solver = BatchPowerFlow(net, grid_forming=units)
-        ga = self.solver.arrays
-        pos = {el: _bus_pos(net, el, ga) for el in (*_INJ, "ext_grid", "shunt")}
-        for name, ends in (("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus"))):
-            for end in ends:
-                pos[f"{name}.{end}"] = _bus_pos(net, name, ga, end)
-        self._entry = _Compiled(weakref.ref(net), b"", self.solver, pos)
+        self._units = [GridFormingUnit("storage", int(i)) for i in grid_forming]
+        self._build()
         self._line_on = net.line.in_service.to_numpy(dtype=bool)
         self._trafo_on = net.trafo.in_service.to_numpy(dtype=bool)
         eg = set(net.ext_grid.bus[net.ext_grid.in_service.astype(bool)].astype(int))
@@ -47,7 +41,24 @@ class FaultedSnapshot:
         self._up_trafos = np.array([i for i, (h, lv) in enumerate(zip(net.trafo.hv_bus, net.trafo.lv_bus,
                                                                       strict=True))
                                     if (int(h) in eg) != (int(lv) in eg)], dtype=np.int64)
-        self.last_grid_forming_p_mw = np.zeros(len(units))
+        self.last_grid_forming_p_mw = np.zeros(len(self._units))
+
+    def _taps(self) -> np.ndarray:
+        return self.net.trafo["tap_pos"].to_numpy(dtype=float) if "tap_pos" in self.net.trafo else np.zeros(0)
+
+    def _build(self) -> None:
+        """Compile the net at its present taps (the DSO's copy follows the grid's OLTC)."""
+        import weakref
+
+        net = self.net
+        self._tap_pos = self._taps()
+        self.solver = BatchPowerFlow(net, grid_forming=self._units)
+        ga = self.solver.arrays
+        pos = {el: _bus_pos(net, el, ga) for el in (*_INJ, "ext_grid", "shunt")}
+        for name, ends in (("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus"))):
+            for end in ends:
+                pos[f"{name}.{end}"] = _bus_pos(net, name, ga, end)
+        self._entry = _Compiled(weakref.ref(net), b"", self.solver, pos)
 
     def masks(self, state: Any) -> tuple[np.ndarray, np.ndarray]:
         """In-service masks of lines and trafos (row order) under ``state``."""
@@ -63,7 +74,10 @@ class FaultedSnapshot:
 
     def solve(self, state: Any, *, load_p_mw: Any, load_q_mvar: Any, sgen_p_mw: Any, sgen_q_mvar: Any,
               storage_p_mw: Any, storage_q_mvar: Any = None, tol_pu: float = 1e-10) -> GridState:
-        """One AC power flow of the given set-points (row order) under ``state``."""
+        """One AC power flow of the given set-points (row order) under ``state``, at the
+        net's present transformer taps (recompiled when one moved)."""
+        if not np.array_equal(self._taps(), self._tap_pos, equal_nan=True):
+            self._build()
         lines, trafos = self.masks(state)
         sto_q = np.zeros(len(self.net.storage)) if storage_q_mvar is None else storage_q_mvar
         sp = {"load": (np.asarray(load_p_mw, float), np.asarray(load_q_mvar, float)),

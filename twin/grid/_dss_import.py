@@ -5,7 +5,9 @@ connections come from the engine, so any deck's lines, transformers (any vector 
 single-phase banks, open wye/delta), capacitors and reactors are taken exactly. Loads are
 read from their parameters. Controls and meters (RegControl, CapControl, EnergyMeter,
 Monitor) are listed in ``Feeder3ph.ignored``: the import takes the state the deck left
-(taps, capacitor steps), as a snapshot solve with ``controlmode=off`` would.
+(taps, capacitor steps), as a snapshot solve with ``controlmode=off`` would. RegControls and
+CapControls act on the feeder through :mod:`twin.grid.regcontrol3ph` and
+:mod:`twin.grid.capcontrol3ph` (:class:`twin.grid.controlled_pf3ph.ControlledPowerFlow3ph`).
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from twin.grid import capcontrol3ph
+from twin.grid.capcontrol3ph import CapControl3ph, CapState
 from twin.grid.controlled_pf import ControlledPowerFlow
 from twin.grid.der_functions import DerFleet, DerFunctions
 from twin.grid.feeder3ph import Feeder3ph
@@ -151,8 +153,14 @@ class ControlledPowerFlow3ph:
         for r, reg in enumerate(self.regulators):
             if not 0 <= reg.elem < len(feeder.elem_names):
                 raise ValueError(f"regulators[{r}].elem: {reg.elem} is not an element of the feeder")
+        # regulators and switched capacitors share the taps vector (a capacitor's "tap": its steps in)
+        self._ci = np.array([r for r, g in enumerate(self.regulators) if isinstance(g, CapControl3ph)], dtype=np.int64)
+        self._ri = np.array([r for r, g in enumerate(self.regulators) if not isinstance(g, CapControl3ph)],
+                            dtype=np.int64)
+        self._regs = tuple(self.regulators[r] for r in self._ri)
+        self._caps = tuple(self.regulators[c] for c in self._ci)
         # the regulators' CT conductors: element rows of Y (taps applied per lane)
-        self._reg_rows = [self._reg_ct(reg) for reg in self.regulators]
+        self._reg_rows = [self._reg_ct(reg) for reg in self._regs]
 
     # ------------------------------------------------------------------ helpers
 
@@ -316,8 +324,16 @@ class ControlledPowerFlow3ph:
 
         p, q = batch(p_mw), batch(q_mvar)
         avail = np.broadcast_to(avail, (n_b, n_dev))
-        state = RegState(taps=np.broadcast_to(t0, (n_b, n_reg)).copy(), pending=np.zeros((n_b, n_reg)),
-                         armed=np.zeros((n_b, n_reg), dtype=bool))
+        taps_all = np.broadcast_to(t0, (n_b, n_reg)).copy()
+        ri, ci = self._ri, self._ci
+        n_r = ri.size
+        state = RegState(taps=taps_all[:, ri].copy(), pending=np.zeros((n_b, n_r)),
+                         armed=np.zeros((n_b, n_r), dtype=bool))
+        r_due = np.full((n_b, n_r), np.inf)  # the control queue's action times (OpenDSS static mode)
+        r_delay = np.array([g.delay_s for g in self._regs], dtype=float)
+        cstate = CapState.start(n_b, self._caps)
+        clock = np.zeros(n_b)
+        held_r, held_c = np.flatnonzero(held[ri]) if n_reg else ri, np.flatnonzero(held[ci]) if n_reg else ci
         u_avail = avail[:, self._unit_dev] * self._scale
         n_u = self.n_units
         on: Any = (None, np.broadcast_to(self._scale, (n_b, n_u))) if n_u else None
@@ -342,7 +358,7 @@ class ControlledPowerFlow3ph:
         calls = 0
         lanes = np.arange(n_b, dtype=np.int64)
         for _ in range(max_control_iter if acting else 1):
-            res, c = self._der_fixed_point(lanes, p, q, state.taps, u_avail, on, x_p, x_q, vm_u, der_ok, outer,
+            res, c = self._der_fixed_point(lanes, p, q, taps_all, u_avail, on, x_p, x_q, vm_u, der_ok, outer,
                                            base_loads, tol, tol_pu, max_outer, fq)
             calls += c
             if out is None:
@@ -352,21 +368,47 @@ class ControlledPowerFlow3ph:
             rounds[lanes] += 1
             if not acting:
                 break
-            v_act = control_voltage_v(self.regulators, res.v_node, self._ct_currents(res.v_node, state.taps[lanes]))
+            v_act = (control_voltage_v(self._regs, res.v_node, self._ct_currents(res.v_node, taps_all[lanes][:, ri]))
+                     if n_r else None)
+            meas = capcontrol3ph.measure(f, self._caps, res.v_node) if ci.size else None
             moved = np.zeros(lanes.size, dtype=bool)
             sub = np.arange(lanes.size)
-            for _k in range(n_reg + 1):  # actions that moved no tap: sample again at the same voltages
-                sample(self.regulators, state, v_act[sub], lanes[sub])
-                if held.any():
-                    state.armed[np.ix_(lanes[sub], np.flatnonzero(held))] = False
-                busy = state.armed[lanes[sub]].any(axis=1)
-                reg_ok[lanes[sub[~busy]]] = True
+            for _k in range(n_reg + 1):  # actions that moved nothing: sample again at the same voltages
+                lan = lanes[sub]
+                if n_r:
+                    assert v_act is not None
+                    was = state.armed[lan].copy()
+                    sample(self._regs, state, v_act[sub], lan)
+                    if held_r.size:
+                        state.armed[np.ix_(lan, held_r)] = False
+                    now = state.armed[lan]
+                    r_due[lan] = np.where(now & ~was, clock[lan, None] + r_delay, np.where(now, r_due[lan], np.inf))
+                if ci.size:
+                    assert meas is not None
+                    capcontrol3ph.sample(self._caps, taps_all[lan][:, ci], cstate, {k: v[sub] for k, v in meas.items()},
+                                         clock[lan], lan)
+                    if held_c.size:
+                        cstate.armed[np.ix_(lan, held_c)] = False
+                        cstate.due[np.ix_(lan, held_c)] = np.inf
+                busy = state.armed[lan].any(axis=1) | cstate.armed[lan].any(axis=1)
+                reg_ok[lan[~busy]] = True
                 sub = sub[busy]
                 if not sub.size:
                     break
-                before = state.taps[lanes[sub]].copy()
-                act(self.regulators, state, lanes[sub])
-                ch = (state.taps[lanes[sub]] != before).any(axis=1)
+                lan = lanes[sub]
+                t_next = np.minimum(r_due[lan].min(axis=1, initial=np.inf), cstate.due[lan].min(axis=1, initial=np.inf))
+                clock[lan] = t_next
+                before = taps_all[lan].copy()
+                if n_r:
+                    first = state.armed[lan] & (r_due[lan] == t_next[:, None])
+                    act(self._regs, state, lan, first=first)
+                    r_due[lan] = np.where(first, np.inf, r_due[lan])
+                    taps_all[np.ix_(lan, ri)] = state.taps[lan]
+                if ci.size:
+                    first_c = cstate.armed[lan] & (cstate.due[lan] == t_next[:, None])
+                    taps_all[np.ix_(lan, ci)] = capcontrol3ph.act(self._caps, taps_all[lan][:, ci], cstate, first_c,
+                                                                  clock[lan], lan)
+                ch = (taps_all[lan] != before).any(axis=1)
                 moved[sub[ch]] = True
                 sub = sub[~ch]
                 if not sub.size:
@@ -381,16 +423,16 @@ class ControlledPowerFlow3ph:
         np.add.at(der_q.T, self._unit_dev, x_q.T)
         return Controlled3phResult(
             pf=out, der_p_mw=der_p, der_q_mvar=der_q, unit_p_mw=x_p, unit_q_mvar=x_q, unit_vm_pu=vm_u,
-            taps=state.taps, controls_converged=der_ok, regulators_converged=reg_ok, outer_iterations=outer,
+            taps=taps_all, controls_converged=der_ok, regulators_converged=reg_ok, outer_iterations=outer,
             control_iterations=rounds, pf_solves=calls)
 
     def _ct_currents(self, v_node: NDArray[np.complex128], taps: IntArray) -> NDArray[np.complex128]:
         """(B, R, n_ph) per-unit CT conductor currents into each regulator's terminal at its taps."""
         n_b = v_node.shape[0]
-        n_ph = max((len(r.ct_cond) for r in self.regulators), default=0)
-        out = np.zeros((n_b, len(self.regulators), n_ph), dtype=complex)
+        n_ph = max((len(r.ct_cond) for r in self._regs), default=0)
+        out = np.zeros((n_b, len(self._regs), n_ph), dtype=complex)
         vg = np.concatenate([np.nan_to_num(v_node), np.zeros((n_b, 1), dtype=complex)], axis=1)
-        for r, reg in enumerate(self.regulators):
+        for r, reg in enumerate(self._regs):
             y_rows, cols, d_idx, rows = self._reg_rows[r]
             d = np.ones((n_b, cols.size))
             d[:, d_idx] = (reg.tap0_pu / reg.tap_pu(taps[:, r]))[:, None]

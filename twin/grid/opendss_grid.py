@@ -9,12 +9,15 @@
         deck: decks/13Bus/IEEE13Nodeckt.dss   # relative to the scenario file
         commands: ["Transformer.Reg1.Taps=[1.0 1.0625]", "set controlmode=off"]
         regulators: off                       # deck: the deck's RegControls act in the run
+        capacitors: off                       # deck: the deck's CapControls switch in the run
 
 With ``regulators: deck`` the deck's RegControls (:func:`twin.grid.regcontrol3ph.
 regulators_from_opendss`) act inside the run, quasi-statically: each solve (the grid
 simulator's step, each of the DSO's check solves) runs OpenDSS's static control loop from the
 taps its previous solve ended on, starting from the deck's taps (after ``commands``). ``off``
-(the default) keeps the deck's taps fixed.
+(the default) keeps the deck's taps fixed. ``capacitors: deck`` does the same for the deck's
+CapControls (:func:`twin.grid.capcontrol3ph.capcontrols_from_opendss`): they share OpenDSS's
+control queue with the regulators, and their states (steps in service) travel with the taps.
 
 The deck is solved by the phase-frame engine (:class:`twin.grid.feeder3ph.Feeder3ph`, its own
 loads included, with their models and connections). The agents need a pandapower net as
@@ -59,6 +62,8 @@ class OpenDssSpec(BaseModel):
     commands: tuple[str, ...] = ()
     #: "deck": the deck's RegControls act in the run (quasi-static); "off": fixed taps
     regulators: Literal["deck", "off"] = "off"
+    #: "deck": the deck's CapControls switch their capacitors in the run; "off": fixed states
+    capacitors: Literal["deck", "off"] = "off"
 
 
 def resolve_deck_path(data: Any, base_dir: Path) -> Any:
@@ -127,14 +132,27 @@ def _deck_regulators(path: str, mtime_ns: int, commands: tuple[str, ...]) -> tup
     return tuple(regulators_from_opendss(feeder, path, commands=commands))
 
 
+@lru_cache(maxsize=4)
+def _deck_capacitors(path: str, mtime_ns: int, commands: tuple[str, ...], with_regs: bool) -> tuple[Any, ...]:
+    from twin.grid.capcontrol3ph import capcontrols_from_opendss
+
+    feeder = _deck_feeder(path, mtime_ns, commands)
+    regs = _deck_regulators(path, mtime_ns, commands) if with_regs else ()
+    return tuple(capcontrols_from_opendss(feeder, path, commands=commands, controlled_elems=[r.elem for r in regs]))
+
+
 def deck_regulators(spec: OpenDssSpec) -> tuple[Any, ...]:
-    """The deck's RegControls on :func:`deck_feeder`'s feeder (``()`` with ``regulators: off``);
-    an unsupported setting raises :class:`twin.grid.regcontrol3ph.RegulatorError`."""
-    if spec.regulators == "off":
+    """The deck's RegControls (``regulators: deck``), then its CapControls (``capacitors:
+    deck``), on :func:`deck_feeder`'s feeder; an unsupported setting raises
+    :class:`twin.grid.regcontrol3ph.RegulatorError` / :class:`twin.grid.capcontrol3ph.CapControlError`."""
+    if spec.regulators == "off" and spec.capacitors == "off":
         return ()
     deck_feeder(spec)  # the deck's own errors first
     path = os.path.abspath(spec.deck)
-    return _deck_regulators(path, os.stat(path).st_mtime_ns, tuple(spec.commands))
+    key = (path, os.stat(path).st_mtime_ns, tuple(spec.commands))
+    regs = _deck_regulators(*key) if spec.regulators == "deck" else ()
+    caps = _deck_capacitors(*key, spec.regulators == "deck") if spec.capacitors == "deck" else ()
+    return (*regs, *caps)
 
 
 def _phases(mask: np.ndarray) -> str:
@@ -177,10 +195,24 @@ def opendss_problems(scenario: Any) -> list[tuple[str, str]]:
                                                    "(the regulators would act while the deck's controls are off); "
                                                    "drop one of them"))
         try:
-            if not deck_regulators(g.opendss):
+            if not deck_regulators(g.opendss.model_copy(update={"capacitors": "off"})):
                 out.append(("grid.opendss.regulators", f"'deck': the deck {g.opendss.deck!r} has no RegControl"))
         except (RegulatorError, FeederImportError) as exc:
             out.append(("grid.opendss.regulators", f"'deck': {exc}"))
+    if g.opendss.capacitors == "deck":
+        from twin.grid.capcontrol3ph import CapControlError
+        from twin.grid.regcontrol3ph import RegulatorError as _RegErr
+
+        off = [c for c in g.opendss.commands if "".join(c.lower().split()).endswith("controlmode=off")]
+        if off:
+            out.append(("grid.opendss.capacitors", f"'deck' contradicts {off[0]!r} in grid.opendss.commands "
+                                                   "(the capacitors would switch while the deck's controls are off); "
+                                                   "drop one of them"))
+        try:
+            if not deck_regulators(g.opendss.model_copy(update={"regulators": "off"})):
+                out.append(("grid.opendss.capacitors", f"'deck': the deck {g.opendss.deck!r} has no CapControl"))
+        except (CapControlError, _RegErr, FeederImportError) as exc:
+            out.append(("grid.opendss.capacitors", f"'deck': {exc}"))
     buses = load_buses(feeder)
     if not buses:
         return [*out, ("grid.opendss.deck", f"the deck {g.opendss.deck!r} has no loads to attach households to")]

@@ -127,9 +127,13 @@ class Regulator3ph:
 
 
 def scaled_elem_y(feeder: Feeder3ph, regulators: Sequence[Regulator3ph], taps: Sequence[int]) -> tuple[ComplexArray, ...]:
-    """The feeder's element admittances with regulator ``r`` at tap number ``taps[r]``."""
+    """The feeder's element admittances with regulator ``r`` at tap number ``taps[r]`` (a
+    switched capacitor, :class:`twin.grid.capcontrol3ph.CapControl3ph`: ``taps[r]`` steps in)."""
     ys = list(feeder.elem_y)
     for reg, tap in zip(regulators, taps, strict=True):
+        if hasattr(reg, "elem_y_at"):
+            ys[reg.elem] = reg.elem_y_at(int(tap))
+            continue
         a = int(feeder.elem_ptr[reg.elem])
         d = np.ones(ys[reg.elem].shape[0])
         d[reg.tap_conds - a] = reg.tap0_pu / float(reg.tap_pu(tap))
@@ -191,16 +195,19 @@ def sample(regulators: Sequence[Regulator3ph], state: RegState, v_actual: FloatA
     state.armed[lanes] = armed
 
 
-def act(regulators: Sequence[Regulator3ph], state: RegState, lanes: IntArray) -> BoolArray:
+def act(regulators: Sequence[Regulator3ph], state: RegState, lanes: IntArray,
+        first: BoolArray | None = None) -> BoolArray:
     """OpenDSS's static queue on ``lanes``: the armed regulators with the shortest delay act
-    (in place). Returns (len(lanes),) True where a tap moved."""
+    (in place), or those in ``first`` (len(lanes), R) (the queue's nearest actions when other
+    controls share it). Returns (len(lanes),) True where a tap moved."""
     delay = np.array([g.delay_s for g in regulators])
     max_ch = np.array([max(g.max_tap_change, 0) for g in regulators])
     lo = np.array([g.tap_range[0] for g in regulators])
     hi = np.array([g.tap_range[1] for g in regulators])
     armed = state.armed[lanes]
     t = np.where(armed, delay, np.inf)
-    first = armed & (t == t.min(axis=1, keepdims=True))
+    if first is None:
+        first = armed & (t == t.min(axis=1, keepdims=True))
     pending = state.pending[lanes]
     n = np.minimum(np.maximum(np.trunc(0.7 * np.abs(pending)), 1.0), max_ch)
     step = np.where(first & (pending != 0), np.sign(pending) * n, 0.0).astype(np.int64)

@@ -1,0 +1,113 @@
+"""Switched capacitors (OpenDSS CapControl) on the three-phase engine: IEEE 13 with CapControls
+added to the deck's two capacitors, against OpenDSS's own static control loop (regulators on)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from _pf3ph_nets import IEEE13
+
+from twin.grid import Feeder3ph
+from twin.grid.capcontrol3ph import CapControlError, capcontrols_from_opendss
+from twin.grid.controlled_pf3ph import ControlledPowerFlow3ph
+from twin.grid.regcontrol3ph import regulators_from_opendss, scaled_elem_y
+
+dss = pytest.importorskip("dss")
+
+CASES = {
+    "kvar_voltage": ("New CapControl.cc1 Capacitor=Cap1 element=Line.692675 terminal=1 type=kvar ptratio=1 ctratio=1 "
+                     "ONsetting=300 OFFsetting=-200",
+                     "New CapControl.cc2 Capacitor=Cap2 element=Line.684611 terminal=2 type=voltage ptratio=20 "
+                     "ONsetting=115 OFFsetting=117 ptphase=1"),
+    "current_pf": ("New CapControl.cc1 Capacitor=Cap1 element=Line.692675 terminal=1 type=current ctratio=1 "
+                   "ONsetting=200 OFFsetting=140 ctphase=AVG",
+                   "New CapControl.cc2 Capacitor=Cap2 element=Line.684611 terminal=1 type=PF ONsetting=0.85 "
+                   "OFFsetting=-0.999"),
+    # a three-step bank; a voltage control with its own on/off delays; an override on the mean phase voltage
+    "steps_delays_override": ("Capacitor.Cap1.numsteps=3", "Capacitor.Cap1.kvar=[200 200 200]",
+                              "New CapControl.cc1 Capacitor=Cap1 element=Line.692675 terminal=1 type=kvar ptratio=20 "
+                              "ctratio=1 ONsetting=100 OFFsetting=-150 VoltOverride=yes Vmin=110 Vmax=121.5 "
+                              "ptphase=AVG",
+                              "New CapControl.cc2 Capacitor=Cap2 element=Line.684611 terminal=2 type=voltage "
+                              "ptratio=20 ONsetting=116 OFFsetting=119 ptphase=MAX delay=5 delayoff=40"),
+}
+# start states: regulator taps (reg1..3), then cap1's and cap2's steps in service
+STARTS = ((9, 6, 9, -1, 1), (0, 0, 0, 0, 0), (14, 2, 14, 0, 1), (9, 6, 9, 1, 0), (16, 16, 16, -1, 0))
+
+
+def _opendss(cmds: tuple[str, ...], start: tuple[int, ...], n1: int, bus_names: tuple[str, ...]
+             ) -> tuple[list[int], np.ndarray]:
+    """OpenDSS's static control loop from ``start``: taps and capacitor steps, voltages."""
+    ctx = dss.DSS.NewContext()
+    ctx.AllowChangeDir = False
+    ctx.Text.Command = f'redirect "{IEEE13}"'
+    set_state = [f"Transformer.Reg{r + 1}.Taps=[1.0 {1.0 + start[r] * 0.00625:.6f}]" for r in range(3)]
+    set_state += ["Capacitor.Cap1.states=[" + " ".join(["1"] * start[3] + ["0"] * (n1 - start[3])) + "]",
+                  f"Capacitor.Cap2.states=[{start[4]}]"]
+    controls = [c for c in cmds if c.startswith("New CapControl")]
+    for c in (*(c for c in cmds if c not in controls), *set_state, *controls, "set controlmode=static",
+              "set tolerance=1e-12", "set maxiterations=1000", "solve"):
+        ctx.Text.Command = c
+    ckt = ctx.ActiveCircuit
+    assert ckt.Solution.Converged
+    state = []
+    i = ckt.RegControls.First
+    while i:
+        state.append(int(ckt.RegControls.TapNumber))
+        i = ckt.RegControls.Next
+    for name in ("cap1", "cap2"):
+        ckt.Capacitors.Name = name
+        state.append(int(sum(ckt.Capacitors.States)))
+    out = np.full((len(bus_names), 3), np.nan + 0j)
+    for k, name in enumerate(bus_names):
+        ckt.SetActiveBus(name)
+        v = np.asarray(ckt.ActiveBus.puVoltages)
+        for nd, vv in zip(ckt.ActiveBus.Nodes, v[0::2] + 1j * v[1::2], strict=False):
+            out[k, nd - 1] = vv
+    return state, out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_capcontrols_land_on_opendss_states_and_voltages(case: str) -> None:
+    cmds = CASES[case]
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=cmds)
+    regs = regulators_from_opendss(feeder, IEEE13, commands=cmds)
+    caps = capcontrols_from_opendss(feeder, IEEE13, commands=cmds, controlled_elems=[r.elem for r in regs])
+    assert [c.name for c in caps] == ["cc1", "cc2"] and caps[0].step0 == caps[0].n_steps
+    n1 = caps[0].n_steps
+    starts = np.array([[*s[:3], n1 if s[3] < 0 else s[3], s[4]] for s in STARTS])
+    # a capacitor's admittance at k steps is OpenDSS's own Yprim (checked: all steps in = the import's)
+    assert np.allclose(scaled_elem_y(feeder, caps, [n1, 1])[caps[0].elem], feeder.elem_y[caps[0].elem], atol=1e-14)
+    res = ControlledPowerFlow3ph(feeder, regulators=(*regs, *caps)).solve(taps=starts, tol=1e-10)
+    assert res.converged.all()
+    moved = 0
+    for b, start in enumerate(starts):
+        ref_state, ref_v = _opendss(cmds, tuple(int(x) for x in start), n1, feeder.bus_names)
+        assert res.taps[b].tolist() == ref_state, (case, start.tolist())
+        moved += int((res.taps[b, 3:] != start[3:]).any())
+        ours = res.pf.vm_pu[b] * np.exp(1j * np.radians(res.pf.va_degree[b]))
+        assert np.array_equal(np.isnan(ref_v), np.isnan(ours))
+        assert np.nanmax(np.abs(ours - ref_v)) < 1e-6
+    assert moved >= 2  # the capacitors do switch in these cases
+    # held (regulate=False): the states stay
+    held = ControlledPowerFlow3ph(feeder, regulators=(*regs, *caps)).solve(taps=starts[1], regulate=False)
+    assert held.taps[0].tolist() == starts[1].tolist()
+
+
+def test_bad_capcontrol_settings_name_the_control_and_field() -> None:
+    base = ("New CapControl.cc2 Capacitor=Cap2 element=Line.684611 terminal=2 type=voltage ptratio=20 "
+            "ONsetting=115 OFFsetting=117",)
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=base)
+    (cc2,) = capcontrols_from_opendss(feeder, IEEE13, commands=base)
+    with pytest.raises(CapControlError, match=r"capcontrols\['cc2'\]\.on_value.*would hunt"):
+        dataclasses.replace(cc2, on_value=118.0)
+    with pytest.raises(CapControlError, match=r"CapControl\.cc2\.type='Time' is not modelled"):
+        capcontrols_from_opendss(feeder, IEEE13, commands=(*base, "CapControl.cc2.type=time"))
+    kvar_on_reg = ("New CapControl.cc1 Capacitor=Cap1 element=Transformer.Reg1 terminal=2 type=kvar "
+                   "ONsetting=300 OFFsetting=-200",)
+    f2 = Feeder3ph.from_opendss(IEEE13, commands=kvar_on_reg)
+    regs = regulators_from_opendss(f2, IEEE13, commands=kvar_on_reg)
+    with pytest.raises(CapControlError, match=r"CapControl\.cc1\.element: a kvar control monitoring"):
+        capcontrols_from_opendss(f2, IEEE13, commands=kvar_on_reg, controlled_elems=[r.elem for r in regs])
