@@ -19,7 +19,7 @@ def _withdraw(led: ChainLedger, amount: int, what: str):  # type: ignore[no-unty
 
 def test_pipelined_sends_share_blocks_and_decode_exactly(chain_ledger: ChainLedger) -> None:
     led, tx = chain_ledger, chain_ledger.tx
-    tx.receipt(_withdraw(led, 1, "learn"))  # first call: the block's limit; learned after
+    tx.receipt(_withdraw(led, 1, "learn"))  # first call: estimated once, then learned
     fn = next(k for k in tx._gas_learned if k.endswith(".withdraw"))
     limit = tx.gas_limit(fn, tx.encode(led.market, "withdraw", [1]))
     assert limit < tx.block_gas_limit // 10

@@ -45,7 +45,7 @@ DRY_RUN_GAS = 200_000_000
 BLOCK_GAS = 30_000_000
 #: A function's gas limit once one of its calls has a receipt: GAS_MARGIN x the most gas it
 #: used (scaled up by calldata size for a longer call) + GAS_FLOOR, capped at the block's
-#: limit; its first call gets the block's limit. Learned from receipts, no extra RPC.
+#: limit; seeded by one eth_estimateGas at a function's first call, then from receipts.
 GAS_MARGIN = 2.0
 GAS_FLOOR = 100_000
 
@@ -383,12 +383,22 @@ class TxClient:
     def gas_limit(self, fn: str, data: str) -> int:
         """The gas limit of a call of ``fn`` (``Contract.function``) with calldata ``data``:
         learned from its receipts (GAS_MARGIN), ``tx_gas`` before the first one."""
-        learned = self._gas_learned.get(fn) if self.learn_gas else None
+        if not self.learn_gas:
+            return self.tx_gas
+        learned = self._gas_learned.get(fn)
         if learned is None:
             return self.tx_gas
         g_max, per_byte = learned
         n_bytes = max(1, (len(data) - 2) // 2)
         return min(self.tx_gas, int(GAS_MARGIN * max(g_max, per_byte * n_bytes)) + GAS_FLOOR)
+
+    def _estimate_gas(self, fn: str, call: dict[str, Any]) -> None:
+        """Seed a function's gas from one ``eth_estimateGas`` (its first call, so that a
+        pipelined batch of a new function already shares blocks); a call the node cannot
+        estimate (it would revert now) leaves it at the block's limit."""
+        out = self.rpc("eth_estimateGas", [call])
+        if "error" not in out and "result" in out:
+            self._learn_gas(fn, str(call["data"]), int(out["result"], 16))
 
     def _learn_gas(self, fn: str, data: str, gas_used: int) -> None:
         n_bytes = max(1, (len(data) - 2) // 2)
@@ -424,6 +434,9 @@ class TxClient:
         """Send a transaction without waiting for its receipt (:meth:`receipt` waits)."""
         fname = f"{self._names.get(contract.address, contract.address)}.{fn}"
         data = calldata if calldata is not None else self.encode(contract, fn, args)
+        if self.learn_gas and fname not in self._gas_learned:
+            self._estimate_gas(fname, {"from": self.address_of(sender), "to": contract.address,
+                                       "data": data})
         tx = {
             "from": self.address_of(sender),
             "to": contract.address,
