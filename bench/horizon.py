@@ -9,7 +9,8 @@ and the Anvil child's RSS:
   (after the set-up) against the last three, and their ratio (flat = 1.0);
 * a least-squares fit of cumulative wall time ``W(T) = a*T + b*T^2`` (T in days): ``b``
   near 0 means the cost per day does not grow with the chain;
-* Anvil RSS at each day boundary (max), results folder size at the end, MB per day.
+* Anvil RSS at each day boundary (max), results folder size at the end, MB per day;
+* transactions per block over the run (``chain.parquet``).
 
 ``python bench/horizon.py [--days 2] [--root OLD_TREE]``; last line ``key=value``.
 """
@@ -124,6 +125,8 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"run failed ({proc.returncode}): {err[-2000:]}")
         size_mb = _folder_mb(out)
+        chain = pq.read_table(out / "chain.parquet", columns=["block"]).column("block").to_numpy()
+        tx_per_block = len(chain) / max(1, len(np.unique(chain)))
     qs = sorted(marks)
     per_q = {q: marks[q] - marks[q - 1] for q in qs if q - 1 in marks}
     if len(per_q) < 3:  # one day: three quarters after the first
@@ -146,7 +149,7 @@ def main() -> None:
           f"last_x_first={last / first:.2f} fit_a_s={a:.2f} fit_b_s={b:.2f} "
           f"anvil_rss_max_mb={rss_max:.0f} anvil_rss_growth_mb_per_day="
           f"{(rss_at[qs[-1]] - rss_at[qs[0]]) / ((qs[-1] - qs[0]) / 4):.0f} "
-          f"folder_mb_per_day={size_mb / args.days:.2f} wall_s={wall:.1f} "
+          f"folder_mb_per_day={size_mb / args.days:.2f} tx_per_block={tx_per_block:.2f} wall_s={wall:.1f} "
           f"cpu_twin_per_day_first_s={cpu_first[0]:.1f} cpu_twin_per_day_last_s={cpu_last[0]:.1f} "
           f"cpu_anvil_per_day_first_s={cpu_first[1]:.1f} cpu_anvil_per_day_last_s={cpu_last[1]:.1f}")
 

@@ -113,6 +113,7 @@ class AnvilNode:
         node_modules: Path | None = None,
         keep_states: int | None = KEEP_STATES,
         keep_tx_blocks: int | None = KEEP_TX_BLOCKS,
+        automine: bool = True,
     ) -> None:
         self.accounts = accounts
         self.balance_eth = balance_eth
@@ -126,6 +127,10 @@ class AnvilNode:
         self.node_modules = node_modules
         self.keep_states = keep_states
         self.keep_tx_blocks = keep_tx_blocks
+        #: False: ``--no-mining``, blocks are mined on demand (``evm_mine``): the twin's
+        #: transaction client then sends in batches and mines one block per batch
+        #: (twin.chain.tx.TxClient.mine_on_demand)
+        self.automine = automine
         self.url: str = rpc_url or ""
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -164,6 +169,8 @@ class AnvilNode:
                 cmd += ["--prune-history", str(self.keep_states)]
             if self.keep_tx_blocks is not None:
                 cmd += ["--transaction-block-keeper", str(self.keep_tx_blocks)]
+            if not self.automine:
+                cmd += ["--no-mining"]
             if self.chain_id_override is not None:
                 cmd += ["--chain-id", str(self.chain_id_override)]
             if self.load_state is not None:

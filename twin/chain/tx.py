@@ -48,6 +48,9 @@ BLOCK_GAS = 30_000_000
 #: limit; seeded by one eth_estimateGas at a function's first call, then from receipts.
 GAS_MARGIN = 2.0
 GAS_FLOOR = 100_000
+#: blocks mined on demand while waiting for one receipt before waiting as for a node that
+#: mines by itself (a transaction the node keeps out of its blocks is then reported)
+MAX_MINES = 64
 
 
 class ChainUnavailable(TwinError):
@@ -126,7 +129,7 @@ class TxClient:
                  keys: Sequence[TxKey] | None = None, learn_gas: bool = True) -> None:
         self.w3 = w3
         #: signed transactions waiting to go out in one JSON-RPC batch (sent before any other
-        #: request): a node mining on arrival can then put several in one block
+        #: request); only on a node that mines on demand (:attr:`mine_on_demand`)
         self._queue: list[Pending] = []
         self._queued_nonce: dict[int, int] = {}
         self._seq = 0
@@ -166,9 +169,19 @@ class TxClient:
         self.block_gas_limit = int(latest.get("gasLimit", hex(BLOCK_GAS)), 16)
         #: gas limit of every transaction: the smaller of the request and the block's limit
         self.tx_gas = min(tx_gas, self.block_gas_limit)
-        #: per-function gas limits learned from receipts (GAS_MARGIN): several transactions
-        #: fit a block; False: every transaction gets ``tx_gas``
-        self.learn_gas = learn_gas
+        #: the node mines only when asked (Anvil ``--no-mining``, the twin's own node): the
+        #: client batches its sends and mines one block when it waits for a receipt, so every
+        #: transaction sent since the last block shares the next one (deterministically, and
+        #: nothing is left in the node's pool). On a node mining on arrival (automine, the
+        #: tests' shared node with its evm_snapshot/evm_revert, Hardhat, an external node)
+        #: each transaction is sent alone with the full limit, as before.
+        self.mine_on_demand = self._session is not None and self._automine_off()
+        #: per-function gas limits learned from receipts (GAS_MARGIN, only when mining on
+        #: demand): several transactions fit a block; False: every transaction gets ``tx_gas``
+        self.learn_gas = learn_gas and self.mine_on_demand
+        #: the node keeps only its last N blocks' receipts and logs (set by whoever started
+        #: it with ``--transaction-block-keeper N``): event reads scan those blocks only
+        self.log_window_blocks: int | None = None
         self._gas_learned: dict[str, tuple[int, float]] = {}  # fn -> (max gas, max gas/byte)
         self._base_fee = int(latest.get("baseFeePerGas", "0x0"), 16)
         self._sends_since_fee = 0
@@ -353,6 +366,20 @@ class TxClient:
                 f"(was Anvil killed?): {exc}"
             ) from exc
 
+    def _automine_off(self) -> bool:
+        """True on an Anvil that mines on demand (``anvil_getAutomine`` false); nodes without
+        the method (Hardhat, production clients) mine by themselves."""
+        out = self._rpc_once("anvil_getAutomine", [])
+        return out.get("result") is False
+
+    @property
+    def batching(self) -> bool:
+        """Sends go out as JSON-RPC batches, mined by the client (see ``mine_on_demand``); not
+        under a retry policy (a flaky chain resends one transaction at a time) nor with
+        pinned block times."""
+        return (self.mine_on_demand and self.retry is None and self.pinned_time is None
+                and self._session is not None)
+
     def flush(self) -> None:
         """Send the queued signed transactions as one JSON-RPC batch; a refused one raises
         its decoded error with its purpose."""
@@ -449,11 +476,10 @@ class TxClient:
     def _send_raw(self, tx: dict[str, Any], *, fn: str, sender: int, purpose: str,
                   interval: int | None, error_context: Any) -> Pending:
         t0 = time.perf_counter()
-        batching = self.pinned_time is None and self.retry is None and self._session is not None
+        batching = self.batching
         if batching and self._queue and sum(int(q.tx["gas"], 16) for q in self._queue) + int(
                 tx["gas"], 16) > self.block_gas_limit:
-            # a batch fits one block: a node mining on arrival leaves what does not fit
-            # waiting for the next transaction (Anvil's automine), so send the queue first
+            # a batch fits one block (the block mined for it takes what fits)
             self.flush()
         raw, tx_hash = self.sign(tx, sender=sender)
         self._seq += 1
@@ -586,12 +612,22 @@ class TxClient:
         deadline = start + (policy.deadline_s if policy is not None else 120.0)
         pause = 0.0002
         sends, last_send = 1, start
+        mined = 0
         while time.monotonic() < deadline:
             r = self.rpc("eth_getTransactionReceipt", [tx_hash])
             if r.get("result"):
                 if policy is not None and pending is not None:
                     self._record_latency(pending, sends=sends, start=start)
                 return cast(dict[str, Any], r["result"])
+            if self.mine_on_demand and mined < MAX_MINES:
+                # one block of what the pool holds (everything sent since the last block, up
+                # to the block's gas limit), then read the receipt again
+                out = self.rpc("evm_mine", [])
+                if "error" in out:
+                    raise ChainRevert("MineFailed", dict(out["error"]), purpose="mining a block",
+                                      tx_hash=tx_hash)
+                mined += 1
+                continue
             if policy is not None and pending is not None and (
                     time.monotonic() - last_send > policy.resend_after_s):
                 # the same signed bytes again: the node takes it once at most (same nonce)
