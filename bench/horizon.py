@@ -9,7 +9,8 @@ and the Anvil child's RSS:
   (after the set-up) against the last three, and their ratio (flat = 1.0);
 * a least-squares fit of cumulative wall time ``W(T) = a*T + b*T^2`` (T in days): ``b``
   near 0 means the cost per day does not grow with the chain;
-* Anvil RSS at each day boundary (max), results folder size at the end, MB per day.
+* Anvil RSS at each day boundary (max), results folder size at the end, MB per day;
+* transactions per block over the run (``chain.parquet``).
 
 ``python bench/horizon.py [--days 2] [--root OLD_TREE]``; last line ``key=value``.
 """
@@ -49,6 +50,27 @@ def _anvil_rss_mb(proc: psutil.Process) -> float:
     return total
 
 
+def _cpu_s(proc: psutil.Process) -> tuple[float, float]:
+    """User+system CPU seconds of (the twin, its Anvil child): on a shared, loaded machine
+    wall time mostly measures the wait for a core."""
+    twin = anvil = 0.0
+    try:
+        t = proc.cpu_times()
+        twin = t.user + t.system
+        for child in proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                if "anvil" in child.name():
+                    anvil += c.user + c.system
+                else:
+                    twin += c.user + c.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return twin, anvil
+
+
 def _folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -76,6 +98,7 @@ def main() -> None:
         rss_at: dict[int, float] = {}
         folder_at: dict[int, float] = {}
         rss_max = 0.0
+        cpu_at: dict[int, tuple[float, float]] = {}
         while proc.poll() is None:
             if time.perf_counter() - t0 > args.timeout_s:
                 proc.terminate()
@@ -92,14 +115,18 @@ def main() -> None:
                 marks[q] = time.perf_counter() - t0
                 rss_at[q] = rss
                 folder_at[q] = _folder_mb(out)
+                cpu_at[q] = _cpu_s(ps)
                 print(f"  t={time_s / DAY_S:5.2f} d wall={marks[q]:7.1f} s anvil={rss:6.0f} MB "
-                      f"folder={folder_at[q]:6.1f} MB", flush=True)
+                      f"folder={folder_at[q]:6.1f} MB cpu twin={cpu_at[q][0]:7.1f} s "
+                      f"anvil={cpu_at[q][1]:7.1f} s", flush=True)
             time.sleep(0.2)
         wall = time.perf_counter() - t0
         err = proc.stderr.read().decode() if proc.stderr else ""
         if proc.returncode != 0:
             raise SystemExit(f"run failed ({proc.returncode}): {err[-2000:]}")
         size_mb = _folder_mb(out)
+        chain = pq.read_table(out / "chain.parquet", columns=["block"]).column("block").to_numpy()
+        tx_per_block = len(chain) / max(1, len(np.unique(chain)))
     qs = sorted(marks)
     per_q = {q: marks[q] - marks[q - 1] for q in qs if q - 1 in marks}
     if len(per_q) < 3:  # one day: three quarters after the first
@@ -107,6 +134,9 @@ def main() -> None:
     # seconds per simulated day from the quarter days (the first quarter holds the set-up)
     first = 4 * float(np.median([per_q[q] for q in sorted(per_q)[:3]]))
     last = 4 * float(np.median([per_q[q] for q in sorted(per_q)[-3:]]))
+    cpu_q = {q: [cpu_at[q][i] - cpu_at[q - 1][i] for i in (0, 1)] for q in per_q}
+    cpu_first = [4 * float(np.median([cpu_q[q][i] for q in sorted(cpu_q)[:3]])) for i in (0, 1)]
+    cpu_last = [4 * float(np.median([cpu_q[q][i] for q in sorted(cpu_q)[-3:]])) for i in (0, 1)]
     t_days = np.array(sorted(per_q), dtype=float) / 4.0
     w = np.array([marks[q] for q in sorted(per_q)])
     # cumulative wall W(T) = c + a*T + b*T^2 (T in days): b ~ 0 when a day costs the same
@@ -119,7 +149,9 @@ def main() -> None:
           f"last_x_first={last / first:.2f} fit_a_s={a:.2f} fit_b_s={b:.2f} "
           f"anvil_rss_max_mb={rss_max:.0f} anvil_rss_growth_mb_per_day="
           f"{(rss_at[qs[-1]] - rss_at[qs[0]]) / ((qs[-1] - qs[0]) / 4):.0f} "
-          f"folder_mb_per_day={size_mb / args.days:.2f} wall_s={wall:.1f}")
+          f"folder_mb_per_day={size_mb / args.days:.2f} tx_per_block={tx_per_block:.2f} wall_s={wall:.1f} "
+          f"cpu_twin_per_day_first_s={cpu_first[0]:.1f} cpu_twin_per_day_last_s={cpu_last[0]:.1f} "
+          f"cpu_anvil_per_day_first_s={cpu_first[1]:.1f} cpu_anvil_per_day_last_s={cpu_last[1]:.1f}")
 
 
 if __name__ == "__main__":

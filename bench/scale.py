@@ -11,7 +11,7 @@ process, and its ``key=value`` headline line is collected under a prefix.
   medians of 3 (bench/sweep_cluster.py: ``sweep_x_local``, target <= 1.3).
 
 ``--quick``: the town for 2 h, the quickstart on chain for 1 day, 1,000 households for 2 h.
-``python bench/scale.py [--quick] [--full] [--parts town,chain,hh1000,sweep]``; last line
+``python bench/scale.py [--quick] [--full] [--days 1,7,30] [--parts town,chain,hh1000,sweep]``; last line
 ``key=value``; a part that fails reports ``<prefix>status=failed`` and the others still run.
 """
 
@@ -55,6 +55,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short horizons (see the docstring)")
     ap.add_argument("--full", action="store_true", help="also the quickstart on chain for 30 days")
+    ap.add_argument("--days", default=None,
+                    help="chain part: comma-separated simulated days (e.g. 1,7,30); "
+                         "overrides --quick/--full")
     ap.add_argument("--timeout-s", type=float, default=7200.0, help="per part")
     ap.add_argument("--parts", default="town,chain,hh1000,sweep",
                     help="comma-separated subset of town, chain, hh1000, sweep")
@@ -62,6 +65,8 @@ def main() -> None:
     py = sys.executable
     town_h, chain_h = (2, 2) if args.quick else (24, 24)
     days = [1] if args.quick else [1, 7] + ([30] if args.full else [])
+    if args.days:
+        days = [int(d) for d in args.days.split(",")]
     parts = set(args.parts.split(","))
     if parts - {"town", "chain", "hh1000", "sweep"}:
         raise SystemExit(f"--parts: unknown {sorted(parts - {'town', 'chain', 'hh1000', 'sweep'})}")

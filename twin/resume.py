@@ -140,7 +140,8 @@ class ResumePoint:
 
         state_file = self.out_dir / "chain_state.json.gz"
         with AnvilNode(
-            accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file
+            accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file,
+            automine=via is not None,  # as the run it continues (twin.run_ledger)
         ) as node:
             # ``via(node)``: a context giving the web3 to talk through (the faults.chain proxy)
             w3_ctx = via(node) if via is not None else contextlib.nullcontext(node.web3())
@@ -148,6 +149,7 @@ class ResumePoint:
             w3 = stack.enter_context(w3_ctx)
             chain = ChainLedger(w3, addresses=self.contracts,
                                 keys=derive_keys(seed, n_accounts), operator_is_agent=False)
+            chain.tx.log_window_blocks = node.keep_tx_blocks  # as twin.run_ledger
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "

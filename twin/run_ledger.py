@@ -92,13 +92,17 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
 
         check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
     state_file = None if url else out_dir / "chain_state.json.gz"
-    # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil.
-    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file) as node, (
+    # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil,
+    # mining on demand (one block per batch of sends) unless a fault proxy stands in between.
+    with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file,
+                   automine=via is not None) as node, (
             via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
         ledger = ChainLedger.deploy(w3, interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,
                                     min_order_wh=m.min_order_wh, keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
+        if not url:  # our own Anvil: event reads scan only the blocks whose logs it keeps
+            ledger.tx.log_window_blocks = node.keep_tx_blocks
         info = chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)
         yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
 

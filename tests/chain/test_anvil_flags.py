@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from twin.chain.anvil import KEEP_STATES, AnvilNode
+from twin.chain.anvil import KEEP_STATES, KEEP_TX_BLOCKS, AnvilNode
 
 
 def test_anvil_prunes_states_and_writes_its_state_once(tmp_path: Path) -> None:
@@ -15,6 +15,9 @@ def test_anvil_prunes_states_and_writes_its_state_once(tmp_path: Path) -> None:
         args = [str(a) for a in node._proc.args]  # type: ignore[union-attr]
         assert args[args.index("--prune-history") + 1] == str(KEEP_STATES) == "16"
         assert "--dump-state" not in args  # Anvil would also dump the whole chain every 60 s
+        # old blocks' transactions and receipts leave memory; automine unless asked otherwise
+        assert args[args.index("--transaction-block-keeper") + 1] == str(KEEP_TX_BLOCKS)
+        assert "--no-mining" not in args
         w3 = node.web3()
         w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 1})
         assert not state.exists()  # nothing written while the run goes on

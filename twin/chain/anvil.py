@@ -27,7 +27,7 @@ from web3 import HTTPProvider, Web3
 from twin.errors import TwinError
 from twin.lifecycle import die_with_parent
 
-__all__ = ["KEEP_STATES", "AnvilError", "AnvilNode", "anvil_binary", "compact_state"]
+__all__ = ["KEEP_STATES", "KEEP_TX_BLOCKS", "AnvilError", "AnvilNode", "anvil_binary", "compact_state"]
 
 _FIX = "run `make setup` (or `npm install` in the project root) to install the pinned Anvil (@foundry-rs/anvil)"
 
@@ -36,6 +36,11 @@ _FIX = "run `make setup` (or `npm install` in the project root) to install the p
 #: state: 512 of them held ~1 GB per simulated day of the quickstart; revert decoding and
 #: ``eth_call`` at ``latest`` need only the last one.
 KEEP_STATES = 16
+#: blocks whose transactions and receipts Anvil keeps in memory (``--transaction-block-keeper``).
+#: It kept them all: its memory and every state dump (each checkpoint) grew with the chain, so
+#: a checkpoint cost grew by the day. The twin reads only recent blocks (receipts, the logs of
+#: the intervals in play); 256 blocks are ~21 h of the quickstart at 3 transactions per interval.
+KEEP_TX_BLOCKS = 256
 
 
 class AnvilError(TwinError):
@@ -107,6 +112,8 @@ class AnvilNode:
         log_file: Path | None = None,
         node_modules: Path | None = None,
         keep_states: int | None = KEEP_STATES,
+        keep_tx_blocks: int | None = KEEP_TX_BLOCKS,
+        automine: bool = True,
     ) -> None:
         self.accounts = accounts
         self.balance_eth = balance_eth
@@ -119,6 +126,11 @@ class AnvilNode:
         self.log_file = log_file
         self.node_modules = node_modules
         self.keep_states = keep_states
+        self.keep_tx_blocks = keep_tx_blocks
+        #: False: ``--no-mining``, blocks are mined on demand (``evm_mine``): the twin's
+        #: transaction client then sends in batches and mines one block per batch
+        #: (twin.chain.tx.TxClient.mine_on_demand)
+        self.automine = automine
         self.url: str = rpc_url or ""
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -155,6 +167,10 @@ class AnvilNode:
                 # all kept): beyond its default of 256 Anvil writes old states to disk, which
                 # makes every later transaction slower. Revert decoding needs only the last one.
                 cmd += ["--prune-history", str(self.keep_states)]
+            if self.keep_tx_blocks is not None:
+                cmd += ["--transaction-block-keeper", str(self.keep_tx_blocks)]
+            if not self.automine:
+                cmd += ["--no-mining"]
             if self.chain_id_override is not None:
                 cmd += ["--chain-id", str(self.chain_id_override)]
             if self.load_state is not None:

@@ -326,6 +326,16 @@ class LedgerBase(MarketParameters):
     def _decode_logs(self, logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         return self._market_events.decode(logs, self.account_of)
 
+    def _logs_from_block(self) -> int:
+        """First block an event read scans: the deployment, or on a node that keeps only its
+        last ``tx.log_window_blocks`` blocks' receipts (the twin's Anvil,
+        ``--transaction-block-keeper``) the first of those: older blocks hold no logs any
+        more, and scanning them cost time growing with the chain."""
+        window = self.tx.log_window_blocks
+        if window is None:
+            return int(self.deploy_block)
+        return max(int(self.deploy_block), self.tx.last_block[0] - window)
+
     def _logs(
         self, events: Sequence[str], *, topic1: int | None = None, topic2: int | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
@@ -339,7 +349,7 @@ class LedgerBase(MarketParameters):
             [
                 {
                     "address": self.market.address,
-                    "fromBlock": hex(self.deploy_block),
+                    "fromBlock": hex(self._logs_from_block()),
                     "toBlock": "latest",
                     "topics": topics,
                 }

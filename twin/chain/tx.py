@@ -43,6 +43,14 @@ __all__ = ["ChainOutage", "ChainRevert", "ChainUnavailable", "Pending", "RetryPo
 DRY_RUN_GAS = 200_000_000
 #: Gas limit of a block on a standard chain (and Anvil's default): no transaction exceeds it.
 BLOCK_GAS = 30_000_000
+#: A function's gas limit once one of its calls has a receipt: GAS_MARGIN x the most gas it
+#: used (scaled up by calldata size for a longer call) + GAS_FLOOR, capped at the block's
+#: limit; seeded by one eth_estimateGas at a function's first call, then from receipts.
+GAS_MARGIN = 2.0
+GAS_FLOOR = 100_000
+#: blocks mined on demand while waiting for one receipt before waiting as for a node that
+#: mines by itself (a transaction the node keeps out of its blocks is then reported)
+MAX_MINES = 64
 
 
 class ChainUnavailable(TwinError):
@@ -110,6 +118,7 @@ class Pending:
     interval: int | None
     error_context: Any
     raw: str = ""  # the signed bytes (resent unchanged under a retry policy)
+    seq: int = 0  # send order (an out-of-gas tx is resent only when nothing was sent after it)
 
 
 class TxClient:
@@ -117,8 +126,14 @@ class TxClient:
 
     def __init__(self, w3: Web3, *, compiled: CompiledContracts, accounts: Sequence[str] | None = None,
                  tx_gas: int = BLOCK_GAS, gas_price: int = 0,
-                 keys: Sequence[TxKey] | None = None) -> None:
+                 keys: Sequence[TxKey] | None = None, learn_gas: bool = True) -> None:
         self.w3 = w3
+        #: signed transactions waiting to go out in one JSON-RPC batch (sent before any other
+        #: request); only on a node that mines on demand (:attr:`mine_on_demand`)
+        self._queue: list[Pending] = []
+        self._queued_nonce: dict[int, int] = {}
+        self._seq = 0
+        self._last_nonce = 0
         self.retry: RetryPolicy | None = None  # set by twin.faults.chain_faults
         self.compiled = compiled
         self.gas_price = gas_price
@@ -154,6 +169,20 @@ class TxClient:
         self.block_gas_limit = int(latest.get("gasLimit", hex(BLOCK_GAS)), 16)
         #: gas limit of every transaction: the smaller of the request and the block's limit
         self.tx_gas = min(tx_gas, self.block_gas_limit)
+        #: the node mines only when asked (Anvil ``--no-mining``, the twin's own node): the
+        #: client batches its sends and mines one block when it waits for a receipt, so every
+        #: transaction sent since the last block shares the next one (deterministically, and
+        #: nothing is left in the node's pool). On a node mining on arrival (automine, the
+        #: tests' shared node with its evm_snapshot/evm_revert, Hardhat, an external node)
+        #: each transaction is sent alone with the full limit, as before.
+        self.mine_on_demand = self._session is not None and self._automine_off()
+        #: per-function gas limits learned from receipts (GAS_MARGIN, only when mining on
+        #: demand): several transactions fit a block; False: every transaction gets ``tx_gas``
+        self.learn_gas = learn_gas and self.mine_on_demand
+        #: the node keeps only its last N blocks' receipts and logs (set by whoever started
+        #: it with ``--transaction-block-keeper N``): event reads scan those blocks only
+        self.log_window_blocks: int | None = None
+        self._gas_learned: dict[str, tuple[int, float]] = {}  # fn -> (max gas, max gas/byte)
         self._base_fee = int(latest.get("baseFeePerGas", "0x0"), 16)
         self._sends_since_fee = 0
         #: wei paid in fees by all transactions sent (gasUsed x effectiveGasPrice)
@@ -197,10 +226,13 @@ class TxClient:
         key = self.key_of(sender)
         to = tx.get("to")
         if nonce is None:
+            nonce = self._queued_nonce.get(sender)
+        if nonce is None:
             nonce = self._pending_nonce(key.address)
         if self.retry is not None:  # a dropped tx is not pending on the node: count our own
             nonce = max(nonce, self._next_nonce.get(sender, 0))
             self._next_nonce[sender] = nonce + 1
+        self._last_nonce = nonce
         raw, tx_hash = sign_eip1559(
             key, chain_id=self.chain_id, nonce=nonce, max_priority_fee=0,
             max_fee=self._max_fee(), gas=int(tx["gas"], 16), to=str(to) if to else None,
@@ -292,6 +324,8 @@ class TxClient:
 
     # --- JSON-RPC -------------------------------------------------------------------------
     def rpc(self, method: str, params: list[Any]) -> dict[str, Any]:
+        if self._queue:
+            self.flush()
         if self.retry is None:
             return self._rpc_once(method, params)
         t0, attempts, pause = time.monotonic(), 0, 0.02
@@ -332,6 +366,72 @@ class TxClient:
                 f"(was Anvil killed?): {exc}"
             ) from exc
 
+    def _automine_off(self) -> bool:
+        """True on an Anvil that mines on demand (``anvil_getAutomine`` false); nodes without
+        the method (Hardhat, production clients) mine by themselves."""
+        out = self._rpc_once("anvil_getAutomine", [])
+        return out.get("result") is False
+
+    @property
+    def batching(self) -> bool:
+        """Sends go out as JSON-RPC batches, mined by the client (see ``mine_on_demand``); not
+        under a retry policy (a flaky chain resends one transaction at a time) nor with
+        pinned block times."""
+        return (self.mine_on_demand and self.retry is None and self.pinned_time is None
+                and self._session is not None)
+
+    def flush(self) -> None:
+        """Send the queued signed transactions as one JSON-RPC batch; a refused one raises
+        its decoded error with its purpose."""
+        queue, self._queue = self._queue, []
+        self._queued_nonce.clear()
+        if not queue:
+            return
+        body: list[dict[str, Any]] = []
+        for p in queue:
+            self._rpc_id += 1
+            body.append({"jsonrpc": "2.0", "id": self._rpc_id, "method": "eth_sendRawTransaction",
+                         "params": [p.raw]})
+        assert self._session is not None  # queued only over the raw HTTP session
+        try:
+            resp = self._session.post(self._url, json=body, timeout=self.rpc_timeout_s)
+            resp.raise_for_status()
+            answers = {int(a["id"]): a for a in resp.json()}
+        except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
+            raise ChainUnavailable(
+                f"the chain node at {self._url} stopped answering during a batch of "
+                f"{len(queue)} eth_sendRawTransaction (was Anvil killed?): {exc}") from exc
+        for p, b in zip(queue, body, strict=True):
+            answer = answers.get(int(b["id"]), {"error": {"message": "no answer in the batch"}})
+            if "error" in answer:
+                self.raise_revert(answer["error"], purpose=p.purpose, tx_hash=None,
+                                  error_context=p.error_context)
+
+    def gas_limit(self, fn: str, data: str) -> int:
+        """The gas limit of a call of ``fn`` (``Contract.function``) with calldata ``data``:
+        learned from its receipts (GAS_MARGIN), ``tx_gas`` before the first one."""
+        if not self.learn_gas:
+            return self.tx_gas
+        learned = self._gas_learned.get(fn)
+        if learned is None:
+            return self.tx_gas
+        g_max, per_byte = learned
+        n_bytes = max(1, (len(data) - 2) // 2)
+        return min(self.tx_gas, int(GAS_MARGIN * max(g_max, per_byte * n_bytes)) + GAS_FLOOR)
+
+    def _estimate_gas(self, fn: str, call: dict[str, Any]) -> None:
+        """Seed a function's gas from one ``eth_estimateGas`` (its first call, so that a
+        pipelined batch of a new function already shares blocks); a call the node cannot
+        estimate (it would revert now) leaves it at the block's limit."""
+        out = self.rpc("eth_estimateGas", [call])
+        if "error" not in out and "result" in out:
+            self._learn_gas(fn, str(call["data"]), int(out["result"], 16))
+
+    def _learn_gas(self, fn: str, data: str, gas_used: int) -> None:
+        n_bytes = max(1, (len(data) - 2) // 2)
+        g_max, per_byte = self._gas_learned.get(fn, (0, 0.0))
+        self._gas_learned[fn] = (max(g_max, gas_used), max(per_byte, gas_used / n_bytes))
+
     def spec(self, contract: Contract, fn: str) -> tuple[bytes, list[str]]:
         """Selector and input types of ``contract.fn`` (cached)."""
         key = (contract.address, fn)
@@ -359,20 +459,37 @@ class TxClient:
         calldata: str | None = None,
     ) -> Pending:
         """Send a transaction without waiting for its receipt (:meth:`receipt` waits)."""
+        fname = f"{self._names.get(contract.address, contract.address)}.{fn}"
+        data = calldata if calldata is not None else self.encode(contract, fn, args)
+        if self.learn_gas and fname not in self._gas_learned:
+            self._estimate_gas(fname, {"from": self.address_of(sender), "to": contract.address,
+                                       "data": data})
         tx = {
             "from": self.address_of(sender),
             "to": contract.address,
-            "data": calldata if calldata is not None else self.encode(contract, fn, args),
-            "gas": hex(self.tx_gas),
+            "data": data,
+            "gas": hex(self.gas_limit(fname, data)),
         }
-        fname = f"{self._names.get(contract.address, contract.address)}.{fn}"
         return self._send_raw(tx, fn=fname, sender=sender, purpose=purpose, interval=interval,
                               error_context=error_context)
 
     def _send_raw(self, tx: dict[str, Any], *, fn: str, sender: int, purpose: str,
                   interval: int | None, error_context: Any) -> Pending:
         t0 = time.perf_counter()
+        batching = self.batching
+        if batching and self._queue and sum(int(q.tx["gas"], 16) for q in self._queue) + int(
+                tx["gas"], 16) > self.block_gas_limit:
+            # a batch fits one block (the block mined for it takes what fits)
+            self.flush()
         raw, tx_hash = self.sign(tx, sender=sender)
+        self._seq += 1
+        if batching:
+            # queued: sent with the next request (one batch), its nonce counted here
+            p = Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender, purpose=purpose,
+                        interval=interval, error_context=error_context, raw=raw, seq=self._seq)
+            self._queue.append(p)
+            self._queued_nonce[sender] = self._last_nonce + 1
+            return p
         if self.pinned_time is not None:  # a node whose block clock follows the wall clock
             pin = self.rpc("evm_setNextBlockTimestamp", [self.pinned_time])
             if "error" in pin:
@@ -382,7 +499,8 @@ class TxClient:
             self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
                               error_context=error_context)
         return Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender,
-                       purpose=purpose, interval=interval, error_context=error_context, raw=raw)
+                       purpose=purpose, interval=interval, error_context=error_context, raw=raw,
+                       seq=self._seq)
 
     def receipt(self, p: Pending) -> dict[str, Any]:
         """Wait for the receipt, record the transaction; a revert raises its decoded error."""
@@ -397,19 +515,47 @@ class TxClient:
             tx_hash=tx_hash, block=block, gas_used=int(receipt["gasUsed"], 16), function=p.fn,
             interval=p.interval, sender=p.sender, status=status, purpose=purpose,
             wall_ms=wall_ms))
-        if status != 1:
-            # Replay on the state before the block, at the block's own time (gate closure).
-            head = self.rpc("eth_getBlockByNumber", [hex(block), False]).get("result") or {}
-            overrides = {"time": head["timestamp"]} if "timestamp" in head else {}
-            replay = self.rpc(
-                "eth_call",
-                [tx, hex(block - 1), {}, overrides],
-            )
-            err = replay.get("error") or {
-                "message": "reverted (replay succeeded: state changed in the same block)"
-            }
-            self.raise_revert(err, purpose=purpose, tx_hash=tx_hash, error_context=error_context)
-        return receipt
+        gas_used, gas_limit = int(receipt["gasUsed"], 16), int(tx["gas"], 16)
+        if status == 1:
+            self._learn_gas(p.fn, str(tx["data"]), gas_used)
+            return receipt
+        if gas_limit < self.tx_gas and gas_used >= gas_limit - gas_limit // 64:
+            return self._out_of_gas(p, gas_used=gas_used)
+        self.raise_revert(self._revert_of(receipt, tx), purpose=purpose, tx_hash=tx_hash,
+                          error_context=error_context)
+        raise AssertionError("unreachable")  # raise_revert raises
+
+    def _out_of_gas(self, p: Pending, *, gas_used: int) -> dict[str, Any]:
+        """A transaction that ran out of its learned gas limit (never a market error): sent
+        again with the full limit when nothing was sent after it, else a loud ChainRevert."""
+        self._gas_learned[p.fn] = (self.tx_gas, 0.0)  # this function gets the full limit now
+        if p.seq != self._seq:
+            raise ChainRevert(
+                "OutOfGas", {"gas_limit": int(p.tx["gas"], 16), "gas_used": gas_used},
+                purpose=f"{p.purpose} (its learned gas limit was too small and later "
+                "transactions were already sent; rerun, or set learn_gas=False)",
+                tx_hash=p.tx_hash)
+        tx = {**p.tx, "gas": hex(self.tx_gas)}
+        again = self._send_raw(tx, fn=p.fn, sender=p.sender, purpose=p.purpose,
+                               interval=p.interval, error_context=p.error_context)
+        return self.receipt(again)
+
+    def _revert_of(self, receipt: Mapping[str, Any], tx: dict[str, Any]) -> dict[str, Any]:
+        """The revert (message, data) of a mined failed transaction, exactly: the first of
+        its block is replayed on the state before the block at the block's time (gate
+        closure); a later one is traced, as the block ran it."""
+        block = int(receipt["blockNumber"], 16)
+        if int(receipt.get("transactionIndex", "0x0"), 16) > 0:
+            trace = self.rpc("debug_traceTransaction", [receipt["transactionHash"],
+                                                        {"tracer": "callTracer"}])
+            frame = trace.get("result")
+            if isinstance(frame, dict) and "error" in frame:
+                return {"message": frame["error"], "data": frame.get("output", "0x")}
+        head = self.rpc("eth_getBlockByNumber", [hex(block), False]).get("result") or {}
+        overrides = {"time": head["timestamp"]} if "timestamp" in head else {}
+        replay = self.rpc("eth_call", [tx, hex(block - 1), {}, overrides])
+        return cast(dict[str, Any], replay.get("error") or {
+            "message": "reverted (replay succeeded: state changed in the same block)"})
 
     def transact_logs(self, contract: Contract, fn: str, args: Sequence[Any], *, sender: int,
                       purpose: str, interval: int | None = None) -> list[dict[str, Any]]:
@@ -466,12 +612,22 @@ class TxClient:
         deadline = start + (policy.deadline_s if policy is not None else 120.0)
         pause = 0.0002
         sends, last_send = 1, start
+        mined = 0
         while time.monotonic() < deadline:
             r = self.rpc("eth_getTransactionReceipt", [tx_hash])
             if r.get("result"):
                 if policy is not None and pending is not None:
                     self._record_latency(pending, sends=sends, start=start)
                 return cast(dict[str, Any], r["result"])
+            if self.mine_on_demand and mined < MAX_MINES:
+                # one block of what the pool holds (everything sent since the last block, up
+                # to the block's gas limit), then read the receipt again
+                out = self.rpc("evm_mine", [])
+                if "error" in out:
+                    raise ChainRevert("MineFailed", dict(out["error"]), purpose="mining a block",
+                                      tx_hash=tx_hash)
+                mined += 1
+                continue
             if policy is not None and pending is not None and (
                     time.monotonic() - last_send > policy.resend_after_s):
                 # the same signed bytes again: the node takes it once at most (same nonce)
