@@ -120,9 +120,9 @@ def test_clear_books_refuses_an_order_in_two_books_or_none(deploy: Callable[...,
 
 def test_island_books_slot_constants_match_energy_markets_storage(
         deploy: Callable[..., ChainLedger]) -> None:
-    """IslandBooks reaches the market's storage by slot number: each constant must hold what
+    """IslandBooks reaches the market's storage by slot number (MarketSlots): each constant must hold what
     EnergyMarket's getter of that variable reads."""
-    src = (CONTRACTS_DIR / "IslandBooks.sol").read_text()
+    src = (CONTRACTS_DIR / "MarketSlots.sol").read_text()
     slot = {m[1]: int(m[2]) for m in re.finditer(r"constant (\w+)_SLOT = (\d+);", src)}
     chain = deploy()
     signers = DeviceSigners(seed=SEED, device_ids=DEVICES)

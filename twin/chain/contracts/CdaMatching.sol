@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSlots} from "./MarketSlots.sol";
 
 /// @title CdaMatching — continuous double auction (pay-as-bid, price–time priority) for
 /// EnergyMarket, as an external library (DELEGATECALL: it works on the market's storage,
@@ -78,14 +79,8 @@ library CdaMatching {
     uint256 internal constant WH_PER_MWH = 1e6;
     uint256 internal constant ANY_SIDE = 2; // BadOrderList side for the id-ordered list
 
-    /// EnergyMarket's ``deviceOwner`` mapping (its storage slot; tests/chain/test_provisional_chain.py).
-    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
-
-    function _owner(uint256 device) private view returns (address a) {
-        bytes32 slot = keccak256(abi.encode(device, DEVICE_OWNERS_SLOT));
-        assembly {
-            a := sload(slot)
-        }
+    function _owner(uint256 device) private view returns (address) {
+        return MarketSlots.owner(device);
     }
 
     function _pay(uint256 energyWh, uint256 pricePerMwh) private pure returns (uint256) {

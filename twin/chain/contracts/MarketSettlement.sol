@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {IslandBooks} from "./IslandBooks.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSlots} from "./MarketSlots.sol";
 
 /// @title MarketSettlement — EnergyMarket's DSO curtailment (curtailBatch) and settlement on
 /// metered energy, as an external library (DELEGATECALL: it works on the market's storage, its
@@ -68,14 +69,8 @@ library MarketSettlement {
     error CurtailIncrease(uint256 trade, uint256 current, int256 requested);
     error SettlementInProgress(uint256 interval);
 
-    /// EnergyMarket's ``deviceOwner`` mapping (its storage slot; tests/chain/test_provisional_chain.py).
-    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
-
-    function _owner(uint256 device) private view returns (address a) {
-        bytes32 slot = keccak256(abi.encode(device, DEVICE_OWNERS_SLOT));
-        assembly {
-            a := sload(slot)
-        }
+    function _owner(uint256 device) private view returns (address) {
+        return MarketSlots.owner(device);
     }
 
     function _payment(uint256 energyWh, uint256 price) private pure returns (uint256) {
