@@ -169,7 +169,8 @@ def test_library_slot_constants_match_energy_markets_storage(
     assert word(slot["OPERATOR"]) == int(m.functions.operator().call(), 16)
     assert word(at(owner, slot["ACCOUNTS"])) == m.functions.accounts(chain.address_of(DEVICES[11])).call()[0]
     assert word(at(1, slot["ORDERS"])) & (2**64 - 1) == m.functions.orders(1).call()[0] == 10
-    assert word(at(11, slot["DEVICE_OWNERS"])) == owner  # the owner of device 11's orders
+    info = word(at(11, slot["DEVICE_OWNERS"]))  # DeviceInfo: owner, last ordered interval, bonded
+    assert (info & (2**160 - 1), info >> 160 & (2**64 - 1), info >> 224 & 1) == (owner, 1, 1)
     assert word(at(1, slot["TRADES"])) & (2**64 - 1) == m.functions.trades(1).call()[0]
     assert word(at(1, slot["INTERVALS"])) & 0xFF == m.functions.intervals(1).call()[0] == 2
     assert word(at(11, at(1, slot["POSITIONS"]))) & (2**96 - 1) == 2**96 - 1000  # int96 -1000

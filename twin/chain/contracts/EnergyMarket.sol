@@ -54,11 +54,26 @@ contract EnergyMarket {
     /// Smallest order energy (OrderTooSmall): with MAX_ORDERS it bounds what a device's
     /// free spam can cost the book and the clearing.
     uint256 public immutable minOrderWh;
+    /// Imbalance collateral per device (money): posted from its owner's free balance with the
+    /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn on
+    /// at settlement for the imbalance its free balance does not cover, and returned by
+    /// releaseBond once the device's last ordered interval is settled or void.
+    uint256 public immutable imbalanceBond;
 
     struct Account {
         uint256 free;
         uint256 locked; // buyer escrow
         uint256 debt; // unpaid settlement charges (a counter, no tokens)
+        uint256 bond; // imbalance collateral of its devices (imbalanceBond each, less draws)
+    }
+
+    /// One slot per device, written at its first order of each interval: its registry owner
+    /// (the owner of each of its orders), the last interval it ordered in, whether its bond
+    /// is posted.
+    struct DeviceInfo {
+        address owner;
+        uint64 lastInterval;
+        bool bonded;
     }
 
     /// One slot (device 8, interval 8, side 1, energy 8, price 7): a placed order has a price
@@ -266,6 +281,7 @@ contract EnergyMarket {
         uint256 marketStart_,
         uint256 gateLeadS_,
         uint256 minOrderWh_,
+        uint256 imbalanceBond_,
         bytes32 salt_
     ) {
         token = token_;
@@ -278,6 +294,7 @@ contract EnergyMarket {
         marketStart = marketStart_;
         gateLeadS = gateLeadS_;
         minOrderWh = minOrderWh_;
+        imbalanceBond = imbalanceBond_;
         salt = salt_;
         DOMAIN_SEPARATOR = keccak256(
             abi.encode(
@@ -457,11 +474,19 @@ contract EnergyMarket {
         uint256 energy = uint256(energyWh);
         uint256 price = uint256(priceIn);
         uint256 escrow;
+        Account storage a = accounts[d.owner];
+        // the device's first order of the interval: its bond, unless posted (kept until
+        // releaseBond, which no interval it ordered in can precede)
+        DeviceInfo memory di;
+        if (u.orders == 0) di = deviceOwner[device];
+        uint256 bond = u.orders == 0 && !di.bonded ? imbalanceBond : 0;
+        if (a.free < bond) return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, bond, a.free);
         if (side == Side.BUY) {
             escrow = payment(energy, price);
-            Account storage a = accounts[d.owner];
             if (a.debt > 0) return abi.encodeWithSelector(InDebt.selector, d.owner, a.debt);
-            if (a.free < escrow) return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, escrow, a.free);
+            if (a.free - bond < escrow) {
+                return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, escrow, a.free - bond);
+            }
             a.free -= escrow;
             a.locked += escrow;
             u.buyWh = uint64(requested);
@@ -470,8 +495,13 @@ contract EnergyMarket {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
-        // registry owners never change: written once, looked up once per device and interval
-        if (u.orders == 0 && deviceOwner[device] == address(0)) deviceOwner[device] = d.owner;
+        if (u.orders == 0 && (!di.bonded || (imbalanceBond > 0 && di.lastInterval < interval))) {
+            if (bond > 0) {
+                a.free -= bond;
+                a.bond += bond;
+            }
+            deviceOwner[device] = DeviceInfo(d.owner, interval > di.lastInterval ? interval : di.lastInterval, true);
+        }
         u.orders += 1;
         orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
         emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
@@ -770,7 +800,7 @@ contract EnergyMarket {
         Order storage o = orders[id];
         uint256 release = payment(o.energyWh, o.price) - kept;
         if (release > 0) {
-            address owner = deviceOwner[o.device];
+            address owner = deviceOwner[o.device].owner;
             Account storage a = accounts[owner];
             a.locked -= release;
             a.free += release;
@@ -871,9 +901,10 @@ contract EnergyMarket {
     }
 
     mapping(uint256 => SettleCursor) internal settleCursors;
-    /// device => its registry owner, written at its first order: the owner of each of its
-    /// orders (libraries read it at DEVICE_OWNERS_SLOT; keep it the last variable).
-    mapping(uint256 => address) internal deviceOwner;
+    /// device => its registry owner (the owner of each of its orders), last ordered interval
+    /// and bond (DeviceInfo), written at its first order of an interval (libraries read it at
+    /// MarketSlots.DEVICE_OWNERS_SLOT; keep it the last variable).
+    mapping(uint256 => DeviceInfo) internal deviceOwner;
 
     error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
     error SettlementInProgress(uint256 interval);
@@ -982,7 +1013,8 @@ contract EnergyMarket {
     }
 
     /// Calls this contract does not implement run in the linked library ProvisionalSettlement
-    /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups.
+    /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups, island
+    /// books, releaseBond and deviceInfo.
     fallback() external {
         address ext = address(ProvisionalSettlement);
         assembly {

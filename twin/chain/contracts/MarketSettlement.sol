@@ -373,11 +373,23 @@ library MarketSettlement {
         uint256 due
     ) private returns (uint256 paid, uint256 unpaid) {
         EnergyMarket.Account storage a = accounts[payer];
-        paid = a.free < due ? a.free : due;
-        unpaid = due - paid;
-        a.free -= paid;
-        a.debt += unpaid;
+        (paid, unpaid) = draw(a, due);
         _credit(accounts, dso, payee, paid);
+    }
+
+    /// A payer pays ``due`` from its free balance, then from its imbalance bond; the rest
+    /// becomes debt. Returns what was paid and what is owed.
+    function draw(EnergyMarket.Account storage a, uint256 due) internal returns (uint256 paid, uint256 unpaid) {
+        uint256 free = a.free;
+        uint256 bond = a.bond;
+        uint256 fromFree = free < due ? free : due;
+        uint256 rest = due - fromFree;
+        uint256 fromBond = bond < rest ? bond : rest;
+        if (fromFree > 0) a.free = free - fromFree;
+        if (fromBond > 0) a.bond = bond - fromBond;
+        paid = fromFree + fromBond;
+        unpaid = due - paid;
+        if (unpaid > 0) a.debt += unpaid;
     }
 
     /// Credit ``amount`` to ``account``'s free balance; an indebted account (not the DSO)
@@ -400,6 +412,34 @@ library MarketSettlement {
 
     event EscrowReleased(uint256 indexed orderId, address indexed owner, uint256 amount);
     event IntervalVoided(uint256 indexed interval);
+    event BondReleased(uint256 indexed device, address indexed owner, uint256 amount);
+
+    /// ``device``'s bond is not releasable: its last ordered interval is not settled or void
+    /// (or it has no bond posted).
+    error BondLocked(uint256 device, uint256 interval);
+
+    /// EnergyMarket.releaseBond: the device's owner gets back min(bond, its account's bond)
+    /// (credited like any credit: an indebted owner's debt is paid first).
+    function releaseBond(
+        mapping(address => EnergyMarket.Account) storage accounts,
+        mapping(uint256 => EnergyMarket.DeviceInfo) storage infos,
+        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
+        address dso,
+        uint256 bond,
+        uint64 device
+    ) external {
+        EnergyMarket.DeviceInfo storage di = infos[device];
+        if (di.owner != msg.sender) revert NotDeviceOwner(device, msg.sender);
+        uint64 last = di.lastInterval;
+        uint8 s = intervals[last].status;
+        if (!di.bonded || (s != SETTLED && s != VOID)) revert BondLocked(device, last);
+        di.bonded = false;
+        EnergyMarket.Account storage a = accounts[msg.sender];
+        uint256 amount = a.bond < bond ? a.bond : bond;
+        a.bond -= amount;
+        _credit(accounts, dso, msg.sender, amount);
+        emit BondReleased(device, msg.sender, amount);
+    }
 
     error NotDeviceOwner(uint256 device, address account);
     error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);

@@ -57,6 +57,12 @@ library MarketSlots {
         }
     }
 
+    function intervals() internal pure returns (mapping(uint256 => EnergyMarket.IntervalState) storage m) {
+        assembly ("memory-safe") {
+            m.slot := INTERVALS_SLOT
+        }
+    }
+
     function interval(uint64 k) internal pure returns (EnergyMarket.IntervalState storage st) {
         uint256 slot = at(k, INTERVALS_SLOT);
         assembly ("memory-safe") {
@@ -68,6 +74,12 @@ library MarketSlots {
         uint256 slot = at(k, POSITIONS_SLOT);
         assembly ("memory-safe") {
             m.slot := slot
+        }
+    }
+
+    function deviceInfos() internal pure returns (mapping(uint256 => EnergyMarket.DeviceInfo) storage m) {
+        assembly ("memory-safe") {
+            m.slot := DEVICE_OWNERS_SLOT
         }
     }
 

@@ -215,11 +215,8 @@ library ProvisionalSettlement {
         (address payer, address payee) = amount > 0 ? (x.dso, owner) : (owner, x.dso);
         uint256 due = uint256(amount < 0 ? -amount : amount);
         mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
-        EnergyMarket.Account storage src = accounts[payer];
-        uint256 paid = src.free < due ? src.free : due;
-        src.free -= paid;
+        (uint256 paid,) = MarketSettlement.draw(accounts[payer], due); // free, then bond, then debt
         accounts[payee].free += paid;
-        src.debt += due - paid;
         emit TruedUp(
             interval, device, owner, estimate, meteredWh, amount, amount > 0 ? int256(paid) : -int256(paid), due - paid
         );
@@ -246,6 +243,22 @@ library ProvisionalSettlement {
     ) external {
         _onlyOperator();
         IslandBooks.clear(interval, nBids, nAsks, bidIds, askIds);
+    }
+
+    /// EnergyMarket.releaseBond(device): the owner takes back ``device``'s imbalance bond (what
+    /// is left of it) once the last interval the device ordered in is settled or void; the
+    /// device posts a new bond with its next order (MarketSettlement.releaseBond).
+    function releaseBond(uint64 device) external {
+        EnergyMarket m = EnergyMarket(address(this));
+        MarketSettlement.releaseBond(MarketSlots.accounts(), MarketSlots.deviceInfos(), MarketSlots.intervals(),
+                                     m.dso(), m.imbalanceBond(), device);
+    }
+
+    /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
+    /// is posted.
+    function deviceInfo(uint64 device) external view returns (address owner, uint64 lastInterval, bool bonded) {
+        EnergyMarket.DeviceInfo storage di = MarketSlots.deviceInfos()[device];
+        return (di.owner, di.lastInterval, di.bonded);
     }
 
     function provisionalState(uint64 interval, uint64 device) external view returns (uint8 state, int256 estimateWh) {
