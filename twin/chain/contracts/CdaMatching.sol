@@ -21,10 +21,13 @@ import {MarketSlots} from "./MarketSlots.sol";
 /// the budget is used up, and every id it was given must have been taken by then.
 library CdaMatching {
     /// A resting order (one slot): next in its list, unfilled energy, money a bid keeps.
+    /// A bid filled while resting keeps its node, popped, with the money it kept: a stalled
+    /// clearing's reclaim returns exactly that (MarketSettlement.reclaim).
     struct Node {
         uint64 next;
         uint64 remaining; // 0: not resting
         uint96 kept;
+        bool popped;
     }
 
     /// Resumable state of one interval's CDA (3 slots).
@@ -238,8 +241,12 @@ library CdaMatching {
             // the resting order is done: pop it (a bid gets its excess escrow back)
             if (x.isBuy) c.askHead = rn.next;
             else c.bidHead = rn.next;
-            if (!x.isBuy) _releaseBid(accounts, orders[head], rKept);
-            rn.remaining = 0;
+            if (!x.isBuy) {
+                _releaseBid(accounts, orders[head], rKept);
+                nodes[head] = Node(0, 0, rKept, true);
+            } else {
+                rn.remaining = 0;
+            }
         } else {
             rn.remaining = rrem;
             rn.kept = rKept;
@@ -275,7 +282,7 @@ library CdaMatching {
             uint256 np = orders[next].price;
             if (x.isBuy ? np >= x.price : np <= x.price) revert BadHint(c.cur, prev);
         }
-        nodes[c.cur] = Node(uint64(next), c.curRem, c.curKept);
+        nodes[c.cur] = Node(uint64(next), c.curRem, c.curKept, false);
         if (prev != 0) nodes[prev].next = c.cur;
         else if (x.isBuy) c.bidHead = c.cur;
         else c.askHead = c.cur;

@@ -516,20 +516,16 @@ contract EnergyMarket {
     }
 
     /// An owner takes back the escrow of its buy orders of intervals not cleared by their
-    /// deadline (reclaimAfter) whose clearing did not start, or (uniform price) stopped with
-    /// its matching walk unfinished — no trade priced, no escrow released yet. The first
-    /// reclaim voids the interval (IntervalVoided; it never clears nor settles; a stopped
-    /// walk's unpriced matches are dropped and their trade ids reused), each order's escrow
-    /// returns once. Once a walk is over its trades stand: anyone may finish the clearing.
+    /// deadline (reclaimAfter) whose clearing did not start, or stopped with its matching walk
+    /// unfinished: uniform price, no trade priced and no escrow released yet; CDA, not every
+    /// order taken yet. The first reclaim voids the interval (IntervalVoided; it never clears
+    /// nor settles; a stopped uniform walk's unpriced matches are dropped and their trade ids
+    /// reused, a stopped CDA's announced trades are void), each order's escrow still held
+    /// returns once (a CDA bid: all of it, or what its fills kept if it was filled).
+    /// Once a walk is over its trades stand: anyone may finish the clearing.
     /// The loop is MarketSettlement.reclaim (code size).
     function reclaim(uint64[] calldata orderIds) external {
-        uint256 first = MarketSettlement.reclaim(
-            orders, intervals, accounts, cursors, orderIds, marketStart, gateLeadS, intervalS, mechanism == 0
-        );
-        if (first != 0) {
-            tradeCount = first - 1; // one interval clears at a time: its trades are the last
-            clearingInterval = 0;
-        }
+        MarketSettlement.reclaim(orderIds, marketStart, gateLeadS, intervalS);
     }
 
     /// The operator clears an interval; past its reclaim deadline anyone may (the verified

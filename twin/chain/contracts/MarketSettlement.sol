@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {CdaMatching} from "./CdaMatching.sol";
 import {IslandBooks} from "./IslandBooks.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {MarketSlots} from "./MarketSlots.sol";
@@ -445,41 +446,34 @@ library MarketSettlement {
     error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);
 
     /// EnergyMarket.reclaim (deadlines as EnergyMarket.reclaimAfter). Voids an open interval,
-    /// or a uniform-price clearing whose walk is unfinished (then its cursor is deleted and
-    /// the interval's first trade id returned, so the market drops its unpriced matches).
-    function reclaim(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
-        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
-        mapping(address => EnergyMarket.Account) storage accounts,
-        mapping(uint256 => EnergyMarket.Cursor) storage cursors,
-        uint64[] calldata orderIds,
-        uint256 marketStart,
-        uint256 gateLeadS,
-        uint256 intervalS,
-        bool uniform
-    ) external returns (uint256 voidedFirstTrade) {
+    /// or a clearing whose walk is unfinished: uniform price, its cursor is deleted and the
+    /// market drops its unpriced matches (trade ids reused); CDA, its cursor stays (it tells
+    /// what each bid still holds) and its announced trades are void.
+    function reclaim(uint64[] calldata orderIds, uint256 marketStart, uint256 gateLeadS, uint256 intervalS)
+        external
+    {
+        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
+        mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
+        bool uniform = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff == 0;
         for (uint256 k = 0; k < orderIds.length; ++k) {
             EnergyMarket.Order storage o = orders[orderIds[k]];
             if (o.price == 0 || _owner(o.device) != msg.sender || o.side != EnergyMarket.Side.BUY) {
                 revert NotDeviceOwner(o.device, msg.sender);
             }
             uint64 interval = o.interval;
-            EnergyMarket.IntervalState storage st = intervals[interval];
+            EnergyMarket.IntervalState storage st = MarketSlots.interval(interval);
             uint8 s = st.status;
             uint256 start = marketStart + interval * intervalS;
             uint256 deadline = (start > gateLeadS ? start - gateLeadS : 0) + intervalS;
-            if (s == OPEN || (s == CLEARING && uniform && !cursors[interval].done)) {
+            if (s == OPEN || (s == CLEARING && !_walkOver(interval, st, uniform))) {
                 if (block.timestamp <= deadline) revert NotReclaimable(interval, deadline, block.timestamp);
-                if (s == CLEARING) {
-                    delete cursors[interval];
-                    voidedFirstTrade = st.firstTrade;
-                }
+                if (s == CLEARING) _voidClearing(interval, st, uniform);
                 st.status = VOID;
                 emit IntervalVoided(interval);
             } else if (s != VOID) {
                 revert NotReclaimable(interval, deadline, block.timestamp);
             }
-            uint256 escrow = _payment(o.energyWh, o.price);
+            uint256 escrow = o.energyWh == 0 ? 0 : (uniform ? _payment(o.energyWh, o.price) : _cdaHeld(interval, orderIds[k], o));
             o.energyWh = 0;
             if (escrow > 0) {
                 EnergyMarket.Account storage a = accounts[msg.sender];
@@ -488,5 +482,59 @@ library MarketSettlement {
                 emit EscrowReleased(orderIds[k], msg.sender, escrow);
             }
         }
+    }
+
+    /// A clearing's matching walk is over: its trades stand (uniform: the walk is done; CDA:
+    /// every order taken and none still matching).
+    function _walkOver(uint64 interval, EnergyMarket.IntervalState storage st, bool uniform) private view returns (bool) {
+        if (uniform) return MarketSlots.cursors()[interval].done;
+        CdaMatching.Cursor storage cc = MarketSlots.cdaCursors()[interval];
+        return cc.taken == uint256(st.buyCount) + st.sellCount && !cc.active;
+    }
+
+    /// Stop the interval's clearing for good (the market clears one interval at a time).
+    function _voidClearing(uint64 interval, EnergyMarket.IntervalState storage st, bool uniform) private {
+        if (uniform) {
+            delete MarketSlots.cursors()[interval];
+            uint256 last = st.firstTrade - 1; // its trades are the last: their ids are reused
+            uint256 countSlot = MarketSlots.TRADE_COUNT_SLOT;
+            assembly ("memory-safe") {
+                sstore(countSlot, last)
+            }
+        }
+        uint256 busySlot = MarketSlots.CLEARING_INTERVAL_SLOT;
+        assembly ("memory-safe") {
+            sstore(busySlot, 0)
+        }
+    }
+
+    /// The escrow a buy order of a stopped CDA clearing still holds: all of it unless it was
+    /// filled — then what its fills kept (the rest was released when it was filled): a bid
+    /// popped while resting records it in its node; one filled on arrival kept the money of
+    /// its own fills, consecutive trades in which it is the incoming (higher) order id.
+    function _cdaHeld(uint64 interval, uint256 id, EnergyMarket.Order storage o) private view returns (uint256) {
+        CdaMatching.Cursor storage cc = MarketSlots.cdaCursors()[interval];
+        uint256 full = _payment(o.energyWh, o.price);
+        if (cc.taken == 0 || id > cc.lastId || (cc.active && cc.cur == id)) return full; // not filled yet
+        CdaMatching.Node storage n = MarketSlots.cdaNodes()[id];
+        if (n.remaining > 0) return full; // resting: nothing released
+        if (n.popped) return n.kept;
+        mapping(uint256 => EnergyMarket.Trade) storage trades = MarketSlots.trades();
+        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
+        uint256 lo = MarketSlots.interval(interval).firstTrade;
+        uint256 hi = lo + cc.fills;
+        while (lo < hi) { // the first trade whose incoming order id is >= id (nondecreasing)
+            uint256 mid = (lo + hi) / 2;
+            EnergyMarket.Trade storage t = trades[mid];
+            if ((t.buyOrder > t.sellOrder ? t.buyOrder : t.sellOrder) < id) lo = mid + 1;
+            else hi = mid;
+        }
+        uint256 end = MarketSlots.interval(interval).firstTrade + cc.fills;
+        uint256 kept;
+        for (; lo < end && trades[lo].buyOrder == id; ++lo) {
+            EnergyMarket.Trade storage t = trades[lo];
+            kept += _payment(t.clearedWh, orders[t.sellOrder].price); // at the resting ask's price
+        }
+        return kept;
     }
 }

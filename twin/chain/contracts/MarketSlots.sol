@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 
+import {CdaMatching} from "./CdaMatching.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 
 /// @title MarketSlots — EnergyMarket's storage layout (solc storageLayout), the one place the
@@ -17,8 +18,11 @@ library MarketSlots {
     uint256 internal constant INTERVALS_SLOT = 8;
     uint256 internal constant POSITIONS_SLOT = 10;
     uint256 internal constant INJECTED_SLOT = 11;
+    uint256 internal constant CURSORS_SLOT = 12;
     uint256 internal constant CLEARING_INTERVAL_SLOT = 13;
     uint256 internal constant MECHANISM_SLOT = 14;
+    uint256 internal constant CDA_NODES_SLOT = 15;
+    uint256 internal constant CDA_CURSORS_SLOT = 16;
     uint256 internal constant SETTLE_CURSORS_SLOT = 17;
     /// ``deviceOwner``: the owner of a device's orders, written at its first order.
     uint256 internal constant DEVICE_OWNERS_SLOT = 18;
@@ -80,6 +84,24 @@ library MarketSlots {
     function deviceInfos() internal pure returns (mapping(uint256 => EnergyMarket.DeviceInfo) storage m) {
         assembly ("memory-safe") {
             m.slot := DEVICE_OWNERS_SLOT
+        }
+    }
+
+    function cursors() internal pure returns (mapping(uint256 => EnergyMarket.Cursor) storage m) {
+        assembly ("memory-safe") {
+            m.slot := CURSORS_SLOT
+        }
+    }
+
+    function cdaNodes() internal pure returns (mapping(uint256 => CdaMatching.Node) storage m) {
+        assembly ("memory-safe") {
+            m.slot := CDA_NODES_SLOT
+        }
+    }
+
+    function cdaCursors() internal pure returns (mapping(uint256 => CdaMatching.Cursor) storage m) {
+        assembly ("memory-safe") {
+            m.slot := CDA_CURSORS_SLOT
         }
     }
 
