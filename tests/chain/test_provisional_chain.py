@@ -162,7 +162,7 @@ def test_library_slot_constants_match_energy_markets_storage(
     chunk(10, 900, 1, False)  # half a settlement: the cursor holds paid 1, last device 10
     cursor = word(at(1, slot["SETTLE_CURSORS"]))
     assert (cursor & (2**32 - 1), cursor >> 104 & (2**64 - 1)) == (1, 10)
-    assert m.functions.settlementProgress(1).call() == [1, 1, 10]
+    assert chain._provisional_market.functions.settlementProgress(1).call() == [1, 1, 10]
     chunk(11, -1000, 0, True)
     assert chain.provisional() == {(1, 11): -1000}
     owner = int(chain.address_of(DEVICES[11]), 16)

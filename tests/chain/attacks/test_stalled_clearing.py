@@ -93,7 +93,7 @@ def test_a_finished_walk_stands_and_anyone_may_finish_it(chain_ledger: ChainLedg
         led.place_orders(book)
     chain.wait_for_gate(2)
     _first_chunk(chain, 2, len(book), whole=True)  # walk over (price fixed), no trade priced yet
-    assert chain.market.functions.clearingProgress(2).call()[2] is True
+    assert chain._provisional_market.functions.clearingProgress(2).call()[2] is True
     bid = next(o.order_id for o in chain.orders(2) if o.side.name == "BUY")
     deadline = chain.reclaim_after_s(2)
     for led in (chain, ref):

@@ -298,8 +298,8 @@ library CdaMatching {
     function _release(mapping(address => EnergyMarket.Account) storage accounts, address owner, uint256 amount) private {
         if (amount > 0) {
             EnergyMarket.Account storage a = accounts[owner];
-            a.locked -= amount;
-            a.free += amount;
+            a.locked -= uint128(amount);
+            a.free += uint128(amount);
         }
     }
 

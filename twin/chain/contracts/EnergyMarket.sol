@@ -60,11 +60,13 @@ contract EnergyMarket {
     /// releaseBond once the device's last ordered interval is settled or void.
     uint256 public immutable imbalanceBond;
 
+    /// Two slots: free and locked together (an order's escrow moves within one slot), then
+    /// debt and bond. Every token enters by deposit, each below 2**128 (BadAmount).
     struct Account {
-        uint256 free;
-        uint256 locked; // buyer escrow
-        uint256 debt; // unpaid settlement charges (a counter, no tokens)
-        uint256 bond; // imbalance collateral of its devices (imbalanceBond each, less draws)
+        uint128 free;
+        uint128 locked; // buyer escrow
+        uint128 debt; // unpaid settlement charges (a counter, no tokens)
+        uint128 bond; // imbalance collateral of its devices (imbalanceBond each, less draws)
     }
 
     /// One slot per device, written at its first order of each interval: its registry owner
@@ -311,7 +313,7 @@ contract EnergyMarket {
     }
 
     /// The one payment-rounding rule (twin/market/units.py).
-    function payment(uint256 energyWh, uint256 pricePerMwh) public pure returns (uint256) {
+    function payment(uint256 energyWh, uint256 pricePerMwh) internal pure returns (uint256) {
         return (energyWh * pricePerMwh) / WH_PER_MWH;
     }
 
@@ -324,17 +326,17 @@ contract EnergyMarket {
 
     /// Move tokens from the caller's wallet (approved) into its free market balance.
     function deposit(uint256 amount) external {
-        if (amount == 0) revert BadAmount(amount);
+        if (amount == 0 || amount >> 128 != 0) revert BadAmount(amount);
         token.transferFrom(msg.sender, address(this), amount);
         Account storage a = accounts[msg.sender];
         uint256 owed = a.debt;
         uint256 pay = msg.sender == dso ? 0 : (owed < amount ? owed : amount);
         if (pay > 0) {
-            a.debt = owed - pay; // an indebted account's deposit pays its debt to the DSO first
-            accounts[dso].free += pay;
+            a.debt = uint128(owed - pay); // an indebted account's deposit pays its debt to the DSO first
+            accounts[dso].free += uint128(pay);
             emit DebtPaid(msg.sender, pay);
         }
-        a.free += amount - pay;
+        a.free += uint128(amount - pay);
         emit Deposited(msg.sender, amount);
     }
 
@@ -343,7 +345,7 @@ contract EnergyMarket {
         Account storage a = accounts[msg.sender];
         if (a.debt > 0) revert InDebt(msg.sender, a.debt);
         if (a.free < amount) revert InsufficientBalance(msg.sender, amount, a.free);
-        a.free -= amount;
+        a.free -= uint128(amount);
         token.transfer(msg.sender, amount);
         emit Withdrawn(msg.sender, amount);
     }
@@ -487,8 +489,8 @@ contract EnergyMarket {
             if (a.free - bond < escrow) {
                 return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, escrow, a.free - bond);
             }
-            a.free -= escrow;
-            a.locked += escrow;
+            a.free -= uint128(escrow);
+            a.locked += uint128(escrow);
             u.buyWh = uint64(requested);
             st.buyCount += 1;
         } else {
@@ -497,8 +499,8 @@ contract EnergyMarket {
         }
         if (u.orders == 0 && (!di.bonded || (imbalanceBond > 0 && di.lastInterval < interval))) {
             if (bond > 0) {
-                a.free -= bond;
-                a.bond += bond;
+                a.free -= uint128(bond);
+                a.bond += uint128(bond);
             }
             deviceOwner[device] = DeviceInfo(d.owner, interval > di.lastInterval ? interval : di.lastInterval, true);
         }
@@ -798,8 +800,8 @@ contract EnergyMarket {
         if (release > 0) {
             address owner = deviceOwner[o.device].owner;
             Account storage a = accounts[owner];
-            a.locked -= release;
-            a.free += release;
+            a.locked -= uint128(release);
+            a.free += uint128(release);
             emit EscrowReleased(id, owner, release);
         }
     }
@@ -1010,7 +1012,7 @@ contract EnergyMarket {
 
     /// Calls this contract does not implement run in the linked library ProvisionalSettlement
     /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups, island
-    /// books, releaseBond and deviceInfo.
+    /// books, releaseBond, deviceInfo and the read-outs clearingProgress and settlementProgress.
     fallback() external {
         address ext = address(ProvisionalSettlement);
         assembly {
@@ -1021,30 +1023,4 @@ contract EnergyMarket {
             return(0, returndatasize())
         }
     }
-
-    // ------------------------------------------------------------------ read-outs
-
-    /// Progress of an interval's chunked clearing (all zero when none is under way): ids
-    /// verified per side, whether matching is over, trades matched and trades finalized. The
-    /// operator resumes an interrupted chunk sequence from here (twin.chain.chunks).
-    function clearingProgress(uint64 interval)
-        external
-        view
-        returns (uint256 bidsSeen, uint256 asksSeen, bool done, uint256 fills, uint256 finalized)
-    {
-        Cursor storage c = cursors[interval];
-        return (c.bidsSeen, c.asksSeen, c.done, c.fills, c.finalized);
-    }
-
-    /// Progress of an interval's chunked settlement: trades paid, readings settled, and the
-    /// last settled device (valid when ``readings`` > 0).
-    function settlementProgress(uint64 interval)
-        external
-        view
-        returns (uint256 paid, uint256 readings, uint256 lastDevice)
-    {
-        SettleCursor storage c = settleCursors[interval];
-        return (c.paid, c.readings, c.lastDevice);
-    }
-
 }

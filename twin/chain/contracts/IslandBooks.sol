@@ -223,8 +223,8 @@ library IslandBooks {
         if (release > 0) {
             address owner = MarketSlots.owner(o.device);
             EnergyMarket.Account storage a = MarketSlots.accounts()[owner];
-            a.locked -= release;
-            a.free += release;
+            a.locked -= uint128(release);
+            a.free += uint128(release);
             emit EscrowReleased(id, owner, release);
         }
     }

@@ -167,8 +167,8 @@ library MarketSettlement {
             uint256 price = _price(orders, t, st.price, cda);
             uint256 release = _payment(old, price) - _payment(uint256(e), price);
             EnergyMarket.Account storage a = accounts[_owner(b.device)];
-            a.locked -= release;
-            a.free += release;
+            a.locked -= uint128(release);
+            a.free += uint128(release);
             uint64 delta = uint64(old - uint256(e));
             EnergyMarket.Position storage pb = positions[interval][b.device];
             pb.netWh -= int96(int64(delta));
@@ -264,7 +264,7 @@ library MarketSettlement {
                 EnergyMarket.Order storage s = orders[tr.sellOrder];
                 uint256 p = _price(orders, tr, price, x.cda);
                 uint256 amount = _payment(tr.energyWh, p);
-                accounts[_owner(b.device)].locked -= amount;
+                accounts[_owner(b.device)].locked -= uint128(amount);
                 _credit(accounts, x.dso, _owner(s.device), amount);
                 // curtailed energy: the DSO pays the seller the trade's price for it
                 uint256 comp = _payment(tr.clearedWh, p) - amount;
@@ -386,11 +386,11 @@ library MarketSettlement {
         uint256 fromFree = free < due ? free : due;
         uint256 rest = due - fromFree;
         uint256 fromBond = bond < rest ? bond : rest;
-        if (fromFree > 0) a.free = free - fromFree;
-        if (fromBond > 0) a.bond = bond - fromBond;
+        if (fromFree > 0) a.free = uint128(free - fromFree);
+        if (fromBond > 0) a.bond = uint128(bond - fromBond);
         paid = fromFree + fromBond;
         unpaid = due - paid;
-        if (unpaid > 0) a.debt += unpaid;
+        if (unpaid > 0) a.debt += uint128(unpaid);
     }
 
     /// Credit ``amount`` to ``account``'s free balance; an indebted account (not the DSO)
@@ -401,13 +401,13 @@ library MarketSettlement {
         EnergyMarket.Account storage a = accounts[account];
         uint256 owed = a.debt;
         if (owed == 0 || account == dso || amount == 0) {
-            a.free += amount;
+            a.free += uint128(amount);
             return;
         }
         uint256 pay = owed < amount ? owed : amount;
-        a.debt = owed - pay;
-        a.free += amount - pay;
-        accounts[dso].free += pay;
+        a.debt = uint128(owed - pay);
+        a.free += uint128(amount - pay);
+        accounts[dso].free += uint128(pay);
         emit DebtPaid(account, pay);
     }
 
@@ -437,7 +437,7 @@ library MarketSettlement {
         di.bonded = false;
         EnergyMarket.Account storage a = accounts[msg.sender];
         uint256 amount = a.bond < bond ? a.bond : bond;
-        a.bond -= amount;
+        a.bond -= uint128(amount);
         _credit(accounts, dso, msg.sender, amount);
         emit BondReleased(device, msg.sender, amount);
     }
@@ -477,8 +477,8 @@ library MarketSettlement {
             o.energyWh = 0;
             if (escrow > 0) {
                 EnergyMarket.Account storage a = accounts[msg.sender];
-                a.locked -= escrow;
-                a.free += escrow;
+                a.locked -= uint128(escrow);
+                a.free += uint128(escrow);
                 emit EscrowReleased(orderIds[k], msg.sender, escrow);
             }
         }

@@ -216,7 +216,7 @@ library ProvisionalSettlement {
         uint256 due = uint256(amount < 0 ? -amount : amount);
         mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
         (uint256 paid,) = MarketSettlement.draw(accounts[payer], due); // free, then bond, then debt
-        accounts[payee].free += paid;
+        accounts[payee].free += uint128(paid);
         emit TruedUp(
             interval, device, owner, estimate, meteredWh, amount, amount > 0 ? int256(paid) : -int256(paid), due - paid
         );
@@ -259,6 +259,30 @@ library ProvisionalSettlement {
     function deviceInfo(uint64 device) external view returns (address owner, uint64 lastInterval, bool bonded) {
         EnergyMarket.DeviceInfo storage di = MarketSlots.deviceInfos()[device];
         return (di.owner, di.lastInterval, di.bonded);
+    }
+
+    /// EnergyMarket.clearingProgress(interval): progress of its chunked uniform clearing (all
+    /// zero when none is under way): ids verified per side, whether matching is over, trades
+    /// matched and trades finalized. The operator resumes an interrupted chunk sequence from
+    /// here (twin.chain.chunks).
+    function clearingProgress(uint64 interval)
+        external
+        view
+        returns (uint256 bidsSeen, uint256 asksSeen, bool done, uint256 fills, uint256 finalized)
+    {
+        EnergyMarket.Cursor storage c = MarketSlots.cursors()[interval];
+        return (c.bidsSeen, c.asksSeen, c.done, c.fills, c.finalized);
+    }
+
+    /// EnergyMarket.settlementProgress(interval): trades paid, readings settled, and the last
+    /// settled device (valid when ``readings`` > 0) of its chunked settlement.
+    function settlementProgress(uint64 interval)
+        external
+        view
+        returns (uint256 paid, uint256 readings, uint256 lastDevice)
+    {
+        EnergyMarket.SettleCursor storage c = MarketSlots.settleCursor(interval);
+        return (c.paid, c.readings, c.lastDevice);
     }
 
     function provisionalState(uint64 interval, uint64 device) external view returns (uint8 state, int256 estimateWh) {
