@@ -26,7 +26,7 @@ The run's accounts are their own keys (from a seed), funded by the node's public
 and every transaction is signed client-side and sent raw — the path ``twin run`` uses — so
 ``--node hardhat`` runs the same on Hardhat's node (npm ``hardhat`` 2.x, clearing sizes
 100 and 1,000 only). Medians over intervals; the last line is ``key=value`` pairs.
-``python bench/chain.py [--quick] [--node anvil|hardhat]``
+``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N]``
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvi
 PARTICIPANTS = 210
 INTERVALS = 6 if QUICK else 30
 ORDERS = 2000
-CHUNK = 300  # ~54,000 gas an order: a chunk fits a standard 30 M gas block
+#: orders per placeSignedOrders transaction (``--chunk N``): ~53,000 gas an order, so 300 fit a
+#: standard 30 M gas block with room; bigger batches find more devices warm (less gas an order)
+CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv else 300
 NAIVE = 100 if QUICK else 300
 MAX_ORDERS = 16  # EnergyMarket.MAX_ORDERS: orders per device and interval
 CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTICIPANTS * MAX_ORDERS
@@ -274,6 +276,7 @@ def main() -> None:
         "anvil_rss_mb_start": round(rss0) if NODE == "anvil" else "na",
         "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
         "participants": PARTICIPANTS,
+        "chunk": CHUNK,
     }
     print(" ".join(f"{k}={v}" for k, v in kv.items()))
 

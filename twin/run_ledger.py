@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.market.types import DSO_ACCOUNT
-from twin.market.units import MICRO, price_from_per_mwh
+from twin.market.units import MICRO, payment, price_from_per_mwh
 from twin.results import write_json_atomic
 from twin.scenario import Scenario
 
@@ -46,7 +46,8 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         with resume.open_reference(ReferenceLedger(
                 interval_s=m.interval_s, retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
                 feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
-                mechanism=m.mechanism, min_order_wh=m.min_order_wh), n_accounts=n_accounts) as opened:
+                mechanism=m.mechanism, min_order_wh=m.min_order_wh,
+                imbalance_bond=imbalance_bond(scenario)), n_accounts=n_accounts) as opened:
             yield opened
         return
     if resume is not None and getattr(resume, "kind", "chain") == "chain_fresh":
@@ -70,6 +71,7 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
 
         yield ReferenceLedger(interval_s=interval_s, retail_price_per_mwh=retail,
                               feed_in_price_per_mwh=feed_in, min_order_wh=m.min_order_wh,
+                              imbalance_bond=imbalance_bond(scenario),
                               mechanism=mechanism), {"ledger": "reference"}
         return
 
@@ -99,12 +101,20 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
             via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
         ledger = ChainLedger.deploy(w3, interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,
-                                    min_order_wh=m.min_order_wh, keys=keys, funder=funder, fund_wei=FUND_WEI)
+                                    min_order_wh=m.min_order_wh, imbalance_bond=imbalance_bond(scenario),
+                                    keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
         if not url:  # our own Anvil: event reads scan only the blocks whose logs it keeps
             ledger.tx.log_window_blocks = node.keep_tx_blocks
         info = chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)
         yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
+
+
+def imbalance_bond(scenario: Scenario) -> int:
+    """The imbalance collateral per device (money): ``market.imbalance_collateral_wh`` at the
+    retail price."""
+    m = scenario.market
+    return payment(m.imbalance_collateral_wh, price_from_per_mwh(m.retail_price_per_mwh))
 
 
 def chain_manifest(ledger: Any, *, rpc_url: str | None, state_file: str | None) -> dict[str, Any]:

@@ -132,9 +132,9 @@ def test_chain_true_up_refuses_a_reading_the_device_did_not_sign(
 
 def test_library_slot_constants_match_energy_markets_storage(
         deploy: Callable[..., ChainLedger]) -> None:
-    """ProvisionalSettlement reaches the market's storage by slot number: each constant must
+    """The libraries reach the market's storage by slot number (MarketSlots): each constant must
     hold what EnergyMarket's getter of that variable reads (a variable added above it moves it)."""
-    src = (CONTRACTS_DIR / "ProvisionalSettlement.sol").read_text()
+    src = (CONTRACTS_DIR / "MarketSlots.sol").read_text()
     slot = {m[1]: int(m[2]) for m in re.finditer(r"constant (\w+)_SLOT = (\d+);", src)}
     chain = deploy()
     signers = DeviceSigners(seed=SEED, device_ids=DEVICES)
@@ -162,16 +162,15 @@ def test_library_slot_constants_match_energy_markets_storage(
     chunk(10, 900, 1, False)  # half a settlement: the cursor holds paid 1, last device 10
     cursor = word(at(1, slot["SETTLE_CURSORS"]))
     assert (cursor & (2**32 - 1), cursor >> 104 & (2**64 - 1)) == (1, 10)
-    assert m.functions.settlementProgress(1).call() == [1, 1, 10]
+    assert chain._provisional_market.functions.settlementProgress(1).call() == [1, 1, 10]
     chunk(11, -1000, 0, True)
     assert chain.provisional() == {(1, 11): -1000}
     owner = int(chain.address_of(DEVICES[11]), 16)
     assert word(slot["OPERATOR"]) == int(m.functions.operator().call(), 16)
     assert word(at(owner, slot["ACCOUNTS"])) == m.functions.accounts(chain.address_of(DEVICES[11])).call()[0]
     assert word(at(1, slot["ORDERS"])) & (2**64 - 1) == m.functions.orders(1).call()[0] == 10
-    assert word(at(11, slot["DEVICE_OWNERS"])) == owner  # the owner of device 11's orders
-    for lib in ("CdaMatching.sol", "MarketSettlement.sol"):  # they read deviceOwner by slot too
-        assert f"DEVICE_OWNERS_SLOT = {slot['DEVICE_OWNERS']};" in (CONTRACTS_DIR / lib).read_text()
+    info = word(at(11, slot["DEVICE_OWNERS"]))  # DeviceInfo: owner, last ordered interval, bonded
+    assert (info & (2**160 - 1), info >> 160 & (2**64 - 1), info >> 224 & 1) == (owner, 1, 1)
     assert word(at(1, slot["TRADES"])) & (2**64 - 1) == m.functions.trades(1).call()[0]
     assert word(at(1, slot["INTERVALS"])) & 0xFF == m.functions.intervals(1).call()[0] == 2
     assert word(at(11, at(1, slot["POSITIONS"]))) & (2**96 - 1) == 2**96 - 1000  # int96 -1000

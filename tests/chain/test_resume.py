@@ -162,7 +162,7 @@ def test_interrupted_chunked_clearing_resumes(
     assert (got.price_per_mwh, got.volume_wh) == (expected.price_per_mwh, expected.volume_wh)
     assert untimed(led.trades(0)) == untimed(ref.trades(0))
     assert [led.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
-    assert led.market.functions.clearingProgress(0).call() == [0, 0, False, 0, 0]
+    assert led._provisional_market.functions.clearingProgress(0).call() == [0, 0, False, 0, 0]
     assert led.clear(1).volume_wh == 0  # the next interval clears again
 
 

@@ -92,6 +92,7 @@ class ChainLedger(SettlingLedger):
         mechanism: Mechanism = "uniform",
         salt: bytes | None = None,
         min_order_wh: int = 1,
+        imbalance_bond: int = 0,
     ) -> ChainLedger:
         """Deploy SettlementToken, DeviceRegistry and EnergyMarket (operator = account 0,
         DSO = account 1) and return a ledger over them.
@@ -106,7 +107,9 @@ class ChainLedger(SettlingLedger):
         true-ups in ``ProvisionalSettlement`` (reached through EnergyMarket's fallback; all
         deployed first), which keeps EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712
         domain salt (default: 32 random bytes, so no signature of one deployment is valid in
-        another). ``min_order_wh``: the smallest order energy (OrderTooSmall below it)."""
+        another). ``min_order_wh``: the smallest order energy (OrderTooSmall below it);
+        ``imbalance_bond``: the imbalance collateral per device (money, posted with its first
+        order; EnergyMarket.imbalanceBond)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -115,6 +118,8 @@ class ChainLedger(SettlingLedger):
             raise ValueError(f"gate_lead_s must be >= 0, got {gate_lead_s}")
         if not 1 <= min_order_wh < 2**64:
             raise ValueError(f"min_order_wh must be in 1..2**64-1, got {min_order_wh}")
+        if imbalance_bond < 0:
+            raise ValueError(f"imbalance_bond must be >= 0, got {imbalance_bond}")
         freeze_clock(w3)
         latest = int(w3.eth.get_block("latest")["timestamp"])
         start = latest + interval_s + lead if market_start_s is None else market_start_s
@@ -161,6 +166,7 @@ class ChainLedger(SettlingLedger):
             start,
             lead,
             min_order_wh,
+            imbalance_bond,
             salt,
             bytecode=link(link(code, "MarketSettlement", settlement.address),
                           "ProvisionalSettlement", provisional.address),

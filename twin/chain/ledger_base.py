@@ -137,6 +137,7 @@ class LedgerBase(MarketParameters):
         self._market_start = int(self.market.functions.marketStart().call())
         self._gate_lead_s = int(self.market.functions.gateLeadS().call())
         self._min_order_wh = int(self.market.functions.minOrderWh().call())
+        self._imbalance_bond = int(self.market.functions.imbalanceBond().call())
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
         self._pin_each_tx = False
@@ -517,10 +518,10 @@ class LedgerBase(MarketParameters):
         return decode_static(out, self.tx.call(contract, fn, args))
 
     def balance(self, account: int) -> Balance:
-        free, locked, debt = self._view(
-            self.market, "accounts", [self.address_of(account)], ("uint256",) * 3
+        free, locked, debt, bond = self._view(
+            self.market, "accounts", [self.address_of(account)], ("uint256",) * 4
         )
-        return Balance(free=free, locked=locked, debt=debt)
+        return Balance(free=free, locked=locked, debt=debt, bond=bond)
 
     def wallet(self, account: int) -> int:
         return int(self._view(self.token, "balanceOf", [self.address_of(account)], ("uint256",))[0])

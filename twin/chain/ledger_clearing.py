@@ -112,7 +112,8 @@ class ClearingLedger(OrderLedger):
     ) -> Clearing:
         """Finish an interrupted chunked clearing from the contract's cursor."""
         bids_seen, asks_seen, _done, _fills, finalized = (
-            self._view(self.market, "clearingProgress", [interval], CLEARING_PROGRESS)
+            self._view(self._provisional_market, "clearingProgress", [interval],  # type: ignore[attr-defined]
+                       CLEARING_PROGRESS)
         )
         result = match_orders(orders)
         by_id = {o.order_id: o for o in orders}

@@ -213,6 +213,14 @@ class OrderLedger(SetupLedger):
             purpose=f"reclaim: account {account}, {len(order_ids)} orders",
         )  # fmt: skip
 
+    def release_bond(self, account: int, device_id: int) -> None:
+        """``releaseBond``: the owner takes back ``device_id``'s imbalance bond once the last
+        interval the device ordered in is settled or void (else BondLocked)."""
+        self._transact(
+            self._provisional_market, "releaseBond", [device_id], sender=account,  # type: ignore[attr-defined]
+            purpose=f"releaseBond: account {account}, device {device_id}",
+        )  # fmt: skip
+
     def _order(self, v: Mapping[str, Any]) -> Order:
         return Order(
             order_id=v["orderId"],

@@ -124,7 +124,7 @@ class SettlingLedger(ClearingLedger):
             paid = start = 0
             if resume:  # continue from the cursor: readings up to its last device are settled
                 paid, n_read, last = self._view(
-                    self.market, "settlementProgress", [interval], ("uint256",) * 3
+                    self._provisional_market, "settlementProgress", [interval], ("uint256",) * 3
                 )
                 start = bisect.bisect_right(devices, last) if n_read else 0
             plan = plan_settlement(
@@ -279,6 +279,7 @@ _PROVISIONAL_FUNCTIONS = (
         "bytes32[]", "uint8[]", "bool"),
     _fn("trueUp", "uint64", "uint64", "int256", "bytes32", "bytes32", "uint8"),
     _fn("clearBooks", "uint64", "uint32[]", "uint32[]", "uint64[]", "uint64[]"),
+    _fn("releaseBond", "uint64"),
 )
 
 

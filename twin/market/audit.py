@@ -15,7 +15,7 @@ def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int, value_hold
     Three identities must hold exactly: the token's total supply equals what the run minted;
     it equals the wallets plus the market's holdings plus the value contracts' holdings
     (``value_holdings``: DR escrow, undistributed or unclaimed asset revenue); and the
-    market's holdings equal the sum of all free and locked balances it books.
+    market's holdings equal the sum of all free, locked and bond balances it books.
     ``wallet_adjustments``: wallet changes the ledger does not book itself (the reference
     ledger has no wallet-to-wallet transfers; :class:`twin.market.services.MoneyRail`).
     """
@@ -25,7 +25,7 @@ def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int, value_hold
     holdings = ledger.market_holdings()
     wallets = sum(ledger.wallet(a) + adjust.get(a, 0) for a in accounts)
     balances = [ledger.balance(a) for a in accounts]
-    booked = sum(b.free + b.locked for b in balances)
+    booked = sum(b.free + b.locked + b.bond for b in balances)
     debt = sum(b.debt for b in balances)
     conserved = (supply == minted == wallets + holdings + value_holdings and holdings == booked
                  and not set(adjust) - set(accounts))

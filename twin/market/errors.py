@@ -23,6 +23,7 @@ __all__ = [
     "BadPrice",
     "BadReadings",
     "BadSignature",
+    "BondLocked",
     "BookChanged",
     "CapacityExceeded",
     "ClearingInProgress",
@@ -228,6 +229,14 @@ class NotReclaimable(MarketError):
 
     fields = ("interval", "deadline", "time")
     explanation = "escrow is reclaimable only from an interval left uncleared past its deadline"
+
+
+class BondLocked(MarketError):
+    """A device's imbalance bond released while the last interval it ordered in is not
+    settled or void (or with no bond posted): the bond pays its imbalance at settlement."""
+
+    fields = ("device", "interval")
+    explanation = "a device's bond is released only once its last ordered interval is settled"
 
 
 class TooManyOrders(MarketError):
@@ -468,6 +477,7 @@ ERRORS: dict[str, type[MarketError]] = {
         OrderTooSmall,
         InDebt,
         NotReclaimable,
+        BondLocked,
         CapacityExceeded,
         EnvelopeExceeded,
         OppositeSide,

@@ -71,6 +71,7 @@ class MarketParameters:
     _feed_in: int
     _gate_lead_s: int
     _min_order_wh: int = 1
+    _imbalance_bond: int = 0
 
     @property
     def interval_s(self) -> int:
@@ -92,3 +93,8 @@ class MarketParameters:
     def min_order_wh(self) -> int:
         """Smallest order energy (``OrderTooSmall`` below it)."""
         return self._min_order_wh
+
+    @property
+    def imbalance_bond(self) -> int:
+        """Imbalance collateral per device (money), posted with its first order."""
+        return self._imbalance_bond

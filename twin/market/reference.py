@@ -198,6 +198,23 @@ class ReferenceLedger(ReferenceSettlement):
                 acc.locked -= esc
                 acc.free += esc
 
+    def release_bond(self, account: int, device_id: int) -> None:
+        """The owner takes back ``device_id``'s imbalance bond (what is left of it) once the
+        last interval the device ordered in is settled or void; the device posts a new bond
+        with its next order (EnergyMarket.releaseBond)."""
+        with purpose(f"releaseBond: account {account}, device {device_id}"):
+            info = self._device_info.get(device_id)
+            if info is None or self._devices[device_id].owner != account:
+                raise e.NotDeviceOwner(device_id, account)
+            last, bonded = info
+            if not bonded or self._status.get(last, "open") not in ("settled", "void"):
+                raise e.BondLocked(device_id, last)
+            self._device_info[device_id] = (last, False)
+            acc = self._accounts[account]
+            amount = min(acc.bond, self._imbalance_bond)
+            acc.bond -= amount
+            self._credit(account, amount)
+
     def _reject_malformed(self, intents: Sequence[OrderIntent], action: str) -> None:
         reject_malformed(
             intents,
@@ -216,6 +233,8 @@ class ReferenceLedger(ReferenceSettlement):
         used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
         nonces: dict[tuple[int, int], int] = {}
         self._batch_orders.clear()
+        self._batch_info.clear()
+        self._batch_bond.clear()
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
         for k, it in enumerate(intents):
@@ -239,6 +258,10 @@ class ReferenceLedger(ReferenceSettlement):
         for dkey, n in self._batch_orders.items():
             self._n_orders[dkey] += n
         self._batch_orders.clear()
+        self._device_info.update(self._batch_info)
+        for owner, bond in self._batch_bond.items():
+            self._accounts[owner].free -= bond
+            self._accounts[owner].bond += bond
         for key, wh in used_delta.items():
             self._used[key] += wh
         for order in placed:
@@ -310,14 +333,25 @@ class ReferenceLedger(ReferenceSettlement):
         env = self._envelope.get(key)
         if env is not None and requested > env:
             raise e.EnvelopeExceeded(it.device_id, env, requested)
+        # the device's first order of the interval: its bond, unless posted
+        first = self._n_orders[dkey] + self._batch_orders[dkey] == 0
+        last, bonded = self._batch_info.get(it.device_id, self._device_info.get(it.device_id, (0, False)))
+        bond = self._imbalance_bond if first and not bonded else 0
+        available = self._accounts[dev.owner].free + free_delta[dev.owner]
+        if available < bond:
+            raise e.InsufficientBalance(dev.owner, bond, available)
         if side == Side.BUY:
             need = payment(it.energy_wh, it.price_per_mwh)
             if self._accounts[dev.owner].debt > 0:
                 raise e.InDebt(dev.owner, self._accounts[dev.owner].debt)
-            available = self._accounts[dev.owner].free + free_delta[dev.owner]
-            if available < need:
-                raise e.InsufficientBalance(dev.owner, need, available)
+            if available - bond < need:
+                raise e.InsufficientBalance(dev.owner, need, available - bond)
             free_delta[dev.owner] -= need
+        if first and (not bonded or (self._imbalance_bond > 0 and last < it.interval)):
+            self._batch_info[it.device_id] = (max(last, it.interval), True)
+            if bond:
+                free_delta[dev.owner] -= bond
+                self._batch_bond[dev.owner] += bond
         used_delta[key] += it.energy_wh
         self._batch_orders[dkey] += 1
         return Order(
@@ -333,7 +367,7 @@ class ReferenceLedger(ReferenceSettlement):
     # --- read-outs --------------------------------------------------------------------
     def balance(self, account: int) -> Balance:
         acc = self._accounts.get(account, Account())
-        return Balance(free=acc.free, locked=acc.locked, debt=acc.debt)
+        return Balance(free=acc.free, locked=acc.locked, debt=acc.debt, bond=acc.bond)
 
     def wallet(self, account: int) -> int:
         return self._accounts.get(account, Account()).wallet
@@ -348,7 +382,7 @@ class ReferenceLedger(ReferenceSettlement):
         return self._status.get(interval, "open")
 
     def market_holdings(self) -> int:
-        return sum(a.free + a.locked for a in self._accounts.values())
+        return sum(a.free + a.locked + a.bond for a in self._accounts.values())
 
     def total_supply(self) -> int:
         return sum(a.wallet for a in self._accounts.values()) + self.market_holdings()

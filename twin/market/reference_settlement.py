@@ -273,11 +273,9 @@ class ReferenceSettlement(ReferenceState):
                 if cut_buy[d] > 0:  # curtailed energy consumed anyway: at most its trade price
                     k = min(imbalance, cut_buy[d])
                     due = cut_buy_money[d] * k // cut_buy[d] + payment(imbalance - k, self._retail)
-                paid = min(due, acc.free)
-                acc.free -= paid
+                paid, unpaid = self._draw(acc, due)  # free, then the bond, then debt
                 dso.free += paid
-                acc.debt += due - paid
-                moved, debt = -paid, due - paid
+                moved, debt = -paid, unpaid
             elif imbalance < 0:  # curtailed energy injected anyway earns nothing
                 due = payment(max(-imbalance - cut_sell[d], 0), self._feed_in)
                 paid = min(due, dso.free)
@@ -323,10 +321,8 @@ class ReferenceSettlement(ReferenceState):
                       - imbalance_value(estimate - traded, **prices))
             payer, payee = ((DSO_ACCOUNT, dev.owner) if amount > 0 else (dev.owner, DSO_ACCOUNT))
             src, dst = self._accounts[payer], self._accounts[payee]
-            paid = min(abs(amount), src.free)
-            src.free -= paid
+            paid, _ = self._draw(src, abs(amount))  # free, then the bond, then debt
             dst.free += paid
-            src.debt += abs(amount) - paid
             self._trued_up.add(key)
             return TrueUp(interval=interval, device_id=device_id, owner=dev.owner,
                           estimated_wh=estimate, metered_wh=int(metered_wh),

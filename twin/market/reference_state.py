@@ -26,6 +26,7 @@ class Account:
     free: int = 0
     locked: int = 0
     debt: int = 0
+    bond: int = 0  # imbalance collateral of its devices (withdraw cannot take it)
 
 
 class ReferenceState(MarketParameters):
@@ -41,6 +42,7 @@ class ReferenceState(MarketParameters):
         gate_lead_s: int | None = None,
         mechanism: Mechanism = "uniform",
         min_order_wh: int = 1,
+        imbalance_bond: int = 0,
     ) -> None:
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -52,6 +54,11 @@ class ReferenceState(MarketParameters):
         if not 1 <= min_order_wh < 2**64:
             raise ValueError(f"min_order_wh must be in 1..2**64-1, got {min_order_wh}")
         self._min_order_wh = int(min_order_wh)
+        if imbalance_bond < 0:
+            raise ValueError(f"imbalance_bond must be >= 0, got {imbalance_bond}")
+        self._imbalance_bond = int(imbalance_bond)
+        #: device -> (last interval it ordered in, bond posted) (EnergyMarket.DeviceInfo)
+        self._device_info: dict[int, tuple[int, bool]] = {}
         self._now_s = -(interval_s + lead)
         self._interval_s = interval_s
         self._retail = retail_price_per_mwh
@@ -77,6 +84,8 @@ class ReferenceState(MarketParameters):
         self._nonces: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
         self._n_orders: dict[tuple[int, int], int] = defaultdict(int)  # (device, interval)
         self._batch_orders: dict[tuple[int, int], int] = defaultdict(int)
+        self._batch_info: dict[int, tuple[int, bool]] = {}  # device -> (last interval, bonded)
+        self._batch_bond: dict[int, int] = defaultdict(int)  # owner -> bonds posted
         #: (device, interval, side) -> the DSO's operating envelope, Wh (dso.policy envelopes)
         self._envelope: dict[tuple[int, int, Side], int] = {}
         #: interval -> device -> book (electrical island) while the feeder is split
@@ -140,6 +149,18 @@ class ReferenceState(MarketParameters):
         acc.debt -= pay
         acc.free += amount - pay
         self._accounts[DSO_ACCOUNT].free += pay
+
+    @staticmethod
+    def _draw(acc: Account, due: int) -> tuple[int, int]:
+        """A payer pays ``due`` from its free balance, then from its imbalance bond; the rest
+        becomes debt (MarketSettlement.draw). Returns (paid, unpaid)."""
+        from_free = min(acc.free, due)
+        from_bond = min(acc.bond, due - from_free)
+        acc.free -= from_free
+        acc.bond -= from_bond
+        paid = from_free + from_bond
+        acc.debt += due - paid
+        return paid, due - paid
 
 
 @contextmanager

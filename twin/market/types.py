@@ -143,6 +143,7 @@ class Balance:
     free: int
     locked: int  # buyer escrow
     debt: int  # unpaid settlement charges (a counter: no tokens back it)
+    bond: int = 0  # imbalance collateral of the account's devices (withdraw cannot take it)
 
 
 @dataclass(frozen=True, slots=True)

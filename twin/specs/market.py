@@ -39,6 +39,12 @@ class MarketSpec(_Spec):
     #: smallest order energy the market accepts (OrderTooSmall below it, contract and
     #: reference alike); 1 Wh = any positive order
     min_order_wh: Annotated[int, Field(ge=1, lt=2**32)] = 1
+    #: imbalance collateral per device, Wh at the retail price: posted from the owner's free
+    #: balance with the device's first order, held apart (withdraw cannot take it), drawn on
+    #: at settlement for imbalance the free balance does not cover (so withdrawing before
+    #: settlement leaves no debt unpaid up to it), returned by releaseBond once the device's
+    #: last ordered interval is settled; 0: no collateral
+    imbalance_collateral_wh: Annotated[int, Field(ge=0, lt=2**32)] = 0
     #: market services (twin/services): demand response, certificates, assets, ...
     services: MarketServicesSpec = MarketServicesSpec()
 

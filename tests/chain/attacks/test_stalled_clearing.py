@@ -1,4 +1,5 @@
-"""#19: an operator that stops in the middle of a chunked clearing cannot keep escrow locked.
+"""#19: an operator that stops in the middle of a chunked clearing (uniform or CDA) cannot keep
+escrow locked.
 
 Past the interval's reclaim deadline (its gate + one interval) a clearing whose matching walk
 is unfinished (nothing priced, nothing released) is voided by the first owner who reclaims,
@@ -7,6 +8,8 @@ anyone may then finish it. Performed on a real Anvil, compared with the referenc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tests._orders import buy, sell
@@ -14,9 +17,11 @@ from tests.chain.conftest import FEED_IN, INTERVAL_S, RETAIL, setup_market
 from twin.chain.chunks import plan_clearing
 from twin.chain.ledger import ChainLedger
 from twin.market import errors as e
+from twin.market.cda import continuous_double_auction
 from twin.market.clearing import match_orders, sort_book
 from twin.market.reference import ReferenceLedger
 from twin.market.types import OPERATOR_ACCOUNT
+from twin.market.units import payment
 
 pytestmark = pytest.mark.chain
 
@@ -88,7 +93,7 @@ def test_a_finished_walk_stands_and_anyone_may_finish_it(chain_ledger: ChainLedg
         led.place_orders(book)
     chain.wait_for_gate(2)
     _first_chunk(chain, 2, len(book), whole=True)  # walk over (price fixed), no trade priced yet
-    assert chain.market.functions.clearingProgress(2).call()[2] is True
+    assert chain._provisional_market.functions.clearingProgress(2).call()[2] is True
     bid = next(o.order_id for o in chain.orders(2) if o.side.name == "BUY")
     deadline = chain.reclaim_after_s(2)
     for led in (chain, ref):
@@ -101,4 +106,72 @@ def test_a_finished_walk_stands_and_anyone_may_finish_it(chain_ledger: ChainLedg
     got = chain.clear(2, sender=3)  # a stranger finishes the stalled clearing
     assert got == ref.clear(2, sender=3) and len(got.trades) == 1
     assert chain.interval_status(2) == "cleared"
+    _same_money(chain, ref)
+
+
+def test_a_cda_clearing_stopped_mid_way_is_voided_and_every_bid_gets_back_what_it_holds(
+        deploy: Callable[..., ChainLedger]) -> None:
+    """CDA: a clearing stopped with orders still to take is voided by the first reclaim past
+    the deadline, like a uniform one. Each bid gets back what it still holds: a bid filled on
+    arrival the money its fills kept (the rest came back when it was filled), a bid filled
+    while resting what its node kept, a resting, the matching (paused mid-sweep) or an untaken
+    bid all of its escrow; the market ends where the reference, which never cleared, does.
+    A CDA clearing that took every order (only resting bids' releases left) stands."""
+    chain = setup_market(deploy(mechanism="cda"))
+    ref = setup_market(ReferenceLedger(interval_s=INTERVAL_S, retail_price_per_mwh=RETAIL,
+                                       feed_in_price_per_mwh=FEED_IN, mechanism="cda"))
+    m = 1_000_000
+    book = [sell(15, 1000, 100 * m, interval=2),  # 1 rests
+            buy(12, 600, 150 * m, interval=2),    # 2 filled on arrival at 100
+            buy(13, 1000, 120 * m, interval=2),   # 3 fills 400 at 100, rests 600 ...
+            sell(16, 600, 80 * m, interval=2),    # 4 ... and is filled resting (popped)
+            buy(14, 500, 130 * m, interval=2),    # 5 rests
+            sell(17, 200, 90 * m, interval=2),    # 6 fills 200 of 5 (5 rests partly filled)
+            sell(16, 100, 140 * m, interval=2),   # 7 rests
+            sell(17, 100, 145 * m, interval=2),   # 8 rests
+            buy(12, 300, 200 * m, interval=2),    # 9 sweeps 7, then the budget is out
+            buy(13, 100, 100 * m, interval=2)]   # 10 never taken
+    for led in (chain, ref):
+        led.place_orders(book)
+    chain.wait_for_gate(2)
+    steps = continuous_double_auction(chain.orders(2)).steps
+    ids, hints = [s.order_id for s in steps[:9]], [s.hint for s in steps[:9]]
+    chain._transact(chain.market, "clearCda", [2, 10, ids, hints, 5], sender=OPERATOR_ACCOUNT,
+                    purpose="five fills, then the operator stops")
+    assert chain.interval_status(2) == "clearing" and len(chain.trades(2)) == 5
+    deadline = chain.reclaim_after_s(2)
+    bids = {o.order_id: o.owner for o in chain.orders(2) if o.side.name == "BUY"}
+    for led in (chain, ref):
+        led.set_time(deadline)
+        with pytest.raises(e.NotReclaimable):
+            led.reclaim(3, [3])
+        led.set_time(deadline + 1)
+        for oid, owner in bids.items():
+            led.reclaim(owner, [oid])
+        led.reclaim(2, [2])  # a second reclaim returns nothing more
+        assert led.interval_status(2) == "void"
+    back = {ev["args"]["orderId"]: ev["args"]["amount"] for ev in chain.market.events.EscrowReleased().get_logs(
+        from_block=chain.tx.transactions[-len(bids) - 1].block)}
+    pay = payment
+    assert back == {2: pay(600, 100 * m), 3: pay(400, 100 * m) + pay(600, 120 * m), 5: pay(500, 130 * m),
+                    9: pay(300, 200 * m), 10: pay(100, 100 * m)}  # held: kept by fills / all
+    with pytest.raises(e.AlreadyCleared):
+        chain._transact(chain.market, "clearCda", [2, 10, ids[5:], hints[5:], 50],
+                        sender=OPERATOR_ACCOUNT, purpose="the stopped clearing cannot resume")
+    _same_money(chain, ref)  # every token of escrow back; nothing paid, nothing created
+    # interval 5: both bids taken, one resting bid's release left when the operator stops
+    for led in (chain, ref):
+        led.place_orders([buy(12, 100, 150 * m, interval=5), buy(13, 100, 140 * m, interval=5)])
+    chain.wait_for_gate(5)
+    steps = continuous_double_auction(chain.orders(5)).steps
+    chain._transact(chain.market, "clearCda", [5, 2, [s.order_id for s in steps], [s.hint for s in steps], 1],
+                    sender=OPERATOR_ACCOUNT, purpose="all taken, then the operator stops")
+    chain.set_time(chain.reclaim_after_s(5) + 1)
+    ref.set_time(chain.reclaim_after_s(5) + 1)
+    with pytest.raises(e.NotReclaimable):  # every order taken: the clearing stands
+        chain.reclaim(2, [steps[0].order_id])
+    chain._transact(chain.market, "clearCda", [5, 2, [], [], 10], sender=4,
+                    purpose="a stranger finishes the stalled clearing")
+    ref.clear(5, sender=4)
+    assert chain.interval_status(5) == ref.interval_status(5) == "cleared"
     _same_money(chain, ref)

@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSlots} from "./MarketSlots.sol";
 
 /// @title CdaMatching — continuous double auction (pay-as-bid, price–time priority) for
 /// EnergyMarket, as an external library (DELEGATECALL: it works on the market's storage,
@@ -20,10 +21,13 @@ import {EnergyMarket} from "./EnergyMarket.sol";
 /// the budget is used up, and every id it was given must have been taken by then.
 library CdaMatching {
     /// A resting order (one slot): next in its list, unfilled energy, money a bid keeps.
+    /// A bid filled while resting keeps its node, popped, with the money it kept: a stalled
+    /// clearing's reclaim returns exactly that (MarketSettlement.reclaim).
     struct Node {
         uint64 next;
         uint64 remaining; // 0: not resting
         uint96 kept;
+        bool popped;
     }
 
     /// Resumable state of one interval's CDA (3 slots).
@@ -78,14 +82,8 @@ library CdaMatching {
     uint256 internal constant WH_PER_MWH = 1e6;
     uint256 internal constant ANY_SIDE = 2; // BadOrderList side for the id-ordered list
 
-    /// EnergyMarket's ``deviceOwner`` mapping (its storage slot; tests/chain/test_provisional_chain.py).
-    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
-
-    function _owner(uint256 device) private view returns (address a) {
-        bytes32 slot = keccak256(abi.encode(device, DEVICE_OWNERS_SLOT));
-        assembly {
-            a := sload(slot)
-        }
+    function _owner(uint256 device) private view returns (address) {
+        return MarketSlots.owner(device);
     }
 
     function _pay(uint256 energyWh, uint256 pricePerMwh) private pure returns (uint256) {
@@ -243,8 +241,12 @@ library CdaMatching {
             // the resting order is done: pop it (a bid gets its excess escrow back)
             if (x.isBuy) c.askHead = rn.next;
             else c.bidHead = rn.next;
-            if (!x.isBuy) _releaseBid(accounts, orders[head], rKept);
-            rn.remaining = 0;
+            if (!x.isBuy) {
+                _releaseBid(accounts, orders[head], rKept);
+                nodes[head] = Node(0, 0, rKept, true);
+            } else {
+                rn.remaining = 0;
+            }
         } else {
             rn.remaining = rrem;
             rn.kept = rKept;
@@ -280,7 +282,7 @@ library CdaMatching {
             uint256 np = orders[next].price;
             if (x.isBuy ? np >= x.price : np <= x.price) revert BadHint(c.cur, prev);
         }
-        nodes[c.cur] = Node(uint64(next), c.curRem, c.curKept);
+        nodes[c.cur] = Node(uint64(next), c.curRem, c.curKept, false);
         if (prev != 0) nodes[prev].next = c.cur;
         else if (x.isBuy) c.bidHead = c.cur;
         else c.askHead = c.cur;
@@ -296,8 +298,8 @@ library CdaMatching {
     function _release(mapping(address => EnergyMarket.Account) storage accounts, address owner, uint256 amount) private {
         if (amount > 0) {
             EnergyMarket.Account storage a = accounts[owner];
-            a.locked -= amount;
-            a.free += amount;
+            a.locked -= uint128(amount);
+            a.free += uint128(amount);
         }
     }
 

@@ -54,11 +54,28 @@ contract EnergyMarket {
     /// Smallest order energy (OrderTooSmall): with MAX_ORDERS it bounds what a device's
     /// free spam can cost the book and the clearing.
     uint256 public immutable minOrderWh;
+    /// Imbalance collateral per device (money): posted from its owner's free balance with the
+    /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn on
+    /// at settlement for the imbalance its free balance does not cover, and returned by
+    /// releaseBond once the device's last ordered interval is settled or void.
+    uint256 public immutable imbalanceBond;
 
+    /// Two slots: free and locked together (an order's escrow moves within one slot), then
+    /// debt and bond. Every token enters by deposit, each below 2**128 (BadAmount).
     struct Account {
-        uint256 free;
-        uint256 locked; // buyer escrow
-        uint256 debt; // unpaid settlement charges (a counter, no tokens)
+        uint128 free;
+        uint128 locked; // buyer escrow
+        uint128 debt; // unpaid settlement charges (a counter, no tokens)
+        uint128 bond; // imbalance collateral of its devices (imbalanceBond each, less draws)
+    }
+
+    /// One slot per device, written at its first order of each interval: its registry owner
+    /// (the owner of each of its orders), the last interval it ordered in, whether its bond
+    /// is posted.
+    struct DeviceInfo {
+        address owner;
+        uint64 lastInterval;
+        bool bonded;
     }
 
     /// One slot (device 8, interval 8, side 1, energy 8, price 7): a placed order has a price
@@ -266,6 +283,7 @@ contract EnergyMarket {
         uint256 marketStart_,
         uint256 gateLeadS_,
         uint256 minOrderWh_,
+        uint256 imbalanceBond_,
         bytes32 salt_
     ) {
         token = token_;
@@ -278,6 +296,7 @@ contract EnergyMarket {
         marketStart = marketStart_;
         gateLeadS = gateLeadS_;
         minOrderWh = minOrderWh_;
+        imbalanceBond = imbalanceBond_;
         salt = salt_;
         DOMAIN_SEPARATOR = keccak256(
             abi.encode(
@@ -294,7 +313,7 @@ contract EnergyMarket {
     }
 
     /// The one payment-rounding rule (twin/market/units.py).
-    function payment(uint256 energyWh, uint256 pricePerMwh) public pure returns (uint256) {
+    function payment(uint256 energyWh, uint256 pricePerMwh) internal pure returns (uint256) {
         return (energyWh * pricePerMwh) / WH_PER_MWH;
     }
 
@@ -307,17 +326,17 @@ contract EnergyMarket {
 
     /// Move tokens from the caller's wallet (approved) into its free market balance.
     function deposit(uint256 amount) external {
-        if (amount == 0) revert BadAmount(amount);
+        if (amount == 0 || amount >> 128 != 0) revert BadAmount(amount);
         token.transferFrom(msg.sender, address(this), amount);
         Account storage a = accounts[msg.sender];
         uint256 owed = a.debt;
         uint256 pay = msg.sender == dso ? 0 : (owed < amount ? owed : amount);
         if (pay > 0) {
-            a.debt = owed - pay; // an indebted account's deposit pays its debt to the DSO first
-            accounts[dso].free += pay;
+            a.debt = uint128(owed - pay); // an indebted account's deposit pays its debt to the DSO first
+            accounts[dso].free += uint128(pay);
             emit DebtPaid(msg.sender, pay);
         }
-        a.free += amount - pay;
+        a.free += uint128(amount - pay);
         emit Deposited(msg.sender, amount);
     }
 
@@ -326,7 +345,7 @@ contract EnergyMarket {
         Account storage a = accounts[msg.sender];
         if (a.debt > 0) revert InDebt(msg.sender, a.debt);
         if (a.free < amount) revert InsufficientBalance(msg.sender, amount, a.free);
-        a.free -= amount;
+        a.free -= uint128(amount);
         token.transfer(msg.sender, amount);
         emit Withdrawn(msg.sender, amount);
     }
@@ -457,21 +476,34 @@ contract EnergyMarket {
         uint256 energy = uint256(energyWh);
         uint256 price = uint256(priceIn);
         uint256 escrow;
+        Account storage a = accounts[d.owner];
+        // the device's first order of the interval: its bond, unless posted (kept until
+        // releaseBond, which no interval it ordered in can precede)
+        DeviceInfo memory di;
+        if (u.orders == 0) di = deviceOwner[device];
+        uint256 bond = u.orders == 0 && !di.bonded ? imbalanceBond : 0;
+        if (a.free < bond) return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, bond, a.free);
         if (side == Side.BUY) {
             escrow = payment(energy, price);
-            Account storage a = accounts[d.owner];
             if (a.debt > 0) return abi.encodeWithSelector(InDebt.selector, d.owner, a.debt);
-            if (a.free < escrow) return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, escrow, a.free);
-            a.free -= escrow;
-            a.locked += escrow;
+            if (a.free - bond < escrow) {
+                return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, escrow, a.free - bond);
+            }
+            a.free -= uint128(escrow);
+            a.locked += uint128(escrow);
             u.buyWh = uint64(requested);
             st.buyCount += 1;
         } else {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
-        // registry owners never change: written once, looked up once per device and interval
-        if (u.orders == 0 && deviceOwner[device] == address(0)) deviceOwner[device] = d.owner;
+        if (u.orders == 0 && (!di.bonded || (imbalanceBond > 0 && di.lastInterval < interval))) {
+            if (bond > 0) {
+                a.free -= uint128(bond);
+                a.bond += uint128(bond);
+            }
+            deviceOwner[device] = DeviceInfo(d.owner, interval > di.lastInterval ? interval : di.lastInterval, true);
+        }
         u.orders += 1;
         orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
         emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
@@ -486,20 +518,16 @@ contract EnergyMarket {
     }
 
     /// An owner takes back the escrow of its buy orders of intervals not cleared by their
-    /// deadline (reclaimAfter) whose clearing did not start, or (uniform price) stopped with
-    /// its matching walk unfinished — no trade priced, no escrow released yet. The first
-    /// reclaim voids the interval (IntervalVoided; it never clears nor settles; a stopped
-    /// walk's unpriced matches are dropped and their trade ids reused), each order's escrow
-    /// returns once. Once a walk is over its trades stand: anyone may finish the clearing.
+    /// deadline (reclaimAfter) whose clearing did not start, or stopped with its matching walk
+    /// unfinished: uniform price, no trade priced and no escrow released yet; CDA, not every
+    /// order taken yet. The first reclaim voids the interval (IntervalVoided; it never clears
+    /// nor settles; a stopped uniform walk's unpriced matches are dropped and their trade ids
+    /// reused, a stopped CDA's announced trades are void), each order's escrow still held
+    /// returns once (a CDA bid: all of it, or what its fills kept if it was filled).
+    /// Once a walk is over its trades stand: anyone may finish the clearing.
     /// The loop is MarketSettlement.reclaim (code size).
     function reclaim(uint64[] calldata orderIds) external {
-        uint256 first = MarketSettlement.reclaim(
-            orders, intervals, accounts, cursors, orderIds, marketStart, gateLeadS, intervalS, mechanism == 0
-        );
-        if (first != 0) {
-            tradeCount = first - 1; // one interval clears at a time: its trades are the last
-            clearingInterval = 0;
-        }
+        MarketSettlement.reclaim(orderIds, marketStart, gateLeadS, intervalS);
     }
 
     /// The operator clears an interval; past its reclaim deadline anyone may (the verified
@@ -770,10 +798,10 @@ contract EnergyMarket {
         Order storage o = orders[id];
         uint256 release = payment(o.energyWh, o.price) - kept;
         if (release > 0) {
-            address owner = deviceOwner[o.device];
+            address owner = deviceOwner[o.device].owner;
             Account storage a = accounts[owner];
-            a.locked -= release;
-            a.free += release;
+            a.locked -= uint128(release);
+            a.free += uint128(release);
             emit EscrowReleased(id, owner, release);
         }
     }
@@ -871,9 +899,10 @@ contract EnergyMarket {
     }
 
     mapping(uint256 => SettleCursor) internal settleCursors;
-    /// device => its registry owner, written at its first order: the owner of each of its
-    /// orders (libraries read it at DEVICE_OWNERS_SLOT; keep it the last variable).
-    mapping(uint256 => address) internal deviceOwner;
+    /// device => its registry owner (the owner of each of its orders), last ordered interval
+    /// and bond (DeviceInfo), written at its first order of an interval (libraries read it at
+    /// MarketSlots.DEVICE_OWNERS_SLOT; keep it the last variable).
+    mapping(uint256 => DeviceInfo) internal deviceOwner;
 
     error TradesUnpaid(uint256 interval, uint256 paid, uint256 total);
     error SettlementInProgress(uint256 interval);
@@ -982,7 +1011,8 @@ contract EnergyMarket {
     }
 
     /// Calls this contract does not implement run in the linked library ProvisionalSettlement
-    /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups.
+    /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups, island
+    /// books, releaseBond, deviceInfo and the read-outs clearingProgress and settlementProgress.
     fallback() external {
         address ext = address(ProvisionalSettlement);
         assembly {
@@ -993,30 +1023,4 @@ contract EnergyMarket {
             return(0, returndatasize())
         }
     }
-
-    // ------------------------------------------------------------------ read-outs
-
-    /// Progress of an interval's chunked clearing (all zero when none is under way): ids
-    /// verified per side, whether matching is over, trades matched and trades finalized. The
-    /// operator resumes an interrupted chunk sequence from here (twin.chain.chunks).
-    function clearingProgress(uint64 interval)
-        external
-        view
-        returns (uint256 bidsSeen, uint256 asksSeen, bool done, uint256 fills, uint256 finalized)
-    {
-        Cursor storage c = cursors[interval];
-        return (c.bidsSeen, c.asksSeen, c.done, c.fills, c.finalized);
-    }
-
-    /// Progress of an interval's chunked settlement: trades paid, readings settled, and the
-    /// last settled device (valid when ``readings`` > 0).
-    function settlementProgress(uint64 interval)
-        external
-        view
-        returns (uint256 paid, uint256 readings, uint256 lastDevice)
-    {
-        SettleCursor storage c = settleCursors[interval];
-        return (c.paid, c.readings, c.lastDevice);
-    }
-
 }

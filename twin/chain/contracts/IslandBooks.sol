@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSlots} from "./MarketSlots.sol";
 
 /// @title IslandBooks — one uniform-price book per electrical island (twin/faults), on
 /// EnergyMarket's storage: ProvisionalSettlement.clearBooks (behind the market's fallback)
@@ -14,19 +15,8 @@ import {EnergyMarket} from "./EnergyMarket.sol";
 /// each, concatenated. Each id is checked (order of this interval and side, sorted within its
 /// book, in no other book: a transient mark) and the counts must cover the whole book. Each
 /// trade's price is stored (``tradePrice``): MarketSettlement pays settlement and curtailment
-/// at a trade's own price when one is stored. Slots: EnergyMarket's storage layout (checked by
-/// tests/chain/test_island_books_chain.py).
+/// at a trade's own price when one is stored. Slots: EnergyMarket's storage layout (MarketSlots).
 library IslandBooks {
-    uint256 internal constant ACCOUNTS_SLOT = 2;
-    uint256 internal constant ORDERS_SLOT = 4;
-    uint256 internal constant TRADES_SLOT = 6;
-    uint256 internal constant TRADE_COUNT_SLOT = 7;
-    uint256 internal constant INTERVALS_SLOT = 8;
-    uint256 internal constant POSITIONS_SLOT = 10;
-    uint256 internal constant CLEARING_INTERVAL_SLOT = 13;
-    uint256 internal constant MECHANISM_SLOT = 14;
-    /// EnergyMarket's ``deviceOwner`` mapping (an order's owner is its device's).
-    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
     /// trade's storage slot => its island book's price + 1 (0: the interval's price).
     bytes32 internal constant PRICE_NS = keccak256("gridtwin.IslandBooks.price.v1");
     uint256 internal constant WH_PER_MWH = 1e6;
@@ -66,20 +56,6 @@ library IslandBooks {
         return (v == 0 ? 0 : v - 1, v != 0);
     }
 
-    function _at(uint256 key, uint256 slot) private pure returns (uint256) {
-        return uint256(keccak256(abi.encode(key, slot)));
-    }
-
-    function _owner(uint256 device) private view returns (address) {
-        return address(uint160(_load(_at(device, DEVICE_OWNERS_SLOT))));
-    }
-
-    function _load(uint256 slot) private view returns (uint256 v) {
-        assembly ("memory-safe") {
-            v := sload(slot)
-        }
-    }
-
     struct Walk {
         uint256 tid; // last trade id
         uint256 volume;
@@ -95,18 +71,19 @@ library IslandBooks {
         uint64[] calldata bidIds,
         uint64[] calldata askIds
     ) internal {
-        if (_load(MECHANISM_SLOT) & 0xff != 0) revert WrongMechanism(_load(MECHANISM_SLOT) & 0xff);
-        EnergyMarket.IntervalState storage st = _interval(interval);
+        uint256 mech = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff;
+        if (mech != 0) revert WrongMechanism(mech);
+        EnergyMarket.IntervalState storage st = MarketSlots.interval(interval);
         if (st.status != OPEN) revert AlreadyCleared(interval);
         uint256 gate = EnergyMarket(address(this)).gateTime(interval);
         if (block.timestamp <= gate) revert GateOpen(interval, gate, block.timestamp);
-        uint256 busy = _load(CLEARING_INTERVAL_SLOT);
+        uint256 busy = MarketSlots.load(MarketSlots.CLEARING_INTERVAL_SLOT);
         if (busy != 0) revert ClearingInProgress(busy - 1);
         if (bidIds.length != st.buyCount) revert BadOrderList(0, bidIds.length, 0);
         if (askIds.length != st.sellCount) revert BadOrderList(1, askIds.length, 0);
         if (nBids.length != nAsks.length) revert BadOrderList(2, nAsks.length, 0);
         emit ClearingStarted(interval, st.buyCount, st.sellCount);
-        Walk memory w = Walk(_load(TRADE_COUNT_SLOT), 0, 0, 0, -1);
+        Walk memory w = Walk(MarketSlots.load(MarketSlots.TRADE_COUNT_SLOT), 0, 0, 0, -1);
         uint256 first = w.tid + 1;
         uint256 bi;
         uint256 ai;
@@ -130,8 +107,9 @@ library IslandBooks {
         st.firstTrade = uint64(first);
         st.tradeCount = uint32(fills);
         st.tradedDevices = uint32(w.traded);
+        uint256 countSlot = MarketSlots.TRADE_COUNT_SLOT;
         assembly ("memory-safe") {
-            sstore(TRADE_COUNT_SLOT, mload(w))
+            sstore(countSlot, mload(w))
         }
         emit Cleared(interval, w.price, w.volume, first, fills);
     }
@@ -139,7 +117,7 @@ library IslandBooks {
     /// Each id an order of ``interval`` and ``side`` (0 buy, 1 sell), strictly after the
     /// previous one in the side's sort order, and in no earlier book (a transient mark).
     function _verify(uint64 interval, uint256 side, uint64[] calldata ids, uint256 from, uint256 to) private {
-        mapping(uint256 => EnergyMarket.Order) storage orders = _orders();
+        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
         uint256 p0;
         uint256 id0;
         for (uint256 k = from; k < to; ++k) {
@@ -169,8 +147,8 @@ library IslandBooks {
     function _book(uint64 interval, uint256 book, uint64[] calldata bids, uint64[] calldata asks, Walk memory w)
         private
     {
-        mapping(uint256 => EnergyMarket.Order) storage orders = _orders();
-        mapping(uint256 => EnergyMarket.Trade) storage trades = _trades();
+        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
+        mapping(uint256 => EnergyMarket.Trade) storage trades = MarketSlots.trades();
         uint256 start = w.tid + 1;
         uint256 i;
         uint256 j;
@@ -240,53 +218,24 @@ library IslandBooks {
     }
 
     function _release(uint256 id, uint256 kept) private {
-        EnergyMarket.Order storage o = _orders()[id];
+        EnergyMarket.Order storage o = MarketSlots.orders()[id];
         uint256 release = (uint256(o.energyWh) * o.price) / WH_PER_MWH - kept;
         if (release > 0) {
-            address owner = _owner(o.device);
-            EnergyMarket.Account storage a = _accounts()[owner];
-            a.locked -= release;
-            a.free += release;
+            address owner = MarketSlots.owner(o.device);
+            EnergyMarket.Account storage a = MarketSlots.accounts()[owner];
+            a.locked -= uint128(release);
+            a.free += uint128(release);
             emit EscrowReleased(id, owner, release);
         }
     }
 
     function _addPosition(uint64 interval, uint256 device, int256 wh) private returns (uint256) {
-        uint256 slot = _at(device, _at(interval, POSITIONS_SLOT));
-        EnergyMarket.Position storage p;
-        assembly ("memory-safe") {
-            p.slot := slot
-        }
+        EnergyMarket.Position storage p = MarketSlots.positions(interval)[device];
         p.netWh += int96(wh);
         if (!p.traded) {
             p.traded = true;
             return 1;
         }
         return 0;
-    }
-
-    function _interval(uint64 interval) private pure returns (EnergyMarket.IntervalState storage st) {
-        uint256 slot = _at(interval, INTERVALS_SLOT);
-        assembly ("memory-safe") {
-            st.slot := slot
-        }
-    }
-
-    function _orders() private pure returns (mapping(uint256 => EnergyMarket.Order) storage m) {
-        assembly ("memory-safe") {
-            m.slot := ORDERS_SLOT
-        }
-    }
-
-    function _trades() private pure returns (mapping(uint256 => EnergyMarket.Trade) storage m) {
-        assembly ("memory-safe") {
-            m.slot := TRADES_SLOT
-        }
-    }
-
-    function _accounts() private pure returns (mapping(address => EnergyMarket.Account) storage m) {
-        assembly ("memory-safe") {
-            m.slot := ACCOUNTS_SLOT
-        }
     }
 }

@@ -2,8 +2,10 @@
 pragma solidity 0.8.30;
 
 import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {CdaMatching} from "./CdaMatching.sol";
 import {IslandBooks} from "./IslandBooks.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSlots} from "./MarketSlots.sol";
 
 /// @title MarketSettlement — EnergyMarket's DSO curtailment (curtailBatch) and settlement on
 /// metered energy, as an external library (DELEGATECALL: it works on the market's storage, its
@@ -68,14 +70,8 @@ library MarketSettlement {
     error CurtailIncrease(uint256 trade, uint256 current, int256 requested);
     error SettlementInProgress(uint256 interval);
 
-    /// EnergyMarket's ``deviceOwner`` mapping (its storage slot; tests/chain/test_provisional_chain.py).
-    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
-
-    function _owner(uint256 device) private view returns (address a) {
-        bytes32 slot = keccak256(abi.encode(device, DEVICE_OWNERS_SLOT));
-        assembly {
-            a := sload(slot)
-        }
+    function _owner(uint256 device) private view returns (address) {
+        return MarketSlots.owner(device);
     }
 
     function _payment(uint256 energyWh, uint256 price) private pure returns (uint256) {
@@ -171,8 +167,8 @@ library MarketSettlement {
             uint256 price = _price(orders, t, st.price, cda);
             uint256 release = _payment(old, price) - _payment(uint256(e), price);
             EnergyMarket.Account storage a = accounts[_owner(b.device)];
-            a.locked -= release;
-            a.free += release;
+            a.locked -= uint128(release);
+            a.free += uint128(release);
             uint64 delta = uint64(old - uint256(e));
             EnergyMarket.Position storage pb = positions[interval][b.device];
             pb.netWh -= int96(int64(delta));
@@ -268,7 +264,7 @@ library MarketSettlement {
                 EnergyMarket.Order storage s = orders[tr.sellOrder];
                 uint256 p = _price(orders, tr, price, x.cda);
                 uint256 amount = _payment(tr.energyWh, p);
-                accounts[_owner(b.device)].locked -= amount;
+                accounts[_owner(b.device)].locked -= uint128(amount);
                 _credit(accounts, x.dso, _owner(s.device), amount);
                 // curtailed energy: the DSO pays the seller the trade's price for it
                 uint256 comp = _payment(tr.clearedWh, p) - amount;
@@ -378,11 +374,23 @@ library MarketSettlement {
         uint256 due
     ) private returns (uint256 paid, uint256 unpaid) {
         EnergyMarket.Account storage a = accounts[payer];
-        paid = a.free < due ? a.free : due;
-        unpaid = due - paid;
-        a.free -= paid;
-        a.debt += unpaid;
+        (paid, unpaid) = draw(a, due);
         _credit(accounts, dso, payee, paid);
+    }
+
+    /// A payer pays ``due`` from its free balance, then from its imbalance bond; the rest
+    /// becomes debt. Returns what was paid and what is owed.
+    function draw(EnergyMarket.Account storage a, uint256 due) internal returns (uint256 paid, uint256 unpaid) {
+        uint256 free = a.free;
+        uint256 bond = a.bond;
+        uint256 fromFree = free < due ? free : due;
+        uint256 rest = due - fromFree;
+        uint256 fromBond = bond < rest ? bond : rest;
+        if (fromFree > 0) a.free = uint128(free - fromFree);
+        if (fromBond > 0) a.bond = uint128(bond - fromBond);
+        paid = fromFree + fromBond;
+        unpaid = due - paid;
+        if (unpaid > 0) a.debt += uint128(unpaid);
     }
 
     /// Credit ``amount`` to ``account``'s free balance; an indebted account (not the DSO)
@@ -393,65 +401,140 @@ library MarketSettlement {
         EnergyMarket.Account storage a = accounts[account];
         uint256 owed = a.debt;
         if (owed == 0 || account == dso || amount == 0) {
-            a.free += amount;
+            a.free += uint128(amount);
             return;
         }
         uint256 pay = owed < amount ? owed : amount;
-        a.debt = owed - pay;
-        a.free += amount - pay;
-        accounts[dso].free += pay;
+        a.debt = uint128(owed - pay);
+        a.free += uint128(amount - pay);
+        accounts[dso].free += uint128(pay);
         emit DebtPaid(account, pay);
     }
 
     event EscrowReleased(uint256 indexed orderId, address indexed owner, uint256 amount);
     event IntervalVoided(uint256 indexed interval);
+    event BondReleased(uint256 indexed device, address indexed owner, uint256 amount);
+
+    /// ``device``'s bond is not releasable: its last ordered interval is not settled or void
+    /// (or it has no bond posted).
+    error BondLocked(uint256 device, uint256 interval);
+
+    /// EnergyMarket.releaseBond: the device's owner gets back min(bond, its account's bond)
+    /// (credited like any credit: an indebted owner's debt is paid first).
+    function releaseBond(
+        mapping(address => EnergyMarket.Account) storage accounts,
+        mapping(uint256 => EnergyMarket.DeviceInfo) storage infos,
+        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
+        address dso,
+        uint256 bond,
+        uint64 device
+    ) external {
+        EnergyMarket.DeviceInfo storage di = infos[device];
+        if (di.owner != msg.sender) revert NotDeviceOwner(device, msg.sender);
+        uint64 last = di.lastInterval;
+        uint8 s = intervals[last].status;
+        if (!di.bonded || (s != SETTLED && s != VOID)) revert BondLocked(device, last);
+        di.bonded = false;
+        EnergyMarket.Account storage a = accounts[msg.sender];
+        uint256 amount = a.bond < bond ? a.bond : bond;
+        a.bond -= uint128(amount);
+        _credit(accounts, dso, msg.sender, amount);
+        emit BondReleased(device, msg.sender, amount);
+    }
 
     error NotDeviceOwner(uint256 device, address account);
     error NotReclaimable(uint256 interval, uint256 deadline, uint256 time);
 
     /// EnergyMarket.reclaim (deadlines as EnergyMarket.reclaimAfter). Voids an open interval,
-    /// or a uniform-price clearing whose walk is unfinished (then its cursor is deleted and
-    /// the interval's first trade id returned, so the market drops its unpriced matches).
-    function reclaim(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
-        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
-        mapping(address => EnergyMarket.Account) storage accounts,
-        mapping(uint256 => EnergyMarket.Cursor) storage cursors,
-        uint64[] calldata orderIds,
-        uint256 marketStart,
-        uint256 gateLeadS,
-        uint256 intervalS,
-        bool uniform
-    ) external returns (uint256 voidedFirstTrade) {
+    /// or a clearing whose walk is unfinished: uniform price, its cursor is deleted and the
+    /// market drops its unpriced matches (trade ids reused); CDA, its cursor stays (it tells
+    /// what each bid still holds) and its announced trades are void.
+    function reclaim(uint64[] calldata orderIds, uint256 marketStart, uint256 gateLeadS, uint256 intervalS)
+        external
+    {
+        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
+        mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
+        bool uniform = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff == 0;
         for (uint256 k = 0; k < orderIds.length; ++k) {
             EnergyMarket.Order storage o = orders[orderIds[k]];
             if (o.price == 0 || _owner(o.device) != msg.sender || o.side != EnergyMarket.Side.BUY) {
                 revert NotDeviceOwner(o.device, msg.sender);
             }
             uint64 interval = o.interval;
-            EnergyMarket.IntervalState storage st = intervals[interval];
+            EnergyMarket.IntervalState storage st = MarketSlots.interval(interval);
             uint8 s = st.status;
             uint256 start = marketStart + interval * intervalS;
             uint256 deadline = (start > gateLeadS ? start - gateLeadS : 0) + intervalS;
-            if (s == OPEN || (s == CLEARING && uniform && !cursors[interval].done)) {
+            if (s == OPEN || (s == CLEARING && !_walkOver(interval, st, uniform))) {
                 if (block.timestamp <= deadline) revert NotReclaimable(interval, deadline, block.timestamp);
-                if (s == CLEARING) {
-                    delete cursors[interval];
-                    voidedFirstTrade = st.firstTrade;
-                }
+                if (s == CLEARING) _voidClearing(interval, st, uniform);
                 st.status = VOID;
                 emit IntervalVoided(interval);
             } else if (s != VOID) {
                 revert NotReclaimable(interval, deadline, block.timestamp);
             }
-            uint256 escrow = _payment(o.energyWh, o.price);
+            uint256 escrow = o.energyWh == 0 ? 0 : (uniform ? _payment(o.energyWh, o.price) : _cdaHeld(interval, orderIds[k], o));
             o.energyWh = 0;
             if (escrow > 0) {
                 EnergyMarket.Account storage a = accounts[msg.sender];
-                a.locked -= escrow;
-                a.free += escrow;
+                a.locked -= uint128(escrow);
+                a.free += uint128(escrow);
                 emit EscrowReleased(orderIds[k], msg.sender, escrow);
             }
         }
+    }
+
+    /// A clearing's matching walk is over: its trades stand (uniform: the walk is done; CDA:
+    /// every order taken and none still matching).
+    function _walkOver(uint64 interval, EnergyMarket.IntervalState storage st, bool uniform) private view returns (bool) {
+        if (uniform) return MarketSlots.cursors()[interval].done;
+        CdaMatching.Cursor storage cc = MarketSlots.cdaCursors()[interval];
+        return cc.taken == uint256(st.buyCount) + st.sellCount && !cc.active;
+    }
+
+    /// Stop the interval's clearing for good (the market clears one interval at a time).
+    function _voidClearing(uint64 interval, EnergyMarket.IntervalState storage st, bool uniform) private {
+        if (uniform) {
+            delete MarketSlots.cursors()[interval];
+            uint256 last = st.firstTrade - 1; // its trades are the last: their ids are reused
+            uint256 countSlot = MarketSlots.TRADE_COUNT_SLOT;
+            assembly ("memory-safe") {
+                sstore(countSlot, last)
+            }
+        }
+        uint256 busySlot = MarketSlots.CLEARING_INTERVAL_SLOT;
+        assembly ("memory-safe") {
+            sstore(busySlot, 0)
+        }
+    }
+
+    /// The escrow a buy order of a stopped CDA clearing still holds: all of it unless it was
+    /// filled — then what its fills kept (the rest was released when it was filled): a bid
+    /// popped while resting records it in its node; one filled on arrival kept the money of
+    /// its own fills, consecutive trades in which it is the incoming (higher) order id.
+    function _cdaHeld(uint64 interval, uint256 id, EnergyMarket.Order storage o) private view returns (uint256) {
+        CdaMatching.Cursor storage cc = MarketSlots.cdaCursors()[interval];
+        uint256 full = _payment(o.energyWh, o.price);
+        if (cc.taken == 0 || id > cc.lastId || (cc.active && cc.cur == id)) return full; // not filled yet
+        CdaMatching.Node storage n = MarketSlots.cdaNodes()[id];
+        if (n.remaining > 0) return full; // resting: nothing released
+        if (n.popped) return n.kept;
+        mapping(uint256 => EnergyMarket.Trade) storage trades = MarketSlots.trades();
+        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
+        uint256 lo = MarketSlots.interval(interval).firstTrade;
+        uint256 hi = lo + cc.fills;
+        while (lo < hi) { // the first trade whose incoming order id is >= id (nondecreasing)
+            uint256 mid = (lo + hi) / 2;
+            EnergyMarket.Trade storage t = trades[mid];
+            if ((t.buyOrder > t.sellOrder ? t.buyOrder : t.sellOrder) < id) lo = mid + 1;
+            else hi = mid;
+        }
+        uint256 end = MarketSlots.interval(interval).firstTrade + cc.fills;
+        uint256 kept;
+        for (; lo < end && trades[lo].buyOrder == id; ++lo) {
+            EnergyMarket.Trade storage t = trades[lo];
+            kept += _payment(t.clearedWh, orders[t.sellOrder].price); // at the resting ask's price
+        }
+        return kept;
     }
 }

@@ -5,6 +5,7 @@ import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {IslandBooks} from "./IslandBooks.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
+import {MarketSlots} from "./MarketSlots.sol";
 
 /// @title ProvisionalSettlement — settlement on estimated meter readings and their true-up,
 /// run on EnergyMarket's storage: EnergyMarket's fallback DELEGATECALLs every call it does not
@@ -20,21 +21,9 @@ import {MarketSettlement} from "./MarketSettlement.sol";
 /// owner's and the DSO's free balances (the rest as debt). A second true-up reverts
 /// AlreadyTruedUp, one of a device settled on a real reading NotProvisional: a late or
 /// duplicated reading never counts twice; tokens only move between free balances.
-/// The market's storage is reached by its slot numbers (EnergyMarket's storage layout,
-/// checked by tests/chain/test_provisional_chain.py), its immutables through its getters.
+/// The market's storage is reached by its slot numbers (MarketSlots), its immutables through
+/// its getters.
 library ProvisionalSettlement {
-    // EnergyMarket's storage layout (solc storageLayout)
-    uint256 internal constant OPERATOR_SLOT = 0;
-    uint256 internal constant ACCOUNTS_SLOT = 2;
-    uint256 internal constant ORDERS_SLOT = 4;
-    uint256 internal constant TRADES_SLOT = 6;
-    uint256 internal constant INTERVALS_SLOT = 8;
-    uint256 internal constant POSITIONS_SLOT = 10;
-    uint256 internal constant INJECTED_SLOT = 11;
-    uint256 internal constant MECHANISM_SLOT = 14;
-    uint256 internal constant SETTLE_CURSORS_SLOT = 17;
-    /// deviceOwner (the owner of a device's orders), read by CdaMatching and MarketSettlement
-    uint256 internal constant DEVICE_OWNERS_SLOT = 18;
     /// This library's own records, at a namespaced slot no EnergyMarket variable can reach.
     bytes32 internal constant STORE_SLOT = keccak256("gridtwin.ProvisionalSettlement.v1");
     uint8 internal constant SETTLED = 2;
@@ -81,24 +70,14 @@ library ProvisionalSettlement {
         }
     }
 
-    function _at(uint256 key, uint256 slot) private pure returns (uint256) {
-        return uint256(keccak256(abi.encode(key, slot)));
-    }
-
     function _onlyOperator() private view {
-        address op;
-        assembly {
-            op := sload(OPERATOR_SLOT)
-        }
+        address op = address(uint160(MarketSlots.load(MarketSlots.OPERATOR_SLOT)));
         if (msg.sender != op) revert NotOperator(msg.sender);
     }
 
     function _ctx() private view returns (MarketSettlement.Ctx memory x) {
         EnergyMarket m = EnergyMarket(address(this));
-        uint256 mech;
-        assembly {
-            mech := and(sload(MECHANISM_SLOT), 0xff)
-        }
+        uint256 mech = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff;
         x = MarketSettlement.Ctx(
             m.registry(), m.dso(), m.retailPricePerMwh(), m.feedInPricePerMwh(), m.intervalS(), mech == 1, _domain(m)
         );
@@ -117,56 +96,6 @@ library ProvisionalSettlement {
                 m.salt()
             )
         );
-    }
-
-    function _interval(uint64 interval) private pure returns (EnergyMarket.IntervalState storage st) {
-        uint256 slot = _at(interval, INTERVALS_SLOT);
-        assembly {
-            st.slot := slot
-        }
-    }
-
-    function _positions(uint64 interval)
-        private
-        pure
-        returns (mapping(uint256 => EnergyMarket.Position) storage p)
-    {
-        uint256 slot = _at(interval, POSITIONS_SLOT);
-        assembly {
-            p.slot := slot
-        }
-    }
-
-    function _accounts() private pure returns (mapping(address => EnergyMarket.Account) storage a) {
-        assembly {
-            a.slot := ACCOUNTS_SLOT
-        }
-    }
-
-    function _cursor(uint64 interval) private pure returns (EnergyMarket.SettleCursor storage c) {
-        uint256 slot = _at(interval, SETTLE_CURSORS_SLOT);
-        assembly {
-            c.slot := slot
-        }
-    }
-
-    function _trades() private pure returns (mapping(uint256 => EnergyMarket.Trade) storage t) {
-        assembly {
-            t.slot := TRADES_SLOT
-        }
-    }
-
-    function _orders() private pure returns (mapping(uint256 => EnergyMarket.Order) storage o) {
-        assembly {
-            o.slot := ORDERS_SLOT
-        }
-    }
-
-    function _injected(uint64 interval) private pure returns (mapping(uint256 => uint256) storage m) {
-        uint256 slot = _at(interval, INJECTED_SLOT);
-        assembly {
-            m.slot := slot
-        }
     }
 
     /// A reading's authority: 0 the operator's estimate, 1 a real reading the operator
@@ -235,11 +164,11 @@ library ProvisionalSettlement {
     ) external returns (bool) {
         _onlyOperator();
         MarketSettlement.Ctx memory x = _ctx();
-        EnergyMarket.IntervalState storage st = _interval(interval);
+        EnergyMarket.IntervalState storage st = MarketSlots.interval(interval);
         MarketSettlement.checkStatus(interval, st.status);
         uint256 n = devices.length;
         if (n != meteredWh.length || n != rs.length || n != ss.length || n != vs.length) revert BadReadings(n);
-        mapping(uint256 => EnergyMarket.Position) storage positions = _positions(interval);
+        mapping(uint256 => EnergyMarket.Position) storage positions = MarketSlots.positions(interval);
         Store storage store = _store();
         for (uint256 k = 0; k < n; ++k) {
             _check(x, interval, devices[k], meteredWh[k], rs[k], ss[k], vs[k]);
@@ -261,7 +190,7 @@ library ProvisionalSettlement {
         bool last
     ) private returns (bool) {
         return MarketSettlement.settleChunk(
-            x, st, _cursor(interval), _trades(), _orders(), _accounts(), _positions(interval), _injected(interval),
+            x, st, MarketSlots.settleCursor(interval), MarketSlots.trades(), MarketSlots.orders(), MarketSlots.accounts(), MarketSlots.positions(interval), MarketSlots.injected(interval),
             interval, maxTrades, devices, meteredWh, last
         );
     }
@@ -276,21 +205,18 @@ library ProvisionalSettlement {
         DeviceRegistry.Device memory d = _authority(x, interval, device, meteredWh, r, s, v);
         Entry storage en = _store().entries[interval][device];
         if (en.state == TRUED_UP) revert AlreadyTruedUp(device, interval);
-        if (en.state != OPEN_ESTIMATE || _interval(interval).status != SETTLED) revert NotProvisional(device, interval);
+        if (en.state != OPEN_ESTIMATE || MarketSlots.interval(interval).status != SETTLED) revert NotProvisional(device, interval);
         _range(x, d, device, meteredWh);
         address owner = d.owner;
         en.state = TRUED_UP;
-        int256 traded = _positions(interval)[device].netWh;
+        int256 traded = MarketSlots.positions(interval)[device].netWh;
         int256 estimate = en.estimateWh;
         int256 amount = _value(x, meteredWh - traded) - _value(x, estimate - traded);
         (address payer, address payee) = amount > 0 ? (x.dso, owner) : (owner, x.dso);
         uint256 due = uint256(amount < 0 ? -amount : amount);
-        mapping(address => EnergyMarket.Account) storage accounts = _accounts();
-        EnergyMarket.Account storage src = accounts[payer];
-        uint256 paid = src.free < due ? src.free : due;
-        src.free -= paid;
-        accounts[payee].free += paid;
-        src.debt += due - paid;
+        mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
+        (uint256 paid,) = MarketSettlement.draw(accounts[payer], due); // free, then bond, then debt
+        accounts[payee].free += uint128(paid);
         emit TruedUp(
             interval, device, owner, estimate, meteredWh, amount, amount > 0 ? int256(paid) : -int256(paid), due - paid
         );
@@ -317,6 +243,46 @@ library ProvisionalSettlement {
     ) external {
         _onlyOperator();
         IslandBooks.clear(interval, nBids, nAsks, bidIds, askIds);
+    }
+
+    /// EnergyMarket.releaseBond(device): the owner takes back ``device``'s imbalance bond (what
+    /// is left of it) once the last interval the device ordered in is settled or void; the
+    /// device posts a new bond with its next order (MarketSettlement.releaseBond).
+    function releaseBond(uint64 device) external {
+        EnergyMarket m = EnergyMarket(address(this));
+        MarketSettlement.releaseBond(MarketSlots.accounts(), MarketSlots.deviceInfos(), MarketSlots.intervals(),
+                                     m.dso(), m.imbalanceBond(), device);
+    }
+
+    /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
+    /// is posted.
+    function deviceInfo(uint64 device) external view returns (address owner, uint64 lastInterval, bool bonded) {
+        EnergyMarket.DeviceInfo storage di = MarketSlots.deviceInfos()[device];
+        return (di.owner, di.lastInterval, di.bonded);
+    }
+
+    /// EnergyMarket.clearingProgress(interval): progress of its chunked uniform clearing (all
+    /// zero when none is under way): ids verified per side, whether matching is over, trades
+    /// matched and trades finalized. The operator resumes an interrupted chunk sequence from
+    /// here (twin.chain.chunks).
+    function clearingProgress(uint64 interval)
+        external
+        view
+        returns (uint256 bidsSeen, uint256 asksSeen, bool done, uint256 fills, uint256 finalized)
+    {
+        EnergyMarket.Cursor storage c = MarketSlots.cursors()[interval];
+        return (c.bidsSeen, c.asksSeen, c.done, c.fills, c.finalized);
+    }
+
+    /// EnergyMarket.settlementProgress(interval): trades paid, readings settled, and the last
+    /// settled device (valid when ``readings`` > 0) of its chunked settlement.
+    function settlementProgress(uint64 interval)
+        external
+        view
+        returns (uint256 paid, uint256 readings, uint256 lastDevice)
+    {
+        EnergyMarket.SettleCursor storage c = MarketSlots.settleCursor(interval);
+        return (c.paid, c.readings, c.lastDevice);
     }
 
     function provisionalState(uint64 interval, uint64 device) external view returns (uint8 state, int256 estimateWh) {

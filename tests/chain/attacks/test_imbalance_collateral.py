@@ -1,0 +1,72 @@
+"""#19: imbalance debt is collectable. Each device posts an imbalance bond
+(``market.imbalance_collateral_wh`` at the retail price) from its owner's free balance with its
+first order; withdraw cannot take it, settlement draws on it for the imbalance the free balance
+does not cover, and it comes back (``releaseBond``) only once the device's last ordered
+interval is settled. The attack "withdraw everything, then consume" now pays the DSO.
+Performed on a real Anvil and on the reference ledger, with the same numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests._orders import buy, sell
+from tests.chain.conftest import setup_market
+from twin.chain.ledger import ChainLedger
+from twin.market import errors as e
+from twin.market.audit import token_audit
+from twin.market.device_signers import DeviceSigners
+from twin.market.reference import ReferenceLedger
+from twin.market.types import DSO_ACCOUNT, Balance
+from twin.market.units import payment
+
+pytestmark = pytest.mark.chain
+
+DEPOSITS = 6 * 10_000_000 + 5_000_000  # setup_market's
+
+
+def test_withdraw_then_settle_pays_the_dso_from_the_bond(deploy: Callable[..., ChainLedger]) -> None:
+    chain = deploy(imbalance_bond=payment(3000, 250_000_000))
+    chain.operator_is_agent = False
+    ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
+                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
+    bond = chain.imbalance_bond
+    for led in (chain, ref):
+        setup_market(led)
+        signers = DeviceSigners(seed="collateral", device_ids=range(12, 18))
+        signers.bind(led)
+        led.withdraw(6, 10_000_000 - bond + 1)  # device 16's owner keeps less than a bond
+        placed = led.place_signed_orders(signers.sign_orders(
+            [sell(17, 1000, 90_000_000, interval=2), buy(12, 1000, 120_000_000, interval=2),
+             sell(16, 500, 90_000_000, interval=2)], domain=led.domain), strict=False)
+        assert [o.device_id for o in placed] == [17, 12]
+        assert isinstance(led.rejected[0].error, e.InsufficientBalance)  # no bond, no order
+        assert led.balance(7) == Balance(free=10_000_000 - bond, locked=0, debt=0, bond=bond)
+        led.clear(2)
+        led.withdraw(7, 10_000_000 - bond)  # the attack: take every free token out first ...
+        with pytest.raises(e.InsufficientBalance):
+            led.withdraw(7, 1)  # ... but not the bond
+        with pytest.raises(e.BondLocked):  # nor by releasing it: interval 2 is not settled
+            led.release_bond(7, 17)
+        led.set_time(3 * led.interval_s)
+        dso_before = led.balance(DSO_ACCOUNT).free
+        # device 17 sold 1000 Wh but consumed 2000 Wh: 3000 Wh imbalance at retail, of which
+        # its trade money pays part and its bond the rest
+        rows = led.settle_signed(2, signers.sign_readings(
+            interval=2, metered_wh={12: 1000, 17: 2000}, domain=led.domain))
+        sale, due = payment(1000, 105_000_000), payment(3000, led.retail_price_per_mwh)
+        row = next(r for r in rows if r.device_id == 17)
+        assert (row.imbalance_amount, row.debt) == (-due, 0)
+        assert led.balance(DSO_ACCOUNT).free == dso_before + due  # the DSO is paid in full
+        assert led.balance(7) == Balance(free=0, locked=0, debt=0, bond=bond - (due - sale))
+        with pytest.raises(e.NotDeviceOwner):
+            led.release_bond(2, 17)
+        led.release_bond(7, 17)  # settled: what is left of the bond comes back
+        assert led.balance(7) == Balance(free=bond - (due - sale), locked=0, debt=0, bond=0)
+        with pytest.raises(e.BondLocked):  # once
+            led.release_bond(7, 17)
+        led.withdraw(7, bond - (due - sale))
+        audit = token_audit(led, accounts=range(8), minted=DEPOSITS)
+        assert audit["conserved"] and audit["debt"] == 0, audit
+    assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
