@@ -172,7 +172,8 @@ def test_chain_run_with_services_stopped_by_an_outage_resumes_to_the_uninterrupt
     and ends with the uninterrupted run's trades, settlements, service payments and KPIs."""
     chain = {"outages": [{"start_s": 2700, "duration_s": 30}], "deadline_s": 2,
              "resend_after_s": 1}
-    scen = _scenario(tmp_path, chain=chain)
+    data_faults = {"loss_rate": 0.2, "duplicate_rate": 0.1}  # true-ups replayed on the new chain
+    scen = _scenario(tmp_path, chain=chain, data=data_faults)
     data = yaml.safe_load(scen.read_text())
     data["duration_s"] = 5 * 900
     data["market"].update(ledger="chain", services={
@@ -182,7 +183,7 @@ def test_chain_run_with_services_stopped_by_an_outage_resumes_to_the_uninterrupt
     data["agents"]["vpp"] = {"members": 2}
     scen.write_text(yaml.safe_dump(data))
     whole_scen = tmp_path / "whole.yaml"  # the same day on a chain that never fails
-    whole_scen.write_text(yaml.safe_dump({**data, "faults": None}))
+    whole_scen.write_text(yaml.safe_dump({**data, "faults": {"data": data_faults}}))
     out, whole = tmp_path / "stopped", tmp_path / "whole"
     assert main(["run", str(whole_scen), "--out", str(whole), "--no-progress"]) == 0
     code = main(["run", str(scen), "--out", str(out), "--no-progress",
@@ -197,7 +198,7 @@ def test_chain_run_with_services_stopped_by_an_outage_resumes_to_the_uninterrupt
     tables = {p.stem for p in whole.glob("*.parquet")}
     services = {"dr_events", "dr_payouts", "certificates", "regulation", "regulation_intervals"} & tables
     assert services, sorted(tables)  # the services did pay something
-    for table in ("orders", "trades", "settlements", *sorted(services)):
+    for table in ("orders", "trades", "settlements", "provisional", "trueups", *sorted(services)):
         assert _rows(out, table) == _rows(whole, table), table
     assert _market_kpis(out) == _market_kpis(whole)
     gas = [json.loads((d / "kpis.json").read_text())["gas_per_kwh"] for d in (out, whole)]
