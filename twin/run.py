@@ -288,7 +288,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         from twin.faults.data_state import DataFaultsState
 
         data_state = DataFaultsState(desk)
-        for holder in (ledger, checkpoint._plan.chain):
+        for holder in (ledger, checkpoints.chain if checkpoints is not None else None):
             bind = getattr(holder, "bind_data_state", None)
             if bind is not None:
                 bind(data_state)
