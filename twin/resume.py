@@ -82,6 +82,10 @@ class ChainCheckpointer:
         self._last_end = -float("inf")
         self._took = 0.0
 
+    def bind_data_state(self, state: Any) -> None:
+        """faults.data: each checkpoint records the meter-data state's digest too."""
+        self._args["data_state"] = state
+
     def __call__(self, *, force: bool = False) -> None:
         gap = time.monotonic() - self._last_end
         if gap < (self.FORCED_GAP_X if force else self.GAP_X) * self._took:
@@ -93,7 +97,7 @@ class ChainCheckpointer:
 
 
 def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int, run_id: str,
-                     scenario_hash: str) -> None:
+                     scenario_hash: str, data_state: Any = None) -> None:
     """Dump the chain state, then record the checkpoint (call it right after a flush); the
     checkpoint names the run (``run_id``, ``scenario_hash``) so a resume refuses a foreign one.
 
@@ -109,6 +113,8 @@ def write_checkpoint(*, ledger: Any, out_dir: Path, interval_s: int, run_id: str
     block = ledger.checkpoint_state(out_dir / state_file)
     doc = {"market_steps": steps, "block": block, "time_s": steps * interval_s,
            "state_file": state_file, "run_id": run_id, "scenario_hash": scenario_hash}  # fmt: skip
+    if data_state is not None:  # faults.data: open estimates, late readings, the head-end's stream
+        doc["data_faults"] = data_state.digest()
     write_json_atomic(doc, out_dir / CHECKPOINT)
     # the older slot is no longer named by any checkpoint: one chain state on disk at rest
     (out_dir / (CHAIN_CHECKPOINT[1] if state_file == CHAIN_CHECKPOINT[0] else CHAIN_CHECKPOINT[0])
@@ -127,6 +133,7 @@ class ResumePoint:
     chain_rows: list[dict[str, Any]]  # the stopped run's transactions up to ``block``
     run_id: str = ""
     stopped_at_time_s: int = 0  # the stopped run's tables reach this far: kept until passed
+    data_faults: str | None = None  # faults.data: the meter-data state's digest at the checkpoint
 
     @contextlib.contextmanager
     def open_ledger(
@@ -163,7 +170,8 @@ class ResumePoint:
             with stack:
                 yield ReplayLedger(
                     chain, replay_steps=self.market_steps, interval_s=interval_s,
-                    chain_rows=self.chain_rows,
+                    chain_rows=self.chain_rows, data_faults=self.data_faults,
+                    where=str(self.out_dir),
                 ), info  # fmt: skip
 
 
@@ -209,7 +217,7 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
             fingerprint=str(point["fingerprint"]), run_id=str(manifest["run_id"]),
             stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0),
             kind="reference" if chain.get("ledger") == "reference" else "chain_fresh",
-            interval_s=int(manifest.get("interval_s") or 900))
+            interval_s=int(manifest.get("interval_s") or 900), data_faults=point.get("data_faults"))
     if not (out_dir / str(point.get("state_file"))).is_file():
         raise ResumeError(f"{out_dir}: the chain state {point.get('state_file')} is missing")
     rows: list[dict[str, Any]] = []
@@ -223,6 +231,7 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
         out_dir=out_dir, market_steps=int(point["market_steps"]), block=int(point["block"]),
         state_file=str(point["state_file"]), contracts=dict(chain["contracts"]), chain_rows=rows,
         run_id=str(manifest["run_id"]), stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0),
+        data_faults=point.get("data_faults"),
     )  # fmt: skip
 
 
@@ -232,9 +241,13 @@ class ReplayLedger:
     Every attribute not defined here is the chain ledger's."""
 
     def __init__(
-        self, chain: Any, *, replay_steps: int, interval_s: int, chain_rows: list[dict[str, Any]]
+        self, chain: Any, *, replay_steps: int, interval_s: int, chain_rows: list[dict[str, Any]],
+        data_faults: str | None = None, where: str = "resume",
     ) -> None:
         self.chain = chain
+        self._data_faults = data_faults
+        self._where = where
+        self._data_state: Any = None
         self.replay_steps = replay_steps
         self._interval_s = interval_s
         self._step = -1
@@ -251,9 +264,23 @@ class ReplayLedger:
         return self._step < self.replay_steps
 
     def set_time(self, now_s: int) -> None:
+        was = self.replaying
         self._step = now_s // self._interval_s
+        if was and not self.replaying and self._data_state is not None:
+            # faults.data: the replayed desk's open estimates are the chain's open ones
+            self._data_state.check_open_estimates(self.chain.provisional(), step=self._step)
         if not self.replaying:
             self.chain.set_time(now_s)
+
+    def bind_data_state(self, state: Any) -> None:
+        """faults.data (twin/faults/data_state.py): the head-end checks the rebuilt state at
+        the checkpoint's step; this ledger checks the open estimates against the chain."""
+        self._data_state = state
+        if self._data_faults is not None:
+            state.expect(self.replay_steps, self._data_faults, where=self._where)
+        elif self.replay_steps > 0:
+            raise ResumeError(f"{self._where}: the checkpoint has no meter-data state (written "
+                              "by an older version); run the scenario again into a new folder")
 
     def drain_tx_log(self) -> list[dict[str, Any]]:
         """The stopped run's transactions first (once), then the new ones."""
@@ -314,7 +341,8 @@ class ReplayLedger:
     def settle_signed(self, interval: int, readings: Sequence[Any], **kw: Any) -> list[SettlementRow]:
         if not self.replaying:
             return list(self.chain.settle_signed(interval, readings, **kw))
-        return self.settle(interval, {r.device_id: r.metered_wh for r in readings})
+        return self.settle(interval, {r.device_id: r.metered_wh for r in readings},
+                           estimated_wh=kw.get("estimated_wh"))
 
     def place_orders(self, intents: Sequence[OrderIntent], **kw: Any) -> list[Order]:
         if not self.replaying:
@@ -361,9 +389,47 @@ class ReplayLedger:
         if not self.replaying:
             return list(self.chain.settle(interval, metered_wh, **kw))
         rows: list[SettlementRow] = self.chain.settlement_rows(interval)
-        if {r.device_id: r.metered_wh for r in rows} != dict(metered_wh):
+        estimated = dict(kw.get("estimated_wh") or {})
+        if {r.device_id: r.metered_wh for r in rows} != {**metered_wh, **estimated}:
             raise ResumeError(
                 f"replay diverged at market step {self._step}: the meter readings of interval "
                 f"{interval} differ from the ones settled on chain"
             )
+        if estimated:  # faults.data: the estimates are the chain's provisional settlements
+            on_chain = {v["device"]: v["estimatedWh"]
+                        for _, v in self.chain._logs(["ProvisionalSettled"], topic1=interval)}
+            if on_chain != estimated:
+                raise ResumeError(
+                    f"replay diverged at market step {self._step}: interval {interval} was "
+                    f"settled on {len(on_chain)} estimates on chain, the replay made {len(estimated)}")
         return rows
+
+    # --- faults.data: true-ups of provisional settlements --------------------------------------
+    def true_up_signed(self, reading: Any, **kw: Any) -> Any:
+        if not self.replaying:
+            return self.chain.true_up_signed(reading, **kw)
+        return self._trued_up(reading.interval, reading.device_id, reading.metered_wh)
+
+    def true_up(self, interval: int, device_id: int, metered_wh: int, **kw: Any) -> Any:
+        if not self.replaying:
+            return self.chain.true_up(interval, device_id, metered_wh, **kw)
+        return self._trued_up(interval, device_id, metered_wh)
+
+    def _trued_up(self, interval: int, device_id: int, metered_wh: int) -> Any:
+        """A replayed true-up: the one the chain holds (``TruedUp``), never sent again."""
+        from twin.market.provisional import TrueUp
+
+        for _, v in self.chain._logs(["TruedUp"], topic1=interval, topic2=device_id):
+            if v["meteredWh"] != metered_wh:
+                break
+            return TrueUp(interval=v["interval"], device_id=v["device"], owner=v["owner"],
+                          estimated_wh=v["estimatedWh"], metered_wh=v["meteredWh"],
+                          delta_wh=v["meteredWh"] - v["estimatedWh"], amount=v["amount"],
+                          paid=v["paid"], debt=v["debt"])
+        raise ResumeError(
+            f"replay diverged at market step {self._step}: the true-up of device {device_id} in "
+            f"interval {interval} with {metered_wh} Wh is not what the chain holds")
+
+    def set_books(self, interval: int, books: Mapping[int, int], **kw: Any) -> None:
+        if not self.replaying:  # replayed: the chain's clearing holds the island books' trades
+            self.chain.set_books(interval, books, **kw)

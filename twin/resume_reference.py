@@ -83,6 +83,12 @@ class ReferenceCheckpointer:
         self._kind = kind  # "reference", or "chain" (a chain run with services: fresh replay)
         self._ids = {"run_id": run_id, "scenario_hash": scenario_hash}
         self._n, self._services = n_accounts, services
+        self._data_state: Any = None
+
+    def bind_data_state(self, state: Any) -> None:
+        """faults.data: each checkpoint records the meter-data state's digest too
+        (twin/faults/data_state.py)."""
+        self._data_state = state
 
     def __call__(self, *, force: bool = False) -> None:
         now_s = int(self._ledger.now_s)
@@ -90,6 +96,8 @@ class ReferenceCheckpointer:
         doc = {"ledger": self._kind, "replay": "fresh", "market_steps": steps, "time_s": steps * self._interval_s,
                "fingerprint": fingerprint(self._ledger, n_accounts=self._n, services=self._services),
                "written_at": time.time(), **self._ids}
+        if self._data_state is not None:
+            doc["data_faults"] = self._data_state.digest()
         write_json_atomic(doc, self._out / CHECKPOINT)
 
 
@@ -107,6 +115,13 @@ class ReferenceReplay:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
+
+    def bind_data_state(self, state: Any) -> None:
+        """faults.data: the head-end checks the rebuilt meter-data state at the checkpoint's
+        step (twin/faults/data_state.py)."""
+        if self._point.data_faults is not None:
+            state.expect(self._point.market_steps, self._point.data_faults,
+                         where=str(self._point.out_dir))
 
     def drain_fault_log(self, **kw: Any) -> dict[str, list[dict[str, Any]]]:
         """A flaky chain's incident rows (a fresh chain replay): the ones of the replayed part
@@ -143,6 +158,7 @@ class ReferenceResumePoint:
     stopped_at_time_s: int = 0
     kind: str = "reference"  # or "chain_fresh": a chain run with services, on a new chain
     interval_s: int = 900
+    data_faults: str | None = None  # faults.data: the meter-data state's digest at the checkpoint
 
     @contextlib.contextmanager
     def open_reference(self, ledger: Any, *, n_accounts: int

@@ -282,6 +282,16 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
     }
     data_faults = scenario.faults.data if scenario.faults is not None else None
     checkpoint = _Checkpointer(recorder, checkpoints or _Checkpoints())
+    desk = _meter_desk(data_faults)
+    data_state = None
+    if desk is not None:  # checkpointed and checked on resume (twin/faults/data_state.py)
+        from twin.faults.data_state import DataFaultsState
+
+        data_state = DataFaultsState(desk)
+        for holder in (ledger, checkpoints.chain if checkpoints is not None else None):
+            bind = getattr(holder, "bind_data_state", None)
+            if bind is not None:
+                bind(data_state)
     with mosaik.World(sim_config, debug=False, skip_greetings=True, configure_logging=False) as world:
         agents = world.start("Agents", model=model, recorder=checkpoint, interval_s=interval_s,
                              timings=timings, outages=faults.overlay if faults else None,
@@ -289,7 +299,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
         market = world.start("Market", ledger=ledger, recorder=recorder, interval_s=interval_s,
                              n_intervals=n_intervals, log=log, timings=timings,
                              services=services, signers=signers,
-                             desk=_meter_desk(data_faults), settle_at_end=settle_at_end).Market()
+                             desk=desk, settle_at_end=settle_at_end).Market()
         grid = world.start("Grid", net=net, recorder=recorder, interval_s=interval_s,
                            step_s=grid_step_s, timings=timings,
                            end_s=duration_s if settle_at_end else None,
@@ -308,7 +318,7 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
             world.connect(agents, market, "orders", "curtailments", "metered_wh", "dr_calls")
         else:  # meter data faults: the readings reach the market through the head-end
             meters = world.start("Meters", spec=data_faults, seed=scenario.seed,
-                                 n_intervals=n_intervals,
+                                 n_intervals=n_intervals, state=data_state,
                                  recorder=recorder, interval_s=interval_s, timings=timings).Meters()
             world.connect(agents, meters, "metered_wh")
             world.connect(meters, market, "metered_wh")

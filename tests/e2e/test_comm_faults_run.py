@@ -37,15 +37,21 @@ def _scenario(tmp: Path, **faults: object) -> Path:
 @pytest.mark.slow
 @pytest.mark.chain
 def test_outage_beyond_deadline_exits_75_resumably_and_resume_completes(tmp_path: Path) -> None:
+    """With faults.data too: the replay answers the settlements on estimates and the true-ups
+    from the loaded chain (none sent twice), the rebuilt meter-data state meets the
+    checkpoint's, and the result equals the uninterrupted run (on the reference ledger)."""
+    data_faults = {"loss_rate": 0.3, "delay_rate": 0.1, "delay_s": 1200, "duplicate_rate": 0.1}
     scen, out = _scenario(tmp_path, chain={
         "outages": [{"start_s": 2700, "duration_s": 30}], "deadline_s": 2, "resend_after_s": 0.4,
-        "drop_rate": 0.05}), tmp_path / "run"
+        "drop_rate": 0.05}, data=data_faults), tmp_path / "run"
     code = main(["run", str(scen), "--out", str(out), "--no-progress",
                  "--checkpoint-every-intervals", "1"])
     assert code == EXIT_CHAIN_OUTAGE == 75
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "interrupted" and m["resumable"] is True
     assert "chain outage" in m["error"] and m["stopped_at_time_s"] <= 2700
+    point = json.loads((out / "checkpoint.json").read_text())
+    assert point["data_faults"] and point["market_steps"] >= 3
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "complete" and m["tokens"]["conserved"] is True
@@ -55,6 +61,17 @@ def test_outage_beyond_deadline_exits_75_resumably_and_resume_completes(tmp_path
     assert "outage" in {r["kind"] for r in incidents}  # the stopping outage is kept
     kpis = json.loads((out / "kpis.json").read_text())
     assert kpis["market_availability"] == 1.0 and kpis["tx_latency_p99_s"] > 0
+    trueups = read_parquet(out / "trueups.parquet").to_pylist()
+    assert any(r["time_s"] < point["time_s"] for r in trueups)  # replayed, not sent again
+    assert any(r["time_s"] >= point["time_s"] for r in trueups)  # live after the resume
+    ref = yaml.safe_load(scen.read_text())  # the same run uninterrupted (the ledgers agree)
+    ref["market"]["ledger"], ref["faults"] = "reference", {"data": data_faults}
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(ref))
+    assert main(["run", str(tmp_path / "ref.yaml"), "--out", str(tmp_path / "ref"), "--no-progress"]) == 0
+    skip = ("creator", "created_s")  # who sent an order: the relayer on chain
+    for table in ("orders", "trades", "settlements", "provisional", "trueups"):
+        assert _rows(out, table, skip) == _rows(tmp_path / "ref", table, skip), table
+    assert _market_kpis(out) == _market_kpis(tmp_path / "ref")
 
 
 def test_bad_fault_settings_are_scenario_errors_with_paths() -> None:
@@ -139,9 +156,9 @@ def _market_kpis(out: Path) -> dict[str, float]:
     return {k: v for k, v in kpis.items() if not k.startswith(_CHAIN_TIMING)}
 
 
-def _rows(out: Path, table: str) -> list[dict[str, object]]:
+def _rows(out: Path, table: str, skip: tuple[str, ...] = ()) -> list[dict[str, object]]:
     """A table's rows without transaction hashes and wall-clock columns, in a fixed order."""
-    rows = [{k: v for k, v in r.items() if "tx" not in k and "wall" not in k}
+    rows = [{k: v for k, v in r.items() if "tx" not in k and "wall" not in k and k not in skip}
             for r in read_parquet(out / f"{table}.parquet").to_pylist()]
     return sorted(rows, key=repr)
 
@@ -155,7 +172,8 @@ def test_chain_run_with_services_stopped_by_an_outage_resumes_to_the_uninterrupt
     and ends with the uninterrupted run's trades, settlements, service payments and KPIs."""
     chain = {"outages": [{"start_s": 2700, "duration_s": 30}], "deadline_s": 2,
              "resend_after_s": 1}
-    scen = _scenario(tmp_path, chain=chain)
+    data_faults = {"loss_rate": 0.2, "duplicate_rate": 0.1}  # true-ups replayed on the new chain
+    scen = _scenario(tmp_path, chain=chain, data=data_faults)
     data = yaml.safe_load(scen.read_text())
     data["duration_s"] = 5 * 900
     data["market"].update(ledger="chain", services={
@@ -165,7 +183,7 @@ def test_chain_run_with_services_stopped_by_an_outage_resumes_to_the_uninterrupt
     data["agents"]["vpp"] = {"members": 2}
     scen.write_text(yaml.safe_dump(data))
     whole_scen = tmp_path / "whole.yaml"  # the same day on a chain that never fails
-    whole_scen.write_text(yaml.safe_dump({**data, "faults": None}))
+    whole_scen.write_text(yaml.safe_dump({**data, "faults": {"data": data_faults}}))
     out, whole = tmp_path / "stopped", tmp_path / "whole"
     assert main(["run", str(whole_scen), "--out", str(whole), "--no-progress"]) == 0
     code = main(["run", str(scen), "--out", str(out), "--no-progress",
@@ -180,7 +198,7 @@ def test_chain_run_with_services_stopped_by_an_outage_resumes_to_the_uninterrupt
     tables = {p.stem for p in whole.glob("*.parquet")}
     services = {"dr_events", "dr_payouts", "certificates", "regulation", "regulation_intervals"} & tables
     assert services, sorted(tables)  # the services did pay something
-    for table in ("orders", "trades", "settlements", *sorted(services)):
+    for table in ("orders", "trades", "settlements", "provisional", "trueups", *sorted(services)):
         assert _rows(out, table) == _rows(whole, table), table
     assert _market_kpis(out) == _market_kpis(whole)
     gas = [json.loads((d / "kpis.json").read_text())["gas_per_kwh"] for d in (out, whole)]

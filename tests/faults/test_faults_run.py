@@ -32,6 +32,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data["market"]["ledger"] = "reference"  # the demo's grid faults (its data and chain
     f = data["faults"]                      # faults have tests of their own)
     del f["data"], f["chain"]
+    data["agents"]["community_storage"]["count"] = 1  # one battery holds the whole island here
     f["lines"] = [{"element": 39, "at_s": [0], "repair": {"mean_s": 1800}}]
     f["upstream"] = [{"start_s": 3600, "duration_s": 7200}]
     f["devices"] = [{"kind": "charger_outage", "target": "ev_2", "at_s": [0], "repair": {"mean_s": 3600}}]

@@ -34,6 +34,10 @@ class MetersSim(mosaik_api_v3.Simulator):
         self.core = MeterDataFaults(sim_params["spec"], seed=sim_params["seed"],
                                     interval_s=self.interval_s,
                                     n_intervals=sim_params.get("n_intervals"))
+        # twin/faults/data_state.py: the resume checkpoint and its replay check see the core
+        self.state = sim_params.get("state")
+        if self.state is not None:
+            self.state.meters = self.core
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -44,6 +48,8 @@ class MetersSim(mosaik_api_v3.Simulator):
     def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
         with timed(self.timings, "meters_s"):
             k = time // self.interval_s
+            if self.state is not None:
+                self.state.before_step(k)
             msg = single(inputs.get("meters", {}).get("metered_wh"))
             true_wh = {int(d): int(w) for d, w in msg["metered_wh"].items()} if msg else {}
             self._msg, rows = self.core.deliver(k, true_wh)

@@ -73,6 +73,9 @@ class RpcProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # the headers and the body go out as two writes on a kept-alive connection: with
+            # Nagle's algorithm the body waits for the client's delayed ACK (~40 ms a request)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
