@@ -268,7 +268,9 @@ class ReplayLedger:
         self._step = now_s // self._interval_s
         if was and not self.replaying and self._data_state is not None:
             # faults.data: the replayed desk's open estimates are the chain's open ones
-            self._data_state.check_open_estimates(self.chain.provisional(), step=self._step)
+            self._data_state.check_open_estimates(
+                self.chain.provisional(also=self._data_state.desk.open_estimates.keys()),
+                step=self._step)
         if not self.replaying:
             self.chain.set_time(now_s)
 

@@ -5,7 +5,7 @@ bounded chunks after a dry run, resumable; settlement rows from the logs; a laye
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from twin.chain.chunks import plan_settlement
@@ -255,15 +255,22 @@ class SettlingLedger(ClearingLedger):
                       delta_wh=t["meteredWh"] - t["estimatedWh"], amount=t["amount"],
                       paid=t["paid"], debt=t["debt"])
 
-    def provisional(self) -> dict[tuple[int, int], int]:
-        """``(interval, device) -> estimate_wh`` settled provisionally, not yet trued up
-        (from the ProvisionalSettled and TruedUp logs)."""
+    def provisional(self, also: Iterable[tuple[int, int]] = ()) -> dict[tuple[int, int], int]:
+        """``(interval, device) -> estimate_wh`` settled provisionally, not yet trued up.
+
+        The ProvisionalSettled/TruedUp logs name the candidates; each candidate, and each of
+        ``also`` (e.g. the estimates a resumed run's meter desk holds open), is then read from
+        the contract's storage (``provisionalState``), so an estimate whose log fell out of
+        the node's receipt window (``--transaction-block-keeper``) is still found."""
+        keys = {(int(v["interval"]), int(v["device"]))
+                for _, v in self._logs(["ProvisionalSettled", "TruedUp"])}
+        keys.update((int(i), int(d)) for i, d in also)
         out: dict[tuple[int, int], int] = {}
-        for name, v in self._logs(["ProvisionalSettled", "TruedUp"]):
-            if name == "ProvisionalSettled":
-                out[(v["interval"], v["device"])] = v["estimatedWh"]
-            else:
-                out.pop((v["interval"], v["device"]), None)
+        for interval, device in sorted(keys):
+            state, estimate_wh = self._view(self._provisional_market, "provisionalState",
+                                            [interval, device], ("uint8", "int256"))
+            if state == 1:  # settled on the estimate, not trued up
+                out[(interval, device)] = int(estimate_wh)
         return out
 
 
