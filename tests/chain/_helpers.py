@@ -1,6 +1,7 @@
 """Helpers of the chain tests that compare a contract with its pure-Python reference: the
 market parameters, a ledger deployed once per module, one snapshot per hypothesis example,
-one operation run on both sides, device tables.
+one operation run on both sides, device tables, and readers of a contract's raw storage (for
+the libraries that reach EnergyMarket's storage by slot number).
 
 A module-scoped ``base`` fixture is ``yield from module_ledger(anvil, compiled, setup=...)``;
 conftest's ``snap`` fixture gives that ledger to a plain test, reverted afterwards.
@@ -8,15 +9,17 @@ conftest's ``snap`` fixture gives that ledger to a plain test, reverted afterwar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
+from eth_utils import keccak
 from hypothesis import event
 
 from twin.chain.anvil import AnvilNode
-from twin.chain.compile import CompiledContracts
+from twin.chain.compile import CONTRACTS_DIR, CompiledContracts
 from twin.chain.ledger import ChainLedger
 from twin.market.errors import MarketError
 from twin.market.types import Device, DeviceKind
@@ -97,3 +100,21 @@ def devices(
         d: Device(device_id=d, owner=o, kind=k, bus=d if bus is None else bus, capacity_w=11_000)
         for d, (o, k) in table.items()
     }
+
+
+def storage_word(w3: Any, address: str, slot: int) -> int:
+    """The 32-byte word at storage ``slot`` of the contract at ``address``, as an integer."""
+    return int.from_bytes(w3.eth.get_storage_at(address, slot), "big")
+
+
+def mapping_slot(key: int, slot: int) -> int:
+    """The storage slot of ``mapping[key]`` for a mapping declared at ``slot`` (Solidity's
+    ``keccak256(key . slot)``); nest it for a mapping of mappings."""
+    return int.from_bytes(keccak(key.to_bytes(32, "big") + slot.to_bytes(32, "big")), "big")
+
+
+def slot_constants(sol_file: str) -> dict[str, int]:
+    """The ``NAME_SLOT = n`` constants of contract source ``sol_file`` (in the contracts
+    folder) as ``{"NAME": n}``."""
+    src = (CONTRACTS_DIR / sol_file).read_text()
+    return {m[1]: int(m[2]) for m in re.finditer(r"constant (\w+)_SLOT = (\d+);", src)}

@@ -5,16 +5,20 @@ trades, prices and books; every order must be in exactly one sorted book."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from eth_utils import keccak
 
-from tests.chain._helpers import FEED_IN, INTERVAL_S, RETAIL
-from twin.chain.compile import CONTRACTS_DIR
+from tests.chain._helpers import (
+    FEED_IN,
+    INTERVAL_S,
+    RETAIL,
+    mapping_slot,
+    slot_constants,
+    storage_word,
+)
 from twin.chain.ledger import ChainLedger
 from twin.market.device_signers import DeviceSigners
 from twin.market.errors import BadOrderList
@@ -122,8 +126,7 @@ def test_island_books_slot_constants_match_energy_markets_storage(
         deploy: Callable[..., ChainLedger]) -> None:
     """IslandBooks reaches the market's storage by slot number (MarketSlots): each constant must hold what
     EnergyMarket's getter of that variable reads."""
-    src = (CONTRACTS_DIR / "MarketSlots.sol").read_text()
-    slot = {m[1]: int(m[2]) for m in re.finditer(r"constant (\w+)_SLOT = (\d+);", src)}
+    slot = slot_constants("MarketSlots.sol")
     chain = deploy()
     signers = DeviceSigners(seed=SEED, device_ids=DEVICES)
     _setup(chain, signers)
@@ -133,13 +136,10 @@ def test_island_books_slot_constants_match_energy_markets_storage(
         domain=chain.domain))
     chain.set_books(1, {10: 0, 11: 0})
     chain.clear(interval=1)
-    m, w3 = chain.market, chain.w3
+    m, at = chain.market, mapping_slot
 
     def word(s: int) -> int:
-        return int.from_bytes(w3.eth.get_storage_at(m.address, s), "big")
-
-    def at(key: int, s: int) -> int:
-        return int.from_bytes(keccak(key.to_bytes(32, "big") + s.to_bytes(32, "big")), "big")
+        return storage_word(chain.w3, m.address, s)
 
     assert word(slot["TRADE_COUNT"]) == m.functions.tradeCount().call() == 1
     assert word(slot["CLEARING_INTERVAL"]) == m.functions.clearingInterval().call() == 0

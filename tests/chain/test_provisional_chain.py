@@ -5,15 +5,20 @@ true-ups to the fault-free run's books; true-ups count once; tokens are conserve
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from eth_utils import keccak
 
-from tests.chain._helpers import FEED_IN, INTERVAL_S, RETAIL
+from tests.chain._helpers import (
+    FEED_IN,
+    INTERVAL_S,
+    RETAIL,
+    mapping_slot,
+    slot_constants,
+    storage_word,
+)
 from twin.chain.compile import CONTRACTS_DIR
 from twin.chain.ledger import ChainLedger
 from twin.faults.comm_spec import DataFaultsSpec, PollingSpec
@@ -143,8 +148,7 @@ def test_library_slot_constants_match_energy_markets_storage(
         deploy: Callable[..., ChainLedger]) -> None:
     """The libraries reach the market's storage by slot number (MarketSlots): each constant must
     hold what EnergyMarket's getter of that variable reads (a variable added above it moves it)."""
-    src = (CONTRACTS_DIR / "MarketSlots.sol").read_text()
-    slot = {m[1]: int(m[2]) for m in re.finditer(r"constant (\w+)_SLOT = (\d+);", src)}
+    slot = slot_constants("MarketSlots.sol")
     chain = deploy()
     signers = DeviceSigners(seed=SEED, device_ids=DEVICES)
     _setup(chain, signers)
@@ -154,7 +158,7 @@ def test_library_slot_constants_match_energy_markets_storage(
         domain=chain.domain))
     chain.clear(interval=1)
     chain.set_time(now_s=2 * INTERVAL_S)
-    m, w3 = chain.market, chain.w3
+    m, at = chain.market, mapping_slot
     zero = b"\0" * 32
 
     def chunk(device: int, wh: int, v: int, last: bool) -> None:
@@ -162,10 +166,7 @@ def test_library_slot_constants_match_energy_markets_storage(
                         [1, 2**64, [device], [wh], [zero], [zero], [v], last], sender=0, purpose="test")
 
     def word(s: int) -> int:
-        return int.from_bytes(w3.eth.get_storage_at(m.address, s), "big")
-
-    def at(key: int, s: int) -> int:
-        return int.from_bytes(keccak(key.to_bytes(32, "big") + s.to_bytes(32, "big")), "big")
+        return storage_word(chain.w3, m.address, s)
 
     assert word(at(1, slot["SETTLE_CURSORS"])) == 0
     chunk(10, 900, 1, False)  # half a settlement: the cursor holds paid 1, last device 10

@@ -33,7 +33,7 @@ def test_fixed_point_matches_pandapower_and_the_curves(kind: str) -> None:
     for b in range(avail.shape[0]):
         net.sgen["p_mw"] = res.sgen_p_mw[b]
         net.sgen["q_mvar"] = res.sgen_q_mvar[b]
-        pp.runpp(net, tolerance_mva=1e-10, lightsim2grid=False)
+        pp.runpp(net, tolerance_mva=1e-10, lightsim2grid=False, numba=False)
         np.testing.assert_allclose(res.pf.vm_pu[b], net.res_bus.vm_pu.to_numpy(), atol=1e-8)
         vm = net.res_bus.vm_pu.to_numpy()[net.sgen.bus.to_numpy()]
         p, q = cpf.fleet.targets(vm[None, :], avail[b:b + 1])

@@ -90,7 +90,7 @@ def run_referee(net: Any, scen: dict[str, np.ndarray], b: int, **masks: np.ndarr
         ref.line["in_service"] = masks["line_in_service"][b]
     if "trafo_in_service" in masks:
         ref.trafo["in_service"] = masks["trafo_in_service"][b]
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10, max_iteration=50)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10, max_iteration=50)
     return ref
 
 
@@ -154,7 +154,7 @@ def test_defaults_are_the_net_values(name: str) -> None:
     net = get_net(name)
     res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
     ref = copy.deepcopy(net)
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     assert res.batch_size == 1
     assert_matches(res, 0, ref)
 
@@ -214,7 +214,7 @@ def test_open_bus_bus_switch_separates() -> None:
     net.switch.loc[net.switch.index[1], "closed"] = False
     res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
     ref = copy.deepcopy(net)
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     assert_matches(res, 0, ref)
     assert (~res.energized[0]).any()
 
@@ -225,7 +225,7 @@ def test_open_line_switch_keeps_charging_of_the_other_end() -> None:
     pp.create_switch(net, int(net.line.to_bus.at[line]), line, et="l", closed=False)
     res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
     ref = copy.deepcopy(net)
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     assert_matches(res, 0, ref)
     assert res.line_q_from_mvar[0, 5] < 0  # the open-ended cable still produces reactive power
 
@@ -243,7 +243,7 @@ def test_taps_phase_shift_and_shunt() -> None:
     pp.create_shunt(net, int(net.bus.index[5]), q_mvar=-0.3, p_mw=0.01)
     res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
     ref = copy.deepcopy(net)
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     assert_matches(res, 0, ref)
 
 
@@ -260,7 +260,7 @@ def test_zip_loads() -> None:
     net.load["const_i_q_percent"] = rng.uniform(0, 50, n)
     res = BatchPowerFlow(net).solve(tol=SOLVE_TOL)
     ref = copy.deepcopy(net)
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     assert_matches(res, 0, ref)
     res_nr = BatchPowerFlow(net).solve(tol=SOLVE_TOL, max_iter=1)  # Newton path with ZIP
     assert_matches(res_nr, 0, ref)
@@ -313,7 +313,7 @@ def test_grid_forming_storage_forms_island() -> None:
         ref[el]["q_mvar"] = scen[f"{el}_q_mvar"][1]
         ref[el]["scaling"] = 1.0
     ref.trafo["in_service"] = False
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10)
     vm_ref = ref.res_bus.vm_pu.to_numpy()
     live = ~np.isnan(vm_ref)
     hv = net.bus.index.get_indexer(net.ext_grid.bus)  # still fed by the upstream grid
@@ -593,7 +593,7 @@ def test_power_mismatch_below_tol(kernel: str, n_b: int) -> None:
     with mismatches near 3e-7 pu there. The referee here is pandapower's own Ybus and Sbus.
     """
     net = get_net("cigre_mv_der")
-    pp.runpp(net, lightsim2grid=False, tolerance_mva=1e-12)
+    pp.runpp(net, lightsim2grid=False, numba=False, tolerance_mva=1e-12)
     ppc = net._ppc
     ybus = ppc["internal"]["Ybus"]
     sbus = ppc["internal"]["Sbus"]

@@ -21,7 +21,7 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yam
 def _referee(net: Any) -> GridState:
     """The GridState pandapower runpp gives (tolerance 1e-10 MVA)."""
     ref = copy.deepcopy(net)
-    pp.runpp(ref, lightsim2grid=False, tolerance_mva=1e-10, max_iteration=50)
+    pp.runpp(ref, lightsim2grid=False, numba=False, tolerance_mva=1e-10, max_iteration=50)
     col = lambda t, c, idx: ref[t][c].reindex(idx).to_numpy(dtype=float)  # noqa: E731
     bi = net.bus.index
     # pandapower gives 0 for the power of unsupplied buses, but NaN when ZIP loads sit there

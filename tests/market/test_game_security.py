@@ -43,7 +43,7 @@ def _pandapower(feeder: gs.GameFeeder, load_p: np.ndarray, sgen_p: np.ndarray) -
     net = copy.deepcopy(feeder.net)
     net.load["p_mw"] = load_p
     net.sgen["p_mw"] = sgen_p
-    pp.runpp(net, lightsim2grid=False)
+    pp.runpp(net, lightsim2grid=False, numba=False)
     return net
 
 

@@ -71,11 +71,11 @@ def lane_outputs(ga: GridArrays, n_b: int, n_eg: int) -> tuple[tuple[Any, ...], 
     """Result buffers of ``n_b`` lanes: ``res`` = (vm, va, energized, p_from, q_from,
     losses, loading), (eg_p, eg_q, pl_sum), ``status`` = (iters, conv)."""
     nb_, nbr = ga.n_bus, ga.n_branch
-    buf = np.empty((n_b, 2 * nb_ + 4 * nbr + 2 * n_eg))
-    c1, c2 = 2 * nb_, 2 * nb_ + 4 * nbr
-    res = (buf[:, :nb_], buf[:, nb_:c1], np.empty((n_b, nb_), dtype=bool), buf[:, c1:c1 + nbr],
-           buf[:, c1 + nbr:c1 + 2 * nbr], buf[:, c1 + 2 * nbr:c2 - nbr], buf[:, c2 - nbr:c2])
-    eg = (buf[:, c2:c2 + n_eg], buf[:, c2 + n_eg:], np.empty(n_b))
+    # one C-contiguous array each (not views of one buffer: those are contiguous for one
+    # lane only, and numba compiles its kernels once per layout)
+    res = (np.empty((n_b, nb_)), np.empty((n_b, nb_)), np.empty((n_b, nb_), dtype=bool),
+           *(np.empty((n_b, nbr)) for _ in range(4)))
+    eg = (np.empty((n_b, n_eg)), np.empty((n_b, n_eg)), np.empty(n_b))
     return res, eg, (np.zeros(n_b, dtype=np.int64), np.zeros(n_b, dtype=bool))
 
 

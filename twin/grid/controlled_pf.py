@@ -203,8 +203,8 @@ class ControlledPowerFlow:
             out_p, out_q = np.empty_like(v_k), np.empty_like(v_k)
             x = np.ascontiguousarray(np.concatenate([x_p, x_q], axis=1))
             newton = kern.device_newton if v_k.size >= _PARALLEL_DEVICE_WORK else kern.device_newton_ser
-            newton(np.ascontiguousarray(v_k), x, np.ascontiguousarray(avail), on[0], on[1], sens,
-                               self._nb_fleet, _INNER_MAX, _INNER_TOL, _FD_H, out_p, out_q)
+            newton(_frozen(v_k), x, _frozen(avail), _frozen(on[0]), _frozen(on[1]), sens,
+                   self._nb_fleet, _INNER_MAX, _INNER_TOL, _FD_H, out_p, out_q)
             return out_p, out_q
         n = self._fleet.size
         eye = np.eye(n)
@@ -242,8 +242,8 @@ class ControlledPowerFlow:
             kern = _der_kernels()
             out_p, out_q = np.empty(vm.shape), np.empty(vm.shape)
             tgt = kern.targets if vm.size >= _PARALLEL_DEVICE_WORK else kern.targets_ser
-            tgt(np.ascontiguousarray(vm), np.ascontiguousarray(p_avail), mask, scale, self._nb_fleet,
-                         out_p, out_q)
+            tgt(_frozen(vm), _frozen(p_avail), _frozen(mask), _frozen(scale), self._nb_fleet,
+                out_p, out_q)
             return out_p, out_q
         if scale is None:
             p, q = self._fleet.targets(vm, p_avail, freq)
@@ -564,6 +564,16 @@ def _controlled_kernel() -> Any:
     from twin.grid._kernels import controlled as k  # numba import and compile on first use only
 
     return k
+
+
+def _frozen(a: Any) -> Any:
+    """A read-only C-contiguous view of a kernel input (None stays None): numba compiles a
+    kernel once per argument type, and read-only (broadcast) and writable arrays differ."""
+    if a is None:
+        return None
+    v = np.ascontiguousarray(a).view()
+    v.flags.writeable = False
+    return v
 
 
 def _rows(on: Any, rows: NDArray[np.int64]) -> Any:
