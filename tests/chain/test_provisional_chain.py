@@ -19,7 +19,6 @@ from tests.chain._helpers import (
     slot_constants,
     storage_word,
 )
-from twin.chain.compile import CONTRACTS_DIR
 from twin.chain.ledger import ChainLedger
 from twin.faults.comm_spec import DataFaultsSpec, PollingSpec
 from twin.faults.meter_data import MeterDataFaults
