@@ -32,8 +32,8 @@ from twin.market.signing import (
     SignedCancel,
     SignedOrder,
     cancel_signer,
-    order_signer,
 )
+from twin.market.signing_batch import recover_orders
 from twin.market.types import (
     DSO_ACCOUNT,
     Balance,
@@ -218,6 +218,8 @@ class ReferenceLedger(ReferenceSettlement):
         self._batch_orders.clear()
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
+        #: every signed order's signer, recovered for the whole batch at once (signing_batch)
+        signers = recover_orders(signed, self._domain) if signed is not None else []
         for k, it in enumerate(intents):
             with purpose(f"{action}: order for device {it.device_id} interval {it.interval}"):
                 if signed is None:
@@ -225,7 +227,7 @@ class ReferenceLedger(ReferenceSettlement):
                                                     self._next_order + len(placed)))
                     continue
                 try:  # a failing signed order is skipped and reported, not fatal to the batch
-                    nkey = self._check_signature(signed[k], nonces)
+                    nkey = self._check_signature(signed[k], nonces, signers[k])
                     placed.append(self._check_order(it, sender, free_delta, used_delta,
                                                     self._next_order + len(placed)))
                     nonces[nkey] = signed[k].nonce
@@ -254,7 +256,7 @@ class ReferenceLedger(ReferenceSettlement):
         return placed
 
     def _check_signature(
-        self, so: SignedOrder, nonces: dict[tuple[int, int], int]
+        self, so: SignedOrder, nonces: dict[tuple[int, int], int], recovered: str
     ) -> tuple[int, int]:
         it = so.intent
         if it.device_id not in self._devices:
@@ -262,7 +264,7 @@ class ReferenceLedger(ReferenceSettlement):
         if it.device_id in self._revoked:
             raise e.DeviceRevoked(it.device_id)
         signer = self._signers.get(it.device_id, ZERO_ADDRESS)
-        if signer == ZERO_ADDRESS or order_signer(so, self._domain) != signer:
+        if signer == ZERO_ADDRESS or recovered != signer:
             raise e.BadSignature(it.device_id)
         key = (it.device_id, it.interval)
         if so.nonce <= nonces.get(key, self._nonces[key]) or so.nonce >= NONCE_LIMIT:
