@@ -35,6 +35,7 @@ seeded with ``[scenario.seed, 1]`` (a stream distinct from the model's own).
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -132,13 +133,39 @@ class Feeder:
 
 @lru_cache(maxsize=4)
 def _simbench_net(code: str) -> Any:
-    """Load a SimBench net once per process (a pure function of ``code``; ~4 s)."""
+    """Load a SimBench net once per process (a pure function of ``code``). Converting the
+    CSV files takes ~4 s for an LV grid and ~30 s for an ``*-all-*`` town grid, so the
+    converted net is kept as a pickle in the cache folder (``twin.tools.cache_dir()/simbench``,
+    keyed by the simbench and pandapower versions; ``GRIDTWIN_SIMBENCH_CACHE=0`` turns it
+    off); an unreadable cache file is rebuilt."""
+    import pickle
+
     import simbench as sb
 
+    from twin.tools import cache_dir
+
+    use_cache = os.environ.get("GRIDTWIN_SIMBENCH_CACHE", "1") != "0"
+    path = cache_dir() / "simbench" / f"{code}-sb{sb.__version__}-pp{pp.__version__}.pkl"
+    if use_cache and path.is_file():
+        try:
+            with path.open("rb") as f:
+                return pickle.load(f)
+        except Exception:  # a truncated or stale file: convert again below
+            pass
     try:
-        return sb.get_simbench_net(code)
+        net = sb.get_simbench_net(code)
     except Exception as exc:  # simbench raises plain errors for unknown codes
         raise ValueError(f"grid.simbench_code: cannot load SimBench grid {code!r}: {exc}") from exc
+    if use_cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with tmp.open("wb") as f:
+                pickle.dump(net, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache folder: no cache
+            pass
+    return net
 
 
 @lru_cache(maxsize=1)
