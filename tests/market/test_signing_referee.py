@@ -133,14 +133,18 @@ def test_batches_on_workers_equal_one_message_at_a_time(monkeypatch) -> None:
     """The batch path (numpy-encoded structs, shares signed and recovered by a worker
     process) gives every message's bytes and signer exactly as the one-message path, for
     edge values beyond int64 (one-message path), malformed and forged signatures too."""
+    from eth_utils import to_checksum_address
+
     from twin.market import sign_pool
     from twin.market.device_signers import DeviceSigners
-    from twin.market.signing import SignedOrder, SignedReading
+    from twin.market.signing import SignedOrder, SignedReading, _eip55
     from twin.market.signing_batch import recover_orders, recover_readings
 
     monkeypatch.setenv("GRIDTWIN_SIGN_BATCH_MIN", "4")
     monkeypatch.setenv("GRIDTWIN_SIGN_WORKERS", "1")
     rng = random.Random(11)
+    for raw in [bytes(20), b"\xff" * 20, *(rng.randbytes(20) for _ in range(200))]:
+        assert _eip55(raw) == to_checksum_address(raw)
     dom = Domain(chain_id=31337, verifying_contract=Account.create().address, salt=rng.randbytes(32))
     ids = [1, 2, 3, 2**63 + 5, 9]
     signers = DeviceSigners(seed="batch", device_ids=ids)

@@ -37,7 +37,7 @@ from coincurve._libsecp256k1 import lib as _SLIB
 from coincurve.context import GLOBAL_CONTEXT as _SCTX
 from Crypto.Hash.keccak import _raw_keccak_lib  # type: ignore[attr-defined]
 from Crypto.Util import _raw_api
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
 from twin.market.errors import MarketError
 from twin.market.types import OrderIntent, Side
@@ -112,12 +112,19 @@ def _keccak(data: bytes) -> bytes:
 _CHECKSUMMED: dict[bytes, str] = {}
 
 
+def _eip55(raw: bytes) -> str:
+    """EIP-55 checksummed hex of 20 address bytes (``eth_utils.to_checksum_address``)."""
+    hexa = raw.hex()
+    h = _keccak(hexa.encode()).hex()
+    return "0x" + "".join(c.upper() if h[k] >= "8" else c for k, c in enumerate(hexa))
+
+
 def _checksum(raw: bytes) -> str:
     out = _CHECKSUMMED.get(raw)
     if out is None:
         if len(_CHECKSUMMED) >= 1 << 20:
             _CHECKSUMMED.clear()
-        out = _CHECKSUMMED[raw] = to_checksum_address(raw)
+        out = _CHECKSUMMED[raw] = _eip55(raw)
     return out
 
 
@@ -354,7 +361,7 @@ class DeviceKey:
     @classmethod
     def from_seed(cls, seed: int | str) -> DeviceKey:
         """A deterministic key (tests, simulated devices): keccak of the seed."""
-        k = cls(keccak(text=f"gridtwin device key {seed}"))
+        k = cls(_keccak(f"gridtwin device key {seed}".encode()))
         return k
 
     def __repr__(self) -> str:
