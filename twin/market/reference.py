@@ -46,6 +46,8 @@ from twin.market.types import (
 from twin.market.units import MAX_ORDERS, NONCE_LIMIT, PRICE_MAX, payment
 from twin.market.validation import check_intents, reject_malformed
 
+_SIDES = (Side.BUY, Side.SELL)
+
 __all__ = ["ReferenceLedger"]
 
 
@@ -297,8 +299,8 @@ class ReferenceLedger(ReferenceSettlement):
             raise e.IntervalClosed(it.interval)
         if self._now_s > self.gate_s(it.interval):
             raise e.GateClosed(it.interval, self.gate_s(it.interval), self._now_s)
-        side = Side(it.side)
-        other = (it.device_id, it.interval, Side(1 - side))
+        side = it.side if type(it.side) is Side else Side(it.side)
+        other = (it.device_id, it.interval, _SIDES[1 - side])
         if self._used[other] + used_delta[other] > 0:
             raise e.OppositeSide(it.device_id, it.interval)
         dkey = (it.device_id, it.interval)
