@@ -222,22 +222,26 @@ class ReferenceLedger(ReferenceSettlement):
         action = "place_orders" if signed is None else "place_signed_orders"
         #: every signed order's signer, recovered for the whole batch at once (signing_batch)
         signers = recover_orders(signed, self._domain) if signed is not None else []
-        for k, it in enumerate(intents):
-            with purpose(f"{action}: order for device {it.device_id} interval {it.interval}"):
-                if signed is None:
+        for k, it in enumerate(intents):  # purpose() inlined: the text only on an error
+            if signed is None:
+                try:
                     placed.append(self._check_order(it, sender, free_delta, used_delta,
                                                     self._next_order + len(placed)))
-                    continue
-                try:  # a failing signed order is skipped and reported, not fatal to the batch
-                    nkey = self._check_signature(signed[k], nonces, signers[k])
-                    placed.append(self._check_order(it, sender, free_delta, used_delta,
-                                                    self._next_order + len(placed)))
-                    nonces[nkey] = signed[k].nonce
                 except e.MarketError as exc:
-                    exc.purpose = (f"{action}: order for device {it.device_id} interval "
-                                   f"{it.interval} nonce {signed[k].nonce}")
-                    exc.args = (str(exc),)
-                    self.rejected.append(Rejection(k, signed[k], exc))
+                    if exc.purpose is None:
+                        exc.purpose = f"{action}: order for device {it.device_id} interval {it.interval}"
+                    raise
+                continue
+            try:  # a failing signed order is skipped and reported, not fatal to the batch
+                nkey = self._check_signature(signed[k], nonces, signers[k])
+                placed.append(self._check_order(it, sender, free_delta, used_delta,
+                                                self._next_order + len(placed)))
+                nonces[nkey] = signed[k].nonce
+            except e.MarketError as exc:
+                exc.purpose = (f"{action}: order for device {it.device_id} interval "
+                               f"{it.interval} nonce {signed[k].nonce}")
+                exc.args = (str(exc),)
+                self.rejected.append(Rejection(k, signed[k], exc))
         # commit
         self._nonces.update(nonces)
         for dkey, n in self._batch_orders.items():

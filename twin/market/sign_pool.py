@@ -19,6 +19,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 from typing import IO
 
 __all__ = ["run_batch", "shutdown"]
@@ -90,6 +91,7 @@ def _read_exact(f: IO[bytes], n: int) -> bytes:
 
 
 _WORKERS: list[_Worker] = []
+_LOCK = threading.Lock()  # one batch at a time on the workers (their pipes are shared)
 
 
 def _workers(n: int) -> list[_Worker]:
@@ -102,8 +104,9 @@ def _workers(n: int) -> list[_Worker]:
 
 def shutdown() -> None:
     """Close the workers (their stdin: they exit); called at exit."""
-    while _WORKERS:
-        _WORKERS.pop().close()
+    with _LOCK:
+        while _WORKERS:
+            _WORKERS.pop().close()
 
 
 def run_batch(op_name: str, separator: bytes, rows: bytes, row_len: int, extra: bytes) -> bytes:
@@ -120,12 +123,13 @@ def run_batch(op_name: str, separator: bytes, rows: bytes, row_len: int, extra: 
         return _work(op, separator, rows, row_len, extra)
     shares = n_workers + 1
     cuts = [n * s // shares for s in range(shares + 1)]
-    workers = _workers(n_workers)
-    for w, (a, b) in zip(workers, itertools.pairwise(cuts[1:]), strict=True):
-        w.send(op, separator, rows[a * row_len:b * row_len], row_len, extra[a * per:b * per])
-    mine = _work(op, separator, rows[:cuts[1] * row_len], row_len, extra[:cuts[1] * per])
-    theirs = [w.receive((b - a) * _OUT[op])
-              for w, (a, b) in zip(workers, itertools.pairwise(cuts[1:]), strict=True)]
+    with _LOCK:
+        workers = _workers(n_workers)
+        for w, (a, b) in zip(workers, itertools.pairwise(cuts[1:]), strict=True):
+            w.send(op, separator, rows[a * row_len:b * row_len], row_len, extra[a * per:b * per])
+        mine = _work(op, separator, rows[:cuts[1] * row_len], row_len, extra[:cuts[1] * per])
+        theirs = [w.receive((b - a) * _OUT[op])
+                  for w, (a, b) in zip(workers, itertools.pairwise(cuts[1:]), strict=True)]
     return b"".join([mine, *theirs])
 
 
