@@ -5,7 +5,7 @@ day); the whole process tree's peak RSS is sampled every 0.2 s. Reports wall tim
 time and the set-up's share, peak RSS, results folder size and the run's status (a feeder
 that cannot carry the town fails with GridDiverged instead of "succeeding").
 
-``python bench/town.py [--hours 24] [--ledger chain]``; last line ``key=value``.
+``python bench/town.py [--hours 24] [--start-hour H] [--ledger chain]``; last line ``key=value``.
 """
 
 from __future__ import annotations
@@ -47,9 +47,13 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--ledger", default="reference", choices=["reference", "chain"])
     ap.add_argument("--households", type=int, default=None, help="override the town's count")
+    ap.add_argument("--start-hour", type=int, default=None,
+                    help="start the day's run at this hour (e.g. 11: a midday hour trades)")
     args = ap.parse_args()
     doc = yaml.safe_load((ROOT / "scenarios" / "town.yaml").read_text())
     doc["market"]["ledger"] = args.ledger
+    if args.start_hour is not None:
+        doc["start"] = doc["start"].replace("T00:", f"T{args.start_hour:02d}:")
     if args.households:  # EVs and community batteries in the town's proportions
         share = args.households / doc["agents"]["households"]["count"]
         doc["agents"]["households"]["count"] = args.households
