@@ -94,8 +94,13 @@ _WORKERS: list[_Worker] = []
 _LOCK = threading.Lock()  # one batch at a time on the workers (their pipes are shared)
 
 
+_OWNER = [0]  # the pid whose workers these are (a forked child must not share them)
+
+
 def _workers(n: int) -> list[_Worker]:
-    if not _WORKERS:
+    if _OWNER[0] != os.getpid():  # first use, or inherited over fork: start this process's own
+        _WORKERS.clear()
+        _OWNER[0] = os.getpid()
         atexit.register(shutdown)
     while len(_WORKERS) < n:
         _WORKERS.append(_Worker())
@@ -105,6 +110,8 @@ def _workers(n: int) -> list[_Worker]:
 def shutdown() -> None:
     """Close the workers (their stdin: they exit); called at exit."""
     with _LOCK:
+        if _OWNER[0] != os.getpid():  # a forked child's inherited list: its parent's workers
+            _WORKERS.clear()
         while _WORKERS:
             _WORKERS.pop().close()
 
