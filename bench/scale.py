@@ -11,7 +11,7 @@ process, and its ``key=value`` headline line is collected under a prefix.
   medians of 3 (bench/sweep_cluster.py: ``sweep_x_local``, target <= 1.3).
 
 ``--quick``: the town for 2 h, the quickstart on chain for 1 day, 1,000 households for 2 h.
-``python bench/scale.py [--quick] [--full] [--days 1,7,30] [--parts town,chain,hh1000,sweep]``; last line
+``python bench/scale.py [--quick] [--full] [--days 1,7,30] [--town-hours H] [--parts town,chain,hh1000,sweep]``; last line
 ``key=value``; a part that fails reports ``<prefix>status=failed`` and the others still run.
 """
 
@@ -59,11 +59,15 @@ def main() -> None:
                     help="chain part: comma-separated simulated days (e.g. 1,7,30); "
                          "overrides --quick/--full")
     ap.add_argument("--timeout-s", type=float, default=7200.0, help="per part")
+    ap.add_argument("--town-hours", type=float, default=None,
+                    help="simulated hours of the town (default 24, 2 with --quick)")
     ap.add_argument("--parts", default="town,chain,hh1000,sweep",
                     help="comma-separated subset of town, chain, hh1000, sweep")
     args = ap.parse_args()
     py = sys.executable
     town_h, chain_h = (2, 2) if args.quick else (24, 24)
+    if args.town_hours is not None:
+        town_h = args.town_hours
     days = [1] if args.quick else [1, 7] + ([30] if args.full else [])
     if args.days:
         days = [int(d) for d in args.days.split(",")]
@@ -72,7 +76,7 @@ def main() -> None:
         raise SystemExit(f"--parts: unknown {sorted(parts - {'town', 'chain', 'hh1000', 'sweep'})}")
     figures: dict[str, str] = {}
     if "town" in parts:
-        figures |= _headline([py, "bench/town.py", "--hours", str(town_h)], "town_", args.timeout_s)
+        figures |= _headline([py, "bench/town.py", "--hours", f"{town_h:g}"], "town_", args.timeout_s)
     for d in days if "chain" in parts else []:
         figures |= _headline([py, "bench/horizon.py", "--days", str(d),
                               "--timeout-s", str(args.timeout_s)], f"chain{d}d_", args.timeout_s)

@@ -5,13 +5,14 @@ day); the whole process tree's peak RSS is sampled every 0.2 s. Reports wall tim
 time and the set-up's share, peak RSS, results folder size and the run's status (a feeder
 that cannot carry the town fails with GridDiverged instead of "succeeding").
 
-``python bench/town.py [--hours 24] [--ledger chain]``; last line ``key=value``.
+``python bench/town.py [--hours 24] [--start-hour H] [--ledger chain]``; last line ``key=value``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,12 +25,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tree_rss_mb(proc: psutil.Process) -> float:
+def _tree_rss_mb(proc: psutil.Process, cpu: dict[int, float] | None = None) -> float:
+    """RSS of the process tree (MB); ``cpu``: each process's user + system seconds so far."""
     total = 0.0
     try:
         for p in [proc, *proc.children(recursive=True)]:
             try:
                 total += p.memory_info().rss / 1e6
+                if cpu is not None:
+                    t = p.cpu_times()
+                    cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
     except psutil.Error:
@@ -42,9 +47,13 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--ledger", default="reference", choices=["reference", "chain"])
     ap.add_argument("--households", type=int, default=None, help="override the town's count")
+    ap.add_argument("--start-hour", type=int, default=None,
+                    help="start the day's run at this hour (e.g. 11: a midday hour trades)")
     args = ap.parse_args()
     doc = yaml.safe_load((ROOT / "scenarios" / "town.yaml").read_text())
     doc["market"]["ledger"] = args.ledger
+    if args.start_hour is not None:
+        doc["start"] = doc["start"].replace("T00:", f"T{args.start_hour:02d}:")
     if args.households:  # EVs and community batteries in the town's proportions
         share = args.households / doc["agents"]["households"]["count"]
         doc["agents"]["households"]["count"] = args.households
@@ -59,13 +68,16 @@ def main() -> None:
         cmd = [sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out),
                "--no-progress", "--until", str(until)]
         t0 = time.perf_counter()
+        load_start = os.getloadavg()[0]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ps = psutil.Process(proc.pid)
         peak = 0.0
+        cpu: dict[int, float] = {}  # the tree's CPU (a process's last < 0.2 s is missed)
         while proc.poll() is None:
-            peak = max(peak, _tree_rss_mb(ps))
+            peak = max(peak, _tree_rss_mb(ps, cpu))
             time.sleep(0.2)
         wall = time.perf_counter() - t0
+        load_end = os.getloadavg()[0]
         err = proc.stderr.read().decode() if proc.stderr else ""
         manifest = json.loads((out / "manifest.json").read_text())
         size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
@@ -78,7 +90,8 @@ def main() -> None:
           f"hours={args.hours:g} status={manifest['status']} wall_s={wall:.1f} "
           f"setup_s={timings.get('setup_grid_agents_s', float('nan')):.1f} "
           f"world_s={timings.get('world_s', float('nan')):.1f} peak_rss_mb={peak:.0f} "
-          f"results_mb={size_mb:.1f}")
+          f"results_mb={size_mb:.1f} cpu_s={sum(cpu.values()):.1f} "
+          f"load_start={load_start:.1f} load_end={load_end:.1f}")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ def fingerprint(ledger: Any, *, n_accounts: int, services: Any = None) -> str:
     """A digest of the reference ledger's (and the services') state (module docstring)."""
     led = getattr(ledger, "_ledger", ledger)  # under a wrapper: the ledger itself
     state: dict[str, Any] = {
-        "balances": [[led.balance(a).free, led.balance(a).locked, led.balance(a).debt,
-                      led.wallet(a)] for a in range(n_accounts)],
+        "balances": [[b.free, b.locked, b.debt, led.wallet(a)]
+                     for a, b in ((a, led.balance(a)) for a in range(n_accounts))],
         "status": sorted((int(k), str(v)) for k, v in getattr(led, "_status", {}).items()),
         "counters": [getattr(led, "_next_order", 0), getattr(led, "_next_trade", 0)],
         "provisional": sorted([list(k), v] for k, v in led.provisional().items())

@@ -56,7 +56,7 @@ def test_signatures_and_signers_equal_eth_account() -> None:
         dom = Domain(chain_id=rng.randrange(1, 2**40),
                      verifying_contract=Account.create().address, salt=rng.randbytes(32))
         key = DeviceKey(rng.randbytes(32))
-        secret = key._key.secret
+        secret = key._secret
         assert Account.from_key(secret).address == key.address
         dev, k = rng.randrange(2**64), rng.randrange(2**64)
         nonce, wh = rng.randrange(1, 2**64), rng.randrange(-(2**255), 2**255)
@@ -127,3 +127,58 @@ def test_struct_hash_fast_path_equals_general_path() -> None:
             assert field_name in str(err)
         else:
             raise AssertionError(f"{field_name} out of range was accepted")
+
+
+def test_batches_on_workers_equal_one_message_at_a_time(monkeypatch) -> None:
+    """The batch path (numpy-encoded structs, shares signed and recovered by a worker
+    process) gives every message's bytes and signer exactly as the one-message path, for
+    edge values beyond int64 (one-message path), malformed and forged signatures too."""
+    from eth_utils import to_checksum_address
+
+    from twin.market import sign_pool
+    from twin.market.device_signers import DeviceSigners
+    from twin.market.signing import SignedOrder, SignedReading, _eip55
+    from twin.market.signing_batch import recover_orders, recover_readings
+
+    monkeypatch.setenv("GRIDTWIN_SIGN_BATCH_MIN", "4")
+    monkeypatch.setenv("GRIDTWIN_SIGN_WORKERS", "1")
+    rng = random.Random(11)
+    for raw in [bytes(20), b"\xff" * 20, *(rng.randbytes(20) for _ in range(200))]:
+        assert _eip55(raw) == to_checksum_address(raw)
+    dom = Domain(chain_id=31337, verifying_contract=Account.create().address, salt=rng.randbytes(32))
+    ids = [1, 2, 3, 2**63 + 5, 9]
+    signers = DeviceSigners(seed="batch", device_ids=ids)
+    intents = [OrderIntent(device_id=d, interval=rng.choice([4, 5, 6, 2**63]), side=rng.choice([Side.BUY, Side.SELL]),
+                           energy_wh=rng.choice([1, 500, -(2**63), 2**63, 2**200]),
+                           price_per_mwh=rng.randrange(-(2**62), 2**62) * rng.choice([1, 1, 1, 2**9]))
+               for d in ids for _ in range(6)]
+    try:
+        signed = signers.sign_orders(intents, domain=dom)
+        readings = signers.sign_readings(interval=7, metered_wh={d: rng.randrange(-(2**64), 2**64) for d in ids},
+                                         domain=dom)
+        for so in signed:
+            assert so.signature == signers.key(so.intent.device_id).sign_order(
+                so.intent, nonce=so.nonce, domain=dom).signature
+        for r in readings:
+            assert r.signature == signers.key(r.device_id).sign_reading(
+                device_id=r.device_id, interval=7, metered_wh=r.metered_wh, domain=dom).signature
+        # tamper: a high-s twin, a short signature, another key's signature, a changed field
+        other = DeviceKey.from_seed("forger")
+        s0 = signed[0].signature
+        signed[0] = SignedOrder(signed[0].intent, signed[0].nonce,
+                                s0[:32] + (_N - int.from_bytes(s0[32:64], "big")).to_bytes(32, "big")
+                                + bytes([55 - s0[64]]))
+        signed[1] = SignedOrder(signed[1].intent, signed[1].nonce, signed[1].signature[:64])
+        signed[2] = other.sign_order(signed[2].intent, nonce=signed[2].nonce, domain=dom)
+        signed[3] = SignedOrder(signed[3].intent, signed[3].nonce + 1, signed[3].signature)
+        readings[0] = SignedReading(readings[0].device_id, 7, readings[0].metered_wh + 1, readings[0].signature)
+        got = recover_orders(signed, dom)
+        assert got == [order_signer(so, dom) for so in signed]
+        assert got[0] == got[1] == ZERO_ADDRESS and got[2] == other.address
+        assert got[3] != signers.key(ids[0]).address and got[4] == signers.key(ids[0]).address
+        got_r = recover_readings(readings, dom)
+        assert got_r == [reading_signer(r, dom) for r in readings]
+        assert got_r[1:] == [signers.key(r.device_id).address for r in readings[1:]]
+        assert sign_pool._WORKERS, "the batches went to a worker"
+    finally:
+        sign_pool.shutdown()

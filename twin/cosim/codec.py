@@ -36,12 +36,26 @@ def decode_trades(rows: list[dict[str, Any]] | None) -> list[Trade]:
     return [Trade(**r) for r in rows or []]
 
 
+_SIDES = (Side.BUY, Side.SELL)
+
+
 def encode_orders(orders: list[OrderIntent]) -> list[dict[str, Any]]:
-    return [{k: getattr(o, k) for k in _ORDER_FIELDS} | {"side": int(o.side)} for o in orders]
+    if _ORDER_FIELDS != ("device_id", "interval", "side", "energy_wh", "price_per_mwh"):
+        return [{k: getattr(o, k) for k in _ORDER_FIELDS} | {"side": int(o.side)} for o in orders]
+    return [{"device_id": o.device_id, "interval": o.interval, "side": int(o.side),
+             "energy_wh": o.energy_wh, "price_per_mwh": o.price_per_mwh} for o in orders]
+
+
+def _decode_order(r: dict[str, Any]) -> OrderIntent:
+    s = r["side"]
+    if len(r) != len(_ORDER_FIELDS) or type(s) is not int or not 0 <= s <= 1:
+        return OrderIntent(**(r | {"side": Side(s)}))  # the general path and its errors
+    return OrderIntent(device_id=r["device_id"], interval=r["interval"], side=_SIDES[s],
+                       energy_wh=r["energy_wh"], price_per_mwh=r["price_per_mwh"])
 
 
 def decode_orders(rows: list[dict[str, Any]] | None) -> list[OrderIntent]:
-    return [OrderIntent(**(r | {"side": Side(r["side"])})) for r in rows or []]
+    return [_decode_order(r) for r in rows or []]
 
 
 def encode_der_controls(controls: dict[int, DERControl]) -> list[dict[str, Any]]:

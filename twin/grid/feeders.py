@@ -132,8 +132,9 @@ class Feeder:
 
 @lru_cache(maxsize=4)
 def _simbench_net(code: str) -> Any:
-    """Load a SimBench net once per process (a pure function of ``code``; ~4 s to build,
-    ~50 ms from the disk cache of :mod:`twin.grid.simbench_cache`)."""
+    """Load a SimBench net once per process (a pure function of ``code``; ~4 s to build an
+    LV grid and ~30 s an ``*-all-*`` town grid, ~50 ms from the disk cache of
+    :mod:`twin.grid.simbench_cache`)."""
     from twin.grid.simbench_cache import simbench_net
 
     try:

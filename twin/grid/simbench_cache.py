@@ -4,7 +4,8 @@ would otherwise build it again.
 
 The pickle lives in the project's cache folder (``.cache/simbench/``, see
 :func:`twin.tools.cache_dir`), keyed by the grid code and the simbench, pandapower and
-Python versions; a missing, unreadable or stale file is rebuilt. Written atomically, so
+Python versions; a missing, unreadable or stale file is rebuilt (``GRIDTWIN_SIMBENCH_CACHE=0``
+turns the cache off). Written atomically, so
 processes building the same net at once never read half a file.
 """
 
@@ -36,6 +37,8 @@ def simbench_net(code: str) -> Any:
     when there); errors of an unknown code are simbench's own."""
     import simbench as sb
 
+    if os.environ.get("GRIDTWIN_SIMBENCH_CACHE", "1") == "0":  # the cache turned off
+        return sb.get_simbench_net(code)
     path = _path(code)
     with contextlib.suppress(OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         with path.open("rb") as f:

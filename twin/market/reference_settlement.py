@@ -13,6 +13,7 @@ from twin.market.mechanisms import match
 from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imbalance_value
 from twin.market.reference_state import ReferenceState, purpose, require_role
 from twin.market.signing import ZERO_ADDRESS, SignedReading, reading_signer
+from twin.market.signing_batch import recover_readings
 from twin.market.types import DSO_ACCOUNT, Clearing, SettlementRow, Side, Trade
 from twin.market.units import payment
 
@@ -182,6 +183,8 @@ class ReferenceSettlement(ReferenceState):
             if status == "settled":
                 raise e.AlreadySettled(interval)
             by_device = sorted(readings, key=lambda r: r.device_id)
+            #: every reading's signer, recovered for the whole batch at once (signing_batch)
+            recovered = recover_readings(by_device, self._domain)
             for k, r in enumerate(by_device):
                 if k > 0 and r.device_id == by_device[k - 1].device_id:
                     raise e.BadReadings(k)
@@ -192,7 +195,7 @@ class ReferenceSettlement(ReferenceState):
                 if (
                     r.interval != interval
                     or signer == ZERO_ADDRESS
-                    or reading_signer(r, self._domain) != signer
+                    or recovered[k] != signer
                 ):
                     raise e.BadSignature(r.device_id)
                 cap = self.cap_wh(dev)

@@ -12,11 +12,12 @@ from twin.market.types import Clearing, Order, SettlementRow, Side, Trade
 __all__ = ["market_row", "order_rows", "settlement_rows", "trade_rows"]
 
 Row = dict[str, Any]
+_SIDE_NAMES = {Side.BUY: "buy", Side.SELL: "sell"}
 
 
 def order_rows(orders: Iterable[Order], *, time_s: int) -> list[Row]:
     return [{"time_s": time_s, "interval": o.interval, "order_id": o.order_id,
-             "device_id": o.device_id, "owner": o.owner, "side": Side(o.side).name.lower(),
+             "device_id": o.device_id, "owner": o.owner, "side": _SIDE_NAMES.get(o.side) or Side(o.side).name.lower(),
              "energy_wh": o.energy_wh, "price_per_mwh": o.price_per_mwh} for o in orders]
 
 

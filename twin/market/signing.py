@@ -32,13 +32,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import coincurve
 from coincurve._libsecp256k1 import ffi as _SFFI
 from coincurve._libsecp256k1 import lib as _SLIB
 from coincurve.context import GLOBAL_CONTEXT as _SCTX
 from Crypto.Hash.keccak import _raw_keccak_lib  # type: ignore[attr-defined]
 from Crypto.Util import _raw_api
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
 from twin.market.errors import MarketError
 from twin.market.types import OrderIntent, Side
@@ -113,12 +112,19 @@ def _keccak(data: bytes) -> bytes:
 _CHECKSUMMED: dict[bytes, str] = {}
 
 
+def _eip55(raw: bytes) -> str:
+    """EIP-55 checksummed hex of 20 address bytes (``eth_utils.to_checksum_address``)."""
+    hexa = raw.hex()
+    h = _keccak(hexa.encode()).hex()
+    return "0x" + "".join(c.upper() if h[k] >= "8" else c for k, c in enumerate(hexa))
+
+
 def _checksum(raw: bytes) -> str:
     out = _CHECKSUMMED.get(raw)
     if out is None:
         if len(_CHECKSUMMED) >= 1 << 20:
             _CHECKSUMMED.clear()
-        out = _CHECKSUMMED[raw] = to_checksum_address(raw)
+        out = _CHECKSUMMED[raw] = _eip55(raw)
     return out
 
 
@@ -266,24 +272,49 @@ _ADDRESS_OF_PUB: dict[bytes, str] = {}
 _HALF_N = _N // 2
 
 
+#: raw 20-byte signer addresses by the recovered public key (the batch path's cache)
+_RAW_OF_PUB: dict[bytes, bytes] = {}
+_ZERO20 = bytes(20)
+
+
+def _recover_pub(digest: bytes, signature: bytes) -> bytes | None:
+    """The signer's 64-byte public key (x, y), None for a malformed or high-s signature."""
+    if len(signature) != 65 or len(digest) != 32:
+        return None
+    v = signature[64]
+    if (v != 27 and v != 28) or int.from_bytes(signature[32:64], "big") > _HALF_N:
+        return None
+    rsig, pub, out, outlen, _ = _scratch()
+    if not _SLIB.secp256k1_ecdsa_recoverable_signature_parse_compact(
+            _SCTX.ctx, rsig, signature[:64], v - 27):
+        return None  # r or s not below the group order
+    if not _SLIB.secp256k1_ecdsa_recover(_SCTX.ctx, pub, rsig, digest):
+        return None
+    outlen[0] = 65
+    _SLIB.secp256k1_ec_pubkey_serialize(_SCTX.ctx, out, outlen, pub, _SLIB.SECP256K1_EC_UNCOMPRESSED)
+    return _SFFI.buffer(out)[1:65]  # type: ignore[no-any-return]
+
+
+def _recover_raw(digest: bytes, signature: bytes) -> bytes:
+    """:func:`recover` as the 20 address bytes (20 zero bytes when invalid)."""
+    xy = _recover_pub(digest, signature)
+    if xy is None:
+        return _ZERO20
+    raw = _RAW_OF_PUB.get(xy)
+    if raw is None:
+        if len(_RAW_OF_PUB) >= 1 << 17:
+            _RAW_OF_PUB.clear()
+        raw = _RAW_OF_PUB[xy] = _keccak(xy)[12:]
+    return raw
+
+
 def recover(digest: bytes, signature: bytes) -> str:
     """Signer address of ``digest`` (the zero address for a malformed or high-s signature),
     exactly as the contract's ``_recover``. libsecp256k1 through coincurve's cffi handle,
     without its per-call Python objects."""
-    if len(signature) != 65 or len(digest) != 32:
+    xy = _recover_pub(digest, signature)
+    if xy is None:
         return ZERO_ADDRESS
-    v = signature[64]
-    if (v != 27 and v != 28) or int.from_bytes(signature[32:64], "big") > _HALF_N:
-        return ZERO_ADDRESS
-    rsig, pub, out, outlen, _ = _scratch()
-    if not _SLIB.secp256k1_ecdsa_recoverable_signature_parse_compact(
-            _SCTX.ctx, rsig, signature[:64], v - 27):
-        return ZERO_ADDRESS  # r or s not below the group order
-    if not _SLIB.secp256k1_ecdsa_recover(_SCTX.ctx, pub, rsig, digest):
-        return ZERO_ADDRESS
-    outlen[0] = 65
-    _SLIB.secp256k1_ec_pubkey_serialize(_SCTX.ctx, out, outlen, pub, _SLIB.SECP256K1_EC_UNCOMPRESSED)
-    xy = _SFFI.buffer(out)[1:65]
     addr = _ADDRESS_OF_PUB.get(xy)
     if addr is None:
         if len(_ADDRESS_OF_PUB) >= 1 << 17:
@@ -292,24 +323,45 @@ def recover(digest: bytes, signature: bytes) -> str:
     return addr
 
 
+def _sign_with_secret(secret: bytes, digest: bytes) -> bytes:
+    """65-byte r, s (low s), v in {27, 28} of ``digest`` by a 32-byte secret key:
+    libsecp256k1's RFC 6979 signature (what ``coincurve.PrivateKey.sign_recoverable`` gives)."""
+    if len(digest) != 32:
+        raise ValueError(f"a digest is 32 bytes, got {len(digest)}")
+    rsig, _, out, _, recid = _scratch()
+    if not _SLIB.secp256k1_ecdsa_sign_recoverable(
+            _SCTX.ctx, rsig, digest, secret, _SFFI.NULL, _SFFI.NULL):
+        raise ValueError("libsecp256k1 could not sign (invalid key)")
+    _SLIB.secp256k1_ecdsa_recoverable_signature_serialize_compact(_SCTX.ctx, out, recid, rsig)
+    out[64] = recid[0] + 27
+    return _SFFI.buffer(out)[:]  # type: ignore[no-any-return]
+
+
+def _address_of_secret(secret: bytes) -> str:
+    """Checksummed address of a 32-byte secret key (libsecp256k1, no Python key objects)."""
+    _, pub, out, outlen, _ = _scratch()
+    if not _SLIB.secp256k1_ec_pubkey_create(_SCTX.ctx, pub, secret):
+        raise ValueError("invalid secp256k1 secret key")
+    outlen[0] = 65
+    _SLIB.secp256k1_ec_pubkey_serialize(_SCTX.ctx, out, outlen, pub, _SLIB.SECP256K1_EC_UNCOMPRESSED)
+    return _checksum(_keccak(_SFFI.buffer(out)[1:65])[12:])
+
+
 class DeviceKey:
     """A device's signing key; ``address`` is what the DSO registers."""
 
-    __slots__ = ("_key", "_secret", "address")
+    __slots__ = ("_secret", "address")
 
     def __init__(self, secret: bytes) -> None:
         if len(secret) != 32:
             raise ValueError("a device key is 32 bytes")
-        self._key = coincurve.PrivateKey(secret)
-        self._secret: bytes = self._key.secret
-        self.address: str = to_checksum_address(
-            keccak(self._key.public_key.format(compressed=False)[1:])[12:]
-        )
+        self._secret: bytes = bytes(secret)
+        self.address: str = _address_of_secret(self._secret)  # raises for an invalid key
 
     @classmethod
     def from_seed(cls, seed: int | str) -> DeviceKey:
         """A deterministic key (tests, simulated devices): keccak of the seed."""
-        k = cls(keccak(text=f"gridtwin device key {seed}"))
+        k = cls(_keccak(f"gridtwin device key {seed}".encode()))
         return k
 
     def __repr__(self) -> str:
@@ -318,15 +370,7 @@ class DeviceKey:
     def sign_digest(self, digest: bytes) -> bytes:
         """65-byte r, s (low s), v in {27, 28}: libsecp256k1's RFC 6979 signature, what
         ``coincurve.PrivateKey.sign_recoverable`` gives, without its per-call Python objects."""
-        if len(digest) != 32:
-            raise ValueError(f"a digest is 32 bytes, got {len(digest)}")
-        rsig, _, out, _, recid = _scratch()
-        if not _SLIB.secp256k1_ecdsa_sign_recoverable(
-                _SCTX.ctx, rsig, digest, self._secret, _SFFI.NULL, _SFFI.NULL):
-            raise ValueError("libsecp256k1 could not sign (invalid key)")
-        _SLIB.secp256k1_ecdsa_recoverable_signature_serialize_compact(_SCTX.ctx, out, recid, rsig)
-        out[64] = recid[0] + 27
-        return _SFFI.buffer(out)[:]
+        return _sign_with_secret(self._secret, digest)
 
     def sign_order(self, intent: OrderIntent, *, nonce: int, domain: Domain) -> SignedOrder:
         digest = domain.digest(order_struct_hash(intent, nonce))
