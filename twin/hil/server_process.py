@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -116,7 +117,10 @@ class _MirrorBank(HILBank):
 
 
 def _child(ops: Connection, snaps: Connection) -> None:
-    """The server process: a mirror bank behind the Modbus server, until "stop"."""
+    """The server process: a mirror bank behind the Modbus server, until "stop" (or the
+    twin's end of the pipe closes). Ctrl-C reaches the whole process group: the twin's
+    process decides when this one stops, so SIGINT is ignored here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _, specs, opts = snaps.recv()  # ("init", [DeviceSpec], ModbusServer options)
     bank = _MirrorBank(specs, ops, snaps)
     try:
