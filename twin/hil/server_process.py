@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -61,6 +62,9 @@ class _MirrorBank(HILBank):
         self._clock_state: tuple[float | None, float, float | None] = (None, 0.0, None)
         self.clock = self._twin_clock
         self.stopped = threading.Event()
+        # one poll object for the per-request check (Connection.poll builds a selector per call)
+        self._ready = select.poll()
+        self._ready.register(snaps.fileno(), select.POLLIN)
 
     def _twin_clock(self) -> float:
         rt, t, wall0 = self._clock_state
@@ -81,7 +85,7 @@ class _MirrorBank(HILBank):
         """Take the newest register images already sent (the asyncio thread only)."""
         last = None
         try:
-            while self._snaps.poll(0):
+            while self._ready.poll(0):
                 last = self._snaps.recv()
                 if last[0] == "stop":
                     self.stopped.set()
