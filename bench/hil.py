@@ -163,7 +163,7 @@ def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
 
 
 def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
-        hours: float = 24.0, server: str = "process") -> dict[str, float]:
+        hours: float = 24.0, server: str = "thread") -> dict[str, float]:
     from twin.hil.serve import serve
     from twin.hil.sunspec_map import build_register_map
 
@@ -280,8 +280,9 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=24.0,
                     help="simulate only the day's first hours (same rt factor; a quicker look)")
     ap.add_argument("--no-afap", action="store_true", help="skip the as-fast-as-possible part")
-    ap.add_argument("--server", choices=("process", "thread"), default="process",
-                    help="the Modbus server in its own process (default) or a thread of the twin's")
+    ap.add_argument("--server", choices=("thread", "process"), default="thread",
+                    help="the Modbus server in a thread of the twin's process (default, as "
+                         "twin hil serve) or in its own process")
     args = ap.parse_args()
     from loguru import logger
 

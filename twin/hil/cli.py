@@ -28,8 +28,8 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--out", type=Path, default=Path("results/hil"), help="results folder (default results/hil)")
     s.add_argument("--wait-client", type=float, default=0.0, metavar="SECONDS",
                    help="hold the clock until a first Modbus client connects (at most SECONDS)")
-    s.add_argument("--server", choices=["process", "thread"], default="process",
-                   help="the Modbus server in its own process (default) or a thread of the twin's")
+    s.add_argument("--server", choices=["thread", "process"], default="thread",
+                   help="the Modbus server in a thread of the twin's process (default) or in its own")
     s.set_defaults(hil_handler=_cmd_serve)
 
     c = hs.add_parser("controller", help="example external controller speaking only Modbus TCP")

@@ -103,13 +103,14 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
           rt_factor: float | None = 1.0, rt_strict: bool = False, until_s: int | None = None,
           scenario_path: str | None = None, progress: bool = False,
           on_status: Callable[[str], None] | None = None,
-          wait_client_s: float = 0.0, server_process: bool = True) -> ServeOutcome:
+          wait_client_s: float = 0.0, server_process: bool = False) -> ServeOutcome:
     """Run ``scenario`` with its HIL devices served on ``host:port`` until the run ends.
 
     ``wait_client_s`` > 0: once the server listens, hold the twin's clock until a first
     client connects (at most that long), so a controller started next misses no step.
     ``server_process``: the Modbus server in its own process (twin.hil.server_process);
-    False: a thread of this process sharing its GIL with the twin (the earlier design).
+    False (default): a thread of this process sharing its GIL with the twin, which measured
+    better on the 2-core machine (a separate process waits for a core; see README).
     """
     from twin.run import run_scenario
 
