@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -47,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 
 # ---------------------------------------------------------------------- client process
-async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[float]) -> None:
+async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[float],
+                  errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     tid = 0
     t_next = time.perf_counter()
@@ -58,17 +60,19 @@ async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[flo
             t0 = time.perf_counter()
             writer.write(struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, 40070, 125))
             head = await reader.readexactly(9)
-            if head[7] != 3:
-                raise RuntimeError(f"exception response {head[8]:#x}")
-            await reader.readexactly(head[8])
-            out.append(time.perf_counter() - t0)
+            if head[7] != 3:  # an exception (0x06: over the rate limit after a starved catch-up)
+                errors.append(head[8])
+            else:
+                await reader.readexactly(head[8])
+                out.append(time.perf_counter() - t0)
             t_next += 1.0 / hz
             await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
     finally:
         writer.close()
 
 
-async def _writer(port: int, unit: int, addr: int, rate: float, seconds: float, out: list[float]) -> None:
+async def _writer(port: int, unit: int, addr: int, rate: float, seconds: float, out: list[float],
+                  errors: list[int]) -> None:
     """A controller: WMaxLimPctEna, WMaxLimPct (two registers) at ``rate`` writes/s."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     t_next = time.perf_counter()
@@ -82,9 +86,10 @@ async def _writer(port: int, unit: int, addr: int, rate: float, seconds: float, 
             writer.write(struct.pack(">HHHBBHHBHH", i & 0xFFFF, 0, 11, unit, 16, addr, 2, 4, 1, pct))
             head = await reader.readexactly(8)
             if head[7] != 16:
-                raise RuntimeError(f"write refused: {await reader.readexactly(1)!r}")
-            await reader.readexactly(4)
-            out.append(time.perf_counter() - t0)
+                errors.append((await reader.readexactly(1))[0])
+            else:
+                await reader.readexactly(4)
+                out.append(time.perf_counter() - t0)
             t_next += 1.0 / rate
             await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
     finally:
@@ -101,25 +106,48 @@ def client_main(devices_json: str, n: int, hz: float, writes: float, seconds: fl
     units = [d["unit_id"] for d in info["devices"] if d["kind"] != "meter"]
     pv = next(d["unit_id"] for d in info["devices"] if d["kind"] == "pv_inverter")
 
+    errors: list[int] = []
+
     async def run() -> tuple[list[float], list[float]]:
         reads: list[float] = []
         wr: list[float] = []
-        await asyncio.gather(*(_poller(info["port"], units[i % len(units)], hz, seconds, reads)
+        await asyncio.gather(*(_poller(info["port"], units[i % len(units)], hz, seconds, reads, errors)
                                for i in range(n)),
-                             _writer(info["port"], pv, info["wmaxlimpct_ena_addr"], writes, seconds, wr))
+                             _writer(info["port"], pv, info["wmaxlimpct_ena_addr"], writes, seconds, wr,
+                                     errors))
         return reads, wr
 
     reads, wr = asyncio.run(run())
-    print(json.dumps({"reads": reads, "writes": wr}))
+    print(json.dumps({"reads": reads, "writes": wr, "exceptions": errors}))
     return 0
 
 
 # ---------------------------------------------------------------------- twin side
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
+def _rss_mb(pid: int | str = "self") -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:  # gone
+        return 0.0
     return float("nan")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _serving_rss_mb(skip: int) -> float:
+    """RSS of this process and its children but ``skip`` (the clients): the twin plus the
+    Modbus server process (and multiprocessing's small helper)."""
+    me = os.getpid()
+    return _rss_mb() + sum(_rss_mb(c) for c in _children(me) if c != skip)
 
 
 def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
@@ -135,7 +163,7 @@ def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
 
 
 def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
-        hours: float = 24.0) -> dict[str, float]:
+        hours: float = 24.0, server: str = "thread") -> dict[str, float]:
     from twin.hil.serve import serve
     from twin.hil.sunspec_map import build_register_map
 
@@ -149,13 +177,19 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
     twin_now = [0.0]  # the serving process falls behind on a loaded machine: mark by twin time
     real_step = hil_sim.HILSim.step
 
+    last_step = int(hours * 3600) - step_s
+    at_last: list[float] = []
+    skip = [0]
+
     def step(self: Any, t: int, inputs: Any, max_advance: int) -> Any:
         twin_now[0] = float(t)
+        if t == last_step:  # the day served, before the run's end (KPIs, final tables)
+            at_last.append(_serving_rss_mb(skip[0]))
         return real_step(self, t, inputs, max_advance)
 
     def sample() -> None:
         while not stop.wait(1.0):
-            rss.append((twin_now[0], _rss_mb()))
+            rss.append((twin_now[0], _serving_rss_mb(skip[0])))
 
     with tempfile.TemporaryDirectory() as d:
         out_dir = Path(d) / "day"
@@ -164,6 +198,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
         cproc = subprocess.Popen(
             [sys.executable, __file__, "--_clients", str(info), str(clients), str(hz), str(writes),
              str(max(1.0, run_wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
+        skip[0] = cproc.pid
         state: dict[str, float] = {}
 
         def on_status(msg: str) -> None:
@@ -176,13 +211,17 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
 
         t0 = time.perf_counter()
         cpu0 = time.process_time()
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         hil_sim.HILSim.step = step  # type: ignore[method-assign]
         try:
             out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status,  # type: ignore[arg-type]
-                        until_s=int(hours * 3600))
+                        until_s=int(hours * 3600), server_process=server == "process")
             wall = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0  # twin + Modbus server threads of this process
-            rss_end = _rss_mb()
+            cpu = time.process_time() - cpu0  # twin (+ Modbus server thread) of this process
+            kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the server process, joined
+            cpu_server = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
+            rss_after = _serving_rss_mb(skip[0])
+            rss_end = at_last[0] if at_last else rss_after
             stop.set()
             lat_out, _ = cproc.communicate(timeout=120)
         finally:
@@ -206,12 +245,13 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
     return {
         "read_p50_ms": float(np.percentile(lat, 50)), "read_p99_ms": float(np.percentile(lat, 99)),
         "reads": float(len(lat)), "write_p99_ms": float(np.percentile(wr, 99)), "writes": float(len(wr)),
-        "writes_recorded": float(n_writes), "steps": float(st.steps), "misses": float(st.misses),
+        "writes_recorded": float(n_writes), "exceptions": float(len(res.get("exceptions", []))), "steps": float(st.steps), "misses": float(st.misses),
         "late_p99_ms": st.percentile_s(99) * 1e3, "late_max_ms": st.max_s * 1e3,
         "late_boundary_max_ms": st.boundary_max_s * 1e3, "rss_start_mb": state.get("rss0", float("nan")),
         "rss_mid_mb": state.get("rss_mid", float("nan")),
-        "rss_end_mb": rss_end, "rss_max_mb": max((mb for _, mb in rss), default=rss_end), "wall_s": wall, "rt_factor": rt,
-        "cpu_share": cpu / wall,  # of one core: what the machine gave the serving process
+        "rss_end_mb": rss_end, "rss_after_run_mb": rss_after, "rss_max_mb": max([mb for t, mb in rss if t < last_step] + [rss_end]), "wall_s": wall, "rt_factor": rt,
+        "cpu_share": cpu / wall,  # of one core: what the machine gave the twin's process
+        "cpu_server_share": cpu_server / wall,  # the Modbus server process (0 with --server thread)
     }
 
 
@@ -240,6 +280,9 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=24.0,
                     help="simulate only the day's first hours (same rt factor; a quicker look)")
     ap.add_argument("--no-afap", action="store_true", help="skip the as-fast-as-possible part")
+    ap.add_argument("--server", choices=("thread", "process"), default="thread",
+                    help="the Modbus server in a thread of the twin's process (default, as "
+                         "twin hil serve) or in its own process")
     args = ap.parse_args()
     from loguru import logger
 
@@ -248,7 +291,8 @@ def main() -> int:
     runs = []
     for i in range(max(1, args.repeat)):
         runs.append(day(clients=args.clients, hz=args.hz, writes=args.writes_per_s,
-                        wall_s=args.day_wall_s, step_s=args.step_s, hours=args.hours))
+                        wall_s=args.day_wall_s, step_s=args.step_s, hours=args.hours,
+                        server=args.server))
         x = runs[-1]
         print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
               f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
@@ -266,15 +310,18 @@ def main() -> int:
           f"p50 {r['read_p50_ms']:.2f} ms  p99 {r['read_p99_ms']:.2f} ms  ({r['reads']:.0f} reads)  "
           f"target p99 < 5 ms")
     print(f"writes, one controller at {args.writes_per_s:g}/s: p99 {r['write_p99_ms']:.2f} ms "
-          f"({r['writes']:.0f} answered, {r['writes_recorded']:.0f} rows in hil_writes)")
+          f"({r['writes']:.0f} answered, {r['writes_recorded']:.0f} rows in hil_writes); "
+          f"exception answers {r['exceptions']:.0f} (0x06 when a starved client catches up)")
     print(f"step lateness: p99 {r['late_p99_ms']:.1f} ms  max {r['late_max_ms']:.1f} ms  "
           f"(market-boundary steps max {r['late_boundary_max_ms']:.1f} ms; misses > 100 ms: "
           f"{r['misses']:.0f})  target max < 20 ms")
-    print(f"memory (RSS of the serving process): {r['rss_start_mb']:.0f} MB after the first hour, "
-          f"{r['rss_mid_mb']:.0f} MB half way, {r['rss_end_mb']:.0f} MB at the end (max {r['rss_max_mb']:.0f} MB): growth "
+    print(f"memory (RSS of the twin's process + the Modbus server process): {r['rss_start_mb']:.0f} MB "
+          f"after the first hour, {r['rss_mid_mb']:.0f} MB half way, {r['rss_end_mb']:.0f} MB at the last "
+          f"step (max {r['rss_max_mb']:.0f} MB; {r['rss_after_run_mb']:.0f} MB after the run's end): growth "
           f"{r['rss_growth']:+.1f} MB  target < 50 MB")
-    print(f"CPU the serving process got: {100 * r['cpu_share']:.0f} % of one core over the run "
-          f"(its CPU time / wall time; twin and Modbus server threads together)")
+    print(f"CPU over the run (CPU time / wall time, % of one core): the twin's process "
+          f"{100 * r['cpu_share']:.0f} %, the Modbus server process {100 * r['cpu_server_share']:.0f} % "
+          f"(--server {args.server})")
     sps = float("nan")
     if not args.no_afap:
         wall, n_steps = afap()
@@ -284,7 +331,10 @@ def main() -> int:
     print(f"read_p50_ms={r['read_p50_ms']:.3f} read_p99_ms={r['read_p99_ms']:.3f} "
           f"late_p99_ms={r['late_p99_ms']:.2f} late_max_ms={r['late_max_ms']:.2f} "
           f"rss_growth_mb={r['rss_growth']:.1f} afap_steps_per_s={sps:.2f} runs={len(runs)} "
-          f"cpu_share={r['cpu_share']:.2f} "
+          f"cpu_share={r['cpu_share']:.2f} cpu_server_share={r['cpu_server_share']:.2f} "
+          f"late_boundary_max_ms={r['late_boundary_max_ms']:.2f} misses={r['misses']:.0f} "
+          f"write_p99_ms={r['write_p99_ms']:.3f} rss_start_mb={r['rss_start_mb']:.0f} "
+          f"rss_end_mb={r['rss_end_mb']:.0f} hours={args.hours:g} server={args.server} "
           f"load1_before={load0[0]:.2f} load1_after={load1[0]:.2f}")
     return 0
 

@@ -105,7 +105,8 @@ def test_settled_energy_and_soc_follow_the_delivered_power(tmp_path: Path,
     monkeypatch.setattr(twin_side.HILCoupling, "step", step)
     state["port"] = lambda: json.loads((tmp_path / "hil_devices.json").read_text())["port"]
     try:
-        serve(s, out_dir=tmp_path, port=0, rt_factor=None, until_s=900)
+        serve(s, out_dir=tmp_path, port=0, rt_factor=None, until_s=900,
+              server_process=True)  # the server process's ordering: write -> next step
     finally:
         if "ctl" in state:
             state["ctl"].close()

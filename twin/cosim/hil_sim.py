@@ -26,7 +26,7 @@ import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
 from twin.cosim.codec import encode_der_controls, single, timed
-from twin.hil.timing import StepTiming
+from twin.hil.timing import StepTiming, TwinClock, freeze_gc
 
 META: Meta = {
     "api_version": "3.0",
@@ -68,7 +68,8 @@ class HILSim(mosaik_api_v3.Simulator):
         self.books = sim_params.get("books")
         self._books_msg: dict[str, Any] = {}  # none closed yet
         self.end_s: int | None = sim_params.get("end_s")
-        self.bank.clock = self._clock
+        self.clock = TwinClock(rt_factor=self.rt_factor)
+        self.bank.clock = self.clock
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -78,15 +79,15 @@ class HILSim(mosaik_api_v3.Simulator):
 
     def _clock(self) -> float:
         """Twin time now, for client writes between steps (reversion timers)."""
-        t = float(self._last_t or 0)
-        if self.rt_factor and self._wall0 is not None:
-            return max(t, (_time.perf_counter() - self._wall0) / self.rt_factor)
-        return t
+        return self.clock()
 
     def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
+        if self._wall0 is None and self.rt_factor:
+            freeze_gc()  # set-up's heap out of the collector's way before the clock starts
         now = _time.perf_counter()
         if self._wall0 is None:
             self._wall0 = now - (time * self.rt_factor if self.rt_factor else 0.0)
+            self.clock.wall0 = self._wall0
         if self.rt_factor:
             deadline = self._wall0 + time * self.rt_factor
             if deadline > now:  # early: wait for the wall clock (the whole twin waits)
@@ -117,6 +118,7 @@ class HILSim(mosaik_api_v3.Simulator):
             self._vm_pu = list(vm)
         dt = 0 if self._last_t is None else time - self._last_t
         self._last_t = time
+        self.clock.last_t = float(time)
         if self._power is None:
             raise ValueError(f"hil: no element_power from the agents at t={time}s")
         self._out, rows = self.coupling.step(now_s=float(time), dt_s=float(dt), power=self._power,

@@ -28,6 +28,8 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--out", type=Path, default=Path("results/hil"), help="results folder (default results/hil)")
     s.add_argument("--wait-client", type=float, default=0.0, metavar="SECONDS",
                    help="hold the clock until a first Modbus client connects (at most SECONDS)")
+    s.add_argument("--server", choices=["thread", "process"], default="thread",
+                   help="the Modbus server in a thread of the twin's process (default) or in its own")
     s.set_defaults(hil_handler=_cmd_serve)
 
     c = hs.add_parser("controller", help="example external controller speaking only Modbus TCP")
@@ -84,6 +86,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         out = serve(scenario, out_dir=args.out, host=args.host, port=args.port,
                     rt_factor=args.rt_factor or None, rt_strict=args.rt_strict, until_s=args.until,
                     scenario_path=str(args.scenario), wait_client_s=args.wait_client,
+                    server_process=args.server == "process",
                     on_status=lambda m: print(f"[twin] {m}", file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         print(f"\ntwin: interrupted; results so far are in {args.out}", file=sys.stderr)

@@ -104,6 +104,11 @@ class HILBank:
         self.lock = threading.Lock()
         self.clock: Callable[[], float] = clock or (lambda: 0.0)
         self._writes: list[WriteRecord] = []
+        #: the Modbus server in its own process (twin.hil.server_process.ServerProcess):
+        #: its validated writes are applied at the start of each step and the register
+        #: images sent to it at the end; None: a server thread reads and writes this bank
+        self.link: Any = None
+        self.remote_seq = 0  # the last write of the server process applied here
 
     # ------------------------------------------------------------------ server side
     def read(self, unit_id: int, address: int, count: int) -> list[int]:
@@ -130,16 +135,48 @@ class HILBank:
                                                 len(values), exc.code, exc.reason))
                 _log.warning("hil: write from %s to unit %d at %d (%d registers) refused with "
                              "0x%02x: %s", client, unit_id, address, len(values), exc.code, exc.reason)
-                if dev.adoption_failed(address, len(values)):
+                failed = dev.adoption_failed(address, len(values))
+                if failed:
                     dev.publish()
+                self._changed(unit_id, ("f", address, len(values)) if failed else None)
                 return exc.code
             names = dev.apply_write(points, now_s=now)
             dev.publish()
             self._writes.append(WriteRecord(now, time.time(), client, unit_id, address,
                                             len(values), 0, ",".join(names)))
+            self._changed(unit_id, ("w", now, [(p.addr, regs) for p, regs in points]))
         return 0
 
+    def _changed(self, unit_id: int, op: tuple[Any, ...] | None) -> None:
+        """A write was decided (``op`` None: refused, nothing changed); the server process's
+        mirror bank forwards it to the twin (see twin.hil.server_process)."""
+
+    def apply_remote(self, msgs: Iterable[tuple[Any, ...]]) -> None:
+        """Apply what the server process decided, in order: ``(seq, unit, op, record)``.
+
+        ``op`` ``("w", now_s, [(addr, regs), ...])``: a validated write (applied as it was
+        validated, at the twin time it arrived); ``("f", addr, n)``: a refused adoption
+        request (``AdptCrvRslt`` FAILED); None: a refused write (only its record).
+        """
+        with self.lock:
+            for seq, unit_id, op, record in msgs:
+                dev = self.devices[unit_id]
+                if op is not None and op[0] == "w":
+                    pts = []
+                    for addr, regs in op[2]:
+                        p = dev.map.point_at(addr)
+                        assert p is not None and p.addr == addr, (unit_id, addr)
+                        pts.append((p, list(regs)))
+                    dev.apply_write(pts, now_s=op[1])
+                elif op is not None and op[0] == "f":
+                    dev.adoption_failed(op[1], op[2])
+                dev.publish()
+                self._writes.append(WriteRecord(*record))
+                self.remote_seq = max(self.remote_seq, seq)
+
     def drain_writes(self) -> list[WriteRecord]:
+        if self.link is not None:
+            self.apply_remote(self.link.take())
         with self.lock:
             out, self._writes = self._writes, []
         return out
@@ -149,6 +186,8 @@ class HILBank:
              inputs: Mapping[int, DeviceInput]) -> dict[int, DeviceOutput]:
         """One twin step: expire timers, apply controls to ``inputs``, refresh registers."""
         out: dict[int, DeviceOutput] = {}
+        if self.link is not None:  # the writes the server process answered before this step
+            self.apply_remote(self.link.take())
         with self.lock:
             for uid, dev in self.devices.items():
                 inp = inputs.get(uid)
@@ -174,6 +213,8 @@ class HILBank:
                 dev.publish()
                 out[uid] = DeviceOutput(uid, res.w, res.var, ctl, reverted, res.mode, res.in_service,
                                         res.state)
+        if self.link is not None:  # before a client can read this step's state
+            self.link.push(self)
         return out
 
     def controls(self) -> dict[int, DERControl]:

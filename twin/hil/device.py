@@ -52,7 +52,11 @@ from twin.hil.sunspec_map import (
     decode_raw,
     encode_raw,
     is_sentinel,
+    raw_range,
 )
+
+#: one-register integer types (the fast path of :meth:`HILDevice._put`)
+_INT16 = frozenset({"int16", "uint16", "count", "acc16", "enum16", "bitfield16", "sunssf"})
 
 __all__ = [
     "ILLEGAL_ADDRESS",
@@ -136,6 +140,11 @@ class HILDevice:
         self.trip = TripState()
         self._fleet: tuple[DerFleet, str] | None = None
         self._writable: dict[tuple[int, str], Writable] = {}
+        #: (model, name) -> (point, first, end offset, (scale-factor point, offset) or None)
+        self._loc: dict[tuple[int, str], tuple[Point, int, int, tuple[Point, int, int] | None]] = {}
+        #: (model, name) -> (its registers, its scale factor's, engineering value): a value
+        #: is a pure function of those registers, so a read decodes only what changed
+        self._values: dict[tuple[int, str], tuple[tuple[int, ...], tuple[int, ...] | None, Any]] = {}
         self._fill_static()
         self.publish()
 
@@ -146,6 +155,19 @@ class HILDevice:
     # ------------------------------------------------------------------ image helpers
     def _p(self, model: int, name: str) -> Point:
         return self.map.point(model, name)
+
+    def _where(self, model: int, name: str) -> tuple[Point, int, int, tuple[Point, int, int] | None]:
+        loc = self._loc.get((model, name))
+        if loc is None:
+            p = self.map.point(model, name)
+            o = p.addr - self.map.start
+            sf = None
+            if p.sf is not None:
+                sp = self.map.point(p.model_id, p.sf)
+                so = sp.addr - self.map.start
+                sf = (sp, so, so + sp.size)
+            loc = self._loc[(model, name)] = (p, o, o + p.size, sf)
+        return loc
 
     def _raw(self, p: Point, regs: Sequence[int]) -> Any:
         o = p.addr - self.map.start
@@ -159,13 +181,26 @@ class HILDevice:
 
     def _put(self, regs: list[int], model: int, name: str, value: Any) -> None:
         """Write ``value`` (engineering units; None -> sentinel) into ``regs`` (an image)."""
-        p = self._p(model, name)
-        if value is None or p.type in ("string", "float32", "float64") or p.sf is None:
+        p, o, e, sf = self._where(model, name)
+        if value is None or sf is None or p.type in ("string", "float32", "float64"):
             raw = value
         else:
-            raw = float(value) / 10.0 ** self._sf_value(p, regs)
-        o = p.addr - self.map.start
-        regs[o:o + p.size] = encode_raw(p, raw)
+            sp, so, se = sf
+            if sp.type == "sunssf":  # int16, 0x8000 not implemented (-> 0)
+                x = regs[so]
+                exp = 0 if x == 0x8000 else x - 0x10000 if x >= 0x8000 else x
+            else:
+                got = decode_raw(sp, regs[so:se])
+                exp = int(got) if isinstance(got, int) else 0
+            raw = float(value) / 10.0 ** exp
+        if e - o == 1 and isinstance(raw, float) and p.type in _INT16:  # the common case, fast
+            if math.isfinite(raw):
+                n = round(raw)
+                lo, hi = raw_range(p)
+                if lo <= n <= hi:
+                    regs[o] = n & 0xFFFF
+                    return
+        regs[o:e] = encode_raw(p, raw)
 
     def put_point(self, model: int, name: str, value: Any) -> None:
         self._put(self.regs, model, name, value)
@@ -173,11 +208,21 @@ class HILDevice:
     def get(self, model: int, name: str, regs: Sequence[int] | None = None) -> Any:
         """Engineering value of a point (None when not implemented)."""
         r = self.regs if regs is None else regs
-        p = self._p(model, name)
-        raw = self._raw(p, r)
-        if raw is None or p.sf is None or isinstance(raw, str):
-            return raw
-        return raw * 10.0 ** self._sf_value(p, r)
+        p, o, e, sf = self._where(model, name)
+        mine = tuple(r[o:e])
+        scale = tuple(r[sf[1]:sf[2]]) if sf is not None else None
+        key = (model, name)
+        hit = self._values.get(key)
+        if hit is not None and hit[0] == mine and hit[1] == scale:
+            return hit[2]
+        raw = decode_raw(p, mine)
+        if raw is None or sf is None or isinstance(raw, str):
+            value: Any = raw
+        else:
+            exp = decode_raw(sf[0], scale or ())
+            value = raw * 10.0 ** (int(exp) if isinstance(exp, int) else 0)
+        self._values[key] = (mine, scale, value)
+        return value
 
     def _copy(self, model: int, dst: str, src: str) -> None:
         p_to, p_from = self._p(model, dst), self._p(model, src)

@@ -21,7 +21,8 @@ from typing import Any
 from twin.hil.books import IntervalBooks
 from twin.hil.core import HILBank
 from twin.hil.server import ModbusServer
-from twin.hil.timing import StepTiming
+from twin.hil.server_process import ServerProcess
+from twin.hil.timing import StepTiming, unfreeze_gc
 from twin.hil.twin_side import (
     HILCoupling,
     MirroredDevice,
@@ -102,11 +103,14 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
           rt_factor: float | None = 1.0, rt_strict: bool = False, until_s: int | None = None,
           scenario_path: str | None = None, progress: bool = False,
           on_status: Callable[[str], None] | None = None,
-          wait_client_s: float = 0.0) -> ServeOutcome:
+          wait_client_s: float = 0.0, server_process: bool = False) -> ServeOutcome:
     """Run ``scenario`` with its HIL devices served on ``host:port`` until the run ends.
 
     ``wait_client_s`` > 0: once the server listens, hold the twin's clock until a first
     client connects (at most that long), so a controller started next misses no step.
+    ``server_process``: the Modbus server in its own process (twin.hil.server_process);
+    False (default): a thread of this process sharing its GIL with the twin, which measured
+    better on the 2-core machine (a separate process waits for a core; see README).
     """
     from twin.run import run_scenario
 
@@ -129,7 +133,7 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
         bank = HILBank([m.spec for m in mirrored])
         for name in ("hil", "hil_writes", "hil_deadlines"):  # row groups, off this thread
             recorder.stream(name)
-        server = ModbusServer(bank, host=host, port=port,
+        server = (ServerProcess if server_process else ModbusServer)(bank, host=host, port=port,
                               max_connections=scenario.hil.max_connections,
                               idle_timeout_s=scenario.hil.idle_timeout_s,
                               frame_timeout_s=scenario.hil.frame_timeout_s,
@@ -172,10 +176,11 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                       initial_data={"der_controls": [], "hil_books": {}})
 
     rt_behind: dict[str, float] = {"count": 0, "max_s": 0.0}
-    # the Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
+    # a Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
     # bounds how long a request waits behind a step; restored when the run ends
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, 0.001))
+    if not server_process:
+        sys.setswitchinterval(min(switch, 0.001))
     try:
         with _MosaikWarnings(rt_behind):
             outcome = run_scenario(scenario, out_dir=out_dir, scenario_path=scenario_path,
@@ -184,6 +189,7 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                                    extend_world=extend, grid_step_s=step_s, settle_at_end=True)
     finally:
         sys.setswitchinterval(switch)
+        unfreeze_gc()
         server = state.get("server")
         if server is not None:
             server.stop()
