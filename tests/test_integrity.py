@@ -207,3 +207,22 @@ def test_a_resumable_stopped_run_is_not_cleared_without_force(tmp_path: Path) ->
         prepare_out_dir(tmp_path, scenario_hash="a")
     prepare_out_dir(tmp_path, scenario_hash="a", force=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_ctrl_c_swallowed_inside_the_world_still_interrupts_the_run() -> None:
+    """mosaik's scheduler catches KeyboardInterrupt in its own coroutine and returns
+    normally; the run must still stop as interrupted, never look complete."""
+    import os
+    import signal
+
+    from twin.lifecycle import interrupts_not_swallowed
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interrupts_not_swallowed():
+        try:  # what mosaik does
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+    assert signal.getsignal(signal.SIGINT) is before
+    with interrupts_not_swallowed():  # no Ctrl-C: nothing raised
+        pass

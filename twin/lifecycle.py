@@ -91,6 +91,34 @@ def handle_termination() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def interrupts_not_swallowed() -> Iterator[None]:
+    """A Ctrl-C inside must end the block with ``KeyboardInterrupt`` even when the code
+    inside catches it: mosaik's scheduler logs "Simulation canceled" and returns normally
+    when the interrupt lands in its own coroutine, which made a run cut short by Ctrl-C look
+    complete. The SIGINT is noted and, if the block then returns normally, raised again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if seen:
+        raise KeyboardInterrupt
+
+
 def set_pdeathsig(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send ``sig`` to this process when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):

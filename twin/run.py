@@ -24,7 +24,7 @@ import numpy as np
 from twin import __version__
 from twin.grid.der_runtime import feeder_der_devices
 from twin.kpis import RunInputs, compute_kpis, read_tables
-from twin.lifecycle import interrupt_reason, process_identity
+from twin.lifecycle import interrupt_reason, interrupts_not_swallowed, process_identity
 from twin.market.audit import drain_tx_log, token_audit
 from twin.market.device_signers import DeviceSigners
 from twin.market.step import MarketLog
@@ -335,8 +335,9 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
             world.connect(fsim, grid, "fault_state")
             world.connect(fsim, market, "books")
         # settle_at_end: the last interval settles at duration_s (agents and market only)
-        world.run(until=duration_s + (1 if settle_at_end else 0), print_progress=progress,
-                  rt_factor=rt_factor)
+        with interrupts_not_swallowed():  # mosaik catches a Ctrl-C in its scheduler
+            world.run(until=duration_s + (1 if settle_at_end else 0), print_progress=progress,
+                      rt_factor=rt_factor)
 
 
 def _carry_fault_rows(out_dir: Path, recorder: RunRecorder) -> None:
