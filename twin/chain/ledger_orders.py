@@ -215,7 +215,8 @@ class OrderLedger(SetupLedger):
 
     def release_bond(self, account: int, device_id: int) -> None:
         """``releaseBond``: the owner takes back ``device_id``'s imbalance bond once the last
-        interval the device ordered in is settled or void (else BondLocked)."""
+        interval the device ordered in and every one before it is final and its estimates are
+        trued up (else BondLocked)."""
         self._transact(
             self._provisional_market, "releaseBond", [device_id], sender=account,  # type: ignore[attr-defined]
             purpose=f"releaseBond: account {account}, device {device_id}",

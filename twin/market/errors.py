@@ -232,11 +232,14 @@ class NotReclaimable(MarketError):
 
 
 class BondLocked(MarketError):
-    """A device's imbalance bond released while the last interval it ordered in is not
-    settled or void (or with no bond posted): the bond pays its imbalance at settlement."""
+    """A device's imbalance bond released while ``interval`` (at or before the last one it
+    ordered in) has orders and is not settled or void, or its gate is still open; while one
+    of its provisional settlements waits for a true-up; or with no bond posted: the bond pays
+    its imbalance at settlement."""
 
     fields = ("device", "interval")
-    explanation = "a device's bond is released only once its last ordered interval is settled"
+    explanation = ("a device's bond is released only once every interval up to its last "
+                   "ordered one is settled or void and its estimates are trued up")
 
 
 class TooManyOrders(MarketError):

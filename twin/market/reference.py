@@ -201,20 +201,31 @@ class ReferenceLedger(ReferenceSettlement):
                 acc.free += esc
 
     def release_bond(self, account: int, device_id: int) -> None:
-        """The owner takes back ``device_id``'s imbalance bond (what is left of it) once the
-        last interval the device ordered in is settled or void; the device posts a new bond
-        with its next order (EnergyMarket.releaseBond)."""
+        """The owner takes back ``device_id``'s imbalance bond (imbalance_bond less what the
+        account's bonds lack) once every interval up to the last one the device ordered in is
+        final, whatever order they settled in, and none of its provisional settlements waits
+        for a true-up; the device posts a new bond with its next order
+        (MarketSettlement.releaseBond, its ``finalBelow`` mark: an interval is final when
+        settled or void, or when it has no order and its gate has passed)."""
         with purpose(f"releaseBond: account {account}, device {device_id}"):
             info = self._device_info.get(device_id)
             if info is None or self._devices[device_id].owner != account:
                 raise e.NotDeviceOwner(device_id, account)
             last, bonded = info
-            if not bonded or self._status.get(last, "open") not in ("settled", "void"):
+            w = self._final_below
+            while w <= last and (self._status.get(w, "open") in ("settled", "void") or (
+                    not self._orders_by_interval.get(w) and self._now_s > self.gate_s(w))):
+                w += 1
+            self._final_below = w
+            if not bonded or w <= last:
+                raise e.BondLocked(device_id, w if w <= last else last)
+            if any(d == device_id for _, d in self._provisional):
                 raise e.BondLocked(device_id, last)
             self._device_info[device_id] = (last, False)
             acc = self._accounts[account]
             amount = min(acc.bond, self._imbalance_bond)
             acc.bond -= amount
+            self._bond_short[account] -= self._imbalance_bond - amount  # drawn part of its bond
             self._credit(account, amount)
 
     def _reject_malformed(self, intents: Sequence[OrderIntent], action: str) -> None:

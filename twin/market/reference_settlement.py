@@ -245,7 +245,6 @@ class ReferenceSettlement(ReferenceState):
         cut_buy: dict[int, int] = defaultdict(int)
         cut_buy_money: dict[int, int] = defaultdict(int)
         cut_sell: dict[int, int] = defaultdict(int)
-        dso = self._accounts[DSO_ACCOUNT]
         for t in trades:  # trade_id order
             amount = payment(t.energy_wh, t.price_per_mwh)
             buyer = self._accounts[self._orders[t.buy_order_id].owner]
@@ -253,11 +252,7 @@ class ReferenceSettlement(ReferenceState):
             seller = self._orders[t.sell_order_id].owner
             self._credit(seller, amount)
             comp = payment(t.cleared_wh, t.price_per_mwh) - amount  # the DSO pays curtailed energy
-            if comp > 0:
-                paid = min(comp, dso.free)
-                dso.free -= paid
-                dso.debt += comp - paid
-                self._credit(seller, paid)
+            self._pay(seller, owner_pays=False, due=comp)
             cut_buy[t.buyer_device] += t.cleared_wh - t.energy_wh
             cut_buy_money[t.buyer_device] += comp
             cut_sell[t.seller_device] += t.cleared_wh - t.energy_wh
@@ -268,24 +263,18 @@ class ReferenceSettlement(ReferenceState):
         rows: list[SettlementRow] = []
         for d in devices:
             owner = self._devices[d].owner
-            acc = self._accounts[owner]
             imbalance = metered_wh[d] - net_wh[d]
-            moved = debt = 0
+            due = 0
             if imbalance > 0:
                 due = payment(imbalance, self._retail)
                 if cut_buy[d] > 0:  # curtailed energy consumed anyway: at most its trade price
                     k = min(imbalance, cut_buy[d])
                     due = cut_buy_money[d] * k // cut_buy[d] + payment(imbalance - k, self._retail)
-                paid, unpaid = self._draw(acc, due)  # free, then the bond, then debt
-                dso.free += paid
-                moved, debt = -paid, unpaid
             elif imbalance < 0:  # curtailed energy injected anyway earns nothing
                 due = payment(max(-imbalance - cut_sell[d], 0), self._feed_in)
-                paid = min(due, dso.free)
-                dso.free -= paid
-                dso.debt += due - paid
-                self._credit(owner, paid)
-                moved, debt = paid, due - paid
+            # the owner pays the DSO for an import, the DSO pays the owner for an export
+            moved, debt = self._pay(owner, owner_pays=imbalance > 0, due=due)
+            self._top_up(owner)  # a drawn bond refills from what the owner has left
             rows.append(
                 SettlementRow(
                     interval=interval,
@@ -322,15 +311,13 @@ class ReferenceSettlement(ReferenceState):
             prices = {"retail_price_per_mwh": self._retail, "feed_in_price_per_mwh": self._feed_in}
             amount = (imbalance_value(metered_wh - traded, **prices)
                       - imbalance_value(estimate - traded, **prices))
-            payer, payee = ((DSO_ACCOUNT, dev.owner) if amount > 0 else (dev.owner, DSO_ACCOUNT))
-            src, dst = self._accounts[payer], self._accounts[payee]
-            paid, _ = self._draw(src, abs(amount))  # free, then the bond, then debt
-            dst.free += paid
+            # free, then the bond, then debt; the payee credited like any credit
+            paid, debt = self._pay(dev.owner, owner_pays=amount < 0, due=abs(amount))
             self._trued_up.add(key)
             return TrueUp(interval=interval, device_id=device_id, owner=dev.owner,
                           estimated_wh=estimate, metered_wh=int(metered_wh),
                           delta_wh=int(metered_wh) - estimate, amount=amount,
-                          paid=paid if amount > 0 else -paid, debt=abs(amount) - paid)
+                          paid=paid, debt=debt)
 
     def true_up_signed(self, reading: SignedReading, *, sender: int | None = None) -> TrueUp:
         """:meth:`true_up` on the device-signed real reading."""

@@ -59,6 +59,10 @@ class ReferenceState(MarketParameters):
         self._imbalance_bond = int(imbalance_bond)
         #: device -> (last interval it ordered in, bond posted) (EnergyMarket.DeviceInfo)
         self._device_info: dict[int, tuple[int, bool]] = {}
+        #: account -> what its bonds lack of imbalance_bond per bonded device (drawn, not yet
+        #: topped up), and the first interval not known final (MarketSettlement.BondStore)
+        self._bond_short: dict[int, int] = defaultdict(int)
+        self._final_below = 0
         self._now_s = -(interval_s + lead)
         self._interval_s = interval_s
         self._retail = retail_price_per_mwh
@@ -150,17 +154,41 @@ class ReferenceState(MarketParameters):
         acc.free += amount - pay
         self._accounts[DSO_ACCOUNT].free += pay
 
-    @staticmethod
-    def _draw(acc: Account, due: int) -> tuple[int, int]:
-        """A payer pays ``due`` from its free balance, then from its imbalance bond; the rest
-        becomes debt (MarketSettlement.draw). Returns (paid, unpaid)."""
+    def _draw(self, payer: int, due: int) -> tuple[int, int]:
+        """A payer pays ``due`` from its free balance, then from its imbalance bond (what it
+        takes is the bond's shortfall, topped up later: _top_up); the rest becomes debt
+        (MarketSettlement.draw). Returns (paid, unpaid)."""
+        acc = self._accounts[payer]
         from_free = min(acc.free, due)
         from_bond = min(acc.bond, due - from_free)
         acc.free -= from_free
         acc.bond -= from_bond
+        self._bond_short[payer] += from_bond
         paid = from_free + from_bond
         acc.debt += due - paid
         return paid, due - paid
+
+    def _pay(self, owner: int, *, owner_pays: bool, due: int) -> tuple[int, int]:
+        """The one payment between an owner and the DSO (MarketSettlement.pay): the payer pays
+        from free, then bond, the rest becomes debt; the payee is credited (_credit). Returns
+        (what moved, signed for the owner, what became debt)."""
+        if due == 0:
+            return 0, 0
+        payer, payee = (owner, DSO_ACCOUNT) if owner_pays else (DSO_ACCOUNT, owner)
+        paid, unpaid = self._draw(payer, due)
+        self._credit(payee, paid)
+        return (-paid if owner_pays else paid), unpaid
+
+    def _top_up(self, owner: int) -> None:
+        """A drawn bond refills from the owner's free balance as far as it goes, at each
+        settlement of one of its devices (MarketSettlement.topUp)."""
+        short = self._bond_short.get(owner, 0)
+        if short:
+            acc = self._accounts[owner]
+            fill = min(short, acc.free)
+            acc.free -= fill
+            acc.bond += fill
+            self._bond_short[owner] = short - fill
 
 
 @contextmanager

@@ -70,3 +70,59 @@ def test_withdraw_then_settle_pays_the_dso_from_the_bond(deploy: Callable[..., C
         audit = token_audit(led, accounts=range(8), minted=DEPOSITS)
         assert audit["conserved"] and audit["debt"] == 0, audit
     assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
+
+
+def test_bond_tops_up_and_releases_only_when_every_interval_is_final(
+        deploy: Callable[..., ChainLedger]) -> None:
+    """Intervals settled out of order, an empty interval, a voided one and a provisional
+    settlement: the bond is released only once every interval up to the device's last
+    ordered one is final and its estimate is trued up; a drawn bond refills from the
+    owner's free balance at its next settlement. Same numbers on both ledgers."""
+    chain = deploy(imbalance_bond=payment(3000, 250_000_000))
+    chain.operator_is_agent = False
+    ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
+                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
+    bond = chain.imbalance_bond
+    for led in (chain, ref):
+        setup_market(led)
+        signers = DeviceSigners(seed="collateral", device_ids=range(12, 18))
+        signers.bind(led)
+
+        def read(interval: int, wh: dict[int, int], _led: object = led, _s: DeviceSigners = signers) -> list:
+            return _s.sign_readings(interval=interval, metered_wh=wh, domain=_led.domain)  # type: ignore[attr-defined]
+
+        placed = led.place_signed_orders(signers.sign_orders(
+            [o for k in (2, 3, 4, 6) for o in (sell(17, 1000, 90_000_000, interval=k),
+                                               buy(12, 1000, 120_000_000, interval=k))],
+            domain=led.domain))  # interval 5: no order at all
+        assert led.balance(7).bond == bond  # one bond for all of device 17's intervals
+        for k in (2, 3, 4):
+            led.clear(k)
+        led.withdraw(7, led.balance(7).free)  # the attack, before any settlement
+        led.set_time(5 * led.interval_s)
+        sale, due = payment(1000, 105_000_000), payment(3000, led.retail_price_per_mwh)
+        led.settle_signed(3, read(3, {12: 1000, 17: 2000}))  # interval 3 before interval 2
+        assert led.balance(7) == Balance(free=0, locked=0, debt=0, bond=bond - (due - sale))
+        with pytest.raises(e.BondLocked) as locked:  # 3 is settled, but 2 is not
+            led.release_bond(7, 17)
+        assert locked.value.values == {"device": 17, "interval": 2}
+        led.deposit(7, 700_000)
+        led.settle_signed(2, read(2, {12: 1000, 17: -1000}))  # on schedule: the sale money ...
+        assert led.balance(7) == Balance(free=700_000 + sale - (due - sale), locked=0, debt=0, bond=bond)
+        # ... and the deposit refill the bond; interval 4 settles device 17 on an estimate
+        led.settle_signed(4, read(4, {12: 1000}), estimated_wh={17: -1000})
+        with pytest.raises(e.BondLocked) as locked:  # 6 is open (its gate is still ahead)
+            led.release_bond(7, 17)
+        assert locked.value.values == {"device": 17, "interval": 6}
+        led.set_time(7 * led.interval_s)  # past interval 6's reclaim deadline
+        led.reclaim(2, [o.order_id for o in placed if o.interval == 6 and o.side.name == "BUY"])
+        with pytest.raises(e.BondLocked) as locked:  # 6 is void; 5 empty; the estimate is open
+            led.release_bond(7, 17)
+        assert locked.value.values == {"device": 17, "interval": 6}
+        led.true_up_signed(read(4, {17: -1000})[0])
+        free = led.balance(7).free
+        led.release_bond(7, 17)
+        assert led.balance(7) == Balance(free=free + bond, locked=0, debt=0, bond=0)
+        audit = token_audit(led, accounts=range(8), minted=DEPOSITS + 700_000)
+        assert audit["conserved"] and audit["debt"] == 0, audit
+    assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]

@@ -268,7 +268,7 @@ library MarketSettlement {
                 _credit(accounts, x.dso, _owner(s.device), amount);
                 // curtailed energy: the DSO pays the seller the trade's price for it
                 uint256 comp = _payment(tr.clearedWh, p) - amount;
-                if (comp > 0) _charge(accounts, x.dso, x.dso, _owner(s.device), comp);
+                pay(accounts, x.dso, _owner(s.device), false, comp);
                 positions[b.device].money -= int96(int256(amount));
                 positions[s.device].money += int96(int256(amount + comp));
             }
@@ -343,27 +343,43 @@ library MarketSettlement {
     ) private {
         int256 netWh = p.netWh;
         int256 imbalance = metered - netWh;
-        int256 moved;
-        uint256 debt;
         uint256 cw = p.curtailedWh;
+        uint256 due;
         if (imbalance > 0) {
-            uint256 due = _payment(uint256(imbalance), x.retail);
+            due = _payment(uint256(imbalance), x.retail);
             if (cw > 0 && !p.curtailedSell) { // curtailed energy consumed anyway: at most its trade price
                 uint256 k = uint256(imbalance) < cw ? uint256(imbalance) : cw;
                 due = (uint256(p.curtailedMoney) * k) / cw + _payment(uint256(imbalance) - k, x.retail);
             }
-            (uint256 paid, uint256 unpaid) = _charge(accounts, x.dso, owner, x.dso, due);
-            moved = -int256(paid);
-            debt = unpaid;
         } else if (imbalance < 0) {
             uint256 inj = uint256(-imbalance); // curtailed energy injected anyway earns nothing
             if (p.curtailedSell) inj = inj > cw ? inj - cw : 0;
-            (uint256 paid, uint256 unpaid) = _charge(accounts, x.dso, x.dso, owner, _payment(inj, x.feedIn));
-            moved = int256(paid);
-            debt = unpaid;
+            due = _payment(inj, x.feedIn);
         }
+        // the owner pays the DSO for an import, the DSO pays the owner for an export
+        (int256 moved, uint256 debt) = pay(accounts, x.dso, owner, imbalance > 0, due);
+        topUp(accounts, owner); // a drawn bond refills from what the owner has left
         if (metered < 0 && netWh < 0) injectedWh[device] = uint256(-metered); // a seller's metered delivery (GreenCertificate)
         emit Settled(interval, device, owner, netWh, metered, imbalance, p.money, moved, debt);
+    }
+
+    /// The one payment between an owner and the DSO (settlement imbalance, true-up): if
+    /// ``ownerPays`` the owner pays ``due`` to the DSO, else the DSO pays the owner. The payer
+    /// pays from its free balance, then its bond, the rest becomes its debt (draw); the payee
+    /// is credited (_credit: an indebted payee's debt is paid first). Returns what moved,
+    /// signed for the owner (< 0: paid by it), and what became debt.
+    function pay(
+        mapping(address => EnergyMarket.Account) storage accounts,
+        address dso,
+        address owner,
+        bool ownerPays,
+        uint256 due
+    ) internal returns (int256 moved, uint256 unpaid) {
+        if (due == 0) return (0, 0);
+        (address payer, address payee) = ownerPays ? (owner, dso) : (dso, owner);
+        uint256 paid;
+        (paid, unpaid) = _charge(accounts, dso, payer, payee, due);
+        moved = ownerPays ? -int256(paid) : int256(paid);
     }
 
     function _charge(
@@ -373,24 +389,74 @@ library MarketSettlement {
         address payee,
         uint256 due
     ) private returns (uint256 paid, uint256 unpaid) {
-        EnergyMarket.Account storage a = accounts[payer];
-        (paid, unpaid) = draw(a, due);
+        (paid, unpaid) = draw(accounts[payer], payer, due);
         _credit(accounts, dso, payee, paid);
     }
 
-    /// A payer pays ``due`` from its free balance, then from its imbalance bond; the rest
-    /// becomes debt. Returns what was paid and what is owed.
-    function draw(EnergyMarket.Account storage a, uint256 due) internal returns (uint256 paid, uint256 unpaid) {
+    /// Imbalance-bond records, at a namespaced slot no EnergyMarket variable can reach: what
+    /// each account's bond lacks of imbalanceBond per bonded device (drawn, not yet topped
+    /// up) and their sum; every interval below ``finalBelow`` is settled, void, or empty with
+    /// its gate passed (releaseBond); open estimates per device (ProvisionalSettlement: a
+    /// true-up may still draw on the bond).
+    struct BondStore {
+        uint256 shortTotal;
+        uint64 finalBelow;
+        mapping(address => uint256) short;
+        mapping(uint256 => uint256) openEstimates;
+    }
+
+    bytes32 internal constant BOND_SLOT = keccak256("gridtwin.MarketSettlement.bond.v1");
+
+    function bondStore() internal pure returns (BondStore storage b) {
+        bytes32 slot = BOND_SLOT;
+        assembly ("memory-safe") {
+            b.slot := slot
+        }
+    }
+
+    /// A payer pays ``due`` from its free balance, then from its imbalance bond (what it takes
+    /// is the bond's shortfall, topped up later: topUp); the rest becomes debt. Returns what
+    /// was paid and what is owed.
+    function draw(EnergyMarket.Account storage a, address payer, uint256 due)
+        internal
+        returns (uint256 paid, uint256 unpaid)
+    {
         uint256 free = a.free;
         uint256 bond = a.bond;
         uint256 fromFree = free < due ? free : due;
         uint256 rest = due - fromFree;
         uint256 fromBond = bond < rest ? bond : rest;
         if (fromFree > 0) a.free = uint128(free - fromFree);
-        if (fromBond > 0) a.bond = uint128(bond - fromBond);
+        if (fromBond > 0) {
+            a.bond = uint128(bond - fromBond);
+            BondStore storage b = bondStore();
+            b.short[payer] += fromBond;
+            b.shortTotal += fromBond;
+        }
         paid = fromFree + fromBond;
         unpaid = due - paid;
         if (unpaid > 0) a.debt += uint128(unpaid);
+    }
+
+    event BondToppedUp(address indexed owner, uint256 amount);
+
+    /// A drawn bond is topped up from the owner's free balance, as far as it goes, at each
+    /// settlement of one of its devices (after the device's imbalance is paid). One warm read
+    /// while no bond anywhere is short.
+    function topUp(mapping(address => EnergyMarket.Account) storage accounts, address owner) internal {
+        BondStore storage b = bondStore();
+        if (b.shortTotal == 0) return;
+        uint256 short = b.short[owner];
+        if (short == 0) return;
+        EnergyMarket.Account storage a = accounts[owner];
+        uint256 free = a.free;
+        uint256 fill = free < short ? free : short;
+        if (fill == 0) return;
+        a.free = uint128(free - fill);
+        a.bond += uint128(fill);
+        b.short[owner] = short - fill;
+        b.shortTotal -= fill;
+        emit BondToppedUp(owner, fill);
     }
 
     /// Credit ``amount`` to ``account``'s free balance; an indebted account (not the DSO)
@@ -415,30 +481,59 @@ library MarketSettlement {
     event IntervalVoided(uint256 indexed interval);
     event BondReleased(uint256 indexed device, address indexed owner, uint256 amount);
 
-    /// ``device``'s bond is not releasable: its last ordered interval is not settled or void
-    /// (or it has no bond posted).
+    /// ``device``'s bond is not releasable: ``interval`` (at or before the last interval the
+    /// device ordered in) has orders and is not settled or void, or its gate is still open; or
+    /// the device has a provisional settlement not yet trued up; or it has no bond posted.
     error BondLocked(uint256 device, uint256 interval);
 
-    /// EnergyMarket.releaseBond: the device's owner gets back min(bond, its account's bond)
-    /// (credited like any credit: an indebted owner's debt is paid first).
+    /// What releaseBond needs of the market (its immutables).
+    struct Gate {
+        uint256 marketStart;
+        uint256 gateLeadS;
+        uint256 intervalS;
+        uint256 bond;
+        address dso;
+    }
+
+    /// EnergyMarket.releaseBond: the device's owner gets back its bond, imbalanceBond less
+    /// what its account's bonds lack (credited like any credit: an indebted owner's debt is
+    /// paid first). Only once every interval up to the last one the device ordered in is final
+    /// — right whatever order intervals settle in: the market-wide mark ``finalBelow`` moves
+    /// past an interval that is settled or void, or that has no order and whose gate has
+    /// passed (no order can come), and the bond is released only past the mark — and none of
+    /// the device's provisional settlements waits for its true-up.
     function releaseBond(
         mapping(address => EnergyMarket.Account) storage accounts,
         mapping(uint256 => EnergyMarket.DeviceInfo) storage infos,
         mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
-        address dso,
-        uint256 bond,
+        Gate memory g,
         uint64 device
     ) external {
         EnergyMarket.DeviceInfo storage di = infos[device];
         if (di.owner != msg.sender) revert NotDeviceOwner(device, msg.sender);
-        uint64 last = di.lastInterval;
-        uint8 s = intervals[last].status;
-        if (!di.bonded || (s != SETTLED && s != VOID)) revert BondLocked(device, last);
+        uint256 last = di.lastInterval;
+        BondStore storage b = bondStore();
+        uint256 w = b.finalBelow;
+        for (; w <= last; ++w) {
+            EnergyMarket.IntervalState storage st = intervals[w];
+            uint8 s = st.status;
+            if (s == SETTLED || s == VOID) continue;
+            uint256 start = g.marketStart + w * g.intervalS;
+            uint256 gate = start > g.gateLeadS ? start - g.gateLeadS : 0;
+            if (uint256(st.buyCount) + st.sellCount != 0 || block.timestamp <= gate) break;
+        }
+        if (w != b.finalBelow) b.finalBelow = uint64(w);
+        if (!di.bonded || w <= last) revert BondLocked(device, w <= last ? w : last);
+        if (b.openEstimates[device] != 0) revert BondLocked(device, last);
         di.bonded = false;
         EnergyMarket.Account storage a = accounts[msg.sender];
-        uint256 amount = a.bond < bond ? a.bond : bond;
+        uint256 amount = a.bond < g.bond ? a.bond : g.bond;
         a.bond -= uint128(amount);
-        _credit(accounts, dso, msg.sender, amount);
+        if (amount < g.bond) { // the part of this device's bond that was drawn leaves the shortfall
+            b.short[msg.sender] -= g.bond - amount;
+            b.shortTotal -= g.bond - amount;
+        }
+        _credit(accounts, g.dso, msg.sender, amount);
         emit BondReleased(device, msg.sender, amount);
     }
 

@@ -173,7 +173,10 @@ library ProvisionalSettlement {
         for (uint256 k = 0; k < n; ++k) {
             _check(x, interval, devices[k], meteredWh[k], rs[k], ss[k], vs[k]);
             if (vs[k] == 0) {
-                store.entries[interval][devices[k]] = Entry(int96(meteredWh[k]), OPEN_ESTIMATE);
+                Entry storage en = store.entries[interval][devices[k]];
+                if (en.state != OPEN_ESTIMATE) MarketSettlement.bondStore().openEstimates[devices[k]] += 1;
+                en.estimateWh = int96(meteredWh[k]);
+                en.state = OPEN_ESTIMATE;
                 emit ProvisionalSettled(interval, devices[k], meteredWh[k], positions[devices[k]].netWh);
             }
         }
@@ -212,13 +215,12 @@ library ProvisionalSettlement {
         int256 traded = MarketSlots.positions(interval)[device].netWh;
         int256 estimate = en.estimateWh;
         int256 amount = _value(x, meteredWh - traded) - _value(x, estimate - traded);
-        (address payer, address payee) = amount > 0 ? (x.dso, owner) : (owner, x.dso);
-        uint256 due = uint256(amount < 0 ? -amount : amount);
-        mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
-        (uint256 paid,) = MarketSettlement.draw(accounts[payer], due); // free, then bond, then debt
-        accounts[payee].free += uint128(paid);
+        MarketSettlement.bondStore().openEstimates[device] -= 1;
+        (int256 paid, uint256 debt) = MarketSettlement.pay(
+            MarketSlots.accounts(), x.dso, owner, amount < 0, uint256(amount < 0 ? -amount : amount)
+        ); // free, then bond, then debt; the payee credited like any credit
         emit TruedUp(
-            interval, device, owner, estimate, meteredWh, amount, amount > 0 ? int256(paid) : -int256(paid), due - paid
+            interval, device, owner, estimate, meteredWh, amount, paid, debt
         );
     }
 
@@ -246,12 +248,15 @@ library ProvisionalSettlement {
     }
 
     /// EnergyMarket.releaseBond(device): the owner takes back ``device``'s imbalance bond (what
-    /// is left of it) once the last interval the device ordered in is settled or void; the
-    /// device posts a new bond with its next order (MarketSettlement.releaseBond).
+    /// is left of it) once every interval up to the last one the device ordered in is final
+    /// and none of its provisional settlements waits for a true-up; the device posts a new
+    /// bond with its next order (MarketSettlement.releaseBond).
     function releaseBond(uint64 device) external {
         EnergyMarket m = EnergyMarket(address(this));
-        MarketSettlement.releaseBond(MarketSlots.accounts(), MarketSlots.deviceInfos(), MarketSlots.intervals(),
-                                     m.dso(), m.imbalanceBond(), device);
+        MarketSettlement.releaseBond(
+            MarketSlots.accounts(), MarketSlots.deviceInfos(), MarketSlots.intervals(),
+            MarketSettlement.Gate(m.marketStart(), m.gateLeadS(), m.intervalS(), m.imbalanceBond(), m.dso()), device
+        );
     }
 
     /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
