@@ -26,7 +26,7 @@ The run's accounts are their own keys (from a seed), funded by the node's public
 and every transaction is signed client-side and sent raw — the path ``twin run`` uses — so
 ``--node hardhat`` runs the same on Hardhat's node (npm ``hardhat`` 2.x, clearing sizes
 100 and 1,000 only). Medians over intervals; the last line is ``key=value`` pairs.
-``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N]``
+``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N]``
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from twin.chain.keys import ANVIL_DEV_KEY, TxKey, derive_keys
 from twin.chain.ledger import ChainLedger, PendingOrders
 from twin.market.signing import DeviceKey, SignedOrder
 from twin.market.types import Device, DeviceKind, OrderIntent, Side
+from twin.market.units import payment
+from twin.scenario import MarketSpec
 
 QUICK = "--quick" in sys.argv
 NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
@@ -60,6 +62,11 @@ CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTIC
 MAINNET_BLOCK_GAS = 36_000_000
 CHUNK_TX_GAS = 30_000_000  # gas cap of every clearing transaction
 PARAMS = {"interval_s": 900, "retail_price_per_mwh": 250_000_000, "feed_in_price_per_mwh": 80_000_000}
+#: imbalance collateral per device, Wh at retail (``--bond-wh N``; 0: none): by default the
+#: scenario default (market.imbalance_collateral_wh), as ``twin run`` posts it
+BOND_WH = (int(sys.argv[sys.argv.index("--bond-wh") + 1]) if "--bond-wh" in sys.argv
+           else MarketSpec().imbalance_collateral_wh)
+PARAMS["imbalance_bond"] = payment(BOND_WH, PARAMS["retail_price_per_mwh"])
 
 
 def _rss_mb(pid: int) -> float:
@@ -277,6 +284,7 @@ def main() -> None:
         "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
         "participants": PARTICIPANTS,
         "chunk": CHUNK,
+        "bond_wh": BOND_WH,
     }
     print(" ".join(f"{k}={v}" for k, v in kv.items()))
 

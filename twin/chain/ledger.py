@@ -109,7 +109,8 @@ class ChainLedger(SettlingLedger):
         domain salt (default: 32 random bytes, so no signature of one deployment is valid in
         another). ``min_order_wh``: the smallest order energy (OrderTooSmall below it);
         ``imbalance_bond``: the imbalance collateral per device (money, posted with its first
-        order; EnergyMarket.imbalanceBond)."""
+        order, topped up at settlement, released by releaseBond; EnergyMarket.imbalanceBond,
+        MarketSettlement)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")

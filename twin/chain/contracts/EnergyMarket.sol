@@ -56,8 +56,9 @@ contract EnergyMarket {
     uint256 public immutable minOrderWh;
     /// Imbalance collateral per device (money): posted from its owner's free balance with the
     /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn on
-    /// at settlement for the imbalance its free balance does not cover, and returned by
-    /// releaseBond once the device's last ordered interval is settled or void.
+    /// at settlement for the imbalance its free balance does not cover, topped up from the
+    /// free balance at the owner's next settlements, and returned by releaseBond once every
+    /// interval up to the device's last ordered one is final (MarketSettlement).
     uint256 public immutable imbalanceBond;
 
     /// Two slots: free and locked together (an order's escrow moves within one slot), then
