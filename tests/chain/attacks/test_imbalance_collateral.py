@@ -99,24 +99,20 @@ def test_bond_tops_up_and_releases_only_when_every_interval_is_final(
         for k in (2, 3, 4):
             led.clear(k)
         led.withdraw(7, led.balance(7).free)  # the attack, before any settlement
-        led.set_time(5 * led.interval_s)
+        led.set_time(7 * led.interval_s)  # past interval 6's reclaim deadline: its buyer voids it
+        led.reclaim(2, [o.order_id for o in placed if o.interval == 6 and o.side.name == "BUY"])
         sale, due = payment(1000, 105_000_000), payment(3000, led.retail_price_per_mwh)
         led.settle_signed(3, read(3, {12: 1000, 17: 2000}))  # interval 3 before interval 2
         assert led.balance(7) == Balance(free=0, locked=0, debt=0, bond=bond - (due - sale))
-        with pytest.raises(e.BondLocked) as locked:  # 3 is settled, but 2 is not
-            led.release_bond(7, 17)
+        with pytest.raises(e.BondLocked) as locked:  # the last ordered interval (6) is void
+            led.release_bond(7, 17)  # and 3 is settled, but 2 is not
         assert locked.value.values == {"device": 17, "interval": 2}
         led.deposit(7, 700_000)
         led.settle_signed(2, read(2, {12: 1000, 17: -1000}))  # on schedule: the sale money ...
         assert led.balance(7) == Balance(free=700_000 + sale - (due - sale), locked=0, debt=0, bond=bond)
         # ... and the deposit refill the bond; interval 4 settles device 17 on an estimate
         led.settle_signed(4, read(4, {12: 1000}), estimated_wh={17: -1000})
-        with pytest.raises(e.BondLocked) as locked:  # 6 is open (its gate is still ahead)
-            led.release_bond(7, 17)
-        assert locked.value.values == {"device": 17, "interval": 6}
-        led.set_time(7 * led.interval_s)  # past interval 6's reclaim deadline
-        led.reclaim(2, [o.order_id for o in placed if o.interval == 6 and o.side.name == "BUY"])
-        with pytest.raises(e.BondLocked) as locked:  # 6 is void; 5 empty; the estimate is open
+        with pytest.raises(e.BondLocked) as locked:  # 2-4 settled, 5 empty, 6 void: the estimate
             led.release_bond(7, 17)
         assert locked.value.values == {"device": 17, "interval": 6}
         led.true_up_signed(read(4, {17: -1000})[0])
