@@ -38,12 +38,14 @@ PARAMS = {
 
 
 def module_ledger(
-    anvil: AnvilNode, compiled: CompiledContracts, *, setup: Callable[[ChainLedger], None]
+    anvil: AnvilNode, compiled: CompiledContracts, *, setup: Callable[[ChainLedger], None],
+    **deploy: Any,
 ) -> Iterator[tuple[AnvilNode, ChainLedger]]:
-    """A ledger deployed and ``setup`` once per module, inside a snapshot reverted at the end
-    (the body of a module-scoped ``base`` fixture)."""
+    """A ledger deployed (PARAMS, and ``deploy``'s further arguments) and ``setup`` once per
+    module, inside a snapshot reverted at the end (the body of a module-scoped ``base``
+    fixture)."""
     outer = anvil.rpc("evm_snapshot")
-    led = ChainLedger.deploy(anvil.web3(), compiled=compiled, **PARAMS)
+    led = ChainLedger.deploy(anvil.web3(), compiled=compiled, **PARAMS, **deploy)
     setup(led)
     yield anvil, led
     anvil.rpc("evm_revert", outer)

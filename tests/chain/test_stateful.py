@@ -1,12 +1,13 @@
 """Stateful property test: random sequences of deposit, withdraw, order placement (plain and
 device-signed), clearing (one-shot and chunked), curtailment, settlement (one-shot and
-chunked), revocation and clock moves (gate closure), run on a real Anvil ``ChainLedger`` and
+chunked, in any interval order), imbalance-bond release, revocation and clock moves (gate
+closure), with an imbalance bond per device, run on a real Anvil ``ChainLedger`` and
 the ``ReferenceLedger`` side by side (hypothesis ``RuleBasedStateMachine``, one snapshot
 per example).
 
 After every step: both ledgers agree (results, errors, balances, wallets, orders, trades,
 statuses); tokens are conserved (total supply == minted == wallets + market holdings, and
-the market holds exactly the free + locked balances it books); escrow is exact (each
+the market holds exactly the free + locked + bond balances it books); escrow is exact (each
 account's locked balance == its open bids' escrow + the payments its cleared, unsettled
 trades will make).
 """
@@ -51,6 +52,9 @@ INTERVALS = range(1, 5)  # the random operations' intervals
 #: its clearing moves the clock past its gate (and not past the random intervals' gates)
 CYCLE = 0
 BASE_DEPOSIT = 200_000
+#: each device's imbalance bond: a tenth of a deposit, so settlements draw on it, top it up
+#: and leave debt beyond it
+BOND = 20_000
 PRICES = {  # bids and asks that often cross
     Side.BUY: st.sampled_from([90_000_000, 120_000_000, 150_000_000]),
     Side.SELL: st.sampled_from([60_000_000, 100_000_000, 130_000_000]),
@@ -71,7 +75,7 @@ def _base(led: Any) -> None:
 
 @pytest.fixture(scope="module")
 def base(anvil: AnvilNode, compiled: CompiledContracts) -> Iterator[tuple[AnvilNode, ChainLedger]]:
-    yield from module_ledger(anvil, compiled, setup=_base)
+    yield from module_ledger(anvil, compiled, setup=_base, imbalance_bond=BOND)
 
 
 @st.composite
@@ -106,7 +110,7 @@ class Market(RuleBasedStateMachine):
             b.w3, addresses=b.addresses(), compiled=b.compiled, deploy_block=b.deploy_block
         )
         self.chain._prepared.update(ACCOUNTS)  # approvals are in the base snapshot
-        self.ref = ReferenceLedger(**PARAMS, domain=self.chain.domain)
+        self.ref = ReferenceLedger(**PARAMS, imbalance_bond=BOND, domain=self.chain.domain)
         _base(self.ref)
         self.chain.set_time(self.ref.now_s)  # drop any block time a reverted example left set
         self.minted = BASE_DEPOSIT * len(ACCOUNTS)
@@ -139,7 +143,8 @@ class Market(RuleBasedStateMachine):
     @initialize(data=st.data())
     def cycle(self, data: st.DataObject) -> None:
         """Every example starts with one interval through its whole life on both ledgers:
-        crossing orders, clearing with trades, a curtailment, settlement."""
+        crossing orders, clearing with trades, a curtailment, settlement, the seller's bond
+        released."""
         pair = [
             OrderIntent(30, CYCLE, Side.BUY, data.draw(st.integers(50, 500)), 150_000_000),
             OrderIntent(31, CYCLE, Side.SELL, data.draw(st.integers(50, 500)), 60_000_000),
@@ -157,6 +162,8 @@ class Market(RuleBasedStateMachine):
         assert self._both("cycle settle", lambda r: r.settle(CYCLE, metered),
                           lambda c: c.settle(CYCLE, metered, chunk_trades=chunk,
                                              chunk_devices=chunk))  # fmt: skip
+        assert self._both("cycle release_bond", lambda r: r.release_bond(OWNER[31], 31),
+                          lambda c: c.release_bond(OWNER[31], 31))  # fmt: skip
 
     @rule(account=st.sampled_from(list(ACCOUNTS)), amount=st.integers(0, 300_000))
     def deposit(self, account: int, amount: int) -> None:
@@ -245,6 +252,12 @@ class Market(RuleBasedStateMachine):
             lambda c: c.settle(interval, metered, chunk_trades=chunks[0], chunk_devices=chunks[1]),
         )  # fmt: skip
 
+    @rule(device=st.sampled_from(list(CAPACITY_W)), by_owner=st.sampled_from([True, True, False]))
+    def release_bond(self, device: int, by_owner: bool) -> None:
+        account = OWNER[device] if by_owner else 7
+        self._both(f"release_bond {account} {device}", lambda r: r.release_bond(account, device),
+                   lambda c: c.release_bond(account, device))  # fmt: skip
+
     @precondition(lambda self: self.seen_revokes < 2)  # keep most devices trading
     @rule(device=st.sampled_from(list(CAPACITY_W)))
     def revoke(self, device: int) -> None:
@@ -269,7 +282,7 @@ class Market(RuleBasedStateMachine):
         assert wallets == [r.wallet(a) for a in ACCOUNTS], self.steps
         holdings = c.market_holdings()
         assert c.total_supply() == r.total_supply() == self.minted == sum(wallets) + holdings
-        assert holdings == sum(b.free + b.locked for b in balances)
+        assert holdings == sum(b.free + b.locked + b.bond for b in balances)
         escrow: dict[int, int] = defaultdict(int)
         for i in [*INTERVALS, CYCLE]:
             status, orders, trades = c.interval_status(i), c.orders(i), c.trades(i)
