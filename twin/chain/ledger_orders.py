@@ -222,6 +222,22 @@ class OrderLedger(SetupLedger):
             purpose=f"releaseBond: account {account}, device {device_id}",
         )  # fmt: skip
 
+    def advance_final(self, steps: int, *, sender: int | None = None) -> int:
+        """``advanceFinal``: anyone moves releaseBond's mark over at most ``steps`` final
+        intervals (for a mark more than MARK_STEPS behind); the new mark."""
+        if steps < 0:
+            raise ValueError(f"advance_final: steps must be >= 0, got {steps}")
+        self._transact(
+            self._provisional_market, "advanceFinal", [steps],  # type: ignore[attr-defined]
+            sender=OPERATOR_ACCOUNT if sender is None else sender,
+            purpose=f"advanceFinal: {steps} steps",
+        )  # fmt: skip
+        return self.final_mark()
+
+    def final_mark(self) -> int:
+        """The first interval releaseBond does not know final (every one below it is)."""
+        return int(self._provisional_market.functions.finalMark().call())  # type: ignore[attr-defined]
+
     def _order(self, v: Mapping[str, Any]) -> Order:
         return Order(
             order_id=v["orderId"],

@@ -47,6 +47,8 @@ from twin.market.units import MAX_ORDERS, NONCE_LIMIT, PRICE_MAX, payment
 from twin.market.validation import check_intents, reject_malformed
 
 _SIDES = (Side.BUY, Side.SELL)
+#: most intervals one release_bond moves the mark over (MarketSettlement.MARK_STEPS)
+MARK_STEPS = 1024
 
 __all__ = ["ReferenceLedger"]
 
@@ -206,27 +208,45 @@ class ReferenceLedger(ReferenceSettlement):
         final, whatever order they settled in, and none of its provisional settlements waits
         for a true-up; the device posts a new bond with its next order
         (MarketSettlement.releaseBond, its ``finalBelow`` mark: an interval is final when
-        settled or void, or when it has no order and its gate has passed)."""
+        settled or void, or when it has no order and its gate has passed; one call moves it
+        over at most MARK_STEPS intervals, advance_final any number)."""
         with purpose(f"releaseBond: account {account}, device {device_id}"):
             info = self._device_info.get(device_id)
             if info is None or self._devices[device_id].owner != account:
                 raise e.NotDeviceOwner(device_id, account)
             last, bonded = info
-            w = self._final_below
-            while w <= last and (self._status.get(w, "open") in ("settled", "void") or (
-                    not self._orders_by_interval.get(w) and self._now_s > self.gate_s(w))):
-                w += 1
-            self._final_below = w
-            if not bonded or w <= last:
+            mark = self._final_below
+            w = self._advance_final(last + 1, MARK_STEPS)
+            if not bonded or w <= last or any(d == device_id for _, d in self._provisional):
+                self._final_below = mark  # the contract's revert keeps nothing
                 raise e.BondLocked(device_id, w if w <= last else last)
-            if any(d == device_id for _, d in self._provisional):
-                raise e.BondLocked(device_id, last)
             self._device_info[device_id] = (last, False)
             acc = self._accounts[account]
             amount = min(acc.bond, self._imbalance_bond)
             acc.bond -= amount
             self._bond_short[account] -= self._imbalance_bond - amount  # drawn part of its bond
             self._credit(account, amount)
+
+    def advance_final(self, steps: int, *, sender: int | None = None) -> int:
+        """Anyone moves release_bond's mark over at most ``steps`` final intervals (settled,
+        void, or empty with the gate passed); the new mark (MarketSettlement.advanceFinal).
+        ``sender``: any account (no role needed)."""
+        if steps < 0:
+            raise ValueError(f"advance_final: steps must be >= 0, got {steps}")
+        return self._advance_final(2**64 - 1, steps)
+
+    def final_mark(self) -> int:
+        """The first interval not known final (every one below it is)."""
+        return self._final_below
+
+    def _advance_final(self, up_to: int, steps: int) -> int:
+        w = self._final_below
+        end = min(up_to, w + steps) if w < up_to else w
+        while w < end and (self._status.get(w, "open") in ("settled", "void") or (
+                not self._orders_by_interval.get(w) and self._now_s > self.gate_s(w))):
+            w += 1
+        self._final_below = w
+        return w
 
     def _reject_malformed(self, intents: Sequence[OrderIntent], action: str) -> None:
         reject_malformed(

@@ -17,7 +17,7 @@ from twin.chain.ledger import ChainLedger
 from twin.market import errors as e
 from twin.market.audit import token_audit
 from twin.market.device_signers import DeviceSigners
-from twin.market.reference import ReferenceLedger
+from twin.market.reference import MARK_STEPS, ReferenceLedger
 from twin.market.types import DSO_ACCOUNT, Balance
 from twin.market.units import payment
 
@@ -121,4 +121,27 @@ def test_bond_tops_up_and_releases_only_when_every_interval_is_final(
         assert led.balance(7) == Balance(free=free + bond, locked=0, debt=0, bond=0)
         audit = token_audit(led, accounts=range(8), minted=DEPOSITS + 700_000)
         assert audit["conserved"] and audit["debt"] == 0, audit
+    assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
+
+
+def test_a_mark_far_behind_is_moved_in_bounded_steps(deploy: Callable[..., ChainLedger]) -> None:
+    """releaseBond moves the final-interval mark over at most MARK_STEPS intervals (its reads
+    stay far below a block); a mark further behind is moved by anyone with advance_final."""
+    chain = deploy(imbalance_bond=payment(3000, 250_000_000))
+    ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
+                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
+    far = MARK_STEPS + 100
+    for led in (chain, ref):
+        setup_market(led)
+        led.place_orders([sell(17, 1000, 90_000_000, interval=far), buy(12, 1000, 120_000_000, interval=far)])
+        led.clear(far)
+        led.set_time((far + 1) * led.interval_s)
+        led.settle(far, {12: 1000, 17: -1000})
+        with pytest.raises(e.BondLocked) as locked:  # 0 .. MARK_STEPS - 1 passed, then stopped
+            led.release_bond(7, 17)
+        assert locked.value.values == {"device": 17, "interval": MARK_STEPS}
+        assert led.final_mark() == 0  # the reverted call kept nothing
+        assert led.advance_final(MARK_STEPS, sender=3) == MARK_STEPS
+        led.release_bond(7, 17)
+        assert led.final_mark() == far + 1 and led.balance(7).bond == 0
     assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]

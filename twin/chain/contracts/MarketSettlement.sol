@@ -512,18 +512,9 @@ library MarketSettlement {
         EnergyMarket.DeviceInfo storage di = infos[device];
         if (di.owner != msg.sender) revert NotDeviceOwner(device, msg.sender);
         uint256 last = di.lastInterval;
-        BondStore storage b = bondStore();
-        uint256 w = b.finalBelow;
-        for (; w <= last; ++w) {
-            EnergyMarket.IntervalState storage st = intervals[w];
-            uint8 s = st.status;
-            if (s == SETTLED || s == VOID) continue;
-            uint256 start = g.marketStart + w * g.intervalS;
-            uint256 gate = start > g.gateLeadS ? start - g.gateLeadS : 0;
-            if (uint256(st.buyCount) + st.sellCount != 0 || block.timestamp <= gate) break;
-        }
-        if (w != b.finalBelow) b.finalBelow = uint64(w);
+        uint256 w = _advance(intervals, g, last + 1, MARK_STEPS);
         if (!di.bonded || w <= last) revert BondLocked(device, w <= last ? w : last);
+        BondStore storage b = bondStore();
         if (b.openEstimates[device] != 0) revert BondLocked(device, last);
         di.bonded = false;
         EnergyMarket.Account storage a = accounts[msg.sender];
@@ -535,6 +526,42 @@ library MarketSettlement {
         }
         _credit(accounts, g.dso, msg.sender, amount);
         emit BondReleased(device, msg.sender, amount);
+    }
+
+    /// Most intervals one releaseBond moves the mark over (about 2.4 M gas of reads); a mark
+    /// further behind is moved first by advanceFinal (anyone, any number of calls).
+    uint256 internal constant MARK_STEPS = 1024;
+
+    /// Move the market-wide mark ``finalBelow`` over the final intervals after it, at most
+    /// ``steps`` of them and not past ``upTo``; returns the new mark.
+    function _advance(
+        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
+        Gate memory g,
+        uint256 upTo,
+        uint256 steps
+    ) private returns (uint256 w) {
+        BondStore storage b = bondStore();
+        w = b.finalBelow;
+        uint256 end = w >= upTo ? w : (upTo - w > steps ? w + steps : upTo);
+        for (; w < end; ++w) {
+            EnergyMarket.IntervalState storage st = intervals[w];
+            uint8 s = st.status;
+            if (s == SETTLED || s == VOID) continue;
+            uint256 start = g.marketStart + w * g.intervalS;
+            uint256 gate = start > g.gateLeadS ? start - g.gateLeadS : 0;
+            if (uint256(st.buyCount) + st.sellCount != 0 || block.timestamp <= gate) break;
+        }
+        if (w != b.finalBelow) b.finalBelow = uint64(w);
+    }
+
+    /// EnergyMarket.advanceFinal(steps): anyone moves the mark over at most ``steps`` final
+    /// intervals (for a mark more than MARK_STEPS behind a device's last interval).
+    function advanceFinal(
+        mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
+        Gate memory g,
+        uint256 steps
+    ) external returns (uint256) {
+        return _advance(intervals, g, type(uint64).max, steps);
     }
 
     error NotDeviceOwner(uint256 device, address account);

@@ -252,11 +252,22 @@ library ProvisionalSettlement {
     /// and none of its provisional settlements waits for a true-up; the device posts a new
     /// bond with its next order (MarketSettlement.releaseBond).
     function releaseBond(uint64 device) external {
+        MarketSettlement.releaseBond(MarketSlots.accounts(), MarketSlots.deviceInfos(), MarketSlots.intervals(), _gate(), device);
+    }
+
+    /// EnergyMarket.advanceFinal(steps): anyone moves releaseBond's mark over at most
+    /// ``steps`` final intervals (MarketSettlement.advanceFinal); finalMark() reads it.
+    function advanceFinal(uint256 steps) external returns (uint256) {
+        return MarketSettlement.advanceFinal(MarketSlots.intervals(), _gate(), steps);
+    }
+
+    function finalMark() external view returns (uint256) {
+        return MarketSettlement.bondStore().finalBelow;
+    }
+
+    function _gate() private view returns (MarketSettlement.Gate memory) {
         EnergyMarket m = EnergyMarket(address(this));
-        MarketSettlement.releaseBond(
-            MarketSlots.accounts(), MarketSlots.deviceInfos(), MarketSlots.intervals(),
-            MarketSettlement.Gate(m.marketStart(), m.gateLeadS(), m.intervalS(), m.imbalanceBond(), m.dso()), device
-        );
+        return MarketSettlement.Gate(m.marketStart(), m.gateLeadS(), m.intervalS(), m.imbalanceBond(), m.dso());
     }
 
     /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
