@@ -268,7 +268,7 @@ library MarketSettlement {
                 _credit(accounts, x.dso, _owner(s.device), amount);
                 // curtailed energy: the DSO pays the seller the trade's price for it
                 uint256 comp = _payment(tr.clearedWh, p) - amount;
-                pay(accounts, x.dso, _owner(s.device), false, comp);
+                if (comp > 0) pay(accounts, x.dso, _owner(s.device), false, comp);
                 positions[b.device].money -= int96(int256(amount));
                 positions[s.device].money += int96(int256(amount + comp));
             }
