@@ -9,13 +9,14 @@ Rules (the reference ledger applies them; :class:`MeterDesk` drives them in a ru
   ``(interval, device) -> (estimate_wh, traded_wh)`` as provisional.
 - When the device-signed real reading arrives, ``true_up`` settles the difference once:
   the imbalance money the real reading implies minus what the estimate moved (signed, owner
-  side positive), paid by the DSO to the owner or by the owner to the DSO from their free
-  balance, the rest as debt (as in settlement). Trades are not touched: their energy and
+  side positive), paid by the DSO to the owner or by the owner to the DSO as in settlement
+  (from free balance, then imbalance bond, the rest as debt; an indebted payee's debt first). Trades are not touched: their energy and
   payments are final at settlement.
 - A second true-up of the same ``(interval, device)`` raises :class:`AlreadyTruedUp`, a true-up
   of a device that was settled on a real reading raises :class:`NotProvisional`: a late or
   duplicated reading can never count twice. Tokens are conserved by construction (a
-  transfer between two free balances).
+  transfer between the two accounts). A device's bond is not released while one of its
+  estimates waits for its true-up.
 """
 
 from __future__ import annotations

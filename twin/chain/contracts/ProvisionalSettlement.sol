@@ -17,10 +17,11 @@ import {MarketSlots} from "./MarketSlots.sol";
 /// (ProvisionalSettled) and it settles like any reading. ``v == 1``: a real reading the
 /// operator states (as in the unsigned settle()); 27/28: signed by the device's key.
 /// ``trueUp`` settles the difference between the estimate and the real reading once: the
-/// imbalance money the real reading implies minus what the estimate moved, paid between the
-/// owner's and the DSO's free balances (the rest as debt). A second true-up reverts
-/// AlreadyTruedUp, one of a device settled on a real reading NotProvisional: a late or
-/// duplicated reading never counts twice; tokens only move between free balances.
+/// imbalance money the real reading implies minus what the estimate moved, paid like any
+/// owner–DSO payment (MarketSettlement.pay: from free, then bond, the rest as debt; an
+/// indebted payee's debt first). A second true-up reverts AlreadyTruedUp, one of a device
+/// settled on a real reading NotProvisional: a late or duplicated reading never counts twice.
+/// A device's bond is not released while one of its estimates waits for its true-up.
 /// The market's storage is reached by its slot numbers (MarketSlots), its immutables through
 /// its getters.
 library ProvisionalSettlement {
