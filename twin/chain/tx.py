@@ -232,6 +232,8 @@ class TxClient:
         to = tx.get("to")
         if nonce is None:
             nonce = self._queued_nonce.get(sender)
+        if nonce is None and self.retry is not None:  # our own count (see below): no round trip
+            nonce = self._next_nonce.get(sender)
         if nonce is None:
             nonce = self._pending_nonce(key.address)
         if self.retry is not None:  # a dropped tx is not pending on the node: count our own

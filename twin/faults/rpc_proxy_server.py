@@ -111,6 +111,8 @@ class ProxyState:
                     answers[i] = faked
                     continue
             forward.append((i, req))
+        if factor == 1.0 and len(forward) == len(reqs):  # untouched: the node's bytes as they are
+            return self.up.post(body)
         if forward:
             if isinstance(parsed, list):
                 out = json.loads(self.up.post(json.dumps([r for _, r in forward]).encode()))
