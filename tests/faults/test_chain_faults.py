@@ -106,8 +106,11 @@ def test_an_outage_beyond_the_deadline_raises_a_resumable_chain_outage() -> None
         led = faulty(ChainLedger.deploy(w3, compiled=compile_contracts(), **PARAMS), spec, proxies[0])
         led.set_time(0)
         led.deposit(2, 1000)
+        # outside the fault window the twin talks to the node itself; inside it, to the proxy
+        assert proxies[0].clock.url() == node.url
         with pytest.raises(ChainOutage, match="deadline_s") as info:
             led.set_time(900)
         assert getattr(info.value, "resumable", False)
+        assert proxies[0].clock.url() == proxies[0].url
         rows = led.drain_fault_log(time_s=900, interval=1, final=True)["chain_incidents"]
         assert [r["kind"] for r in rows] == ["outage"]

@@ -76,6 +76,8 @@ class RetryPolicy:
     #: chain in simulated time moves its clock instead of sleeping: twin.faults.chain_faults)
     now: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    #: the longest pause between two attempts to reach an unreachable node
+    max_pause_s: float = 0.5
 
 
 class ChainRevert(TwinError):
@@ -352,7 +354,7 @@ class TxClient:
                         f"faults.chain.deadline_s ({self.retry.deadline_s:g} s) during {method}; "
                         "the run stops here and can be resumed (twin run --resume)") from exc
                 clock.sleep(pause)
-                pause = min(pause * 2, 0.5)
+                pause = min(pause * 2, clock.max_pause_s)
                 continue
             if attempts > 1:
                 self.incidents.append({"kind": "unreachable", "start": t0, "end": clock.now(),
@@ -388,6 +390,12 @@ class TxClient:
         with pinned block times. Under a retry policy a batch the node did not answer is sent
         again (the same signed bytes: each transaction executes once at most)."""
         return self.mine_on_demand and self.pinned_time is None and self._session is not None
+
+    def set_endpoint(self, url: str) -> None:
+        """Send the raw JSON-RPC requests to ``url`` from now on (a flaky chain's proxy or,
+        outside its faults, the node itself: twin.faults.chain_faults)."""
+        if self._session is not None:
+            self._url = url
 
     @property
     def http_headers(self) -> Any:

@@ -6,7 +6,7 @@ and the incident log the run records.
 them out on the run's simulated clock (:class:`FaultClock`): a retry's pause moves that clock
 instead of sleeping, every request tells the proxy the clock, and the proxy refuses requests
 while the clock is inside an outage window. A 5-minute outage is 5 simulated minutes of
-retries (about 600 attempts, a second of wall time), recorded as such; the deadlines
+retries (about 160 attempts, well under a second of wall time), recorded as such; the deadlines
 (``faults.chain.deadline_s``, ``resend_after_s``) are on the same clock.
 
 :class:`FaultyChainLedger` wraps the market's chain ledger (every attribute is the ledger's):
@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from twin.chain.tx import RetryPolicy
@@ -36,15 +36,58 @@ from twin.faults.rpc_proxy_server import CLOCK_HEADER
 __all__ = ["FaultClock", "FaultyChainLedger", "faulty", "proxied_web3", "retry_policy"]
 
 
+#: the longest pause (simulated seconds) between two attempts to reach an unreachable node:
+#: a recovery is seen at most this late; a 5-minute outage takes about 160 attempts
+MAX_PAUSE_S = 2.0
+
+
+#: outside every fault window (and without random transaction faults) requests go to the node
+#: directly: the proxy would forward them unchanged (False: every request through the proxy)
+BYPASS_OUTSIDE_FAULTS = True
+
+
 class FaultClock:
     """The run's simulated clock as the flaky chain sees it (module docstring): ``sim_s`` is
     the market step's time plus what the twin waited out since; :meth:`now` is the twin's
-    own clock (monotonic wall time plus every wait), for deadlines and latencies."""
+    own clock (monotonic wall time plus every wait), for deadlines and latencies.
 
-    def __init__(self) -> None:
+    It also routes the requests (``route``): through the proxy while ``sim_s`` is inside a
+    fault window of ``spec`` (an outage or a gas spike; always when transactions are dropped
+    or delayed at random), else, the proxy having nothing to do, straight to the node — the
+    same answers without the extra hop."""
+
+    def __init__(self, spec: ChainFaultsSpec | None = None, *, proxy_url: str = "",
+                 node_url: str = "", skip_before_s: int = -1) -> None:
         self.sim_s: float | None = None  # None until the run's first market step
         self.waited_s = 0.0
         self._headers: list[MutableMapping[str, str]] = []
+        self.proxy_url, self.node_url = proxy_url, node_url
+        self._windows: list[tuple[float, float]] = []
+        self._always = spec is None or not BYPASS_OUTSIDE_FAULTS or bool(
+            spec.drop_rate or spec.delay_rate)
+        if spec is not None:
+            self._windows = [(o.start_s, o.start_s + o.duration_s) for o in spec.outages
+                             if o.start_s > skip_before_s]
+            self._windows += [(g.start_s, g.start_s + g.duration_s) for g in spec.gas_spikes
+                              if g.start_s > skip_before_s]
+        self._routes: list[Callable[[str], None]] = []
+        self._url = ""
+
+    def route(self, set_url: Callable[[str], None]) -> None:
+        """Call ``set_url`` with the URL to send to whenever it changes."""
+        self._routes.append(set_url)
+        set_url(self.url())
+
+    def url(self) -> str:
+        if self._always or not self.node_url or self.sim_s is None:
+            return self.proxy_url
+        inside = any(a <= self.sim_s < b for a, b in self._windows)
+        return self.proxy_url if inside else self.node_url
+
+    def node_moved(self, url: str) -> None:
+        """The node restarted at ``url``."""
+        self.node_url = url
+        self._publish()
 
     def attach(self, headers: MutableMapping[str, str]) -> None:
         """Keep ``headers`` (an HTTP session's) carrying the clock."""
@@ -72,13 +115,18 @@ class FaultClock:
         if self.sim_s is not None:
             for h in self._headers:
                 h[CLOCK_HEADER] = repr(self.sim_s)
+        url = self.url()
+        if url != self._url:
+            self._url = url
+            for set_url in self._routes:
+                set_url(url)
 
 
 def retry_policy(spec: ChainFaultsSpec, clock: FaultClock | None = None) -> RetryPolicy:
     if clock is None:
         return RetryPolicy(deadline_s=spec.deadline_s, resend_after_s=spec.resend_after_s)
     return RetryPolicy(deadline_s=spec.deadline_s, resend_after_s=spec.resend_after_s,
-                       now=clock.now, sleep=clock.sleep)
+                       now=clock.now, sleep=clock.sleep, max_pause_s=MAX_PAUSE_S)
 
 
 class FaultyChainLedger:
@@ -124,7 +172,9 @@ class FaultyChainLedger:
                 self.injected.append({"kind": "gas_spike", "start": t0, "end": t0 + g.duration_s,
                                       "detail": f"gas_spikes.{j}: x{g.factor}"})
             elif self._node is not None:  # a restart: the node reloads its dumped state
-                self._proxy.set_upstream(self._node.restart())
+                url = self._node.restart()
+                self._proxy.set_upstream(url)
+                self._clock.node_moved(url)
                 self.injected.append({"kind": "restart", "start": t0, "end": self._clock.now(),
                                       "detail": f"restarts_s.{j} at {spec.restarts_s[j]} s"})
         self._ledger.set_time(now_s)
@@ -211,6 +261,9 @@ def _riding_provider(url: str, *, deadline_s: float, clock: FaultClock) -> Any:
     from twin.chain.tx import ChainOutage
 
     class RidingProvider(HTTPProvider):
+        def set_url(self, to: str) -> None:
+            self.endpoint_uri = to  # type: ignore[assignment]
+
         def get_request_headers(self) -> dict[str, str]:  # type: ignore[override]
             return {**HTTPProvider.get_request_headers(), **clock.header()}
 
@@ -226,7 +279,7 @@ def _riding_provider(url: str, *, deadline_s: float, clock: FaultClock) -> Any:
                             f"faults.chain.deadline_s ({deadline_s:g} s) during {method}; the run "
                             "stops here and can be resumed (twin run --resume)") from exc
                     clock.sleep(pause)
-                    pause = min(pause * 2, 0.5)
+                    pause = min(pause * 2, MAX_PAUSE_S)
 
     return RidingProvider(url, request_kwargs={"timeout": 120.0})
 
@@ -239,19 +292,23 @@ def proxied_web3(node: Any, spec: ChainFaultsSpec, *, seed: int, skip_before_s: 
     ``node``)."""
     from web3 import Web3
 
-    clock = FaultClock()
     with RpcProxy(spec, upstream=node.url, seed=seed, skip_before_s=skip_before_s) as proxy:
+        clock = FaultClock(spec, proxy_url=proxy.url, node_url=node.url,
+                           skip_before_s=skip_before_s)
         proxy.clock, proxy.node = clock, node
         holder.append(proxy)
-        yield Web3(_riding_provider(proxy.url, deadline_s=spec.deadline_s, clock=clock))
+        provider = _riding_provider(proxy.url, deadline_s=spec.deadline_s, clock=clock)
+        clock.route(provider.set_url)
+        yield Web3(provider)
 
 
 def faulty(ledger: Any, spec: ChainFaultsSpec, proxy: RpcProxy) -> FaultyChainLedger:
     """The run's ledger on a flaky chain: retry policy on the run's clock, incidents logged."""
-    clock: FaultClock = proxy.clock or FaultClock()
+    clock: FaultClock = proxy.clock or FaultClock(spec, proxy_url=proxy.url)
     tx = ledger.tx
     tx.retry = retry_policy(spec, clock)
     if tx.http_headers is not None:
         clock.attach(tx.http_headers)
+        clock.route(lambda url: tx.set_endpoint(url))
     return FaultyChainLedger(ledger, proxy=proxy, tx=tx, clock=clock,
                              node=proxy.node)
