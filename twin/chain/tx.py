@@ -653,7 +653,8 @@ class TxClient:
                     self._record_latency(pending, sends=sends, start=start)
                 return cast(dict[str, Any], r["result"])
             if self.mine_on_demand and (mined < MAX_MINES if policy is None
-                                        else not mined_since_pause):
+                                        else not mined_since_pause and (
+                                            mined == 0 or self._pool_pending())):
                 # one block of what the pool holds (everything sent since the last block, up
                 # to the block's gas limit), then read the receipt again
                 out = self.rpc("evm_mine", [])
@@ -680,6 +681,13 @@ class TxClient:
         raise ChainRevert(
             "NoReceipt", {"tx": tx_hash}, purpose="waiting for receipt", tx_hash=tx_hash
         )
+
+    def _pool_pending(self) -> bool:
+        """The node's pool holds a transaction it can mine now: under a retry policy a block
+        is mined again only then (no empty blocks while a dropped or delayed transaction
+        waits for its resend, so the blocks do not depend on how long the wait took)."""
+        status = self.rpc("txpool_status", []).get("result") or {}
+        return int(str(status.get("pending", "0x1")), 16) > 0
 
     def _record_latency(self, p: Pending, *, sends: int, start: float) -> None:
         assert self.retry is not None
