@@ -7,7 +7,9 @@ them out on the run's simulated clock (:class:`FaultClock`): a retry's pause mov
 instead of sleeping, every request tells the proxy the clock, and the proxy refuses requests
 while the clock is inside an outage window. A 5-minute outage is 5 simulated minutes of
 retries (about 160 attempts, well under a second of wall time), recorded as such; the deadlines
-(``faults.chain.deadline_s``, ``resend_after_s``) are on the same clock.
+(``faults.chain.deadline_s``, ``resend_after_s``) are on the same clock. Outside every
+fault window, and when no transaction is dropped or delayed at random, the twin sends to the
+node itself (the proxy would forward unchanged): the extra hop costs nothing then.
 
 :class:`FaultyChainLedger` wraps the market's chain ledger (every attribute is the ledger's):
 its ``set_time`` first moves the clock, starts the scheduled faults due (a node restart is
