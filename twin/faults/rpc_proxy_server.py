@@ -213,9 +213,14 @@ def serve(cfg: dict[str, Any]) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(out)
 
-    server = ThreadingHTTPServer(("127.0.0.1", int(cfg.get("port", 0))), Handler)
-    server.daemon_threads = True
-    return server
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            if not isinstance(sys.exc_info()[1], OSError):  # a client gone away is no error
+                super().handle_error(request, client_address)
+
+    return Server(("127.0.0.1", int(cfg.get("port", 0))), Handler)
 
 
 def main(argv: list[str] | None = None) -> None:
