@@ -148,7 +148,7 @@ class ResumePoint:
         state_file = self.out_dir / "chain_state.json.gz"
         with AnvilNode(
             accounts=1, load_state=self.out_dir / self.state_file, dump_state=state_file,
-            automine=via is not None,  # as the run it continues (twin.run_ledger)
+            automine=False,  # mines on demand, as the run it continues (twin.run_ledger)
         ) as node:
             # ``via(node)``: a context giving the web3 to talk through (the faults.chain proxy)
             w3_ctx = via(node) if via is not None else contextlib.nullcontext(node.web3())

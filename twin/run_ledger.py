@@ -95,9 +95,9 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         check_rpc_node(url, funder=funder.address, need_wei=FUND_WEI * n_accounts)
     state_file = None if url else out_dir / "chain_state.json.gz"
     # With an external URL the node only attaches; otherwise it starts (and always stops) Anvil,
-    # mining on demand (one block per batch of sends) unless a fault proxy stands in between.
+    # mining on demand (one block per batch of sends; behind a fault proxy too).
     with AnvilNode(rpc_url=url, accounts=1, dump_state=state_file,
-                   automine=via is not None) as node, (
+                   automine=False) as node, (
             via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
         ledger = ChainLedger.deploy(w3, interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,

@@ -72,6 +72,12 @@ class RetryPolicy:
 
     deadline_s: float
     resend_after_s: float
+    #: the clock deadlines and latencies are measured on, and a retry's pause (a flaky
+    #: chain in simulated time moves its clock instead of sleeping: twin.faults.chain_faults)
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    #: the longest pause between two attempts to reach an unreachable node
+    max_pause_s: float = 0.5
 
 
 class ChainRevert(TwinError):
@@ -119,6 +125,7 @@ class Pending:
     error_context: Any
     raw: str = ""  # the signed bytes (resent unchanged under a retry policy)
     seq: int = 0  # send order (an out-of-gas tx is resent only when nothing was sent after it)
+    t_clock: float = 0.0  # the retry policy's clock at the send (latencies)
 
 
 class TxClient:
@@ -227,6 +234,8 @@ class TxClient:
         to = tx.get("to")
         if nonce is None:
             nonce = self._queued_nonce.get(sender)
+        if nonce is None and self.retry is not None:  # our own count (see below): no round trip
+            nonce = self._next_nonce.get(sender)
         if nonce is None:
             nonce = self._pending_nonce(key.address)
         if self.retry is not None:  # a dropped tx is not pending on the node: count our own
@@ -324,28 +333,31 @@ class TxClient:
 
     # --- JSON-RPC -------------------------------------------------------------------------
     def rpc(self, method: str, params: list[Any]) -> dict[str, Any]:
-        if self._queue:
-            self.flush()
         if self.retry is None:
+            if self._queue:
+                self.flush()
             return self._rpc_once(method, params)
-        t0, attempts, pause = time.monotonic(), 0, 0.02
+        clock = self.retry
+        t0, attempts, pause = clock.now(), 0, 0.02
         while True:
             attempts += 1
             try:
+                if self._queue:  # kept queued until the node took the batch
+                    self.flush()
                 out = self._rpc_once(method, params)
             except ChainUnavailable as exc:
-                if time.monotonic() - t0 > self.retry.deadline_s:
+                if clock.now() - t0 > self.retry.deadline_s:
                     self.incidents.append({"kind": "unreachable", "start": t0, "end": float("nan"),
                                            "attempts": attempts, "method": method})
                     raise ChainOutage(
                         f"the chain node at {self._url} stayed unreachable for more than "
                         f"faults.chain.deadline_s ({self.retry.deadline_s:g} s) during {method}; "
                         "the run stops here and can be resumed (twin run --resume)") from exc
-                time.sleep(pause)
-                pause = min(pause * 2, 0.5)
+                clock.sleep(pause)
+                pause = min(pause * 2, clock.max_pause_s)
                 continue
             if attempts > 1:
-                self.incidents.append({"kind": "unreachable", "start": t0, "end": time.monotonic(),
+                self.incidents.append({"kind": "unreachable", "start": t0, "end": clock.now(),
                                        "attempts": attempts, "method": method})
             return out
 
@@ -375,10 +387,20 @@ class TxClient:
     @property
     def batching(self) -> bool:
         """Sends go out as JSON-RPC batches, mined by the client (see ``mine_on_demand``); not
-        under a retry policy (a flaky chain resends one transaction at a time) nor with
-        pinned block times."""
-        return (self.mine_on_demand and self.retry is None and self.pinned_time is None
-                and self._session is not None)
+        with pinned block times. Under a retry policy a batch the node did not answer is sent
+        again (the same signed bytes: each transaction executes once at most)."""
+        return self.mine_on_demand and self.pinned_time is None and self._session is not None
+
+    def set_endpoint(self, url: str) -> None:
+        """Send the raw JSON-RPC requests to ``url`` from now on (a flaky chain's proxy or,
+        outside its faults, the node itself: twin.faults.chain_faults)."""
+        if self._session is not None:
+            self._url = url
+
+    @property
+    def http_headers(self) -> Any:
+        """The headers every raw JSON-RPC request carries (None: requests go through web3)."""
+        return self._session.headers if self._session is not None else None
 
     def flush(self) -> None:
         """Send the queued signed transactions as one JSON-RPC batch; a refused one raises
@@ -398,12 +420,14 @@ class TxClient:
             resp.raise_for_status()
             answers = {int(a["id"]): a for a in resp.json()}
         except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
+            if self.retry is not None:  # sent again with the next request (nonces: sign())
+                self._queue = queue + self._queue
             raise ChainUnavailable(
                 f"the chain node at {self._url} stopped answering during a batch of "
                 f"{len(queue)} eth_sendRawTransaction (was Anvil killed?): {exc}") from exc
         for p, b in zip(queue, body, strict=True):
             answer = answers.get(int(b["id"]), {"error": {"message": "no answer in the batch"}})
-            if "error" in answer:
+            if "error" in answer and not (self.retry is not None and _already_there(answer["error"])):
                 self.raise_revert(answer["error"], purpose=p.purpose, tx_hash=None,
                                   error_context=p.error_context)
 
@@ -483,10 +507,12 @@ class TxClient:
             self.flush()
         raw, tx_hash = self.sign(tx, sender=sender)
         self._seq += 1
+        t_clock = self.retry.now() if self.retry is not None else 0.0
         if batching:
             # queued: sent with the next request (one batch), its nonce counted here
             p = Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender, purpose=purpose,
-                        interval=interval, error_context=error_context, raw=raw, seq=self._seq)
+                        interval=interval, error_context=error_context, raw=raw, seq=self._seq,
+                        t_clock=t_clock)
             self._queue.append(p)
             self._queued_nonce[sender] = self._last_nonce + 1
             return p
@@ -500,7 +526,7 @@ class TxClient:
                               error_context=error_context)
         return Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender,
                        purpose=purpose, interval=interval, error_context=error_context, raw=raw,
-                       seq=self._seq)
+                       seq=self._seq, t_clock=t_clock)
 
     def receipt(self, p: Pending) -> dict[str, Any]:
         """Wait for the receipt, record the transaction; a revert raises its decoded error."""
@@ -608,18 +634,27 @@ class TxClient:
 
     def _wait(self, tx_hash: str, pending: Pending | None = None) -> dict[str, Any]:
         policy = self.retry if pending is not None and pending.raw else None
-        start = time.monotonic()
+        now = policy.now if policy is not None else time.monotonic
+        start = now()
         deadline = start + (policy.deadline_s if policy is not None else 120.0)
         pause = 0.0002
+        # under a retry policy the pause moves the policy's clock (no sleep on a node mining
+        # on demand: a transaction missing after a block is dropped, delayed or lost, and
+        # waits for its resend), up to an eighth of resend_after_s
+        cap = max(0.01, policy.resend_after_s / 8) if policy is not None else 0.01
+        sleep = policy.sleep if policy is not None and self.mine_on_demand else time.sleep
         sends, last_send = 1, start
         mined = 0
-        while time.monotonic() < deadline:
+        mined_since_pause = False
+        while now() < deadline:
             r = self.rpc("eth_getTransactionReceipt", [tx_hash])
             if r.get("result"):
                 if policy is not None and pending is not None:
                     self._record_latency(pending, sends=sends, start=start)
                 return cast(dict[str, Any], r["result"])
-            if self.mine_on_demand and mined < MAX_MINES:
+            if self.mine_on_demand and (mined < MAX_MINES if policy is None
+                                        else not mined_since_pause and (
+                                            mined == 0 or self._pool_pending())):
                 # one block of what the pool holds (everything sent since the last block, up
                 # to the block's gas limit), then read the receipt again
                 out = self.rpc("evm_mine", [])
@@ -627,14 +662,16 @@ class TxClient:
                     raise ChainRevert("MineFailed", dict(out["error"]), purpose="mining a block",
                                       tx_hash=tx_hash)
                 mined += 1
+                mined_since_pause = True
                 continue
             if policy is not None and pending is not None and (
-                    time.monotonic() - last_send > policy.resend_after_s):
+                    now() - last_send > policy.resend_after_s):
                 # the same signed bytes again: the node takes it once at most (same nonce)
                 self.rpc("eth_sendRawTransaction", [pending.raw])  # "already known" is fine
-                sends, last_send = sends + 1, time.monotonic()
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)
+                sends, last_send = sends + 1, now()
+            sleep(pause)
+            mined_since_pause = False
+            pause = min(pause * 2, cap)
         if policy is not None:
             self.incidents.append({"kind": "no_receipt", "start": start, "end": float("nan"),
                                    "attempts": sends, "method": "eth_getTransactionReceipt"})
@@ -645,10 +682,18 @@ class TxClient:
             "NoReceipt", {"tx": tx_hash}, purpose="waiting for receipt", tx_hash=tx_hash
         )
 
+    def _pool_pending(self) -> bool:
+        """The node's pool holds a transaction it can mine now: under a retry policy a block
+        is mined again only then (no empty blocks while a dropped or delayed transaction
+        waits for its resend, so the blocks do not depend on how long the wait took)."""
+        status = self.rpc("txpool_status", []).get("result") or {}
+        return int(str(status.get("pending", "0x1")), 16) > 0
+
     def _record_latency(self, p: Pending, *, sends: int, start: float) -> None:
-        now = time.monotonic()
+        assert self.retry is not None
+        now = self.retry.now()
         self.latencies.append({"tx_hash": p.tx_hash, "function": p.fn, "interval": p.interval,
-                               "latency_s": time.perf_counter() - p.t0, "sends": sends})
+                               "latency_s": now - p.t_clock, "sends": sends, "sent": p.t_clock})
         if sends > 1:
             self.incidents.append({"kind": "resent_tx", "start": start, "end": now,
                                    "attempts": sends, "method": p.fn})

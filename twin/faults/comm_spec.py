@@ -22,7 +22,7 @@ trued up when the real reading arrives.
 ``faults.chain`` describes a flaky node: outage windows of the JSON-RPC endpoint, dropped and
 delayed transactions, node restarts (the node stops, reloads its dumped state, and comes
 back), gas-price spikes, and the deadline after which the run gives up an outage
-(:mod:`twin.faults.rpc_proxy`).
+(:mod:`twin.faults.rpc_proxy`), all in simulated time (:mod:`twin.faults.chain_faults`).
 """
 
 from __future__ import annotations
@@ -82,16 +82,16 @@ class DataFaultsSpec(SpecModel):
 
 
 class OutageWindowSpec(SpecModel):
-    """The JSON-RPC endpoint answers nothing from the market step at ``start_s`` (seconds from
-    the scenario start) for ``duration_s`` wall seconds."""
+    """The JSON-RPC endpoint answers nothing while the run's simulated clock is in
+    ``[start_s, start_s + duration_s)`` (seconds from the scenario start)."""
 
     start_s: _NonNegInt
     duration_s: Annotated[float, Field(gt=0)]
 
 
 class GasSpikeSpec(SpecModel):
-    """Gas prices and base fees read ``factor`` times higher from the market step at
-    ``start_s`` (scenario seconds) for ``duration_s`` wall seconds."""
+    """Gas prices and base fees read ``factor`` times higher while the run's simulated clock
+    is in ``[start_s, start_s + duration_s)`` (scenario seconds)."""
 
     start_s: _NonNegInt
     duration_s: Annotated[float, Field(gt=0)]
@@ -99,13 +99,13 @@ class GasSpikeSpec(SpecModel):
 
 
 class ChainFaultsSpec(SpecModel):
-    """A flaky chain between the twin and its node (module docstring): faults start at the
-    market step of their scenario time and last wall seconds (a fault of the real node)."""
+    """A flaky chain between the twin and its node (module docstring): faults happen on the
+    run's simulated clock, which the twin's retries and deadlines wait on too."""
 
     outages: list[OutageWindowSpec] = Field(default_factory=list)
     #: share of raw transactions the proxy swallows (answers a hash, never forwards)
     drop_rate: Share = 0.0
-    #: share of raw transactions held back ``delay_s`` before forwarding
+    #: share of raw transactions held back ``delay_s`` (simulated seconds) before forwarding
     delay_rate: Share = 0.0
     delay_s: NonNegFloat = 2.0
     #: scenario seconds at which the node is stopped and restarted from its dumped state

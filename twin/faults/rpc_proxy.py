@@ -1,232 +1,99 @@
-"""A fault-injecting JSON-RPC proxy on 127.0.0.1 between the twin and its node (a real
-HTTP server in front of the real Anvil; ``faults.chain``).
+"""The fault-injecting JSON-RPC proxy between the twin and its node (``faults.chain``): a
+real HTTP server on 127.0.0.1 in front of the real Anvil, run as a process of its own
+(:mod:`twin.faults.rpc_proxy_server`, standard library only) so that forwarding costs the
+twin's interpreter nothing.
 
-It forwards every request unchanged except while a fault is in force:
+Its faults happen on the run's **simulated** clock, which every request carries (the
+``X-Twin-Sim-Time`` header, kept by :class:`twin.faults.chain_faults.FaultClock`): an outage
+window or a gas-price spike is ``[start_s, start_s + duration_s)`` in scenario seconds, a
+delayed transaction reaches the node ``delay_s`` simulated seconds later. The twin's retries
+wait on the same clock, so a 5-minute outage costs the run no 5 wall minutes. Node restarts
+are done by the twin itself (:meth:`twin.chain.anvil.AnvilNode.restart`) and then announced to
+the proxy (:meth:`RpcProxy.set_upstream`).
 
-- **outage**: every request is answered by closing the connection (the node is
-  unreachable);
-- **dropped transaction** (``drop_rate``): ``eth_sendRawTransaction`` answers the
-  transaction's hash but the transaction never reaches the node;
-- **delayed transaction** (``delay_rate``): it answers the hash at once and forwards the
-  transaction ``delay_s`` later;
-- **node restart**: the node dumps its state, stops, and a new node starts from that state
-  (:meth:`twin.chain.anvil.AnvilNode.restart`; its mempool is lost); meanwhile the proxy is
-  unreachable; afterwards the clock settings the twin had made are applied again;
-- **gas-price spike**: ``eth_gasPrice``, ``eth_maxPriorityFeePerGas`` and the blocks'
-  ``baseFeePerGas`` read ``factor`` times higher.
-
-Faults are triggered on the run's clock (:meth:`RpcProxy.at_time`, the market's
-``set_time``) and last wall seconds; the random choices use their own seeded stream. Every
-fault injected is logged (:attr:`RpcProxy.injected`) with its wall start and end.
+:class:`RpcProxy` is the twin's handle: it starts the server, tells it the schedule (the
+scheduled faults up to ``skip_before_s`` happened in the run a resume continues: left out),
+reads its log of injected transaction faults, and stops it.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
-from eth_utils import keccak
 
 from twin.faults.comm_spec import ChainFaultsSpec
 
 __all__ = ["RpcProxy"]
 
-#: RPC calls whose last parameters are node settings the twin made: applied again after a
-#: restart (Anvil forgets them)
-_SETTINGS = ("anvil_setBlockTimestampInterval", "evm_setNextBlockTimestamp")
+_SERVER = Path(__file__).with_name("rpc_proxy_server.py")
 
 
 class RpcProxy:
-    """The proxy server and its fault schedule (module docstring)."""
+    """The proxy process and its fault schedule (module docstring)."""
 
     def __init__(self, spec: ChainFaultsSpec, *, upstream: str, seed: int,
-                 restart: Callable[[], str] | None = None, skip_before_s: int = -1) -> None:
+                 skip_before_s: int = -1, startup_timeout_s: float = 30.0) -> None:
         self.spec = spec
-        self.upstream = upstream
-        self._restart = restart  # restarts the node from its state; returns the new URL
-        self._rng = np.random.default_rng([int(seed), 21, 2])
-        self._lock = threading.Lock()
-        self._down_until = 0.0  # wall (monotonic) time until which the node is unreachable
-        self._spike: tuple[float, float] = (0.0, 1.0)  # (until, factor)
-        self._settings: dict[str, list[Any]] = {}
-        self._armed = False  # random tx faults only once the run's market steps begin
-        self._local = threading.local()
-        # (kind, index) of the scheduled faults already started; those before skip_before_s
-        # happened in the run this one resumes
-        self._started: set[tuple[str, int]] = set()
-        for j, o in enumerate(spec.outages):
-            if o.start_s <= skip_before_s:
-                self._started.add(("outage", j))
-        for j, r in enumerate(spec.restarts_s):
-            if r <= skip_before_s:
-                self._started.add(("restart", j))
-        #: every injected fault: kind, wall start/end (time.monotonic), detail
-        self.injected: list[dict[str, Any]] = []
-        self._timers: list[threading.Timer] = []
-        proxy = self
+        self.skip_before_s = skip_before_s
+        cfg = {
+            "upstream": upstream, "seed": int(seed), "drop_rate": spec.drop_rate,
+            "delay_rate": spec.delay_rate, "delay_s": spec.delay_s,
+            "outages": [(o.start_s, o.start_s + o.duration_s) for o in spec.outages
+                        if o.start_s > skip_before_s],
+            "gas_spikes": [(g.start_s, g.start_s + g.duration_s, g.factor) for g in spec.gas_spikes
+                           if g.start_s > skip_before_s],
+        }
+        self._proc = subprocess.Popen(
+            [sys.executable, str(_SERVER), json.dumps(cfg)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()  # "ready URL" (EOF: it died)
+        if not line.startswith("ready "):
+            self._proc.kill()
+            raise RuntimeError(f"the fault-injecting RPC proxy did not start ({_SERVER}): "
+                               f"{line or 'no output'} (exit {self._proc.wait()})")
+        self.url = line.split(" ", 1)[1]
+        self._session = requests.Session()
+        self._session.trust_env = False
+        self._log_read = 0
+        #: the run's clock and node (set by twin.faults.chain_faults.proxied_web3)
+        self.clock: Any = None
+        self.node: Any = None
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # the headers and the body go out as two writes on a kept-alive connection: with
-            # Nagle's algorithm the body waits for the client's delayed ACK (~40 ms a request)
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                out = proxy._handle(body)
-                if out is None:  # unreachable: drop the connection without an answer
-                    self.close_connection = True
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="twin-rpc-proxy")
-
-    # --- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> RpcProxy:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        for t in self._timers:
-            t.cancel()
-        self._server.shutdown()
-        self._server.server_close()
+        self._session.close()
+        if self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()  # the server stops when its input closes
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
-    # --- the schedule -----------------------------------------------------------------------
-    def at_time(self, now_s: int) -> None:
-        """The run's clock reached ``now_s``: start the faults due."""
-        self._armed = True
-        for j, o in enumerate(self.spec.outages):
-            if o.start_s <= now_s and ("outage", j) not in self._started:
-                self._started.add(("outage", j))
-                self._outage(o.duration_s, kind="outage", detail=f"outages.{j} at {o.start_s} s")
-        for j, r in enumerate(self.spec.restarts_s):
-            if r <= now_s and ("restart", j) not in self._started:
-                self._started.add(("restart", j))
-                self._restart_node(detail=f"restarts_s.{j} at {r} s")
-        for j, g in enumerate(self.spec.gas_spikes):
-            if g.start_s <= now_s and ("gas", j) not in self._started:
-                self._started.add(("gas", j))
-                t0 = time.monotonic()
-                with self._lock:
-                    self._spike = (t0 + g.duration_s, g.factor)
-                self.injected.append({"kind": "gas_spike", "start": t0, "end": t0 + g.duration_s,
-                                      "detail": f"gas_spikes.{j}: x{g.factor}"})
+    def _call(self, method: str, params: list[Any]) -> Any:
+        r = self._session.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                               "params": params}, timeout=60)
+        return r.json()["result"]
 
-    def _outage(self, duration_s: float, *, kind: str, detail: str) -> None:
-        t0 = time.monotonic()
-        with self._lock:
-            self._down_until = max(self._down_until, t0 + duration_s)
-        self.injected.append({"kind": kind, "start": t0, "end": t0 + duration_s, "detail": detail})
+    def new_tx_faults(self) -> list[dict[str, Any]]:
+        """Transaction faults injected since the last call: ``{kind, sim_s, detail}`` (kind
+        ``dropped_tx`` or ``delayed_tx``, detail the transaction's hash)."""
+        rows: list[dict[str, Any]] = self._call("twin_proxyLog", [self._log_read])
+        self._log_read += len(rows)
+        return rows
 
-    def _restart_node(self, *, detail: str) -> None:
-        if self._restart is None:
-            return
-        t0 = time.monotonic()
-        with self._lock:
-            self._down_until = float("inf")
-        try:
-            self.upstream = self._restart()
-            for method in _SETTINGS:  # the twin's clock settings, applied again
-                if method in self._settings:
-                    self._forward({"jsonrpc": "2.0", "id": 0, "method": method,
-                                   "params": self._settings[method]})
-        finally:
-            with self._lock:
-                self._down_until = 0.0
-        self.injected.append({"kind": "restart", "start": t0, "end": time.monotonic(),
-                              "detail": detail})
-
-    # --- requests ---------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-            s.trust_env = False
-        return s
-
-    def _forward(self, req: dict[str, Any]) -> dict[str, Any]:
-        resp = self._session().post(self.upstream, json=req, timeout=300)
-        return dict(resp.json())
-
-    def _handle(self, body: bytes) -> bytes | None:
-        now = time.monotonic()
-        with self._lock:
-            down, (spike_until, factor) = now < self._down_until, self._spike
-        if down:
-            return None
-        parsed = json.loads(body)
-        if isinstance(parsed, list):  # a JSON-RPC batch: each request meets the faults alone
-            answers = [self._one(req, now=now, spike_until=spike_until, factor=factor)
-                       for req in parsed]
-            if any(a is None for a in answers):
-                return None
-            return json.dumps(answers).encode()
-        out = self._one(parsed, now=now, spike_until=spike_until, factor=factor)
-        return None if out is None else json.dumps(out).encode()
-
-    def _one(self, req: dict[str, Any], *, now: float, spike_until: float,
-             factor: float) -> dict[str, Any] | None:
-        """One request's answer (None: the node went away)."""
-        method = req.get("method")
-        if method in _SETTINGS:
-            self._settings[method] = req.get("params", [])
-        if method == "eth_sendRawTransaction" and self._armed:
-            u = self._rng.random(2)
-            raw = str(req["params"][0])
-            tx_hash = "0x" + keccak(hexstr=raw).hex()
-            if u[0] < self.spec.drop_rate:
-                self.injected.append({"kind": "dropped_tx", "start": now, "end": now,
-                                      "detail": tx_hash})
-                return {"jsonrpc": "2.0", "id": req.get("id"), "result": tx_hash}
-            if u[1] < self.spec.delay_rate:
-                self.injected.append({"kind": "delayed_tx", "start": now,
-                                      "end": now + self.spec.delay_s, "detail": tx_hash})
-                timer = threading.Timer(self.spec.delay_s, self._late_forward, args=(dict(req),))
-                timer.daemon = True
-                self._timers.append(timer)
-                timer.start()
-                return {"jsonrpc": "2.0", "id": req.get("id"), "result": tx_hash}
-        try:
-            out = self._forward(req)
-        except (requests.RequestException, ValueError):
-            return None  # the node went away under us (a restart): unreachable
-        if now < spike_until:
-            _spike(out, method, factor)
-        return out
-
-    def _late_forward(self, req: dict[str, Any]) -> None:
-        while time.monotonic() < self._down_until:  # a delayed tx waits out an outage too
-            time.sleep(0.05)
-        try:
-            self._forward(req)  # "already known" / "nonce too low" once resent: never twice
-        except (requests.RequestException, ValueError):
-            pass
-
-
-def _spike(out: dict[str, Any], method: str | None, factor: float) -> None:
-    res = out.get("result")
-    if method in ("eth_gasPrice", "eth_maxPriorityFeePerGas") and isinstance(res, str):
-        out["result"] = hex(int(int(res, 16) * factor))
-    elif method == "eth_getBlockByNumber" and isinstance(res, dict) and "baseFeePerGas" in res:
-        res["baseFeePerGas"] = hex(int(int(res["baseFeePerGas"], 16) * factor))
+    def set_upstream(self, url: str) -> None:
+        """The node restarted at ``url``: forward there (the twin's clock settings again)."""
+        self._call("twin_setUpstream", [url])
