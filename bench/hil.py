@@ -2,14 +2,15 @@
 
     .venv/bin/python bench/hil.py [--clients 100] [--hz 10] [--writes-per-s 10]
                                   [--day-wall-s 180] [--step-s 60] [--repeat 3] [--no-afap]
-                                  [--hours 24]
+                                  [--hours 24] [--burst]
 
 1. A simulated day of ``scenarios/hil_demo.yaml`` (midnight to midnight, ``--step-s`` HIL
    steps, the power flow at every HIL step, agents + market every 5 min) served at a high
    real-time factor (``--day-wall-s`` wall seconds for the 86,400 s; rt factor =
    day-wall-s / 86,400). Meanwhile, in a *separate process* (asyncio, raw MBAP frames, so
    client-side GIL contention is not counted), ``--clients`` connections each read 125
-   registers at ``--hz`` from the served devices, and one controller connection writes
+   registers at ``--hz`` from the served devices (each at its own seeded random phase of
+   the period, as independent clients are; ``--burst``: all in phase), and one controller connection writes
    ``WMaxLimPctEna`` + ``WMaxLimPct`` (with a reversion timer) at ``--writes-per-s``.
    - read latency p50/p99 (target p99 < 5 ms on loopback), write latency p99;
    - step lateness against each step's scaled wall-clock deadline, p99 and max (target
@@ -49,11 +50,13 @@ sys.path.insert(0, str(ROOT))
 
 # ---------------------------------------------------------------------- client process
 async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[float],
-                  errors: list[int]) -> None:
+                  errors: list[int], phase_s: float = 0.0) -> None:
+    """One client polling at ``hz``, its first read ``phase_s`` after the start (its phase)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     tid = 0
-    t_next = time.perf_counter()
-    t_end = t_next + seconds
+    t_end = time.perf_counter() + seconds
+    t_next = time.perf_counter() + phase_s
+    await asyncio.sleep(phase_s)
     try:
         while t_next < t_end:
             tid = (tid + 1) & 0xFFFF
@@ -96,7 +99,8 @@ async def _writer(port: int, unit: int, addr: int, rate: float, seconds: float, 
         writer.close()
 
 
-def client_main(devices_json: str, n: int, hz: float, writes: float, seconds: float) -> int:
+def client_main(devices_json: str, n: int, hz: float, writes: float, seconds: float,
+                stagger: bool = True) -> int:
     f = Path(devices_json)
     for _ in range(6000):  # the serve process publishes the port once it listens
         if f.is_file():
@@ -107,11 +111,15 @@ def client_main(devices_json: str, n: int, hz: float, writes: float, seconds: fl
     pv = next(d["unit_id"] for d in info["devices"] if d["kind"] == "pv_inverter")
 
     errors: list[int] = []
+    # independent clients: each polls at its own (seeded, uniform) phase of the period;
+    # without stagger all fire together (bursts of n requests at once)
+    phases = np.random.default_rng(25).uniform(0.0, 1.0 / hz, n) if stagger else np.zeros(n)
 
     async def run() -> tuple[list[float], list[float]]:
         reads: list[float] = []
         wr: list[float] = []
-        await asyncio.gather(*(_poller(info["port"], units[i % len(units)], hz, seconds, reads, errors)
+        await asyncio.gather(*(_poller(info["port"], units[i % len(units)], hz, seconds, reads, errors,
+                                       float(phases[i]))
                                for i in range(n)),
                              _writer(info["port"], pv, info["wmaxlimpct_ena_addr"], writes, seconds, wr,
                                      errors))
@@ -163,7 +171,7 @@ def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
 
 
 def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
-        hours: float = 24.0, server: str = "thread") -> dict[str, float]:
+        hours: float = 24.0, server: str = "thread", stagger: bool = True) -> dict[str, float]:
     from twin.hil.serve import serve
     from twin.hil.sunspec_map import build_register_map
 
@@ -197,7 +205,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
         info = out_dir / "bench_clients.json"
         cproc = subprocess.Popen(
             [sys.executable, __file__, "--_clients", str(info), str(clients), str(hz), str(writes),
-             str(max(1.0, run_wall_s - 5.0))], stdout=subprocess.PIPE, text=True)
+             str(max(1.0, run_wall_s - 5.0)), "1" if stagger else "0"], stdout=subprocess.PIPE, text=True)
         skip[0] = cproc.pid
         state: dict[str, float] = {}
 
@@ -269,7 +277,7 @@ def afap() -> tuple[float, int]:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--_clients":
         return client_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]),
-                           float(sys.argv[6]))
+                           float(sys.argv[6]), stagger=sys.argv[7] == "1")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--hz", type=float, default=10.0)
@@ -283,6 +291,9 @@ def main() -> int:
     ap.add_argument("--server", choices=("thread", "process"), default="thread",
                     help="the Modbus server in a thread of the twin's process (default, as "
                          "twin hil serve) or in its own process")
+    ap.add_argument("--burst", action="store_true",
+                    help="all pollers in phase (bursts of --clients requests at once) instead of "
+                         "each at its own seeded random phase of the period")
     args = ap.parse_args()
     from loguru import logger
 
@@ -292,7 +303,7 @@ def main() -> int:
     for i in range(max(1, args.repeat)):
         runs.append(day(clients=args.clients, hz=args.hz, writes=args.writes_per_s,
                         wall_s=args.day_wall_s, step_s=args.step_s, hours=args.hours,
-                        server=args.server))
+                        server=args.server, stagger=not args.burst))
         x = runs[-1]
         print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
               f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
@@ -335,6 +346,7 @@ def main() -> int:
           f"late_boundary_max_ms={r['late_boundary_max_ms']:.2f} misses={r['misses']:.0f} "
           f"write_p99_ms={r['write_p99_ms']:.3f} rss_start_mb={r['rss_start_mb']:.0f} "
           f"rss_end_mb={r['rss_end_mb']:.0f} hours={args.hours:g} server={args.server} "
+          f"phases={'burst' if args.burst else 'staggered'} "
           f"load1_before={load0[0]:.2f} load1_after={load1[0]:.2f}")
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from twin.hil.books import IntervalBooks
 from twin.hil.core import HILBank
-from twin.hil.server import ModbusServer
+from twin.hil.server import ModbusServer, ServerOptions
 from twin.hil.server_process import ServerProcess
 from twin.hil.timing import StepTiming, unfreeze_gc
 from twin.hil.twin_side import (
@@ -133,12 +133,12 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
         bank = HILBank([m.spec for m in mirrored])
         for name in ("hil", "hil_writes", "hil_deadlines"):  # row groups, off this thread
             recorder.stream(name)
-        server = (ServerProcess if server_process else ModbusServer)(bank, host=host, port=port,
-                              max_connections=scenario.hil.max_connections,
-                              idle_timeout_s=scenario.hil.idle_timeout_s,
-                              frame_timeout_s=scenario.hil.frame_timeout_s,
-                              max_requests_per_s=scenario.hil.max_requests_per_s,
-                              controller_host=scenario.hil.controller_host)
+        opts = ServerOptions(host=host, port=port, max_connections=scenario.hil.max_connections,
+                             idle_timeout_s=scenario.hil.idle_timeout_s,
+                             frame_timeout_s=scenario.hil.frame_timeout_s,
+                             max_requests_per_s=scenario.hil.max_requests_per_s,
+                             controller_host=scenario.hil.controller_host)
+        server = (ServerProcess if server_process else ModbusServer)(bank, opts)
         server.start()
         state["server"] = server
         table = [m.describe() | {"models": list(bank.devices[m.spec.unit_id].map.model_ids),
