@@ -50,8 +50,10 @@ sys.path.insert(0, str(ROOT))
 
 # ---------------------------------------------------------------------- client process
 async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[float],
-                  errors: list[int], phase_s: float = 0.0) -> None:
-    """One client polling at ``hz``, its first read ``phase_s`` after the start (its phase)."""
+                  errors: list[int], phase_s: float = 0.0, starts: list[float] | None = None) -> None:
+    """One client polling at ``hz``, its first read ``phase_s`` after the start (its phase);
+    each answered read's latency in ``out``, its send time (perf_counter) in ``starts``."""
+    starts = [] if starts is None else starts
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     tid = 0
     t_end = time.perf_counter() + seconds
@@ -68,6 +70,7 @@ async def _poller(port: int, unit: int, hz: float, seconds: float, out: list[flo
             else:
                 await reader.readexactly(head[8])
                 out.append(time.perf_counter() - t0)
+                starts.append(t0)
             t_next += 1.0 / hz
             await asyncio.sleep(max(0.0, t_next - time.perf_counter()))
     finally:
@@ -115,18 +118,20 @@ def client_main(devices_json: str, n: int, hz: float, writes: float, seconds: fl
     # without stagger all fire together (bursts of n requests at once)
     phases = np.random.default_rng(25).uniform(0.0, 1.0 / hz, n) if stagger else np.zeros(n)
 
+    starts: list[float] = []
+
     async def run() -> tuple[list[float], list[float]]:
         reads: list[float] = []
         wr: list[float] = []
         await asyncio.gather(*(_poller(info["port"], units[i % len(units)], hz, seconds, reads, errors,
-                                       float(phases[i]))
+                                       float(phases[i]), starts)
                                for i in range(n)),
                              _writer(info["port"], pv, info["wmaxlimpct_ena_addr"], writes, seconds, wr,
                                      errors))
         return reads, wr
 
     reads, wr = asyncio.run(run())
-    print(json.dumps({"reads": reads, "writes": wr, "exceptions": errors}))
+    print(json.dumps({"reads": reads, "writes": wr, "exceptions": errors, "starts": starts}))
     return 0
 
 
@@ -171,7 +176,8 @@ def _scenario(step_s: int, *, day: bool, clients: int = 0) -> object:
 
 
 def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
-        hours: float = 24.0, server: str = "thread", stagger: bool = True) -> dict[str, float]:
+        hours: float = 24.0, server: str = "thread", stagger: bool = True,
+        trace: bool = False) -> dict[str, float]:
     from twin.hil.serve import serve
     from twin.hil.sunspec_map import build_register_map
 
@@ -189,8 +195,25 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
     at_last: list[float] = []
     skip = [0]
 
+    snaps: list[Any] = []
+    idle: list[tuple[float, float]] = []  # the twin's main thread waiting for a deadline
+
+    class _Clock:  # hil_sim's time module, its pacing sleeps recorded
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(s: float) -> None:
+            a = time.perf_counter()
+            time.sleep(s)
+            idle.append((a, time.perf_counter()))
+
     def step(self: Any, t: int, inputs: Any, max_advance: int) -> Any:
         twin_now[0] = float(t)
+        if trace and t in (3600, last_step):  # the Python heap after the first hour, at the end
+            import tracemalloc
+
+            snaps.append(tracemalloc.take_snapshot())
         if t == last_step:  # the day served, before the run's end (KPIs, final tables)
             at_last.append(_serving_rss_mb(skip[0]))
         return real_step(self, t, inputs, max_advance)
@@ -221,6 +244,7 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
         cpu0 = time.process_time()
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         hil_sim.HILSim.step = step  # type: ignore[method-assign]
+        hil_sim._time = _Clock()  # type: ignore[assignment]
         try:
             out = serve(sc, out_dir=out_dir, port=0, rt_factor=rt, on_status=on_status,  # type: ignore[arg-type]
                         until_s=int(hours * 3600), server_process=server == "process")
@@ -234,15 +258,39 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
             lat_out, _ = cproc.communicate(timeout=120)
         finally:
             hil_sim.HILSim.step = real_step  # type: ignore[method-assign]
+            hil_sim._time = time  # type: ignore[assignment]
             stop.set()
             if cproc.poll() is None:
                 cproc.kill()
         import pyarrow.parquet as pq
 
         n_writes = pq.read_metadata(out_dir / "hil_writes.parquet").num_rows
+    if len(snaps) == 2:  # --tracemalloc: where the Python heap grew between the two
+        growth = snaps[1].compare_to(snaps[0], "lineno")
+        total = sum(d.size_diff for d in growth) / 2**20
+        print(f"tracemalloc: Python heap {total:+.1f} MB from the first hour to the last step; "
+              f"largest growths:")
+        for d in growth[:12]:
+            print(f"  {d.size_diff / 2**20:+8.2f} MB {d.count_diff:+8d} blocks  {d.traceback[0]}")
     res = json.loads(lat_out)
     lat = np.asarray(res["reads"] or [np.nan]) * 1e3  # --clients 0: no reads
     wr = np.asarray(res["writes"] or [np.nan]) * 1e3
+    # reads that overlapped the twin's busy time (between its pacing sleeps, from the first
+    # to the last) against those answered while it slept: the GIL and the CPU it takes
+    busy_lat, idle_lat = [], []
+    if idle and res.get("starts"):
+        a = np.array([x[0] for x in idle])
+        b = np.array([x[1] for x in idle])
+        t0 = np.asarray(res["starts"])
+        t1 = t0 + np.asarray(res["reads"])
+        j = np.searchsorted(a, t0, side="right") - 1  # the last sleep that began before the send
+        inside = (j >= 0) & (t1 <= b[np.clip(j, 0, None)])
+        span = (t0 >= a[0]) & (t1 <= b[-1])
+        busy_lat = (lat[span & ~inside]).tolist()
+        idle_lat = (lat[span & inside]).tolist()
+
+    def pct(x: list[float], q: float) -> float:
+        return float(np.percentile(x, q)) if x else float("nan")
     st = out.step_timing
     # start: after the first simulated hour (imports, JIT compilation and first-interval
     # allocations are done), so that the growth is what a longer run adds
@@ -252,6 +300,9 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
     state["rss_mid"] = half[0] if half else float("nan")
     return {
         "read_p50_ms": float(np.percentile(lat, 50)), "read_p99_ms": float(np.percentile(lat, 99)),
+        "read_idle_p50_ms": pct(idle_lat, 50), "read_idle_p99_ms": pct(idle_lat, 99),
+        "read_busy_p50_ms": pct(busy_lat, 50), "read_busy_p99_ms": pct(busy_lat, 99),
+        "busy_share": len(busy_lat) / max(1, len(busy_lat) + len(idle_lat)),
         "reads": float(len(lat)), "write_p99_ms": float(np.percentile(wr, 99)), "writes": float(len(wr)),
         "writes_recorded": float(n_writes), "exceptions": float(len(res.get("exceptions", []))), "steps": float(st.steps), "misses": float(st.misses),
         "late_p99_ms": st.percentile_s(99) * 1e3, "late_max_ms": st.max_s * 1e3,
@@ -294,16 +345,23 @@ def main() -> int:
     ap.add_argument("--burst", action="store_true",
                     help="all pollers in phase (bursts of --clients requests at once) instead of "
                          "each at its own seeded random phase of the period")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="trace Python allocations (slower) and print where the heap grew "
+                         "between the first hour and the last step")
     args = ap.parse_args()
     from loguru import logger
 
     logger.disable("mosaik")
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(1)
     load0 = os.getloadavg()
     runs = []
     for i in range(max(1, args.repeat)):
         runs.append(day(clients=args.clients, hz=args.hz, writes=args.writes_per_s,
                         wall_s=args.day_wall_s, step_s=args.step_s, hours=args.hours,
-                        server=args.server, stagger=not args.burst))
+                        server=args.server, stagger=not args.burst, trace=args.tracemalloc))
         x = runs[-1]
         print(f"run {i + 1}: read p50 {x['read_p50_ms']:.2f} p99 {x['read_p99_ms']:.2f} ms; lateness "
               f"p99 {x['late_p99_ms']:.1f} max {x['late_max_ms']:.1f} ms; RSS growth "
@@ -320,6 +378,9 @@ def main() -> int:
     print(f"reads, {args.clients} clients at {args.hz:g} Hz (other process), 125 registers: "
           f"p50 {r['read_p50_ms']:.2f} ms  p99 {r['read_p99_ms']:.2f} ms  ({r['reads']:.0f} reads)  "
           f"target p99 < 5 ms")
+    print(f"  of them answered while the twin's main thread slept (pacing): p50 {r['read_idle_p50_ms']:.2f} "
+          f"p99 {r['read_idle_p99_ms']:.2f} ms; overlapping its steps ({100 * r['busy_share']:.0f} % of "
+          f"the reads): p50 {r['read_busy_p50_ms']:.2f} p99 {r['read_busy_p99_ms']:.2f} ms")
     print(f"writes, one controller at {args.writes_per_s:g}/s: p99 {r['write_p99_ms']:.2f} ms "
           f"({r['writes']:.0f} answered, {r['writes_recorded']:.0f} rows in hil_writes); "
           f"exception answers {r['exceptions']:.0f} (0x06 when a starved client catches up)")
@@ -344,6 +405,7 @@ def main() -> int:
           f"rss_growth_mb={r['rss_growth']:.1f} afap_steps_per_s={sps:.2f} runs={len(runs)} "
           f"cpu_share={r['cpu_share']:.2f} cpu_server_share={r['cpu_server_share']:.2f} "
           f"late_boundary_max_ms={r['late_boundary_max_ms']:.2f} misses={r['misses']:.0f} "
+          f"read_idle_p99_ms={r['read_idle_p99_ms']:.3f} read_busy_p99_ms={r['read_busy_p99_ms']:.3f} "
           f"write_p99_ms={r['write_p99_ms']:.3f} rss_start_mb={r['rss_start_mb']:.0f} "
           f"rss_end_mb={r['rss_end_mb']:.0f} hours={args.hours:g} server={args.server} "
           f"phases={'burst' if args.burst else 'staggered'} "
