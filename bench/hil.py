@@ -146,6 +146,24 @@ def _rss_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
+def _malloc_mb() -> tuple[float, float]:
+    """glibc's heap of this process (mallinfo2): MB in use, MB free but not returned."""
+    import ctypes
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                   "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                   "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Info
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return float("nan"), float("nan")
+    return (m.uordblks + m.hblkhd) / 2**20, m.fordblks / 2**20
+
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -196,6 +214,8 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
     skip = [0]
 
     snaps: list[Any] = []
+    arrow_mb: list[float] = []
+    heap: list[tuple[float, float]] = []  # glibc malloc: (in use, free but kept) MB
     idle: list[tuple[float, float]] = []  # the twin's main thread waiting for a deadline
 
     class _Clock:  # hil_sim's time module, its pacing sleeps recorded
@@ -214,6 +234,11 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
             import tracemalloc
 
             snaps.append(tracemalloc.take_snapshot())
+        if t in (3600, last_step):  # Arrow's own allocations (results tables) are not in RSS's
+            import pyarrow as pa  # Python heap: their share of the growth
+
+            arrow_mb.append(pa.total_allocated_bytes() / 2**20)
+            heap.append(_malloc_mb())
         if t == last_step:  # the day served, before the run's end (KPIs, final tables)
             at_last.append(_serving_rss_mb(skip[0]))
         return real_step(self, t, inputs, max_advance)
@@ -308,6 +333,9 @@ def day(*, clients: int, hz: float, writes: float, wall_s: float, step_s: int,
         "late_p99_ms": st.percentile_s(99) * 1e3, "late_max_ms": st.max_s * 1e3,
         "late_boundary_max_ms": st.boundary_max_s * 1e3, "rss_start_mb": state.get("rss0", float("nan")),
         "rss_mid_mb": state.get("rss_mid", float("nan")),
+        "arrow_growth_mb": arrow_mb[-1] - arrow_mb[0] if len(arrow_mb) == 2 else float("nan"),
+        "malloc_used_growth_mb": heap[-1][0] - heap[0][0] if len(heap) == 2 else float("nan"),
+        "malloc_free_growth_mb": heap[-1][1] - heap[0][1] if len(heap) == 2 else float("nan"),
         "rss_end_mb": rss_end, "rss_after_run_mb": rss_after, "rss_max_mb": max([mb for t, mb in rss if t < last_step] + [rss_end]), "wall_s": wall, "rt_factor": rt,
         "cpu_share": cpu / wall,  # of one core: what the machine gave the twin's process
         "cpu_server_share": cpu_server / wall,  # the Modbus server process (0 with --server thread)
@@ -390,7 +418,9 @@ def main() -> int:
     print(f"memory (RSS of the twin's process + the Modbus server process): {r['rss_start_mb']:.0f} MB "
           f"after the first hour, {r['rss_mid_mb']:.0f} MB half way, {r['rss_end_mb']:.0f} MB at the last "
           f"step (max {r['rss_max_mb']:.0f} MB; {r['rss_after_run_mb']:.0f} MB after the run's end): growth "
-          f"{r['rss_growth']:+.1f} MB  target < 50 MB")
+          f"{r['rss_growth']:+.1f} MB  target < 50 MB (Arrow buffers {r['arrow_growth_mb']:+.1f} MB, "
+          f"malloc in use {r['malloc_used_growth_mb']:+.1f} MB, malloc free but kept "
+          f"{r['malloc_free_growth_mb']:+.1f} MB; the twin's process)")
     print(f"CPU over the run (CPU time / wall time, % of one core): the twin's process "
           f"{100 * r['cpu_share']:.0f} %, the Modbus server process {100 * r['cpu_server_share']:.0f} % "
           f"(--server {args.server})")

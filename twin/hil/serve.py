@@ -22,7 +22,7 @@ from twin.hil.books import IntervalBooks
 from twin.hil.core import HILBank
 from twin.hil.server import ModbusServer, ServerOptions
 from twin.hil.server_process import ServerProcess
-from twin.hil.timing import StepTiming, unfreeze_gc
+from twin.hil.timing import StepTiming, unfreeze_gc, warm_grid_kernels
 from twin.hil.twin_side import (
     HILCoupling,
     MirroredDevice,
@@ -129,6 +129,8 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
 
     def extend(world: Any, *, agents: Any, grid: Any, model: Any, recorder: Any,
                timings: dict[str, float]) -> None:
+        if rt_factor:  # a long real-time run: the solver's numba load before the clock starts
+            warm_grid_kernels(model.feeder.net, solves=end_s // step_s)
         mirrored: list[MirroredDevice] = resolve_devices(scenario, model.feeder)
         bank = HILBank([m.spec for m in mirrored])
         for name in ("hil", "hil_writes", "hil_deadlines"):  # row groups, off this thread
