@@ -241,8 +241,7 @@ class _Conn(asyncio.Protocol):
                 address, count = _HH.unpack_from(body)
                 if not 1 <= count <= MAX_READ:
                     return self._exc(fc, ILLEGAL_VALUE)
-                regs = srv.bank.read(unit, address, count)
-                return struct.pack(f">BB{count}H", 3, 2 * count, *regs)
+                return bytes((3, 2 * count)) + srv.bank.read_wire(unit, address, count)
             if fc == 6:
                 address, value = _HH.unpack_from(body)
                 code = srv.bank.write(unit, address, [value], client=self.peer)

@@ -115,6 +115,10 @@ class _MirrorBank(HILBank):
         self.sync()
         return super().read(unit_id, address, count)
 
+    def read_wire(self, unit_id: int, address: int, count: int) -> bytes:
+        self.sync()
+        return super().read_wire(unit_id, address, count)
+
     def write(self, unit_id: int, address: int, values: Sequence[int], *, client: str) -> int:
         self.sync()
         return super().write(unit_id, address, values, client=client)
