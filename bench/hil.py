@@ -353,6 +353,12 @@ def afap() -> tuple[float, int]:
     return wall - setup, 3600 // 60
 
 
+def _switch_ms() -> float:
+    import twin.hil.serve
+
+    return twin.hil.serve.SWITCH_INTERVAL_S * 1e3
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--_clients":
         return client_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]),
@@ -376,7 +382,14 @@ def main() -> int:
     ap.add_argument("--tracemalloc", action="store_true",
                     help="trace Python allocations (slower) and print where the heap grew "
                          "between the first hour and the last step")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="the interpreter's switch interval while the server thread shares "
+                         "the twin's GIL (twin.hil.serve.SWITCH_INTERVAL_S; default as shipped)")
     args = ap.parse_args()
+    if args.switch_interval_ms is not None:
+        import twin.hil.serve
+
+        twin.hil.serve.SWITCH_INTERVAL_S = args.switch_interval_ms / 1e3
     from loguru import logger
 
     logger.disable("mosaik")
@@ -439,6 +452,7 @@ def main() -> int:
           f"write_p99_ms={r['write_p99_ms']:.3f} rss_start_mb={r['rss_start_mb']:.0f} "
           f"rss_end_mb={r['rss_end_mb']:.0f} hours={args.hours:g} server={args.server} "
           f"phases={'burst' if args.burst else 'staggered'} "
+          f"switch_ms={_switch_ms():g} "
           f"load1_before={load0[0]:.2f} load1_after={load1[0]:.2f}")
     return 0
 

@@ -47,6 +47,11 @@ class ServeOutcome:
     rt_behind: dict[str, float] = field(default_factory=lambda: {"count": 0, "max_s": 0.0})
 
 
+#: the interpreter's switch interval while a Modbus server thread shares the twin's GIL:
+#: a request that arrives during a step waits about this long for the GIL at each of its
+#: socket calls (each releases it, and the twin's thread takes it meanwhile)
+SWITCH_INTERVAL_S = 0.001
+
 _BEHIND = re.compile(r"Simulation too slow for real-time factor .* - ([0-9.eE+-]+)s behind time")
 
 
@@ -178,11 +183,11 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                       initial_data={"der_controls": [], "hil_books": {}})
 
     rt_behind: dict[str, float] = {"count": 0, "max_s": 0.0}
-    # a Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
+    # a Modbus thread shares the GIL with the twin: a short switch interval (default 5 ms)
     # bounds how long a request waits behind a step; restored when the run ends
     switch = sys.getswitchinterval()
     if not server_process:
-        sys.setswitchinterval(min(switch, 0.001))
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
     try:
         with _MosaikWarnings(rt_behind):
             outcome = run_scenario(scenario, out_dir=out_dir, scenario_path=scenario_path,
