@@ -24,7 +24,6 @@ import queue
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -163,11 +162,14 @@ def read_table(run_dir: Path, name: str) -> pa.Table:
 class StreamedTable:
     """A table appended as Parquet row groups by a background thread; memory stays flat.
 
-    :meth:`add` only queues the rows (the caller's thread never converts or writes); the
-    thread writes a row group once ``batch_rows`` rows are queued or the oldest queued row
-    is ``max_age_s`` old, to ``.<name>.parquet.part`` (page checksums, zstd). :meth:`close`
-    writes the rest and renames the file to ``<name>.parquet``, so the table appears
-    complete or not at all (a run killed with SIGKILL leaves only the ``.part`` file).
+    :meth:`add` only appends the rows to a buffer (the caller's thread never converts or
+    writes, and does not wake the writer for every call: a real-time HIL step adds a few
+    rows and a thread woken per step competes for the GIL with the Modbus server); a full
+    batch (``batch_rows``) is handed to the thread at once, and the thread collects what
+    is buffered every ``max_age_s`` on its own, writing each as a row group to
+    ``.<name>.parquet.part`` (page checksums, zstd). :meth:`close` writes the rest and
+    renames the file to ``<name>.parquet``, so the table appears complete or not at all (a
+    run killed with SIGKILL leaves only the ``.part`` file).
     """
 
     def __init__(self, path: Path, schema: pa.Schema, *, batch_rows: int = 8192,
@@ -181,6 +183,8 @@ class StreamedTable:
         self.row_groups = 0
         self.error: BaseException | None = None
         self._q: queue.Queue[list[Mapping[str, Any]] | None] = queue.Queue()
+        self._buf: list[Mapping[str, Any]] = []
+        self._lock = threading.Lock()
         self._writer: pq.ParquetWriter | None = None
         self._thread = threading.Thread(target=self._run, name=f"results-{self.path.stem}", daemon=True)
         self._thread.start()
@@ -191,7 +195,18 @@ class StreamedTable:
             if self.error is not None:
                 raise ValueError(f"results table '{self.path.stem}': {self.error}") from self.error
             self.n_rows += len(batch)
-            self._q.put(batch)
+            with self._lock:
+                self._buf.extend(batch)
+                full = len(self._buf) >= self.batch_rows
+                if full:
+                    batch, self._buf = self._buf, []
+            if full:
+                self._q.put(batch)
+
+    def _take(self) -> list[Mapping[str, Any]]:
+        with self._lock:
+            out, self._buf = self._buf, []
+        return out
 
     def _write(self, rows: list[Mapping[str, Any]]) -> None:
         names = self.schema.names
@@ -203,32 +218,24 @@ class StreamedTable:
         self.row_groups += 1
 
     def _run(self) -> None:
-        pending: list[Mapping[str, Any]] = []
-        first = 0.0
         while True:
-            timeout = None if not pending else max(0.0, first + self.max_age_s - time.monotonic())
             try:
-                item = self._q.get(timeout=timeout)
-            except queue.Empty:
-                item = []
+                item = self._q.get(timeout=self.max_age_s)
+            except queue.Empty:  # the rows buffered since the last look
+                item = self._take()
             try:
                 if item is None:  # close
-                    if pending or self._writer is None:
-                        self._write(pending)
+                    rest = self._take()
+                    if rest or self._writer is None:
+                        self._write(rest)
                     assert self._writer is not None
                     self._writer.close()
                     os.replace(self.part, self.path)
                     return
-                if item and not pending:
-                    first = time.monotonic()
-                pending.extend(item)
-                if pending and (len(pending) >= self.batch_rows
-                                or time.monotonic() - first >= self.max_age_s):
-                    self._write(pending)
-                    pending = []
+                if item:
+                    self._write(item)
             except BaseException as exc:  # reported by add() / close()
                 self.error = exc
-                pending = []
                 if item is None:
                     return
 

@@ -10,16 +10,18 @@ to discharge 20 kW over the same half. Interval 1 settles at 600 s:
 
 * the household's settled reading is the agents' planned reading plus the integral of
   (dispatched - delivered) PV over the HIL steps (within 1 Wh: readings are whole Wh);
+  its ``agents`` row shows the delivered energy: ``pv_wh`` the integral of the PV's 701
+  ``W`` over the HIL steps, ``metered_wh`` the settled reading;
 * the battery's 713 ``WHAvail`` (its state of charge in Wh, 10 Wh resolution) read over
   Modbus falls by 20 kW x 30 s per step while commanded, and at 600 s (the agents' books,
   interval 2's start) it is the agents' planned state of charge less the extra energy
-  discharged through the one-way efficiency (within 10 Wh).
+  discharged through the one-way efficiency (within 10 Wh); its ``agents`` row shows that
+  state of charge and the delivered net energy.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,12 @@ import pyarrow.parquet as pq
 import pytest
 import sunspec2.modbus.client as ss
 
-from twin.agents.delivered import apply_ev_delta, apply_storage_delta, corrected_readings
+from twin.agents.delivered import (
+    apply_ev_delta,
+    apply_storage_delta,
+    corrected_readings,
+    delivered_columns,
+)
 from twin.agents.model import FeederModel
 from twin.grid.feeders import build_feeder
 from twin.hil import twin_side
@@ -127,7 +134,12 @@ def test_settled_energy_and_soc_follow_the_delivered_power(tmp_path: Path,
     hh = agents[(agents.agent == "household_0") & (agents.time_s == 300)].iloc[0]
     row = settled[(settled.interval == 1) & (settled.device_id == int(hh.device_id))]
     assert len(row) == 1, settled
-    assert int(row.metered_wh.iloc[0]) == pytest.approx(int(hh.metered_wh) + lost_wh, abs=1.0)
+    # the agents table shows what the device delivered: the PV's energy, the settled reading
+    assert float(hh.pv_wh) == pytest.approx(float((pv.w * dt_h).sum()), abs=1.0)
+    assert int(row.metered_wh.iloc[0]) == int(hh.metered_wh)
+    # its mean power over the 300-s interval, within the reading's whole-Wh rounding
+    assert float(hh.p_mw) == pytest.approx(int(hh.metered_wh) * 12 / 1e6, abs=12 / 1e6)
+    # (the planned PV, sum(available_w) = pv_wh + lost_wh, is more than 0.2 x 150 s of it)
     # the settlement of interval 1 happened at its end: the market step at 600 s
     assert int(row.time_s.iloc[0]) == 300  # rows keep the interval's own time
 
@@ -140,15 +152,16 @@ def test_settled_energy_and_soc_follow_the_delivered_power(tmp_path: Path,
         assert ctl.wh[t] == pytest.approx(want, abs=10.0), (t, ctl.wh)  # WH_SF: 10 Wh
     extra_wh = float(((bat.w - bat.available_w) * dt_h).sum())  # discharged beyond the plan
     assert extra_wh > 500.0
-    eta = math.sqrt(s.agents.community_storage.efficiency)
-    planned = agents[(agents.agent == "storage_0") & (agents.time_s == 300)].iloc[0]
-    soc_min = s.agents.community_storage.soc_min
-    want = (float(planned.soc) - soc_min) * cap_wh - extra_wh / eta
-    assert ctl.wh[600] == pytest.approx(want, abs=10.0), (ctl.wh, want)
     st = agents[(agents.agent == "storage_0") & (agents.time_s == 300)].iloc[0]
+    soc_min = s.agents.community_storage.soc_min
+    # the agents' books at 600 s, as 713 reports them: the table's row shows the delivered
+    assert ctl.wh[600] == pytest.approx((float(st.soc) - soc_min) * cap_wh, abs=10.0), ctl.wh
+    # (the planned state of charge is extra_wh / sqrt(efficiency) > 500 Wh above it)
+    # its reading: the AC energy the battery delivered (consumption +), whole Wh
+    assert int(st.metered_wh) == pytest.approx(-float((bat.w * dt_h).sum()), abs=1.0)
     row = settled[(settled.interval == 1) & (settled.device_id == int(st.device_id))]
-    if len(row):  # settled when it traded: its reading carries the extra discharge
-        assert int(row.metered_wh.iloc[0]) == pytest.approx(int(st.metered_wh) - extra_wh, abs=1.0)
+    if len(row):  # settled when it traded: the reading and the table carry the extra discharge
+        assert int(row.metered_wh.iloc[0]) == int(st.metered_wh)
 
 
 def test_interval_books_integrate_per_step_and_close_at_the_interval_end() -> None:
@@ -199,3 +212,34 @@ def test_books_reject_devices_and_rows_the_feeder_does_not_have() -> None:
     assert float(m.evs.energy_wh[0]) == pytest.approx(min(ev0 + 500.0, m.evs.battery_wh))
     with pytest.raises(ValueError, match="load row 999 is not an EV"):
         apply_ev_delta(m, {999: 1.0})
+
+
+def test_agents_rows_move_to_the_delivered_energy() -> None:
+    s = load_scenario(SCENARIO)
+    f = build_feeder(s)
+    m = FeederModel(scenario=s, feeder=f, rng=np.random.default_rng(s.seed))
+    cols = m.step_interval(interval=0, trades=[], price_history=[]).agent_columns
+    n_h, n_e = m.households.n, m.evs.n
+    j = n_h + n_e  # the community battery's row
+    hh = int(np.flatnonzero(np.asarray(f.household_sgen_row) >= 0)[0])
+    row = int(f.storage_row[0])
+    apply_storage_delta(m, {row: -1_000.0})
+    new = delivered_columns(m, cols, interval_s=300,
+                            meter_delta_wh={int(cols["device_id"][j]): -1_000.0,
+                                            int(cols["device_id"][hh]): 240.4},
+                            sgen_delta_wh={int(f.household_sgen_row[hh]): 240.4},
+                            storage_delta_wh={row: -1_000.0}, ev_delta_wh={})
+    assert new["metered_wh"][j] == cols["metered_wh"][j] - 1_000
+    assert new["metered_wh"][hh] == cols["metered_wh"][hh] + 240
+    assert new["p_mw"][hh] == pytest.approx(cols["p_mw"][hh] + 240.4 * 12 / 1e6)
+    assert new["pv_wh"][hh] == pytest.approx(cols["pv_wh"][hh] - 240.4)
+    net = new["battery_charge_wh"][j] - new["battery_discharge_wh"][j]
+    assert net == pytest.approx(cols["battery_charge_wh"][j] - cols["battery_discharge_wh"][j] - 1_000.0)
+    assert min(new["battery_charge_wh"][j], new["battery_discharge_wh"][j]) == 0.0
+    assert new["soc"][j] == pytest.approx(float(m.storage.soc[0]))  # the books after the delta
+    with pytest.raises(ValueError, match="device 99999 has no agents row"):
+        delivered_columns(m, cols, interval_s=300, meter_delta_wh={99999: 1.0}, sgen_delta_wh={},
+                          storage_delta_wh={}, ev_delta_wh={})
+    with pytest.raises(ValueError, match="sgen row 999 is not a household's PV"):
+        delivered_columns(m, cols, interval_s=300, meter_delta_wh={}, sgen_delta_wh={999: 1.0},
+                          storage_delta_wh={}, ev_delta_wh={})

@@ -67,3 +67,19 @@ def test_a_port_in_use_is_a_clear_error() -> None:
     bank = make_bank()
     with ServerProcess(bank, port=0) as srv, pytest.raises(OSError, match="cannot listen"):
         ServerProcess(make_bank(), port=srv.port).start()
+
+
+def test_both_servers_check_one_set_of_options() -> None:
+    from twin.hil.server import ModbusServer, ServerOptions
+
+    for cls in (ModbusServer, ServerProcess):  # checked before anything listens or starts
+        with pytest.raises(ValueError, match=r"max_connections=1 must leave a slot .*127\.0\.0\.2"):
+            cls(make_bank(), max_connections=1, controller_host="127.0.0.2")
+        with pytest.raises(ValueError, match="frame_timeout_s must be > 0"):
+            cls(make_bank(), frame_timeout_s=0)
+        with pytest.raises(TypeError, match="not both"):
+            cls(make_bank(), ServerOptions(), port=0)
+        with pytest.raises(TypeError, match="max_conections"):
+            cls(make_bank(), max_conections=3)
+    opts = ServerOptions(port=0, max_connections=3)
+    assert ModbusServer(make_bank(), opts).max_connections == ServerProcess(make_bank(), opts).options.max_connections == 3

@@ -16,7 +16,12 @@ from typing import Any
 import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
-from twin.agents.delivered import apply_ev_delta, apply_storage_delta, corrected_readings
+from twin.agents.delivered import (
+    apply_ev_delta,
+    apply_storage_delta,
+    corrected_readings,
+    delivered_columns,
+)
 from twin.cosim.codec import (
     decode_der_controls,
     decode_trades,
@@ -60,6 +65,7 @@ class AgentsSim(mosaik_api_v3.Simulator):
         self.settle_at_end = self.end_s is not None
         self._held: dict[str, Any] = {"metered_wh": None,
                                       "curtailments": {"interval": -1, "curtailments": []}}
+        self._held_columns: dict[str, Any] | None = None  # HIL: k's agents rows, until delivered
         return self.meta
 
     def create(self, num: int, model: str, **model_params: Any) -> list[CreateResult]:
@@ -101,7 +107,10 @@ class AgentsSim(mosaik_api_v3.Simulator):
         else:
             out = self.model.step_interval(interval=k, trades=trades, price_history=prices,
                                            der_controls=controls or None)
-        self.recorder.add_columns("agents", out.agent_columns)
+        if self.settle_at_end:  # the agents rows of k are written on what k delivered
+            self._held_columns = out.agent_columns
+        else:
+            self.recorder.add_columns("agents", out.agent_columns)
         self.recorder.add("dso", out.dso_rows)
         self.recorder.add("events", out.event_rows)
         self.recorder.add("vpp", out.vpp_rows)
@@ -140,7 +149,8 @@ class AgentsSim(mosaik_api_v3.Simulator):
 
     def _settle_held(self, k: int, msg: dict[str, Any] | None) -> dict[str, Any]:
         """Interval ``k - 1``'s readings (delivered energy) and curtailments; batteries' and
-        EVs' stored energy moved by what the HIL devices delivered in ``k - 1``."""
+        EVs' stored energy moved by what the HIL devices delivered in ``k - 1``; its
+        ``agents`` rows recorded on the delivered energy."""
         held = dict(self._held)
         book = DeliveredBook.decode(msg)
         meter = held["metered_wh"]
@@ -150,6 +160,12 @@ class AgentsSim(mosaik_api_v3.Simulator):
             return held
         apply_storage_delta(self.model, book.storage_delta_wh)
         apply_ev_delta(self.model, book.ev_delta_wh)
+        if self._held_columns is not None:
+            self.recorder.add_columns("agents", delivered_columns(
+                self.model, self._held_columns, interval_s=self.interval_s,
+                meter_delta_wh=book.meter_delta_wh, sgen_delta_wh=book.sgen_delta_wh,
+                storage_delta_wh=book.storage_delta_wh, ev_delta_wh=book.ev_delta_wh))
+            self._held_columns = None
         planned = {int(d): int(w) for d, w in meter["metered_wh"].items()}
         held["metered_wh"] = {**meter, "metered_wh": corrected_readings(planned, book.meter_delta_wh)}
         return held

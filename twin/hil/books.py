@@ -9,7 +9,8 @@ the power the agents dispatched for it (before), over the time that step's power
 consumption positive, the agents' convention: add it to the interval's reading) and by
 storage element row (and by EV charger load row) the extra AC energy the battery (the EV)
 took in (Wh, consumption positive), from which the agents' state of charge at
-``(k + 1)·T`` follows. Interval ``k`` is then
+``(k + 1)·T`` follows, and by PV sgen row the energy it did not produce (for the
+``agents`` table's ``pv_wh``). Interval ``k`` is then
 settled at ``(k + 1)·T`` on ``planned + delta`` (``twin hil serve``).
 
 Element powers are pandapower's (MW; ``sgen`` generation positive, ``load`` and
@@ -38,6 +39,8 @@ class DeliveredBook:
     storage_delta_wh: dict[int, float] = field(default_factory=dict)
     #: load element row of an EV charger -> extra AC energy the EV took in (Wh, consumption +)
     ev_delta_wh: dict[int, float] = field(default_factory=dict)
+    #: sgen element row of a PV inverter -> energy it did not produce (Wh, consumption +)
+    sgen_delta_wh: dict[int, float] = field(default_factory=dict)
     #: unit id -> energy the device delivered over the interval (Wh, element convention)
     delivered_wh: dict[int, float] = field(default_factory=dict)
 
@@ -47,6 +50,7 @@ class DeliveredBook:
                 "meter_delta_wh": {str(d): w for d, w in self.meter_delta_wh.items()},
                 "storage_delta_wh": {str(r): w for r, w in self.storage_delta_wh.items()},
                 "ev_delta_wh": {str(r): w for r, w in self.ev_delta_wh.items()},
+                "sgen_delta_wh": {str(r): w for r, w in self.sgen_delta_wh.items()},
                 "delivered_wh": {str(u): w for u, w in self.delivered_wh.items()}}
 
     @staticmethod
@@ -58,6 +62,7 @@ class DeliveredBook:
             meter_delta_wh={int(d): float(w) for d, w in msg["meter_delta_wh"].items()},
             storage_delta_wh={int(r): float(w) for r, w in msg["storage_delta_wh"].items()},
             ev_delta_wh={int(r): float(w) for r, w in msg.get("ev_delta_wh", {}).items()},
+            sgen_delta_wh={int(r): float(w) for r, w in msg.get("sgen_delta_wh", {}).items()},
             delivered_wh={int(u): float(w) for u, w in msg.get("delivered_wh", {}).items()})
 
 
@@ -104,6 +109,8 @@ class IntervalBooks:
                 book.storage_delta_wh[e.row] = book.storage_delta_wh.get(e.row, 0.0) + wh
             elif e.table == "load":  # a mirrored load is an EV charger
                 book.ev_delta_wh[e.row] = book.ev_delta_wh.get(e.row, 0.0) + wh
+            else:  # a PV inverter
+                book.sgen_delta_wh[e.row] = book.sgen_delta_wh.get(e.row, 0.0) + wh
         if now_s + hold_s >= (k + 1) * self.interval_s - 1e-9:
             self._open = None
             return book

@@ -121,6 +121,17 @@ class HILBank:
         o = address - dev.map.start
         return list(dev.published[o:o + count])  # immutable snapshot: no lock, never torn
 
+    def read_wire(self, unit_id: int, address: int, count: int) -> bytes:
+        """As :meth:`read`, the registers as Modbus sends them (big-endian bytes): a slice
+        of the published wire image, no per-register work (the server's read path)."""
+        dev = self.devices.get(unit_id)
+        if dev is None:
+            raise KeyError(unit_id)
+        if not dev.map.contains(address, count):
+            raise WriteRejected(ILLEGAL_ADDRESS, f"registers {address}..{address + count - 1} outside the map")
+        o = 2 * (address - dev.map.start)
+        return dev.published_be[o:o + 2 * count]
+
     def write(self, unit_id: int, address: int, values: Sequence[int], *, client: str) -> int:
         """Validate and apply a write as a whole; returns 0 or the Modbus exception code."""
         dev = self.devices.get(unit_id)

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -149,8 +151,13 @@ class HILDevice:
         self.publish()
 
     def publish(self) -> None:
-        """Make the current image what clients read (one reference swap)."""
+        """Make the current image what clients read (one reference swap each): the
+        registers, and the same as big-endian bytes, the Modbus wire form a read slices."""
         self.published = tuple(self.regs)
+        wire = array("H", self.regs)
+        if sys.byteorder == "little":
+            wire.byteswap()
+        self.published_be: bytes = wire.tobytes()
 
     # ------------------------------------------------------------------ image helpers
     def _p(self, model: int, name: str) -> Point:

@@ -20,9 +20,9 @@ from typing import Any
 
 from twin.hil.books import IntervalBooks
 from twin.hil.core import HILBank
-from twin.hil.server import ModbusServer
+from twin.hil.server import ModbusServer, ServerOptions
 from twin.hil.server_process import ServerProcess
-from twin.hil.timing import StepTiming, unfreeze_gc
+from twin.hil.timing import StepTiming, unfreeze_gc, warm_grid_kernels
 from twin.hil.twin_side import (
     HILCoupling,
     MirroredDevice,
@@ -46,6 +46,11 @@ class ServeOutcome:
     #: mosaik's real-time warnings ("Simulation too slow"): how many, and the worst lag
     rt_behind: dict[str, float] = field(default_factory=lambda: {"count": 0, "max_s": 0.0})
 
+
+#: the interpreter's switch interval while a Modbus server thread shares the twin's GIL:
+#: a request that arrives during a step waits about this long for the GIL at each of its
+#: socket calls (each releases it, and the twin's thread takes it meanwhile)
+SWITCH_INTERVAL_S = 0.001
 
 _BEHIND = re.compile(r"Simulation too slow for real-time factor .* - ([0-9.eE+-]+)s behind time")
 
@@ -129,16 +134,18 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
 
     def extend(world: Any, *, agents: Any, grid: Any, model: Any, recorder: Any,
                timings: dict[str, float]) -> None:
+        if rt_factor:  # a long real-time run: the solver's numba load before the clock starts
+            warm_grid_kernels(model.feeder.net, solves=end_s // step_s)
         mirrored: list[MirroredDevice] = resolve_devices(scenario, model.feeder)
         bank = HILBank([m.spec for m in mirrored])
         for name in ("hil", "hil_writes", "hil_deadlines"):  # row groups, off this thread
             recorder.stream(name)
-        server = (ServerProcess if server_process else ModbusServer)(bank, host=host, port=port,
-                              max_connections=scenario.hil.max_connections,
-                              idle_timeout_s=scenario.hil.idle_timeout_s,
-                              frame_timeout_s=scenario.hil.frame_timeout_s,
-                              max_requests_per_s=scenario.hil.max_requests_per_s,
-                              controller_host=scenario.hil.controller_host)
+        opts = ServerOptions(host=host, port=port, max_connections=scenario.hil.max_connections,
+                             idle_timeout_s=scenario.hil.idle_timeout_s,
+                             frame_timeout_s=scenario.hil.frame_timeout_s,
+                             max_requests_per_s=scenario.hil.max_requests_per_s,
+                             controller_host=scenario.hil.controller_host)
+        server = (ServerProcess if server_process else ModbusServer)(bank, opts)
         server.start()
         state["server"] = server
         table = [m.describe() | {"models": list(bank.devices[m.spec.unit_id].map.model_ids),
@@ -176,11 +183,11 @@ def serve(scenario: Scenario, *, out_dir: Path, host: str = "127.0.0.1", port: i
                       initial_data={"der_controls": [], "hil_books": {}})
 
     rt_behind: dict[str, float] = {"count": 0, "max_s": 0.0}
-    # a Modbus thread shares the GIL with the twin: a 1-ms switch interval (default 5 ms)
+    # a Modbus thread shares the GIL with the twin: a short switch interval (default 5 ms)
     # bounds how long a request waits behind a step; restored when the run ends
     switch = sys.getswitchinterval()
     if not server_process:
-        sys.setswitchinterval(min(switch, 0.001))
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
     try:
         with _MosaikWarnings(rt_behind):
             outcome = run_scenario(scenario, out_dir=out_dir, scenario_path=scenario_path,

@@ -45,7 +45,7 @@ from typing import Any
 from twin.hil.core import HILBank
 from twin.hil.device import WriteRejected
 
-__all__ = ["ModbusServer", "ServerStats"]
+__all__ = ["ModbusServer", "ServerOptions", "ServerStats"]
 
 ILLEGAL_FUNCTION = 0x01
 ILLEGAL_VALUE = 0x03
@@ -58,6 +58,40 @@ MAX_WRITE_BUFFER = 256 * 1024  # bytes of responses a client may leave unread
 _MBAP = struct.Struct(">HHHB")
 _HH = struct.Struct(">HH")
 _log = logging.getLogger("twin.hil")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Where and under which limits a Modbus server listens (see the module doc).
+
+    One set for :class:`ModbusServer` and :class:`twin.hil.server_process.ServerProcess`
+    (which hands it to the server in its child process). ``port=0`` picks a free port.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5020
+    max_connections: int = 16
+    idle_timeout_s: float = 60.0
+    frame_timeout_s: float = 2.0
+    max_requests_per_s: int = 100
+    controller_host: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_connections < (2 if self.controller_host is not None else 1):
+            raise ValueError(f"max_connections={self.max_connections} must leave a slot besides "
+                             f"the controller's (controller_host={self.controller_host!r})")
+        for name in ("idle_timeout_s", "frame_timeout_s", "max_requests_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+
+    @staticmethod
+    def of(options: ServerOptions | None, overrides: dict[str, Any]) -> ServerOptions:
+        """``options`` or, when None, the options built from keyword ``overrides``."""
+        if options is not None and overrides:
+            raise TypeError(f"give options or keyword options, not both ({sorted(overrides)})")
+        return options if options is not None else ServerOptions(**overrides)
 
 
 @dataclass
@@ -207,8 +241,7 @@ class _Conn(asyncio.Protocol):
                 address, count = _HH.unpack_from(body)
                 if not 1 <= count <= MAX_READ:
                     return self._exc(fc, ILLEGAL_VALUE)
-                regs = srv.bank.read(unit, address, count)
-                return struct.pack(f">BB{count}H", 3, 2 * count, *regs)
+                return bytes((3, 2 * count)) + srv.bank.read_wire(unit, address, count)
             if fc == 6:
                 address, value = _HH.unpack_from(body)
                 code = srv.bank.write(unit, address, [value], client=self.peer)
@@ -233,23 +266,21 @@ class _Conn(asyncio.Protocol):
 class ModbusServer:
     """Modbus TCP server over a :class:`HILBank`; ``start()`` returns once it listens.
 
-    ``port=0`` picks a free port (see :attr:`port` after ``start()``).
+    Options: a :class:`ServerOptions` or its fields as keywords
+    (``ModbusServer(bank, port=0, max_connections=4)``). ``port=0`` picks a free port (see
+    :attr:`port` after ``start()``).
     """
 
-    def __init__(self, bank: HILBank, *, host: str = "127.0.0.1", port: int = 5020,
-                 max_connections: int = 16, idle_timeout_s: float = 60.0,
-                 frame_timeout_s: float = 2.0, max_requests_per_s: int = 100,
-                 controller_host: str | None = None) -> None:
-        if max_connections < (2 if controller_host is not None else 1):
-            raise ValueError("max_connections must leave a slot besides the controller's")
+    def __init__(self, bank: HILBank, options: ServerOptions | None = None, **opts: Any) -> None:
+        o = self.options = ServerOptions.of(options, opts)
         self.bank = bank
-        self.host = host
-        self.port = port
-        self.max_connections = max_connections
-        self.idle_timeout_s = idle_timeout_s
-        self.frame_timeout_s = frame_timeout_s
-        self.max_requests_per_s = max_requests_per_s
-        self.controller_host = controller_host
+        self.host = o.host
+        self.port = o.port
+        self.max_connections = o.max_connections
+        self.idle_timeout_s = o.idle_timeout_s
+        self.frame_timeout_s = o.frame_timeout_s
+        self.max_requests_per_s = o.max_requests_per_s
+        self.controller_host = o.controller_host
         self.stats = ServerStats()
         self.conns: set[_Conn] = set()
         self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()

@@ -42,7 +42,7 @@ from typing import Any
 
 from twin.hil.core import HILBank
 from twin.hil.device import DeviceSpec
-from twin.hil.server import ModbusServer, ServerStats
+from twin.hil.server import ModbusServer, ServerOptions, ServerStats
 
 __all__ = ["ServerProcess"]
 
@@ -115,6 +115,10 @@ class _MirrorBank(HILBank):
         self.sync()
         return super().read(unit_id, address, count)
 
+    def read_wire(self, unit_id: int, address: int, count: int) -> bytes:
+        self.sync()
+        return super().read_wire(unit_id, address, count)
+
     def write(self, unit_id: int, address: int, values: Sequence[int], *, client: str) -> int:
         self.sync()
         return super().write(unit_id, address, values, client=client)
@@ -125,10 +129,10 @@ def _child(ops: Connection, snaps: Connection) -> None:
     twin's end of the pipe closes). Ctrl-C reaches the whole process group: the twin's
     process decides when this one stops, so SIGINT is ignored here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _, specs, opts = snaps.recv()  # ("init", [DeviceSpec], ModbusServer options)
+    _, specs, opts = snaps.recv()  # ("init", [DeviceSpec], ServerOptions)
     bank = _MirrorBank(specs, ops, snaps)
     try:
-        server = ModbusServer(bank, **opts).start()
+        server = ModbusServer(bank, opts).start()
     except BaseException as exc:
         ops.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -167,21 +171,15 @@ def _child_env() -> dict[str, str]:
 class ServerProcess:
     """Twin-side handle of the Modbus server process over ``bank`` (sets ``bank.link``).
 
-    Same options as :class:`ModbusServer`; :attr:`port` and :attr:`stats` as there.
+    Same options as :class:`ModbusServer` (a :class:`ServerOptions` or its fields as
+    keywords, checked here, before the child starts); :attr:`port` and :attr:`stats` as there.
     """
 
-    def __init__(self, bank: HILBank, *, host: str = "127.0.0.1", port: int = 5020,
-                 max_connections: int = 16, idle_timeout_s: float = 60.0,
-                 frame_timeout_s: float = 2.0, max_requests_per_s: int = 100,
-                 controller_host: str | None = None) -> None:
-        if max_connections < (2 if controller_host is not None else 1):
-            raise ValueError("max_connections must leave a slot besides the controller's")
+    def __init__(self, bank: HILBank, options: ServerOptions | None = None, **opts: Any) -> None:
+        self.options = ServerOptions.of(options, opts)
         self.bank = bank
-        self.host = host
-        self.port = port
-        self._opts = {"host": host, "port": port, "max_connections": max_connections,
-                      "idle_timeout_s": idle_timeout_s, "frame_timeout_s": frame_timeout_s,
-                      "max_requests_per_s": max_requests_per_s, "controller_host": controller_host}
+        self.host = self.options.host
+        self.port = self.options.port
         self._stats = ServerStats()
         self._lock = threading.Lock()
         self._writes: list[tuple[Any, ...]] = []
@@ -207,7 +205,7 @@ class ServerProcess:
         self._snaps = Connection(snaps_w, readable=False)
         self.pid = self._proc.pid
         specs = [d.spec for d in self.bank.devices.values()]
-        self._snaps.send(("init", specs, self._opts))
+        self._snaps.send(("init", specs, self.options))
         try:
             ready = self._ops.poll(timeout_s)
             msg = self._ops.recv() if ready else None
@@ -218,7 +216,7 @@ class ServerProcess:
             raise TimeoutError("the Modbus server process did not start")
         if msg[0] == "error":
             self._proc.wait(5)
-            raise OSError(f"Modbus server cannot listen on {self.host}:{self._opts['port']}: {msg[1]}")
+            raise OSError(f"Modbus server cannot listen on {self.host}:{self.options.port}: {msg[1]}")
         self.port = int(msg[1])
         self.bank.link = self
         self.push(self.bank)  # the images as they are now
