@@ -151,6 +151,12 @@ class LedgerBase(MarketParameters):
         # evm_revert or a reorg invalidates it).
         self._book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
+        #: Free each settled interval's storage (``pruneInterval``) at the next settlement: the
+        #: twin's runs set it (twin.run_ledger), so the market's storage, and with it Anvil's
+        #: work per block, stays flat over the horizon (issue #24).
+        self.prune_settled = False
+        # intervals settled here, not yet pruned: (interval, first trade, trades, settle block)
+        self._unpruned: list[tuple[int, int, int, tuple[int, str]]] = []
         self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address,
                              salt=bytes(self.market.functions.salt().call()))
         # ProvisionalSettlement runs on the market's storage (its fallback): its events are the market's
