@@ -57,6 +57,8 @@ def _cpu_s(proc: psutil.Process) -> tuple[float, float]:
     try:
         t = proc.cpu_times()
         twin = t.user + t.system
+        # reaped children: the Anvils a compaction (AnvilNode.compact) replaced
+        anvil = t.children_user + t.children_system
         for child in proc.children(recursive=True):
             try:
                 c = child.cpu_times()

@@ -105,6 +105,8 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                                     keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
         ledger.prune_settled = True  # settled intervals' storage freed: flat cost per day
+        if not url and via is None:  # our own Anvil, no proxy in between: restarted without them
+            ledger.compact_node = node.compact
         if not url:  # our own Anvil: event reads scan only the blocks whose logs it keeps
             ledger.tx.log_window_blocks = node.keep_tx_blocks
         info = chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)

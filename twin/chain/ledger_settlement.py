@@ -112,6 +112,8 @@ class SettlingLedger(ClearingLedger):
                 self._finish(p)
         if self.prune_settled:
             self._unpruned.append((interval, int(state[5]), n_trades, self._last_block))
+        if self.compact_node is not None and self._freed_slots >= self.compact_after_slots:
+            self._compact_node()
         return rows
 
     def _settle_sent(
@@ -195,6 +197,7 @@ class SettlingLedger(ClearingLedger):
             ids = [o.order_id for o in orders]
             devices = sorted({o.device_id for o in orders})
             plan = _prune_plan(len(ids), len(devices), n_trades)
+            self._freed_slots += len(ids) + 4 * len(devices) + 2 * n_trades
             for k, (oi, di, ti) in enumerate(plan):
                 pending.append(self._send(
                     self._provisional_market, "pruneInterval",
