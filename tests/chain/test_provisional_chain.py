@@ -211,10 +211,11 @@ def test_library_slot_constants_match_energy_markets_storage(
         pruned(1, [], [], range(1, 3))  # interval 1 has trade 1 only
     freed = [at(1, slot["ORDERS"]), at(2, slot["ORDERS"]), at(1, slot["TRADES"])] + [
         at(d, at(1, slot[v])) + k for d in (10, 11) for v in ("USAGE", "POSITIONS", "INJECTED")
-        for k in range(1 + (v == "POSITIONS"))]
-    assert sum(word(s) != 0 for s in freed) == 8
+        for k in range(1 + (v == "POSITIONS"))] + [at(1, slot["INTERVALS"]) + 1]  # its trade range
+    assert sum(word(s) != 0 for s in freed) == 9
     pruned(1, [1, 2], [10, 11], range(1, 2))
     assert [word(s) for s in freed] == [0] * len(freed)
     assert chain.interval_status(1) == "settled" and chain.provisional() == {(1, 11): -1000}
+    pruned(1, [1, 2], [10, 11], range(0))  # again: nothing left to free, nothing refused
     tu = chain.true_up(1, 11, -1200)  # the traded energy kept in the estimate's record
     assert (tu.estimated_wh, tu.delta_wh, tu.amount) == (-1000, -200, 200 * FEED_IN // 1_000_000)

@@ -10,8 +10,9 @@ import {MarketSlots} from "./MarketSlots.sol";
 /// nothing on chain but GreenCertificate.issue (which the operator runs first) and a true-up
 /// (which keeps its own copy of the traded energy, ProvisionalSettlement.Entry); the market's
 /// events (OrderPlaced, TradeMatched, Curtailed, Settled, ...) are their durable record. The
-/// interval's own record (``intervals[k]``: status, price, volume, counts, trade range) stays,
-/// so it can never be reopened, cleared or settled again, and a true-up still finds it settled.
+/// interval's own first slot (``intervals[k]``: status, price, volume, order counts) stays, so
+/// it can never be reopened, cleared or settled again, and a true-up still finds it settled;
+/// its trade range (the second slot) goes with its trades.
 /// Without pruning the market grows by every order, trade and position ever placed, and
 /// Anvil's work per block grows with the number of storage slots (issue #24).
 /// @dev The operator names the interval's order ids and devices (from the OrderPlaced logs of
@@ -73,6 +74,9 @@ library IntervalPruning {
             _free(slot);
             if (!cda) _free(uint256(keccak256(abi.encode(slot, ISLAND_PRICE_NS))));
         }
+        // the call that reaches the interval's last trade also frees its trade range (firstTrade,
+        // tradeCount, tradedDevices): one slot an interval stays (status, price, volume, counts)
+        if (tradeTo == end) _free(ist + 1);
         emit IntervalPruned(interval, orderIds.length, devices.length, tradeTo - tradeFrom);
     }
 }
