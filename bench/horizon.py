@@ -12,12 +12,17 @@ and the Anvil child's RSS:
 * Anvil RSS at each day boundary (max), results folder size at the end, MB per day;
 * transactions per block over the run (``chain.parquet``).
 
-``python bench/horizon.py [--days 2] [--root OLD_TREE]``; last line ``key=value``.
+* EnergyMarket's live storage slots at the end, per day (``--no-prune``: as before #24's
+  pruning of settled intervals).
+
+``python bench/horizon.py [--days 2] [--root OLD_TREE] [--no-prune]``; last line ``key=value``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +62,8 @@ def _cpu_s(proc: psutil.Process) -> tuple[float, float]:
     try:
         t = proc.cpu_times()
         twin = t.user + t.system
+        # reaped children: the Anvils a compaction (AnvilNode.compact) replaced
+        anvil = t.children_user + t.children_system
         for child in proc.children(recursive=True):
             try:
                 c = child.cpu_times()
@@ -71,6 +78,14 @@ def _cpu_s(proc: psutil.Process) -> tuple[float, float]:
     return twin, anvil
 
 
+def _market_slots(out: Path) -> int:
+    """Live storage slots of EnergyMarket in the run's final chain state."""
+    doc = json.loads(gzip.decompress((out / "chain_state.json.gz").read_bytes()))
+    market = json.loads((out / "manifest.json").read_text())["chain"]["contracts"]["EnergyMarket"]
+    acct = {k.lower(): v for k, v in doc["accounts"].items()}[market.lower()]
+    return sum(1 for v in (acct.get("storage") or {}).values() if int(v, 16) != 0)
+
+
 def _folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
@@ -81,6 +96,8 @@ def main() -> None:
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "quickstart.yaml"))
     ap.add_argument("--root", default=str(ROOT), help="project tree to run (e.g. an older checkout)")
     ap.add_argument("--timeout-s", type=float, default=1800.0)
+    ap.add_argument("--no-prune", action="store_true",
+                    help="keep settled intervals' storage (GRIDTWIN_CHAIN_PRUNE=0): the cost before #24's fix")
     args = ap.parse_args()
     doc = yaml.safe_load(Path(args.scenario).read_text())
     interval_s = int(doc["market"]["interval_s"])
@@ -92,7 +109,8 @@ def main() -> None:
         cmd = [sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out), "--no-progress"]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=args.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env={**os.environ, "PYTHONPATH": args.root})
+                                env={**os.environ, "PYTHONPATH": args.root,
+                                     "GRIDTWIN_CHAIN_PRUNE": "0" if args.no_prune else "1"})
         ps = psutil.Process(proc.pid)
         marks: dict[int, float] = {}  # quarter day -> wall s when its end was checkpointed
         rss_at: dict[int, float] = {}
@@ -125,6 +143,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"run failed ({proc.returncode}): {err[-2000:]}")
         size_mb = _folder_mb(out)
+        slots = _market_slots(out)
         chain = pq.read_table(out / "chain.parquet", columns=["block"]).column("block").to_numpy()
         tx_per_block = len(chain) / max(1, len(np.unique(chain)))
     qs = sorted(marks)
@@ -149,7 +168,8 @@ def main() -> None:
           f"last_x_first={last / first:.2f} fit_a_s={a:.2f} fit_b_s={b:.2f} "
           f"anvil_rss_max_mb={rss_max:.0f} anvil_rss_growth_mb_per_day="
           f"{(rss_at[qs[-1]] - rss_at[qs[0]]) / ((qs[-1] - qs[0]) / 4):.0f} "
-          f"folder_mb_per_day={size_mb / args.days:.2f} tx_per_block={tx_per_block:.2f} wall_s={wall:.1f} "
+          f"folder_mb_per_day={size_mb / args.days:.2f} market_slots_per_day={slots / args.days:.0f} "
+          f"tx_per_block={tx_per_block:.2f} wall_s={wall:.1f} "
           f"cpu_twin_per_day_first_s={cpu_first[0]:.1f} cpu_twin_per_day_last_s={cpu_last[0]:.1f} "
           f"cpu_anvil_per_day_first_s={cpu_first[1]:.1f} cpu_anvil_per_day_last_s={cpu_last[1]:.1f}")
 

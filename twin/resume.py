@@ -157,6 +157,9 @@ class ResumePoint:
             chain = ChainLedger(w3, addresses=self.contracts,
                                 keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             chain.tx.log_window_blocks = node.keep_tx_blocks  # as twin.run_ledger
+            chain.prune_settled = True  # as twin.run_ledger
+            if via is None:
+                chain.compact_node = node.compact
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "

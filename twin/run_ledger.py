@@ -104,6 +104,11 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                                     min_order_wh=m.min_order_wh, imbalance_bond=imbalance_bond(scenario),
                                     keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
+        # settled intervals' storage freed: a flat cost per day (GRIDTWIN_CHAIN_PRUNE=0: kept,
+        # for bench/horizon.py --no-prune)
+        ledger.prune_settled = os.environ.get("GRIDTWIN_CHAIN_PRUNE", "1") != "0"
+        if not url and via is None and ledger.prune_settled:  # our own Anvil, no proxy between
+            ledger.compact_node = node.compact  # restarted without the freed slots
         if not url:  # our own Anvil: event reads scan only the blocks whose logs it keeps
             ledger.tx.log_window_blocks = node.keep_tx_blocks
         info = chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)

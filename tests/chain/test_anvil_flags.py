@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+from tests.chain._helpers import INTERVAL_S, PARAMS, mapping_slot
 from twin.chain.anvil import KEEP_STATES, KEEP_TX_BLOCKS, AnvilNode
+from twin.chain.compile import CompiledContracts
+from twin.chain.ledger import ChainLedger
+from twin.market.audit import token_audit
+from twin.market.types import Device, DeviceKind, OrderIntent, Side
 
 
 def test_anvil_prunes_states_and_writes_its_state_once(tmp_path: Path) -> None:
@@ -28,8 +34,6 @@ def test_anvil_prunes_states_and_writes_its_state_once(tmp_path: Path) -> None:
 
 
 def test_a_state_at_rest_is_gzipped_without_call_traces_and_loads(tmp_path: Path) -> None:
-    import gzip
-
     state = tmp_path / "chain_state.json.gz"
     with AnvilNode(accounts=2, dump_state=state) as node:
         w3 = node.web3()
@@ -44,3 +48,39 @@ def test_a_state_at_rest_is_gzipped_without_call_traces_and_loads(tmp_path: Path
         assert w3.eth.block_number == 1 and w3.eth.get_transaction_receipt(tx)["status"] == 1
         assert w3.eth.get_balance(w3.eth.accounts[1]) == 10**24 + 7
     assert not list(tmp_path.glob(".anvil-load-*"))  # the unpacked copy is gone
+
+
+def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: CompiledContracts) -> None:
+    """The twin's runs free each settled interval's storage (pruneInterval) and now and then
+    restart their own Anvil without the zeroed slots it still walks at every block
+    (AnvilNode.compact): same URL, blocks, logs and balances; the block clock is pinned again."""
+    with AnvilNode(accounts=4, automine=False) as node:
+        led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
+        led.prune_settled, led.compact_node, led.compact_after_slots = True, node.compact, 1
+        for d in (10, 11):
+            led.register_device(Device(device_id=d, owner=d - 8, kind=DeviceKind.PV, bus=0,
+                                       capacity_w=20_000))
+        for a in (2, 3):
+            led.deposit(a, 10**12)
+        url = node.url
+        for k in range(4):  # step k: settle k, orders and clearing of k + 1 (as MarketStep)
+            led.set_time(now_s=k * INTERVAL_S)
+            if k:
+                block = led.w3.eth.block_number
+                assert len(led.settle(k, {10: 900, 11: -1000})) == 2
+                assert led.w3.eth.block_number == block + 1  # the prune shares the block
+                assert led.compactions == k - 1 and node.url == url and led.now_s == k * INTERVAL_S
+            led.place_orders([
+                OrderIntent(device_id=10, interval=k + 1, side=Side.BUY, energy_wh=1000,
+                            price_per_mwh=200_000_000),
+                OrderIntent(device_id=11, interval=k + 1, side=Side.SELL, energy_wh=1000,
+                            price_per_mwh=100_000_000)])
+            led.clear(interval=k + 1)
+        assert [led.interval_status(k) for k in (1, 2, 3, 4)] == ["settled"] * 3 + ["cleared"]
+        assert len(led.orders(3)) == 2  # the logs of the kept blocks survive a restart
+        assert token_audit(led, accounts=range(4), minted=2 * 10**12)["conserved"]
+        doc = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
+        storage = {k.lower(): v for k, v in doc["accounts"].items()}[led.market.address.lower()]["storage"]
+        live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
+        assert not live & {mapping_slot(i, 4) for i in (1, 2, 3, 4)}  # orders of intervals 1, 2
+        assert live >= {mapping_slot(i, 4) for i in (7, 8)}  # interval 4's, still open

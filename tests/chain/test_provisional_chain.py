@@ -23,7 +23,14 @@ from twin.chain.ledger import ChainLedger
 from twin.faults.comm_spec import DataFaultsSpec, PollingSpec
 from twin.faults.meter_data import MeterDataFaults
 from twin.market.device_signers import DeviceSigners
-from twin.market.errors import AlreadyTruedUp, BadSignature, NotProvisional
+from twin.market.errors import (
+    AlreadyTruedUp,
+    BadOrderList,
+    BadSignature,
+    NotProvisional,
+    NotSettled,
+    UnknownTrade,
+)
 from twin.market.provisional import MeterDesk
 from twin.market.reference import ReferenceLedger
 from twin.market.step import MarketLog, MarketStep
@@ -89,6 +96,7 @@ def _reference() -> ReferenceLedger:
 def test_chain_true_up_equals_reference_and_fault_free_books(
         deploy: Callable[..., ChainLedger]) -> None:
     chain = deploy()
+    chain.prune_settled = True  # as the twin's runs: true-ups of pruned intervals still work
     minted, trueups, prov, settled = _run(chain, SPEC)
     ref = _reference()
     _, ref_trueups, ref_prov, ref_settled = _run(ref, SPEC)
@@ -100,6 +108,7 @@ def test_chain_true_up_equals_reference_and_fault_free_books(
     assert _books(chain) == _books(clean)  # after the true-ups: the fault-free books
     assert chain.provisional() == ref.provisional() == {}
     assert chain.total_supply() == minted
+    assert sorted(r["interval"] for r in chain.tx_table() if r["function"] == "EnergyMarket.pruneInterval") == [1, 2, 3]
     # a late or duplicated reading never counts twice; only estimates are trued up
     t = trueups[0]
     with pytest.raises(AlreadyTruedUp):
@@ -153,7 +162,8 @@ def test_library_slot_constants_match_energy_markets_storage(
     _setup(chain, signers)
     chain.place_signed_orders(signers.sign_orders(
         [OrderIntent(device_id=10, interval=1, side=Side.BUY, energy_wh=1000, price_per_mwh=200_000_000),
-         OrderIntent(device_id=11, interval=1, side=Side.SELL, energy_wh=1000, price_per_mwh=100_000_000)],
+         OrderIntent(device_id=11, interval=1, side=Side.SELL, energy_wh=1000, price_per_mwh=100_000_000),
+         OrderIntent(device_id=12, interval=2, side=Side.SELL, energy_wh=1000, price_per_mwh=100_000_000)],
         domain=chain.domain))
     chain.clear(interval=1)
     chain.set_time(now_s=2 * INTERVAL_S)
@@ -185,3 +195,27 @@ def test_library_slot_constants_match_energy_markets_storage(
     assert word(at(11, at(1, slot["POSITIONS"]))) & (2**96 - 1) == 2**96 - 1000  # int96 -1000
     assert word(at(11, at(1, slot["INJECTED"]))) == m.functions.injectedWh(1, 11).call() == 1000
     assert word(slot["MECHANISM"]) & 0xFF == m.functions.mechanism().call()
+    assert word(at(11, at(1, slot["USAGE"]))) >> 64 & (2**64 - 1) == m.functions.usage(1, 11).call()[1] == 1000
+    # pruning frees every per-interval slot; the interval stays settled and its estimate open
+    prune = chain._provisional_market
+
+    def pruned(interval: int, ids: list[int], devices: list[int], trades: range) -> None:
+        chain._transact(prune, "pruneInterval", [interval, ids, devices, trades.start, trades.stop],
+                        sender=0, purpose="test")
+
+    with pytest.raises(NotSettled):
+        pruned(2, [], [], range(0))
+    with pytest.raises(BadOrderList):
+        pruned(1, [1, 2, 3], [], range(0))  # order 3 is not of interval 1
+    with pytest.raises(UnknownTrade):
+        pruned(1, [], [], range(1, 3))  # interval 1 has trade 1 only
+    freed = [at(1, slot["ORDERS"]), at(2, slot["ORDERS"]), at(1, slot["TRADES"])] + [
+        at(d, at(1, slot[v])) + k for d in (10, 11) for v in ("USAGE", "POSITIONS", "INJECTED")
+        for k in range(1 + (v == "POSITIONS"))] + [at(1, slot["INTERVALS"]) + 1]  # its trade range
+    assert sum(word(s) != 0 for s in freed) == 9
+    pruned(1, [1, 2], [10, 11], range(1, 2))
+    assert [word(s) for s in freed] == [0] * len(freed)
+    assert chain.interval_status(1) == "settled" and chain.provisional() == {(1, 11): -1000}
+    pruned(1, [1, 2], [10, 11], range(0))  # again: nothing left to free, nothing refused
+    tu = chain.true_up(1, 11, -1200)  # the traded energy kept in the estimate's record
+    assert (tu.estimated_wh, tu.delta_wh, tu.amount) == (-1000, -200, 200 * FEED_IN // 1_000_000)

@@ -64,12 +64,20 @@ def compact_state(data: bytes) -> bytes:
     Traces are ~70 % of a dump (every internal call of every past transaction) and nothing
     reads them back: a loaded chain keeps its accounts, code, storage, blocks, receipts and
     logs (what ``twin run --resume`` replays from); only ``debug_trace*`` of a transaction
-    mined before the dump has nothing left to show."""
+    mined before the dump has nothing left to show.
+
+    Storage slots holding zero are left out too: Anvil keeps a slot reset to zero (a pruned
+    interval's, ``pruneInterval``) as an entry that it still walks at every block, while a
+    state loaded without them has none (:meth:`AnvilNode.compact`)."""
     doc = json.loads(data)
     for tx in doc.get("transactions") or []:
         info = tx.get("info") if isinstance(tx, dict) else None
         if isinstance(info, dict) and info.get("traces"):
             info["traces"] = []
+    for account in (doc.get("accounts") or {}).values():
+        storage = account.get("storage") if isinstance(account, dict) else None
+        if storage:  # a slot set back to zero (a pruned interval) is no slot at all
+            account["storage"] = {k: v for k, v in storage.items() if int(v, 16) != 0}
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -139,6 +147,7 @@ class AnvilNode:
         #: why the final state could not be written at stop() (None: written or not asked)
         self.dump_error: str | None = None
         self._unpacked: Path | None = None  # a .gz load_state unpacked for --load-state
+        self._same_port: int | None = None  # compact(): the restart keeps the node's URL
 
     # --- lifecycle --------------------------------------------------------------------
     def start(self) -> AnvilNode:
@@ -150,7 +159,7 @@ class AnvilNode:
         binary = anvil_binary(self.node_modules)
         last_error = ""
         for _attempt in range(3):  # the free port may be taken between probe and bind
-            self.port = _free_port()
+            self.port = self._same_port or _free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             cmd = [
                 str(binary),
@@ -252,6 +261,31 @@ class AnvilNode:
             state.unlink(missing_ok=True)  # loaded at start; nothing left in the run folder
             self.load_state = None
         return self.url
+
+    def compact(self) -> None:
+        """Restart the node on the same URL from its own state without the storage slots
+        that were set back to zero (:func:`compact_state`): Anvil's work per block grows with
+        every slot an account ever had, zero or not (bench/horizon.py: about 1.7 us per slot
+        per block), so a long run that frees its settled intervals (``pruneInterval``) calls
+        this now and then to keep that work flat. Blocks, receipts, logs, nonces and block
+        numbers stay; the caller re-pins its block clock (the node's is the wall clock again)
+        and must have nothing in the node's pool."""
+        if self.external:
+            raise AnvilError("cannot compact an external node")
+        where = self.dump_state.parent if self.dump_state is not None else Path(tempfile.gettempdir())
+        state = where / f".compact_state_{os.getpid()}.json"
+        self.checkpoint_state(state)
+        keep, self.dump_state = self.dump_state, None
+        try:
+            self.stop()
+        finally:
+            self.dump_state = keep
+        self.load_state, self._same_port = state, self.port
+        try:
+            self.start()
+        finally:
+            state.unlink(missing_ok=True)
+            self.load_state = self._same_port = None
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the child Anvil (SIGTERM, so ``--dump-state`` is written; SIGKILL if stuck)."""

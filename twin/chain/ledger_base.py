@@ -151,6 +151,19 @@ class LedgerBase(MarketParameters):
         # evm_revert or a reorg invalidates it).
         self._book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
+        #: Free each settled interval's storage (``pruneInterval``) at the next settlement: the
+        #: twin's runs set it (twin.run_ledger), so the market's storage, and with it Anvil's
+        #: work per block, stays flat over the horizon (issue #24).
+        self.prune_settled = False
+        # intervals settled here, not yet pruned: (interval, first trade, trades, settle block)
+        self._unpruned: list[tuple[int, int, int, tuple[int, str]]] = []
+        #: The twin's own Anvil: restart it without the freed slots (AnvilNode.compact) once
+        #: pruning freed ``compact_after_slots`` of them (Anvil still walks a zeroed slot at
+        #: every block; twin.run_ledger sets it). None: never.
+        self.compact_node: Callable[[], None] | None = None
+        self.compact_after_slots = 20_000
+        self._freed_slots = 0
+        self.compactions = 0
         self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address,
                              salt=bytes(self.market.functions.salt().call()))
         # ProvisionalSettlement runs on the market's storage (its fallback): its events are the market's
@@ -261,6 +274,18 @@ class LedgerBase(MarketParameters):
         if self._pin_each_tx:  # e.g. Hardhat: every block of the step gets the step's time
             self.tx.pinned_time = self._market_start + now_s
         self._clock_set = now_s
+
+    def _compact_node(self) -> None:
+        """Restart the node without its zeroed slots (``compact_node``), then pin its block
+        clock again where this ledger set it (a restarted Anvil follows the wall clock)."""
+        assert self.compact_node is not None
+        self.compact_node()
+        self.compactions += 1
+        self._freed_slots = 0
+        self._frozen = False
+        if self._clock_set is not None:
+            clock, self._clock_set = self._clock_set, None
+            self.set_time(clock)
 
     def force_time(self, now_s: int) -> None:
         """``set_time`` without the forward-only check against this ledger's own clock (the

@@ -102,6 +102,26 @@ class SettlingLedger(ClearingLedger):
         per_devices = chunk_devices or self.settle_chunk_devices
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
         n_trades = int(state[6])
+        prunes = self._send_prunes(before=interval)  # in the settlement's block
+        try:
+            rows = self._settle_sent(interval, devices, metered, sigs, who=who, what=what,
+                                     kind=kind, state=state, per_trades=per_trades,
+                                     per_devices=per_devices, provisional=provisional, signed=signed)
+        finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
+            for p in prunes:
+                self._finish(p)
+        if self.prune_settled:
+            self._unpruned.append((interval, int(state[5]), n_trades, self._last_block))
+        if self.compact_node is not None and self._freed_slots >= self.compact_after_slots:
+            self._compact_node()
+        return rows
+
+    def _settle_sent(
+        self, interval: int, devices: list[int], metered: list[int],
+        sigs: list[tuple[bytes, bytes, int]] | None, *, who: int, what: str, kind: str,
+        state: Sequence[Any], per_trades: int, per_devices: int, provisional: bool, signed: bool,
+    ) -> list[SettlementRow]:
+        n_trades = int(state[6])
         resume = STATUS[state[0]] == "settling"  # an interrupted chunk sequence
         fn, contract = "settleProvisionalChunk", self.market
         if provisional:  # ProvisionalSettlement via the market's fallback, in chunks
@@ -157,6 +177,36 @@ class SettlingLedger(ClearingLedger):
                 events = self._logs(["Settled"], topic1=interval)
         self._cleared_trades.pop(interval, None)
         return self._settlement_rows(events)
+
+    # --- freeing settled intervals' storage (library IntervalPruning) -------------------
+    def _send_prunes(self, *, before: int) -> list[Any]:
+        """Send ``pruneInterval`` for the intervals settled by this ledger before ``before``
+        (their services ran since: certificates read the market's trades and injections):
+        their orders, usage, positions, injections and trades are freed, the events stay their
+        record. Sent, not confirmed: they share the settlement's block. An interval whose
+        settlement a test's ``evm_revert`` undid is dropped."""
+        todo = [u for u in self._unpruned if u[0] < before]
+        if not todo:
+            return []
+        self._unpruned = [u for u in self._unpruned if u[0] >= before]
+        pending: list[Any] = []
+        for interval, first, n_trades, mark in todo:
+            if not self._canonical(mark):
+                continue
+            orders = self.orders(interval)
+            ids = [o.order_id for o in orders]
+            devices = sorted({o.device_id for o in orders})
+            plan = _prune_plan(len(ids), len(devices), n_trades)
+            self._freed_slots += len(ids) + 4 * len(devices) + 2 * n_trades
+            for k, (oi, di, ti) in enumerate(plan):
+                pending.append(self._send(
+                    self._provisional_market, "pruneInterval",
+                    [interval, ids[oi], devices[di], first + ti.start, first + ti.stop],
+                    sender=OPERATOR_ACCOUNT, interval=interval,
+                    purpose=(f"prune: interval {interval} part {k + 1}/{len(plan)} "
+                             f"({len(ids[oi])} orders, {len(devices[di])} devices, "
+                             f"{ti.stop - ti.start} trades)")))
+        return pending
 
     @staticmethod
     def _settlement_rows(events: Sequence[tuple[str, dict[str, Any]]]) -> list[SettlementRow]:
@@ -274,6 +324,27 @@ class SettlingLedger(ClearingLedger):
         return out
 
 
+#: Slots one pruneInterval call frees at most (about 5 k gas each: a cold read and a reset),
+#: so a call stays near 10 M gas, a third of a block.
+PRUNE_SLOTS = 2_000
+
+
+def _prune_plan(n_orders: int, n_devices: int, n_trades: int) -> list[tuple[slice, slice, range]]:
+    """Cut an interval's pruning into calls of at most :data:`PRUNE_SLOTS` slots (an order
+    one, a device four: usage, two position slots, injection; a trade two: itself and its
+    island price): orders, devices and trades each in consecutive pieces."""
+    parts = max(1, -(-(n_orders + 4 * n_devices + 2 * n_trades) // PRUNE_SLOTS))
+
+    def cut(n: int, k: int) -> tuple[int, int]:
+        return n * k // parts, n * (k + 1) // parts
+
+    out = []
+    for k in range(parts):
+        o, d, t = cut(n_orders, k), cut(n_devices, k), cut(n_trades, k)
+        out.append((slice(*o), slice(*d), range(*t)))
+    return out
+
+
 def _fn(name: str, *types: str) -> dict[str, Any]:
     return {"type": "function", "name": name, "stateMutability": "nonpayable", "outputs": [],
             "inputs": [{"name": f"a{k}", "type": t} for k, t in enumerate(types)]}
@@ -288,6 +359,7 @@ _PROVISIONAL_FUNCTIONS = (
     _fn("clearBooks", "uint64", "uint32[]", "uint32[]", "uint64[]", "uint64[]"),
     _fn("releaseBond", "uint64"),
     _fn("advanceFinal", "uint256"),
+    _fn("pruneInterval", "uint64", "uint64[]", "uint64[]", "uint256", "uint256"),
 )
 
 

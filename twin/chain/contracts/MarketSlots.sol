@@ -16,6 +16,7 @@ library MarketSlots {
     uint256 internal constant TRADES_SLOT = 6;
     uint256 internal constant TRADE_COUNT_SLOT = 7;
     uint256 internal constant INTERVALS_SLOT = 8;
+    uint256 internal constant USAGE_SLOT = 9;
     uint256 internal constant POSITIONS_SLOT = 10;
     uint256 internal constant INJECTED_SLOT = 11;
     uint256 internal constant CURSORS_SLOT = 12;

@@ -4,6 +4,7 @@ pragma solidity 0.8.30;
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {IslandBooks} from "./IslandBooks.sol";
+import {IntervalPruning} from "./IntervalPruning.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
 import {MarketSlots} from "./MarketSlots.sol";
 
@@ -35,6 +36,7 @@ library ProvisionalSettlement {
     struct Entry {
         int96 estimateWh;
         uint8 state; // 0 none, 1 settled on the estimate, 2 trued up
+        int96 tradedWh; // the device's traded energy at settlement (its position may be pruned)
     }
 
     struct Store {
@@ -176,9 +178,11 @@ library ProvisionalSettlement {
             if (vs[k] == 0) {
                 Entry storage en = store.entries[interval][devices[k]];
                 if (en.state != OPEN_ESTIMATE) MarketSettlement.bondStore().openEstimates[devices[k]] += 1;
+                int96 traded = positions[devices[k]].netWh;
                 en.estimateWh = int96(meteredWh[k]);
                 en.state = OPEN_ESTIMATE;
-                emit ProvisionalSettled(interval, devices[k], meteredWh[k], positions[devices[k]].netWh);
+                en.tradedWh = traded;
+                emit ProvisionalSettled(interval, devices[k], meteredWh[k], traded);
             }
         }
         return _settle(x, st, interval, maxTrades, devices, meteredWh, last);
@@ -213,7 +217,7 @@ library ProvisionalSettlement {
         _range(x, d, device, meteredWh);
         address owner = d.owner;
         en.state = TRUED_UP;
-        int256 traded = MarketSlots.positions(interval)[device].netWh;
+        int256 traded = en.tradedWh;
         int256 estimate = en.estimateWh;
         int256 amount = _value(x, meteredWh - traded) - _value(x, estimate - traded);
         MarketSettlement.bondStore().openEstimates[device] -= 1;
@@ -246,6 +250,20 @@ library ProvisionalSettlement {
     ) external {
         _onlyOperator();
         IslandBooks.clear(interval, nBids, nAsks, bidIds, askIds);
+    }
+
+    /// EnergyMarket.pruneInterval: free a settled interval's orders, usage, positions,
+    /// injections and trades ``tradeFrom`` .. ``tradeTo`` - 1 (library IntervalPruning; the
+    /// events stay their record). Operator only: it runs the interval's certificates first.
+    function pruneInterval(
+        uint64 interval,
+        uint64[] calldata orderIds,
+        uint64[] calldata devices,
+        uint256 tradeFrom,
+        uint256 tradeTo
+    ) external {
+        _onlyOperator();
+        IntervalPruning.prune(interval, orderIds, devices, tradeFrom, tradeTo);
     }
 
     /// EnergyMarket.releaseBond(device): the owner takes back ``device``'s imbalance bond (what

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {MarketSlots} from "./MarketSlots.sol";
+
+/// @title IntervalPruning — frees a settled interval's per-interval storage on EnergyMarket
+/// (ProvisionalSettlement.pruneInterval, behind the market's fallback, runs ``prune`` here).
+/// @notice Once an interval is settled its orders, usage (energy used, nonces, envelopes),
+/// positions, metered injections, trades (and their island prices) and CDA nodes are read by
+/// nothing on chain but GreenCertificate.issue (which the operator runs first) and a true-up
+/// (which keeps its own copy of the traded energy, ProvisionalSettlement.Entry); the market's
+/// events (OrderPlaced, TradeMatched, Curtailed, Settled, ...) are their durable record. The
+/// interval's own first slot (``intervals[k]``: status, price, volume, order counts) stays, so
+/// it can never be reopened, cleared or settled again, and a true-up still finds it settled;
+/// its trade range (the second slot) goes with its trades.
+/// Without pruning the market grows by every order, trade and position ever placed, and
+/// Anvil's work per block grows with the number of storage slots (issue #24).
+/// @dev The operator names the interval's order ids and devices (from the OrderPlaced logs of
+/// the interval); each order must be of the interval. Trades ``tradeFrom`` .. ``tradeTo`` - 1
+/// must lie within the interval's trades. A slot already zero is only read (a second call, a
+/// device without a position). Any cut into several calls frees the same slots.
+library IntervalPruning {
+    uint8 internal constant SETTLED = 2;
+    bytes32 internal constant ISLAND_PRICE_NS = keccak256("gridtwin.IslandBooks.price.v1");
+
+    event IntervalPruned(uint256 indexed interval, uint256 orders, uint256 devices, uint256 trades);
+
+    error NotSettled(uint256 interval);
+    error BadOrderList(uint256 side, uint256 position, uint256 order);
+    error UnknownTrade(uint256 trade);
+
+    function _free(uint256 slot) private {
+        assembly ("memory-safe") {
+            if sload(slot) { sstore(slot, 0) }
+        }
+    }
+
+    function prune(
+        uint64 interval,
+        uint64[] calldata orderIds,
+        uint64[] calldata devices,
+        uint256 tradeFrom,
+        uint256 tradeTo
+    ) internal {
+        uint256 ist = MarketSlots.at(interval, MarketSlots.INTERVALS_SLOT);
+        if (MarketSlots.load(ist) & 0xff != SETTLED) revert NotSettled(interval);
+        uint256 range = MarketSlots.load(ist + 1); // firstTrade (64) | tradeCount (32) | tradedDevices
+        uint256 first = range & 0xffffffffffffffff;
+        uint256 end = first + ((range >> 64) & 0xffffffff);
+        if (tradeFrom > tradeTo || (tradeFrom < tradeTo && tradeFrom < first)) revert UnknownTrade(tradeFrom);
+        if (tradeTo > end && tradeFrom < tradeTo) revert UnknownTrade(tradeTo - 1);
+        bool cda = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff == 1;
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            uint256 id = orderIds[k];
+            uint256 slot = MarketSlots.at(id, MarketSlots.ORDERS_SLOT);
+            uint256 o = MarketSlots.load(slot); // device (64) | interval (64) | side | energy | price
+            if (o != 0 && (o >> 64) & 0xffffffffffffffff != interval) revert BadOrderList(2, k, id);
+            _free(slot);
+            if (cda) _free(MarketSlots.at(id, MarketSlots.CDA_NODES_SLOT));
+        }
+        uint256 usage = MarketSlots.at(interval, MarketSlots.USAGE_SLOT);
+        uint256 positions = MarketSlots.at(interval, MarketSlots.POSITIONS_SLOT);
+        uint256 injected = MarketSlots.at(interval, MarketSlots.INJECTED_SLOT);
+        for (uint256 k = 0; k < devices.length; ++k) {
+            uint256 d = devices[k];
+            _free(MarketSlots.at(d, usage));
+            uint256 p = MarketSlots.at(d, positions);
+            _free(p);
+            _free(p + 1);
+            _free(MarketSlots.at(d, injected));
+        }
+        for (uint256 t = tradeFrom; t < tradeTo; ++t) {
+            uint256 slot = MarketSlots.at(t, MarketSlots.TRADES_SLOT);
+            _free(slot);
+            if (!cda) _free(uint256(keccak256(abi.encode(slot, ISLAND_PRICE_NS))));
+        }
+        // the call that reaches the interval's last trade also frees its trade range (firstTrade,
+        // tradeCount, tradedDevices): one slot an interval stays (status, price, volume, counts)
+        if (tradeTo == end) _free(ist + 1);
+        emit IntervalPruned(interval, orderIds.length, devices.length, tradeTo - tradeFrom);
+    }
+}
