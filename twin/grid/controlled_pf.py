@@ -357,29 +357,35 @@ class ControlledPowerFlow:
                 dst[...] = np.asarray(a, dtype=np.float64)
         ctl_conv, outer = np.zeros(n_b, dtype=bool), np.zeros(n_b, dtype=np.int64)
         kern = _controlled_kernel()
-        static = (v0, lu, (tol, 100), nodes, post_br, ga.sn_mva, ref)
-        dev = (self._kind, self._row, self._loc, avail, mask, scale, sens, tol_mva)
+        fleet = self._nb_fleet
         ctl = (max_outer, _INNER_MAX, _INNER_TOL, _FD_H, start is not None)
-        elems = (load_p, load_q, sgen_p, sgen_q, sto_p, sto_q)
-        locs = (load_loc, sgen_loc, storage_loc)
+        loads, sgens, stos = (load_p, load_q, load_loc), (sgen_p, sgen_q, sgen_loc), (sto_p, sto_q, storage_loc)
+        eg_all = (eg_pos, *eg)
+        dev = (self._kind, self._row, self._loc, avail, mask, scale, sens, tol_mva)
+        x_all, ctl_all = (x_p, x_q, vm), (ctl_conv, outer)
 
-        def block(lo: int, hi: int) -> None:
-            """Lanes lo..hi-1 in one serial kernel call (row slices: the same array types)."""
-            r = rows[: hi - lo]
-            lp, lq, sp, sq, tp, tq = (a[lo:hi] for a in elems)
+        def call(r: Any, cut: Any) -> None:
+            """Lanes ``cut`` (a row slice, or None: all) in one serial kernel call (row slices
+            of C-contiguous arrays: the same array types, no new compile)."""
+            def c(a: Any) -> Any:
+                return a if cut is None else a[cut]
+
             kern.controlled_lanes(
-                ((r, r, lp, lq, locs[0], ga.load_zip), (r, r, sp, sq, locs[1], NO_ZIP),
-                 (r, r, tp, tq, locs[2], NO_ZIP), use_zip, inv_sn, slack_vm),
-                *static, tuple(a[lo:hi] for a in res), (eg_pos, *(a[lo:hi] for a in eg)),
-                tuple(a[lo:hi] for a in status),
-                (*dev[:3], *(a[lo:hi] for a in dev[3:6]), sens, tol_mva[lo:hi]), self._nb_fleet, ctl,
-                tuple(a[lo:hi] for a in (x_p, x_q, vm)), (ctl_conv[lo:hi], outer[lo:hi]))
+                ((r, r, c(loads[0]), c(loads[1]), load_loc, ga.load_zip), (r, r, c(sgens[0]), c(sgens[1]), sgen_loc,
+                 NO_ZIP), (r, r, c(stos[0]), c(stos[1]), storage_loc, NO_ZIP), use_zip, inv_sn, slack_vm),
+                v0, lu, (tol, 100), nodes, post_br, ga.sn_mva, ref,
+                res if cut is None else tuple(a[cut] for a in res),
+                eg_all if cut is None else (eg_pos, *(a[cut] for a in eg)),
+                status if cut is None else tuple(a[cut] for a in status),
+                dev if cut is None else (*dev[:3], *(a[cut] for a in dev[3:6]), sens, tol_mva[cut]),
+                fleet, ctl, x_all if cut is None else tuple(a[cut] for a in x_all),
+                ctl_all if cut is None else tuple(a[cut] for a in ctl_all))
 
         if n_b <= _FUSED_BLOCK:
-            block(0, n_b)
+            call(rows, None)
         else:  # fixed blocks (the results do not depend on the thread count), nogil kernel
-            bounds = [(lo, min(lo + _FUSED_BLOCK, n_b)) for lo in range(0, n_b, _FUSED_BLOCK)]
-            list(_block_pool().map(lambda lh: block(*lh), bounds))
+            cuts = [slice(lo, min(lo + _FUSED_BLOCK, n_b)) for lo in range(0, n_b, _FUSED_BLOCK)]
+            list(_block_pool().map(lambda cut: call(rows[: cut.stop - cut.start], cut), cuts))
         if not status[1].all():
             return None
         out = lane_result(ga, res, eg, status)
