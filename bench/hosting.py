@@ -13,6 +13,7 @@ per placement-year is compared with ours (ours: wall time / 100).
                                                 # 3 interleaved runs of both sides (medians)
     .venv/bin/python bench/hosting.py           # the full year, OpenDSS on 2 placements
     .venv/bin/python bench/hosting.py --snapshot-only   # only the snapshot / plain flow ratios
+                                                        # (wall, and CPU time of all threads: *_cpu_*)
 
 The last line holds the headline figures as key=value pairs.
 """
@@ -138,17 +139,22 @@ def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str
         def plain(sg: np.ndarray = sg) -> Any:
             return solver.solve(load_p_mw=f["load_p"][t], load_q_mvar=f["load_q"][t], sgen_p_mw=sg)
 
-        tc, tp = [], []
+        tc, tp, cc, cp = [], [], [], []
         for _ in range(5):
             ctl(), plain()
         for _ in range(31):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             r = ctl()
             tc.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            cc.append(time.process_time() - c0)
+            c0, t0 = time.process_time(), time.perf_counter()
             plain()
             tp.append(time.perf_counter() - t0)
+            cp.append(time.process_time() - c0)
         out[f"b{b}"] = float(np.median(tc) / np.median(tp))
+        # CPU time of the process (all threads): steadier than wall time on a loaded machine,
+        # where a parallel kernel waits for its slowest thread
+        out[f"b{b}_cpu"] = float(np.median(cc) / np.median(cp))
         out[f"b{b}_outer"] = float(r.outer_iterations.mean())
         # a time series of snapshots (the run's case): 16 consecutive steps from noon, each
         # warm-started from the previous step's solution (ControlledPowerFlow.solve(start=...))
@@ -253,6 +259,7 @@ def main() -> None:
         snap = snapshot_cost(f, on, kw)
         b = args.placements
         print(f"snapshot_b1_x_plain={snap['b1']:.2f} snapshot_b{b}_x_plain={snap[f'b{b}']:.2f} "
+              f"snapshot_b1_cpu_x_plain={snap['b1_cpu']:.2f} snapshot_b{b}_cpu_x_plain={snap[f'b{b}_cpu']:.2f} "
               f"series_b1_x_plain={snap['series_b1']:.2f} series_b{b}_x_plain={snap[f'series_b{b}']:.2f} "
               f"b1_outer={snap['b1_outer']:.2f} b{b}_outer={snap[f'b{b}_outer']:.2f}")
         return

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from _helpers import bus_voltages_pu, opendss_solved, regcontrol_taps
 from _pf3ph_nets import IEEE13
 
 from twin.grid import Feeder3ph
@@ -40,33 +41,16 @@ STARTS = ((9, 6, 9, -1, 1), (0, 0, 0, 0, 0), (14, 2, 14, 0, 1), (9, 6, 9, 1, 0),
 def _opendss(cmds: tuple[str, ...], start: tuple[int, ...], n1: int, bus_names: tuple[str, ...]
              ) -> tuple[list[int], np.ndarray]:
     """OpenDSS's static control loop from ``start``: taps and capacitor steps, voltages."""
-    ctx = dss.DSS.NewContext()
-    ctx.AllowChangeDir = False
-    ctx.Text.Command = f'redirect "{IEEE13}"'
     set_state = [f"Transformer.Reg{r + 1}.Taps=[1.0 {1.0 + start[r] * 0.00625:.6f}]" for r in range(3)]
     set_state += ["Capacitor.Cap1.states=[" + " ".join(["1"] * start[3] + ["0"] * (n1 - start[3])) + "]",
                   f"Capacitor.Cap2.states=[{start[4]}]"]
     controls = [c for c in cmds if c.startswith("New CapControl")]
-    for c in (*(c for c in cmds if c not in controls), *set_state, *controls, "set controlmode=static",
-              "set tolerance=1e-12", "set maxiterations=1000", "solve"):
-        ctx.Text.Command = c
-    ckt = ctx.ActiveCircuit
-    assert ckt.Solution.Converged
-    state = []
-    i = ckt.RegControls.First
-    while i:
-        state.append(int(ckt.RegControls.TapNumber))
-        i = ckt.RegControls.Next
+    ckt = opendss_solved((*(c for c in cmds if c not in controls), *set_state, *controls))
+    state = regcontrol_taps(ckt)
     for name in ("cap1", "cap2"):
         ckt.Capacitors.Name = name
         state.append(int(sum(ckt.Capacitors.States)))
-    out = np.full((len(bus_names), 3), np.nan + 0j)
-    for k, name in enumerate(bus_names):
-        ckt.SetActiveBus(name)
-        v = np.asarray(ckt.ActiveBus.puVoltages)
-        for nd, vv in zip(ckt.ActiveBus.Nodes, v[0::2] + 1j * v[1::2], strict=False):
-            out[k, nd - 1] = vv
-    return state, out
+    return state, bus_voltages_pu(ckt, bus_names)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -115,12 +115,17 @@ def test_fused_lanes_equal_the_batch_path(monkeypatch: pytest.MonkeyPatch) -> No
     avail[:, 5:] = [-0.008, 0.005]  # the battery charges, the V2G charger discharges
     on = rng.random((3, 7)) < 0.8
     runs = {}
-    for lanes, b in ((0, 3), (128, 3), (128, 1)):
+    pooled: list[int] = []
+    pool = cmod._block_pool
+    monkeypatch.setattr(cmod, "_block_pool", lambda: pooled.append(1) or pool())
+    for lanes, b, block in ((0, 3, 128), (128, 3, 128), (128, 1, 128), (129, 3, 2)):  # 129: blocks of 2 on threads
         monkeypatch.setattr(cmod, "_FUSED_LANES", lanes)
+        monkeypatch.setattr(cmod, "_FUSED_BLOCK", block)
         runs[lanes, b] = cpf.solve(der_p_avail_mw=avail[:b], der_in_service=on[:b], der_scale=size[:b], tol_pu=1e-5,
                                    branch_flows=b == 3)
     ref = runs[0, 3]
     assert ref.pf_solves > 1 and ref.converged.all()
+    assert pooled == [1]  # only the last run's blocks ran on threads
     for (_lanes, b), r in runs.items():
         assert r.converged.all()
         np.testing.assert_array_equal(r.outer_iterations, ref.outer_iterations[:b])
@@ -129,7 +134,8 @@ def test_fused_lanes_equal_the_batch_path(monkeypatch: pytest.MonkeyPatch) -> No
             np.testing.assert_allclose(getattr(r, name), getattr(ref, name)[:b], atol=1e-8, err_msg=name)
         np.testing.assert_allclose(r.pf.vm_pu, ref.pf.vm_pu[:b], atol=1e-8)
         np.testing.assert_allclose(r.pf.ext_grid_p_mw, ref.pf.ext_grid_p_mw[:b], atol=1e-7)
-    np.testing.assert_allclose(runs[128, 3].pf.line_p_from_mw, ref.pf.line_p_from_mw, atol=1e-7)
+    for lanes in (128, 129):
+        np.testing.assert_allclose(runs[lanes, 3].pf.line_p_from_mw, ref.pf.line_p_from_mw, atol=1e-7)
     assert np.isnan(runs[128, 1].pf.line_p_from_mw).all()  # branch_flows=False
     assert runs[128, 3].storage_p_mw[0, 0] == pytest.approx(0.008 if on[0, 5] else 0.0)
     # warm start from the solution of a nearby case, and max_outer=1 reported as not converged

@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from _helpers import bus_voltages_pu, opendss_solved, regcontrol_taps
 from _pf3ph_nets import IEEE13, IEEE13_FIXED_TAPS
 
 from twin.grid import BatchPowerFlow3ph, Feeder3ph
@@ -22,25 +23,8 @@ TAPS_AT_ONE = ("Transformer.Reg1.Taps=[1.0 1.0]", "Transformer.Reg2.Taps=[1.0 1.
 
 def _opendss(commands: tuple[str, ...], bus_names: tuple[str, ...]) -> tuple[list[int], np.ndarray]:
     """OpenDSS's own static control loop from the taps ``commands`` set: taps and voltages."""
-    ctx = dss.DSS.NewContext()
-    ctx.AllowChangeDir = False
-    ctx.Text.Command = f'redirect "{IEEE13}"'
-    for cmd in (*commands, "set controlmode=static", "set tolerance=1e-12", "set maxiterations=1000", "solve"):
-        ctx.Text.Command = cmd
-    ckt = ctx.ActiveCircuit
-    assert ckt.Solution.Converged
-    taps = []
-    i = ckt.RegControls.First
-    while i:
-        taps.append(int(ckt.RegControls.TapNumber))
-        i = ckt.RegControls.Next
-    out = np.full((len(bus_names), 3), np.nan + 0j)
-    for k, name in enumerate(bus_names):
-        ckt.SetActiveBus(name)
-        v = np.asarray(ckt.ActiveBus.puVoltages)
-        for nd, vv in zip(ckt.ActiveBus.Nodes, v[0::2] + 1j * v[1::2], strict=False):
-            out[k, nd - 1] = vv
-    return taps, out
+    ckt = opendss_solved(commands)
+    return regcontrol_taps(ckt), bus_voltages_pu(ckt, bus_names)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from typing import Any
 import mesa
 import numpy as np
 import pytest
+from _helpers import dyn_lv_net
 from _lvnets import lv_feeder
 
 from twin.agents.dso import DSOAgent, Effect
@@ -159,18 +160,9 @@ def test_three_phase_oltc_tap_reaches_the_envelopes() -> None:
     from twin.grid.envelopes import Connection
     from twin.grid.phase_spec import PHASE_ABC
 
-    net = pp.create_empty_network()
-    b0 = pp.create_bus(net, vn_kv=10.0)
-    b1, b2 = pp.create_bus(net, vn_kv=0.4), pp.create_bus(net, vn_kv=0.4)
-    pp.create_ext_grid(net, bus=b0, vm_pu=1.03, s_sc_max_mva=100.0, rx_max=0.1, x0x_max=1.0, r0x0_max=0.1)
-    pp.create_transformer_from_parameters(
-        net, hv_bus=b0, lv_bus=b1, sn_mva=0.4, vn_hv_kv=10.0, vn_lv_kv=0.4, vkr_percent=1.0, vk_percent=4.0,
-        pfe_kw=0.0, i0_percent=0.0, vector_group="Dyn", vk0_percent=4.0, vkr0_percent=1.0, mag0_percent=100,
-        mag0_rx=0, si0_hv_partial=0.9, tap_side="hv", tap_neutral=0, tap_min=-4, tap_max=4, tap_step_percent=1.5,
-        tap_pos=0, tap_changer_type="Ratio")
-    pp.create_line_from_parameters(net, from_bus=b1, to_bus=b2, length_km=0.3, r_ohm_per_km=0.32,
-                                   x_ohm_per_km=0.08, c_nf_per_km=0.0, max_i_ka=0.2, r0_ohm_per_km=1.2,
-                                   x0_ohm_per_km=0.3, c0_nf_per_km=0.0)
+    net = dyn_lv_net(tap_side="hv", tap_neutral=0, tap_min=-4, tap_max=4, tap_step_percent=1.5, tap_pos=0,
+                     tap_changer_type="Ratio")
+    b2 = 2
     pp.create_load(net, bus=b2, p_mw=0.002)
     pp.create_sgen(net, bus=b2, p_mw=0.0)
     pp.create_sgen(net, bus=b2, p_mw=0.0)

@@ -22,42 +22,44 @@ _OPTS: dict[str, Any] = {"cache": True, "error_model": "numpy", "fastmath": {"co
 
 
 @njit(inline="always", **_OPTS)
-def _pw(x: float, xs: np.ndarray, ys: np.ndarray, i: int) -> float:
-    k_n = xs.shape[1]
-    if x <= xs[i, 0]:
-        return float(ys[i, 0])
+def _pw(x: float, cv: np.ndarray, i: int, c: int) -> float:
+    """Curve c of device i (``curves`` of :meth:`DerFleet.kernel_arrays`) at x."""
+    k_n = cv.shape[3]
+    if x <= cv[i, c, 0, 0]:
+        return float(cv[i, c, 1, 0])
     for k in range(k_n - 1):
-        if x <= xs[i, k + 1]:
-            dx = xs[i, k + 1] - xs[i, k]
+        if x <= cv[i, c, 0, k + 1]:
+            dx = cv[i, c, 0, k + 1] - cv[i, c, 0, k]
             if dx <= 0.0:
-                return float(ys[i, k + 1])
-            return float(ys[i, k] + (ys[i, k + 1] - ys[i, k]) * (x - xs[i, k]) / dx)
-    return float(ys[i, k_n - 1])
+                return float(cv[i, c, 1, k + 1])
+            return float(cv[i, c, 1, k] + (cv[i, c, 1, k + 1] - cv[i, c, 1, k]) * (x - cv[i, c, 0, k]) / dx)
+    return float(cv[i, c, 1, k_n - 1])
 
 
 @njit(inline="always", **_OPTS)
 def _target(i: int, v: float, p_av: float, sc: float, f: tuple) -> tuple[float, float]:  # type: ignore[type-arg]
-    (s_rated, p_rated, q_max, p_min_pu, rpri, q_mode, vv_v, vv_q, wv_p, wv_q, pf_tan, cq, vw_on, vw_v, vw_p) = f
-    pr = p_rated[i] * sc
-    sr = s_rated[i] * sc
+    """Output (p, q) of device i at voltage v (``f`` = (par, curves) of :meth:`DerFleet.kernel_arrays`)."""
+    par, cv = f
+    pr = par[i, 1] * sc
+    sr = par[i, 0] * sc
     p = p_av
-    p_min = p_min_pu[i] * pr
-    if vw_on[i]:
-        cap = _pw(v, vw_v, vw_p, i) * pr
+    p_min = par[i, 3] * pr
+    if par[i, 8] != 0.0:  # volt-watt
+        cap = _pw(v, cv, i, 2) * pr
         p = max(min(p, cap), p_min)
-    m = q_mode[i]
+    m = par[i, 5]
     q = 0.0
-    if m == 1:
-        q = _pw(v, vv_v, vv_q, i) * sr
-    elif m == 2:
-        q = _pw(p / pr, wv_p, wv_q, i) * sr
-    elif m == 3:
-        q = abs(p) * pf_tan[i]
-    elif m == 4:
-        q = cq[i] * sr
-    qc = q_max[i] * sr
+    if m == 1.0:  # volt-var
+        q = _pw(v, cv, i, 0) * sr
+    elif m == 2.0:  # watt-var
+        q = _pw(p / pr, cv, i, 1) * sr
+    elif m == 3.0:  # constant power factor
+        q = abs(p) * par[i, 6]
+    elif m == 4.0:  # constant var
+        q = par[i, 7] * sr
+    qc = par[i, 2] * sr
     q = min(max(q, -qc), qc)
-    if rpri[i]:
+    if par[i, 4] != 0.0:  # reactive priority
         q = min(max(q, -sr), sr)
         room = math.sqrt(max(sr * sr - q * q, 0.0))
         p = min(max(p, -room), room)
@@ -94,14 +96,30 @@ def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.nda
     Only the devices in service take part (an off device outputs nothing, so its voltage
     enters no equation; its set-point ``x``, normally 0, is a constant term): on a hosting
     study's lanes that is the placement's PV, not every candidate bus."""
+    newton_lane_into(v_k, x_p, x_q, avail, on, scale, sens, f, inner_max, tol, fd_h, out_p, out_q,
+                     newton_scratch(v_k.shape[0]))
+
+
+@njit(**_OPTS)
+def newton_scratch(n: int) -> tuple:  # type: ignore[type-arg]
+    """Work arrays of :func:`newton_lane_into` for ``n`` devices (reused across lanes)."""
+    return np.empty(n, dtype=np.int64), np.empty((7, n)), np.empty((n, n))
+
+
+@njit(**_OPTS)
+def newton_lane_into(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.ndarray, on: np.ndarray,
+                     scale: np.ndarray, sens: np.ndarray, f: tuple, inner_max: int, tol: float,  # type: ignore[type-arg]
+                     fd_h: float, out_p: np.ndarray, out_q: np.ndarray, scratch: tuple) -> None:  # type: ignore[type-arg]
+    """:func:`newton_lane` with its work arrays given (``newton_scratch``)."""
     n = v_k.shape[0]
-    idx = np.empty(n, dtype=np.int64)
+    idx, work, a = scratch
     m = 0
     for i in range(n):
         if on[i]:
             idx[m] = i
             m += 1
-    c = np.zeros(m)  # the off devices' constant term -S x_off
+    c, v, gp, gq, dp, dq, hv = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
+    c[:] = 0.0  # the off devices' constant term -S x_off
     if m < n:
         for jj in range(m):
             j = idx[jj]
@@ -110,15 +128,8 @@ def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.nda
                 if not on[i]:
                     acc -= sens[j, i] * x_p[i] + sens[j, n + i] * x_q[i]
             c[jj] = acc
-    v = np.empty(m)
     for jj in range(m):
         v[jj] = v_k[idx[jj]]
-    gp = np.zeros(m)
-    gq = np.zeros(m)
-    dp = np.zeros(m)
-    dq = np.zeros(m)
-    hv = np.zeros(m)
-    a = np.zeros((m, m))
     for _ in range(inner_max):
         for ii in range(m):
             i = idx[ii]

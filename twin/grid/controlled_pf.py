@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,7 +57,8 @@ _INNER_MAX = 4  # Newton steps on the linearized network per outer iteration (th
 _INNER_TOL = 1e-7  # pu voltage
 _NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
 _PARALLEL_DEVICE_WORK = 20_000  # ... and in parallel (below: the serial kernels)
-_FUSED_LANES = 128  # batches up to this size solve every lane in one serial numba call
+_FUSED_LANES = 1 << 62  # batches up to this size run the fused kernel (0: never; tests switch it)
+_FUSED_BLOCK = 128  # lanes per fused kernel call; the blocks of a bigger batch run on threads
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -142,8 +144,7 @@ class ControlledPowerFlow:
         self._fleet = DerFleet.from_functions([d.functions for d in self._devices])
         self._sens: FloatArray | None = None
         fl = self._fleet
-        self._nb_fleet = (fl.s_rated_mva, fl.p_rated_mw, fl.q_max_pu, fl.p_min_pu, fl.reactive_priority, fl.q_mode,
-                          fl.vv_v, fl.vv_q, fl.wv_p, fl.wv_q, fl.pf_tan, fl.const_q_pu, fl.vw_on, fl.vw_v, fl.vw_p)
+        self._nb_fleet = fl.kernel_arrays()
         self._use_nb = False  # set per solve: the numba device kernels
 
     @property
@@ -322,10 +323,11 @@ class ControlledPowerFlow:
                      der_in_service: ArrayLike | None, der_scale: ArrayLike | None,
                      start: tuple[ArrayLike, ArrayLike, ArrayLike] | None, tol_pu: float,
                      max_outer: int, tol: float, branch_flows: bool) -> ControlledResult | None:
-        """Every lane in one serial numba call (:func:`twin.grid._kernels.controlled.controlled_lanes`,
-        the same outer iteration as :meth:`solve`, with no Python between the power flows);
-        None when it cannot run (more than ``_FUSED_LANES`` lanes, inputs the general path
-        must check) or a lane's power flow did not converge (the general path's Newton
+        """Every lane in serial numba calls (:func:`twin.grid._kernels.controlled.controlled_lanes`,
+        the same outer iteration as :meth:`solve`, with no Python between the power flows), one
+        call per block of ``_FUSED_BLOCK`` lanes, the blocks on threads (the kernel releases
+        the GIL); None when it cannot run (more than ``_FUSED_LANES`` lanes, inputs the general
+        path must check) or a lane's power flow did not converge (the general path's Newton
         fallback)."""
         sens = self._sens
         got = self._fused_inputs(values, avail_in, der_in_service, der_scale)
@@ -354,13 +356,36 @@ class ControlledPowerFlow:
             for dst, a in zip((x_p, x_q, vm), start, strict=True):
                 dst[...] = np.asarray(a, dtype=np.float64)
         ctl_conv, outer = np.zeros(n_b, dtype=bool), np.zeros(n_b, dtype=np.int64)
-        _controlled_kernel().controlled_lanes(
-            ((rows, rows, load_p, load_q, load_loc, ga.load_zip), (rows, rows, sgen_p, sgen_q, sgen_loc, NO_ZIP),
-             (rows, rows, sto_p, sto_q, storage_loc, NO_ZIP), use_zip, inv_sn, slack_vm),
-            v0, lu, (tol, 100), nodes, post_br, ga.sn_mva, ref, res, (eg_pos, *eg), status,
-            (self._kind, self._row, self._loc, avail, mask, scale, sens, tol_mva),
-            self._nb_fleet, (max_outer, _INNER_MAX, _INNER_TOL, _FD_H, start is not None), (x_p, x_q, vm),
-            (ctl_conv, outer))
+        kern = _controlled_kernel()
+        fleet = self._nb_fleet
+        ctl = (max_outer, _INNER_MAX, _INNER_TOL, _FD_H, start is not None)
+        loads, sgens, stos = (load_p, load_q, load_loc), (sgen_p, sgen_q, sgen_loc), (sto_p, sto_q, storage_loc)
+        eg_all = (eg_pos, *eg)
+        dev = (self._kind, self._row, self._loc, avail, mask, scale, sens, tol_mva)
+        x_all, ctl_all = (x_p, x_q, vm), (ctl_conv, outer)
+
+        def call(r: Any, cut: Any) -> None:
+            """Lanes ``cut`` (a row slice, or None: all) in one serial kernel call (row slices
+            of C-contiguous arrays: the same array types, no new compile)."""
+            def c(a: Any) -> Any:
+                return a if cut is None else a[cut]
+
+            kern.controlled_lanes(
+                ((r, r, c(loads[0]), c(loads[1]), load_loc, ga.load_zip), (r, r, c(sgens[0]), c(sgens[1]), sgen_loc,
+                 NO_ZIP), (r, r, c(stos[0]), c(stos[1]), storage_loc, NO_ZIP), use_zip, inv_sn, slack_vm),
+                v0, lu, (tol, 100), nodes, post_br, ga.sn_mva, ref,
+                res if cut is None else tuple(a[cut] for a in res),
+                eg_all if cut is None else (eg_pos, *(a[cut] for a in eg)),
+                status if cut is None else tuple(a[cut] for a in status),
+                dev if cut is None else (*dev[:3], *(a[cut] for a in dev[3:6]), sens, tol_mva[cut]),
+                fleet, ctl, x_all if cut is None else tuple(a[cut] for a in x_all),
+                ctl_all if cut is None else tuple(a[cut] for a in ctl_all))
+
+        if n_b <= _FUSED_BLOCK:
+            call(rows, None)
+        else:  # fixed blocks (the results do not depend on the thread count), nogil kernel
+            cuts = [slice(lo, min(lo + _FUSED_BLOCK, n_b)) for lo in range(0, n_b, _FUSED_BLOCK)]
+            list(_block_pool().map(lambda cut: call(rows[: cut.stop - cut.start], cut), cuts))
         if not status[1].all():
             return None
         out = lane_result(ga, res, eg, status)
@@ -564,6 +589,19 @@ def _controlled_kernel() -> Any:
     from twin.grid._kernels import controlled as k  # numba import and compile on first use only
 
     return k
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _block_pool() -> ThreadPoolExecutor:
+    """Threads for the fused kernel's blocks (created on first use; one per numba thread)."""
+    global _POOL
+    if _POOL is None:
+        import numba
+
+        _POOL = ThreadPoolExecutor(max_workers=max(1, numba.get_num_threads()), thread_name_prefix="twin-cpf")
+    return _POOL
 
 
 def _frozen(a: Any) -> Any:

@@ -102,8 +102,7 @@ class _Units(ControlledPowerFlow):
         self._use_nb = False
         self._sens = None
         fl = fleet
-        self._nb_fleet = (fl.s_rated_mva, fl.p_rated_mw, fl.q_max_pu, fl.p_min_pu, fl.reactive_priority, fl.q_mode,
-                          fl.vv_v, fl.vv_q, fl.wv_p, fl.wv_q, fl.pf_tan, fl.const_q_pu, fl.vw_on, fl.vw_v, fl.vw_p)
+        self._nb_fleet = fl.kernel_arrays()
 
 
 class ControlledPowerFlow3ph:

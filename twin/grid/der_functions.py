@@ -406,6 +406,27 @@ class DerFleet:
         """True when any device's output depends on its terminal voltage."""
         return bool(np.any(self.q_mode == Q_VOLT_VAR) or np.any(self.vw_on))
 
+    def kernel_arrays(self) -> tuple[FloatArray, FloatArray]:
+        """The functions as two arrays for the numba kernels (``twin.grid._der_kernels``):
+        ``par`` (N, 9) = s_rated_mva, p_rated_mw, q_max_pu, p_min_pu, reactive priority,
+        q_mode, pf_tan, const_q_pu, volt-watt on (flags and mode as 0/1/...), and ``curves``
+        (N, 3, 2, K) = volt-var, watt-var, volt-watt (x row, y row), each padded to K points
+        by repeating its last point (the same piecewise-linear function). Two arrays rather
+        than fifteen: every array a kernel function takes costs a reference-count update per
+        call, which made one device evaluation ~70 ns instead of ~25 ns."""
+        n = self.size
+        par = np.stack([self.s_rated_mva, self.p_rated_mw, self.q_max_pu, self.p_min_pu,
+                        self.reactive_priority.astype(np.float64), self.q_mode.astype(np.float64), self.pf_tan,
+                        self.const_q_pu, self.vw_on.astype(np.float64)], axis=1).reshape(n, 9)
+        pairs = ((self.vv_v, self.vv_q), (self.wv_p, self.wv_q), (self.vw_v, self.vw_p))
+        k = max(x.shape[1] for x, _ in pairs)
+        curves = np.empty((n, 3, 2, k))
+        for c, (x, y) in enumerate(pairs):
+            for r, a in enumerate((x, y)):
+                curves[:, c, r, : a.shape[1]] = a
+                curves[:, c, r, a.shape[1]:] = a[:, -1:]
+        return np.ascontiguousarray(par, dtype=np.float64), curves
+
     @classmethod
     def from_functions(cls, functions: Sequence[DerFunctions]) -> DerFleet:
         """Pack the settings of ``functions`` (already validated) into arrays."""

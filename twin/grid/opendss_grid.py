@@ -171,6 +171,27 @@ def load_buses(feeder: Feeder3ph) -> list[int]:
     return list(seen.values())
 
 
+def _deck_control_problems(spec: Any, *, field: str, kind: str, other: str, acts: str) -> list[tuple[str, str]]:
+    """Rules of ``grid.opendss.<field>: deck`` (the deck's ``kind`` controls act): no
+    ``controlmode=off`` among the commands, and the deck has such a control that imports
+    (read with the ``other`` control family off)."""
+    from twin.grid.capcontrol3ph import CapControlError
+    from twin.grid.regcontrol3ph import RegulatorError
+
+    path = f"grid.opendss.{field}"
+    out: list[tuple[str, str]] = []
+    off = [c for c in spec.commands if "".join(c.lower().split()).endswith("controlmode=off")]
+    if off:
+        out.append((path, f"'deck' contradicts {off[0]!r} in grid.opendss.commands ({acts} while the deck's "
+                          "controls are off); drop one of them"))
+    try:
+        if not deck_regulators(spec.model_copy(update={other: "off"})):
+            out.append((path, f"'deck': the deck {spec.deck!r} has no {kind}"))
+    except (CapControlError, RegulatorError, FeederImportError) as exc:
+        out.append((path, f"'deck': {exc}"))
+    return out
+
+
 def opendss_problems(scenario: Any) -> list[tuple[str, str]]:
     """Rules of an OpenDSS grid (``(field path, message)``); ``scenario`` is a Scenario."""
     g = scenario.grid
@@ -187,32 +208,11 @@ def opendss_problems(scenario: Any) -> list[tuple[str, str]]:
     except FeederImportError as exc:
         return [*out, ("grid.opendss.deck", str(exc))]
     if g.opendss.regulators == "deck":
-        from twin.grid.regcontrol3ph import RegulatorError
-
-        off = [c for c in g.opendss.commands if "".join(c.lower().split()).endswith("controlmode=off")]
-        if off:
-            out.append(("grid.opendss.regulators", f"'deck' contradicts {off[0]!r} in grid.opendss.commands "
-                                                   "(the regulators would act while the deck's controls are off); "
-                                                   "drop one of them"))
-        try:
-            if not deck_regulators(g.opendss.model_copy(update={"capacitors": "off"})):
-                out.append(("grid.opendss.regulators", f"'deck': the deck {g.opendss.deck!r} has no RegControl"))
-        except (RegulatorError, FeederImportError) as exc:
-            out.append(("grid.opendss.regulators", f"'deck': {exc}"))
+        out += _deck_control_problems(g.opendss, field="regulators", kind="RegControl", other="capacitors",
+                                      acts="the regulators would act")
     if g.opendss.capacitors == "deck":
-        from twin.grid.capcontrol3ph import CapControlError
-        from twin.grid.regcontrol3ph import RegulatorError as _RegErr
-
-        off = [c for c in g.opendss.commands if "".join(c.lower().split()).endswith("controlmode=off")]
-        if off:
-            out.append(("grid.opendss.capacitors", f"'deck' contradicts {off[0]!r} in grid.opendss.commands "
-                                                   "(the capacitors would switch while the deck's controls are off); "
-                                                   "drop one of them"))
-        try:
-            if not deck_regulators(g.opendss.model_copy(update={"regulators": "off"})):
-                out.append(("grid.opendss.capacitors", f"'deck': the deck {g.opendss.deck!r} has no CapControl"))
-        except (CapControlError, _RegErr, FeederImportError) as exc:
-            out.append(("grid.opendss.capacitors", f"'deck': {exc}"))
+        out += _deck_control_problems(g.opendss, field="capacitors", kind="CapControl", other="regulators",
+                                      acts="the capacitors would switch")
     buses = load_buses(feeder)
     if not buses:
         return [*out, ("grid.opendss.deck", f"the deck {g.opendss.deck!r} has no loads to attach households to")]

@@ -12,11 +12,11 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from twin.grid._der_kernels import _target, newton_lane
+from twin.grid._der_kernels import _target, newton_lane_into, newton_scratch
 from twin.grid._kernels.fixed_point import _fp_scalar
 from twin.grid._kernels.injections import scenario_injections
 from twin.grid._kernels.opts import OPTS
-from twin.grid._kernels.single import finish_lane
+from twin.grid._kernels.single import finish_lane_into, finish_scratch
 
 
 @nb.njit(**OPTS)
@@ -37,7 +37,7 @@ def _write_setpoints(b: int, inj: Any, kind: Any, row: Any, xp: Any, xq: Any) ->
             load[3][b, r] = -xq[b, i]
 
 
-@nb.njit(**OPTS)
+@nb.njit(nogil=True, **OPTS)
 def controlled_lanes(
     inj: Any, v0: Any, lu: Any, stop: Any, nodes: Any, post_br: Any, sn_mva: float, ref: Any,
     res: Any, eg: Any, status: Any, dev: Any, fleet: Any, ctl: Any, x: Any, ctl_out: Any,
@@ -72,10 +72,12 @@ def controlled_lanes(
     v = np.empty(n_pq, dtype=np.complex128)
     new_p = np.empty(n)
     new_q = np.empty(n)
+    fin = finish_scratch(n_b, nodes, post_br)
+    nws = newton_scratch(n)
     for b in range(n_b):
         if warm:
-            newton_lane(vm_dev[b], xp[b].copy(), xq[b].copy(), avail[b], on[b], scale[b], sens, fleet,
-                        inner_max, inner_tol, fd_h, new_p, new_q)
+            newton_lane_into(vm_dev[b], xp[b].copy(), xq[b].copy(), avail[b], on[b], scale[b], sens, fleet,
+                             inner_max, inner_tol, fd_h, new_p, new_q, nws)
             for i in range(n):
                 xp[b, i] = new_p[i]
                 xq[b, i] = new_q[i]
@@ -122,8 +124,8 @@ def controlled_lanes(
             last = resid
             if it == max_outer - 1:
                 break  # the set-points stay those of the last power flow
-            newton_lane(vm_dev[b], xp[b], xq[b], avail[b], on[b], scale[b], sens, fleet, inner_max,
-                        inner_tol, fd_h, new_p, new_q)
+            newton_lane_into(vm_dev[b], xp[b], xq[b], avail[b], on[b], scale[b], sens, fleet, inner_max,
+                             inner_tol, fd_h, new_p, new_q, nws)
             for i in range(n):
                 xp[b, i] += w * (new_p[i] - xp[b, i])
                 xq[b, i] += w * (new_q[i] - xq[b, i])
@@ -136,4 +138,4 @@ def controlled_lanes(
                 v_out[b, k] = v[k]
             for k in range(ss.shape[0]):
                 sched_out[b, k] = ss[k]
-            finish_lane(b, v_out, sched_out, conv, nodes, post_br, sn_mva, ref, res, eg)
+            finish_lane_into(b, v_out, sched_out, conv, nodes, post_br, sn_mva, ref, res, eg, fin)

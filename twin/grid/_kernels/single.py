@@ -21,11 +21,29 @@ def finish_lane(
     """Row b of a converged lane: ext_grid power, post-processing and total losses from its
     PQ voltages ``v_out[b]`` and scheduled slack injections ``sched_out[b]`` (arguments as
     :func:`solve_single`)."""
-    node_comp, slack_v = nodes[0], nodes[4]
+    finish_lane_into(b, v_out, sched_out, conv, nodes, post_br, sn_mva, ref, res, eg,
+                     finish_scratch(v_out.shape[0], nodes, post_br))
+
+
+@nb.njit(**OPTS)
+def finish_scratch(n_b: int, nodes: Any, post_br: Any) -> Any:  # pragma: no cover
+    """Work arrays of :func:`finish_lane_into` for lanes of ``n_b`` rows (reused across lanes)."""
+    return (np.empty(nodes[4].shape[0], dtype=np.complex128), np.arange(n_b), np.zeros((n_b, 0), dtype=np.bool_),
+            post_scratch(nodes[0].shape[0], post_br[0].shape[0], post_br[1].shape[0]))
+
+
+@nb.njit(**OPTS)
+def finish_lane_into(
+    b: int, v_out: Any, sched_out: Any, conv: Any, nodes: Any, post_br: Any, sn_mva: float, ref: Any,
+    res: Any, eg: Any, scratch: Any,
+) -> None:  # pragma: no cover
+    """:func:`finish_lane` with its work arrays given (``finish_scratch``): a kernel that
+    finishes many lanes allocates them once."""
+    slack_v = nodes[4]
     y_s, y_s_loc, units_at_slack = ref
     eg_pos, eg_p_out, eg_q_out, pl_sum_out = eg
     pl_out = res[5]
-    s_unit = np.empty(slack_v.shape[0], dtype=np.complex128)
+    s_unit, rows, kill, post = scratch
     for k in range(sched_out.shape[1]):
         acc = 0j
         for cc in range(y_s_loc.shape[0]):
@@ -36,9 +54,7 @@ def finish_lane(
         su = s_unit[eg_pos[e]] if eg_pos[e] >= 0 else 0j
         eg_p_out[b, e] = su.real
         eg_q_out[b, e] = su.imag
-    rows = np.arange(v_out.shape[0])
-    post_one(b, rows, v_out, conv, np.zeros((v_out.shape[0], 0), dtype=np.bool_), nodes, post_br, sn_mva, res,
-             post_scratch(node_comp.shape[0], post_br[0].shape[0], post_br[1].shape[0]))
+    post_one(b, rows, v_out, conv, kill, nodes, post_br, sn_mva, res, post)
     tot = 0.0
     for k in range(pl_out.shape[1]):
         tot += pl_out[b, k]
