@@ -33,6 +33,7 @@ from web3.contract import Contract
 from twin.chain.abi import ErrorTable, abi_type, encode_call, function_spec
 from twin.chain.compile import CompiledContracts
 from twin.chain.keys import TxKey, dev_key, sign_eip1559
+from twin.chain.tx_batch import BatchRpc
 from twin.errors import TwinError
 from twin.market import errors as e
 
@@ -121,7 +122,7 @@ class Pending:
     seq: int = 0  # send order (an out-of-gas tx is resent only when nothing was sent after it)
 
 
-class TxClient:
+class TxClient(BatchRpc):
     """Sending to and reading from one node (see the module docstring)."""
 
     def __init__(self, w3: Web3, *, compiled: CompiledContracts, accounts: Sequence[str] | None = None,
@@ -132,6 +133,8 @@ class TxClient:
         #: request); only on a node that mines on demand (:attr:`mine_on_demand`)
         self._queue: list[Pending] = []
         self._queued_nonce: dict[int, int] = {}
+        #: senders' pending nonces read in one batch before a pipelined group (prefetch_nonces)
+        self._nonce_hint: dict[int, int] = {}
         self._seq = 0
         self._last_nonce = 0
         self.retry: RetryPolicy | None = None  # set by twin.faults.chain_faults
@@ -225,10 +228,11 @@ class TxClient:
         given (a caller pipelining many transactions of one sender counts them itself)."""
         key = self.key_of(sender)
         to = tx.get("to")
+        hint = self._nonce_hint.pop(sender, None)  # any send of the sender drops its hint
         if nonce is None:
             nonce = self._queued_nonce.get(sender)
         if nonce is None:
-            nonce = self._pending_nonce(key.address)
+            nonce = hint if hint is not None else self._pending_nonce(key.address)
         if self.retry is not None:  # a dropped tx is not pending on the node: count our own
             nonce = max(nonce, self._next_nonce.get(sender, 0))
             self._next_nonce[sender] = nonce + 1
@@ -252,6 +256,21 @@ class TxClient:
         # confirmed together (one receipt wait per transfer, no round trip in between)
         self._keys[-1] = funder
         nonce = self._pending_nonce(funder.address)
+        if self.batching:  # one JSON-RPC batch of sends, the receipts read in batches
+            signed = [(a, *self.sign({"to": a, "data": "0x", "gas": hex(21_000)}, sender=-1,
+                                     value=value_wei, nonce=nonce + i))
+                      for i, a in enumerate(addresses)]
+            answers = self.rpc_many([("eth_sendRawTransaction", [raw]) for _, raw, _ in signed])
+            for (a, _, _), sent_ in zip(signed, answers, strict=True):
+                if "error" in sent_:
+                    raise ChainRevert("TransferFailed", {"message": sent_["error"].get("message", "")},
+                                      purpose=f"funding {a}")
+            got = self.await_receipts([h for _, _, h in signed])
+            for a, _, h in signed:
+                if h in got and int(got[h]["status"], 16) == 1:
+                    continue
+                self._confirm_transfer(to=a, tx_hash=h, purpose=f"funding {a}")
+            return
         sent = [self._send_transfer(sender=-1, to=a, value_wei=value_wei,
                                     purpose=f"funding {a}", nonce=nonce + i)
                 for i, a in enumerate(addresses)]
@@ -404,6 +423,7 @@ class TxClient:
         for p, b in zip(queue, body, strict=True):
             answer = answers.get(int(b["id"]), {"error": {"message": "no answer in the batch"}})
             if "error" in answer:
+                self._nonce_hint.clear()
                 self.raise_revert(answer["error"], purpose=p.purpose, tx_hash=None,
                                   error_context=p.error_context)
 
@@ -504,8 +524,11 @@ class TxClient:
 
     def receipt(self, p: Pending) -> dict[str, Any]:
         """Wait for the receipt, record the transaction; a revert raises its decoded error."""
+        return self._take_receipt(p, self._wait(p.tx_hash, pending=p))
+
+    def _take_receipt(self, p: Pending, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Record a mined transaction from its receipt; a revert raises its decoded error."""
         tx, tx_hash, purpose, error_context = p.tx, p.tx_hash, p.purpose, p.error_context
-        receipt = self._wait(tx_hash, pending=p)
         wall_ms = (time.perf_counter() - p.t0) * 1000
         status = int(receipt["status"], 16)
         block = int(receipt["blockNumber"], 16)
