@@ -133,7 +133,9 @@ class TxClient(BatchRpc):
         #: request); only on a node that mines on demand (:attr:`mine_on_demand`)
         self._queue: list[Pending] = []
         self._queued_nonce: dict[int, int] = {}
-        #: senders' pending nonces read in one batch before a pipelined group (prefetch_nonces)
+        #: a sender's next nonce without a lookup: read in one batch before a pipelined group
+        #: (prefetch_nonces), or counted on from its last send on a node that mines on demand
+        #: (only this client's transactions reach its blocks); dropped when a send is refused
         self._nonce_hint: dict[int, int] = {}
         self._seq = 0
         self._last_nonce = 0
@@ -237,6 +239,8 @@ class TxClient(BatchRpc):
             nonce = max(nonce, self._next_nonce.get(sender, 0))
             self._next_nonce[sender] = nonce + 1
         self._last_nonce = nonce
+        if self.batching:  # the node mines only what this client sends: count on from here
+            self._nonce_hint[sender] = nonce + 1
         raw, tx_hash = sign_eip1559(
             key, chain_id=self.chain_id, nonce=nonce, max_priority_fee=0,
             max_fee=self._max_fee(), gas=int(tx["gas"], 16), to=str(to) if to else None,
@@ -263,6 +267,7 @@ class TxClient(BatchRpc):
             answers = self.rpc_many([("eth_sendRawTransaction", [raw]) for _, raw, _ in signed])
             for (a, _, _), sent_ in zip(signed, answers, strict=True):
                 if "error" in sent_:
+                    self._nonce_hint.clear()
                     raise ChainRevert("TransferFailed", {"message": sent_["error"].get("message", "")},
                                       purpose=f"funding {a}")
             got = self.await_receipts([h for _, _, h in signed])
@@ -299,6 +304,7 @@ class TxClient(BatchRpc):
         raw, tx_hash = self.sign(tx, sender=sender, value=value_wei, nonce=nonce)
         sent = self.rpc("eth_sendRawTransaction", [raw])
         if "error" in sent:
+            self._nonce_hint.clear()
             raise ChainRevert("TransferFailed", {"message": sent["error"].get("message", "")},
                               purpose=purpose)
         return to, tx_hash, purpose
