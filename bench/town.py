@@ -2,7 +2,8 @@
 
 One ``twin run`` of the town on the reference ledger for ``--hours`` simulated hours (24: a
 day); the whole process tree's peak RSS is sampled every 0.2 s. Reports wall time, set-up
-time and the set-up's share, peak RSS, results folder size and the run's status (a feeder
+time (grid and agents; on chain also opening the ledger: Anvil, deployment, gas money, and
+funding and registering the population), peak RSS, results folder size and the run's status (a feeder
 that cannot carry the town fails with GridDiverged instead of "succeeding").
 
 ``python bench/town.py [--hours 24] [--start-hour H] [--ledger chain]``; last line ``key=value``.
@@ -89,6 +90,8 @@ def main() -> None:
     print(f"households={doc['agents']['households']['count']} ledger={args.ledger} "
           f"hours={args.hours:g} status={manifest['status']} wall_s={wall:.1f} "
           f"setup_s={timings.get('setup_grid_agents_s', float('nan')):.1f} "
+          f"open_ledger_s={timings.get('open_ledger_s', float('nan')):.1f} "
+          f"setup_ledger_s={timings.get('setup_ledger_s', float('nan')):.1f} "
           f"world_s={timings.get('world_s', float('nan')):.1f} peak_rss_mb={peak:.0f} "
           f"results_mb={size_mb:.1f} cpu_s={sum(cpu.values()):.1f} "
           f"load_start={load_start:.1f} load_end={load_end:.1f}")

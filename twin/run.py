@@ -153,10 +153,12 @@ def run_scenario(
     error: str | None = None
     try:
         say(f"starting the {scenario.market.ledger} ledger")
+        t_open = time.perf_counter()
         with open_ledger(scenario, out_dir, n_accounts, rpc_url, resume,
                           funder_key=funder_key) as (ledger, chain_info):
             manifest["chain"] = chain_info
             t_chain = time.perf_counter()
+            timings["open_ledger_s"] = t_chain - t_open  # a chain: Anvil, deployment, gas money
             minted = fund_and_register(ledger, scenario, model)
             # every device signs its own orders and meter readings; the operator relays them
             signers = DeviceSigners(seed=scenario.seed,

@@ -73,3 +73,37 @@ def test_out_of_gas_is_resent_or_named(led: ChainLedger, monkeypatch: pytest.Mon
     assert not isinstance(err.value, e.MarketError)
     assert err.value.name == "OutOfGas"
     tx.receipt(q)
+
+
+def test_setup_reads_nonces_receipts_and_views_in_batches(
+        led: ChainLedger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """deposit_many's per-account sends take their nonces from one batch (or count on from
+    the sender's last send) and their receipts from batches (a few HTTP posts, not several per account); the batched views equal the
+    one-by-one views; a revert in a batch of receipts raises its decoded error."""
+    tx = led.tx
+    assert tx._session is not None
+    posts: list[tuple[str, int]] = []
+    real_post = tx._session.post
+
+    def counted(*args, **kw):  # type: ignore[no-untyped-def]
+        body = kw.get("json")
+        posts.append((body[0]["method"], len(body)) if isinstance(body, list) else (body["method"], 1))
+        return real_post(*args, **kw)
+
+    accounts = list(range(2, 10))
+    monkeypatch.setattr(tx._session, "post", counted)
+    led.deposit_many({a: 1_000 + a for a in accounts})
+    monkeypatch.undo()
+    # one at a time, that is >= 4 posts per account (2 nonces, 2 receipts); here 16 in all,
+    # whatever the number of accounts
+    assert len(posts) <= 2 * len(accounts), str(posts)
+    # nonces: read in batches or counted on from the sender's last send, never one by one
+    assert all(n > 1 for m, n in posts if m == "eth_getTransactionCount"), str(posts)
+    assert ("eth_getTransactionReceipt", len(accounts)) in posts
+    assert led.wallets(accounts) == [led.wallet(a) for a in accounts]
+    assert led.balances(accounts) == [led.balance(a) for a in accounts]
+    assert led.balance(9).free == 1_009
+    a, b = _withdraw(led, 6_000_000, "first"), _withdraw(led, 6_000_000, "second")
+    with pytest.raises(e.InsufficientBalance, match="second"):
+        tx.receipts([a, b])
+    assert [t.status for t in tx.transactions[-2:]] == [1, 0]

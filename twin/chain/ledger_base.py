@@ -551,6 +551,20 @@ class LedgerBase(MarketParameters):
     def wallet(self, account: int) -> int:
         return int(self._view(self.token, "balanceOf", [self.address_of(account)], ("uint256",))[0])
 
+    def balances(self, accounts: Sequence[int]) -> list[Balance]:
+        """:meth:`balance` of many accounts, read in JSON-RPC batches."""
+        raw = self.tx.call_many(self.market, "accounts", [[self.address_of(a)] for a in accounts])
+        out = []
+        for r in raw:
+            free, locked, debt, bond = decode_static(("uint256",) * 4, r)
+            out.append(Balance(free=free, locked=locked, debt=debt, bond=bond))
+        return out
+
+    def wallets(self, accounts: Sequence[int]) -> list[int]:
+        """:meth:`wallet` of many accounts, read in JSON-RPC batches."""
+        raw = self.tx.call_many(self.token, "balanceOf", [[self.address_of(a)] for a in accounts])
+        return [int(decode_static(("uint256",), r)[0]) for r in raw]
+
     def checkpoint_state(self, path: Path) -> int:
         """Write the node's whole chain state (``anvil_dumpState`` without call traces, the
         format ``anvil --load-state`` reads; gzipped when ``path`` ends in ``.gz``, which

@@ -35,14 +35,15 @@ class SetupLedger(LedgerBase):
     """:class:`LedgerBase` plus the batched set-up calls."""
 
     def _confirm_all(self, pending: Sequence[Pending]) -> None:
-        """Wait for every receipt (in sending order); the first revert raises its error."""
-        for p in pending:
-            self._finish(p)
+        """Wait for every receipt (read in batches; in sending order, the first revert
+        raises its error)."""
+        self.tx.receipts(pending)
 
     def prepare_accounts(self, accounts: Sequence[int]) -> None:
         """``approve`` (and ``setAgent`` when the operator is everyone's agent) for every
         account not yet prepared, pipelined."""
         todo = [a for a in dict.fromkeys(accounts) if a not in self._prepared]
+        self.tx.prefetch_nonces(todo)
         pending = [self._send(self.token, "approve", [self.market.address, _MAX_UINT], sender=a,
                               purpose=f"prepare account {a}: approve market") for a in todo]
         if self.operator_is_agent:
@@ -70,6 +71,7 @@ class SetupLedger(LedgerBase):
                 sender=OPERATOR_ACCOUNT,
                 purpose=f"deposit: mint to accounts {acc[0]}..{acc[-1]} ({len(acc)})"))
         self._confirm_all(pending)
+        self.tx.prefetch_nonces(accounts)
         self._confirm_all([self._send(self.market, "deposit", [funding[a]], sender=a,
                                       purpose=f"deposit: account {a} deposits {funding[a]}")
                            for a in accounts])

@@ -33,6 +33,7 @@ from web3.contract import Contract
 from twin.chain.abi import ErrorTable, abi_type, encode_call, function_spec
 from twin.chain.compile import CompiledContracts
 from twin.chain.keys import TxKey, dev_key, sign_eip1559
+from twin.chain.tx_batch import BatchRpc
 from twin.errors import TwinError
 from twin.market import errors as e
 
@@ -128,7 +129,7 @@ class Pending:
     t_clock: float = 0.0  # the retry policy's clock at the send (latencies)
 
 
-class TxClient:
+class TxClient(BatchRpc):
     """Sending to and reading from one node (see the module docstring)."""
 
     def __init__(self, w3: Web3, *, compiled: CompiledContracts, accounts: Sequence[str] | None = None,
@@ -139,6 +140,10 @@ class TxClient:
         #: request); only on a node that mines on demand (:attr:`mine_on_demand`)
         self._queue: list[Pending] = []
         self._queued_nonce: dict[int, int] = {}
+        #: a sender's next nonce without a lookup: read in one batch before a pipelined group
+        #: (prefetch_nonces), or counted on from its last send on a node that mines on demand
+        #: (only this client's transactions reach its blocks); dropped when a send is refused
+        self._nonce_hint: dict[int, int] = {}
         self._seq = 0
         self._last_nonce = 0
         self.retry: RetryPolicy | None = None  # set by twin.faults.chain_faults
@@ -232,16 +237,19 @@ class TxClient:
         given (a caller pipelining many transactions of one sender counts them itself)."""
         key = self.key_of(sender)
         to = tx.get("to")
+        hint = self._nonce_hint.pop(sender, None)  # any send of the sender drops its hint
         if nonce is None:
             nonce = self._queued_nonce.get(sender)
         if nonce is None and self.retry is not None:  # our own count (see below): no round trip
             nonce = self._next_nonce.get(sender)
         if nonce is None:
-            nonce = self._pending_nonce(key.address)
+            nonce = hint if hint is not None else self._pending_nonce(key.address)
         if self.retry is not None:  # a dropped tx is not pending on the node: count our own
             nonce = max(nonce, self._next_nonce.get(sender, 0))
             self._next_nonce[sender] = nonce + 1
         self._last_nonce = nonce
+        if self.batching:  # the node mines only what this client sends: count on from here
+            self._nonce_hint[sender] = nonce + 1
         raw, tx_hash = sign_eip1559(
             key, chain_id=self.chain_id, nonce=nonce, max_priority_fee=0,
             max_fee=self._max_fee(), gas=int(tx["gas"], 16), to=str(to) if to else None,
@@ -261,6 +269,22 @@ class TxClient:
         # confirmed together (one receipt wait per transfer, no round trip in between)
         self._keys[-1] = funder
         nonce = self._pending_nonce(funder.address)
+        if self.batching:  # one JSON-RPC batch of sends, the receipts read in batches
+            signed = [(a, *self.sign({"to": a, "data": "0x", "gas": hex(21_000)}, sender=-1,
+                                     value=value_wei, nonce=nonce + i))
+                      for i, a in enumerate(addresses)]
+            answers = self.rpc_many([("eth_sendRawTransaction", [raw]) for _, raw, _ in signed])
+            for (a, _, _), sent_ in zip(signed, answers, strict=True):
+                if "error" in sent_:
+                    self._nonce_hint.clear()
+                    raise ChainRevert("TransferFailed", {"message": sent_["error"].get("message", "")},
+                                      purpose=f"funding {a}")
+            got = self.await_receipts([h for _, _, h in signed])
+            for a, _, h in signed:
+                if h in got and int(got[h]["status"], 16) == 1:
+                    continue
+                self._confirm_transfer(to=a, tx_hash=h, purpose=f"funding {a}")
+            return
         sent = [self._send_transfer(sender=-1, to=a, value_wei=value_wei,
                                     purpose=f"funding {a}", nonce=nonce + i)
                 for i, a in enumerate(addresses)]
@@ -289,6 +313,7 @@ class TxClient:
         raw, tx_hash = self.sign(tx, sender=sender, value=value_wei, nonce=nonce)
         sent = self.rpc("eth_sendRawTransaction", [raw])
         if "error" in sent:
+            self._nonce_hint.clear()
             raise ChainRevert("TransferFailed", {"message": sent["error"].get("message", "")},
                               purpose=purpose)
         return to, tx_hash, purpose
@@ -428,6 +453,7 @@ class TxClient:
         for p, b in zip(queue, body, strict=True):
             answer = answers.get(int(b["id"]), {"error": {"message": "no answer in the batch"}})
             if "error" in answer and not (self.retry is not None and _already_there(answer["error"])):
+                self._nonce_hint.clear()
                 self.raise_revert(answer["error"], purpose=p.purpose, tx_hash=None,
                                   error_context=p.error_context)
 
@@ -530,8 +556,11 @@ class TxClient:
 
     def receipt(self, p: Pending) -> dict[str, Any]:
         """Wait for the receipt, record the transaction; a revert raises its decoded error."""
+        return self._take_receipt(p, self._wait(p.tx_hash, pending=p))
+
+    def _take_receipt(self, p: Pending, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Record a mined transaction from its receipt; a revert raises its decoded error."""
         tx, tx_hash, purpose, error_context = p.tx, p.tx_hash, p.purpose, p.error_context
-        receipt = self._wait(tx_hash, pending=p)
         wall_ms = (time.perf_counter() - p.t0) * 1000
         status = int(receipt["status"], 16)
         block = int(receipt["blockNumber"], 16)

@@ -23,8 +23,10 @@ def token_audit(ledger: Any, *, accounts: Iterable[int], minted: int, value_hold
     adjust = wallet_adjustments or {}
     supply = ledger.total_supply()
     holdings = ledger.market_holdings()
-    wallets = sum(ledger.wallet(a) + adjust.get(a, 0) for a in accounts)
-    balances = [ledger.balance(a) for a in accounts]
+    many = hasattr(ledger, "wallets") and hasattr(ledger, "balances")  # a chain: batched reads
+    held = ledger.wallets(accounts) if many else [ledger.wallet(a) for a in accounts]
+    wallets = sum(w + adjust.get(a, 0) for a, w in zip(accounts, held, strict=True))
+    balances = ledger.balances(accounts) if many else [ledger.balance(a) for a in accounts]
     booked = sum(b.free + b.locked + b.bond for b in balances)
     debt = sum(b.debt for b in balances)
     conserved = (supply == minted == wallets + holdings + value_holdings and holdings == booked

@@ -12,7 +12,8 @@ signer; the workers only hold what a batch sends them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _I63 = 1 << 63
+_Signed = TypeVar("_Signed", SignedOrder, SignedReading)
 _ORDER_LEN = 32 * 7
 _READING_LEN = 32 * 4
 
@@ -135,34 +137,32 @@ def _sig_blob(sigs: Sequence[bytes]) -> bytes:
     return b"".join(s if len(s) == 65 else bytes(65) for s in sigs)
 
 
-def recover_orders(signed: Sequence[SignedOrder], domain: Domain) -> list[str]:
-    """:func:`twin.market.signing.order_signer` of every order of a batch."""
-    idx, rows = order_rows([s.intent for s in signed], [s.nonce for s in signed])
-    out = [ZERO_ADDRESS] * len(signed)
-    if len(idx) < len(signed):
+def _recover_batch(items: Sequence[_Signed], domain: Domain, idx: list[int], rows: bytes,
+                   row_len: int, one: Callable[[_Signed, Domain], str]) -> list[str]:
+    """Signers of a batch: the encoded fast rows (at positions ``idx``) recovered together,
+    any other item by ``one`` (its one-message path, with its own checks and errors)."""
+    out = [ZERO_ADDRESS] * len(items)
+    if len(idx) < len(items):
         fast = set(idx)
-        for k, so in enumerate(signed):
+        for k, item in enumerate(items):
             if k not in fast:
-                out[k] = order_signer(so, domain)
-    got = recover_rows(domain, rows, _ORDER_LEN, _sig_blob([signed[k].signature for k in idx]))
+                out[k] = one(item, domain)
+    got = recover_rows(domain, rows, row_len, _sig_blob([items[k].signature for k in idx]))
     for k, a in zip(idx, got, strict=True):
         out[k] = a
     return out
+
+
+def recover_orders(signed: Sequence[SignedOrder], domain: Domain) -> list[str]:
+    """:func:`twin.market.signing.order_signer` of every order of a batch."""
+    idx, rows = order_rows([s.intent for s in signed], [s.nonce for s in signed])
+    return _recover_batch(signed, domain, idx, rows, _ORDER_LEN, order_signer)
 
 
 def recover_readings(readings: Sequence[SignedReading], domain: Domain) -> list[str]:
     """:func:`twin.market.signing.reading_signer` of every reading of a batch."""
     idx, rows = reading_rows([(r.device_id, r.interval, r.metered_wh) for r in readings])
-    out = [ZERO_ADDRESS] * len(readings)
-    if len(idx) < len(readings):
-        fast = set(idx)
-        for k, r in enumerate(readings):
-            if k not in fast:
-                out[k] = reading_signer(r, domain)
-    got = recover_rows(domain, rows, _READING_LEN, _sig_blob([readings[k].signature for k in idx]))
-    for k, a in zip(idx, got, strict=True):
-        out[k] = a
-    return out
+    return _recover_batch(readings, domain, idx, rows, _READING_LEN, reading_signer)
 
 
 ORDER_LEN, READING_LEN = _ORDER_LEN, _READING_LEN

@@ -1,0 +1,142 @@
+"""Many requests in one round trip: :class:`twin.chain.tx.TxClient`'s batched reads.
+
+A population's set-up sends one transaction per account (``approve``, ``deposit``) and the
+audits read two views per account; asked one at a time, 1,000 households cost ~10,000 HTTP
+round trips. Here the same JSON-RPC requests go out as batches (one HTTP post each, answers
+matched by id): the senders' nonces before a pipelined group, every receipt of a group (one
+block mined between reads on a node that mines on demand), and views of many accounts. The
+answers are the same as one request at a time. Batches are used over the client's raw HTTP
+session without a retry policy (a flaky chain's proxy sees one request at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+if TYPE_CHECKING:
+    from web3.contract import Contract
+
+    from twin.chain.tx import Pending, RetryPolicy
+
+__all__ = ["BATCH_MAX", "BatchRpc"]
+
+#: Requests per JSON-RPC batch (one HTTP post).
+BATCH_MAX = 1000
+
+
+class BatchRpc:
+    """The batched reads of :class:`twin.chain.tx.TxClient` (a mixin: it uses the client's
+    session, ``rpc``, ``flush`` and ``receipt``)."""
+
+    _session: requests.Session | None
+    _url: str
+    _rpc_id: int
+    _queue: list[Pending]
+    _nonce_hint: dict[int, int]
+    _queued_nonce: dict[int, int]
+    retry: RetryPolicy | None
+    rpc_timeout_s: float
+    mine_on_demand: bool
+
+    if TYPE_CHECKING:  # provided by TxClient
+        def rpc(self, method: str, params: list[Any]) -> dict[str, Any]: ...
+        def flush(self) -> None: ...
+        def address_of(self, account: int) -> str: ...
+        def receipt(self, p: Pending) -> dict[str, Any]: ...
+        def _take_receipt(self, p: Pending, receipt: dict[str, Any]) -> dict[str, Any]: ...
+        def encode(self, contract: Contract, fn: str, args: Sequence[Any]) -> str: ...
+        def raise_revert(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
+                         error_context: Any) -> None: ...
+
+    @property
+    def batch_reads(self) -> bool:
+        """Requests may go out as JSON-RPC batches (the raw session, no retry policy)."""
+        return self._session is not None and self.retry is None
+
+    def rpc_many(self, calls: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+        """The answers of ``(method, params)`` requests, in order: JSON-RPC batches of up to
+        :data:`BATCH_MAX`, or one at a time where batches are not used."""
+        if self._queue:
+            self.flush()
+        if not self.batch_reads:
+            return [self.rpc(m, p) for m, p in calls]
+        from twin.chain.tx import ChainUnavailable
+
+        out: list[dict[str, Any]] = []
+        assert self._session is not None
+        for start in range(0, len(calls), BATCH_MAX):
+            part = calls[start:start + BATCH_MAX]
+            first = self._rpc_id + 1
+            self._rpc_id += len(part)
+            body: list[dict[str, Any]] = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
+                    for i, (m, p) in enumerate(part)]
+            try:
+                resp = self._session.post(self._url, json=body, timeout=self.rpc_timeout_s)
+                resp.raise_for_status()
+                answers = {int(a["id"]): a for a in resp.json()}
+            except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
+                raise ChainUnavailable(
+                    f"the chain node at {self._url} stopped answering during a batch of "
+                    f"{len(part)} requests ({part[0][0]}, ...): {exc}") from exc
+            out += [answers.get(first + i, {"error": {"message": "no answer in the batch"}})
+                    for i in range(len(part))]
+        return out
+
+    def prefetch_nonces(self, senders: Iterable[int]) -> None:
+        """Read the pending nonce of every sender not already counted, in one batch: the
+        pipelined sends that follow need no lookup each (a hint is used once, by the
+        sender's next transaction; any send of the sender drops it)."""
+        todo = [s for s in dict.fromkeys(senders)
+                if s not in self._queued_nonce and s not in self._nonce_hint]
+        if len(todo) < 2 or not self.batch_reads:
+            return
+        answers = self.rpc_many([("eth_getTransactionCount", [self.address_of(s), "pending"])
+                                 for s in todo])
+        for s, a in zip(todo, answers, strict=True):
+            if "result" in a:
+                self._nonce_hint[s] = int(a["result"], 16)
+
+    def await_receipts(self, tx_hashes: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The receipts of sent transactions read in batches, one block mined between reads
+        on a node that mines on demand; a hash missing from the result has no receipt yet."""
+        from twin.chain.tx import MAX_MINES, ChainRevert
+
+        got: dict[str, dict[str, Any]] = {}
+        todo = list(dict.fromkeys(tx_hashes))
+        for _ in range(len(todo) + MAX_MINES):
+            answers = self.rpc_many([("eth_getTransactionReceipt", [h]) for h in todo])
+            for h, a in zip(todo, answers, strict=True):
+                if a.get("result"):
+                    got[h] = a["result"]
+            todo = [h for h in todo if h not in got]
+            if not todo or not self.mine_on_demand:
+                break
+            out = self.rpc("evm_mine", [])
+            if "error" in out:
+                raise ChainRevert("MineFailed", dict(out["error"]), purpose="mining a block",
+                                  tx_hash=todo[0])
+        return got
+
+    def receipts(self, pending: Sequence[Pending]) -> list[dict[str, Any]]:
+        """:meth:`receipt` of every pending transaction, in order (the first revert raises),
+        with the receipts read in batches where batches are used."""
+        if not self.batch_reads or len(pending) < 2:
+            return [self.receipt(p) for p in pending]
+        got = self.await_receipts([p.tx_hash for p in pending])
+        return [self._take_receipt(p, got[p.tx_hash]) if p.tx_hash in got else self.receipt(p)
+                for p in pending]
+
+    def call_many(self, contract: Contract, fn: str, args: Sequence[Sequence[Any]]) -> list[bytes]:
+        """The raw return data of the view ``fn`` for each argument list (:meth:`call`), read
+        in batches; the first revert raises its decoded error."""
+        answers = self.rpc_many([("eth_call", [{"to": contract.address,
+                                                "data": self.encode(contract, fn, a)}, "latest"])
+                                 for a in args])
+        for r in answers:
+            if "error" in r:
+                self.raise_revert(r["error"], purpose=f"reading {fn}", tx_hash=None,
+                                  error_context=None)
+        return [bytes.fromhex(str(r["result"])[2:]) for r in answers]
