@@ -149,6 +149,10 @@ def test_green_exchange_roles_and_bad_input(snap: ChainLedger) -> None:
     with pytest.raises(e.BadAmount) as bad:
         ex.sell(2, -3)
     assert bad.value.pre_send
+    for trade in (ex.sell, ex.buy):  # the DSO is the counterparty: no trade with itself
+        with pytest.raises(e.SelfTrade) as self_trade:
+            trade(DSO_ACCOUNT, 1)
+        assert self_trade.value.values == {"account": DSO_ACCOUNT}
     # a market rate: only the DSO moves the prices, within the same bounds as the constructor
     with pytest.raises(e.NotDSO):
         ex.set_prices(5 * 10**7, 6 * 10**7, sender=2)

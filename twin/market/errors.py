@@ -570,8 +570,15 @@ class AllowanceExceeded(MarketError):
     explanation = "spender is not approved for that many of the owner's tokens"
 
 
+class SelfTrade(MarketError):
+    """The green-token exchange's counterparty (the DSO) trades with its own exchange."""
+
+    fields = ("account",)
+    explanation = "the DSO is the exchange's counterparty and cannot buy from or sell to itself"
+
+
 _PILOT_ERRORS = (NotACharger, TariffOutOfRange, TariffAboveLimit, NoTariff, ChargerBusy, UnknownSession,
-                 SessionClosed, AllowanceExceeded)  # fmt: skip
+                 SessionClosed, AllowanceExceeded, SelfTrade)  # fmt: skip
 ERRORS.update({cls.__name__: cls for cls in _PILOT_ERRORS})
 __all__ += [cls.__name__ for cls in _PILOT_ERRORS]
 

@@ -55,6 +55,7 @@ contract GreenTokenExchange {
     error BadPrice(uint256 device, int256 price);
     error InsufficientBalance(address account, uint256 needed, uint256 available);
     error CapacityExceeded(uint256 device, uint256 cap, uint256 requested);
+    error SelfTrade(address account);
 
     constructor(SettlementToken token_, DeviceRegistry registry_, uint256 buyPrice, uint256 sellPrice) {
         if (buyPrice == 0 || buyPrice > 1e11) revert BadPrice(0, int256(buyPrice));
@@ -119,6 +120,7 @@ contract GreenTokenExchange {
 
     /// The caller sells tokens to the DSO at the fixed buy price.
     function sell(uint256 tokens) external returns (uint256 amount) {
+        if (msg.sender == dso) revert SelfTrade(msg.sender);
         if (tokens == 0) revert BadAmount(tokens);
         uint256 have = balanceOf[msg.sender];
         if (have < tokens) revert InsufficientBalance(msg.sender, tokens, have);
@@ -135,6 +137,7 @@ contract GreenTokenExchange {
 
     /// The caller buys tokens from the DSO's stock at the fixed sell price.
     function buy(uint256 tokens) external returns (uint256 amount) {
+        if (msg.sender == dso) revert SelfTrade(msg.sender);
         if (tokens == 0) revert BadAmount(tokens);
         uint256 stock = balanceOf[dso];
         if (stock < tokens) revert InsufficientBalance(dso, tokens, stock);

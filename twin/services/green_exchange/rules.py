@@ -162,6 +162,8 @@ class GreenExchange:
     # --- trading with the DSO -----------------------------------------------------------
     def sell(self, account: int, tokens: int) -> int:
         """``account`` sells ``tokens`` to the DSO; returns the money it received."""
+        if account == self.dso:
+            raise e.SelfTrade(account)
         if tokens <= 0:
             raise e.BadAmount(tokens)
         have = self.balance_of(account)
@@ -179,6 +181,8 @@ class GreenExchange:
 
     def buy(self, account: int, tokens: int) -> int:
         """``account`` buys ``tokens`` from the DSO's stock; returns the money it paid."""
+        if account == self.dso:
+            raise e.SelfTrade(account)
         if tokens <= 0:
             raise e.BadAmount(tokens)
         stock = self.balance_of(self.dso)
