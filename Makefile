@@ -7,7 +7,7 @@ NSTAMP  := node_modules/.installed
 SCEN    ?= scenarios/quickstart.yaml
 OUT     ?= results/quickstart
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean contracts
 
 setup: $(VSTAMP) $(NSTAMP)
 
@@ -28,6 +28,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Recompile the Solidity contracts and rewrite their checked-in artifacts (ABI + bytecode,
+# keyed by source hash + solc version); run after editing any .sol file and commit the result.
+contracts: setup
+	$(PY) -m twin.chain.compile twin/chain/contracts tests/chain/contracts
 
 lint: setup
 	.venv/bin/ruff check twin tests bench

@@ -15,7 +15,7 @@ setup(
     packages=[*find_packages(include=["twin", "twin.*"]), *DATA_DIRS],
     package_dir=DATA_DIRS,
     package_data={
-        "twin": ["py.typed", "chain/contracts/*.sol"],
+        "twin": ["py.typed", "chain/contracts/*.sol", "chain/contracts/compiled.json"],
         "twin._data.dashboards": ["*.py"],
         "twin._data.dashboards.views": ["*.py"],
         "twin._data.scenarios": ["*.yaml", "pilots/*.yaml", "regression/*/*.yaml",

@@ -1,9 +1,18 @@
 """Compile the Solidity contracts with solc-js from ``node_modules`` (standard-JSON).
 
-Artifacts (ABI + bytecode of every contract) are cached under ``.cache/solc/<key>.json``,
-keyed by the sha256 of the sources, the compiler settings and the solc package version, with
-a provenance header (compiler version, source hash, settings), so a build is reproducible
-from the pinned sources and compiler. Nothing is downloaded: solc comes from
+Artifacts (ABI + bytecode of every contract) are keyed by the sha256 of the sources, the
+compiler settings and the solc package version, with a provenance header (compiler version,
+source hash, settings, key), so a build is reproducible from the pinned sources and compiler.
+They are looked up, in order:
+
+1. checked in next to the sources (``<contracts dir>/compiled.json``, written by
+   ``make contracts``), used when its key matches: a fresh clone deploys without running solc;
+2. cached under ``.cache/solc/<key>.json`` (any other source state, e.g. while editing a
+   contract);
+3. compiled, and written to the cache.
+
+``tests/chain/test_compiled_artifacts.py`` fails (a hash compare, no compile) when a checked-in
+artifact does not match its sources. Nothing is downloaded: solc comes from
 ``package-lock.json`` (``make setup`` / ``npm install``).
 """
 
@@ -16,18 +25,25 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twin.errors import TwinError
 
+if TYPE_CHECKING:
+    from twin.tools import Solc
+
 __all__ = [
+    "ARTIFACT_FILE",
     "CONTRACTS",
     "CONTRACTS_DIR",
+    "REBUILD",
     "Artifact",
     "CompileError",
     "CompiledContracts",
     "compile_contracts",
     "project_root",
+    "stale_artifact",
+    "write_artifact",
 ]
 
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
@@ -42,6 +58,10 @@ _SETTINGS: dict[str, Any] = {
 _FIX = (
     "run `make setup` (or `npm install` in the project root) to install the pinned solc and Anvil"
 )
+#: The checked-in compile of a contracts folder, next to its ``*.sol`` files.
+ARTIFACT_FILE = "compiled.json"
+#: The one command that recompiles every checked-in artifact.
+REBUILD = "make contracts"
 
 
 class CompileError(TwinError):
@@ -90,37 +110,66 @@ def compile_contracts(
     force: bool = False,
     required: tuple[str, ...] = CONTRACTS,
 ) -> CompiledContracts:
-    """Compile (or load from cache) every ``*.sol`` in ``contracts_dir``; ``required`` names
+    """Compile (or load the checked-in or cached artifact of) every ``*.sol`` in ``contracts_dir``; ``required`` names
     the contracts the output must hold (test fixtures compile their own directory).
 
     Raises :class:`CompileError` naming the fix when node or solc is missing, and listing
     every compiler error otherwise.
     """
-    from twin.tools import ToolMissing, find_solc
     from twin.tools import cache_dir as default_cache_dir
 
     cache_dir = cache_dir or default_cache_dir() / "solc"
-    try:
-        solc = find_solc(node_modules)
-    except ToolMissing as exc:
-        raise CompileError(str(exc)) from exc
+    version = _solc(node_modules).version
     sources = _sources(contracts_dir)
     if not sources:
         raise CompileError(f"no Solidity sources in {contracts_dir}")
-    version = solc.version
-    source_hash = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
-    key = hashlib.sha256(
-        json.dumps(
-            {"sources": source_hash, "settings": _SETTINGS, "compiler": version}, sort_keys=True
-        ).encode()
-    ).hexdigest()[:24]
+    source_hash, key = _key(sources, version)
+    shipped = contracts_dir / ARTIFACT_FILE
+    if not force and shipped.is_file():
+        try:
+            if json.loads(shipped.read_text(encoding="utf-8"))["provenance"].get("key") == key:
+                return _load(shipped)
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable checked-in artifact: the cache or the compiler below
     path = cache_dir / f"{key}.json"
     if path.is_file() and not force:
         try:
             return _load(path)
         except (OSError, ValueError, KeyError):
             pass  # corrupt cache entry: recompile
-    output = _run_solc(solc.command, sources)
+    _write(path, _compile(node_modules, sources, version, source_hash, key, required))
+    return _load(path)
+
+
+def _solc(node_modules: Path | None) -> Solc:
+    from twin.tools import ToolMissing, find_solc
+
+    try:
+        return find_solc(node_modules)
+    except ToolMissing as exc:
+        raise CompileError(str(exc)) from exc
+
+
+def _key(sources: dict[str, str], version: str) -> tuple[str, str]:
+    """(sha256 of the sources, the artifact key of sources + settings + compiler)."""
+    source_hash = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            {"sources": source_hash, "settings": _SETTINGS, "compiler": version}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:24]
+    return source_hash, key
+
+
+def _compile(
+    node_modules: Path | None,
+    sources: dict[str, str],
+    version: str,
+    source_hash: str,
+    key: str,
+    required: tuple[str, ...],
+) -> dict[str, Any]:
+    output = _run_solc(_solc(node_modules).command, sources)
     artifacts: dict[str, Any] = {}
     for file_contracts in output.get("contracts", {}).values():
         for name, c in file_contracts.items():
@@ -128,21 +177,69 @@ def compile_contracts(
     missing = [c for c in required if c not in artifacts]
     if missing:
         raise CompileError(f"compiler output lacks {missing}")
-    doc = {
+    return {
         "provenance": {
             "compiler": version,
             "source_hash": source_hash,
             "sources": sorted(sources),
             "settings": _SETTINGS,
+            "key": key,
         },
         "contracts": artifacts,
     }
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    return _load(path)
+
+
+def write_artifact(
+    contracts_dir: Path = CONTRACTS_DIR,
+    *,
+    node_modules: Path | None = None,
+    required: tuple[str, ...] = (),
+) -> Path:
+    """Compile ``contracts_dir`` and write its checked-in artifact (``make contracts``)."""
+    sources = _sources(contracts_dir)
+    if not sources:
+        raise CompileError(f"no Solidity sources in {contracts_dir}")
+    version = _solc(node_modules).version
+    source_hash, key = _key(sources, version)
+    path = contracts_dir / ARTIFACT_FILE
+    _write(path, _compile(node_modules, sources, version, source_hash, key, required))
+    return path
+
+
+def stale_artifact(
+    contracts_dir: Path = CONTRACTS_DIR, *, node_modules: Path | None = None
+) -> str | None:
+    """Why the checked-in artifact of ``contracts_dir`` does not match its sources and the
+    pinned compiler (a hash compare, no compile), or ``None`` when it matches."""
+    path = contracts_dir / ARTIFACT_FILE
+    fix = f"run `{REBUILD}` and commit {path.name}"
+    if not path.is_file():
+        return f"{path}: no checked-in contract artifact; {fix}"
+    try:
+        prov = json.loads(path.read_text(encoding="utf-8"))["provenance"]
+    except (OSError, ValueError, KeyError) as exc:
+        return f"{path}: unreadable ({exc}); {fix}"
+    sources = _sources(contracts_dir)
+    version = _solc(node_modules).version
+    source_hash, key = _key(sources, version)
+    if prov.get("sources") != sorted(sources) or prov.get("source_hash") != source_hash:
+        return (f"{path} is stale: it was compiled from other sources than the *.sol files "
+                f"in {contracts_dir} (source hash {str(prov.get('source_hash'))[:12]}, "
+                f"sources {source_hash[:12]}); {fix}")
+    if prov.get("compiler") != version or prov.get("key") != key:
+        return (f"{path} is stale: compiled by {prov.get('compiler')} with other settings or "
+                f"compiler than the pinned {version}; {fix}")
+    return None
 
 
 def _run_solc(command: tuple[str, ...], sources: dict[str, str]) -> dict[str, Any]:
@@ -222,3 +319,19 @@ def _load(path: Path) -> CompiledContracts:
         source_hash=prov["source_hash"],
         path=path,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m twin.chain.compile [DIR ...]``: rewrite each folder's checked-in artifact."""
+    import sys
+
+    dirs = [Path(a) for a in (sys.argv[1:] if argv is None else argv)] or [CONTRACTS_DIR]
+    for d in dirs:
+        required = CONTRACTS if d.resolve() == CONTRACTS_DIR else ()
+        path = write_artifact(d, required=required)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ the numpy path covers the rest. Compiled on first use (cached on disk).
 from __future__ import annotations
 
 import math
+import types
 from typing import Any
 
 import numpy as np
@@ -205,6 +206,18 @@ def device_newton(v_k: np.ndarray, x: np.ndarray, avail: np.ndarray, on: np.ndar
 
 
 # the same kernels without threads: small batches (a snapshot, a few lanes) where a parallel
-# launch costs more than the work, the more so on a loaded machine
-targets_ser = njit(**_OPTS)(targets.py_func)
-device_newton_ser = njit(**_OPTS)(device_newton.py_func)
+# launch costs more than the work, the more so on a loaded machine. Each under its own name:
+# numba's disk cache names a kernel by module, qualified name and line, and its index keys
+# hold neither ``parallel`` nor the dispatcher, so a plain copy of ``targets`` loaded the
+# parallel build from the cache (or the parallel kernel the serial build), whichever compiled first.
+
+
+def _renamed(func: Any, name: str) -> Any:
+    copy = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = func.__doc__
+    return copy
+
+
+targets_ser = njit(**_OPTS)(_renamed(targets.py_func, "targets_ser"))
+device_newton_ser = njit(**_OPTS)(_renamed(device_newton.py_func, "device_newton_ser"))
