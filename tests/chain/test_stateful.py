@@ -149,8 +149,13 @@ class Market(RuleBasedStateMachine):
             OrderIntent(30, CYCLE, Side.BUY, data.draw(st.integers(50, 500)), 150_000_000),
             OrderIntent(31, CYCLE, Side.SELL, data.draw(st.integers(50, 500)), 60_000_000),
         ]
-        assert self._both("cycle place", lambda r: r.place_orders(pair),
-                          lambda c: c.place_orders(pair))  # fmt: skip
+        assert self._both("cycle place", lambda r: r.place_orders(pair[:1]),
+                          lambda c: c.place_orders(pair[:1]))  # fmt: skip
+        # the ask as the device signed it (a nonce the random rules never draw): every example
+        # takes the signed path at least once, whatever the random sequence draws
+        ask = [KEYS[31].sign_order(pair[1], nonce=10**6, domain=self.chain.domain)]
+        assert self._both("cycle_signed place", lambda r: r.place_signed_orders(ask),
+                          lambda c: c.place_signed_orders(ask))  # fmt: skip
         chunk = data.draw(st.sampled_from([None, 1]), label="cycle chunk")
         assert self._both("cycle clear", lambda r: r.clear(CYCLE),
                           lambda c: c.clear(CYCLE, chunk_orders=chunk, chunk_trades=chunk))  # fmt: skip
@@ -319,7 +324,11 @@ def test_random_operation_sequences_keep_the_invariants(
     print(dict(sorted(Bound.seen.items())))
     # Not vacuous: every example traded through a whole cycle, random operations went through
     # and others were rejected by a rule (the same one on both ledgers).
-    assert Bound.seen["cycle: ok"] >= 4 * 5
-    for op in ("deposit", "place", "place_signed", "clear"):
+    assert Bound.seen["cycle: ok"] >= 4 * 5 and Bound.seen["cycle_signed: ok"] >= 5
+    for op in ("deposit", "place", "clear"):
         assert Bound.seen[f"{op}: ok"] > 0, op
+    # random signed batches: how many go through depends on the drawn sequence (15 of 15
+    # examples failed them in one context: gate closed, device revoked); that they agree with
+    # the reference is what the rule checks
+    assert sum(n for k, n in Bound.seen.items() if k.startswith("place_signed: ")) > 0
     assert sum(n for k, n in Bound.seen.items() if not k.endswith((": ok", "trades"))) > 0
