@@ -11,15 +11,16 @@ import pandapower as pp
 from _pf3ph_nets import IEEE13
 
 
-def opendss_solved(commands: Iterable[str]) -> Any:
+def opendss_solved(commands: Iterable[str], deck: Any = IEEE13, *, static: bool = True) -> Any:
     """A fresh OpenDSS context with IEEE 13 loaded, ``commands`` run in order, then OpenDSS's
-    static control loop solved to 1e-12; its converged ``ActiveCircuit``."""
+    static control loop (unless not ``static``) solved to 1e-12; its converged ``ActiveCircuit``."""
     import dss
 
     ctx = dss.DSS.NewContext()
     ctx.AllowChangeDir = False
-    ctx.Text.Command = f'redirect "{IEEE13}"'
-    for cmd in (*commands, "set controlmode=static", "set tolerance=1e-12", "set maxiterations=1000", "solve"):
+    ctx.Text.Command = f'redirect "{deck}"'
+    mode = ("set controlmode=static",) if static else ()  # not: the commands' own mode stays
+    for cmd in (*commands, *mode, "set tolerance=1e-12", "set maxiterations=1000", "solve"):
         ctx.Text.Command = cmd
     ckt = ctx.ActiveCircuit
     assert ckt.Solution.Converged
@@ -43,7 +44,8 @@ def bus_voltages_pu(ckt: Any, bus_names: tuple[str, ...]) -> np.ndarray:
         ckt.SetActiveBus(name)
         v = np.asarray(ckt.ActiveBus.puVoltages)
         for nd, vv in zip(ckt.ActiveBus.Nodes, v[0::2] + 1j * v[1::2], strict=False):
-            out[k, nd - 1] = vv
+            if 1 <= nd <= 3:
+                out[k, nd - 1] = vv
     return out
 
 

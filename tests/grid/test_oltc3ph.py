@@ -22,6 +22,7 @@ from twin.grid.regcontrol3ph import regulators_from_opendss, scaled_elem_y
 from twin.grid.tap_control import TapChangerError
 
 dss = pytest.importorskip("dss")
+from _helpers import bus_voltages_pu, opendss_solved, regcontrol_taps  # noqa: E402
 
 V_LN = 416 / math.sqrt(3)
 DECK = """clear
@@ -49,23 +50,9 @@ def _deck(tmp: Path, *, pu: float, kw_a: float) -> Path:
 
 
 def _opendss(deck: Path, commands: tuple[str, ...], bus_names: tuple[str, ...]) -> tuple[int, np.ndarray]:
-    ctx = dss.DSS.NewContext()
-    ctx.AllowChangeDir = False
-    ctx.Text.Command = f'redirect "{deck}"'
-    for cmd in (*commands, "set controlmode=static", "set tolerance=1e-12", "set maxiterations=1000", "solve"):
-        ctx.Text.Command = cmd
-    ckt = ctx.ActiveCircuit
-    assert ckt.Solution.Converged
-    assert ckt.RegControls.First == 1
-    tap = int(ckt.RegControls.TapNumber)
-    out = np.full((len(bus_names), 3), np.nan + 0j)
-    for k, name in enumerate(bus_names):
-        ckt.SetActiveBus(name)
-        v = np.asarray(ckt.ActiveBus.puVoltages)
-        for nd, vv in zip(ckt.ActiveBus.Nodes, v[0::2] + 1j * v[1::2], strict=False):
-            if 1 <= nd <= 3:
-                out[k, nd - 1] = vv
-    return tap, out
+    ckt = opendss_solved(commands, deck=deck)
+    (tap,) = regcontrol_taps(ckt)
+    return tap, bus_voltages_pu(ckt, bus_names)
 
 
 @pytest.mark.parametrize(("pu", "kw_a", "phase", "start", "tap_winding"), [

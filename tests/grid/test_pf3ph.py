@@ -21,6 +21,7 @@ from twin.grid.feeder3ph import FeederImportError
 from twin.grid.pf import BatchPowerFlow
 
 dss = pytest.importorskip("dss")
+from _helpers import bus_voltages_pu, opendss_solved  # noqa: E402
 
 
 def _complex(res: object, b: int = 0) -> np.ndarray:
@@ -28,20 +29,7 @@ def _complex(res: object, b: int = 0) -> np.ndarray:
 
 
 def _opendss_voltages(deck: str, commands: tuple[str, ...], bus_names: tuple[str, ...]) -> np.ndarray:
-    ctx = dss.DSS.NewContext()
-    ctx.AllowChangeDir = False
-    ctx.Text.Command = f'redirect "{deck}"'
-    for cmd in (*commands, "set tolerance=1e-12", "set maxiterations=1000", "solve"):
-        ctx.Text.Command = cmd
-    ckt = ctx.ActiveCircuit
-    assert ckt.Solution.Converged
-    out = np.full((len(bus_names), 3), np.nan + 0j)
-    for k, name in enumerate(bus_names):
-        ckt.SetActiveBus(name)
-        v = np.asarray(ckt.ActiveBus.puVoltages)
-        for nd, vv in zip(ckt.ActiveBus.Nodes, v[0::2] + 1j * v[1::2], strict=False):
-            out[k, nd - 1] = vv
-    return out
+    return bus_voltages_pu(opendss_solved(commands, deck=deck, static=False), bus_names)
 
 
 def _node_mismatch(pf: BatchPowerFlow3ph, res: object, b: int = 0, s_bus: np.ndarray | None = None) -> float:

@@ -244,22 +244,7 @@ class AnvilNode:
     def restart(self) -> str:
         """A node restart with state reload: dump the state, stop, start a new node from it
         (a new port; the mempool is lost); return the new URL (twin.faults.rpc_proxy)."""
-        if self.external:
-            raise AnvilError("cannot restart an external node")
-        where = self.dump_state.parent if self.dump_state is not None else Path(tempfile.gettempdir())
-        state = where / f".restart_state_{os.getpid()}.json"
-        self.checkpoint_state(state)
-        keep, self.dump_state = self.dump_state, None
-        try:
-            self.stop()
-        finally:
-            self.dump_state = keep
-        self.load_state = state
-        try:
-            self.start()
-        finally:
-            state.unlink(missing_ok=True)  # loaded at start; nothing left in the run folder
-            self.load_state = None
+        self._reload("restart", same_port=False)
         return self.url
 
     def compact(self) -> None:
@@ -270,21 +255,28 @@ class AnvilNode:
         this now and then to keep that work flat. Blocks, receipts, logs, nonces and block
         numbers stay; the caller re-pins its block clock (the node's is the wall clock again)
         and must have nothing in the node's pool."""
+        self._reload("compact", same_port=True)
+
+    def _reload(self, why: str, *, same_port: bool) -> None:
+        """Dump the state (zero slots left out), stop, start a new node from it (on the same
+        port if ``same_port``); the dump is gone afterwards."""
         if self.external:
-            raise AnvilError("cannot compact an external node")
+            raise AnvilError(f"cannot {why} an external node")
         where = self.dump_state.parent if self.dump_state is not None else Path(tempfile.gettempdir())
-        state = where / f".compact_state_{os.getpid()}.json"
+        state = where / f".{why}_state_{os.getpid()}.json"
         self.checkpoint_state(state)
         keep, self.dump_state = self.dump_state, None
         try:
             self.stop()
         finally:
             self.dump_state = keep
-        self.load_state, self._same_port = state, self.port
+        self.load_state = state
+        if same_port:
+            self._same_port = self.port
         try:
             self.start()
         finally:
-            state.unlink(missing_ok=True)
+            state.unlink(missing_ok=True)  # loaded at start; nothing left in the run folder
             self.load_state = self._same_port = None
 
     def stop(self, timeout_s: float = 15.0) -> None:
