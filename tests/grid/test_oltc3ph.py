@@ -22,7 +22,7 @@ from twin.grid.regcontrol3ph import regulators_from_opendss, scaled_elem_y
 from twin.grid.tap_control import TapChangerError
 
 dss = pytest.importorskip("dss")
-from _helpers import bus_voltages_pu, opendss_solved, regcontrol_taps  # noqa: E402
+from _helpers import bus_voltages_pu, dyn_lv_net, opendss_solved, regcontrol_taps  # noqa: E402
 
 V_LN = 416 / math.sqrt(3)
 DECK = """clear
@@ -97,19 +97,9 @@ def test_gang_oltc_lands_on_opendss_tap_and_voltages(tmp_path: Path, pu: float, 
 
 
 def _pp_net(tap_side: str) -> object:
-    net = pp.create_empty_network(sn_mva=0.01)
-    b0 = pp.create_bus(net, vn_kv=10.0)
-    b1, b2 = pp.create_bus(net, vn_kv=0.4), pp.create_bus(net, vn_kv=0.4)
-    pp.create_ext_grid(net, bus=b0, vm_pu=0.97, s_sc_max_mva=100.0, rx_max=0.1, x0x_max=1.0, r0x0_max=0.1)
-    pp.create_transformer_from_parameters(
-        net, hv_bus=b0, lv_bus=b1, sn_mva=0.4, vn_hv_kv=10.0, vn_lv_kv=0.4, vkr_percent=1.0, vk_percent=4.0,
-        pfe_kw=0.0, i0_percent=0.0, vector_group="Dyn", vk0_percent=4.0, vkr0_percent=1.0, mag0_percent=100,
-        mag0_rx=0, si0_hv_partial=0.9, tap_side=tap_side, tap_neutral=0, tap_min=-4, tap_max=4,
-        tap_step_percent=1.5, tap_pos=1, tap_changer_type="Ratio")
-    pp.create_line_from_parameters(net, from_bus=b1, to_bus=b2, length_km=0.3, r_ohm_per_km=0.32,
-                                   x_ohm_per_km=0.08, c_nf_per_km=0.0, max_i_ka=0.3, r0_ohm_per_km=1.2,
-                                   x0_ohm_per_km=0.3, c0_nf_per_km=0.0)
-    pp.create_asymmetric_load(net, b2, p_a_mw=0.06, p_b_mw=0.02, p_c_mw=0.03, q_a_mvar=0.01)
+    net = dyn_lv_net(sn_mva=0.01, vm_pu=0.97, max_i_ka=0.3, tap_side=tap_side, tap_neutral=0, tap_min=-4,
+                     tap_max=4, tap_step_percent=1.5, tap_pos=1, tap_changer_type="Ratio")
+    pp.create_asymmetric_load(net, 2, p_a_mw=0.06, p_b_mw=0.02, p_c_mw=0.03, q_a_mvar=0.01)
     return net
 
 

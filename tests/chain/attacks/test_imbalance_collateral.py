@@ -26,11 +26,18 @@ pytestmark = pytest.mark.chain
 DEPOSITS = 6 * 10_000_000 + 5_000_000  # setup_market's
 
 
-def test_withdraw_then_settle_pays_the_dso_from_the_bond(deploy: Callable[..., ChainLedger]) -> None:
+def _bonded_ledgers(deploy: Callable[..., ChainLedger]) -> tuple[ChainLedger, ReferenceLedger]:
+    """A market on chain with a 3,000 Wh bond at 250/MWh and the reference ledger with the
+    chain's prices and bond."""
     chain = deploy(imbalance_bond=payment(3000, 250_000_000))
-    chain.operator_is_agent = False
     ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
                           feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
+    return chain, ref
+
+
+def test_withdraw_then_settle_pays_the_dso_from_the_bond(deploy: Callable[..., ChainLedger]) -> None:
+    chain, ref = _bonded_ledgers(deploy)
+    chain.operator_is_agent = False
     bond = chain.imbalance_bond
     for led in (chain, ref):
         setup_market(led)
@@ -78,10 +85,8 @@ def test_bond_tops_up_and_releases_only_when_every_interval_is_final(
     settlement: the bond is released only once every interval up to the device's last
     ordered one is final and its estimate is trued up; a drawn bond refills from the
     owner's free balance at its next settlement. Same numbers on both ledgers."""
-    chain = deploy(imbalance_bond=payment(3000, 250_000_000))
+    chain, ref = _bonded_ledgers(deploy)
     chain.operator_is_agent = False
-    ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
-                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
     bond = chain.imbalance_bond
     for led in (chain, ref):
         setup_market(led)
@@ -127,9 +132,7 @@ def test_bond_tops_up_and_releases_only_when_every_interval_is_final(
 def test_a_mark_far_behind_is_moved_in_bounded_steps(deploy: Callable[..., ChainLedger]) -> None:
     """releaseBond moves the final-interval mark over at most MARK_STEPS intervals (its reads
     stay far below a block); a mark further behind is moved by anyone with advance_final."""
-    chain = deploy(imbalance_bond=payment(3000, 250_000_000))
-    ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
-                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
+    chain, ref = _bonded_ledgers(deploy)
     far = MARK_STEPS + 100
     for led in (chain, ref):
         setup_market(led)
