@@ -434,24 +434,14 @@ class TxClient(BatchRpc):
         self._queued_nonce.clear()
         if not queue:
             return
-        body: list[dict[str, Any]] = []
-        for p in queue:
-            self._rpc_id += 1
-            body.append({"jsonrpc": "2.0", "id": self._rpc_id, "method": "eth_sendRawTransaction",
-                         "params": [p.raw]})
-        assert self._session is not None  # queued only over the raw HTTP session
         try:
-            resp = self._session.post(self._url, json=body, timeout=self.rpc_timeout_s)
-            resp.raise_for_status()
-            answers = {int(a["id"]): a for a in resp.json()}
-        except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
+            answers = self._post_batch([("eth_sendRawTransaction", [p.raw]) for p in queue],
+                                       what=f"{len(queue)} eth_sendRawTransaction (was Anvil killed?)")
+        except ChainUnavailable:
             if self.retry is not None:  # sent again with the next request (nonces: sign())
                 self._queue = queue + self._queue
-            raise ChainUnavailable(
-                f"the chain node at {self._url} stopped answering during a batch of "
-                f"{len(queue)} eth_sendRawTransaction (was Anvil killed?): {exc}") from exc
-        for p, b in zip(queue, body, strict=True):
-            answer = answers.get(int(b["id"]), {"error": {"message": "no answer in the batch"}})
+            raise
+        for p, answer in zip(queue, answers, strict=True):
             if "error" in answer and not (self.retry is not None and _already_there(answer["error"])):
                 self._nonce_hint.clear()
                 self.raise_revert(answer["error"], purpose=p.purpose, tx_hash=None,

@@ -63,27 +63,33 @@ class BatchRpc:
             self.flush()
         if not self.batch_reads:
             return [self.rpc(m, p) for m, p in calls]
-        from twin.chain.tx import ChainUnavailable
-
         out: list[dict[str, Any]] = []
-        assert self._session is not None
         for start in range(0, len(calls), BATCH_MAX):
             part = calls[start:start + BATCH_MAX]
-            first = self._rpc_id + 1
-            self._rpc_id += len(part)
-            body: list[dict[str, Any]] = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
-                    for i, (m, p) in enumerate(part)]
-            try:
-                resp = self._session.post(self._url, json=body, timeout=self.rpc_timeout_s)
-                resp.raise_for_status()
-                answers = {int(a["id"]): a for a in resp.json()}
-            except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
-                raise ChainUnavailable(
-                    f"the chain node at {self._url} stopped answering during a batch of "
-                    f"{len(part)} requests ({part[0][0]}, ...): {exc}") from exc
-            out += [answers.get(first + i, {"error": {"message": "no answer in the batch"}})
-                    for i in range(len(part))]
+            out += self._post_batch(part, what=f"{len(part)} requests ({part[0][0]}, ...)")
         return out
+
+    def _post_batch(self, calls: Sequence[tuple[str, list[Any]]], *, what: str) -> list[dict[str, Any]]:
+        """One JSON-RPC batch of ``(method, params)`` requests over the raw session: the
+        answers in order (a missing one as an error); ChainUnavailable naming ``what`` if the
+        node does not answer."""
+        from twin.chain.tx import ChainUnavailable
+
+        assert self._session is not None
+        first = self._rpc_id + 1
+        self._rpc_id += len(calls)
+        body: list[dict[str, Any]] = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
+                for i, (m, p) in enumerate(calls)]
+        try:
+            resp = self._session.post(self._url, json=body, timeout=self.rpc_timeout_s)
+            resp.raise_for_status()
+            answers = {int(a["id"]): a for a in resp.json()}
+        except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
+            raise ChainUnavailable(
+                f"the chain node at {self._url} stopped answering during a batch of {what}: {exc}"
+            ) from exc
+        return [answers.get(first + i, {"error": {"message": "no answer in the batch"}})
+                for i in range(len(calls))]
 
     def prefetch_nonces(self, senders: Iterable[int]) -> None:
         """Read the pending nonce of every sender not already counted, in one batch: the
