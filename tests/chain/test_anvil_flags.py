@@ -38,6 +38,7 @@ def test_a_state_at_rest_is_gzipped_without_call_traces_and_loads(tmp_path: Path
     with AnvilNode(accounts=2, dump_state=state) as node:
         w3 = node.web3()
         tx = w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 7})
+        w3.eth.wait_for_transaction_receipt(tx, timeout=30)  # mined and traced before the dump
         raw = bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])
         assert b'"traces":[{' in gzip.decompress(raw).replace(b" ", b"")  # Anvil keeps them
     doc = json.loads(gzip.decompress(state.read_bytes()))
