@@ -58,12 +58,11 @@ contract EnergyMarket {
     /// per-interval energy cap at ``ratePerMwh`` (bits 128..191: the number of intervals
     /// times the retail price), at least ``floor`` (money, bits 0..127); an estimate not
     /// trued up within ``expiryS`` (bits 192..255, 0: never) of its interval's end becomes
-    /// final (finalizeEstimate). The
-    /// bond is posted from its owner's free balance with the device's first order, held in
-    /// the owner's ``bond`` (withdraw cannot take it), drawn on at settlement for the
-    /// imbalance its free balance does not cover, topped up from the free balance at the
-    /// owner's next settlements, and returned by releaseBond once every interval up to the
-    /// device's last ordered one is final (MarketSettlement).
+    /// final (finalizeEstimate). The bond is posted from its owner's free balance with the
+    /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn
+    /// on at settlement for the imbalance its free balance does not cover, topped up from
+    /// the free balance at the owner's next settlements, and returned by releaseBond once
+    /// every interval up to the device's last ordered one is final (MarketSettlement).
     uint256 public immutable bondTerms;
 
     /// Two slots: free and locked together (an order's escrow moves within one slot), then
