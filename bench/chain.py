@@ -62,11 +62,13 @@ CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTIC
 MAINNET_BLOCK_GAS = 36_000_000
 CHUNK_TX_GAS = 30_000_000  # gas cap of every clearing transaction
 PARAMS = {"interval_s": 900, "retail_price_per_mwh": 250_000_000, "feed_in_price_per_mwh": 80_000_000}
-#: imbalance collateral per device, Wh at retail (``--bond-wh N``; 0: none): by default the
-#: scenario default (market.imbalance_collateral_wh), as ``twin run`` posts it
+#: imbalance collateral per device: by default the scenario default, as ``twin run`` posts it
+#: (market.imbalance_collateral_intervals at the device's rating, at least
+#: market.imbalance_collateral_wh); ``--bond-wh N``: N Wh at retail for every device (0: none)
 BOND_WH = (int(sys.argv[sys.argv.index("--bond-wh") + 1]) if "--bond-wh" in sys.argv
            else MarketSpec().imbalance_collateral_wh)
 PARAMS["imbalance_bond"] = payment(BOND_WH, PARAMS["retail_price_per_mwh"])
+PARAMS["bond_intervals"] = 0 if "--bond-wh" in sys.argv else MarketSpec().imbalance_collateral_intervals
 
 
 def _rss_mb(pid: int) -> float:
@@ -284,7 +286,7 @@ def main() -> None:
         "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
         "participants": PARTICIPANTS,
         "chunk": CHUNK,
-        "bond_wh": BOND_WH,
+        "bond_wh": BOND_WH, "bond_intervals": PARAMS["bond_intervals"],
     }
     print(" ".join(f"{k}={v}" for k, v in kv.items()))
 

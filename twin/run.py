@@ -31,7 +31,7 @@ from twin.market.step import MarketLog
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 from twin.results import DiskFull, RunRecorder, write_json_atomic
 from twin.run_game import run_game
-from twin.run_ledger import FUND_WEI, fund_and_register, open_ledger, write_abis
+from twin.run_ledger import FUND_WEI, bond_manifest, fund_and_register, open_ledger, write_abis
 from twin.run_outcome import RunOutcome, git_sha
 from twin.scenario import Scenario
 from twin.services.base import enabled_services, plan_services
@@ -160,6 +160,7 @@ def run_scenario(
             t_chain = time.perf_counter()
             timings["open_ledger_s"] = t_chain - t_open  # a chain: Anvil, deployment, gas money
             minted = fund_and_register(ledger, scenario, model)
+            chain_info["imbalance_bond"] = bond_manifest(ledger, model.devices)  # per rating
             # every device signs its own orders and meter readings; the operator relays them
             signers = DeviceSigners(seed=scenario.seed,
                                     device_ids=[d.device_id for d in model.devices])

@@ -8,14 +8,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from twin.market.types import DSO_ACCOUNT
 from twin.market.units import MICRO, payment, price_from_per_mwh
 from twin.results import write_json_atomic
 from twin.scenario import Scenario
 
-__all__ = ["FUND_WEI", "chain_manifest", "fund_and_register", "open_ledger", "write_abis"]
+__all__ = ["FUND_WEI", "bond_manifest", "bond_terms", "chain_manifest", "fund_and_register", "open_ledger", "write_abis"]
 
 #: Gas money each of a chain run's accounts gets from the funder key (wei).
 FUND_WEI = 10 * 10**18
@@ -47,7 +47,7 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
                 interval_s=m.interval_s, retail_price_per_mwh=price_from_per_mwh(m.retail_price_per_mwh),
                 feed_in_price_per_mwh=price_from_per_mwh(m.feed_in_price_per_mwh),
                 mechanism=m.mechanism, min_order_wh=m.min_order_wh,
-                imbalance_bond=imbalance_bond(scenario)), n_accounts=n_accounts) as opened:
+                **bond_terms(scenario)), n_accounts=n_accounts) as opened:
             yield opened
         return
     if resume is not None and getattr(resume, "kind", "chain") == "chain_fresh":
@@ -71,7 +71,7 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
 
         yield ReferenceLedger(interval_s=interval_s, retail_price_per_mwh=retail,
                               feed_in_price_per_mwh=feed_in, min_order_wh=m.min_order_wh,
-                              imbalance_bond=imbalance_bond(scenario),
+                              **bond_terms(scenario),
                               mechanism=mechanism), {"ledger": "reference"}
         return
 
@@ -101,7 +101,7 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
             via(node) if via is not None else contextlib.nullcontext(node.web3())) as w3:
         ledger = ChainLedger.deploy(w3, interval_s=interval_s, retail_price_per_mwh=retail,
                                     feed_in_price_per_mwh=feed_in, mechanism=mechanism,
-                                    min_order_wh=m.min_order_wh, imbalance_bond=imbalance_bond(scenario),
+                                    min_order_wh=m.min_order_wh, **bond_terms(scenario),
                                     keys=keys, funder=funder, fund_wei=FUND_WEI)
         ledger.operator_is_agent = False  # orders are device-signed: the operator only relays
         # settled intervals' storage freed: a flat cost per day (GRIDTWIN_CHAIN_PRUNE=0: kept,
@@ -115,11 +115,30 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         yield (faulty(ledger, chain_faults, proxies[0]) if proxies and chain_faults else ledger), info
 
 
-def imbalance_bond(scenario: Scenario) -> int:
-    """The imbalance collateral per device (money): ``market.imbalance_collateral_wh`` at the
-    retail price."""
+class BondKeywords(TypedDict):
+    imbalance_bond: int
+    bond_intervals: int
+    true_up_expiry_s: int
+
+
+def bond_terms(scenario: Scenario) -> BondKeywords:
+    """Both ledgers' imbalance-bond keywords (twin.market.bond.BondTerms): the floor
+    ``market.imbalance_collateral_wh`` at the retail price, ``imbalance_collateral_intervals``
+    intervals at each device's rating, ``true_up_expiry_intervals`` in seconds."""
     m = scenario.market
-    return payment(m.imbalance_collateral_wh, price_from_per_mwh(m.retail_price_per_mwh))
+    return BondKeywords(
+        imbalance_bond=payment(m.imbalance_collateral_wh, price_from_per_mwh(m.retail_price_per_mwh)),
+        bond_intervals=m.imbalance_collateral_intervals,
+        true_up_expiry_s=m.true_up_expiry_intervals * m.interval_s)
+
+
+def bond_manifest(ledger: Any, devices: Any) -> dict[str, Any]:
+    """The manifest's view of the imbalance bond: its terms and the bond (money) each device
+    rating posts, e.g. ``{"11000": 1650000}`` (twin.market.bond)."""
+    t = ledger.bond_terms
+    return {"floor": t.floor, "intervals": t.intervals, "true_up_expiry_s": t.true_up_expiry_s,
+            "by_capacity_w": {str(c): ledger.bond_of(d) for c, d in sorted(
+                {d.capacity_w: d for d in devices}.items())}}
 
 
 def chain_manifest(ledger: Any, *, rpc_url: str | None, state_file: str | None) -> dict[str, Any]:

@@ -91,6 +91,11 @@ def test_chain_rows_carry_the_transactions_that_moved_value(runs: dict[str, Path
             "AssetToken:household_1"} == set(value)
     for name in ("DemandResponse", "GreenCertificate", "AssetToken"):
         assert json.loads((out / "abi" / f"{name}.json").read_text())
+    bonds = manifest["chain"]["imbalance_bond"]  # each device's bond: two intervals at its rating
+    assert bonds == json.loads((runs["reference"] / "manifest.json").read_text())["chain"]["imbalance_bond"]
+    assert (bonds["floor"], bonds["intervals"], bonds["true_up_expiry_s"]) == (0, 2, 96 * 900)
+    assert len(bonds["by_capacity_w"]) > 1 and all(
+        b == payment(int(c) * 900 // 3600 * 2, 300_000_000) for c, b in bonds["by_capacity_w"].items())
     tokens = manifest["tokens"]
     assert tokens["conserved"] and tokens["total_supply"] == tokens["minted"]
     assert tokens["wallets"] + tokens["market_holdings"] + tokens["value_holdings"] == tokens["minted"]

@@ -52,6 +52,7 @@ from twin.chain.ledger_base import (
 from twin.chain.ledger_orders import SIGNED_ORDER_CHUNK, PendingOrders
 from twin.chain.ledger_settlement import SettlingLedger
 from twin.chain.tx import ChainRevert, ChainUnavailable, TxClient, TxRecord
+from twin.market.bond import BondTerms
 from twin.market.mechanisms import CHAIN_CODE, Mechanism, check_mechanism
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT
 
@@ -93,6 +94,8 @@ class ChainLedger(SettlingLedger):
         salt: bytes | None = None,
         min_order_wh: int = 1,
         imbalance_bond: int = 0,
+        bond_intervals: int = 0,
+        true_up_expiry_s: int = 0,
     ) -> ChainLedger:
         """Deploy SettlementToken, DeviceRegistry and EnergyMarket (operator = account 0,
         DSO = account 1) and return a ledger over them.
@@ -108,9 +111,12 @@ class ChainLedger(SettlingLedger):
         deployed first), which keeps EnergyMarket under the EIP-170 limit. ``salt``: the EIP-712
         domain salt (default: 32 random bytes, so no signature of one deployment is valid in
         another). ``min_order_wh``: the smallest order energy (OrderTooSmall below it);
-        ``imbalance_bond``: the imbalance collateral per device (money, posted with its first
-        order, topped up at settlement, released by releaseBond; EnergyMarket.imbalanceBond,
-        MarketSettlement)."""
+        ``imbalance_bond``, ``bond_intervals``, ``true_up_expiry_s``: the imbalance bond's
+        terms (:class:`~twin.market.bond.BondTerms`: each device posts ``bond_intervals``
+        intervals at its rating at the retail price, at least ``imbalance_bond`` money, with
+        its first order; topped up at settlement, released by releaseBond; an estimate not
+        trued up within ``true_up_expiry_s`` of its interval's end can be made final;
+        EnergyMarket.bondTerms, MarketSettlement)."""
         check_mechanism(mechanism)
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -121,6 +127,8 @@ class ChainLedger(SettlingLedger):
             raise ValueError(f"min_order_wh must be in 1..2**64-1, got {min_order_wh}")
         if imbalance_bond < 0:
             raise ValueError(f"imbalance_bond must be >= 0, got {imbalance_bond}")
+        terms = BondTerms(floor=imbalance_bond, intervals=bond_intervals,
+                          true_up_expiry_s=true_up_expiry_s).packed(retail_price_per_mwh=retail_price_per_mwh)
         freeze_clock(w3)
         latest = int(w3.eth.get_block("latest")["timestamp"])
         start = latest + interval_s + lead if market_start_s is None else market_start_s
@@ -167,7 +175,7 @@ class ChainLedger(SettlingLedger):
             start,
             lead,
             min_order_wh,
-            imbalance_bond,
+            terms,
             salt,
             bytecode=link(link(code, "MarketSettlement", settlement.address),
                           "ProvisionalSettlement", provisional.address),

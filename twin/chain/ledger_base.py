@@ -23,6 +23,7 @@ from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
 from twin.chain.keys import TxKey
 from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
+from twin.market.bond import BondTerms
 from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import CHAIN_CODE, Mechanism
 from twin.market.signing import Domain, Rejection
@@ -137,7 +138,8 @@ class LedgerBase(MarketParameters):
         self._market_start = int(self.market.functions.marketStart().call())
         self._gate_lead_s = int(self.market.functions.gateLeadS().call())
         self._min_order_wh = int(self.market.functions.minOrderWh().call())
-        self._imbalance_bond = int(self.market.functions.imbalanceBond().call())
+        self._bond_terms = BondTerms.unpack(int(self.market.functions.bondTerms().call()),
+                                            retail_price_per_mwh=self._retail)
         self._clock_set: int | None = None  # the last set_time (block time may lag it)
         self._frozen = False
         self._pin_each_tx = False
@@ -173,6 +175,8 @@ class LedgerBase(MarketParameters):
                                          with_block=frozenset({"TradeMatched"}))  # trade tickets
         for name in ("GateClosed", "GateOpen", "NotReclaimable"):
             self.tx.error_hooks[name] = self._gate_closed_values
+        for name in ("TrueUpExpired", "TrueUpOpen"):
+            self.tx.error_hooks[name] = self._deadline_values
 
     def _gate_closed_values(self, values: dict[str, Any]) -> None:
         """A GateClosed / GateOpen / NotReclaimable revert's block times -> seconds since the
@@ -180,6 +184,14 @@ class LedgerBase(MarketParameters):
         for key in ("gate", "deadline", "time"):
             if key in values:
                 values[key] -= self._market_start
+
+    def _deadline_values(self, values: dict[str, Any]) -> None:
+        """A TrueUpExpired / TrueUpOpen revert's block times -> seconds since the market's
+        start (a deadline of 0, "never", stays 0)."""
+        if values.get("deadline"):
+            values["deadline"] -= self._market_start
+        if "time" in values:
+            values["time"] -= self._market_start
 
     def track(self, name: str, contract: Contract) -> None:
         """Name another contract (value layer) in the transaction table."""

@@ -222,6 +222,18 @@ class OrderLedger(SetupLedger):
             purpose=f"releaseBond: account {account}, device {device_id}",
         )  # fmt: skip
 
+    def finalize_estimate(self, interval: int, device_id: int, *, sender: int | None = None) -> int:
+        """``finalizeEstimate``: anyone makes an estimate not trued up by its deadline final
+        (the estimate is the settlement; the bond no longer waits for it); the estimate, Wh."""
+        what = f"finalizeEstimate: interval {interval} device {device_id}"
+        if not (0 <= interval < UINT64 and 0 <= device_id < UINT64):
+            raise e.NotProvisional(device_id, interval, purpose=what)
+        events = self._transact(
+            self._provisional_market, "finalizeEstimate", [interval, device_id],  # type: ignore[attr-defined]
+            sender=OPERATOR_ACCOUNT if sender is None else sender, purpose=what,
+        )  # fmt: skip
+        return int(next(v for name, v in events if name == "EstimateFinal")["estimatedWh"])
+
     def advance_final(self, steps: int, *, sender: int | None = None) -> int:
         """``advanceFinal``: anyone moves releaseBond's mark over at most ``steps`` final
         intervals (for a mark more than MARK_STEPS behind); the new mark."""

@@ -358,6 +358,7 @@ _PROVISIONAL_FUNCTIONS = (
     _fn("trueUp", "uint64", "uint64", "int256", "bytes32", "bytes32", "uint8"),
     _fn("clearBooks", "uint64", "uint32[]", "uint32[]", "uint64[]", "uint64[]"),
     _fn("releaseBond", "uint64"),
+    _fn("finalizeEstimate", "uint64", "uint64"),
     _fn("advanceFinal", "uint256"),
     _fn("pruneInterval", "uint64", "uint64[]", "uint64[]", "uint256", "uint256"),
 )

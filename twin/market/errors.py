@@ -56,6 +56,8 @@ __all__ = [
     "SettlementInProgress",
     "TooManyOrders",
     "TradesUnpaid",
+    "TrueUpExpired",
+    "TrueUpOpen",
     "UnknownDevice",
     "UnknownEvent",
     "UnknownTrade",
@@ -458,6 +460,22 @@ class AlreadyTruedUp(MarketError):
     explanation = "the provisional settlement was already trued up"
 
 
+
+class TrueUpExpired(MarketError):
+    """A true-up after its estimate's deadline (the interval's end plus the market's true-up
+    expiry), or of an estimate already made final: the estimate is the settlement."""
+
+    fields = ("device", "interval", "deadline")
+    explanation = "an estimate is trued up only until its deadline; after it the estimate is final"
+
+
+class TrueUpOpen(MarketError):
+    """An estimate made final before its true-up deadline passed (``deadline`` 0: the
+    market's estimates never expire)."""
+
+    fields = ("device", "interval", "deadline", "time")
+    explanation = "an estimate becomes final only once its true-up deadline has passed"
+
 #: Every error class by name (the chain ledger decodes reverts through this).
 ERRORS: dict[str, type[MarketError]] = {
     cls.__name__: cls
@@ -505,6 +523,8 @@ ERRORS: dict[str, type[MarketError]] = {
         NotSettled,
         NotProvisional,
         AlreadyTruedUp,
+        TrueUpExpired,
+        TrueUpOpen,
         NotApproved,
         UnsafeRecipient,
     )

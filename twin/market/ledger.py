@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
+from twin.market.bond import BondTerms
 from twin.market.types import Balance, Clearing, Device, Order, OrderIntent, SettlementRow, Trade
 
 __all__ = ["IntervalStatus", "Ledger", "MarketParameters"]
@@ -71,7 +72,7 @@ class MarketParameters:
     _feed_in: int
     _gate_lead_s: int
     _min_order_wh: int = 1
-    _imbalance_bond: int = 0
+    _bond_terms: BondTerms = BondTerms()
 
     @property
     def interval_s(self) -> int:
@@ -96,5 +97,16 @@ class MarketParameters:
 
     @property
     def imbalance_bond(self) -> int:
-        """Imbalance collateral per device (money), posted with its first order."""
-        return self._imbalance_bond
+        """The imbalance bond's floor (money): every device posts at least this with its
+        first order (:attr:`bond_terms`)."""
+        return self._bond_terms.floor
+
+    @property
+    def bond_terms(self) -> BondTerms:
+        """The imbalance bond's terms (:mod:`twin.market.bond`)."""
+        return self._bond_terms
+
+    def bond_of(self, device: Device) -> int:
+        """The imbalance bond ``device`` posts with its first order (its rating's terms)."""
+        return self._bond_terms.bond_of(cap_wh=device.capacity_w * self._interval_s // 3600,
+                                        retail_price_per_mwh=self._retail)

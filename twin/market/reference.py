@@ -203,7 +203,7 @@ class ReferenceLedger(ReferenceSettlement):
                 acc.free += esc
 
     def release_bond(self, account: int, device_id: int) -> None:
-        """The owner takes back ``device_id``'s imbalance bond (imbalance_bond less what the
+        """The owner takes back ``device_id``'s imbalance bond (bond_of(device) less what the
         account's bonds lack) once every interval up to the last one the device ordered in is
         final, whatever order they settled in, and none of its provisional settlements waits
         for a true-up; the device posts a new bond with its next order
@@ -222,9 +222,10 @@ class ReferenceLedger(ReferenceSettlement):
                 raise e.BondLocked(device_id, w if w <= last else last)
             self._device_info[device_id] = (last, False)
             acc = self._accounts[account]
-            amount = min(acc.bond, self._imbalance_bond)
+            posted = self.bond_of(self._devices[device_id])  # its rating is fixed at registration
+            amount = min(acc.bond, posted)
             acc.bond -= amount
-            self._bond_short[account] -= self._imbalance_bond - amount  # drawn part of its bond
+            self._bond_short[account] -= posted - amount  # drawn part of its bond
             self._credit(account, amount)
 
     def advance_final(self, steps: int, *, sender: int | None = None) -> int:
@@ -375,7 +376,7 @@ class ReferenceLedger(ReferenceSettlement):
         # the device's first order of the interval: its bond, unless posted
         first = self._n_orders[dkey] + self._batch_orders[dkey] == 0
         last, bonded = self._batch_info.get(it.device_id, self._device_info.get(it.device_id, (0, False)))
-        bond = self._imbalance_bond if first and not bonded else 0
+        bond = self.bond_of(dev) if first and not bonded else 0
         available = self._accounts[dev.owner].free + free_delta[dev.owner]
         if available < bond:
             raise e.InsufficientBalance(dev.owner, bond, available)
@@ -386,7 +387,7 @@ class ReferenceLedger(ReferenceSettlement):
             if available - bond < need:
                 raise e.InsufficientBalance(dev.owner, need, available - bond)
             free_delta[dev.owner] -= need
-        if first and (not bonded or (self._imbalance_bond > 0 and last < it.interval)):
+        if first and (not bonded or (self._bond_terms.any_bond and last < it.interval)):
             self._batch_info[it.device_id] = (max(last, it.interval), True)
             if bond:
                 free_delta[dev.owner] -= bond

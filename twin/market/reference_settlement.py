@@ -302,8 +302,13 @@ class ReferenceSettlement(ReferenceState):
             key = (interval, device_id)
             if key in self._trued_up:
                 raise AlreadyTruedUp(device_id, interval)
+            deadline = self._bond_terms.deadline_s(interval=interval, interval_s=self._interval_s)
+            if key in self._final_estimates:
+                raise e.TrueUpExpired(device_id, interval, deadline or 0)
             if key not in self._provisional:
                 raise NotProvisional(device_id, interval)
+            if deadline is not None and self._now_s > deadline:
+                raise e.TrueUpExpired(device_id, interval, deadline)
             dev = self.device(device_id)
             if abs(metered_wh) > self.cap_wh(dev):
                 raise e.MeterOutOfRange(device_id, self.cap_wh(dev), metered_wh)
@@ -326,6 +331,24 @@ class ReferenceSettlement(ReferenceState):
             if signer == ZERO_ADDRESS or reading_signer(reading, self._domain) != signer:
                 raise e.BadSignature(reading.device_id)
         return self.true_up(reading.interval, reading.device_id, reading.metered_wh, sender=sender)
+
+    def finalize_estimate(self, interval: int, device_id: int, *, sender: int | None = None) -> int:
+        """Anyone makes an estimate not trued up by its deadline (the interval's end plus
+        the true-up expiry) final: the estimate is the settlement, no true-up can follow, and
+        the device's bond no longer waits for it (ProvisionalSettlement.finalizeEstimate,
+        event EstimateFinal). Returns the estimate (Wh). ``sender``: any account."""
+        with purpose(f"finalizeEstimate: interval {interval} device {device_id}"):
+            key = (interval, device_id)
+            if key in self._trued_up:
+                raise AlreadyTruedUp(device_id, interval)
+            if key not in self._provisional:
+                raise NotProvisional(device_id, interval)
+            deadline = self._bond_terms.deadline_s(interval=interval, interval_s=self._interval_s)
+            if deadline is None or self._now_s <= deadline:
+                raise e.TrueUpOpen(device_id, interval, deadline or 0, self._now_s)
+            estimate, _ = self._provisional.pop(key)
+            self._final_estimates.add(key)
+            return estimate
 
     def provisional(self) -> dict[tuple[int, int], int]:
         """``(interval, device) -> estimate_wh`` settled provisionally, not yet trued up."""

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from twin.market import errors as e
+from twin.market.bond import BondTerms
 from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import Mechanism, check_mechanism
 from twin.market.signing import ZERO_ADDRESS, Domain, Rejection
@@ -43,6 +44,8 @@ class ReferenceState(MarketParameters):
         mechanism: Mechanism = "uniform",
         min_order_wh: int = 1,
         imbalance_bond: int = 0,
+        bond_intervals: int = 0,
+        true_up_expiry_s: int = 0,
     ) -> None:
         if interval_s <= 0 or retail_price_per_mwh < 0 or feed_in_price_per_mwh < 0:
             raise ValueError("interval_s must be > 0 and tariffs >= 0")
@@ -56,10 +59,12 @@ class ReferenceState(MarketParameters):
         self._min_order_wh = int(min_order_wh)
         if imbalance_bond < 0:
             raise ValueError(f"imbalance_bond must be >= 0, got {imbalance_bond}")
-        self._imbalance_bond = int(imbalance_bond)
+        # twin.market.bond: floor, intervals at the device's rating, true-up expiry
+        self._bond_terms = BondTerms(floor=int(imbalance_bond), intervals=int(bond_intervals),
+                                     true_up_expiry_s=int(true_up_expiry_s))
         #: device -> (last interval it ordered in, bond posted) (EnergyMarket.DeviceInfo)
         self._device_info: dict[int, tuple[int, bool]] = {}
-        #: account -> what its bonds lack of imbalance_bond per bonded device (drawn, not yet
+        #: account -> what its bonds lack of bond_of per bonded device (drawn, not yet
         #: topped up), and the first interval not known final (MarketSettlement.BondStore)
         self._bond_short: dict[int, int] = defaultdict(int)
         self._final_below = 0
@@ -97,6 +102,7 @@ class ReferenceState(MarketParameters):
         #: (interval, device) -> (estimate_wh, traded_wh) settled provisionally (true_up)
         self._provisional: dict[tuple[int, int], tuple[int, int]] = {}
         self._trued_up: set[tuple[int, int]] = set()
+        self._final_estimates: set[tuple[int, int]] = set()  # expired, made final (finalize_estimate)
         #: the signed orders the last place_signed_orders call skipped, with their errors
         self.rejected: list[Rejection] = []
 

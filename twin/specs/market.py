@@ -39,17 +39,25 @@ class MarketSpec(_Spec):
     #: smallest order energy the market accepts (OrderTooSmall below it, contract and
     #: reference alike); 1 Wh = any positive order
     min_order_wh: Annotated[int, Field(ge=1, lt=2**32)] = 1
-    #: imbalance collateral per device, Wh at the retail price: posted from the owner's free
-    #: balance with the device's first order, held apart (withdraw cannot take it), drawn on
-    #: at settlement for imbalance the free balance does not cover (so withdrawing before
-    #: settlement leaves no debt unpaid up to it), topped up from the free balance at each
-    #: settlement of one of the owner's devices, returned by releaseBond once every interval
-    #: up to the device's last ordered one is final; 0: no collateral. Default 5,500 Wh: two
-    #: 15-minute intervals (the one being settled and the next, whose gate has closed) of the
-    #: largest household device in our scenarios, an 11 kW charger (2,750 Wh each) — 1.65
-    #: currency units at 300/MWh, 0.17 % of the default initial balance, so no honest order
-    #: is refused for it.
-    imbalance_collateral_wh: Annotated[int, Field(ge=0, lt=2**32)] = 5_500
+    #: imbalance collateral per device (twin/market/bond.py), at the retail price:
+    #: ``imbalance_collateral_intervals`` intervals at the device's registered rating, at
+    #: least ``imbalance_collateral_wh``. Posted from the owner's free balance with the
+    #: device's first order, held apart (withdraw cannot take it), drawn on at settlement for
+    #: imbalance the free balance does not cover (so withdrawing before settlement leaves no
+    #: debt unpaid up to it), topped up from the free balance at each settlement of one of the
+    #: owner's devices, returned by releaseBond once every interval up to the device's last
+    #: ordered one is final; both 0: no collateral. Default two intervals (the one being
+    #: settled and the next, whose gate has closed): 5,500 Wh for an 11 kW charger (1.65
+    #: currency units at 300/MWh, 0.17 % of the default initial balance), 1,500 Wh for a
+    #: 3 kW heat pump, so no honest order is refused for it.
+    imbalance_collateral_intervals: Annotated[int, Field(ge=0, le=96)] = 2
+    imbalance_collateral_wh: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    #: an estimate settled provisionally (faults.data) and not trued up within this many
+    #: intervals after its interval's end becomes final when anyone asks (finalizeEstimate:
+    #: the estimate is the settlement, and the device's bond no longer waits for a reading
+    #: that never comes); 0: estimates wait for their true-up forever. Default one day of
+    #: 15-minute intervals.
+    true_up_expiry_intervals: Annotated[int, Field(ge=0, lt=2**32)] = 96
     #: market services (twin/services): demand response, certificates, assets, ...
     services: MarketServicesSpec = MarketServicesSpec()
 

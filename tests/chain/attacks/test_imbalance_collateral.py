@@ -1,9 +1,11 @@
-"""#19: imbalance debt is collectable. Each device posts an imbalance bond
-(``market.imbalance_collateral_wh`` at the retail price) from its owner's free balance with its
-first order; withdraw cannot take it, settlement draws on it for the imbalance the free balance
-does not cover, and it comes back (``releaseBond``) only once the device's last ordered
-interval is settled. The attack "withdraw everything, then consume" now pays the DSO.
-Performed on a real Anvil and on the reference ledger, with the same numbers."""
+"""#19: imbalance debt is collectable. Each device posts an imbalance bond (two intervals
+at its registered rating at the retail price, at least a floor: twin.market.bond) from its
+owner's free balance with its first order; withdraw cannot take it, settlement draws on it
+for the imbalance the free balance does not cover, and it comes back (``releaseBond``) only
+once the device's last ordered interval is settled. The attack "withdraw everything, then
+consume" now pays the DSO. A meter that never delivers its reading does not lock the bond
+forever: past the true-up deadline anyone makes the estimate final. Performed on a real Anvil
+and on the reference ledger, with the same numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from twin.market import errors as e
 from twin.market.audit import token_audit
 from twin.market.device_signers import DeviceSigners
 from twin.market.reference import MARK_STEPS, ReferenceLedger
-from twin.market.types import DSO_ACCOUNT, Balance
+from twin.market.types import DSO_ACCOUNT, Balance, Device, DeviceKind
 from twin.market.units import payment
 
 pytestmark = pytest.mark.chain
@@ -26,21 +28,29 @@ pytestmark = pytest.mark.chain
 DEPOSITS = 6 * 10_000_000 + 5_000_000  # setup_market's
 
 
+EXPIRY_S = 4 * 900  # true-up deadline: four intervals after the interval's end
+
+
 def _bonded_ledgers(deploy: Callable[..., ChainLedger]) -> tuple[ChainLedger, ReferenceLedger]:
-    """A market on chain with a 3,000 Wh bond at 250/MWh and the reference ledger with the
-    chain's prices and bond."""
-    chain = deploy(imbalance_bond=payment(3000, 250_000_000))
+    """A market on chain whose devices post two intervals at their rating, at least 1,500 Wh,
+    at 250/MWh (an 11 kW device: 5,500 Wh), estimates expiring four intervals after their
+    interval, and the reference ledger with the terms the chain reads back."""
+    chain = deploy(imbalance_bond=payment(1500, 250_000_000), bond_intervals=2, true_up_expiry_s=EXPIRY_S)
+    t = chain.bond_terms
     ref = ReferenceLedger(interval_s=chain.interval_s, retail_price_per_mwh=chain.retail_price_per_mwh,
-                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=chain.imbalance_bond)
+                          feed_in_price_per_mwh=chain.feed_in_price_per_mwh, imbalance_bond=t.floor,
+                          bond_intervals=t.intervals, true_up_expiry_s=t.true_up_expiry_s)
+    assert (t.intervals, t.true_up_expiry_s) == (2, EXPIRY_S)
     return chain, ref
 
 
 def test_withdraw_then_settle_pays_the_dso_from_the_bond(deploy: Callable[..., ChainLedger]) -> None:
     chain, ref = _bonded_ledgers(deploy)
     chain.operator_is_agent = False
-    bond = chain.imbalance_bond
+    bond = payment(2 * 2750, 250_000_000)  # two intervals of an 11 kW device at retail
     for led in (chain, ref):
         setup_market(led)
+        assert led.bond_of(led.device(17)) == bond
         signers = DeviceSigners(seed="collateral", device_ids=range(12, 18))
         signers.bind(led)
         led.withdraw(6, 10_000_000 - bond + 1)  # device 16's owner keeps less than a bond
@@ -87,7 +97,7 @@ def test_bond_tops_up_and_releases_only_when_every_interval_is_final(
     owner's free balance at its next settlement. Same numbers on both ledgers."""
     chain, ref = _bonded_ledgers(deploy)
     chain.operator_is_agent = False
-    bond = chain.imbalance_bond
+    bond = payment(2 * 2750, 250_000_000)  # two intervals of an 11 kW device at retail
     for led in (chain, ref):
         setup_market(led)
         signers = DeviceSigners(seed="collateral", device_ids=range(12, 18))
@@ -147,4 +157,56 @@ def test_a_mark_far_behind_is_moved_in_bounded_steps(deploy: Callable[..., Chain
         assert led.advance_final(MARK_STEPS, sender=3) == MARK_STEPS
         led.release_bond(7, 17)
         assert led.final_mark() == far + 1 and led.balance(7).bond == 0
+    assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
+
+
+def test_a_reading_that_never_comes_frees_the_bond_after_the_deadline(
+        deploy: Callable[..., ChainLedger]) -> None:
+    """Device 17's meter never delivers interval 2's reading: it is settled on the operator's
+    estimate (500 Wh of the 1,000 Wh it sold, so its owner pays the DSO the shortfall). Its
+    bond stays locked until the true-up deadline (the interval's end + the expiry) has passed;
+    then anyone makes the estimate final, no true-up can follow, the DSO keeps what the
+    estimate said and the owner gets the whole bond back. A 2 kW device of the same owner
+    posts the floor (two intervals of it are only 1,000 Wh). Same numbers on both ledgers."""
+    chain, ref = _bonded_ledgers(deploy)
+    chain.operator_is_agent = False
+    big, floor = payment(2 * 2750, 250_000_000), payment(1500, 250_000_000)
+    deadline = 3 * 900 + EXPIRY_S
+    for led in (chain, ref):
+        setup_market(led)
+        led.register_device(Device(device_id=18, owner=7, kind=DeviceKind.PV, bus=7, capacity_w=2_000))
+        assert (led.bond_of(led.device(17)), led.bond_of(led.device(18))) == (big, floor)
+        signers = DeviceSigners(seed="collateral", device_ids=range(12, 19))
+        signers.bind(led)
+        led.place_signed_orders(signers.sign_orders(
+            [sell(17, 1000, 90_000_000, interval=2), buy(12, 1000, 120_000_000, interval=2),
+             sell(18, 400, 200_000_000, interval=2)], domain=led.domain))  # 18: unmatched
+        assert led.balance(7).bond == big + floor  # each device's own bond
+        led.clear(2)
+        led.set_time(3 * 900)
+        dso = led.balance(DSO_ACCOUNT).free
+        led.settle_signed(2, signers.sign_readings(interval=2, metered_wh={12: 1000}, domain=led.domain),
+                          estimated_wh={17: -500})
+        shortfall = payment(500, led.retail_price_per_mwh)
+        assert led.balance(DSO_ACCOUNT).free == dso + shortfall
+        led.release_bond(7, 18)  # interval 2 settled, no estimate of device 18: the floor back
+        with pytest.raises(e.BondLocked):  # the estimate waits for its true-up
+            led.release_bond(7, 17)
+        led.set_time(deadline)
+        with pytest.raises(e.TrueUpOpen) as early:  # not before the deadline has passed
+            led.finalize_estimate(2, 17, sender=3)
+        assert early.value.values == {"device": 17, "interval": 2, "deadline": deadline, "time": deadline}
+        led.set_time(deadline + 1)
+        with pytest.raises(e.TrueUpExpired):  # the late reading no longer counts
+            led.true_up_signed(signers.sign_readings(interval=2, metered_wh={17: 0}, domain=led.domain)[0])
+        assert led.finalize_estimate(2, 17, sender=3) == -500  # anyone, here another owner
+        with pytest.raises(e.NotProvisional):
+            led.finalize_estimate(2, 17, sender=3)
+        assert led.provisional() == {}
+        free = led.balance(7).free
+        led.release_bond(7, 17)
+        assert led.balance(7) == Balance(free=free + big, locked=0, debt=0, bond=0)
+        assert led.balance(DSO_ACCOUNT).free == dso + shortfall  # what the estimate said
+        audit = token_audit(led, accounts=range(8), minted=DEPOSITS)
+        assert audit["conserved"] and audit["debt"] == 0, audit
     assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]

@@ -54,12 +54,16 @@ contract EnergyMarket {
     /// Smallest order energy (OrderTooSmall): with MAX_ORDERS it bounds what a device's
     /// free spam can cost the book and the clearing.
     uint256 public immutable minOrderWh;
-    /// Imbalance collateral per device (money): posted from its owner's free balance with the
-    /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn on
-    /// at settlement for the imbalance its free balance does not cover, topped up from the
-    /// free balance at the owner's next settlements, and returned by releaseBond once every
-    /// interval up to the device's last ordered one is final (MarketSettlement).
-    uint256 public immutable imbalanceBond;
+    /// Imbalance collateral terms, one word (MarketSettlement.bondOf): a device's bond is its
+    /// per-interval energy cap at ``ratePerMwh`` (bits 128..191: the number of intervals
+    /// times the retail price), at least ``floor`` (money, bits 0..127); an estimate not
+    /// trued up within ``expiryS`` (bits 192..255, 0: never) of its interval's end becomes
+    /// final (finalizeEstimate). The bond is posted from its owner's free balance with the
+    /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn
+    /// on at settlement for the imbalance its free balance does not cover, topped up from
+    /// the free balance at the owner's next settlements, and returned by releaseBond once
+    /// every interval up to the device's last ordered one is final (MarketSettlement).
+    uint256 public immutable bondTerms;
 
     /// Two slots: free and locked together (an order's escrow moves within one slot), then
     /// debt and bond. Every token enters by deposit, each below 2**128 (BadAmount).
@@ -67,7 +71,7 @@ contract EnergyMarket {
         uint128 free;
         uint128 locked; // buyer escrow
         uint128 debt; // unpaid settlement charges (a counter, no tokens)
-        uint128 bond; // imbalance collateral of its devices (imbalanceBond each, less draws)
+        uint128 bond; // imbalance collateral of its devices (bondOf each, less draws)
     }
 
     /// One slot per device, written at its first order of each interval: its registry owner
@@ -284,7 +288,7 @@ contract EnergyMarket {
         uint256 marketStart_,
         uint256 gateLeadS_,
         uint256 minOrderWh_,
-        uint256 imbalanceBond_,
+        uint256 bondTerms_,
         bytes32 salt_
     ) {
         token = token_;
@@ -297,7 +301,7 @@ contract EnergyMarket {
         marketStart = marketStart_;
         gateLeadS = gateLeadS_;
         minOrderWh = minOrderWh_;
-        imbalanceBond = imbalanceBond_;
+        bondTerms = bondTerms_;
         salt = salt_;
         DOMAIN_SEPARATOR = keccak256(
             abi.encode(
@@ -482,7 +486,7 @@ contract EnergyMarket {
         // releaseBond, which no interval it ordered in can precede)
         DeviceInfo memory di;
         if (u.orders == 0) di = deviceOwner[device];
-        uint256 bond = u.orders == 0 && !di.bonded ? imbalanceBond : 0;
+        uint256 bond = u.orders == 0 && !di.bonded ? MarketSettlement.bondOf(bondTerms, cap) : 0;
         if (a.free < bond) return abi.encodeWithSelector(InsufficientBalance.selector, d.owner, bond, a.free);
         if (side == Side.BUY) {
             escrow = payment(energy, price);
@@ -498,7 +502,7 @@ contract EnergyMarket {
             u.sellWh = uint64(requested);
             st.sellCount += 1;
         }
-        if (u.orders == 0 && (!di.bonded || (imbalanceBond > 0 && di.lastInterval < interval))) {
+        if (u.orders == 0 && (!di.bonded || (bondTerms << 64 != 0 && di.lastInterval < interval))) {
             if (bond > 0) {
                 a.free -= uint128(bond);
                 a.bond += uint128(bond);
@@ -513,8 +517,9 @@ contract EnergyMarket {
 
     /// Deadline after which the owners of an interval's buy orders may reclaim their escrow
     /// if its clearing has not started, or stopped before its matching walk was over: one
-    /// interval after its gate. From then on anyone may also clear it (_clearer).
-    function reclaimAfter(uint256 interval) public view returns (uint256) {
+    /// interval after its gate. From then on anyone may also clear it (_clearer). Read from
+    /// outside through the fallback (ProvisionalSettlement.reclaimAfter: code size).
+    function _reclaimAfter(uint256 interval) private view returns (uint256) {
         return gateTime(interval) + intervalS;
     }
 
@@ -534,7 +539,7 @@ contract EnergyMarket {
     /// The operator clears an interval; past its reclaim deadline anyone may (the verified
     /// sorted book fixes the outcome, so a stalled operator cannot keep escrow locked).
     function _clearer(uint64 interval) private view {
-        if (msg.sender != operator && block.timestamp <= reclaimAfter(interval)) revert NotOperator(msg.sender);
+        if (msg.sender != operator && block.timestamp <= _reclaimAfter(interval)) revert NotOperator(msg.sender);
     }
 
     // ------------------------------------------------------------------ clearing

@@ -378,23 +378,23 @@ library MarketSettlement {
         if (due == 0) return (0, 0);
         (address payer, address payee) = ownerPays ? (owner, dso) : (dso, owner);
         uint256 paid;
-        (paid, unpaid) = _charge(accounts, dso, payer, payee, due);
+        (paid, unpaid) = draw(accounts[payer], payer, due);
+        _credit(accounts, dso, payee, paid);
         moved = ownerPays ? -int256(paid) : int256(paid);
     }
 
-    function _charge(
-        mapping(address => EnergyMarket.Account) storage accounts,
-        address dso,
-        address payer,
-        address payee,
-        uint256 due
-    ) private returns (uint256 paid, uint256 unpaid) {
-        (paid, unpaid) = draw(accounts[payer], payer, due);
-        _credit(accounts, dso, payee, paid);
+    /// A device's imbalance bond under the market's ``terms`` (EnergyMarket.bondTerms): its
+    /// per-interval energy cap ``capWh`` (capacityW * intervalS / 3600) at the rate in bits
+    /// 128..191 (intervals times the retail price per MWh, so the same as ``intervals`` caps
+    /// at retail), and at least the floor (bits 0..127). twin.market.bond.BondTerms.bond_of.
+    function bondOf(uint256 terms, uint256 capWh) internal pure returns (uint256 bond) {
+        bond = _payment(capWh, uint64(terms >> 128));
+        uint256 floor = uint128(terms);
+        if (bond < floor) bond = floor;
     }
 
     /// Imbalance-bond records, at a namespaced slot no EnergyMarket variable can reach: what
-    /// each account's bond lacks of imbalanceBond per bonded device (drawn, not yet topped
+    /// each account's bond lacks of bondOf per bonded device (drawn, not yet topped
     /// up) and their sum; every interval below ``finalBelow`` is settled, void, or empty with
     /// its gate passed (releaseBond); open estimates per device (ProvisionalSettlement: a
     /// true-up may still draw on the bond).
@@ -491,11 +491,12 @@ library MarketSettlement {
         uint256 marketStart;
         uint256 gateLeadS;
         uint256 intervalS;
-        uint256 bond;
+        uint256 terms; // EnergyMarket.bondTerms
+        DeviceRegistry registry;
         address dso;
     }
 
-    /// EnergyMarket.releaseBond: the device's owner gets back its bond, imbalanceBond less
+    /// EnergyMarket.releaseBond: the device's owner gets back its bond, bondOf(device) less
     /// what its account's bonds lack (credited like any credit: an indebted owner's debt is
     /// paid first). Only once every interval up to the last one the device ordered in is final
     /// — right whatever order intervals settle in: the market-wide mark ``finalBelow`` moves
@@ -518,11 +519,13 @@ library MarketSettlement {
         if (b.openEstimates[device] != 0) revert BondLocked(device, last);
         di.bonded = false;
         EnergyMarket.Account storage a = accounts[msg.sender];
-        uint256 amount = a.bond < g.bond ? a.bond : g.bond;
+        // the bond it posted: its rating is fixed at registration, the terms at deployment
+        uint256 posted = bondOf(g.terms, (uint256(g.registry.get(device).capacityW) * g.intervalS) / 3600);
+        uint256 amount = a.bond < posted ? a.bond : posted;
         a.bond -= uint128(amount);
-        if (amount < g.bond) { // the part of this device's bond that was drawn leaves the shortfall
-            b.short[msg.sender] -= g.bond - amount;
-            b.shortTotal -= g.bond - amount;
+        if (amount < posted) { // the part of this device's bond that was drawn leaves the shortfall
+            b.short[msg.sender] -= posted - amount;
+            b.shortTotal -= posted - amount;
         }
         _credit(accounts, g.dso, msg.sender, amount);
         emit BondReleased(device, msg.sender, amount);

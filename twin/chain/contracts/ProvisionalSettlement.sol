@@ -31,11 +31,12 @@ library ProvisionalSettlement {
     uint8 internal constant SETTLED = 2;
     uint8 internal constant OPEN_ESTIMATE = 1;
     uint8 internal constant TRUED_UP = 2;
+    uint8 internal constant FINAL = 3; // not trued up by its deadline: the estimate stands
     uint256 internal constant WH_PER_MWH = 1e6;
 
     struct Entry {
         int96 estimateWh;
-        uint8 state; // 0 none, 1 settled on the estimate, 2 trued up
+        uint8 state; // 0 none, 1 settled on the estimate, 2 trued up, 3 final (expired)
         int96 tradedWh; // the device's traded energy at settlement (its position may be pruned)
     }
 
@@ -58,7 +59,16 @@ library ProvisionalSettlement {
         uint256 debt
     );
 
+    /// The estimate of ``device`` in ``interval`` was not trued up by ``deadline``
+    /// (trueUpDeadline) and ``finalizeEstimate`` made it final (anyone may call it): the
+    /// estimate is the settlement, the device's bond no longer waits for it.
+    event EstimateFinal(uint256 indexed interval, uint256 indexed device, address owner, int256 estimatedWh);
+
     error NotOperator(address account);
+    /// A true-up after the estimate's deadline (or after it was made final).
+    error TrueUpExpired(uint256 device, uint256 interval, uint256 deadline);
+    /// finalizeEstimate before the deadline (``deadline`` 0: the market's estimates never expire).
+    error TrueUpOpen(uint256 device, uint256 interval, uint256 deadline, uint256 time);
     error NotProvisional(uint256 device, uint256 interval);
     error AlreadyTruedUp(uint256 device, uint256 interval);
     error BadReadings(uint256 position);
@@ -213,7 +223,10 @@ library ProvisionalSettlement {
         DeviceRegistry.Device memory d = _authority(x, interval, device, meteredWh, r, s, v);
         Entry storage en = _store().entries[interval][device];
         if (en.state == TRUED_UP) revert AlreadyTruedUp(device, interval);
+        uint256 deadline = trueUpDeadline(interval);
+        if (en.state == FINAL) revert TrueUpExpired(device, interval, deadline);
         if (en.state != OPEN_ESTIMATE || MarketSlots.interval(interval).status != SETTLED) revert NotProvisional(device, interval);
+        if (deadline != 0 && block.timestamp > deadline) revert TrueUpExpired(device, interval, deadline);
         _range(x, d, device, meteredWh);
         address owner = d.owner;
         en.state = TRUED_UP;
@@ -227,6 +240,29 @@ library ProvisionalSettlement {
         emit TruedUp(
             interval, device, owner, estimate, meteredWh, amount, paid, debt
         );
+    }
+
+    /// Last chain time at which ``interval``'s estimates may be trued up: its end plus the
+    /// market's expiry (EnergyMarket.bondTerms bits 192..255); 0 when estimates never expire.
+    function trueUpDeadline(uint64 interval) public view returns (uint256) {
+        EnergyMarket m = EnergyMarket(address(this));
+        uint256 expiry = m.bondTerms() >> 192;
+        if (expiry == 0) return 0;
+        return m.marketStart() + (uint256(interval) + 1) * m.intervalS() + expiry;
+    }
+
+    /// Anyone makes an estimate that was not trued up by its deadline final: the estimate is
+    /// the settlement (the money it moved stays where it is), no true-up can follow, and the
+    /// device's bond no longer waits for it (releaseBond). EstimateFinal.
+    function finalizeEstimate(uint64 interval, uint64 device) external {
+        Entry storage en = _store().entries[interval][device];
+        if (en.state == TRUED_UP) revert AlreadyTruedUp(device, interval);
+        if (en.state != OPEN_ESTIMATE) revert NotProvisional(device, interval);
+        uint256 deadline = trueUpDeadline(interval);
+        if (deadline == 0 || block.timestamp <= deadline) revert TrueUpOpen(device, interval, deadline, block.timestamp);
+        en.state = FINAL;
+        MarketSettlement.bondStore().openEstimates[device] -= 1;
+        emit EstimateFinal(interval, device, EnergyMarket(address(this)).registry().get(device).owner, en.estimateWh);
     }
 
     /// What settling ``imbalanceWh`` is worth to the owner (twin.market.provisional.imbalance_value).
@@ -286,7 +322,26 @@ library ProvisionalSettlement {
 
     function _gate() private view returns (MarketSettlement.Gate memory) {
         EnergyMarket m = EnergyMarket(address(this));
-        return MarketSettlement.Gate(m.marketStart(), m.gateLeadS(), m.intervalS(), m.imbalanceBond(), m.dso());
+        return MarketSettlement.Gate(
+            m.marketStart(), m.gateLeadS(), m.intervalS(), m.bondTerms(), m.registry(), m.dso()
+        );
+    }
+
+    /// EnergyMarket.bondOf(device): the imbalance bond ``device`` posts with its first order
+    /// (MarketSettlement.bondOf of its registered rating).
+    function bondOf(uint64 device) external view returns (uint256) {
+        EnergyMarket m = EnergyMarket(address(this));
+        uint256 capWh = (uint256(m.registry().get(device).capacityW) * m.intervalS()) / 3600;
+        return MarketSettlement.bondOf(m.bondTerms(), capWh);
+    }
+
+    /// EnergyMarket.reclaimAfter(interval): the deadline after which the owners of an
+    /// interval's buy orders may reclaim their escrow if its clearing has not started (or
+    /// stopped before its matching walk was over), and anyone may clear it: one interval after
+    /// its gate.
+    function reclaimAfter(uint256 interval) external view returns (uint256) {
+        EnergyMarket m = EnergyMarket(address(this));
+        return m.gateTime(interval) + m.intervalS();
     }
 
     /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
