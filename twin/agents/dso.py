@@ -210,6 +210,15 @@ class DSOAgent(mesa.Agent):
                     self.net.trafo["tap_pos"] = self.net.trafo["tap_pos"].astype(np.float64)
                     self.net.trafo.iat[0, col] = pos_0
 
+    @property
+    def phase_snapshot(self) -> PhaseSnapshot | None:
+        """The three-phase engine's snapshot of the DSO's copy (None on a balanced grid)."""
+        return self._phases
+
+    def regulator_taps(self) -> np.ndarray | None:
+        """The grid simulator's regulator taps the DSO's solves start from (three-phase engine)."""
+        return None if self._regulator_taps is None else self._regulator_taps.copy()
+
     def network_fee(self, k: int) -> int:
         """Time-of-use network fee of interval ``k`` (:class:`twin.market.tariffs.NetworkTariff`)."""
         return self.tariff.fee_per_mwh(k)

@@ -170,7 +170,8 @@ class FeederModel(mesa.Model):
         g = scenario.grid
         self.envelopes = None if scenario.dso.policy == "curtail" else EnvelopePublisher(
             net=self.dso.net, spec=scenario.dso.envelopes, vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
-            max_loading_percent=g.max_loading_percent, interval_s=self.interval_s)
+            max_loading_percent=g.max_loading_percent, interval_s=self.interval_s,
+            phases=self.dso.phase_snapshot, vuf_max_percent=g.vuf_max_percent, taps=self.dso.regulator_taps)
 
     # ------------------------------------------------------------------ helpers
     def _seller_effects(self, device: int) -> list[Effect]:
