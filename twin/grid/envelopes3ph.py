@@ -109,8 +109,8 @@ def compute_envelopes_3ph(
     base_p = {t: np.asarray(p_mw[t], dtype=np.float64) for t in _TABLES}
     flows = 0
 
-    def solve(plans: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
-        """Solve each family's (L_f, 4) group levels; per family: ok (L_f,) and level-0 VUF."""
+    def solve(plans: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Solve each family's (L_f, 4) group levels; per family: ok (L_f,) and the worst VUF (L_f,)."""
         nonlocal flows
         sizes = [pl.shape[0] for pl in plans]
         total = sum(sizes)
