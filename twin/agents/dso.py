@@ -159,6 +159,8 @@ class DSOAgent(mesa.Agent):
         self._controlled = ControlledSnapshot(self.net, list(der_devices)) if der_devices else None
         #: frequency of the interval being checked (frequency-watt), set by :meth:`check`
         self._freq_hz: float | None = None
+        #: solution time of the interval being checked (a deck's time-of-day CapControls)
+        self._time_s: float | None = None
         tariff = grid.tariff
         self.offpeak_fee = price_from_per_mwh(tariff.offpeak_fee_per_mwh)
         self.peak_fee = price_from_per_mwh(tariff.peak_fee_per_mwh)
@@ -278,12 +280,12 @@ class DSOAgent(mesa.Agent):
         if self._phases is not None and self._phases.der_devices:
             state3, _ = self._phases.solve_controlled(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
-                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], freq_hz=self._freq_hz)
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], freq_hz=self._freq_hz, time_s=self._time_s)
             return state3
         if self._phases is not None:
             return self._phases.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
-                storage_p_mw=p["storage"], storage_q_mvar=q["storage"])
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], time_s=self._time_s)
         if self._controlled is not None:
             state, _ = self._controlled.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
@@ -306,6 +308,7 @@ class DSOAgent(mesa.Agent):
         buyer_effects: Callable[[int], list[Effect]],
         limit_price: Callable[[int, Side], int],
         freq_hz: float | None = None,
+        time_s: float | None = None,
     ) -> SecurityCheck:
         """Check the planned schedule; curtail trades until no violation remains.
 
@@ -313,8 +316,11 @@ class DSOAgent(mesa.Agent):
         set-points (row order). ``seller_effects(device)`` / ``buyer_effects(device)`` list
         how curtailing one Wh of that device's sale / purchase moves element set-points
         (empty for inflexible devices); ``limit_price(device, side)`` is the order's limit.
+        ``time_s``: the interval's start, seconds since the run's start (a deck's time-of-day
+        CapControls switch on the time of day).
         """
         self._freq_hz = freq_hz
+        self._time_s = None if time_s is None else self.start_s_of_day + float(time_s)
         base = {k: np.asarray(element_p_mw[k], dtype=np.float64).copy() for k in _TABLES}
         q = {k: np.asarray(element_q_mvar[k], dtype=np.float64) for k in _TABLES}
         if not trades:  # nothing to review or curtail: no power flow

@@ -281,7 +281,7 @@ class FeederModel(mesa.Model):
         check = self.dso.check(
             trades=trades if self._curtail else [], element_p_mw=p_plan, element_q_mvar=q_plan,
             seller_effects=self._seller_effects, buyer_effects=self._buyer_effects,
-            limit_price=self._limit_price(k), freq_hz=self._frequency_hz(time_s),
+            limit_price=self._limit_price(k), freq_hz=self._frequency_hz(time_s), time_s=time_s,
         )
         new_energy = {c.trade_id: c.energy_wh for c in check.curtailments}
         final = [dataclasses.replace(t, energy_wh=new_energy[t.trade_id]) if t.trade_id in new_energy
