@@ -85,14 +85,17 @@ class EnvelopePublisher:
         return int(np.floor(mw * 1e6 * self.interval_s / 3600.0 + 1e-9))
 
     def publish(self, k: int, *, p_mw: dict[str, np.ndarray], q_mvar: dict[str, np.ndarray],
-                exports: Sequence[Connection], imports: Sequence[Connection]) -> PublishedEnvelope:
-        """Compute and publish the envelope of interval ``k`` from its forecast."""
+                exports: Sequence[Connection], imports: Sequence[Connection],
+                time_s: float | None = None) -> PublishedEnvelope:
+        """Compute and publish the envelope of interval ``k`` from its forecast; ``time_s``: its
+        solution time (three-phase engine: a deck's time-of-day CapControls switch on it)."""
         if self.phases is not None:  # per phase on the three-phase engine, at the grid's taps
             env = compute_envelopes_3ph(
                 self.phases, p_mw=p_mw, q_mvar=q_mvar, exports=exports, imports=imports,
                 rule=self.spec.rule, n_levels=self.spec.levels, vm_min_pu=self.vm_min_pu,
                 vm_max_pu=self.vm_max_pu, vuf_max_percent=self.vuf_max_percent,
                 max_loading_percent=self.max_loading_percent, taps=self._taps() if self._taps else None,
+                time_s=time_s,
                 negative=self.spec.negative, field="dso.envelopes", where=f" at interval {k}")
         else:
             fp = _fingerprint(self.net)

@@ -237,7 +237,8 @@ class FeederModel(mesa.Model):
         imports += [Connection(device_id=int(cs.device_id[j]), table="storage", row=int(f.storage_row[j]),
                                coef=1.0, capacity_mw=cs.capacity_w[j] / 1e6, potential_mw=cs.capacity_w[j] / 1e6)
                     for j in range(cs.n)]
-        return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports)
+        return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports,
+                                      time_s=self.dso.start_s_of_day + k * self.interval_s)
 
     def _frequency_hz(self, time_s: int) -> float | None:
         """The TSO's system frequency for the DSO's check (None: no inverter reads it)."""

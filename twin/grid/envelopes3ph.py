@@ -87,13 +87,15 @@ def compute_envelopes_3ph(
     vuf_max_percent: float,
     max_loading_percent: float,
     taps: np.ndarray | None = None,
+    time_s: float | None = None,
     negative: Literal["zero", "error"] = "zero",
     field: str = "dso.envelopes",
     where: str = "",
 ) -> Envelopes:
     """Per-phase envelopes of the forecast ``p_mw``/``q_mvar`` (by table, row order) on
     ``snapshot`` (a :class:`twin.grid.snapshot3ph.PhaseSnapshot`; its regulators start from
-    ``taps``): see the module docstring. ``Envelopes.export_level`` / ``import_level`` are
+    ``taps``, its time-of-day CapControls switch at ``time_s``): see the module docstring.
+    ``Envelopes.export_level`` / ``import_level`` are
     the common levels, ``export_phase_level`` / ``import_phase_level`` each group's."""
     if n_levels < 1:
         raise ValueError(f"{field}.levels: must be >= 1, got {n_levels}")
@@ -120,7 +122,7 @@ def compute_envelopes_3ph(
             fam.add(batch, slice(at, at + pl.shape[0]), pl)
             at += pl.shape[0]
         res, elem = snapshot.solve_batch(batch, {t: np.asarray(q_mvar[t], dtype=np.float64) for t in _TABLES},
-                                         taps=taps)
+                                         taps=taps, time_s=time_s)
         flows += total
         vm = res.vm_pu.reshape(total, -1)
         ld = res.branch_loading_percent[:, elem[elem >= 0]].reshape(total, -1)
