@@ -180,9 +180,12 @@ def test_per_phase_envelopes_bind_in_a_three_phase_run(tmp_path: Path) -> None:
     phase a (nothing is curtailed afterwards) and every phase stays in band."""
     from twin.run import run_scenario
 
-    sc = load_scenario(ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml")
-    sc = sc.model_copy(update={"start": sc.start.replace(hour=12), "duration_s": 2 * 900,
-                               "dso": sc.dso.model_copy(update={"policy": "envelopes"})})
+    from twin.scenario import scenario_from_dict
+
+    data = load_scenario(ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml").model_dump(mode="json")
+    data.update(start="2016-06-15T12:00:00Z", duration_s=2 * 900, dso={"policy": "envelopes"})
+    data["agents"]["households"]["forecast_error"] = 0.0  # the DSO's forecast is what the homes do
+    sc = scenario_from_dict(data)
     out = run_scenario(sc, out_dir=tmp_path / "run", progress=False)
     bus = pq.read_table(tmp_path / "run" / "bus.parquet").to_pandas()
     assert out.kpis["limited_pv_kwh"] > 0 and out.kpis["curtailed_kwh"] == 0

@@ -21,8 +21,11 @@ a single-phase connection is limited by its own phase's headroom:
    ``0, 1/levels, ..., 1``; the largest ``t`` of the secure prefix is taken.
 
 Every stage is one batch power flow of both families. Within a group the fair share is the
-rule's (``equal``: the same absolute limit ``min(cap, L * max(cap))``, with ``max(cap)``
-over the whole family, so one level means the same kW on every phase; ``proportional``).
+rule's, with the levels spanning what the family can do next interval (``u = min(cap,
+potential)``; above it nothing moves, so all ``levels`` steps fall where the headroom is
+decided): ``equal``: the same absolute limit ``min(cap, L * max(u))`` over the whole family
+(one level means the same kW on every phase); ``proportional``: ``L * max(u / cap) * cap``.
+Level 1 publishes every connection's capacity (never tighter than needed).
 """
 
 from __future__ import annotations
@@ -42,13 +45,16 @@ _TABLES = ("load", "sgen", "storage")
 GROUP_NAMES = ("a", "b", "c", "abc")
 
 
-def _limits(cap: np.ndarray, top: float, lv: np.ndarray, rule: Rule) -> np.ndarray:
-    """Limits of connections with capacities ``cap`` at their own levels ``lv`` (L, n)."""
+def _limits(cap: np.ndarray, top: float, span: float, lv: np.ndarray, rule: Rule) -> np.ndarray:
+    """Limits of connections with capacities ``cap`` at their own levels ``lv`` (L, n); level
+    1 is each connection's capacity."""
     if rule == "proportional":
-        return lv * cap[None, :]
-    if rule == "equal":
-        return np.minimum(cap[None, :], lv * top)
-    raise ValueError(f"rule: must be 'equal' or 'proportional', got {rule!r}")
+        lim = lv * span * cap[None, :]
+    elif rule == "equal":
+        lim = np.minimum(cap[None, :], lv * top)
+    else:
+        raise ValueError(f"rule: must be 'equal' or 'proportional', got {rule!r}")
+    return np.where(lv >= 1.0, cap[None, :], lim)
 
 
 class _Family:
@@ -57,7 +63,14 @@ class _Family:
         self.cap = np.array([c.capacity_mw for c in conns], dtype=np.float64)
         self.pot = np.array([c.potential_mw for c in conns], dtype=np.float64)
         self.base = np.array([c.base_mw for c in conns], dtype=np.float64)
-        self.top = float(self.cap.max()) if self.cap.size else 0.0
+        # the levels span what the connections can do next interval (min(capacity, potential)):
+        # above it nothing moves, so the resolution is spent where the headroom is decided
+        used = np.minimum(self.cap, self.pot)
+        top = float(used.max()) if used.size else 0.0
+        self.top = top if top > 0 else (float(self.cap.max()) if self.cap.size else 0.0)
+        pos = self.cap > 0
+        span = float((used[pos] / self.cap[pos]).max()) if pos.any() else 0.0
+        self.span = span if span > 0 else 1.0
         self.groups = groups
         self.present = sorted({int(g) for g in groups})
         self.rule = rule
@@ -65,7 +78,7 @@ class _Family:
     def limits(self, group_level: np.ndarray) -> np.ndarray:
         """(L, n) limits for (L, 4) levels per group."""
         lv = group_level[:, self.groups] if self.groups.size else np.zeros((group_level.shape[0], 0))
-        return _limits(self.cap, self.top, lv, self.rule)
+        return _limits(self.cap, self.top, self.span, lv, self.rule)
 
     def add(self, batch: dict[str, np.ndarray], lanes: slice, group_level: np.ndarray) -> None:
         lim = self.limits(group_level)
