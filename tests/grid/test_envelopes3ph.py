@@ -63,3 +63,14 @@ def test_unbalance_limit_binds_per_phase() -> None:
     vm, vuf = _runpp_3ph(a, b)
     assert vuf <= 1.0 and vm <= 1.10
     assert a + b < 0.06
+
+
+def test_levels_span_what_the_connections_can_do() -> None:
+    # 100 kW connections forecast to export 30 kW: the 16 levels span 30 kW, not 100
+    big = [Connection(device_id=c.device_id, table=c.table, row=c.row, coef=1.0, capacity_mw=0.1,
+                      potential_mw=0.03) for c in KW["exports"]]
+    env = compute_envelopes_3ph(PhaseSnapshot(_net(), phase=PHASES), vuf_max_percent=2.0,
+                                **{**KW, "exports": big})
+    assert env.export_mw[2] == 0.1  # phase b: level 1, the connection's capacity
+    a = env.export_mw[1]
+    assert _runpp_3ph(a, 0.03)[0] <= 1.10 < _runpp_3ph(a + 0.03 / 16, 0.03)[0]
