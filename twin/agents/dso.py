@@ -47,7 +47,8 @@ taps and states in every trial solve (OpenDSS's static control loop), so for the
 injections the check's voltages are the grid simulator's. The checks of a faulted topology
 (:class:`twin.faults.grid.FaultedSnapshot` on the DSO's copy) and the operating envelopes
 (:mod:`twin.agents.envelope_policy`, on the DSO's copy) run at the same taps: on a three-phase
-grid the OLTC's tap number is also set as ``tap_pos`` of trafo row 0 of the DSO's balanced copy.
+grid the per-phase envelope batch starts from :meth:`regulator_taps`, and the OLTC's tap number
+is also set as ``tap_pos`` of trafo row 0 of the DSO's balanced copy.
 (With a grid step shorter than the interval, ``twin hil serve``, the check assumes the taps at
 the interval's start hold through it.)
 
