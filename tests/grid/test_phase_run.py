@@ -179,7 +179,6 @@ def test_per_phase_envelopes_bind_in_a_three_phase_run(tmp_path: Path) -> None:
     """dso.policy: envelopes on lv_unbalanced at noon: the per-phase envelopes hold PV back on
     phase a (nothing is curtailed afterwards) and every phase stays in band."""
     from twin.run import run_scenario
-
     from twin.scenario import scenario_from_dict
 
     data = load_scenario(ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml").model_dump(mode="json")
