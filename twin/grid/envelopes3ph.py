@@ -129,6 +129,8 @@ def compute_envelopes_3ph(
         nonlocal flows
         sizes = [pl.shape[0] for pl in plans]
         total = sum(sizes)
+        if not total:  # nothing to screen
+            return [(np.zeros(0, dtype=bool), np.zeros(0)) for _ in plans]
         batch = {t: np.repeat(base_p[t][None, :], total, axis=0) for t in _TABLES}
         at = 0
         for fam, pl in zip(fams, plans, strict=True):
@@ -158,10 +160,12 @@ def compute_envelopes_3ph(
         return (vuf <= vuf_max_percent) | (vuf <= ref + 1e-9)
 
     # 1. the common level (level-0 lanes first: they are each family's VUF reference)
-    common = [np.repeat(levels[:, None], 4, axis=1) for _ in fams]
+    # (a family without connections solves no lanes and sits at level 1)
+    common = [np.repeat(levels[:, None], 4, axis=1) if fam.conns else np.zeros((0, 4)) for fam in fams]
     first = solve(common)
-    vuf0 = [float(v[0]) for _, v in first]
-    i0 = [_secure_prefix(ok & unbalance_ok(v, vuf0[f])) for f, (ok, v) in enumerate(first)]
+    vuf0 = [float(v[0]) if v.size else 0.0 for _, v in first]
+    i0 = [_secure_prefix(ok & unbalance_ok(v, vuf0[f])) if fams[f].conns else n - 1
+          for f, (ok, v) in enumerate(first)]
     group_level = [np.full(4, levels[i] if i >= 0 else 0.0) for i in i0]
     # 2. each group alone above the common level
     plans, slots = [], []
