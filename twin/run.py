@@ -311,7 +311,8 @@ def _run_world(mosaik: Any, scenario: Scenario, *, model: Any, net: Any, ledger:
                            oltc=scenario.grid.oltc, element_phase=model.feeder.element_phase,
                            faulted=faults.grid_snapshot if faults else None,
                            phase_network=model.feeder.phase_network,
-                           phase_regulators=model.feeder.phase_regulators).Grid()
+                           phase_regulators=model.feeder.phase_regulators,
+                           start_s_of_day=int(model.dso.start_s_of_day)).Grid()
         if extend_world is None:
             world.connect(agents, grid, "element_power")
         else:  # e.g. twin hil serve: the HIL devices sit between the agents and the grid

@@ -87,11 +87,53 @@ def test_bad_capcontrol_settings_name_the_control_and_field() -> None:
     (cc2,) = capcontrols_from_opendss(feeder, IEEE13, commands=base)
     with pytest.raises(CapControlError, match=r"capcontrols\['cc2'\]\.on_value.*would hunt"):
         dataclasses.replace(cc2, on_value=118.0)
-    with pytest.raises(CapControlError, match=r"CapControl\.cc2\.type='Time' is not modelled"):
-        capcontrols_from_opendss(feeder, IEEE13, commands=(*base, "CapControl.cc2.type=time"))
+    with pytest.raises(CapControlError, match=r"capcontrols\['cc2'\]\.on_value: a time control's setting is an hour"):
+        capcontrols_from_opendss(feeder, IEEE13, commands=(*base, "CapControl.cc2.type=time",
+                                                           "CapControl.cc2.ONsetting=25"))
     kvar_on_reg = ("New CapControl.cc1 Capacitor=Cap1 element=Transformer.Reg1 terminal=2 type=kvar "
                    "ONsetting=300 OFFsetting=-200",)
     f2 = Feeder3ph.from_opendss(IEEE13, commands=kvar_on_reg)
     regs = regulators_from_opendss(f2, IEEE13, commands=kvar_on_reg)
     with pytest.raises(CapControlError, match=r"CapControl\.cc1\.element: a kvar control monitoring"):
         capcontrols_from_opendss(f2, IEEE13, commands=kvar_on_reg, controlled_elems=[r.elem for r in regs])
+
+
+# time-of-day switching: Cap1 on 08:00-18:00, Cap2 on 20:30 until 06:00 the next day (it starts closed)
+TIME_CMDS = ("New CapControl.cc1 Capacitor=Cap1 element=Line.692675 terminal=1 type=time ONsetting=8 OFFsetting=18",
+             "New CapControl.cc2 Capacitor=Cap2 element=Line.684611 terminal=1 type=time ONsetting=20.5 "
+             "OFFsetting=6")
+
+
+def test_time_capcontrols_follow_opendss_daily_series() -> None:
+    """Two days at 90-minute steps (06:00, 18:00 and 24:00 hit exactly) in OpenDSS's daily mode (static control loop per step, the
+    regulators on) against the twin's time series from the previous step's taps and states."""
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=TIME_CMDS)
+    regs = regulators_from_opendss(feeder, IEEE13, commands=TIME_CMDS)
+    caps = capcontrols_from_opendss(feeder, IEEE13, commands=TIME_CMDS, controlled_elems=[r.elem for r in regs])
+    assert [c.ctype for c in caps] == ["time", "time"] and (caps[1].on_value, caps[1].off_value) == (20.5, 6.0)
+    cpf = ControlledPowerFlow3ph(feeder, regulators=(*regs, *caps))
+    ctx = dss.DSS.NewContext()
+    ctx.AllowChangeDir = False
+    for cmd in (f'redirect "{IEEE13}"', *TIME_CMDS, "set controlmode=static", "set mode=daily stepsize=90m number=1",
+                "set tolerance=1e-12", "set maxiterations=1000"):
+        ctx.Text.Command = cmd
+    ckt = ctx.ActiveCircuit
+    taps = cpf.tap0()
+    seen = set()
+    for k in range(1, 33):  # OpenDSS moves its clock before each step's solve: 01:30 .. 48:00
+        ctx.Text.Command = "solve"
+        assert ckt.Solution.Converged
+        assert ckt.Solution.Hour * 3600 + ckt.Solution.Seconds == pytest.approx(k * 5400)
+        ref_state = regcontrol_taps(ckt)
+        for name in ("cap1", "cap2"):
+            ckt.Capacitors.Name = name
+            ref_state.append(int(sum(ckt.Capacitors.States)))
+        res = cpf.solve(taps=taps, time_s=k * 5400, tol=1e-10)
+        taps = res.taps[0]
+        assert taps.tolist() == ref_state, k
+        seen.add(tuple(ref_state[3:]))
+        ours = res.pf.vm_pu[0] * np.exp(1j * np.radians(res.pf.va_degree[0]))
+        assert np.nanmax(np.abs(ours - bus_voltages_pu(ckt, feeder.bus_names))) < 1e-6, k
+    assert seen == {(0, 1), (0, 0), (1, 0)}  # both banks switch, both ways, on both days
+    with pytest.raises(ValueError, match=r"time_s: a time-of-day CapControl \(cc1\) needs the solution time"):
+        cpf.solve(taps=taps)

@@ -186,6 +186,15 @@ def test_three_phase_oltc_tap_reaches_the_envelopes() -> None:
     assert dso.net.trafo.tap_pos.iat[0] == 2.0
     at2 = pub.publish(2, p_mw=p, q_mvar=q, exports=pv, imports=[])
     assert sum(at2.export_wh.values()) > sum(at0.export_wh.values())
+    # the per-phase envelopes (the DSO's three-phase snapshot) start from the grid's taps too
+    per_phase = EnvelopePublisher(net=dso.net, spec=EnvelopeSpec(), vm_min_pu=0.9, vm_max_pu=1.06,
+                                  max_loading_percent=300, interval_s=900, phases=dso.phase_snapshot,
+                                  taps=dso.regulator_taps)
+    at2_3ph = per_phase.publish(2, p_mw=p, q_mvar=q, exports=pv, imports=[])
+    dso.follow_taps(regulator_taps=[0 - dso._phases._oltc_offset])
+    at0_3ph = per_phase.publish(3, p_mw=p, q_mvar=q, exports=pv, imports=[])
+    assert sum(at2_3ph.export_wh.values()) > sum(at0_3ph.export_wh.values())
+    dso.follow_taps(regulator_taps=[2 - dso._phases._oltc_offset])
     # the envelope batch at that tap is the own engine's on a net at tap 2, which is pandapower's
     ref = copy.deepcopy(net)
     ref.trafo["tap_pos"] = 2.0

@@ -123,9 +123,12 @@ def test_unsupported_regcontrol_setting_is_a_scenario_error(tmp_path: Path) -> N
 
 
 def test_capcontrol_problems_are_scenario_errors(tmp_path: Path) -> None:
+    timed = [*RESET, *CAPCTL, "CapControl.cc2.type=time", "CapControl.cc2.ONsetting=8", "CapControl.cc2.OFFsetting=18"]
+    assert load_scenario(_scenario(tmp_path, commands=timed)).grid.opendss is not None  # time of day: modelled
     with pytest.raises(ScenarioError) as exc:
-        load_scenario(_scenario(tmp_path, commands=[*RESET, *CAPCTL, "CapControl.cc2.type=time"]))
-    assert "CapControl.cc2.type='Time' is not modelled" in dict(exc.value.errors)["grid.opendss.capacitors"]
+        load_scenario(_scenario(tmp_path, commands=[*timed, "CapControl.cc2.OFFsetting=30"]))
+    assert "cc2'].off_value: a time control's setting is an hour of day" in dict(exc.value.errors)[
+        "grid.opendss.capacitors"]
     with pytest.raises(ScenarioError) as exc:
         load_scenario(_scenario(tmp_path, commands=list(RESET)))
     assert "has no CapControl" in dict(exc.value.errors)["grid.opendss.capacitors"]

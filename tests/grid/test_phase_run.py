@@ -173,3 +173,20 @@ def test_der_functions_with_frequency_watt_load_on_three_phases(tmp_path: Path) 
     (tmp_path / "f.yaml").write_text(base.replace("volt_watt: {}}", "volt_watt: {}, freq_watt: {}}"))
     sc = load_scenario(tmp_path / "f.yaml")
     assert sc.grid.phases == 3 and sc.agents.households.pv.der_functions.freq_watt is not None
+
+
+def test_per_phase_envelopes_bind_in_a_three_phase_run(tmp_path: Path) -> None:
+    """dso.policy: envelopes on lv_unbalanced at noon: the per-phase envelopes hold PV back on
+    phase a (nothing is curtailed afterwards) and every phase stays in band."""
+    from twin.run import run_scenario
+    from twin.scenario import scenario_from_dict
+
+    data = load_scenario(ROOT / "scenarios/regression/lv_unbalanced/scenario.yaml").model_dump(mode="json")
+    data.update(start="2016-06-15T12:00:00Z", duration_s=2 * 900, dso={"policy": "envelopes"})
+    data["agents"]["households"]["forecast_error"] = 0.0  # the DSO's forecast is what the homes do
+    sc = scenario_from_dict(data)
+    out = run_scenario(sc, out_dir=tmp_path / "run", progress=False)
+    bus = pq.read_table(tmp_path / "run" / "bus.parquet").to_pandas()
+    assert out.kpis["limited_pv_kwh"] > 0 and out.kpis["curtailed_kwh"] == 0
+    assert bus[["vm_a_pu", "vm_b_pu", "vm_c_pu"]].max().max() <= sc.grid.vm_max_pu
+    assert bus.vuf_percent.max() <= sc.grid.vuf_max_percent

@@ -47,7 +47,8 @@ taps and states in every trial solve (OpenDSS's static control loop), so for the
 injections the check's voltages are the grid simulator's. The checks of a faulted topology
 (:class:`twin.faults.grid.FaultedSnapshot` on the DSO's copy) and the operating envelopes
 (:mod:`twin.agents.envelope_policy`, on the DSO's copy) run at the same taps: on a three-phase
-grid the OLTC's tap number is also set as ``tap_pos`` of trafo row 0 of the DSO's balanced copy.
+grid the per-phase envelope batch starts from :meth:`regulator_taps`, and the OLTC's tap number
+is also set as ``tap_pos`` of trafo row 0 of the DSO's balanced copy.
 (With a grid step shorter than the interval, ``twin hil serve``, the check assumes the taps at
 the interval's start hold through it.)
 
@@ -159,6 +160,8 @@ class DSOAgent(mesa.Agent):
         self._controlled = ControlledSnapshot(self.net, list(der_devices)) if der_devices else None
         #: frequency of the interval being checked (frequency-watt), set by :meth:`check`
         self._freq_hz: float | None = None
+        #: solution time of the interval being checked (a deck's time-of-day CapControls)
+        self._time_s: float | None = None
         tariff = grid.tariff
         self.offpeak_fee = price_from_per_mwh(tariff.offpeak_fee_per_mwh)
         self.peak_fee = price_from_per_mwh(tariff.peak_fee_per_mwh)
@@ -209,6 +212,15 @@ class DSOAgent(mesa.Agent):
                 if self.net.trafo.iat[0, col] != pos_0:  # the balanced copy (envelopes, faulted topology) follows
                     self.net.trafo["tap_pos"] = self.net.trafo["tap_pos"].astype(np.float64)
                     self.net.trafo.iat[0, col] = pos_0
+
+    @property
+    def phase_snapshot(self) -> PhaseSnapshot | None:
+        """The three-phase engine's snapshot of the DSO's copy (None on a balanced grid)."""
+        return self._phases
+
+    def regulator_taps(self) -> np.ndarray | None:
+        """The grid simulator's regulator taps the DSO's solves start from (three-phase engine)."""
+        return None if self._regulator_taps is None else self._regulator_taps.copy()
 
     def network_fee(self, k: int) -> int:
         """Time-of-use network fee of interval ``k`` (:class:`twin.market.tariffs.NetworkTariff`)."""
@@ -269,12 +281,12 @@ class DSOAgent(mesa.Agent):
         if self._phases is not None and self._phases.der_devices:
             state3, _ = self._phases.solve_controlled(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
-                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], freq_hz=self._freq_hz)
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], freq_hz=self._freq_hz, time_s=self._time_s)
             return state3
         if self._phases is not None:
             return self._phases.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
-                storage_p_mw=p["storage"], storage_q_mvar=q["storage"])
+                storage_p_mw=p["storage"], storage_q_mvar=q["storage"], time_s=self._time_s)
         if self._controlled is not None:
             state, _ = self._controlled.solve(
                 load_p_mw=p["load"], load_q_mvar=q["load"], sgen_p_mw=p["sgen"], sgen_q_mvar=q["sgen"],
@@ -297,6 +309,7 @@ class DSOAgent(mesa.Agent):
         buyer_effects: Callable[[int], list[Effect]],
         limit_price: Callable[[int, Side], int],
         freq_hz: float | None = None,
+        time_s: float | None = None,
     ) -> SecurityCheck:
         """Check the planned schedule; curtail trades until no violation remains.
 
@@ -304,8 +317,11 @@ class DSOAgent(mesa.Agent):
         set-points (row order). ``seller_effects(device)`` / ``buyer_effects(device)`` list
         how curtailing one Wh of that device's sale / purchase moves element set-points
         (empty for inflexible devices); ``limit_price(device, side)`` is the order's limit.
+        ``time_s``: the interval's start, seconds since the run's start (a deck's time-of-day
+        CapControls switch on the time of day).
         """
         self._freq_hz = freq_hz
+        self._time_s = None if time_s is None else self.start_s_of_day + float(time_s)
         base = {k: np.asarray(element_p_mw[k], dtype=np.float64).copy() for k in _TABLES}
         q = {k: np.asarray(element_q_mvar[k], dtype=np.float64) for k in _TABLES}
         if not trades:  # nothing to review or curtail: no power flow

@@ -19,12 +19,19 @@ passes the DSO's copy, which follows the grid simulator's OLTC tap
 (:meth:`twin.agents.dso.DSOAgent.follow_taps`; the tap in force when ``k+1``'s envelopes
 are computed, i.e. the one the grid's solve of ``k`` used). DER grid-support functions are not modelled in the envelope
 batch (it plans on fixed power factors); the curtailment check of ``both`` still solves them.
+
+On a three-phase grid (``grid.phases: 3``) the model passes the DSO's
+:class:`twin.grid.snapshot3ph.PhaseSnapshot` (``phases``) and the envelopes are per phase
+(:func:`twin.grid.envelopes3ph.compute_envelopes_3ph`): each connection on its own phase,
+per-phase voltage band, per-phase loading and the voltage-unbalance limit
+(``grid.vuf_max_percent``), every group of phase (a, b, c, three-phase) limited by its own
+headroom; the batch starts from the grid simulator's taps (``taps``, the DSO's copy).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +39,7 @@ import numpy as np
 
 from twin.grid.der_spec import EnvelopeSpec
 from twin.grid.envelopes import Connection, Envelopes, compute_envelopes
+from twin.grid.envelopes3ph import compute_envelopes_3ph
 from twin.grid.pf import BatchPowerFlow
 from twin.grid.powerflow import _fingerprint
 from twin.market.types import OrderIntent, Side
@@ -57,10 +65,14 @@ class EnvelopePublisher:
     """Computes, publishes and enforces the envelopes of a feeder model."""
 
     def __init__(self, *, net: Any, spec: EnvelopeSpec, vm_min_pu: float, vm_max_pu: float,
-                 max_loading_percent: float, interval_s: int) -> None:
+                 max_loading_percent: float, interval_s: int, phases: Any = None,
+                 vuf_max_percent: float = 2.0, taps: Callable[[], np.ndarray | None] | None = None) -> None:
         self.net = net
+        self.phases = phases
+        self.vuf_max_percent = vuf_max_percent
+        self._taps = taps
         self._fingerprint = _fingerprint(net)
-        self.solver = BatchPowerFlow(net, kernel="numpy")
+        self.solver = None if phases is not None else BatchPowerFlow(net, kernel="numpy")
         self.spec = spec
         self.vm_min_pu, self.vm_max_pu = vm_min_pu, vm_max_pu
         self.max_loading_percent = max_loading_percent
@@ -73,16 +85,27 @@ class EnvelopePublisher:
         return int(np.floor(mw * 1e6 * self.interval_s / 3600.0 + 1e-9))
 
     def publish(self, k: int, *, p_mw: dict[str, np.ndarray], q_mvar: dict[str, np.ndarray],
-                exports: Sequence[Connection], imports: Sequence[Connection]) -> PublishedEnvelope:
-        """Compute and publish the envelope of interval ``k`` from its forecast."""
-        fp = _fingerprint(self.net)
-        if fp != self._fingerprint:  # a tap moved: recompile
-            self.solver, self._fingerprint = BatchPowerFlow(self.net, kernel="numpy"), fp
-        env = compute_envelopes(
-            self.solver, p_mw=p_mw, q_mvar=q_mvar, exports=exports, imports=imports,
-            rule=self.spec.rule, n_levels=self.spec.levels, vm_min_pu=self.vm_min_pu,
-            vm_max_pu=self.vm_max_pu, max_loading_percent=self.max_loading_percent,
-            negative=self.spec.negative, field="dso.envelopes", where=f" at interval {k}")
+                exports: Sequence[Connection], imports: Sequence[Connection],
+                time_s: float | None = None) -> PublishedEnvelope:
+        """Compute and publish the envelope of interval ``k`` from its forecast; ``time_s``: its
+        solution time (three-phase engine: a deck's time-of-day CapControls switch on it)."""
+        if self.phases is not None:  # per phase on the three-phase engine, at the grid's taps
+            env = compute_envelopes_3ph(
+                self.phases, p_mw=p_mw, q_mvar=q_mvar, exports=exports, imports=imports,
+                rule=self.spec.rule, n_levels=self.spec.levels, vm_min_pu=self.vm_min_pu,
+                vm_max_pu=self.vm_max_pu, vuf_max_percent=self.vuf_max_percent,
+                max_loading_percent=self.max_loading_percent, taps=self._taps() if self._taps else None,
+                time_s=time_s,
+                negative=self.spec.negative, field="dso.envelopes", where=f" at interval {k}")
+        else:
+            fp = _fingerprint(self.net)
+            if fp != self._fingerprint or self.solver is None:  # a tap moved: recompile
+                self.solver, self._fingerprint = BatchPowerFlow(self.net, kernel="numpy"), fp
+            env = compute_envelopes(
+                self.solver, p_mw=p_mw, q_mvar=q_mvar, exports=exports, imports=imports,
+                rule=self.spec.rule, n_levels=self.spec.levels, vm_min_pu=self.vm_min_pu,
+                vm_max_pu=self.vm_max_pu, max_loading_percent=self.max_loading_percent,
+                negative=self.spec.negative, field="dso.envelopes", where=f" at interval {k}")
         pub = PublishedEnvelope(
             interval=k, export_wh={d: self._wh(v) for d, v in env.export_mw.items()},
             import_wh={d: self._wh(v) for d, v in env.import_mw.items()}, envelopes=env)

@@ -170,7 +170,8 @@ class FeederModel(mesa.Model):
         g = scenario.grid
         self.envelopes = None if scenario.dso.policy == "curtail" else EnvelopePublisher(
             net=self.dso.net, spec=scenario.dso.envelopes, vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu,
-            max_loading_percent=g.max_loading_percent, interval_s=self.interval_s)
+            max_loading_percent=g.max_loading_percent, interval_s=self.interval_s,
+            phases=self.dso.phase_snapshot, vuf_max_percent=g.vuf_max_percent, taps=self.dso.regulator_taps)
 
     # ------------------------------------------------------------------ helpers
     def _seller_effects(self, device: int) -> list[Effect]:
@@ -236,7 +237,8 @@ class FeederModel(mesa.Model):
         imports += [Connection(device_id=int(cs.device_id[j]), table="storage", row=int(f.storage_row[j]),
                                coef=1.0, capacity_mw=cs.capacity_w[j] / 1e6, potential_mw=cs.capacity_w[j] / 1e6)
                     for j in range(cs.n)]
-        return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports)
+        return self.envelopes.publish(k, p_mw=p, q_mvar=q, exports=exports, imports=imports,
+                                      time_s=self.dso.start_s_of_day + k * self.interval_s)
 
     def _frequency_hz(self, time_s: int) -> float | None:
         """The TSO's system frequency for the DSO's check (None: no inverter reads it)."""
@@ -280,7 +282,7 @@ class FeederModel(mesa.Model):
         check = self.dso.check(
             trades=trades if self._curtail else [], element_p_mw=p_plan, element_q_mvar=q_plan,
             seller_effects=self._seller_effects, buyer_effects=self._buyer_effects,
-            limit_price=self._limit_price(k), freq_hz=self._frequency_hz(time_s),
+            limit_price=self._limit_price(k), freq_hz=self._frequency_hz(time_s), time_s=time_s,
         )
         new_energy = {c.trade_id: c.energy_wh for c in check.curtailments}
         final = [dataclasses.replace(t, energy_wh=new_energy[t.trade_id]) if t.trade_id in new_energy

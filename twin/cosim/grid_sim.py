@@ -71,6 +71,8 @@ class GridSim(mosaik_api_v3.Simulator):
         self.timings: dict[str, float] = sim_params.get("timings", {})
         #: last solve before this time (HIL: the world runs one settlement step past the end)
         self.end_s: int | None = sim_params.get("end_s")
+        #: the run's start as seconds of its day: a deck's time-of-day CapControls switch on it
+        self.start_s_of_day: int = int(sim_params.get("start_s_of_day") or 0)
         # grid.phases: 3 -- each element row on its phase, solved in the phase frame
         phase = sim_params.get("element_phase")
         devices = sim_params.get("der_devices") or []
@@ -130,7 +132,8 @@ class GridSim(mosaik_api_v3.Simulator):
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
                 storage_p_mw=np.asarray(power["storage_p_mw"], float),
-                freq_hz=self.frequency_hz(time) if self.frequency_hz is not None else None)
+                freq_hz=self.frequency_hz(time) if self.frequency_hz is not None else None,
+                time_s=self.start_s_of_day + time)
             if not ctl.converged:
                 raise RuntimeError(f"grid: DER functions did not converge at t={time}s "
                                    f"({ctl.outer_iterations} outer iterations)")
@@ -139,7 +142,7 @@ class GridSim(mosaik_api_v3.Simulator):
             state = self.phases.solve(
                 load_p_mw=np.asarray(power["load_p_mw"], float), load_q_mvar=np.asarray(power["load_q_mvar"], float),
                 sgen_p_mw=np.asarray(power["sgen_p_mw"], float), sgen_q_mvar=np.asarray(power["sgen_q_mvar"], float),
-                storage_p_mw=np.asarray(power["storage_p_mw"], float))
+                storage_p_mw=np.asarray(power["storage_p_mw"], float), time_s=self.start_s_of_day + time)
         elif self.controls is not None:
             freq = self.frequency_hz(time) if self.frequency_hz is not None else None
             state, ctl = self.controls.solve(

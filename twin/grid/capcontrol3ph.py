@@ -20,8 +20,13 @@ time plus ``on_delay_s``), a change that no longer applies is disarmed. :func:`a
 terminal voltage (line to line for a delta capacitor, or the mean / max / min over phases)
 over ``pt_ratio``; ``current``: the CT phase's current over ``ct_ratio``; ``kvar``: the
 reactive power into the monitored terminal; ``pf``: its power factor on OpenDSS's 0..2 scale
-(leading above 1). ``type=time`` (time-of-day switching) is not modelled: its deck raises
-:class:`CapControlError`.
+(leading above 1); ``time``: the time of day in hours (:func:`hour_of_day`, OpenDSS's
+``NormalizeToTOD`` of the solution time) against ``on_value`` / ``off_value`` (``ONsetting`` /
+``OFFsetting``, hours of day; an off time earlier than the on time is the next day's): an open
+bank closes inside the window (from the on time to the off time, or to midnight when the off
+time is the next day's), a closed bank opens outside it (before the on time or from the off
+time; from the off time to the on time when the off time is the next day's), as DSS C-API's
+``Sample``. A time control needs the solution time (``time_s`` of the solve).
 
 A deck capacitor with no step in service is taken as open (OpenDSS keeps its terminal closed
 until its control opens it: that differs at the first sample of a voltage override or a pf
@@ -43,11 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from twin.grid.feeder3ph import Feeder3ph, FeederImportError
 
-__all__ = ["CapControl3ph", "CapControlError", "CapState", "act", "capcontrols_from_opendss", "measure", "sample"]
+__all__ = ["CapControl3ph", "CapControlError", "CapState", "act", "capcontrols_from_opendss", "hour_of_day", "measure",
+           "sample"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -55,7 +61,7 @@ BoolArray = NDArray[np.bool_]
 ComplexArray = NDArray[np.complex128]
 
 PH_AVG, PH_MAX, PH_MIN = -1, -2, -3
-_TYPES = {0: "current", 1: "voltage", 2: "kvar", 4: "pf"}
+_TYPES = {0: "current", 1: "voltage", 2: "kvar", 3: "time", 4: "pf"}
 NONE, OPEN, CLOSE = 0, -1, 1
 
 
@@ -111,6 +117,11 @@ class CapControl3ph:
                                   f"{self.ct_ratio}")
         if min(self.on_delay_s, self.off_delay_s, self.dead_time_s) < 0:
             raise CapControlError(f"{path}.on_delay_s: delays and dead time must be >= 0")
+        if self.ctype == "time":
+            for fld, hour in (("on_value", self.on_value), ("off_value", self.off_value)):
+                if not 0.0 <= hour <= 24.0:
+                    raise CapControlError(f"{path}.{fld}: a time control's setting is an hour of day in "
+                                          f"0..24, got {hour}")
         if self.ctype == "voltage" and not self.on_value < self.off_value:
             raise CapControlError(f"{path}.on_value: a voltage control must switch on below its off setting "
                                   f"({self.on_value} >= {self.off_value} V would hunt)")
@@ -162,6 +173,25 @@ class CapState:
         dead = np.array([g.dead_time_s for g in caps], dtype=float)
         return cls(pending=np.zeros((n_b, c), dtype=np.int64), armed=np.zeros((n_b, c), dtype=bool),
                    due=np.full((n_b, c), np.inf), last_open=np.broadcast_to(-dead, (n_b, c)).copy())
+
+
+def hour_of_day(time_s: ArrayLike) -> FloatArray:
+    """OpenDSS's ``NormalizeToTOD`` of a solution time (seconds since hour 0 of the run, i.e.
+    ``3600 * intHour + t``): the hour of day in (0, 24], 24:00 itself staying 24."""
+    t = np.asarray(time_s, dtype=np.float64)
+    h = np.floor(t / 3600.0)
+    sec = t - 3600.0 * h
+    hod = np.where(h > 24, h - np.floor((h - 1) / 24) * 24, h)
+    out = hod + sec / 3600.0
+    return np.asarray(np.where(out - 24.0 > 1e-12, out - 24.0, out))
+
+
+def _time_window(g: CapControl3ph, tod: FloatArray) -> tuple[BoolArray, BoolArray]:
+    """A time control's (close, open) conditions at hours of day ``tod`` (DSS C-API ``Sample``)."""
+    if g.off_value > g.on_value:
+        inside = (tod >= g.on_value) & (tod < g.off_value)
+        return inside, ~inside
+    return (tod >= g.on_value) & (tod < 24.0), (tod >= g.off_value) & (tod < g.on_value)
 
 
 def _phase_pick(x: FloatArray, ph: int, n: int) -> FloatArray:
@@ -240,6 +270,8 @@ def sample(caps: Sequence[CapControl3ph], steps: IntArray, state: CapState, meas
         elif g.ctype == "kvar":
             x = meas["q_kvar"][:, c]
             on, off = x > g.on_value, x < g.off_value
+        elif g.ctype == "time":  # the hour of day in or out of the window
+            on, off = _time_window(g, meas["tod_h"][:, c])
         else:  # pf: on below PFON with enough lagging kvar, off above PFOFF
             pf, q = meas["pf"][:, c], meas["q_kvar"][:, c]
             on_open = (pf < g.on_value) & (q > g.total_kvar * g.pct_min_kvar * 0.01)
@@ -314,8 +346,9 @@ def capcontrols_from_opendss(feeder: Feeder3ph, path: str | Path, *, commands: S
     """The CapControls of the deck at ``path`` (after ``commands``) on ``feeder`` (imported
     from the same deck and commands). ``controlled_elems``: elements whose admittance other
     controls change (regulated transformers), which a current / kvar / pf control may not
-    monitor. Unsupported settings (``type=time``, a user model, a voltage-override bus)
-    raise :class:`CapControlError` naming the control and setting."""
+    monitor. Unsupported settings (a user model, a voltage-override bus)
+    raise :class:`CapControlError` naming the control and setting. A time control's
+    ``on_value`` / ``off_value`` are its ``ONsetting`` / ``OFFsetting`` hours."""
     from twin.grid._dss_import import _engine
 
     ctx = _engine()
@@ -343,7 +376,8 @@ def capcontrols_from_opendss(feeder: Feeder3ph, path: str | Path, *, commands: S
 
         mode = int(cc.Mode)
         if mode not in _TYPES:
-            raise CapControlError(f"{where}.type={prop('type')!r} is not modelled (current, voltage, kvar and pf are)")
+            raise CapControlError(f"{where}.type={prop('type')!r} is not modelled (current, voltage, kvar, time "
+                                  "and pf are)")
         for p in ("UserModel", "VBus"):
             try:
                 val = prop(p)
@@ -405,7 +439,7 @@ def capcontrols_from_opendss(feeder: Feeder3ph, path: str | Path, *, commands: S
         if mkey not in elem_index:
             raise CapControlError(f"{where}.element: {r['mon']!r} is not an element of the feeder")
         mk = elem_index[mkey]
-        if r["ctype"] != "voltage" and (mkey in switched or mk in set(controlled_elems)):
+        if r["ctype"] not in ("voltage", "time") and (mkey in switched or mk in set(controlled_elems)):
             raise CapControlError(f"{where}.element: a {r['ctype']} control monitoring {r['mon']!r}, whose "
                                   "admittance a control changes, is not supported (monitor a line)")
         ma, mb = int(feeder.elem_ptr[mk]), int(feeder.elem_ptr[mk + 1])

@@ -262,6 +262,7 @@ class ControlledPowerFlow3ph:
         taps: ArrayLike | None = None,
         regulate: bool | Sequence[bool] = True,
         freq_hz: ArrayLike | None = None,
+        time_s: ArrayLike | None = None,
         base_loads: bool = True,
         tol: float = 1e-8,
         tol_pu: float = 1e-4,
@@ -276,7 +277,9 @@ class ControlledPowerFlow3ph:
         the regulators' starting tap numbers (default: the feeder's); ``regulate=False`` keeps
         them, a sequence of R bools keeps those that are False (e.g. a changer stepped in time
         series by its own controller). ``freq_hz`` (B,) or scalar: the system frequency the devices' frequency-watt
-        droop answers (None: nominal, no droop). ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
+        droop answers (None: nominal, no droop). ``time_s`` (B,) or scalar: the solution time
+        (seconds since hour 0, OpenDSS's ``3600 intHour + t``) that time-of-day CapControls
+        (``ctype="time"``) switch on; needed when there is one. ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
         unit's rating), ``max_control_iter`` bounds the regulator rounds (OpenDSS's
         ``maxcontroliter``).
         """
@@ -305,6 +308,16 @@ class ControlledPowerFlow3ph:
             if freq.ndim != 1 or not np.isfinite(freq).all():
                 raise ValueError(f"freq_hz: expected finite (B,) or a scalar, got shape {freq.shape}")
             sizes.add(freq.shape[0])
+            sizes.discard(1)
+        tod = None
+        if any(g.ctype == "time" for g in self._caps):
+            if time_s is None:
+                raise ValueError("time_s: a time-of-day CapControl "
+                                 f"({next(g.name for g in self._caps if g.ctype == 'time')}) needs the solution time")
+            tod = capcontrol3ph.hour_of_day(np.atleast_1d(np.asarray(time_s, dtype=np.float64)))
+            if tod.ndim != 1 or not np.isfinite(tod).all():
+                raise ValueError(f"time_s: expected finite (B,) or a scalar, got shape {tod.shape}")
+            sizes.add(tod.shape[0])
             sizes.discard(1)
         if len(sizes) > 1:
             raise ValueError(f"inconsistent batch sizes: {sorted(sizes)}")
@@ -370,6 +383,8 @@ class ControlledPowerFlow3ph:
             v_act = (control_voltage_v(self._regs, res.v_node, self._ct_currents(res.v_node, taps_all[lanes][:, ri]))
                      if n_r else None)
             meas = capcontrol3ph.measure(f, self._caps, res.v_node) if ci.size else None
+            if meas is not None and tod is not None:  # the hour of day of each lane
+                meas["tod_h"] = np.repeat(np.broadcast_to(tod, (n_b,))[lanes, None], ci.size, axis=1)
             moved = np.zeros(lanes.size, dtype=bool)
             sub = np.arange(lanes.size)
             for _k in range(n_reg + 1):  # actions that moved nothing: sample again at the same voltages

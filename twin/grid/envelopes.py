@@ -28,6 +28,7 @@ positive).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -76,6 +77,10 @@ class Envelopes:
     export_negative: bool
     import_negative: bool
     power_flows: int
+    #: the three-phase engine (:mod:`twin.grid.envelopes3ph`): each phase group's level
+    #: ("a", "b", "c", "abc"; -1: negative headroom)
+    export_phase_level: dict[str, float] = dataclasses.field(default_factory=dict)
+    import_phase_level: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def rule_limits(capacity_mw: np.ndarray, levels: np.ndarray, rule: Rule) -> np.ndarray:

@@ -198,9 +198,6 @@ def opendss_problems(scenario: Any) -> list[tuple[str, str]]:
     if g.opendss is None:
         return [("grid.opendss", "grid.kind opendss needs grid.opendss.deck (the deck's master file)")]
     out: list[tuple[str, str]] = []
-    if scenario.dso.policy != "curtail":
-        out.append(("dso.policy", f"({scenario.dso.policy}) operating envelopes are computed with the balanced "
-                                  "engine; an OpenDSS feeder supports 'curtail' only"))
     if scenario.game is not None:
         out.append(("game", "the consortium game needs a pandapower feeder, not grid.kind opendss"))
     try:

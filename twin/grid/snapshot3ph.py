@@ -194,10 +194,49 @@ class PhaseSnapshot:
             np.add.at(q_bus, pos[~one], qv[~one, None] / n_ph * has)
         return p_bus, q_bus
 
+    def injections_batch(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`injections` for (B, n_rows) set-points (a table's (n_rows,) row is
+        broadcast): (B, n_bus, 3) P and Q."""
+        n = len(self._bus_index)
+        b = max([np.atleast_2d(a).shape[0] for a in (*p.values(), *q.values())] + [1])
+        p_bus, q_bus = np.zeros((b, n * 3)), np.zeros((b, n * 3))
+        for t in _TABLES:
+            pos, ph = self._rows[t]
+            if not pos.size:
+                continue
+            one = ph < PHASE_ABC
+            m = np.zeros((pos.size, n * 3))  # row -> (bus, phase) share, sign of the table
+            m[np.flatnonzero(one), pos[one] * 3 + ph[one]] = _SIGN[t]
+            three = np.flatnonzero(~one)
+            share = self._has[pos[three]] / self._n_phases[pos[three], None]
+            for k in range(3):
+                m[three, pos[three] * 3 + k] = _SIGN[t] * share[:, k]
+            p_bus += np.atleast_2d(np.asarray(p[t], dtype=np.float64)) @ m
+            q_bus += np.atleast_2d(np.asarray(q[t], dtype=np.float64)) @ m
+        return p_bus.reshape(b, n, 3), q_bus.reshape(b, n, 3)
+
+    def solve_batch(self, p: dict[str, np.ndarray], q: dict[str, np.ndarray], *,
+                    taps: np.ndarray | None = None, time_s: float | None = None) -> Any:
+        """B snapshots in one batch (rows as :meth:`injections_batch`), without DER functions;
+        regulators start from ``taps`` (default :attr:`taps`) and act as in :meth:`solve`
+        (an OLTC holds). Returns the :class:`twin.grid.pf3ph.PowerFlow3phResult` and the
+        (n_line + n_trafo) element indices of the net's line and trafo rows (-1: none)."""
+        p_bus, q_bus = self.injections_batch(p, q)
+        if self.regulators:
+            assert self._cpf is not None
+            r = self._cpf.solve(p_bus, q_bus, taps=self.taps if taps is None else taps, base_loads=self._base_loads,
+                                tol=1e-9, regulate=self._regulate, time_s=time_s)
+            res = r.pf
+        else:
+            res = self.solver.solve(p_mw=p_bus, q_mvar=q_bus, base_loads=self._base_loads, tol=1e-9)
+        return res, np.concatenate([self._line_elem, self._trafo_elem])
+
     def solve(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
               sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
-              storage_q_mvar: np.ndarray | None = None) -> GridState:
-        """Write the set-points into the net (as :func:`twin.grid.powerflow.run_snapshot`) and solve."""
+              storage_q_mvar: np.ndarray | None = None, time_s: float | None = None) -> GridState:
+        """Write the set-points into the net (as :func:`twin.grid.powerflow.run_snapshot`) and solve;
+        ``time_s``: the solution time a deck's time-of-day CapControls switch on (seconds
+        since hour 0 of the run's first day, :func:`twin.grid.capcontrol3ph.hour_of_day`)."""
         sto_q = np.zeros(len(self.net.storage)) if storage_q_mvar is None else storage_q_mvar
         apply_injections(self.net, load_p_mw=load_p_mw, load_q_mvar=load_q_mvar, sgen_p_mw=sgen_p_mw,
                          sgen_q_mvar=sgen_q_mvar, storage_p_mw=storage_p_mw, storage_q_mvar=sto_q)
@@ -207,7 +246,7 @@ class PhaseSnapshot:
         if self.regulators:
             assert self._cpf is not None
             r = self._cpf.solve(p_bus[None], q_bus[None], taps=self.taps, base_loads=self._base_loads, tol=1e-9,
-                                regulate=self._regulate)
+                                regulate=self._regulate, time_s=time_s)
             self._settle(r)
             return self._state(r.pf, p_bus, q_bus)
         res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=self._base_loads, tol=1e-9)
@@ -250,7 +289,8 @@ class PhaseSnapshot:
     def solve_controlled(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
                          sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
                          storage_q_mvar: np.ndarray | None = None, tol_pu: float = 1e-4,
-                         freq_hz: float | None = None) -> tuple[GridState, SnapshotControls]:
+                         freq_hz: float | None = None, time_s: float | None = None
+                         ) -> tuple[GridState, SnapshotControls]:
         """As :meth:`solve`, with the DER functions solved in; the device rows of the arrays are
         what the devices would do unconstrained; ``freq_hz``: the TSO's system frequency
         (frequency-watt; None: nominal). Returns the state and a
@@ -270,7 +310,7 @@ class PhaseSnapshot:
         p_bus, q_bus = self.injections(p, q)
         res = self._cpf.solve(p_bus[None], q_bus[None], der_p_avail_mw=avail[None], base_loads=self._base_loads, tol=1e-9,
                               tol_pu=tol_pu, taps=self.taps if self.regulators else None, regulate=self._regulate,
-                              freq_hz=None if freq_hz is None else [freq_hz])
+                              freq_hz=None if freq_hz is None else [freq_hz], time_s=time_s)
         self._settle(res)
         for i, (e, r) in enumerate(zip(self._dev_el, self._dev_row, strict=True)):
             p[e][r] = sign[e] * res.der_p_mw[0, i]
