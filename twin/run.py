@@ -161,8 +161,7 @@ def run_scenario(
             timings["open_ledger_s"] = t_chain - t_open  # a chain: Anvil, deployment, gas money
             minted = fund_and_register(ledger, scenario, model)
             # every device signs its own orders and meter readings; the operator relays them
-            signers = DeviceSigners(seed=scenario.seed,
-                                    device_ids=[d.device_id for d in model.devices])
+            signers = _signers(scenario, model)
             signers.bind(ledger)
             services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
             if hasattr(ledger, "checked"):  # a resumed reference run checks them too
@@ -360,6 +359,19 @@ def _drain_fault_log(ledger: Any, recorder: RunRecorder, *, k: int, interval_s: 
     if drain is not None:
         for table, rows in drain(time_s=k * interval_s, interval=k, final=True).items():
             recorder.add(table, rows)
+
+
+def _signers(scenario: Scenario, model: Any) -> DeviceSigners:
+    """The devices' keys: per-interval signing, or daily (day schedules planned from the
+    households' forecasts, twin.market.daily_signers)."""
+    ids = [d.device_id for d in model.devices]
+    if scenario.market.signing != "daily":
+        return DeviceSigners(seed=scenario.seed, device_ids=ids)
+    from twin.market.daily_signers import DailySigners
+
+    return DailySigners(seed=scenario.seed, device_ids=ids,
+                        per_day=86_400 // scenario.market.interval_s,
+                        planner=model.day_ahead_orders)
 
 
 def _meter_desk(data_faults: Any) -> Any:

@@ -248,6 +248,20 @@ class FeederModel(mesa.Model):
         return lookup
 
     # ------------------------------------------------------------------ protocol
+    def day_ahead_orders(self, intervals: range) -> list[OrderIntent]:
+        """The households' orders of ``intervals`` planned now from their forecasts (state
+        unchanged): the standing orders each signs once a day under ``market.signing:
+        daily``. Only stateless (truthful) prices are planned; EVs, batteries and any other
+        change revise the schedule when they order."""
+        hh = self.households
+        if hh.strategy.name != "truthful":
+            return []
+        out: list[OrderIntent] = []
+        for j in intervals:
+            if 0 <= j < self.n_intervals:
+                out += hh.orders(j, fee=self.dso.network_fee(j))
+        return out
+
     def step_interval(self, *, interval: int, trades: Sequence[Trade],
                       price_history: Sequence[int],
                       der_controls: Mapping[int, DERControl] | None = None) -> IntervalOutput:

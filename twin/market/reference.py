@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus
-from twin.market.reference_settlement import ReferenceSettlement
+from twin.market.reference_daily import ReferenceDaily
 from twin.market.reference_state import Account, purpose, require_role
 from twin.market.signing import (
     ZERO_ADDRESS,
@@ -53,7 +54,7 @@ MARK_STEPS = 1024
 __all__ = ["ReferenceLedger"]
 
 
-class ReferenceLedger(ReferenceSettlement):
+class ReferenceLedger(ReferenceDaily):
     """The market in plain Python (see :mod:`twin.market` for the rules): the state and clock
     (:mod:`twin.market.reference_state`), clearing and settlement
     (:mod:`twin.market.reference_settlement`), and here the operator role, the registry,
@@ -217,7 +218,8 @@ class ReferenceLedger(ReferenceSettlement):
             last, bonded = info
             mark = self._final_below
             w = self._advance_final(last + 1, MARK_STEPS)
-            if not bonded or w <= last or any(d == device_id for _, d in self._provisional):
+            if (not bonded or w <= last or any(d == device_id for _, d in self._provisional)
+                    or self.daily_waits(device_id)):
                 self._final_below = mark  # the contract's revert keeps nothing
                 raise e.BondLocked(device_id, w if w <= last else last)
             self._device_info[device_id] = (last, False)
@@ -261,7 +263,10 @@ class ReferenceLedger(ReferenceSettlement):
         intents: Sequence[OrderIntent],
         sender: int | None,
         signed: Sequence[SignedOrder] | None,
+        recovered: Sequence[Any] | None = None,
     ) -> list[Order]:
+        """``recovered``: each signed order's signer already checked elsewhere (an address),
+        or the error it fails with (daily schedules, :mod:`twin.market.reference_daily`)."""
         free_delta: dict[int, int] = defaultdict(int)
         used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
         nonces: dict[tuple[int, int], int] = {}
@@ -271,7 +276,8 @@ class ReferenceLedger(ReferenceSettlement):
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
         #: every signed order's signer, recovered for the whole batch at once (signing_batch)
-        signers = recover_orders(signed, self._domain) if signed is not None else []
+        signers: Sequence[Any] = (recovered if recovered is not None else
+                                  recover_orders(signed, self._domain) if signed is not None else [])
         for k, it in enumerate(intents):  # purpose() inlined: the text only on an error
             if signed is None:
                 try:
@@ -283,6 +289,8 @@ class ReferenceLedger(ReferenceSettlement):
                     raise
                 continue
             try:  # a failing signed order is skipped and reported, not fatal to the batch
+                if isinstance(signers[k], e.MarketError):
+                    raise signers[k]
                 nkey = self._check_signature(signed[k], nonces, signers[k])
                 placed.append(self._check_order(it, sender, free_delta, used_delta,
                                                 self._next_order + len(placed)))
