@@ -192,6 +192,8 @@ def run_scenario(
                                    run_id=manifest["run_id"], n_accounts=n_accounts,
                                    services=services)))
                 status = "complete"
+                if getattr(signers, "daily", False):  # what daily signing cost the devices
+                    manifest["signing"] = {"mode": "daily", **signers.n_signed}
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
                 _drain_fault_log(ledger, recorder, k=log.last_settled + 1, interval_s=interval_s)

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from eth_abi import encode
+from eth_abi.packed import encode_packed
 from eth_account import Account
 from eth_utils import keccak
 
@@ -50,7 +50,7 @@ def test_schedule_and_daily_readings_equal_eth_account() -> None:
     it = OrderIntent(device_id=3, interval=6, side=Side.SELL, energy_wh=1234, price_per_mwh=-7)
     (so,) = signers.sign_orders([it], domain=dom)
     grid = so.schedule.orders
-    packed = encode(["int256"] * 16, [int(x) for x in grid.reshape(-1)])
+    packed = encode_packed(["int64"] * 16, [int(x) for x in grid.reshape(-1)])
     assert schedule_hash(grid) == keccak(packed)
     secret = signers.key(3)._secret
     ref = Account.sign_typed_data(secret, full_message=_typed(
@@ -61,7 +61,7 @@ def test_schedule_and_daily_readings_equal_eth_account() -> None:
     for k, wh in enumerate([5, -6, 0, 2**40]):
         signers.record_readings(interval=4 + k, metered_wh={3: wh})
     (batch,) = signers.daily_readings(day=1, domain=dom)
-    packed = encode(["int256"] * 4, [5, -6, 0, 2**40])
+    packed = encode_packed(["int64"] * 4, [5, -6, 0, 2**40])
     ref = Account.sign_typed_data(secret, full_message=_typed(
         dom, "DailyReadings", [("device", "uint64"), ("day", "uint64"), ("readings", "bytes32")],
         {"device": 3, "day": 1, "readings": keccak(packed)}))
@@ -79,9 +79,16 @@ def market() -> tuple[ReferenceLedger, DailySigners]:
                                    capacity_w=2_000))
         led.deposit(d - 9, 100_000_000)
     signers = DailySigners(seed=1, device_ids=[11, 12, 13], per_day=DAY_S // INTERVAL_S,
-                           planner=lambda ks: [o for k in ks for o in _orders(k)])  # day-ahead
+                           planner=_plan)  # the devices' day-ahead plans
     signers.bind(led)
     return led, signers
+
+
+def _plan(ks: range) -> tuple[np.ndarray, ...]:
+    """Both devices plan today's orders of every interval (device 11 selling 500 Wh)."""
+    rows = [(o.device_id, o.interval, o.side == Side.BUY, o.energy_wh, o.price_per_mwh)
+            for k in ks for o in _orders(k)]
+    return tuple(np.array(c) for c in zip(*rows, strict=True))
 
 
 def _orders(k: int, sell_wh: int = 500) -> list[OrderIntent]:

@@ -22,7 +22,6 @@ from twin.market.device_signers import DeviceSigners
 from twin.market.signing import Domain
 from twin.market.signing_batch import sign_rows
 from twin.market.signing_daily import (
-    _COL,
     ROW_LEN_READINGS,
     ROW_LEN_SCHEDULE,
     ScheduledOrder,
@@ -36,7 +35,9 @@ from twin.market.types import OrderIntent, Side
 
 __all__ = ["DailySigners"]
 
-Planner = Callable[[range], Sequence[OrderIntent]]
+#: intervals -> the orders planned for them as arrays: device id, interval, buy (bool),
+#: energy Wh, price
+Planner = Callable[[range], tuple[np.ndarray, ...]]
 
 
 class DailySigners(DeviceSigners):
@@ -51,10 +52,13 @@ class DailySigners(DeviceSigners):
             raise ValueError(f"daily signing needs intervals per day > 0, got {per_day}")
         self.per_day = per_day
         self.planner = planner
-        #: device -> (day, revision, orders (per_day x 4), the last signed schedule or None)
-        self._draft: dict[int, tuple[int, int, np.ndarray, SignedSchedule | None]] = {}
-        self._planned_day = -1
-        self._plan: dict[int, np.ndarray] = {}
+        #: the day's drafts, one row per device (ascending id): orders (per_day x 4),
+        #: revision, and the schedule last signed from the row (None: changed since)
+        self._ids = np.array(sorted(self.keys), np.int64)
+        self._day = -1
+        self._grid = np.zeros((0, per_day, 4), np.int64)
+        self._rev = np.zeros(0, np.int64)
+        self._signed: list[SignedSchedule | None] = []
         #: day -> device -> metered Wh per slot (the meter's day profile)
         self._readings: dict[int, dict[int, np.ndarray]] = {}
         #: signatures made (schedules, reading batches): what the protocol costs the devices
@@ -63,70 +67,71 @@ class DailySigners(DeviceSigners):
     def day_of(self, interval: int) -> int:
         return interval // self.per_day
 
-    def _day_plan(self, day: int) -> dict[int, np.ndarray]:
-        """The devices' day-ahead plans of ``day`` (asked of the planner once per day)."""
-        if self._planned_day != day:
-            self._planned_day, self._plan = day, {}
-            if self.planner is not None:
-                first = day * self.per_day
-                for it in self.planner(range(first, first + self.per_day)):
-                    if it.device_id not in self.keys or self.day_of(it.interval) != day:
-                        continue
-                    grid = self._plan.get(it.device_id)
-                    if grid is None:
-                        grid = self._plan[it.device_id] = np.zeros((self.per_day, 4), np.int64)
-                    e, p = _COL[Side(it.side)]
-                    grid[it.interval - first, e] = it.energy_wh
-                    grid[it.interval - first, p] = it.price_per_mwh
-        return self._plan
+    def _new_day(self, day: int) -> None:
+        """Today's drafts: the devices' day-ahead plans (asked of the planner once a day)."""
+        n = self._ids.size
+        self._day, self._rev, self._signed = day, np.zeros(n, np.int64), [None] * n
+        self._grid = np.zeros((n, self.per_day, 4), np.int64)
+        if self.planner is None:
+            return
+        first = day * self.per_day
+        ids, ks, buy, e, p = (np.asarray(a) for a in self.planner(range(first, first + self.per_day)))
+        row = np.searchsorted(self._ids, ids)
+        keep = (ks >= first) & (ks < first + self.per_day) & (row < n)
+        keep[keep] = self._ids[row[keep]] == ids[keep]
+        row, ks, col = row[keep], ks[keep] - first, np.where(buy[keep], 0, 2)
+        self._grid[row, ks, col] = e[keep]
+        self._grid[row, ks, col + 1] = p[keep]
 
     def sign_orders(self, intents: Sequence[OrderIntent],  # type: ignore[override]
                     *, domain: Domain) -> list[ScheduledOrder]:
         """Each order with its device's signed schedule; schedules new today or changed by
-        an order signed now, all in one batch."""
-        changed: dict[int, None] = {}
+        an order, signed in one batch (an order whose slot is already as planned needs no
+        signature)."""
+        if not intents:
+            return []
         for it in intents:
-            d, day = it.device_id, self.day_of(it.interval)
-            self.key(d)
-            draft = self._draft.get(d)
-            if draft is None or draft[0] != day:
-                plan = self._day_plan(day).get(d)
-                grid = np.zeros((self.per_day, 4), np.int64) if plan is None else plan.copy()
-                draft = self._draft[d] = (day, 0, grid, None)
-                changed[d] = None
-            _, rev, grid, signed = draft
-            slot = it.interval - day * self.per_day
-            e, p = _COL[Side(it.side)]
-            if grid[slot, e] != it.energy_wh or grid[slot, p] != it.price_per_mwh:
-                if signed is not None:  # a revision of a schedule already signed
-                    grid = grid.copy()
-                    draft = self._draft[d] = (day, rev + 1, grid, None)
-                grid[slot, e] = it.energy_wh
-                grid[slot, p] = it.price_per_mwh
-                changed[d] = None
-        if changed:
-            self._sign_schedules(list(changed), domain)
-        out = []
-        for it in intents:
-            sched = self._draft[it.device_id][3]
-            assert sched is not None
-            out.append(ScheduledOrder(intent=it, schedule=sched))
-        return out
+            self.key(it.device_id)
+        ids = np.fromiter((it.device_id for it in intents), np.int64, len(intents))
+        ks = np.fromiter((it.interval for it in intents), np.int64, len(intents))
+        buy = np.fromiter((it.side == Side.BUY for it in intents), bool, len(intents))
+        e = np.fromiter((it.energy_wh for it in intents), np.int64, len(intents))
+        p = np.fromiter((it.price_per_mwh for it in intents), np.int64, len(intents))
+        rows = np.searchsorted(self._ids, ids)
+        out: list[ScheduledOrder | None] = [None] * len(intents)
+        for day in np.unique(ks // self.per_day).tolist():
+            sel = np.flatnonzero(ks // self.per_day == day)
+            if day != self._day:
+                self._new_day(day)
+            r, slot, col = rows[sel], ks[sel] - day * self.per_day, np.where(buy[sel], 0, 2)
+            g = self._grid
+            changed = (g[r, slot, col] != e[sel]) | (g[r, slot, col + 1] != p[sel])
+            for j in np.unique(r[changed]).tolist():
+                if self._signed[j] is not None:  # a revision of a schedule already signed
+                    self._rev[j] += 1
+                    self._signed[j] = None
+            g[r[changed], slot[changed], col[changed]] = e[sel][changed]
+            g[r[changed], slot[changed], col[changed] + 1] = p[sel][changed]
+            todo = [j for j in np.unique(r).tolist() if self._signed[j] is None]
+            if todo:
+                self._sign_schedules(todo, day, domain)
+            for j, k in zip(r.tolist(), sel.tolist(), strict=True):
+                out[k] = ScheduledOrder(intent=intents[k], schedule=self._signed[j])  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
-    def _sign_schedules(self, devices: list[int], domain: Domain) -> None:
-        rows = []
-        for d in devices:
-            day, rev, grid, _ = self._draft[d]
+    def _sign_schedules(self, rows: list[int], day: int, domain: Domain) -> None:
+        grids = [self._grid[j].copy() for j in rows]
+        structs = []
+        for j, grid in zip(rows, grids, strict=True):
             grid.setflags(write=False)
-            rows.append(schedule_row(d, day, rev, schedule_hash(grid)))
-        sigs = sign_rows(domain, b"".join(rows), ROW_LEN_SCHEDULE,
-                         b"".join(self.keys[d]._secret for d in devices))
-        for d, sig in zip(devices, sigs, strict=True):
-            day, rev, grid, _ = self._draft[d]
-            self._draft[d] = (day, rev, grid,
-                              SignedSchedule(device_id=d, day=day, revision=rev, orders=grid,
-                                             signature=sig))
-        self.n_signed["schedules"] += len(devices)
+            structs.append(schedule_row(int(self._ids[j]), day, int(self._rev[j]), schedule_hash(grid)))
+        sigs = sign_rows(domain, b"".join(structs), ROW_LEN_SCHEDULE,
+                         b"".join(self.keys[int(self._ids[j])]._secret for j in rows))
+        for j, grid, sig in zip(rows, grids, sigs, strict=True):
+            self._signed[j] = SignedSchedule(device_id=int(self._ids[j]), day=day,
+                                             revision=int(self._rev[j]), orders=grid,
+                                             signature=sig)
+        self.n_signed["schedules"] += len(rows)
 
     # --- readings ------------------------------------------------------------------------
     def record_readings(self, *, interval: int, metered_wh: Mapping[int, int]) -> None:

@@ -10,8 +10,8 @@ order). The device signs it once::
 
 under the market's EIP-712 domain (:class:`twin.market.signing.Domain`: its per-deployment
 salt makes a signature from another run worthless). ``orders`` is the keccak of the packed
-schedule (per slot: buy energy, buy price, sell energy, sell price, each a 32-byte two's
-complement word); ``readings`` the keccak of the day's metered Wh per slot (int256 words).
+schedule (``abi.encodePacked`` of int64: per slot buy energy, buy price, sell energy, sell
+price); ``readings`` the keccak of the day's metered Wh per slot (packed int64).
 
 Each interval's order is relayed as a :class:`ScheduledOrder`: the order plus the signed
 schedule it belongs to. The ledger verifies a schedule's signature once (then keeps the
@@ -77,24 +77,21 @@ class WrongDay(MarketError):
     explanation = "the signed schedule or readings are for another day than the interval"
 
 
-def _words(a: np.ndarray) -> bytes:
-    """32-byte big-endian two's complement words of an int64 array (flattened, row order)."""
-    flat = np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
-    out = np.empty((flat.size, 32), dtype=np.uint8)
-    out[:, :24] = np.where(flat < 0, 255, 0).astype(np.uint8)[:, None]
-    out[:, 24:] = flat.astype(">i8").view(np.uint8).reshape(flat.size, 8)
-    return out.tobytes()
+def _packed(a: np.ndarray) -> bytes:
+    """``abi.encodePacked`` of int64 values (8 bytes big-endian two's complement each, row
+    order)."""
+    return np.ascontiguousarray(a, dtype=np.int64).astype(">i8").tobytes()
 
 
 def schedule_hash(orders: np.ndarray) -> bytes:
     """keccak of a packed schedule (``per_day`` x 4 int64: buy Wh, buy price, sell Wh, sell
     price)."""
-    return _keccak(_words(orders))
+    return _keccak(_packed(orders))
 
 
 def readings_hash(metered_wh: np.ndarray) -> bytes:
     """keccak of a day's packed readings (``per_day`` int64 Wh)."""
-    return _keccak(_words(metered_wh))
+    return _keccak(_packed(metered_wh))
 
 
 def _u64(name: str, x: int) -> bytes:
