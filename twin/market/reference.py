@@ -363,25 +363,29 @@ class ReferenceLedger(ReferenceDaily):
             raise e.BadPrice(it.device_id, it.price_per_mwh)
         if self._status.get(it.interval, "open") != "open":
             raise e.IntervalClosed(it.interval)
-        if self._now_s > self.gate_s(it.interval):
-            raise e.GateClosed(it.interval, self.gate_s(it.interval), self._now_s)
+        gate = self.gate_s(it.interval)
+        if self._now_s > gate:
+            raise e.GateClosed(it.interval, gate, self._now_s)
         side = it.side if type(it.side) is Side else Side(it.side)
+        # .get: a lookup must not add an entry per order to the ledger's state
+        used, n_orders = self._used, self._n_orders
         other = (it.device_id, it.interval, _SIDES[1 - side])
-        if self._used[other] + used_delta[other] > 0:
+        if used.get(other, 0) + used_delta.get(other, 0) > 0:
             raise e.OppositeSide(it.device_id, it.interval)
         dkey = (it.device_id, it.interval)
-        if self._n_orders[dkey] + self._batch_orders[dkey] >= MAX_ORDERS:
+        n_before = n_orders.get(dkey, 0) + self._batch_orders.get(dkey, 0)
+        if n_before >= MAX_ORDERS:
             raise e.TooManyOrders(it.device_id, it.interval, MAX_ORDERS)
         key = (it.device_id, it.interval, side)
         cap = self.cap_wh(dev)
-        requested = self._used[key] + used_delta[key] + it.energy_wh
+        requested = used.get(key, 0) + used_delta.get(key, 0) + it.energy_wh
         if requested > cap:
             raise e.CapacityExceeded(it.device_id, cap, requested)
         env = self._envelope.get(key)
         if env is not None and requested > env:
             raise e.EnvelopeExceeded(it.device_id, env, requested)
         # the device's first order of the interval: its bond, unless posted
-        first = self._n_orders[dkey] + self._batch_orders[dkey] == 0
+        first = n_before == 0
         last, bonded = self._batch_info.get(it.device_id, self._device_info.get(it.device_id, (0, False)))
         bond = self._imbalance_bond if first and not bonded else 0
         available = self._accounts[dev.owner].free + free_delta[dev.owner]
