@@ -71,16 +71,21 @@ class ReferenceDaily(ReferenceSettlement):
                          is_closed=lambda i: self._status.get(i, "open") != "open",
                          action="place_scheduled_orders")
         fresh = self._verify_schedules(orders)
-        per_day = self.per_day
+        per_day, schedules, signers = self.per_day, self._schedules, self._signers
         verdict: list[Any] = []
-        for so in orders:
+        for so in orders:  # the common case inline: the latest verified schedule's slot
             it, s = so.intent, so.schedule
-            err = fresh.get(id(s))
-            if err is None:
+            have = schedules.get(it.device_id)
+            err = fresh.get(id(s)) if fresh else None
+            if err is None and (have is None or it.device_id != s.device_id or s.day != have[0]
+                                or s.revision < have[1] or it.interval // per_day != s.day
+                                or slot_of(have[2], it.interval - s.day * per_day, it.side)
+                                != (it.energy_wh, it.price_per_mwh)):
                 err = self._leaf_error(it, s, per_day)
-            verdict.append(err if err is not None else self._signers.get(it.device_id, ZERO_ADDRESS))
-        signed = [SignedOrder(intent=so.intent, nonce=so.nonce, signature=b"") for so in orders]
-        placed = self._place([so.intent for so in orders], sender, signed, verdict)
+            verdict.append(err if err is not None else signers.get(it.device_id, ZERO_ADDRESS))
+        # a scheduled order carries what the order checks read (intent, nonce = revision + 1)
+        placed = self._place([so.intent for so in orders], sender, orders,  # type: ignore[arg-type]
+                             verdict)
         if strict and self.rejected:
             raise self.rejected[0].error
         return placed
@@ -96,9 +101,8 @@ class ReferenceDaily(ReferenceSettlement):
             return e.BadSignature(it.device_id)
         if s.revision < have[1]:
             return StaleSchedule(it.device_id, day, s.revision, have[1])
-        if slot_of(have[2], it.interval - day * per_day, it.side) != (it.energy_wh, it.price_per_mwh):
-            return e.BadSignature(it.device_id)  # not what the device signed
-        return None
+        # not what the device signed (also: a slot of a schedule the ledger has not verified)
+        return e.BadSignature(it.device_id)
 
     def _verify_schedules(self, orders: Sequence[ScheduledOrder]) -> dict[int, e.MarketError]:
         """Recover the signer of every schedule newer than the device's verified one (one

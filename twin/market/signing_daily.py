@@ -157,8 +157,9 @@ class SignedDailyReadings:
 
 def slot_of(orders: np.ndarray, slot: int, side: Any) -> tuple[int, int]:
     """(energy Wh, price) of one side of a schedule's slot."""
-    e, p = _COL[Side(side)]
-    return int(orders[slot, e]), int(orders[slot, p])
+    e, p = _COL[side if type(side) is Side else Side(side)]
+    row = orders[slot].tolist()
+    return row[e], row[p]
 
 
 def set_slot(orders: np.ndarray, slot: int, intent: OrderIntent) -> None:
