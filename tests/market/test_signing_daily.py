@@ -66,6 +66,9 @@ def test_schedule_and_daily_readings_equal_eth_account() -> None:
         dom, "DailyReadings", [("device", "uint64"), ("day", "uint64"), ("readings", "bytes32")],
         {"device": 3, "day": 1, "readings": keccak(packed)}))
     assert batch.signature == ref.signature
+    with pytest.raises(ValueError, match="device 3 has two orders on one side of interval 7"):
+        signers.sign_orders([it.__class__(device_id=3, interval=7, side=Side.BUY, energy_wh=w,
+                                          price_per_mwh=9) for w in (1, 2)], domain=dom)
 
 
 @pytest.fixture

@@ -104,6 +104,14 @@ class DailySigners(DeviceSigners):
             if day != self._day:
                 self._new_day(day)
             r, slot, col = rows[sel], ks[sel] - day * self.per_day, np.where(buy[sel], 0, 2)
+            cell = (r * self.per_day + slot) * 4 + col
+            inv = np.unique(cell, return_inverse=True)[1].reshape(-1)
+            if inv.max(initial=-1) + 1 < cell.size:  # a cell twice
+                twice = np.flatnonzero(np.bincount(inv) > 1)[0]
+                j = int(sel[np.flatnonzero(inv == twice)[0]])
+                raise ValueError(f"daily signing: device {intents[j].device_id} has two orders "
+                                 f"on one side of interval {intents[j].interval} in one batch; a "
+                                 "schedule holds one order per side and interval")
             g = self._grid
             changed = (g[r, slot, col] != e[sel]) | (g[r, slot, col + 1] != p[sel])
             for j in np.unique(r[changed]).tolist():
