@@ -193,7 +193,7 @@ def run_scenario(
                                    services=services)))
                 status = "complete"
                 if getattr(signers, "daily", False):  # what daily signing cost the devices
-                    manifest["signing"] = {"mode": "daily", **signers.n_signed}
+                    manifest["signing"] = {"mode": "daily", **getattr(signers, "n_signed", {})}
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
                 _drain_fault_log(ledger, recorder, k=log.last_settled + 1, interval_s=interval_s)
