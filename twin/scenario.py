@@ -123,6 +123,8 @@ class Scenario(_Spec):
         data = self.model_dump(mode="json")
         if data.get("faults") is None:  # a scenario without faults keeps its digest
             data.pop("faults", None)
+        if data["market"].get("signing") == "per_interval":  # so does one signing as before
+            data["market"].pop("signing")
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
