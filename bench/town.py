@@ -6,7 +6,7 @@ time (grid and agents; on chain also opening the ledger: Anvil, deployment, gas 
 funding and registering the population), peak RSS, results folder size and the run's status (a feeder
 that cannot carry the town fails with GridDiverged instead of "succeeding").
 
-``python bench/town.py [--hours 24] [--start-hour H] [--ledger chain]``; last line ``key=value``.
+``python bench/town.py [--hours 24] [--start-hour H] [--ledger chain] [--signing daily]``; last line ``key=value``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,13 @@ def main() -> None:
     ap.add_argument("--households", type=int, default=None, help="override the town's count")
     ap.add_argument("--start-hour", type=int, default=None,
                     help="start the day's run at this hour (e.g. 11: a midday hour trades)")
+    ap.add_argument("--signing", default="per_interval", choices=["per_interval", "daily"],
+                    help="market.signing: per-interval signatures, or day schedules and "
+                         "daily reading batches")
     args = ap.parse_args()
     doc = yaml.safe_load((ROOT / "scenarios" / "town.yaml").read_text())
     doc["market"]["ledger"] = args.ledger
+    doc["market"]["signing"] = args.signing
     if args.start_hour is not None:
         doc["start"] = doc["start"].replace("T00:", f"T{args.start_hour:02d}:")
     if args.households:  # EVs and community batteries in the town's proportions
@@ -88,6 +92,7 @@ def main() -> None:
         print(err.strip().splitlines()[-1] if err.strip() else "")
     print(f"timings {timings}")
     print(f"households={doc['agents']['households']['count']} ledger={args.ledger} "
+          f"signing={args.signing} "
           f"hours={args.hours:g} status={manifest['status']} wall_s={wall:.1f} "
           f"setup_s={timings.get('setup_grid_agents_s', float('nan')):.1f} "
           f"open_ledger_s={timings.get('open_ledger_s', float('nan')):.1f} "

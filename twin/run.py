@@ -162,8 +162,7 @@ def run_scenario(
             minted = fund_and_register(ledger, scenario, model)
             chain_info["imbalance_bond"] = bond_manifest(ledger, model.devices)  # per rating
             # every device signs its own orders and meter readings; the operator relays them
-            signers = DeviceSigners(seed=scenario.seed,
-                                    device_ids=[d.device_id for d in model.devices])
+            signers = _signers(scenario, model)
             signers.bind(ledger)
             services = plan.build(ledger=ledger, chain=chain_info["ledger"] == "chain")
             if hasattr(ledger, "checked"):  # a resumed reference run checks them too
@@ -194,6 +193,8 @@ def run_scenario(
                                    run_id=manifest["run_id"], n_accounts=n_accounts,
                                    services=services)))
                 status = "complete"
+                if getattr(signers, "daily", False):  # what daily signing cost the devices
+                    manifest["signing"] = {"mode": "daily", **getattr(signers, "n_signed", {})}
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
                 _drain_fault_log(ledger, recorder, k=log.last_settled + 1, interval_s=interval_s)
@@ -362,6 +363,19 @@ def _drain_fault_log(ledger: Any, recorder: RunRecorder, *, k: int, interval_s: 
     if drain is not None:
         for table, rows in drain(time_s=k * interval_s, interval=k, final=True).items():
             recorder.add(table, rows)
+
+
+def _signers(scenario: Scenario, model: Any) -> DeviceSigners:
+    """The devices' keys: per-interval signing, or daily (day schedules planned from the
+    households' forecasts, twin.market.daily_signers)."""
+    ids = [d.device_id for d in model.devices]
+    if scenario.market.signing != "daily":
+        return DeviceSigners(seed=scenario.seed, device_ids=ids)
+    from twin.market.daily_signers import DailySigners
+
+    return DailySigners(seed=scenario.seed, device_ids=ids,
+                        per_day=86_400 // scenario.market.interval_s,
+                        planner=model.day_ahead_orders)
 
 
 def _meter_desk(data_faults: Any) -> Any:

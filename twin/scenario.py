@@ -109,7 +109,7 @@ class Scenario(_Spec):
         """Rules across fields, each with its own field path (:class:`CrossFieldError`)."""
         problems = [*_time_problems(self), *_forecast_problems(self),
                     *game_problems(self.game), *service_problems(self),
-                    *phase_problems(self), *fault_problems(self)]
+                    *phase_problems(self), *fault_problems(self), *_signing_problems(self)]
         if problems:
             raise CrossFieldError(problems)
         return self
@@ -123,6 +123,8 @@ class Scenario(_Spec):
         data = self.model_dump(mode="json")
         if data.get("faults") is None:  # a scenario without faults keeps its digest
             data.pop("faults", None)
+        if data["market"].get("signing") == "per_interval":  # so does one signing as before
+            data["market"].pop("signing")
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
@@ -149,6 +151,13 @@ def _time_problems(sc: Scenario) -> list[tuple[str, str]]:
         out.append(("duration_s", f"({sc.duration_s}) must be a multiple of market.interval_s "
                     f"({sc.market.interval_s})"))
     return out
+
+
+def _signing_problems(sc: Scenario) -> list[tuple[str, str]]:
+    if sc.market.signing == "daily" and sc.faults is not None and sc.faults.data is not None:
+        return [("market.signing", "daily settles every interval provisionally on the relayed "
+                 "readings and does not combine with faults.data (per_interval does)")]
+    return []
 
 
 def _forecast_problems(sc: Scenario) -> list[tuple[str, str]]:

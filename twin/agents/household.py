@@ -305,6 +305,16 @@ class Households:
     def orders(self, k: int, *, fee: int = 0) -> list[OrderIntent]:
         """Orders for interval ``k`` from the forecast and the current battery state;
         bids at the willingness to pay net of the DSO's network fee ``fee`` of ``k``."""
+        ids, buy, e, p = self.order_arrays(k, fee=fee)
+        ids_, e_, p_ = ids.tolist(), e.tolist(), p.tolist()
+        return [
+            OrderIntent(device_id=ids_[j], interval=k, side=Side.BUY if buy[j] else Side.SELL,
+                        energy_wh=e_[j], price_per_mwh=p_[j])
+            for j in range(len(ids_))
+        ]
+
+    def order_arrays(self, k: int, *, fee: int = 0) -> tuple[np.ndarray, ...]:
+        """:meth:`orders` as arrays: device ids, buy (bool), energy Wh, price."""
         plan = self.plan(k, export_cap_wh=np.full(self.n, np.inf))
         meter = np.rint(plan.metered_wh).astype(np.int64)
         energy = np.minimum(np.abs(meter), self.cap_wh)
@@ -314,12 +324,7 @@ class Households:
         b, s = idx[buy], idx[~buy]
         price[b] = self.strategy.prices("buy", interval=k, index=b, valuation=self.buy_price[b] - fee)
         price[s] = self.strategy.prices("sell", interval=k, index=s, valuation=self.sell_price[s])
-        ids, e, p = self.device_id[idx].tolist(), energy[idx].tolist(), price[idx].tolist()
-        return [
-            OrderIntent(device_id=ids[j], interval=k, side=Side.BUY if buy[j] else Side.SELL,
-                        energy_wh=e[j], price_per_mwh=p[j])
-            for j in range(idx.size)
-        ]
+        return self.device_id[idx], buy, energy[idx], price[idx]
 
 
 class HouseholdAgent(FleetAgent):

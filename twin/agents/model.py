@@ -250,6 +250,23 @@ class FeederModel(mesa.Model):
         return lookup
 
     # ------------------------------------------------------------------ protocol
+    def day_ahead_orders(self, intervals: range) -> tuple[np.ndarray, ...]:
+        """The households' orders of ``intervals`` planned now from their forecasts (state
+        unchanged): the standing orders each signs once a day under ``market.signing:
+        daily``, as arrays (device id, interval, buy, energy Wh, price). Only stateless
+        (truthful) prices are planned; EVs, batteries and any other change revise the
+        schedule when they order."""
+        hh = self.households
+        parts = []
+        if hh.strategy.name == "truthful":
+            for j in intervals:
+                if 0 <= j < self.n_intervals:
+                    ids, buy, e, p = hh.order_arrays(j, fee=self.dso.network_fee(j))
+                    parts.append((ids, np.full(ids.size, j), buy, e, p))
+        if not parts:
+            return tuple(np.zeros(0, np.int64) for _ in range(5))
+        return tuple(np.concatenate([p[c] for p in parts]) for c in range(5))
+
     def step_interval(self, *, interval: int, trades: Sequence[Trade],
                       price_history: Sequence[int],
                       der_controls: Mapping[int, DERControl] | None = None) -> IntervalOutput:

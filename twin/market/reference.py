@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus
-from twin.market.reference_settlement import ReferenceSettlement
+from twin.market.reference_daily import ReferenceDaily
 from twin.market.reference_state import Account, purpose, require_role
 from twin.market.signing import (
     ZERO_ADDRESS,
@@ -53,7 +54,7 @@ MARK_STEPS = 1024
 __all__ = ["ReferenceLedger"]
 
 
-class ReferenceLedger(ReferenceSettlement):
+class ReferenceLedger(ReferenceDaily):
     """The market in plain Python (see :mod:`twin.market` for the rules): the state and clock
     (:mod:`twin.market.reference_state`), clearing and settlement
     (:mod:`twin.market.reference_settlement`), and here the operator role, the registry,
@@ -217,7 +218,8 @@ class ReferenceLedger(ReferenceSettlement):
             last, bonded = info
             mark = self._final_below
             w = self._advance_final(last + 1, MARK_STEPS)
-            if not bonded or w <= last or any(d == device_id for _, d in self._provisional):
+            if (not bonded or w <= last or any(d == device_id for _, d in self._provisional)
+                    or self.daily_waits(device_id)):
                 self._final_below = mark  # the contract's revert keeps nothing
                 raise e.BondLocked(device_id, w if w <= last else last)
             self._device_info[device_id] = (last, False)
@@ -262,7 +264,10 @@ class ReferenceLedger(ReferenceSettlement):
         intents: Sequence[OrderIntent],
         sender: int | None,
         signed: Sequence[SignedOrder] | None,
+        recovered: Sequence[Any] | None = None,
     ) -> list[Order]:
+        """``recovered``: each signed order's signer already checked elsewhere (an address),
+        or the error it fails with (daily schedules, :mod:`twin.market.reference_daily`)."""
         free_delta: dict[int, int] = defaultdict(int)
         used_delta: dict[tuple[int, int, Side], int] = defaultdict(int)
         nonces: dict[tuple[int, int], int] = {}
@@ -272,7 +277,8 @@ class ReferenceLedger(ReferenceSettlement):
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
         #: every signed order's signer, recovered for the whole batch at once (signing_batch)
-        signers = recover_orders(signed, self._domain) if signed is not None else []
+        signers: Sequence[Any] = (recovered if recovered is not None else
+                                  recover_orders(signed, self._domain) if signed is not None else [])
         for k, it in enumerate(intents):  # purpose() inlined: the text only on an error
             if signed is None:
                 try:
@@ -284,6 +290,8 @@ class ReferenceLedger(ReferenceSettlement):
                     raise
                 continue
             try:  # a failing signed order is skipped and reported, not fatal to the batch
+                if isinstance(signers[k], e.MarketError):
+                    raise signers[k]
                 nkey = self._check_signature(signed[k], nonces, signers[k])
                 placed.append(self._check_order(it, sender, free_delta, used_delta,
                                                 self._next_order + len(placed)))
@@ -356,25 +364,29 @@ class ReferenceLedger(ReferenceSettlement):
             raise e.BadPrice(it.device_id, it.price_per_mwh)
         if self._status.get(it.interval, "open") != "open":
             raise e.IntervalClosed(it.interval)
-        if self._now_s > self.gate_s(it.interval):
-            raise e.GateClosed(it.interval, self.gate_s(it.interval), self._now_s)
+        gate = self.gate_s(it.interval)
+        if self._now_s > gate:
+            raise e.GateClosed(it.interval, gate, self._now_s)
         side = it.side if type(it.side) is Side else Side(it.side)
+        # .get: a lookup must not add an entry per order to the ledger's state
+        used, n_orders = self._used, self._n_orders
         other = (it.device_id, it.interval, _SIDES[1 - side])
-        if self._used[other] + used_delta[other] > 0:
+        if used.get(other, 0) + used_delta.get(other, 0) > 0:
             raise e.OppositeSide(it.device_id, it.interval)
         dkey = (it.device_id, it.interval)
-        if self._n_orders[dkey] + self._batch_orders[dkey] >= MAX_ORDERS:
+        n_before = n_orders.get(dkey, 0) + self._batch_orders.get(dkey, 0)
+        if n_before >= MAX_ORDERS:
             raise e.TooManyOrders(it.device_id, it.interval, MAX_ORDERS)
         key = (it.device_id, it.interval, side)
         cap = self.cap_wh(dev)
-        requested = self._used[key] + used_delta[key] + it.energy_wh
+        requested = used.get(key, 0) + used_delta.get(key, 0) + it.energy_wh
         if requested > cap:
             raise e.CapacityExceeded(it.device_id, cap, requested)
         env = self._envelope.get(key)
         if env is not None and requested > env:
             raise e.EnvelopeExceeded(it.device_id, env, requested)
         # the device's first order of the interval: its bond, unless posted
-        first = self._n_orders[dkey] + self._batch_orders[dkey] == 0
+        first = n_before == 0
         last, bonded = self._batch_info.get(it.device_id, self._device_info.get(it.device_id, (0, False)))
         bond = self.bond_of(dev) if first and not bonded else 0
         available = self._accounts[dev.owner].free + free_delta[dev.owner]

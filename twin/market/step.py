@@ -85,6 +85,11 @@ class MarketStep:
         self.desk = desk
         #: the devices' keys (twin.market.device_signers): orders and readings device-signed
         self.signers = signers
+        #: daily signing (twin.market.daily_signers): schedules and daily reading batches
+        self._daily = bool(getattr(signers, "daily", False))
+        if self._daily and desk is not None:
+            raise ValueError("market.signing: daily settles every interval provisionally on "
+                             "the relayed readings; it does not combine with faults.data")
         self.interval_s = interval_s
         self.n_intervals = n_intervals
         self.log = log
@@ -156,7 +161,10 @@ class MarketStep:
                rows: dict[str, list[dict[str, Any]]]) -> StepResult:
         if self.services and not self.services.takes_orders:
             intents = []  # e.g. the green-token exchange: no P2P orders, tariffs settle
-        if self.signers is not None:  # the operator relays what each device signed
+        if self._daily:  # each order relayed with its device's signed day schedule
+            orders = self.ledger.place_scheduled_orders(
+                self.signers.sign_orders(list(intents), domain=self.ledger.domain))
+        elif self.signers is not None:  # the operator relays what each device signed
             orders = self.ledger.place_signed_orders(
                 self.signers.sign_orders(list(intents), domain=self.ledger.domain))
         else:
@@ -174,6 +182,8 @@ class MarketStep:
                  metered: dict[int, int] | None, rows: dict[str, list[dict[str, Any]]],
                  expected: Sequence[int] | None = None) -> None:
         clearing = self.log.clearings.get(k)
+        if self._daily and metered is not None:  # the meters keep their day profiles
+            self.signers.record_readings(interval=k, metered_wh=metered)
         if clearing is None:  # nothing traded for this interval (interval 0)
             if self.services and metered is not None:
                 self.services.on_settled(interval=k, trades=[], rows=[], metered_wh=metered)
@@ -190,7 +200,9 @@ class MarketStep:
             estimates = self.desk.estimates(interval=k, expected=expected or sorted(metered),
                                             readings=metered, trades=list(trades.values()))
             kw = {"estimated_wh": estimates}
-        if self.signers is not None:
+        if self._daily:  # provisional on the relayed readings; the signed day batch trues up
+            settled = self.ledger.settle_relayed(k, metered)
+        elif self.signers is not None:
             settled = self.ledger.settle_signed(k, self.signers.sign_readings(
                 interval=k, metered_wh=metered, domain=self.ledger.domain), **kw)
         else:
@@ -212,8 +224,16 @@ class MarketStep:
         rows["market"].append(market_row(clearing, time_s=time_s, interval=k,
                                          n_orders=self.log.n_orders.get(k, 0),
                                          curtailed_wh=curtailed))
+        if self._daily and self.signers.day_ends(k, n_intervals=self.n_intervals):
+            self._true_up_day(k, rows)
         if self.services:
             self.services.on_settled(interval=k, trades=final, rows=settled, metered_wh=metered)
+
+    def _true_up_day(self, k: int, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """The devices' signed readings of ``k``'s day arrive: true up what differs."""
+        batches = self.signers.daily_readings(day=self.signers.day_of(k), domain=self.ledger.domain)
+        for tu in self.ledger.true_up_daily(batches):
+            rows["trueups"].append(_trueup_row(tu, time_s=k * self.interval_s))
 
     def _true_up(self, k: int, late: Sequence[Sequence[int]],
                  rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -226,8 +246,10 @@ class MarketStep:
                 tu = self.ledger.true_up_signed(reading)
             else:
                 tu = self.ledger.true_up(interval, d, wh)
-            rows["trueups"].append({"time_s": k * self.interval_s, "interval": tu.interval,
-                                    "device_id": tu.device_id, "owner": tu.owner,
-                                    "estimated_wh": tu.estimated_wh, "metered_wh": tu.metered_wh,
-                                    "delta_wh": tu.delta_wh, "amount": tu.amount,
-                                    "paid": tu.paid, "debt": tu.debt})
+            rows["trueups"].append(_trueup_row(tu, time_s=k * self.interval_s))
+
+
+def _trueup_row(tu: Any, *, time_s: int) -> dict[str, Any]:
+    return {"time_s": time_s, "interval": tu.interval, "device_id": tu.device_id,
+            "owner": tu.owner, "estimated_wh": tu.estimated_wh, "metered_wh": tu.metered_wh,
+            "delta_wh": tu.delta_wh, "amount": tu.amount, "paid": tu.paid, "debt": tu.debt}

@@ -58,6 +58,12 @@ class MarketSpec(_Spec):
     #: that never comes); 0: estimates wait for their true-up forever. Default one day of
     #: 15-minute intervals.
     true_up_expiry_intervals: Annotated[int, Field(ge=0, lt=2**32)] = 96
+    #: who signs how often (twin/market/signing_daily.py): per_interval, every device signs
+    #: each order and each meter reading; daily, each device signs its day's standing orders
+    #: once (a new revision only when it changes an order) and its day's readings in one
+    #: batch (intervals settle provisionally on the relayed readings, trued up by the batch).
+    #: daily: the reference ledger only, interval_s dividing a day, no faults.data
+    signing: Literal["per_interval", "daily"] = "per_interval"
     #: market services (twin/services): demand response, certificates, assets, ...
     services: MarketServicesSpec = MarketServicesSpec()
 
@@ -69,6 +75,18 @@ class MarketSpec(_Spec):
                              "market.services.green_exchange.enabled: true and leave mechanism "
                              "uniform (or cda)")
         return value
+
+    @model_validator(mode="after")
+    def _signing(self) -> MarketSpec:
+        if self.signing == "daily" and self.ledger == "chain":
+            raise ValueError("market.signing: daily (day schedules and daily reading batches) "
+                             "runs on the reference ledger only; the chain ledger takes "
+                             "per_interval signing (set market.ledger: reference or "
+                             "market.signing: per_interval)")
+        if self.signing == "daily" and 86_400 % self.interval_s:
+            raise ValueError(f"market.signing: daily needs market.interval_s dividing a day "
+                             f"(86400 s), got {self.interval_s}")
+        return self
 
     @model_validator(mode="after")
     def _tariffs(self) -> MarketSpec:
