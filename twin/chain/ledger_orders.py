@@ -242,7 +242,7 @@ class OrderLedger(SetupLedger):
         return Order(
             order_id=v["orderId"],
             device_id=v["device"],
-            owner=cast(int, v["owner"]),
+            owner=self.device(v["device"]).owner,  # the event names no owner: its device's
             interval=v["interval"],
             side=Side(v["side"]),
             energy_wh=v["energyWh"],

@@ -187,15 +187,15 @@ contract EnergyMarket {
     event AgentSet(address indexed owner, address indexed agent, bool approved);
     event Deposited(address indexed account, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
+    /// The order's owner is its device's (registry), its escrow payment(energyWh, price) for a
+    /// bid and none for an ask: neither is repeated here (two event words per order).
     event OrderPlaced(
         uint256 indexed orderId,
         uint256 indexed interval,
         uint256 indexed device,
-        address owner,
         Side side,
         uint256 energyWh,
-        uint256 price,
-        uint256 escrow
+        uint256 price
     );
     event TradeMatched(
         uint256 indexed tradeId,
@@ -507,7 +507,7 @@ contract EnergyMarket {
         }
         u.orders += 1;
         orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
-        emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
+        emit OrderPlaced(id, interval, device, side, energy, price);
         return "";
     }
 
