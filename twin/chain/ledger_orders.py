@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from twin.chain.abi import encode_signed_orders
 from twin.chain.ledger_base import UINT64, _memo
