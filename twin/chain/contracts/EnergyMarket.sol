@@ -505,6 +505,11 @@ contract EnergyMarket {
             }
             deviceOwner[device] = DeviceInfo(d.owner, interval > di.lastInterval ? interval : di.lastInterval, true);
         }
+        // a drawn bond refills from the free balance left before the device's orders of a new
+        // interval (one warm read while no bond is short)
+        if (u.orders == 0 && MarketSettlement.bondStore().shortTotal != 0) {
+            MarketSettlement.topUpAtOrder(accounts, d.owner);
+        }
         u.orders += 1;
         orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
         emit OrderPlaced(id, interval, device, side, energy, price);
@@ -514,7 +519,7 @@ contract EnergyMarket {
     /// Deadline after which the owners of an interval's buy orders may reclaim their escrow
     /// if its clearing has not started, or stopped before its matching walk was over: one
     /// interval after its gate. From then on anyone may also clear it (_clearer).
-    function reclaimAfter(uint256 interval) public view returns (uint256) {
+    function reclaimAfter(uint256 interval) internal view returns (uint256) {
         return gateTime(interval) + intervalS;
     }
 
