@@ -57,7 +57,8 @@ contract EnergyMarket {
     /// Imbalance collateral per device (money): posted from its owner's free balance with the
     /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn on
     /// at settlement for the imbalance its free balance does not cover, topped up from the
-    /// free balance at the owner's next settlements, and returned by releaseBond once every
+    /// free balance at the owner's next settlements and its devices' first orders of an
+    /// interval (MarketSettlement.topUpAtOrder), and returned by releaseBond once every
     /// interval up to the device's last ordered one is final (MarketSettlement).
     uint256 public immutable imbalanceBond;
 
