@@ -67,7 +67,7 @@ def test_chain_revert_is_on_chain_and_decoded(chain_ledger: ChainLedger) -> None
     assert receipt["status"] == 0 and receipt["logs"] == []
     block = led.w3.eth.get_block(receipt["blockNumber"])
     assert block["timestamp"] == led.market_start + 60
-    assert led.market.functions.gateTime(1).call() == led.market_start + 0
+    assert led._provisional_market.functions.gateTime(1).call() == led.market_start + 0
 
 
 def test_signed_order_after_closure_reverts_and_keeps_nonce(chain_ledger: ChainLedger) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from twin.chain.abi import encode_signed_orders
 from twin.chain.ledger_base import UINT64, _memo
@@ -254,7 +254,7 @@ class OrderLedger(SetupLedger):
         return Order(
             order_id=v["orderId"],
             device_id=v["device"],
-            owner=cast(int, v["owner"]),
+            owner=self.device(v["device"]).owner,  # the event names no owner: its device's
             interval=v["interval"],
             side=Side(v["side"]),
             energy_wh=v["energyWh"],

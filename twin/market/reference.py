@@ -274,6 +274,7 @@ class ReferenceLedger(ReferenceDaily):
         self._batch_orders.clear()
         self._batch_info.clear()
         self._batch_bond.clear()
+        self._batch_fill.clear()
         placed: list[Order] = []
         action = "place_orders" if signed is None else "place_signed_orders"
         #: every signed order's signer, recovered for the whole batch at once (signing_batch)
@@ -310,6 +311,10 @@ class ReferenceLedger(ReferenceDaily):
         for owner, bond in self._batch_bond.items():
             self._accounts[owner].free -= bond
             self._accounts[owner].bond += bond
+        for owner, fill in self._batch_fill.items():
+            self._accounts[owner].free -= fill
+            self._accounts[owner].bond += fill
+            self._bond_short[owner] -= fill
         for key, wh in used_delta.items():
             self._used[key] += wh
         for order in placed:
@@ -406,6 +411,12 @@ class ReferenceLedger(ReferenceDaily):
                 self._batch_bond[dev.owner] += bond
         used_delta[key] += it.energy_wh
         self._batch_orders[dkey] += 1
+        if first:  # a drawn bond refills from the free balance left (MarketSettlement.topUpAtOrder)
+            short = self._bond_short.get(dev.owner, 0) - self._batch_fill[dev.owner]
+            fill = min(short, self._accounts[dev.owner].free + free_delta[dev.owner])
+            if fill > 0:
+                free_delta[dev.owner] -= fill
+                self._batch_fill[dev.owner] += fill
         return Order(
             order_id=order_id,
             device_id=it.device_id,

@@ -95,6 +95,7 @@ class ReferenceState(MarketParameters):
         self._batch_orders: dict[tuple[int, int], int] = defaultdict(int)
         self._batch_info: dict[int, tuple[int, bool]] = {}  # device -> (last interval, bonded)
         self._batch_bond: dict[int, int] = defaultdict(int)  # owner -> bonds posted
+        self._batch_fill: dict[int, int] = defaultdict(int)  # owner -> drawn bond topped up
         #: (device, interval, side) -> the DSO's operating envelope, Wh (dso.policy envelopes)
         self._envelope: dict[tuple[int, int, Side], int] = {}
         #: interval -> device -> book (electrical island) while the feeder is split
@@ -187,7 +188,8 @@ class ReferenceState(MarketParameters):
 
     def _top_up(self, owner: int) -> None:
         """A drawn bond refills from the owner's free balance as far as it goes, at each
-        settlement of one of its devices (MarketSettlement.topUp)."""
+        settlement of one of its devices and before each device's first order of an interval
+        (MarketSettlement.topUp; the order's refill: ReferenceLedger._check_order)."""
         short = self._bond_short.get(owner, 0)
         if short:
             acc = self._accounts[owner]

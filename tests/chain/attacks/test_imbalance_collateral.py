@@ -210,3 +210,32 @@ def test_a_reading_that_never_comes_frees_the_bond_after_the_deadline(
         audit = token_audit(led, accounts=range(8), minted=DEPOSITS)
         assert audit["conserved"] and audit["debt"] == 0, audit
     assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]
+
+
+def test_a_drawn_bond_tops_up_before_the_next_order(deploy: Callable[..., ChainLedger]) -> None:
+    """A bond drawn at settlement refills from the owner's free balance at the device's first
+    order of its next interval (after the order's own escrow), partly if free falls short:
+    the owner cannot trade on while its bond stays drawn and its free balance has money."""
+    chain, ref = _bonded_ledgers(deploy)
+    chain.operator_is_agent = False
+    bond = payment(2 * 2750, 250_000_000)  # two intervals of device 17 (11 kW) at retail
+    for led in (chain, ref):
+        setup_market(led)
+        signers = DeviceSigners(seed="collateral", device_ids=range(12, 18))
+        signers.bind(led)
+        led.place_signed_orders(signers.sign_orders(
+            [sell(17, 1000, 90_000_000, interval=2), buy(12, 1000, 120_000_000, interval=2)], domain=led.domain))
+        led.clear(2)
+        led.withdraw(7, led.balance(7).free)
+        led.set_time(3 * led.interval_s)
+        led.settle_signed(2, signers.sign_readings(interval=2, metered_wh={12: 1000, 17: 2000}, domain=led.domain))
+        short = payment(3000, led.retail_price_per_mwh) - payment(1000, 105_000_000)
+        assert led.balance(7) == Balance(free=0, locked=0, debt=0, bond=bond - short)
+        led.deposit(7, short // 2)
+        led.place_signed_orders(signers.sign_orders([sell(17, 500, 90_000_000, interval=4)], domain=led.domain))
+        assert led.balance(7) == Balance(free=0, locked=0, debt=0, bond=bond - short + short // 2)
+        led.deposit(7, short + 50_000)  # the rest of the shortfall, once: two orders in interval 5
+        led.place_signed_orders(signers.sign_orders(
+            [sell(17, 300, 90_000_000, interval=5), sell(17, 200, 95_000_000, interval=5)], domain=led.domain))
+        assert led.balance(7) == Balance(free=short + 50_000 - (short - short // 2), locked=0, debt=0, bond=bond)
+    assert [chain.balance(a) for a in range(8)] == [ref.balance(a) for a in range(8)]

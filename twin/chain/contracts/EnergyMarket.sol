@@ -61,7 +61,8 @@ contract EnergyMarket {
     /// final (finalizeEstimate). The bond is posted from its owner's free balance with the
     /// device's first order, held in the owner's ``bond`` (withdraw cannot take it), drawn
     /// on at settlement for the imbalance its free balance does not cover, topped up from
-    /// the free balance at the owner's next settlements, and returned by releaseBond once
+    /// the free balance at the owner's next settlements and its devices' first orders of an
+    /// interval (MarketSettlement.topUpAtOrder), and returned by releaseBond once
     /// every interval up to the device's last ordered one is final (MarketSettlement).
     uint256 public immutable bondTerms;
 
@@ -191,15 +192,15 @@ contract EnergyMarket {
     event AgentSet(address indexed owner, address indexed agent, bool approved);
     event Deposited(address indexed account, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
+    /// The order's owner is its device's (registry), its escrow payment(energyWh, price) for a
+    /// bid and none for an ask: neither is repeated here (two event words per order).
     event OrderPlaced(
         uint256 indexed orderId,
         uint256 indexed interval,
         uint256 indexed device,
-        address owner,
         Side side,
         uint256 energyWh,
-        uint256 price,
-        uint256 escrow
+        uint256 price
     );
     event TradeMatched(
         uint256 indexed tradeId,
@@ -438,8 +439,9 @@ contract EnergyMarket {
         return ecrecover(digest, v, r, s);
     }
 
-    /// Last chain time at which orders for ``interval`` are accepted (0: never).
-    function gateTime(uint256 interval) public view returns (uint256) {
+    /// Last chain time at which orders for ``interval`` are accepted (0: never). Read from
+    /// outside through the fallback (ProvisionalSettlement.gateTime: code size).
+    function _gateTime(uint256 interval) private view returns (uint256) {
         uint256 start = marketStart + interval * intervalS;
         return start > gateLeadS ? start - gateLeadS : 0;
     }
@@ -460,7 +462,7 @@ contract EnergyMarket {
         if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) return abi.encodeWithSelector(BadPrice.selector, device, priceIn);
         IntervalState storage st = intervals[interval];
         if (st.status != OPEN) return abi.encodeWithSelector(IntervalClosed.selector, interval);
-        uint256 gate = gateTime(interval);
+        uint256 gate = _gateTime(interval);
         if (block.timestamp > gate) return abi.encodeWithSelector(GateClosed.selector, interval, gate, block.timestamp);
         uint256 used;
         if (side == Side.BUY) {
@@ -509,9 +511,14 @@ contract EnergyMarket {
             }
             deviceOwner[device] = DeviceInfo(d.owner, interval > di.lastInterval ? interval : di.lastInterval, true);
         }
+        // a drawn bond refills from the free balance left before the device's orders of a new
+        // interval (one warm read while no bond is short)
+        if (u.orders == 0 && MarketSettlement.bondStore().shortTotal != 0) {
+            MarketSettlement.topUpAtOrder(accounts, d.owner);
+        }
         u.orders += 1;
         orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
-        emit OrderPlaced(id, interval, device, d.owner, side, energy, price, escrow);
+        emit OrderPlaced(id, interval, device, side, energy, price);
         return "";
     }
 
@@ -520,7 +527,7 @@ contract EnergyMarket {
     /// interval after its gate. From then on anyone may also clear it (_clearer). Read from
     /// outside through the fallback (ProvisionalSettlement.reclaimAfter: code size).
     function _reclaimAfter(uint256 interval) private view returns (uint256) {
-        return gateTime(interval) + intervalS;
+        return _gateTime(interval) + intervalS;
     }
 
     /// An owner takes back the escrow of its buy orders of intervals not cleared by their
@@ -622,7 +629,7 @@ contract EnergyMarket {
     /// Open the clearing of ``interval`` (or continue it): one interval at a time.
     function _startClearing(uint64 interval, IntervalState storage st) private {
         if (st.status == OPEN) {
-            uint256 gate = gateTime(interval); // the book is final only once the gate closed
+            uint256 gate = _gateTime(interval); // the book is final only once the gate closed
             if (block.timestamp <= gate) revert GateOpen(interval, gate, block.timestamp);
             uint256 busy = clearingInterval;
             if (busy != 0) revert ClearingInProgress(busy - 1);

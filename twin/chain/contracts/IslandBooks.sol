@@ -75,7 +75,7 @@ library IslandBooks {
         if (mech != 0) revert WrongMechanism(mech);
         EnergyMarket.IntervalState storage st = MarketSlots.interval(interval);
         if (st.status != OPEN) revert AlreadyCleared(interval);
-        uint256 gate = EnergyMarket(address(this)).gateTime(interval);
+        uint256 gate = MarketSlots.gateTime(interval);
         if (block.timestamp <= gate) revert GateOpen(interval, gate, block.timestamp);
         uint256 busy = MarketSlots.load(MarketSlots.CLEARING_INTERVAL_SLOT);
         if (busy != 0) revert ClearingInProgress(busy - 1);

@@ -459,6 +459,12 @@ library MarketSettlement {
         emit BondToppedUp(owner, fill);
     }
 
+    /// topUp at a device's first booked order of an interval (EnergyMarket._book), after its
+    /// bond and escrow are taken: a drawn bond is refilled before the owner trades on.
+    function topUpAtOrder(mapping(address => EnergyMarket.Account) storage accounts, address owner) external {
+        topUp(accounts, owner);
+    }
+
     /// Credit ``amount`` to ``account``'s free balance; an indebted account (not the DSO)
     /// pays its debt to the DSO from it first.
     function _credit(mapping(address => EnergyMarket.Account) storage accounts, address dso, address account, uint256 amount)

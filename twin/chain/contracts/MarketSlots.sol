@@ -28,6 +28,15 @@ library MarketSlots {
     /// ``deviceOwner``: the owner of a device's orders, written at its first order.
     uint256 internal constant DEVICE_OWNERS_SLOT = 18;
 
+    /// EnergyMarket's gate time of ``interval`` read through its getters, for code that runs
+    /// in its storage (last chain time at which orders for it are accepted, 0: never).
+    function gateTime(uint256 interval) internal view returns (uint256) {
+        EnergyMarket m = EnergyMarket(address(this));
+        uint256 start = m.marketStart() + interval * m.intervalS();
+        uint256 lead = m.gateLeadS();
+        return start > lead ? start - lead : 0;
+    }
+
     /// The slot of ``mapping(key => ...)`` at ``slot``.
     function at(uint256 key, uint256 slot) internal pure returns (uint256) {
         return uint256(keccak256(abi.encode(key, slot)));

@@ -340,8 +340,13 @@ library ProvisionalSettlement {
     /// stopped before its matching walk was over), and anyone may clear it: one interval after
     /// its gate.
     function reclaimAfter(uint256 interval) external view returns (uint256) {
-        EnergyMarket m = EnergyMarket(address(this));
-        return m.gateTime(interval) + m.intervalS();
+        return MarketSlots.gateTime(interval) + EnergyMarket(address(this)).intervalS();
+    }
+
+    /// EnergyMarket.gateTime(interval): the last chain time at which orders for ``interval``
+    /// are accepted (0: never).
+    function gateTime(uint256 interval) external view returns (uint256) {
+        return MarketSlots.gateTime(interval);
     }
 
     /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
