@@ -126,7 +126,7 @@ def controlled_lanes(
             ctl_conv[b] = False
             if warm:
                 newton_lane_into(vm_dev[b], xp[b].copy(), xq[b].copy(), avail[b], on[b], scale[b], sens, fleet,
-                                 inner_max, inner_tol, fd_h, new_p, new_q, nws)
+                                 inner_max, inner_tol, fd_h, new_p, new_q, nws, False)
                 for i in range(n):
                     xp[b, i] = new_p[i]
                     xq[b, i] = new_q[i]
@@ -184,6 +184,8 @@ def controlled_lanes(
                     gp, gq = 0.0, 0.0
                     if on[b, i]:
                         gp, gq = _target(i, vm, avail[b, i], scale[b, i], fleet)
+                    new_p[i] = gp  # G(v_k) for the device Newton
+                    new_q[i] = gq
                     r = max(abs(gp - xp[b, i]), abs(gq - xq[b, i])) / tol_mva[b, i]
                     if not r <= resid:
                         resid = r
@@ -198,7 +200,7 @@ def controlled_lanes(
                         finish = True  # the set-points stay those of the last power flow
                     else:
                         newton_lane_into(vm_dev[b], xp[b], xq[b], avail[b], on[b], scale[b], sens, fleet,
-                                         inner_max, inner_tol, fd_h, new_p, new_q, nws)
+                                         inner_max, inner_tol, fd_h, new_p, new_q, nws, True)
                         for i in range(n):
                             xp[b, i] += w[j] * (new_p[i] - xp[b, i])
                             xq[b, i] += w[j] * (new_q[i] - xq[b, i])
