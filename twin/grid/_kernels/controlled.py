@@ -158,12 +158,8 @@ def controlled_lanes(
                 sp2max[k] = m
             for j in range(kw):
                 fp_done[j] = frozen[j]
-            if kw == K:  # the full width as a constant: loops of known length, vectorized
-                sweep_lanes(K, vr, vi, planes, work, v0, lu_ri, use_zip, tol, max_iter, sp2max, fp_done, fp_ok,
-                            fp_its)
-            else:
-                sweep_lanes(kw, vr, vi, planes, work, v0, lu_ri, use_zip, tol, max_iter, sp2max, fp_done, fp_ok,
-                            fp_its)
+            sweep_lanes(kw, vr, vi, planes, work, v0, lu_ri, use_zip, tol, max_iter, sp2max, fp_done, fp_ok,
+                        fp_its)
             for j in range(nl):
                 if frozen[j]:
                     continue
