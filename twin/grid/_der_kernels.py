@@ -98,7 +98,7 @@ def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.nda
     enters no equation; its set-point ``x``, normally 0, is a constant term): on a hosting
     study's lanes that is the placement's PV, not every candidate bus."""
     newton_lane_into(v_k, x_p, x_q, avail, on, scale, sens, f, inner_max, tol, fd_h, out_p, out_q,
-                     newton_scratch(v_k.shape[0]))
+                     newton_scratch(v_k.shape[0]), False)
 
 
 @njit(**_OPTS)
@@ -110,8 +110,12 @@ def newton_scratch(n: int) -> tuple:  # type: ignore[type-arg]
 @njit(**_OPTS)
 def newton_lane_into(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.ndarray, on: np.ndarray,
                      scale: np.ndarray, sens: np.ndarray, f: tuple, inner_max: int, tol: float,  # type: ignore[type-arg]
-                     fd_h: float, out_p: np.ndarray, out_q: np.ndarray, scratch: tuple) -> None:  # type: ignore[type-arg]
-    """:func:`newton_lane` with its work arrays given (``newton_scratch``)."""
+                     fd_h: float, out_p: np.ndarray, out_q: np.ndarray, scratch: tuple,  # type: ignore[type-arg]
+                     g_known: bool) -> None:
+    """:func:`newton_lane` with its work arrays given (``newton_scratch``). With ``g_known``
+    ``out_p``, ``out_q`` hold on entry the in-service devices' outputs ``G(v_k)`` (a caller
+    that has just tested its residual there): not evaluated again. The outputs ``G(v)`` of
+    the last residual test are reused as the result (the same numbers)."""
     n = v_k.shape[0]
     idx, work, a = scratch
     m = 0
@@ -131,10 +135,17 @@ def newton_lane_into(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: n
             c[jj] = acc
     for jj in range(m):
         v[jj] = v_k[idx[jj]]
-    for _ in range(inner_max):
+    fresh = g_known  # gp, gq are the outputs at the present v
+    if g_known:
         for ii in range(m):
-            i = idx[ii]
-            gp[ii], gq[ii] = _target(i, v[ii], avail[i], scale[i], f)
+            gp[ii] = out_p[idx[ii]]
+            gq[ii] = out_q[idx[ii]]
+    for _ in range(inner_max):
+        if not fresh:
+            for ii in range(m):
+                i = idx[ii]
+                gp[ii], gq[ii] = _target(i, v[ii], avail[i], scale[i], f)
+        fresh = True
         err = 0.0
         for jj in range(m):
             j = idx[jj]
@@ -186,12 +197,17 @@ def newton_lane_into(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: n
             hv[cc] = s / a[cc, cc] if a[cc, cc] != 0.0 else 0.0
         for jj in range(m):
             v[jj] -= hv[jj]
+        fresh = False
     for i in range(n):
         out_p[i] = 0.0
         out_q[i] = 0.0
     for ii in range(m):
         i = idx[ii]
-        out_p[i], out_q[i] = _target(i, v[ii], avail[i], scale[i], f)
+        if fresh:
+            out_p[i] = gp[ii]
+            out_q[i] = gq[ii]
+        else:
+            out_p[i], out_q[i] = _target(i, v[ii], avail[i], scale[i], f)
 
 
 @njit(parallel=True, **_OPTS)

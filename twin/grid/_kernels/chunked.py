@@ -91,6 +91,119 @@ def _staggered(size: int, count: int) -> Any:  # pragma: no cover
     return np.empty(at + 8), offs
 
 
+@nb.njit(inline="always", **OPTS)
+def sweep_lanes(
+    kw: int, vr: Any, vi: Any, planes: Any, work: Any, v0: Any, lu_ri: Any, use_zip: bool, tol: float,
+    max_iter: int, sp2max: Any, done: Any, ok: Any, its: Any,
+) -> None:  # pragma: no cover
+    """The fixed point's iterations on the first ``kw`` lanes of (node, lane) planes, from
+    the voltages ``vr``, ``vi`` (rows 0..n-1: the PQ nodes, updated in place); ``planes`` =
+    (pr, pi, ir, ii, zr, zi) conj(S) of the constant-power, -current and -impedance parts,
+    ``work`` = (wr, wi) the currents, ``lu_ri`` = (l_ptr, l_idx, l_re, l_im, u_ptr, u_idx,
+    u_re, u_im, dinv_re, dinv_im). A lane has converged when the power mismatch of every node
+    (``mismatch``) is below ``tol``; for constant-power injections the test uses ``sp2max``,
+    the lanes' largest |S|^2 at the node (no plane to load in the backward pass), which can
+    only make it stricter. Lanes ``done`` on entry are not tracked; on exit ``ok[j]`` says
+    whether lane j converged and ``its[j]`` after how many iterations (``max_iter``
+    otherwise)."""
+    pr, pi, ir_, ii_, zr, zi = planes
+    wr, wi = work
+    l_ptr, l_idx, lr, li, u_ptr, u_idx, ur, ui, dr, di = lu_ri
+    n = v0.shape[0]
+    tol2 = tol * tol
+    for j in range(kw):
+        ok[j] = False
+        its[j] = max_iter
+    err = np.empty(kw)
+    mq = np.empty(kw)  # largest mismatch test value per lane (<= 0: converged)
+    it = 0
+    while it < max_iter:
+        it += 1
+        # forward: w = conj(S(V)) / conj(V), then w <- L^-1 w (unit diagonal, CSR rows)
+        for i in range(n):
+            for j in range(kw):
+                a = vr[i, j]
+                bb = vi[i, j]
+                m2 = a * a + bb * bb
+                sr_ = pr[i, j]
+                si_ = pi[i, j]
+                if use_zip:
+                    vm = math.sqrt(m2)
+                    sr_ += ir_[i, j] * vm + zr[i, j] * m2
+                    si_ += ii_[i, j] * vm + zi[i, j] * m2
+                inv = 1.0 / m2
+                wr[i, j] = (sr_ * a - si_ * bb) * inv
+                wi[i, j] = (sr_ * bb + si_ * a) * inv
+            for jj in range(l_ptr[i], l_ptr[i + 1]):
+                q = l_idx[jj]
+                cr = lr[jj]
+                ci = li[jj]
+                for j in range(kw):
+                    xr = wr[q, j]
+                    xi = wi[q, j]
+                    wr[i, j] -= cr * xr - ci * xi
+                    wi[i, j] -= cr * xi + ci * xr
+        # backward: w <- U^-1 w, V <- V0 + w, largest squared change and mismatch test per lane
+        err[:] = 0.0
+        mq[:] = -np.inf
+        for i in range(n - 1, -1, -1):
+            for jj in range(u_ptr[i], u_ptr[i + 1]):
+                q = u_idx[jj]
+                cr = ur[jj]
+                ci = ui[jj]
+                for j in range(kw):
+                    xr = wr[q, j]
+                    xi = wi[q, j]
+                    wr[i, j] -= cr * xr - ci * xi
+                    wi[i, j] -= cr * xi + ci * xr
+            gr = dr[i]
+            gi = di[i]
+            a0 = v0[i].real
+            b0 = v0[i].imag
+            s2max = sp2max[i]
+            for j in range(kw):
+                xr = wr[i, j]
+                xi = wi[i, j]
+                yr = gr * xr - gi * xi
+                yi = gr * xi + gi * xr
+                wr[i, j] = yr
+                wi[i, j] = yi
+                nr = a0 + yr
+                ni = b0 + yi
+                ar = vr[i, j]
+                ai = vi[i, j]
+                dr_ = nr - ar
+                di_ = ni - ai
+                d2 = dr_ * dr_ + di_ * di_
+                err[j] = d2 if not d2 <= err[j] else err[j]  # squared; NaN propagates
+                m2 = ar * ar + ai * ai
+                if use_zip:
+                    sp2 = pr[i, j] * pr[i, j] + pi[i, j] * pi[i, j]
+                    q = mismatch(sp2, ir_[i, j] * ir_[i, j] + ii_[i, j] * ii_[i, j],
+                                  zr[i, j] * zr[i, j] + zi[i, j] * zi[i, j], m2,
+                                  nr * nr + ni * ni, d2, True) - tol
+                else:  # mismatch^2 - tol^2, times |V_old|^2 (no division, no root),
+                    # with the chunk's largest |S_p| at the node: no plane to load
+                    q = s2max * d2 - tol2 * m2
+                mq[j] = q if not q <= mq[j] else mq[j]
+                vr[i, j] = nr
+                vi[i, j] = ni
+        all_done = True
+        for j in range(kw):
+            if not done[j]:
+                if mq[j] <= 0.0 and err[j] < 1e6:
+                    done[j] = True
+                    ok[j] = True
+                    its[j] = it
+                elif not err[j] < 1e6:  # a step of 1e3 pu: diverged
+                    done[j] = True
+                    its[j] = it
+                else:
+                    all_done = False
+        if all_done:
+            break
+
+
 @nb.njit(parallel=True, **OPTS)
 def fixed_point_chunked(
     inj: Any, v0: Any, lu: Any, stop: Any, fp_out: Any, v_init: Any, post: bool, rows: Any,
@@ -130,7 +243,6 @@ def fixed_point_chunked(
     bus_n, f_n, t_n, y8, br_on, k_f2, k_t2 = branch_arrays(branches, n_node)
     n_s = sched_out.shape[1]
     n_chunk = (n_b + K - 1) // K
-    tol2 = tol * tol
     # plane row of every node (and of the ground slot): PQ position, n + slack, or the zero row
     n_s_nodes = slack_nodes.shape[0]
     n_ext = n + n_s_nodes + 1
@@ -142,12 +254,8 @@ def fixed_point_chunked(
     bus_p = row_of[bus_n]
     f_p = row_of[f_n]
     t_p = row_of[t_n]
-    lr = l_val.real.copy()
-    li = l_val.imag.copy()
-    ur = u_val.real.copy()
-    ui = u_val.imag.copy()
-    dr = u_dinv.real.copy()
-    di = u_dinv.imag.copy()
+    lu_ri = (l_ptr, l_idx, l_val.real.copy(), l_val.imag.copy(), u_ptr, u_idx, u_val.real.copy(),
+             u_val.imag.copy(), u_dinv.real.copy(), u_dinv.imag.copy())
     for c in nb.prange(n_chunk):
         # vr, vi: PQ rows, then the slack voltages and a zero row (post-processing gathers)
         buf, offs = _staggered(n_ext * K, 10)
@@ -194,97 +302,11 @@ def fixed_point_chunked(
                 vi[k, j] = v_init[k].imag
                 x = max(x, pr[k, j] * pr[k, j] + pi[k, j] * pi[k, j])
             sp2max[k] = x
-        err = np.empty(K)
-        mq = np.empty(K)  # largest mismatch test value per lane (<= 0: converged)
         done = np.zeros(K, dtype=np.bool_)
         ok = np.zeros(K, dtype=np.bool_)
         its = np.full(K, max_iter, dtype=np.int64)
-        it = 0
-        while it < max_iter:
-            it += 1
-            # forward: w = conj(S(V)) / conj(V), then w <- L^-1 w (unit diagonal, CSR rows)
-            for i in range(n):
-                for j in range(K):
-                    a = vr[i, j]
-                    bb = vi[i, j]
-                    m2 = a * a + bb * bb
-                    sr_ = pr[i, j]
-                    si_ = pi[i, j]
-                    if use_zip:
-                        vm = math.sqrt(m2)
-                        sr_ += ir_[i, j] * vm + zr[i, j] * m2
-                        si_ += ii_[i, j] * vm + zi[i, j] * m2
-                    inv = 1.0 / m2
-                    wr[i, j] = (sr_ * a - si_ * bb) * inv
-                    wi[i, j] = (sr_ * bb + si_ * a) * inv
-                for jj in range(l_ptr[i], l_ptr[i + 1]):
-                    q = l_idx[jj]
-                    cr = lr[jj]
-                    ci = li[jj]
-                    for j in range(K):
-                        xr = wr[q, j]
-                        xi = wi[q, j]
-                        wr[i, j] -= cr * xr - ci * xi
-                        wi[i, j] -= cr * xi + ci * xr
-            # backward: w <- U^-1 w, V <- V0 + w, largest squared change and mismatch test per lane
-            err[:] = 0.0
-            mq[:] = -np.inf
-            for i in range(n - 1, -1, -1):
-                for jj in range(u_ptr[i], u_ptr[i + 1]):
-                    q = u_idx[jj]
-                    cr = ur[jj]
-                    ci = ui[jj]
-                    for j in range(K):
-                        xr = wr[q, j]
-                        xi = wi[q, j]
-                        wr[i, j] -= cr * xr - ci * xi
-                        wi[i, j] -= cr * xi + ci * xr
-                gr = dr[i]
-                gi = di[i]
-                a0 = v0[i].real
-                b0 = v0[i].imag
-                s2max = sp2max[i]
-                for j in range(K):
-                    xr = wr[i, j]
-                    xi = wi[i, j]
-                    yr = gr * xr - gi * xi
-                    yi = gr * xi + gi * xr
-                    wr[i, j] = yr
-                    wi[i, j] = yi
-                    nr = a0 + yr
-                    ni = b0 + yi
-                    ar = vr[i, j]
-                    ai = vi[i, j]
-                    dr_ = nr - ar
-                    di_ = ni - ai
-                    d2 = dr_ * dr_ + di_ * di_
-                    err[j] = d2 if not d2 <= err[j] else err[j]  # squared; NaN propagates
-                    m2 = ar * ar + ai * ai
-                    if use_zip:
-                        sp2 = pr[i, j] * pr[i, j] + pi[i, j] * pi[i, j]
-                        q = mismatch(sp2, ir_[i, j] * ir_[i, j] + ii_[i, j] * ii_[i, j],
-                                      zr[i, j] * zr[i, j] + zi[i, j] * zi[i, j], m2,
-                                      nr * nr + ni * ni, d2, True) - tol
-                    else:  # mismatch^2 - tol^2, times |V_old|^2 (no division, no root),
-                        # with the chunk's largest |S_p| at the node: no plane to load
-                        q = s2max * d2 - tol2 * m2
-                    mq[j] = q if not q <= mq[j] else mq[j]
-                    vr[i, j] = nr
-                    vi[i, j] = ni
-            all_done = True
-            for j in range(K):
-                if not done[j]:
-                    if mq[j] <= 0.0 and err[j] < 1e6:
-                        done[j] = True
-                        ok[j] = True
-                        its[j] = it
-                    elif not err[j] < 1e6:  # a step of 1e3 pu: diverged
-                        done[j] = True
-                        its[j] = it
-                    else:
-                        all_done = False
-            if all_done:
-                break
+        sweep_lanes(K, vr, vi, (pr, pi, ir_, ii_, zr, zi), (wr, wi), v0, lu_ri, use_zip, tol, max_iter, sp2max,
+                    done, ok, its)
         for j in range(min(K, n_b - c * K)):  # row by row: contiguous writes
             b = c * K + j
             if not (post and ok[j]):  # for the caller's Newton fallback and post-processing
