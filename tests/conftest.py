@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import _kernel_warmup as warmup
 import pytest
+
+# the warm-up only pays when enough kernel-free tests run first to hide it (a whole-suite run)
+_MIN_OVERLAP_TESTS = 200
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -10,3 +16,33 @@ def pytest_configure(config: pytest.Config) -> None:
     from twin.runtime import configure
 
     configure()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Kernel-free modules first, the grid kernels' modules last, and (for a big session)
+    numba's cache warmed in the background meanwhile (see ``tests/_kernel_warmup.py``)."""
+    if not warmup.enabled():
+        return
+    kernel = [it for it in items if warmup.is_kernel_module(it.nodeid)]
+    if not kernel or (len(items) - len(kernel) < _MIN_OVERLAP_TESTS and not warmup.forced()):
+        return
+    items[:] = [it for it in items if not warmup.is_kernel_module(it.nodeid)] + kernel
+    warmup.start(config.rootpath, {it.nodeid for it in kernel})
+
+
+@pytest.fixture(autouse=True)
+def _kernel_warmup_gate(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test of a kernel module waits for the background warm-up (once) instead of compiling."""
+    if warmup.is_kernel_module(request.node.nodeid):
+        warmup.wait()
+    yield
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    line = warmup.stop()
+    if line:
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    warmup.stop()
