@@ -73,9 +73,14 @@ def is_kernel_module(nodeid: str) -> bool:
     return path.startswith(KERNEL_PREFIX) or path in KERNEL_MODULES
 
 
-def start(root: Path, nodeids: set[str]) -> None:
-    """Start the background warm-up for the collected tests among :data:`WARM_TESTS`."""
+def start(root: Path, nodeids: set[str], *, whole_modules: bool) -> None:
+    """Start the background warm-up for the collected tests among :data:`WARM_TESTS`;
+    ``whole_modules``: the session collected whole modules (a listed test missing from a
+    collected module was then renamed, and the summary says so)."""
     wanted = [t for t in WARM_TESTS if t in nodeids]
+    modules = {n.split("::", 1)[0] for n in nodeids}
+    _state["stale"] = [t for t in WARM_TESTS if whole_modules and t not in nodeids
+                       and t.split("::", 1)[0] in modules]
     if not wanted or "proc" in _state:
         return
     work = root / ".cache" / "kernel_warmup"
@@ -86,7 +91,7 @@ def start(root: Path, nodeids: set[str]) -> None:
            f"--basetemp={work / 'tmp'}", *wanted]
     _state["t0"] = time.monotonic()
     _state["log"] = log
-    # niced: it takes what the chain tests leave of the second core, not their share
+    # niced while the kernel-free tests run: it takes what they leave of the second core
     _state["proc"] = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))
 
@@ -97,6 +102,10 @@ def wait() -> None:
     if proc is None or "waited" in _state:
         return
     t_wait = time.monotonic()
+    try:  # from now on the tests wait for it: its full share (where the user may raise it back)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, 0)
+    except OSError:
+        pass
     proc.wait()
     _state["waited"] = (time.monotonic() - t_wait, time.monotonic() - _state["t0"])
     _state["log"].close()
@@ -105,14 +114,18 @@ def wait() -> None:
 def stop() -> str | None:
     """End a warm-up still running (an interrupted or filtered session); its summary line."""
     proc = _state.get("proc")
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait()
-    if not _state["log"].closed:
-        _state["log"].close()
-    waited = _state.get("waited")
-    if waited is None:
-        return "kernel warm-up: not waited for"
-    return f"kernel warm-up: {waited[1]:.0f} s in the background, the tests waited {waited[0]:.0f} s"
+    line = None
+    if proc is not None:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        if not _state["log"].closed:
+            _state["log"].close()
+        waited = _state.get("waited")
+        line = ("kernel warm-up: not waited for" if waited is None else
+                f"kernel warm-up: {waited[1]:.0f} s in the background, the tests waited {waited[0]:.0f} s")
+    stale = _state.get("stale")
+    if stale:
+        line = f"{line or 'kernel warm-up'}; not found (renamed? update WARM_TESTS in " \
+               f"tests/_kernel_warmup.py): {', '.join(stale)}"
+    return line

@@ -21,13 +21,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Kernel-free modules first, the grid kernels' modules last, and (for a big session)
     numba's cache warmed in the background meanwhile (see ``tests/_kernel_warmup.py``)."""
-    if not warmup.enabled():
+    if not warmup.enabled() or config.option.collectonly:
         return
     kernel = [it for it in items if warmup.is_kernel_module(it.nodeid)]
-    if not kernel or (len(items) - len(kernel) < _MIN_OVERLAP_TESTS and not warmup.forced()):
+    big = len(items) - len(kernel) >= _MIN_OVERLAP_TESTS
+    if not kernel or not (big or warmup.forced()):
         return
     items[:] = [it for it in items if not warmup.is_kernel_module(it.nodeid)] + kernel
-    warmup.start(config.rootpath, {it.nodeid for it in kernel})
+    whole = big and not (config.option.keyword or config.option.markexpr or config.option.deselect
+                         or any("::" in a for a in config.args))
+    warmup.start(config.rootpath, {it.nodeid for it in kernel}, whole_modules=whole)
 
 
 @pytest.fixture(autouse=True)
