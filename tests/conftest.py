@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import _kernel_warmup as warmup
@@ -16,6 +17,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from twin.runtime import configure
 
     configure()
+    if os.environ.get("TWIN_NUMBA_COMPILE_LOG") == "1":  # see tests/_numba_compile_log.py
+        import _numba_compile_log
+
+        config.pluginmanager.register(_numba_compile_log, "numba_compile_log")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
