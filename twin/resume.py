@@ -158,8 +158,7 @@ class ResumePoint:
                                 keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             chain.tx.log_window_blocks = node.keep_tx_blocks  # as twin.run_ledger
             chain.prune_settled = True  # as twin.run_ledger
-            if via is None:
-                chain.compact_node = node.compact
+            chain.compact_node = node.compact  # behind the fault proxy too: same URL
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "
@@ -258,6 +257,7 @@ class ReplayLedger:
             {k: v for k, v in r.items() if k != "time_s"} for r in chain_rows
         ]
         self._cleared: dict[int, dict[int, Trade]] = {}
+        self._last_settled: int | None = None  # the last interval settled in the replay
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.chain, name)
@@ -274,8 +274,23 @@ class ReplayLedger:
             self._data_state.check_open_estimates(
                 self.chain.provisional(also=self._data_state.desk.open_estimates.keys()),
                 step=self._step)
+        if was and not self.replaying:
+            self._prune_last_settled()
         if not self.replaying:
             self.chain.set_time(now_s)
+
+    def _prune_last_settled(self) -> None:
+        """The stopped run pruned each settled interval at the next settlement: the one it
+        settled last before the checkpoint is pruned at the first live settlement here."""
+        k, self._last_settled = self._last_settled, None
+        if k is None or not getattr(self.chain, "prune_settled", False):
+            return
+        from twin.chain.ledger_base import INTERVAL_STATE
+
+        state = self.chain._view(self.chain.market, "intervals", [k], INTERVAL_STATE)
+        head = self.chain._rpc("eth_getBlockByNumber", ["latest", False])["result"]
+        self.chain._unpruned.append((k, int(state[5]), int(state[6]), int(state[3]) + int(state[4]),
+                                     (int(head["number"], 16), str(head["hash"]))))
 
     def bind_data_state(self, state: Any) -> None:
         """faults.data (twin/faults/data_state.py): the head-end checks the rebuilt state at
@@ -394,6 +409,7 @@ class ReplayLedger:
         if not self.replaying:
             return list(self.chain.settle(interval, metered_wh, **kw))
         rows: list[SettlementRow] = self.chain.settlement_rows(interval)
+        self._last_settled = interval
         estimated = dict(kw.get("estimated_wh") or {})
         if {r.device_id: r.metered_wh for r in rows} != {**metered_wh, **estimated}:
             raise ResumeError(

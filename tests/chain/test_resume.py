@@ -259,6 +259,13 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
     assert trade_ids == list(range(1, len(trade_ids) + 1)) and trade_ids
     txs = pq.read_table(cut / "chain.parquet").to_pylist()
     assert len({t["tx_hash"] for t in txs}) == len(txs)  # no transaction twice in the table
+    # every settled interval but the last is pruned, the one settled just before the
+    # checkpoint included (at the first settlement after the resume)
+    pruned = sorted(t["interval"] for t in txs if t["function"] == "EnergyMarket.pruneInterval")
+    settled = sorted({r["interval"] for r in _table(full, "settlements", "device_id")})
+    assert pruned == settled[:-1] == sorted(
+        t["interval"] for t in pq.read_table(full / "chain.parquet").to_pylist()
+        if t["function"] == "EnergyMarket.pruneInterval")
     assert json.loads((cut / "kpis.json").read_text())["energy_traded_kwh"] == pytest.approx(
         json.loads((full / "kpis.json").read_text())["energy_traded_kwh"]
     )

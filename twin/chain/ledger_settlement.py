@@ -8,6 +8,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from twin.chain.abi import decode_static
 from twin.chain.chunks import plan_settlement
 from twin.chain.ledger_base import INTERVAL_STATE, STATUS, UINT64
 from twin.chain.ledger_clearing import ClearingLedger
@@ -111,7 +112,8 @@ class SettlingLedger(ClearingLedger):
             for p in prunes:
                 self._finish(p)
         if self.prune_settled:
-            self._unpruned.append((interval, int(state[5]), n_trades, self._last_block))
+            self._unpruned.append((interval, int(state[5]), n_trades, int(state[3]) + int(state[4]),
+                                   self._last_block))
         if self.compact_node is not None and self._freed_slots >= self.compact_after_slots:
             self._compact_node()
         return rows
@@ -189,11 +191,19 @@ class SettlingLedger(ClearingLedger):
         if not todo:
             return []
         self._unpruned = [u for u in self._unpruned if u[0] >= before]
+        books = {k: self._pruning_book.pop(k) for k in [k for k in self._pruning_book if k < before]}
         pending: list[Any] = []
-        for interval, first, n_trades, mark in todo:
+        for interval, first, n_trades, n_orders, mark in todo:
             if not self._canonical(mark):
                 continue
-            orders = self.orders(interval)
+            # the book this ledger cleared (as clear(): used while nobody else placed orders
+            # and its block stands), else the OrderPlaced logs; the book also names orders
+            # placed more than KEEP_TX_BLOCKS blocks ago, whose logs the node dropped
+            book = books.get(interval)
+            if book is not None and len(book[0]) == n_orders and self._canonical(book[1]):
+                orders = book[0]
+            else:
+                orders = self.orders(interval)
             ids = [o.order_id for o in orders]
             devices = sorted({o.device_id for o in orders})
             plan = _prune_plan(len(ids), len(devices), n_trades)
@@ -315,12 +325,15 @@ class SettlingLedger(ClearingLedger):
         keys = {(int(v["interval"]), int(v["device"]))
                 for _, v in self._logs(["ProvisionalSettled", "TruedUp"])}
         keys.update((int(i), int(d)) for i, d in also)
+        order = sorted(keys)
+        # one JSON-RPC batch of eth_calls (tx_batch), not a round trip per key
+        raw = self.tx.call_many(self._provisional_market, "provisionalState",
+                                [list(k) for k in order])
         out: dict[tuple[int, int], int] = {}
-        for interval, device in sorted(keys):
-            state, estimate_wh = self._view(self._provisional_market, "provisionalState",
-                                            [interval, device], ("uint8", "int256"))
+        for key, answer in zip(order, raw, strict=True):
+            state, estimate_wh = decode_static(("uint8", "int256"), answer)
             if state == 1:  # settled on the estimate, not trued up
-                out[(interval, device)] = int(estimate_wh)
+                out[key] = int(estimate_wh)
         return out
 
 
