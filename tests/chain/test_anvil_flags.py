@@ -84,3 +84,37 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
         live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
         assert not live & {mapping_slot(i, 4) for i in (1, 2, 3, 4)}  # orders of intervals 1, 2
         assert live >= {mapping_slot(i, 4) for i in (7, 8)}  # interval 4's, still open
+
+
+def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: CompiledContracts) -> None:
+    """A settlement that comes more than the node's receipt window (KEEP_TX_BLOCKS) after
+    the interval's orders still frees them all: their ids come from the book the ledger
+    cleared, not from the OrderPlaced logs the node dropped."""
+    with AnvilNode(accounts=4, automine=False, keep_tx_blocks=4) as node:
+        led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
+        led.prune_settled, led.tx.log_window_blocks = True, node.keep_tx_blocks
+        for d in (10, 11):
+            led.register_device(Device(device_id=d, owner=d - 8, kind=DeviceKind.PV, bus=0,
+                                       capacity_w=20_000))
+        for a in (2, 3):
+            led.deposit(a, 10**12)
+        for k in range(3):  # step k: settle k, orders and clearing of k + 1
+            led.set_time(now_s=k * INTERVAL_S)
+            if k == 2:  # a delay of many blocks between interval 1's orders and its pruning
+                node.rpc("anvil_mine", hex(12))
+            if k:
+                led.settle(k, {10: 900, 11: -1000})
+            if k < 2:
+                led.place_orders([
+                    OrderIntent(device_id=10, interval=k + 1, side=Side.BUY, energy_wh=1000,
+                                price_per_mwh=200_000_000),
+                    OrderIntent(device_id=11, interval=k + 1, side=Side.SELL, energy_wh=1000,
+                                price_per_mwh=100_000_000)])
+                led.clear(interval=k + 1)
+        assert led.orders(1) == []  # their logs are out of the window
+        assert [r["interval"] for r in led.tx_table() if r["function"] == "EnergyMarket.pruneInterval"] == [1]
+        doc = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
+        storage = {k.lower(): v for k, v in doc["accounts"].items()}[led.market.address.lower()]["storage"]
+        live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
+        assert not live & {mapping_slot(i, 4) for i in (1, 2)}  # interval 1's orders: freed
+        assert live >= {mapping_slot(i, 4) for i in (3, 4)}  # interval 2's: settled last, kept
