@@ -188,11 +188,11 @@ class SettlingLedger(ClearingLedger):
         record. Sent, not confirmed: they share the settlement's block. An interval whose
         settlement a test's ``evm_revert`` undid is dropped."""
         todo = [u for u in self._unpruned if u[0] < before]
+        pending = self._send_void_prunes() if self._void_unpruned else []
         if not todo:
-            return []
+            return pending
         self._unpruned = [u for u in self._unpruned if u[0] >= before]
         books = {k: self._pruning_book.pop(k) for k in [k for k in self._pruning_book if k < before]}
-        pending: list[Any] = []
         for interval, first, n_trades, n_orders, mark in todo:
             if not self._canonical(mark):
                 continue
@@ -216,6 +216,37 @@ class SettlingLedger(ClearingLedger):
                     purpose=(f"prune: interval {interval} part {k + 1}/{len(plan)} "
                              f"({len(ids[oi])} orders, {len(devices[di])} devices, "
                              f"{ti.stop - ti.start} trades)")))
+        return pending
+
+    def _send_void_prunes(self) -> list[Any]:
+        """``pruneInterval`` for each interval voided by a reclaim here, in one call naming
+        all its orders, once its last buy order's escrow is reclaimed (a dry run says so:
+        BadOrderList until then, and the interval waits for a later settlement)."""
+        pending: list[Any] = []
+        waiting = []
+        for interval, mark in self._void_unpruned:
+            if not self._canonical(mark):
+                continue
+            state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
+            book = self._book.get(interval)
+            if book is not None and len(book[0]) == state[3] + state[4] and self._canonical(book[1]):
+                orders = book[0]
+            else:
+                orders = self.orders(interval)
+            devices = sorted({o.device_id for o in orders})
+            args: list[Any] = [interval, sorted(o.order_id for o in orders), devices, 0, 0]
+            what = f"prune: void interval {interval} ({len(orders)} orders)"
+            try:
+                self.tx.dry_run(self._provisional_market, "pruneInterval", args,
+                                sender=OPERATOR_ACCOUNT, purpose=what)
+            except e.BadOrderList:  # escrow not all reclaimed yet
+                waiting.append((interval, mark))
+                continue
+            self._book.pop(interval, None)
+            self._freed_slots += len(orders) + 4 * len(devices)
+            pending.append(self._send(self._provisional_market, "pruneInterval", args,
+                                      sender=OPERATOR_ACCOUNT, interval=interval, purpose=what))
+        self._void_unpruned = waiting
         return pending
 
     @staticmethod
