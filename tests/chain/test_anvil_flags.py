@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
+import twin.chain.anvil
 from tests.chain._helpers import INTERVAL_S, PARAMS, mapping_slot
-from twin.chain.anvil import KEEP_STATES, KEEP_TX_BLOCKS, AnvilNode
+from twin.chain.anvil import KEEP_HEADER_BLOCKS, KEEP_STATES, KEEP_TX_BLOCKS, AnvilNode
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
 from twin.market.audit import token_audit
@@ -118,3 +120,25 @@ def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: Compi
         live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
         assert not live & {mapping_slot(i, 4) for i in (1, 2)}  # interval 1's orders: freed
         assert live >= {mapping_slot(i, 4) for i in (3, 4)}  # interval 2's: settled last, kept
+
+
+def test_a_state_dump_keeps_only_the_recent_block_headers(tmp_path: Path, monkeypatch: Any) -> None:
+    """Blocks older than KEEP_HEADER_BLOCKS (1,024; 8 here) whose transactions Anvil dropped
+    leave the dump (it no longer grows with the chain); the chain goes on from the same head."""
+    assert KEEP_HEADER_BLOCKS >= 4 * KEEP_TX_BLOCKS
+    monkeypatch.setattr(twin.chain.anvil, "KEEP_HEADER_BLOCKS", 8)
+    with AnvilNode(accounts=2, automine=True, keep_tx_blocks=4) as node:
+        w3 = node.web3()
+        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 5})
+        node.rpc("anvil_mine", hex(20))
+        head = node.rpc("eth_getBlockByNumber", "latest", False)
+        state = node.checkpoint_state(tmp_path / "state.json")
+    doc = json.loads(state.read_text())
+    numbers = sorted(int(b["header"]["number"], 16) for b in doc["blocks"])
+    assert doc["best_block_number"] == 21 and numbers == [0, *range(21 - 8, 22)]
+    with AnvilNode(accounts=2, load_state=state, automine=False) as again:
+        assert again.rpc("eth_getBlockByNumber", "latest", False)["hash"] == head["hash"]
+        again.rpc("evm_mine")
+        assert again.rpc("eth_getBlockByNumber", "latest", False)["parentHash"] == head["hash"]
+        w3 = again.web3()
+        assert w3.eth.get_balance(w3.eth.accounts[1]) == 10**24 + 5

@@ -41,6 +41,11 @@ KEEP_STATES = 16
 #: a checkpoint cost grew by the day. The twin reads only recent blocks (receipts, the logs of
 #: the intervals in play); 256 blocks are ~21 h of the quickstart at 3 transactions per interval.
 KEEP_TX_BLOCKS = 256
+#: a state dump keeps the headers of its last this many blocks (and the genesis block): older
+#: blocks, whose transactions Anvil already dropped, were a growing part of every checkpoint
+#: and compaction (about 1.6 kB a block, ~290 blocks a simulated day of the quickstart: half
+#: of a dump by day 17). The twin reads only recent blocks; BLOCKHASH reaches back 256.
+KEEP_HEADER_BLOCKS = 1024
 
 
 class AnvilError(TwinError):
@@ -68,8 +73,15 @@ def compact_state(data: bytes) -> bytes:
 
     Storage slots holding zero are left out too: Anvil keeps a slot reset to zero (a pruned
     interval's, ``pruneInterval``) as an entry that it still walks at every block, while a
-    state loaded without them has none (:meth:`AnvilNode.compact`)."""
+    state loaded without them has none (:meth:`AnvilNode.compact`).
+
+    Blocks older than the last :data:`KEEP_HEADER_BLOCKS` that hold no transaction any more
+    (Anvil dropped them, ``--transaction-block-keeper``) are left out, so a dump stops growing
+    with the chain; a loaded chain keeps its block number and the recent blocks' hashes."""
     doc = json.loads(data)
+    blocks, best = doc.get("blocks"), doc.get("best_block_number")
+    if isinstance(blocks, list) and isinstance(best, int):
+        doc["blocks"] = [b for b in blocks if not _old_empty_block(b, best)]
     for tx in doc.get("transactions") or []:
         info = tx.get("info") if isinstance(tx, dict) else None
         if isinstance(info, dict) and info.get("traces"):
@@ -79,6 +91,14 @@ def compact_state(data: bytes) -> bytes:
         if storage:  # a slot set back to zero (a pruned interval) is no slot at all
             account["storage"] = {k: v for k, v in storage.items() if int(v, 16) != 0}
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _old_empty_block(block: Any, best: int) -> bool:
+    try:
+        number = int(block["header"]["number"], 16)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return 0 < number < best - KEEP_HEADER_BLOCKS and not block.get("transactions")
 
 
 def _free_port() -> int:
