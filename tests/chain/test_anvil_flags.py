@@ -9,7 +9,13 @@ from typing import Any
 
 import twin.chain.anvil
 from tests.chain._helpers import INTERVAL_S, PARAMS, mapping_slot
-from twin.chain.anvil import KEEP_HEADER_BLOCKS, KEEP_STATES, KEEP_TX_BLOCKS, AnvilNode
+from twin.chain.anvil import (
+    BLOCK_HASH_HISTORY,
+    KEEP_HEADER_BLOCKS,
+    KEEP_STATES,
+    KEEP_TX_BLOCKS,
+    AnvilNode,
+)
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
 from twin.market.audit import token_audit
@@ -132,10 +138,15 @@ def test_a_state_dump_keeps_only_the_recent_block_headers(tmp_path: Path, monkey
         w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 5})
         node.rpc("anvil_mine", hex(20))
         head = node.rpc("eth_getBlockByNumber", "latest", False)
+        raw = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
         state = node.checkpoint_state(tmp_path / "state.json")
     doc = json.loads(state.read_text())
     numbers = sorted(int(b["header"]["number"], 16) for b in doc["blocks"])
     assert doc["best_block_number"] == 21 and numbers == [0, *range(21 - 8, 22)]
+    # EIP-2935's block-hash ring (a slot a block, walked at every block) is left out too
+    ring = {k.lower(): v for k, v in raw["accounts"].items()}[BLOCK_HASH_HISTORY]
+    assert len(ring["storage"]) >= 20
+    assert not {k.lower(): v for k, v in doc["accounts"].items()}[BLOCK_HASH_HISTORY]["storage"]
     with AnvilNode(accounts=2, load_state=state, automine=False) as again:
         assert again.rpc("eth_getBlockByNumber", "latest", False)["hash"] == head["hash"]
         again.rpc("evm_mine")
