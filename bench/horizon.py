@@ -91,7 +91,16 @@ def _market_slots(out: Path) -> int:
 
 
 def _folder_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+    """Bytes on disk: a hard link (a published table and its hidden slot) counts once."""
+    seen: dict[tuple[int, int], int] = {}
+    for p in path.rglob("*"):
+        try:
+            st = p.stat()
+        except OSError:  # replaced while we look
+            continue
+        if p.is_file():
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values()) / 1e6
 
 
 def main() -> None:
