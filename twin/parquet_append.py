@@ -156,7 +156,10 @@ def _put_value(out: bytearray, ttype: int, v: Any) -> None:
             out.append(0xF0 | etype)
             _put_varint(out, len(items))
         for item in items:
-            _put_value(out, etype, item)
+            if etype == _STRUCT and isinstance(item, bytes):  # encoded already
+                out += item
+            else:
+                _put_value(out, etype, item)
     elif ttype == _MAP:
         kt, vt, pairs = v
         _put_varint(out, len(pairs))
@@ -256,7 +259,10 @@ class AppendedParquet:
         for h in self.hidden:  # a stopped run's hidden files: new inodes, the published stays
             h.unlink(missing_ok=True)
         self.length = len(_MAGIC)  # bytes of the shared layout: magic + row groups
-        self.row_groups: list[Struct] = []
+        # each row group's footer entry, encoded once: a compact-protocol struct is encoded on
+        # its own (field ids relative within it), so the footer is these bytes concatenated;
+        # re-encoding every row group at every publish cost O(row groups) each time
+        self.row_groups: list[bytes] = []
         self.num_rows = 0
         self._template: Struct | None = None
         self._segments: list[tuple[int, bytes]] = []  # row-group bytes not yet in both files
@@ -276,7 +282,8 @@ class AppendedParquet:
         for fid, _t, v in footer:
             if fid == _FMD_ROW_GROUPS:
                 for rg in v[1]:
-                    self.row_groups.append(_shift_row_group(rg, delta, len(self.row_groups)))
+                    self.row_groups.append(encode_struct(
+                        _shift_row_group(rg, delta, len(self.row_groups))))
         if self._template is None:
             self._template = footer
         self._segments.append((self.length, data))

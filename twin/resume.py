@@ -41,8 +41,10 @@ from typing import Any
 
 from twin.errors import TwinError
 from twin.lifecycle import effective_status
+from twin.market.errors import NotCleared
 from twin.market.types import Clearing, Device, Order, OrderIntent, SettlementRow, Trade
 from twin.results import read_parquet, write_json_atomic
+from twin.resume_archive import TableArchive
 
 __all__ = [
     "CHAIN_CHECKPOINT",
@@ -134,6 +136,8 @@ class ResumePoint:
     run_id: str = ""
     stopped_at_time_s: int = 0  # the stopped run's tables reach this far: kept until passed
     data_faults: str | None = None  # faults.data: the meter-data state's digest at the checkpoint
+    #: the stopped run's market tables: the record of intervals whose logs the node dropped
+    archive: Any = None
 
     @contextlib.contextmanager
     def open_ledger(
@@ -158,8 +162,7 @@ class ResumePoint:
                                 keys=derive_keys(seed, n_accounts), operator_is_agent=False)
             chain.tx.log_window_blocks = node.keep_tx_blocks  # as twin.run_ledger
             chain.prune_settled = True  # as twin.run_ledger
-            if via is None:
-                chain.compact_node = node.compact
+            chain.compact_node = node.compact  # behind the fault proxy too: same URL
             if chain.w3.eth.block_number != self.block:
                 raise ResumeError(
                     f"{self.out_dir / self.state_file} holds block {chain.w3.eth.block_number}, "
@@ -174,7 +177,7 @@ class ResumePoint:
                 yield ReplayLedger(
                     chain, replay_steps=self.market_steps, interval_s=interval_s,
                     chain_rows=self.chain_rows, data_faults=self.data_faults,
-                    where=str(self.out_dir),
+                    where=str(self.out_dir), archive=self.archive,
                 ), info  # fmt: skip
 
 
@@ -235,6 +238,7 @@ def load_resume_point(out_dir: Path) -> tuple[dict[str, Any], ResumePoint]:
         state_file=str(point["state_file"]), contracts=dict(chain["contracts"]), chain_rows=rows,
         run_id=str(manifest["run_id"]), stopped_at_time_s=int(manifest.get("stopped_at_time_s") or 0),
         data_faults=point.get("data_faults"),
+        archive=TableArchive.read(out_dir, last=int(point["market_steps"])),
     )  # fmt: skip
 
 
@@ -245,9 +249,11 @@ class ReplayLedger:
 
     def __init__(
         self, chain: Any, *, replay_steps: int, interval_s: int, chain_rows: list[dict[str, Any]],
-        data_faults: str | None = None, where: str = "resume",
+        data_faults: str | None = None, where: str = "resume", archive: Any = None,
     ) -> None:
         self.chain = chain
+        #: TableArchive (twin/resume_archive.py): the answers for intervals whose logs are gone
+        self._archive = archive
         self._data_faults = data_faults
         self._where = where
         self._data_state: Any = None
@@ -258,6 +264,7 @@ class ReplayLedger:
             {k: v for k, v in r.items() if k != "time_s"} for r in chain_rows
         ]
         self._cleared: dict[int, dict[int, Trade]] = {}
+        self._last_settled: int | None = None  # the last interval settled in the replay
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.chain, name)
@@ -274,8 +281,23 @@ class ReplayLedger:
             self._data_state.check_open_estimates(
                 self.chain.provisional(also=self._data_state.desk.open_estimates.keys()),
                 step=self._step)
+        if was and not self.replaying:
+            self._prune_last_settled()
         if not self.replaying:
             self.chain.set_time(now_s)
+
+    def _prune_last_settled(self) -> None:
+        """The stopped run pruned each settled interval at the next settlement: the one it
+        settled last before the checkpoint is pruned at the first live settlement here."""
+        k, self._last_settled = self._last_settled, None
+        if k is None or not getattr(self.chain, "prune_settled", False):
+            return
+        from twin.chain.ledger_base import INTERVAL_STATE
+
+        state = self.chain._view(self.chain.market, "intervals", [k], INTERVAL_STATE)
+        head = self.chain._rpc("eth_getBlockByNumber", ["latest", False])["result"]
+        self.chain._unpruned.append((k, int(state[5]), int(state[6]), int(state[3]) + int(state[4]),
+                                     (int(head["number"], 16), str(head["hash"]))))
 
     def bind_data_state(self, state: Any) -> None:
         """faults.data (twin/faults/data_state.py): the head-end checks the rebuilt state at
@@ -354,6 +376,8 @@ class ReplayLedger:
             return list(self.chain.place_orders(intents, **kw))
         intervals = {it.interval for it in intents}
         booked = [o for i in sorted(intervals) for o in self.chain.orders(i)]
+        if len(booked) < len(intents) and self._archive is not None:  # logs gone: the tables
+            booked = [o for i in sorted(intervals) for o in self._archive.orders(i)]
         asked = sorted((it.device_id, it.interval, int(it.side), it.energy_wh, it.price_per_mwh)
                        for it in intents)  # fmt: skip
         got = sorted((o.device_id, o.interval, int(o.side), o.energy_wh, o.price_per_mwh)
@@ -368,7 +392,13 @@ class ReplayLedger:
     def clear(self, interval: int, **kw: Any) -> Clearing:
         if not self.replaying:
             return self.chain.clear(interval, **kw)  # type: ignore[no-any-return]
-        clearing: Clearing = self.chain.clearing(interval)
+        try:
+            clearing: Clearing = self.chain.clearing(interval)
+        except NotCleared:  # the node dropped its logs: the stopped run's tables hold it
+            archived = self._archive.clearing(interval) if self._archive is not None else None
+            if archived is None:
+                raise
+            clearing = archived
         return clearing
 
     def curtail(self, trade_id: int, energy_wh: int, **kw: Any) -> Trade:
@@ -376,7 +406,10 @@ class ReplayLedger:
             return self.chain.curtail(trade_id, energy_wh, **kw)  # type: ignore[no-any-return]
         interval = self._step
         if interval not in self._cleared:
-            self._cleared[interval] = {t.trade_id: t for t in self.chain.trades(interval)}
+            trades = self.chain.trades(interval)
+            if not trades and self._archive is not None:  # logs gone: the tables
+                trades = self._archive.trades(interval)
+            self._cleared[interval] = {t.trade_id: t for t in trades}
         trade = self._cleared[interval].get(trade_id)
         if trade is None or trade.energy_wh != energy_wh:
             raise ResumeError(
@@ -394,13 +427,17 @@ class ReplayLedger:
         if not self.replaying:
             return list(self.chain.settle(interval, metered_wh, **kw))
         rows: list[SettlementRow] = self.chain.settlement_rows(interval)
+        from_logs = bool(rows)
+        if not rows and self._archive is not None:  # logs gone: the stopped run's tables
+            rows = self._archive.settlement_rows(interval)
+        self._last_settled = interval
         estimated = dict(kw.get("estimated_wh") or {})
         if {r.device_id: r.metered_wh for r in rows} != {**metered_wh, **estimated}:
             raise ResumeError(
                 f"replay diverged at market step {self._step}: the meter readings of interval "
                 f"{interval} differ from the ones settled on chain"
             )
-        if estimated:  # faults.data: the estimates are the chain's provisional settlements
+        if estimated and from_logs:  # faults.data: the estimates are the chain's provisional settlements
             on_chain = {v["device"]: v["estimatedWh"]
                         for _, v in self.chain._logs(["ProvisionalSettled"], topic1=interval)}
             if on_chain != estimated:

@@ -107,8 +107,8 @@ def open_ledger(scenario: Scenario, out_dir: Path, n_accounts: int,
         # settled intervals' storage freed: a flat cost per day (GRIDTWIN_CHAIN_PRUNE=0: kept,
         # for bench/horizon.py --no-prune)
         ledger.prune_settled = os.environ.get("GRIDTWIN_CHAIN_PRUNE", "1") != "0"
-        if not url and via is None and ledger.prune_settled:  # our own Anvil, no proxy between
-            ledger.compact_node = node.compact  # restarted without the freed slots
+        if not url and ledger.prune_settled:  # our own Anvil (a fault proxy forwards to its URL)
+            ledger.compact_node = node.compact  # restarted without the freed slots, same URL
         if not url:  # our own Anvil: event reads scan only the blocks whose logs it keeps
             ledger.tx.log_window_blocks = node.keep_tx_blocks
         info = chain_manifest(ledger, rpc_url=url, state_file=state_file.name if state_file else None)

@@ -5,9 +5,17 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
+import twin.chain.anvil
 from tests.chain._helpers import INTERVAL_S, PARAMS, mapping_slot
-from twin.chain.anvil import KEEP_STATES, KEEP_TX_BLOCKS, AnvilNode
+from twin.chain.anvil import (
+    BLOCK_HASH_HISTORY,
+    KEEP_HEADER_BLOCKS,
+    KEEP_STATES,
+    KEEP_TX_BLOCKS,
+    AnvilNode,
+)
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
 from twin.market.audit import token_audit
@@ -85,3 +93,64 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
         live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
         assert not live & {mapping_slot(i, 4) for i in (1, 2, 3, 4)}  # orders of intervals 1, 2
         assert live >= {mapping_slot(i, 4) for i in (7, 8)}  # interval 4's, still open
+
+
+def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: CompiledContracts) -> None:
+    """A settlement that comes more than the node's receipt window (KEEP_TX_BLOCKS) after
+    the interval's orders still frees them all: their ids come from the book the ledger
+    cleared, not from the OrderPlaced logs the node dropped."""
+    with AnvilNode(accounts=4, automine=False, keep_tx_blocks=4) as node:
+        led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
+        led.prune_settled, led.tx.log_window_blocks = True, node.keep_tx_blocks
+        for d in (10, 11):
+            led.register_device(Device(device_id=d, owner=d - 8, kind=DeviceKind.PV, bus=0,
+                                       capacity_w=20_000))
+        for a in (2, 3):
+            led.deposit(a, 10**12)
+        for k in range(3):  # step k: settle k, orders and clearing of k + 1
+            led.set_time(now_s=k * INTERVAL_S)
+            if k == 2:  # a delay of many blocks between interval 1's orders and its pruning
+                node.rpc("anvil_mine", hex(12))
+            if k:
+                led.settle(k, {10: 900, 11: -1000})
+            if k < 2:
+                led.place_orders([
+                    OrderIntent(device_id=10, interval=k + 1, side=Side.BUY, energy_wh=1000,
+                                price_per_mwh=200_000_000),
+                    OrderIntent(device_id=11, interval=k + 1, side=Side.SELL, energy_wh=1000,
+                                price_per_mwh=100_000_000)])
+                led.clear(interval=k + 1)
+        assert led.orders(1) == []  # their logs are out of the window
+        assert [r["interval"] for r in led.tx_table() if r["function"] == "EnergyMarket.pruneInterval"] == [1]
+        doc = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
+        storage = {k.lower(): v for k, v in doc["accounts"].items()}[led.market.address.lower()]["storage"]
+        live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
+        assert not live & {mapping_slot(i, 4) for i in (1, 2)}  # interval 1's orders: freed
+        assert live >= {mapping_slot(i, 4) for i in (3, 4)}  # interval 2's: settled last, kept
+
+
+def test_a_state_dump_keeps_only_the_recent_block_headers(tmp_path: Path, monkeypatch: Any) -> None:
+    """Blocks older than KEEP_HEADER_BLOCKS (1,024; 8 here) whose transactions Anvil dropped
+    leave the dump (it no longer grows with the chain); the chain goes on from the same head."""
+    assert KEEP_HEADER_BLOCKS >= 4 * KEEP_TX_BLOCKS
+    monkeypatch.setattr(twin.chain.anvil, "KEEP_HEADER_BLOCKS", 8)
+    with AnvilNode(accounts=2, automine=True, keep_tx_blocks=4) as node:
+        w3 = node.web3()
+        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 5})
+        node.rpc("anvil_mine", hex(20))
+        head = node.rpc("eth_getBlockByNumber", "latest", False)
+        raw = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
+        state = node.checkpoint_state(tmp_path / "state.json")
+    doc = json.loads(state.read_text())
+    numbers = sorted(int(b["header"]["number"], 16) for b in doc["blocks"])
+    assert doc["best_block_number"] == 21 and numbers == [0, *range(21 - 8, 22)]
+    # EIP-2935's block-hash ring (a slot a block, walked at every block) is left out too
+    ring = {k.lower(): v for k, v in raw["accounts"].items()}[BLOCK_HASH_HISTORY]
+    assert len(ring["storage"]) >= 20
+    assert not {k.lower(): v for k, v in doc["accounts"].items()}[BLOCK_HASH_HISTORY]["storage"]
+    with AnvilNode(accounts=2, load_state=state, automine=False) as again:
+        assert again.rpc("eth_getBlockByNumber", "latest", False)["hash"] == head["hash"]
+        again.rpc("evm_mine")
+        assert again.rpc("eth_getBlockByNumber", "latest", False)["parentHash"] == head["hash"]
+        w3 = again.web3()
+        assert w3.eth.get_balance(w3.eth.accounts[1]) == 10**24 + 5

@@ -234,6 +234,9 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
             (pid,) = anvil_children() - others
             os.kill(pid, signal.SIGKILL)
 
+    # the stopped run's Anvil and the resumed one keep the logs of their last 6 blocks only
+    # (KEEP_TX_BLOCKS in a long run): the replay answers the early intervals from the tables
+    monkeypatch.setitem(AnvilNode.__init__.__kwdefaults__, "keep_tx_blocks", 6)
     with monkeypatch.context() as m:
         m.setattr(twin.resume, "write_checkpoint", write_then_kill)
         m.setattr(twin.resume.ChainCheckpointer, "GAP_X", 0.0)
@@ -244,6 +247,8 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
     point = json.loads((cut / CHECKPOINT).read_text())
     assert point["market_steps"] >= 4
 
+    with AnvilNode(accounts=1, load_state=cut / point["state_file"]) as node:  # logs gone
+        assert not node.rpc("eth_getLogs", {"fromBlock": "0x0", "toBlock": "0x10"})
     assert main(["run", "--resume", str(cut), "--no-progress"]) == 0
     manifest = json.loads((cut / "manifest.json").read_text())
     assert manifest["status"] == "complete"
@@ -259,6 +264,13 @@ def test_twin_run_resume_after_anvil_sigkill(tmp_path: Path, monkeypatch: Any) -
     assert trade_ids == list(range(1, len(trade_ids) + 1)) and trade_ids
     txs = pq.read_table(cut / "chain.parquet").to_pylist()
     assert len({t["tx_hash"] for t in txs}) == len(txs)  # no transaction twice in the table
+    # every settled interval but the last is pruned, the one settled just before the
+    # checkpoint included (at the first settlement after the resume)
+    pruned = sorted(t["interval"] for t in txs if t["function"] == "EnergyMarket.pruneInterval")
+    settled = sorted({r["interval"] for r in _table(full, "settlements", "device_id")})
+    assert pruned == settled[:-1] == sorted(
+        t["interval"] for t in pq.read_table(full / "chain.parquet").to_pylist()
+        if t["function"] == "EnergyMarket.pruneInterval")
     assert json.loads((cut / "kpis.json").read_text())["energy_traded_kwh"] == pytest.approx(
         json.loads((full / "kpis.json").read_text())["energy_traded_kwh"]
     )

@@ -61,10 +61,16 @@ def test_drops_delays_restart_and_outage_leave_the_books_of_the_reference() -> N
     proxies: list = []
     with AnvilNode(accounts=8, automine=False) as node, proxied_web3(node, spec, seed=3, skip_before_s=-1,
                                                      holder=proxies) as w3:
-        led = faulty(ChainLedger.deploy(w3, compiled=compiled, **PARAMS), spec, proxies[0])
+        inner = ChainLedger.deploy(w3, compiled=compiled, **PARAMS)
+        # as twin.run_ledger: settled intervals pruned, the node compacted behind the proxy too
+        inner.prune_settled, inner.compact_node, inner.compact_after_slots = True, node.compact, 1
+        led = faulty(inner, spec, proxies[0])
         t0 = time.monotonic()
         _market_day(led, 4)
         assert time.monotonic() - t0 < 60
+        assert led.compactions == 2  # after the settlements of intervals 2 and 3 (pruning 1, 2)
+        assert [r["interval"] for r in led.tx_table()
+                if r["function"] == "EnergyMarket.pruneInterval"] == [1, 2]
         assert led.tx.batching  # pipelined sends go out as batches through the proxy
         for a in range(0, 6):
             assert led.balance(a) == ref.balance(a), a

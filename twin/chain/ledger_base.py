@@ -157,8 +157,15 @@ class LedgerBase(MarketParameters):
         #: twin's runs set it (twin.run_ledger), so the market's storage, and with it Anvil's
         #: work per block, stays flat over the horizon (issue #24).
         self.prune_settled = False
-        # intervals settled here, not yet pruned: (interval, first trade, trades, settle block)
-        self._unpruned: list[tuple[int, int, int, tuple[int, str]]] = []
+        # intervals settled here, not yet pruned: (interval, first trade, trades, orders,
+        # settle block)
+        self._unpruned: list[tuple[int, int, int, int, tuple[int, str]]] = []
+        # the book of each interval this ledger cleared, kept until it is pruned: its order
+        # ids when their OrderPlaced logs left the node's receipt window (KEEP_TX_BLOCKS)
+        self._pruning_book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
+        # intervals voided by a reclaim here: (interval, block), freed at a settlement once
+        # every buy order's escrow is reclaimed (IntervalPruning)
+        self._void_unpruned: list[tuple[int, tuple[int, str]]] = []
         #: The twin's own Anvil: restart it without the freed slots (AnvilNode.compact) once
         #: pruning freed ``compact_after_slots`` of them (Anvil still walks a zeroed slot at
         #: every block; twin.run_ledger sets it). None: never.

@@ -218,7 +218,9 @@ class ClearingLedger(OrderLedger):
     def _cleared(self, interval: int, events: Sequence[tuple[str, dict[str, Any]]]) -> Clearing:
         trades = tuple(self._trade(v) for name, v in events if name == "TradeMatched")
         cleared = next(v for name, v in events if name == "Cleared")
-        self._book.pop(interval, None)
+        book = self._book.pop(interval, None)
+        if book is not None and self.prune_settled:  # its pruning needs the order ids
+            self._pruning_book[interval] = book
         self._cleared_trades[interval] = ({t.trade_id: t for t in trades}, self._last_block)
         return Clearing(
             interval=interval,

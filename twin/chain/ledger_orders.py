@@ -208,10 +208,13 @@ class OrderLedger(SetupLedger):
     def reclaim(self, account: int, order_ids: Sequence[int]) -> None:
         """``reclaim``: the owner takes back the escrow of its buy orders of intervals whose
         clearing did not start by their deadline (the first reclaim voids the interval)."""
-        self._transact(
+        events = self._transact(
             self.market, "reclaim", [list(order_ids)], sender=account,
             purpose=f"reclaim: account {account}, {len(order_ids)} orders",
         )  # fmt: skip
+        if self.prune_settled:  # freed once all its escrow is back (SettlingLedger._send_prunes)
+            self._void_unpruned += [(int(v["interval"]), self._last_block)
+                                    for name, v in events if name == "IntervalVoided"]
 
     def release_bond(self, account: int, device_id: int) -> None:
         """``releaseBond``: the owner takes back ``device_id``'s imbalance bond once the last

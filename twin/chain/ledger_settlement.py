@@ -8,6 +8,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from twin.chain.abi import decode_static
 from twin.chain.chunks import plan_settlement
 from twin.chain.ledger_base import INTERVAL_STATE, STATUS, UINT64
 from twin.chain.ledger_clearing import ClearingLedger
@@ -111,7 +112,8 @@ class SettlingLedger(ClearingLedger):
             for p in prunes:
                 self._finish(p)
         if self.prune_settled:
-            self._unpruned.append((interval, int(state[5]), n_trades, self._last_block))
+            self._unpruned.append((interval, int(state[5]), n_trades, int(state[3]) + int(state[4]),
+                                   self._last_block))
         if self.compact_node is not None and self._freed_slots >= self.compact_after_slots:
             self._compact_node()
         return rows
@@ -186,14 +188,22 @@ class SettlingLedger(ClearingLedger):
         record. Sent, not confirmed: they share the settlement's block. An interval whose
         settlement a test's ``evm_revert`` undid is dropped."""
         todo = [u for u in self._unpruned if u[0] < before]
+        pending = self._send_void_prunes() if self._void_unpruned else []
         if not todo:
-            return []
+            return pending
         self._unpruned = [u for u in self._unpruned if u[0] >= before]
-        pending: list[Any] = []
-        for interval, first, n_trades, mark in todo:
+        books = {k: self._pruning_book.pop(k) for k in [k for k in self._pruning_book if k < before]}
+        for interval, first, n_trades, n_orders, mark in todo:
             if not self._canonical(mark):
                 continue
-            orders = self.orders(interval)
+            # the book this ledger cleared (as clear(): used while nobody else placed orders
+            # and its block stands), else the OrderPlaced logs; the book also names orders
+            # placed more than KEEP_TX_BLOCKS blocks ago, whose logs the node dropped
+            book = books.get(interval)
+            if book is not None and len(book[0]) == n_orders and self._canonical(book[1]):
+                orders = book[0]
+            else:
+                orders = self.orders(interval)
             ids = [o.order_id for o in orders]
             devices = sorted({o.device_id for o in orders})
             plan = _prune_plan(len(ids), len(devices), n_trades)
@@ -206,6 +216,37 @@ class SettlingLedger(ClearingLedger):
                     purpose=(f"prune: interval {interval} part {k + 1}/{len(plan)} "
                              f"({len(ids[oi])} orders, {len(devices[di])} devices, "
                              f"{ti.stop - ti.start} trades)")))
+        return pending
+
+    def _send_void_prunes(self) -> list[Any]:
+        """``pruneInterval`` for each interval voided by a reclaim here, in one call naming
+        all its orders, once its last buy order's escrow is reclaimed (a dry run says so:
+        BadOrderList until then, and the interval waits for a later settlement)."""
+        pending: list[Any] = []
+        waiting = []
+        for interval, mark in self._void_unpruned:
+            if not self._canonical(mark):
+                continue
+            state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
+            book = self._book.get(interval)
+            if book is not None and len(book[0]) == state[3] + state[4] and self._canonical(book[1]):
+                orders = book[0]
+            else:
+                orders = self.orders(interval)
+            devices = sorted({o.device_id for o in orders})
+            args: list[Any] = [interval, sorted(o.order_id for o in orders), devices, 0, 0]
+            what = f"prune: void interval {interval} ({len(orders)} orders)"
+            try:
+                self.tx.dry_run(self._provisional_market, "pruneInterval", args,
+                                sender=OPERATOR_ACCOUNT, purpose=what)
+            except e.BadOrderList:  # escrow not all reclaimed yet
+                waiting.append((interval, mark))
+                continue
+            self._book.pop(interval, None)
+            self._freed_slots += len(orders) + 4 * len(devices)
+            pending.append(self._send(self._provisional_market, "pruneInterval", args,
+                                      sender=OPERATOR_ACCOUNT, interval=interval, purpose=what))
+        self._void_unpruned = waiting
         return pending
 
     @staticmethod
@@ -315,12 +356,15 @@ class SettlingLedger(ClearingLedger):
         keys = {(int(v["interval"]), int(v["device"]))
                 for _, v in self._logs(["ProvisionalSettled", "TruedUp"])}
         keys.update((int(i), int(d)) for i, d in also)
+        order = sorted(keys)
+        # one JSON-RPC batch of eth_calls (tx_batch), not a round trip per key
+        raw = self.tx.call_many(self._provisional_market, "provisionalState",
+                                [list(k) for k in order])
         out: dict[tuple[int, int], int] = {}
-        for interval, device in sorted(keys):
-            state, estimate_wh = self._view(self._provisional_market, "provisionalState",
-                                            [interval, device], ("uint8", "int256"))
+        for key, answer in zip(order, raw, strict=True):
+            state, estimate_wh = decode_static(("uint8", "int256"), answer)
             if state == 1:  # settled on the estimate, not trued up
-                out[(interval, device)] = int(estimate_wh)
+                out[key] = int(estimate_wh)
         return out
 
 

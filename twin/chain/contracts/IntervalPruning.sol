@@ -15,12 +15,20 @@ import {MarketSlots} from "./MarketSlots.sol";
 /// its trade range (the second slot) goes with its trades.
 /// Without pruning the market grows by every order, trade and position ever placed, and
 /// Anvil's work per block grows with the number of storage slots (issue #24).
+/// A void interval (never cleared; owners reclaim their escrow) is freed the same way once
+/// every buy order's escrow is reclaimed: a stopped CDA's reclaim reads its sells' prices, its
+/// trades and its trade range, so until then nothing of it goes. Its trades stay (a uniform
+/// walk's trade ids were reused, a CDA's are void), as does its trade range.
 /// @dev The operator names the interval's order ids and devices (from the OrderPlaced logs of
-/// the interval); each order must be of the interval. Trades ``tradeFrom`` .. ``tradeTo`` - 1
-/// must lie within the interval's trades. A slot already zero is only read (a second call, a
-/// device without a position). Any cut into several calls frees the same slots.
+/// the interval); each order must be of the interval (else BadOrderList(2, k, id)). Trades
+/// ``tradeFrom`` .. ``tradeTo`` - 1 must lie within the interval's trades. A slot already zero
+/// is only read (a second call, a device without a position). Any cut into several calls
+/// frees the same slots. A void interval goes in one call naming all its orders in ascending
+/// id order (else BadOrderList(3, k, id)), every buy reclaimed (else BadOrderList(0, k, id)),
+/// and no trades.
 library IntervalPruning {
     uint8 internal constant SETTLED = 2;
+    uint8 internal constant VOID = 5;
     bytes32 internal constant ISLAND_PRICE_NS = keccak256("gridtwin.IslandBooks.price.v1");
 
     event IntervalPruned(uint256 indexed interval, uint256 orders, uint256 devices, uint256 trades);
@@ -43,7 +51,13 @@ library IntervalPruning {
         uint256 tradeTo
     ) internal {
         uint256 ist = MarketSlots.at(interval, MarketSlots.INTERVALS_SLOT);
-        if (MarketSlots.load(ist) & 0xff != SETTLED) revert NotSettled(interval);
+        uint256 head = MarketSlots.load(ist); // status | price | volume | buyCount | sellCount
+        bool isVoid = head & 0xff == VOID;
+        if (head & 0xff != SETTLED && !isVoid) revert NotSettled(interval);
+        if (isVoid) {
+            if (tradeFrom < tradeTo) revert UnknownTrade(tradeFrom);
+            _checkVoidOrders(orderIds, ((head >> 168) & 0xffffffff) + ((head >> 200) & 0xffffffff));
+        }
         uint256 range = MarketSlots.load(ist + 1); // firstTrade (64) | tradeCount (32) | tradedDevices
         uint256 first = range & 0xffffffffffffffff;
         uint256 end = first + ((range >> 64) & 0xffffffff);
@@ -76,7 +90,22 @@ library IntervalPruning {
         }
         // the call that reaches the interval's last trade also frees its trade range (firstTrade,
         // tradeCount, tradedDevices): one slot an interval stays (status, price, volume, counts)
-        if (tradeTo == end) _free(ist + 1);
+        if (tradeTo == end && !isVoid) _free(ist + 1);
         emit IntervalPruned(interval, orderIds.length, devices.length, tradeTo - tradeFrom);
+    }
+
+    /// A void interval's orders: all ``count`` of them, ascending, every buy reclaimed (its
+    /// energy zeroed by EnergyMarket.reclaim) or already freed.
+    function _checkVoidOrders(uint64[] calldata orderIds, uint256 count) private view {
+        if (orderIds.length != count) revert BadOrderList(3, orderIds.length, count);
+        for (uint256 k = 0; k < orderIds.length; ++k) {
+            uint256 id = orderIds[k];
+            if (k > 0 && id <= orderIds[k - 1]) revert BadOrderList(3, k, id);
+            uint256 o = MarketSlots.load(MarketSlots.at(id, MarketSlots.ORDERS_SLOT));
+            // side (8 bits at 128; BUY = 0) | energyWh (64 bits at 136)
+            if (o != 0 && (o >> 128) & 0xff == 0 && (o >> 136) & 0xffffffffffffffff != 0) {
+                revert BadOrderList(0, k, id);
+            }
+        }
     }
 }
