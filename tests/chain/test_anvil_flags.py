@@ -59,6 +59,25 @@ def test_a_state_at_rest_is_gzipped_without_call_traces_and_loads(tmp_path: Path
     assert not list(tmp_path.glob(".anvil-load-*"))  # the unpacked copy is gone
 
 
+def _two_devices(led: ChainLedger) -> None:
+    """Devices 10 (a buyer, account 2) and 11 (a seller, account 3), both funded."""
+    for d in (10, 11):
+        led.register_device(Device(device_id=d, owner=d - 8, kind=DeviceKind.PV, bus=0,
+                                   capacity_w=20_000))
+    for a in (2, 3):
+        led.deposit(a, 10**12)
+
+
+def _trade_one_pair(led: ChainLedger, *, interval: int) -> None:
+    """Device 10 buys 1 kWh from device 11 in ``interval``, cleared."""
+    led.place_orders([
+        OrderIntent(device_id=10, interval=interval, side=Side.BUY, energy_wh=1000,
+                    price_per_mwh=200_000_000),
+        OrderIntent(device_id=11, interval=interval, side=Side.SELL, energy_wh=1000,
+                    price_per_mwh=100_000_000)])
+    led.clear(interval=interval)
+
+
 def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: CompiledContracts) -> None:
     """The twin's runs free each settled interval's storage (pruneInterval) and now and then
     restart their own Anvil without the zeroed slots it still walks at every block
@@ -66,11 +85,7 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
     with AnvilNode(accounts=4, automine=False) as node:
         led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
         led.prune_settled, led.compact_node, led.compact_after_slots = True, node.compact, 1
-        for d in (10, 11):
-            led.register_device(Device(device_id=d, owner=d - 8, kind=DeviceKind.PV, bus=0,
-                                       capacity_w=20_000))
-        for a in (2, 3):
-            led.deposit(a, 10**12)
+        _two_devices(led)
         url = node.url
         for k in range(4):  # step k: settle k, orders and clearing of k + 1 (as MarketStep)
             led.set_time(now_s=k * INTERVAL_S)
@@ -79,12 +94,7 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
                 assert len(led.settle(k, {10: 900, 11: -1000})) == 2
                 assert led.w3.eth.block_number == block + 1  # the prune shares the block
                 assert led.compactions == k - 1 and node.url == url and led.now_s == k * INTERVAL_S
-            led.place_orders([
-                OrderIntent(device_id=10, interval=k + 1, side=Side.BUY, energy_wh=1000,
-                            price_per_mwh=200_000_000),
-                OrderIntent(device_id=11, interval=k + 1, side=Side.SELL, energy_wh=1000,
-                            price_per_mwh=100_000_000)])
-            led.clear(interval=k + 1)
+            _trade_one_pair(led, interval=k + 1)
         assert [led.interval_status(k) for k in (1, 2, 3, 4)] == ["settled"] * 3 + ["cleared"]
         assert len(led.orders(3)) == 2  # the logs of the kept blocks survive a restart
         assert token_audit(led, accounts=range(4), minted=2 * 10**12)["conserved"]
@@ -102,11 +112,7 @@ def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: Compi
     with AnvilNode(accounts=4, automine=False, keep_tx_blocks=4) as node:
         led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
         led.prune_settled, led.tx.log_window_blocks = True, node.keep_tx_blocks
-        for d in (10, 11):
-            led.register_device(Device(device_id=d, owner=d - 8, kind=DeviceKind.PV, bus=0,
-                                       capacity_w=20_000))
-        for a in (2, 3):
-            led.deposit(a, 10**12)
+        _two_devices(led)
         for k in range(3):  # step k: settle k, orders and clearing of k + 1
             led.set_time(now_s=k * INTERVAL_S)
             if k == 2:  # a delay of many blocks between interval 1's orders and its pruning
@@ -114,12 +120,7 @@ def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: Compi
             if k:
                 led.settle(k, {10: 900, 11: -1000})
             if k < 2:
-                led.place_orders([
-                    OrderIntent(device_id=10, interval=k + 1, side=Side.BUY, energy_wh=1000,
-                                price_per_mwh=200_000_000),
-                    OrderIntent(device_id=11, interval=k + 1, side=Side.SELL, energy_wh=1000,
-                                price_per_mwh=100_000_000)])
-                led.clear(interval=k + 1)
+                _trade_one_pair(led, interval=k + 1)
         assert led.orders(1) == []  # their logs are out of the window
         assert [r["interval"] for r in led.tx_table() if r["function"] == "EnergyMarket.pruneInterval"] == [1]
         doc = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
