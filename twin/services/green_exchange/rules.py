@@ -162,9 +162,11 @@ class GreenExchange:
     # --- trading with the DSO -----------------------------------------------------------
     def sell(self, account: int, tokens: int) -> int:
         """``account`` sells ``tokens`` to the DSO; returns the money it received."""
+        if tokens < 0:  # no uint256: the chain client refuses it before sending
+            raise e.BadAmount(tokens)
         if account == self.dso:
             raise e.SelfTrade(account)
-        if tokens <= 0:
+        if tokens == 0:
             raise e.BadAmount(tokens)
         have = self.balance_of(account)
         if have < tokens:
@@ -181,9 +183,11 @@ class GreenExchange:
 
     def buy(self, account: int, tokens: int) -> int:
         """``account`` buys ``tokens`` from the DSO's stock; returns the money it paid."""
+        if tokens < 0:  # no uint256: the chain client refuses it before sending
+            raise e.BadAmount(tokens)
         if account == self.dso:
             raise e.SelfTrade(account)
-        if tokens <= 0:
+        if tokens == 0:
             raise e.BadAmount(tokens)
         stock = self.balance_of(self.dso)
         if stock < tokens:
