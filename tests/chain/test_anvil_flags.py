@@ -33,7 +33,8 @@ def test_anvil_prunes_states_and_writes_its_state_once(tmp_path: Path) -> None:
         assert args[args.index("--transaction-block-keeper") + 1] == str(KEEP_TX_BLOCKS)
         assert "--no-mining" not in args
         w3 = node.web3()
-        w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 1})
+        tx = w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": w3.eth.accounts[1], "value": 1})
+        w3.eth.wait_for_transaction_receipt(tx, timeout=30)  # automine answers before the block is in
         assert not state.exists()  # nothing written while the run goes on
     doc = json.loads(state.read_text())  # written once at stop, complete JSON
     assert doc["best_block_number"] == 1 and node.dump_error is None
