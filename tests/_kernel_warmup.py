@@ -37,6 +37,9 @@ KERNEL_MODULES: tuple[str, ...] = (
     "tests/market/test_game_security.py",
 )
 
+# (#22: since the kernels' helpers compile once per helper, not per index/flag type, these
+# tests compile 98 CPU-s instead of 137; a cold tests/grid run compiles no top-level signature
+# they do not)
 # the tests of the cold suite that compiled a kernel first (numba:compile listener, 2026-12-07),
 # seconds of compile in each at load 9 (pandapower's own numba functions are not disk-cached
 # (cache=False): test_oltc3ph[hv] compiles 12 s of them in every process and is not listed)

@@ -2,9 +2,9 @@
 
 ``TWIN_NUMBA_COMPILE_LOG=1 NUMBA_CACHE_DIR=$(mktemp -d) .venv/bin/python -m pytest`` (a cold
 cache; tests/conftest.py registers this plugin) writes ``.cache/numba_compiles.json``: per
-compile the function, its argument types, the seconds (including the functions it compiles
-inside) and the test that triggered it; per twin dispatcher its signatures. The first test
-to compile each top-level function (``depth`` 0) belongs in the warm-up list.
+compile the function, its argument types, the seconds and CPU seconds (including the
+functions it compiles inside; CPU seconds hardly grow with the machine's load) and the test
+that triggered it; per twin dispatcher its signatures. The first test to compile each top-level function (``depth`` 0) belongs in the warm-up list.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 _now: dict[str, str] = {"test": "<collection>"}
 _events: list[dict[str, Any]] = []
-_starts: list[float] = []
+_starts: list[tuple[float, float]] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -26,13 +26,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
     class _Log(event.Listener):  # type: ignore[misc]
         def on_start(self, ev: Any) -> None:
-            _starts.append(time.perf_counter())
+            _starts.append((time.perf_counter(), time.process_time()))
 
         def on_end(self, ev: Any) -> None:
-            t0 = _starts.pop()
+            t0, c0 = _starts.pop()
             fn = ev.data["dispatcher"].py_func
             _events.append({"fn": f"{fn.__module__}.{fn.__qualname__}", "args": str(ev.data["args"]),
-                            "s": round(time.perf_counter() - t0, 2), "depth": len(_starts), "test": _now["test"]})
+                            "s": round(time.perf_counter() - t0, 2),
+                            "cpu_s": round(time.process_time() - c0, 2), "depth": len(_starts), "test": _now["test"]})
 
     event.register("numba:compile", _Log())
 

@@ -98,7 +98,7 @@ def newton_lane(v_k: np.ndarray, x_p: np.ndarray, x_q: np.ndarray, avail: np.nda
     enters no equation; its set-point ``x``, normally 0, is a constant term): on a hosting
     study's lanes that is the placement's PV, not every candidate bus."""
     newton_lane_into(v_k, x_p, x_q, avail, on, scale, sens, f, inner_max, tol, fd_h, out_p, out_q,
-                     newton_scratch(v_k.shape[0]), False)
+                     newton_scratch(v_k.shape[0]), np.bool_(False))
 
 
 @njit(**_OPTS)

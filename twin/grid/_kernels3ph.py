@@ -98,7 +98,7 @@ def _fp_one(s_b: Any, system: Any, loads: Any, tol: float, max_iter: int, warm: 
     c, v_fix, t_ptr, t_idx, t_val, rc_ptr, rc_idx, rc_val, lp, li, lx, up, ui, ux, dinv, load_node = system
     n = v_fix.shape[0]
     n_z = c.shape[0]
-    n_act = 0
+    n_act: Any = np.int64(0)  # not a literal 0: one build of _inj_active
     for k in range(n):
         s = s_b[k]
         if s.real != 0.0 or s.imag != 0.0 or load_node[k]:
@@ -172,7 +172,7 @@ def _fp_range(lo: int, hi: int, s_node: Any, system: Any, loads: Any, tol: float
     inj_new = np.zeros(n, dtype=np.complex128)
     y = np.empty(n_z, dtype=np.complex128)
     act = np.empty(n, dtype=np.int64)
-    warm = False
+    warm: Any = np.bool_(False)  # not a literal False: one build of _fp_one
     for b in range(lo, hi):
         it, ok = _fp_one(s_node[b], system, loads, tol, max_iter, warm, v, inj, inj_new, y, act, v_out[b])
         iters[b] = it
@@ -194,7 +194,8 @@ def fixed_point_par(s_node: Any, system: Any, loads: Any, tol: float, max_iter: 
 def fixed_point_ser(s_node: Any, system: Any, loads: Any, tol: float, max_iter: int, n_chunks: int, v_out: Any,
                     iters: Any, conv: Any) -> None:  # pragma: no cover - numba
     """Serial twin of :func:`fixed_point_par` for small batches (no thread wake-up)."""
-    _fp_range(0, s_node.shape[0], s_node, system, loads, tol, max_iter, v_out, iters, conv)
+    lo: Any = np.int64(0)  # int64, not a literal 0: one build of _fp_range
+    _fp_range(lo, s_node.shape[0], s_node, system, loads, tol, max_iter, v_out, iters, conv)
 
 
 _SYSTEMS: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
@@ -319,7 +320,8 @@ def post_par(v: Any, ok: Any, net: Any, loads: Any, s_node: Any, sn: float, out:
     """Per-scenario results in parallel; rows that did not converge stay NaN."""
     for b in prange(v.shape[0]):
         if ok[b]:
-            _post_one(b, v, net, loads, s_node, sn, out)
+            b64: Any = np.int64(b)  # prange counts in uint64: one build of _post_one for both kernels
+            _post_one(b64, v, net, loads, s_node, sn, out)
 
 
 @njit(cache=True)

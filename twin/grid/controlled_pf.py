@@ -204,7 +204,9 @@ class ControlledPowerFlow:
             out_p, out_q = np.empty_like(v_k), np.empty_like(v_k)
             x = np.ascontiguousarray(np.concatenate([x_p, x_q], axis=1))
             newton = kern.device_newton if v_k.size >= _PARALLEL_DEVICE_WORK else kern.device_newton_ser
-            newton(_frozen(v_k), x, _frozen(avail), _frozen(on[0]), _frozen(on[1]), sens,
+            # writable (a copy when read-only): the controlled kernel's lanes pass writable rows,
+            # so both callers share one build of the inner newton_lane_into
+            newton(_writable(v_k), x, _writable(avail), _writable(on[0]), _writable(on[1]), sens,
                    self._nb_fleet, _INNER_MAX, _INNER_TOL, _FD_H, out_p, out_q)
             return out_p, out_q
         n = self._fleet.size
@@ -612,6 +614,11 @@ def _frozen(a: Any) -> Any:
     v = np.ascontiguousarray(a).view()
     v.flags.writeable = False
     return v
+
+
+def _writable(a: Any) -> Any:
+    """A writable C-contiguous kernel input (copied only when read-only or strided)."""
+    return np.require(a, requirements=("C", "W"))
 
 
 def _rows(on: Any, rows: NDArray[np.int64]) -> Any:

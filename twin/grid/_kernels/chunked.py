@@ -286,11 +286,11 @@ def fixed_point_chunked(
                 for k in range(n_s):
                     sched_out[c * K + j, k] = 0.0
         bad = np.zeros(K)
-        add_element_lanes(c, n_b, load, use_zip, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi,
+        add_element_lanes(np.int64(c), n_b, load, use_zip, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi,
                           sched_out, bad)
-        add_element_lanes(c, n_b, sgen, False, inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi,
+        add_element_lanes(np.int64(c), n_b, sgen, np.bool_(False), inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi,
                           sched_out, bad)
-        add_element_lanes(c, n_b, storage, False, -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi,
+        add_element_lanes(np.int64(c), n_b, storage, np.bool_(False), -inv_sn, slack_vm, pr, pi, ir_, ii_, zr, zi,
                           sched_out, bad)
         for j in range(min(K, n_b - c * K)):
             finite_out[c * K + j] = bad[j] == 0.0
@@ -323,7 +323,7 @@ def fixed_point_chunked(
                 s_net = slack_v[k] * np.conj(acc)
                 s_unit_out[b, k] = (s_net - sched_out[b, k]) * (sn_mva / units_at_slack[k])
         if post:  # converged lanes straight from the planes (no kill: no grid-forming units)
-            scratch = post_scratch(0, bus_n.shape[0], f_n.shape[0])
+            scratch = post_scratch(np.int64(0), bus_n.shape[0], f_n.shape[0])
             for j in range(min(K, n_b - c * K)):
                 if ok[j]:
                     post_nodes(rows[c * K + j], vr, vi, j, (bus_p, f_p, t_p, y8, br_on, k_f2, k_t2),

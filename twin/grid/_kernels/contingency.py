@@ -124,8 +124,8 @@ def _contingency_one(
     si = np.zeros(n if use_zip else 0, dtype=np.complex128)
     sz = np.zeros(n if use_zip else 0, dtype=np.complex128)
     add_element(b, _at(load, loc_of_node), use_zip, -inv_sn, slack_vm, s, si, sz, ss)
-    add_element(b, _at(sgen, loc_of_node), False, inv_sn, slack_vm, s, si, sz, ss)
-    add_element(b, _at(storage, loc_of_node), False, -inv_sn, slack_vm, s, si, sz, ss)
+    add_element(b, _at(sgen, loc_of_node), np.bool_(False), inv_sn, slack_vm, s, si, sz, ss)
+    add_element(b, _at(storage, loc_of_node), np.bool_(False), -inv_sn, slack_vm, s, si, sz, ss)
     for k in range(n_s):
         sched_s[b, k] = ss[k]
     v = v_full[b]
@@ -253,7 +253,8 @@ def contingencies_par(
     no_nodes = np.zeros(0, dtype=np.int64)
     no_v = np.zeros(0, dtype=np.complex128)
     slack_vm = np.abs(slack_v)
-    for b in nb.prange(n_b):
+    for b_ in nb.prange(n_b):
+        b = np.int64(b_)  # one build of the helpers for every caller (prange counts in uint64)
         _contingency_one(b, br_on, net_br, pattern, slack, slack_vm,
                          (load, sgen, storage, use_zip, inv_sn), stop, outs)
         if not conv[b]:

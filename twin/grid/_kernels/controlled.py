@@ -126,7 +126,7 @@ def controlled_lanes(
             ctl_conv[b] = False
             if warm:
                 newton_lane_into(vm_dev[b], xp[b].copy(), xq[b].copy(), avail[b], on[b], scale[b], sens, fleet,
-                                 inner_max, inner_tol, fd_h, new_p, new_q, nws, False)
+                                 inner_max, inner_tol, fd_h, new_p, new_q, nws, np.bool_(False))
                 for i in range(n):
                     xp[b, i] = new_p[i]
                     xq[b, i] = new_q[i]
@@ -196,7 +196,7 @@ def controlled_lanes(
                         finish = True  # the set-points stay those of the last power flow
                     else:
                         newton_lane_into(vm_dev[b], xp[b], xq[b], avail[b], on[b], scale[b], sens, fleet,
-                                         inner_max, inner_tol, fd_h, new_p, new_q, nws, True)
+                                         inner_max, inner_tol, fd_h, new_p, new_q, nws, np.bool_(True))
                         for i in range(n):
                             xp[b, i] += w[j] * (new_p[i] - xp[b, i])
                             xq[b, i] += w[j] * (new_q[i] - xq[b, i])

@@ -164,7 +164,7 @@ def mean_start(sample: Any, inj: Any, v0: Any, lu: Any) -> Any:  # pragma: no co
                 acc[2, k] += sz[k]
     acc /= max(sample.shape[0], 1)
     v = v0.copy()
-    ok, _ = _fp_scalar(acc[0], acc[1], acc[2], use_zip, v0, lu, 1e-6, 30, v)
+    ok, _ = _fp_scalar(acc[0], acc[1], acc[2], use_zip, v0, lu, 1e-6, np.int64(30), v)
     if not ok:
         return v0.copy()
     return v
@@ -176,4 +176,4 @@ def fixed_point_par(inj: Any, v0: Any, lu: Any, stop: Any, fp_out: Any) -> None:
     # numba passes only flat tuples into a prange body: ``inj`` is rebuilt inside
     load, sgen, storage, use_zip, inv_sn, slack_vm = inj
     for b in nb.prange(fp_out[0].shape[0]):
-        fixed_point_one(b, (load, sgen, storage, use_zip, inv_sn, slack_vm), v0, lu, stop, fp_out)
+        fixed_point_one(np.int64(b), (load, sgen, storage, use_zip, inv_sn, slack_vm), v0, lu, stop, fp_out)

@@ -58,8 +58,8 @@ def scenario_injections(b: int, inj: Any, s: Any, si: Any, sz: Any, ss: Any) -> 
     sz[:] = 0.0
     ss[:] = 0.0
     add_element(b, load, use_zip, -inv_sn, slack_vm, s, si, sz, ss)
-    add_element(b, sgen, False, inv_sn, slack_vm, s, si, sz, ss)
-    add_element(b, storage, False, -inv_sn, slack_vm, s, si, sz, ss)
+    add_element(b, sgen, np.bool_(False), inv_sn, slack_vm, s, si, sz, ss)
+    add_element(b, storage, np.bool_(False), -inv_sn, slack_vm, s, si, sz, ss)
 
 
 @nb.njit(**OPTS)

@@ -85,7 +85,7 @@ def post_one(
             if energized_node[k]:
                 vr[k] = np.nan
                 vi[k] = np.nan
-    post_nodes(rows[b], vr.reshape((n_node + 1, 1)), vi.reshape((n_node + 1, 1)), 0, post_br,
+    post_nodes(rows[b], vr.reshape((n_node + 1, 1)), vi.reshape((n_node + 1, 1)), np.int64(0), post_br,
                sn_mva, res, scratch)
 
 

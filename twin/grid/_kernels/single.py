@@ -76,7 +76,7 @@ def solve_single(
     iters, conv = status
     v_out = np.empty((1, v0.shape[0]), dtype=np.complex128)
     sched_out = np.empty((1, slack_v.shape[0]), dtype=np.complex128)
-    fixed_point_one(0, inj, v0, lu, stop, (v_out, sched_out, iters, conv))
+    fixed_point_one(np.int64(0), inj, v0, lu, stop, (v_out, sched_out, iters, conv))
     if not conv[0]:
         return
-    finish_lane(0, v_out, sched_out, conv, nodes, post_br, sn_mva, ref, res, eg)
+    finish_lane(np.int64(0), v_out, sched_out, conv, nodes, post_br, sn_mva, ref, res, eg)
