@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import time
 import uuid
@@ -197,6 +198,7 @@ def run_scenario(
                     manifest["signing"] = {"mode": "daily", **getattr(signers, "n_signed", {})}
             finally:
                 timings["world_s"] = time.perf_counter() - t_world
+                gc.unfreeze()  # what the market step froze (twin.cosim.market_sim) is collectable again
                 _drain_fault_log(ledger, recorder, k=log.last_settled + 1, interval_s=interval_s)
                 # Conservation is checked on the ledger's own books, even after an error.
                 manifest["tokens"] = token_audit(

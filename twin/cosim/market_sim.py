@@ -7,6 +7,7 @@ result rows go to the recorder and whose trades become the ``trades`` attribute.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import mosaik_api_v3
@@ -55,7 +56,12 @@ class MarketSim(mosaik_api_v3.Simulator):
 
     def step(self, time: Time, inputs: InputData, max_advance: Time) -> Time | None:
         with timed(self.timings, "market_s"):
-            return self._step(time, inputs)
+            out = self._step(time, inputs)
+        # the ledger's books grow by ~30,000 objects an interval in a town (orders, trades,
+        # settlement rows): kept out of the cyclic collector's scans (which otherwise walk the
+        # whole growing heap again and again); twin.run unfreezes them when the world ends
+        gc.freeze()
+        return out
 
     def _step(self, time: Time, inputs: InputData) -> Time:
         k = time // self.interval_s

@@ -353,79 +353,76 @@ class ReferenceLedger(ReferenceDaily):
         used_delta: dict[tuple[int, int, Side], int],
         order_id: int,
     ) -> Order:
-        """Validate one intent against state + the batch so far; record its tentative effects."""
-        dev = self._devices.get(it.device_id)
+        """Validate one intent against state + the batch so far; record its tentative effects.
+        (Attribute and dict look-ups hoisted into locals: ~1 M calls in a town day.)"""
+        d, k, wh, price = it.device_id, it.interval, it.energy_wh, it.price_per_mwh
+        dev = self._devices.get(d)
         if dev is None:
-            raise e.UnknownDevice(it.device_id)
-        if it.device_id in self._revoked:
-            raise e.DeviceRevoked(it.device_id)
-        if sender is not None and sender != dev.owner:
-            raise e.NotDeviceOwner(it.device_id, sender)
-        if it.energy_wh <= 0:
-            raise e.BadEnergy(it.device_id, it.energy_wh)
-        if it.energy_wh < self._min_order_wh:
-            raise e.OrderTooSmall(it.device_id, self._min_order_wh, it.energy_wh)
-        if it.price_per_mwh <= 0 or it.price_per_mwh > PRICE_MAX:
-            raise e.BadPrice(it.device_id, it.price_per_mwh)
-        if self._status.get(it.interval, "open") != "open":
-            raise e.IntervalClosed(it.interval)
-        gate = self.gate_s(it.interval)
+            raise e.UnknownDevice(d)
+        if d in self._revoked:
+            raise e.DeviceRevoked(d)
+        owner = dev.owner
+        if sender is not None and sender != owner:
+            raise e.NotDeviceOwner(d, sender)
+        if wh <= 0:
+            raise e.BadEnergy(d, wh)
+        if wh < self._min_order_wh:
+            raise e.OrderTooSmall(d, self._min_order_wh, wh)
+        if price <= 0 or price > PRICE_MAX:
+            raise e.BadPrice(d, price)
+        if self._status.get(k, "open") != "open":
+            raise e.IntervalClosed(k)
+        gate = self.gate_s(k)
         if self._now_s > gate:
-            raise e.GateClosed(it.interval, gate, self._now_s)
+            raise e.GateClosed(k, gate, self._now_s)
         side = it.side if type(it.side) is Side else Side(it.side)
         # .get: a lookup must not add an entry per order to the ledger's state
-        used, n_orders = self._used, self._n_orders
-        other = (it.device_id, it.interval, _SIDES[1 - side])
+        used, n_orders, batch_orders = self._used, self._n_orders, self._batch_orders
+        other = (d, k, _SIDES[1 - side])
         if used.get(other, 0) + used_delta.get(other, 0) > 0:
-            raise e.OppositeSide(it.device_id, it.interval)
-        dkey = (it.device_id, it.interval)
-        n_before = n_orders.get(dkey, 0) + self._batch_orders.get(dkey, 0)
+            raise e.OppositeSide(d, k)
+        dkey = (d, k)
+        n_before = n_orders.get(dkey, 0) + batch_orders.get(dkey, 0)
         if n_before >= MAX_ORDERS:
-            raise e.TooManyOrders(it.device_id, it.interval, MAX_ORDERS)
-        key = (it.device_id, it.interval, side)
-        cap = self.cap_wh(dev)
-        requested = used.get(key, 0) + used_delta.get(key, 0) + it.energy_wh
+            raise e.TooManyOrders(d, k, MAX_ORDERS)
+        key = (d, k, side)
+        cap = dev.capacity_w * self._interval_s // 3600  # cap_wh(dev)
+        requested = used.get(key, 0) + used_delta.get(key, 0) + wh
         if requested > cap:
-            raise e.CapacityExceeded(it.device_id, cap, requested)
+            raise e.CapacityExceeded(d, cap, requested)
         env = self._envelope.get(key)
         if env is not None and requested > env:
-            raise e.EnvelopeExceeded(it.device_id, env, requested)
+            raise e.EnvelopeExceeded(d, env, requested)
         # the device's first order of the interval: its bond, unless posted
         first = n_before == 0
-        last, bonded = self._batch_info.get(it.device_id, self._device_info.get(it.device_id, (0, False)))
+        last, bonded = self._batch_info.get(d, self._device_info.get(d, (0, False)))
         bond = self.bond_of(dev) if first and not bonded else 0
-        available = self._accounts[dev.owner].free + free_delta[dev.owner]
+        acc = self._accounts[owner]
+        available = acc.free + free_delta[owner]
         if available < bond:
-            raise e.InsufficientBalance(dev.owner, bond, available)
+            raise e.InsufficientBalance(owner, bond, available)
         if side == Side.BUY:
-            need = payment(it.energy_wh, it.price_per_mwh)
-            if self._accounts[dev.owner].debt > 0:
-                raise e.InDebt(dev.owner, self._accounts[dev.owner].debt)
+            need = payment(wh, price)
+            if acc.debt > 0:
+                raise e.InDebt(owner, acc.debt)
             if available - bond < need:
-                raise e.InsufficientBalance(dev.owner, need, available - bond)
-            free_delta[dev.owner] -= need
-        if first and (not bonded or (self._bond_terms.any_bond and last < it.interval)):
-            self._batch_info[it.device_id] = (max(last, it.interval), True)
+                raise e.InsufficientBalance(owner, need, available - bond)
+            free_delta[owner] -= need
+        if first and (not bonded or (self._bond_terms.any_bond and last < k)):
+            self._batch_info[d] = (max(last, k), True)
             if bond:
-                free_delta[dev.owner] -= bond
-                self._batch_bond[dev.owner] += bond
-        used_delta[key] += it.energy_wh
-        self._batch_orders[dkey] += 1
+                free_delta[owner] -= bond
+                self._batch_bond[owner] += bond
+        used_delta[key] += wh
+        batch_orders[dkey] += 1
         if first:  # a drawn bond refills from the free balance left (MarketSettlement.topUpAtOrder)
-            short = self._bond_short.get(dev.owner, 0) - self._batch_fill[dev.owner]
-            fill = min(short, self._accounts[dev.owner].free + free_delta[dev.owner])
+            short = self._bond_short.get(owner, 0) - self._batch_fill[owner]
+            fill = min(short, acc.free + free_delta[owner])
             if fill > 0:
-                free_delta[dev.owner] -= fill
-                self._batch_fill[dev.owner] += fill
-        return Order(
-            order_id=order_id,
-            device_id=it.device_id,
-            owner=dev.owner,
-            interval=it.interval,
-            side=side,
-            energy_wh=it.energy_wh,
-            price_per_mwh=it.price_per_mwh,
-        )
+                free_delta[owner] -= fill
+                self._batch_fill[owner] += fill
+        return Order(order_id=order_id, device_id=d, owner=owner, interval=k, side=side,
+                     energy_wh=wh, price_per_mwh=price)
 
     # --- read-outs --------------------------------------------------------------------
     def balance(self, account: int) -> Balance:
