@@ -59,7 +59,10 @@ class MarketSim(mosaik_api_v3.Simulator):
             out = self._step(time, inputs)
         # the ledger's books grow by ~30,000 objects an interval in a town (orders, trades,
         # settlement rows): kept out of the cyclic collector's scans (which otherwise walk the
-        # whole growing heap again and again); twin.run unfreezes them when the world ends
+        # whole growing heap again and again); twin.run unfreezes them when the world ends.
+        # The collection first frees this step's cyclic garbage (it scans only what is not
+        # frozen yet: the step's new objects), so a long run does not keep it until the end.
+        gc.collect()
         gc.freeze()
         return out
 
