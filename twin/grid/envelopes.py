@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Connection", "EnvelopeError", "Envelopes", "compute_envelopes", "rule_limits"]
+__all__ = ["Connection", "EnvelopeError", "Envelopes", "compute_envelopes", "level_limits", "rule_limits"]
 
 Rule = Literal["equal", "proportional"]
 _TABLES = ("load", "sgen", "storage")
@@ -83,16 +83,24 @@ class Envelopes:
     import_phase_level: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+def level_limits(cap: np.ndarray, lv: np.ndarray, rule: Rule, *, top: float, span: float) -> np.ndarray:
+    """Limits of connections with capacities ``cap`` at levels ``lv`` (broadcast to (L, n)),
+    the levels spanning ``top`` MW (``equal``: ``min(cap, lv * top)``) or ``span`` of each
+    capacity (``proportional``: ``lv * span * cap``); level 1 is each connection's capacity."""
+    if rule == "proportional":
+        lim = lv * span * cap[None, :]
+    elif rule == "equal":
+        lim = np.minimum(cap[None, :], lv * top)
+    else:
+        raise ValueError(f"rule: must be 'equal' or 'proportional', got {rule!r}")
+    return np.where(lv >= 1.0, cap[None, :], lim)
+
+
 def rule_limits(capacity_mw: np.ndarray, levels: np.ndarray, rule: Rule) -> np.ndarray:
-    """(n_levels, n_connections) limits of ``rule`` at each level."""
+    """(n_levels, n_connections) limits of ``rule`` at each level (over the whole capacity)."""
     cap = np.asarray(capacity_mw, dtype=np.float64)
     lv = np.asarray(levels, dtype=np.float64)[:, None]
-    if rule == "proportional":
-        return lv * cap[None, :]
-    if rule == "equal":
-        top = float(cap.max()) if cap.size else 0.0
-        return np.minimum(cap[None, :], lv * top)
-    raise ValueError(f"rule: must be 'equal' or 'proportional', got {rule!r}")
+    return level_limits(cap, lv, rule, top=float(cap.max()) if cap.size else 0.0, span=1.0)
 
 
 def _secure_prefix(ok: np.ndarray) -> int:

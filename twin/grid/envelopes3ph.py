@@ -36,25 +36,20 @@ from typing import Any, Literal
 
 import numpy as np
 
-from twin.grid.envelopes import Connection, EnvelopeError, Envelopes, Rule, _secure_prefix
+from twin.grid.envelopes import (
+    Connection,
+    EnvelopeError,
+    Envelopes,
+    Rule,
+    _secure_prefix,
+    level_limits,
+)
 from twin.grid.phase_spec import PHASE_ABC
 
 __all__ = ["GROUP_NAMES", "compute_envelopes_3ph"]
 
 _TABLES = ("load", "sgen", "storage")
 GROUP_NAMES = ("a", "b", "c", "abc")
-
-
-def _limits(cap: np.ndarray, top: float, span: float, lv: np.ndarray, rule: Rule) -> np.ndarray:
-    """Limits of connections with capacities ``cap`` at their own levels ``lv`` (L, n); level
-    1 is each connection's capacity."""
-    if rule == "proportional":
-        lim = lv * span * cap[None, :]
-    elif rule == "equal":
-        lim = np.minimum(cap[None, :], lv * top)
-    else:
-        raise ValueError(f"rule: must be 'equal' or 'proportional', got {rule!r}")
-    return np.where(lv >= 1.0, cap[None, :], lim)
 
 
 class _Family:
@@ -78,7 +73,7 @@ class _Family:
     def limits(self, group_level: np.ndarray) -> np.ndarray:
         """(L, n) limits for (L, 4) levels per group."""
         lv = group_level[:, self.groups] if self.groups.size else np.zeros((group_level.shape[0], 0))
-        return _limits(self.cap, self.top, self.span, lv, self.rule)
+        return level_limits(self.cap, lv, self.rule, top=self.top, span=self.span)
 
     def add(self, batch: dict[str, np.ndarray], lanes: slice, group_level: np.ndarray) -> None:
         lim = self.limits(group_level)
