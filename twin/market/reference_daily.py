@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from twin.market import errors as e
-from twin.market.provisional import AlreadyTruedUp, TrueUp, imbalance_value
+from twin.market.provisional import AlreadyTruedUp, TrueUp
 from twin.market.reference_settlement import ReferenceSettlement
 from twin.market.reference_state import purpose, require_role
 from twin.market.signing import ZERO_ADDRESS, SignedOrder
@@ -197,7 +197,6 @@ class ReferenceDaily(ReferenceSettlement):
 
     def _apply_daily(self, batches: Sequence[SignedDailyReadings], per_day: int) -> list[TrueUp]:
         out: list[TrueUp] = []
-        prices = {"retail_price_per_mwh": self._retail, "feed_in_price_per_mwh": self._feed_in}
         by_day: dict[int, list[SignedDailyReadings]] = {}
         for b in batches:
             by_day.setdefault(b.day, []).append(b)
@@ -217,15 +216,9 @@ class ReferenceDaily(ReferenceSettlement):
                 done[pos] = True
                 real = signed[rows_, k - day * per_day]
                 for j in np.flatnonzero(real != est[pos]).tolist():
-                    d, wh = int(ids[rows_[j]]), int(real[j])
-                    e_wh, t_wh = int(est[pos[j]]), int(traded[pos[j]])
-                    owner = self._devices[d].owner
-                    amount = (imbalance_value(wh - t_wh, **prices)
-                              - imbalance_value(e_wh - t_wh, **prices))
-                    paid, debt = self._pay(owner, owner_pays=amount < 0, due=abs(amount))
-                    out.append(TrueUp(interval=k, device_id=d, owner=owner, estimated_wh=e_wh,
-                                      metered_wh=wh, delta_wh=wh - e_wh, amount=amount,
-                                      paid=paid, debt=debt))
+                    d = int(ids[rows_[j]])
+                    out.append(self._pay_true_up(k, d, self._devices[d].owner, estimate_wh=int(est[pos[j]]),
+                                                 traded_wh=int(traded[pos[j]]), metered_wh=int(real[j])))
                 if done.all():
                     del self._daily_pending[k]
         return out

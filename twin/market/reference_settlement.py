@@ -327,16 +327,22 @@ class ReferenceSettlement(ReferenceState):
             if abs(metered_wh) > self.cap_wh(dev):
                 raise e.MeterOutOfRange(device_id, self.cap_wh(dev), metered_wh)
             estimate, traded = self._provisional.pop(key)
-            prices = {"retail_price_per_mwh": self._retail, "feed_in_price_per_mwh": self._feed_in}
-            amount = (imbalance_value(metered_wh - traded, **prices)
-                      - imbalance_value(estimate - traded, **prices))
-            # free, then the bond, then debt; the payee credited like any credit
-            paid, debt = self._pay(dev.owner, owner_pays=amount < 0, due=abs(amount))
+            out = self._pay_true_up(interval, device_id, dev.owner, estimate_wh=estimate,
+                                    traded_wh=traded, metered_wh=int(metered_wh))
             self._trued_up.add(key)
-            return TrueUp(interval=interval, device_id=device_id, owner=dev.owner,
-                          estimated_wh=estimate, metered_wh=int(metered_wh),
-                          delta_wh=int(metered_wh) - estimate, amount=amount,
-                          paid=paid, debt=debt)
+            return out
+
+    def _pay_true_up(self, interval: int, device_id: int, owner: int, *, estimate_wh: int,
+                     traded_wh: int, metered_wh: int) -> TrueUp:
+        """Pay the imbalance money of ``metered_wh`` less that of the estimate it was settled
+        on (free, then the bond, then debt; the payee credited like any credit)."""
+        prices = {"retail_price_per_mwh": self._retail, "feed_in_price_per_mwh": self._feed_in}
+        amount = (imbalance_value(metered_wh - traded_wh, **prices)
+                  - imbalance_value(estimate_wh - traded_wh, **prices))
+        paid, debt = self._pay(owner, owner_pays=amount < 0, due=abs(amount))
+        return TrueUp(interval=interval, device_id=device_id, owner=owner,
+                      estimated_wh=estimate_wh, metered_wh=metered_wh,
+                      delta_wh=metered_wh - estimate_wh, amount=amount, paid=paid, debt=debt)
 
     def true_up_signed(self, reading: SignedReading, *, sender: int | None = None) -> TrueUp:
         """:meth:`true_up` on the device-signed real reading."""
