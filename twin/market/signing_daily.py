@@ -37,7 +37,7 @@ import numpy as np
 from eth_utils import keccak
 
 from twin.market.errors import MarketError
-from twin.market.signing import _keccak
+from twin.market.signing import _fits64, _keccak
 from twin.market.types import OrderIntent, Side
 
 __all__ = [
@@ -95,8 +95,7 @@ def readings_hash(metered_wh: np.ndarray) -> bytes:
 
 
 def _u64(name: str, x: int) -> bytes:
-    if not 0 <= x < 2**64:
-        raise ValueError(f"{name} {x} does not fit uint64")
+    _fits64(name, x)
     return int(x).to_bytes(32, "big")
 
 
