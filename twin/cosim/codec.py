@@ -54,12 +54,10 @@ def encode_trades(trades: list[Trade]) -> Columns:
     return _columns(trades, _TRADE_FIELDS, _TRADE_GET)
 
 
-def decode_trades(cols: Columns | list[dict[str, Any]] | None) -> list[Trade]:
-    """Columns (:func:`encode_trades`) or a list of records (dicts) -> trades."""
+def decode_trades(cols: Columns | None) -> list[Trade]:
+    """Columns (:func:`encode_trades`) -> trades."""
     if not cols:
         return []
-    if isinstance(cols, list):
-        return [Trade(**r) for r in cols]
     return list(map(Trade, *_checked(cols, _TRADE_FIELDS, "trade")))
 
 
@@ -69,20 +67,10 @@ def encode_orders(orders: list[OrderIntent]) -> Columns:
     return out
 
 
-def _decode_order(r: dict[str, Any]) -> OrderIntent:
-    s = r["side"]
-    if len(r) != len(_ORDER_FIELDS) or type(s) is not int or not 0 <= s <= 1:
-        return OrderIntent(**(r | {"side": Side(s)}))  # the general path and its errors
-    return OrderIntent(device_id=r["device_id"], interval=r["interval"], side=_SIDES[s],
-                       energy_wh=r["energy_wh"], price_per_mwh=r["price_per_mwh"])
-
-
-def decode_orders(cols: Columns | list[dict[str, Any]] | None) -> list[OrderIntent]:
-    """Columns (:func:`encode_orders`, side 0 buy / 1 sell) or a list of records -> intents."""
+def decode_orders(cols: Columns | None) -> list[OrderIntent]:
+    """Columns (:func:`encode_orders`, side 0 buy / 1 sell) -> intents."""
     if not cols:
         return []
-    if isinstance(cols, list):
-        return [_decode_order(r) for r in cols]
     values = _checked(cols, _ORDER_FIELDS, "order")
     k = _ORDER_FIELDS.index("side")
     values[k] = [_SIDES[s] if type(s) is int and 0 <= s <= 1 else Side(s) for s in values[k]]
