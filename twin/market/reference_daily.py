@@ -36,15 +36,6 @@ _DAY_S = 86_400
 class ReferenceDaily(ReferenceSettlement):
     """Daily signing on the reference ledger (the module docstring)."""
 
-    def _daily_state(self) -> None:
-        if not hasattr(self, "_schedules"):
-            #: device -> (day, revision, verified orders) of its latest verified schedule
-            self._schedules: dict[int, tuple[int, int, np.ndarray]] = {}
-            #: interval -> (devices ascending, estimate Wh, traded Wh, trued up) settled on
-            #: relayed readings, waiting for the devices' signed daily batches
-            self._daily_pending: dict[int, tuple[np.ndarray, ...]] = {}
-            self._daily_done: set[tuple[int, int]] = set()  # (device, day) trued up
-
     @property
     def per_day(self) -> int:
         if _DAY_S % self._interval_s:
@@ -65,7 +56,6 @@ class ReferenceDaily(ReferenceSettlement):
         latest verified schedule of the order's day (nonce ``revision + 1``). A failing order
         is skipped and reported in :attr:`rejected`; ``strict``: the first rejection is then
         raised, as in ``place_signed_orders``."""
-        self._daily_state()
         self.rejected = []
         reject_malformed([o.intent for o in orders], is_registered=self._devices.__contains__,
                          is_closed=lambda i: self._status.get(i, "open") != "open",
@@ -146,7 +136,6 @@ class ReferenceDaily(ReferenceSettlement):
                        sender: int | None = None) -> list[SettlementRow]:
         """Settle ``interval`` provisionally on the operator's relayed (unsigned) readings;
         each device's signed daily batch trues it up (:meth:`true_up_daily`)."""
-        self._daily_state()
         with purpose(f"settle_relayed: interval {interval}"):
             require_role(sender, self.operator, e.NotOperator)
             metered = self._with_estimates(interval, {}, metered_wh)
@@ -165,7 +154,6 @@ class ReferenceDaily(ReferenceSettlement):
         imbalance money of the signed value less that of the relayed one). A batch counts
         once per device and day; the whole call is refused on a bad batch (nothing applied).
         Returns the true-ups that moved energy (delta != 0)."""
-        self._daily_state()
         with purpose("true_up_daily"):
             require_role(sender, self.operator, e.NotOperator)
             per_day = self.per_day
@@ -225,7 +213,7 @@ class ReferenceDaily(ReferenceSettlement):
 
     def daily_waits(self, device_id: int) -> bool:
         """Whether one of the device's relayed-reading settlements waits for its batch."""
-        for dev, _, _, done in getattr(self, "_daily_pending", {}).values():
+        for dev, _, _, done in self._daily_pending.values():
             p = int(np.searchsorted(dev, device_id))
             if p < dev.size and dev[p] == device_id and not done[p]:
                 return True

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
+
 from twin.market import errors as e
 from twin.market.bond import BondTerms
 from twin.market.ledger import IntervalStatus, MarketParameters
@@ -102,6 +104,13 @@ class ReferenceState(MarketParameters):
         self._books: dict[int, dict[int, int]] = {}
         #: (interval, device) -> (estimate_wh, traded_wh) settled provisionally (true_up)
         self._provisional: dict[tuple[int, int], tuple[int, int]] = {}
+        # daily signing (twin.market.reference_daily):
+        #: device -> (day, revision, verified orders) of its latest verified schedule
+        self._schedules: dict[int, tuple[int, int, np.ndarray]] = {}
+        #: interval -> (devices ascending, estimate Wh, traded Wh, trued up) settled on
+        #: relayed readings, waiting for the devices' signed daily batches
+        self._daily_pending: dict[int, tuple[np.ndarray, ...]] = {}
+        self._daily_done: set[tuple[int, int]] = set()  # (device, day) trued up
         self._trued_up: set[tuple[int, int]] = set()
         self._final_estimates: set[tuple[int, int]] = set()  # expired, made final (finalize_estimate)
         #: the signed orders the last place_signed_orders call skipped, with their errors
