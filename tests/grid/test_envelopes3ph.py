@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandapower as pp
+import pytest
 from _helpers import dyn_lv_net
 
-from twin.grid.envelopes import Connection, compute_envelopes
+from twin.grid.envelopes import Connection, EnvelopeError, compute_envelopes
 from twin.grid.envelopes3ph import compute_envelopes_3ph
 from twin.grid.pf import BatchPowerFlow
 from twin.grid.phase_spec import PHASE_ABC
@@ -74,3 +75,14 @@ def test_levels_span_what_the_connections_can_do() -> None:
     assert env.export_mw[2] == 0.1  # phase b: level 1, the connection's capacity
     a = env.export_mw[1]
     assert _runpp_3ph(a, 0.03)[0] <= 1.10 < _runpp_3ph(a + 0.03 / 16, 0.03)[0]
+
+
+def test_negative_headroom_on_a_phase_is_a_clear_error() -> None:
+    # the forecast without exports is already above a 0.95 pu band: no export limit can be met
+    kw = {**KW, "vm_max_pu": 0.95}
+    snap = PhaseSnapshot(_net(), phase=PHASES)
+    with pytest.raises(EnvelopeError, match=r"dso\.envelopes\.negative: negative export headroom at interval 3"):
+        compute_envelopes_3ph(snap, vuf_max_percent=2.0, negative="error", where=" at interval 3", **kw)
+    env = compute_envelopes_3ph(snap, vuf_max_percent=2.0, **kw)  # negative="zero": nothing may be exported
+    assert env.export_negative and set(env.export_mw.values()) == {0.0}
+    assert env.export_phase_level == {"a": -1.0, "b": -1.0}

@@ -120,6 +120,10 @@ def test_unsupported_regcontrol_setting_is_a_scenario_error(tmp_path: Path) -> N
     with pytest.raises(ScenarioError) as exc:
         load_scenario(_scenario(tmp_path, commands=[*RESET, "set controlmode=off"]))
     assert "contradicts 'set controlmode=off'" in dict(exc.value.errors)["grid.opendss.regulators"]
+    with pytest.raises(ScenarioError) as exc:  # a band narrower than one 0.75 V tap step would hunt
+        load_scenario(_scenario(tmp_path, commands=[*RESET, "RegControl.Reg2.band=0.5"]))
+    assert ("regulators['reg2'].band_v: 0.5 V is narrower than one tap step (0.75 V"
+            in dict(exc.value.errors)["grid.opendss.regulators"])
 
 
 def test_capcontrol_problems_are_scenario_errors(tmp_path: Path) -> None:
