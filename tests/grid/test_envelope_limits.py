@@ -74,6 +74,40 @@ def test_limits_are_secure_and_tight(rule: str) -> None:
     assert _vm_max(net, over) > vm_max
 
 
+@pytest.mark.parametrize("rule", ["equal", "proportional"])
+def test_levels_span_the_forecast_not_the_capacity(rule: str) -> None:
+    """A cloudy interval: the 30 kW and 10 kW meters can export 14 and 6 kW. The levels span
+    that (equal: 14 kW; proportional: 60 % of each capacity), so 8 levels step 1.75 kW, not
+    3.75 kW: pandapower at the limits is within the band, one level more is not, and the
+    old span's best level (over the whole capacity) gives less."""
+    net = _feeder()
+    pot = [0.014, 0.006]
+    prob = _problem(net)
+    prob["p_mw"]["sgen"] = np.array(pot)
+    prob["exports"] = [Connection(device_id=1, table="sgen", row=0, coef=1.0, capacity_mw=0.03, potential_mw=pot[0],
+                                  base_mw=pot[0]),
+                       Connection(device_id=2, table="sgen", row=1, coef=1.0, capacity_mw=0.01, potential_mw=pot[1],
+                                  base_mw=pot[1])]
+    vm_max = 1.0 + 0.6 * (_vm_max(net, pot) - 1.0)
+    env = compute_envelopes(BatchPowerFlow(net, kernel="numpy"), **prob, rule=rule, n_levels=8,
+                            vm_min_pu=0.9, vm_max_pu=vm_max, max_loading_percent=100.0)
+    assert 0 < env.export_level < 1
+
+    def limits(a: float, top: float, span: float) -> list[float]:
+        return [min(0.03, a * top), min(0.01, a * top)] if rule == "equal" else [a * span * 0.03, a * span * 0.01]
+
+    def exports(lim: list[float]) -> list[float]:
+        return [min(x, p) for x, p in zip(lim, pot, strict=True)]
+
+    a = env.export_level
+    lim = [env.export_mw[1], env.export_mw[2]]
+    assert lim == pytest.approx(limits(a, 0.014, 0.6))
+    assert _vm_max(net, exports(lim)) <= vm_max + 1e-9  # secure
+    assert _vm_max(net, exports(limits(a + 1 / 8, 0.014, 0.6))) > vm_max  # not tighter than needed
+    old = max(k / 8 for k in range(9) if _vm_max(net, exports(limits(k / 8, 0.03, 1.0))) <= vm_max)
+    assert sum(exports(limits(old, 0.03, 1.0))) < sum(exports(lim))
+
+
 def test_negative_headroom_is_a_clear_error() -> None:
     net = _feeder()
     kw = {**_problem(net), "rule": "equal", "n_levels": 4, "vm_min_pu": 0.9, "vm_max_pu": 0.999,

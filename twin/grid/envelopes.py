@@ -6,9 +6,16 @@ A connection is a metering point whose power the DSO may limit: an export connec
 community battery charging). For a rule and a level ``a`` in ``[0, 1]`` every connection
 ``c`` gets the limit
 
-* ``proportional``: ``L_c(a) = a * cap_c`` (a share of its own capacity);
-* ``equal``: ``L_c(a) = min(cap_c, a * max(cap))`` (the same absolute limit for everyone,
-  water-filled: a small connection keeps all of its capacity).
+* ``proportional``: ``L_c(a) = a * span * cap_c`` (the same share of every capacity);
+* ``equal``: ``L_c(a) = min(cap_c, a * top)`` (the same absolute limit for everyone,
+  water-filled: a small connection keeps all of its capacity);
+
+and ``L_c(1) = cap_c``. The levels span what the family can do next interval
+(:func:`level_span`: ``u_c = min(cap_c, potential_c)``, ``top = max(u)``, ``span =
+max(u / cap)``): above that nothing more moves, so all ``levels`` steps fall where the
+headroom is decided (a family whose PV forecast is a third of its capacity gets its whole
+resolution in that third, not a third of it). The three-phase engine
+(:mod:`twin.grid.envelopes3ph`) uses the same rule and span per phase group.
 
 At level ``a`` each export connection exports ``min(L_c(a), potential_c)`` (``potential``:
 what it could export next interval, e.g. its forecast PV surplus) on top of the forecast
@@ -35,7 +42,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Connection", "EnvelopeError", "Envelopes", "compute_envelopes", "level_limits", "rule_limits"]
+__all__ = ["Connection", "EnvelopeError", "Envelopes", "compute_envelopes", "level_limits", "level_span",
+           "rule_limits"]
 
 Rule = Literal["equal", "proportional"]
 _TABLES = ("load", "sgen", "storage")
@@ -96,11 +104,27 @@ def level_limits(cap: np.ndarray, lv: np.ndarray, rule: Rule, *, top: float, spa
     return np.where(lv >= 1.0, cap[None, :], lim)
 
 
-def rule_limits(capacity_mw: np.ndarray, levels: np.ndarray, rule: Rule) -> np.ndarray:
-    """(n_levels, n_connections) limits of ``rule`` at each level (over the whole capacity)."""
+def level_span(capacity_mw: np.ndarray, potential_mw: np.ndarray) -> tuple[float, float]:
+    """``(top, span)`` of a family's levels: what its connections can do next interval,
+    ``u = min(capacity, potential)``; ``top = max(u)`` MW (``equal``), ``span = max(u / cap)``
+    (``proportional``). Nothing can move (all potentials 0): the whole capacity, span 1."""
+    cap = np.asarray(capacity_mw, dtype=np.float64)
+    used = np.minimum(cap, np.asarray(potential_mw, dtype=np.float64))
+    top = float(used.max()) if used.size else 0.0
+    top = top if top > 0 else (float(cap.max()) if cap.size else 0.0)
+    pos = cap > 0
+    span = float((used[pos] / cap[pos]).max()) if pos.any() else 0.0
+    return top, (span if span > 0 else 1.0)
+
+
+def rule_limits(capacity_mw: np.ndarray, levels: np.ndarray, rule: Rule,
+                potential_mw: np.ndarray | None = None) -> np.ndarray:
+    """(n_levels, n_connections) limits of ``rule`` at each level, the levels spanning
+    :func:`level_span` of the potentials (None: the whole capacity)."""
     cap = np.asarray(capacity_mw, dtype=np.float64)
     lv = np.asarray(levels, dtype=np.float64)[:, None]
-    return level_limits(cap, lv, rule, top=float(cap.max()) if cap.size else 0.0, span=1.0)
+    top, span = level_span(cap, cap if potential_mw is None else potential_mw)
+    return level_limits(cap, lv, rule, top=top, span=span)
 
 
 def _secure_prefix(ok: np.ndarray) -> int:
@@ -135,8 +159,8 @@ def compute_envelopes(
     fams = []
     for f, conns in enumerate((exports, imports)):
         cap = np.array([c.capacity_mw for c in conns])
-        lim = rule_limits(cap, levels, rule) if conns else np.zeros((n, 0))
         pot = np.array([c.potential_mw for c in conns])
+        lim = rule_limits(cap, levels, rule, pot) if conns else np.zeros((n, 0))
         fams.append(lim)
         for j, c in enumerate(conns):
             delta = np.minimum(lim[:, j], pot[j]) - c.base_mw

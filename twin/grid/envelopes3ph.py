@@ -43,6 +43,7 @@ from twin.grid.envelopes import (
     Rule,
     _secure_prefix,
     level_limits,
+    level_span,
 )
 from twin.grid.phase_spec import PHASE_ABC
 
@@ -60,12 +61,7 @@ class _Family:
         self.base = np.array([c.base_mw for c in conns], dtype=np.float64)
         # the levels span what the connections can do next interval (min(capacity, potential)):
         # above it nothing moves, so the resolution is spent where the headroom is decided
-        used = np.minimum(self.cap, self.pot)
-        top = float(used.max()) if used.size else 0.0
-        self.top = top if top > 0 else (float(self.cap.max()) if self.cap.size else 0.0)
-        pos = self.cap > 0
-        span = float((used[pos] / self.cap[pos]).max()) if pos.any() else 0.0
-        self.span = span if span > 0 else 1.0
+        self.top, self.span = level_span(self.cap, self.pot)
         self.groups = groups
         self.present = sorted({int(g) for g in groups})
         self.rule = rule
