@@ -137,3 +137,54 @@ def test_time_capcontrols_follow_opendss_daily_series() -> None:
     assert seen == {(0, 1), (0, 0), (1, 0)}  # both banks switch, both ways, on both days
     with pytest.raises(ValueError, match=r"time_s: a time-of-day CapControl \(cc1\) needs the solution time"):
         cpf.solve(taps=taps)
+
+
+def test_faulted_topology_keeps_time_capcontrols_and_regulators() -> None:
+    """A line out (OpenDSS ``disable Line.632633``: 633 and 634 lose supply) from 06:00 to
+    18:00 of a day at 3-hour steps: the phase-frame snapshot solved on that topology (the
+    net's line row masked) lands on OpenDSS's taps and time-of-day capacitor states, and its
+    voltages, at every step; the regulators answer the outage, the capacitors keep the
+    healthy feeder's time-of-day states."""
+    from twin.grid.opendss_grid import element_map_net
+    from twin.grid.snapshot3ph import PhaseSnapshot
+
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=TIME_CMDS)
+    regs = regulators_from_opendss(feeder, IEEE13, commands=TIME_CMDS)
+    caps = capcontrols_from_opendss(feeder, IEEE13, commands=TIME_CMDS, controlled_elems=[r.elem for r in regs])
+    net = element_map_net(feeder)
+    snap = PhaseSnapshot(net, phase={}, network=feeder, regulators=(*regs, *caps))
+    healthy = PhaseSnapshot(net, phase={}, network=feeder, regulators=(*regs, *caps))
+    line_on = (net.line.name != "Line.632633").to_numpy()
+    faulted = snap.elements_on(line_in_service=line_on)
+    assert faulted is not None and int((~faulted).sum()) == 1
+    zero = {t: np.zeros(len(net[t])) for t in ("load", "sgen", "storage")}
+    kw = {"load_p_mw": zero["load"], "load_q_mvar": zero["load"], "sgen_p_mw": zero["sgen"],
+          "sgen_q_mvar": zero["sgen"], "storage_p_mw": zero["storage"]}
+    ctx = dss.DSS.NewContext()
+    ctx.AllowChangeDir = False
+    for cmd in (f'redirect "{IEEE13}"', *TIME_CMDS, "set controlmode=static", "set mode=daily stepsize=3h number=1",
+                "set tolerance=1e-12", "set maxiterations=1000"):
+        ctx.Text.Command = cmd
+    ckt = ctx.ActiveCircuit
+    dead = [feeder.bus_names.index(b) for b in ("633", "634")]
+    states, moved = set(), False
+    for k in range(1, 9):  # 03:00 .. 24:00
+        out = 2 <= k <= 6
+        ctx.Text.Command = {2: "disable Line.632633", 7: "enable Line.632633"}.get(k, "")
+        ctx.Text.Command = "solve"
+        assert ckt.Solution.Converged
+        ref = regcontrol_taps(ckt)
+        for name in ("cap1", "cap2"):
+            ckt.Capacitors.Name = name
+            ref.append(int(sum(ckt.Capacitors.States)))
+        state = snap.solve(**kw, time_s=k * 10800, elem_in_service=faulted if out else None)
+        healthy.solve(**kw, time_s=k * 10800)
+        assert snap.taps.tolist() == ref, k
+        states.add((out, *ref[3:]))
+        if out:  # the capacitors keep the time of day, the regulators answer the outage
+            assert (snap.taps[3:] == healthy.taps[3:]).all() and np.isnan(state.vm_abc_pu[dead]).all()
+            moved |= bool((snap.taps[:3] != healthy.taps[:3]).any())
+        vm_ref = np.abs(bus_voltages_pu(ckt, feeder.bus_names))
+        live = np.isfinite(state.vm_abc_pu)
+        assert np.abs(state.vm_abc_pu[live] - vm_ref[live]).max() < 1e-6, k
+    assert {(True, 1, 0), (True, 0, 0)} <= states and moved  # Cap1 switches on and off during the outage

@@ -205,11 +205,12 @@ def _phase_pick(x: FloatArray, ph: int, n: int) -> FloatArray:
     return np.asarray(x[:, ph])
 
 
-def measure(feeder: Feeder3ph, caps: Sequence[CapControl3ph], v_node: ComplexArray) -> dict[str, FloatArray]:
+def measure(feeder: Feeder3ph, caps: Sequence[CapControl3ph], v_node: ComplexArray, *,
+            elem_on: NDArray[np.bool_] | None = None) -> dict[str, FloatArray]:
     """(B, C) each control's monitored quantities from the per-unit node voltages: ``v``
     (volts over ``pt_ratio``), ``i`` (amps over ``ct_ratio``), ``q_kvar`` and ``pf``.
     Monitored elements are never switched or tapped (checked on reading), so their
-    admittances are the feeder's."""
+    admittances are the feeder's; one out of service (``elem_on``) carries no current."""
     n_b, n_c = v_node.shape[0], len(caps)
     vg = np.concatenate([np.nan_to_num(v_node), np.zeros((n_b, 1), dtype=complex)], axis=1)
     out = {k: np.zeros((n_b, n_c)) for k in ("v", "i", "q_kvar", "pf")}
@@ -232,6 +233,8 @@ def measure(feeder: Feeder3ph, caps: Sequence[CapControl3ph], v_node: ComplexArr
         if g.ctype in ("current", "kvar", "pf"):
             y = feeder.elem_y[g.mon_elem]
             i_pu = vg[:, cols] @ y.T  # (B, n) per unit
+            if elem_on is not None and not elem_on[g.mon_elem]:
+                i_pu = np.zeros_like(i_pu)
             i_a = i_pu * (feeder.sn_mva * 1e6 / vb)  # amps
             if g.ctype == "current":
                 ct = np.abs(i_a[:, g.ct_conds - a])

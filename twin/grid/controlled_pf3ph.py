@@ -197,19 +197,23 @@ class ControlledPowerFlow3ph:
             self._solvers.move_to_end(taps)
         return s
 
-    def _pf(self, p: FloatArray, q: FloatArray, taps: IntArray, base_loads: bool, tol: float) -> PowerFlow3phResult:
-        """Solve lanes (k, n_bus, 3) each at its taps (k, R): one batch per tap combination."""
+    def _pf(self, p: FloatArray, q: FloatArray, taps: IntArray, base_loads: bool, tol: float,
+            elem_on: BoolArray | None = None) -> PowerFlow3phResult:
+        """Solve lanes (k, n_bus, 3) each at its taps (k, R): one batch per tap combination;
+        ``elem_on``: the topology (None: every element in service)."""
         if taps.shape[1] == 0:
-            return self._solver(()).solve(p_mw=p, q_mvar=q, base_loads=base_loads, tol=tol)
+            return self._solver(()).solve(p_mw=p, q_mvar=q, base_loads=base_loads, tol=tol, elem_in_service=elem_on)
         uniq, inv = np.unique(taps, axis=0, return_inverse=True)
         inv = np.asarray(inv).reshape(-1)
         if uniq.shape[0] == 1:
-            return self._solver(tuple(int(t) for t in uniq[0])).solve(p_mw=p, q_mvar=q, base_loads=base_loads, tol=tol)
+            return self._solver(tuple(int(t) for t in uniq[0])).solve(p_mw=p, q_mvar=q, base_loads=base_loads, tol=tol,
+                                                                      elem_in_service=elem_on)
         out: PowerFlow3phResult | None = None
         for g in range(uniq.shape[0]):
             rows = np.flatnonzero(inv == g)
             r = self._solver(tuple(int(t) for t in uniq[g])).solve(p_mw=p[rows], q_mvar=q[rows],
-                                                                   base_loads=base_loads, tol=tol)
+                                                                   base_loads=base_loads, tol=tol,
+                                                                   elem_in_service=elem_on)
             if out is None:
                 out = _alloc(r, p.shape[0])
             _put(out, r, rows)
@@ -233,7 +237,8 @@ class ControlledPowerFlow3ph:
         out = np.einsum("bup,up->bu", vm, self._w_v)
         return np.asarray(np.where(res.converged[:, None], out, 1.0))
 
-    def _sensitivity(self, p: FloatArray, q: FloatArray, taps: IntArray, base_loads: bool) -> FloatArray:
+    def _sensitivity(self, p: FloatArray, q: FloatArray, taps: IntArray, base_loads: bool,
+                     elem_on: BoolArray | None = None) -> FloatArray:
         """(U, 2U) change of each unit's voltage per MW of P, then per Mvar of Q, of every unit
         (measured once on the first lane: 2U + 1 power flows in one batch)."""
         if self._sens is not None:
@@ -246,7 +251,7 @@ class ControlledPowerFlow3ph:
         dx[1 + np.arange(2 * n), np.arange(2 * n)] = step
         pp, qq = self._inject(np.repeat(p[:1], 2 * n + 1, axis=0), np.repeat(q[:1], 2 * n + 1, axis=0),
                               dx[:, :n], dx[:, n:])
-        res = self._pf(pp, qq, np.repeat(taps[:1], 2 * n + 1, axis=0), base_loads, 1e-10)
+        res = self._pf(pp, qq, np.repeat(taps[:1], 2 * n + 1, axis=0), base_loads, 1e-10, elem_on)
         vm = self._vm_units(res)
         self._sens = np.nan_to_num(((vm[1:] - vm[0]) / step[:, None]).T)
         return self._sens
@@ -263,6 +268,7 @@ class ControlledPowerFlow3ph:
         regulate: bool | Sequence[bool] = True,
         freq_hz: ArrayLike | None = None,
         time_s: ArrayLike | None = None,
+        elem_in_service: ArrayLike | None = None,
         base_loads: bool = True,
         tol: float = 1e-8,
         tol_pu: float = 1e-4,
@@ -279,7 +285,10 @@ class ControlledPowerFlow3ph:
         series by its own controller). ``freq_hz`` (B,) or scalar: the system frequency the devices' frequency-watt
         droop answers (None: nominal, no droop). ``time_s`` (B,) or scalar: the solution time
         (seconds since hour 0, OpenDSS's ``3600 intHour + t``) that time-of-day CapControls
-        (``ctype="time"``) switch on; needed when there is one. ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
+        (``ctype="time"``) switch on; needed when there is one. ``elem_in_service`` (n_elem,) bool:
+        the topology (a faulted or switched feeder; None: every element in service); the
+        regulators and capacitors act on it as on the healthy one, a monitored element out
+        of service carrying no current. ``tol`` is the power flow's, ``tol_pu`` the DER fixed point's (per unit of each
         unit's rating), ``max_control_iter`` bounds the regulator rounds (OpenDSS's
         ``maxcontroliter``).
         """
@@ -309,6 +318,11 @@ class ControlledPowerFlow3ph:
                 raise ValueError(f"freq_hz: expected finite (B,) or a scalar, got shape {freq.shape}")
             sizes.add(freq.shape[0])
             sizes.discard(1)
+        elem_on = None
+        if elem_in_service is not None:
+            elem_on = np.asarray(elem_in_service, dtype=bool)
+            if elem_on.shape != (len(f.elem_names),):
+                raise ValueError(f"elem_in_service: expected shape ({len(f.elem_names)},), got {elem_on.shape}")
         tod = None
         if any(g.ctype == "time" for g in self._caps):
             if time_s is None:
@@ -371,7 +385,7 @@ class ControlledPowerFlow3ph:
         lanes = np.arange(n_b, dtype=np.int64)
         for _ in range(max_control_iter if acting else 1):
             res, c = self._der_fixed_point(lanes, p, q, taps_all, u_avail, on, x_p, x_q, vm_u, der_ok, outer,
-                                           base_loads, tol, tol_pu, max_outer, fq)
+                                           base_loads, tol, tol_pu, max_outer, fq, elem_on)
             calls += c
             if out is None:
                 out = res if lanes.size == n_b else _alloc(res, n_b)
@@ -380,9 +394,10 @@ class ControlledPowerFlow3ph:
             rounds[lanes] += 1
             if not acting:
                 break
-            v_act = (control_voltage_v(self._regs, res.v_node, self._ct_currents(res.v_node, taps_all[lanes][:, ri]))
+            v_act = (control_voltage_v(self._regs, res.v_node,
+                                       self._ct_currents(res.v_node, taps_all[lanes][:, ri], elem_on))
                      if n_r else None)
-            meas = capcontrol3ph.measure(f, self._caps, res.v_node) if ci.size else None
+            meas = capcontrol3ph.measure(f, self._caps, res.v_node, elem_on=elem_on) if ci.size else None
             if meas is not None and tod is not None:  # the hour of day of each lane
                 meas["tod_h"] = np.repeat(np.broadcast_to(tod, (n_b,))[lanes, None], ci.size, axis=1)
             moved = np.zeros(lanes.size, dtype=bool)
@@ -440,13 +455,17 @@ class ControlledPowerFlow3ph:
             taps=taps_all, controls_converged=der_ok, regulators_converged=reg_ok, outer_iterations=outer,
             control_iterations=rounds, pf_solves=calls)
 
-    def _ct_currents(self, v_node: NDArray[np.complex128], taps: IntArray) -> NDArray[np.complex128]:
-        """(B, R, n_ph) per-unit CT conductor currents into each regulator's terminal at its taps."""
+    def _ct_currents(self, v_node: NDArray[np.complex128], taps: IntArray,
+                     elem_on: BoolArray | None = None) -> NDArray[np.complex128]:
+        """(B, R, n_ph) per-unit CT conductor currents into each regulator's terminal at its taps
+        (none through a regulator out of service)."""
         n_b = v_node.shape[0]
         n_ph = max((len(r.ct_cond) for r in self._regs), default=0)
         out = np.zeros((n_b, len(self._regs), n_ph), dtype=complex)
         vg = np.concatenate([np.nan_to_num(v_node), np.zeros((n_b, 1), dtype=complex)], axis=1)
         for r, reg in enumerate(self._regs):
+            if elem_on is not None and not elem_on[reg.elem]:
+                continue
             y_rows, cols, d_idx, rows = self._reg_rows[r]
             d = np.ones((n_b, cols.size))
             d[:, d_idx] = (reg.tap0_pu / reg.tap_pu(taps[:, r]))[:, None]
@@ -457,16 +476,17 @@ class ControlledPowerFlow3ph:
     def _der_fixed_point(self, lanes: IntArray, p: FloatArray, q: FloatArray, taps: IntArray, u_avail: FloatArray,
                          on: Any, x_p: FloatArray, x_q: FloatArray, vm_u: FloatArray, ok: BoolArray,
                          outer: IntArray, base_loads: bool, tol: float, tol_pu: float,
-                         max_outer: int, freq: FloatArray | None = None) -> tuple[PowerFlow3phResult, int]:
+                         max_outer: int, freq: FloatArray | None = None,
+                         elem_on: BoolArray | None = None) -> tuple[PowerFlow3phResult, int]:
         """The DER functions' fixed point on ``lanes`` at their taps, from the set-points in
         ``x_p`` / ``x_q`` (updated in place, as ``vm_u``, ``ok``, ``outer``)."""
         units = self._units
         if units is None:
-            res = self._pf(p[lanes], q[lanes], taps[lanes], base_loads, tol)
+            res = self._pf(p[lanes], q[lanes], taps[lanes], base_loads, tol, elem_on)
             outer[lanes] += 1
             return res, 1
         fl = units.fleet
-        sens = self._sensitivity(p[lanes], q[lanes], taps[lanes], base_loads)
+        sens = self._sensitivity(p[lanes], q[lanes], taps[lanes], base_loads, elem_on)
         tol_mva = tol_pu * fl.s_rated_mva * self._scale
         w = np.ones((p.shape[0], 1))
         last = np.full(p.shape[0], np.inf)
@@ -475,7 +495,7 @@ class ControlledPowerFlow3ph:
         calls = 0
         for it in range(max_outer):
             pp, qq = self._inject(p[active], q[active], x_p[active], x_q[active])
-            res = self._pf(pp, qq, taps[active], base_loads, tol)
+            res = self._pf(pp, qq, taps[active], base_loads, tol, elem_on)
             calls += 1
             idx = np.searchsorted(lanes, active)
             if out is None:

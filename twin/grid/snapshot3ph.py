@@ -231,12 +231,36 @@ class PhaseSnapshot:
             res = self.solver.solve(p_mw=p_bus, q_mvar=q_bus, base_loads=self._base_loads, tol=1e-9)
         return res, np.concatenate([self._line_elem, self._trafo_elem])
 
+    def elements_on(self, *, line_in_service: np.ndarray | None = None,
+                    trafo_in_service: np.ndarray | None = None) -> np.ndarray | None:
+        """The (n_elem,) in-service mask of a topology given on the net's line and trafo rows
+        (row order, as :meth:`twin.faults.grid.FaultedSnapshot.masks`); None: as built."""
+        if line_in_service is None and trafo_in_service is None:
+            return None
+        on = np.ones(len(self.feeder.elem_names), dtype=bool)
+        for name, mask, elem in (("line_in_service", line_in_service, self._line_elem),
+                                 ("trafo_in_service", trafo_in_service, self._trafo_elem)):
+            if mask is None:
+                continue
+            m = np.asarray(mask, dtype=bool)
+            if m.shape != elem.shape:
+                raise ValueError(f"{name}: expected {elem.size} rows, got shape {m.shape}")
+            off = elem[~m]
+            if (off < 0).any():
+                r = int(np.flatnonzero(~m & (elem < 0))[0])
+                raise ValueError(f"{name}[{r}]: the row has no element in the phase-frame network")
+            on[off] = False
+        return on
+
     def solve(self, *, load_p_mw: np.ndarray, load_q_mvar: np.ndarray, sgen_p_mw: np.ndarray,
               sgen_q_mvar: np.ndarray, storage_p_mw: np.ndarray,
-              storage_q_mvar: np.ndarray | None = None, time_s: float | None = None) -> GridState:
+              storage_q_mvar: np.ndarray | None = None, time_s: float | None = None,
+              elem_in_service: np.ndarray | None = None) -> GridState:
         """Write the set-points into the net (as :func:`twin.grid.powerflow.run_snapshot`) and solve;
         ``time_s``: the solution time a deck's time-of-day CapControls switch on (seconds
-        since hour 0 of the run's first day, :func:`twin.grid.capcontrol3ph.hour_of_day`)."""
+        since hour 0 of the run's first day, :func:`twin.grid.capcontrol3ph.hour_of_day`);
+        ``elem_in_service``: a changed topology (:meth:`elements_on`; None: as built), on which
+        the regulators and capacitors act from :attr:`taps` as on the healthy feeder."""
         sto_q = np.zeros(len(self.net.storage)) if storage_q_mvar is None else storage_q_mvar
         apply_injections(self.net, load_p_mw=load_p_mw, load_q_mvar=load_q_mvar, sgen_p_mw=sgen_p_mw,
                          sgen_q_mvar=sgen_q_mvar, storage_p_mw=storage_p_mw, storage_q_mvar=sto_q)
@@ -246,10 +270,11 @@ class PhaseSnapshot:
         if self.regulators:
             assert self._cpf is not None
             r = self._cpf.solve(p_bus[None], q_bus[None], taps=self.taps, base_loads=self._base_loads, tol=1e-9,
-                                regulate=self._regulate, time_s=time_s)
+                                regulate=self._regulate, time_s=time_s, elem_in_service=elem_in_service)
             self._settle(r)
             return self._state(r.pf, p_bus, q_bus)
-        res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=self._base_loads, tol=1e-9)
+        res = self.solver.solve(p_mw=p_bus[None], q_mvar=q_bus[None], base_loads=self._base_loads, tol=1e-9,
+                                elem_in_service=elem_in_service)
         return self._state(res, p_bus, q_bus)
 
     def _settle(self, res: Any) -> None:
