@@ -79,7 +79,7 @@ def test_levels_span_the_forecast_not_the_capacity(rule: str) -> None:
     """A cloudy interval: the 30 kW and 10 kW meters can export 14 and 6 kW. The levels span
     that (equal: 14 kW; proportional: 60 % of each capacity), so 8 levels step 1.75 kW, not
     3.75 kW: pandapower at the limits is within the band, one level more is not, and the
-    old span's best level (over the whole capacity) gives less."""
+    old span's best level (over the whole capacity) exports less."""
     net = _feeder()
     pot = [0.014, 0.006]
     prob = _problem(net)
@@ -104,8 +104,11 @@ def test_levels_span_the_forecast_not_the_capacity(rule: str) -> None:
     assert lim == pytest.approx(limits(a, 0.014, 0.6))
     assert _vm_max(net, exports(lim)) <= vm_max + 1e-9  # secure
     assert _vm_max(net, exports(limits(a + 1 / 8, 0.014, 0.6))) > vm_max  # not tighter than needed
-    old = max(k / 8 for k in range(9) if _vm_max(net, exports(limits(k / 8, 0.03, 1.0))) <= vm_max)
-    assert sum(exports(limits(old, 0.03, 1.0))) < sum(exports(lim))
+    # the old span (over the whole capacity): its last level within these exports exports
+    # less, and its next level is already over the band
+    k = max(k for k in range(9) if all(np.array(exports(limits(k / 8, 0.03, 1.0))) <= np.array(exports(lim)) + 1e-12))
+    assert sum(exports(limits(k / 8, 0.03, 1.0))) < sum(exports(lim))
+    assert _vm_max(net, exports(limits((k + 1) / 8, 0.03, 1.0))) > vm_max
 
 
 def test_negative_headroom_is_a_clear_error() -> None:
