@@ -188,3 +188,27 @@ def test_faulted_topology_keeps_time_capcontrols_and_regulators() -> None:
         live = np.isfinite(state.vm_abc_pu)
         assert np.abs(state.vm_abc_pu[live] - vm_ref[live]).max() < 1e-6, k
     assert {(True, 1, 0), (True, 0, 0)} <= states and moved  # Cap1 switches on and off during the outage
+
+
+MONITORED = ("New CapControl.cc1 Capacitor=Cap1 element=Line.692675 terminal=1 type=kvar ptratio=1 ctratio=1 "
+             "ONsetting=300 OFFsetting=-200",
+             "New CapControl.cc2 Capacitor=Cap2 element=Line.684611 terminal=1 type=current ctratio=1 "
+             "ONsetting=20 OFFsetting=10")
+
+
+@pytest.mark.parametrize("line", ["Line.684611", "Line.692675"])
+def test_monitored_line_out_of_service_carries_no_current(line: str) -> None:
+    """A CapControl's monitored line disabled (its far bus de-energized): the control reads no
+    current / kvar, as OpenDSS's, and lands on its taps, states and voltages (a current read
+    from the live end's voltage would keep Cap2 closed, resp. close Cap1)."""
+    feeder = Feeder3ph.from_opendss(IEEE13, commands=MONITORED)
+    regs = regulators_from_opendss(feeder, IEEE13, commands=MONITORED)
+    caps = capcontrols_from_opendss(feeder, IEEE13, commands=MONITORED, controlled_elems=[r.elem for r in regs])
+    on = np.array([n != line for n in feeder.elem_names])
+    ref, vm = _opendss((*MONITORED, f"disable {line}"), (10, 8, 11, 0, 1), 1, feeder.bus_names)
+    res = ControlledPowerFlow3ph(feeder, regulators=(*regs, *caps)).solve(
+        taps=np.array([10, 8, 11, 0, 1]), tol=1e-10, elem_in_service=on)
+    assert res.taps[0].tolist() == ref
+    ours = res.pf.vm_pu[0] * np.exp(1j * np.radians(res.pf.va_degree[0]))
+    live = np.isfinite(ours)
+    assert (~live).any() and np.abs(ours[live] - vm[live]).max() < 1e-6
