@@ -18,6 +18,13 @@ secp256k1 key registered by the DSO. Measured in this one run:
   transactions (trades paid by trade id, then readings by device id) under the same cap:
   gas per chunk and the largest transaction.
 * **Anvil memory** (RSS) over the long batched run.
+* **client CPU vs Anvil CPU** per order over the batched run (user + system time of this
+  process and of the node's), the rate Anvil's CPU alone allows, blocks per interval and
+  Anvil's CPU for one empty block after set-up and at the end: its work per block, which
+  grows with every storage slot the chain ever wrote (Anvil 1.7.1 rebuilds the state root
+  from all of them at each block). ``--ab``: even intervals relay with a status read before
+  every chunk (the old path), odd ones with one check per interval (``check_signed_group``);
+  ``--prune``: settled intervals freed and the node compacted, as ``twin run`` does.
 * **where the time goes** in the batched run: signing (EIP-712, device keys), sending the
   raw transactions (``eth_sendRawTransaction``: with automine the node executes the block
   before it answers), waiting for and decoding receipts, clearing, settlement.
@@ -26,7 +33,7 @@ The run's accounts are their own keys (from a seed), funded by the node's public
 and every transaction is signed client-side and sent raw — the path ``twin run`` uses — so
 ``--node hardhat`` runs the same on Hardhat's node (npm ``hardhat`` 2.x, clearing sizes
 100 and 1,000 only). Medians over intervals; the last line is ``key=value`` pairs.
-``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N]``
+``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N] [--ab] [--prune]``
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from web3 import HTTPProvider, Web3
 
 from twin.chain.anvil import AnvilNode
@@ -57,6 +65,13 @@ ORDERS = 2000
 #: standard 30 M gas block with room; bigger batches find more devices warm (less gas an order)
 CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv else 300
 NAIVE = 100 if QUICK else 300
+#: A/B in one run: even intervals the old client path (a status read before every chunk),
+#: odd ones the new one (one check per interval); medians of each arm reported
+AB = "--ab" in sys.argv
+#: --prune: as twin run, each settled interval's storage is freed (pruneInterval) and the node
+#: restarted without the freed slots every ChainLedger.compact_after_slots of them, so Anvil's
+#: work per block (its state root over every slot ever written) stays flat
+PRUNE = "--prune" in sys.argv
 MAX_ORDERS = 16  # EnergyMarket.MAX_ORDERS: orders per device and interval
 CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTICIPANTS * MAX_ORDERS
 MAINNET_BLOCK_GAS = 36_000_000
@@ -69,6 +84,25 @@ BOND_WH = (int(sys.argv[sys.argv.index("--bond-wh") + 1]) if "--bond-wh" in sys.
            else MarketSpec().imbalance_collateral_wh)
 PARAMS["imbalance_bond"] = payment(BOND_WH, PARAMS["retail_price_per_mwh"])
 PARAMS["bond_intervals"] = 0 if "--bond-wh" in sys.argv else MarketSpec().imbalance_collateral_intervals
+
+
+def _cpu(p: psutil.Process | None) -> float:
+    """CPU seconds (user + system) of a process so far; 0 without one (an external node)."""
+    if p is None:
+        return 0.0
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+def _block_cpu_ms(led: ChainLedger, anvil: psutil.Process | None, n: int = 20) -> float:
+    """Anvil's CPU for one empty block (``evm_mine``), ms: its per-block work, which grows
+    with the chain's state (Anvil hashes every storage slot into the state root each block)."""
+    if anvil is None:
+        return float("nan")
+    a = _cpu(anvil)
+    for _ in range(n):
+        led.tx.rpc("evm_mine", [])
+    return (_cpu(anvil) - a) / n * 1000
 
 
 def _rss_mb(pid: int) -> float:
@@ -139,22 +173,52 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         m = Market(led, devices, keys)
         rss0 = _rss_mb(pid) if NODE == "anvil" else float("nan")
+        #: CPU of the Anvil processes a compaction replaced (--prune), counted in the node's
+        gone_cpu = [0.0]  # before each restart
+        if PRUNE:  # as twin run: settled intervals freed, the node compacted now and then
+            led.prune_settled = True
+
+            def compact() -> None:
+                gone_cpu[0] += _cpu(psutil.Process(node._proc.pid))
+                node.compact()
+
+            led.compact_node = compact
 
         # --- batched, end to end ------------------------------------------------------
         per_interval_rate, latencies_ms, place_gas, clear_gas, settle_gas, rss = [], [], [], [], [], []
         total_orders, total_s = 0, 0.0
         spent = dict.fromkeys(("sign", "send", "confirm", "clear", "settle"), 0.0)
+        me = psutil.Process()
+
+        def anvil_cpu() -> float:
+            return gone_cpu[0] + _cpu(psutil.Process(node._proc.pid)) if pid else 0.0
+
+        anvil = psutil.Process(pid) if pid else None
+        block_ms_start = _block_cpu_ms(led, anvil)
+        cpu_client = cpu_anvil = 0.0
+        blocks: list[int] = []
+        per_interval_cpu: list[tuple[float, float]] = []  # client, Anvil
+        arm_rate: dict[str, list[float]] = {"A": [], "B": []}
+        arm_cpu: dict[str, list[float]] = {"A": [0.0, 0.0], "B": [0.0, 0.0]}
         for i in range(INTERVALS):
             intents = m.intents(rng, i, ORDERS)
             n_tx = len(led.transactions)
+            block0 = led.w3.eth.block_number
+            # --ab: even intervals the old client path (A: the interval's status read before
+            # every chunk, a round trip that waits for the previous chunk's block), odd ones
+            # the new (B: one check per interval, as place_signed_orders does for twin run)
+            arm = "A" if AB and i % 2 == 0 else "B"
+            c0, a0 = _cpu(me), anvil_cpu()
             t_start = time.perf_counter()
+            if arm == "B":  # the whole interval's batch checked once (the bench's intents are
+                led.check_signed_group(intents)  # well formed; the interval must be open)
             # Pipelined: sign chunk k and send it while the node executes chunk k-1.
             in_flight: list[tuple[float, PendingOrders]] = []
             for c in range(0, ORDERS, CHUNK):
                 tc = time.perf_counter()
                 signed = m.sign(intents[c : c + CHUNK])
                 ts = time.perf_counter()
-                in_flight.append((tc, led.submit_signed_orders(signed)))
+                in_flight.append((tc, led.submit_signed_orders(signed, checked=arm == "B")))
                 tf = time.perf_counter()
                 spent["sign"] += ts - tc
                 spent["send"] += tf - ts
@@ -185,6 +249,14 @@ def main() -> None:
             led.settle_signed(i, readings)
             spent["settle"] += time.perf_counter() - tc
             dt = time.perf_counter() - t_start
+            dc, da = _cpu(me) - c0, anvil_cpu() - a0
+            cpu_client += dc
+            cpu_anvil += da
+            per_interval_cpu.append((dc, da))
+            arm_rate[arm].append(ORDERS / dt)
+            arm_cpu[arm][0] += dc
+            arm_cpu[arm][1] += da
+            blocks.append(led.w3.eth.block_number - block0)
             txs = led.transactions[n_tx:]
             assert all(t.status == 1 for t in txs)
             total_orders += ORDERS
@@ -193,7 +265,9 @@ def main() -> None:
             place_gas.append(sum(t.gas_used for t in txs if t.function.endswith("placeSignedOrders")) / ORDERS)
             clear_gas.append(sum(t.gas_used for t in txs if t.function.startswith("EnergyMarket.clear")))
             settle_gas.append(sum(t.gas_used for t in txs if ".settle" in t.function))
-            rss.append(_rss_mb(pid) if NODE == "anvil" else float("nan"))
+            rss.append(_rss_mb(node._proc.pid) if NODE == "anvil" else float("nan"))
+        anvil = psutil.Process(node._proc.pid) if pid else None
+        block_ms_end = _block_cpu_ms(led, anvil)
         rate = statistics.median(per_interval_rate)
         lat = np.array(latencies_ms)
 
@@ -252,6 +326,22 @@ def main() -> None:
           f"settleSigned gas/interval median {statistics.median(settle_gas):,.0f}")
     print("  where the time goes: " + ", ".join(
         f"{k} {v:.1f} s ({v / total_s:.0%})" for k, v in spent.items()))
+    print(f"  CPU per order: client {cpu_client / total_orders * 1e3:.3f} ms, Anvil "
+          f"{cpu_anvil / total_orders * 1e3:.3f} ms (Anvil {cpu_anvil / (cpu_anvil + cpu_client):.0%} of "
+          f"the two); Anvil alone caps the rate at {total_orders / cpu_anvil:,.0f} orders/s"
+          if cpu_anvil else "  CPU per order: client "
+          f"{cpu_client / total_orders * 1e3:.3f} ms (node not measured)")
+    med_c = statistics.median(c for c, _ in per_interval_cpu) / ORDERS * 1e3
+    med_a = statistics.median(a for _, a in per_interval_cpu) / ORDERS * 1e3
+    print(f"  median interval's CPU per order: client {med_c:.3f} ms, Anvil {med_a:.3f} ms")
+    print(f"  blocks per interval {statistics.median(blocks):.0f}; Anvil CPU of an empty block "
+          f"{block_ms_start:.1f} ms after setup -> {block_ms_end:.1f} ms after {total_orders:,} orders "
+          "(the state root hashes every storage slot, each block)")
+    if AB:
+        for a, label in (("A", "status read per chunk"), ("B", "one check per interval")):
+            print(f"  A/B {a} ({label}): median {statistics.median(arm_rate[a]):,.0f} orders/s, "
+                  f"CPU per order client {arm_cpu[a][0] / (len(arm_rate[a]) * ORDERS) * 1e3:.3f} ms, "
+                  f"Anvil {arm_cpu[a][1] / (len(arm_rate[a]) * ORDERS) * 1e3:.3f} ms")
     print(f"  Anvil RSS: {rss0:.0f} MB after setup -> {rss[len(rss) // 2]:.0f} MB mid -> {rss[-1]:.0f} MB "
           f"after {total_orders:,} orders")
     print(f"naive one transact per order: {naive_rate:,.0f} orders/s -> batched is {rate / naive_rate:.1f}x")
@@ -282,8 +372,19 @@ def main() -> None:
         **{f"settle_max_tx_gas_{n}": max(g) for n, g in settle_by_size.items()},
         **{f"settle_chunks_{n}": len(g) for n, g in settle_by_size.items()},
         **{f"time_{k}_s": round(v, 1) for k, v in spent.items()},
+        "client_cpu_ms_per_order": round(cpu_client / total_orders * 1e3, 3),
+        "anvil_cpu_ms_per_order": round(cpu_anvil / total_orders * 1e3, 3) if cpu_anvil else "na",
+        "client_cpu_ms_per_order_median": round(med_c, 3),
+        "anvil_cpu_ms_per_order_median": round(med_a, 3) if cpu_anvil else "na",
+        "anvil_cap_orders_per_s": round(total_orders / cpu_anvil) if cpu_anvil else "na",
+        "blocks_per_interval": round(statistics.median(blocks)),
+        "anvil_block_ms_start": round(block_ms_start, 1) if cpu_anvil else "na",
+        "anvil_block_ms_end": round(block_ms_end, 1) if cpu_anvil else "na",
+        **({f"ab_{a}_orders_per_s": round(statistics.median(arm_rate[a])) for a in "AB"}
+           if AB else {}),
         "anvil_rss_mb_start": round(rss0) if NODE == "anvil" else "na",
         "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
+        "prune": int(PRUNE), "compactions": led.compactions,
         "participants": PARTICIPANTS,
         "chunk": CHUNK,
         "bond_wh": BOND_WH, "bond_intervals": PARAMS["bond_intervals"],

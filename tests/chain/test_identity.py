@@ -50,6 +50,23 @@ def test_signed_orders_keep_device_identity(ledger: Any) -> None:
     assert clearing.volume_wh == 2500
 
 
+def test_pipelined_group_checked_once(chain_ledger: ChainLedger) -> None:
+    """A group relayed in several submit_signed_orders calls (bench/chain.py's pipeline):
+    checked once up front, the same orders booked; a malformed group is refused unsent."""
+    led = _keyed(chain_ledger)
+    signed = [KEYS[12].sign_order(buy(12, 100, 120_000_000), nonce=1, domain=led.domain),
+              KEYS[14].sign_order(sell(14, 100, 90_000_000), nonce=1, domain=led.domain)]
+    sent = len(led.transactions)
+    err = _raises(e.IntervalClosed, lambda: led.check_signed_group(
+        [so.intent for so in signed] + [buy(12, 1, 1, interval=-1)]), interval=-1)
+    assert err.pre_send and len(led.transactions) == sent
+    led.check_signed_group([so.intent for so in signed])
+    first, second = (led.submit_signed_orders([so], checked=True) for so in signed)
+    orders = led.confirm(first) + led.confirm(second)
+    assert [(o.device_id, o.side) for o in orders] == [(12, Side.BUY), (14, Side.SELL)]
+    assert led.orders(0) == orders
+
+
 def test_forged_tampered_replayed_orders(ledger: Any) -> None:
     _keyed(ledger)
     dom = ledger.domain

@@ -182,3 +182,29 @@ def test_batches_on_workers_equal_one_message_at_a_time(monkeypatch) -> None:
         assert sign_pool._WORKERS, "the batches went to a worker"
     finally:
         sign_pool.shutdown()
+
+
+def test_raw_transactions_equal_eth_account() -> None:
+    """twin.chain.keys.sign_eip1559 (hand RLP, libsecp256k1) gives eth_account's signed
+    EIP-1559 transaction byte for byte, and its hash, for calls, transfers and deployments."""
+    from twin.chain.keys import TxKey, sign_eip1559
+
+    rng = random.Random(1559)
+    for trial in range(12):
+        key = TxKey.from_hex(rng.randbytes(32).hex())
+        to = None if trial % 4 == 3 else Account.create().address
+        fields = {"chain_id": rng.choice([1, 31337, rng.randrange(2**40)]),
+                  "nonce": rng.choice([0, 1, rng.randrange(2**32)]),
+                  "max_priority_fee": rng.choice([0, 10**9]),
+                  "max_fee": rng.choice([10**9, rng.randrange(2**64)]),
+                  "gas": rng.choice([21_000, 30_000_000]),
+                  "value": rng.choice([0, rng.randrange(2**80)]),
+                  "data": rng.randbytes(rng.choice([0, 4, 4 + 32 * 9 * 300]))}
+        raw, tx_hash = sign_eip1559(key, to=to, **fields)
+        ref = Account.sign_transaction({
+            "type": 2, "chainId": fields["chain_id"], "nonce": fields["nonce"],
+            "maxPriorityFeePerGas": fields["max_priority_fee"], "maxFeePerGas": fields["max_fee"],
+            "gas": fields["gas"], "value": fields["value"], "data": fields["data"],
+            **({"to": to} if to else {})}, key.secret)
+        assert raw == bytes(ref.raw_transaction), trial
+        assert tx_hash == "0x" + bytes(ref.hash).hex()

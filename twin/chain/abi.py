@@ -158,11 +158,37 @@ def link(bytecode: str, library: str, address: str) -> str:
     return bytecode.replace(placeholder, address[2:].lower())
 
 
+#: how EventCodec decodes a word: uint, int, address, bool, anything else (eth_abi)
+_UINT, _INT, _ADDRESS, _BOOL, _OTHER = range(5)
+
+
+def _kind(t: str) -> int:
+    if t.startswith("uint"):
+        return _UINT
+    if t.startswith("int"):
+        return _INT
+    return {"address": _ADDRESS, "bool": _BOOL}.get(t, _OTHER)
+
+
 @dataclass(frozen=True, slots=True)
 class _Event:
     name: str
-    indexed: tuple[tuple[str, str], ...]
-    data: tuple[tuple[str, str], ...]
+    indexed: tuple[tuple[str, str, int], ...]  # (field, type, kind)
+    data: tuple[tuple[str, str, int], ...]
+    static: bool  # every data field one static word (no eth_abi needed)
+
+
+def _read_word(kind: int, typ: str, word: bytes) -> Any:
+    """One ABI word as ``decode_static`` reads it."""
+    if kind == _UINT:
+        return int.from_bytes(word, "big")
+    if kind == _INT:
+        return int.from_bytes(word, "big", signed=True)
+    if kind == _ADDRESS:
+        return "0x" + word[12:].hex()
+    if kind == _BOOL:
+        return word[31] == 1
+    return abi_decode([typ], word)[0]
 
 
 class EventCodec:
@@ -173,41 +199,52 @@ class EventCodec:
         self.address = address.lower()
         #: events whose values also carry ``_block``: the number of the block that emitted them
         self.with_block = with_block
-        self._events: dict[bytes, _Event] = {}
+        #: topic0 as the node writes it (0x + lowercase hex) -> the event
+        self._events: dict[str, _Event] = {}
         #: event name -> topic0 (hex)
         self.topics: dict[str, str] = {}
         for item in abi:
             if item["type"] != "event":
                 continue
             sig = f"{item['name']}({','.join(abi_type(i) for i in item['inputs'])})"
-            topic = keccak(text=sig)
+            topic = "0x" + keccak(text=sig).hex()
+            data = tuple((i["name"], abi_type(i), _kind(abi_type(i)))
+                         for i in item["inputs"] if not i["indexed"])
             self._events[topic] = _Event(
                 name=item["name"],
-                indexed=tuple((i["name"], abi_type(i)) for i in item["inputs"] if i["indexed"]),
-                data=tuple((i["name"], abi_type(i)) for i in item["inputs"] if not i["indexed"]),
-            )
-            self.topics[item["name"]] = "0x" + topic.hex()
+                indexed=tuple((i["name"], abi_type(i), _kind(abi_type(i)))
+                              for i in item["inputs"] if i["indexed"]),
+                data=data, static=all(k != _OTHER for _, _, k in data))
+            self.topics[item["name"]] = topic
 
     def decode(self, logs: Sequence[Mapping[str, Any]],
                account_of: AccountOf) -> list[tuple[str, dict[str, Any]]]:
         """``(event name, values)`` of every known event of the contract in ``logs`` (data
-        addresses mapped through ``account_of``)."""
+        addresses mapped through ``account_of``). Words are sliced by hand (the hot path reads
+        every order, trade and settlement row back from its receipt); an event with a
+        dynamic field goes through eth_abi."""
         out: list[tuple[str, dict[str, Any]]] = []
+        events, address, with_block = self._events, self.address, self.with_block
         for log in logs:
-            if str(log["address"]).lower() != self.address or not log["topics"]:
+            topics = log["topics"]
+            if not topics or str(log["address"]).lower() != address:
                 continue
-            topics = [bytes.fromhex(str(t)[2:]) for t in log["topics"]]
-            ev = self._events.get(topics[0])
+            ev = events.get(str(topics[0]).lower())
             if ev is None:
                 continue
-            values: dict[str, Any] = {}
-            for (name, typ), topic in zip(ev.indexed, topics[1:], strict=True):
-                values[name] = decode_static([typ], topic)[0]
+            values: dict[str, Any] = {
+                name: _read_word(kind, typ, bytes.fromhex(str(topic)[2:]))
+                for (name, typ, kind), topic in zip(ev.indexed, topics[1:], strict=True)}
             data = bytes.fromhex(str(log["data"])[2:])
-            decoded = decode_static([t for _, t in ev.data], data)
-            for (name, typ), v in zip(ev.data, decoded, strict=True):
-                values[name] = account_of(v) if typ == "address" else v
-            if ev.name in self.with_block and log.get("blockNumber") is not None:
+            if ev.static:
+                for k, (name, typ, kind) in enumerate(ev.data):
+                    v = _read_word(kind, typ, data[32 * k : 32 * k + 32])
+                    values[name] = account_of(v) if kind == _ADDRESS else v
+            else:
+                decoded = abi_decode([t for _, t, _ in ev.data], data)
+                for (name, _, kind), v in zip(ev.data, decoded, strict=True):
+                    values[name] = account_of(v) if kind == _ADDRESS else v
+            if ev.name in with_block and log.get("blockNumber") is not None:
                 values["_block"] = int(str(log["blockNumber"]), 16)
                 values["_block_hash"] = str(log.get("blockHash") or "")
             out.append((ev.name, values))

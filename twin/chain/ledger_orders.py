@@ -136,6 +136,13 @@ class OrderLedger(SetupLedger):
             raise self.rejected[0].error
         return placed
 
+    def check_signed_group(self, intents: Sequence[OrderIntent]) -> None:
+        """``place_signed_orders``' pre-send checks of a group relayed in several
+        ``submit_signed_orders(..., checked=True)`` calls: one read of each interval's status
+        for the whole group instead of one per transaction (a read that waits for the node to
+        finish the previous transaction's block)."""
+        self._reject_malformed(intents, "place_signed_orders")
+
     def submit_signed_orders(
         self, signed: Sequence[SignedOrder], *, sender: int | None = None, checked: bool = False
     ) -> PendingOrders:
