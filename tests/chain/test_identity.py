@@ -147,7 +147,7 @@ def test_malformed_order_reverts_on_chain_with_custom_error(chain_ledger: ChainL
 
 
 def test_device_ids_below_the_limit(ledger: Any) -> None:
-    """Both ledgers refuse to register a device id an order could not store (32 bits)."""
+    """Both ledgers refuse to register a device id an order could not store (30 bits)."""
     big = Device(device_id=DEVICE_LIMIT, owner=2, kind=DeviceKind.PV, bus=0, capacity_w=1000)
     _raises(e.DeviceIdRange, lambda: ledger.register_device(big), device=DEVICE_LIMIT, limit=DEVICE_LIMIT)
 

@@ -187,10 +187,10 @@ def test_library_slot_constants_match_energy_markets_storage(
     owner = int(chain.address_of(DEVICES[11]), 16)
     assert word(slot["OPERATOR"]) == int(m.functions.operator().call(), 16)
     assert word(at(owner, slot["ACCOUNTS"])) == m.functions.accounts(chain.address_of(DEVICES[11])).call()[0]
-    assert word(at(0, slot["ORDERS"])) >> 128 & (2**32 - 1) == 10  # order 1: pair 0's high half
+    assert word(at(0, slot["ORDERS"])) >> 128 & (2**30 - 1) == 10  # order 1: pair 0's high half
     assert chain._provisional_market.functions.orders(1).call()[0] == 10
     order3 = word(at(1, slot["ORDERS"])) >> 128  # pair 1: orders 2 (interval 1) and 3 (interval 2)
-    assert order3 >> 32 & (2**32 - 1) == 2 and word(at(1, slot["ORDERS"])) >> 32 & (2**32 - 1) == 1
+    assert order3 >> 30 & (2**28 - 1) == 2 and word(at(1, slot["ORDERS"])) >> 30 & (2**28 - 1) == 1
     info = word(at(11, slot["DEVICE_OWNERS"]))  # DeviceInfo: owner, last ordered interval, bonded
     assert (info & (2**160 - 1), info >> 160 & (2**64 - 1), info >> 224 & 1) == (owner, 1, 1)
     assert word(at(1, slot["TRADES"])) & (2**64 - 1) == m.functions.trades(1).call()[0]

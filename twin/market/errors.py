@@ -163,10 +163,10 @@ class DeviceExists(MarketError):
 
 
 class DeviceIdRange(MarketError):
-    """Device id not below DEVICE_LIMIT (2**32): an order stores its device in 32 bits."""
+    """Device id not below DEVICE_LIMIT (2**30): an order stores its device in 30 bits."""
 
     fields = ("device", "limit")
-    explanation = "device id must be below DEVICE_LIMIT (2**32)"
+    explanation = "device id must be below DEVICE_LIMIT (2**30)"
 
 
 class DeviceRevoked(MarketError):
@@ -177,10 +177,10 @@ class DeviceRevoked(MarketError):
 
 
 class BadEnergy(MarketError):
-    """Order energy_wh must be in 1..ENERGY_MAX_WH (2**26 - 1)."""
+    """Order energy_wh must be in 1..ENERGY_MAX_WH (2**32 - 1)."""
 
     fields = ("device", "energy")
-    explanation = "order energy_wh must be in 1..ENERGY_MAX_WH (2**26 - 1 Wh)"
+    explanation = "order energy_wh must be in 1..ENERGY_MAX_WH (2**32 - 1 Wh)"
 
 
 class BadPrice(MarketError):
@@ -198,10 +198,10 @@ class BadAmount(MarketError):
 
 
 class IntervalClosed(MarketError):
-    """Interval is already cleared (or beyond the market's range, INTERVAL_LIMIT = 2**32)."""
+    """Interval is already cleared (or beyond the market's range, INTERVAL_LIMIT = 2**28)."""
 
     fields = ("interval",)
-    explanation = "interval is already cleared (or not below INTERVAL_LIMIT = 2**32)"
+    explanation = "interval is already cleared (or not below INTERVAL_LIMIT = 2**28)"
 
 
 class GateClosed(MarketError):

@@ -40,9 +40,9 @@ MAX_ORDERS = 16
 #: at most this (``BadEnergy`` beyond), its interval below :data:`INTERVAL_LIMIT`
 #: (``IntervalClosed`` from it), and device ids are below :data:`DEVICE_LIMIT`
 #: (``DeviceIdRange`` at registration), on chain and off.
-ENERGY_MAX_WH = 2**26 - 1
-INTERVAL_LIMIT = 2**32
-DEVICE_LIMIT = 2**32
+ENERGY_MAX_WH = 2**32 - 1
+INTERVAL_LIMIT = 2**28
+DEVICE_LIMIT = 2**30
 #: Signed-order and cancellation nonces are below this (a larger one is ``ReplayedNonce``).
 NONCE_LIMIT = 2**56
 

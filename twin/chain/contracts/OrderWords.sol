@@ -2,7 +2,7 @@
 pragma solidity 0.8.30;
 
 /// One placed order of EnergyMarket in 128 bits (two orders share a storage slot), from the
-/// low bits: device (32), interval (32), side (1: 0 buy, 1 sell), energyWh (26), price (37).
+/// low bits: device (30), interval (28), side (1: 0 buy, 1 sell), energyWh (32), price (37).
 /// A placed order has a price > 0 (<= PRICE_MAX = 1e11 < 2**37); 0 is "no order".
 type OrderWord is uint256;
 
@@ -16,9 +16,9 @@ using OrderWords for OrderWord global;
 /// from INTERVAL_LIMIT (IntervalClosed); the registry numbers devices below DEVICE_LIMIT.
 library OrderWords {
     uint256 internal constant ORDERS_SLOT = 4; // MarketSlots.ORDERS_SLOT
-    uint256 internal constant DEVICE_LIMIT = 1 << 32;
-    uint256 internal constant INTERVAL_LIMIT = 1 << 32;
-    uint256 internal constant ENERGY_MAX_WH = (1 << 26) - 1;
+    uint256 internal constant DEVICE_LIMIT = 1 << 30; // DeviceRegistry refuses larger ids
+    uint256 internal constant INTERVAL_LIMIT = 1 << 28;
+    uint256 internal constant ENERGY_MAX_WH = (1 << 32) - 1;
     uint256 private constant HALF = (1 << 128) - 1;
 
     /// The storage slot holding order ``id`` and its half's bit offset (0 or 128).
@@ -44,7 +44,7 @@ library OrderWords {
         internal
     {
         (uint256 s, uint256 shift) = slotOf(id);
-        uint256 w = device_ | (interval_ << 32) | (sell << 64) | (energyWh_ << 65) | (price_ << 91);
+        uint256 w = device_ | (interval_ << 30) | (sell << 58) | (energyWh_ << 59) | (price_ << 91);
         assembly ("memory-safe") {
             sstore(s, or(sload(s), shl(shift, w)))
         }
@@ -53,7 +53,7 @@ library OrderWords {
     /// Zero order ``id``'s energy (a reclaimed bid), keeping the rest.
     function clearEnergy(uint256 id) internal {
         (uint256 s, uint256 shift) = slotOf(id);
-        uint256 mask = ENERGY_MAX_WH << (65 + shift);
+        uint256 mask = ENERGY_MAX_WH << (59 + shift);
         assembly ("memory-safe") {
             sstore(s, and(sload(s), not(mask)))
         }
@@ -69,24 +69,24 @@ library OrderWords {
     }
 
     function device(OrderWord w) internal pure returns (uint64) {
-        return uint64(OrderWord.unwrap(w) & 0xffffffff);
+        return uint64(OrderWord.unwrap(w) & (DEVICE_LIMIT - 1));
     }
 
     function interval(OrderWord w) internal pure returns (uint64) {
-        return uint64((OrderWord.unwrap(w) >> 32) & 0xffffffff);
+        return uint64((OrderWord.unwrap(w) >> 30) & (INTERVAL_LIMIT - 1));
     }
 
     /// 0: buy, 1: sell (EnergyMarket.Side).
     function sideNo(OrderWord w) internal pure returns (uint256) {
-        return (OrderWord.unwrap(w) >> 64) & 1;
+        return (OrderWord.unwrap(w) >> 58) & 1;
     }
 
     function isBuy(OrderWord w) internal pure returns (bool) {
-        return (OrderWord.unwrap(w) >> 64) & 1 == 0;
+        return (OrderWord.unwrap(w) >> 58) & 1 == 0;
     }
 
     function energyWh(OrderWord w) internal pure returns (uint64) {
-        return uint64((OrderWord.unwrap(w) >> 65) & ENERGY_MAX_WH);
+        return uint64((OrderWord.unwrap(w) >> 59) & ENERGY_MAX_WH);
     }
 
     function price(OrderWord w) internal pure returns (uint56) {
