@@ -102,8 +102,11 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
         doc = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
         storage = {k.lower(): v for k, v in doc["accounts"].items()}[led.market.address.lower()]["storage"]
         live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
-        assert not live & {mapping_slot(i, 4) for i in (1, 2, 3, 4)}  # orders of intervals 1, 2
-        assert live >= {mapping_slot(i, 4) for i in (7, 8)}  # interval 4's, still open
+        # two orders a slot (pair id >> 1): pairs 0, 1 (ids 1..3, intervals 1, 2: pruned) are free,
+        # pair 2 holds id 5 (interval 3) beside the freed id 4
+        assert not live & {mapping_slot(i, 4) for i in (0, 1)}
+        assert mapping_slot(2, 4) in live
+        assert live >= {mapping_slot(i, 4) for i in (3, 4)}  # ids 7, 8: interval 4's, still open
 
 
 def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: CompiledContracts) -> None:
@@ -126,9 +129,11 @@ def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: Compi
         assert [r["interval"] for r in led.tx_table() if r["function"] == "EnergyMarket.pruneInterval"] == [1]
         doc = json.loads(gzip.decompress(bytes.fromhex(str(node.rpc("anvil_dumpState"))[2:])))
         storage = {k.lower(): v for k, v in doc["accounts"].items()}[led.market.address.lower()]["storage"]
-        live = {int(k, 16) for k, v in storage.items() if int(v, 16)}
-        assert not live & {mapping_slot(i, 4) for i in (1, 2)}  # interval 1's orders: freed
-        assert live >= {mapping_slot(i, 4) for i in (3, 4)}  # interval 2's: settled last, kept
+        words = {int(k, 16): int(v, 16) for k, v in storage.items()}
+        # two orders a slot (pair id >> 1): interval 1's ids 1, 2 are freed (pair 0; pair 1's low
+        # half), interval 2's ids 3, 4 (settled last) kept (pair 1's high half, pair 2's low)
+        assert not words.get(mapping_slot(0, 4)) and words[mapping_slot(1, 4)] & (2**128 - 1) == 0
+        assert words[mapping_slot(1, 4)] >> 128 and words[mapping_slot(2, 4)] & (2**128 - 1)
 
 
 def test_a_state_dump_keeps_only_the_recent_block_headers(tmp_path: Path, monkeypatch: Any) -> None:

@@ -14,8 +14,8 @@ from tests._orders import raises as _raises
 from twin.chain.ledger import ChainLedger
 from twin.market import errors as e
 from twin.market.signing import ZERO_ADDRESS, DeviceKey, SignedOrder
-from twin.market.types import Balance, Side
-from twin.market.units import PRICE_MAX, payment
+from twin.market.types import Balance, Device, DeviceKind, Side
+from twin.market.units import DEVICE_LIMIT, ENERGY_MAX_WH, INTERVAL_LIMIT, PRICE_MAX, payment
 
 pytestmark = pytest.mark.chain
 KEYS = {d: DeviceKey.from_seed(d) for d in range(12, 18)}
@@ -137,6 +137,11 @@ def test_malformed_orders_rejected_before_sending(ledger: Any) -> None:
     _raises(
         e.IntervalClosed, lambda: ledger.place_orders([buy(12, 1, 1, interval=-1)]), interval=-1
     )
+    # an order is stored in 128 bits (OrderWords.sol): energy, interval and device ids are bounded
+    too_much = buy(12, ENERGY_MAX_WH + 1, 1)
+    _raises(e.BadEnergy, lambda: ledger.place_orders([too_much]), device=12, energy=ENERGY_MAX_WH + 1)
+    late = buy(12, 1, 1, interval=INTERVAL_LIMIT)
+    _raises(e.IntervalClosed, lambda: ledger.place_orders([late]), interval=INTERVAL_LIMIT)
     if isinstance(ledger, ChainLedger):
         assert len(ledger.transactions) == sent  # nothing was sent
 
@@ -148,12 +153,20 @@ def test_malformed_order_reverts_on_chain_with_custom_error(chain_ledger: ChainL
         ((13, 0, 0, -5, 1), e.BadEnergy, {"device": 13, "energy": -5}),
         ((13, 0, 0, 5, PRICE_MAX + 1), e.BadPrice, {"device": 13, "price": PRICE_MAX + 1}),
         ((77, 0, 0, 5, 1), e.UnknownDevice, {"device": 77}),
+        ((13, 0, 0, ENERGY_MAX_WH + 1, 1), e.BadEnergy, {"device": 13, "energy": ENERGY_MAX_WH + 1}),
+        ((13, INTERVAL_LIMIT, 0, 5, 1), e.IntervalClosed, {"interval": INTERVAL_LIMIT}),
     ):
         with pytest.raises(err) as info:
             led._transact(led.market, "placeOrders", [[bad]], sender=3, purpose="raw placeOrders")
         assert info.value.values == values and info.value.tx_hash
         assert led.transactions[-1].status == 0
     assert led.orders(0) == []
+
+
+def test_device_ids_below_the_limit(ledger: Any) -> None:
+    """Both ledgers refuse to register a device id an order could not store (30 bits)."""
+    big = Device(device_id=DEVICE_LIMIT, owner=2, kind=DeviceKind.PV, bus=0, capacity_w=1000)
+    _raises(e.DeviceIdRange, lambda: ledger.register_device(big), device=DEVICE_LIMIT, limit=DEVICE_LIMIT)
 
 
 def test_signed_meter_readings(ledger: Any) -> None:

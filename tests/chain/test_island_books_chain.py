@@ -146,7 +146,12 @@ def test_island_books_slot_constants_match_energy_markets_storage(
     assert word(slot["MECHANISM"]) & 0xFF == m.functions.mechanism().call()
     owner = chain.address_of(DEVICES[11])
     assert word(at(int(owner, 16), slot["ACCOUNTS"])) == m.functions.accounts(owner).call()[0]
-    assert word(at(1, slot["ORDERS"])) & (2**64 - 1) == m.functions.orders(1).call()[0] == 10
+    # two orders a slot (OrderWords): order 1 the high half of pair 0, order 2 the low half of pair 1;
+    # device | interval << 30 | side << 58 | energyWh << 59 | price << 91
+    assert word(at(0, slot["ORDERS"])) == (10 | 1 << 30 | 0 << 58 | 1000 << 59 | 200_000_000 << 91) << 128
+    assert word(at(1, slot["ORDERS"])) == 11 | 1 << 30 | 1 << 58 | 1000 << 59 | 100_000_000 << 91
+    orders = chain._provisional_market.functions.orders  # behind the market's fallback
+    assert orders(1).call() == [10, 1, 0, 1000, 200_000_000] and orders(2).call() == [11, 1, 1, 1000, 100_000_000]
     assert word(at(10, slot["DEVICE_OWNERS"])) & (2**160 - 1) == int(chain.address_of(DEVICES[10]), 16)
     assert word(at(1, slot["TRADES"])) == 1 | 2 << 64 | 1000 << 128 | 1000 << 192
     assert word(at(1, slot["INTERVALS"])) & 0xFF == m.functions.intervals(1).call()[0] == 1

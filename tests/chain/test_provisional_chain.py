@@ -187,7 +187,10 @@ def test_library_slot_constants_match_energy_markets_storage(
     owner = int(chain.address_of(DEVICES[11]), 16)
     assert word(slot["OPERATOR"]) == int(m.functions.operator().call(), 16)
     assert word(at(owner, slot["ACCOUNTS"])) == m.functions.accounts(chain.address_of(DEVICES[11])).call()[0]
-    assert word(at(1, slot["ORDERS"])) & (2**64 - 1) == m.functions.orders(1).call()[0] == 10
+    assert word(at(0, slot["ORDERS"])) >> 128 & (2**30 - 1) == 10  # order 1: pair 0's high half
+    assert chain._provisional_market.functions.orders(1).call()[0] == 10
+    order3 = word(at(1, slot["ORDERS"])) >> 128  # pair 1: orders 2 (interval 1) and 3 (interval 2)
+    assert order3 >> 30 & (2**28 - 1) == 2 and word(at(1, slot["ORDERS"])) >> 30 & (2**28 - 1) == 1
     info = word(at(11, slot["DEVICE_OWNERS"]))  # DeviceInfo: owner, last ordered interval, bonded
     assert (info & (2**160 - 1), info >> 160 & (2**64 - 1), info >> 224 & 1) == (owner, 1, 1)
     assert word(at(1, slot["TRADES"])) & (2**64 - 1) == m.functions.trades(1).call()[0]
@@ -209,12 +212,13 @@ def test_library_slot_constants_match_energy_markets_storage(
         pruned(1, [1, 2, 3], [], range(0))  # order 3 is not of interval 1
     with pytest.raises(UnknownTrade):
         pruned(1, [], [], range(1, 3))  # interval 1 has trade 1 only
-    freed = [at(1, slot["ORDERS"]), at(2, slot["ORDERS"]), at(1, slot["TRADES"])] + [
+    freed = [at(0, slot["ORDERS"]), at(1, slot["TRADES"])] + [
         at(d, at(1, slot[v])) + k for d in (10, 11) for v in ("USAGE", "POSITIONS", "INJECTED")
         for k in range(1 + (v == "POSITIONS"))] + [at(1, slot["INTERVALS"]) + 1]  # its trade range
-    assert sum(word(s) != 0 for s in freed) == 9
+    assert sum(word(s) != 0 for s in freed) == 8
     pruned(1, [1, 2], [10, 11], range(1, 2))
     assert [word(s) for s in freed] == [0] * len(freed)
+    assert word(at(1, slot["ORDERS"])) == order3 << 128  # order 2's half freed, order 3 (interval 2) kept
     assert chain.interval_status(1) == "settled" and chain.provisional() == {(1, 11): -1000}
     pruned(1, [1, 2], [10, 11], range(0))  # again: nothing left to free, nothing refused
     tu = chain.true_up(1, 11, -1200)  # the traded energy kept in the estimate's record

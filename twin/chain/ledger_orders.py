@@ -20,8 +20,8 @@ from twin.market.validation import check_intents
 __all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
 
 
-#: Signed orders per placeSignedOrders transaction: ~54,000 gas each on warm storage, up to
-#: ~100,000 when many devices order for the first time (1,000 households: a batch of 300
+#: Signed orders per placeSignedOrders transaction: ~41,000 gas each on warm storage (two
+#: orders a storage slot), up to ~90,000 when many devices order for the first time (1,000 households: a batch of 300
 #: ran out of gas in a 30 M block), so 200 keep a batch under ~20 M.
 SIGNED_ORDER_CHUNK = 200
 

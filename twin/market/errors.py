@@ -162,6 +162,13 @@ class DeviceExists(MarketError):
     explanation = "device id is already registered"
 
 
+class DeviceIdRange(MarketError):
+    """Device id not below DEVICE_LIMIT (2**30): an order stores its device in 30 bits."""
+
+    fields = ("device", "limit")
+    explanation = "device id must be below DEVICE_LIMIT (2**30)"
+
+
 class DeviceRevoked(MarketError):
     """Device was revoked by the DSO."""
 
@@ -170,10 +177,10 @@ class DeviceRevoked(MarketError):
 
 
 class BadEnergy(MarketError):
-    """Order energy_wh must be > 0."""
+    """Order energy_wh must be in 1..ENERGY_MAX_WH (2**32 - 1)."""
 
     fields = ("device", "energy")
-    explanation = "order energy_wh must be > 0"
+    explanation = "order energy_wh must be in 1..ENERGY_MAX_WH (2**32 - 1 Wh)"
 
 
 class BadPrice(MarketError):
@@ -191,10 +198,10 @@ class BadAmount(MarketError):
 
 
 class IntervalClosed(MarketError):
-    """Interval is already cleared."""
+    """Interval is already cleared (or beyond the market's range, INTERVAL_LIMIT = 2**28)."""
 
     fields = ("interval",)
-    explanation = "interval is already cleared"
+    explanation = "interval is already cleared (or not below INTERVAL_LIMIT = 2**28)"
 
 
 class GateClosed(MarketError):
@@ -485,6 +492,7 @@ ERRORS: dict[str, type[MarketError]] = {
         NotDeviceOwner,
         UnknownDevice,
         DeviceExists,
+        DeviceIdRange,
         DeviceRevoked,
         BadEnergy,
         BadPrice,

@@ -44,7 +44,15 @@ from twin.market.types import (
     Side,
     Trade,
 )
-from twin.market.units import MAX_ORDERS, NONCE_LIMIT, PRICE_MAX, payment
+from twin.market.units import (
+    DEVICE_LIMIT,
+    ENERGY_MAX_WH,
+    INTERVAL_LIMIT,
+    MAX_ORDERS,
+    NONCE_LIMIT,
+    PRICE_MAX,
+    payment,
+)
 from twin.market.validation import check_intents, reject_malformed
 
 _SIDES = (Side.BUY, Side.SELL)
@@ -78,6 +86,8 @@ class ReferenceLedger(ReferenceDaily):
         require_role(sender, DSO_ACCOUNT, e.NotDSO)
         if device.device_id in self._devices:
             raise e.DeviceExists(device.device_id)
+        if device.device_id >= DEVICE_LIMIT:
+            raise e.DeviceIdRange(device.device_id, DEVICE_LIMIT)
         self._devices[device.device_id] = device
 
     def revoke_device(self, device_id: int, *, sender: int | None = None) -> None:
@@ -364,13 +374,13 @@ class ReferenceLedger(ReferenceDaily):
         owner = dev.owner
         if sender is not None and sender != owner:
             raise e.NotDeviceOwner(d, sender)
-        if wh <= 0:
+        if wh <= 0 or wh > ENERGY_MAX_WH:
             raise e.BadEnergy(d, wh)
         if wh < self._min_order_wh:
             raise e.OrderTooSmall(d, self._min_order_wh, wh)
         if price <= 0 or price > PRICE_MAX:
             raise e.BadPrice(d, price)
-        if self._status.get(k, "open") != "open":
+        if self._status.get(k, "open") != "open" or k >= INTERVAL_LIMIT:
             raise e.IntervalClosed(k)
         gate = self.gate_s(k)
         if self._now_s > gate:

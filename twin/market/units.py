@@ -18,6 +18,9 @@ settlement can create or destroy value whatever the rounding.
 from __future__ import annotations
 
 __all__ = [
+    "DEVICE_LIMIT",
+    "ENERGY_MAX_WH",
+    "INTERVAL_LIMIT",
     "MICRO",
     "PRICE_MAX",
     "WH_PER_MWH",
@@ -33,6 +36,13 @@ PRICE_MAX = 100_000 * MICRO
 #: Most orders per device and interval (``TooManyOrders``), on chain and off: a device cannot
 #: flood the book with tiny orders; the book holds at most this many orders per device.
 MAX_ORDERS = 16
+#: An order is stored in 128 bits, two to a storage slot (``OrderWords.sol``): its energy is
+#: at most this (``BadEnergy`` beyond), its interval below :data:`INTERVAL_LIMIT`
+#: (``IntervalClosed`` from it), and device ids are below :data:`DEVICE_LIMIT`
+#: (``DeviceIdRange`` at registration), on chain and off.
+ENERGY_MAX_WH = 2**32 - 1
+INTERVAL_LIMIT = 2**28
+DEVICE_LIMIT = 2**30
 #: Signed-order and cancellation nonces are below this (a larger one is ``ReplayedNonce``).
 NONCE_LIMIT = 2**56
 

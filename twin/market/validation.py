@@ -1,7 +1,7 @@
 """Checks of order intents before they are sent: pure functions, every problem collected.
 
-A malformed order (unknown device, energy <= 0, price outside 1..PRICE_MAX, an interval that
-is negative, beyond uint64 or already closed) is rejected by both ledgers before anything is
+A malformed order (unknown device, energy outside 1..ENERGY_MAX_WH, price outside
+1..PRICE_MAX, an interval that is negative, not below INTERVAL_LIMIT or already closed) is rejected by both ledgers before anything is
 sent or changed, with every problem of the batch in the message; the error raised is the one
 the contract would revert with for the first problem (same class, same values), so a caller
 handles a pre-send rejection and an on-chain revert alike.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from twin.market import errors as e
 from twin.market.types import OrderIntent
-from twin.market.units import PRICE_MAX
+from twin.market.units import ENERGY_MAX_WH, INTERVAL_LIMIT, PRICE_MAX
 
 __all__ = ["OrderProblem", "check_intents", "reject_malformed"]
 
@@ -44,11 +44,11 @@ def check_intents(
         err: e.MarketError | None = None
         if not 0 <= it.device_id < _UINT64 or not is_registered(it.device_id):
             err = e.UnknownDevice(it.device_id)
-        elif it.energy_wh <= 0:
+        elif not 0 < it.energy_wh <= ENERGY_MAX_WH:
             err = e.BadEnergy(it.device_id, it.energy_wh)
         elif not 0 < it.price_per_mwh <= PRICE_MAX:
             err = e.BadPrice(it.device_id, it.price_per_mwh)
-        elif not 0 <= it.interval < _UINT64 or is_closed(it.interval):
+        elif not 0 <= it.interval < INTERVAL_LIMIT or is_closed(it.interval):
             err = e.IntervalClosed(it.interval)
         if err is not None:
             problems.append(OrderProblem(index=k, error=err))

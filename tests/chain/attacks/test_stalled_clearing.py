@@ -93,7 +93,7 @@ def test_owners_reclaim_from_a_clearing_stopped_mid_walk(chain_ledger: ChainLedg
     # every escrow back: the next settlement freed the void interval's orders (one call)
     assert [r["interval"] for r in chain.tx_table()
             if r["function"] == "EnergyMarket.pruneInterval"] == [2]
-    assert [chain.market.functions.orders(i).call()[4] for i in voided] == [0] * 6
+    assert [chain._provisional_market.functions.orders(i).call()[4] for i in voided] == [0] * 6
     assert chain.interval_status(2) == "void" and not chain._void_unpruned
 
 

@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {MarketSlots} from "./MarketSlots.sol";
+import {OrderWord, OrderWords} from "./OrderWords.sol";
 
 /// @title CdaMatching — continuous double auction (pay-as-bid, price–time priority) for
 /// EnergyMarket, as an external library (DELEGATECALL: it works on the market's storage,
@@ -94,7 +95,6 @@ library CdaMatching {
     /// the volume-weighted mean price (floored), volume and counts are written to ``st``
     /// and Cleared is emitted; the caller marks it cleared).
     function run(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => EnergyMarket.Trade) storage trades,
         mapping(address => EnergyMarket.Account) storage accounts,
         mapping(uint256 => mapping(uint256 => EnergyMarket.Position)) storage positions,
@@ -112,12 +112,12 @@ library CdaMatching {
         Env memory env = Env(interval, tradeCount, budget);
         uint256 total = uint256(st.buyCount) + st.sellCount;
         Incoming memory x;
-        if (c.active) x = _load(orders[c.cur]);
+        if (c.active) x = _load(OrderWords.at(c.cur));
         uint256 k;
         bool paused;
         while (true) {
             if (c.active) {
-                if (_step(orders, trades, accounts, positions[interval], nodes, c, x, env)) {
+                if (_step(trades, accounts, positions[interval], nodes, c, x, env)) {
                     paused = true;
                     break;
                 }
@@ -129,8 +129,8 @@ library CdaMatching {
                 break;
             }
             uint256 id = ids[k];
-            EnergyMarket.Order storage o = orders[id];
-            if (o.price == 0 || o.interval != interval || (c.taken > 0 && id <= c.lastId)) {
+            OrderWord o = OrderWords.at(id);
+            if (o.price() == 0 || o.interval() != interval || (c.taken > 0 && id <= c.lastId)) {
                 revert BadOrderList(ANY_SIDE, c.taken, id);
             }
             x = _load(o);
@@ -151,7 +151,7 @@ library CdaMatching {
                 if (env.budget == 0) break;
                 env.budget -= 1;
                 Node storage n = nodes[c.bidHead];
-                _releaseBid(accounts, orders[c.bidHead], n.kept);
+                _releaseBid(accounts, OrderWords.at(c.bidHead), n.kept);
                 c.bidHead = n.next;
             }
             finished = c.bidHead == 0;
@@ -170,18 +170,17 @@ library CdaMatching {
         return (env.tid, finished);
     }
 
-    function _load(EnergyMarket.Order storage o) private view returns (Incoming memory x) {
-        x.owner = _owner(o.device);
-        x.device = o.device;
-        x.isBuy = o.side == EnergyMarket.Side.BUY;
-        x.price = o.price;
-        x.energy = o.energyWh;
+    function _load(OrderWord o) private view returns (Incoming memory x) {
+        x.owner = _owner(o.device());
+        x.device = o.device();
+        x.isBuy = o.isBuy();
+        x.price = o.price();
+        x.energy = o.energyWh();
     }
 
     /// One step of the incoming order: a fill, or resting its remainder. True: paused (a
     /// fill is due but the budget is used up).
     function _step(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => EnergyMarket.Trade) storage trades,
         mapping(address => EnergyMarket.Account) storage accounts,
         mapping(uint256 => EnergyMarket.Position) storage pos,
@@ -192,21 +191,19 @@ library CdaMatching {
     ) private returns (bool) {
         uint256 head = x.isBuy ? c.askHead : c.bidHead;
         if (head != 0) {
-            EnergyMarket.Order storage r = orders[head];
-            uint256 rp = r.price;
+            uint256 rp = OrderWords.at(head).price();
             if (x.isBuy ? x.price >= rp : x.price <= rp) {
                 if (env.budget == 0) return true;
                 env.budget -= 1;
-                _fill(orders, trades, accounts, pos, nodes, c, x, env, head, rp);
+                _fill(trades, accounts, pos, nodes, c, x, env, head, rp);
                 return false;
             }
         }
-        _rest(orders, nodes, c, x, env.interval);
+        _rest(nodes, c, x, env.interval);
         return false;
     }
 
     function _fill(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => EnergyMarket.Trade) storage trades,
         mapping(address => EnergyMarket.Account) storage accounts,
         mapping(uint256 => EnergyMarket.Position) storage pos,
@@ -223,7 +220,7 @@ library CdaMatching {
         uint256 pay = _pay(q, rp);
         uint256 tid = env.tid + 1;
         env.tid = tid;
-        uint256 rDevice = orders[head].device;
+        uint256 rDevice = OrderWords.at(head).device();
         (uint256 buyId, uint256 sellId, uint256 bDev, uint256 sDev) =
             x.isBuy ? (uint256(c.cur), head, uint256(x.device), rDevice) : (head, uint256(c.cur), rDevice, uint256(x.device));
         trades[tid] = EnergyMarket.Trade(uint64(buyId), uint64(sellId), q, q);
@@ -242,7 +239,7 @@ library CdaMatching {
             if (x.isBuy) c.askHead = rn.next;
             else c.bidHead = rn.next;
             if (!x.isBuy) {
-                _releaseBid(accounts, orders[head], rKept);
+                _releaseBid(accounts, OrderWords.at(head), rKept);
                 nodes[head] = Node(0, 0, rKept, true);
             } else {
                 rn.remaining = 0;
@@ -259,7 +256,6 @@ library CdaMatching {
 
     /// Insert the incoming order's remainder after the hinted predecessor (verified).
     function _rest(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => Node) storage nodes,
         Cursor memory c,
         Incoming memory x,
@@ -270,16 +266,16 @@ library CdaMatching {
         if (prev == 0) {
             next = x.isBuy ? c.bidHead : c.askHead;
         } else {
-            EnergyMarket.Order storage po = orders[prev];
-            uint256 pp = po.price;
+            OrderWord po = OrderWords.at(prev);
+            uint256 pp = po.price();
             if (
-                nodes[prev].remaining == 0 || po.interval != interval || (po.side == EnergyMarket.Side.BUY) != x.isBuy
+                nodes[prev].remaining == 0 || po.interval() != interval || po.isBuy() != x.isBuy
                     || (x.isBuy ? pp < x.price : pp > x.price)
             ) revert BadHint(c.cur, prev);
             next = nodes[prev].next;
         }
         if (next != 0) {
-            uint256 np = orders[next].price;
+            uint256 np = OrderWords.at(next).price();
             if (x.isBuy ? np >= x.price : np <= x.price) revert BadHint(c.cur, prev);
         }
         nodes[c.cur] = Node(uint64(next), c.curRem, c.curKept, false);
@@ -289,10 +285,10 @@ library CdaMatching {
         c.active = false;
     }
 
-    function _releaseBid(mapping(address => EnergyMarket.Account) storage accounts, EnergyMarket.Order storage o, uint256 kept)
+    function _releaseBid(mapping(address => EnergyMarket.Account) storage accounts, OrderWord o, uint256 kept)
         private
     {
-        _release(accounts, _owner(o.device), _pay(o.energyWh, o.price) - kept);
+        _release(accounts, _owner(o.device()), _pay(o.energyWh(), o.price()) - kept);
     }
 
     function _release(mapping(address => EnergyMarket.Account) storage accounts, address owner, uint256 amount) private {

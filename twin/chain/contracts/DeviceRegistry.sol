@@ -34,6 +34,8 @@ contract DeviceRegistry {
     error UnknownDevice(uint256 device);
     error DeviceRevoked(uint256 device);
     error ZeroOwner(uint256 device);
+    /// Device ids are below 2**30: EnergyMarket stores an order's device in 30 bits (OrderWords).
+    error DeviceIdRange(uint256 device, uint256 limit);
     /// A batch whose arrays differ in length (``field``: 1 owners, 2 kinds, 3 buses,
     /// 4 capacities, 5 signers; ``length`` its length, ``devices`` the devices' length).
     error BatchLengths(uint8 field, uint256 length, uint256 devices);
@@ -71,6 +73,7 @@ contract DeviceRegistry {
 
     function _register(uint64 device, address owner, uint8 kind, uint32 bus, uint48 capacityW) private {
         if (_devices[device].status != NONE) revert DeviceExists(device);
+        if (device >> 30 != 0) revert DeviceIdRange(device, 1 << 30);
         // an owner nobody can act for would make every interval it trades in unclearable
         if (owner == address(0)) revert ZeroOwner(device);
         _devices[device] = Device(owner, kind, ACTIVE, bus, capacityW);

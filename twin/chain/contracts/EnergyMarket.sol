@@ -6,6 +6,7 @@ import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {CdaMatching} from "./CdaMatching.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
 import {ProvisionalSettlement} from "./ProvisionalSettlement.sol";
+import {OrderWord, OrderWords} from "./OrderWords.sol";
 
 /// @title EnergyMarket — local energy market with buyer escrow, uniform-price double auction or
 /// continuous double auction (library CdaMatching), DSO curtailment and settlement on metered energy.
@@ -82,16 +83,6 @@ contract EnergyMarket {
         address owner;
         uint64 lastInterval;
         bool bonded;
-    }
-
-    /// One slot (device 8, interval 8, side 1, energy 8, price 7): a placed order has a price
-    /// > 0 (<= PRICE_MAX < 2**56). Its owner is its device's (deviceOwner, fixed at registration).
-    struct Order {
-        uint64 device;
-        uint64 interval;
-        Side side;
-        uint64 energyWh;
-        uint56 price;
     }
 
     struct Trade {
@@ -178,7 +169,9 @@ contract EnergyMarket {
     mapping(address => Account) public accounts;
     /// owner => agent => may place orders for the owner's devices (escrow still from owner)
     mapping(address => mapping(address => bool)) internal isAgent;
-    mapping(uint256 => Order) public orders;
+    /// Two orders a slot (library OrderWords; read from outside with ``orders(id)``, behind
+    /// the fallback). An order's owner is its device's (deviceOwner, fixed at registration).
+    mapping(uint256 => uint256) internal orderPairs;
     uint256 public orderCount;
     mapping(uint256 => Trade) public trades;
     uint256 public tradeCount;
@@ -457,11 +450,15 @@ contract EnergyMarket {
         int256 priceIn,
         Usage storage u
     ) private returns (bytes memory) {
-        if (energyWh <= 0) return abi.encodeWithSelector(BadEnergy.selector, device, energyWh);
+        if (energyWh <= 0 || uint256(energyWh) > OrderWords.ENERGY_MAX_WH) {
+            return abi.encodeWithSelector(BadEnergy.selector, device, energyWh);
+        }
         if (uint256(energyWh) < minOrderWh) return abi.encodeWithSelector(OrderTooSmall.selector, device, minOrderWh, energyWh);
         if (priceIn <= 0 || uint256(priceIn) > PRICE_MAX) return abi.encodeWithSelector(BadPrice.selector, device, priceIn);
         IntervalState storage st = intervals[interval];
-        if (st.status != OPEN) return abi.encodeWithSelector(IntervalClosed.selector, interval);
+        if (st.status != OPEN || interval >= OrderWords.INTERVAL_LIMIT) {
+            return abi.encodeWithSelector(IntervalClosed.selector, interval);
+        }
         uint256 gate = _gateTime(interval);
         if (block.timestamp > gate) return abi.encodeWithSelector(GateClosed.selector, interval, gate, block.timestamp);
         uint256 used;
@@ -517,7 +514,7 @@ contract EnergyMarket {
             MarketSettlement.topUpAtOrder(accounts, d.owner);
         }
         u.orders += 1;
-        orders[id] = Order(device, interval, side, uint64(energy), uint56(price));
+        OrderWords.place(id, device, interval, uint256(side), energy, price);
         emit OrderPlaced(id, interval, device, side, energy, price);
         return "";
     }
@@ -617,7 +614,7 @@ contract EnergyMarket {
         _startClearing(interval, st);
         uint256 tid;
         (tid, finished) = CdaMatching.run(
-            orders, trades, accounts, positions, cdaNodes, cdaCursors, st, interval, ids, hints, maxSteps, tradeCount
+            trades, accounts, positions, cdaNodes, cdaCursors, st, interval, ids, hints, maxSteps, tradeCount
         );
         tradeCount = tid;
         if (finished) {
@@ -697,23 +694,23 @@ contract EnergyMarket {
                 if (bi < bidIds.length) revert BadOrderList(0, c.bidsSeen, bidIds[bi]);
                 if (ai < askIds.length) revert BadOrderList(1, c.asksSeen, askIds[ai]);
             } else if (c.remB > 0 && !c.bidFilled) {
-                _releaseBid(c.lastBid, 0); // taken but never matched
+                _releaseBid(c.lastBid, OrderWords.at(c.lastBid), 0); // taken but never matched
             }
         }
         for (; bi < bidIds.length; ++bi) {
             uint256 id = bidIds[bi];
-            Order storage o = _verify(interval, Side.BUY, c, id);
+            OrderWord o = _verify(interval, Side.BUY, c, id);
             c.bidsSeen += 1;
             c.lastBid = uint64(id);
-            c.lastBidPrice = o.price;
-            _releaseBid(id, 0);
+            c.lastBidPrice = o.price();
+            _releaseBid(id, o, 0);
         }
         for (; ai < askIds.length; ++ai) {
             uint256 id = askIds[ai];
-            Order storage o = _verify(interval, Side.SELL, c, id);
+            OrderWord o = _verify(interval, Side.SELL, c, id);
             c.asksSeen += 1;
             c.lastAsk = uint64(id);
-            c.lastAskPrice = o.price;
+            c.lastAskPrice = o.price();
         }
         bool finished = c.done && c.bidsSeen == st.buyCount && c.asksSeen == st.sellCount
             && _finalize(interval, st, c, maxTrades);
@@ -744,12 +741,12 @@ contract EnergyMarket {
                 }
                 if (bi == bidIds.length) break;
                 uint256 id = bidIds[bi++];
-                Order storage o = _verify(interval, Side.BUY, c, id);
+                OrderWord o = _verify(interval, Side.BUY, c, id);
                 c.bidsSeen += 1;
                 c.lastBid = uint64(id);
-                c.lastBidPrice = o.price;
-                c.remB = o.energyWh;
-                c.bidDevice = o.device;
+                c.lastBidPrice = o.price();
+                c.remB = o.energyWh();
+                c.bidDevice = o.device();
                 c.bidFilled = false;
             }
             if (c.remA == 0) {
@@ -759,12 +756,12 @@ contract EnergyMarket {
                 }
                 if (ai == askIds.length) break;
                 uint256 id = askIds[ai++];
-                Order storage o = _verify(interval, Side.SELL, c, id);
+                OrderWord o = _verify(interval, Side.SELL, c, id);
                 c.asksSeen += 1;
                 c.lastAsk = uint64(id);
-                c.lastAskPrice = o.price;
-                c.remA = o.energyWh;
-                c.askDevice = o.device;
+                c.lastAskPrice = o.price();
+                c.remA = o.energyWh();
+                c.askDevice = o.device();
             }
             if (c.lastBidPrice < c.lastAskPrice) {
                 c.done = true;
@@ -790,13 +787,13 @@ contract EnergyMarket {
 
     /// Check that ``id`` is an order of the interval and side that comes strictly after the
     /// side's last verified id in the sort order.
-    function _verify(uint64 interval, Side side, Cursor memory c, uint256 id) private view returns (Order storage o) {
-        o = orders[id];
+    function _verify(uint64 interval, Side side, Cursor memory c, uint256 id) private view returns (OrderWord o) {
+        o = OrderWords.at(id);
         uint256 sideNo = uint256(side);
         uint256 k = side == Side.BUY ? c.bidsSeen : c.asksSeen;
-        if (o.price == 0 || o.interval != interval || o.side != side) revert BadOrderList(sideNo, k, id);
+        if (o.price() == 0 || o.interval() != interval || o.sideNo() != sideNo) revert BadOrderList(sideNo, k, id);
         if (k > 0) {
-            uint256 p = o.price;
+            uint256 p = o.price();
             uint256 p0 = side == Side.BUY ? c.lastBidPrice : c.lastAskPrice;
             uint256 id0 = side == Side.BUY ? c.lastBid : c.lastAsk;
             bool better = side == Side.BUY ? p < p0 : p > p0;
@@ -807,11 +804,10 @@ contract EnergyMarket {
     }
 
     /// Return a bid's escrow beyond ``kept`` to its owner's free balance.
-    function _releaseBid(uint256 id, uint256 kept) private {
-        Order storage o = orders[id];
-        uint256 release = payment(o.energyWh, o.price) - kept;
+    function _releaseBid(uint256 id, OrderWord o, uint256 kept) private {
+        uint256 release = payment(o.energyWh(), o.price()) - kept;
         if (release > 0) {
-            address owner = deviceOwner[o.device].owner;
+            address owner = deviceOwner[o.device()].owner;
             Account storage a = accounts[owner];
             a.locked -= uint128(release);
             a.free += uint128(release);
@@ -836,9 +832,10 @@ contract EnergyMarket {
             uint256 sellId = tr.sellOrder;
             uint256 q = tr.clearedWh;
             kept += payment(q, price);
-            emit TradeMatched(t, interval, buyId, sellId, orders[buyId].device, orders[sellId].device, q, price);
+            OrderWord bo = OrderWords.at(buyId);
+            emit TradeMatched(t, interval, buyId, sellId, bo.device(), OrderWords.at(sellId).device(), q, price);
             if (t + 1 == end || trades[t + 1].buyOrder != buyId) {
-                _releaseBid(buyId, kept); // a bid's fills are consecutive trades
+                _releaseBid(buyId, bo, kept); // a bid's fills are consecutive trades
                 kept = 0;
             }
         }
@@ -895,7 +892,7 @@ contract EnergyMarket {
     /// energy it consumes anyway, and a seller gets nothing for curtailed energy it injects
     /// anyway — so curtailing never earns the DSO anything.
     function curtailBatch(uint256[] calldata tradeIds, int256[] calldata energyWh) external onlyDSO {
-        MarketSettlement.curtail(trades, orders, intervals, positions, accounts, tradeCount, mechanism == 1,
+        MarketSettlement.curtail(trades, intervals, positions, accounts, tradeCount, mechanism == 1,
                                  tradeIds, energyWh);
     }
 
@@ -994,7 +991,7 @@ contract EnergyMarket {
         MarketSettlement.Ctx memory x = _ctx();
         if (signed) MarketSettlement.checkSigned(x, interval, intervals[interval].status, devices, meteredWh, sigs);
         MarketSettlement.checkSettlement(
-            x, intervals[interval], trades, orders, positions[interval], interval, devices, meteredWh
+            x, intervals[interval], trades, positions[interval], interval, devices, meteredWh
         );
         return true;
     }
@@ -1011,7 +1008,6 @@ contract EnergyMarket {
             intervals[interval],
             settleCursors[interval],
             trades,
-            orders,
             accounts,
             positions[interval],
             injectedWh[interval],

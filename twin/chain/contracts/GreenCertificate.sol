@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {MarketOrders} from "./OrderWords.sol";
 
 interface IERC1155Receiver {
     function onERC1155Received(address operator, address from, uint256 id, uint256 value, bytes calldata data)
@@ -92,7 +93,7 @@ contract GreenCertificate {
     function _issueTrade(uint64 interval, uint256 tid) private {
         (uint64 buyOrder, uint64 sellOrder,, uint64 energyWh) = market.trades(tid);
         if (energyWh == 0) return;
-        (uint64 seller,,,,) = market.orders(sellOrder);
+        (uint64 seller,,,,) = MarketOrders(address(market)).orders(sellOrder);
         if (registry.get(seller).kind != PV) return;
         uint256 left = market.injectedWh(interval, seller) - certifiedWh[interval][seller];
         uint256 delivered = energyWh < left ? energyWh : left;
@@ -101,7 +102,7 @@ contract GreenCertificate {
         uint256 n = carry / WH_PER_CERTIFICATE;
         carryWh[seller] = carry % WH_PER_CERTIFICATE;
         if (n > 0) {
-            (uint64 buyer,,,,) = market.orders(buyOrder);
+            (uint64 buyer,,,,) = MarketOrders(address(market)).orders(buyOrder);
             address to = registry.get(buyer).owner;
             _balances[interval][to] += n;
             minted += n;

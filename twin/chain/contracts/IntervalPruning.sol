@@ -2,6 +2,7 @@
 pragma solidity 0.8.30;
 
 import {MarketSlots} from "./MarketSlots.sol";
+import {OrderWord, OrderWords} from "./OrderWords.sol";
 
 /// @title IntervalPruning — frees a settled interval's per-interval storage on EnergyMarket
 /// (ProvisionalSettlement.pruneInterval, behind the market's fallback, runs ``prune`` here).
@@ -66,10 +67,9 @@ library IntervalPruning {
         bool cda = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff == 1;
         for (uint256 k = 0; k < orderIds.length; ++k) {
             uint256 id = orderIds[k];
-            uint256 slot = MarketSlots.at(id, MarketSlots.ORDERS_SLOT);
-            uint256 o = MarketSlots.load(slot); // device (64) | interval (64) | side | energy | price
-            if (o != 0 && (o >> 64) & 0xffffffffffffffff != interval) revert BadOrderList(2, k, id);
-            _free(slot);
+            OrderWord o = OrderWords.at(id); // its half of a two-order slot
+            if (OrderWord.unwrap(o) != 0 && o.interval() != interval) revert BadOrderList(2, k, id);
+            OrderWords.free(id);
             if (cda) _free(MarketSlots.at(id, MarketSlots.CDA_NODES_SLOT));
         }
         uint256 usage = MarketSlots.at(interval, MarketSlots.USAGE_SLOT);
@@ -101,9 +101,8 @@ library IntervalPruning {
         for (uint256 k = 0; k < orderIds.length; ++k) {
             uint256 id = orderIds[k];
             if (k > 0 && id <= orderIds[k - 1]) revert BadOrderList(3, k, id);
-            uint256 o = MarketSlots.load(MarketSlots.at(id, MarketSlots.ORDERS_SLOT));
-            // side (8 bits at 128; BUY = 0) | energyWh (64 bits at 136)
-            if (o != 0 && (o >> 128) & 0xff == 0 && (o >> 136) & 0xffffffffffffffff != 0) {
+            OrderWord o = OrderWords.at(id);
+            if (o.isBuy() && o.energyWh() != 0) {
                 revert BadOrderList(0, k, id);
             }
         }

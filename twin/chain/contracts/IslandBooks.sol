@@ -3,6 +3,7 @@ pragma solidity 0.8.30;
 
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {MarketSlots} from "./MarketSlots.sol";
+import {OrderWord, OrderWords} from "./OrderWords.sol";
 
 /// @title IslandBooks — one uniform-price book per electrical island (twin/faults), on
 /// EnergyMarket's storage: ProvisionalSettlement.clearBooks (behind the market's fallback)
@@ -117,16 +118,15 @@ library IslandBooks {
     /// Each id an order of ``interval`` and ``side`` (0 buy, 1 sell), strictly after the
     /// previous one in the side's sort order, and in no earlier book (a transient mark).
     function _verify(uint64 interval, uint256 side, uint64[] calldata ids, uint256 from, uint256 to) private {
-        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
         uint256 p0;
         uint256 id0;
         for (uint256 k = from; k < to; ++k) {
             uint256 id = ids[k];
-            EnergyMarket.Order storage o = orders[id];
-            if (o.price == 0 || o.interval != interval || uint256(uint8(o.side)) != side) {
+            OrderWord o = OrderWords.at(id);
+            if (o.price() == 0 || o.interval() != interval || o.sideNo() != side) {
                 revert BadOrderList(side, k, id);
             }
-            uint256 p = o.price;
+            uint256 p = o.price();
             if (k > from) {
                 bool better = side == 0 ? p < p0 : p > p0;
                 if (!(better || (p == p0 && id > id0))) revert BadOrderList(side, k, id);
@@ -147,7 +147,6 @@ library IslandBooks {
     function _book(uint64 interval, uint256 book, uint64[] calldata bids, uint64[] calldata asks, Walk memory w)
         private
     {
-        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
         mapping(uint256 => EnergyMarket.Trade) storage trades = MarketSlots.trades();
         uint256 start = w.tid + 1;
         uint256 i;
@@ -159,26 +158,26 @@ library IslandBooks {
         uint256 mb;
         uint256 ma;
         uint256 volume;
-        EnergyMarket.Order storage bo = orders[0];
-        EnergyMarket.Order storage ao = orders[0];
+        OrderWord bo;
+        OrderWord ao;
         while (true) {
             if (remB == 0) {
                 if (i == bids.length) break;
-                bo = orders[bids[i++]];
-                remB = bo.energyWh;
-                bp = bo.price;
+                bo = OrderWords.at(bids[i++]);
+                remB = bo.energyWh();
+                bp = bo.price();
             }
             if (remA == 0) {
                 if (j == asks.length) break;
-                ao = orders[asks[j++]];
-                remA = ao.energyWh;
-                ap = ao.price;
+                ao = OrderWords.at(asks[j++]);
+                remA = ao.energyWh();
+                ap = ao.price();
             }
             if (bp < ap) break;
             uint256 q = remB < remA ? remB : remA;
             w.tid += 1;
             trades[w.tid] = EnergyMarket.Trade(bids[i - 1], asks[j - 1], uint64(q), uint64(q));
-            w.traded += _addPosition(interval, bo.device, int256(q)) + _addPosition(interval, ao.device, -int256(q));
+            w.traded += _addPosition(interval, bo.device(), int256(q)) + _addPosition(interval, ao.device(), -int256(q));
             volume += q;
             mb = bp;
             ma = ap;
@@ -200,8 +199,8 @@ library IslandBooks {
             assembly ("memory-safe") {
                 sstore(k, add(price, 1))
             }
-            emit TradeMatched(t, interval, buyId, tr.sellOrder, orders[buyId].device, orders[tr.sellOrder].device,
-                              tr.clearedWh, price);
+            emit TradeMatched(t, interval, buyId, tr.sellOrder, OrderWords.at(buyId).device(),
+                              OrderWords.at(tr.sellOrder).device(), tr.clearedWh, price);
             if (t == w.tid || trades[t + 1].buyOrder != buyId) {
                 _release(buyId, kept);
                 kept = 0;
@@ -218,10 +217,10 @@ library IslandBooks {
     }
 
     function _release(uint256 id, uint256 kept) private {
-        EnergyMarket.Order storage o = MarketSlots.orders()[id];
-        uint256 release = (uint256(o.energyWh) * o.price) / WH_PER_MWH - kept;
+        OrderWord o = OrderWords.at(id);
+        uint256 release = (uint256(o.energyWh()) * o.price()) / WH_PER_MWH - kept;
         if (release > 0) {
-            address owner = MarketSlots.owner(o.device);
+            address owner = MarketSlots.owner(o.device());
             EnergyMarket.Account storage a = MarketSlots.accounts()[owner];
             a.locked -= uint128(release);
             a.free += uint128(release);

@@ -6,6 +6,7 @@ import {CdaMatching} from "./CdaMatching.sol";
 import {IslandBooks} from "./IslandBooks.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
 import {MarketSlots} from "./MarketSlots.sol";
+import {OrderWord, OrderWords} from "./OrderWords.sol";
 
 /// @title MarketSettlement — EnergyMarket's DSO curtailment (curtailBatch) and settlement on
 /// metered energy, as an external library (DELEGATECALL: it works on the market's storage, its
@@ -118,7 +119,6 @@ library MarketSettlement {
     /// interval's uniform price, or (CDA) the resting order's price —
     /// the resting order is the one that arrived first, i.e. the lower order id.
     function _price(
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         EnergyMarket.Trade storage t,
         uint256 intervalPrice,
         bool cda
@@ -131,7 +131,7 @@ library MarketSettlement {
             (uint256 own, bool found) = IslandBooks.tradePrice(slot); // an island book's trade
             return found ? own : intervalPrice;
         }
-        return orders[t.buyOrder < t.sellOrder ? t.buyOrder : t.sellOrder].price;
+        return OrderWords.at(t.buyOrder < t.sellOrder ? t.buyOrder : t.sellOrder).price();
     }
 
     /// DSO curtailments (EnergyMarket.curtailBatch): each trade lowered, in the given order;
@@ -140,7 +140,6 @@ library MarketSettlement {
     /// move by the curtailed energy. Any failing entry reverts the whole batch.
     function curtail(
         mapping(uint256 => EnergyMarket.Trade) storage trades,
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => EnergyMarket.IntervalState) storage intervals,
         mapping(uint256 => mapping(uint256 => EnergyMarket.Position)) storage positions,
         mapping(address => EnergyMarket.Account) storage accounts,
@@ -155,26 +154,26 @@ library MarketSettlement {
             int256 e = energyWh[k];
             if (tradeId == 0 || tradeId > tradeCount) revert UnknownTrade(tradeId);
             EnergyMarket.Trade storage t = trades[tradeId];
-            EnergyMarket.Order storage b = orders[t.buyOrder];
-            uint64 interval = b.interval;
+            OrderWord b = OrderWords.at(t.buyOrder);
+            uint64 interval = b.interval();
             EnergyMarket.IntervalState storage st = intervals[interval];
             if (st.status == SETTLED) revert AlreadySettled(interval);
             if (st.status == CLEARING) revert NotCleared(interval);
             if (st.status == SETTLING) revert SettlementInProgress(interval);
-            if (e < 0) revert BadEnergy(b.device, e);
+            if (e < 0) revert BadEnergy(b.device(), e);
             uint256 old = t.energyWh;
             if (uint256(e) > old) revert CurtailIncrease(tradeId, old, e);
-            uint256 price = _price(orders, t, st.price, cda);
+            uint256 price = _price(t, st.price, cda);
             uint256 release = _payment(old, price) - _payment(uint256(e), price);
-            EnergyMarket.Account storage a = accounts[_owner(b.device)];
+            EnergyMarket.Account storage a = accounts[_owner(b.device())];
             a.locked -= uint128(release);
             a.free += uint128(release);
             uint64 delta = uint64(old - uint256(e));
-            EnergyMarket.Position storage pb = positions[interval][b.device];
+            EnergyMarket.Position storage pb = positions[interval][b.device()];
             pb.netWh -= int96(int64(delta));
             pb.curtailedWh += delta;
             pb.curtailedMoney += uint96(release);
-            EnergyMarket.Position storage ps = positions[interval][orders[t.sellOrder].device];
+            EnergyMarket.Position storage ps = positions[interval][OrderWords.at(t.sellOrder).device()];
             ps.netWh += int96(int64(delta));
             ps.curtailedWh += delta;
             ps.curtailedSell = true;
@@ -188,7 +187,6 @@ library MarketSettlement {
         Ctx memory x,
         EnergyMarket.IntervalState storage st,
         mapping(uint256 => EnergyMarket.Trade) storage trades,
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => EnergyMarket.Position) storage positions,
         uint64 interval,
         uint64[] calldata devices,
@@ -207,8 +205,8 @@ library MarketSettlement {
             uint256 end = uint256(st.firstTrade) + st.tradeCount;
             for (uint256 tid = st.firstTrade; tid < end; ++tid) {
                 EnergyMarket.Trade storage t = trades[tid];
-                uint256 bd = orders[t.buyOrder].device;
-                uint256 sd = orders[t.sellOrder].device;
+                uint256 bd = OrderWords.at(t.buyOrder).device();
+                uint256 sd = OrderWords.at(t.sellOrder).device();
                 if (bd < best && !_contains(devices, bd)) best = bd;
                 if (sd < best && !_contains(devices, sd)) best = sd;
             }
@@ -234,7 +232,6 @@ library MarketSettlement {
         EnergyMarket.IntervalState storage st,
         EnergyMarket.SettleCursor storage cursor,
         mapping(uint256 => EnergyMarket.Trade) storage trades,
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(address => EnergyMarket.Account) storage accounts,
         mapping(uint256 => EnergyMarket.Position) storage positions,
         mapping(uint256 => uint256) storage injectedWh,
@@ -260,17 +257,17 @@ library MarketSettlement {
             uint256 stop = maxTrades >= end - t ? end : t + maxTrades;
             for (; t < stop; ++t) {
                 EnergyMarket.Trade storage tr = trades[t];
-                EnergyMarket.Order storage b = orders[tr.buyOrder];
-                EnergyMarket.Order storage s = orders[tr.sellOrder];
-                uint256 p = _price(orders, tr, price, x.cda);
+                uint256 bDev = OrderWords.at(tr.buyOrder).device();
+                uint256 sDev = OrderWords.at(tr.sellOrder).device();
+                uint256 p = _price(tr, price, x.cda);
                 uint256 amount = _payment(tr.energyWh, p);
-                accounts[_owner(b.device)].locked -= uint128(amount);
-                _credit(accounts, x.dso, _owner(s.device), amount);
+                accounts[_owner(bDev)].locked -= uint128(amount);
+                _credit(accounts, x.dso, _owner(sDev), amount);
                 // curtailed energy: the DSO pays the seller the trade's price for it
                 uint256 comp = _payment(tr.clearedWh, p) - amount;
-                if (comp > 0) pay(accounts, x.dso, _owner(s.device), false, comp);
-                positions[b.device].money -= int96(int256(amount));
-                positions[s.device].money += int96(int256(amount + comp));
+                if (comp > 0) pay(accounts, x.dso, _owner(sDev), false, comp);
+                positions[bDev].money -= int96(int256(amount));
+                positions[sDev].money += int96(int256(amount + comp));
             }
             c.paid = uint32(stop - first);
         }
@@ -300,7 +297,7 @@ library MarketSettlement {
             cursor.lastDevice = c.lastDevice;
             return false;
         }
-        if (c.covered != st.tradedDevices) _revertUnread(trades, orders, positions, interval, first, first + n);
+        if (c.covered != st.tradedDevices) _revertUnread(trades, positions, interval, first, first + n);
         delete cursor.paid;
         delete cursor.covered;
         delete cursor.readings;
@@ -314,7 +311,6 @@ library MarketSettlement {
     /// MissingMeterReading for the lowest traded device without a settled reading.
     function _revertUnread(
         mapping(uint256 => EnergyMarket.Trade) storage trades,
-        mapping(uint256 => EnergyMarket.Order) storage orders,
         mapping(uint256 => EnergyMarket.Position) storage positions,
         uint64 interval,
         uint256 first,
@@ -323,8 +319,8 @@ library MarketSettlement {
         uint256 best = type(uint256).max;
         for (uint256 tid = first; tid < end; ++tid) {
             EnergyMarket.Trade storage t = trades[tid];
-            uint256 bd = orders[t.buyOrder].device;
-            uint256 sd = orders[t.sellOrder].device;
+            uint256 bd = OrderWords.at(t.buyOrder).device();
+            uint256 sd = OrderWords.at(t.sellOrder).device();
             if (bd < best && !positions[bd].read) best = bd;
             if (sd < best && !positions[sd].read) best = sd;
         }
@@ -583,15 +579,14 @@ library MarketSettlement {
     function reclaim(uint64[] calldata orderIds, uint256 marketStart, uint256 gateLeadS, uint256 intervalS)
         external
     {
-        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
         mapping(address => EnergyMarket.Account) storage accounts = MarketSlots.accounts();
         bool uniform = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff == 0;
         for (uint256 k = 0; k < orderIds.length; ++k) {
-            EnergyMarket.Order storage o = orders[orderIds[k]];
-            if (o.price == 0 || _owner(o.device) != msg.sender || o.side != EnergyMarket.Side.BUY) {
-                revert NotDeviceOwner(o.device, msg.sender);
+            OrderWord o = OrderWords.at(orderIds[k]);
+            if (o.price() == 0 || _owner(o.device()) != msg.sender || !o.isBuy()) {
+                revert NotDeviceOwner(o.device(), msg.sender);
             }
-            uint64 interval = o.interval;
+            uint64 interval = o.interval();
             EnergyMarket.IntervalState storage st = MarketSlots.interval(interval);
             uint8 s = st.status;
             uint256 start = marketStart + interval * intervalS;
@@ -604,8 +599,8 @@ library MarketSettlement {
             } else if (s != VOID) {
                 revert NotReclaimable(interval, deadline, block.timestamp);
             }
-            uint256 escrow = o.energyWh == 0 ? 0 : (uniform ? _payment(o.energyWh, o.price) : _cdaHeld(interval, orderIds[k], o));
-            o.energyWh = 0;
+            uint256 escrow = o.energyWh() == 0 ? 0 : (uniform ? _payment(o.energyWh(), o.price()) : _cdaHeld(interval, orderIds[k], o));
+            if (o.energyWh() != 0) OrderWords.clearEnergy(orderIds[k]);
             if (escrow > 0) {
                 EnergyMarket.Account storage a = accounts[msg.sender];
                 a.locked -= uint128(escrow);
@@ -643,15 +638,14 @@ library MarketSettlement {
     /// filled — then what its fills kept (the rest was released when it was filled): a bid
     /// popped while resting records it in its node; one filled on arrival kept the money of
     /// its own fills, consecutive trades in which it is the incoming (higher) order id.
-    function _cdaHeld(uint64 interval, uint256 id, EnergyMarket.Order storage o) private view returns (uint256) {
+    function _cdaHeld(uint64 interval, uint256 id, OrderWord o) private view returns (uint256) {
         CdaMatching.Cursor storage cc = MarketSlots.cdaCursors()[interval];
-        uint256 full = _payment(o.energyWh, o.price);
+        uint256 full = _payment(o.energyWh(), o.price());
         if (cc.taken == 0 || id > cc.lastId || (cc.active && cc.cur == id)) return full; // not filled yet
         CdaMatching.Node storage n = MarketSlots.cdaNodes()[id];
         if (n.remaining > 0) return full; // resting: nothing released
         if (n.popped) return n.kept;
         mapping(uint256 => EnergyMarket.Trade) storage trades = MarketSlots.trades();
-        mapping(uint256 => EnergyMarket.Order) storage orders = MarketSlots.orders();
         uint256 lo = MarketSlots.interval(interval).firstTrade;
         uint256 hi = lo + cc.fills;
         while (lo < hi) { // the first trade whose incoming order id is >= id (nondecreasing)
@@ -664,7 +658,7 @@ library MarketSettlement {
         uint256 kept;
         for (; lo < end && trades[lo].buyOrder == id; ++lo) {
             EnergyMarket.Trade storage t = trades[lo];
-            kept += _payment(t.clearedWh, orders[t.sellOrder].price); // at the resting ask's price
+            kept += _payment(t.clearedWh, OrderWords.at(t.sellOrder).price()); // at the resting ask's price
         }
         return kept;
     }

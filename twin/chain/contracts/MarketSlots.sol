@@ -12,6 +12,7 @@ import {EnergyMarket} from "./EnergyMarket.sol";
 library MarketSlots {
     uint256 internal constant OPERATOR_SLOT = 0;
     uint256 internal constant ACCOUNTS_SLOT = 2;
+    /// ``orderPairs``: two orders a slot (library OrderWords, whose ORDERS_SLOT is this).
     uint256 internal constant ORDERS_SLOT = 4;
     uint256 internal constant TRADES_SLOT = 6;
     uint256 internal constant TRADE_COUNT_SLOT = 7;
@@ -53,12 +54,6 @@ library MarketSlots {
         return address(uint160(load(at(device, DEVICE_OWNERS_SLOT))));
     }
     /// EnergyMarket's variables, typed, on the market's storage (for libraries it DELEGATECALLs).
-    function orders() internal pure returns (mapping(uint256 => EnergyMarket.Order) storage m) {
-        assembly ("memory-safe") {
-            m.slot := ORDERS_SLOT
-        }
-    }
-
     function trades() internal pure returns (mapping(uint256 => EnergyMarket.Trade) storage m) {
         assembly ("memory-safe") {
             m.slot := TRADES_SLOT

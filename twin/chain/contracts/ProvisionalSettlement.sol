@@ -7,6 +7,7 @@ import {IslandBooks} from "./IslandBooks.sol";
 import {IntervalPruning} from "./IntervalPruning.sol";
 import {MarketSettlement} from "./MarketSettlement.sol";
 import {MarketSlots} from "./MarketSlots.sol";
+import {OrderWord, OrderWords} from "./OrderWords.sol";
 
 /// @title ProvisionalSettlement — settlement on estimated meter readings and their true-up,
 /// run on EnergyMarket's storage: EnergyMarket's fallback DELEGATECALLs every call it does not
@@ -208,7 +209,7 @@ library ProvisionalSettlement {
         bool last
     ) private returns (bool) {
         return MarketSettlement.settleChunk(
-            x, st, MarketSlots.settleCursor(interval), MarketSlots.trades(), MarketSlots.orders(), MarketSlots.accounts(), MarketSlots.positions(interval), MarketSlots.injected(interval),
+            x, st, MarketSlots.settleCursor(interval), MarketSlots.trades(), MarketSlots.accounts(), MarketSlots.positions(interval), MarketSlots.injected(interval),
             interval, maxTrades, devices, meteredWh, last
         );
     }
@@ -347,6 +348,17 @@ library ProvisionalSettlement {
     /// are accepted (0: never).
     function gateTime(uint256 interval) external view returns (uint256) {
         return MarketSlots.gateTime(interval);
+    }
+
+    /// EnergyMarket.orders(id): order ``id`` (all zero: no such order, or pruned; side 0 buy,
+    /// 1 sell; a reclaimed bid's energy is 0), unpacked from its half slot (OrderWords).
+    function orders(uint256 id)
+        external
+        view
+        returns (uint64 device, uint64 interval, uint8 side, uint64 energyWh, uint56 price)
+    {
+        OrderWord o = OrderWords.at(id);
+        return (o.device(), o.interval(), uint8(o.sideNo()), o.energyWh(), o.price());
     }
 
     /// EnergyMarket.deviceInfo(device): its owner, last ordered interval and whether its bond
