@@ -26,8 +26,11 @@ demo: setup
 	.venv/bin/twin run $(SCEN) --out $(OUT)
 	@echo "Open the dashboard with:  .venv/bin/twin dashboard $(OUT)"
 
+# the suite on TEST_WORKERS pytest-xdist workers, whole modules per worker (module fixtures run
+# once), the grid kernels compiled once meanwhile (tests/_kernel_warmup.py); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # Recompile the Solidity contracts and rewrite their checked-in artifacts (ABI + bytecode,
 # keyed by source hash + solc version); run after editing any .sol file and commit the result.

@@ -14,6 +14,12 @@ off, ``=1`` starts it for any session (by default only one with 200+ kernel-free
 warm-up test is the first test of the cold suite to compile some kernel signature (measured
 with a ``numba:compile`` event listener), so together they warm every signature the suite
 compiles in its own process; a renamed test is skipped by its node id and only costs its warming.
+
+Under pytest-xdist (``make test`` runs ``-n 2``) the controller starts the warm-up once all
+workers have collected (:func:`start`, from ``pytest_xdist_node_collection_finished``), at full
+priority since both workers keep the cores busy; each worker waits for it before its first
+kernel test by reading the state file the controller named in :data:`ENV_STATE` (the warm-up
+process marks it done when it ends, :func:`child_done`; a dead warm-up counts as done).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import IO, Any
 
 ENV_OFF = "TWIN_TEST_WARMUP"
 ENV_CHILD = "TWIN_TEST_WARMUP_CHILD"
+ENV_STATE = "TWIN_TEST_WARMUP_STATE"  # xdist: the state file the controller's warm-up writes
 
 # test modules that compile or load numba kernels (run last, after the warm-up): every grid
 # test module and the three elsewhere that solve power flows
@@ -76,10 +83,11 @@ def is_kernel_module(nodeid: str) -> bool:
     return path.startswith(KERNEL_PREFIX) or path in KERNEL_MODULES
 
 
-def start(root: Path, nodeids: set[str], *, whole_modules: bool) -> None:
+def start(root: Path, nodeids: set[str], *, whole_modules: bool, nice: int = 10) -> None:
     """Start the background warm-up for the collected tests among :data:`WARM_TESTS`;
     ``whole_modules``: the session collected whole modules (a listed test missing from a
-    collected module was then renamed, and the summary says so)."""
+    collected module was then renamed, and the summary says so); ``nice``: its priority while
+    the kernel-free tests run (10: it takes what a single test process leaves of the cores)."""
     wanted = [t for t in WARM_TESTS if t in nodeids]
     modules = {n.split("::", 1)[0] for n in nodeids}
     _state["stale"] = [t for t in WARM_TESTS if whole_modules and t not in nodeids
@@ -90,19 +98,79 @@ def start(root: Path, nodeids: set[str], *, whole_modules: bool) -> None:
     work.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = open(work / "log.txt", "wb")
     env = dict(os.environ, **{ENV_CHILD: "1"})
+    state = os.environ.get(ENV_STATE)
+    if state:  # xdist: the workers wait on this file; the child marks it done
+        Path(state).write_text("")
+        env[ENV_STATE] = state
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
            f"--basetemp={work / 'tmp'}", *wanted]
     _state["t0"] = time.monotonic()
     _state["log"] = log
-    # niced while the kernel-free tests run: it takes what they leave of the second core
     _state["proc"] = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))
+                                      stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(nice))
+    if state:
+        with open(state, "a") as f:
+            f.write(f"pid {_state['proc'].pid}\n")
+
+
+def xdist_controller(config: Any) -> bool:
+    """Whether this process is a pytest-xdist controller (``-n N``, N > 0)."""
+    return bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+
+
+def set_up_controller(root: Path) -> None:
+    """Name the state file for this session before the workers start (they inherit it)."""
+    work = root / ".cache" / "kernel_warmup"
+    work.mkdir(parents=True, exist_ok=True)
+    state = work / f"state-{os.getpid()}"
+    state.unlink(missing_ok=True)
+    os.environ[ENV_STATE] = str(state)
+    _state["state"] = state
+
+
+def child_done() -> None:
+    """In the warm-up process: mark the state file done (the workers stop waiting)."""
+    state = os.environ.get(ENV_STATE)
+    if state and ENV_CHILD in os.environ:
+        with open(state, "a") as f:
+            f.write(f"end {time.monotonic()}\ndone\n")  # one clock for all processes
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _wait_worker(state: Path) -> None:
+    """In an xdist worker: wait until the controller's warm-up is done (once)."""
+    t_wait = time.monotonic()
+    while True:
+        try:
+            lines = state.read_text().split("\n")
+        except OSError:
+            return  # no warm-up in this session (a small one)
+        pid = next((int(x.split()[1]) for x in lines if x.startswith("pid ")), None)
+        if "done" in lines or (pid is not None and not _pid_running(pid)):
+            break
+        time.sleep(0.2)
+    with open(state, "a") as f:
+        f.write(f"waited {time.monotonic() - t_wait:.1f}\n")
 
 
 def wait() -> None:
     """Block until the warm-up process has finished (once; a no-op without one)."""
+    if "waited" in _state:
+        return
+    state = os.environ.get(ENV_STATE)
+    if state and "PYTEST_XDIST_WORKER" in os.environ:
+        _state["waited"] = True
+        _wait_worker(Path(state))
+        return
     proc = _state.get("proc")
-    if proc is None or "waited" in _state:
+    if proc is None:
         return
     t_wait = time.monotonic()
     try:  # from now on the tests wait for it: its full share (where the user may raise it back)
@@ -125,6 +193,16 @@ def stop() -> str | None:
         if not _state["log"].closed:
             _state["log"].close()
         waited = _state.get("waited")
+        state = _state.get("state")
+        if state is not None:  # xdist controller: the workers wrote their waits
+            try:
+                lines = state.read_text().split("\n")
+                state.unlink()
+            except OSError:
+                lines = []
+            waits = [float(x.split()[1]) for x in lines if x.startswith("waited ")]
+            ends = [float(x.split()[1]) for x in lines if x.startswith("end ")]
+            waited = (max(waits), (ends[0] if ends else time.monotonic()) - _state["t0"]) if waits else None
         line = ("kernel warm-up: not waited for" if waited is None else
                 f"kernel warm-up: {waited[1]:.0f} s in the background, the tests waited {waited[0]:.0f} s")
     stale = _state.get("stale")

@@ -17,6 +17,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from twin.runtime import configure
 
     configure()
+    if warmup.enabled() and warmup.xdist_controller(config):
+        warmup.set_up_controller(config.rootpath)
     if os.environ.get("TWIN_NUMBA_COMPILE_LOG") == "1":  # see tests/_numba_compile_log.py
         import _numba_compile_log
 
@@ -33,9 +35,26 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not kernel or not (big or warmup.forced()):
         return
     items[:] = [it for it in items if not warmup.is_kernel_module(it.nodeid)] + kernel
-    whole = big and not (config.option.keyword or config.option.markexpr or config.option.deselect
-                         or any("::" in a for a in config.args))
-    warmup.start(config.rootpath, {it.nodeid for it in kernel}, whole_modules=whole)
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # xdist: the controller starts it, see below
+        warmup.start(config.rootpath, {it.nodeid for it in kernel}, whole_modules=_whole(config, big))
+
+
+def _whole(config: pytest.Config, big: bool) -> bool:
+    return big and not (config.option.keyword or config.option.markexpr or config.option.deselect
+                        or any("::" in a for a in config.args))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """xdist controller: every worker collected the same order (kernel modules last, above);
+    the first collection starts the warm-up, at full priority (both workers keep the cores busy)."""
+    config = node.config  # type: ignore[attr-defined]
+    if not warmup.enabled():
+        return
+    kernel = {i for i in ids if warmup.is_kernel_module(i)}
+    big = len(ids) - len(kernel) >= _MIN_OVERLAP_TESTS
+    if kernel and (big or warmup.forced()):
+        warmup.start(config.rootpath, kernel, whole_modules=_whole(config, big), nice=0)
 
 
 @pytest.fixture(autouse=True)
@@ -54,3 +73,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     warmup.stop()
+    warmup.child_done()

@@ -105,21 +105,37 @@ def dashboard_server(folder: Path, *, port: int | None = None,
 
 
 @contextlib.contextmanager
-def browser(*, width: int = 1400, height: int = 1800) -> Iterator[Any]:
-    """A Playwright browser context on /usr/bin/chromium with a fresh profile."""
+def chromium() -> Iterator[Any]:
+    """Headless /usr/bin/chromium under Playwright, launched once for many contexts."""
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="twin-chromium-") as profile, sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            user_data_dir=profile, executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": width, "height": height})
-        ctx.route("**/*", lambda route: route.continue_()
-                  if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:"))
-                  else route.abort())  # loopback only
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            yield ctx
+            yield b
         finally:
-            ctx.close()
+            b.close()
+
+
+@contextlib.contextmanager
+def context(chrome: Any, *, width: int = 1400, height: int = 1800) -> Iterator[Any]:
+    """A fresh browser context (its own cookies and storage) of a running :func:`chromium`,
+    loopback requests only."""
+    ctx = chrome.new_context(viewport={"width": width, "height": height})
+    ctx.route("**/*", lambda route: route.continue_()
+              if route.request.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+              else route.abort())  # loopback only
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@contextlib.contextmanager
+def browser(*, width: int = 1400, height: int = 1800) -> Iterator[Any]:
+    """A browser context on its own /usr/bin/chromium (stopped afterwards)."""
+    with chromium() as chrome, context(chrome, width=width, height=height) as ctx:
+        yield ctx
 
 
 def check_page(ctx: Any, *, base_url: str, check: PageCheck, query: str = "",

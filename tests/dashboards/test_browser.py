@@ -2,21 +2,26 @@
 Chromium (Playwright with executable_path=/usr/bin/chromium); headings and charts render, no
 exception text appears, and a screenshot of each page is saved.
 
-Screenshots go to $TWIN_SCREENSHOTS when set, else to the test's temporary folder.
+Screenshots go to $TWIN_SCREENSHOTS when set, else to the test's temporary folder. One
+Chromium serves the module (a fresh context, i.e. fresh cookies and storage, per test) and one
+`twin dashboard` server the two tests of the run folder.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser_driver import (
     CHROMIUM,
     EXCEPTION_SELECTOR,
     PageCheck,
-    browser,
     check_page,
+    chromium,
+    context,
     dashboard_server,
 )
 
@@ -57,39 +62,55 @@ COMPARE_CHECKS = [
 ]
 
 
-def test_every_page_in_chromium_on_a_run(full_run, tmp_path):
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def ctx(chrome: Any) -> Iterator[Any]:
+    with context(chrome) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def run_url(full_run: Path) -> Iterator[str]:
+    with dashboard_server(full_run) as url:
+        yield url
+
+
+def test_every_page_in_chromium_on_a_run(run_url, ctx, tmp_path):
     shots = _shots(tmp_path, "run")
-    with dashboard_server(full_run) as url, browser() as ctx:
-        results = [check_page(ctx, base_url=url, check=c, screenshot_dir=shots) for c in RUN_CHECKS]
+    results = [check_page(ctx, base_url=run_url, check=c, screenshot_dir=shots) for c in RUN_CHECKS]
     for r, c in zip(results, RUN_CHECKS, strict=True):
         assert r.charts >= c.min_charts
         assert r.screenshot is not None and r.screenshot.stat().st_size > 10_000
 
 
-def test_ledger_tabs_in_chromium(full_run, tmp_path):
+def test_ledger_tabs_in_chromium(run_url, ctx, tmp_path):
     """The lazy ledger tabs draw their charts when clicked, with no exception."""
-    with dashboard_server(full_run) as url, browser() as ctx:
-        page = ctx.new_page()
-        page.goto(f"{url}/ledger")
-        for label, text in (("Certificates", "Certificates issued"),
-                            ("Demand response", "Payouts per participant"),
-                            ("Tokenized assets", "Claims by holders")):
-            page.get_by_role("tab", name=label).click()
-            page.get_by_text(text).first.wait_for(timeout=30_000)
-            page.wait_for_function("() => document.querySelectorAll("
-                                   "'[data-testid=\"stVegaLiteChart\"] canvas, "
-                                   "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= 1",
-                                   timeout=30_000)
-            assert page.locator(EXCEPTION_SELECTOR).count() == 0
-        shots = _shots(tmp_path, "run")
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / "ledger_assets.png"))
-        page.close()
+    page = ctx.new_page()
+    page.goto(f"{run_url}/ledger")
+    for label, text in (("Certificates", "Certificates issued"),
+                        ("Demand response", "Payouts per participant"),
+                        ("Tokenized assets", "Claims by holders")):
+        page.get_by_role("tab", name=label).click()
+        page.get_by_text(text).first.wait_for(timeout=30_000)
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'[data-testid=\"stVegaLiteChart\"] canvas, "
+                               "[data-testid=\"stVegaLiteChart\"] svg.marks').length >= 1",
+                               timeout=30_000)
+        assert page.locator(EXCEPTION_SELECTOR).count() == 0
+    shots = _shots(tmp_path, "run")
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "ledger_assets.png"))
+    page.close()
 
 
-def test_compare_pages_and_a_run_link_in_chromium(compare, tmp_path):
+def test_compare_pages_and_a_run_link_in_chromium(compare, ctx, tmp_path):
     shots = _shots(tmp_path, "compare")
-    with dashboard_server(compare) as url, browser() as ctx:
+    with dashboard_server(compare) as url:
         for c in COMPARE_CHECKS:
             check_page(ctx, base_url=url, check=c, screenshot_dir=shots)
         page = ctx.new_page()
@@ -98,9 +119,9 @@ def test_compare_pages_and_a_run_link_in_chromium(compare, tmp_path):
         page.close()
 
 
-def test_sweep_pages_and_a_run_link_in_chromium(sweep, tmp_path):
+def test_sweep_pages_and_a_run_link_in_chromium(sweep, ctx, tmp_path):
     shots = _shots(tmp_path, "sweep")
-    with dashboard_server(sweep) as url, browser() as ctx:
+    with dashboard_server(sweep) as url:
         for c in SWEEP_CHECKS:
             check_page(ctx, base_url=url, check=c, screenshot_dir=shots)
         # a run's link (?run=) opens that run's pages
