@@ -10,7 +10,14 @@ from typing import Any
 
 from twin.chain.cda_chunks import CDA_CHUNK, plan_cda
 from twin.chain.chunks import ClearingChunk, plan_clearing
-from twin.chain.ledger_base import CLEARING_PROGRESS, INTERVAL_STATE, STATUS, UINT64
+from twin.chain.ledger_base import (
+    CLEAR_CHUNK_ORDERS,
+    CLEAR_CHUNK_TRADES,
+    CLEARING_PROGRESS,
+    INTERVAL_STATE,
+    STATUS,
+    UINT64,
+)
 from twin.chain.ledger_orders import OrderLedger
 from twin.market import errors as e
 from twin.market.cda import continuous_double_auction
@@ -64,15 +71,17 @@ class ClearingLedger(OrderLedger):
         orders = self.orders(interval) if book is None else book
         if STATUS[state[0]] == "clearing" and self.mechanism != "cda":
             return self._resume_clearing(
-                interval, orders, sender=sender, chunk_orders=chunk_orders or self.clear_chunk_orders,
-                chunk_trades=chunk_trades or self.clear_chunk_trades,
+                interval, orders, sender=sender, chunk_orders=self._clear_ids(chunk_orders),
+                chunk_trades=self._clear_trades(chunk_trades),
             )  # fmt: skip
         if self.mechanism == "cda":
             return self._clear_cda(interval, orders, sender=sender, chunk=chunk_orders or CDA_CHUNK)
         result = match_orders(orders)
-        size = chunk_orders or self.clear_chunk_orders
-        per_call = chunk_trades or self.clear_chunk_trades
-        if len(orders) <= size and len(result.fills) <= per_call:
+        size = self._clear_ids(chunk_orders)
+        per_call = self._clear_trades(chunk_trades)
+        one = self.gas_sizes.fits({"clear_id": len(orders), "clear_trade": len(result.fills)})
+        by_count = len(orders) <= size and len(result.fills) <= per_call
+        if (by_count if one is None or chunk_orders or self.clear_chunk_orders else one):
             return self.submit_clearing(
                 interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
                 wait=wait,
@@ -82,13 +91,25 @@ class ClearingLedger(OrderLedger):
             [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
             n_trades=len(result.fills), chunk_orders=size, chunk_trades=per_call,
         )  # fmt: skip
-        return self._cleared(interval, self._send_clearing(interval, plan, len(orders), sender))
+        return self._cleared(interval, self._send_clearing(
+            interval, plan, len(orders), sender, n_trades=len(result.fills)))
+
+    def _clear_ids(self, chunk_orders: int | None) -> int:
+        """Order ids per clearChunk: the argument, the ledger's fixed count, else by gas."""
+        return chunk_orders or self.clear_chunk_orders or self._chunk_size(
+            "clear_id", CLEAR_CHUNK_ORDERS)
+
+    def _clear_trades(self, chunk_trades: int | None) -> int:
+        """Trades priced per clearChunk: the argument, the ledger's fixed count, else by gas."""
+        return chunk_trades or self.clear_chunk_trades or self._chunk_size(
+            "clear_trade", CLEAR_CHUNK_TRADES)
 
     def _send_clearing(
         self, interval: int, plan: Sequence[ClearingChunk], n_orders: int, sender: int | None,
-        what: str = "chunk",
+        what: str = "chunk", n_trades: int = 0,
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Send a clearing plan's ``clearChunk`` calls at once, confirm them in order."""
+        """Send a clearing plan's ``clearChunk`` calls at once, confirm them in order; each
+        receipt teaches the gas sizes (ids per chunk; trades priced, of ``n_trades`` left)."""
         pending = [
             self._send(
                 self.market, "clearChunk",
@@ -102,8 +123,17 @@ class ClearingLedger(OrderLedger):
             for k, c in enumerate(plan)
         ]  # fmt: skip
         events: list[tuple[str, dict[str, Any]]] = []
-        for p in pending:
-            events += self._finish(p)
+        left = n_trades
+        for c, p in zip(plan, pending, strict=True):
+            ids = len(c.bid_ids) + len(c.ask_ids)
+            if ids:
+                events += self._finish(p, kind="clear_id", items=ids)
+            elif c.max_trades:
+                done = min(c.max_trades, left)
+                left -= done
+                events += self._finish(p, kind="clear_trade", items=done)
+            else:
+                events += self._finish(p)
         return events
 
     def _resume_clearing(

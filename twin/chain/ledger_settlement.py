@@ -10,7 +10,13 @@ from typing import Any, cast
 
 from twin.chain.abi import decode_static
 from twin.chain.chunks import plan_settlement
-from twin.chain.ledger_base import INTERVAL_STATE, STATUS, UINT64
+from twin.chain.ledger_base import (
+    INTERVAL_STATE,
+    SETTLE_CHUNK_DEVICES,
+    SETTLE_CHUNK_TRADES,
+    STATUS,
+    UINT64,
+)
 from twin.chain.ledger_clearing import ClearingLedger
 from twin.market import errors as e
 from twin.market.provisional import TrueUp
@@ -99,15 +105,23 @@ class SettlingLedger(ClearingLedger):
         if provisional:
             kind += " and estimates"
         who = OPERATOR_ACCOUNT if sender is None else sender
-        per_trades = chunk_trades or self.settle_chunk_trades
-        per_devices = chunk_devices or self.settle_chunk_devices
+        reading_kind = "settle_reading_signed" if signed else "settle_reading"
+        per_trades = chunk_trades or self.settle_chunk_trades or self._chunk_size(
+            "settle_trade", SETTLE_CHUNK_TRADES)
+        per_devices = chunk_devices or self.settle_chunk_devices or self._chunk_size(
+            reading_kind, SETTLE_CHUNK_DEVICES)
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
         n_trades = int(state[6])
+        fixed = bool(chunk_trades or chunk_devices or self.settle_chunk_trades
+                     or self.settle_chunk_devices)
+        one = None if fixed else self.gas_sizes.fits(
+            {"settle_trade": n_trades, reading_kind: len(devices)})
         prunes = self._send_prunes(before=interval)  # in the settlement's block
         try:
             rows = self._settle_sent(interval, devices, metered, sigs, who=who, what=what,
                                      kind=kind, state=state, per_trades=per_trades,
-                                     per_devices=per_devices, provisional=provisional, signed=signed)
+                                     per_devices=per_devices, provisional=provisional, signed=signed,
+                                     one=one, reading_kind=reading_kind)
         finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
             for p in prunes:
                 self._finish(p)
@@ -122,7 +136,9 @@ class SettlingLedger(ClearingLedger):
         self, interval: int, devices: list[int], metered: list[int],
         sigs: list[tuple[bytes, bytes, int]] | None, *, who: int, what: str, kind: str,
         state: Sequence[Any], per_trades: int, per_devices: int, provisional: bool, signed: bool,
+        one: bool | None = None, reading_kind: str = "settle_reading",
     ) -> list[SettlementRow]:
+        """``one``: whether one transaction fits by gas (None: decide by the chunk counts)."""
         n_trades = int(state[6])
         resume = STATUS[state[0]] == "settling"  # an interrupted chunk sequence
         fn, contract = "settleProvisionalChunk", self.market
@@ -130,7 +146,8 @@ class SettlingLedger(ClearingLedger):
             assert sigs is not None
             contract = self._provisional_market
             sigs = [(r.rjust(32, b"\0"), s.rjust(32, b"\0"), v) for r, s, v in sigs]
-        if not resume and n_trades <= per_trades and len(devices) <= per_devices and not provisional:
+        by_count = n_trades <= per_trades and len(devices) <= per_devices
+        if not resume and (by_count if one is None else one) and not provisional:
             args: list[Any] = [interval, devices, metered] + ([sigs] if signed else [])
             events = self._transact(
                 self.market, "settleSigned" if signed else "settle", args,
@@ -173,8 +190,16 @@ class SettlingLedger(ClearingLedger):
                     )
                 )  # fmt: skip  # all sent first, confirmed in order
             events = []
-            for p in pending:
-                events += self._finish(p)
+            left = n_trades - paid
+            for c, p in zip(plan, pending, strict=True):  # each receipt teaches the gas sizes
+                if c.max_trades and c.stop == c.start:
+                    done = min(c.max_trades, left)
+                    left -= done
+                    events += self._finish(p, kind="settle_trade", items=done)
+                elif c.stop > c.start and not c.max_trades and not provisional:
+                    events += self._finish(p, kind=reading_kind, items=c.stop - c.start)
+                else:
+                    events += self._finish(p)
             if resume:  # the rows of every chunk, the earlier ones included
                 events = self._logs(["Settled"], topic1=interval)
         self._cleared_trades.pop(interval, None)

@@ -1,0 +1,58 @@
+"""Chunks sized by gas (twin/chain/gas_size.py): a relayed batch of signed orders whose
+chunk runs out of gas is split and sent again, in order, and no order is lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from twin.chain.gas_size import GasSizer
+from twin.chain.ledger import ChainLedger
+from twin.market.signing import DeviceKey
+from twin.market.types import OrderIntent, Side
+
+pytestmark = pytest.mark.chain
+
+
+def test_sizer_fills_the_budget_from_receipts() -> None:
+    s = GasSizer(gas_limit=30_000_000)
+    assert s.size("order", 200) == 200  # no receipt yet: the default
+    s.learn("order", items=200, gas_used=21_000 + 200 * 60_000)
+    assert s.size("order", 200) == 24_000_000 // 60_000
+    s.learn("order", items=400, gas_used=21_000 + 400 * 50_000)  # the largest recent one sizes
+    assert s.size("order", 200) == 400
+    s.out_of_gas("order", items=300, gas_limit=30_000_000)  # 100k an order at least now
+    assert s.size("order", 200) == 240
+    assert s.fits({"order": 240}) and not s.fits({"order": 241})
+    assert s.fits({"order": 1, "clear_id": 1}) is None
+    with pytest.raises(ValueError, match="gas_limit"):
+        GasSizer(gas_limit=0)
+
+
+def test_out_of_gas_chunk_is_split_and_no_order_lost(chain_ledger: ChainLedger) -> None:
+    led = chain_ledger
+    keys = {d: DeviceKey.from_seed(f"gas-chunks-{d}") for d in range(12, 18)}
+    for d, k in keys.items():
+        led.set_device_signer(d, k.address)
+    intents = [
+        OrderIntent(device_id=d, interval=10, side=Side.SELL if d < 15 else Side.BUY,
+                    energy_wh=10 + n, price_per_mwh=(90 + n) * 1_000_000)
+        for n in range(13) for d in range(12, 18)
+    ]  # 78 orders, 13 per device (each device's nonces rise through the batch)
+    signed = [keys[it.device_id].sign_order(it, nonce=1 + n // 6, domain=led.domain)
+              for n, it in enumerate(intents)]
+    led.tx.tx_gas = 2_500_000  # a small "block": the whole batch needs ~4 M gas
+    led.gas_sizes.learn("order", items=100, gas_used=21_000 + 100 * 5_000)  # far too low
+    assert led.signed_order_chunk() == len(signed) + 322  # so one chunk carries them all
+    placed = led.place_signed_orders(signed)
+    assert led.rejected == []
+    assert [(o.device_id, o.energy_wh) for o in placed] == [
+        (it.device_id, it.energy_wh) for it in intents]  # every order, in the batch's order
+    assert [o.order_id for o in placed] == sorted(o.order_id for o in placed)
+    assert [(o.device_id, o.energy_wh) for o in led.orders(10)] == [
+        (it.device_id, it.energy_wh) for it in intents]
+    txs = [t for t in led.transactions if t.function.endswith("placeSignedOrders")]
+    assert txs[0].status == 0 and txs[0].gas_used >= 2_500_000 * 63 // 64  # ran out, split
+    assert all(t.status == 1 for t in txs[1:]) and len(txs) >= 3
+    per = led.gas_sizes.per_item("order")
+    assert per is not None and per >= 2_500_000 / 78  # learned: an order costs more
+    assert led.signed_order_chunk() < len(signed)
