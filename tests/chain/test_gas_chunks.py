@@ -15,15 +15,22 @@ pytestmark = pytest.mark.chain
 
 def test_sizer_fills_the_budget_from_receipts() -> None:
     s = GasSizer(gas_limit=30_000_000)
-    assert s.size("order", 200) == 200  # no receipt yet: the default
+    assert s.size("order", 200) == 200 and s.take("order", [1] * 500, 200) == 200  # no receipt
     s.learn("order", items=200, gas_used=21_000 + 200 * 60_000)
     assert s.size("order", 200) == 24_000_000 // 60_000
-    s.learn("order", items=400, gas_used=21_000 + 400 * 50_000)  # the largest recent one sizes
+    s.learn("order", items=400, gas_used=21_000 + 400 * 50_000)  # covers every receipt seen
     assert s.size("order", 200) == 400
     s.out_of_gas("order", items=300, gas_limit=30_000_000)  # 100k an order at least now
     assert s.size("order", 200) == 240
-    assert s.fits({"order": 240}) and not s.fits({"order": 241})
-    assert s.fits({"order": 1, "clear_id": 1}) is None
+    assert s.fits({"order": (240, 0)}) and not s.fits({"order": (241, 0)})
+    assert s.fits({"order": (1, 0), "clear_id": (1, 0)}) is None
+    # an item and its dear part (a device's first order of the interval) fitted apart
+    t = GasSizer(gas_limit=30_000_000)
+    t.learn("order", items=100, extras=100, gas_used=21_000 + 100 * 70_000)
+    t.learn("order", items=300, extras=50, gas_used=21_000 + 300 * 50_000 + 50 * 20_000)
+    a, b = t.model("order") or (0, 0)
+    assert a == pytest.approx(50_000) and b == pytest.approx(20_000)
+    assert t.take("order", [0] * 1000, 200) == 480 and t.take("order", [1] * 1000, 200) == 342
     with pytest.raises(ValueError, match="gas_limit"):
         GasSizer(gas_limit=0)
 
@@ -42,7 +49,7 @@ def test_out_of_gas_chunk_is_split_and_no_order_lost(chain_ledger: ChainLedger) 
               for n, it in enumerate(intents)]
     led.tx.tx_gas = 2_500_000  # a small "block": the whole batch needs ~4 M gas
     led.gas_sizes.learn("order", items=100, gas_used=21_000 + 100 * 5_000)  # far too low
-    assert led.signed_order_chunk() == len(signed) + 322  # so one chunk carries them all
+    assert led.signed_order_chunk(intents) == len(signed)  # so one chunk carries them all
     placed = led.place_signed_orders(signed)
     assert led.rejected == []
     assert [(o.device_id, o.energy_wh) for o in placed] == [

@@ -159,6 +159,9 @@ class LedgerBase(MarketParameters):
         # last wrote it and is used only while that block is still on the chain (a test's
         # evm_revert or a reorg invalidates it).
         self._book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
+        # devices with an order placed here, by interval (not yet cleared): a device's first
+        # order of an interval costs more gas (twin.chain.gas_size sizes chunks by it)
+        self._ordering: dict[int, set[int]] = {}
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
         #: Free each settled interval's storage (``pruneInterval``) at the next settlement: the
         #: twin's runs set it (twin.run_ledger), so the market's storage, and with it Anvil's
@@ -372,13 +375,14 @@ class LedgerBase(MarketParameters):
         return self.tx.send(contract, fn, args, sender=sender, purpose=purpose,
                             interval=interval, error_context=error_context, calldata=calldata)
 
-    def _finish(self, p: Pending, *, kind: str | None = None, items: int = 0
+    def _finish(self, p: Pending, *, kind: str | None = None, items: int = 0, extras: int = 0,
                 ) -> list[tuple[str, dict[str, Any]]]:
         """Wait for ``p``'s receipt, return its decoded market events; ``kind``: a chunk of
-        ``items`` items whose gas teaches :attr:`gas_sizes`."""
+        ``items`` items (``extras`` dear parts) whose gas teaches :attr:`gas_sizes`."""
         receipt = self.tx.receipt(p)
         if kind is not None:
-            self.gas_sizes.learn(kind, items=items, gas_used=int(receipt["gasUsed"], 16))
+            self.gas_sizes.learn(kind, items=items, extras=extras,
+                                 gas_used=int(receipt["gasUsed"], 16))
         return self._decode_logs(receipt["logs"])
 
     def _chunk_size(self, kind: str, default: int) -> int:

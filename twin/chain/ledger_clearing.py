@@ -79,9 +79,12 @@ class ClearingLedger(OrderLedger):
         result = match_orders(orders)
         size = self._clear_ids(chunk_orders)
         per_call = self._clear_trades(chunk_trades)
-        one = self.gas_sizes.fits({"clear_id": len(orders), "clear_trade": len(result.fills)})
-        by_count = len(orders) <= size and len(result.fills) <= per_call
-        if (by_count if one is None or chunk_orders or self.clear_chunk_orders else one):
+        fixed = bool(chunk_orders or self.clear_chunk_orders)
+        n_fills = len(result.fills)
+        one = self.gas_sizes.fits({"clear_id": (len(orders), n_fills),
+                                   "clear_trade": (n_fills, 0)})
+        by_count = len(orders) <= size and n_fills <= per_call
+        if (by_count if one is None or fixed else one):
             return self.submit_clearing(
                 interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
                 wait=wait,
@@ -90,6 +93,7 @@ class ClearingLedger(OrderLedger):
         plan = plan_clearing(
             [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
             n_trades=len(result.fills), chunk_orders=size, chunk_trades=per_call,
+            cut=None if fixed else self._clear_cut,
         )  # fmt: skip
         return self._cleared(interval, self._send_clearing(
             interval, plan, len(orders), sender, n_trades=len(result.fills)))
@@ -98,6 +102,10 @@ class ClearingLedger(OrderLedger):
         """Order ids per clearChunk: the argument, the ledger's fixed count, else by gas."""
         return chunk_orders or self.clear_chunk_orders or self._chunk_size(
             "clear_id", CLEAR_CHUNK_ORDERS)
+
+    def _clear_cut(self, fills: Sequence[int]) -> int:
+        """Ids of the next clearChunk sized by gas: per id, and per fill its id makes."""
+        return self.gas_sizes.take("clear_id", fills, CLEAR_CHUNK_ORDERS)
 
     def _clear_trades(self, chunk_trades: int | None) -> int:
         """Trades priced per clearChunk: the argument, the ledger's fixed count, else by gas."""
@@ -127,7 +135,7 @@ class ClearingLedger(OrderLedger):
         for c, p in zip(plan, pending, strict=True):
             ids = len(c.bid_ids) + len(c.ask_ids)
             if ids:
-                events += self._finish(p, kind="clear_id", items=ids)
+                events += self._finish(p, kind="clear_id", items=ids, extras=c.fills)
             elif c.max_trades:
                 done = min(c.max_trades, left)
                 left -= done
@@ -249,6 +257,7 @@ class ClearingLedger(OrderLedger):
         trades = tuple(self._trade(v) for name, v in events if name == "TradeMatched")
         cleared = next(v for name, v in events if name == "Cleared")
         book = self._book.pop(interval, None)
+        self._ordering.pop(interval, None)
         if book is not None and self.prune_settled:  # its pruning needs the order ids
             self._pruning_book[interval] = book
         self._cleared_trades[interval] = ({t.trade_id: t for t in trades}, self._last_block)

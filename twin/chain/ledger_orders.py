@@ -4,7 +4,7 @@ submitted and confirmed separately) and reading the book from the logs; a layer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ class PendingOrders:
     n: int
     orders: tuple[SignedOrder, ...] = ()
     sender: int | None = None
+    new_devices: int = 0  # orders that are their device's first of the interval here
 
 
 class OrderLedger(SetupLedger):
@@ -88,6 +89,7 @@ class OrderLedger(SetupLedger):
             book, _ = self._book.get(o.interval, ([], self._last_block))
             book.append(o)
             self._book[o.interval] = (book, self._last_block)
+            self._ordering.setdefault(o.interval, set()).add(o.device_id)
         return placed
 
     def place_signed_orders(
@@ -128,7 +130,7 @@ class OrderLedger(SetupLedger):
         placed: list[Order] = []
         pos = 0
         while pos < len(index):
-            size = chunk_size or self.signed_order_chunk()
+            size = chunk_size or self.signed_order_chunk([intents[j] for j in index[pos:]])
             where = index[pos : pos + size]
             pos += len(where)
             got, rejected = self._confirm(self.submit_signed_orders(
@@ -141,11 +143,28 @@ class OrderLedger(SetupLedger):
             raise self.rejected[0].error
         return placed
 
-    def signed_order_chunk(self) -> int:
-        """Signed orders the next ``placeSignedOrders`` transaction carries: as many as fill
-        80 % of a block at the largest gas per order of the run's recent receipts
-        (:data:`SIGNED_ORDER_CHUNK` before the first)."""
-        return self._chunk_size("order", SIGNED_ORDER_CHUNK)
+    def signed_order_chunk(self, intents: Sequence[OrderIntent] = ()) -> int:
+        """How many of ``intents`` (the orders still to relay, in order) the next
+        ``placeSignedOrders`` transaction carries: as many as fill 80 % of a block by the
+        gas the run's recent receipts show an order and a device's first order of the
+        interval cost (:data:`SIGNED_ORDER_CHUNK` before the first; without ``intents``, the
+        count if every order were a device's first)."""
+        self._chunk_size("order", SIGNED_ORDER_CHUNK)  # the node's current limits
+        if not intents:
+            return self.gas_sizes.size("order", SIGNED_ORDER_CHUNK)
+        return self.gas_sizes.take("order", self._first_orders(intents), SIGNED_ORDER_CHUNK)
+
+    def _first_orders(self, intents: Sequence[OrderIntent]) -> Iterator[int]:
+        """1 for each order that is its device's first of its interval (none placed here
+        yet, none earlier in ``intents``), else 0."""
+        seen: set[tuple[int, int]] = set()
+        for it in intents:
+            key = (it.interval, it.device_id)
+            if key in seen or it.device_id in self._ordering.get(it.interval, ()):
+                yield 0
+            else:
+                seen.add(key)
+                yield 1
 
     def check_signed_group(self, intents: Sequence[OrderIntent]) -> None:
         """``place_signed_orders``' pre-send checks of a group relayed in several
@@ -176,6 +195,7 @@ class OrderLedger(SetupLedger):
                     )
             return f"place_signed_orders: batch of {len(chunk)} orders"
 
+        new_devices = sum(self._first_orders([so.intent for so in chunk]))
         tx = self._send(
             self.market, "placeSignedOrders", [],
             calldata=encode_signed_orders(selector, chunk),
@@ -183,7 +203,8 @@ class OrderLedger(SetupLedger):
             interval=next(iter(intervals)) if len(intervals) == 1 else None,
             purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
         )  # fmt: skip
-        return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed), sender=sender)
+        return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed), sender=sender,
+                             new_devices=new_devices)
 
     def confirm(self, pending: PendingOrders) -> list[Order]:
         """Wait for a submitted batch: its placed orders (the rejected ones, with their
@@ -196,7 +217,7 @@ class OrderLedger(SetupLedger):
 
     def _confirm(self, pending: PendingOrders) -> tuple[list[Order], list[Rejection]]:
         try:
-            events = self._finish(pending.tx, kind="order", items=pending.n)
+            receipt = self.tx.receipt(pending.tx)
         except ChainRevert as exc:
             if exc.name != "OutOfGas" or pending.n < 2:
                 raise
@@ -211,6 +232,9 @@ class OrderLedger(SetupLedger):
                 placed += got
                 rejections += [Rejection(lo + r.index, r.order, r.error) for r in rej]
             return placed, rejections
+        self.gas_sizes.learn("order", items=pending.n, extras=pending.new_devices,
+                             gas_used=int(receipt["gasUsed"], 16))
+        events = self._decode_logs(receipt["logs"])
         rejected = []
         for name, v in events:
             if name == "OrderRejected":

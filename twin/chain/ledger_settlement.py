@@ -115,7 +115,7 @@ class SettlingLedger(ClearingLedger):
         fixed = bool(chunk_trades or chunk_devices or self.settle_chunk_trades
                      or self.settle_chunk_devices)
         one = None if fixed else self.gas_sizes.fits(
-            {"settle_trade": n_trades, reading_kind: len(devices)})
+            {"settle_trade": (n_trades, 0), reading_kind: (len(devices), 0)})
         prunes = self._send_prunes(before=interval)  # in the settlement's block
         try:
             rows = self._settle_sent(interval, devices, metered, sigs, who=who, what=what,
