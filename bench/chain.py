@@ -59,7 +59,7 @@ from twin.scenario import MarketSpec
 QUICK = "--quick" in sys.argv
 NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
 PARTICIPANTS = 210
-INTERVALS = 6 if QUICK else 30
+INTERVALS = (8 if "--ab" in sys.argv else 6) if QUICK else 32  # --ab: whole ABBA rounds
 ORDERS = 2000
 #: orders per placeSignedOrders transaction (``--chunk N``); by default sized by gas as twin run
 #: does (ChainLedger.signed_order_chunk: 80 % of the block at the gas an order took so far)
@@ -68,8 +68,9 @@ CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv el
 FIXED = {"chunk": 300, "clear_chunk_orders": 500, "clear_chunk_trades": 1000,
          "settle_chunk_trades": 2000, "settle_chunk_devices": 250}
 NAIVE = 100 if QUICK else 300
-#: A/B in one run: even intervals with the fixed chunk counts of before (FIXED), odd ones with
-#: every chunk sized by gas; medians of each arm reported
+#: A/B in one run: intervals in ABBA order (Anvil's work per block grows with the chain, so
+#: both arms see the same state on average), A with the fixed chunk counts of before (FIXED),
+#: B with every chunk sized by gas; medians of each arm reported
 AB = "--ab" in sys.argv
 #: --prune: as twin run, each settled interval's storage is freed (pruneInterval) and the node
 #: restarted without the freed slots every ChainLedger.compact_after_slots of them, so Anvil's
@@ -208,9 +209,8 @@ def main() -> None:
             intents = m.intents(rng, i, ORDERS)
             n_tx = len(led.transactions)
             block0 = led.w3.eth.block_number
-            # --ab: even intervals with the fixed chunk counts of before (A), odd ones with
-            # every chunk sized by gas (B, as twin run)
-            arm = "A" if AB and i % 2 == 0 else "B"
+            # --ab: A with the fixed chunk counts of before, B with every chunk sized by gas
+            arm = "A" if AB and i % 4 in (0, 3) else "B"  # ABBA: both arms see the same growth
             fixed = arm == "A" or bool(CHUNK)
             for k, v in FIXED.items():
                 if k != "chunk":

@@ -7,6 +7,7 @@ import pytest
 
 from twin.chain.gas_size import GasSizer
 from twin.chain.ledger import ChainLedger
+from twin.market.clearing import match_orders
 from twin.market.signing import DeviceKey
 from twin.market.types import OrderIntent, Side
 
@@ -63,3 +64,26 @@ def test_out_of_gas_chunk_is_split_and_no_order_lost(chain_ledger: ChainLedger) 
     per = led.gas_sizes.per_item("order")
     assert per is not None and per >= 2_500_000 / 78  # learned: an order costs more
     assert led.signed_order_chunk() < len(signed)
+
+
+def test_clearing_out_of_gas_resumes_with_smaller_chunks(chain_ledger: ChainLedger) -> None:
+    """Chunks sized by gas go one at a time: one that runs out of gas is resumed from the
+    cursor with smaller chunks (none after it ran on a half-verified book)."""
+    led = chain_ledger
+    intents = [
+        OrderIntent(device_id=d, interval=10, side=Side.SELL if d < 15 else Side.BUY,
+                    energy_wh=20 + n, price_per_mwh=(80 + 3 * n + d) * 1_000_000)
+        for n in range(12) for d in range(12, 18)
+    ]
+    for k in range(0, len(intents), 24):
+        led.place_orders(intents[k : k + 24])
+    expected = match_orders(led.orders(10))
+    led.tx.tx_gas = 1_500_000
+    led.gas_sizes.learn("clear_id", items=100, gas_used=21_000 + 100 * 1_000)  # far too low
+    led.gas_sizes.learn("clear_trade", items=100, gas_used=21_000 + 100 * 1_000)
+    got = led.clear(10)
+    assert (got.price_per_mwh, got.volume_wh) == (expected.price_per_mwh, expected.volume_wh)
+    assert len(got.trades) == len(expected.fills) > 0
+    txs = [t for t in led.transactions if ".clear" in t.function]
+    assert txs[0].status == 0 and txs[-1].status == 1 and len(txs) >= 3
+    assert led.interval_status(10) == "cleared"

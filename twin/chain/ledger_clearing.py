@@ -19,12 +19,16 @@ from twin.chain.ledger_base import (
     UINT64,
 )
 from twin.chain.ledger_orders import OrderLedger
+from twin.chain.tx import ChainRevert
 from twin.market import errors as e
 from twin.market.cda import continuous_double_auction
 from twin.market.clearing import match_orders
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Clearing, Order, Trade
 
-__all__ = ["CURTAIL_CHUNK", "ClearingLedger"]
+__all__ = ["CURTAIL_CHUNK", "OUT_OF_GAS_RETRIES", "ClearingLedger"]
+
+#: times a clearing that ran out of gas is resumed with chunks sized by the raised gas figure
+OUT_OF_GAS_RETRIES = 4
 
 #: Curtailments per curtailBatch transaction: about 75 k gas each with fresh slots
 #: (bench/curtail_batch.py), so a chunk (about 11 M gas) stays well inside a 30 M gas block.
@@ -54,9 +58,23 @@ class ClearingLedger(OrderLedger):
         An interval left "clearing" by an interrupted chunk sequence is resumed from the
         contract's cursor: only the remaining chunks are sent (any chunk sizes).
 
+        By default the sizes are by gas (:attr:`gas_sizes`): a transaction that still runs
+        out of gas raises the gas figure and the clearing is resumed once from the cursor.
+
         An interval clears only after its gate closed (``GateOpen`` otherwise), so its book
         is final when the operator plans the clearing; with ``wait`` (default) the clock is
         first moved to one second after the gate, as an operator would wait for it."""
+        for attempt in range(OUT_OF_GAS_RETRIES + 1):
+            try:
+                return self._clear(interval, sender=sender, chunk_orders=chunk_orders,
+                                   chunk_trades=chunk_trades, wait=wait and not attempt)
+            except ChainRevert as exc:  # resumed from the cursor, smaller chunks
+                if exc.name != "OutOfGas" or attempt == OUT_OF_GAS_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _clear(self, interval: int, *, sender: int | None, chunk_orders: int | None,
+               chunk_trades: int | None, wait: bool) -> Clearing:
         if wait:
             self.wait_for_gate(interval)
         books = getattr(self, "_island_books", {}).pop(interval, None)
@@ -73,6 +91,7 @@ class ClearingLedger(OrderLedger):
             return self._resume_clearing(
                 interval, orders, sender=sender, chunk_orders=self._clear_ids(chunk_orders),
                 chunk_trades=self._clear_trades(chunk_trades),
+                fixed=bool(chunk_orders or self.clear_chunk_orders),
             )  # fmt: skip
         if self.mechanism == "cda":
             return self._clear_cda(interval, orders, sender=sender, chunk=chunk_orders or CDA_CHUNK)
@@ -85,10 +104,16 @@ class ClearingLedger(OrderLedger):
                                    "clear_trade": (n_fills, 0)})
         by_count = len(orders) <= size and n_fills <= per_call
         if (by_count if one is None or fixed else one):
-            return self.submit_clearing(
-                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
-                wait=wait,
-            )
+            try:
+                return self.submit_clearing(
+                    interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
+                    wait=wait,
+                )
+            except ChainRevert as exc:
+                if exc.name == "OutOfGas":
+                    self.gas_sizes.out_of_gas("clear_id", items=len(orders),
+                                              gas_limit=int(exc.values["gas_limit"]))
+                raise
         by_id = {o.order_id: o for o in orders}
         plan = plan_clearing(
             [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
@@ -96,7 +121,8 @@ class ClearingLedger(OrderLedger):
             cut=None if fixed else self._clear_cut,
         )  # fmt: skip
         return self._cleared(interval, self._send_clearing(
-            interval, plan, len(orders), sender, n_trades=len(result.fills)))
+            interval, plan, len(orders), sender, n_trades=len(result.fills),
+            sequential=not fixed))
 
     def _clear_ids(self, chunk_orders: int | None) -> int:
         """Order ids per clearChunk: the argument, the ledger's fixed count, else by gas."""
@@ -114,17 +140,28 @@ class ClearingLedger(OrderLedger):
 
     def _send_clearing(
         self, interval: int, plan: Sequence[ClearingChunk], n_orders: int, sender: int | None,
-        what: str = "chunk", n_trades: int = 0,
+        what: str = "chunk", n_trades: int = 0, sequential: bool = False,
+        label: tuple[int, int] | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Send a clearing plan's ``clearChunk`` calls at once, confirm them in order; each
-        receipt teaches the gas sizes (ids per chunk; trades priced, of ``n_trades`` left)."""
+        """Send a clearing plan's ``clearChunk`` calls, confirm them in order; each receipt
+        teaches the gas sizes (ids per chunk; trades priced, of ``n_trades`` left). A plan
+        sized by gas (``sequential``) sends each call after the one before is confirmed: a
+        call after one that ran out of gas would verify ids from the wrong place."""
+        if sequential:
+            out: list[tuple[str, dict[str, Any]]] = []
+            for k, c in enumerate(plan):
+                out += self._send_clearing(interval, [c], n_orders, sender, what=what,
+                                           n_trades=n_trades, label=(k + 1, len(plan)))
+                n_trades -= 0 if c.bid_ids or c.ask_ids else min(c.max_trades, n_trades)
+            return out
         pending = [
             self._send(
                 self.market, "clearChunk",
                 [interval, n_orders, list(c.bid_ids), list(c.ask_ids), c.max_trades],
                 sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
                 purpose=(
-                    f"clear: interval {interval} {what} {k + 1}/{len(plan)} "
+                    f"clear: interval {interval} {what} "
+                    f"{label[0] if label else k + 1}/{label[1] if label else len(plan)} "
                     f"({len(c.bid_ids)} bids, {len(c.ask_ids)} asks, {c.max_trades} trades)"
                 ),
             )
@@ -132,23 +169,32 @@ class ClearingLedger(OrderLedger):
         ]  # fmt: skip
         events: list[tuple[str, dict[str, Any]]] = []
         left = n_trades
-        for c, p in zip(plan, pending, strict=True):
+        for k, (c, p) in enumerate(zip(plan, pending, strict=True)):
             ids = len(c.bid_ids) + len(c.ask_ids)
-            if ids:
-                events += self._finish(p, kind="clear_id", items=ids, extras=c.fills)
-            elif c.max_trades:
-                done = min(c.max_trades, left)
-                left -= done
-                events += self._finish(p, kind="clear_trade", items=done)
-            else:
-                events += self._finish(p)
+            done = 0 if ids else min(c.max_trades, left)
+            left -= done
+            kind = "clear_id" if ids else "clear_trade" if c.max_trades else None
+            try:
+                events += self._finish(p, kind=kind, items=ids or done, extras=c.fills)
+            except ChainRevert as exc:
+                if exc.name != "OutOfGas" or kind is None:
+                    raise
+                self.gas_sizes.out_of_gas(kind, items=ids or done,
+                                          gas_limit=int(exc.values["gas_limit"]))
+                for q in pending[k + 1:]:  # they follow the failed one: read, not kept
+                    try:
+                        self._finish(q)
+                    except (ChainRevert, e.MarketError):
+                        pass
+                raise
         return events
 
     def _resume_clearing(
         self, interval: int, orders: Sequence[Order], *, sender: int | None,
-        chunk_orders: int, chunk_trades: int,
+        chunk_orders: int, chunk_trades: int, fixed: bool = True,
     ) -> Clearing:
-        """Finish an interrupted chunked clearing from the contract's cursor."""
+        """Finish an interrupted chunked clearing from the contract's cursor (id chunks of
+        ``chunk_orders``, or sized by gas unless ``fixed``)."""
         bids_seen, asks_seen, _done, _fills, finalized = (
             self._view(self._provisional_market, "clearingProgress", [interval],  # type: ignore[attr-defined]
                        CLEARING_PROGRESS)
@@ -159,8 +205,10 @@ class ClearingLedger(OrderLedger):
             [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
             n_trades=len(result.fills), chunk_orders=chunk_orders, chunk_trades=chunk_trades,
             bids_seen=bids_seen, asks_seen=asks_seen, finalized=finalized,
+            cut=None if fixed else self._clear_cut,
         )  # fmt: skip
-        events = self._send_clearing(interval, plan, len(orders), sender, what="resumed chunk")
+        events = self._send_clearing(interval, plan, len(orders), sender, what="resumed chunk",
+                                     sequential=not fixed)
         cleared = [ev for ev in events if ev[0] == "Cleared"]  # trades: from every chunk
         return self._cleared(interval, self._logs(["TradeMatched"], topic2=interval) + cleared)
 

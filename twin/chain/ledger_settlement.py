@@ -121,7 +121,8 @@ class SettlingLedger(ClearingLedger):
             rows = self._settle_sent(interval, devices, metered, sigs, who=who, what=what,
                                      kind=kind, state=state, per_trades=per_trades,
                                      per_devices=per_devices, provisional=provisional, signed=signed,
-                                     one=one, reading_kind=reading_kind)
+                                     one=one, reading_kind=reading_kind,
+                                     sequential=not fixed)
         finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
             for p in prunes:
                 self._finish(p)
@@ -136,7 +137,7 @@ class SettlingLedger(ClearingLedger):
         self, interval: int, devices: list[int], metered: list[int],
         sigs: list[tuple[bytes, bytes, int]] | None, *, who: int, what: str, kind: str,
         state: Sequence[Any], per_trades: int, per_devices: int, provisional: bool, signed: bool,
-        one: bool | None = None, reading_kind: str = "settle_reading",
+        one: bool | None = None, reading_kind: str = "settle_reading", sequential: bool = False,
     ) -> list[SettlementRow]:
         """``one``: whether one transaction fits by gas (None: decide by the chunk counts)."""
         n_trades = int(state[6])
@@ -170,6 +171,19 @@ class SettlingLedger(ClearingLedger):
                 n_trades=n_trades - paid, n_readings=len(devices) - start,
                 chunk_trades=per_trades, chunk_devices=per_devices,
             )  # fmt: skip
+            events = []
+            left = n_trades - paid
+
+            def confirm(c: Any, p: Any) -> list[tuple[str, dict[str, Any]]]:
+                nonlocal left  # each receipt teaches the gas sizes
+                if c.max_trades and c.stop == c.start:
+                    done = min(c.max_trades, left)
+                    left -= done
+                    return self._finish(p, kind="settle_trade", items=done)
+                if c.stop > c.start and not c.max_trades and not provisional:
+                    return self._finish(p, kind=reading_kind, items=c.stop - c.start)
+                return self._finish(p)
+
             pending = []
             for k, c in enumerate(plan):
                 cut = slice(start + c.start, start + c.stop)
@@ -178,28 +192,19 @@ class SettlingLedger(ClearingLedger):
                     part += [[x[i] for x in sigs[cut]] for i in range(3)]  # rs, ss, vs
                 elif sigs is not None:
                     part.append(sigs[cut])
-                pending.append(
-                    self._send(
-                        contract,
-                        fn if provisional else "settleSignedChunk" if signed else "settleChunk",
-                        [*part, c.last], sender=who, interval=interval,
-                        purpose=(
-                            f"{what}: interval {interval} chunk {k + 1}/{len(plan)} "
-                            f"({c.max_trades} trades, {c.stop - c.start} {kind})"
-                        ),
-                    )
-                )  # fmt: skip  # all sent first, confirmed in order
-            events = []
-            left = n_trades - paid
-            for c, p in zip(plan, pending, strict=True):  # each receipt teaches the gas sizes
-                if c.max_trades and c.stop == c.start:
-                    done = min(c.max_trades, left)
-                    left -= done
-                    events += self._finish(p, kind="settle_trade", items=done)
-                elif c.stop > c.start and not c.max_trades and not provisional:
-                    events += self._finish(p, kind=reading_kind, items=c.stop - c.start)
-                else:
-                    events += self._finish(p)
+                pending.append((c, self._send(
+                    contract,
+                    fn if provisional else "settleSignedChunk" if signed else "settleChunk",
+                    [*part, c.last], sender=who, interval=interval,
+                    purpose=(
+                        f"{what}: interval {interval} chunk {k + 1}/{len(plan)} "
+                        f"({c.max_trades} trades, {c.stop - c.start} {kind})"
+                    ),
+                )))  # fmt: skip
+                if sequential:  # sized by gas: a chunk after one out of gas must not run
+                    events += confirm(*pending.pop())
+            for c, p in pending:  # fixed counts: all sent first, confirmed in order
+                events += confirm(c, p)
             if resume:  # the rows of every chunk, the earlier ones included
                 events = self._logs(["Settled"], topic1=interval)
         self._cleared_trades.pop(interval, None)
