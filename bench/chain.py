@@ -22,8 +22,9 @@ secp256k1 key registered by the DSO. Measured in this one run:
   process and of the node's), the rate Anvil's CPU alone allows, blocks per interval and
   Anvil's CPU for one empty block after set-up and at the end: its work per block, which
   grows with every storage slot the chain ever wrote (Anvil 1.7.1 rebuilds the state root
-  from all of them at each block). ``--ab``: even intervals relay with a status read before
-  every chunk (the old path), odd ones with one check per interval (``check_signed_group``);
+  from all of them at each block). ``--ab``: intervals in ABBA order, A with the fixed chunk
+  counts of before (300 orders, 500 ids / 1,000 trades, 2,000 trades / 250 readings), B with
+  every chunk sized by gas (twin.chain.gas_size, as ``twin run``);
   ``--prune``: settled intervals freed and the node compacted, as ``twin run`` does.
 * **where the time goes** in the batched run: signing (EIP-712, device keys), sending the
   raw transactions (``eth_sendRawTransaction``: with automine the node executes the block
@@ -59,7 +60,7 @@ from twin.scenario import MarketSpec
 QUICK = "--quick" in sys.argv
 NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
 PARTICIPANTS = 210
-INTERVALS = (8 if "--ab" in sys.argv else 6) if QUICK else 32  # --ab: whole ABBA rounds
+INTERVALS = (8 if "--ab" in sys.argv else 6) if QUICK else (32 if "--ab" in sys.argv else 30)
 ORDERS = 2000
 #: orders per placeSignedOrders transaction (``--chunk N``); by default sized by gas as twin run
 #: does (ChainLedger.signed_order_chunk: 80 % of the block at the gas an order took so far)
