@@ -367,22 +367,26 @@ class ClearingLedger(OrderLedger):
         return self.curtail_batch([(trade_id, energy_wh)], sender=sender)[0]
 
     def curtail_batch(self, curtailments: Sequence[tuple[int, int]], *, sender: int | None = None,
-                      chunk: int = CURTAIL_CHUNK) -> list[Trade]:
+                      chunk: int | None = None) -> list[Trade]:
         """``(trade_id, energy_wh)`` curtailments in ``curtailBatch`` transactions of at most
-        ``chunk`` entries (one transaction for an interval's usual few; each chunk is all or
+        ``chunk`` entries (default: sized by gas, :data:`CURTAIL_CHUNK` before the run's first
+        receipt of one; one transaction for an interval's usual few; each chunk is all or
         none); the curtailed trades, in order."""
         out: list[Trade] = []
-        for k in range(0, len(curtailments), max(int(chunk), 1)):
-            part = [(int(t), int(wh)) for t, wh in curtailments[k:k + max(int(chunk), 1)]]
+        k = 0
+        while k < len(curtailments):
+            size = max(int(chunk or self._chunk_size("curtail", CURTAIL_CHUNK)), 1)
+            part = [(int(t), int(wh)) for t, wh in curtailments[k:k + size]]
+            k += len(part)
             bad = next((t for t, _ in part if not 0 <= t < UINT64), None)
             if bad is not None:
                 raise e.UnknownTrade(bad, purpose=f"curtail: trade {bad}")
             what = (f"trade {part[0][0]} to {part[0][1]} Wh" if len(part) == 1
                     else f"{len(part)} trades from {part[0][0]}")
-            events = self._transact(
+            events = self._finish(self._send(
                 self.market, "curtailBatch", [[t for t, _ in part], [wh for _, wh in part]],
                 sender=DSO_ACCOUNT if sender is None else sender, purpose=f"curtail: {what}",
-            )  # fmt: skip
+            ), kind="curtail", items=len(part))  # fmt: skip
             done = [v for name, v in events if name == "Curtailed"]
             for v in done:
                 trade = None

@@ -124,8 +124,9 @@ class SettlingLedger(ClearingLedger):
                                      one=one, reading_kind=reading_kind,
                                      sequential=not fixed)
         finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
-            for p in prunes:
-                self._finish(p)
+            for p in prunes:  # each sized prune's receipt teaches its gas per slot
+                slots = self._prune_slots.pop(p.tx_hash, 0)
+                self._finish(p, kind="prune" if slots else None, items=slots)
         if self.prune_settled:
             self._unpruned.append((interval, int(state[5]), n_trades, int(state[3]) + int(state[4]),
                                    self._last_block))
@@ -236,7 +237,8 @@ class SettlingLedger(ClearingLedger):
                 orders = self.orders(interval)
             ids = [o.order_id for o in orders]
             devices = sorted({o.device_id for o in orders})
-            plan = _prune_plan(len(ids), len(devices), n_trades)
+            plan = _prune_plan(len(ids), len(devices), n_trades,
+                               slots=self._chunk_size("prune", PRUNE_SLOTS))
             self._freed_slots += len(ids) + 4 * len(devices) + 2 * n_trades
             for k, (oi, di, ti) in enumerate(plan):
                 pending.append(self._send(
@@ -246,6 +248,8 @@ class SettlingLedger(ClearingLedger):
                     purpose=(f"prune: interval {interval} part {k + 1}/{len(plan)} "
                              f"({len(ids[oi])} orders, {len(devices[di])} devices, "
                              f"{ti.stop - ti.start} trades)")))
+                self._prune_slots[pending[-1].tx_hash] = (
+                    len(ids[oi]) + 4 * len(devices[di]) + 2 * (ti.stop - ti.start))
         return pending
 
     def _send_void_prunes(self) -> list[Any]:
@@ -398,16 +402,18 @@ class SettlingLedger(ClearingLedger):
         return out
 
 
-#: Slots one pruneInterval call frees at most (about 5 k gas each: a cold read and a reset),
-#: so a call stays near 10 M gas, a third of a block.
+#: Slots one pruneInterval call frees at most before the run's first receipt of one (about
+#: 5 k gas each: a cold read and a reset), so a call stays near 10 M gas, a third of a block;
+#: from then on sized by gas (twin.chain.gas_size: 80 % of the block).
 PRUNE_SLOTS = 2_000
 
 
-def _prune_plan(n_orders: int, n_devices: int, n_trades: int) -> list[tuple[slice, slice, range]]:
-    """Cut an interval's pruning into calls of at most :data:`PRUNE_SLOTS` slots (an order
-    one, a device four: usage, two position slots, injection; a trade two: itself and its
-    island price): orders, devices and trades each in consecutive pieces."""
-    parts = max(1, -(-(n_orders + 4 * n_devices + 2 * n_trades) // PRUNE_SLOTS))
+def _prune_plan(n_orders: int, n_devices: int, n_trades: int, *, slots: int = PRUNE_SLOTS
+                ) -> list[tuple[slice, slice, range]]:
+    """Cut an interval's pruning into calls of at most ``slots`` slots (an order one, a
+    device four: usage, two position slots, injection; a trade two: itself and its island
+    price): orders, devices and trades each in consecutive pieces."""
+    parts = max(1, -(-(n_orders + 4 * n_devices + 2 * n_trades) // max(1, slots)))
 
     def cut(n: int, k: int) -> tuple[int, int]:
         return n * k // parts, n * (k + 1) // parts
