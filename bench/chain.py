@@ -5,7 +5,7 @@ secp256k1 key registered by the DSO. Measured in this one run:
 
 * **batched, end to end**: for each of ``INTERVALS`` intervals, ``ORDERS`` orders are signed
   by their device keys (EIP-712), relayed by the operator in ``placeSignedOrders`` txs of
-  ``CHUNK`` orders, cleared (book sorted off-chain, verified on chain), and settled on
+  ``CHUNK`` orders (default: sized by gas), cleared (book sorted off-chain, verified on chain), and settled on
   meter readings signed by each device key (``settleSigned``); every receipt is checked.
   orders/s = orders / wall time of all of that; latency of an order = signing of its chunk
   -> its receipt; gas per order of placeSignedOrders, first vs last interval (flat?).
@@ -22,8 +22,9 @@ secp256k1 key registered by the DSO. Measured in this one run:
   process and of the node's), the rate Anvil's CPU alone allows, blocks per interval and
   Anvil's CPU for one empty block after set-up and at the end: its work per block, which
   grows with every storage slot the chain ever wrote (Anvil 1.7.1 rebuilds the state root
-  from all of them at each block). ``--ab``: even intervals relay with a status read before
-  every chunk (the old path), odd ones with one check per interval (``check_signed_group``);
+  from all of them at each block). ``--ab``: intervals in ABBA order, A with the fixed chunk
+  counts of before (300 orders, 500 ids / 1,000 trades, 2,000 trades / 250 readings), B with
+  every chunk sized by gas (twin.chain.gas_size, as ``twin run``);
   ``--prune``: settled intervals freed and the node compacted, as ``twin run`` does.
 * **where the time goes** in the batched run: signing (EIP-712, device keys), sending the
   raw transactions (``eth_sendRawTransaction``: with automine the node executes the block
@@ -59,14 +60,18 @@ from twin.scenario import MarketSpec
 QUICK = "--quick" in sys.argv
 NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
 PARTICIPANTS = 210
-INTERVALS = 6 if QUICK else 30
+INTERVALS = (8 if "--ab" in sys.argv else 6) if QUICK else (32 if "--ab" in sys.argv else 30)
 ORDERS = 2000
-#: orders per placeSignedOrders transaction (``--chunk N``): ~53,000 gas an order, so 300 fit a
-#: standard 30 M gas block with room; bigger batches find more devices warm (less gas an order)
-CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv else 300
+#: orders per placeSignedOrders transaction (``--chunk N``); by default sized by gas as twin run
+#: does (ChainLedger.signed_order_chunk: 80 % of the block at the gas an order took so far)
+CHUNK = int(sys.argv[sys.argv.index("--chunk") + 1]) if "--chunk" in sys.argv else 0
+#: the fixed counts of before chunks were sized by gas (--ab's arm A)
+FIXED = {"chunk": 300, "clear_chunk_orders": 500, "clear_chunk_trades": 1000,
+         "settle_chunk_trades": 2000, "settle_chunk_devices": 250}
 NAIVE = 100 if QUICK else 300
-#: A/B in one run: even intervals the old client path (a status read before every chunk),
-#: odd ones the new one (one check per interval); medians of each arm reported
+#: A/B in one run: intervals in ABBA order (Anvil's work per block grows with the chain, so
+#: both arms see the same state on average), A with the fixed chunk counts of before (FIXED),
+#: B with every chunk sized by gas; medians of each arm reported
 AB = "--ab" in sys.argv
 #: --prune: as twin run, each settled interval's storage is freed (pruneInterval) and the node
 #: restarted without the freed slots every ChainLedger.compact_after_slots of them, so Anvil's
@@ -200,33 +205,39 @@ def main() -> None:
         per_interval_cpu: list[tuple[float, float]] = []  # client, Anvil
         arm_rate: dict[str, list[float]] = {"A": [], "B": []}
         arm_cpu: dict[str, list[float]] = {"A": [0.0, 0.0], "B": [0.0, 0.0]}
+        arm_blocks: dict[str, list[int]] = {"A": [], "B": []}
         for i in range(INTERVALS):
             intents = m.intents(rng, i, ORDERS)
             n_tx = len(led.transactions)
             block0 = led.w3.eth.block_number
-            # --ab: even intervals the old client path (A: the interval's status read before
-            # every chunk, a round trip that waits for the previous chunk's block), odd ones
-            # the new (B: one check per interval, as place_signed_orders does for twin run)
-            arm = "A" if AB and i % 2 == 0 else "B"
+            # --ab: A with the fixed chunk counts of before, B with every chunk sized by gas
+            arm = "A" if AB and i % 4 in (0, 3) else "B"  # ABBA: both arms see the same growth
+            fixed = arm == "A" or bool(CHUNK)
+            for k, v in FIXED.items():
+                if k != "chunk":
+                    setattr(led, k, v if arm == "A" else None)
             c0, a0 = _cpu(me), anvil_cpu()
             t_start = time.perf_counter()
-            if arm == "B":  # the whole interval's batch checked once (the bench's intents are
-                led.check_signed_group(intents)  # well formed; the interval must be open)
-            # Pipelined: sign chunk k and send it while the node executes chunk k-1.
+            led.check_signed_group(intents)  # the whole interval's batch checked once
+            # Pipelined: sign chunk k while the node executes chunk k-1, confirm k-1 (a chunk
+            # out of gas is split and resent before any later nonce of its devices), send k.
             in_flight: list[tuple[float, PendingOrders]] = []
-            for c in range(0, ORDERS, CHUNK):
+            c = 0
+            while c < ORDERS:
                 tc = time.perf_counter()
-                signed = m.sign(intents[c : c + CHUNK])
+                size = (CHUNK or FIXED["chunk"]) if fixed else led.signed_order_chunk(intents[c:])
+                signed = m.sign(intents[c : c + size])
+                c += size
                 ts = time.perf_counter()
-                in_flight.append((tc, led.submit_signed_orders(signed, checked=arm == "B")))
-                tf = time.perf_counter()
                 spent["sign"] += ts - tc
-                spent["send"] += tf - ts
-                if len(in_flight) > 1:
+                if in_flight:
                     tp, p = in_flight.pop(0)
                     led.confirm(p)
                     latencies_ms += [(time.perf_counter() - tp) * 1000] * p.n
-                spent["confirm"] += time.perf_counter() - tf
+                tf = time.perf_counter()
+                spent["confirm"] += tf - ts
+                in_flight.append((tc, led.submit_signed_orders(signed, checked=True)))
+                spent["send"] += time.perf_counter() - tf
             tf = time.perf_counter()
             for tp, p in in_flight:
                 led.confirm(p)
@@ -257,6 +268,7 @@ def main() -> None:
             arm_cpu[arm][0] += dc
             arm_cpu[arm][1] += da
             blocks.append(led.w3.eth.block_number - block0)
+            arm_blocks[arm].append(blocks[-1])
             txs = led.transactions[n_tx:]
             assert all(t.status == 1 for t in txs)
             total_orders += ORDERS
@@ -268,6 +280,11 @@ def main() -> None:
             rss.append(_rss_mb(node._proc.pid) if NODE == "anvil" else float("nan"))
         anvil = psutil.Process(node._proc.pid) if pid else None
         block_ms_end = _block_cpu_ms(led, anvil)
+        for k in FIXED:  # the clearing sizes below: chunks sized by gas
+            if k != "chunk":
+                setattr(led, k, None)
+        per_item = {k: led.gas_sizes.model(k) for k in (
+            "order", "clear_id", "clear_trade", "settle_trade", "settle_reading_signed")}
         rate = statistics.median(per_interval_rate)
         lat = np.array(latencies_ms)
 
@@ -314,7 +331,7 @@ def main() -> None:
 
     print(f"node: {NODE} ({client}); {PARTICIPANTS} participant accounts with one "
           f"keyed device each; setup {setup_s:.1f} s")
-    print(f"batched: {INTERVALS} intervals x {ORDERS} signed orders (chunks of {CHUNK}), "
+    print(f"batched: {INTERVALS} intervals x {ORDERS} signed orders (chunks of {CHUNK or 'by gas'}), "
           f"sign+place+clear+settle(signed readings), receipts checked")
     print(f"  orders/s end to end (signing pipelined with execution): median {rate:,.0f} (min {min(per_interval_rate):,.0f}, "
           f"overall {total_orders / total_s:,.0f})")
@@ -338,15 +355,17 @@ def main() -> None:
           f"{block_ms_start:.1f} ms after setup -> {block_ms_end:.1f} ms after {total_orders:,} orders "
           "(the state root hashes every storage slot, each block)")
     if AB:
-        for a, label in (("A", "status read per chunk"), ("B", "one check per interval")):
+        for a, label in (("A", "fixed chunk counts"), ("B", "chunks sized by gas")):
             print(f"  A/B {a} ({label}): median {statistics.median(arm_rate[a]):,.0f} orders/s, "
+                  f"{statistics.median(arm_blocks[a]):.0f} blocks per interval, "
                   f"CPU per order client {arm_cpu[a][0] / (len(arm_rate[a]) * ORDERS) * 1e3:.3f} ms, "
                   f"Anvil {arm_cpu[a][1] / (len(arm_rate[a]) * ORDERS) * 1e3:.3f} ms")
     print(f"  Anvil RSS: {rss0:.0f} MB after setup -> {rss[len(rss) // 2]:.0f} MB mid -> {rss[-1]:.0f} MB "
           f"after {total_orders:,} orders")
     print(f"naive one transact per order: {naive_rate:,.0f} orders/s -> batched is {rate / naive_rate:.1f}x")
-    print(f"settlement in chunks of <= {led.settle_chunk_trades} trades or {led.settle_chunk_devices} readings per tx")
-    print(f"clearing in chunks (<= {led.clear_chunk_orders} orders or {led.clear_chunk_trades} trades per tx, "
+    print("chunks sized by gas (80 % of the block), gas per item learned in the batched run: "
+          + ", ".join(f"{k} {v[0]:,.0f} (+{v[1]:,.0f} dear part)" for k, v in per_item.items() if v))
+    print("clearing in chunks (sized by gas, "
           f"tx gas cap {CHUNK_TX_GAS:,}; block limit here {block_gas:,}, mainnet {MAINNET_BLOCK_GAS:,}):")
     for n, (g, g_max, n_chunks, n_trades) in clear_by_size.items():
         print(f"  clear {n:>6,} orders ({n_trades:,} trades): {g:>13,} gas in {n_chunks} tx "
@@ -382,6 +401,10 @@ def main() -> None:
         "anvil_block_ms_end": round(block_ms_end, 1) if cpu_anvil else "na",
         **({f"ab_{a}_orders_per_s": round(statistics.median(arm_rate[a])) for a in "AB"}
            if AB else {}),
+        **({f"ab_{a}_blocks_per_interval": round(statistics.median(arm_blocks[a])) for a in "AB"}
+           if AB else {}),
+        **({f"ab_{a}_{who}_cpu_ms_per_order": round(arm_cpu[a][j] / (len(arm_rate[a]) * ORDERS) * 1e3, 3)
+            for a in "AB" for j, who in enumerate(("client", "anvil"))} if AB else {}),
         "anvil_rss_mb_start": round(rss0) if NODE == "anvil" else "na",
         "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
         "prune": int(PRUNE), "compactions": led.compactions,

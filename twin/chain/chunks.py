@@ -27,12 +27,13 @@ what was done is never redone). Nothing is ever half-undone, so there is no abor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twin.market.types import Order, Side
 
-__all__ = ["ClearingChunk", "SettlementChunk", "plan_clearing", "plan_settlement", "take_order"]
+__all__ = ["ClearingChunk", "SettlementChunk", "plan_clearing", "plan_settlement", "take_order",
+           "take_order_fills"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +43,18 @@ class ClearingChunk:
     bid_ids: tuple[int, ...]
     ask_ids: tuple[int, ...]
     max_trades: int
+    fills: int = 0  # trades its ids make (take_order_fills)
 
 
 def take_order(bids: Sequence[Order], asks: Sequence[Order]) -> list[tuple[Side, int]]:
     """(side, order id) in the order the contract's walk takes them, then the rest."""
-    takes: list[tuple[Side, int]] = []
+    return [(side, oid) for side, oid, _ in take_order_fills(bids, asks)]
+
+
+def take_order_fills(bids: Sequence[Order], asks: Sequence[Order]) -> list[tuple[Side, int, int]]:
+    """:func:`take_order` with, for each id, 1 if the walk makes a fill right after taking
+    it (a trade written: the dear part of a chunk's gas), else 0."""
+    takes: list[tuple[Side, int, int]] = []
     i = j = 0
     rem_bid = rem_ask = 0
     bid_price = ask_price = 0
@@ -54,22 +62,24 @@ def take_order(bids: Sequence[Order], asks: Sequence[Order]) -> list[tuple[Side,
         if rem_bid == 0:
             if i == len(bids):
                 break
-            takes.append((Side.BUY, bids[i].order_id))
+            takes.append((Side.BUY, bids[i].order_id, 0))
             rem_bid, bid_price = bids[i].energy_wh, bids[i].price_per_mwh
             i += 1
         if rem_ask == 0:
             if j == len(asks):
                 break
-            takes.append((Side.SELL, asks[j].order_id))
+            takes.append((Side.SELL, asks[j].order_id, 0))
             rem_ask, ask_price = asks[j].energy_wh, asks[j].price_per_mwh
             j += 1
         if bid_price < ask_price:
             break
+        side, oid, _ = takes[-1]
+        takes[-1] = (side, oid, 1)
         q = min(rem_bid, rem_ask)
         rem_bid -= q
         rem_ask -= q
-    takes += [(Side.BUY, o.order_id) for o in bids[i:]]
-    takes += [(Side.SELL, o.order_id) for o in asks[j:]]
+    takes += [(Side.BUY, o.order_id, 0) for o in bids[i:]]
+    takes += [(Side.SELL, o.order_id, 0) for o in asks[j:]]
     return takes
 
 
@@ -83,10 +93,14 @@ def plan_clearing(
     bids_seen: int = 0,
     asks_seen: int = 0,
     finalized: int = 0,
+    cut: Callable[[Sequence[int]], int] | None = None,
 ) -> list[ClearingChunk]:
     """The ``clearChunk`` calls that clear the sorted book (see the module docstring); from
     a cursor that has verified the first ``bids_seen`` bids and ``asks_seen`` asks and
-    finalized ``finalized`` of the ``n_trades`` trades, only the calls still needed."""
+    finalized ``finalized`` of the ``n_trades`` trades, only the calls still needed.
+
+    ``cut``: the length of the next id chunk given the fill flags of the ids still to send
+    (:func:`take_order_fills`; chunks sized by gas), instead of ``chunk_orders`` ids each."""
     if chunk_orders <= 0 or chunk_trades <= 0:
         raise ValueError("chunk_orders and chunk_trades must be > 0")
     if not (0 <= bids_seen <= len(bids) and 0 <= asks_seen <= len(asks)
@@ -96,15 +110,19 @@ def plan_clearing(
             f"does not fit a book of {len(bids)} bids, {len(asks)} asks, {n_trades} trades"
         )
     seen = {o.order_id for o in bids[:bids_seen]} | {o.order_id for o in asks[:asks_seen]}
-    takes = [t for t in take_order(bids, asks) if t[1] not in seen]
-    chunks = [
-        ClearingChunk(
-            bid_ids=tuple(oid for side, oid in takes[k : k + chunk_orders] if side == Side.BUY),
-            ask_ids=tuple(oid for side, oid in takes[k : k + chunk_orders] if side == Side.SELL),
-            max_trades=0,
-        )
-        for k in range(0, len(takes), chunk_orders)
-    ] or [ClearingChunk(bid_ids=(), ask_ids=(), max_trades=0)]
+    takes = [t for t in take_order_fills(bids, asks) if t[1] not in seen]
+    chunks = []
+    k = 0
+    while k < len(takes):
+        n = max(1, cut([f for _, _, f in takes[k:]])) if cut is not None else chunk_orders
+        part = takes[k : k + n]
+        k += n
+        chunks.append(ClearingChunk(
+            bid_ids=tuple(oid for side, oid, _ in part if side == Side.BUY),
+            ask_ids=tuple(oid for side, oid, _ in part if side == Side.SELL),
+            max_trades=0, fills=sum(f for _, _, f in part),
+        ))  # fmt: skip
+    chunks = chunks or [ClearingChunk(bid_ids=(), ask_ids=(), max_trades=0)]
     chunks += [
         ClearingChunk(bid_ids=(), ask_ids=(), max_trades=chunk_trades)
         for _ in range(0, n_trades - finalized, chunk_trades)

@@ -20,6 +20,7 @@ from web3.contract import Contract
 from twin.chain.abi import EventCodec, decode_static
 from twin.chain.anvil import compact_state
 from twin.chain.compile import CONTRACTS, CompiledContracts, compile_contracts
+from twin.chain.gas_size import GasSizer
 from twin.chain.keys import TxKey
 from twin.chain.tx import ChainRevert, Pending, TxClient, TxRecord
 from twin.market import errors as e
@@ -54,8 +55,9 @@ __all__ = [
 
 UINT64 = 2**64
 _MAX_UINT = 2**256 - 1
-#: Default bound of one clearing transaction (orders verified and matched / trades priced),
-#: chosen so a chunk stays far below a 30 M block gas limit (see bench/chain.py).
+#: Bound of one clearing transaction (orders verified and matched / trades priced) before the
+#: run's first receipt of one, chosen so a chunk stays far below a 30 M block gas limit (see
+#: bench/chain.py); from then on a chunk is sized by gas (twin.chain.gas_size).
 CLEAR_CHUNK_ORDERS = 500
 CLEAR_CHUNK_TRADES = 1000
 #: Default bound of one settlement transaction (trades paid / meter readings settled), chosen
@@ -82,16 +84,18 @@ class LedgerBase(MarketParameters):
         deploy_block: int = 0,
         tx_gas: int = 30_000_000,
         gas_price: int = 0,
-        clear_chunk_orders: int = CLEAR_CHUNK_ORDERS,
-        clear_chunk_trades: int = CLEAR_CHUNK_TRADES,
-        settle_chunk_trades: int = SETTLE_CHUNK_TRADES,
-        settle_chunk_devices: int = SETTLE_CHUNK_DEVICES,
+        clear_chunk_orders: int | None = None,
+        clear_chunk_trades: int | None = None,
+        settle_chunk_trades: int | None = None,
+        settle_chunk_devices: int | None = None,
         tx: TxClient | None = None,
         keys: Sequence[TxKey] | None = None,
         operator_is_agent: bool = True,
     ) -> None:
         """Attach to already deployed contracts (``deploy`` creates them); ``tx``: the
-        transaction client to send through (default: a new one over ``w3``)."""
+        transaction client to send through (default: a new one over ``w3``). The chunk sizes
+        (``clear_chunk_*``, ``settle_chunk_*``): fixed counts per transaction; None (default):
+        sized by gas (:attr:`gas_sizes`), the module's constants until a first receipt."""
         self.clear_chunk_orders = clear_chunk_orders
         #: whether each account makes the operator its order agent (``setAgent``) when it is
         #: first funded; ``twin run`` turns this off: orders there are device-signed and relayed,
@@ -123,6 +127,9 @@ class LedgerBase(MarketParameters):
         self.rejected: list[Rejection] = []
         self.last_rejected: list[Rejection] = []
         self.tx_gas = self.tx.tx_gas
+        #: chunk sizes by gas: per-item gas of each chunked call, learned from its receipts
+        #: (twin.chain.gas_size); explicit chunk sizes (arguments, clear_chunk_* ...) win
+        self.gas_sizes = GasSizer(gas_limit=min(self.tx.tx_gas, self.tx.block_gas_limit))
         self.gas_price = self.tx.gas_price
         self.chain_id: int = w3.eth.chain_id
         self._interval_s = int(self.market.functions.intervalS().call())
@@ -152,6 +159,9 @@ class LedgerBase(MarketParameters):
         # last wrote it and is used only while that block is still on the chain (a test's
         # evm_revert or a reorg invalidates it).
         self._book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
+        # devices with an order placed here, by interval (not yet cleared): a device's first
+        # order of an interval costs more gas (twin.chain.gas_size sizes chunks by it)
+        self._ordering: dict[int, set[int]] = {}
         self._cleared_trades: dict[int, tuple[dict[int, Trade], tuple[int, str]]] = {}
         #: Free each settled interval's storage (``pruneInterval``) at the next settlement: the
         #: twin's runs set it (twin.run_ledger), so the market's storage, and with it Anvil's
@@ -160,6 +170,7 @@ class LedgerBase(MarketParameters):
         # intervals settled here, not yet pruned: (interval, first trade, trades, orders,
         # settle block)
         self._unpruned: list[tuple[int, int, int, int, tuple[int, str]]] = []
+        self._prune_slots: dict[str, int] = {}  # tx hash of a sent prune -> slots it frees
         # the book of each interval this ledger cleared, kept until it is pruned: its order
         # ids when their OrderPlaced logs left the node's receipt window (KEEP_TX_BLOCKS)
         self._pruning_book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
@@ -365,8 +376,21 @@ class LedgerBase(MarketParameters):
         return self.tx.send(contract, fn, args, sender=sender, purpose=purpose,
                             interval=interval, error_context=error_context, calldata=calldata)
 
-    def _finish(self, p: Pending) -> list[tuple[str, dict[str, Any]]]:
-        return self._decode_logs(self.tx.receipt(p)["logs"])
+    def _finish(self, p: Pending, *, kind: str | None = None, items: int = 0, extras: int = 0,
+                ) -> list[tuple[str, dict[str, Any]]]:
+        """Wait for ``p``'s receipt, return its decoded market events; ``kind``: a chunk of
+        ``items`` items (``extras`` dear parts) whose gas teaches :attr:`gas_sizes`."""
+        receipt = self.tx.receipt(p)
+        if kind is not None:
+            self.gas_sizes.learn(kind, items=items, extras=extras,
+                                 gas_used=int(receipt["gasUsed"], 16))
+        return self._decode_logs(receipt["logs"])
+
+    def _chunk_size(self, kind: str, default: int) -> int:
+        """Items the next ``kind`` chunk carries: sized by gas (:attr:`gas_sizes`, under the
+        smaller of the client's gas limit and the node's block gas limit)."""
+        self.gas_sizes.gas_limit = min(self.tx.tx_gas, self.tx.block_gas_limit)
+        return self.gas_sizes.size(kind, default)
 
     def _decode_logs(self, logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         return self._market_events.decode(logs, self.account_of)

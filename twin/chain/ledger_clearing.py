@@ -10,14 +10,25 @@ from typing import Any
 
 from twin.chain.cda_chunks import CDA_CHUNK, plan_cda
 from twin.chain.chunks import ClearingChunk, plan_clearing
-from twin.chain.ledger_base import CLEARING_PROGRESS, INTERVAL_STATE, STATUS, UINT64
+from twin.chain.ledger_base import (
+    CLEAR_CHUNK_ORDERS,
+    CLEAR_CHUNK_TRADES,
+    CLEARING_PROGRESS,
+    INTERVAL_STATE,
+    STATUS,
+    UINT64,
+)
 from twin.chain.ledger_orders import OrderLedger
+from twin.chain.tx import ChainRevert
 from twin.market import errors as e
 from twin.market.cda import continuous_double_auction
 from twin.market.clearing import match_orders
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Clearing, Order, Trade
 
-__all__ = ["CURTAIL_CHUNK", "ClearingLedger"]
+__all__ = ["CURTAIL_CHUNK", "OUT_OF_GAS_RETRIES", "ClearingLedger"]
+
+#: times a clearing that ran out of gas is resumed with chunks sized by the raised gas figure
+OUT_OF_GAS_RETRIES = 4
 
 #: Curtailments per curtailBatch transaction: about 75 k gas each with fresh slots
 #: (bench/curtail_batch.py), so a chunk (about 11 M gas) stays well inside a 30 M gas block.
@@ -47,9 +58,23 @@ class ClearingLedger(OrderLedger):
         An interval left "clearing" by an interrupted chunk sequence is resumed from the
         contract's cursor: only the remaining chunks are sent (any chunk sizes).
 
+        By default the sizes are by gas (:attr:`gas_sizes`): a transaction that still runs
+        out of gas raises the gas figure and the clearing is resumed once from the cursor.
+
         An interval clears only after its gate closed (``GateOpen`` otherwise), so its book
         is final when the operator plans the clearing; with ``wait`` (default) the clock is
         first moved to one second after the gate, as an operator would wait for it."""
+        for attempt in range(OUT_OF_GAS_RETRIES + 1):
+            try:
+                return self._clear(interval, sender=sender, chunk_orders=chunk_orders,
+                                   chunk_trades=chunk_trades, wait=wait and not attempt)
+            except ChainRevert as exc:  # resumed from the cursor, smaller chunks
+                if exc.name != "OutOfGas" or attempt == OUT_OF_GAS_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _clear(self, interval: int, *, sender: int | None, chunk_orders: int | None,
+               chunk_trades: int | None, wait: bool) -> Clearing:
         if wait:
             self.wait_for_gate(interval)
         books = getattr(self, "_island_books", {}).pop(interval, None)
@@ -64,53 +89,112 @@ class ClearingLedger(OrderLedger):
         orders = self.orders(interval) if book is None else book
         if STATUS[state[0]] == "clearing" and self.mechanism != "cda":
             return self._resume_clearing(
-                interval, orders, sender=sender, chunk_orders=chunk_orders or self.clear_chunk_orders,
-                chunk_trades=chunk_trades or self.clear_chunk_trades,
+                interval, orders, sender=sender, chunk_orders=self._clear_ids(chunk_orders),
+                chunk_trades=self._clear_trades(chunk_trades),
+                fixed=bool(chunk_orders or self.clear_chunk_orders),
             )  # fmt: skip
         if self.mechanism == "cda":
             return self._clear_cda(interval, orders, sender=sender, chunk=chunk_orders or CDA_CHUNK)
         result = match_orders(orders)
-        size = chunk_orders or self.clear_chunk_orders
-        per_call = chunk_trades or self.clear_chunk_trades
-        if len(orders) <= size and len(result.fills) <= per_call:
-            return self.submit_clearing(
-                interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
-                wait=wait,
-            )
+        size = self._clear_ids(chunk_orders)
+        per_call = self._clear_trades(chunk_trades)
+        fixed = bool(chunk_orders or self.clear_chunk_orders)
+        n_fills = len(result.fills)
+        one = self.gas_sizes.fits({"clear_id": (len(orders), n_fills),
+                                   "clear_trade": (n_fills, 0)})
+        by_count = len(orders) <= size and n_fills <= per_call
+        if (by_count if one is None or fixed else one):
+            try:
+                return self.submit_clearing(
+                    interval, bid_ids=result.bid_ids, ask_ids=result.ask_ids, sender=sender,
+                    wait=wait,
+                )
+            except ChainRevert as exc:
+                if exc.name == "OutOfGas":
+                    self.gas_sizes.out_of_gas("clear_id", items=len(orders),
+                                              gas_limit=int(exc.values["gas_limit"]))
+                raise
         by_id = {o.order_id: o for o in orders}
         plan = plan_clearing(
             [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
             n_trades=len(result.fills), chunk_orders=size, chunk_trades=per_call,
+            cut=None if fixed else self._clear_cut,
         )  # fmt: skip
-        return self._cleared(interval, self._send_clearing(interval, plan, len(orders), sender))
+        return self._cleared(interval, self._send_clearing(
+            interval, plan, len(orders), sender, n_trades=len(result.fills),
+            sequential=not fixed))
+
+    def _clear_ids(self, chunk_orders: int | None) -> int:
+        """Order ids per clearChunk: the argument, the ledger's fixed count, else by gas."""
+        return chunk_orders or self.clear_chunk_orders or self._chunk_size(
+            "clear_id", CLEAR_CHUNK_ORDERS)
+
+    def _clear_cut(self, fills: Sequence[int]) -> int:
+        """Ids of the next clearChunk sized by gas: per id, and per fill its id makes."""
+        return self.gas_sizes.take("clear_id", fills, CLEAR_CHUNK_ORDERS)
+
+    def _clear_trades(self, chunk_trades: int | None) -> int:
+        """Trades priced per clearChunk: the argument, the ledger's fixed count, else by gas."""
+        return chunk_trades or self.clear_chunk_trades or self._chunk_size(
+            "clear_trade", CLEAR_CHUNK_TRADES)
 
     def _send_clearing(
         self, interval: int, plan: Sequence[ClearingChunk], n_orders: int, sender: int | None,
-        what: str = "chunk",
+        what: str = "chunk", n_trades: int = 0, sequential: bool = False,
+        label: tuple[int, int] | None = None,
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Send a clearing plan's ``clearChunk`` calls at once, confirm them in order."""
+        """Send a clearing plan's ``clearChunk`` calls, confirm them in order; each receipt
+        teaches the gas sizes (ids per chunk; trades priced, of ``n_trades`` left). A plan
+        sized by gas (``sequential``) sends each call after the one before is confirmed: a
+        call after one that ran out of gas would verify ids from the wrong place."""
+        if sequential:
+            out: list[tuple[str, dict[str, Any]]] = []
+            for k, c in enumerate(plan):
+                out += self._send_clearing(interval, [c], n_orders, sender, what=what,
+                                           n_trades=n_trades, label=(k + 1, len(plan)))
+                n_trades -= 0 if c.bid_ids or c.ask_ids else min(c.max_trades, n_trades)
+            return out
         pending = [
             self._send(
                 self.market, "clearChunk",
                 [interval, n_orders, list(c.bid_ids), list(c.ask_ids), c.max_trades],
                 sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
                 purpose=(
-                    f"clear: interval {interval} {what} {k + 1}/{len(plan)} "
+                    f"clear: interval {interval} {what} "
+                    f"{label[0] if label else k + 1}/{label[1] if label else len(plan)} "
                     f"({len(c.bid_ids)} bids, {len(c.ask_ids)} asks, {c.max_trades} trades)"
                 ),
             )
             for k, c in enumerate(plan)
         ]  # fmt: skip
         events: list[tuple[str, dict[str, Any]]] = []
-        for p in pending:
-            events += self._finish(p)
+        left = n_trades
+        for k, (c, p) in enumerate(zip(plan, pending, strict=True)):
+            ids = len(c.bid_ids) + len(c.ask_ids)
+            done = 0 if ids else min(c.max_trades, left)
+            left -= done
+            kind = "clear_id" if ids else "clear_trade" if c.max_trades else None
+            try:
+                events += self._finish(p, kind=kind, items=ids or done, extras=c.fills)
+            except ChainRevert as exc:
+                if exc.name != "OutOfGas" or kind is None:
+                    raise
+                self.gas_sizes.out_of_gas(kind, items=ids or done,
+                                          gas_limit=int(exc.values["gas_limit"]))
+                for q in pending[k + 1:]:  # they follow the failed one: read, not kept
+                    try:
+                        self._finish(q)
+                    except (ChainRevert, e.MarketError):
+                        pass
+                raise
         return events
 
     def _resume_clearing(
         self, interval: int, orders: Sequence[Order], *, sender: int | None,
-        chunk_orders: int, chunk_trades: int,
+        chunk_orders: int, chunk_trades: int, fixed: bool = True,
     ) -> Clearing:
-        """Finish an interrupted chunked clearing from the contract's cursor."""
+        """Finish an interrupted chunked clearing from the contract's cursor (id chunks of
+        ``chunk_orders``, or sized by gas unless ``fixed``)."""
         bids_seen, asks_seen, _done, _fills, finalized = (
             self._view(self._provisional_market, "clearingProgress", [interval],  # type: ignore[attr-defined]
                        CLEARING_PROGRESS)
@@ -121,8 +205,10 @@ class ClearingLedger(OrderLedger):
             [by_id[i] for i in result.bid_ids], [by_id[i] for i in result.ask_ids],
             n_trades=len(result.fills), chunk_orders=chunk_orders, chunk_trades=chunk_trades,
             bids_seen=bids_seen, asks_seen=asks_seen, finalized=finalized,
+            cut=None if fixed else self._clear_cut,
         )  # fmt: skip
-        events = self._send_clearing(interval, plan, len(orders), sender, what="resumed chunk")
+        events = self._send_clearing(interval, plan, len(orders), sender, what="resumed chunk",
+                                     sequential=not fixed)
         cleared = [ev for ev in events if ev[0] == "Cleared"]  # trades: from every chunk
         return self._cleared(interval, self._logs(["TradeMatched"], topic2=interval) + cleared)
 
@@ -219,6 +305,7 @@ class ClearingLedger(OrderLedger):
         trades = tuple(self._trade(v) for name, v in events if name == "TradeMatched")
         cleared = next(v for name, v in events if name == "Cleared")
         book = self._book.pop(interval, None)
+        self._ordering.pop(interval, None)
         if book is not None and self.prune_settled:  # its pruning needs the order ids
             self._pruning_book[interval] = book
         self._cleared_trades[interval] = ({t.trade_id: t for t in trades}, self._last_block)
@@ -280,22 +367,26 @@ class ClearingLedger(OrderLedger):
         return self.curtail_batch([(trade_id, energy_wh)], sender=sender)[0]
 
     def curtail_batch(self, curtailments: Sequence[tuple[int, int]], *, sender: int | None = None,
-                      chunk: int = CURTAIL_CHUNK) -> list[Trade]:
+                      chunk: int | None = None) -> list[Trade]:
         """``(trade_id, energy_wh)`` curtailments in ``curtailBatch`` transactions of at most
-        ``chunk`` entries (one transaction for an interval's usual few; each chunk is all or
+        ``chunk`` entries (default: sized by gas, :data:`CURTAIL_CHUNK` before the run's first
+        receipt of one; one transaction for an interval's usual few; each chunk is all or
         none); the curtailed trades, in order."""
         out: list[Trade] = []
-        for k in range(0, len(curtailments), max(int(chunk), 1)):
-            part = [(int(t), int(wh)) for t, wh in curtailments[k:k + max(int(chunk), 1)]]
+        k = 0
+        while k < len(curtailments):
+            size = max(int(chunk or self._chunk_size("curtail", CURTAIL_CHUNK)), 1)
+            part = [(int(t), int(wh)) for t, wh in curtailments[k:k + size]]
+            k += len(part)
             bad = next((t for t, _ in part if not 0 <= t < UINT64), None)
             if bad is not None:
                 raise e.UnknownTrade(bad, purpose=f"curtail: trade {bad}")
             what = (f"trade {part[0][0]} to {part[0][1]} Wh" if len(part) == 1
                     else f"{len(part)} trades from {part[0][0]}")
-            events = self._transact(
+            events = self._finish(self._send(
                 self.market, "curtailBatch", [[t for t, _ in part], [wh for _, wh in part]],
                 sender=DSO_ACCOUNT if sender is None else sender, purpose=f"curtail: {what}",
-            )  # fmt: skip
+            ), kind="curtail", items=len(part))  # fmt: skip
             done = [v for name, v in events if name == "Curtailed"]
             for v in done:
                 trade = None

@@ -4,7 +4,7 @@ submitted and confirmed separately) and reading the book from the logs; a layer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,10 @@ from twin.market.validation import check_intents
 __all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
 
 
-#: Signed orders per placeSignedOrders transaction: ~41,000 gas each on warm storage (two
-#: orders a storage slot), up to ~90,000 when many devices order for the first time (1,000 households: a batch of 300
-#: ran out of gas in a 30 M block), so 200 keep a batch under ~20 M.
+#: Signed orders of a placeSignedOrders transaction before the run's first receipt of one:
+#: ~41,000 gas each on warm storage (two orders a storage slot), up to ~90,000 when many devices
+#: order for the first time, so 200 keep a batch under ~20 M. From the first receipt on, a batch
+#: is sized by the gas an order took (twin.chain.gas_size: 80 % of the block).
 SIGNED_ORDER_CHUNK = 200
 
 
@@ -33,6 +34,8 @@ class PendingOrders:
     tx: Pending
     n: int
     orders: tuple[SignedOrder, ...] = ()
+    sender: int | None = None
+    new_devices: int = 0  # orders that are their device's first of the interval here
 
 
 class OrderLedger(SetupLedger):
@@ -86,6 +89,7 @@ class OrderLedger(SetupLedger):
             book, _ = self._book.get(o.interval, ([], self._last_block))
             book.append(o)
             self._book[o.interval] = (book, self._last_block)
+            self._ordering.setdefault(o.interval, set()).add(o.device_id)
         return placed
 
     def place_signed_orders(
@@ -119,15 +123,18 @@ class OrderLedger(SetupLedger):
                 intents, is_registered=self._is_registered, is_closed=_memo(self._is_closed))}
             self.rejected = [Rejection(k, signed[k], err) for k, err in sorted(bad.items())]
             index = [k for k in index if k not in bad]
-        size = chunk_size or SIGNED_ORDER_CHUNK
-        pending = [
-            (index[k : k + size], self.submit_signed_orders(
-                [signed[j] for j in index[k : k + size]], sender=sender, checked=True))
-            for k in range(0, len(index), size)
-        ]  # all sent first: the node executes chunk k while chunk k+1 is on its way
+        # One chunk after the other, each sized by the gas an order took so far (or
+        # ``chunk_size`` orders): a chunk is confirmed before the next is sent, so one that runs
+        # out of gas is split and sent again before any later order of its devices (whose
+        # higher nonce would otherwise void it) is placed.
         placed: list[Order] = []
-        for where, p in pending:
-            got, rejected = self._confirm(p)
+        pos = 0
+        while pos < len(index):
+            size = chunk_size or self.signed_order_chunk([intents[j] for j in index[pos:]])
+            where = index[pos : pos + size]
+            pos += len(where)
+            got, rejected = self._confirm(self.submit_signed_orders(
+                [signed[j] for j in where], sender=sender, checked=True))
             placed += got
             self.rejected += [Rejection(where[r.index], signed[where[r.index]], r.error)
                               for r in rejected]
@@ -135,6 +142,29 @@ class OrderLedger(SetupLedger):
         if strict and self.rejected:
             raise self.rejected[0].error
         return placed
+
+    def signed_order_chunk(self, intents: Sequence[OrderIntent] = ()) -> int:
+        """How many of ``intents`` (the orders still to relay, in order) the next
+        ``placeSignedOrders`` transaction carries: as many as fill 80 % of a block by the
+        gas the run's recent receipts show an order and a device's first order of the
+        interval cost (:data:`SIGNED_ORDER_CHUNK` before the first; without ``intents``, the
+        count if every order were a device's first)."""
+        self._chunk_size("order", SIGNED_ORDER_CHUNK)  # the node's current limits
+        if not intents:
+            return self.gas_sizes.size("order", SIGNED_ORDER_CHUNK)
+        return self.gas_sizes.take("order", self._first_orders(intents), SIGNED_ORDER_CHUNK)
+
+    def _first_orders(self, intents: Sequence[OrderIntent]) -> Iterator[int]:
+        """1 for each order that is its device's first of its interval (none placed here
+        yet, none earlier in ``intents``), else 0."""
+        seen: set[tuple[int, int]] = set()
+        for it in intents:
+            key = (it.interval, it.device_id)
+            if key in seen or it.device_id in self._ordering.get(it.interval, ()):
+                yield 0
+            else:
+                seen.add(key)
+                yield 1
 
     def check_signed_group(self, intents: Sequence[OrderIntent]) -> None:
         """``place_signed_orders``' pre-send checks of a group relayed in several
@@ -165,6 +195,7 @@ class OrderLedger(SetupLedger):
                     )
             return f"place_signed_orders: batch of {len(chunk)} orders"
 
+        new_devices = sum(self._first_orders([so.intent for so in chunk]))
         tx = self._send(
             self.market, "placeSignedOrders", [],
             calldata=encode_signed_orders(selector, chunk),
@@ -172,26 +203,48 @@ class OrderLedger(SetupLedger):
             interval=next(iter(intervals)) if len(intervals) == 1 else None,
             purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
         )  # fmt: skip
-        return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed))
+        return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed), sender=sender,
+                             new_devices=new_devices)
 
     def confirm(self, pending: PendingOrders) -> list[Order]:
         """Wait for a submitted batch: its placed orders (the rejected ones, with their
-        decoded errors, in :attr:`last_rejected`), or its decoded revert raised."""
+        decoded errors, in :attr:`last_rejected`), or its decoded revert raised. A batch that
+        ran out of gas is split in halves and sent again (recursively), so confirm each batch
+        before submitting the next one of the same devices: a later nonce placed first
+        would void the earlier order."""
         placed, self.last_rejected = self._confirm(pending)
         return placed
 
     def _confirm(self, pending: PendingOrders) -> tuple[list[Order], list[Rejection]]:
-        events = self._finish(pending.tx)
+        try:
+            receipt = self.tx.receipt(pending.tx)
+        except ChainRevert as exc:
+            if exc.name != "OutOfGas" or pending.n < 2:
+                raise
+            self.gas_sizes.out_of_gas("order", items=pending.n,
+                                      gas_limit=int(exc.values["gas_limit"]))
+            placed: list[Order] = []
+            rejections: list[Rejection] = []
+            half = pending.n // 2
+            for lo, hi in ((0, half), (half, pending.n)):
+                got, rej = self._confirm(self.submit_signed_orders(
+                    pending.orders[lo:hi], sender=pending.sender, checked=True))
+                placed += got
+                rejections += [Rejection(lo + r.index, r.order, r.error) for r in rej]
+            return placed, rejections
+        self.gas_sizes.learn("order", items=pending.n, extras=pending.new_devices,
+                             gas_used=int(receipt["gasUsed"], 16))
+        events = self._decode_logs(receipt["logs"])
         rejected = []
         for name, v in events:
             if name == "OrderRejected":
-                exc = self.tx.revert_error(
+                err = self.tx.revert_error(
                     {"data": "0x" + bytes(v["reason"]).hex()}, tx_hash=pending.tx.tx_hash,
                     purpose=(f"place_signed_orders: order for device {v['device']} interval "
                              f"{v['interval']} nonce {v['nonce']}"), error_context=None)
-                if not isinstance(exc, e.MarketError):
-                    raise exc
-                rejected.append(Rejection(v["position"], pending.orders[v["position"]], exc))
+                if not isinstance(err, e.MarketError):
+                    raise err
+                rejected.append(Rejection(v["position"], pending.orders[v["position"]], err))
         return self._booked(events, pending.n - len(rejected)), rejected
 
     def cancel_orders(self, cancel: SignedCancel, *, sender: int | None = None) -> None:

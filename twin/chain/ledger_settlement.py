@@ -10,7 +10,13 @@ from typing import Any, cast
 
 from twin.chain.abi import decode_static
 from twin.chain.chunks import plan_settlement
-from twin.chain.ledger_base import INTERVAL_STATE, STATUS, UINT64
+from twin.chain.ledger_base import (
+    INTERVAL_STATE,
+    SETTLE_CHUNK_DEVICES,
+    SETTLE_CHUNK_TRADES,
+    STATUS,
+    UINT64,
+)
 from twin.chain.ledger_clearing import ClearingLedger
 from twin.market import errors as e
 from twin.market.provisional import TrueUp
@@ -99,18 +105,28 @@ class SettlingLedger(ClearingLedger):
         if provisional:
             kind += " and estimates"
         who = OPERATOR_ACCOUNT if sender is None else sender
-        per_trades = chunk_trades or self.settle_chunk_trades
-        per_devices = chunk_devices or self.settle_chunk_devices
+        reading_kind = "settle_reading_signed" if signed else "settle_reading"
+        per_trades = chunk_trades or self.settle_chunk_trades or self._chunk_size(
+            "settle_trade", SETTLE_CHUNK_TRADES)
+        per_devices = chunk_devices or self.settle_chunk_devices or self._chunk_size(
+            reading_kind, SETTLE_CHUNK_DEVICES)
         state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
         n_trades = int(state[6])
+        fixed = bool(chunk_trades or chunk_devices or self.settle_chunk_trades
+                     or self.settle_chunk_devices)
+        one = None if fixed else self.gas_sizes.fits(
+            {"settle_trade": (n_trades, 0), reading_kind: (len(devices), 0)})
         prunes = self._send_prunes(before=interval)  # in the settlement's block
         try:
             rows = self._settle_sent(interval, devices, metered, sigs, who=who, what=what,
                                      kind=kind, state=state, per_trades=per_trades,
-                                     per_devices=per_devices, provisional=provisional, signed=signed)
+                                     per_devices=per_devices, provisional=provisional, signed=signed,
+                                     one=one, reading_kind=reading_kind,
+                                     sequential=not fixed)
         finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
-            for p in prunes:
-                self._finish(p)
+            for p in prunes:  # each sized prune's receipt teaches its gas per slot
+                slots = self._prune_slots.pop(p.tx_hash, 0)
+                self._finish(p, kind="prune" if slots else None, items=slots)
         if self.prune_settled:
             self._unpruned.append((interval, int(state[5]), n_trades, int(state[3]) + int(state[4]),
                                    self._last_block))
@@ -122,7 +138,9 @@ class SettlingLedger(ClearingLedger):
         self, interval: int, devices: list[int], metered: list[int],
         sigs: list[tuple[bytes, bytes, int]] | None, *, who: int, what: str, kind: str,
         state: Sequence[Any], per_trades: int, per_devices: int, provisional: bool, signed: bool,
+        one: bool | None = None, reading_kind: str = "settle_reading", sequential: bool = False,
     ) -> list[SettlementRow]:
+        """``one``: whether one transaction fits by gas (None: decide by the chunk counts)."""
         n_trades = int(state[6])
         resume = STATUS[state[0]] == "settling"  # an interrupted chunk sequence
         fn, contract = "settleProvisionalChunk", self.market
@@ -130,7 +148,8 @@ class SettlingLedger(ClearingLedger):
             assert sigs is not None
             contract = self._provisional_market
             sigs = [(r.rjust(32, b"\0"), s.rjust(32, b"\0"), v) for r, s, v in sigs]
-        if not resume and n_trades <= per_trades and len(devices) <= per_devices and not provisional:
+        by_count = n_trades <= per_trades and len(devices) <= per_devices
+        if not resume and (by_count if one is None else one) and not provisional:
             args: list[Any] = [interval, devices, metered] + ([sigs] if signed else [])
             events = self._transact(
                 self.market, "settleSigned" if signed else "settle", args,
@@ -153,6 +172,19 @@ class SettlingLedger(ClearingLedger):
                 n_trades=n_trades - paid, n_readings=len(devices) - start,
                 chunk_trades=per_trades, chunk_devices=per_devices,
             )  # fmt: skip
+            events = []
+            left = n_trades - paid
+
+            def confirm(c: Any, p: Any) -> list[tuple[str, dict[str, Any]]]:
+                nonlocal left  # each receipt teaches the gas sizes
+                if c.max_trades and c.stop == c.start:
+                    done = min(c.max_trades, left)
+                    left -= done
+                    return self._finish(p, kind="settle_trade", items=done)
+                if c.stop > c.start and not c.max_trades and not provisional:
+                    return self._finish(p, kind=reading_kind, items=c.stop - c.start)
+                return self._finish(p)
+
             pending = []
             for k, c in enumerate(plan):
                 cut = slice(start + c.start, start + c.stop)
@@ -161,20 +193,19 @@ class SettlingLedger(ClearingLedger):
                     part += [[x[i] for x in sigs[cut]] for i in range(3)]  # rs, ss, vs
                 elif sigs is not None:
                     part.append(sigs[cut])
-                pending.append(
-                    self._send(
-                        contract,
-                        fn if provisional else "settleSignedChunk" if signed else "settleChunk",
-                        [*part, c.last], sender=who, interval=interval,
-                        purpose=(
-                            f"{what}: interval {interval} chunk {k + 1}/{len(plan)} "
-                            f"({c.max_trades} trades, {c.stop - c.start} {kind})"
-                        ),
-                    )
-                )  # fmt: skip  # all sent first, confirmed in order
-            events = []
-            for p in pending:
-                events += self._finish(p)
+                pending.append((c, self._send(
+                    contract,
+                    fn if provisional else "settleSignedChunk" if signed else "settleChunk",
+                    [*part, c.last], sender=who, interval=interval,
+                    purpose=(
+                        f"{what}: interval {interval} chunk {k + 1}/{len(plan)} "
+                        f"({c.max_trades} trades, {c.stop - c.start} {kind})"
+                    ),
+                )))  # fmt: skip
+                if sequential:  # sized by gas: a chunk after one out of gas must not run
+                    events += confirm(*pending.pop())
+            for c, p in pending:  # fixed counts: all sent first, confirmed in order
+                events += confirm(c, p)
             if resume:  # the rows of every chunk, the earlier ones included
                 events = self._logs(["Settled"], topic1=interval)
         self._cleared_trades.pop(interval, None)
@@ -206,7 +237,8 @@ class SettlingLedger(ClearingLedger):
                 orders = self.orders(interval)
             ids = [o.order_id for o in orders]
             devices = sorted({o.device_id for o in orders})
-            plan = _prune_plan(len(ids), len(devices), n_trades)
+            plan = _prune_plan(len(ids), len(devices), n_trades,
+                               slots=self._chunk_size("prune", PRUNE_SLOTS))
             self._freed_slots += len(ids) + 4 * len(devices) + 2 * n_trades
             for k, (oi, di, ti) in enumerate(plan):
                 pending.append(self._send(
@@ -216,6 +248,8 @@ class SettlingLedger(ClearingLedger):
                     purpose=(f"prune: interval {interval} part {k + 1}/{len(plan)} "
                              f"({len(ids[oi])} orders, {len(devices[di])} devices, "
                              f"{ti.stop - ti.start} trades)")))
+                self._prune_slots[pending[-1].tx_hash] = (
+                    len(ids[oi]) + 4 * len(devices[di]) + 2 * (ti.stop - ti.start))
         return pending
 
     def _send_void_prunes(self) -> list[Any]:
@@ -368,16 +402,18 @@ class SettlingLedger(ClearingLedger):
         return out
 
 
-#: Slots one pruneInterval call frees at most (about 5 k gas each: a cold read and a reset),
-#: so a call stays near 10 M gas, a third of a block.
+#: Slots one pruneInterval call frees at most before the run's first receipt of one (about
+#: 5 k gas each: a cold read and a reset), so a call stays near 10 M gas, a third of a block;
+#: from then on sized by gas (twin.chain.gas_size: 80 % of the block).
 PRUNE_SLOTS = 2_000
 
 
-def _prune_plan(n_orders: int, n_devices: int, n_trades: int) -> list[tuple[slice, slice, range]]:
-    """Cut an interval's pruning into calls of at most :data:`PRUNE_SLOTS` slots (an order
-    one, a device four: usage, two position slots, injection; a trade two: itself and its
-    island price): orders, devices and trades each in consecutive pieces."""
-    parts = max(1, -(-(n_orders + 4 * n_devices + 2 * n_trades) // PRUNE_SLOTS))
+def _prune_plan(n_orders: int, n_devices: int, n_trades: int, *, slots: int = PRUNE_SLOTS
+                ) -> list[tuple[slice, slice, range]]:
+    """Cut an interval's pruning into calls of at most ``slots`` slots (an order one, a
+    device four: usage, two position slots, injection; a trade two: itself and its island
+    price): orders, devices and trades each in consecutive pieces."""
+    parts = max(1, -(-(n_orders + 4 * n_devices + 2 * n_trades) // max(1, slots)))
 
     def cut(n: int, k: int) -> tuple[int, int]:
         return n * k // parts, n * (k + 1) // parts

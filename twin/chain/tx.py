@@ -566,6 +566,9 @@ class TxClient(BatchRpc):
             return receipt
         if gas_limit < self.tx_gas and gas_used >= gas_limit - gas_limit // 64:
             return self._out_of_gas(p, gas_used=gas_used)
+        if gas_used >= gas_limit - gas_limit // 64:  # the full limit was not enough
+            raise ChainRevert("OutOfGas", {"gas_limit": gas_limit, "gas_used": gas_used},
+                              purpose=f"{purpose} (too big for one transaction)", tx_hash=tx_hash)
         self.raise_revert(self._revert_of(receipt, tx), purpose=purpose, tx_hash=tx_hash,
                           error_context=error_context)
         raise AssertionError("unreachable")  # raise_revert raises
