@@ -227,3 +227,54 @@ def test_daily_readings_true_up_forged_and_replayed_refused(
     assert not led.daily_waits(13)
     # money: device 13 imported 100 Wh at retail in the end, nothing else moved for it
     assert led.balance(4).free == balance[4] - 100 * 250
+
+
+def test_bulk_placement_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column-wise booking (twin/market/place_bulk.py) leaves exactly the state of the
+    one-by-one checks, and a batch with one failing order goes one by one (its rejection
+    reported)."""
+    import twin.market.reference_daily as rd
+
+    def ledger() -> tuple[ReferenceLedger, DailySigners]:
+        led = ReferenceLedger(interval_s=INTERVAL_S, retail_price_per_mwh=250_000_000,
+                              feed_in_price_per_mwh=80_000_000, gate_lead_s=0,
+                              bond_intervals=1,
+                              domain=Domain(chain_id=1, verifying_contract="0x" + "11" * 20,
+                                            salt=b"\x01" * 32))
+        for d in range(20, 30):  # two devices per owner
+            led.register_device(Device(device_id=d, owner=d // 2, kind=DeviceKind.PV, bus=d,
+                                       capacity_w=2_000))
+            led.deposit(d // 2, 5_000_000_000)
+        signers = DailySigners(seed=3, device_ids=range(20, 30), per_day=2)
+        signers.bind(led)
+        return led, signers
+
+    def batch(k: int, wh: int) -> list[OrderIntent]:
+        return [OrderIntent(device_id=d, interval=k, side=Side.BUY if d % 2 else Side.SELL,
+                            energy_wh=wh + d, price_per_mwh=100_000_000 + d) for d in range(20, 30)]
+
+    states, booked = [], []
+    real = rd.place_bulk
+
+    def counted(*a: object, **k: object) -> object:
+        out = real(*a, **k)  # type: ignore[arg-type]
+        booked.append(out is not None)
+        return out
+
+    for bulk in (True, False):
+        monkeypatch.setattr(rd, "place_bulk", counted if bulk else lambda *a, **k: None)
+        led, signers = ledger()
+        for k, wh in ((0, 300), (1, 5_000)):
+            led.place_scheduled_orders(signers.sign_orders(batch(k, wh), domain=led.domain))
+        # 25 Wh over its cap: the whole batch one by one, the bad order skipped and reported
+        bad = [*batch(2, 100)[:-1], OrderIntent(device_id=29, interval=2, side=Side.BUY,
+                                                energy_wh=24_001, price_per_mwh=1)]
+        assert len(led.place_scheduled_orders(signers.sign_orders(bad, domain=led.domain),
+                                              strict=False)) == 9
+        assert isinstance(led.rejected[0].error, e.CapacityExceeded)
+        states.append((led.orders(0), led.orders(1), led.orders(2),
+                       {a: led.balance(a) for a in range(10, 15)},
+                       *(dict(getattr(led, f)) for f in ("_escrow", "_nonces", "_used", "_n_orders",
+                                                          "_device_info"))))
+    assert booked == [True, True, False]  # the first two batches booked column-wise
+    assert states[0] == states[1]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from twin.market import errors as e
+from twin.market.place_bulk import place_bulk
 from twin.market.provisional import AlreadyTruedUp, TrueUp
 from twin.market.reference_settlement import ReferenceSettlement
 from twin.market.reference_state import purpose, require_role
@@ -76,6 +77,10 @@ class ReferenceDaily(ReferenceSettlement):
                                 != (it.energy_wh, it.price_per_mwh)):
                 err = self._leaf_error(it, s, per_day)
             verdict.append(err if err is not None else signers.get(it.device_id, ZERO_ADDRESS))
+        placed = place_bulk(self, [so.intent for so in orders], [so.nonce for so in orders],
+                            verdict, sender)
+        if placed is not None:  # no check could fail: booked column-wise
+            return placed
         # a scheduled order carries what the order checks read (intent, nonce = revision + 1)
         placed = self._place([so.intent for so in orders], sender, orders,  # type: ignore[arg-type]
                              verdict)
