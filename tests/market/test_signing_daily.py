@@ -229,11 +229,13 @@ def test_daily_readings_true_up_forged_and_replayed_refused(
     assert led.balance(4).free == balance[4] - 100 * 250
 
 
-def test_bulk_placement_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The column-wise booking (twin/market/place_bulk.py) leaves exactly the state of the
-    one-by-one checks, and a batch with one failing order goes one by one (its rejection
-    reported)."""
+def test_bulk_placement_and_settlement_equal_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column-wise booking (twin/market/place_bulk.py) and settlement
+    (twin/market/settle_bulk.py) leave exactly the state and rows of the one-by-one walks; a
+    batch with one failing order, and an interval where an owner cannot pay its import from
+    free balance, go one by one."""
     import twin.market.reference_daily as rd
+    import twin.market.reference_settlement as rs
 
     def ledger() -> tuple[ReferenceLedger, DailySigners]:
         led = ReferenceLedger(interval_s=INTERVAL_S, retail_price_per_mwh=250_000_000,
@@ -244,7 +246,8 @@ def test_bulk_placement_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> No
         for d in range(20, 30):  # two devices per owner
             led.register_device(Device(device_id=d, owner=d // 2, kind=DeviceKind.PV, bus=d,
                                        capacity_w=2_000))
-            led.deposit(d // 2, 5_000_000_000)
+            led.deposit(d // 2, 5_000_000_000 if d < 28 else 8_000_000)  # owner 14: little
+        led.deposit(1, 10_000_000_000)  # the DSO pays for exports
         signers = DailySigners(seed=3, device_ids=range(20, 30), per_day=2)
         signers.bind(led)
         return led, signers
@@ -261,8 +264,17 @@ def test_bulk_placement_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> No
         booked.append(out is not None)
         return out
 
+    settled: list[bool] = []
+    real_settle = rs.settle_bulk
+
+    def counted_settle(*a: object, **k: object) -> object:
+        out = real_settle(*a, **k)  # type: ignore[arg-type]
+        settled.append(out is not None)
+        return out
+
     for bulk in (True, False):
         monkeypatch.setattr(rd, "place_bulk", counted if bulk else lambda *a, **k: None)
+        monkeypatch.setattr(rs, "settle_bulk", counted_settle if bulk else lambda *a, **k: None)
         led, signers = ledger()
         for k, wh in ((0, 300), (1, 5_000)):
             led.place_scheduled_orders(signers.sign_orders(batch(k, wh), domain=led.domain))
@@ -272,9 +284,17 @@ def test_bulk_placement_equals_one_by_one(monkeypatch: pytest.MonkeyPatch) -> No
         assert len(led.place_scheduled_orders(signers.sign_orders(bad, domain=led.domain),
                                               strict=False)) == 9
         assert isinstance(led.rejected[0].error, e.CapacityExceeded)
-        states.append((led.orders(0), led.orders(1), led.orders(2),
+        rows = []
+        for k in (0, 1):
+            led.clear(k)
+            # imports and exports; in interval 1 device 28 imports 24,000 Wh: its owner's
+            # free balance cannot pay it (bond drawn)
+            rows += led.settle_relayed(k, {d: (d - 25) * 1_000 if k == 0 or d != 28 else 24_000
+                                           for d in range(20, 30)})
+        states.append((rows, led.orders(0), led.orders(1), led.orders(2),
                        {a: led.balance(a) for a in range(10, 15)},
                        *(dict(getattr(led, f)) for f in ("_escrow", "_nonces", "_used", "_n_orders",
-                                                          "_device_info"))))
+                                                          "_device_info", "_bond_short"))))
     assert booked == [True, True, False]  # the first two batches booked column-wise
+    assert settled == [True, False]  # interval 0 column-wise, interval 1 one by one
     assert states[0] == states[1]

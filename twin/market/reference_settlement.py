@@ -12,6 +12,7 @@ from twin.market import errors as e
 from twin.market.mechanisms import match
 from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imbalance_value
 from twin.market.reference_state import ReferenceState, purpose, require_role
+from twin.market.settle_bulk import settle_bulk
 from twin.market.signing import ZERO_ADDRESS, SignedReading, reading_signer
 from twin.market.signing_batch import recover_readings
 from twin.market.types import DSO_ACCOUNT, Clearing, SettlementRow, Side, Trade
@@ -268,7 +269,14 @@ class ReferenceSettlement(ReferenceState):
             net_wh[t.seller_device] -= t.energy_wh
             money[t.buyer_device] -= amount
             money[t.seller_device] += amount + comp
-        rows: list[SettlementRow] = []
+        curtailed = any(cut_buy.values()) or any(cut_sell.values())
+        rows = None if curtailed else settle_bulk(self, interval, devices, metered_wh, net_wh, money)
+        if rows is not None:  # no payment can fall short: booked column-wise
+            for d in estimated or {}:
+                self._provisional[(interval, d)] = (int(metered_wh[d]), net_wh.get(d, 0))
+            self._status[interval] = "settled"
+            return rows
+        rows = []
         # locals and .get: ~11,000 devices an interval in a town
         devs, short, retail, feed_in = self._devices, self._bond_short, self._retail, self._feed_in
         pay, top_up = self._pay, self._top_up
