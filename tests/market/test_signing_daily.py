@@ -230,7 +230,7 @@ def test_daily_readings_true_up_forged_and_replayed_refused(
 
 
 def test_bulk_placement_and_settlement_equal_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The column-wise booking (twin/market/place_bulk.py) and settlement
+    """The column-wise booking (twin/market/place_bulk.py), trade payments and settlement
     (twin/market/settle_bulk.py) leave exactly the state and rows of the one-by-one walks; a
     batch with one failing order, and an interval where an owner cannot pay its import from
     free balance, go one by one."""
@@ -272,9 +272,18 @@ def test_bulk_placement_and_settlement_equal_one_by_one(monkeypatch: pytest.Monk
         settled.append(out is not None)
         return out
 
+    paid: list[bool] = []
+    real_trades = rs.trade_sums
+
+    def counted_trades(*a: object, **k: object) -> object:
+        out = real_trades(*a, **k)  # type: ignore[arg-type]
+        paid.append(out is not None)
+        return out
+
     for bulk in (True, False):
         monkeypatch.setattr(rd, "place_bulk", counted if bulk else lambda *a, **k: None)
         monkeypatch.setattr(rs, "settle_bulk", counted_settle if bulk else lambda *a, **k: None)
+        monkeypatch.setattr(rs, "trade_sums", counted_trades if bulk else lambda *a, **k: None)
         led, signers = ledger()
         for k, wh in ((0, 300), (1, 5_000)):
             led.place_scheduled_orders(signers.sign_orders(batch(k, wh), domain=led.domain))
@@ -297,4 +306,5 @@ def test_bulk_placement_and_settlement_equal_one_by_one(monkeypatch: pytest.Monk
                                                           "_device_info", "_bond_short"))))
     assert booked == [True, True, False]  # the first two batches booked column-wise
     assert settled == [True, False]  # interval 0 column-wise, interval 1 one by one
+    assert paid == [True, True]  # both intervals' trades paid column-wise
     assert states[0] == states[1]

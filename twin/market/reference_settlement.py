@@ -12,7 +12,7 @@ from twin.market import errors as e
 from twin.market.mechanisms import match
 from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imbalance_value
 from twin.market.reference_state import ReferenceState, purpose, require_role
-from twin.market.settle_bulk import settle_bulk
+from twin.market.settle_bulk import settle_bulk, trade_sums
 from twin.market.signing import ZERO_ADDRESS, SignedReading, reading_signer
 from twin.market.signing_batch import recover_readings
 from twin.market.types import DSO_ACCOUNT, Clearing, SettlementRow, Side, Trade
@@ -254,7 +254,10 @@ class ReferenceSettlement(ReferenceState):
         cut_buy: dict[int, int] = defaultdict(int)
         cut_buy_money: dict[int, int] = defaultdict(int)
         cut_sell: dict[int, int] = defaultdict(int)
-        for t in trades:  # trade_id order
+        sums = trade_sums(self, trades)
+        if sums is not None:  # no trade curtailed, no seller in debt: paid column-wise
+            net_wh, money = sums  # type: ignore[assignment]
+        for t in trades if sums is None else ():  # trade_id order
             amount = payment(t.energy_wh, t.price_per_mwh)
             buyer = self._accounts[self._orders[t.buy_order_id].owner]
             buyer.locked -= amount

@@ -19,13 +19,58 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twin.market.types import DSO_ACCOUNT, SettlementRow
+from twin.market.types import DSO_ACCOUNT, SettlementRow, Trade
 from twin.market.units import WH_PER_MWH
 
 if TYPE_CHECKING:  # pragma: no cover
     from twin.market.reference_settlement import ReferenceSettlement
 
-__all__ = ["settle_bulk"]
+__all__ = ["settle_bulk", "trade_sums"]
+
+
+def trade_sums(led: ReferenceSettlement, trades: Sequence[Trade]
+               ) -> tuple[dict[int, int], dict[int, int]] | None:
+    """Pay an interval's trades column-wise (each buyer's escrow released to its seller) when
+    none was curtailed and no seller's owner has debt (its credit then all goes to free
+    balance): -> (net traded Wh, trade money) by device, as the one-by-one loop of
+    ``_settle`` leaves them; else ``None`` (nothing changed)."""
+    n = len(trades)
+    if n == 0:
+        return None
+    e_wh = np.fromiter((t.energy_wh for t in trades), np.int64, n)
+    if any(t.cleared_wh != t.energy_wh for t in trades):
+        return None
+    price = np.fromiter((t.price_per_mwh for t in trades), np.int64, n)
+    if int(e_wh.max(initial=0)) * int(price.max(initial=0)) >= 2**62 or (e_wh < 0).any() or (price < 0).any():
+        return None
+    orders, accounts = led._orders, led._accounts
+    buyers = np.fromiter((orders[t.buy_order_id].owner for t in trades), np.int64, n)
+    sellers = np.fromiter((orders[t.sell_order_id].owner for t in trades), np.int64, n)
+    if DSO_ACCOUNT in set(sellers.tolist()):
+        return None
+    s_uniq, s_ix = np.unique(sellers, return_inverse=True)
+    if any(accounts[o].debt for o in s_uniq.tolist()):
+        return None
+    amount = e_wh * price // WH_PER_MWH
+    b_uniq, b_ix = np.unique(buyers, return_inverse=True)
+    for o, x in zip(b_uniq.tolist(), _sums(b_ix, amount, b_uniq.size), strict=True):
+        accounts[o].locked -= x
+    for o, x in zip(s_uniq.tolist(), _sums(s_ix, amount, s_uniq.size), strict=True):
+        accounts[o].free += x
+    bd = np.fromiter((t.buyer_device for t in trades), np.int64, n)
+    sd = np.fromiter((t.seller_device for t in trades), np.int64, n)
+    dev = np.concatenate([bd, sd])
+    d_uniq, d_ix = np.unique(dev, return_inverse=True)
+    net = _sums(d_ix, np.concatenate([e_wh, -e_wh]), d_uniq.size)
+    money = _sums(d_ix, np.concatenate([-amount, amount]), d_uniq.size)
+    keys = d_uniq.tolist()
+    return dict(zip(keys, net, strict=True)), dict(zip(keys, money, strict=True))
+
+
+def _sums(ix: np.ndarray, x: np.ndarray, size: int) -> list[int]:
+    out = np.zeros(size, np.int64)
+    np.add.at(out, ix.reshape(-1), x)
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def settle_bulk(led: ReferenceSettlement, interval: int, devices: Sequence[int],
