@@ -19,6 +19,8 @@ from twin.market.daily_signers import DailySigners
 from twin.market.reference import ReferenceLedger
 from twin.market.signing import Domain
 from twin.market.signing_daily import (
+    BrokenAmendment,
+    SignedAmendment,
     SignedDailyReadings,
     StaleSchedule,
     WrongDay,
@@ -33,6 +35,10 @@ _DOMAIN_TYPE = [
     {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"},
     {"name": "salt", "type": "bytes32"},
 ]
+
+
+def encode_abi_words(*xs: int) -> bytes:
+    return b"".join(x.to_bytes(32, "big") for x in xs)
 
 
 def _typed(dom: Domain, kind: str, fields: list[tuple[str, str]], msg: dict[str, object]) -> dict[str, object]:
@@ -58,6 +64,28 @@ def test_schedule_and_daily_readings_equal_eth_account() -> None:
                           ("orders", "bytes32")],
         {"device": 3, "day": 1, "revision": 0, "orders": keccak(packed)}))
     assert so.schedule.signature == ref.signature and so.nonce == 1
+    # the device changes its mind for slot 3 (interval 7): one signed slot amendment, chained
+    # to the schedule's hashStruct, eth_account's signature byte for byte
+    (am,) = signers.sign_orders([OrderIntent(device_id=3, interval=7, side=Side.BUY,
+                                             energy_wh=50, price_per_mwh=2**62)], domain=dom)
+    prior = keccak(keccak(text="Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)")
+                   + encode_abi_words(3, 1, 0) + keccak(packed))
+    a = am.schedule
+    assert isinstance(a, SignedAmendment) and (a.revision, a.slot, a.prior) == (1, 3, prior)
+    ref = Account.sign_typed_data(secret, full_message=_typed(
+        dom, "Amendment", [("device", "uint64"), ("day", "uint64"), ("revision", "uint64"),
+                           ("slot", "uint64"), ("buyEnergy", "int64"), ("buyPrice", "int64"),
+                           ("sellEnergy", "int64"), ("sellPrice", "int64"), ("prior", "bytes32")],
+        {"device": 3, "day": 1, "revision": 1, "slot": 3, "buyEnergy": 50, "buyPrice": 2**62,
+         "sellEnergy": 0, "sellPrice": 0, "prior": prior}))
+    assert a.signature == ref.signature and am.nonce == 2
+    # two slots amended at once: a chain of two links, each order relayed with the latest
+    two = signers.sign_orders([OrderIntent(device_id=3, interval=k, side=Side.SELL, energy_wh=9,
+                                           price_per_mwh=1) for k in (4, 5)], domain=dom)
+    assert two[0].schedule is two[1].schedule and two[0].amends == two[1].amends
+    (link,) = two[0].amends
+    assert (link.revision, link.slot, link.prior) == (2, 0, keccak(a.row()))
+    assert (two[0].schedule.revision, two[0].schedule.prior) == (3, keccak(link.row()))
     for k, wh in enumerate([5, -6, 0, 2**40]):
         signers.record_readings(interval=4 + k, metered_wh={3: wh})
     (batch,) = signers.daily_readings(day=1, domain=dom)
@@ -127,12 +155,29 @@ def test_scheduled_orders_forged_stale_replayed_refused(market: tuple[ReferenceL
     rev = signers.sign_orders(_orders(1, sell_wh=700), domain=dom)
     # 11 changed its mind (a revision signed), 12 orders as planned (no new signature)
     assert rev[0].schedule.revision == 1 and rev[1].schedule is first[1].schedule
-    assert signers.n_signed["schedules"] == 3
+    assert isinstance(rev[0].schedule, SignedAmendment) and rev[0].schedule.slot == 1
+    assert (signers.n_signed["schedules"], signers.n_signed["amendments"]) == (2, 1)
     assert [o.energy_wh for o in led.place_scheduled_orders(rev)] == [700, 400]
     stale = dataclasses.replace(old, intent=dataclasses.replace(old.intent, interval=1))
     assert stale.intent.energy_wh == 500  # what revision 0 said
     with pytest.raises(StaleSchedule):
         led.place_scheduled_orders([stale])
+    # an amendment altered by the relayer (another slot value under its signature) is not
+    # what the device signed; a link withheld breaks the chain of the next one
+    am = rev[0].schedule
+    assert isinstance(am, SignedAmendment)
+    (nxt,) = signers.sign_orders(_orders(1, sell_wh=800)[:1], domain=dom)  # revision 2, slot 1
+    (nxt3,) = signers.sign_orders(_orders(1, sell_wh=900)[:1], domain=dom)  # revision 3, slot 1
+    altered = dataclasses.replace(nxt.schedule, values=(0, 0, 850, 90_000_000))
+    with pytest.raises(e.BadSignature):
+        led.place_scheduled_orders([dataclasses.replace(
+            nxt, intent=dataclasses.replace(nxt.intent, energy_wh=850), schedule=altered)])
+    with pytest.raises(BrokenAmendment):
+        led.place_scheduled_orders([nxt3])
+    assert [o.energy_wh for o in led.place_scheduled_orders([nxt])] == [800]
+    with pytest.raises(e.ReplayedNonce):  # the same amended slot again
+        led.place_scheduled_orders([nxt])
+    assert [o.energy_wh for o in led.place_scheduled_orders([nxt3])] == [900]
     # day 1: yesterday's schedule is refused for today's interval
     led.set_time(now_s=INTERVAL_S + 1)
     led.clear(1)
@@ -182,3 +227,84 @@ def test_daily_readings_true_up_forged_and_replayed_refused(
     assert not led.daily_waits(13)
     # money: device 13 imported 100 Wh at retail in the end, nothing else moved for it
     assert led.balance(4).free == balance[4] - 100 * 250
+
+
+def test_bulk_placement_and_settlement_equal_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column-wise booking (twin/market/place_bulk.py), trade payments and settlement
+    (twin/market/settle_bulk.py) leave exactly the state and rows of the one-by-one walks; a
+    batch with one failing order, and an interval where an owner cannot pay its import from
+    free balance, go one by one."""
+    import twin.market.reference_daily as rd
+    import twin.market.reference_settlement as rs
+
+    def ledger() -> tuple[ReferenceLedger, DailySigners]:
+        led = ReferenceLedger(interval_s=INTERVAL_S, retail_price_per_mwh=250_000_000,
+                              feed_in_price_per_mwh=80_000_000, gate_lead_s=0,
+                              bond_intervals=1,
+                              domain=Domain(chain_id=1, verifying_contract="0x" + "11" * 20,
+                                            salt=b"\x01" * 32))
+        for d in range(20, 30):  # two devices per owner
+            led.register_device(Device(device_id=d, owner=d // 2, kind=DeviceKind.PV, bus=d,
+                                       capacity_w=2_000))
+            led.deposit(d // 2, 5_000_000_000 if d < 28 else 8_000_000)  # owner 14: little
+        led.deposit(1, 10_000_000_000)  # the DSO pays for exports
+        signers = DailySigners(seed=3, device_ids=range(20, 30), per_day=2)
+        signers.bind(led)
+        return led, signers
+
+    def batch(k: int, wh: int) -> list[OrderIntent]:
+        return [OrderIntent(device_id=d, interval=k, side=Side.BUY if d % 2 else Side.SELL,
+                            energy_wh=wh + d, price_per_mwh=100_000_000 + d) for d in range(20, 30)]
+
+    states, booked = [], []
+    real = rd.place_bulk
+
+    def counted(*a: object, **k: object) -> object:
+        out = real(*a, **k)  # type: ignore[arg-type]
+        booked.append(out is not None)
+        return out
+
+    settled: list[bool] = []
+    real_settle = rs.settle_bulk
+
+    def counted_settle(*a: object, **k: object) -> object:
+        out = real_settle(*a, **k)  # type: ignore[arg-type]
+        settled.append(out is not None)
+        return out
+
+    paid: list[bool] = []
+    real_trades = rs.trade_sums
+
+    def counted_trades(*a: object, **k: object) -> object:
+        out = real_trades(*a, **k)  # type: ignore[arg-type]
+        paid.append(out is not None)
+        return out
+
+    for bulk in (True, False):
+        monkeypatch.setattr(rd, "place_bulk", counted if bulk else lambda *a, **k: None)
+        monkeypatch.setattr(rs, "settle_bulk", counted_settle if bulk else lambda *a, **k: None)
+        monkeypatch.setattr(rs, "trade_sums", counted_trades if bulk else lambda *a, **k: None)
+        led, signers = ledger()
+        for k, wh in ((0, 300), (1, 5_000)):
+            led.place_scheduled_orders(signers.sign_orders(batch(k, wh), domain=led.domain))
+        # 25 Wh over its cap: the whole batch one by one, the bad order skipped and reported
+        bad = [*batch(2, 100)[:-1], OrderIntent(device_id=29, interval=2, side=Side.BUY,
+                                                energy_wh=24_001, price_per_mwh=1)]
+        assert len(led.place_scheduled_orders(signers.sign_orders(bad, domain=led.domain),
+                                              strict=False)) == 9
+        assert isinstance(led.rejected[0].error, e.CapacityExceeded)
+        rows = []
+        for k in (0, 1):
+            led.clear(k)
+            # imports and exports; in interval 1 device 28 imports 24,000 Wh: its owner's
+            # free balance cannot pay it (bond drawn)
+            rows += led.settle_relayed(k, {d: (d - 25) * 1_000 if k == 0 or d != 28 else 24_000
+                                           for d in range(20, 30)})
+        states.append((rows, led.orders(0), led.orders(1), led.orders(2),
+                       {a: led.balance(a) for a in range(10, 15)},
+                       *(dict(getattr(led, f)) for f in ("_escrow", "_nonces", "_used", "_n_orders",
+                                                          "_device_info", "_bond_short"))))
+    assert booked == [True, True, False]  # the first two batches booked column-wise
+    assert settled == [True, False]  # interval 0 column-wise, interval 1 one by one
+    assert paid == [True, True]  # both intervals' trades paid column-wise
+    assert states[0] == states[1]

@@ -19,14 +19,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from twin.market.device_signers import DeviceSigners
-from twin.market.signing import Domain
+from twin.market.signing import Domain, _keccak
 from twin.market.signing_batch import sign_rows
 from twin.market.signing_daily import (
+    ROW_LEN_AMENDMENT,
     ROW_LEN_READINGS,
     ROW_LEN_SCHEDULE,
     ScheduledOrder,
+    SignedAmendment,
     SignedDailyReadings,
     SignedSchedule,
+    amendment_rows,
     readings_row,
     schedule_hash,
     schedule_row,
@@ -58,7 +61,8 @@ class DailySigners(DeviceSigners):
         self._day = -1
         self._grid = np.zeros((0, per_day, 4), np.int64)
         self._rev = np.zeros(0, np.int64)
-        self._signed: list[SignedSchedule | None] = []
+        self._signed: list[SignedSchedule | SignedAmendment | None] = []
+        self._head: list[bytes] = []  # hashStruct of each row's latest signed revision
         #: day -> device -> metered Wh per slot (the meter's day profile)
         self._readings: dict[int, dict[int, np.ndarray]] = {}
         #: signatures made (schedules, reading batches): what the protocol costs the devices
@@ -71,6 +75,7 @@ class DailySigners(DeviceSigners):
         """Today's drafts: the devices' day-ahead plans (asked of the planner once a day)."""
         n = self._ids.size
         self._day, self._rev, self._signed = day, np.zeros(n, np.int64), [None] * n
+        self._head = [b""] * n
         self._grid = np.zeros((n, self.per_day, 4), np.int64)
         if self.planner is None:
             return
@@ -114,17 +119,19 @@ class DailySigners(DeviceSigners):
                                  "schedule holds one order per side and interval")
             g = self._grid
             changed = (g[r, slot, col] != e[sel]) | (g[r, slot, col + 1] != p[sel])
-            for j in np.unique(r[changed]).tolist():
-                if self._signed[j] is not None:  # a revision of a schedule already signed
-                    self._rev[j] += 1
-                    self._signed[j] = None
             g[r[changed], slot[changed], col[changed]] = e[sel][changed]
             g[r[changed], slot[changed], col[changed] + 1] = p[sel][changed]
-            todo = [j for j in np.unique(r).tolist() if self._signed[j] is None]
+            # rows not signed today sign their schedule (with the changes); signed rows amend
+            signed_before = np.fromiter((x is not None for x in self._signed), bool, len(self._signed))
+            todo = [j for j in np.unique(r).tolist() if not signed_before[j]]
             if todo:
                 self._sign_schedules(todo, day, domain)
+            amended = changed & signed_before[r]
+            chains = (self._sign_amendments(np.unique(r[amended] * self.per_day + slot[amended]), day, domain)
+                      if amended.any() else {})
             for j, k in zip(r.tolist(), sel.tolist(), strict=True):
-                out[k] = ScheduledOrder(intent=intents[k], schedule=self._signed[j])  # type: ignore[arg-type]
+                out[k] = ScheduledOrder(intent=intents[k], schedule=self._signed[j],  # type: ignore[arg-type]
+                                        amends=chains.get(j, ()))
         return out  # type: ignore[return-value]
 
     def _sign_schedules(self, rows: list[int], day: int, domain: Domain) -> None:
@@ -135,11 +142,49 @@ class DailySigners(DeviceSigners):
             structs.append(schedule_row(int(self._ids[j]), day, int(self._rev[j]), schedule_hash(grid)))
         sigs = sign_rows(domain, b"".join(structs), ROW_LEN_SCHEDULE,
                          b"".join(self.keys[int(self._ids[j])]._secret for j in rows))
-        for j, grid, sig in zip(rows, grids, sigs, strict=True):
+        for j, grid, sig, st in zip(rows, grids, sigs, structs, strict=True):
             self._signed[j] = SignedSchedule(device_id=int(self._ids[j]), day=day,
                                              revision=int(self._rev[j]), orders=grid,
                                              signature=sig)
+            self._head[j] = _keccak(st)
         self.n_signed["schedules"] += len(rows)
+
+    def _sign_amendments(self, cells: np.ndarray, day: int,
+                         domain: Domain) -> dict[int, tuple[SignedAmendment, ...]]:
+        """Sign one amendment per changed slot (``cells``: row * per_day + slot, ascending),
+        each chained to its device's previous revision; -> row -> the earlier amendments of
+        this batch that its latest one chains to (when a device amended several slots)."""
+        rows, slots = np.divmod(cells, self.per_day)
+        first = np.r_[True, rows[1:] != rows[:-1]] if rows.size else np.zeros(0, bool)
+        start = np.flatnonzero(first)
+        link = np.arange(rows.size) - np.repeat(start, np.diff(np.r_[start, rows.size]))
+        revs = self._rev[rows] + 1 + link  # consecutive revisions per device
+        np.maximum.at(self._rev, rows, revs)
+        values = self._grid[rows, slots]
+        ids = self._ids[rows]
+        days = np.full(rows.size, day, np.int64)
+        priors: list[bytes] = [b""] * rows.size
+        structs: list[bytes] = [b""] * rows.size
+        for n_link in range(int(link.max()) + 1):  # each link's prior: the previous link's hash
+            at = np.flatnonzero(link == n_link)
+            pre = [self._head[j] for j in rows[at].tolist()]
+            blob = amendment_rows(ids[at], days[at], revs[at], slots[at], values[at], b"".join(pre))
+            for m, (n, j) in enumerate(zip(at.tolist(), rows[at].tolist(), strict=True)):
+                st = blob[m * ROW_LEN_AMENDMENT:(m + 1) * ROW_LEN_AMENDMENT]
+                priors[n], structs[n] = pre[m], st
+                self._head[j] = _keccak(st)
+        sigs = sign_rows(domain, b"".join(structs), ROW_LEN_AMENDMENT,
+                         b"".join(self.keys[int(d)]._secret for d in ids.tolist()))
+        chains: dict[int, list[SignedAmendment]] = {}
+        vals = values.tolist()
+        for n, j in enumerate(rows.tolist()):
+            a = SignedAmendment(device_id=int(ids[n]), day=day, revision=int(revs[n]),
+                                slot=int(slots[n]), values=tuple(vals[n]),  # type: ignore[arg-type]
+                                prior=priors[n], signature=sigs[n])
+            chains.setdefault(j, []).append(a)
+            self._signed[j] = a
+        self.n_signed["amendments"] += cells.size
+        return {j: tuple(c[:-1]) for j, c in chains.items() if len(c) > 1}
 
     # --- readings ------------------------------------------------------------------------
     def record_readings(self, *, interval: int, metered_wh: Mapping[int, int]) -> None:

@@ -10,15 +10,19 @@ from typing import Any
 import numpy as np
 
 from twin.market import errors as e
+from twin.market.place_bulk import place_bulk
 from twin.market.provisional import AlreadyTruedUp, TrueUp
 from twin.market.reference_settlement import ReferenceSettlement
 from twin.market.reference_state import purpose, require_role
-from twin.market.signing import ZERO_ADDRESS, SignedOrder
+from twin.market.signing import ZERO_ADDRESS, SignedOrder, _keccak
 from twin.market.signing_batch import recover_rows
 from twin.market.signing_daily import (
+    ROW_LEN_AMENDMENT,
     ROW_LEN_READINGS,
     ROW_LEN_SCHEDULE,
+    BrokenAmendment,
     ScheduledOrder,
+    SignedAmendment,
     SignedDailyReadings,
     SignedSchedule,
     StaleSchedule,
@@ -73,6 +77,10 @@ class ReferenceDaily(ReferenceSettlement):
                                 != (it.energy_wh, it.price_per_mwh)):
                 err = self._leaf_error(it, s, per_day)
             verdict.append(err if err is not None else signers.get(it.device_id, ZERO_ADDRESS))
+        placed = place_bulk(self, [so.intent for so in orders], [so.nonce for so in orders],
+                            verdict, sender)
+        if placed is not None:  # no check could fail: booked column-wise
+            return placed
         # a scheduled order carries what the order checks read (intent, nonce = revision + 1)
         placed = self._place([so.intent for so in orders], sender, orders,  # type: ignore[arg-type]
                              verdict)
@@ -80,7 +88,8 @@ class ReferenceDaily(ReferenceSettlement):
             raise self.rejected[0].error
         return placed
 
-    def _leaf_error(self, it: OrderIntent, s: SignedSchedule, per_day: int) -> e.MarketError | None:
+    def _leaf_error(self, it: OrderIntent, s: SignedSchedule | SignedAmendment,
+                    per_day: int) -> e.MarketError | None:
         if it.device_id != s.device_id:
             return e.BadSignature(it.device_id)
         day = it.interval // per_day
@@ -95,40 +104,63 @@ class ReferenceDaily(ReferenceSettlement):
         return e.BadSignature(it.device_id)
 
     def _verify_schedules(self, orders: Sequence[ScheduledOrder]) -> dict[int, e.MarketError]:
-        """Recover the signer of every schedule newer than the device's verified one (one
-        batch); keep the good ones. -> id(schedule) -> error for the bad ones."""
-        new: dict[int, SignedSchedule] = {}
+        """Recover the signer of every schedule and slot amendment newer than the device's
+        verified revision (one batch per kind); keep the good ones, applying each device's in
+        revision order (an amendment sets its slot of the verified schedule when it chains to
+        it). -> id(schedule or amendment) -> error for the bad ones."""
+        schedules = self._schedules
+        new: dict[int, SignedSchedule | SignedAmendment] = {}
         for so in orders:
-            s = so.schedule
-            have = self._schedules.get(s.device_id)
-            if have is None or have[0] < s.day or (have[0] == s.day and have[1] < s.revision):
-                new.setdefault(id(s), s)
+            for s in (*so.amends, so.schedule) if so.amends else (so.schedule,):
+                have = schedules.get(s.device_id)
+                if have is None or have[0] < s.day or (have[0] == s.day and have[1] < s.revision):
+                    new.setdefault(id(s), s)
         if not new:
             return {}
-        items = list(new.values())
         bad: dict[int, e.MarketError] = {}
-        rows, keep = [], []
-        for s in items:
-            try:
-                if s.orders.shape != (self.per_day, 4):
-                    raise ValueError("shape")
-                rows.append(s.row())
-                keep.append(s)
-            except (ValueError, TypeError, OverflowError):
-                bad[id(s)] = e.BadSignature(s.device_id)
-        sigs = b"".join(s.signature if len(s.signature) == 65 else bytes(65) for s in keep)
-        got = recover_rows(self._domain, b"".join(rows), ROW_LEN_SCHEDULE, sigs) if keep else []
-        for s, addr in zip(keep, got, strict=True):
+        full = [s for s in new.values() if type(s) is SignedSchedule]
+        amend = [s for s in new.values() if type(s) is SignedAmendment]
+        rows: dict[int, bytes] = {}
+        addr: dict[int, str] = {}
+        for items, row_len in ((full, ROW_LEN_SCHEDULE), (amend, ROW_LEN_AMENDMENT)):
+            keep = []
+            for s in items:
+                try:
+                    if type(s) is SignedSchedule and s.orders.shape != (self.per_day, 4):
+                        raise ValueError("shape")
+                    if type(s) is SignedAmendment and not 0 <= s.slot < self.per_day:
+                        raise ValueError("slot")
+                    rows[id(s)] = s.row()
+                    keep.append(s)
+                except (ValueError, TypeError, OverflowError, AttributeError):
+                    bad[id(s)] = e.BadSignature(s.device_id)
+            if keep:
+                sigs = b"".join(s.signature if len(s.signature) == 65 else bytes(65) for s in keep)
+                got = recover_rows(self._domain, b"".join(rows[id(s)] for s in keep), row_len, sigs)
+                addr.update(zip(map(id, keep), got, strict=True))
+        for s in sorted((s for s in new.values() if id(s) in addr),
+                        key=lambda s: (s.device_id, s.day, s.revision, type(s) is SignedAmendment)):
             if s.device_id in self._revoked:
                 bad[id(s)] = e.DeviceRevoked(s.device_id)
                 continue
             signer = self._signers.get(s.device_id, ZERO_ADDRESS)
-            if signer == ZERO_ADDRESS or addr != signer:
+            if signer == ZERO_ADDRESS or addr[id(s)] != signer:
                 bad[id(s)] = e.BadSignature(s.device_id)
                 continue
-            have = self._schedules.get(s.device_id)
-            if have is None or (have[0], have[1]) < (s.day, s.revision):
-                self._schedules[s.device_id] = (s.day, s.revision, np.array(s.orders, np.int64))
+            have = schedules.get(s.device_id)
+            if type(s) is SignedSchedule:
+                if have is None or (have[0], have[1]) < (s.day, s.revision):
+                    schedules[s.device_id] = (s.day, s.revision, np.array(s.orders, np.int64),
+                                              _keccak(rows[id(s)]))
+                continue
+            a: SignedAmendment = s  # type: ignore[assignment]
+            if have is None or have[0] != a.day or have[1] + 1 != a.revision or have[3] != a.prior:
+                bad[id(a)] = BrokenAmendment(a.device_id, a.day, a.revision,
+                                             -1 if have is None or have[0] != a.day else have[1])
+                continue
+            grid = have[2]
+            grid[a.slot] = a.values
+            schedules[a.device_id] = (a.day, a.revision, grid, _keccak(rows[id(a)]))
         return bad
 
     # --- readings -------------------------------------------------------------------------

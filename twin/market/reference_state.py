@@ -105,8 +105,9 @@ class ReferenceState(MarketParameters):
         #: (interval, device) -> (estimate_wh, traded_wh) settled provisionally (true_up)
         self._provisional: dict[tuple[int, int], tuple[int, int]] = {}
         # daily signing (twin.market.reference_daily):
-        #: device -> (day, revision, verified orders) of its latest verified schedule
-        self._schedules: dict[int, tuple[int, int, np.ndarray]] = {}
+        #: device -> (day, revision, verified orders, the revision's hashStruct) of its latest
+        #: verified schedule revision (the day's schedule with its slot amendments applied)
+        self._schedules: dict[int, tuple[int, int, np.ndarray, bytes]] = {}
         #: interval -> (devices ascending, estimate Wh, traded Wh, trued up) settled on
         #: relayed readings, waiting for the devices' signed daily batches
         self._daily_pending: dict[int, tuple[np.ndarray, ...]] = {}

@@ -18,8 +18,18 @@ schedule it belongs to. The ledger verifies a schedule's signature once (then ke
 verified schedule) and places an order only if it equals its slot of the device's latest
 verified schedule of that day. Order nonce = ``revision + 1``, so the per-(device, interval)
 nonce floor of :mod:`twin.market.signing` applies: a slot is placed at most once per revision.
-A device that changes its mind intraday signs a new revision (higher ``revision``); an
-older revision is refused from then on (:class:`StaleSchedule`). ``day`` is in the signed
+A device that changes its mind intraday signs an *amendment* of the one slot that changed::
+
+    Amendment(uint64 device,uint64 day,uint64 revision,uint64 slot,int64 buyEnergy,
+              int64 buyPrice,int64 sellEnergy,int64 sellPrice,bytes32 prior)
+
+the slot's new buy and sell entries, ``revision`` one above the revision it amends, and
+``prior`` the EIP-712 ``hashStruct`` of that revision (the schedule's, or the previous
+amendment's): a chain from the day's signed schedule. The ledger verifies one small
+signature and sets one slot of the schedule it keeps, instead of re-hashing and re-verifying
+96 slots; an amendment that does not chain to the device's latest verified revision is
+refused (:class:`BrokenAmendment`). An older revision is refused from then on
+(:class:`StaleSchedule`). ``day`` is in the signed
 message and must be the order's day (an order's interval ``i`` belongs to day
 ``i // per_day``), so a schedule cannot be replayed on another day.
 
@@ -55,10 +65,14 @@ __all__ = [
     "slot_of",
 ]
 
+AMENDMENT_TYPEHASH = keccak(text="Amendment(uint64 device,uint64 day,uint64 revision,uint64 slot,"
+                                  "int64 buyEnergy,int64 buyPrice,int64 sellEnergy,int64 sellPrice,"
+                                  "bytes32 prior)")
 SCHEDULE_TYPEHASH = keccak(text="Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)")
 DAILY_READINGS_TYPEHASH = keccak(text="DailyReadings(uint64 device,uint64 day,bytes32 readings)")
 ROW_LEN_SCHEDULE = 32 * 5
 ROW_LEN_READINGS = 32 * 4
+ROW_LEN_AMENDMENT = 32 * 10
 #: columns of a schedule's slot: buy energy, buy price, sell energy, sell price
 _COL = {Side.BUY: (0, 1), Side.SELL: (2, 3)}
 
@@ -68,6 +82,14 @@ class StaleSchedule(MarketError):
 
     fields = ("device", "day", "revision", "latest")
     explanation = "the device has signed a newer schedule revision for that day"
+
+
+class BrokenAmendment(MarketError):
+    """A slot amendment that does not chain to the device's latest verified revision of the
+    day (a link withheld, or an amendment of a revision the ledger has not verified)."""
+
+    fields = ("device", "day", "revision", "latest")
+    explanation = "the amendment must amend the device's latest verified revision (revision + 1, its hash as prior)"
 
 
 class WrongDay(MarketError):
@@ -124,12 +146,59 @@ class SignedSchedule:
         return schedule_row(self.device_id, self.day, self.revision, schedule_hash(self.orders))
 
 
+def amendment_rows(device: np.ndarray, day: np.ndarray, revision: np.ndarray, slot: np.ndarray,
+                   values: np.ndarray, prior: bytes) -> bytes:
+    """Encoded ``Amendment`` structs, one 320-byte row each (columns: uint64 device, day,
+    revision, slot; ``values`` n x 4 int64; ``prior`` the n 32-byte hashes joined). Raises
+    ValueError for a field out of its type's range."""
+    n = len(device)
+    u = np.stack([np.asarray(c) for c in (device, day, revision, slot)], axis=1) if n else np.zeros((0, 4))
+    if u.dtype.kind not in "iu" and n:
+        raise ValueError("amendment: device, day, revision and slot are integers")
+    if n and (u.min() < 0 or u.max() >= 2**63):  # uint64 fields, kept within int64 here
+        raise ValueError("amendment: device, day, revision or slot out of uint64")
+    words = np.concatenate([u.astype(np.int64).reshape(n, 4),
+                            np.asarray(values, dtype=np.int64).reshape(n, 4)], axis=1)
+    out = np.zeros((n, 10, 32), np.uint8)
+    out[:, 0] = np.frombuffer(AMENDMENT_TYPEHASH, np.uint8)
+    out[:, 1:9, :24] = np.where(words < 0, 0xFF, 0).astype(np.uint8)[:, :, None]  # sign-extended
+    out[:, 1:9, 24:] = words.astype(">i8").view(np.uint8).reshape(n, 8, 8)
+    out[:, 9] = np.frombuffer(prior, np.uint8).reshape(n, 32)
+    return out.tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedAmendment:
+    """One slot of a device's day schedule changed (``values``: buy Wh, buy price, sell Wh,
+    sell price), signed as revision ``revision`` on top of the revision whose ``hashStruct``
+    is ``prior``."""
+
+    device_id: int
+    day: int
+    revision: int
+    slot: int
+    values: tuple[int, int, int, int]
+    prior: bytes
+    signature: bytes
+
+    def row(self) -> bytes:
+        if len(self.prior) != 32 or len(self.values) != 4:
+            raise ValueError("amendment: prior is 32 bytes, values 4 int64")
+        return amendment_rows(np.array([self.device_id]), np.array([self.day]),
+                              np.array([self.revision]), np.array([self.slot]),
+                              np.array([self.values], dtype=np.int64), self.prior)
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduledOrder:
-    """One interval's order, relayed with the signed schedule whose slot it is."""
+    """One interval's order, relayed with the signed schedule revision whose slot it is: the
+    day's schedule or the latest slot amendment (``amends``: the amendments it chains to that
+    were signed in the same batch, oldest first, when a device amended several slots at
+    once)."""
 
     intent: OrderIntent
-    schedule: SignedSchedule
+    schedule: SignedSchedule | SignedAmendment
+    amends: tuple[SignedAmendment, ...] = ()
 
     @property
     def nonce(self) -> int:
@@ -167,4 +236,5 @@ def set_slot(orders: np.ndarray, slot: int, intent: OrderIntent) -> None:
     orders[slot, p] = intent.price_per_mwh
 
 
-__all__ += ["ROW_LEN_READINGS", "ROW_LEN_SCHEDULE", "set_slot"]
+__all__ += ["AMENDMENT_TYPEHASH", "ROW_LEN_AMENDMENT", "ROW_LEN_READINGS", "ROW_LEN_SCHEDULE",
+            "BrokenAmendment", "SignedAmendment", "amendment_rows", "set_slot"]
