@@ -22,7 +22,7 @@ import numpy as np
 
 from twin.market.signing import ZERO_ADDRESS
 from twin.market.types import Order, OrderIntent, Side
-from twin.market.units import NONCE_LIMIT, PRICE_MAX, WH_PER_MWH
+from twin.market.units import ENERGY_MAX_WH, INTERVAL_LIMIT, NONCE_LIMIT, PRICE_MAX, WH_PER_MWH
 
 if TYPE_CHECKING:  # pragma: no cover
     from twin.market.reference_daily import ReferenceDaily
@@ -58,14 +58,14 @@ def place_bulk(led: ReferenceDaily, intents: Sequence[OrderIntent], nonces: Sequ
     price = np.fromiter((it.price_per_mwh for it in intents), np.int64, n)
     buy = np.fromiter((it.side == _BUY for it in intents), bool, n)
     nonce = np.array(nonces, np.int64)
-    if ((wh <= 0) | (wh < led._min_order_wh) | (price <= 0) | (price > PRICE_MAX)
+    if ((wh <= 0) | (wh > ENERGY_MAX_WH) | (wh < led._min_order_wh) | (price <= 0) | (price > PRICE_MAX)
             | (nonce <= 0) | (nonce >= NONCE_LIMIT)).any():
         return None
     if int(wh.max()) * PRICE_MAX >= 2**63:  # escrows stay exact in int64
         return None
     status, now = led._status, led._now_s
     for kk in np.unique(k).tolist():
-        if status.get(kk, "open") != "open" or now > led.gate_s(kk):
+        if status.get(kk, "open") != "open" or kk >= INTERVAL_LIMIT or now > led.gate_s(kk):
             return None
     keys = list(zip(d.tolist(), k.tolist(), strict=True))
     # nothing of these (device, interval) pairs in the ledger yet: nonce floor 0, no orders,
