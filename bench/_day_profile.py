@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import cProfile
 import signal
-import time
 import sys
+import time
 from pathlib import Path
 
 

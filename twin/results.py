@@ -450,8 +450,10 @@ class RunRecorder:
         if table is not None and table.num_rows:
             try:
                 ap.append(table)
-            except BaseException:
+            except BaseException as exc:
                 self._chunks[name].insert(0, table)  # appended at the next flush
+                if isinstance(exc, OSError):
+                    raise _disk_full(exc, path) from exc
                 raise
         try:
             ap.publish()
