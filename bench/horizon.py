@@ -123,12 +123,16 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "quickstart.yaml"))
     ap.add_argument("--root", default=str(ROOT), help="project tree to run (e.g. an older checkout)")
-    ap.add_argument("--timeout-s", type=float, default=1800.0)
+    ap.add_argument("--timeout-s", type=float, default=None,
+                    help="give up after this many wall seconds (default 600 + 300 a simulated day: "
+                         "a loaded 2-core machine took ~100 s a day)")
     ap.add_argument("--no-prune", action="store_true",
                     help="keep settled intervals' storage (GRIDTWIN_CHAIN_PRUNE=0): the cost before #24's fix")
     ap.add_argument("--profile-dir", default=None,
                     help="cProfile the twin's main thread, one profile per simulated day, here")
     args = ap.parse_args()
+    if args.timeout_s is None:
+        args.timeout_s = 600.0 + 300.0 * args.days
     doc = yaml.safe_load(Path(args.scenario).read_text())
     interval_s = int(doc["market"]["interval_s"])
     doc["duration_s"] = args.days * DAY_S + 8 * interval_s
