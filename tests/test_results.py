@@ -62,15 +62,18 @@ def test_recorder_packs_chunks_and_flushes_off_thread(tmp_path: Path) -> None:
 def test_streamed_table_appears_at_close(tmp_path: Path) -> None:
 
     rec = RunRecorder(tmp_path)
-    st = rec.stream("hil_writes", batch_rows=3)
     rows = [{"time_s": float(i), "wall_time": 0.0, "client": "127.0.0.1:1", "unit_id": 1, "address": 40000,
-             "count": 1, "exception_code": 0, "points": "x"} for i in range(10)]
-    for r in rows:
+             "count": 1, "exception_code": 0, "points": "x"} for i in range(11)]
+    rec.add("hil_writes", rows[:1])
+    rec.flush()  # published with its tail before it is streamed: the streamed file replaces it
+    st = rec.stream("hil_writes", batch_rows=3)
+    for r in rows[1:]:
         rec.add("hil_writes", [r])
-    assert not (tmp_path / "hil_writes.parquet").exists()
+    assert pq.ParquetFile(tmp_path / "hil_writes.parquet").metadata.num_rows == 1
     rec.close()
     f = pq.ParquetFile(tmp_path / "hil_writes.parquet")
-    assert f.metadata.num_rows == 10 and st.row_groups == f.metadata.num_row_groups == 4
+    assert f.metadata.num_rows == 11 and st.row_groups == f.metadata.num_row_groups == 4
+    assert f.read().column("time_s").to_pylist() == [float(i) for i in range(11)]
     assert not list(tmp_path.glob(".*.part"))
 
 

@@ -311,6 +311,9 @@ class RunRecorder:
             self._chunks[table] = []
             self._dirty.discard(table)
             self._streams[table] = st
+            appended = self._appended.pop(table, None)
+            if appended is not None:  # flushed before: the streamed file replaces it at close
+                appended.abandon()
         return self._streams[table]
 
     def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
