@@ -19,7 +19,12 @@ and the Anvil child's RSS:
 * EnergyMarket's live storage slots at the end, per day (``--no-prune``: as before #24's
   pruning of settled intervals).
 
-``python bench/horizon.py [--days 2] [--root OLD_TREE] [--no-prune]``; last line ``key=value``.
+``--profile-dir DIR``: the twin runs under cProfile (``bench/_day_profile.py``), one profile of
+its main thread per simulated day (``DIR/window-NNN.prof``, window N = day N); CPU figures then
+include the profiler's overhead.
+
+``python bench/horizon.py [--days 2] [--root OLD_TREE] [--no-prune] [--profile-dir DIR]``; last
+line ``key=value``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import argparse
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,6 +88,15 @@ def _cpu_s(proc: psutil.Process) -> tuple[float, float]:
     return twin, anvil
 
 
+def _main_thread_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of the twin's main thread (the simulation loop; the rest of the twin's
+    CPU is its helper threads: table writes, numba workers)."""
+    try:
+        return next((t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid), 0.0)
+    except psutil.Error:
+        return 0.0
+
+
 def _market_slots(out: Path) -> int:
     """Live storage slots of EnergyMarket in the run's final chain state."""
     doc = json.loads(gzip.decompress((out / "chain_state.json.gz").read_bytes()))
@@ -108,10 +123,16 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "quickstart.yaml"))
     ap.add_argument("--root", default=str(ROOT), help="project tree to run (e.g. an older checkout)")
-    ap.add_argument("--timeout-s", type=float, default=1800.0)
+    ap.add_argument("--timeout-s", type=float, default=None,
+                    help="give up after this many wall seconds (default 600 + 300 a simulated day: "
+                         "a loaded 2-core machine took ~100 s a day)")
     ap.add_argument("--no-prune", action="store_true",
                     help="keep settled intervals' storage (GRIDTWIN_CHAIN_PRUNE=0): the cost before #24's fix")
+    ap.add_argument("--profile-dir", default=None,
+                    help="cProfile the twin's main thread, one profile per simulated day, here")
     args = ap.parse_args()
+    if args.timeout_s is None:
+        args.timeout_s = 600.0 + 300.0 * args.days
     doc = yaml.safe_load(Path(args.scenario).read_text())
     interval_s = int(doc["market"]["interval_s"])
     doc["duration_s"] = args.days * DAY_S + 8 * interval_s
@@ -120,6 +141,8 @@ def main() -> None:
         scen.write_text(yaml.safe_dump(doc))
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out), "--no-progress"]
+        if args.profile_dir:
+            cmd[1:3] = [str(ROOT / "bench" / "_day_profile.py"), str(Path(args.profile_dir).resolve())]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=args.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env={**os.environ, "PYTHONPATH": args.root,
@@ -130,6 +153,7 @@ def main() -> None:
         folder_at: dict[int, float] = {}
         rss_max = 0.0
         cpu_at: dict[int, tuple[float, float]] = {}
+        main_at: dict[int, float] = {}
         while proc.poll() is None:
             if time.perf_counter() - t0 > args.timeout_s:
                 proc.terminate()
@@ -147,9 +171,12 @@ def main() -> None:
                 rss_at[q] = rss
                 folder_at[q] = _folder_mb(out)
                 cpu_at[q] = _cpu_s(ps)
+                main_at[q] = _main_thread_cpu_s(ps)
+                if args.profile_dir and q % 4 == 0:
+                    proc.send_signal(signal.SIGUSR1)  # the day's profile
                 print(f"  t={time_s / DAY_S:5.2f} d wall={marks[q]:7.1f} s anvil={rss:6.0f} MB "
                       f"folder={folder_at[q]:6.1f} MB cpu twin={cpu_at[q][0]:7.1f} s "
-                      f"anvil={cpu_at[q][1]:7.1f} s", flush=True)
+                      f"(main {main_at[q]:7.1f} s) anvil={cpu_at[q][1]:7.1f} s", flush=True)
             time.sleep(0.2)
         wall = time.perf_counter() - t0
         err = proc.stderr.read().decode() if proc.stderr else ""
@@ -171,6 +198,7 @@ def main() -> None:
     cpu_last = [4 * float(np.median([cpu_q[q][i] for q in sorted(cpu_q)[-3:]])) for i in (0, 1)]
     # whole days (compactions included): the second day (the first holds the set-up) and the last
     days_cpu = [[cpu_at[4 * d][i] - cpu_at[4 * d - 4][i] for i in (0, 1)]
+                + [main_at[4 * d] - main_at[4 * d - 4]]
                 for d in (2, args.days) if 4 * d in cpu_at and 4 * d - 4 in cpu_at]
     t_days = np.array(sorted(per_q), dtype=float) / 4.0
     w = np.array([marks[q] for q in sorted(per_q)])
@@ -191,8 +219,9 @@ def main() -> None:
           f"cpu_anvil_last_x_first={cpu_last[1] / max(cpu_first[1], 1e-9):.2f} "
           f"cpu_last_x_first={sum(cpu_last) / max(sum(cpu_first), 1e-9):.2f}"
           + ("" if len(days_cpu) < 2 else
-             f" cpu_day2_s={sum(days_cpu[0]):.1f} cpu_last_day_s={sum(days_cpu[1]):.1f} "
-             f"cpu_anvil_day2_s={days_cpu[0][1]:.1f} cpu_anvil_last_day_s={days_cpu[1][1]:.1f}"))
+             f" cpu_day2_s={sum(days_cpu[0][:2]):.1f} cpu_last_day_s={sum(days_cpu[1][:2]):.1f} "
+             f"cpu_anvil_day2_s={days_cpu[0][1]:.1f} cpu_anvil_last_day_s={days_cpu[1][1]:.1f} "
+             f"cpu_twin_main_day2_s={days_cpu[0][2]:.1f} cpu_twin_main_last_day_s={days_cpu[1][2]:.1f}"))
 
 
 if __name__ == "__main__":

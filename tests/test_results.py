@@ -62,15 +62,18 @@ def test_recorder_packs_chunks_and_flushes_off_thread(tmp_path: Path) -> None:
 def test_streamed_table_appears_at_close(tmp_path: Path) -> None:
 
     rec = RunRecorder(tmp_path)
-    st = rec.stream("hil_writes", batch_rows=3)
     rows = [{"time_s": float(i), "wall_time": 0.0, "client": "127.0.0.1:1", "unit_id": 1, "address": 40000,
-             "count": 1, "exception_code": 0, "points": "x"} for i in range(10)]
-    for r in rows:
+             "count": 1, "exception_code": 0, "points": "x"} for i in range(11)]
+    rec.add("hil_writes", rows[:1])
+    rec.flush()  # published with its tail before it is streamed: the streamed file replaces it
+    st = rec.stream("hil_writes", batch_rows=3)
+    for r in rows[1:]:
         rec.add("hil_writes", [r])
-    assert not (tmp_path / "hil_writes.parquet").exists()
+    assert pq.ParquetFile(tmp_path / "hil_writes.parquet").metadata.num_rows == 1
     rec.close()
     f = pq.ParquetFile(tmp_path / "hil_writes.parquet")
-    assert f.metadata.num_rows == 10 and st.row_groups == f.metadata.num_row_groups == 4
+    assert f.metadata.num_rows == 11 and st.row_groups == f.metadata.num_row_groups == 4
+    assert f.read().column("time_s").to_pylist() == [float(i) for i in range(11)]
     assert not list(tmp_path.glob(".*.part"))
 
 
@@ -81,13 +84,15 @@ def _bus_columns(t: int, n: int) -> dict:
             "p_mw": np.full(n, 0.1), "q_mvar": [0.0] * n}
 
 
-def test_big_tables_are_appended_one_row_group_per_flush(tmp_path: Path, monkeypatch) -> None:
+def test_tables_are_appended_in_row_groups_and_published_with_their_tail(tmp_path: Path,
+                                                                         monkeypatch) -> None:
     import twin.results
 
     monkeypatch.setattr(twin.results, "APPEND_MIN_ROWS", 100)
     rec = RunRecorder(tmp_path)
     rec.add_columns("bus", _bus_columns(0, 30))
-    rec.flush()  # small: rewritten whole
+    rec.flush()  # under 100 rows: published as the file's tail, kept in memory
+    assert pq.ParquetFile(tmp_path / "bus.parquet").metadata.num_rows == 30 and rec._chunks["bus"]
     for k in range(1, 6):
         rec.add_columns("bus", _bus_columns(900 * k, 50))
         rec.add("bus", [{"time_s": 900 * k, "bus": 99, "vm_pu": 1.0, "va_degree": 0.0, "p_mw": 0.0,
@@ -95,22 +100,28 @@ def test_big_tables_are_appended_one_row_group_per_flush(tmp_path: Path, monkeyp
         rec.flush(wait=k % 2 == 0)
         rec.flush()  # waits for the background write
         f = pq.ParquetFile(tmp_path / "bus.parquet", page_checksum_verification=True)
-        assert f.metadata.num_rows == 30 + 51 * k == rec.n_rows("bus")
-        if k >= 2:  # appended: one new row group per flush, the rows left memory
-            assert f.metadata.num_row_groups == k - 1 and not rec._chunks["bus"]
+        assert f.metadata.num_rows == 30 + 51 * k == rec.n_rows("bus") == len(rec.rows("bus"))
+        # 100 rows or more in memory are appended as a row group and leave memory (k even);
+        # fewer are the tail, one more row group in the published file only
+        assert f.metadata.num_row_groups == [1, 1, 2, 2, 3][k - 1]
+        assert (not rec._chunks["bus"]) == (k % 2 == 0)
         t = f.read()
         assert t.column("time_s").to_pylist()[-1] == 900 * k and t.column("bus").to_pylist()[-1] == 99
+        assert rec.rows("bus")[-1]["time_s"] == 900 * k
     assert sorted(p.name for p in tmp_path.glob(".bus*"))  # hidden A/B files while running
-    rec.close()
-    assert not list(tmp_path.glob(".*"))
+    rec.close()  # the last tail is appended
+    assert not list(tmp_path.glob(".*")) and not rec._chunks["bus"]
+    assert pq.ParquetFile(tmp_path / "bus.parquet").metadata.num_row_groups == 3
     t = read_table(tmp_path, "bus")
     assert t.num_rows == 30 + 5 * 51 and t.column("vm_pu").to_pylist()[:2] == [1.0, 1.00001]
+    assert t.column("time_s").to_pylist() == [0] * 30 + [900 * k for k in range(1, 6) for _ in range(51)]
     with pytest.raises(ValueError, match=r"results table 'bus': columns do not match"):
         rec.add_columns("bus", {"time_s": 0, "bus": [1, 2], "vm_pu": ["x", "y"]})
 
 
+@pytest.mark.parametrize("tail", [False, True])
 def test_an_appended_table_that_cannot_be_published_keeps_the_last_version(tmp_path: Path,
-                                                                           monkeypatch) -> None:
+                                                                           monkeypatch, tail) -> None:
     import errno
 
     import twin.parquet_append
@@ -126,6 +137,8 @@ def test_an_appended_table_that_cannot_be_published_keeps_the_last_version(tmp_p
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(twin.parquet_append.AppendedParquet, "footer", no_space)
+    if tail:  # the new rows would be published as the file's tail
+        monkeypatch.setattr(twin.results, "APPEND_MIN_ROWS", 100)
     rec.add_columns("bus", _bus_columns(900, 20))
     with pytest.raises(twin.results.DiskFull, match=r"bus\.parquet"):
         rec.flush()

@@ -10,6 +10,13 @@ rename (atomic). The published file is never written again while it is published
 killed run leaves the last published version intact, and bytes a reader has located are
 never changed.
 
+A table's newest rows can be published as a *tail* (``publish(tail=...)``): row groups
+encoded for this publish only, written after the appended ones in the hidden file and listed
+in its footer, but not part of the shared layout; the next publish writes its own tail in
+their place. A caller keeps its rows in memory as the tail until there are enough for a row
+group of a useful size, so a small table is neither rewritten whole at every flush (a cost
+that grows with the run) nor split into a tiny row group per flush.
+
 The footer is Parquet's Thrift (compact protocol) ``FileMetaData``. Each new row group is
 encoded by pyarrow as a small file of its own; its footer's byte offsets are relative to
 that small file, so they are shifted to where its bytes land (the fields named in
@@ -268,22 +275,27 @@ class AppendedParquet:
         self._segments: list[tuple[int, bytes]] = []  # row-group bytes not yet in both files
         self._synced = [0, 0]  # layout bytes each hidden file holds (0: not created)
         self._published: int | None = None
+        self._tail_rows = 0  # rows of the tail the published file holds
         self.dirty = False
 
-    def append(self, table: pa.Table) -> None:
-        """Encode ``table`` (this schema) as new row groups (visible at the next publish)."""
-        if not table.num_rows:
-            return
+    def _encode(self, table: pa.Table) -> tuple[bytes, list[bytes], Struct]:
+        """``table`` as one row group placed at the end of the layout: (its bytes, its
+        footer entries with offsets shifted there, the small file's footer)."""
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd", write_page_checksum=True,
                        row_group_size=max(table.num_rows, 1))
         data, footer = _split(buf.getvalue())
         delta = self.length - len(_MAGIC)
-        for fid, _t, v in footer:
-            if fid == _FMD_ROW_GROUPS:
-                for rg in v[1]:
-                    self.row_groups.append(encode_struct(
-                        _shift_row_group(rg, delta, len(self.row_groups))))
+        groups = [encode_struct(_shift_row_group(rg, delta, len(self.row_groups) + i))
+                  for fid, _t, v in footer if fid == _FMD_ROW_GROUPS for i, rg in enumerate(v[1])]
+        return data, groups, footer
+
+    def append(self, table: pa.Table) -> None:
+        """Encode ``table`` (this schema) as new row groups (visible at the next publish)."""
+        if not table.num_rows:
+            return
+        data, groups, footer = self._encode(table)
+        self.row_groups += groups
         if self._template is None:
             self._template = footer
         self._segments.append((self.length, data))
@@ -291,22 +303,34 @@ class AppendedParquet:
         self.num_rows += table.num_rows
         self.dirty = True
 
-    def footer(self) -> bytes:
+    def footer(self, tail_groups: list[bytes] | None = None, tail_rows: int = 0) -> bytes:
         assert self._template is not None
         fields: Struct = []
         for fid, ttype, v in self._template:
             if fid == _FMD_NUM_ROWS:
-                v = self.num_rows
+                v = self.num_rows + tail_rows
             elif fid == _FMD_ROW_GROUPS:
-                v = (v[0], self.row_groups)
+                v = (v[0], self.row_groups + (tail_groups or []))
             fields.append((fid, ttype, v))
         meta = encode_struct(fields)
         return meta + struct.pack("<I", len(meta)) + _MAGIC
 
-    def publish(self) -> None:
+    def publish(self, tail: pa.Table | None = None) -> None:
         """Write the row groups appended so far and a footer to the hidden file that is not
-        published, then put it at ``path`` (hard link + rename; a copy where links fail)."""
-        if not self.dirty or self._template is None:
+        published, then put it at ``path`` (hard link + rename; a copy where links fail).
+
+        ``tail``: rows published after the appended ones this time only (see the module
+        docstring); the file at ``path`` then has ``num_rows + tail.num_rows`` rows."""
+        tail_groups: list[bytes] = []
+        tail_data, tail_rows = b"", 0
+        if tail is not None and tail.num_rows:
+            tail_data, tail_groups, footer = self._encode(tail)
+            tail_rows = tail.num_rows
+            if self._template is None:
+                self._template = footer
+        elif not self.dirty and self._tail_rows == 0:
+            return
+        if self._template is None:
             return
         i = 0 if self._published != 0 else 1
         target = self.hidden[i]
@@ -321,7 +345,8 @@ class AppendedParquet:
                     if offset != f.tell():
                         raise RuntimeError(f"{self.path}: appended layout out of order")
                     f.write(data)
-            f.write(self.footer())
+            f.write(tail_data)
+            f.write(self.footer(tail_groups, tail_rows))
         self._synced[i] = self.length
         tmp = self.path.with_name(f".{self.path.name}.link")
         tmp.unlink(missing_ok=True)
@@ -332,6 +357,7 @@ class AppendedParquet:
         os.replace(tmp, self.path)
         self._published = i
         self.dirty = False
+        self._tail_rows = tail_rows
         low = min(self._synced)
         self._segments = [(o, d) for o, d in self._segments if o + len(d) > low]
 

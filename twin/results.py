@@ -4,8 +4,8 @@ A run folder holds ``manifest.json``, ``kpis.json`` and one Parquet file per tab
 (long format, one row per time and element). Every file is written to a temporary name
 in the same folder and renamed into place, so a reader never sees a half-written file and
 a killed run leaves the last complete version of each table. :class:`RunRecorder` keeps
-the rows of a running simulation; at checkpoints it rewrites small tables and appends the
-new rows of big ones as row groups (:mod:`twin.parquet_append`), published atomically too.
+the rows of a running simulation; at checkpoints it appends their new rows as row groups
+(:mod:`twin.parquet_append`), published atomically too.
 
 Integrity: Parquet pages carry CRC checksums (``write_page_checksum``) and
 :func:`read_parquet` verifies them, so a damaged table raises :class:`CorruptTableError`
@@ -251,9 +251,10 @@ class StreamedTable:
 
 #: rows a table keeps as Python dicts before they are packed into an Arrow chunk
 CHUNK_ROWS = 8192
-#: a table with at least this many rows is appended (new row groups at each flush) instead of
-#: rewritten whole; below it a flush rewrites the small table in one row group
-APPEND_MIN_ROWS = 65536
+#: rows a table gathers in memory before a flush appends them to its file as a row group;
+#: until then each flush publishes them as the file's tail, encoded again (at most this many
+#: rows: the cost of a flush does not grow with the rows written before it)
+APPEND_MIN_ROWS = 8192
 
 
 def _column(name: str, typ: pa.DataType, value: Any, n: int) -> pa.Array:
@@ -276,11 +277,12 @@ class RunRecorder:
     Rows come as dicts (:meth:`add`) or as columns (:meth:`add_columns`: arrays, no Python
     object per row); they are validated against :data:`SCHEMAS` when they are packed, so a
     wrong column fails loudly, naming the table. Every :data:`CHUNK_ROWS` dict rows of a
-    table are packed into an Arrow chunk. A table below :data:`APPEND_MIN_ROWS` rows is
-    rewritten whole at each :meth:`flush` (temporary file + rename); a bigger one is
-    *appended*: each flush encodes only its new rows as a row group and publishes the grown
-    file atomically (:class:`twin.parquet_append.AppendedParquet`), and the rows leave
-    memory. Writing costs O(rows) over the run and memory follows the flush period.
+    table (and what a flush finds) are packed into an Arrow chunk. A table is *appended*
+    (:class:`twin.parquet_append.AppendedParquet`): once it holds :data:`APPEND_MIN_ROWS`
+    rows in memory a flush encodes them as a row group and they leave memory; fewer are
+    published as the file's tail, encoded again at the next flush. Each flush publishes the
+    grown file atomically. Writing costs O(rows) over the run, a flush's cost does not grow
+    with the run, and memory stays under :data:`APPEND_MIN_ROWS` rows a table.
     A table put in :meth:`stream` mode is appended off the caller's thread as it goes
     (:class:`StreamedTable`) and appears at :meth:`close`. ``flush(wait=False)`` snapshots
     the tables on the caller's thread and writes them from a background thread.
@@ -309,6 +311,9 @@ class RunRecorder:
             self._chunks[table] = []
             self._dirty.discard(table)
             self._streams[table] = st
+            appended = self._appended.pop(table, None)
+            if appended is not None:  # flushed before: the streamed file replaces it at close
+                appended.abandon()
         return self._streams[table]
 
     def add(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -361,6 +366,8 @@ class RunRecorder:
     def n_rows(self, table: str) -> int:
         if table in self._streams:
             return self._streams[table].n_rows
+        if table in self._appended and self._writes is not None:
+            self._writes.join()  # its row count moves when a background append is done
         done = self._appended[table].num_rows if table in self._appended else 0
         return done + sum(c.num_rows for c in self._chunks[table]) + len(self._rows[table])
 
@@ -371,7 +378,8 @@ class RunRecorder:
         if table in self._appended:
             if self._writes is not None:
                 self._writes.join()
-            out = read_parquet(self.out_dir / f"{table}.parquet").to_pylist()
+            done = self._appended[table].num_rows  # the file's tail is still in memory
+            out = read_parquet(self.out_dir / f"{table}.parquet").slice(0, done).to_pylist()
         if not self._chunks[table] and not out:
             return self._rows[table]
         out += [r for c in self._chunks[table] for r in c.to_pylist()]
@@ -411,13 +419,20 @@ class RunRecorder:
             return tail
         return pa.concat_tables([*self._chunks[table], tail])
 
-    def _job(self, name: str) -> tuple[str, str, pa.Table | None]:
-        """Snapshot one changed table: ("write", whole table) or ("append", new rows)."""
-        table = self.to_table(name)
-        if name not in self._appended and table.num_rows < APPEND_MIN_ROWS:
+    def _job(self, name: str, *, final: bool = False) -> tuple[str, str, pa.Table | None]:
+        """Snapshot one changed table: ("write", an empty table), ("tail", the rows in
+        memory, kept there) or ("append", the rows in memory, which now leave it)."""
+        self._pack(name)  # dict rows are converted once, not at every flush
+        chunks = self._chunks[name]
+        if len(chunks) > 1:  # one chunk: what the next flushes concatenate stays small
+            chunks[:] = [pa.concat_tables(chunks).combine_chunks()]
+        table = chunks[0] if chunks else SCHEMAS[name].empty_table()
+        if name not in self._appended and not table.num_rows:
             return ("write", name, table)
         if name not in self._appended:
             self._appended[name] = AppendedParquet(self.out_dir / f"{name}.parquet", SCHEMAS[name])
+        if table.num_rows < APPEND_MIN_ROWS and not final:
+            return ("tail", name, table)
         self._rows[name], self._chunks[name] = [], []  # the rows now live in the file
         return ("append", name, table)
 
@@ -429,11 +444,19 @@ class RunRecorder:
             write_table_atomic(table, path)
             return
         ap = self._appended[name]
+        if kind == "tail":
+            try:
+                ap.publish(tail=table)
+            except OSError as exc:
+                raise _disk_full(exc, path) from exc
+            return
         if table is not None and table.num_rows:
             try:
                 ap.append(table)
-            except BaseException:
+            except BaseException as exc:
                 self._chunks[name].insert(0, table)  # appended at the next flush
+                if isinstance(exc, OSError):
+                    raise _disk_full(exc, path) from exc
                 raise
         try:
             ap.publish()
@@ -452,11 +475,12 @@ class RunRecorder:
                 self._writes.task_done()
         self._writes.task_done()
 
-    def flush(self, *, wait: bool = True) -> None:
-        """Write every table that changed since the last flush (rewritten or appended).
+    def flush(self, *, wait: bool = True, final: bool = False) -> None:
+        """Write every table that changed since the last flush (appended, or its tail).
 
         ``wait=False``: the tables are snapshot here (immutable Arrow tables) and written by
         a background thread, in order; the next ``flush()`` (or :meth:`close`) waits for it.
+        ``final``: every row in memory is appended (no tail is left to publish again).
         """
         if self._write_error is not None:
             err, self._write_error = self._write_error, None
@@ -480,10 +504,10 @@ class RunRecorder:
             if self._writes is not None:
                 self._writes.join()
             for name in names:
-                self._do(self._job(name))  # a table that fails stays dirty for the next flush
+                self._do(self._job(name, final=final))  # a table that fails stays dirty
                 self._dirty.discard(name)
             return
-        jobs = [self._job(name) for name in names]
+        jobs = [self._job(name, final=final) for name in names]
         self._dirty.clear()  # a background write that fails marks its table dirty again
         if self._writer is None:
             self._writes = queue.Queue()
@@ -502,7 +526,8 @@ class RunRecorder:
                 st.close()
             except ValueError as exc:
                 errors.append(exc)
-        self.flush()
+        self._dirty.update(n for n in self._appended if self._chunks[n] or self._rows[n])
+        self.flush(final=True)
         if self._writes is not None:
             self._writes.put(None)
             self._writes.join()
