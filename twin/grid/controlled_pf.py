@@ -58,7 +58,7 @@ _INNER_TOL = 1e-7  # pu voltage
 _NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
 _PARALLEL_DEVICE_WORK = 20_000  # ... and in parallel (below: the serial kernels)
 _FUSED_LANES = 1 << 62  # batches up to this size run the fused kernel (0: never; tests switch it)
-_FUSED_BLOCK = 128  # lanes per fused kernel call; the blocks of a bigger batch run on threads
+_FUSED_BLOCK = 256  # lanes per fused kernel call; the blocks of a bigger batch run on threads
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 

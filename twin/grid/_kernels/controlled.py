@@ -11,8 +11,10 @@ and a finished lane's slot takes the next lane, while the other slots keep itera
 slot waits for the slowest lane of a chunk, and a lane's power flows cost the iterations
 they take. Every power flow is warm-started: a lane's from its previous one, a lane's first
 from the voltages of the lane before it in its slot (the lanes of a batch are nearby cases).
-The per-lane work is inlined (no call with dozens of arrays per lane: each array argument
-costs a reference-count update on each side, shared between the threads that run blocks)."""
+The device Newton and the post-processing are the builds the batch path and the plain flow
+compile anyway (no new compile in the suite); the rest of a lane's work is inline (a call
+with dozens of arrays costs a reference-count update per array on each side, on counts the
+threads that run blocks share)."""
 
 from __future__ import annotations
 
@@ -22,13 +24,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from twin.grid._der_kernels import _target
+from twin.grid._der_kernels import _target, newton_lane_into, newton_scratch
 from twin.grid._kernels.chunked import _staggered, sweep_lanes
 from twin.grid._kernels.opts import OPTS, K
 from twin.grid._kernels.post import post_nodes, post_scratch
-
-# post_nodes inlined into the lane loop (the plain flow's kernels call the shared build)
-_post_lane = nb.njit(inline="always", **OPTS)(post_nodes.py_func)
 
 
 @nb.njit(nogil=True, **OPTS)
@@ -106,15 +105,10 @@ def controlled_lanes(
     fp_ok = np.zeros(kw, dtype=np.bool_)
     fp_its = np.zeros(kw, dtype=np.int64)
     sp2max = np.zeros(n_pq)
-    # device work arrays: on-device list, (9, N) vectors, sensitivities among the on devices,
-    # the Newton matrix; outputs G of every device
-    idx = np.empty(n, dtype=np.int64)
-    vec = np.empty((9, n))
-    v_d, gp, gq, dp, dq, hv, base, g_all_p, g_all_q = (vec[0], vec[1], vec[2], vec[3], vec[4], vec[5], vec[6],
-                                                      vec[7], vec[8])
-    sp = np.empty((n, n))
-    sq = np.empty((n, n))
-    a = np.empty((n, n))
+    # the device Newton's work arrays; outputs G of every device
+    nws = newton_scratch(n)
+    g_all_p = np.empty(n)
+    g_all_q = np.empty(n)
     ss = np.empty(n_s, dtype=np.complex128)
     nxt = 0  # next lane to start
     first = True
@@ -192,7 +186,7 @@ def controlled_lanes(
                                 su = (slack_v[k] * np.conj(acc) - ss[k]) * (sn_mva / units_at_slack[k])
                             eg_p_out[b, e] = su.real
                             eg_q_out[b, e] = su.imag
-                        _post_lane(b, vr, vi, j, post_rows, sn_mva, res, scratch)
+                        post_nodes(b, vr, vi, j, post_rows, sn_mva, res, scratch)
                         pl_row = res[5][b]
                         tot = 0.0
                         for k in range(n_br):
@@ -230,102 +224,17 @@ def controlled_lanes(
                         else:
                             xp[b, i] = 0.0
                             xq[b, i] = 0.0
-            if newton:
-                # v = v_k + S (G(v) - x) by Newton on the in-service devices' voltages (an
-                # off device outputs nothing: its set-point, normally 0, is a constant term)
-                m = 0
+            if newton:  # the devices against the network linearized at vm_dev[b] (the shared build)
+                newton_lane_into(vm_dev[b], xp[b], xq[b], avail[b], on[b], scale[b], sens, fleet, inner_max,
+                                 inner_tol, fd_h, g_all_p, g_all_q, nws, g_known)
+                # new set-points: damped after a power flow, the start's at once
                 for i in range(n):
-                    if on[b, i]:
-                        idx[m] = i
-                        m += 1
-                for jj in range(m):
-                    jd = idx[jj]
-                    s = vm_dev[b, jd]
-                    for i in range(n):
-                        s -= sens[jd, i] * xp[b, i] + sens[jd, n + i] * xq[b, i]
-                    base[jj] = s  # v_k - S x
-                    v_d[jj] = vm_dev[b, jd]
-                    for ii in range(m):
-                        sp[jj, ii] = sens[jd, idx[ii]]
-                        sq[jj, ii] = sens[jd, n + idx[ii]]
                     if g_known:
-                        gp[jj] = g_all_p[jd]
-                        gq[jj] = g_all_q[jd]
-                fresh = g_known  # gp, gq are the outputs at v_d
-                for _ in range(inner_max):
-                    if not fresh:
-                        for ii in range(m):
-                            i = idx[ii]
-                            gp[ii], gq[ii] = _target(i, v_d[ii], avail[b, i], scale[b, i], fleet)
-                    fresh = True
-                    err = 0.0
-                    for jj in range(m):
-                        s = base[jj]
-                        for ii in range(m):
-                            s += sp[jj, ii] * gp[ii] + sq[jj, ii] * gq[ii]
-                        hv[jj] = v_d[jj] - s
-                        err = max(err, abs(hv[jj]))
-                    if err < inner_tol:
-                        break
-                    for ii in range(m):
-                        i = idx[ii]
-                        pp, qq = _target(i, v_d[ii] + fd_h, avail[b, i], scale[b, i], fleet)
-                        dp[ii] = (pp - gp[ii]) / fd_h
-                        dq[ii] = (qq - gq[ii]) / fd_h
-                    for jj in range(m):
-                        for ii in range(m):
-                            a[jj, ii] = (1.0 if ii == jj else 0.0) - sp[jj, ii] * dp[ii] - sq[jj, ii] * dq[ii]
-                    # Gaussian elimination with partial pivoting, solving a dv = hv in place
-                    for cc in range(m):
-                        piv = cc
-                        for r_ in range(cc + 1, m):
-                            if abs(a[r_, cc]) > abs(a[piv, cc]):
-                                piv = r_
-                        if piv != cc:
-                            for k in range(m):
-                                t_ = a[cc, k]
-                                a[cc, k] = a[piv, k]
-                                a[piv, k] = t_
-                            t_ = hv[cc]
-                            hv[cc] = hv[piv]
-                            hv[piv] = t_
-                        d = a[cc, cc]
-                        if d == 0.0:
-                            continue
-                        for r_ in range(cc + 1, m):
-                            mult = a[r_, cc] / d
-                            if mult != 0.0:
-                                for k in range(cc, m):
-                                    a[r_, k] -= mult * a[cc, k]
-                                hv[r_] -= mult * hv[cc]
-                    for cc in range(m - 1, -1, -1):
-                        s = hv[cc]
-                        for k in range(cc + 1, m):
-                            s -= a[cc, k] * hv[k]
-                        hv[cc] = s / a[cc, cc] if a[cc, cc] != 0.0 else 0.0
-                    for jj in range(m):
-                        v_d[jj] -= hv[jj]
-                    fresh = False
-                if not fresh:
-                    for ii in range(m):
-                        i = idx[ii]
-                        gp[ii], gq[ii] = _target(i, v_d[ii], avail[b, i], scale[b, i], fleet)
-                # new set-points: G(v) (0 for the devices out of service), damped after a
-                # power flow; the start's at once
-                ww = w[j] if g_known else 1.0
-                ii = 0
-                for i in range(n):
-                    np_, nq_ = 0.0, 0.0
-                    if ii < m and idx[ii] == i:
-                        np_ = gp[ii]
-                        nq_ = gq[ii]
-                        ii += 1
-                    if g_known:
-                        xp[b, i] += ww * (np_ - xp[b, i])
-                        xq[b, i] += ww * (nq_ - xq[b, i])
+                        xp[b, i] += w[j] * (g_all_p[i] - xp[b, i])
+                        xq[b, i] += w[j] * (g_all_q[i] - xq[b, i])
                     else:
-                        xp[b, i] = np_
-                        xq[b, i] = nq_
+                        xp[b, i] = g_all_p[i]
+                        xq[b, i] = g_all_q[i]
             # lane b's set-points into its element rows (generator convention: sgen
             # generation-positive, storage and load consumption-positive) and its injections
             # into slot j's column of the planes
