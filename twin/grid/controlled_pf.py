@@ -326,8 +326,8 @@ class ControlledPowerFlow:
                      start: tuple[ArrayLike, ArrayLike, ArrayLike] | None, tol_pu: float,
                      max_outer: int, tol: float, branch_flows: bool) -> ControlledResult | None:
         """Every lane in serial numba calls (:func:`twin.grid._kernels.controlled.controlled_lanes`,
-        the same outer iteration as :meth:`solve`, with no Python between the power flows, 32
-        lanes at a time sharing the fixed point's vectorized loops), one call per block of
+        the same outer iteration as :meth:`solve`, with no Python between the power flows, the
+        lanes streaming through 32 slots that share the fixed point's vectorized loops), one call per block of
         ``_FUSED_BLOCK`` lanes, the blocks on threads (the kernel releases the GIL); None when it cannot run (more than ``_FUSED_LANES`` lanes, inputs the general
         path must check) or a lane's power flow did not converge (the general path's Newton
         fallback)."""
