@@ -58,7 +58,7 @@ _INNER_TOL = 1e-7  # pu voltage
 _NUMBA_DEVICE_WORK = 20_000  # lanes x devices from which the device work runs in numba
 _PARALLEL_DEVICE_WORK = 20_000  # ... and in parallel (below: the serial kernels)
 _FUSED_LANES = 1 << 62  # batches up to this size run the fused kernel (0: never; tests switch it)
-_FUSED_BLOCK = 128  # lanes per fused kernel call; the blocks of a bigger batch run on threads
+_FUSED_BLOCK = 256  # lanes per fused kernel call; the blocks of a bigger batch run on threads
 _PERTURB = 1e-3  # fraction of the ratings moved to measure the common-mode sensitivity
 
 
@@ -326,8 +326,8 @@ class ControlledPowerFlow:
                      start: tuple[ArrayLike, ArrayLike, ArrayLike] | None, tol_pu: float,
                      max_outer: int, tol: float, branch_flows: bool) -> ControlledResult | None:
         """Every lane in serial numba calls (:func:`twin.grid._kernels.controlled.controlled_lanes`,
-        the same outer iteration as :meth:`solve`, with no Python between the power flows, 32
-        lanes at a time sharing the fixed point's vectorized loops), one call per block of
+        the same outer iteration as :meth:`solve`, with no Python between the power flows, the
+        lanes streaming through 32 slots that share the fixed point's vectorized loops), one call per block of
         ``_FUSED_BLOCK`` lanes, the blocks on threads (the kernel releases the GIL); None when it cannot run (more than ``_FUSED_LANES`` lanes, inputs the general
         path must check) or a lane's power flow did not converge (the general path's Newton
         fallback)."""
