@@ -53,20 +53,12 @@ def main() -> None:
     import twin.grid._kernels  # noqa: F401
     import twin.grid._kernels.controlled as new
     import twin.grid.controlled_pf as cmod
-    from twin.grid.controlled_pf import ControlledPowerFlow, DerDevice
-    from twin.grid.der_functions import DerFunctions, VoltVar
-    from twin.grid.pf import BatchPowerFlow
 
     tmp = Path(tempfile.mkdtemp(prefix="controlled_ab-"))
     old = _old_kernel(args.against, tmp)
     f = h.feeder(2688)
     on_all, kw_all = h.placements(f["buses"].size, 1000, seed=18)
-    net = f["net"]
-    solver = BatchPowerFlow(net, kernel="numba")
-    fn = DerFunctions(s_rated_mva=1.1, p_rated_mw=1.0, reactive=VoltVar.category("B"))
-    cpf = ControlledPowerFlow(solver, devices=[DerDevice("sgen", int(r), fn) for r in f["rows"]])
-    t = int(np.argmax(f["pv"]))
-    n_sgen = len(net.sgen)
+    solver, cpf, t, n_sgen = h.snapshot_solvers(f)
     sides = {args.against: (old, args.against_block), "this": (new, cmod._FUSED_BLOCK)}
     heads = []
     for b in (1, 100, 1000):

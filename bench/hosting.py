@@ -111,10 +111,9 @@ def run_ours(f: dict[str, Any], on: np.ndarray, kw: np.ndarray, *, chunk: int = 
             "day_steps": float(day.size)}
 
 
-def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str, float]:
-    """Median time of a controlled snapshot batch over a plain one (same injections, same
-    solver, both on numba: the plain flow at its fastest), at B = 1 (one placement at noon)
-    and B = 100 (all placements at noon), timed interleaved."""
+def snapshot_solvers(f: dict[str, Any]) -> tuple[Any, Any, int, int]:
+    """The snapshot comparison's plain solver (numba), its controlled flow (volt-var,
+    category B, on every PV row), the noon step and the sgen count."""
     from twin.grid.controlled_pf import ControlledPowerFlow, DerDevice
     from twin.grid.der_functions import DerFunctions, VoltVar
     from twin.grid.pf import BatchPowerFlow
@@ -123,8 +122,14 @@ def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str
     solver = BatchPowerFlow(net, kernel="numba")
     fn = DerFunctions(s_rated_mva=1.1, p_rated_mw=1.0, reactive=VoltVar.category("B"))
     cpf = ControlledPowerFlow(solver, devices=[DerDevice("sgen", int(r), fn) for r in f["rows"]])
-    t = int(np.argmax(f["pv"]))
-    n_sgen = len(net.sgen)
+    return solver, cpf, int(np.argmax(f["pv"])), len(net.sgen)
+
+
+def snapshot_cost(f: dict[str, Any], on: np.ndarray, kw: np.ndarray) -> dict[str, float]:
+    """Median time of a controlled snapshot batch over a plain one (same injections, same
+    solver, both on numba: the plain flow at its fastest), at B = 1 (one placement at noon)
+    and B = 100 (all placements at noon), timed interleaved."""
+    solver, cpf, t, n_sgen = snapshot_solvers(f)
     out = {}
     for b in (1, on.shape[0]):
         avail = f["pv"][t] * kw[:b] / 1000.0

@@ -1,5 +1,5 @@
 """The layout's rules, checked on the source: no import cycle between the twin's packages,
-and a pure reference market (docs/architecture.md)."""
+and a pure reference market (docs/architecture.md), modules of at most about 600 lines."""
 
 from __future__ import annotations
 
@@ -142,3 +142,13 @@ def test_importing_the_kernels_changes_no_process_state() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=TWIN.parent)
     assert proc.returncode == 0, proc.stderr
+
+
+#: "No module above about 600 lines" (issue #22): the longest module a newcomer has to read.
+MAX_MODULE_LINES = 640
+
+
+def test_no_module_above_about_600_lines() -> None:
+    long = {str(p.relative_to(TWIN.parent)): n for p in sorted(TWIN.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules above {MAX_MODULE_LINES} lines (split them by concern): {long}"

@@ -4,6 +4,7 @@ added to the deck's two capacitors, against OpenDSS's own static control loop (r
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,6 +105,16 @@ TIME_CMDS = ("New CapControl.cc1 Capacitor=Cap1 element=Line.692675 terminal=1 t
              "OFFsetting=6")
 
 
+def _daily_context(step: str) -> Any:
+    """IEEE 13 with the time-of-day CapControls in OpenDSS's daily mode, one ``step`` a solve."""
+    ctx = dss.DSS.NewContext()
+    ctx.AllowChangeDir = False
+    for cmd in (f'redirect "{IEEE13}"', *TIME_CMDS, "set controlmode=static", f"set mode=daily stepsize={step} number=1",
+                "set tolerance=1e-12", "set maxiterations=1000"):
+        ctx.Text.Command = cmd
+    return ctx
+
+
 def test_time_capcontrols_follow_opendss_daily_series() -> None:
     """Two days at 90-minute steps (06:00, 18:00 and 24:00 hit exactly) in OpenDSS's daily mode (static control loop per step, the
     regulators on) against the twin's time series from the previous step's taps and states."""
@@ -112,11 +123,7 @@ def test_time_capcontrols_follow_opendss_daily_series() -> None:
     caps = capcontrols_from_opendss(feeder, IEEE13, commands=TIME_CMDS, controlled_elems=[r.elem for r in regs])
     assert [c.ctype for c in caps] == ["time", "time"] and (caps[1].on_value, caps[1].off_value) == (20.5, 6.0)
     cpf = ControlledPowerFlow3ph(feeder, regulators=(*regs, *caps))
-    ctx = dss.DSS.NewContext()
-    ctx.AllowChangeDir = False
-    for cmd in (f'redirect "{IEEE13}"', *TIME_CMDS, "set controlmode=static", "set mode=daily stepsize=90m number=1",
-                "set tolerance=1e-12", "set maxiterations=1000"):
-        ctx.Text.Command = cmd
+    ctx = _daily_context("90m")
     ckt = ctx.ActiveCircuit
     taps = cpf.tap0()
     seen = set()
@@ -160,11 +167,7 @@ def test_faulted_topology_keeps_time_capcontrols_and_regulators() -> None:
     zero = {t: np.zeros(len(net[t])) for t in ("load", "sgen", "storage")}
     kw = {"load_p_mw": zero["load"], "load_q_mvar": zero["load"], "sgen_p_mw": zero["sgen"],
           "sgen_q_mvar": zero["sgen"], "storage_p_mw": zero["storage"]}
-    ctx = dss.DSS.NewContext()
-    ctx.AllowChangeDir = False
-    for cmd in (f'redirect "{IEEE13}"', *TIME_CMDS, "set controlmode=static", "set mode=daily stepsize=3h number=1",
-                "set tolerance=1e-12", "set maxiterations=1000"):
-        ctx.Text.Command = cmd
+    ctx = _daily_context("3h")
     ckt = ctx.ActiveCircuit
     dead = [feeder.bus_names.index(b) for b in ("633", "634")]
     states, moved = set(), False

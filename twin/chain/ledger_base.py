@@ -11,7 +11,7 @@ import gzip
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import Web3
@@ -29,16 +29,12 @@ from twin.market.ledger import IntervalStatus, MarketParameters
 from twin.market.mechanisms import CHAIN_CODE, Mechanism
 from twin.market.signing import Domain, Rejection
 from twin.market.types import (
-    DSO_ACCOUNT,
     OPERATOR_ACCOUNT,
     Balance,
     Device,
-    DeviceKind,
     Order,
-    OrderIntent,
     Trade,
 )
-from twin.market.validation import reject_malformed
 
 __all__ = [
     "CLEARING_PROGRESS",
@@ -450,100 +446,10 @@ class LedgerBase(MarketParameters):
             )
         self._prepared.add(account)
 
-    # --- devices ----------------------------------------------------------------------
-    def register_device(self, device: Device, *, sender: int | None = None) -> None:
-        if not 0 <= device.device_id < UINT64:
-            raise ValueError(f"device_id {device.device_id} does not fit uint64")
-        if not 0 <= device.capacity_w < 2**48 or not 0 <= device.bus < 2**32:
-            raise ValueError(
-                f"device {device.device_id}: capacity_w must fit uint48 and bus uint32"
-            )
-        owner = self.address_of(device.owner)
-        self._prepare(device.owner)
-        self._transact(
-            self.registry,
-            "register",
-            [device.device_id, owner, int(device.kind), device.bus, device.capacity_w],
-            sender=DSO_ACCOUNT if sender is None else sender,
-            purpose=f"register_device: device {device.device_id}",
-        )
-        self._devices[device.device_id] = device
-
-    def revoke_device(self, device_id: int, *, sender: int | None = None) -> None:
-        if not 0 <= device_id < UINT64:
-            raise e.UnknownDevice(device_id, purpose="revoke_device")
-        self._transact(
-            self.registry,
-            "revoke",
-            [device_id],
-            sender=DSO_ACCOUNT if sender is None else sender,
-            purpose=f"revoke_device: device {device_id}",
-        )
-
-    def set_device_signer(self, device_id: int, signer: str, *, sender: int | None = None) -> None:
-        """DSO binds the device's signing key (its address); ZERO_ADDRESS unbinds."""
-        if not 0 <= device_id < UINT64:
-            raise e.UnknownDevice(device_id, purpose="set_device_signer")
-        self._transact(
-            self.registry, "setSigner", [device_id, to_checksum_address(signer)],
-            sender=DSO_ACCOUNT if sender is None else sender,
-            purpose=f"set_device_signer: device {device_id}",
-        )  # fmt: skip
-
-    def device_signer(self, device_id: int) -> str:
-        self.device(device_id)
-        return to_checksum_address(self.registry.functions.signerOf(device_id).call())
-
-    def _is_registered(self, device_id: int) -> bool:
-        try:
-            self.device(device_id)
-        except e.UnknownDevice:
-            return False
-        return True
-
-    def _reject_malformed(self, intents: Sequence[OrderIntent], action: str) -> None:
-        reject_malformed(
-            intents, is_registered=self._is_registered, is_closed=_memo(self._is_closed),
-            action=action,
-        )  # fmt: skip
-
-    def _is_closed(self, interval: int) -> bool:
-        return self.interval_status(interval) != "open"
-
     def _canonical(self, mark: tuple[int, str]) -> bool:
         """Is the block a cache entry was written in still on the chain?"""
         r = self._rpc("eth_getBlockByNumber", [hex(mark[0]), False])
         return bool(r.get("result")) and r["result"]["hash"] == mark[1]
-
-    def _device_record(self, device_id: int) -> tuple[Device | None, int]:
-        if not 0 <= device_id < UINT64:
-            return None, 0
-        owner, kind, status, bus, cap = self.registry.functions.get(device_id).call()
-        if status == 0:
-            return None, 0
-        dev = Device(
-            device_id=device_id,
-            owner=cast(int, self.account_of(owner)),
-            kind=DeviceKind(kind),
-            bus=bus,
-            capacity_w=cap,
-        )
-        return dev, int(status)
-
-    def device(self, device_id: int) -> Device:
-        if device_id in self._devices:
-            return self._devices[device_id]
-        dev, _ = self._device_record(device_id)
-        if dev is None:
-            raise e.UnknownDevice(device_id)
-        self._devices[device_id] = dev
-        return dev
-
-    def is_revoked(self, device_id: int) -> bool:
-        dev, status = self._device_record(device_id)
-        if dev is None:
-            raise e.UnknownDevice(device_id)
-        return status == 2
 
     # --- money ------------------------------------------------------------------------
     def deposit(self, account: int, amount: int) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 
 from eth_utils import to_checksum_address
 
-from twin.chain.ledger_base import _MAX_UINT, UINT64, LedgerBase
+from twin.chain.ledger_base import _MAX_UINT, UINT64
+from twin.chain.ledger_registry import RegistryLedger
 from twin.chain.tx import Pending
 from twin.market import errors as e
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Device
@@ -31,8 +32,8 @@ def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-class SetupLedger(LedgerBase):
-    """:class:`LedgerBase` plus the batched set-up calls."""
+class SetupLedger(RegistryLedger):
+    """:class:`RegistryLedger` plus the batched set-up calls."""
 
     def _confirm_all(self, pending: Sequence[Pending]) -> None:
         """Wait for every receipt (read in batches; in sending order, the first revert

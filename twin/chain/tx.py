@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any, cast
 
 import requests
@@ -34,7 +34,15 @@ from twin.chain.abi import ErrorTable, abi_type, encode_call, function_spec
 from twin.chain.compile import CompiledContracts
 from twin.chain.keys import TxKey, dev_key, sign_eip1559
 from twin.chain.tx_batch import BatchRpc
-from twin.errors import TwinError
+from twin.chain.tx_funding import Funding
+from twin.chain.tx_types import (
+    ChainOutage,
+    ChainRevert,
+    ChainUnavailable,
+    Pending,
+    RetryPolicy,
+    TxRecord,
+)
 from twin.market import errors as e
 
 __all__ = ["ChainOutage", "ChainRevert", "ChainUnavailable", "Pending", "RetryPolicy", "TxClient",
@@ -54,82 +62,7 @@ GAS_FLOOR = 100_000
 MAX_MINES = 64
 
 
-class ChainUnavailable(TwinError):
-    """The chain node does not answer (killed, crashed, unreachable)."""
-
-
-class ChainOutage(ChainUnavailable):
-    """The node stayed unreachable (or a transaction without receipt) longer than the
-    retry policy's deadline (``faults.chain.deadline_s``): the run stops, resumably."""
-
-    resumable = True  # twin run records the stop as interrupted, resumable (exit 75)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How the client rides through a flaky chain (``faults.chain``): an unreachable node is
-    retried until ``deadline_s``; a transaction without a receipt after ``resend_after_s`` is
-    sent again as the same signed bytes (same nonce: it can execute once only)."""
-
-    deadline_s: float
-    resend_after_s: float
-    #: the clock deadlines and latencies are measured on, and a retry's pause (a flaky
-    #: chain in simulated time moves its clock instead of sleeping: twin.faults.chain_faults)
-    now: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    #: the longest pause between two attempts to reach an unreachable node
-    max_pause_s: float = 0.5
-
-
-class ChainRevert(TwinError):
-    """A revert that is not a market rule (token error, panic, out of gas, RPC error)."""
-
-    def __init__(
-        self, name: str, values: dict[str, Any], *, purpose: str, tx_hash: str | None = None
-    ) -> None:
-        self.name = name
-        self.values = values
-        self.purpose = purpose
-        self.tx_hash = tx_hash
-        inner = ", ".join(f"{k}={v}" for k, v in values.items())
-        super().__init__(
-            f"{purpose} reverted with {name}({inner})" + (f" [tx {tx_hash}]" if tx_hash else "")
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TxRecord:
-    """One sent transaction, for the results ``chain`` table."""
-
-    tx_hash: str
-    block: int
-    gas_used: int
-    function: str  # Contract.function (Contract.constructor for a deployment)
-    interval: int | None
-    sender: int
-    status: int  # 1 ok, 0 reverted
-    purpose: str
-    wall_ms: float  # send -> receipt, as seen by the client
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A sent transaction whose receipt has not been read yet."""
-
-    tx: dict[str, Any]
-    tx_hash: str
-    t0: float
-    fn: str
-    sender: int
-    purpose: str
-    interval: int | None
-    error_context: Any
-    raw: str = ""  # the signed bytes (resent unchanged under a retry policy)
-    seq: int = 0  # send order (an out-of-gas tx is resent only when nothing was sent after it)
-    t_clock: float = 0.0  # the retry policy's clock at the send (latencies)
-
-
-class TxClient(BatchRpc):
+class TxClient(Funding, BatchRpc):
     """Sending to and reading from one node (see the module docstring)."""
 
     def __init__(self, w3: Web3, *, compiled: CompiledContracts, accounts: Sequence[str] | None = None,
@@ -255,73 +188,6 @@ class TxClient(BatchRpc):
             max_fee=self._max_fee(), gas=int(tx["gas"], 16), to=str(to) if to else None,
             value=value, data=bytes.fromhex(str(tx["data"])[2:]))
         return "0x" + raw.hex(), tx_hash
-
-    def fund(self, funder: TxKey, addresses: Sequence[str], *, value_wei: int) -> None:
-        """Pay each address ``value_wei`` of gas money from ``funder`` (one funded key); an
-        unfunded funder raises one clear line."""
-        have = int(self.rpc("eth_getBalance", [funder.address, "latest"]).get("result", "0x0"), 16)
-        need = value_wei * len(addresses) + 21_000 * len(addresses) * self._max_fee()
-        if have < need:
-            raise ChainRevert("FunderUnfunded", {"funder": funder.address, "balance_wei": have,
-                                                 "needed_wei": need},
-                              purpose=f"funding {len(addresses)} run accounts at {self._url}")
-        # pipelined: every transfer signed with the funder's next nonce and sent, then all
-        # confirmed together (one receipt wait per transfer, no round trip in between)
-        self._keys[-1] = funder
-        nonce = self._pending_nonce(funder.address)
-        if self.batching:  # one JSON-RPC batch of sends, the receipts read in batches
-            signed = [(a, *self.sign({"to": a, "data": "0x", "gas": hex(21_000)}, sender=-1,
-                                     value=value_wei, nonce=nonce + i))
-                      for i, a in enumerate(addresses)]
-            answers = self.rpc_many([("eth_sendRawTransaction", [raw]) for _, raw, _ in signed])
-            for (a, _, _), sent_ in zip(signed, answers, strict=True):
-                if "error" in sent_:
-                    self._nonce_hint.clear()
-                    raise ChainRevert("TransferFailed", {"message": sent_["error"].get("message", "")},
-                                      purpose=f"funding {a}")
-            got = self.await_receipts([h for _, _, h in signed])
-            for a, _, h in signed:
-                if h in got and int(got[h]["status"], 16) == 1:
-                    continue
-                self._confirm_transfer(to=a, tx_hash=h, purpose=f"funding {a}")
-            return
-        sent = [self._send_transfer(sender=-1, to=a, value_wei=value_wei,
-                                    purpose=f"funding {a}", nonce=nonce + i)
-                for i, a in enumerate(addresses)]
-        for to, tx_hash, purpose in sent:
-            self._confirm_transfer(to=to, tx_hash=tx_hash, purpose=purpose)
-
-    def _pending_nonce(self, address: str) -> int:
-        r = self.rpc("eth_getTransactionCount", [address, "pending"])
-        if "error" in r:
-            raise ChainUnavailable(f"the chain node at {self._url} refused "
-                                   f"eth_getTransactionCount: {r['error']}")
-        return int(r["result"], 16)
-
-    def transfer_eth(self, *, sender: int | TxKey, to: str, value_wei: int, purpose: str) -> None:
-        """A plain value transfer (funding a run's accounts with gas money)."""
-        if isinstance(sender, TxKey):
-            self._keys[-1] = sender
-            sender = -1
-        _, tx_hash, _ = self._send_transfer(sender=sender, to=to, value_wei=value_wei,
-                                            purpose=purpose)
-        self._confirm_transfer(to=to, tx_hash=tx_hash, purpose=purpose)
-
-    def _send_transfer(self, *, sender: int, to: str, value_wei: int, purpose: str,
-                       nonce: int | None = None) -> tuple[str, str, str]:
-        tx = {"to": to, "data": "0x", "gas": hex(21_000)}
-        raw, tx_hash = self.sign(tx, sender=sender, value=value_wei, nonce=nonce)
-        sent = self.rpc("eth_sendRawTransaction", [raw])
-        if "error" in sent:
-            self._nonce_hint.clear()
-            raise ChainRevert("TransferFailed", {"message": sent["error"].get("message", "")},
-                              purpose=purpose)
-        return to, tx_hash, purpose
-
-    def _confirm_transfer(self, *, to: str, tx_hash: str, purpose: str) -> None:
-        receipt = self._wait(tx_hash)
-        if int(receipt["status"], 16) != 1:
-            raise ChainRevert("TransferFailed", {"to": to}, purpose=purpose, tx_hash=tx_hash)
 
     # --- accounts and names -------------------------------------------------------------
     def address_of(self, account: int) -> str:
