@@ -201,7 +201,8 @@ def run_controller(*, host: str, port: int, unit: int, mode: str = "volt-watt",
                 dev._write(a704 + _704["WSet"], [raw >> 16, raw & 0xFFFF])
             time.sleep(max(0.0, period_s - (time.monotonic() - t0)))
         return 0
-    except ConnectionException as exc:  # the serve process ended: a controller just stops
+    except (ConnectionException, ConnectionResetError, BrokenPipeError) as exc:
+        # the serve process ended (a closed or reset connection): a controller just stops
         print(f"controller: server gone ({exc})", file=sys.stderr, flush=True)
         return 0
     except (OSError, ConnectionError) as exc:  # refused, or the connection dropped
