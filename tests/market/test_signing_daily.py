@@ -7,6 +7,7 @@ revoked device are refused."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -256,29 +257,21 @@ def test_bulk_placement_and_settlement_equal_one_by_one(monkeypatch: pytest.Monk
         return [OrderIntent(device_id=d, interval=k, side=Side.BUY if d % 2 else Side.SELL,
                             energy_wh=wh + d, price_per_mwh=100_000_000 + d) for d in range(20, 30)]
 
-    states, booked = [], []
-    real = rd.place_bulk
+    def counting(real: Any, taken: list[bool]) -> Any:
+        """``real``, noting in ``taken`` whether each call took the column-wise path."""
+        def counted(*a: object, **k: object) -> object:
+            out = real(*a, **k)
+            taken.append(out is not None)
+            return out
+        return counted
 
-    def counted(*a: object, **k: object) -> object:
-        out = real(*a, **k)  # type: ignore[arg-type]
-        booked.append(out is not None)
-        return out
-
+    states: list[Any] = []
+    booked: list[bool] = []
     settled: list[bool] = []
-    real_settle = rs.settle_bulk
-
-    def counted_settle(*a: object, **k: object) -> object:
-        out = real_settle(*a, **k)  # type: ignore[arg-type]
-        settled.append(out is not None)
-        return out
-
     paid: list[bool] = []
-    real_trades = rs.trade_sums
-
-    def counted_trades(*a: object, **k: object) -> object:
-        out = real_trades(*a, **k)  # type: ignore[arg-type]
-        paid.append(out is not None)
-        return out
+    counted = counting(rd.place_bulk, booked)
+    counted_settle = counting(rs.settle_bulk, settled)
+    counted_trades = counting(rs.trade_sums, paid)
 
     for bulk in (True, False):
         monkeypatch.setattr(rd, "place_bulk", counted if bulk else lambda *a, **k: None)
