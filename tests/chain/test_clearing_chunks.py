@@ -37,8 +37,9 @@ def _book(seed: int, interval: int, n: int) -> list[OrderIntent]:
 def _chunk(
     led: ChainLedger, interval: int, bids: Sequence[int], asks: Sequence[int], m: int, n: int = 30
 ):
-    return led._transact(
-        led.market, "clearChunk", [interval, n, list(bids), list(asks), m],
+    b, a, _, _, done = led._provisional_market.functions.clearingProgress(interval).call()
+    return led._transact(  # at the cursor's position (chunks may follow one that reverted)
+        led.market, "clearChunk", [interval, n, b + a + done, list(bids), list(asks), m],
         sender=OPERATOR_ACCOUNT, purpose=f"clearChunk {interval}",
     )  # fmt: skip
 

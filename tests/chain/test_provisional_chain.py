@@ -171,8 +171,10 @@ def test_library_slot_constants_match_energy_markets_storage(
     zero = b"\0" * 32
 
     def chunk(device: int, wh: int, v: int, last: bool) -> None:
+        paid, read, _ = chain._provisional_market.functions.settlementProgress(1).call()
         chain._transact(chain._provisional_market, "settleProvisionalChunk",
-                        [1, 2**64, [device], [wh], [zero], [zero], [v], last], sender=0, purpose="test")
+                        [1, paid + read, 2**64, [device], [wh], [zero], [zero], [v], last],
+                        sender=0, purpose="test")
 
     def word(s: int) -> int:
         return storage_word(chain.w3, m.address, s)

@@ -142,8 +142,8 @@ def test_interrupted_chunked_clearing_resumes(
     assert len(plan) > done
     led.wait_for_gate(0)
     for c in plan[:done]:
-        _operator_sends(led, "clearChunk", 0, len(orders), list(c.bid_ids), list(c.ask_ids),
-                        c.max_trades)  # fmt: skip
+        _operator_sends(led, "clearChunk", 0, len(orders), c.at, list(c.bid_ids),
+                        list(c.ask_ids), c.max_trades)  # fmt: skip
     assert led.interval_status(0) == "clearing"
     later = [OrderIntent(12, 1, Side.BUY, 10, 100_000_000)]
     led.place_orders(later)
@@ -184,7 +184,7 @@ def test_interrupted_chunked_settlement_resumes(
     )
     assert len(plan) > done
     for c in plan[:done]:
-        _operator_sends(led, "settleChunk", 0, c.max_trades, devices[c.start : c.stop],
+        _operator_sends(led, "settleChunk", 0, c.at, c.max_trades, devices[c.start : c.stop],
                         [METERED[d] for d in devices[c.start : c.stop]], c.last)  # fmt: skip
     assert led.interval_status(0) == "settling"
     with pytest.raises(e.SettlementInProgress):  # trades are frozen once settling began

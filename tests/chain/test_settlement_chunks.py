@@ -71,8 +71,9 @@ def test_plan_settlement_cuts() -> None:
     assert [c.max_trades for c in plan] == [3, 3, 3, 0, 0, 0]
     assert [(c.start, c.stop) for c in plan[3:]] == [(0, 2), (2, 4), (4, 5)]
     assert [c.last for c in plan] == [False] * 5 + [True]
+    assert [c.at for c in plan] == [0, 3, 6, 7, 9, 11]  # cursor: trades paid + readings
     assert plan_settlement(n_trades=4, n_readings=0, chunk_trades=2, chunk_devices=9)[-1] == (
-        SettlementChunk(2, 0, 0, last=True)
+        SettlementChunk(2, 0, 0, last=True, at=2)
     )
     with pytest.raises(ValueError):
         plan_settlement(n_trades=1, n_readings=1, chunk_trades=0, chunk_devices=1)
@@ -149,8 +150,9 @@ def _net(trades: Sequence[Any], device: int, cut: Any) -> int:
 
 
 def _chunk(led: ChainLedger, m: int, devices: Sequence[int], wh: Sequence[int], last: bool):
-    return led._transact(
-        led.market, "settleChunk", [0, m, list(devices), list(wh), last],
+    paid, read, _ = led._provisional_market.functions.settlementProgress(0).call()
+    return led._transact(  # at the cursor's position (chunks may follow one that reverted)
+        led.market, "settleChunk", [0, paid + read, m, list(devices), list(wh), last],
         sender=OPERATOR_ACCOUNT, purpose="settleChunk 0",
     )  # fmt: skip
 
@@ -167,7 +169,7 @@ def test_interval_is_settling_between_chunks(chain_ledger: ChainLedger) -> None:
     metered = {d: 100 * (d - 14) for d in traded}
     with pytest.raises(e.NotOperator):
         led._transact(
-            led.market, "settleChunk", [0, 1, [], [], False], sender=2, purpose="settleChunk"
+            led.market, "settleChunk", [0, 0, 1, [], [], False], sender=2, purpose="settleChunk"
         )
     _chunk(led, 1, [], [], False)
     assert led.interval_status(0) == "settling"

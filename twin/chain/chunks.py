@@ -23,6 +23,11 @@ the cursor (``EnergyMarket.clearingProgress`` / ``settlementProgress``) and list
 calls still needed, so the operator simply runs the sequence again — with any chunk sizes —
 and it completes exactly as the uninterrupted sequence would have (restart is idempotent:
 what was done is never redone). Nothing is ever half-undone, so there is no abort.
+
+Each call names the cursor position it follows (``at``: ids verified plus trades finalized;
+trades paid plus readings settled), and the contract reverts ``CursorMismatch`` otherwise:
+chunks sent at once (pipelined) behind one that reverted all revert too, instead of
+verifying ids (settling readings) from the wrong place, so the sequence simply resumes.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class ClearingChunk:
     ask_ids: tuple[int, ...]
     max_trades: int
     fills: int = 0  # trades its ids make (take_order_fills)
+    at: int = 0  # cursor position it follows: ids verified (both sides) + trades finalized
 
 
 def take_order(bids: Sequence[Order], asks: Sequence[Order]) -> list[tuple[Side, int]]:
@@ -111,6 +117,7 @@ def plan_clearing(
         )
     seen = {o.order_id for o in bids[:bids_seen]} | {o.order_id for o in asks[:asks_seen]}
     takes = [t for t in take_order_fills(bids, asks) if t[1] not in seen]
+    at = bids_seen + asks_seen + finalized
     chunks = []
     k = 0
     while k < len(takes):
@@ -120,12 +127,13 @@ def plan_clearing(
         chunks.append(ClearingChunk(
             bid_ids=tuple(oid for side, oid, _ in part if side == Side.BUY),
             ask_ids=tuple(oid for side, oid, _ in part if side == Side.SELL),
-            max_trades=0, fills=sum(f for _, _, f in part),
+            max_trades=0, fills=sum(f for _, _, f in part), at=at,
         ))  # fmt: skip
-    chunks = chunks or [ClearingChunk(bid_ids=(), ask_ids=(), max_trades=0)]
+        at += len(part)
+    chunks = chunks or [ClearingChunk(bid_ids=(), ask_ids=(), max_trades=0, at=at)]
     chunks += [
-        ClearingChunk(bid_ids=(), ask_ids=(), max_trades=chunk_trades)
-        for _ in range(0, n_trades - finalized, chunk_trades)
+        ClearingChunk(bid_ids=(), ask_ids=(), max_trades=chunk_trades, at=at + t)
+        for t in range(0, n_trades - finalized, chunk_trades)
     ]
     if not takes and len(chunks) > 1:
         chunks = chunks[1:]  # the empty id chunk is only needed when nothing else is sent
@@ -134,32 +142,37 @@ def plan_clearing(
 
 @dataclass(frozen=True, slots=True)
 class SettlementChunk:
-    """Arguments of one ``settleChunk`` call: trades to pay, readings[start:stop], last."""
+    """Arguments of one ``settleChunk`` call: trades to pay, readings[start:stop], last;
+    ``at``: the cursor position it follows (trades paid + readings settled)."""
 
     max_trades: int
     start: int
     stop: int
     last: bool
+    at: int = 0
 
 
 def plan_settlement(
-    *, n_trades: int, n_readings: int, chunk_trades: int, chunk_devices: int
+    *, n_trades: int, n_readings: int, chunk_trades: int, chunk_devices: int, at: int = 0
 ) -> list[SettlementChunk]:
-    """The ``settleChunk`` calls that settle an interval (see the module docstring)."""
+    """The ``settleChunk`` calls that settle an interval (see the module docstring): its
+    ``n_trades`` trades still unpaid, then its ``n_readings`` readings still unsettled, from
+    the cursor position ``at`` (trades paid + readings settled so far)."""
     if chunk_trades <= 0 or chunk_devices <= 0:
         raise ValueError("chunk_trades and chunk_devices must be > 0")
-    if n_trades < 0 or n_readings < 0:
-        raise ValueError("n_trades and n_readings must be >= 0")
+    if n_trades < 0 or n_readings < 0 or at < 0:
+        raise ValueError("n_trades, n_readings and at must be >= 0")
     chunks = [
-        SettlementChunk(max_trades=chunk_trades, start=0, stop=0, last=False)
-        for _ in range(0, n_trades, chunk_trades)
+        SettlementChunk(max_trades=chunk_trades, start=0, stop=0, last=False, at=at + t)
+        for t in range(0, n_trades, chunk_trades)
     ]
     chunks += [
-        SettlementChunk(max_trades=0, start=k, stop=min(k + chunk_devices, n_readings), last=False)
+        SettlementChunk(max_trades=0, start=k, stop=min(k + chunk_devices, n_readings),
+                        last=False, at=at + n_trades + k)
         for k in range(0, n_readings, chunk_devices)
     ]
     if not chunks:
-        chunks = [SettlementChunk(max_trades=0, start=0, stop=0, last=False)]
+        chunks = [SettlementChunk(max_trades=0, start=0, stop=0, last=False, at=at)]
     tail = chunks[-1]
-    chunks[-1] = SettlementChunk(tail.max_trades, tail.start, tail.stop, last=True)
+    chunks[-1] = SettlementChunk(tail.max_trades, tail.start, tail.stop, last=True, at=tail.at)
     return chunks

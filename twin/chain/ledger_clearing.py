@@ -25,10 +25,13 @@ from twin.market.cda import continuous_double_auction
 from twin.market.clearing import match_orders
 from twin.market.types import DSO_ACCOUNT, OPERATOR_ACCOUNT, Clearing, Order, Trade
 
-__all__ = ["CURTAIL_CHUNK", "OUT_OF_GAS_RETRIES", "ClearingLedger"]
+__all__ = ["CURTAIL_CHUNK", "OUT_OF_GAS_RETRIES", "RESUMABLE", "ClearingLedger"]
 
 #: times a clearing that ran out of gas is resumed with chunks sized by the raised gas figure
 OUT_OF_GAS_RETRIES = 4
+#: a chunk sequence stopped by these is resumed from the contract's cursor (nothing after the
+#: failed chunk ran: each chunk names the cursor position it follows)
+RESUMABLE = ("OutOfGas", "CursorMismatch")
 
 #: Curtailments per curtailBatch transaction: about 75 k gas each with fresh slots
 #: (bench/curtail_batch.py), so a chunk (about 11 M gas) stays well inside a 30 M gas block.
@@ -59,7 +62,9 @@ class ClearingLedger(OrderLedger):
         contract's cursor: only the remaining chunks are sent (any chunk sizes).
 
         By default the sizes are by gas (:attr:`gas_sizes`): a transaction that still runs
-        out of gas raises the gas figure and the clearing is resumed once from the cursor.
+        out of gas raises the gas figure and the clearing is resumed from the cursor. Chunks
+        sent at once name the cursor position each follows: behind one that reverted they all
+        revert ``CursorMismatch``, and the clearing resumes from the cursor the same way.
 
         An interval clears only after its gate closed (``GateOpen`` otherwise), so its book
         is final when the operator plans the clearing; with ``wait`` (default) the clock is
@@ -68,8 +73,8 @@ class ClearingLedger(OrderLedger):
             try:
                 return self._clear(interval, sender=sender, chunk_orders=chunk_orders,
                                    chunk_trades=chunk_trades, wait=wait and not attempt)
-            except ChainRevert as exc:  # resumed from the cursor, smaller chunks
-                if exc.name != "OutOfGas" or attempt == OUT_OF_GAS_RETRIES:
+            except (ChainRevert, e.CursorMismatch) as exc:  # resumed from the cursor
+                if exc.name not in RESUMABLE or attempt == OUT_OF_GAS_RETRIES:
                     raise
         raise AssertionError("unreachable")
 
@@ -157,7 +162,7 @@ class ClearingLedger(OrderLedger):
         pending = [
             self._send(
                 self.market, "clearChunk",
-                [interval, n_orders, list(c.bid_ids), list(c.ask_ids), c.max_trades],
+                [interval, n_orders, c.at, list(c.bid_ids), list(c.ask_ids), c.max_trades],
                 sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
                 purpose=(
                     f"clear: interval {interval} {what} "
@@ -176,12 +181,11 @@ class ClearingLedger(OrderLedger):
             kind = "clear_id" if ids else "clear_trade" if c.max_trades else None
             try:
                 events += self._finish(p, kind=kind, items=ids or done, extras=c.fills)
-            except ChainRevert as exc:
-                if exc.name != "OutOfGas" or kind is None:
-                    raise
-                self.gas_sizes.out_of_gas(kind, items=ids or done,
-                                          gas_limit=int(exc.values["gas_limit"]))
-                for q in pending[k + 1:]:  # they follow the failed one: read, not kept
+            except (ChainRevert, e.MarketError) as exc:
+                if exc.name == "OutOfGas" and kind is not None:
+                    self.gas_sizes.out_of_gas(kind, items=ids or done,
+                                              gas_limit=int(exc.values["gas_limit"]))
+                for q in pending[k + 1:]:  # behind the failed one: each reverts CursorMismatch
                     try:
                         self._finish(q)
                     except (ChainRevert, e.MarketError):

@@ -17,7 +17,8 @@ from twin.chain.ledger_base import (
     STATUS,
     UINT64,
 )
-from twin.chain.ledger_clearing import ClearingLedger
+from twin.chain.ledger_clearing import OUT_OF_GAS_RETRIES, RESUMABLE, ClearingLedger
+from twin.chain.tx import ChainRevert
 from twin.market import errors as e
 from twin.market.provisional import TrueUp
 from twin.market.signing import SignedReading
@@ -118,11 +119,19 @@ class SettlingLedger(ClearingLedger):
             {"settle_trade": (n_trades, 0), reading_kind: (len(devices), 0)})
         prunes = self._send_prunes(before=interval)  # in the settlement's block
         try:
-            rows = self._settle_sent(interval, devices, metered, sigs, who=who, what=what,
-                                     kind=kind, state=state, per_trades=per_trades,
-                                     per_devices=per_devices, provisional=provisional, signed=signed,
-                                     one=one, reading_kind=reading_kind,
-                                     sequential=not fixed)
+            for attempt in range(OUT_OF_GAS_RETRIES + 1):
+                try:
+                    rows = self._settle_sent(
+                        interval, devices, metered, sigs, who=who, what=what, kind=kind,
+                        state=state, per_trades=per_trades, per_devices=per_devices,
+                        provisional=provisional, signed=signed, one=one,
+                        reading_kind=reading_kind, sequential=not fixed)
+                    break
+                except (ChainRevert, e.CursorMismatch) as exc:  # resumed from the cursor
+                    if exc.name not in RESUMABLE or attempt == OUT_OF_GAS_RETRIES:
+                        raise
+                    one = False
+                    state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
         finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
             for p in prunes:  # each sized prune's receipt teaches its gas per slot
                 slots = self._prune_slots.pop(p.tx_hash, 0)
@@ -162,7 +171,7 @@ class SettlingLedger(ClearingLedger):
             self.tx.dry_run(self.market, "checkSettlement",
                             [interval, devices, metered, sigs if signed else [], signed],
                             sender=who, purpose=purpose)
-            paid = start = 0
+            paid = start = n_read = 0
             if resume:  # continue from the cursor: readings up to its last device are settled
                 paid, n_read, last = self._view(
                     self._provisional_market, "settlementProgress", [interval], ("uint256",) * 3
@@ -170,7 +179,7 @@ class SettlingLedger(ClearingLedger):
                 start = bisect.bisect_right(devices, last) if n_read else 0
             plan = plan_settlement(
                 n_trades=n_trades - paid, n_readings=len(devices) - start,
-                chunk_trades=per_trades, chunk_devices=per_devices,
+                chunk_trades=per_trades, chunk_devices=per_devices, at=paid + n_read,
             )  # fmt: skip
             events = []
             left = n_trades - paid
@@ -188,7 +197,7 @@ class SettlingLedger(ClearingLedger):
             pending = []
             for k, c in enumerate(plan):
                 cut = slice(start + c.start, start + c.stop)
-                part: list[Any] = [interval, c.max_trades, devices[cut], metered[cut]]
+                part: list[Any] = [interval, c.at, c.max_trades, devices[cut], metered[cut]]
                 if provisional and sigs is not None:
                     part += [[x[i] for x in sigs[cut]] for i in range(3)]  # rs, ss, vs
                 elif sigs is not None:
@@ -202,10 +211,18 @@ class SettlingLedger(ClearingLedger):
                         f"({c.max_trades} trades, {c.stop - c.start} {kind})"
                     ),
                 )))  # fmt: skip
-                if sequential:  # sized by gas: a chunk after one out of gas must not run
+                if sequential:  # sized by gas: each confirmed before the next is sized
                     events += confirm(*pending.pop())
-            for c, p in pending:  # fixed counts: all sent first, confirmed in order
-                events += confirm(c, p)
+            for k, (c, p) in enumerate(pending):  # fixed counts: all sent, confirmed in order
+                try:
+                    events += confirm(c, p)
+                except (ChainRevert, e.MarketError):
+                    for _, q in pending[k + 1:]:  # behind it: each reverts CursorMismatch
+                        try:
+                            self._finish(q)
+                        except (ChainRevert, e.MarketError):
+                            pass
+                    raise
             if resume:  # the rows of every chunk, the earlier ones included
                 events = self._logs(["Settled"], topic1=interval)
         self._cleared_trades.pop(interval, None)
@@ -433,7 +450,7 @@ def _fn(name: str, *types: str) -> dict[str, Any]:
 #: solc leaves a library's state-changing functions out of its ABI (plain ABI types here, so
 #: their selectors are the usual ones)
 _PROVISIONAL_FUNCTIONS = (
-    _fn("settleProvisionalChunk", "uint64", "uint256", "uint64[]", "int256[]", "bytes32[]",
+    _fn("settleProvisionalChunk", "uint64", "uint256", "uint256", "uint64[]", "int256[]", "bytes32[]",
         "bytes32[]", "uint8[]", "bool"),
     _fn("trueUp", "uint64", "uint64", "int256", "bytes32", "bytes32", "uint8"),
     _fn("clearBooks", "uint64", "uint32[]", "uint32[]", "uint64[]", "uint64[]"),

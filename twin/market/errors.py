@@ -29,6 +29,7 @@ __all__ = [
     "ClearingInProgress",
     "CommitClosed",
     "CurtailIncrease",
+    "CursorMismatch",
     "DeviceExists",
     "DeviceRevoked",
     "EnvelopeExceeded",
@@ -361,6 +362,13 @@ class BookChanged(MarketError):
     explanation = "the book changed since the clearing was planned; plan again"
 
 
+class CursorMismatch(MarketError):
+    """A chunk (clearing, settlement, pruning) follows another cursor position than the stored one."""
+
+    fields = ("interval", "expected", "actual")
+    explanation = "a chunk before it did not run (reverted); resume from the interval's cursor"
+
+
 class TradesUnpaid(MarketError):
     """A settlement chunk brought meter readings (or closed the settlement) before every
     trade of the interval was paid."""
@@ -524,6 +532,7 @@ ERRORS: dict[str, type[MarketError]] = {
         MeterOutOfRange,
         ClearingInProgress,
         BookChanged,
+        CursorMismatch,
         TradesUnpaid,
         SettlementInProgress,
         NotPoster,

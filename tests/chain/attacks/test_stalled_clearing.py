@@ -42,7 +42,7 @@ def _first_chunk(led: ChainLedger, interval: int, n_orders: int, *, whole: bool 
         plan = plan_clearing(bids, asks, n_trades=len(match_orders(orders).fills), chunk_orders=2,
                              chunk_trades=1)
         bid_ids, ask_ids = list(plan[0].bid_ids), list(plan[0].ask_ids)
-    led._transact(led.market, "clearChunk", [interval, n_orders, bid_ids, ask_ids, 0],
+    led._transact(led.market, "clearChunk", [interval, n_orders, 0, bid_ids, ask_ids, 0],
                   sender=OPERATOR_ACCOUNT, purpose="one chunk, then the operator stops")
 
 

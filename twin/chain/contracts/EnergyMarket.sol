@@ -369,7 +369,7 @@ contract EnergyMarket {
                 err = _book(id, d, o.device, o.interval, o.side, o.energyWh, o.price, usage[o.interval][o.device]);
             }
             if (err.length > 0) {
-                assembly {
+                assembly ("memory-safe") {
                     revert(add(err, 32), mload(err))
                 }
             }
@@ -578,6 +578,7 @@ contract EnergyMarket {
 
     error ClearingInProgress(uint256 interval);
     error BookChanged(uint256 interval, uint256 planned, uint256 actual);
+    error CursorMismatch(uint256 interval, uint256 expected, uint256 actual);
     error WrongMechanism(uint256 mechanism);
 
     /// Market mechanism (twin/market/mechanisms.py): 0 uniform-price double auction
@@ -647,7 +648,7 @@ contract EnergyMarket {
         if (st.status != OPEN) revert AlreadyCleared(interval);
         if (bidIds.length != st.buyCount) revert BadOrderList(0, bidIds.length, 0);
         if (askIds.length != st.sellCount) revert BadOrderList(1, askIds.length, 0);
-        _clearChunk(interval, bidIds, askIds, type(uint256).max);
+        _clearChunk(interval, 0, bidIds, askIds, type(uint256).max);
     }
 
     /// Bounded clearing: the operator sends the verified sorted lists (bids by price desc, id
@@ -663,9 +664,13 @@ contract EnergyMarket {
     /// a time (trade ids stay consecutive per interval); orders stay closed from chunk one.
     /// ``bookSize`` is the number of orders the operator's plan covers: the first chunk
     /// reverts BookChanged if an order arrived since (the plan could never complete).
+    /// ``at`` is the cursor position the chunk follows (ids verified on both sides plus trades
+    /// finalized): a chunk sent after one that reverted reverts CursorMismatch instead of
+    /// skipping that one's ids, so the sender resumes from the cursor (clearingProgress).
     function clearChunk(
         uint64 interval,
         uint256 bookSize,
+        uint256 at,
         uint64[] calldata bidIds,
         uint64[] calldata askIds,
         uint256 maxTrades
@@ -675,17 +680,22 @@ contract EnergyMarket {
         if (st.status == OPEN && bookSize != uint256(st.buyCount) + st.sellCount) {
             revert BookChanged(interval, bookSize, uint256(st.buyCount) + st.sellCount);
         }
-        return _clearChunk(interval, bidIds, askIds, maxTrades);
+        return _clearChunk(interval, at, bidIds, askIds, maxTrades);
     }
 
-    function _clearChunk(uint64 interval, uint64[] calldata bidIds, uint64[] calldata askIds, uint256 maxTrades)
-        private
-        returns (bool)
-    {
+    function _clearChunk(
+        uint64 interval,
+        uint256 at,
+        uint64[] calldata bidIds,
+        uint64[] calldata askIds,
+        uint256 maxTrades
+    ) private returns (bool) {
         IntervalState storage st = intervals[interval];
         if (mechanism != 0) revert WrongMechanism(mechanism);
         _startClearing(interval, st);
         Cursor memory c = cursors[interval];
+        uint256 pos = uint256(c.bidsSeen) + c.asksSeen + c.finalized;
+        if (pos != at) revert CursorMismatch(interval, at, pos);
         uint256 bi;
         uint256 ai;
         if (!c.done) {
@@ -930,7 +940,7 @@ contract EnergyMarket {
     /// (library MarketSettlement). An indebted account cannot withdraw nor place buy orders,
     /// and every credit to it (deposit, trade money, feed-in) pays the debt to the DSO first.
     function settle(uint64 interval, uint64[] calldata devices, int256[] calldata meteredWh) external onlyOperator {
-        _settleChunk(interval, type(uint256).max, devices, meteredWh, true);
+        _settleChunk(interval, 0, type(uint256).max, devices, meteredWh, true);
     }
 
     /// settle() on meter readings each signed by its device's key (EIP-712 MeterReading):
@@ -942,7 +952,7 @@ contract EnergyMarket {
         onlyOperator
     {
         MarketSettlement.checkSigned(_ctx(), interval, intervals[interval].status, devices, meteredWh, sigs);
-        _settleChunk(interval, type(uint256).max, devices, meteredWh, true);
+        _settleChunk(interval, 0, type(uint256).max, devices, meteredWh, true);
     }
 
     /// Bounded settlement: the operator sends consecutive chunks. Each pays up to
@@ -953,19 +963,23 @@ contract EnergyMarket {
     /// reading (MissingMeterReading) and marks the interval settled; it returns true. From
     /// the first chunk on the interval is "settling": no curtailment, no one-shot restart.
     /// Any cut gives the same result as settle() (the same arithmetic in the same order).
+    /// ``at``: the cursor position the chunk follows (trades paid plus readings settled),
+    /// else CursorMismatch (a chunk sent after one that reverted).
     function settleChunk(
         uint64 interval,
+        uint256 at,
         uint256 maxTrades,
         uint64[] calldata devices,
         int256[] calldata meteredWh,
         bool last
     ) external onlyOperator returns (bool) {
-        return _settleChunk(interval, maxTrades, devices, meteredWh, last);
+        return _settleChunk(interval, at, maxTrades, devices, meteredWh, last);
     }
 
     /// settleChunk() on device-signed readings (checked like settleSigned).
     function settleSignedChunk(
         uint64 interval,
+        uint256 at,
         uint256 maxTrades,
         uint64[] calldata devices,
         int256[] calldata meteredWh,
@@ -973,7 +987,7 @@ contract EnergyMarket {
         bool last
     ) external onlyOperator returns (bool) {
         MarketSettlement.checkSigned(_ctx(), interval, intervals[interval].status, devices, meteredWh, sigs);
-        return _settleChunk(interval, maxTrades, devices, meteredWh, last);
+        return _settleChunk(interval, at, maxTrades, devices, meteredWh, last);
     }
 
     /// Dry run of a whole settlement's checks (status, readings order, known devices,
@@ -998,6 +1012,7 @@ contract EnergyMarket {
 
     function _settleChunk(
         uint64 interval,
+        uint256 at,
         uint256 maxTrades,
         uint64[] calldata devices,
         int256[] calldata meteredWh,
@@ -1012,6 +1027,7 @@ contract EnergyMarket {
             positions[interval],
             injectedWh[interval],
             interval,
+            at,
             maxTrades,
             devices,
             meteredWh,
@@ -1024,12 +1040,13 @@ contract EnergyMarket {
     /// books, releaseBond, deviceInfo and the read-outs clearingProgress and settlementProgress.
     fallback() external {
         address ext = address(ProvisionalSettlement);
-        assembly {
-            calldatacopy(0, 0, calldatasize())
-            let ok := delegatecall(gas(), ext, 0, calldatasize(), 0, 0)
-            returndatacopy(0, 0, returndatasize())
-            if iszero(ok) { revert(0, returndatasize()) }
-            return(0, returndatasize())
+        assembly ("memory-safe") { // from the free memory pointer, and never back to Solidity
+            let p := mload(0x40)
+            calldatacopy(p, 0, calldatasize())
+            let ok := delegatecall(gas(), ext, p, calldatasize(), 0, 0)
+            returndatacopy(p, 0, returndatasize())
+            if iszero(ok) { revert(p, returndatasize()) }
+            return(p, returndatasize())
         }
     }
 }

@@ -37,6 +37,7 @@ library IntervalPruning {
     error NotSettled(uint256 interval);
     error BadOrderList(uint256 side, uint256 position, uint256 order);
     error UnknownTrade(uint256 trade);
+    error CursorMismatch(uint256 interval, uint256 expected, uint256 actual);
 
     function _free(uint256 slot) private {
         assembly ("memory-safe") {
@@ -64,6 +65,12 @@ library IntervalPruning {
         uint256 end = first + ((range >> 64) & 0xffffffff);
         if (tradeFrom > tradeTo || (tradeFrom < tradeTo && tradeFrom < first)) revert UnknownTrade(tradeFrom);
         if (tradeTo > end && tradeFrom < tradeTo) revert UnknownTrade(tradeTo - 1);
+        // parts free trades in order: one whose predecessor reverted (trade tradeFrom - 1 still
+        // stored) stops, else the last part would free the range and strand the earlier trades
+        if (tradeFrom > first && tradeFrom < tradeTo
+            && MarketSlots.load(MarketSlots.at(tradeFrom - 1, MarketSlots.TRADES_SLOT)) != 0) {
+            revert CursorMismatch(interval, tradeFrom, tradeFrom - 1);
+        }
         bool cda = MarketSlots.load(MarketSlots.MECHANISM_SLOT) & 0xff == 1;
         for (uint256 k = 0; k < orderIds.length; ++k) {
             uint256 id = orderIds[k];

@@ -70,6 +70,7 @@ library MarketSettlement {
     error BadAmount(uint256 amount);
     error CurtailIncrease(uint256 trade, uint256 current, int256 requested);
     error SettlementInProgress(uint256 interval);
+    error CursorMismatch(uint256 interval, uint256 expected, uint256 actual);
 
     function _owner(uint256 device) private view returns (address) {
         return MarketSlots.owner(device);
@@ -236,6 +237,7 @@ library MarketSettlement {
         mapping(uint256 => EnergyMarket.Position) storage positions,
         mapping(uint256 => uint256) storage injectedWh,
         uint64 interval,
+        uint256 at,
         uint256 maxTrades,
         uint64[] calldata devices,
         int256[] calldata meteredWh,
@@ -244,6 +246,8 @@ library MarketSettlement {
         checkStatus(interval, st.status);
         if (devices.length != meteredWh.length) revert BadReadings(devices.length);
         EnergyMarket.SettleCursor memory c = cursor;
+        uint256 pos = uint256(c.paid) + c.readings; // a chunk after one that reverted: stop
+        if (pos != at) revert CursorMismatch(interval, at, pos);
         uint256 first = st.firstTrade;
         uint256 n = st.tradeCount;
         if (st.status != SETTLING) {

@@ -168,6 +168,7 @@ library ProvisionalSettlement {
     /// a library's selector names a struct parameter by its qualified name).
     function settleProvisionalChunk(
         uint64 interval,
+        uint256 at,
         uint256 maxTrades,
         uint64[] calldata devices,
         int256[] calldata meteredWh,
@@ -196,13 +197,14 @@ library ProvisionalSettlement {
                 emit ProvisionalSettled(interval, devices[k], meteredWh[k], traded);
             }
         }
-        return _settle(x, st, interval, maxTrades, devices, meteredWh, last);
+        return _settle(x, st, interval, at, maxTrades, devices, meteredWh, last);
     }
 
     function _settle(
         MarketSettlement.Ctx memory x,
         EnergyMarket.IntervalState storage st,
         uint64 interval,
+        uint256 at,
         uint256 maxTrades,
         uint64[] calldata devices,
         int256[] calldata meteredWh,
@@ -210,7 +212,7 @@ library ProvisionalSettlement {
     ) private returns (bool) {
         return MarketSettlement.settleChunk(
             x, st, MarketSlots.settleCursor(interval), MarketSlots.trades(), MarketSlots.accounts(), MarketSlots.positions(interval), MarketSlots.injected(interval),
-            interval, maxTrades, devices, meteredWh, last
+            interval, at, maxTrades, devices, meteredWh, last
         );
     }
 
