@@ -133,9 +133,7 @@ class SettlingLedger(ClearingLedger):
                     one = False
                     state = self._view(self.market, "intervals", [interval], INTERVAL_STATE)
         finally:  # confirmed even when the settlement fails: nothing stays in the node's pool
-            for p in prunes:  # each sized prune's receipt teaches its gas per slot
-                slots = self._prune_slots.pop(p.tx_hash, 0)
-                self._finish(p, kind="prune" if slots else None, items=slots)
+            self._confirm_prunes(prunes)
         if self.prune_settled:
             self._unpruned.append((interval, int(state[5]), n_trades, int(state[3]) + int(state[4]),
                                    self._last_block))
@@ -268,6 +266,25 @@ class SettlingLedger(ClearingLedger):
                 self._prune_slots[pending[-1].tx_hash] = (
                     len(ids[oi]) + 4 * len(devices[di]) + 2 * (ti.stop - ti.start))
         return pending
+
+    def _confirm_prunes(self, prunes: Sequence[Any]) -> None:
+        """Confirm the prunes sent with a settlement; each sized one's receipt teaches its gas
+        per slot. Parts free an interval's trades in order: behind a part that reverted (out of
+        its gas limit) the later ones revert CursorMismatch, and every reverted part is sent
+        again once, one at a time (freeing is idempotent), before an error is raised."""
+        failed: list[tuple[Any, ChainRevert | e.MarketError]] = []
+        for p in prunes:
+            slots = self._prune_slots.pop(p.tx_hash, 0)
+            try:
+                self._finish(p, kind="prune" if slots else None, items=slots)
+            except (ChainRevert, e.MarketError) as err:
+                failed.append((p, err))
+        for p, why in failed:
+            if why.name not in RESUMABLE:
+                raise why
+            self._finish(self.tx.send(self._provisional_market, "pruneInterval", [],
+                                      calldata=p.tx["data"], sender=p.sender,
+                                      purpose=f"{p.purpose} (again)", interval=p.interval))
 
     def _send_void_prunes(self) -> list[Any]:
         """``pruneInterval`` for each interval voided by a reclaim here, in one call naming

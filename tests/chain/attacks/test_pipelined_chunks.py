@@ -116,7 +116,34 @@ def test_pipelined_chunks_behind_a_reverted_one_revert_and_the_sender_resumes(
     assert chain.interval_status(2) == "cleared"  # not even "settling": nothing ran
     assert chain._provisional_market.functions.settlementProgress(2).call() == [0, 0, 0]
     starved = _starve_next(chain, "settleChunk")
+    chain.prune_settled = True  # as the twin's runs: the next settlement frees interval 2
     rows = chain.settle(2, METERED, chunk_trades=1, chunk_devices=2)
     assert starved() and rows == ref.settle(2, METERED)
     assert chain.interval_status(2) == "settled"
     _same_money(chain, ref)  # conservation: every token where the reference has it
+
+    # pruning: parts free the trades in order; the first part starved, the later ones that
+    # free trades revert CursorMismatch (else the last part would free the trade range and
+    # strand the earlier trades), and the reverted parts are sent again
+    ids = [o.order_id for o in orders]
+    trade_ids = [t.trade_id for t in got.trades]
+    chain.gas_sizes.learn("prune", items=100, gas_used=21_000 + 100 * 2_000_000)  # 12 a part
+    nxt = [buy(12, 500, 150_000_000, interval=5), sell(15, 500, 100_000_000, interval=5)]
+    for led in (chain, ref):
+        led.place_orders(nxt)
+    got = chain.clear(5)
+    ref.set_time(chain.now_s)
+    assert untimed(got.trades) == untimed(ref.clear(5).trades)
+    starved = _starve_next(chain, "pruneInterval")
+    for led in (chain, ref):
+        led.set_time(6 * INTERVAL_S)
+    assert chain.settle(5, {12: 500, 15: -500}) == ref.settle(5, {12: 500, 15: -500})
+    prunes = [t for t in chain.transactions if t.function == "EnergyMarket.pruneInterval"]
+    assert starved() and len(prunes) >= 6, [(t.status, t.purpose) for t in prunes]
+    n = len(prunes) // 2  # every part reverted once (the first starved), then sent again
+    assert [t.status for t in prunes] == [0] * n + [1] * n
+    assert all(t.purpose.endswith("(again)") for t in prunes[n:])
+    assert [chain._provisional_market.functions.orders(i).call()[4] for i in ids] == [0] * 6
+    assert [chain.market.functions.trades(t).call() for t in trade_ids] == [[0, 0, 0, 0]] * len(
+        trade_ids)
+    _same_money(chain, ref)
