@@ -56,7 +56,7 @@ def test_mechanism_is_fixed_before_the_first_order(chain_ledger: ChainLedger) ->
     with pytest.raises(Exception, match=wrong + "0{63}1"):
         chain_ledger.market.functions.setMechanism(1).call({"from": op})
     with pytest.raises(Exception, match=wrong + "0{64}"):  # uniform market: no clearCda
-        chain_ledger.market.functions.clearCda(0, 1, [1], [0], 10).call({"from": op})
+        chain_ledger.market.functions.clearCda(0, 1, 0, [1], [0], 10).call({"from": op})
 
 
 def test_cda_verifies_hints_and_the_id_list(deploy: Callable[..., ChainLedger]) -> None:
@@ -74,12 +74,12 @@ def test_cda_verifies_hints_and_the_id_list(deploy: Callable[..., ChainLedger]) 
 
     bad_hint = selector("BadHint(uint256,uint256)")
     with pytest.raises(Exception, match=bad_hint):  # 2 @ 40 does not go after 1 @ 50
-        fn(0, 3, [1, 2, 3], [0, 1, 2], 10).call(op)
+        fn(0, 3, 0, [1, 2, 3], [0, 1, 2], 10).call(op)
     with pytest.raises(Exception, match=bad_hint):  # 3 @ 40 goes after 2 @ 40 (older)
-        fn(0, 3, [1, 2, 3], [0, 0, 0], 10).call(op)
+        fn(0, 3, 0, [1, 2, 3], [0, 0, 0], 10).call(op)
     with pytest.raises(Exception, match=selector("BadOrderList(uint256,uint256,uint256)")):
-        fn(0, 3, [2, 1, 3], [0, 0, 2], 10).call(op)  # not in arrival order
-    assert fn(0, 3, [1, 2, 3], [0, 0, 2], 10).call(op) is True
+        fn(0, 3, 0, [2, 1, 3], [0, 0, 2], 10).call(op)  # not in arrival order
+    assert fn(0, 3, 0, [1, 2, 3], [0, 0, 2], 10).call(op) is True
 
 
 # --- random books: reference == contract ---------------------------------------------------

@@ -32,6 +32,7 @@ class CdaChunk:
     ids: tuple[int, ...]
     hints: tuple[int, ...]
     max_steps: int
+    at: int = 0  # cursor position it follows: orders taken + fills (CursorMismatch otherwise)
 
 
 def plan_cda(result: CdaResult, *, chunk: int) -> list[CdaChunk]:
@@ -42,24 +43,29 @@ def plan_cda(result: CdaResult, *, chunk: int) -> list[CdaChunk]:
     ids: list[int] = []
     hints: list[int] = []
     used = 0
+    at = pos = 0  # orders taken + fills: where the open call starts, where it is
 
     def close() -> None:
-        nonlocal used
-        calls.append(CdaChunk(ids=tuple(ids), hints=tuple(hints), max_steps=chunk))
+        nonlocal used, at
+        calls.append(CdaChunk(ids=tuple(ids), hints=tuple(hints), max_steps=chunk, at=at))
         ids.clear()
         hints.clear()
         used = 0
+        at = pos
 
     for step in result.steps:
         if len(ids) == chunk:
             close()
         ids.append(step.order_id)
         hints.append(step.hint)
+        pos += 1
         todo = step.fills
         while used + todo > chunk:  # pauses in the middle of this order's fills
             todo -= chunk - used
+            pos += chunk - used
             close()
         used += todo
+        pos += todo
     todo = len(result.resting_bids)
     while used + todo > chunk:
         todo -= chunk - used

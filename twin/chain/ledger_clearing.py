@@ -220,12 +220,14 @@ class ClearingLedger(OrderLedger):
         self, interval: int, orders: Sequence[Order], *, sender: int | None, chunk: int
     ) -> Clearing:
         """Replay the CDA off-chain for the insertion hints, send bounded ``clearCda`` calls
-        (:mod:`twin.chain.cda_chunks`), all at once, confirmed in order."""
+        (:mod:`twin.chain.cda_chunks`), all at once, confirmed in order. Behind a call that
+        reverted every later one reverts CursorMismatch; one that reverted first is sent again
+        by :meth:`clear` (a CDA clearing stopped midway is not resumed: reclaim voids it)."""
         plan = plan_cda(continuous_double_auction(orders), chunk=chunk)
         pending = [
             self._send(
                 self.market, "clearCda",
-                [interval, len(orders), list(c.ids), list(c.hints), c.max_steps],
+                [interval, len(orders), c.at, list(c.ids), list(c.hints), c.max_steps],
                 sender=OPERATOR_ACCOUNT if sender is None else sender, interval=interval,
                 purpose=f"clear: interval {interval} (cda) chunk {k + 1}/{len(plan)} "
                 f"({len(c.ids)} orders, {c.max_steps} steps)",
@@ -233,8 +235,16 @@ class ClearingLedger(OrderLedger):
             for k, c in enumerate(plan)
         ]  # fmt: skip
         events: list[tuple[str, dict[str, Any]]] = []
-        for p in pending:
-            events += self._finish(p)
+        for k, p in enumerate(pending):
+            try:
+                events += self._finish(p)
+            except (ChainRevert, e.MarketError):
+                for q in pending[k + 1:]:  # behind the failed one: each reverts CursorMismatch
+                    try:
+                        self._finish(q)
+                    except (ChainRevert, e.MarketError):
+                        pass
+                raise
         return self._cleared(interval, events)
 
     def set_books(self, interval: int, books: Mapping[int, int], *, sender: int | None = None) -> None:

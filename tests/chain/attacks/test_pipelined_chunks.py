@@ -147,3 +147,25 @@ def test_pipelined_chunks_behind_a_reverted_one_revert_and_the_sender_resumes(
     assert [chain.market.functions.trades(t).call() for t in trade_ids] == [[0, 0, 0, 0]] * len(
         trade_ids)
     _same_money(chain, ref)
+
+
+def test_cda_calls_behind_a_reverted_one_revert_and_the_clearing_runs_again(
+        deploy: Callable[..., ChainLedger]) -> None:
+    """The continuous double auction's ``clearCda`` calls name their cursor position (orders
+    taken + fills) too: the first starved, the rest refused, then the ledger runs it again."""
+    chain = setup_market(deploy(mechanism="cda"))
+    ref = setup_market(ReferenceLedger(interval_s=INTERVAL_S, retail_price_per_mwh=RETAIL,
+                                       feed_in_price_per_mwh=FEED_IN, mechanism="cda"))
+    book = [dataclasses.replace(o, interval=0) for o in BOOK]
+    for led in (chain, ref):
+        led.place_orders(book)
+    starved = _starve_next(chain, "clearCda")
+    got = chain.clear(0, chunk_orders=1)
+    ref.set_time(chain.now_s)
+    expected = ref.clear(0)
+    calls = [t for t in chain.transactions if t.function == "EnergyMarket.clearCda"]
+    n = len(calls) // 2  # once refused (the first starved, every later one CursorMismatch)
+    assert starved() and n >= 6 and [t.status for t in calls] == [0] * n + [1] * n
+    untimed = lambda ts: [dataclasses.replace(t, created_s=0) for t in ts]  # noqa: E731
+    assert untimed(got.trades) == untimed(expected.trades) and got.trades
+    _same_money(chain, ref)

@@ -148,7 +148,7 @@ def test_a_cda_clearing_stopped_mid_way_is_voided_and_every_bid_gets_back_what_i
     chain.wait_for_gate(2)
     steps = continuous_double_auction(chain.orders(2)).steps
     ids, hints = [s.order_id for s in steps[:9]], [s.hint for s in steps[:9]]
-    chain._transact(chain.market, "clearCda", [2, 10, ids, hints, 5], sender=OPERATOR_ACCOUNT,
+    chain._transact(chain.market, "clearCda", [2, 10, 0, ids, hints, 5], sender=OPERATOR_ACCOUNT,
                     purpose="five fills, then the operator stops")
     assert chain.interval_status(2) == "clearing" and len(chain.trades(2)) == 5
     deadline = chain.reclaim_after_s(2)
@@ -168,7 +168,7 @@ def test_a_cda_clearing_stopped_mid_way_is_voided_and_every_bid_gets_back_what_i
     assert back == {2: pay(600, 100 * m), 3: pay(400, 100 * m) + pay(600, 120 * m), 5: pay(500, 130 * m),
                     9: pay(300, 200 * m), 10: pay(100, 100 * m)}  # held: kept by fills / all
     with pytest.raises(e.AlreadyCleared):
-        chain._transact(chain.market, "clearCda", [2, 10, ids[5:], hints[5:], 50],
+        chain._transact(chain.market, "clearCda", [2, 10, 14, ids[5:], hints[5:], 50],
                         sender=OPERATOR_ACCOUNT, purpose="the stopped clearing cannot resume")
     _same_money(chain, ref)  # every token of escrow back; nothing paid, nothing created
     # interval 5: both bids taken, one resting bid's release left when the operator stops
@@ -176,13 +176,13 @@ def test_a_cda_clearing_stopped_mid_way_is_voided_and_every_bid_gets_back_what_i
         led.place_orders([buy(12, 100, 150 * m, interval=5), buy(13, 100, 140 * m, interval=5)])
     chain.wait_for_gate(5)
     steps = continuous_double_auction(chain.orders(5)).steps
-    chain._transact(chain.market, "clearCda", [5, 2, [s.order_id for s in steps], [s.hint for s in steps], 1],
+    chain._transact(chain.market, "clearCda", [5, 2, 0, [s.order_id for s in steps], [s.hint for s in steps], 1],
                     sender=OPERATOR_ACCOUNT, purpose="all taken, then the operator stops")
     chain.set_time(chain.reclaim_after_s(5) + 1)
     ref.set_time(chain.reclaim_after_s(5) + 1)
     with pytest.raises(e.NotReclaimable):  # every order taken: the clearing stands
         chain.reclaim(2, [steps[0].order_id])
-    chain._transact(chain.market, "clearCda", [5, 2, [], [], 10], sender=4,
+    chain._transact(chain.market, "clearCda", [5, 2, 2, [], [], 10], sender=4,
                     purpose="a stranger finishes the stalled clearing")
     ref.clear(5, sender=4)
     assert chain.interval_status(5) == ref.interval_status(5) == "cleared"

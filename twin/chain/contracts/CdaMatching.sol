@@ -79,6 +79,7 @@ library CdaMatching {
     error BadOrderList(uint256 side, uint256 position, uint256 order);
     /// ``hint`` is not where order ``order``'s remainder belongs in its resting list.
     error BadHint(uint256 order, uint256 hint);
+    error CursorMismatch(uint256 interval, uint256 expected, uint256 actual);
 
     uint256 internal constant WH_PER_MWH = 1e6;
     uint256 internal constant ANY_SIDE = 2; // BadOrderList side for the id-ordered list
@@ -102,6 +103,7 @@ library CdaMatching {
         mapping(uint256 => Cursor) storage cursors,
         EnergyMarket.IntervalState storage st,
         uint64 interval,
+        uint256 at,
         uint64[] calldata ids,
         uint64[] calldata hints,
         uint256 budget,
@@ -109,6 +111,9 @@ library CdaMatching {
     ) external returns (uint256, bool) {
         if (hints.length != ids.length) revert BadHint(ids.length, hints.length);
         Cursor memory c = cursors[interval];
+        // the position the call follows (orders taken + fills): a call sent behind one that
+        // reverted stops here instead of taking its ids after a gap
+        if (uint256(c.taken) + c.fills != at) revert CursorMismatch(interval, at, uint256(c.taken) + c.fills);
         Env memory env = Env(interval, tradeCount, budget);
         uint256 total = uint256(st.buyCount) + st.sellCount;
         Incoming memory x;

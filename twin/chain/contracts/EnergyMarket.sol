@@ -598,10 +598,12 @@ contract EnergyMarket {
     /// ids in ascending order with one insertion hint each, in consecutive chunks; each call
     /// runs at most ``maxSteps`` fills / end-of-interval bid releases. Trades are announced
     /// as they match, each at the resting order's price; the call that finishes returns
-    /// true and marks the interval cleared (interval price: volume-weighted mean).
+    /// true and marks the interval cleared (interval price: volume-weighted mean). ``at``:
+    /// the cursor position the call follows (orders taken + fills), else CursorMismatch.
     function clearCda(
         uint64 interval,
         uint256 bookSize,
+        uint256 at,
         uint64[] calldata ids,
         uint64[] calldata hints,
         uint256 maxSteps
@@ -615,7 +617,7 @@ contract EnergyMarket {
         _startClearing(interval, st);
         uint256 tid;
         (tid, finished) = CdaMatching.run(
-            trades, accounts, positions, cdaNodes, cdaCursors, st, interval, ids, hints, maxSteps, tradeCount
+            trades, accounts, positions, cdaNodes, cdaCursors, st, interval, at, ids, hints, maxSteps, tradeCount
         );
         tradeCount = tid;
         if (finished) {
