@@ -59,6 +59,23 @@ def test_unfunded_funder_fails_in_one_line(chain: Web3, compiled: CompiledContra
         check_rpc_node(url, funder=broke.address, need_wei=1)
 
 
+def test_a_chain_id_changed_mid_run_fails_in_one_line(chain_ledger: ChainLedger) -> None:
+    """The node's chain id changes under the run (here ``anvil_setChainId``): its next
+    transaction is refused, in one line naming the purpose, the node and both chain ids."""
+    led = chain_ledger
+    was = led.tx.chain_id
+    assert "error" not in led.tx.rpc("anvil_setChainId", [was + 7])
+    try:
+        with pytest.raises(ChainRevert) as info:
+            led.deposit(2, 1_000)
+    finally:
+        led.tx.rpc("anvil_setChainId", [was])
+    line = str(info.value)
+    assert "\n" not in line and line.startswith("deposit") and str(led.tx._url) in line
+    assert f"changed its chain id mid-run from {was} to {was + 7}" in line, line
+    led.deposit(2, 1_000)  # the same chain again: the run's transactions go through
+
+
 def test_signature_of_one_deployment_is_void_in_another(
     deploy: Callable[..., ChainLedger],
 ) -> None:

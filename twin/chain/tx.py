@@ -42,6 +42,8 @@ from twin.chain.tx_types import (
     Pending,
     RetryPolicy,
     TxRecord,
+    already_there,
+    refused,
 )
 from twin.market import errors as e
 
@@ -308,10 +310,10 @@ class TxClient(Funding, BatchRpc):
                 self._queue = queue + self._queue
             raise
         for p, answer in zip(queue, answers, strict=True):
-            if "error" in answer and not (self.retry is not None and _already_there(answer["error"])):
+            if "error" in answer and not (self.retry is not None and already_there(answer["error"])):
                 self._nonce_hint.clear()
                 self.raise_revert(answer["error"], purpose=p.purpose, tx_hash=None,
-                                  error_context=p.error_context)
+                                  error_context=p.error_context, sent=True)
 
     def gas_limit(self, fn: str, data: str) -> int:
         """The gas limit of a call of ``fn`` (``Contract.function``) with calldata ``data``:
@@ -403,9 +405,9 @@ class TxClient(Funding, BatchRpc):
             if "error" in pin:
                 raise ChainRevert("SetTimeFailed", dict(pin["error"]), purpose=purpose)
         sent = self.rpc("eth_sendRawTransaction", [raw])
-        if "error" in sent and not (self.retry is not None and _already_there(sent["error"])):
+        if "error" in sent and not (self.retry is not None and already_there(sent["error"])):
             self.raise_revert(sent["error"], purpose=purpose, tx_hash=None,
-                              error_context=error_context)
+                              error_context=error_context, sent=True)
         return Pending(tx=tx, tx_hash=tx_hash, t0=t0, fn=fn, sender=sender,
                        purpose=purpose, interval=interval, error_context=error_context, raw=raw,
                        seq=self._seq, t_clock=t_clock)
@@ -588,11 +590,14 @@ class TxClient(Funding, BatchRpc):
 
     # --- reverts ------------------------------------------------------------------------
     def raise_revert(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
-                     error_context: Any) -> None:
+                     error_context: Any, sent: bool = False) -> None:
         """Raise the decoded revert: the reference's MarketError for a market rule (its
-        purpose refined by ``error_context(exc)``), else ChainRevert."""
-        raise self.revert_error(error, purpose=purpose, tx_hash=tx_hash,
-                                error_context=error_context)
+        purpose refined by ``error_context(exc)``), else ChainRevert (``sent``: the node
+        refused the transaction at sending, :func:`~twin.chain.tx_types.refused`)."""
+        exc = self.revert_error(error, purpose=purpose, tx_hash=tx_hash, error_context=error_context)
+        if sent and isinstance(exc, ChainRevert) and exc.name == "Revert":
+            exc = refused(exc, node=self._url, chain_id=self.chain_id, rpc=self._rpc_once)
+        raise exc
 
     def revert_error(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
                      error_context: Any) -> Exception:
@@ -620,9 +625,3 @@ class TxClient(Funding, BatchRpc):
             return exc
         return ChainRevert(name, values, purpose=purpose, tx_hash=tx_hash)
 
-
-def _already_there(error: Mapping[str, Any]) -> bool:
-    """A resent signed transaction the node has already (pending or mined): not an error
-    under a retry policy (the first send reached the node before its answer was lost)."""
-    msg = str(error.get("message", "")).lower()
-    return "already known" in msg or "nonce too low" in msg or "already imported" in msg

@@ -5,13 +5,14 @@ and a transaction awaiting its receipt. Importable from :mod:`twin.chain.tx` as 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from twin.errors import TwinError
 
-__all__ = ["ChainOutage", "ChainRevert", "ChainUnavailable", "Pending", "RetryPolicy", "TxRecord"]
+__all__ = ["ChainOutage", "ChainRevert", "ChainUnavailable", "Pending", "RetryPolicy", "TxRecord",
+           "already_there", "refused"]
 
 
 class ChainUnavailable(TwinError):
@@ -57,6 +58,23 @@ class ChainRevert(TwinError):
         )
 
 
+def refused(exc: ChainRevert, *, node: str, chain_id: int,
+            rpc: Callable[..., dict[str, Any]]) -> ChainRevert:
+    """A transaction the node refused when it was sent (never mined): one line naming the
+    purpose and the node, and a chain id that changed under the run (its transactions are
+    signed for the chain id it started on; ``rpc`` asks the node for its chain id now)."""
+    now = rpc("eth_chainId", []).get("result")
+    chain_id_now = int(now, 16) if isinstance(now, str) else None
+    message = exc.values.get("message", "")
+    why = f"the node at {node} refused the transaction: {message}"
+    if chain_id_now is not None and chain_id_now != chain_id:
+        why = (f"the node at {node} changed its chain id mid-run from {chain_id} to "
+               f"{chain_id_now}, so it refuses the run's transactions, signed for chain "
+               f"{chain_id} ({message})")
+    exc.args = (f"{exc.purpose}: {why}",)
+    return exc
+
+
 @dataclass(frozen=True, slots=True)
 class TxRecord:
     """One sent transaction, for the results ``chain`` table."""
@@ -87,3 +105,10 @@ class Pending:
     raw: str = ""  # the signed bytes (resent unchanged under a retry policy)
     seq: int = 0  # send order (an out-of-gas tx is resent only when nothing was sent after it)
     t_clock: float = 0.0  # the retry policy's clock at the send (latencies)
+
+
+def already_there(error: Mapping[str, Any]) -> bool:
+    """A resent signed transaction the node has already (pending or mined): not an error
+    under a retry policy (the first send reached the node before its answer was lost)."""
+    msg = str(error.get("message", "")).lower()
+    return "already known" in msg or "nonce too low" in msg or "already imported" in msg
