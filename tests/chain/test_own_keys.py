@@ -4,6 +4,9 @@ and a device's signature from one deployment is worthless in another."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -74,6 +77,28 @@ def test_a_chain_id_changed_mid_run_fails_in_one_line(chain_ledger: ChainLedger)
     assert "\n" not in line and line.startswith("deposit") and str(led.tx._url) in line
     assert f"changed its chain id mid-run from {was} to {was + 7}" in line, line
     led.deposit(2, 1_000)  # the same chain again: the run's transactions go through
+
+
+def test_a_node_lacking_a_method_fails_in_one_line(chain: Web3, compiled: CompiledContracts) -> None:
+    """A node of another kind, without ``evm_setNextBlockTimestamp`` (the fault proxy in front
+    of Anvil answers it "does not exist"): moving the clock names the node and the method."""
+    cfg = {"upstream": str(chain.provider.endpoint_uri), "seed": 0,  # type: ignore[attr-defined]
+           "lacks": ["evm_setNextBlockTimestamp"]}
+    proxy = subprocess.Popen([sys.executable, "-m", "twin.faults.rpc_proxy_server", json.dumps(cfg)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout is not None
+        url = proxy.stdout.readline().split()[1]
+        led = ChainLedger.deploy(Web3(Web3.HTTPProvider(url)), compiled=compiled, **PARAMS)
+        with pytest.raises(ChainRevert) as info:
+            led.set_time(900)
+    finally:
+        assert proxy.stdin is not None
+        proxy.stdin.close()
+        proxy.wait(timeout=10)
+    line = str(info.value)
+    assert "\n" not in line and line.startswith("set_time: 900 s: the node at " + url), line
+    assert "lacks evm_setNextBlockTimestamp (the method evm_setNextBlockTimestamp does not" in line
 
 
 def test_signature_of_one_deployment_is_void_in_another(

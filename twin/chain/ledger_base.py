@@ -296,7 +296,12 @@ class LedgerBase(MarketParameters):
             self._frozen = True
         r = self._rpc("evm_setNextBlockTimestamp", [self._market_start + now_s])
         if "error" in r:
-            raise ChainRevert("SetTimeFailed", dict(r["error"]), purpose=f"set_time: {now_s} s")
+            exc = ChainRevert("SetTimeFailed", dict(r["error"]), purpose=f"set_time: {now_s} s")
+            if r["error"].get("code") == -32601:  # the node lacks the method
+                exc.args = (f"set_time: {now_s} s: the node at {self.tx._url or 'the RPC URL'} "
+                            f"lacks evm_setNextBlockTimestamp ({r['error'].get('message')}), which "
+                            "the twin needs to move the simulated clock (Anvil and Hardhat have it)",)
+            raise exc
         if self._pin_each_tx:  # e.g. Hardhat: every block of the step gets the step's time
             self.tx.pinned_time = self._market_start + now_s
         self._clock_set = now_s

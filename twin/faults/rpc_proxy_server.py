@@ -13,7 +13,9 @@ header (scenario seconds: the market step's time plus what the twin has waited o
 - **dropped transaction** (``drop_rate``): ``eth_sendRawTransaction`` answers the hash, the
   transaction never reaches the node;
 - **delayed transaction** (``delay_rate``): the hash is answered at once and the transaction
-  is forwarded before the first request whose clock is ``delay_s`` later.
+  is forwarded before the first request whose clock is ``delay_s`` later;
+- **lacking methods** (``lacks``, always): answered "does not exist" (-32601), as a node of
+  another kind would.
 
 JSON-RPC batches are forwarded as one batch; each transaction in it meets the faults alone.
 Random choices come from their own seeded stream; transaction faults start with the first
@@ -85,6 +87,8 @@ class ProxyState:
         self.log: list[dict[str, Any]] = []
         self.held: list[tuple[float, bytes]] = []  # (due sim time, request body)
         self.settings: dict[str, Any] = {}
+        #: methods answered "does not exist" (a node of another kind; tests of bad input)
+        self.lacks = set(cfg.get("lacks", []))
 
     # --- one HTTP request ------------------------------------------------------------------
     def handle(self, body: bytes, sim: float | None) -> bytes | None:
@@ -103,6 +107,10 @@ class ProxyState:
         forward: list[tuple[int, dict[str, Any]]] = []
         for i, req in enumerate(reqs):
             method = req.get("method")
+            if method in self.lacks:
+                answers[i] = {"jsonrpc": "2.0", "id": req.get("id"), "error": {
+                    "code": -32601, "message": f"the method {method} does not exist/is not available"}}
+                continue
             if method in _SETTINGS:
                 self.settings[method] = req.get("params", [])
             if method == "eth_sendRawTransaction" and sim is not None:
