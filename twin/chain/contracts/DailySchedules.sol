@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {DeviceRegistry} from "./DeviceRegistry.sol";
+import {EnergyMarket} from "./EnergyMarket.sol";
+
+/// @title DailySchedules — daily signing on chain (twin/market/signing_daily.py), run on
+/// EnergyMarket's storage: EnergyMarket's fallback DELEGATECALLs this library's selectors.
+/// A device signs its day's standing orders once as an EIP-712 ``Schedule(uint64 device,
+/// uint64 day,uint64 revision,bytes32 orders)`` whose ``orders`` is the root of a keccak
+/// Merkle tree of the day's slots (twin/market/schedule_merkle.py: leaf keccak256(abi.encode(
+/// uint64 slot,int64 buyEnergy,int64 buyPrice,int64 sellEnergy,int64 sellPrice)), padded with
+/// zero leaves to a power of two, nodes keccak256(left, right)). The library verifies a
+/// schedule's signature once per (device, day, revision) and keeps its root, revision and
+/// hashStruct (three slots a device, overwritten day by day); each relayed order then carries
+/// its slot's other side and Merkle proof, and is placed through placeSignedOrders without a
+/// signature of its own (EnergyMarket skips the order signature when it calls itself: only
+/// this library's code, running in the market, does). An ``Amendment`` (one slot changed,
+/// ``prior`` the hashStruct of the revision it amends) carries the slot's old values and
+/// proof: the library checks the chain, the signature, and recomputes the root with the new
+/// leaf. Refusals are the reference ledger's (twin/market/reference_daily.py): a stale
+/// revision StaleSchedule, another day's schedule WrongDay, a broken chain BrokenAmendment, a
+/// leaf or signature that is not the device's BadSignature.
+/// @dev Items and orders are flat uint256 words (a library's selector names a struct
+/// parameter by its qualified name): see ``relaySchedules``.
+library DailySchedules {
+    bytes32 internal constant STORE_SLOT = keccak256("gridtwin.DailySchedules.v1");
+    bytes32 internal constant SCHEDULE_TYPEHASH =
+        keccak256("Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)");
+    bytes32 internal constant AMENDMENT_TYPEHASH = keccak256(
+        "Amendment(uint64 device,uint64 day,uint64 revision,uint64 slot,int64 buyEnergy,int64 buyPrice,"
+        "int64 sellEnergy,int64 sellPrice,bytes32 prior)"
+    );
+    uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+    uint256 internal constant DAY_S = 86_400;
+
+    /// A device's latest verified schedule revision of its latest day.
+    struct Verified {
+        uint64 day;
+        uint64 revision;
+        bool set;
+        bytes32 root;
+        bytes32 head; // hashStruct of that revision (the next amendment's prior)
+    }
+
+    struct Store {
+        mapping(uint256 => Verified) verified; // device => latest verified revision
+    }
+
+    /// A schedule or amendment of a relayed batch that failed its checks (its orders fail
+    /// with the same error).
+    event ScheduleRejected(uint256 indexed device, uint256 day, uint256 revision, bytes reason);
+    /// A relayed scheduled order refused before booking (position in the batch, nonce =
+    /// revision + 1); an order refused at booking is EnergyMarket's OrderRejected, at its
+    /// position among the orders this library passed on.
+    event ScheduledOrderRejected(
+        uint256 indexed interval, uint256 indexed device, uint256 position, uint256 nonce, bytes reason
+    );
+
+    error StaleSchedule(uint256 device, uint256 day, uint256 revision, uint256 latest);
+    error WrongDay(uint256 device, uint256 interval, uint256 day);
+    error BrokenAmendment(uint256 device, uint256 day, uint256 revision, int256 latest);
+    error BadSignature(uint256 device);
+    error DeviceRevoked(uint256 device);
+    error BadReadings(uint256 position);
+
+    function _store() private pure returns (Store storage s) {
+        bytes32 slot = STORE_SLOT;
+        assembly {
+            s.slot := slot
+        }
+    }
+
+    /// Slots of a day (86400 / intervalS) and the depth of its Merkle tree (2**depth >= slots).
+    function _shape() private view returns (uint256 perDay, uint256 depth) {
+        perDay = DAY_S / EnergyMarket(address(this)).intervalS();
+        while ((uint256(1) << depth) < perDay) ++depth;
+    }
+
+    function _domain() private view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                keccak256(
+                    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)"
+                ),
+                keccak256("gridtwin EnergyMarket"),
+                keccak256("1"),
+                block.chainid,
+                address(this),
+                EnergyMarket(address(this)).salt()
+            )
+        );
+    }
+
+    function _signedBy(bytes32 domain, bytes32 structHash, uint256 r, uint256 s, uint256 v, address signer)
+        private
+        pure
+        returns (bool)
+    {
+        if (signer == address(0) || s > HALF_N || (v != 27 && v != 28)) return false;
+        return ecrecover(keccak256(abi.encodePacked(hex"1901", domain, structHash)), uint8(v), bytes32(r), bytes32(s))
+            == signer;
+    }
+
+    /// keccak256(abi.encode(slot, buyEnergy, buyPrice, sellEnergy, sellPrice)) (values as
+    /// relayed: int64 words).
+    function leaf(uint256 slot, uint256 bE, uint256 bP, uint256 sE, uint256 sP) internal pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, slot)
+            mstore(add(p, 32), bE)
+            mstore(add(p, 64), bP)
+            mstore(add(p, 96), sE)
+            mstore(add(p, 128), sP)
+            h := keccak256(p, 160)
+        }
+    }
+
+    /// The root over ``h`` at ``slot`` with siblings w[at .. at + depth).
+    function _root(bytes32 h, uint256 slot, uint256[] calldata w, uint256 at, uint256 depth)
+        private
+        pure
+        returns (bytes32)
+    {
+        for (uint256 i = 0; i < depth; ++i) {
+            uint256 sib = w[at + i];
+            assembly ("memory-safe") {
+                switch and(shr(i, slot), 1)
+                case 0 {
+                    mstore(0, h)
+                    mstore(32, sib)
+                }
+                default {
+                    mstore(0, sib)
+                    mstore(32, h)
+                }
+                h := keccak256(0, 64)
+            }
+        }
+        return h;
+    }
+
+    /// Verify the batch's new schedules and amendments, then place its orders.
+    /// ``items``: schedules and amendments in (device, day, revision, amendment last) order,
+    /// each ``kind`` then its words: kind 0 a Schedule (device, day, revision, root, r, s, v);
+    /// kind 1 an Amendment (device, day, revision, slot, buyEnergy, buyPrice, sellEnergy,
+    /// sellPrice, prior, the slot's 4 old values, r, s, v, then ``depth`` proof words).
+    /// ``orders``: each (device, interval, side, energyWh, price, its schedule's day and
+    /// revision, the slot's other side's energy and price, item index of its schedule in this
+    /// batch or 2**256-1, then
+    /// ``depth`` proof words). Any relayer may send it. Returns the first placed order's id.
+    function relaySchedules(uint256[] calldata items, uint256[] calldata orders)
+        external
+        returns (uint256 firstOrderId)
+    {
+        (uint256 perDay, uint256 depth) = _shape();
+        bytes[] memory itemErr = _verifyItems(items, depth, perDay);
+        uint256 stride = 10 + depth;
+        uint256 n = orders.length / stride;
+        if (orders.length != n * stride) revert BadReadings(orders.length);
+        EnergyMarket.SignedOrder[] memory good = new EnergyMarket.SignedOrder[](n);
+        uint256 m;
+        for (uint256 k = 0; k < n; ++k) {
+            uint256 at = k * stride;
+            bytes memory err = _orderError(orders, at, depth, perDay, itemErr);
+            if (err.length > 0) {
+                emit ScheduledOrderRejected(orders[at + 1], orders[at], k, orders[at + 6] + 1, err);
+                continue;
+            }
+            good[m++] = EnergyMarket.SignedOrder(
+                uint64(orders[at]),
+                uint64(orders[at + 1]),
+                EnergyMarket.Side(orders[at + 2]),
+                int256(orders[at + 3]),
+                int256(orders[at + 4]),
+                uint64(orders[at + 6] + 1),
+                0,
+                0,
+                0
+            );
+        }
+        assembly ("memory-safe") {
+            mstore(good, m)
+        }
+        return EnergyMarket(address(this)).placeSignedOrders(good);
+    }
+
+    function _orderError(uint256[] calldata w, uint256 at, uint256 depth, uint256 perDay, bytes[] memory itemErr)
+        private
+        view
+        returns (bytes memory)
+    {
+        uint256 device = w[at];
+        uint256 interval = w[at + 1];
+        uint256 day = w[at + 5];
+        uint256 revision = w[at + 6];
+        uint256 src = w[at + 9];
+        if (src < itemErr.length && itemErr[src].length > 0) return itemErr[src];
+        if (w[at + 2] > 1 || revision >> 63 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
+        if (day != interval / perDay) return abi.encodeWithSelector(WrongDay.selector, device, interval, day);
+        Verified storage v = _store().verified[device];
+        if (!v.set || v.day != day) return abi.encodeWithSelector(BadSignature.selector, device);
+        if (revision < v.revision) {
+            return abi.encodeWithSelector(StaleSchedule.selector, device, day, revision, uint256(v.revision));
+        }
+        if (revision > v.revision) return abi.encodeWithSelector(BadSignature.selector, device);
+        uint256 slot = interval - day * perDay;
+        bytes32 h = w[at + 2] == 0
+            ? leaf(slot, w[at + 3], w[at + 4], w[at + 7], w[at + 8])
+            : leaf(slot, w[at + 7], w[at + 8], w[at + 3], w[at + 4]);
+        if (_root(h, slot, w, at + 10, depth) != v.root) return abi.encodeWithSelector(BadSignature.selector, device);
+        return "";
+    }
+
+    function _verifyItems(uint256[] calldata w, uint256 depth, uint256 perDay)
+        private
+        returns (bytes[] memory errs)
+    {
+        uint256 count;
+        for (uint256 at = 0; at < w.length; ++count) at += w[at] == 0 ? 8 : 17 + depth;
+        errs = new bytes[](count);
+        DeviceRegistry registry = EnergyMarket(address(this)).registry();
+        bytes32 domain = _domain();
+        uint256 at;
+        for (uint256 i = 0; i < count; ++i) {
+            bool amend = w[at] != 0;
+            errs[i] = amend ? _amend(w, at + 1, depth, perDay, registry, domain) : _schedule(w, at + 1, registry, domain);
+            if (errs[i].length > 0) emit ScheduleRejected(w[at + 1], w[at + 2], w[at + 3], errs[i]);
+            at += amend ? 17 + depth : 8;
+        }
+    }
+
+    /// The device's authority over an item: revoked, or not its key's signature.
+    function _authority(DeviceRegistry registry, uint256 device, bytes32 domain, bytes32 structHash, uint256[] calldata w, uint256 sigAt)
+        private
+        view
+        returns (bytes memory)
+    {
+        (DeviceRegistry.Device memory d, address signer) = registry.getWithSigner(device);
+        if (d.status == 2) return abi.encodeWithSelector(DeviceRevoked.selector, device);
+        if (!_signedBy(domain, structHash, w[sigAt], w[sigAt + 1], w[sigAt + 2], signer)) {
+            return abi.encodeWithSelector(BadSignature.selector, device);
+        }
+        return "";
+    }
+
+    function _schedule(uint256[] calldata w, uint256 at, DeviceRegistry registry, bytes32 domain)
+        private
+        returns (bytes memory err)
+    {
+        uint256 device = w[at];
+        Verified storage v = _store().verified[device];
+        uint256 day = w[at + 1];
+        uint256 revision = w[at + 2];
+        if ((device | day | revision) >> 64 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
+        // not newer than the verified revision: nothing to do (its orders are checked as stale)
+        if (v.set && (v.day > day || (v.day == day && v.revision >= revision))) return "";
+        bytes32 structHash = keccak256(abi.encode(SCHEDULE_TYPEHASH, device, day, revision, w[at + 3]));
+        err = _authority(registry, device, domain, structHash, w, at + 4);
+        if (err.length == 0) {
+            v.day = uint64(day);
+            v.revision = uint64(revision);
+            v.set = true;
+            v.root = bytes32(w[at + 3]);
+            v.head = structHash;
+        }
+    }
+
+    function _amend(
+        uint256[] calldata w,
+        uint256 at,
+        uint256 depth,
+        uint256 perDay,
+        DeviceRegistry registry,
+        bytes32 domain
+    ) private returns (bytes memory err) {
+        uint256 device = w[at];
+        uint256 day = w[at + 1];
+        uint256 revision = w[at + 2];
+        uint256 slot = w[at + 3];
+        Verified storage v = _store().verified[device];
+        if ((device | day | revision | slot) >> 64 != 0 || slot >= perDay) {
+            return abi.encodeWithSelector(BadSignature.selector, device);
+        }
+        if (v.set && (v.day > day || (v.day == day && v.revision >= revision))) return "";
+        bytes32 structHash;
+        bytes32 typehash = AMENDMENT_TYPEHASH;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, typehash)
+            calldatacopy(add(p, 32), add(w.offset, mul(at, 32)), 288) // device .. prior
+            structHash := keccak256(p, 320)
+        }
+        err = _authority(registry, device, domain, structHash, w, at + 13);
+        if (err.length > 0) return err;
+        if (!v.set || v.day != day || v.revision + 1 != revision || v.head != bytes32(w[at + 8])) {
+            int256 latest = !v.set || v.day != day ? -1 : int256(uint256(v.revision));
+            return abi.encodeWithSelector(BrokenAmendment.selector, device, day, revision, latest);
+        }
+        bytes32 old = leaf(slot, w[at + 9], w[at + 10], w[at + 11], w[at + 12]);
+        if (_root(old, slot, w, at + 16, depth) != v.root) return abi.encodeWithSelector(BadSignature.selector, device);
+        v.root = _root(leaf(slot, w[at + 4], w[at + 5], w[at + 6], w[at + 7]), slot, w, at + 16, depth);
+        v.revision = uint64(revision);
+        v.head = structHash;
+    }
+
+    /// A device's latest verified schedule revision: day, revision, Merkle root, hashStruct
+    /// (all zero before its first).
+    function scheduleOf(uint64 device) external view returns (uint64 day, uint64 revision, bytes32 root, bytes32 head) {
+        Verified storage v = _store().verified[device];
+        return (v.day, v.revision, v.root, v.head);
+    }
+}
