@@ -7,19 +7,25 @@ slot's proof and is placed without an ecrecover. A layer of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
 from twin.chain.ledger_settlement import SettlingLedger, _fn
 from twin.market import errors as e
+from twin.market.provisional import TrueUp
 from twin.market.schedule_merkle import depth_of, schedule_levels, schedule_proof
 from twin.market.signing import Rejection
-from twin.market.signing_daily import ScheduledOrder, SignedAmendment, SignedSchedule
-from twin.market.types import OPERATOR_ACCOUNT, Order, Side
+from twin.market.signing_daily import (
+    ScheduledOrder,
+    SignedAmendment,
+    SignedDailyReadings,
+    SignedSchedule,
+)
+from twin.market.types import OPERATOR_ACCOUNT, Order, SettlementRow, Side
 
-__all__ = ["SCHEDULED_ORDER_CHUNK", "DailyLedger"]
+__all__ = ["DAILY_READINGS_CHUNK", "SCHEDULED_ORDER_CHUNK", "DailyLedger"]
 
 _DAY_S = 86_400
 _NONE = 2**256 - 1
@@ -27,7 +33,10 @@ _W = 2**256
 #: scheduled orders a relaySchedules transaction carries (with the schedules they need: a
 #: device's first schedule of a day costs ~75,000 gas, an order ~45,000)
 SCHEDULED_ORDER_CHUNK = 120
-_DAILY_FUNCTIONS = (_fn("relaySchedules", "uint256[]", "uint256[]"),)
+#: daily readings batches a trueUpDaily transaction carries (~1 M gas a device-day of 96
+#: provisional settlements, each a cold read and a write)
+DAILY_READINGS_CHUNK = 12
+_DAILY_FUNCTIONS = (_fn("relaySchedules", "uint256[]", "uint256[]"), _fn("trueUpDaily", "uint256[]"))
 
 _Item = SignedSchedule | SignedAmendment
 #: a device's schedule as the chain has (or will have) it: day, revision, grid, tree levels
@@ -179,3 +188,41 @@ class DailyLedger(SettlingLedger):
                 raise err
             rejected.append(Rejection(k, orders[k], err))  # type: ignore[arg-type]
         return self._booked(events, len(orders) - len(rejected)), rejected
+
+    # --- readings -------------------------------------------------------------------------
+    def settle_relayed(self, interval: int, metered_wh: Mapping[int, int], *,
+                       sender: int | None = None) -> list[SettlementRow]:
+        """Settle ``interval`` provisionally on the operator's relayed (unsigned) readings
+        (ProvisionalSettlement's estimates); each device's signed daily batch trues it up
+        (:meth:`true_up_daily`)."""
+        return self.settle(interval, {}, sender=sender, estimated_wh=metered_wh)
+
+    def true_up_daily(self, batches: Sequence[SignedDailyReadings], *, sender: int | None = None,
+                      chunk_size: int = DAILY_READINGS_CHUNK) -> list[TrueUp]:
+        """``trueUpDaily``: each device's signed readings of a day, verified once on chain,
+        true up the intervals it was settled on relayed readings that differ (the reference
+        ledger's ``true_up_daily``). Returns the true-ups that moved energy."""
+        per_day = self.per_day
+        out: list[TrueUp] = []
+        for lo in range(0, len(batches), chunk_size):
+            words: list[int] = []
+            part = batches[lo:lo + chunk_size]
+            for b in part:
+                sig = b.signature if len(b.signature) == 65 else bytes(65)
+                wh = np.asarray(b.metered_wh, np.int64).reshape(-1)
+                if wh.size != per_day:
+                    raise e.BadReadings(b.device_id, purpose=f"true_up_daily: device {b.device_id} "
+                                        f"has {wh.size} readings, a day has {per_day}")
+                words += [b.device_id, b.day, int.from_bytes(sig[:32], "big"),
+                          int.from_bytes(sig[32:64], "big"), sig[64], *(v % _W for v in wh.tolist())]
+            events = self._transact(
+                self._daily_market, "trueUpDaily", [words],
+                sender=OPERATOR_ACCOUNT if sender is None else sender,
+                purpose=f"true_up_daily: {len(part)} daily readings batches",
+            )  # fmt: skip
+            out += [TrueUp(interval=t["interval"], device_id=t["device"], owner=cast(int, t["owner"]),
+                           estimated_wh=t["estimatedWh"], metered_wh=t["meteredWh"],
+                           delta_wh=t["meteredWh"] - t["estimatedWh"], amount=t["amount"],
+                           paid=t["paid"], debt=t["debt"])
+                    for name, t in events if name == "TruedUp"]
+        return out

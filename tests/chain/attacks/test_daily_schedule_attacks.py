@@ -137,3 +137,37 @@ def test_scheduled_orders_on_chain_equal_the_reference_and_attacks_fail(
     assert [o.energy_wh for o in place([*today, altered], strict=False)] == [400]
     assert [(r.index, r.error) for r in chain.rejected] == [(r.index, r.error) for r in ref.rejected]
     assert [r.index for r in chain.rejected] == [0, 2]
+
+
+def test_daily_readings_true_up_on_chain_as_the_reference(pair: Pair) -> None:
+    """The day's signed readings, verified once per device on chain, true up the intervals
+    settled on the relayed readings exactly as the reference ledger does; an altered batch
+    and a replayed batch are refused with the same error."""
+    ref, chain, signers = pair
+    dom = chain.domain
+    place = _lockstep(ref, chain)
+    place(signers.sign_orders(_orders(0), domain=dom))
+    relayed = {11: -500, 12: 400, 13: 0}  # what the operator relays
+    for k, truth in ((0, {11: -450, 12: 400, 13: 30}), (1, {11: -1, 12: 2, 13: 0})):
+        signers.record_readings(interval=k, metered_wh=truth)  # what the meters signed
+    for led in (ref, chain):
+        led.set_time(now_s=1)
+        led.clear(0)
+        led.set_time(now_s=INTERVAL_S + 1)
+    assert chain.settle_relayed(0, relayed) == ref.settle_relayed(0, relayed)
+    batches = signers.daily_readings(day=0, domain=dom)
+    wh = batches[0].metered_wh.copy()
+    wh[0] = -2_000  # the relayer claims device 11 delivered more
+    forged = [dataclasses.replace(batches[0], metered_wh=wh), *batches[1:]]
+    with pytest.raises(e.BadSignature) as want:
+        ref.true_up_daily(forged)
+    with pytest.raises(e.BadSignature) as got:
+        chain.true_up_daily(forged)
+    assert got.value == want.value
+    want_tu = ref.true_up_daily(batches)
+    assert [(t.interval, t.device_id, t.delta_wh) for t in want_tu] == [(0, 11, 50), (0, 13, 30)]
+    assert chain.true_up_daily(batches) == want_tu
+    assert chain.balances([1, 2, 3, 4]) == [ref.balance(a) for a in (1, 2, 3, 4)]
+    for led in (ref, chain):
+        with pytest.raises(e.ERRORS["AlreadyTruedUp"]):
+            led.true_up_daily(batches[:1])

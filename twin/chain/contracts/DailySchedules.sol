@@ -3,6 +3,9 @@ pragma solidity 0.8.30;
 
 import {DeviceRegistry} from "./DeviceRegistry.sol";
 import {EnergyMarket} from "./EnergyMarket.sol";
+import {MarketSettlement} from "./MarketSettlement.sol";
+import {MarketSlots} from "./MarketSlots.sol";
+import {ProvisionalSettlement} from "./ProvisionalSettlement.sol";
 
 /// @title DailySchedules — daily signing on chain (twin/market/signing_daily.py), run on
 /// EnergyMarket's storage: EnergyMarket's fallback DELEGATECALLs this library's selectors.
@@ -31,6 +34,7 @@ library DailySchedules {
         "Amendment(uint64 device,uint64 day,uint64 revision,uint64 slot,int64 buyEnergy,int64 buyPrice,"
         "int64 sellEnergy,int64 sellPrice,bytes32 prior)"
     );
+    bytes32 internal constant DAILY_READINGS_TYPEHASH = keccak256("DailyReadings(uint64 device,uint64 day,bytes32 readings)");
     uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
     uint256 internal constant DAY_S = 86_400;
 
@@ -45,6 +49,7 @@ library DailySchedules {
 
     struct Store {
         mapping(uint256 => Verified) verified; // device => latest verified revision
+        mapping(uint256 => mapping(uint256 => bool)) truedUp; // device => day => readings applied
     }
 
     /// A schedule or amendment of a relayed batch that failed its checks (its orders fail
@@ -57,6 +62,22 @@ library DailySchedules {
         uint256 indexed interval, uint256 indexed device, uint256 position, uint256 nonce, bytes reason
     );
 
+    /// ProvisionalSettlement's event (emitted at the market's address like it).
+    event TruedUp(
+        uint256 indexed interval,
+        uint256 indexed device,
+        address owner,
+        int256 estimatedWh,
+        int256 meteredWh,
+        int256 amount,
+        int256 paid,
+        uint256 debt
+    );
+
+    error NotOperator(address account);
+    error UnknownDevice(uint256 device);
+    error AlreadyTruedUp(uint256 device, uint256 interval);
+    error MeterOutOfRange(uint256 device, uint256 cap, int256 metered);
     error StaleSchedule(uint256 device, uint256 day, uint256 revision, uint256 latest);
     error WrongDay(uint256 device, uint256 interval, uint256 day);
     error BrokenAmendment(uint256 device, uint256 day, uint256 revision, int256 latest);
@@ -309,5 +330,106 @@ library DailySchedules {
     function scheduleOf(uint64 device) external view returns (uint64 day, uint64 revision, bytes32 root, bytes32 head) {
         Verified storage v = _store().verified[device];
         return (v.day, v.revision, v.root, v.head);
+    }
+
+    /// The devices' signed daily readings (EIP-712 ``DailyReadings(uint64 device,uint64 day,
+    /// bytes32 readings)``, ``readings`` the keccak of the day's Wh packed as int64), each
+    /// verified once, true up every interval of the day the device was settled on the
+    /// operator's relayed reading (ProvisionalSettlement's provisional records): the imbalance
+    /// money of the signed value less that of the relayed one, paid like trueUp (TruedUp),
+    /// when they differ. Once per device and day (AlreadyTruedUp); the whole call reverts on a
+    /// bad batch (twin/market/reference_daily.py true_up_daily: the same checks in the same
+    /// order). ``w``: per batch device, day, r, s, v, then the day's ``perDay`` readings.
+    /// Operator only.
+    function trueUpDaily(uint256[] calldata w) external {
+        if (msg.sender != address(uint160(MarketSlots.load(MarketSlots.OPERATOR_SLOT)))) revert NotOperator(msg.sender);
+        (uint256 perDay,) = _shape();
+        uint256 stride = 5 + perDay;
+        uint256 n = w.length / stride;
+        if (w.length != n * stride) revert BadReadings(w.length);
+        EnergyMarket m = EnergyMarket(address(this));
+        address[] memory owners = _checkDaily(w, n, stride, perDay, m);
+        MarketSettlement.Ctx memory x;
+        x.dso = m.dso();
+        x.retail = m.retailPricePerMwh();
+        x.feedIn = m.feedInPricePerMwh();
+        ProvisionalSettlement.Store storage ps;
+        bytes32 slot = ProvisionalSettlement.STORE_SLOT;
+        assembly {
+            ps.slot := slot
+        }
+        for (uint256 k = 0; k < perDay; ++k) {
+            for (uint256 i = 0; i < n; ++i) {
+                uint256 at = i * stride;
+                uint256 interval = w[at + 1] * perDay + k;
+                ProvisionalSettlement.Entry storage en = ps.entries[interval][w[at]];
+                if (en.state != 1) continue; // not settled on a relayed reading, or done
+                en.state = 2;
+                MarketSettlement.bondStore().openEstimates[w[at]] -= 1;
+                int256 real = int256(w[at + 5 + k]);
+                int256 estimate = en.estimateWh;
+                if (real == estimate) continue;
+                int256 traded = en.tradedWh;
+                int256 amount = _value(x, real - traded) - _value(x, estimate - traded);
+                (int256 paid, uint256 debt) = MarketSettlement.pay(
+                    MarketSlots.accounts(), x.dso, owners[i], amount < 0, uint256(amount < 0 ? -amount : amount)
+                );
+                emit TruedUp(interval, w[at], owners[i], estimate, real, amount, paid, debt);
+            }
+        }
+    }
+
+    /// trueUpDaily's checks, every batch's range before any signature (as the reference):
+    /// the devices' owners.
+    function _checkDaily(uint256[] calldata w, uint256 n, uint256 stride, uint256 perDay, EnergyMarket m)
+        private
+        returns (address[] memory owners)
+    {
+        owners = new address[](n);
+        address[] memory signers = new address[](n);
+        DeviceRegistry registry = m.registry();
+        uint256 intervalS = m.intervalS();
+        Store storage st = _store();
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 at = i * stride;
+            uint256 device = w[at];
+            (DeviceRegistry.Device memory d, address signer) = registry.getWithSigner(device);
+            if (d.status == 0) revert UnknownDevice(device);
+            if (d.status == 2) revert DeviceRevoked(device);
+            uint256 day = w[at + 1];
+            if (st.truedUp[device][day]) revert AlreadyTruedUp(device, day * perDay);
+            st.truedUp[device][day] = true;
+            uint256 cap = (uint256(d.capacityW) * intervalS) / 3600;
+            uint256 worst;
+            for (uint256 k = 0; k < perDay; ++k) {
+                int256 v = int256(w[at + 5 + k]);
+                uint256 a = uint256(v < 0 ? -v : v);
+                if (a > worst) worst = a;
+            }
+            if (worst > cap) revert MeterOutOfRange(device, cap, int256(worst));
+            owners[i] = d.owner;
+            signers[i] = signer;
+        }
+        bytes32 domain = _domain();
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 at = i * stride;
+            bytes32 packed;
+            assembly ("memory-safe") {
+                let p := mload(0x40)
+                for { let k := 0 } lt(k, perDay) { k := add(k, 1) } {
+                    mstore(add(p, mul(k, 8)), shl(192, calldataload(add(w.offset, mul(add(add(at, 5), k), 32)))))
+                }
+                packed := keccak256(p, mul(perDay, 8))
+            }
+            bytes32 structHash = keccak256(abi.encode(DAILY_READINGS_TYPEHASH, w[at], w[at + 1], packed));
+            if (!_signedBy(domain, structHash, w[at + 2], w[at + 3], w[at + 4], signers[i])) revert BadSignature(w[at]);
+        }
+    }
+
+    /// What settling ``imbalanceWh`` is worth to the owner (ProvisionalSettlement._value).
+    function _value(MarketSettlement.Ctx memory x, int256 imbalanceWh) private pure returns (int256) {
+        if (imbalanceWh > 0) return -int256((uint256(imbalanceWh) * x.retail) / 1e6);
+        if (imbalanceWh < 0) return int256((uint256(-imbalanceWh) * x.feedIn) / 1e6);
+        return 0;
     }
 }

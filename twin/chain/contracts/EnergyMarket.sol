@@ -1027,10 +1027,14 @@ contract EnergyMarket {
     /// Calls this contract does not implement run in the linked library ProvisionalSettlement
     /// on this market's storage (DELEGATECALL): settlement on estimates and true-ups, island
     /// books, releaseBond, deviceInfo and the read-outs clearingProgress and settlementProgress;
-    /// daily signing's relaySchedules and scheduleOf in DailySchedules.
+    /// daily signing's relaySchedules, trueUpDaily and scheduleOf in DailySchedules.
     fallback() external {
         address ext = address(ProvisionalSettlement);
-        if (msg.sig == DailySchedules.relaySchedules.selector || msg.sig == DailySchedules.scheduleOf.selector) {
+        bytes4 sig = msg.sig;
+        if (
+            sig == DailySchedules.relaySchedules.selector || sig == DailySchedules.trueUpDaily.selector
+                || sig == DailySchedules.scheduleOf.selector
+        ) {
             ext = address(DailySchedules); // daily signing (DailySchedules)
         }
         assembly {
