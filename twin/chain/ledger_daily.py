@@ -28,7 +28,6 @@ from twin.market.types import OPERATOR_ACCOUNT, Order, SettlementRow, Side
 __all__ = ["DAILY_READINGS_CHUNK", "SCHEDULED_ORDER_CHUNK", "DailyLedger"]
 
 _DAY_S = 86_400
-_NONE = 2**256 - 1
 _W = 2**256
 #: scheduled orders a relaySchedules transaction carries (with the schedules they need: a
 #: device's first schedule of a day costs ~75,000 gas, an order ~45,000)
@@ -63,7 +62,8 @@ class DailyLedger(SettlingLedger):
         return c
 
     def schedule_of(self, device_id: int) -> tuple[int, int, bytes, bytes]:
-        """The device's verified schedule on chain: day, revision, Merkle root, hashStruct."""
+        """The device's verified schedule on chain: day, revision, the Merkle root's top 160
+        bits (zero-padded to 32 bytes: what the contract keeps), hashStruct."""
         day, rev, root, head = self._daily_market.functions.scheduleOf(device_id).call()
         return int(day), int(rev), bytes(root), bytes(head)
 
@@ -159,7 +159,7 @@ class DailyLedger(SettlingLedger):
                 proof = schedule_proof(cur[3], slot)  # type: ignore[arg-type]
             owords += [it.device_id, it.interval, int(it.side), it.energy_wh % _W,
                        it.price_per_mwh % _W, s.day, s.revision, other[0] % _W, other[1] % _W,
-                       index.get(id(s), _NONE), *(int.from_bytes(p, "big") for p in proof)]
+                       index.get(id(s), -1) + 1, *(int.from_bytes(p, "big") for p in proof)]
         intervals = {so.intent.interval for so in orders}
         events = self._transact(
             self._daily_market, "relaySchedules", [words, owords], sender=sender,

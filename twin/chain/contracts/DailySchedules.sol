@@ -15,7 +15,7 @@ import {ProvisionalSettlement} from "./ProvisionalSettlement.sol";
 /// uint64 slot,int64 buyEnergy,int64 buyPrice,int64 sellEnergy,int64 sellPrice)), padded with
 /// zero leaves to a power of two, nodes keccak256(left, right)). The library verifies a
 /// schedule's signature once per (device, day, revision) and keeps its root, revision and
-/// hashStruct (three slots a device, overwritten day by day); each relayed order then carries
+/// hashStruct (two slots a device, overwritten day by day); each relayed order then carries
 /// its slot's other side and Merkle proof, and is placed through placeSignedOrders without a
 /// signature of its own (EnergyMarket skips the order signature when it calls itself: only
 /// this library's code, running in the market, does). An ``Amendment`` (one slot changed,
@@ -38,13 +38,14 @@ library DailySchedules {
     uint256 internal constant HALF_N = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
     uint256 internal constant DAY_S = 86_400;
 
-    /// A device's latest verified schedule revision of its latest day.
+    /// A device's latest verified schedule revision of its latest day: one slot for what an
+    /// order's check reads (the root's top 160 bits: a second preimage still costs 2**160),
+    /// one for the revision's hashStruct (the next amendment's prior).
     struct Verified {
+        bytes20 root; // 0: none
         uint64 day;
-        uint64 revision;
-        bool set;
-        bytes32 root;
-        bytes32 head; // hashStruct of that revision (the next amendment's prior)
+        uint32 revision; // a revision from 2**32 on is refused (BadSignature)
+        bytes32 head;
     }
 
     struct Store {
@@ -167,8 +168,8 @@ library DailySchedules {
     /// kind 1 an Amendment (device, day, revision, slot, buyEnergy, buyPrice, sellEnergy,
     /// sellPrice, prior, the slot's 4 old values, r, s, v, then ``depth`` proof words).
     /// ``orders``: each (device, interval, side, energyWh, price, its schedule's day and
-    /// revision, the slot's other side's energy and price, item index of its schedule in this
-    /// batch or 2**256-1, then
+    /// revision, the slot's other side's energy and price, 1 + the index of its schedule item
+    /// in this batch or 0, then
     /// ``depth`` proof words). Any relayer may send it. Returns the first placed order's id.
     function relaySchedules(uint256[] calldata items, uint256[] calldata orders)
         external
@@ -215,12 +216,13 @@ library DailySchedules {
         uint256 interval = w[at + 1];
         uint256 day = w[at + 5];
         uint256 revision = w[at + 6];
-        uint256 src = w[at + 9];
-        if (src < itemErr.length && itemErr[src].length > 0) return itemErr[src];
-        if (w[at + 2] > 1 || revision >> 63 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
+        uint256 src = w[at + 9]; // 1 + the index of its schedule item in this batch, 0: none
+        if (src != 0 && src <= itemErr.length && itemErr[src - 1].length > 0) return itemErr[src - 1];
+        if (w[at + 2] > 1 || revision >> 32 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
         if (day != interval / perDay) return abi.encodeWithSelector(WrongDay.selector, device, interval, day);
         Verified storage v = _store().verified[device];
-        if (!v.set || v.day != day) return abi.encodeWithSelector(BadSignature.selector, device);
+        bytes20 root = v.root;
+        if (root == 0 || v.day != day) return abi.encodeWithSelector(BadSignature.selector, device);
         if (revision < v.revision) {
             return abi.encodeWithSelector(StaleSchedule.selector, device, day, revision, uint256(v.revision));
         }
@@ -229,7 +231,7 @@ library DailySchedules {
         bytes32 h = w[at + 2] == 0
             ? leaf(slot, w[at + 3], w[at + 4], w[at + 7], w[at + 8])
             : leaf(slot, w[at + 7], w[at + 8], w[at + 3], w[at + 4]);
-        if (_root(h, slot, w, at + 10, depth) != v.root) return abi.encodeWithSelector(BadSignature.selector, device);
+        if (bytes20(_root(h, slot, w, at + 10, depth)) != root) return abi.encodeWithSelector(BadSignature.selector, device);
         return "";
     }
 
@@ -273,16 +275,15 @@ library DailySchedules {
         Verified storage v = _store().verified[device];
         uint256 day = w[at + 1];
         uint256 revision = w[at + 2];
-        if ((device | day | revision) >> 64 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
+        if ((device | day) >> 64 != 0 || revision >> 32 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
         // not newer than the verified revision: nothing to do (its orders are checked as stale)
-        if (v.set && (v.day > day || (v.day == day && v.revision >= revision))) return "";
+        if (v.root != 0 && (v.day > day || (v.day == day && v.revision >= revision))) return "";
         bytes32 structHash = keccak256(abi.encode(SCHEDULE_TYPEHASH, device, day, revision, w[at + 3]));
         err = _authority(registry, device, domain, structHash, w, at + 4);
         if (err.length == 0) {
+            v.root = bytes20(bytes32(w[at + 3]));
             v.day = uint64(day);
-            v.revision = uint64(revision);
-            v.set = true;
-            v.root = bytes32(w[at + 3]);
+            v.revision = uint32(revision);
             v.head = structHash;
         }
     }
@@ -300,10 +301,10 @@ library DailySchedules {
         uint256 revision = w[at + 2];
         uint256 slot = w[at + 3];
         Verified storage v = _store().verified[device];
-        if ((device | day | revision | slot) >> 64 != 0 || slot >= perDay) {
+        if ((device | day | slot) >> 64 != 0 || revision >> 32 != 0 || slot >= perDay) {
             return abi.encodeWithSelector(BadSignature.selector, device);
         }
-        if (v.set && (v.day > day || (v.day == day && v.revision >= revision))) return "";
+        if (v.root != 0 && (v.day > day || (v.day == day && v.revision >= revision))) return "";
         bytes32 structHash;
         bytes32 typehash = AMENDMENT_TYPEHASH;
         assembly ("memory-safe") {
@@ -314,22 +315,22 @@ library DailySchedules {
         }
         err = _authority(registry, device, domain, structHash, w, at + 13);
         if (err.length > 0) return err;
-        if (!v.set || v.day != day || v.revision + 1 != revision || v.head != bytes32(w[at + 8])) {
-            int256 latest = !v.set || v.day != day ? -1 : int256(uint256(v.revision));
+        if (v.root == 0 || v.day != day || v.revision + 1 != revision || v.head != bytes32(w[at + 8])) {
+            int256 latest = v.root == 0 || v.day != day ? -1 : int256(uint256(v.revision));
             return abi.encodeWithSelector(BrokenAmendment.selector, device, day, revision, latest);
         }
         bytes32 old = leaf(slot, w[at + 9], w[at + 10], w[at + 11], w[at + 12]);
-        if (_root(old, slot, w, at + 16, depth) != v.root) return abi.encodeWithSelector(BadSignature.selector, device);
-        v.root = _root(leaf(slot, w[at + 4], w[at + 5], w[at + 6], w[at + 7]), slot, w, at + 16, depth);
-        v.revision = uint64(revision);
+        if (bytes20(_root(old, slot, w, at + 16, depth)) != v.root) return abi.encodeWithSelector(BadSignature.selector, device);
+        v.root = bytes20(_root(leaf(slot, w[at + 4], w[at + 5], w[at + 6], w[at + 7]), slot, w, at + 16, depth));
+        v.revision = uint32(revision);
         v.head = structHash;
     }
 
-    /// A device's latest verified schedule revision: day, revision, Merkle root, hashStruct
-    /// (all zero before its first).
+    /// A device's latest verified schedule revision: day, revision, the Merkle root's top 160
+    /// bits (zero-padded), hashStruct (all zero before its first).
     function scheduleOf(uint64 device) external view returns (uint64 day, uint64 revision, bytes32 root, bytes32 head) {
         Verified storage v = _store().verified[device];
-        return (v.day, v.revision, v.root, v.head);
+        return (v.day, v.revision, bytes32(v.root), v.head);
     }
 
     /// The devices' signed daily readings (EIP-712 ``DailyReadings(uint64 device,uint64 day,
