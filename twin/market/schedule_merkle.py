@@ -13,12 +13,12 @@ word per schedule and checks a relayed order against it with a proof of ``depth`
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from twin.market.signing import _keccak
-
-__all__ = ["depth_of", "schedule_leaves", "schedule_levels", "schedule_proof", "schedule_root",
-           "verify_proof"]
+__all__ = ["NUMBA_FROM_SLOTS", "depth_of", "schedule_leaves", "schedule_levels", "schedule_proof", "schedule_root",
+           "schedule_roots", "tree_lanes", "verify_proof"]
 
 _ZERO = bytes(32)
 
@@ -37,29 +37,72 @@ def _words(cols: np.ndarray) -> np.ndarray:
     return out.reshape(n, m * 32)
 
 
-def schedule_leaves(orders: np.ndarray) -> list[bytes]:
-    """The leaf hash of every slot of a schedule (``per_day`` x 4 int64)."""
-    grid = np.asarray(orders, dtype=np.int64)
-    n = grid.shape[0]
-    rows = _words(np.concatenate([np.arange(n, dtype=np.int64)[:, None], grid.reshape(n, 4)], axis=1))
-    blob = rows.tobytes()
-    return [_keccak(blob[k * 160:(k + 1) * 160]) for k in range(n)]
+#: schedules (of 96 slots) in one batch from which the trees are hashed by the numba kernel
+#: (its import and, on a fresh clone, its compile pay only for a big batch: a town day's
+#: ~10,000 schedules; a few dozen hash in ~0.5 ms each one keccak call per node)
+NUMBA_FROM_SLOTS = 64 * 96
 
 
-def schedule_levels(orders: np.ndarray) -> list[list[bytes]]:
-    """Every level of the tree, leaves (padded) first, the root's level last."""
-    level = schedule_leaves(orders)
-    level += [_ZERO] * ((1 << depth_of(len(level))) - len(level))
+def _keccak_py(msg: np.ndarray) -> np.ndarray:
+    """:func:`twin.market._keccak_kernel.keccak_lanes`, one pycryptodome call a row."""
+    from twin.market.signing import _keccak as keccak
+
+    rows = np.ascontiguousarray(msg, dtype=np.uint64)
+    out = b"".join(keccak(r.tobytes()) for r in rows)
+    return np.frombuffer(out, dtype="<u8").reshape(len(rows), 4)
+
+
+def _keccak(n_slots: int) -> Any:
+    if n_slots < NUMBA_FROM_SLOTS:
+        return _keccak_py
+    from twin.market._keccak_kernel import keccak_lanes  # numba: only for big batches
+
+    return keccak_lanes
+
+
+def tree_lanes(grids: np.ndarray) -> list[np.ndarray]:
+    """Every level of the trees of ``grids`` (n x per_day x 4 int64), a big batch in numba: level
+    ``i`` is n x (2**depth >> i) x 4 uint64 (each node's 32 bytes as little-endian lanes)."""
+    g = np.asarray(grids, dtype=np.int64)
+    n, per_day = g.shape[0], g.shape[1]
+    keccak = _keccak(n * per_day)
+    slots = np.broadcast_to(np.arange(per_day, dtype=np.int64)[None, :, None], (n, per_day, 1))
+    cols = np.concatenate([slots, g.reshape(n, per_day, 4)], axis=2).reshape(n * per_day, 5)
+    leaves = keccak(_words(cols).view("<u8")).reshape(n, per_day, 4)
+    width = 1 << depth_of(per_day)
+    level = np.zeros((n, width, 4), np.uint64)
+    level[:, :per_day] = leaves
     out = [level]
-    while len(level) > 1:
-        level = [_keccak(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
+    while width > 1:
+        width //= 2
+        level = keccak(level.reshape(n * width, 8)).reshape(n, width, 4)
         out.append(level)
     return out
 
 
+def schedule_roots(grids: np.ndarray) -> list[bytes]:
+    """The Merkle root of each schedule of ``grids`` (n x per_day x 4 int64)."""
+    top = tree_lanes(grids)[-1]
+    return [bytes(r) for r in top.reshape(-1, 4).view(np.uint8).reshape(-1, 32)]
+
+
+def schedule_leaves(orders: np.ndarray) -> list[bytes]:
+    """The leaf hash of every slot of a schedule (``per_day`` x 4 int64)."""
+    grid = np.asarray(orders, dtype=np.int64)
+    leaves = tree_lanes(grid[None])[0][0, :grid.shape[0]]
+    return [bytes(r) for r in leaves.view(np.uint8).reshape(-1, 32)]
+
+
+def schedule_levels(orders: np.ndarray) -> list[list[bytes]]:
+    """Every level of the tree, leaves (padded) first, the root's level last."""
+    grid = np.asarray(orders, dtype=np.int64)
+    return [[bytes(r) for r in lv[0].view(np.uint8).reshape(-1, 32)]
+            for lv in tree_lanes(grid[None])]
+
+
 def schedule_root(orders: np.ndarray) -> bytes:
     """The schedule's Merkle root (what ``Schedule.orders`` is)."""
-    return schedule_levels(orders)[-1][0]
+    return schedule_roots(np.asarray(orders, dtype=np.int64)[None])[0]
 
 
 def schedule_proof(levels: list[list[bytes]], slot: int) -> list[bytes]:
@@ -72,7 +115,9 @@ def schedule_proof(levels: list[list[bytes]], slot: int) -> list[bytes]:
 
 
 def verify_proof(leaf: bytes, slot: int, proof: list[bytes], root: bytes) -> bool:
+    from twin.market.signing import _keccak as keccak
+
     h = leaf
     for i, sib in enumerate(proof):
-        h = _keccak(sib + h) if (slot >> i) & 1 else _keccak(h + sib)
+        h = keccak(sib + h) if (slot >> i) & 1 else keccak(h + sib)
     return h == root
