@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["keccak_lanes"]
+__all__ = ["keccak_lanes", "leaf_lanes"]
 
 _RC = np.array([
     0x0000000000000001, 0x0000000000008082, 0x800000000000808A, 0x8000000080008000,
@@ -170,31 +170,63 @@ def _permute(a: np.ndarray, rc: np.ndarray) -> None:
 
 
 @nb.njit(cache=True, nogil=True)
-def _keccak_lanes(msg: np.ndarray, out: np.ndarray, rc: np.ndarray) -> None:
-    n, m = msg.shape
-    a = np.empty(25, np.uint64)
+def _hash(msg: np.ndarray, a: np.ndarray, rc: np.ndarray) -> None:
+    """keccak-256 of one message (``msg``: its lanes) into ``a`` (digest: a[0:4])."""
+    m = msg.shape[0]
     one = np.uint64(1)
-    for i in range(n):
-        a[:] = 0
-        pos = 0
-        while True:
-            take = min(_RATE, m - pos)
-            for j in range(take):
-                a[j] ^= msg[i, pos + j]
-            pos += take
-            if take < _RATE:  # the last block, padded (keccak's 0x01 ... 0x80)
-                a[take] ^= one
-                a[_RATE - 1] ^= _PAD_END
-                _permute(a, rc)
-                break
+    a[:] = 0
+    pos = 0
+    while True:
+        take = min(_RATE, m - pos)
+        for j in range(take):
+            a[j] ^= msg[pos + j]
+        pos += take
+        if take < _RATE:  # the last block, padded (keccak's 0x01 ... 0x80)
+            a[take] ^= one
+            a[_RATE - 1] ^= _PAD_END
             _permute(a, rc)
-            if pos == m:  # a whole number of blocks: one block of padding
-                a[0] ^= one
-                a[_RATE - 1] ^= _PAD_END
-                _permute(a, rc)
-                break
+            return
+        _permute(a, rc)
+        if pos == m:  # a whole number of blocks: one block of padding
+            a[0] ^= one
+            a[_RATE - 1] ^= _PAD_END
+            _permute(a, rc)
+            return
+
+
+@nb.njit(cache=True, nogil=True)
+def _keccak_lanes(msg: np.ndarray, out: np.ndarray, rc: np.ndarray) -> None:
+    a = np.empty(25, np.uint64)
+    for i in range(msg.shape[0]):
+        _hash(msg[i], a, rc)
         for j in range(4):
             out[i, j] = a[j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _leaf_lanes(grids: np.ndarray, out: np.ndarray, rc: np.ndarray) -> None:
+    """out[i, s] = keccak256(abi.encode(s, grids[i, s, 0..3])) as lanes: each 32-byte
+    big-endian word of an int64 is three sign lanes and its byte-swapped value."""
+    n, per_day = grids.shape[0], grids.shape[1]
+    a = np.empty(25, np.uint64)
+    msg = np.empty(20, np.uint64)
+    ones = ~np.uint64(0)
+    for i in range(n):
+        for s in range(per_day):
+            for c in range(5):
+                v = np.int64(s) if c == 0 else grids[i, s, c - 1]
+                sign = ones if v < 0 else np.uint64(0)
+                msg[4 * c] = sign
+                msg[4 * c + 1] = sign
+                msg[4 * c + 2] = sign
+                u = np.uint64(v)
+                sw = np.uint64(0)
+                for b in range(8):  # big-endian bytes read as a little-endian lane
+                    sw = (sw << np.uint64(8)) | ((u >> np.uint64(8 * b)) & np.uint64(0xFF))
+                msg[4 * c + 3] = sw
+            _hash(msg, a, rc)
+            for j in range(4):
+                out[i, s, j] = a[j]
 
 
 def keccak_lanes(msg: np.ndarray) -> np.ndarray:
@@ -203,4 +235,13 @@ def keccak_lanes(msg: np.ndarray) -> np.ndarray:
     msg = np.ascontiguousarray(msg, dtype=np.uint64)
     out = np.empty((msg.shape[0], 4), np.uint64)
     _keccak_lanes(msg, out, _RC)
+    return out
+
+
+def leaf_lanes(grids: np.ndarray) -> np.ndarray:
+    """The Merkle leaves of schedules (n x per_day x 4 int64) -> n x per_day x 4 uint64 lanes
+    (:mod:`twin.market.schedule_merkle`'s leaf: keccak256(abi.encode(uint64 slot, 4 x int64)))."""
+    g = np.ascontiguousarray(grids, dtype=np.int64)
+    out = np.empty((g.shape[0], g.shape[1], 4), np.uint64)
+    _leaf_lanes(g, out, _RC)
     return out

@@ -52,12 +52,20 @@ def _keccak_py(msg: np.ndarray) -> np.ndarray:
     return np.frombuffer(out, dtype="<u8").reshape(len(rows), 4)
 
 
-def _keccak(n_slots: int) -> Any:
-    if n_slots < NUMBA_FROM_SLOTS:
-        return _keccak_py
-    from twin.market._keccak_kernel import keccak_lanes  # numba: only for big batches
+def _leaves_py(g: np.ndarray) -> np.ndarray:
+    n, per_day = g.shape[0], g.shape[1]
+    slots = np.broadcast_to(np.arange(per_day, dtype=np.int64)[None, :, None], (n, per_day, 1))
+    cols = np.concatenate([slots, g.reshape(n, per_day, 4)], axis=2).reshape(n * per_day, 5)
+    return _keccak_py(_words(cols).view("<u8")).reshape(n, per_day, 4)
 
-    return keccak_lanes
+
+def _kernels(n_slots: int) -> tuple[Any, Any]:
+    """(hash of lane rows, leaves of grids): numba for a big batch, else pycryptodome."""
+    if n_slots < NUMBA_FROM_SLOTS:
+        return _keccak_py, _leaves_py
+    from twin.market._keccak_kernel import keccak_lanes, leaf_lanes  # numba: big batches only
+
+    return keccak_lanes, leaf_lanes
 
 
 def tree_lanes(grids: np.ndarray) -> list[np.ndarray]:
@@ -65,10 +73,8 @@ def tree_lanes(grids: np.ndarray) -> list[np.ndarray]:
     ``i`` is n x (2**depth >> i) x 4 uint64 (each node's 32 bytes as little-endian lanes)."""
     g = np.asarray(grids, dtype=np.int64)
     n, per_day = g.shape[0], g.shape[1]
-    keccak = _keccak(n * per_day)
-    slots = np.broadcast_to(np.arange(per_day, dtype=np.int64)[None, :, None], (n, per_day, 1))
-    cols = np.concatenate([slots, g.reshape(n, per_day, 4)], axis=2).reshape(n * per_day, 5)
-    leaves = keccak(_words(cols).view("<u8")).reshape(n, per_day, 4)
+    keccak, leaves_of = _kernels(n * per_day)
+    leaves = leaves_of(g.reshape(n, per_day, 4))
     width = 1 << depth_of(per_day)
     level = np.zeros((n, width, 4), np.uint64)
     level[:, :per_day] = leaves
