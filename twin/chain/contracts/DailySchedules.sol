@@ -180,7 +180,13 @@ library DailySchedules {
         uint256 stride = 10 + depth;
         uint256 n = orders.length / stride;
         if (orders.length != n * stride) revert BadReadings(orders.length);
-        EnergyMarket.SignedOrder[] memory good = new EnergyMarket.SignedOrder[](n);
+        // placeSignedOrders(SignedOrder[]) calldata written in place (no struct per order):
+        // selector, offset, count, then 9 words an order (r, s, v zero: no signature)
+        uint256 buf;
+        assembly ("memory-safe") {
+            buf := mload(0x40)
+            mstore(0x40, add(buf, add(68, mul(n, 288))))
+        }
         uint256 m;
         for (uint256 k = 0; k < n; ++k) {
             uint256 at = k * stride;
@@ -189,22 +195,28 @@ library DailySchedules {
                 emit ScheduledOrderRejected(orders[at + 1], orders[at], k, orders[at + 6] + 1, err);
                 continue;
             }
-            good[m++] = EnergyMarket.SignedOrder(
-                uint64(orders[at]),
-                uint64(orders[at + 1]),
-                EnergyMarket.Side(orders[at + 2]),
-                int256(orders[at + 3]),
-                int256(orders[at + 4]),
-                uint64(orders[at + 6] + 1),
-                0,
-                0,
-                0
-            );
+            uint256 p = buf + 68 + m * 288;
+            assembly ("memory-safe") {
+                let src := add(orders.offset, mul(at, 32))
+                calldatacopy(p, src, 160) // device, interval, side, energyWh, price
+                mstore(add(p, 160), add(calldataload(add(src, 192)), 1)) // nonce: revision + 1
+                mstore(add(p, 192), 0)
+                mstore(add(p, 224), 0)
+                mstore(add(p, 256), 0)
+            }
+            ++m;
         }
+        bytes4 selector = EnergyMarket.placeSignedOrders.selector;
         assembly ("memory-safe") {
-            mstore(good, m)
+            mstore(buf, selector)
+            mstore(add(buf, 4), 0x20)
+            mstore(add(buf, 36), m)
+            if iszero(call(gas(), address(), 0, buf, add(68, mul(m, 288)), 0, 32)) {
+                returndatacopy(0, 0, returndatasize())
+                revert(0, returndatasize())
+            }
+            firstOrderId := mload(0)
         }
-        return EnergyMarket(address(this)).placeSignedOrders(good);
     }
 
     function _orderError(uint256[] calldata w, uint256 at, uint256 depth, uint256 perDay, bytes[] memory itemErr)
@@ -218,7 +230,9 @@ library DailySchedules {
         uint256 revision = w[at + 6];
         uint256 src = w[at + 9]; // 1 + the index of its schedule item in this batch, 0: none
         if (src != 0 && src <= itemErr.length && itemErr[src - 1].length > 0) return itemErr[src - 1];
-        if (w[at + 2] > 1 || revision >> 32 != 0) return abi.encodeWithSelector(BadSignature.selector, device);
+        if (w[at + 2] > 1 || revision >> 32 != 0 || (device | interval) >> 64 != 0) {
+            return abi.encodeWithSelector(BadSignature.selector, device);
+        }
         if (day != interval / perDay) return abi.encodeWithSelector(WrongDay.selector, device, interval, day);
         Verified storage v = _store().verified[device];
         bytes20 root = v.root;
