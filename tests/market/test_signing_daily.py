@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from eth_abi import encode
 from eth_abi.packed import encode_packed
 from eth_account import Account
 from eth_utils import keccak
@@ -58,8 +57,8 @@ def test_schedule_and_daily_readings_equal_eth_account() -> None:
     it = OrderIntent(device_id=3, interval=6, side=Side.SELL, energy_wh=1234, price_per_mwh=-7)
     (so,) = signers.sign_orders([it], domain=dom)
     grid = so.schedule.orders
-    # orders: the Merkle root of the 4 slots' leaves keccak256(abi.encode(slot, 4 x int64))
-    leaves = [keccak(encode(["uint64"] + ["int64"] * 4, [k, *map(int, grid[k])])) for k in range(4)]
+    # orders: the Merkle root of the 4 slots' leaves keccak256(abi.encodePacked(slot, 4 x int64))
+    leaves = [keccak(encode_packed(["uint64"] + ["int64"] * 4, [k, *map(int, grid[k])])) for k in range(4)]
     root = keccak(keccak(leaves[0] + leaves[1]) + keccak(leaves[2] + leaves[3]))
     assert schedule_hash(grid) == root
     secret = signers.key(3)._secret

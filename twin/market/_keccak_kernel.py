@@ -205,25 +205,19 @@ def _keccak_lanes(msg: np.ndarray, out: np.ndarray, rc: np.ndarray) -> None:
 
 @nb.njit(cache=True, nogil=True)
 def _leaf_lanes(grids: np.ndarray, out: np.ndarray, rc: np.ndarray) -> None:
-    """out[i, s] = keccak256(abi.encode(s, grids[i, s, 0..3])) as lanes: each 32-byte
-    big-endian word of an int64 is three sign lanes and its byte-swapped value."""
+    """out[i, s] = keccak256(abi.encodePacked(uint64 s, int64 x 4 of grids[i, s])) as lanes:
+    each 8-byte big-endian field read as a little-endian lane is its byte-swapped value."""
     n, per_day = grids.shape[0], grids.shape[1]
     a = np.empty(25, np.uint64)
-    msg = np.empty(20, np.uint64)
-    ones = ~np.uint64(0)
+    msg = np.empty(5, np.uint64)
     for i in range(n):
         for s in range(per_day):
             for c in range(5):
-                v = np.int64(s) if c == 0 else grids[i, s, c - 1]
-                sign = ones if v < 0 else np.uint64(0)
-                msg[4 * c] = sign
-                msg[4 * c + 1] = sign
-                msg[4 * c + 2] = sign
-                u = np.uint64(v)
+                u = np.uint64(s) if c == 0 else np.uint64(grids[i, s, c - 1])
                 sw = np.uint64(0)
-                for b in range(8):  # big-endian bytes read as a little-endian lane
+                for b in range(8):
                     sw = (sw << np.uint64(8)) | ((u >> np.uint64(8 * b)) & np.uint64(0xFF))
-                msg[4 * c + 3] = sw
+                msg[c] = sw
             _hash(msg, a, rc)
             for j in range(4):
                 out[i, s, j] = a[j]
@@ -240,7 +234,7 @@ def keccak_lanes(msg: np.ndarray) -> np.ndarray:
 
 def leaf_lanes(grids: np.ndarray) -> np.ndarray:
     """The Merkle leaves of schedules (n x per_day x 4 int64) -> n x per_day x 4 uint64 lanes
-    (:mod:`twin.market.schedule_merkle`'s leaf: keccak256(abi.encode(uint64 slot, 4 x int64)))."""
+    (:mod:`twin.market.schedule_merkle`'s leaf: keccak256(abi.encodePacked(uint64 slot, 4 x int64)))."""
     g = np.ascontiguousarray(grids, dtype=np.int64)
     out = np.empty((g.shape[0], g.shape[1], 4), np.uint64)
     _leaf_lanes(g, out, _RC)

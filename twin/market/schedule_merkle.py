@@ -3,8 +3,8 @@ the ``orders`` a device signs in its ``Schedule`` is this tree's root, so the ch
 word per schedule and checks a relayed order against it with a proof of ``depth`` hashes
 (``DailySchedules.sol``, the same hashes).
 
-- leaf of slot ``s``: ``keccak256(abi.encode(uint64 s, int64 buyEnergy, int64 buyPrice,
-  int64 sellEnergy, int64 sellPrice))``;
+- leaf of slot ``s``: ``keccak256(abi.encodePacked(uint64 s, int64 buyEnergy, int64 buyPrice,
+  int64 sellEnergy, int64 sellPrice))`` (40 bytes: one keccak block);
 - the slots are padded with zero words (``bytes32(0)``) to ``2**depth`` leaves, ``depth`` the
   least with ``2**depth >= per_day`` (96 slots: 128 leaves, 7 proof hashes);
 - a node is ``keccak256(left || right)``; a proof lists the siblings from the leaf up, the
@@ -19,9 +19,6 @@ import numpy as np
 
 __all__ = ["NUMBA_FROM_SLOTS", "depth_of", "schedule_leaves", "schedule_levels", "schedule_proof", "schedule_root",
            "schedule_roots", "tree_lanes", "verify_proof"]
-
-_ZERO = bytes(32)
-
 
 def depth_of(per_day: int) -> int:
     """Proof length for ``per_day`` slots (at least 0)."""
@@ -56,7 +53,7 @@ def _leaves_py(g: np.ndarray) -> np.ndarray:
     n, per_day = g.shape[0], g.shape[1]
     slots = np.broadcast_to(np.arange(per_day, dtype=np.int64)[None, :, None], (n, per_day, 1))
     cols = np.concatenate([slots, g.reshape(n, per_day, 4)], axis=2).reshape(n * per_day, 5)
-    return _keccak_py(_words(cols).view("<u8")).reshape(n, per_day, 4)
+    return _keccak_py(cols.astype(">i8").view("<u8")).reshape(n, per_day, 4)
 
 
 def _kernels(n_slots: int) -> tuple[Any, Any]:
@@ -79,10 +76,14 @@ def tree_lanes(grids: np.ndarray) -> list[np.ndarray]:
     level = np.zeros((n, width, 4), np.uint64)
     level[:, :per_day] = leaves
     out = [level]
+    live, zero = per_day, np.zeros(4, np.uint64)  # nodes over real slots; the padding's node
     while width > 1:
-        width //= 2
-        level = keccak(level.reshape(n * width, 8)).reshape(n, width, 4)
-        out.append(level)
+        width, live = width // 2, (live + 1) // 2
+        nxt = np.empty((n, width, 4), np.uint64)
+        nxt[:, :live] = keccak(level[:, :2 * live].reshape(n * live, 8)).reshape(n, live, 4)
+        zero = keccak(np.concatenate([zero, zero])[None])[0]  # the zero subtree one up
+        nxt[:, live:] = zero
+        out.append(level := nxt)
     return out
 
 

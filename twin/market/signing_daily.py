@@ -11,7 +11,7 @@ order). The device signs it once::
 under the market's EIP-712 domain (:class:`twin.market.signing.Domain`: its per-deployment
 salt makes a signature from another run worthless). ``orders`` is the root of the keccak
 Merkle tree of the schedule's slots (:mod:`twin.market.schedule_merkle`: leaf
-``keccak256(abi.encode(slot, buyEnergy, buyPrice, sellEnergy, sellPrice))``, padded to a power
+``keccak256(abi.encodePacked(slot, buyEnergy, buyPrice, sellEnergy, sellPrice))``, padded to a power
 of two), so the chain keeps one word per schedule and checks each relayed order by its leaf's
 proof (``DailySchedules.sol``); ``readings`` is the keccak of the day's metered Wh per slot
 (packed int64).

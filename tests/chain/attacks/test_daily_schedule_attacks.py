@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from eth_abi import encode
+from eth_abi.packed import encode_packed
 from eth_utils import keccak
 
 import twin.chain.ledger_daily as ledger_daily
@@ -81,7 +82,7 @@ def test_scheduled_orders_on_chain_equal_the_reference_and_attacks_fail(
     assert [o.energy_wh for o in place(first)] == [500, 400]
     # the root and hashStruct the contract keeps are eth_abi's, byte for byte
     grid = first[0].schedule.orders
-    leaves = [keccak(encode(["uint64", "int64", "int64", "int64", "int64"], [k, *map(int, grid[k])]))
+    leaves = [keccak(encode_packed(["uint64", "int64", "int64", "int64", "int64"], [k, *map(int, grid[k])]))
               for k in range(2)]
     root = keccak(leaves[0] + leaves[1])
     head = keccak(keccak(text="Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)")

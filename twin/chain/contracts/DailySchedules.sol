@@ -11,7 +11,7 @@ import {ProvisionalSettlement} from "./ProvisionalSettlement.sol";
 /// EnergyMarket's storage: EnergyMarket's fallback DELEGATECALLs this library's selectors.
 /// A device signs its day's standing orders once as an EIP-712 ``Schedule(uint64 device,
 /// uint64 day,uint64 revision,bytes32 orders)`` whose ``orders`` is the root of a keccak
-/// Merkle tree of the day's slots (twin/market/schedule_merkle.py: leaf keccak256(abi.encode(
+/// Merkle tree of the day's slots (twin/market/schedule_merkle.py: leaf keccak256(abi.encodePacked(
 /// uint64 slot,int64 buyEnergy,int64 buyPrice,int64 sellEnergy,int64 sellPrice)), padded with
 /// zero leaves to a power of two, nodes keccak256(left, right)). The library verifies a
 /// schedule's signature once per (device, day, revision) and keeps its root, revision and
@@ -124,17 +124,18 @@ library DailySchedules {
             == signer;
     }
 
-    /// keccak256(abi.encode(slot, buyEnergy, buyPrice, sellEnergy, sellPrice)) (values as
-    /// relayed: int64 words).
+    /// keccak256(abi.encodePacked(uint64 slot, int64 buyEnergy, int64 buyPrice, int64
+    /// sellEnergy, int64 sellPrice)): 40 bytes, one keccak block (each word's low 64 bits;
+    /// an order's own energy and price are then range-checked as int256 by the booking).
     function leaf(uint256 slot, uint256 bE, uint256 bP, uint256 sE, uint256 sP) internal pure returns (bytes32 h) {
         assembly ("memory-safe") {
             let p := mload(0x40)
-            mstore(p, slot)
-            mstore(add(p, 32), bE)
-            mstore(add(p, 64), bP)
-            mstore(add(p, 96), sE)
-            mstore(add(p, 128), sP)
-            h := keccak256(p, 160)
+            mstore(p, shl(192, slot))
+            mstore(add(p, 8), shl(192, bE))
+            mstore(add(p, 16), shl(192, bP))
+            mstore(add(p, 24), shl(192, sE))
+            mstore(add(p, 32), shl(192, sP))
+            h := keccak256(p, 40)
         }
     }
 
