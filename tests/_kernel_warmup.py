@@ -42,6 +42,7 @@ KERNEL_MODULES: tuple[str, ...] = (
     "tests/agents/test_tso_frequency.py",
     "tests/dashboards/test_hosting_page.py",
     "tests/market/test_game_security.py",
+    "tests/market/test_schedule_merkle.py",  # the keccak kernel of daily signing's trees
 )
 
 # (#22: since the kernels' helpers compile once per helper, not per index/flag type, these
@@ -62,6 +63,7 @@ WARM_TESTS: tuple[str, ...] = (
     "tests/grid/test_pf.py::test_chunked_kernel_with_zip_slack_loads_and_divergence",  # 7 s
     "tests/grid/test_controlled_pf.py::test_fixed_point_matches_pandapower_and_the_curves[volt_var]",  # 2 s
     "tests/grid/test_pf.py::test_kernel_atan2_matches_libm",  # 1 s
+    "tests/market/test_schedule_merkle.py::test_numba_keccak_and_trees_equal_pycryptodome",  # 7 s at load 6
 )
 
 _state: dict[str, Any] = {}

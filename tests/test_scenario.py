@@ -48,7 +48,6 @@ def test_every_error_listed_with_path_and_file():
         ({"duration_s": 1000}, "duration_s", "multiple of market.interval_s"),
         ({"grid": {"simbench_code": "1-LV-semiurb9--0-sw"}}, "grid.simbench_code", "semiurb4"),
         ({"agents": {"households": {"pv": {"kwp_min": 9, "kwp_max": 3}}}}, "agents.households.pv", "kwp_min"),
-        ({"market": {"signing": "daily"}}, "market", "reference ledger only"),
         ({"market": {"signing": "daily", "ledger": "reference", "interval_s": 6300},
           "duration_s": 6300}, "market", "dividing a day"),
         ({"market": {"signing": "daily", "ledger": "reference"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twin.chain.compile import compile_contracts
 from twin.market import errors as e
+from twin.market import signing_daily  # noqa: F401  (registers the daily-signing errors in e.ERRORS)
 
 
 def _abi_errors() -> dict[str, tuple[str, tuple[str, ...]]]:

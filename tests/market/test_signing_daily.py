@@ -57,20 +57,22 @@ def test_schedule_and_daily_readings_equal_eth_account() -> None:
     it = OrderIntent(device_id=3, interval=6, side=Side.SELL, energy_wh=1234, price_per_mwh=-7)
     (so,) = signers.sign_orders([it], domain=dom)
     grid = so.schedule.orders
-    packed = encode_packed(["int64"] * 16, [int(x) for x in grid.reshape(-1)])
-    assert schedule_hash(grid) == keccak(packed)
+    # orders: the Merkle root of the 4 slots' leaves keccak256(abi.encodePacked(slot, 4 x int64))
+    leaves = [keccak(encode_packed(["uint64"] + ["int64"] * 4, [k, *map(int, grid[k])])) for k in range(4)]
+    root = keccak(keccak(leaves[0] + leaves[1]) + keccak(leaves[2] + leaves[3]))
+    assert schedule_hash(grid) == root
     secret = signers.key(3)._secret
     ref = Account.sign_typed_data(secret, full_message=_typed(
         dom, "Schedule", [("device", "uint64"), ("day", "uint64"), ("revision", "uint64"),
                           ("orders", "bytes32")],
-        {"device": 3, "day": 1, "revision": 0, "orders": keccak(packed)}))
+        {"device": 3, "day": 1, "revision": 0, "orders": root}))
     assert so.schedule.signature == ref.signature and so.nonce == 1
     # the device changes its mind for slot 3 (interval 7): one signed slot amendment, chained
     # to the schedule's hashStruct, eth_account's signature byte for byte
     (am,) = signers.sign_orders([OrderIntent(device_id=3, interval=7, side=Side.BUY,
                                              energy_wh=50, price_per_mwh=2**62)], domain=dom)
     prior = keccak(keccak(text="Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)")
-                   + encode_abi_words(3, 1, 0) + keccak(packed))
+                   + encode_abi_words(3, 1, 0) + root)
     a = am.schedule
     assert isinstance(a, SignedAmendment) and (a.revision, a.slot, a.prior) == (1, 3, prior)
     ref = Account.sign_typed_data(secret, full_message=_typed(

@@ -49,8 +49,8 @@ from twin.chain.ledger_base import (
     SETTLE_CHUNK_TRADES,
     freeze_clock,
 )
+from twin.chain.ledger_daily import DailyLedger
 from twin.chain.ledger_orders import SIGNED_ORDER_CHUNK, PendingOrders
-from twin.chain.ledger_settlement import SettlingLedger
 from twin.chain.tx import ChainRevert, ChainUnavailable, TxClient, TxRecord
 from twin.market.bond import BondTerms
 from twin.market.mechanisms import CHAIN_CODE, Mechanism, check_mechanism
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 
-class ChainLedger(SettlingLedger):
+class ChainLedger(DailyLedger):
     """The market on chain (see the module docstring)."""
 
     @classmethod
@@ -160,6 +160,7 @@ class ChainLedger(SettlingLedger):
         settlement = _deploy("MarketSettlement")
         provisional = _deploy("ProvisionalSettlement", bytecode=link(
             compiled["ProvisionalSettlement"].bytecode, "MarketSettlement", settlement.address))
+        daily = _deploy("DailySchedules")
         salt = os.urandom(32) if salt is None else salt
         if len(salt) != 32:
             raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
@@ -177,8 +178,9 @@ class ChainLedger(SettlingLedger):
             min_order_wh,
             terms,
             salt,
-            bytecode=link(link(code, "MarketSettlement", settlement.address),
-                          "ProvisionalSettlement", provisional.address),
+            bytecode=link(link(link(code, "MarketSettlement", settlement.address),
+                               "ProvisionalSettlement", provisional.address),
+                          "DailySchedules", daily.address),
         )
         if mechanism != "uniform":
             tx.receipt(tx.send(market, "setMechanism", [CHAIN_CODE[mechanism]],

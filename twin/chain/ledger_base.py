@@ -182,9 +182,10 @@ class LedgerBase(MarketParameters):
         self.compactions = 0
         self.domain = Domain(chain_id=self.chain_id, verifying_contract=self.market.address,
                              salt=bytes(self.market.functions.salt().call()))
-        # ProvisionalSettlement runs on the market's storage (its fallback): its events are the market's
+        # ProvisionalSettlement and DailySchedules run on the market's storage (its fallback): their events are the market's
         self._market_events = EventCodec(self.compiled["EnergyMarket"].abi + [
-            i for i in self.compiled["ProvisionalSettlement"].abi if i["type"] == "event"],
+            i for lib in ("ProvisionalSettlement", "DailySchedules")
+            for i in self.compiled[lib].abi if i["type"] == "event"],
                                          address=self.market.address,
                                          with_block=frozenset({"TradeMatched"}))  # trade tickets
         for name in ("GateClosed", "GateOpen", "NotReclaimable"):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from twin.market.device_signers import DeviceSigners
+from twin.market.schedule_merkle import schedule_roots
 from twin.market.signing import Domain, _keccak
 from twin.market.signing_batch import sign_rows
 from twin.market.signing_daily import (
@@ -31,7 +32,6 @@ from twin.market.signing_daily import (
     SignedSchedule,
     amendment_rows,
     readings_row,
-    schedule_hash,
     schedule_row,
 )
 from twin.market.types import OrderIntent, Side
@@ -136,10 +136,11 @@ class DailySigners(DeviceSigners):
 
     def _sign_schedules(self, rows: list[int], day: int, domain: Domain) -> None:
         grids = [self._grid[j].copy() for j in rows]
+        roots = schedule_roots(self._grid[rows])  # the Merkle roots in one numba batch
         structs = []
-        for j, grid in zip(rows, grids, strict=True):
+        for j, grid, root in zip(rows, grids, roots, strict=True):
             grid.setflags(write=False)
-            structs.append(schedule_row(int(self._ids[j]), day, int(self._rev[j]), schedule_hash(grid)))
+            structs.append(schedule_row(int(self._ids[j]), day, int(self._rev[j]), root))
         sigs = sign_rows(domain, b"".join(structs), ROW_LEN_SCHEDULE,
                          b"".join(self.keys[int(self._ids[j])]._secret for j in rows))
         for j, grid, sig, st in zip(rows, grids, sigs, structs, strict=True):

@@ -14,6 +14,7 @@ from twin.market.place_bulk import place_bulk
 from twin.market.provisional import AlreadyTruedUp, TrueUp
 from twin.market.reference_settlement import ReferenceSettlement
 from twin.market.reference_state import purpose, require_role
+from twin.market.schedule_merkle import schedule_roots
 from twin.market.signing import ZERO_ADDRESS, SignedOrder, _keccak
 from twin.market.signing_batch import recover_rows
 from twin.market.signing_daily import (
@@ -27,6 +28,7 @@ from twin.market.signing_daily import (
     SignedSchedule,
     StaleSchedule,
     WrongDay,
+    schedule_row,
     slot_of,
 )
 from twin.market.types import Order, OrderIntent, SettlementRow
@@ -122,6 +124,10 @@ class ReferenceDaily(ReferenceSettlement):
         amend = [s for s in new.values() if type(s) is SignedAmendment]
         rows: dict[int, bytes] = {}
         addr: dict[int, str] = {}
+        # the schedules' Merkle roots in one numba batch (a malformed one: its own row() below)
+        shaped = [s for s in full if np.shape(s.orders) == (self.per_day, 4)]  # type: ignore[union-attr]
+        roots = dict(zip(map(id, shaped), schedule_roots(np.stack([s.orders for s in shaped]))  # type: ignore[union-attr]
+                         if shaped else [], strict=True))
         for items, row_len in ((full, ROW_LEN_SCHEDULE), (amend, ROW_LEN_AMENDMENT)):
             keep = []
             for s in items:
@@ -130,7 +136,8 @@ class ReferenceDaily(ReferenceSettlement):
                         raise ValueError("shape")
                     if type(s) is SignedAmendment and not 0 <= s.slot < self.per_day:
                         raise ValueError("slot")
-                    rows[id(s)] = s.row()
+                    rows[id(s)] = (schedule_row(s.device_id, s.day, s.revision, roots[id(s)])
+                                   if id(s) in roots else s.row())
                     keep.append(s)
                 except (ValueError, TypeError, OverflowError, AttributeError):
                     bad[id(s)] = e.BadSignature(s.device_id)

@@ -9,9 +9,12 @@ order). The device signs it once::
     DailyReadings(uint64 device,uint64 day,bytes32 readings)
 
 under the market's EIP-712 domain (:class:`twin.market.signing.Domain`: its per-deployment
-salt makes a signature from another run worthless). ``orders`` is the keccak of the packed
-schedule (``abi.encodePacked`` of int64: per slot buy energy, buy price, sell energy, sell
-price); ``readings`` the keccak of the day's metered Wh per slot (packed int64).
+salt makes a signature from another run worthless). ``orders`` is the root of the keccak
+Merkle tree of the schedule's slots (:mod:`twin.market.schedule_merkle`: leaf
+``keccak256(abi.encodePacked(slot, buyEnergy, buyPrice, sellEnergy, sellPrice))``, padded to a power
+of two), so the chain keeps one word per schedule and checks each relayed order by its leaf's
+proof (``DailySchedules.sol``); ``readings`` is the keccak of the day's metered Wh per slot
+(packed int64).
 
 Each interval's order is relayed as a :class:`ScheduledOrder`: the order plus the signed
 schedule it belongs to. The ledger verifies a schedule's signature once (then keeps the
@@ -46,7 +49,9 @@ from typing import Any
 import numpy as np
 from eth_utils import keccak
 
+from twin.market import errors as _errors
 from twin.market.errors import MarketError
+from twin.market.schedule_merkle import schedule_root
 from twin.market.signing import _fits64, _keccak
 from twin.market.types import OrderIntent, Side
 
@@ -106,9 +111,9 @@ def _packed(a: np.ndarray) -> bytes:
 
 
 def schedule_hash(orders: np.ndarray) -> bytes:
-    """keccak of a packed schedule (``per_day`` x 4 int64: buy Wh, buy price, sell Wh, sell
-    price)."""
-    return _keccak(_packed(orders))
+    """The Merkle root of a schedule (``per_day`` x 4 int64: buy Wh, buy price, sell Wh, sell
+    price; :func:`twin.market.schedule_merkle.schedule_root`)."""
+    return schedule_root(orders)
 
 
 def readings_hash(metered_wh: np.ndarray) -> bytes:
@@ -235,6 +240,9 @@ def set_slot(orders: np.ndarray, slot: int, intent: OrderIntent) -> None:
     orders[slot, e] = intent.energy_wh
     orders[slot, p] = intent.price_per_mwh
 
+
+# raised by the contracts too (DailySchedules.sol): decoded from a revert by name
+_errors.ERRORS.update({cls.__name__: cls for cls in (StaleSchedule, BrokenAmendment, WrongDay)})
 
 __all__ += ["AMENDMENT_TYPEHASH", "ROW_LEN_AMENDMENT", "ROW_LEN_READINGS", "ROW_LEN_SCHEDULE",
             "BrokenAmendment", "SignedAmendment", "amendment_rows", "set_slot"]

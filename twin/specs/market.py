@@ -62,7 +62,8 @@ class MarketSpec(_Spec):
     #: each order and each meter reading; daily, each device signs its day's standing orders
     #: once (a new revision only when it changes an order) and its day's readings in one
     #: batch (intervals settle provisionally on the relayed readings, trued up by the batch).
-    #: daily: the reference ledger only, interval_s dividing a day, no faults.data
+    #: daily: both ledgers (on chain the library DailySchedules keeps each schedule's Merkle
+    #: root), interval_s dividing a day, no faults.data
     signing: Literal["per_interval", "daily"] = "per_interval"
     #: market services (twin/services): demand response, certificates, assets, ...
     services: MarketServicesSpec = MarketServicesSpec()
@@ -78,11 +79,6 @@ class MarketSpec(_Spec):
 
     @model_validator(mode="after")
     def _signing(self) -> MarketSpec:
-        if self.signing == "daily" and self.ledger == "chain":
-            raise ValueError("market.signing: daily (day schedules and daily reading batches) "
-                             "runs on the reference ledger only; the chain ledger takes "
-                             "per_interval signing (set market.ledger: reference or "
-                             "market.signing: per_interval)")
         if self.signing == "daily" and 86_400 % self.interval_s:
             raise ValueError(f"market.signing: daily needs market.interval_s dividing a day "
                              f"(86400 s), got {self.interval_s}")
