@@ -17,7 +17,7 @@ from twin.kpis.metrics import (
     game_kpis,
 )
 from twin.kpis.reference import KPIS, kpi_reference
-from twin.kpis.run import compute_kpis, read_tables
+from twin.kpis.run import compute_kpis, kpi_reads, read_tables
 
 __all__ = [
     "KPIS",
@@ -29,6 +29,7 @@ __all__ = [
     "compute_kpis",
     "feeder_kpis",
     "game_kpis",
+    "kpi_reads",
     "kpi_reference",
     "read_tables",
 ]
