@@ -54,11 +54,11 @@ def read_tables(run_dir: Path, names: Collection[str] | None = None, *,
     for path in sorted(Path(run_dir).glob("*.parquet")):
         if names is not None and path.stem not in names:
             continue
-        f = pq.ParquetFile(path)
-        cols = columns.get(path.stem) if columns is not None else None
-        if cols is not None:
-            cols = [c for c in cols if c in f.schema_arrow.names]
-        out[path.stem] = f.read(columns=cols)
+        with pq.ParquetFile(path) as f:
+            cols = columns.get(path.stem) if columns is not None else None
+            if cols is not None:
+                cols = [c for c in cols if c in f.schema_arrow.names]
+            out[path.stem] = f.read(columns=cols)
     return out
 
 
