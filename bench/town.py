@@ -3,7 +3,9 @@
 One ``twin run`` of the town on the reference ledger for ``--hours`` simulated hours (24: a
 day); the whole process tree's peak RSS is sampled every 0.2 s. Reports wall time, set-up
 time (grid and agents; on chain also opening the ledger: Anvil, deployment, gas money, and
-funding and registering the population), peak RSS, results folder size and the run's status (a feeder
+funding and registering the population), the time outside the simulated day (``startup_s``:
+imports and the scenario before the run starts; ``kpis_s``: tables read back and KPIs;
+``exit_s``: from the manifest's last write to the process's end), peak RSS, results folder size and the run's status (a feeder
 that cannot carry the town fails with GridDiverged instead of "succeeding").
 
 ``python bench/town.py [--hours 24] [--start-hour H] [--ledger chain] [--signing daily]``; last line ``key=value``.
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -73,6 +76,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "twin.cli", "run", str(scen), "--out", str(out),
                "--no-progress", "--until", str(until)]
         t0 = time.perf_counter()
+        spawned = time.time()
         load_start = os.getloadavg()[0]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         ps = psutil.Process(proc.pid)
@@ -82,9 +86,14 @@ def main() -> None:
             peak = max(peak, _tree_rss_mb(ps, cpu))
             time.sleep(0.2)
         wall = time.perf_counter() - t0
+        ended = time.time()
         load_end = os.getloadavg()[0]
         err = proc.stderr.read().decode() if proc.stderr else ""
         manifest = json.loads((out / "manifest.json").read_text())
+        # outside the run's own timings: imports and the scenario before it, the exit after
+        # the manifest's last write
+        startup_s = datetime.fromisoformat(manifest["started_at"]).timestamp() - spawned
+        exit_s = ended - (out / "manifest.json").stat().st_mtime
         size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
     timings = manifest.get("timings_s", {})
     print(f"status {manifest['status']} error {manifest.get('error')}")
@@ -97,7 +106,9 @@ def main() -> None:
           f"setup_s={timings.get('setup_grid_agents_s', float('nan')):.1f} "
           f"open_ledger_s={timings.get('open_ledger_s', float('nan')):.1f} "
           f"setup_ledger_s={timings.get('setup_ledger_s', float('nan')):.1f} "
-          f"world_s={timings.get('world_s', float('nan')):.1f} peak_rss_mb={peak:.0f} "
+          f"world_s={timings.get('world_s', float('nan')):.1f} "
+          f"kpis_s={timings.get('kpis_s', float('nan')):.1f} startup_s={startup_s:.1f} "
+          f"exit_s={exit_s:.1f} peak_rss_mb={peak:.0f} "
           f"results_mb={size_mb:.1f} cpu_s={sum(cpu.values()):.1f} "
           f"load_start={load_start:.1f} load_end={load_end:.1f}")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from twin.results import SCHEMAS, RunRecorder, read_table, write_json_atomic
+from twin.results import SCHEMAS, RunRecorder, read_table, write_json_atomic, write_table_atomic
 
 
 def test_flush_writes_every_table_with_its_schema(tmp_path):
@@ -146,3 +147,32 @@ def test_an_appended_table_that_cannot_be_published_keeps_the_last_version(tmp_p
     monkeypatch.undo()
     rec.close()  # the rows appended before the failure are published now
     assert read_table(tmp_path, "bus").column("time_s").to_pylist() == [0] * 20 + [900] * 20
+
+
+def test_kpis_read_back_only_their_columns_and_sum_owners_exactly(tmp_path: Path) -> None:
+    """``read_tables(columns=)`` reads a big table's KPI columns only (those its file has;
+    ``orders``: its row count); the KPIs' per-owner sums are the exact integer sums."""
+    import numpy as np
+
+    from twin.kpis import read_tables
+    from twin.kpis.metrics import _sum_by_owner
+    from twin.kpis.run import KPI_READS
+
+    write_table_atomic(pa.table({"time_s": [0, 900], "vm_pu": [1.0, 0.99], "p_mw": [0.1, 0.2]}),
+                       tmp_path / "bus.parquet")
+    write_table_atomic(pa.table({"order_id": [1, 2, 3]}), tmp_path / "orders.parquet")
+    write_table_atomic(pa.table({"time_s": [0], "ext_grid_p_mw": [0.5]}), tmp_path / "grid.parquet")
+    t = read_tables(tmp_path, columns=KPI_READS)
+    assert t["bus"].column_names == ["vm_pu", "p_mw"]  # no phase columns in this file
+    assert t["orders"].num_rows == 3 and not t["orders"].column_names
+    assert t["grid"].column_names == ["time_s", "ext_grid_p_mw"]  # not in KPI_READS: whole
+    rng = np.random.default_rng(1)
+    owner = rng.integers(0, 50, 10_000)
+    gain = rng.integers(-(1 << 40), 1 << 40, 10_000)
+    want: dict[int, int] = {}
+    for o, g in zip(owner.tolist(), gain.tolist(), strict=True):
+        if o > 1:  # operator and DSO are not participants
+            want[o] = want.get(o, 0) + g
+    assert _sum_by_owner(owner, gain) == want
+    big = np.array([1 << 62, 1 << 62, -(1 << 62)], dtype=np.int64)  # an int64 sum would overflow
+    assert _sum_by_owner(np.array([5, 5, 5]), big) == {5: 1 << 62}

@@ -24,6 +24,15 @@ its results in again: on small nets that costs as much as the power flows (case3
 about 1 µs of 2-3 µs per flow). With the mmap threshold at 64 MiB and the trim threshold at
 256 MiB, freed result arrays are reused by the next solve. Process-wide (it also helps any
 other numpy code); no effect where the C library is not glibc.
+
+Arrow's memory without transparent huge pages. pyarrow's default pool (its own mimalloc)
+reserves 1 GiB arenas and asks for transparent huge pages on them (``MADV_HUGEPAGE``). Where
+the kernel's THP defrag is ``madvise`` (a common default), every first touch of such memory
+may stall in direct compaction to find a free 2 MiB page: reading a town day's 481 MB of
+tables back took 10-15 s in a fresh process (5-8 s of it system time) against 2 s without
+THP, on the 2-vCPU machine under load. So the malloc tuning also switches mimalloc's THP off
+(``MIMALLOC_ALLOW_THP=0``, read when pyarrow's library loads); when pyarrow was imported
+before :func:`configure`, Arrow uses the system pool (the tuned glibc heap) instead.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ class RuntimeSettings:
 
     threading: str
     malloc_tuned: bool
+    #: Arrow's memory: "mimalloc-no-thp", "system" (pyarrow was imported first) or "" (untouched)
+    arrow_pool: str = ""
 
 
 def configure(*, threading: ThreadingLayer | None = None, malloc_tune: bool | None = None) -> RuntimeSettings:
@@ -79,7 +90,24 @@ def configure(*, threading: ThreadingLayer | None = None, malloc_tune: bool | No
     if malloc_tune is None:
         malloc_tune = os.environ.get("TWIN_MALLOC_TUNE", "1") != "0"
     tuned = _keep_freed_memory() if malloc_tune else False
-    return RuntimeSettings(threading=layer, malloc_tuned=tuned)
+    return RuntimeSettings(threading=layer, malloc_tuned=tuned,
+                           arrow_pool=_arrow_without_huge_pages() if malloc_tune else "")
+
+
+def _arrow_without_huge_pages() -> str:
+    """No transparent huge pages for Arrow's buffers (see the module docstring); what Arrow
+    uses, or "" when the environment asks mimalloc for them (``MIMALLOC_ALLOW_THP=1``)."""
+    if os.environ.get("MIMALLOC_ALLOW_THP", "0") != "0":
+        return ""  # the environment asks for them
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "mimalloc") != "mimalloc":
+        return ""  # the environment chose another pool
+    if "pyarrow" not in sys.modules or "MIMALLOC_ALLOW_THP" in os.environ:
+        os.environ["MIMALLOC_ALLOW_THP"] = "0"  # mimalloc reads it when the library loads
+        return "mimalloc-no-thp"
+    import pyarrow as pa  # loaded already: mimalloc's options are read
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    return "system"
 
 
 def _keep_freed_memory() -> bool:

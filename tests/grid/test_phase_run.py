@@ -188,5 +188,12 @@ def test_per_phase_envelopes_bind_in_a_three_phase_run(tmp_path: Path) -> None:
     out = run_scenario(sc, out_dir=tmp_path / "run", progress=False)
     bus = pq.read_table(tmp_path / "run" / "bus.parquet").to_pandas()
     assert out.kpis["limited_pv_kwh"] > 0 and out.kpis["curtailed_kwh"] == 0
+    # kpis.json read back only the KPI columns (phases, PV held back): the same as from all
+    from twin.kpis import KPI_READS, RunInputs, compute_kpis, read_tables
+
+    every = compute_kpis(read_tables(tmp_path / "run"), inputs=RunInputs.of(sc), tokens=None)
+    assert every == compute_kpis(read_tables(tmp_path / "run", columns=KPI_READS),
+                                 inputs=RunInputs.of(sc), tokens=None)
+    assert every["vm_phase_max_pu"] > every["vm_phase_min_pu"] and every["limited_pv_kwh"] > 0
     assert bus[["vm_a_pu", "vm_b_pu", "vm_c_pu"]].max().max() <= sc.grid.vm_max_pu
     assert bus.vuf_percent.max() <= sc.grid.vuf_max_percent

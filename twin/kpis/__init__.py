@@ -17,18 +17,20 @@ from twin.kpis.metrics import (
     game_kpis,
 )
 from twin.kpis.reference import KPIS, kpi_reference
-from twin.kpis.run import compute_kpis, read_tables
+from twin.kpis.run import KPI_READS, compute_kpis, kpi_reads, read_tables
 
 __all__ = [
     "KPIS",
     "KPI_COLUMNS",
     "KPI_NOTES",
+    "KPI_READS",
     "NA",
     "ChainPricing",
     "RunInputs",
     "compute_kpis",
     "feeder_kpis",
     "game_kpis",
+    "kpi_reads",
     "kpi_reference",
     "read_tables",
 ]

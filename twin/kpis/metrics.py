@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from twin.kpis.reliability import COMPARED_NOTES as RELIABILITY_NOTES
 from twin.kpis.reliability import RELIABILITY_COLUMNS, reliability_kpis, settlements_after_trueup
@@ -187,9 +188,11 @@ def _col(table: pa.Table, name: str) -> np.ndarray:
 
 
 def _icol(table: pa.Table, name: str) -> np.ndarray:
+    """A column as an int64 numpy array (nulls -> 0); empty when the table is empty."""
     if table.num_rows == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(table.column(name).fill_null(0).to_numpy(), dtype=np.int64)
+    col = table.column(name)
+    return np.asarray((col.fill_null(0) if col.null_count else col).to_numpy(), dtype=np.int64)
 
 
 def gini(values: np.ndarray | list[float]) -> float:
@@ -233,7 +236,7 @@ def limited_pv_wh(agents: pa.Table) -> np.ndarray:
     export limit) spilled; households without PV are left out."""
     if not agents.num_rows or "pv_available_wh" not in agents.column_names:
         return np.zeros(0)
-    hh = np.asarray(agents.column("kind").to_pylist()) == "household"
+    hh = pc.equal(agents.column("kind"), "household").fill_null(False).to_numpy()
     dev = _icol(agents, "device_id")[hh]
     avail = _col(agents, "pv_available_wh")[hh]
     lost = np.clip(avail - _col(agents, "pv_wh")[hh], 0.0, None)
@@ -312,6 +315,23 @@ def consumer_cost(settlements: pa.Table) -> float:
     return float((-np.clip(trade, None, 0).sum() - np.clip(imb, None, 0).sum() + debt.sum()) / MICRO)
 
 
+def _sum_by_owner(owner: np.ndarray, gain: np.ndarray) -> dict[int, int]:
+    """Participant -> the sum of its rows' ``gain`` (exact integers; operator and DSO left out)."""
+    keep = ~np.isin(owner, list(NON_PARTICIPANTS))
+    owner, gain = owner[keep], gain[keep]
+    if not owner.size:
+        return {}
+    if int(np.abs(gain).max()) >= (1 << 62) // owner.size:  # an int64 sum could overflow
+        out: dict[int, int] = {}
+        for o, g in zip(owner.tolist(), gain.tolist(), strict=True):
+            out[o] = out.get(o, 0) + g
+        return out
+    order = np.argsort(owner, kind="stable")
+    owner, gain = owner[order], gain[order]
+    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    return dict(zip(owner[first].tolist(), np.add.reduceat(gain, first).tolist(), strict=True))
+
+
 def net_benefits(settlements: pa.Table, *, retail_price_per_mwh: int, feed_in_price_per_mwh: int,
                  service_income: Mapping[int, int] | None = None) -> dict[int, float]:
     """Owner account -> net benefit (currency) against the no-market tariff baseline.
@@ -325,10 +345,7 @@ def net_benefits(settlements: pa.Table, *, retail_price_per_mwh: int, feed_in_pr
     baseline = np.where(metered > 0, -_payment(np.clip(metered, 0, None), retail_price_per_mwh),
                         _payment(np.clip(-metered, 0, None), feed_in_price_per_mwh))
     gain = _owner_money(settlements) - baseline
-    out: dict[int, int] = {}
-    for o, g in zip(owner.tolist(), gain.tolist(), strict=True):
-        if o not in NON_PARTICIPANTS:
-            out[o] = out.get(o, 0) + g
+    out = _sum_by_owner(owner, gain)
     for o, amount in (service_income or {}).items():
         if o not in NON_PARTICIPANTS:
             out[o] = out.get(o, 0) + int(amount)
@@ -402,6 +419,7 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
     gas = gas_per_kwh(t("chain"), traded_kwh=traded_kwh + service_kwh, ledger=inputs.ledger)
     reliability = reliability_kpis(tables, interval_s=inputs.interval_s,
                                    n_intervals=inputs.n_intervals)
+    limited_pv = limited_pv_wh(t("agents"))
     return {
         "self_sufficiency": self_sufficiency(t("grid")),
         "prosumer_revenue": rev,
@@ -423,8 +441,8 @@ def feeder_kpis(tables: Mapping[str, pa.Table], *, inputs: RunInputs,
         "chain_cost_per_kwh": gas * pricing.cost_per_gas() if np.isfinite(gas) else NA,
         "fairness_gini": gini(list(benefits.values())),
         "participants": float(len(benefits)),
-        "limited_pv_kwh": float(limited_pv_wh(t("agents")).sum() / 1000.0),
-        "limited_pv_jain": jain_index(limited_pv_wh(t("agents"))),
+        "limited_pv_kwh": float(limited_pv.sum() / 1000.0),
+        "limited_pv_jain": jain_index(limited_pv),
         "ancillary_revenue": float(_icol(t("regulation"), "amount").sum() / MICRO),
         **reliability,
     }
