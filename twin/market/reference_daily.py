@@ -18,6 +18,7 @@ from twin.market.schedule_merkle import schedule_roots
 from twin.market.signing import ZERO_ADDRESS, SignedOrder, _keccak
 from twin.market.signing_batch import recover_rows
 from twin.market.signing_daily import (
+    REVISION_LIMIT,
     ROW_LEN_AMENDMENT,
     ROW_LEN_READINGS,
     ROW_LEN_SCHEDULE,
@@ -92,7 +93,7 @@ class ReferenceDaily(ReferenceSettlement):
 
     def _leaf_error(self, it: OrderIntent, s: SignedSchedule | SignedAmendment,
                     per_day: int) -> e.MarketError | None:
-        if it.device_id != s.device_id:
+        if it.device_id != s.device_id or not 0 <= s.revision < REVISION_LIMIT:
             return e.BadSignature(it.device_id)
         day = it.interval // per_day
         if s.day != day:
@@ -136,6 +137,8 @@ class ReferenceDaily(ReferenceSettlement):
                         raise ValueError("shape")
                     if type(s) is SignedAmendment and not 0 <= s.slot < self.per_day:
                         raise ValueError("slot")
+                    if not 0 <= s.revision < REVISION_LIMIT:  # the contract keeps a uint32
+                        raise ValueError("revision")
                     rows[id(s)] = (schedule_row(s.device_id, s.day, s.revision, roots[id(s)])
                                    if id(s) in roots else s.row())
                     keep.append(s)

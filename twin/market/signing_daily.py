@@ -57,6 +57,7 @@ from twin.market.types import OrderIntent, Side
 
 __all__ = [
     "DAILY_READINGS_TYPEHASH",
+    "REVISION_LIMIT",
     "SCHEDULE_TYPEHASH",
     "ScheduledOrder",
     "SignedDailyReadings",
@@ -74,6 +75,8 @@ AMENDMENT_TYPEHASH = keccak(text="Amendment(uint64 device,uint64 day,uint64 revi
                                   "int64 buyEnergy,int64 buyPrice,int64 sellEnergy,int64 sellPrice,"
                                   "bytes32 prior)")
 SCHEDULE_TYPEHASH = keccak(text="Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)")
+#: revisions from this one on are refused (BadSignature): the contract keeps a uint32
+REVISION_LIMIT = 2**32
 DAILY_READINGS_TYPEHASH = keccak(text="DailyReadings(uint64 device,uint64 day,bytes32 readings)")
 ROW_LEN_SCHEDULE = 32 * 5
 ROW_LEN_READINGS = 32 * 4

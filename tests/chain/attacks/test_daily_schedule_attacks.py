@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from eth_abi import encode
 from eth_abi.packed import encode_packed
@@ -25,8 +26,17 @@ from twin.chain.ledger import ChainLedger
 from twin.market import errors as e
 from twin.market.daily_signers import DailySigners
 from twin.market.reference import ReferenceLedger
+from twin.market.schedule_merkle import schedule_roots
 from twin.market.signing import Domain
-from twin.market.signing_daily import BrokenAmendment, SignedAmendment, StaleSchedule, WrongDay
+from twin.market.signing_batch import sign_rows
+from twin.market.signing_daily import (
+    ROW_LEN_SCHEDULE,
+    BrokenAmendment,
+    SignedAmendment,
+    StaleSchedule,
+    WrongDay,
+    schedule_row,
+)
 from twin.market.types import Device, DeviceKind
 
 Pair = tuple[ReferenceLedger, ChainLedger, DailySigners]
@@ -129,6 +139,14 @@ def test_scheduled_orders_on_chain_equal_the_reference_and_attacks_fail(
         _orders(2), domain=Domain(chain_id=dom.chain_id, verifying_contract=dom.verifying_contract,
                                   salt=b"\x02" * 32))
     place(other, e.BadSignature)
+    # a revision the contract cannot keep (2**32 and up), validly signed: refused alike
+    today_first = signers.sign_orders(_orders(2), domain=dom)[1]
+    s0 = today_first.schedule
+    root = schedule_roots(np.asarray([s0.orders]))[0]
+    (sig,) = sign_rows(dom, schedule_row(s0.device_id, s0.day, 2**32, root), ROW_LEN_SCHEDULE,
+                       signers.keys[s0.device_id]._secret)
+    place([dataclasses.replace(today_first, schedule=dataclasses.replace(
+        s0, revision=2**32, signature=sig))], e.BadSignature)
     for led in (ref, chain):
         led.revoke_device(11)
     today = signers.sign_orders(_orders(2), domain=dom)
