@@ -203,6 +203,9 @@ class OrderLedger(SetupLedger):
             interval=next(iter(intervals)) if len(intervals) == 1 else None,
             purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
         )  # fmt: skip
+        # on a node mining on demand its block is mined now, on a thread: the caller's next
+        # work (signing, encoding the next batch) overlaps the node's execution of this one
+        self.tx.mine_ahead()
         return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed), sender=sender,
                              new_devices=new_devices)
 
