@@ -22,10 +22,16 @@ secp256k1 key registered by the DSO. Measured in this one run:
   process and of the node's), the rate Anvil's CPU alone allows, blocks per interval and
   Anvil's CPU for one empty block after set-up and at the end: its work per block, which
   grows with every storage slot the chain ever wrote (Anvil 1.7.1 rebuilds the state root
-  from all of them at each block). ``--ab``: intervals in ABBA order, A with the fixed chunk
-  counts of before (300 orders, 500 ids / 1,000 trades, 2,000 trades / 250 readings), B with
-  every chunk sized by gas (twin.chain.gas_size, as ``twin run``);
-  ``--prune``: settled intervals freed and the node compacted, as ``twin run`` does.
+  from all of them at each block), and Anvil's CPU per order by phase (placing, clearing,
+  settling with pruning). ``--ab``: after one warm-up interval, intervals in ABBA order, A
+  with each placement block mined when its receipt is awaited, B with it mined on a thread
+  while the client signs the next chunk (``TxClient.mine_ahead``, as ``twin run``);
+  ``--ab-chunks``: A with the fixed chunk counts of before (300 orders, 500 ids / 1,000
+  trades, 2,000 trades / 250 readings), B with every chunk sized by gas (twin.chain.gas_size).
+* **the node as ``twin run`` runs it** (default): Anvil mining on demand (``--no-mining``:
+  the client sends its queued transactions as one batch and mines the block), settled
+  intervals freed and the node compacted now and then; ``--automine`` (a block per
+  transaction on arrival) and ``--no-prune`` give the bench's path of before.
 * **where the time goes** in the batched run: signing (EIP-712, device keys), sending the
   raw transactions (``eth_sendRawTransaction``: with automine the node executes the block
   before it answers), waiting for and decoding receipts, clearing, settlement.
@@ -34,7 +40,8 @@ The run's accounts are their own keys (from a seed), funded by the node's public
 and every transaction is signed client-side and sent raw — the path ``twin run`` uses — so
 ``--node hardhat`` runs the same on Hardhat's node (npm ``hardhat`` 2.x, clearing sizes
 100 and 1,000 only). Medians over intervals; the last line is ``key=value`` pairs.
-``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N] [--ab] [--prune]``
+``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N] [--ab | --ab-chunks]
+[--automine] [--no-prune]``
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from twin.scenario import MarketSpec
 QUICK = "--quick" in sys.argv
 NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
 PARTICIPANTS = 210
-INTERVALS = (8 if "--ab" in " ".join(sys.argv) else 6) if QUICK else (32 if "--ab" in " ".join(sys.argv) else 30)
+INTERVALS = (9 if "--ab" in " ".join(sys.argv) else 6) if QUICK else (33 if "--ab" in " ".join(sys.argv) else 30)
 ORDERS = 2000
 #: orders per placeSignedOrders transaction (``--chunk N``); by default sized by gas as twin run
 #: does (ChainLedger.signed_order_chunk: 80 % of the block at the gas an order took so far)
@@ -77,9 +84,9 @@ AB = "--ab-chunks" in sys.argv
 #: --ab: the same ABBA order, A without and B with each placement block mined on a thread
 #: while the client signs the next chunk (TxClient.mine_ahead, on a node mining on demand)
 AB_AHEAD = "--ab" in sys.argv
-#: --prune: as twin run, each settled interval's storage is freed (pruneInterval) and the node
-#: restarted without the freed slots every ChainLedger.compact_after_slots of them, so Anvil's
-#: work per block (its state root over every slot ever written) stays flat
+#: as twin run (unless --no-prune), each settled interval's storage is freed (pruneInterval) and
+#: the node restarted without the freed slots every ChainLedger.compact_after_slots of them, so
+#: Anvil's work per block (its state root over every slot ever written) stays flat
 PRUNE = "--no-prune" not in sys.argv and NODE == "anvil"
 #: --automine: Anvil mines each transaction on arrival (one block per transaction), as before
 #: this bench followed twin run; by default the node mines on demand (``--no-mining``), as
@@ -216,15 +223,18 @@ def main() -> None:
         #: Anvil CPU by phase: placing (execution, blocks, receipts), clearing, settling (and
         #: pruning and compaction when on)
         anvil_phase = dict.fromkeys(("place", "clear", "settle"), 0.0)
-        arm_rate: dict[str, list[float]] = {"A": [], "B": []}
-        arm_cpu: dict[str, list[float]] = {"A": [0.0, 0.0], "B": [0.0, 0.0]}
-        arm_blocks: dict[str, list[int]] = {"A": [], "B": []}
+        arm_rate: dict[str, list[float]] = {"A": [], "B": [], "W": []}
+        arm_cpu: dict[str, list[float]] = {"A": [0.0, 0.0], "B": [0.0, 0.0], "W": [0.0, 0.0]}
+        arm_blocks: dict[str, list[int]] = {"A": [], "B": [], "W": []}
         for i in range(INTERVALS):
             intents = m.intents(rng, i, ORDERS)
             n_tx = len(led.transactions)
             block0 = led.w3.eth.block_number
             # --ab: A with the fixed chunk counts of before, B with every chunk sized by gas
-            arm = "A" if (AB or AB_AHEAD) and i % 4 in (0, 3) else "B"  # ABBA: both arms see the same growth
+            # ABBA: both arms see the same growth; with an A/B the first interval (every
+            # device's first order, cold storage) is a warm-up of neither arm ("W")
+            ab = AB or AB_AHEAD
+            arm = "W" if ab and i == 0 else "A" if ab and (i - 1) % 4 in (0, 3) else "B"
             led.tx.blocks_ahead = arm == "B" or not AB_AHEAD
             fixed = (AB and arm == "A") or bool(CHUNK)
             for k, v in FIXED.items():
