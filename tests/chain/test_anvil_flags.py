@@ -113,7 +113,7 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
 def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: CompiledContracts) -> None:
     """A settlement that comes more than the node's receipt window (KEEP_TX_BLOCKS) after
     the interval's orders still frees them all: their ids come from the book the ledger
-    cleared, not from the OrderPlaced logs the node dropped."""
+    cleared, not from the OrdersPlaced logs the node dropped."""
     with AnvilNode(accounts=4, automine=False, keep_tx_blocks=4) as node:
         led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
         led.prune_settled, led.tx.log_window_blocks = True, node.keep_tx_blocks
