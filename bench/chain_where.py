@@ -5,9 +5,11 @@ path taken out of ``EnergyMarket.sol`` (compiled once, ~2 min each with solc-js,
 under ``.cache/solc``; never deployed by the twin):
 
 * ``base``: as shipped;
-* ``noevent``: no ``OrderPlaced`` log per order (receipts carry no logs);
+* ``noevent``: no ``OrdersPlaced`` log (one a transaction; before 0b78a75 one ``OrderPlaced``
+  an order, which the figures in the README were measured with);
 * ``noecrecover``: the EIP-712 signature is not checked (no ``ecrecover`` per order);
-* ``noword``: the order's 128-bit word is not stored (``OrderWords.place``).
+* ``noword``: the order's 128-bit word is not stored (``OrderWords.place``);
+* a commit (e.g. ``abf5272``): the contracts as they were then, for an A/B against them.
 
 For every variant, round-robin over ``--reps`` rounds, a fresh Anvil (its default limits,
 automine), 210 devices with their own keys, ``--intervals`` intervals of 2,000 device-signed
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +54,7 @@ CHUNK, ORDERS, PARTICIPANTS, MAX_ORDERS = 400, 2000, 210, 16
 #: variant -> (text in EnergyMarket.sol, its replacement)
 EDITS: dict[str, list[tuple[str, str]]] = {
     "base": [],
-    "noevent": [("        emit OrderPlaced(id, interval, device, side, energy, price);\n", "")],
+    "noevent": [("        _emitPlaced(firstOrderId, id + 1 - firstOrderId, words);\n", "")],
     "noecrecover": [("if (signer == address(0) || _recover(structHash, o.r, o.s, o.v) != signer) {",
                      "if (signer == address(0)) {")],
     "noword": [("        OrderWords.place(id, device, interval, uint256(side), energy, price);\n", "")],
@@ -62,9 +65,19 @@ def _variant(name: str, scratch: Path) -> CompiledContracts:
     d = scratch / name
     shutil.copytree(CONTRACTS_DIR, d)
     (d / "compiled.json").unlink(missing_ok=True)
+    if name not in EDITS:  # a commit: its contracts as they were (A/B against it)
+        for sol_file in d.glob("*.sol"):
+            sol_file.unlink()
+        root = CONTRACTS_DIR.parents[2]
+        files = subprocess.run(["git", "ls-tree", "--name-only", f"{name}:twin/chain/contracts"],
+                               cwd=root, check=True, capture_output=True, text=True).stdout.split()
+        for f in (f for f in files if f.endswith(".sol")):
+            (d / f).write_text(subprocess.run(
+                ["git", "show", f"{name}:twin/chain/contracts/{f}"], cwd=root, check=True,
+                capture_output=True, text=True).stdout, encoding="utf-8")
     sol = d / "EnergyMarket.sol"
     text = sol.read_text(encoding="utf-8")
-    for old, new in EDITS[name]:
+    for old, new in EDITS.get(name, []):
         if old not in text:
             raise SystemExit(f"variant {name}: EnergyMarket.sol no longer has {old.strip()!r}")
         text = text.replace(old, new)
