@@ -22,10 +22,16 @@ secp256k1 key registered by the DSO. Measured in this one run:
   process and of the node's), the rate Anvil's CPU alone allows, blocks per interval and
   Anvil's CPU for one empty block after set-up and at the end: its work per block, which
   grows with every storage slot the chain ever wrote (Anvil 1.7.1 rebuilds the state root
-  from all of them at each block). ``--ab``: intervals in ABBA order, A with the fixed chunk
-  counts of before (300 orders, 500 ids / 1,000 trades, 2,000 trades / 250 readings), B with
-  every chunk sized by gas (twin.chain.gas_size, as ``twin run``);
-  ``--prune``: settled intervals freed and the node compacted, as ``twin run`` does.
+  from all of them at each block), and Anvil's CPU per order by phase (placing, clearing,
+  settling with pruning). ``--ab``: after one warm-up interval, intervals in ABBA order, A
+  with each placement block mined when its receipt is awaited, B with it mined on a thread
+  while the client signs the next chunk (``TxClient.mine_ahead``, as ``twin run``);
+  ``--ab-chunks``: A with the fixed chunk counts of before (300 orders, 500 ids / 1,000
+  trades, 2,000 trades / 250 readings), B with every chunk sized by gas (twin.chain.gas_size).
+* **the node as ``twin run`` runs it** (default): Anvil mining on demand (``--no-mining``:
+  the client sends its queued transactions as one batch and mines the block), settled
+  intervals freed and the node compacted now and then; ``--automine`` (a block per
+  transaction on arrival) and ``--no-prune`` give the bench's path of before.
 * **where the time goes** in the batched run: signing (EIP-712, device keys), sending the
   raw transactions (``eth_sendRawTransaction``: with automine the node executes the block
   before it answers), waiting for and decoding receipts, clearing, settlement.
@@ -34,11 +40,13 @@ The run's accounts are their own keys (from a seed), funded by the node's public
 and every transaction is signed client-side and sent raw — the path ``twin run`` uses — so
 ``--node hardhat`` runs the same on Hardhat's node (npm ``hardhat`` 2.x, clearing sizes
 100 and 1,000 only). Medians over intervals; the last line is ``key=value`` pairs.
-``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N] [--ab] [--prune]``
+``python bench/chain.py [--quick] [--node anvil|hardhat] [--chunk N] [--bond-wh N] [--ab | --ab-chunks]
+[--automine] [--no-prune]``
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -60,7 +68,7 @@ from twin.scenario import MarketSpec
 QUICK = "--quick" in sys.argv
 NODE = sys.argv[sys.argv.index("--node") + 1] if "--node" in sys.argv else "anvil"
 PARTICIPANTS = 210
-INTERVALS = (8 if "--ab" in sys.argv else 6) if QUICK else (32 if "--ab" in sys.argv else 30)
+INTERVALS = (9 if "--ab" in " ".join(sys.argv) else 6) if QUICK else (33 if "--ab" in " ".join(sys.argv) else 30)
 ORDERS = 2000
 #: orders per placeSignedOrders transaction (``--chunk N``); by default sized by gas as twin run
 #: does (ChainLedger.signed_order_chunk: 80 % of the block at the gas an order took so far)
@@ -72,11 +80,19 @@ NAIVE = 100 if QUICK else 300
 #: A/B in one run: intervals in ABBA order (Anvil's work per block grows with the chain, so
 #: both arms see the same state on average), A with the fixed chunk counts of before (FIXED),
 #: B with every chunk sized by gas; medians of each arm reported
-AB = "--ab" in sys.argv
-#: --prune: as twin run, each settled interval's storage is freed (pruneInterval) and the node
-#: restarted without the freed slots every ChainLedger.compact_after_slots of them, so Anvil's
-#: work per block (its state root over every slot ever written) stays flat
-PRUNE = "--prune" in sys.argv
+AB = "--ab-chunks" in sys.argv
+#: --ab: the same ABBA order, A without and B with each placement block mined on a thread
+#: while the client signs the next chunk (TxClient.mine_ahead, on a node mining on demand)
+AB_AHEAD = "--ab" in sys.argv
+#: as twin run (unless --no-prune), each settled interval's storage is freed (pruneInterval) and
+#: the node restarted without the freed slots every ChainLedger.compact_after_slots of them, so
+#: Anvil's work per block (its state root over every slot ever written) stays flat
+PRUNE = "--no-prune" not in sys.argv and NODE == "anvil"
+#: --automine: Anvil mines each transaction on arrival (one block per transaction), as before
+#: this bench followed twin run; by default the node mines on demand (``--no-mining``), as
+#: ``twin run``'s own Anvil: the client sends its queued transactions as one batch and mines one
+#: block when it waits for a receipt
+AUTOMINE = "--automine" in sys.argv
 MAX_ORDERS = 16  # EnergyMarket.MAX_ORDERS: orders per device and interval
 CLEAR_SIZES = (100, 1000, 3000) if NODE == "anvil" else (100, 1000)  # <= PARTICIPANTS * MAX_ORDERS
 MAINNET_BLOCK_GAS = 36_000_000
@@ -162,7 +178,7 @@ def main() -> None:
     keys = {d.device_id: DeviceKey.from_seed(d.device_id) for d in devices}
     if NODE not in ("anvil", "hardhat"):
         raise SystemExit(f"--node must be anvil or hardhat, got {NODE!r}")
-    node_cm = AnvilNode(accounts=1) if NODE == "anvil" else HardhatNode()
+    node_cm = AnvilNode(accounts=1, automine=AUTOMINE) if NODE == "anvil" else HardhatNode()
     with node_cm as node:
         proc = getattr(node, "_proc", None)
         pid = proc.pid if proc is not None else 0
@@ -192,6 +208,7 @@ def main() -> None:
         # --- batched, end to end ------------------------------------------------------
         per_interval_rate, latencies_ms, place_gas, clear_gas, settle_gas, rss = [], [], [], [], [], []
         total_orders, total_s = 0, 0.0
+        loads: list[float] = []
         spent = dict.fromkeys(("sign", "send", "confirm", "clear", "settle"), 0.0)
         me = psutil.Process()
 
@@ -203,19 +220,26 @@ def main() -> None:
         cpu_client = cpu_anvil = 0.0
         blocks: list[int] = []
         per_interval_cpu: list[tuple[float, float]] = []  # client, Anvil
-        arm_rate: dict[str, list[float]] = {"A": [], "B": []}
-        arm_cpu: dict[str, list[float]] = {"A": [0.0, 0.0], "B": [0.0, 0.0]}
-        arm_blocks: dict[str, list[int]] = {"A": [], "B": []}
+        #: Anvil CPU by phase: placing (execution, blocks, receipts), clearing, settling (and
+        #: pruning and compaction when on)
+        anvil_phase = dict.fromkeys(("place", "clear", "settle"), 0.0)
+        arm_rate: dict[str, list[float]] = {"A": [], "B": [], "W": []}
+        arm_cpu: dict[str, list[float]] = {"A": [0.0, 0.0], "B": [0.0, 0.0], "W": [0.0, 0.0]}
+        arm_blocks: dict[str, list[int]] = {"A": [], "B": [], "W": []}
         for i in range(INTERVALS):
             intents = m.intents(rng, i, ORDERS)
             n_tx = len(led.transactions)
             block0 = led.w3.eth.block_number
             # --ab: A with the fixed chunk counts of before, B with every chunk sized by gas
-            arm = "A" if AB and i % 4 in (0, 3) else "B"  # ABBA: both arms see the same growth
-            fixed = arm == "A" or bool(CHUNK)
+            # ABBA: both arms see the same growth; with an A/B the first interval (every
+            # device's first order, cold storage) is a warm-up of neither arm ("W")
+            ab = AB or AB_AHEAD
+            arm = "W" if ab and i == 0 else "A" if ab and (i - 1) % 4 in (0, 3) else "B"
+            led.tx.blocks_ahead = arm == "B" or not AB_AHEAD
+            fixed = (AB and arm == "A") or bool(CHUNK)
             for k, v in FIXED.items():
                 if k != "chunk":
-                    setattr(led, k, v if arm == "A" else None)
+                    setattr(led, k, v if AB and arm == "A" else None)
             c0, a0 = _cpu(me), anvil_cpu()
             t_start = time.perf_counter()
             led.check_signed_group(intents)  # the whole interval's batch checked once
@@ -244,8 +268,10 @@ def main() -> None:
                 latencies_ms += [(time.perf_counter() - tp) * 1000] * p.n
             tc = time.perf_counter()
             spent["confirm"] += tc - tf
+            a_placed = anvil_cpu()
             clearing = led.clear(i)
             spent["clear"] += time.perf_counter() - tc
+            a_cleared = anvil_cpu()
             traded = {t.buyer_device for t in clearing.trades} | {t.seller_device for t in clearing.trades}
             net: dict[int, int] = dict.fromkeys(traded, 0)
             for t in clearing.trades:
@@ -261,6 +287,9 @@ def main() -> None:
             spent["settle"] += time.perf_counter() - tc
             dt = time.perf_counter() - t_start
             dc, da = _cpu(me) - c0, anvil_cpu() - a0
+            for ph, v in (("place", a_placed - a0), ("clear", a_cleared - a_placed),
+                          ("settle", a0 + da - a_cleared)):
+                anvil_phase[ph] += v
             cpu_client += dc
             cpu_anvil += da
             per_interval_cpu.append((dc, da))
@@ -277,6 +306,7 @@ def main() -> None:
             place_gas.append(sum(t.gas_used for t in txs if t.function.endswith("placeSignedOrders")) / ORDERS)
             clear_gas.append(sum(t.gas_used for t in txs if t.function.startswith("EnergyMarket.clear")))
             settle_gas.append(sum(t.gas_used for t in txs if ".settle" in t.function))
+            loads.append(os.getloadavg()[0])
             rss.append(_rss_mb(node._proc.pid) if NODE == "anvil" else float("nan"))
         anvil = psutil.Process(node._proc.pid) if pid else None
         block_ms_end = _block_cpu_ms(led, anvil)
@@ -329,7 +359,8 @@ def main() -> None:
         block_gas = int(led.w3.eth.get_block("latest")["gasLimit"])
         client = w3.client_version
 
-    print(f"node: {NODE} ({client}); {PARTICIPANTS} participant accounts with one "
+    load = float(np.mean(loads))
+    print(f"node: {NODE} ({client}); load average during the run {load:.1f} (2 cores); {PARTICIPANTS} participant accounts with one "
           f"keyed device each; setup {setup_s:.1f} s")
     print(f"batched: {INTERVALS} intervals x {ORDERS} signed orders (chunks of {CHUNK or 'by gas'}), "
           f"sign+place+clear+settle(signed readings), receipts checked")
@@ -348,14 +379,19 @@ def main() -> None:
           f"the two); Anvil alone caps the rate at {total_orders / cpu_anvil:,.0f} orders/s"
           if cpu_anvil else "  CPU per order: client "
           f"{cpu_client / total_orders * 1e3:.3f} ms (node not measured)")
+    if cpu_anvil:
+        print("  Anvil CPU per order by phase: " + ", ".join(
+            f"{k} {v / total_orders * 1e3:.3f} ms" for k, v in anvil_phase.items()))
     med_c = statistics.median(c for c, _ in per_interval_cpu) / ORDERS * 1e3
     med_a = statistics.median(a for _, a in per_interval_cpu) / ORDERS * 1e3
     print(f"  median interval's CPU per order: client {med_c:.3f} ms, Anvil {med_a:.3f} ms")
     print(f"  blocks per interval {statistics.median(blocks):.0f}; Anvil CPU of an empty block "
           f"{block_ms_start:.1f} ms after setup -> {block_ms_end:.1f} ms after {total_orders:,} orders "
           "(the state root hashes every storage slot, each block)")
-    if AB:
-        for a, label in (("A", "fixed chunk counts"), ("B", "chunks sized by gas")):
+    if AB or AB_AHEAD:
+        for a, label in ((("A", "fixed chunk counts"), ("B", "chunks sized by gas")) if AB else
+                         (("A", "each block mined when its receipt is awaited"),
+                          ("B", "each placement block mined ahead, on a thread"))):
             print(f"  A/B {a} ({label}): median {statistics.median(arm_rate[a]):,.0f} orders/s, "
                   f"{statistics.median(arm_blocks[a]):.0f} blocks per interval, "
                   f"CPU per order client {arm_cpu[a][0] / (len(arm_rate[a]) * ORDERS) * 1e3:.3f} ms, "
@@ -396,15 +432,19 @@ def main() -> None:
         "client_cpu_ms_per_order_median": round(med_c, 3),
         "anvil_cpu_ms_per_order_median": round(med_a, 3) if cpu_anvil else "na",
         "anvil_cap_orders_per_s": round(total_orders / cpu_anvil) if cpu_anvil else "na",
+        **{f"anvil_{k}_ms_per_order": round(v / total_orders * 1e3, 3) if cpu_anvil else "na"
+           for k, v in anvil_phase.items()},
+        "automine": int(AUTOMINE),
+        "load": round(load, 1),
         "blocks_per_interval": round(statistics.median(blocks)),
         "anvil_block_ms_start": round(block_ms_start, 1) if cpu_anvil else "na",
         "anvil_block_ms_end": round(block_ms_end, 1) if cpu_anvil else "na",
         **({f"ab_{a}_orders_per_s": round(statistics.median(arm_rate[a])) for a in "AB"}
-           if AB else {}),
+           if AB or AB_AHEAD else {}),
         **({f"ab_{a}_blocks_per_interval": round(statistics.median(arm_blocks[a])) for a in "AB"}
-           if AB else {}),
+           if AB or AB_AHEAD else {}),
         **({f"ab_{a}_{who}_cpu_ms_per_order": round(arm_cpu[a][j] / (len(arm_rate[a]) * ORDERS) * 1e3, 3)
-            for a in "AB" for j, who in enumerate(("client", "anvil"))} if AB else {}),
+            for a in "AB" for j, who in enumerate(("client", "anvil"))} if AB or AB_AHEAD else {}),
         "anvil_rss_mb_start": round(rss0) if NODE == "anvil" else "na",
         "anvil_rss_mb_end": round(rss[-1]) if NODE == "anvil" else "na",
         "prune": int(PRUNE), "compactions": led.compactions,

@@ -3,7 +3,7 @@ chain node no longer holds (issue #24).
 
 The twin's Anvil keeps the receipts and logs of its last ``KEEP_TX_BLOCKS`` blocks only
 (``--transaction-block-keeper``), and a state it dumps holds no more: after a day or so of
-market steps the early intervals' ``OrderPlaced``, ``TradeMatched``, ``Curtailed``,
+market steps the early intervals' ``OrdersPlaced``, ``TradeMatched``, ``Curtailed``,
 ``Cleared`` and ``Settled`` events are gone. :class:`twin.resume.ReplayLedger` answers the
 replayed steps from the chain's logs; for an interval whose logs are gone it answers from
 these tables instead (``orders``, ``trades``, ``settlements``, ``market``), which the stopped

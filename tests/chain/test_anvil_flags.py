@@ -19,6 +19,7 @@ from twin.chain.anvil import (
 from twin.chain.compile import CompiledContracts
 from twin.chain.ledger import ChainLedger
 from twin.market.audit import token_audit
+from twin.market.signing import DeviceKey
 from twin.market.types import Device, DeviceKind, OrderIntent, Side
 
 
@@ -112,7 +113,7 @@ def test_a_pruning_run_restarts_its_anvil_without_the_freed_slots(compiled: Comp
 def test_pruning_frees_orders_whose_logs_left_the_receipt_window(compiled: CompiledContracts) -> None:
     """A settlement that comes more than the node's receipt window (KEEP_TX_BLOCKS) after
     the interval's orders still frees them all: their ids come from the book the ledger
-    cleared, not from the OrderPlaced logs the node dropped."""
+    cleared, not from the OrdersPlaced logs the node dropped."""
     with AnvilNode(accounts=4, automine=False, keep_tx_blocks=4) as node:
         led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
         led.prune_settled, led.tx.log_window_blocks = True, node.keep_tx_blocks
@@ -161,3 +162,31 @@ def test_a_state_dump_keeps_only_the_recent_block_headers(tmp_path: Path, monkey
         assert again.rpc("eth_getBlockByNumber", "latest", False)["parentHash"] == head["hash"]
         w3 = again.web3()
         assert w3.eth.get_balance(w3.eth.accounts[1]) == 10**24 + 5
+
+
+def test_signed_order_blocks_are_mined_ahead_in_order(compiled: CompiledContracts) -> None:
+    """On a node mining on demand, ``submit_signed_orders`` sends its transaction and mines
+    its block on a thread (TxClient.mine_ahead) while the client works on; any later request
+    waits for that block, so confirmation order and reads are as before: one block a batch."""
+    with AnvilNode(accounts=4, automine=False) as node:
+        led = ChainLedger.deploy(node.web3(), compiled=compiled, **PARAMS)
+        _two_devices(led)
+        keys = {d: DeviceKey.from_seed(d) for d in (10, 11)}
+        for d, k in keys.items():
+            led.set_device_signer(d, k.address)
+        signed = [keys[d].sign_order(
+            OrderIntent(device_id=d, interval=1, side=Side.BUY if d == 10 else Side.SELL,
+                        energy_wh=100 * n, price_per_mwh=150_000_000), nonce=n, domain=led.domain)
+            for n in (1, 2, 3) for d in (10, 11)]
+        block = int(led.tx.rpc("eth_blockNumber", [])["result"], 16)
+        placed = []
+        for k, ahead in ((0, True), (2, True), (4, False)):
+            led.tx.blocks_ahead = ahead
+            pending = led.submit_signed_orders(signed[k:k + 2])
+            assert (led.tx._ahead is not None) == ahead  # its block is being mined
+            placed += led.confirm(pending)
+            assert led.tx._ahead is None
+        assert int(led.tx.rpc("eth_blockNumber", [])["result"], 16) == block + 3
+        assert [(o.order_id, o.device_id, o.energy_wh) for o in placed] == [
+            (k + 1, 10 + k % 2, 100 * (k // 2 + 1)) for k in range(6)]
+        assert led.tx.rpc("evm_mine", []).get("result") is not None  # nothing left in flight

@@ -274,7 +274,7 @@ def test_events_tx_table_and_manifest(chain_ledger: ChainLedger, w3: Web3) -> No
     events = {
         ev: len(getattr(led.market.events, ev)().get_logs(from_block=led.deploy_block))
         for ev in (
-            "OrderPlaced",
+            "OrdersPlaced",
             "TradeMatched",
             "Cleared",
             "Curtailed",
@@ -284,7 +284,7 @@ def test_events_tx_table_and_manifest(chain_ledger: ChainLedger, w3: Web3) -> No
         )
     }
     assert events == {
-        "OrderPlaced": 3,
+        "OrdersPlaced": 1,  # one log a transaction, its 3 orders packed
         "TradeMatched": 2,
         "Cleared": 1,
         "Curtailed": 1,

@@ -168,7 +168,7 @@ class LedgerBase(MarketParameters):
         self._unpruned: list[tuple[int, int, int, int, tuple[int, str]]] = []
         self._prune_slots: dict[str, int] = {}  # tx hash of a sent prune -> slots it frees
         # the book of each interval this ledger cleared, kept until it is pruned: its order
-        # ids when their OrderPlaced logs left the node's receipt window (KEEP_TX_BLOCKS)
+        # ids when their OrdersPlaced logs left the node's receipt window (KEEP_TX_BLOCKS)
         self._pruning_book: dict[int, tuple[list[Order], tuple[int, str]]] = {}
         # intervals voided by a reclaim here: (interval, block), freed at a settlement once
         # every buy order's escrow is reclaimed (IntervalPruning)

@@ -25,6 +25,8 @@ __all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
 #: order for the first time, so 200 keep a batch under ~20 M. From the first receipt on, a batch
 #: is sized by the gas an order took (twin.chain.gas_size: 80 % of the block).
 SIGNED_ORDER_CHUNK = 200
+#: fields of an order's 128-bit word (OrderWords.sol; OrdersPlaced logs carry these words)
+ORDER_DEVICE_MASK, ORDER_INTERVAL_MASK, ORDER_ENERGY_MASK = 2**30 - 1, 2**28 - 1, 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ class OrderLedger(SetupLedger):
         return self._booked(events, len(intents))
 
     def _booked(self, events: Sequence[tuple[str, dict[str, Any]]], n: int) -> list[Order]:
-        placed = [self._order(v) for name, v in events if name == "OrderPlaced"]
+        placed = [o for name, v in events if name == "OrdersPlaced" for o in self._placed(v)]
         if len(placed) != n:
             raise ChainRevert(
                 "MissingEvents", {"expected": n, "got": len(placed)}, purpose="placing orders"
@@ -203,6 +205,9 @@ class OrderLedger(SetupLedger):
             interval=next(iter(intervals)) if len(intervals) == 1 else None,
             purpose=f"place_signed_orders: batch of {len(chunk)} orders", error_context=context,
         )  # fmt: skip
+        # on a node mining on demand its block is mined now, on a thread: the caller's next
+        # work (signing, encoding the next batch) overlaps the node's execution of this one
+        self.tx.mine_ahead()
         return PendingOrders(tx=tx, n=len(signed), orders=tuple(signed), sender=sender,
                              new_devices=new_devices)
 
@@ -313,16 +318,22 @@ class OrderLedger(SetupLedger):
         """The first interval releaseBond does not know final (every one below it is)."""
         return int(self._provisional_market.functions.finalMark().call())  # type: ignore[attr-defined]
 
-    def _order(self, v: Mapping[str, Any]) -> Order:
-        return Order(
-            order_id=v["orderId"],
-            device_id=v["device"],
-            owner=self.device(v["device"]).owner,  # the event names no owner: its device's
-            interval=v["interval"],
-            side=Side(v["side"]),
-            energy_wh=v["energyWh"],
-            price_per_mwh=v["price"],
-        )
+    def _placed(self, v: Mapping[str, Any]) -> list[Order]:
+        """The orders of one ``OrdersPlaced`` log (one a transaction): ids consecutive from
+        ``firstOrderId``, 16 bytes an order (its 128-bit word, big-endian: device bits 0-29,
+        interval 30-57, side 58, energy 59-90, price 91-127; OrderWords.sol)."""
+        first, words = int(v["firstOrderId"]), bytes(v["words"])
+        out = []
+        for k in range(len(words) // 16):
+            w = int.from_bytes(words[16 * k:16 * k + 16], "big")
+            device = w & ORDER_DEVICE_MASK
+            out.append(Order(
+                order_id=first + k, device_id=device,
+                owner=self.device(device).owner,  # the event names no owner: its device's
+                interval=(w >> 30) & ORDER_INTERVAL_MASK, side=Side((w >> 58) & 1),
+                energy_wh=(w >> 59) & ORDER_ENERGY_MASK, price_per_mwh=w >> 91))
+        return out
 
     def orders(self, interval: int) -> list[Order]:
-        return [self._order(v) for _, v in self._logs(["OrderPlaced"], topic2=interval)]
+        return [o for _, v in self._logs(["OrdersPlaced"]) for o in self._placed(v)
+                if o.interval == interval]

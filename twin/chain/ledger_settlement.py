@@ -243,7 +243,7 @@ class SettlingLedger(ClearingLedger):
             if not self._canonical(mark):
                 continue
             # the book this ledger cleared (as clear(): used while nobody else placed orders
-            # and its block stands), else the OrderPlaced logs; the book also names orders
+            # and its block stands), else the OrdersPlaced logs; the book also names orders
             # placed more than KEEP_TX_BLOCKS blocks ago, whose logs the node dropped
             book = books.get(interval)
             if book is not None and len(book[0]) == n_orders and self._canonical(book[1]):

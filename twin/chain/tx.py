@@ -255,6 +255,7 @@ class TxClient(Funding, BatchRpc):
             return out
 
     def _rpc_once(self, method: str, params: list[Any]) -> dict[str, Any]:
+        self._join_ahead()  # a block mined ahead (mine_ahead) is in before any request
         if self._session is None:
             return cast(dict[str, Any], self.w3.provider.make_request(method, params))  # type: ignore[arg-type]
         self._rpc_id += 1

@@ -11,6 +11,7 @@ session without a retry policy (a flaky chain's proxy sees one request at a time
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,39 @@ if TYPE_CHECKING:
 
     from twin.chain.tx import Pending, RetryPolicy
 
-__all__ = ["BATCH_MAX", "BatchRpc"]
+__all__ = ["BATCH_MAX", "BatchRpc", "BlockAhead"]
 
 #: Requests per JSON-RPC batch (one HTTP post).
 BATCH_MAX = 1000
+
+
+class BlockAhead:
+    """One ``evm_mine`` in flight on a thread of its own (its own HTTP session), so the
+    client's work overlaps the node's execution of the block; :meth:`join` waits for it and
+    returns the node's answer (an error as ``{"error": ...}``)."""
+
+    _session: requests.Session | None = None  # one keep-alive session for every such block
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.answer: dict[str, Any] = {"error": {"message": "the block was not mined"}}
+        self._thread = threading.Thread(target=self._mine, args=(url, timeout_s), daemon=True)
+        self._thread.start()
+
+    def _mine(self, url: str, timeout_s: float) -> None:
+        if BlockAhead._session is None:
+            BlockAhead._session = requests.Session()
+            BlockAhead._session.trust_env = False
+        try:
+            resp = BlockAhead._session.post(
+                url, json={"jsonrpc": "2.0", "id": 0, "method": "evm_mine", "params": []},
+                timeout=timeout_s)
+            self.answer = dict(resp.json())
+        except (requests.RequestException, ValueError) as exc:
+            self.answer = {"error": {"message": f"evm_mine: the node at {url} did not answer: {exc}"}}
+
+    def join(self) -> dict[str, Any]:
+        self._thread.join()
+        return self.answer
 
 
 class BatchRpc:
@@ -51,6 +81,33 @@ class BatchRpc:
         def raise_revert(self, error: Mapping[str, Any], *, purpose: str, tx_hash: str | None,
                          error_context: Any) -> None: ...
 
+    _ahead: BlockAhead | None = None
+    #: False: :meth:`mine_ahead` does nothing (the block is mined when a receipt is awaited)
+    blocks_ahead = True
+
+    def mine_ahead(self) -> bool:
+        """On a node mining on demand (raw session, no retry policy): send the queued
+        transactions now and mine their block on a thread while the caller goes on (e.g.
+        signs the next batch); every later request first waits for that block (so receipts
+        and reads see it, in order). False, and nothing done, otherwise (the block is mined
+        when a receipt is awaited, as always)."""
+        if not (self.blocks_ahead and self.mine_on_demand and self.batch_reads and self._queue):
+            return False
+        self.flush()
+        self._ahead = BlockAhead(self._url, self.rpc_timeout_s)
+        return True
+
+    def _join_ahead(self) -> None:
+        """Wait for the block :meth:`mine_ahead` started, if any; its failure raises."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            from twin.chain.tx import ChainRevert
+
+            out = ahead.join()
+            if "error" in out:
+                raise ChainRevert("MineFailed", dict(out["error"]), purpose="mining a block ahead",
+                                  tx_hash=None)
+
     @property
     def batch_reads(self) -> bool:
         """Requests may go out as JSON-RPC batches (the raw session, no retry policy)."""
@@ -76,6 +133,7 @@ class BatchRpc:
         from twin.chain.tx import ChainUnavailable
 
         assert self._session is not None
+        self._join_ahead()
         first = self._rpc_id + 1
         self._rpc_id += len(calls)
         body: list[dict[str, Any]] = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}

@@ -186,16 +186,12 @@ contract EnergyMarket {
     event AgentSet(address indexed owner, address indexed agent, bool approved);
     event Deposited(address indexed account, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
-    /// The order's owner is its device's (registry), its escrow payment(energyWh, price) for a
-    /// bid and none for an ask: neither is repeated here (two event words per order).
-    event OrderPlaced(
-        uint256 indexed orderId,
-        uint256 indexed interval,
-        uint256 indexed device,
-        Side side,
-        uint256 energyWh,
-        uint256 price
-    );
+    /// The orders one transaction placed, ids consecutive from ``firstOrderId``: ``words`` holds
+    /// 16 bytes an order (big-endian), its OrderWords word: device bits 0-29, interval 30-57,
+    /// side 58 (1: sell), energyWh 59-90, price 91-127. An order's owner is its device's
+    /// (registry), its escrow payment(energyWh, price) for a bid and none for an ask. One log
+    /// a batch instead of one an order: its receipt and its decoding cost a fraction.
+    event OrdersPlaced(uint256 indexed firstOrderId, bytes words);
     event TradeMatched(
         uint256 indexed tradeId,
         uint256 indexed interval,
@@ -357,6 +353,7 @@ contract EnergyMarket {
     function placeOrders(OrderInput[] calldata input) external returns (uint256 firstOrderId) {
         firstOrderId = orderCount + 1;
         uint256 id = orderCount;
+        bytes memory words = _wordBuffer(input.length);
         for (uint256 k = 0; k < input.length; ++k) {
             id += 1;
             OrderInput calldata o = input[k];
@@ -374,8 +371,38 @@ contract EnergyMarket {
                     revert(add(err, 32), mload(err))
                 }
             }
+            _putWord(words, k, o.device, o.interval, o.side, o.energyWh, o.price);
         }
         orderCount = id;
+        _emitPlaced(firstOrderId, id + 1 - firstOrderId, words);
+    }
+
+    /// OrdersPlaced's data, ABI-encoded in place: offset (0x20), length, ``n`` 16-byte order
+    /// words (zero-padded; 32 spare bytes, as each word is written as 32).
+    function _wordBuffer(uint256 n) private pure returns (bytes memory) {
+        return new bytes(n * 16 + 96);
+    }
+
+    /// The ``k``-th placed order's word into ``words`` (OrdersPlaced); its values were checked.
+    function _putWord(bytes memory words, uint256 k, uint64 device, uint64 interval, Side side, int256 energyWh, int256 price)
+        private
+        pure
+    {
+        uint256 w = uint256(device) | (uint256(interval) << 30) | (uint256(side) << 58)
+            | (uint256(energyWh) << 59) | (uint256(price) << 91);
+        assembly ("memory-safe") {
+            mstore(add(add(words, 96), mul(k, 16)), shl(128, w))
+        }
+    }
+
+    function _emitPlaced(uint256 first, uint256 n, bytes memory words) private {
+        if (n == 0) return;
+        bytes32 topic = OrdersPlaced.selector;
+        assembly ("memory-safe") {
+            mstore(add(words, 32), 32)
+            mstore(add(words, 64), mul(n, 16))
+            log2(add(words, 32), add(64, mul(shr(1, add(n, 1)), 32)), topic, first)
+        }
     }
 
     /// Place a batch of device-signed orders (any relayer may send it). Each order is checked
@@ -387,13 +414,19 @@ contract EnergyMarket {
     function placeSignedOrders(SignedOrder[] calldata input) external returns (uint256 firstOrderId) {
         firstOrderId = orderCount + 1;
         uint256 id = orderCount;
+        bytes memory words = _wordBuffer(input.length);
         for (uint256 k = 0; k < input.length; ++k) {
             SignedOrder calldata o = input[k];
             bytes memory err = _placeSigned(id + 1, o);
-            if (err.length == 0) id += 1;
-            else emit OrderRejected(o.interval, o.device, k, o.nonce, err);
+            if (err.length == 0) {
+                _putWord(words, id + 1 - firstOrderId, o.device, o.interval, o.side, o.energyWh, o.price);
+                id += 1;
+            } else {
+                emit OrderRejected(o.interval, o.device, k, o.nonce, err);
+            }
         }
         orderCount = id;
+        _emitPlaced(firstOrderId, id + 1 - firstOrderId, words);
     }
 
     function _placeSigned(uint256 id, SignedOrder calldata o) private returns (bytes memory err) {
@@ -520,7 +553,6 @@ contract EnergyMarket {
         }
         u.orders += 1;
         OrderWords.place(id, device, interval, uint256(side), energy, price);
-        emit OrderPlaced(id, interval, device, side, energy, price);
         return "";
     }
 

@@ -10,7 +10,7 @@ import {OrderWord, OrderWords} from "./OrderWords.sol";
 /// positions, metered injections, trades (and their island prices) and CDA nodes are read by
 /// nothing on chain but GreenCertificate.issue (which the operator runs first) and a true-up
 /// (which keeps its own copy of the traded energy, ProvisionalSettlement.Entry); the market's
-/// events (OrderPlaced, TradeMatched, Curtailed, Settled, ...) are their durable record. The
+/// events (OrdersPlaced, TradeMatched, Curtailed, Settled, ...) are their durable record. The
 /// interval's own first slot (``intervals[k]``: status, price, volume, order counts) stays, so
 /// it can never be reopened, cleared or settled again, and a true-up still finds it settled;
 /// its trade range (the second slot) goes with its trades.
@@ -20,7 +20,7 @@ import {OrderWord, OrderWords} from "./OrderWords.sol";
 /// every buy order's escrow is reclaimed: a stopped CDA's reclaim reads its sells' prices, its
 /// trades and its trade range, so until then nothing of it goes. Its trades stay (a uniform
 /// walk's trade ids were reused, a CDA's are void), as does its trade range.
-/// @dev The operator names the interval's order ids and devices (from the OrderPlaced logs of
+/// @dev The operator names the interval's order ids and devices (from the OrdersPlaced logs of
 /// the interval); each order must be of the interval (else BadOrderList(2, k, id)). Trades
 /// ``tradeFrom`` .. ``tradeTo`` - 1 must lie within the interval's trades. A slot already zero
 /// is only read (a second call, a device without a position). Any cut into several calls
