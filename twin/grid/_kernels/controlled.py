@@ -11,12 +11,9 @@ and a finished lane's slot takes the next lane, while the other slots keep itera
 slot waits for the slowest lane of a chunk, and a lane's power flows cost the iterations
 they take. Every power flow is warm-started: a lane's from its previous one, a lane's first
 from the voltages of the lane before it in its slot (the lanes of a batch are nearby cases).
-The post-processing is the build the plain flow compiles anyway; the device Newton
-(:func:`lane_newton`) is the batch path's (``newton_lane_into``) on a lane table of what the
-devices' outputs need that does not depend on the voltage (``_lane_table``: volt-var devices
-whose P is the same at every voltage evaluate the curve and one clip), with the in-service
-devices' sensitivities gathered once; the rest of a lane's work is inline (a call with
-dozens of arrays costs a reference-count update per array on each side, on counts the
+The device Newton and the post-processing are the builds the batch path and the plain flow
+compile anyway (no new compile in the suite); the rest of a lane's work is inline (a call
+with dozens of arrays costs a reference-count update per array on each side, on counts the
 threads that run blocks share)."""
 
 from __future__ import annotations
@@ -27,169 +24,10 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from twin.grid._der_kernels import _pw, _target
+from twin.grid._der_kernels import _target, newton_lane_into, newton_scratch
 from twin.grid._kernels.chunked import _staggered, sweep_lanes
 from twin.grid._kernels.opts import OPTS, K
 from twin.grid._kernels.post import post_nodes, post_scratch
-
-
-@nb.njit(inline="always", **OPTS)
-def _lane_table(i: int, p_av: float, sc: float, f: Any, tb: Any) -> None:  # pragma: no cover
-    """Device i's column of a lane's table ``tb`` (6, N): what its output needs that does not
-    depend on its voltage. Row 0 is 1 for the common case (volt-var without volt-watt, P
-    the same at every voltage: Q the curve clipped to ``lim``), rows 1-3 its P, ``lim`` and
-    apparent-power rating then; rows 4-5 the lane's avail and scale (any other device:
-    ``_target``). The same arithmetic as ``_target``: clipping to ``qc`` then to ``room``
-    (or ``sr``) is clipping to the smaller of the two."""
-    par = f[0]
-    tb[4, i] = p_av
-    tb[5, i] = sc
-    tb[0, i] = 0.0
-    if par[i, 8] != 0.0 or par[i, 5] != 1.0:
-        return
-    sr = par[i, 0] * sc
-    qc = par[i, 2] * sr
-    if par[i, 4] == 0.0:  # active power priority: P clipped to the rating, Q to what is left
-        p = min(max(p_av, -sr), sr)
-        lim = min(qc, math.sqrt(max(sr * sr - p * p, 0.0)))
-    else:  # reactive priority: Q clipped to the rating, then P to what is left, which is
-        # never less than the room left by the largest |Q|; when P fits in that, P is fixed
-        p = p_av
-        lim = min(qc, sr)
-        if not abs(p) <= math.sqrt(max(sr * sr - lim * lim, 0.0)):
-            return
-    tb[0, i] = 1.0
-    tb[1, i] = p
-    tb[2, i] = lim
-    tb[3, i] = sr
-
-
-@nb.njit(inline="always", **OPTS)
-def _out(i: int, v: float, tb: Any, f: Any) -> tuple[float, float]:  # pragma: no cover
-    """Device i's output (p, q) at voltage v from its lane table column (``_lane_table``)."""
-    if tb[0, i] != 0.0:
-        lim = tb[2, i]
-        return tb[1, i], min(max(_pw(v, f[1], i, 0) * tb[3, i], -lim), lim)
-    return _target(i, v, tb[4, i], tb[5, i], f)
-
-
-@nb.njit(**OPTS)
-def newton_work(n: int) -> Any:  # pragma: no cover
-    """Work arrays of :func:`lane_newton` for ``n`` devices (reused across lanes)."""
-    return np.empty((2, n), dtype=np.int64), np.empty((10, n)), np.empty((n, n)), np.empty((2 * n, n))
-
-
-@nb.njit(**OPTS)
-def lane_newton(v_k: Any, x_p: Any, x_q: Any, on: Any, tb: Any, sens: Any, f: Any, inner_max: int, tol: float,
-                fd_h: float, out_p: Any, out_q: Any, ws: Any, g_known: bool) -> None:  # pragma: no cover
-    """``twin.grid._der_kernels.newton_lane_into`` (the batch path's device Newton: solve
-    ``v = v_k + S (G(v) - x)`` on the in-service devices, then write ``G(v)``), with the
-    devices evaluated from the lane's table ``tb`` (``_lane_table``), their sensitivities
-    gathered once into a dense transposed block, and no data-dependent branch in the set-up.
-    With ``g_known`` ``out_p``, ``out_q`` hold ``G(v_k)`` on entry."""
-    n = v_k.shape[0]
-    ix, work, a, st = ws
-    idx = ix[0]
-    off = ix[1]
-    m = 0
-    m_off = 0
-    for i in range(n):
-        o = on[i]
-        idx[m] = i
-        off[m_off] = i
-        m += 1 if o else 0
-        m_off += 0 if o else 1
-    c, v, gp, gq, dp, dq, hv = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
-    for ii in range(m):  # st[ii, jj] = dv_jj / dp_ii, st[m + ii, jj] = dv_jj / dq_ii
-        i = idx[ii]
-        for jj in range(m):
-            j = idx[jj]
-            st[ii, jj] = sens[j, i]
-            st[m + ii, jj] = sens[j, n + i]
-    for jj in range(m):  # the off devices' constant term -S x_off
-        j = idx[jj]
-        acc = 0.0
-        for kk in range(m_off):
-            i = off[kk]
-            acc -= sens[j, i] * x_p[i] + sens[j, n + i] * x_q[i]
-        c[jj] = acc
-        v[jj] = v_k[j]
-    fresh = g_known
-    if g_known:
-        for ii in range(m):
-            gp[ii] = out_p[idx[ii]]
-            gq[ii] = out_q[idx[ii]]
-    for _ in range(inner_max):
-        if not fresh:
-            for ii in range(m):
-                gp[ii], gq[ii] = _out(idx[ii], v[ii], tb, f)
-        fresh = True
-        for jj in range(m):
-            hv[jj] = c[jj]
-        for ii in range(m):
-            i = idx[ii]
-            ep = gp[ii] - x_p[i]
-            eq = gq[ii] - x_q[i]
-            for jj in range(m):
-                hv[jj] += st[ii, jj] * ep + st[m + ii, jj] * eq
-        err = 0.0
-        for jj in range(m):
-            hv[jj] = v[jj] - v_k[idx[jj]] - hv[jj]
-            err = max(err, abs(hv[jj]))
-        if err < tol:
-            break
-        for ii in range(m):
-            pp, qq = _out(idx[ii], v[ii] + fd_h, tb, f)
-            dp[ii] = (pp - gp[ii]) / fd_h
-            dq[ii] = (qq - gq[ii]) / fd_h
-        for jj in range(m):
-            for ii in range(m):
-                a[jj, ii] = (1.0 if ii == jj else 0.0) - st[ii, jj] * dp[ii] - st[m + ii, jj] * dq[ii]
-        # Gaussian elimination with partial pivoting, solving a dv = hv in place
-        # (the entries below the diagonal are not read again once their column is done)
-        for cc in range(m):
-            piv = cc
-            best = abs(a[cc, cc])
-            for j in range(cc + 1, m):
-                t = abs(a[j, cc])
-                if t > best:
-                    best = t
-                    piv = j
-            if piv != cc:
-                for k in range(cc, m):
-                    t = a[cc, k]
-                    a[cc, k] = a[piv, k]
-                    a[piv, k] = t
-                t = hv[cc]
-                hv[cc] = hv[piv]
-                hv[piv] = t
-            d = a[cc, cc]
-            if d == 0.0:
-                continue
-            inv = 1.0 / d
-            for j in range(cc + 1, m):
-                mult = a[j, cc] * inv
-                for k in range(cc + 1, m):
-                    a[j, k] -= mult * a[cc, k]
-                hv[j] -= mult * hv[cc]
-        for cc in range(m - 1, -1, -1):
-            s = hv[cc]
-            for k in range(cc + 1, m):
-                s -= a[cc, k] * hv[k]
-            hv[cc] = s / a[cc, cc] if a[cc, cc] != 0.0 else 0.0
-        for jj in range(m):
-            v[jj] -= hv[jj]
-        fresh = False
-    for i in range(n):
-        out_p[i] = 0.0
-        out_q[i] = 0.0
-    for ii in range(m):
-        i = idx[ii]
-        if fresh:
-            out_p[i] = gp[ii]
-            out_q[i] = gq[ii]
-        else:
-            out_p[i], out_q[i] = _out(i, v[ii], tb, f)
 
 
 @nb.njit(nogil=True, **OPTS)
@@ -268,8 +106,7 @@ def controlled_lanes(
     fp_its = np.zeros(kw, dtype=np.int64)
     sp2max = np.zeros(n_pq)
     # the device Newton's work arrays; outputs G of every device
-    nws = newton_work(n)
-    tabs_dev = np.zeros((kw, 6, n))  # each slot's lane table (_lane_table)
+    nws = newton_scratch(n)
     g_all_p = np.empty(n)
     g_all_q = np.empty(n)
     ss = np.empty(n_s, dtype=np.complex128)
@@ -297,7 +134,7 @@ def controlled_lanes(
                         vm_dev[b, i] = vm
                         g_p, g_q = 0.0, 0.0
                         if on[b, i]:
-                            g_p, g_q = _out(i, vm, tabs_dev[j], fleet)
+                            g_p, g_q = _target(i, vm, avail[b, i], scale[b, i], fleet)
                         g_all_p[i] = g_p  # G(v_k) for the device Newton
                         g_all_q[i] = g_q
                         r = max(abs(g_p - xp[b, i]), abs(g_q - xq[b, i])) / tol_mva[b, i]
@@ -378,19 +215,18 @@ def controlled_lanes(
                 last[j] = math.inf
                 outer[b] = 0
                 ctl_conv[b] = False
-                for i in range(n):
-                    _lane_table(i, avail[b, i], scale[b, i], fleet, tabs_dev[j])
-                newton = warm  # the devices against the network linearized at the start
-                if not warm:  # the functions at a flat 1 pu
+                if warm:  # the devices against the network linearized at the start
+                    newton = True
+                else:  # the functions at a flat 1 pu
                     for i in range(n):
                         if on[b, i]:
-                            xp[b, i], xq[b, i] = _out(i, 1.0, tabs_dev[j], fleet)
+                            xp[b, i], xq[b, i] = _target(i, 1.0, avail[b, i], scale[b, i], fleet)
                         else:
                             xp[b, i] = 0.0
                             xq[b, i] = 0.0
-            if newton:  # the devices against the network linearized at vm_dev[b]
-                lane_newton(vm_dev[b], xp[b], xq[b], on[b], tabs_dev[j], sens, fleet, inner_max, inner_tol, fd_h,
-                            g_all_p, g_all_q, nws, g_known)
+            if newton:  # the devices against the network linearized at vm_dev[b] (the shared build)
+                newton_lane_into(vm_dev[b], xp[b], xq[b], avail[b], on[b], scale[b], sens, fleet, inner_max,
+                                 inner_tol, fd_h, g_all_p, g_all_q, nws, g_known)
                 # new set-points: damped after a power flow, the start's at once
                 for i in range(n):
                     if g_known:
