@@ -6,7 +6,9 @@ on the same numba solver, this tree's ``twin/grid/_kernels/controlled.py`` and t
 ``--against`` (``git show``, imported as a module of its own; the Python side is this tree's,
 with that commit's block size ``--against-block``), timed interleaved; medians of 3 runs.
 
-    .venv/bin/python bench/controlled_ab.py --against 8c4570a
+    .venv/bin/python bench/controlled_ab.py --against abf5272 --against-block 256
+
+(``--against-block``: that commit's ``_FUSED_BLOCK``: 128 before 8443cbf, 256 from it on.)
 
 The last line holds the ratios as key=value pairs.
 """
@@ -42,8 +44,8 @@ def _old_kernel(commit: str, folder: Path) -> object:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--against", default="8c4570a")
-    ap.add_argument("--against-block", type=int, default=128)
+    ap.add_argument("--against", default="abf5272")
+    ap.add_argument("--against-block", type=int, default=256)
     args = ap.parse_args()
     from twin.runtime import configure
 
