@@ -83,6 +83,8 @@ def order_limits(min_order_wh: int) -> tuple[Limit, ...]:
 def column(values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """Integers as an int64 array; anything else (an int beyond int64, a float, a bool) as an
     object array of the values themselves, compared exactly as Python compares them."""
+    if len(values) == 0:
+        return np.zeros(0, np.int64)
     arr = values if isinstance(values, np.ndarray) else np.array(values)
     if arr.dtype.kind == "i" and arr.ndim == 1:
         return arr.astype(np.int64, copy=False)

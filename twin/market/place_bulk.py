@@ -117,9 +117,8 @@ def place_bulk(led: ReferenceDaily, intents: Sequence[OrderIntent], nonces: Sequ
     led._batch_fill.clear()
     first_id = led._next_order
     ids = range(first_id, first_id + n)
-    placed = [Order(order_id=i, device_id=x, owner=o, interval=kk, side=s, energy_wh=w, price_per_mwh=p)
-              for i, x, o, kk, s, w, p in zip(ids, d.tolist(), owners, k.tolist(), sides, wh.tolist(),
-                                              price.tolist(), strict=True)]
+    # Order's fields in order (map, positional: ~10,000 an interval)
+    placed = list(map(Order, ids, d.tolist(), owners, k.tolist(), sides, wh.tolist(), price.tolist()))
     state_nonces.update(zip(keys, nonce.tolist(), strict=True))
     n_orders.update(dict.fromkeys(keys, 1))
     used.update(zip(((x, kk, s) for (x, kk), s in zip(keys, sides, strict=True)), wh.tolist(),
