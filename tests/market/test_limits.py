@@ -111,3 +111,29 @@ def test_at_the_limits_both_paths_book_the_same(field: str, value: int) -> None:
                [SIGNER] * 3)
     assert one.rejected == []
     assert _state(bulk) == _state(one)
+
+
+def test_relayed_readings_checked_at_once_name_the_first_bad_device() -> None:
+    """settle_relayed's readings (METER_LIMIT, |metered| <= the device's cap): the first
+    device in id order with a problem is named; at the cap the interval settles."""
+    led = ReferenceLedger(interval_s=900, retail_price_per_mwh=250_000_000,
+                          feed_in_price_per_mwh=80_000_000)
+    for d in (1, 2, 3):
+        led.register_device(Device(device_id=d, owner=10 + d, kind=DeviceKind.PV, bus=d,
+                                   capacity_w=4_000))  # cap 1,000 Wh
+        led.deposit(10 + d, 10**12)
+    led.deposit(1, 10**12)
+    for k in (0, 1, 2):
+        led.clear(k)
+    with pytest.raises(e.MeterOutOfRange) as info:
+        led.settle_relayed(0, {3: 5_000, 2: -1_001, 1: 1_000})
+    assert info.value == e.MeterOutOfRange(2, 1_000, -1_001)
+    with pytest.raises(e.MeterOutOfRange) as info:
+        led.settle_relayed(0, {3: 1_000, 9: 1, 2: 7_000})
+    assert info.value == e.MeterOutOfRange(2, 1_000, 7_000)  # device 2 before 9
+    with pytest.raises(e.UnknownDevice) as unknown:
+        led.settle_relayed(0, {3: 1_000, 9: 1})
+    assert unknown.value == e.UnknownDevice(9)
+    rows = led.settle_relayed(0, {3: -1_000, 2: 0, 1: 1_000})
+    assert [(r.device_id, r.metered_wh, r.imbalance_wh) for r in rows] == [
+        (1, 1_000, 1_000), (2, 0, 0), (3, -1_000, -1_000)]
