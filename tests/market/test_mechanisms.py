@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +159,30 @@ def test_reference_ledger_cda_escrow_and_settlement_use_trade_prices() -> None:
     assert rows[13].trade_amount == payment(300, 100_000_000)  # curtailed 100 Wh paid by the DSO
     assert rows[12].trade_amount == -(payment(600, 80_000_000) + payment(200, 100_000_000))
     assert led.balance(2).locked == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(side_st, st.integers(1, 60), st.integers(1, 6).map(lambda p: p * 10)),
+                     max_size=40), shuffle=st.randoms(use_true_random=False))
+def test_uniform_column_walk_equals_the_order_by_order_walk(
+        rows: list[tuple[Side, int, int]], shuffle: Any) -> None:
+    """twin.market.clearing's column-wise walk (books of 64 orders and more) gives the very
+    fills, ids and price of the walk order by order: ties of price, of running sums (a bid and
+    an ask ending together) and of ids in any order."""
+    import twin.market.clearing as clearing
+
+    orders = book(*rows)
+    shuffle.shuffle(orders)
+    cols = clearing.book_columns(orders)
+    assert cols is not None
+    m = clearing.match_columns(*cols)
+    old = clearing.COLUMNS_MIN
+    try:
+        clearing.COLUMNS_MIN = 10**9
+        walk = match_orders(orders)
+    finally:
+        clearing.COLUMNS_MIN = old
+    assert tuple(m.bid_ids.tolist()) == walk.bid_ids and tuple(m.ask_ids.tolist()) == walk.ask_ids
+    assert list(zip(m.buy_ids.tolist(), m.sell_ids.tolist(), m.energy_wh.tolist(), strict=True)) \
+        == [(f.buy_order_id, f.sell_order_id, f.energy_wh) for f in walk.fills]
+    assert m.price_per_mwh == walk.price_per_mwh

@@ -14,6 +14,7 @@ import mosaik_api_v3
 from mosaik_api_v3.types import CreateResult, InputData, Meta, OutputData, OutputRequest, Time
 
 from twin.cosim.codec import decode_dr_calls, decode_orders, encode_trades, single, timed
+from twin.market.rows import RowBlock
 from twin.market.step import Curtailment, MarketLog, MarketStep
 
 __all__ = ["META", "MarketLog", "MarketSim"]
@@ -95,7 +96,10 @@ class MarketSim(mosaik_api_v3.Simulator):
             late=[[int(x) for x in r] for r in (meter_msg or {}).get("late", [])],
             settle_interval=k - 1 if self.settle_at_end else k)
         for table, rows in result.rows.items():
-            self.recorder.add(table, rows)
+            if isinstance(rows, RowBlock) and hasattr(self.recorder, "add_columns"):
+                self.recorder.add_columns(table, rows.columns, n=len(rows))  # no dict per row
+            else:
+                self.recorder.add(table, rows)
         # Always answer (mosaik treats a missing output as an error): no orders, no trades.
         self._trades_msg = {"interval": result.interval, "trades": encode_trades(result.trades),
                             "price_history": result.price_history}

@@ -25,6 +25,7 @@ from typing import Any
 
 from twin.market import errors as e
 from twin.market.ledger import IntervalStatus
+from twin.market.limits import Limit, first_failed, order_limits
 from twin.market.reference_daily import ReferenceDaily
 from twin.market.reference_state import Account, purpose, require_role
 from twin.market.signing import (
@@ -44,15 +45,7 @@ from twin.market.types import (
     Side,
     Trade,
 )
-from twin.market.units import (
-    DEVICE_LIMIT,
-    ENERGY_MAX_WH,
-    INTERVAL_LIMIT,
-    MAX_ORDERS,
-    NONCE_LIMIT,
-    PRICE_MAX,
-    payment,
-)
+from twin.market.units import DEVICE_LIMIT, MAX_ORDERS, NONCE_LIMIT, payment
 from twin.market.validation import check_intents, reject_malformed
 
 _SIDES = (Side.BUY, Side.SELL)
@@ -290,11 +283,15 @@ class ReferenceLedger(ReferenceDaily):
         #: every signed order's signer, recovered for the whole batch at once (signing_batch)
         signers: Sequence[Any] = (recovered if recovered is not None else
                                   recover_orders(signed, self._domain) if signed is not None else [])
+        # every order's range limits at once (twin.market.limits, as the column-wise path):
+        # the first that fails, raised where the contract checks it
+        failed = first_failed(intents, None if signed is None else [s.nonce for s in signed],
+                              order_limits(self._min_order_wh))
         for k, it in enumerate(intents):  # purpose() inlined: the text only on an error
             if signed is None:
                 try:
                     placed.append(self._check_order(it, sender, free_delta, used_delta,
-                                                    self._next_order + len(placed)))
+                                                    self._next_order + len(placed), failed[k]))
                 except e.MarketError as exc:
                     if exc.purpose is None:
                         exc.purpose = f"{action}: order for device {it.device_id} interval {it.interval}"
@@ -303,9 +300,9 @@ class ReferenceLedger(ReferenceDaily):
             try:  # a failing signed order is skipped and reported, not fatal to the batch
                 if isinstance(signers[k], e.MarketError):
                     raise signers[k]
-                nkey = self._check_signature(signed[k], nonces, signers[k])
+                nkey = self._check_signature(signed[k], nonces, signers[k], failed[k])
                 placed.append(self._check_order(it, sender, free_delta, used_delta,
-                                                self._next_order + len(placed)))
+                                                self._next_order + len(placed), failed[k]))
                 nonces[nkey] = signed[k].nonce
             except e.MarketError as exc:
                 exc.purpose = (f"{action}: order for device {it.device_id} interval "
@@ -340,8 +337,10 @@ class ReferenceLedger(ReferenceDaily):
         return placed
 
     def _check_signature(
-        self, so: SignedOrder, nonces: dict[tuple[int, int], int], recovered: str
+        self, so: SignedOrder, nonces: dict[tuple[int, int], int], recovered: str,
+        failed: Limit | None = None,
     ) -> tuple[int, int]:
+        """``failed``: the order's first failing range limit (twin.market.limits), if any."""
         it = so.intent
         if it.device_id not in self._devices:
             raise e.UnknownDevice(it.device_id)
@@ -350,8 +349,11 @@ class ReferenceLedger(ReferenceDaily):
         signer = self._signers.get(it.device_id, ZERO_ADDRESS)
         if signer == ZERO_ADDRESS or recovered != signer:
             raise e.BadSignature(it.device_id)
+        if failed is not None and failed.stage == "signature":  # the nonce's range
+            raise failed.error_for(device=it.device_id, interval=it.interval,
+                                   value=getattr(so, failed.field))
         key = (it.device_id, it.interval)
-        if so.nonce <= nonces.get(key, self._nonces[key]) or so.nonce >= NONCE_LIMIT:
+        if so.nonce <= nonces.get(key, self._nonces[key]):
             raise e.ReplayedNonce(it.device_id, it.interval, so.nonce)
         return key
 
@@ -362,8 +364,11 @@ class ReferenceLedger(ReferenceDaily):
         free_delta: dict[int, int],
         used_delta: dict[tuple[int, int, Side], int],
         order_id: int,
+        failed: Limit | None = None,
     ) -> Order:
         """Validate one intent against state + the batch so far; record its tentative effects.
+        ``failed``: its first failing range limit (:mod:`twin.market.limits`, checked for the
+        batch at once), raised after the device checks.
         (Attribute and dict look-ups hoisted into locals: ~1 M calls in a town day.)"""
         d, k, wh, price = it.device_id, it.interval, it.energy_wh, it.price_per_mwh
         dev = self._devices.get(d)
@@ -374,13 +379,9 @@ class ReferenceLedger(ReferenceDaily):
         owner = dev.owner
         if sender is not None and sender != owner:
             raise e.NotDeviceOwner(d, sender)
-        if wh <= 0 or wh > ENERGY_MAX_WH:
-            raise e.BadEnergy(d, wh)
-        if wh < self._min_order_wh:
-            raise e.OrderTooSmall(d, self._min_order_wh, wh)
-        if price <= 0 or price > PRICE_MAX:
-            raise e.BadPrice(d, price)
-        if self._status.get(k, "open") != "open" or k >= INTERVAL_LIMIT:
+        if failed is not None:  # energy, minimum, price, interval range
+            raise failed.error_for(device=d, interval=k, value=getattr(it, failed.field))
+        if self._status.get(k, "open") != "open":
             raise e.IntervalClosed(k)
         gate = self.gate_s(k)
         if self._now_s > gate:

@@ -5,10 +5,15 @@ true-up of provisional settlements (:class:`ReferenceSettlement`, a base of
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from itertools import repeat
+
+import numpy as np
 
 from twin.market import errors as e
+from twin.market.clearing import COLUMNS_MIN, book_columns, match_columns
+from twin.market.limits import METER_LIMIT, column, range_codes
 from twin.market.mechanisms import match
 from twin.market.provisional import AlreadyTruedUp, NotProvisional, TrueUp, imbalance_value
 from twin.market.reference_state import ReferenceState, purpose, require_role
@@ -71,14 +76,25 @@ class ReferenceSettlement(ReferenceState):
             raise e.GateOpen(interval, self.gate_s(interval), self._now_s)
         book = [self._orders[i] for i in self._orders_by_interval.get(interval, [])]
         books = self._books.pop(interval, None)
-        if books is None:
+        cols = (book_columns(book) if books is None and self._mechanism == "uniform"
+                and len(book) >= COLUMNS_MIN else None)
+        fills: Iterable[tuple[int, int, int, int]]
+        if cols is not None:  # the uniform walk column-wise (twin.market.clearing)
+            m = match_columns(*cols)
+            price, volume = m.price_per_mwh, int(m.energy_wh.sum())
+            fills = zip(m.buy_ids.tolist(), m.sell_ids.tolist(), m.energy_wh.tolist(),
+                        repeat(price, m.energy_wh.size), strict=True)
+        elif books is None:
             result = match(book, mechanism=self._mechanism)
-            fills, price, volume = list(result.fills), result.price_per_mwh, result.volume_wh
+            price, volume = result.price_per_mwh, result.volume_wh
+            fills = [(f.buy_order_id, f.sell_order_id, f.energy_wh, f.price_per_mwh)
+                     for f in result.fills]
         else:  # one clearing per island book, books in order; the price of the largest
             fills, price, volume, best = [], 0, 0, -1
             for b in sorted({books[o.device_id] for o in book if o.device_id in books}):
                 r = match([o for o in book if books.get(o.device_id) == b], mechanism=self._mechanism)
-                fills += list(r.fills)
+                fills += [(f.buy_order_id, f.sell_order_id, f.energy_wh, f.price_per_mwh)
+                          for f in r.fills]
                 volume += r.volume_wh
                 if r.volume_wh > best:
                     best, price = r.volume_wh, r.price_per_mwh
@@ -86,29 +102,18 @@ class ReferenceSettlement(ReferenceState):
         trades: list[Trade] = []
         # locals: a town interval has ~7,500 fills
         orders, now = self._orders, self._now_s
-        by_interval = self._trades_by_interval[interval] if fills else []
-        all_trades, next_trade = self._trades, self._next_trade
-        for f in fills:
-            buy, sell = orders[f.buy_order_id], orders[f.sell_order_id]
-            trade = Trade(
-                trade_id=next_trade,
-                interval=interval,
-                buy_order_id=f.buy_order_id,
-                sell_order_id=f.sell_order_id,
-                buyer_device=buy.device_id,
-                seller_device=sell.device_id,
-                cleared_wh=f.energy_wh,
-                energy_wh=f.energy_wh,
-                price_per_mwh=f.price_per_mwh,
-                creator=(buy if f.buy_order_id >= f.sell_order_id else sell).owner,
-                created_s=now,
-            )
-            next_trade += 1
-            all_trades[trade.trade_id] = trade
-            by_interval.append(trade.trade_id)
-            kept[f.buy_order_id] += payment(f.energy_wh, f.price_per_mwh)
-            trades.append(trade)
-        self._next_trade = next_trade
+        all_trades, first = self._trades, self._next_trade
+        for b_id, s_id, wh, p in fills:  # Trade's fields in order (positional: quicker)
+            buy, sell = orders[b_id], orders[s_id]
+            trades.append(Trade(first + len(trades), interval, b_id, s_id, buy.device_id,
+                                sell.device_id, wh, wh, p, (buy if b_id >= s_id else sell).owner,
+                                now))
+            kept[b_id] += payment(wh, p)
+        if trades:
+            ids = range(first, first + len(trades))
+            all_trades.update(zip(ids, trades, strict=True))
+            self._trades_by_interval[interval].extend(ids)
+        self._next_trade = first + len(trades)
         accounts, escrow = self._accounts, self._escrow
         for o in book:
             if o.side == Side.BUY:
@@ -217,15 +222,24 @@ class ReferenceSettlement(ReferenceState):
     def _with_estimates(self, interval: int, metered_wh: Mapping[int, int],
                         estimated_wh: Mapping[int, int] | None) -> dict[int, int]:
         out = dict(metered_wh)
-        for d, wh in sorted((estimated_wh or {}).items()):
-            dev = self._devices.get(d)
-            if dev is None:
-                raise e.UnknownDevice(d)
-            if d in out:
-                raise e.BadReadings(d)
-            if abs(wh) > self.cap_wh(dev):
-                raise e.MeterOutOfRange(d, self.cap_wh(dev), wh)
-            out[d] = int(wh)
+        if not estimated_wh:
+            return out
+        ds = sorted(estimated_wh)  # a town interval: ~11,000 readings, checked at once
+        devs = [self._devices.get(d) for d in ds]
+        wh = column([estimated_wh[d] for d in ds])
+        cap = np.fromiter((0 if dev is None else self.cap_wh(dev) for dev in devs), np.int64, len(ds))
+        bad = range_codes({METER_LIMIT.field: wh}, (METER_LIMIT,),
+                          bounds={METER_LIMIT.field: (-cap, cap)}) != 0
+        if out or not all(devs) or bad.any():  # the first device in order with a problem
+            for j, (d, dev) in enumerate(zip(ds, devs, strict=True)):
+                if dev is None:
+                    raise e.UnknownDevice(d)
+                if d in out:
+                    raise e.BadReadings(d)
+                if bad[j]:
+                    raise METER_LIMIT.error_for(device=d, interval=interval, value=estimated_wh[d],
+                                                hi=int(cap[j]))
+        out.update(zip(ds, map(int, wh.tolist()), strict=True))
         return out
 
     def _settle(

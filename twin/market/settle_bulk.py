@@ -15,6 +15,7 @@ walk. Otherwise ``None``: the walk settles the interval as before.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -127,7 +128,6 @@ def settle_bulk(led: ReferenceSettlement, interval: int, devices: Sequence[int],
     for o in payers:  # _draw's entry for every payer (zero: nothing drawn from a bond)
         short[o] += 0
     moved = np.where(owner_pays, -due, due).tolist()
-    return [SettlementRow(interval=interval, device_id=d, owner=o, traded_wh=t, metered_wh=mw,
-                          imbalance_wh=i, trade_amount=money.get(d, 0), imbalance_amount=mv, debt=0)
-            for d, o, t, mw, i, mv in zip(devices, owners, net_list, m_list, imb.tolist(), moved,
-                                          strict=True)]
+    # SettlementRow's fields in order (map, positional: ~11,000 an interval)
+    return list(map(SettlementRow, repeat(interval, n), devices, owners, net_list, m_list,
+                    imb.tolist(), [money.get(d, 0) for d in devices], moved, repeat(0, n)))

@@ -1,7 +1,7 @@
 """Signature workers: large batches of EIP-712 messages hashed, signed or recovered on
 several cores (:mod:`twin.market.signing_batch`).
 
-A batch of at least ``GRIDTWIN_SIGN_BATCH_MIN`` messages (default 2,048; smaller batches,
+A batch of at least ``GRIDTWIN_SIGN_BATCH_MIN`` messages (default 256; smaller batches,
 e.g. every test's, stay in this process) is cut in one share per core: this process works
 its own share while ``GRIDTWIN_SIGN_WORKERS`` worker processes (default: cores - 1; 0 = none)
 work theirs. A worker is ``python -m twin.market.sign_pool`` on two pipes: it imports only
@@ -126,7 +126,7 @@ def run_batch(op_name: str, separator: bytes, rows: bytes, row_len: int, extra: 
         raise ValueError(f"{op_name}: {n} rows of {row_len} bytes need {n * per} extra bytes, "
                          f"got {len(extra)} (rows {len(rows)} bytes)")
     n_workers = _env_int("GRIDTWIN_SIGN_WORKERS", max((os.cpu_count() or 1) - 1, 0))
-    if n < _env_int("GRIDTWIN_SIGN_BATCH_MIN", 2048) or n_workers <= 0:
+    if n < _env_int("GRIDTWIN_SIGN_BATCH_MIN", 256) or n_workers <= 0:
         return _work(op, separator, rows, row_len, extra)
     shares = n_workers + 1
     cuts = [n * s // shares for s in range(shares + 1)]

@@ -23,7 +23,7 @@ from typing import Any
 
 from twin.market.audit import drain_tx_log
 from twin.market.provisional import MeterDesk
-from twin.market.rows import market_row, order_rows, settlement_rows, trade_rows
+from twin.market.rows import RowBlock, market_row, order_block, settlement_block, trade_block
 from twin.market.types import Clearing, DRCall, OrderIntent, Trade
 
 __all__ = ["Curtailment", "MarketLog", "MarketStep", "StepResult", "island_market_rows"]
@@ -149,7 +149,7 @@ class MarketStep:
             if s == self.n_intervals - 1:
                 self.services.finish(interval=s)
             for table, new in self.services.rows().items():
-                rows[table].extend(new)
+                rows[table] = [*rows[table], *new]  # after a RowBlock's rows too
         rows["chain"].extend(drain_tx_log(self.ledger, interval_s=self.interval_s))
         faults = getattr(self.ledger, "drain_fault_log", None)  # a flaky chain (faults.chain)
         if faults is not None:
@@ -169,7 +169,7 @@ class MarketStep:
                 self.signers.sign_orders(list(intents), domain=self.ledger.domain))
         else:
             orders = self.ledger.place_orders(list(intents))
-        rows["orders"] += order_rows(orders, time_s=interval * self.interval_s)
+        _put(rows, "orders", order_block(orders, time_s=interval * self.interval_s))
         clearing = self.ledger.clear(interval=interval)
         if self.services:
             self.services.on_cleared(interval=interval, clearing=clearing)
@@ -219,8 +219,8 @@ class MarketStep:
         self.log.curtailed_wh[k] = curtailed
         self.log.last_settled = k
         final = sorted(trades.values(), key=lambda t: t.trade_id)
-        rows["trades"] += trade_rows(final, time_s=time_s)
-        rows["settlements"] += settlement_rows(settled, time_s=time_s)
+        _put(rows, "trades", trade_block(final, time_s=time_s))
+        _put(rows, "settlements", settlement_block(settled, time_s=time_s))
         rows["market"].append(market_row(clearing, time_s=time_s, interval=k,
                                          n_orders=self.log.n_orders.get(k, 0),
                                          curtailed_wh=curtailed))
@@ -247,6 +247,15 @@ class MarketStep:
             else:
                 tu = self.ledger.true_up(interval, d, wh)
             rows["trueups"].append(_trueup_row(tu, time_s=k * self.interval_s))
+
+
+def _put(rows: dict[str, Any], table: str, block: RowBlock) -> None:
+    """A table's rows of the step as one column block (:class:`RowBlock`) when it has none
+    yet, else appended as dict rows."""
+    if rows.get(table):
+        rows[table] = [*rows[table], *block]
+    else:
+        rows[table] = block
 
 
 def _trueup_row(tu: Any, *, time_s: int) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Checks of order intents before they are sent: pure functions, every problem collected.
 
-A malformed order (unknown device, energy outside 1..ENERGY_MAX_WH, price outside
-1..PRICE_MAX, an interval that is negative, not below INTERVAL_LIMIT or already closed) is rejected by both ledgers before anything is
-sent or changed, with every problem of the batch in the message; the error raised is the one
-the contract would revert with for the first problem (same class, same values), so a caller
-handles a pre-send rejection and an on-chain revert alike.
+A malformed order (unknown device, a number outside its range in
+:data:`twin.market.limits.ORDER_LIMITS`: energy outside 1..ENERGY_MAX_WH, price outside
+1..PRICE_MAX, an interval that is negative or not below INTERVAL_LIMIT; or an interval already
+closed) is rejected by both ledgers before anything is sent or changed, with every problem of
+the batch in the message; the error raised is the one the contract would revert with for the
+first problem (same class, same values), so a caller handles a pre-send rejection and an
+on-chain revert alike.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twin.market import errors as e
+from twin.market.limits import first_failed
 from twin.market.types import OrderIntent
-from twin.market.units import ENERGY_MAX_WH, INTERVAL_LIMIT, PRICE_MAX
 
 __all__ = ["OrderProblem", "check_intents", "reject_malformed"]
 
@@ -38,18 +40,24 @@ def check_intents(
     is_registered: Callable[[int], bool],
     is_closed: Callable[[int], bool],
 ) -> list[OrderProblem]:
-    """Every stateless problem of a batch (at most one per intent, in the contract's order)."""
+    """Every stateless problem of a batch (at most one per intent, in the contract's order):
+    an unknown device, then the first range limit that fails (:data:`ORDER_LIMITS`, checked
+    for the whole batch at once), then a closed interval."""
     problems: list[OrderProblem] = []
-    for k, it in enumerate(intents):
+    closed: dict[int, bool] = {}
+    for k, (it, lim) in enumerate(zip(intents, first_failed(intents), strict=True)):
         err: e.MarketError | None = None
-        if not 0 <= it.device_id < _UINT64 or not is_registered(it.device_id):
-            err = e.UnknownDevice(it.device_id)
-        elif not 0 < it.energy_wh <= ENERGY_MAX_WH:
-            err = e.BadEnergy(it.device_id, it.energy_wh)
-        elif not 0 < it.price_per_mwh <= PRICE_MAX:
-            err = e.BadPrice(it.device_id, it.price_per_mwh)
-        elif not 0 <= it.interval < INTERVAL_LIMIT or is_closed(it.interval):
-            err = e.IntervalClosed(it.interval)
+        d = it.device_id
+        if not 0 <= d < _UINT64 or not is_registered(d):
+            err = e.UnknownDevice(d)
+        elif lim is not None:
+            err = lim.error_for(device=d, interval=it.interval, value=getattr(it, lim.field))
+        else:
+            shut = closed.get(it.interval)
+            if shut is None:
+                shut = closed[it.interval] = is_closed(it.interval)
+            if shut:
+                err = e.IntervalClosed(it.interval)
         if err is not None:
             problems.append(OrderProblem(index=k, error=err))
     return problems
