@@ -185,11 +185,7 @@ class ClearingLedger(OrderLedger):
                 if exc.name == "OutOfGas" and kind is not None:
                     self.gas_sizes.out_of_gas(kind, items=ids or done,
                                               gas_limit=int(exc.values["gas_limit"]))
-                for q in pending[k + 1:]:  # behind the failed one: each reverts CursorMismatch
-                    try:
-                        self._finish(q)
-                    except (ChainRevert, e.MarketError):
-                        pass
+                self._drain(pending[k + 1:])
                 raise
         return events
 
@@ -239,13 +235,18 @@ class ClearingLedger(OrderLedger):
             try:
                 events += self._finish(p)
             except (ChainRevert, e.MarketError):
-                for q in pending[k + 1:]:  # behind the failed one: each reverts CursorMismatch
-                    try:
-                        self._finish(q)
-                    except (ChainRevert, e.MarketError):
-                        pass
+                self._drain(pending[k + 1:])
                 raise
         return self._cleared(interval, events)
+
+    def _drain(self, pending: Sequence[Any]) -> None:
+        """Confirm the chunks sent behind one that failed: each reverts CursorMismatch (the
+        contract's cursor did not move), so nothing of them applied."""
+        for q in pending:
+            try:
+                self._finish(q)
+            except (ChainRevert, e.MarketError):
+                pass
 
     def set_books(self, interval: int, books: Mapping[int, int], *, sender: int | None = None) -> None:
         """While the feeder is split into electrical islands the interval clears one book per
