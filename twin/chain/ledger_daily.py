@@ -15,19 +15,19 @@ import numpy as np
 from twin.chain.ledger_settlement import SettlingLedger, _fn
 from twin.market import errors as e
 from twin.market.provisional import TrueUp
-from twin.market.schedule_merkle import depth_of, schedule_levels, schedule_proof
+from twin.market.schedule_merkle import depth_of, schedule_levels, schedule_proof, schedules_levels
 from twin.market.signing import Rejection
 from twin.market.signing_daily import (
     ScheduledOrder,
     SignedAmendment,
     SignedDailyReadings,
     SignedSchedule,
+    slots_per_day,
 )
 from twin.market.types import OPERATOR_ACCOUNT, Order, SettlementRow, Side
 
 __all__ = ["DAILY_READINGS_CHUNK", "SCHEDULED_ORDER_CHUNK", "DailyLedger"]
 
-_DAY_S = 86_400
 _W = 2**256
 #: scheduled orders a relaySchedules transaction carries (with the schedules they need: a
 #: device's first schedule of a day costs ~75,000 gas, an order ~45,000)
@@ -47,9 +47,7 @@ class DailyLedger(SettlingLedger):
 
     @property
     def per_day(self) -> int:
-        if _DAY_S % self._interval_s:
-            raise ValueError(f"daily signing needs interval_s dividing a day, got {self._interval_s}")
-        return _DAY_S // self._interval_s
+        return slots_per_day(self._interval_s)
 
     @property
     def _daily_market(self) -> Any:
@@ -119,13 +117,16 @@ class DailyLedger(SettlingLedger):
         after: list[_State] = []
         words: list[int] = []
         index: dict[int, int] = {}
+        full = [s for s in items if type(s) is SignedSchedule]
+        grids = [np.array(s.orders, np.int64).reshape(per_day, 4) for s in full]  # type: ignore[union-attr]
+        trees = dict(zip(map(id, full), zip(grids, schedules_levels(np.stack(grids)) if grids else [],
+                                            strict=True), strict=True))  # one batch of trees
         for i, s in enumerate(items):
             index[id(s)] = i
             sig = s.signature if len(s.signature) == 65 else bytes(65)
             rsv = [int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]]
             if type(s) is SignedSchedule:
-                grid = np.array(s.orders, np.int64).reshape(per_day, 4)
-                levels = schedule_levels(grid)
+                grid, levels = trees[id(s)]
                 words += [0, s.device_id, s.day, s.revision, int.from_bytes(levels[-1][0], "big"), *rsv]
                 state[s.device_id] = (s.day, s.revision, grid, levels)
             else:

@@ -32,13 +32,13 @@ from twin.market.signing_daily import (
     amendment_rows,
     schedule_row,
     slot_of,
+    slots_per_day,
 )
 from twin.market.types import Order, OrderIntent, SettlementRow
 from twin.market.validation import reject_malformed
 
 __all__ = ["ReferenceDaily"]
 
-_DAY_S = 86_400
 
 
 class ReferenceDaily(ReferenceSettlement):
@@ -46,9 +46,7 @@ class ReferenceDaily(ReferenceSettlement):
 
     @property
     def per_day(self) -> int:
-        if _DAY_S % self._interval_s:
-            raise ValueError(f"daily signing needs interval_s dividing a day, got {self._interval_s}")
-        return _DAY_S // self._interval_s
+        return slots_per_day(self._interval_s)
 
     def _place(self, intents: Sequence[OrderIntent], sender: int | None,
                signed: Sequence[SignedOrder] | None,

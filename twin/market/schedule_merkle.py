@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NUMBA_FROM_SLOTS", "depth_of", "schedule_leaves", "schedule_levels", "schedule_proof", "schedule_root",
-           "schedule_roots", "tree_lanes", "verify_proof"]
+__all__ = ["NUMBA_FROM_SLOTS", "depth_of", "schedule_levels", "schedule_proof", "schedule_root",
+           "schedule_roots", "schedules_levels", "tree_lanes"]
 
 def depth_of(per_day: int) -> int:
     """Proof length for ``per_day`` slots (at least 0)."""
@@ -93,18 +93,17 @@ def schedule_roots(grids: np.ndarray) -> list[bytes]:
     return [bytes(r) for r in top.reshape(-1, 4).view(np.uint8).reshape(-1, 32)]
 
 
-def schedule_leaves(orders: np.ndarray) -> list[bytes]:
-    """The leaf hash of every slot of a schedule (``per_day`` x 4 int64)."""
-    grid = np.asarray(orders, dtype=np.int64)
-    leaves = tree_lanes(grid[None])[0][0, :grid.shape[0]]
-    return [bytes(r) for r in leaves.view(np.uint8).reshape(-1, 32)]
-
-
 def schedule_levels(orders: np.ndarray) -> list[list[bytes]]:
     """Every level of the tree, leaves (padded) first, the root's level last."""
-    grid = np.asarray(orders, dtype=np.int64)
-    return [[bytes(r) for r in lv[0].view(np.uint8).reshape(-1, 32)]
-            for lv in tree_lanes(grid[None])]
+    return schedules_levels(np.asarray(orders, dtype=np.int64)[None])[0]
+
+
+def schedules_levels(grids: np.ndarray) -> list[list[list[bytes]]]:
+    """:func:`schedule_levels` of each schedule of ``grids`` (n x per_day x 4 int64), the
+    trees hashed in one batch."""
+    lanes = tree_lanes(grids)
+    return [[[bytes(r) for r in lv[k].view(np.uint8).reshape(-1, 32)] for lv in lanes]
+            for k in range(len(lanes[0]))]
 
 
 def schedule_root(orders: np.ndarray) -> bytes:
@@ -120,11 +119,3 @@ def schedule_proof(levels: list[list[bytes]], slot: int) -> list[bytes]:
         slot >>= 1
     return out
 
-
-def verify_proof(leaf: bytes, slot: int, proof: list[bytes], root: bytes) -> bool:
-    from twin.market.signing import _keccak as keccak
-
-    h = leaf
-    for i, sib in enumerate(proof):
-        h = keccak(sib + h) if (slot >> i) & 1 else keccak(h + sib)
-    return h == root

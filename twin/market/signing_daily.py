@@ -69,12 +69,23 @@ __all__ = [
     "schedule_hash",
     "schedule_row",
     "slot_of",
+    "slots_per_day",
 ]
 
 AMENDMENT_TYPEHASH = keccak(text="Amendment(uint64 device,uint64 day,uint64 revision,uint64 slot,"
                                   "int64 buyEnergy,int64 buyPrice,int64 sellEnergy,int64 sellPrice,"
                                   "bytes32 prior)")
 SCHEDULE_TYPEHASH = keccak(text="Schedule(uint64 device,uint64 day,uint64 revision,bytes32 orders)")
+_DAY_S = 86_400
+
+
+def slots_per_day(interval_s: int) -> int:
+    """A day's interval slots (a schedule's length); both ledgers' ``per_day``."""
+    if _DAY_S % interval_s:
+        raise ValueError(f"daily signing needs interval_s dividing a day, got {interval_s}")
+    return _DAY_S // interval_s
+
+
 #: revisions from this one on are refused (BadSignature): the contract keeps a uint32
 REVISION_LIMIT = 2**32
 DAILY_READINGS_TYPEHASH = keccak(text="DailyReadings(uint64 device,uint64 day,bytes32 readings)")
