@@ -15,6 +15,7 @@ from twin.chain.tx import ChainRevert, Pending
 from twin.market import errors as e
 from twin.market.signing import Rejection, SignedCancel, SignedOrder
 from twin.market.types import OPERATOR_ACCOUNT, Order, OrderIntent, Side
+from twin.market.units import DEVICE_LIMIT, ENERGY_MAX_WH, INTERVAL_LIMIT
 from twin.market.validation import check_intents
 
 __all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
@@ -26,7 +27,7 @@ __all__ = ["SIGNED_ORDER_CHUNK", "OrderLedger", "PendingOrders"]
 #: is sized by the gas an order took (twin.chain.gas_size: 80 % of the block).
 SIGNED_ORDER_CHUNK = 200
 #: fields of an order's 128-bit word (OrderWords.sol; OrdersPlaced logs carry these words)
-ORDER_DEVICE_MASK, ORDER_INTERVAL_MASK, ORDER_ENERGY_MASK = 2**30 - 1, 2**28 - 1, 2**32 - 1
+ORDER_DEVICE_MASK, ORDER_INTERVAL_MASK, ORDER_ENERGY_MASK = DEVICE_LIMIT - 1, INTERVAL_LIMIT - 1, ENERGY_MAX_WH
 
 
 @dataclass(frozen=True, slots=True)
