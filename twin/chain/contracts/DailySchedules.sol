@@ -63,18 +63,6 @@ library DailySchedules {
         uint256 indexed interval, uint256 indexed device, uint256 position, uint256 nonce, bytes reason
     );
 
-    /// ProvisionalSettlement's event (emitted at the market's address like it).
-    event TruedUp(
-        uint256 indexed interval,
-        uint256 indexed device,
-        address owner,
-        int256 estimatedWh,
-        int256 meteredWh,
-        int256 amount,
-        int256 paid,
-        uint256 debt
-    );
-
     error NotOperator(address account);
     error UnknownDevice(uint256 device);
     error AlreadyTruedUp(uint256 device, uint256 interval);
@@ -390,7 +378,8 @@ library DailySchedules {
                 (int256 paid, uint256 debt) = MarketSettlement.pay(
                     MarketSlots.accounts(), x.dso, owners[i], amount < 0, uint256(amount < 0 ? -amount : amount)
                 );
-                emit TruedUp(interval, w[at], owners[i], estimate, real, amount, paid, debt);
+                // ProvisionalSettlement's event, at the market's address like it
+                emit ProvisionalSettlement.TruedUp(interval, w[at], owners[i], estimate, real, amount, paid, debt);
             }
         }
     }
